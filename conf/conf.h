@@ -1,0 +1,172 @@
+/*
+ * conf.h - tandem's configuration: the grammar's result, as plain values.
+ *
+ * A struct conf is an immutable snapshot once conf_load_*() returned it: the
+ * proxy shares it between threads and never writes to it.  The file and the
+ * command line (tandem postgres --listen ...) both build this same struct.
+ *
+ * This module is pure: it reads no socket, starts no thread, logs nothing.
+ * conf_load_file() is the only function that touches the file system, and
+ * only to read the file it was given.
+ *
+ * Grammar (nginx-style; '#' starts a comment; strings may be "quoted"):
+ *
+ *   workers 2;
+ *   log_format text;                      # text | json
+ *   log_level info;                       # debug | info | warn | error
+ *   limits {
+ *       max_client_conn 10000;
+ *       max_packet_size 1MB;              # sizes: B, KB, MB, GB (powers of 2)
+ *       startup_timeout 10s;              # durations: ms, s, m, h
+ *       connect_timeout 5s;
+ *       shutdown_timeout 30s;
+ *   }
+ *   admin { listen 127.0.0.1:9090; token_file /etc/tandem/token; }
+ *   backend blue {
+ *       address 127.0.0.1:5432;
+ *       tls disable;                      # disable | require | verify-full
+ *       tls_ca_file /etc/ssl/ca.pem;      # required by verify-full
+ *       tls_server_name db.internal;      # default: host of address
+ *       user tandem;                      # tandem's own logins (shadow, probes)
+ *       password_file /etc/tandem/blue.pw;
+ *   }
+ *   listener pg {
+ *       listen 0.0.0.0:6432;
+ *       protocol postgres;                # postgres | redis
+ *       tls_cert /etc/tandem/cert.pem;    # TLS for clients; both or neither
+ *       tls_key  /etc/tandem/key.pem;
+ *       primary blue;
+ *       shadow green;
+ *       mode passthrough;                 # passthrough | shadow | split
+ *   }
+ *
+ * Later capabilities (mirror { }, reads { }, canary { }, compare { },
+ * guard { }) add blocks inside listener and at top level; the parser is
+ * table-driven so each is a handful of table rows.
+ */
+#ifndef TANDEM_CONF_H
+#define TANDEM_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONF_NAME_MAX 64
+#define CONF_HOST_MAX 256
+#define CONF_PATH_MAX 1024
+#define CONF_MAX_ERRORS 64
+
+enum conf_proto { CONF_PROTO_POSTGRES, CONF_PROTO_REDIS };
+enum conf_mode { CONF_MODE_PASSTHROUGH, CONF_MODE_SHADOW, CONF_MODE_SPLIT };
+enum conf_tls { CONF_TLS_DISABLE, CONF_TLS_REQUIRE, CONF_TLS_VERIFY_FULL };
+enum conf_log_format { CONF_LOG_TEXT, CONF_LOG_JSON };
+enum conf_log_level { CONF_LOG_DEBUG, CONF_LOG_INFO, CONF_LOG_WARN, CONF_LOG_ERROR };
+
+/* "host:port", "[v6]:port".  host is kept as text; the proxy resolves it. */
+struct conf_addr {
+    char host[CONF_HOST_MAX];
+    uint16_t port;
+};
+
+struct conf_backend {
+    char name[CONF_NAME_MAX];
+    struct conf_addr addr;
+    enum conf_tls tls;
+    char tls_ca_file[CONF_PATH_MAX];     /* "" when unset */
+    char tls_server_name[CONF_HOST_MAX]; /* "" means addr.host */
+    char user[CONF_NAME_MAX];            /* "" when unset */
+    char password[CONF_NAME_MAX * 2];    /* inline password; prefer password_file */
+    char password_file[CONF_PATH_MAX];
+    int line;                            /* where it was declared; 0 from the CLI */
+};
+
+struct conf_listener {
+    char name[CONF_NAME_MAX];
+    struct conf_addr addr;
+    enum conf_proto proto;
+    char tls_cert[CONF_PATH_MAX]; /* "" when the listener does not offer TLS */
+    char tls_key[CONF_PATH_MAX];
+    int primary;                  /* index into conf.backends */
+    int shadow;                   /* index into conf.backends, -1 for none */
+    enum conf_mode mode;
+    int line;
+};
+
+struct conf_limits {
+    uint32_t max_client_conn;     /* per process; default 10000 */
+    uint32_t max_packet_size;     /* bytes; default 1 MiB; min 1 KiB */
+    uint32_t startup_timeout_ms;  /* client must finish startup; default 10 s */
+    uint32_t connect_timeout_ms;  /* backend TCP+TLS connect; default 5 s */
+    uint32_t shutdown_timeout_ms; /* SIGTERM drain; default 30 s */
+};
+
+struct conf_admin {
+    int enabled;               /* admin { listen } or --admin given */
+    struct conf_addr addr;     /* default 127.0.0.1:9090 when enabled */
+    char token_file[CONF_PATH_MAX];
+};
+
+struct conf {
+    char file[CONF_PATH_MAX]; /* "" when built from the command line */
+    int workers;              /* 1..64; default: number of CPUs, at most 4 */
+    enum conf_log_format log_format;
+    enum conf_log_level log_level;
+    struct conf_limits limits;
+    struct conf_admin admin;
+    struct conf_backend *backends;
+    size_t nbackends;
+    struct conf_listener *listeners;
+    size_t nlisteners;
+};
+
+/* Errors collected by a load: every one, not just the first. */
+struct conf_error {
+    int line;        /* 0 when the error is not tied to a line (e.g. CLI) */
+    char msg[256];
+};
+
+struct conf_errors {
+    struct conf_error list[CONF_MAX_ERRORS];
+    size_t count;     /* number stored (<= CONF_MAX_ERRORS) */
+    size_t dropped;   /* errors beyond the list */
+};
+
+/*
+ * conf_load_buffer - parse and validate a configuration held in memory.
+ *
+ * name is used in messages only (the file name).  Returns a new struct conf
+ * on success, NULL when errs->count > 0 after the load.  Never aborts on bad
+ * input; every error found is appended to errs.
+ */
+struct conf *conf_load_buffer(const char *name, const char *buf, size_t len,
+                              struct conf_errors *errs);
+
+/* conf_load_file - read FILE (at most 1 MiB) and conf_load_buffer() it. */
+struct conf *conf_load_file(const char *path, struct conf_errors *errs);
+
+/*
+ * conf_load_args - build a configuration from the file-less command line:
+ *   tandem postgres --listen HOST:PORT --primary [NAME=]HOST:PORT
+ *                   [--shadow [NAME=]HOST:PORT] [--admin HOST:PORT]
+ *                   [--workers N] [--mode M] [--log-format F]
+ * proto is "postgres" or "redis"; argv excludes the program and proto word.
+ * Backend names default to "blue" (primary) and "green" (shadow).
+ */
+struct conf *conf_load_args(const char *proto, int argc, char **argv,
+                            struct conf_errors *errs);
+
+/* conf_free - release a struct conf from any conf_load_*(); NULL is fine. */
+void conf_free(struct conf *conf);
+
+/* conf_format_error - "FILE:LINE: msg" (or "tandem: msg" without a line). */
+void conf_format_error(const struct conf *conf_or_null, const char *name,
+                       const struct conf_error *err, char *out, size_t outlen);
+
+/* Enum names as written in the file, for logs and /api/status. */
+const char *conf_mode_name(enum conf_mode mode);
+const char *conf_proto_name(enum conf_proto proto);
+const char *conf_tls_name(enum conf_tls tls);
+
+/* conf_backend_find - index of the backend named NAME, or -1. */
+int conf_backend_find(const struct conf *conf, const char *name);
+
+#endif /* TANDEM_CONF_H */

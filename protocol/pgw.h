@@ -1,0 +1,194 @@
+/*
+ * pgw.h - PostgreSQL v3 wire protocol codec (pure).
+ *
+ * Nothing here touches a socket, logs, or allocates.  Parsers take a byte
+ * slice and answer PGW_OK (parsed, *used bytes consumed), PGW_NEED_MORE (the
+ * slice is a valid prefix; call again with more bytes) or PGW_ERROR (the bytes
+ * can never become valid; err says why in words fit for an ErrorResponse).
+ * "Is it complete?" and "is it valid?" are separate answers: a length that is
+ * out of range is an error as soon as its 4 bytes are seen, even though the
+ * body has not arrived.
+ *
+ * Builders write into a caller buffer of cap bytes and return the length
+ * written, or 0 if cap was too small (nothing useful written).
+ *
+ * Layouts (all integers big-endian):
+ *   untyped (first packet):  int32 len (incl. itself) | int32 code | ...
+ *   typed:                   byte type | int32 len (incl. itself) | body
+ */
+#ifndef TANDEM_PGW_H
+#define TANDEM_PGW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum pgw_status { PGW_OK = 0, PGW_NEED_MORE = 1, PGW_ERROR = -1 };
+
+#define PGW_HEADER_LEN 5                 /* type byte + int32 length */
+#define PGW_STARTUP_MAX_LEN 10000        /* as the server's MAX_STARTUP_PACKET_LENGTH */
+#define PGW_STARTUP_MAX_PARAMS 64
+
+#define PGW_CODE_CANCEL 80877102u        /* 1234 << 16 | 5678 */
+#define PGW_CODE_SSL 80877103u           /* 1234 << 16 | 5679 */
+#define PGW_CODE_GSSENC 80877104u        /* 1234 << 16 | 5680 */
+#define PGW_PROTO_MAJOR(v) ((v) >> 16)
+#define PGW_PROTO_MINOR(v) ((v)&0xffff)
+#define PGW_PROTO_30 0x00030000u
+
+/* SQLSTATEs tandem itself sends. */
+#define PGW_SQLSTATE_PROTOCOL_VIOLATION "08P01"
+#define PGW_SQLSTATE_CONNECTION_FAILURE "08006"
+#define PGW_SQLSTATE_TOO_MANY_CONNECTIONS "53300"
+#define PGW_SQLSTATE_ADMIN_SHUTDOWN "57P01"
+#define PGW_SQLSTATE_FEATURE_NOT_SUPPORTED "0A000"
+
+/* Authentication request codes ('R' messages). */
+enum pgw_auth_code {
+    PGW_AUTH_OK = 0,
+    PGW_AUTH_CLEARTEXT = 3,
+    PGW_AUTH_MD5 = 5,
+    PGW_AUTH_SASL = 10,
+    PGW_AUTH_SASL_CONTINUE = 11,
+    PGW_AUTH_SASL_FINAL = 12,
+};
+
+/* ------------------------------------------------------------------ */
+/* The first, untyped packet from a client.                           */
+
+enum pgw_startup_kind {
+    PGW_STARTUP_MESSAGE,   /* protocol 3.x with parameters */
+    PGW_STARTUP_SSL,       /* SSLRequest */
+    PGW_STARTUP_GSSENC,    /* GSSENCRequest */
+    PGW_STARTUP_CANCEL,    /* CancelRequest */
+};
+
+struct pgw_param {
+    const char *name;      /* points into the parsed buffer, NUL-terminated */
+    const char *value;
+};
+
+struct pgw_startup {
+    enum pgw_startup_kind kind;
+    uint32_t version;      /* PGW_STARTUP_MESSAGE: major<<16 | minor */
+    uint32_t cancel_pid;   /* PGW_STARTUP_CANCEL */
+    uint32_t cancel_key;
+    struct pgw_param params[PGW_STARTUP_MAX_PARAMS];
+    size_t nparams;
+};
+
+/*
+ * pgw_startup_parse - parse the first packet of a connection.
+ *
+ * Accepts SSLRequest, GSSENCRequest, CancelRequest and StartupMessage with
+ * major version 3 (any minor).  Refuses: length < 8 or > PGW_STARTUP_MAX_LEN,
+ * other protocol versions, a parameter list that is not a sequence of
+ * NUL-terminated name/value pairs ended by one extra NUL, a missing "user",
+ * more than PGW_STARTUP_MAX_PARAMS pairs.  out->params point into buf, so buf
+ * must outlive out.  *used is the packet length on PGW_OK.
+ */
+enum pgw_status pgw_startup_parse(const uint8_t *buf, size_t len, size_t *used,
+                                  struct pgw_startup *out, const char **err);
+
+/* pgw_startup_param - value of NAME in a parsed startup, or NULL. */
+const char *pgw_startup_param(const struct pgw_startup *st, const char *name);
+
+/* ------------------------------------------------------------------ */
+/* Typed messages.                                                    */
+
+struct pgw_header {
+    uint8_t type;
+    uint32_t len;          /* the wire length: body + 4 */
+};
+
+/* Total bytes of the message on the wire. */
+static inline size_t
+pgw_header_total(const struct pgw_header *h)
+{
+    return (size_t)h->len + 1;
+}
+
+/*
+ * pgw_header_parse - read a typed message header from buf.
+ *
+ * PGW_NEED_MORE when len < 5.  PGW_ERROR when the length field is < 4 or
+ * greater than max_len (max_len counts the body plus the 4 length bytes).
+ * It does not judge the type: see pgw_frontend_type_valid().
+ */
+enum pgw_status pgw_header_parse(const uint8_t *buf, size_t len, uint32_t max_len,
+                                 struct pgw_header *out, const char **err);
+
+/* Message types a client may send after startup (B C c d D E f F H p P Q S X). */
+int pgw_frontend_type_valid(uint8_t type);
+
+/* Message types a server may send (1 2 3 A c C d D E G H I K n N R s S t T V W Z v). */
+int pgw_backend_type_valid(uint8_t type);
+
+/*
+ * Body parsers: body/len are a whole message body (without type and length).
+ * They validate the layout fully; pointers returned point into body.
+ */
+
+struct pgw_error_fields {
+    char severity[16];     /* "ERROR", "FATAL", ... (V field, else S) */
+    char sqlstate[6];      /* C field, "" if absent */
+    const char *message;   /* M field, NULL if absent; points into body */
+    size_t message_len;
+};
+enum pgw_status pgw_error_parse(const uint8_t *body, size_t len, struct pgw_error_fields *out);
+
+/* 'Z': one status byte, 'I' idle, 'T' in transaction, 'E' failed transaction. */
+enum pgw_status pgw_ready_parse(const uint8_t *body, size_t len, uint8_t *status);
+
+/* 'K': BackendKeyData. */
+enum pgw_status pgw_backend_key_parse(const uint8_t *body, size_t len, uint32_t *pid,
+                                      uint32_t *key);
+
+/* 'R': the authentication code (first int32). */
+enum pgw_status pgw_auth_parse(const uint8_t *body, size_t len, uint32_t *code);
+
+/* 'S' from the server: ParameterStatus name and value, NUL-terminated in body. */
+enum pgw_status pgw_parameter_status_parse(const uint8_t *body, size_t len, const char **name,
+                                           const char **value);
+
+/*
+ * pgw_sasl_strip_plus - rewrite an AuthenticationSASL ('R', code 10) body
+ * without the *-PLUS (channel binding) mechanisms.  tandem terminates TLS, so
+ * the client's channel binding could never match the server's.
+ *
+ * Writes a complete message (type 'R', length, body) into out.  Returns its
+ * length, or 0 if the body is not a valid SASL list, cap is too small, or no
+ * mechanism would remain.
+ */
+size_t pgw_sasl_strip_plus(const uint8_t *body, size_t len, uint8_t *out, size_t cap);
+
+/* ------------------------------------------------------------------ */
+/* Builders (complete messages, ready to send).                       */
+
+/* ErrorResponse with S, V, C, M fields.  message is cut to fit cap. */
+size_t pgw_build_error(uint8_t *out, size_t cap, const char *severity, const char *sqlstate,
+                       const char *message);
+
+/* NegotiateProtocolVersion ('v'): newest minor supported, unrecognized options. */
+size_t pgw_build_negotiate(uint8_t *out, size_t cap, uint32_t newest_minor,
+                           const char *const *options, size_t noptions);
+
+/* BackendKeyData ('K'). */
+size_t pgw_build_backend_key(uint8_t *out, size_t cap, uint32_t pid, uint32_t key);
+
+/* CancelRequest (untyped, 16 bytes). */
+size_t pgw_build_cancel(uint8_t *out, size_t cap, uint32_t pid, uint32_t key);
+
+/* SSLRequest (untyped, 8 bytes). */
+size_t pgw_build_ssl_request(uint8_t *out, size_t cap);
+
+/*
+ * StartupMessage for protocol 3.0 with the given parameters, skipping any
+ * whose name starts with "_pq_." (protocol options tandem does not speak).
+ */
+size_t pgw_build_startup(uint8_t *out, size_t cap, const struct pgw_param *params,
+                         size_t nparams);
+
+/* Terminate ('X'). */
+size_t pgw_build_terminate(uint8_t *out, size_t cap);
+
+#endif /* TANDEM_PGW_H */
