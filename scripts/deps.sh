@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# deps.sh - install what tandem's build and tests need on a fresh Debian 12.
+#
+# Checks every package with dpkg-query first, so a second run is fast and
+# needs no network.  Only when something is missing: one `apt-get update`,
+# then one `apt-get install` of the missing packages.  No system service is
+# started or enabled: the tests start their own PostgreSQL and Redis servers
+# on ephemeral loopback ports, so a cluster Debian creates is stopped.
+set -euo pipefail
+
+PACKAGES=(
+    build-essential cmake pkg-config clang libclang-rt-14-dev
+    libevent-dev libssl-dev libpq-dev libhiredis-dev libjansson-dev
+    libpg-query-dev libxxhash-dev libcmocka-dev
+    python3-pytest python3-psycopg python3-redis python3-yaml
+    postgresql-15 postgresql-client-15 pgbouncer
+    redis-server redis-tools nutcracker
+    openssl procps iproute2 curl
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
+    [[ $status == ii* ]] || missing+=("$pkg")
+done
+
+if ((${#missing[@]} == 0)); then
+    echo "deps: all ${#PACKAGES[@]} packages installed"
+    exit 0
+fi
+
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo)
+    else
+        echo "deps: missing ${missing[*]}; run as root or install sudo" >&2
+        exit 1
+    fi
+fi
+
+# Keep package scripts from starting services (postgresql, redis-server,
+# nutcracker, pgbouncer) while installing: policy-rc.d exit 101 = "not now".
+POLICY=/usr/sbin/policy-rc.d
+if [[ ! -e $POLICY ]]; then
+    printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$POLICY" >/dev/null
+    "${SUDO[@]}" chmod 755 "$POLICY"
+    trap '"${SUDO[@]}" rm -f "$POLICY"' EXIT
+fi
+
+echo "deps: installing ${missing[*]}"
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${missing[@]}"
+
+# Debian's postgresql-common creates a "main" cluster; if anything started
+# it anyway, stop it: the tests never use it.
+if command -v pg_lsclusters >/dev/null 2>&1; then
+    pg_lsclusters -h 2>/dev/null | while read -r ver name _port status _rest; do
+        if [[ $status == online* ]]; then
+            echo "deps: stopping the packaged cluster $ver/$name"
+            "${SUDO[@]}" pg_ctlcluster "$ver" "$name" stop || true
+        fi
+    done
+fi
+echo "deps: done"
