@@ -1,0 +1,1 @@
+"""Integration-test harness: real PostgreSQL servers, a tandem process, raw wire helpers."""
