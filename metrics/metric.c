@@ -144,10 +144,10 @@ metric_render_prometheus(FILE *out)
                  "tandem_build_info{version=\"%s\"} 1\n",
             TANDEM_VERSION);
 
-#define X(id, name, help)                                                                      \
-    header(out, name, help, "counter");                                                        \
+#define X(id, metric, help)                                                                    \
+    header(out, metric, help, "counter");                                                        \
     for (int l = 0; l < nl; l++) {                                                             \
-        fprintf(out, "%s{listener=\"", name);                                                  \
+        fprintf(out, "%s{listener=\"", metric);                                                  \
         put_label(out, listeners.name[l]);                                                     \
         fprintf(out, "\"} %llu\n", (unsigned long long)metric_sum_listener(l, METRIC_L_##id)); \
     }
@@ -176,13 +176,13 @@ metric_render_prometheus(FILE *out)
         }
     }
 
-#define X(id, name, help)                                                                      \
-    header(out, name, help, "counter");                                                        \
+#define X(id, metric, help)                                                                    \
+    header(out, metric, help, "counter");                                                        \
     for (int b = 0; b < nb; b++) {                                                             \
         uint64_t sum = 0;                                                                      \
         for (int s = 0; s < n; s++)                                                            \
             sum += load(&shards[s]->backend[b][METRIC_B_##id]);                                \
-        fprintf(out, "%s{backend=\"", name);                                                   \
+        fprintf(out, "%s{backend=\"", metric);                                                   \
         put_label(out, backends.name[b]);                                                      \
         fprintf(out, "\"} %llu\n", (unsigned long long)sum);                                   \
     }

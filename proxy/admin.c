@@ -1,0 +1,164 @@
+/*
+ * admin.c - admin HTTP endpoints (see admin.h).
+ */
+#include "proxy/admin.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics/metric.h"
+#include "proxy/log.h"
+
+struct admin {
+    struct evhttp *http;
+    struct admin_hooks hooks;
+};
+
+typedef void (*route_fn)(struct admin *a, struct evhttp_request *req);
+
+static void
+reply_text(struct evhttp_request *req, int code, const char *reason, const char *ctype,
+           const char *body, size_t len)
+{
+    struct evbuffer *buf = evbuffer_new();
+    if (buf == NULL) {
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
+    evbuffer_add(buf, body, len);
+    evhttp_send_reply(req, code, reason, buf);
+    evbuffer_free(buf);
+}
+
+/* admin_json_error - {"error": msg} with the given status. */
+static void
+reply_json_error(struct evhttp_request *req, int code, const char *reason, const char *msg)
+{
+    json_t *obj = json_pack("{s:s}", "error", msg);
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    if (text == NULL) {
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    reply_text(req, code, reason, "application/json", text, strlen(text));
+    free(text);
+}
+
+static void
+route_metrics(struct admin *a, struct evhttp_request *req)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    (void)a;
+    if (out == NULL) {
+        reply_json_error(req, 500, "Internal Server Error", "out of memory");
+        return;
+    }
+    metric_render_prometheus(out);
+    fclose(out);
+    reply_text(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+}
+
+static void
+route_healthz(struct admin *a, struct evhttp_request *req)
+{
+    (void)a;
+    reply_text(req, 200, "OK", "text/plain", "ok\n", 3);
+}
+
+static void
+route_readyz(struct admin *a, struct evhttp_request *req)
+{
+    char why[256] = "";
+    char body[300];
+    if (a->hooks.ready(a->hooks.ctx, why, sizeof(why))) {
+        reply_text(req, 200, "OK", "text/plain", "ready\n", 6);
+        return;
+    }
+    int n = snprintf(body, sizeof(body), "%s\n", why);
+    reply_text(req, 503, "Service Unavailable", "text/plain", body, (size_t)n);
+}
+
+static const struct route {
+    const char *path;
+    enum evhttp_cmd_type method;
+    route_fn fn;
+} routes[] = {
+    {"/metrics", EVHTTP_REQ_GET, route_metrics},
+    {"/healthz", EVHTTP_REQ_GET, route_healthz},
+    {"/readyz", EVHTTP_REQ_GET, route_readyz},
+};
+
+static void
+on_request(struct evhttp_request *req, void *arg)
+{
+    struct admin *a = arg;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    int path_known = 0;
+
+    if (path == NULL)
+        path = "/";
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (strcmp(routes[i].path, path) != 0)
+            continue;
+        path_known = 1;
+        if (routes[i].method == evhttp_request_get_command(req) ||
+            (routes[i].method == EVHTTP_REQ_GET &&
+             evhttp_request_get_command(req) == EVHTTP_REQ_HEAD)) {
+            routes[i].fn(a, req);
+            return;
+        }
+    }
+    if (path_known)
+        reply_json_error(req, 405, "Method Not Allowed", "method not allowed");
+    else
+        reply_json_error(req, 404, "Not Found", "not found");
+}
+
+struct admin *
+admin_new(struct event_base *base, const struct conf_addr *addr, const struct admin_hooks *hooks,
+          char *err, size_t errlen)
+{
+    struct admin *a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    a->hooks = *hooks;
+    a->http = evhttp_new(base);
+    if (a->http == NULL) {
+        snprintf(err, errlen, "cannot create the HTTP server");
+        free(a);
+        return NULL;
+    }
+    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
+                                            EVHTTP_REQ_POST | EVHTTP_REQ_DELETE);
+    evhttp_set_max_body_size(a->http, 1 << 20);
+    evhttp_set_max_headers_size(a->http, 16384);
+    evhttp_set_timeout(a->http, 30);
+    evhttp_set_gencb(a->http, on_request, a);
+    if (evhttp_bind_socket(a->http, addr->host, addr->port) != 0) {
+        snprintf(err, errlen, "admin: cannot listen on %s:%u", addr->host, addr->port);
+        evhttp_free(a->http);
+        free(a);
+        return NULL;
+    }
+    return a;
+}
+
+void
+admin_free(struct admin *a)
+{
+    if (a == NULL)
+        return;
+    evhttp_free(a->http);
+    free(a);
+}

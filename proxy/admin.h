@@ -1,0 +1,32 @@
+/*
+ * admin.h - the admin HTTP server (libevent evhttp), on the main thread.
+ *
+ *   GET /metrics   Prometheus text exposition
+ *   GET /healthz   200 "ok" while the process runs its loop
+ *   GET /readyz    200 "ready"; 503 with the reason while draining or when a
+ *                  listener's primary is down
+ *
+ * Unknown paths get a JSON error with status 404, other methods 405.
+ */
+#ifndef TANDEM_ADMIN_H
+#define TANDEM_ADMIN_H
+
+#include <event2/event.h>
+#include <stddef.h>
+
+#include "conf/conf.h"
+
+struct admin;
+
+/* What the admin server asks of the process. */
+struct admin_hooks {
+    void *ctx;
+    /* ready - 1 when ready; else 0 with a reason in why. */
+    int (*ready)(void *ctx, char *why, size_t whylen);
+};
+
+struct admin *admin_new(struct event_base *base, const struct conf_addr *addr,
+                        const struct admin_hooks *hooks, char *err, size_t errlen);
+void admin_free(struct admin *a);
+
+#endif /* TANDEM_ADMIN_H */

@@ -1,0 +1,67 @@
+/*
+ * conn.h - one socket, its two evbuffers and optional TLS.
+ *
+ * A conn does no protocol work: it moves bytes between a socket and its
+ * evbuffers.  Reads go through a caller-provided scratch buffer (one per
+ * worker) and are appended to `in`, so an idle connection owns no buffer
+ * memory at all; writes go straight from `out` (writev, or SSL_write per
+ * chunk).  The owner (a session) gets one callback for both directions and
+ * decides what to read and when; conn_flush() writes immediately and only
+ * asks for a write event when the kernel would block.
+ */
+#ifndef TANDEM_CONN_H
+#define TANDEM_CONN_H
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <openssl/ssl.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum conn_io {
+    CONN_OK,      /* progress: bytes read, or everything written, or handshake done */
+    CONN_AGAIN,   /* the kernel or TLS would block; events are armed */
+    CONN_EOF,     /* orderly close by the peer */
+    CONN_ERROR,   /* reset, TLS failure...: errno / the OpenSSL queue say which */
+};
+
+struct conn {
+    int fd;
+    SSL *ssl;                 /* NULL for plain TCP */
+    struct evbuffer *in;      /* bytes read, not yet consumed by the owner */
+    struct evbuffer *out;     /* bytes to send */
+    struct event ev_read;
+    struct event ev_write;
+    unsigned reading : 1;     /* ev_read is added */
+    unsigned writing : 1;     /* ev_write is added */
+    unsigned tls_done : 1;    /* handshake finished */
+    char tls_error[128];      /* last TLS failure, for messages */
+};
+
+/* conn_init - take ownership of fd (non-blocking).  cb gets EV_READ or EV_WRITE. */
+int conn_init(struct conn *c, struct event_base *base, int fd, event_callback_fn cb, void *arg);
+
+/* conn_release - remove events, free TLS and buffers, close the fd.  Idempotent. */
+void conn_release(struct conn *c);
+
+/* conn_read - one read of at most cap bytes via scratch, appended to c->in. */
+enum conn_io conn_read(struct conn *c, uint8_t *scratch, size_t cap, size_t *nread);
+
+/* conn_flush - write as much of c->out as the socket takes; arms ev_write when needed. */
+enum conn_io conn_flush(struct conn *c);
+
+/* conn_want_read - start or stop watching for readability (backpressure). */
+void conn_want_read(struct conn *c, int on);
+
+/*
+ * conn_start_tls - wrap the socket in TLS.  server_side 1 accepts (client
+ * connections), 0 connects (backends; sni may be NULL).  The handshake then
+ * runs through conn_handshake().
+ */
+int conn_start_tls(struct conn *c, SSL_CTX *ctx, int server_side, const char *sni,
+                   const char *verify_host);
+
+/* conn_handshake - advance the TLS handshake: CONN_OK when done. */
+enum conn_io conn_handshake(struct conn *c);
+
+#endif /* TANDEM_CONN_H */

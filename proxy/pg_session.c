@@ -1,0 +1,1080 @@
+/*
+ * pg_session.c - a PostgreSQL client session relayed to the primary.
+ *
+ * Bytes are framed, not decoded: each direction keeps "how much of the
+ * current message is still to pass" (client_skip / server_skip); a run of
+ * whole or partial messages is moved from one evbuffer to the other with a
+ * single evbuffer_remove_buffer(), which hands over chains without copying.
+ * Only the few messages tandem must look inside (the startup packet,
+ * authentication, BackendKeyData, ReadyForQuery, the query text for
+ * classification) are made contiguous, and those are small or bounded by
+ * max_packet_size.
+ *
+ * Every event handler ends in settle(), the one place that frees a session
+ * (state LINGER with nothing left to send, or DEAD), so no handler ever
+ * frees the session it is running for.
+ */
+#include "proxy/pg_session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "metrics/metric.h"
+#include "protocol/pgw.h"
+#include "proxy/cancel.h"
+#include "proxy/conn.h"
+#include "proxy/log.h"
+#include "proxy/runtime.h"
+#include "proxy/worker.h"
+
+/* Stop reading a source while its destination holds this much unsent. */
+#define BACKPRESSURE_BYTES (256 * 1024)
+/* Before authentication a client may only send small messages. */
+#define PREAUTH_MAX_MESSAGE 16384
+/* Largest message the backend may send that we inspect whole (auth, Z, K). */
+#define INSPECT_MAX_MESSAGE 65536
+/* The protocol's own ceiling for a backend message (1 GB data row). */
+#define BACKEND_MAX_MESSAGE 0x40000000u
+/* How long a closing session may take to hand its last bytes to the client. */
+#define LINGER_MS 5000
+
+enum pgs_state {
+    PGS_STARTUP,        /* waiting for the client's first packet */
+    PGS_CLIENT_TLS,     /* TLS handshake with the client */
+    PGS_CONNECTING,     /* TCP connect to the primary in flight */
+    PGS_SERVER_TLS_ASK, /* SSLRequest sent to the primary, waiting for S/N */
+    PGS_SERVER_TLS,     /* TLS handshake with the primary */
+    PGS_AUTH,           /* startup relayed; relaying authentication */
+    PGS_ACTIVE,         /* logged in: forwarding */
+    PGS_LINGER,         /* closing: flushing the last bytes to the client */
+    PGS_DEAD,           /* to be freed by settle() */
+};
+
+static const char *const state_names[] = {
+    "startup", "client_tls", "connecting", "server_tls_ask", "server_tls",
+    "auth",    "active",     "linger",     "dead",
+};
+
+struct pg_session {
+    struct worker *w;
+    struct runtime *rt;           /* reference held for the session's life */
+    const struct rt_listener *lis;
+    const struct rt_backend *be;  /* the answering backend: the primary */
+    uint64_t id;
+    char peer[64];
+    enum pgs_state state;
+
+    struct conn client;
+    struct conn server;
+    struct event timer;           /* startup, connect and linger deadlines */
+
+    unsigned server_open : 1;
+    unsigned over_limit : 1;
+    unsigned draining : 1;
+    unsigned logged_in : 1;
+    uint8_t tx_status;            /* from the last ReadyForQuery: I, T or E */
+    uint32_t outstanding;         /* units sent (Q, Sync, FunctionCall) not yet answered */
+    size_t client_skip;           /* bytes of the current client message still to move */
+    size_t server_skip;
+
+    uint8_t *startup;             /* the client's startup packet, kept for the shadow */
+    size_t startup_len;
+    struct cancel_entry cancel;   /* our key for the client -> the backend's key */
+
+    struct pg_session *prev, *next;
+};
+
+static void settle(struct pg_session *s);
+static void on_client(evutil_socket_t fd, short what, void *arg);
+static void on_server(evutil_socket_t fd, short what, void *arg);
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+
+#define slog(s, level, ...) log_at(level, (s)->id, (s)->peer, __VA_ARGS__)
+
+static struct metric_shard *
+shard(struct pg_session *s)
+{
+    return s->w->metrics;
+}
+
+static void
+count_client_error(struct pg_session *s, enum metric_client_error reason)
+{
+    if (s->lis->metric_slot >= 0)
+        metric_add(&shard(s)->client_errors[s->lis->metric_slot][reason], 1);
+}
+
+static void
+count_backend(struct pg_session *s, enum metric_backend_counter c, uint64_t n)
+{
+    if (s->be->metric_slot >= 0)
+        metric_add(&shard(s)->backend[s->be->metric_slot][c], n);
+}
+
+static void
+count_listener(struct pg_session *s, enum metric_listener_counter c, uint64_t n)
+{
+    if (s->lis->metric_slot >= 0)
+        metric_add(&shard(s)->listener[s->lis->metric_slot][c], n);
+}
+
+static void
+arm_timer(struct pg_session *s, uint32_t ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    evtimer_add(&s->timer, &tv);
+}
+
+/* The one transition function: every state change goes through here. */
+static void
+set_state(struct pg_session *s, enum pgs_state next)
+{
+    slog(s, CONF_LOG_DEBUG, "state %s -> %s", state_names[s->state], state_names[next]);
+    s->state = next;
+    switch (next) {
+    case PGS_ACTIVE:
+        evtimer_del(&s->timer);
+        break;
+    case PGS_LINGER:
+        /* the backend is no longer needed; the client gets its last bytes */
+        if (s->server_open) {
+            conn_release(&s->server);
+            s->server_open = 0;
+            count_backend(s, METRIC_B_SERVER_CLOSED, 1);
+        }
+        cancel_unregister(&s->cancel);
+        conn_want_read(&s->client, 0);
+        arm_timer(s, LINGER_MS);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Ending a session.                                                   */
+
+/* Queue an ErrorResponse for the client. */
+static void
+send_error(struct pg_session *s, const char *severity, const char *sqlstate, const char *msg)
+{
+    uint8_t buf[1024];
+    size_t n = pgw_build_error(buf, sizeof(buf), severity, sqlstate, msg);
+    if (n > 0)
+        evbuffer_add(s->client.out, buf, n);
+}
+
+/*
+ * fail - tell the client why (FATAL with sqlstate), count it, and close.
+ * The message is for the client and the log alike: it never holds secrets.
+ */
+static void
+fail(struct pg_session *s, enum metric_client_error reason, const char *sqlstate, const char *msg)
+{
+    if (s->state == PGS_LINGER || s->state == PGS_DEAD)
+        return;
+    slog(s, reason == METRIC_ERR_SHUTDOWN ? CONF_LOG_INFO : CONF_LOG_WARN, "closing: %s (%s)",
+         msg, sqlstate);
+    count_client_error(s, reason);
+    send_error(s, "FATAL", sqlstate, msg);
+    set_state(s, PGS_LINGER);
+}
+
+/* close_quietly - end without a message (the peer went away, or said Terminate). */
+static void
+close_quietly(struct pg_session *s)
+{
+    if (s->state == PGS_LINGER || s->state == PGS_DEAD)
+        return;
+    set_state(s, PGS_LINGER);
+}
+
+static void
+session_free(struct pg_session *s)
+{
+    evtimer_del(&s->timer);
+    cancel_unregister(&s->cancel);
+    if (s->server_open) {
+        conn_release(&s->server);
+        count_backend(s, METRIC_B_SERVER_CLOSED, 1);
+    }
+    conn_release(&s->client);
+    count_listener(s, METRIC_L_CLIENT_CLOSED, 1);
+    __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+    worker_session_removed(s->w, s);
+    runtime_unref(s->rt);
+    free(s->startup);
+    free(s);
+}
+
+/*
+ * settle - after every event: free a finished session, or set the read
+ * interest of each side by the other side's backlog (backpressure).
+ */
+static void
+settle(struct pg_session *s)
+{
+    if (s->state == PGS_LINGER) {
+        if (s->client.fd < 0 || conn_flush(&s->client) != CONN_AGAIN)
+            s->state = PGS_DEAD;
+        else
+            return; /* waiting for the client to take its last bytes */
+    }
+    if (s->state == PGS_DEAD) {
+        session_free(s);
+        return;
+    }
+    if (s->server_open) {
+        int server_ok = s->state >= PGS_SERVER_TLS_ASK &&
+                        evbuffer_get_length(s->client.out) < BACKPRESSURE_BYTES;
+        conn_want_read(&s->server, server_ok);
+    }
+    int client_ok = s->state != PGS_CONNECTING && s->state != PGS_SERVER_TLS_ASK &&
+                    s->state != PGS_SERVER_TLS &&
+                    (!s->server_open || evbuffer_get_length(s->server.out) < BACKPRESSURE_BYTES);
+    conn_want_read(&s->client, client_ok);
+}
+
+/* ------------------------------------------------------------------ */
+/* Cancel requests.                                                    */
+
+struct cancel_job {
+    int fd;
+    struct event ev;
+    uint8_t packet[16];
+};
+
+static void
+on_cancel_io(evutil_socket_t fd, short what, void *arg)
+{
+    struct cancel_job *job = arg;
+    (void)fd;
+    /* connected (or failed): one small write, then done either way */
+    if (what & EV_WRITE) {
+        ssize_t n = write(job->fd, job->packet, sizeof(job->packet));
+        (void)n;
+    }
+    close(job->fd);
+    free(job);
+}
+
+/* Forward a client's CancelRequest to the backend that runs its query. */
+static void
+forward_cancel(struct pg_session *s, uint32_t pid, uint32_t key)
+{
+    struct cancel_entry target;
+
+    count_listener(s, METRIC_L_CANCELS, 1);
+    if (cancel_lookup(pid, key, &target) != 0) {
+        slog(s, CONF_LOG_INFO, "cancel request with an unknown key ignored");
+        return;
+    }
+    struct cancel_job *job = malloc(sizeof(*job));
+    if (job == NULL)
+        return;
+    pgw_build_cancel(job->packet, sizeof(job->packet), target.be_pid, target.be_key);
+    job->fd = socket(target.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (job->fd < 0) {
+        free(job);
+        return;
+    }
+    if (connect(job->fd, (struct sockaddr *)&target.addr, target.addrlen) != 0 &&
+        errno != EINPROGRESS) {
+        close(job->fd);
+        free(job);
+        return;
+    }
+    struct timeval tv = {.tv_sec = 5};
+    event_assign(&job->ev, s->w->base, job->fd, EV_WRITE, on_cancel_io, job);
+    event_add(&job->ev, &tv);
+    slog(s, CONF_LOG_INFO, "cancel request forwarded to backend pid %u", target.be_pid);
+}
+
+/* ------------------------------------------------------------------ */
+/* Connecting to the primary.                                          */
+
+static void
+backend_failed(struct pg_session *s, const char *why)
+{
+    char msg[512];
+    snprintf(msg, sizeof(msg), "could not connect to backend \"%s\" at %s: %s", s->be->conf->name,
+             s->be->addr_text, why);
+    count_backend(s, METRIC_B_CONNECT_FAILURES, 1);
+    fail(s, METRIC_ERR_BACKEND_UNREACHABLE, PGW_SQLSTATE_CONNECTION_FAILURE, msg);
+}
+
+/* Send the startup packet: the client's parameters, protocol 3.0, no _pq_. options. */
+static void
+send_startup(struct pg_session *s)
+{
+    struct pgw_startup st;
+    const char *err = NULL;
+    size_t used;
+    uint8_t out[PGW_STARTUP_MAX_LEN];
+
+    /* parsed once already in STARTUP; parsing again keeps no pointers in the session */
+    if (pgw_startup_parse(s->startup, s->startup_len, &used, &st, &err) != PGW_OK) {
+        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, "invalid startup packet");
+        return;
+    }
+    size_t n = pgw_build_startup(out, sizeof(out), st.params, st.nparams);
+    if (n == 0) {
+        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, "startup packet too long");
+        return;
+    }
+    evbuffer_add(s->server.out, out, n);
+    set_state(s, PGS_AUTH);
+    arm_timer(s, s->rt->conf->limits.startup_timeout_ms);
+}
+
+static void
+server_connected(struct pg_session *s)
+{
+    count_backend(s, METRIC_B_SERVER_OPENED, 1);
+    if (s->be->tls != NULL) {
+        uint8_t req[8];
+        evbuffer_add(s->server.out, req, pgw_build_ssl_request(req, sizeof(req)));
+        set_state(s, PGS_SERVER_TLS_ASK);
+        return;
+    }
+    send_startup(s);
+}
+
+static void
+connect_backend(struct pg_session *s)
+{
+    const struct rt_backend *be = s->be;
+    int fd = socket(be->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        backend_failed(s, strerror(errno));
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    if (conn_init(&s->server, s->w->base, fd, on_server, s) != 0) {
+        close(fd);
+        backend_failed(s, "out of memory");
+        return;
+    }
+    s->server_open = 1;
+    set_state(s, PGS_CONNECTING);
+    arm_timer(s, s->rt->conf->limits.connect_timeout_ms);
+    if (connect(fd, (const struct sockaddr *)&be->addr, be->addrlen) == 0) {
+        server_connected(s);
+        return;
+    }
+    if (errno != EINPROGRESS) {
+        backend_failed(s, strerror(errno));
+        return;
+    }
+    /* writable = connected or failed; on_server reads SO_ERROR */
+    event_add(&s->server.ev_write, NULL);
+    s->server.writing = 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Client input.                                                       */
+
+/*
+ * Read the first packet.  Returns 1 when the session moved on and the
+ * client's input should be looked at again, 0 when more bytes are needed
+ * or the session ends.
+ */
+static int
+client_startup(struct pg_session *s)
+{
+    struct evbuffer *in = s->client.in;
+    size_t avail = evbuffer_get_length(in);
+    uint8_t lenbuf[4];
+
+    if (avail < 8) {
+        if (avail >= 4) {
+            evbuffer_copyout(in, lenbuf, 4);
+            uint32_t len = (uint32_t)lenbuf[0] << 24 | lenbuf[1] << 16 | lenbuf[2] << 8 | lenbuf[3];
+            if (len < 8 || len > PGW_STARTUP_MAX_LEN)
+                fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
+                     "invalid length of startup packet");
+        }
+        return 0;
+    }
+    evbuffer_copyout(in, lenbuf, 4);
+    uint32_t len = (uint32_t)lenbuf[0] << 24 | lenbuf[1] << 16 | lenbuf[2] << 8 | lenbuf[3];
+    if (len < 8 || len > PGW_STARTUP_MAX_LEN) {
+        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
+             "invalid length of startup packet");
+        return 0;
+    }
+    if (avail < len)
+        return 0;
+
+    const uint8_t *pkt = evbuffer_pullup(in, len);
+    struct pgw_startup st;
+    const char *err = "invalid startup packet";
+    size_t used;
+    if (pkt == NULL || pgw_startup_parse(pkt, len, &used, &st, &err) != PGW_OK) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "invalid startup packet: %s", err);
+        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, msg);
+        return 0;
+    }
+
+    switch (st.kind) {
+    case PGW_STARTUP_CANCEL:
+        forward_cancel(s, st.cancel_pid, st.cancel_key);
+        close_quietly(s);
+        return 0;
+    case PGW_STARTUP_GSSENC:
+        evbuffer_drain(in, len);
+        evbuffer_add(s->client.out, "N", 1);
+        return 1;
+    case PGW_STARTUP_SSL:
+        evbuffer_drain(in, len);
+        if (s->lis->tls == NULL || s->client.ssl != NULL) {
+            evbuffer_add(s->client.out, "N", 1);
+            return 1;
+        }
+        /* bytes sent after SSLRequest, before the handshake, were not
+         * protected by TLS: refuse them (CVE-2021-23214) */
+        if (evbuffer_get_length(in) > 0) {
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
+                 "received unencrypted data after SSL request");
+            return 0;
+        }
+        evbuffer_add(s->client.out, "S", 1);
+        if (conn_flush(&s->client) != CONN_OK ||
+            conn_start_tls(&s->client, s->lis->tls, 1, NULL, NULL) != 0) {
+            count_client_error(s, METRIC_ERR_TLS);
+            close_quietly(s);
+            return 0;
+        }
+        set_state(s, PGS_CLIENT_TLS);
+        return 1;
+    case PGW_STARTUP_MESSAGE:
+        break;
+    }
+
+    /* Tandem speaks 3.0: tell a newer client, as the server itself would. */
+    const char *unknown[PGW_STARTUP_MAX_PARAMS];
+    size_t nunknown = 0;
+    for (size_t i = 0; i < st.nparams; i++)
+        if (strncmp(st.params[i].name, "_pq_.", 5) == 0)
+            unknown[nunknown++] = st.params[i].name;
+    if (PGW_PROTO_MINOR(st.version) > 0 || nunknown > 0) {
+        uint8_t v[1024];
+        size_t n = pgw_build_negotiate(v, sizeof(v), 0, unknown, nunknown);
+        if (n > 0)
+            evbuffer_add(s->client.out, v, n);
+    }
+
+    if (s->over_limit) {
+        fail(s, METRIC_ERR_TOO_MANY_CLIENTS, PGW_SQLSTATE_TOO_MANY_CONNECTIONS,
+             "sorry, too many clients already");
+        return 0;
+    }
+    if (s->draining) {
+        fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN, "tandem is shutting down");
+        return 0;
+    }
+    s->startup = malloc(len);
+    if (s->startup == NULL) {
+        close_quietly(s);
+        return 0;
+    }
+    memcpy(s->startup, pkt, len);
+    s->startup_len = len;
+    const char *user = pgw_startup_param(&st, "user");
+    const char *db = pgw_startup_param(&st, "database");
+    slog(s, CONF_LOG_DEBUG, "startup user \"%s\" database \"%s\"", user ? user : "",
+         db ? db : (user ? user : ""));
+    evbuffer_drain(in, len);
+    connect_backend(s);
+    return 0;
+}
+
+/* Messages a client may send during authentication: password / SASL, Terminate. */
+static int
+client_auth(struct pg_session *s)
+{
+    struct evbuffer *in = s->client.in;
+    uint8_t hdr[PGW_HEADER_LEN];
+    struct pgw_header h;
+    const char *err;
+
+    while (evbuffer_get_length(in) >= PGW_HEADER_LEN) {
+        evbuffer_copyout(in, hdr, sizeof(hdr));
+        if (pgw_header_parse(hdr, sizeof(hdr), PREAUTH_MAX_MESSAGE, &h, &err) != PGW_OK) {
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, err);
+            return -1;
+        }
+        if (h.type == 'X') {
+            close_quietly(s);
+            return -1;
+        }
+        if (h.type != 'p') {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "expected password response, got message type %d", h.type);
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, msg);
+            return -1;
+        }
+        if (evbuffer_get_length(in) < pgw_header_total(&h))
+            break;
+        evbuffer_remove_buffer(in, s->server.out, pgw_header_total(&h));
+    }
+    return 0;
+}
+
+/*
+ * Frame the client's messages after login and move them to the primary.
+ * Validates each header (type, length); counts request units.
+ */
+static int
+client_active(struct pg_session *s)
+{
+    struct evbuffer *in = s->client.in;
+    size_t avail = evbuffer_get_length(in), run = 0;
+    uint32_t max = s->rt->conf->limits.max_packet_size;
+    struct evbuffer_ptr pos;
+    uint8_t hdr[PGW_HEADER_LEN];
+    struct pgw_header h;
+    const char *err;
+    int terminate = 0;
+
+    while (run < avail) {
+        if (s->client_skip > 0) {
+            size_t take = avail - run < s->client_skip ? avail - run : s->client_skip;
+            run += take;
+            s->client_skip -= take;
+            continue;
+        }
+        if (avail - run < PGW_HEADER_LEN)
+            break;
+        evbuffer_ptr_set(in, &pos, run, EVBUFFER_PTR_SET);
+        evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
+        if (pgw_header_parse(hdr, sizeof(hdr), max, &h, &err) != PGW_OK) {
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, err);
+            return -1;
+        }
+        if (!pgw_frontend_type_valid(h.type)) {
+            char msg[64];
+            snprintf(msg, sizeof(msg), "invalid frontend message type %d", h.type);
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, msg);
+            return -1;
+        }
+        if (h.type == 'X') {
+            terminate = 1;
+            break;
+        }
+        switch (h.type) {
+        case 'Q': /* simple query: one unit, ends at ReadyForQuery */
+        case 'S': /* Sync closes an extended-protocol batch */
+        case 'F': /* FunctionCall */
+            s->outstanding++;
+            break;
+        default:
+            break;
+        }
+        s->client_skip = pgw_header_total(&h);
+    }
+    if (run > 0) {
+        evbuffer_remove_buffer(in, s->server.out, run);
+        count_listener(s, METRIC_L_BYTES_RECEIVED, run);
+    }
+    if (terminate) {
+        /* let the backend end its session cleanly, then go */
+        uint8_t x[8];
+        evbuffer_add(s->server.out, x, pgw_build_terminate(x, sizeof(x)));
+        conn_flush(&s->server);
+        close_quietly(s);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+client_input(struct pg_session *s)
+{
+    for (;;) {
+        switch (s->state) {
+        case PGS_STARTUP:
+            if (!client_startup(s))
+                return;
+            if (s->state == PGS_CLIENT_TLS)
+                return; /* the handshake reads what follows */
+            continue;
+        case PGS_AUTH:
+            client_auth(s);
+            return;
+        case PGS_ACTIVE:
+            client_active(s);
+            return;
+        default:
+            /* connecting: keep the bytes until the backend is ready */
+            if (evbuffer_get_length(s->client.in) > PREAUTH_MAX_MESSAGE)
+                fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
+                     "unexpected data before authentication");
+            return;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Server input.                                                       */
+
+/* Pull one whole message (at most INSPECT_MAX_MESSAGE) to the front of in. */
+static const uint8_t *
+whole_message(struct evbuffer *in, struct pgw_header *h, int *bad)
+{
+    uint8_t hdr[PGW_HEADER_LEN];
+    const char *err;
+
+    *bad = 0;
+    if (evbuffer_get_length(in) < PGW_HEADER_LEN)
+        return NULL;
+    evbuffer_copyout(in, hdr, sizeof(hdr));
+    if (pgw_header_parse(hdr, sizeof(hdr), INSPECT_MAX_MESSAGE, h, &err) != PGW_OK) {
+        *bad = 1;
+        return NULL;
+    }
+    if (evbuffer_get_length(in) < pgw_header_total(h))
+        return NULL;
+    return evbuffer_pullup(in, (ssize_t)pgw_header_total(h));
+}
+
+static void
+backend_protocol_error(struct pg_session *s, const char *what)
+{
+    char msg[256];
+    snprintf(msg, sizeof(msg), "backend \"%s\" at %s sent %s", s->be->conf->name, s->be->addr_text,
+             what);
+    fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_PROTOCOL_VIOLATION, msg);
+}
+
+/*
+ * During authentication every server message is looked at whole: the SASL
+ * offer loses its -PLUS mechanisms, BackendKeyData is replaced by tandem's
+ * own key, ReadyForQuery ends the phase.
+ */
+static void
+server_auth(struct pg_session *s)
+{
+    struct evbuffer *in = s->server.in;
+    struct pgw_header h;
+    const uint8_t *msg;
+    int bad;
+
+    while (s->state == PGS_AUTH && (msg = whole_message(in, &h, &bad)) != NULL) {
+        const uint8_t *body = msg + PGW_HEADER_LEN;
+        size_t blen = h.len - 4, total = pgw_header_total(&h);
+        uint32_t code;
+
+        switch (h.type) {
+        case 'R':
+            if (pgw_auth_parse(body, blen, &code) != PGW_OK) {
+                backend_protocol_error(s, "an invalid authentication request");
+                return;
+            }
+            if (code == PGW_AUTH_SASL) {
+                uint8_t out[INSPECT_MAX_MESSAGE];
+                size_t n = pgw_sasl_strip_plus(body, blen, out, sizeof(out));
+                if (n == 0) {
+                    backend_protocol_error(s, "no SASL mechanism tandem can relay");
+                    return;
+                }
+                evbuffer_add(s->client.out, out, n);
+                evbuffer_drain(in, total);
+                continue;
+            }
+            if (code == PGW_AUTH_OK)
+                s->logged_in = 1;
+            break;
+        case 'K': {
+            if (pgw_backend_key_parse(body, blen, &s->cancel.be_pid, &s->cancel.be_key) != PGW_OK) {
+                backend_protocol_error(s, "invalid BackendKeyData");
+                return;
+            }
+            uint8_t out[32];
+            s->cancel.addr = s->be->addr;
+            s->cancel.addrlen = s->be->addrlen;
+            cancel_register(&s->cancel);
+            evbuffer_add(s->client.out, out,
+                         pgw_build_backend_key(out, sizeof(out), s->cancel.pid, s->cancel.key));
+            evbuffer_drain(in, total);
+            continue;
+        }
+        case 'Z':
+            pgw_ready_parse(body, blen, &s->tx_status);
+            evbuffer_remove_buffer(in, s->client.out, total);
+            set_state(s, PGS_ACTIVE);
+            slog(s, CONF_LOG_DEBUG, "logged in to \"%s\"", s->be->conf->name);
+            if (s->draining)
+                fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
+                     "terminating connection because tandem is shutting down");
+            return;
+        case 'E':
+            /* the server refused the login: its own error reaches the client */
+            evbuffer_remove_buffer(in, s->client.out, total);
+            close_quietly(s);
+            return;
+        default:
+            break;
+        }
+        evbuffer_remove_buffer(in, s->client.out, total);
+    }
+    if (s->state == PGS_AUTH && bad)
+        backend_protocol_error(s, "an oversized message during authentication");
+}
+
+/*
+ * Frame the server's messages and move them to the client, looking inside
+ * ReadyForQuery only.  Data rows stream through in runs.
+ */
+static void
+server_active(struct pg_session *s)
+{
+    struct evbuffer *in = s->server.in;
+    size_t avail = evbuffer_get_length(in), run = 0, sent = 0;
+    struct evbuffer_ptr pos;
+    uint8_t hdr[PGW_HEADER_LEN + 1];
+    struct pgw_header h;
+    const char *err;
+    int idle_now = 0;
+
+    while (run < avail) {
+        if (s->server_skip > 0) {
+            size_t take = avail - run < s->server_skip ? avail - run : s->server_skip;
+            run += take;
+            s->server_skip -= take;
+            continue;
+        }
+        if (avail - run < PGW_HEADER_LEN)
+            break;
+        evbuffer_ptr_set(in, &pos, run, EVBUFFER_PTR_SET);
+        evbuffer_copyout_from(in, &pos, hdr, PGW_HEADER_LEN);
+        if (pgw_header_parse(hdr, PGW_HEADER_LEN, BACKEND_MAX_MESSAGE, &h, &err) != PGW_OK ||
+            !pgw_backend_type_valid(h.type)) {
+            backend_protocol_error(s, "an invalid message");
+            return;
+        }
+        if (h.type == 'Z') {
+            if (avail - run < pgw_header_total(&h))
+                break; /* 6 bytes; wait for all of it */
+            evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
+            s->tx_status = hdr[PGW_HEADER_LEN];
+            if (s->outstanding > 0)
+                s->outstanding--;
+            idle_now = s->outstanding == 0 && s->tx_status == 'I';
+        }
+        s->server_skip = pgw_header_total(&h);
+    }
+    if (run > 0) {
+        evbuffer_remove_buffer(in, s->client.out, run);
+        sent = run;
+        count_listener(s, METRIC_L_BYTES_SENT, sent);
+    }
+    if (idle_now && s->draining && s->server_skip == 0) {
+        fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
+             "terminating connection because tandem is shutting down");
+    }
+}
+
+static void
+server_input(struct pg_session *s)
+{
+    struct evbuffer *in = s->server.in;
+
+    if (s->state == PGS_SERVER_TLS_ASK) {
+        uint8_t answer;
+        if (evbuffer_remove(in, &answer, 1) != 1)
+            return;
+        if (answer != 'S') {
+            backend_failed(s, "the server does not accept TLS");
+            return;
+        }
+        if (evbuffer_get_length(in) > 0) {
+            backend_failed(s, "unencrypted data after the TLS answer");
+            return;
+        }
+        const struct conf_backend *cb = s->be->conf;
+        const char *name = cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host;
+        if (conn_start_tls(&s->server, s->be->tls, 0, name,
+                           cb->tls == CONF_TLS_VERIFY_FULL ? name : NULL) != 0) {
+            backend_failed(s, s->server.tls_error);
+            return;
+        }
+        set_state(s, PGS_SERVER_TLS);
+        return;
+    }
+    if (s->state == PGS_AUTH)
+        server_auth(s);
+    if (s->state == PGS_ACTIVE)
+        server_active(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Event handlers.                                                     */
+
+static void
+client_event(struct pg_session *s, short what)
+{
+    size_t n;
+
+    if (s->state == PGS_LINGER || s->state == PGS_DEAD)
+        return;
+    if (s->state == PGS_CLIENT_TLS) {
+        enum conn_io io = conn_handshake(&s->client);
+        if (io == CONN_AGAIN)
+            return;
+        if (io != CONN_OK) {
+            slog(s, CONF_LOG_INFO, "client TLS handshake failed: %s", s->client.tls_error);
+            count_client_error(s, METRIC_ERR_TLS);
+            s->state = PGS_DEAD; /* no protocol left to speak in */
+            return;
+        }
+        set_state(s, PGS_STARTUP);
+        what |= EV_READ; /* the startup packet may already sit inside OpenSSL */
+    }
+    if (what & EV_READ) {
+        enum conn_io io = conn_read(&s->client, s->w->scratch, sizeof(s->w->scratch), &n);
+        if (io == CONN_EOF || io == CONN_ERROR) {
+            if (s->state == PGS_ACTIVE && s->server_open)
+                conn_flush(&s->server); /* what the client sent before leaving */
+            s->state = PGS_DEAD;
+            return;
+        }
+    }
+    client_input(s);
+    if (s->server_open && s->state >= PGS_AUTH && s->state <= PGS_ACTIVE &&
+        conn_flush(&s->server) == CONN_ERROR)
+        fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_CONNECTION_FAILURE,
+             "lost the connection to the backend");
+    if (s->state != PGS_LINGER && s->state != PGS_DEAD && conn_flush(&s->client) == CONN_ERROR)
+        s->state = PGS_DEAD;
+}
+
+static void
+on_client(evutil_socket_t fd, short what, void *arg)
+{
+    struct pg_session *s = arg;
+    (void)fd;
+    client_event(s, what);
+    settle(s);
+}
+
+static void
+server_lost(struct pg_session *s, enum conn_io io)
+{
+    if (s->state == PGS_ACTIVE && s->server_skip == 0 && io == CONN_EOF) {
+        /* the server said goodbye (its FATAL, if any, is already forwarded) */
+        slog(s, CONF_LOG_INFO, "backend \"%s\" closed the connection", s->be->conf->name);
+        count_client_error(s, METRIC_ERR_BACKEND_LOST);
+        close_quietly(s);
+        return;
+    }
+    if (s->state < PGS_AUTH || (s->state == PGS_AUTH && !s->logged_in)) {
+        backend_failed(s, io == CONN_EOF ? "the server closed the connection"
+                                         : (s->server.tls_error[0] ? s->server.tls_error
+                                                                   : strerror(errno)));
+        return;
+    }
+    fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_CONNECTION_FAILURE,
+         "lost the connection to the backend");
+}
+
+/* Advance the TLS handshake with the primary; 1 once done and the startup is queued. */
+static int
+server_handshake(struct pg_session *s)
+{
+    enum conn_io io = conn_handshake(&s->server);
+    if (io == CONN_AGAIN)
+        return 0;
+    if (io != CONN_OK) {
+        backend_failed(s, s->server.tls_error[0] ? s->server.tls_error : "TLS handshake failed");
+        return 0;
+    }
+    send_startup(s);
+    return 1;
+}
+
+static void
+server_event(struct pg_session *s, short what)
+{
+    size_t n;
+    enum conn_io io;
+
+    if (s->state == PGS_LINGER || s->state == PGS_DEAD || !s->server_open)
+        return;
+    if (s->state == PGS_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(s->server.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+            err = errno;
+        if (err != 0) {
+            backend_failed(s, strerror(err));
+            return;
+        }
+        server_connected(s);
+        what = 0;
+    } else if (s->state == PGS_SERVER_TLS) {
+        if (!server_handshake(s))
+            return;
+        what = 0;
+    }
+    if (what & EV_READ) {
+        io = conn_read(&s->server, s->w->scratch, sizeof(s->w->scratch), &n);
+        if (io == CONN_OK)
+            count_backend(s, METRIC_B_BACKEND_BYTES_RECEIVED, n);
+        server_input(s);
+        if (s->state == PGS_SERVER_TLS && !server_handshake(s))
+            return;
+        if (io == CONN_EOF || io == CONN_ERROR) {
+            conn_flush(&s->client);
+            server_lost(s, io);
+            return;
+        }
+    }
+    if (s->state == PGS_LINGER || s->state == PGS_DEAD)
+        return;
+    if (conn_flush(&s->server) == CONN_ERROR) {
+        server_lost(s, CONN_ERROR);
+        return;
+    }
+    if (conn_flush(&s->client) == CONN_ERROR)
+        s->state = PGS_DEAD;
+}
+
+static void
+on_server(evutil_socket_t fd, short what, void *arg)
+{
+    struct pg_session *s = arg;
+    (void)fd;
+    server_event(s, what);
+    settle(s);
+}
+
+static void
+on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct pg_session *s = arg;
+    (void)fd;
+    (void)what;
+
+    switch (s->state) {
+    case PGS_LINGER:
+        s->state = PGS_DEAD; /* the client does not read: give up on it */
+        break;
+    case PGS_CONNECTING:
+    case PGS_SERVER_TLS_ASK:
+    case PGS_SERVER_TLS:
+        backend_failed(s, "timeout");
+        break;
+    case PGS_STARTUP:
+    case PGS_CLIENT_TLS:
+    case PGS_AUTH:
+        fail(s, METRIC_ERR_STARTUP_TIMEOUT, PGW_SQLSTATE_PROTOCOL_VIOLATION,
+             "startup timeout: the connection did not complete its login in time");
+        break;
+    default:
+        break;
+    }
+    settle(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Life cycle.                                                         */
+
+void
+pg_session_accept(struct worker *w, const struct rt_listener *l, int fd,
+                  const struct sockaddr *peer, int over_limit)
+{
+    struct pg_session *s = calloc(1, sizeof(*s));
+    if (s == NULL || conn_init(&s->client, w->base, fd, on_client, s) != 0) {
+        free(s);
+        close(fd);
+        __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    s->w = w;
+    s->rt = w->rt;
+    runtime_ref(s->rt);
+    s->lis = l;
+    s->be = l->primary;
+    s->id = (uint64_t)w->id << 48 | w->next_conn_id++;
+    s->over_limit = over_limit != 0;
+    s->server.fd = -1;
+    runtime_format_addr(peer, s->peer, sizeof(s->peer));
+    evtimer_assign(&s->timer, w->base, on_timer, s);
+    /* a random key per session: cancel requests carry no other proof */
+    if (RAND_bytes((unsigned char *)&s->cancel.pid, sizeof(s->cancel.pid)) != 1 ||
+        RAND_bytes((unsigned char *)&s->cancel.key, sizeof(s->cancel.key)) != 1) {
+        s->cancel.pid = (uint32_t)random();
+        s->cancel.key = (uint32_t)random();
+    }
+    s->cancel.pid &= 0x7fffffff; /* clients print it as a positive pid */
+    worker_session_added(w, s);
+    count_listener(s, METRIC_L_CLIENT_ACCEPTED, 1);
+    set_state(s, PGS_STARTUP);
+    arm_timer(s, s->rt->conf->limits.startup_timeout_ms);
+    settle(s);
+}
+
+void
+pg_session_drain(struct pg_session *s)
+{
+    s->draining = 1;
+    /* idle now: close; busy: server_active closes at the next idle point */
+    if (s->state == PGS_ACTIVE && s->outstanding == 0 && s->tx_status == 'I' &&
+        s->server_skip == 0 && evbuffer_get_length(s->client.in) == 0) {
+        fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
+             "terminating connection because tandem is shutting down");
+    } else if (s->state < PGS_AUTH) {
+        fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN, "tandem is shutting down");
+    }
+    settle(s);
+}
+
+void
+pg_session_kill(struct pg_session *s)
+{
+    if (s->state != PGS_LINGER)
+        fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
+             "terminating connection because tandem is shutting down");
+    conn_flush(&s->client);
+    s->state = PGS_DEAD;
+    settle(s);
+}
+
+struct pg_session *
+pg_session_next(const struct pg_session *s)
+{
+    return s->next;
+}
+
+void
+pg_session_link(struct pg_session *s, struct pg_session **head)
+{
+    s->prev = NULL;
+    s->next = *head;
+    if (*head)
+        (*head)->prev = s;
+    *head = s;
+}
+
+void
+pg_session_unlink(struct pg_session *s, struct pg_session **head)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        *head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+}

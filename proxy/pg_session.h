@@ -1,0 +1,45 @@
+/*
+ * pg_session.h - one PostgreSQL client and its connection to the primary.
+ *
+ * States (one transition function, pg_session.c: set_state):
+ *
+ *   STARTUP ──SSLRequest──► CLIENT_TLS ──handshake──► STARTUP
+ *      │ StartupMessage
+ *      ▼
+ *   CONNECTING ──► SERVER_TLS_ASK ──'S'──► SERVER_TLS ──► AUTH ──ReadyForQuery──► ACTIVE
+ *      (no TLS to the backend) ───────────────────────────┘
+ *
+ *   any state ──error/EOF/drain──► LINGER (flush the last bytes to the client) ──► freed
+ *
+ * A CancelRequest is handled in STARTUP and ends the connection there.
+ */
+#ifndef TANDEM_PG_SESSION_H
+#define TANDEM_PG_SESSION_H
+
+#include <sys/socket.h>
+
+struct worker;
+struct rt_listener;
+struct pg_session;
+
+/*
+ * pg_session_accept - take a new client socket.  over_limit: the process
+ * already has max_client_conn clients; the session answers the startup with
+ * 53300 and closes.  Never fails visibly: on allocation failure the socket
+ * is closed.
+ */
+void pg_session_accept(struct worker *w, const struct rt_listener *l, int fd,
+                       const struct sockaddr *peer, int over_limit);
+
+/* pg_session_drain - SIGTERM: close now if idle, else after the current unit. */
+void pg_session_drain(struct pg_session *s);
+
+/* pg_session_kill - close at once (SIGINT, drain timeout). */
+void pg_session_kill(struct pg_session *s);
+
+/* The worker's list of sessions. */
+struct pg_session *pg_session_next(const struct pg_session *s);
+void pg_session_link(struct pg_session *s, struct pg_session **head);
+void pg_session_unlink(struct pg_session *s, struct pg_session **head);
+
+#endif /* TANDEM_PG_SESSION_H */

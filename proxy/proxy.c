@@ -1,0 +1,303 @@
+/*
+ * proxy.c - the main thread: start workers, serve admin, handle signals.
+ *
+ *   SIGHUP   re-read the file; a bad file keeps the running configuration
+ *   SIGTERM  stop accepting, let sessions reach an idle point, exit 0
+ *            (after shutdown_timeout the rest are closed)
+ *   SIGINT   close everything and exit 0 at once
+ */
+#include "proxy/proxy.h"
+
+#include <event2/thread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "metrics/metric.h"
+#include "proxy/admin.h"
+#include "proxy/health.h"
+#include "proxy/log.h"
+#include "proxy/runtime.h"
+#include "proxy/worker.h"
+
+#define DRAIN_TICK_MS 100
+
+struct proxy {
+    struct event_base *base;
+    struct runtime *rt;
+    const char *conf_path;
+    struct worker *workers;
+    int nworkers;
+    int nstarted;
+    struct admin *admin;
+    struct health *health;
+    struct event *sig_hup, *sig_term, *sig_int;
+    struct event *drain_tick;
+    struct timeval drain_deadline;
+    int draining;
+};
+
+static void
+log_conf_errors(const char *path, const struct conf_errors *errs)
+{
+    char line[CONF_PATH_MAX + 300];
+    for (size_t i = 0; i < errs->count; i++) {
+        conf_format_error(NULL, path, &errs->list[i], line, sizeof(line));
+        log_error("%s", line);
+    }
+    if (errs->dropped)
+        log_error("%s: %zu more errors", path, errs->dropped);
+}
+
+/* Refuse what this build cannot serve yet, before any socket is opened. */
+static int
+check_supported(const struct conf *conf, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        if (conf->listeners[i].proto != CONF_PROTO_POSTGRES) {
+            snprintf(err, errlen, "listener \"%s\": protocol %s is not supported by this build",
+                     conf->listeners[i].name, conf_proto_name(conf->listeners[i].proto));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void
+reload(struct proxy *p)
+{
+    struct conf_errors errs = {0};
+    char err[512];
+
+    if (p->conf_path == NULL) {
+        log_warn("reload requested, but the configuration came from the command line");
+        return;
+    }
+    log_info("reloading \"%s\"", p->conf_path);
+    struct conf *conf = conf_load_file(p->conf_path, &errs);
+    if (conf == NULL) {
+        log_conf_errors(p->conf_path, &errs);
+        log_error("reload failed: keeping the running configuration");
+        metric_count_reload(0);
+        return;
+    }
+    if (check_supported(conf, err, sizeof(err)) != 0) {
+        conf_free(conf);
+        log_error("reload failed: %s; keeping the running configuration", err);
+        metric_count_reload(0);
+        return;
+    }
+    struct runtime *rt = runtime_new(conf, err, sizeof(err));
+    if (rt == NULL) {
+        log_error("reload failed: %s; keeping the running configuration", err);
+        metric_count_reload(0);
+        return;
+    }
+    if (rt->conf->workers != p->nworkers)
+        log_warn("workers changed from %d to %d: takes effect at the next restart", p->nworkers,
+                 rt->conf->workers);
+    if (rt->conf->admin.enabled != p->rt->conf->admin.enabled ||
+        strcmp(rt->conf->admin.addr.host, p->rt->conf->admin.addr.host) != 0 ||
+        rt->conf->admin.addr.port != p->rt->conf->admin.addr.port)
+        log_warn("admin address changed: takes effect at the next restart");
+
+    log_setup(rt->conf->log_format, rt->conf->log_level);
+    for (int i = 0; i < p->nstarted; i++)
+        worker_post_runtime(&p->workers[i], rt);
+    health_set_runtime(p->health, rt);
+    runtime_unref(p->rt);
+    p->rt = rt;
+    metric_count_reload(1);
+    log_info("configuration reloaded");
+}
+
+static void
+quit(struct proxy *p)
+{
+    for (int i = 0; i < p->nstarted; i++)
+        worker_post_quit(&p->workers[i]);
+    event_base_loopbreak(p->base);
+}
+
+static void
+on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy *p = arg;
+    struct timeval now;
+    (void)fd;
+    (void)what;
+
+    unsigned left = __atomic_load_n(&proxy_client_count, __ATOMIC_RELAXED);
+    gettimeofday(&now, NULL);
+    if (left == 0) {
+        log_info("all sessions closed; exiting");
+        quit(p);
+    } else if (timercmp(&now, &p->drain_deadline, >=)) {
+        log_warn("shutdown timeout: closing %u remaining sessions", left);
+        quit(p);
+    }
+}
+
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct proxy *p = arg;
+    (void)what;
+
+    switch (sig) {
+    case SIGHUP:
+        reload(p);
+        break;
+    case SIGTERM:
+        if (p->draining)
+            return;
+        p->draining = 1;
+        uint32_t ms = p->rt->conf->limits.shutdown_timeout_ms;
+        log_info("SIGTERM: draining sessions (up to %u ms)", ms);
+        struct timeval now, span = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+        gettimeofday(&now, NULL);
+        timeradd(&now, &span, &p->drain_deadline);
+        for (int i = 0; i < p->nstarted; i++)
+            worker_post_drain(&p->workers[i]);
+        struct timeval tick = {.tv_sec = 0, .tv_usec = DRAIN_TICK_MS * 1000};
+        p->drain_tick = event_new(p->base, -1, EV_PERSIST, on_drain_tick, p);
+        event_add(p->drain_tick, &tick);
+        break;
+    case SIGINT:
+        log_info("SIGINT: exiting now");
+        quit(p);
+        break;
+    }
+}
+
+static int
+ready(void *ctx, char *why, size_t whylen)
+{
+    struct proxy *p = ctx;
+    if (p->draining) {
+        snprintf(why, whylen, "draining");
+        return 0;
+    }
+    for (size_t i = 0; i < p->rt->nlisteners; i++) {
+        const struct rt_backend *b = p->rt->listeners[i].primary;
+        if (health_backend_state(p->health, b) == 0) {
+            snprintf(why, whylen, "primary \"%s\" at %s is down", b->conf->name, b->addr_text);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void
+proxy_release(struct proxy *p)
+{
+    for (int i = 0; i < p->nstarted; i++)
+        worker_join(&p->workers[i]);
+    for (int i = 0; i < p->nworkers; i++)
+        worker_release(&p->workers[i]);
+    free(p->workers);
+    admin_free(p->admin);
+    health_free(p->health);
+    if (p->sig_hup)
+        event_free(p->sig_hup);
+    if (p->sig_term)
+        event_free(p->sig_term);
+    if (p->sig_int)
+        event_free(p->sig_int);
+    if (p->drain_tick)
+        event_free(p->drain_tick);
+    runtime_unref(p->rt);
+    if (p->base)
+        event_base_free(p->base);
+}
+
+int
+proxy_run(struct conf *conf, const char *conf_path)
+{
+    struct proxy proxy = {.conf_path = conf_path}, *p = &proxy;
+    char err[512];
+    int rc = 1;
+
+    log_setup(conf->log_format, conf->log_level);
+    signal(SIGPIPE, SIG_IGN);
+    /* workers are woken from the main thread with event_active() */
+    if (evthread_use_pthreads() != 0) {
+        log_error("libevent has no thread support");
+        conf_free(conf);
+        return 1;
+    }
+    if (check_supported(conf, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        conf_free(conf);
+        return 1;
+    }
+    p->rt = runtime_new(conf, err, sizeof(err));
+    if (p->rt == NULL) {
+        log_error("%s", err);
+        return 1;
+    }
+    p->base = event_base_new();
+    if (p->base == NULL)
+        goto out;
+
+    p->nworkers = p->rt->conf->workers;
+    p->workers = calloc((size_t)p->nworkers, sizeof(*p->workers));
+    if (p->workers == NULL)
+        goto out;
+    for (int i = 0; i < p->nworkers; i++) {
+        if (worker_init(&p->workers[i], i, p->rt) != 0) {
+            log_error("cannot create worker %d", i);
+            goto out;
+        }
+        if (worker_open_listeners(&p->workers[i], err, sizeof(err)) != 0) {
+            log_error("%s", err);
+            goto out;
+        }
+    }
+    if (p->rt->conf->admin.enabled) {
+        struct admin_hooks hooks = {.ctx = p, .ready = ready};
+        p->admin = admin_new(p->base, &p->rt->conf->admin.addr, &hooks, err, sizeof(err));
+        if (p->admin == NULL) {
+            log_error("%s", err);
+            goto out;
+        }
+    }
+    p->health = health_new(p->base, p->rt);
+    p->sig_hup = evsignal_new(p->base, SIGHUP, on_signal, p);
+    p->sig_term = evsignal_new(p->base, SIGTERM, on_signal, p);
+    p->sig_int = evsignal_new(p->base, SIGINT, on_signal, p);
+    if (p->health == NULL || !p->sig_hup || !p->sig_term || !p->sig_int)
+        goto out;
+    event_add(p->sig_hup, NULL);
+    event_add(p->sig_term, NULL);
+    event_add(p->sig_int, NULL);
+
+    for (int i = 0; i < p->nworkers; i++) {
+        if (worker_start(&p->workers[i]) != 0) {
+            log_error("cannot start worker thread %d", i);
+            quit(p);
+            goto out;
+        }
+        p->nstarted++;
+    }
+    for (size_t i = 0; i < p->rt->nlisteners; i++) {
+        const struct rt_listener *l = &p->rt->listeners[i];
+        log_info("listener \"%s\" (%s) on %s, primary \"%s\" at %s, mode %s", l->conf->name,
+                 conf_proto_name(l->conf->proto), l->addr_text, l->primary->conf->name,
+                 l->primary->addr_text, conf_mode_name(l->conf->mode));
+    }
+    if (p->admin)
+        log_info("admin on http://%s:%u/", p->rt->conf->admin.addr.host,
+                 p->rt->conf->admin.addr.port);
+    log_info("tandem %s started with %d worker%s", TANDEM_VERSION, p->nworkers,
+             p->nworkers == 1 ? "" : "s");
+
+    event_base_dispatch(p->base);
+    rc = 0;
+out:
+    if (rc != 0 && p->nstarted > 0)
+        quit(p);
+    proxy_release(p);
+    return rc;
+}

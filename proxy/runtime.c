@@ -1,0 +1,220 @@
+/*
+ * runtime.c - resolve and load a configuration snapshot (see runtime.h).
+ */
+#include "proxy/runtime.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics/metric.h"
+
+static int
+resolve(const struct conf_addr *a, struct sockaddr_storage *out, socklen_t *outlen, int passive,
+        char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = passive ? AI_PASSIVE : 0};
+    struct addrinfo *res = NULL;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", a->port);
+    int rc = getaddrinfo(a->host[0] ? a->host : NULL, port, &hints, &res);
+    if (rc != 0 || res == NULL) {
+        snprintf(err, errlen, "cannot resolve \"%s\": %s", a->host, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    *outlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+void
+runtime_format_addr(const struct sockaddr *sa, char *out, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+        snprintf(out, len, "%s:%u", host, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+        snprintf(out, len, "[%s]:%u", host, port);
+    } else {
+        snprintf(out, len, "unix");
+    }
+}
+
+static void
+tls_reason(char *err, size_t errlen, const char *what, const char *path)
+{
+    char buf[160] = "";
+    unsigned long e = ERR_get_error();
+    if (e)
+        ERR_error_string_n(e, buf, sizeof(buf));
+    ERR_clear_error();
+    snprintf(err, errlen, "%s \"%s\": %s", what, path, buf);
+}
+
+static SSL_CTX *
+server_tls(const struct conf_listener *l, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL)
+        goto fail;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    if (SSL_CTX_use_certificate_chain_file(ctx, l->tls_cert) != 1) {
+        tls_reason(err, errlen, "cannot load certificate", l->tls_cert);
+        goto fail_free;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, l->tls_key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        tls_reason(err, errlen, "cannot load key", l->tls_key);
+        goto fail_free;
+    }
+    return ctx;
+fail_free:
+    SSL_CTX_free(ctx);
+    return NULL;
+fail:
+    snprintf(err, errlen, "cannot create a TLS context");
+    return NULL;
+}
+
+static SSL_CTX *
+client_tls(const struct conf_backend *b, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        snprintf(err, errlen, "cannot create a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    if (b->tls == CONF_TLS_VERIFY_FULL) {
+        if (SSL_CTX_load_verify_locations(ctx, b->tls_ca_file, NULL) != 1) {
+            tls_reason(err, errlen, "cannot load CA file", b->tls_ca_file);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    } else {
+        /* require: encrypted, peer not verified (libpq's sslmode=require) */
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    return ctx;
+}
+
+struct runtime *
+runtime_new(struct conf *conf, char *err, size_t errlen)
+{
+    struct runtime *rt = calloc(1, sizeof(*rt));
+    if (rt == NULL)
+        goto out_conf;
+    rt->refs = 1;
+    rt->conf = conf;
+    rt->nbackends = conf->nbackends;
+    rt->nlisteners = conf->nlisteners;
+    rt->backends = calloc(conf->nbackends ? conf->nbackends : 1, sizeof(*rt->backends));
+    rt->listeners = calloc(conf->nlisteners ? conf->nlisteners : 1, sizeof(*rt->listeners));
+    if (rt->backends == NULL || rt->listeners == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out_rt;
+    }
+
+    for (size_t i = 0; i < conf->nbackends; i++) {
+        const struct conf_backend *cb = &conf->backends[i];
+        struct rt_backend *b = &rt->backends[i];
+        char why[300];
+        b->conf = cb;
+        if (resolve(&cb->addr, &b->addr, &b->addrlen, 0, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "backend \"%s\": %s", cb->name, why);
+            goto out_rt;
+        }
+        snprintf(b->addr_text, sizeof(b->addr_text), "%s:%u", cb->addr.host, cb->addr.port);
+        if (cb->tls != CONF_TLS_DISABLE && (b->tls = client_tls(cb, why, sizeof(why))) == NULL) {
+            snprintf(err, errlen, "backend \"%s\": %s", cb->name, why);
+            goto out_rt;
+        }
+        b->metric_slot = metric_slot_backend(cb->name);
+    }
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        const struct conf_listener *cl = &conf->listeners[i];
+        struct rt_listener *l = &rt->listeners[i];
+        char why[300];
+        l->conf = cl;
+        if (resolve(&cl->addr, &l->addr, &l->addrlen, 1, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "listener \"%s\": %s", cl->name, why);
+            goto out_rt;
+        }
+        runtime_format_addr((struct sockaddr *)&l->addr, l->addr_text, sizeof(l->addr_text));
+        if (cl->tls_cert[0] && (l->tls = server_tls(cl, why, sizeof(why))) == NULL) {
+            snprintf(err, errlen, "listener \"%s\": %s", cl->name, why);
+            goto out_rt;
+        }
+        l->metric_slot = metric_slot_listener(cl->name);
+        l->primary = &rt->backends[cl->primary];
+        l->shadow = cl->shadow >= 0 ? &rt->backends[cl->shadow] : NULL;
+    }
+    return rt;
+
+out_rt:
+    runtime_unref(rt);
+    return NULL;
+out_conf:
+    snprintf(err, errlen, "out of memory");
+    conf_free(conf);
+    return NULL;
+}
+
+void
+runtime_ref(struct runtime *rt)
+{
+    __atomic_fetch_add(&rt->refs, 1, __ATOMIC_RELAXED);
+}
+
+void
+runtime_unref(struct runtime *rt)
+{
+    if (rt == NULL || __atomic_sub_fetch(&rt->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    for (size_t i = 0; rt->backends && i < rt->nbackends; i++)
+        SSL_CTX_free(rt->backends[i].tls);
+    for (size_t i = 0; rt->listeners && i < rt->nlisteners; i++)
+        SSL_CTX_free(rt->listeners[i].tls);
+    free(rt->backends);
+    free(rt->listeners);
+    conf_free(rt->conf);
+    free(rt);
+}
+
+static int
+same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return 0;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    return 0;
+}
+
+const struct rt_listener *
+runtime_listener_find(const struct runtime *rt, const struct sockaddr_storage *addr)
+{
+    for (size_t i = 0; i < rt->nlisteners; i++)
+        if (same_addr(&rt->listeners[i].addr, addr))
+            return &rt->listeners[i];
+    return NULL;
+}

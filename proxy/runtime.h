@@ -1,0 +1,66 @@
+/*
+ * runtime.h - a configuration snapshot made ready to use: addresses
+ * resolved, TLS contexts loaded, metric slots assigned.
+ *
+ * Built on the main thread (at boot and on every reload) and never changed
+ * afterwards, so workers read it without locks.  Reference counted: each
+ * worker holds one reference to the runtime it uses for new sessions, and
+ * each session holds one to the runtime it started with, so a reload never
+ * pulls a backend out from under a live session.
+ */
+#ifndef TANDEM_RUNTIME_H
+#define TANDEM_RUNTIME_H
+
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+
+#include "conf/conf.h"
+
+struct rt_backend {
+    const struct conf_backend *conf;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char addr_text[CONF_HOST_MAX + 16]; /* "host:port", for messages */
+    SSL_CTX *tls;                       /* NULL when tls disable */
+    int metric_slot;
+};
+
+struct rt_listener {
+    const struct conf_listener *conf;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char addr_text[CONF_HOST_MAX + 16];
+    SSL_CTX *tls; /* offered to clients; NULL when no certificate */
+    int metric_slot;
+    struct rt_backend *primary;
+    struct rt_backend *shadow; /* NULL when none */
+};
+
+struct runtime {
+    int refs;
+    struct conf *conf;
+    struct rt_backend *backends;
+    size_t nbackends;
+    struct rt_listener *listeners;
+    size_t nlisteners;
+};
+
+/*
+ * runtime_new - make conf ready: resolve every address (blocking
+ * getaddrinfo: call on the main thread only), load TLS files.  Takes
+ * ownership of conf.  On failure returns NULL, frees conf, and writes the
+ * reason to err.
+ */
+struct runtime *runtime_new(struct conf *conf, char *err, size_t errlen);
+
+void runtime_ref(struct runtime *rt);
+void runtime_unref(struct runtime *rt);
+
+/* runtime_listener_find - the listener bound to the same address, or NULL. */
+const struct rt_listener *runtime_listener_find(const struct runtime *rt,
+                                                const struct sockaddr_storage *addr);
+
+/* Format an address as "host:port" / "[v6]:port". */
+void runtime_format_addr(const struct sockaddr *sa, char *out, size_t len);
+
+#endif /* TANDEM_RUNTIME_H */

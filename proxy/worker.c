@@ -1,0 +1,307 @@
+/*
+ * worker.c - a worker thread: listeners, accept, messages from main.
+ */
+#include "proxy/worker.h"
+
+#include <errno.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "proxy/log.h"
+#include "proxy/pg_session.h"
+
+unsigned proxy_client_count;
+
+/* Clients beyond max_client_conn get a 53300 answer; beyond this many more
+ * they are closed at once, so a connection flood costs no memory. */
+#define OVER_LIMIT_GRACE 256
+
+struct wlistener {
+    struct worker *w;
+    struct evconnlistener *lev;
+    struct sockaddr_storage addr;
+    int seen; /* mark for reconciling with a new runtime */
+    struct wlistener *next;
+};
+
+static void
+on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *peer, int peerlen,
+          void *arg)
+{
+    struct wlistener *wl = arg;
+    struct worker *w = wl->w;
+    const struct rt_listener *l = runtime_listener_find(w->rt, &wl->addr);
+    (void)lev;
+    (void)peerlen;
+
+    if (l == NULL || w->draining) {
+        close(fd);
+        return;
+    }
+    unsigned max = w->rt->conf->limits.max_client_conn;
+    unsigned n = __atomic_add_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+    if (n > max + OVER_LIMIT_GRACE) {
+        __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+        if (l->metric_slot >= 0)
+            metric_add(&w->metrics->client_errors[l->metric_slot][METRIC_ERR_TOO_MANY_CLIENTS], 1);
+        close(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    if (l->conf->proto == CONF_PROTO_POSTGRES) {
+        pg_session_accept(w, l, fd, peer, n > max);
+    } else {
+        /* refused at startup (proxy.c); a reload cannot add a protocol */
+        __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+        close(fd);
+    }
+}
+
+static void
+on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    (void)lev;
+    (void)arg;
+    /* EMFILE and friends: the loop goes on; say it once per event */
+    log_warn("accept failed: %s", strerror(errno));
+}
+
+static struct wlistener *
+listener_open(struct worker *w, const struct rt_listener *l, char *err, size_t errlen)
+{
+    int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0)
+        goto fail;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) != 0 || listen(fd, 1024) != 0)
+        goto fail_close;
+
+    struct wlistener *wl = calloc(1, sizeof(*wl));
+    if (wl == NULL)
+        goto fail_close;
+    wl->w = w;
+    wl->addr = l->addr;
+    wl->lev = evconnlistener_new(w->base, on_accept, wl, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (wl->lev == NULL) {
+        free(wl);
+        goto fail_close;
+    }
+    evconnlistener_set_error_cb(wl->lev, on_accept_error);
+    return wl;
+
+fail_close:
+    snprintf(err, errlen, "listener \"%s\": cannot listen on %s: %s", l->conf->name, l->addr_text,
+             strerror(errno));
+    close(fd);
+    return NULL;
+fail:
+    snprintf(err, errlen, "listener \"%s\": socket: %s", l->conf->name, strerror(errno));
+    return NULL;
+}
+
+static void
+listener_close_all(struct worker *w)
+{
+    while (w->listeners) {
+        struct wlistener *wl = w->listeners;
+        w->listeners = wl->next;
+        evconnlistener_free(wl->lev);
+        free(wl);
+    }
+}
+
+/*
+ * Bring the open sockets in line with w->rt: keep those whose address is
+ * still configured, open the new ones, close the rest.  A bind failure on
+ * reload is logged and the others keep working.
+ */
+static int
+listeners_reconcile(struct worker *w, char *err, size_t errlen)
+{
+    int rc = 0;
+    for (struct wlistener *wl = w->listeners; wl; wl = wl->next)
+        wl->seen = runtime_listener_find(w->rt, &wl->addr) != NULL;
+    for (struct wlistener **p = &w->listeners; *p;) {
+        if (!(*p)->seen) {
+            struct wlistener *gone = *p;
+            *p = gone->next;
+            evconnlistener_free(gone->lev);
+            free(gone);
+        } else {
+            p = &(*p)->next;
+        }
+    }
+    for (size_t i = 0; i < w->rt->nlisteners; i++) {
+        const struct rt_listener *l = &w->rt->listeners[i];
+        int open = 0;
+        for (struct wlistener *wl = w->listeners; wl && !open; wl = wl->next)
+            open = runtime_listener_find(w->rt, &wl->addr) == l;
+        if (open)
+            continue;
+        struct wlistener *wl = listener_open(w, l, err, errlen);
+        if (wl == NULL) {
+            rc = -1;
+            continue;
+        }
+        wl->next = w->listeners;
+        w->listeners = wl;
+    }
+    return rc;
+}
+
+static void
+on_notify(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    (void)fd;
+    (void)what;
+
+    pthread_mutex_lock(&w->lock);
+    struct runtime *rt = w->posted_rt;
+    int drain = w->posted_drain, quit = w->posted_quit;
+    w->posted_rt = NULL;
+    w->posted_drain = w->posted_quit = 0;
+    pthread_mutex_unlock(&w->lock);
+
+    if (rt != NULL) {
+        runtime_unref(w->rt);
+        w->rt = rt;
+        if (!w->draining) {
+            char err[512];
+            if (listeners_reconcile(w, err, sizeof(err)) != 0)
+                log_error("%s", err);
+        }
+    }
+    if (drain && !w->draining) {
+        w->draining = 1;
+        listener_close_all(w);
+        for (struct pg_session *s = w->sessions, *next; s; s = next) {
+            next = pg_session_next(s);
+            pg_session_drain(s);
+        }
+    }
+    if (quit) {
+        listener_close_all(w);
+        for (struct pg_session *s = w->sessions, *next; s; s = next) {
+            next = pg_session_next(s);
+            pg_session_kill(s);
+        }
+        event_base_loopbreak(w->base);
+    }
+}
+
+int
+worker_init(struct worker *w, int id, struct runtime *rt)
+{
+    memset(w, 0, sizeof(*w));
+    w->id = id;
+    w->next_conn_id = 1;
+    pthread_mutex_init(&w->lock, NULL);
+    w->base = event_base_new();
+    w->metrics = metric_shard_new();
+    if (w->base == NULL || w->metrics == NULL)
+        return -1;
+    w->notify = event_new(w->base, -1, EV_PERSIST, on_notify, w);
+    if (w->notify == NULL)
+        return -1;
+    /* an event with no fd never fires by itself; it keeps the loop alive */
+    event_add(w->notify, NULL);
+    runtime_ref(rt);
+    w->rt = rt;
+    return 0;
+}
+
+int
+worker_open_listeners(struct worker *w, char *err, size_t errlen)
+{
+    return listeners_reconcile(w, err, errlen);
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct worker *w = arg;
+    log_set_worker(w->id);
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+int
+worker_start(struct worker *w)
+{
+    return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
+}
+
+void
+worker_join(struct worker *w)
+{
+    pthread_join(w->thread, NULL);
+}
+
+void
+worker_release(struct worker *w)
+{
+    listener_close_all(w);
+    if (w->notify)
+        event_free(w->notify);
+    if (w->base)
+        event_base_free(w->base);
+    runtime_unref(w->rt);
+    pthread_mutex_lock(&w->lock);
+    runtime_unref(w->posted_rt);
+    w->posted_rt = NULL;
+    pthread_mutex_unlock(&w->lock);
+    pthread_mutex_destroy(&w->lock);
+    /* the metric shard stays: the scraper may still read it */
+}
+
+void
+worker_post_runtime(struct worker *w, struct runtime *rt)
+{
+    runtime_ref(rt);
+    pthread_mutex_lock(&w->lock);
+    runtime_unref(w->posted_rt);
+    w->posted_rt = rt;
+    pthread_mutex_unlock(&w->lock);
+    event_active(w->notify, EV_READ, 0);
+}
+
+void
+worker_post_drain(struct worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->posted_drain = 1;
+    pthread_mutex_unlock(&w->lock);
+    event_active(w->notify, EV_READ, 0);
+}
+
+void
+worker_post_quit(struct worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->posted_quit = 1;
+    pthread_mutex_unlock(&w->lock);
+    event_active(w->notify, EV_READ, 0);
+}
+
+void
+worker_session_added(struct worker *w, struct pg_session *s)
+{
+    pg_session_link(s, &w->sessions);
+    w->nsessions++;
+}
+
+void
+worker_session_removed(struct worker *w, struct pg_session *s)
+{
+    pg_session_unlink(s, &w->sessions);
+    w->nsessions--;
+}
