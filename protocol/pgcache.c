@@ -1,0 +1,251 @@
+/*
+ * pgcache.c - LRU cache of pgclass results.
+ *
+ *   buckets[hash & mask] ─► entry ─chain─► entry ─chain─► NULL
+ *
+ *   lru: head (most recent) ◄─prev/next─► ... ◄─prev/next─► tail (next victim)
+ *
+ * Each entry is one allocation holding its text.  The bucket table has a
+ * power-of-two size of at least max_entries and never grows.
+ */
+#include "protocol/pgcache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+struct pgcache_entry {
+    struct pgcache_entry *chain;    /* next in the same bucket */
+    struct pgcache_entry *prev;     /* toward the LRU head (more recent) */
+    struct pgcache_entry *next;     /* toward the LRU tail (less recent) */
+    uint64_t hash;
+    size_t len;
+    struct pgclass_result res;
+    char text[];                    /* len bytes, not NUL-terminated */
+};
+
+struct pgcache {
+    struct pgcache_entry **buckets;
+    size_t mask;
+    struct pgcache_entry *head;
+    struct pgcache_entry *tail;
+    size_t max_entries;
+    size_t max_bytes;               /* 0: no byte bound */
+    uint64_t (*hash)(const void *data, size_t len);
+    struct pgcache_stats stats;
+};
+
+static uint64_t
+default_hash(const void *data, size_t len)
+{
+    return XXH3_64bits(data, len);
+}
+
+static size_t
+entry_cost(size_t len)
+{
+    return sizeof(struct pgcache_entry) + len;
+}
+
+struct pgcache *
+pgcache_new(size_t max_entries, size_t max_bytes)
+{
+    struct pgcache *c;
+    size_t nbuckets = 1;
+
+    if (max_entries == 0 || max_entries > SIZE_MAX / 4 / sizeof(c->buckets[0]))
+        return NULL;
+    while (nbuckets < max_entries)
+        nbuckets <<= 1;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->buckets = calloc(nbuckets, sizeof(c->buckets[0]));
+    if (c->buckets == NULL) {
+        free(c);
+        return NULL;
+    }
+    c->mask = nbuckets - 1;
+    c->max_entries = max_entries;
+    c->max_bytes = max_bytes;
+    c->hash = default_hash;
+    return c;
+}
+
+void
+pgcache_clear(struct pgcache *c)
+{
+    struct pgcache_entry *e = c->head;
+
+    while (e != NULL) {
+        struct pgcache_entry *next = e->next;
+        free(e);
+        e = next;
+    }
+    memset(c->buckets, 0, (c->mask + 1) * sizeof(c->buckets[0]));
+    c->head = c->tail = NULL;
+    c->stats.entries = 0;
+    c->stats.bytes = 0;
+}
+
+void
+pgcache_free(struct pgcache *c)
+{
+    if (c == NULL)
+        return;
+    pgcache_clear(c);
+    free(c->buckets);
+    free(c);
+}
+
+int
+pgcache_set_hash(struct pgcache *c, uint64_t (*hash)(const void *data, size_t len))
+{
+    if (c->stats.entries != 0 || hash == NULL)
+        return -1;
+    c->hash = hash;
+    return 0;
+}
+
+static void
+lru_unlink(struct pgcache *c, struct pgcache_entry *e)
+{
+    if (e->prev != NULL)
+        e->prev->next = e->next;
+    else
+        c->head = e->next;
+    if (e->next != NULL)
+        e->next->prev = e->prev;
+    else
+        c->tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void
+lru_push_head(struct pgcache *c, struct pgcache_entry *e)
+{
+    e->prev = NULL;
+    e->next = c->head;
+    if (c->head != NULL)
+        c->head->prev = e;
+    c->head = e;
+    if (c->tail == NULL)
+        c->tail = e;
+}
+
+/* The slot pointing at the entry for (hash, sql, len), or at the chain's
+ * terminating NULL. */
+static struct pgcache_entry **
+find_slot(struct pgcache *c, uint64_t hash, const char *sql, size_t len)
+{
+    struct pgcache_entry **slot = &c->buckets[hash & c->mask];
+
+    while (*slot != NULL) {
+        struct pgcache_entry *e = *slot;
+        if (e->hash == hash && e->len == len && memcmp(e->text, sql, len) == 0)
+            break;
+        slot = &e->chain;
+    }
+    return slot;
+}
+
+static void
+remove_entry(struct pgcache *c, struct pgcache_entry *e)
+{
+    struct pgcache_entry **slot = &c->buckets[e->hash & c->mask];
+
+    while (*slot != e)
+        slot = &(*slot)->chain;
+    *slot = e->chain;
+    lru_unlink(c, e);
+    c->stats.entries--;
+    c->stats.bytes -= entry_cost(e->len);
+    free(e);
+}
+
+bool
+pgcache_get(struct pgcache *c, const char *sql, size_t len, struct pgclass_result *out)
+{
+    struct pgcache_entry *e = NULL;
+
+    if (len <= PGCACHE_MAX_TEXT)
+        e = *find_slot(c, c->hash(sql, len), sql, len);
+    if (e == NULL) {
+        c->stats.misses++;
+        return false;
+    }
+    c->stats.hits++;
+    if (c->head != e) {
+        lru_unlink(c, e);
+        lru_push_head(c, e);
+    }
+    *out = e->res;
+    return true;
+}
+
+int
+pgcache_put(struct pgcache *c, const char *sql, size_t len, const struct pgclass_result *res)
+{
+    uint64_t hash;
+    struct pgcache_entry **slot, *e;
+    size_t cost = entry_cost(len);
+
+    if (len > PGCACHE_MAX_TEXT || (c->max_bytes != 0 && cost > c->max_bytes / 8)) {
+        c->stats.skipped++;
+        return -1;
+    }
+    hash = c->hash(sql, len);
+    slot = find_slot(c, hash, sql, len);
+    if (*slot != NULL) {
+        e = *slot;
+        e->res = *res;
+        if (c->head != e) {
+            lru_unlink(c, e);
+            lru_push_head(c, e);
+        }
+        return 0;
+    }
+
+    while (c->tail != NULL &&
+           (c->stats.entries + 1 > c->max_entries ||
+            (c->max_bytes != 0 && c->stats.bytes + cost > c->max_bytes))) {
+        remove_entry(c, c->tail);
+        c->stats.evictions++;
+    }
+
+    e = malloc(cost);
+    if (e == NULL)
+        return -1;
+    e->hash = hash;
+    e->len = len;
+    e->res = *res;
+    memcpy(e->text, sql, len);
+    /* eviction may have emptied the chain slot pointed into: look again */
+    slot = &c->buckets[hash & c->mask];
+    e->chain = *slot;
+    *slot = e;
+    lru_push_head(c, e);
+    c->stats.entries++;
+    c->stats.bytes += cost;
+    return 0;
+}
+
+void
+pgcache_classify(struct pgcache *c, const char *sql, const struct pgclass_opts *opts,
+                 struct pgclass_result *out)
+{
+    size_t len = strlen(sql);
+
+    if (pgcache_get(c, sql, len, out))
+        return;
+    pgclass_classify(sql, opts, out);
+    /* too long to parse is also too long to cache: nothing to do */
+    (void)pgcache_put(c, sql, len, out);
+}
+
+void
+pgcache_get_stats(const struct pgcache *c, struct pgcache_stats *out)
+{
+    *out = c->stats;
+}

@@ -1,0 +1,1190 @@
+/*
+ * pgclass.c - PostgreSQL statement classification over libpg_query's JSON
+ * parse tree.
+ *
+ *   sql ──► hint scan over the text (comments are not in the tree)
+ *     └───► pg_query_parse ──► JSON text ──► tokens ──► walk each statement:
+ *                                                      a rule by node type
+ *                                                      + what the walk found
+ *
+ * libpg_query's JSON writes every Node * field as {"TypeName": {fields}}
+ * and typed struct fields (a SelectStmt's larg, a DeleteStmt's relation)
+ * without the wrapper.  Node type names begin with an upper-case letter,
+ * field names never do: that is how the walk tells a node from a field.
+ *
+ * Why JSON, and why not jansson: for a 90-byte SELECT, pg_query_parse
+ * (JSON out) takes ~13 us, pg_query_parse_protobuf ~55 us (and its tree
+ * needs protobuf-c headers), and loading the JSON into jansson ~26 us more.
+ * The JSON is machine-written, so a flat token array (one pass, no
+ * allocation for short statements, every container knowing where it ends)
+ * is all the walk needs.  The tokenizer still checks the structure fully:
+ * the walk can then index tokens without bounds doubts.
+ */
+#include "protocol/pgclass.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <pg_query.h>
+#include <xxhash.h>
+
+/* Nesting deeper than this in the JSON is not walked, and the text is
+ * treated as unparseable (a write).  PostgreSQL's own parser gives up on
+ * deep nesting first; this bounds our recursion and tokenizer stack. */
+#define JSON_MAX_DEPTH 1000
+
+/* ------------------------------------------------------------------ */
+/* Comment hints                                                      */
+
+static bool
+is_ident_byte(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c >= 0x80;
+}
+
+static uint8_t
+hints_in_comment(const char *s, size_t n)
+{
+    static const struct {
+        const char *word;
+        uint8_t bit;
+    } words[] = {
+        {"primary", PGCLASS_HINT_PRIMARY},
+        {"shadow", PGCLASS_HINT_SHADOW},
+        {"noshadow", PGCLASS_HINT_NOSHADOW},
+    };
+    uint8_t hint = 0;
+    const char *end = s + n;
+    const char *p;
+
+    while ((p = memmem(s, (size_t)(end - s), "tandem:", 7)) != NULL) {
+        const char *w = p + 7;
+        const char *we = w;
+        while (we < end && *we >= 'a' && *we <= 'z')
+            we++;
+        for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+            size_t wl = strlen(words[i].word);
+            if ((size_t)(we - w) == wl && memcmp(w, words[i].word, wl) == 0)
+                hint |= words[i].bit;
+        }
+        s = we;
+    }
+    return hint;
+}
+
+/*
+ * scan_hints - the hint bits of every comment in s[0..n).  A small lexer
+ * that knows what PostgreSQL's does about where comments cannot be: string
+ * literals ('', E'' with backslashes), quoted identifiers and dollar quotes.
+ * Block comments nest, as in PostgreSQL.  Text cut short anywhere is fine.
+ */
+static uint8_t
+scan_hints(const char *s, size_t n)
+{
+    uint8_t hint = 0;
+    size_t i = 0;
+
+    if (memmem(s, n, "tandem:", 7) == NULL)
+        return 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '-' && i + 1 < n && s[i + 1] == '-') {
+            size_t start = i + 2;
+            const char *nl = memchr(s + start, '\n', n - start);
+            i = nl != NULL ? (size_t)(nl - s) + 1 : n;
+            hint |= hints_in_comment(s + start, i - start);
+        } else if (c == '/' && i + 1 < n && s[i + 1] == '*') {
+            size_t start = i + 2;
+            int depth = 1;
+            i += 2;
+            while (i < n && depth > 0) {
+                if (s[i] == '/' && i + 1 < n && s[i + 1] == '*') {
+                    depth++;
+                    i += 2;
+                } else if (s[i] == '*' && i + 1 < n && s[i + 1] == '/') {
+                    depth--;
+                    i += 2;
+                } else {
+                    i++;
+                }
+            }
+            hint |= hints_in_comment(s + start, i - start);
+        } else if (c == '\'') {
+            bool backslash = i > 0 && (s[i - 1] == 'e' || s[i - 1] == 'E') &&
+                             (i < 2 || !is_ident_byte((unsigned char)s[i - 2]));
+            i++;
+            while (i < n) {
+                if (backslash && s[i] == '\\') {
+                    i += 2;
+                } else if (s[i] == '\'') {
+                    if (i + 1 < n && s[i + 1] == '\'') {
+                        i += 2;
+                    } else {
+                        i++;
+                        break;
+                    }
+                } else {
+                    i++;
+                }
+            }
+        } else if (c == '"') {
+            i++;
+            while (i < n) {
+                if (s[i] == '"') {
+                    if (i + 1 < n && s[i + 1] == '"') {
+                        i += 2;
+                    } else {
+                        i++;
+                        break;
+                    }
+                } else {
+                    i++;
+                }
+            }
+        } else if (c == '$' && (i == 0 || !is_ident_byte((unsigned char)s[i - 1]))) {
+            /* $tag$ ... $tag$; $1 is a parameter, not a quote */
+            size_t t = i + 1;
+            if (t < n && is_ident_byte((unsigned char)s[t]) && !(s[t] >= '0' && s[t] <= '9')) {
+                while (t < n && (is_ident_byte((unsigned char)s[t])))
+                    t++;
+            }
+            if (t < n && s[t] == '$') {
+                size_t taglen = t + 1 - i;
+                const char *close = memmem(s + t + 1, n - (t + 1), s + i, taglen);
+                i = close != NULL ? (size_t)(close - s) + taglen : n;
+            } else {
+                i++;
+            }
+        } else if (is_ident_byte(c)) {
+            /* skip a whole word, so the '$' inside one is seen as such */
+            while (i < n && (is_ident_byte((unsigned char)s[i]) || s[i] == '$'))
+                i++;
+        } else {
+            i++;
+        }
+    }
+    if (hint & (PGCLASS_HINT_PRIMARY | PGCLASS_HINT_NOSHADOW))
+        hint &= (uint8_t)~PGCLASS_HINT_SHADOW;
+    return hint;
+}
+
+/* ------------------------------------------------------------------ */
+/* Functions                                                          */
+
+enum fn_flag {
+    FN_WRITE = 1 << 0,    /* changes data or takes a lock: WRITE */
+    FN_VOLATILE = 1 << 1, /* value not determined by the data */
+    FN_LOCK = 1 << 2,     /* takes a lock */
+    FN_SESSION = 1 << 3,  /* changes session state: at least SESSION */
+    FN_NOTIFY = 1 << 4,   /* pg_notify: SESSION, nothing for the shadow */
+    FN_ADMIN = 1 << 5,    /* controls the server: at least ADMIN */
+};
+
+struct fn_rule {
+    const char *name;
+    unsigned flags;
+};
+
+/* Sorted by name (strcmp), for bsearch. */
+static const struct fn_rule fn_exact[] = {
+    {"clock_timestamp", FN_VOLATILE},
+    {"current_database", FN_VOLATILE},
+    {"current_setting", FN_VOLATILE},
+    {"currval", FN_VOLATILE},
+    {"gen_random_uuid", FN_VOLATILE},
+    {"inet_client_addr", FN_VOLATILE},
+    {"inet_client_port", FN_VOLATILE},
+    {"inet_server_addr", FN_VOLATILE},
+    {"inet_server_port", FN_VOLATILE},
+    {"lastval", FN_VOLATILE},
+    {"lo_close", FN_WRITE},
+    {"lo_creat", FN_WRITE},
+    {"lo_create", FN_WRITE},
+    {"lo_export", FN_WRITE},
+    {"lo_from_bytea", FN_WRITE},
+    {"lo_import", FN_WRITE},
+    {"lo_lseek", FN_WRITE},
+    {"lo_lseek64", FN_WRITE},
+    {"lo_open", FN_WRITE},
+    {"lo_put", FN_WRITE},
+    {"lo_truncate", FN_WRITE},
+    {"lo_truncate64", FN_WRITE},
+    {"lo_unlink", FN_WRITE},
+    {"lowrite", FN_WRITE},
+    {"nextval", FN_WRITE | FN_VOLATILE},
+    {"now", FN_VOLATILE},
+    {"pg_backend_pid", FN_VOLATILE},
+    {"pg_backup_start", FN_ADMIN},
+    {"pg_backup_stop", FN_ADMIN},
+    {"pg_cancel_backend", FN_ADMIN},
+    {"pg_conf_load_time", FN_VOLATILE},
+    {"pg_create_logical_replication_slot", FN_ADMIN},
+    {"pg_create_physical_replication_slot", FN_ADMIN},
+    {"pg_create_restore_point", FN_ADMIN},
+    {"pg_current_snapshot", FN_VOLATILE},
+    {"pg_current_wal_insert_lsn", FN_VOLATILE},
+    {"pg_current_wal_lsn", FN_VOLATILE},
+    {"pg_current_xact_id", FN_VOLATILE},
+    {"pg_current_xact_id_if_assigned", FN_VOLATILE},
+    {"pg_drop_replication_slot", FN_ADMIN},
+    {"pg_log_backend_memory_contexts", FN_ADMIN},
+    {"pg_notify", FN_NOTIFY},
+    {"pg_postmaster_start_time", FN_VOLATILE},
+    {"pg_promote", FN_ADMIN},
+    {"pg_reload_conf", FN_ADMIN},
+    {"pg_rotate_logfile", FN_ADMIN},
+    {"pg_start_backup", FN_ADMIN},
+    {"pg_stop_backup", FN_ADMIN},
+    {"pg_switch_wal", FN_ADMIN},
+    {"pg_terminate_backend", FN_ADMIN},
+    {"pg_wal_replay_pause", FN_ADMIN},
+    {"pg_wal_replay_resume", FN_ADMIN},
+    {"random", FN_VOLATILE},
+    {"random_normal", FN_VOLATILE},
+    {"set_config", FN_SESSION},
+    {"setseed", FN_VOLATILE},
+    {"setval", FN_WRITE | FN_VOLATILE},
+    {"statement_timestamp", FN_VOLATILE},
+    {"timeofday", FN_VOLATILE},
+    {"transaction_timestamp", FN_VOLATILE},
+    {"txid_current", FN_VOLATILE},
+    {"txid_current_if_assigned", FN_VOLATILE},
+    {"txid_current_snapshot", FN_VOLATILE},
+    {"version", FN_VOLATILE},
+};
+
+static const struct fn_rule fn_prefix[] = {
+    {"pg_advisory_unlock", FN_WRITE},
+    {"pg_advisory_", FN_WRITE | FN_LOCK},
+    {"pg_try_advisory_", FN_WRITE | FN_LOCK},
+    {"pg_stat_reset", FN_ADMIN},
+    {"uuid_generate_", FN_VOLATILE},
+};
+
+static int
+fn_rule_cmp(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct fn_rule *)elem)->name);
+}
+
+static bool
+user_fn_match(const struct pgclass_opts *opts, const char *schema, const char *name)
+{
+    if (opts == NULL)
+        return false;
+    for (size_t i = 0; i < opts->nwrite_fns; i++) {
+        const char *want = opts->write_fns[i];
+        const char *dot;
+        if (want == NULL)
+            continue;
+        dot = strchr(want, '.');
+        if (dot == NULL) {
+            if (strcmp(want, name) == 0)
+                return true;
+        } else if (schema != NULL && strlen(schema) == (size_t)(dot - want) &&
+                   memcmp(want, schema, (size_t)(dot - want)) == 0 && strcmp(dot + 1, name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static unsigned
+fn_flags(const struct pgclass_opts *opts, const char *schema, const char *name)
+{
+    const struct fn_rule *r;
+    unsigned flags = 0;
+
+    r = bsearch(name, fn_exact, sizeof(fn_exact) / sizeof(fn_exact[0]), sizeof(fn_exact[0]),
+                fn_rule_cmp);
+    if (r != NULL) {
+        flags = r->flags;
+    } else {
+        for (size_t i = 0; i < sizeof(fn_prefix) / sizeof(fn_prefix[0]); i++) {
+            if (strncmp(name, fn_prefix[i].name, strlen(fn_prefix[i].name)) == 0) {
+                flags = fn_prefix[i].flags;
+                break;
+            }
+        }
+    }
+    if (user_fn_match(opts, schema, name))
+        flags |= FN_WRITE;
+    return flags;
+}
+
+/* ------------------------------------------------------------------ */
+/* JSON tokens                                                        */
+
+enum jtype { J_OBJ, J_ARR, J_STR, J_PRIM };
+
+struct jtok {
+    uint32_t start;     /* J_STR: first byte inside the quotes; else first byte */
+    uint32_t len;       /* J_STR: raw bytes inside the quotes, escapes undecoded */
+    uint32_t end;       /* index of the first token after this one's descendants */
+    uint8_t type;
+};
+
+#define JDOC_INLINE 512
+
+struct jdoc {
+    const char *js;
+    struct jtok *tok;
+    uint32_t n;
+    uint32_t cap;
+    struct jtok inline_tok[JDOC_INLINE];
+};
+
+static struct jtok *
+jdoc_push(struct jdoc *d, enum jtype type, uint32_t start)
+{
+    struct jtok *t;
+
+    if (d->n == d->cap) {
+        uint32_t cap = d->cap * 2;
+        struct jtok *nt;
+        if (cap > UINT32_MAX / 2)
+            return NULL;
+        if (d->tok == d->inline_tok) {
+            nt = malloc(cap * sizeof(*nt));
+            if (nt != NULL)
+                memcpy(nt, d->tok, d->n * sizeof(*nt));
+        } else {
+            nt = realloc(d->tok, cap * sizeof(*nt));
+        }
+        if (nt == NULL)
+            return NULL;
+        d->tok = nt;
+        d->cap = cap;
+    }
+    t = &d->tok[d->n++];
+    t->type = (uint8_t)type;
+    t->start = start;
+    t->len = 0;
+    t->end = d->n;
+    return t;
+}
+
+static void
+jdoc_release(struct jdoc *d)
+{
+    if (d->tok != d->inline_tok)
+        free(d->tok);
+}
+
+/*
+ * jdoc_parse - tokenize js[0..len) into d (d->tok must be set up).
+ * Returns 0 when js is one object whose every object alternates string keys
+ * and values, -1 otherwise (or when out of memory or nested too deep).
+ */
+static int
+jdoc_parse(struct jdoc *d, const char *js, size_t len)
+{
+    uint32_t stack[JSON_MAX_DEPTH];
+    uint32_t nchild[JSON_MAX_DEPTH];
+    int sp = 0;
+    size_t i = 0;
+
+    d->js = js;
+    if (len >= UINT32_MAX)
+        return -1;
+    while (i < len) {
+        char c = js[i];
+        struct jtok *t;
+        enum jtype type;
+
+        if (c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == ',' || c == ':') {
+            i++;
+            continue;
+        }
+        if (c == '}' || c == ']') {
+            struct jtok *open;
+            if (sp == 0)
+                return -1;
+            open = &d->tok[stack[sp - 1]];
+            if (open->type != (c == '}' ? J_OBJ : J_ARR) ||
+                (open->type == J_OBJ && nchild[sp - 1] % 2 != 0))
+                return -1;
+            open->end = d->n;
+            sp--;
+            i++;
+            continue;
+        }
+        if (sp == 0 && d->n != 0)
+            return -1;  /* a second top-level value */
+        if (c == '{' || c == '[')
+            type = c == '{' ? J_OBJ : J_ARR;
+        else if (c == '"')
+            type = J_STR;
+        else
+            type = J_PRIM;
+        if (sp > 0) {
+            /* in an object, every even child is a key and must be a string */
+            if (d->tok[stack[sp - 1]].type == J_OBJ && nchild[sp - 1] % 2 == 0 && type != J_STR)
+                return -1;
+            nchild[sp - 1]++;
+        } else if (type != J_OBJ) {
+            return -1;
+        }
+        t = jdoc_push(d, type, (uint32_t)i);
+        if (t == NULL)
+            return -1;
+        if (type == J_OBJ || type == J_ARR) {
+            if (sp == JSON_MAX_DEPTH)
+                return -1;
+            stack[sp] = d->n - 1;
+            nchild[sp] = 0;
+            sp++;
+            i++;
+        } else if (type == J_STR) {
+            size_t j = i + 1;
+            while (j < len && js[j] != '"')
+                j += js[j] == '\\' ? 2 : 1;
+            if (j >= len)
+                return -1;
+            t->start = (uint32_t)(i + 1);
+            t->len = (uint32_t)(j - i - 1);
+            i = j + 1;
+        } else {
+            size_t j = i;
+            while (j < len && js[j] != ',' && js[j] != '}' && js[j] != ']' && js[j] != ' ' &&
+                   js[j] != '\n' && js[j] != ':' && js[j] != '"' && js[j] != '{' && js[j] != '[')
+                j++;
+            t->len = (uint32_t)(j - i);
+            i = j;
+        }
+    }
+    return sp == 0 && d->n > 0 ? 0 : -1;
+}
+
+/* The value of key in object o, or -1 (also when o is -1 or not an object). */
+static int
+j_get(const struct jdoc *d, int o, const char *key)
+{
+    size_t kl = strlen(key);
+    uint32_t k;
+
+    if (o < 0 || d->tok[o].type != J_OBJ)
+        return -1;
+    for (k = (uint32_t)o + 1; k < d->tok[o].end; k = d->tok[k + 1].end) {
+        const struct jtok *kt = &d->tok[k];
+        if (kt->len == kl && memcmp(d->js + kt->start, key, kl) == 0)
+            return (int)k + 1;
+    }
+    return -1;
+}
+
+static bool
+j_is(const struct jdoc *d, int i, enum jtype type)
+{
+    return i >= 0 && d->tok[i].type == type;
+}
+
+/* A raw comparison: right for keys and enum names, which have no escapes. */
+static bool
+j_streq(const struct jdoc *d, int i, const char *s)
+{
+    size_t l = strlen(s);
+    return j_is(d, i, J_STR) && d->tok[i].len == l && memcmp(d->js + d->tok[i].start, s, l) == 0;
+}
+
+static bool
+j_prim_is(const struct jdoc *d, int i, const char *s)
+{
+    size_t l = strlen(s);
+    return j_is(d, i, J_PRIM) && d->tok[i].len == l && memcmp(d->js + d->tok[i].start, s, l) == 0;
+}
+
+/* Present, not null, not an empty array. */
+static bool
+j_nonempty(const struct jdoc *d, int i)
+{
+    if (i < 0 || j_prim_is(d, i, "null"))
+        return false;
+    return !(d->tok[i].type == J_ARR && d->tok[i].end == (uint32_t)i + 1);
+}
+
+static int
+hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * j_str - string token i decoded into buf (NUL-terminated), or NULL when i
+ * is not a string or does not fit in cap bytes.  \uXXXX outside ASCII is
+ * kept only for what PostgreSQL names can hold; a surrogate becomes '?'.
+ */
+static const char *
+j_str(const struct jdoc *d, int i, char *buf, size_t cap)
+{
+    const char *s, *e;
+    size_t o = 0;
+
+    if (!j_is(d, i, J_STR))
+        return NULL;
+    s = d->js + d->tok[i].start;
+    e = s + d->tok[i].len;
+    while (s < e) {
+        char c = *s++;
+        char enc[4];
+        size_t el = 1;
+        if (c == '\\' && s < e) {
+            c = *s++;
+            switch (c) {
+            case 'b': c = '\b'; break;
+            case 'f': c = '\f'; break;
+            case 'n': c = '\n'; break;
+            case 'r': c = '\r'; break;
+            case 't': c = '\t'; break;
+            case 'u': {
+                unsigned cp = 0;
+                for (int k = 0; k < 4; k++) {
+                    int h = s < e ? hexval(*s) : -1;
+                    if (h < 0)
+                        return NULL;
+                    cp = cp << 4 | (unsigned)h;
+                    s++;
+                }
+                if (cp == 0 || (cp >= 0xd800 && cp <= 0xdfff))
+                    cp = '?';
+                if (cp < 0x80) {
+                    enc[0] = (char)cp;
+                } else if (cp < 0x800) {
+                    enc[0] = (char)(0xc0 | cp >> 6);
+                    enc[1] = (char)(0x80 | (cp & 0x3f));
+                    el = 2;
+                } else {
+                    enc[0] = (char)(0xe0 | cp >> 12);
+                    enc[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+                    enc[2] = (char)(0x80 | (cp & 0x3f));
+                    el = 3;
+                }
+                if (o + el >= cap)
+                    return NULL;
+                memcpy(buf + o, enc, el);
+                o += el;
+                continue;
+            }
+            default: break;   /* \" \\ \/ */
+            }
+        }
+        if (o + 1 >= cap)
+            return NULL;
+        buf[o++] = c;
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* The sval of a {"String": {"sval": ...}} node, decoded into buf, or NULL. */
+static const char *
+j_node_sval(const struct jdoc *d, int node, char *buf, size_t cap)
+{
+    return j_str(d, j_get(d, j_get(d, node, "String"), "sval"), buf, cap);
+}
+
+/* The n-th element of array a, or -1. */
+static int
+j_at(const struct jdoc *d, int a, size_t n)
+{
+    uint32_t e;
+
+    if (!j_is(d, a, J_ARR))
+        return -1;
+    for (e = (uint32_t)a + 1; e < d->tok[a].end; e = d->tok[e].end)
+        if (n-- == 0)
+            return (int)e;
+    return -1;
+}
+
+static size_t
+j_count(const struct jdoc *d, int a)
+{
+    size_t n = 0;
+    uint32_t e;
+
+    if (!j_is(d, a, J_ARR))
+        return 0;
+    for (e = (uint32_t)a + 1; e < d->tok[a].end; e = d->tok[e].end)
+        n++;
+    return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* The tree walk                                                      */
+
+/* Long enough for any PostgreSQL name (NAMEDATALEN 64, in UTF-8). */
+#define NAME_BUF 256
+
+/* What a walk over (part of) one statement found. */
+struct walk {
+    const struct jdoc *d;
+    const struct pgclass_opts *opts;
+    bool write;       /* a DML node, INTO, locking clause or write function */
+    bool session;     /* a session-changing function */
+    bool notify;      /* pg_notify */
+    bool admin;       /* a server-control function */
+    bool locking;
+    bool volatile_fn;
+    bool unstable;
+    bool too_deep;
+};
+
+static void walk(struct walk *w, int v, int depth);
+
+static void
+visit_funccall(struct walk *w, int fc)
+{
+    char namebuf[NAME_BUF], schemabuf[NAME_BUF];
+    int names = j_get(w->d, fc, "funcname");
+    size_t n = j_count(w->d, names);
+    const char *name, *schema = NULL;
+    unsigned flags;
+
+    if (n == 0)
+        return;
+    name = j_node_sval(w->d, j_at(w->d, names, n - 1), namebuf, sizeof(namebuf));
+    if (name == NULL)
+        return;
+    if (n >= 2)
+        schema = j_node_sval(w->d, j_at(w->d, names, n - 2), schemabuf, sizeof(schemabuf));
+    flags = fn_flags(w->opts, schema, name);
+    w->write |= (flags & FN_WRITE) != 0;
+    w->volatile_fn |= (flags & FN_VOLATILE) != 0;
+    w->locking |= (flags & FN_LOCK) != 0;
+    w->session |= (flags & FN_SESSION) != 0;
+    w->notify |= (flags & FN_NOTIFY) != 0;
+    w->admin |= (flags & FN_ADMIN) != 0;
+}
+
+/* 'now'::timestamptz and friends: a literal the input function reads the
+ * clock for. */
+static void
+visit_typecast(struct walk *w, int tc)
+{
+    static const char *const words[] = {"now", "today", "tomorrow", "yesterday"};
+    char buf[32];
+    int aconst = j_get(w->d, j_get(w->d, tc, "arg"), "A_Const");
+    const char *s = j_str(w->d, j_get(w->d, j_get(w->d, aconst, "sval"), "sval"), buf,
+                          sizeof(buf));
+
+    if (s == NULL)
+        return;
+    while (*s == ' ')
+        s++;
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+        size_t l = strlen(words[i]);
+        if (strncasecmp(s, words[i], l) == 0 && (s[l] == '\0' || s[l] == ' '))
+            w->volatile_fn = true;
+    }
+}
+
+/* A relation of the system catalogs: its content is per server. */
+static void
+visit_relation(struct walk *w, int rv)
+{
+    char relbuf[NAME_BUF], schemabuf[NAME_BUF];
+    const char *rel = j_str(w->d, j_get(w->d, rv, "relname"), relbuf, sizeof(relbuf));
+    const char *schema = j_str(w->d, j_get(w->d, rv, "schemaname"), schemabuf,
+                               sizeof(schemabuf));
+
+    if ((rel != NULL && strncmp(rel, "pg_", 3) == 0) ||
+        (schema != NULL &&
+         (strcmp(schema, "pg_catalog") == 0 || strcmp(schema, "information_schema") == 0)))
+        w->unstable = true;
+}
+
+/* A SelectStmt's own fields; called wrapped or not (larg, rarg). */
+static void
+visit_select(struct walk *w, int sel, int depth)
+{
+    const struct jdoc *d = w->d;
+    int op = j_get(d, sel, "op");
+    bool setop = op >= 0 && !j_streq(d, op, "SETOP_NONE");
+
+    if ((j_nonempty(d, j_get(d, sel, "limitCount")) ||
+         j_nonempty(d, j_get(d, sel, "limitOffset"))) &&
+        !j_nonempty(d, j_get(d, sel, "sortClause")) &&
+        (setop || j_nonempty(d, j_get(d, sel, "fromClause"))))
+        w->unstable = true;
+    if (j_nonempty(d, j_get(d, sel, "intoClause")))
+        w->write = true;
+    if (j_nonempty(d, j_get(d, sel, "lockingClause"))) {
+        w->write = true;
+        w->locking = true;
+    }
+    walk(w, sel, depth + 1);
+}
+
+static bool
+key_is(const struct jdoc *d, uint32_t k, const char *s)
+{
+    return j_streq(d, (int)k, s);
+}
+
+static void
+visit_node(struct walk *w, uint32_t k, int obj, int depth)
+{
+    const struct jdoc *d = w->d;
+
+    if (key_is(d, k, "InsertStmt") || key_is(d, k, "UpdateStmt") ||
+        key_is(d, k, "DeleteStmt") || key_is(d, k, "MergeStmt")) {
+        w->write = true;
+    } else if (key_is(d, k, "FuncCall")) {
+        visit_funccall(w, obj);
+    } else if (key_is(d, k, "SelectStmt")) {
+        visit_select(w, obj, depth);
+        return;
+    } else if (key_is(d, k, "SQLValueFunction")) {
+        w->volatile_fn = true;
+    } else if (key_is(d, k, "TypeCast")) {
+        visit_typecast(w, obj);
+    } else if (key_is(d, k, "RangeVar")) {
+        visit_relation(w, obj);
+    } else if (key_is(d, k, "RangeTableSample")) {
+        w->unstable = true;
+    }
+    walk(w, obj, depth + 1);
+}
+
+/*
+ * walk - everything below token v.  Recursion depth is bounded by
+ * JSON_MAX_DEPTH (the tokenizer refused anything deeper); the check here
+ * guards the walk's own extra levels.
+ */
+static void
+walk(struct walk *w, int v, int depth)
+{
+    const struct jdoc *d = w->d;
+    const struct jtok *t = &d->tok[v];
+    uint32_t i;
+
+    if (depth > 2 * JSON_MAX_DEPTH) {
+        w->too_deep = true;
+        return;
+    }
+    if (t->type == J_ARR) {
+        for (i = (uint32_t)v + 1; i < t->end; i = d->tok[i].end)
+            walk(w, (int)i, depth + 1);
+        return;
+    }
+    if (t->type != J_OBJ)
+        return;
+    for (i = (uint32_t)v + 1; i < t->end; i = d->tok[i + 1].end) {
+        const struct jtok *kt = &d->tok[i];
+        int val = (int)i + 1;
+        char first = d->js[kt->start];
+        if (d->tok[val].type != J_OBJ && d->tok[val].type != J_ARR)
+            continue;
+        if (kt->len > 0 && first >= 'A' && first <= 'Z' && d->tok[val].type == J_OBJ)
+            visit_node(w, i, val, depth + 1);
+        else if ((key_is(d, i, "larg") || key_is(d, i, "rarg")) && d->tok[val].type == J_OBJ)
+            visit_select(w, val, depth + 1);
+        else if (key_is(d, i, "relation") && j_get(d, val, "relname") >= 0)
+            visit_relation(w, val);
+        else
+            walk(w, val, depth + 1);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Statements                                                         */
+
+enum rule {
+    RULE_WRITE,     /* the default for any statement not listed */
+    RULE_SELECT,
+    RULE_EXPLAIN,
+    RULE_SHOW,
+    RULE_COPY,
+    RULE_SET,
+    RULE_SESSION,   /* not walked: PREPARE's query does not run */
+    RULE_DECLARE,   /* SESSION, walked: a writing query makes it a WRITE */
+    RULE_FETCH,
+    RULE_NOTIFY,    /* SESSION, nothing for the shadow */
+    RULE_TX,
+    RULE_ADMIN,
+    RULE_LOCK,
+};
+
+struct stmt_rule {
+    const char *type;
+    enum rule rule;
+};
+
+/* Sorted by type (strcmp), for bsearch. */
+static const struct stmt_rule stmt_rules[] = {
+    {"AlterSystemStmt", RULE_ADMIN},
+    {"CheckPointStmt", RULE_ADMIN},
+    {"ClosePortalStmt", RULE_SESSION},
+    {"ClusterStmt", RULE_ADMIN},
+    {"CopyStmt", RULE_COPY},
+    {"DeallocateStmt", RULE_SESSION},
+    {"DeclareCursorStmt", RULE_DECLARE},
+    {"DiscardStmt", RULE_SESSION},
+    {"ExplainStmt", RULE_EXPLAIN},
+    {"FetchStmt", RULE_FETCH},
+    {"ListenStmt", RULE_NOTIFY},
+    {"LoadStmt", RULE_SESSION},
+    {"LockStmt", RULE_LOCK},
+    {"NotifyStmt", RULE_NOTIFY},
+    {"PrepareStmt", RULE_SESSION},
+    {"ReindexStmt", RULE_ADMIN},
+    {"SelectStmt", RULE_SELECT},
+    {"TransactionStmt", RULE_TX},
+    {"UnlistenStmt", RULE_NOTIFY},
+    {"VacuumStmt", RULE_ADMIN},
+    {"VariableSetStmt", RULE_SET},
+    {"VariableShowStmt", RULE_SHOW},
+};
+
+static int
+stmt_rule_cmp(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct stmt_rule *)elem)->type);
+}
+
+/* One statement's answer, before the string's statements are combined. */
+struct stmt_class {
+    enum req_kind kind;
+    bool returns_rows;
+    bool ordered;
+    bool notify_only;
+};
+
+/* defGetBoolean's reading of an option value: no value means true; a
+ * string false/off/no/0 or the integer 0 means false. */
+static bool
+defelem_true(const struct jdoc *d, int defelem)
+{
+    char buf[16];
+    int arg = j_get(d, defelem, "arg");
+    int aconst = j_get(d, arg, "A_Const");
+    const char *s;
+    int in;
+
+    if (arg < 0)
+        return true;
+    s = j_node_sval(d, arg, buf, sizeof(buf));
+    if (s == NULL)
+        s = j_str(d, j_get(d, j_get(d, aconst, "sval"), "sval"), buf, sizeof(buf));
+    if (s != NULL)
+        return !(strcasecmp(s, "false") == 0 || strcasecmp(s, "off") == 0 ||
+                 strcasecmp(s, "no") == 0 || strcmp(s, "0") == 0);
+    /* {"Integer": {"ival": n}} or {"A_Const": {"ival": {"ival": n}}}; 0 omits ival */
+    in = j_get(d, arg, "Integer");
+    if (in < 0)
+        in = j_get(d, aconst, "ival");
+    if (in >= 0) {
+        int v = j_get(d, in, "ival");
+        return v >= 0 && !j_prim_is(d, v, "0");
+    }
+    return true;
+}
+
+static bool
+explain_analyzes(const struct jdoc *d, int explain)
+{
+    int opts = j_get(d, explain, "options");
+    bool analyze = false;
+    uint32_t e;
+
+    if (!j_is(d, opts, J_ARR))
+        return false;
+    for (e = (uint32_t)opts + 1; e < d->tok[opts].end; e = d->tok[e].end) {
+        int de = j_get(d, (int)e, "DefElem");
+        if (j_streq(d, j_get(d, de, "defname"), "analyze"))
+            analyze = defelem_true(d, de);
+    }
+    return analyze;
+}
+
+/* The kind the walk's findings impose, at least base. */
+static enum req_kind
+walk_kind(const struct walk *w, enum req_kind base)
+{
+    enum req_kind k = base;
+    if (w->admin)
+        k = req_kind_strongest(k, REQ_KIND_ADMIN);
+    if (w->session || w->notify)
+        k = req_kind_strongest(k, REQ_KIND_SESSION);
+    if (w->write)
+        k = req_kind_strongest(k, REQ_KIND_WRITE);
+    return k;
+}
+
+/* classify_stmt - one statement: wrapper is {"TypeName": {fields}}. */
+static void
+classify_stmt(struct walk *w, int wrapper, struct stmt_class *sc)
+{
+    const struct jdoc *d = w->d;
+    const struct stmt_rule *r;
+    enum rule rule = RULE_WRITE;
+    char type[64];
+    int stmt, q;
+
+    memset(sc, 0, sizeof(*sc));
+    sc->kind = REQ_KIND_WRITE;
+    if (!j_is(d, wrapper, J_OBJ) || d->tok[wrapper].end == (uint32_t)wrapper + 1 ||
+        j_str(d, wrapper + 1, type, sizeof(type)) == NULL) {
+        w->too_deep = true;     /* not a statement: treat as unparseable */
+        return;
+    }
+    stmt = wrapper + 2;
+    r = bsearch(type, stmt_rules, sizeof(stmt_rules) / sizeof(stmt_rules[0]),
+                sizeof(stmt_rules[0]), stmt_rule_cmp);
+    if (r != NULL)
+        rule = r->rule;
+
+    switch (rule) {
+    case RULE_SELECT:
+        visit_select(w, stmt, 0);
+        sc->kind = walk_kind(w, REQ_KIND_READ);
+        sc->returns_rows = !j_nonempty(d, j_get(d, stmt, "intoClause"));
+        sc->ordered = j_nonempty(d, j_get(d, stmt, "sortClause"));
+        sc->notify_only = w->notify && sc->kind == REQ_KIND_SESSION && !w->session && !w->admin;
+        break;
+    case RULE_EXPLAIN:
+        w->unstable = true;
+        sc->kind = REQ_KIND_READ;
+        if (explain_analyzes(d, stmt)) {
+            struct stmt_class inner;
+            classify_stmt(w, j_get(d, stmt, "query"), &inner);
+            sc->kind = inner.kind;
+        }
+        sc->returns_rows = sc->ordered = true;
+        break;
+    case RULE_SHOW:
+        w->unstable = true;
+        sc->kind = REQ_KIND_READ;
+        sc->returns_rows = sc->ordered = true;
+        break;
+    case RULE_COPY:
+        q = j_get(d, stmt, "query");
+        if (j_prim_is(d, j_get(d, stmt, "is_from"), "true")) {
+            sc->kind = REQ_KIND_WRITE;
+        } else if (j_get(d, stmt, "filename") >= 0 ||
+                   j_prim_is(d, j_get(d, stmt, "is_program"), "true")) {
+            sc->kind = REQ_KIND_ADMIN;
+        } else {
+            sc->kind = REQ_KIND_READ;
+            sc->returns_rows = true;
+            sc->ordered = j_nonempty(d, j_get(d, j_get(d, q, "SelectStmt"), "sortClause"));
+        }
+        walk(w, stmt, 1);
+        sc->kind = walk_kind(w, sc->kind);
+        break;
+    case RULE_SET:
+        /* SET TRANSACTION: this transaction only; SET SESSION
+         * CHARACTERISTICS AS TRANSACTION is session state */
+        sc->kind = j_streq(d, j_get(d, stmt, "name"), "TRANSACTION") ? REQ_KIND_TX
+                                                                     : REQ_KIND_SESSION;
+        break;
+    case RULE_SESSION:
+        sc->kind = REQ_KIND_SESSION;
+        break;
+    case RULE_DECLARE:
+        walk(w, stmt, 1);
+        sc->kind = walk_kind(w, REQ_KIND_SESSION);
+        break;
+    case RULE_FETCH:
+        sc->kind = REQ_KIND_SESSION;
+        sc->returns_rows = !j_prim_is(d, j_get(d, stmt, "ismove"), "true");
+        break;
+    case RULE_NOTIFY:
+        sc->kind = REQ_KIND_SESSION;
+        sc->notify_only = true;
+        break;
+    case RULE_TX:
+        sc->kind = REQ_KIND_TX;
+        break;
+    case RULE_ADMIN:
+        sc->kind = REQ_KIND_ADMIN;
+        break;
+    case RULE_LOCK:
+        w->locking = true;
+        sc->kind = REQ_KIND_WRITE;
+        break;
+    case RULE_WRITE:
+        walk(w, stmt, 1);
+        sc->kind = REQ_KIND_WRITE;
+        sc->returns_rows = j_nonempty(d, j_get(d, stmt, "returningList"));
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Entry points                                                       */
+
+/* Length of the valid UTF-8 sequence at s (strict: no overlongs, no
+ * surrogates, nothing past U+10FFFF, as jansson checks), or 0. */
+static size_t
+utf8_seq_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        return n >= 2 && (s[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (c >= 0xe0 && c <= 0xef) {
+        unsigned char lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+        return n >= 3 && s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 ? 3 : 0;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+        return n >= 4 && s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 &&
+                       (s[3] & 0xc0) == 0x80
+                   ? 4
+                   : 0;
+    }
+    return 0;
+}
+
+void
+pgclass_classify(const char *sql, const struct pgclass_opts *opts, struct pgclass_result *out)
+{
+    size_t max_len = opts != NULL && opts->max_len != 0 ? opts->max_len : PGCLASS_DEFAULT_MAX_LEN;
+    size_t len = strnlen(sql, max_len + 1);
+    PgQueryParseResult pr;
+    struct jdoc *d;
+    int stmts;
+    uint32_t e;
+    size_t nstmts = 0, nrows = 0, nordered = 0, nnotify = 0;
+    bool failed = false;
+    uint8_t hint;
+
+    memset(out, 0, sizeof(*out));
+    out->kind = REQ_KIND_WRITE;
+    out->parse_error = true;
+    if (len > max_len) {
+        out->hint = scan_hints(sql, strlen(sql));
+        out->too_long = true;
+        return;
+    }
+    hint = out->hint = scan_hints(sql, len);
+
+    pr = pg_query_parse(sql);
+    if (pr.error != NULL || pr.parse_tree == NULL) {
+        pg_query_free_parse_result(pr);
+        return;
+    }
+    d = malloc(sizeof(*d));
+    if (d == NULL) {
+        pg_query_free_parse_result(pr);
+        return;
+    }
+    d->tok = d->inline_tok;
+    d->cap = JDOC_INLINE;
+    d->n = 0;
+    if (jdoc_parse(d, pr.parse_tree, strlen(pr.parse_tree)) != 0 ||
+        !j_is(d, stmts = j_get(d, 0, "stmts"), J_ARR)) {
+        failed = true;
+        goto out_free;
+    }
+
+    out->kind = REQ_KIND_READ;
+    for (e = (uint32_t)stmts + 1; e < d->tok[stmts].end; e = d->tok[e].end) {
+        struct walk w = {.d = d, .opts = opts};
+        struct stmt_class sc;
+
+        classify_stmt(&w, j_get(d, (int)e, "stmt"), &sc);
+        if (w.too_deep) {
+            failed = true;
+            goto out_free;
+        }
+        nstmts++;
+        out->kind = req_kind_strongest(out->kind, sc.kind);
+        out->locking |= w.locking;
+        out->volatile_fn |= w.volatile_fn;
+        /* only answers with rows can mismatch on a row value */
+        out->unstable |= sc.returns_rows && (w.unstable || w.volatile_fn);
+        nrows += sc.returns_rows;
+        nordered += sc.returns_rows && sc.ordered;
+        nnotify += sc.notify_only;
+    }
+    out->parse_error = false;
+    out->nstatements = nstmts > UINT16_MAX ? UINT16_MAX : (uint16_t)nstmts;
+    out->has_order_by = nrows > 0 && nordered == nrows;
+    out->no_mirror = nstmts > 0 && nnotify == nstmts;
+
+out_free:
+    jdoc_release(d);
+    free(d);
+    pg_query_free_parse_result(pr);
+    if (failed) {
+        memset(out, 0, sizeof(*out));
+        out->kind = REQ_KIND_WRITE;
+        out->parse_error = true;
+        out->hint = hint;
+    }
+}
+
+/* Copy at most cap-1 bytes of src[0..n) into dst, as valid UTF-8 ('?' for
+ * invalid bytes), cut before a character that does not fit; NUL-terminate.
+ * Returns whether anything was left out. */
+static bool
+copy_utf8_cut(char *dst, size_t cap, const char *src, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        size_t l = utf8_seq_len((const unsigned char *)src + i, n - i);
+        if (l == 0) {
+            if (i + 1 > cap - 1)
+                break;
+            dst[i++] = '?';
+            continue;
+        }
+        if (i + l > cap - 1)
+            break;
+        memcpy(dst + i, src + i, l);
+        i += l;
+    }
+    dst[i] = '\0';
+    return i < n;
+}
+
+int
+pgclass_describe(const char *sql, struct pgclass_desc *out)
+{
+    size_t len = strnlen(sql, PGCLASS_DEFAULT_MAX_LEN + 1);
+    bool parsed = false;
+
+    memset(out, 0, sizeof(*out));
+    if (len <= PGCLASS_DEFAULT_MAX_LEN) {
+        PgQueryFingerprintResult fr = pg_query_fingerprint(sql);
+        if (fr.error == NULL) {
+            out->fingerprint = fr.fingerprint;
+            parsed = true;
+        }
+        pg_query_free_fingerprint_result(fr);
+    }
+    if (parsed) {
+        PgQueryNormalizeResult nr = pg_query_normalize(sql);
+        if (nr.error == NULL && nr.normalized_query != NULL)
+            out->normalized_truncated = copy_utf8_cut(out->normalized, sizeof(out->normalized),
+                                                      nr.normalized_query,
+                                                      strlen(nr.normalized_query));
+        else
+            parsed = false;
+        pg_query_free_normalize_result(nr);
+    }
+    if (!parsed) {
+        out->fingerprint = XXH3_64bits(sql, len);
+        out->fingerprint_fallback = true;
+        out->normalized_truncated =
+            copy_utf8_cut(out->normalized, sizeof(out->normalized), sql, len);
+    }
+    snprintf(out->fingerprint_hex, sizeof(out->fingerprint_hex), "%016" PRIx64,
+             out->fingerprint);
+    return parsed ? 0 : -1;
+}

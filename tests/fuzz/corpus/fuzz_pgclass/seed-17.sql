@@ -1,0 +1,1 @@
+SELECT app.charge(1), audit_log('x')

@@ -1,0 +1,1 @@
+/* tandem:primary */ SELECT 1 -- tandem:noshadow

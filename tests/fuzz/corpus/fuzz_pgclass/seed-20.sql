@@ -1,0 +1,1 @@
+SELECT $a$ /* tandem:shadow */ $a$, E'\' /* x */'

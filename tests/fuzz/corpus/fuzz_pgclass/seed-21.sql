@@ -1,0 +1,1 @@
+/* a /* tandem:noshadow */ b */ SELECT "x""y" FROM pg_class TABLESAMPLE SYSTEM (1)

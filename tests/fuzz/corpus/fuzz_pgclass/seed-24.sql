@@ -1,0 +1,1 @@
+LISTEN a; NOTIFY a, 'x'; SELECT pg_notify('a', 'b')

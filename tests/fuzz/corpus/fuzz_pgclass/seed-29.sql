@@ -1,0 +1,1 @@
+SELECT 'été' AS "naÃ¯ve"
