@@ -38,7 +38,14 @@
  *       primary blue;
  *       shadow green;
  *       mode passthrough;                 # passthrough | shadow | split
- *   }
+ *   }                                     # default: shadow if a shadow is named
+ *
+ * Defaults: workers = online CPUs, at most 4; log_format text; log_level
+ * info; the limits shown above; no admin server unless admin { } is given
+ * (then 127.0.0.1:9090); backend tls disable; listener protocol postgres.
+ * Required: at least one listener; in a listener, listen and primary; in a
+ * backend, address.  Every directive may appear once per block, except
+ * backend and listener.  Names are 1..63 of [A-Za-z0-9_.-].
  *
  * Later capabilities (mirror { }, reads { }, canary { }, compare { },
  * guard { }) add blocks inside listener and at top level; the parser is
@@ -135,7 +142,11 @@ struct conf_errors {
  *
  * name is used in messages only (the file name).  Returns a new struct conf
  * on success, NULL when errs->count > 0 after the load.  Never aborts on bad
- * input; every error found is appended to errs.
+ * input; every error found is appended to errs (start from a zeroed errs).
+ * buf need not be NUL-terminated; more than 1 MiB is refused.  A syntax
+ * error that leaves the structure unknown (bad token, unclosed block or
+ * string) stops the load there: errors up to it are reported, the
+ * directives are not checked.
  */
 struct conf *conf_load_buffer(const char *name, const char *buf, size_t len,
                               struct conf_errors *errs);
@@ -150,6 +161,10 @@ struct conf *conf_load_file(const char *path, struct conf_errors *errs);
  *                   [--workers N] [--mode M] [--log-format F]
  * proto is "postgres" or "redis"; argv excludes the program and proto word.
  * Backend names default to "blue" (primary) and "green" (shadow).
+ * The full flag list is in conf_cli.c; each flag is a directive of the
+ * file form (--max-packet-size is limits { max_packet_size }), read by the
+ * same code, so the result equals that of the equivalent file.  Flags are
+ * --flag VALUE or --flag=VALUE; errors have line 0 and name the flag.
  */
 struct conf *conf_load_args(const char *proto, int argc, char **argv,
                             struct conf_errors *errs);
@@ -157,7 +172,10 @@ struct conf *conf_load_args(const char *proto, int argc, char **argv,
 /* conf_free - release a struct conf from any conf_load_*(); NULL is fine. */
 void conf_free(struct conf *conf);
 
-/* conf_format_error - "FILE:LINE: msg" (or "tandem: msg" without a line). */
+/*
+ * conf_format_error - "FILE:LINE: msg" (or "tandem: msg" without a line).
+ * FILE is name, or conf_or_null->file when name is NULL or "".
+ */
 void conf_format_error(const struct conf *conf_or_null, const char *name,
                        const struct conf_error *err, char *out, size_t outlen);
 
@@ -168,5 +186,8 @@ const char *conf_tls_name(enum conf_tls tls);
 
 /* conf_backend_find - index of the backend named NAME, or -1. */
 int conf_backend_find(const struct conf *conf, const char *name);
+
+/* conf_addr_format - "host:port", or "[v6]:port" when the host has a ':'. */
+void conf_addr_format(const struct conf_addr *addr, char *out, size_t outlen);
 
 #endif /* TANDEM_CONF_H */

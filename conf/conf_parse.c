@@ -1,0 +1,749 @@
+/*
+ * conf_parse.c - syntax tree to struct conf; see conf_parse.h.
+ *
+ * Every directive is one row of directives[] below: its name, the blocks it
+ * may appear in, its argument count, and how its value is stored - for most,
+ * a generic setter plus the offset of the field it fills.  Adding a key is
+ * adding a row.  A block row names the context its body is read in and the
+ * functions that open it (create the backend, say) and close it (check what
+ * only makes sense once the whole block is read).
+ *
+ *   tree ──► apply_block(top) ──► row lookup ──► setter ──► struct conf
+ *                 │                                 ▲
+ *                 └─► block row: enter ─► apply_block(inner) ─► leave
+ *
+ *   then check_conf(): backend references, duplicate addresses, listeners
+ *
+ * Each problem is reported and the walk goes on, so one run names all of
+ * them; a value that was refused leaves the field at its default.
+ */
+#include <assert.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "conf/conf_err.h"
+#include "conf/conf_parse.h"
+#include "conf/conf_value.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+const char *const conf_proto_names[] = {"postgres", "redis", NULL};
+const char *const conf_mode_names[] = {"passthrough", "shadow", "split", NULL};
+const char *const conf_tls_names[] = {"disable", "require", "verify-full", NULL};
+const char *const conf_log_format_names[] = {"text", "json", NULL};
+const char *const conf_log_level_names[] = {"debug", "info", "warn", "error", NULL};
+
+/* The setters store enums and counts through 4-byte fields. */
+_Static_assert(sizeof(enum conf_proto) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_mode) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_tls) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_log_format) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_log_level) == sizeof(int), "enum size");
+_Static_assert(sizeof(int) == sizeof(uint32_t), "int size");
+
+/* Contexts: where a directive may appear (a row's ctx is a mask of them). */
+enum {
+    CTX_TOP = 1u << 0,
+    CTX_LIMITS = 1u << 1,
+    CTX_ADMIN = 1u << 2,
+    CTX_BACKEND = 1u << 3,
+    CTX_LISTENER = 1u << 4,
+};
+
+/* Row flags. */
+enum {
+    D_BLOCK = 1u << 0,    /* takes a { } body */
+    D_MULTI = 1u << 1,    /* may appear more than once in its block */
+    D_REQUIRED = 1u << 2, /* its block is incomplete without it */
+};
+
+/* What the parse knows about a listener beyond struct conf_listener. */
+struct listener_state {
+    char primary[CONF_NAME_MAX]; /* "" until a valid primary was read */
+    char shadow[CONF_NAME_MAX];
+    int primary_line;
+    int shadow_line;
+    int listen_line;
+};
+
+struct conf_build {
+    struct conf *conf;
+    struct conf_errors *errs;
+    struct listener_state *lstate; /* parallel to conf->listeners */
+    size_t backends_cap;
+    size_t listeners_cap;
+    size_t lstate_cap;
+    int admin_line;
+    int oom;
+};
+
+struct conf_directive;
+
+/* Store N's value into OBJ, the struct of the block being read. */
+typedef void conf_set_fn(struct conf_build *b, void *obj, const struct conf_directive *d,
+                         const struct conf_node *n);
+/* Open block N: the struct its body fills, or NULL to skip the body. */
+typedef void *conf_enter_fn(struct conf_build *b, const struct conf_node *n);
+/* Close block N once its body is read; SEEN[i] is the node of row i, or NULL. */
+typedef void conf_leave_fn(struct conf_build *b, void *obj, const struct conf_node *n,
+                           const struct conf_node *const *seen);
+
+struct conf_directive {
+    const char *name;
+    unsigned ctx;         /* CTX_* where it may appear */
+    unsigned flags;       /* D_* */
+    unsigned nargs;       /* exact; for blocks, the words before '{' */
+    conf_set_fn *set;     /* simple directives */
+    size_t offset;        /* of the field within the context's struct */
+    size_t size;          /* of that field */
+    const void *data;     /* setter-specific: a range, enum names */
+    unsigned inner;       /* blocks: the context of the body */
+    conf_enter_fn *enter;
+    conf_leave_fn *leave;
+};
+
+struct conf_range {
+    uint64_t min;
+    uint64_t max;
+    const char *text; /* as a user writes it, for messages */
+};
+
+static const struct conf_range range_workers = {1, 64, "1..64"};
+static const struct conf_range range_client_conn = {1, 1000000, "1..1000000"};
+static const struct conf_range range_packet = {1ull << 10, 1ull << 30, "1KB..1GB"};
+static const struct conf_range range_timeout = {1, 60 * 60 * 1000, "1ms..1h"};
+
+static conf_set_fn set_number, set_size, set_duration, set_enum, set_string, set_addr,
+    set_backend_ref;
+static conf_enter_fn enter_limits, enter_admin, enter_backend, enter_listener;
+static conf_leave_fn leave_admin, leave_backend, leave_listener;
+
+#define FIELD(type, field) offsetof(type, field), sizeof(((type *)0)->field)
+#define SIMPLE(name, ctx, flags, set, type, field, data)                                          \
+    {                                                                                              \
+        name, ctx, flags, 1, set, FIELD(type, field), data, 0, NULL, NULL                          \
+    }
+#define BLOCK(name, flags, nargs, inner, enter, leave)                                             \
+    {                                                                                              \
+        name, CTX_TOP, D_BLOCK | (flags), nargs, NULL, 0, 0, NULL, inner, enter, leave            \
+    }
+
+static const struct conf_directive directives[] = {
+    /* top level */
+    SIMPLE("workers", CTX_TOP, 0, set_number, struct conf, workers, &range_workers),
+    SIMPLE("log_format", CTX_TOP, 0, set_enum, struct conf, log_format, conf_log_format_names),
+    SIMPLE("log_level", CTX_TOP, 0, set_enum, struct conf, log_level, conf_log_level_names),
+    BLOCK("limits", 0, 0, CTX_LIMITS, enter_limits, NULL),
+    BLOCK("admin", 0, 0, CTX_ADMIN, enter_admin, leave_admin),
+    BLOCK("backend", D_MULTI, 1, CTX_BACKEND, enter_backend, leave_backend),
+    BLOCK("listener", D_MULTI, 1, CTX_LISTENER, enter_listener, leave_listener),
+    /*
+     * Later capabilities are rows here: BLOCK("mirror"/"reads"/"canary"/
+     * "compare"/"guard", ...) with their own CTX_ and the rows of their
+     * bodies.  Until then they are unknown directives, as they must be.
+     */
+
+    /* limits { } */
+    SIMPLE("max_client_conn", CTX_LIMITS, 0, set_number, struct conf_limits, max_client_conn,
+           &range_client_conn),
+    SIMPLE("max_packet_size", CTX_LIMITS, 0, set_size, struct conf_limits, max_packet_size,
+           &range_packet),
+    SIMPLE("startup_timeout", CTX_LIMITS, 0, set_duration, struct conf_limits, startup_timeout_ms,
+           &range_timeout),
+    SIMPLE("connect_timeout", CTX_LIMITS, 0, set_duration, struct conf_limits, connect_timeout_ms,
+           &range_timeout),
+    SIMPLE("shutdown_timeout", CTX_LIMITS, 0, set_duration, struct conf_limits,
+           shutdown_timeout_ms, &range_timeout),
+
+    /* admin { } */
+    SIMPLE("listen", CTX_ADMIN, 0, set_addr, struct conf_admin, addr, NULL),
+    SIMPLE("token_file", CTX_ADMIN, 0, set_string, struct conf_admin, token_file, NULL),
+
+    /* backend NAME { } */
+    SIMPLE("address", CTX_BACKEND, D_REQUIRED, set_addr, struct conf_backend, addr, NULL),
+    SIMPLE("tls", CTX_BACKEND, 0, set_enum, struct conf_backend, tls, conf_tls_names),
+    SIMPLE("tls_ca_file", CTX_BACKEND, 0, set_string, struct conf_backend, tls_ca_file, NULL),
+    SIMPLE("tls_server_name", CTX_BACKEND, 0, set_string, struct conf_backend, tls_server_name,
+           NULL),
+    SIMPLE("user", CTX_BACKEND, 0, set_string, struct conf_backend, user, NULL),
+    SIMPLE("password", CTX_BACKEND, 0, set_string, struct conf_backend, password, NULL),
+    SIMPLE("password_file", CTX_BACKEND, 0, set_string, struct conf_backend, password_file, NULL),
+
+    /* listener NAME { } */
+    SIMPLE("listen", CTX_LISTENER, D_REQUIRED, set_addr, struct conf_listener, addr, NULL),
+    SIMPLE("protocol", CTX_LISTENER, 0, set_enum, struct conf_listener, proto, conf_proto_names),
+    SIMPLE("tls_cert", CTX_LISTENER, 0, set_string, struct conf_listener, tls_cert, NULL),
+    SIMPLE("tls_key", CTX_LISTENER, 0, set_string, struct conf_listener, tls_key, NULL),
+    SIMPLE("primary", CTX_LISTENER, D_REQUIRED, set_backend_ref, struct conf_listener, primary,
+           NULL),
+    SIMPLE("shadow", CTX_LISTENER, 0, set_backend_ref, struct conf_listener, shadow, NULL),
+    SIMPLE("mode", CTX_LISTENER, 0, set_enum, struct conf_listener, mode, conf_mode_names),
+};
+
+#define NDIRECTIVES ARRAY_SIZE(directives)
+
+/* ---- lookups and messages ------------------------------------------------ */
+
+static int
+row_find(const char *name, unsigned ctx)
+{
+    for (size_t i = 0; i < NDIRECTIVES; i++)
+        if ((directives[i].ctx & ctx) && strcmp(directives[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* The node of directive NAME in context CTX among SEEN, or NULL. */
+static const struct conf_node *
+seen_node(const struct conf_node *const *seen, unsigned ctx, const char *name)
+{
+    int i = row_find(name, ctx);
+
+    assert(i >= 0); /* a leave function asked for a row that does not exist */
+    return seen[i];
+}
+
+static const char *
+ctx_where(unsigned ctx)
+{
+    switch (ctx) {
+    case CTX_TOP:
+        return "at top level";
+    case CTX_LIMITS:
+        return "in limits";
+    case CTX_ADMIN:
+        return "in admin";
+    case CTX_BACKEND:
+        return "in backend";
+    case CTX_LISTENER:
+        return "in listener";
+    default:
+        return "here";
+    }
+}
+
+/* An error about node N, prefixed with what the user wrote ("workers", "--workers"). */
+static void __attribute__((format(printf, 3, 4)))
+node_err(struct conf_build *b, const struct conf_node *n, const char *fmt, ...)
+{
+    char msg[sizeof(((struct conf_error *)0)->msg)];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    conf_err_add(b->errs, n->line, "%s: %s", n->label, msg);
+}
+
+/* 'listener "pg"': how messages name the backend or listener being read. */
+static const char *
+block_desc(const struct conf_node *n, char *out, size_t outlen)
+{
+    char q[CONF_QUOTE_MAX];
+
+    if (n->nargs > 0)
+        snprintf(out, outlen, "%s %s", n->name, conf_err_quote(n->args[0], q, sizeof(q)));
+    else
+        snprintf(out, outlen, "%s", n->name);
+    return out;
+}
+
+/* ---- setters ------------------------------------------------------------- */
+
+static void
+store_u32(void *obj, const struct conf_directive *d, uint64_t v)
+{
+    uint32_t u = (uint32_t)v;
+
+    assert(d->size == sizeof(u));
+    memcpy((char *)obj + d->offset, &u, sizeof(u));
+}
+
+/*
+ * The value of N parsed by PARSE, checked against d->data's range, stored as
+ * a 32-bit field.  WHAT names the syntax in messages ("number", "size").
+ */
+static void
+set_ranged(struct conf_build *b, void *obj, const struct conf_directive *d,
+           const struct conf_node *n, enum conf_value_rc (*parse)(const char *, uint64_t *),
+           const char *what)
+{
+    const struct conf_range *r = d->data;
+    char q[CONF_QUOTE_MAX];
+    uint64_t v = 0;
+    enum conf_value_rc rc = parse(n->args[0], &v);
+
+    conf_err_quote(n->args[0], q, sizeof(q));
+    if (rc == CONF_VALUE_BAD) {
+        node_err(b, n, "bad %s %s", what, q);
+        return;
+    }
+    if (rc == CONF_VALUE_RANGE || v < r->min || v > r->max) {
+        node_err(b, n, "%s out of range %s", q, r->text);
+        return;
+    }
+    store_u32(obj, d, v);
+}
+
+static void
+set_number(struct conf_build *b, void *obj, const struct conf_directive *d,
+           const struct conf_node *n)
+{
+    set_ranged(b, obj, d, n, conf_value_number, "number");
+}
+
+static void
+set_size(struct conf_build *b, void *obj, const struct conf_directive *d, const struct conf_node *n)
+{
+    set_ranged(b, obj, d, n, conf_value_size, "size");
+}
+
+static void
+set_duration(struct conf_build *b, void *obj, const struct conf_directive *d,
+             const struct conf_node *n)
+{
+    set_ranged(b, obj, d, n, conf_value_duration_ms, "duration");
+}
+
+static void
+set_enum(struct conf_build *b, void *obj, const struct conf_directive *d, const struct conf_node *n)
+{
+    const char *const *names = d->data;
+    char expected[128], q[CONF_QUOTE_MAX];
+    size_t used = 0;
+
+    for (int i = 0; names[i] != NULL; i++) {
+        if (strcmp(names[i], n->args[0]) == 0) {
+            store_u32(obj, d, (uint64_t)i);
+            return;
+        }
+    }
+    expected[0] = '\0';
+    for (int i = 0; names[i] != NULL && used < sizeof(expected); i++) {
+        int w = snprintf(expected + used, sizeof(expected) - used, "%s%s", i ? "|" : "", names[i]);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+    node_err(b, n, "bad value %s (expected %s)", conf_err_quote(n->args[0], q, sizeof(q)),
+             expected);
+}
+
+static void
+set_string(struct conf_build *b, void *obj, const struct conf_directive *d,
+           const struct conf_node *n)
+{
+    const char *v = n->args[0];
+    size_t len = strlen(v);
+
+    /* "" is how struct conf spells "unset"; writing it is a mistake. */
+    if (len == 0) {
+        node_err(b, n, "empty value");
+        return;
+    }
+    if (len >= d->size) {
+        node_err(b, n, "value too long (max %zu bytes)", d->size - 1);
+        return;
+    }
+    memset((char *)obj + d->offset, 0, d->size);
+    memcpy((char *)obj + d->offset, v, len);
+}
+
+static void
+set_addr(struct conf_build *b, void *obj, const struct conf_directive *d, const struct conf_node *n)
+{
+    struct conf_addr a;
+    char q[CONF_QUOTE_MAX];
+
+    assert(d->size == sizeof(a));
+    if (conf_value_addr(n->args[0], &a) != CONF_VALUE_OK) {
+        node_err(b, n, "bad address %s", conf_err_quote(n->args[0], q, sizeof(q)));
+        return;
+    }
+    memcpy((char *)obj + d->offset, &a, sizeof(a));
+}
+
+/*
+ * primary / shadow: backends may be declared after the listener that names
+ * them, so keep the name and resolve it in check_conf().
+ */
+static void
+set_backend_ref(struct conf_build *b, void *obj, const struct conf_directive *d,
+                const struct conf_node *n)
+{
+    struct conf_listener *l = obj;
+    struct listener_state *st = &b->lstate[l - b->conf->listeners];
+    int is_primary = d->offset == offsetof(struct conf_listener, primary);
+    char *name = is_primary ? st->primary : st->shadow;
+    char q[CONF_QUOTE_MAX];
+
+    if (conf_value_name(n->args[0]) != CONF_VALUE_OK) {
+        node_err(b, n, "bad name %s", conf_err_quote(n->args[0], q, sizeof(q)));
+        return;
+    }
+    snprintf(name, CONF_NAME_MAX, "%s", n->args[0]);
+    if (is_primary)
+        st->primary_line = n->line;
+    else
+        st->shadow_line = n->line;
+}
+
+/* ---- blocks -------------------------------------------------------------- */
+
+static void *
+enter_limits(struct conf_build *b, const struct conf_node *n)
+{
+    return &b->conf->limits;
+}
+
+static void *
+enter_admin(struct conf_build *b, const struct conf_node *n)
+{
+    struct conf_admin *a = &b->conf->admin;
+
+    a->enabled = 1;
+    snprintf(a->addr.host, sizeof(a->addr.host), "127.0.0.1");
+    a->addr.port = 9090;
+    b->admin_line = n->line;
+    return a;
+}
+
+static void
+leave_admin(struct conf_build *b, void *obj, const struct conf_node *n,
+            const struct conf_node *const *seen)
+{
+    const struct conf_node *listen = seen_node(seen, CTX_ADMIN, "listen");
+
+    if (listen != NULL)
+        b->admin_line = listen->line;
+}
+
+/*
+ * Grow *ARRAY of *CAP elements of SIZE bytes to hold COUNT + 1, up to MAX.
+ * New elements are zeroed.  0 on success.
+ */
+static int
+grow(void **array, size_t *cap, size_t count, size_t size)
+{
+    if (count < *cap)
+        return 0;
+    size_t ncap = *cap ? *cap * 2 : 4;
+    char *p = realloc(*array, ncap * size);
+    if (p == NULL)
+        return -1;
+    memset(p + *cap * size, 0, (ncap - *cap) * size);
+    *array = p;
+    *cap = ncap;
+    return 0;
+}
+
+/* Shared by backend and listener: name checks. 0 when the name is usable. */
+static int
+check_block_name(struct conf_build *b, const struct conf_node *n, int duplicate)
+{
+    char q[CONF_QUOTE_MAX];
+
+    conf_err_quote(n->args[0], q, sizeof(q));
+    if (conf_value_name(n->args[0]) != CONF_VALUE_OK) {
+        node_err(b, n, "bad name %s", q);
+        return -1;
+    }
+    if (duplicate)
+        conf_err_add(b->errs, n->line, "duplicate %s %s", n->name, q);
+    return 0;
+}
+
+static void *
+enter_backend(struct conf_build *b, const struct conf_node *n)
+{
+    struct conf *c = b->conf;
+
+    if (c->nbackends >= CONF_MAX_BACKENDS) {
+        conf_err_add(b->errs, n->line, "too many backends (max %d)", CONF_MAX_BACKENDS);
+        return NULL;
+    }
+    if (grow((void **)&c->backends, &b->backends_cap, c->nbackends, sizeof(*c->backends)) != 0) {
+        b->oom = 1;
+        return NULL;
+    }
+    int duplicate = conf_backend_find(c, n->args[0]) >= 0;
+    /* Still read a misnamed or duplicate backend: its body may hold more errors. */
+    struct conf_backend *be = &c->backends[c->nbackends++];
+    if (check_block_name(b, n, duplicate) == 0)
+        snprintf(be->name, sizeof(be->name), "%s", n->args[0]);
+    be->tls = CONF_TLS_DISABLE;
+    be->line = n->line;
+    return be;
+}
+
+static void
+leave_backend(struct conf_build *b, void *obj, const struct conf_node *n,
+              const struct conf_node *const *seen)
+{
+    struct conf_backend *be = obj;
+    const struct conf_node *pw = seen_node(seen, CTX_BACKEND, "password");
+    const struct conf_node *pwfile = seen_node(seen, CTX_BACKEND, "password_file");
+    const struct conf_node *tls = seen_node(seen, CTX_BACKEND, "tls");
+    char desc[CONF_QUOTE_MAX + 16];
+
+    block_desc(n, desc, sizeof(desc));
+    if (pw != NULL && pwfile != NULL)
+        conf_err_add(b->errs, pw->line > pwfile->line ? pw->line : pwfile->line,
+                     "%s: password and password_file are mutually exclusive", desc);
+    if (tls != NULL && be->tls == CONF_TLS_VERIFY_FULL &&
+        seen_node(seen, CTX_BACKEND, "tls_ca_file") == NULL)
+        conf_err_add(b->errs, tls->line, "%s: tls verify-full needs tls_ca_file", desc);
+}
+
+static void *
+enter_listener(struct conf_build *b, const struct conf_node *n)
+{
+    struct conf *c = b->conf;
+    int duplicate = 0;
+
+    if (c->nlisteners >= CONF_MAX_LISTENERS) {
+        conf_err_add(b->errs, n->line, "too many listeners (max %d)", CONF_MAX_LISTENERS);
+        return NULL;
+    }
+    if (grow((void **)&c->listeners, &b->listeners_cap, c->nlisteners, sizeof(*c->listeners)) !=
+            0 ||
+        grow((void **)&b->lstate, &b->lstate_cap, c->nlisteners, sizeof(*b->lstate)) != 0) {
+        b->oom = 1;
+        return NULL;
+    }
+    for (size_t i = 0; i < c->nlisteners; i++)
+        if (strcmp(c->listeners[i].name, n->args[0]) == 0)
+            duplicate = 1;
+    struct conf_listener *l = &c->listeners[c->nlisteners++];
+    if (check_block_name(b, n, duplicate) == 0)
+        snprintf(l->name, sizeof(l->name), "%s", n->args[0]);
+    l->proto = CONF_PROTO_POSTGRES;
+    l->primary = -1;
+    l->shadow = -1;
+    l->mode = CONF_MODE_PASSTHROUGH;
+    l->line = n->line;
+    return l;
+}
+
+static void
+leave_listener(struct conf_build *b, void *obj, const struct conf_node *n,
+               const struct conf_node *const *seen)
+{
+    struct conf_listener *l = obj;
+    struct listener_state *st = &b->lstate[l - b->conf->listeners];
+    const struct conf_node *listen = seen_node(seen, CTX_LISTENER, "listen");
+    const struct conf_node *cert = seen_node(seen, CTX_LISTENER, "tls_cert");
+    const struct conf_node *key = seen_node(seen, CTX_LISTENER, "tls_key");
+    const struct conf_node *shadow = seen_node(seen, CTX_LISTENER, "shadow");
+    const struct conf_node *mode = seen_node(seen, CTX_LISTENER, "mode");
+    char desc[CONF_QUOTE_MAX + 16];
+
+    block_desc(n, desc, sizeof(desc));
+    if (listen != NULL)
+        st->listen_line = listen->line;
+    if (cert != NULL && key == NULL)
+        conf_err_add(b->errs, cert->line, "%s: tls_cert without tls_key", desc);
+    if (key != NULL && cert == NULL)
+        conf_err_add(b->errs, key->line, "%s: tls_key without tls_cert", desc);
+    if (st->shadow[0] != '\0' && strcmp(st->shadow, st->primary) == 0)
+        conf_err_add(b->errs, st->shadow_line, "%s: shadow is the same backend as primary", desc);
+    /* Naming a shadow means wanting it used: mirror unless told otherwise. */
+    if (mode == NULL)
+        l->mode = shadow != NULL ? CONF_MODE_SHADOW : CONF_MODE_PASSTHROUGH;
+    else if (l->mode != CONF_MODE_PASSTHROUGH && shadow == NULL)
+        conf_err_add(b->errs, mode->line, "%s: mode %s needs a shadow backend", desc,
+                     conf_mode_names[l->mode]);
+}
+
+/* ---- the walk ------------------------------------------------------------ */
+
+static void
+arg_count_err(struct conf_build *b, const struct conf_directive *d, const struct conf_node *n)
+{
+    char q[CONF_QUOTE_MAX];
+
+    conf_err_quote(n->name, q, sizeof(q));
+    if (n->nargs == 0)
+        conf_err_add(b->errs, n->line, "missing %s for %s",
+                     (d->flags & D_BLOCK) ? "name" : "value", q);
+    else if (d->nargs == 0)
+        conf_err_add(b->errs, n->line, "%s takes no arguments, got %zu", q, n->nargs);
+    else
+        conf_err_add(b->errs, n->line, "%s takes %u argument%s, got %zu", q, d->nargs,
+                     d->nargs == 1 ? "" : "s", n->nargs);
+}
+
+/*
+ * Apply the children of BLOCK, read in context CTX, to OBJ.  OWNER is the
+ * row that opened the block (NULL for the top level): its required rows
+ * are checked and its leave function called once the body is read.
+ */
+static void
+apply_block(struct conf_build *b, const struct conf_node *block, unsigned ctx, void *obj,
+            const struct conf_directive *owner)
+{
+    const struct conf_node *seen[NDIRECTIVES];
+    char q[CONF_QUOTE_MAX];
+
+    memset(seen, 0, sizeof(seen));
+    for (const struct conf_node *n = block->child; n != NULL && !b->oom; n = n->next) {
+        int i = row_find(n->name, ctx);
+
+        conf_err_quote(n->name, q, sizeof(q));
+        if (i < 0) {
+            if (row_find(n->name, ~0u) >= 0)
+                conf_err_add(b->errs, n->line, "directive %s is not allowed %s", q,
+                             ctx_where(ctx));
+            else
+                conf_err_add(b->errs, n->line, "unknown directive %s", q);
+            continue;
+        }
+        const struct conf_directive *d = &directives[i];
+        if ((d->flags & D_BLOCK) && !n->block) {
+            conf_err_add(b->errs, n->line, "directive %s needs a { } block", q);
+            continue;
+        }
+        if (!(d->flags & D_BLOCK) && n->block) {
+            conf_err_add(b->errs, n->line, "directive %s does not take a { } block", q);
+            continue;
+        }
+        if (seen[i] != NULL && !(d->flags & D_MULTI)) {
+            conf_err_add(b->errs, n->line, "duplicate directive %s", q);
+            continue;
+        }
+        seen[i] = n;
+        if (n->nargs != d->nargs) {
+            arg_count_err(b, d, n);
+            continue;
+        }
+        if (d->flags & D_BLOCK) {
+            void *inner = d->enter(b, n);
+            if (inner != NULL)
+                apply_block(b, n, d->inner, inner, d);
+        } else {
+            d->set(b, obj, d, n);
+        }
+    }
+    if (owner == NULL || b->oom)
+        return;
+
+    char desc[CONF_QUOTE_MAX + 16];
+    block_desc(block, desc, sizeof(desc));
+    for (size_t i = 0; i < NDIRECTIVES; i++)
+        if ((directives[i].ctx & ctx) && (directives[i].flags & D_REQUIRED) && seen[i] == NULL)
+            conf_err_add(b->errs, block->line, "%s: missing \"%s\"", desc, directives[i].name);
+    if (owner->leave != NULL)
+        owner->leave(b, obj, block, seen);
+}
+
+/* ---- whole-configuration checks ------------------------------------------ */
+
+static int
+same_addr(const struct conf_addr *x, const struct conf_addr *y)
+{
+    return x->port != 0 && x->port == y->port && strcasecmp(x->host, y->host) == 0;
+}
+
+static void
+resolve_ref(struct conf_build *b, const struct conf_listener *l, const char *name, int line,
+            int *index)
+{
+    char q[CONF_QUOTE_MAX], lq[CONF_QUOTE_MAX];
+
+    if (name[0] == '\0')
+        return; /* unset, or already refused */
+    *index = conf_backend_find(b->conf, name);
+    if (*index < 0)
+        conf_err_add(b->errs, line, "listener %s: unknown backend %s",
+                     conf_err_quote(l->name, lq, sizeof(lq)), conf_err_quote(name, q, sizeof(q)));
+}
+
+static void
+check_conf(struct conf_build *b)
+{
+    struct conf *c = b->conf;
+    char addr[CONF_HOST_MAX + 16], q[CONF_QUOTE_MAX], q2[CONF_QUOTE_MAX];
+
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        struct conf_listener *l = &c->listeners[i];
+        struct listener_state *st = &b->lstate[i];
+
+        resolve_ref(b, l, st->primary, st->primary_line, &l->primary);
+        resolve_ref(b, l, st->shadow, st->shadow_line, &l->shadow);
+        /* Two listeners on one address: the second bind would fail at start. */
+        for (size_t j = 0; j < i; j++) {
+            if (!same_addr(&l->addr, &c->listeners[j].addr))
+                continue;
+            conf_addr_format(&l->addr, addr, sizeof(addr));
+            conf_err_add(b->errs, st->listen_line,
+                         "listener %s: address %s already used by listener %s",
+                         conf_err_quote(l->name, q, sizeof(q)), addr,
+                         conf_err_quote(c->listeners[j].name, q2, sizeof(q2)));
+            break;
+        }
+        if (c->admin.enabled && same_addr(&l->addr, &c->admin.addr)) {
+            conf_addr_format(&l->addr, addr, sizeof(addr));
+            conf_err_add(b->errs, b->admin_line, "admin: address %s already used by listener %s",
+                         addr, conf_err_quote(l->name, q, sizeof(q)));
+        }
+    }
+    if (c->nlisteners == 0)
+        conf_err_add(b->errs, 0, "no listener defined");
+}
+
+static int
+default_workers(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    /* More workers than 4 rarely pays for a proxy whose work is mostly I/O. */
+    if (n < 1)
+        return 1;
+    return n > 4 ? 4 : (int)n;
+}
+
+static void
+set_defaults(struct conf *c)
+{
+    c->workers = default_workers();
+    c->log_format = CONF_LOG_TEXT;
+    c->log_level = CONF_LOG_INFO;
+    c->limits.max_client_conn = 10000;
+    c->limits.max_packet_size = 1u << 20;
+    c->limits.startup_timeout_ms = 10 * 1000;
+    c->limits.connect_timeout_ms = 5 * 1000;
+    c->limits.shutdown_timeout_ms = 30 * 1000;
+    c->admin.enabled = 0; /* enter_admin() sets the default address */
+}
+
+struct conf *
+conf_parse_tree(const struct conf_tree *t, const char *file, struct conf_errors *errs)
+{
+    struct conf_build b;
+    size_t before = errs->count + errs->dropped;
+
+    memset(&b, 0, sizeof(b));
+    b.errs = errs;
+    b.conf = calloc(1, sizeof(*b.conf));
+    if (b.conf == NULL) {
+        conf_err_add(errs, 0, "out of memory");
+        return NULL;
+    }
+    snprintf(b.conf->file, sizeof(b.conf->file), "%s", file != NULL ? file : "");
+    set_defaults(b.conf);
+    apply_block(&b, &t->root, CTX_TOP, b.conf, NULL);
+    if (!b.oom)
+        check_conf(&b);
+    else
+        conf_err_add(errs, 0, "out of memory");
+    free(b.lstate);
+    if (errs->count + errs->dropped != before) {
+        conf_free(b.conf);
+        return NULL;
+    }
+    return b.conf;
+}

@@ -1,0 +1,986 @@
+/*
+ * test_conf.c - the configuration: every field of a full file, the
+ * defaults, each error with its exact text and line, the command line form
+ * against the file form, and the value syntaxes at their edges.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf/conf.h"
+#include "conf/conf_value.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The smallest valid configuration: two lines, so an appended error is on line 3. */
+#define MIN                                                                                        \
+    "backend blue { address 127.0.0.1:5432; }\n"                                                   \
+    "listener pg { listen 127.0.0.1:6432; primary blue; }\n"
+
+static struct conf *
+load(const char *text, struct conf_errors *errs)
+{
+    memset(errs, 0, sizeof(*errs));
+    return conf_load_buffer("t.conf", text, strlen(text), errs);
+}
+
+static struct conf *
+load_ok(const char *text)
+{
+    struct conf_errors errs;
+    struct conf *c = load(text, &errs);
+    char line[512];
+
+    for (size_t i = 0; i < errs.count; i++) {
+        conf_format_error(NULL, "t.conf", &errs.list[i], line, sizeof(line));
+        print_error("unexpected error: %s\n", line);
+    }
+    assert_int_equal(errs.count, 0);
+    assert_non_null(c);
+    return c;
+}
+
+/* ERRS formatted must be exactly WANT[0..NWANT), in order. */
+static void
+check_errs(const char *name, const struct conf_errors *errs, const char *const *want, size_t nwant)
+{
+    char got[CONF_MAX_ERRORS][512];
+
+    for (size_t i = 0; i < errs->count; i++)
+        conf_format_error(NULL, name, &errs->list[i], got[i], sizeof(got[i]));
+    if (errs->count != nwant) {
+        for (size_t i = 0; i < errs->count; i++)
+            print_error("got:  %s\n", got[i]);
+        for (size_t i = 0; i < nwant; i++)
+            print_error("want: %s\n", want[i]);
+    }
+    assert_int_equal(errs->count, nwant);
+    for (size_t i = 0; i < nwant; i++)
+        assert_string_equal(got[i], want[i]);
+}
+
+static void
+expect_errors(const char *text, const char *const *want, size_t nwant)
+{
+    struct conf_errors errs;
+    struct conf *c = load(text, &errs);
+
+    check_errs("t.conf", &errs, want, nwant);
+    assert_null(c);
+}
+
+#define EXPECT_ERRORS(text, ...)                                                                   \
+    do {                                                                                           \
+        const char *const want_[] = {__VA_ARGS__};                                                 \
+        expect_errors(text, want_, ARRAY_SIZE(want_));                                             \
+    } while (0)
+
+static int
+expected_workers(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 4 ? 4 : (int)n;
+}
+
+/* ---- a full file --------------------------------------------------------- */
+
+static const char full_conf[] =
+    "# every directive once\n"                                       /* 1 */
+    "workers 3;\n"                                                   /* 2 */
+    "log_format json;\n"                                             /* 3 */
+    "log_level debug;\n"                                             /* 4 */
+    "limits {\n"                                                     /* 5 */
+    "    max_client_conn 500;\n"                                     /* 6 */
+    "    max_packet_size 64KB;\n"                                    /* 7 */
+    "    startup_timeout 1500ms;\n"                                  /* 8 */
+    "    connect_timeout 2s;\n"                                      /* 9 */
+    "    shutdown_timeout 1m;\n"                                     /* 10 */
+    "}\n"                                                            /* 11 */
+    "admin { listen [::1]:9191; token_file \"/etc/tandem/token\"; }\n" /* 12 */
+    "backend blue {\n"                                               /* 13 */
+    "    address db1.internal:5432;\n"                               /* 14 */
+    "    tls verify-full;\n"                                         /* 15 */
+    "    tls_ca_file /etc/ssl/ca.pem;\n"                             /* 16 */
+    "    tls_server_name db.internal;\n"                             /* 17 */
+    "    user tandem;\n"                                             /* 18 */
+    "    password_file /etc/tandem/blue.pw;\n"                       /* 19 */
+    "}\n"                                                            /* 20 */
+    "backend green {\n"                                              /* 21 */
+    "    address 10.0.0.2:5433;   # the new system\n"                /* 22 */
+    "    tls require;\n"                                             /* 23 */
+    "    user \"shadow user\";\n"                                    /* 24 */
+    "    password \"s3\\\"cr\\\\t\";\n"                              /* 25 */
+    "}\n"                                                            /* 26 */
+    "listener pg {\n"                                                /* 27 */
+    "    listen 0.0.0.0:6432;\n"                                     /* 28 */
+    "    protocol postgres;\n"                                       /* 29 */
+    "    tls_cert /etc/tandem/cert.pem;\n"                           /* 30 */
+    "    tls_key /etc/tandem/key.pem;\n"                             /* 31 */
+    "    primary blue;\n"                                            /* 32 */
+    "    shadow green;\n"                                            /* 33 */
+    "    mode split;\n"                                              /* 34 */
+    "}\n"                                                            /* 35 */
+    "listener cache { listen [::]:6380; protocol redis; primary green; }\n"; /* 36 */
+
+static void
+test_full_file(void **state)
+{
+    (void)state;
+    struct conf *c = load_ok(full_conf);
+
+    assert_string_equal(c->file, "t.conf");
+    assert_int_equal(c->workers, 3);
+    assert_int_equal(c->log_format, CONF_LOG_JSON);
+    assert_int_equal(c->log_level, CONF_LOG_DEBUG);
+    assert_int_equal(c->limits.max_client_conn, 500);
+    assert_int_equal(c->limits.max_packet_size, 64 * 1024);
+    assert_int_equal(c->limits.startup_timeout_ms, 1500);
+    assert_int_equal(c->limits.connect_timeout_ms, 2000);
+    assert_int_equal(c->limits.shutdown_timeout_ms, 60000);
+    assert_int_equal(c->admin.enabled, 1);
+    assert_string_equal(c->admin.addr.host, "::1");
+    assert_int_equal(c->admin.addr.port, 9191);
+    assert_string_equal(c->admin.token_file, "/etc/tandem/token");
+
+    assert_int_equal(c->nbackends, 2);
+    const struct conf_backend *blue = &c->backends[0], *green = &c->backends[1];
+    assert_string_equal(blue->name, "blue");
+    assert_string_equal(blue->addr.host, "db1.internal");
+    assert_int_equal(blue->addr.port, 5432);
+    assert_int_equal(blue->tls, CONF_TLS_VERIFY_FULL);
+    assert_string_equal(blue->tls_ca_file, "/etc/ssl/ca.pem");
+    assert_string_equal(blue->tls_server_name, "db.internal");
+    assert_string_equal(blue->user, "tandem");
+    assert_string_equal(blue->password, "");
+    assert_string_equal(blue->password_file, "/etc/tandem/blue.pw");
+    assert_int_equal(blue->line, 13);
+    assert_string_equal(green->name, "green");
+    assert_string_equal(green->addr.host, "10.0.0.2");
+    assert_int_equal(green->addr.port, 5433);
+    assert_int_equal(green->tls, CONF_TLS_REQUIRE);
+    assert_string_equal(green->tls_ca_file, "");
+    assert_string_equal(green->tls_server_name, "");
+    assert_string_equal(green->user, "shadow user");
+    assert_string_equal(green->password, "s3\"cr\\t");
+    assert_string_equal(green->password_file, "");
+    assert_int_equal(green->line, 21);
+
+    assert_int_equal(c->nlisteners, 2);
+    const struct conf_listener *pg = &c->listeners[0], *cache = &c->listeners[1];
+    assert_string_equal(pg->name, "pg");
+    assert_string_equal(pg->addr.host, "0.0.0.0");
+    assert_int_equal(pg->addr.port, 6432);
+    assert_int_equal(pg->proto, CONF_PROTO_POSTGRES);
+    assert_string_equal(pg->tls_cert, "/etc/tandem/cert.pem");
+    assert_string_equal(pg->tls_key, "/etc/tandem/key.pem");
+    assert_int_equal(pg->primary, 0);
+    assert_int_equal(pg->shadow, 1);
+    assert_int_equal(pg->mode, CONF_MODE_SPLIT);
+    assert_int_equal(pg->line, 27);
+    assert_string_equal(cache->name, "cache");
+    assert_string_equal(cache->addr.host, "::");
+    assert_int_equal(cache->addr.port, 6380);
+    assert_int_equal(cache->proto, CONF_PROTO_REDIS);
+    assert_string_equal(cache->tls_cert, "");
+    assert_int_equal(cache->primary, 1);
+    assert_int_equal(cache->shadow, -1);
+    assert_int_equal(cache->mode, CONF_MODE_PASSTHROUGH);
+    assert_int_equal(cache->line, 36);
+
+    assert_int_equal(conf_backend_find(c, "green"), 1);
+    assert_int_equal(conf_backend_find(c, "nope"), -1);
+    assert_int_equal(conf_backend_find(NULL, "green"), -1);
+    conf_free(c);
+}
+
+static void
+test_defaults(void **state)
+{
+    (void)state;
+    struct conf *c = load_ok(MIN);
+
+    assert_int_equal(c->workers, expected_workers());
+    assert_int_equal(c->log_format, CONF_LOG_TEXT);
+    assert_int_equal(c->log_level, CONF_LOG_INFO);
+    assert_int_equal(c->limits.max_client_conn, 10000);
+    assert_int_equal(c->limits.max_packet_size, 1 << 20);
+    assert_int_equal(c->limits.startup_timeout_ms, 10000);
+    assert_int_equal(c->limits.connect_timeout_ms, 5000);
+    assert_int_equal(c->limits.shutdown_timeout_ms, 30000);
+    assert_int_equal(c->admin.enabled, 0);
+    assert_int_equal(c->backends[0].tls, CONF_TLS_DISABLE);
+    assert_string_equal(c->backends[0].user, "");
+    assert_int_equal(c->listeners[0].proto, CONF_PROTO_POSTGRES);
+    assert_int_equal(c->listeners[0].primary, 0);
+    assert_int_equal(c->listeners[0].shadow, -1);
+    assert_int_equal(c->listeners[0].mode, CONF_MODE_PASSTHROUGH);
+    conf_free(c);
+
+    /* admin { } alone: on, at the default address. */
+    c = load_ok(MIN "admin { }\n");
+    assert_int_equal(c->admin.enabled, 1);
+    assert_string_equal(c->admin.addr.host, "127.0.0.1");
+    assert_int_equal(c->admin.addr.port, 9090);
+    assert_string_equal(c->admin.token_file, "");
+    conf_free(c);
+}
+
+static void
+test_defaults_shadow_mode(void **state)
+{
+    (void)state;
+    struct conf *c = load_ok("backend blue { address a:1; }\nbackend green { address b:2; }\n"
+                             "listener pg { listen c:3; primary blue; shadow green; }\n");
+    assert_int_equal(c->listeners[0].shadow, 1);
+    assert_int_equal(c->listeners[0].mode, CONF_MODE_SHADOW);
+    conf_free(c);
+}
+
+/* ---- syntax -------------------------------------------------------------- */
+
+static void
+test_syntax_accepted(void **state)
+{
+    (void)state;
+    /* Comments anywhere, '#' inside a word, quoted names, strings over lines. */
+    struct conf *c = load_ok("#top\n"
+                             "\"backend\" blue{address 127.0.0.1:5432;}# trailing\n"
+                             "listener pg {\n"
+                             "  listen \"127.0.0.1:6432\" ; primary blue;\n"
+                             "}\n"
+                             "admin { token_file /a#b; listen \"[fe80::1%eth0]:9\"; }\n");
+    assert_string_equal(c->admin.token_file, "/a#b");
+    assert_string_equal(c->admin.addr.host, "fe80::1%eth0");
+    conf_free(c);
+
+    /* Line numbers count the newlines inside strings. */
+    struct conf_errors errs;
+    c = load(MIN "user \"a\nb\"; foo;\n", &errs);
+    assert_null(c);
+    assert_int_equal(errs.count, 2);
+    assert_int_equal(errs.list[0].line, 3);
+    assert_int_equal(errs.list[1].line, 4);
+}
+
+/* ---- errors: one per case, exact text and line --------------------------- */
+
+struct error_case {
+    const char *text;
+    const char *want;
+};
+
+static const struct error_case error_cases[] = {
+    /* unknown and misplaced directives */
+    {MIN "foo 1;\n", "t.conf:3: unknown directive \"foo\""},
+    {MIN "\n\nfoo { bar; }\n", "t.conf:5: unknown directive \"foo\""},
+    {"backend blue { address a:1; }\n"
+     "listener pg { listen b:2; primary blue; mirror { } }\n",
+     "t.conf:2: unknown directive \"mirror\""},
+    {MIN "guard { }\n", "t.conf:3: unknown directive \"guard\""},
+    {MIN "listen 1.2.3.4:5;\n", "t.conf:3: directive \"listen\" is not allowed at top level"},
+    {MIN "limits { workers 2; }\n", "t.conf:3: directive \"workers\" is not allowed in limits"},
+    {"backend blue { address a:1; listen b:2; }\n"
+     "listener pg { listen c:3; primary blue; }\n",
+     "t.conf:1: directive \"listen\" is not allowed in backend"},
+    {MIN "admin { address a:1; }\n", "t.conf:3: directive \"address\" is not allowed in admin"},
+    /* argument counts */
+    {MIN "workers 1 2;\n", "t.conf:3: \"workers\" takes 1 argument, got 2"},
+    {MIN "workers;\n", "t.conf:3: missing value for \"workers\""},
+    {MIN "limits x { }\n", "t.conf:3: \"limits\" takes no arguments, got 1"},
+    {MIN "backend { address a:1; }\n", "t.conf:3: missing name for \"backend\""},
+    {MIN "backend a b { address a:1; }\n", "t.conf:3: \"backend\" takes 1 argument, got 2"},
+    /* block vs simple */
+    {MIN "limits;\n", "t.conf:3: directive \"limits\" needs a { } block"},
+    {MIN "backend green;\n", "t.conf:3: directive \"backend\" needs a { } block"},
+    {MIN "workers 2 { }\n", "t.conf:3: directive \"workers\" does not take a { } block"},
+    /* duplicates in a block */
+    {MIN "workers 1;\nworkers 2;\n", "t.conf:4: duplicate directive \"workers\""},
+    {MIN "limits { }\nlimits { }\n", "t.conf:4: duplicate directive \"limits\""},
+    {"backend blue { address a:1;\n address b:2; }\n"
+     "listener pg { listen c:3; primary blue; }\n",
+     "t.conf:2: duplicate directive \"address\""},
+    /* numbers and ranges */
+    {MIN "workers 0;\n", "t.conf:3: workers: \"0\" out of range 1..64"},
+    {MIN "workers 65;\n", "t.conf:3: workers: \"65\" out of range 1..64"},
+    {MIN "workers x;\n", "t.conf:3: workers: bad number \"x\""},
+    {MIN "workers -1;\n", "t.conf:3: workers: bad number \"-1\""},
+    {MIN "workers 99999999999999999999999;\n",
+     "t.conf:3: workers: \"99999999999999999999999\" out of range 1..64"},
+    {MIN "limits { max_client_conn 0; }\n",
+     "t.conf:3: max_client_conn: \"0\" out of range 1..1000000"},
+    {MIN "limits { max_client_conn 1000001; }\n",
+     "t.conf:3: max_client_conn: \"1000001\" out of range 1..1000000"},
+    {MIN "limits { max_packet_size 1023; }\n",
+     "t.conf:3: max_packet_size: \"1023\" out of range 1KB..1GB"},
+    {MIN "limits { max_packet_size 1025MB; }\n",
+     "t.conf:3: max_packet_size: \"1025MB\" out of range 1KB..1GB"},
+    {MIN "limits { max_packet_size 99999999999GB; }\n",
+     "t.conf:3: max_packet_size: \"99999999999GB\" out of range 1KB..1GB"},
+    {MIN "limits { max_packet_size 12XB; }\n", "t.conf:3: max_packet_size: bad size \"12XB\""},
+    {MIN "limits { max_packet_size 1.5MB; }\n", "t.conf:3: max_packet_size: bad size \"1.5MB\""},
+    {MIN "limits { startup_timeout 0ms; }\n",
+     "t.conf:3: startup_timeout: \"0ms\" out of range 1ms..1h"},
+    {MIN "limits { connect_timeout 3601s; }\n",
+     "t.conf:3: connect_timeout: \"3601s\" out of range 1ms..1h"},
+    {MIN "limits { shutdown_timeout 2h; }\n",
+     "t.conf:3: shutdown_timeout: \"2h\" out of range 1ms..1h"},
+    {MIN "limits { shutdown_timeout 10; }\n", "t.conf:3: shutdown_timeout: bad duration \"10\""},
+    {MIN "limits { shutdown_timeout 10d; }\n",
+     "t.conf:3: shutdown_timeout: bad duration \"10d\""},
+    /* enums */
+    {MIN "log_format xml;\n", "t.conf:3: log_format: bad value \"xml\" (expected text|json)"},
+    {MIN "log_level trace;\n",
+     "t.conf:3: log_level: bad value \"trace\" (expected debug|info|warn|error)"},
+    {"backend blue { address a:1; tls maybe; }\nlistener pg { listen c:3; primary blue; }\n",
+     "t.conf:1: tls: bad value \"maybe\" (expected disable|require|verify-full)"},
+    {"backend blue { address a:1; }\nlistener pg { listen c:3; primary blue; protocol mysql; }\n",
+     "t.conf:2: protocol: bad value \"mysql\" (expected postgres|redis)"},
+    {"backend blue { address a:1; }\nlistener pg { listen c:3; primary blue; mode on; }\n",
+     "t.conf:2: mode: bad value \"on\" (expected passthrough|shadow|split)"},
+    /* addresses */
+    {MIN "admin { listen x; }\n", "t.conf:3: listen: bad address \"x\""},
+    {MIN "admin { listen h:0; }\n", "t.conf:3: listen: bad address \"h:0\""},
+    {MIN "admin { listen h:65536; }\n", "t.conf:3: listen: bad address \"h:65536\""},
+    {MIN "admin { listen h:; }\n", "t.conf:3: listen: bad address \"h:\""},
+    {MIN "admin { listen :80; }\n", "t.conf:3: listen: bad address \":80\""},
+    {MIN "admin { listen ::1:80; }\n", "t.conf:3: listen: bad address \"::1:80\""},
+    {MIN "admin { listen [::1]; }\n", "t.conf:3: listen: bad address \"[::1]\""},
+    {MIN "admin { listen []:80; }\n", "t.conf:3: listen: bad address \"[]:80\""},
+    {MIN "admin { listen [1.2.3.4]:80; }\n", "t.conf:3: listen: bad address \"[1.2.3.4]:80\""},
+    {MIN "admin { listen \"a b:80\"; }\n", "t.conf:3: listen: bad address \"a b:80\""},
+    {MIN "admin { listen h:+80; }\n", "t.conf:3: listen: bad address \"h:+80\""},
+    /* strings and names */
+    {MIN "admin { token_file \"\"; }\n", "t.conf:3: token_file: empty value"},
+    {MIN "backend \"a b\" { address a:1; }\n", "t.conf:3: backend: bad name \"a b\""},
+    {MIN "listener \"\" { listen c:9; primary blue; }\n", "t.conf:3: listener: bad name \"\""},
+    {"backend blue { address a:1; }\nlistener pg { listen c:3; primary \"b\\tl\"; }\n",
+     "t.conf:2: primary: bad name \"b\\x09l\""},
+    /* duplicates across blocks */
+    {MIN "backend blue { address x:1; }\n", "t.conf:3: duplicate backend \"blue\""},
+    {MIN "listener pg { listen x:1; primary blue; }\n", "t.conf:3: duplicate listener \"pg\""},
+    {MIN "listener pg2 {\n primary blue;\n listen 127.0.0.1:6432; }\n",
+     "t.conf:5: listener \"pg2\": address 127.0.0.1:6432 already used by listener \"pg\""},
+    {MIN "admin {\n listen 127.0.0.1:6432; }\n",
+     "t.conf:4: admin: address 127.0.0.1:6432 already used by listener \"pg\""},
+    /* listener completeness and references */
+    {"backend blue { address a:1; }\nlistener pg { primary blue; }\n",
+     "t.conf:2: listener \"pg\": missing \"listen\""},
+    {"backend blue { address a:1; }\nlistener pg { listen c:3; }\n",
+     "t.conf:2: listener \"pg\": missing \"primary\""},
+    {"backend blue { }\nlistener pg { listen c:3; primary blue; }\n",
+     "t.conf:1: backend \"blue\": missing \"address\""},
+    {"backend blue { address a:1; }\nlistener pg {\n listen c:3;\n primary bleu;\n}\n",
+     "t.conf:4: listener \"pg\": unknown backend \"bleu\""},
+    {"backend blue { address a:1; }\nlistener pg {\n listen c:3;\n primary blue;\n"
+     " shadow green; }\n",
+     "t.conf:5: listener \"pg\": unknown backend \"green\""},
+    {"backend blue { address a:1; }\nlistener pg {\n listen c:3;\n primary blue;\n"
+     " shadow blue; }\n",
+     "t.conf:5: listener \"pg\": shadow is the same backend as primary"},
+    {"backend blue { address a:1; }\nlistener pg {\n listen c:3;\n mode shadow;\n"
+     " primary blue; }\n",
+     "t.conf:4: listener \"pg\": mode shadow needs a shadow backend"},
+    {"backend blue { address a:1; }\nlistener pg { listen c:3;\n mode split; primary blue; }\n",
+     "t.conf:3: listener \"pg\": mode split needs a shadow backend"},
+    /* TLS pairs */
+    {"backend blue { address a:1; }\nlistener pg { listen c:3; primary blue;\n"
+     " tls_cert /c.pem; }\n",
+     "t.conf:3: listener \"pg\": tls_cert without tls_key"},
+    {"backend blue { address a:1; }\nlistener pg { listen c:3; primary blue;\n"
+     " tls_key /k.pem; }\n",
+     "t.conf:3: listener \"pg\": tls_key without tls_cert"},
+    {"backend blue {\n address a:1;\n tls verify-full; }\nlistener pg { listen c:3; primary blue; }\n",
+     "t.conf:3: backend \"blue\": tls verify-full needs tls_ca_file"},
+    {"backend blue {\n address a:1;\n password x;\n password_file /p; }\n"
+     "listener pg { listen c:3; primary blue; }\n",
+     "t.conf:4: backend \"blue\": password and password_file are mutually exclusive"},
+    /* the configuration as a whole */
+    {"backend blue { address a:1; }\n", "tandem: no listener defined"},
+    {"", "tandem: no listener defined"},
+    /* recoverable syntax slips */
+    {MIN "}\n", "t.conf:3: unexpected \"}\""},
+    {MIN ";\n", "t.conf:3: unexpected \";\""},
+    {MIN "{ workers 1; }\n", "t.conf:3: unexpected \"{\""},
+    {MIN "workers 2\n", "t.conf:3: missing \";\" after \"workers\""},
+    {"backend blue { address a:1 }\nlistener pg { listen c:3; primary blue; }\n",
+     "t.conf:1: missing \";\" after \"address\""},
+    /* fatal syntax errors */
+    {MIN "backend green {\n address b:2;\n", "t.conf:3: unterminated block \"backend\""},
+    {MIN "admin { token_file \"abc;\n}\n", "t.conf:3: unterminated string"},
+    {MIN "admin { token_file \"a\\qb\"; }\n", "t.conf:3: bad escape \"\\q\" in string"},
+    {MIN "admin { token_file \"a\\", "t.conf:3: unterminated string"},
+};
+
+static void
+test_error_cases(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < ARRAY_SIZE(error_cases); i++) {
+        print_message("case %zu: %s\n", i, error_cases[i].want);
+        expect_errors(error_cases[i].text, &error_cases[i].want, 1);
+    }
+}
+
+/* A missing "primary" and "listen" and an unknown backend: all named, in order. */
+static void
+test_multiple_errors(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS("workers 0;\n"                         /* 1 */
+                  "frobnicate;\n"                        /* 2 */
+                  "limits { max_packet_size 1KiB; }\n"   /* 3 */
+                  "backend blue { address nope; }\n"     /* 4 */
+                  "backend blue { address a:1; }\n"      /* 5 */
+                  "listener pg {\n"                      /* 6 */
+                  "  primary green;\n"                   /* 7 */
+                  "  mode split;\n"                      /* 8 */
+                  "}\n"                                  /* 9 */
+                  "listener redis { primary blue; listen a:1; tls_key /k; }\n", /* 10 */
+                  "t.conf:1: workers: \"0\" out of range 1..64",
+                  "t.conf:2: unknown directive \"frobnicate\"",
+                  "t.conf:3: max_packet_size: bad size \"1KiB\"",
+                  "t.conf:4: address: bad address \"nope\"",
+                  "t.conf:5: duplicate backend \"blue\"",
+                  "t.conf:6: listener \"pg\": missing \"listen\"",
+                  "t.conf:8: listener \"pg\": mode split needs a shadow backend",
+                  "t.conf:10: listener \"redis\": tls_key without tls_cert",
+                  "t.conf:7: listener \"pg\": unknown backend \"green\"");
+
+    /* Slips that do not hide the structure still let the directives be checked. */
+    EXPECT_ERRORS(MIN "workers 2\n}\nlog_level loud;\n", "t.conf:3: missing \";\" after \"workers\"",
+                  "t.conf:4: unexpected \"}\"",
+                  "t.conf:5: log_level: bad value \"loud\" (expected debug|info|warn|error)");
+
+    /* A fatal one stops there: no noise about what the rest would have held. */
+    EXPECT_ERRORS("workers 2 }\n;\nlistener pg {\n", "t.conf:1: missing \";\" after \"workers\"",
+                  "t.conf:1: unexpected \"}\"", "t.conf:2: unexpected \";\"",
+                  "t.conf:3: unterminated block \"listener\"");
+}
+
+static void
+test_error_overflow(void **state)
+{
+    (void)state;
+    char text[4096];
+    size_t used = snprintf(text, sizeof(text), "%s", MIN);
+    struct conf_errors errs;
+
+    for (int i = 0; i < CONF_MAX_ERRORS + 10; i++)
+        used += snprintf(text + used, sizeof(text) - used, "x%d;\n", i);
+    assert_null(load(text, &errs));
+    assert_int_equal(errs.count, CONF_MAX_ERRORS);
+    assert_int_equal(errs.dropped, 10);
+    assert_int_equal(errs.list[CONF_MAX_ERRORS - 1].line, CONF_MAX_ERRORS + 2);
+}
+
+static void
+test_bounds(void **state)
+{
+    (void)state;
+    struct conf_errors errs;
+    size_t big = (1 << 20) + 1;
+    char *buf = malloc(big);
+
+    assert_non_null(buf);
+    memset(buf, ' ', big);
+    memset(&errs, 0, sizeof(errs));
+    assert_null(conf_load_buffer("t.conf", buf, big, &errs));
+    assert_int_equal(errs.count, 1);
+    assert_string_equal(errs.list[0].msg, "configuration too large (max 1048576 bytes)");
+    assert_int_equal(errs.list[0].line, 0);
+
+    /* A long token: refused with its line, not truncated or overflowed. */
+    memset(buf, 'a', 5000);
+    memcpy(buf, "\n\nworkers ", 10);
+    memset(&errs, 0, sizeof(errs));
+    assert_null(conf_load_buffer("t.conf", buf, 5000, &errs));
+    assert_int_equal(errs.count, 1);
+    assert_int_equal(errs.list[0].line, 3);
+    assert_string_equal(errs.list[0].msg, "token too long (max 4096 bytes)");
+
+    /* A value longer than its field. */
+    char *text = malloc(2048);
+    assert_non_null(text);
+    snprintf(text, 2048, "%sadmin { token_file /%01100d; }\n", MIN, 0);
+    assert_null(load(text, &errs));
+    assert_int_equal(errs.count, 1);
+    assert_string_equal(errs.list[0].msg, "token_file: value too long (max 1023 bytes)");
+    free(text);
+
+    /* Nesting: 8 levels are read (and refused as unknown), 9 are not read. */
+    EXPECT_ERRORS(MIN "a { a { a { a { a { a { a { a { } } } } } } } }\n",
+                  "t.conf:3: unknown directive \"a\"");
+    EXPECT_ERRORS(MIN "a { a { a { a { a { a { a { a {\n a { } } } } } } } } }\n",
+                  "t.conf:4: blocks nested too deeply (max 8)");
+
+    /* A NUL byte is refused, even inside the buffer's length. */
+    memcpy(buf, "workers 1;\nwork\0ers 2;\n", 23);
+    memset(&errs, 0, sizeof(errs));
+    assert_null(conf_load_buffer("t.conf", buf, 23, &errs));
+    assert_int_equal(errs.count, 1);
+    assert_int_equal(errs.list[0].line, 2);
+    assert_string_equal(errs.list[0].msg, "NUL byte in configuration");
+
+    /* Too many arguments for the tree. */
+    EXPECT_ERRORS(MIN "workers 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17;\n",
+                  "t.conf:3: too many arguments (max 16) for \"workers\"");
+
+    /* Too many backends. */
+    size_t cap = 128 * 64;
+    text = malloc(cap);
+    assert_non_null(text);
+    size_t used = snprintf(text, cap, "%s", MIN);
+    for (int i = 0; i < 64; i++)
+        used += snprintf(text + used, cap - used, "backend b%d { address a:%d; }\n", i, i + 1);
+    EXPECT_ERRORS(text, "t.conf:66: too many backends (max 64)");
+    free(text);
+    free(buf);
+}
+
+/* ---- files --------------------------------------------------------------- */
+
+static void
+test_load_file(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/test_conf_XXXXXX";
+    int fd = mkstemp(path);
+    struct conf_errors errs;
+    char line[512];
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, full_conf, strlen(full_conf)), (ssize_t)strlen(full_conf));
+    memset(&errs, 0, sizeof(errs));
+    struct conf *c = conf_load_file(path, &errs);
+    assert_non_null(c);
+    assert_string_equal(c->file, path);
+    assert_int_equal(c->nlisteners, 2);
+
+    /* conf_format_error falls back to the snapshot's file name. */
+    struct conf_error e = {.line = 7, .msg = "something"};
+    char want[512];
+    conf_format_error(c, NULL, &e, line, sizeof(line));
+    snprintf(want, sizeof(want), "%s:7: something", path);
+    assert_string_equal(line, want);
+    conf_free(c);
+
+    /* Errors carry the path given. */
+    assert_int_equal(ftruncate(fd, 0), 0);
+    assert_int_equal(pwrite(fd, "workers 0;\n", 11, 0), 11);
+    memset(&errs, 0, sizeof(errs));
+    assert_null(conf_load_file(path, &errs));
+    assert_int_equal(errs.count, 2);
+    conf_format_error(NULL, path, &errs.list[0], line, sizeof(line));
+    snprintf(want, sizeof(want), "%s:1: workers: \"0\" out of range 1..64", path);
+    assert_string_equal(line, want);
+
+    /*
+     * Exactly 1 MiB is read (to the NUL padding on line 2, a fatal error, so
+     * the "workers 0" before it is not checked); one byte more is refused.
+     */
+    assert_int_equal(ftruncate(fd, 1 << 20), 0);
+    memset(&errs, 0, sizeof(errs));
+    assert_null(conf_load_file(path, &errs));
+    assert_int_equal(errs.count, 1);
+    assert_int_equal(errs.list[0].line, 2);
+    assert_string_equal(errs.list[0].msg, "NUL byte in configuration");
+    assert_int_equal(ftruncate(fd, (1 << 20) + 1), 0);
+    memset(&errs, 0, sizeof(errs));
+    assert_null(conf_load_file(path, &errs));
+    assert_int_equal(errs.count, 1);
+    snprintf(want, sizeof(want), "cannot read \"%s\": larger than 1048576 bytes", path);
+    assert_string_equal(errs.list[0].msg, want);
+    close(fd);
+    unlink(path);
+
+    memset(&errs, 0, sizeof(errs));
+    assert_null(conf_load_file("/nonexistent/tandem.conf", &errs));
+    assert_int_equal(errs.count, 1);
+    conf_format_error(NULL, "/nonexistent/tandem.conf", &errs.list[0], line, sizeof(line));
+    assert_string_equal(line,
+                        "tandem: cannot read \"/nonexistent/tandem.conf\": No such file or directory");
+}
+
+/* ---- the command line ---------------------------------------------------- */
+
+static struct conf *
+load_args(const char *proto, struct conf_errors *errs, ...)
+{
+    char *argv[64];
+    int argc = 0;
+    va_list ap;
+
+    va_start(ap, errs);
+    for (const char *a; (a = va_arg(ap, const char *)) != NULL && argc < 64;)
+        argv[argc++] = (char *)a;
+    va_end(ap);
+    memset(errs, 0, sizeof(*errs));
+    return conf_load_args(proto, argc, argv, errs);
+}
+
+static void
+assert_addr_equal(const struct conf_addr *x, const struct conf_addr *y)
+{
+    assert_string_equal(x->host, y->host);
+    assert_int_equal(x->port, y->port);
+}
+
+/* Every field but the lines and the file name, which say where it came from. */
+static void
+assert_conf_equal(const struct conf *x, const struct conf *y)
+{
+    assert_int_equal(x->workers, y->workers);
+    assert_int_equal(x->log_format, y->log_format);
+    assert_int_equal(x->log_level, y->log_level);
+    assert_memory_equal(&x->limits, &y->limits, sizeof(x->limits));
+    assert_int_equal(x->admin.enabled, y->admin.enabled);
+    assert_addr_equal(&x->admin.addr, &y->admin.addr);
+    assert_string_equal(x->admin.token_file, y->admin.token_file);
+    assert_int_equal(x->nbackends, y->nbackends);
+    for (size_t i = 0; i < x->nbackends; i++) {
+        const struct conf_backend *a = &x->backends[i], *b = &y->backends[i];
+        assert_string_equal(a->name, b->name);
+        assert_addr_equal(&a->addr, &b->addr);
+        assert_int_equal(a->tls, b->tls);
+        assert_string_equal(a->tls_ca_file, b->tls_ca_file);
+        assert_string_equal(a->tls_server_name, b->tls_server_name);
+        assert_string_equal(a->user, b->user);
+        assert_string_equal(a->password, b->password);
+        assert_string_equal(a->password_file, b->password_file);
+    }
+    assert_int_equal(x->nlisteners, y->nlisteners);
+    for (size_t i = 0; i < x->nlisteners; i++) {
+        const struct conf_listener *a = &x->listeners[i], *b = &y->listeners[i];
+        assert_string_equal(a->name, b->name);
+        assert_addr_equal(&a->addr, &b->addr);
+        assert_int_equal(a->proto, b->proto);
+        assert_string_equal(a->tls_cert, b->tls_cert);
+        assert_string_equal(a->tls_key, b->tls_key);
+        assert_int_equal(a->primary, b->primary);
+        assert_int_equal(a->shadow, b->shadow);
+        assert_int_equal(a->mode, b->mode);
+    }
+}
+
+static void
+test_cli_equals_file(void **state)
+{
+    (void)state;
+    struct conf_errors errs;
+    struct conf *cli = load_args(
+        "redis", &errs, "--listen", "0.0.0.0:6380", "--primary=old=10.0.0.1:6379", "--shadow",
+        "[fd00::2]:6379", "--admin", "127.0.0.1:9191", "--workers", "2", "--mode=split",
+        "--log-format", "json", "--log-level", "warn", "--max-client-conn", "200",
+        "--max-packet-size", "512KB", "--startup-timeout", "3s", "--connect-timeout", "250ms",
+        "--shutdown-timeout", "2m", "--tls-cert", "/c.pem", "--tls-key", "/k.pem", "--primary-tls",
+        "verify-full", "--primary-ca", "/ca.pem", "--shadow-tls", "require", "--shadow-ca",
+        "/ca2.pem", "--shadow-user", "mig", "--shadow-password-file", "/pw",
+        "--admin-token-file", "/tok", "--primary-user", "u1", "--primary-password-file", "/pw1",
+        NULL);
+    assert_int_equal(errs.count, 0);
+    assert_non_null(cli);
+
+    struct conf *file = load_ok("workers 2; log_format json; log_level warn;\n"
+                                "limits { max_client_conn 200; max_packet_size 512KB;\n"
+                                "  startup_timeout 3s; connect_timeout 250ms; shutdown_timeout 2m; }\n"
+                                "admin { listen 127.0.0.1:9191; token_file /tok; }\n"
+                                "backend old { address 10.0.0.1:6379; tls verify-full;\n"
+                                "  tls_ca_file /ca.pem; user u1; password_file /pw1; }\n"
+                                "backend green { address [fd00::2]:6379; tls require;\n"
+                                "  tls_ca_file /ca2.pem; user mig; password_file /pw; }\n"
+                                "listener redis { listen 0.0.0.0:6380; protocol redis;\n"
+                                "  tls_cert /c.pem; tls_key /k.pem; primary old; shadow green;\n"
+                                "  mode split; }\n");
+    assert_conf_equal(cli, file);
+    assert_string_equal(cli->file, "");
+    assert_int_equal(cli->backends[0].line, 0);
+    assert_int_equal(cli->listeners[0].line, 0);
+    assert_string_equal(cli->backends[0].name, "old");
+    assert_string_equal(cli->backends[1].name, "green");
+    conf_free(cli);
+    conf_free(file);
+
+    /* The minimal forms, with default names and defaults everywhere else. */
+    cli = load_args("postgres", &errs, "--listen", "127.0.0.1:6432", "--primary", "db:5432",
+                    "--shadow", "db2:5432", NULL);
+    assert_non_null(cli);
+    file = load_ok("backend blue { address db:5432; }\nbackend green { address db2:5432; }\n"
+                   "listener postgres { listen 127.0.0.1:6432; primary blue; shadow green; }\n");
+    assert_conf_equal(cli, file);
+    assert_int_equal(cli->listeners[0].mode, CONF_MODE_SHADOW);
+    assert_int_equal(cli->admin.enabled, 0);
+    assert_int_equal(cli->workers, expected_workers());
+    conf_free(cli);
+    conf_free(file);
+}
+
+static void
+expect_args_errors(const char *proto, char **argv, int argc, const char *const *want,
+                   size_t nwant)
+{
+    struct conf_errors errs;
+
+    memset(&errs, 0, sizeof(errs));
+    struct conf *c = conf_load_args(proto, argc, argv, &errs);
+    check_errs(NULL, &errs, want, nwant);
+    assert_null(c);
+}
+
+#define EXPECT_ARGS_ERRORS(proto, argv_list, ...)                                                  \
+    do {                                                                                           \
+        char *argv_[] = {argv_list};                                                               \
+        const char *const want_[] = {__VA_ARGS__};                                                 \
+        expect_args_errors(proto, argv_, (int)ARRAY_SIZE(argv_), want_, ARRAY_SIZE(want_));        \
+    } while (0)
+
+#define A(...) __VA_ARGS__
+#define BASE "--listen", "127.0.0.1:6432", "--primary", "db:1"
+
+static void
+test_cli_errors(void **state)
+{
+    (void)state;
+    EXPECT_ARGS_ERRORS("postgres", A("--listen", "x", "--primary", "db:1"),
+                       "tandem: --listen: bad address \"x\"");
+    EXPECT_ARGS_ERRORS("postgres", A("--listen=x:0", "--primary", "db:1"),
+                       "tandem: --listen: bad address \"x:0\"");
+    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--frob", "1", "--workers", "0"),
+                       "tandem: unknown option \"--frob\"",
+                       "tandem: --workers: \"0\" out of range 1..64");
+    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--frob=1", "stray"), "tandem: unknown option \"--frob\"",
+                       "tandem: unexpected argument \"stray\"");
+    EXPECT_ARGS_ERRORS("postgres", A("--primary", "db:1"), "tandem: --listen is required");
+    EXPECT_ARGS_ERRORS("redis", A("--listen", "a:1", "--workers"), "tandem: --workers: missing value",
+                       "tandem: --primary is required");
+    EXPECT_ARGS_ERRORS("postgres", A("--listen", "--primary", "db:1"),
+                       "tandem: --listen: missing value", "tandem: --listen is required");
+    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--workers", "2", "--workers=3"),
+                       "tandem: --workers: given more than once");
+    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--shadow-user", "u"),
+                       "tandem: --shadow-user: needs --shadow");
+    EXPECT_ARGS_ERRORS("mysql", A(BASE), "tandem: unknown protocol \"mysql\" (expected postgres|redis)");
+    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--mode", "shadow"),
+                       "tandem: listener \"postgres\": mode shadow needs a shadow backend");
+    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--shadow", "blue=db:2"),
+                       "tandem: duplicate backend \"blue\"",
+                       "tandem: listener \"postgres\": shadow is the same backend as primary");
+    EXPECT_ARGS_ERRORS("postgres", A("--listen", "127.0.0.1:6432", "--primary", "a b=db:1"),
+                       "tandem: --primary: bad name \"a b\"");
+    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--primary-tls", "verify-full"),
+                       "tandem: backend \"blue\": tls verify-full needs tls_ca_file");
+    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--max-packet-size", "99999999999GB", "--tls-cert", "/c"),
+                       "tandem: --max-packet-size: \"99999999999GB\" out of range 1KB..1GB",
+                       "tandem: listener \"postgres\": tls_cert without tls_key");
+    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--admin", "127.0.0.1:6432"),
+                       "tandem: admin: address 127.0.0.1:6432 already used by listener \"postgres\"");
+}
+
+/* ---- values -------------------------------------------------------------- */
+
+static void
+test_values(void **state)
+{
+    (void)state;
+    uint64_t v;
+    uint32_t bp;
+    int b;
+    struct conf_addr a;
+
+    static const struct {
+        const char *s;
+        enum conf_value_rc rc;
+        uint64_t v;
+    } sizes[] = {
+        {"0", CONF_VALUE_OK, 0},
+        {"512", CONF_VALUE_OK, 512},
+        {"512B", CONF_VALUE_OK, 512},
+        {"64KB", CONF_VALUE_OK, 64 << 10},
+        {"64kb", CONF_VALUE_OK, 64 << 10},
+        {"64k", CONF_VALUE_OK, 64 << 10},
+        {"1MB", CONF_VALUE_OK, 1 << 20},
+        {"1GB", CONF_VALUE_OK, 1ull << 30},
+        {"17179869183GB", CONF_VALUE_OK, 17179869183ull << 30},
+        {"17179869184GB", CONF_VALUE_RANGE, 0},
+        {"99999999999GB", CONF_VALUE_RANGE, 0},
+        {"18446744073709551615", CONF_VALUE_OK, UINT64_MAX},
+        {"18446744073709551616", CONF_VALUE_RANGE, 0},
+        {"99999999999999999999999999KB", CONF_VALUE_RANGE, 0},
+        {"", CONF_VALUE_BAD, 0},
+        {"KB", CONF_VALUE_BAD, 0},
+        {"1 KB", CONF_VALUE_BAD, 0},
+        {"1TB", CONF_VALUE_BAD, 0},
+        {"-1", CONF_VALUE_BAD, 0},
+        {"1KBB", CONF_VALUE_BAD, 0},
+        {"99999999999999999999999XB", CONF_VALUE_BAD, 0},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
+        v = 12345;
+        print_message("size %s\n", sizes[i].s);
+        assert_int_equal(conf_value_size(sizes[i].s, &v), sizes[i].rc);
+        assert_int_equal(v, sizes[i].rc == CONF_VALUE_OK ? sizes[i].v : 12345);
+    }
+
+    static const struct {
+        const char *s;
+        enum conf_value_rc rc;
+        uint64_t ms;
+    } durations[] = {
+        {"500ms", CONF_VALUE_OK, 500},  {"10s", CONF_VALUE_OK, 10000},
+        {"5m", CONF_VALUE_OK, 300000},  {"1h", CONF_VALUE_OK, 3600000},
+        {"0s", CONF_VALUE_OK, 0},       {"10", CONF_VALUE_BAD, 0},
+        {"ms", CONF_VALUE_BAD, 0},      {"1.5s", CONF_VALUE_BAD, 0},
+        {"1d", CONF_VALUE_BAD, 0},      {"5124095576031h", CONF_VALUE_RANGE, 0},
+        {"5124095576030h", CONF_VALUE_OK, 5124095576030ull * 3600000},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(durations); i++) {
+        v = 0;
+        print_message("duration %s\n", durations[i].s);
+        assert_int_equal(conf_value_duration_ms(durations[i].s, &v), durations[i].rc);
+        if (durations[i].rc == CONF_VALUE_OK)
+            assert_int_equal(v, durations[i].ms);
+    }
+
+    assert_int_equal(conf_value_percent("10%", &bp), CONF_VALUE_OK);
+    assert_int_equal(bp, 1000);
+    assert_int_equal(conf_value_percent("0.5%", &bp), CONF_VALUE_OK);
+    assert_int_equal(bp, 50);
+    assert_int_equal(conf_value_percent("12.34%", &bp), CONF_VALUE_OK);
+    assert_int_equal(bp, 1234);
+    assert_int_equal(conf_value_percent("100%", &bp), CONF_VALUE_OK);
+    assert_int_equal(bp, 10000);
+    assert_int_equal(conf_value_percent("100.01%", &bp), CONF_VALUE_RANGE);
+    assert_int_equal(conf_value_percent("101%", &bp), CONF_VALUE_RANGE);
+    assert_int_equal(conf_value_percent("99999999999999999999999%", &bp), CONF_VALUE_RANGE);
+    assert_int_equal(conf_value_percent("10", &bp), CONF_VALUE_BAD);
+    assert_int_equal(conf_value_percent("1.234%", &bp), CONF_VALUE_BAD);
+    assert_int_equal(conf_value_percent("1.%", &bp), CONF_VALUE_BAD);
+    assert_int_equal(conf_value_percent("%", &bp), CONF_VALUE_BAD);
+    assert_int_equal(conf_value_percent("10%%", &bp), CONF_VALUE_BAD);
+
+    assert_int_equal(conf_value_bool("on", &b), CONF_VALUE_OK);
+    assert_int_equal(b, 1);
+    assert_int_equal(conf_value_bool("off", &b), CONF_VALUE_OK);
+    assert_int_equal(b, 0);
+    assert_int_equal(conf_value_bool("yes", &b), CONF_VALUE_BAD);
+    assert_int_equal(conf_value_bool("On", &b), CONF_VALUE_BAD);
+
+    assert_int_equal(conf_value_addr("localhost:1", &a), CONF_VALUE_OK);
+    assert_string_equal(a.host, "localhost");
+    assert_int_equal(a.port, 1);
+    assert_int_equal(conf_value_addr("[::1]:65535", &a), CONF_VALUE_OK);
+    assert_string_equal(a.host, "::1");
+    assert_int_equal(a.port, 65535);
+    assert_int_equal(conf_value_addr("h:65536", &a), CONF_VALUE_BAD);
+    assert_int_equal(conf_value_addr("h:99999999999999999999999", &a), CONF_VALUE_BAD);
+    assert_int_equal(conf_value_addr("[::1]x:1", &a), CONF_VALUE_BAD);
+    assert_int_equal(conf_value_addr("[::1", &a), CONF_VALUE_BAD);
+    char longhost[CONF_HOST_MAX + 8];
+    memset(longhost, 'h', sizeof(longhost));
+    memcpy(longhost + CONF_HOST_MAX - 1, ":1", 3); /* 255 bytes of host: fits */
+    assert_int_equal(conf_value_addr(longhost, &a), CONF_VALUE_OK);
+    memset(longhost, 'h', sizeof(longhost));
+    memcpy(longhost + CONF_HOST_MAX, ":1", 3); /* 256: does not */
+    assert_int_equal(conf_value_addr(longhost, &a), CONF_VALUE_BAD);
+
+    char addr[64];
+    struct conf_addr v6 = {.host = "fd00::1", .port = 80};
+    conf_addr_format(&v6, addr, sizeof(addr));
+    assert_string_equal(addr, "[fd00::1]:80");
+    struct conf_addr v4 = {.host = "10.1.2.3", .port = 5432};
+    conf_addr_format(&v4, addr, sizeof(addr));
+    assert_string_equal(addr, "10.1.2.3:5432");
+
+    assert_int_equal(conf_value_name("blue-1.a_b"), CONF_VALUE_OK);
+    assert_int_equal(conf_value_name(""), CONF_VALUE_BAD);
+    assert_int_equal(conf_value_name("a/b"), CONF_VALUE_BAD);
+    char longname[CONF_NAME_MAX + 1];
+    memset(longname, 'n', sizeof(longname));
+    longname[CONF_NAME_MAX - 1] = '\0';
+    assert_int_equal(conf_value_name(longname), CONF_VALUE_OK);
+    longname[CONF_NAME_MAX - 1] = 'n';
+    longname[CONF_NAME_MAX] = '\0';
+    assert_int_equal(conf_value_name(longname), CONF_VALUE_BAD);
+}
+
+/* Range edges through the directives: both ends accepted. */
+static void
+test_range_edges(void **state)
+{
+    (void)state;
+    struct conf *c = load_ok(MIN "workers 64;\nlimits { max_client_conn 1000000;\n"
+                                 "max_packet_size 1GB; startup_timeout 1ms; connect_timeout 1h;\n"
+                                 "shutdown_timeout 3600000ms; }\n");
+    assert_int_equal(c->workers, 64);
+    assert_int_equal(c->limits.max_client_conn, 1000000);
+    assert_int_equal(c->limits.max_packet_size, 1u << 30);
+    assert_int_equal(c->limits.startup_timeout_ms, 1);
+    assert_int_equal(c->limits.connect_timeout_ms, 3600000);
+    assert_int_equal(c->limits.shutdown_timeout_ms, 3600000);
+    conf_free(c);
+    c = load_ok(MIN "workers 1;\nlimits { max_client_conn 1; max_packet_size 1KB; }\n");
+    assert_int_equal(c->workers, 1);
+    assert_int_equal(c->limits.max_packet_size, 1024);
+    conf_free(c);
+}
+
+static void
+test_names_and_format(void **state)
+{
+    (void)state;
+    char out[64];
+
+    assert_string_equal(conf_mode_name(CONF_MODE_PASSTHROUGH), "passthrough");
+    assert_string_equal(conf_mode_name(CONF_MODE_SHADOW), "shadow");
+    assert_string_equal(conf_mode_name(CONF_MODE_SPLIT), "split");
+    assert_string_equal(conf_mode_name((enum conf_mode)42), "unknown");
+    assert_string_equal(conf_proto_name(CONF_PROTO_POSTGRES), "postgres");
+    assert_string_equal(conf_proto_name(CONF_PROTO_REDIS), "redis");
+    assert_string_equal(conf_tls_name(CONF_TLS_DISABLE), "disable");
+    assert_string_equal(conf_tls_name(CONF_TLS_REQUIRE), "require");
+    assert_string_equal(conf_tls_name(CONF_TLS_VERIFY_FULL), "verify-full");
+
+    struct conf_error e = {.line = 3, .msg = "boom"};
+    conf_format_error(NULL, "x.conf", &e, out, sizeof(out));
+    assert_string_equal(out, "x.conf:3: boom");
+    conf_format_error(NULL, NULL, &e, out, sizeof(out));
+    assert_string_equal(out, "tandem: boom");
+    e.line = 0;
+    conf_format_error(NULL, "x.conf", &e, out, sizeof(out));
+    assert_string_equal(out, "tandem: boom");
+    conf_format_error(NULL, "x.conf", &e, out, 5);
+    assert_string_equal(out, "tand");
+    conf_free(NULL);
+
+    /* Control bytes in user text never reach a message raw. */
+    EXPECT_ERRORS(MIN "\"\\x1b[31m\" 1;\n", "t.conf:3: bad escape \"\\x\" in string");
+    EXPECT_ERRORS(MIN "\"a\\tb\\n\" 1;\n", "t.conf:3: unknown directive \"a\\x09b\\x0a\"");
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_full_file),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_defaults_shadow_mode),
+        cmocka_unit_test(test_syntax_accepted),
+        cmocka_unit_test(test_error_cases),
+        cmocka_unit_test(test_multiple_errors),
+        cmocka_unit_test(test_error_overflow),
+        cmocka_unit_test(test_bounds),
+        cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_cli_equals_file),
+        cmocka_unit_test(test_cli_errors),
+        cmocka_unit_test(test_values),
+        cmocka_unit_test(test_range_edges),
+        cmocka_unit_test(test_names_and_format),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
