@@ -1,0 +1,125 @@
+/* test_pgstmt.c - the per-session prepared statement table and message helpers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "protocol/pgstmt.h"
+
+static const struct pgclass_result read_cls = {.kind = REQ_KIND_READ};
+static const struct pgclass_result write_cls = {.kind = REQ_KIND_WRITE};
+
+static void
+test_put_get_replace(void **state)
+{
+    (void)state;
+    struct pgstmt_table *t = pgstmt_table_new();
+    const uint8_t msg[] = "Pabc";
+    struct pgstmt *e = pgstmt_put(t, "s1", 2, msg, 4, &read_cls);
+    assert_non_null(e);
+    e->epoch = 7;
+    assert_ptr_equal(pgstmt_get(t, "s1", 2), e);
+    assert_null(pgstmt_get(t, "s2", 2));
+    assert_null(pgstmt_get(t, "s", 1));
+    /* a new Parse of the same name replaces it and exists on no shadow yet */
+    e = pgstmt_put(t, "s1", 2, msg, 3, &write_cls);
+    assert_int_equal(e->cls.kind, REQ_KIND_WRITE);
+    assert_int_equal(e->parse_len, 3);
+    assert_int_equal(e->epoch, 0);
+    assert_int_equal(pgstmt_count(t), 1);
+    /* the unnamed statement is a name like any other */
+    assert_non_null(pgstmt_put(t, "", 0, msg, 4, &read_cls));
+    assert_non_null(pgstmt_get(t, "", 0));
+    assert_int_equal(pgstmt_count(t), 2);
+    pgstmt_table_free(t);
+}
+
+static void
+test_many_and_remove(void **state)
+{
+    (void)state;
+    struct pgstmt_table *t = pgstmt_table_new();
+    char name[32];
+    const uint8_t msg[] = "P";
+    for (int i = 0; i < PGSTMT_MAX; i++) {
+        int n = snprintf(name, sizeof(name), "stmt_%d", i);
+        assert_non_null(pgstmt_put(t, name, (size_t)n, msg, 1, &read_cls));
+    }
+    assert_null(pgstmt_put(t, "one_too_many", 12, msg, 1, &read_cls));
+    /* remove every third; the others stay findable across the shifted runs */
+    for (int i = 0; i < PGSTMT_MAX; i += 3) {
+        int n = snprintf(name, sizeof(name), "stmt_%d", i);
+        pgstmt_remove(t, name, (size_t)n);
+    }
+    for (int i = 0; i < PGSTMT_MAX; i++) {
+        int n = snprintf(name, sizeof(name), "stmt_%d", i);
+        if (i % 3 == 0)
+            assert_null(pgstmt_get(t, name, (size_t)n));
+        else
+            assert_non_null(pgstmt_get(t, name, (size_t)n));
+    }
+    assert_int_equal(pgstmt_count(t), PGSTMT_MAX - (PGSTMT_MAX + 2) / 3);
+    pgstmt_clear(t);
+    assert_int_equal(pgstmt_count(t), 0);
+    assert_null(pgstmt_get(t, "stmt_1", 6));
+    pgstmt_table_free(t);
+}
+
+static void
+test_refuses_bad_names(void **state)
+{
+    (void)state;
+    struct pgstmt_table *t = pgstmt_table_new();
+    char longname[PGSTMT_NAME_MAX + 2];
+    memset(longname, 'x', sizeof(longname));
+    assert_null(pgstmt_put(t, longname, sizeof(longname), (const uint8_t *)"P", 1, &read_cls));
+    assert_null(pgstmt_put(t, "a\0b", 3, (const uint8_t *)"P", 1, &read_cls));
+    pgstmt_table_free(t);
+}
+
+static void
+test_message_helpers(void **state)
+{
+    (void)state;
+    const char *name, *query;
+    size_t nlen, qlen;
+    const uint8_t parse[] = "s1\0select 1\0\0\0";
+    assert_int_equal(pgstmt_parse_msg(parse, sizeof(parse) - 1, &name, &nlen, &query, &qlen), 0);
+    assert_int_equal(nlen, 2);
+    assert_memory_equal(name, "s1", 2);
+    assert_int_equal(qlen, 8);
+    assert_memory_equal(query, "select 1", 8);
+    /* every truncation of the two strings is refused, never overread */
+    for (size_t cut = 0; cut < 12; cut++)
+        assert_int_equal(pgstmt_parse_msg(parse, cut, &name, &nlen, &query, &qlen), -1);
+
+    const uint8_t bind[] = "portal\0stmt\0\0\0\0\0";
+    assert_int_equal(pgstmt_bind_msg(bind, sizeof(bind) - 1, &name, &nlen), 0);
+    assert_int_equal(nlen, 4);
+    assert_memory_equal(name, "stmt", 4);
+    for (size_t cut = 0; cut < 12; cut++)
+        assert_int_equal(pgstmt_bind_msg(bind, cut, &name, &nlen), -1);
+
+    const uint8_t close_s[] = "Sfoo";
+    const uint8_t close_p[] = "Pfoo";
+    assert_int_equal(pgstmt_target_msg(close_s, sizeof(close_s), &name, &nlen), 0);
+    assert_int_equal(nlen, 3);
+    assert_int_equal(pgstmt_target_msg(close_p, sizeof(close_p), &name, &nlen), -1);
+    assert_int_equal(pgstmt_target_msg(close_s, 4, &name, &nlen), -1);
+    assert_int_equal(pgstmt_target_msg(close_s, 0, &name, &nlen), -1);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_put_get_replace),
+        cmocka_unit_test(test_many_and_remove),
+        cmocka_unit_test(test_refuses_bad_names),
+        cmocka_unit_test(test_message_helpers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
