@@ -206,6 +206,19 @@ for workload in $WORKLOADS; do
     done
 done
 
+# A tandem that accepts --mode shadow but does not mirror yet would make the
+# shadow figures a second passthrough: say so.  tpcb-like appends to
+# pgbench_history, so a mirrored run leaves rows on the shadow server.
+SHADOW_NOTE=
+if [ -n "$SHADOW_PID" ]; then
+    green_rows=$(psql -h 127.0.0.1 -p "$PG2_PORT" -U postgres -XAtc 'select count(*) from pgbench_history' postgres 2>/dev/null || echo '?')
+    blue_rows=$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -XAtc 'select count(*) from pgbench_history' postgres 2>/dev/null || echo '?')
+    SHADOW_NOTE="shadow server: $green_rows pgbench_history rows (primary: $blue_rows, from all targets)"
+    if [ "$green_rows" = 0 ]; then
+        SHADOW_NOTE="$SHADOW_NOTE -- NOTHING WAS MIRRORED: this tandem accepts --mode shadow but does not mirror; the shadow column measures a passthrough"
+    fi
+fi
+
 # --- report ----------------------------------------------------------------
 
 /usr/bin/python3 - "$RUNS_TSV" "$SUMMARY_TSV" "$CLK_TCK" <<'PY'
@@ -293,5 +306,6 @@ PY
 echo
 echo "clients $CLIENTS, threads $JOBS, ${DURATION}s x $ROUNDS rounds, scale $SCALE, tandem workers $WORKERS, $(nproc) CPUs"
 echo "tandem: $("$TANDEM_BIN" --version 2>&1 | head -n 1); $(/usr/sbin/pgbouncer --version | head -n 1); $(pgbench --version)"
+[ -n "$SHADOW_NOTE" ] && echo "$SHADOW_NOTE"
 echo "results: $SUMMARY_TSV"
 echo "runs:    $RUNS_TSV"
