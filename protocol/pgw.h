@@ -85,11 +85,27 @@ struct pgw_startup {
  * NUL-terminated name/value pairs ended by one extra NUL, a missing "user",
  * more than PGW_STARTUP_MAX_PARAMS pairs.  out->params point into buf, so buf
  * must outlive out.  *used is the packet length on PGW_OK.
+ *
+ * NEED_MORE until the whole packet is in, except that a bad length is an
+ * error once its 4 bytes are in, and a bad code (or a special code with the
+ * wrong length) once its 8 bytes are in.  err (may be NULL) is one of:
+ *   "invalid length of startup packet"      length < 8 or > PGW_STARTUP_MAX_LEN
+ *   "invalid length of cancel request"      CancelRequest not 16 bytes
+ *   "invalid length of encryption request"  SSL/GSSENCRequest not 8 bytes
+ *   "unsupported frontend protocol"         major version not 3
+ *   "invalid startup packet layout: expected terminator as last byte"
+ *   "invalid startup packet layout: missing parameter value"
+ *   "too many parameters in startup packet"
+ *   "no PostgreSQL user name specified in startup packet"  (absent or empty)
+ * Only 4-byte cancel keys (protocol 3.0/3.1) are accepted.
  */
 enum pgw_status pgw_startup_parse(const uint8_t *buf, size_t len, size_t *used,
                                   struct pgw_startup *out, const char **err);
 
-/* pgw_startup_param - value of NAME in a parsed startup, or NULL. */
+/*
+ * pgw_startup_param - value of NAME in a parsed startup, or NULL.  When a
+ * name is repeated the last one wins, as in the server.
+ */
 const char *pgw_startup_param(const struct pgw_startup *st, const char *name);
 
 /* ------------------------------------------------------------------ */
@@ -112,7 +128,8 @@ pgw_header_total(const struct pgw_header *h)
  *
  * PGW_NEED_MORE when len < 5.  PGW_ERROR when the length field is < 4 or
  * greater than max_len (max_len counts the body plus the 4 length bytes).
- * It does not judge the type: see pgw_frontend_type_valid().
+ * It does not judge the type: see pgw_frontend_type_valid().  err (may be
+ * NULL): "invalid message length" or "message too large".
  */
 enum pgw_status pgw_header_parse(const uint8_t *buf, size_t len, uint32_t max_len,
                                  struct pgw_header *out, const char **err);
@@ -125,7 +142,9 @@ int pgw_backend_type_valid(uint8_t type);
 
 /*
  * Body parsers: body/len are a whole message body (without type and length).
- * They validate the layout fully; pointers returned point into body.
+ * They validate the layout fully; pointers returned point into body.  They
+ * answer PGW_OK or PGW_ERROR, never PGW_NEED_MORE: a string that does not end
+ * with its NUL inside body, or bytes left after the last field, is an error.
  */
 
 struct pgw_error_fields {
@@ -134,19 +153,34 @@ struct pgw_error_fields {
     const char *message;   /* M field, NULL if absent; points into body */
     size_t message_len;
 };
+/*
+ * 'E' / 'N': fields (code byte, string) up to a zero byte that must be the
+ * last byte.  A C field must be exactly 5 characters.  A severity longer than
+ * 15 bytes (a localized S) is cut, never inside a UTF-8 character.  Fields
+ * tandem does not use are skipped; a repeated field: the last wins.
+ */
 enum pgw_status pgw_error_parse(const uint8_t *body, size_t len, struct pgw_error_fields *out);
 
-/* 'Z': one status byte, 'I' idle, 'T' in transaction, 'E' failed transaction. */
+/* 'Z': one status byte, 'I' idle, 'T' in transaction, 'E' failed transaction
+ * (any other byte: PGW_ERROR). */
 enum pgw_status pgw_ready_parse(const uint8_t *body, size_t len, uint8_t *status);
 
-/* 'K': BackendKeyData. */
+/* 'K': BackendKeyData, exactly 8 bytes (protocol 3.2's longer keys: ERROR). */
 enum pgw_status pgw_backend_key_parse(const uint8_t *body, size_t len, uint32_t *pid,
                                       uint32_t *key);
 
-/* 'R': the authentication code (first int32). */
+/*
+ * 'R': the authentication code (first int32).  The layout is checked for the
+ * codes whose layout is fixed: Ok, KerberosV5, Cleartext, SCMCredential,
+ * GSS and SSPI are the code alone, MD5 has a 4-byte salt, SASL a valid
+ * mechanism list (one or more names).  GSSContinue, SASLContinue and
+ * SASLFinal carry opaque data; a code not listed here is returned as is, for
+ * the caller to refuse.
+ */
 enum pgw_status pgw_auth_parse(const uint8_t *body, size_t len, uint32_t *code);
 
-/* 'S' from the server: ParameterStatus name and value, NUL-terminated in body. */
+/* 'S' from the server: ParameterStatus name (non-empty) and value,
+ * NUL-terminated in body, filling it exactly. */
 enum pgw_status pgw_parameter_status_parse(const uint8_t *body, size_t len, const char **name,
                                            const char **value);
 
@@ -157,14 +191,19 @@ enum pgw_status pgw_parameter_status_parse(const uint8_t *body, size_t len, cons
  *
  * Writes a complete message (type 'R', length, body) into out.  Returns its
  * length, or 0 if the body is not a valid SASL list, cap is too small, or no
- * mechanism would remain.
+ * mechanism would remain.  Names are matched case-sensitively, as sent; the
+ * kept ones stay in order.  out must not overlap body.
  */
 size_t pgw_sasl_strip_plus(const uint8_t *body, size_t len, uint8_t *out, size_t cap);
 
 /* ------------------------------------------------------------------ */
 /* Builders (complete messages, ready to send).                       */
 
-/* ErrorResponse with S, V, C, M fields.  message is cut to fit cap. */
+/*
+ * ErrorResponse with S, V, C, M fields.  message is cut to fit cap (never
+ * inside a UTF-8 character); NULL means "".  0 when even an empty message
+ * does not fit, or sqlstate is not 5 characters.
+ */
 size_t pgw_build_error(uint8_t *out, size_t cap, const char *severity, const char *sqlstate,
                        const char *message);
 
@@ -183,12 +222,48 @@ size_t pgw_build_ssl_request(uint8_t *out, size_t cap);
 
 /*
  * StartupMessage for protocol 3.0 with the given parameters, skipping any
- * whose name starts with "_pq_." (protocol options tandem does not speak).
+ * whose name starts with "_pq_." (protocol options tandem does not speak),
+ * and any with a NULL or empty name or a NULL value.  0 also when the packet
+ * would be longer than PGW_STARTUP_MAX_LEN (a server would refuse it).
  */
 size_t pgw_build_startup(uint8_t *out, size_t cap, const struct pgw_param *params,
                          size_t nparams);
 
 /* Terminate ('X'). */
 size_t pgw_build_terminate(uint8_t *out, size_t cap);
+
+/* ------------------------------------------------------------------ */
+/* Additions the proxy needs (same conventions as above).             */
+
+/* 'Q': the query string, NUL-terminated as the last byte of body. */
+enum pgw_status pgw_query_parse(const uint8_t *body, size_t len, const char **sql,
+                                size_t *sql_len);
+
+/*
+ * 'C' CommandComplete: the tag, e.g. "INSERT 0 5", "SELECT 3", "CREATE TABLE".
+ * verb is the tag up to its first all-digit word ("INSERT", "CREATE TABLE");
+ * rows is the last word when it is all digits (has_rows set), else 0.
+ */
+struct pgw_command_tag {
+    const char *tag;       /* points into body, NUL-terminated */
+    size_t tag_len;
+    size_t verb_len;       /* tag[0 .. verb_len) */
+    uint64_t rows;
+    int has_rows;
+};
+enum pgw_status pgw_command_complete_parse(const uint8_t *body, size_t len,
+                                           struct pgw_command_tag *out);
+
+/*
+ * 'v' NegotiateProtocolVersion: newest minor the server supports, and the
+ * unrecognized protocol options.  *first_option points at the first name (or
+ * is NULL when there are none); the noptions names follow one another in
+ * body, each NUL-terminated.  Names must be non-empty and fill the body.
+ */
+enum pgw_status pgw_negotiate_parse(const uint8_t *body, size_t len, uint32_t *newest_minor,
+                                    uint32_t *noptions, const char **first_option);
+
+/* ReadyForQuery ('Z') with status 'I', 'T' or 'E' (any other status: 0). */
+size_t pgw_build_ready(uint8_t *out, size_t cap, uint8_t status);
 
 #endif /* TANDEM_PGW_H */
