@@ -76,3 +76,11 @@ def tandem(request, tandem_bin):
 def tandem_module(request, tandem_bin):
     """The same factory, for tandem processes shared by the tests of one module."""
     yield from _factory(request, tandem_bin)
+
+
+@pytest.fixture(scope="session")
+def pgbench_db(pg_primary):
+    """pgbench's tables (scale 1) in pg_primary's postgres database, made directly."""
+    from harness.clients import pgbench_init
+    pgbench_init(pg_primary.port)
+    return pg_primary

@@ -9,6 +9,7 @@ inside the temp dir, and has one role per authentication method:
     md5user        md5              (md5-hashed)  md5user-pw
     scramuser      scram-sha-256    scramuser-pw
     cleartextuser  password         cleartextuser-pw
+    tandemprobe    scram-sha-256    tandemprobe-Secret-71q  (tandem's own login)
     postgres       trust (superuser)
 
 ssl=on with a server certificate from harness.certs, so clients and tandem
@@ -22,6 +23,7 @@ import subprocess
 import tempfile
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from .util import PG_BINDIR, free_port, tail, wait_until
 
@@ -29,6 +31,8 @@ PASSWORDS = {
     "md5user": "md5user-pw",
     "scramuser": "scramuser-pw",
     "cleartextuser": "cleartextuser-pw",
+    # tandem's own login in configs (backend user/password): never a client's.
+    "tandemprobe": "tandemprobe-Secret-71q",
 }
 
 HBA = """\
@@ -149,6 +153,8 @@ log_connections = off
             conn.execute(f"CREATE ROLE scramuser LOGIN PASSWORD '{PASSWORDS['scramuser']}'")
             conn.execute(
                 f"CREATE ROLE cleartextuser LOGIN PASSWORD '{PASSWORDS['cleartextuser']}'")
+            conn.execute(
+                f"CREATE ROLE tandemprobe LOGIN PASSWORD '{PASSWORDS['tandemprobe']}'")
             # PostgreSQL 15 no longer lets every role create in public.
             conn.execute("GRANT ALL ON SCHEMA public TO PUBLIC")
 
@@ -176,11 +182,9 @@ log_connections = off
 
     def dsn(self, user="postgres", dbname="postgres", **kw):
         """A TCP libpq DSN straight to this server (no tandem)."""
-        parts = [f"host={self.host}", f"port={self.port}", f"user={user}", f"dbname={dbname}"]
         if user in PASSWORDS and "password" not in kw:
             kw["password"] = PASSWORDS[user]
-        parts += [f"{k}={v}" for k, v in kw.items()]
-        return " ".join(parts)
+        return make_conninfo(host=self.host, port=self.port, user=user, dbname=dbname, **kw)
 
     def connect(self, user="postgres", **kw):
         """A psycopg connection over the unix socket as superuser (or user)."""

@@ -72,8 +72,14 @@ class PgRaw:
     def __exit__(self, *exc):
         self.close()
 
-    def send(self, data):
-        self.sock.sendall(data)
+    def send(self, data, may_fail=False):
+        """sendall; with may_fail, a server that already closed is not an error
+        (it may answer an oversized message before reading all of it)."""
+        try:
+            self.sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            if not may_fail:
+                raise
 
     def _fill(self, n):
         while len(self.buf) < n:

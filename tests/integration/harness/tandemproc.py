@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from .pgserver import PASSWORDS
 from .util import ARTIFACTS, free_port, http_get, port_accepts, tail, wait_until
@@ -135,15 +136,14 @@ class TandemProcess:
     # -- looking at it ------------------------------------------------------
 
     def dsn(self, user="trustuser", dbname="postgres", password=None, **kw):
-        parts = [f"host=127.0.0.1", f"port={self.port}", f"user={user}", f"dbname={dbname}",
-                 "connect_timeout=10"]
+        """A libpq conninfo string for a session through tandem (sslmode=disable by default)."""
         if password is None and user in PASSWORDS:
             password = PASSWORDS[user]
         if password is not None:
-            parts.append(f"password={password}")
+            kw["password"] = password
         kw.setdefault("sslmode", "disable")
-        parts += [f"{k}={v}" for k, v in kw.items()]
-        return " ".join(parts)
+        kw.setdefault("connect_timeout", 10)
+        return make_conninfo(host="127.0.0.1", port=self.port, user=user, dbname=dbname, **kw)
 
     def connect(self, user="trustuser", autocommit=True, **kw):
         """A psycopg 3 connection through tandem."""

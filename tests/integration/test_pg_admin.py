@@ -1,0 +1,82 @@
+"""The admin HTTP listener: /metrics (Prometheus text), /healthz, /readyz."""
+import pytest
+
+from harness.tandemproc import parse_metrics
+from harness.util import wait_until
+
+
+@pytest.fixture(scope="module")
+def t(tandem_module, pg_primary):
+    return tandem_module.pg(primary=pg_primary)
+
+
+def test_healthz(t):
+    status, body = t.http("/healthz")
+    assert status == 200
+    assert body.strip() == "ok"
+
+
+def test_readyz(t):
+    status, body = t.http("/readyz")
+    assert status == 200
+    assert body.strip() == "ready"
+
+
+def test_metrics_is_prometheus_text(t):
+    text = t.metrics()
+    samples = parse_metrics(text)     # raises on any line that is not a sample
+    names = {name for name, _, _ in samples}
+    for name in ("tandem_client_connections", "tandem_client_connections_total",
+                 "tandem_requests_total", "tandem_backend_up"):
+        assert name in names, f"{name} missing from /metrics:\n{text}"
+    assert "# TYPE tandem_client_connections_total counter" in text
+    assert "# TYPE tandem_client_connections gauge" in text
+    assert "# HELP tandem_requests_total " in text
+
+
+def test_backend_up(t):
+    wait_until(lambda: t.metric("tandem_backend_up", backend="blue") == 1, 20,
+               'tandem_backend_up{backend="blue"} 1')
+    assert 'tandem_backend_up{backend="blue"} 1' in t.metrics()
+
+
+def test_connection_and_request_counters_move(t):
+    conns0 = t.metric("tandem_client_connections_total", listener="pg") or 0
+    reqs0 = t.metric("tandem_requests_total", listener="pg", backend="blue") or 0
+    rx0 = t.metric("tandem_bytes_received_total", listener="pg") or 0
+    tx0 = t.metric("tandem_bytes_sent_total", listener="pg") or 0
+    held = [t.connect() for _ in range(3)]
+    try:
+        for conn in held:
+            for i in range(5):
+                assert conn.execute("SELECT %s::int", (i,)).fetchone()[0] == i
+        t.wait_metric("tandem_client_connections", 3, listener="pg")
+    finally:
+        for conn in held:
+            conn.close()
+    t.wait_metric("tandem_client_connections_total", conns0 + 3, listener="pg")
+    t.wait_metric("tandem_requests_total", reqs0 + 15, listener="pg", backend="blue")
+    t.wait_metric("tandem_bytes_received_total", rx0 + 1, listener="pg")
+    t.wait_metric("tandem_bytes_sent_total", tx0 + 1, listener="pg")
+    # the gauge comes back down when the sessions end
+    wait_until(lambda: t.metric("tandem_client_connections", listener="pg") == 0, 20,
+               "tandem_client_connections back to 0")
+
+
+def test_requests_have_kind_label(t):
+    with t.connect() as conn:
+        conn.execute("SELECT 1")
+    kinds = {labels.get("kind") for name, labels, _ in parse_metrics(t.metrics())
+             if name == "tandem_requests_total"}
+    assert kinds and None not in kinds, kinds
+
+
+def test_server_connections_gauge(t):
+    with t.connect() as conn:
+        conn.execute("SELECT 1")
+        t.wait_metric("tandem_server_connections", 1, backend="blue")
+
+
+def test_unknown_path_is_404(t):
+    status, _ = t.http("/no/such/thing")
+    assert status == 404
