@@ -86,6 +86,28 @@ struct conf_backend {
     int line;                            /* where it was declared; 0 from the CLI */
 };
 
+/* What a listener in mode shadow or split sends to its shadow. */
+enum conf_mirror_level {
+    CONF_MIRROR_ALL, /* every write, session and transaction unit */
+    CONF_MIRROR_DML, /* no DDL */
+    CONF_MIRROR_DDL, /* DDL and session state only */
+};
+
+struct conf_mirror {
+    double reads;                 /* fraction of reads outside transactions; default 0.10 */
+    enum conf_mirror_level level; /* default all */
+    uint32_t queue_bytes;         /* per session; default 4 MiB; 0 means the default */
+    uint32_t timeout_ms;          /* shadow reply timeout; default 5 s; 0 means the default */
+};
+
+/* What comparison leaves out. */
+struct conf_compare {
+    char (*ignore_columns)[CONF_NAME_MAX]; /* column names whose values are not compared */
+    size_t nignore_columns;
+    char (*ignore_fingerprints)[17];       /* statement fingerprints (hex) counted as noise */
+    size_t nignore_fingerprints;
+};
+
 struct conf_listener {
     char name[CONF_NAME_MAX];
     struct conf_addr addr;
@@ -95,6 +117,8 @@ struct conf_listener {
     int primary;                  /* index into conf.backends */
     int shadow;                   /* index into conf.backends, -1 for none */
     enum conf_mode mode;
+    struct conf_mirror mirror;    /* mirror { reads 10%; level all; queue 4MB; timeout 5s; } */
+    struct conf_compare compare;  /* compare { ignore_columns a b; ignore_fingerprints f; } */
     int line;
 };
 
@@ -104,6 +128,7 @@ struct conf_limits {
     uint32_t startup_timeout_ms;  /* client must finish startup; default 10 s */
     uint32_t connect_timeout_ms;  /* backend TCP+TLS connect; default 5 s */
     uint32_t shutdown_timeout_ms; /* SIGTERM drain; default 30 s */
+    uint64_t mirror_queue_total;  /* all shadows' queues together; default 256 MiB; 0: default */
 };
 
 struct conf_admin {
@@ -123,6 +148,8 @@ struct conf {
     size_t nbackends;
     struct conf_listener *listeners;
     size_t nlisteners;
+    char (*write_functions)[CONF_NAME_MAX * 2]; /* write_functions f schema.g; (classification) */
+    size_t nwrite_functions;
 };
 
 /* Errors collected by a load: every one, not just the first. */
