@@ -1026,7 +1026,7 @@ classify_stmt(struct walk *w, int wrapper, struct stmt_class *sc)
 /* Entry points                                                       */
 
 /* Length of the valid UTF-8 sequence at s (strict: no overlongs, no
- * surrogates, nothing past U+10FFFF, as jansson checks), or 0. */
+ * surrogates, nothing past U+10FFFF: what jansson accepts), or 0. */
 static size_t
 utf8_seq_len(const unsigned char *s, size_t n)
 {

@@ -12,15 +12,20 @@
  *                       caller storage.  Parses again; call it only for the
  *                       few statements that reach the shadow-diff report.
  *
- * Threads: libpg_query keeps its memory contexts per thread, so both calls
- * are safe on any number of worker threads at once with no lock; memory a
- * call allocates is freed before it returns.  (libpg_query's top-level
- * context of a thread is released when the thread exits.)  Neither call
- * logs, touches a socket or keeps state between calls.
+ * Threads: called on the worker threads.  libpg_query keeps its memory
+ * contexts per thread, so both calls are safe on any number of threads at
+ * once with no lock; memory a call allocates is freed before it returns
+ * (libpg_query's top-level context of a thread is released when the thread
+ * exits).  Neither call logs, touches a socket or keeps state between
+ * calls.  Stack: up to ~200 KiB for the most deeply nested text accepted.
+ *
+ * Cost (RelWithDebInfo, one core): ~12 us for a 90-byte SELECT, of which
+ * ~11 us is libpg_query's parse; pgcache makes it ~25 ns on a hit.
  *
  * Never trusts its input: any byte string, of any length, gets an answer.
- * Text that does not parse (or is longer than opts->max_len) is a WRITE with
- * parse_error set: answered by the primary, which then reports the error.
+ * Text that does not parse, is longer than opts->max_len, or nests deeper
+ * than the walk goes (~300 levels of expression) is a WRITE with
+ * parse_error set: answered by the primary, which then reports any error.
  *
  * Kinds (enum req_kind, protocol/kind.h).  Multi-statement strings take
  * req_kind_strongest() over their statements.
@@ -69,8 +74,10 @@
 /* Comment hints, as bits in pgclass_result.hint: "tandem:primary",
  * "tandem:shadow", "tandem:noshadow" (lower case) inside a block or line
  * comment anywhere in the text; text inside string literals, quoted
- * identifiers or dollar quotes does not count.  SHADOW is dropped when PRIMARY or NOSHADOW is also present, so
- * callers never see a contradiction; PRIMARY|NOSHADOW is meaningful. */
+ * identifiers or dollar quotes does not count.  Read from the text even when
+ * it does not parse.  SHADOW is dropped when PRIMARY or NOSHADOW is also
+ * present, so callers never see a contradiction; PRIMARY|NOSHADOW is
+ * meaningful. */
 enum pgclass_hint {
     PGCLASS_HINT_PRIMARY = 1 << 0,  /* answer from the primary, never route */
     PGCLASS_HINT_SHADOW = 1 << 1,   /* a read: answer from the shadow if the mode allows */
@@ -84,9 +91,9 @@ struct pgclass_result {
     uint8_t hint;           /* PGCLASS_HINT_* bits */
     bool parse_error;       /* did not parse, or too long to try: kind is WRITE */
     bool too_long;          /* longer than max_len: not parsed at all */
-    bool locking;           /* FOR UPDATE/SHARE anywhere, LOCK, advisory lock functions */
-    bool no_mirror;         /* every statement is NOTIFY/LISTEN/UNLISTEN/pg_notify:
-                             * nothing the shadow needs to see */
+    bool locking;           /* FOR UPDATE/SHARE anywhere, LOCK, functions taking advisory locks */
+    bool no_mirror;         /* every statement is NOTIFY/LISTEN/UNLISTEN/pg_notify():
+                             * nothing the shadow needs to see (kind is SESSION) */
     /*
      * has_order_by: the rows come in an order the statement defines, so
      * compare them in order; otherwise compare them as a multiset.  True
@@ -154,15 +161,18 @@ struct pgclass_desc {
     bool fingerprint_fallback;  /* the text did not parse: fingerprint is a hash of the text */
     bool normalized_truncated;  /* normalized was cut (on a UTF-8 boundary) */
     /* pg_query_normalize's text (literals replaced by $n), or the raw text
-     * when it cannot be normalized; NUL-terminated. */
+     * when it cannot be normalized; NUL-terminated, valid UTF-8 (a byte
+     * that is not becomes '?'), so it can go into JSON as it is. */
     char normalized[PGCLASS_NORMALIZED_MAX];
 };
 
 /*
  * pgclass_describe - fingerprint and normalize the NUL-terminated text sql.
  *
- * Costs two more parses: meant for the report, not the request path.
- * Always fills *out.  Returns 0, or -1 when the text does not parse (then
+ * Costs a parse and a scan (~17 us for a 90-byte SELECT): meant for the
+ * statements that reach the report (mismatches, samples), not for every
+ * request.  Always fills *out.  Returns 0, or -1 when
+ * the text does not parse or is longer than PGCLASS_DEFAULT_MAX_LEN (then
  * fingerprint_fallback is set and normalized holds the raw text, cut).
  */
 int pgclass_describe(const char *sql, struct pgclass_desc *out);
