@@ -54,6 +54,16 @@ conf_load_buffer(const char *name, const char *buf, size_t len, struct conf_erro
     return conf;
 }
 
+static void
+read_error(struct conf_errors *errs, const char *path, int err)
+{
+    char ebuf[128];
+    /* GNU strerror_r: thread-safe, and returns the message to use. */
+    const char *e = strerror_r(err, ebuf, sizeof(ebuf));
+
+    conf_err_add(errs, 0, "cannot read \"%s\": %s", path, e);
+}
+
 struct conf *
 conf_load_file(const char *path, struct conf_errors *errs)
 {
@@ -93,12 +103,8 @@ conf_load_file(const char *path, struct conf_errors *errs)
     conf = conf_load_buffer(path, buf, len, errs);
     goto out_close;
 
-out_errno: {
-    char ebuf[128];
-    /* GNU strerror_r: thread-safe and returns the message to use. */
-    const char *e = strerror_r(errno, ebuf, sizeof(ebuf));
-    conf_err_add(errs, 0, "cannot read \"%s\": %s", path, e);
-}
+out_errno:
+    read_error(errs, path, errno);
 out_close:
     if (fd >= 0)
         close(fd);
@@ -111,8 +117,13 @@ conf_free(struct conf *conf)
 {
     if (conf == NULL)
         return;
-    free(conf->backends);
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        free(conf->listeners[i].compare.ignore_columns);
+        free(conf->listeners[i].compare.ignore_fingerprints);
+    }
     free(conf->listeners);
+    free(conf->backends);
+    free(conf->write_functions);
     free(conf);
 }
 

@@ -188,10 +188,19 @@ struct conf *conf_load_file(const char *path, struct conf_errors *errs);
  *                   [--workers N] [--mode M] [--log-format F]
  * proto is "postgres" or "redis"; argv excludes the program and proto word.
  * Backend names default to "blue" (primary) and "green" (shadow).
- * The full flag list is in conf_cli.c; each flag is a directive of the
- * file form (--max-packet-size is limits { max_packet_size }), read by the
- * same code, so the result equals that of the equivalent file.  Flags are
- * --flag VALUE or --flag=VALUE; errors have line 0 and name the flag.
+ * Every flag is a directive of the file form, read by the same code, so the
+ * result equals that of the equivalent file (the listener is named after
+ * proto):
+ *   --workers --log-format --log-level              top level
+ *   --max-client-conn --max-packet-size
+ *   --startup-timeout --connect-timeout --shutdown-timeout   limits { }
+ *   --admin (its listen) --admin-token-file          admin { }
+ *   --primary --primary-tls --primary-ca --primary-user --primary-password-file
+ *   --shadow --shadow-tls --shadow-ca --shadow-user --shadow-password-file
+ *                                       backend { address tls tls_ca_file ... }
+ *   --listen --tls-cert --tls-key --mode             listener { }
+ * Flags are --flag VALUE or --flag=VALUE, each at most once; errors have
+ * line 0 and name the flag: '--listen: bad address "x"'.
  */
 struct conf *conf_load_args(const char *proto, int argc, char **argv,
                             struct conf_errors *errs);

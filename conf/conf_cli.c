@@ -37,7 +37,7 @@ enum cli_dest {
 };
 
 struct cli_flag {
-    const char *flag;      /* without "--" */
+    const char *flag; /* without "--" */
     enum cli_dest dest;
     const char *directive; /* what it is in the file form */
 };
@@ -81,8 +81,8 @@ static const struct cli_flag cli_flags[] = {
 
 struct cli {
     const char *proto;
-    const char *value[NFLAGS];      /* NULL when not given */
-    const char *primary_name;       /* backend names, in the tree's arena */
+    const char *value[NFLAGS]; /* NULL when not given */
+    const char *primary_name;  /* backend names, in the tree's arena */
     const char *shadow_name;
     struct conf_tree tree;
     struct conf_errors *errs;
@@ -118,8 +118,7 @@ cli_read(struct cli *cli, int argc, char **argv)
         if (arg == NULL)
             break;
         if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
-            conf_err_add(cli->errs, 0, "unexpected argument %s",
-                         conf_err_quote(arg, q, sizeof(q)));
+            conf_err_add(cli->errs, 0, "unexpected argument %s", conf_err_quote(arg, q, sizeof(q)));
             continue;
         }
         const char *name = arg + 2;
@@ -190,7 +189,7 @@ static int
 cli_build(struct cli *cli)
 {
     static const char *const block_name[CLI_NDEST] = {
-        [CLI_LIMITS] = "limits", [CLI_ADMIN] = "admin", [CLI_PRIMARY] = "backend",
+        [CLI_LIMITS] = "limits",  [CLI_ADMIN] = "admin",       [CLI_PRIMARY] = "backend",
         [CLI_SHADOW] = "backend", [CLI_LISTENER] = "listener",
     };
     struct conf_node *block[CLI_NDEST] = {NULL};
@@ -245,8 +244,8 @@ cli_build(struct cli *cli)
     if (cli_node(cli, l, "protocol", "protocol", 0, cli->proto) == NULL ||
         cli_node(cli, l, "primary", "--primary", 0, cli->primary_name) == NULL)
         return -1;
-    if (cli->shadow_name != NULL && cli_node(cli, l, "shadow", "--shadow", 0, cli->shadow_name) ==
-                                        NULL)
+    if (cli->shadow_name != NULL &&
+        cli_node(cli, l, "shadow", "--shadow", 0, cli->shadow_name) == NULL)
         return -1;
     return 0;
 }

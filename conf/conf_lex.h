@@ -23,22 +23,22 @@
 
 enum conf_tok {
     CONF_TOK_EOF,
-    CONF_TOK_WORD,   /* a bare word or a quoted string: see tok_quoted */
+    CONF_TOK_WORD, /* a bare word or a quoted string: see tok_quoted */
     CONF_TOK_LBRACE,
     CONF_TOK_RBRACE,
     CONF_TOK_SEMI,
-    CONF_TOK_ERROR,  /* err says why; err_line says where */
+    CONF_TOK_ERROR, /* err says why; err_line says where */
 };
 
 struct conf_lex {
     const char *buf;
     size_t len;
     size_t pos;
-    int line;                      /* line of buf[pos], from 1 */
-    int tok_line;                  /* line where the last token started */
-    int tok_quoted;                /* the last word was a "string" */
+    int line;       /* line of buf[pos], from 1 */
+    int tok_line;   /* line where the last token started */
+    int tok_quoted; /* the last word was a "string" */
     size_t tok_len;
-    char tok[CONF_TOKEN_MAX + 1];  /* the last word, NUL-terminated */
+    char tok[CONF_TOKEN_MAX + 1]; /* the last word, NUL-terminated */
     char err[128];
     int err_line;
 };

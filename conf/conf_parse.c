@@ -94,14 +94,14 @@ typedef void conf_leave_fn(struct conf_build *b, void *obj, const struct conf_no
 
 struct conf_directive {
     const char *name;
-    unsigned ctx;         /* CTX_* where it may appear */
-    unsigned flags;       /* D_* */
-    unsigned nargs;       /* exact; for blocks, the words before '{' */
-    conf_set_fn *set;     /* simple directives */
-    size_t offset;        /* of the field within the context's struct */
-    size_t size;          /* of that field */
-    const void *data;     /* setter-specific: a range, enum names */
-    unsigned inner;       /* blocks: the context of the body */
+    unsigned ctx;     /* CTX_* where it may appear */
+    unsigned flags;   /* D_* */
+    unsigned nargs;   /* exact; for blocks, the words before '{' */
+    conf_set_fn *set; /* simple directives */
+    size_t offset;    /* of the field within the context's struct */
+    size_t size;      /* of that field */
+    const void *data; /* setter-specific: a range, enum names */
+    unsigned inner;   /* blocks: the context of the body */
     conf_enter_fn *enter;
     conf_leave_fn *leave;
 };
@@ -123,13 +123,13 @@ static conf_enter_fn enter_limits, enter_admin, enter_backend, enter_listener;
 static conf_leave_fn leave_admin, leave_backend, leave_listener;
 
 #define FIELD(type, field) offsetof(type, field), sizeof(((type *)0)->field)
-#define SIMPLE(name, ctx, flags, set, type, field, data)                                          \
+#define SIMPLE(name, ctx, flags, set, type, field, data)                                           \
     {                                                                                              \
         name, ctx, flags, 1, set, FIELD(type, field), data, 0, NULL, NULL                          \
     }
 #define BLOCK(name, flags, nargs, inner, enter, leave)                                             \
     {                                                                                              \
-        name, CTX_TOP, D_BLOCK | (flags), nargs, NULL, 0, 0, NULL, inner, enter, leave            \
+        name, CTX_TOP, D_BLOCK | (flags), nargs, NULL, 0, 0, NULL, inner, enter, leave             \
     }
 
 static const struct conf_directive directives[] = {
@@ -156,8 +156,8 @@ static const struct conf_directive directives[] = {
            &range_timeout),
     SIMPLE("connect_timeout", CTX_LIMITS, 0, set_duration, struct conf_limits, connect_timeout_ms,
            &range_timeout),
-    SIMPLE("shutdown_timeout", CTX_LIMITS, 0, set_duration, struct conf_limits,
-           shutdown_timeout_ms, &range_timeout),
+    SIMPLE("shutdown_timeout", CTX_LIMITS, 0, set_duration, struct conf_limits, shutdown_timeout_ms,
+           &range_timeout),
 
     /* admin { } */
     SIMPLE("listen", CTX_ADMIN, 0, set_addr, struct conf_admin, addr, NULL),
@@ -525,6 +525,7 @@ enter_listener(struct conf_build *b, const struct conf_node *n)
     l->primary = -1;
     l->shadow = -1;
     l->mode = CONF_MODE_PASSTHROUGH;
+    l->mirror.reads = 0.10; /* the other mirror fields' zero means their default */
     l->line = n->line;
     return l;
 }
@@ -568,8 +569,8 @@ arg_count_err(struct conf_build *b, const struct conf_directive *d, const struct
 
     conf_err_quote(n->name, q, sizeof(q));
     if (n->nargs == 0)
-        conf_err_add(b->errs, n->line, "missing %s for %s",
-                     (d->flags & D_BLOCK) ? "name" : "value", q);
+        conf_err_add(b->errs, n->line, "missing %s for %s", (d->flags & D_BLOCK) ? "name" : "value",
+                     q);
     else if (d->nargs == 0)
         conf_err_add(b->errs, n->line, "%s takes no arguments, got %zu", q, n->nargs);
     else
@@ -596,8 +597,7 @@ apply_block(struct conf_build *b, const struct conf_node *block, unsigned ctx, v
         conf_err_quote(n->name, q, sizeof(q));
         if (i < 0) {
             if (row_find(n->name, ~0u) >= 0)
-                conf_err_add(b->errs, n->line, "directive %s is not allowed %s", q,
-                             ctx_where(ctx));
+                conf_err_add(b->errs, n->line, "directive %s is not allowed %s", q, ctx_where(ctx));
             else
                 conf_err_add(b->errs, n->line, "unknown directive %s", q);
             continue;

@@ -145,7 +145,7 @@ struct tree_parser {
     struct conf_tree *t;
     struct conf_errors *errs;
     int nerr;
-    int pushback;              /* a token to read again, or -1 */
+    int pushback; /* a token to read again, or -1 */
     struct conf_lex lx;
 };
 
@@ -191,8 +191,7 @@ static void
 enter_block(struct tree_parser *p, struct conf_node *node, int depth)
 {
     if (depth + 1 > CONF_TREE_MAX_DEPTH) {
-        conf_err_add(p->errs, node->line, "blocks nested too deeply (max %d)",
-                     CONF_TREE_MAX_DEPTH);
+        conf_err_add(p->errs, node->line, "blocks nested too deeply (max %d)", CONF_TREE_MAX_DEPTH);
         p->nerr++;
         p->t->fatal = 1;
         return;
@@ -263,8 +262,7 @@ parse_statement(struct tree_parser *p, struct conf_node *parent, int depth)
         case CONF_TOK_LBRACE:
             if (too_many) {
                 char msg[64];
-                snprintf(msg, sizeof(msg), "too many arguments (max %d) for",
-                         CONF_TREE_MAX_ARGS);
+                snprintf(msg, sizeof(msg), "too many arguments (max %d) for", CONF_TREE_MAX_ARGS);
                 tree_err(p, line, msg, name);
                 if (tok == CONF_TOK_LBRACE)
                     skip_block(p, name, line, depth);

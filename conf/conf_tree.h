@@ -26,24 +26,24 @@
 #define CONF_TREE_MAX_DEPTH 8
 
 struct conf_node {
-    const char *name;          /* the directive */
-    const char *label;         /* what messages call it: name, or "--flag" */
-    const char **args;         /* nargs words after the name */
+    const char *name;  /* the directive */
+    const char *label; /* what messages call it: name, or "--flag" */
+    const char **args; /* nargs words after the name */
     size_t nargs;
-    int line;                  /* of the name; 0 from the command line */
-    int block;                 /* written with a { } body */
-    struct conf_node *child;   /* first child of a block */
-    struct conf_node *last;    /* last child, for appending */
-    struct conf_node *next;    /* next sibling */
+    int line;                /* of the name; 0 from the command line */
+    int block;               /* written with a { } body */
+    struct conf_node *child; /* first child of a block */
+    struct conf_node *last;  /* last child, for appending */
+    struct conf_node *next;  /* next sibling */
 };
 
 struct conf_arena_chunk;
 
 struct conf_tree {
-    struct conf_node root;     /* unnamed block holding the top level */
+    struct conf_node root; /* unnamed block holding the top level */
     struct conf_arena_chunk *chunks;
     size_t nnodes;
-    int fatal;                 /* a syntax error cut the tree short */
+    int fatal; /* a syntax error cut the tree short */
 };
 
 /* conf_tree_init - an empty tree; conf_tree_release() it when done. */

@@ -15,6 +15,7 @@ value_digits(const char *s, uint64_t *out, const char **end)
     uint64_t n = 0;
     const char *p = s;
 
+    *end = s;
     if (*p < '0' || *p > '9')
         return CONF_VALUE_BAD;
     for (; *p >= '0' && *p <= '9'; p++) {
@@ -85,6 +86,7 @@ value_with_unit(const char *s, const struct value_unit *units, uint64_t *out)
 enum conf_value_rc
 conf_value_size(const char *s, uint64_t *out)
 {
+    /* clang-format off */
     static const struct value_unit units[] = {
         {"", 1},
         {"b", 1},
@@ -96,12 +98,14 @@ conf_value_size(const char *s, uint64_t *out)
         {"gb", 1ull << 30},
         {NULL, 0},
     };
+    /* clang-format on */
     return value_with_unit(s, units, out);
 }
 
 enum conf_value_rc
 conf_value_duration_ms(const char *s, uint64_t *out)
 {
+    /* clang-format off */
     static const struct value_unit units[] = {
         {"ms", 1},
         {"s", 1000},
@@ -109,6 +113,7 @@ conf_value_duration_ms(const char *s, uint64_t *out)
         {"h", 60 * 60 * 1000},
         {NULL, 0},
     };
+    /* clang-format on */
     return value_with_unit(s, units, out);
 }
 
@@ -155,8 +160,8 @@ conf_value_bool(const char *s, int *out)
 static int
 value_host_byte(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '-' || c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '-' || c == '_';
 }
 
 static int

@@ -92,41 +92,41 @@ expected_workers(void)
 /* ---- a full file --------------------------------------------------------- */
 
 static const char full_conf[] =
-    "# every directive once\n"                                       /* 1 */
-    "workers 3;\n"                                                   /* 2 */
-    "log_format json;\n"                                             /* 3 */
-    "log_level debug;\n"                                             /* 4 */
-    "limits {\n"                                                     /* 5 */
-    "    max_client_conn 500;\n"                                     /* 6 */
-    "    max_packet_size 64KB;\n"                                    /* 7 */
-    "    startup_timeout 1500ms;\n"                                  /* 8 */
-    "    connect_timeout 2s;\n"                                      /* 9 */
-    "    shutdown_timeout 1m;\n"                                     /* 10 */
-    "}\n"                                                            /* 11 */
-    "admin { listen [::1]:9191; token_file \"/etc/tandem/token\"; }\n" /* 12 */
-    "backend blue {\n"                                               /* 13 */
-    "    address db1.internal:5432;\n"                               /* 14 */
-    "    tls verify-full;\n"                                         /* 15 */
-    "    tls_ca_file /etc/ssl/ca.pem;\n"                             /* 16 */
-    "    tls_server_name db.internal;\n"                             /* 17 */
-    "    user tandem;\n"                                             /* 18 */
-    "    password_file /etc/tandem/blue.pw;\n"                       /* 19 */
-    "}\n"                                                            /* 20 */
-    "backend green {\n"                                              /* 21 */
-    "    address 10.0.0.2:5433;   # the new system\n"                /* 22 */
-    "    tls require;\n"                                             /* 23 */
-    "    user \"shadow user\";\n"                                    /* 24 */
-    "    password \"s3\\\"cr\\\\t\";\n"                              /* 25 */
-    "}\n"                                                            /* 26 */
-    "listener pg {\n"                                                /* 27 */
-    "    listen 0.0.0.0:6432;\n"                                     /* 28 */
-    "    protocol postgres;\n"                                       /* 29 */
-    "    tls_cert /etc/tandem/cert.pem;\n"                           /* 30 */
-    "    tls_key /etc/tandem/key.pem;\n"                             /* 31 */
-    "    primary blue;\n"                                            /* 32 */
-    "    shadow green;\n"                                            /* 33 */
-    "    mode split;\n"                                              /* 34 */
-    "}\n"                                                            /* 35 */
+    "# every directive once\n"                                               /* 1 */
+    "workers 3;\n"                                                           /* 2 */
+    "log_format json;\n"                                                     /* 3 */
+    "log_level debug;\n"                                                     /* 4 */
+    "limits {\n"                                                             /* 5 */
+    "    max_client_conn 500;\n"                                             /* 6 */
+    "    max_packet_size 64KB;\n"                                            /* 7 */
+    "    startup_timeout 1500ms;\n"                                          /* 8 */
+    "    connect_timeout 2s;\n"                                              /* 9 */
+    "    shutdown_timeout 1m;\n"                                             /* 10 */
+    "}\n"                                                                    /* 11 */
+    "admin { listen [::1]:9191; token_file \"/etc/tandem/token\"; }\n"       /* 12 */
+    "backend blue {\n"                                                       /* 13 */
+    "    address db1.internal:5432;\n"                                       /* 14 */
+    "    tls verify-full;\n"                                                 /* 15 */
+    "    tls_ca_file /etc/ssl/ca.pem;\n"                                     /* 16 */
+    "    tls_server_name db.internal;\n"                                     /* 17 */
+    "    user tandem;\n"                                                     /* 18 */
+    "    password_file /etc/tandem/blue.pw;\n"                               /* 19 */
+    "}\n"                                                                    /* 20 */
+    "backend green {\n"                                                      /* 21 */
+    "    address 10.0.0.2:5433;   # the new system\n"                        /* 22 */
+    "    tls require;\n"                                                     /* 23 */
+    "    user \"shadow user\";\n"                                            /* 24 */
+    "    password \"s3\\\"cr\\\\t\";\n"                                      /* 25 */
+    "}\n"                                                                    /* 26 */
+    "listener pg {\n"                                                        /* 27 */
+    "    listen 0.0.0.0:6432;\n"                                             /* 28 */
+    "    protocol postgres;\n"                                               /* 29 */
+    "    tls_cert /etc/tandem/cert.pem;\n"                                   /* 30 */
+    "    tls_key /etc/tandem/key.pem;\n"                                     /* 31 */
+    "    primary blue;\n"                                                    /* 32 */
+    "    shadow green;\n"                                                    /* 33 */
+    "    mode split;\n"                                                      /* 34 */
+    "}\n"                                                                    /* 35 */
     "listener cache { listen [::]:6380; protocol redis; primary green; }\n"; /* 36 */
 
 static void
@@ -221,6 +221,12 @@ test_defaults(void **state)
     assert_int_equal(c->listeners[0].primary, 0);
     assert_int_equal(c->listeners[0].shadow, -1);
     assert_int_equal(c->listeners[0].mode, CONF_MODE_PASSTHROUGH);
+    assert_true(c->listeners[0].mirror.reads == 0.10);
+    assert_int_equal(c->listeners[0].mirror.level, CONF_MIRROR_ALL);
+    assert_int_equal(c->listeners[0].mirror.queue_bytes, 0);
+    assert_int_equal(c->listeners[0].mirror.timeout_ms, 0);
+    assert_int_equal(c->listeners[0].compare.nignore_columns, 0);
+    assert_int_equal(c->nwrite_functions, 0);
     conf_free(c);
 
     /* admin { } alone: on, at the default address. */
@@ -332,8 +338,7 @@ static const struct error_case error_cases[] = {
     {MIN "limits { shutdown_timeout 2h; }\n",
      "t.conf:3: shutdown_timeout: \"2h\" out of range 1ms..1h"},
     {MIN "limits { shutdown_timeout 10; }\n", "t.conf:3: shutdown_timeout: bad duration \"10\""},
-    {MIN "limits { shutdown_timeout 10d; }\n",
-     "t.conf:3: shutdown_timeout: bad duration \"10d\""},
+    {MIN "limits { shutdown_timeout 10d; }\n", "t.conf:3: shutdown_timeout: bad duration \"10d\""},
     /* enums */
     {MIN "log_format xml;\n", "t.conf:3: log_format: bad value \"xml\" (expected text|json)"},
     {MIN "log_level trace;\n",
@@ -396,7 +401,8 @@ static const struct error_case error_cases[] = {
     {"backend blue { address a:1; }\nlistener pg { listen c:3; primary blue;\n"
      " tls_key /k.pem; }\n",
      "t.conf:3: listener \"pg\": tls_key without tls_cert"},
-    {"backend blue {\n address a:1;\n tls verify-full; }\nlistener pg { listen c:3; primary blue; }\n",
+    {"backend blue {\n address a:1;\n tls verify-full; }\nlistener pg { listen c:3; primary blue; "
+     "}\n",
      "t.conf:3: backend \"blue\": tls verify-full needs tls_ca_file"},
     {"backend blue {\n address a:1;\n password x;\n password_file /p; }\n"
      "listener pg { listen c:3; primary blue; }\n",
@@ -433,15 +439,16 @@ static void
 test_multiple_errors(void **state)
 {
     (void)state;
-    EXPECT_ERRORS("workers 0;\n"                         /* 1 */
-                  "frobnicate;\n"                        /* 2 */
-                  "limits { max_packet_size 1KiB; }\n"   /* 3 */
-                  "backend blue { address nope; }\n"     /* 4 */
-                  "backend blue { address a:1; }\n"      /* 5 */
-                  "listener pg {\n"                      /* 6 */
-                  "  primary green;\n"                   /* 7 */
-                  "  mode split;\n"                      /* 8 */
-                  "}\n"                                  /* 9 */
+    /* clang-format off */
+    EXPECT_ERRORS("workers 0;\n"                                          /* 1 */
+                  "frobnicate;\n"                                         /* 2 */
+                  "limits { max_packet_size 1KiB; }\n"                    /* 3 */
+                  "backend blue { address nope; }\n"                      /* 4 */
+                  "backend blue { address a:1; }\n"                       /* 5 */
+                  "listener pg {\n"                                       /* 6 */
+                  "  primary green;\n"                                    /* 7 */
+                  "  mode split;\n"                                       /* 8 */
+                  "}\n"                                                   /* 9 */
                   "listener redis { primary blue; listen a:1; tls_key /k; }\n", /* 10 */
                   "t.conf:1: workers: \"0\" out of range 1..64",
                   "t.conf:2: unknown directive \"frobnicate\"",
@@ -451,11 +458,13 @@ test_multiple_errors(void **state)
                   "t.conf:6: listener \"pg\": missing \"listen\"",
                   "t.conf:8: listener \"pg\": mode split needs a shadow backend",
                   "t.conf:10: listener \"redis\": tls_key without tls_cert",
+                  /* references are resolved once every backend is known */
                   "t.conf:7: listener \"pg\": unknown backend \"green\"");
+    /* clang-format on */
 
     /* Slips that do not hide the structure still let the directives be checked. */
-    EXPECT_ERRORS(MIN "workers 2\n}\nlog_level loud;\n", "t.conf:3: missing \";\" after \"workers\"",
-                  "t.conf:4: unexpected \"}\"",
+    EXPECT_ERRORS(MIN "workers 2\n}\nlog_level loud;\n",
+                  "t.conf:3: missing \";\" after \"workers\"", "t.conf:4: unexpected \"}\"",
                   "t.conf:5: log_level: bad value \"loud\" (expected debug|info|warn|error)");
 
     /* A fatal one stops there: no noise about what the rest would have held. */
@@ -604,8 +613,8 @@ test_load_file(void **state)
     assert_null(conf_load_file("/nonexistent/tandem.conf", &errs));
     assert_int_equal(errs.count, 1);
     conf_format_error(NULL, "/nonexistent/tandem.conf", &errs.list[0], line, sizeof(line));
-    assert_string_equal(line,
-                        "tandem: cannot read \"/nonexistent/tandem.conf\": No such file or directory");
+    assert_string_equal(
+        line, "tandem: cannot read \"/nonexistent/tandem.conf\": No such file or directory");
 }
 
 /* ---- the command line ---------------------------------------------------- */
@@ -666,6 +675,7 @@ assert_conf_equal(const struct conf *x, const struct conf *y)
         assert_int_equal(a->primary, b->primary);
         assert_int_equal(a->shadow, b->shadow);
         assert_int_equal(a->mode, b->mode);
+        assert_memory_equal(&a->mirror, &b->mirror, sizeof(a->mirror));
     }
 }
 
@@ -681,23 +691,23 @@ test_cli_equals_file(void **state)
         "--max-packet-size", "512KB", "--startup-timeout", "3s", "--connect-timeout", "250ms",
         "--shutdown-timeout", "2m", "--tls-cert", "/c.pem", "--tls-key", "/k.pem", "--primary-tls",
         "verify-full", "--primary-ca", "/ca.pem", "--shadow-tls", "require", "--shadow-ca",
-        "/ca2.pem", "--shadow-user", "mig", "--shadow-password-file", "/pw",
-        "--admin-token-file", "/tok", "--primary-user", "u1", "--primary-password-file", "/pw1",
-        NULL);
+        "/ca2.pem", "--shadow-user", "mig", "--shadow-password-file", "/pw", "--admin-token-file",
+        "/tok", "--primary-user", "u1", "--primary-password-file", "/pw1", NULL);
     assert_int_equal(errs.count, 0);
     assert_non_null(cli);
 
-    struct conf *file = load_ok("workers 2; log_format json; log_level warn;\n"
-                                "limits { max_client_conn 200; max_packet_size 512KB;\n"
-                                "  startup_timeout 3s; connect_timeout 250ms; shutdown_timeout 2m; }\n"
-                                "admin { listen 127.0.0.1:9191; token_file /tok; }\n"
-                                "backend old { address 10.0.0.1:6379; tls verify-full;\n"
-                                "  tls_ca_file /ca.pem; user u1; password_file /pw1; }\n"
-                                "backend green { address [fd00::2]:6379; tls require;\n"
-                                "  tls_ca_file /ca2.pem; user mig; password_file /pw; }\n"
-                                "listener redis { listen 0.0.0.0:6380; protocol redis;\n"
-                                "  tls_cert /c.pem; tls_key /k.pem; primary old; shadow green;\n"
-                                "  mode split; }\n");
+    struct conf *file =
+        load_ok("workers 2; log_format json; log_level warn;\n"
+                "limits { max_client_conn 200; max_packet_size 512KB;\n"
+                "  startup_timeout 3s; connect_timeout 250ms; shutdown_timeout 2m; }\n"
+                "admin { listen 127.0.0.1:9191; token_file /tok; }\n"
+                "backend old { address 10.0.0.1:6379; tls verify-full;\n"
+                "  tls_ca_file /ca.pem; user u1; password_file /pw1; }\n"
+                "backend green { address [fd00::2]:6379; tls require;\n"
+                "  tls_ca_file /ca2.pem; user mig; password_file /pw; }\n"
+                "listener redis { listen 0.0.0.0:6380; protocol redis;\n"
+                "  tls_cert /c.pem; tls_key /k.pem; primary old; shadow green;\n"
+                "  mode split; }\n");
     assert_conf_equal(cli, file);
     assert_string_equal(cli->file, "");
     assert_int_equal(cli->backends[0].line, 0);
@@ -722,8 +732,7 @@ test_cli_equals_file(void **state)
 }
 
 static void
-expect_args_errors(const char *proto, char **argv, int argc, const char *const *want,
-                   size_t nwant)
+expect_args_errors(const char *proto, char **argv, int argc, const char *const *want, size_t nwant)
 {
     struct conf_errors errs;
 
@@ -754,18 +763,20 @@ test_cli_errors(void **state)
     EXPECT_ARGS_ERRORS("postgres", A(BASE, "--frob", "1", "--workers", "0"),
                        "tandem: unknown option \"--frob\"",
                        "tandem: --workers: \"0\" out of range 1..64");
-    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--frob=1", "stray"), "tandem: unknown option \"--frob\"",
+    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--frob=1", "stray"),
+                       "tandem: unknown option \"--frob\"",
                        "tandem: unexpected argument \"stray\"");
     EXPECT_ARGS_ERRORS("postgres", A("--primary", "db:1"), "tandem: --listen is required");
-    EXPECT_ARGS_ERRORS("redis", A("--listen", "a:1", "--workers"), "tandem: --workers: missing value",
-                       "tandem: --primary is required");
+    EXPECT_ARGS_ERRORS("redis", A("--listen", "a:1", "--workers"),
+                       "tandem: --workers: missing value", "tandem: --primary is required");
     EXPECT_ARGS_ERRORS("postgres", A("--listen", "--primary", "db:1"),
                        "tandem: --listen: missing value", "tandem: --listen is required");
     EXPECT_ARGS_ERRORS("postgres", A(BASE, "--workers", "2", "--workers=3"),
                        "tandem: --workers: given more than once");
     EXPECT_ARGS_ERRORS("postgres", A(BASE, "--shadow-user", "u"),
                        "tandem: --shadow-user: needs --shadow");
-    EXPECT_ARGS_ERRORS("mysql", A(BASE), "tandem: unknown protocol \"mysql\" (expected postgres|redis)");
+    EXPECT_ARGS_ERRORS("mysql", A(BASE),
+                       "tandem: unknown protocol \"mysql\" (expected postgres|redis)");
     EXPECT_ARGS_ERRORS("postgres", A(BASE, "--mode", "shadow"),
                        "tandem: listener \"postgres\": mode shadow needs a shadow backend");
     EXPECT_ARGS_ERRORS("postgres", A(BASE, "--shadow", "blue=db:2"),
@@ -775,11 +786,13 @@ test_cli_errors(void **state)
                        "tandem: --primary: bad name \"a b\"");
     EXPECT_ARGS_ERRORS("postgres", A(BASE, "--primary-tls", "verify-full"),
                        "tandem: backend \"blue\": tls verify-full needs tls_ca_file");
-    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--max-packet-size", "99999999999GB", "--tls-cert", "/c"),
+    EXPECT_ARGS_ERRORS("postgres",
+                       A(BASE, "--max-packet-size", "99999999999GB", "--tls-cert", "/c"),
                        "tandem: --max-packet-size: \"99999999999GB\" out of range 1KB..1GB",
                        "tandem: listener \"postgres\": tls_cert without tls_key");
-    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--admin", "127.0.0.1:6432"),
-                       "tandem: admin: address 127.0.0.1:6432 already used by listener \"postgres\"");
+    EXPECT_ARGS_ERRORS(
+        "postgres", A(BASE, "--admin", "127.0.0.1:6432"),
+        "tandem: admin: address 127.0.0.1:6432 already used by listener \"postgres\"");
 }
 
 /* ---- values -------------------------------------------------------------- */
@@ -832,11 +845,16 @@ test_values(void **state)
         enum conf_value_rc rc;
         uint64_t ms;
     } durations[] = {
-        {"500ms", CONF_VALUE_OK, 500},  {"10s", CONF_VALUE_OK, 10000},
-        {"5m", CONF_VALUE_OK, 300000},  {"1h", CONF_VALUE_OK, 3600000},
-        {"0s", CONF_VALUE_OK, 0},       {"10", CONF_VALUE_BAD, 0},
-        {"ms", CONF_VALUE_BAD, 0},      {"1.5s", CONF_VALUE_BAD, 0},
-        {"1d", CONF_VALUE_BAD, 0},      {"5124095576031h", CONF_VALUE_RANGE, 0},
+        {"500ms", CONF_VALUE_OK, 500},
+        {"10s", CONF_VALUE_OK, 10000},
+        {"5m", CONF_VALUE_OK, 300000},
+        {"1h", CONF_VALUE_OK, 3600000},
+        {"0s", CONF_VALUE_OK, 0},
+        {"10", CONF_VALUE_BAD, 0},
+        {"ms", CONF_VALUE_BAD, 0},
+        {"1.5s", CONF_VALUE_BAD, 0},
+        {"1d", CONF_VALUE_BAD, 0},
+        {"5124095576031h", CONF_VALUE_RANGE, 0},
         {"5124095576030h", CONF_VALUE_OK, 5124095576030ull * 3600000},
     };
     for (size_t i = 0; i < ARRAY_SIZE(durations); i++) {
