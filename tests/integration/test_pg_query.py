@@ -2,12 +2,14 @@
 through one tandem in front of pg_primary."""
 import hashlib
 import select
+import struct
 import threading
 import uuid
 
 import psycopg
 import pytest
 
+from harness import pgwire
 from harness.clients import psql
 from harness.util import wait_until
 
@@ -241,3 +243,121 @@ def test_many_sessions(t):
     finally:
         for c in conns:
             c.close()
+
+
+def test_query_cancel_many_sessions(t, pg_primary):
+    """Each cancel arrives on a new connection, which may land on any worker."""
+    for n in range(6):
+        marker = f"cancel_many_{n}_" + uuid.uuid4().hex[:6]
+        with t.connect() as conn:
+            def canceller():
+                wait_until(lambda: _active(pg_primary, marker), 20, "the pg_sleep to run")
+                conn.cancel()
+            th = threading.Thread(target=canceller, daemon=True)
+            th.start()
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                conn.execute(f"SELECT pg_sleep(30) /* {marker} */")
+            th.join(30)
+
+
+def _active(pg, marker):
+    with pg.connect() as admin:
+        return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                             "AND query LIKE %s", (f"%{marker}%",)).fetchone()[0] == 1
+
+
+# -- framing: how the bytes are cut must not matter -----------------------------
+
+def test_byte_by_byte_and_batched_messages(t):
+    import socket
+    with pgwire.PgRaw(t.port) as raw:
+        raw.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for b in pgwire.startup_message("trustuser"):
+            raw.send(bytes([b]))
+        while raw.read_message()[0] != "Z":
+            pass
+        for b in pgwire.query_message("SELECT 'slow'"):
+            raw.send(bytes([b]))
+        assert _read_rows(raw) == [["slow"]]
+        # three queries in one write
+        raw.send(b"".join(pgwire.query_message(f"SELECT {i}") for i in range(3)))
+        assert [_read_rows(raw) for _ in range(3)] == [[["0"]], [["1"]], [["2"]]]
+
+
+def _read_rows(raw):
+    rows = []
+    while True:
+        mtype, payload = raw.read_message()
+        if mtype == "D":
+            (ln,) = struct.unpack("!i", payload[2:6])
+            rows.append([payload[6:6 + ln].decode()])
+        elif mtype == "E":
+            raise AssertionError(pgwire.parse_error(payload))
+        elif mtype == "Z":
+            return rows
+
+
+# -- what the server says on its own -----------------------------------------------
+
+def test_notices_and_parameter_status(t):
+    with t.connect() as conn:
+        notices = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        conn.execute("DO $$ BEGIN RAISE NOTICE 'hello from plpgsql'; END $$")
+        assert notices == ["hello from plpgsql"]
+        conn.execute("SET application_name = 'renamed-by-set'")
+        assert conn.info.parameter_status("application_name") == "renamed-by-set"
+
+
+def test_copy_fail_from_client(t, table):
+    with t.connect() as conn:
+        conn.execute(f"CREATE TABLE {table} (id int)")
+        # psycopg answers an exception in the block with CopyFail; the server
+        # then fails the COPY with 57014, which psycopg raises
+        with pytest.raises(psycopg.errors.QueryCanceled, match="COPY from stdin failed"):
+            with conn.cursor() as cur:
+                with cur.copy(f"COPY {table} FROM STDIN") as copy:
+                    copy.write_row((1,))
+                    raise RuntimeError("client gives up")
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
+
+
+# -- backpressure ------------------------------------------------------------------
+
+def _rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_slow_reader_makes_server_wait_not_tandem_buffer(t, pg_primary):
+    """A client that stops reading a 200 MB result: tandem must stop reading
+    the server (which then waits in ClientWrite) instead of buffering it."""
+    marker = "slowreader_" + uuid.uuid4().hex[:8]
+    rss_before = _rss_kib(t.proc.pid)
+    with pgwire.PgRaw(t.port, timeout=60) as raw:
+        raw.login("trustuser")
+        raw.send(pgwire.query_message(
+            f"SELECT repeat('x', 1000) FROM generate_series(1, 200000) /* {marker} */"))
+
+        def server_blocked():
+            with pg_primary.connect() as admin:
+                return admin.execute(
+                    "SELECT wait_event FROM pg_stat_activity WHERE query LIKE %s "
+                    "AND pid <> pg_backend_pid()", (f"%{marker}%",)).fetchone() == ("ClientWrite",)
+        try:
+            wait_until(server_blocked, 30, "the server to wait in ClientWrite")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}; tandem RSS grew from {rss_before} KiB to "
+                                 f"{_rss_kib(t.proc.pid)} KiB") from None
+        grown = _rss_kib(t.proc.pid) - rss_before
+        assert grown < 64 * 1024, f"tandem RSS grew by {grown} KiB while the client did not read"
+        # now read it all: nothing lost
+        rows, done = 0, False
+        while not done:
+            mtype, _ = raw.read_message()
+            rows += mtype == "D"
+            done = mtype == "Z"
+        assert rows == 200000

@@ -150,3 +150,27 @@ def test_tls_both_sides_password_logins(tandem, pg_primary, certs, user):
         assert conn.pgconn.ssl_in_use
         assert conn.execute(SSL_IN_USE).fetchone()[0] is True
         assert conn.execute("SELECT current_user").fetchone()[0] == user
+
+
+def test_garbage_instead_of_tls_handshake(tls_listener):
+    """SSLRequest accepted ('S'), then bytes that are not TLS: that connection
+    is closed and counted (reason tls); an open session is untouched."""
+    with tls_listener.connect(sslmode="require") as keeper:
+        before = tls_listener.metric("tandem_client_errors_total", reason="tls") or 0
+        with pgwire.PgRaw(tls_listener.port) as raw:
+            raw.send(struct.pack("!ii", 8, pgwire.SSL_REQUEST))
+            assert raw.read_byte() == b"S"
+            raw.send(b"this is not a TLS ClientHello\r\n" * 4, may_fail=True)
+            assert raw.is_closed()
+        tls_listener.wait_metric("tandem_client_errors_total", before + 1, reason="tls")
+        assert keeper.execute("SELECT 'keeper ok'").fetchone()[0] == "keeper ok"
+
+
+def test_client_gives_up_mid_handshake(tls_listener):
+    for _ in range(10):
+        with pgwire.PgRaw(tls_listener.port) as raw:
+            raw.send(struct.pack("!ii", 8, pgwire.SSL_REQUEST))
+            assert raw.read_byte() == b"S"
+            raw.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello's start
+    with tls_listener.connect(sslmode="require") as conn:
+        assert conn.execute("SELECT 1").fetchone()[0] == 1
