@@ -76,6 +76,20 @@ metric_slot_backend(const char *name)
     return slot_get(&backends, name);
 }
 
+int
+metric_listener_count(void)
+{
+    return __atomic_load_n(&listeners.count, __ATOMIC_ACQUIRE);
+}
+
+const char *
+metric_listener_name(int slot)
+{
+    if (slot < 0 || slot >= metric_listener_count())
+        return NULL;
+    return listeners.name[slot];
+}
+
 void
 metric_set_backend_up(int slot, int up)
 {

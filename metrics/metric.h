@@ -101,6 +101,15 @@ struct metric_shard *metric_shard_new(void);
 int metric_slot_listener(const char *name);
 int metric_slot_backend(const char *name);
 
+/*
+ * metric_listener_count - how many listener slots are assigned: slots
+ * 0..count-1 have names.  metric_listener_name - the name of a slot, or NULL
+ * when the slot is not assigned.  A name never changes once assigned, so the
+ * pointer stays valid for the life of the process.  Thread-safe, lock-free.
+ */
+int metric_listener_count(void);
+const char *metric_listener_name(int slot);
+
 /* Gauges kept outside the shards, set by whoever owns the fact. */
 void metric_set_backend_up(int backend_slot, int up);
 void metric_count_reload(int ok);
