@@ -1,0 +1,1436 @@
+/*
+ * shadow.c - shadow comparison metrics and the shadow-diff report (see
+ * shadow.h for the model).
+ *
+ * Everything in a shard is guarded by its mutex; the worker owning the shard
+ * is its only writer, so the mutex is contended only while a scrape copies
+ * that shard.  Process-wide state (the diverged flags, the queue bytes, the
+ * sample sequence) is atomic.  Statement entries and their texts are never
+ * freed, so a scrape may keep pointers to texts after unlocking.
+ */
+#include "metrics/shadow.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <xxhash.h>
+
+#include "metrics/metric.h"
+#include "protocol/pgclass.h"
+
+#define NB (SHADOW_LAT_BOUNDS + 1) /* latency buckets, +Inf last */
+#define SLOT_NS ((uint64_t)SHADOW_WINDOW_SLOT_SECONDS * 1000000000u)
+#define ST_INDEX (SHADOW_MAX_STATEMENTS * 2) /* open addressing, load <= 1/2 */
+#define TC_BUCKETS (SHADOW_TEXT_CACHE * 2)
+#define NO_STMT (-1) /* text cache: the text's key went to "other" */
+
+/* Metrics: X(id, name, type, help).  Rendered in this order. */
+#define SHADOW_METRICS(X)                                                                          \
+    X(OPERATIONS, "tandem_shadow_operations_total", "counter",                                     \
+      "Mirrored request units compared, by outcome")                                               \
+    X(SUCCESS_RATIO, "tandem_shadow_validation_success_ratio", "gauge",                            \
+      "match / (match + mismatch) over the sliding window; NaN without comparisons")               \
+    X(PERFORMANCE_RATIO, "tandem_shadow_performance_ratio", "gauge",                               \
+      "Shadow p50 latency over primary p50 latency, over the sliding window; NaN without "         \
+      "samples")                                                                                   \
+    X(LATENCY, "tandem_shadow_latency_seconds", "histogram",                                       \
+      "Latency of compared request units, by side")                                                \
+    X(LAG, "tandem_shadow_lag_seconds", "gauge",                                                   \
+      "Age of the oldest mirror not yet acknowledged by the shadow")                               \
+    X(QUEUE_BYTES, "tandem_shadow_queue_bytes", "gauge", "Bytes waiting in mirror queues")         \
+    X(DIVERGED, "tandem_shadow_diverged", "gauge",                                                 \
+      "1 once the shadow diverged from the primary, until restart")                                \
+    X(DETACHED, "tandem_shadow_detached_sessions", "gauge",                                        \
+      "Client sessions whose shadow is detached now")                                              \
+    X(DROPPED, "tandem_shadow_mirror_dropped_total", "counter",                                    \
+      "Mirrors discarded without comparison, by reason")                                           \
+    X(EVICTED, "tandem_shadow_statements_evicted_total", "counter",                                \
+      "Comparisons counted under statement \"other\" because the statement table was full")
+
+enum shadow_metric {
+#define X(id, name, type, help) SHADOW_M_##id,
+    SHADOW_METRICS(X)
+#undef X
+    SHADOW_M__COUNT
+};
+
+static const struct {
+    const char *name, *type, *help;
+} shadow_metrics[] = {
+#define X(id, name, type, help) {name, type, help},
+    SHADOW_METRICS(X)
+#undef X
+};
+
+static const char *const side_names[SHADOW_SIDE__COUNT] = {"primary", "shadow"};
+
+static const char *const drop_names[] = {
+#define X(id, name) name,
+    SHADOW_DROP_REASONS(X)
+#undef X
+};
+
+/* Finite upper bounds, ns: 50us, 63us, 80us, then R10 per decade to 10s. */
+static const uint64_t lat_bounds[SHADOW_LAT_BOUNDS] = {
+    50000,      63000,      80000,      100000,     125000,     160000,      200000,     250000,
+    315000,     400000,     500000,     630000,     800000,     1000000,     1250000,    1600000,
+    2000000,    2500000,    3150000,    4000000,    5000000,    6300000,     8000000,    10000000,
+    12500000,   16000000,   20000000,   25000000,   31500000,   40000000,    50000000,   63000000,
+    80000000,   100000000,  125000000,  160000000,  200000000,  250000000,   315000000,  400000000,
+    500000000,  630000000,  800000000,  1000000000, 1250000000, 1600000000,  2000000000, 2500000000,
+    3150000000, 4000000000, 5000000000, 6300000000, 8000000000, 10000000000,
+};
+
+static const char other_text[] = "(other: statement table full or not described)";
+
+struct hist {
+    uint64_t b[NB];
+    uint64_t sum_ns;
+};
+
+struct win_slot {
+    uint64_t stamp; /* epoch + 1; 0: never used */
+    uint32_t outcomes[SHADOW__COUNT];
+    uint32_t lat[SHADOW_SIDE__COUNT][NB];
+};
+
+struct stmt {
+    uint64_t id;
+    int listener;
+    bool other;
+    const char *text; /* immutable; never freed */
+    uint64_t count[SHADOW__COUNT];
+    struct hist lat[SHADOW_SIDE__COUNT];
+};
+
+struct lis {
+    uint64_t outcomes[SHADOW__COUNT];
+    struct hist lat[SHADOW_SIDE__COUNT];
+    struct win_slot win[SHADOW_WINDOW_SLOTS];
+    uint64_t dropped[SHADOW_DROP__COUNT];
+    uint64_t evicted;
+    uint64_t undescribed;
+    struct stmt other;
+};
+
+struct sample {
+    uint64_t seq; /* process-wide order; 0: empty */
+    int64_t time_ms;
+    int listener;
+    enum shadow_outcome outcome;
+    bool fp_known;
+    uint64_t fp;
+    const char *text; /* the statement's text: immutable */
+    char side[SHADOW_SIDE__COUNT][SHADOW_SUMMARY_MAX];
+};
+
+struct ring {
+    struct sample *s;
+    unsigned cap, next;
+};
+
+/* Text cache node: (listener, hash, len) -> statement index. */
+struct tc_node {
+    uint64_t h_lo, h_hi;
+    size_t len;
+    uint64_t fp;
+    int32_t stmt; /* index into stmts, or NO_STMT */
+    int16_t listener;
+    int32_t prev, next; /* LRU list, most recent at head */
+    int32_t chain;      /* bucket chain */
+};
+
+struct shadow_shard {
+    pthread_mutex_t lock;
+    struct lis *lis[METRIC_MAX_LISTENERS];
+    double lag[METRIC_MAX_LISTENERS];
+    uint64_t detached[METRIC_MAX_LISTENERS];
+
+    struct stmt *stmts[SHADOW_MAX_STATEMENTS];
+    int nstmts;
+    int32_t st_index[ST_INDEX]; /* -1 empty */
+
+    struct tc_node *tc;
+    int32_t tc_head[TC_BUCKETS];
+    int32_t tc_used, tc_lru_head, tc_lru_tail;
+
+    uint64_t describe_sec;
+    unsigned describes;
+
+    struct ring rings[2]; /* 0: mismatches, 1: others */
+};
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct shadow_shard *shards[METRIC_MAX_SHARDS];
+static int nshards;
+static int diverged[METRIC_MAX_LISTENERS];
+static uint64_t queue_bytes;
+static uint64_t sample_seq;
+static uint64_t (*clock_fn)(void);
+
+/* ---- small helpers ----------------------------------------------------- */
+
+const char *
+shadow_drop_reason_name(enum shadow_drop_reason r)
+{
+    return (unsigned)r < SHADOW_DROP__COUNT ? drop_names[r] : "unknown";
+}
+
+uint64_t
+shadow_latency_bound_ns(int i)
+{
+    return i >= 0 && i < SHADOW_LAT_BOUNDS ? lat_bounds[i] : 0;
+}
+
+void
+shadow_set_clock(uint64_t (*now_ns)(void))
+{
+    __atomic_store_n(&clock_fn, now_ns, __ATOMIC_RELEASE);
+}
+
+static uint64_t
+clock_now(void)
+{
+    uint64_t (*fn)(void) = __atomic_load_n(&clock_fn, __ATOMIC_ACQUIRE);
+    struct timespec ts;
+
+    if (fn != NULL)
+        return fn();
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int64_t
+wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool
+slot_ok(int slot)
+{
+    return slot >= 0 && slot < METRIC_MAX_LISTENERS;
+}
+
+/* The bucket of a latency: the first bound >= ns, or the +Inf bucket. */
+static int
+lat_bucket(uint64_t ns)
+{
+    int lo = 0, hi = SHADOW_LAT_BOUNDS;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (ns <= lat_bounds[mid])
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo; /* SHADOW_LAT_BOUNDS is the +Inf bucket */
+}
+
+/* The Prometheus buckets: the 1-2.5-5 series among the fine bounds. */
+static bool
+lat_exposed(int i)
+{
+    uint64_t v = lat_bounds[i];
+    while (v >= 10 && v % 10 == 0)
+        v /= 10;
+    return v == 1 || v == 25 || v == 5;
+}
+
+/*
+ * quantile - q-quantile in seconds of a histogram of n buckets (+Inf
+ * last), interpolating linearly inside the bucket as histogram_quantile
+ * does; the +Inf bucket answers the highest finite bound.  NaN when empty.
+ */
+static double
+quantile(const uint64_t *b, double q)
+{
+    uint64_t total = 0, cum = 0;
+    double rank;
+
+    for (int i = 0; i < NB; i++)
+        total += b[i];
+    if (total == 0)
+        return NAN;
+    rank = q * (double)total;
+    for (int i = 0; i < NB; i++) {
+        if (b[i] == 0)
+            continue;
+        if ((double)(cum + b[i]) >= rank) {
+            double lo, hi;
+            if (i == NB - 1)
+                return (double)lat_bounds[SHADOW_LAT_BOUNDS - 1] / 1e9;
+            lo = i == 0 ? 0 : (double)lat_bounds[i - 1];
+            hi = (double)lat_bounds[i];
+            return (lo + (hi - lo) * (rank - (double)cum) / (double)b[i]) / 1e9;
+        }
+        cum += b[i];
+    }
+    return (double)lat_bounds[SHADOW_LAT_BOUNDS - 1] / 1e9;
+}
+
+static double
+ratio(double num, double den)
+{
+    if (isnan(num) || isnan(den) || den <= 0)
+        return NAN;
+    return num / den;
+}
+
+/* Length of the valid UTF-8 sequence at s[0..n), or 0 when invalid. */
+static size_t
+utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len;
+    unsigned min;
+    uint32_t cp;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2, min = 0x80, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef)
+        len = 3, min = 0x800, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4)
+        len = 4, min = 0x10000, cp = c & 0x07;
+    else
+        return 0;
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+/*
+ * copy_text - copy src[0..len) into dst (cap > 0), NUL-terminated, as valid
+ * UTF-8: a byte that does not start a valid sequence becomes '?', and the
+ * copy stops before a sequence that would not fit.  NUL bytes end it.
+ */
+static void
+copy_text(char *dst, size_t cap, const char *src, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)src;
+    size_t i = 0, o = 0;
+
+    while (i < len && s[i] != 0) {
+        size_t n = utf8_seq(s + i, len - i);
+        if (n == 0) {
+            if (o + 1 >= cap)
+                break;
+            dst[o++] = '?';
+            i++;
+            continue;
+        }
+        if (o + n >= cap)
+            break;
+        memcpy(dst + o, s + i, n);
+        o += n;
+        i += n;
+    }
+    dst[o] = 0;
+}
+
+/* A new copy_text of the NUL-terminated src, at most maxlen bytes. */
+static char *
+dup_text(const char *src, size_t maxlen)
+{
+    size_t len = strnlen(src, maxlen + 4);
+    size_t cap = (len < maxlen ? len : maxlen) + 1;
+    char *t = malloc(cap);
+    if (t != NULL)
+        copy_text(t, cap, src, len);
+    return t;
+}
+
+/* ---- shards ------------------------------------------------------------ */
+
+struct shadow_shard *
+shadow_shard_new(void)
+{
+    struct shadow_shard *sh = calloc(1, sizeof(*sh));
+    if (sh == NULL)
+        return NULL;
+    sh->tc = calloc(SHADOW_TEXT_CACHE, sizeof(*sh->tc));
+    sh->rings[0].s = calloc(SHADOW_SAMPLES, sizeof(struct sample));
+    sh->rings[1].s = calloc(SHADOW_OTHER_SAMPLES, sizeof(struct sample));
+    if (sh->tc == NULL || sh->rings[0].s == NULL || sh->rings[1].s == NULL)
+        goto out_free;
+    sh->rings[0].cap = SHADOW_SAMPLES;
+    sh->rings[1].cap = SHADOW_OTHER_SAMPLES;
+    for (int i = 0; i < ST_INDEX; i++)
+        sh->st_index[i] = -1;
+    for (int i = 0; i < TC_BUCKETS; i++)
+        sh->tc_head[i] = -1;
+    sh->tc_lru_head = sh->tc_lru_tail = -1;
+    if (pthread_mutex_init(&sh->lock, NULL) != 0)
+        goto out_free;
+
+    pthread_mutex_lock(&registry_lock);
+    if (nshards == METRIC_MAX_SHARDS) {
+        pthread_mutex_unlock(&registry_lock);
+        pthread_mutex_destroy(&sh->lock);
+        goto out_free;
+    }
+    shards[nshards] = sh;
+    __atomic_store_n(&nshards, nshards + 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&registry_lock);
+    return sh;
+
+out_free:
+    free(sh->rings[1].s);
+    free(sh->rings[0].s);
+    free(sh->tc);
+    free(sh);
+    return NULL;
+}
+
+/* The listener block of slot, allocated on first use; NULL out of memory. */
+static struct lis *
+get_lis(struct shadow_shard *sh, int slot)
+{
+    struct lis *l = sh->lis[slot];
+    if (l != NULL)
+        return l;
+    l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return NULL;
+    l->other.listener = slot;
+    l->other.other = true;
+    l->other.text = other_text;
+    sh->lis[slot] = l;
+    return l;
+}
+
+static uint32_t
+st_hash(int slot, uint64_t id)
+{
+    return (uint32_t)XXH3_64bits_withSeed(&id, sizeof(id), (uint64_t)slot) & (ST_INDEX - 1);
+}
+
+static int
+stmt_find(const struct shadow_shard *sh, int slot, uint64_t id)
+{
+    for (uint32_t h = st_hash(slot, id);; h = (h + 1) & (ST_INDEX - 1)) {
+        int i = sh->st_index[h];
+        if (i < 0)
+            return -1;
+        if (sh->stmts[i]->id == id && sh->stmts[i]->listener == slot)
+            return i;
+    }
+}
+
+/* A new statement entry; -1 when the table is full or out of memory. */
+static int
+stmt_add(struct shadow_shard *sh, int slot, uint64_t id, const char *text)
+{
+    struct stmt *st;
+    char *t;
+    uint32_t h;
+
+    if (sh->nstmts == SHADOW_MAX_STATEMENTS)
+        return -1;
+    st = calloc(1, sizeof(*st));
+    t = dup_text(text != NULL ? text : "", PGCLASS_NORMALIZED_MAX - 1);
+    if (st == NULL || t == NULL) {
+        free(t);
+        free(st);
+        return -1;
+    }
+    st->id = id;
+    st->listener = slot;
+    st->text = t;
+    for (h = st_hash(slot, id); sh->st_index[h] >= 0; h = (h + 1) & (ST_INDEX - 1))
+        ;
+    sh->stmts[sh->nstmts] = st;
+    sh->st_index[h] = sh->nstmts;
+    return sh->nstmts++;
+}
+
+/* ---- text cache -------------------------------------------------------- */
+
+static void
+lru_unlink(struct shadow_shard *sh, int32_t n)
+{
+    struct tc_node *x = &sh->tc[n];
+    if (x->prev >= 0)
+        sh->tc[x->prev].next = x->next;
+    else
+        sh->tc_lru_head = x->next;
+    if (x->next >= 0)
+        sh->tc[x->next].prev = x->prev;
+    else
+        sh->tc_lru_tail = x->prev;
+}
+
+static void
+lru_push_head(struct shadow_shard *sh, int32_t n)
+{
+    struct tc_node *x = &sh->tc[n];
+    x->prev = -1;
+    x->next = sh->tc_lru_head;
+    if (sh->tc_lru_head >= 0)
+        sh->tc[sh->tc_lru_head].prev = n;
+    sh->tc_lru_head = n;
+    if (sh->tc_lru_tail < 0)
+        sh->tc_lru_tail = n;
+}
+
+static uint32_t
+tc_bucket(int slot, XXH128_hash_t h)
+{
+    return (uint32_t)(h.low64 ^ ((uint64_t)slot * 0x9e3779b97f4a7c15u)) & (TC_BUCKETS - 1);
+}
+
+/* Look (slot, h, len) up; on a hit make it the most recent. */
+static struct tc_node *
+tc_get(struct shadow_shard *sh, int slot, XXH128_hash_t h, size_t len)
+{
+    for (int32_t n = sh->tc_head[tc_bucket(slot, h)]; n >= 0; n = sh->tc[n].chain) {
+        struct tc_node *x = &sh->tc[n];
+        if (x->h_lo == h.low64 && x->h_hi == h.high64 && x->len == len && x->listener == slot) {
+            if (sh->tc_lru_head != n) {
+                lru_unlink(sh, n);
+                lru_push_head(sh, n);
+            }
+            return x;
+        }
+    }
+    return NULL;
+}
+
+/* Remember (slot, h, len) -> stmt, evicting the least recently used. */
+static void
+tc_put(struct shadow_shard *sh, int slot, XXH128_hash_t h, size_t len, int32_t stmt, uint64_t fp)
+{
+    int32_t n;
+    uint32_t b;
+    struct tc_node *x;
+
+    if (sh->tc_used < SHADOW_TEXT_CACHE) {
+        n = sh->tc_used++;
+    } else {
+        int32_t *pp;
+        n = sh->tc_lru_tail;
+        x = &sh->tc[n];
+        lru_unlink(sh, n);
+        b = tc_bucket(x->listener, (XXH128_hash_t){.low64 = x->h_lo, .high64 = x->h_hi});
+        for (pp = &sh->tc_head[b]; *pp != n; pp = &sh->tc[*pp].chain)
+            ;
+        *pp = x->chain;
+    }
+    x = &sh->tc[n];
+    x->h_lo = h.low64;
+    x->h_hi = h.high64;
+    x->len = len;
+    x->listener = (int16_t)slot;
+    x->stmt = stmt;
+    x->fp = fp;
+    b = tc_bucket(slot, h);
+    x->chain = sh->tc_head[b];
+    sh->tc_head[b] = n;
+    lru_push_head(sh, n);
+}
+
+/* One more pgclass_describe allowed this second? */
+static bool
+describe_budget(struct shadow_shard *sh, uint64_t now)
+{
+    uint64_t sec = now / 1000000000u;
+    if (sec != sh->describe_sec) {
+        sh->describe_sec = sec;
+        sh->describes = 0;
+    }
+    if (sh->describes >= SHADOW_DESCRIBE_PER_SEC)
+        return false;
+    sh->describes++;
+    return true;
+}
+
+/* ---- recording --------------------------------------------------------- */
+
+static void
+hist_add(struct hist *h, int b, uint64_t ns)
+{
+    h->b[b]++;
+    h->sum_ns += ns;
+}
+
+static void
+sample_put(struct ring *r, int slot, const struct stmt *st, bool fp_known, uint64_t fp,
+           enum shadow_outcome o, const char *psum, const char *ssum)
+{
+    struct sample *s = &r->s[r->next];
+    const char *sum[SHADOW_SIDE__COUNT] = {psum, ssum};
+
+    r->next = (r->next + 1) % r->cap;
+    s->seq = __atomic_add_fetch(&sample_seq, 1, __ATOMIC_RELAXED);
+    s->time_ms = wall_ms();
+    s->listener = slot;
+    s->outcome = o;
+    s->fp_known = fp_known;
+    s->fp = fp;
+    s->text = st->text;
+    for (int i = 0; i < SHADOW_SIDE__COUNT; i++) {
+        const char *t = sum[i] != NULL ? sum[i] : "";
+        copy_text(s->side[i], SHADOW_SUMMARY_MAX, t, strnlen(t, SHADOW_SUMMARY_MAX + 4));
+    }
+}
+
+/* Count one unit into l and st.  Called with the shard locked. */
+static void
+record_locked(struct shadow_shard *sh, struct lis *l, int slot, struct stmt *st, bool fp_known,
+              uint64_t fp, enum shadow_outcome o, uint64_t p_ns, uint64_t s_ns, const char *psum,
+              const char *ssum, uint64_t now)
+{
+    uint64_t ns[SHADOW_SIDE__COUNT] = {p_ns, s_ns};
+    uint64_t epoch = now / SLOT_NS;
+    struct win_slot *w = &l->win[epoch % SHADOW_WINDOW_SLOTS];
+
+    if (w->stamp != epoch + 1) {
+        memset(w, 0, sizeof(*w));
+        w->stamp = epoch + 1;
+    }
+    l->outcomes[o]++;
+    st->count[o]++;
+    w->outcomes[o]++;
+    for (int i = 0; i < SHADOW_SIDE__COUNT; i++) {
+        int b;
+        if (ns[i] == 0)
+            continue;
+        b = lat_bucket(ns[i]);
+        hist_add(&l->lat[i], b, ns[i]);
+        hist_add(&st->lat[i], b, ns[i]);
+        w->lat[i][b]++;
+    }
+    if (o == SHADOW_MISMATCH)
+        sample_put(&sh->rings[0], slot, st, fp_known, fp, o, psum, ssum);
+    else if (o == SHADOW_NOISE || o == SHADOW_SHADOW_ERROR || o == SHADOW_PRIMARY_ERROR)
+        sample_put(&sh->rings[1], slot, st, fp_known, fp, o, psum, ssum);
+}
+
+void
+shadow_record(struct shadow_shard *sh, int slot, uint64_t key_id, const char *key_text,
+              enum shadow_outcome o, uint64_t p_ns, uint64_t s_ns, const char *psum,
+              const char *ssum)
+{
+    uint64_t now;
+    struct lis *l;
+    struct stmt *st;
+    int i;
+
+    if (sh == NULL || !slot_ok(slot) || (unsigned)o >= SHADOW__COUNT)
+        return;
+    now = clock_now();
+    pthread_mutex_lock(&sh->lock);
+    l = get_lis(sh, slot);
+    if (l == NULL)
+        goto out;
+    i = stmt_find(sh, slot, key_id);
+    if (i < 0)
+        i = stmt_add(sh, slot, key_id, key_text);
+    if (i >= 0) {
+        st = sh->stmts[i];
+    } else {
+        st = &l->other;
+        l->evicted++;
+    }
+    record_locked(sh, l, slot, st, true, key_id, o, p_ns, s_ns, psum, ssum, now);
+out:
+    pthread_mutex_unlock(&sh->lock);
+}
+
+/*
+ * shadow_record_pg - look the text up in the cache; on a miss describe it
+ * with the lock released (two parses must not hold up a scrape), then take
+ * the lock again and look again: only the owner inserts, but nothing breaks
+ * if another thread did meanwhile.
+ */
+void
+shadow_record_pg(struct shadow_shard *sh, int slot, const char *sql, size_t len,
+                 enum shadow_outcome o, uint64_t p_ns, uint64_t s_ns, const char *psum,
+                 const char *ssum)
+{
+    XXH128_hash_t h;
+    uint64_t now;
+    struct lis *l;
+    struct tc_node *x;
+    struct pgclass_desc *desc = NULL;
+    char *text = NULL;
+    struct stmt *st;
+    bool fp_known;
+    uint64_t fp;
+
+    if (sh == NULL || !slot_ok(slot) || (unsigned)o >= SHADOW__COUNT)
+        return;
+    if (sql == NULL)
+        len = 0;
+    h = XXH3_128bits(sql, len);
+    now = clock_now();
+
+    pthread_mutex_lock(&sh->lock);
+    l = get_lis(sh, slot);
+    if (l == NULL)
+        goto out_unlock;
+    x = tc_get(sh, slot, h, len);
+    if (x == NULL && describe_budget(sh, now)) {
+        pthread_mutex_unlock(&sh->lock);
+        desc = malloc(sizeof(*desc));
+        text = malloc(len + 1);
+        if (desc != NULL && text != NULL) {
+            if (len > 0)
+                memcpy(text, sql, len);
+            text[len] = 0;
+            pgclass_describe(text, desc);
+        }
+        pthread_mutex_lock(&sh->lock);
+        x = tc_get(sh, slot, h, len);
+        if (x == NULL && desc != NULL && text != NULL) {
+            int i = stmt_find(sh, slot, desc->fingerprint);
+            if (i < 0)
+                i = stmt_add(sh, slot, desc->fingerprint, desc->normalized);
+            tc_put(sh, slot, h, len, i < 0 ? NO_STMT : i, desc->fingerprint);
+            x = tc_get(sh, slot, h, len);
+        }
+    }
+    if (x == NULL) {
+        /* over the describe budget (or out of memory): not cached, so it is
+         * described when the budget allows */
+        st = &l->other;
+        l->undescribed++;
+        fp_known = false;
+        fp = 0;
+    } else if (x->stmt == NO_STMT) {
+        st = &l->other;
+        l->evicted++;
+        fp_known = true;
+        fp = x->fp;
+    } else {
+        st = sh->stmts[x->stmt];
+        fp_known = true;
+        fp = x->fp;
+    }
+    record_locked(sh, l, slot, st, fp_known, fp, o, p_ns, s_ns, psum, ssum, now);
+out_unlock:
+    pthread_mutex_unlock(&sh->lock);
+    free(text);
+    free(desc);
+}
+
+/* ---- gauges ------------------------------------------------------------ */
+
+void
+shadow_set_lag(struct shadow_shard *sh, int slot, double seconds)
+{
+    if (sh == NULL || !slot_ok(slot))
+        return;
+    pthread_mutex_lock(&sh->lock);
+    sh->lag[slot] = seconds > 0 ? seconds : 0;
+    pthread_mutex_unlock(&sh->lock);
+}
+
+void
+shadow_set_detached(struct shadow_shard *sh, int slot, uint64_t sessions)
+{
+    if (sh == NULL || !slot_ok(slot))
+        return;
+    pthread_mutex_lock(&sh->lock);
+    sh->detached[slot] = sessions;
+    pthread_mutex_unlock(&sh->lock);
+}
+
+void
+shadow_count_dropped(struct shadow_shard *sh, int slot, enum shadow_drop_reason r, uint64_t n)
+{
+    struct lis *l;
+
+    if (sh == NULL || !slot_ok(slot) || (unsigned)r >= SHADOW_DROP__COUNT)
+        return;
+    pthread_mutex_lock(&sh->lock);
+    l = get_lis(sh, slot);
+    if (l != NULL)
+        l->dropped[r] += n;
+    pthread_mutex_unlock(&sh->lock);
+}
+
+void
+shadow_set_queue_bytes(uint64_t bytes)
+{
+    __atomic_store_n(&queue_bytes, bytes, __ATOMIC_RELAXED);
+}
+
+void
+shadow_set_diverged(int slot)
+{
+    if (slot_ok(slot))
+        __atomic_store_n(&diverged[slot], 1, __ATOMIC_RELAXED);
+}
+
+/* ---- aggregation (scrape side) ----------------------------------------- */
+
+struct agg {
+    uint64_t outcomes[SHADOW__COUNT];
+    uint64_t win_outcomes[SHADOW__COUNT];
+    struct hist lat[SHADOW_SIDE__COUNT];
+    uint64_t win_lat[SHADOW_SIDE__COUNT][NB];
+    uint64_t dropped[SHADOW_DROP__COUNT];
+    uint64_t evicted, undescribed;
+    double lag;
+    uint64_t detached;
+};
+
+static unsigned
+window_slots(unsigned seconds)
+{
+    unsigned n = (seconds + SHADOW_WINDOW_SLOT_SECONDS - 1) / SHADOW_WINDOW_SLOT_SECONDS;
+    return n == 0 || n > SHADOW_WINDOW_SLOTS ? SHADOW_WINDOW_SLOTS : n;
+}
+
+/* Is a slot stamped for an epoch among the nslots ending at now_epoch? */
+static bool
+slot_live(const struct win_slot *w, uint64_t now_epoch, unsigned nslots)
+{
+    uint64_t epoch;
+    if (w->stamp == 0)
+        return false;
+    epoch = w->stamp - 1;
+    return epoch <= now_epoch && now_epoch - epoch < nslots;
+}
+
+static void
+agg_lis_locked(const struct shadow_shard *sh, int slot, uint64_t now_epoch, unsigned nslots,
+               struct agg *a)
+{
+    const struct lis *l = sh->lis[slot];
+
+    if (sh->lag[slot] > a->lag)
+        a->lag = sh->lag[slot];
+    a->detached += sh->detached[slot];
+    if (l == NULL)
+        return;
+    for (int o = 0; o < SHADOW__COUNT; o++)
+        a->outcomes[o] += l->outcomes[o];
+    for (int s = 0; s < SHADOW_SIDE__COUNT; s++) {
+        for (int b = 0; b < NB; b++)
+            a->lat[s].b[b] += l->lat[s].b[b];
+        a->lat[s].sum_ns += l->lat[s].sum_ns;
+    }
+    for (int r = 0; r < SHADOW_DROP__COUNT; r++)
+        a->dropped[r] += l->dropped[r];
+    a->evicted += l->evicted;
+    a->undescribed += l->undescribed;
+    for (int i = 0; i < SHADOW_WINDOW_SLOTS; i++) {
+        const struct win_slot *w = &l->win[i];
+        if (!slot_live(w, now_epoch, nslots))
+            continue;
+        for (int o = 0; o < SHADOW__COUNT; o++)
+            a->win_outcomes[o] += w->outcomes[o];
+        for (int s = 0; s < SHADOW_SIDE__COUNT; s++)
+            for (int b = 0; b < NB; b++)
+                a->win_lat[s][b] += w->lat[s][b];
+    }
+}
+
+/* Sum listeners [0, nl) over every shard into a[0..nl). */
+static void
+aggregate(struct agg *a, int nl, unsigned nslots)
+{
+    int n = __atomic_load_n(&nshards, __ATOMIC_ACQUIRE);
+    uint64_t now_epoch = clock_now() / SLOT_NS;
+
+    for (int i = 0; i < n; i++) {
+        struct shadow_shard *sh = shards[i];
+        pthread_mutex_lock(&sh->lock);
+        for (int l = 0; l < nl; l++)
+            agg_lis_locked(sh, l, now_epoch, nslots, &a[l]);
+        pthread_mutex_unlock(&sh->lock);
+    }
+}
+
+static uint64_t
+hist_count(const uint64_t *b)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < NB; i++)
+        n += b[i];
+    return n;
+}
+
+static void
+fill_stats(const struct agg *a, int slot, struct shadow_listener_stats *out)
+{
+    uint64_t m = a->win_outcomes[SHADOW_MATCH], mm = a->win_outcomes[SHADOW_MISMATCH];
+
+    memset(out, 0, sizeof(*out));
+    memcpy(out->outcomes, a->outcomes, sizeof(out->outcomes));
+    memcpy(out->window_outcomes, a->win_outcomes, sizeof(out->window_outcomes));
+    out->validation_success_ratio = m + mm > 0 ? (double)m / (double)(m + mm) : NAN;
+    out->primary_p50_seconds = quantile(a->win_lat[SHADOW_SIDE_PRIMARY], 0.5);
+    out->shadow_p50_seconds = quantile(a->win_lat[SHADOW_SIDE_SHADOW], 0.5);
+    out->performance_ratio = ratio(out->shadow_p50_seconds, out->primary_p50_seconds);
+    for (int s = 0; s < SHADOW_SIDE__COUNT; s++) {
+        out->latency_count[s] = hist_count(a->lat[s].b);
+        out->latency_sum_seconds[s] = (double)a->lat[s].sum_ns / 1e9;
+    }
+    memcpy(out->dropped, a->dropped, sizeof(out->dropped));
+    out->statements_evicted = a->evicted;
+    out->statements_undescribed = a->undescribed;
+    out->lag_seconds = a->lag;
+    out->detached_sessions = a->detached;
+    out->diverged = __atomic_load_n(&diverged[slot], __ATOMIC_RELAXED) != 0;
+}
+
+int
+shadow_listener_stats(int slot, unsigned window_seconds, struct shadow_listener_stats *out)
+{
+    struct agg *a;
+
+    memset(out, 0, sizeof(*out));
+    if (!slot_ok(slot))
+        return -1;
+    a = calloc((size_t)slot + 1, sizeof(*a));
+    if (a == NULL)
+        return -1;
+    aggregate(a, slot + 1, window_slots(window_seconds));
+    fill_stats(&a[slot], slot, out);
+    free(a);
+    return 0;
+}
+
+/* ---- Prometheus -------------------------------------------------------- */
+
+static void
+put_label(FILE *out, const char *value)
+{
+    for (const char *p = value; *p; p++) {
+        if (*p == '\\' || *p == '"')
+            fputc('\\', out);
+        if (*p == '\n') {
+            fputs("\\n", out);
+            continue;
+        }
+        fputc(*p, out);
+    }
+}
+
+/* name{listener="..." -- the caller closes the braces */
+static void
+series(FILE *out, const char *name, const char *suffix, int slot)
+{
+    const char *l = metric_listener_name(slot);
+    fprintf(out, "%s%s{listener=\"", name, suffix);
+    put_label(out, l != NULL ? l : "");
+    fputc('"', out);
+}
+
+static void
+put_double(FILE *out, double v)
+{
+    if (isnan(v))
+        fputs("NaN", out);
+    else if (isinf(v))
+        fputs(v > 0 ? "+Inf" : "-Inf", out);
+    else
+        fprintf(out, "%.9g", v);
+}
+
+void
+shadow_render_prometheus(FILE *out)
+{
+    int nl = metric_listener_count();
+    struct agg *a = calloc(METRIC_MAX_LISTENERS, sizeof(*a));
+    struct shadow_listener_stats *stats = calloc(METRIC_MAX_LISTENERS, sizeof(*stats));
+
+    if (a == NULL || stats == NULL)
+        goto out_free;
+    aggregate(a, nl, SHADOW_WINDOW_SLOTS);
+    for (int l = 0; l < nl; l++)
+        fill_stats(&a[l], l, &stats[l]);
+
+    for (int m = 0; m < SHADOW_M__COUNT; m++) {
+        const char *name = shadow_metrics[m].name;
+        fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, shadow_metrics[m].help, name,
+                shadow_metrics[m].type);
+        if (m == SHADOW_M_QUEUE_BYTES) {
+            fprintf(out, "%s %llu\n", name,
+                    (unsigned long long)__atomic_load_n(&queue_bytes, __ATOMIC_RELAXED));
+            continue;
+        }
+        for (int l = 0; l < nl; l++) {
+            const struct shadow_listener_stats *st = &stats[l];
+            switch ((enum shadow_metric)m) {
+            case SHADOW_M_OPERATIONS:
+                for (int o = 0; o < SHADOW__COUNT; o++) {
+                    series(out, name, "", l);
+                    fprintf(out, ",outcome=\"%s\"} %llu\n",
+                            shadow_outcome_name((enum shadow_outcome)o),
+                            (unsigned long long)st->outcomes[o]);
+                }
+                break;
+            case SHADOW_M_SUCCESS_RATIO:
+                series(out, name, "", l);
+                fputs("} ", out);
+                put_double(out, st->validation_success_ratio);
+                fputc('\n', out);
+                break;
+            case SHADOW_M_PERFORMANCE_RATIO:
+                series(out, name, "", l);
+                fputs("} ", out);
+                put_double(out, st->performance_ratio);
+                fputc('\n', out);
+                break;
+            case SHADOW_M_LATENCY:
+                for (int s = 0; s < SHADOW_SIDE__COUNT; s++) {
+                    uint64_t cum = 0;
+                    for (int b = 0; b < SHADOW_LAT_BOUNDS; b++) {
+                        cum += a[l].lat[s].b[b];
+                        if (!lat_exposed(b))
+                            continue;
+                        series(out, name, "_bucket", l);
+                        fprintf(out, ",side=\"%s\",le=\"%.9g\"} %llu\n", side_names[s],
+                                (double)lat_bounds[b] / 1e9, (unsigned long long)cum);
+                    }
+                    cum += a[l].lat[s].b[NB - 1];
+                    series(out, name, "_bucket", l);
+                    fprintf(out, ",side=\"%s\",le=\"+Inf\"} %llu\n", side_names[s],
+                            (unsigned long long)cum);
+                    series(out, name, "_sum", l);
+                    fprintf(out, ",side=\"%s\"} ", side_names[s]);
+                    put_double(out, st->latency_sum_seconds[s]);
+                    fputc('\n', out);
+                    series(out, name, "_count", l);
+                    fprintf(out, ",side=\"%s\"} %llu\n", side_names[s], (unsigned long long)cum);
+                }
+                break;
+            case SHADOW_M_LAG:
+                series(out, name, "", l);
+                fputs("} ", out);
+                put_double(out, st->lag_seconds);
+                fputc('\n', out);
+                break;
+            case SHADOW_M_DIVERGED:
+                series(out, name, "", l);
+                fprintf(out, "} %d\n", st->diverged ? 1 : 0);
+                break;
+            case SHADOW_M_DETACHED:
+                series(out, name, "", l);
+                fprintf(out, "} %llu\n", (unsigned long long)st->detached_sessions);
+                break;
+            case SHADOW_M_DROPPED:
+                for (int r = 0; r < SHADOW_DROP__COUNT; r++) {
+                    series(out, name, "", l);
+                    fprintf(out, ",reason=\"%s\"} %llu\n", drop_names[r],
+                            (unsigned long long)st->dropped[r]);
+                }
+                break;
+            case SHADOW_M_EVICTED:
+                series(out, name, "", l);
+                fprintf(out, "} %llu\n", (unsigned long long)st->statements_evicted);
+                break;
+            case SHADOW_M_QUEUE_BYTES:
+            case SHADOW_M__COUNT:
+                break;
+            }
+        }
+    }
+out_free:
+    free(stats);
+    free(a);
+}
+
+/* ---- JSON report ------------------------------------------------------- */
+
+/* One statement summed over shards. */
+struct agg_stmt {
+    uint64_t id;
+    int listener;
+    bool other;
+    const char *text;
+    uint64_t count[SHADOW__COUNT];
+    uint64_t total;
+    uint64_t lat[SHADOW_SIDE__COUNT][NB];
+    double ratio; /* shadow p50 / primary p50, NaN */
+};
+
+struct stmt_map {
+    struct agg_stmt *v;
+    size_t n, cap;
+    int32_t *index; /* 2 * cap slots, -1 empty */
+    bool failed;
+};
+
+static size_t
+map_slot(const struct stmt_map *m, int listener, uint64_t id, bool other)
+{
+    uint64_t k[2] = {id, (uint64_t)listener << 1 | other};
+    return (size_t)XXH3_64bits(k, sizeof(k)) & (2 * m->cap - 1);
+}
+
+static bool
+map_grow(struct stmt_map *m)
+{
+    size_t cap = m->cap ? m->cap * 2 : 256;
+    struct agg_stmt *v = realloc(m->v, cap * sizeof(*v));
+    int32_t *index;
+
+    if (v == NULL)
+        return false;
+    m->v = v;
+    index = malloc(2 * cap * sizeof(*index));
+    if (index == NULL)
+        return false;
+    free(m->index);
+    m->index = index;
+    m->cap = cap;
+    for (size_t i = 0; i < 2 * cap; i++)
+        index[i] = -1;
+    for (size_t i = 0; i < m->n; i++) {
+        size_t h = map_slot(m, v[i].listener, v[i].id, v[i].other);
+        while (index[h] >= 0)
+            h = (h + 1) & (2 * cap - 1);
+        index[h] = (int32_t)i;
+    }
+    return true;
+}
+
+static void
+map_add(struct stmt_map *m, const struct stmt *st)
+{
+    struct agg_stmt *a;
+    size_t h;
+
+    if (m->failed)
+        return;
+    if (m->n == m->cap && !map_grow(m)) {
+        m->failed = true;
+        return;
+    }
+    for (h = map_slot(m, st->listener, st->id, st->other); m->index[h] >= 0;
+         h = (h + 1) & (2 * m->cap - 1)) {
+        a = &m->v[m->index[h]];
+        if (a->id == st->id && a->listener == st->listener && a->other == st->other)
+            goto found;
+    }
+    a = &m->v[m->n];
+    memset(a, 0, sizeof(*a));
+    a->id = st->id;
+    a->listener = st->listener;
+    a->other = st->other;
+    a->text = st->text;
+    m->index[h] = (int32_t)m->n++;
+found:
+    for (int o = 0; o < SHADOW__COUNT; o++) {
+        a->count[o] += st->count[o];
+        a->total += st->count[o];
+    }
+    for (int s = 0; s < SHADOW_SIDE__COUNT; s++)
+        for (int b = 0; b < NB; b++)
+            a->lat[s][b] += st->lat[s].b[b];
+}
+
+static int
+cmp_stmt(const void *x, const void *y)
+{
+    const struct agg_stmt *a = x, *b = y;
+    if (a->count[SHADOW_MISMATCH] != b->count[SHADOW_MISMATCH])
+        return a->count[SHADOW_MISMATCH] > b->count[SHADOW_MISMATCH] ? -1 : 1;
+    if (a->total != b->total)
+        return a->total > b->total ? -1 : 1;
+    if (a->listener != b->listener)
+        return a->listener < b->listener ? -1 : 1;
+    if (a->id != b->id)
+        return a->id < b->id ? -1 : 1;
+    return 0;
+}
+
+static int
+cmp_ratio(const void *x, const void *y)
+{
+    const struct agg_stmt *a = *(const struct agg_stmt *const *)x;
+    const struct agg_stmt *b = *(const struct agg_stmt *const *)y;
+    if (a->ratio != b->ratio)
+        return a->ratio > b->ratio ? -1 : 1;
+    return cmp_stmt(a, b);
+}
+
+static int
+cmp_sample(const void *x, const void *y)
+{
+    const struct sample *a = x, *b = y;
+    return a->seq == b->seq ? 0 : a->seq > b->seq ? -1 : 1;
+}
+
+/* Sticky-failure JSON building: a NULL anywhere marks the report failed. */
+struct jb {
+    bool failed;
+};
+
+/* Both steal v, also on failure (jansson decrefs it), and refuse NULLs. */
+static void
+jset(struct jb *jb, json_t *obj, const char *key, json_t *v)
+{
+    if (json_object_set_new(obj, key, v) != 0)
+        jb->failed = true;
+}
+
+static void
+jpush(struct jb *jb, json_t *arr, json_t *v)
+{
+    if (json_array_append_new(arr, v) != 0)
+        jb->failed = true;
+}
+
+static json_t *
+jnum(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
+static json_t *
+jms(double seconds)
+{
+    return jnum(seconds * 1e3);
+}
+
+static json_t *
+juint(uint64_t v)
+{
+    return json_integer(v > (uint64_t)INT64_MAX ? INT64_MAX : (json_int_t)v);
+}
+
+static json_t *
+jlistener(int slot)
+{
+    const char *name = metric_listener_name(slot);
+    char buf[16];
+    if (name != NULL)
+        return json_string(name);
+    snprintf(buf, sizeof(buf), "#%d", slot);
+    return json_string(buf);
+}
+
+static json_t *
+jhex(bool known, uint64_t v)
+{
+    char buf[17];
+    if (!known)
+        return json_string("other");
+    snprintf(buf, sizeof(buf), "%016llx", (unsigned long long)v);
+    return json_string(buf);
+}
+
+static json_t *
+jtime(int64_t ms)
+{
+    char buf[40], date[32];
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+
+    if (gmtime_r(&t, &tm) == NULL)
+        return json_null();
+    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, sizeof(buf), "%s.%03dZ", date, (int)(ms % 1000));
+    return json_string(buf);
+}
+
+static json_t *
+joutcomes(struct jb *jb, const uint64_t *counts, bool total)
+{
+    json_t *o = json_object();
+    uint64_t sum = 0;
+    for (int i = 0; i < SHADOW__COUNT; i++) {
+        jset(jb, o, shadow_outcome_name((enum shadow_outcome)i), juint(counts[i]));
+        sum += counts[i];
+    }
+    if (total)
+        jset(jb, o, "total", juint(sum));
+    return o;
+}
+
+static json_t *
+jstatement(struct jb *jb, const struct agg_stmt *a)
+{
+    json_t *o = json_object();
+    double p50[SHADOW_SIDE__COUNT];
+
+    jset(jb, o, "listener", jlistener(a->listener));
+    jset(jb, o, "fingerprint", jhex(!a->other, a->id));
+    jset(jb, o, "statement", json_string(a->text));
+    jset(jb, o, "count", joutcomes(jb, a->count, true));
+    for (int s = 0; s < SHADOW_SIDE__COUNT; s++)
+        p50[s] = quantile(a->lat[s], 0.5);
+    jset(jb, o, "primary_p50_ms", jms(p50[SHADOW_SIDE_PRIMARY]));
+    jset(jb, o, "shadow_p50_ms", jms(p50[SHADOW_SIDE_SHADOW]));
+    jset(jb, o, "primary_p99_ms", jms(quantile(a->lat[SHADOW_SIDE_PRIMARY], 0.99)));
+    jset(jb, o, "shadow_p99_ms", jms(quantile(a->lat[SHADOW_SIDE_SHADOW], 0.99)));
+    jset(jb, o, "latency_ratio", jnum(a->ratio));
+    return o;
+}
+
+static json_t *
+jlisteners(struct jb *jb)
+{
+    int nl = metric_listener_count();
+    struct agg *a = calloc(METRIC_MAX_LISTENERS, sizeof(*a));
+    json_t *arr = json_array();
+    struct shadow_listener_stats st;
+
+    if (a == NULL) {
+        jb->failed = true;
+        return arr;
+    }
+    aggregate(a, nl, SHADOW_WINDOW_SLOTS);
+    for (int l = 0; l < nl; l++) {
+        json_t *o = json_object(), *d = json_object();
+        fill_stats(&a[l], l, &st);
+        jset(jb, o, "name", jlistener(l));
+        jset(jb, o, "outcomes", joutcomes(jb, st.outcomes, false));
+        jset(jb, o, "window_outcomes", joutcomes(jb, st.window_outcomes, false));
+        jset(jb, o, "validation_success_ratio", jnum(st.validation_success_ratio));
+        jset(jb, o, "performance_ratio", jnum(st.performance_ratio));
+        jset(jb, o, "primary_p50_ms", jms(st.primary_p50_seconds));
+        jset(jb, o, "shadow_p50_ms", jms(st.shadow_p50_seconds));
+        jset(jb, o, "lag_seconds", jnum(st.lag_seconds));
+        jset(jb, o, "diverged", json_boolean(st.diverged));
+        jset(jb, o, "detached_sessions", juint(st.detached_sessions));
+        for (int r = 0; r < SHADOW_DROP__COUNT; r++)
+            jset(jb, d, drop_names[r], juint(st.dropped[r]));
+        jset(jb, o, "dropped", d);
+        jset(jb, o, "statements_evicted", juint(st.statements_evicted));
+        jset(jb, o, "statements_undescribed", juint(st.statements_undescribed));
+        jpush(jb, arr, o);
+    }
+    free(a);
+    return arr;
+}
+
+/* statements and slowest, from every shard's table and "other" entries. */
+static void
+jstatements(struct jb *jb, size_t top_n, json_t **statements, json_t **slowest)
+{
+    int n = __atomic_load_n(&nshards, __ATOMIC_ACQUIRE);
+    struct stmt_map m = {0};
+    struct agg_stmt **eligible = NULL;
+    size_t neligible = 0;
+
+    *statements = json_array();
+    *slowest = json_array();
+    for (int i = 0; i < n; i++) {
+        struct shadow_shard *sh = shards[i];
+        pthread_mutex_lock(&sh->lock);
+        for (int k = 0; k < sh->nstmts; k++)
+            map_add(&m, sh->stmts[k]);
+        for (int l = 0; l < METRIC_MAX_LISTENERS; l++)
+            if (sh->lis[l] != NULL)
+                map_add(&m, &sh->lis[l]->other);
+        pthread_mutex_unlock(&sh->lock);
+    }
+    if (m.failed)
+        jb->failed = true;
+    if (m.n > 0)
+        eligible = malloc(m.n * sizeof(*eligible));
+    if (m.n > 0 && eligible == NULL)
+        jb->failed = true;
+
+    if (m.n > 0)
+        qsort(m.v, m.n, sizeof(*m.v), cmp_stmt);
+    for (size_t i = 0; i < m.n; i++) {
+        struct agg_stmt *a = &m.v[i];
+        a->ratio = ratio(quantile(a->lat[SHADOW_SIDE_SHADOW], 0.5),
+                         quantile(a->lat[SHADOW_SIDE_PRIMARY], 0.5));
+        if (a->total == 0)
+            continue;
+        if (top_n == 0 || json_array_size(*statements) < top_n)
+            jpush(jb, *statements, jstatement(jb, a));
+        if (eligible != NULL && !isnan(a->ratio) &&
+            hist_count(a->lat[SHADOW_SIDE_PRIMARY]) >= SHADOW_SLOWEST_MIN_SAMPLES &&
+            hist_count(a->lat[SHADOW_SIDE_SHADOW]) >= SHADOW_SLOWEST_MIN_SAMPLES)
+            eligible[neligible++] = a;
+    }
+    if (neligible > 0)
+        qsort(eligible, neligible, sizeof(*eligible), cmp_ratio);
+    for (size_t i = 0; i < neligible && (top_n == 0 || i < top_n); i++)
+        jpush(jb, *slowest, jstatement(jb, eligible[i]));
+
+    free(eligible);
+    free(m.index);
+    free(m.v);
+}
+
+/* samples: every shard's rings copied, newest first, cut to the ring sizes. */
+static json_t *
+jsamples(struct jb *jb)
+{
+    int n = __atomic_load_n(&nshards, __ATOMIC_ACQUIRE);
+    size_t cap = (size_t)n * (SHADOW_SAMPLES + SHADOW_OTHER_SAMPLES), count = 0;
+    struct sample *all = cap > 0 ? malloc(cap * sizeof(*all)) : NULL;
+    json_t *arr = json_array();
+    unsigned kept[2] = {0, 0};
+
+    if (cap > 0 && all == NULL) {
+        jb->failed = true;
+        return arr;
+    }
+    for (int i = 0; i < n; i++) {
+        struct shadow_shard *sh = shards[i];
+        pthread_mutex_lock(&sh->lock);
+        for (int r = 0; r < 2; r++)
+            for (unsigned k = 0; k < sh->rings[r].cap; k++)
+                if (sh->rings[r].s[k].seq != 0 && count < cap)
+                    all[count++] = sh->rings[r].s[k];
+        pthread_mutex_unlock(&sh->lock);
+    }
+    if (count > 0)
+        qsort(all, count, sizeof(*all), cmp_sample);
+    for (size_t i = 0; i < count; i++) {
+        const struct sample *s = &all[i];
+        int r = s->outcome == SHADOW_MISMATCH ? 0 : 1;
+        json_t *o;
+        if (kept[r] == (r == 0 ? SHADOW_SAMPLES : SHADOW_OTHER_SAMPLES))
+            continue;
+        kept[r]++;
+        o = json_object();
+        jset(jb, o, "time", jtime(s->time_ms));
+        jset(jb, o, "listener", jlistener(s->listener));
+        jset(jb, o, "fingerprint", jhex(s->fp_known, s->fp));
+        jset(jb, o, "statement", json_string(s->text));
+        jset(jb, o, "outcome", json_string(shadow_outcome_name(s->outcome)));
+        jset(jb, o, "primary", json_string(s->side[SHADOW_SIDE_PRIMARY]));
+        jset(jb, o, "shadow", json_string(s->side[SHADOW_SIDE_SHADOW]));
+        jpush(jb, arr, o);
+    }
+    free(all);
+    return arr;
+}
+
+json_t *
+shadow_report_json(size_t top_n)
+{
+    struct jb jb = {false};
+    json_t *report = json_object();
+    json_t *statements, *slowest;
+
+    jset(&jb, report, "generated_at", jtime(wall_ms()));
+    jset(&jb, report, "window_seconds", json_integer(SHADOW_WINDOW_SECONDS));
+    jset(&jb, report, "listeners", jlisteners(&jb));
+    jstatements(&jb, top_n, &statements, &slowest);
+    jset(&jb, report, "statements", statements);
+    jset(&jb, report, "slowest", slowest);
+    jset(&jb, report, "samples", jsamples(&jb));
+    if (jb.failed) {
+        json_decref(report);
+        return NULL;
+    }
+    return report;
+}

@@ -1,0 +1,250 @@
+/*
+ * shadow.h - what shadow comparison found: outcome counters, latency
+ * histograms, sliding windows, the latest mismatch samples and the mirror
+ * gauges; exposed as Prometheus text and as the JSON shadow-diff report.
+ *
+ *   worker thread                           admin thread (scrape / report)
+ *   -------------                           ------------------------------
+ *   shadow_record_pg / shadow_record        shadow_render_prometheus
+ *     -> its own struct shadow_shard          shadow_report_json
+ *        (mutex taken uncontended)            shadow_listener_stats
+ *                                               -> locks each shard in turn,
+ *                                                  sums into its own memory
+ *
+ * Per shard (one per worker, never freed), all under the shard's mutex:
+ *
+ *   listener block (one per listener slot, allocated on first use)
+ *     outcome counters since boot, latency histograms per side since boot,
+ *     a sliding window of SHADOW_WINDOW_SLOTS x SHADOW_WINDOW_SLOT_SECONDS
+ *     (outcome counts and latency histograms per side, each slot stamped
+ *     with its epoch and cleared when reused), mirror-dropped counters, the
+ *     "other" statement.
+ *   statement table: (listener, statement key) -> counts by outcome and
+ *     latency histograms; at most SHADOW_MAX_STATEMENTS entries, never
+ *     evicted; when full, a new key is counted in its listener's "other"
+ *     statement (and in statements_evicted).  The display text of a key is
+ *     stored once, in its entry.
+ *   text cache: (listener, XXH3-128 of the SQL text, length) -> statement,
+ *     an LRU of SHADOW_TEXT_CACHE entries, so pgclass_describe (two parses)
+ *     runs once per distinct text, not per request.  A budget of
+ *     SHADOW_DESCRIBE_PER_SEC describes per shard and second protects the
+ *     worker from clients that inline literals (every text new): over it, a
+ *     new text is counted in "other" (and in statements_undescribed), and not
+ *     cached, so it is described when the budget allows.
+ *   sample rings: the latest SHADOW_SAMPLES mismatches, and separately the
+ *     latest SHADOW_OTHER_SAMPLES noise / shadow_error / primary_error
+ *     units, so frequent noise (now()...) never pushes findings out.  The
+ *     report merges every shard's rings, newest first, and keeps at most
+ *     that many of each: exactly the process-wide latest.
+ *
+ * Latency buckets: SHADOW_LAT_BOUNDS finite upper bounds from 50 us to 10 s,
+ * ten per decade (the R10 series 1, 1.25, 1.6, 2, 2.5, 3.15, 4, 5, 6.3, 8),
+ * plus +Inf: quantiles are estimated (linear inside a bucket, as
+ * Prometheus's histogram_quantile) within ~12%.  Prometheus gets the 1-2.5-5
+ * subset (50us, 100us, 250us, ... 5s, 10s, +Inf), which are bounds of the
+ * fine series, so the exposed cumulative counts are exact.
+ *
+ * Clock: the windows use a monotonic clock in nanoseconds, replaceable with
+ * shadow_set_clock() for tests.  Sample times and generated_at are wall time
+ * (CLOCK_REALTIME).
+ *
+ * Pure: no sockets, no events, no logging.  Allocation failures lose data
+ * silently (counted nowhere but never crash); nothing here fails the caller.
+ */
+#ifndef TANDEM_SHADOW_H
+#define TANDEM_SHADOW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "protocol/outcome.h"
+
+#define SHADOW_MAX_STATEMENTS 1024   /* statement entries per shard, all listeners */
+#define SHADOW_TEXT_CACHE 4096       /* text -> statement entries per shard */
+#define SHADOW_DESCRIBE_PER_SEC 2000 /* pgclass_describe calls per shard per second */
+#define SHADOW_SAMPLES 64            /* mismatch samples kept (per shard; report: total) */
+#define SHADOW_OTHER_SAMPLES 16      /* noise / error samples kept, likewise */
+#define SHADOW_SUMMARY_MAX 1024      /* bytes of a side's summary kept, NUL included */
+#define SHADOW_WINDOW_SLOTS 60
+#define SHADOW_WINDOW_SLOT_SECONDS 5 /* window: 60 x 5 s = 5 min */
+#define SHADOW_WINDOW_SECONDS (SHADOW_WINDOW_SLOTS * SHADOW_WINDOW_SLOT_SECONDS)
+#define SHADOW_LAT_BOUNDS 54          /* finite latency bucket bounds (+Inf is one more) */
+#define SHADOW_SLOWEST_MIN_SAMPLES 10 /* report "slowest": both sides measured this often */
+
+enum shadow_side { SHADOW_SIDE_PRIMARY, SHADOW_SIDE_SHADOW, SHADOW_SIDE__COUNT };
+
+/* Why a mirror was discarded without comparison:
+ * tandem_shadow_mirror_dropped_total{listener,reason}. */
+#define SHADOW_DROP_REASONS(X)                                                                     \
+    X(QUEUE_FULL, "queue_full")         /* session or global mirror queue bound reached */         \
+    X(SHADOW_ERROR, "shadow_error")     /* the shadow connection failed: queue discarded */        \
+    X(SHADOW_TIMEOUT, "shadow_timeout") /* the shadow stopped answering: queue discarded */        \
+    X(DETACHED, "detached")             /* the session's shadow was detached */
+
+enum shadow_drop_reason {
+#define X(id, name) SHADOW_DROP_##id,
+    SHADOW_DROP_REASONS(X)
+#undef X
+    SHADOW_DROP__COUNT
+};
+
+const char *shadow_drop_reason_name(enum shadow_drop_reason r);
+
+/* One worker's shadow state.  Opaque. */
+struct shadow_shard;
+
+/*
+ * shadow_shard_new - an empty shard, registered for scraping, or NULL when
+ * METRIC_MAX_SHARDS shards exist or out of memory.  Never freed (the scraper
+ * may read it after its worker is gone).  Any thread may record into any
+ * shard (every access takes the shard's mutex), but it is meant to be used
+ * by one worker, so the mutex is uncontended but for the scraper.
+ */
+struct shadow_shard *shadow_shard_new(void);
+
+/*
+ * shadow_record_pg - record one compared PostgreSQL request unit.
+ *
+ * listener_slot: metric_slot_listener()'s slot; out of range records
+ * nothing.  sql[0..len): the unit's query text, as sent (need not be
+ * NUL-terminated; only read).  It is grouped by pgclass_describe's
+ * fingerprint, described once per distinct text (see the text cache above).
+ * primary_ns / shadow_ns: each side's latency; 0 means the side gave no
+ * answer (dropped, timed out) and is not recorded.  primary_summary /
+ * shadow_summary: what each side answered (tag, error, first rows), NUL-
+ * terminated, may be NULL; read, and copied (cut to SHADOW_SUMMARY_MAX - 1
+ * bytes, invalid UTF-8 replaced by '?') only for a MISMATCH, NOISE,
+ * SHADOW_ERROR or PRIMARY_ERROR outcome, never for MATCH.
+ */
+void shadow_record_pg(struct shadow_shard *shard, int listener_slot, const char *sql, size_t len,
+                      enum shadow_outcome outcome, uint64_t primary_ns, uint64_t shadow_ns,
+                      const char *primary_summary, const char *shadow_summary);
+
+/*
+ * shadow_record - the same for any protocol: the caller names the statement
+ * key itself, key_id (e.g. a hash of a Redis command name) with its display
+ * text key_text (NUL-terminated; copied, at most PGCLASS_NORMALIZED_MAX - 1
+ * bytes, once, when the key is first seen in this shard).
+ */
+void shadow_record(struct shadow_shard *shard, int listener_slot, uint64_t key_id,
+                   const char *key_text, enum shadow_outcome outcome, uint64_t primary_ns,
+                   uint64_t shadow_ns, const char *primary_summary, const char *shadow_summary);
+
+/*
+ * Gauges and counters the session layer keeps.
+ *
+ * shadow_set_lag - this shard's (worker's) age in seconds of its oldest
+ *   unacknowledged mirror on the listener (0 when none); the scrape shows
+ *   the max over shards.
+ * shadow_set_detached - this shard's count of sessions whose shadow is
+ *   detached, on the listener; the scrape shows the sum.
+ * shadow_count_dropped - n mirrors of the listener discarded without
+ *   comparison, by reason.  Outcome counters are not touched: a unit that
+ *   should also count as outcome "dropped" is recorded with SHADOW_DROPPED.
+ * shadow_set_queue_bytes - bytes in all mirror queues (process-wide).
+ * shadow_set_diverged - mark the listener diverged; sticky until restart.
+ */
+void shadow_set_lag(struct shadow_shard *shard, int listener_slot, double seconds);
+void shadow_set_detached(struct shadow_shard *shard, int listener_slot, uint64_t sessions);
+void shadow_count_dropped(struct shadow_shard *shard, int listener_slot,
+                          enum shadow_drop_reason reason, uint64_t n);
+void shadow_set_queue_bytes(uint64_t bytes);
+void shadow_set_diverged(int listener_slot);
+
+/* A listener summed over shards (shadow_listener_stats).  Ratios and
+ * latencies are NaN when there is nothing to compute them from. */
+struct shadow_listener_stats {
+    uint64_t outcomes[SHADOW__COUNT];           /* since boot */
+    uint64_t window_outcomes[SHADOW__COUNT];    /* over the window asked for */
+    double validation_success_ratio;            /* window: match / (match + mismatch) */
+    double primary_p50_seconds;                 /* window */
+    double shadow_p50_seconds;                  /* window */
+    double performance_ratio;                   /* window: shadow p50 / primary p50 */
+    uint64_t latency_count[SHADOW_SIDE__COUNT]; /* since boot: latencies recorded */
+    double latency_sum_seconds[SHADOW_SIDE__COUNT];
+    uint64_t dropped[SHADOW_DROP__COUNT]; /* since boot */
+    uint64_t statements_evicted;          /* records of keys refused by a full statement table */
+    uint64_t statements_undescribed;      /* records of texts over the describe budget */
+    double lag_seconds;                   /* max over shards */
+    uint64_t detached_sessions;           /* sum over shards */
+    bool diverged;
+};
+
+/*
+ * shadow_listener_stats - sum the listener over every shard into *out, with
+ * a window of the last window_seconds (rounded up to whole slots, 0 or more
+ * than SHADOW_WINDOW_SECONDS means the whole window; the current, partly
+ * elapsed slot counts).  For /api/status and the guards.  Returns 0, or -1
+ * when the slot is out of range or out of memory (*out zeroed).
+ */
+int shadow_listener_stats(int listener_slot, unsigned window_seconds,
+                          struct shadow_listener_stats *out);
+
+/*
+ * shadow_render_prometheus - write the shadow metrics (text format 0.0.4)
+ * for every assigned listener slot:
+ *
+ *   tandem_shadow_operations_total{listener,outcome}        counter
+ *   tandem_shadow_validation_success_ratio{listener}        gauge, window;
+ *       NaN when the window holds no match and no mismatch (a comparison
+ *       with NaN is false, so alert rules neither fire nor resolve on it)
+ *   tandem_shadow_performance_ratio{listener}               gauge, window;
+ *       shadow p50 / primary p50, NaN when either side has no sample
+ *   tandem_shadow_latency_seconds_bucket{listener,side,le}  histogram,
+ *       _sum, _count (since boot; side is "primary" or "shadow")
+ *   tandem_shadow_lag_seconds{listener}                     gauge, max
+ *   tandem_shadow_queue_bytes                               gauge
+ *   tandem_shadow_diverged{listener}                        gauge 0/1
+ *   tandem_shadow_detached_sessions{listener}               gauge, sum
+ *   tandem_shadow_mirror_dropped_total{listener,reason}     counter
+ *   tandem_shadow_statements_evicted_total{listener}        counter
+ */
+void shadow_render_prometheus(FILE *out);
+
+/*
+ * shadow_report_json - the shadow-diff report (GET /api/shadow/report), a
+ * new object the caller owns (json_decref), or NULL out of memory:
+ *
+ *   generated_at      RFC 3339 UTC, milliseconds
+ *   window_seconds    SHADOW_WINDOW_SECONDS
+ *   listeners   [ {name, outcomes{<outcome>: n} (since boot),
+ *                  window_outcomes{...}, validation_success_ratio,
+ *                  performance_ratio, primary_p50_ms, shadow_p50_ms
+ *                  (those four over the window; null when not computable),
+ *                  lag_seconds, diverged, detached_sessions,
+ *                  dropped{<reason>: n}, statements_evicted,
+ *                  statements_undescribed} ]  in slot order
+ *   statements  [ {listener, fingerprint (16 hex digits, or "other"),
+ *                  statement, count{<outcome>: n, total}, primary_p50_ms,
+ *                  shadow_p50_ms, primary_p99_ms, shadow_p99_ms,
+ *                  latency_ratio (shadow p50 / primary p50)} ]
+ *                  since boot, summed over shards; sorted by mismatches
+ *                  desc, then total desc; the first top_n (0: all)
+ *   slowest     [ same objects ]  those with at least
+ *                  SHADOW_SLOWEST_MIN_SAMPLES latencies on both sides, by
+ *                  latency_ratio desc; the first top_n (0: all)
+ *   samples     [ {time, listener, fingerprint, statement, outcome,
+ *                  primary, shadow} ]  newest first: the latest
+ *                  SHADOW_SAMPLES mismatches and SHADOW_OTHER_SAMPLES
+ *                  others, merged
+ *
+ * Latencies and ratios without data are null.  Every string is valid UTF-8.
+ */
+json_t *shadow_report_json(size_t top_n);
+
+/*
+ * shadow_set_clock - make the windows use now_ns() (a monotonic clock in
+ * nanoseconds) instead of CLOCK_MONOTONIC; NULL restores it.  For tests;
+ * set it before recording.
+ */
+void shadow_set_clock(uint64_t (*now_ns)(void));
+
+/* shadow_latency_bound_ns - the finite upper bound of latency bucket i
+ * (0 <= i < SHADOW_LAT_BOUNDS), in nanoseconds; 0 out of range. */
+uint64_t shadow_latency_bound_ns(int i);
+
+#endif /* TANDEM_SHADOW_H */

@@ -1,0 +1,754 @@
+/*
+ * test_shadow.c - shadow comparison metrics: sums over shards under
+ * concurrency, fingerprint grouping, bounds, windows (on an injected clock),
+ * ratios, the sample ring, and both expositions parsed back.
+ *
+ * Every test uses its own listener names (slots are process-wide) and its
+ * own shards, so the tests do not see each other's counts.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <ctype.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "metrics/metric.h"
+#include "metrics/shadow.h"
+
+#define SEC 1000000000ull
+#define MS 1000000ull
+
+static uint64_t fake_now = 1000 * SEC;
+
+static uint64_t
+fake_clock(void)
+{
+    return __atomic_load_n(&fake_now, __ATOMIC_RELAXED);
+}
+
+static void
+advance(uint64_t ns)
+{
+    __atomic_add_fetch(&fake_now, ns, __ATOMIC_RELAXED);
+}
+
+static struct shadow_listener_stats
+stats(int slot)
+{
+    struct shadow_listener_stats st;
+    assert_int_equal(shadow_listener_stats(slot, 0, &st), 0);
+    return st;
+}
+
+static char *
+render(size_t *len)
+{
+    char *buf = NULL;
+    FILE *f = open_memstream(&buf, len);
+    assert_non_null(f);
+    shadow_render_prometheus(f);
+    fclose(f);
+    return buf;
+}
+
+/* The report as a browser would get it: serialized, then parsed back. */
+static json_t *
+report(size_t top_n)
+{
+    json_t *r = shadow_report_json(top_n);
+    char *text;
+    json_t *back;
+    json_error_t err;
+
+    assert_non_null(r);
+    text = json_dumps(r, JSON_COMPACT);
+    assert_non_null(text);
+    json_decref(r);
+    back = json_loads(text, 0, &err);
+    free(text);
+    assert_non_null(back);
+    return back;
+}
+
+static json_t *
+find_listener(json_t *rep, const char *name)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(rep, "listeners"), i, v) {
+        if (strcmp(json_string_value(json_object_get(v, "name")), name) == 0)
+            return v;
+    }
+    return NULL;
+}
+
+static size_t
+count_in(json_t *arr, const char *listener)
+{
+    size_t i, n = 0;
+    json_t *v;
+    json_array_foreach(arr, i, v) {
+        if (strcmp(json_string_value(json_object_get(v, "listener")), listener) == 0)
+            n++;
+    }
+    return n;
+}
+
+static json_t *
+nth_in(json_t *arr, const char *listener, size_t nth)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v) {
+        if (strcmp(json_string_value(json_object_get(v, "listener")), listener) == 0 && nth-- == 0)
+            return v;
+    }
+    return NULL;
+}
+
+static long long
+jint(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    assert_true(json_is_integer(v));
+    return json_integer_value(v);
+}
+
+/* ---- concurrency ------------------------------------------------------- */
+
+#define ROUNDS 20000
+
+struct writer {
+    struct shadow_shard *shard;
+    int slot;
+};
+
+static int writers_done;
+
+static void *
+writer_main(void *arg)
+{
+    struct writer *w = arg;
+    static const char *const texts[] = {"select 1", "select 2 from t", "update t set a = 3",
+                                        "select 4"};
+    char sum[64];
+
+    for (int i = 0; i < ROUNDS; i++) {
+        enum shadow_outcome o = i % 10 == 0 ? SHADOW_MISMATCH : SHADOW_MATCH;
+        snprintf(sum, sizeof(sum), "row %d", i);
+        if (i % 2 == 0)
+            shadow_record_pg(w->shard, w->slot, texts[i / 2 % 4], strlen(texts[i / 2 % 4]), o,
+                             (uint64_t)(i % 100 + 1) * 10000, (uint64_t)(i % 50 + 1) * 20000, sum,
+                             "other");
+        else
+            shadow_record(w->shard, w->slot, 42, "GET", o, 1 * MS, 2 * MS, sum, "x");
+        if (i % 1000 == 0) {
+            shadow_set_lag(w->shard, w->slot, (double)i / 1000);
+            shadow_count_dropped(w->shard, w->slot, SHADOW_DROP_QUEUE_FULL, 1);
+        }
+    }
+    __atomic_add_fetch(&writers_done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void *
+reader_main(void *arg)
+{
+    (void)arg;
+    while (__atomic_load_n(&writers_done, __ATOMIC_ACQUIRE) < 2) {
+        size_t len;
+        struct shadow_listener_stats st;
+        char *text = render(&len);
+        json_t *r = shadow_report_json(10);
+        free(text);
+        assert_non_null(r);
+        json_decref(r);
+        shadow_listener_stats(metric_slot_listener("conc"), 60, &st);
+    }
+    return NULL;
+}
+
+static void
+test_concurrent_shards(void **state)
+{
+    (void)state;
+    int slot = metric_slot_listener("conc");
+    struct writer w[2];
+    pthread_t t[3];
+    struct shadow_listener_stats st;
+
+    assert_true(slot >= 0);
+    /* before any shard or record: empty but well-formed */
+    json_t *empty = report(0);
+    assert_int_equal(json_array_size(json_object_get(empty, "statements")), 0);
+    assert_int_equal(json_array_size(json_object_get(empty, "samples")), 0);
+    json_decref(empty);
+    size_t len;
+    free(render(&len));
+
+    for (int i = 0; i < 2; i++) {
+        w[i].shard = shadow_shard_new();
+        w[i].slot = slot;
+        assert_non_null(w[i].shard);
+    }
+    assert_int_equal(pthread_create(&t[2], NULL, reader_main, NULL), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, writer_main, &w[i]), 0);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+
+    st = stats(slot);
+    assert_int_equal(st.outcomes[SHADOW_MATCH], 2 * ROUNDS * 9 / 10);
+    assert_int_equal(st.outcomes[SHADOW_MISMATCH], 2 * ROUNDS / 10);
+    assert_int_equal(st.window_outcomes[SHADOW_MATCH], 2 * ROUNDS * 9 / 10);
+    assert_int_equal(st.latency_count[SHADOW_SIDE_PRIMARY], 2 * ROUNDS);
+    assert_int_equal(st.dropped[SHADOW_DROP_QUEUE_FULL], 2 * ROUNDS / 1000);
+    assert_true(st.lag_seconds == (double)(ROUNDS - 1000) / 1000); /* max, not sum */
+    assert_true(fabs(st.validation_success_ratio - 0.9) < 1e-12);
+    assert_int_equal(st.statements_evicted, 0);
+    assert_int_equal(st.statements_undescribed, 0);
+
+    /* per statement: "select 1" and "select 4" share a fingerprint; both shards' entries merge */
+    json_t *rep = report(0);
+    json_t *sts = json_object_get(rep, "statements");
+    assert_int_equal(count_in(sts, "conc"), 4); /* select $1, select $1 from t, update, GET */
+    long long total = 0;
+    for (size_t i = 0; i < 4; i++) {
+        json_t *s = nth_in(sts, "conc", i);
+        long long n = jint(json_object_get(s, "count"), "total");
+        const char *text = json_string_value(json_object_get(s, "statement"));
+        total += n;
+        if (strcmp(text, "GET") == 0)
+            assert_int_equal(n, ROUNDS);
+        else if (strcmp(text, "select $1") == 0)
+            assert_int_equal(n, ROUNDS / 2);
+        else
+            assert_int_equal(n, ROUNDS / 4);
+    }
+    assert_int_equal(total, 2 * ROUNDS);
+    json_decref(rep);
+}
+
+/* ---- fingerprints, cache, bounds ---------------------------------------- */
+
+static void
+test_literals_share_fingerprint(void **state)
+{
+    (void)state;
+    int slot = metric_slot_listener("lits");
+    struct shadow_shard *sh = shadow_shard_new();
+    struct shadow_listener_stats st;
+
+    assert_non_null(sh);
+    shadow_record_pg(sh, slot, "select 1", 8, SHADOW_MATCH, MS, MS, NULL, NULL);
+    shadow_record_pg(sh, slot, "select 2", 8, SHADOW_MISMATCH, MS, MS, "1", "2");
+    /* not NUL-terminated: only len bytes count */
+    shadow_record_pg(sh, slot, "select 3; garbage", 8, SHADOW_MATCH, MS, MS, NULL, NULL);
+
+    json_t *rep = report(0);
+    json_t *sts = json_object_get(rep, "statements");
+    assert_int_equal(count_in(sts, "lits"), 1);
+    json_t *s = nth_in(sts, "lits", 0);
+    assert_string_equal(json_string_value(json_object_get(s, "statement")), "select $1");
+    assert_int_equal(jint(json_object_get(s, "count"), "total"), 3);
+    assert_int_equal(jint(json_object_get(s, "count"), "mismatch"), 1);
+    assert_int_equal(strlen(json_string_value(json_object_get(s, "fingerprint"))), 16);
+    json_decref(rep);
+
+    /* the cache: with the clock frozen, the describe budget allows
+     * SHADOW_DESCRIBE_PER_SEC new texts; repeats must not spend it */
+    for (int i = 0; i < 3 * SHADOW_DESCRIBE_PER_SEC; i++)
+        shadow_record_pg(sh, slot, "select 1", 8, SHADOW_MATCH, MS, MS, NULL, NULL);
+    st = stats(slot);
+    assert_int_equal(st.statements_undescribed, 0);
+    assert_int_equal(st.outcomes[SHADOW_MATCH], 2 + 3 * SHADOW_DESCRIBE_PER_SEC);
+}
+
+static void
+test_describe_budget(void **state)
+{
+    (void)state;
+    int slot = metric_slot_listener("budget");
+    struct shadow_shard *sh = shadow_shard_new();
+    char sql[64];
+    int n;
+
+    assert_non_null(sh);
+    advance(SEC); /* a fresh second */
+    for (int i = 0; i < SHADOW_DESCRIBE_PER_SEC + 5; i++) {
+        n = snprintf(sql, sizeof(sql), "select %d from budget", i);
+        shadow_record_pg(sh, slot, sql, (size_t)n, SHADOW_MATCH, MS, MS, NULL, NULL);
+    }
+    assert_int_equal(stats(slot).statements_undescribed, 5);
+
+    /* the next second a refused text is described and cached */
+    advance(SEC);
+    n = snprintf(sql, sizeof(sql), "select %d from budget", SHADOW_DESCRIBE_PER_SEC + 1);
+    shadow_record_pg(sh, slot, sql, (size_t)n, SHADOW_MATCH, MS, MS, NULL, NULL);
+    shadow_record_pg(sh, slot, sql, (size_t)n, SHADOW_MATCH, MS, MS, NULL, NULL);
+    assert_int_equal(stats(slot).statements_undescribed, 5);
+
+    json_t *rep = report(0);
+    json_t *sts = json_object_get(rep, "statements");
+    assert_int_equal(count_in(sts, "budget"), 2); /* the fingerprint, and "other" */
+    json_t *s = nth_in(sts, "budget", 0);
+    assert_string_equal(json_string_value(json_object_get(s, "statement")),
+                        "select $1 from budget");
+    assert_int_equal(jint(json_object_get(s, "count"), "total"), SHADOW_DESCRIBE_PER_SEC + 2);
+    s = nth_in(sts, "budget", 1);
+    assert_string_equal(json_string_value(json_object_get(s, "fingerprint")), "other");
+    assert_int_equal(jint(json_object_get(s, "count"), "total"), 5);
+    json_decref(rep);
+}
+
+static void
+test_table_bound_and_other(void **state)
+{
+    (void)state;
+    int slot = metric_slot_listener("bound");
+    struct shadow_shard *sh = shadow_shard_new();
+    char name[32];
+
+    assert_non_null(sh);
+    for (int i = 0; i < SHADOW_MAX_STATEMENTS + 10; i++) {
+        snprintf(name, sizeof(name), "CMD%d", i);
+        shadow_record(sh, slot, 1000 + (uint64_t)i, name, SHADOW_MATCH, MS, MS, NULL, NULL);
+    }
+    /* a known key still has its entry; a refused one stays refused */
+    shadow_record(sh, slot, 1000, "CMD0", SHADOW_MISMATCH, MS, MS, "a", "b");
+    shadow_record(sh, slot, 1000 + SHADOW_MAX_STATEMENTS, "x", SHADOW_MISMATCH, MS, MS, "a", "b");
+
+    struct shadow_listener_stats st = stats(slot);
+    assert_int_equal(st.statements_evicted, 11);
+    assert_int_equal(st.outcomes[SHADOW_MATCH], SHADOW_MAX_STATEMENTS + 10);
+
+    json_t *rep = report(0);
+    json_t *sts = json_object_get(rep, "statements");
+    assert_int_equal(count_in(sts, "bound"), SHADOW_MAX_STATEMENTS + 1);
+    /* sorted by mismatches, then count: the two with a mismatch first */
+    json_t *s0 = nth_in(sts, "bound", 0), *s1 = nth_in(sts, "bound", 1);
+    assert_string_equal(json_string_value(json_object_get(s0, "fingerprint")), "other");
+    assert_int_equal(jint(json_object_get(s0, "count"), "total"), 11);
+    assert_int_equal(jint(json_object_get(s0, "count"), "mismatch"), 1);
+    assert_string_equal(json_string_value(json_object_get(s1, "statement")), "CMD0");
+    assert_string_equal(json_string_value(json_object_get(s1, "fingerprint")), "00000000000003e8");
+    assert_int_equal(jint(json_object_get(s1, "count"), "total"), 2);
+    assert_int_equal(jint(find_listener(rep, "bound"), "statements_evicted"), 11);
+    json_decref(rep);
+
+    /* top_n cuts the list */
+    rep = report(3);
+    assert_true(json_array_size(json_object_get(rep, "statements")) <= 3);
+    json_decref(rep);
+}
+
+/* ---- windows and ratios ------------------------------------------------- */
+
+static void
+test_window_expiry(void **state)
+{
+    (void)state;
+    int slot = metric_slot_listener("win");
+    struct shadow_shard *sh = shadow_shard_new();
+    struct shadow_listener_stats st;
+
+    assert_non_null(sh);
+    /* start at a slot boundary so "60 s" is exactly 12 slots */
+    __atomic_store_n(&fake_now, (fake_clock() / (5 * SEC) + 1) * 5 * SEC, __ATOMIC_RELAXED);
+    for (int i = 0; i < 3; i++)
+        shadow_record(sh, slot, 1, "GET", SHADOW_MATCH, MS, MS, NULL, NULL);
+    shadow_record(sh, slot, 1, "GET", SHADOW_MISMATCH, MS, MS, NULL, NULL);
+    shadow_record(sh, slot, 1, "GET", SHADOW_SHADOW_ERROR, MS, 0, NULL, NULL);
+    shadow_record(sh, slot, 1, "GET", SHADOW_NOISE, MS, MS, NULL, NULL);
+    st = stats(slot);
+    assert_true(st.validation_success_ratio == 0.75); /* noise and errors do not count */
+    assert_int_equal(st.window_outcomes[SHADOW_SHADOW_ERROR], 1);
+    assert_int_equal(st.latency_count[SHADOW_SIDE_SHADOW], 5); /* 0 ns: not recorded */
+
+    /* 61 s later: gone from a 60 s window, still in the 5 min one */
+    advance(61 * SEC);
+    shadow_record(sh, slot, 1, "GET", SHADOW_MATCH, MS, MS, NULL, NULL);
+    assert_int_equal(shadow_listener_stats(slot, 60, &st), 0);
+    assert_int_equal(st.window_outcomes[SHADOW_MATCH], 1);
+    assert_true(st.validation_success_ratio == 1.0);
+    st = stats(slot);
+    assert_int_equal(st.window_outcomes[SHADOW_MATCH], 4);
+
+    /* 5 min after the first records: they expire, the later one stays */
+    advance(SHADOW_WINDOW_SECONDS * SEC - 61 * SEC);
+    st = stats(slot);
+    assert_int_equal(st.window_outcomes[SHADOW_MATCH], 1);
+    assert_int_equal(st.window_outcomes[SHADOW_MISMATCH], 0);
+    assert_true(st.validation_success_ratio == 1.0);
+
+    /* reusing the first slot resets it, not adds to it */
+    shadow_record(sh, slot, 1, "GET", SHADOW_MISMATCH, MS, MS, NULL, NULL);
+    st = stats(slot);
+    assert_int_equal(st.window_outcomes[SHADOW_MISMATCH], 1);
+    assert_int_equal(st.window_outcomes[SHADOW_MATCH], 1);
+
+    /* nothing in the window: NaN, and totals are kept */
+    advance(2 * SHADOW_WINDOW_SECONDS * SEC);
+    st = stats(slot);
+    assert_true(isnan(st.validation_success_ratio));
+    assert_true(isnan(st.performance_ratio));
+    assert_int_equal(st.outcomes[SHADOW_MATCH], 4);
+    assert_int_equal(st.outcomes[SHADOW_MISMATCH], 2);
+
+    size_t len;
+    char *text = render(&len);
+    assert_non_null(strstr(text, "tandem_shadow_validation_success_ratio{listener=\"win\"} NaN\n"));
+    free(text);
+    json_t *rep = report(0);
+    assert_true(
+        json_is_null(json_object_get(find_listener(rep, "win"), "validation_success_ratio")));
+    json_decref(rep);
+}
+
+static void
+test_latency_ratios(void **state)
+{
+    (void)state;
+    int slot = metric_slot_listener("lat");
+    struct shadow_shard *a = shadow_shard_new(), *b = shadow_shard_new();
+    struct shadow_listener_stats st;
+
+    assert_non_null(a);
+    assert_non_null(b);
+    /* 1 ms falls in (0.8, 1] ms, 2 ms in (1.6, 2] ms: interpolated p50s are
+     * 0.9 ms and 1.8 ms, whatever the shard */
+    for (int i = 0; i < 50; i++) {
+        shadow_record(a, slot, 7, "q", SHADOW_MATCH, 1 * MS, 2 * MS, NULL, NULL);
+        shadow_record(b, slot, 7, "q", SHADOW_MATCH, 1 * MS, 2 * MS, NULL, NULL);
+    }
+    /* as slow, but too few samples for "slowest" */
+    shadow_record(a, slot, 8, "rare", SHADOW_MATCH, 1 * MS, 2 * MS, NULL, NULL);
+    st = stats(slot);
+    assert_true(fabs(st.primary_p50_seconds - 0.0009) < 1e-12);
+    assert_true(fabs(st.shadow_p50_seconds - 0.0018) < 1e-12);
+    assert_true(fabs(st.performance_ratio - 2.0) < 1e-9);
+    assert_int_equal(st.latency_count[SHADOW_SIDE_PRIMARY], 101);
+    assert_true(fabs(st.latency_sum_seconds[SHADOW_SIDE_PRIMARY] - 0.101) < 1e-9);
+
+    json_t *rep = report(0);
+    json_t *s = nth_in(json_object_get(rep, "statements"), "lat", 0);
+    assert_string_equal(json_string_value(json_object_get(s, "statement")), "q");
+    assert_true(fabs(json_real_value(json_object_get(s, "primary_p50_ms")) - 0.9) < 1e-9);
+    assert_true(fabs(json_real_value(json_object_get(s, "shadow_p99_ms")) - 1.996) < 1e-9);
+    assert_true(fabs(json_real_value(json_object_get(s, "latency_ratio")) - 2.0) < 1e-9);
+    json_t *slow = json_object_get(rep, "slowest");
+    assert_int_equal(count_in(slow, "lat"), 1);
+    assert_string_equal(json_string_value(json_object_get(nth_in(slow, "lat", 0), "statement")),
+                        "q");
+    json_t *l = find_listener(rep, "lat");
+    assert_true(fabs(json_real_value(json_object_get(l, "performance_ratio")) - 2.0) < 1e-9);
+    assert_true(fabs(json_real_value(json_object_get(l, "shadow_p50_ms")) - 1.8) < 1e-9);
+    json_decref(rep);
+
+    /* beyond the last bound: the +Inf bucket answers 10 s */
+    int slot2 = metric_slot_listener("lat-inf");
+    shadow_record(a, slot2, 1, "slow", SHADOW_MATCH, 1 * MS, 60 * SEC, NULL, NULL);
+    st = stats(slot2);
+    assert_true(st.shadow_p50_seconds == 10.0);
+}
+
+/* ---- samples -------------------------------------------------------------- */
+
+static void
+test_sample_ring(void **state)
+{
+    (void)state;
+    int slot = metric_slot_listener("ring");
+    struct shadow_shard *a = shadow_shard_new(), *b = shadow_shard_new();
+    char p[32], s[32];
+
+    assert_non_null(a);
+    assert_non_null(b);
+    for (int i = 0; i < SHADOW_SAMPLES + 6; i++) {
+        snprintf(p, sizeof(p), "p%d", i);
+        snprintf(s, sizeof(s), "s%d", i);
+        /* alternate shards: the report merges them in record order */
+        shadow_record(i % 2 ? b : a, slot, 2, "SET", SHADOW_MISMATCH, MS, MS, p, s);
+    }
+    for (int i = 0; i < SHADOW_OTHER_SAMPLES + 4; i++)
+        shadow_record(a, slot, 3, "RANDOMKEY", SHADOW_NOISE, MS, MS, "n", "n");
+    /* never a sample: match, timeout, dropped */
+    shadow_record(a, slot, 1, "MATCHED", SHADOW_MATCH, MS, MS, "never", "kept");
+    shadow_record(b, slot, 1, "MATCHED", SHADOW_SHADOW_TIMEOUT, MS, 0, "never", "kept");
+    shadow_record(b, slot, 1, "MATCHED", SHADOW_DROPPED, MS, 0, "never", "kept");
+
+    json_t *rep = report(0);
+    json_t *samples = json_object_get(rep, "samples");
+    assert_true(json_array_size(samples) <= SHADOW_SAMPLES + SHADOW_OTHER_SAMPLES);
+    assert_int_equal(count_in(samples, "ring"), SHADOW_SAMPLES + SHADOW_OTHER_SAMPLES);
+    /* newest first: the noise, then the mismatches from the last one down */
+    for (int i = 0; i < SHADOW_OTHER_SAMPLES; i++) {
+        json_t *x = nth_in(samples, "ring", (size_t)i);
+        assert_string_equal(json_string_value(json_object_get(x, "outcome")), "noise");
+        assert_string_equal(json_string_value(json_object_get(x, "statement")), "RANDOMKEY");
+    }
+    for (int i = 0; i < SHADOW_SAMPLES; i++) {
+        json_t *x = nth_in(samples, "ring", (size_t)(SHADOW_OTHER_SAMPLES + i));
+        snprintf(p, sizeof(p), "p%d", SHADOW_SAMPLES + 5 - i);
+        assert_string_equal(json_string_value(json_object_get(x, "outcome")), "mismatch");
+        assert_string_equal(json_string_value(json_object_get(x, "primary")), p);
+        assert_string_equal(json_string_value(json_object_get(x, "statement")), "SET");
+        assert_string_equal(json_string_value(json_object_get(x, "fingerprint")),
+                            "0000000000000002");
+        assert_true(json_is_string(json_object_get(x, "time")));
+    }
+    json_decref(rep);
+}
+
+static void
+test_summary_cut_and_utf8(void **state)
+{
+    (void)state;
+    int slot = metric_slot_listener("utf8");
+    struct shadow_shard *sh = shadow_shard_new();
+    char big[3000];
+
+    assert_non_null(sh);
+    /* "é" (2 bytes) repeated: the cut at 1023 bytes must not split one */
+    for (size_t i = 0; i < 2800; i += 2) {
+        big[i] = (char)0xc3;
+        big[i + 1] = (char)0xa9;
+    }
+    big[2800] = 0;
+    shadow_record(sh, slot, 9, "bad \xff key", SHADOW_MISMATCH, MS, MS, big, "\xc3(\xff ok");
+
+    json_t *rep = report(0);
+    json_t *x = nth_in(json_object_get(rep, "samples"), "utf8", 0);
+    assert_non_null(x);
+    const char *prim = json_string_value(json_object_get(x, "primary"));
+    assert_int_equal(strlen(prim), SHADOW_SUMMARY_MAX - 2); /* 2k <= 1023 */
+    assert_int_equal(strncmp(prim, big, strlen(prim)), 0);
+    assert_string_equal(json_string_value(json_object_get(x, "shadow")), "?(? ok");
+    assert_string_equal(json_string_value(json_object_get(x, "statement")), "bad ? key");
+    json_decref(rep);
+}
+
+/* ---- gauges ----------------------------------------------------------------- */
+
+static void
+test_gauges(void **state)
+{
+    (void)state;
+    int slot = metric_slot_listener("gauges");
+    struct shadow_shard *a = shadow_shard_new(), *b = shadow_shard_new();
+    struct shadow_listener_stats st;
+
+    assert_non_null(a);
+    assert_non_null(b);
+    shadow_set_lag(a, slot, 1.5);
+    shadow_set_lag(b, slot, 0.25);
+    shadow_set_detached(a, slot, 2);
+    shadow_set_detached(b, slot, 3);
+    shadow_count_dropped(a, slot, SHADOW_DROP_DETACHED, 4);
+    shadow_count_dropped(b, slot, SHADOW_DROP_DETACHED, 1);
+    st = stats(slot);
+    assert_true(st.lag_seconds == 1.5);
+    assert_int_equal(st.detached_sessions, 5);
+    assert_int_equal(st.dropped[SHADOW_DROP_DETACHED], 5);
+    assert_false(st.diverged);
+    shadow_set_diverged(slot);
+    shadow_set_lag(a, slot, 0);
+    shadow_set_detached(a, slot, 0);
+    st = stats(slot);
+    assert_true(st.diverged);
+    assert_true(st.lag_seconds == 0.25);
+    assert_int_equal(st.detached_sessions, 3);
+    /* out-of-range slots are ignored */
+    shadow_set_lag(a, -1, 9);
+    shadow_set_diverged(METRIC_MAX_LISTENERS);
+    shadow_record(a, METRIC_MAX_LISTENERS, 1, "x", SHADOW_MATCH, MS, MS, NULL, NULL);
+    assert_int_equal(shadow_listener_stats(-1, 0, &st), -1);
+    assert_string_equal(shadow_drop_reason_name(SHADOW_DROP_QUEUE_FULL), "queue_full");
+}
+
+/* ---- the expositions -------------------------------------------------------- */
+
+/* One sample line: name{k="v",...} value, or name value. */
+static void
+check_sample_line(const char *line)
+{
+    const char *p = line;
+    char *end;
+
+    assert_true(isalpha((unsigned char)*p) || *p == '_' || *p == ':');
+    while (isalnum((unsigned char)*p) || *p == '_' || *p == ':')
+        p++;
+    if (*p == '{') {
+        p++;
+        while (*p != '}') {
+            assert_true(isalpha((unsigned char)*p) || *p == '_');
+            while (isalnum((unsigned char)*p) || *p == '_')
+                p++;
+            assert_int_equal(*p++, '=');
+            assert_int_equal(*p++, '"');
+            while (*p != '"') {
+                assert_true(*p != 0 && *p != '\n');
+                if (*p == '\\') {
+                    p++;
+                    assert_true(*p == '\\' || *p == '"' || *p == 'n');
+                }
+                p++;
+            }
+            p++;
+            if (*p == ',')
+                p++;
+            else
+                assert_int_equal(*p, '}');
+        }
+        p++;
+    }
+    assert_int_equal(*p++, ' ');
+    strtod(p, &end);
+    assert_true(end != p);
+    assert_int_equal(*end, 0);
+}
+
+static void
+test_prometheus_text(void **state)
+{
+    (void)state;
+    int slot = metric_slot_listener("prom \"q\"");
+    struct shadow_shard *sh = shadow_shard_new();
+    size_t len, lines = 0;
+    char *text, *save = NULL;
+
+    assert_non_null(sh);
+    for (int i = 0; i < 3; i++)
+        shadow_record(sh, slot, 1, "GET", SHADOW_MATCH, 300 * 1000, 20 * SEC, NULL, NULL);
+    shadow_record(sh, slot, 1, "GET", SHADOW_MISMATCH, 30 * 1000, 2 * MS, NULL, NULL);
+    shadow_set_queue_bytes(12345);
+
+    text = render(&len);
+    assert_int_equal(strlen(text), len);
+    assert_int_equal(text[len - 1], '\n');
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        lines++;
+        if (line[0] == '#') {
+            assert_true(strncmp(line, "# HELP tandem_shadow_", 21) == 0 ||
+                        strncmp(line, "# TYPE tandem_shadow_", 21) == 0);
+            continue;
+        }
+        check_sample_line(line);
+    }
+    assert_true(lines > 20);
+    free(text);
+
+    text = render(&len);
+    assert_non_null(strstr(text, "# TYPE tandem_shadow_latency_seconds histogram\n"));
+    assert_non_null(strstr(
+        text, "tandem_shadow_operations_total{listener=\"prom \\\"q\\\"\",outcome=\"match\"} 3\n"));
+    assert_non_null(strstr(text, "tandem_shadow_validation_success_ratio{listener=\"prom "
+                                 "\\\"q\\\"\"} 0.75\n"));
+    assert_non_null(strstr(text, "tandem_shadow_queue_bytes 12345\n"));
+    /* cumulative buckets: 30us and 300us (x3) on the primary side */
+    assert_non_null(strstr(text, "tandem_shadow_latency_seconds_bucket{listener=\"prom "
+                                 "\\\"q\\\"\",side=\"primary\",le=\"5e-05\"} 1\n"));
+    assert_non_null(strstr(text, "tandem_shadow_latency_seconds_bucket{listener=\"prom "
+                                 "\\\"q\\\"\",side=\"primary\",le=\"0.00025\"} 1\n"));
+    assert_non_null(strstr(text, "tandem_shadow_latency_seconds_bucket{listener=\"prom "
+                                 "\\\"q\\\"\",side=\"primary\",le=\"0.0005\"} 4\n"));
+    /* 20 s is beyond 10 s: only +Inf has it */
+    assert_non_null(strstr(text, "tandem_shadow_latency_seconds_bucket{listener=\"prom "
+                                 "\\\"q\\\"\",side=\"shadow\",le=\"10\"} 1\n"));
+    assert_non_null(strstr(text, "tandem_shadow_latency_seconds_bucket{listener=\"prom "
+                                 "\\\"q\\\"\",side=\"shadow\",le=\"+Inf\"} 4\n"));
+    assert_non_null(strstr(text, "tandem_shadow_latency_seconds_count{listener=\"prom "
+                                 "\\\"q\\\"\",side=\"shadow\"} 4\n"));
+    assert_non_null(strstr(text, "tandem_shadow_latency_seconds_sum{listener=\"prom "
+                                 "\\\"q\\\"\",side=\"primary\"} 0.00093\n"));
+    free(text);
+
+    /* the exposed bounds are a subset of the fine ones, 50 us to 10 s */
+    assert_int_equal(shadow_latency_bound_ns(0), 50000);
+    assert_int_equal(shadow_latency_bound_ns(SHADOW_LAT_BOUNDS - 1), 10 * SEC);
+    assert_int_equal(shadow_latency_bound_ns(SHADOW_LAT_BOUNDS), 0);
+    for (int i = 1; i < SHADOW_LAT_BOUNDS; i++)
+        assert_true(shadow_latency_bound_ns(i) > shadow_latency_bound_ns(i - 1));
+}
+
+static void
+test_json_shape(void **state)
+{
+    (void)state;
+    int slot = metric_slot_listener("shape");
+    struct shadow_shard *sh = shadow_shard_new();
+
+    assert_non_null(sh);
+    for (int i = 0; i < 20; i++)
+        shadow_record_pg(sh, slot, "SELECT * FROM shape WHERE id = 7",
+                         strlen("SELECT * FROM shape WHERE id = 7"),
+                         i == 0 ? SHADOW_MISMATCH : SHADOW_MATCH, 2 * MS, 3 * MS,
+                         "SELECT 1 | (7,a)", "SELECT 1 | (7,b)");
+
+    json_t *rep = report(0);
+    assert_true(json_is_string(json_object_get(rep, "generated_at")));
+    assert_int_equal(jint(rep, "window_seconds"), SHADOW_WINDOW_SECONDS);
+    assert_true(json_is_array(json_object_get(rep, "statements")));
+    assert_true(json_is_array(json_object_get(rep, "slowest")));
+    assert_true(json_is_array(json_object_get(rep, "samples")));
+
+    json_t *l = find_listener(rep, "shape");
+    assert_non_null(l);
+    assert_int_equal(jint(json_object_get(l, "outcomes"), "match"), 19);
+    assert_int_equal(jint(json_object_get(l, "outcomes"), "dropped"), 0);
+    assert_true(json_is_real(json_object_get(l, "validation_success_ratio")));
+    assert_true(json_is_real(json_object_get(l, "performance_ratio")));
+    assert_true(json_is_real(json_object_get(l, "primary_p50_ms")));
+    assert_true(json_is_real(json_object_get(l, "shadow_p50_ms")));
+    assert_true(json_is_real(json_object_get(l, "lag_seconds")));
+    assert_true(json_is_boolean(json_object_get(l, "diverged")));
+    assert_int_equal(jint(l, "detached_sessions"), 0);
+    assert_int_equal(jint(json_object_get(l, "dropped"), "queue_full"), 0);
+
+    json_t *s = nth_in(json_object_get(rep, "statements"), "shape", 0);
+    assert_non_null(s);
+    assert_int_equal(jint(json_object_get(s, "count"), "mismatch"), 1);
+    assert_string_equal(json_string_value(json_object_get(s, "statement")),
+                        "SELECT * FROM shape WHERE id = $1");
+    for (const char *const *k =
+             (const char *const[]){"primary_p50_ms", "shadow_p50_ms", "primary_p99_ms",
+                                   "shadow_p99_ms", "latency_ratio", NULL};
+         *k; k++)
+        assert_true(json_is_real(json_object_get(s, *k)));
+
+    json_t *x = json_array_get(json_object_get(rep, "samples"), 0);
+    assert_string_equal(json_string_value(json_object_get(x, "listener")), "shape");
+    assert_string_equal(json_string_value(json_object_get(x, "fingerprint")),
+                        json_string_value(json_object_get(s, "fingerprint")));
+    assert_string_equal(json_string_value(json_object_get(x, "shadow")), "SELECT 1 | (7,b)");
+    json_decref(rep);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_concurrent_shards),
+        cmocka_unit_test(test_literals_share_fingerprint),
+        cmocka_unit_test(test_describe_budget),
+        cmocka_unit_test(test_table_bound_and_other),
+        cmocka_unit_test(test_window_expiry),
+        cmocka_unit_test(test_latency_ratios),
+        cmocka_unit_test(test_sample_ring),
+        cmocka_unit_test(test_summary_cut_and_utf8),
+        cmocka_unit_test(test_gauges),
+        cmocka_unit_test(test_prometheus_text),
+        cmocka_unit_test(test_json_shape),
+    };
+    shadow_set_clock(fake_clock);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
