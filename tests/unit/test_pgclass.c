@@ -197,6 +197,10 @@ static const struct row rows[] = {
     {"SELECT * FROM t TABLESAMPLE SYSTEM (10)", R, UN, 0, 1},
     {"SELECT oid FROM pg_type WHERE typname = 'hstore'", R, UN, 0, 1},
     {"SELECT * FROM information_schema.tables", R, UN, 0, 1},
+    /* names the JSON escapes: a trailing backslash, a quote, a control byte */
+    {"SELECT * FROM \"pg_\\\"", R, UN, 0, 1},
+    {"SELECT * FROM \"pg_\"\"\\\\\"", R, UN, 0, 1},
+    {"SELECT \"\x01\\\"\"\\\" FROM t ORDER BY 1", R, OB, 0, 1},
 
     /* hints */
     {"/* tandem:primary */ SELECT 1", R, 0, HP, 1},
