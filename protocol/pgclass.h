@@ -19,8 +19,9 @@
  * exits).  Neither call logs, touches a socket or keeps state between
  * calls.  Stack: up to ~200 KiB for the most deeply nested text accepted.
  *
- * Cost (RelWithDebInfo, one core): ~12 us for a 90-byte SELECT, of which
- * ~11 us is libpg_query's parse; pgcache makes it ~25 ns on a hit.
+ * Cost (-O2, one core, best of runs): 2.4 us for "SELECT 1", 8 us for a
+ * 90-byte SELECT, 37 us for a 300-byte three-way join; libpg_query's parse
+ * is 60-95% of it.  A pgcache hit costs 15-55 ns (hash and compare the text).
  *
  * Never trusts its input: any byte string, of any length, gets an answer.
  * Text that does not parse, is longer than opts->max_len, or nests deeper
