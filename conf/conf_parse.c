@@ -86,8 +86,12 @@ struct conf_directive;
 /* Store N's value into OBJ, the struct of the block being read. */
 typedef void conf_set_fn(struct conf_build *b, void *obj, const struct conf_directive *d,
                          const struct conf_node *n);
-/* Open block N: the struct its body fills, or NULL to skip the body. */
-typedef void *conf_enter_fn(struct conf_build *b, const struct conf_node *n);
+/*
+ * Open block N, found in OBJ: the struct its body fills, or NULL to skip
+ * the body.
+ */
+typedef void *conf_enter_fn(struct conf_build *b, void *obj, const struct conf_directive *d,
+                            const struct conf_node *n);
 /* Close block N once its body is read; SEEN[i] is the node of row i, or NULL. */
 typedef void conf_leave_fn(struct conf_build *b, void *obj, const struct conf_node *n,
                            const struct conf_node *const *seen);
@@ -98,7 +102,7 @@ struct conf_directive {
     unsigned flags;   /* D_* */
     unsigned nargs;   /* exact; for blocks, the words before '{' */
     conf_set_fn *set; /* simple directives */
-    size_t offset;    /* of the field within the context's struct */
+    size_t offset;    /* of the field (or a block's struct) within the context's struct */
     size_t size;      /* of that field */
     const void *data; /* setter-specific: a range, enum names */
     unsigned inner;   /* blocks: the context of the body */
@@ -119,7 +123,7 @@ static const struct conf_range range_timeout = {1, 60 * 60 * 1000, "1ms..1h"};
 
 static conf_set_fn set_number, set_size, set_duration, set_enum, set_string, set_addr,
     set_backend_ref;
-static conf_enter_fn enter_limits, enter_admin, enter_backend, enter_listener;
+static conf_enter_fn enter_member, enter_admin, enter_backend, enter_listener;
 static conf_leave_fn leave_admin, leave_backend, leave_listener;
 
 #define FIELD(type, field) offsetof(type, field), sizeof(((type *)0)->field)
@@ -127,9 +131,15 @@ static conf_leave_fn leave_admin, leave_backend, leave_listener;
     {                                                                                              \
         name, ctx, flags, 1, set, FIELD(type, field), data, 0, NULL, NULL                          \
     }
-#define BLOCK(name, flags, nargs, inner, enter, leave)                                             \
+/* A block opened by its own enter function (backend, listener...). */
+#define BLOCK(name, ctx, flags, nargs, inner, enter, leave)                                        \
     {                                                                                              \
-        name, CTX_TOP, D_BLOCK | (flags), nargs, NULL, 0, 0, NULL, inner, enter, leave             \
+        name, ctx, D_BLOCK | (flags), nargs, NULL, 0, 0, NULL, inner, enter, leave                 \
+    }
+/* A block whose body fills member FIELD of its context's struct TYPE (limits...). */
+#define MEMBER_BLOCK(name, ctx, inner, type, field)                                                \
+    {                                                                                              \
+        name, ctx, D_BLOCK, 0, NULL, FIELD(type, field), NULL, inner, enter_member, NULL           \
     }
 
 static const struct conf_directive directives[] = {
@@ -137,14 +147,16 @@ static const struct conf_directive directives[] = {
     SIMPLE("workers", CTX_TOP, 0, set_number, struct conf, workers, &range_workers),
     SIMPLE("log_format", CTX_TOP, 0, set_enum, struct conf, log_format, conf_log_format_names),
     SIMPLE("log_level", CTX_TOP, 0, set_enum, struct conf, log_level, conf_log_level_names),
-    BLOCK("limits", 0, 0, CTX_LIMITS, enter_limits, NULL),
-    BLOCK("admin", 0, 0, CTX_ADMIN, enter_admin, leave_admin),
-    BLOCK("backend", D_MULTI, 1, CTX_BACKEND, enter_backend, leave_backend),
-    BLOCK("listener", D_MULTI, 1, CTX_LISTENER, enter_listener, leave_listener),
+    MEMBER_BLOCK("limits", CTX_TOP, CTX_LIMITS, struct conf, limits),
+    BLOCK("admin", CTX_TOP, 0, 0, CTX_ADMIN, enter_admin, leave_admin),
+    BLOCK("backend", CTX_TOP, D_MULTI, 1, CTX_BACKEND, enter_backend, leave_backend),
+    BLOCK("listener", CTX_TOP, D_MULTI, 1, CTX_LISTENER, enter_listener, leave_listener),
     /*
-     * Later capabilities are rows here: BLOCK("mirror"/"reads"/"canary"/
-     * "compare"/"guard", ...) with their own CTX_ and the rows of their
-     * bodies.  Until then they are unknown directives, as they must be.
+     * Later capabilities are rows here, each with a CTX_ of its own and the
+     * rows of its body, e.g.
+     *   MEMBER_BLOCK("mirror", CTX_LISTENER, CTX_MIRROR, struct conf_listener, mirror),
+     * and likewise reads, canary, compare (in listener) and guard.  Until
+     * then they are unknown directives, as they must be.
      */
 
     /* limits { } */
@@ -394,14 +406,17 @@ set_backend_ref(struct conf_build *b, void *obj, const struct conf_directive *d,
 
 /* ---- blocks -------------------------------------------------------------- */
 
+/* A block that fills a member of its context's struct: limits, later mirror... */
 static void *
-enter_limits(struct conf_build *b, const struct conf_node *n)
+enter_member(struct conf_build *b, void *obj, const struct conf_directive *d,
+             const struct conf_node *n)
 {
-    return &b->conf->limits;
+    return (char *)obj + d->offset;
 }
 
 static void *
-enter_admin(struct conf_build *b, const struct conf_node *n)
+enter_admin(struct conf_build *b, void *obj, const struct conf_directive *d,
+            const struct conf_node *n)
 {
     struct conf_admin *a = &b->conf->admin;
 
@@ -458,7 +473,8 @@ check_block_name(struct conf_build *b, const struct conf_node *n, int duplicate)
 }
 
 static void *
-enter_backend(struct conf_build *b, const struct conf_node *n)
+enter_backend(struct conf_build *b, void *obj, const struct conf_directive *d,
+              const struct conf_node *n)
 {
     struct conf *c = b->conf;
 
@@ -500,7 +516,8 @@ leave_backend(struct conf_build *b, void *obj, const struct conf_node *n,
 }
 
 static void *
-enter_listener(struct conf_build *b, const struct conf_node *n)
+enter_listener(struct conf_build *b, void *obj, const struct conf_directive *d,
+               const struct conf_node *n)
 {
     struct conf *c = b->conf;
     int duplicate = 0;
@@ -621,7 +638,7 @@ apply_block(struct conf_build *b, const struct conf_node *block, unsigned ctx, v
             continue;
         }
         if (d->flags & D_BLOCK) {
-            void *inner = d->enter(b, n);
+            void *inner = d->enter(b, obj, d, n);
             if (inner != NULL)
                 apply_block(b, n, d->inner, inner, d);
         } else {

@@ -505,6 +505,12 @@ test_bounds(void **state)
     assert_string_equal(errs.list[0].msg, "configuration too large (max 1048576 bytes)");
     assert_int_equal(errs.list[0].line, 0);
 
+    /* No buffer at all is an empty file. */
+    memset(&errs, 0, sizeof(errs));
+    assert_null(conf_load_buffer(NULL, NULL, 0, &errs));
+    assert_int_equal(errs.count, 1);
+    assert_string_equal(errs.list[0].msg, "no listener defined");
+
     /* A long token: refused with its line, not truncated or overflowed. */
     memset(buf, 'a', 5000);
     memcpy(buf, "\n\nworkers ", 10);
@@ -881,6 +887,12 @@ test_values(void **state)
     assert_int_equal(conf_value_percent("1.%", &bp), CONF_VALUE_BAD);
     assert_int_equal(conf_value_percent("%", &bp), CONF_VALUE_BAD);
     assert_int_equal(conf_value_percent("10%%", &bp), CONF_VALUE_BAD);
+
+    /* An empty digit run (the fuzzer's "host:" with nothing after it). */
+    assert_int_equal(conf_value_number("", &v), CONF_VALUE_BAD);
+    assert_int_equal(conf_value_addr("h:", &a), CONF_VALUE_BAD);
+    assert_int_equal(conf_value_number("007", &v), CONF_VALUE_OK);
+    assert_int_equal(v, 7);
 
     assert_int_equal(conf_value_bool("on", &b), CONF_VALUE_OK);
     assert_int_equal(b, 1);
