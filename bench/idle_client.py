@@ -131,11 +131,11 @@ def main():
                 login(s, a.user, a.database)
     time.sleep(0.5)
     before = rss_kb(a.pid)
-    socks, failed, first_error = [], 0, ""
+    socks, failed, consecutive, first_error = [], 0, 0, ""
     t0 = time.monotonic()
     for _ in range(a.count):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.settimeout(15)
+        s.settimeout(10)
         try:
             s.connect((a.host, a.port))
             if a.mode == "login":
@@ -144,10 +144,13 @@ def main():
             socks.append(s)
         except OSError as e:  # ConnectionError and socket.timeout included
             failed += 1
+            consecutive += 1
             first_error = first_error or str(e)
             s.close()
-            if failed >= 20 and not socks:
-                break
+            if consecutive >= 10:
+                break  # the proxy is refusing or stuck: do not wait out every timeout
+            continue
+        consecutive = 0
     opened_s = time.monotonic() - t0
     time.sleep(a.settle)
     after = rss_kb(a.pid)

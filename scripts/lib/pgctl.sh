@@ -71,9 +71,13 @@ wait_port() {
 
 # Run a command as the postgres system user when we are root, as ourselves
 # otherwise; always from / so the user can read its working directory.
+# runuser's PAM session resets the soft open-files limit (to 1024 here): the
+# command gets the caller's limit back, which a proxy holding thousands of
+# connections needs.
 _pgctl_as_pg() {
     if [ "$(id -u)" -eq 0 ]; then
-        (cd / && runuser -u postgres -- "$@")
+        (cd / && runuser -u postgres -- /bin/sh -c 'ulimit -n "$0" 2>/dev/null; exec "$@"' \
+            "$(ulimit -n)" "$@")
     else
         (cd / && "$@")
     fi
