@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "metrics/metric.h"
+#include "metrics/shadow.h"
 #include "proxy/log.h"
 
 struct admin {
@@ -62,6 +63,7 @@ route_metrics(struct admin *a, struct evhttp_request *req)
         return;
     }
     metric_render_prometheus(out);
+    shadow_render_prometheus(out);
     fclose(out);
     reply_text(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", text, len);
     free(text);
@@ -87,6 +89,21 @@ route_readyz(struct admin *a, struct evhttp_request *req)
     reply_text(req, 503, "Service Unavailable", "text/plain", body, (size_t)n);
 }
 
+static void
+route_shadow_report(struct admin *a, struct evhttp_request *req)
+{
+    (void)a;
+    json_t *report = shadow_report_json(20);
+    char *text = report ? json_dumps(report, JSON_INDENT(1)) : NULL;
+    json_decref(report);
+    if (text == NULL) {
+        reply_json_error(req, 500, "Internal Server Error", "cannot build the report");
+        return;
+    }
+    reply_text(req, 200, "OK", "application/json", text, strlen(text));
+    free(text);
+}
+
 static const struct route {
     const char *path;
     enum evhttp_cmd_type method;
@@ -95,6 +112,7 @@ static const struct route {
     {"/metrics", EVHTTP_REQ_GET, route_metrics},
     {"/healthz", EVHTTP_REQ_GET, route_healthz},
     {"/readyz", EVHTTP_REQ_GET, route_readyz},
+    {"/api/shadow/report", EVHTTP_REQ_GET, route_shadow_report},
 };
 
 static void

@@ -46,16 +46,15 @@ conn_release(struct conn *c)
     if (c->writing)
         event_del(&c->ev_write);
     c->reading = c->writing = 0;
-    if (c->ssl) {
+    if (c->ssl && !c->borrowed)
         SSL_free(c->ssl);
-        c->ssl = NULL;
-    }
+    c->ssl = NULL;
     if (c->in)
         evbuffer_free(c->in);
     if (c->out)
         evbuffer_free(c->out);
     c->in = c->out = NULL;
-    if (c->fd >= 0)
+    if (c->fd >= 0 && !c->borrowed)
         close(c->fd);
     c->fd = -1;
 }

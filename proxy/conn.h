@@ -35,6 +35,7 @@ struct conn {
     unsigned reading : 1;     /* ev_read is added */
     unsigned writing : 1;     /* ev_write is added */
     unsigned tls_done : 1;    /* handshake finished */
+    unsigned borrowed : 1;    /* fd and ssl belong to someone else (libpq): not closed here */
     char tls_error[128];      /* last TLS failure, for messages */
 };
 

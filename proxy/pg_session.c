@@ -24,13 +24,16 @@
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "metrics/metric.h"
 #include "protocol/pgw.h"
 #include "proxy/cancel.h"
 #include "proxy/conn.h"
+#include "protocol/pgcache.h"
 #include "proxy/log.h"
+#include "proxy/pg_session_int.h"
 #include "proxy/runtime.h"
 #include "proxy/worker.h"
 
@@ -44,51 +47,14 @@
 #define BACKEND_MAX_MESSAGE 0x40000000u
 /* How long a closing session may take to hand its last bytes to the client. */
 #define LINGER_MS 5000
-
-enum pgs_state {
-    PGS_STARTUP,        /* waiting for the client's first packet */
-    PGS_CLIENT_TLS,     /* TLS handshake with the client */
-    PGS_CONNECTING,     /* TCP connect to the primary in flight */
-    PGS_SERVER_TLS_ASK, /* SSLRequest sent to the primary, waiting for S/N */
-    PGS_SERVER_TLS,     /* TLS handshake with the primary */
-    PGS_AUTH,           /* startup relayed; relaying authentication */
-    PGS_ACTIVE,         /* logged in: forwarding */
-    PGS_LINGER,         /* closing: flushing the last bytes to the client */
-    PGS_DEAD,           /* to be freed by settle() */
-};
+/* Bytes of a Bind, Describe or Close read to learn the statement name. */
+#define NAME_PREFIX_MAX (PGW_HEADER_LEN + 2 * (PGSTMT_NAME_MAX + 1) + 1)
+/* A message the digest reads must be whole; larger ones stream uncompared. */
+#define DIGEST_MAX_MESSAGE (1u << 20)
 
 static const char *const state_names[] = {
     "startup", "client_tls", "connecting", "server_tls_ask", "server_tls",
     "auth",    "active",     "linger",     "dead",
-};
-
-struct pg_session {
-    struct worker *w;
-    struct runtime *rt;           /* reference held for the session's life */
-    const struct rt_listener *lis;
-    const struct rt_backend *be;  /* the answering backend: the primary */
-    uint64_t id;
-    char peer[64];
-    enum pgs_state state;
-
-    struct conn client;
-    struct conn server;
-    struct event timer;           /* startup, connect and linger deadlines */
-
-    unsigned server_open : 1;
-    unsigned over_limit : 1;
-    unsigned draining : 1;
-    unsigned logged_in : 1;
-    uint8_t tx_status;            /* from the last ReadyForQuery: I, T or E */
-    uint32_t outstanding;         /* units sent (Q, Sync, FunctionCall) not yet answered */
-    size_t client_skip;           /* bytes of the current client message still to move */
-    size_t server_skip;
-
-    uint8_t *startup;             /* the client's startup packet, kept for the shadow */
-    size_t startup_len;
-    struct cancel_entry cancel;   /* our key for the client -> the backend's key */
-
-    struct pg_session *prev, *next;
 };
 
 static void settle(struct pg_session *s);
@@ -206,6 +172,8 @@ session_free(struct pg_session *s)
         count_backend(s, METRIC_B_SERVER_CLOSED, 1);
     }
     conn_release(&s->client);
+    pg_shadow_release(s);
+    pgstmt_table_free(s->stmts);
     count_listener(s, METRIC_L_CLIENT_CLOSED, 1);
     __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
     worker_session_removed(s->w, s);
@@ -531,9 +499,129 @@ client_auth(struct pg_session *s)
     return 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* Request units: what the client asks, classified as it passes.       */
+
+static int
+shadowing(const struct pg_session *s)
+{
+    return s->shadow.state != PGSH_OFF;
+}
+
+/* Where the bytes of a run of client messages go besides the primary. */
+enum run_target {
+    RUN_PLAIN, /* the primary only */
+    RUN_UNIT,  /* also the building unit, for the shadow */
+    RUN_COPY,  /* also the shadow's queue directly (COPY data of a mirrored unit) */
+};
+
+static void
+move_run(struct pg_session *s, size_t run, enum run_target target)
+{
+    if (run == 0)
+        return;
+    if (target == RUN_UNIT)
+        pg_shadow_collect(s, run);
+    else if (target == RUN_COPY)
+        pg_shadow_copy_data(s, run);
+    evbuffer_remove_buffer(s->client.in, s->server.out, run);
+    count_listener(s, METRIC_L_BYTES_RECEIVED, run);
+}
+
+/* A unit starts with its first message, or grows by one more statement. */
+static void
+unit_statement(struct pg_session *s, const struct pgclass_result *cls)
+{
+    if (!s->unit_open) {
+        s->unit_open = 1;
+        s->unit_kind = cls ? cls->kind : REQ_KIND_READ;
+        if (shadowing(s))
+            pg_unit_begin(s, cls);
+    } else if (cls) {
+        s->unit_kind = req_kind_strongest(s->unit_kind, cls->kind);
+        if (shadowing(s))
+            pg_unit_add(s, cls);
+    }
+}
+
+/* The unit's last message (Sync, Query, FunctionCall) has been moved. */
+static void
+unit_end(struct pg_session *s)
+{
+    if (!s->unit_open)
+        unit_statement(s, NULL); /* a bare Sync is answered too */
+    s->unit_open = 0;
+    s->outstanding++;
+    if (s->lis->metric_slot >= 0 && s->be->metric_slot >= 0)
+        metric_add(&shard(s)->requests[s->lis->metric_slot][s->be->metric_slot][s->unit_kind], 1);
+    if (shadowing(s))
+        pg_unit_close(s);
+}
+
+/* Copy len bytes of the client message at offset `at` (header included). */
+static const uint8_t *
+peek_message(struct pg_session *s, size_t at, size_t len, uint8_t **heap)
+{
+    struct evbuffer_ptr pos;
+    uint8_t *dst = s->w->scratch;
+
+    *heap = NULL;
+    if (len > sizeof(s->w->scratch) && (dst = *heap = malloc(len)) == NULL)
+        return NULL;
+    evbuffer_ptr_set(s->client.in, &pos, at, EVBUFFER_PTR_SET);
+    evbuffer_copyout_from(s->client.in, &pos, dst, len);
+    return dst;
+}
+
+static int
+word_is(const char **p, const char *word)
+{
+    size_t n = strlen(word);
+    while (**p == ' ' || **p == '\t' || **p == '\n' || **p == '\r')
+        (*p)++;
+    if (strncasecmp(*p, word, n) != 0 || ((*p)[n] != '\0' && !strchr(" \t\r\n;", (*p)[n])))
+        return 0;
+    *p += n;
+    return 1;
+}
+
+/*
+ * SQL-level PREPARE and the protocol's Parse share one namespace, so
+ * DEALLOCATE and DISCARD ALL also end protocol-level statements.
+ */
+static void
+track_statement_sql(struct pg_session *s, const char *sql, const struct pgclass_result *cls)
+{
+    const char *p = sql;
+    if (cls->kind != REQ_KIND_SESSION || s->stmts == NULL)
+        return;
+    if (word_is(&p, "discard")) {
+        if (word_is(&p, "all"))
+            pgstmt_clear(s->stmts);
+    } else if (word_is(&p, "deallocate")) {
+        word_is(&p, "prepare");
+        if (word_is(&p, "all")) {
+            pgstmt_clear(s->stmts);
+            return;
+        }
+        while (*p == ' ' || *p == '\t')
+            p++;
+        size_t n = strcspn(p, " \t\r\n;");
+        if (n > 0 && p[0] != '"')
+            pgstmt_remove(s->stmts, p, n);
+    }
+}
+
+/* The classification a Bind to an untracked statement gets: safest is a write. */
+static const struct pgclass_result unknown_statement = {.kind = REQ_KIND_WRITE};
+
 /*
  * Frame the client's messages after login and move them to the primary.
- * Validates each header (type, length); counts request units.
+ * Validates each header (type, length), classifies the units and, in
+ * shadow mode, copies each unit's bytes for the shadow.  Only Query and
+ * Parse are read whole (for their SQL, bounded by max_packet_size); of a
+ * Bind, Describe or Close only the names are read.  Everything else
+ * streams.
  */
 static int
 client_active(struct pg_session *s)
@@ -541,6 +629,7 @@ client_active(struct pg_session *s)
     struct evbuffer *in = s->client.in;
     size_t avail = evbuffer_get_length(in), run = 0;
     uint32_t max = s->rt->conf->limits.max_packet_size;
+    enum run_target target = RUN_PLAIN;
     struct evbuffer_ptr pos;
     uint8_t hdr[PGW_HEADER_LEN];
     struct pgw_header h;
@@ -572,21 +661,140 @@ client_active(struct pg_session *s)
             terminate = 1;
             break;
         }
+        size_t total = pgw_header_total(&h), blen = h.len - 4;
+        int closes = 0;
+        uint8_t *heap = NULL;
+        const uint8_t *msg;
+
         switch (h.type) {
-        case 'Q': /* simple query: one unit, ends at ReadyForQuery */
-        case 'S': /* Sync closes an extended-protocol batch */
-        case 'F': /* FunctionCall */
-            s->outstanding++;
+        case 'Q':
+        case 'P':
+        case 'F': {
+            const char *sql = NULL, *name = NULL;
+            size_t sqllen = 0, namelen = 0;
+            struct pgclass_result cls = unknown_statement;
+            if (avail - run < total)
+                goto out; /* read whole: bounded by max_packet_size */
+            if ((msg = peek_message(s, run, total, &heap)) == NULL) {
+                fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, "out of memory");
+                return -1;
+            }
+            if (h.type == 'Q' &&
+                pgw_query_parse(msg + PGW_HEADER_LEN, blen, &sql, &sqllen) != PGW_OK)
+                goto bad_message;
+            if (h.type == 'P' && pgstmt_parse_msg(msg + PGW_HEADER_LEN, blen, &name, &namelen,
+                                                  &sql, &sqllen) != 0)
+                goto bad_message;
+            if (sql != NULL)
+                pgcache_classify(s->w->cls_cache, sql, &s->rt->classify, &cls);
+            unit_statement(s, &cls);
+            if (sql != NULL && shadowing(s))
+                pg_unit_set_sql(s->building, sql, sqllen);
+            if (h.type == 'P') {
+                if (s->stmts == NULL)
+                    s->stmts = pgstmt_table_new();
+                struct pgstmt *st =
+                    s->stmts ? pgstmt_put(s->stmts, name, namelen, msg, total, &cls) : NULL;
+                if (st && shadowing(s))
+                    pg_shadow_parsed(s, st);
+            } else {
+                if (h.type == 'Q')
+                    track_statement_sql(s, sql, &cls);
+                closes = 1;
+            }
+            free(heap);
             break;
-        default:
+        bad_message:
+            free(heap);
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
+                 "invalid string in message");
+            return -1;
+        }
+        case 'B':
+        case 'D':
+        case 'C': {
+            size_t need = total < NAME_PREFIX_MAX ? total : NAME_PREFIX_MAX;
+            const char *name;
+            size_t namelen;
+            struct pgstmt *st = NULL;
+            int named;
+            if (avail - run < need)
+                goto out;
+            msg = peek_message(s, run, need, &heap);
+            named = h.type == 'B' ? pgstmt_bind_msg(msg + PGW_HEADER_LEN, need - PGW_HEADER_LEN,
+                                                    &name, &namelen) == 0
+                                  : pgstmt_target_msg(msg + PGW_HEADER_LEN,
+                                                      need - PGW_HEADER_LEN, &name, &namelen) == 0;
+            if (named && s->stmts)
+                st = pgstmt_get(s->stmts, name, namelen);
+            if (h.type == 'B') {
+                unit_statement(s, st ? &st->cls : (named ? &unknown_statement : NULL));
+                const char *q, *n;
+                size_t ql, nl;
+                if (st && shadowing(s) && s->building && s->building->sql == NULL &&
+                    pgstmt_parse_msg(st->parse + PGW_HEADER_LEN, st->parse_len - PGW_HEADER_LEN,
+                                     &n, &nl, &q, &ql) == 0)
+                    pg_unit_set_sql(s->building, q, ql);
+            } else {
+                unit_statement(s, NULL);
+            }
+            if (st && shadowing(s) && s->unit_buf && s->building &&
+                (s->shadow.state == PGSH_READY || s->shadow.state == PGSH_CONNECTING)) {
+                /* the unit's earlier bytes first, then the statement's Parse */
+                move_run(s, run, target);
+                avail -= run;
+                run = 0;
+                target = RUN_UNIT;
+                pg_unit_note_statement(s, st, 0);
+                if (h.type == 'C' && st->epoch == s->shadow.epoch)
+                    s->building->sampled = 1; /* the shadow must forget it too */
+            }
+            if (h.type == 'C' && st)
+                pgstmt_remove(s->stmts, name, namelen);
+            free(heap);
             break;
         }
-        s->client_skip = pgw_header_total(&h);
+        case 'S':
+            closes = 1;
+            break;
+        case 'E':
+        case 'H':
+            unit_statement(s, NULL);
+            break;
+        default: /* CopyData, CopyDone, CopyFail, and password messages */
+            break;
+        }
+
+        enum run_target want = RUN_PLAIN;
+        if (h.type == 'd' || h.type == 'c' || h.type == 'f')
+            want = s->copy_mirror ? RUN_COPY : RUN_PLAIN;
+        else if (shadowing(s) && s->building &&
+                 (s->shadow.state == PGSH_READY || s->shadow.state == PGSH_CONNECTING))
+            want = RUN_UNIT;
+        if (want != target) {
+            move_run(s, run, target);
+            avail -= run;
+            run = 0;
+            target = want;
+        }
+        if (avail - run >= total) {
+            run += total;
+        } else {
+            s->client_skip = total - (avail - run);
+            run = avail;
+        }
+        if (closes) {
+            move_run(s, run, target);
+            avail -= run;
+            run = 0;
+            target = RUN_PLAIN;
+            unit_end(s);
+            if (s->state != PGS_ACTIVE)
+                return -1;
+        }
     }
-    if (run > 0) {
-        evbuffer_remove_buffer(in, s->server.out, run);
-        count_listener(s, METRIC_L_BYTES_RECEIVED, run);
-    }
+out:
+    move_run(s, run, target);
     if (terminate) {
         /* let the backend end its session cleanly, then go */
         uint8_t x[8];
@@ -714,6 +922,8 @@ server_auth(struct pg_session *s)
             evbuffer_remove_buffer(in, s->client.out, total);
             set_state(s, PGS_ACTIVE);
             slog(s, CONF_LOG_DEBUG, "logged in to \"%s\"", s->be->conf->name);
+            if (s->lis->conf->mode != CONF_MODE_PASSTHROUGH && s->lis->shadow != NULL)
+                pg_shadow_start(s);
             if (s->draining)
                 fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
                      "terminating connection because tandem is shutting down");
@@ -734,13 +944,15 @@ server_auth(struct pg_session *s)
 
 /*
  * Frame the server's messages and move them to the client, looking inside
- * ReadyForQuery only.  Data rows stream through in runs.
+ * ReadyForQuery only.  Data rows stream through in runs; in shadow mode the
+ * messages of a unit being compared are digested on their way (whole, up
+ * to DIGEST_MAX_MESSAGE) before they move.
  */
 static void
 server_active(struct pg_session *s)
 {
     struct evbuffer *in = s->server.in;
-    size_t avail = evbuffer_get_length(in), run = 0, sent = 0;
+    size_t avail = evbuffer_get_length(in), run = 0;
     struct evbuffer_ptr pos;
     uint8_t hdr[PGW_HEADER_LEN + 1];
     struct pgw_header h;
@@ -763,21 +975,27 @@ server_active(struct pg_session *s)
             backend_protocol_error(s, "an invalid message");
             return;
         }
+        size_t total = pgw_header_total(&h);
         if (h.type == 'Z') {
-            if (avail - run < pgw_header_total(&h))
+            if (avail - run < total)
                 break; /* 6 bytes; wait for all of it */
             evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
             s->tx_status = hdr[PGW_HEADER_LEN];
             if (s->outstanding > 0)
                 s->outstanding--;
             idle_now = s->outstanding == 0 && s->tx_status == 'I';
+            if (shadowing(s))
+                pg_shadow_primary_ready(s);
+        } else if (shadowing(s) && pg_shadow_wants_whole(s)) {
+            if (total <= DIGEST_MAX_MESSAGE && avail - run < total)
+                break; /* digested whole */
+            pg_shadow_primary_message(s, h.type, in, run, h.len - 4);
         }
-        s->server_skip = pgw_header_total(&h);
+        s->server_skip = total;
     }
     if (run > 0) {
         evbuffer_remove_buffer(in, s->client.out, run);
-        sent = run;
-        count_listener(s, METRIC_L_BYTES_SENT, sent);
+        count_listener(s, METRIC_L_BYTES_SENT, run);
     }
     if (idle_now && s->draining && s->server_skip == 0) {
         fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
@@ -1049,6 +1267,30 @@ pg_session_kill(struct pg_session *s)
     conn_flush(&s->client);
     s->state = PGS_DEAD;
     settle(s);
+}
+
+int
+pg_session_shadow_tick(struct pg_session *s, uint64_t now_ns, uint64_t *lag_ns,
+                       int *listener_slot)
+{
+    *listener_slot = s->lis->metric_slot;
+    *lag_ns = 0;
+    if (s->shadow.state == PGSH_OFF)
+        return 0;
+    pg_shadow_tick(s, now_ns, lag_ns);
+    return pg_shadow_is_detached(s);
+}
+
+uint64_t
+pg_session_now_ns(void)
+{
+    return pg_now_ns();
+}
+
+uint64_t
+pg_session_queue_total(void)
+{
+    return pg_shadow_queue_total();
 }
 
 struct pg_session *

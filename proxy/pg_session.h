@@ -16,6 +16,7 @@
 #ifndef TANDEM_PG_SESSION_H
 #define TANDEM_PG_SESSION_H
 
+#include <stdint.h>
 #include <sys/socket.h>
 
 struct worker;
@@ -36,6 +37,16 @@ void pg_session_drain(struct pg_session *s);
 
 /* pg_session_kill - close at once (SIGINT, drain timeout). */
 void pg_session_kill(struct pg_session *s);
+
+/*
+ * pg_session_shadow_tick - the worker's periodic look at a session's shadow:
+ * detaches one that timed out; *lag_ns is its oldest unanswered mirror's
+ * age, *listener_slot its listener's metric slot.  Returns 1 when detached.
+ */
+int pg_session_shadow_tick(struct pg_session *s, uint64_t now_ns, uint64_t *lag_ns,
+                           int *listener_slot);
+uint64_t pg_session_now_ns(void);
+uint64_t pg_session_queue_total(void);
 
 /* The worker's list of sessions. */
 struct pg_session *pg_session_next(const struct pg_session *s);

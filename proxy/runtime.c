@@ -4,7 +4,9 @@
 #include "proxy/runtime.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +51,39 @@ runtime_format_addr(const struct sockaddr *sa, char *out, size_t len)
     } else {
         snprintf(out, len, "unix");
     }
+}
+
+void
+runtime_format_host(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+    const void *a = ss->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+                                              : (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
+    if (inet_ntop(ss->ss_family, a, out, (socklen_t)len) == NULL)
+        snprintf(out, len, "invalid");
+}
+
+/* The password tandem logs in to a backend with: inline, or the file's first line. */
+static int
+load_password(const struct conf_backend *cb, char *out, size_t len, char *err, size_t errlen)
+{
+    out[0] = '\0';
+    if (cb->password[0]) {
+        snprintf(out, len, "%s", cb->password);
+        return 0;
+    }
+    if (!cb->password_file[0])
+        return 0;
+    FILE *f = fopen(cb->password_file, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot read password_file \"%s\": %s", cb->password_file,
+                 strerror(errno));
+        return -1;
+    }
+    if (fgets(out, (int)len, f) == NULL)
+        out[0] = '\0';
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+    return 0;
 }
 
 static void
@@ -142,9 +177,13 @@ runtime_new(struct conf *conf, char *err, size_t errlen)
             goto out_rt;
         }
         b->metric_slot = metric_slot_backend(cb->name);
+        if (load_password(cb, b->password, sizeof(b->password), why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "backend \"%s\": %s", cb->name, why);
+            goto out_rt;
+        }
     }
     for (size_t i = 0; i < conf->nlisteners; i++) {
-        const struct conf_listener *cl = &conf->listeners[i];
+        struct conf_listener *cl = &conf->listeners[i]; /* ours until returned */
         struct rt_listener *l = &rt->listeners[i];
         char why[300];
         l->conf = cl;
@@ -160,8 +199,30 @@ runtime_new(struct conf *conf, char *err, size_t errlen)
         l->metric_slot = metric_slot_listener(cl->name);
         l->primary = &rt->backends[cl->primary];
         l->shadow = cl->shadow >= 0 ? &rt->backends[cl->shadow] : NULL;
+        l->ignore_columns = calloc(cl->compare.nignore_columns + 1, sizeof(*l->ignore_columns));
+        if (l->ignore_columns == NULL)
+            goto out_oom;
+        for (size_t c = 0; c < cl->compare.nignore_columns; c++)
+            l->ignore_columns[c] = cl->compare.ignore_columns[c];
+        /* "0 means the default" for sizes the parser may leave unset */
+        if (cl->mirror.queue_bytes == 0)
+            cl->mirror.queue_bytes = 4u << 20;
+        if (cl->mirror.timeout_ms == 0)
+            cl->mirror.timeout_ms = 5000;
     }
+    if (conf->limits.mirror_queue_total == 0)
+        conf->limits.mirror_queue_total = 256ull << 20;
+    rt->write_fns = calloc(conf->nwrite_functions + 1, sizeof(*rt->write_fns));
+    if (rt->write_fns == NULL)
+        goto out_oom;
+    for (size_t i = 0; i < conf->nwrite_functions; i++)
+        rt->write_fns[i] = conf->write_functions[i];
+    rt->classify.write_fns = rt->write_fns;
+    rt->classify.nwrite_fns = conf->nwrite_functions;
     return rt;
+
+out_oom:
+    snprintf(err, errlen, "out of memory");
 
 out_rt:
     runtime_unref(rt);
@@ -185,8 +246,14 @@ runtime_unref(struct runtime *rt)
         return;
     for (size_t i = 0; rt->backends && i < rt->nbackends; i++)
         SSL_CTX_free(rt->backends[i].tls);
-    for (size_t i = 0; rt->listeners && i < rt->nlisteners; i++)
+    for (size_t i = 0; rt->listeners && i < rt->nlisteners; i++) {
         SSL_CTX_free(rt->listeners[i].tls);
+        free(rt->listeners[i].ignore_columns);
+    }
+    free(rt->write_fns);
+    if (rt->backends)
+        for (size_t i = 0; i < rt->nbackends; i++)
+            OPENSSL_cleanse(rt->backends[i].password, sizeof(rt->backends[i].password));
     free(rt->backends);
     free(rt->listeners);
     conf_free(rt->conf);

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 
 #include "conf/conf.h"
+#include "protocol/pgclass.h"
 
 struct rt_backend {
     const struct conf_backend *conf;
@@ -23,6 +24,7 @@ struct rt_backend {
     char addr_text[CONF_HOST_MAX + 16]; /* "host:port", for messages */
     SSL_CTX *tls;                       /* NULL when tls disable */
     int metric_slot;
+    char password[256];                 /* tandem's own login: from password or password_file */
 };
 
 struct rt_listener {
@@ -34,6 +36,7 @@ struct rt_listener {
     int metric_slot;
     struct rt_backend *primary;
     struct rt_backend *shadow; /* NULL when none */
+    const char **ignore_columns; /* compare.ignore_columns as a pointer array */
 };
 
 struct runtime {
@@ -43,6 +46,8 @@ struct runtime {
     size_t nbackends;
     struct rt_listener *listeners;
     size_t nlisteners;
+    struct pgclass_opts classify;     /* write functions for the classifier */
+    const char **write_fns;
 };
 
 /*
@@ -62,5 +67,8 @@ const struct rt_listener *runtime_listener_find(const struct runtime *rt,
 
 /* Format an address as "host:port" / "[v6]:port". */
 void runtime_format_addr(const struct sockaddr *sa, char *out, size_t len);
+
+/* Format only the IP of an address ("127.0.0.1", "::1"). */
+void runtime_format_host(const struct sockaddr_storage *ss, char *out, size_t len);
 
 #endif /* TANDEM_RUNTIME_H */

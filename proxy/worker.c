@@ -11,8 +11,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "metrics/shadow.h"
+#include "protocol/pgcache.h"
 #include "proxy/log.h"
 #include "proxy/pg_session.h"
+
+#define TICK_MS 200
+#define CLASSIFY_CACHE_ENTRIES 4096
+#define CLASSIFY_CACHE_BYTES (8u << 20)
 
 unsigned proxy_client_count;
 
@@ -194,8 +200,42 @@ on_notify(evutil_socket_t fd, short what, void *arg)
             next = pg_session_next(s);
             pg_session_kill(s);
         }
+        if (w->tick)
+            event_del(w->tick);
         event_base_loopbreak(w->base);
     }
+}
+
+/* Every TICK_MS: per listener, the oldest unanswered mirror and the detached sessions. */
+static void
+on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    uint64_t lag[METRIC_MAX_LISTENERS] = {0}, detached[METRIC_MAX_LISTENERS] = {0};
+    uint64_t now = pg_session_now_ns();
+    (void)fd;
+    (void)what;
+
+    for (struct pg_session *s = w->sessions, *next; s; s = next) {
+        next = pg_session_next(s); /* the tick may detach, never free */
+        int slot;
+        uint64_t l = 0;
+        int det = pg_session_shadow_tick(s, now, &l, &slot);
+        if (slot < 0 || slot >= METRIC_MAX_LISTENERS)
+            continue;
+        if (l > lag[slot])
+            lag[slot] = l;
+        detached[slot] += det != 0;
+    }
+    for (size_t i = 0; i < w->rt->nlisteners; i++) {
+        int slot = w->rt->listeners[i].metric_slot;
+        if (slot < 0 || slot >= METRIC_MAX_LISTENERS)
+            continue;
+        shadow_set_lag(w->shadow, slot, (double)lag[slot] / 1e9);
+        shadow_set_detached(w->shadow, slot, detached[slot]);
+    }
+    if (w->id == 0)
+        shadow_set_queue_bytes(pg_session_queue_total());
 }
 
 int
@@ -207,7 +247,13 @@ worker_init(struct worker *w, int id, struct runtime *rt)
     pthread_mutex_init(&w->lock, NULL);
     w->base = event_base_new();
     w->metrics = metric_shard_new();
-    if (w->base == NULL || w->metrics == NULL)
+    w->shadow = shadow_shard_new();
+    w->cls_cache = pgcache_new(CLASSIFY_CACHE_ENTRIES, CLASSIFY_CACHE_BYTES);
+    if (w->base == NULL || w->metrics == NULL || w->shadow == NULL || w->cls_cache == NULL)
+        return -1;
+    w->tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = TICK_MS * 1000};
+    if (w->tick == NULL || event_add(w->tick, &tv) != 0)
         return -1;
     w->notify = event_new(w->base, -1, EV_PERSIST, on_notify, w);
     if (w->notify == NULL)
@@ -252,6 +298,9 @@ worker_release(struct worker *w)
     listener_close_all(w);
     if (w->notify)
         event_free(w->notify);
+    if (w->tick)
+        event_free(w->tick);
+    pgcache_free(w->cls_cache);
     if (w->base)
         event_base_free(w->base);
     runtime_unref(w->rt);

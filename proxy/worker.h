@@ -27,6 +27,8 @@
 
 struct wlistener;
 struct pg_session;
+struct pgcache;
+struct shadow_shard;
 
 struct worker {
     int id;
@@ -34,6 +36,9 @@ struct worker {
     struct event_base *base;
     struct event *notify;
     struct metric_shard *metrics;
+    struct shadow_shard *shadow;  /* comparison outcomes recorded by this worker */
+    struct pgcache *cls_cache;    /* statement classifications, by text */
+    struct event *tick;           /* shadow timeouts, lag and detached gauges */
     struct runtime *rt;          /* for new sessions; one reference held */
     struct wlistener *listeners; /* open listening sockets, by address */
     struct pg_session *sessions; /* doubly linked, for drain and quit */

@@ -1,0 +1,953 @@
+/*
+ * pg_shadow.c - the shadow side of a PostgreSQL session: mirror request
+ * units to the shadow, digest both answers, compare, record.
+ *
+ * The shadow can never hurt the client.  Nothing here blocks, nothing here
+ * writes to the client or the primary, and every failure ends in detach():
+ * the shadow connection is dropped, the units it owed are counted with an
+ * outcome (dropped, shadow_error, shadow_timeout), and the session goes on
+ * with the primary alone.  At its next idle point the session tries again,
+ * with a growing back-off, on a new connection that first replays the
+ * session state tandem recorded (SET, PREPARE ...).
+ *
+ * Logging in to the shadow is libpq's job (PQconnectStartParams and
+ * PQconnectPoll, non-blocking): it speaks every authentication method and
+ * TLS mode, with the credentials configured for the shadow backend, since a
+ * client's SCRAM exchange with the primary cannot be replayed.  Once logged
+ * in, tandem takes the socket (and libpq's SSL object) over and speaks the
+ * protocol itself; libpq only closes them at the end (PQfinish, made
+ * non-blocking first so a stalled shadow cannot stall the worker).
+ */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include "metrics/metric.h"
+#include "metrics/shadow.h"
+#include "protocol/pgw.h"
+#include "proxy/log.h"
+#include "proxy/pg_session_int.h"
+#include "proxy/runtime.h"
+#include "proxy/worker.h"
+
+/* A message the digest reads must be whole in memory; larger ones are not compared. */
+#define DIGEST_MAX_MESSAGE (1u << 20)
+/* The statement text kept for the report. */
+#define UNIT_SQL_MAX 8192
+/* Session state replayed on a new shadow connection. */
+#define STATE_LOG_MAX_BYTES (64 * 1024)
+#define STATE_LOG_MAX_UNITS 256
+/* Re-attach back-off: 1 s doubling to 60 s. */
+#define RETRY_MIN_NS 1000000000ull
+#define RETRY_MAX_NS 60000000000ull
+
+#define slog(s, level, ...) log_at(level, (s)->id, (s)->peer, __VA_ARGS__)
+
+/* Bytes queued for every shadow of the process, against queue_total. */
+static uint64_t queue_total;
+
+uint64_t
+pg_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t
+pg_shadow_queue_total(void)
+{
+    return __atomic_load_n(&queue_total, __ATOMIC_RELAXED);
+}
+
+static const struct conf_mirror *
+mirror_conf(const struct pg_session *s)
+{
+    return &s->lis->conf->mirror;
+}
+
+static void
+account(struct pg_session *s, int64_t delta)
+{
+    s->shadow.queued = (size_t)((int64_t)s->shadow.queued + delta);
+    if (delta >= 0)
+        __atomic_add_fetch(&queue_total, (uint64_t)delta, __ATOMIC_RELAXED);
+    else
+        __atomic_sub_fetch(&queue_total, (uint64_t)-delta, __ATOMIC_RELAXED);
+}
+
+/* ------------------------------------------------------------------ */
+/* Units.                                                              */
+
+static void
+unit_free(struct pg_unit *u)
+{
+    free(u->cmp);
+    free(u->sql);
+    for (unsigned i = 0; i < u->nnames; i++)
+        free(u->names[i]);
+    free(u);
+}
+
+static int
+changes_data(const struct pg_unit *u)
+{
+    return u->kind != REQ_KIND_READ;
+}
+
+static void
+record(struct pg_session *s, struct pg_unit *u, enum shadow_outcome outcome)
+{
+    const char *psum = "", *ssum = "";
+    if (u->cmp) {
+        psum = u->cmp->psample;
+        ssum = u->cmp->ssample;
+    }
+    shadow_record_pg(s->w->shadow, s->lis->metric_slot, u->sql ? u->sql : "",
+                     u->sql ? u->sqllen : 0, outcome, u->primary_ns,
+                     u->shadow_done && u->forced < 0 ? u->shadow_ns : 0, psum, ssum);
+    if (outcome == SHADOW_MISMATCH)
+        slog(s, CONF_LOG_DEBUG, "shadow mismatch: %.200s", u->sql ? u->sql : "");
+}
+
+/* Record and free the units both sides are done with, oldest first. */
+static void
+complete_units(struct pg_session *s)
+{
+    struct pg_unit *u;
+
+    while ((u = s->units_head) != NULL && u->closed && u->primary_done &&
+           (u->shadow_done || !u->mirrored)) {
+        if (u->mirrored && !u->replay) {
+            if (u->forced >= 0)
+                record(s, u, (enum shadow_outcome)u->forced);
+            else if (u->cmp)
+                record(s, u, pgdigest_compare(&u->cmp->pres, &u->cmp->sres, u->unstable));
+        }
+        s->units_head = u->next;
+        if (s->units_tail == u)
+            s->units_tail = NULL;
+        if (s->scur == u)
+            s->scur = NULL;
+        unit_free(u);
+    }
+}
+
+static void
+append_unit(struct pg_session *s, struct pg_unit *u)
+{
+    if (s->units_tail)
+        s->units_tail->next = u;
+    else
+        s->units_head = u;
+    s->units_tail = u;
+}
+
+/* The first unit after `from` (or from the head) matching what the side waits for. */
+static struct pg_unit *
+next_for_primary(struct pg_unit *from)
+{
+    while (from && from->primary_done)
+        from = from->next;
+    return from;
+}
+
+static struct pg_unit *
+next_for_shadow(struct pg_unit *from)
+{
+    while (from && (!from->mirrored || from->shadow_done || !from->closed))
+        from = from->next;
+    return from;
+}
+
+static void
+start_compare(struct pg_session *s, struct pg_unit *u)
+{
+    const struct conf_compare *cc = &s->lis->conf->compare;
+    u->cmp = malloc(sizeof(*u->cmp));
+    if (u->cmp == NULL)
+        return;
+    struct pgdigest_opts opts = {
+        .ordered = u->ordered,
+        .ignore_columns = s->lis->ignore_columns,
+        .nignore = cc->nignore_columns,
+    };
+    u->cmp->psample[0] = u->cmp->ssample[0] = '\0';
+    pgdigest_init(&u->cmp->primary, &opts, u->cmp->psample, sizeof(u->cmp->psample));
+    pgdigest_init(&u->cmp->shadow, &opts, u->cmp->ssample, sizeof(u->cmp->ssample));
+}
+
+static int
+sample_read(const struct pg_session *s)
+{
+    double p = mirror_conf(s)->reads;
+    if (p <= 0)
+        return 0;
+    if (p >= 1)
+        return 1;
+    return (double)random() / ((double)RAND_MAX + 1.0) < p;
+}
+
+/*
+ * pg_unit_begin - a new unit starts with its first message.  Decides now
+ * whether the primary's answer is digested: always when the unit may be
+ * mirrored, never for a read outside a transaction that the sample left out.
+ */
+struct pg_unit *
+pg_unit_begin(struct pg_session *s, const struct pgclass_result *first)
+{
+    struct pg_unit *u = calloc(1, sizeof(*u));
+    if (u == NULL)
+        return NULL;
+    u->forced = -1;
+    u->kind = first ? first->kind : REQ_KIND_READ;
+    u->hint = first ? first->hint : 0;
+    u->unstable = first ? first->unstable : 0;
+    u->ordered = first ? first->has_order_by : 0;
+    u->no_mirror = first ? (first->no_mirror || first->kind == REQ_KIND_ADMIN) : 0;
+    u->sampled = u->kind == REQ_KIND_READ && !s->tx_open && sample_read(s);
+    if (s->shadow.state != PGSH_DETACHED && !(u->hint & PGCLASS_HINT_NOSHADOW) && !u->no_mirror &&
+        (u->kind != REQ_KIND_READ || s->tx_open || u->sampled))
+        start_compare(s, u);
+    append_unit(s, u);
+    if (s->pcur == NULL)
+        s->pcur = u;
+    s->building = u;
+    return u;
+}
+
+void
+pg_unit_add(struct pg_session *s, const struct pgclass_result *cls)
+{
+    struct pg_unit *u = s->building;
+    if (u == NULL || cls == NULL)
+        return;
+    u->kind = req_kind_strongest(u->kind, cls->kind);
+    u->hint |= cls->hint;
+    u->unstable |= cls->unstable;
+    if (!(cls->no_mirror || cls->kind == REQ_KIND_ADMIN))
+        u->no_mirror = 0;
+}
+
+void
+pg_unit_set_sql(struct pg_unit *u, const char *sql, size_t len)
+{
+    if (u == NULL || u->sql != NULL)
+        return;
+    if (len > UNIT_SQL_MAX)
+        len = UNIT_SQL_MAX;
+    u->sql = malloc(len + 1);
+    if (u->sql == NULL)
+        return;
+    memcpy(u->sql, sql, len);
+    u->sql[len] = '\0';
+    u->sqllen = len;
+}
+
+/* Copy the first len bytes of src to the end of dst (src is not changed). */
+static void
+copy_prefix(struct evbuffer *dst, struct evbuffer *src, size_t len)
+{
+    struct evbuffer_iovec vec[16];
+    struct evbuffer_ptr pos;
+    size_t done = 0;
+
+    evbuffer_ptr_set(src, &pos, 0, EVBUFFER_PTR_SET);
+    while (done < len) {
+        int n = evbuffer_peek(src, (ev_ssize_t)(len - done), &pos, vec, 16);
+        if (n <= 0)
+            return;
+        for (int i = 0; i < n && i < 16 && done < len; i++) {
+            size_t take = vec[i].iov_len < len - done ? vec[i].iov_len : len - done;
+            evbuffer_add(dst, vec[i].iov_base, take);
+            done += take;
+        }
+        evbuffer_ptr_set(src, &pos, done, EVBUFFER_PTR_SET);
+    }
+}
+
+/* pg_shadow_collect - the next len bytes of the client's input belong to the building unit. */
+void
+pg_shadow_collect(struct pg_session *s, size_t len)
+{
+    if (s->unit_buf)
+        copy_prefix(s->unit_buf, s->client.in, len);
+}
+
+/*
+ * pg_unit_note_statement - the building unit uses statement st (Bind,
+ * Describe or Close).  If it does not exist on the current shadow
+ * connection, its recorded Parse goes into the unit first.  The caller has
+ * moved every earlier byte of the unit into unit_buf.
+ */
+int
+pg_unit_note_statement(struct pg_session *s, struct pgstmt *st, size_t run)
+{
+    struct pg_unit *u = s->building;
+    (void)run;
+    if (u == NULL || st == NULL || s->unit_buf == NULL)
+        return 0;
+    /* present, or already re-parsed earlier in this unit (epoch | pending bit) */
+    if (st->epoch == s->shadow.epoch || st->epoch == (s->shadow.epoch | 0x80000000u))
+        return 0;
+    if (u->nnames == PG_UNIT_NAMES) {
+        u->unmirrorable = 1;
+        return 0;
+    }
+    u->names[u->nnames] = strdup(st->name);
+    if (u->names[u->nnames] == NULL) {
+        u->unmirrorable = 1;
+        return 0;
+    }
+    u->nnames++;
+    evbuffer_add(s->unit_buf, st->parse, st->parse_len);
+    st->epoch = s->shadow.epoch | 0x80000000u;
+    return 1;
+}
+
+/* pg_shadow_parsed - a Parse of statement st is part of the building unit. */
+void
+pg_shadow_parsed(struct pg_session *s, struct pgstmt *st)
+{
+    struct pg_unit *u = s->building;
+    if (u == NULL || st == NULL)
+        return;
+    if (u->nnames == PG_UNIT_NAMES) {
+        u->unmirrorable = 1;
+        return;
+    }
+    if ((u->names[u->nnames] = strdup(st->name)) != NULL)
+        u->nnames++;
+    st->epoch = s->shadow.epoch | 0x80000000u;
+}
+
+/* After the decision: statements of the unit now exist on the shadow, or not. */
+static void
+settle_names(struct pg_session *s, struct pg_unit *u, int mirrored)
+{
+    for (unsigned i = 0; i < u->nnames; i++) {
+        struct pgstmt *st = s->stmts ? pgstmt_get(s->stmts, u->names[i], strlen(u->names[i])) : NULL;
+        if (st && (st->epoch & 0x80000000u))
+            st->epoch = mirrored ? s->shadow.epoch : 0;
+        free(u->names[i]);
+        u->names[i] = NULL;
+    }
+    u->nnames = 0;
+}
+
+static void detach(struct pg_session *s, enum shadow_outcome why, const char *reason);
+
+/* Queue bytes for the shadow: sent now when logged in, else kept for the login. */
+static int
+enqueue(struct pg_session *s, struct evbuffer *src, size_t len)
+{
+    const struct conf_mirror *m = mirror_conf(s);
+    if (s->shadow.queued + len > m->queue_bytes ||
+        pg_shadow_queue_total() + len > s->rt->conf->limits.mirror_queue_total) {
+        detach(s, SHADOW_DROPPED, "mirror queue full");
+        return -1;
+    }
+    account(s, (int64_t)len);
+    if (s->shadow.state == PGSH_READY) {
+        evbuffer_remove_buffer(src, s->shadow.conn.out, len);
+        size_t before = evbuffer_get_length(s->shadow.conn.out);
+        if (conn_flush(&s->shadow.conn) == CONN_ERROR) {
+            detach(s, SHADOW_SHADOW_ERROR, "write to the shadow failed");
+            return -1;
+        }
+        account(s, -(int64_t)(before - evbuffer_get_length(s->shadow.conn.out)));
+    } else {
+        evbuffer_remove_buffer(src, s->shadow.pending, len);
+    }
+    return 0;
+}
+
+/* Session-kind units are replayed on a new shadow connection (SET, PREPARE ...). */
+static void
+log_state(struct pg_session *s, struct pg_unit *u, struct evbuffer *bytes)
+{
+    struct pg_shadow *sh = &s->shadow;
+    size_t len = evbuffer_get_length(bytes);
+    if (u->kind != REQ_KIND_SESSION || s->tx_open)
+        return;
+    if (sh->state_units >= STATE_LOG_MAX_UNITS ||
+        evbuffer_get_length(sh->state_log) + len > STATE_LOG_MAX_BYTES) {
+        sh->replay_incomplete = 1;
+        return;
+    }
+    copy_prefix(sh->state_log, bytes, len);
+    sh->state_units++;
+}
+
+/*
+ * pg_unit_close - the unit's last message (Sync, Query, FunctionCall) was
+ * read and is in unit_buf.  Decide: mirror it, or count it dropped, or
+ * leave the shadow out of it.
+ */
+void
+pg_unit_close(struct pg_session *s)
+{
+    struct pg_unit *u = s->building;
+    struct pg_shadow *sh = &s->shadow;
+    size_t len = s->unit_buf ? evbuffer_get_length(s->unit_buf) : 0;
+
+    s->building = NULL;
+    if (u == NULL)
+        return;
+    u->closed = 1;
+    u->closed_ns = pg_now_ns();
+    if (u->kind == REQ_KIND_TX)
+        s->tx_open = 1;
+
+    int wanted = !(u->hint & PGCLASS_HINT_NOSHADOW) && !u->no_mirror &&
+                 (u->kind != REQ_KIND_READ || s->tx_open || u->sampled);
+    if (!wanted) {
+        u->shadow_done = 1;
+        settle_names(s, u, 0);
+        if (s->unit_buf)
+            evbuffer_drain(s->unit_buf, len);
+        s->copy_mirror = 0;
+        return;
+    }
+    u->mirrored = 1;
+    if (sh->state == PGSH_DETACHED || u->unmirrorable || len == 0) {
+        /* a write the shadow will never see: from now on its data may differ */
+        if (sh->state == PGSH_DETACHED) {
+            shadow_count_dropped(s->w->shadow, s->lis->metric_slot, SHADOW_DROP_DETACHED, 1);
+            if (changes_data(u))
+                shadow_set_diverged(s->lis->metric_slot);
+        }
+        if (u->unmirrorable && sh->state != PGSH_DETACHED)
+            detach(s, SHADOW_DROPPED, "unit references too many statements");
+        u->forced = SHADOW_DROPPED;
+        u->shadow_done = 1;
+        settle_names(s, u, 0);
+        if (s->unit_buf)
+            evbuffer_drain(s->unit_buf, evbuffer_get_length(s->unit_buf));
+        s->copy_mirror = 0;
+        return;
+    }
+    log_state(s, u, s->unit_buf);
+    settle_names(s, u, 1);
+    u->shadow_sent_ns = sh->state == PGSH_READY ? u->closed_ns : 0;
+    if (enqueue(s, s->unit_buf, len) != 0) {
+        /* detach() gave the unit its outcome */
+        s->copy_mirror = 0;
+        return;
+    }
+    s->copy_mirror = 1;
+    if (s->scur == NULL)
+        s->scur = u;
+}
+
+/* CopyData/CopyDone/CopyFail that follow a mirrored COPY ... FROM STDIN. */
+void
+pg_shadow_copy_data(struct pg_session *s, size_t len)
+{
+    struct evbuffer *tmp;
+    if (!s->copy_mirror || s->shadow.state == PGSH_DETACHED || s->shadow.state == PGSH_OFF)
+        return;
+    tmp = evbuffer_new();
+    if (tmp == NULL) {
+        detach(s, SHADOW_DROPPED, "out of memory");
+        return;
+    }
+    copy_prefix(tmp, s->client.in, len);
+    enqueue(s, tmp, len);
+    evbuffer_free(tmp);
+}
+
+/* ------------------------------------------------------------------ */
+/* Digesting.                                                          */
+
+/* Feed the body of the message at offset (header excluded) to d. */
+static void
+feed(struct pgdigest *d, uint8_t type, struct evbuffer *in, size_t offset, size_t body_len)
+{
+    struct evbuffer_iovec stackvec[16], *vec = stackvec;
+    struct evbuffer_ptr pos;
+    int n = 0;
+
+    if (body_len > 0) {
+        evbuffer_ptr_set(in, &pos, offset + PGW_HEADER_LEN, EVBUFFER_PTR_SET);
+        n = evbuffer_peek(in, (ev_ssize_t)body_len, &pos, NULL, 0);
+        if (n > 16 && (vec = malloc(sizeof(*vec) * (size_t)n)) == NULL)
+            return;
+        n = evbuffer_peek(in, (ev_ssize_t)body_len, &pos, vec, n);
+        /* the last vector may reach past the message: trim it */
+        size_t total = 0;
+        for (int i = 0; i < n; i++) {
+            if (total + vec[i].iov_len > body_len)
+                vec[i].iov_len = body_len - total;
+            total += vec[i].iov_len;
+        }
+    }
+    pgdigest_feed(d, type, n > 0 ? (const struct iovec *)vec : NULL, n > 0 ? n : 0, body_len);
+    if (vec != stackvec)
+        free(vec);
+}
+
+/* Does the primary's current message have to be whole before it moves on? */
+int
+pg_shadow_wants_whole(const struct pg_session *s)
+{
+    return s->pcur != NULL && s->pcur->cmp != NULL;
+}
+
+void
+pg_shadow_primary_message(struct pg_session *s, uint8_t type, struct evbuffer *in, size_t offset,
+                          size_t body_len)
+{
+    struct pg_unit *u = s->pcur;
+    if (u == NULL || u->cmp == NULL)
+        return;
+    if (body_len > DIGEST_MAX_MESSAGE) {
+        /* too large to digest whole: this unit is mirrored but not compared */
+        free(u->cmp);
+        u->cmp = NULL;
+        return;
+    }
+    feed(&u->cmp->primary, type, in, offset, body_len);
+}
+
+/* The primary answered its current unit (ReadyForQuery). */
+void
+pg_shadow_primary_ready(struct pg_session *s)
+{
+    struct pg_unit *u = s->pcur;
+    if (u != NULL) {
+        u->primary_done = 1;
+        u->primary_ns = pg_now_ns() - u->closed_ns;
+        if (u->cmp)
+            pgdigest_final(&u->cmp->primary, &u->cmp->pres);
+        s->pcur = next_for_primary(u->next);
+    }
+    if (s->tx_status == 'I' && s->outstanding == 0)
+        s->tx_open = 0;
+    complete_units(s);
+
+    /* an idle point: a detached shadow may come back */
+    if (s->shadow.state == PGSH_DETACHED && s->tx_status == 'I' && s->outstanding == 0 &&
+        s->units_head == NULL && !s->unit_open && pg_now_ns() >= s->shadow.retry_at_ns)
+        pg_shadow_start(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* The shadow connection.                                              */
+
+static void
+shadow_close(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    if (sh->login_ev_added) {
+        event_del(&sh->login_ev);
+        sh->login_ev_added = 0;
+    }
+    if (sh->conn_open) {
+        conn_release(&sh->conn);
+        sh->conn_open = 0;
+    }
+    if (sh->pq) {
+        /* PQfinish may try to send Terminate: never let it wait for a stalled shadow */
+        PQsetnonblocking(sh->pq, 1);
+        PQfinish(sh->pq);
+        sh->pq = NULL;
+    }
+    if (sh->pending)
+        evbuffer_drain(sh->pending, evbuffer_get_length(sh->pending));
+    account(s, -(int64_t)sh->queued);
+    sh->skip = 0;
+}
+
+/*
+ * detach - give up on this shadow connection.  Every unit it still owed
+ * gets `why` as its outcome; a write among them makes the shadow diverged.
+ */
+static void
+detach(struct pg_session *s, enum shadow_outcome why, const char *reason)
+{
+    struct pg_shadow *sh = &s->shadow;
+    int lost_write = 0;
+
+    if (sh->state == PGSH_DETACHED || sh->state == PGSH_OFF)
+        return;
+    uint64_t owed = 0;
+    for (struct pg_unit *u = s->units_head; u; u = u->next) {
+        if (!u->mirrored || u->shadow_done || !u->closed)
+            continue;
+        u->forced = why;
+        u->shadow_done = 1;
+        lost_write |= changes_data(u) && !u->replay;
+        owed++;
+    }
+    s->scur = NULL;
+    s->copy_mirror = 0;
+    shadow_close(s);
+    sh->state = PGSH_DETACHED;
+    sh->failures++;
+    uint64_t backoff = RETRY_MIN_NS << (sh->failures < 7 ? sh->failures - 1 : 6);
+    sh->retry_at_ns = pg_now_ns() + (backoff < RETRY_MAX_NS ? backoff : RETRY_MAX_NS);
+    enum shadow_drop_reason reason_id = why == SHADOW_SHADOW_TIMEOUT ? SHADOW_DROP_SHADOW_TIMEOUT
+                                        : why == SHADOW_SHADOW_ERROR ? SHADOW_DROP_SHADOW_ERROR
+                                                                     : SHADOW_DROP_QUEUE_FULL;
+    if (owed > 0)
+        shadow_count_dropped(s->w->shadow, s->lis->metric_slot, reason_id, owed);
+    if (lost_write)
+        shadow_set_diverged(s->lis->metric_slot);
+    log_at(why == SHADOW_DROPPED ? CONF_LOG_INFO : CONF_LOG_WARN, s->id, s->peer,
+           "shadow \"%s\" at %s detached: %s%s", s->lis->shadow->conf->name,
+           s->lis->shadow->addr_text, reason, lost_write ? " (a write was lost: diverged)" : "");
+    complete_units(s);
+}
+
+static void on_shadow_login(evutil_socket_t fd, short what, void *arg);
+static void on_shadow_io(evutil_socket_t fd, short what, void *arg);
+
+/* Logged in: take the socket over and send what waited. */
+static void
+shadow_ready(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    int fd = PQsocket(sh->pq);
+
+    if (conn_init(&sh->conn, s->w->base, fd, on_shadow_io, s) != 0) {
+        detach(s, SHADOW_SHADOW_ERROR, "out of memory");
+        return;
+    }
+    sh->conn.borrowed = 1;
+    sh->conn_open = 1;
+    if (PQsslInUse(sh->pq)) {
+        sh->conn.ssl = PQsslStruct(sh->pq, "OpenSSL");
+        sh->conn.tls_done = 1;
+    }
+    sh->state = PGSH_READY;
+    sh->failures = 0;
+    slog(s, CONF_LOG_DEBUG, "shadow \"%s\" logged in", s->lis->shadow->conf->name);
+
+    uint64_t now = pg_now_ns();
+    for (struct pg_unit *u = s->units_head; u; u = u->next)
+        if (u->mirrored && !u->shadow_done && u->shadow_sent_ns == 0)
+            u->shadow_sent_ns = now;
+    evbuffer_add_buffer(sh->conn.out, sh->pending);
+    size_t before = evbuffer_get_length(sh->conn.out);
+    if (conn_flush(&sh->conn) == CONN_ERROR) {
+        detach(s, SHADOW_SHADOW_ERROR, "write to the shadow failed");
+        return;
+    }
+    account(s, -(int64_t)(before - evbuffer_get_length(sh->conn.out)));
+    conn_want_read(&sh->conn, 1);
+}
+
+static void
+login_step(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    PostgresPollingStatusType st = PQconnectPoll(sh->pq);
+    short what;
+
+    switch (st) {
+    case PGRES_POLLING_OK:
+        sh->login_ev_added = 0;
+        shadow_ready(s);
+        return;
+    case PGRES_POLLING_READING:
+        what = EV_READ;
+        break;
+    case PGRES_POLLING_WRITING:
+        what = EV_WRITE;
+        break;
+    default: {
+        char why[300];
+        /* libpq's message never holds the password */
+        snprintf(why, sizeof(why), "login failed: %s", PQerrorMessage(sh->pq));
+        why[strcspn(why, "\n")] = '\0';
+        sh->login_ev_added = 0;
+        detach(s, SHADOW_SHADOW_ERROR, why);
+        return;
+    }
+    }
+    /* libpq may have opened a new socket (another address): watch the current one */
+    uint32_t ms = s->rt->conf->limits.connect_timeout_ms;
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    event_assign(&sh->login_ev, s->w->base, PQsocket(sh->pq), what, on_shadow_login, s);
+    event_add(&sh->login_ev, &tv);
+    sh->login_ev_added = 1;
+}
+
+static void
+on_shadow_login(evutil_socket_t fd, short what, void *arg)
+{
+    struct pg_session *s = arg;
+    (void)fd;
+    s->shadow.login_ev_added = 0;
+    if (what & EV_TIMEOUT) {
+        detach(s, SHADOW_SHADOW_ERROR, "login timeout");
+        return;
+    }
+    login_step(s);
+}
+
+/* Append "-c name=value" to options, escaping as libpq's option splitter expects. */
+static void
+add_option(char *opts, size_t cap, const char *name, const char *value)
+{
+    size_t n = strlen(opts);
+    n += (size_t)snprintf(opts + n, n < cap ? cap - n : 0, "%s-c %s=", n ? " " : "", name);
+    for (const char *p = value; *p && n + 2 < cap; p++) {
+        if (*p == ' ' || *p == '\\')
+            opts[n++] = '\\';
+        opts[n++] = *p;
+    }
+    if (n < cap)
+        opts[n] = '\0';
+}
+
+/*
+ * pg_shadow_start - open a shadow session for s, logged in as the shadow
+ * backend's configured user (else the client's), with the client's
+ * database and startup parameters.  Never waits.
+ */
+void
+pg_shadow_start(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    const struct rt_backend *b = s->lis->shadow;
+    struct pgw_startup st;
+    const char *err;
+    size_t used;
+
+    if (sh->state == PGSH_OFF) {
+        sh->pending = evbuffer_new();
+        sh->state_log = evbuffer_new();
+        s->unit_buf = evbuffer_new();
+        if (!sh->pending || !sh->state_log || !s->unit_buf)
+            return; /* stays OFF: the session runs without a shadow */
+        sh->state = PGSH_DETACHED;
+    }
+    if (pgw_startup_parse(s->startup, s->startup_len, &used, &st, &err) != PGW_OK)
+        return;
+    if (pgw_startup_param(&st, "replication") != NULL) {
+        /* replication connections are the primary's business only */
+        return;
+    }
+
+    const char *keys[16], *vals[16];
+    char port[8], hostaddr[64], options[2048] = "", timeout[16];
+    const char *user = b->conf->user[0] ? b->conf->user : pgw_startup_param(&st, "user");
+    const char *db = pgw_startup_param(&st, "database");
+    int k = 0;
+
+    snprintf(port, sizeof(port), "%u", b->conf->addr.port);
+    runtime_format_host(&b->addr, hostaddr, sizeof(hostaddr));
+    snprintf(timeout, sizeof(timeout), "%u", (s->rt->conf->limits.connect_timeout_ms + 999) / 1000);
+    for (size_t i = 0; i < st.nparams; i++) {
+        const char *name = st.params[i].name;
+        if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 ||
+            strcmp(name, "application_name") == 0 || strcmp(name, "options") == 0 ||
+            strcmp(name, "client_encoding") == 0 || strncmp(name, "_pq_.", 5) == 0)
+            continue;
+        add_option(options, sizeof(options), name, st.params[i].value);
+    }
+    const char *client_opts = pgw_startup_param(&st, "options");
+    if (client_opts && client_opts[0]) {
+        size_t n = strlen(options);
+        snprintf(options + n, sizeof(options) - n, "%s%s", n ? " " : "", client_opts);
+    }
+    keys[k] = "host", vals[k++] = b->conf->tls_server_name[0] ? b->conf->tls_server_name
+                                                               : b->conf->addr.host;
+    keys[k] = "hostaddr", vals[k++] = hostaddr;
+    keys[k] = "port", vals[k++] = port;
+    keys[k] = "user", vals[k++] = user ? user : "";
+    keys[k] = "dbname", vals[k++] = db ? db : (user ? user : "");
+    if (b->password[0])
+        keys[k] = "password", vals[k++] = b->password;
+    if (pgw_startup_param(&st, "application_name"))
+        keys[k] = "application_name", vals[k++] = pgw_startup_param(&st, "application_name");
+    if (pgw_startup_param(&st, "client_encoding"))
+        keys[k] = "client_encoding", vals[k++] = pgw_startup_param(&st, "client_encoding");
+    if (options[0])
+        keys[k] = "options", vals[k++] = options;
+    keys[k] = "sslmode", vals[k++] = b->conf->tls == CONF_TLS_VERIFY_FULL ? "verify-full"
+                                     : b->conf->tls == CONF_TLS_REQUIRE   ? "require"
+                                                                          : "disable";
+    if (b->conf->tls_ca_file[0])
+        keys[k] = "sslrootcert", vals[k++] = b->conf->tls_ca_file;
+    keys[k] = "gssencmode", vals[k++] = "disable";
+    keys[k] = "connect_timeout", vals[k++] = timeout;
+    keys[k] = NULL, vals[k] = NULL;
+
+    sh->pq = PQconnectStartParams(keys, vals, 0);
+    if (sh->pq == NULL || PQstatus(sh->pq) == CONNECTION_BAD) {
+        char why[300];
+        snprintf(why, sizeof(why), "login failed: %s",
+                 sh->pq ? PQerrorMessage(sh->pq) : "out of memory");
+        why[strcspn(why, "\n")] = '\0';
+        sh->state = PGSH_CONNECTING; /* so detach() counts it */
+        detach(s, SHADOW_SHADOW_ERROR, why);
+        return;
+    }
+    sh->state = PGSH_CONNECTING;
+    sh->epoch = (sh->epoch + 1) & 0x7fffffffu;
+    if (sh->epoch == 0)
+        sh->epoch = 1;
+
+    /* the recorded session state goes first, as units of its own */
+    if (sh->state_units > 0) {
+        for (unsigned i = 0; i < sh->state_units; i++) {
+            struct pg_unit *u = calloc(1, sizeof(*u));
+            if (u == NULL)
+                break;
+            u->forced = -1;
+            u->kind = REQ_KIND_SESSION;
+            u->closed = u->mirrored = u->primary_done = u->replay = 1;
+            append_unit(s, u);
+            if (s->scur == NULL)
+                s->scur = u;
+        }
+        size_t len = evbuffer_get_length(sh->state_log);
+        copy_prefix(sh->pending, sh->state_log, len);
+        account(s, (int64_t)len);
+        if (sh->replay_incomplete)
+            slog(s, CONF_LOG_WARN, "session state too large to replay in full on the shadow");
+    }
+    login_step(s);
+}
+
+/* Read the shadow's answers: digest the current unit's, count ReadyForQuery. */
+static void
+shadow_input(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    struct evbuffer *in = sh->conn.in;
+    uint8_t hdr[PGW_HEADER_LEN];
+    struct pgw_header h;
+    const char *err;
+
+    for (;;) {
+        size_t avail = evbuffer_get_length(in);
+        if (sh->skip > 0) {
+            size_t take = avail < sh->skip ? avail : sh->skip;
+            evbuffer_drain(in, take);
+            sh->skip -= take;
+            if (sh->skip > 0)
+                return;
+            continue;
+        }
+        if (avail < PGW_HEADER_LEN)
+            return;
+        evbuffer_copyout(in, hdr, sizeof(hdr));
+        if (pgw_header_parse(hdr, sizeof(hdr), 0x40000000u, &h, &err) != PGW_OK ||
+            !pgw_backend_type_valid(h.type)) {
+            detach(s, SHADOW_SHADOW_ERROR, "the shadow sent an invalid message");
+            return;
+        }
+        size_t total = pgw_header_total(&h), body = h.len - 4;
+        struct pg_unit *u = s->scur;
+        if (u && u->cmp && h.type != 'Z' && total <= DIGEST_MAX_MESSAGE) {
+            if (avail < total)
+                return; /* wait for the whole message */
+            feed(&u->cmp->shadow, h.type, in, 0, body);
+        } else if (h.type == 'Z') {
+            if (avail < total)
+                return;
+        } else if (u && u->cmp && total > DIGEST_MAX_MESSAGE) {
+            free(u->cmp);
+            u->cmp = NULL; /* mirrored, not compared */
+        }
+        if (h.type == 'Z' && u != NULL) {
+            u->shadow_done = 1;
+            u->shadow_ns = pg_now_ns() - (u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns);
+            if (u->cmp)
+                pgdigest_final(&u->cmp->shadow, &u->cmp->sres);
+            s->scur = next_for_shadow(u->next);
+        }
+        if (avail >= total) {
+            evbuffer_drain(in, total);
+        } else {
+            evbuffer_drain(in, avail);
+            sh->skip = total - avail;
+        }
+        if (h.type == 'Z')
+            complete_units(s);
+        if (sh->state != PGSH_READY)
+            return;
+    }
+}
+
+static void
+on_shadow_io(evutil_socket_t fd, short what, void *arg)
+{
+    struct pg_session *s = arg;
+    struct pg_shadow *sh = &s->shadow;
+    size_t n;
+    (void)fd;
+
+    if (what & EV_READ) {
+        enum conn_io io = conn_read(&sh->conn, s->w->scratch, sizeof(s->w->scratch), &n);
+        if (io == CONN_OK)
+            shadow_input(s);
+        if (sh->state != PGSH_READY)
+            return;
+        if (io == CONN_EOF || io == CONN_ERROR) {
+            detach(s, SHADOW_SHADOW_ERROR, io == CONN_EOF ? "the shadow closed the connection"
+                                                          : "read from the shadow failed");
+            return;
+        }
+    }
+    size_t before = evbuffer_get_length(sh->conn.out);
+    if (conn_flush(&sh->conn) == CONN_ERROR) {
+        detach(s, SHADOW_SHADOW_ERROR, "write to the shadow failed");
+        return;
+    }
+    account(s, -(int64_t)(before - evbuffer_get_length(sh->conn.out)));
+}
+
+/*
+ * pg_shadow_tick - periodic check from the worker: a shadow that has not
+ * answered its oldest unit within the timeout is detached.  *lag_ns gets
+ * the age of the oldest unanswered mirror.
+ */
+void
+pg_shadow_tick(struct pg_session *s, uint64_t now, uint64_t *lag_ns)
+{
+    struct pg_unit *u = s->scur;
+    *lag_ns = 0;
+    if (s->shadow.state == PGSH_OFF || s->shadow.state == PGSH_DETACHED || u == NULL)
+        return;
+    uint64_t since = u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns;
+    *lag_ns = now > since ? now - since : 0;
+    if (*lag_ns > (uint64_t)mirror_conf(s)->timeout_ms * 1000000ull)
+        detach(s, SHADOW_SHADOW_TIMEOUT, "no answer within the shadow timeout");
+}
+
+/* pg_shadow_release - at session end: close the shadow, forget pending units. */
+void
+pg_shadow_release(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    if (sh->state != PGSH_OFF)
+        shadow_close(s);
+    while (s->units_head) {
+        struct pg_unit *u = s->units_head;
+        s->units_head = u->next;
+        unit_free(u);
+    }
+    s->units_tail = s->building = s->pcur = s->scur = NULL;
+    if (sh->pending)
+        evbuffer_free(sh->pending);
+    if (sh->state_log)
+        evbuffer_free(sh->state_log);
+    if (s->unit_buf)
+        evbuffer_free(s->unit_buf);
+    sh->pending = sh->state_log = s->unit_buf = NULL;
+    sh->state = PGSH_OFF;
+}
+
+int
+pg_shadow_is_detached(const struct pg_session *s)
+{
+    return s->shadow.state == PGSH_DETACHED;
+}
