@@ -20,6 +20,9 @@
  * none) with seed ^ total length.  A streaming hasher only needs one block of
  * buffer and no alignment, which keeps struct pgdigest a small, plain,
  * copyable value (XXH3_state_t wants 64-byte alignment and 576 bytes).
+ * Blocks of 240 bytes stay on XXH3's mid-size path: past 240 a seeded XXH3
+ * derives a fresh secret per call (measured: 4 KB values hashed at 7 GB/s
+ * with 256-byte blocks, 12 GB/s with 240).
  *
  *   message ──► type switch ──► 'D' in one piece, no ignored column?
  *                   │               yes: check lengths, XXH3(body) ──┐

@@ -73,7 +73,7 @@
 #define PGDIGEST_FIRST_USER_OID 16384u /* FirstNormalObjectId */
 #define PGDIGEST_MAX_IGNORED 32        /* ignored column positions per result set */
 #define PGDIGEST_TAG_MAX 64            /* pgdigest_result.tag, NUL included */
-#define PGDIGEST_BLOCK 256             /* internal: hashing block (see pgdigest.c) */
+#define PGDIGEST_BLOCK 240             /* internal: hashing block, XXH3's mid-size limit */
 
 struct pgdigest_opts {
     /* The statement has a top-level ORDER BY (pgclass_result.has_order_by):
@@ -95,7 +95,7 @@ struct pgdigest_hasher {
 };
 
 /*
- * One side of one unit.  A fixed-size value (520 bytes on LP64); every field is
+ * One side of one unit.  A fixed-size value (504 bytes on LP64); every field is
  * private to pgdigest.c.  It may be copied between calls.
  */
 struct pgdigest {
@@ -166,7 +166,7 @@ void pgdigest_init(struct pgdigest *d, const struct pgdigest_opts *opts, char *s
  *
  * Cost: for a DataRow in one piece, with no ignored column in its result
  * set, one pass over the column lengths and one XXH3 over the body; pieces
- * or ignored columns add a copy through a 256-byte block.  While the sample
+ * or ignored columns add a copy through a 240-byte block.  While the sample
  * is not full, rows are also rendered into it.
  */
 void pgdigest_feed(struct pgdigest *d, uint8_t type, const struct iovec *iov, int iovcnt,
