@@ -146,8 +146,10 @@ struct pgdigest_result {
  *
  * Column names in parentheses, row values as text (each cut to 48 bytes,
  * NULL as NULL, control characters and bytes that are not UTF-8 escaped as
- * \n \t \r \xNN), command tags, errors as "ERROR sqlstate: message",
- * "EMPTY" for an empty query, "SUSPENDED" for a suspended portal.  Rows stop
+ * \n \t \r \xNN), command tags, errors as "SEVERITY sqlstate: message" (the
+ * message cut to 159 bytes), "COPY OUT"/"COPY IN"/"COPY BOTH" and each CopyData
+ * row as a value, "EMPTY" for an empty query, "SUSPENDED" for a suspended
+ * portal.  Rows stop
  * early enough to leave room for a tag that follows; whatever does not fit is
  * cut on a UTF-8 character boundary and marked "...".  The buffer must stay
  * valid until the last pgdigest_feed.
