@@ -149,10 +149,9 @@ struct pgdigest_result {
  * \n \t \r \xNN), command tags, errors as "SEVERITY sqlstate: message" (the
  * message cut to 159 bytes), "COPY OUT"/"COPY IN"/"COPY BOTH" and each CopyData
  * row as a value, "EMPTY" for an empty query, "SUSPENDED" for a suspended
- * portal.  Rows stop
- * early enough to leave room for a tag that follows; whatever does not fit is
- * cut on a UTF-8 character boundary and marked "...".  The buffer must stay
- * valid until the last pgdigest_feed.
+ * portal.  Rows stop early enough to leave room for a tag that follows;
+ * whatever does not fit is cut on a UTF-8 character boundary and marked
+ * "...".  The buffer must stay valid until the last pgdigest_feed.
  */
 void pgdigest_init(struct pgdigest *d, const struct pgdigest_opts *opts, char *sample,
                    size_t sample_cap);
