@@ -52,3 +52,46 @@ def test_two_servers_are_distinct(pg_primary, pg_shadow):
     with pg_primary.connect() as a, pg_shadow.connect() as b:
         assert a.execute("SHOW port").fetchone()[0] == str(pg_primary.port)
         assert b.execute("SHOW port").fetchone()[0] == str(pg_shadow.port)
+
+
+# -- the tandem fixture's crash detection, with a stand-in binary ------------------
+
+FAKE = r'''#!/usr/bin/python3
+import os, signal, socket, sys, time
+port = int(sys.argv[sys.argv.index("--listen") + 1].rsplit(":", 1)[1])
+how = os.environ["FAKE_HOW"]
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port)); s.listen()
+def on_term(*_):
+    if how == "segv":
+        signal.signal(signal.SIGSEGV, signal.SIG_DFL); os.kill(os.getpid(), signal.SIGSEGV)
+    if how == "asan":
+        sys.stderr.write("==1==ERROR: AddressSanitizer: heap-use-after-free\n"); sys.exit(1)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+if how == "exit":   # exit by itself once the harness saw it listening
+    s.accept(); sys.exit(3)
+while True:
+    time.sleep(1)
+'''
+
+
+@pytest.mark.parametrize("how,expect", [("clean", None), ("segv", "SIGSEGV"),
+                                        ("asan", "AddressSanitizer"), ("exit", "by itself")])
+def test_harness_detects_crashes(tmp_path, how, expect):
+    from harness.tandemproc import TandemFactory
+    from harness.util import free_port
+    fake = tmp_path / "fake-tandem"
+    fake.write_text(FAKE)
+    fake.chmod(0o755)
+    factory = TandemFactory(str(fake), f"selfcheck-{how}")
+    port = free_port()
+    proc = factory(args=["postgres", "--listen", f"127.0.0.1:{port}"], port=port,
+                   env={"FAKE_HOW": how})
+    if how == "exit":
+        proc.wait_exit(timeout=20)
+    failures = factory.close()
+    if expect is None:
+        assert failures == []
+    else:
+        assert len(failures) == 1 and expect in failures[0], failures
