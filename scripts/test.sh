@@ -8,6 +8,8 @@
 #                (default 20) over a copy of tests/fuzz/corpus/<name>/;
 #                crashes land in tests/fuzz/artifacts/ and fail the run
 #   5. asan      build-asan/ with -DTANDEM_SANITIZE=ON, unit tests again
+#   6. asan-integration (only with TANDEM_ASAN_INTEGRATION=1): the pytest
+#                integration suite against build-asan/proxy/tandem
 #
 # Exits non-zero when any step fails; later steps still run so one run
 # shows every failure.  The last lines are the summary.
@@ -162,6 +164,31 @@ elif cmake -S . -B build-asan -DTANDEM_SANITIZE=ON -DTANDEM_WERROR=ON \
     record asan "$rc"
 else
     record asan 1
+fi
+
+# 6. optional (TANDEM_ASAN_INTEGRATION=1): the integration tests against an
+#    ASan/UBSan tandem; the harness fails a test whose tandem reported an error.
+if [[ ${TANDEM_ASAN_INTEGRATION:-0} == 1 ]]; then
+    step asan-integration
+    if cmake -S . -B build-asan -DTANDEM_SANITIZE=ON -DTANDEM_WERROR=ON && \
+            cmake --build build-asan -j "$JOBS" --target tandem; then
+        TANDEM_BIN=$ROOT/build-asan/proxy/tandem \
+        ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
+        UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+            /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration 2>&1 \
+            | tee "$LOGDIR/asan-integration.log"
+        rc=${PIPESTATUS[0]}
+        line=$(grep -E '[0-9]+ passed' "$LOGDIR/asan-integration.log" | tail -n 1)
+        for n in $(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '^[0-9]+'); do
+            tests_passed=$((tests_passed + n))
+        done
+        for n in $(grep -oE '[0-9]+ (failed|errors?)' <<<"$line" | grep -oE '^[0-9]+'); do
+            tests_failed=$((tests_failed + n))
+        done
+        record asan-integration "$rc"
+    else
+        record asan-integration 1
+    fi
 fi
 
 elapsed=$((SECONDS - START))
