@@ -361,3 +361,54 @@ def test_slow_reader_makes_server_wait_not_tandem_buffer(t, pg_primary):
             rows += mtype == "D"
             done = mtype == "Z"
         assert rows == 200000
+
+
+# -- server sessions that end under the client -----------------------------------------
+
+def test_server_session_terminated_while_idle(t, pg_primary):
+    conn = t.connect(application_name="victim-idle")
+    conn.execute("SELECT 1")
+    with pg_primary.connect() as admin:
+        n = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                          "WHERE application_name = 'victim-idle'").fetchone()[0]
+        assert n == 1
+    with pytest.raises(psycopg.OperationalError):
+        conn.execute("SELECT 1")
+    conn.close()
+    with t.connect() as fresh:
+        assert fresh.execute("SELECT 'fresh'").fetchone()[0] == "fresh"
+
+
+def test_server_session_terminated_by_itself(t):
+    conn = t.connect()
+    with pytest.raises(psycopg.OperationalError):    # 57P01 admin_shutdown
+        conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    assert conn.closed or conn.broken
+    conn.close()
+    with t.connect() as fresh:
+        assert fresh.execute("SELECT 2").fetchone()[0] == 2
+
+
+def test_connection_storm(t):
+    """Many short sessions opened and closed at once from several threads."""
+    errors = []
+
+    def churn(k):
+        try:
+            for i in range(25):
+                with t.connect() as conn:
+                    assert conn.execute("SELECT %s::int", (i,)).fetchone()[0] == i
+                if i % 5 == 0:   # and some that leave without a Terminate
+                    with pgwire.PgRaw(t.port) as raw:
+                        raw.login("trustuser")
+                        raw.send(pgwire.query_message("SELECT pg_sleep(0.01)"))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"thread {k}: {exc!r}")
+
+    threads = [threading.Thread(target=churn, args=(k,)) for k in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    assert not errors, errors
+    assert not any(th.is_alive() for th in threads)
