@@ -1,5 +1,6 @@
 """Signals: SIGHUP reloads without dropping anything (and keeps the old config
 when the new one is wrong), SIGTERM drains, SIGINT exits at once."""
+import json
 import signal
 import threading
 import uuid
@@ -100,6 +101,31 @@ def test_sighup_with_bad_config_keeps_old_one(tandem, pg_primary):
     t.wait_metric("tandem_reloads_total", before + 2)
     assert held.execute("SELECT 'still held'").fetchone()[0] == "still held"
     held.close()
+
+
+def test_sighup_applies_new_limit_and_log_format(tandem, pg_primary):
+    port, admin = free_port(), free_port()
+
+    def conf(log_format, max_client_conn):
+        return pg_config(port=port, primary=pg_primary, admin_port=admin, log_format=log_format,
+                         limits={"max_client_conn": max_client_conn})
+
+    t = tandem(config_text=conf("text", 50), port=port, admin_port=admin)
+    wait_until(lambda: t.metric("tandem_client_connections") == 0, 20, "no client connections")
+    held = [t.connect(), t.connect()]
+    before = reloads(t)
+    t.write_config(conf("json", 2))
+    t.signal(signal.SIGHUP)
+    t.wait_metric("tandem_reloads_total", before + 1)
+    # the two sessions stay; a third is now one too many
+    with pytest.raises(psycopg.OperationalError, match="too many|53300|connections"):
+        t.connect()
+    assert [c.execute("SELECT 1").fetchone()[0] for c in held] == [1, 1]
+    for c in held:
+        c.close()
+    assert t.stop() == 0
+    last = t.log().splitlines()[-1]
+    assert json.loads(last)["msg"], f"after the reload to json, the last line is {last!r}"
 
 
 # -- SIGTERM -----------------------------------------------------------------------
