@@ -59,7 +59,7 @@ def pg_shadow(certs):
 
 
 def _factory(request, tandem_bin):
-    factory = TandemFactory(tandem_bin, request.node.name)
+    factory = TandemFactory(tandem_bin, request.node.nodeid.split("/")[-1])
     yield factory
     failures = factory.close()
     if failures:
