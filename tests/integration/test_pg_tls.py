@@ -174,3 +174,13 @@ def test_client_gives_up_mid_handshake(tls_listener):
             raw.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello's start
     with tls_listener.connect(sslmode="require") as conn:
         assert conn.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_tls_both_sides_scram_with_channel_binding_disabled(tandem, pg_primary, certs):
+    """The client-side workaround for the case above: channel_binding=disable
+    makes libpq send "n" (no binding), which the server accepts."""
+    t = tandem.pg(primary=pg_primary, admin=False,
+                  backend_extra=f"tls verify-full;\ntls_ca_file {certs.ca};",
+                  listener_extra=f"tls_cert {certs.server_cert};\ntls_key {certs.server_key};")
+    with t.connect(user="scramuser", sslmode="require", channel_binding="disable") as conn:
+        assert conn.execute(SSL_IN_USE).fetchone()[0] is True
