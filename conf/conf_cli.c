@@ -33,6 +33,7 @@ enum cli_dest {
     CLI_PRIMARY,  /* backend blue { } */
     CLI_SHADOW,   /* backend green { } */
     CLI_LISTENER, /* listener PROTO { } */
+    CLI_MIRROR,   /* listener PROTO { mirror { } } */
     CLI_NDEST,
 };
 
@@ -68,6 +69,10 @@ static const struct cli_flag cli_flags[] = {
     {"tls-cert", CLI_LISTENER, "tls_cert"},
     {"tls-key", CLI_LISTENER, "tls_key"},
     {"mode", CLI_LISTENER, "mode"},
+    {"mirror-reads", CLI_MIRROR, "reads"},
+    {"mirror-level", CLI_MIRROR, "level"},
+    {"mirror-queue", CLI_MIRROR, "queue"},
+    {"mirror-timeout", CLI_MIRROR, "timeout"},
 };
 
 #define NFLAGS (sizeof(cli_flags) / sizeof(cli_flags[0]))
@@ -190,7 +195,7 @@ cli_build(struct cli *cli)
 {
     static const char *const block_name[CLI_NDEST] = {
         [CLI_LIMITS] = "limits",  [CLI_ADMIN] = "admin",       [CLI_PRIMARY] = "backend",
-        [CLI_SHADOW] = "backend", [CLI_LISTENER] = "listener",
+        [CLI_SHADOW] = "backend", [CLI_LISTENER] = "listener", [CLI_MIRROR] = "mirror",
     };
     struct conf_node *block[CLI_NDEST] = {NULL};
     const char *value[NFLAGS];
@@ -225,7 +230,9 @@ cli_build(struct cli *cli)
             arg = cli->proto;
         /* The opening flag is --primary, --shadow or --listen where those apply. */
         snprintf(label, sizeof(label), "--%s", cli_flags[i].flag);
-        block[d] = cli_node(cli, NULL, block_name[d], label, 1, arg);
+        /* mirror { } sits inside the listener, which --listen (earlier in the table) opened */
+        block[d] = cli_node(cli, d == CLI_MIRROR ? block[CLI_LISTENER] : NULL, block_name[d],
+                            label, 1, arg);
         if (block[d] == NULL)
             return -1;
     }

@@ -36,6 +36,7 @@ const char *const conf_mode_names[] = {"passthrough", "shadow", "split", NULL};
 const char *const conf_tls_names[] = {"disable", "require", "verify-full", NULL};
 const char *const conf_log_format_names[] = {"text", "json", NULL};
 const char *const conf_log_level_names[] = {"debug", "info", "warn", "error", NULL};
+const char *const conf_mirror_level_names[] = {"all", "dml", "ddl", NULL};
 
 /* The setters store enums and counts through 4-byte fields. */
 _Static_assert(sizeof(enum conf_proto) == sizeof(int), "enum size");
@@ -43,6 +44,7 @@ _Static_assert(sizeof(enum conf_mode) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_tls) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_log_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_log_level) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_mirror_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(int) == sizeof(uint32_t), "int size");
 
 /* Contexts: where a directive may appear (a row's ctx is a mask of them). */
@@ -52,6 +54,8 @@ enum {
     CTX_ADMIN = 1u << 2,
     CTX_BACKEND = 1u << 3,
     CTX_LISTENER = 1u << 4,
+    CTX_MIRROR = 1u << 5,
+    CTX_COMPARE = 1u << 6,
 };
 
 /* Row flags. */
@@ -59,6 +63,7 @@ enum {
     D_BLOCK = 1u << 0,    /* takes a { } body */
     D_MULTI = 1u << 1,    /* may appear more than once in its block */
     D_REQUIRED = 1u << 2, /* its block is incomplete without it */
+    D_LIST = 1u << 3,     /* one or more arguments (nargs is ignored) */
 };
 
 /* What the parse knows about a listener beyond struct conf_listener. */
@@ -120,13 +125,21 @@ static const struct conf_range range_workers = {1, 64, "1..64"};
 static const struct conf_range range_client_conn = {1, 1000000, "1..1000000"};
 static const struct conf_range range_packet = {1ull << 10, 1ull << 30, "1KB..1GB"};
 static const struct conf_range range_timeout = {1, 60 * 60 * 1000, "1ms..1h"};
+static const struct conf_range range_queue = {64ull << 10, 1ull << 30, "64KB..1GB"};
+static const struct conf_range range_queue_total = {1ull << 20, 64ull << 30, "1MB..64GB"};
 
 static conf_set_fn set_number, set_size, set_duration, set_enum, set_string, set_addr,
-    set_backend_ref;
+    set_backend_ref, set_fraction, set_size64, set_ignore_columns, set_ignore_fingerprints,
+    set_write_functions;
 static conf_enter_fn enter_member, enter_admin, enter_backend, enter_listener;
 static conf_leave_fn leave_admin, leave_backend, leave_listener;
 
 #define FIELD(type, field) offsetof(type, field), sizeof(((type *)0)->field)
+/* A directive taking one or more words, stored by its own setter. */
+#define LIST(name, ctx, set)                                                                       \
+    {                                                                                              \
+        name, ctx, D_LIST, 0, set, 0, 0, NULL, 0, NULL, NULL                                       \
+    }
 #define SIMPLE(name, ctx, flags, set, type, field, data)                                           \
     {                                                                                              \
         name, ctx, flags, 1, set, FIELD(type, field), data, 0, NULL, NULL                          \
@@ -151,12 +164,11 @@ static const struct conf_directive directives[] = {
     BLOCK("admin", CTX_TOP, 0, 0, CTX_ADMIN, enter_admin, leave_admin),
     BLOCK("backend", CTX_TOP, D_MULTI, 1, CTX_BACKEND, enter_backend, leave_backend),
     BLOCK("listener", CTX_TOP, D_MULTI, 1, CTX_LISTENER, enter_listener, leave_listener),
+    LIST("write_functions", CTX_TOP, set_write_functions),
     /*
      * Later capabilities are rows here, each with a CTX_ of its own and the
-     * rows of its body, e.g.
-     *   MEMBER_BLOCK("mirror", CTX_LISTENER, CTX_MIRROR, struct conf_listener, mirror),
-     * and likewise reads, canary, compare (in listener) and guard.  Until
-     * then they are unknown directives, as they must be.
+     * rows of its body, as mirror and compare below; reads, canary and guard
+     * are unknown directives until then, as they must be.
      */
 
     /* limits { } */
@@ -170,6 +182,8 @@ static const struct conf_directive directives[] = {
            &range_timeout),
     SIMPLE("shutdown_timeout", CTX_LIMITS, 0, set_duration, struct conf_limits, shutdown_timeout_ms,
            &range_timeout),
+    SIMPLE("mirror_queue_total", CTX_LIMITS, 0, set_size64, struct conf_limits, mirror_queue_total,
+           &range_queue_total),
 
     /* admin { } */
     SIMPLE("listen", CTX_ADMIN, 0, set_addr, struct conf_admin, addr, NULL),
@@ -194,6 +208,18 @@ static const struct conf_directive directives[] = {
            NULL),
     SIMPLE("shadow", CTX_LISTENER, 0, set_backend_ref, struct conf_listener, shadow, NULL),
     SIMPLE("mode", CTX_LISTENER, 0, set_enum, struct conf_listener, mode, conf_mode_names),
+    MEMBER_BLOCK("mirror", CTX_LISTENER, CTX_MIRROR, struct conf_listener, mirror),
+    MEMBER_BLOCK("compare", CTX_LISTENER, CTX_COMPARE, struct conf_listener, compare),
+
+    /* listener { mirror { } } */
+    SIMPLE("reads", CTX_MIRROR, 0, set_fraction, struct conf_mirror, reads, NULL),
+    SIMPLE("level", CTX_MIRROR, 0, set_enum, struct conf_mirror, level, conf_mirror_level_names),
+    SIMPLE("queue", CTX_MIRROR, 0, set_size, struct conf_mirror, queue_bytes, &range_queue),
+    SIMPLE("timeout", CTX_MIRROR, 0, set_duration, struct conf_mirror, timeout_ms, &range_timeout),
+
+    /* listener { compare { } } */
+    LIST("ignore_columns", CTX_COMPARE, set_ignore_columns),
+    LIST("ignore_fingerprints", CTX_COMPARE, set_ignore_fingerprints),
 };
 
 #define NDIRECTIVES ARRAY_SIZE(directives)
@@ -233,6 +259,10 @@ ctx_where(unsigned ctx)
         return "in backend";
     case CTX_LISTENER:
         return "in listener";
+    case CTX_MIRROR:
+        return "in mirror";
+    case CTX_COMPARE:
+        return "in compare";
     default:
         return "here";
     }
@@ -402,6 +432,141 @@ set_backend_ref(struct conf_build *b, void *obj, const struct conf_directive *d,
         st->primary_line = n->line;
     else
         st->shadow_line = n->line;
+}
+
+/* reads 10%: a fraction of 1, from a percentage (basis points: 0.01% steps). */
+static void
+set_fraction(struct conf_build *b, void *obj, const struct conf_directive *d,
+             const struct conf_node *n)
+{
+    char q[CONF_QUOTE_MAX];
+    uint32_t bp = 0;
+    double v;
+
+    assert(d->size == sizeof(v));
+    if (conf_value_percent(n->args[0], &bp) != CONF_VALUE_OK || bp > 10000) {
+        node_err(b, n, "bad percentage %s (expected 0%%..100%%)",
+                 conf_err_quote(n->args[0], q, sizeof(q)));
+        return;
+    }
+    v = bp / 10000.0;
+    memcpy((char *)obj + d->offset, &v, sizeof(v));
+}
+
+/* A size stored in a 64-bit field (totals that may pass 4 GB). */
+static void
+set_size64(struct conf_build *b, void *obj, const struct conf_directive *d,
+           const struct conf_node *n)
+{
+    const struct conf_range *r = d->data;
+    char q[CONF_QUOTE_MAX];
+    uint64_t v = 0;
+    enum conf_value_rc rc = conf_value_size(n->args[0], &v);
+
+    assert(d->size == sizeof(v));
+    conf_err_quote(n->args[0], q, sizeof(q));
+    if (rc == CONF_VALUE_BAD) {
+        node_err(b, n, "bad size %s", q);
+        return;
+    }
+    if (rc == CONF_VALUE_RANGE || v < r->min || v > r->max) {
+        node_err(b, n, "%s out of range %s", q, r->text);
+        return;
+    }
+    memcpy((char *)obj + d->offset, &v, sizeof(v));
+}
+
+/*
+ * Copy every argument of N into a new array of fixed-width rows, each
+ * checked by ok().  *rows and *count are replaced (the directive appears
+ * once per block).  Returns -1 after reporting an error.
+ */
+static int
+set_rows(struct conf_build *b, const struct conf_node *n, void **rows, size_t *count,
+         size_t width, int (*ok)(const char *))
+{
+    char q[CONF_QUOTE_MAX];
+    char *a = calloc(n->nargs, width);
+
+    if (a == NULL) {
+        b->oom = 1;
+        return -1;
+    }
+    for (size_t i = 0; i < n->nargs; i++) {
+        if (strlen(n->args[i]) >= width || !ok(n->args[i])) {
+            node_err(b, n, "bad value %s", conf_err_quote(n->args[i], q, sizeof(q)));
+            free(a);
+            return -1;
+        }
+        memcpy(a + i * width, n->args[i], strlen(n->args[i]));
+    }
+    free(*rows);
+    *rows = a;
+    *count = n->nargs;
+    return 0;
+}
+
+static int
+ok_column(const char *s)
+{
+    return s[0] != '\0';
+}
+
+/* Fingerprints as the report prints them: 16 hex digits. */
+static int
+ok_fingerprint(const char *s)
+{
+    if (strlen(s) != 16)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* A function name, optionally schema-qualified: name or schema.name. */
+static int
+ok_function(const char *s)
+{
+    size_t dots = 0;
+    if (!s[0] || s[0] == '.' || s[strlen(s) - 1] == '.')
+        return 0;
+    for (; *s; s++) {
+        if (*s == '.')
+            dots++;
+        else if (!(*s == '_' || *s == '$' || (*s >= '0' && *s <= '9') ||
+                   (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+                   (unsigned char)*s >= 0x80))
+            return 0;
+    }
+    return dots <= 1;
+}
+
+static void
+set_ignore_columns(struct conf_build *b, void *obj, const struct conf_directive *d,
+                   const struct conf_node *n)
+{
+    struct conf_compare *c = obj;
+    set_rows(b, n, (void **)&c->ignore_columns, &c->nignore_columns,
+             sizeof(c->ignore_columns[0]), ok_column);
+}
+
+static void
+set_ignore_fingerprints(struct conf_build *b, void *obj, const struct conf_directive *d,
+                        const struct conf_node *n)
+{
+    struct conf_compare *c = obj;
+    set_rows(b, n, (void **)&c->ignore_fingerprints, &c->nignore_fingerprints,
+             sizeof(c->ignore_fingerprints[0]), ok_fingerprint);
+}
+
+static void
+set_write_functions(struct conf_build *b, void *obj, const struct conf_directive *d,
+                    const struct conf_node *n)
+{
+    struct conf *c = obj;
+    set_rows(b, n, (void **)&c->write_functions, &c->nwrite_functions,
+             sizeof(c->write_functions[0]), ok_function);
 }
 
 /* ---- blocks -------------------------------------------------------------- */
@@ -633,7 +798,7 @@ apply_block(struct conf_build *b, const struct conf_node *block, unsigned ctx, v
             continue;
         }
         seen[i] = n;
-        if (n->nargs != d->nargs) {
+        if ((d->flags & D_LIST) ? n->nargs == 0 : n->nargs != d->nargs) {
             arg_count_err(b, d, n);
             continue;
         }

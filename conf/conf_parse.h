@@ -18,6 +18,7 @@ extern const char *const conf_mode_names[];
 extern const char *const conf_tls_names[];
 extern const char *const conf_log_format_names[];
 extern const char *const conf_log_level_names[];
+extern const char *const conf_mirror_level_names[];
 
 /*
  * conf_parse_tree - a new struct conf: defaults, then every directive of T

@@ -887,6 +887,7 @@ struct stmt_class {
     bool returns_rows;
     bool ordered;
     bool notify_only;
+    bool ddl;
 };
 
 /* defGetBoolean's reading of an option value: no value means true; a
@@ -1046,6 +1047,11 @@ classify_stmt(struct walk *w, int wrapper, struct stmt_class *sc)
         walk(w, stmt, 1);
         sc->kind = REQ_KIND_WRITE;
         sc->returns_rows = j_nonempty(d, j_get(d, stmt, "returningList"));
+        /* every statement type not listed as data or procedure is schema */
+        sc->ddl = strcmp(type, "InsertStmt") != 0 && strcmp(type, "UpdateStmt") != 0 &&
+                  strcmp(type, "DeleteStmt") != 0 && strcmp(type, "MergeStmt") != 0 &&
+                  strcmp(type, "TruncateStmt") != 0 && strcmp(type, "CallStmt") != 0 &&
+                  strcmp(type, "DoStmt") != 0;
         break;
     }
 }
@@ -1138,6 +1144,7 @@ pgclass_classify(const char *sql, const struct pgclass_opts *opts, struct pgclas
         nrows += sc.returns_rows;
         nordered += sc.returns_rows && sc.ordered;
         nnotify += sc.notify_only;
+        out->ddl |= sc.ddl;
     }
     out->parse_error = false;
     out->nstatements = nstmts > UINT16_MAX ? UINT16_MAX : (uint16_t)nstmts;

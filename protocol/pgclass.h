@@ -93,6 +93,8 @@ struct pgclass_result {
     bool parse_error;       /* did not parse, or too long to try: kind is WRITE */
     bool too_long;          /* longer than max_len: not parsed at all */
     bool locking;           /* FOR UPDATE/SHARE anywhere, LOCK, functions taking advisory locks */
+    bool ddl;               /* a schema change: a WRITE statement that is not INSERT,
+                             * UPDATE, DELETE, MERGE, TRUNCATE, COPY, CALL or DO */
     bool no_mirror;         /* every statement is NOTIFY/LISTEN/UNLISTEN/pg_notify():
                              * nothing the shadow needs to see (kind is SESSION) */
     /*

@@ -77,6 +77,7 @@ struct pg_unit {
     unsigned ordered : 1;
     unsigned no_mirror : 1;     /* LISTEN/NOTIFY only, or an admin statement */
     unsigned unmirrorable : 1;  /* too many statements to track: cannot be mirrored */
+    unsigned ddl : 1;           /* changes the schema (mirror levels tell DDL from DML) */
     int forced;                 /* outcome decided without an answer, or -1 */
     uint64_t closed_ns;         /* handed to the primary (and queued for the shadow) */
     uint64_t primary_ns;        /* primary latency */

@@ -98,9 +98,27 @@ changes_data(const struct pg_unit *u)
     return u->kind != REQ_KIND_READ;
 }
 
+/* compare { ignore_fingerprints ...; }: a mismatch of a listed statement is noise. */
+static int
+fingerprint_ignored(const struct pg_session *s, const struct pg_unit *u)
+{
+    const struct conf_compare *cc = &s->lis->conf->compare;
+    struct pgclass_desc desc;
+
+    if (cc->nignore_fingerprints == 0 || u->sql == NULL)
+        return 0;
+    pgclass_describe(u->sql, &desc); /* two parses: only ever on a mismatch */
+    for (size_t i = 0; i < cc->nignore_fingerprints; i++)
+        if (strcmp(cc->ignore_fingerprints[i], desc.fingerprint_hex) == 0)
+            return 1;
+    return 0;
+}
+
 static void
 record(struct pg_session *s, struct pg_unit *u, enum shadow_outcome outcome)
 {
+    if (outcome == SHADOW_MISMATCH && fingerprint_ignored(s, u))
+        outcome = SHADOW_NOISE;
     const char *psum = "", *ssum = "";
     if (u->cmp) {
         psum = u->cmp->psample;
@@ -208,6 +226,7 @@ pg_unit_begin(struct pg_session *s, const struct pgclass_result *first)
     u->unstable = first ? first->unstable : 0;
     u->ordered = first ? first->has_order_by : 0;
     u->no_mirror = first ? (first->no_mirror || first->kind == REQ_KIND_ADMIN) : 0;
+    u->ddl = first ? first->ddl : 0;
     u->sampled = u->kind == REQ_KIND_READ && !s->tx_open && sample_read(s);
     if (s->shadow.state != PGSH_DETACHED && !(u->hint & PGCLASS_HINT_NOSHADOW) && !u->no_mirror &&
         (u->kind != REQ_KIND_READ || s->tx_open || u->sampled))
@@ -228,6 +247,7 @@ pg_unit_add(struct pg_session *s, const struct pgclass_result *cls)
     u->kind = req_kind_strongest(u->kind, cls->kind);
     u->hint |= cls->hint;
     u->unstable |= cls->unstable;
+    u->ddl |= cls->ddl;
     if (!(cls->no_mirror || cls->kind == REQ_KIND_ADMIN))
         u->no_mirror = 0;
 }
@@ -383,6 +403,26 @@ log_state(struct pg_session *s, struct pg_unit *u, struct evbuffer *bytes)
 }
 
 /*
+ * mirror { level dml | ddl; } leaves schema changes, or data changes, off
+ * the shadow.  Session state and transaction control always go: without
+ * them the shadow's session would not be the client's.
+ */
+static int
+level_allows(const struct pg_session *s, const struct pg_unit *u)
+{
+    if (u->kind != REQ_KIND_WRITE)
+        return 1;
+    switch (mirror_conf(s)->level) {
+    case CONF_MIRROR_DML:
+        return !u->ddl;
+    case CONF_MIRROR_DDL:
+        return u->ddl;
+    default:
+        return 1;
+    }
+}
+
+/*
  * pg_unit_close - the unit's last message (Sync, Query, FunctionCall) was
  * read and is in unit_buf.  Decide: mirror it, or count it dropped, or
  * leave the shadow out of it.
@@ -403,7 +443,7 @@ pg_unit_close(struct pg_session *s)
         s->tx_open = 1;
 
     int wanted = !(u->hint & PGCLASS_HINT_NOSHADOW) && !u->no_mirror &&
-                 (u->kind != REQ_KIND_READ || s->tx_open || u->sampled);
+                 (u->kind != REQ_KIND_READ || s->tx_open || u->sampled) && level_allows(s, u);
     if (!wanted) {
         u->shadow_done = 1;
         settle_names(s, u, 0);

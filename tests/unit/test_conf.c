@@ -287,8 +287,10 @@ static const struct error_case error_cases[] = {
     {MIN "foo 1;\n", "t.conf:3: unknown directive \"foo\""},
     {MIN "\n\nfoo { bar; }\n", "t.conf:5: unknown directive \"foo\""},
     {"backend blue { address a:1; }\n"
-     "listener pg { listen b:2; primary blue; mirror { } }\n",
-     "t.conf:2: unknown directive \"mirror\""},
+     "listener pg { listen b:2; primary blue; canary { } }\n",
+     "t.conf:2: unknown directive \"canary\""},
+    {MIN "mirror { }\n", "t.conf:3: directive \"mirror\" is not allowed at top level"},
+    {MIN "write_functions;\n", "t.conf:3: missing value for \"write_functions\""},
     {MIN "guard { }\n", "t.conf:3: unknown directive \"guard\""},
     {MIN "listen 1.2.3.4:5;\n", "t.conf:3: directive \"listen\" is not allowed at top level"},
     {MIN "limits { workers 2; }\n", "t.conf:3: directive \"workers\" is not allowed in limits"},
@@ -682,7 +684,57 @@ assert_conf_equal(const struct conf *x, const struct conf *y)
         assert_int_equal(a->shadow, b->shadow);
         assert_int_equal(a->mode, b->mode);
         assert_memory_equal(&a->mirror, &b->mirror, sizeof(a->mirror));
+        assert_int_equal(a->compare.nignore_columns, b->compare.nignore_columns);
     }
+}
+
+/* mirror { }, compare { } and write_functions: values, lists, bounds. */
+static void
+test_mirror_compare(void **state)
+{
+    (void)state;
+    struct conf *c = load_ok(
+        "write_functions audit_log billing.charge;\n"
+        "limits { mirror_queue_total 512MB; }\n"
+        "backend blue { address a:1; }\nbackend green { address b:1; }\n"
+        "listener pg { listen c:1; primary blue; shadow green;\n"
+        "  mirror { reads 0.5%; level ddl; queue 64KB; timeout 250ms; }\n"
+        "  compare { ignore_columns updated_at created_at; ignore_fingerprints 0123456789abcdef; }\n"
+        "}\n"
+        "listener other { listen d:1; primary blue; }\n");
+    assert_int_equal(c->nwrite_functions, 2);
+    assert_string_equal(c->write_functions[0], "audit_log");
+    assert_string_equal(c->write_functions[1], "billing.charge");
+    assert_int_equal(c->limits.mirror_queue_total, 512ull << 20);
+    const struct conf_listener *l = &c->listeners[0];
+    assert_true(l->mirror.reads > 0.00499 && l->mirror.reads < 0.00501);
+    assert_int_equal(l->mirror.level, CONF_MIRROR_DDL);
+    assert_int_equal(l->mirror.queue_bytes, 64u << 10);
+    assert_int_equal(l->mirror.timeout_ms, 250);
+    assert_int_equal(l->compare.nignore_columns, 2);
+    assert_string_equal(l->compare.ignore_columns[1], "created_at");
+    assert_int_equal(l->compare.nignore_fingerprints, 1);
+    assert_string_equal(l->compare.ignore_fingerprints[0], "0123456789abcdef");
+    /* the default: 10% of reads, every kind of write */
+    assert_true(c->listeners[1].mirror.reads > 0.0999 && c->listeners[1].mirror.reads < 0.1001);
+    assert_int_equal(c->listeners[1].mirror.level, CONF_MIRROR_ALL);
+    assert_int_equal(c->listeners[1].compare.nignore_columns, 0);
+    conf_free(c);
+
+    struct conf_errors errs;
+    c = load("backend blue { address a:1; }\n"
+             "listener pg { listen c:1; primary blue;\n"
+             "  mirror { reads 101%; level some; queue 1KB; timeout 0ms; }\n"
+             "  compare { ignore_fingerprints ABC; }\n"
+             "}\nwrite_functions a..b;\n",
+             &errs);
+    assert_null(c);
+    assert_int_equal(errs.count, 6);
+    assert_string_equal(errs.list[0].msg, "reads: bad percentage \"101%\" (expected 0%..100%)");
+    assert_string_equal(errs.list[1].msg, "level: bad value \"some\" (expected all|dml|ddl)");
+    assert_string_equal(errs.list[2].msg, "queue: \"1KB\" out of range 64KB..1GB");
+    assert_int_equal(errs.list[4].line, 4);
+    assert_string_equal(errs.list[5].msg, "write_functions: bad value \"a..b\"");
 }
 
 static void
@@ -698,7 +750,8 @@ test_cli_equals_file(void **state)
         "--shutdown-timeout", "2m", "--tls-cert", "/c.pem", "--tls-key", "/k.pem", "--primary-tls",
         "verify-full", "--primary-ca", "/ca.pem", "--shadow-tls", "require", "--shadow-ca",
         "/ca2.pem", "--shadow-user", "mig", "--shadow-password-file", "/pw", "--admin-token-file",
-        "/tok", "--primary-user", "u1", "--primary-password-file", "/pw1", NULL);
+        "/tok", "--primary-user", "u1", "--primary-password-file", "/pw1", "--mirror-reads", "12.5%",
+        "--mirror-level", "dml", "--mirror-queue", "8MB", "--mirror-timeout", "2s", NULL);
     assert_int_equal(errs.count, 0);
     assert_non_null(cli);
 
@@ -713,7 +766,7 @@ test_cli_equals_file(void **state)
                 "  tls_ca_file /ca2.pem; user mig; password_file /pw; }\n"
                 "listener redis { listen 0.0.0.0:6380; protocol redis;\n"
                 "  tls_cert /c.pem; tls_key /k.pem; primary old; shadow green;\n"
-                "  mode split; }\n");
+                "  mode split; mirror { reads 12.5%; level dml; queue 8MB; timeout 2s; } }\n");
     assert_conf_equal(cli, file);
     assert_string_equal(cli->file, "");
     assert_int_equal(cli->backends[0].line, 0);
@@ -1007,6 +1060,7 @@ main(void)
         cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_cli_equals_file),
+        cmocka_unit_test(test_mirror_compare),
         cmocka_unit_test(test_cli_errors),
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_range_edges),

@@ -262,6 +262,40 @@ test_table(void **state)
     assert_int_equal(bad, 0);
 }
 
+/* Mirror levels need schema changes told apart from data changes. */
+static void
+test_ddl_flag(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *sql;
+        bool ddl;
+    } cases[] = {
+        {"CREATE TABLE t (id int)", true},
+        {"ALTER TABLE t ADD COLUMN x int", true},
+        {"DROP INDEX i", true},
+        {"CREATE INDEX i ON t (id)", true},
+        {"COMMENT ON TABLE t IS 'x'", true},
+        {"GRANT SELECT ON t TO u", true},
+        {"INSERT INTO t VALUES (1)", false},
+        {"UPDATE t SET id = 2", false},
+        {"DELETE FROM t", false},
+        {"TRUNCATE t", false},
+        {"COPY t FROM STDIN", false},
+        {"CALL p()", false},
+        {"DO $$ BEGIN END $$", false},
+        {"SELECT 1", false},
+        {"SET search_path = x", false},
+        {"INSERT INTO t VALUES (1); CREATE TABLE u (x int)", true},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct pgclass_result r;
+        pgclass_classify(cases[i].sql, NULL, &r);
+        if (r.ddl != cases[i].ddl)
+            fail_msg("%s: ddl %d, want %d", cases[i].sql, r.ddl, cases[i].ddl);
+    }
+}
+
 static void
 test_user_write_functions(void **state)
 {
@@ -432,6 +466,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_user_write_functions),
+        cmocka_unit_test(test_ddl_flag),
         cmocka_unit_test(test_long_text),
         cmocka_unit_test(test_deep_nesting),
         cmocka_unit_test(test_describe),
