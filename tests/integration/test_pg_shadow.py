@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from harness.clients import check_pgbench
-from harness.pgserver import PgServer
+from harness.pgserver import PASSWORDS, PgServer
 from harness.shadow import (create_database, delta, execute, kill_server, listener_report,
                             outcomes, pgbench_db_popen, pgbench_init_db, report, restart_server,
                             rows, samples_about, shadow_config, signal_server, statements_about,
@@ -56,7 +56,7 @@ def on_both(primary, shadow, *sql):
             execute(server, stmt)
 
 
-def wait_shadow_rows(shadow, sql, expected, timeout=20, dbname="postgres"):
+def wait_shadow_rows(shadow, sql, expected, timeout=10, dbname="postgres"):
     """Wait until SQL on the shadow (directly) returns EXPECTED; fail showing the last answer."""
     last = []
 
@@ -120,18 +120,18 @@ def test_pgbench_tpcb_like_converges(tandem, pg_primary, pg_shadow):
                           table_digest(pg_shadow, db, name, cols))
         return all(p == s for p, s in last.values())
     try:
-        wait_until(identical, 30, "the shadow's pgbench tables to equal the primary's",
+        wait_until(identical, 20, "the shadow's pgbench tables to equal the primary's",
                    interval=0.5)
     except TimeoutError:
         differ = {n: v for n, v in last.items() if v[0] != v[1]}
         pytest.fail(f"tables differ after the mirror drained (count, md5 primary vs shadow): "
-                    f"{differ}; outcomes {delta(outcomes(t), before)}\n"
-                    + "\n".join(log_lines(t, "shadow")[-20:]))
+                    f"{differ}; outcomes {delta(outcomes(t), before)}; mismatch samples "
+                    f"{report(t)['samples'][:3]}\n" + "\n".join(log_lines(t, "shadow")[-20:]))
 
     got = delta(outcomes(t), before)
     assert got["match"] > 0, got
     bad = {k: v for k, v in got.items() if k not in ("match", "noise") and v}
-    assert not bad, f"outcomes other than match/noise: {got}"
+    assert not bad, f"outcomes other than match/noise: {got}; samples {report(t)['samples'][:3]}"
     assert t.metric("tandem_shadow_diverged", listener="pg") == 0
 
 
@@ -167,22 +167,33 @@ def test_row_changed_on_shadow_is_a_mismatch(t, table, pg_primary, pg_shadow):
 
 
 def test_ignored_column_differs_without_mismatch(t, table, pg_primary, pg_shadow):
-    """compare { ignore_columns updated_at; }: a difference only there is no mismatch."""
+    """compare { ignore_columns updated_at; }: a difference only there is no mismatch;
+    the same difference in another column is one."""
     on_both(pg_primary, pg_shadow,
-            f"CREATE TABLE {table} (id int, v text, updated_at timestamptz)",
-            f"INSERT INTO {table} VALUES (1, 'x', '2020-01-01')")
-    execute(pg_shadow, f"UPDATE {table} SET updated_at = '2024-06-06'")
+            f"CREATE TABLE {table} (id int, v text, updated_at timestamptz, created_at timestamptz)",
+            f"INSERT INTO {table} VALUES (1, 'x', '2020-01-01', '2020-01-01')")
+    execute(pg_shadow, f"UPDATE {table} SET updated_at = '2024-06-06', created_at = '2024-06-06'")
     with t.connect(user="postgres") as conn:
         conn.execute(f"SELECT id, v, updated_at FROM {table}").fetchall()
-        conn.execute(f"SELECT id, v FROM {table} /* control */").fetchall()
-        counts = wait_statement_counts(
-            t, table, lambda st: sum(s["count"]["total"] for s in st) >= 2)
-    total = {}
-    for s in counts:
-        for k, v in s["count"].items():
-            total[k] = total.get(k, 0) + v
-    assert total.get("mismatch", 0) == 0, counts
-    assert total.get("match", 0) + total.get("noise", 0) == 2, counts
+        conn.execute(f"SELECT id, v, created_at FROM {table}").fetchall()
+        stmts = wait_statement_counts(
+            t, table, lambda st: len(st) == 2 and all(s["count"]["total"] >= 1 for s in st))
+    by_col = {("updated_at" if "updated_at" in s["statement"] else "created_at"): s["count"]
+              for s in stmts}
+    ignored, compared = by_col["updated_at"], by_col["created_at"]
+    assert ignored.get("mismatch", 0) == 0, stmts
+    assert ignored.get("match", 0) + ignored.get("noise", 0) == 1, stmts
+    assert compared.get("mismatch", 0) == 1, stmts
+
+
+def test_volatile_function_is_noise(t):
+    marker = "sh_noise_" + uuid.uuid4().hex[:8]
+    with t.connect(user="postgres") as conn:
+        conn.execute(f"SELECT random() AS {marker}, clock_timestamp()").fetchall()
+        stmts = wait_statement_counts(
+            t, marker, lambda st: st and st[0]["count"]["total"] >= 1)
+    count = stmts[0]["count"]
+    assert count.get("noise", 0) == 1 and count.get("mismatch", 0) == 0, stmts
 
 
 # -- 3. row order matters only under ORDER BY -----------------------------------------------
@@ -267,7 +278,9 @@ def test_shadow_stopped_then_resumed(tandem, pg_primary, pg_victim):
         _wait_new_matches(t, before["match"], "mirroring to work before the stop")
         signal_server(pg_victim, signal.SIGSTOP)
         try:
-            time.sleep(4)   # the stall itself (twice the mirror timeout), not a measurement
+            # the sessions give up on the stalled shadow (mirror timeout 2 s) ...
+            t.wait_metric("tandem_shadow_detached_sessions", 1, timeout=15, listener="pg")
+            time.sleep(1)   # ... and go on a while without it (a stall, not a measurement)
             assert bench.poll() is None, "pgbench ended while the shadow was stopped"
         finally:
             signal_server(pg_victim, signal.SIGCONT)
@@ -438,11 +451,11 @@ def test_copy_from_stdin(t, table, pg_primary, pg_shadow):
         wait_shadow_rows(pg_shadow, summary, expected)
 
 
-def test_short_sessions_reach_the_shadow(t, table, pg_primary, pg_shadow):
+def test_short_sessions_reach_the_shadow(tandem, table, pg_primary, pg_shadow):
     """Connect, write, disconnect at once: the write still reaches the shadow
     (or, failing that, is counted as lost and the shadow marked diverged)."""
+    t = start_shadow_tandem(tandem, pg_primary, pg_shadow)
     on_both(pg_primary, pg_shadow, f"CREATE TABLE {table} (id int PRIMARY KEY)")
-    before = outcomes(t)
     for i in range(5):
         with t.connect(user="postgres") as conn:
             conn.execute(f"INSERT INTO {table} VALUES ({i})")
@@ -451,9 +464,8 @@ def test_short_sessions_reach_the_shadow(t, table, pg_primary, pg_shadow):
     try:
         wait_shadow_rows(pg_shadow, f"SELECT id FROM {table} ORDER BY id", expected)
     except AssertionError as exc:
-        got = delta(outcomes(t), before)
         raise AssertionError(
-            f"{exc}\noutcomes of these sessions: {got}; diverged="
+            f"{exc}\noutcomes: {outcomes(t)}; diverged="
             f"{t.metric('tandem_shadow_diverged', listener='pg')}") from None
 
 
@@ -523,3 +535,37 @@ def test_report_shape(t, table, pg_primary, pg_shadow):
         for key in ("time", "listener", "fingerprint", "statement", "outcome", "primary",
                     "shadow"):
             assert key in s, (key, s)
+
+
+# -- the command-line form ---------------------------------------------------------------------------
+
+def test_cli_form_with_shadow_user(tandem, tmp_path, table, pg_primary, pg_shadow):
+    """tandem postgres ... --shadow --mode shadow --mirror-reads 100% --shadow-user
+    --shadow-password-file: tandem logs in to the shadow as that user, and compares."""
+    pwfile = tmp_path / "shadow-password"
+    pwfile.write_text(PASSWORDS["scramuser"] + "\n")
+    pwfile.chmod(0o600)
+    on_both(pg_primary, pg_shadow, f"CREATE TABLE {table} (id int, v text)",
+            f"INSERT INTO {table} VALUES (1, 'same'), (2, 'blue-side')",
+            f"GRANT SELECT ON {table} TO PUBLIC")
+    execute(pg_shadow, f"UPDATE {table} SET v = 'green-side' WHERE id = 2")
+    port, admin = free_port(), free_port()
+    t = tandem(args=["postgres", "--listen", f"127.0.0.1:{port}",
+                     "--primary", pg_primary.address, "--shadow", f"green={pg_shadow.address}",
+                     "--mode", "shadow", "--mirror-reads", "100%", "--shadow-user", "scramuser",
+                     "--shadow-password-file", str(pwfile), "--admin", f"127.0.0.1:{admin}",
+                     "--workers", "1"],
+               port=port, admin_port=admin)
+    name = listener_report(report(t), listener="postgres")["name"]
+    before = outcomes(t, name)
+    marker = "sh_cli_" + uuid.uuid4().hex[:8]
+    with t.connect(user="trustuser", application_name=marker) as conn:
+        assert conn.execute(f"SELECT v FROM {table} WHERE id = 1").fetchone()[0] == "same"
+        assert conn.execute(f"SELECT v FROM {table} WHERE id = 2").fetchone()[0] == "blue-side"
+        wait_outcome(t, "mismatch", before["mismatch"] + 1, listener=name)
+        wait_outcome(t, "match", before["match"] + 1, listener=name)
+        users = rows(pg_shadow, "SELECT usename FROM pg_stat_activity "
+                                f"WHERE application_name = '{marker}'")
+        assert users == [("scramuser",)], users
+    got = delta(outcomes(t, name), before)
+    assert got["mismatch"] == 1 and got["shadow_error"] == 0, got

@@ -146,26 +146,54 @@ def execute(server, sql, dbname="postgres"):
 
 # -- a shadow server's processes -------------------------------------------------------------
 
+def server_pids(server):
+    """The postmaster's pid and its children's (backends and helpers).
+
+    PostgreSQL's children each call setsid(), so a signal to the
+    postmaster's process group does not reach them: find them by parent.
+    """
+    root = server.proc.pid
+    pids = [root]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after ')'
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == root:
+            pids.append(int(entry))
+    return pids
+
+
 def signal_server(server, sig):
-    """Send SIG to the postmaster and every process of its group (backends included)."""
-    os.killpg(server.proc.pid, sig)
+    """Send SIG to the postmaster first (no new children), then to each child."""
+    pids = server_pids(server)
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    return pids
 
 
 def kill_server(server):
-    """SIGKILL the postmaster and all its processes; wait for the postmaster."""
-    try:
-        os.killpg(server.proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """SIGKILL the postmaster and all its children; wait until they are gone."""
+    pids = signal_server(server, signal.SIGKILL)
     server.proc.wait(timeout=30)
-    # backends exit on their own once the postmaster is gone; give them a moment
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(server.proc.pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
+
+    def gone():
+        for pid in pids[1:]:
+            try:
+                os.kill(pid, 0)
+                return False
+            except ProcessLookupError:
+                pass
+        return True
+    wait_until(gone, 30, f"the processes of postgres {server.name} to exit")
 
 
 def restart_server(server):
