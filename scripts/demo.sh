@@ -141,8 +141,13 @@ if [ "$MODE" = shadow ]; then
             (select sum(abalance) from pgbench_accounts) || ', demo_notes ' ||
             case when to_regclass('demo_notes') is null then 'missing' else 'present' end" postgres
     }
-    BLUE_SUM=$(summary "$BLUE_PORT")
-    GREEN_SUM=$(summary "$GREEN_PORT")
+    # Mirrors are asynchronous: give the shadow a few seconds to catch up.
+    for _ in $(seq 10); do
+        BLUE_SUM=$(summary "$BLUE_PORT")
+        GREEN_SUM=$(summary "$GREEN_PORT")
+        [ "$BLUE_SUM" = "$GREEN_SUM" ] && break
+        sleep 0.5
+    done
     echo "blue   $BLUE_SUM"
     echo "green  $GREEN_SUM"
     if [ "$BLUE_SUM" = "$GREEN_SUM" ]; then
