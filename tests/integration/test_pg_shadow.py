@@ -89,7 +89,12 @@ def wait_statement_counts(t, needle, pred, timeout=20):
     try:
         return wait_until(ok, timeout, f"report statements about {needle!r}", interval=0.1)
     except TimeoutError as exc:
-        raise AssertionError(f"{exc}; they are {last[0] if last else None!r}") from None
+        rep = report(t)
+        lis = [{k: v for k, v in entry.items() if k != "window_outcomes"}
+               for entry in rep["listeners"]]
+        others = [s for s in rep["statements"] if s["fingerprint"] == "other"]
+        raise AssertionError(f"{exc}; they are {last[0] if last else None!r}; listeners {lis}; "
+                             f"'other' statements {others}") from None
 
 
 def log_lines(t, *words):
@@ -128,6 +133,10 @@ def test_pgbench_tpcb_like_converges(tandem, pg_primary, pg_shadow):
                     f"{differ}; outcomes {delta(outcomes(t), before)}; mismatch samples "
                     f"{report(t)['samples'][:3]}\n" + "\n".join(log_lines(t, "shadow")[-20:]))
 
+    # Every unit compares equal, the `SELECT abalance` inside each transaction
+    # included: with 8 sessions some update the same account close together,
+    # so this holds only when the shadow applies them in the primary's order
+    # (DESIGN.md, Order: real-time order across sessions).
     got = delta(outcomes(t), before)
     assert got["match"] > 0, got
     bad = {k: v for k, v in got.items() if k not in ("match", "noise") and v}
@@ -363,16 +372,20 @@ def test_pgbench_prepared_converges(tandem, pg_primary, pg_shadow):
             last[name] = (table_digest(pg_primary, db, name), table_digest(pg_shadow, db, name))
         return all(p == s for p, s in last.values())
     try:
-        wait_until(identical, 30, "pgbench tables equal on both sides", interval=0.5)
+        wait_until(identical, 20, "pgbench tables equal on both sides", interval=0.5)
     except TimeoutError:
         pytest.fail(f"tables differ: {last}; outcomes {delta(outcomes(t), before)}\n"
                     + "\n".join(log_lines(t, "shadow")[-20:]))
     got = delta(outcomes(t), before)
     assert got["match"] > 0, got
-    bad = {k: v for k, v in got.items() if k not in ("match", "noise") and v}
-    assert not bad, f"outcomes other than match/noise: {got}"
-
-
+    bad = {k: v for k, v in got.items() if k not in ("match", "noise", "mismatch") and v}
+    assert not bad, f"outcomes other than match/noise/mismatch: {got}"
+    # A prepared statement missing on the shadow would be an error there, not a
+    # mismatch.  Reads of a balance that another session changed meanwhile may
+    # see the sessions applied in another order on the shadow: that is
+    # test_pgbench_tpcb_like_converges's business, so only that read may differ.
+    differing = [st for st in report(t)["statements"] if st["count"].get("mismatch")]
+    assert all(st["statement"].startswith("SELECT abalance") for st in differing), differing
 
 
 def test_pipeline_mode_writes(t, table, pg_primary, pg_shadow):
