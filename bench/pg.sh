@@ -206,17 +206,23 @@ for workload in $WORKLOADS; do
     done
 done
 
-# A tandem that accepts --mode shadow but does not mirror yet would make the
-# shadow figures a second passthrough: say so.  tpcb-like appends to
-# pgbench_history, so a mirrored run leaves rows on the shadow server.
+# Did the shadow get every write?  tpcb-like appends one pgbench_history row
+# per transaction, and only the shadow runs write to the second server, so
+# after the last run (mirrors are asynchronous: give them a few seconds) it
+# should hold as many rows as the shadow runs committed transactions.
 SHADOW_NOTE=
 if [ -n "$SHADOW_PID" ]; then
-    green_rows=$(psql -h 127.0.0.1 -p "$PG2_PORT" -U postgres -XAtc 'select count(*) from pgbench_history' postgres 2>/dev/null || echo '?')
-    blue_rows=$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -XAtc 'select count(*) from pgbench_history' postgres 2>/dev/null || echo '?')
-    SHADOW_NOTE="shadow server: $green_rows pgbench_history rows (primary: $blue_rows, from all targets)"
-    if [ "$green_rows" = 0 ]; then
-        SHADOW_NOTE="$SHADOW_NOTE -- NOTHING WAS MIRRORED: this tandem accepts --mode shadow but does not mirror; the shadow column measures a passthrough"
+    shadow_tx=$(awk -F'\t' '$3 == "shadow" { n += $6 } END { print n + 0 }' "$RUNS_TSV")
+    for _ in $(seq 10); do
+        green_rows=$(psql -h 127.0.0.1 -p "$PG2_PORT" -U postgres -XAtc 'select count(*) from pgbench_history' postgres 2>/dev/null || echo 0)
+        [ "$green_rows" -ge "$shadow_tx" ] && break
+        sleep 0.5
+    done
+    SHADOW_NOTE="shadow mode: $shadow_tx transactions committed through it; the shadow server holds $green_rows of their pgbench_history rows"
+    if [ "$green_rows" -lt "$shadow_tx" ]; then
+        SHADOW_NOTE="$SHADOW_NOTE ($((shadow_tx - green_rows)) writes never reached the shadow)"
     fi
+    [ "$green_rows" = 0 ] && SHADOW_NOTE="$SHADOW_NOTE -- NOTHING WAS MIRRORED: the shadow column measures a passthrough"
 fi
 
 # --- report ----------------------------------------------------------------
