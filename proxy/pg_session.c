@@ -54,10 +54,11 @@
 
 static const char *const state_names[] = {
     "startup", "client_tls", "connecting", "server_tls_ask", "server_tls",
-    "auth",    "active",     "linger",     "dead",
+    "auth",    "active",     "linger",     "dead",  "shadow_drain",
 };
 
 static void settle(struct pg_session *s);
+static int shadowing(const struct pg_session *s);
 static void on_client(evutil_socket_t fd, short what, void *arg);
 static void on_server(evutil_socket_t fd, short what, void *arg);
 static void on_timer(evutil_socket_t fd, short what, void *arg);
@@ -162,6 +163,47 @@ close_quietly(struct pg_session *s)
     set_state(s, PGS_LINGER);
 }
 
+/* The client is gone for good: it no longer counts against max_client_conn. */
+static void
+client_gone(struct pg_session *s)
+{
+    count_listener(s, METRIC_L_CLIENT_CLOSED, 1);
+    __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+}
+
+/*
+ * The client and the primary are done, but the shadow still owes answers to
+ * mirrored units (often the last COMMIT): closing it now would lose them.
+ * Keep only the shadow until it has answered, or its timeout detaches it.
+ */
+static void
+enter_shadow_drain(struct pg_session *s)
+{
+    evtimer_del(&s->timer);
+    cancel_unregister(&s->cancel);
+    if (s->server_open) {
+        conn_release(&s->server);
+        s->server_open = 0;
+        count_backend(s, METRIC_B_SERVER_CLOSED, 1);
+    }
+    conn_release(&s->client);
+    client_gone(s);
+    s->client_counted_out = 1;
+    __atomic_add_fetch(&proxy_shadow_drains, 1, __ATOMIC_RELAXED);
+    pg_shadow_orphan(s);
+    s->state = PGS_SHADOW_DRAIN;
+    slog(s, CONF_LOG_DEBUG, "client gone; waiting for the shadow to catch up");
+}
+
+void
+pg_session_shadow_progress(struct pg_session *s)
+{
+    static const struct timeval now = {0, 0};
+    /* freed from the timer callback, never from inside the shadow's own handler */
+    if (s->state == PGS_SHADOW_DRAIN && !pg_shadow_busy(s))
+        evtimer_add(&s->timer, &now);
+}
+
 static void
 session_free(struct pg_session *s)
 {
@@ -174,8 +216,10 @@ session_free(struct pg_session *s)
     conn_release(&s->client);
     pg_shadow_release(s);
     pgstmt_table_free(s->stmts);
-    count_listener(s, METRIC_L_CLIENT_CLOSED, 1);
-    __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+    if (!s->client_counted_out)
+        client_gone(s);
+    else
+        __atomic_sub_fetch(&proxy_shadow_drains, 1, __ATOMIC_RELAXED);
     worker_session_removed(s->w, s);
     runtime_unref(s->rt);
     free(s->startup);
@@ -194,6 +238,13 @@ settle(struct pg_session *s)
             s->state = PGS_DEAD;
         else
             return; /* waiting for the client to take its last bytes */
+    }
+    if (s->state == PGS_DEAD && shadowing(s) && pg_shadow_busy(s))
+        enter_shadow_drain(s);
+    if (s->state == PGS_SHADOW_DRAIN) {
+        if (!pg_shadow_busy(s))
+            session_free(s);
+        return;
     }
     if (s->state == PGS_DEAD) {
         session_free(s);
@@ -986,6 +1037,13 @@ server_active(struct pg_session *s)
             idle_now = s->outstanding == 0 && s->tx_status == 'I';
             if (shadowing(s))
                 pg_shadow_primary_ready(s);
+        } else if (h.type == 'G' && shadowing(s)) {
+            pg_shadow_primary_copy_in(s); /* the COPY's data may follow it to the shadow */
+            if (pg_shadow_wants_whole(s)) {
+                if (avail - run < total)
+                    break;
+                pg_shadow_primary_message(s, h.type, in, run, h.len - 4);
+            }
         } else if (shadowing(s) && pg_shadow_wants_whole(s)) {
             if (total <= DIGEST_MAX_MESSAGE && avail - run < total)
                 break; /* digested whole */
@@ -1188,6 +1246,8 @@ on_timer(evutil_socket_t fd, short what, void *arg)
     case PGS_LINGER:
         s->state = PGS_DEAD; /* the client does not read: give up on it */
         break;
+    case PGS_SHADOW_DRAIN:
+        break; /* settle() frees it once the shadow is done */
     case PGS_CONNECTING:
     case PGS_SERVER_TLS_ASK:
     case PGS_SERVER_TLS:
@@ -1261,6 +1321,8 @@ pg_session_drain(struct pg_session *s)
 void
 pg_session_kill(struct pg_session *s)
 {
+    if (s->state == PGS_SHADOW_DRAIN || shadowing(s))
+        pg_shadow_abandon(s); /* what the shadow still owed is counted, not lost silently */
     if (s->state != PGS_LINGER)
         fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
              "terminating connection because tandem is shutting down");

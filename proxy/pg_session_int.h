@@ -49,6 +49,7 @@ enum pgs_state {
     PGS_ACTIVE,         /* logged in: forwarding */
     PGS_LINGER,         /* closing: flushing the last bytes to the client */
     PGS_DEAD,           /* to be freed by settle() */
+    PGS_SHADOW_DRAIN,   /* client and primary gone; the shadow finishes what it owes */
 };
 
 /* Both digests of a compared unit, and what the report shows of each side. */
@@ -61,7 +62,8 @@ struct pg_compare {
     char ssample[512];
 };
 
-#define PG_UNIT_NAMES 8
+/* Statements one unit may parse or re-parse for the shadow (a pipeline may hold many). */
+#define PG_UNIT_NAMES_MAX 1024
 
 struct pg_unit {
     struct pg_unit *next;
@@ -78,6 +80,9 @@ struct pg_unit {
     unsigned no_mirror : 1;     /* LISTEN/NOTIFY only, or an admin statement */
     unsigned unmirrorable : 1;  /* too many statements to track: cannot be mirrored */
     unsigned ddl : 1;           /* changes the schema (mirror levels tell DDL from DML) */
+    unsigned held : 1;          /* mirrored, waiting in shadow.held for the primary's answer */
+    unsigned copy_started : 1;  /* the primary accepted its COPY FROM STDIN */
+    size_t held_len;            /* its bytes in shadow.held */
     int forced;                 /* outcome decided without an answer, or -1 */
     uint64_t closed_ns;         /* handed to the primary (and queued for the shadow) */
     uint64_t primary_ns;        /* primary latency */
@@ -86,9 +91,10 @@ struct pg_unit {
     struct pg_compare *cmp;     /* NULL: the primary's answer is not digested */
     char *sql;                  /* the first statement's text, for the report */
     size_t sqllen;
-    /* statements parsed or re-parsed for the shadow in this unit */
-    char *names[PG_UNIT_NAMES];
-    uint8_t nnames;
+    /* statements parsed or re-parsed for the shadow in this unit, each once */
+    char **names;
+    uint16_t nnames;
+    uint16_t names_cap;
 };
 
 enum pgsh_state {
@@ -114,6 +120,9 @@ struct pg_shadow {
     unsigned failures;          /* consecutive, for the back-off */
     struct evbuffer *state_log; /* session-state units to replay on re-attach */
     unsigned state_units;
+    struct evbuffer *held;      /* mirrored units the primary has not answered yet */
+    unsigned nheld;
+    struct pg_unit *last_held;
 };
 
 struct pg_session {
@@ -136,6 +145,7 @@ struct pg_session {
     unsigned unit_open : 1;       /* messages read since the last Sync */
     unsigned tx_open : 1;         /* a transaction may be open (BEGIN seen, not yet idle) */
     unsigned copy_mirror : 1;     /* CopyData from the client goes to the shadow too */
+    unsigned client_counted_out : 1; /* the client's departure is already counted */
     uint8_t tx_status;            /* from the last ReadyForQuery: I, T or E */
     uint32_t outstanding;         /* units sent and not yet answered */
     size_t client_skip;           /* bytes of the current client message still to move */
@@ -160,6 +170,9 @@ struct pg_session {
 
 uint64_t pg_now_ns(void);
 
+/* pg_session.c: the shadow made progress; a draining session may be done. */
+void pg_session_shadow_progress(struct pg_session *s);
+
 /* pg_shadow.c */
 void pg_shadow_start(struct pg_session *s);
 void pg_shadow_release(struct pg_session *s);
@@ -173,10 +186,14 @@ void pg_shadow_collect(struct pg_session *s, size_t len);
 void pg_shadow_primary_message(struct pg_session *s, uint8_t type, struct evbuffer *in,
                                size_t offset, size_t body_len);
 void pg_shadow_primary_ready(struct pg_session *s);
+void pg_shadow_primary_copy_in(struct pg_session *s);
 void pg_shadow_tick(struct pg_session *s, uint64_t now, uint64_t *lag_ns);
 int pg_shadow_wants_whole(const struct pg_session *s);
 void pg_shadow_parsed(struct pg_session *s, struct pgstmt *st);
 int pg_shadow_is_detached(const struct pg_session *s);
+int pg_shadow_busy(const struct pg_session *s);
+void pg_shadow_orphan(struct pg_session *s);
+void pg_shadow_abandon(struct pg_session *s);
 uint64_t pg_shadow_queue_total(void);
 
 #endif /* TANDEM_PG_SESSION_INT_H */

@@ -89,7 +89,35 @@ unit_free(struct pg_unit *u)
     free(u->sql);
     for (unsigned i = 0; i < u->nnames; i++)
         free(u->names[i]);
+    free(u->names);
     free(u);
+}
+
+/*
+ * Remember that the unit parses (or re-parses) statement NAME for the
+ * shadow; each name once.  Returns 0, or -1 when the unit cannot track it
+ * (then it cannot be mirrored faithfully).
+ */
+static int
+unit_add_name(struct pg_unit *u, const char *name)
+{
+    for (unsigned i = 0; i < u->nnames; i++)
+        if (strcmp(u->names[i], name) == 0)
+            return 0;
+    if (u->nnames == u->names_cap) {
+        unsigned cap = u->names_cap ? u->names_cap * 2u : 4u;
+        if (cap > PG_UNIT_NAMES_MAX)
+            return -1;
+        char **names = realloc(u->names, cap * sizeof(*names));
+        if (names == NULL)
+            return -1;
+        u->names = names;
+        u->names_cap = (uint16_t)cap;
+    }
+    if ((u->names[u->nnames] = strdup(name)) == NULL)
+        return -1;
+    u->nnames++;
+    return 0;
 }
 
 static int
@@ -313,16 +341,10 @@ pg_unit_note_statement(struct pg_session *s, struct pgstmt *st, size_t run)
     /* present, or already re-parsed earlier in this unit (epoch | pending bit) */
     if (st->epoch == s->shadow.epoch || st->epoch == (s->shadow.epoch | 0x80000000u))
         return 0;
-    if (u->nnames == PG_UNIT_NAMES) {
+    if (unit_add_name(u, st->name) != 0) {
         u->unmirrorable = 1;
         return 0;
     }
-    u->names[u->nnames] = strdup(st->name);
-    if (u->names[u->nnames] == NULL) {
-        u->unmirrorable = 1;
-        return 0;
-    }
-    u->nnames++;
     evbuffer_add(s->unit_buf, st->parse, st->parse_len);
     st->epoch = s->shadow.epoch | 0x80000000u;
     return 1;
@@ -335,12 +357,10 @@ pg_shadow_parsed(struct pg_session *s, struct pgstmt *st)
     struct pg_unit *u = s->building;
     if (u == NULL || st == NULL)
         return;
-    if (u->nnames == PG_UNIT_NAMES) {
+    if (unit_add_name(u, st->name) != 0) {
         u->unmirrorable = 1;
         return;
     }
-    if ((u->names[u->nnames] = strdup(st->name)) != NULL)
-        u->nnames++;
     st->epoch = s->shadow.epoch | 0x80000000u;
 }
 
@@ -383,6 +403,76 @@ enqueue(struct pg_session *s, struct evbuffer *src, size_t len)
         evbuffer_remove_buffer(src, s->shadow.pending, len);
     }
     return 0;
+}
+
+/*
+ * Mirror order
+ * ------------
+ * A mirrored unit waits in shadow.held until the primary has answered it
+ * (or, for COPY FROM STDIN, has accepted the copy), and only then goes to
+ * the shadow.  So the shadow receives units in the order the primary
+ * acknowledged them, which is the order that matters between sessions: a
+ * statement that had to wait for another transaction's lock is answered
+ * after that transaction's commit, and reaches the shadow after it too.
+ * Sending earlier would let two sessions' conflicting statements take their
+ * locks in the other order on the shadow, and reads inside a transaction
+ * would then see other intermediate values there: false mismatches.
+ * Across workers the order is as close as the workers' clocks of work; the
+ * cost is that the shadow does not see a session's pipeline early.
+ */
+static void
+hold(struct pg_session *s, struct pg_unit *u, size_t len)
+{
+    struct pg_shadow *sh = &s->shadow;
+    if (s->shadow.queued + len > mirror_conf(s)->queue_bytes ||
+        pg_shadow_queue_total() + len > s->rt->conf->limits.mirror_queue_total) {
+        detach(s, SHADOW_DROPPED, "mirror queue full");
+        s->copy_mirror = 0;
+        return;
+    }
+    account(s, (int64_t)len);
+    evbuffer_remove_buffer(s->unit_buf, sh->held, len);
+    u->held = 1;
+    u->held_len = len;
+    u->shadow_sent_ns = 0;
+    sh->nheld++;
+    sh->last_held = u;
+    s->copy_mirror = 1;
+    if (s->scur == NULL)
+        s->scur = u;
+}
+
+/* Send, in order, the held units the primary has answered (all of them when force). */
+static void
+release_held(struct pg_session *s, int force)
+{
+    struct pg_shadow *sh = &s->shadow;
+    uint64_t now = pg_now_ns();
+
+    for (struct pg_unit *u = s->units_head; u && sh->nheld > 0; u = u->next) {
+        if (!u->held)
+            continue;
+        if (!force && !u->primary_done && !u->copy_started)
+            break;
+        u->held = 0;
+        sh->nheld--;
+        if (sh->last_held == u)
+            sh->last_held = NULL;
+        account(s, -(int64_t)u->held_len); /* enqueue counts it again */
+        u->shadow_sent_ns = sh->state == PGSH_READY ? now : 0;
+        if (enqueue(s, sh->held, u->held_len) != 0)
+            return; /* detached */
+    }
+}
+
+/* pg_shadow_primary_copy_in - the primary accepted COPY ... FROM STDIN: its data may flow. */
+void
+pg_shadow_primary_copy_in(struct pg_session *s)
+{
+    if (s->pcur != NULL) {
+        s->pcur->copy_started = 1;
+        release_held(s, 0);
+    }
 }
 
 /* Session-kind units are replayed on a new shadow connection (SET, PREPARE ...). */
@@ -472,15 +562,7 @@ pg_unit_close(struct pg_session *s)
     }
     log_state(s, u, s->unit_buf);
     settle_names(s, u, 1);
-    u->shadow_sent_ns = sh->state == PGSH_READY ? u->closed_ns : 0;
-    if (enqueue(s, s->unit_buf, len) != 0) {
-        /* detach() gave the unit its outcome */
-        s->copy_mirror = 0;
-        return;
-    }
-    s->copy_mirror = 1;
-    if (s->scur == NULL)
-        s->scur = u;
+    hold(s, u, len);
 }
 
 /* CopyData/CopyDone/CopyFail that follow a mirrored COPY ... FROM STDIN. */
@@ -496,7 +578,14 @@ pg_shadow_copy_data(struct pg_session *s, size_t len)
         return;
     }
     copy_prefix(tmp, s->client.in, len);
-    enqueue(s, tmp, len);
+    if (s->shadow.nheld > 0 && s->shadow.last_held != NULL) {
+        /* behind its COPY statement, which is still held */
+        account(s, (int64_t)len);
+        evbuffer_add_buffer(s->shadow.held, tmp);
+        s->shadow.last_held->held_len += len;
+    } else {
+        enqueue(s, tmp, len);
+    }
     evbuffer_free(tmp);
 }
 
@@ -564,6 +653,8 @@ pg_shadow_primary_ready(struct pg_session *s)
         if (u->cmp)
             pgdigest_final(&u->cmp->primary, &u->cmp->pres);
         s->pcur = next_for_primary(u->next);
+        if (s->shadow.nheld > 0)
+            release_held(s, 0);
     }
     if (s->tx_status == 'I' && s->outstanding == 0)
         s->tx_open = 0;
@@ -598,6 +689,10 @@ shadow_close(struct pg_session *s)
     }
     if (sh->pending)
         evbuffer_drain(sh->pending, evbuffer_get_length(sh->pending));
+    if (sh->held)
+        evbuffer_drain(sh->held, evbuffer_get_length(sh->held));
+    sh->nheld = 0;
+    sh->last_held = NULL;
     account(s, -(int64_t)sh->queued);
     sh->skip = 0;
 }
@@ -620,6 +715,7 @@ detach(struct pg_session *s, enum shadow_outcome why, const char *reason)
             continue;
         u->forced = why;
         u->shadow_done = 1;
+        u->held = 0;
         lost_write |= changes_data(u) && !u->replay;
         owed++;
     }
@@ -641,6 +737,7 @@ detach(struct pg_session *s, enum shadow_outcome why, const char *reason)
            "shadow \"%s\" at %s detached: %s%s", s->lis->shadow->conf->name,
            s->lis->shadow->addr_text, reason, lost_write ? " (a write was lost: diverged)" : "");
     complete_units(s);
+    pg_session_shadow_progress(s);
 }
 
 static void on_shadow_login(evutil_socket_t fd, short what, void *arg);
@@ -762,8 +859,9 @@ pg_shadow_start(struct pg_session *s)
     if (sh->state == PGSH_OFF) {
         sh->pending = evbuffer_new();
         sh->state_log = evbuffer_new();
+        sh->held = evbuffer_new();
         s->unit_buf = evbuffer_new();
-        if (!sh->pending || !sh->state_log || !s->unit_buf)
+        if (!sh->pending || !sh->state_log || !sh->held || !s->unit_buf)
             return; /* stays OFF: the session runs without a shadow */
         sh->state = PGSH_DETACHED;
     }
@@ -910,8 +1008,10 @@ shadow_input(struct pg_session *s)
             evbuffer_drain(in, avail);
             sh->skip = total - avail;
         }
-        if (h.type == 'Z')
+        if (h.type == 'Z') {
             complete_units(s);
+            pg_session_shadow_progress(s);
+        }
         if (sh->state != PGSH_READY)
             return;
     }
@@ -980,10 +1080,66 @@ pg_shadow_release(struct pg_session *s)
         evbuffer_free(sh->pending);
     if (sh->state_log)
         evbuffer_free(sh->state_log);
+    if (sh->held)
+        evbuffer_free(sh->held);
     if (s->unit_buf)
         evbuffer_free(s->unit_buf);
-    sh->pending = sh->state_log = s->unit_buf = NULL;
+    sh->pending = sh->state_log = sh->held = s->unit_buf = NULL;
     sh->state = PGSH_OFF;
+}
+
+/* pg_shadow_busy - the shadow still owes answers (or has bytes still to send). */
+int
+pg_shadow_busy(const struct pg_session *s)
+{
+    const struct pg_shadow *sh = &s->shadow;
+    if (sh->state != PGSH_READY && sh->state != PGSH_CONNECTING)
+        return 0;
+    if (s->scur != NULL || sh->queued > 0)
+        return 1;
+    for (const struct pg_unit *u = s->units_head; u; u = u->next)
+        if (u->mirrored && u->closed && !u->shadow_done)
+            return 1;
+    return 0;
+}
+
+/*
+ * pg_shadow_orphan - the client left: no primary answer will come for
+ * units still waiting on it, and the unit being built will never close.
+ * Their shadow answers are still read (a transaction must end there as it
+ * ended on the primary) but not compared.
+ */
+void
+pg_shadow_orphan(struct pg_session *s)
+{
+    if (s->building) {
+        s->building->closed = 1;
+        s->building->shadow_done = 1;
+        s->building->mirrored = 0;
+        s->building = NULL;
+    }
+    for (struct pg_unit *u = s->units_head; u; u = u->next) {
+        if (!u->primary_done) {
+            u->primary_done = 1;
+            free(u->cmp);
+            u->cmp = NULL;
+        }
+    }
+    s->pcur = NULL;
+    s->copy_mirror = 0;
+    /* the primary may have run them before the client left: best keep the shadow alike */
+    release_held(s, 1);
+    complete_units(s);
+}
+
+/* pg_shadow_abandon - the process is quitting: count what the shadow still owed. */
+void
+pg_shadow_abandon(struct pg_session *s)
+{
+    if (s->shadow.state == PGSH_READY || s->shadow.state == PGSH_CONNECTING) {
+        pg_shadow_orphan(s);
+        detach(s, SHADOW_DROPPED, "tandem is exiting");
+    }
 }
 
 int

@@ -129,12 +129,14 @@ on_drain_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
 
     unsigned left = __atomic_load_n(&proxy_client_count, __ATOMIC_RELAXED);
+    unsigned shadows = __atomic_load_n(&proxy_shadow_drains, __ATOMIC_RELAXED);
     gettimeofday(&now, NULL);
-    if (left == 0) {
+    if (left == 0 && shadows == 0) {
         log_info("all sessions closed; exiting");
         quit(p);
     } else if (timercmp(&now, &p->drain_deadline, >=)) {
-        log_warn("shutdown timeout: closing %u remaining sessions", left);
+        log_warn("shutdown timeout: closing %u sessions and %u shadows still catching up", left,
+                 shadows);
         quit(p);
     }
 }

@@ -21,6 +21,7 @@
 #define CLASSIFY_CACHE_BYTES (8u << 20)
 
 unsigned proxy_client_count;
+unsigned proxy_shadow_drains;
 
 /* Clients beyond max_client_conn get a 53300 answer; beyond this many more
  * they are closed at once, so a connection flood costs no memory. */

@@ -80,5 +80,7 @@ void worker_session_removed(struct worker *w, struct pg_session *s);
 
 /* The process-wide count of client connections, against max_client_conn. */
 extern unsigned proxy_client_count;
+/* Sessions whose client left while their shadow still owed answers. */
+extern unsigned proxy_shadow_drains;
 
 #endif /* TANDEM_WORKER_H */

