@@ -378,14 +378,12 @@ def test_pgbench_prepared_converges(tandem, pg_primary, pg_shadow):
                     + "\n".join(log_lines(t, "shadow")[-20:]))
     got = delta(outcomes(t), before)
     assert got["match"] > 0, got
-    bad = {k: v for k, v in got.items() if k not in ("match", "noise", "mismatch") and v}
-    assert not bad, f"outcomes other than match/noise/mismatch: {got}"
-    # A prepared statement missing on the shadow would be an error there, not a
-    # mismatch.  Reads of a balance that another session changed meanwhile may
-    # see the sessions applied in another order on the shadow: that is
-    # test_pgbench_tpcb_like_converges's business, so only that read may differ.
+    bad = {k: v for k, v in got.items() if k not in ("match", "noise") and v}
+    # A prepared statement missing on the shadow would be an error there; a
+    # read applied in another order than on the primary would be a mismatch.
+    # tandem mirrors in the order the primary answered, so neither may happen.
     differing = [st for st in report(t)["statements"] if st["count"].get("mismatch")]
-    assert all(st["statement"].startswith("SELECT abalance") for st in differing), differing
+    assert not bad, f"outcomes other than match/noise: {got}; {differing}"
 
 
 def test_pipeline_mode_writes(t, table, pg_primary, pg_shadow):
