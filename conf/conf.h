@@ -220,6 +220,9 @@ const char *conf_mode_name(enum conf_mode mode);
 const char *conf_proto_name(enum conf_proto proto);
 const char *conf_tls_name(enum conf_tls tls);
 
+/* conf_addr_is_loopback - 127.0.0.0/8, ::1 or "localhost". */
+int conf_addr_is_loopback(const struct conf_addr *a);
+
 /* conf_backend_find - index of the backend named NAME, or -1. */
 int conf_backend_find(const struct conf *conf, const char *name);
 

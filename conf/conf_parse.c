@@ -597,9 +597,15 @@ leave_admin(struct conf_build *b, void *obj, const struct conf_node *n,
             const struct conf_node *const *seen)
 {
     const struct conf_node *listen = seen_node(seen, CTX_ADMIN, "listen");
+    const struct conf_admin *a = obj;
 
     if (listen != NULL)
         b->admin_line = listen->line;
+    /* an admin server others can reach must not answer without a token */
+    if (a->token_file[0] == '\0' && !conf_addr_is_loopback(&a->addr))
+        conf_err_add(b->errs, listen != NULL ? listen->line : n->line,
+                     "admin: %s:%u is not a loopback address: a token_file is required",
+                     a->addr.host, a->addr.port);
 }
 
 /*

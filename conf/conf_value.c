@@ -224,3 +224,10 @@ conf_value_name(const char *s)
             return CONF_VALUE_BAD;
     return CONF_VALUE_OK;
 }
+
+int
+conf_addr_is_loopback(const struct conf_addr *a)
+{
+    return strcmp(a->host, "localhost") == 0 || strncmp(a->host, "127.", 4) == 0 ||
+           strcmp(a->host, "::1") == 0;
+}

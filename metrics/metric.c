@@ -122,8 +122,8 @@ metric_sum_listener(int slot, enum metric_listener_counter c)
 }
 
 /* Label values are our own names (validated by conf), but escape anyway. */
-static void
-put_label(FILE *out, const char *value)
+void
+metric_put_label(FILE *out, const char *value)
 {
     for (const char *p = value; *p; p++) {
         if (*p == '\\' || *p == '"')
@@ -162,7 +162,7 @@ metric_render_prometheus(FILE *out)
     header(out, metric, help, "counter");                                                        \
     for (int l = 0; l < nl; l++) {                                                             \
         fprintf(out, "%s{listener=\"", metric);                                                  \
-        put_label(out, listeners.name[l]);                                                     \
+        metric_put_label(out, listeners.name[l]);                                                     \
         fprintf(out, "\"} %llu\n", (unsigned long long)metric_sum_listener(l, METRIC_L_##id)); \
     }
     METRIC_LISTENER_COUNTERS(X)
@@ -173,7 +173,7 @@ metric_render_prometheus(FILE *out)
         uint64_t open = metric_sum_listener(l, METRIC_L_CLIENT_ACCEPTED) -
                         metric_sum_listener(l, METRIC_L_CLIENT_CLOSED);
         fputs("tandem_client_connections{listener=\"", out);
-        put_label(out, listeners.name[l]);
+        metric_put_label(out, listeners.name[l]);
         fprintf(out, "\"} %lld\n", (long long)open);
     }
 
@@ -185,7 +185,7 @@ metric_render_prometheus(FILE *out)
             for (int s = 0; s < n; s++)
                 sum += load(&shards[s]->client_errors[l][e]);
             fputs("tandem_client_errors_total{listener=\"", out);
-            put_label(out, listeners.name[l]);
+            metric_put_label(out, listeners.name[l]);
             fprintf(out, "\",reason=\"%s\"} %llu\n", error_names[e], (unsigned long long)sum);
         }
     }
@@ -197,7 +197,7 @@ metric_render_prometheus(FILE *out)
         for (int s = 0; s < n; s++)                                                            \
             sum += load(&shards[s]->backend[b][METRIC_B_##id]);                                \
         fprintf(out, "%s{backend=\"", metric);                                                   \
-        put_label(out, backends.name[b]);                                                      \
+        metric_put_label(out, backends.name[b]);                                                      \
         fprintf(out, "\"} %llu\n", (unsigned long long)sum);                                   \
     }
     METRIC_BACKEND_COUNTERS(X)
@@ -211,7 +211,7 @@ metric_render_prometheus(FILE *out)
             closed += load(&shards[s]->backend[b][METRIC_B_SERVER_CLOSED]);
         }
         fputs("tandem_server_connections{backend=\"", out);
-        put_label(out, backends.name[b]);
+        metric_put_label(out, backends.name[b]);
         fprintf(out, "\"} %lld\n", (long long)(opened - closed));
     }
 
@@ -219,7 +219,7 @@ metric_render_prometheus(FILE *out)
            "gauge");
     for (int b = 0; b < nb; b++) {
         fputs("tandem_backend_up{backend=\"", out);
-        put_label(out, backends.name[b]);
+        metric_put_label(out, backends.name[b]);
         fprintf(out, "\"} %d\n", __atomic_load_n(&backend_up[b], __ATOMIC_RELAXED));
     }
 
@@ -234,9 +234,9 @@ metric_render_prometheus(FILE *out)
                 if (sum == 0 && k != REQ_KIND_READ && k != REQ_KIND_WRITE)
                     continue;
                 fputs("tandem_requests_total{listener=\"", out);
-                put_label(out, listeners.name[l]);
+                metric_put_label(out, listeners.name[l]);
                 fputs("\",backend=\"", out);
-                put_label(out, backends.name[b]);
+                metric_put_label(out, backends.name[b]);
                 fprintf(out, "\",kind=\"%s\"} %llu\n", req_kind_name((enum req_kind)k),
                         (unsigned long long)sum);
             }

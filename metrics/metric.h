@@ -120,6 +120,9 @@ void metric_count_reload(int ok);
  */
 void metric_render_prometheus(FILE *out);
 
+/* metric_put_label - write a label value escaped as the exposition format wants. */
+void metric_put_label(FILE *out, const char *value);
+
 /* metric_sum_listener - a listener counter summed over shards (for /api/status, tests). */
 uint64_t metric_sum_listener(int listener_slot, enum metric_listener_counter c);
 

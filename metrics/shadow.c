@@ -910,27 +910,13 @@ shadow_listener_stats(int slot, unsigned window_seconds, struct shadow_listener_
 
 /* ---- Prometheus -------------------------------------------------------- */
 
-static void
-put_label(FILE *out, const char *value)
-{
-    for (const char *p = value; *p; p++) {
-        if (*p == '\\' || *p == '"')
-            fputc('\\', out);
-        if (*p == '\n') {
-            fputs("\\n", out);
-            continue;
-        }
-        fputc(*p, out);
-    }
-}
-
 /* name{listener="..." -- the caller closes the braces */
 static void
 series(FILE *out, const char *name, const char *suffix, int slot)
 {
     const char *l = metric_listener_name(slot);
     fprintf(out, "%s%s{listener=\"", name, suffix);
-    put_label(out, l != NULL ? l : "");
+    metric_put_label(out, l != NULL ? l : "");
     fputc('"', out);
 }
 

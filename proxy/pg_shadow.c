@@ -669,6 +669,15 @@ pg_shadow_primary_ready(struct pg_session *s)
 /* ------------------------------------------------------------------ */
 /* The shadow connection.                                              */
 
+/* The shadow backend's connection counters (tandem_server_connections{backend}). */
+static void
+count_shadow(struct pg_session *s, enum metric_backend_counter c, uint64_t n)
+{
+    int slot = s->lis->shadow->metric_slot;
+    if (slot >= 0 && slot < METRIC_MAX_BACKENDS)
+        metric_add(&s->w->metrics->backend[slot][c], n);
+}
+
 static void
 shadow_close(struct pg_session *s)
 {
@@ -680,6 +689,7 @@ shadow_close(struct pg_session *s)
     if (sh->conn_open) {
         conn_release(&sh->conn);
         sh->conn_open = 0;
+        count_shadow(s, METRIC_B_SERVER_CLOSED, 1);
     }
     if (sh->pq) {
         /* PQfinish may try to send Terminate: never let it wait for a stalled shadow */
@@ -756,6 +766,7 @@ shadow_ready(struct pg_session *s)
     }
     sh->conn.borrowed = 1;
     sh->conn_open = 1;
+    count_shadow(s, METRIC_B_SERVER_OPENED, 1);
     if (PQsslInUse(sh->pq)) {
         sh->conn.ssl = PQsslStruct(sh->pq, "OpenSSL");
         sh->conn.tls_done = 1;
@@ -798,6 +809,7 @@ login_step(struct pg_session *s)
         break;
     default: {
         char why[300];
+        count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
         /* libpq's message never holds the password */
         snprintf(why, sizeof(why), "login failed: %s", PQerrorMessage(sh->pq));
         why[strcspn(why, "\n")] = '\0';
@@ -1027,8 +1039,10 @@ on_shadow_io(evutil_socket_t fd, short what, void *arg)
 
     if (what & EV_READ) {
         enum conn_io io = conn_read(&sh->conn, s->w->scratch, sizeof(s->w->scratch), &n);
-        if (io == CONN_OK)
+        if (io == CONN_OK) {
+            count_shadow(s, METRIC_B_BACKEND_BYTES_RECEIVED, n);
             shadow_input(s);
+        }
         if (sh->state != PGSH_READY)
             return;
         if (io == CONN_EOF || io == CONN_ERROR) {

@@ -80,3 +80,30 @@ def test_server_connections_gauge(t):
 def test_unknown_path_is_404(t):
     status, _ = t.http("/no/such/thing")
     assert status == 404
+
+
+def test_admin_beyond_loopback_needs_a_token(tandem_bin, tmp_path):
+    """An admin server others can reach must not run without a token: the
+    configuration is refused (file:line, and on the command line), and a
+    token_file makes it valid."""
+    import subprocess
+    conf = tmp_path / "t.conf"
+    conf.write_text("backend blue { address 127.0.0.1:1; }\n"
+                    "listener pg { listen 127.0.0.1:5999; primary blue; }\n"
+                    "admin { listen 0.0.0.0:9999; }\n")
+    done = subprocess.run([tandem_bin, "-t", "-c", str(conf)], capture_output=True, text=True,
+                          timeout=20)
+    assert done.returncode == 1, done
+    assert (f"{conf}:3: admin: 0.0.0.0:9999 is not a loopback address: "
+            "a token_file is required") in done.stderr
+    done = subprocess.run([tandem_bin, "postgres", "--listen", "127.0.0.1:5999", "--primary",
+                           "127.0.0.1:1", "--admin", "0.0.0.0:9999"],
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode == 1 and "a token_file is required" in done.stderr, done
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    conf.write_text(conf.read_text().replace("admin { listen 0.0.0.0:9999; }",
+                                             f"admin {{ listen 0.0.0.0:9999; token_file {token}; }}"))
+    done = subprocess.run([tandem_bin, "-t", "-c", str(conf)], capture_output=True, text=True,
+                          timeout=20)
+    assert done.returncode == 0, done
