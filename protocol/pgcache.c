@@ -12,6 +12,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <xxhash.h>
 
@@ -231,17 +232,153 @@ pgcache_put(struct pgcache *c, const char *sql, size_t len, const struct pgclass
     return 0;
 }
 
+static int
+ident_char(unsigned char ch)
+{
+    return ch == '_' || ch == '$' || (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+           (ch >= 'A' && ch <= 'Z') || ch >= 0x80;
+}
+
+/* "explain" anywhere, any case: those texts keep their literals (see the header). */
+static int
+mentions_explain(const char *sql, size_t len)
+{
+    for (size_t i = 0; i + 7 <= len; i++)
+        if ((sql[i] | 0x20) == 'e' && strncasecmp(sql + i, "explain", 7) == 0)
+            return 1;
+    return 0;
+}
+
+/* End of a '...' literal starting at i (the quote); backslash escapes when e. */
+static size_t
+skip_quoted(const char *s, size_t len, size_t i, int e)
+{
+    for (i++; i < len; i++) {
+        if (e && s[i] == '\\' && i + 1 < len) {
+            i++;
+        } else if (s[i] == '\'') {
+            if (i + 1 < len && s[i + 1] == '\'')
+                i++; /* '' is a quote inside the literal */
+            else
+                return i + 1;
+        }
+    }
+    return len;
+}
+
+size_t
+pgcache_shape(const char *sql, size_t len, char *out, size_t cap)
+{
+    size_t i = 0, n = 0;
+
+#define PUT(ch)                                                                                    \
+    do {                                                                                           \
+        if (n + 1 >= cap)                                                                          \
+            return (size_t)-1;                                                                     \
+        out[n++] = (ch);                                                                           \
+    } while (0)
+
+    if (mentions_explain(sql, len)) {
+        if (len + 1 > cap)
+            return (size_t)-1;
+        memcpy(out, sql, len);
+        out[len] = '\0';
+        return len;
+    }
+    while (i < len) {
+        unsigned char ch = (unsigned char)sql[i];
+        int prev_ident = i > 0 && ident_char((unsigned char)sql[i - 1]);
+
+        if (ch == '-' && i + 1 < len && sql[i + 1] == '-') { /* line comment: kept */
+            while (i < len && sql[i] != '\n')
+                PUT(sql[i++]);
+        } else if (ch == '/' && i + 1 < len && sql[i + 1] == '*') { /* block comment: kept */
+            int depth = 0;
+            do {
+                if (sql[i] == '/' && i + 1 < len && sql[i + 1] == '*') {
+                    depth++;
+                    PUT(sql[i++]);
+                } else if (sql[i] == '*' && i + 1 < len && sql[i + 1] == '/') {
+                    depth--;
+                    PUT(sql[i++]);
+                }
+                PUT(sql[i++]);
+            } while (i < len && depth > 0);
+        } else if (ch == '"') { /* quoted identifier: kept */
+            PUT(sql[i++]);
+            while (i < len) {
+                char q = sql[i++];
+                PUT(q);
+                if (q == '"') {
+                    if (i < len && sql[i] == '"')
+                        PUT(sql[i++]);
+                    else
+                        break;
+                }
+            }
+        } else if (ch == '\'' || (!prev_ident && i + 1 < len && sql[i + 1] == '\'' &&
+                                  strchr("eEbBxXnN", ch) != NULL)) {
+            int e = ch == 'e' || ch == 'E';
+            i = skip_quoted(sql, len, ch == '\'' ? i : i + 1, e);
+            PUT('?');
+        } else if (ch == '$' && !prev_ident) {
+            /* $1 is a parameter (kept); $tag$...$tag$ is a string (replaced) */
+            size_t j = i + 1;
+            while (j < len && sql[j] != '$' && ident_char((unsigned char)sql[j]) &&
+                   !(j == i + 1 && sql[j] >= '0' && sql[j] <= '9'))
+                j++;
+            if (j < len && sql[j] == '$') {
+                size_t taglen = j - i + 1;
+                const char *end = NULL;
+                for (size_t k = j + 1; k + taglen <= len; k++)
+                    if (memcmp(sql + k, sql + i, taglen) == 0) {
+                        end = sql + k;
+                        break;
+                    }
+                i = end ? (size_t)(end - sql) + taglen : len;
+                PUT('?');
+            } else {
+                PUT(sql[i++]);
+                while (i < len && sql[i] >= '0' && sql[i] <= '9')
+                    PUT(sql[i++]);
+            }
+        } else if (!prev_ident && ((ch >= '0' && ch <= '9') ||
+                                   (ch == '.' && i + 1 < len && sql[i + 1] >= '0' &&
+                                    sql[i + 1] <= '9'))) {
+            /* a number: digits, one dot, an exponent */
+            while (i < len && ((sql[i] >= '0' && sql[i] <= '9') || sql[i] == '.' ||
+                               sql[i] == '_' || ((sql[i] == 'e' || sql[i] == 'E') &&
+                                                 i + 1 < len &&
+                                                 ((sql[i + 1] >= '0' && sql[i + 1] <= '9') ||
+                                                  sql[i + 1] == '+' || sql[i + 1] == '-'))))
+                i += (sql[i] == 'e' || sql[i] == 'E') ? 2 : 1;
+            PUT('?');
+        } else {
+            PUT(sql[i++]);
+        }
+    }
+#undef PUT
+    out[n] = '\0';
+    return n;
+}
+
 void
 pgcache_classify(struct pgcache *c, const char *sql, const struct pgclass_opts *opts,
                  struct pgclass_result *out)
 {
+    char stack[2048];
     size_t len = strlen(sql);
+    /* shape into a stack buffer: typical statements fit; longer ones key by text */
+    size_t klen = pgcache_shape(sql, len, stack, sizeof(stack));
+    const char *key = klen == (size_t)-1 ? sql : stack;
 
-    if (pgcache_get(c, sql, len, out))
+    if (klen == (size_t)-1)
+        klen = len;
+    if (pgcache_get(c, key, klen, out))
         return;
     pgclass_classify(sql, opts, out);
     /* too long to parse is also too long to cache: nothing to do */
-    (void)pgcache_put(c, sql, len, out);
+    (void)pgcache_put(c, key, klen, out);
 }
 
 void

@@ -72,9 +72,25 @@ int pgcache_put(struct pgcache *c, const char *sql, size_t len,
 /*
  * pgcache_classify - the request path in one call: get, or classify the
  * NUL-terminated sql with pgclass_classify(sql, opts, out) and put.
+ *
+ * The key is the text made literal-blind (pgcache_shape): queries sent with
+ * their values inline (simple protocol) differ only in literals, which never
+ * change what a statement is, so they share one entry and are parsed once.
  */
 void pgcache_classify(struct pgcache *c, const char *sql, const struct pgclass_opts *opts,
                       struct pgclass_result *out);
+
+/*
+ * pgcache_shape - write into out the text with every number and quoted
+ * string literal ('...', E'...', $tag$...$tag$, B'...', X'...') replaced by
+ * '?'; keywords, identifiers, "quoted identifiers", $n parameters, operators
+ * and comments (where hints live) are kept as they are.  Text that contains
+ * "explain" is copied unchanged: there a literal (ANALYZE 0/1) decides
+ * whether the statement runs.  Returns the length written (< cap), or
+ * (size_t)-1 when the shape does not fit in cap (the caller then keys by the
+ * text itself).  Pure; never reads past len.
+ */
+size_t pgcache_shape(const char *sql, size_t len, char *out, size_t cap);
 
 /* pgcache_clear - drop every entry; counters are kept. */
 void pgcache_clear(struct pgcache *c);

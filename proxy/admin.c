@@ -104,6 +104,20 @@ route_shadow_report(struct admin *a, struct evhttp_request *req)
     free(text);
 }
 
+static void
+route_status(struct admin *a, struct evhttp_request *req)
+{
+    json_t *status = a->hooks.status(a->hooks.ctx);
+    char *text = status ? json_dumps(status, JSON_INDENT(1)) : NULL;
+    json_decref(status);
+    if (text == NULL) {
+        reply_json_error(req, 500, "Internal Server Error", "cannot build the status");
+        return;
+    }
+    reply_text(req, 200, "OK", "application/json", text, strlen(text));
+    free(text);
+}
+
 static const struct route {
     const char *path;
     enum evhttp_cmd_type method;
@@ -113,6 +127,7 @@ static const struct route {
     {"/healthz", EVHTTP_REQ_GET, route_healthz},
     {"/readyz", EVHTTP_REQ_GET, route_readyz},
     {"/api/shadow/report", EVHTTP_REQ_GET, route_shadow_report},
+    {"/api/status", EVHTTP_REQ_GET, route_status},
 };
 
 static void

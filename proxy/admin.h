@@ -12,6 +12,7 @@
 #define TANDEM_ADMIN_H
 
 #include <event2/event.h>
+#include <jansson.h>
 #include <stddef.h>
 
 #include "conf/conf.h"
@@ -23,6 +24,8 @@ struct admin_hooks {
     void *ctx;
     /* ready - 1 when ready; else 0 with a reason in why. */
     int (*ready)(void *ctx, char *why, size_t whylen);
+    /* status - a new JSON object describing the process (the caller frees it). */
+    json_t *(*status)(void *ctx);
 };
 
 struct admin *admin_new(struct event_base *base, const struct conf_addr *addr,

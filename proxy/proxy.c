@@ -13,8 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include "metrics/metric.h"
+#include "metrics/shadow.h"
 #include "proxy/admin.h"
 #include "proxy/health.h"
 #include "proxy/log.h"
@@ -36,6 +38,7 @@ struct proxy {
     struct event *drain_tick;
     struct timeval drain_deadline;
     int draining;
+    time_t started;
 };
 
 static void
@@ -191,6 +194,64 @@ ready(void *ctx, char *why, size_t whylen)
     return 1;
 }
 
+static json_t *
+backend_json(const struct proxy *p, const struct rt_backend *b)
+{
+    int state = health_backend_state(p->health, b);
+    return json_pack("{s:s, s:s, s:s, s:o}", "name", b->conf->name, "address", b->addr_text,
+                     "tls", conf_tls_name(b->conf->tls), "up",
+                     state < 0 ? json_null() : json_boolean(state));
+}
+
+/* NaN (no samples in the window) is null in JSON. */
+static json_t *
+ratio_json(double v)
+{
+    return v == v ? json_real(v) : json_null();
+}
+
+/* GET /api/status: what an operator needs at a glance. */
+static json_t *
+status(void *ctx)
+{
+    struct proxy *p = ctx;
+    json_t *root = json_object(), *listeners = json_array(), *backends = json_array();
+
+    for (size_t i = 0; i < p->rt->nbackends; i++)
+        json_array_append_new(backends, backend_json(p, &p->rt->backends[i]));
+    for (size_t i = 0; i < p->rt->nlisteners; i++) {
+        const struct rt_listener *l = &p->rt->listeners[i];
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "name", l->conf->name, "protocol",
+                              conf_proto_name(l->conf->proto), "listen", l->addr_text, "mode",
+                              conf_mode_name(l->conf->mode), "primary", l->primary->conf->name,
+                              "shadow", l->shadow ? json_string(l->shadow->conf->name)
+                                                  : json_null());
+        json_object_set_new(o, "clients",
+                            json_integer((json_int_t)(
+                                metric_sum_listener(l->metric_slot, METRIC_L_CLIENT_ACCEPTED) -
+                                metric_sum_listener(l->metric_slot, METRIC_L_CLIENT_CLOSED))));
+        struct shadow_listener_stats st;
+        if (l->shadow && shadow_listener_stats(l->metric_slot, SHADOW_WINDOW_SECONDS, &st) == 0) {
+            json_object_set_new(
+                o, "shadow_state",
+                json_pack("{s:o, s:o, s:f, s:b, s:I}", "validation_success_ratio",
+                          ratio_json(st.validation_success_ratio), "performance_ratio",
+                          ratio_json(st.performance_ratio), "lag_seconds", st.lag_seconds,
+                          "diverged", st.diverged, "detached_sessions",
+                          (json_int_t)st.detached_sessions));
+        }
+        json_array_append_new(listeners, o);
+    }
+    json_object_set_new(root, "version", json_string(TANDEM_VERSION));
+    json_object_set_new(root, "uptime_seconds", json_integer((json_int_t)(time(NULL) - p->started)));
+    json_object_set_new(root, "workers", json_integer(p->nworkers));
+    json_object_set_new(root, "draining", json_boolean(p->draining));
+    json_object_set_new(root, "configuration", json_string(p->conf_path ? p->conf_path : ""));
+    json_object_set_new(root, "listeners", listeners);
+    json_object_set_new(root, "backends", backends);
+    return root;
+}
+
 static void
 proxy_release(struct proxy *p)
 {
@@ -217,7 +278,7 @@ proxy_release(struct proxy *p)
 int
 proxy_run(struct conf *conf, const char *conf_path)
 {
-    struct proxy proxy = {.conf_path = conf_path}, *p = &proxy;
+    struct proxy proxy = {.conf_path = conf_path, .started = time(NULL)}, *p = &proxy;
     char err[512];
     int rc = 1;
 
@@ -258,7 +319,7 @@ proxy_run(struct conf *conf, const char *conf_path)
         }
     }
     if (p->rt->conf->admin.enabled) {
-        struct admin_hooks hooks = {.ctx = p, .ready = ready};
+        struct admin_hooks hooks = {.ctx = p, .ready = ready, .status = status};
         p->admin = admin_new(p->base, &p->rt->conf->admin.addr, &hooks, err, sizeof(err));
         if (p->admin == NULL) {
             log_error("%s", err);

@@ -107,3 +107,25 @@ def test_admin_beyond_loopback_needs_a_token(tandem_bin, tmp_path):
     done = subprocess.run([tandem_bin, "-t", "-c", str(conf)], capture_output=True, text=True,
                           timeout=20)
     assert done.returncode == 0, done
+
+
+def test_status(t):
+    """GET /api/status: version, mode and roles per listener, backends with health."""
+    import json
+    wait_until(lambda: t.metric("tandem_backend_up", backend="blue") == 1, 20, "blue up")
+    status, body = t.http("/api/status")
+    assert status == 200
+    st = json.loads(body)
+    assert st["version"] and st["workers"] >= 1 and st["draining"] is False
+    (listener,) = st["listeners"]
+    assert listener["protocol"] == "postgres" and listener["mode"] == "passthrough"
+    assert listener["primary"] == "blue" and listener["shadow"] is None
+    (blue,) = [b for b in st["backends"] if b["name"] == "blue"]
+    assert blue["up"] is True and blue["tls"] == "disable"
+
+
+def test_unknown_path_is_a_json_404(t):
+    import json
+    status, body = t.http("/nope")
+    assert status == 404
+    assert json.loads(body) == {"error": "not found"}

@@ -274,10 +274,66 @@ test_bad_sizes(void **state)
     assert_null(pgcache_new(SIZE_MAX, 0));
 }
 
+static void
+assert_shape(const char *sql, const char *want)
+{
+    char out[256];
+    size_t n = pgcache_shape(sql, strlen(sql), out, sizeof(out));
+    if (n == (size_t)-1 || strcmp(out, want) != 0)
+        fail_msg("shape of [%s]: got [%s], want [%s]", sql, n == (size_t)-1 ? "(none)" : out,
+                 want);
+}
+
+/* Literals go, everything that could change a classification stays. */
+static void
+test_shape(void **state)
+{
+    (void)state;
+    assert_shape("SELECT abalance FROM pgbench_accounts WHERE aid = 123;",
+                 "SELECT abalance FROM pgbench_accounts WHERE aid = ?;");
+    assert_shape("select 1.5e-3, .5, 42, 'it''s', E'a\\'b', x'ff', B'01'",
+                 "select ?, ?, ?, ?, ?, ?, ?");
+    /* identifiers with digits, quoted identifiers, parameters stay */
+    assert_shape("select t1.c2, \"Col 3\" from t1 where a = $1", "select t1.c2, \"Col 3\" from t1 where a = $1");
+    /* dollar-quoted strings go; a hint in a comment stays */
+    assert_shape("do $x$ begin perform 1; end $x$", "do ?");
+    assert_shape("/* tandem:primary */ select 7 -- note 8\n", "/* tandem:primary */ select ? -- note 8\n");
+    assert_shape("select '/* tandem:primary */'", "select ?");
+    /* a literal can decide whether EXPLAIN runs the statement: kept whole */
+    assert_shape("explain (analyze 0) delete from t where id = 5",
+                 "explain (analyze 0) delete from t where id = 5");
+    /* unterminated literal: no read past the end */
+    assert_shape("select 'abc", "select ?");
+    char small[8];
+    assert_int_equal(pgcache_shape("select 12345678", 15, small, sizeof(small)), (size_t)-1);
+}
+
+/* Simple-protocol texts that differ only in values are classified once. */
+static void
+test_classify_once_per_shape(void **state)
+{
+    (void)state;
+    struct pgcache *c = pgcache_new(16, 0);
+    struct pgclass_result r;
+    struct pgcache_stats st;
+    pgcache_classify(c, "SELECT v FROM t WHERE id = 1", NULL, &r);
+    pgcache_classify(c, "SELECT v FROM t WHERE id = 2", NULL, &r);
+    pgcache_classify(c, "SELECT v FROM t WHERE id = 'x'", NULL, &r);
+    pgcache_get_stats(c, &st);
+    assert_int_equal(st.misses, 1);
+    assert_int_equal(st.hits, 2);
+    assert_int_equal(r.kind, REQ_KIND_READ);
+    pgcache_classify(c, "UPDATE t SET v = 3 WHERE id = 1", NULL, &r);
+    assert_int_equal(r.kind, REQ_KIND_WRITE);
+    pgcache_free(c);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shape),
+        cmocka_unit_test(test_classify_once_per_shape),
         cmocka_unit_test(test_hit_and_miss),
         cmocka_unit_test(test_lru_order),
         cmocka_unit_test(test_entry_bound),
