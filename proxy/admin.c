@@ -89,15 +89,16 @@ route_readyz(struct admin *a, struct evhttp_request *req)
     reply_text(req, 503, "Service Unavailable", "text/plain", body, (size_t)n);
 }
 
+/* reply_json - 200 with doc (taken: freed here); 500 when doc is NULL or cannot be dumped. */
 static void
-route_shadow_report(struct admin *a, struct evhttp_request *req)
+reply_json(struct evhttp_request *req, json_t *doc, const char *what)
 {
-    (void)a;
-    json_t *report = shadow_report_json(20);
-    char *text = report ? json_dumps(report, JSON_INDENT(1)) : NULL;
-    json_decref(report);
+    char *text = doc ? json_dumps(doc, JSON_INDENT(1)) : NULL;
+    json_decref(doc);
     if (text == NULL) {
-        reply_json_error(req, 500, "Internal Server Error", "cannot build the report");
+        char msg[96];
+        snprintf(msg, sizeof(msg), "cannot build the %s", what);
+        reply_json_error(req, 500, "Internal Server Error", msg);
         return;
     }
     reply_text(req, 200, "OK", "application/json", text, strlen(text));
@@ -105,17 +106,16 @@ route_shadow_report(struct admin *a, struct evhttp_request *req)
 }
 
 static void
+route_shadow_report(struct admin *a, struct evhttp_request *req)
+{
+    (void)a;
+    reply_json(req, shadow_report_json(20), "report");
+}
+
+static void
 route_status(struct admin *a, struct evhttp_request *req)
 {
-    json_t *status = a->hooks.status(a->hooks.ctx);
-    char *text = status ? json_dumps(status, JSON_INDENT(1)) : NULL;
-    json_decref(status);
-    if (text == NULL) {
-        reply_json_error(req, 500, "Internal Server Error", "cannot build the status");
-        return;
-    }
-    reply_text(req, 200, "OK", "application/json", text, strlen(text));
-    free(text);
+    reply_json(req, a->hooks.status(a->hooks.ctx), "status");
 }
 
 static const struct route {
