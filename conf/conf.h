@@ -108,6 +108,46 @@ struct conf_compare {
     size_t nignore_fingerprints;
 };
 
+/* reads { blue weight=90; green weight=10; }: smooth weighted round robin. */
+struct conf_read_weight {
+    int backend;      /* index into conf.backends */
+    uint32_t weight;  /* 0 takes the backend out of read routing; 0..1000000 */
+};
+
+/* What a matching canary rule does with a session's reads. */
+enum conf_canary_action {
+    CONF_CANARY_ROUTE,     /* answer reads from `backend` */
+    CONF_CANARY_PRIMARY,   /* pin reads to the primary */
+    CONF_CANARY_NO_MIRROR, /* leave the session's units off the shadow */
+};
+
+/* Which session attribute a percentage rule hashes, so a client stays on one side. */
+enum conf_canary_key { CONF_CANARY_KEY_USER, CONF_CANARY_KEY_APPLICATION, CONF_CANARY_KEY_CLIENT };
+
+/*
+ * canary NAME { user alice; database app; application_name "billing-*";
+ *               client 10.0.0.0/8; hint shadow; percent 5% by user;
+ *               route green; | primary; | no_mirror; }
+ * Every given match must hold (AND); rules are tried in file order, first
+ * match wins.  "" / 0 means the match is not used.
+ */
+struct conf_canary {
+    char name[CONF_NAME_MAX];
+    char user[CONF_NAME_MAX];             /* exact */
+    char database[CONF_NAME_MAX];         /* exact */
+    char application_name[CONF_NAME_MAX]; /* fnmatch glob */
+    int has_client;                       /* client CIDR given */
+    uint8_t client_addr[16];              /* network, IPv4-mapped when family 4 */
+    int client_family;                    /* 4 or 6 */
+    int client_prefix;                    /* prefix length in bits of that family */
+    int hint_shadow;                      /* match units carrying the tandem:shadow hint */
+    uint32_t percent_bp;                  /* 1..10000 basis points; 0: no percentage match */
+    enum conf_canary_key percent_key;
+    enum conf_canary_action action;
+    int backend;                          /* CONF_CANARY_ROUTE: index into conf.backends */
+    int line;
+};
+
 struct conf_listener {
     char name[CONF_NAME_MAX];
     struct conf_addr addr;
@@ -119,6 +159,12 @@ struct conf_listener {
     enum conf_mode mode;
     struct conf_mirror mirror;    /* mirror { reads 10%; level all; queue 4MB; timeout 5s; } */
     struct conf_compare compare;  /* compare { ignore_columns a b; ignore_fingerprints f; } */
+    struct conf_read_weight *read_weights; /* reads { NAME weight=N; ... } (mode split) */
+    size_t nread_weights;
+    uint32_t read_your_writes_ms;  /* reads this soon after a write go to the primary; 1 s; 0 off */
+    uint32_t max_lag_ms;           /* no routed reads to a backend lagging more; default 1 s */
+    struct conf_canary *canaries;  /* canary NAME { ... } in order */
+    size_t ncanaries;
     int line;
 };
 
