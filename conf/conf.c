@@ -120,6 +120,8 @@ conf_free(struct conf *conf)
     for (size_t i = 0; i < conf->nlisteners; i++) {
         free(conf->listeners[i].compare.ignore_columns);
         free(conf->listeners[i].compare.ignore_fingerprints);
+        free(conf->listeners[i].read_weights);
+        free(conf->listeners[i].canaries);
     }
     free(conf->listeners);
     free(conf->backends);

@@ -34,6 +34,7 @@ enum cli_dest {
     CLI_SHADOW,   /* backend green { } */
     CLI_LISTENER, /* listener PROTO { } */
     CLI_MIRROR,   /* listener PROTO { mirror { } } */
+    CLI_READS,    /* listener PROTO { reads { } }: one directive per NAME=WEIGHT */
     CLI_NDEST,
 };
 
@@ -73,6 +74,9 @@ static const struct cli_flag cli_flags[] = {
     {"mirror-level", CLI_MIRROR, "level"},
     {"mirror-queue", CLI_MIRROR, "queue"},
     {"mirror-timeout", CLI_MIRROR, "timeout"},
+    {"read-your-writes", CLI_LISTENER, "read_your_writes"},
+    {"max-lag", CLI_LISTENER, "max_lag"},
+    {"read-weights", CLI_READS, NULL},
 };
 
 #define NFLAGS (sizeof(cli_flags) / sizeof(cli_flags[0]))
@@ -189,6 +193,45 @@ cli_node(struct cli *cli, struct conf_node *parent, const char *directive, const
     return conf_tree_add(&cli->tree, parent, directive, label, 0, block, args, arg != NULL);
 }
 
+/*
+ * --read-weights blue=90,green=10 as the children of reads { }:
+ * blue weight=90; green weight=10;  The names and weights are checked by
+ * the reads { } code itself; only the list's shape is checked here.
+ */
+static int
+cli_reads(struct cli *cli, struct conf_node *reads, const char *label, const char *value)
+{
+    char q[CONF_QUOTE_MAX];
+    const char *p = value;
+
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        const char *eq = memchr(p, '=', len);
+        if (eq == NULL || eq == p) {
+            char *item = conf_tree_strndup(&cli->tree, p, len);
+            if (item == NULL)
+                return -1;
+            conf_err_add(cli->errs, 0, "%s: bad value %s (expected NAME=WEIGHT,...)", label,
+                         conf_err_quote(item, q, sizeof(q)));
+        } else {
+            char *name = conf_tree_strndup(&cli->tree, p, (size_t)(eq - p));
+            char buf[96];
+            /* a longer weight is cut and marked, so reads { } refuses it rather than a prefix */
+            int wlen = (int)(len - (size_t)(eq + 1 - p));
+            snprintf(buf, sizeof(buf), "weight=%.*s%s", wlen > 80 ? 80 : wlen, eq + 1,
+                     wlen > 80 ? "..." : "");
+            char *arg = conf_tree_strndup(&cli->tree, buf, strlen(buf));
+            if (name == NULL)
+                return -1;
+            if (arg == NULL || cli_node(cli, reads, name, label, 0, arg) == NULL)
+                return -1;
+        }
+        if (p[len] == '\0')
+            return 0;
+        p += len + 1;
+    }
+}
+
 /* The tree of the equivalent file; 0 on success, -1 when memory ran out. */
 static int
 cli_build(struct cli *cli)
@@ -196,6 +239,7 @@ cli_build(struct cli *cli)
     static const char *const block_name[CLI_NDEST] = {
         [CLI_LIMITS] = "limits",  [CLI_ADMIN] = "admin",       [CLI_PRIMARY] = "backend",
         [CLI_SHADOW] = "backend", [CLI_LISTENER] = "listener", [CLI_MIRROR] = "mirror",
+        [CLI_READS] = "reads",
     };
     struct conf_node *block[CLI_NDEST] = {NULL};
     const char *value[NFLAGS];
@@ -230,9 +274,12 @@ cli_build(struct cli *cli)
             arg = cli->proto;
         /* The opening flag is --primary, --shadow or --listen where those apply. */
         snprintf(label, sizeof(label), "--%s", cli_flags[i].flag);
-        /* mirror { } sits inside the listener, which --listen (earlier in the table) opened */
-        block[d] = cli_node(cli, d == CLI_MIRROR ? block[CLI_LISTENER] : NULL, block_name[d],
-                            label, 1, arg);
+        /*
+         * mirror { } and reads { } sit inside the listener, which --listen
+         * (earlier in the table) opened
+         */
+        block[d] = cli_node(cli, d == CLI_MIRROR || d == CLI_READS ? block[CLI_LISTENER] : NULL,
+                            block_name[d], label, 1, arg);
         if (block[d] == NULL)
             return -1;
     }
@@ -241,6 +288,11 @@ cli_build(struct cli *cli)
         if (value[i] == NULL)
             continue;
         snprintf(label, sizeof(label), "--%s", cli_flags[i].flag);
+        if (cli_flags[i].dest == CLI_READS) {
+            if (cli_reads(cli, block[CLI_READS], label, value[i]) != 0)
+                return -1;
+            continue;
+        }
         if (cli_node(cli, block[cli_flags[i].dest], cli_flags[i].directive, label, 0, value[i]) ==
             NULL)
             return -1;

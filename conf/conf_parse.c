@@ -17,6 +17,7 @@
  * Each problem is reported and the walk goes on, so one run names all of
  * them; a value that was refused leaves the field at its default.
  */
+#include <arpa/inet.h>
 #include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -37,6 +38,9 @@ const char *const conf_tls_names[] = {"disable", "require", "verify-full", NULL}
 const char *const conf_log_format_names[] = {"text", "json", NULL};
 const char *const conf_log_level_names[] = {"debug", "info", "warn", "error", NULL};
 const char *const conf_mirror_level_names[] = {"all", "dml", "ddl", NULL};
+/* percent P by KEY, indexed by enum conf_canary_key */
+static const char *const canary_key_names[] = {"user", "application_name", "client", NULL};
+static const char *const canary_action_names[] = {"route", "primary", "no_mirror"};
 
 /* The setters store enums and counts through 4-byte fields. */
 _Static_assert(sizeof(enum conf_proto) == sizeof(int), "enum size");
@@ -45,6 +49,7 @@ _Static_assert(sizeof(enum conf_tls) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_log_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_mirror_level) == sizeof(int), "enum size");
+_Static_assert(CONF_CANARY_KEY_CLIENT == 2 && CONF_CANARY_NO_MIRROR == 2, "names tables");
 _Static_assert(sizeof(int) == sizeof(uint32_t), "int size");
 
 /* Contexts: where a directive may appear (a row's ctx is a mask of them). */
@@ -56,7 +61,12 @@ enum {
     CTX_LISTENER = 1u << 4,
     CTX_MIRROR = 1u << 5,
     CTX_COMPARE = 1u << 6,
+    CTX_CANARY = 1u << 7,
 };
+
+/* Most entries in one listener's reads { }, and canary rules per listener. */
+#define READS_MAX CONF_MAX_BACKENDS
+#define CANARIES_MAX 64
 
 /* Row flags. */
 enum {
@@ -66,6 +76,12 @@ enum {
     D_LIST = 1u << 3,     /* one or more arguments (nargs is ignored) */
 };
 
+/* A backend named before backends can be resolved: kept until check_conf(). */
+struct name_ref {
+    char name[CONF_NAME_MAX]; /* "" when unset or already refused */
+    int line;
+};
+
 /* What the parse knows about a listener beyond struct conf_listener. */
 struct listener_state {
     char primary[CONF_NAME_MAX]; /* "" until a valid primary was read */
@@ -73,6 +89,10 @@ struct listener_state {
     int primary_line;
     int shadow_line;
     int listen_line;
+    const struct conf_node *reads; /* the reads { } node (the tree outlives the parse) */
+    struct name_ref *read_refs;    /* parallel to l->read_weights while parsing */
+    struct name_ref *routes;       /* parallel to l->canaries: route's backend */
+    size_t canaries_cap;
 };
 
 struct conf_build {
@@ -84,6 +104,7 @@ struct conf_build {
     size_t lstate_cap;
     int admin_line;
     int oom;
+    struct name_ref *route; /* of the canary being read */
 };
 
 struct conf_directive;
@@ -127,12 +148,15 @@ static const struct conf_range range_packet = {1ull << 10, 1ull << 30, "1KB..1GB
 static const struct conf_range range_timeout = {1, 60 * 60 * 1000, "1ms..1h"};
 static const struct conf_range range_queue = {64ull << 10, 1ull << 30, "64KB..1GB"};
 static const struct conf_range range_queue_total = {1ull << 20, 64ull << 30, "1MB..64GB"};
+static const struct conf_range range_ryw = {0, 60 * 60 * 1000, "0ms..1h"};
+static const struct conf_range range_weight = {0, 1000000, "0..1000000"};
 
 static conf_set_fn set_number, set_size, set_duration, set_enum, set_string, set_addr,
     set_backend_ref, set_fraction, set_size64, set_ignore_columns, set_ignore_fingerprints,
-    set_write_functions;
-static conf_enter_fn enter_member, enter_admin, enter_backend, enter_listener;
-static conf_leave_fn leave_admin, leave_backend, leave_listener;
+    set_write_functions, set_client, set_hint, set_percent, set_route, set_action;
+static conf_enter_fn enter_member, enter_admin, enter_backend, enter_listener, enter_reads,
+    enter_canary;
+static conf_leave_fn leave_admin, leave_backend, leave_listener, leave_canary;
 
 #define FIELD(type, field) offsetof(type, field), sizeof(((type *)0)->field)
 /* A directive taking one or more words, stored by its own setter. */
@@ -143,6 +167,11 @@ static conf_leave_fn leave_admin, leave_backend, leave_listener;
 #define SIMPLE(name, ctx, flags, set, type, field, data)                                           \
     {                                                                                              \
         name, ctx, flags, 1, set, FIELD(type, field), data, 0, NULL, NULL                          \
+    }
+/* A directive of NARGS words stored by its own setter into the block's struct. */
+#define ROW(name, ctx, nargs, set)                                                                 \
+    {                                                                                              \
+        name, ctx, 0, nargs, set, 0, 0, NULL, 0, NULL, NULL                                        \
     }
 /* A block opened by its own enter function (backend, listener...). */
 #define BLOCK(name, ctx, flags, nargs, inner, enter, leave)                                        \
@@ -167,8 +196,8 @@ static const struct conf_directive directives[] = {
     LIST("write_functions", CTX_TOP, set_write_functions),
     /*
      * Later capabilities are rows here, each with a CTX_ of its own and the
-     * rows of its body, as mirror and compare below; reads, canary and guard
-     * are unknown directives until then, as they must be.
+     * rows of its body, as mirror, compare and canary below; guard is an
+     * unknown directive until then, as it must be.
      */
 
     /* limits { } */
@@ -210,6 +239,13 @@ static const struct conf_directive directives[] = {
     SIMPLE("mode", CTX_LISTENER, 0, set_enum, struct conf_listener, mode, conf_mode_names),
     MEMBER_BLOCK("mirror", CTX_LISTENER, CTX_MIRROR, struct conf_listener, mirror),
     MEMBER_BLOCK("compare", CTX_LISTENER, CTX_COMPARE, struct conf_listener, compare),
+    /* reads { NAME weight=N; }: its directives are backend names, read by enter_reads() */
+    BLOCK("reads", CTX_LISTENER, 0, 0, 0, enter_reads, NULL),
+    SIMPLE("read_your_writes", CTX_LISTENER, 0, set_duration, struct conf_listener,
+           read_your_writes_ms, &range_ryw),
+    SIMPLE("max_lag", CTX_LISTENER, 0, set_duration, struct conf_listener, max_lag_ms,
+           &range_timeout),
+    BLOCK("canary", CTX_LISTENER, D_MULTI, 1, CTX_CANARY, enter_canary, leave_canary),
 
     /* listener { mirror { } } */
     SIMPLE("reads", CTX_MIRROR, 0, set_fraction, struct conf_mirror, reads, NULL),
@@ -220,6 +256,18 @@ static const struct conf_directive directives[] = {
     /* listener { compare { } } */
     LIST("ignore_columns", CTX_COMPARE, set_ignore_columns),
     LIST("ignore_fingerprints", CTX_COMPARE, set_ignore_fingerprints),
+
+    /* listener { canary NAME { } }: matches, then exactly one action */
+    SIMPLE("user", CTX_CANARY, 0, set_string, struct conf_canary, user, NULL),
+    SIMPLE("database", CTX_CANARY, 0, set_string, struct conf_canary, database, NULL),
+    SIMPLE("application_name", CTX_CANARY, 0, set_string, struct conf_canary, application_name,
+           NULL),
+    ROW("client", CTX_CANARY, 1, set_client),
+    ROW("hint", CTX_CANARY, 1, set_hint),
+    ROW("percent", CTX_CANARY, 3, set_percent),
+    ROW("route", CTX_CANARY, 1, set_route),
+    ROW("primary", CTX_CANARY, 0, set_action),
+    ROW("no_mirror", CTX_CANARY, 0, set_action),
 };
 
 #define NDIRECTIVES ARRAY_SIZE(directives)
@@ -263,6 +311,8 @@ ctx_where(unsigned ctx)
         return "in mirror";
     case CTX_COMPARE:
         return "in compare";
+    case CTX_CANARY:
+        return "in canary";
     default:
         return "here";
     }
@@ -569,6 +619,147 @@ set_write_functions(struct conf_build *b, void *obj, const struct conf_directive
              sizeof(c->write_functions[0]), ok_function);
 }
 
+/* ---- canary rules -------------------------------------------------------- */
+
+/*
+ * ADDR[/PREFIX]: an IPv4 or IPv6 network, IPv6 optionally in brackets
+ * ([::1]/128).  No prefix means one host (/32, /128).  Refuses a zone
+ * (fe80::1%eth0), a prefix longer than the family, and host bits set below
+ * the prefix (10.0.0.1/8 is a typo for 10.0.0.0/8 or 10.0.0.1/32, and
+ * guessing which would route the wrong sessions).
+ */
+static void
+set_client(struct conf_build *b, void *obj, const struct conf_directive *d,
+           const struct conf_node *n)
+{
+    struct conf_canary *cn = obj;
+    const char *v = n->args[0];
+    const char *slash = strchr(v, '/');
+    size_t alen = slash != NULL ? (size_t)(slash - v) : strlen(v);
+    char host[64], q[CONF_QUOTE_MAX];
+    uint8_t addr[16];
+    int family, prefix, max;
+
+    conf_err_quote(v, q, sizeof(q));
+    if (alen >= 2 && v[0] == '[' && v[alen - 1] == ']') {
+        v++; /* brackets: IPv6 only, checked below */
+        alen -= 2;
+    }
+    if (alen == 0 || alen >= sizeof(host)) {
+        node_err(b, n, "bad address %s (expected ADDRESS[/PREFIX])", q);
+        return;
+    }
+    memcpy(host, v, alen);
+    host[alen] = '\0';
+    memset(addr, 0, sizeof(addr));
+    if (v == n->args[0] && inet_pton(AF_INET, host, addr + 12) == 1) {
+        addr[10] = addr[11] = 0xff; /* ::ffff:a.b.c.d */
+        family = 4;
+        max = 32;
+    } else if (inet_pton(AF_INET6, host, addr) == 1) {
+        family = 6;
+        max = 128;
+    } else {
+        node_err(b, n, "bad address %s (expected ADDRESS[/PREFIX])", q);
+        return;
+    }
+    prefix = max;
+    if (slash != NULL) {
+        const char *p = slash + 1;
+        size_t len = strlen(p);
+        if (len == 0 || len > 3 || strspn(p, "0123456789") != len || atoi(p) > max) {
+            node_err(b, n, "bad prefix in %s (expected /0../%d)", q, max);
+            return;
+        }
+        prefix = atoi(p);
+    }
+    const uint8_t *net = family == 4 ? addr + 12 : addr;
+    for (int bit = prefix; bit < max; bit++) {
+        if (net[bit / 8] & (0x80u >> (bit % 8))) {
+            node_err(b, n, "%s has host bits set", q);
+            return;
+        }
+    }
+    memcpy(cn->client_addr, addr, sizeof(addr));
+    cn->client_family = family;
+    cn->client_prefix = prefix;
+    cn->has_client = 1;
+}
+
+/* hint shadow: the only hint so far, a comment the client puts in the query. */
+static void
+set_hint(struct conf_build *b, void *obj, const struct conf_directive *d,
+         const struct conf_node *n)
+{
+    struct conf_canary *cn = obj;
+    char q[CONF_QUOTE_MAX];
+
+    if (strcmp(n->args[0], "shadow") != 0) {
+        node_err(b, n, "bad value %s (expected shadow)", conf_err_quote(n->args[0], q, sizeof(q)));
+        return;
+    }
+    cn->hint_shadow = 1;
+}
+
+/* percent P by KEY: P in 0.01%..100%, KEY the session attribute hashed. */
+static void
+set_percent(struct conf_build *b, void *obj, const struct conf_directive *d,
+            const struct conf_node *n)
+{
+    struct conf_canary *cn = obj;
+    char q[CONF_QUOTE_MAX];
+    uint32_t bp = 0;
+    int key = -1;
+
+    if (conf_value_percent(n->args[0], &bp) != CONF_VALUE_OK || bp < 1 || bp > 10000) {
+        node_err(b, n, "bad percentage %s (expected 0.01%%..100%%)",
+                 conf_err_quote(n->args[0], q, sizeof(q)));
+        return;
+    }
+    if (strcmp(n->args[1], "by") != 0) {
+        node_err(b, n, "expected \"by\" after the percentage, got %s",
+                 conf_err_quote(n->args[1], q, sizeof(q)));
+        return;
+    }
+    for (int i = 0; canary_key_names[i] != NULL; i++)
+        if (strcmp(canary_key_names[i], n->args[2]) == 0)
+            key = i;
+    if (key < 0) {
+        node_err(b, n, "bad key %s (expected user|application_name|client)",
+                 conf_err_quote(n->args[2], q, sizeof(q)));
+        return;
+    }
+    cn->percent_bp = bp;
+    cn->percent_key = (enum conf_canary_key)key;
+}
+
+/* route NAME: the backend is resolved in check_conf(), as primary and shadow are. */
+static void
+set_route(struct conf_build *b, void *obj, const struct conf_directive *d,
+          const struct conf_node *n)
+{
+    struct conf_canary *cn = obj;
+    char q[CONF_QUOTE_MAX];
+
+    cn->action = CONF_CANARY_ROUTE;
+    if (conf_value_name(n->args[0]) != CONF_VALUE_OK) {
+        node_err(b, n, "bad name %s", conf_err_quote(n->args[0], q, sizeof(q)));
+        return;
+    }
+    snprintf(b->route->name, sizeof(b->route->name), "%s", n->args[0]);
+    b->route->line = n->line;
+}
+
+/* primary; no_mirror; */
+static void
+set_action(struct conf_build *b, void *obj, const struct conf_directive *d,
+           const struct conf_node *n)
+{
+    struct conf_canary *cn = obj;
+
+    cn->action = strcmp(d->name, "primary") == 0 ? CONF_CANARY_PRIMARY : CONF_CANARY_NO_MIRROR;
+}
+
 /* ---- blocks -------------------------------------------------------------- */
 
 /* A block that fills a member of its context's struct: limits, later mirror... */
@@ -714,8 +905,148 @@ enter_listener(struct conf_build *b, void *obj, const struct conf_directive *d,
     l->shadow = -1;
     l->mode = CONF_MODE_PASSTHROUGH;
     l->mirror.reads = 0.10; /* the other mirror fields' zero means their default */
+    l->read_your_writes_ms = 1000;
+    l->max_lag_ms = 1000;
     l->line = n->line;
     return l;
+}
+
+/*
+ * reads { blue weight=90; green weight=10; }: each directive's name is a
+ * backend, which the table cannot know, so the body is read here and the
+ * names resolved in check_conf().  Returns NULL: apply_block() must not
+ * read the body as directives.  Messages start with the block's label
+ * ("reads", or "--read-weights" from the command line).
+ */
+static void *
+enter_reads(struct conf_build *b, void *obj, const struct conf_directive *d,
+            const struct conf_node *n)
+{
+    struct conf_listener *l = obj;
+    struct listener_state *st = &b->lstate[l - b->conf->listeners];
+    size_t count = 0;
+    char q[CONF_QUOTE_MAX], q2[CONF_QUOTE_MAX];
+
+    st->reads = n;
+    for (const struct conf_node *c = n->child; c != NULL; c = c->next)
+        count++;
+    if (count > READS_MAX) {
+        conf_err_add(b->errs, n->line, "%s: too many backends (max %d)", n->label, READS_MAX);
+        return NULL;
+    }
+    if (count == 0)
+        return NULL;
+    l->read_weights = calloc(count, sizeof(*l->read_weights));
+    st->read_refs = calloc(count, sizeof(*st->read_refs));
+    if (l->read_weights == NULL || st->read_refs == NULL) {
+        b->oom = 1;
+        return NULL;
+    }
+    for (const struct conf_node *c = n->child; c != NULL; c = c->next) {
+        const char *w = c->nargs == 1 ? c->args[0] : "";
+        uint64_t v = 0;
+        int duplicate = 0;
+
+        conf_err_quote(c->name, q, sizeof(q));
+        if (conf_value_name(c->name) != CONF_VALUE_OK) {
+            conf_err_add(b->errs, c->line, "%s: bad backend name %s", n->label, q);
+            continue;
+        }
+        if (c->block) {
+            conf_err_add(b->errs, c->line, "%s: %s does not take a { } block", n->label, q);
+            continue;
+        }
+        for (size_t i = 0; i < l->nread_weights; i++)
+            if (strcmp(st->read_refs[i].name, c->name) == 0)
+                duplicate = 1;
+        if (duplicate) {
+            conf_err_add(b->errs, c->line, "%s: duplicate backend %s", n->label, q);
+            continue;
+        }
+        if (c->nargs != 1) {
+            conf_err_add(b->errs, c->line, "%s: %s takes 1 argument (weight=N), got %zu",
+                         n->label, q, c->nargs);
+            continue;
+        }
+        enum conf_value_rc rc = strncmp(w, "weight=", 7) == 0
+                                    ? conf_value_number(w + 7, &v)
+                                    : CONF_VALUE_BAD;
+        if (rc != CONF_VALUE_OK || v > range_weight.max) {
+            conf_err_add(b->errs, c->line, "%s: %s: bad weight %s (expected weight=%s)",
+                         n->label, q, conf_err_quote(w, q2, sizeof(q2)), range_weight.text);
+            continue;
+        }
+        struct name_ref *ref = &st->read_refs[l->nread_weights];
+        snprintf(ref->name, sizeof(ref->name), "%s", c->name);
+        ref->line = c->line;
+        l->read_weights[l->nread_weights].backend = -1;
+        l->read_weights[l->nread_weights].weight = (uint32_t)v;
+        l->nread_weights++;
+    }
+    return NULL;
+}
+
+static void *
+enter_canary(struct conf_build *b, void *obj, const struct conf_directive *d,
+             const struct conf_node *n)
+{
+    struct conf_listener *l = obj;
+    struct listener_state *st = &b->lstate[l - b->conf->listeners];
+    int duplicate = 0;
+
+    if (l->ncanaries >= CANARIES_MAX) {
+        conf_err_add(b->errs, n->line, "too many canary rules (max %d)", CANARIES_MAX);
+        return NULL;
+    }
+    size_t cap = st->canaries_cap;
+    if (grow((void **)&l->canaries, &cap, l->ncanaries, sizeof(*l->canaries)) != 0 ||
+        grow((void **)&st->routes, &st->canaries_cap, l->ncanaries, sizeof(*st->routes)) != 0) {
+        b->oom = 1;
+        return NULL;
+    }
+    for (size_t i = 0; i < l->ncanaries; i++)
+        if (strcmp(l->canaries[i].name, n->args[0]) == 0)
+            duplicate = 1;
+    struct conf_canary *cn = &l->canaries[l->ncanaries];
+    b->route = &st->routes[l->ncanaries];
+    l->ncanaries++;
+    if (check_block_name(b, n, duplicate) == 0)
+        snprintf(cn->name, sizeof(cn->name), "%s", n->args[0]);
+    cn->backend = -1;
+    cn->line = n->line;
+    return cn;
+}
+
+/* Exactly one action per rule: a rule that does nothing, or two things, is a mistake. */
+static void
+leave_canary(struct conf_build *b, void *obj, const struct conf_node *n,
+             const struct conf_node *const *seen)
+{
+    const struct conf_node *act[3];
+    const struct conf_node *last = NULL;
+    char desc[CONF_QUOTE_MAX + 16], names[64] = "";
+    size_t nact = 0, used = 0;
+
+    act[CONF_CANARY_ROUTE] = seen_node(seen, CTX_CANARY, "route");
+    act[CONF_CANARY_PRIMARY] = seen_node(seen, CTX_CANARY, "primary");
+    act[CONF_CANARY_NO_MIRROR] = seen_node(seen, CTX_CANARY, "no_mirror");
+    for (int i = 0; i < 3; i++) {
+        if (act[i] == NULL)
+            continue;
+        nact++;
+        if (last == NULL || act[i]->line >= last->line)
+            last = act[i];
+        int w = snprintf(names + used, sizeof(names) - used, "%s%s", used ? ", " : "",
+                         canary_action_names[i]);
+        if (w > 0 && (size_t)w < sizeof(names) - used)
+            used += (size_t)w;
+    }
+    block_desc(n, desc, sizeof(desc));
+    if (nact == 0)
+        conf_err_add(b->errs, n->line,
+                     "%s: no action (expected route BACKEND, primary or no_mirror)", desc);
+    else if (nact > 1)
+        conf_err_add(b->errs, last->line, "%s: more than one action (%s)", desc, names);
 }
 
 static void
@@ -850,6 +1181,92 @@ resolve_ref(struct conf_build *b, const struct conf_listener *l, const char *nam
                      conf_err_quote(l->name, lq, sizeof(lq)), conf_err_quote(name, q, sizeof(q)));
 }
 
+/*
+ * NAME of the listener's reads { } or a canary's route: a declared backend
+ * that is this listener's primary or shadow.  Returns its index, or -1
+ * after reporting (WHAT: 'reads', 'canary "x": route').
+ */
+static int
+resolve_role(struct conf_build *b, const struct conf_listener *l, const char *what,
+             const struct name_ref *ref)
+{
+    char q[CONF_QUOTE_MAX], lq[CONF_QUOTE_MAX];
+    int i = conf_backend_find(b->conf, ref->name);
+
+    conf_err_quote(l->name, lq, sizeof(lq));
+    conf_err_quote(ref->name, q, sizeof(q));
+    if (i < 0) {
+        conf_err_add(b->errs, ref->line, "listener %s: %s: unknown backend %s", lq, what, q);
+        return -1;
+    }
+    /* an unresolved primary was reported already; do not blame the reference too */
+    if (l->primary >= 0 && i != l->primary && i != l->shadow) {
+        conf_err_add(b->errs, ref->line, "listener %s: %s: backend %s is neither primary nor shadow",
+                     lq, what, q);
+        return -1;
+    }
+    return i;
+}
+
+/*
+ * Resolve reads { } and complete it: the result names the primary and the
+ * shadow (when there is one) exactly once each, in the order written, a
+ * role left out with weight 0 after them.  Without reads { }, the primary
+ * answers every read: primary weight 1, shadow 0.
+ */
+static void
+check_reads(struct conf_build *b, struct conf_listener *l, struct listener_state *st)
+{
+    int roles[2] = {l->primary, l->shadow};
+    struct conf_read_weight *w;
+    size_t n = 0;
+
+    if (l->primary < 0)
+        return; /* reported; nothing to complete */
+    w = calloc(l->nread_weights + 2, sizeof(*w));
+    if (w == NULL) {
+        b->oom = 1;
+        return;
+    }
+    for (size_t i = 0; i < l->nread_weights; i++) {
+        int be = resolve_role(b, l, st->reads->label, &st->read_refs[i]);
+        if (be < 0)
+            continue;
+        w[n].backend = be;
+        w[n].weight = l->read_weights[i].weight;
+        n++;
+    }
+    for (int r = 0; r < 2; r++) {
+        size_t i;
+        if (roles[r] < 0)
+            continue;
+        for (i = 0; i < n && w[i].backend != roles[r]; i++)
+            ;
+        if (i < n)
+            continue;
+        w[n].backend = roles[r];
+        w[n].weight = st->reads == NULL && r == 0 ? 1 : 0;
+        n++;
+    }
+    free(l->read_weights);
+    l->read_weights = w;
+    l->nread_weights = n;
+}
+
+static void
+check_canaries(struct conf_build *b, struct conf_listener *l, struct listener_state *st)
+{
+    char what[CONF_QUOTE_MAX + 32], q[CONF_QUOTE_MAX];
+
+    for (size_t i = 0; i < l->ncanaries; i++) {
+        struct conf_canary *cn = &l->canaries[i];
+        if (st->routes[i].name[0] == '\0')
+            continue; /* no route, or a bad name already reported */
+        snprintf(what, sizeof(what), "canary %s: route", conf_err_quote(cn->name, q, sizeof(q)));
+        cn->backend = resolve_role(b, l, what, &st->routes[i]);
+    }
+}
+
 static void
 check_conf(struct conf_build *b)
 {
@@ -862,6 +1279,8 @@ check_conf(struct conf_build *b)
 
         resolve_ref(b, l, st->primary, st->primary_line, &l->primary);
         resolve_ref(b, l, st->shadow, st->shadow_line, &l->shadow);
+        check_reads(b, l, st);
+        check_canaries(b, l, st);
         /* Two listeners on one address: the second bind would fail at start. */
         for (size_t j = 0; j < i; j++) {
             if (!same_addr(&l->addr, &c->listeners[j].addr))
@@ -926,8 +1345,12 @@ conf_parse_tree(const struct conf_tree *t, const char *file, struct conf_errors 
     apply_block(&b, &t->root, CTX_TOP, b.conf, NULL);
     if (!b.oom)
         check_conf(&b);
-    else
+    if (b.oom)
         conf_err_add(errs, 0, "out of memory");
+    for (size_t i = 0; i < b.conf->nlisteners; i++) {
+        free(b.lstate[i].read_refs);
+        free(b.lstate[i].routes);
+    }
     free(b.lstate);
     if (errs->count + errs->dropped != before) {
         conf_free(b.conf);

@@ -288,7 +288,7 @@ static const struct error_case error_cases[] = {
     {MIN "\n\nfoo { bar; }\n", "t.conf:5: unknown directive \"foo\""},
     {"backend blue { address a:1; }\n"
      "listener pg { listen b:2; primary blue; canary { } }\n",
-     "t.conf:2: unknown directive \"canary\""},
+     "t.conf:2: missing name for \"canary\""},
     {MIN "mirror { }\n", "t.conf:3: directive \"mirror\" is not allowed at top level"},
     {MIN "write_functions;\n", "t.conf:3: missing value for \"write_functions\""},
     {MIN "guard { }\n", "t.conf:3: unknown directive \"guard\""},
