@@ -685,6 +685,13 @@ assert_conf_equal(const struct conf *x, const struct conf *y)
         assert_int_equal(a->mode, b->mode);
         assert_memory_equal(&a->mirror, &b->mirror, sizeof(a->mirror));
         assert_int_equal(a->compare.nignore_columns, b->compare.nignore_columns);
+        assert_int_equal(a->nread_weights, b->nread_weights);
+        if (a->nread_weights > 0)
+            assert_memory_equal(a->read_weights, b->read_weights,
+                                a->nread_weights * sizeof(a->read_weights[0]));
+        assert_int_equal(a->read_your_writes_ms, b->read_your_writes_ms);
+        assert_int_equal(a->max_lag_ms, b->max_lag_ms);
+        assert_int_equal(a->ncanaries, b->ncanaries);
     }
 }
 
@@ -852,6 +859,368 @@ test_cli_errors(void **state)
     EXPECT_ARGS_ERRORS(
         "postgres", A(BASE, "--admin", "127.0.0.1:6432"),
         "tandem: admin: address 127.0.0.1:6432 already used by listener \"postgres\"");
+}
+
+/* ---- read routing: reads { }, read_your_writes, max_lag, canary { } ----- */
+
+static const char routing_conf[] =
+    "backend blue { address a:1; }\n"                        /* 1 */
+    "backend green { address b:1; }\n"                       /* 2 */
+    "backend red { address c:1; }\n"                         /* 3 */
+    "listener pg {\n"                                        /* 4 */
+    "  listen d:1; primary blue; shadow green; mode split;\n" /* 5 */
+    "  reads { green weight=10; blue weight=1000000; }\n"    /* 6 */
+    "  read_your_writes 0ms;\n"                              /* 7 */
+    "  max_lag 250ms;\n"                                     /* 8 */
+    "  canary billing {\n"                                   /* 9 */
+    "    application_name \"billing-*\";\n"                  /* 10 */
+    "    user alice; database app;\n"                        /* 11 */
+    "    client 10.0.0.0/8;\n"                               /* 12 */
+    "    hint shadow;\n"                                     /* 13 */
+    "    percent 5% by user;\n"                              /* 14 */
+    "    route green;\n"                                     /* 15 */
+    "  }\n"                                                  /* 16 */
+    "  canary ops { client [fd00::]/8; percent 0.01% by client; primary; }\n" /* 17 */
+    "  canary quiet { percent 100% by application_name; no_mirror; }\n"      /* 18 */
+    "  canary all { route blue; }\n"                         /* 19 */
+    "}\n";                                                   /* 20 */
+
+static void
+test_routing_fields(void **state)
+{
+    (void)state;
+    struct conf *c = load_ok(routing_conf);
+    const struct conf_listener *l = &c->listeners[0];
+
+    assert_int_equal(l->nread_weights, 2);
+    assert_int_equal(l->read_weights[0].backend, 1); /* in the order written */
+    assert_int_equal(l->read_weights[0].weight, 10);
+    assert_int_equal(l->read_weights[1].backend, 0);
+    assert_int_equal(l->read_weights[1].weight, 1000000);
+    assert_int_equal(l->read_your_writes_ms, 0);
+    assert_int_equal(l->max_lag_ms, 250);
+    assert_int_equal(l->ncanaries, 4);
+
+    const struct conf_canary *k = &l->canaries[0];
+    static const uint8_t net10[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 0};
+    assert_string_equal(k->name, "billing");
+    assert_string_equal(k->application_name, "billing-*");
+    assert_string_equal(k->user, "alice");
+    assert_string_equal(k->database, "app");
+    assert_int_equal(k->has_client, 1);
+    assert_int_equal(k->client_family, 4);
+    assert_int_equal(k->client_prefix, 8);
+    assert_memory_equal(k->client_addr, net10, 16);
+    assert_int_equal(k->hint_shadow, 1);
+    assert_int_equal(k->percent_bp, 500);
+    assert_int_equal(k->percent_key, CONF_CANARY_KEY_USER);
+    assert_int_equal(k->action, CONF_CANARY_ROUTE);
+    assert_int_equal(k->backend, 1);
+    assert_int_equal(k->line, 9);
+
+    k = &l->canaries[1];
+    static const uint8_t fd00[16] = {0xfd};
+    assert_string_equal(k->name, "ops");
+    assert_string_equal(k->user, "");
+    assert_string_equal(k->application_name, "");
+    assert_int_equal(k->client_family, 6);
+    assert_int_equal(k->client_prefix, 8);
+    assert_memory_equal(k->client_addr, fd00, 16);
+    assert_int_equal(k->hint_shadow, 0);
+    assert_int_equal(k->percent_bp, 1);
+    assert_int_equal(k->percent_key, CONF_CANARY_KEY_CLIENT);
+    assert_int_equal(k->action, CONF_CANARY_PRIMARY);
+    assert_int_equal(k->backend, -1);
+    assert_int_equal(k->line, 17);
+
+    k = &l->canaries[2];
+    assert_string_equal(k->name, "quiet");
+    assert_int_equal(k->has_client, 0);
+    assert_int_equal(k->percent_bp, 10000);
+    assert_int_equal(k->percent_key, CONF_CANARY_KEY_APPLICATION);
+    assert_int_equal(k->action, CONF_CANARY_NO_MIRROR);
+    assert_int_equal(k->backend, -1);
+
+    /* no match at all: every session; a route to the primary is allowed */
+    k = &l->canaries[3];
+    assert_int_equal(k->percent_bp, 0);
+    assert_int_equal(k->action, CONF_CANARY_ROUTE);
+    assert_int_equal(k->backend, 0);
+    conf_free(c);
+}
+
+static void
+test_routing_defaults(void **state)
+{
+    (void)state;
+    /* No reads { }: the primary answers every read. */
+    struct conf *c = load_ok("backend blue { address a:1; }\nbackend green { address b:1; }\n"
+                             "listener pg { listen d:1; primary blue; shadow green; mode split; }\n"
+                             "listener solo { listen e:1; primary green; }\n");
+    const struct conf_listener *l = &c->listeners[0];
+    assert_int_equal(l->nread_weights, 2);
+    assert_int_equal(l->read_weights[0].backend, 0);
+    assert_int_equal(l->read_weights[0].weight, 1);
+    assert_int_equal(l->read_weights[1].backend, 1);
+    assert_int_equal(l->read_weights[1].weight, 0);
+    assert_int_equal(l->read_your_writes_ms, 1000);
+    assert_int_equal(l->max_lag_ms, 1000);
+    assert_int_equal(l->ncanaries, 0);
+    assert_null(l->canaries);
+    l = &c->listeners[1];
+    assert_int_equal(l->nread_weights, 1);
+    assert_int_equal(l->read_weights[0].backend, 1);
+    assert_int_equal(l->read_weights[0].weight, 1);
+    conf_free(c);
+
+    /* reads { } naming one role: the other is added with weight 0; all 0 is allowed. */
+    c = load_ok("backend blue { address a:1; }\nbackend green { address b:1; }\n"
+                "listener pg { listen d:1; primary blue; shadow green; mode split;\n"
+                "  reads { green weight=0; } }\n");
+    l = &c->listeners[0];
+    assert_int_equal(l->nread_weights, 2);
+    assert_int_equal(l->read_weights[0].backend, 1);
+    assert_int_equal(l->read_weights[0].weight, 0);
+    assert_int_equal(l->read_weights[1].backend, 0);
+    assert_int_equal(l->read_weights[1].weight, 0);
+    conf_free(c);
+
+    /* An empty reads { }: every weight 0, reads go to the primary. */
+    c = load_ok(MIN "listener x { listen e:1; primary blue; reads { } }\n");
+    assert_int_equal(c->listeners[1].nread_weights, 1);
+    assert_int_equal(c->listeners[1].read_weights[0].weight, 0);
+    conf_free(c);
+}
+
+/* A listener with blue primary, green shadow and red unused; BODY on line 4. */
+#define RT(body)                                                                                   \
+    "backend blue { address a:1; }\nbackend green { address b:1; }\n"                              \
+    "backend red { address c:1; }\n"                                                               \
+    "listener pg { listen d:1; primary blue; shadow green; mode split; " body "\n}\n"
+
+static void
+test_routing_errors(void **state)
+{
+    (void)state;
+    /* reads { } */
+    EXPECT_ERRORS(RT("reads { nope weight=1; }"),
+                  "t.conf:4: listener \"pg\": reads: unknown backend \"nope\"");
+    EXPECT_ERRORS(RT("reads { red weight=1; }"),
+                  "t.conf:4: listener \"pg\": reads: backend \"red\" is neither primary nor shadow");
+    EXPECT_ERRORS(RT("reads { blue weight=1;\n blue weight=2; }"),
+                  "t.conf:5: reads: duplicate backend \"blue\"");
+    EXPECT_ERRORS(RT("reads { blue weight=1000001; green weight=-1; }"),
+                  "t.conf:4: reads: \"blue\": bad weight \"weight=1000001\" (expected "
+                  "weight=0..1000000)",
+                  "t.conf:4: reads: \"green\": bad weight \"weight=-1\" (expected "
+                  "weight=0..1000000)");
+    EXPECT_ERRORS(RT("reads { blue 90; green; }"),
+                  "t.conf:4: reads: \"blue\": bad weight \"90\" (expected weight=0..1000000)",
+                  "t.conf:4: reads: \"green\" takes 1 argument (weight=N), got 0");
+    EXPECT_ERRORS(RT("reads { blue { } \"a b\" weight=1; }"),
+                  "t.conf:4: reads: \"blue\" does not take a { } block",
+                  "t.conf:4: reads: bad backend name \"a b\"");
+    EXPECT_ERRORS(RT("reads { }\nreads { }"), "t.conf:5: duplicate directive \"reads\"");
+    EXPECT_ERRORS(RT("reads blue;"), "t.conf:4: directive \"reads\" needs a { } block");
+    EXPECT_ERRORS(MIN "reads { }\n", "t.conf:3: directive \"reads\" is not allowed at top level");
+
+    /* durations */
+    EXPECT_ERRORS(RT("read_your_writes 1;"), "t.conf:4: read_your_writes: bad duration \"1\"");
+    EXPECT_ERRORS(RT("read_your_writes 2h;"),
+                  "t.conf:4: read_your_writes: \"2h\" out of range 0ms..1h");
+    EXPECT_ERRORS(RT("max_lag 0ms;"), "t.conf:4: max_lag: \"0ms\" out of range 1ms..1h");
+
+    /* canary { }: actions */
+    EXPECT_ERRORS(RT("canary a { user x; }"),
+                  "t.conf:4: canary \"a\": no action (expected route BACKEND, primary or "
+                  "no_mirror)");
+    EXPECT_ERRORS(RT("canary a { route green;\n primary; }"),
+                  "t.conf:5: canary \"a\": more than one action (route, primary)");
+    EXPECT_ERRORS(RT("canary a { no_mirror; primary; route blue; }"),
+                  "t.conf:4: canary \"a\": more than one action (route, primary, no_mirror)");
+    EXPECT_ERRORS(RT("canary a { primary; primary; }"), "t.conf:4: duplicate directive \"primary\"");
+    /* a refused action still counts as the rule's action: one error, not two */
+    EXPECT_ERRORS(RT("canary a { primary blue; }"),
+                  "t.conf:4: \"primary\" takes no arguments, got 1");
+    EXPECT_ERRORS(RT("canary a {\n route nope; }"),
+                  "t.conf:5: listener \"pg\": canary \"a\": route: unknown backend \"nope\"");
+    EXPECT_ERRORS(RT("canary a { route red; }"),
+                  "t.conf:4: listener \"pg\": canary \"a\": route: backend \"red\" is neither "
+                  "primary nor shadow");
+    EXPECT_ERRORS(RT("canary a { route \"x y\"; }"), "t.conf:4: route: bad name \"x y\"");
+    /* names */
+    EXPECT_ERRORS(RT("canary a { primary; }\ncanary a { primary; }"),
+                  "t.conf:5: duplicate canary \"a\"");
+    EXPECT_ERRORS(RT("canary { primary; }"), "t.conf:4: missing name for \"canary\"");
+    EXPECT_ERRORS(RT("canary \"a/b\" { primary; }"), "t.conf:4: canary: bad name \"a/b\"");
+    EXPECT_ERRORS(RT("canary a { listen x:1; primary; }"),
+                  "t.conf:4: directive \"listen\" is not allowed in canary");
+    /* matches */
+    EXPECT_ERRORS(RT("canary a { hint primary; primary; }"),
+                  "t.conf:4: hint: bad value \"primary\" (expected shadow)");
+    EXPECT_ERRORS(RT("canary a { percent 0% by user; primary; }"),
+                  "t.conf:4: percent: bad percentage \"0%\" (expected 0.01%..100%)");
+    EXPECT_ERRORS(RT("canary a { percent 100.01% by user; primary; }"),
+                  "t.conf:4: percent: bad percentage \"100.01%\" (expected 0.01%..100%)");
+    EXPECT_ERRORS(RT("canary a { percent 5 by user; primary; }"),
+                  "t.conf:4: percent: bad percentage \"5\" (expected 0.01%..100%)");
+    EXPECT_ERRORS(RT("canary a { percent 5% per user; primary; }"),
+                  "t.conf:4: percent: expected \"by\" after the percentage, got \"per\"");
+    EXPECT_ERRORS(RT("canary a { percent 5% by database; primary; }"),
+                  "t.conf:4: percent: bad key \"database\" (expected "
+                  "user|application_name|client)");
+    EXPECT_ERRORS(RT("canary a { percent 5%; primary; }"),
+                  "t.conf:4: \"percent\" takes 3 arguments, got 1");
+    EXPECT_ERRORS(RT("canary a { user \"\"; primary; }"), "t.conf:4: user: empty value");
+
+    /* Every error of a file in one run, with its line. */
+    EXPECT_ERRORS(RT("reads { red weight=1; blue weight=x; }\n"
+                     "canary a { client 10.0.0.1/8; route red; }\n"
+                     "canary b { }"),
+                  "t.conf:4: reads: \"blue\": bad weight \"weight=x\" (expected weight=0..1000000)",
+                  "t.conf:5: client: \"10.0.0.1/8\" has host bits set",
+                  "t.conf:6: canary \"b\": no action (expected route BACKEND, primary or "
+                  "no_mirror)",
+                  "t.conf:4: listener \"pg\": reads: backend \"red\" is neither primary nor shadow",
+                  "t.conf:5: listener \"pg\": canary \"a\": route: backend \"red\" is neither "
+                  "primary nor shadow");
+}
+
+/* client CIDR: what is accepted and what it stores; every refusal's text. */
+static void
+test_canary_cidr(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *cidr;
+        int family, prefix;
+        uint8_t addr[16];
+    } ok[] = {
+        {"0.0.0.0/0", 4, 0, {[10] = 0xff, [11] = 0xff}},
+        {"10.1.2.3/32", 4, 32, {[10] = 0xff, [11] = 0xff, 10, 1, 2, 3}},
+        {"10.1.2.3", 4, 32, {[10] = 0xff, [11] = 0xff, 10, 1, 2, 3}},
+        {"192.168.0.0/16", 4, 16, {[10] = 0xff, [11] = 0xff, 192, 168}},
+        {"172.16.0.0/12", 4, 12, {[10] = 0xff, [11] = 0xff, 172, 16}},
+        {"::/0", 6, 0, {0}},
+        {"[::]/0", 6, 0, {0}},
+        {"::1/128", 6, 128, {[15] = 1}},
+        {"[::1]/128", 6, 128, {[15] = 1}},
+        {"::1", 6, 128, {[15] = 1}},
+        {"fe80::/10", 6, 10, {0xfe, 0x80}},
+        {"2001:db8::/32", 6, 32, {0x20, 0x01, 0x0d, 0xb8}},
+        {"::ffff:10.0.0.0/104", 6, 104, {[10] = 0xff, [11] = 0xff, 10}},
+    };
+    char text[512];
+
+    for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
+        snprintf(text, sizeof(text), MIN "listener x { listen e:1; primary blue;\n"
+                                         "  canary a { client \"%s\"; primary; } }\n",
+                 ok[i].cidr);
+        print_message("client %s\n", ok[i].cidr);
+        struct conf *c = load_ok(text);
+        const struct conf_canary *k = &c->listeners[1].canaries[0];
+        assert_int_equal(k->has_client, 1);
+        assert_int_equal(k->client_family, ok[i].family);
+        assert_int_equal(k->client_prefix, ok[i].prefix);
+        assert_memory_equal(k->client_addr, ok[i].addr, 16);
+        conf_free(c);
+    }
+
+    static const struct {
+        const char *cidr, *want;
+    } bad[] = {
+        {"10.0.0.1/8", "client: \"10.0.0.1/8\" has host bits set"},
+        {"11.0.0.0/7", "client: \"11.0.0.0/7\" has host bits set"},
+        {"10.0.0.0/7", NULL}, /* 10 is even: a valid /7 */
+        {"0.0.0.1/0", "client: \"0.0.0.1/0\" has host bits set"},
+        {"::1/127", "client: \"::1/127\" has host bits set"},
+        {"[::1]/0", "client: \"[::1]/0\" has host bits set"},
+        {"10.0.0.0/33", "client: bad prefix in \"10.0.0.0/33\" (expected /0../32)"},
+        {"::/129", "client: bad prefix in \"::/129\" (expected /0../128)"},
+        {"10.0.0.0/", "client: bad prefix in \"10.0.0.0/\" (expected /0../32)"},
+        {"10.0.0.0/-1", "client: bad prefix in \"10.0.0.0/-1\" (expected /0../32)"},
+        {"10.0.0.0/0008", "client: bad prefix in \"10.0.0.0/0008\" (expected /0../32)"},
+        {"10.0.0.0/8/8", "client: bad prefix in \"10.0.0.0/8/8\" (expected /0../32)"},
+        {"10.0.0/8", "client: bad address \"10.0.0/8\" (expected ADDRESS[/PREFIX])"},
+        {"[10.0.0.0]/8", "client: bad address \"[10.0.0.0]/8\" (expected ADDRESS[/PREFIX])"},
+        {"[::1/128", "client: bad address \"[::1/128\" (expected ADDRESS[/PREFIX])"},
+        {"fe80::1%eth0/128", "client: bad address \"fe80::1%eth0/128\" (expected ADDRESS[/PREFIX])"},
+        {"/8", "client: bad address \"/8\" (expected ADDRESS[/PREFIX])"},
+        {"[]/8", "client: bad address \"[]/8\" (expected ADDRESS[/PREFIX])"},
+        {"localhost", "client: bad address \"localhost\" (expected ADDRESS[/PREFIX])"},
+        {"", "client: bad address \"\" (expected ADDRESS[/PREFIX])"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        struct conf_errors errs;
+        snprintf(text, sizeof(text), MIN "listener x { listen e:1; primary blue;\n"
+                                         "  canary a { client \"%s\"; primary; } }\n",
+                 bad[i].cidr);
+        print_message("client %s\n", bad[i].cidr);
+        struct conf *c = load(text, &errs);
+        if (bad[i].want == NULL) {
+            assert_non_null(c);
+            conf_free(c);
+            continue;
+        }
+        assert_null(c);
+        assert_int_equal(errs.count, 1);
+        assert_int_equal(errs.list[0].line, 4);
+        assert_string_equal(errs.list[0].msg, bad[i].want);
+    }
+}
+
+static void
+test_routing_cli(void **state)
+{
+    (void)state;
+    struct conf_errors errs;
+    struct conf *cli = load_args("postgres", &errs, "--listen", "127.0.0.1:6432", "--primary",
+                                 "db:1", "--shadow", "db:2", "--mode", "split", "--read-weights",
+                                 "green=10,blue=90", "--read-your-writes", "0ms", "--max-lag",
+                                 "2s", NULL);
+    assert_int_equal(errs.count, 0);
+    assert_non_null(cli);
+    struct conf *file = load_ok("backend blue { address db:1; }\nbackend green { address db:2; }\n"
+                                "listener postgres { listen 127.0.0.1:6432; primary blue;\n"
+                                "  shadow green; mode split; reads { green weight=10;\n"
+                                "  blue weight=90; } read_your_writes 0ms; max_lag 2s; }\n");
+    assert_conf_equal(cli, file);
+    assert_int_equal(cli->listeners[0].read_weights[0].backend, 1);
+    assert_int_equal(cli->listeners[0].read_weights[0].weight, 10);
+    assert_int_equal(cli->listeners[0].max_lag_ms, 2000);
+    conf_free(cli);
+    conf_free(file);
+
+    /* Without the flags: the defaults of a file without the directives. */
+    cli = load_args("postgres", &errs, "--listen", "127.0.0.1:6432", "--primary", "db:1",
+                    "--shadow", "new=db:2", NULL);
+    file = load_ok("backend blue { address db:1; }\nbackend new { address db:2; }\n"
+                   "listener postgres { listen 127.0.0.1:6432; primary blue; shadow new; }\n");
+    assert_conf_equal(cli, file);
+    conf_free(cli);
+    conf_free(file);
+
+    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--read-weights", "blue=90,green=10"),
+                       "tandem: listener \"postgres\": --read-weights: unknown backend \"green\"");
+    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--read-weights", "blue=x,,=3,blue"),
+                       "tandem: --read-weights: bad value \"\" (expected NAME=WEIGHT,...)",
+                       "tandem: --read-weights: bad value \"=3\" (expected NAME=WEIGHT,...)",
+                       "tandem: --read-weights: bad value \"blue\" (expected NAME=WEIGHT,...)",
+                       "tandem: --read-weights: \"blue\": bad weight \"weight=x\" (expected "
+                       "weight=0..1000000)");
+    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--read-weights", "blue=1,blue=2"),
+                       "tandem: --read-weights: duplicate backend \"blue\"");
+    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--read-weights=blue=1,"),
+                       "tandem: --read-weights: bad value \"\" (expected NAME=WEIGHT,...)");
+    EXPECT_ARGS_ERRORS("postgres", A(BASE, "--max-lag", "0ms", "--read-your-writes", "1"),
+                       "tandem: --read-your-writes: bad duration \"1\"",
+                       "tandem: --max-lag: \"0ms\" out of range 1ms..1h");
+    EXPECT_ARGS_ERRORS(
+        "postgres",
+        A(BASE, "--read-weights",
+          "blue=000000000000000000000000000000000000000000000000000000000000000000000000000000001"),
+        "tandem: --read-weights: \"blue\": bad weight "
+        "\"weight=00000000000000000000000000000000000000000...\" (expected weight=0..1000000)");
 }
 
 /* ---- values -------------------------------------------------------------- */
@@ -1065,6 +1434,11 @@ main(void)
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_range_edges),
         cmocka_unit_test(test_names_and_format),
+        cmocka_unit_test(test_routing_fields),
+        cmocka_unit_test(test_routing_defaults),
+        cmocka_unit_test(test_routing_errors),
+        cmocka_unit_test(test_canary_cidr),
+        cmocka_unit_test(test_routing_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
