@@ -10,6 +10,8 @@
  */
 #include "metrics/shadow.h"
 
+#include "protocol/pgcache.h"
+
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -676,14 +678,24 @@ shadow_record_pg(struct shadow_shard *sh, int slot, const char *sql, size_t len,
         return;
     if (sql == NULL)
         len = 0;
-    h = XXH3_128bits(sql, len);
+    /*
+     * Key the text cache by the literal-blind shape: a fingerprint ignores
+     * literal values, so texts that differ only in them (simple-protocol
+     * clients) share one entry and are described once, not once each.
+     */
+    char shape[2048];
+    size_t klen = pgcache_shape(sql ? sql : "", len, shape, sizeof(shape));
+    if (klen == (size_t)-1)
+        h = XXH3_128bits(sql, len), klen = len;
+    else
+        h = XXH3_128bits(shape, klen);
     now = clock_now();
 
     pthread_mutex_lock(&sh->lock);
     l = get_lis(sh, slot);
     if (l == NULL)
         goto out_unlock;
-    x = tc_get(sh, slot, h, len);
+    x = tc_get(sh, slot, h, klen);
     if (x == NULL && describe_budget(sh, now)) {
         pthread_mutex_unlock(&sh->lock);
         desc = malloc(sizeof(*desc));
@@ -695,13 +707,13 @@ shadow_record_pg(struct shadow_shard *sh, int slot, const char *sql, size_t len,
             pgclass_describe(text, desc);
         }
         pthread_mutex_lock(&sh->lock);
-        x = tc_get(sh, slot, h, len);
+        x = tc_get(sh, slot, h, klen);
         if (x == NULL && desc != NULL && text != NULL) {
             int i = stmt_find(sh, slot, desc->fingerprint);
             if (i < 0)
                 i = stmt_add(sh, slot, desc->fingerprint, desc->normalized);
-            tc_put(sh, slot, h, len, i < 0 ? NO_STMT : i, desc->fingerprint);
-            x = tc_get(sh, slot, h, len);
+            tc_put(sh, slot, h, klen, i < 0 ? NO_STMT : i, desc->fingerprint);
+            x = tc_get(sh, slot, h, klen);
         }
     }
     if (x == NULL) {
