@@ -956,8 +956,9 @@ enter_reads(struct conf_build *b, void *obj, const struct conf_directive *d,
             conf_err_add(b->errs, c->line, "%s: %s does not take a { } block", n->label, q);
             continue;
         }
-        for (size_t i = 0; i < l->nread_weights; i++)
-            if (strcmp(st->read_refs[i].name, c->name) == 0)
+        /* against every earlier entry, refused ones too: the name is what repeats */
+        for (const struct conf_node *e = n->child; e != c; e = e->next)
+            if (strcmp(e->name, c->name) == 0)
                 duplicate = 1;
         if (duplicate) {
             conf_err_add(b->errs, c->line, "%s: duplicate backend %s", n->label, q);

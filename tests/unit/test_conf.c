@@ -1009,6 +1009,9 @@ test_routing_errors(void **state)
                   "t.conf:4: listener \"pg\": reads: backend \"red\" is neither primary nor shadow");
     EXPECT_ERRORS(RT("reads { blue weight=1;\n blue weight=2; }"),
                   "t.conf:5: reads: duplicate backend \"blue\"");
+    EXPECT_ERRORS(RT("reads { blue weight=x; blue weight=2; }"),
+                  "t.conf:4: reads: \"blue\": bad weight \"weight=x\" (expected weight=0..1000000)",
+                  "t.conf:4: reads: duplicate backend \"blue\"");
     EXPECT_ERRORS(RT("reads { blue weight=1000001; green weight=-1; }"),
                   "t.conf:4: reads: \"blue\": bad weight \"weight=1000001\" (expected "
                   "weight=0..1000000)",
