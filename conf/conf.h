@@ -38,18 +38,38 @@
  *       primary blue;
  *       shadow green;
  *       mode passthrough;                 # passthrough | shadow | split
- *   }                                     # default: shadow if a shadow is named
+ *                                         # default: shadow if a shadow is named
+ *       mirror { reads 10%; level all; queue 4MB; timeout 5s; }
+ *       compare { ignore_columns updated_at; ignore_fingerprints 0123456789abcdef; }
+ *       reads { blue weight=90; green weight=10; }   # mode split; 0..1000000 each
+ *       read_your_writes 1s;              # 0ms turns it off
+ *       max_lag 1s;
+ *       canary billing {                  # 0..64 per listener; first match wins
+ *           application_name "billing-*"; # glob
+ *           user alice; database app;     # exact
+ *           client 10.0.0.0/8;            # ADDR[/PREFIX], v4 or v6 ([::1]/128);
+ *                                         # host bits below the prefix refused
+ *           hint shadow;                  # units carrying tandem:shadow
+ *           percent 5% by user;           # 0.01%..100%, by user|application_name|client
+ *           route green;                  # exactly one: route NAME | primary | no_mirror
+ *       }
+ *   }
  *
  * Defaults: workers = online CPUs, at most 4; log_format text; log_level
  * info; the limits shown above; no admin server unless admin { } is given
  * (then 127.0.0.1:9090); backend tls disable; listener protocol postgres.
  * Required: at least one listener; in a listener, listen and primary; in a
  * backend, address.  Every directive may appear once per block, except
- * backend and listener.  Names are 1..63 of [A-Za-z0-9_.-].
+ * backend, listener and canary.  Names are 1..63 of [A-Za-z0-9_.-].
  *
- * Later capabilities (mirror { }, reads { }, canary { }, compare { },
- * guard { }) add blocks inside listener and at top level; the parser is
- * table-driven so each is a handful of table rows.
+ * Read routing: reads { } names the listener's primary and/or shadow (any
+ * other backend is an error); a canary's route names one of them too.
+ * Without reads { } the primary answers every read (weight 1, shadow 0);
+ * read_your_writes and max_lag default to 1 s.  A canary rule with no
+ * match clause matches every session.
+ *
+ * Later capabilities (guard { }) add blocks inside listener and at top
+ * level; the parser is table-driven so each is a handful of table rows.
  */
 #ifndef TANDEM_CONF_H
 #define TANDEM_CONF_H
@@ -108,7 +128,13 @@ struct conf_compare {
     size_t nignore_fingerprints;
 };
 
-/* reads { blue weight=90; green weight=10; }: smooth weighted round robin. */
+/*
+ * reads { blue weight=90; green weight=10; }: smooth weighted round robin.
+ * After a load, read_weights holds the primary and the shadow (when there
+ * is one) exactly once each: those named in reads { } in the order
+ * written, then a role left out with weight 0.  No reads { }: primary 1,
+ * shadow 0.  Every weight 0 is allowed: reads go to the primary.
+ */
 struct conf_read_weight {
     int backend;      /* index into conf.backends */
     uint32_t weight;  /* 0 takes the backend out of read routing; 0..1000000 */
@@ -245,6 +271,10 @@ struct conf *conf_load_file(const char *path, struct conf_errors *errs);
  *   --shadow --shadow-tls --shadow-ca --shadow-user --shadow-password-file
  *                                       backend { address tls tls_ca_file ... }
  *   --listen --tls-cert --tls-key --mode             listener { }
+ *   --read-your-writes --max-lag                     listener { }
+ *   --mirror-reads --mirror-level --mirror-queue --mirror-timeout   mirror { }
+ *   --read-weights blue=90,green=10                  reads { blue weight=90; ... }
+ * Canary rules are file-only.
  * Flags are --flag VALUE or --flag=VALUE, each at most once; errors have
  * line 0 and name the flag: '--listen: bad address "x"'.
  */
