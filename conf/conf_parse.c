@@ -688,8 +688,7 @@ set_client(struct conf_build *b, void *obj, const struct conf_directive *d,
 
 /* hint shadow: the only hint so far, a comment the client puts in the query. */
 static void
-set_hint(struct conf_build *b, void *obj, const struct conf_directive *d,
-         const struct conf_node *n)
+set_hint(struct conf_build *b, void *obj, const struct conf_directive *d, const struct conf_node *n)
 {
     struct conf_canary *cn = obj;
     char q[CONF_QUOTE_MAX];
@@ -965,16 +964,15 @@ enter_reads(struct conf_build *b, void *obj, const struct conf_directive *d,
             continue;
         }
         if (c->nargs != 1) {
-            conf_err_add(b->errs, c->line, "%s: %s takes 1 argument (weight=N), got %zu",
-                         n->label, q, c->nargs);
+            conf_err_add(b->errs, c->line, "%s: %s takes 1 argument (weight=N), got %zu", n->label,
+                         q, c->nargs);
             continue;
         }
-        enum conf_value_rc rc = strncmp(w, "weight=", 7) == 0
-                                    ? conf_value_number(w + 7, &v)
-                                    : CONF_VALUE_BAD;
+        enum conf_value_rc rc =
+            strncmp(w, "weight=", 7) == 0 ? conf_value_number(w + 7, &v) : CONF_VALUE_BAD;
         if (rc != CONF_VALUE_OK || v > range_weight.max) {
-            conf_err_add(b->errs, c->line, "%s: %s: bad weight %s (expected weight=%s)",
-                         n->label, q, conf_err_quote(w, q2, sizeof(q2)), range_weight.text);
+            conf_err_add(b->errs, c->line, "%s: %s: bad weight %s (expected weight=%s)", n->label,
+                         q, conf_err_quote(w, q2, sizeof(q2)), range_weight.text);
             continue;
         }
         struct name_ref *ref = &st->read_refs[l->nread_weights];
@@ -1202,8 +1200,8 @@ resolve_role(struct conf_build *b, const struct conf_listener *l, const char *wh
     }
     /* an unresolved primary was reported already; do not blame the reference too */
     if (l->primary >= 0 && i != l->primary && i != l->shadow) {
-        conf_err_add(b->errs, ref->line, "listener %s: %s: backend %s is neither primary nor shadow",
-                     lq, what, q);
+        conf_err_add(b->errs, ref->line,
+                     "listener %s: %s: backend %s is neither primary nor shadow", lq, what, q);
         return -1;
     }
     return i;

@@ -864,26 +864,26 @@ test_cli_errors(void **state)
 /* ---- read routing: reads { }, read_your_writes, max_lag, canary { } ----- */
 
 static const char routing_conf[] =
-    "backend blue { address a:1; }\n"                        /* 1 */
-    "backend green { address b:1; }\n"                       /* 2 */
-    "backend red { address c:1; }\n"                         /* 3 */
-    "listener pg {\n"                                        /* 4 */
-    "  listen d:1; primary blue; shadow green; mode split;\n" /* 5 */
-    "  reads { green weight=10; blue weight=1000000; }\n"    /* 6 */
-    "  read_your_writes 0ms;\n"                              /* 7 */
-    "  max_lag 250ms;\n"                                     /* 8 */
-    "  canary billing {\n"                                   /* 9 */
-    "    application_name \"billing-*\";\n"                  /* 10 */
-    "    user alice; database app;\n"                        /* 11 */
-    "    client 10.0.0.0/8;\n"                               /* 12 */
-    "    hint shadow;\n"                                     /* 13 */
-    "    percent 5% by user;\n"                              /* 14 */
-    "    route green;\n"                                     /* 15 */
-    "  }\n"                                                  /* 16 */
+    "backend blue { address a:1; }\n"                                         /* 1 */
+    "backend green { address b:1; }\n"                                        /* 2 */
+    "backend red { address c:1; }\n"                                          /* 3 */
+    "listener pg {\n"                                                         /* 4 */
+    "  listen d:1; primary blue; shadow green; mode split;\n"                 /* 5 */
+    "  reads { green weight=10; blue weight=1000000; }\n"                     /* 6 */
+    "  read_your_writes 0ms;\n"                                               /* 7 */
+    "  max_lag 250ms;\n"                                                      /* 8 */
+    "  canary billing {\n"                                                    /* 9 */
+    "    application_name \"billing-*\";\n"                                   /* 10 */
+    "    user alice; database app;\n"                                         /* 11 */
+    "    client 10.0.0.0/8;\n"                                                /* 12 */
+    "    hint shadow;\n"                                                      /* 13 */
+    "    percent 5% by user;\n"                                               /* 14 */
+    "    route green;\n"                                                      /* 15 */
+    "  }\n"                                                                   /* 16 */
     "  canary ops { client [fd00::]/8; percent 0.01% by client; primary; }\n" /* 17 */
-    "  canary quiet { percent 100% by application_name; no_mirror; }\n"      /* 18 */
-    "  canary all { route blue; }\n"                         /* 19 */
-    "}\n";                                                   /* 20 */
+    "  canary quiet { percent 100% by application_name; no_mirror; }\n"       /* 18 */
+    "  canary all { route blue; }\n"                                          /* 19 */
+    "}\n";                                                                    /* 20 */
 
 static void
 test_routing_fields(void **state)
@@ -1005,8 +1005,9 @@ test_routing_errors(void **state)
     /* reads { } */
     EXPECT_ERRORS(RT("reads { nope weight=1; }"),
                   "t.conf:4: listener \"pg\": reads: unknown backend \"nope\"");
-    EXPECT_ERRORS(RT("reads { red weight=1; }"),
-                  "t.conf:4: listener \"pg\": reads: backend \"red\" is neither primary nor shadow");
+    EXPECT_ERRORS(
+        RT("reads { red weight=1; }"),
+        "t.conf:4: listener \"pg\": reads: backend \"red\" is neither primary nor shadow");
     EXPECT_ERRORS(RT("reads { blue weight=1;\n blue weight=2; }"),
                   "t.conf:5: reads: duplicate backend \"blue\"");
     EXPECT_ERRORS(RT("reads { blue weight=x; blue weight=2; }"),
@@ -1041,7 +1042,8 @@ test_routing_errors(void **state)
                   "t.conf:5: canary \"a\": more than one action (route, primary)");
     EXPECT_ERRORS(RT("canary a { no_mirror; primary; route blue; }"),
                   "t.conf:4: canary \"a\": more than one action (route, primary, no_mirror)");
-    EXPECT_ERRORS(RT("canary a { primary; primary; }"), "t.conf:4: duplicate directive \"primary\"");
+    EXPECT_ERRORS(RT("canary a { primary; primary; }"),
+                  "t.conf:4: duplicate directive \"primary\"");
     /* a refused action still counts as the rule's action: one error, not two */
     EXPECT_ERRORS(RT("canary a { primary blue; }"),
                   "t.conf:4: \"primary\" takes no arguments, got 1");
@@ -1116,8 +1118,9 @@ test_canary_cidr(void **state)
     char text[512];
 
     for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
-        snprintf(text, sizeof(text), MIN "listener x { listen e:1; primary blue;\n"
-                                         "  canary a { client \"%s\"; primary; } }\n",
+        snprintf(text, sizeof(text),
+                 MIN "listener x { listen e:1; primary blue;\n"
+                     "  canary a { client \"%s\"; primary; } }\n",
                  ok[i].cidr);
         print_message("client %s\n", ok[i].cidr);
         struct conf *c = load_ok(text);
@@ -1147,7 +1150,8 @@ test_canary_cidr(void **state)
         {"10.0.0/8", "client: bad address \"10.0.0/8\" (expected ADDRESS[/PREFIX])"},
         {"[10.0.0.0]/8", "client: bad address \"[10.0.0.0]/8\" (expected ADDRESS[/PREFIX])"},
         {"[::1/128", "client: bad address \"[::1/128\" (expected ADDRESS[/PREFIX])"},
-        {"fe80::1%eth0/128", "client: bad address \"fe80::1%eth0/128\" (expected ADDRESS[/PREFIX])"},
+        {"fe80::1%eth0/128",
+         "client: bad address \"fe80::1%eth0/128\" (expected ADDRESS[/PREFIX])"},
         {"/8", "client: bad address \"/8\" (expected ADDRESS[/PREFIX])"},
         {"[]/8", "client: bad address \"[]/8\" (expected ADDRESS[/PREFIX])"},
         {"localhost", "client: bad address \"localhost\" (expected ADDRESS[/PREFIX])"},
@@ -1155,8 +1159,9 @@ test_canary_cidr(void **state)
     };
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         struct conf_errors errs;
-        snprintf(text, sizeof(text), MIN "listener x { listen e:1; primary blue;\n"
-                                         "  canary a { client \"%s\"; primary; } }\n",
+        snprintf(text, sizeof(text),
+                 MIN "listener x { listen e:1; primary blue;\n"
+                     "  canary a { client \"%s\"; primary; } }\n",
                  bad[i].cidr);
         print_message("client %s\n", bad[i].cidr);
         struct conf *c = load(text, &errs);
@@ -1177,10 +1182,10 @@ test_routing_cli(void **state)
 {
     (void)state;
     struct conf_errors errs;
-    struct conf *cli = load_args("postgres", &errs, "--listen", "127.0.0.1:6432", "--primary",
-                                 "db:1", "--shadow", "db:2", "--mode", "split", "--read-weights",
-                                 "green=10,blue=90", "--read-your-writes", "0ms", "--max-lag",
-                                 "2s", NULL);
+    struct conf *cli =
+        load_args("postgres", &errs, "--listen", "127.0.0.1:6432", "--primary", "db:1", "--shadow",
+                  "db:2", "--mode", "split", "--read-weights", "green=10,blue=90",
+                  "--read-your-writes", "0ms", "--max-lag", "2s", NULL);
     assert_int_equal(errs.count, 0);
     assert_non_null(cli);
     struct conf *file = load_ok("backend blue { address db:1; }\nbackend green { address db:2; }\n"
