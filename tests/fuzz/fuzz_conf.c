@@ -45,6 +45,8 @@ check_conf(const struct conf *c)
         check_addr(&c->admin.addr);
     TERMINATED(c->admin.token_file);
     CHECK(c->nlisteners >= 1);
+    for (size_t k = 0; k < c->nwrite_functions; k++)
+        TERMINATED(c->write_functions[k]);
     for (size_t i = 0; i < c->nbackends; i++) {
         const struct conf_backend *b = &c->backends[i];
         CHECK(b->name[0] != '\0');
@@ -71,6 +73,33 @@ check_conf(const struct conf *c)
         CHECK(l->shadow == -1 || (l->shadow >= 0 && (size_t)l->shadow < c->nbackends));
         CHECK(l->shadow != l->primary);
         CHECK(l->mode == CONF_MODE_PASSTHROUGH || l->shadow >= 0);
+        /* mirror, compare and read routing */
+        CHECK(l->mirror.reads >= 0.0 && l->mirror.reads <= 1.0);
+        CHECK(l->mirror.level <= CONF_MIRROR_DDL);
+        for (size_t k = 0; k < l->compare.nignore_columns; k++)
+            TERMINATED(l->compare.ignore_columns[k]);
+        for (size_t k = 0; k < l->compare.nignore_fingerprints; k++)
+            CHECK(strlen(l->compare.ignore_fingerprints[k]) == 16);
+        for (size_t k = 0; k < l->nread_weights; k++) {
+            const struct conf_read_weight *w = &l->read_weights[k];
+            CHECK(w->backend == l->primary || w->backend == l->shadow);
+            CHECK(w->weight <= 1000000);
+            for (size_t m = 0; m < k; m++)
+                CHECK(l->read_weights[m].backend != w->backend);
+        }
+        CHECK(l->read_your_writes_ms <= 3600000 && l->max_lag_ms <= 3600000);
+        for (size_t k = 0; k < l->ncanaries; k++) {
+            const struct conf_canary *cn = &l->canaries[k];
+            TERMINATED(cn->name);
+            CHECK(cn->percent_bp <= 10000);
+            if (cn->action == CONF_CANARY_ROUTE)
+                CHECK(cn->backend == l->primary || cn->backend == l->shadow);
+            else
+                CHECK(cn->backend == -1);
+            if (cn->has_client)
+                CHECK(cn->client_prefix >= 0 &&
+                      cn->client_prefix <= (cn->client_family == 4 ? 32 : 128));
+        }
         for (size_t j = 0; j < i; j++) {
             CHECK(strcmp(c->listeners[j].name, l->name) != 0);
             CHECK(c->listeners[j].addr.port != l->addr.port ||
