@@ -796,7 +796,7 @@ client_active(struct pg_session *s)
                 avail -= run;
                 run = 0;
                 target = RUN_UNIT;
-                pg_unit_note_statement(s, st, 0);
+                pg_unit_note_statement(s, st);
                 if (h.type == 'C' && st->epoch == s->shadow.epoch)
                     s->building->sampled = 1; /* the shadow must forget it too */
             }

@@ -9,7 +9,8 @@
  *   CONNECTING ──► SERVER_TLS_ASK ──'S'──► SERVER_TLS ──► AUTH ──ReadyForQuery──► ACTIVE
  *      (no TLS to the backend) ───────────────────────────┘
  *
- *   any state ──error/EOF/drain──► LINGER (flush the last bytes to the client) ──► freed
+ *   any state ──error/EOF/drain──► LINGER (flush the last bytes to the client) ──► DEAD
+ *   DEAD ──shadow still owes answers──► SHADOW_DRAIN (client and primary closed) ──► freed
  *
  * A CancelRequest is handled in STARTUP and ends the connection there.
  */

@@ -178,7 +178,7 @@ void pg_shadow_start(struct pg_session *s);
 void pg_shadow_release(struct pg_session *s);
 struct pg_unit *pg_unit_begin(struct pg_session *s, const struct pgclass_result *first);
 void pg_unit_add(struct pg_session *s, const struct pgclass_result *cls);
-int pg_unit_note_statement(struct pg_session *s, struct pgstmt *st, size_t run);
+int pg_unit_note_statement(struct pg_session *s, struct pgstmt *st);
 void pg_unit_close(struct pg_session *s);
 void pg_unit_set_sql(struct pg_unit *u, const char *sql, size_t len);
 void pg_shadow_copy_data(struct pg_session *s, size_t len);

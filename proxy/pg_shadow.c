@@ -332,10 +332,9 @@ pg_shadow_collect(struct pg_session *s, size_t len)
  * moved every earlier byte of the unit into unit_buf.
  */
 int
-pg_unit_note_statement(struct pg_session *s, struct pgstmt *st, size_t run)
+pg_unit_note_statement(struct pg_session *s, struct pgstmt *st)
 {
     struct pg_unit *u = s->building;
-    (void)run;
     if (u == NULL || st == NULL || s->unit_buf == NULL)
         return 0;
     /* present, or already re-parsed earlier in this unit (epoch | pending bit) */
