@@ -103,6 +103,7 @@ struct conf_backend {
     char user[CONF_NAME_MAX];            /* "" when unset */
     char password[CONF_NAME_MAX * 2];    /* inline password; prefer password_file */
     char password_file[CONF_PATH_MAX];
+    char passfile[CONF_PATH_MAX];        /* .pgpass-format file: a password per client user */
     int line;                            /* where it was declared; 0 from the CLI */
 };
 

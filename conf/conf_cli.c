@@ -66,6 +66,7 @@ static const struct cli_flag cli_flags[] = {
     {"shadow-ca", CLI_SHADOW, "tls_ca_file"},
     {"shadow-user", CLI_SHADOW, "user"},
     {"shadow-password-file", CLI_SHADOW, "password_file"},
+    {"shadow-passfile", CLI_SHADOW, "passfile"},
     {"listen", CLI_LISTENER, "listen"},
     {"tls-cert", CLI_LISTENER, "tls_cert"},
     {"tls-key", CLI_LISTENER, "tls_key"},

@@ -227,6 +227,7 @@ static const struct conf_directive directives[] = {
     SIMPLE("user", CTX_BACKEND, 0, set_string, struct conf_backend, user, NULL),
     SIMPLE("password", CTX_BACKEND, 0, set_string, struct conf_backend, password, NULL),
     SIMPLE("password_file", CTX_BACKEND, 0, set_string, struct conf_backend, password_file, NULL),
+    SIMPLE("passfile", CTX_BACKEND, 0, set_string, struct conf_backend, passfile, NULL),
 
     /* listener NAME { } */
     SIMPLE("listen", CTX_LISTENER, D_REQUIRED, set_addr, struct conf_listener, addr, NULL),
@@ -868,9 +869,14 @@ leave_backend(struct conf_build *b, void *obj, const struct conf_node *n,
     char desc[CONF_QUOTE_MAX + 16];
 
     block_desc(n, desc, sizeof(desc));
+    const struct conf_node *passfile = seen_node(seen, CTX_BACKEND, "passfile");
     if (pw != NULL && pwfile != NULL)
         conf_err_add(b->errs, pw->line > pwfile->line ? pw->line : pwfile->line,
                      "%s: password and password_file are mutually exclusive", desc);
+    /* one password for everyone, or one per client user: not both */
+    if (passfile != NULL && (pw != NULL || pwfile != NULL))
+        conf_err_add(b->errs, passfile->line,
+                     "%s: passfile and password/password_file are mutually exclusive", desc);
     if (tls != NULL && be->tls == CONF_TLS_VERIFY_FULL &&
         seen_node(seen, CTX_BACKEND, "tls_ca_file") == NULL)
         conf_err_add(b->errs, tls->line, "%s: tls verify-full needs tls_ca_file", desc);

@@ -883,7 +883,7 @@ pg_shadow_start(struct pg_session *s)
         return;
     }
 
-    const char *keys[16], *vals[16];
+    const char *keys[20], *vals[20];
     char port[8], hostaddr[64], options[2048] = "", timeout[16];
     const char *user = b->conf->user[0] ? b->conf->user : pgw_startup_param(&st, "user");
     const char *db = pgw_startup_param(&st, "database");
@@ -913,6 +913,9 @@ pg_shadow_start(struct pg_session *s)
     keys[k] = "dbname", vals[k++] = db ? db : (user ? user : "");
     if (b->password[0])
         keys[k] = "password", vals[k++] = b->password;
+    /* per client user: libpq picks the line for this host, port, database and user */
+    if (b->conf->passfile[0])
+        keys[k] = "passfile", vals[k++] = b->conf->passfile;
     if (pgw_startup_param(&st, "application_name"))
         keys[k] = "application_name", vals[k++] = pgw_startup_param(&st, "application_name");
     if (pgw_startup_param(&st, "client_encoding"))

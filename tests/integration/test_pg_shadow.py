@@ -601,3 +601,30 @@ def test_cli_form_with_shadow_user(tandem, tmp_path, table, pg_primary, pg_shado
         assert users == [("scramuser",)], users
     got = delta(outcomes(t, name), before)
     assert got["mismatch"] == 1 and got["shadow_error"] == 0, got
+
+
+def test_passfile_logs_each_client_user_in_as_itself(tandem, tmp_path, table, pg_primary,
+                                                     pg_shadow):
+    """backend green { passfile F; } without a fixed user: each session logs in
+    to the shadow as its own client user, with that user's password from the
+    .pgpass-format file (libpq's own lookup)."""
+    passfile = tmp_path / "green.pgpass"
+    passfile.write_text(f"*:*:*:scramuser:{PASSWORDS['scramuser']}\n"
+                        f"*:*:*:md5user:{PASSWORDS['md5user']}\n")
+    passfile.chmod(0o600)
+    on_both(pg_primary, pg_shadow, f"CREATE TABLE {table} (id int)",
+            f"GRANT SELECT ON {table} TO PUBLIC")
+    t = start_shadow_tandem(tandem, pg_primary, pg_shadow, workers=1,
+                            shadow_backend_extra=f"passfile {passfile};")
+    seen = {}
+    for user in ("scramuser", "md5user"):
+        marker = "sh_pass_" + uuid.uuid4().hex[:8]
+        with t.connect(user=user, password=PASSWORDS[user], application_name=marker) as conn:
+            conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            wait_until(lambda: rows(pg_shadow, "SELECT usename FROM pg_stat_activity "
+                                               f"WHERE application_name = '{marker}'"), 10,
+                       f"a shadow session for {user}")
+            seen[user] = rows(pg_shadow, "SELECT usename FROM pg_stat_activity "
+                                         f"WHERE application_name = '{marker}'")
+    assert seen == {"scramuser": [("scramuser",)], "md5user": [("md5user",)]}, seen
+    assert not [ln for ln in log_lines(t, "shadow") if "login failed" in ln]

@@ -695,6 +695,30 @@ assert_conf_equal(const struct conf *x, const struct conf *y)
     }
 }
 
+/* passfile: per-client-user shadow credentials, exclusive with a single password. */
+static void
+test_passfile(void **state)
+{
+    (void)state;
+    struct conf *c = load_ok("backend blue { address a:1; }\n"
+                             "backend green { address b:1; passfile /etc/tandem/green.pgpass; }\n"
+                             "listener pg { listen c:1; primary blue; shadow green; }\n");
+    assert_string_equal(c->backends[1].passfile, "/etc/tandem/green.pgpass");
+    conf_free(c);
+    struct conf_errors errs;
+    c = load("backend blue { address a:1; }\n"
+             "backend green { address b:1; password_file /p;\n"
+             "  passfile /q; }\n"
+             "listener pg { listen c:1; primary blue; shadow green; }\n",
+             &errs);
+    assert_null(c);
+    assert_int_equal(errs.count, 1);
+    assert_int_equal(errs.list[0].line, 3);
+    assert_string_equal(errs.list[0].msg,
+                        "backend \"green\": passfile and password/password_file are mutually "
+                        "exclusive");
+}
+
 /* mirror { }, compare { } and write_functions: values, lists, bounds. */
 static void
 test_mirror_compare(void **state)
@@ -1438,6 +1462,7 @@ main(void)
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_cli_equals_file),
         cmocka_unit_test(test_mirror_compare),
+        cmocka_unit_test(test_passfile),
         cmocka_unit_test(test_cli_errors),
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_range_edges),
