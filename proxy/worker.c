@@ -96,7 +96,8 @@ listener_open(struct worker *w, const struct rt_listener *l, char *err, size_t e
         goto fail_close;
     wl->w = w;
     wl->addr = l->addr;
-    wl->lev = evconnlistener_new(w->base, on_accept, wl, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    /* backlog 0: the socket already listens (1024); -1 would re-listen with 128 */
+    wl->lev = evconnlistener_new(w->base, on_accept, wl, LEV_OPT_CLOSE_ON_FREE, 0, fd);
     if (wl->lev == NULL) {
         free(wl);
         goto fail_close;
