@@ -123,10 +123,13 @@ pgstmt_put(struct pgstmt_table *t, const char *name, size_t namelen, const uint8
 {
     if (namelen > PGSTMT_NAME_MAX || memchr(name, '\0', namelen) != NULL)
         return NULL;
-    uint8_t *copy = malloc(parse_len ? parse_len : 1);
-    if (copy == NULL)
-        return NULL;
-    memcpy(copy, parse, parse_len);
+    /* no bytes to keep (no shadow to re-parse on): the classification alone */
+    uint8_t *copy = NULL;
+    if (parse_len > 0) {
+        if ((copy = malloc(parse_len)) == NULL)
+            return NULL;
+        memcpy(copy, parse, parse_len);
+    }
 
     size_t i = find(t, name, namelen);
     struct pgstmt *e = t->slots[i];

@@ -39,7 +39,8 @@ void pgstmt_table_free(struct pgstmt_table *t);
 
 /*
  * pgstmt_put - record (or replace) statement NAME with its Parse message
- * (copied) and classification.  Returns the entry, or NULL when the table
+ * (copied; parse_len 0 keeps the classification only, allocating nothing
+ * when the name is already there) and classification.  Returns the entry, or NULL when the table
  * is full, the name too long, or memory ran out (the caller then treats
  * later uses of the name as unknown: a write answered by the primary).
  */

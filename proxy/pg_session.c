@@ -744,8 +744,10 @@ client_active(struct pg_session *s)
             if (h.type == 'P') {
                 if (s->stmts == NULL)
                     s->stmts = pgstmt_table_new();
+                /* the Parse bytes matter only to re-parse on a shadow */
+                size_t keep = shadowing(s) ? total : 0;
                 struct pgstmt *st =
-                    s->stmts ? pgstmt_put(s->stmts, name, namelen, msg, total, &cls) : NULL;
+                    s->stmts ? pgstmt_put(s->stmts, name, namelen, msg, keep, &cls) : NULL;
                 if (st && shadowing(s))
                     pg_shadow_parsed(s, st);
             } else {
@@ -782,7 +784,8 @@ client_active(struct pg_session *s)
                 unit_statement(s, st ? &st->cls : (named ? &unknown_statement : NULL));
                 const char *q, *n;
                 size_t ql, nl;
-                if (st && shadowing(s) && s->building && s->building->sql == NULL &&
+                if (st && st->parse_len > PGW_HEADER_LEN && shadowing(s) && s->building &&
+                    s->building->sql == NULL &&
                     pgstmt_parse_msg(st->parse + PGW_HEADER_LEN, st->parse_len - PGW_HEADER_LEN,
                                      &n, &nl, &q, &ql) == 0)
                     pg_unit_set_sql(s->building, q, ql);

@@ -340,7 +340,8 @@ pg_unit_note_statement(struct pg_session *s, struct pgstmt *st)
     /* present, or already re-parsed earlier in this unit (epoch | pending bit) */
     if (st->epoch == s->shadow.epoch || st->epoch == (s->shadow.epoch | 0x80000000u))
         return 0;
-    if (unit_add_name(u, st->name) != 0) {
+    /* no Parse kept (the table was full, or memory ran out): cannot re-create it */
+    if (st->parse == NULL || unit_add_name(u, st->name) != 0) {
         u->unmirrorable = 1;
         return 0;
     }

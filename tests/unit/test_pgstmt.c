@@ -30,6 +30,12 @@ test_put_get_replace(void **state)
     assert_int_equal(e->parse_len, 3);
     assert_int_equal(e->epoch, 0);
     assert_int_equal(pgstmt_count(t), 1);
+    /* classification only (no shadow): no bytes kept */
+    e = pgstmt_put(t, "s1", 2, NULL, 0, &read_cls);
+    assert_non_null(e);
+    assert_null(e->parse);
+    assert_int_equal(e->parse_len, 0);
+    assert_int_equal(e->cls.kind, REQ_KIND_READ);
     /* the unnamed statement is a name like any other */
     assert_non_null(pgstmt_put(t, "", 0, msg, 4, &read_cls));
     assert_non_null(pgstmt_get(t, "", 0));
