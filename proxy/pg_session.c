@@ -264,24 +264,46 @@ settle(struct pg_session *s)
 /* ------------------------------------------------------------------ */
 /* Cancel requests.                                                    */
 
+/*
+ * A forwarded cancel.  libpq's PQcancel returns when the server has read
+ * the request and closed the connection, so a client may send its next
+ * query right after; the client's cancel connection (client_fd, a dup of
+ * it) is therefore held open until the postmaster has closed ours, or the
+ * cancel could land on that next query.
+ */
 struct cancel_job {
-    int fd;
+    int fd;        /* to the backend */
+    int client_fd; /* the client's cancel connection, closed last */
+    int sent;
     struct event ev;
     uint8_t packet[16];
 };
+
+static void
+cancel_job_done(struct cancel_job *job)
+{
+    close(job->fd);
+    if (job->client_fd >= 0)
+        close(job->client_fd);
+    free(job);
+}
 
 static void
 on_cancel_io(evutil_socket_t fd, short what, void *arg)
 {
     struct cancel_job *job = arg;
     (void)fd;
-    /* connected (or failed): one small write, then done either way */
-    if (what & EV_WRITE) {
-        ssize_t n = write(job->fd, job->packet, sizeof(job->packet));
-        (void)n;
+    if ((what & EV_WRITE) && !job->sent) {
+        /* connected (or failed): one small write, then wait for the server to hang up */
+        if (write(job->fd, job->packet, sizeof(job->packet)) == (ssize_t)sizeof(job->packet)) {
+            struct timeval tv = {.tv_sec = 5};
+            job->sent = 1;
+            event_assign(&job->ev, event_get_base(&job->ev), job->fd, EV_READ, on_cancel_io, job);
+            event_add(&job->ev, &tv);
+            return;
+        }
     }
-    close(job->fd);
-    free(job);
+    cancel_job_done(job); /* read: EOF (the cancel was delivered), error or timeout */
 }
 
 /* Forward a client's CancelRequest to the backend that runs its query. */
@@ -298,6 +320,7 @@ forward_cancel(struct pg_session *s, uint32_t pid, uint32_t key)
     struct cancel_job *job = malloc(sizeof(*job));
     if (job == NULL)
         return;
+    job->sent = 0;
     pgw_build_cancel(job->packet, sizeof(job->packet), target.be_pid, target.be_key);
     job->fd = socket(target.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (job->fd < 0) {
@@ -310,6 +333,7 @@ forward_cancel(struct pg_session *s, uint32_t pid, uint32_t key)
         free(job);
         return;
     }
+    job->client_fd = dup(s->client.fd);
     struct timeval tv = {.tv_sec = 5};
     event_assign(&job->ev, s->w->base, job->fd, EV_WRITE, on_cancel_io, job);
     event_add(&job->ev, &tv);
