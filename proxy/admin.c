@@ -5,6 +5,7 @@
 
 #include <event2/buffer.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,11 +106,33 @@ reply_json(struct evhttp_request *req, json_t *doc, const char *what)
     free(text);
 }
 
+/*
+ * GET /api/shadow/report[?top=N]: every statement by default (the store
+ * bounds them); top=N keeps the N with the most mismatches, for dashboards.
+ */
 static void
 route_shadow_report(struct admin *a, struct evhttp_request *req)
 {
+    struct evkeyvalq query;
+    const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    size_t top = 0;
     (void)a;
-    reply_json(req, shadow_report_json(20), "report");
+
+    if (q != NULL && evhttp_parse_query_str(q, &query) == 0) {
+        const char *v = evhttp_find_header(&query, "top");
+        char *end = NULL;
+        if (v != NULL) {
+            unsigned long n = strtoul(v, &end, 10);
+            if (end == v || *end != '\0' || n > 100000) {
+                evhttp_clear_headers(&query);
+                reply_json_error(req, 400, "Bad Request", "top: expected a number 0..100000");
+                return;
+            }
+            top = n;
+        }
+        evhttp_clear_headers(&query);
+    }
+    reply_json(req, shadow_report_json(top), "report");
 }
 
 static void

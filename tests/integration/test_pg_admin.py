@@ -129,3 +129,11 @@ def test_unknown_path_is_a_json_404(t):
     status, body = t.http("/nope")
     assert status == 404
     assert json.loads(body) == {"error": "not found"}
+
+
+def test_shadow_report_top_parameter(t):
+    import json
+    status, body = t.http("/api/shadow/report?top=3")
+    assert status == 200 and isinstance(json.loads(body)["statements"], list)
+    status, body = t.http("/api/shadow/report?top=lots")
+    assert status == 400 and "top" in json.loads(body)["error"]
