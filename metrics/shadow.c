@@ -932,6 +932,7 @@ series(FILE *out, const char *name, const char *suffix, int slot)
     fputc('"', out);
 }
 
+
 static void
 put_double(FILE *out, double v)
 {
@@ -941,6 +942,16 @@ put_double(FILE *out, double v)
         fputs(v > 0 ? "+Inf" : "-Inf", out);
     else
         fprintf(out, "%.9g", v);
+}
+
+/* name{listener="..."} VALUE: a gauge with the listener label only. */
+static void
+gauge(FILE *out, const char *name, int slot, double v)
+{
+    series(out, name, "", slot);
+    fputs("} ", out);
+    put_double(out, v);
+    fputc('\n', out);
 }
 
 void
@@ -977,16 +988,10 @@ shadow_render_prometheus(FILE *out)
                 }
                 break;
             case SHADOW_M_SUCCESS_RATIO:
-                series(out, name, "", l);
-                fputs("} ", out);
-                put_double(out, st->validation_success_ratio);
-                fputc('\n', out);
+                gauge(out, name, l, st->validation_success_ratio);
                 break;
             case SHADOW_M_PERFORMANCE_RATIO:
-                series(out, name, "", l);
-                fputs("} ", out);
-                put_double(out, st->performance_ratio);
-                fputc('\n', out);
+                gauge(out, name, l, st->performance_ratio);
                 break;
             case SHADOW_M_LATENCY:
                 for (int s = 0; s < SHADOW_SIDE__COUNT; s++) {
@@ -1012,10 +1017,7 @@ shadow_render_prometheus(FILE *out)
                 }
                 break;
             case SHADOW_M_LAG:
-                series(out, name, "", l);
-                fputs("} ", out);
-                put_double(out, st->lag_seconds);
-                fputc('\n', out);
+                gauge(out, name, l, st->lag_seconds);
                 break;
             case SHADOW_M_DIVERGED:
                 series(out, name, "", l);

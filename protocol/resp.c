@@ -817,34 +817,33 @@ w_done(const struct wbuf *w)
     return w->failed ? 0 : w->len;
 }
 
+/* PREFIX, then TEXT as one line, then CRLF: every line-shaped reply. */
+static size_t
+build_line(uint8_t *out, size_t cap, const char *prefix, const char *text)
+{
+    struct wbuf w = {out, cap, 0, false};
+    w_bytes(&w, prefix, strlen(prefix));
+    w_line(&w, text);
+    w_bytes(&w, "\r\n", 2);
+    return w_done(&w);
+}
+
 size_t
 resp_build_error(uint8_t *out, size_t cap, const char *msg)
 {
-    struct wbuf w = {out, cap, 0, false};
-    w_bytes(&w, "-", 1);
-    w_line(&w, msg);
-    w_bytes(&w, "\r\n", 2);
-    return w_done(&w);
+    return build_line(out, cap, "-", msg);
 }
 
 size_t
 resp_build_protocol_error(uint8_t *out, size_t cap, const char *err)
 {
-    struct wbuf w = {out, cap, 0, false};
-    w_bytes(&w, "-ERR Protocol error: ", 21);
-    w_line(&w, err);
-    w_bytes(&w, "\r\n", 2);
-    return w_done(&w);
+    return build_line(out, cap, "-ERR Protocol error: ", err);
 }
 
 size_t
 resp_build_simple(uint8_t *out, size_t cap, const char *s)
 {
-    struct wbuf w = {out, cap, 0, false};
-    w_bytes(&w, "+", 1);
-    w_line(&w, s);
-    w_bytes(&w, "\r\n", 2);
-    return w_done(&w);
+    return build_line(out, cap, "+", s);
 }
 
 size_t

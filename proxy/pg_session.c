@@ -78,11 +78,19 @@ count_client_error(struct pg_session *s, enum metric_client_error reason)
         metric_add(&shard(s)->client_errors[s->lis->metric_slot][reason], 1);
 }
 
+void
+pg_count_backend(struct pg_session *s, const struct rt_backend *b, enum metric_backend_counter c,
+                 uint64_t n)
+{
+    if (b->metric_slot >= 0 && b->metric_slot < METRIC_MAX_BACKENDS)
+        metric_add(&shard(s)->backend[b->metric_slot][c], n);
+}
+
+/* The answering backend's counters. */
 static void
 count_backend(struct pg_session *s, enum metric_backend_counter c, uint64_t n)
 {
-    if (s->be->metric_slot >= 0)
-        metric_add(&shard(s)->backend[s->be->metric_slot][c], n);
+    pg_count_backend(s, s->be, c, n);
 }
 
 static void

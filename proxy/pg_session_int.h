@@ -26,6 +26,7 @@
 #include <libpq-fe.h>
 #include <stdint.h>
 
+#include "metrics/metric.h"
 #include "protocol/kind.h"
 #include "protocol/outcome.h"
 #include "protocol/pgclass.h"
@@ -169,6 +170,10 @@ struct pg_session {
 };
 
 uint64_t pg_now_ns(void);
+
+/* pg_session.c: count on backend b's metrics (primary or shadow) in this worker's shard. */
+void pg_count_backend(struct pg_session *s, const struct rt_backend *b,
+                      enum metric_backend_counter c, uint64_t n);
 
 /* pg_session.c: the shadow made progress; a draining session may be done. */
 void pg_session_shadow_progress(struct pg_session *s);

@@ -285,6 +285,10 @@ pg_unit_set_sql(struct pg_unit *u, const char *sql, size_t len)
 {
     if (u == NULL || u->sql != NULL)
         return;
+    /* the text is for the report: a read the sample left out is never in it
+     * (should a later statement make the unit a write, its text is kept then) */
+    if (u->cmp == NULL && u->kind == REQ_KIND_READ && !u->sampled)
+        return;
     if (len > UNIT_SQL_MAX)
         len = UNIT_SQL_MAX;
     u->sql = malloc(len + 1);
@@ -380,17 +384,27 @@ settle_names(struct pg_session *s, struct pg_unit *u, int mirrored)
 
 static void detach(struct pg_session *s, enum shadow_outcome why, const char *reason);
 
-/* Queue bytes for the shadow: sent now when logged in, else kept for the login. */
+/*
+ * admit - len more bytes join this session's mirror queue: counted against
+ * the session's and the process's bounds once, here.  Over a bound the
+ * shadow is detached (-1): it can fall behind, the client cannot.
+ */
 static int
-enqueue(struct pg_session *s, struct evbuffer *src, size_t len)
+admit(struct pg_session *s, size_t len)
 {
-    const struct conf_mirror *m = mirror_conf(s);
-    if (s->shadow.queued + len > m->queue_bytes ||
+    if (s->shadow.queued + len > mirror_conf(s)->queue_bytes ||
         pg_shadow_queue_total() + len > s->rt->conf->limits.mirror_queue_total) {
         detach(s, SHADOW_DROPPED, "mirror queue full");
         return -1;
     }
     account(s, (int64_t)len);
+    return 0;
+}
+
+/* Send admitted bytes: now when logged in, else kept for the login. */
+static int
+send_admitted(struct pg_session *s, struct evbuffer *src, size_t len)
+{
     if (s->shadow.state == PGSH_READY) {
         evbuffer_remove_buffer(src, s->shadow.conn.out, len);
         size_t before = evbuffer_get_length(s->shadow.conn.out);
@@ -424,13 +438,10 @@ static void
 hold(struct pg_session *s, struct pg_unit *u, size_t len)
 {
     struct pg_shadow *sh = &s->shadow;
-    if (s->shadow.queued + len > mirror_conf(s)->queue_bytes ||
-        pg_shadow_queue_total() + len > s->rt->conf->limits.mirror_queue_total) {
-        detach(s, SHADOW_DROPPED, "mirror queue full");
+    if (admit(s, len) != 0) {
         s->copy_mirror = 0;
         return;
     }
-    account(s, (int64_t)len);
     evbuffer_remove_buffer(s->unit_buf, sh->held, len);
     u->held = 1;
     u->held_len = len;
@@ -458,9 +469,8 @@ release_held(struct pg_session *s, int force)
         sh->nheld--;
         if (sh->last_held == u)
             sh->last_held = NULL;
-        account(s, -(int64_t)u->held_len); /* enqueue counts it again */
         u->shadow_sent_ns = sh->state == PGSH_READY ? now : 0;
-        if (enqueue(s, sh->held, u->held_len) != 0)
+        if (send_admitted(s, sh->held, u->held_len) != 0)
             return; /* detached */
     }
 }
@@ -578,13 +588,14 @@ pg_shadow_copy_data(struct pg_session *s, size_t len)
         return;
     }
     copy_prefix(tmp, s->client.in, len);
-    if (s->shadow.nheld > 0 && s->shadow.last_held != NULL) {
-        /* behind its COPY statement, which is still held */
-        account(s, (int64_t)len);
-        evbuffer_add_buffer(s->shadow.held, tmp);
-        s->shadow.last_held->held_len += len;
-    } else {
-        enqueue(s, tmp, len);
+    if (admit(s, len) == 0) {
+        if (s->shadow.nheld > 0 && s->shadow.last_held != NULL) {
+            /* behind its COPY statement, which is still held */
+            evbuffer_add_buffer(s->shadow.held, tmp);
+            s->shadow.last_held->held_len += len;
+        } else {
+            send_admitted(s, tmp, len);
+        }
     }
     evbuffer_free(tmp);
 }
@@ -673,9 +684,7 @@ pg_shadow_primary_ready(struct pg_session *s)
 static void
 count_shadow(struct pg_session *s, enum metric_backend_counter c, uint64_t n)
 {
-    int slot = s->lis->shadow->metric_slot;
-    if (slot >= 0 && slot < METRIC_MAX_BACKENDS)
-        metric_add(&s->w->metrics->backend[slot][c], n);
+    pg_count_backend(s, s->lis->shadow, c, n);
 }
 
 static void
