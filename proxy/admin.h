@@ -6,6 +6,8 @@
  *   GET /readyz    200 "ready"; 503 with the reason while draining or when a
  *                  listener's primary is down
  *
+ *   PUT /api/weights   read weights, {"blue":90,"green":10}
+ *
  * Unknown paths get a JSON error with status 404, other methods 405.
  */
 #ifndef TANDEM_ADMIN_H
@@ -19,6 +21,11 @@
 
 struct admin;
 
+/* Changes an operator asks for (the API's PUT and POST endpoints). */
+enum admin_action {
+    ADMIN_SET_WEIGHTS, /* PUT /api/weights {"blue":90,"green":10} */
+};
+
 /* What the admin server asks of the process. */
 struct admin_hooks {
     void *ctx;
@@ -26,6 +33,13 @@ struct admin_hooks {
     int (*ready)(void *ctx, char *why, size_t whylen);
     /* status - a new JSON object describing the process (the caller frees it). */
     json_t *(*status)(void *ctx);
+    /*
+     * act - carry out an action with the request's JSON body (NULL when
+     * empty).  Returns the HTTP status; on success *reply is the JSON to
+     * send (taken), otherwise err says what was wrong.
+     */
+    int (*act)(void *ctx, enum admin_action action, json_t *body, json_t **reply, char *err,
+               size_t errlen);
 };
 
 struct admin *admin_new(struct event_base *base, const struct conf_addr *addr,
