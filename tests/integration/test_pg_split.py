@@ -422,3 +422,13 @@ def test_health_probe_logs_in(tandem, pg_primary, pg_shadow, tmp_path):
                "green marked down by its failing login probe")
     assert metric_value(t.metrics(), "tandem_backend_up", backend="blue") == 1
     assert "green" in t.log() and "down" in t.log()
+
+
+def test_cli_form(tandem, pg_primary, pg_shadow):
+    port, admin = free_port(), free_port()
+    t = tandem(args=["postgres", "--listen", f"127.0.0.1:{port}",
+                     "--primary", f"blue={pg_primary.address}",
+                     "--shadow", f"green={pg_shadow.address}", "--mode", "split",
+                     "--read-weights", "blue=0,green=100", "--admin", f"127.0.0.1:{admin}"],
+               port=port, admin_port=admin)
+    assert answered_by(t, pg_primary, pg_shadow, 10) == {"primary": 0, "shadow": 10}
