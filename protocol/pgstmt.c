@@ -67,6 +67,14 @@ pgstmt_count(const struct pgstmt_table *t)
     return t->count;
 }
 
+void
+pgstmt_foreach(struct pgstmt_table *t, void (*fn)(struct pgstmt *st, void *arg), void *arg)
+{
+    for (size_t i = 0; t != NULL && i < t->cap; i++)
+        if (t->slots[i] != NULL)
+            fn(t->slots[i], arg);
+}
+
 static size_t
 home(const struct pgstmt_table *t, const char *name, size_t len)
 {

@@ -59,6 +59,9 @@ void pgstmt_clear(struct pgstmt_table *t);
 
 size_t pgstmt_count(const struct pgstmt_table *t);
 
+/* pgstmt_foreach - call fn on every statement (fn must not add or remove any). */
+void pgstmt_foreach(struct pgstmt_table *t, void (*fn)(struct pgstmt *st, void *arg), void *arg);
+
 /*
  * Message helpers: the statement name a message refers to, read from its
  * body (type byte and length excluded).  They return 0 and set *name and *len,

@@ -160,7 +160,7 @@ status_reason(int code)
  * problem), handed to the process, its answer sent with its status.
  */
 static void
-run_action(struct admin *a, struct evhttp_request *req, enum admin_action action)
+run_action(struct admin *a, struct evhttp_request *req, enum admin_action action, const char *arg)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
@@ -178,7 +178,7 @@ run_action(struct admin *a, struct evhttp_request *req, enum admin_action action
             return;
         }
     }
-    int code = a->hooks.act(a->hooks.ctx, action, body, &reply, err, sizeof(err));
+    int code = a->hooks.act(a->hooks.ctx, action, arg, body, &reply, err, sizeof(err));
     json_decref(body);
     if (code >= 300 || reply == NULL) {
         json_decref(reply);
@@ -199,8 +199,28 @@ run_action(struct admin *a, struct evhttp_request *req, enum admin_action action
 static void
 route_weights(struct admin *a, struct evhttp_request *req)
 {
-    run_action(a, req, ADMIN_SET_WEIGHTS);
+    run_action(a, req, ADMIN_SET_WEIGHTS, NULL);
 }
+
+static void
+route_mode(struct admin *a, struct evhttp_request *req)
+{
+    run_action(a, req, ADMIN_SET_MODE, NULL);
+}
+
+static void
+route_cutover(struct admin *a, struct evhttp_request *req)
+{
+    run_action(a, req, ADMIN_CUTOVER, NULL);
+}
+
+static void
+route_rollback(struct admin *a, struct evhttp_request *req)
+{
+    run_action(a, req, ADMIN_ROLLBACK, NULL);
+}
+
+#define OPERATIONS_PREFIX "/api/operations/"
 
 static const struct route {
     const char *path;
@@ -213,6 +233,9 @@ static const struct route {
     {"/api/shadow/report", EVHTTP_REQ_GET, route_shadow_report},
     {"/api/status", EVHTTP_REQ_GET, route_status},
     {"/api/weights", EVHTTP_REQ_PUT, route_weights},
+    {"/api/mode", EVHTTP_REQ_PUT, route_mode},
+    {"/api/cutover", EVHTTP_REQ_POST, route_cutover},
+    {"/api/rollback", EVHTTP_REQ_POST, route_rollback},
 };
 
 static void
@@ -224,6 +247,14 @@ on_request(struct evhttp_request *req, void *arg)
 
     if (path == NULL)
         path = "/";
+    if (strncmp(path, OPERATIONS_PREFIX, strlen(OPERATIONS_PREFIX)) == 0) {
+        enum evhttp_cmd_type m = evhttp_request_get_command(req);
+        if (m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD)
+            run_action(a, req, ADMIN_OPERATION, path + strlen(OPERATIONS_PREFIX));
+        else
+            reply_json_error(req, 405, "Method Not Allowed", "method not allowed");
+        return;
+    }
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         if (strcmp(routes[i].path, path) != 0)
             continue;

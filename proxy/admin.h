@@ -6,7 +6,11 @@
  *   GET /readyz    200 "ready"; 503 with the reason while draining or when a
  *                  listener's primary is down
  *
- *   PUT /api/weights   read weights, {"blue":90,"green":10}
+ *   PUT /api/weights          read weights, {"blue":90,"green":10}
+ *   PUT /api/mode             {"mode":"passthrough"|"shadow"|"split"}
+ *   POST /api/cutover         start a cutover (202 with the operation; 409 when refused)
+ *   POST /api/rollback        reads to the primary now; roles back after a cutover
+ *   GET /api/operations/ID    one operation's state
  *
  * Unknown paths get a JSON error with status 404, other methods 405.
  */
@@ -24,6 +28,10 @@ struct admin;
 /* Changes an operator asks for (the API's PUT and POST endpoints). */
 enum admin_action {
     ADMIN_SET_WEIGHTS, /* PUT /api/weights {"blue":90,"green":10} */
+    ADMIN_SET_MODE,    /* PUT /api/mode {"mode":"split"} */
+    ADMIN_CUTOVER,     /* POST /api/cutover {"max_pause_ms":2000,"force":false} */
+    ADMIN_ROLLBACK,    /* POST /api/rollback {"max_pause_ms":2000} */
+    ADMIN_OPERATION,   /* GET /api/operations/ID (arg: the id) */
 };
 
 /* What the admin server asks of the process. */
@@ -38,8 +46,8 @@ struct admin_hooks {
      * empty).  Returns the HTTP status; on success *reply is the JSON to
      * send (taken), otherwise err says what was wrong.
      */
-    int (*act)(void *ctx, enum admin_action action, json_t *body, json_t **reply, char *err,
-               size_t errlen);
+    int (*act)(void *ctx, enum admin_action action, const char *arg, json_t *body, json_t **reply,
+               char *err, size_t errlen);
 };
 
 struct admin *admin_new(struct event_base *base, const struct conf_addr *addr,

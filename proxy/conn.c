@@ -61,6 +61,29 @@ conn_release(struct conn *c)
 }
 
 void
+conn_unbind(struct conn *c)
+{
+    if (c->reading)
+        event_del(&c->ev_read);
+    if (c->writing)
+        event_del(&c->ev_write);
+    c->reading = c->writing = 0;
+}
+
+static void want_write(struct conn *c, int on);
+
+void
+conn_rebind(struct conn *c, struct event_base *base, event_callback_fn cb, void *arg)
+{
+    conn_unbind(c);
+    event_assign(&c->ev_read, base, c->fd, EV_READ | EV_PERSIST, cb, arg);
+    event_assign(&c->ev_write, base, c->fd, EV_WRITE | EV_PERSIST, cb, arg);
+    conn_want_read(c, 1);
+    if (evbuffer_get_length(c->out) > 0)
+        want_write(c, 1);
+}
+
+void
 conn_want_read(struct conn *c, int on)
 {
     if (on && !c->reading) {

@@ -51,6 +51,14 @@ enum conn_io conn_read(struct conn *c, uint8_t *scratch, size_t cap, size_t *nre
 /* conn_flush - write as much of c->out as the socket takes; arms ev_write when needed. */
 enum conn_io conn_flush(struct conn *c);
 
+/*
+ * conn_unbind / conn_rebind - move a conn to another owner: unbind stops
+ * its events (the struct may then be copied), rebind points them at cb and
+ * arg and watches for reading again (and writing, with bytes to send).
+ */
+void conn_unbind(struct conn *c);
+void conn_rebind(struct conn *c, struct event_base *base, event_callback_fn cb, void *arg);
+
 /* conn_want_read - start or stop watching for readability (backpressure). */
 void conn_want_read(struct conn *c, int on);
 

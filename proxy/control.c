@@ -14,6 +14,13 @@ static int weights[METRIC_MAX_LISTENERS][METRIC_MAX_BACKENDS];
 static uint32_t versions[METRIC_MAX_LISTENERS];
 static int down[METRIC_MAX_BACKENDS]; /* 0: up or never probed */
 static uint64_t lag[METRIC_MAX_SHARDS][METRIC_MAX_BACKENDS];
+static int modes[METRIC_MAX_LISTENERS];   /* mode + 1; 0: the file's */
+static int swapped[METRIC_MAX_LISTENERS];
+static int paused[METRIC_MAX_LISTENERS];
+static int forced[METRIC_MAX_LISTENERS];
+static uint32_t pause_gen[METRIC_MAX_LISTENERS];
+/* per worker and listener: generation << 32 | sessions not ready */
+static uint64_t unready[METRIC_MAX_SHARDS][METRIC_MAX_LISTENERS];
 
 static int
 slot_ok(int slot, int max)
@@ -50,6 +57,7 @@ control_load(const struct runtime *rt)
                              (int)l->conf->read_weights[k].weight);
         }
         bump(l->metric_slot);
+        __atomic_store_n(&modes[l->metric_slot], 0, __ATOMIC_RELAXED);
     }
 }
 
@@ -154,4 +162,91 @@ control_lag_ms(int backend_slot)
             max = v;
     }
     return max;
+}
+
+void
+control_set_mode(int slot, int mode)
+{
+    if (slot_ok(slot, METRIC_MAX_LISTENERS))
+        __atomic_store_n(&modes[slot], mode + 1, __ATOMIC_RELEASE);
+}
+
+int
+control_mode(int slot, int configured)
+{
+    int m = slot_ok(slot, METRIC_MAX_LISTENERS) ? __atomic_load_n(&modes[slot], __ATOMIC_ACQUIRE)
+                                                : 0;
+    return m > 0 ? m - 1 : configured;
+}
+
+void
+control_set_roles_swapped(int slot, int on)
+{
+    if (slot_ok(slot, METRIC_MAX_LISTENERS))
+        __atomic_store_n(&swapped[slot], on, __ATOMIC_RELEASE);
+}
+
+int
+control_roles_swapped(int slot)
+{
+    return slot_ok(slot, METRIC_MAX_LISTENERS) && __atomic_load_n(&swapped[slot], __ATOMIC_ACQUIRE);
+}
+
+void
+control_set_paused(int slot, int on, uint32_t generation)
+{
+    if (!slot_ok(slot, METRIC_MAX_LISTENERS))
+        return;
+    /* the flag first: a worker that saw the new generation then sees the flag too */
+    __atomic_store_n(&paused[slot], on, __ATOMIC_RELEASE);
+    __atomic_store_n(&pause_gen[slot], generation, __ATOMIC_RELEASE);
+}
+
+int
+control_paused(int slot)
+{
+    return slot_ok(slot, METRIC_MAX_LISTENERS) && __atomic_load_n(&paused[slot], __ATOMIC_ACQUIRE);
+}
+
+uint32_t
+control_pause_generation(int slot)
+{
+    return slot_ok(slot, METRIC_MAX_LISTENERS) ? __atomic_load_n(&pause_gen[slot], __ATOMIC_ACQUIRE)
+                                               : 0;
+}
+
+void
+control_set_force(int slot, int on)
+{
+    if (slot_ok(slot, METRIC_MAX_LISTENERS))
+        __atomic_store_n(&forced[slot], on, __ATOMIC_RELEASE);
+}
+
+int
+control_force(int slot)
+{
+    return slot_ok(slot, METRIC_MAX_LISTENERS) && __atomic_load_n(&forced[slot], __ATOMIC_ACQUIRE);
+}
+
+void
+control_report_unready(int worker, int slot, uint32_t generation, unsigned n)
+{
+    if (slot_ok(worker, METRIC_MAX_SHARDS) && slot_ok(slot, METRIC_MAX_LISTENERS))
+        __atomic_store_n(&unready[worker][slot], (uint64_t)generation << 32 | n, __ATOMIC_RELEASE);
+}
+
+long
+control_unready(int slot, int nworkers)
+{
+    long sum = 0;
+    uint32_t gen = control_pause_generation(slot);
+    if (!slot_ok(slot, METRIC_MAX_LISTENERS))
+        return 0;
+    for (int w = 0; w < nworkers && w < METRIC_MAX_SHARDS; w++) {
+        uint64_t v = __atomic_load_n(&unready[w][slot], __ATOMIC_ACQUIRE);
+        if ((uint32_t)(v >> 32) != gen)
+            return -1;
+        sum += (long)(uint32_t)v;
+    }
+    return sum;
 }

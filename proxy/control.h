@@ -45,4 +45,38 @@ int control_backend_up(int backend_slot);
 void control_set_lag(int worker, int backend_slot, uint64_t lag_ms);
 uint64_t control_lag_ms(int backend_slot);
 
+/*
+ * Mode: PUT /api/mode sets it per listener; -1 (the default, and after a
+ * reload) means the file's.  control_mode returns the one in force.
+ */
+void control_set_mode(int listener_slot, int mode);
+int control_mode(int listener_slot, int configured);
+
+/*
+ * Cutover and rollback (proxy/cutover.c drives them).
+ *
+ * roles_swapped: the listener's shadow answers and its primary is
+ * mirrored.  It survives reloads: a reload must never swap primaries back
+ * behind the operator's back.  paused: new write units wait in tandem.
+ * A session whose own roles differ from the listener's holds its writes
+ * too, until it has swapped; so the flag can flip before every worker got
+ * to every session without a write reaching the old primary.
+ *
+ * Workers report, per listener, how many sessions are not yet ready to
+ * swap (idle, their shadow caught up), tagged with the pause generation
+ * they saw, so a count from before the pause is never mistaken for "all
+ * ready".
+ */
+void control_set_roles_swapped(int listener_slot, int swapped);
+int control_roles_swapped(int listener_slot);
+void control_set_paused(int listener_slot, int paused, uint32_t generation);
+int control_paused(int listener_slot);
+uint32_t control_pause_generation(int listener_slot);
+/* force: sessions without a shadow are not waited for (they are closed at their next idle point). */
+void control_set_force(int listener_slot, int force);
+int control_force(int listener_slot);
+void control_report_unready(int worker, int listener_slot, uint32_t generation, unsigned n);
+/* control_unready - sessions not ready on the listener, or -1 while a worker has not reported. */
+long control_unready(int listener_slot, int nworkers);
+
 #endif /* TANDEM_CONTROL_H */

@@ -66,7 +66,8 @@ pg_route_login(struct pg_session *s, const char *user, const char *database,
 static int
 split_mode(const struct pg_session *s)
 {
-    return s->lis->conf->mode == CONF_MODE_SPLIT && s->lis->shadow != NULL;
+    return s->shadow_be != NULL &&
+           control_mode(s->lis->metric_slot, (int)s->lis->conf->mode) == CONF_MODE_SPLIT;
 }
 
 /*
@@ -108,8 +109,8 @@ rotation(struct pg_session *s)
     struct worker_wrr *ww = &s->w->wrr[slot];
     uint32_t version = control_weights_version(slot);
     if (!ww->built || ww->version != version) {
-        int weights[2] = {control_weight(slot, s->lis->primary->metric_slot),
-                          control_weight(slot, s->lis->shadow->metric_slot)};
+        int weights[2] = {control_weight(slot, s->be->metric_slot),
+                          control_weight(slot, s->shadow_be->metric_slot)};
         wrr_init(&ww->wrr, weights, 2);
         ww->version = version;
         ww->built = 1;
@@ -135,10 +136,18 @@ pg_route_decide(struct pg_session *s, const struct pg_unit *u)
     uint64_t now = pg_now_ns();
     struct route_backend backends[2] = {
         {.healthy = true, .lag_ms = 0},
-        {.healthy = control_backend_up(s->lis->shadow->metric_slot) != 0,
-         .lag_ms = control_lag_ms(s->lis->shadow->metric_slot)},
+        {.healthy = control_backend_up(s->shadow_be->metric_slot) != 0,
+         .lag_ms = control_lag_ms(s->shadow_be->metric_slot)},
     };
     int rule = (u->hint & PGCLASS_HINT_SHADOW) ? s->route.canary_hint : s->route.canary;
+    struct canary_rule swapped_rule;
+    const struct canary_rule *canary = rule >= 0 ? &s->lis->canary[rule] : NULL;
+    if (canary && s->swapped && canary->backend <= ROUTE_SHADOW) {
+        /* rules name backends; after a cutover the listener's shadow answers as route index 0 */
+        swapped_rule = *canary;
+        swapped_rule.backend ^= 1;
+        canary = &swapped_rule;
+    }
     struct route_input in = {
         .kind = u->kind,
         .in_transaction = s->tx_open || s->tx_status != 'I',
@@ -147,7 +156,7 @@ pg_route_decide(struct pg_session *s, const struct pg_unit *u)
                                                       : (now - s->route.last_write_ns) / 1000000,
         .read_your_writes_ms = cl->read_your_writes_ms,
         .max_lag_ms = cl->max_lag_ms,
-        .canary = rule >= 0 ? &s->lis->canary[rule] : NULL,
+        .canary = canary,
         .primary = ROUTE_PRIMARY,
         .shadow = ROUTE_SHADOW,
         .backends = backends,

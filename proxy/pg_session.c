@@ -31,6 +31,7 @@
 #include "protocol/pgw.h"
 #include "proxy/cancel.h"
 #include "proxy/conn.h"
+#include "proxy/control.h"
 #include "protocol/pgcache.h"
 #include "proxy/log.h"
 #include "proxy/pg_session_int.h"
@@ -110,6 +111,22 @@ arm_timer(struct pg_session *s, uint32_t ms)
     evtimer_add(&s->timer, &tv);
 }
 
+/* Close the connection to the answering backend (libpq's, after a role swap, included). */
+static void
+server_close(struct pg_session *s)
+{
+    if (!s->server_open)
+        return;
+    conn_release(&s->server);
+    if (s->server_pq != NULL) {
+        PQsetnonblocking(s->server_pq, 1);
+        PQfinish(s->server_pq);
+        s->server_pq = NULL;
+    }
+    s->server_open = 0;
+    count_backend(s, METRIC_B_SERVER_CLOSED, 1);
+}
+
 /* The one transition function: every state change goes through here. */
 static void
 set_state(struct pg_session *s, enum pgs_state next)
@@ -122,11 +139,7 @@ set_state(struct pg_session *s, enum pgs_state next)
         break;
     case PGS_LINGER:
         /* the backend is no longer needed; the client gets its last bytes */
-        if (s->server_open) {
-            conn_release(&s->server);
-            s->server_open = 0;
-            count_backend(s, METRIC_B_SERVER_CLOSED, 1);
-        }
+        server_close(s);
         cancel_unregister(&s->cancel);
         conn_want_read(&s->client, 0);
         arm_timer(s, LINGER_MS);
@@ -192,11 +205,7 @@ enter_shadow_drain(struct pg_session *s)
 {
     evtimer_del(&s->timer);
     cancel_unregister(&s->cancel);
-    if (s->server_open) {
-        conn_release(&s->server);
-        s->server_open = 0;
-        count_backend(s, METRIC_B_SERVER_CLOSED, 1);
-    }
+    server_close(s);
     conn_release(&s->client);
     client_gone(s);
     s->client_counted_out = 1;
@@ -283,10 +292,7 @@ session_free(struct pg_session *s)
 {
     evtimer_del(&s->timer);
     cancel_unregister(&s->cancel);
-    if (s->server_open) {
-        conn_release(&s->server);
-        count_backend(s, METRIC_B_SERVER_CLOSED, 1);
-    }
+    server_close(s);
     conn_release(&s->client);
     pg_shadow_release(s);
     if (s->route.buf)
@@ -332,7 +338,7 @@ settle(struct pg_session *s)
         conn_want_read(&s->server, server_ok);
     }
     int client_ok = s->state != PGS_CONNECTING && s->state != PGS_SERVER_TLS_ASK &&
-                    s->state != PGS_SERVER_TLS && s->route.unit == NULL &&
+                    s->state != PGS_SERVER_TLS && s->route.unit == NULL && !s->writes_waiting &&
                     (!s->server_open || evbuffer_get_length(s->server.out) < BACKPRESSURE_BYTES);
     conn_want_read(&s->client, client_ok);
     if (s->shadow.state == PGSH_READY && s->shadow.conn_open)
@@ -752,7 +758,7 @@ unit_end(struct pg_session *s)
     if (s->route.candidate) {
         s->route.candidate = 0;
         if (pg_route_decide(s, s->building) && pg_unit_route(s) == 0)
-            answer = s->lis->shadow;
+            answer = s->shadow_be;
         else
             evbuffer_add_buffer(s->server.out, s->route.buf);
     }
@@ -814,6 +820,23 @@ track_statement_sql(struct pg_session *s, const char *sql, const struct pgclass_
         if (n > 0 && p[0] != '"')
             pgstmt_remove(s->stmts, p, n);
     }
+}
+
+/*
+ * Cutover: does a unit starting with cls wait in client.in?  Every unit but
+ * a read does, from a session out of any transaction, while the listener
+ * is paused or this session has not yet swapped to the listener's roles.
+ */
+static int
+write_must_wait(struct pg_session *s, const struct pgclass_result *cls)
+{
+    int slot = s->lis->metric_slot;
+    if (s->unit_open || cls == NULL || cls->kind == REQ_KIND_READ || s->tx_open ||
+        s->tx_status != 'I' || s->shadow_be == NULL ||
+        (!control_paused(slot) && s->swapped == control_roles_swapped(slot)))
+        return 0;
+    s->writes_waiting = 1;
+    return 1;
 }
 
 /* The classification a Bind to an untracked statement gets: safest is a write. */
@@ -891,6 +914,10 @@ client_active(struct pg_session *s)
                 goto bad_message;
             if (sql != NULL)
                 pgcache_classify(s->w->cls_cache, sql, &s->rt->classify, &cls);
+            if (write_must_wait(s, &cls)) {
+                free(heap);
+                goto out;
+            }
             unit_statement(s, &cls);
             if (sql != NULL && shadowing(s))
                 pg_unit_set_sql(s->building, sql, sqllen);
@@ -939,6 +966,11 @@ client_active(struct pg_session *s)
                                                       need - PGW_HEADER_LEN, &name, &namelen) == 0;
             if (named && s->stmts)
                 st = pgstmt_get(s->stmts, name, namelen);
+            if (h.type == 'B' &&
+                write_must_wait(s, st ? &st->cls : (named ? &unknown_statement : NULL))) {
+                free(heap);
+                goto out;
+            }
             if (h.type == 'B') {
                 unit_statement(s, st ? &st->cls : (named ? &unknown_statement : NULL));
                 const char *q, *n;
@@ -1153,8 +1185,8 @@ server_auth(struct pg_session *s)
             set_state(s, PGS_ACTIVE);
             slog(s, CONF_LOG_DEBUG, "logged in to \"%s\"", s->be->conf->name);
             /* a canary no_mirror rule keeps the session off the shadow altogether */
-            if (s->lis->conf->mode != CONF_MODE_PASSTHROUGH && s->lis->shadow != NULL &&
-                !s->route.no_mirror)
+            if (s->shadow_be != NULL && !s->route.no_mirror &&
+                control_mode(s->lis->metric_slot, (int)s->lis->conf->mode) != CONF_MODE_PASSTHROUGH)
                 pg_shadow_start(s);
             if (s->draining)
                 fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
@@ -1500,7 +1532,10 @@ pg_session_accept(struct worker *w, const struct rt_listener *l, int fd,
     s->rt = w->rt;
     runtime_ref(s->rt);
     s->lis = l;
-    s->be = l->primary;
+    /* after a cutover the listener's shadow answers and its primary is mirrored */
+    s->swapped = l->shadow != NULL && control_roles_swapped(l->metric_slot);
+    s->be = s->swapped ? l->shadow : l->primary;
+    s->shadow_be = s->swapped ? l->primary : l->shadow;
     s->id = (uint64_t)w->id << 48 | w->next_conn_id++;
     s->over_limit = over_limit != 0;
     s->server.fd = -1;
@@ -1547,6 +1582,92 @@ pg_session_kill(struct pg_session *s)
     conn_flush(&s->client);
     s->state = PGS_DEAD;
     settle(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Cutover and rollback: the session's roles swap at an idle point.    */
+
+/* 1: idle, and the shadow may take over; 0: not yet; -1: never (no shadow connection). */
+static int
+swap_ready(struct pg_session *s)
+{
+    if (s->state != PGS_ACTIVE)
+        return 0;
+    if (s->outstanding > 0 || s->unit_open || s->tx_open || s->tx_status != 'I' ||
+        s->route.unit != NULL || s->server_skip > 0 || evbuffer_get_length(s->server.out) > 0) {
+        /* a session that cannot swap now may still have no shadow at all */
+        return s->shadow.state == PGSH_OFF || s->shadow.state == PGSH_DETACHED ? -1 : 0;
+    }
+    return pg_shadow_swap_ready(s);
+}
+
+/*
+ * Both sides are idle and the shadow holds everything the primary does:
+ * exchange the two connections, so the shadow answers and the primary is
+ * mirrored.  The cancel key keeps pointing at the old primary's backend
+ * (libpq does not give the new one's secret); README, "Known limits".
+ */
+static void
+swap_roles(struct pg_session *s)
+{
+    struct conn old_primary;
+    const struct rt_backend *b = s->be;
+
+    conn_unbind(&s->server);
+    conn_unbind(&s->shadow.conn);
+    old_primary = s->server;
+    s->server = s->shadow.conn;
+    s->shadow.conn = old_primary;
+    conn_rebind(&s->server, s->w->base, on_server, s);
+    pg_shadow_swap(s);
+    s->be = s->shadow_be;
+    s->shadow_be = b;
+    s->swapped = !s->swapped;
+    s->route.last_write_ns = 0;
+    slog(s, CONF_LOG_DEBUG, "roles swapped: \"%s\" answers, \"%s\" is mirrored", s->be->conf->name,
+         s->shadow_be->conf->name);
+}
+
+/*
+ * pg_session_cutover_check - the worker's look at a session while a
+ * cutover or rollback is on, and after: swap the session's roles when the
+ * listener's have flipped and the session is ready; let waiting writes go
+ * once nothing holds them.  Returns 1 while the session keeps the
+ * operation waiting (not ready to swap).
+ */
+int
+pg_session_cutover_check(struct pg_session *s, int *listener_slot)
+{
+    int slot = *listener_slot = s->lis->metric_slot;
+    if (s->shadow_be == NULL || s->state > PGS_ACTIVE || s->state < PGS_AUTH)
+        return 0;
+    int want = control_roles_swapped(slot);
+    if (control_paused(slot)) {
+        /* drained: every write it sent is acknowledged by both sides (reads may run) */
+        int drained = s->shadow.state == PGSH_OFF || s->shadow.state == PGSH_DETACHED
+                          ? -1
+                          : !s->tx_open && s->tx_status == 'I' && !pg_shadow_writes_owed(s);
+        if (drained < 0)
+            return !control_force(slot);
+        return !drained;
+    }
+    if (s->swapped != want) {
+        int ready = swap_ready(s);
+        if (ready < 0 && s->outstanding == 0 && s->tx_status == 'I') {
+            fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
+                 "the primary changed (cutover) and this session has no connection to the "
+                 "new one: reconnect");
+            settle(s);
+        }
+        if (ready <= 0)
+            return 1;
+        swap_roles(s);
+    }
+    if (s->writes_waiting) {
+        s->writes_waiting = 0;
+        wake_soon(s);
+    }
+    return 0;
 }
 
 int

@@ -164,6 +164,8 @@ struct pg_session {
     struct runtime *rt;           /* reference held for the session's life */
     const struct rt_listener *lis;
     const struct rt_backend *be;  /* the answering backend: the primary */
+    const struct rt_backend *shadow_be; /* the mirrored one; NULL when the listener has none */
+    PGconn *server_pq;            /* libpq owning the server socket (after a role swap), or NULL */
     uint64_t id;
     char peer[64];
     enum pgs_state state;
@@ -180,6 +182,8 @@ struct pg_session {
     unsigned tx_open : 1;         /* a transaction may be open (BEGIN seen, not yet idle) */
     unsigned copy_mirror : 1;     /* CopyData from the client goes to the shadow too */
     unsigned client_counted_out : 1; /* the client's departure is already counted */
+    unsigned swapped : 1;         /* roles swapped by a cutover: be is the listener's shadow */
+    unsigned writes_waiting : 1;  /* a write unit waits in client.in for a cutover to finish */
     unsigned server_discard : 1;  /* the primary's current run answers a routed unit: dropped */
     uint8_t tx_status;            /* from the last ReadyForQuery: I, T or E */
     uint32_t outstanding;         /* units sent and not yet answered */
@@ -238,6 +242,9 @@ void pg_shadow_orphan(struct pg_session *s);
 void pg_shadow_abandon(struct pg_session *s);
 uint64_t pg_shadow_queue_total(void);
 int pg_unit_route(struct pg_session *s);
+int pg_shadow_swap_ready(struct pg_session *s);
+int pg_shadow_writes_owed(const struct pg_session *s);
+void pg_shadow_swap(struct pg_session *s);
 
 /* pg_session.c: routed units */
 void pg_session_forward(struct pg_session *s, struct evbuffer *in, size_t len);

@@ -28,6 +28,7 @@
 #include "metrics/metric.h"
 #include "metrics/shadow.h"
 #include "protocol/pgw.h"
+#include "proxy/control.h"
 #include "proxy/log.h"
 #include "proxy/pg_session_int.h"
 #include "proxy/runtime.h"
@@ -544,6 +545,14 @@ pg_unit_close(struct pg_session *s)
 
     int wanted = !(u->hint & PGCLASS_HINT_NOSHADOW) && !u->no_mirror &&
                  (u->kind != REQ_KIND_READ || s->tx_open || u->sampled) && level_allows(s, u);
+    if (wanted &&
+        control_mode(s->lis->metric_slot, (int)s->lis->conf->mode) == CONF_MODE_PASSTHROUGH) {
+        /* mirroring turned off while the session runs: its writes are lost to the shadow */
+        shadow_count_dropped(s->w->shadow, s->lis->metric_slot, SHADOW_DROP_MIRRORING_OFF, 1);
+        if (changes_data(u))
+            shadow_set_diverged(s->lis->metric_slot);
+        wanted = 0;
+    }
     if (!wanted) {
         u->shadow_done = 1;
         settle_names(s, u, 0);
@@ -753,7 +762,7 @@ pg_shadow_primary_ready(struct pg_session *s)
 static void
 count_shadow(struct pg_session *s, enum metric_backend_counter c, uint64_t n)
 {
-    pg_count_backend(s, s->lis->shadow, c, n);
+    pg_count_backend(s, s->shadow_be, c, n);
 }
 
 static void
@@ -823,8 +832,8 @@ detach(struct pg_session *s, enum shadow_outcome why, const char *reason)
     if (lost_write)
         shadow_set_diverged(s->lis->metric_slot);
     log_at(why == SHADOW_DROPPED ? CONF_LOG_INFO : CONF_LOG_WARN, s->id, s->peer,
-           "shadow \"%s\" at %s detached: %s%s", s->lis->shadow->conf->name,
-           s->lis->shadow->addr_text, reason, lost_write ? " (a write was lost: diverged)" : "");
+           "shadow \"%s\" at %s detached: %s%s", s->shadow_be->conf->name,
+           s->shadow_be->addr_text, reason, lost_write ? " (a write was lost: diverged)" : "");
     complete_units(s);
     pg_session_shadow_progress(s);
 }
@@ -852,7 +861,7 @@ shadow_ready(struct pg_session *s)
     }
     sh->state = PGSH_READY;
     sh->failures = 0;
-    slog(s, CONF_LOG_DEBUG, "shadow \"%s\" logged in", s->lis->shadow->conf->name);
+    slog(s, CONF_LOG_DEBUG, "shadow \"%s\" logged in", s->shadow_be->conf->name);
 
     uint64_t now = pg_now_ns();
     for (struct pg_unit *u = s->units_head; u; u = u->next)
@@ -942,7 +951,7 @@ void
 pg_shadow_start(struct pg_session *s)
 {
     struct pg_shadow *sh = &s->shadow;
-    const struct rt_backend *b = s->lis->shadow;
+    const struct rt_backend *b = s->shadow_be;
     struct pgw_startup st;
     const char *err;
     size_t used;
@@ -1195,6 +1204,113 @@ pg_shadow_release(struct pg_session *s)
         evbuffer_free(s->unit_buf);
     sh->pending = sh->state_log = sh->held = s->unit_buf = NULL;
     sh->state = PGSH_OFF;
+}
+
+/* A statement the new primary must have before the roles swap. */
+struct sync_ctx {
+    struct pg_session *s;
+    struct evbuffer *out;
+    unsigned n;
+};
+
+static void
+mark_present(struct pgstmt *st, void *arg)
+{
+    struct sync_ctx *ctx = arg;
+    st->epoch = st->name[0] != '\0' ? ctx->s->shadow.epoch : 0;
+}
+
+
+/* A statement the new primary must have before the roles swap. */
+static void
+sync_one(struct pgstmt *st, void *arg)
+{
+    struct sync_ctx *ctx = arg;
+    if (st->name[0] == '\0' || st->parse == NULL || st->epoch == ctx->s->shadow.epoch)
+        return;
+    evbuffer_add(ctx->out, st->parse, st->parse_len);
+    st->epoch = ctx->s->shadow.epoch;
+    ctx->n++;
+}
+
+/*
+ * pg_shadow_swap_ready - 1 when the shadow may become the primary now:
+ * logged in, owing nothing, and holding every statement the client
+ * prepared.  Statements it lacks (prepared in units it never saw) are sent
+ * now, as a unit of ours; then 0 until it answered.  -1: no shadow
+ * connection to swap to.
+ */
+int
+pg_shadow_swap_ready(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    if (sh->state == PGSH_OFF || sh->state == PGSH_DETACHED)
+        return -1;
+    if (sh->state != PGSH_READY || !sh->conn_open || pg_shadow_busy(s) || s->units_head != NULL ||
+        sh->skip > 0)
+        return 0;
+    struct sync_ctx ctx = {.s = s, .out = evbuffer_new()};
+    if (ctx.out == NULL)
+        return 0;
+    pgstmt_foreach(s->stmts, sync_one, &ctx);
+    if (ctx.n == 0) {
+        evbuffer_free(ctx.out);
+        return 1;
+    }
+    uint8_t sync[5] = {'S', 0, 0, 0, 4};
+    evbuffer_add(ctx.out, sync, sizeof(sync));
+    struct pg_unit *u = calloc(1, sizeof(*u));
+    size_t len = evbuffer_get_length(ctx.out);
+    if (u != NULL && admit(s, len) == 0) {
+        u->forced = -1;
+        u->kind = REQ_KIND_SESSION;
+        u->closed = u->mirrored = u->primary_done = u->replay = 1;
+        u->closed_ns = u->shadow_sent_ns = pg_now_ns();
+        append_unit(s, u);
+        if (s->scur == NULL)
+            s->scur = u;
+        send_admitted(s, ctx.out, len);
+    } else {
+        free(u);
+    }
+    evbuffer_free(ctx.out);
+    return 0;
+}
+
+/*
+ * pg_shadow_swap - the roles swap: the caller moved the primary's conn into
+ * shadow.conn and took the shadow's; here the shadow side is pointed at its
+ * new socket.  The old primary has every statement the client prepared.
+ */
+void
+pg_shadow_swap(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    PGconn *pq = sh->pq;
+    sh->pq = s->server_pq;
+    s->server_pq = pq;
+    sh->conn.borrowed = sh->pq != NULL;
+    s->server.borrowed = s->server_pq != NULL;
+    conn_rebind(&sh->conn, s->w->base, on_shadow_io, s);
+    sh->epoch = (sh->epoch + 1) & 0x7fffffffu;
+    if (sh->epoch == 0)
+        sh->epoch = 1;
+    struct sync_ctx ctx = {.s = s};
+    pgstmt_foreach(s->stmts, mark_present, &ctx);
+    sh->failures = 0;
+}
+
+/* pg_shadow_writes_owed - a unit that is no read is unanswered by the primary or the shadow. */
+int
+pg_shadow_writes_owed(const struct pg_session *s)
+{
+    if (s->building != NULL && s->building->kind != REQ_KIND_READ)
+        return 1;
+    for (const struct pg_unit *u = s->units_head; u; u = u->next)
+        if (u->kind != REQ_KIND_READ && !u->replay &&
+            (!u->primary_done || (u->mirrored && !u->shadow_done)))
+            return 1;
+    return 0;
 }
 
 /* pg_shadow_busy - the shadow still owes answers (or has bytes still to send). */

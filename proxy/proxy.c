@@ -19,6 +19,7 @@
 #include "metrics/shadow.h"
 #include "proxy/admin.h"
 #include "proxy/control.h"
+#include "proxy/cutover.h"
 #include "proxy/health.h"
 #include "proxy/log.h"
 #include "proxy/runtime.h"
@@ -35,6 +36,7 @@ struct proxy {
     int nstarted;
     struct admin *admin;
     struct health *health;
+    struct cutover *cutover;
     struct event *sig_hup, *sig_term, *sig_int;
     struct event *drain_tick;
     struct timeval drain_deadline;
@@ -187,7 +189,10 @@ ready(void *ctx, char *why, size_t whylen)
         return 0;
     }
     for (size_t i = 0; i < p->rt->nlisteners; i++) {
-        const struct rt_backend *b = p->rt->listeners[i].primary;
+        const struct rt_listener *l = &p->rt->listeners[i];
+        /* the backend answering now: after a cutover, the listener's shadow */
+        const struct rt_backend *b =
+            l->shadow && control_roles_swapped(l->metric_slot) ? l->shadow : l->primary;
         if (health_backend_state(p->health, b) == 0) {
             snprintf(why, whylen, "primary \"%s\" at %s is down", b->conf->name, b->addr_text);
             return 0;
@@ -260,13 +265,83 @@ set_weights(struct proxy *p, json_t *body, json_t **reply, char *err, size_t err
     return 200;
 }
 
+/* PUT /api/mode: {"mode":"split"} for every listener with a shadow (until the next reload). */
 static int
-act(void *ctx, enum admin_action action, json_t *body, json_t **reply, char *err, size_t errlen)
+set_mode(struct proxy *p, json_t *body, json_t **reply, char *err, size_t errlen)
+{
+    const char *name = json_is_object(body) ? json_string_value(json_object_get(body, "mode"))
+                                            : NULL;
+    int mode = -1;
+    for (int m = CONF_MODE_PASSTHROUGH; name && m <= CONF_MODE_SPLIT; m++)
+        if (strcmp(name, conf_mode_name((enum conf_mode)m)) == 0)
+            mode = m;
+    if (mode < 0) {
+        snprintf(err, errlen, "body: expected {\"mode\": \"passthrough\" | \"shadow\" | \"split\"}");
+        return 400;
+    }
+    int changed = 0;
+    for (size_t i = 0; i < p->rt->nlisteners; i++) {
+        const struct rt_listener *l = &p->rt->listeners[i];
+        if (l->shadow == NULL)
+            continue;
+        control_set_mode(l->metric_slot, mode);
+        changed++;
+    }
+    if (changed == 0 && mode != CONF_MODE_PASSTHROUGH) {
+        snprintf(err, errlen, "no listener has a shadow: mode %s needs one", name);
+        return 400;
+    }
+    log_info("mode set to %s through the admin API", name);
+    *reply = json_pack("{s:s}", "mode", name);
+    return 200;
+}
+
+/* POST /api/cutover and /api/rollback: {"max_pause_ms": 2000, "force": false}, both optional. */
+static int
+start_operation(struct proxy *p, enum cutover_kind kind, json_t *body, json_t **reply, char *err,
+                size_t errlen)
+{
+    json_int_t max_pause = 0;
+    int force = 0;
+    if (body != NULL) {
+        json_t *mp = json_object_get(body, "max_pause_ms"), *f = json_object_get(body, "force");
+        if (!json_is_object(body) || (mp && !json_is_integer(mp)) || (f && !json_is_boolean(f))) {
+            snprintf(err, errlen, "body: expected {\"max_pause_ms\": integer, \"force\": boolean}");
+            return 400;
+        }
+        max_pause = mp ? json_integer_value(mp) : 0;
+        force = f ? json_is_true(f) : 0;
+        if (max_pause < 0 || max_pause > 600000) {
+            snprintf(err, errlen, "max_pause_ms: expected 1..600000");
+            return 400;
+        }
+    }
+    return cutover_start(p->cutover, p->rt, kind, (uint32_t)max_pause, force, reply, err, errlen);
+}
+
+static int
+act(void *ctx, enum admin_action action, const char *arg, json_t *body, json_t **reply, char *err,
+    size_t errlen)
 {
     struct proxy *p = ctx;
     switch (action) {
     case ADMIN_SET_WEIGHTS:
         return set_weights(p, body, reply, err, errlen);
+    case ADMIN_SET_MODE:
+        return set_mode(p, body, reply, err, errlen);
+    case ADMIN_CUTOVER:
+        return start_operation(p, CUTOVER_FORWARD, body, reply, err, errlen);
+    case ADMIN_ROLLBACK:
+        return start_operation(p, CUTOVER_ROLLBACK, body, reply, err, errlen);
+    case ADMIN_OPERATION: {
+        json_t *op = cutover_operation_json(p->cutover, arg);
+        if (op == NULL) {
+            snprintf(err, errlen, "no operation \"%.64s\"", arg);
+            return 404;
+        }
+        *reply = json_pack("{s:o}", "operation", op);
+        return 200;
+    }
     }
     snprintf(err, errlen, "unknown action");
     return 404;
@@ -290,15 +365,19 @@ status(void *ctx)
         json_array_append_new(backends, backend_json(p, &p->rt->backends[i]));
     for (size_t i = 0; i < p->rt->nlisteners; i++) {
         const struct rt_listener *l = &p->rt->listeners[i];
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "name", l->conf->name, "protocol",
-                              conf_proto_name(l->conf->proto), "listen", l->addr_text, "mode",
-                              conf_mode_name(l->conf->mode), "primary", l->primary->conf->name,
-                              "shadow", l->shadow ? json_string(l->shadow->conf->name)
-                                                  : json_null());
+        int swapped = l->shadow != NULL && control_roles_swapped(l->metric_slot);
+        const struct rt_backend *primary = swapped ? l->shadow : l->primary;
+        const struct rt_backend *shadow = swapped ? l->primary : l->shadow;
+        json_t *o = json_pack(
+            "{s:s, s:s, s:s, s:s, s:s, s:o, s:b, s:b}", "name", l->conf->name, "protocol",
+            conf_proto_name(l->conf->proto), "listen", l->addr_text, "mode",
+            conf_mode_name((enum conf_mode)control_mode(l->metric_slot, (int)l->conf->mode)),
+            "primary", primary->conf->name, "shadow",
+            shadow ? json_string(shadow->conf->name) : json_null(), "cut_over", swapped,
+            "writes_paused", control_paused(l->metric_slot));
         json_object_set_new(o, "roles",
-                            json_pack("{s:s, s:o}", "primary", l->primary->conf->name, "shadow",
-                                      l->shadow ? json_string(l->shadow->conf->name)
-                                                : json_null()));
+                            json_pack("{s:s, s:o}", "primary", primary->conf->name, "shadow",
+                                      shadow ? json_string(shadow->conf->name) : json_null()));
         json_object_set_new(o, "weights", weights_json(l));
         json_object_set_new(o, "clients",
                             json_integer((json_int_t)(
@@ -322,6 +401,8 @@ status(void *ctx)
     json_object_set_new(root, "draining", json_boolean(p->draining));
     json_object_set_new(root, "configuration", json_string(p->conf_path ? p->conf_path : ""));
     json_object_set_new(root, "listeners", listeners);
+    json_t *op = cutover_latest_json(p->cutover);
+    json_object_set_new(root, "operation", op ? op : json_null());
     json_object_set_new(root, "backends", backends);
     return root;
 }
@@ -336,6 +417,7 @@ proxy_release(struct proxy *p)
     free(p->workers);
     admin_free(p->admin);
     health_free(p->health);
+    cutover_free(p->cutover);
     if (p->sig_hup)
         event_free(p->sig_hup);
     if (p->sig_term)
@@ -402,10 +484,11 @@ proxy_run(struct conf *conf, const char *conf_path)
     }
     control_load(p->rt);
     p->health = health_new(p->base, p->rt);
+    p->cutover = cutover_new(p->base, p->workers, p->nworkers);
     p->sig_hup = evsignal_new(p->base, SIGHUP, on_signal, p);
     p->sig_term = evsignal_new(p->base, SIGTERM, on_signal, p);
     p->sig_int = evsignal_new(p->base, SIGINT, on_signal, p);
-    if (p->health == NULL || !p->sig_hup || !p->sig_term || !p->sig_int)
+    if (p->health == NULL || p->cutover == NULL || !p->sig_hup || !p->sig_term || !p->sig_int)
         goto out;
     event_add(p->sig_hup, NULL);
     event_add(p->sig_term, NULL);

@@ -166,6 +166,34 @@ listeners_reconcile(struct worker *w, char *err, size_t errlen)
     return rc;
 }
 
+/*
+ * Cutover and rollback: swap the sessions that are ready, let held writes
+ * go, and report per listener how many sessions the operation waits for.
+ */
+static void
+cutover_check(struct worker *w)
+{
+    unsigned unready[METRIC_MAX_LISTENERS] = {0};
+    uint32_t generation[METRIC_MAX_LISTENERS] = {0};
+    /* read before looking at the sessions: the counts then answer this generation's pause */
+    for (size_t i = 0; i < w->rt->nlisteners; i++) {
+        int slot = w->rt->listeners[i].metric_slot;
+        if (slot >= 0 && slot < METRIC_MAX_LISTENERS)
+            generation[slot] = control_pause_generation(slot);
+    }
+    for (struct pg_session *s = w->sessions, *next; s; s = next) {
+        next = pg_session_next(s); /* the check may end a session */
+        int slot;
+        if (pg_session_cutover_check(s, &slot) && slot >= 0 && slot < METRIC_MAX_LISTENERS)
+            unready[slot]++;
+    }
+    for (size_t i = 0; i < w->rt->nlisteners; i++) {
+        int slot = w->rt->listeners[i].metric_slot;
+        if (slot >= 0 && slot < METRIC_MAX_LISTENERS)
+            control_report_unready(w->id, slot, generation[slot], unready[slot]);
+    }
+}
+
 static void
 on_notify(evutil_socket_t fd, short what, void *arg)
 {
@@ -175,11 +203,13 @@ on_notify(evutil_socket_t fd, short what, void *arg)
 
     pthread_mutex_lock(&w->lock);
     struct runtime *rt = w->posted_rt;
-    int drain = w->posted_drain, quit = w->posted_quit;
+    int drain = w->posted_drain, quit = w->posted_quit, kick = w->posted_kick;
     w->posted_rt = NULL;
-    w->posted_drain = w->posted_quit = 0;
+    w->posted_drain = w->posted_quit = w->posted_kick = 0;
     pthread_mutex_unlock(&w->lock);
 
+    if (kick)
+        cutover_check(w);
     if (rt != NULL) {
         runtime_unref(w->rt);
         w->rt = rt;
@@ -246,6 +276,7 @@ on_tick(evutil_socket_t fd, short what, void *arg)
         control_set_lag(w->id, b, backend_lag_ms[b]); /* max_lag keeps routed reads off a slow one */
     if (w->id == 0)
         shadow_set_queue_bytes(pg_session_queue_total());
+    cutover_check(w);
 }
 
 int
@@ -347,6 +378,15 @@ worker_post_quit(struct worker *w)
 {
     pthread_mutex_lock(&w->lock);
     w->posted_quit = 1;
+    pthread_mutex_unlock(&w->lock);
+    event_active(w->notify, EV_READ, 0);
+}
+
+void
+worker_post_kick(struct worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->posted_kick = 1;
     pthread_mutex_unlock(&w->lock);
     event_active(w->notify, EV_READ, 0);
 }

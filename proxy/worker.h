@@ -57,6 +57,7 @@ struct worker {
     struct runtime *posted_rt;
     int posted_drain;
     int posted_quit;
+    int posted_kick;             /* a cutover or rollback moved: look at the sessions now */
 
     uint8_t scratch[WORKER_SCRATCH_SIZE];
 };
@@ -79,6 +80,7 @@ void worker_release(struct worker *w);
 void worker_post_runtime(struct worker *w, struct runtime *rt);
 void worker_post_drain(struct worker *w);
 void worker_post_quit(struct worker *w);
+void worker_post_kick(struct worker *w);
 
 /* Sessions call these to link/unlink themselves. */
 void worker_session_added(struct worker *w, struct pg_session *s);

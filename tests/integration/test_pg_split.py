@@ -420,7 +420,8 @@ def test_health_probe_logs_in(tandem, pg_primary, pg_shadow, tmp_path):
     t = tandem(config_text=text, port=port, admin_port=admin)
     wait_until(lambda: metric_value(t.metrics(), "tandem_backend_up", backend="green") == 0, 20,
                "green marked down by its failing login probe")
-    assert metric_value(t.metrics(), "tandem_backend_up", backend="blue") == 1
+    wait_until(lambda: metric_value(t.metrics(), "tandem_backend_up", backend="blue") == 1, 30,
+               "blue up by its login probe")
     assert "green" in t.log() and "down" in t.log()
 
 

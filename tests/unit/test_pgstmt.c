@@ -44,6 +44,30 @@ test_put_get_replace(void **state)
 }
 
 static void
+count_visit(struct pgstmt *st, void *arg)
+{
+    (void)st;
+    (*(int *)arg)++;
+}
+
+static void
+test_foreach_visits_each_once(void **state)
+{
+    (void)state;
+    struct pgstmt_table *t = pgstmt_table_new();
+    char name[32];
+    int visits = 0;
+    for (int i = 0; i < 100; i++) {
+        int n = snprintf(name, sizeof(name), "q%d", i);
+        assert_non_null(pgstmt_put(t, name, (size_t)n, NULL, 0, &read_cls));
+    }
+    pgstmt_remove(t, "q7", 2);
+    pgstmt_foreach(t, count_visit, &visits);
+    assert_int_equal(visits, 99);
+    pgstmt_table_free(t);
+}
+
+static void
 test_many_and_remove(void **state)
 {
     (void)state;
@@ -124,6 +148,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_replace),
         cmocka_unit_test(test_many_and_remove),
+        cmocka_unit_test(test_foreach_visits_each_once),
         cmocka_unit_test(test_refuses_bad_names),
         cmocka_unit_test(test_message_helpers),
     };

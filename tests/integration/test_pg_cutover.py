@@ -1,0 +1,223 @@
+"""Cutover and rollback: the shadow becomes the primary, and back, while
+pgbench runs through tandem, with no failed transaction and no lost write.
+
+Which server answers is read from `SELECT inet_server_port()`.  The only
+bound on time is max_pause, which tandem itself enforces (a cutover that
+cannot drain in time is abandoned); the tests assert the outcome, never a
+duration.
+"""
+import json
+import signal
+import time
+import urllib.request
+
+import psycopg
+import pytest
+
+from harness.clients import check_pgbench
+from harness.pgserver import PgServer
+from harness.shadow import (create_database, execute, pgbench_db_popen, pgbench_init_db,
+                            shadow_config, signal_server, table_digest, wait_drained)
+from harness.tandemproc import metric_value
+from harness.util import free_port, wait_until
+
+TABLES = ("pgbench_accounts", "pgbench_tellers", "pgbench_branches")
+
+
+def start(factory, primary, shadow, mode="shadow", listener_extra="", mirror=None, workers=2):
+    port, admin = free_port(), free_port()
+    text = shadow_config(port=port, admin_port=admin, primary=primary, shadow=shadow, mode=mode,
+                         workers=workers, listener_extra=listener_extra,
+                         mirror=mirror or {"reads": "0%", "timeout": "10s"})
+    return factory(config_text=text, port=port, admin_port=admin)
+
+
+def call(t, method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{t.admin_port}{path}", data=data,
+                                 method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def run_operation(t, path, body=None, timeout=60):
+    """POST path; wait until the operation is over; return its final JSON."""
+    status, reply = call(t, "POST", path, body)
+    assert status == 202, reply
+    op = reply["operation"]
+    assert op["state"] in ("in_progress", "completed"), op
+    final = {}
+
+    def over():
+        nonlocal final
+        status, got = call(t, "GET", f"/api/operations/{op['id']}")
+        assert status == 200, got
+        final = got["operation"]
+        return final["state"] in ("completed", "failed")
+    wait_until(over, timeout, f"{path} to finish")
+    return final
+
+
+def answering_port(t, dbname="postgres"):
+    with t.connect(dbname=dbname) as conn:
+        return conn.execute("SELECT inet_server_port()").fetchone()[0]
+
+
+def assert_same_data(primary, shadow, db):
+    for table in TABLES:
+        assert table_digest(primary, db, table) == table_digest(shadow, db, table), table
+    count = "SELECT count(*) FROM pgbench_history"
+    with psycopg.connect(primary.socket_dsn(dbname=db)) as a, \
+            psycopg.connect(shadow.socket_dsn(dbname=db)) as b:
+        assert a.execute(count).fetchone() == b.execute(count).fetchone()
+
+
+@pytest.fixture
+def bench_db(pg_primary, pg_shadow):
+    db = "cutover_bench"
+    for server in (pg_primary, pg_shadow):
+        create_database(server, db)
+        pgbench_init_db(server, db)
+    return db
+
+
+def test_cutover_then_rollback_under_pgbench(tandem, pg_primary, pg_shadow, bench_db):
+    t = start(tandem, pg_primary, pg_shadow)
+    proc = pgbench_db_popen(t.port, bench_db, clients=8, seconds=14)
+    try:
+        time.sleep(3)
+        before = metric_value(t.metrics(), "tandem_requests_total", listener="pg",
+                              backend="green", kind="write") or 0
+        op = run_operation(t, "/api/cutover", {"max_pause_ms": 8000})
+        assert op["state"] == "completed", op
+        assert op["type"] == "cutover" and op["pause_ms"] <= op["max_pause_ms"]
+        assert answering_port(t, bench_db) == pg_shadow.port  # new sessions: green answers
+        status = json.loads(t.http("/api/status")[1])
+        listener = status["listeners"][0]
+        assert listener["roles"] == {"primary": "green", "shadow": "blue"}
+        assert status["operation"]["id"] == op["id"]
+        time.sleep(3)
+        after = metric_value(t.metrics(), "tandem_requests_total", listener="pg",
+                             backend="green", kind="write") or 0
+        assert after > before + 50  # pgbench's sessions now write to green first
+        op = run_operation(t, "/api/rollback", {"max_pause_ms": 8000})
+        assert op["state"] == "completed", op
+        assert op["type"] == "rollback"
+        assert answering_port(t, bench_db) == pg_primary.port
+    finally:
+        processed = check_pgbench(proc)  # exit 0, no failed transaction
+    assert processed > 100
+    wait_drained(t)
+    assert_same_data(pg_primary, pg_shadow, bench_db)
+    text = t.metrics()
+    for outcome in ("shadow_error", "shadow_timeout", "dropped"):
+        assert (metric_value(text, "tandem_shadow_operations_total", listener="pg",
+                             outcome=outcome) or 0) == 0, outcome
+
+
+def test_prepared_sessions_survive_cutover(tandem, pg_primary, pg_shadow, bench_db):
+    """pgbench -M prepared: statements prepared before the cutover work on the new primary."""
+    t = start(tandem, pg_primary, pg_shadow)
+    proc = pgbench_db_popen(t.port, bench_db, clients=4, seconds=8, mode="prepared")
+    try:
+        time.sleep(2)
+        op = run_operation(t, "/api/cutover", {"max_pause_ms": 8000})
+        assert op["state"] == "completed", op
+    finally:
+        check_pgbench(proc)
+    wait_drained(t)
+    assert_same_data(pg_primary, pg_shadow, bench_db)
+    op = run_operation(t, "/api/rollback")
+    assert op["state"] == "completed", op
+
+
+@pytest.fixture
+def own_shadow(certs):
+    server = PgServer("cutshadow", certs)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_cutover_that_cannot_drain_is_abandoned(tandem, pg_primary, own_shadow):
+    db = "cutover_stall"
+    for server in (pg_primary, own_shadow):
+        create_database(server, db)
+        pgbench_init_db(server, db)
+    t = start(tandem, pg_primary, own_shadow)
+    proc = pgbench_db_popen(t.port, db, clients=4, seconds=8)
+    try:
+        time.sleep(2)
+        signal_server(own_shadow, signal.SIGSTOP)
+        try:
+            status, reply = call(t, "POST", "/api/cutover", {"max_pause_ms": 1500})
+            assert status == 202, reply
+            # one operation at a time
+            status2, reply2 = call(t, "POST", "/api/rollback")
+            assert status2 == 409 and "in progress" in reply2["error"], reply2
+            op_id = reply["operation"]["id"]
+            wait_until(lambda: call(t, "GET", f"/api/operations/{op_id}")[1]["operation"]
+                       ["state"] == "failed", 30, "the cutover to be abandoned")
+        finally:
+            signal_server(own_shadow, signal.SIGCONT)
+        op = call(t, "GET", f"/api/operations/{op_id}")[1]["operation"]
+        assert "abandoned" in op["reason"] and "1500 ms" in op["reason"], op
+        assert answering_port(t, db) == pg_primary.port  # roles unchanged
+    finally:
+        check_pgbench(proc)
+    wait_drained(t)
+    assert_same_data(pg_primary, own_shadow, db)
+
+
+def test_refused_when_the_shadow_diverged_unless_forced(tandem, pg_primary, pg_shadow):
+    t = start(tandem, pg_primary, pg_shadow)
+    for server in (pg_primary, pg_shadow):
+        execute(server, "CREATE TABLE IF NOT EXISTS cut_div (v int)")
+        execute(server, "GRANT ALL ON cut_div TO PUBLIC")
+    try:
+        with t.connect() as conn:  # a session with a shadow; mirroring turned off under it
+            status, reply = call(t, "PUT", "/api/mode", {"mode": "passthrough"})
+            assert status == 200 and reply == {"mode": "passthrough"}
+            conn.execute("INSERT INTO cut_div VALUES (1)")  # lost to the shadow
+        call(t, "PUT", "/api/mode", {"mode": "shadow"})
+        wait_until(lambda: metric_value(t.metrics(), "tandem_shadow_diverged", listener="pg") == 1,
+                   10, "the shadow marked diverged")
+        status, reply = call(t, "POST", "/api/cutover")
+        assert status == 409 and "diverged" in reply["error"], reply
+        op = run_operation(t, "/api/cutover", {"force": True})
+        assert op["state"] == "completed", op
+        assert answering_port(t) == pg_shadow.port
+        op = run_operation(t, "/api/rollback", {"force": True})
+        assert op["state"] == "completed", op
+    finally:
+        execute(pg_primary, "DROP TABLE cut_div")
+        execute(pg_shadow, "DROP TABLE cut_div")
+
+
+def test_bad_requests(tandem, pg_primary, pg_shadow):
+    t = start(tandem, pg_primary, pg_shadow)
+    assert call(t, "GET", "/api/operations/op-99")[0] == 404
+    assert call(t, "GET", "/api/operations/nonsense")[0] == 404
+    status, reply = call(t, "PUT", "/api/mode", {"mode": "sideways"})
+    assert status == 400 and "passthrough" in reply["error"]
+    status, reply = call(t, "POST", "/api/cutover", {"max_pause_ms": "soon"})
+    assert status == 400 and "max_pause_ms" in reply["error"]
+    assert call(t, "GET", "/api/cutover")[0] == 405
+
+
+def test_mode_switch_at_run_time(tandem, pg_primary, pg_shadow):
+    t = start(tandem, pg_primary, pg_shadow, mode="shadow",
+              listener_extra="reads { blue weight=0; green weight=100; }")
+    assert answering_port(t) == pg_primary.port
+    assert call(t, "PUT", "/api/mode", {"mode": "split"})[0] == 200
+    assert answering_port(t) == pg_shadow.port
+    status = json.loads(t.http("/api/status")[1])
+    assert status["listeners"][0]["mode"] == "split"
+    # rollback: reads back to the primary at once
+    op = run_operation(t, "/api/rollback")
+    assert op["state"] == "completed", op
+    assert answering_port(t) == pg_primary.port
+    assert metric_value(t.metrics(), "tandem_route_weight", listener="pg", backend="green") == 0
