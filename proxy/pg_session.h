@@ -49,9 +49,4 @@ int pg_session_shadow_tick(struct pg_session *s, uint64_t now_ns, uint64_t *lag_
 uint64_t pg_session_now_ns(void);
 uint64_t pg_session_queue_total(void);
 
-/* The worker's list of sessions. */
-struct pg_session *pg_session_next(const struct pg_session *s);
-void pg_session_link(struct pg_session *s, struct pg_session **head);
-void pg_session_unlink(struct pg_session *s, struct pg_session **head);
-
 #endif /* TANDEM_PG_SESSION_H */

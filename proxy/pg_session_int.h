@@ -34,6 +34,7 @@
 #include "protocol/pgstmt.h"
 #include "proxy/cancel.h"
 #include "proxy/conn.h"
+#include "proxy/session.h"
 
 struct worker;
 struct runtime;
@@ -127,6 +128,7 @@ struct pg_shadow {
 };
 
 struct pg_session {
+    struct session base;          /* first: the worker's view (session.h) */
     struct worker *w;
     struct runtime *rt;           /* reference held for the session's life */
     const struct rt_listener *lis;
@@ -166,7 +168,6 @@ struct pg_session {
     struct pg_unit *scur;         /* first mirrored unit awaiting the shadow's */
     struct evbuffer *unit_buf;    /* the building unit's messages, for the shadow */
 
-    struct pg_session *prev, *next;
 };
 
 uint64_t pg_now_ns(void);

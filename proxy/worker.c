@@ -15,6 +15,7 @@
 #include "protocol/pgcache.h"
 #include "proxy/log.h"
 #include "proxy/pg_session.h"
+#include "proxy/session.h"
 
 #define TICK_MS 200
 #define CLASSIFY_CACHE_ENTRIES 4096
@@ -191,16 +192,16 @@ on_notify(evutil_socket_t fd, short what, void *arg)
     if (drain && !w->draining) {
         w->draining = 1;
         listener_close_all(w);
-        for (struct pg_session *s = w->sessions, *next; s; s = next) {
-            next = pg_session_next(s);
-            pg_session_drain(s);
+        for (struct session *s = w->sessions, *next; s; s = next) {
+            next = s->next;
+            s->ops->drain(s);
         }
     }
     if (quit) {
         listener_close_all(w);
-        for (struct pg_session *s = w->sessions, *next; s; s = next) {
-            next = pg_session_next(s);
-            pg_session_kill(s);
+        for (struct session *s = w->sessions, *next; s; s = next) {
+            next = s->next;
+            s->ops->kill(s);
         }
         if (w->tick)
             event_del(w->tick);
@@ -214,15 +215,15 @@ on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     uint64_t lag[METRIC_MAX_LISTENERS] = {0}, detached[METRIC_MAX_LISTENERS] = {0};
-    uint64_t now = pg_session_now_ns();
+    uint64_t now = session_now_ns();
     (void)fd;
     (void)what;
 
-    for (struct pg_session *s = w->sessions, *next; s; s = next) {
-        next = pg_session_next(s); /* the tick may detach, never free */
+    for (struct session *s = w->sessions, *next; s; s = next) {
+        next = s->next; /* the tick may detach, never free */
         int slot;
         uint64_t l = 0;
-        int det = pg_session_shadow_tick(s, now, &l, &slot);
+        int det = s->ops->shadow_tick(s, now, &l, &slot);
         if (slot < 0 || slot >= METRIC_MAX_LISTENERS)
             continue;
         if (l > lag[slot])
@@ -237,7 +238,7 @@ on_tick(evutil_socket_t fd, short what, void *arg)
         shadow_set_detached(w->shadow, slot, detached[slot]);
     }
     if (w->id == 0)
-        shadow_set_queue_bytes(pg_session_queue_total());
+        shadow_set_queue_bytes(session_queue_total());
 }
 
 int
@@ -344,15 +345,15 @@ worker_post_quit(struct worker *w)
 }
 
 void
-worker_session_added(struct worker *w, struct pg_session *s)
+worker_session_added(struct worker *w, struct session *s)
 {
-    pg_session_link(s, &w->sessions);
+    session_link(s, &w->sessions);
     w->nsessions++;
 }
 
 void
-worker_session_removed(struct worker *w, struct pg_session *s)
+worker_session_removed(struct worker *w, struct session *s)
 {
-    pg_session_unlink(s, &w->sessions);
+    session_unlink(s, &w->sessions);
     w->nsessions--;
 }

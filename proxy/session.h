@@ -1,0 +1,85 @@
+/*
+ * session.h - what every protocol's client session shows its worker.
+ *
+ * A worker keeps one list of sessions, whatever their protocol, for the
+ * things it does to all of them: drain on SIGTERM, kill on SIGINT or at the
+ * drain deadline, and the periodic shadow look (timeouts, lag, detached
+ * sessions).  Each protocol's session struct embeds struct session as its
+ * FIRST member and fills ops; the worker calls through ops only and never
+ * frees a session itself (sessions free themselves from their own handlers,
+ * after unlinking with worker_session_removed()).
+ *
+ *   struct pg_session    { struct session base; ... }   pg_session.c
+ *   struct redis_session { struct session base; ... }   redis_session.c
+ *
+ * Mirror queue bytes of every protocol's shadows count against one bound,
+ * limits.mirror_queue_total: session_queue_account() / session_queue_total().
+ */
+#ifndef TANDEM_SESSION_H
+#define TANDEM_SESSION_H
+
+#include <stdint.h>
+#include <time.h>
+
+struct session;
+
+struct session_ops {
+    const char *protocol; /* "postgres", "redis": for logs */
+    /* SIGTERM: close now when idle, else at the session's next idle point. */
+    void (*drain)(struct session *s);
+    /* Close at once (SIGINT, drain deadline); may free the session. */
+    void (*kill)(struct session *s);
+    /*
+     * The worker's periodic look: detach a shadow that timed out (never
+     * free).  *lag_ns: age of the oldest unanswered mirror; *listener_slot:
+     * the listener's metric slot.  Returns 1 when the shadow is detached.
+     */
+    int (*shadow_tick)(struct session *s, uint64_t now_ns, uint64_t *lag_ns, int *listener_slot);
+};
+
+struct session {
+    const struct session_ops *ops;
+    struct session *prev, *next; /* the worker's list */
+};
+
+static inline void
+session_link(struct session *s, struct session **head)
+{
+    s->prev = NULL;
+    s->next = *head;
+    if (*head)
+        (*head)->prev = s;
+    *head = s;
+}
+
+static inline void
+session_unlink(struct session *s, struct session **head)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        *head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+}
+
+/* session_now_ns - the monotonic clock every session's timing uses. */
+static inline uint64_t
+session_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Process-wide mirror queue bytes of the sessions that account here (Redis;
+ * PostgreSQL still keeps its own count, pg_session_queue_total()).
+ * session_queue_total() is the sum of both, to check against
+ * limits.mirror_queue_total and to export.
+ */
+void session_queue_account(int64_t delta);
+uint64_t session_queue_total(void);
+
+#endif /* TANDEM_SESSION_H */
