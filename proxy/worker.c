@@ -15,6 +15,7 @@
 #include "protocol/pgcache.h"
 #include "proxy/log.h"
 #include "proxy/pg_session.h"
+#include "proxy/redis_session.h"
 #include "proxy/session.h"
 
 #define TICK_MS 200
@@ -62,13 +63,10 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *peer,
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-    if (l->conf->proto == CONF_PROTO_POSTGRES) {
+    if (l->conf->proto == CONF_PROTO_POSTGRES)
         pg_session_accept(w, l, fd, peer, n > max);
-    } else {
-        /* refused at startup (proxy.c); a reload cannot add a protocol */
-        __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
-        close(fd);
-    }
+    else
+        redis_session_accept(w, l, fd, peer, n > max);
 }
 
 static void
