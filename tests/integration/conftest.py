@@ -84,3 +84,26 @@ def pgbench_db(pg_primary):
     from harness.clients import pgbench_init
     pgbench_init(pg_primary.port)
     return pg_primary
+
+
+@pytest.fixture(scope="session")
+def redis_primary():
+    """A real redis-server (no password), shared by the Redis tests."""
+    from harness.redisserver import RedisServer
+    server = RedisServer("primary")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_shadow():
+    from harness.redisserver import RedisServer
+    server = RedisServer("shadow")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
