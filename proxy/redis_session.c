@@ -746,6 +746,8 @@ server_input(struct redis_session *s)
     }
     if (s->pcur != NULL && s->pcur->local != NULL)
         emit_local_replies(s);
+    if (s->shadow.state == RSH_READY)
+        redis_shadow_flush(s);
     if (s->draining && s->outstanding == 0 && !s->in_multi &&
         evbuffer_get_length(s->client.in) == 0)
         close_quietly(s);

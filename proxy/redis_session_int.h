@@ -179,6 +179,7 @@ void redis_shadow_release(struct redis_session *s);
 void redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
                           size_t len);
 void redis_shadow_primary_done(struct redis_session *s, struct redis_unit *u);
+void redis_shadow_flush(struct redis_session *s);
 void redis_shadow_idle(struct redis_session *s);
 void redis_shadow_record(struct redis_session *s, struct redis_unit *u);
 int redis_shadow_tick(struct redis_session *s, uint64_t now, uint64_t *lag_ns);

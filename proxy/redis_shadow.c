@@ -302,16 +302,25 @@ release_held(struct redis_session *s, int force)
         evbuffer_remove_buffer(sh->held, sh->conn.out, u->held_len);
         sent = 1;
     }
-    if (sent && sh->state == RSH_READY)
+    if (sent && sh->state == RSH_READY && force)
         flush_shadow(s);
 }
 
+/* The primary answered u: what it released waits in conn.out for redis_shadow_flush(). */
 void
 redis_shadow_primary_done(struct redis_session *s, struct redis_unit *u)
 {
     (void)u;
     if (s->shadow.nheld > 0)
         release_held(s, 0);
+}
+
+/* redis_shadow_flush - send what a batch of primary replies released: one write per batch. */
+void
+redis_shadow_flush(struct redis_session *s)
+{
+    if (s->shadow.state == RSH_READY && evbuffer_get_length(s->shadow.conn.out) > 0)
+        flush_shadow(s);
 }
 
 /* ------------------------------------------------------------------ */
