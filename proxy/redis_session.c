@@ -21,8 +21,6 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -329,14 +327,30 @@ session_free(struct redis_session *s)
  * settle - after every event: free a finished session, or set the read
  * interest of each side by the other side's backlog (backpressure).
  */
+/*
+ * Read and drop what the client sent that will never be answered: closing
+ * a socket with unread input sends a reset, which may destroy our last
+ * reply (the error saying why) before the client read it.  Bounded.
+ */
+static void
+discard_client_input(struct redis_session *s)
+{
+    size_t total = 0;
+    ssize_t n;
+    while (total < (1u << 20) &&
+           (n = recv(s->client.fd, s->w->scratch, sizeof(s->w->scratch), MSG_DONTWAIT)) > 0)
+        total += (size_t)n;
+}
+
 static void
 settle(struct redis_session *s)
 {
     if (s->state == RS_LINGER) {
-        if (s->client.fd < 0 || conn_flush(&s->client) != CONN_AGAIN)
-            s->state = RS_DEAD;
-        else
+        if (s->client.fd >= 0 && conn_flush(&s->client) == CONN_AGAIN)
             return; /* waiting for the client to take its last bytes */
+        if (s->client.fd >= 0)
+            discard_client_input(s);
+        s->state = RS_DEAD;
     }
     if (s->state == RS_DEAD && s->shadow.state != RSH_OFF && redis_shadow_busy(s))
         enter_shadow_drain(s);
@@ -380,33 +394,16 @@ server_connected(struct redis_session *s)
 static void
 connect_backend(struct redis_session *s)
 {
-    const struct rt_backend *be = s->be;
-    int fd = socket(be->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
+    int rc = session_connect(&s->server, s->w->base, s->be, on_server, s);
+    if (rc < 0) {
         backend_failed(s, strerror(errno));
-        return;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-    if (conn_init(&s->server, s->w->base, fd, on_server, s) != 0) {
-        close(fd);
-        backend_failed(s, "out of memory");
         return;
     }
     s->server_open = 1;
-    arm_timer(s, s->rt->conf->limits.connect_timeout_ms);
-    if (connect(fd, (const struct sockaddr *)&be->addr, be->addrlen) == 0) {
+    if (rc == 0)
         server_connected(s);
-        return;
-    }
-    if (errno != EINPROGRESS) {
-        backend_failed(s, strerror(errno));
-        return;
-    }
-    /* writable = connected or failed; on_server reads SO_ERROR */
-    event_add(&s->server.ev_write, NULL);
-    s->server.writing = 1;
+    else
+        arm_timer(s, s->rt->conf->limits.connect_timeout_ms);
 }
 
 /* ------------------------------------------------------------------ */
@@ -816,10 +813,7 @@ server_event(struct redis_session *s, short what)
     if (s->state != RS_ACTIVE && s->state != RS_CONNECTING)
         return;
     if (s->state == RS_CONNECTING) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(s->server.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-            err = errno;
+        int err = session_connect_result(&s->server);
         if (err != 0) {
             backend_failed(s, strerror(err));
             return;

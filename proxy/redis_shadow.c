@@ -23,11 +23,8 @@
  */
 #include <errno.h>
 #include <event2/buffer.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "metrics/metric.h"
 #include "metrics/shadow.h"
@@ -37,9 +34,6 @@
 #include "proxy/runtime.h"
 #include "proxy/worker.h"
 
-/* Re-attach back-off: 1 s doubling to 60 s. */
-#define RETRY_MIN_NS 1000000000ull
-#define RETRY_MAX_NS 60000000000ull
 /* The report's text of one side's reply. */
 #define SUMMARY_MAX 512
 
@@ -47,6 +41,7 @@
 
 static void detach(struct redis_session *s, enum shadow_outcome why, const char *reason);
 static void on_shadow_io(evutil_socket_t fd, short what, void *arg);
+static void shadow_connected(struct redis_session *s);
 
 static const struct conf_mirror *
 mirror_conf(const struct redis_session *s)
@@ -422,8 +417,7 @@ detach(struct redis_session *s, enum shadow_outcome why, const char *reason)
     shadow_close(s);
     sh->state = RSH_DETACHED;
     sh->failures++;
-    uint64_t backoff = RETRY_MIN_NS << (sh->failures < 7 ? sh->failures - 1 : 6);
-    sh->retry_at_ns = session_now_ns() + (backoff < RETRY_MAX_NS ? backoff : RETRY_MAX_NS);
+    sh->retry_at_ns = session_now_ns() + session_retry_backoff_ns(sh->failures);
     enum shadow_drop_reason reason_id = why == SHADOW_SHADOW_TIMEOUT ? SHADOW_DROP_SHADOW_TIMEOUT
                                         : why == SHADOW_SHADOW_ERROR ? SHADOW_DROP_SHADOW_ERROR
                                                                      : SHADOW_DROP_QUEUE_FULL;
@@ -479,18 +473,16 @@ redis_shadow_start(struct redis_session *s)
             return; /* stays OFF: the session runs without a shadow */
         sh->state = RSH_DETACHED;
     }
-    int fd = socket(b->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0 || conn_init(&sh->conn, s->w->base, fd, on_shadow_io, s) != 0) {
-        if (fd >= 0)
-            close(fd);
-        sh->state = RSH_CONNECTING; /* so detach() counts the failure */
-        detach(s, SHADOW_SHADOW_ERROR, "cannot create a socket");
+    sh->state = RSH_CONNECTING; /* so a failure is counted */
+    int rc = session_connect(&sh->conn, s->w->base, b, on_shadow_io, s);
+    if (rc < 0) {
+        char why[200];
+        snprintf(why, sizeof(why), "connect: %s", strerror(errno));
+        count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
+        detach(s, SHADOW_SHADOW_ERROR, why);
         return;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     sh->conn_open = 1;
-    sh->state = RSH_CONNECTING;
     sh->connect_ns = session_now_ns();
     sh->reply_open = 0;
     sh->replies_left = 0;
@@ -510,16 +502,8 @@ redis_shadow_start(struct redis_session *s)
     if (s->client_name != NULL)
         replay(s, 3, (const char *const[]){"CLIENT", "SETNAME", s->client_name}, NULL);
 
-    if (connect(fd, (const struct sockaddr *)&b->addr, b->addrlen) != 0 && errno != EINPROGRESS) {
-        char why[200];
-        snprintf(why, sizeof(why), "connect: %s", strerror(errno));
-        count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
-        detach(s, SHADOW_SHADOW_ERROR, why);
-        return;
-    }
-    /* writable = connected or failed; on_shadow_io reads SO_ERROR */
-    event_add(&sh->conn.ev_write, NULL);
-    sh->conn.writing = 1;
+    if (rc == 0)
+        shadow_connected(s);
 }
 
 static void
@@ -607,10 +591,7 @@ on_shadow_io(evutil_socket_t fd, short what, void *arg)
     (void)fd;
 
     if (sh->state == RSH_CONNECTING) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(sh->conn.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-            err = errno;
+        int err = session_connect_result(&sh->conn);
         if (err != 0) {
             char why[200];
             snprintf(why, sizeof(why), "connect: %s", strerror(err));

@@ -18,8 +18,11 @@
 #ifndef TANDEM_SESSION_H
 #define TANDEM_SESSION_H
 
+#include <event2/event.h>
 #include <stdint.h>
 #include <time.h>
+
+#include "protocol/outcome.h"
 
 struct session;
 
@@ -71,6 +74,29 @@ session_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+struct conn;
+struct rt_backend;
+
+/*
+ * session_connect - open a non-blocking TCP connection to backend b into c
+ * (TCP_NODELAY, keepalive; cb gets its events).  Returns 0 when connected
+ * at once, 1 while in progress (c's write event is armed: when it fires,
+ * ask session_connect_result()), -1 on failure with errno set (c released).
+ */
+int session_connect(struct conn *c, struct event_base *base, const struct rt_backend *b,
+                    event_callback_fn cb, void *arg);
+
+/* session_connect_result - 0 once c's connect succeeded, else the errno it failed with. */
+int session_connect_result(const struct conn *c);
+
+/* Shadow re-attach back-off after `failures` consecutive failures: 1 s doubling to 60 s. */
+static inline uint64_t
+session_retry_backoff_ns(unsigned failures)
+{
+    uint64_t ns = 1000000000ull << (failures > 0 && failures < 7 ? failures - 1 : 6);
+    return ns < 60000000000ull ? ns : 60000000000ull;
 }
 
 /*

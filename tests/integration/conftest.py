@@ -86,24 +86,23 @@ def pgbench_db(pg_primary):
     return pg_primary
 
 
-@pytest.fixture(scope="session")
-def redis_primary():
-    """A real redis-server (no password), shared by the Redis tests."""
+
+def _redis_server(name):
     from harness.redisserver import RedisServer
-    server = RedisServer("primary")
+    server = RedisServer(name)
     try:
         server.start()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_primary():
+    """A real redis-server (no password), shared by the Redis tests."""
+    yield from _redis_server("primary")
 
 
 @pytest.fixture(scope="session")
 def redis_shadow():
-    from harness.redisserver import RedisServer
-    server = RedisServer("shadow")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from _redis_server("shadow")
