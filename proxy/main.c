@@ -18,7 +18,7 @@ usage(FILE *out)
 {
     fputs("usage: tandem -c FILE            run from a configuration file\n"
           "       tandem -t -c FILE         check a configuration file and exit\n"
-          "       tandem postgres --listen HOST:PORT --primary [NAME=]HOST:PORT\n"
+          "       tandem postgres|redis --listen HOST:PORT --primary [NAME=]HOST:PORT\n"
           "                       [--shadow [NAME=]HOST:PORT] [--admin HOST:PORT]\n"
           "                       [--workers N] [--mode passthrough|shadow|split]\n"
           "                       [--log-format text|json] [--log-level LEVEL]\n"

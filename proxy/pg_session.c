@@ -62,6 +62,7 @@ static const char *const state_names[] = {
 };
 
 static void settle(struct pg_session *s);
+static const struct session_ops pg_session_ops;
 static int shadowing(const struct pg_session *s);
 static void on_client(evutil_socket_t fd, short what, void *arg);
 static void on_server(evutil_socket_t fd, short what, void *arg);
@@ -302,7 +303,7 @@ session_free(struct pg_session *s)
         client_gone(s);
     else
         __atomic_sub_fetch(&proxy_shadow_drains, 1, __ATOMIC_RELAXED);
-    worker_session_removed(s->w, s);
+    worker_session_removed(s->w, &s->base);
     runtime_unref(s->rt);
     free(s->startup);
     free(s);
@@ -1549,7 +1550,8 @@ pg_session_accept(struct worker *w, const struct rt_listener *l, int fd,
         s->cancel.key = (uint32_t)random();
     }
     s->cancel.pid &= 0x7fffffff; /* clients print it as a positive pid */
-    worker_session_added(w, s);
+    s->base.ops = &pg_session_ops;
+    worker_session_added(w, &s->base);
     count_listener(s, METRIC_L_CLIENT_ACCEPTED, 1);
     set_state(s, PGS_STARTUP);
     arm_timer(s, s->rt->conf->limits.startup_timeout_ms);
@@ -1694,30 +1696,35 @@ pg_session_queue_total(void)
     return pg_shadow_queue_total();
 }
 
-struct pg_session *
-pg_session_next(const struct pg_session *s)
+/* The worker's view of a PostgreSQL session (session.h). */
+static void
+op_drain(struct session *s)
 {
-    return s->next;
+    pg_session_drain((struct pg_session *)s);
 }
 
-void
-pg_session_link(struct pg_session *s, struct pg_session **head)
+static void
+op_kill(struct session *s)
 {
-    s->prev = NULL;
-    s->next = *head;
-    if (*head)
-        (*head)->prev = s;
-    *head = s;
+    pg_session_kill((struct pg_session *)s);
 }
 
-void
-pg_session_unlink(struct pg_session *s, struct pg_session **head)
+static int
+op_shadow_tick(struct session *s, uint64_t now_ns, uint64_t *lag_ns, int *listener_slot)
 {
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        *head = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    s->prev = s->next = NULL;
+    return pg_session_shadow_tick((struct pg_session *)s, now_ns, lag_ns, listener_slot);
 }
+
+static int
+op_cutover_check(struct session *s, int *listener_slot)
+{
+    return pg_session_cutover_check((struct pg_session *)s, listener_slot);
+}
+
+static const struct session_ops pg_session_ops = {
+    .protocol = "postgres",
+    .drain = op_drain,
+    .kill = op_kill,
+    .shadow_tick = op_shadow_tick,
+    .cutover_check = op_cutover_check,
+};

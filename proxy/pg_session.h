@@ -50,9 +50,4 @@ uint64_t pg_session_now_ns(void);
 int pg_session_cutover_check(struct pg_session *s, int *listener_slot);
 uint64_t pg_session_queue_total(void);
 
-/* The worker's list of sessions. */
-struct pg_session *pg_session_next(const struct pg_session *s);
-void pg_session_link(struct pg_session *s, struct pg_session **head);
-void pg_session_unlink(struct pg_session *s, struct pg_session **head);
-
 #endif /* TANDEM_PG_SESSION_H */

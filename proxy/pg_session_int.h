@@ -34,6 +34,7 @@
 #include "protocol/pgstmt.h"
 #include "proxy/cancel.h"
 #include "proxy/conn.h"
+#include "proxy/session.h"
 #include "routing/canary.h"
 
 struct worker;
@@ -160,6 +161,7 @@ struct pg_route {
 };
 
 struct pg_session {
+    struct session base;          /* first: the worker's view (session.h) */
     struct worker *w;
     struct runtime *rt;           /* reference held for the session's life */
     const struct rt_listener *lis;
@@ -206,8 +208,6 @@ struct pg_session {
 
     /* mode split (pg_route.c): at most one unit answered by the shadow at a time */
     struct pg_route route;
-
-    struct pg_session *prev, *next;
 };
 
 uint64_t pg_now_ns(void);

@@ -61,9 +61,15 @@ static int
 check_supported(const struct conf *conf, char *err, size_t errlen)
 {
     for (size_t i = 0; i < conf->nlisteners; i++) {
-        if (conf->listeners[i].proto != CONF_PROTO_POSTGRES) {
-            snprintf(err, errlen, "listener \"%s\": protocol %s is not supported by this build",
-                     conf->listeners[i].name, conf_proto_name(conf->listeners[i].proto));
+        const struct conf_listener *l = &conf->listeners[i];
+        if (l->proto != CONF_PROTO_REDIS)
+            continue;
+        /* Redis sessions speak plain TCP only so far */
+        int tls_backend = conf->backends[l->primary].tls != CONF_TLS_DISABLE ||
+                          (l->shadow >= 0 && conf->backends[l->shadow].tls != CONF_TLS_DISABLE);
+        if (l->tls_cert[0] || tls_backend) {
+            snprintf(err, errlen, "listener \"%s\": protocol redis does not support TLS yet",
+                     l->name);
             return -1;
         }
     }

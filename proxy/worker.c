@@ -16,6 +16,8 @@
 #include "proxy/control.h"
 #include "proxy/log.h"
 #include "proxy/pg_session.h"
+#include "proxy/redis_session.h"
+#include "proxy/session.h"
 
 #define TICK_MS 200
 #define CLASSIFY_CACHE_ENTRIES 4096
@@ -62,13 +64,10 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *peer,
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-    if (l->conf->proto == CONF_PROTO_POSTGRES) {
+    if (l->conf->proto == CONF_PROTO_POSTGRES)
         pg_session_accept(w, l, fd, peer, n > max);
-    } else {
-        /* refused at startup (proxy.c); a reload cannot add a protocol */
-        __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
-        close(fd);
-    }
+    else
+        redis_session_accept(w, l, fd, peer, n > max);
 }
 
 static void
@@ -181,10 +180,11 @@ cutover_check(struct worker *w)
         if (slot >= 0 && slot < METRIC_MAX_LISTENERS)
             generation[slot] = control_pause_generation(slot);
     }
-    for (struct pg_session *s = w->sessions, *next; s; s = next) {
-        next = pg_session_next(s); /* the check may end a session */
+    for (struct session *s = w->sessions, *next; s; s = next) {
+        next = s->next; /* the check may end a session */
         int slot;
-        if (pg_session_cutover_check(s, &slot) && slot >= 0 && slot < METRIC_MAX_LISTENERS)
+        if (s->ops->cutover_check && s->ops->cutover_check(s, &slot) && slot >= 0 &&
+            slot < METRIC_MAX_LISTENERS)
             unready[slot]++;
     }
     for (size_t i = 0; i < w->rt->nlisteners; i++) {
@@ -222,16 +222,16 @@ on_notify(evutil_socket_t fd, short what, void *arg)
     if (drain && !w->draining) {
         w->draining = 1;
         listener_close_all(w);
-        for (struct pg_session *s = w->sessions, *next; s; s = next) {
-            next = pg_session_next(s);
-            pg_session_drain(s);
+        for (struct session *s = w->sessions, *next; s; s = next) {
+            next = s->next;
+            s->ops->drain(s);
         }
     }
     if (quit) {
         listener_close_all(w);
-        for (struct pg_session *s = w->sessions, *next; s; s = next) {
-            next = pg_session_next(s);
-            pg_session_kill(s);
+        for (struct session *s = w->sessions, *next; s; s = next) {
+            next = s->next;
+            s->ops->kill(s);
         }
         if (w->tick)
             event_del(w->tick);
@@ -245,15 +245,15 @@ on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     uint64_t lag[METRIC_MAX_LISTENERS] = {0}, detached[METRIC_MAX_LISTENERS] = {0};
-    uint64_t now = pg_session_now_ns();
+    uint64_t now = session_now_ns();
     (void)fd;
     (void)what;
 
-    for (struct pg_session *s = w->sessions, *next; s; s = next) {
-        next = pg_session_next(s); /* the tick may detach, never free */
+    for (struct session *s = w->sessions, *next; s; s = next) {
+        next = s->next; /* the tick may detach, never free */
         int slot;
         uint64_t l = 0;
-        int det = pg_session_shadow_tick(s, now, &l, &slot);
+        int det = s->ops->shadow_tick(s, now, &l, &slot);
         if (slot < 0 || slot >= METRIC_MAX_LISTENERS)
             continue;
         if (l > lag[slot])
@@ -275,7 +275,7 @@ on_tick(evutil_socket_t fd, short what, void *arg)
     for (int b = 0; b < METRIC_MAX_BACKENDS; b++)
         control_set_lag(w->id, b, backend_lag_ms[b]); /* max_lag keeps routed reads off a slow one */
     if (w->id == 0)
-        shadow_set_queue_bytes(pg_session_queue_total());
+        shadow_set_queue_bytes(session_queue_total());
     cutover_check(w);
 }
 
@@ -392,15 +392,15 @@ worker_post_kick(struct worker *w)
 }
 
 void
-worker_session_added(struct worker *w, struct pg_session *s)
+worker_session_added(struct worker *w, struct session *s)
 {
-    pg_session_link(s, &w->sessions);
+    session_link(s, &w->sessions);
     w->nsessions++;
 }
 
 void
-worker_session_removed(struct worker *w, struct pg_session *s)
+worker_session_removed(struct worker *w, struct session *s)
 {
-    pg_session_unlink(s, &w->sessions);
+    session_unlink(s, &w->sessions);
     w->nsessions--;
 }

@@ -27,7 +27,7 @@
 #define WORKER_SCRATCH_SIZE (64 * 1024)
 
 struct wlistener;
-struct pg_session;
+struct session;
 struct pgcache;
 struct shadow_shard;
 
@@ -42,7 +42,7 @@ struct worker {
     struct event *tick;           /* shadow timeouts, lag and detached gauges */
     struct runtime *rt;          /* for new sessions; one reference held */
     struct wlistener *listeners; /* open listening sockets, by address */
-    struct pg_session *sessions; /* doubly linked, for drain and quit */
+    struct session *sessions;    /* every protocol's, doubly linked, for drain and quit */
     unsigned nsessions;
     uint64_t next_conn_id;
     struct worker_wrr {           /* this worker's read rotation per listener slot */
@@ -83,8 +83,8 @@ void worker_post_quit(struct worker *w);
 void worker_post_kick(struct worker *w);
 
 /* Sessions call these to link/unlink themselves. */
-void worker_session_added(struct worker *w, struct pg_session *s);
-void worker_session_removed(struct worker *w, struct pg_session *s);
+void worker_session_added(struct worker *w, struct session *s);
+void worker_session_removed(struct worker *w, struct session *s);
 
 /* The process-wide count of client connections, against max_client_conn. */
 extern unsigned proxy_client_count;

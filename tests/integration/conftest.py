@@ -84,3 +84,25 @@ def pgbench_db(pg_primary):
     from harness.clients import pgbench_init
     pgbench_init(pg_primary.port)
     return pg_primary
+
+
+
+def _redis_server(name):
+    from harness.redisserver import RedisServer
+    server = RedisServer(name)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_primary():
+    """A real redis-server (no password), shared by the Redis tests."""
+    yield from _redis_server("primary")
+
+
+@pytest.fixture(scope="session")
+def redis_shadow():
+    yield from _redis_server("shadow")

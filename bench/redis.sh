@@ -1,0 +1,309 @@
+#!/usr/bin/env bash
+#
+# bench/redis.sh - tandem side by side with direct Redis and twemproxy.
+#
+# Two throwaway redis-servers (no persistence) and, in front of the first,
+# started once each and all on loopback:
+#   direct     redis-benchmark straight to redis-server
+#   twemproxy  Debian's nutcracker, one pool with the one server
+#   tandem     tandem redis --listen ... --primary ... (passthrough)
+#   shadow     tandem redis --mode shadow, mirroring writes (and 10% of
+#              reads) to the second redis-server
+#
+# For each pipeline depth (redis-benchmark -P 1 and -P 16) the targets run
+# in alternation: direct, twemproxy, tandem, shadow, direct, ... for ROUNDS
+# rounds, each run `redis-benchmark -t set,get,incr,lpush,mset -n REQUESTS
+# -c CLIENTS`, so drift of the machine spreads over all of them.  Reported
+# per pipeline depth and command: median requests/s per target, the ratios
+# tandem/twemproxy, tandem/direct, shadow/tandem, and each proxy's CPU time
+# per request (utime+stime from /proc/PID/stat around each run, divided by
+# the run's requests, in microseconds, median over rounds).
+#
+# Usage: bench/redis.sh [--quick] [--rounds R] [--requests N] [--clients C]
+#                       [--workers N]
+# Environment (flags win): ROUNDS=3 REQUESTS=200000 CLIENTS=50 WORKERS=2
+#   PIPELINES="1 16" TESTS=set,get,incr,lpush,mset
+#   TANDEM_BIN=build/proxy/tandem RESULTS_DIR=bench/results
+# --quick: ROUNDS=1 REQUESTS=50000, under a minute.
+#
+# Output: a table on stdout, the same rows as TSV in
+# $RESULTS_DIR/redis-<date>.tsv, every single run in redis-<date>-runs.tsv.
+# Everything started here is stopped on exit, also on Ctrl-C.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=../scripts/lib/pgctl.sh
+. "$ROOT/scripts/lib/pgctl.sh" # free_port
+# shellcheck source=lib.sh
+. "$ROOT/bench/lib.sh"
+
+ROUNDS=${ROUNDS:-3}
+REQUESTS=${REQUESTS:-200000}
+CLIENTS=${CLIENTS:-50}
+WORKERS=${WORKERS:-2}
+PIPELINES=${PIPELINES:-1 16}
+TESTS=${TESTS:-set,get,incr,lpush,mset}
+RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
+
+usage() { sed -n '3,/^$/s/^# \{0,1\}//p' "$0"; }
+
+while [ $# -gt 0 ]; do
+    case $1 in
+    --quick) ROUNDS=1 REQUESTS=50000 ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --requests) REQUESTS=$2; shift ;;
+    --clients) CLIENTS=$2; shift ;;
+    --workers) WORKERS=$2; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "redis.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+REDIS_PIDS=()
+cleanup() {
+    trap - EXIT INT TERM
+    bench_stop_procs
+    local pid
+    for pid in "${REDIS_PIDS[@]}"; do
+        bench_kill "$pid"
+    done
+    [ -n "${WORK:-}" ] && rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'echo; echo "interrupted; cleaning up" >&2; exit 130' INT
+trap 'exit 143' TERM
+
+bench_ensure_deps redis-server redis-benchmark redis-cli nutcracker
+bench_ensure_tandem || { echo "redis.sh: no tandem binary" >&2; exit 1; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tandem-bench-redis.XXXXXX")
+mkdir -p "$RESULTS_DIR"
+STAMP=$(date +%Y%m%d-%H%M%S)
+RUNS_TSV=$RESULTS_DIR/redis-$STAMP-runs.tsv
+SUMMARY_TSV=$RESULTS_DIR/redis-$STAMP.tsv
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# wait_port PORT: up to 10 s for 127.0.0.1:PORT to accept.
+wait_port() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on 127.0.0.1:$1 after 10s" >&2
+    return 1
+}
+
+# redis_start NAME: a redis-server in $WORK/NAME; sets REDIS_PORT.
+redis_start() {
+    local name=$1
+    mkdir -p "$WORK/$name"
+    REDIS_PORT=$(free_port)
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$WORK/$name" --logfile "$WORK/$name/redis.log" &
+    REDIS_PIDS+=($!)
+    wait_port "$REDIS_PORT"
+}
+
+# --- servers ---------------------------------------------------------------
+
+log "starting two redis-servers"
+redis_start blue
+BLUE_PORT=$REDIS_PORT
+redis_start green
+GREEN_PORT=$REDIS_PORT
+
+TW_PORT=$(free_port)
+log "starting twemproxy (nutcracker)"
+cat >"$WORK/nutcracker.yml" <<EOF
+bench:
+  listen: 127.0.0.1:$TW_PORT
+  redis: true
+  hash: fnv1a_64
+  distribution: ketama
+  auto_eject_hosts: false
+  server_connections: 1
+  servers:
+   - 127.0.0.1:$BLUE_PORT:1
+EOF
+nutcracker -c "$WORK/nutcracker.yml" -o "$WORK/nutcracker.log" -p "$WORK/nutcracker.pid" \
+    -s "$(free_port)" -a 127.0.0.1 &
+TW_PID=$!
+BENCH_PIDS+=("$TW_PID")
+wait_port "$TW_PORT"
+
+TANDEM_PORT=$(free_port)
+log "starting tandem passthrough ($WORKERS workers)"
+tandem_start "$TANDEM_PORT" "$WORK/tandem.log" redis \
+    --listen "127.0.0.1:$TANDEM_PORT" --primary "127.0.0.1:$BLUE_PORT" --workers "$WORKERS"
+TD_PID=$TANDEM_PID
+
+SHADOW_PORT=$(free_port)
+log "starting tandem shadow mode ($WORKERS workers)"
+tandem_start "$SHADOW_PORT" "$WORK/tandem-shadow.log" redis \
+    --listen "127.0.0.1:$SHADOW_PORT" --primary "127.0.0.1:$BLUE_PORT" \
+    --shadow "127.0.0.1:$GREEN_PORT" --mode shadow --mirror-reads 10% --workers "$WORKERS"
+SD_PID=$TANDEM_PID
+
+port_of() {
+    case $1 in
+    direct) echo "$BLUE_PORT" ;;
+    twemproxy) echo "$TW_PORT" ;;
+    tandem) echo "$TANDEM_PORT" ;;
+    shadow) echo "$SHADOW_PORT" ;;
+    esac
+}
+pid_of() {
+    case $1 in
+    direct) echo "" ;;
+    twemproxy) echo "$TW_PID" ;;
+    tandem) echo "$TD_PID" ;;
+    shadow) echo "$SD_PID" ;;
+    esac
+}
+
+# --- runs ------------------------------------------------------------------
+
+NTESTS=$(tr ',' '\n' <<<"$TESTS" | grep -c .)
+
+# run_one PIPELINE TARGET ROUND: one redis-benchmark run, one line per command in RUNS_TSV.
+run_one() {
+    local pipeline=$1 target=$2 round=$3 port pid t0 t1 out rc
+    port=$(port_of "$target")
+    pid=$(pid_of "$target")
+    out=$WORK/run-$pipeline-$target-$round.csv
+    t0=0
+    [ -n "$pid" ] && t0=$(proc_cpu_ticks "$pid")
+    rc=0
+    redis-benchmark -h 127.0.0.1 -p "$port" -n "$REQUESTS" -c "$CLIENTS" -P "$pipeline" \
+        -t "$TESTS" -r 100000 --csv >"$out" 2>"$out.err" || rc=$?
+    t1=0
+    [ -n "$pid" ] && t1=$(proc_cpu_ticks "$pid")
+    if [ "$rc" -ne 0 ] || grep -qi error "$out" "$out.err"; then
+        log "  redis-benchmark against $target failed (exit $rc):"
+        tail -n 5 "$out" "$out.err" | sed 's/^/    /' >&2
+        printf '%s\t%s\t%s\tfail\t0\t0\n' "$pipeline" "$target" "$round" >>"$RUNS_TSV"
+        return 0
+    fi
+    # "SET","86206.90",... ; MSET's name holds a space: "MSET (10 keys)"
+    awk -F'","' -v p="$pipeline" -v t="$target" -v r="$round" -v cpu=$((t1 - t0)) -v k="$NTESTS" \
+        'NR > 1 { split(substr($1, 2), w, " "); printf "%s\t%s\t%s\t%s\t%s\t%.2f\n", p, t, r, w[1], $2, cpu / k }' \
+        "$out" >>"$RUNS_TSV"
+    log "  -P $pipeline $target round $round: $(awk -F'","' 'NR > 1 { printf "%s %s  ", substr($1, 2), $2 }' "$out")"
+}
+
+printf 'pipeline\ttarget\tround\tcommand\trps\tcpu_ticks\n' >"$RUNS_TSV"
+TARGETS="direct twemproxy tandem shadow"
+for pipeline in $PIPELINES; do
+    log "-P $pipeline: $ROUNDS rounds of $REQUESTS requests per command, -c $CLIENTS ($TARGETS)"
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for target in $TARGETS; do
+            run_one "$pipeline" "$target" "$round"
+        done
+    done
+done
+
+# Did the shadow get every write?  Give the mirrors a moment, then compare.
+for _ in $(seq 20); do
+    blue=$(redis-cli -p "$BLUE_PORT" dbsize) green=$(redis-cli -p "$GREEN_PORT" dbsize)
+    [ "$blue" = "$green" ] && break
+    sleep 0.5
+done
+SHADOW_NOTE="keys after the runs: primary $blue, shadow $green (the shadow gets only the shadow runs' writes)"
+
+# --- report ----------------------------------------------------------------
+
+/usr/bin/python3 - "$RUNS_TSV" "$SUMMARY_TSV" "$CLK_TCK" "$REQUESTS" <<'PY'
+import csv, statistics, sys
+
+runs_path, summary_path, clk_tck, requests = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+runs, order = {}, []
+with open(runs_path) as f:
+    for r in csv.DictReader(f, delimiter="\t"):
+        if r["rps"] == "fail":
+            continue
+        key = (r["pipeline"], r["command"])
+        if key not in runs:
+            runs[key] = {}
+            order.append(key)
+        runs[key].setdefault(r["target"], []).append(r)
+
+def med(v):
+    return statistics.median(v) if v else None
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+targets = ("direct", "twemproxy", "tandem", "shadow")
+cols = ["pipeline", "command"] + [f"{t}_rps" for t in targets] + [
+    "tandem/twemproxy", "tandem/direct", "twemproxy/direct", "shadow/tandem",
+    "twemproxy_cpu_us_req", "tandem_cpu_us_req", "shadow_cpu_us_req"]
+rows = []
+for key in order:
+    t = runs[key]
+    rps = {n: med([float(r["rps"]) for r in t.get(n, [])]) for n in targets}
+    # a run's CPU is shared evenly by its commands (they run one after another)
+    cpu = {n: med([float(r["cpu_ticks"]) * 1e6 / clk_tck / requests for r in t.get(n, [])])
+           for n in targets[1:]}
+    rows.append({"pipeline": key[0], "command": key[1],
+                 **{f"{n}_rps": rps[n] for n in targets},
+                 "tandem/twemproxy": ratio(rps["tandem"], rps["twemproxy"]),
+                 "tandem/direct": ratio(rps["tandem"], rps["direct"]),
+                 "twemproxy/direct": ratio(rps["twemproxy"], rps["direct"]),
+                 "shadow/tandem": ratio(rps["shadow"], rps["tandem"]),
+                 "twemproxy_cpu_us_req": cpu["twemproxy"], "tandem_cpu_us_req": cpu["tandem"],
+                 "shadow_cpu_us_req": cpu["shadow"]})
+
+def fmt(c, v):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if c.endswith("_rps"):
+        return "%.0f" % v
+    if "/" in c:
+        return "%.2f" % v
+    return "%.2f" % v
+
+with open(summary_path, "w") as f:
+    f.write("\t".join(cols) + "\n")
+    for r in rows:
+        f.write("\t".join(fmt(c, r[c]) for c in cols) + "\n")
+
+heads = {"pipeline": "-P", "command": "cmd", "direct_rps": "direct", "twemproxy_rps": "twem",
+         "tandem_rps": "tandem", "shadow_rps": "shadow", "tandem/twemproxy": "tdm/twem",
+         "tandem/direct": "tdm/dir", "twemproxy/direct": "twem/dir",
+         "shadow/tandem": "shd/tdm", "twemproxy_cpu_us_req": "twem us/req",
+         "tandem_cpu_us_req": "tdm us/req", "shadow_cpu_us_req": "shd us/req"}
+table = [[heads[c] for c in cols]] + [[fmt(c, r[c]) for c in cols] for r in rows]
+widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+print()
+print("median requests/s; ratios of medians; proxy CPU (user+sys) per request in microseconds")
+for i, row in enumerate(table):
+    print("  ".join(s.ljust(w) if j < 2 else s.rjust(w) for j, (s, w) in enumerate(zip(row, widths))))
+    if i == 0:
+        print("  ".join("-" * w for w in widths))
+for p in sorted({r["pipeline"] for r in rows}, key=int):
+    sel = [r for r in rows if r["pipeline"] == p]
+    def gm(c):
+        v = [r[c] for r in sel if r[c]]
+        if not v:
+            return "-"
+        prod = 1.0
+        for x in v:
+            prod *= x
+        return "%.2f" % prod ** (1 / len(v))
+    print(f"-P {p} geometric mean over commands: tandem/twemproxy {gm('tandem/twemproxy')}, "
+          f"tandem/direct {gm('tandem/direct')}, twemproxy/direct {gm('twemproxy/direct')}, "
+          f"shadow/tandem {gm('shadow/tandem')}")
+PY
+
+echo
+echo "clients $CLIENTS, $REQUESTS requests per command x $ROUNDS rounds, tandem workers $WORKERS, $(nproc) CPUs"
+echo "$(redis-server --version | head -n 1); $(nutcracker -V 2>&1 | head -n 1)"
+echo "$SHADOW_NOTE"
+echo "results: $SUMMARY_TSV"
+echo "runs:    $RUNS_TSV"

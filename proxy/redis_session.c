@@ -1,0 +1,978 @@
+/*
+ * redis_session.c - a Redis client session relayed to the primary.
+ *
+ *   client ──requests──► frame (resp_request_parse) ──batch──► primary
+ *      ▲                    │ classify (rediscmd), one unit per command
+ *      │                    └─► redis_shadow_command (mirror decision)
+ *      └──replies── frame (resp_reader) ◄── primary, in order, unit by unit
+ *
+ * Requests are framed, not decoded: every command whole in client.in is
+ * parsed in place, and the run of commands read in one go is moved to the
+ * primary with one evbuffer_remove_buffer() and one send (pipelining costs
+ * one syscall per batch, not per command).  Replies are framed on the fly
+ * by a resumable reader and streamed to the client as they arrive: a large
+ * reply is never held whole.  Only what tandem answers itself (HELLO 3,
+ * protocol errors, an unreachable primary) is built here.
+ *
+ * Every event handler ends in settle(), the one place that frees a session,
+ * so no handler ever frees the session it is running for.
+ */
+#include "proxy/redis_session.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "metrics/metric.h"
+#include "proxy/log.h"
+#include "proxy/redis_session_int.h"
+#include "proxy/runtime.h"
+#include "proxy/worker.h"
+
+/* Stop reading a source while its destination holds this much unsent. */
+#define BACKPRESSURE_BYTES (256 * 1024)
+/* Stop reading the client while this many of its commands await the primary. */
+#define MAX_OUTSTANDING 65536
+/* How long a closing session may take to hand its last bytes to the client. */
+#define LINGER_MS 5000
+/* Recycled units kept per session. */
+#define SPARE_UNITS 64
+/* CLIENT SETNAME values kept for the shadow (Redis refuses none, but names are short). */
+#define CLIENT_NAME_MAX 512
+
+static const char *const state_names[] = {"connecting", "active", "linger", "dead",
+                                          "shadow_drain"};
+
+/*
+ * Does the primary want AUTH before anything else?  Learned per backend
+ * (metric slot) from its -NOAUTH answers, or known when tandem itself has a
+ * password for it; until then a session is not held to the pre-auth limits,
+ * so the first client of a password-less server is never refused.
+ */
+static int auth_required[METRIC_MAX_BACKENDS];
+
+static void settle(struct redis_session *s);
+static void on_client(evutil_socket_t fd, short what, void *arg);
+static void on_server(evutil_socket_t fd, short what, void *arg);
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+static const struct session_ops redis_session_ops;
+
+#define slog(s, level, ...) log_at(level, (s)->id, (s)->peer, __VA_ARGS__)
+
+static void
+count_client_error(struct redis_session *s, enum metric_client_error reason)
+{
+    if (s->lis->metric_slot >= 0)
+        metric_add(&s->w->metrics->client_errors[s->lis->metric_slot][reason], 1);
+}
+
+void
+redis_count_backend(struct redis_session *s, const struct rt_backend *b,
+                    enum metric_backend_counter c, uint64_t n)
+{
+    if (b->metric_slot >= 0 && b->metric_slot < METRIC_MAX_BACKENDS)
+        metric_add(&s->w->metrics->backend[b->metric_slot][c], n);
+}
+
+static void
+count_listener(struct redis_session *s, enum metric_listener_counter c, uint64_t n)
+{
+    if (s->lis->metric_slot >= 0)
+        metric_add(&s->w->metrics->listener[s->lis->metric_slot][c], n);
+}
+
+static void
+count_request(struct redis_session *s, enum req_kind kind)
+{
+    if (s->lis->metric_slot >= 0 && s->be->metric_slot >= 0 &&
+        s->be->metric_slot < METRIC_MAX_BACKENDS)
+        metric_add(&s->w->metrics->requests[s->lis->metric_slot][s->be->metric_slot][kind], 1);
+}
+
+static int
+backend_wants_auth(const struct redis_session *s)
+{
+    int slot = s->be->metric_slot;
+    if (s->be->password[0])
+        return 1;
+    return slot >= 0 && slot < METRIC_MAX_BACKENDS &&
+           __atomic_load_n(&auth_required[slot], __ATOMIC_RELAXED);
+}
+
+static void
+arm_timer(struct redis_session *s, uint32_t ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    evtimer_add(&s->timer, &tv);
+}
+
+/* The one transition function: every state change goes through here. */
+static void
+set_state(struct redis_session *s, enum rs_state next)
+{
+    slog(s, CONF_LOG_DEBUG, "state %s -> %s", state_names[s->state], state_names[next]);
+    s->state = next;
+    switch (next) {
+    case RS_ACTIVE:
+        evtimer_del(&s->timer);
+        break;
+    case RS_LINGER:
+        /* the primary is no longer needed; the client gets its last bytes */
+        if (s->server_open) {
+            conn_release(&s->server);
+            s->server_open = 0;
+            redis_count_backend(s, s->be, METRIC_B_SERVER_CLOSED, 1);
+        }
+        s->input_closed = 1;
+        conn_want_read(&s->client, 0);
+        arm_timer(s, LINGER_MS);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Units.                                                              */
+
+struct redis_unit *
+redis_unit_new(struct redis_session *s)
+{
+    struct redis_unit *u = s->spare;
+    if (u != NULL) {
+        s->spare = u->next;
+        s->nspare--;
+    } else if ((u = malloc(sizeof(*u))) == NULL) {
+        return NULL;
+    }
+    memset(u, 0, sizeof(*u));
+    u->forced = -1;
+    u->sreplies = 1;
+    return u;
+}
+
+static void
+unit_free(struct redis_session *s, struct redis_unit *u)
+{
+    free(u->cmp);
+    free(u->name);
+    free(u->local);
+    if (s->nspare < SPARE_UNITS) {
+        u->next = s->spare;
+        s->spare = u;
+        s->nspare++;
+    } else {
+        free(u);
+    }
+}
+
+void
+redis_unit_append(struct redis_session *s, struct redis_unit *u)
+{
+    u->next = NULL;
+    if (s->units_tail)
+        s->units_tail->next = u;
+    else
+        s->units_head = u;
+    s->units_tail = u;
+    if (!u->primary_done && s->pcur == NULL)
+        s->pcur = u;
+}
+
+/* Record and recycle the units both sides are done with, oldest first. */
+void
+redis_complete_units(struct redis_session *s)
+{
+    struct redis_unit *u;
+    while ((u = s->units_head) != NULL && u->primary_done && (u->shadow_done || !u->mirrored)) {
+        if (u->mirrored && !u->replay)
+            redis_shadow_record(s, u);
+        s->units_head = u->next;
+        if (s->units_tail == u)
+            s->units_tail = NULL;
+        if (s->scur == u)
+            s->scur = NULL;
+        unit_free(s, u);
+    }
+}
+
+static struct redis_unit *
+next_for_primary(struct redis_unit *from)
+{
+    while (from && from->primary_done)
+        from = from->next;
+    return from;
+}
+
+/* ------------------------------------------------------------------ */
+/* Ending a session.                                                   */
+
+/* Queue "-<msg>" for the client. */
+static void
+send_error(struct redis_session *s, const char *msg)
+{
+    uint8_t buf[600];
+    size_t n = resp_build_error(buf, sizeof(buf), msg);
+    if (n > 0)
+        evbuffer_add(s->client.out, buf, n);
+}
+
+static void
+close_quietly(struct redis_session *s)
+{
+    if (s->state == RS_LINGER || s->state == RS_DEAD || s->state == RS_SHADOW_DRAIN)
+        return;
+    set_state(s, RS_LINGER);
+}
+
+/*
+ * fail_all - every command still awaiting an answer gets msg as its reply
+ * (a client counting replies must not hang), at least one is sent, and the
+ * session closes.  For an unreachable or lost primary.
+ */
+static void
+fail_all(struct redis_session *s, enum metric_client_error reason, const char *msg)
+{
+    unsigned sent = 0;
+    if (s->state == RS_LINGER || s->state == RS_DEAD || s->state == RS_SHADOW_DRAIN)
+        return;
+    slog(s, reason == METRIC_ERR_SHUTDOWN ? CONF_LOG_INFO : CONF_LOG_WARN, "closing: %s", msg);
+    count_client_error(s, reason);
+    for (struct redis_unit *u = s->pcur; u; u = u->next) {
+        if (u->primary_done)
+            continue;
+        if (u->local)
+            evbuffer_add(s->client.out, u->local, u->local_len);
+        else
+            send_error(s, msg);
+        sent++;
+    }
+    if (sent == 0)
+        send_error(s, msg);
+    set_state(s, RS_LINGER);
+}
+
+static void
+client_gone(struct redis_session *s)
+{
+    count_listener(s, METRIC_L_CLIENT_CLOSED, 1);
+    __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+}
+
+/*
+ * The client and the primary are done, but the shadow still owes answers
+ * to mirrored writes: closing it now would lose them.  Keep only the
+ * shadow until it has answered, or its timeout detaches it.
+ */
+static void
+enter_shadow_drain(struct redis_session *s)
+{
+    evtimer_del(&s->timer);
+    if (s->server_open) {
+        conn_release(&s->server);
+        s->server_open = 0;
+        redis_count_backend(s, s->be, METRIC_B_SERVER_CLOSED, 1);
+    }
+    conn_release(&s->client);
+    client_gone(s);
+    s->client_counted_out = 1;
+    __atomic_add_fetch(&proxy_shadow_drains, 1, __ATOMIC_RELAXED);
+    redis_shadow_orphan(s);
+    s->state = RS_SHADOW_DRAIN;
+    slog(s, CONF_LOG_DEBUG, "client gone; waiting for the shadow to catch up");
+}
+
+void
+redis_session_shadow_progress(struct redis_session *s)
+{
+    static const struct timeval now = {0, 0};
+    /* freed from the timer callback, never from inside the shadow's own handler */
+    if (s->state == RS_SHADOW_DRAIN && !redis_shadow_busy(s))
+        evtimer_add(&s->timer, &now);
+}
+
+static void
+session_free(struct redis_session *s)
+{
+    evtimer_del(&s->timer);
+    if (s->server_open) {
+        conn_release(&s->server);
+        redis_count_backend(s, s->be, METRIC_B_SERVER_CLOSED, 1);
+    }
+    conn_release(&s->client);
+    redis_shadow_release(s);
+    while (s->units_head) {
+        struct redis_unit *u = s->units_head;
+        s->units_head = u->next;
+        unit_free(s, u);
+    }
+    while (s->spare) {
+        struct redis_unit *u = s->spare;
+        s->spare = u->next;
+        free(u);
+    }
+    if (!s->client_counted_out)
+        client_gone(s);
+    else
+        __atomic_sub_fetch(&proxy_shadow_drains, 1, __ATOMIC_RELAXED);
+    worker_session_removed(s->w, &s->base);
+    runtime_unref(s->rt);
+    free(s->client_name);
+    free(s);
+}
+
+/*
+ * settle - after every event: free a finished session, or set the read
+ * interest of each side by the other side's backlog (backpressure).
+ */
+/*
+ * Read and drop what the client sent that will never be answered: closing
+ * a socket with unread input sends a reset, which may destroy our last
+ * reply (the error saying why) before the client read it.  Bounded.
+ */
+static void
+discard_client_input(struct redis_session *s)
+{
+    size_t total = 0;
+    ssize_t n;
+    while (total < (1u << 20) &&
+           (n = recv(s->client.fd, s->w->scratch, sizeof(s->w->scratch), MSG_DONTWAIT)) > 0)
+        total += (size_t)n;
+}
+
+static void
+settle(struct redis_session *s)
+{
+    if (s->state == RS_LINGER) {
+        if (s->client.fd >= 0 && conn_flush(&s->client) == CONN_AGAIN)
+            return; /* waiting for the client to take its last bytes */
+        if (s->client.fd >= 0)
+            discard_client_input(s);
+        s->state = RS_DEAD;
+    }
+    if (s->state == RS_DEAD && s->shadow.state != RSH_OFF && redis_shadow_busy(s))
+        enter_shadow_drain(s);
+    if (s->state == RS_SHADOW_DRAIN) {
+        if (!redis_shadow_busy(s))
+            session_free(s);
+        return;
+    }
+    if (s->state == RS_DEAD) {
+        session_free(s);
+        return;
+    }
+    if (s->server_open && s->state == RS_ACTIVE)
+        conn_want_read(&s->server, evbuffer_get_length(s->client.out) < BACKPRESSURE_BYTES);
+    int client_ok = !s->input_closed && s->outstanding < MAX_OUTSTANDING &&
+                    (!s->server_open || evbuffer_get_length(s->server.out) < BACKPRESSURE_BYTES);
+    conn_want_read(&s->client, client_ok);
+}
+
+/* ------------------------------------------------------------------ */
+/* Connecting to the primary.                                          */
+
+static void
+backend_failed(struct redis_session *s, const char *why)
+{
+    char msg[512];
+    snprintf(msg, sizeof(msg), "ERR tandem: could not connect to backend \"%s\" at %s: %s",
+             s->be->conf->name, s->be->addr_text, why);
+    redis_count_backend(s, s->be, METRIC_B_CONNECT_FAILURES, 1);
+    fail_all(s, METRIC_ERR_BACKEND_UNREACHABLE, msg);
+}
+
+static void
+server_connected(struct redis_session *s)
+{
+    redis_count_backend(s, s->be, METRIC_B_SERVER_OPENED, 1);
+    set_state(s, RS_ACTIVE);
+    slog(s, CONF_LOG_DEBUG, "connected to \"%s\"", s->be->conf->name);
+}
+
+static void
+connect_backend(struct redis_session *s)
+{
+    int rc = session_connect(&s->server, s->w->base, s->be, on_server, s);
+    if (rc < 0) {
+        backend_failed(s, strerror(errno));
+        return;
+    }
+    s->server_open = 1;
+    if (rc == 0)
+        server_connected(s);
+    else
+        arm_timer(s, s->rt->conf->limits.connect_timeout_ms);
+}
+
+/* ------------------------------------------------------------------ */
+/* Client input.                                                       */
+
+/* Answer units tandem answers itself, when their turn comes. */
+static void
+emit_local_replies(struct redis_session *s)
+{
+    struct redis_unit *u;
+    while ((u = s->pcur) != NULL && u->local != NULL) {
+        evbuffer_add(s->client.out, u->local, u->local_len);
+        u->primary_done = 1;
+        s->outstanding--;
+        s->pcur = next_for_primary(u->next);
+        if (u->close_after)
+            close_quietly(s);
+    }
+    redis_complete_units(s);
+}
+
+/* A unit tandem answers with text (a RESP error line, built here). */
+static int
+add_local_unit(struct redis_session *s, const char *msg, int close_after)
+{
+    uint8_t buf[600];
+    size_t n = resp_build_error(buf, sizeof(buf), msg);
+    struct redis_unit *u = redis_unit_new(s);
+    if (u == NULL || n == 0 || (u->local = malloc(n)) == NULL) {
+        if (u)
+            unit_free(s, u);
+        return -1;
+    }
+    memcpy(u->local, buf, n);
+    u->local_len = n;
+    u->close_after = close_after != 0;
+    u->kind = REQ_KIND_SESSION;
+    s->outstanding++;
+    redis_unit_append(s, u);
+    emit_local_replies(s);
+    return 0;
+}
+
+/* Redis's own answer to bytes it cannot parse: the error, then the connection closes. */
+static void
+protocol_error(struct redis_session *s, const char *err)
+{
+    char msg[200];
+    snprintf(msg, sizeof(msg), "ERR Protocol error: %s", err);
+    slog(s, CONF_LOG_INFO, "closing: protocol error: %s", err);
+    count_client_error(s, METRIC_ERR_PROTOCOL);
+    s->input_closed = 1;
+    evbuffer_drain(s->client.in, evbuffer_get_length(s->client.in));
+    if (add_local_unit(s, msg, 1) != 0)
+        close_quietly(s);
+}
+
+static int
+arg_is(const struct resp_request *req, size_t i, const char *lit)
+{
+    return i < req->nargv && resp_arg_equal_ci(&req->argv[i], lit);
+}
+
+static int
+cmd_is(const struct rediscmd *cmd, const char *name)
+{
+    return cmd != NULL && strcmp(cmd->name, name) == 0;
+}
+
+/* Remember what a successful reply to this command will change in the session. */
+static void
+note_session_change(struct redis_session *s, struct redis_unit *u, const struct resp_request *req)
+{
+    const struct rediscmd *cmd = u->cmd;
+    if (cmd_is(cmd, "auth") || (cmd_is(cmd, "hello") && arg_is(req, 2, "auth"))) {
+        u->track = RT_AUTH;
+    } else if (cmd_is(cmd, "select") && req->nargv >= 2) {
+        char num[24];
+        size_t n = resp_arg_decode(&req->argv[1], (uint8_t *)num, sizeof(num) - 1);
+        num[n < sizeof(num) - 1 ? n : sizeof(num) - 1] = '\0';
+        u->db = strtoll(num, NULL, 10);
+        u->track = RT_SELECT;
+    } else if (cmd_is(cmd, "client|setname") && req->nargv >= 3) {
+        size_t n = resp_arg_decode(&req->argv[2], NULL, 0);
+        if (n <= CLIENT_NAME_MAX && (u->name = malloc(n + 1)) != NULL) {
+            resp_arg_decode(&req->argv[2], (uint8_t *)u->name, n);
+            u->name[n] = '\0';
+            u->track = RT_SETNAME;
+        }
+    } else if (cmd_is(cmd, "reset")) {
+        u->track = RT_RESET;
+    }
+}
+
+/*
+ * command - one whole request read from the client.  Returns 1 when tandem
+ * answers it itself (it must not reach the primary), else 0.
+ */
+static int
+command(struct redis_session *s, const struct resp_request *req, const uint8_t *bytes, size_t len)
+{
+    const struct rediscmd *cmd = rediscmd_lookup(req->argc, req->argv);
+    uint32_t flags = rediscmd_flags(cmd, req->argc, req->argv);
+    enum req_kind kind = rediscmd_kind(cmd, req->argc, req->argv);
+
+    count_request(s, kind);
+    if (s->pubsub)
+        return 0; /* a plain relay now */
+    if (cmd_is(cmd, "hello") && arg_is(req, 1, "3")) {
+        /* RESP3 pushes and maps would need another reply reader: stay on RESP2 */
+        add_local_unit(s, "NOPROTO sorry, this protocol version is not supported", 0);
+        return 1;
+    }
+    if ((flags & REDISCMD_PUBSUB) &&
+        (cmd_is(cmd, "subscribe") || cmd_is(cmd, "psubscribe") || cmd_is(cmd, "ssubscribe"))) {
+        s->pubsub = 1;
+        return 0;
+    }
+    struct redis_unit *u = redis_unit_new(s);
+    if (u == NULL) {
+        /* no unit, no way to keep replies in order: give up on this client */
+        s->input_closed = 1;
+        close_quietly(s);
+        return 1;
+    }
+    u->cmd = cmd;
+    u->flags = flags;
+    u->kind = (uint8_t)kind;
+    note_session_change(s, u, req);
+    s->outstanding++;
+    redis_unit_append(s, u);
+    if (cmd_is(cmd, "multi"))
+        s->in_multi = 1;
+    if (s->shadow.state != RSH_OFF) {
+        u->closed_ns = session_now_ns();
+        u->mode = (uint8_t)rediscmd_digest_mode(cmd, req->argc, req->argv);
+        redis_shadow_command(s, u, bytes, len);
+    }
+    if (cmd_is(cmd, "exec") || cmd_is(cmd, "discard") || cmd_is(cmd, "reset"))
+        s->in_multi = 0;
+    return 0;
+}
+
+/* Hand n bytes at the start of client.in to the primary. */
+static void
+forward(struct redis_session *s, size_t n)
+{
+    if (n == 0)
+        return;
+    evbuffer_remove_buffer(s->client.in, s->server.out, n);
+}
+
+/*
+ * Frame every whole command in client.in and forward them as one batch.
+ * A partial command stays in client.in; client_need says how many bytes it
+ * takes at least, so a large value arriving in many reads is parsed once.
+ */
+static void
+client_input(struct redis_session *s)
+{
+    struct evbuffer *in = s->client.in;
+
+    for (;;) {
+        size_t avail = evbuffer_get_length(in), off = 0;
+        if (s->input_closed || avail == 0 || avail < s->client_need ||
+            (s->state != RS_ACTIVE && s->state != RS_CONNECTING))
+            return;
+        const uint8_t *buf = evbuffer_pullup(in, (ev_ssize_t)avail);
+        if (buf == NULL) {
+            close_quietly(s);
+            return;
+        }
+        s->client_need = 0;
+        while (off < avail) {
+            struct resp_request req;
+            const char *err = NULL;
+            size_t used = 0;
+            enum resp_status st =
+                resp_request_parse(buf + off, avail - off, &s->limits, &used, &req, &err);
+            if (st == RESP_NEED_MORE) {
+                s->client_need = used;
+                break;
+            }
+            if (st == RESP_ERROR) {
+                forward(s, off);
+                protocol_error(s, err);
+                return;
+            }
+            if (req.argc > 0 && command(s, &req, buf + off, used)) {
+                /* answered here: forward what came before, skip it, parse on */
+                forward(s, off);
+                evbuffer_drain(in, used);
+                goto next_batch;
+            }
+            off += used;
+            if (s->outstanding >= MAX_OUTSTANDING)
+                break; /* settle() stops reading; replies will call us again */
+        }
+        forward(s, off);
+        return;
+    next_batch:;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Primary replies.                                                    */
+
+static void
+backend_protocol_error(struct redis_session *s, const char *what)
+{
+    char msg[300];
+    snprintf(msg, sizeof(msg), "ERR tandem: backend \"%s\" sent %s", s->be->conf->name, what);
+    fail_all(s, METRIC_ERR_BACKEND_LOST, msg);
+}
+
+/* The reply to unit u is whole; info describes it, head is its first bytes. */
+static void
+primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_reply_info *info,
+              const uint8_t *head, size_t headlen)
+{
+    u->primary_done = 1;
+    s->outstanding--;
+    if (info->type == '-') {
+        if (headlen >= 7 && memcmp(head, "-NOAUTH", 7) == 0) {
+            int slot = s->be->metric_slot;
+            if (slot >= 0 && slot < METRIC_MAX_BACKENDS)
+                __atomic_store_n(&auth_required[slot], 1, __ATOMIC_RELAXED);
+            if (!s->authed)
+                s->limits.pre_auth = true;
+        }
+    } else {
+        switch (u->track) {
+        case RT_AUTH:
+            s->authed = 1;
+            s->limits.pre_auth = false;
+            break;
+        case RT_SELECT:
+            s->db = u->db;
+            break;
+        case RT_SETNAME:
+            free(s->client_name);
+            s->client_name = u->name[0] ? u->name : NULL;
+            if (s->client_name == NULL)
+                free(u->name);
+            u->name = NULL;
+            break;
+        case RT_RESET:
+            /* RESET logs the connection in as the default user again */
+            s->db = 0;
+            free(s->client_name);
+            s->client_name = NULL;
+            s->authed = 0;
+            s->limits.pre_auth = backend_wants_auth(s);
+            break;
+        default:
+            break;
+        }
+    }
+    s->pcur = next_for_primary(u->next);
+    if (s->shadow.state != RSH_OFF) {
+        if (u->cmp != NULL) {
+            u->cmp->pinfo = *info;
+            u->primary_ns = session_now_ns() - u->closed_ns;
+        }
+        redis_shadow_primary_done(s, u);
+    }
+    redis_complete_units(s);
+    if (s->outstanding == 0 && !s->in_multi && !s->pubsub && s->shadow.state == RSH_DETACHED)
+        redis_shadow_idle(s);
+}
+
+/*
+ * Frame the primary's replies and move them to the client: each whole
+ * reply completes the current unit.  The bytes move in one run at the end;
+ * a unit tandem answers itself cuts the run so the order holds.
+ */
+static void
+server_input(struct redis_session *s)
+{
+    struct evbuffer *in = s->server.in;
+    size_t avail = evbuffer_get_length(in), run = 0;
+    uint8_t head[8];
+    size_t headlen = 0;
+
+    while (run < avail && s->state == RS_ACTIVE) {
+        struct redis_unit *u = s->pcur;
+        if (u != NULL && u->local != NULL) {
+            evbuffer_remove_buffer(in, s->client.out, run);
+            count_listener(s, METRIC_L_BYTES_SENT, run);
+            avail -= run;
+            run = 0;
+            emit_local_replies(s);
+            continue;
+        }
+        if (u == NULL) {
+            if (s->pubsub) {
+                run = avail; /* pushes: relayed as they come */
+                break;
+            }
+            backend_protocol_error(s, "a reply to no request");
+            return;
+        }
+        struct evbuffer_ptr pos;
+        struct evbuffer_iovec v;
+        evbuffer_ptr_set(in, &pos, run, EVBUFFER_PTR_SET);
+        if (evbuffer_peek(in, (ev_ssize_t)(avail - run), &pos, &v, 1) < 1)
+            break;
+        size_t len = v.iov_len < avail - run ? v.iov_len : avail - run;
+        const uint8_t *p = v.iov_base;
+        if (!s->reply_open) {
+            resp_reader_init(&s->reader, u->cmp ? (enum resp_digest_mode)u->mode
+                                                : RESP_DIGEST_NONE);
+            s->reply_open = 1;
+            headlen = len < sizeof(head) ? len : sizeof(head);
+            memcpy(head, p, headlen);
+        }
+        size_t used = 0;
+        struct resp_reply_info info;
+        const char *err = NULL;
+        enum resp_status st = resp_reader_feed(&s->reader, p, len, &used, &info, &err);
+        if (st == RESP_ERROR) {
+            backend_protocol_error(s, "an invalid reply");
+            return;
+        }
+        if (u->cmp)
+            redis_keep_sample(u->cmp->psample, &u->cmp->plen, p, used);
+        run += used;
+        if (st == RESP_OK) {
+            s->reply_open = 0;
+            primary_reply(s, u, &info, head, headlen);
+            headlen = 0;
+        }
+    }
+    if (run > 0 && s->state == RS_ACTIVE) {
+        evbuffer_remove_buffer(in, s->client.out, run);
+        count_listener(s, METRIC_L_BYTES_SENT, run);
+    }
+    if (s->pcur != NULL && s->pcur->local != NULL)
+        emit_local_replies(s);
+    if (s->shadow.state == RSH_READY)
+        redis_shadow_flush(s);
+    if (s->draining && s->outstanding == 0 && !s->in_multi &&
+        evbuffer_get_length(s->client.in) == 0)
+        close_quietly(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Event handlers.                                                     */
+
+static void
+client_event(struct redis_session *s, short what)
+{
+    size_t n;
+
+    if (s->state == RS_LINGER || s->state == RS_DEAD || s->state == RS_SHADOW_DRAIN)
+        return;
+    if (what & EV_READ) {
+        enum conn_io io = conn_read(&s->client, s->w->scratch, sizeof(s->w->scratch), &n);
+        if (io == CONN_EOF || io == CONN_ERROR) {
+            if (s->state == RS_ACTIVE && s->server_open)
+                conn_flush(&s->server); /* what the client sent before leaving */
+            s->state = RS_DEAD;
+            return;
+        }
+        if (io == CONN_OK)
+            count_listener(s, METRIC_L_BYTES_RECEIVED, n);
+    }
+    client_input(s);
+    if (s->state == RS_ACTIVE && conn_flush(&s->server) == CONN_ERROR) {
+        fail_all(s, METRIC_ERR_BACKEND_LOST, "ERR tandem: lost the connection to the backend");
+        return;
+    }
+    if (s->state != RS_LINGER && s->state != RS_DEAD && conn_flush(&s->client) == CONN_ERROR)
+        s->state = RS_DEAD;
+}
+
+static void
+on_client(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_session *s = arg;
+    (void)fd;
+    client_event(s, what);
+    settle(s);
+}
+
+static void
+server_lost(struct redis_session *s, enum conn_io io)
+{
+    if (s->outstanding == 0 || s->pubsub) {
+        /* QUIT, or the server closed an idle connection: the client sees the close */
+        slog(s, CONF_LOG_INFO, "backend \"%s\" closed the connection", s->be->conf->name);
+        if (s->outstanding > 0)
+            count_client_error(s, METRIC_ERR_BACKEND_LOST);
+        close_quietly(s);
+        return;
+    }
+    fail_all(s, METRIC_ERR_BACKEND_LOST,
+             io == CONN_EOF ? "ERR tandem: the backend closed the connection"
+                            : "ERR tandem: lost the connection to the backend");
+}
+
+static void
+server_event(struct redis_session *s, short what)
+{
+    size_t n;
+
+    if (s->state != RS_ACTIVE && s->state != RS_CONNECTING)
+        return;
+    if (s->state == RS_CONNECTING) {
+        int err = session_connect_result(&s->server);
+        if (err != 0) {
+            backend_failed(s, strerror(err));
+            return;
+        }
+        server_connected(s);
+        client_input(s); /* bytes that arrived while connecting were framed already */
+        what = 0;
+    }
+    if (what & EV_READ) {
+        enum conn_io io = conn_read(&s->server, s->w->scratch, sizeof(s->w->scratch), &n);
+        if (io == CONN_OK)
+            redis_count_backend(s, s->be, METRIC_B_BACKEND_BYTES_RECEIVED, n);
+        server_input(s);
+        if (io == CONN_EOF || io == CONN_ERROR) {
+            conn_flush(&s->client);
+            server_lost(s, io);
+            return;
+        }
+        /* replies drained the backlog: requests held back may go now */
+        if (evbuffer_get_length(s->client.in) >= s->client_need)
+            client_input(s);
+    }
+    if (s->state != RS_ACTIVE)
+        return;
+    if (conn_flush(&s->server) == CONN_ERROR) {
+        server_lost(s, CONN_ERROR);
+        return;
+    }
+    if (conn_flush(&s->client) == CONN_ERROR)
+        s->state = RS_DEAD;
+}
+
+static void
+on_server(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_session *s = arg;
+    (void)fd;
+    server_event(s, what);
+    settle(s);
+}
+
+static void
+on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_session *s = arg;
+    (void)fd;
+    (void)what;
+
+    switch (s->state) {
+    case RS_LINGER:
+        s->state = RS_DEAD; /* the client does not read: give up on it */
+        break;
+    case RS_CONNECTING:
+        backend_failed(s, "timeout");
+        break;
+    default:
+        break; /* SHADOW_DRAIN: settle() frees it once the shadow is done */
+    }
+    settle(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Life cycle.                                                         */
+
+void
+redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
+                     const struct sockaddr *peer, int over_limit)
+{
+    struct redis_session *s = calloc(1, sizeof(*s));
+    if (s == NULL || conn_init(&s->client, w->base, fd, on_client, s) != 0) {
+        free(s);
+        close(fd);
+        __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    s->base.ops = &redis_session_ops;
+    s->w = w;
+    s->rt = w->rt;
+    runtime_ref(s->rt);
+    s->lis = l;
+    s->be = l->primary;
+    s->id = (uint64_t)w->id << 48 | w->next_conn_id++;
+    s->server.fd = -1;
+    s->shadow.conn.fd = -1;
+    s->shadow.rng = s->id * 0x9e3779b97f4a7c15ull + 1;
+    runtime_format_addr(peer, s->peer, sizeof(s->peer));
+    evtimer_assign(&s->timer, w->base, on_timer, s);
+    resp_limits_init(&s->limits);
+    s->limits.pre_auth = backend_wants_auth(s);
+    s->state = RS_CONNECTING;
+    worker_session_added(w, &s->base);
+    count_listener(s, METRIC_L_CLIENT_ACCEPTED, 1);
+    if (over_limit) {
+        count_client_error(s, METRIC_ERR_TOO_MANY_CLIENTS);
+        send_error(s, "ERR max number of clients reached");
+        set_state(s, RS_LINGER);
+    } else {
+        connect_backend(s);
+        /* now, not once connected: commands read meanwhile must be mirrored too */
+        if (s->state == RS_CONNECTING || s->state == RS_ACTIVE)
+            if (l->conf->mode != CONF_MODE_PASSTHROUGH && l->shadow != NULL)
+                redis_shadow_start(s);
+    }
+    settle(s);
+}
+
+static void
+redis_session_drain(struct redis_session *s)
+{
+    s->draining = 1;
+    /* idle now (or only subscribed): close; busy: server_input closes at the next idle point */
+    if (s->state == RS_CONNECTING ||
+        (s->state == RS_ACTIVE && ((s->outstanding == 0 && !s->in_multi &&
+                                    evbuffer_get_length(s->client.in) == 0) ||
+                                   s->pubsub)))
+        close_quietly(s);
+    settle(s);
+}
+
+static void
+redis_session_kill(struct redis_session *s)
+{
+    if (s->state == RS_SHADOW_DRAIN || s->shadow.state != RSH_OFF)
+        redis_shadow_abandon(s); /* what the shadow still owed is counted, not lost silently */
+    if (s->state != RS_LINGER && s->state != RS_SHADOW_DRAIN)
+        close_quietly(s);
+    if (s->client.fd >= 0)
+        conn_flush(&s->client);
+    s->state = s->state == RS_SHADOW_DRAIN ? RS_SHADOW_DRAIN : RS_DEAD;
+    settle(s);
+}
+
+/* The worker's view of a Redis session (session.h). */
+static void
+op_drain(struct session *s)
+{
+    redis_session_drain((struct redis_session *)s);
+}
+
+static void
+op_kill(struct session *s)
+{
+    redis_session_kill((struct redis_session *)s);
+}
+
+static int
+op_shadow_tick(struct session *base, uint64_t now_ns, uint64_t *lag_ns, int *listener_slot)
+{
+    struct redis_session *s = (struct redis_session *)base;
+    *listener_slot = s->lis->metric_slot;
+    *lag_ns = 0;
+    if (s->shadow.state == RSH_OFF)
+        return 0;
+    return redis_shadow_tick(s, now_ns, lag_ns);
+}
+
+static const struct session_ops redis_session_ops = {
+    .protocol = "redis",
+    .drain = op_drain,
+    .kill = op_kill,
+    .shadow_tick = op_shadow_tick,
+};

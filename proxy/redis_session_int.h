@@ -1,0 +1,191 @@
+/*
+ * redis_session_int.h - the Redis session's insides, shared by
+ * redis_session.c (client and primary) and redis_shadow.c (mirror and
+ * compare).  Nothing else includes this.
+ *
+ * Units
+ * -----
+ * Every command the client sends that expects a reply is one struct
+ * redis_unit, appended in order to one list:
+ *
+ *   units_head -> [GET done] -> [SET primary done] -> [INCR sent] -> NULL
+ *                                 ^ scur (waits for the shadow's reply)
+ *                                                      ^ pcur (waits for the primary's)
+ *
+ * The primary answers in order, so each whole reply (framed by a
+ * resp_reader) completes pcur; the shadow answers only the mirrored units,
+ * in order, so its replies complete scur.  A unit is recorded and recycled
+ * from the head once both sides are done with it.  A unit may also be
+ * answered by tandem itself (`local`: HELLO 3, a protocol error), in its
+ * turn, so replies always reach the client in the order of the requests.
+ *
+ * After SUBSCRIBE/PSUBSCRIBE/SSUBSCRIBE the primary pushes messages that
+ * answer no request: from there on the connection is a plain relay to the
+ * primary (no unit, no mirror) until it closes.
+ */
+#ifndef TANDEM_REDIS_SESSION_INT_H
+#define TANDEM_REDIS_SESSION_INT_H
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <stdint.h>
+
+#include "metrics/metric.h"
+#include "protocol/kind.h"
+#include "protocol/outcome.h"
+#include "protocol/rediscmd.h"
+#include "protocol/resp.h"
+#include "proxy/conn.h"
+#include "proxy/session.h"
+
+struct worker;
+struct runtime;
+struct rt_listener;
+struct rt_backend;
+
+enum rs_state {
+    RS_CONNECTING,   /* TCP connect to the primary in flight */
+    RS_ACTIVE,       /* forwarding */
+    RS_LINGER,       /* closing: flushing the last bytes to the client */
+    RS_DEAD,         /* to be freed by settle() */
+    RS_SHADOW_DRAIN, /* client and primary gone; the shadow finishes what it owes */
+};
+
+/* What a unit's successful reply changes in the session. */
+enum rs_track {
+    RT_NONE,
+    RT_AUTH,    /* AUTH, HELLO ... AUTH: the client is authenticated */
+    RT_SELECT,  /* the db, replayed on a new shadow connection */
+    RT_SETNAME, /* CLIENT SETNAME, likewise */
+    RT_RESET,   /* RESET: db 0, no name */
+};
+
+/* The first bytes of each side's reply, for the report. */
+#define RS_SAMPLE_BYTES 256
+
+struct redis_compare {
+    struct resp_reply_info pinfo;
+    struct resp_reply_info sinfo;
+    uint16_t plen, slen;
+    uint8_t psample[RS_SAMPLE_BYTES];
+    uint8_t ssample[RS_SAMPLE_BYTES];
+};
+
+struct redis_unit {
+    struct redis_unit *next;
+    const struct rediscmd *cmd; /* NULL: a command the table does not know (a write) */
+    uint32_t flags;             /* rediscmd_flags() for its arguments */
+    uint8_t kind;               /* enum req_kind */
+    uint8_t mode;               /* enum resp_digest_mode of its replies */
+    uint8_t track;              /* enum rs_track */
+    unsigned mirrored : 1;      /* its outcome is wanted (queued to the shadow, or dropped) */
+    unsigned primary_done : 1;
+    unsigned shadow_done : 1;
+    unsigned held : 1;          /* mirrored, its bytes wait in shadow.held for the primary */
+    unsigned replay : 1;        /* login or state for a new shadow connection: not recorded */
+    unsigned tx : 1;            /* EXEC: its held bytes are the whole MULTI ... EXEC */
+    unsigned close_after : 1;   /* a local protocol error: the session ends after it */
+    int8_t forced;              /* outcome decided without an answer, or -1 */
+    uint32_t sreplies;          /* replies the shadow owes for it (MULTI ... EXEC: all) */
+    size_t held_len;
+    int64_t db;                 /* SELECT's argument */
+    char *name;                 /* CLIENT SETNAME's argument (heap), or NULL */
+    char *local;                /* answered by tandem: these bytes (heap), or NULL */
+    size_t local_len;
+    uint64_t closed_ns;         /* read from the client */
+    uint64_t primary_ns;        /* primary latency */
+    uint64_t shadow_sent_ns;
+    uint64_t shadow_ns;
+    struct redis_compare *cmp;  /* NULL: the replies are not compared */
+};
+
+enum rsh_state {
+    RSH_OFF,        /* no shadow for this session */
+    RSH_CONNECTING, /* TCP connect in flight; mirrors wait in conn.out */
+    RSH_READY,      /* mirrors flow */
+    RSH_DETACHED,   /* failed or overflowed; re-attach at an idle point */
+};
+
+struct redis_shadow {
+    enum rsh_state state;
+    struct conn conn;            /* conn.out also holds what waits for the connect */
+    unsigned conn_open : 1;
+    unsigned reply_open : 1;     /* reader is inside a reply */
+    unsigned tx_wanted : 1;      /* the open MULTI holds a command worth mirroring */
+    struct resp_reader reader;
+    uint32_t replies_left;       /* of scur's replies, including the one being read */
+    uint64_t connect_ns;         /* when the connect started */
+    size_t queued;               /* this session's bytes in held + conn.out */
+    uint64_t retry_at_ns;        /* earliest re-attach */
+    unsigned failures;           /* consecutive, for the back-off */
+    struct evbuffer *held;       /* mirrored units the primary has not answered yet */
+    unsigned nheld;
+    struct evbuffer *tx_buf;     /* the open MULTI's commands, until EXEC or DISCARD */
+    uint32_t tx_cmds;            /* commands in tx_buf, MULTI included */
+    uint64_t rng;                /* read sampling (xorshift), no lock unlike random() */
+};
+
+struct redis_session {
+    struct session base;          /* first: the worker's view (session.h) */
+    struct worker *w;
+    struct runtime *rt;           /* reference held for the session's life */
+    const struct rt_listener *lis;
+    const struct rt_backend *be;  /* the answering backend: the primary */
+    uint64_t id;
+    char peer[64];
+    enum rs_state state;
+
+    struct conn client;
+    struct conn server;
+    struct event timer;           /* connect and linger deadlines, deferred frees */
+
+    unsigned server_open : 1;
+    unsigned draining : 1;
+    unsigned authed : 1;          /* an AUTH or HELLO AUTH succeeded */
+    unsigned in_multi : 1;        /* MULTI read, EXEC/DISCARD not yet */
+    unsigned pubsub : 1;          /* SUBSCRIBE read: a plain relay from there on */
+    unsigned reply_open : 1;      /* reader is inside a primary reply */
+    unsigned input_closed : 1;    /* nothing more is read from the client */
+    unsigned client_counted_out : 1;
+    struct resp_limits limits;    /* pre_auth while the primary wants AUTH first */
+    size_t client_need;           /* bytes client.in must hold before parsing again */
+    struct resp_reader reader;    /* frames (and digests) the primary's replies */
+    uint32_t outstanding;         /* units awaiting the primary */
+    int64_t db;                   /* SELECTed db, for the shadow */
+    char *client_name;            /* CLIENT SETNAME, for the shadow (heap), or NULL */
+
+    struct redis_unit *units_head, *units_tail;
+    struct redis_unit *pcur;      /* first unit awaiting the primary's reply */
+    struct redis_unit *scur;      /* first mirrored unit awaiting the shadow's */
+    struct redis_unit *spare;     /* recycled units */
+    unsigned nspare;
+
+    struct redis_shadow shadow;
+};
+
+/* redis_session.c */
+struct redis_unit *redis_unit_new(struct redis_session *s);
+void redis_unit_append(struct redis_session *s, struct redis_unit *u);
+void redis_complete_units(struct redis_session *s);
+void redis_count_backend(struct redis_session *s, const struct rt_backend *b,
+                         enum metric_backend_counter c, uint64_t n);
+/* the shadow made progress: a session draining its shadow may be done */
+void redis_session_shadow_progress(struct redis_session *s);
+
+/* redis_shadow.c */
+void redis_shadow_start(struct redis_session *s);
+void redis_shadow_release(struct redis_session *s);
+/* a command was read: decide whether it is mirrored; bytes are its request */
+void redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
+                          size_t len);
+void redis_shadow_primary_done(struct redis_session *s, struct redis_unit *u);
+void redis_shadow_flush(struct redis_session *s);
+void redis_shadow_idle(struct redis_session *s);
+void redis_shadow_record(struct redis_session *s, struct redis_unit *u);
+int redis_shadow_tick(struct redis_session *s, uint64_t now, uint64_t *lag_ns);
+int redis_shadow_busy(const struct redis_session *s);
+void redis_shadow_orphan(struct redis_session *s);
+void redis_shadow_abandon(struct redis_session *s);
+void redis_keep_sample(uint8_t *sample, uint16_t *have, const uint8_t *p, size_t n);
+
+#endif /* TANDEM_REDIS_SESSION_INT_H */

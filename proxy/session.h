@@ -1,0 +1,117 @@
+/*
+ * session.h - what every protocol's client session shows its worker.
+ *
+ * A worker keeps one list of sessions, whatever their protocol, for the
+ * things it does to all of them: drain on SIGTERM, kill on SIGINT or at the
+ * drain deadline, and the periodic shadow look (timeouts, lag, detached
+ * sessions).  Each protocol's session struct embeds struct session as its
+ * FIRST member and fills ops; the worker calls through ops only and never
+ * frees a session itself (sessions free themselves from their own handlers,
+ * after unlinking with worker_session_removed()).
+ *
+ *   struct pg_session    { struct session base; ... }   pg_session.c
+ *   struct redis_session { struct session base; ... }   redis_session.c
+ *
+ * Mirror queue bytes of every protocol's shadows count against one bound,
+ * limits.mirror_queue_total: session_queue_account() / session_queue_total().
+ */
+#ifndef TANDEM_SESSION_H
+#define TANDEM_SESSION_H
+
+#include <event2/event.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "protocol/outcome.h"
+
+struct session;
+
+struct session_ops {
+    const char *protocol; /* "postgres", "redis": for logs */
+    /* SIGTERM: close now when idle, else at the session's next idle point. */
+    void (*drain)(struct session *s);
+    /* Close at once (SIGINT, drain deadline); may free the session. */
+    void (*kill)(struct session *s);
+    /*
+     * The worker's periodic look: detach a shadow that timed out (never
+     * free).  *lag_ns: age of the oldest unanswered mirror; *listener_slot:
+     * the listener's metric slot.  Returns 1 when the shadow is detached.
+     */
+    int (*shadow_tick)(struct session *s, uint64_t now_ns, uint64_t *lag_ns, int *listener_slot);
+    /*
+     * Cutover and rollback (proxy/cutover.h): swap roles when ready, let
+     * held writes go; 1 while the session keeps the operation waiting.
+     * NULL: the protocol does not take part (its listeners are not cut over).
+     */
+    int (*cutover_check)(struct session *s, int *listener_slot);
+};
+
+struct session {
+    const struct session_ops *ops;
+    struct session *prev, *next; /* the worker's list */
+};
+
+static inline void
+session_link(struct session *s, struct session **head)
+{
+    s->prev = NULL;
+    s->next = *head;
+    if (*head)
+        (*head)->prev = s;
+    *head = s;
+}
+
+static inline void
+session_unlink(struct session *s, struct session **head)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        *head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+}
+
+/* session_now_ns - the monotonic clock every session's timing uses. */
+static inline uint64_t
+session_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+struct conn;
+struct rt_backend;
+
+/*
+ * session_connect - open a non-blocking TCP connection to backend b into c
+ * (TCP_NODELAY, keepalive; cb gets its events).  Returns 0 when connected
+ * at once, 1 while in progress (c's write event is armed: when it fires,
+ * ask session_connect_result()), -1 on failure with errno set (c released).
+ */
+int session_connect(struct conn *c, struct event_base *base, const struct rt_backend *b,
+                    event_callback_fn cb, void *arg);
+
+/* session_connect_result - 0 once c's connect succeeded, else the errno it failed with. */
+int session_connect_result(const struct conn *c);
+
+/* Shadow re-attach back-off after `failures` consecutive failures: 1 s doubling to 60 s. */
+static inline uint64_t
+session_retry_backoff_ns(unsigned failures)
+{
+    uint64_t ns = 1000000000ull << (failures > 0 && failures < 7 ? failures - 1 : 6);
+    return ns < 60000000000ull ? ns : 60000000000ull;
+}
+
+/*
+ * Process-wide mirror queue bytes of the sessions that account here (Redis;
+ * PostgreSQL still keeps its own count, pg_session_queue_total()).
+ * session_queue_total() is the sum of both, to check against
+ * limits.mirror_queue_total and to export.
+ */
+void session_queue_account(int64_t delta);
+uint64_t session_queue_total(void);
+
+#endif /* TANDEM_SESSION_H */

@@ -1,0 +1,107 @@
+"""A real redis-server for a test: a temp dir, a free loopback port, no persistence.
+
+    server = RedisServer("primary", password=None)
+    server.start(); server.client().set("k", "v"); server.stop()
+
+DEBUG is enabled (DEBUG DIGEST compares two servers' whole data set).  The
+process is ours: tests may SIGSTOP, SIGCONT or kill it, and restart() brings
+it back on the same port, empty.
+
+redis_config() writes a tandem configuration with one redis listener.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+
+import redis
+
+from .util import ARTIFACTS, free_port, port_accepts, wait_until
+
+
+class RedisServer:
+    def __init__(self, name, password=None):
+        self.name = name
+        self.password = password
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix=f"tandem-redis-{name}-")
+        self.proc = None
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self):
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+               "--save", "", "--appendonly", "no", "--dir", self.dir,
+               "--enable-debug-command", "yes", "--daemonize", "no",
+               "--logfile", os.path.join(ARTIFACTS, f"redis-{self.name}.log")]
+        if self.password:
+            cmd += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_until(lambda: port_accepts(self.port), 20, f"redis-server {self.name} to listen")
+        return self
+
+    def client(self, db=0):
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db, password=self.password,
+                           socket_timeout=20)
+
+    def digest(self):
+        """DEBUG DIGEST: one hash of every key, value and expiry flag of every db."""
+        return self.client().execute_command("DEBUG", "DIGEST")
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self):
+        self.kill()
+        self.start()
+
+    def stop(self):
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def redis_config(*, port, primary, shadow=None, admin_port=None, mode=None, workers=2,
+                 mirror=None, primary_extra="", shadow_extra="", log_level="info"):
+    """A config file text: listener r on 127.0.0.1:port, primary blue, shadow green."""
+    lines = [f"workers {workers};", "log_format text;", f"log_level {log_level};"]
+    if admin_port:
+        lines.append(f"admin {{ listen 127.0.0.1:{admin_port}; }}")
+    lines += ["backend blue {", f"    address {primary.address};"]
+    lines += [f"    {ln.strip()}" for ln in primary_extra.splitlines() if ln.strip()]
+    lines.append("}")
+    if shadow is not None:
+        lines += ["backend green {", f"    address {shadow.address};"]
+        lines += [f"    {ln.strip()}" for ln in shadow_extra.splitlines() if ln.strip()]
+        lines.append("}")
+    lines += ["listener r {", f"    listen 127.0.0.1:{port};", "    protocol redis;",
+              "    primary blue;"]
+    if shadow is not None:
+        lines.append("    shadow green;")
+    lines.append(f"    mode {mode or ('shadow' if shadow is not None else 'passthrough')};")
+    if mirror:
+        lines.append("    mirror { " + " ".join(f"{k} {v};" for k, v in mirror.items()) + " }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def start_redis_tandem(factory, primary, shadow=None, **cfg):
+    """A tandem with listener r in front of PRIMARY (and SHADOW), with an admin port."""
+    port, admin = free_port(), free_port()
+    text = redis_config(port=port, admin_port=admin, primary=primary, shadow=shadow, **cfg)
+    return factory(config_text=text, port=port, admin_port=admin)
+
+
+def tandem_client(t, **kw):
+    """A redis-py client through tandem T."""
+    return redis.Redis(host="127.0.0.1", port=t.port, socket_timeout=20, **kw)
