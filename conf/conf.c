@@ -122,6 +122,7 @@ conf_free(struct conf *conf)
         free(conf->listeners[i].compare.ignore_fingerprints);
         free(conf->listeners[i].read_weights);
         free(conf->listeners[i].canaries);
+        free(conf->listeners[i].guards);
     }
     free(conf->listeners);
     free(conf->backends);
@@ -155,6 +156,18 @@ const char *
 conf_mode_name(enum conf_mode mode)
 {
     return enum_name(conf_mode_names, 3, (int)mode);
+}
+
+const char *
+conf_guard_metric_name(enum conf_guard_metric m)
+{
+    return enum_name(conf_guard_metric_names, 6, (int)m);
+}
+
+const char *
+conf_guard_action_name(enum conf_guard_action a)
+{
+    return enum_name(conf_guard_action_names, 3, (int)a);
 }
 
 const char *

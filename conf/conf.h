@@ -175,6 +175,43 @@ struct conf_canary {
     int line;
 };
 
+/* What a guard watches, over its window. */
+enum conf_guard_metric {
+    CONF_GUARD_SHADOW_ERROR_RATE, /* (shadow_error + shadow_timeout) / compared units */
+    CONF_GUARD_MISMATCH_RATE,     /* mismatch / (match + mismatch) */
+    CONF_GUARD_LATENCY_RATIO_P50, /* shadow p50 / primary p50 */
+    CONF_GUARD_LATENCY_RATIO_P99,
+    CONF_GUARD_LAG,               /* mirror lag, seconds */
+    CONF_GUARD_BACKEND_DOWN,      /* the shadow fails its health check */
+};
+
+/* What a tripped guard does. */
+enum conf_guard_action {
+    CONF_GUARD_READS_TO_PRIMARY, /* the shadow's read weight to 0 */
+    CONF_GUARD_STOP_MIRRORING,   /* mode passthrough */
+    CONF_GUARD_ROLLBACK,         /* POST /api/rollback: reads back, and roles if cut over */
+};
+
+/*
+ * guard NAME { metric shadow_error_rate; above 5%; window 60s;
+ *              min_samples 100; action reads-to-primary; cooldown 5m; }
+ * above: a percentage for the rates, a ratio (2.0) for latency, a duration
+ * for lag; none for backend_down.  Defaults as shown (above: 5% for the
+ * rates, 2.0 for latency, 1s for lag).  A listener in mode split with no
+ * guard gets one: shadow_error_rate above 5%, reads to the primary.
+ */
+struct conf_guard {
+    char name[CONF_NAME_MAX];
+    enum conf_guard_metric metric;
+    double above;
+    char above_text[32];          /* as written, checked against the metric when the block ends */
+    uint32_t window_ms;
+    uint32_t min_samples;
+    enum conf_guard_action action;
+    uint32_t cooldown_ms;
+    int line;
+};
+
 struct conf_listener {
     char name[CONF_NAME_MAX];
     struct conf_addr addr;
@@ -192,6 +229,8 @@ struct conf_listener {
     uint32_t max_lag_ms;           /* no routed reads to a backend lagging more; default 1 s */
     struct conf_canary *canaries;  /* canary NAME { ... } in order */
     size_t ncanaries;
+    struct conf_guard *guards;     /* guard NAME { ... } */
+    size_t nguards;
     int line;
 };
 
@@ -294,6 +333,8 @@ void conf_format_error(const struct conf *conf_or_null, const char *name,
 
 /* Enum names as written in the file, for logs and /api/status. */
 const char *conf_mode_name(enum conf_mode mode);
+const char *conf_guard_metric_name(enum conf_guard_metric m);
+const char *conf_guard_action_name(enum conf_guard_action a);
 const char *conf_proto_name(enum conf_proto proto);
 const char *conf_tls_name(enum conf_tls tls);
 

@@ -34,6 +34,11 @@
 
 const char *const conf_proto_names[] = {"postgres", "redis", NULL};
 const char *const conf_mode_names[] = {"passthrough", "shadow", "split", NULL};
+const char *const conf_guard_metric_names[] = {"shadow_error_rate", "mismatch_rate",
+                                               "latency_ratio_p50", "latency_ratio_p99", "lag",
+                                               "backend_down", NULL};
+const char *const conf_guard_action_names[] = {"reads-to-primary", "stop-mirroring", "rollback",
+                                               NULL};
 const char *const conf_tls_names[] = {"disable", "require", "verify-full", NULL};
 const char *const conf_log_format_names[] = {"text", "json", NULL};
 const char *const conf_log_level_names[] = {"debug", "info", "warn", "error", NULL};
@@ -62,11 +67,13 @@ enum {
     CTX_MIRROR = 1u << 5,
     CTX_COMPARE = 1u << 6,
     CTX_CANARY = 1u << 7,
+    CTX_GUARD = 1u << 8,
 };
 
 /* Most entries in one listener's reads { }, and canary rules per listener. */
 #define READS_MAX CONF_MAX_BACKENDS
 #define CANARIES_MAX 64
+#define GUARDS_MAX 16
 
 /* Row flags. */
 enum {
@@ -150,13 +157,16 @@ static const struct conf_range range_queue = {64ull << 10, 1ull << 30, "64KB..1G
 static const struct conf_range range_queue_total = {1ull << 20, 64ull << 30, "1MB..64GB"};
 static const struct conf_range range_ryw = {0, 60 * 60 * 1000, "0ms..1h"};
 static const struct conf_range range_weight = {0, 1000000, "0..1000000"};
+static const struct conf_range range_guard_window = {1000, 600 * 1000, "1s..10m"};
+static const struct conf_range range_min_samples = {1, 1000000000, "1..1000000000"};
+static const struct conf_range range_cooldown = {0, 24 * 60 * 60 * 1000, "0s..24h"};
 
 static conf_set_fn set_number, set_size, set_duration, set_enum, set_string, set_addr,
     set_backend_ref, set_fraction, set_size64, set_ignore_columns, set_ignore_fingerprints,
     set_write_functions, set_client, set_hint, set_percent, set_route, set_action;
 static conf_enter_fn enter_member, enter_admin, enter_backend, enter_listener, enter_reads,
-    enter_canary;
-static conf_leave_fn leave_admin, leave_backend, leave_listener, leave_canary;
+    enter_canary, enter_guard;
+static conf_leave_fn leave_admin, leave_backend, leave_listener, leave_canary, leave_guard;
 
 #define FIELD(type, field) offsetof(type, field), sizeof(((type *)0)->field)
 /* A directive taking one or more words, stored by its own setter. */
@@ -196,8 +206,7 @@ static const struct conf_directive directives[] = {
     LIST("write_functions", CTX_TOP, set_write_functions),
     /*
      * Later capabilities are rows here, each with a CTX_ of its own and the
-     * rows of its body, as mirror, compare and canary below; guard is an
-     * unknown directive until then, as it must be.
+     * rows of its body, as mirror, compare, canary and guard below.
      */
 
     /* limits { } */
@@ -247,6 +256,7 @@ static const struct conf_directive directives[] = {
     SIMPLE("max_lag", CTX_LISTENER, 0, set_duration, struct conf_listener, max_lag_ms,
            &range_timeout),
     BLOCK("canary", CTX_LISTENER, D_MULTI, 1, CTX_CANARY, enter_canary, leave_canary),
+    BLOCK("guard", CTX_LISTENER, D_MULTI, 1, CTX_GUARD, enter_guard, leave_guard),
 
     /* listener { mirror { } } */
     SIMPLE("reads", CTX_MIRROR, 0, set_fraction, struct conf_mirror, reads, NULL),
@@ -269,6 +279,16 @@ static const struct conf_directive directives[] = {
     ROW("route", CTX_CANARY, 1, set_route),
     ROW("primary", CTX_CANARY, 0, set_action),
     ROW("no_mirror", CTX_CANARY, 0, set_action),
+
+    SIMPLE("metric", CTX_GUARD, D_REQUIRED, set_enum, struct conf_guard, metric,
+           conf_guard_metric_names),
+    SIMPLE("above", CTX_GUARD, 0, set_string, struct conf_guard, above_text, NULL),
+    SIMPLE("window", CTX_GUARD, 0, set_duration, struct conf_guard, window_ms, &range_guard_window),
+    SIMPLE("min_samples", CTX_GUARD, 0, set_number, struct conf_guard, min_samples,
+           &range_min_samples),
+    SIMPLE("action", CTX_GUARD, 0, set_enum, struct conf_guard, action, conf_guard_action_names),
+    SIMPLE("cooldown", CTX_GUARD, 0, set_duration, struct conf_guard, cooldown_ms,
+           &range_cooldown),
 };
 
 #define NDIRECTIVES ARRAY_SIZE(directives)
@@ -1020,6 +1040,88 @@ enter_canary(struct conf_build *b, void *obj, const struct conf_directive *d,
     cn->backend = -1;
     cn->line = n->line;
     return cn;
+}
+
+static void *
+enter_guard(struct conf_build *b, void *obj, const struct conf_directive *d,
+            const struct conf_node *n)
+{
+    struct conf_listener *l = obj;
+    int duplicate = 0;
+    (void)d;
+
+    if (l->nguards >= GUARDS_MAX) {
+        conf_err_add(b->errs, n->line, "too many guards (max %d)", GUARDS_MAX);
+        return NULL;
+    }
+    struct conf_guard *g = realloc(l->guards, (l->nguards + 1) * sizeof(*g));
+    if (g == NULL) {
+        b->oom = 1;
+        return NULL;
+    }
+    l->guards = g;
+    for (size_t i = 0; i < l->nguards; i++)
+        if (strcmp(l->guards[i].name, n->args[0]) == 0)
+            duplicate = 1;
+    g = &l->guards[l->nguards++];
+    memset(g, 0, sizeof(*g));
+    if (check_block_name(b, n, duplicate) == 0)
+        snprintf(g->name, sizeof(g->name), "%s", n->args[0]);
+    g->window_ms = 60000;
+    g->min_samples = 100;
+    g->action = CONF_GUARD_READS_TO_PRIMARY;
+    g->cooldown_ms = 300000;
+    g->line = n->line;
+    return g;
+}
+
+/* above is read by the metric's kind: a percentage, a ratio, or a duration. */
+static void
+leave_guard(struct conf_build *b, void *obj, const struct conf_node *n,
+            const struct conf_node *const *seen)
+{
+    struct conf_guard *g = obj;
+    const struct conf_node *above = seen_node(seen, CTX_GUARD, "above");
+    const char *text = g->above_text;
+    char desc[CONF_QUOTE_MAX + 16], q[CONF_QUOTE_MAX];
+    int line = above ? above->line : n->line;
+    uint32_t bp;
+    uint64_t ms;
+    char *end;
+
+    block_desc(n, desc, sizeof(desc));
+    conf_err_quote(text, q, sizeof(q));
+    switch (g->metric) {
+    case CONF_GUARD_SHADOW_ERROR_RATE:
+    case CONF_GUARD_MISMATCH_RATE:
+        if (above == NULL)
+            g->above = 0.05;
+        else if (conf_value_percent(text, &bp) != CONF_VALUE_OK || bp > 10000)
+            conf_err_add(b->errs, line, "%s: above: bad percentage %s (expected 0%%..100%%)", desc,
+                         q);
+        else
+            g->above = bp / 10000.0;
+        break;
+    case CONF_GUARD_LATENCY_RATIO_P50:
+    case CONF_GUARD_LATENCY_RATIO_P99:
+        g->above = above ? strtod(text, &end) : 2.0;
+        if (above && (end == text || *end != '\0' || !(g->above > 0) || g->above > 1000))
+            conf_err_add(b->errs, line, "%s: above: bad ratio %s (expected a number like 2.0)",
+                         desc, q);
+        break;
+    case CONF_GUARD_LAG:
+        if (above == NULL)
+            g->above = 1.0;
+        else if (conf_value_duration_ms(text, &ms) != CONF_VALUE_OK)
+            conf_err_add(b->errs, line, "%s: above: bad duration %s (expected like 1s)", desc, q);
+        else
+            g->above = (double)ms / 1000.0;
+        break;
+    case CONF_GUARD_BACKEND_DOWN:
+        if (above != NULL)
+            conf_err_add(b->errs, line, "%s: above: backend_down takes no threshold", desc);
+        break;
+    }
 }
 
 /* Exactly one action per rule: a rule that does nothing, or two things, is a mistake. */

@@ -15,6 +15,8 @@
 /* Words of each enum, indexed by value, NULL-terminated. */
 extern const char *const conf_proto_names[];
 extern const char *const conf_mode_names[];
+extern const char *const conf_guard_metric_names[];
+extern const char *const conf_guard_action_names[];
 extern const char *const conf_tls_names[];
 extern const char *const conf_log_format_names[];
 extern const char *const conf_log_level_names[];

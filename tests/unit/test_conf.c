@@ -249,6 +249,50 @@ test_defaults_shadow_mode(void **state)
     conf_free(c);
 }
 
+#define GUARD_CONF(body)                                                                           \
+    "backend blue { address a:1; }\nbackend green { address b:2; }\n"                             \
+    "listener pg { listen c:3; primary blue; shadow green; mode split;\n" body "}\n"
+
+static void
+test_guards(void **state)
+{
+    (void)state;
+    struct conf *c = load_ok(GUARD_CONF(
+        "guard e { metric shadow_error_rate; above 2.5%; window 30s; min_samples 10;\n"
+        "          action rollback; cooldown 1m; }\n"
+        "guard p { metric latency_ratio_p99; above 3; }\n"
+        "guard l { metric lag; above 1500ms; action stop-mirroring; }\n"
+        "guard d { metric backend_down; }\n"));
+    const struct conf_listener *l = &c->listeners[0];
+    assert_int_equal(l->nguards, 4);
+    assert_int_equal(l->guards[0].metric, CONF_GUARD_SHADOW_ERROR_RATE);
+    assert_true(l->guards[0].above > 0.0249 && l->guards[0].above < 0.0251);
+    assert_int_equal(l->guards[0].window_ms, 30000);
+    assert_int_equal(l->guards[0].min_samples, 10);
+    assert_int_equal(l->guards[0].action, CONF_GUARD_ROLLBACK);
+    assert_int_equal(l->guards[0].cooldown_ms, 60000);
+    /* defaults: 60 s, 100 samples, reads to the primary, 5 min */
+    assert_true(l->guards[1].above == 3.0);
+    assert_int_equal(l->guards[1].window_ms, 60000);
+    assert_int_equal(l->guards[1].min_samples, 100);
+    assert_int_equal(l->guards[1].action, CONF_GUARD_READS_TO_PRIMARY);
+    assert_int_equal(l->guards[1].cooldown_ms, 300000);
+    assert_true(l->guards[2].above == 1.5);
+    assert_int_equal(l->guards[2].action, CONF_GUARD_STOP_MIRRORING);
+    assert_int_equal(l->guards[3].metric, CONF_GUARD_BACKEND_DOWN);
+    conf_free(c);
+
+    EXPECT_ERRORS(GUARD_CONF("guard x { metric latency_ratio_p50; above fast; }\n"),
+                  "t.conf:4: guard \"x\": above: bad ratio \"fast\" (expected a number like 2.0)");
+    EXPECT_ERRORS(GUARD_CONF("guard x { metric mismatch_rate; above 120%; }\n"),
+                  "t.conf:4: guard \"x\": above: bad percentage \"120%\" (expected 0%..100%)");
+    EXPECT_ERRORS(GUARD_CONF("guard x { metric backend_down; above 1; }\n"),
+                  "t.conf:4: guard \"x\": above: backend_down takes no threshold");
+    EXPECT_ERRORS(GUARD_CONF("guard x { metric lag; action panic; }\n"),
+                  "t.conf:4: action: bad value \"panic\" (expected "
+                  "reads-to-primary|stop-mirroring|rollback)");
+}
+
 /* ---- syntax -------------------------------------------------------------- */
 
 static void
@@ -291,7 +335,8 @@ static const struct error_case error_cases[] = {
      "t.conf:2: missing name for \"canary\""},
     {MIN "mirror { }\n", "t.conf:3: directive \"mirror\" is not allowed at top level"},
     {MIN "write_functions;\n", "t.conf:3: missing value for \"write_functions\""},
-    {MIN "guard { }\n", "t.conf:3: unknown directive \"guard\""},
+    {MIN "guard g { }\n", "t.conf:3: directive \"guard\" is not allowed at top level"},
+    {MIN "galaxy { }\n", "t.conf:3: unknown directive \"galaxy\""},
     {MIN "listen 1.2.3.4:5;\n", "t.conf:3: directive \"listen\" is not allowed at top level"},
     {MIN "limits { workers 2; }\n", "t.conf:3: directive \"workers\" is not allowed in limits"},
     {"backend blue { address a:1; listen b:2; }\n"
@@ -1471,6 +1516,7 @@ main(void)
         cmocka_unit_test(test_routing_defaults),
         cmocka_unit_test(test_routing_errors),
         cmocka_unit_test(test_canary_cidr),
+        cmocka_unit_test(test_guards),
         cmocka_unit_test(test_routing_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
