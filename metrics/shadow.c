@@ -891,6 +891,10 @@ fill_stats(const struct agg *a, int slot, struct shadow_listener_stats *out)
     out->primary_p50_seconds = quantile(a->win_lat[SHADOW_SIDE_PRIMARY], 0.5);
     out->shadow_p50_seconds = quantile(a->win_lat[SHADOW_SIDE_SHADOW], 0.5);
     out->performance_ratio = ratio(out->shadow_p50_seconds, out->primary_p50_seconds);
+    out->primary_p99_seconds = quantile(a->win_lat[SHADOW_SIDE_PRIMARY], 0.99);
+    out->shadow_p99_seconds = quantile(a->win_lat[SHADOW_SIDE_SHADOW], 0.99);
+    for (int s = 0; s < SHADOW_SIDE__COUNT; s++)
+        out->window_latency_count[s] = hist_count(a->win_lat[s]);
     for (int s = 0; s < SHADOW_SIDE__COUNT; s++) {
         out->latency_count[s] = hist_count(a->lat[s].b);
         out->latency_sum_seconds[s] = (double)a->lat[s].sum_ns / 1e9;

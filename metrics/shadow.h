@@ -165,6 +165,9 @@ struct shadow_listener_stats {
     double primary_p50_seconds;                 /* window */
     double shadow_p50_seconds;                  /* window */
     double performance_ratio;                   /* window: shadow p50 / primary p50 */
+    double primary_p99_seconds;                 /* window */
+    double shadow_p99_seconds;                  /* window */
+    uint64_t window_latency_count[SHADOW_SIDE__COUNT]; /* window: latencies recorded */
     uint64_t latency_count[SHADOW_SIDE__COUNT]; /* since boot: latencies recorded */
     double latency_sum_seconds[SHADOW_SIDE__COUNT];
     uint64_t dropped[SHADOW_DROP__COUNT]; /* since boot */

@@ -58,13 +58,14 @@ route_metrics(struct admin *a, struct evhttp_request *req)
     char *text = NULL;
     size_t len = 0;
     FILE *out = open_memstream(&text, &len);
-    (void)a;
     if (out == NULL) {
         reply_json_error(req, 500, "Internal Server Error", "out of memory");
         return;
     }
     metric_render_prometheus(out);
     shadow_render_prometheus(out);
+    if (a->hooks.metrics)
+        a->hooks.metrics(a->hooks.ctx, out);
     fclose(out);
     reply_text(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", text, len);
     free(text);

@@ -20,6 +20,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "conf/conf.h"
 
@@ -41,6 +42,8 @@ struct admin_hooks {
     int (*ready)(void *ctx, char *why, size_t whylen);
     /* status - a new JSON object describing the process (the caller frees it). */
     json_t *(*status)(void *ctx);
+    /* metrics - append the process's own metric families to /metrics (guards); may be NULL. */
+    void (*metrics)(void *ctx, FILE *out);
     /*
      * act - carry out an action with the request's JSON body (NULL when
      * empty).  Returns the HTTP status; on success *reply is the JSON to

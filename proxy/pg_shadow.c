@@ -1092,6 +1092,9 @@ shadow_input(struct pg_session *s)
         struct pg_unit *u = s->scur;
         /* a routed read's answer is the client's, but for the Parses we added */
         int forward = u != NULL && u->routed && u == s->route.unit;
+        /* the guards count a routed read the shadow failed, compared or not */
+        if (forward && h.type == 'E' && u->cmp == NULL && u->forced < 0)
+            u->forced = SHADOW_SHADOW_ERROR;
         if (forward && h.type == '1') {
             unsigned i = u->parse_seen++;
             if (i < 64 && (u->parse_injected >> i) & 1)

@@ -20,6 +20,7 @@
 #include "proxy/admin.h"
 #include "proxy/control.h"
 #include "proxy/cutover.h"
+#include "proxy/guard.h"
 #include "proxy/health.h"
 #include "proxy/log.h"
 #include "proxy/runtime.h"
@@ -37,6 +38,7 @@ struct proxy {
     struct admin *admin;
     struct health *health;
     struct cutover *cutover;
+    struct guards *guards;
     struct event *sig_hup, *sig_term, *sig_int;
     struct event *drain_tick;
     struct timeval drain_deadline;
@@ -121,6 +123,7 @@ reload(struct proxy *p)
     health_set_runtime(p->health, rt);
     runtime_unref(p->rt);
     p->rt = rt;
+    guards_set_runtime(p->guards, rt);
     metric_count_reload(1);
     log_info("configuration reloaded");
 }
@@ -257,6 +260,9 @@ set_weights(struct proxy *p, json_t *body, json_t **reply, char *err, size_t err
         names[n] = key;
         weights[n++] = json_integer_value(value) > 1000000 ? 1000001 : (long)json_integer_value(value);
     }
+    int held = guards_hold(p->guards, names, weights, n, err, errlen);
+    if (held != 0)
+        return held;
     if (control_set_weights(p->rt, names, weights, n, err, errlen) != 0)
         return 400;
     json_t *all = json_object(), *per = json_array();
@@ -325,6 +331,14 @@ start_operation(struct proxy *p, enum cutover_kind kind, json_t *body, json_t **
     return cutover_start(p->cutover, p->rt, kind, (uint32_t)max_pause, force, reply, err, errlen);
 }
 
+static void
+render_metrics(void *ctx, FILE *out)
+{
+    struct proxy *p = ctx;
+    if (p->guards)
+        guards_render_prometheus(p->guards, out);
+}
+
 static int
 act(void *ctx, enum admin_action action, const char *arg, json_t *body, json_t **reply, char *err,
     size_t errlen)
@@ -385,6 +399,7 @@ status(void *ctx)
                             json_pack("{s:s, s:o}", "primary", primary->conf->name, "shadow",
                                       shadow ? json_string(shadow->conf->name) : json_null()));
         json_object_set_new(o, "weights", weights_json(l));
+        json_object_set_new(o, "guards", guards_status_json(p->guards, l->metric_slot));
         json_object_set_new(o, "clients",
                             json_integer((json_int_t)(
                                 metric_sum_listener(l->metric_slot, METRIC_L_CLIENT_ACCEPTED) -
@@ -423,6 +438,7 @@ proxy_release(struct proxy *p)
     free(p->workers);
     admin_free(p->admin);
     health_free(p->health);
+    guards_free(p->guards);
     cutover_free(p->cutover);
     if (p->sig_hup)
         event_free(p->sig_hup);
@@ -481,7 +497,8 @@ proxy_run(struct conf *conf, const char *conf_path)
         }
     }
     if (p->rt->conf->admin.enabled) {
-        struct admin_hooks hooks = {.ctx = p, .ready = ready, .status = status, .act = act};
+        struct admin_hooks hooks = {
+            .ctx = p, .ready = ready, .status = status, .act = act, .metrics = render_metrics};
         p->admin = admin_new(p->base, &p->rt->conf->admin.addr, &hooks, err, sizeof(err));
         if (p->admin == NULL) {
             log_error("%s", err);
@@ -491,10 +508,11 @@ proxy_run(struct conf *conf, const char *conf_path)
     control_load(p->rt);
     p->health = health_new(p->base, p->rt);
     p->cutover = cutover_new(p->base, p->workers, p->nworkers);
+    p->guards = p->cutover ? guards_new(p->base, p->cutover, p->rt) : NULL;
     p->sig_hup = evsignal_new(p->base, SIGHUP, on_signal, p);
     p->sig_term = evsignal_new(p->base, SIGTERM, on_signal, p);
     p->sig_int = evsignal_new(p->base, SIGINT, on_signal, p);
-    if (p->health == NULL || p->cutover == NULL || !p->sig_hup || !p->sig_term || !p->sig_int)
+    if (p->health == NULL || p->cutover == NULL || p->guards == NULL || !p->sig_hup || !p->sig_term || !p->sig_int)
         goto out;
     event_add(p->sig_hup, NULL);
     event_add(p->sig_term, NULL);
