@@ -320,7 +320,7 @@ proxy_run(struct conf *conf, const char *conf_path)
     }
     if (p->rt->conf->admin.enabled) {
         struct admin_hooks hooks = {.ctx = p, .ready = ready, .status = status};
-        p->admin = admin_new(p->base, &p->rt->conf->admin.addr, &hooks, err, sizeof(err));
+        p->admin = admin_new(p->base, &p->rt->conf->admin, &hooks, err, sizeof(err));
         if (p->admin == NULL) {
             log_error("%s", err);
             goto out;
