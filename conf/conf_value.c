@@ -114,6 +114,10 @@ conf_value_duration_ms(const char *s, uint64_t *out)
         {NULL, 0},
     };
     /* clang-format on */
+    if (strcmp(s, "0") == 0) {
+        *out = 0; /* zero is zero in any unit: "read_your_writes 0;" */
+        return CONF_VALUE_OK;
+    }
     return value_with_unit(s, units, out);
 }
 

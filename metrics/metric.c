@@ -22,6 +22,7 @@ static int nshards;
 static struct slot_table listeners = {.max = METRIC_MAX_LISTENERS};
 static struct slot_table backends = {.max = METRIC_MAX_BACKENDS};
 static int backend_up[METRIC_MAX_BACKENDS];
+static int route_weight[METRIC_MAX_LISTENERS][METRIC_MAX_BACKENDS]; /* weight + 1; 0: not routed */
 static uint64_t reloads_ok, reloads_failed;
 
 struct metric_shard *
@@ -95,6 +96,14 @@ metric_set_backend_up(int slot, int up)
 {
     if (slot >= 0 && slot < METRIC_MAX_BACKENDS)
         __atomic_store_n(&backend_up[slot], up, __ATOMIC_RELAXED);
+}
+
+void
+metric_set_route_weight(int listener_slot, int backend_slot, int weight)
+{
+    if (listener_slot >= 0 && listener_slot < METRIC_MAX_LISTENERS && backend_slot >= 0 &&
+        backend_slot < METRIC_MAX_BACKENDS)
+        __atomic_store_n(&route_weight[listener_slot][backend_slot], weight + 1, __ATOMIC_RELAXED);
 }
 
 void
@@ -240,6 +249,35 @@ metric_render_prometheus(FILE *out)
                 fprintf(out, "\",kind=\"%s\"} %llu\n", req_kind_name((enum req_kind)k),
                         (unsigned long long)sum);
             }
+        }
+    }
+
+    header(out, "tandem_route_weight", "Read weight of a backend on a listener (mode split)",
+           "gauge");
+    for (int l = 0; l < nl; l++) {
+        for (int b = 0; b < nb; b++) {
+            int w = __atomic_load_n(&route_weight[l][b], __ATOMIC_RELAXED);
+            if (w == 0)
+                continue;
+            fputs("tandem_route_weight{listener=\"", out);
+            metric_put_label(out, listeners.name[l]);
+            fputs("\",backend=\"", out);
+            metric_put_label(out, backends.name[b]);
+            fprintf(out, "\"} %d\n", w - 1);
+        }
+    }
+
+    header(out, "tandem_route_fallbacks_total",
+           "Reads answered by the primary in mode split, by reason", "counter");
+    for (int l = 0; l < nl; l++) {
+        for (int r = ROUTE_REASON_NONE + 1; r < ROUTE_REASON__COUNT; r++) {
+            uint64_t sum = 0;
+            for (int s = 0; s < n; s++)
+                sum += load(&shards[s]->route_fallbacks[l][r]);
+            fputs("tandem_route_fallbacks_total{listener=\"", out);
+            metric_put_label(out, listeners.name[l]);
+            fprintf(out, "\",reason=\"%s\"} %llu\n", route_reason_name((enum route_reason)r),
+                    (unsigned long long)sum);
         }
     }
 

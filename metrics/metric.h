@@ -23,6 +23,7 @@
 #include <stdio.h>
 
 #include "protocol/kind.h"
+#include "routing/route.h"
 
 #define METRIC_MAX_LISTENERS 32
 #define METRIC_MAX_BACKENDS 32
@@ -81,6 +82,8 @@ struct metric_shard {
     uint64_t client_errors[METRIC_MAX_LISTENERS][METRIC_ERR__COUNT];
     uint64_t backend[METRIC_MAX_BACKENDS][METRIC_B__COUNT];
     uint64_t requests[METRIC_MAX_LISTENERS][METRIC_MAX_BACKENDS][REQ_KIND__COUNT];
+    /* reads answered by the primary in mode split, by why: tandem_route_fallbacks_total */
+    uint64_t route_fallbacks[METRIC_MAX_LISTENERS][ROUTE_REASON__COUNT];
 };
 
 /* metric_add - add n to a counter of the caller's own shard. */
@@ -112,6 +115,8 @@ const char *metric_listener_name(int slot);
 
 /* Gauges kept outside the shards, set by whoever owns the fact. */
 void metric_set_backend_up(int backend_slot, int up);
+/* tandem_route_weight{listener,backend}: the read weight in force (set by proxy/control.c). */
+void metric_set_route_weight(int listener_slot, int backend_slot, int weight);
 void metric_count_reload(int ok);
 
 /*

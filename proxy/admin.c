@@ -162,6 +162,67 @@ route_report_page(struct admin *a, struct evhttp_request *req)
                report_page_html_len);
 }
 
+static const char *
+status_reason(int code)
+{
+    switch (code) {
+    case 200: return "OK";
+    case 202: return "Accepted";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 409: return "Conflict";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+    }
+}
+
+/*
+ * An action: the body parsed as JSON (a bad body is a 400 naming the
+ * problem), handed to the process, its answer sent with its status.
+ */
+static void
+run_action(struct admin *a, struct evhttp_request *req, enum admin_action action)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    json_t *body = NULL, *reply = NULL;
+    char err[256] = "";
+
+    if (len > 0) {
+        json_error_t jerr;
+        const char *text = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
+        body = text ? json_loadb(text, len, 0, &jerr) : NULL;
+        if (body == NULL) {
+            snprintf(err, sizeof(err), "body: invalid JSON: %s (line %d, column %d)", jerr.text,
+                     jerr.line, jerr.column);
+            reply_json_error(req, 400, "Bad Request", err);
+            return;
+        }
+    }
+    int code = a->hooks.act(a->hooks.ctx, action, body, &reply, err, sizeof(err));
+    json_decref(body);
+    if (code >= 300 || reply == NULL) {
+        json_decref(reply);
+        reply_json_error(req, code >= 300 ? code : 500, status_reason(code >= 300 ? code : 500),
+                         err[0] ? err : "failed");
+        return;
+    }
+    char *text = json_dumps(reply, JSON_INDENT(1));
+    json_decref(reply);
+    if (text == NULL) {
+        reply_json_error(req, 500, "Internal Server Error", "out of memory");
+        return;
+    }
+    reply_text(req, code, status_reason(code), "application/json", text, strlen(text));
+    free(text);
+}
+
+static void
+route_weights(struct admin *a, struct evhttp_request *req)
+{
+    run_action(a, req, ADMIN_SET_WEIGHTS);
+}
+
 static const struct route {
     const char *path;
     enum evhttp_cmd_type method;
@@ -173,6 +234,7 @@ static const struct route {
     {"/api/shadow/report", EVHTTP_REQ_GET, route_shadow_report},
     {"/api/status", EVHTTP_REQ_GET, route_status},
     {"/report", EVHTTP_REQ_GET, route_report_page},
+    {"/api/weights", EVHTTP_REQ_PUT, route_weights},
 };
 
 static const char *

@@ -7,6 +7,7 @@
  *                  listener's primary is down
  *   GET /api/status, GET /api/shadow/report[?top=N]   JSON
  *   GET /report    the shadow-diff page (HTML, self-contained; reads the two above)
+ *   PUT /api/weights   read weights, {"blue":90,"green":10}
  *
  * With admin { token_file F; } every mutation (PUT, POST, DELETE) needs
  * "Authorization: Bearer <the token in F>": 401 without it, 403 when wrong;
@@ -25,6 +26,11 @@
 
 struct admin;
 
+/* Changes an operator asks for (the API's PUT and POST endpoints). */
+enum admin_action {
+    ADMIN_SET_WEIGHTS, /* PUT /api/weights {"blue":90,"green":10} */
+};
+
 /* What the admin server asks of the process. */
 struct admin_hooks {
     void *ctx;
@@ -32,6 +38,13 @@ struct admin_hooks {
     int (*ready)(void *ctx, char *why, size_t whylen);
     /* status - a new JSON object describing the process (the caller frees it). */
     json_t *(*status)(void *ctx);
+    /*
+     * act - carry out an action with the request's JSON body (NULL when
+     * empty).  Returns the HTTP status; on success *reply is the JSON to
+     * send (taken), otherwise err says what was wrong.
+     */
+    int (*act)(void *ctx, enum admin_action action, json_t *body, json_t **reply, char *err,
+               size_t errlen);
 };
 
 /*

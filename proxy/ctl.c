@@ -512,7 +512,7 @@ print_status(json_t *st)
 {
     char b[12][64];
     json_t *l, *be, *weights = json_object_get(st, "weights");
-    size_t i;
+    size_t i, k;
 
     printf("tandem %s", jtext(st, "version", b[0], 64));
     print_duration(", up ", jint(st, "uptime_seconds"));
@@ -557,6 +557,12 @@ print_status(json_t *st)
             role = role_of(st, name);
         if (strcmp(weight, "-") == 0 && name != NULL)
             weight = jtext(weights, name, b[5], 64);
+        /* per listener (this build): the first listener that reads from it */
+        json_array_foreach(json_object_get(st, "listeners"), k, l) {
+            if (strcmp(weight, "-") != 0 || name == NULL)
+                break;
+            weight = jtext(json_object_get(l, "weights"), name, b[5], 64);
+        }
         table_add(&t, name, role, jtext(be, "address", b[2], 64), jtext(be, "up", b[3], 64),
                   jfmt(be, "lag_ms", "%.0fms", 1, b[4], 64), weight, jtext(be, "tls", b[6], 64));
     }

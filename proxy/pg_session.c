@@ -36,6 +36,7 @@
 #include "proxy/pg_session_int.h"
 #include "proxy/runtime.h"
 #include "proxy/worker.h"
+#include "routing/route.h"
 
 /* Stop reading a source while its destination holds this much unsent. */
 #define BACKPRESSURE_BYTES (256 * 1024)
@@ -51,6 +52,8 @@
 #define NAME_PREFIX_MAX (PGW_HEADER_LEN + 2 * (PGSTMT_NAME_MAX + 1) + 1)
 /* A message the digest reads must be whole; larger ones stream uncompared. */
 #define DIGEST_MAX_MESSAGE (1u << 20)
+/* A read larger than this is not held back to be routed: the primary answers it. */
+#define ROUTE_BUF_MAX (64 * 1024)
 
 static const char *const state_names[] = {
     "startup", "client_tls", "connecting", "server_tls_ask", "server_tls",
@@ -203,6 +206,69 @@ enter_shadow_drain(struct pg_session *s)
     slog(s, CONF_LOG_DEBUG, "client gone; waiting for the shadow to catch up");
 }
 
+/*
+ * pg_session_forward - len bytes of the shadow's answer to a routed read
+ * go to the client (dropped when the client is gone).
+ */
+void
+pg_session_forward(struct pg_session *s, struct evbuffer *in, size_t len)
+{
+    if (s->state != PGS_ACTIVE) {
+        evbuffer_drain(in, len);
+        return;
+    }
+    evbuffer_remove_buffer(in, s->client.out, len);
+    count_listener(s, METRIC_L_BYTES_SENT, len);
+    s->route.forwarded += len;
+}
+
+/* Run settle() and the client's waiting input from the timer, outside the shadow's handler. */
+static void
+wake_soon(struct pg_session *s)
+{
+    static const struct timeval now = {0, 0};
+    evtimer_add(&s->timer, &now);
+}
+
+/* pg_session_route_done - the shadow's ReadyForQuery for the routed read was forwarded. */
+void
+pg_session_route_done(struct pg_session *s)
+{
+    s->route.unit = NULL;
+    s->route.forwarded = 0;
+    evbuffer_drain(s->route.buf, evbuffer_get_length(s->route.buf));
+    if (s->outstanding > 0)
+        s->outstanding--;
+    if (s->state == PGS_ACTIVE && conn_flush(&s->client) == CONN_ERROR)
+        s->state = PGS_DEAD;
+    wake_soon(s);
+}
+
+/*
+ * pg_session_route_failed - the shadow is gone while answering the routed
+ * read.  Nothing of the answer reached the client yet: the caller has put
+ * a unit for the primary in the list, and the read goes there (retried,
+ * counted).  Part of it did: the client's protocol stream cannot be mended.
+ */
+void
+pg_session_route_failed(struct pg_session *s, int retried)
+{
+    s->route.unit = NULL;
+    s->route.forwarded = 0;
+    if (!retried) {
+        fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_CONNECTION_FAILURE,
+             "lost the connection to the backend answering this read");
+        conn_flush(&s->client); /* the linger timer ends the session */
+        return;
+    }
+    pg_route_fallback(s, ROUTE_REASON_RETRIED);
+    evbuffer_add_buffer(s->server.out, s->route.buf);
+    if (s->server_open && conn_flush(&s->server) == CONN_ERROR)
+        fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_CONNECTION_FAILURE,
+             "lost the connection to the backend");
+    wake_soon(s);
+}
+
 void
 pg_session_shadow_progress(struct pg_session *s)
 {
@@ -223,6 +289,8 @@ session_free(struct pg_session *s)
     }
     conn_release(&s->client);
     pg_shadow_release(s);
+    if (s->route.buf)
+        evbuffer_free(s->route.buf);
     pgstmt_table_free(s->stmts);
     if (!s->client_counted_out)
         client_gone(s);
@@ -264,9 +332,12 @@ settle(struct pg_session *s)
         conn_want_read(&s->server, server_ok);
     }
     int client_ok = s->state != PGS_CONNECTING && s->state != PGS_SERVER_TLS_ASK &&
-                    s->state != PGS_SERVER_TLS &&
+                    s->state != PGS_SERVER_TLS && s->route.unit == NULL &&
                     (!s->server_open || evbuffer_get_length(s->server.out) < BACKPRESSURE_BYTES);
     conn_want_read(&s->client, client_ok);
+    if (s->shadow.state == PGSH_READY && s->shadow.conn_open)
+        conn_want_read(&s->shadow.conn, s->route.unit == NULL ||
+                                            evbuffer_get_length(s->client.out) < BACKPRESSURE_BYTES);
 }
 
 /* ------------------------------------------------------------------ */
@@ -545,6 +616,7 @@ client_startup(struct pg_session *s)
     const char *db = pgw_startup_param(&st, "database");
     slog(s, CONF_LOG_DEBUG, "startup user \"%s\" database \"%s\"", user ? user : "",
          db ? db : (user ? user : ""));
+    pg_route_login(s, user, db, pgw_startup_param(&st, "application_name"));
     evbuffer_drain(in, len);
     connect_backend(s);
     return 0;
@@ -596,6 +668,7 @@ enum run_target {
     RUN_PLAIN, /* the primary only */
     RUN_UNIT,  /* also the building unit, for the shadow */
     RUN_COPY,  /* also the shadow's queue directly (COPY data of a mirrored unit) */
+    RUN_HOLD,  /* like RUN_UNIT, but held in route.buf until the unit's answerer is known */
 };
 
 static void
@@ -603,12 +676,30 @@ move_run(struct pg_session *s, size_t run, enum run_target target)
 {
     if (run == 0)
         return;
-    if (target == RUN_UNIT)
+    if (target == RUN_UNIT || target == RUN_HOLD)
         pg_shadow_collect(s, run);
     else if (target == RUN_COPY)
         pg_shadow_copy_data(s, run);
-    evbuffer_remove_buffer(s->client.in, s->server.out, run);
+    /* a run begun as a candidate's goes to the primary once the candidacy ended */
+    evbuffer_remove_buffer(s->client.in,
+                           target == RUN_HOLD && s->route.candidate ? s->route.buf : s->server.out,
+                           run);
     count_listener(s, METRIC_L_BYTES_RECEIVED, run);
+}
+
+/*
+ * The building unit cannot be moved whole to the shadow after all: what it
+ * held goes to the primary, ahead of the rest of it.  reason: the fallback
+ * to count, or ROUTE_REASON_NOT_READ when it is no read (not counted).
+ */
+static void
+route_abandon(struct pg_session *s, enum route_reason reason)
+{
+    if (!s->route.candidate)
+        return;
+    s->route.candidate = 0;
+    evbuffer_add_buffer(s->server.out, s->route.buf);
+    pg_route_fallback(s, (int)reason);
 }
 
 /* A unit starts with its first message, or grows by one more statement. */
@@ -620,24 +711,54 @@ unit_statement(struct pg_session *s, const struct pgclass_result *cls)
         s->unit_kind = cls ? cls->kind : REQ_KIND_READ;
         if (shadowing(s))
             pg_unit_begin(s, cls);
+        s->route.parsed_unnamed = 0;
+        s->route.candidate = s->building != NULL && pg_route_may_start(s, cls) &&
+                             (s->route.buf != NULL || (s->route.buf = evbuffer_new()) != NULL);
     } else if (cls) {
         s->unit_kind = req_kind_strongest(s->unit_kind, cls->kind);
         if (shadowing(s))
             pg_unit_add(s, cls);
+        if (cls->kind != REQ_KIND_READ)
+            route_abandon(s, ROUTE_REASON_NOT_READ);
     }
+}
+
+/* A Parse of the candidate goes to the shadow: ours (a re-parse) or the client's. */
+static void
+route_note_parse(struct pg_session *s, int injected)
+{
+    struct pg_unit *u = s->building;
+    if (!s->route.candidate || u == NULL)
+        return;
+    if (u->nparse >= 64) {
+        route_abandon(s, ROUTE_REASON_UNROUTABLE);
+        return;
+    }
+    if (injected)
+        u->parse_injected |= 1ull << u->nparse;
+    u->nparse++;
 }
 
 /* The unit's last message (Sync, Query, FunctionCall) has been moved. */
 static void
 unit_end(struct pg_session *s)
 {
+    const struct rt_backend *answer = s->be;
+
     if (!s->unit_open)
         unit_statement(s, NULL); /* a bare Sync is answered too */
     s->unit_open = 0;
     s->outstanding++;
-    if (s->lis->metric_slot >= 0 && s->be->metric_slot >= 0)
-        metric_add(&shard(s)->requests[s->lis->metric_slot][s->be->metric_slot][s->unit_kind], 1);
-    if (shadowing(s))
+    if (s->route.candidate) {
+        s->route.candidate = 0;
+        if (pg_route_decide(s, s->building) && pg_unit_route(s) == 0)
+            answer = s->lis->shadow;
+        else
+            evbuffer_add_buffer(s->server.out, s->route.buf);
+    }
+    if (s->lis->metric_slot >= 0 && answer->metric_slot >= 0)
+        metric_add(&shard(s)->requests[s->lis->metric_slot][answer->metric_slot][s->unit_kind], 1);
+    if (shadowing(s) && s->building)
         pg_unit_close(s);
 }
 
@@ -774,6 +895,12 @@ client_active(struct pg_session *s)
             if (sql != NULL && shadowing(s))
                 pg_unit_set_sql(s->building, sql, sqllen);
             if (h.type == 'P') {
+                /* a named statement parsed on the shadow alone would be missing on the primary */
+                if (namelen > 0)
+                    route_abandon(s, ROUTE_REASON_UNROUTABLE);
+                else
+                    s->route.parsed_unnamed = 1;
+                route_note_parse(s, 0);
                 if (s->stmts == NULL)
                     s->stmts = pgstmt_table_new();
                 /* the Parse bytes matter only to re-parse on a shadow */
@@ -824,6 +951,11 @@ client_active(struct pg_session *s)
             } else {
                 unit_statement(s, NULL);
             }
+            /* the shadow can run only what it can be given: a statement with
+             * its Parse kept, or the unnamed one parsed in this same unit */
+            if (h.type == 'C' || (named && namelen > 0 && (st == NULL || st->parse == NULL)) ||
+                (named && namelen == 0 && !s->route.parsed_unnamed))
+                route_abandon(s, ROUTE_REASON_UNROUTABLE);
             if (st && shadowing(s) && s->unit_buf && s->building &&
                 (s->shadow.state == PGSH_READY || s->shadow.state == PGSH_CONNECTING)) {
                 /* the unit's earlier bytes first, then the statement's Parse */
@@ -831,7 +963,8 @@ client_active(struct pg_session *s)
                 avail -= run;
                 run = 0;
                 target = RUN_UNIT;
-                pg_unit_note_statement(s, st);
+                if (pg_unit_note_statement(s, st))
+                    route_note_parse(s, 1);
                 if (h.type == 'C' && st->epoch == s->shadow.epoch)
                     s->building->sampled = 1; /* the shadow must forget it too */
             }
@@ -844,16 +977,25 @@ client_active(struct pg_session *s)
             closes = 1;
             break;
         case 'E':
-        case 'H':
             unit_statement(s, NULL);
             break;
+        case 'H':
+            /* the client waits for answers before its Sync: the primary gives them */
+            unit_statement(s, NULL);
+            route_abandon(s, ROUTE_REASON_UNROUTABLE);
+            break;
         default: /* CopyData, CopyDone, CopyFail, and password messages */
+            route_abandon(s, ROUTE_REASON_UNROUTABLE);
             break;
         }
+        if (s->route.candidate && evbuffer_get_length(s->route.buf) + total > ROUTE_BUF_MAX)
+            route_abandon(s, ROUTE_REASON_UNROUTABLE);
 
         enum run_target want = RUN_PLAIN;
         if (h.type == 'd' || h.type == 'c' || h.type == 'f')
             want = s->copy_mirror ? RUN_COPY : RUN_PLAIN;
+        else if (s->route.candidate)
+            want = RUN_HOLD;
         else if (shadowing(s) && s->building &&
                  (s->shadow.state == PGSH_READY || s->shadow.state == PGSH_CONNECTING))
             want = RUN_UNIT;
@@ -877,6 +1019,8 @@ client_active(struct pg_session *s)
             unit_end(s);
             if (s->state != PGS_ACTIVE)
                 return -1;
+            if (s->route.unit != NULL)
+                break; /* what follows waits for the shadow's answer */
         }
     }
 out:
@@ -1008,7 +1152,9 @@ server_auth(struct pg_session *s)
             evbuffer_remove_buffer(in, s->client.out, total);
             set_state(s, PGS_ACTIVE);
             slog(s, CONF_LOG_DEBUG, "logged in to \"%s\"", s->be->conf->name);
-            if (s->lis->conf->mode != CONF_MODE_PASSTHROUGH && s->lis->shadow != NULL)
+            /* a canary no_mirror rule keeps the session off the shadow altogether */
+            if (s->lis->conf->mode != CONF_MODE_PASSTHROUGH && s->lis->shadow != NULL &&
+                !s->route.no_mirror)
                 pg_shadow_start(s);
             if (s->draining)
                 fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
@@ -1034,6 +1180,25 @@ server_auth(struct pg_session *s)
  * messages of a unit being compared are digested on their way (whole, up
  * to DIGEST_MAX_MESSAGE) before they move.
  */
+/*
+ * A run of the primary's messages goes to the client, or, when it answers a
+ * unit the shadow answered (the comparison mirror of a routed read), nowhere.
+ */
+static void
+server_run_done(struct pg_session *s, size_t *avail, size_t *run)
+{
+    if (*run == 0)
+        return;
+    if (s->server_discard) {
+        evbuffer_drain(s->server.in, *run);
+    } else {
+        evbuffer_remove_buffer(s->server.in, s->client.out, *run);
+        count_listener(s, METRIC_L_BYTES_SENT, *run);
+    }
+    *avail -= *run;
+    *run = 0;
+}
+
 static void
 server_active(struct pg_session *s)
 {
@@ -1046,6 +1211,14 @@ server_active(struct pg_session *s)
     int idle_now = 0;
 
     while (run < avail) {
+        if (s->server_skip == 0 && shadowing(s)) {
+            int discard = s->pcur != NULL && s->pcur->routed;
+            if (discard != s->server_discard) {
+                server_run_done(s, &avail, &run);
+                s->server_discard = discard;
+                continue;
+            }
+        }
         if (s->server_skip > 0) {
             size_t take = avail - run < s->server_skip ? avail - run : s->server_skip;
             run += take;
@@ -1062,7 +1235,11 @@ server_active(struct pg_session *s)
             return;
         }
         size_t total = pgw_header_total(&h);
-        if (h.type == 'Z') {
+        if (h.type == 'Z' && s->server_discard) {
+            if (avail - run < total)
+                break;
+            pg_shadow_primary_ready(s); /* the comparison is done; the client saw the shadow's */
+        } else if (h.type == 'Z') {
             if (avail - run < total)
                 break; /* 6 bytes; wait for all of it */
             evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
@@ -1086,10 +1263,7 @@ server_active(struct pg_session *s)
         }
         s->server_skip = total;
     }
-    if (run > 0) {
-        evbuffer_remove_buffer(in, s->client.out, run);
-        count_listener(s, METRIC_L_BYTES_SENT, run);
-    }
+    server_run_done(s, &avail, &run);
     if (idle_now && s->draining && s->server_skip == 0) {
         fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
              "terminating connection because tandem is shutting down");
@@ -1283,6 +1457,14 @@ on_timer(evutil_socket_t fd, short what, void *arg)
         break;
     case PGS_SHADOW_DRAIN:
         break; /* settle() frees it once the shadow is done */
+    case PGS_ACTIVE:
+        /* the shadow finished a routed read: the client's next requests may go */
+        client_event(s, 0);
+        if (s->draining && s->outstanding == 0 && s->tx_status == 'I' && s->route.unit == NULL &&
+            s->server_skip == 0 && evbuffer_get_length(s->client.in) == 0)
+            fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
+                 "terminating connection because tandem is shutting down");
+        break;
     case PGS_CONNECTING:
     case PGS_SERVER_TLS_ASK:
     case PGS_SERVER_TLS:
@@ -1323,6 +1505,7 @@ pg_session_accept(struct worker *w, const struct rt_listener *l, int fd,
     s->over_limit = over_limit != 0;
     s->server.fd = -1;
     runtime_format_addr(peer, s->peer, sizeof(s->peer));
+    pg_route_accept(s, peer);
     evtimer_assign(&s->timer, w->base, on_timer, s);
     /* a random key per session: cancel requests carry no other proof */
     if (RAND_bytes((unsigned char *)&s->cancel.pid, sizeof(s->cancel.pid)) != 1 ||

@@ -34,6 +34,7 @@
 #include "protocol/pgstmt.h"
 #include "proxy/cancel.h"
 #include "proxy/conn.h"
+#include "routing/canary.h"
 
 struct worker;
 struct runtime;
@@ -83,6 +84,10 @@ struct pg_unit {
     unsigned ddl : 1;           /* changes the schema (mirror levels tell DDL from DML) */
     unsigned held : 1;          /* mirrored, waiting in shadow.held for the primary's answer */
     unsigned copy_started : 1;  /* the primary accepted its COPY FROM STDIN */
+    unsigned routed : 1;        /* mode split: the shadow answers it; the primary may compare */
+    uint8_t nparse;             /* routed: Parse messages sent to the shadow, in order */
+    uint8_t parse_seen;         /* routed: ParseComplete answers seen so far */
+    uint64_t parse_injected;    /* routed: bit i set when Parse i was ours, not the client's */
     size_t held_len;            /* its bytes in shadow.held */
     int forced;                 /* outcome decided without an answer, or -1 */
     uint64_t closed_ns;         /* handed to the primary (and queued for the shadow) */
@@ -112,6 +117,7 @@ struct pg_shadow {
     unsigned login_ev_added : 1;
     unsigned conn_open : 1;
     unsigned replay_incomplete : 1;
+    unsigned skip_forward : 1;  /* the rest of the message being skipped goes to the client */
     struct conn conn;           /* after login: borrows libpq's socket and SSL */
     struct evbuffer *pending;   /* mirrored bytes waiting for the login */
     uint32_t epoch;             /* statements present on this connection carry it */
@@ -124,6 +130,33 @@ struct pg_shadow {
     struct evbuffer *held;      /* mirrored units the primary has not answered yet */
     unsigned nheld;
     struct pg_unit *last_held;
+};
+
+/*
+ * Read routing, mode split
+ * ------------------------
+ * A read that starts while the session is idle is a candidate: its bytes
+ * wait in route.buf (and, as always in shadow mode, in unit_buf with any
+ * Parse the shadow lacks) until its Sync or Query shows the whole unit.
+ * Then route_decide() picks who answers.  The primary: route.buf goes to
+ * the primary as any unit would.  The shadow: unit_buf goes to the shadow
+ * at once, the client's further input waits until the shadow's
+ * ReadyForQuery (so answers keep their order), and the primary gets
+ * route.buf as the comparison mirror when the read is sampled.  route.buf
+ * is kept until the answer is complete: a shadow that fails before sending
+ * a byte of it gets the read retried on the primary.
+ */
+struct pg_route {
+    unsigned candidate : 1;     /* the building unit may be answered by the shadow */
+    unsigned no_mirror : 1;     /* a canary rule keeps this session off the shadow */
+    unsigned parsed_unnamed : 1; /* the building unit parses the unnamed statement */
+    int canary;                 /* rule matched at login (no hint); -1 none */
+    int canary_hint;            /* rule matched by a unit with the tandem:shadow hint */
+    struct evbuffer *buf;       /* the candidate's or the routed unit's client bytes */
+    struct pg_unit *unit;       /* the unit the shadow is answering, NULL none */
+    size_t forwarded;           /* bytes of its answer already given to the client */
+    uint64_t last_write_ns;     /* when the primary last acknowledged a write of ours */
+    struct canary_addr client;  /* the client's address, for canary rules */
 };
 
 struct pg_session {
@@ -147,6 +180,7 @@ struct pg_session {
     unsigned tx_open : 1;         /* a transaction may be open (BEGIN seen, not yet idle) */
     unsigned copy_mirror : 1;     /* CopyData from the client goes to the shadow too */
     unsigned client_counted_out : 1; /* the client's departure is already counted */
+    unsigned server_discard : 1;  /* the primary's current run answers a routed unit: dropped */
     uint8_t tx_status;            /* from the last ReadyForQuery: I, T or E */
     uint32_t outstanding;         /* units sent and not yet answered */
     size_t client_skip;           /* bytes of the current client message still to move */
@@ -165,6 +199,9 @@ struct pg_session {
     struct pg_unit *pcur;         /* first unit awaiting the primary's answer */
     struct pg_unit *scur;         /* first mirrored unit awaiting the shadow's */
     struct evbuffer *unit_buf;    /* the building unit's messages, for the shadow */
+
+    /* mode split (pg_route.c): at most one unit answered by the shadow at a time */
+    struct pg_route route;
 
     struct pg_session *prev, *next;
 };
@@ -200,5 +237,20 @@ int pg_shadow_busy(const struct pg_session *s);
 void pg_shadow_orphan(struct pg_session *s);
 void pg_shadow_abandon(struct pg_session *s);
 uint64_t pg_shadow_queue_total(void);
+int pg_unit_route(struct pg_session *s);
+
+/* pg_session.c: routed units */
+void pg_session_forward(struct pg_session *s, struct evbuffer *in, size_t len);
+void pg_session_route_done(struct pg_session *s);
+void pg_session_route_failed(struct pg_session *s, int retried);
+
+/* pg_route.c */
+struct sockaddr;
+void pg_route_accept(struct pg_session *s, const struct sockaddr *peer);
+void pg_route_login(struct pg_session *s, const char *user, const char *database,
+                    const char *application_name);
+int pg_route_may_start(struct pg_session *s, const struct pgclass_result *cls);
+int pg_route_decide(struct pg_session *s, const struct pg_unit *u);
+void pg_route_fallback(struct pg_session *s, int reason);
 
 #endif /* TANDEM_PG_SESSION_INT_H */

@@ -575,6 +575,73 @@ pg_unit_close(struct pg_session *s)
     hold(s, u, len);
 }
 
+/*
+ * pg_unit_route - mode split: the shadow answers the building unit (a read
+ * that pg_route_decide gave it).  Its bytes, with any Parse the shadow
+ * lacks, go now, not held: the session is idle, so nothing of the client's
+ * is waiting for the primary ahead of it.  A sampled read also goes to the
+ * primary, whose answer is digested and dropped.  -1 (nothing done) when
+ * the shadow cannot take it now: the caller gives it to the primary.
+ */
+int
+pg_unit_route(struct pg_session *s)
+{
+    struct pg_unit *u = s->building;
+    struct pg_shadow *sh = &s->shadow;
+    size_t len = s->unit_buf ? evbuffer_get_length(s->unit_buf) : 0;
+
+    if (u == NULL || (sh->state != PGSH_READY && sh->state != PGSH_CONNECTING) ||
+        u->unmirrorable || len == 0 ||
+        sh->queued + len > mirror_conf(s)->queue_bytes ||
+        pg_shadow_queue_total() + len > s->rt->conf->limits.mirror_queue_total)
+        return -1;
+    s->building = NULL;
+    u->closed = 1;
+    u->closed_ns = u->shadow_sent_ns = pg_now_ns();
+    u->routed = 1;
+    u->mirrored = 1;
+    settle_names(s, u, 1);
+    if (s->scur == NULL)
+        s->scur = u;
+    s->route.unit = u;
+    s->route.forwarded = 0;
+    if (u->cmp != NULL) {
+        copy_prefix(s->server.out, s->route.buf, evbuffer_get_length(s->route.buf));
+    } else {
+        u->primary_done = 1;
+        if (s->pcur == u)
+            s->pcur = next_for_primary(u->next);
+    }
+    account(s, (int64_t)len);
+    send_admitted(s, s->unit_buf, len); /* a failure detaches: the read is retried */
+    return 0;
+}
+
+/*
+ * The shadow failed while answering the routed read.  Before any of its
+ * answer reached the client, the read is retried on the primary as a unit
+ * of its own (the routed one keeps its outcome, shadow_error).
+ */
+static void
+route_lost(struct pg_session *s)
+{
+    struct pg_unit *r;
+    if (s->route.unit == NULL)
+        return;
+    if (s->route.forwarded > 0 || (r = calloc(1, sizeof(*r))) == NULL) {
+        pg_session_route_failed(s, 0);
+        return;
+    }
+    r->forced = -1;
+    r->kind = REQ_KIND_READ;
+    r->closed = r->shadow_done = 1;
+    r->closed_ns = pg_now_ns();
+    append_unit(s, r);
+    if (s->pcur == NULL)
+        s->pcur = r;
+    pg_session_route_failed(s, 1);
+}
+
 /* CopyData/CopyDone/CopyFail that follow a mirrored COPY ... FROM STDIN. */
 void
 pg_shadow_copy_data(struct pg_session *s, size_t len)
@@ -661,6 +728,8 @@ pg_shadow_primary_ready(struct pg_session *s)
     if (u != NULL) {
         u->primary_done = 1;
         u->primary_ns = pg_now_ns() - u->closed_ns;
+        if (u->kind == REQ_KIND_WRITE || u->kind == REQ_KIND_TX)
+            s->route.last_write_ns = pg_now_ns(); /* read_your_writes counts from here */
         if (u->cmp)
             pgdigest_final(&u->cmp->primary, &u->cmp->pres);
         s->pcur = next_for_primary(u->next);
@@ -742,6 +811,7 @@ detach(struct pg_session *s, enum shadow_outcome why, const char *reason)
     s->copy_mirror = 0;
     shadow_close(s);
     sh->state = PGSH_DETACHED;
+    route_lost(s);
     sh->failures++;
     uint64_t backoff = RETRY_MIN_NS << (sh->failures < 7 ? sh->failures - 1 : 6);
     sh->retry_at_ns = pg_now_ns() + (backoff < RETRY_MAX_NS ? backoff : RETRY_MAX_NS);
@@ -992,7 +1062,10 @@ shadow_input(struct pg_session *s)
         size_t avail = evbuffer_get_length(in);
         if (sh->skip > 0) {
             size_t take = avail < sh->skip ? avail : sh->skip;
-            evbuffer_drain(in, take);
+            if (sh->skip_forward)
+                pg_session_forward(s, in, take);
+            else
+                evbuffer_drain(in, take);
             sh->skip -= take;
             if (sh->skip > 0)
                 return;
@@ -1008,6 +1081,13 @@ shadow_input(struct pg_session *s)
         }
         size_t total = pgw_header_total(&h), body = h.len - 4;
         struct pg_unit *u = s->scur;
+        /* a routed read's answer is the client's, but for the Parses we added */
+        int forward = u != NULL && u->routed && u == s->route.unit;
+        if (forward && h.type == '1') {
+            unsigned i = u->parse_seen++;
+            if (i < 64 && (u->parse_injected >> i) & 1)
+                forward = 0;
+        }
         if (u && u->cmp && h.type != 'Z' && total <= DIGEST_MAX_MESSAGE) {
             if (avail < total)
                 return; /* wait for the whole message */
@@ -1026,13 +1106,16 @@ shadow_input(struct pg_session *s)
                 pgdigest_final(&u->cmp->shadow, &u->cmp->sres);
             s->scur = next_for_shadow(u->next);
         }
-        if (avail >= total) {
-            evbuffer_drain(in, total);
-        } else {
-            evbuffer_drain(in, avail);
-            sh->skip = total - avail;
-        }
+        size_t take = avail >= total ? total : avail;
+        if (forward)
+            pg_session_forward(s, in, take);
+        else
+            evbuffer_drain(in, take);
+        sh->skip = total - take;
+        sh->skip_forward = forward;
         if (h.type == 'Z') {
+            if (forward)
+                pg_session_route_done(s);
             complete_units(s);
             pg_session_shadow_progress(s);
         }

@@ -18,6 +18,7 @@
 #include "metrics/metric.h"
 #include "metrics/shadow.h"
 #include "proxy/admin.h"
+#include "proxy/control.h"
 #include "proxy/health.h"
 #include "proxy/log.h"
 #include "proxy/runtime.h"
@@ -106,6 +107,7 @@ reload(struct proxy *p)
         log_warn("admin address changed: takes effect at the next restart");
 
     log_setup(rt->conf->log_format, rt->conf->log_level);
+    control_load(rt); /* weights set through the API give way to the file's */
     for (int i = 0; i < p->nstarted; i++)
         worker_post_runtime(&p->workers[i], rt);
     health_set_runtime(p->health, rt);
@@ -198,9 +200,76 @@ static json_t *
 backend_json(const struct proxy *p, const struct rt_backend *b)
 {
     int state = health_backend_state(p->health, b);
-    return json_pack("{s:s, s:s, s:s, s:o}", "name", b->conf->name, "address", b->addr_text,
+    return json_pack("{s:s, s:s, s:s, s:o, s:I}", "name", b->conf->name, "address", b->addr_text,
                      "tls", conf_tls_name(b->conf->tls), "up",
-                     state < 0 ? json_null() : json_boolean(state));
+                     state < 0 ? json_null() : json_boolean(state), "lag_ms",
+                     (json_int_t)control_lag_ms(b->metric_slot));
+}
+
+/* {"blue": 90, "green": 10}: the read weights in force on listener l. */
+static json_t *
+weights_json(const struct rt_listener *l)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, l->primary->conf->name,
+                        json_integer(control_weight(l->metric_slot, l->primary->metric_slot)));
+    if (l->shadow)
+        json_object_set_new(o, l->shadow->conf->name,
+                            json_integer(control_weight(l->metric_slot, l->shadow->metric_slot)));
+    return o;
+}
+
+/* PUT /api/weights: {"blue":90,"green":10}, for every listener reading from those. */
+static int
+set_weights(struct proxy *p, json_t *body, json_t **reply, char *err, size_t errlen)
+{
+    const char *names[METRIC_MAX_BACKENDS];
+    long weights[METRIC_MAX_BACKENDS];
+    size_t n = 0;
+    const char *key;
+    json_t *value;
+
+    if (!json_is_object(body) || json_object_size(body) == 0) {
+        snprintf(err, errlen, "body: expected a JSON object of backend weights, "
+                              "like {\"blue\":90,\"green\":10}");
+        return 400;
+    }
+    json_object_foreach(body, key, value) {
+        if (n == METRIC_MAX_BACKENDS) {
+            snprintf(err, errlen, "body: too many backends");
+            return 400;
+        }
+        if (!json_is_integer(value)) {
+            snprintf(err, errlen, "weight of \"%.63s\": expected an integer", key);
+            return 400;
+        }
+        names[n] = key;
+        weights[n++] = json_integer_value(value) > 1000000 ? 1000001 : (long)json_integer_value(value);
+    }
+    if (control_set_weights(p->rt, names, weights, n, err, errlen) != 0)
+        return 400;
+    json_t *all = json_object(), *per = json_array();
+    for (size_t i = 0; i < p->rt->nlisteners; i++) {
+        const struct rt_listener *l = &p->rt->listeners[i];
+        json_t *w = weights_json(l);
+        json_object_update(all, w);
+        json_array_append_new(per, json_pack("{s:s, s:o}", "name", l->conf->name, "weights", w));
+    }
+    log_info("read weights set through the admin API");
+    *reply = json_pack("{s:o, s:o}", "weights", all, "listeners", per);
+    return 200;
+}
+
+static int
+act(void *ctx, enum admin_action action, json_t *body, json_t **reply, char *err, size_t errlen)
+{
+    struct proxy *p = ctx;
+    switch (action) {
+    case ADMIN_SET_WEIGHTS:
+        return set_weights(p, body, reply, err, errlen);
+    }
+    snprintf(err, errlen, "unknown action");
+    return 404;
 }
 
 /* NaN (no samples in the window) is null in JSON. */
@@ -226,6 +295,11 @@ status(void *ctx)
                               conf_mode_name(l->conf->mode), "primary", l->primary->conf->name,
                               "shadow", l->shadow ? json_string(l->shadow->conf->name)
                                                   : json_null());
+        json_object_set_new(o, "roles",
+                            json_pack("{s:s, s:o}", "primary", l->primary->conf->name, "shadow",
+                                      l->shadow ? json_string(l->shadow->conf->name)
+                                                : json_null()));
+        json_object_set_new(o, "weights", weights_json(l));
         json_object_set_new(o, "clients",
                             json_integer((json_int_t)(
                                 metric_sum_listener(l->metric_slot, METRIC_L_CLIENT_ACCEPTED) -
@@ -319,13 +393,14 @@ proxy_run(struct conf *conf, const char *conf_path)
         }
     }
     if (p->rt->conf->admin.enabled) {
-        struct admin_hooks hooks = {.ctx = p, .ready = ready, .status = status};
+        struct admin_hooks hooks = {.ctx = p, .ready = ready, .status = status, .act = act};
         p->admin = admin_new(p->base, &p->rt->conf->admin, &hooks, err, sizeof(err));
         if (p->admin == NULL) {
             log_error("%s", err);
             goto out;
         }
     }
+    control_load(p->rt);
     p->health = health_new(p->base, p->rt);
     p->sig_hup = evsignal_new(p->base, SIGHUP, on_signal, p);
     p->sig_term = evsignal_new(p->base, SIGTERM, on_signal, p);

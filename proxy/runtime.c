@@ -145,6 +145,44 @@ client_tls(const struct conf_backend *b, char *err, size_t errlen)
     return ctx;
 }
 
+/* The listener's canary rules for routing/canary.c; strings point into conf. */
+static int
+make_canary(struct runtime *rt, struct rt_listener *l)
+{
+    const struct conf_listener *cl = l->conf;
+    if (cl->ncanaries == 0)
+        return 0;
+    l->canary = calloc(cl->ncanaries, sizeof(*l->canary));
+    if (l->canary == NULL)
+        return -1;
+    for (size_t i = 0; i < cl->ncanaries; i++) {
+        const struct conf_canary *c = &cl->canaries[i];
+        struct canary_rule *r = &l->canary[i];
+        r->user = c->user;
+        r->database = c->database;
+        r->application_name = c->application_name;
+        if (c->has_client) {
+            r->client.family = c->client_family;
+            memcpy(r->client.bytes, c->client_addr, sizeof(r->client.bytes));
+            r->client_prefix = c->client_prefix;
+        }
+        r->hint_shadow = c->hint_shadow != 0;
+        r->percent_bp = c->percent_bp;
+        r->percent_key = c->percent_key == CONF_CANARY_KEY_APPLICATION ? CANARY_KEY_APPLICATION
+                         : c->percent_key == CONF_CANARY_KEY_CLIENT    ? CANARY_KEY_CLIENT
+                                                                       : CANARY_KEY_USER;
+        r->action = c->action == CONF_CANARY_PRIMARY     ? CANARY_PRIMARY
+                    : c->action == CONF_CANARY_NO_MIRROR ? CANARY_NO_MIRROR
+                                                         : CANARY_ROUTE;
+        r->backend = &rt->backends[c->backend] == l->primary  ? 0
+                     : &rt->backends[c->backend] == l->shadow ? 1
+                                                              : 2;
+    }
+    l->ncanary = cl->ncanaries;
+    l->canary_uses_hint = canary_rules_use_hint(l->canary, l->ncanary);
+    return 0;
+}
+
 struct runtime *
 runtime_new(struct conf *conf, char *err, size_t errlen)
 {
@@ -204,6 +242,8 @@ runtime_new(struct conf *conf, char *err, size_t errlen)
             goto out_oom;
         for (size_t c = 0; c < cl->compare.nignore_columns; c++)
             l->ignore_columns[c] = cl->compare.ignore_columns[c];
+        if (make_canary(rt, l) != 0)
+            goto out_oom;
         /* "0 means the default" for sizes the parser may leave unset */
         if (cl->mirror.queue_bytes == 0)
             cl->mirror.queue_bytes = 4u << 20;
@@ -249,6 +289,7 @@ runtime_unref(struct runtime *rt)
     for (size_t i = 0; rt->listeners && i < rt->nlisteners; i++) {
         SSL_CTX_free(rt->listeners[i].tls);
         free(rt->listeners[i].ignore_columns);
+        free(rt->listeners[i].canary);
     }
     free(rt->write_fns);
     if (rt->backends)

@@ -16,6 +16,7 @@
 
 #include "conf/conf.h"
 #include "protocol/pgclass.h"
+#include "routing/canary.h"
 
 struct rt_backend {
     const struct conf_backend *conf;
@@ -37,6 +38,10 @@ struct rt_listener {
     struct rt_backend *primary;
     struct rt_backend *shadow; /* NULL when none */
     const char **ignore_columns; /* compare.ignore_columns as a pointer array */
+    /* canary rules in routing/'s form; backend 0 is the primary, 1 the shadow */
+    struct canary_rule *canary;
+    size_t ncanary;
+    int canary_uses_hint;        /* some rule needs each unit's tandem:shadow hint */
 };
 
 struct runtime {

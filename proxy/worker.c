@@ -13,6 +13,7 @@
 
 #include "metrics/shadow.h"
 #include "protocol/pgcache.h"
+#include "proxy/control.h"
 #include "proxy/log.h"
 #include "proxy/pg_session.h"
 
@@ -229,13 +230,20 @@ on_tick(evutil_socket_t fd, short what, void *arg)
             lag[slot] = l;
         detached[slot] += det != 0;
     }
+    uint64_t backend_lag_ms[METRIC_MAX_BACKENDS] = {0};
     for (size_t i = 0; i < w->rt->nlisteners; i++) {
-        int slot = w->rt->listeners[i].metric_slot;
+        const struct rt_listener *l = &w->rt->listeners[i];
+        int slot = l->metric_slot;
         if (slot < 0 || slot >= METRIC_MAX_LISTENERS)
             continue;
+        int b = l->shadow ? l->shadow->metric_slot : -1;
+        if (b >= 0 && lag[slot] / 1000000 > backend_lag_ms[b])
+            backend_lag_ms[b] = lag[slot] / 1000000;
         shadow_set_lag(w->shadow, slot, (double)lag[slot] / 1e9);
         shadow_set_detached(w->shadow, slot, detached[slot]);
     }
+    for (int b = 0; b < METRIC_MAX_BACKENDS; b++)
+        control_set_lag(w->id, b, backend_lag_ms[b]); /* max_lag keeps routed reads off a slow one */
     if (w->id == 0)
         shadow_set_queue_bytes(pg_session_queue_total());
 }

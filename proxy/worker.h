@@ -22,6 +22,7 @@
 
 #include "metrics/metric.h"
 #include "proxy/runtime.h"
+#include "routing/wrr.h"
 
 #define WORKER_SCRATCH_SIZE (64 * 1024)
 
@@ -44,6 +45,11 @@ struct worker {
     struct pg_session *sessions; /* doubly linked, for drain and quit */
     unsigned nsessions;
     uint64_t next_conn_id;
+    struct worker_wrr {           /* this worker's read rotation per listener slot */
+        uint32_t version;         /* control_weights_version() it was built from */
+        int built;
+        struct wrr wrr;
+    } wrr[METRIC_MAX_LISTENERS];
     int draining;
     int started;                 /* listeners opened at least once */
 

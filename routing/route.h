@@ -28,6 +28,11 @@
  *        the pick is usable                        pick      NONE
  *        the pick is not                           primary   UNHEALTHY|LAGGING
  *
+ * Two reasons come from the proxy, not from route_decide: RETRIED (the
+ * chosen backend failed before answering and the primary answered instead)
+ * and UNROUTABLE (the unit could not be moved whole: a named Parse, a
+ * Close, a Flush waiting for answers, or more than fits the route buffer).
+ *
  * "Usable": healthy and lag_ms <= max_lag_ms.  The primary is always usable:
  * it is where every fallback goes, and its lag is 0 by definition.
  *
@@ -72,7 +77,9 @@
     X(CANARY_PRIMARY, "canary_primary")              \
     X(UNHEALTHY, "unhealthy")                        \
     X(LAGGING, "lagging")                            \
-    X(NO_WEIGHT, "no_weight")
+    X(NO_WEIGHT, "no_weight")                        \
+    X(RETRIED, "retried")                            \
+    X(UNROUTABLE, "unroutable")
 
 enum route_reason {
 #define X(id, name) ROUTE_REASON_##id,

@@ -329,7 +329,10 @@ def test_weights_and_mode_real_endpoint(tandem_bin, t):
     out = ok(ctl(tandem_bin, t, "weights", "blue=90", "green=10", token_file=t.token_file))
     assert out == "weights: blue=90 green=10\n"
     st = json.loads(ok(ctl(tandem_bin, t, "--json", "status")))
-    assert st["weights"] == {"blue": 90, "green": 10}
+    assert st.get("weights", st["listeners"][0].get("weights")) == {"blue": 90, "green": 10}
+    table = ok(ctl(tandem_bin, t, "status"))
+    rows = {ln.split()[0]: ln.split() for ln in table.splitlines() if ln.strip()}
+    assert rows["blue"][5] == "90" and rows["green"][5] == "10", table
     require_endpoint(t, "PUT", "/api/mode", {"mode": "shadow"})
     assert ok(ctl(tandem_bin, t, "mode", "split", token_file=t.token_file)) == "mode: split\n"
     assert json.loads(ok(ctl(tandem_bin, t, "--json", "status")))["mode"] == "split"
@@ -337,19 +340,22 @@ def test_weights_and_mode_real_endpoint(tandem_bin, t):
     ok(ctl(tandem_bin, t, "weights", "blue=100", "green=0", token_file=t.token_file))
 
 
+def roles(st):
+    return st.get("roles") or st["listeners"][0].get("roles")
+
+
 def test_cutover_and_rollback_real_endpoint(tandem_bin, t):
-    probe = admin_call(t.admin_port, "GET", "/api/status")[2]
-    if "roles" not in json.loads(probe):
-        pytest.xfail("/api/status has no roles: the cutover machinery is not in this build yet "
-                     "(issue 5 core)")
-    out = ok(ctl(tandem_bin, t, "cutover", "--max-pause", "5s", token_file=t.token_file,
-                 timeout=120))
+    done = ctl(tandem_bin, t, "cutover", "--max-pause", "5s", token_file=t.token_file,
+               timeout=120)
+    if done.returncode == 1 and "POST /api/cutover: 404 not found" in done.stderr:
+        pytest.xfail("POST /api/cutover answers 404: not in this build yet (issue 5 core)")
+    out = ok(done)
     assert "cutover completed" in out, out
     st = json.loads(ok(ctl(tandem_bin, t, "--json", "status")))
-    assert st["roles"] == {"primary": "green", "shadow": "blue"}
+    assert roles(st) == {"primary": "green", "shadow": "blue"}
     op_id = out.split()[1].rstrip(":")
     assert "cutover completed" in ok(ctl(tandem_bin, t, "operation", op_id))
     out = ok(ctl(tandem_bin, t, "rollback", token_file=t.token_file, timeout=120))
     assert "rollback completed" in out, out
     st = json.loads(ok(ctl(tandem_bin, t, "--json", "status")))
-    assert st["roles"] == {"primary": "blue", "shadow": "green"}
+    assert roles(st) == {"primary": "blue", "shadow": "green"}

@@ -56,8 +56,10 @@ class LoginFailed(Exception):
 class PgRaw:
     """One raw connection.  Every read has a timeout (an upper bound, not a check)."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=15):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, host="127.0.0.1", timeout=15, source=None):
+        """source: the local address to connect from (e.g. 127.0.0.2), None for any."""
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.settimeout(timeout)
         self.buf = b""
         self.params = {}

@@ -26,7 +26,7 @@ OUTCOMES = ("match", "mismatch", "noise", "shadow_error", "primary_error", "shad
 
 def shadow_config(*, port, admin_port, primary, shadow, listener="pg", workers=2,
                   log_level="info", mode="shadow", mirror=None, compare=None,
-                  shadow_backend_extra=""):
+                  shadow_backend_extra="", listener_extra="", backend_extra=""):
     """A config file text: listener LISTENER on 127.0.0.1:port, primary blue, shadow green.
 
     mirror / compare are dicts of directive -> value text, written as blocks
@@ -34,9 +34,11 @@ def shadow_config(*, port, admin_port, primary, shadow, listener="pg", workers=2
     """
     lines = [f"workers {workers};", "log_format text;", f"log_level {log_level};",
              f"admin {{ listen 127.0.0.1:{admin_port}; }}",
-             "backend blue {", f"    address {primary.address};", "}",
-             "backend green {", f"    address {shadow.address};"]
-    lines += [f"    {ln.strip()}" for ln in shadow_backend_extra.splitlines() if ln.strip()]
+             "backend blue {", f"    address {primary.address};"]
+    lines += [f"    {ln.strip()}" for ln in backend_extra.splitlines() if ln.strip()]
+    lines += ["}", "backend green {", f"    address {shadow.address};"]
+    lines += [f"    {ln.strip()}" for ln in (backend_extra + "\n" + shadow_backend_extra).splitlines()
+              if ln.strip()]
     lines += ["}", f"listener {listener} {{", f"    listen 127.0.0.1:{port};",
               "    protocol postgres;", "    primary blue;", "    shadow green;",
               f"    mode {mode};"]
@@ -44,6 +46,7 @@ def shadow_config(*, port, admin_port, primary, shadow, listener="pg", workers=2
         if body is not None:
             inner = " ".join(f"{k} {v};" for k, v in body.items())
             lines.append(f"    {block} {{ {inner} }}")
+    lines += [f"    {ln}" for ln in listener_extra.splitlines() if ln.strip()]
     lines.append("}")
     return "\n".join(lines) + "\n"
 
