@@ -197,7 +197,7 @@ enum conf_guard_action {
  *              min_samples 100; action reads-to-primary; cooldown 5m; }
  * above: a percentage for the rates, a ratio (2.0) for latency, a duration
  * for lag; none for backend_down.  Defaults as shown (above: 5% for the
- * rates, 2.0 for latency, 1s for lag).  A listener in mode split with no
+ * rates, 2.0 for latency, 1s for lag); window 5s..5m.  A listener in mode split with no
  * guard gets one: shadow_error_rate above 5%, reads to the primary.
  */
 struct conf_guard {

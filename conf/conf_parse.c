@@ -157,7 +157,8 @@ static const struct conf_range range_queue = {64ull << 10, 1ull << 30, "64KB..1G
 static const struct conf_range range_queue_total = {1ull << 20, 64ull << 30, "1MB..64GB"};
 static const struct conf_range range_ryw = {0, 60 * 60 * 1000, "0ms..1h"};
 static const struct conf_range range_weight = {0, 1000000, "0..1000000"};
-static const struct conf_range range_guard_window = {1000, 600 * 1000, "1s..10m"};
+/* the shadow store's sliding window (metrics/shadow.h): 5 s slots, 5 min */
+static const struct conf_range range_guard_window = {5000, 300 * 1000, "5s..5m"};
 static const struct conf_range range_min_samples = {1, 1000000000, "1..1000000000"};
 static const struct conf_range range_cooldown = {0, 24 * 60 * 60 * 1000, "0s..24h"};
 

@@ -7,17 +7,22 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "metrics/metric.h"
 #include "metrics/shadow.h"
+#include "proxy/admin_token.h"
 #include "proxy/log.h"
+#include "proxy/report_page.h"
 
 struct admin {
     struct evhttp *http;
     struct admin_hooks hooks;
+    char token_file[CONF_PATH_MAX]; /* "" when mutations need no token */
 };
 
 typedef void (*route_fn)(struct admin *a, struct evhttp_request *req);
@@ -142,6 +147,22 @@ route_status(struct admin *a, struct evhttp_request *req)
     reply_json(req, a->hooks.status(a->hooks.ctx), "status");
 }
 
+/* GET /report: the shadow-diff page, built into the binary (proxy/report.html). */
+static void
+route_report_page(struct admin *a, struct evhttp_request *req)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    (void)a;
+    /* the page fetches the JSON API of this origin and nothing else */
+    evhttp_add_header(h, "Content-Security-Policy",
+                      "default-src 'none'; script-src 'unsafe-inline'; "
+                      "style-src 'unsafe-inline'; connect-src 'self'; img-src data:");
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+    reply_text(req, 200, "OK", "text/html; charset=utf-8", (const char *)report_page_html,
+               report_page_html_len);
+}
+
 static const char *
 status_reason(int code)
 {
@@ -233,11 +254,85 @@ static const struct route {
     {"/readyz", EVHTTP_REQ_GET, route_readyz},
     {"/api/shadow/report", EVHTTP_REQ_GET, route_shadow_report},
     {"/api/status", EVHTTP_REQ_GET, route_status},
+    {"/report", EVHTTP_REQ_GET, route_report_page},
     {"/api/weights", EVHTTP_REQ_PUT, route_weights},
     {"/api/mode", EVHTTP_REQ_PUT, route_mode},
     {"/api/cutover", EVHTTP_REQ_POST, route_cutover},
     {"/api/rollback", EVHTTP_REQ_POST, route_rollback},
 };
+
+static const char *
+method_name(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_PATCH:
+        return "PATCH";
+    default:
+        return "GET";
+    }
+}
+
+static int
+is_mutation(enum evhttp_cmd_type cmd)
+{
+    return cmd == EVHTTP_REQ_PUT || cmd == EVHTTP_REQ_POST || cmd == EVHTTP_REQ_DELETE ||
+           cmd == EVHTTP_REQ_PATCH;
+}
+
+/*
+ * authorized - with a token file configured, a mutation must carry
+ * "Authorization: Bearer TOKEN".  1 when the request may go on; else 0 and
+ * the answer is sent: 401 without credentials (or not Bearer), 403 with a
+ * wrong token, 500 when the token file cannot be read now.  The file is read
+ * at each mutation, so a rotated secret takes effect without a restart.
+ */
+static int
+authorized(struct admin *a, struct evhttp_request *req)
+{
+    char want[ADMIN_TOKEN_MAX + 1], err[CONF_PATH_MAX + 100];
+    const char *given, *hdr;
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+
+    if (a->token_file[0] == '\0' || !is_mutation(evhttp_request_get_command(req)))
+        return 1;
+    evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
+    hdr = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    if (hdr == NULL || strncasecmp(hdr, "Bearer ", 7) != 0) {
+        log_warn("admin: %s %s from %s: no bearer token", method_name(evhttp_request_get_command(req)),
+                 evhttp_request_get_uri(req), peer ? peer : "?");
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+                          "Bearer realm=\"tandem\"");
+        reply_json_error(req, 401, "Unauthorized",
+                         "this call needs \"Authorization: Bearer <token>\" (admin token_file)");
+        return 0;
+    }
+    if (admin_token_read(a->token_file, want, sizeof(want), err, sizeof(err)) != 0) {
+        log_error("admin: %s", err);
+        reply_json_error(req, 500, "Internal Server Error", "the admin token cannot be read");
+        return 0;
+    }
+    for (given = hdr + 7; *given == ' ' || *given == '\t'; given++)
+        ;
+    size_t len = strlen(given);
+    while (len > 0 && (given[len - 1] == ' ' || given[len - 1] == '\t'))
+        len--;
+    int ok = admin_token_equal(want, given, len);
+    OPENSSL_cleanse(want, sizeof(want));
+    if (!ok) {
+        log_warn("admin: %s %s from %s: wrong token", method_name(evhttp_request_get_command(req)),
+                 evhttp_request_get_uri(req), peer ? peer : "?");
+        reply_json_error(req, 403, "Forbidden", "wrong admin token");
+        return 0;
+    }
+    return 1;
+}
 
 static void
 on_request(struct evhttp_request *req, void *arg)
@@ -248,6 +343,9 @@ on_request(struct evhttp_request *req, void *arg)
 
     if (path == NULL)
         path = "/";
+    /* before routing: an unauthenticated caller learns nothing, not even a 404 */
+    if (!authorized(a, req))
+        return;
     if (strncmp(path, OPERATIONS_PREFIX, strlen(OPERATIONS_PREFIX)) == 0) {
         enum evhttp_cmd_type m = evhttp_request_get_command(req);
         if (m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD)
@@ -274,15 +372,27 @@ on_request(struct evhttp_request *req, void *arg)
 }
 
 struct admin *
-admin_new(struct event_base *base, const struct conf_addr *addr, const struct admin_hooks *hooks,
+admin_new(struct event_base *base, const struct conf_admin *conf, const struct admin_hooks *hooks,
           char *err, size_t errlen)
 {
+    const struct conf_addr *addr = &conf->addr;
+    char token[ADMIN_TOKEN_MAX + 1], why[CONF_PATH_MAX + 100];
+
+    /* a token file that cannot be used now is a startup error, not a 500 later */
+    if (conf->token_file[0] != '\0') {
+        if (admin_token_read(conf->token_file, token, sizeof(token), why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "admin: %s", why);
+            return NULL;
+        }
+        OPENSSL_cleanse(token, sizeof(token));
+    }
     struct admin *a = calloc(1, sizeof(*a));
     if (a == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
     a->hooks = *hooks;
+    snprintf(a->token_file, sizeof(a->token_file), "%s", conf->token_file);
     a->http = evhttp_new(base);
     if (a->http == NULL) {
         snprintf(err, errlen, "cannot create the HTTP server");

@@ -6,12 +6,18 @@
  *   GET /readyz    200 "ready"; 503 with the reason while draining or when a
  *                  listener's primary is down
  *
+ *   GET /api/status, GET /api/shadow/report[?top=N]   JSON
+ *   GET /report    the shadow-diff page (HTML, self-contained; reads the two above)
  *   PUT /api/weights          read weights, {"blue":90,"green":10}
  *   PUT /api/mode             {"mode":"passthrough"|"shadow"|"split"}
  *   POST /api/cutover         start a cutover (202 with the operation; 409 when refused)
  *   POST /api/rollback        reads to the primary now; roles back after a cutover
  *   GET /api/operations/ID    one operation's state
  *
+ * With admin { token_file F; } every mutation (PUT, POST, DELETE) needs
+ * "Authorization: Bearer <the token in F>": 401 without it, 403 when wrong;
+ * F is read again at each mutation (a rotated secret needs no restart).
+ * Reads stay open: the admin address itself is the boundary for them.
  * Unknown paths get a JSON error with status 404, other methods 405.
  */
 #ifndef TANDEM_ADMIN_H
@@ -53,7 +59,11 @@ struct admin_hooks {
                char *err, size_t errlen);
 };
 
-struct admin *admin_new(struct event_base *base, const struct conf_addr *addr,
+/*
+ * admin_new - listen on conf->addr.  NULL with a message in err when the
+ * address cannot be bound or conf->token_file is set but unusable.
+ */
+struct admin *admin_new(struct event_base *base, const struct conf_admin *conf,
                         const struct admin_hooks *hooks, char *err, size_t errlen);
 void admin_free(struct admin *a);
 

@@ -4,6 +4,7 @@
  *   tandem -c FILE              run from a configuration file
  *   tandem -t -c FILE           check the file; every error as FILE:LINE: message
  *   tandem postgres --listen HOST:PORT --primary [NAME=]HOST:PORT [...]
+ *   tandem ctl [--admin HOST:PORT] [--token-file F] [--json] COMMAND   (see ctl.h)
  *   tandem --version | --help
  */
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "conf/conf.h"
+#include "proxy/ctl.h"
 #include "proxy/proxy.h"
 
 static void
@@ -26,6 +28,9 @@ usage(FILE *out)
           "                       [--startup-timeout DUR] [--connect-timeout DUR]\n"
           "                       [--shutdown-timeout DUR] [--tls-cert F --tls-key F]\n"
           "                       [--primary-tls disable|require|verify-full] [--primary-ca F]\n"
+          "       tandem ctl [--admin HOST:PORT] [--token-file F] [--json] COMMAND\n"
+          "                  status | weights NAME=W ... | mode MODE | cutover | rollback |\n"
+          "                  operation ID | report      (tandem ctl --help)\n"
           "       tandem --version\n"
           "\n"
           "tandem stands in front of a primary database and a shadow during a migration.\n"
@@ -53,6 +58,8 @@ main(int argc, char **argv)
     struct conf_errors errs;
 
     memset(&errs, 0, sizeof(errs));
+    if (argc >= 2 && strcmp(argv[1], "ctl") == 0)
+        return ctl_main(argc - 1, argv + 1);
     if (argc >= 2 && (strcmp(argv[1], "postgres") == 0 || strcmp(argv[1], "redis") == 0)) {
         struct conf *conf = conf_load_args(argv[1], argc - 2, argv + 2, &errs);
         if (conf == NULL) {

@@ -422,6 +422,16 @@ status(void *ctx)
     json_object_set_new(root, "draining", json_boolean(p->draining));
     json_object_set_new(root, "configuration", json_string(p->conf_path ? p->conf_path : ""));
     json_object_set_new(root, "listeners", listeners);
+    /* at a glance: the first listener with a shadow (each listener has its own) */
+    for (size_t i = 0; i < json_array_size(listeners); i++) {
+        json_t *l = json_array_get(listeners, i);
+        if (json_is_null(json_object_get(l, "shadow")))
+            continue;
+        json_object_set(root, "mode", json_object_get(l, "mode"));
+        json_object_set(root, "roles", json_object_get(l, "roles"));
+        json_object_set(root, "weights", json_object_get(l, "weights"));
+        break;
+    }
     json_t *op = cutover_latest_json(p->cutover);
     json_object_set_new(root, "operation", op ? op : json_null());
     json_object_set_new(root, "backends", backends);
@@ -499,7 +509,7 @@ proxy_run(struct conf *conf, const char *conf_path)
     if (p->rt->conf->admin.enabled) {
         struct admin_hooks hooks = {
             .ctx = p, .ready = ready, .status = status, .act = act, .metrics = render_metrics};
-        p->admin = admin_new(p->base, &p->rt->conf->admin.addr, &hooks, err, sizeof(err));
+        p->admin = admin_new(p->base, &p->rt->conf->admin, &hooks, err, sizeof(err));
         if (p->admin == NULL) {
             log_error("%s", err);
             goto out;

@@ -6,7 +6,12 @@
 # then one `apt-get install` of the missing packages.  No system service is
 # started or enabled: the tests start their own PostgreSQL and Redis servers
 # on ephemeral loopback ports, so a cluster Debian creates is stopped.
+#
+# Then tests/browser/node_modules (playwright-core, pinned by its
+# package-lock.json) with `npm ci`, only when it is not there yet: the
+# report page test drives Debian's chromium with it.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 PACKAGES=(
     build-essential cmake pkg-config clang libclang-rt-14-dev
@@ -16,7 +21,22 @@ PACKAGES=(
     postgresql-15 postgresql-client-15 pgbouncer
     redis-server redis-tools nutcracker
     openssl procps iproute2 curl
+    chromium prometheus
 )
+# node and npm: Debian's nodejs + npm, unless a node with npm is already
+# there (a NodeSource nodejs bundles npm and conflicts with Debian's npm).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    PACKAGES+=(nodejs npm)
+fi
+
+# browser_deps - the report page test's npm packages, once.
+browser_deps() {
+    if [[ -d tests/browser/node_modules/playwright-core ]]; then
+        return 0
+    fi
+    echo "deps: npm ci in tests/browser"
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+}
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -26,6 +46,7 @@ done
 
 if ((${#missing[@]} == 0)); then
     echo "deps: all ${#PACKAGES[@]} packages installed"
+    browser_deps
     exit 0
 fi
 
@@ -63,4 +84,5 @@ if command -v pg_lsclusters >/dev/null 2>&1; then
         fi
     done
 fi
+browser_deps
 echo "deps: done"

@@ -1,0 +1,78 @@
+#!/usr/bin/env node
+// report_page.js - open tandem's GET /report in headless Chromium and check
+// that it shows what the caller expects; save a screenshot.
+//
+//   node report_page.js EXPECT.json
+//
+// EXPECT.json: {"url": "http://127.0.0.1:PORT/report", "screenshot": "PATH.png",
+//               "texts": ["...", ...],            // each must appear in the page
+//               "fingerprint": "...",             // a mismatch block for it must exist
+//               "sides": {"primary": "...", "shadow": "..."},  // in that block's sample
+//               "validation": "95.83%"}           // the validation card's text
+//
+// Debian's /usr/bin/chromium, driven by playwright-core (no browser download).
+// Prints one JSON line {"ok": bool, "problems": [...]}; exit 1 when not ok.
+"use strict";
+const fs = require("fs");
+const { chromium } = require("playwright-core");
+
+const CHROMIUM = process.env.TANDEM_CHROMIUM || "/usr/bin/chromium";
+
+async function main() {
+  const want = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
+  const problems = [];
+  const origin = new URL(want.url).origin;
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // root in CI containers: Chromium's sandbox needs user namespaces it may not get
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+  });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+    page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+    page.on("console", (m) => { if (m.type() === "error") problems.push(`console error: ${m.text()}`); });
+    page.on("request", (r) => {
+      if (!r.url().startsWith(origin) && !r.url().startsWith("data:"))
+        problems.push(`request outside the admin origin: ${r.url()}`);
+    });
+    const resp = await page.goto(want.url, { waitUntil: "load", timeout: 30000 });
+    if (!resp || resp.status() !== 200) problems.push(`GET ${want.url}: ${resp ? resp.status() : "no answer"}`);
+
+    // two refreshes: the data is drawn and the history chart has two points
+    await page.waitForFunction(() => document.querySelector("#chart-validation svg"), null, { timeout: 30000 });
+    const live = (await page.textContent("#live")).trim();
+    if (live !== "live") problems.push(`the live indicator says ${JSON.stringify(live)}`);
+
+    const body = await page.innerText("body");
+    for (const t of want.texts || []) if (!body.includes(t)) problems.push(`text not shown: ${JSON.stringify(t)}`);
+
+    if (want.validation) {
+      const v = (await page.textContent("#validation")).trim();
+      if (v !== want.validation) problems.push(`validation card shows ${JSON.stringify(v)}, want ${JSON.stringify(want.validation)}`);
+    }
+    if (want.fingerprint) {
+      const block = page.locator(`#mismatching [data-fingerprint="${want.fingerprint}"]`);
+      if ((await block.count()) !== 1) {
+        problems.push(`no mismatch block for fingerprint ${want.fingerprint}`);
+      } else if (want.sides) {
+        const p = await block.locator(".side.primary pre").first().innerText();
+        const s = await block.locator(".side.shadow pre").first().innerText();
+        if (!p.includes(want.sides.primary)) problems.push(`primary side ${JSON.stringify(p)} lacks ${JSON.stringify(want.sides.primary)}`);
+        if (!s.includes(want.sides.shadow)) problems.push(`shadow side ${JSON.stringify(s)} lacks ${JSON.stringify(want.sides.shadow)}`);
+        const marked = await block.locator(".side.shadow pre mark").allInnerTexts();
+        if (!marked.some((m) => m.includes(want.sides.shadow))) problems.push(`the differing value is not highlighted: ${JSON.stringify(marked)}`);
+      }
+    }
+    await page.screenshot({ path: want.screenshot, fullPage: true });
+  } finally {
+    await browser.close();
+  }
+  console.log(JSON.stringify({ ok: problems.length === 0, problems }));
+  process.exit(problems.length === 0 ? 0 : 1);
+}
+
+main().catch((e) => {
+  console.log(JSON.stringify({ ok: false, problems: [String(e && e.stack || e)] }));
+  process.exit(1);
+});
