@@ -10,6 +10,8 @@
 #   shadow     with --shadow: tandem --mode shadow, mirroring to a second
 #              PostgreSQL initialised alike (tpcb-like only; skipped if this
 #              tandem rejects --mode shadow)
+#   split      with --split: tandem --mode split, reads weighted 50/50
+#              between the two servers (select-only; no comparison mirror)
 #
 # For each workload (pgbench -S select-only, -b tpcb-like) and each protocol
 # (-M simple, extended, prepared) the targets run in alternation: direct,
@@ -20,7 +22,7 @@
 # transaction: utime+stime from /proc/PID/stat before and after each run,
 # divided by the run's transactions, in microseconds (median over rounds).
 #
-# Usage: bench/pg.sh [--quick] [--shadow] [--rounds R] [--time T]
+# Usage: bench/pg.sh [--quick] [--shadow] [--split] [--rounds R] [--time T]
 #                    [--clients C] [--jobs J] [--workers N] [--scale S]
 # Environment (flags win): ROUNDS=3 DURATION=10 CLIENTS=16 JOBS=2 WORKERS=2
 #   SCALE=10 WORKLOADS="select tpcb" MODES="simple extended prepared"
@@ -49,6 +51,7 @@ WORKLOADS=${WORKLOADS:-select tpcb}
 MODES=${MODES:-simple extended prepared}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
 SHADOW=0
+SPLIT=0
 
 usage() { sed -n '3,/^$/s/^# \{0,1\}//p' "$0"; }
 
@@ -56,6 +59,7 @@ while [ $# -gt 0 ]; do
     case $1 in
     --quick) ROUNDS=1 DURATION=3 SCALE=1 ;;
     --shadow) SHADOW=1 ;;
+    --split) SPLIT=1 ;;
     --rounds) ROUNDS=$2; shift ;;
     --time) DURATION=$2; shift ;;
     --clients) CLIENTS=$2; shift ;;
@@ -116,13 +120,23 @@ tandem_start "$TANDEM_PORT" "$WORK/tandem.log" postgres \
     --listen "127.0.0.1:$TANDEM_PORT" --primary "127.0.0.1:$PG_PORT" --workers "$WORKERS"
 TD_PID=$TANDEM_PID
 
-SHADOW_PID= SHADOW_PORT=
-if [ "$SHADOW" = 1 ]; then
-    log "starting a second PostgreSQL for shadow mode"
+SHADOW_PID= SHADOW_PORT= SPLIT_PID= SPLIT_PORT=
+if [ "$SHADOW" = 1 ] || [ "$SPLIT" = 1 ]; then
+    log "starting a second PostgreSQL for shadow / split mode"
     pgctl_start green
     PG2_PORT=$PGCTL_PORT
     pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG2_PORT" -U postgres postgres >"$WORK/init-green.log" 2>&1 ||
         { cat "$WORK/init-green.log" >&2; exit 1; }
+fi
+if [ "$SPLIT" = 1 ]; then
+    SPLIT_PORT=$(free_port)
+    tandem_start "$SPLIT_PORT" "$WORK/tandem-split.log" postgres \
+        --listen "127.0.0.1:$SPLIT_PORT" --primary "blue=127.0.0.1:$PG_PORT" \
+        --shadow "green=127.0.0.1:$PG2_PORT" --mode split --read-weights blue=50,green=50 \
+        --mirror-reads 0% --workers "$WORKERS"
+    SPLIT_PID=$TANDEM_PID
+fi
+if [ "$SHADOW" = 1 ]; then
     SHADOW_PORT=$(free_port)
     if tandem_start "$SHADOW_PORT" "$WORK/tandem-shadow.log" postgres \
         --listen "127.0.0.1:$SHADOW_PORT" --primary "127.0.0.1:$PG_PORT" \
@@ -140,6 +154,7 @@ port_of() {
     pgbouncer) echo "$PGB_PORT" ;;
     tandem) echo "$TANDEM_PORT" ;;
     shadow) echo "$SHADOW_PORT" ;;
+    split) echo "$SPLIT_PORT" ;;
     esac
 }
 pid_of() {
@@ -148,6 +163,7 @@ pid_of() {
     pgbouncer) echo "$PGB_PID" ;;
     tandem) echo "$TD_PID" ;;
     shadow) echo "$SHADOW_PID" ;;
+    split) echo "$SPLIT_PID" ;;
     esac
 }
 
@@ -195,6 +211,9 @@ for workload in $WORKLOADS; do
     targets="direct pgbouncer tandem"
     if [ "$workload" = tpcb ] && [ -n "$SHADOW_PID" ]; then
         targets="$targets shadow"
+    fi
+    if [ "$workload" = select ] && [ -n "$SPLIT_PID" ]; then
+        targets="$targets split"
     fi
     for mode in $MODES; do
         log "$workload -M $mode: $ROUNDS rounds of ${DURATION}s, -c $CLIENTS -j $JOBS ($targets)"
@@ -254,24 +273,25 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 cols = ["workload", "mode", "direct_tps", "pgbouncer_tps", "tandem_tps",
-        "shadow_tps", "tandem/direct", "tandem/pgbouncer", "pgbouncer/direct",
-        "shadow/tandem", "pgbouncer_cpu_us_tx", "tandem_cpu_us_tx",
-        "shadow_cpu_us_tx", "rounds"]
+        "shadow_tps", "split_tps", "tandem/direct", "tandem/pgbouncer", "pgbouncer/direct",
+        "shadow/tandem", "split/tandem", "pgbouncer_cpu_us_tx", "tandem_cpu_us_tx",
+        "shadow_cpu_us_tx", "split_cpu_us_tx", "rounds"]
 rows = []
 for key in order:
     t = runs[key]
-    tps = {n: median_tps(t.get(n, [])) for n in ("direct", "pgbouncer", "tandem", "shadow")}
-    cpu = {n: median_cpu(t.get(n, [])) for n in ("pgbouncer", "tandem", "shadow")}
+    tps = {n: median_tps(t.get(n, [])) for n in ("direct", "pgbouncer", "tandem", "shadow", "split")}
+    cpu = {n: median_cpu(t.get(n, [])) for n in ("pgbouncer", "tandem", "shadow", "split")}
     rows.append({
         "workload": key[0], "mode": key[1],
         "direct_tps": tps["direct"], "pgbouncer_tps": tps["pgbouncer"],
-        "tandem_tps": tps["tandem"], "shadow_tps": tps["shadow"],
+        "tandem_tps": tps["tandem"], "shadow_tps": tps["shadow"], "split_tps": tps["split"],
         "tandem/direct": ratio(tps["tandem"], tps["direct"]),
         "tandem/pgbouncer": ratio(tps["tandem"], tps["pgbouncer"]),
         "pgbouncer/direct": ratio(tps["pgbouncer"], tps["direct"]),
         "shadow/tandem": ratio(tps["shadow"], tps["tandem"]),
+        "split/tandem": ratio(tps["split"], tps["tandem"]),
         "pgbouncer_cpu_us_tx": cpu["pgbouncer"], "tandem_cpu_us_tx": cpu["tandem"],
-        "shadow_cpu_us_tx": cpu["shadow"],
+        "shadow_cpu_us_tx": cpu["shadow"], "split_cpu_us_tx": cpu["split"],
         "rounds": max(len(v) for v in t.values()),
     })
 
@@ -292,13 +312,16 @@ with open(summary_path, "w") as f:
         f.write("\t".join(fmt(c, r[c]) for c in cols) + "\n")
 
 has_shadow = any(r["shadow_tps"] is not None for r in rows)
-show = [c for c in cols if has_shadow or not c.startswith("shadow")]
+has_split = any(r["split_tps"] is not None for r in rows)
+show = [c for c in cols if (has_shadow or not c.startswith("shadow"))
+        and (has_split or not c.startswith("split"))]
 heads = {"workload": "workload", "mode": "mode", "direct_tps": "direct",
          "pgbouncer_tps": "pgbouncer", "tandem_tps": "tandem", "shadow_tps": "shadow",
          "tandem/direct": "tdm/dir", "tandem/pgbouncer": "tdm/pgb",
          "pgbouncer/direct": "pgb/dir", "shadow/tandem": "shd/tdm",
          "pgbouncer_cpu_us_tx": "pgb us/tx", "tandem_cpu_us_tx": "tdm us/tx",
-         "shadow_cpu_us_tx": "shd us/tx", "rounds": "n"}
+         "shadow_cpu_us_tx": "shd us/tx", "split_tps": "split", "split/tandem": "spl/tdm",
+         "split_cpu_us_tx": "spl us/tx", "rounds": "n"}
 table = [[heads[c] for c in show]] + [[fmt(c, r[c]) for c in show] for r in rows]
 widths = [max(len(row[i]) for row in table) for i in range(len(show))]
 print()
