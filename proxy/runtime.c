@@ -182,6 +182,7 @@ make_canary(struct runtime *rt, struct rt_listener *l)
     }
     l->ncanary = cl->ncanaries;
     l->canary_uses_hint = canary_rules_use_hint(l->canary, l->ncanary);
+    l->canary_uses_key = canary_rules_use_key(l->canary, l->ncanary);
     return 0;
 }
 

@@ -106,6 +106,42 @@ session_retry_backoff_ns(unsigned failures)
 }
 
 /*
+ * Mode split, for every protocol: which backend answers a read.
+ *
+ * session_route_client - the client's address in the form canary rules
+ * match (family 0 for a unix socket).
+ */
+struct sockaddr;
+struct canary_addr;
+struct canary_rule;
+struct route_input;
+struct rt_listener;
+struct worker;
+void session_route_client(const struct sockaddr *peer, struct canary_addr *out);
+
+/* session_split_mode - the listener is in mode split (PUT /api/mode included). */
+int session_split_mode(const struct rt_listener *l);
+
+/*
+ * session_route_read - route_decide() for a read of a session whose
+ * answering backend is be and mirrored one shadow_be (the listener's
+ * primary and shadow, in either order: after a cutover they are swapped).
+ * The caller fills in->kind, in_transaction, hint and ms_since_write; the
+ * rest comes from here: the listener's read_your_writes and max_lag, the
+ * worker's weighted rotation for the listener (rebuilt when the weights'
+ * version moved), health and lag (proxy/control.h), and rule (the matched
+ * canary rule or NULL; its backend index is 0 for the listener's primary,
+ * 1 for its shadow).  Returns 1 when shadow_be answers; 0 when be does,
+ * and then the reason is counted (session_route_fallback).
+ */
+int session_route_read(struct worker *w, const struct rt_listener *l, const struct rt_backend *be,
+                       const struct rt_backend *shadow_be, const struct canary_rule *rule,
+                       struct route_input *in);
+
+/* session_route_fallback - count a read answered by the primary for reason (enum route_reason). */
+void session_route_fallback(struct worker *w, const struct rt_listener *l, int reason);
+
+/*
  * Process-wide mirror queue bytes of the sessions that account here (Redis;
  * PostgreSQL still keeps its own count, pg_session_queue_total()).
  * session_queue_total() is the sum of both, to check against
