@@ -876,7 +876,7 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
     u->primary_done = 1;
     if (!u->routed)
         s->outstanding--;
-    if (u->kind == REQ_KIND_WRITE || u->kind == REQ_KIND_TX)
+    if (u->kind == REQ_KIND_WRITE || cmd_is(u->cmd, "exec"))
         s->route.last_write_ns = session_now_ns(); /* read_your_writes counts from here */
     if (info->type == '-') {
         if (headlen >= 7 && memcmp(head, "-NOAUTH", 7) == 0) {
