@@ -66,6 +66,20 @@ session_connect(struct conn *c, struct event_base *base, const struct rt_backend
     return 1;
 }
 
+void
+session_swap_conns(struct conn *server, struct conn *shadow, struct event_base *base,
+                   event_callback_fn cb, void *arg)
+{
+    struct conn old_server;
+
+    conn_unbind(server);
+    conn_unbind(shadow);
+    old_server = *server;
+    *server = *shadow;
+    *shadow = old_server;
+    conn_rebind(server, base, cb, arg);
+}
+
 int
 session_connect_result(const struct conn *c)
 {

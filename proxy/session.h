@@ -97,6 +97,14 @@ int session_connect(struct conn *c, struct event_base *base, const struct rt_bac
 /* session_connect_result - 0 once c's connect succeeded, else the errno it failed with. */
 int session_connect_result(const struct conn *c);
 
+/*
+ * session_swap_conns - cutover: the answering connection and the shadow's
+ * trade places (both idle).  server is rebound to cb/arg; shadow is left
+ * unbound for the protocol's shadow side to rebind (conn_rebind).
+ */
+void session_swap_conns(struct conn *server, struct conn *shadow, struct event_base *base,
+                        event_callback_fn cb, void *arg);
+
 /* Shadow re-attach back-off after `failures` consecutive failures: 1 s doubling to 60 s. */
 static inline uint64_t
 session_retry_backoff_ns(unsigned failures)

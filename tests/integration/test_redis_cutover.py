@@ -6,43 +6,19 @@ primary answers it, never mirrored).  The only bound on time is max_pause,
 which tandem enforces itself; the tests assert outcomes, never durations.
 """
 import json
+import signal
+import subprocess
 import threading
 import time
-import urllib.request
 
 import pytest
 import redis
 
+from harness.adminapi import run_operation
 from harness.redisserver import RedisServer, start_redis_tandem, tandem_client
 from harness.shadow import wait_drained
 from harness.tandemproc import metric_value
 from harness.util import wait_until
-
-
-def call(t, method, path, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{t.admin_port}{path}", data=data,
-                                 method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def run_operation(t, path, body=None, timeout=60):
-    """POST path; wait until the operation is over; return its final JSON."""
-    status, reply = call(t, "POST", path, body)
-    assert status == 202, reply
-    op = reply["operation"]
-    final = {}
-
-    def over():
-        nonlocal final
-        final = call(t, "GET", f"/api/operations/{op['id']}")[1]["operation"]
-        return final["state"] in ("completed", "failed")
-    wait_until(over, timeout, f"{path} to finish")
-    return final
 
 
 def answering_port(t):
@@ -143,7 +119,6 @@ def test_redis_benchmark_through_a_cutover(tandem, pair):
     primary, shadow = pair
     t = start_redis_tandem(tandem, primary, shadow, mode="shadow",
                            mirror={"reads": "0%", "timeout": "10s"})
-    import subprocess
     proc = subprocess.Popen(["redis-benchmark", "-h", "127.0.0.1", "-p", str(t.port), "-c", "8",
                              "-n", "60000", "-r", "5000", "-t", "set,incr,lpush", "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -163,7 +138,6 @@ def test_redis_benchmark_through_a_cutover(tandem, pair):
 
 
 def test_cutover_that_cannot_drain_is_abandoned(tandem, pair):
-    import signal
     primary, shadow = pair
     t = start_redis_tandem(tandem, primary, shadow, mode="shadow",
                            mirror={"reads": "0%", "timeout": "30s"})

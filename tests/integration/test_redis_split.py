@@ -7,14 +7,13 @@ keys the canary tests read) hold different values on the two servers, set
 directly, behind tandem's back.  No test asserts a duration: every wait is
 an upper bound.
 """
-import json
 import signal
 import threading
-import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import redis
 
+from harness.adminapi import call
 from harness.redisserver import RedisServer, start_redis_tandem, tandem_client
 from harness.tandemproc import metric_value
 from harness.util import wait_until
@@ -48,13 +47,6 @@ def count(c, n, key="who"):
     return got
 
 
-def put_json(t, path, body):
-    req = urllib.request.Request(f"http://127.0.0.1:{t.admin_port}{path}",
-                                 data=json.dumps(body).encode(), method="PUT")
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return resp.status, json.loads(resp.read())
-
-
 def fallbacks(t, reason):
     return metric_value(t.metrics(), "tandem_route_fallbacks_total", listener="r",
                         reason=reason) or 0.0
@@ -84,25 +76,9 @@ def own_pair():
 def test_weights_70_30_over_many_gets(tandem, pair):
     primary, shadow = pair
     t = start_split(tandem, primary, shadow, {"blue": 70, "green": 30})
-    total = {"primary": 0, "shadow": 0}
-    errors = []
-    lock = threading.Lock()
-
-    def client(n):
-        try:
-            got = count(tandem_client(t), n)
-            with lock:
-                for k in total:
-                    total[k] += got[k]
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=client, args=(2000,)) for _ in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors, errors
+    with ThreadPoolExecutor(4) as pool:  # a client's error is raised here
+        counts = list(pool.map(lambda _: count(tandem_client(t), 2000), range(4)))
+    total = {side: sum(c[side] for c in counts) for side in ("primary", "shadow")}
     assert total["primary"] + total["shadow"] == 8000
     share = total["shadow"] / 8000
     assert 0.27 <= share <= 0.33, total
@@ -145,7 +121,7 @@ def test_weights_changed_through_the_api(tandem, pair):
     t = start_split(tandem, primary, shadow, {"blue": 100, "green": 0})
     c = tandem_client(t)
     assert count(c, 50) == {"primary": 50, "shadow": 0}
-    status, body = put_json(t, "/api/weights", {"blue": 0, "green": 100})
+    status, body = call(t, "PUT", "/api/weights", {"blue": 0, "green": 100})
     assert status == 200, body
     assert count(c, 50) == {"primary": 0, "shadow": 50}  # the same connection follows
 
