@@ -53,6 +53,13 @@
  *           percent 5% by user;           # 0.01%..100%, by user|application_name|client
  *           route green;                  # exactly one: route NAME | primary | no_mirror
  *       }
+ *       canary cart {                     # on a redis listener:
+ *           client_name "cart-*";         # glob on CLIENT SETNAME / HELLO SETNAME
+ *           key_prefix "user:";           # the command's first key starts with it
+ *           client 10.0.0.0/8;
+ *           percent 5% by client_name;    # by client_name|client
+ *           route green;
+ *       }
  *   }
  *
  * Defaults: workers = online CPUs, at most 4; log_format text; log_level
@@ -149,20 +156,29 @@ enum conf_canary_action {
 };
 
 /* Which session attribute a percentage rule hashes, so a client stays on one side. */
-enum conf_canary_key { CONF_CANARY_KEY_USER, CONF_CANARY_KEY_APPLICATION, CONF_CANARY_KEY_CLIENT };
+enum conf_canary_key {
+    CONF_CANARY_KEY_USER,
+    CONF_CANARY_KEY_APPLICATION,
+    CONF_CANARY_KEY_CLIENT,
+    CONF_CANARY_KEY_CLIENT_NAME, /* Redis */
+};
 
 /*
  * canary NAME { user alice; database app; application_name "billing-*";
  *               client 10.0.0.0/8; hint shadow; percent 5% by user;
  *               route green; | primary; | no_mirror; }
  * Every given match must hold (AND); rules are tried in file order, first
- * match wins.  "" / 0 means the match is not used.
+ * match wins.  "" / 0 means the match is not used.  user, database,
+ * application_name and hint are for postgres listeners, client_name and
+ * key_prefix for redis ones (the other protocol's are refused).
  */
 struct conf_canary {
     char name[CONF_NAME_MAX];
     char user[CONF_NAME_MAX];             /* exact */
     char database[CONF_NAME_MAX];         /* exact */
     char application_name[CONF_NAME_MAX]; /* fnmatch glob */
+    char client_name[CONF_NAME_MAX];      /* fnmatch glob (Redis) */
+    char key_prefix[CONF_NAME_MAX];       /* the first key's bytes start with it (Redis) */
     int has_client;                       /* client CIDR given */
     uint8_t client_addr[16];              /* network, IPv4-mapped when family 4 */
     int client_family;                    /* 4 or 6 */

@@ -44,7 +44,8 @@ const char *const conf_log_format_names[] = {"text", "json", NULL};
 const char *const conf_log_level_names[] = {"debug", "info", "warn", "error", NULL};
 const char *const conf_mirror_level_names[] = {"all", "dml", "ddl", NULL};
 /* percent P by KEY, indexed by enum conf_canary_key */
-static const char *const canary_key_names[] = {"user", "application_name", "client", NULL};
+static const char *const canary_key_names[] = {"user", "application_name", "client", "client_name",
+                                               NULL};
 static const char *const canary_action_names[] = {"route", "primary", "no_mirror"};
 
 /* The setters store enums and counts through 4-byte fields. */
@@ -54,7 +55,7 @@ _Static_assert(sizeof(enum conf_tls) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_log_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_mirror_level) == sizeof(int), "enum size");
-_Static_assert(CONF_CANARY_KEY_CLIENT == 2 && CONF_CANARY_NO_MIRROR == 2, "names tables");
+_Static_assert(CONF_CANARY_KEY_CLIENT_NAME == 3 && CONF_CANARY_NO_MIRROR == 2, "names tables");
 _Static_assert(sizeof(int) == sizeof(uint32_t), "int size");
 
 /* Contexts: where a directive may appear (a row's ctx is a mask of them). */
@@ -274,6 +275,8 @@ static const struct conf_directive directives[] = {
     SIMPLE("database", CTX_CANARY, 0, set_string, struct conf_canary, database, NULL),
     SIMPLE("application_name", CTX_CANARY, 0, set_string, struct conf_canary, application_name,
            NULL),
+    SIMPLE("client_name", CTX_CANARY, 0, set_string, struct conf_canary, client_name, NULL),
+    SIMPLE("key_prefix", CTX_CANARY, 0, set_string, struct conf_canary, key_prefix, NULL),
     ROW("client", CTX_CANARY, 1, set_client),
     ROW("hint", CTX_CANARY, 1, set_hint),
     ROW("percent", CTX_CANARY, 3, set_percent),
@@ -746,7 +749,7 @@ set_percent(struct conf_build *b, void *obj, const struct conf_directive *d,
         if (strcmp(canary_key_names[i], n->args[2]) == 0)
             key = i;
     if (key < 0) {
-        node_err(b, n, "bad key %s (expected user|application_name|client)",
+        node_err(b, n, "bad key %s (expected user|application_name|client|client_name)",
                  conf_err_quote(n->args[2], q, sizeof(q)));
         return;
     }
@@ -1361,6 +1364,41 @@ check_reads(struct conf_build *b, struct conf_listener *l, struct listener_state
     l->nread_weights = n;
 }
 
+/*
+ * A match on what the listener's protocol does not have would never hold:
+ * name it rather than let the rule silently match nothing.
+ */
+static void
+check_canary_proto(struct conf_build *b, const struct conf_listener *l,
+                   const struct conf_canary *cn)
+{
+    int redis = l->proto == CONF_PROTO_REDIS;
+    const char *bad = NULL;
+    char q[CONF_QUOTE_MAX], lq[CONF_QUOTE_MAX];
+
+    if (redis && cn->user[0])
+        bad = "user";
+    else if (redis && cn->database[0])
+        bad = "database";
+    else if (redis && cn->application_name[0])
+        bad = "application_name (use client_name)";
+    else if (redis && cn->hint_shadow)
+        bad = "hint";
+    else if (redis && cn->percent_bp > 0 && cn->percent_key != CONF_CANARY_KEY_CLIENT &&
+             cn->percent_key != CONF_CANARY_KEY_CLIENT_NAME)
+        bad = "percent by user or application_name (use client_name or client)";
+    else if (!redis && cn->client_name[0])
+        bad = "client_name (use application_name)";
+    else if (!redis && cn->key_prefix[0])
+        bad = "key_prefix";
+    else if (!redis && cn->percent_bp > 0 && cn->percent_key == CONF_CANARY_KEY_CLIENT_NAME)
+        bad = "percent by client_name (use application_name)";
+    if (bad != NULL)
+        conf_err_add(b->errs, cn->line, "listener %s: canary %s: %s is not for a %s listener",
+                     conf_err_quote(l->name, lq, sizeof(lq)),
+                     conf_err_quote(cn->name, q, sizeof(q)), bad, redis ? "redis" : "postgres");
+}
+
 static void
 check_canaries(struct conf_build *b, struct conf_listener *l, struct listener_state *st)
 {
@@ -1368,6 +1406,7 @@ check_canaries(struct conf_build *b, struct conf_listener *l, struct listener_st
 
     for (size_t i = 0; i < l->ncanaries; i++) {
         struct conf_canary *cn = &l->canaries[i];
+        check_canary_proto(b, l, cn);
         if (st->routes[i].name[0] == '\0')
             continue; /* no route, or a bad name already reported */
         snprintf(what, sizeof(what), "canary %s: route", conf_err_quote(cn->name, q, sizeof(q)));

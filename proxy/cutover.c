@@ -219,7 +219,7 @@ cutover_start(struct cutover *c, const struct runtime *rt, enum cutover_kind kin
     int conflict = 0;
     for (size_t i = 0; i < rt->nlisteners; i++) {
         const struct rt_listener *l = &rt->listeners[i];
-        if (l->shadow == NULL || l->conf->proto != CONF_PROTO_POSTGRES || l->metric_slot < 0)
+        if (l->shadow == NULL || l->metric_slot < 0)
             continue;
         if (kind == CUTOVER_ROLLBACK) {
             /* reads back to the configured primary at once, whatever follows */
@@ -238,7 +238,7 @@ cutover_start(struct cutover *c, const struct runtime *rt, enum cutover_kind kin
     }
     if (!conflict && kind == CUTOVER_FORWARD && op->nslots == 0) {
         snprintf(op->reason, sizeof(op->reason),
-                 "refused: no PostgreSQL listener with a shadow is left to cut over");
+                 "refused: no listener with a shadow is left to cut over");
         conflict = 1;
     }
     if (conflict) {

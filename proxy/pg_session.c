@@ -1612,15 +1612,9 @@ swap_ready(struct pg_session *s)
 static void
 swap_roles(struct pg_session *s)
 {
-    struct conn old_primary;
     const struct rt_backend *b = s->be;
 
-    conn_unbind(&s->server);
-    conn_unbind(&s->shadow.conn);
-    old_primary = s->server;
-    s->server = s->shadow.conn;
-    s->shadow.conn = old_primary;
-    conn_rebind(&s->server, s->w->base, on_server, s);
+    session_swap_conns(&s->server, &s->shadow.conn, s->w->base, on_server, s);
     pg_shadow_swap(s);
     s->be = s->shadow_be;
     s->shadow_be = b;

@@ -26,10 +26,12 @@
 #include <unistd.h>
 
 #include "metrics/metric.h"
+#include "proxy/control.h"
 #include "proxy/log.h"
 #include "proxy/redis_session_int.h"
 #include "proxy/runtime.h"
 #include "proxy/worker.h"
+#include "routing/route.h"
 
 /* Stop reading a source while its destination holds this much unsent. */
 #define BACKPRESSURE_BYTES (256 * 1024)
@@ -83,12 +85,12 @@ count_listener(struct redis_session *s, enum metric_listener_counter c, uint64_t
         metric_add(&s->w->metrics->listener[s->lis->metric_slot][c], n);
 }
 
+/* A request answered by backend b (the primary, or the shadow for a routed read). */
 static void
-count_request(struct redis_session *s, enum req_kind kind)
+count_request(struct redis_session *s, const struct rt_backend *b, enum req_kind kind)
 {
-    if (s->lis->metric_slot >= 0 && s->be->metric_slot >= 0 &&
-        s->be->metric_slot < METRIC_MAX_BACKENDS)
-        metric_add(&s->w->metrics->requests[s->lis->metric_slot][s->be->metric_slot][kind], 1);
+    if (s->lis->metric_slot >= 0 && b->metric_slot >= 0 && b->metric_slot < METRIC_MAX_BACKENDS)
+        metric_add(&s->w->metrics->requests[s->lis->metric_slot][b->metric_slot][kind], 1);
 }
 
 static int
@@ -241,12 +243,17 @@ fail_all(struct redis_session *s, enum metric_client_error reason, const char *m
     slog(s, reason == METRIC_ERR_SHUTDOWN ? CONF_LOG_INFO : CONF_LOG_WARN, "closing: %s", msg);
     count_client_error(s, reason);
     for (struct redis_unit *u = s->pcur; u; u = u->next) {
-        if (u->primary_done)
-            continue;
+        if (u->primary_done || u->routed)
+            continue; /* a routed read's answer is the shadow's: see below */
         if (u->local)
             evbuffer_add(s->client.out, u->local, u->local_len);
         else
             send_error(s, msg);
+        sent++;
+    }
+    /* the routed read is the last the client awaits; half answered, it cannot be mended */
+    if (s->route.unit != NULL && s->route.forwarded == 0) {
+        send_error(s, msg);
         sent++;
     }
     if (sent == 0)
@@ -303,6 +310,8 @@ session_free(struct redis_session *s)
     }
     conn_release(&s->client);
     redis_shadow_release(s);
+    if (s->route.buf)
+        evbuffer_free(s->route.buf);
     while (s->units_head) {
         struct redis_unit *u = s->units_head;
         s->units_head = u->next;
@@ -366,8 +375,13 @@ settle(struct redis_session *s)
     if (s->server_open && s->state == RS_ACTIVE)
         conn_want_read(&s->server, evbuffer_get_length(s->client.out) < BACKPRESSURE_BYTES);
     int client_ok = !s->input_closed && s->outstanding < MAX_OUTSTANDING &&
+                    s->route.unit == NULL && !s->writes_waiting &&
                     (!s->server_open || evbuffer_get_length(s->server.out) < BACKPRESSURE_BYTES);
     conn_want_read(&s->client, client_ok);
+    /* a routed read streams from the shadow to the client: the same backpressure */
+    if (s->shadow.state == RSH_READY && s->shadow.conn_open)
+        conn_want_read(&s->shadow.conn, s->route.unit == NULL ||
+                                            evbuffer_get_length(s->client.out) < BACKPRESSURE_BYTES);
 }
 
 /* ------------------------------------------------------------------ */
@@ -473,12 +487,39 @@ cmd_is(const struct rediscmd *cmd, const char *name)
     return cmd != NULL && strcmp(cmd->name, name) == 0;
 }
 
-/* Remember what a successful reply to this command will change in the session. */
+/* A client name argument as a C string (heap), or NULL when too long or out of memory. */
+static char *
+arg_string(const struct resp_arg *arg)
+{
+    size_t n = resp_arg_decode(arg, NULL, 0);
+    char *p = n <= CLIENT_NAME_MAX ? malloc(n + 1) : NULL;
+    if (p != NULL) {
+        resp_arg_decode(arg, (uint8_t *)p, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+/*
+ * Remember what a successful reply to this command will change in the
+ * session: track, and u->name for CLIENT SETNAME and HELLO ... SETNAME.
+ */
 static void
 note_session_change(struct redis_session *s, struct redis_unit *u, const struct resp_request *req)
 {
     const struct rediscmd *cmd = u->cmd;
-    if (cmd_is(cmd, "auth") || (cmd_is(cmd, "hello") && arg_is(req, 2, "auth"))) {
+    if (cmd_is(cmd, "hello")) {
+        /* HELLO [protover [AUTH user pass] [SETNAME name]] */
+        for (size_t i = 2; i < req->nargv; i++) {
+            if (arg_is(req, i, "auth")) {
+                u->track = RT_AUTH;
+                i += 2;
+            } else if (arg_is(req, i, "setname") && i + 1 < req->nargv) {
+                u->name = arg_string(&req->argv[i + 1]);
+                i++;
+            }
+        }
+    } else if (cmd_is(cmd, "auth")) {
         u->track = RT_AUTH;
     } else if (cmd_is(cmd, "select") && req->nargv >= 2) {
         char num[24];
@@ -487,64 +528,254 @@ note_session_change(struct redis_session *s, struct redis_unit *u, const struct 
         u->db = strtoll(num, NULL, 10);
         u->track = RT_SELECT;
     } else if (cmd_is(cmd, "client|setname") && req->nargv >= 3) {
-        size_t n = resp_arg_decode(&req->argv[2], NULL, 0);
-        if (n <= CLIENT_NAME_MAX && (u->name = malloc(n + 1)) != NULL) {
-            resp_arg_decode(&req->argv[2], (uint8_t *)u->name, n);
-            u->name[n] = '\0';
-            u->track = RT_SETNAME;
-        }
+        u->name = arg_string(&req->argv[2]);
     } else if (cmd_is(cmd, "reset")) {
         u->track = RT_RESET;
     }
 }
 
+/* ------------------------------------------------------------------ */
+/* Read routing, mode split (see redis_session_int.h).                 */
+
+/* Nothing owed to the client, nothing of it waiting: a draining session may close. */
+static int
+idle(const struct redis_session *s)
+{
+    return s->outstanding == 0 && !s->in_multi && s->route.unit == NULL &&
+           evbuffer_get_length(s->client.in) == 0;
+}
+
+/* Run the client's waiting input from the timer, outside the handler that freed it. */
+static void
+wake_soon(struct redis_session *s)
+{
+    static const struct timeval now = {0, 0};
+    if (s->state == RS_ACTIVE)
+        evtimer_add(&s->timer, &now);
+}
+
+/* The canary rule the session matches by itself (client address, name); at login and on a rename. */
+static void
+route_match_session(struct redis_session *s)
+{
+    const struct rt_listener *l = s->lis;
+    struct canary_session cs = {.application_name = s->client_name, .client = s->route.client};
+    s->route.canary = l->ncanary > 0 ? canary_match_session(l->canary, l->ncanary, &cs, false) : -1;
+}
+
+/* The rule for one read: the session's, or, with key_prefix rules, matched with its first key. */
+static const struct canary_rule *
+route_rule(struct redis_session *s, const struct redis_unit *u, const struct resp_request *req)
+{
+    const struct rt_listener *l = s->lis;
+    int rule = s->route.canary;
+    if (l->canary_uses_key) {
+        uint8_t key[CONF_NAME_MAX]; /* a key_prefix is shorter */
+        struct canary_session cs = {.application_name = s->client_name, .client = s->route.client};
+        struct canary_unit cu = {0};
+        int i = rediscmd_first_key(u->cmd, req->argc, req->argv);
+        if (i >= 0) {
+            size_t n = resp_arg_decode(&req->argv[i], key, sizeof(key));
+            cu.key = key;
+            cu.key_len = n < sizeof(key) ? n : sizeof(key);
+        }
+        rule = canary_match_unit(l->canary, l->ncanary, &cs, &cu);
+    }
+    return rule >= 0 ? &l->canary[rule] : NULL;
+}
+
 /*
- * command - one whole request read from the client.  Returns 1 when tandem
- * answers it itself (it must not reach the primary), else 0.
+ * route_read - mode split: is read u (just appended, request bytes[0..len))
+ * answered by the shadow?  Only while the client awaits no other reply, so
+ * whoever answers, replies keep the client's order; a read that cannot be
+ * routed is counted with the reason.  1: routed (route.unit is u, its
+ * request queued to the shadow and kept in route.buf).
  */
 static int
+route_read(struct redis_session *s, struct redis_unit *u, const struct resp_request *req,
+           const uint8_t *bytes, size_t len)
+{
+    if (s->shadow_be == NULL || !session_split_mode(s->lis))
+        return 0;
+    enum route_reason why = ROUTE_REASON_NONE;
+    if (s->in_multi || s->watching)
+        why = ROUTE_REASON_IN_TRANSACTION; /* WATCH pins to the primary too */
+    else if (s->shadow.state != RSH_READY && s->shadow.state != RSH_CONNECTING)
+        why = ROUTE_REASON_UNHEALTHY; /* detached */
+    else if ((u->flags & (REDISCMD_BLOCKING | REDISCMD_PUBSUB | REDISCMD_NO_MIRROR)) ||
+             s->outstanding > 0 || s->route.unit != NULL || s->state != RS_ACTIVE ||
+             s->shadow.nheld > 0)
+        why = ROUTE_REASON_UNROUTABLE; /* pipelined behind other commands, or pinned */
+    if (why != ROUTE_REASON_NONE) {
+        session_route_fallback(s->w, s->lis, (int)why);
+        return 0;
+    }
+    struct route_input in = {
+        .kind = REQ_KIND_READ,
+        .ms_since_write = s->route.last_write_ns == 0
+                              ? UINT64_MAX
+                              : (session_now_ns() - s->route.last_write_ns) / 1000000,
+    };
+    if (!session_route_read(s->w, s->lis, s->be, s->shadow_be, route_rule(s, u, req), &in))
+        return 0;
+    if ((s->route.buf == NULL && (s->route.buf = evbuffer_new()) == NULL) ||
+        redis_shadow_route(s, u, bytes, len) != 0) {
+        session_route_fallback(s->w, s->lis, ROUTE_REASON_UNROUTABLE);
+        return 0;
+    }
+    evbuffer_add(s->route.buf, bytes, len);
+    s->route.unit = u;
+    s->route.forwarded = 0;
+    return 1;
+}
+
+void
+redis_session_forward(struct redis_session *s, struct evbuffer *in, size_t n)
+{
+    if (s->state != RS_ACTIVE) {
+        evbuffer_drain(in, n); /* the client is gone */
+        return;
+    }
+    evbuffer_remove_buffer(in, s->client.out, n);
+    count_listener(s, METRIC_L_BYTES_SENT, n);
+    s->route.forwarded += n;
+    /* errors show on the client's own events; a slow client stops the shadow's reads */
+    conn_flush(&s->client);
+    if (evbuffer_get_length(s->client.out) >= BACKPRESSURE_BYTES)
+        conn_want_read(&s->shadow.conn, 0);
+}
+
+void
+redis_session_route_done(struct redis_session *s)
+{
+    s->route.unit = NULL;
+    s->route.forwarded = 0;
+    evbuffer_drain(s->route.buf, evbuffer_get_length(s->route.buf));
+    wake_soon(s); /* the client's next commands may go */
+}
+
+/*
+ * redis_session_route_lost - the shadow is gone while answering the
+ * routed read.  Nothing of its reply reached the client yet: the read goes
+ * to the primary as a unit of its own (retried, counted; the routed unit
+ * keeps its outcome).  Part of it did: the client's stream cannot be
+ * mended, the session ends.
+ */
+void
+redis_session_route_lost(struct redis_session *s)
+{
+    struct redis_unit *u = s->route.unit, *r;
+    if (u == NULL)
+        return;
+    s->route.unit = NULL;
+    if (s->state != RS_ACTIVE)
+        return; /* closing already */
+    if (s->route.forwarded > 0 || (r = redis_unit_new(s)) == NULL) {
+        slog(s, CONF_LOG_WARN, "closing: lost the shadow in the middle of a routed reply");
+        count_client_error(s, METRIC_ERR_BACKEND_LOST);
+        close_quietly(s);
+        return;
+    }
+    r->cmd = u->cmd;
+    r->flags = u->flags;
+    r->kind = u->kind;
+    s->outstanding++;
+    redis_unit_append(s, r);
+    evbuffer_add_buffer(s->server.out, s->route.buf);
+    s->route.forwarded = 0;
+    session_route_fallback(s->w, s->lis, ROUTE_REASON_RETRIED);
+    count_request(s, s->be, (enum req_kind)r->kind);
+    if (conn_flush(&s->server) == CONN_ERROR) {
+        fail_all(s, METRIC_ERR_BACKEND_LOST, "ERR tandem: lost the connection to the backend");
+        return;
+    }
+    wake_soon(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Commands.                                                           */
+
+/* What client_input does with a command after command() saw it. */
+enum cmd_fate {
+    CMD_FORWARD,  /* to the primary, with the batch */
+    CMD_ANSWERED, /* answered by tandem: skip its bytes */
+    CMD_ROUTED,   /* the shadow answers it: skip (or compare on the primary), read no further */
+    CMD_WAIT,     /* a cutover holds it: leave it, and what follows, in client.in */
+};
+
+/*
+ * Cutover: does a command of this kind wait in client.in?  Every command
+ * but a read does, outside MULTI, while the listener is paused or this
+ * session has not yet swapped to the listener's roles.
+ */
+static int
+write_must_wait(struct redis_session *s, enum req_kind kind)
+{
+    int slot = s->lis->metric_slot;
+    if (kind == REQ_KIND_READ || s->in_multi || s->pubsub || s->shadow_be == NULL ||
+        (!control_paused(slot) && s->swapped == (unsigned)control_roles_swapped(slot)))
+        return 0;
+    s->writes_waiting = 1;
+    return 1;
+}
+
+/* command - one whole request (bytes[0..len)) read from the client: its enum cmd_fate. */
+static enum cmd_fate
 command(struct redis_session *s, const struct resp_request *req, const uint8_t *bytes, size_t len)
 {
     const struct rediscmd *cmd = rediscmd_lookup(req->argc, req->argv);
     uint32_t flags = rediscmd_flags(cmd, req->argc, req->argv);
     enum req_kind kind = rediscmd_kind(cmd, req->argc, req->argv);
 
-    count_request(s, kind);
-    if (s->pubsub)
-        return 0; /* a plain relay now */
+    if (s->pubsub) {
+        count_request(s, s->be, kind);
+        return CMD_FORWARD; /* a plain relay now */
+    }
+    if (write_must_wait(s, kind))
+        return CMD_WAIT;
     if (cmd_is(cmd, "hello") && arg_is(req, 1, "3")) {
         /* RESP3 pushes and maps would need another reply reader: stay on RESP2 */
+        count_request(s, s->be, kind);
         add_local_unit(s, "NOPROTO sorry, this protocol version is not supported", 0);
-        return 1;
+        return CMD_ANSWERED;
     }
     if ((flags & REDISCMD_PUBSUB) &&
         (cmd_is(cmd, "subscribe") || cmd_is(cmd, "psubscribe") || cmd_is(cmd, "ssubscribe"))) {
+        count_request(s, s->be, kind);
         s->pubsub = 1;
-        return 0;
+        return CMD_FORWARD;
     }
     struct redis_unit *u = redis_unit_new(s);
     if (u == NULL) {
         /* no unit, no way to keep replies in order: give up on this client */
         s->input_closed = 1;
         close_quietly(s);
-        return 1;
+        return CMD_ANSWERED;
     }
     u->cmd = cmd;
     u->flags = flags;
     u->kind = (uint8_t)kind;
     note_session_change(s, u, req);
-    s->outstanding++;
     redis_unit_append(s, u);
     if (cmd_is(cmd, "multi"))
         s->in_multi = 1;
     if (s->shadow.state != RSH_OFF) {
         u->closed_ns = session_now_ns();
         u->mode = (uint8_t)rediscmd_digest_mode(cmd, req->argc, req->argv);
-        redis_shadow_command(s, u, bytes, len);
+        if (kind != REQ_KIND_READ || !route_read(s, u, req, bytes, len))
+            redis_shadow_command(s, u, bytes, len);
     }
+    if (cmd_is(cmd, "watch"))
+        s->watching = 1;
     if (cmd_is(cmd, "exec") || cmd_is(cmd, "discard") || cmd_is(cmd, "reset"))
-        s->in_multi = 0;
-    return 0;
+        s->in_multi = s->watching = 0;
+    else if (cmd_is(cmd, "unwatch") && !s->in_multi)
+        s->watching = 0;
+    count_request(s, u->routed ? s->shadow_be : s->be, kind);
+    if (u->routed)
+        return CMD_ROUTED;
+    s->outstanding++;
+    return CMD_FORWARD;
 }
 
 /* Hand n bytes at the start of client.in to the primary. */
@@ -560,6 +791,8 @@ forward(struct redis_session *s, size_t n)
  * Frame every whole command in client.in and forward them as one batch.
  * A partial command stays in client.in; client_need says how many bytes it
  * takes at least, so a large value arriving in many reads is parsed once.
+ * A routed read, or a command a cutover holds, ends the batch: what follows
+ * stays in client.in until the read is answered or the cutover is over.
  */
 static void
 client_input(struct redis_session *s)
@@ -569,6 +802,7 @@ client_input(struct redis_session *s)
     for (;;) {
         size_t avail = evbuffer_get_length(in), off = 0;
         if (s->input_closed || avail == 0 || avail < s->client_need ||
+            s->route.unit != NULL || s->writes_waiting ||
             (s->state != RS_ACTIVE && s->state != RS_CONNECTING))
             return;
         const uint8_t *buf = evbuffer_pullup(in, (ev_ssize_t)avail);
@@ -592,11 +826,26 @@ client_input(struct redis_session *s)
                 protocol_error(s, err);
                 return;
             }
-            if (req.argc > 0 && command(s, &req, buf + off, used)) {
+            enum cmd_fate fate = req.argc > 0 ? command(s, &req, buf + off, used) : CMD_FORWARD;
+            if (fate == CMD_ANSWERED) {
                 /* answered here: forward what came before, skip it, parse on */
                 forward(s, off);
                 evbuffer_drain(in, used);
                 goto next_batch;
+            }
+            if (fate == CMD_WAIT) {
+                forward(s, off);
+                return;
+            }
+            if (fate == CMD_ROUTED) {
+                struct redis_unit *u = s->route.unit;
+                forward(s, off);
+                if (!u->primary_done)
+                    forward(s, used); /* the comparison */
+                else
+                    evbuffer_drain(in, used);
+                redis_shadow_flush(s); /* a failure retries it on the primary */
+                return;
             }
             off += used;
             if (s->outstanding >= MAX_OUTSTANDING)
@@ -625,7 +874,10 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
               const uint8_t *head, size_t headlen)
 {
     u->primary_done = 1;
-    s->outstanding--;
+    if (!u->routed)
+        s->outstanding--;
+    if (u->kind == REQ_KIND_WRITE || cmd_is(u->cmd, "exec"))
+        s->route.last_write_ns = session_now_ns(); /* read_your_writes counts from here */
     if (info->type == '-') {
         if (headlen >= 7 && memcmp(head, "-NOAUTH", 7) == 0) {
             int slot = s->be->metric_slot;
@@ -643,13 +895,6 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
         case RT_SELECT:
             s->db = u->db;
             break;
-        case RT_SETNAME:
-            free(s->client_name);
-            s->client_name = u->name[0] ? u->name : NULL;
-            if (s->client_name == NULL)
-                free(u->name);
-            u->name = NULL;
-            break;
         case RT_RESET:
             /* RESET logs the connection in as the default user again */
             s->db = 0;
@@ -657,9 +902,19 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
             s->client_name = NULL;
             s->authed = 0;
             s->limits.pre_auth = backend_wants_auth(s);
+            route_match_session(s);
             break;
         default:
             break;
+        }
+        if (u->name != NULL) {
+            /* CLIENT SETNAME, HELLO ... SETNAME; "" takes the name away */
+            free(s->client_name);
+            s->client_name = u->name[0] ? u->name : NULL;
+            if (s->client_name == NULL)
+                free(u->name);
+            u->name = NULL;
+            route_match_session(s);
         }
     }
     s->pcur = next_for_primary(u->next);
@@ -730,7 +985,16 @@ server_input(struct redis_session *s)
         }
         if (u->cmp)
             redis_keep_sample(u->cmp->psample, &u->cmp->plen, p, used);
-        run += used;
+        if (u->routed) {
+            /* the comparison of a read the shadow answered: digested, not the client's */
+            evbuffer_remove_buffer(in, s->client.out, run);
+            count_listener(s, METRIC_L_BYTES_SENT, run);
+            evbuffer_drain(in, used);
+            avail -= run + used;
+            run = 0;
+        } else {
+            run += used;
+        }
         if (st == RESP_OK) {
             s->reply_open = 0;
             primary_reply(s, u, &info, head, headlen);
@@ -745,8 +1009,7 @@ server_input(struct redis_session *s)
         emit_local_replies(s);
     if (s->shadow.state == RSH_READY)
         redis_shadow_flush(s);
-    if (s->draining && s->outstanding == 0 && !s->in_multi &&
-        evbuffer_get_length(s->client.in) == 0)
+    if (s->draining && idle(s))
         close_quietly(s);
 }
 
@@ -869,6 +1132,12 @@ on_timer(evutil_socket_t fd, short what, void *arg)
     case RS_CONNECTING:
         backend_failed(s, "timeout");
         break;
+    case RS_ACTIVE:
+        /* a routed read was answered, or a cutover let writes go: read on */
+        client_event(s, 0);
+        if (s->state == RS_ACTIVE && s->draining && idle(s))
+            close_quietly(s);
+        break;
     default:
         break; /* SHADOW_DRAIN: settle() frees it once the shadow is done */
     }
@@ -894,12 +1163,17 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
     s->rt = w->rt;
     runtime_ref(s->rt);
     s->lis = l;
-    s->be = l->primary;
+    /* after a cutover the listener's shadow answers and its primary is mirrored */
+    s->swapped = l->shadow != NULL && control_roles_swapped(l->metric_slot);
+    s->be = s->swapped ? l->shadow : l->primary;
+    s->shadow_be = s->swapped ? l->primary : l->shadow;
     s->id = (uint64_t)w->id << 48 | w->next_conn_id++;
     s->server.fd = -1;
     s->shadow.conn.fd = -1;
     s->shadow.rng = s->id * 0x9e3779b97f4a7c15ull + 1;
     runtime_format_addr(peer, s->peer, sizeof(s->peer));
+    session_route_client(peer, &s->route.client);
+    route_match_session(s);
     evtimer_assign(&s->timer, w->base, on_timer, s);
     resp_limits_init(&s->limits);
     s->limits.pre_auth = backend_wants_auth(s);
@@ -925,10 +1199,7 @@ redis_session_drain(struct redis_session *s)
 {
     s->draining = 1;
     /* idle now (or only subscribed): close; busy: server_input closes at the next idle point */
-    if (s->state == RS_CONNECTING ||
-        (s->state == RS_ACTIVE && ((s->outstanding == 0 && !s->in_multi &&
-                                    evbuffer_get_length(s->client.in) == 0) ||
-                                   s->pubsub)))
+    if (s->state == RS_CONNECTING || (s->state == RS_ACTIVE && (idle(s) || s->pubsub)))
         close_quietly(s);
     settle(s);
 }
@@ -944,6 +1215,92 @@ redis_session_kill(struct redis_session *s)
         conn_flush(&s->client);
     s->state = s->state == RS_SHADOW_DRAIN ? RS_SHADOW_DRAIN : RS_DEAD;
     settle(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Cutover and rollback: the session's roles swap at an idle point.    */
+
+/* 1: idle, and the shadow connection may take over; 0: not yet; -1: never (no shadow connection). */
+static int
+swap_ready(struct redis_session *s)
+{
+    if (s->outstanding > 0 || s->pcur != NULL || s->in_multi || s->watching ||
+        s->route.unit != NULL || s->reply_open || evbuffer_get_length(s->server.out) > 0 ||
+        evbuffer_get_length(s->server.in) > 0) {
+        /* a session that cannot swap now may still have no shadow at all */
+        return s->shadow.state == RSH_OFF || s->shadow.state == RSH_DETACHED ? -1 : 0;
+    }
+    return redis_shadow_swap_ready(s);
+}
+
+/*
+ * Both sides are idle and the shadow holds everything the primary does:
+ * exchange the two connections, so the shadow answers and the primary is
+ * mirrored.  Both are in the client's db under its name; the new primary's
+ * connection is logged in with tandem's credentials for that backend.
+ */
+static void
+swap_roles(struct redis_session *s)
+{
+    const struct rt_backend *b = s->be;
+
+    session_swap_conns(&s->server, &s->shadow.conn, s->w->base, on_server, s);
+    redis_shadow_swap(s);
+    s->be = s->shadow_be;
+    s->shadow_be = b;
+    s->swapped = !s->swapped;
+    s->route.last_write_ns = 0;
+    slog(s, CONF_LOG_DEBUG, "roles swapped: \"%s\" answers, \"%s\" is mirrored", s->be->conf->name,
+         s->shadow_be->conf->name);
+}
+
+/*
+ * redis_session_cutover_check - the worker's look at a session while a
+ * cutover or rollback is on, and after (session.h): while paused, report
+ * whether every write it sent is acknowledged by both sides; once the
+ * listener's roles flipped, swap the session's at an idle point; then let
+ * the commands held in client.in go.  1 while the session keeps the
+ * operation waiting.
+ */
+static int
+redis_session_cutover_check(struct redis_session *s, int *listener_slot)
+{
+    int slot = *listener_slot = s->lis->metric_slot;
+    if (s->shadow_be == NULL || s->state != RS_ACTIVE)
+        return 0;
+    int want = control_roles_swapped(slot);
+    if (s->pubsub) {
+        /* subscriptions live on the old primary, where nothing is published any more */
+        if (!control_paused(slot) && (int)s->swapped != want) {
+            slog(s, CONF_LOG_INFO, "closing a subscribed connection: the primary changed");
+            close_quietly(s);
+            settle(s);
+        }
+        return 0;
+    }
+    if (control_paused(slot)) {
+        if (s->shadow.state == RSH_OFF || s->shadow.state == RSH_DETACHED)
+            return !control_force(slot);
+        return s->in_multi || redis_shadow_writes_owed(s);
+    }
+    if ((int)s->swapped != want) {
+        int ready = swap_ready(s);
+        if (ready < 0 && s->outstanding == 0 && s->route.unit == NULL && !s->in_multi) {
+            slog(s, CONF_LOG_INFO, "closing: the primary changed (cutover) and this session has "
+                                   "no connection to the new one");
+            close_quietly(s);
+            settle(s);
+            return 0;
+        }
+        if (ready <= 0)
+            return 1;
+        swap_roles(s);
+    }
+    if (s->writes_waiting) {
+        s->writes_waiting = 0;
+        wake_soon(s);
+    }
+    return 0;
 }
 
 /* The worker's view of a Redis session (session.h). */
@@ -970,9 +1327,16 @@ op_shadow_tick(struct session *base, uint64_t now_ns, uint64_t *lag_ns, int *lis
     return redis_shadow_tick(s, now_ns, lag_ns);
 }
 
+static int
+op_cutover_check(struct session *s, int *listener_slot)
+{
+    return redis_session_cutover_check((struct redis_session *)s, listener_slot);
+}
+
 static const struct session_ops redis_session_ops = {
     .protocol = "redis",
     .drain = op_drain,
     .kill = op_kill,
     .shadow_tick = op_shadow_tick,
+    .cutover_check = op_cutover_check,
 };

@@ -22,6 +22,28 @@
  * After SUBSCRIBE/PSUBSCRIBE/SSUBSCRIBE the primary pushes messages that
  * answer no request: from there on the connection is a plain relay to the
  * primary (no unit, no mirror) until it closes.
+ *
+ * Read routing, mode split
+ * ------------------------
+ * A read that arrives while the client awaits no other reply (outside
+ * MULTI, not blocking, not pub/sub) is routed: session_route_read() picks
+ * who answers.  When it is the shadow, the unit is `routed`: its request
+ * goes to the shadow at once (nothing of the client's waits ahead of it),
+ * the shadow's reply is forwarded to the client, and the client's further
+ * commands wait in client.in until that reply is whole, so replies keep
+ * the client's order.  At the read sample rate the primary gets the same
+ * request as the comparison; its reply is digested and dropped (such a
+ * unit awaits the primary but is not `outstanding`: the client awaits
+ * nothing from it).  route.buf keeps the request until the reply is
+ * complete: a shadow lost before the first byte of it reached the client
+ * gets the read retried, once, on the primary.
+ *
+ * Cutover
+ * -------
+ * be / shadow_be are the listener's primary and shadow, swapped when a
+ * cutover (or a rollback) swaps the session's two connections at an idle
+ * point (redis_session.c, "Cutover").  Until then, and while the listener
+ * is paused, commands other than reads wait in client.in.
  */
 #ifndef TANDEM_REDIS_SESSION_INT_H
 #define TANDEM_REDIS_SESSION_INT_H
@@ -37,6 +59,7 @@
 #include "protocol/resp.h"
 #include "proxy/conn.h"
 #include "proxy/session.h"
+#include "routing/canary.h"
 
 struct worker;
 struct runtime;
@@ -55,8 +78,7 @@ enum rs_state {
 enum rs_track {
     RT_NONE,
     RT_AUTH,    /* AUTH, HELLO ... AUTH: the client is authenticated */
-    RT_SELECT,  /* the db, replayed on a new shadow connection */
-    RT_SETNAME, /* CLIENT SETNAME, likewise */
+    RT_SELECT,  /* the db, replayed on a new shadow connection (the name too: unit.name) */
     RT_RESET,   /* RESET: db 0, no name */
 };
 
@@ -85,11 +107,12 @@ struct redis_unit {
     unsigned replay : 1;        /* login or state for a new shadow connection: not recorded */
     unsigned tx : 1;            /* EXEC: its held bytes are the whole MULTI ... EXEC */
     unsigned close_after : 1;   /* a local protocol error: the session ends after it */
+    unsigned routed : 1;        /* mode split: the shadow answers it; the primary may compare */
     int8_t forced;              /* outcome decided without an answer, or -1 */
     uint32_t sreplies;          /* replies the shadow owes for it (MULTI ... EXEC: all) */
     size_t held_len;
     int64_t db;                 /* SELECT's argument */
-    char *name;                 /* CLIENT SETNAME's argument (heap), or NULL */
+    char *name;                 /* the name CLIENT SETNAME or HELLO SETNAME sets (heap), or NULL */
     char *local;                /* answered by tandem: these bytes (heap), or NULL */
     size_t local_len;
     uint64_t closed_ns;         /* read from the client */
@@ -125,12 +148,23 @@ struct redis_shadow {
     uint64_t rng;                /* read sampling (xorshift), no lock unlike random() */
 };
 
+/* Mode split (see "Read routing" above). */
+struct redis_route {
+    struct redis_unit *unit;    /* the read the shadow is answering, NULL none */
+    struct evbuffer *buf;       /* its request, for a retry on the primary */
+    size_t forwarded;           /* bytes of its reply already given to the client */
+    uint64_t last_write_ns;     /* when the primary last acknowledged a write of ours */
+    int canary;                 /* rule matched by the session alone; -1 none */
+    struct canary_addr client;  /* the client's address, for canary rules */
+};
+
 struct redis_session {
     struct session base;          /* first: the worker's view (session.h) */
     struct worker *w;
     struct runtime *rt;           /* reference held for the session's life */
     const struct rt_listener *lis;
     const struct rt_backend *be;  /* the answering backend: the primary */
+    const struct rt_backend *shadow_be; /* the mirrored one; NULL when the listener has none */
     uint64_t id;
     char peer[64];
     enum rs_state state;
@@ -143,10 +177,13 @@ struct redis_session {
     unsigned draining : 1;
     unsigned authed : 1;          /* an AUTH or HELLO AUTH succeeded */
     unsigned in_multi : 1;        /* MULTI read, EXEC/DISCARD not yet */
+    unsigned watching : 1;        /* WATCH read, EXEC/DISCARD/UNWATCH/RESET not yet */
     unsigned pubsub : 1;          /* SUBSCRIBE read: a plain relay from there on */
     unsigned reply_open : 1;      /* reader is inside a primary reply */
     unsigned input_closed : 1;    /* nothing more is read from the client */
     unsigned client_counted_out : 1;
+    unsigned swapped : 1;         /* roles swapped by a cutover: be is the listener's shadow */
+    unsigned writes_waiting : 1;  /* a command waits in client.in for a cutover to finish */
     struct resp_limits limits;    /* pre_auth while the primary wants AUTH first */
     size_t client_need;           /* bytes client.in must hold before parsing again */
     struct resp_reader reader;    /* frames (and digests) the primary's replies */
@@ -161,6 +198,7 @@ struct redis_session {
     unsigned nspare;
 
     struct redis_shadow shadow;
+    struct redis_route route;
 };
 
 /* redis_session.c */
@@ -171,6 +209,12 @@ void redis_count_backend(struct redis_session *s, const struct rt_backend *b,
                          enum metric_backend_counter c, uint64_t n);
 /* the shadow made progress: a session draining its shadow may be done */
 void redis_session_shadow_progress(struct redis_session *s);
+/* n bytes at the start of in answer the routed read: to the client */
+void redis_session_forward(struct redis_session *s, struct evbuffer *in, size_t n);
+/* the routed read's reply is whole (the unit may be freed already) */
+void redis_session_route_done(struct redis_session *s);
+/* the shadow was lost while answering the routed read (before complete_units) */
+void redis_session_route_lost(struct redis_session *s);
 
 /* redis_shadow.c */
 void redis_shadow_start(struct redis_session *s);
@@ -184,6 +228,11 @@ void redis_shadow_idle(struct redis_session *s);
 void redis_shadow_record(struct redis_session *s, struct redis_unit *u);
 int redis_shadow_tick(struct redis_session *s, uint64_t now, uint64_t *lag_ns);
 int redis_shadow_busy(const struct redis_session *s);
+int redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
+                       size_t len);
+int redis_shadow_writes_owed(const struct redis_session *s);
+int redis_shadow_swap_ready(const struct redis_session *s);
+void redis_shadow_swap(struct redis_session *s);
 void redis_shadow_orphan(struct redis_session *s);
 void redis_shadow_abandon(struct redis_session *s);
 void redis_keep_sample(uint8_t *sample, uint16_t *have, const uint8_t *p, size_t n);

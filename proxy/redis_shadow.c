@@ -59,7 +59,7 @@ account(struct redis_session *s, int64_t delta)
 static void
 count_shadow(struct redis_session *s, enum metric_backend_counter c, uint64_t n)
 {
-    redis_count_backend(s, s->lis->shadow, c, n);
+    redis_count_backend(s, s->shadow_be, c, n);
 }
 
 static int
@@ -426,8 +426,9 @@ detach(struct redis_session *s, enum shadow_outcome why, const char *reason)
     if (lost_write)
         shadow_set_diverged(s->lis->metric_slot);
     log_at(why == SHADOW_DROPPED ? CONF_LOG_INFO : CONF_LOG_WARN, s->id, s->peer,
-           "shadow \"%s\" at %s detached: %s%s", s->lis->shadow->conf->name,
-           s->lis->shadow->addr_text, reason, lost_write ? " (a write was lost: diverged)" : "");
+           "shadow \"%s\" at %s detached: %s%s", s->shadow_be->conf->name,
+           s->shadow_be->addr_text, reason, lost_write ? " (a write was lost: diverged)" : "");
+    redis_session_route_lost(s); /* before the routed unit is recorded and freed */
     redis_complete_units(s);
     redis_session_shadow_progress(s);
 }
@@ -464,7 +465,7 @@ void
 redis_shadow_start(struct redis_session *s)
 {
     struct redis_shadow *sh = &s->shadow;
-    const struct rt_backend *b = s->lis->shadow;
+    const struct rt_backend *b = s->shadow_be;
 
     if (sh->state == RSH_OFF) {
         sh->held = evbuffer_new();
@@ -515,7 +516,7 @@ shadow_connected(struct redis_session *s)
     sh->state = RSH_READY;
     sh->failures = 0;
     count_shadow(s, METRIC_B_SERVER_OPENED, 1);
-    slog(s, CONF_LOG_DEBUG, "shadow \"%s\" connected", s->lis->shadow->conf->name);
+    slog(s, CONF_LOG_DEBUG, "shadow \"%s\" connected", s->shadow_be->conf->name);
     for (struct redis_unit *u = s->units_head; u; u = u->next)
         if (u->mirrored && !u->shadow_done && !u->held && u->shadow_sent_ns == 0)
             u->shadow_sent_ns = now;
@@ -558,7 +559,11 @@ shadow_input(struct redis_session *s)
         }
         if (last && u->cmp)
             redis_keep_sample(u->cmp->ssample, &u->cmp->slen, v.iov_base, used);
-        evbuffer_drain(in, used);
+        int routed = u == s->route.unit;
+        if (routed)
+            redis_session_forward(s, in, used); /* the client's answer */
+        else
+            evbuffer_drain(in, used);
         if (st != RESP_OK)
             continue;
         sh->reply_open = 0;
@@ -578,6 +583,8 @@ shadow_input(struct redis_session *s)
             u->cmp->sinfo = info;
         s->scur = next_for_shadow(u->next);
         redis_complete_units(s);
+        if (routed)
+            redis_session_route_done(s);
         redis_session_shadow_progress(s);
     }
 }
@@ -654,6 +661,83 @@ redis_shadow_tick(struct redis_session *s, uint64_t now, uint64_t *lag_ns)
             detach(s, SHADOW_SHADOW_TIMEOUT, "no answer within the shadow timeout");
     }
     return sh->state == RSH_DETACHED;
+}
+
+/*
+ * redis_shadow_route - mode split: the shadow answers u, a read just
+ * appended while the client awaits nothing else.  Its request joins the
+ * shadow's queue (sent by the next redis_shadow_flush); at the read sample
+ * rate the primary gets it too, for the comparison: u->primary_done is 0
+ * then and the caller forwards it.  -1, nothing done, when the shadow
+ * cannot take it now (detached, or its queue is full).
+ */
+int
+redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
+                   size_t len)
+{
+    struct redis_shadow *sh = &s->shadow;
+
+    if ((sh->state != RSH_READY && sh->state != RSH_CONNECTING) || sh->nheld > 0 ||
+        sh->queued + len > mirror_conf(s)->queue_bytes ||
+        session_queue_total() + len > s->rt->conf->limits.mirror_queue_total)
+        return -1;
+    u->routed = 1;
+    u->mirrored = 1;
+    u->primary_done = !sample_read(s);
+    if (!u->primary_done)
+        u->cmp = calloc(1, sizeof(*u->cmp)); /* NULL: answered, not compared */
+    else if (s->pcur == u)
+        s->pcur = NULL; /* u is the last unit */
+    u->shadow_sent_ns = sh->state == RSH_READY ? session_now_ns() : 0;
+    evbuffer_add(sh->conn.out, bytes, len);
+    account(s, (int64_t)len);
+    if (s->scur == NULL)
+        s->scur = u;
+    return 0;
+}
+
+/*
+ * redis_shadow_writes_owed - a unit other than a read is unanswered by the
+ * primary, or by the shadow it was mirrored to.
+ */
+int
+redis_shadow_writes_owed(const struct redis_session *s)
+{
+    for (const struct redis_unit *u = s->units_head; u; u = u->next)
+        if (u->kind != REQ_KIND_READ && !u->replay &&
+            (!u->primary_done || (u->mirrored && !u->shadow_done)))
+            return 1;
+    return 0;
+}
+
+/*
+ * redis_shadow_swap_ready - 1 when the shadow connection may become the
+ * primary's: connected, owing nothing, nothing queued or half read.  -1:
+ * there is no shadow connection to swap to.
+ */
+int
+redis_shadow_swap_ready(const struct redis_session *s)
+{
+    const struct redis_shadow *sh = &s->shadow;
+    if (sh->state == RSH_OFF || sh->state == RSH_DETACHED)
+        return -1;
+    return sh->state == RSH_READY && sh->conn_open && !redis_shadow_busy(s) && sh->nheld == 0 &&
+           !sh->reply_open && s->units_head == NULL && evbuffer_get_length(sh->conn.in) == 0 &&
+           evbuffer_get_length(sh->tx_buf) == 0;
+}
+
+/*
+ * redis_shadow_swap - the roles swap: the caller moved the primary's conn
+ * into shadow.conn (and be / shadow_be); point it at the shadow's handler.
+ */
+void
+redis_shadow_swap(struct redis_session *s)
+{
+    struct redis_shadow *sh = &s->shadow;
+    conn_rebind(&sh->conn, s->w->base, on_shadow_io, s);
+    sh->reply_open = 0;
+    sh->replies_left = 0;
+    sh->failures = 0;
 }
 
 /* redis_shadow_busy - the shadow still owes answers (or has bytes still to send). */

@@ -160,7 +160,9 @@ make_canary(struct runtime *rt, struct rt_listener *l)
         struct canary_rule *r = &l->canary[i];
         r->user = c->user;
         r->database = c->database;
-        r->application_name = c->application_name;
+        /* the Redis client name plays application_name's part (conf allows one of them) */
+        r->application_name = cl->proto == CONF_PROTO_REDIS ? c->client_name : c->application_name;
+        r->key_prefix = c->key_prefix;
         if (c->has_client) {
             r->client.family = c->client_family;
             memcpy(r->client.bytes, c->client_addr, sizeof(r->client.bytes));
@@ -168,9 +170,9 @@ make_canary(struct runtime *rt, struct rt_listener *l)
         }
         r->hint_shadow = c->hint_shadow != 0;
         r->percent_bp = c->percent_bp;
-        r->percent_key = c->percent_key == CONF_CANARY_KEY_APPLICATION ? CANARY_KEY_APPLICATION
-                         : c->percent_key == CONF_CANARY_KEY_CLIENT    ? CANARY_KEY_CLIENT
-                                                                       : CANARY_KEY_USER;
+        r->percent_key = c->percent_key == CONF_CANARY_KEY_CLIENT ? CANARY_KEY_CLIENT
+                         : c->percent_key == CONF_CANARY_KEY_USER ? CANARY_KEY_USER
+                                                                  : CANARY_KEY_APPLICATION;
         r->action = c->action == CONF_CANARY_PRIMARY     ? CANARY_PRIMARY
                     : c->action == CONF_CANARY_NO_MIRROR ? CANARY_NO_MIRROR
                                                          : CANARY_ROUTE;
@@ -180,6 +182,7 @@ make_canary(struct runtime *rt, struct rt_listener *l)
     }
     l->ncanary = cl->ncanaries;
     l->canary_uses_hint = canary_rules_use_hint(l->canary, l->ncanary);
+    l->canary_uses_key = canary_rules_use_key(l->canary, l->ncanary);
     return 0;
 }
 

@@ -42,6 +42,7 @@ struct rt_listener {
     struct canary_rule *canary;
     size_t ncanary;
     int canary_uses_hint;        /* some rule needs each unit's tandem:shadow hint */
+    int canary_uses_key;         /* some rule needs each unit's first key (Redis key_prefix) */
 };
 
 struct runtime {

@@ -1,17 +1,24 @@
 /*
- * session.c - the process-wide mirror queue count (see session.h).
+ * session.c - what sessions of every protocol share (see session.h): the
+ * process-wide mirror queue count, backend connects, the read-routing
+ * decision's inputs.
  */
 #include "proxy/session.h"
 
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "metrics/metric.h"
 #include "proxy/conn.h"
+#include "proxy/control.h"
 #include "proxy/pg_session.h"
 #include "proxy/runtime.h"
+#include "proxy/worker.h"
+#include "routing/route.h"
 
 static uint64_t queue_bytes;
 
@@ -59,6 +66,20 @@ session_connect(struct conn *c, struct event_base *base, const struct rt_backend
     return 1;
 }
 
+void
+session_swap_conns(struct conn *server, struct conn *shadow, struct event_base *base,
+                   event_callback_fn cb, void *arg)
+{
+    struct conn old_server;
+
+    conn_unbind(server);
+    conn_unbind(shadow);
+    old_server = *server;
+    *server = *shadow;
+    *shadow = old_server;
+    conn_rebind(server, base, cb, arg);
+}
+
 int
 session_connect_result(const struct conn *c)
 {
@@ -67,4 +88,89 @@ session_connect_result(const struct conn *c)
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
         err = errno;
     return err;
+}
+
+/* ------------------------------------------------------------------ */
+/* Read routing, mode split.                                           */
+
+void
+session_route_client(const struct sockaddr *peer, struct canary_addr *a)
+{
+    memset(a, 0, sizeof(*a));
+    if (peer->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)peer;
+        a->family = 4;
+        memcpy(a->bytes, &in->sin_addr, 4);
+    } else if (peer->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)peer;
+        a->family = 6;
+        memcpy(a->bytes, &in6->sin6_addr, 16);
+    }
+}
+
+int
+session_split_mode(const struct rt_listener *l)
+{
+    return l->shadow != NULL && control_mode(l->metric_slot, (int)l->conf->mode) == CONF_MODE_SPLIT;
+}
+
+/*
+ * The worker's rotation for listener l, rebuilt when the weights changed.
+ * Route index 0 is the listener's primary, 1 its shadow, whoever answers
+ * now: weights belong to backends, not to roles.
+ */
+static struct wrr *
+rotation(struct worker *w, const struct rt_listener *l)
+{
+    int slot = l->metric_slot;
+    if (slot < 0 || slot >= METRIC_MAX_LISTENERS)
+        return NULL;
+    struct worker_wrr *ww = &w->wrr[slot];
+    uint32_t version = control_weights_version(slot);
+    if (!ww->built || ww->version != version) {
+        int weights[2] = {control_weight(slot, l->primary->metric_slot),
+                          control_weight(slot, l->shadow->metric_slot)};
+        wrr_init(&ww->wrr, weights, 2);
+        ww->version = version;
+        ww->built = 1;
+    }
+    return &ww->wrr;
+}
+
+void
+session_route_fallback(struct worker *w, const struct rt_listener *l, int reason)
+{
+    int slot = l->metric_slot;
+    if (slot >= 0 && slot < METRIC_MAX_LISTENERS && reason > ROUTE_REASON_NOT_READ &&
+        reason < ROUTE_REASON__COUNT)
+        metric_add(&w->metrics->route_fallbacks[slot][reason], 1);
+}
+
+int
+session_route_read(struct worker *w, const struct rt_listener *l, const struct rt_backend *be,
+                   const struct rt_backend *shadow_be, const struct canary_rule *rule,
+                   struct route_input *in)
+{
+    struct wrr *wrr = l->shadow != NULL ? rotation(w, l) : NULL;
+    if (wrr == NULL || shadow_be == NULL)
+        return 0;
+    const struct rt_backend *role[2] = {l->primary, l->shadow};
+    struct route_backend backends[2];
+    for (int i = 0; i < 2; i++) {
+        backends[i].healthy = role[i] == be || control_backend_up(role[i]->metric_slot) != 0;
+        backends[i].lag_ms = role[i] == be ? 0 : control_lag_ms(role[i]->metric_slot);
+    }
+    in->read_your_writes_ms = l->conf->read_your_writes_ms;
+    in->max_lag_ms = l->conf->max_lag_ms;
+    in->canary = rule;
+    in->primary = be == l->primary ? 0 : 1;
+    in->shadow = 1 - in->primary;
+    in->backends = backends;
+    in->nbackends = 2;
+    struct route_decision d = route_decide(in, wrr);
+    in->backends = NULL; /* it pointed into this frame */
+    if (d.answer == in->shadow)
+        return 1;
+    session_route_fallback(w, l, (int)d.reason);
+    return 0;
 }

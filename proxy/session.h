@@ -97,6 +97,14 @@ int session_connect(struct conn *c, struct event_base *base, const struct rt_bac
 /* session_connect_result - 0 once c's connect succeeded, else the errno it failed with. */
 int session_connect_result(const struct conn *c);
 
+/*
+ * session_swap_conns - cutover: the answering connection and the shadow's
+ * trade places (both idle).  server is rebound to cb/arg; shadow is left
+ * unbound for the protocol's shadow side to rebind (conn_rebind).
+ */
+void session_swap_conns(struct conn *server, struct conn *shadow, struct event_base *base,
+                        event_callback_fn cb, void *arg);
+
 /* Shadow re-attach back-off after `failures` consecutive failures: 1 s doubling to 60 s. */
 static inline uint64_t
 session_retry_backoff_ns(unsigned failures)
@@ -104,6 +112,42 @@ session_retry_backoff_ns(unsigned failures)
     uint64_t ns = 1000000000ull << (failures > 0 && failures < 7 ? failures - 1 : 6);
     return ns < 60000000000ull ? ns : 60000000000ull;
 }
+
+/*
+ * Mode split, for every protocol: which backend answers a read.
+ *
+ * session_route_client - the client's address in the form canary rules
+ * match (family 0 for a unix socket).
+ */
+struct sockaddr;
+struct canary_addr;
+struct canary_rule;
+struct route_input;
+struct rt_listener;
+struct worker;
+void session_route_client(const struct sockaddr *peer, struct canary_addr *out);
+
+/* session_split_mode - the listener is in mode split (PUT /api/mode included). */
+int session_split_mode(const struct rt_listener *l);
+
+/*
+ * session_route_read - route_decide() for a read of a session whose
+ * answering backend is be and mirrored one shadow_be (the listener's
+ * primary and shadow, in either order: after a cutover they are swapped).
+ * The caller fills in->kind, in_transaction, hint and ms_since_write; the
+ * rest comes from here: the listener's read_your_writes and max_lag, the
+ * worker's weighted rotation for the listener (rebuilt when the weights'
+ * version moved), health and lag (proxy/control.h), and rule (the matched
+ * canary rule or NULL; its backend index is 0 for the listener's primary,
+ * 1 for its shadow).  Returns 1 when shadow_be answers; 0 when be does,
+ * and then the reason is counted (session_route_fallback).
+ */
+int session_route_read(struct worker *w, const struct rt_listener *l, const struct rt_backend *be,
+                       const struct rt_backend *shadow_be, const struct canary_rule *rule,
+                       struct route_input *in);
+
+/* session_route_fallback - count a read answered by the primary for reason (enum route_reason). */
+void session_route_fallback(struct worker *w, const struct rt_listener *l, int reason);
 
 /*
  * Process-wide mirror queue bytes of the sessions that account here (Redis;

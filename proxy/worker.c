@@ -266,7 +266,10 @@ on_tick(evutil_socket_t fd, short what, void *arg)
         int slot = l->metric_slot;
         if (slot < 0 || slot >= METRIC_MAX_LISTENERS)
             continue;
-        int b = l->shadow ? l->shadow->metric_slot : -1;
+        /* the backend mirrored now: after a cutover, the listener's configured primary */
+        const struct rt_backend *mirrored =
+            l->shadow && control_roles_swapped(slot) ? l->primary : l->shadow;
+        int b = mirrored ? mirrored->metric_slot : -1;
         if (b >= 0 && lag[slot] / 1000000 > backend_lag_ms[b])
             backend_lag_ms[b] = lag[slot] / 1000000;
         shadow_set_lag(w->shadow, slot, (double)lag[slot] / 1e9);

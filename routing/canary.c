@@ -93,11 +93,22 @@ canary_bucket(const struct canary_session *s, enum canary_key key)
     return (int)(h % CANARY_BUCKETS);
 }
 
+/* prefix_of - the key starts with prefix (the key may hold only its first bytes). */
+static bool
+prefix_of(const char *prefix, const struct canary_unit *u)
+{
+    size_t n = strlen(prefix);
+    return u->key != NULL && u->key_len >= n && memcmp(u->key, prefix, n) == 0;
+}
+
 /* rule_matches - every given condition of r holds; cheapest checks first. */
 static bool
-rule_matches(const struct canary_rule *r, const struct canary_session *s, bool hint)
+rule_matches(const struct canary_rule *r, const struct canary_session *s,
+             const struct canary_unit *u)
 {
-    if (r->hint_shadow && !hint)
+    if (r->hint_shadow && !u->shadow_hint)
+        return false;
+    if (given(r->key_prefix) && !prefix_of(r->key_prefix, u))
         return false;
     if (given(r->user) && !(s->user && strcmp(r->user, s->user) == 0))
         return false;
@@ -117,13 +128,30 @@ rule_matches(const struct canary_rule *r, const struct canary_session *s, bool h
 }
 
 int
+canary_match_unit(const struct canary_rule *rules, size_t n, const struct canary_session *s,
+                  const struct canary_unit *u)
+{
+    for (size_t i = 0; i < n; i++)
+        if (rule_matches(&rules[i], s, u))
+            return (int)i;
+    return -1;
+}
+
+int
 canary_match_session(const struct canary_rule *rules, size_t n, const struct canary_session *s,
                      bool unit_has_shadow_hint)
 {
+    struct canary_unit u = {.shadow_hint = unit_has_shadow_hint};
+    return canary_match_unit(rules, n, s, &u);
+}
+
+bool
+canary_rules_use_key(const struct canary_rule *rules, size_t n)
+{
     for (size_t i = 0; i < n; i++)
-        if (rule_matches(&rules[i], s, unit_has_shadow_hint))
-            return (int)i;
-    return -1;
+        if (given(rules[i].key_prefix))
+            return true;
+    return false;
 }
 
 bool

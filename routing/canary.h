@@ -7,9 +7,11 @@
  *
  *   user              exact, case-sensitive
  *   database          exact, case-sensitive
- *   application_name  fnmatch(3) glob, flags 0 ("billing-*", "web-[ab]")
+ *   application_name  fnmatch(3) glob, flags 0 ("billing-*", "web-[ab]");
+ *                     for Redis the client name (CLIENT SETNAME, HELLO SETNAME)
  *   client            CIDR; IPv4 or IPv6 (see struct canary_addr)
  *   hint_shadow       the unit carries the tandem:shadow hint comment
+ *   key_prefix        the unit's first key starts with it (Redis: "user:")
  *   percent_bp        a stable share of sessions, in basis points (500 = 5%)
  *
  * Percentage: bucket = XXH3_64bits_withSeed(key, CANARY_HASH_SEED) % 10000,
@@ -68,6 +70,7 @@ struct canary_rule {
     struct canary_addr client;    /* network; family 0: any client */
     int client_prefix;            /* bits of client.family: 0..32 or 0..128 */
     bool hint_shadow;             /* only units with the tandem:shadow hint */
+    const char *key_prefix;       /* only units whose first key starts with it; NULL or "": any */
     uint32_t percent_bp;          /* 1..10000; 0: no percentage condition */
     enum canary_key percent_key;
     enum canary_action action;
@@ -82,6 +85,25 @@ struct canary_session {
     struct canary_addr client;     /* family 0: unix socket */
 };
 
+/* What is known of one unit, for the rules that look at units (hint, key prefix). */
+struct canary_unit {
+    bool shadow_hint;   /* carries the tandem:shadow hint */
+    const uint8_t *key; /* its first key (NULL: it has none); only a prefix is needed */
+    size_t key_len;
+};
+
+/*
+ * canary_match_unit - index of the first rule in rules[0..n) whose every
+ * given condition holds for session s and unit u; -1 when none does.  A
+ * rule with a key_prefix matches no unit without a key.  Use it when
+ * canary_rules_use_unit() says the answer depends on the unit.
+ */
+int canary_match_unit(const struct canary_rule *rules, size_t n, const struct canary_session *s,
+                      const struct canary_unit *u);
+
+/* canary_rules_use_key - whether any rule has a key_prefix condition. */
+bool canary_rules_use_key(const struct canary_rule *rules, size_t n);
+
 /*
  * canary_match_session - index of the first rule in rules[0..n) whose every
  * given condition holds for session s and a unit that does (or does not)
@@ -89,6 +111,9 @@ struct canary_session {
  *
  * A rule with an invalid client condition (family not 0/4/6, prefix out of
  * range) matches nothing.
+ *
+ * It is canary_match_unit() for a unit without a key: a key_prefix rule
+ * never matches here.
  *
  * How to call it: if !canary_rules_use_hint(rules, n), the answer depends on
  * the session alone: compute it once after startup (with hint false) and

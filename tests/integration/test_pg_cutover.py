@@ -9,11 +9,11 @@ duration.
 import json
 import signal
 import time
-import urllib.request
 
 import psycopg
 import pytest
 
+from harness.adminapi import call, run_operation
 from harness.clients import check_pgbench
 from harness.pgserver import PgServer
 from harness.shadow import (create_database, execute, pgbench_db_popen, pgbench_init_db,
@@ -30,35 +30,6 @@ def start(factory, primary, shadow, mode="shadow", listener_extra="", mirror=Non
                          workers=workers, listener_extra=listener_extra,
                          mirror=mirror or {"reads": "0%", "timeout": "10s"})
     return factory(config_text=text, port=port, admin_port=admin)
-
-
-def call(t, method, path, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{t.admin_port}{path}", data=data,
-                                 method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def run_operation(t, path, body=None, timeout=60):
-    """POST path; wait until the operation is over; return its final JSON."""
-    status, reply = call(t, "POST", path, body)
-    assert status == 202, reply
-    op = reply["operation"]
-    assert op["state"] in ("in_progress", "completed"), op
-    final = {}
-
-    def over():
-        nonlocal final
-        status, got = call(t, "GET", f"/api/operations/{op['id']}")
-        assert status == 200, got
-        final = got["operation"]
-        return final["state"] in ("completed", "failed")
-    wait_until(over, timeout, f"{path} to finish")
-    return final
 
 
 def answering_port(t, dbname="postgres"):
@@ -153,6 +124,9 @@ def test_cutover_that_cannot_drain_is_abandoned(tandem, pg_primary, own_shadow):
         time.sleep(2)
         signal_server(own_shadow, signal.SIGSTOP)
         try:
+            # a write the stopped shadow cannot acknowledge: the drain cannot finish
+            with t.connect(user="postgres", dbname=db) as conn:
+                conn.execute("UPDATE pgbench_branches SET bbalance = bbalance WHERE bid = 1")
             status, reply = call(t, "POST", "/api/cutover", {"max_pause_ms": 1500})
             assert status == 202, reply
             # one operation at a time

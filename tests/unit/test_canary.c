@@ -351,6 +351,48 @@ test_percent_keys(void **state)
     assert_in_range(hits, 4500, 5500);
 }
 
+static int
+match_key(const struct canary_rule *rules, size_t n, const char *key)
+{
+    struct canary_session s = {.user = "u"};
+    struct canary_unit u = {.key = (const uint8_t *)key, .key_len = key ? strlen(key) : 0};
+    return canary_match_unit(rules, n, &s, &u);
+}
+
+/* key_prefix: a unit-level condition, all or nothing, exact bytes, ANDed like the others. */
+static void
+test_key_prefix(void **state)
+{
+    (void)state;
+    struct canary_rule rules[2] = {
+        {.key_prefix = "user:", .action = CANARY_ROUTE, .backend = 1},
+        {.action = CANARY_PRIMARY}, /* everything else */
+    };
+    assert_true(canary_rules_use_key(rules, 2));
+    assert_false(canary_rules_use_key(rules + 1, 1));
+    assert_int_equal(match_key(rules, 2, "user:42"), 0);
+    assert_int_equal(match_key(rules, 2, "user:"), 0);
+    assert_int_equal(match_key(rules, 2, "user"), 1);     /* shorter than the prefix */
+    assert_int_equal(match_key(rules, 2, "User:42"), 1);  /* case matters */
+    assert_int_equal(match_key(rules, 2, "order:user:1"), 1);
+    assert_int_equal(match_key(rules, 2, NULL), 1);       /* a command without a key */
+    /* only the first bytes of a long key are needed */
+    struct canary_session s = {0};
+    struct canary_unit u = {.key = (const uint8_t *)"user:1234567890", .key_len = 6};
+    assert_int_equal(canary_match_unit(rules, 2, &s, &u), 0);
+    /* the session-level entry point never matches a key rule */
+    assert_int_equal(canary_match_session(rules, 2, &s, false), 1);
+    /* ANDed with a client-name glob (application_name is the Redis client name) */
+    struct canary_rule both = {.key_prefix = "user:", .application_name = "billing-*"};
+    struct canary_session named = {.application_name = "billing-7"};
+    struct canary_unit k = {.key = (const uint8_t *)"user:1", .key_len = 6};
+    assert_int_equal(canary_match_unit(&both, 1, &named, &k), 0);
+    named.application_name = "web";
+    assert_int_equal(canary_match_unit(&both, 1, &named, &k), -1);
+    named.application_name = NULL; /* no CLIENT SETNAME yet */
+    assert_int_equal(canary_match_unit(&both, 1, &named, &k), -1);
+}
+
 int
 main(void)
 {
@@ -362,6 +404,7 @@ main(void)
         cmocka_unit_test(test_globs),
         cmocka_unit_test(test_percent_stable_and_proportional),
         cmocka_unit_test(test_percent_keys),
+        cmocka_unit_test(test_key_prefix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

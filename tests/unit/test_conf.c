@@ -1067,6 +1067,62 @@ test_routing_defaults(void **state)
     "backend red { address c:1; }\n"                                                               \
     "listener pg { listen d:1; primary blue; shadow green; mode split; " body "\n}\n"
 
+/* canary rules of a redis listener: client name glob, key prefix, percentages. */
+static void
+test_redis_canaries(void **state)
+{
+    (void)state;
+    struct conf *c = load_ok("backend blue { address a:1; }\nbackend green { address b:1; }\n"
+                             "listener r { listen d:1; protocol redis; primary blue; shadow green;\n"
+                             "  mode split;\n"
+                             "  canary cart { client_name \"cart-*\"; key_prefix \"user:\"; "
+                             "route green; }\n"
+                             "  canary some { percent 5% by client_name; route green; }\n"
+                             "  canary near { client 10.0.0.0/8; percent 50% by client; primary; }\n"
+                             "}\n");
+    const struct conf_listener *l = &c->listeners[0];
+    assert_int_equal(l->ncanaries, 3);
+    assert_string_equal(l->canaries[0].client_name, "cart-*");
+    assert_string_equal(l->canaries[0].key_prefix, "user:");
+    assert_string_equal(l->canaries[0].application_name, "");
+    assert_int_equal(l->canaries[0].backend, 1);
+    assert_int_equal(l->canaries[1].percent_key, CONF_CANARY_KEY_CLIENT_NAME);
+    assert_int_equal(l->canaries[1].percent_bp, 500);
+    assert_string_equal(l->canaries[1].key_prefix, "");
+    assert_int_equal(l->canaries[2].percent_key, CONF_CANARY_KEY_CLIENT);
+    conf_free(c);
+}
+
+#define RR(body)                                                                                   \
+    "backend blue { address a:1; }\nbackend green { address b:1; }\n"                              \
+    "listener r { listen d:1; protocol redis; primary blue; shadow green; " body "\n}\n"
+
+static void
+test_canary_protocol_errors(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS(RR("canary a { user alice; primary; }"),
+                  "t.conf:3: listener \"r\": canary \"a\": user is not for a redis listener");
+    EXPECT_ERRORS(RR("canary a { application_name \"x*\"; primary; }"),
+                  "t.conf:3: listener \"r\": canary \"a\": application_name (use client_name) "
+                  "is not for a redis listener");
+    EXPECT_ERRORS(RR("canary a { hint shadow; primary; }"),
+                  "t.conf:3: listener \"r\": canary \"a\": hint is not for a redis listener");
+    EXPECT_ERRORS(RR("canary a { percent 5% by user; primary; }"),
+                  "t.conf:3: listener \"r\": canary \"a\": percent by user or application_name "
+                  "(use client_name or client) is not for a redis listener");
+    EXPECT_ERRORS(RT("canary a { client_name \"x*\"; primary; }"),
+                  "t.conf:4: listener \"pg\": canary \"a\": client_name (use application_name) "
+                  "is not for a postgres listener");
+    EXPECT_ERRORS(RT("canary a { key_prefix \"user:\"; primary; }"),
+                  "t.conf:4: listener \"pg\": canary \"a\": key_prefix is not for a postgres "
+                  "listener");
+    EXPECT_ERRORS(RT("canary a { percent 5% by client_name; primary; }"),
+                  "t.conf:4: listener \"pg\": canary \"a\": percent by client_name (use "
+                  "application_name) is not for a postgres listener");
+    EXPECT_ERRORS(RR("canary a { key_prefix \"\"; primary; }"), "t.conf:3: key_prefix: empty value");
+}
+
 static void
 test_routing_errors(void **state)
 {
@@ -1142,7 +1198,7 @@ test_routing_errors(void **state)
                   "t.conf:4: percent: expected \"by\" after the percentage, got \"per\"");
     EXPECT_ERRORS(RT("canary a { percent 5% by database; primary; }"),
                   "t.conf:4: percent: bad key \"database\" (expected "
-                  "user|application_name|client)");
+                  "user|application_name|client|client_name)");
     EXPECT_ERRORS(RT("canary a { percent 5%; primary; }"),
                   "t.conf:4: \"percent\" takes 3 arguments, got 1");
     EXPECT_ERRORS(RT("canary a { user \"\"; primary; }"), "t.conf:4: user: empty value");
@@ -1515,6 +1571,8 @@ main(void)
         cmocka_unit_test(test_routing_fields),
         cmocka_unit_test(test_routing_defaults),
         cmocka_unit_test(test_routing_errors),
+        cmocka_unit_test(test_redis_canaries),
+        cmocka_unit_test(test_canary_protocol_errors),
         cmocka_unit_test(test_canary_cidr),
         cmocka_unit_test(test_guards),
         cmocka_unit_test(test_routing_cli),

@@ -72,8 +72,11 @@ class RedisServer:
 
 
 def redis_config(*, port, primary, shadow=None, admin_port=None, mode=None, workers=2,
-                 mirror=None, primary_extra="", shadow_extra="", log_level="info"):
-    """A config file text: listener r on 127.0.0.1:port, primary blue, shadow green."""
+                 mirror=None, primary_extra="", shadow_extra="", listener_extra="",
+                 log_level="info"):
+    """A config file text: listener r on 127.0.0.1:port, primary blue, shadow green.
+
+    listener_extra: lines added inside the listener (reads { }, canary rules...)."""
     lines = [f"workers {workers};", "log_format text;", f"log_level {log_level};"]
     if admin_port:
         lines.append(f"admin {{ listen 127.0.0.1:{admin_port}; }}")
@@ -91,6 +94,7 @@ def redis_config(*, port, primary, shadow=None, admin_port=None, mode=None, work
     lines.append(f"    mode {mode or ('shadow' if shadow is not None else 'passthrough')};")
     if mirror:
         lines.append("    mirror { " + " ".join(f"{k} {v};" for k, v in mirror.items()) + " }")
+    lines += [f"    {ln}" for ln in listener_extra.splitlines() if ln.strip()]
     lines.append("}")
     return "\n".join(lines) + "\n"
 
