@@ -1635,7 +1635,8 @@ int
 pg_session_cutover_check(struct pg_session *s, int *listener_slot)
 {
     int slot = *listener_slot = s->lis->metric_slot;
-    if (s->shadow_be == NULL || s->state > PGS_ACTIVE || s->state < PGS_AUTH)
+    /* not logged in yet: it has sent no write, and swaps once it is */
+    if (s->shadow_be == NULL || s->state != PGS_ACTIVE)
         return 0;
     int want = control_roles_swapped(slot);
     if (control_paused(slot)) {

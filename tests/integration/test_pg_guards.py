@@ -5,25 +5,14 @@ The shadow fails for real: a table the reads use is dropped on it.  Every
 wait is an upper bound; nothing asserts a duration.
 """
 import json
-import urllib.request
 import uuid
 
 import pytest
 
+from harness.adminapi import call
 from harness.shadow import execute, shadow_config
 from harness.tandemproc import metric_value
 from harness.util import free_port, wait_until
-
-
-def call(t, method, path, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{t.admin_port}{path}", data=data,
-                                 method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import uuid
 import psycopg
 import pytest
 
+from harness.adminapi import call
 from harness.clients import _env, check_pgbench
 from harness.pgserver import PgServer
 from harness.pgwire import PgRaw
@@ -50,10 +51,12 @@ def answered_by(t, primary, shadow, n, **connect_kw):
     return got
 
 
-def put_json(t, path, body, method="PUT"):
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{t.admin_port}{path}", data=data,
-                                 method=method, headers={"Content-Type": "application/json"})
+def put_json(t, path, body):
+    """PUT path with body (a dict, or raw bytes to send as they are)."""
+    if not isinstance(body, bytes):
+        return call(t, "PUT", path, body)
+    req = urllib.request.Request(f"http://127.0.0.1:{t.admin_port}{path}", data=body,
+                                 method="PUT")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
