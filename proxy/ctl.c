@@ -55,7 +55,8 @@ usage(FILE *out)
           "  mode passthrough|shadow|split   switch the mode\n"
           "  cutover [--max-pause DUR] [--force] [--no-wait]\n"
           "                                  swap primary and shadow with no lost write\n"
-          "  rollback [--no-wait]            reads back to the primary; undo a cutover\n"
+          "  rollback [--max-pause DUR] [--force] [--no-wait]\n"
+          "                                  reads back to the primary; undo a cutover\n"
           "  operation ID                    one cutover or rollback operation\n"
           "  report [--top N]                the shadow-diff report (N statements, default 20)\n"
           "\n"
@@ -811,14 +812,13 @@ cmd_cutover(const struct ctl *c, int argc, char **argv, int is_rollback)
         uint64_t ms;
         if (strcmp(argv[i], "--no-wait") == 0) {
             no_wait = 1;
-        } else if (!is_rollback && strcmp(argv[i], "--force") == 0) {
+        } else if (strcmp(argv[i], "--force") == 0) {
             json_object_set_new(body, "force", json_true());
-        } else if (!is_rollback && strcmp(argv[i], "--max-pause") == 0 && i + 1 < argc) {
+        } else if (strcmp(argv[i], "--max-pause") == 0 && i + 1 < argc) {
             if (conf_value_duration_ms(argv[++i], &ms) != CONF_VALUE_OK) {
                 json_decref(body);
-                return bad_usage("cutover: --max-pause \"%s\": expected a duration like 2s or "
-                            "500ms",
-                            argv[i]);
+                return bad_usage("%s: --max-pause \"%s\": expected a duration like 2s or 500ms",
+                                 is_rollback ? "rollback" : "cutover", argv[i]);
             }
             json_object_set_new(body, "max_pause_ms", json_integer((json_int_t)ms));
         } else {

@@ -12,8 +12,11 @@
 #      not run shadow mode yet)
 #   4. pgbench -T $DEMO_SECONDS and a few psql statements through tandem
 #   5. prints the pgbench summary, tandem_ metrics, the shadow report (in
-#      shadow mode) and where to look; then runs until Ctrl-C, which stops
-#      everything it started
+#      shadow mode) and where to look
+#   6. a whole migration with `tandem ctl` while pgbench keeps writing:
+#      split (reads 50/50), cutover (green becomes the primary), rollback;
+#      then checks both servers hold the same rows, and runs until Ctrl-C,
+#      which stops everything it started
 #
 # Environment: DEMO_NONINTERACTIVE=1 exits after printing (for tests);
 # DEMO_SECONDS=10 workload length; DEMO_SKIP_DEPS=1 skips deps.sh;
@@ -167,6 +170,45 @@ if [ "$MODE" = shadow ]; then
     fi
 fi
 
+# --- 6. a migration, with tandem ctl --------------------------------------------
+
+if [ "$MODE" = shadow ]; then
+    ctl() {
+        echo "\$ tandem ctl $*"
+        "$TANDEM_BIN" ctl --admin "127.0.0.1:$ADMIN_PORT" "$@"
+    }
+    say "a migration while pgbench writes: split, cutover, rollback (tandem ctl)"
+    pgbench -n -h 127.0.0.1 -p "$PORT" -U postgres -T $((DEMO_SECONDS + 12)) -c 4 -j 2 \
+        postgres >"$LOG.migration-pgbench" 2>&1 &
+    MIG_PGBENCH=$!
+    sleep 2
+    ctl mode split
+    ctl weights blue=50 green=50
+    sleep 2
+    ctl cutover --max-pause 5s
+    ctl status
+    sleep 2
+    ctl rollback --max-pause 5s
+    ctl weights blue=100 green=0
+    wait "$MIG_PGBENCH" ||
+        { cat "$LOG.migration-pgbench"; echo "pgbench failed during the migration" >&2; exit 1; }
+    grep -E '^(number of trans|number of failed)' "$LOG.migration-pgbench"
+    for _ in $(seq 20); do
+        BLUE_SUM=$(summary "$BLUE_PORT")
+        GREEN_SUM=$(summary "$GREEN_PORT")
+        [ "$BLUE_SUM" = "$GREEN_SUM" ] && break
+        sleep 0.5
+    done
+    echo "blue   $BLUE_SUM"
+    echo "green  $GREEN_SUM"
+    if [ "$BLUE_SUM" = "$GREEN_SUM" ]; then
+        echo "no write lost: through cutover and rollback both servers hold the same rows"
+    else
+        echo "the servers differ after the migration: see the report" >&2
+        exit 1
+    fi
+fi
+
 say "where to look"
 cat <<EOF
 psql through tandem:  psql "host=127.0.0.1 port=$PORT user=postgres dbname=postgres"
@@ -174,6 +216,8 @@ primary (blue):       psql "host=127.0.0.1 port=$BLUE_PORT user=postgres dbname=
 shadow (green):       psql "host=127.0.0.1 port=$GREEN_PORT user=postgres dbname=postgres"
 metrics:              http://127.0.0.1:$ADMIN_PORT/metrics
 health:               http://127.0.0.1:$ADMIN_PORT/healthz
+report page:          http://127.0.0.1:$ADMIN_PORT/report
+tandem ctl:           $TANDEM_BIN ctl --admin 127.0.0.1:$ADMIN_PORT status
 EOF
 [ "$MODE" = shadow ] && echo "shadow report:        http://127.0.0.1:$ADMIN_PORT/api/shadow/report"
 echo "tandem log:           $LOG"

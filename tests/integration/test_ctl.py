@@ -129,7 +129,7 @@ def test_unreachable_admin(tandem_bin):
     (["mode"], "expected one of passthrough, shadow, split"),
     (["cutover", "--max-pause", "2"], "expected a duration like 2s"),
     (["cutover", "--sideways"], 'cutover: unknown argument "--sideways"'),
-    (["rollback", "--force"], 'rollback: unknown argument "--force"'),
+    (["rollback", "--sideways"], 'rollback: unknown argument "--sideways"'),
     (["operation"], "expected one operation id"),
     (["operation", "../metrics"], "expected one operation id"),
     (["report", "--top", "x"], "expected a number"),
