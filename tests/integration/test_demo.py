@@ -1,0 +1,21 @@
+"""The README's first command: scripts/demo.sh, run to the end without a
+terminal.  It starts its own two PostgreSQL servers and tandem, runs a
+workload and a whole migration (split, cutover, rollback) with tandem ctl,
+and checks itself that no write was lost."""
+import os
+import subprocess
+
+from harness.util import REPO
+
+
+def test_demo_runs_a_whole_migration(tandem_bin):
+    env = dict(os.environ, DEMO_NONINTERACTIVE="1", DEMO_SKIP_DEPS="1", DEMO_SECONDS="3",
+               TANDEM_BIN=tandem_bin)
+    done = subprocess.run([os.path.join(REPO, "scripts", "demo.sh")], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert "the shadow received every write" in out, out[-4000:]
+    assert "cutover completed" in out and "rollback completed" in out, out[-4000:]
+    assert "number of failed transactions: 0" in out, out[-4000:]
+    assert "no write lost" in out, out[-4000:]
