@@ -1300,6 +1300,10 @@ server_active(struct pg_session *s)
     if (idle_now && s->draining && s->server_skip == 0) {
         fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
              "terminating connection because tandem is shutting down");
+    } else if (idle_now && s->shadow_be != NULL &&
+               (s->writes_waiting || s->swapped != control_roles_swapped(s->lis->metric_slot))) {
+        /* an idle point a cutover waits for: swap now, not at the next tick */
+        wake_soon(s);
     }
 }
 
@@ -1490,14 +1494,19 @@ on_timer(evutil_socket_t fd, short what, void *arg)
         break;
     case PGS_SHADOW_DRAIN:
         break; /* settle() frees it once the shadow is done */
-    case PGS_ACTIVE:
-        /* the shadow finished a routed read: the client's next requests may go */
+    case PGS_ACTIVE: {
+        /* an idle point: a routed read is answered, or a cutover may swap the roles */
+        int slot;
+        pg_session_cutover_check(s, &slot);
+        if (s->state != PGS_ACTIVE)
+            break;
         client_event(s, 0);
         if (s->draining && s->outstanding == 0 && s->tx_status == 'I' && s->route.unit == NULL &&
             s->server_skip == 0 && evbuffer_get_length(s->client.in) == 0)
             fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
                  "terminating connection because tandem is shutting down");
         break;
+    }
     case PGS_CONNECTING:
     case PGS_SERVER_TLS_ASK:
     case PGS_SERVER_TLS:
