@@ -65,6 +65,7 @@ def test_cutover_then_rollback_under_pgbench(tandem, pg_primary, pg_shadow, benc
         op = run_operation(t, "/api/cutover", {"max_pause_ms": 8000})
         assert op["state"] == "completed", op
         assert op["type"] == "cutover" and op["pause_ms"] <= op["max_pause_ms"]
+        print(f"cutover: writes waited {op['pause_ms']} ms")
         assert answering_port(t, bench_db) == pg_shadow.port  # new sessions: green answers
         status = json.loads(t.http("/api/status")[1])
         listener = status["listeners"][0]
@@ -77,6 +78,7 @@ def test_cutover_then_rollback_under_pgbench(tandem, pg_primary, pg_shadow, benc
         op = run_operation(t, "/api/rollback", {"max_pause_ms": 8000})
         assert op["state"] == "completed", op
         assert op["type"] == "rollback"
+        print(f"rollback: writes waited {op['pause_ms']} ms")
         assert answering_port(t, bench_db) == pg_primary.port
     finally:
         processed = check_pgbench(proc)  # exit 0, no failed transaction
