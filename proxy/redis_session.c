@@ -481,10 +481,26 @@ arg_is(const struct resp_request *req, size_t i, const char *lit)
     return i < req->nargv && resp_arg_equal_ci(&req->argv[i], lit);
 }
 
-static int
-cmd_is(const struct rediscmd *cmd, const char *name)
+/* redis_cmd_which - which of the commands the session acts on cmd is (see enum rs_cmd). */
+enum rs_cmd
+redis_cmd_which(const struct rediscmd *cmd)
 {
-    return cmd != NULL && strcmp(cmd->name, name) == 0;
+    static const struct {
+        const char *name;
+        enum rs_cmd which;
+    } names[] = {
+        {"hello", RC_HELLO},     {"auth", RC_AUTH},           {"select", RC_SELECT},
+        {"client|setname", RC_SETNAME}, {"reset", RC_RESET},  {"multi", RC_MULTI},
+        {"exec", RC_EXEC},       {"discard", RC_DISCARD},     {"watch", RC_WATCH},
+        {"unwatch", RC_UNWATCH}, {"subscribe", RC_SUBSCRIBE}, {"psubscribe", RC_SUBSCRIBE},
+        {"ssubscribe", RC_SUBSCRIBE},
+    };
+    if (cmd == NULL || !(cmd->flags & (REDISCMD_SESSION | REDISCMD_TX)))
+        return RC_OTHER; /* GET, SET ...: no name to compare */
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(cmd->name, names[i].name) == 0)
+            return names[i].which;
+    return RC_OTHER;
 }
 
 /* A client name argument as a C string (heap), or NULL when too long or out of memory. */
@@ -507,8 +523,8 @@ arg_string(const struct resp_arg *arg)
 static void
 note_session_change(struct redis_session *s, struct redis_unit *u, const struct resp_request *req)
 {
-    const struct rediscmd *cmd = u->cmd;
-    if (cmd_is(cmd, "hello")) {
+    switch ((enum rs_cmd)u->which) {
+    case RC_HELLO:
         /* HELLO [protover [AUTH user pass] [SETNAME name]] */
         for (size_t i = 2; i < req->nargv; i++) {
             if (arg_is(req, i, "auth")) {
@@ -519,18 +535,28 @@ note_session_change(struct redis_session *s, struct redis_unit *u, const struct 
                 i++;
             }
         }
-    } else if (cmd_is(cmd, "auth")) {
+        break;
+    case RC_AUTH:
         u->track = RT_AUTH;
-    } else if (cmd_is(cmd, "select") && req->nargv >= 2) {
-        char num[24];
-        size_t n = resp_arg_decode(&req->argv[1], (uint8_t *)num, sizeof(num) - 1);
-        num[n < sizeof(num) - 1 ? n : sizeof(num) - 1] = '\0';
-        u->db = strtoll(num, NULL, 10);
-        u->track = RT_SELECT;
-    } else if (cmd_is(cmd, "client|setname") && req->nargv >= 3) {
-        u->name = arg_string(&req->argv[2]);
-    } else if (cmd_is(cmd, "reset")) {
+        break;
+    case RC_SELECT:
+        if (req->nargv >= 2) {
+            char num[24];
+            size_t n = resp_arg_decode(&req->argv[1], (uint8_t *)num, sizeof(num) - 1);
+            num[n < sizeof(num) - 1 ? n : sizeof(num) - 1] = '\0';
+            u->db = strtoll(num, NULL, 10);
+            u->track = RT_SELECT;
+        }
+        break;
+    case RC_SETNAME:
+        if (req->nargv >= 3)
+            u->name = arg_string(&req->argv[2]);
+        break;
+    case RC_RESET:
         u->track = RT_RESET;
+        break;
+    default:
+        break;
     }
 }
 
@@ -679,6 +705,7 @@ redis_session_route_lost(struct redis_session *s)
     r->cmd = u->cmd;
     r->flags = u->flags;
     r->kind = u->kind;
+    r->which = u->which;
     s->outstanding++;
     redis_unit_append(s, r);
     evbuffer_add_buffer(s->server.out, s->route.buf);
@@ -726,6 +753,7 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     const struct rediscmd *cmd = rediscmd_lookup(req->argc, req->argv);
     uint32_t flags = rediscmd_flags(cmd, req->argc, req->argv);
     enum req_kind kind = rediscmd_kind(cmd, req->argc, req->argv);
+    enum rs_cmd which = redis_cmd_which(cmd);
 
     if (s->pubsub) {
         count_request(s, s->be, kind);
@@ -733,14 +761,13 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     }
     if (write_must_wait(s, kind))
         return CMD_WAIT;
-    if (cmd_is(cmd, "hello") && arg_is(req, 1, "3")) {
+    if (which == RC_HELLO && arg_is(req, 1, "3")) {
         /* RESP3 pushes and maps would need another reply reader: stay on RESP2 */
         count_request(s, s->be, kind);
         add_local_unit(s, "NOPROTO sorry, this protocol version is not supported", 0);
         return CMD_ANSWERED;
     }
-    if ((flags & REDISCMD_PUBSUB) &&
-        (cmd_is(cmd, "subscribe") || cmd_is(cmd, "psubscribe") || cmd_is(cmd, "ssubscribe"))) {
+    if (which == RC_SUBSCRIBE) {
         count_request(s, s->be, kind);
         s->pubsub = 1;
         return CMD_FORWARD;
@@ -755,9 +782,10 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     u->cmd = cmd;
     u->flags = flags;
     u->kind = (uint8_t)kind;
+    u->which = (uint8_t)which;
     note_session_change(s, u, req);
     redis_unit_append(s, u);
-    if (cmd_is(cmd, "multi"))
+    if (which == RC_MULTI)
         s->in_multi = 1;
     if (s->shadow.state != RSH_OFF) {
         u->closed_ns = session_now_ns();
@@ -765,11 +793,11 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
         if (kind != REQ_KIND_READ || !route_read(s, u, req, bytes, len))
             redis_shadow_command(s, u, bytes, len);
     }
-    if (cmd_is(cmd, "watch"))
+    if (which == RC_WATCH)
         s->watching = 1;
-    if (cmd_is(cmd, "exec") || cmd_is(cmd, "discard") || cmd_is(cmd, "reset"))
+    if (which == RC_EXEC || which == RC_DISCARD || which == RC_RESET)
         s->in_multi = s->watching = 0;
-    else if (cmd_is(cmd, "unwatch") && !s->in_multi)
+    else if (which == RC_UNWATCH && !s->in_multi)
         s->watching = 0;
     count_request(s, u->routed ? s->shadow_be : s->be, kind);
     if (u->routed)
@@ -876,7 +904,7 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
     u->primary_done = 1;
     if (!u->routed)
         s->outstanding--;
-    if (u->kind == REQ_KIND_WRITE || cmd_is(u->cmd, "exec"))
+    if (u->kind == REQ_KIND_WRITE || u->which == RC_EXEC)
         s->route.last_write_ns = session_now_ns(); /* read_your_writes counts from here */
     if (info->type == '-') {
         if (headlen >= 7 && memcmp(head, "-NOAUTH", 7) == 0) {

@@ -82,6 +82,26 @@ enum rs_track {
     RT_RESET,   /* RESET: db 0, no name */
 };
 
+/*
+ * The commands the session itself acts on, resolved once per command (not
+ * by name at every turn).  Every one is a SESSION or TX entry of the
+ * command table, so any other command is RC_OTHER without a comparison.
+ */
+enum rs_cmd {
+    RC_OTHER,
+    RC_HELLO,
+    RC_AUTH,
+    RC_SELECT,
+    RC_SETNAME,   /* CLIENT SETNAME */
+    RC_RESET,
+    RC_MULTI,
+    RC_EXEC,
+    RC_DISCARD,
+    RC_WATCH,
+    RC_UNWATCH,
+    RC_SUBSCRIBE, /* SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE */
+};
+
 /* The first bytes of each side's reply, for the report. */
 #define RS_SAMPLE_BYTES 256
 
@@ -100,6 +120,7 @@ struct redis_unit {
     uint8_t kind;               /* enum req_kind */
     uint8_t mode;               /* enum resp_digest_mode of its replies */
     uint8_t track;              /* enum rs_track */
+    uint8_t which;              /* enum rs_cmd */
     unsigned mirrored : 1;      /* its outcome is wanted (queued to the shadow, or dropped) */
     unsigned primary_done : 1;
     unsigned shadow_done : 1;
@@ -202,6 +223,7 @@ struct redis_session {
 };
 
 /* redis_session.c */
+enum rs_cmd redis_cmd_which(const struct rediscmd *cmd);
 struct redis_unit *redis_unit_new(struct redis_session *s);
 void redis_unit_append(struct redis_session *s, struct redis_unit *u);
 void redis_complete_units(struct redis_session *s);

@@ -62,12 +62,6 @@ count_shadow(struct redis_session *s, enum metric_backend_counter c, uint64_t n)
     redis_count_backend(s, s->shadow_be, c, n);
 }
 
-static int
-cmd_is(const struct rediscmd *cmd, const char *name)
-{
-    return cmd != NULL && strcmp(cmd->name, name) == 0;
-}
-
 /* A unit whose loss leaves the shadow's data behind the primary's. */
 static int
 changes_data(const struct redis_unit *u)
@@ -215,16 +209,16 @@ redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_
                      size_t len)
 {
     struct redis_shadow *sh = &s->shadow;
-    const struct rediscmd *cmd = u->cmd;
+    enum rs_cmd which = (enum rs_cmd)u->which;
 
     if (sh->tx_buf == NULL)
         return;
-    if (cmd_is(cmd, "multi") && evbuffer_get_length(sh->tx_buf) == 0 && sh->tx_cmds == 0) {
+    if (which == RC_MULTI && evbuffer_get_length(sh->tx_buf) == 0 && sh->tx_cmds == 0) {
         sh->tx_wanted = 0;
         tx_add(s, u, bytes, len);
         return;
     }
-    if (s->in_multi && cmd_is(cmd, "exec")) {
+    if (s->in_multi && which == RC_EXEC) {
         tx_add(s, u, bytes, len);
         u->tx = 1;
         u->sreplies = sh->tx_cmds;
@@ -236,10 +230,10 @@ redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_
         sh->tx_cmds = 0;
         return;
     }
-    if ((s->in_multi && cmd_is(cmd, "discard")) || cmd_is(cmd, "reset")) {
+    if ((s->in_multi && which == RC_DISCARD) || which == RC_RESET) {
         evbuffer_drain(sh->tx_buf, evbuffer_get_length(sh->tx_buf));
         sh->tx_cmds = 0;
-        if (cmd_is(cmd, "reset")) {
+        if (which == RC_RESET) {
             /* the shadow's connection keeps its login: only the db goes back to 0 */
             static const uint8_t select0[] = "*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n";
             u->replay = 1;
