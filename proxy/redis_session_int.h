@@ -105,7 +105,12 @@ enum rs_cmd {
 /* The first bytes of each side's reply, for the report. */
 #define RS_SAMPLE_BYTES 256
 
+/*
+ * Everything before psample is cleared for each new comparison; the
+ * samples are valid up to plen / slen only, so they are not.
+ */
 struct redis_compare {
+    struct redis_compare *next; /* in the session's spares */
     struct resp_reply_info pinfo;
     struct resp_reply_info sinfo;
     uint16_t plen, slen;
@@ -217,6 +222,8 @@ struct redis_session {
     struct redis_unit *scur;      /* first mirrored unit awaiting the shadow's */
     struct redis_unit *spare;     /* recycled units */
     unsigned nspare;
+    struct redis_compare *spare_cmp; /* recycled comparisons */
+    unsigned nspare_cmp;
 
     struct redis_shadow shadow;
     struct redis_route route;
@@ -225,6 +232,9 @@ struct redis_session {
 /* redis_session.c */
 enum rs_cmd redis_cmd_which(const struct rediscmd *cmd);
 struct redis_unit *redis_unit_new(struct redis_session *s);
+/* a cleared comparison, recycled when one is spare; NULL when out of memory */
+struct redis_compare *redis_cmp_new(struct redis_session *s);
+void redis_cmp_free(struct redis_session *s, struct redis_compare *c);
 void redis_unit_append(struct redis_session *s, struct redis_unit *u);
 void redis_complete_units(struct redis_session *s);
 void redis_count_backend(struct redis_session *s, const struct rt_backend *b,

@@ -176,7 +176,7 @@ mirror(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes, stru
     }
     if (admit(s, len) != 0)
         return; /* detach() counted it with the rest of what was owed */
-    u->cmp = calloc(1, sizeof(*u->cmp)); /* NULL: mirrored, not compared */
+    u->cmp = redis_cmp_new(s); /* NULL: mirrored, not compared */
     if (src != NULL)
         evbuffer_remove_buffer(src, sh->held, len);
     else
@@ -441,7 +441,7 @@ replay(struct redis_session *s, size_t argc, const char *const *argv, const size
     u->replay = u->mirrored = u->primary_done = 1;
     u->closed_ns = session_now_ns();
     u->mode = RESP_DIGEST_NONE;
-    u->cmp = calloc(1, sizeof(*u->cmp)); /* for the error text, should it fail */
+    u->cmp = redis_cmp_new(s); /* for the error text, should it fail */
     redis_unit_append(s, u);
     if (s->scur == NULL)
         s->scur = u;
@@ -679,7 +679,7 @@ redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint8_t 
     u->mirrored = 1;
     u->primary_done = !sample_read(s);
     if (!u->primary_done)
-        u->cmp = calloc(1, sizeof(*u->cmp)); /* NULL: answered, not compared */
+        u->cmp = redis_cmp_new(s); /* NULL: answered, not compared */
     else if (s->pcur == u)
         s->pcur = NULL; /* u is the last unit */
     u->shadow_sent_ns = sh->state == RSH_READY ? session_now_ns() : 0;
@@ -755,7 +755,7 @@ redis_shadow_orphan(struct redis_session *s)
     for (struct redis_unit *u = s->units_head; u; u = u->next) {
         if (!u->primary_done) {
             u->primary_done = 1;
-            free(u->cmp);
+            redis_cmp_free(s, u->cmp);
             u->cmp = NULL;
         }
     }
