@@ -679,7 +679,7 @@ route_read(struct redis_session *s, struct redis_unit *u, const struct resp_requ
         .kind = REQ_KIND_READ,
         .ms_since_write = s->route.last_write_ns == 0
                               ? UINT64_MAX
-                              : (session_now_ns() - s->route.last_write_ns) / 1000000,
+                              : (redis_now(s) - s->route.last_write_ns) / 1000000,
     };
     if (!session_route_read(s->w, s->lis, s->be, s->shadow_be, route_rule(s, u, req), &in))
         return 0;
@@ -827,7 +827,7 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     if (which == RC_MULTI)
         s->in_multi = 1;
     if (s->shadow.state != RSH_OFF) {
-        u->closed_ns = session_now_ns();
+        u->closed_ns = redis_now(s);
         u->mode = (uint8_t)rediscmd_digest_mode(cmd, req->argc, req->argv);
         if (kind != REQ_KIND_READ || !route_read(s, u, req, bytes, len))
             redis_shadow_command(s, u, bytes, len);
@@ -944,7 +944,7 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
     if (!u->routed)
         s->outstanding--;
     if (u->kind == REQ_KIND_WRITE || u->which == RC_EXEC)
-        s->route.last_write_ns = session_now_ns(); /* read_your_writes counts from here */
+        s->route.last_write_ns = redis_now(s); /* read_your_writes counts from here */
     if (info->type == '-') {
         if (headlen >= 7 && memcmp(head, "-NOAUTH", 7) == 0) {
             int slot = s->be->metric_slot;
@@ -988,7 +988,7 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
     if (s->shadow.state != RSH_OFF) {
         if (u->cmp != NULL) {
             u->cmp->pinfo = *info;
-            u->primary_ns = session_now_ns() - u->closed_ns;
+            u->primary_ns = redis_now(s) - u->closed_ns;
         }
         redis_shadow_primary_done(s, u);
     }
@@ -1115,6 +1115,7 @@ on_client(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_session *s = arg;
     (void)fd;
+    s->now_ns = 0;
     client_event(s, what);
     settle(s);
 }
@@ -1181,6 +1182,7 @@ on_server(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_session *s = arg;
     (void)fd;
+    s->now_ns = 0;
     server_event(s, what);
     settle(s);
 }
@@ -1192,6 +1194,7 @@ on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
 
+    s->now_ns = 0;
     switch (s->state) {
     case RS_LINGER:
         s->state = RS_DEAD; /* the client does not read: give up on it */
@@ -1264,6 +1267,7 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
 static void
 redis_session_drain(struct redis_session *s)
 {
+    s->now_ns = 0;
     s->draining = 1;
     /* idle now (or only subscribed): close; busy: server_input closes at the next idle point */
     if (s->state == RS_CONNECTING || (s->state == RS_ACTIVE && (idle(s) || s->pubsub)))
@@ -1274,6 +1278,7 @@ redis_session_drain(struct redis_session *s)
 static void
 redis_session_kill(struct redis_session *s)
 {
+    s->now_ns = 0;
     if (s->state == RS_SHADOW_DRAIN || s->shadow.state != RSH_OFF)
         redis_shadow_abandon(s); /* what the shadow still owed is counted, not lost silently */
     if (s->state != RS_LINGER && s->state != RS_SHADOW_DRAIN)
@@ -1333,6 +1338,7 @@ static int
 redis_session_cutover_check(struct redis_session *s, int *listener_slot)
 {
     int slot = *listener_slot = s->lis->metric_slot;
+    s->now_ns = 0;
     if (s->shadow_be == NULL || s->state != RS_ACTIVE)
         return 0;
     int want = control_roles_swapped(slot);
@@ -1389,6 +1395,7 @@ op_shadow_tick(struct session *base, uint64_t now_ns, uint64_t *lag_ns, int *lis
     struct redis_session *s = (struct redis_session *)base;
     *listener_slot = s->lis->metric_slot;
     *lag_ns = 0;
+    s->now_ns = 0;
     if (s->shadow.state == RSH_OFF)
         return 0;
     return redis_shadow_tick(s, now_ns, lag_ns);

@@ -268,7 +268,7 @@ static void
 release_held(struct redis_session *s, int force)
 {
     struct redis_shadow *sh = &s->shadow;
-    uint64_t now = session_now_ns();
+    uint64_t now = redis_now(s);
     int sent = 0;
 
     for (struct redis_unit *u = s->units_head; u && sh->nheld > 0; u = u->next) {
@@ -572,7 +572,7 @@ shadow_input(struct redis_session *s)
             return;
         }
         u->shadow_done = 1;
-        u->shadow_ns = session_now_ns() - (u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns);
+        u->shadow_ns = redis_now(s) - (u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns);
         if (u->cmp)
             u->cmp->sinfo = info;
         s->scur = next_for_shadow(u->next);
@@ -591,6 +591,7 @@ on_shadow_io(evutil_socket_t fd, short what, void *arg)
     size_t n;
     (void)fd;
 
+    s->now_ns = 0;
     if (sh->state == RSH_CONNECTING) {
         int err = session_connect_result(&sh->conn);
         if (err != 0) {
@@ -682,7 +683,7 @@ redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint8_t 
         u->cmp = redis_cmp_new(s); /* NULL: answered, not compared */
     else if (s->pcur == u)
         s->pcur = NULL; /* u is the last unit */
-    u->shadow_sent_ns = sh->state == RSH_READY ? session_now_ns() : 0;
+    u->shadow_sent_ns = sh->state == RSH_READY ? redis_now(s) : 0;
     evbuffer_add(sh->conn.out, bytes, len);
     account(s, (int64_t)len);
     if (s->scur == NULL)
