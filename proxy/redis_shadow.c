@@ -22,6 +22,7 @@
  * never mirrored: the shadow gets only transactions that did commit.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <event2/buffer.h>
 #include <stdlib.h>
 #include <string.h>
@@ -338,14 +339,59 @@ key_id(const char *key)
     return h;
 }
 
+/*
+ * The report's key and its id for each command of the table, built once
+ * for the process: spelling and hashing the name again for every recorded
+ * command cost more than the comparison.  NULL (out of memory): computed
+ * each time.
+ */
+struct cmd_key {
+    char text[48]; /* the longest name is 29 bytes */
+    uint64_t id;
+};
+static struct cmd_key *cmd_keys;
+static const struct rediscmd *cmd_table;
+static size_t cmd_count;
+static pthread_once_t cmd_keys_once = PTHREAD_ONCE_INIT;
+
+static void
+cmd_keys_build(void)
+{
+    const struct rediscmd *t = rediscmd_table(&cmd_count);
+    struct cmd_key *k = calloc(cmd_count, sizeof(*k));
+    if (k == NULL)
+        return;
+    for (size_t i = 0; i < cmd_count; i++) {
+        struct redis_unit u = {.cmd = &t[i]};
+        unit_key(&u, k[i].text, sizeof(k[i].text));
+        k[i].id = key_id(k[i].text);
+    }
+    cmd_table = t;
+    cmd_keys = k;
+}
+
+/* The key of u: its command's precomputed one, or spelled into buf. */
+static const struct cmd_key *
+record_key(const struct redis_unit *u, struct cmd_key *buf)
+{
+    pthread_once(&cmd_keys_once, cmd_keys_build);
+    if (!u->tx && u->cmd != NULL && cmd_keys != NULL && u->cmd >= cmd_table &&
+        u->cmd < cmd_table + cmd_count)
+        return &cmd_keys[u->cmd - cmd_table];
+    unit_key(u, buf->text, sizeof(buf->text));
+    buf->id = key_id(buf->text);
+    return buf;
+}
+
 void
 redis_shadow_record(struct redis_session *s, struct redis_unit *u)
 {
     enum shadow_outcome outcome;
-    char key[64], psum[SUMMARY_MAX] = "", ssum[SUMMARY_MAX] = "";
+    struct cmd_key kbuf;
+    char psum[SUMMARY_MAX], ssum[SUMMARY_MAX];
     const struct redis_compare *c = u->cmp;
 
-    unit_key(u, key, sizeof(key));
+    psum[0] = ssum[0] = '\0'; /* not "" initializers: those clear 1 KiB per command */
     if (u->forced >= 0)
         outcome = (enum shadow_outcome)u->forced;
     else if (c != NULL)
@@ -358,10 +404,12 @@ redis_shadow_record(struct redis_session *s, struct redis_unit *u)
         if (u->forced < 0)
             rediscmp_render(c->ssample, c->slen, c->sinfo.size, ssum, sizeof(ssum));
     }
-    shadow_record(s->w->shadow, s->lis->metric_slot, key_id(key), key, outcome, u->primary_ns,
+    const struct cmd_key *key = record_key(u, &kbuf);
+    shadow_record(s->w->shadow, s->lis->metric_slot, key->id, key->text, outcome, u->primary_ns,
                   u->shadow_done && u->forced < 0 ? u->shadow_ns : 0, psum, ssum);
     if (outcome == SHADOW_MISMATCH)
-        slog(s, CONF_LOG_DEBUG, "shadow mismatch: %s: primary %s, shadow %s", key, psum, ssum);
+        slog(s, CONF_LOG_DEBUG, "shadow mismatch: %s: primary %s, shadow %s", key->text, psum,
+             ssum);
 }
 
 /* ------------------------------------------------------------------ */
