@@ -985,12 +985,10 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
         }
     }
     s->pcur = next_for_primary(u->next);
-    if (s->shadow.state != RSH_OFF) {
-        if (u->cmp != NULL) {
-            u->cmp->pinfo = *info;
-            u->primary_ns = redis_now(s) - u->closed_ns;
-        }
-        redis_shadow_primary_done(s, u);
+    /* a held mirror of u goes to the shadow with the batch: redis_shadow_flush() */
+    if (s->shadow.state != RSH_OFF && u->cmp != NULL) {
+        u->cmp->pinfo = *info;
+        u->primary_ns = redis_now(s) - u->closed_ns;
     }
     redis_complete_units(s);
     if (s->outstanding == 0 && !s->in_multi && !s->pubsub && s->shadow.state == RSH_DETACHED)
@@ -1074,7 +1072,7 @@ server_input(struct redis_session *s)
     }
     if (s->pcur != NULL && s->pcur->local != NULL)
         emit_local_replies(s);
-    if (s->shadow.state == RSH_READY)
+    if (s->shadow.state != RSH_OFF)
         redis_shadow_flush(s);
     if (s->draining && idle(s))
         close_quietly(s);

@@ -270,7 +270,7 @@ void redis_shadow_release(struct redis_session *s);
 /* a command was read: decide whether it is mirrored; bytes are its request */
 void redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
                           size_t len);
-void redis_shadow_primary_done(struct redis_session *s, struct redis_unit *u);
+/* after a batch of primary replies: release what they answered, send */
 void redis_shadow_flush(struct redis_session *s);
 void redis_shadow_idle(struct redis_session *s);
 void redis_shadow_record(struct redis_session *s, struct redis_unit *u);

@@ -296,19 +296,21 @@ release_held(struct redis_session *s, int force)
         flush_shadow(s);
 }
 
-/* The primary answered u: what it released waits in conn.out for redis_shadow_flush(). */
-void
-redis_shadow_primary_done(struct redis_session *s, struct redis_unit *u)
-{
-    (void)u;
-    if (s->shadow.nheld > 0)
-        release_held(s, 0);
-}
-
-/* redis_shadow_flush - send what a batch of primary replies released: one write per batch. */
+/*
+ * redis_shadow_flush - after a batch of primary replies: the held units
+ * they answered go to the shadow, in order, and are sent, one pass over the
+ * units and one write per batch.  (Releasing per reply walked the list from
+ * its head every time: quadratic in the pipeline's depth.)
+ */
 void
 redis_shadow_flush(struct redis_session *s)
 {
+    if (s->shadow.state == RSH_OFF)
+        return;
+    if (s->shadow.nheld > 0) {
+        release_held(s, 0);
+        redis_complete_units(s); /* those dropped instead of sent */
+    }
     if (s->shadow.state == RSH_READY && evbuffer_get_length(s->shadow.conn.out) > 0)
         flush_shadow(s);
 }
