@@ -20,6 +20,7 @@
 #include "proxy/redis_session.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <event2/buffer.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,10 +156,43 @@ redis_unit_new(struct redis_session *s)
     return u;
 }
 
+/*
+ * Comparisons are recycled like units: a mirrored command's comparison is
+ * two samples of 256 bytes, and calloc/free of it for every write cost more
+ * (5% of tandem's CPU in shadow mode) than the rest of its bookkeeping.
+ */
+struct redis_compare *
+redis_cmp_new(struct redis_session *s)
+{
+    struct redis_compare *c = s->spare_cmp;
+    if (c != NULL) {
+        s->spare_cmp = c->next;
+        s->nspare_cmp--;
+    } else if ((c = malloc(sizeof(*c))) == NULL) {
+        return NULL;
+    }
+    memset(c, 0, offsetof(struct redis_compare, psample));
+    return c;
+}
+
+void
+redis_cmp_free(struct redis_session *s, struct redis_compare *c)
+{
+    if (c == NULL)
+        return;
+    if (s->nspare_cmp < SPARE_UNITS) {
+        c->next = s->spare_cmp;
+        s->spare_cmp = c;
+        s->nspare_cmp++;
+    } else {
+        free(c);
+    }
+}
+
 static void
 unit_free(struct redis_session *s, struct redis_unit *u)
 {
-    free(u->cmp);
+    redis_cmp_free(s, u->cmp);
     free(u->name);
     free(u->local);
     if (s->nspare < SPARE_UNITS) {
@@ -322,6 +356,11 @@ session_free(struct redis_session *s)
         s->spare = u->next;
         free(u);
     }
+    while (s->spare_cmp) {
+        struct redis_compare *c = s->spare_cmp;
+        s->spare_cmp = c->next;
+        free(c);
+    }
     if (!s->client_counted_out)
         client_gone(s);
     else
@@ -481,10 +520,26 @@ arg_is(const struct resp_request *req, size_t i, const char *lit)
     return i < req->nargv && resp_arg_equal_ci(&req->argv[i], lit);
 }
 
-static int
-cmd_is(const struct rediscmd *cmd, const char *name)
+/* redis_cmd_which - which of the commands the session acts on cmd is (see enum rs_cmd). */
+enum rs_cmd
+redis_cmd_which(const struct rediscmd *cmd)
 {
-    return cmd != NULL && strcmp(cmd->name, name) == 0;
+    static const struct {
+        const char *name;
+        enum rs_cmd which;
+    } names[] = {
+        {"hello", RC_HELLO},     {"auth", RC_AUTH},           {"select", RC_SELECT},
+        {"client|setname", RC_SETNAME}, {"reset", RC_RESET},  {"multi", RC_MULTI},
+        {"exec", RC_EXEC},       {"discard", RC_DISCARD},     {"watch", RC_WATCH},
+        {"unwatch", RC_UNWATCH}, {"subscribe", RC_SUBSCRIBE}, {"psubscribe", RC_SUBSCRIBE},
+        {"ssubscribe", RC_SUBSCRIBE},
+    };
+    if (cmd == NULL || !(cmd->flags & (REDISCMD_SESSION | REDISCMD_TX)))
+        return RC_OTHER; /* GET, SET ...: no name to compare */
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(cmd->name, names[i].name) == 0)
+            return names[i].which;
+    return RC_OTHER;
 }
 
 /* A client name argument as a C string (heap), or NULL when too long or out of memory. */
@@ -507,8 +562,8 @@ arg_string(const struct resp_arg *arg)
 static void
 note_session_change(struct redis_session *s, struct redis_unit *u, const struct resp_request *req)
 {
-    const struct rediscmd *cmd = u->cmd;
-    if (cmd_is(cmd, "hello")) {
+    switch ((enum rs_cmd)u->which) {
+    case RC_HELLO:
         /* HELLO [protover [AUTH user pass] [SETNAME name]] */
         for (size_t i = 2; i < req->nargv; i++) {
             if (arg_is(req, i, "auth")) {
@@ -519,18 +574,28 @@ note_session_change(struct redis_session *s, struct redis_unit *u, const struct 
                 i++;
             }
         }
-    } else if (cmd_is(cmd, "auth")) {
+        break;
+    case RC_AUTH:
         u->track = RT_AUTH;
-    } else if (cmd_is(cmd, "select") && req->nargv >= 2) {
-        char num[24];
-        size_t n = resp_arg_decode(&req->argv[1], (uint8_t *)num, sizeof(num) - 1);
-        num[n < sizeof(num) - 1 ? n : sizeof(num) - 1] = '\0';
-        u->db = strtoll(num, NULL, 10);
-        u->track = RT_SELECT;
-    } else if (cmd_is(cmd, "client|setname") && req->nargv >= 3) {
-        u->name = arg_string(&req->argv[2]);
-    } else if (cmd_is(cmd, "reset")) {
+        break;
+    case RC_SELECT:
+        if (req->nargv >= 2) {
+            char num[24];
+            size_t n = resp_arg_decode(&req->argv[1], (uint8_t *)num, sizeof(num) - 1);
+            num[n < sizeof(num) - 1 ? n : sizeof(num) - 1] = '\0';
+            u->db = strtoll(num, NULL, 10);
+            u->track = RT_SELECT;
+        }
+        break;
+    case RC_SETNAME:
+        if (req->nargv >= 3)
+            u->name = arg_string(&req->argv[2]);
+        break;
+    case RC_RESET:
         u->track = RT_RESET;
+        break;
+    default:
+        break;
     }
 }
 
@@ -614,7 +679,7 @@ route_read(struct redis_session *s, struct redis_unit *u, const struct resp_requ
         .kind = REQ_KIND_READ,
         .ms_since_write = s->route.last_write_ns == 0
                               ? UINT64_MAX
-                              : (session_now_ns() - s->route.last_write_ns) / 1000000,
+                              : (redis_now(s) - s->route.last_write_ns) / 1000000,
     };
     if (!session_route_read(s->w, s->lis, s->be, s->shadow_be, route_rule(s, u, req), &in))
         return 0;
@@ -679,6 +744,7 @@ redis_session_route_lost(struct redis_session *s)
     r->cmd = u->cmd;
     r->flags = u->flags;
     r->kind = u->kind;
+    r->which = u->which;
     s->outstanding++;
     redis_unit_append(s, r);
     evbuffer_add_buffer(s->server.out, s->route.buf);
@@ -726,6 +792,7 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     const struct rediscmd *cmd = rediscmd_lookup(req->argc, req->argv);
     uint32_t flags = rediscmd_flags(cmd, req->argc, req->argv);
     enum req_kind kind = rediscmd_kind(cmd, req->argc, req->argv);
+    enum rs_cmd which = redis_cmd_which(cmd);
 
     if (s->pubsub) {
         count_request(s, s->be, kind);
@@ -733,14 +800,13 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     }
     if (write_must_wait(s, kind))
         return CMD_WAIT;
-    if (cmd_is(cmd, "hello") && arg_is(req, 1, "3")) {
+    if (which == RC_HELLO && arg_is(req, 1, "3")) {
         /* RESP3 pushes and maps would need another reply reader: stay on RESP2 */
         count_request(s, s->be, kind);
         add_local_unit(s, "NOPROTO sorry, this protocol version is not supported", 0);
         return CMD_ANSWERED;
     }
-    if ((flags & REDISCMD_PUBSUB) &&
-        (cmd_is(cmd, "subscribe") || cmd_is(cmd, "psubscribe") || cmd_is(cmd, "ssubscribe"))) {
+    if (which == RC_SUBSCRIBE) {
         count_request(s, s->be, kind);
         s->pubsub = 1;
         return CMD_FORWARD;
@@ -755,21 +821,22 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     u->cmd = cmd;
     u->flags = flags;
     u->kind = (uint8_t)kind;
+    u->which = (uint8_t)which;
     note_session_change(s, u, req);
     redis_unit_append(s, u);
-    if (cmd_is(cmd, "multi"))
+    if (which == RC_MULTI)
         s->in_multi = 1;
     if (s->shadow.state != RSH_OFF) {
-        u->closed_ns = session_now_ns();
+        u->closed_ns = redis_now(s);
         u->mode = (uint8_t)rediscmd_digest_mode(cmd, req->argc, req->argv);
         if (kind != REQ_KIND_READ || !route_read(s, u, req, bytes, len))
             redis_shadow_command(s, u, bytes, len);
     }
-    if (cmd_is(cmd, "watch"))
+    if (which == RC_WATCH)
         s->watching = 1;
-    if (cmd_is(cmd, "exec") || cmd_is(cmd, "discard") || cmd_is(cmd, "reset"))
+    if (which == RC_EXEC || which == RC_DISCARD || which == RC_RESET)
         s->in_multi = s->watching = 0;
-    else if (cmd_is(cmd, "unwatch") && !s->in_multi)
+    else if (which == RC_UNWATCH && !s->in_multi)
         s->watching = 0;
     count_request(s, u->routed ? s->shadow_be : s->be, kind);
     if (u->routed)
@@ -876,8 +943,8 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
     u->primary_done = 1;
     if (!u->routed)
         s->outstanding--;
-    if (u->kind == REQ_KIND_WRITE || cmd_is(u->cmd, "exec"))
-        s->route.last_write_ns = session_now_ns(); /* read_your_writes counts from here */
+    if (u->kind == REQ_KIND_WRITE || u->which == RC_EXEC)
+        s->route.last_write_ns = redis_now(s); /* read_your_writes counts from here */
     if (info->type == '-') {
         if (headlen >= 7 && memcmp(head, "-NOAUTH", 7) == 0) {
             int slot = s->be->metric_slot;
@@ -918,12 +985,10 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
         }
     }
     s->pcur = next_for_primary(u->next);
-    if (s->shadow.state != RSH_OFF) {
-        if (u->cmp != NULL) {
-            u->cmp->pinfo = *info;
-            u->primary_ns = session_now_ns() - u->closed_ns;
-        }
-        redis_shadow_primary_done(s, u);
+    /* a held mirror of u goes to the shadow with the batch: redis_shadow_flush() */
+    if (s->shadow.state != RSH_OFF && u->cmp != NULL) {
+        u->cmp->pinfo = *info;
+        u->primary_ns = redis_now(s) - u->closed_ns;
     }
     redis_complete_units(s);
     if (s->outstanding == 0 && !s->in_multi && !s->pubsub && s->shadow.state == RSH_DETACHED)
@@ -1007,7 +1072,7 @@ server_input(struct redis_session *s)
     }
     if (s->pcur != NULL && s->pcur->local != NULL)
         emit_local_replies(s);
-    if (s->shadow.state == RSH_READY)
+    if (s->shadow.state != RSH_OFF)
         redis_shadow_flush(s);
     if (s->draining && idle(s))
         close_quietly(s);
@@ -1048,6 +1113,7 @@ on_client(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_session *s = arg;
     (void)fd;
+    s->now_ns = 0;
     client_event(s, what);
     settle(s);
 }
@@ -1114,6 +1180,7 @@ on_server(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_session *s = arg;
     (void)fd;
+    s->now_ns = 0;
     server_event(s, what);
     settle(s);
 }
@@ -1125,6 +1192,7 @@ on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
 
+    s->now_ns = 0;
     switch (s->state) {
     case RS_LINGER:
         s->state = RS_DEAD; /* the client does not read: give up on it */
@@ -1197,6 +1265,7 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
 static void
 redis_session_drain(struct redis_session *s)
 {
+    s->now_ns = 0;
     s->draining = 1;
     /* idle now (or only subscribed): close; busy: server_input closes at the next idle point */
     if (s->state == RS_CONNECTING || (s->state == RS_ACTIVE && (idle(s) || s->pubsub)))
@@ -1207,6 +1276,7 @@ redis_session_drain(struct redis_session *s)
 static void
 redis_session_kill(struct redis_session *s)
 {
+    s->now_ns = 0;
     if (s->state == RS_SHADOW_DRAIN || s->shadow.state != RSH_OFF)
         redis_shadow_abandon(s); /* what the shadow still owed is counted, not lost silently */
     if (s->state != RS_LINGER && s->state != RS_SHADOW_DRAIN)
@@ -1266,6 +1336,7 @@ static int
 redis_session_cutover_check(struct redis_session *s, int *listener_slot)
 {
     int slot = *listener_slot = s->lis->metric_slot;
+    s->now_ns = 0;
     if (s->shadow_be == NULL || s->state != RS_ACTIVE)
         return 0;
     int want = control_roles_swapped(slot);
@@ -1322,6 +1393,7 @@ op_shadow_tick(struct session *base, uint64_t now_ns, uint64_t *lag_ns, int *lis
     struct redis_session *s = (struct redis_session *)base;
     *listener_slot = s->lis->metric_slot;
     *lag_ns = 0;
+    s->now_ns = 0;
     if (s->shadow.state == RSH_OFF)
         return 0;
     return redis_shadow_tick(s, now_ns, lag_ns);

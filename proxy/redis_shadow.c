@@ -22,6 +22,7 @@
  * never mirrored: the shadow gets only transactions that did commit.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <event2/buffer.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,12 +61,6 @@ static void
 count_shadow(struct redis_session *s, enum metric_backend_counter c, uint64_t n)
 {
     redis_count_backend(s, s->shadow_be, c, n);
-}
-
-static int
-cmd_is(const struct rediscmd *cmd, const char *name)
-{
-    return cmd != NULL && strcmp(cmd->name, name) == 0;
 }
 
 /* A unit whose loss leaves the shadow's data behind the primary's. */
@@ -182,7 +177,7 @@ mirror(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes, stru
     }
     if (admit(s, len) != 0)
         return; /* detach() counted it with the rest of what was owed */
-    u->cmp = calloc(1, sizeof(*u->cmp)); /* NULL: mirrored, not compared */
+    u->cmp = redis_cmp_new(s); /* NULL: mirrored, not compared */
     if (src != NULL)
         evbuffer_remove_buffer(src, sh->held, len);
     else
@@ -215,16 +210,16 @@ redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_
                      size_t len)
 {
     struct redis_shadow *sh = &s->shadow;
-    const struct rediscmd *cmd = u->cmd;
+    enum rs_cmd which = (enum rs_cmd)u->which;
 
     if (sh->tx_buf == NULL)
         return;
-    if (cmd_is(cmd, "multi") && evbuffer_get_length(sh->tx_buf) == 0 && sh->tx_cmds == 0) {
+    if (which == RC_MULTI && evbuffer_get_length(sh->tx_buf) == 0 && sh->tx_cmds == 0) {
         sh->tx_wanted = 0;
         tx_add(s, u, bytes, len);
         return;
     }
-    if (s->in_multi && cmd_is(cmd, "exec")) {
+    if (s->in_multi && which == RC_EXEC) {
         tx_add(s, u, bytes, len);
         u->tx = 1;
         u->sreplies = sh->tx_cmds;
@@ -236,10 +231,10 @@ redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_
         sh->tx_cmds = 0;
         return;
     }
-    if ((s->in_multi && cmd_is(cmd, "discard")) || cmd_is(cmd, "reset")) {
+    if ((s->in_multi && which == RC_DISCARD) || which == RC_RESET) {
         evbuffer_drain(sh->tx_buf, evbuffer_get_length(sh->tx_buf));
         sh->tx_cmds = 0;
-        if (cmd_is(cmd, "reset")) {
+        if (which == RC_RESET) {
             /* the shadow's connection keeps its login: only the db goes back to 0 */
             static const uint8_t select0[] = "*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n";
             u->replay = 1;
@@ -274,7 +269,7 @@ static void
 release_held(struct redis_session *s, int force)
 {
     struct redis_shadow *sh = &s->shadow;
-    uint64_t now = session_now_ns();
+    uint64_t now = redis_now(s);
     int sent = 0;
 
     for (struct redis_unit *u = s->units_head; u && sh->nheld > 0; u = u->next) {
@@ -301,19 +296,21 @@ release_held(struct redis_session *s, int force)
         flush_shadow(s);
 }
 
-/* The primary answered u: what it released waits in conn.out for redis_shadow_flush(). */
-void
-redis_shadow_primary_done(struct redis_session *s, struct redis_unit *u)
-{
-    (void)u;
-    if (s->shadow.nheld > 0)
-        release_held(s, 0);
-}
-
-/* redis_shadow_flush - send what a batch of primary replies released: one write per batch. */
+/*
+ * redis_shadow_flush - after a batch of primary replies: the held units
+ * they answered go to the shadow, in order, and are sent, one pass over the
+ * units and one write per batch.  (Releasing per reply walked the list from
+ * its head every time: quadratic in the pipeline's depth.)
+ */
 void
 redis_shadow_flush(struct redis_session *s)
 {
+    if (s->shadow.state == RSH_OFF)
+        return;
+    if (s->shadow.nheld > 0) {
+        release_held(s, 0);
+        redis_complete_units(s); /* those dropped instead of sent */
+    }
     if (s->shadow.state == RSH_READY && evbuffer_get_length(s->shadow.conn.out) > 0)
         flush_shadow(s);
 }
@@ -344,14 +341,59 @@ key_id(const char *key)
     return h;
 }
 
+/*
+ * The report's key and its id for each command of the table, built once
+ * for the process: spelling and hashing the name again for every recorded
+ * command cost more than the comparison.  NULL (out of memory): computed
+ * each time.
+ */
+struct cmd_key {
+    char text[48]; /* the longest name is 29 bytes */
+    uint64_t id;
+};
+static struct cmd_key *cmd_keys;
+static const struct rediscmd *cmd_table;
+static size_t cmd_count;
+static pthread_once_t cmd_keys_once = PTHREAD_ONCE_INIT;
+
+static void
+cmd_keys_build(void)
+{
+    const struct rediscmd *t = rediscmd_table(&cmd_count);
+    struct cmd_key *k = calloc(cmd_count, sizeof(*k));
+    if (k == NULL)
+        return;
+    for (size_t i = 0; i < cmd_count; i++) {
+        struct redis_unit u = {.cmd = &t[i]};
+        unit_key(&u, k[i].text, sizeof(k[i].text));
+        k[i].id = key_id(k[i].text);
+    }
+    cmd_table = t;
+    cmd_keys = k;
+}
+
+/* The key of u: its command's precomputed one, or spelled into buf. */
+static const struct cmd_key *
+record_key(const struct redis_unit *u, struct cmd_key *buf)
+{
+    pthread_once(&cmd_keys_once, cmd_keys_build);
+    if (!u->tx && u->cmd != NULL && cmd_keys != NULL && u->cmd >= cmd_table &&
+        u->cmd < cmd_table + cmd_count)
+        return &cmd_keys[u->cmd - cmd_table];
+    unit_key(u, buf->text, sizeof(buf->text));
+    buf->id = key_id(buf->text);
+    return buf;
+}
+
 void
 redis_shadow_record(struct redis_session *s, struct redis_unit *u)
 {
     enum shadow_outcome outcome;
-    char key[64], psum[SUMMARY_MAX] = "", ssum[SUMMARY_MAX] = "";
+    struct cmd_key kbuf;
+    char psum[SUMMARY_MAX], ssum[SUMMARY_MAX];
     const struct redis_compare *c = u->cmp;
 
-    unit_key(u, key, sizeof(key));
+    psum[0] = ssum[0] = '\0'; /* not "" initializers: those clear 1 KiB per command */
     if (u->forced >= 0)
         outcome = (enum shadow_outcome)u->forced;
     else if (c != NULL)
@@ -364,10 +406,12 @@ redis_shadow_record(struct redis_session *s, struct redis_unit *u)
         if (u->forced < 0)
             rediscmp_render(c->ssample, c->slen, c->sinfo.size, ssum, sizeof(ssum));
     }
-    shadow_record(s->w->shadow, s->lis->metric_slot, key_id(key), key, outcome, u->primary_ns,
+    const struct cmd_key *key = record_key(u, &kbuf);
+    shadow_record(s->w->shadow, s->lis->metric_slot, key->id, key->text, outcome, u->primary_ns,
                   u->shadow_done && u->forced < 0 ? u->shadow_ns : 0, psum, ssum);
     if (outcome == SHADOW_MISMATCH)
-        slog(s, CONF_LOG_DEBUG, "shadow mismatch: %s: primary %s, shadow %s", key, psum, ssum);
+        slog(s, CONF_LOG_DEBUG, "shadow mismatch: %s: primary %s, shadow %s", key->text, psum,
+             ssum);
 }
 
 /* ------------------------------------------------------------------ */
@@ -447,7 +491,7 @@ replay(struct redis_session *s, size_t argc, const char *const *argv, const size
     u->replay = u->mirrored = u->primary_done = 1;
     u->closed_ns = session_now_ns();
     u->mode = RESP_DIGEST_NONE;
-    u->cmp = calloc(1, sizeof(*u->cmp)); /* for the error text, should it fail */
+    u->cmp = redis_cmp_new(s); /* for the error text, should it fail */
     redis_unit_append(s, u);
     if (s->scur == NULL)
         s->scur = u;
@@ -578,7 +622,7 @@ shadow_input(struct redis_session *s)
             return;
         }
         u->shadow_done = 1;
-        u->shadow_ns = session_now_ns() - (u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns);
+        u->shadow_ns = redis_now(s) - (u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns);
         if (u->cmp)
             u->cmp->sinfo = info;
         s->scur = next_for_shadow(u->next);
@@ -597,6 +641,7 @@ on_shadow_io(evutil_socket_t fd, short what, void *arg)
     size_t n;
     (void)fd;
 
+    s->now_ns = 0;
     if (sh->state == RSH_CONNECTING) {
         int err = session_connect_result(&sh->conn);
         if (err != 0) {
@@ -685,10 +730,10 @@ redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint8_t 
     u->mirrored = 1;
     u->primary_done = !sample_read(s);
     if (!u->primary_done)
-        u->cmp = calloc(1, sizeof(*u->cmp)); /* NULL: answered, not compared */
+        u->cmp = redis_cmp_new(s); /* NULL: answered, not compared */
     else if (s->pcur == u)
         s->pcur = NULL; /* u is the last unit */
-    u->shadow_sent_ns = sh->state == RSH_READY ? session_now_ns() : 0;
+    u->shadow_sent_ns = sh->state == RSH_READY ? redis_now(s) : 0;
     evbuffer_add(sh->conn.out, bytes, len);
     account(s, (int64_t)len);
     if (s->scur == NULL)
@@ -761,7 +806,7 @@ redis_shadow_orphan(struct redis_session *s)
     for (struct redis_unit *u = s->units_head; u; u = u->next) {
         if (!u->primary_done) {
             u->primary_done = 1;
-            free(u->cmp);
+            redis_cmp_free(s, u->cmp);
             u->cmp = NULL;
         }
     }
