@@ -1694,12 +1694,6 @@ pg_session_now_ns(void)
     return pg_now_ns();
 }
 
-uint64_t
-pg_session_queue_total(void)
-{
-    return pg_shadow_queue_total();
-}
-
 /* The worker's view of a PostgreSQL session (session.h). */
 static void
 op_drain(struct session *s)

@@ -48,6 +48,5 @@ int pg_session_shadow_tick(struct pg_session *s, uint64_t now_ns, uint64_t *lag_
                            int *listener_slot);
 uint64_t pg_session_now_ns(void);
 int pg_session_cutover_check(struct pg_session *s, int *listener_slot);
-uint64_t pg_session_queue_total(void);
 
 #endif /* TANDEM_PG_SESSION_H */

@@ -240,7 +240,6 @@ int pg_shadow_is_detached(const struct pg_session *s);
 int pg_shadow_busy(const struct pg_session *s);
 void pg_shadow_orphan(struct pg_session *s);
 void pg_shadow_abandon(struct pg_session *s);
-uint64_t pg_shadow_queue_total(void);
 int pg_unit_route(struct pg_session *s);
 int pg_shadow_swap_ready(struct pg_session *s);
 int pg_shadow_writes_owed(const struct pg_session *s);

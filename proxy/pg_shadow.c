@@ -47,21 +47,12 @@
 
 #define slog(s, level, ...) log_at(level, (s)->id, (s)->peer, __VA_ARGS__)
 
-/* Bytes queued for every shadow of the process, against queue_total. */
-static uint64_t queue_total;
-
 uint64_t
 pg_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-uint64_t
-pg_shadow_queue_total(void)
-{
-    return __atomic_load_n(&queue_total, __ATOMIC_RELAXED);
 }
 
 static const struct conf_mirror *
@@ -74,10 +65,7 @@ static void
 account(struct pg_session *s, int64_t delta)
 {
     s->shadow.queued = (size_t)((int64_t)s->shadow.queued + delta);
-    if (delta >= 0)
-        __atomic_add_fetch(&queue_total, (uint64_t)delta, __ATOMIC_RELAXED);
-    else
-        __atomic_sub_fetch(&queue_total, (uint64_t)-delta, __ATOMIC_RELAXED);
+    session_queue_account(delta); /* one bound for every protocol's shadows */
 }
 
 /* ------------------------------------------------------------------ */
@@ -394,7 +382,7 @@ static int
 admit(struct pg_session *s, size_t len)
 {
     if (s->shadow.queued + len > mirror_conf(s)->queue_bytes ||
-        pg_shadow_queue_total() + len > s->rt->conf->limits.mirror_queue_total) {
+        session_queue_total() + len > s->rt->conf->limits.mirror_queue_total) {
         detach(s, SHADOW_DROPPED, "mirror queue full");
         return -1;
     }
@@ -602,7 +590,7 @@ pg_unit_route(struct pg_session *s)
     if (u == NULL || (sh->state != PGSH_READY && sh->state != PGSH_CONNECTING) ||
         u->unmirrorable || len == 0 ||
         sh->queued + len > mirror_conf(s)->queue_bytes ||
-        pg_shadow_queue_total() + len > s->rt->conf->limits.mirror_queue_total)
+        session_queue_total() + len > s->rt->conf->limits.mirror_queue_total)
         return -1;
     s->building = NULL;
     u->closed = 1;

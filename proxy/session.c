@@ -34,7 +34,7 @@ session_queue_account(int64_t delta)
 uint64_t
 session_queue_total(void)
 {
-    return __atomic_load_n(&queue_bytes, __ATOMIC_RELAXED) + pg_session_queue_total();
+    return __atomic_load_n(&queue_bytes, __ATOMIC_RELAXED);
 }
 
 int

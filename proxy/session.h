@@ -150,10 +150,9 @@ int session_route_read(struct worker *w, const struct rt_listener *l, const stru
 void session_route_fallback(struct worker *w, const struct rt_listener *l, int reason);
 
 /*
- * Process-wide mirror queue bytes of the sessions that account here (Redis;
- * PostgreSQL still keeps its own count, pg_session_queue_total()).
- * session_queue_total() is the sum of both, to check against
- * limits.mirror_queue_total and to export.
+ * Process-wide mirror queue bytes of every protocol's shadows: each
+ * session accounts what enters and leaves its queue; the total is checked
+ * against limits.mirror_queue_total and exported.
  */
 void session_queue_account(int64_t delta);
 uint64_t session_queue_total(void);
