@@ -372,10 +372,6 @@ session_free(struct redis_session *s)
 }
 
 /*
- * settle - after every event: free a finished session, or set the read
- * interest of each side by the other side's backlog (backpressure).
- */
-/*
  * Read and drop what the client sent that will never be answered: closing
  * a socket with unread input sends a reset, which may destroy our last
  * reply (the error saying why) before the client read it.  Bounded.
@@ -390,6 +386,10 @@ discard_client_input(struct redis_session *s)
         total += (size_t)n;
 }
 
+/*
+ * settle - after every event: free a finished session, or set the read
+ * interest of each side by the other side's backlog (backpressure).
+ */
 static void
 settle(struct redis_session *s)
 {

@@ -144,16 +144,20 @@ if [ "$MODE" = shadow ]; then
             (select sum(abalance) from pgbench_accounts) || ', demo_notes ' ||
             case when to_regclass('demo_notes') is null then 'missing' else 'present' end" postgres
     }
-    # Mirrors are asynchronous: give the shadow a few seconds to catch up.
-    for _ in $(seq 10); do
-        BLUE_SUM=$(summary "$BLUE_PORT")
-        GREEN_SUM=$(summary "$GREEN_PORT")
-        [ "$BLUE_SUM" = "$GREEN_SUM" ] && break
-        sleep 0.5
-    done
-    echo "blue   $BLUE_SUM"
-    echo "green  $GREEN_SUM"
-    if [ "$BLUE_SUM" = "$GREEN_SUM" ]; then
+    # same_on_both TRIES: print both servers' summaries, true when equal.
+    # Mirrors are asynchronous: the shadow gets TRIES half-seconds to catch up.
+    same_on_both() {
+        for _ in $(seq "$1"); do
+            BLUE_SUM=$(summary "$BLUE_PORT")
+            GREEN_SUM=$(summary "$GREEN_PORT")
+            [ "$BLUE_SUM" = "$GREEN_SUM" ] && break
+            sleep 0.5
+        done
+        echo "blue   $BLUE_SUM"
+        echo "green  $GREEN_SUM"
+        [ "$BLUE_SUM" = "$GREEN_SUM" ]
+    }
+    if same_on_both 10; then
         echo "the shadow received every write: both servers hold the same"
     elif [ "$GREEN_SUM" = "pgbench_history rows 0, balance sum 0, demo_notes missing" ]; then
         echo "the shadow received no write: this tandem accepts --mode shadow but does not mirror yet"
@@ -193,15 +197,7 @@ if [ "$MODE" = shadow ]; then
     wait "$MIG_PGBENCH" ||
         { cat "$LOG.migration-pgbench"; echo "pgbench failed during the migration" >&2; exit 1; }
     grep -E '^(number of trans|number of failed)' "$LOG.migration-pgbench"
-    for _ in $(seq 20); do
-        BLUE_SUM=$(summary "$BLUE_PORT")
-        GREEN_SUM=$(summary "$GREEN_PORT")
-        [ "$BLUE_SUM" = "$GREEN_SUM" ] && break
-        sleep 0.5
-    done
-    echo "blue   $BLUE_SUM"
-    echo "green  $GREEN_SUM"
-    if [ "$BLUE_SUM" = "$GREEN_SUM" ]; then
+    if same_on_both 20; then
         echo "no write lost: through cutover and rollback both servers hold the same rows"
     else
         echo "the servers differ after the migration: see the report" >&2

@@ -8,6 +8,7 @@ stops them at teardown, failing the test if one crashed.
 The binary is $TANDEM_BIN, else <repo>/build/proxy/tandem.
 """
 import os
+import signal
 import shutil
 import tempfile
 
@@ -15,6 +16,7 @@ import pytest
 
 from harness.certs import Certs
 from harness.pgserver import PgServer
+from harness.shadow import signal_server
 from harness.tandemproc import TandemFactory
 from harness.util import REPO
 
@@ -55,6 +57,21 @@ def pg_shadow(certs):
         server.start()
         yield server
     finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_victim(certs):
+    """A shadow server of the test's own, to stop, kill or restart (SIGCONT at teardown)."""
+    server = PgServer("victim", certs)
+    try:
+        server.start()
+        yield server
+    finally:
+        try:
+            signal_server(server, signal.SIGCONT)
+        except (ProcessLookupError, AttributeError):
+            pass
         server.stop()
 
 

@@ -15,7 +15,6 @@ import pytest
 
 from harness.adminapi import call, run_operation
 from harness.clients import check_pgbench
-from harness.pgserver import PgServer
 from harness.shadow import (create_database, execute, pgbench_db_popen, pgbench_init_db,
                             shadow_config, signal_server, table_digest, wait_drained)
 from harness.tandemproc import metric_value
@@ -107,24 +106,16 @@ def test_prepared_sessions_survive_cutover(tandem, pg_primary, pg_shadow, bench_
     assert op["state"] == "completed", op
 
 
-@pytest.fixture
-def own_shadow(certs):
-    server = PgServer("cutshadow", certs)
-    server.start()
-    yield server
-    server.stop()
-
-
-def test_cutover_that_cannot_drain_is_abandoned(tandem, pg_primary, own_shadow):
+def test_cutover_that_cannot_drain_is_abandoned(tandem, pg_primary, pg_victim):
     db = "cutover_stall"
-    for server in (pg_primary, own_shadow):
+    for server in (pg_primary, pg_victim):
         create_database(server, db)
         pgbench_init_db(server, db)
-    t = start(tandem, pg_primary, own_shadow)
+    t = start(tandem, pg_primary, pg_victim)
     proc = pgbench_db_popen(t.port, db, clients=4, seconds=8)
     try:
         time.sleep(2)
-        signal_server(own_shadow, signal.SIGSTOP)
+        signal_server(pg_victim, signal.SIGSTOP)
         try:
             # a write the stopped shadow cannot acknowledge: the drain cannot finish
             with t.connect(user="postgres", dbname=db) as conn:
@@ -138,14 +129,14 @@ def test_cutover_that_cannot_drain_is_abandoned(tandem, pg_primary, own_shadow):
             wait_until(lambda: call(t, "GET", f"/api/operations/{op_id}")[1]["operation"]
                        ["state"] == "failed", 30, "the cutover to be abandoned")
         finally:
-            signal_server(own_shadow, signal.SIGCONT)
+            signal_server(pg_victim, signal.SIGCONT)
         op = call(t, "GET", f"/api/operations/{op_id}")[1]["operation"]
         assert "abandoned" in op["reason"] and "1500 ms" in op["reason"], op
         assert answering_port(t, db) == pg_primary.port  # roles unchanged
     finally:
         check_pgbench(proc)
     wait_drained(t)
-    assert_same_data(pg_primary, own_shadow, db)
+    assert_same_data(pg_primary, pg_victim, db)
 
 
 def test_refused_when_the_shadow_diverged_unless_forced(tandem, pg_primary, pg_shadow):

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from harness.clients import check_pgbench
-from harness.pgserver import PASSWORDS, PgServer
+from harness.pgserver import PASSWORDS
 from harness.shadow import (create_database, delta, execute, kill_server, listener_report,
                             outcomes, pgbench_db_popen, pgbench_init_db, report, restart_server,
                             rows, samples_about, shadow_config, signal_server, statements_about,
@@ -268,19 +268,6 @@ def test_row_order_only_matters_with_order_by(t, table, pg_primary, pg_shadow):
 
 # -- 4. a stopped shadow, a killed shadow --------------------------------------------------------
 
-@pytest.fixture
-def pg_victim(certs):
-    """A shadow server of this test's own, to stop or kill."""
-    server = PgServer("victim", certs)
-    try:
-        server.start()
-        yield server
-    finally:
-        try:
-            signal_server(server, signal.SIGCONT)
-        except (ProcessLookupError, AttributeError):
-            pass
-        server.stop()
 
 
 def _bench_pair(primary, shadow):

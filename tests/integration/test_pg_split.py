@@ -18,7 +18,6 @@ import pytest
 
 from harness.adminapi import call
 from harness.clients import _env, check_pgbench
-from harness.pgserver import PgServer
 from harness.pgwire import PgRaw
 from harness.shadow import (execute, kill_server, restart_server, shadow_config, wait_drained)
 from harness.tandemproc import metric_value
@@ -361,16 +360,8 @@ def test_canary_no_mirror_keeps_the_session_off_the_shadow(tandem, pg_primary, p
 
 # -- a failing shadow -------------------------------------------------------------------------
 
-@pytest.fixture
-def own_shadow(certs):
-    server = PgServer("splitshadow", certs)
-    server.start()
-    yield server
-    server.stop()
-
-
-def test_shadow_stopped_reads_fall_back_then_return(tandem, pg_primary, own_shadow):
-    t = start_split(tandem, pg_primary, own_shadow, {"blue": 0, "green": 100},
+def test_shadow_stopped_reads_fall_back_then_return(tandem, pg_primary, pg_victim):
+    t = start_split(tandem, pg_primary, pg_victim, {"blue": 0, "green": 100},
                     mirror={"reads": "0%", "timeout": "2s"})
     errors, counts = [], {"primary": 0, "shadow": 0}
     stop = threading.Event()
@@ -389,10 +380,10 @@ def test_shadow_stopped_reads_fall_back_then_return(tandem, pg_primary, own_shad
         th.start()
     try:
         wait_until(lambda: counts["shadow"] > 50, 20, "reads on the shadow")
-        kill_server(own_shadow)
+        kill_server(pg_victim)
         before = counts["primary"]
         wait_until(lambda: counts["primary"] > before + 200, 30, "reads on the primary")
-        restart_server(own_shadow)
+        restart_server(pg_victim)
         after = counts["shadow"]
         wait_until(lambda: counts["shadow"] > after + 50, 90, "reads back on the shadow")
     finally:
