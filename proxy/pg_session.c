@@ -857,7 +857,8 @@ client_active(struct pg_session *s)
     struct evbuffer *in = s->client.in;
     size_t avail = evbuffer_get_length(in), run = 0;
     uint32_t max = s->rt->conf->limits.max_packet_size;
-    enum run_target target = RUN_PLAIN;
+    /* the rest of a message begun in an earlier read goes where its start went */
+    enum run_target target = s->client_skip > 0 ? (enum run_target)s->skip_target : RUN_PLAIN;
     struct evbuffer_ptr pos;
     uint8_t hdr[PGW_HEADER_LEN];
     struct pgw_header h;
@@ -1042,6 +1043,7 @@ client_active(struct pg_session *s)
             run += total;
         } else {
             s->client_skip = total - (avail - run);
+            s->skip_target = (uint8_t)target;
             run = avail;
         }
         if (closes) {

@@ -190,6 +190,7 @@ struct pg_session {
     uint8_t tx_status;            /* from the last ReadyForQuery: I, T or E */
     uint32_t outstanding;         /* units sent and not yet answered */
     size_t client_skip;           /* bytes of the current client message still to move */
+    uint8_t skip_target;          /* where they go besides the primary (enum run_target) */
     size_t server_skip;
     enum req_kind unit_kind;      /* of the unit being read (passthrough and shadow) */
 

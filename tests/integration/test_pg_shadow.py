@@ -615,3 +615,45 @@ def test_passfile_logs_each_client_user_in_as_itself(tandem, tmp_path, table, pg
                                          f"WHERE application_name = '{marker}'")
     assert seen == {"scramuser": [("scramuser",)], "md5user": [("md5user",)]}, seen
     assert not [ln for ln in log_lines(t, "shadow") if "login failed" in ln]
+
+
+# -- large messages: a message spread over many reads reaches the shadow whole ------------
+
+@pytest.mark.parametrize("size", [64 * 1024, 200 * 1024, 900 * 1024])
+def test_large_bind_reaches_the_shadow(t, table, pg_primary, pg_shadow, size):
+    """One INSERT whose Bind spans several socket reads (extended protocol)."""
+    on_both(pg_primary, pg_shadow, f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+    value = (uuid.uuid4().hex * (size // 32 + 1))[:size]
+    before = outcomes(t)
+    with t.connect(user="postgres") as conn:
+        conn.execute(f"INSERT INTO {table} VALUES (%s, %s)", (1, value), prepare=False)
+        conn.execute(f"INSERT INTO {table} VALUES (%s, %s)", (2, value), prepare=True)
+    summary = f"SELECT id, length(v), md5(v) FROM {table} ORDER BY id"
+    expected = rows(pg_primary, summary)
+    assert [r[1] for r in expected] == [size, size]
+    wait_shadow_rows(pg_shadow, summary, expected)
+    wait_drained(t)
+    got = delta(outcomes(t), before)
+    assert got["shadow_error"] == 0 and got["dropped"] == 0, got
+    assert got["match"] >= 2, got
+
+
+def test_large_query_and_pipeline_of_large_binds(t, table, pg_primary, pg_shadow, tmp_path):
+    """The simple protocol (psql -f), a pipeline of large Binds, and a COPY with large rows."""
+    on_both(pg_primary, pg_shadow, f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+    value = (uuid.uuid4().hex * 30000)[:900 * 1024]
+    script = tmp_path / "big.sql"
+    script.write_text(f"INSERT INTO {table} VALUES (1, '{value}');\n")
+    from harness.clients import psql
+    psql(t.port, "-f", str(script), user="postgres")
+    with t.connect(user="postgres") as conn:
+        with conn.pipeline():
+            for i in range(2, 8):
+                conn.execute(f"INSERT INTO {table} VALUES (%s, %s)", (i, value[: 100 * 1024 * i]))
+        with conn.cursor().copy(f"COPY {table} (id, v) FROM STDIN") as copy:
+            for i in range(8, 12):
+                copy.write_row((i, value[i:]))
+    summary = f"SELECT count(*), sum(length(v)), md5(string_agg(md5(v), ',' ORDER BY id)) FROM {table}"
+    expected = rows(pg_primary, summary)
+    assert expected[0][0] == 11
+    wait_shadow_rows(pg_shadow, summary, expected)
