@@ -67,6 +67,7 @@ static int shadowing(const struct pg_session *s);
 static void on_client(evutil_socket_t fd, short what, void *arg);
 static void on_server(evutil_socket_t fd, short what, void *arg);
 static void on_timer(evutil_socket_t fd, short what, void *arg);
+static void on_settle(evutil_socket_t fd, short what, void *arg);
 
 #define slog(s, level, ...) log_at(level, (s)->id, (s)->peer, __VA_ARGS__)
 
@@ -170,8 +171,8 @@ send_error(struct pg_session *s, const char *severity, const char *sqlstate, con
 static void
 fail(struct pg_session *s, enum metric_client_error reason, const char *sqlstate, const char *msg)
 {
-    if (s->state == PGS_LINGER || s->state == PGS_DEAD)
-        return;
+    if (s->state == PGS_LINGER || s->state == PGS_DEAD || s->state == PGS_SHADOW_DRAIN)
+        return; /* closing already, or the client is gone */
     slog(s, reason == METRIC_ERR_SHUTDOWN ? CONF_LOG_INFO : CONF_LOG_WARN, "closing: %s (%s)",
          msg, sqlstate);
     count_client_error(s, reason);
@@ -183,7 +184,7 @@ fail(struct pg_session *s, enum metric_client_error reason, const char *sqlstate
 static void
 close_quietly(struct pg_session *s)
 {
-    if (s->state == PGS_LINGER || s->state == PGS_DEAD)
+    if (s->state == PGS_LINGER || s->state == PGS_DEAD || s->state == PGS_SHADOW_DRAIN)
         return;
     set_state(s, PGS_LINGER);
 }
@@ -288,10 +289,30 @@ pg_session_shadow_progress(struct pg_session *s)
         evtimer_add(&s->timer, &now);
 }
 
+/*
+ * settle_soon - for code that runs outside the session's own event handlers
+ * (the worker's cutover look): the session may have to be freed, but never
+ * under its caller's feet.  settle() runs from a callback of its own.
+ */
+static void
+settle_soon(struct pg_session *s)
+{
+    event_active(&s->settle_ev, EV_TIMEOUT, 0);
+}
+
+static void
+on_settle(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    settle(arg);
+}
+
 static void
 session_free(struct pg_session *s)
 {
     evtimer_del(&s->timer);
+    event_del(&s->settle_ev);
     cancel_unregister(&s->cancel);
     server_close(s);
     conn_release(&s->client);
@@ -1554,6 +1575,7 @@ pg_session_accept(struct worker *w, const struct rt_listener *l, int fd,
     runtime_format_addr(peer, s->peer, sizeof(s->peer));
     pg_route_accept(s, peer);
     evtimer_assign(&s->timer, w->base, on_timer, s);
+    event_assign(&s->settle_ev, w->base, -1, 0, on_settle, s);
     /* a random key per session: cancel requests carry no other proof */
     if (RAND_bytes((unsigned char *)&s->cancel.pid, sizeof(s->cancel.pid)) != 1 ||
         RAND_bytes((unsigned char *)&s->cancel.key, sizeof(s->cancel.key)) != 1) {
@@ -1589,12 +1611,14 @@ pg_session_kill(struct pg_session *s)
 {
     if (s->state == PGS_SHADOW_DRAIN || shadowing(s))
         pg_shadow_abandon(s); /* what the shadow still owed is counted, not lost silently */
-    if (s->state != PGS_LINGER)
+    if (s->state != PGS_SHADOW_DRAIN) {
+        /* the client is still there: it is told why (a drained session's client is gone) */
         fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
              "terminating connection because tandem is shutting down");
-    conn_flush(&s->client);
-    s->state = PGS_DEAD;
-    settle(s);
+        conn_flush(&s->client);
+        s->state = PGS_DEAD;
+    }
+    settle(s); /* frees it: a drained session's shadow was abandoned above */
 }
 
 /* ------------------------------------------------------------------ */
@@ -1665,7 +1689,9 @@ pg_session_cutover_check(struct pg_session *s, int *listener_slot)
             fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
                  "the primary changed (cutover) and this session has no connection to the "
                  "new one: reconnect");
-            settle(s);
+            conn_flush(&s->client);
+            settle_soon(s); /* never freed here: the caller still holds s */
+            return 0;
         }
         if (ready <= 0)
             return 1;

@@ -175,6 +175,7 @@ struct pg_session {
     struct conn client;
     struct conn server;
     struct event timer;           /* startup, connect and linger deadlines */
+    struct event settle_ev;       /* settle() from a callback of its own (settle_soon) */
 
     unsigned server_open : 1;
     unsigned over_limit : 1;

@@ -188,3 +188,55 @@ def test_mode_switch_at_run_time(tandem, pg_primary, pg_shadow):
     assert op["state"] == "completed", op
     assert answering_port(t) == pg_primary.port
     assert metric_value(t.metrics(), "tandem_route_weight", listener="pg", backend="green") == 0
+
+
+def test_forced_cutover_with_sessions_mid_query_and_no_shadow(tandem, tmp_path, pg_primary,
+                                                              pg_shadow):
+    """Sessions whose shadow login failed (no shadow connection) are mid-query
+    when a forced cutover flips the roles: each gets its answer, then a clear
+    FATAL at its idle point; tandem itself goes on (it used to free the
+    session twice: a crash taking every client with it)."""
+    from harness.pgserver import PASSWORDS
+    bad = tmp_path / "bad.pw"
+    bad.write_text("not-the-password\n")
+    port, admin = free_port(), free_port()
+    text = shadow_config(port=port, admin_port=admin, primary=pg_primary, shadow=pg_shadow,
+                         mirror={"reads": "0%", "timeout": "10s"},
+                         shadow_backend_extra=f"user tandemprobe;\npassword_file {bad};")
+    t = tandem(config_text=text, port=port, admin_port=admin)
+    assert PASSWORDS["tandemprobe"] != "not-the-password"
+    results, errors = [], []
+
+    def query(conn):
+        try:
+            results.append(conn.execute("SELECT pg_sleep(2), 1").fetchone()[1])
+            # closed at an idle point once the roles flipped (a re-attach attempt
+            # to the shadow may delay it by a login's time)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                conn.execute("SELECT 1")
+                time.sleep(0.2)
+        except psycopg.OperationalError as exc:
+            errors.append(str(exc))
+
+    import threading
+    conns = [t.connect() for _ in range(4)]
+    try:
+        wait_until(lambda: "login failed" in t.log(), 20, "the shadow logins to fail")
+        threads = [threading.Thread(target=query, args=(c,)) for c in conns]
+        for th in threads:
+            th.start()
+        time.sleep(0.5)  # the queries are running on the primary
+        op = run_operation(t, "/api/cutover", {"force": True})
+        assert op["state"] == "completed", op
+        for th in threads:
+            th.join(30)
+    finally:
+        for c in conns:
+            c.close()
+    assert results == [1, 1, 1, 1], (results, errors)
+    assert len(errors) == 4 and all("cutover" in e for e in errors), errors
+    # tandem is alive and new sessions reach the new primary
+    assert answering_port(t) == pg_shadow.port
+    op = run_operation(t, "/api/rollback", {"force": True})
+    assert op["state"] == "completed", op

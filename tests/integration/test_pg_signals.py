@@ -196,3 +196,31 @@ def _terminate(pg, marker):
     with pg.connect() as admin:
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                       "WHERE query LIKE %s AND pid <> pg_backend_pid()", (f"%{marker}%",))
+
+
+def test_sigint_while_a_session_waits_for_its_shadow(tandem, pg_primary, pg_victim):
+    """A session whose client left while its shadow still owed answers
+    (state shadow_drain), then SIGINT: a clean exit, never a crash."""
+    from harness.shadow import execute, shadow_config, signal_server
+    port, admin = free_port(), free_port()
+    text = shadow_config(port=port, admin_port=admin, primary=pg_primary, shadow=pg_victim,
+                         mirror={"reads": "0%", "timeout": "60s"})
+    t = tandem(config_text=text, port=port, admin_port=admin)
+    for server in (pg_primary, pg_victim):
+        execute(server, "CREATE TABLE IF NOT EXISTS sigint_drain (v int)")
+        execute(server, "GRANT ALL ON sigint_drain TO PUBLIC")
+    signal_server(pg_victim, signal.SIGSTOP)
+    try:
+        for i in range(3):
+            with t.connect() as conn:
+                conn.execute("INSERT INTO sigint_drain VALUES (%s)", (i,))
+        # the clients are gone, their shadows still owe the inserts
+        wait_until(lambda: t.metric("tandem_client_connections", listener="pg") == 0 and
+                   (t.metric("tandem_shadow_lag_seconds", listener="pg") or 0) > 0, 20,
+                   "sessions left with only their shadow")
+        t.signal(signal.SIGINT)
+        assert t.wait_exit(timeout=30) == 0
+        assert t.crash_report() is None, t.crash_report()
+    finally:
+        signal_server(pg_victim, signal.SIGCONT)
+        execute(pg_primary, "DROP TABLE sigint_drain")
