@@ -169,6 +169,8 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct shadow_shard *shards[METRIC_MAX_SHARDS];
 static int nshards;
 static int diverged[METRIC_MAX_LISTENERS];
+static pthread_mutex_t divergence_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct shadow_divergence divergences[METRIC_MAX_LISTENERS];
 static uint64_t queue_bytes;
 static uint64_t sample_seq;
 static uint64_t (*clock_fn)(void);
@@ -789,6 +791,34 @@ shadow_set_diverged(int slot)
         __atomic_store_n(&diverged[slot], 1, __ATOMIC_RELAXED);
 }
 
+/* Rare (a write lost to the shadow): a lock is fine here. */
+void
+shadow_note_divergence(int slot, const char *reason, const char *statement, size_t len)
+{
+    if (!slot_ok(slot))
+        return;
+    __atomic_store_n(&diverged[slot], 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&divergence_lock);
+    struct shadow_divergence *d = &divergences[slot];
+    if (d->count++ == 0) {
+        snprintf(d->reason, sizeof(d->reason), "%s", reason ? reason : "");
+        copy_text(d->statement, sizeof(d->statement), statement ? statement : "",
+                  statement ? len : 0);
+    }
+    pthread_mutex_unlock(&divergence_lock);
+}
+
+void
+shadow_divergence(int slot, struct shadow_divergence *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!slot_ok(slot))
+        return;
+    pthread_mutex_lock(&divergence_lock);
+    *out = divergences[slot];
+    pthread_mutex_unlock(&divergence_lock);
+}
+
 /* ---- aggregation (scrape side) ----------------------------------------- */
 
 struct agg {
@@ -1307,6 +1337,17 @@ jlisteners(struct jb *jb)
         jset(jb, o, "shadow_p50_ms", jms(st.shadow_p50_seconds));
         jset(jb, o, "lag_seconds", jnum(st.lag_seconds));
         jset(jb, o, "diverged", json_boolean(st.diverged));
+        struct shadow_divergence dv;
+        shadow_divergence(l, &dv);
+        if (dv.count > 0) {
+            json_t *r = json_object();
+            jset(jb, r, "reason", json_string(dv.reason));
+            jset(jb, r, "statement", json_string(dv.statement));
+            jset(jb, r, "count", juint(dv.count));
+            jset(jb, o, "diverged_reason", r);
+        } else {
+            jset(jb, o, "diverged_reason", json_null());
+        }
         jset(jb, o, "detached_sessions", juint(st.detached_sessions));
         for (int r = 0; r < SHADOW_DROP__COUNT; r++)
             jset(jb, d, drop_names[r], juint(st.dropped[r]));

@@ -148,6 +148,10 @@ void shadow_record(struct shadow_shard *shard, int listener_slot, uint64_t key_i
  *   should also count as outcome "dropped" is recorded with SHADOW_DROPPED.
  * shadow_set_queue_bytes - bytes in all mirror queues (process-wide).
  * shadow_set_diverged - mark the listener diverged; sticky until restart.
+ * shadow_note_divergence - the same, saying why: reason (a short phrase,
+ *   e.g. "shadow_error on a write") and the statement (len bytes, need not
+ *   be NUL-terminated; NULL for none).  The first one is kept for the
+ *   report and the cutover's refusal; later ones are counted.
  */
 void shadow_set_lag(struct shadow_shard *shard, int listener_slot, double seconds);
 void shadow_set_detached(struct shadow_shard *shard, int listener_slot, uint64_t sessions);
@@ -155,6 +159,17 @@ void shadow_count_dropped(struct shadow_shard *shard, int listener_slot,
                           enum shadow_drop_reason reason, uint64_t n);
 void shadow_set_queue_bytes(uint64_t bytes);
 void shadow_set_diverged(int listener_slot);
+void shadow_note_divergence(int listener_slot, const char *reason, const char *statement,
+                            size_t len);
+
+/* Why the listener diverged, the first time (empty strings: no reason noted). */
+#define SHADOW_DIVERGED_TEXT_MAX 256
+struct shadow_divergence {
+    char reason[64];
+    char statement[SHADOW_DIVERGED_TEXT_MAX];
+    uint64_t count; /* divergences noted since boot */
+};
+void shadow_divergence(int listener_slot, struct shadow_divergence *out);
 
 /* A listener summed over shards (shadow_listener_stats).  Ratios and
  * latencies are NaN when there is nothing to compute them from. */
@@ -219,7 +234,8 @@ void shadow_render_prometheus(FILE *out);
  *                  window_outcomes{...}, validation_success_ratio,
  *                  performance_ratio, primary_p50_ms, shadow_p50_ms
  *                  (those four over the window; null when not computable),
- *                  lag_seconds, diverged, detached_sessions,
+ *                  lag_seconds, diverged, diverged_reason (null, or
+ *                  {reason, statement, count}), detached_sessions,
  *                  dropped{<reason>: n}, statements_evicted,
  *                  statements_undescribed} ]  in slot order
  *   statements  [ {listener, fingerprint (16 hex digits, or "other"),

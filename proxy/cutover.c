@@ -181,8 +181,15 @@ refusal(const struct rt_listener *l, char *buf, size_t len)
     if (shadow_listener_stats(l->metric_slot, 60, &st) != 0)
         return NULL;
     if (st.diverged) {
-        snprintf(buf, len, "listener \"%s\": the shadow diverged (a write was lost to it); "
-                 "resynchronize it, or force", l->conf->name);
+        struct shadow_divergence dv;
+        shadow_divergence(l->metric_slot, &dv);
+        if (dv.count > 0)
+            snprintf(buf, len, "listener \"%s\": the shadow diverged (%s: %.120s%s); "
+                     "resynchronize it, or force", l->conf->name, dv.reason, dv.statement,
+                     strlen(dv.statement) > 120 ? "..." : "");
+        else
+            snprintf(buf, len, "listener \"%s\": the shadow diverged (a write was lost to it); "
+                     "resynchronize it, or force", l->conf->name);
         return buf;
     }
     if (st.detached_sessions > 0) {

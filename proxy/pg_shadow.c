@@ -115,6 +115,25 @@ changes_data(const struct pg_unit *u)
     return u->kind != REQ_KIND_READ;
 }
 
+/*
+ * lost_write - the shadow did not apply write unit u as the primary did (it
+ * never saw it, failed it, timed out, or answered otherwise): from now on
+ * its data may differ, and a cutover onto it would lose acknowledged writes.
+ */
+static void
+lost_write(struct pg_session *s, const struct pg_unit *u, const char *why)
+{
+    shadow_note_divergence(s->lis->metric_slot, why, u->sql, u->sql ? u->sqllen : 0);
+}
+
+/* Outcomes of a write unit that leave the shadow's data unlike the primary's. */
+static int
+outcome_loses_write(enum shadow_outcome o)
+{
+    return o == SHADOW_MISMATCH || o == SHADOW_SHADOW_ERROR || o == SHADOW_PRIMARY_ERROR ||
+           o == SHADOW_SHADOW_TIMEOUT || o == SHADOW_DROPPED;
+}
+
 /* compare { ignore_fingerprints ...; }: a mismatch of a listed statement is noise. */
 static int
 fingerprint_ignored(const struct pg_session *s, const struct pg_unit *u)
@@ -136,6 +155,11 @@ record(struct pg_session *s, struct pg_unit *u, enum shadow_outcome outcome)
 {
     if (outcome == SHADOW_MISMATCH && fingerprint_ignored(s, u))
         outcome = SHADOW_NOISE;
+    /* a write (or COMMIT) the shadow answered otherwise (forced outcomes, drops and
+     * detaches, were noted where they were decided) */
+    if (u->forced < 0 && (u->kind == REQ_KIND_WRITE || u->kind == REQ_KIND_TX) &&
+        outcome_loses_write(outcome))
+        lost_write(s, u, shadow_outcome_name(outcome));
     const char *psum = "", *ssum = "";
     if (u->cmp) {
         psum = u->cmp->psample;
@@ -538,7 +562,7 @@ pg_unit_close(struct pg_session *s)
         /* mirroring turned off while the session runs: its writes are lost to the shadow */
         shadow_count_dropped(s->w->shadow, s->lis->metric_slot, SHADOW_DROP_MIRRORING_OFF, 1);
         if (changes_data(u))
-            shadow_set_diverged(s->lis->metric_slot);
+            lost_write(s, u, "dropped: mirroring turned off");
         wanted = 0;
     }
     if (!wanted) {
@@ -555,7 +579,7 @@ pg_unit_close(struct pg_session *s)
         if (sh->state == PGSH_DETACHED) {
             shadow_count_dropped(s->w->shadow, s->lis->metric_slot, SHADOW_DROP_DETACHED, 1);
             if (changes_data(u))
-                shadow_set_diverged(s->lis->metric_slot);
+                lost_write(s, u, "dropped: the session's shadow is detached");
         }
         if (u->unmirrorable && sh->state != PGSH_DETACHED)
             detach(s, SHADOW_DROPPED, "unit references too many statements");
@@ -790,7 +814,7 @@ static void
 detach(struct pg_session *s, enum shadow_outcome why, const char *reason)
 {
     struct pg_shadow *sh = &s->shadow;
-    int lost_write = 0;
+    const struct pg_unit *lost = NULL;
 
     if (sh->state == PGSH_DETACHED || sh->state == PGSH_OFF)
         return;
@@ -801,7 +825,8 @@ detach(struct pg_session *s, enum shadow_outcome why, const char *reason)
         u->forced = why;
         u->shadow_done = 1;
         u->held = 0;
-        lost_write |= changes_data(u) && !u->replay;
+        if (lost == NULL && changes_data(u) && !u->replay)
+            lost = u;
         owed++;
     }
     s->scur = NULL;
@@ -817,11 +842,15 @@ detach(struct pg_session *s, enum shadow_outcome why, const char *reason)
                                                                      : SHADOW_DROP_QUEUE_FULL;
     if (owed > 0)
         shadow_count_dropped(s->w->shadow, s->lis->metric_slot, reason_id, owed);
-    if (lost_write)
-        shadow_set_diverged(s->lis->metric_slot);
+    if (lost != NULL) {
+        char why_text[64];
+        snprintf(why_text, sizeof(why_text), "%s: the shadow was detached",
+                 shadow_outcome_name(why));
+        lost_write(s, lost, why_text);
+    }
     log_at(why == SHADOW_DROPPED ? CONF_LOG_INFO : CONF_LOG_WARN, s->id, s->peer,
            "shadow \"%s\" at %s detached: %s%s", s->shadow_be->conf->name,
-           s->shadow_be->addr_text, reason, lost_write ? " (a write was lost: diverged)" : "");
+           s->shadow_be->addr_text, reason, lost ? " (a write was lost: diverged)" : "");
     complete_units(s);
     pg_session_shadow_progress(s);
 }

@@ -240,3 +240,59 @@ def test_forced_cutover_with_sessions_mid_query_and_no_shadow(tandem, tmp_path, 
     assert answering_port(t) == pg_shadow.port
     op = run_operation(t, "/api/rollback", {"force": True})
     assert op["state"] == "completed", op
+
+
+@pytest.mark.parametrize("case", ["shadow_error", "mismatch"])
+def test_refused_after_a_write_the_shadow_did_not_apply(tandem, pg_primary, pg_shadow, case):
+    """A write the shadow failed (or answered otherwise: another row count)
+    while the primary acknowledged it leaves the shadow without that write:
+    the cutover is refused (409) naming the reason and the statement."""
+    from harness.shadow import listener_report, report
+    t = start(tandem, pg_primary, pg_shadow)
+    table = f"cut_lost_{case}"
+    for server in (pg_primary, pg_shadow):
+        execute(server, f"DROP TABLE IF EXISTS {table}")
+    execute(pg_primary, f"CREATE TABLE {table} (v int)")
+    # the shadow enforces what the primary does not (a schema drift)
+    execute(pg_shadow, f"CREATE TABLE {table} (v int CHECK (v < 0))")
+    for server in (pg_primary, pg_shadow):
+        execute(server, f"GRANT ALL ON {table} TO PUBLIC")
+    if case == "mismatch":
+        execute(pg_primary, f"INSERT INTO {table} VALUES (5)")  # a row the shadow lacks
+        statement = f"UPDATE {table} SET v = v + 1"
+    else:
+        statement = f"INSERT INTO {table} VALUES (7)"
+    try:
+        assert call(t, "GET", "/api/status")[0] == 200
+        with t.connect() as conn:
+            conn.execute(statement)  # acknowledged by the primary
+        wait_until(lambda: metric_value(t.metrics(), "tandem_shadow_diverged", listener="pg") == 1,
+                   20, "the shadow marked diverged")
+        status, reply = call(t, "POST", "/api/cutover")
+        assert status == 409, reply
+        assert "diverged" in reply["error"] and case in reply["error"], reply
+        assert statement in reply["error"], reply
+        why = listener_report(report(t))["diverged_reason"]
+        assert why["reason"] == case and why["statement"] == statement, why
+        assert answering_port(t) == pg_primary.port  # nothing swapped
+    finally:
+        for server in (pg_primary, pg_shadow):
+            execute(server, f"DROP TABLE IF EXISTS {table}")
+
+
+def test_a_write_failing_on_both_sides_does_not_diverge(tandem, pg_primary, pg_shadow):
+    t = start(tandem, pg_primary, pg_shadow)
+    for server in (pg_primary, pg_shadow):
+        execute(server, "CREATE TABLE IF NOT EXISTS cut_both (v int PRIMARY KEY)")
+        execute(server, "GRANT ALL ON cut_both TO PUBLIC")
+    try:
+        with t.connect() as conn:
+            conn.execute("INSERT INTO cut_both VALUES (1)")
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                conn.execute("INSERT INTO cut_both VALUES (1)")
+            conn.execute("INSERT INTO cut_both VALUES (2)")
+        wait_drained(t)
+        assert metric_value(t.metrics(), "tandem_shadow_diverged", listener="pg") == 0
+    finally:
+        for server in (pg_primary, pg_shadow):
+            execute(server, "DROP TABLE cut_both")
