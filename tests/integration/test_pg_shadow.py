@@ -293,7 +293,7 @@ def test_shadow_stopped_then_resumed(tandem, pg_primary, pg_victim):
     before = outcomes(t)
     bench = pgbench_db_popen(t.port, db, clients=4, seconds=8)
     try:
-        _wait_new_matches(t, before["match"], "mirroring to work before the stop")
+        _wait_new_matches(t, before["match"] + 20, "mirroring to work before the stop")
         signal_server(pg_victim, signal.SIGSTOP)
         try:
             # the sessions give up on the stalled shadow (mirror timeout 2 s) ...
@@ -324,7 +324,9 @@ def test_shadow_killed_then_restarted(tandem, pg_primary, pg_victim):
     before = outcomes(t)
     bench = pgbench_db_popen(t.port, db, clients=4, seconds=8)
     try:
-        _wait_new_matches(t, before["match"], "mirroring to work before the kill")
+        # pgbench's own first session (its table check) matches before the
+        # benchmark's sessions are logged in to the shadow: wait for theirs
+        _wait_new_matches(t, before["match"] + 20, "mirroring to work before the kill")
         kill_server(pg_victim)
         time.sleep(2)   # keep pgbench running against a dead shadow for a while
         assert bench.poll() is None, "pgbench ended right after the shadow was killed"

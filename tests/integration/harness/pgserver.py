@@ -157,6 +157,11 @@ log_connections = off
                 f"CREATE ROLE tandemprobe LOGIN PASSWORD '{PASSWORDS['tandemprobe']}'")
             # PostgreSQL 15 no longer lets every role create in public.
             conn.execute("GRANT ALL ON SCHEMA public TO PUBLIC")
+            # Tests SIGKILL servers and start them again on the same data
+            # directory: with fsync and synchronous_commit off, what is not
+            # yet checkpointed rests on crash recovery alone.  The roles every
+            # test logs in with must never depend on it.
+            conn.execute("CHECKPOINT")
 
     def stop(self):
         """Fast shutdown (SIGINT), SIGKILL if it does not go; remove the temp dir."""

@@ -213,7 +213,9 @@ def restart_server(server):
             raise RuntimeError(f"postgres {server.name} exited {server.proc.returncode}:\n"
                                + tail(server.log))
         try:
-            with psycopg.connect(server.socket_dsn(), connect_timeout=2):
+            # over TCP on its port too: that is where tandem connects
+            with psycopg.connect(server.socket_dsn(), connect_timeout=2), \
+                    psycopg.connect(server.dsn(), connect_timeout=2):
                 return True
         except psycopg.OperationalError:
             return False
