@@ -426,6 +426,15 @@ pgw_error_parse(const uint8_t *body, size_t len, struct pgw_error_fields *out)
     return PGW_OK;
 }
 
+int
+pgw_sqlstate_is_denial(const char *sqlstate)
+{
+    if (sqlstate == NULL || strlen(sqlstate) != 5)
+        return 0;
+    return strcmp(sqlstate, "42501") == 0 || strncmp(sqlstate, "28", 2) == 0 ||
+           strncmp(sqlstate, "0L", 2) == 0 || strncmp(sqlstate, "0P", 2) == 0;
+}
+
 enum pgw_status
 pgw_ready_parse(const uint8_t *body, size_t len, uint8_t *status)
 {
@@ -725,6 +734,15 @@ pgw_build_terminate(uint8_t *out, size_t cap)
 {
     struct wbuf w = {out, cap, 0, 0};
     wbuf_begin(&w, 'X');
+    return wbuf_finish(&w, 0, 1);
+}
+
+size_t
+pgw_build_query(uint8_t *out, size_t cap, const char *sql)
+{
+    struct wbuf w = {out, cap, 0, 0};
+    wbuf_begin(&w, 'Q');
+    wbuf_cstr(&w, sql);
     return wbuf_finish(&w, 0, 1);
 }
 

@@ -161,6 +161,15 @@ struct pgw_error_fields {
  */
 enum pgw_status pgw_error_parse(const uint8_t *body, size_t len, struct pgw_error_fields *out);
 
+/*
+ * pgw_sqlstate_is_denial - 1 when sqlstate (5 characters) says the server
+ * refused the statement for the user's rights or identity: 42501
+ * insufficient_privilege, class 28 (invalid authorization), class 0L
+ * (invalid grantor), class 0P (invalid role specification).  Such a
+ * statement must never be replayed with anyone else's rights.
+ */
+int pgw_sqlstate_is_denial(const char *sqlstate);
+
 /* 'Z': one status byte, 'I' idle, 'T' in transaction, 'E' failed transaction
  * (any other byte: PGW_ERROR). */
 enum pgw_status pgw_ready_parse(const uint8_t *body, size_t len, uint8_t *status);
@@ -231,6 +240,9 @@ size_t pgw_build_startup(uint8_t *out, size_t cap, const struct pgw_param *param
 
 /* Terminate ('X'). */
 size_t pgw_build_terminate(uint8_t *out, size_t cap);
+
+/* Query ('Q') with sql (NUL-terminated; must hold no NUL itself): 0 when it does not fit. */
+size_t pgw_build_query(uint8_t *out, size_t cap, const char *sql);
 
 /* ------------------------------------------------------------------ */
 /* Additions the proxy needs (same conventions as above).             */

@@ -86,6 +86,9 @@ struct pg_unit {
     unsigned held : 1;          /* mirrored, waiting in shadow.held for the primary's answer */
     unsigned copy_started : 1;  /* the primary accepted its COPY FROM STDIN */
     unsigned routed : 1;        /* mode split: the shadow answers it; the primary may compare */
+    unsigned refused : 1;       /* the primary refused it for the client's rights: never mirrored */
+    unsigned primary_effect : 1; /* the primary completed a statement of it before refusing */
+    unsigned relock : 1;        /* ours: puts the shadow session back in the client's role */
     uint8_t nparse;             /* routed: Parse messages sent to the shadow, in order */
     uint8_t parse_seen;         /* routed: ParseComplete answers seen so far */
     uint64_t parse_injected;    /* routed: bit i set when Parse i was ours, not the client's */
@@ -119,6 +122,11 @@ struct pg_shadow {
     unsigned conn_open : 1;
     unsigned replay_incomplete : 1;
     unsigned skip_forward : 1;  /* the rest of the message being skipped goes to the client */
+    unsigned as_role : 1;       /* logged in as tandem's user, acting as the client's role */
+    unsigned identity_refused : 1; /* the shadow cannot act as the client: never mirrored */
+    unsigned super_at_login : 1; /* is_superuser was on at login (acting as the client) */
+    char client_role[64];       /* as_role: the client's user, the role acted as */
+    unsigned relocks_pending;   /* relock units on their way: the role may be off until they run */
     struct conn conn;           /* after login: borrows libpq's socket and SSL */
     struct evbuffer *pending;   /* mirrored bytes waiting for the login */
     uint32_t epoch;             /* statements present on this connection carry it */

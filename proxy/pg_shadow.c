@@ -38,6 +38,8 @@
 #define DIGEST_MAX_MESSAGE (1u << 20)
 /* The statement text kept for the report. */
 #define UNIT_SQL_MAX 8192
+/* An ErrorResponse of the primary read to learn whether it refuses a held unit. */
+#define REFUSAL_MAX_MESSAGE (64 * 1024)
 /* Session state replayed on a new shadow connection. */
 #define STATE_LOG_MAX_BYTES (64 * 1024)
 #define STATE_LOG_MAX_UNITS 256
@@ -466,6 +468,150 @@ hold(struct pg_session *s, struct pg_unit *u, size_t len)
         s->scur = u;
 }
 
+/*
+ * Rights
+ * ------
+ * The shadow never runs anything with more rights than the client has on
+ * the primary.  A unit waits in held until the primary answered it; one
+ * the primary refused for the client's rights or identity (42501, class
+ * 28, ...) never reaches the shadow, where tandem may be logged in with
+ * other rights: a statement failing the same way takes its place.  And
+ * when tandem logs in to the shadow with a user of its own, that session
+ * acts as the client's role (pg_shadow_start: `-c role=...` at login,
+ * which is also where RESET ROLE and DISCARD ALL return to).
+ */
+
+/* Watch the primary's answer to held unit u: does it refuse it for the client's rights? */
+static void
+watch_refusal(struct pg_unit *u, uint8_t type, struct evbuffer *in, size_t offset,
+              size_t body_len)
+{
+    uint8_t stackbuf[1024], *body = stackbuf;
+    struct pgw_error_fields f;
+    struct evbuffer_ptr pos;
+
+    if (type == 'C' && !u->refused) {
+        u->primary_effect = 1; /* a statement of it ran before any refusal */
+        return;
+    }
+    if (type != 'E' || u->refused)
+        return;
+    /* an error tandem cannot read is taken as a refusal: never mirror blind */
+    if (body_len > REFUSAL_MAX_MESSAGE ||
+        (body_len > sizeof(stackbuf) && (body = malloc(body_len)) == NULL)) {
+        u->refused = 1;
+        return;
+    }
+    evbuffer_ptr_set(in, &pos, offset + PGW_HEADER_LEN, EVBUFFER_PTR_SET);
+    evbuffer_copyout_from(in, &pos, body, body_len);
+    if (pgw_error_parse(body, body_len, &f) != PGW_OK || pgw_sqlstate_is_denial(f.sqlstate))
+        u->refused = 1;
+    if (body != stackbuf)
+        free(body);
+}
+
+/* Queue one statement of ours for the shadow (counted against the mirror queue). */
+static int
+send_query(struct pg_session *s, const char *sql)
+{
+    uint8_t msg[512];
+    size_t n = pgw_build_query(msg, sizeof(msg), sql);
+    struct evbuffer *tmp;
+
+    if (n == 0 || (tmp = evbuffer_new()) == NULL) {
+        detach(s, SHADOW_DROPPED, "out of memory");
+        return -1;
+    }
+    evbuffer_add(tmp, msg, n);
+    int rc = admit(s, n) == 0 ? send_admitted(s, tmp, n) : -1;
+    evbuffer_free(tmp);
+    return rc;
+}
+
+/*
+ * The primary refused u for the client's rights: its bytes leave the queue
+ * unsent.  In their place a statement that fails the same way, so that a
+ * transaction the refusal aborted on the primary is aborted on the shadow
+ * too (its COMMIT then rolls back on both).  Recorded as primary_error.
+ */
+static int
+send_refusal(struct pg_session *s, struct pg_unit *u)
+{
+    static const char sql[] =
+        "DO $tandem$BEGIN RAISE EXCEPTION 'tandem: refused on the primary, not run on the "
+        "shadow' USING ERRCODE = 'insufficient_privilege'; END$tandem$";
+    struct pg_shadow *sh = &s->shadow;
+
+    evbuffer_drain(sh->held, u->held_len);
+    account(s, -(int64_t)u->held_len);
+    u->held_len = 0;
+    u->forced = SHADOW_PRIMARY_ERROR;
+    if (u->primary_effect && changes_data(u))
+        lost_write(s, u, "refused on the primary after part of it ran");
+    return send_query(s, sql);
+}
+
+/* SET ROLE NONE (or set_config('role', 'none', ...)) may be in u: the login's own rights. */
+static int
+may_leave_role(const struct pg_unit *u)
+{
+    return u->sql != NULL && strcasestr(u->sql, "role") != NULL &&
+           strcasestr(u->sql, "none") != NULL;
+}
+
+/* Quote name as an SQL identifier into out ("" when it does not fit). */
+static void
+quote_ident(char *out, size_t cap, const char *name)
+{
+    size_t o = 0;
+    if (cap < 3)
+        goto too_long;
+    out[o++] = '"';
+    for (const char *p = name; *p; p++) {
+        if (o + (*p == '"' ? 2 : 1) + 2 > cap)
+            goto too_long;
+        if (*p == '"')
+            out[o++] = '"';
+        out[o++] = *p;
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+    return;
+too_long:
+    out[0] = '\0';
+}
+
+/*
+ * After u, which may have left the client's role on the shadow, a unit of
+ * ours puts the session back in it, right behind u (nothing else of the
+ * client's can run in between).
+ */
+static int
+relock_after(struct pg_session *s, struct pg_unit *u)
+{
+    struct pg_shadow *sh = &s->shadow;
+    char ident[2 * sizeof(sh->client_role) + 3], sql[sizeof(ident) + 16];
+    struct pg_unit *r = calloc(1, sizeof(*r));
+
+    quote_ident(ident, sizeof(ident), sh->client_role);
+    if (r == NULL || ident[0] == '\0') {
+        free(r);
+        detach(s, SHADOW_DROPPED, "cannot put the shadow session back in the client's role");
+        return -1;
+    }
+    snprintf(sql, sizeof(sql), "SET ROLE %s", ident);
+    r->forced = -1;
+    r->kind = REQ_KIND_SESSION;
+    r->closed = r->mirrored = r->primary_done = r->replay = r->relock = 1;
+    r->closed_ns = r->shadow_sent_ns = pg_now_ns();
+    r->next = u->next;
+    u->next = r;
+    if (s->units_tail == u)
+        s->units_tail = r;
+    sh->relocks_pending++;
+    return send_query(s, sql);
+}
+
 /* Send, in order, the held units the primary has answered (all of them when force). */
 static void
 release_held(struct pg_session *s, int force)
@@ -483,8 +629,15 @@ release_held(struct pg_session *s, int force)
         if (sh->last_held == u)
             sh->last_held = NULL;
         u->shadow_sent_ns = sh->state == PGSH_READY ? now : 0;
+        if (u->refused) {
+            if (send_refusal(s, u) != 0)
+                return; /* detached */
+            continue;
+        }
         if (send_admitted(s, sh->held, u->held_len) != 0)
             return; /* detached */
+        if (sh->as_role && may_leave_role(u) && relock_after(s, u) != 0)
+            return;
     }
 }
 
@@ -577,9 +730,14 @@ pg_unit_close(struct pg_session *s)
     if (sh->state == PGSH_DETACHED || u->unmirrorable || len == 0) {
         /* a write the shadow will never see: from now on its data may differ */
         if (sh->state == PGSH_DETACHED) {
-            shadow_count_dropped(s->w->shadow, s->lis->metric_slot, SHADOW_DROP_DETACHED, 1);
+            shadow_count_dropped(s->w->shadow, s->lis->metric_slot,
+                                 sh->identity_refused ? SHADOW_DROP_IDENTITY
+                                                      : SHADOW_DROP_DETACHED,
+                                 1);
             if (changes_data(u))
-                lost_write(s, u, "dropped: the session's shadow is detached");
+                lost_write(s, u, sh->identity_refused
+                                     ? "dropped: the shadow cannot act as the client's role"
+                                     : "dropped: the session's shadow is detached");
         }
         if (u->unmirrorable && sh->state != PGSH_DETACHED)
             detach(s, SHADOW_DROPPED, "unit references too many statements");
@@ -722,7 +880,8 @@ feed(struct pgdigest *d, uint8_t type, struct evbuffer *in, size_t offset, size_
 int
 pg_shadow_wants_whole(const struct pg_session *s)
 {
-    return s->pcur != NULL && s->pcur->cmp != NULL;
+    /* digested, or held for the shadow until the primary says it ran */
+    return s->pcur != NULL && (s->pcur->cmp != NULL || s->pcur->held);
 }
 
 void
@@ -730,7 +889,11 @@ pg_shadow_primary_message(struct pg_session *s, uint8_t type, struct evbuffer *i
                           size_t body_len)
 {
     struct pg_unit *u = s->pcur;
-    if (u == NULL || u->cmp == NULL)
+    if (u == NULL)
+        return;
+    if (u->held)
+        watch_refusal(u, type, in, offset, body_len);
+    if (u->cmp == NULL)
         return;
     if (body_len > DIGEST_MAX_MESSAGE) {
         /* too large to digest whole: this unit is mirrored but not compared */
@@ -762,8 +925,9 @@ pg_shadow_primary_ready(struct pg_session *s)
     complete_units(s);
 
     /* an idle point: a detached shadow may come back */
-    if (s->shadow.state == PGSH_DETACHED && s->tx_status == 'I' && s->outstanding == 0 &&
-        s->units_head == NULL && !s->unit_open && pg_now_ns() >= s->shadow.retry_at_ns)
+    if (s->shadow.state == PGSH_DETACHED && !s->shadow.identity_refused && s->tx_status == 'I' &&
+        s->outstanding == 0 && s->units_head == NULL && !s->unit_open &&
+        pg_now_ns() >= s->shadow.retry_at_ns)
         pg_shadow_start(s);
 }
 
@@ -833,11 +997,13 @@ detach(struct pg_session *s, enum shadow_outcome why, const char *reason)
     s->copy_mirror = 0;
     shadow_close(s);
     sh->state = PGSH_DETACHED;
+    sh->relocks_pending = 0;
     route_lost(s);
     sh->failures++;
     uint64_t backoff = RETRY_MIN_NS << (sh->failures < 7 ? sh->failures - 1 : 6);
     sh->retry_at_ns = pg_now_ns() + (backoff < RETRY_MAX_NS ? backoff : RETRY_MAX_NS);
-    enum shadow_drop_reason reason_id = why == SHADOW_SHADOW_TIMEOUT ? SHADOW_DROP_SHADOW_TIMEOUT
+    enum shadow_drop_reason reason_id = sh->identity_refused      ? SHADOW_DROP_IDENTITY
+                                        : why == SHADOW_SHADOW_TIMEOUT ? SHADOW_DROP_SHADOW_TIMEOUT
                                         : why == SHADOW_SHADOW_ERROR ? SHADOW_DROP_SHADOW_ERROR
                                                                      : SHADOW_DROP_QUEUE_FULL;
     if (owed > 0)
@@ -878,6 +1044,8 @@ shadow_ready(struct pg_session *s)
     }
     sh->state = PGSH_READY;
     sh->failures = 0;
+    const char *super = PQparameterStatus(sh->pq, "is_superuser");
+    sh->super_at_login = super != NULL && strcmp(super, "on") == 0;
     slog(s, CONF_LOG_DEBUG, "shadow \"%s\" logged in", s->shadow_be->conf->name);
 
     uint64_t now = pg_now_ns();
@@ -913,12 +1081,23 @@ login_step(struct pg_session *s)
         what = EV_WRITE;
         break;
     default: {
-        char why[300];
+        char why[400];
+        const char *msg = PQerrorMessage(sh->pq);
         count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
-        /* libpq's message never holds the password */
-        snprintf(why, sizeof(why), "login failed: %s", PQerrorMessage(sh->pq));
-        why[strcspn(why, "\n")] = '\0';
         sh->login_ev_added = 0;
+        if (sh->as_role && strstr(msg, "set role") != NULL) {
+            /* the shadow user may not act as the client: never mirror with its own rights */
+            sh->identity_refused = 1;
+            snprintf(why, sizeof(why),
+                     "cannot act as role \"%s\" on the shadow (grant that role to the shadow's "
+                     "user, or give per-user credentials): this session is not mirrored",
+                     sh->client_role);
+            detach(s, SHADOW_DROPPED, why);
+            return;
+        }
+        /* libpq's message never holds the password */
+        snprintf(why, sizeof(why), "login failed: %s", msg);
+        why[strcspn(why, "\n")] = '\0';
         detach(s, SHADOW_SHADOW_ERROR, why);
         return;
     }
@@ -1011,6 +1190,27 @@ pg_shadow_start(struct pg_session *s)
         size_t n = strlen(options);
         snprintf(options + n, sizeof(options) - n, "%s%s", n ? " " : "", client_opts);
     }
+    /*
+     * Logged in as a user of tandem's own: act as the client's role, set at
+     * login (last, so no option of the client's overrides it).  RESET ROLE
+     * and DISCARD ALL return to it; the login fails when the shadow user may
+     * not act as that role, and then the session is not mirrored.
+     */
+    const char *client_user = pgw_startup_param(&st, "user");
+    sh->as_role = client_user != NULL && user != NULL && strcmp(user, client_user) != 0;
+    if (sh->as_role) {
+        /* room for " -c role=" and the name with every byte escaped, or no login at all */
+        if (strlen(client_user) >= sizeof(sh->client_role) ||
+            strlen(options) + 10 + 2 * strlen(client_user) >= sizeof(options)) {
+            sh->identity_refused = 1;
+            sh->state = PGSH_CONNECTING; /* so detach() counts it */
+            detach(s, SHADOW_DROPPED, "the client's role name or options are too long to act "
+                                      "as it on the shadow: this session is not mirrored");
+            return;
+        }
+        snprintf(sh->client_role, sizeof(sh->client_role), "%s", client_user);
+        add_option(options, sizeof(options), "role", client_user);
+    }
     keys[k] = "host", vals[k++] = b->conf->tls_server_name[0] ? b->conf->tls_server_name
                                                                : b->conf->addr.host;
     keys[k] = "hostaddr", vals[k++] = hostaddr;
@@ -1074,6 +1274,21 @@ pg_shadow_start(struct pg_session *s)
     login_step(s);
 }
 
+/* A ParameterStatus (at the front of in) saying is_superuser is on. */
+static int
+superuser_again(struct evbuffer *in, size_t body_len)
+{
+    uint8_t buf[64];
+    const char *name, *value;
+    if (body_len > sizeof(buf))
+        return 0; /* not "is_superuser\0on\0" */
+    struct evbuffer_ptr pos;
+    evbuffer_ptr_set(in, &pos, PGW_HEADER_LEN, EVBUFFER_PTR_SET);
+    evbuffer_copyout_from(in, &pos, buf, body_len);
+    return pgw_parameter_status_parse(buf, body_len, &name, &value) == PGW_OK &&
+           strcmp(name, "is_superuser") == 0 && strcmp(value, "on") == 0;
+}
+
 /* Read the shadow's answers: digest the current unit's, count ReadyForQuery. */
 static void
 shadow_input(struct pg_session *s)
@@ -1107,6 +1322,15 @@ shadow_input(struct pg_session *s)
         }
         size_t total = pgw_header_total(&h), body = h.len - 4;
         struct pg_unit *u = s->scur;
+        if (h.type == 'S' && sh->as_role && !sh->super_at_login && sh->relocks_pending == 0) {
+            if (avail < total)
+                return;
+            if (superuser_again(in, body)) {
+                /* the session left the client's role for the login's own rights */
+                detach(s, SHADOW_DROPPED, "the shadow session left the client's role");
+                return;
+            }
+        }
         /* a routed read's answer is the client's, but for the Parses we added */
         int forward = u != NULL && u->routed && u == s->route.unit;
         /* the guards count a routed read the shadow failed, compared or not */
@@ -1129,6 +1353,8 @@ shadow_input(struct pg_session *s)
             u->cmp = NULL; /* mirrored, not compared */
         }
         if (h.type == 'Z' && u != NULL) {
+            if (u->relock && sh->relocks_pending > 0)
+                sh->relocks_pending--;
             u->shadow_done = 1;
             u->shadow_ns = pg_now_ns() - (u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns);
             if (u->cmp)
@@ -1264,7 +1490,8 @@ int
 pg_shadow_swap_ready(struct pg_session *s)
 {
     struct pg_shadow *sh = &s->shadow;
-    if (sh->state == PGSH_OFF || sh->state == PGSH_DETACHED)
+    /* logged in as tandem's user: the client would get that login's rights (SET ROLE NONE) */
+    if (sh->state == PGSH_OFF || sh->state == PGSH_DETACHED || sh->as_role)
         return -1;
     if (sh->state != PGSH_READY || !sh->conn_open || pg_shadow_busy(s) || s->units_head != NULL ||
         sh->skip > 0)

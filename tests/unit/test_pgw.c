@@ -1080,6 +1080,39 @@ test_build_startup(void **state)
     startup_split_ok(out, n, &st);
 }
 
+/* Refusals for rights or identity: never replayed on the shadow. */
+static void
+test_sqlstate_is_denial(void **state)
+{
+    (void)state;
+    assert_true(pgw_sqlstate_is_denial("42501"));
+    assert_true(pgw_sqlstate_is_denial("28000"));
+    assert_true(pgw_sqlstate_is_denial("28P01"));
+    assert_true(pgw_sqlstate_is_denial("0LP01"));
+    assert_true(pgw_sqlstate_is_denial("0P000"));
+    assert_false(pgw_sqlstate_is_denial("42P01")); /* undefined table */
+    assert_false(pgw_sqlstate_is_denial("23505")); /* unique violation */
+    assert_false(pgw_sqlstate_is_denial("4250"));
+    assert_false(pgw_sqlstate_is_denial(""));
+    assert_false(pgw_sqlstate_is_denial(NULL));
+}
+
+static void
+test_build_query(void **state)
+{
+    uint8_t out[64];
+    const char *sql;
+    size_t len, n;
+    (void)state;
+    n = pgw_build_query(out, sizeof(out), "SELECT 1");
+    assert_int_equal(n, 1 + 4 + 9);
+    assert_int_equal(out[0], 'Q');
+    assert_int_equal(pgw_query_parse(out + 5, n - 5, &sql, &len), PGW_OK);
+    assert_int_equal(len, 8);
+    assert_memory_equal(sql, "SELECT 1", 8);
+    assert_int_equal(pgw_build_query(out, 10, "SELECT 1"), 0); /* does not fit */
+}
+
 int
 main(void)
 {
@@ -1091,6 +1124,7 @@ main(void)
         cmocka_unit_test(test_small_bodies),     cmocka_unit_test(test_auth_parse),
         cmocka_unit_test(test_command_complete), cmocka_unit_test(test_sasl_strip_plus),
         cmocka_unit_test(test_build_error),      cmocka_unit_test(test_build_negotiate),
+        cmocka_unit_test(test_sqlstate_is_denial), cmocka_unit_test(test_build_query),
         cmocka_unit_test(test_build_fixed),      cmocka_unit_test(test_build_startup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
