@@ -570,6 +570,8 @@ def test_cli_form_with_shadow_user(tandem, tmp_path, table, pg_primary, pg_shado
             f"INSERT INTO {table} VALUES (1, 'same'), (2, 'blue-side')",
             f"GRANT SELECT ON {table} TO PUBLIC")
     execute(pg_shadow, f"UPDATE {table} SET v = 'green-side' WHERE id = 2")
+    # the shadow user acts as the client's role there (README, "Rights on the shadow")
+    execute(pg_shadow, "GRANT trustuser TO scramuser")
     port, admin = free_port(), free_port()
     t = tandem(args=["postgres", "--listen", f"127.0.0.1:{port}",
                      "--primary", pg_primary.address, "--shadow", f"green={pg_shadow.address}",
@@ -590,6 +592,7 @@ def test_cli_form_with_shadow_user(tandem, tmp_path, table, pg_primary, pg_shado
         assert users == [("scramuser",)], users
     got = delta(outcomes(t, name), before)
     assert got["mismatch"] == 1 and got["shadow_error"] == 0, got
+    execute(pg_shadow, "REVOKE trustuser FROM scramuser")
 
 
 def test_passfile_logs_each_client_user_in_as_itself(tandem, tmp_path, table, pg_primary,
