@@ -84,7 +84,8 @@ enum shadow_side { SHADOW_SIDE_PRIMARY, SHADOW_SIDE_SHADOW, SHADOW_SIDE__COUNT }
     X(SHADOW_ERROR, "shadow_error")     /* the shadow connection failed: queue discarded */        \
     X(SHADOW_TIMEOUT, "shadow_timeout") /* the shadow stopped answering: queue discarded */        \
     X(DETACHED, "detached")             /* the session's shadow was detached */                    \
-    X(MIRRORING_OFF, "mirroring_off")   /* mode passthrough set at run time, or a guard */
+    X(MIRRORING_OFF, "mirroring_off")   /* mode passthrough set at run time, or a guard */         \
+    X(IDENTITY, "identity")             /* the shadow refused the client's login (Redis ACL) */
 
 enum shadow_drop_reason {
 #define X(id, name) SHADOW_DROP_##id,
