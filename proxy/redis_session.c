@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <event2/buffer.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -189,12 +190,78 @@ redis_cmp_free(struct redis_session *s, struct redis_compare *c)
     }
 }
 
+/* ------------------------------------------------------------------ */
+/* The client's identity (redis_session_int.h, "Identity").            */
+
+void
+redis_ident_free(struct redis_ident *id)
+{
+    if (id == NULL)
+        return;
+    OPENSSL_cleanse(id, sizeof(*id) + id->user_len + id->pass_len + 2);
+    free(id);
+}
+
+/*
+ * ident_new - a copy of the login a client asks for: user (NULL: AUTH with
+ * the password alone) and pass.  NULL when a value is longer than tandem
+ * keeps (RS_IDENT_*_MAX) or out of memory.
+ */
+static struct redis_ident *
+ident_new(const struct resp_arg *user, const struct resp_arg *pass)
+{
+    size_t ulen = user ? resp_arg_decode(user, NULL, 0) : 0;
+    size_t plen = resp_arg_decode(pass, NULL, 0);
+    if (ulen > RS_IDENT_USER_MAX || plen > RS_IDENT_PASS_MAX)
+        return NULL;
+    struct redis_ident *id = malloc(sizeof(*id) + ulen + plen + 2);
+    if (id == NULL)
+        return NULL;
+    id->has_user = user != NULL;
+    id->user_len = ulen;
+    id->pass_len = plen;
+    id->user = id->buf;
+    id->pass = id->buf + ulen + 1;
+    if (user)
+        resp_arg_decode(user, (uint8_t *)id->user, ulen);
+    id->user[ulen] = '\0';
+    resp_arg_decode(pass, (uint8_t *)id->pass, plen);
+    id->pass[plen] = '\0';
+    return id;
+}
+
+/*
+ * redis_shadow_login_ok - may the shadow connection act for the client?
+ * As the client's own identity, yes.  A client that never logged in is the
+ * primary's default user: the shadow's default user, or tandem's own login
+ * there when the operator configured one (their choice for an open
+ * primary), but tandem's login only once the primary has shown it runs
+ * this session's commands without a login (default_open), or when the
+ * primary connection is tandem's own login too (handed over by an earlier
+ * cutover).  Anything else would give the client rights it does not have.
+ */
+int
+redis_shadow_login_ok(const struct redis_session *s)
+{
+    switch (s->shadow.login) {
+    case RL_CLIENT:
+        return s->ident != NULL;
+    case RL_DEFAULT:
+        return s->ident == NULL;
+    case RL_TANDEM:
+        return s->ident == NULL && (s->primary_login == RL_TANDEM ||
+                                    (s->primary_login == RL_DEFAULT && s->default_open));
+    }
+    return 0;
+}
+
 static void
 unit_free(struct redis_session *s, struct redis_unit *u)
 {
     redis_cmp_free(s, u->cmp);
     free(u->name);
     free(u->local);
+    redis_ident_free(u->ident);
     if (s->nspare < SPARE_UNITS) {
         u->next = s->spare;
         s->spare = u;
@@ -368,6 +435,7 @@ session_free(struct redis_session *s)
     worker_session_removed(s->w, &s->base);
     runtime_unref(s->rt);
     free(s->client_name);
+    redis_ident_free(s->ident);
     free(s);
 }
 
@@ -562,12 +630,19 @@ arg_string(const struct resp_arg *arg)
 static void
 note_session_change(struct redis_session *s, struct redis_unit *u, const struct resp_request *req)
 {
+    /* the identity matters to the shadow only; a session without one keeps no secret */
+    int keep = s->shadow.state != RSH_OFF;
+
     switch ((enum rs_cmd)u->which) {
     case RC_HELLO:
         /* HELLO [protover [AUTH user pass] [SETNAME name]] */
         for (size_t i = 2; i < req->nargv; i++) {
             if (arg_is(req, i, "auth")) {
-                u->track = RT_AUTH;
+                if (i + 2 < req->nargv) {
+                    u->track = RT_AUTH;
+                    redis_ident_free(u->ident); /* HELLO ... AUTH a b AUTH c d: the last */
+                    u->ident = keep ? ident_new(&req->argv[i + 1], &req->argv[i + 2]) : NULL;
+                }
                 i += 2;
             } else if (arg_is(req, i, "setname") && i + 1 < req->nargv) {
                 u->name = arg_string(&req->argv[i + 1]);
@@ -576,7 +651,13 @@ note_session_change(struct redis_session *s, struct redis_unit *u, const struct 
         }
         break;
     case RC_AUTH:
-        u->track = RT_AUTH;
+        /* AUTH pass, AUTH user pass; any other arity the primary refuses */
+        if (req->argc == 2 || req->argc == 3) {
+            u->track = RT_AUTH;
+            if (keep)
+                u->ident = req->argc == 2 ? ident_new(NULL, &req->argv[1])
+                                          : ident_new(&req->argv[1], &req->argv[2]);
+        }
         break;
     case RC_SELECT:
         if (req->nargv >= 2) {
@@ -671,6 +752,8 @@ route_read(struct redis_session *s, struct redis_unit *u, const struct resp_requ
              s->outstanding > 0 || s->route.unit != NULL || s->state != RS_ACTIVE ||
              s->shadow.nheld > 0)
         why = ROUTE_REASON_UNROUTABLE; /* pipelined behind other commands, or pinned */
+    else if (!redis_shadow_login_ok(s))
+        why = ROUTE_REASON_UNROUTABLE; /* the shadow would read with rights the client lacks */
     if (why != ROUTE_REASON_NONE) {
         session_route_fallback(s->w, s->lis, (int)why);
         return 0;
@@ -946,6 +1029,7 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
     if (u->kind == REQ_KIND_WRITE || u->which == RC_EXEC)
         s->route.last_write_ns = redis_now(s); /* read_your_writes counts from here */
     if (info->type == '-') {
+        u->refused = 1;
         if (headlen >= 7 && memcmp(head, "-NOAUTH", 7) == 0) {
             int slot = s->be->metric_slot;
             if (slot >= 0 && slot < METRIC_MAX_BACKENDS)
@@ -954,10 +1038,18 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
                 s->limits.pre_auth = true;
         }
     } else {
+        /* the default user ran it: no login needed on this primary (AUTH & co. prove nothing) */
+        if (s->primary_login == RL_DEFAULT && u->cmd != NULL && !(u->flags & REDISCMD_NO_AUTH))
+            s->default_open = 1;
         switch (u->track) {
         case RT_AUTH:
             s->authed = 1;
             s->limits.pre_auth = false;
+            s->primary_login = RL_CLIENT;
+            /* the shadow's login from now on (NULL: none kept, see redis_shadow_command) */
+            redis_ident_free(s->ident);
+            s->ident = u->ident;
+            u->ident = NULL;
             break;
         case RT_SELECT:
             s->db = u->db;
@@ -968,6 +1060,9 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
             free(s->client_name);
             s->client_name = NULL;
             s->authed = 0;
+            redis_ident_free(s->ident);
+            s->ident = NULL;
+            s->primary_login = RL_DEFAULT;
             s->limits.pre_auth = backend_wants_auth(s);
             route_match_session(s);
             break;
@@ -1306,16 +1401,21 @@ swap_ready(struct redis_session *s)
 /*
  * Both sides are idle and the shadow holds everything the primary does:
  * exchange the two connections, so the shadow answers and the primary is
- * mirrored.  Both are in the client's db under its name; the new primary's
- * connection is logged in with tandem's credentials for that backend.
+ * mirrored.  Both are in the client's db under its name, logged in as the
+ * client (or, for a client that never logged in, as the shadow's default
+ * user or tandem's login there: login_ok() was asked first).
  */
 static void
 swap_roles(struct redis_session *s)
 {
     const struct rt_backend *b = s->be;
+    enum rs_login login = s->primary_login;
 
     session_swap_conns(&s->server, &s->shadow.conn, s->w->base, on_server, s);
     redis_shadow_swap(s);
+    s->primary_login = s->shadow.login;
+    s->shadow.login = login;
+    s->default_open = 0; /* learned again from the new primary's answers */
     s->be = s->shadow_be;
     s->shadow_be = b;
     s->swapped = !s->swapped;
@@ -1356,13 +1456,27 @@ redis_session_cutover_check(struct redis_session *s, int *listener_slot)
     }
     if ((int)s->swapped != want) {
         int ready = swap_ready(s);
-        if (ready < 0 && s->outstanding == 0 && s->route.unit == NULL && !s->in_multi) {
-            slog(s, CONF_LOG_INFO, "closing: the primary changed (cutover) and this session has "
-                                   "no connection to the new one");
-            close_quietly(s);
+        /* its shadow connection would give the client other rights than its own */
+        int login_lost = s->shadow.identity_refused || (ready >= 0 && !redis_shadow_login_ok(s));
+        if ((ready < 0 || login_lost) && s->outstanding == 0 && s->route.unit == NULL &&
+            !s->in_multi) {
+            if (login_lost) {
+                char msg[300];
+                snprintf(msg, sizeof(msg),
+                         "ERR tandem: the primary changed (cutover) and this connection's login "
+                         "cannot be carried over to backend \"%s\": reconnect",
+                         s->shadow_be->conf->name);
+                fail_all(s, METRIC_ERR_SHUTDOWN, msg);
+            } else {
+                slog(s, CONF_LOG_INFO, "closing: the primary changed (cutover) and this session "
+                                       "has no connection to the new one");
+                close_quietly(s);
+            }
             settle(s);
             return 0;
         }
+        if (login_lost)
+            return 1; /* closed at its idle point */
         if (ready <= 0)
             return 1;
         swap_roles(s);

@@ -44,6 +44,19 @@
  * cutover (or a rollback) swaps the session's two connections at an idle
  * point (redis_session.c, "Cutover").  Until then, and while the listener
  * is paused, commands other than reads wait in client.in.
+ *
+ * Identity
+ * --------
+ * The shadow never acts with more rights than the client has on the
+ * primary.  Once the primary accepted the client's AUTH (or HELLO ... AUTH),
+ * its user and password are kept in `ident`; the shadow connection logs in
+ * as that identity: the client's AUTH is mirrored in its turn, and a new
+ * shadow connection replays it before anything else.  Only a session whose
+ * client never logged in uses tandem's own credentials for the shadow.  A
+ * shadow that refuses the identity ends the session's mirroring for good
+ * (shadow.identity_refused).  Each connection's login (enum rs_login) is
+ * known, so a cutover hands the client a connection logged in as itself,
+ * or closes the session (redis_session.c, login_carries_over).
  */
 #ifndef TANDEM_REDIS_SESSION_INT_H
 #define TANDEM_REDIS_SESSION_INT_H
@@ -102,6 +115,31 @@ enum rs_cmd {
     RC_SUBSCRIBE, /* SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE */
 };
 
+/* Who a server connection of the session is logged in as. */
+enum rs_login {
+    RL_DEFAULT, /* nobody logged in: the server's default user */
+    RL_TANDEM,  /* tandem's own credentials for that backend (user, password) */
+    RL_CLIENT,  /* the identity the client logged in with on the primary (ident) */
+};
+
+/* The longest user name and password tandem keeps for a client's identity. */
+#define RS_IDENT_USER_MAX 512
+#define RS_IDENT_PASS_MAX 1024
+
+/*
+ * A client's login: AUTH pass (has_user 0: the default user), AUTH user
+ * pass, HELLO ... AUTH user pass.  The password is a secret: it lives here
+ * only, is never logged, and is wiped before the memory is freed
+ * (redis_ident_free).  user and pass point into buf, NUL-terminated, but
+ * may hold NULs: their lengths are what count.
+ */
+struct redis_ident {
+    unsigned has_user : 1;
+    size_t user_len, pass_len;
+    char *user, *pass;
+    char buf[];
+};
+
 /* The first bytes of each side's reply, for the report. */
 #define RS_SAMPLE_BYTES 256
 
@@ -134,11 +172,16 @@ struct redis_unit {
     unsigned tx : 1;            /* EXEC: its held bytes are the whole MULTI ... EXEC */
     unsigned close_after : 1;   /* a local protocol error: the session ends after it */
     unsigned routed : 1;        /* mode split: the shadow answers it; the primary may compare */
+    unsigned identity : 1;      /* replay: the client's login; refused, mirroring ends */
+    unsigned refused : 1;       /* the primary answered it with an error */
+    unsigned sets_login : 1;    /* replay: once sent, the shadow is logged in as `login` */
+    uint8_t login;              /* enum rs_login, with sets_login */
     int8_t forced;              /* outcome decided without an answer, or -1 */
     uint32_t sreplies;          /* replies the shadow owes for it (MULTI ... EXEC: all) */
     size_t held_len;
     int64_t db;                 /* SELECT's argument */
     char *name;                 /* the name CLIENT SETNAME or HELLO SETNAME sets (heap), or NULL */
+    struct redis_ident *ident;  /* RT_AUTH: the login it asks for (heap, wiped), or NULL */
     char *local;                /* answered by tandem: these bytes (heap), or NULL */
     size_t local_len;
     uint64_t closed_ns;         /* read from the client */
@@ -161,6 +204,8 @@ struct redis_shadow {
     unsigned conn_open : 1;
     unsigned reply_open : 1;     /* reader is inside a reply */
     unsigned tx_wanted : 1;      /* the open MULTI holds a command worth mirroring */
+    unsigned identity_refused : 1; /* the shadow refused the client's login: never re-attach */
+    enum rs_login login;         /* the connection's login after what conn.out holds */
     struct resp_reader reader;
     uint32_t replies_left;       /* of scur's replies, including the one being read */
     uint64_t connect_ns;         /* when the connect started */
@@ -210,12 +255,15 @@ struct redis_session {
     unsigned client_counted_out : 1;
     unsigned swapped : 1;         /* roles swapped by a cutover: be is the listener's shadow */
     unsigned writes_waiting : 1;  /* a command waits in client.in for a cutover to finish */
+    unsigned default_open : 1;    /* the primary ran a command of ours for its default user */
     struct resp_limits limits;    /* pre_auth while the primary wants AUTH first */
     size_t client_need;           /* bytes client.in must hold before parsing again */
     struct resp_reader reader;    /* frames (and digests) the primary's replies */
     uint32_t outstanding;         /* units awaiting the primary */
     int64_t db;                   /* SELECTed db, for the shadow */
     char *client_name;            /* CLIENT SETNAME, for the shadow (heap), or NULL */
+    struct redis_ident *ident;    /* the login the primary accepted, for the shadow; NULL none */
+    enum rs_login primary_login;  /* the login of server (the primary connection) */
 
     struct redis_unit *units_head, *units_tail;
     struct redis_unit *pcur;      /* first unit awaiting the primary's reply */
@@ -247,6 +295,14 @@ redis_now(struct redis_session *s)
 
 /* redis_session.c */
 enum rs_cmd redis_cmd_which(const struct rediscmd *cmd);
+/* wipe the identity's secret and free it; NULL is fine */
+void redis_ident_free(struct redis_ident *id);
+/*
+ * 1 when the shadow connection acts with no more rights than the client
+ * has on the primary: it may answer the client's reads, and become its
+ * primary connection at a cutover.
+ */
+int redis_shadow_login_ok(const struct redis_session *s);
 struct redis_unit *redis_unit_new(struct redis_session *s);
 /* a cleared comparison, recycled when one is spare; NULL when out of memory */
 struct redis_compare *redis_cmp_new(struct redis_session *s);
@@ -282,6 +338,8 @@ int redis_shadow_writes_owed(const struct redis_session *s);
 int redis_shadow_swap_ready(const struct redis_session *s);
 void redis_shadow_swap(struct redis_session *s);
 void redis_shadow_orphan(struct redis_session *s);
+/* the client's login cannot be followed on the shadow: the session is mirrored no more */
+void redis_shadow_identity_lost(struct redis_session *s, const char *why);
 void redis_shadow_abandon(struct redis_session *s);
 void redis_keep_sample(uint8_t *sample, uint16_t *have, const uint8_t *p, size_t n);
 

@@ -9,8 +9,17 @@
  * listener diverged, and the session goes on with the primary alone.  At
  * its next idle point (no reply owed, no MULTI open, not subscribed) the
  * session tries again, with a back-off of 1 s doubling to 60 s, on a new
- * connection that first logs in with the shadow backend's own credentials
- * and replays the session state (SELECT, CLIENT SETNAME).
+ * connection that first logs in and replays the session state (SELECT,
+ * CLIENT SETNAME).
+ *
+ * Login: as the client.  Its AUTH (or HELLO ... AUTH) is mirrored like any
+ * command, in its turn, once the primary accepted it (refused, the shadow
+ * never sees it); a new connection replays the identity the primary last
+ * accepted.  Only a client that never logged in has the shadow connection
+ * log in with the shadow backend's own credentials, if any.  A shadow that
+ * refuses the client's identity ends the session's mirroring for good
+ * (reason `identity`): re-attaching would only be refused again, and
+ * anything else would run the client's commands with rights not its own.
  *
  * Mirror order: a mirrored command waits in shadow.held until the primary
  * has answered it, and only then goes to the shadow, so the shadow applies
@@ -24,6 +33,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <event2/buffer.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +51,7 @@
 #define slog(s, level, ...) log_at(level, (s)->id, (s)->peer, __VA_ARGS__)
 
 static void detach(struct redis_session *s, enum shadow_outcome why, const char *reason);
+static void identity_refused(struct redis_session *s, const char *why);
 static void on_shadow_io(evutil_socket_t fd, short what, void *arg);
 static void shadow_connected(struct redis_session *s);
 
@@ -168,7 +179,8 @@ mirror(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes, stru
 
     u->mirrored = 1;
     if (sh->state == RSH_DETACHED) {
-        shadow_count_dropped(s->w->shadow, s->lis->metric_slot, SHADOW_DROP_DETACHED, 1);
+        shadow_count_dropped(s->w->shadow, s->lis->metric_slot,
+                             sh->identity_refused ? SHADOW_DROP_IDENTITY : SHADOW_DROP_DETACHED, 1);
         if (changes_data(u))
             shadow_set_diverged(s->lis->metric_slot);
         u->forced = SHADOW_DROPPED;
@@ -200,6 +212,63 @@ tx_add(struct redis_session *s, const struct redis_unit *u, const uint8_t *bytes
         sh->tx_wanted = 1;
 }
 
+/* Room for AUTH user pass of the longest identity tandem keeps, and RESET before it. */
+#define LOGIN_BUF (RS_IDENT_USER_MAX + RS_IDENT_PASS_MAX + 64)
+
+/* AUTH with the shadow backend's own credentials into out; 0 when it has none. */
+static size_t
+build_tandem_auth(const struct rt_backend *b, uint8_t *out, size_t cap)
+{
+    if (!b->password[0])
+        return 0;
+    if (b->conf->user[0])
+        return resp_build_command(out, cap, 3,
+                                  (const char *const[]){"AUTH", b->conf->user, b->password}, NULL);
+    return resp_build_command(out, cap, 2, (const char *const[]){"AUTH", b->password}, NULL);
+}
+
+/* AUTH as the client's identity, in the form it used, into out; 0 when out is too small. */
+static size_t
+build_ident_auth(const struct redis_ident *id, uint8_t *out, size_t cap)
+{
+    if (id->has_user)
+        return resp_build_command(out, cap, 3, (const char *const[]){"AUTH", id->user, id->pass},
+                                  (const size_t[]){4, id->user_len, id->pass_len});
+    return resp_build_command(out, cap, 2, (const char *const[]){"AUTH", id->pass},
+                              (const size_t[]){4, id->pass_len});
+}
+
+/*
+ * mirror_login - the client's AUTH or HELLO ... AUTH (unit u): the shadow
+ * gets AUTH with the same identity, in its turn, once the primary accepted
+ * it (drop_instead).  Not HELLO itself: its answer describes the server.
+ * A detached shadow needs nothing: re-attaching replays what the primary
+ * accepted.  An identity tandem could not keep (too long, out of memory)
+ * ends the mirroring: the shadow would go on as someone else.
+ */
+static void
+mirror_login(struct redis_session *s, struct redis_unit *u)
+{
+    uint8_t buf[LOGIN_BUF];
+    size_t n;
+
+    if (u->ident == NULL || (n = build_ident_auth(u->ident, buf, sizeof(buf))) == 0) {
+        redis_shadow_identity_lost(s, "the client's login is longer than tandem keeps");
+        return;
+    }
+    if (s->shadow.state == RSH_DETACHED) {
+        OPENSSL_cleanse(buf, n);
+        return;
+    }
+    u->replay = 1; /* the session's state, not a comparison */
+    u->identity = 1;
+    u->sets_login = 1;
+    u->login = RL_CLIENT;
+    u->mode = RESP_DIGEST_NONE;
+    mirror(s, u, buf, NULL, n);
+    OPENSSL_cleanse(buf, n);
+}
+
 /*
  * redis_shadow_command - command u (request bytes[0..len)) was read and
  * appended; s->in_multi is already 1 for MULTI and still 1 for its EXEC or
@@ -214,6 +283,17 @@ redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_
 
     if (sh->tx_buf == NULL)
         return;
+    if (u->track == RT_AUTH) {
+        if (s->in_multi) {
+            /* run by EXEC, its answer one of many: tandem cannot tell who the client is after */
+            redis_ident_free(u->ident);
+            u->ident = NULL;
+            redis_shadow_identity_lost(s, "the client logged in inside MULTI");
+            return;
+        }
+        mirror_login(s, u);
+        return;
+    }
     if (which == RC_MULTI && evbuffer_get_length(sh->tx_buf) == 0 && sh->tx_cmds == 0) {
         sh->tx_wanted = 0;
         tx_add(s, u, bytes, len);
@@ -235,10 +315,20 @@ redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_
         evbuffer_drain(sh->tx_buf, evbuffer_get_length(sh->tx_buf));
         sh->tx_cmds = 0;
         if (which == RC_RESET) {
-            /* the shadow's connection keeps its login: only the db goes back to 0 */
-            static const uint8_t select0[] = "*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n";
+            /*
+             * RESET logs the primary's connection out: the shadow's too, then
+             * it logs in as a new connection of a client that never did would
+             */
+            uint8_t buf[LOGIN_BUF];
+            size_t n = resp_build_command(buf, sizeof(buf), 1, (const char *const[]){"RESET"},
+                                          NULL);
+            size_t a = build_tandem_auth(s->shadow_be, buf + n, sizeof(buf) - n);
             u->replay = 1;
-            mirror(s, u, select0, NULL, sizeof(select0) - 1);
+            u->sreplies = a > 0 ? 2 : 1;
+            u->sets_login = 1;
+            u->login = a > 0 ? RL_TANDEM : RL_DEFAULT;
+            mirror(s, u, buf, NULL, n + a);
+            OPENSSL_cleanse(buf, n + a);
         }
         return;
     }
@@ -255,6 +345,8 @@ static int
 drop_instead(const struct redis_unit *u)
 {
     const struct redis_compare *c = u->cmp;
+    if (u->identity)
+        return u->refused; /* a login the primary refused changes nothing */
     if (!u->primary_done || c == NULL || c->plen == 0)
         return 0;
     if (u->tx)
@@ -290,6 +382,8 @@ release_held(struct redis_session *s, int force)
         }
         u->shadow_sent_ns = sh->state == RSH_READY ? now : 0;
         evbuffer_remove_buffer(sh->held, sh->conn.out, u->held_len);
+        if (u->sets_login)
+            sh->login = (enum rs_login)u->login;
         sent = 1;
     }
     if (sent && sh->state == RSH_READY && force)
@@ -436,11 +530,13 @@ shadow_close(struct redis_session *s)
 }
 
 /*
- * detach - give up on this shadow connection.  Every unit it still owed
- * gets `why` as its outcome; a write among them makes the shadow diverged.
+ * detach_as - give up on this shadow connection.  Every unit it still owed
+ * gets `why` as its outcome and is counted as dropped for reason_id; a
+ * write among them makes the shadow diverged.  Logged at level.
  */
 static void
-detach(struct redis_session *s, enum shadow_outcome why, const char *reason)
+detach_as(struct redis_session *s, enum shadow_outcome why, enum shadow_drop_reason reason_id,
+          enum conf_log_level level, const char *reason)
 {
     struct redis_shadow *sh = &s->shadow;
     int lost_write = 0;
@@ -462,31 +558,92 @@ detach(struct redis_session *s, enum shadow_outcome why, const char *reason)
     sh->state = RSH_DETACHED;
     sh->failures++;
     sh->retry_at_ns = session_now_ns() + session_retry_backoff_ns(sh->failures);
-    enum shadow_drop_reason reason_id = why == SHADOW_SHADOW_TIMEOUT ? SHADOW_DROP_SHADOW_TIMEOUT
-                                        : why == SHADOW_SHADOW_ERROR ? SHADOW_DROP_SHADOW_ERROR
-                                                                     : SHADOW_DROP_QUEUE_FULL;
     if (owed > 0)
         shadow_count_dropped(s->w->shadow, s->lis->metric_slot, reason_id, owed);
     if (lost_write)
         shadow_set_diverged(s->lis->metric_slot);
-    log_at(why == SHADOW_DROPPED ? CONF_LOG_INFO : CONF_LOG_WARN, s->id, s->peer,
-           "shadow \"%s\" at %s detached: %s%s", s->shadow_be->conf->name,
+    log_at(level, s->id, s->peer, "shadow \"%s\" at %s detached: %s%s", s->shadow_be->conf->name,
            s->shadow_be->addr_text, reason, lost_write ? " (a write was lost: diverged)" : "");
     redis_session_route_lost(s); /* before the routed unit is recorded and freed */
     redis_complete_units(s);
     redis_session_shadow_progress(s);
 }
 
-/* Queue one command of the login or the session state, answered before any mirror. */
+/* detach - detach_as with the drop reason and log level that go with the outcome. */
 static void
-replay(struct redis_session *s, size_t argc, const char *const *argv, const size_t *lens)
+detach(struct redis_session *s, enum shadow_outcome why, const char *reason)
+{
+    enum shadow_drop_reason reason_id = why == SHADOW_SHADOW_TIMEOUT ? SHADOW_DROP_SHADOW_TIMEOUT
+                                        : why == SHADOW_SHADOW_ERROR ? SHADOW_DROP_SHADOW_ERROR
+                                                                     : SHADOW_DROP_QUEUE_FULL;
+    detach_as(s, why, reason_id, why == SHADOW_DROPPED ? CONF_LOG_INFO : CONF_LOG_WARN, reason);
+}
+
+/*
+ * The user name of the client's identity for the log (never the password):
+ * printable bytes only, and short, since the client chose it.
+ */
+static void
+ident_user_text(const struct redis_ident *id, char *out, size_t cap)
+{
+    size_t i = 0;
+    if (id == NULL || !id->has_user) {
+        snprintf(out, cap, "default");
+        return;
+    }
+    for (; i < id->user_len && i + 1 < cap; i++) {
+        char c = id->user[i];
+        out[i] = c >= 0x20 && c < 0x7f && c != '"' ? c : '?';
+    }
+    out[i] = '\0';
+}
+
+/*
+ * identity_refused - the shadow will not act as the client (or tandem
+ * cannot tell it who the client is): detach for the rest of the session,
+ * counted as `identity`, logged once (the session never re-attaches).  The
+ * session's later mirrors are dropped (`identity`), a write among them
+ * marks the shadow diverged, and a cutover closes the session.
+ */
+static void
+identity_refused(struct redis_session *s, const char *why)
 {
     struct redis_shadow *sh = &s->shadow;
-    uint8_t buf[2048];
-    size_t n = resp_build_command(buf, sizeof(buf), argc, argv, lens);
+    char text[512];
+
+    if (sh->identity_refused || sh->state == RSH_OFF)
+        return;
+    sh->identity_refused = 1;
+    snprintf(text, sizeof(text),
+             "%s; this session is not mirrored any more (the shadow needs the primary's ACL "
+             "users)",
+             why);
+    if (sh->state == RSH_DETACHED) {
+        /* detached already (a failure, and no connection now): no more attempts */
+        log_at(CONF_LOG_WARN, s->id, s->peer, "shadow \"%s\" at %s: %s", s->shadow_be->conf->name,
+               s->shadow_be->addr_text, text);
+        return;
+    }
+    detach_as(s, SHADOW_DROPPED, SHADOW_DROP_IDENTITY, CONF_LOG_WARN, text);
+}
+
+void
+redis_shadow_identity_lost(struct redis_session *s, const char *why)
+{
+    identity_refused(s, why);
+}
+
+/*
+ * Queue one command of the login or the session state (bytes[0..n)),
+ * answered before any mirror.  Its unit, or NULL when out of memory.
+ */
+static struct redis_unit *
+replay_bytes(struct redis_session *s, const uint8_t *buf, size_t n)
+{
+    struct redis_shadow *sh = &s->shadow;
     struct redis_unit *u = n > 0 ? redis_unit_new(s) : NULL;
     if (u == NULL)
-        return;
+        return NULL;
     u->kind = REQ_KIND_SESSION;
     u->replay = u->mirrored = u->primary_done = 1;
     u->closed_ns = session_now_ns();
@@ -497,13 +654,57 @@ replay(struct redis_session *s, size_t argc, const char *const *argv, const size
         s->scur = u;
     evbuffer_add(sh->conn.out, buf, n);
     account(s, (int64_t)n);
+    return u;
+}
+
+static void
+replay(struct redis_session *s, size_t argc, const char *const *argv)
+{
+    uint8_t buf[2048];
+    replay_bytes(s, buf, resp_build_command(buf, sizeof(buf), argc, argv, NULL));
 }
 
 /*
- * redis_shadow_start - open a shadow connection for s: log in with the
- * shadow backend's credentials (user/password, password_file), replay the
- * session's db and name.  Never waits: mirrors queue up in conn.out behind
- * the login until the connect completes.
+ * replay_login - the new connection logs in: as the client's identity when
+ * the primary accepted one, else with the shadow backend's credentials, if
+ * any.  -1 when out of memory.
+ */
+static int
+replay_login(struct redis_session *s)
+{
+    struct redis_shadow *sh = &s->shadow;
+    uint8_t buf[LOGIN_BUF];
+    size_t n;
+    struct redis_unit *u = NULL;
+    enum rs_login login;
+
+    if (s->ident != NULL) {
+        n = build_ident_auth(s->ident, buf, sizeof(buf));
+        login = RL_CLIENT;
+    } else {
+        n = build_tandem_auth(s->shadow_be, buf, sizeof(buf));
+        login = RL_TANDEM;
+    }
+    sh->login = RL_DEFAULT;
+    if (n == 0)
+        return 0; /* nobody to log in as: the default user, like the client on the primary */
+    u = replay_bytes(s, buf, n);
+    OPENSSL_cleanse(buf, n);
+    if (u == NULL)
+        return -1;
+    u->identity = login == RL_CLIENT;
+    u->sets_login = 1;
+    u->login = (uint8_t)login;
+    sh->login = login;
+    return 0;
+}
+
+/*
+ * redis_shadow_start - open a shadow connection for s: log in (as the
+ * client, or with the shadow backend's credentials for a client that never
+ * logged in: replay_login), replay the session's db and name.  Never
+ * waits: mirrors queue up in conn.out behind the login until the connect
+ * completes.
  */
 void
 redis_shadow_start(struct redis_session *s)
@@ -532,20 +733,17 @@ redis_shadow_start(struct redis_session *s)
     sh->reply_open = 0;
     sh->replies_left = 0;
 
-    if (b->password[0]) {
-        const char *argv[3] = {"AUTH", b->conf->user, b->password};
-        if (b->conf->user[0])
-            replay(s, 3, argv, NULL);
-        else
-            replay(s, 2, (const char *const[]){"AUTH", b->password}, NULL);
+    if (replay_login(s) != 0) {
+        detach(s, SHADOW_SHADOW_ERROR, "out of memory");
+        return;
     }
     if (s->db != 0) {
         char db[24];
         snprintf(db, sizeof(db), "%lld", (long long)s->db);
-        replay(s, 2, (const char *const[]){"SELECT", db}, NULL);
+        replay(s, 2, (const char *const[]){"SELECT", db});
     }
     if (s->client_name != NULL)
-        replay(s, 3, (const char *const[]){"CLIENT", "SETNAME", s->client_name}, NULL);
+        replay(s, 3, (const char *const[]){"CLIENT", "SETNAME", s->client_name});
 
     if (rc == 0)
         shadow_connected(s);
@@ -587,10 +785,14 @@ shadow_input(struct redis_session *s)
         if (sh->replies_left == 0)
             sh->replies_left = u->sreplies;
         int last = sh->replies_left == 1;
+        /* a replayed login or state: each of its replies is checked (RESET, then AUTH) */
+        int keep = (last || u->replay) && u->cmp;
         if (!sh->reply_open) {
             resp_reader_init(&sh->reader, last && u->cmp ? (enum resp_digest_mode)u->mode
                                                          : RESP_DIGEST_NONE);
             sh->reply_open = 1;
+            if (keep)
+                u->cmp->slen = 0;
         }
         size_t used = 0;
         struct resp_reply_info info;
@@ -601,7 +803,7 @@ shadow_input(struct redis_session *s)
             detach(s, SHADOW_SHADOW_ERROR, "the shadow sent an invalid reply");
             return;
         }
-        if (last && u->cmp)
+        if (keep)
             redis_keep_sample(u->cmp->ssample, &u->cmp->slen, v.iov_base, used);
         int routed = u == s->route.unit;
         if (routed)
@@ -611,16 +813,24 @@ shadow_input(struct redis_session *s)
         if (st != RESP_OK)
             continue;
         sh->reply_open = 0;
-        if (--sh->replies_left > 0)
-            continue;
         if (u->replay && info.type == '-') {
             char why[300], text[200] = "";
             if (u->cmp)
                 rediscmp_render(u->cmp->ssample, u->cmp->slen, info.size, text, sizeof(text));
-            snprintf(why, sizeof(why), "login failed: %s", text);
-            detach(s, SHADOW_SHADOW_ERROR, why);
+            if (u->identity) {
+                char user[64];
+                ident_user_text(s->ident, user, sizeof(user));
+                snprintf(why, sizeof(why), "the shadow refused the client's login as \"%s\": %s",
+                         user, text);
+                identity_refused(s, why);
+            } else {
+                snprintf(why, sizeof(why), "login failed: %s", text);
+                detach(s, SHADOW_SHADOW_ERROR, why);
+            }
             return;
         }
+        if (--sh->replies_left > 0)
+            continue;
         u->shadow_done = 1;
         u->shadow_ns = redis_now(s) - (u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns);
         if (u->cmp)
@@ -677,7 +887,7 @@ on_shadow_io(evutil_socket_t fd, short what, void *arg)
 void
 redis_shadow_idle(struct redis_session *s)
 {
-    if (s->shadow.state == RSH_DETACHED && s->units_head == NULL &&
+    if (s->shadow.state == RSH_DETACHED && !s->shadow.identity_refused && s->units_head == NULL &&
         session_now_ns() >= s->shadow.retry_at_ns)
         redis_shadow_start(s);
 }

@@ -576,6 +576,11 @@ test_gauges(void **state)
     shadow_record(a, METRIC_MAX_LISTENERS, 1, "x", SHADOW_MATCH, MS, MS, NULL, NULL);
     assert_int_equal(shadow_listener_stats(-1, 0, &st), -1);
     assert_string_equal(shadow_drop_reason_name(SHADOW_DROP_QUEUE_FULL), "queue_full");
+    assert_string_equal(shadow_drop_reason_name(SHADOW_DROP_IDENTITY), "identity");
+    shadow_count_dropped(a, slot, SHADOW_DROP_IDENTITY, 2);
+    st = stats(slot);
+    assert_int_equal(st.dropped[SHADOW_DROP_IDENTITY], 2);
+    assert_int_equal(st.dropped[SHADOW_DROP_DETACHED], 5);
 }
 
 /* ---- the expositions -------------------------------------------------------- */

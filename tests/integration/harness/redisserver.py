@@ -3,6 +3,10 @@
     server = RedisServer("primary", password=None)
     server.start(); server.client().set("k", "v"); server.stop()
 
+    # requirepass for the default user, and ACL users (rules as ACL SETUSER takes them)
+    server = RedisServer("acl", password="adminpw",
+                         users={"reader": "on >readerpw ~* +get +auth +hello +ping"})
+
 DEBUG is enabled (DEBUG DIGEST compares two servers' whole data set).  The
 process is ours: tests may SIGSTOP, SIGCONT or kill it, and restart() brings
 it back on the same port, empty.
@@ -21,9 +25,10 @@ from .util import ARTIFACTS, free_port, port_accepts, wait_until
 
 
 class RedisServer:
-    def __init__(self, name, password=None):
+    def __init__(self, name, password=None, users=None):
         self.name = name
         self.password = password
+        self.users = dict(users or {})  # name -> ACL SETUSER rules, applied at every start
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix=f"tandem-redis-{name}-")
         self.proc = None
@@ -43,7 +48,14 @@ class RedisServer:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         wait_until(lambda: port_accepts(self.port), 20, f"redis-server {self.name} to listen")
+        for user, rules in self.users.items():
+            self.set_user(user, rules)
         return self
+
+    def set_user(self, user, rules):
+        """ACL SETUSER user <rules> (a string split on blanks, or a list: selectors "(...)")."""
+        args = rules.split() if isinstance(rules, str) else list(rules)
+        self.client().execute_command("ACL", "SETUSER", user, *args)
 
     def client(self, db=0):
         return redis.Redis(host="127.0.0.1", port=self.port, db=db, password=self.password,
