@@ -503,6 +503,16 @@ redis_shadow_record(struct redis_session *s, struct redis_unit *u)
     const struct cmd_key *key = record_key(u, &kbuf);
     shadow_record(s->w->shadow, s->lis->metric_slot, key->id, key->text, outcome, u->primary_ns,
                   u->shadow_done && u->forced < 0 ? u->shadow_ns : 0, psum, ssum);
+    /*
+     * A write only one side failed: its data may differ from now on (forced
+     * outcomes, drops and detaches, were noted where decided).  A write whose
+     * reply differs in value is no proof: INCR, LPUSH ... answer what other
+     * sessions' writes made of the key, and those interleave across sessions.
+     */
+    if (u->forced < 0 && changes_data(u) && !u->replay &&
+        (outcome == SHADOW_SHADOW_ERROR || outcome == SHADOW_PRIMARY_ERROR))
+        shadow_note_divergence(s->lis->metric_slot, shadow_outcome_name(outcome), key->text,
+                               strlen(key->text));
     if (outcome == SHADOW_MISMATCH)
         slog(s, CONF_LOG_DEBUG, "shadow mismatch: %s: primary %s, shadow %s", key->text, psum,
              ssum);

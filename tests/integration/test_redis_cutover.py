@@ -172,3 +172,24 @@ def test_subscribers_reconnect_to_the_new_primary(tandem, pair):
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             sub.get_message(timeout=0.2)
+
+
+def test_refused_after_a_write_only_the_shadow_failed(tandem, pair):
+    """A write the primary acknowledged and the shadow refused (another type
+    under the key there): the shadow misses it, so a cutover is refused (409)
+    naming the reason, until forced."""
+    from harness.adminapi import call
+    primary, shadow = pair
+    t = start_redis_tandem(tandem, primary, shadow, mode="shadow",
+                           mirror={"reads": "0%", "timeout": "10s"})
+    tandem_client(t).incr("drift:n")  # both sides alike
+    wait_drained(t, listener="r")
+    assert metric_value(t.metrics(), "tandem_shadow_diverged", listener="r") == 0
+    shadow.client().set("drift:h", "a string")
+    tandem_client(t).hset("drift:h", "f", "1")  # a hash on the primary, WRONGTYPE on the shadow
+    wait_until(lambda: metric_value(t.metrics(), "tandem_shadow_diverged", listener="r") == 1,
+               20, "the shadow marked diverged")
+    status, reply = call(t, "POST", "/api/cutover")
+    assert status == 409, reply
+    assert "diverged" in reply["error"] and "shadow_error" in reply["error"], reply
+    assert answering_port(t) == primary.port
