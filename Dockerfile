@@ -1,5 +1,5 @@
 # Dockerfile - tandem on Debian 12, in two stages:
-#   build    the -dev packages and cmake; builds build/proxy/tandem
+#   build    the -dev packages and cmake; builds build/tandem
 #   runtime  the shared libraries it links, a non-root user, the binary
 #
 #   docker build -t tandem:dev .
@@ -17,7 +17,7 @@ WORKDIR /src
 COPY . .
 RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTANDEM_TESTS=OFF -DTANDEM_WERROR=ON \
  && cmake --build build -j"$(nproc)" --target tandem \
- && strip --strip-debug build/proxy/tandem
+ && strip --strip-debug build/tandem
 
 FROM debian:12-slim AS runtime
 RUN apt-get update \
@@ -28,7 +28,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin tandem \
  && mkdir -p /etc/tandem
-COPY --from=build /src/build/proxy/tandem /usr/local/bin/tandem
+COPY --from=build /src/build/tandem /usr/local/bin/tandem
 USER tandem
 EXPOSE 6432 9090
 ENTRYPOINT ["/usr/local/bin/tandem"]

@@ -5,7 +5,7 @@
 # Source it after pgctl.sh; it runs nothing by itself.
 #
 # bench_ensure_deps CMD...     run scripts/deps.sh when one of CMD is missing
-# bench_ensure_tandem          set TANDEM_BIN (default build/proxy/tandem),
+# bench_ensure_tandem          set TANDEM_BIN (default build/tandem),
 #                              building it with cmake when it is absent
 # bouncer_start NAME PGPORT POOL MAXCLIENT [KEY=VALUE ...]
 #                              PgBouncer (Debian's) in session pool mode in a
@@ -45,7 +45,7 @@ bench_ensure_deps() {
 }
 
 bench_ensure_tandem() {
-    TANDEM_BIN=${TANDEM_BIN:-$BENCH_ROOT/build/proxy/tandem}
+    TANDEM_BIN=${TANDEM_BIN:-$BENCH_ROOT/build/tandem}
     if [ ! -x "$TANDEM_BIN" ]; then
         echo "building tandem ($TANDEM_BIN is absent)" >&2
         cmake -S "$BENCH_ROOT" -B "$BENCH_ROOT/build" >/dev/null &&

@@ -26,7 +26,7 @@
 #                    [--clients C] [--jobs J] [--workers N] [--scale S]
 # Environment (flags win): ROUNDS=3 DURATION=10 CLIENTS=16 JOBS=2 WORKERS=2
 #   SCALE=10 WORKLOADS="select tpcb" MODES="simple extended prepared"
-#   TANDEM_BIN=build/proxy/tandem RESULTS_DIR=bench/results
+#   TANDEM_BIN=build/tandem RESULTS_DIR=bench/results
 # --quick: ROUNDS=1 DURATION=3 SCALE=1, about a minute.
 #
 # Output: a table on stdout, the same rows as TSV in

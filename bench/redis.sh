@@ -23,7 +23,7 @@
 #                       [--workers N]
 # Environment (flags win): ROUNDS=3 REQUESTS=200000 CLIENTS=50 WORKERS=2
 #   PIPELINES="1 16" TESTS=set,get,incr,lpush,mset
-#   TANDEM_BIN=build/proxy/tandem RESULTS_DIR=bench/results
+#   TANDEM_BIN=build/tandem RESULTS_DIR=bench/results
 # --quick: ROUNDS=1 REQUESTS=50000, under a minute.
 #
 # Output: a table on stdout, the same rows as TSV in

@@ -12,7 +12,7 @@
 #
 # Usage: bench/shadow-stall.sh [--rounds R] [--time T] [--clients C]
 # Environment (flags win): ROUNDS=3 DURATION=10 CLIENTS=8 JOBS=2 WORKERS=1
-#   SCALE=10 TIMEOUT=1s (mirror timeout) TANDEM_BIN=build/proxy/tandem
+#   SCALE=10 TIMEOUT=1s (mirror timeout) TANDEM_BIN=build/tandem
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -115,7 +115,7 @@ const char *metric_listener_name(int slot);
 
 /* Gauges kept outside the shards, set by whoever owns the fact. */
 void metric_set_backend_up(int backend_slot, int up);
-/* tandem_route_weight{listener,backend}: the read weight in force (set by proxy/control.c). */
+/* tandem_route_weight{listener,backend}: the read weight in force (set by control/control.c). */
 void metric_set_route_weight(int listener_slot, int backend_slot, int weight);
 void metric_count_reload(int ok);
 

@@ -20,7 +20,7 @@
 #
 # Environment: DEMO_NONINTERACTIVE=1 exits after printing (for tests);
 # DEMO_SECONDS=10 workload length; DEMO_SKIP_DEPS=1 skips deps.sh;
-# TANDEM_BIN to use a binary instead of building build/proxy/tandem.
+# TANDEM_BIN to use a binary instead of building build/tandem.
 
 set -euo pipefail
 
@@ -58,7 +58,7 @@ if [ -z "${TANDEM_BIN:-}" ]; then
     say "build (cmake, build/)"
     cmake -S "$ROOT" -B "$ROOT/build" >/dev/null
     cmake --build "$ROOT/build" -j"$(nproc)" --target tandem | tail -n 1
-    TANDEM_BIN=$ROOT/build/proxy/tandem
+    TANDEM_BIN=$ROOT/build/tandem
 fi
 mkdir -p "$(dirname "$LOG")"
 echo "$("$TANDEM_BIN" --version)"

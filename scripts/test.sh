@@ -9,7 +9,7 @@
 #                crashes land in tests/fuzz/artifacts/ and fail the run
 #   5. asan      build-asan/ with -DTANDEM_SANITIZE=ON, unit tests again
 #   6. asan-integration (only with TANDEM_ASAN_INTEGRATION=1): the pytest
-#                integration suite against build-asan/proxy/tandem
+#                integration suite against build-asan/tandem
 #
 # Exits non-zero when any step fails; later steps still run so one run
 # shows every failure.  The last lines are the summary.
@@ -172,7 +172,7 @@ if [[ ${TANDEM_ASAN_INTEGRATION:-0} == 1 ]]; then
     step asan-integration
     if cmake -S . -B build-asan -DTANDEM_SANITIZE=ON -DTANDEM_WERROR=ON && \
             cmake --build build-asan -j "$JOBS" --target tandem; then
-        TANDEM_BIN=$ROOT/build-asan/proxy/tandem \
+        TANDEM_BIN=$ROOT/build-asan/tandem \
         ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
         UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
             /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration 2>&1 \

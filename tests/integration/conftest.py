@@ -5,7 +5,7 @@ TLS and one role per auth method (see harness/pgserver.py), and a test PKI
 (certs).  Per test: `tandem`, a factory that starts tandem processes and
 stops them at teardown, failing the test if one crashed.
 
-The binary is $TANDEM_BIN, else <repo>/build/proxy/tandem.
+The binary is $TANDEM_BIN, else <repo>/build/tandem.
 """
 import os
 import signal
@@ -20,7 +20,7 @@ from harness.shadow import signal_server
 from harness.tandemproc import TandemFactory
 from harness.util import REPO
 
-DEFAULT_BIN = os.path.join(REPO, "build", "proxy", "tandem")
+DEFAULT_BIN = os.path.join(REPO, "build", "tandem")
 
 
 @pytest.fixture(scope="session")

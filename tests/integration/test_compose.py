@@ -5,7 +5,7 @@ parsed (Debian's python3-yaml) and checked the way `docker compose up` would
 trip over it - a service with nothing to run, a build context without its
 Dockerfile, a bind mount of a file the repository lacks, two services on one
 host port, a depends_on naming no service - and tandem's mounted config must
-pass `tandem -t -c` ($TANDEM_BIN, default build/proxy/tandem; only that check
+pass `tandem -t -c` ($TANDEM_BIN, default build/tandem; only that check
 is skipped when the binary is absent).  The config names compose services
 (postgres-blue, ...) that do not resolve here; the check must not need them
 to.
@@ -216,7 +216,7 @@ def test_dockerfile_is_multistage_and_runs_as_non_root():
 def test_tandem_accepts_the_mounted_config(compose):
     """`tandem -t -c` on the config as the container sees it: each path that
     is a mount target inside the container becomes its file in the repo."""
-    binary = os.environ.get("TANDEM_BIN") or os.path.join(REPO, "build", "proxy", "tandem")
+    binary = os.environ.get("TANDEM_BIN") or os.path.join(REPO, "build", "tandem")
     if not os.access(binary, os.X_OK):
         pytest.skip(f"no tandem binary at {binary}")
     _, svc = tandem_service(compose)

@@ -1,0 +1,424 @@
+/*
+ * admin.c - admin HTTP endpoints (see admin.h).
+ */
+#include "admin/admin.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "metrics/metric.h"
+#include "metrics/shadow.h"
+#include "admin/admin_token.h"
+#include "metrics/log.h"
+#include "admin/report_page.h"
+
+struct admin {
+    struct evhttp *http;
+    struct admin_hooks hooks;
+    char token_file[CONF_PATH_MAX]; /* "" when mutations need no token */
+};
+
+typedef void (*route_fn)(struct admin *a, struct evhttp_request *req);
+
+static void
+reply_text(struct evhttp_request *req, int code, const char *reason, const char *ctype,
+           const char *body, size_t len)
+{
+    struct evbuffer *buf = evbuffer_new();
+    if (buf == NULL) {
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
+    evbuffer_add(buf, body, len);
+    evhttp_send_reply(req, code, reason, buf);
+    evbuffer_free(buf);
+}
+
+/* admin_json_error - {"error": msg} with the given status. */
+static void
+reply_json_error(struct evhttp_request *req, int code, const char *reason, const char *msg)
+{
+    json_t *obj = json_pack("{s:s}", "error", msg);
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    if (text == NULL) {
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    reply_text(req, code, reason, "application/json", text, strlen(text));
+    free(text);
+}
+
+static void
+route_metrics(struct admin *a, struct evhttp_request *req)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    if (out == NULL) {
+        reply_json_error(req, 500, "Internal Server Error", "out of memory");
+        return;
+    }
+    metric_render_prometheus(out);
+    shadow_render_prometheus(out);
+    if (a->hooks.metrics)
+        a->hooks.metrics(a->hooks.ctx, out);
+    fclose(out);
+    reply_text(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+}
+
+static void
+route_healthz(struct admin *a, struct evhttp_request *req)
+{
+    (void)a;
+    reply_text(req, 200, "OK", "text/plain", "ok\n", 3);
+}
+
+static void
+route_readyz(struct admin *a, struct evhttp_request *req)
+{
+    char why[256] = "";
+    char body[300];
+    if (a->hooks.ready(a->hooks.ctx, why, sizeof(why))) {
+        reply_text(req, 200, "OK", "text/plain", "ready\n", 6);
+        return;
+    }
+    int n = snprintf(body, sizeof(body), "%s\n", why);
+    reply_text(req, 503, "Service Unavailable", "text/plain", body, (size_t)n);
+}
+
+/* reply_json - 200 with doc (taken: freed here); 500 when doc is NULL or cannot be dumped. */
+static void
+reply_json(struct evhttp_request *req, json_t *doc, const char *what)
+{
+    char *text = doc ? json_dumps(doc, JSON_INDENT(1)) : NULL;
+    json_decref(doc);
+    if (text == NULL) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "cannot build the %s", what);
+        reply_json_error(req, 500, "Internal Server Error", msg);
+        return;
+    }
+    reply_text(req, 200, "OK", "application/json", text, strlen(text));
+    free(text);
+}
+
+/*
+ * GET /api/shadow/report[?top=N]: every statement by default (the store
+ * bounds them); top=N keeps the N with the most mismatches, for dashboards.
+ */
+static void
+route_shadow_report(struct admin *a, struct evhttp_request *req)
+{
+    struct evkeyvalq query;
+    const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    size_t top = 0;
+    (void)a;
+
+    if (q != NULL && evhttp_parse_query_str(q, &query) == 0) {
+        const char *v = evhttp_find_header(&query, "top");
+        char *end = NULL;
+        if (v != NULL) {
+            unsigned long n = strtoul(v, &end, 10);
+            if (end == v || *end != '\0' || n > 100000) {
+                evhttp_clear_headers(&query);
+                reply_json_error(req, 400, "Bad Request", "top: expected a number 0..100000");
+                return;
+            }
+            top = n;
+        }
+        evhttp_clear_headers(&query);
+    }
+    reply_json(req, shadow_report_json(top), "report");
+}
+
+static void
+route_status(struct admin *a, struct evhttp_request *req)
+{
+    reply_json(req, a->hooks.status(a->hooks.ctx), "status");
+}
+
+/* GET /report: the shadow-diff page, built into the binary (admin/report.html). */
+static void
+route_report_page(struct admin *a, struct evhttp_request *req)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    (void)a;
+    /* the page fetches the JSON API of this origin and nothing else */
+    evhttp_add_header(h, "Content-Security-Policy",
+                      "default-src 'none'; script-src 'unsafe-inline'; "
+                      "style-src 'unsafe-inline'; connect-src 'self'; img-src data:");
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+    reply_text(req, 200, "OK", "text/html; charset=utf-8", (const char *)report_page_html,
+               report_page_html_len);
+}
+
+static const char *
+status_reason(int code)
+{
+    switch (code) {
+    case 200: return "OK";
+    case 202: return "Accepted";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 409: return "Conflict";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+    }
+}
+
+/*
+ * An action: the body parsed as JSON (a bad body is a 400 naming the
+ * problem), handed to the process, its answer sent with its status.
+ */
+static void
+run_action(struct admin *a, struct evhttp_request *req, enum admin_action action, const char *arg)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    json_t *body = NULL, *reply = NULL;
+    char err[256] = "";
+
+    if (len > 0) {
+        json_error_t jerr;
+        const char *text = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
+        body = text ? json_loadb(text, len, 0, &jerr) : NULL;
+        if (body == NULL) {
+            snprintf(err, sizeof(err), "body: invalid JSON: %s (line %d, column %d)", jerr.text,
+                     jerr.line, jerr.column);
+            reply_json_error(req, 400, "Bad Request", err);
+            return;
+        }
+    }
+    int code = a->hooks.act(a->hooks.ctx, action, arg, body, &reply, err, sizeof(err));
+    json_decref(body);
+    if (code >= 300 || reply == NULL) {
+        json_decref(reply);
+        reply_json_error(req, code >= 300 ? code : 500, status_reason(code >= 300 ? code : 500),
+                         err[0] ? err : "failed");
+        return;
+    }
+    char *text = json_dumps(reply, JSON_INDENT(1));
+    json_decref(reply);
+    if (text == NULL) {
+        reply_json_error(req, 500, "Internal Server Error", "out of memory");
+        return;
+    }
+    reply_text(req, code, status_reason(code), "application/json", text, strlen(text));
+    free(text);
+}
+
+static void
+route_weights(struct admin *a, struct evhttp_request *req)
+{
+    run_action(a, req, ADMIN_SET_WEIGHTS, NULL);
+}
+
+static void
+route_mode(struct admin *a, struct evhttp_request *req)
+{
+    run_action(a, req, ADMIN_SET_MODE, NULL);
+}
+
+static void
+route_cutover(struct admin *a, struct evhttp_request *req)
+{
+    run_action(a, req, ADMIN_CUTOVER, NULL);
+}
+
+static void
+route_rollback(struct admin *a, struct evhttp_request *req)
+{
+    run_action(a, req, ADMIN_ROLLBACK, NULL);
+}
+
+#define OPERATIONS_PREFIX "/api/operations/"
+
+static const struct route {
+    const char *path;
+    enum evhttp_cmd_type method;
+    route_fn fn;
+} routes[] = {
+    {"/metrics", EVHTTP_REQ_GET, route_metrics},
+    {"/healthz", EVHTTP_REQ_GET, route_healthz},
+    {"/readyz", EVHTTP_REQ_GET, route_readyz},
+    {"/api/shadow/report", EVHTTP_REQ_GET, route_shadow_report},
+    {"/api/status", EVHTTP_REQ_GET, route_status},
+    {"/report", EVHTTP_REQ_GET, route_report_page},
+    {"/api/weights", EVHTTP_REQ_PUT, route_weights},
+    {"/api/mode", EVHTTP_REQ_PUT, route_mode},
+    {"/api/cutover", EVHTTP_REQ_POST, route_cutover},
+    {"/api/rollback", EVHTTP_REQ_POST, route_rollback},
+};
+
+static const char *
+method_name(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_PATCH:
+        return "PATCH";
+    default:
+        return "GET";
+    }
+}
+
+static int
+is_mutation(enum evhttp_cmd_type cmd)
+{
+    return cmd == EVHTTP_REQ_PUT || cmd == EVHTTP_REQ_POST || cmd == EVHTTP_REQ_DELETE ||
+           cmd == EVHTTP_REQ_PATCH;
+}
+
+/*
+ * authorized - with a token file configured, a mutation must carry
+ * "Authorization: Bearer TOKEN".  1 when the request may go on; else 0 and
+ * the answer is sent: 401 without credentials (or not Bearer), 403 with a
+ * wrong token, 500 when the token file cannot be read now.  The file is read
+ * at each mutation, so a rotated secret takes effect without a restart.
+ */
+static int
+authorized(struct admin *a, struct evhttp_request *req)
+{
+    char want[ADMIN_TOKEN_MAX + 1], err[CONF_PATH_MAX + 100];
+    const char *given, *hdr;
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+
+    if (a->token_file[0] == '\0' || !is_mutation(evhttp_request_get_command(req)))
+        return 1;
+    evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
+    hdr = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    if (hdr == NULL || strncasecmp(hdr, "Bearer ", 7) != 0) {
+        log_warn("admin: %s %s from %s: no bearer token", method_name(evhttp_request_get_command(req)),
+                 evhttp_request_get_uri(req), peer ? peer : "?");
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+                          "Bearer realm=\"tandem\"");
+        reply_json_error(req, 401, "Unauthorized",
+                         "this call needs \"Authorization: Bearer <token>\" (admin token_file)");
+        return 0;
+    }
+    if (admin_token_read(a->token_file, want, sizeof(want), err, sizeof(err)) != 0) {
+        log_error("admin: %s", err);
+        reply_json_error(req, 500, "Internal Server Error", "the admin token cannot be read");
+        return 0;
+    }
+    for (given = hdr + 7; *given == ' ' || *given == '\t'; given++)
+        ;
+    size_t len = strlen(given);
+    while (len > 0 && (given[len - 1] == ' ' || given[len - 1] == '\t'))
+        len--;
+    int ok = admin_token_equal(want, given, len);
+    OPENSSL_cleanse(want, sizeof(want));
+    if (!ok) {
+        log_warn("admin: %s %s from %s: wrong token", method_name(evhttp_request_get_command(req)),
+                 evhttp_request_get_uri(req), peer ? peer : "?");
+        reply_json_error(req, 403, "Forbidden", "wrong admin token");
+        return 0;
+    }
+    return 1;
+}
+
+static void
+on_request(struct evhttp_request *req, void *arg)
+{
+    struct admin *a = arg;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    int path_known = 0;
+
+    if (path == NULL)
+        path = "/";
+    /* before routing: an unauthenticated caller learns nothing, not even a 404 */
+    if (!authorized(a, req))
+        return;
+    if (strncmp(path, OPERATIONS_PREFIX, strlen(OPERATIONS_PREFIX)) == 0) {
+        enum evhttp_cmd_type m = evhttp_request_get_command(req);
+        if (m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD)
+            run_action(a, req, ADMIN_OPERATION, path + strlen(OPERATIONS_PREFIX));
+        else
+            reply_json_error(req, 405, "Method Not Allowed", "method not allowed");
+        return;
+    }
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (strcmp(routes[i].path, path) != 0)
+            continue;
+        path_known = 1;
+        if (routes[i].method == evhttp_request_get_command(req) ||
+            (routes[i].method == EVHTTP_REQ_GET &&
+             evhttp_request_get_command(req) == EVHTTP_REQ_HEAD)) {
+            routes[i].fn(a, req);
+            return;
+        }
+    }
+    if (path_known)
+        reply_json_error(req, 405, "Method Not Allowed", "method not allowed");
+    else
+        reply_json_error(req, 404, "Not Found", "not found");
+}
+
+struct admin *
+admin_new(struct event_base *base, const struct conf_admin *conf, const struct admin_hooks *hooks,
+          char *err, size_t errlen)
+{
+    const struct conf_addr *addr = &conf->addr;
+    char token[ADMIN_TOKEN_MAX + 1], why[CONF_PATH_MAX + 100];
+
+    /* a token file that cannot be used now is a startup error, not a 500 later */
+    if (conf->token_file[0] != '\0') {
+        if (admin_token_read(conf->token_file, token, sizeof(token), why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "admin: %s", why);
+            return NULL;
+        }
+        OPENSSL_cleanse(token, sizeof(token));
+    }
+    struct admin *a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    a->hooks = *hooks;
+    snprintf(a->token_file, sizeof(a->token_file), "%s", conf->token_file);
+    a->http = evhttp_new(base);
+    if (a->http == NULL) {
+        snprintf(err, errlen, "cannot create the HTTP server");
+        free(a);
+        return NULL;
+    }
+    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
+                                            EVHTTP_REQ_POST | EVHTTP_REQ_DELETE);
+    evhttp_set_max_body_size(a->http, 1 << 20);
+    evhttp_set_max_headers_size(a->http, 16384);
+    evhttp_set_timeout(a->http, 30);
+    evhttp_set_gencb(a->http, on_request, a);
+    if (evhttp_bind_socket(a->http, addr->host, addr->port) != 0) {
+        snprintf(err, errlen, "admin: cannot listen on %s:%u", addr->host, addr->port);
+        evhttp_free(a->http);
+        free(a);
+        return NULL;
+    }
+    return a;
+}
+
+void
+admin_free(struct admin *a)
+{
+    if (a == NULL)
+        return;
+    evhttp_free(a->http);
+    free(a);
+}

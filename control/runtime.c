@@ -1,0 +1,331 @@
+/*
+ * runtime.c - resolve and load a configuration snapshot (see runtime.h).
+ */
+#include "control/runtime.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics/metric.h"
+
+static int
+resolve(const struct conf_addr *a, struct sockaddr_storage *out, socklen_t *outlen, int passive,
+        char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = passive ? AI_PASSIVE : 0};
+    struct addrinfo *res = NULL;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", a->port);
+    int rc = getaddrinfo(a->host[0] ? a->host : NULL, port, &hints, &res);
+    if (rc != 0 || res == NULL) {
+        snprintf(err, errlen, "cannot resolve \"%s\": %s", a->host, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    *outlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+void
+runtime_format_addr(const struct sockaddr *sa, char *out, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+        snprintf(out, len, "%s:%u", host, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+        snprintf(out, len, "[%s]:%u", host, port);
+    } else {
+        snprintf(out, len, "unix");
+    }
+}
+
+void
+runtime_format_host(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+    const void *a = ss->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+                                              : (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
+    if (inet_ntop(ss->ss_family, a, out, (socklen_t)len) == NULL)
+        snprintf(out, len, "invalid");
+}
+
+/* The password tandem logs in to a backend with: inline, or the file's first line. */
+static int
+load_password(const struct conf_backend *cb, char *out, size_t len, char *err, size_t errlen)
+{
+    out[0] = '\0';
+    if (cb->password[0]) {
+        snprintf(out, len, "%s", cb->password);
+        return 0;
+    }
+    if (!cb->password_file[0])
+        return 0;
+    FILE *f = fopen(cb->password_file, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot read password_file \"%s\": %s", cb->password_file,
+                 strerror(errno));
+        return -1;
+    }
+    if (fgets(out, (int)len, f) == NULL)
+        out[0] = '\0';
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+    return 0;
+}
+
+static void
+tls_reason(char *err, size_t errlen, const char *what, const char *path)
+{
+    char buf[160] = "";
+    unsigned long e = ERR_get_error();
+    if (e)
+        ERR_error_string_n(e, buf, sizeof(buf));
+    ERR_clear_error();
+    snprintf(err, errlen, "%s \"%s\": %s", what, path, buf);
+}
+
+static SSL_CTX *
+server_tls(const struct conf_listener *l, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL)
+        goto fail;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    if (SSL_CTX_use_certificate_chain_file(ctx, l->tls_cert) != 1) {
+        tls_reason(err, errlen, "cannot load certificate", l->tls_cert);
+        goto fail_free;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, l->tls_key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        tls_reason(err, errlen, "cannot load key", l->tls_key);
+        goto fail_free;
+    }
+    return ctx;
+fail_free:
+    SSL_CTX_free(ctx);
+    return NULL;
+fail:
+    snprintf(err, errlen, "cannot create a TLS context");
+    return NULL;
+}
+
+static SSL_CTX *
+client_tls(const struct conf_backend *b, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        snprintf(err, errlen, "cannot create a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    if (b->tls == CONF_TLS_VERIFY_FULL) {
+        if (SSL_CTX_load_verify_locations(ctx, b->tls_ca_file, NULL) != 1) {
+            tls_reason(err, errlen, "cannot load CA file", b->tls_ca_file);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    } else {
+        /* require: encrypted, peer not verified (libpq's sslmode=require) */
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    return ctx;
+}
+
+/* The listener's canary rules for routing/canary.c; strings point into conf. */
+static int
+make_canary(struct runtime *rt, struct rt_listener *l)
+{
+    const struct conf_listener *cl = l->conf;
+    if (cl->ncanaries == 0)
+        return 0;
+    l->canary = calloc(cl->ncanaries, sizeof(*l->canary));
+    if (l->canary == NULL)
+        return -1;
+    for (size_t i = 0; i < cl->ncanaries; i++) {
+        const struct conf_canary *c = &cl->canaries[i];
+        struct canary_rule *r = &l->canary[i];
+        r->user = c->user;
+        r->database = c->database;
+        /* the Redis client name plays application_name's part (conf allows one of them) */
+        r->application_name = cl->proto == CONF_PROTO_REDIS ? c->client_name : c->application_name;
+        r->key_prefix = c->key_prefix;
+        if (c->has_client) {
+            r->client.family = c->client_family;
+            memcpy(r->client.bytes, c->client_addr, sizeof(r->client.bytes));
+            r->client_prefix = c->client_prefix;
+        }
+        r->hint_shadow = c->hint_shadow != 0;
+        r->percent_bp = c->percent_bp;
+        r->percent_key = c->percent_key == CONF_CANARY_KEY_CLIENT ? CANARY_KEY_CLIENT
+                         : c->percent_key == CONF_CANARY_KEY_USER ? CANARY_KEY_USER
+                                                                  : CANARY_KEY_APPLICATION;
+        r->action = c->action == CONF_CANARY_PRIMARY     ? CANARY_PRIMARY
+                    : c->action == CONF_CANARY_NO_MIRROR ? CANARY_NO_MIRROR
+                                                         : CANARY_ROUTE;
+        r->backend = &rt->backends[c->backend] == l->primary  ? 0
+                     : &rt->backends[c->backend] == l->shadow ? 1
+                                                              : 2;
+    }
+    l->ncanary = cl->ncanaries;
+    l->canary_uses_hint = canary_rules_use_hint(l->canary, l->ncanary);
+    l->canary_uses_key = canary_rules_use_key(l->canary, l->ncanary);
+    return 0;
+}
+
+struct runtime *
+runtime_new(struct conf *conf, char *err, size_t errlen)
+{
+    struct runtime *rt = calloc(1, sizeof(*rt));
+    if (rt == NULL)
+        goto out_conf;
+    rt->refs = 1;
+    rt->conf = conf;
+    rt->nbackends = conf->nbackends;
+    rt->nlisteners = conf->nlisteners;
+    rt->backends = calloc(conf->nbackends ? conf->nbackends : 1, sizeof(*rt->backends));
+    rt->listeners = calloc(conf->nlisteners ? conf->nlisteners : 1, sizeof(*rt->listeners));
+    if (rt->backends == NULL || rt->listeners == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out_rt;
+    }
+
+    for (size_t i = 0; i < conf->nbackends; i++) {
+        const struct conf_backend *cb = &conf->backends[i];
+        struct rt_backend *b = &rt->backends[i];
+        char why[300];
+        b->conf = cb;
+        if (resolve(&cb->addr, &b->addr, &b->addrlen, 0, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "backend \"%s\": %s", cb->name, why);
+            goto out_rt;
+        }
+        snprintf(b->addr_text, sizeof(b->addr_text), "%s:%u", cb->addr.host, cb->addr.port);
+        if (cb->tls != CONF_TLS_DISABLE && (b->tls = client_tls(cb, why, sizeof(why))) == NULL) {
+            snprintf(err, errlen, "backend \"%s\": %s", cb->name, why);
+            goto out_rt;
+        }
+        b->metric_slot = metric_slot_backend(cb->name);
+        if (load_password(cb, b->password, sizeof(b->password), why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "backend \"%s\": %s", cb->name, why);
+            goto out_rt;
+        }
+    }
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        struct conf_listener *cl = &conf->listeners[i]; /* ours until returned */
+        struct rt_listener *l = &rt->listeners[i];
+        char why[300];
+        l->conf = cl;
+        if (resolve(&cl->addr, &l->addr, &l->addrlen, 1, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "listener \"%s\": %s", cl->name, why);
+            goto out_rt;
+        }
+        runtime_format_addr((struct sockaddr *)&l->addr, l->addr_text, sizeof(l->addr_text));
+        if (cl->tls_cert[0] && (l->tls = server_tls(cl, why, sizeof(why))) == NULL) {
+            snprintf(err, errlen, "listener \"%s\": %s", cl->name, why);
+            goto out_rt;
+        }
+        l->metric_slot = metric_slot_listener(cl->name);
+        l->primary = &rt->backends[cl->primary];
+        l->shadow = cl->shadow >= 0 ? &rt->backends[cl->shadow] : NULL;
+        l->ignore_columns = calloc(cl->compare.nignore_columns + 1, sizeof(*l->ignore_columns));
+        if (l->ignore_columns == NULL)
+            goto out_oom;
+        for (size_t c = 0; c < cl->compare.nignore_columns; c++)
+            l->ignore_columns[c] = cl->compare.ignore_columns[c];
+        if (make_canary(rt, l) != 0)
+            goto out_oom;
+        /* "0 means the default" for sizes the parser may leave unset */
+        if (cl->mirror.queue_bytes == 0)
+            cl->mirror.queue_bytes = 4u << 20;
+        if (cl->mirror.timeout_ms == 0)
+            cl->mirror.timeout_ms = 5000;
+    }
+    if (conf->limits.mirror_queue_total == 0)
+        conf->limits.mirror_queue_total = 256ull << 20;
+    rt->write_fns = calloc(conf->nwrite_functions + 1, sizeof(*rt->write_fns));
+    if (rt->write_fns == NULL)
+        goto out_oom;
+    for (size_t i = 0; i < conf->nwrite_functions; i++)
+        rt->write_fns[i] = conf->write_functions[i];
+    rt->classify.write_fns = rt->write_fns;
+    rt->classify.nwrite_fns = conf->nwrite_functions;
+    return rt;
+
+out_oom:
+    snprintf(err, errlen, "out of memory");
+
+out_rt:
+    runtime_unref(rt);
+    return NULL;
+out_conf:
+    snprintf(err, errlen, "out of memory");
+    conf_free(conf);
+    return NULL;
+}
+
+void
+runtime_ref(struct runtime *rt)
+{
+    __atomic_fetch_add(&rt->refs, 1, __ATOMIC_RELAXED);
+}
+
+void
+runtime_unref(struct runtime *rt)
+{
+    if (rt == NULL || __atomic_sub_fetch(&rt->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    for (size_t i = 0; rt->backends && i < rt->nbackends; i++)
+        SSL_CTX_free(rt->backends[i].tls);
+    for (size_t i = 0; rt->listeners && i < rt->nlisteners; i++) {
+        SSL_CTX_free(rt->listeners[i].tls);
+        free(rt->listeners[i].ignore_columns);
+        free(rt->listeners[i].canary);
+    }
+    free(rt->write_fns);
+    if (rt->backends)
+        for (size_t i = 0; i < rt->nbackends; i++)
+            OPENSSL_cleanse(rt->backends[i].password, sizeof(rt->backends[i].password));
+    free(rt->backends);
+    free(rt->listeners);
+    conf_free(rt->conf);
+    free(rt);
+}
+
+static int
+same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return 0;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    return 0;
+}
+
+const struct rt_listener *
+runtime_listener_find(const struct runtime *rt, const struct sockaddr_storage *addr)
+{
+    for (size_t i = 0; i < rt->nlisteners; i++)
+        if (same_addr(&rt->listeners[i].addr, addr))
+            return &rt->listeners[i];
+    return NULL;
+}

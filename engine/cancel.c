@@ -1,0 +1,63 @@
+/*
+ * cancel.c - cancel keys shared between workers (see cancel.h).
+ */
+#include "engine/cancel.h"
+
+#include <pthread.h>
+#include <string.h>
+
+#define CANCEL_BUCKETS 4096
+
+static pthread_mutex_t cancel_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cancel_entry *buckets[CANCEL_BUCKETS];
+
+static unsigned
+bucket_of(uint32_t pid, uint32_t key)
+{
+    return (pid * 2654435761u ^ key) % CANCEL_BUCKETS;
+}
+
+void
+cancel_register(struct cancel_entry *e)
+{
+    unsigned b = bucket_of(e->pid, e->key);
+    pthread_mutex_lock(&cancel_lock);
+    e->next = buckets[b];
+    buckets[b] = e;
+    e->registered = 1;
+    pthread_mutex_unlock(&cancel_lock);
+}
+
+void
+cancel_unregister(struct cancel_entry *e)
+{
+    if (!e->registered)
+        return;
+    unsigned b = bucket_of(e->pid, e->key);
+    pthread_mutex_lock(&cancel_lock);
+    for (struct cancel_entry **p = &buckets[b]; *p; p = &(*p)->next) {
+        if (*p == e) {
+            *p = e->next;
+            break;
+        }
+    }
+    e->registered = 0;
+    pthread_mutex_unlock(&cancel_lock);
+}
+
+int
+cancel_lookup(uint32_t pid, uint32_t key, struct cancel_entry *out)
+{
+    int found = -1;
+    pthread_mutex_lock(&cancel_lock);
+    for (struct cancel_entry *e = buckets[bucket_of(pid, key)]; e; e = e->next) {
+        if (e->pid == pid && e->key == key) {
+            memcpy(out, e, sizeof(*out));
+            out->next = NULL;
+            found = 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&cancel_lock);
+    return found;
+}

@@ -1,0 +1,567 @@
+/*
+ * proxy.c - the main thread: start workers, serve admin, handle signals.
+ *
+ *   SIGHUP   re-read the file; a bad file keeps the running configuration
+ *   SIGTERM  stop accepting, let sessions reach an idle point, exit 0
+ *            (after shutdown_timeout the rest are closed)
+ *   SIGINT   close everything and exit 0 at once
+ */
+#include "engine/proxy.h"
+
+#include <event2/thread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "metrics/metric.h"
+#include "metrics/shadow.h"
+#include "admin/admin.h"
+#include "control/control.h"
+#include "control/cutover.h"
+#include "control/guard.h"
+#include "control/health.h"
+#include "metrics/log.h"
+#include "control/runtime.h"
+#include "engine/worker.h"
+
+#define DRAIN_TICK_MS 100
+
+struct proxy {
+    struct event_base *base;
+    struct runtime *rt;
+    const char *conf_path;
+    struct worker *workers;
+    int nworkers;
+    int nstarted;
+    struct admin *admin;
+    struct health *health;
+    struct cutover *cutover;
+    struct guards *guards;
+    struct event *sig_hup, *sig_term, *sig_int;
+    struct event *drain_tick;
+    struct timeval drain_deadline;
+    int draining;
+    time_t started;
+};
+
+/* The cutover's call: every worker looks at its sessions now. */
+static void
+kick_workers(void *arg)
+{
+    struct proxy *p = arg;
+    for (int i = 0; i < p->nworkers; i++)
+        worker_post_kick(&p->workers[i]);
+}
+
+static void
+log_conf_errors(const char *path, const struct conf_errors *errs)
+{
+    char line[CONF_PATH_MAX + 300];
+    for (size_t i = 0; i < errs->count; i++) {
+        conf_format_error(NULL, path, &errs->list[i], line, sizeof(line));
+        log_error("%s", line);
+    }
+    if (errs->dropped)
+        log_error("%s: %zu more errors", path, errs->dropped);
+}
+
+/* Refuse what this build cannot serve yet, before any socket is opened. */
+static int
+check_supported(const struct conf *conf, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        const struct conf_listener *l = &conf->listeners[i];
+        if (l->proto != CONF_PROTO_REDIS)
+            continue;
+        /* Redis sessions speak plain TCP only so far */
+        int tls_backend = conf->backends[l->primary].tls != CONF_TLS_DISABLE ||
+                          (l->shadow >= 0 && conf->backends[l->shadow].tls != CONF_TLS_DISABLE);
+        if (l->tls_cert[0] || tls_backend) {
+            snprintf(err, errlen, "listener \"%s\": protocol redis does not support TLS yet",
+                     l->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void
+reload(struct proxy *p)
+{
+    struct conf_errors errs = {0};
+    char err[512];
+
+    if (p->conf_path == NULL) {
+        log_warn("reload requested, but the configuration came from the command line");
+        return;
+    }
+    log_info("reloading \"%s\"", p->conf_path);
+    struct conf *conf = conf_load_file(p->conf_path, &errs);
+    if (conf == NULL) {
+        log_conf_errors(p->conf_path, &errs);
+        log_error("reload failed: keeping the running configuration");
+        metric_count_reload(0);
+        return;
+    }
+    if (check_supported(conf, err, sizeof(err)) != 0) {
+        conf_free(conf);
+        log_error("reload failed: %s; keeping the running configuration", err);
+        metric_count_reload(0);
+        return;
+    }
+    struct runtime *rt = runtime_new(conf, err, sizeof(err));
+    if (rt == NULL) {
+        log_error("reload failed: %s; keeping the running configuration", err);
+        metric_count_reload(0);
+        return;
+    }
+    if (rt->conf->workers != p->nworkers)
+        log_warn("workers changed from %d to %d: takes effect at the next restart", p->nworkers,
+                 rt->conf->workers);
+    if (rt->conf->admin.enabled != p->rt->conf->admin.enabled ||
+        strcmp(rt->conf->admin.addr.host, p->rt->conf->admin.addr.host) != 0 ||
+        rt->conf->admin.addr.port != p->rt->conf->admin.addr.port)
+        log_warn("admin address changed: takes effect at the next restart");
+
+    log_setup(rt->conf->log_format, rt->conf->log_level);
+    control_load(rt); /* weights set through the API give way to the file's */
+    for (int i = 0; i < p->nstarted; i++)
+        worker_post_runtime(&p->workers[i], rt);
+    health_set_runtime(p->health, rt);
+    runtime_unref(p->rt);
+    p->rt = rt;
+    guards_set_runtime(p->guards, rt);
+    metric_count_reload(1);
+    log_info("configuration reloaded");
+}
+
+static void
+quit(struct proxy *p)
+{
+    for (int i = 0; i < p->nstarted; i++)
+        worker_post_quit(&p->workers[i]);
+    event_base_loopbreak(p->base);
+}
+
+static void
+on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy *p = arg;
+    struct timeval now;
+    (void)fd;
+    (void)what;
+
+    unsigned left = __atomic_load_n(&proxy_client_count, __ATOMIC_RELAXED);
+    unsigned shadows = __atomic_load_n(&proxy_shadow_drains, __ATOMIC_RELAXED);
+    gettimeofday(&now, NULL);
+    if (left == 0 && shadows == 0) {
+        log_info("all sessions closed; exiting");
+        quit(p);
+    } else if (timercmp(&now, &p->drain_deadline, >=)) {
+        log_warn("shutdown timeout: closing %u sessions and %u shadows still catching up", left,
+                 shadows);
+        quit(p);
+    }
+}
+
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct proxy *p = arg;
+    (void)what;
+
+    switch (sig) {
+    case SIGHUP:
+        reload(p);
+        break;
+    case SIGTERM:
+        if (p->draining)
+            return;
+        p->draining = 1;
+        uint32_t ms = p->rt->conf->limits.shutdown_timeout_ms;
+        log_info("SIGTERM: draining sessions (up to %u ms)", ms);
+        struct timeval now, span = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+        gettimeofday(&now, NULL);
+        timeradd(&now, &span, &p->drain_deadline);
+        for (int i = 0; i < p->nstarted; i++)
+            worker_post_drain(&p->workers[i]);
+        struct timeval tick = {.tv_sec = 0, .tv_usec = DRAIN_TICK_MS * 1000};
+        p->drain_tick = event_new(p->base, -1, EV_PERSIST, on_drain_tick, p);
+        event_add(p->drain_tick, &tick);
+        break;
+    case SIGINT:
+        log_info("SIGINT: exiting now");
+        quit(p);
+        break;
+    }
+}
+
+static int
+ready(void *ctx, char *why, size_t whylen)
+{
+    struct proxy *p = ctx;
+    if (p->draining) {
+        snprintf(why, whylen, "draining");
+        return 0;
+    }
+    for (size_t i = 0; i < p->rt->nlisteners; i++) {
+        const struct rt_listener *l = &p->rt->listeners[i];
+        /* the backend answering now: after a cutover, the listener's shadow */
+        const struct rt_backend *b =
+            l->shadow && control_roles_swapped(l->metric_slot) ? l->shadow : l->primary;
+        if (health_backend_state(p->health, b) == 0) {
+            snprintf(why, whylen, "primary \"%s\" at %s is down", b->conf->name, b->addr_text);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static json_t *
+backend_json(const struct proxy *p, const struct rt_backend *b)
+{
+    int state = health_backend_state(p->health, b);
+    return json_pack("{s:s, s:s, s:s, s:o, s:I}", "name", b->conf->name, "address", b->addr_text,
+                     "tls", conf_tls_name(b->conf->tls), "up",
+                     state < 0 ? json_null() : json_boolean(state), "lag_ms",
+                     (json_int_t)control_lag_ms(b->metric_slot));
+}
+
+/* {"blue": 90, "green": 10}: the read weights in force on listener l. */
+static json_t *
+weights_json(const struct rt_listener *l)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, l->primary->conf->name,
+                        json_integer(control_weight(l->metric_slot, l->primary->metric_slot)));
+    if (l->shadow)
+        json_object_set_new(o, l->shadow->conf->name,
+                            json_integer(control_weight(l->metric_slot, l->shadow->metric_slot)));
+    return o;
+}
+
+/* PUT /api/weights: {"blue":90,"green":10}, for every listener reading from those. */
+static int
+set_weights(struct proxy *p, json_t *body, json_t **reply, char *err, size_t errlen)
+{
+    const char *names[METRIC_MAX_BACKENDS];
+    long weights[METRIC_MAX_BACKENDS];
+    size_t n = 0;
+    const char *key;
+    json_t *value;
+
+    if (!json_is_object(body) || json_object_size(body) == 0) {
+        snprintf(err, errlen, "body: expected a JSON object of backend weights, "
+                              "like {\"blue\":90,\"green\":10}");
+        return 400;
+    }
+    json_object_foreach(body, key, value) {
+        if (n == METRIC_MAX_BACKENDS) {
+            snprintf(err, errlen, "body: too many backends");
+            return 400;
+        }
+        if (!json_is_integer(value)) {
+            snprintf(err, errlen, "weight of \"%.63s\": expected an integer", key);
+            return 400;
+        }
+        names[n] = key;
+        weights[n++] = json_integer_value(value) > 1000000 ? 1000001 : (long)json_integer_value(value);
+    }
+    int held = guards_hold(p->guards, names, weights, n, err, errlen);
+    if (held != 0)
+        return held;
+    if (control_set_weights(p->rt, names, weights, n, err, errlen) != 0)
+        return 400;
+    json_t *all = json_object(), *per = json_array();
+    for (size_t i = 0; i < p->rt->nlisteners; i++) {
+        const struct rt_listener *l = &p->rt->listeners[i];
+        json_t *w = weights_json(l);
+        json_object_update(all, w);
+        json_array_append_new(per, json_pack("{s:s, s:o}", "name", l->conf->name, "weights", w));
+    }
+    log_info("read weights set through the admin API");
+    *reply = json_pack("{s:o, s:o}", "weights", all, "listeners", per);
+    return 200;
+}
+
+/* PUT /api/mode: {"mode":"split"} for every listener with a shadow (until the next reload). */
+static int
+set_mode(struct proxy *p, json_t *body, json_t **reply, char *err, size_t errlen)
+{
+    const char *name = json_is_object(body) ? json_string_value(json_object_get(body, "mode"))
+                                            : NULL;
+    int mode = -1;
+    for (int m = CONF_MODE_PASSTHROUGH; name && m <= CONF_MODE_SPLIT; m++)
+        if (strcmp(name, conf_mode_name((enum conf_mode)m)) == 0)
+            mode = m;
+    if (mode < 0) {
+        snprintf(err, errlen, "body: expected {\"mode\": \"passthrough\" | \"shadow\" | \"split\"}");
+        return 400;
+    }
+    int changed = 0;
+    for (size_t i = 0; i < p->rt->nlisteners; i++) {
+        const struct rt_listener *l = &p->rt->listeners[i];
+        if (l->shadow == NULL)
+            continue;
+        control_set_mode(l->metric_slot, mode);
+        changed++;
+    }
+    if (changed == 0 && mode != CONF_MODE_PASSTHROUGH) {
+        snprintf(err, errlen, "no listener has a shadow: mode %s needs one", name);
+        return 400;
+    }
+    log_info("mode set to %s through the admin API", name);
+    *reply = json_pack("{s:s}", "mode", name);
+    return 200;
+}
+
+/* POST /api/cutover and /api/rollback: {"max_pause_ms": 2000, "force": false}, both optional. */
+static int
+start_operation(struct proxy *p, enum cutover_kind kind, json_t *body, json_t **reply, char *err,
+                size_t errlen)
+{
+    json_int_t max_pause = 0;
+    int force = 0;
+    if (body != NULL) {
+        json_t *mp = json_object_get(body, "max_pause_ms"), *f = json_object_get(body, "force");
+        if (!json_is_object(body) || (mp && !json_is_integer(mp)) || (f && !json_is_boolean(f))) {
+            snprintf(err, errlen, "body: expected {\"max_pause_ms\": integer, \"force\": boolean}");
+            return 400;
+        }
+        max_pause = mp ? json_integer_value(mp) : 0;
+        force = f ? json_is_true(f) : 0;
+        if (max_pause < 0 || max_pause > 600000) {
+            snprintf(err, errlen, "max_pause_ms: expected 1..600000");
+            return 400;
+        }
+    }
+    return cutover_start(p->cutover, p->rt, kind, (uint32_t)max_pause, force, reply, err, errlen);
+}
+
+static void
+render_metrics(void *ctx, FILE *out)
+{
+    struct proxy *p = ctx;
+    if (p->guards)
+        guards_render_prometheus(p->guards, out);
+}
+
+static int
+act(void *ctx, enum admin_action action, const char *arg, json_t *body, json_t **reply, char *err,
+    size_t errlen)
+{
+    struct proxy *p = ctx;
+    switch (action) {
+    case ADMIN_SET_WEIGHTS:
+        return set_weights(p, body, reply, err, errlen);
+    case ADMIN_SET_MODE:
+        return set_mode(p, body, reply, err, errlen);
+    case ADMIN_CUTOVER:
+        return start_operation(p, CUTOVER_FORWARD, body, reply, err, errlen);
+    case ADMIN_ROLLBACK:
+        return start_operation(p, CUTOVER_ROLLBACK, body, reply, err, errlen);
+    case ADMIN_OPERATION: {
+        json_t *op = cutover_operation_json(p->cutover, arg);
+        if (op == NULL) {
+            snprintf(err, errlen, "no operation \"%.64s\"", arg);
+            return 404;
+        }
+        *reply = json_pack("{s:o}", "operation", op);
+        return 200;
+    }
+    }
+    snprintf(err, errlen, "unknown action");
+    return 404;
+}
+
+/* NaN (no samples in the window) is null in JSON. */
+static json_t *
+ratio_json(double v)
+{
+    return v == v ? json_real(v) : json_null();
+}
+
+/* GET /api/status: what an operator needs at a glance. */
+static json_t *
+status(void *ctx)
+{
+    struct proxy *p = ctx;
+    json_t *root = json_object(), *listeners = json_array(), *backends = json_array();
+
+    for (size_t i = 0; i < p->rt->nbackends; i++)
+        json_array_append_new(backends, backend_json(p, &p->rt->backends[i]));
+    for (size_t i = 0; i < p->rt->nlisteners; i++) {
+        const struct rt_listener *l = &p->rt->listeners[i];
+        int swapped = l->shadow != NULL && control_roles_swapped(l->metric_slot);
+        const struct rt_backend *primary = swapped ? l->shadow : l->primary;
+        const struct rt_backend *shadow = swapped ? l->primary : l->shadow;
+        json_t *o = json_pack(
+            "{s:s, s:s, s:s, s:s, s:s, s:o, s:b, s:b}", "name", l->conf->name, "protocol",
+            conf_proto_name(l->conf->proto), "listen", l->addr_text, "mode",
+            conf_mode_name((enum conf_mode)control_mode(l->metric_slot, (int)l->conf->mode)),
+            "primary", primary->conf->name, "shadow",
+            shadow ? json_string(shadow->conf->name) : json_null(), "cut_over", swapped,
+            "writes_paused", control_paused(l->metric_slot));
+        json_object_set_new(o, "roles",
+                            json_pack("{s:s, s:o}", "primary", primary->conf->name, "shadow",
+                                      shadow ? json_string(shadow->conf->name) : json_null()));
+        json_object_set_new(o, "weights", weights_json(l));
+        json_object_set_new(o, "guards", guards_status_json(p->guards, l->metric_slot));
+        json_object_set_new(o, "clients",
+                            json_integer((json_int_t)(
+                                metric_sum_listener(l->metric_slot, METRIC_L_CLIENT_ACCEPTED) -
+                                metric_sum_listener(l->metric_slot, METRIC_L_CLIENT_CLOSED))));
+        struct shadow_listener_stats st;
+        if (l->shadow && shadow_listener_stats(l->metric_slot, SHADOW_WINDOW_SECONDS, &st) == 0) {
+            json_object_set_new(
+                o, "shadow_state",
+                json_pack("{s:o, s:o, s:f, s:b, s:I}", "validation_success_ratio",
+                          ratio_json(st.validation_success_ratio), "performance_ratio",
+                          ratio_json(st.performance_ratio), "lag_seconds", st.lag_seconds,
+                          "diverged", st.diverged, "detached_sessions",
+                          (json_int_t)st.detached_sessions));
+        }
+        json_array_append_new(listeners, o);
+    }
+    json_object_set_new(root, "version", json_string(TANDEM_VERSION));
+    json_object_set_new(root, "uptime_seconds", json_integer((json_int_t)(time(NULL) - p->started)));
+    json_object_set_new(root, "workers", json_integer(p->nworkers));
+    json_object_set_new(root, "draining", json_boolean(p->draining));
+    json_object_set_new(root, "configuration", json_string(p->conf_path ? p->conf_path : ""));
+    json_object_set_new(root, "listeners", listeners);
+    /* at a glance: the first listener with a shadow (each listener has its own) */
+    for (size_t i = 0; i < json_array_size(listeners); i++) {
+        json_t *l = json_array_get(listeners, i);
+        if (json_is_null(json_object_get(l, "shadow")))
+            continue;
+        json_object_set(root, "mode", json_object_get(l, "mode"));
+        json_object_set(root, "roles", json_object_get(l, "roles"));
+        json_object_set(root, "weights", json_object_get(l, "weights"));
+        break;
+    }
+    json_t *op = cutover_latest_json(p->cutover);
+    json_object_set_new(root, "operation", op ? op : json_null());
+    json_object_set_new(root, "backends", backends);
+    return root;
+}
+
+static void
+proxy_release(struct proxy *p)
+{
+    for (int i = 0; i < p->nstarted; i++)
+        worker_join(&p->workers[i]);
+    for (int i = 0; i < p->nworkers; i++)
+        worker_release(&p->workers[i]);
+    free(p->workers);
+    admin_free(p->admin);
+    health_free(p->health);
+    guards_free(p->guards);
+    cutover_free(p->cutover);
+    if (p->sig_hup)
+        event_free(p->sig_hup);
+    if (p->sig_term)
+        event_free(p->sig_term);
+    if (p->sig_int)
+        event_free(p->sig_int);
+    if (p->drain_tick)
+        event_free(p->drain_tick);
+    runtime_unref(p->rt);
+    if (p->base)
+        event_base_free(p->base);
+}
+
+int
+proxy_run(struct conf *conf, const char *conf_path)
+{
+    struct proxy proxy = {.conf_path = conf_path, .started = time(NULL)}, *p = &proxy;
+    char err[512];
+    int rc = 1;
+
+    log_setup(conf->log_format, conf->log_level);
+    signal(SIGPIPE, SIG_IGN);
+    /* workers are woken from the main thread with event_active() */
+    if (evthread_use_pthreads() != 0) {
+        log_error("libevent has no thread support");
+        conf_free(conf);
+        return 1;
+    }
+    if (check_supported(conf, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        conf_free(conf);
+        return 1;
+    }
+    p->rt = runtime_new(conf, err, sizeof(err));
+    if (p->rt == NULL) {
+        log_error("%s", err);
+        return 1;
+    }
+    p->base = event_base_new();
+    if (p->base == NULL)
+        goto out;
+
+    p->nworkers = p->rt->conf->workers;
+    p->workers = calloc((size_t)p->nworkers, sizeof(*p->workers));
+    if (p->workers == NULL)
+        goto out;
+    for (int i = 0; i < p->nworkers; i++) {
+        if (worker_init(&p->workers[i], i, p->rt) != 0) {
+            log_error("cannot create worker %d", i);
+            goto out;
+        }
+        if (worker_open_listeners(&p->workers[i], err, sizeof(err)) != 0) {
+            log_error("%s", err);
+            goto out;
+        }
+    }
+    if (p->rt->conf->admin.enabled) {
+        struct admin_hooks hooks = {
+            .ctx = p, .ready = ready, .status = status, .act = act, .metrics = render_metrics};
+        p->admin = admin_new(p->base, &p->rt->conf->admin, &hooks, err, sizeof(err));
+        if (p->admin == NULL) {
+            log_error("%s", err);
+            goto out;
+        }
+    }
+    control_load(p->rt);
+    p->health = health_new(p->base, p->rt);
+    p->cutover = cutover_new(p->base, kick_workers, p, p->nworkers);
+    p->guards = p->cutover ? guards_new(p->base, p->cutover, p->rt) : NULL;
+    p->sig_hup = evsignal_new(p->base, SIGHUP, on_signal, p);
+    p->sig_term = evsignal_new(p->base, SIGTERM, on_signal, p);
+    p->sig_int = evsignal_new(p->base, SIGINT, on_signal, p);
+    if (p->health == NULL || p->cutover == NULL || p->guards == NULL || !p->sig_hup || !p->sig_term || !p->sig_int)
+        goto out;
+    event_add(p->sig_hup, NULL);
+    event_add(p->sig_term, NULL);
+    event_add(p->sig_int, NULL);
+
+    for (int i = 0; i < p->nworkers; i++) {
+        if (worker_start(&p->workers[i]) != 0) {
+            log_error("cannot start worker thread %d", i);
+            quit(p);
+            goto out;
+        }
+        p->nstarted++;
+    }
+    for (size_t i = 0; i < p->rt->nlisteners; i++) {
+        const struct rt_listener *l = &p->rt->listeners[i];
+        log_info("listener \"%s\" (%s) on %s, primary \"%s\" at %s, mode %s", l->conf->name,
+                 conf_proto_name(l->conf->proto), l->addr_text, l->primary->conf->name,
+                 l->primary->addr_text, conf_mode_name(l->conf->mode));
+    }
+    if (p->admin)
+        log_info("admin on http://%s:%u/", p->rt->conf->admin.addr.host,
+                 p->rt->conf->admin.addr.port);
+    log_info("tandem %s started with %d worker%s", TANDEM_VERSION, p->nworkers,
+             p->nworkers == 1 ? "" : "s");
+
+    event_base_dispatch(p->base);
+    rc = 0;
+out:
+    if (rc != 0 && p->nstarted > 0)
+        quit(p);
+    proxy_release(p);
+    return rc;
+}

@@ -1,0 +1,410 @@
+/*
+ * worker.c - a worker thread: listeners, accept, messages from main.
+ */
+#include "engine/worker.h"
+
+#include <errno.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "metrics/shadow.h"
+#include "protocol/pgcache.h"
+#include "control/control.h"
+#include "metrics/log.h"
+#include "engine/session.h"
+
+#define TICK_MS 200
+#define CLASSIFY_CACHE_ENTRIES 4096
+#define CLASSIFY_CACHE_BYTES (8u << 20)
+
+unsigned proxy_client_count;
+unsigned proxy_shadow_drains;
+
+/* Clients beyond max_client_conn get a 53300 answer; beyond this many more
+ * they are closed at once, so a connection flood costs no memory. */
+#define OVER_LIMIT_GRACE 256
+
+struct wlistener {
+    struct worker *w;
+    struct evconnlistener *lev;
+    struct sockaddr_storage addr;
+    int seen; /* mark for reconciling with a new runtime */
+    struct wlistener *next;
+};
+
+static void
+on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *peer, int peerlen,
+          void *arg)
+{
+    struct wlistener *wl = arg;
+    struct worker *w = wl->w;
+    const struct rt_listener *l = runtime_listener_find(w->rt, &wl->addr);
+    (void)lev;
+    (void)peerlen;
+
+    if (l == NULL || w->draining) {
+        close(fd);
+        return;
+    }
+    unsigned max = w->rt->conf->limits.max_client_conn;
+    unsigned n = __atomic_add_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+    if (n > max + OVER_LIMIT_GRACE) {
+        __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+        if (l->metric_slot >= 0)
+            metric_add(&w->metrics->client_errors[l->metric_slot][METRIC_ERR_TOO_MANY_CLIENTS], 1);
+        close(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    const struct session_protocol *proto = session_protocol_for(l->conf->proto);
+    if (proto == NULL) { /* a protocol this binary was built without: our own bug */
+        __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+        close(fd);
+        return;
+    }
+    proto->accept(w, l, fd, peer, n > max);
+}
+
+static void
+on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    (void)lev;
+    (void)arg;
+    /* EMFILE and friends: the loop goes on; say it once per event */
+    log_warn("accept failed: %s", strerror(errno));
+}
+
+static struct wlistener *
+listener_open(struct worker *w, const struct rt_listener *l, char *err, size_t errlen)
+{
+    int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0)
+        goto fail;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) != 0 || listen(fd, 1024) != 0)
+        goto fail_close;
+
+    struct wlistener *wl = calloc(1, sizeof(*wl));
+    if (wl == NULL)
+        goto fail_close;
+    wl->w = w;
+    wl->addr = l->addr;
+    /* backlog 0: the socket already listens (1024); -1 would re-listen with 128 */
+    wl->lev = evconnlistener_new(w->base, on_accept, wl, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+    if (wl->lev == NULL) {
+        free(wl);
+        goto fail_close;
+    }
+    evconnlistener_set_error_cb(wl->lev, on_accept_error);
+    return wl;
+
+fail_close:
+    snprintf(err, errlen, "listener \"%s\": cannot listen on %s: %s", l->conf->name, l->addr_text,
+             strerror(errno));
+    close(fd);
+    return NULL;
+fail:
+    snprintf(err, errlen, "listener \"%s\": socket: %s", l->conf->name, strerror(errno));
+    return NULL;
+}
+
+static void
+listener_close_all(struct worker *w)
+{
+    while (w->listeners) {
+        struct wlistener *wl = w->listeners;
+        w->listeners = wl->next;
+        evconnlistener_free(wl->lev);
+        free(wl);
+    }
+}
+
+/*
+ * Bring the open sockets in line with w->rt: keep those whose address is
+ * still configured, open the new ones, close the rest.  A bind failure on
+ * reload is logged and the others keep working.
+ */
+static int
+listeners_reconcile(struct worker *w, char *err, size_t errlen)
+{
+    int rc = 0;
+    for (struct wlistener *wl = w->listeners; wl; wl = wl->next)
+        wl->seen = runtime_listener_find(w->rt, &wl->addr) != NULL;
+    for (struct wlistener **p = &w->listeners; *p;) {
+        if (!(*p)->seen) {
+            struct wlistener *gone = *p;
+            *p = gone->next;
+            evconnlistener_free(gone->lev);
+            free(gone);
+        } else {
+            p = &(*p)->next;
+        }
+    }
+    for (size_t i = 0; i < w->rt->nlisteners; i++) {
+        const struct rt_listener *l = &w->rt->listeners[i];
+        int open = 0;
+        for (struct wlistener *wl = w->listeners; wl && !open; wl = wl->next)
+            open = runtime_listener_find(w->rt, &wl->addr) == l;
+        if (open)
+            continue;
+        struct wlistener *wl = listener_open(w, l, err, errlen);
+        if (wl == NULL) {
+            rc = -1;
+            continue;
+        }
+        wl->next = w->listeners;
+        w->listeners = wl;
+    }
+    return rc;
+}
+
+/*
+ * Cutover and rollback: swap the sessions that are ready, let held writes
+ * go, and report per listener how many sessions the operation waits for.
+ */
+static void
+cutover_check(struct worker *w)
+{
+    unsigned unready[METRIC_MAX_LISTENERS] = {0};
+    uint32_t generation[METRIC_MAX_LISTENERS] = {0};
+    /* read before looking at the sessions: the counts then answer this generation's pause */
+    for (size_t i = 0; i < w->rt->nlisteners; i++) {
+        int slot = w->rt->listeners[i].metric_slot;
+        if (slot >= 0 && slot < METRIC_MAX_LISTENERS)
+            generation[slot] = control_pause_generation(slot);
+    }
+    for (struct session *s = w->sessions, *next; s; s = next) {
+        next = s->next; /* the check may end a session */
+        int slot;
+        if (s->ops->cutover_check && s->ops->cutover_check(s, &slot) && slot >= 0 &&
+            slot < METRIC_MAX_LISTENERS)
+            unready[slot]++;
+    }
+    for (size_t i = 0; i < w->rt->nlisteners; i++) {
+        int slot = w->rt->listeners[i].metric_slot;
+        if (slot >= 0 && slot < METRIC_MAX_LISTENERS)
+            control_report_unready(w->id, slot, generation[slot], unready[slot]);
+    }
+}
+
+static void
+on_notify(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    (void)fd;
+    (void)what;
+
+    pthread_mutex_lock(&w->lock);
+    struct runtime *rt = w->posted_rt;
+    int drain = w->posted_drain, quit = w->posted_quit, kick = w->posted_kick;
+    w->posted_rt = NULL;
+    w->posted_drain = w->posted_quit = w->posted_kick = 0;
+    pthread_mutex_unlock(&w->lock);
+
+    if (kick)
+        cutover_check(w);
+    if (rt != NULL) {
+        runtime_unref(w->rt);
+        w->rt = rt;
+        if (!w->draining) {
+            char err[512];
+            if (listeners_reconcile(w, err, sizeof(err)) != 0)
+                log_error("%s", err);
+        }
+    }
+    if (drain && !w->draining) {
+        w->draining = 1;
+        listener_close_all(w);
+        for (struct session *s = w->sessions, *next; s; s = next) {
+            next = s->next;
+            s->ops->drain(s);
+        }
+    }
+    if (quit) {
+        listener_close_all(w);
+        for (struct session *s = w->sessions, *next; s; s = next) {
+            next = s->next;
+            s->ops->kill(s);
+        }
+        if (w->tick)
+            event_del(w->tick);
+        event_base_loopbreak(w->base);
+    }
+}
+
+/* Every TICK_MS: per listener, the oldest unanswered mirror and the detached sessions. */
+static void
+on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    uint64_t lag[METRIC_MAX_LISTENERS] = {0}, detached[METRIC_MAX_LISTENERS] = {0};
+    uint64_t now = session_now_ns();
+    (void)fd;
+    (void)what;
+
+    for (struct session *s = w->sessions, *next; s; s = next) {
+        next = s->next; /* the tick may detach, never free */
+        int slot;
+        uint64_t l = 0;
+        int det = s->ops->shadow_tick(s, now, &l, &slot);
+        if (slot < 0 || slot >= METRIC_MAX_LISTENERS)
+            continue;
+        if (l > lag[slot])
+            lag[slot] = l;
+        detached[slot] += det != 0;
+    }
+    uint64_t backend_lag_ms[METRIC_MAX_BACKENDS] = {0};
+    for (size_t i = 0; i < w->rt->nlisteners; i++) {
+        const struct rt_listener *l = &w->rt->listeners[i];
+        int slot = l->metric_slot;
+        if (slot < 0 || slot >= METRIC_MAX_LISTENERS)
+            continue;
+        /* the backend mirrored now: after a cutover, the listener's configured primary */
+        const struct rt_backend *mirrored =
+            l->shadow && control_roles_swapped(slot) ? l->primary : l->shadow;
+        int b = mirrored ? mirrored->metric_slot : -1;
+        if (b >= 0 && lag[slot] / 1000000 > backend_lag_ms[b])
+            backend_lag_ms[b] = lag[slot] / 1000000;
+        shadow_set_lag(w->shadow, slot, (double)lag[slot] / 1e9);
+        shadow_set_detached(w->shadow, slot, detached[slot]);
+    }
+    for (int b = 0; b < METRIC_MAX_BACKENDS; b++)
+        control_set_lag(w->id, b, backend_lag_ms[b]); /* max_lag keeps routed reads off a slow one */
+    if (w->id == 0)
+        shadow_set_queue_bytes(session_queue_total());
+    cutover_check(w);
+}
+
+int
+worker_init(struct worker *w, int id, struct runtime *rt)
+{
+    memset(w, 0, sizeof(*w));
+    w->id = id;
+    w->next_conn_id = 1;
+    pthread_mutex_init(&w->lock, NULL);
+    w->base = event_base_new();
+    w->metrics = metric_shard_new();
+    w->shadow = shadow_shard_new();
+    w->cls_cache = pgcache_new(CLASSIFY_CACHE_ENTRIES, CLASSIFY_CACHE_BYTES);
+    if (w->base == NULL || w->metrics == NULL || w->shadow == NULL || w->cls_cache == NULL)
+        return -1;
+    w->tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = TICK_MS * 1000};
+    if (w->tick == NULL || event_add(w->tick, &tv) != 0)
+        return -1;
+    w->notify = event_new(w->base, -1, EV_PERSIST, on_notify, w);
+    if (w->notify == NULL)
+        return -1;
+    /* an event with no fd never fires by itself; it keeps the loop alive */
+    event_add(w->notify, NULL);
+    runtime_ref(rt);
+    w->rt = rt;
+    return 0;
+}
+
+int
+worker_open_listeners(struct worker *w, char *err, size_t errlen)
+{
+    return listeners_reconcile(w, err, errlen);
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct worker *w = arg;
+    log_set_worker(w->id);
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+int
+worker_start(struct worker *w)
+{
+    return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
+}
+
+void
+worker_join(struct worker *w)
+{
+    pthread_join(w->thread, NULL);
+}
+
+void
+worker_release(struct worker *w)
+{
+    listener_close_all(w);
+    if (w->notify)
+        event_free(w->notify);
+    if (w->tick)
+        event_free(w->tick);
+    pgcache_free(w->cls_cache);
+    if (w->base)
+        event_base_free(w->base);
+    runtime_unref(w->rt);
+    pthread_mutex_lock(&w->lock);
+    runtime_unref(w->posted_rt);
+    w->posted_rt = NULL;
+    pthread_mutex_unlock(&w->lock);
+    pthread_mutex_destroy(&w->lock);
+    /* the metric shard stays: the scraper may still read it */
+}
+
+void
+worker_post_runtime(struct worker *w, struct runtime *rt)
+{
+    runtime_ref(rt);
+    pthread_mutex_lock(&w->lock);
+    runtime_unref(w->posted_rt);
+    w->posted_rt = rt;
+    pthread_mutex_unlock(&w->lock);
+    event_active(w->notify, EV_READ, 0);
+}
+
+void
+worker_post_drain(struct worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->posted_drain = 1;
+    pthread_mutex_unlock(&w->lock);
+    event_active(w->notify, EV_READ, 0);
+}
+
+void
+worker_post_quit(struct worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->posted_quit = 1;
+    pthread_mutex_unlock(&w->lock);
+    event_active(w->notify, EV_READ, 0);
+}
+
+void
+worker_post_kick(struct worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->posted_kick = 1;
+    pthread_mutex_unlock(&w->lock);
+    event_active(w->notify, EV_READ, 0);
+}
+
+void
+worker_session_added(struct worker *w, struct session *s)
+{
+    session_link(s, &w->sessions);
+    w->nsessions++;
+}
+
+void
+worker_session_removed(struct worker *w, struct session *s)
+{
+    session_unlink(s, &w->sessions);
+    w->nsessions--;
+}

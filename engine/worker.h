@@ -1,0 +1,94 @@
+/*
+ * worker.h - one thread, one event_base, its own listening sockets.
+ *
+ * Every session and all of its backend connections live on the worker that
+ * accepted the client, so the request path takes no lock.  The main thread
+ * talks to a worker only through worker_post_*(), which set a field under
+ * the worker's mutex and wake its loop; the worker acts on it in its own
+ * thread.
+ *
+ *   main thread                         worker thread
+ *   -----------                         -------------
+ *   reload: runtime_new() ---post----->  adopt runtime, open/close listeners
+ *   SIGTERM ----------------post----->  stop accepting, drain sessions
+ *   SIGINT / drain timeout -post----->  close everything, leave the loop
+ */
+#ifndef TANDEM_WORKER_H
+#define TANDEM_WORKER_H
+
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "metrics/metric.h"
+#include "control/runtime.h"
+#include "routing/wrr.h"
+
+#define WORKER_SCRATCH_SIZE (64 * 1024)
+
+struct wlistener;
+struct session;
+struct pgcache;
+struct shadow_shard;
+
+struct worker {
+    int id;
+    pthread_t thread;
+    struct event_base *base;
+    struct event *notify;
+    struct metric_shard *metrics;
+    struct shadow_shard *shadow;  /* comparison outcomes recorded by this worker */
+    struct pgcache *cls_cache;    /* statement classifications, by text */
+    struct event *tick;           /* shadow timeouts, lag and detached gauges */
+    struct runtime *rt;          /* for new sessions; one reference held */
+    struct wlistener *listeners; /* open listening sockets, by address */
+    struct session *sessions;    /* every protocol's, doubly linked, for drain and quit */
+    unsigned nsessions;
+    uint64_t next_conn_id;
+    struct worker_wrr {           /* this worker's read rotation per listener slot */
+        uint32_t version;         /* control_weights_version() it was built from */
+        int built;
+        struct wrr wrr;
+    } wrr[METRIC_MAX_LISTENERS];
+    int draining;
+    int started;                 /* listeners opened at least once */
+
+    pthread_mutex_t lock;        /* guards the posted fields below */
+    struct runtime *posted_rt;
+    int posted_drain;
+    int posted_quit;
+    int posted_kick;             /* a cutover or rollback moved: look at the sessions now */
+
+    uint8_t scratch[WORKER_SCRATCH_SIZE];
+};
+
+/* worker_init - create the base and notify event; no thread yet. */
+int worker_init(struct worker *w, int id, struct runtime *rt);
+
+/*
+ * worker_open_listeners - open this worker's SO_REUSEPORT sockets for every
+ * listener of w->rt.  Called before the thread starts, so bind errors reach
+ * the main thread: returns -1 with err filled.
+ */
+int worker_open_listeners(struct worker *w, char *err, size_t errlen);
+
+int worker_start(struct worker *w);
+void worker_join(struct worker *w);
+void worker_release(struct worker *w);
+
+/* Messages from the main thread.  worker_post_runtime takes a reference. */
+void worker_post_runtime(struct worker *w, struct runtime *rt);
+void worker_post_drain(struct worker *w);
+void worker_post_quit(struct worker *w);
+void worker_post_kick(struct worker *w);
+
+/* Sessions call these to link/unlink themselves. */
+void worker_session_added(struct worker *w, struct session *s);
+void worker_session_removed(struct worker *w, struct session *s);
+
+/* The process-wide count of client connections, against max_client_conn. */
+extern unsigned proxy_client_count;
+/* Sessions whose client left while their shadow still owed answers. */
+extern unsigned proxy_shadow_drains;
+
+#endif /* TANDEM_WORKER_H */

@@ -1,0 +1,110 @@
+/*
+ * log.c - text or JSON log lines (see log.h).
+ *
+ * Each line is formatted into a local buffer and written with one write(2),
+ * so lines from different workers never interleave.
+ */
+#include "metrics/log.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+int log_min_level = CONF_LOG_INFO;
+static int log_json;
+static __thread int log_worker = -1;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void
+log_setup(enum conf_log_format format, enum conf_log_level level)
+{
+    __atomic_store_n(&log_json, format == CONF_LOG_JSON, __ATOMIC_RELAXED);
+    __atomic_store_n(&log_min_level, (int)level, __ATOMIC_RELAXED);
+}
+
+void
+log_set_worker(int worker)
+{
+    log_worker = worker;
+}
+
+static void
+format_time(char *out, size_t len)
+{
+    struct timeval tv;
+    struct tm tm;
+
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    size_t n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, len - n, ".%03dZ", (int)(tv.tv_usec / 1000));
+}
+
+static void
+write_line(const char *line, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(STDERR_FILENO, line, len);
+        if (n <= 0)
+            return; /* nowhere else to report it */
+        line += n;
+        len -= (size_t)n;
+    }
+}
+
+void
+log_write(enum conf_log_level level, uint64_t conn_id, const char *peer, const char *fmt, ...)
+{
+    char ts[40], msg[1024], line[2048];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    format_time(ts, sizeof(ts));
+    if ((unsigned)level > CONF_LOG_ERROR)
+        level = CONF_LOG_ERROR;
+
+    if (__atomic_load_n(&log_json, __ATOMIC_RELAXED)) {
+        json_t *obj = json_object();
+        json_object_set_new(obj, "ts", json_string(ts));
+        json_object_set_new(obj, "level", json_string(level_names[level]));
+        if (log_worker >= 0)
+            json_object_set_new(obj, "worker", json_integer(log_worker));
+        if (conn_id != 0)
+            json_object_set_new(obj, "conn", json_integer((json_int_t)conn_id));
+        if (peer != NULL)
+            json_object_set_new(obj, "peer", json_string(peer));
+        /* json_string refuses invalid UTF-8; never lose a line for that */
+        json_t *m = json_string(msg);
+        json_object_set_new(obj, "msg", m ? m : json_string("(message was not valid UTF-8)"));
+        char *text = json_dumps(obj, JSON_COMPACT);
+        json_decref(obj);
+        if (text == NULL)
+            return;
+        n = snprintf(line, sizeof(line), "%s\n", text);
+        free(text);
+    } else if (conn_id != 0) {
+        n = snprintf(line, sizeof(line), "%s %-5s [w%d c%llu %s] %s\n", ts, level_names[level],
+                     log_worker, (unsigned long long)conn_id, peer ? peer : "-", msg);
+    } else if (log_worker >= 0) {
+        n = snprintf(line, sizeof(line), "%s %-5s [w%d] %s\n", ts, level_names[level], log_worker,
+                     msg);
+    } else {
+        n = snprintf(line, sizeof(line), "%s %-5s %s\n", ts, level_names[level], msg);
+    }
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof(line)) {
+        n = sizeof(line) - 1;
+        line[n - 1] = '\n';
+    }
+    write_line(line, (size_t)n);
+}

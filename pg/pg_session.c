@@ -1,0 +1,1757 @@
+/*
+ * pg_session.c - a PostgreSQL client session relayed to the primary.
+ *
+ * Bytes are framed, not decoded: each direction keeps "how much of the
+ * current message is still to pass" (client_skip / server_skip); a run of
+ * whole or partial messages is moved from one evbuffer to the other with a
+ * single evbuffer_remove_buffer(), which hands over chains without copying.
+ * Only the few messages tandem must look inside (the startup packet,
+ * authentication, BackendKeyData, ReadyForQuery, the query text for
+ * classification) are made contiguous, and those are small or bounded by
+ * max_packet_size.
+ *
+ * Every event handler ends in settle(), the one place that frees a session
+ * (state LINGER with nothing left to send, or DEAD), so no handler ever
+ * frees the session it is running for.
+ */
+#include "pg/pg_session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "metrics/metric.h"
+#include "protocol/pgw.h"
+#include "engine/cancel.h"
+#include "engine/conn.h"
+#include "control/control.h"
+#include "protocol/pgcache.h"
+#include "metrics/log.h"
+#include "pg/pg_session_int.h"
+#include "control/runtime.h"
+#include "engine/worker.h"
+#include "routing/route.h"
+
+/* Stop reading a source while its destination holds this much unsent. */
+#define BACKPRESSURE_BYTES (256 * 1024)
+/* Before authentication a client may only send small messages. */
+#define PREAUTH_MAX_MESSAGE 16384
+/* Largest message the backend may send that we inspect whole (auth, Z, K). */
+#define INSPECT_MAX_MESSAGE 65536
+/* The protocol's own ceiling for a backend message (1 GB data row). */
+#define BACKEND_MAX_MESSAGE 0x40000000u
+/* How long a closing session may take to hand its last bytes to the client. */
+#define LINGER_MS 5000
+/* Bytes of a Bind, Describe or Close read to learn the statement name. */
+#define NAME_PREFIX_MAX (PGW_HEADER_LEN + 2 * (PGSTMT_NAME_MAX + 1) + 1)
+/* A message the digest reads must be whole; larger ones stream uncompared. */
+#define DIGEST_MAX_MESSAGE (1u << 20)
+/* A read larger than this is not held back to be routed: the primary answers it. */
+#define ROUTE_BUF_MAX (64 * 1024)
+
+static const char *const state_names[] = {
+    "startup", "client_tls", "connecting", "server_tls_ask", "server_tls",
+    "auth",    "active",     "linger",     "dead",  "shadow_drain",
+};
+
+static void settle(struct pg_session *s);
+static const struct session_ops pg_session_ops;
+static int shadowing(const struct pg_session *s);
+static void on_client(evutil_socket_t fd, short what, void *arg);
+static void on_server(evutil_socket_t fd, short what, void *arg);
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+static void on_settle(evutil_socket_t fd, short what, void *arg);
+static int pg_session_cutover_check(struct pg_session *s, int *listener_slot);
+
+#define slog(s, level, ...) log_at(level, (s)->id, (s)->peer, __VA_ARGS__)
+
+static struct metric_shard *
+shard(struct pg_session *s)
+{
+    return s->w->metrics;
+}
+
+static void
+count_client_error(struct pg_session *s, enum metric_client_error reason)
+{
+    if (s->lis->metric_slot >= 0)
+        metric_add(&shard(s)->client_errors[s->lis->metric_slot][reason], 1);
+}
+
+void
+pg_count_backend(struct pg_session *s, const struct rt_backend *b, enum metric_backend_counter c,
+                 uint64_t n)
+{
+    if (b->metric_slot >= 0 && b->metric_slot < METRIC_MAX_BACKENDS)
+        metric_add(&shard(s)->backend[b->metric_slot][c], n);
+}
+
+/* The answering backend's counters. */
+static void
+count_backend(struct pg_session *s, enum metric_backend_counter c, uint64_t n)
+{
+    pg_count_backend(s, s->be, c, n);
+}
+
+static void
+count_listener(struct pg_session *s, enum metric_listener_counter c, uint64_t n)
+{
+    if (s->lis->metric_slot >= 0)
+        metric_add(&shard(s)->listener[s->lis->metric_slot][c], n);
+}
+
+static void
+arm_timer(struct pg_session *s, uint32_t ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    evtimer_add(&s->timer, &tv);
+}
+
+/* Close the connection to the answering backend (libpq's, after a role swap, included). */
+static void
+server_close(struct pg_session *s)
+{
+    if (!s->server_open)
+        return;
+    conn_release(&s->server);
+    if (s->server_pq != NULL) {
+        PQsetnonblocking(s->server_pq, 1);
+        PQfinish(s->server_pq);
+        s->server_pq = NULL;
+    }
+    s->server_open = 0;
+    count_backend(s, METRIC_B_SERVER_CLOSED, 1);
+}
+
+/* The one transition function: every state change goes through here. */
+static void
+set_state(struct pg_session *s, enum pgs_state next)
+{
+    slog(s, CONF_LOG_DEBUG, "state %s -> %s", state_names[s->state], state_names[next]);
+    s->state = next;
+    switch (next) {
+    case PGS_ACTIVE:
+        evtimer_del(&s->timer);
+        break;
+    case PGS_LINGER:
+        /* the backend is no longer needed; the client gets its last bytes */
+        server_close(s);
+        cancel_unregister(&s->cancel);
+        conn_want_read(&s->client, 0);
+        arm_timer(s, LINGER_MS);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Ending a session.                                                   */
+
+/* Queue an ErrorResponse for the client. */
+static void
+send_error(struct pg_session *s, const char *severity, const char *sqlstate, const char *msg)
+{
+    uint8_t buf[1024];
+    size_t n = pgw_build_error(buf, sizeof(buf), severity, sqlstate, msg);
+    if (n > 0)
+        evbuffer_add(s->client.out, buf, n);
+}
+
+/*
+ * fail - tell the client why (FATAL with sqlstate), count it, and close.
+ * The message is for the client and the log alike: it never holds secrets.
+ */
+static void
+fail(struct pg_session *s, enum metric_client_error reason, const char *sqlstate, const char *msg)
+{
+    if (s->state == PGS_LINGER || s->state == PGS_DEAD || s->state == PGS_SHADOW_DRAIN)
+        return; /* closing already, or the client is gone */
+    slog(s, reason == METRIC_ERR_SHUTDOWN ? CONF_LOG_INFO : CONF_LOG_WARN, "closing: %s (%s)",
+         msg, sqlstate);
+    count_client_error(s, reason);
+    send_error(s, "FATAL", sqlstate, msg);
+    set_state(s, PGS_LINGER);
+}
+
+/* close_quietly - end without a message (the peer went away, or said Terminate). */
+static void
+close_quietly(struct pg_session *s)
+{
+    if (s->state == PGS_LINGER || s->state == PGS_DEAD || s->state == PGS_SHADOW_DRAIN)
+        return;
+    set_state(s, PGS_LINGER);
+}
+
+/* The client is gone for good: it no longer counts against max_client_conn. */
+static void
+client_gone(struct pg_session *s)
+{
+    count_listener(s, METRIC_L_CLIENT_CLOSED, 1);
+    __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+}
+
+/*
+ * The client and the primary are done, but the shadow still owes answers to
+ * mirrored units (often the last COMMIT): closing it now would lose them.
+ * Keep only the shadow until it has answered, or its timeout detaches it.
+ */
+static void
+enter_shadow_drain(struct pg_session *s)
+{
+    evtimer_del(&s->timer);
+    cancel_unregister(&s->cancel);
+    server_close(s);
+    conn_release(&s->client);
+    client_gone(s);
+    s->client_counted_out = 1;
+    __atomic_add_fetch(&proxy_shadow_drains, 1, __ATOMIC_RELAXED);
+    pg_shadow_orphan(s);
+    s->state = PGS_SHADOW_DRAIN;
+    slog(s, CONF_LOG_DEBUG, "client gone; waiting for the shadow to catch up");
+}
+
+/*
+ * pg_session_forward - len bytes of the shadow's answer to a routed read
+ * go to the client (dropped when the client is gone).
+ */
+void
+pg_session_forward(struct pg_session *s, struct evbuffer *in, size_t len)
+{
+    if (s->state != PGS_ACTIVE) {
+        evbuffer_drain(in, len);
+        return;
+    }
+    evbuffer_remove_buffer(in, s->client.out, len);
+    count_listener(s, METRIC_L_BYTES_SENT, len);
+    s->route.forwarded += len;
+}
+
+/* Run settle() and the client's waiting input from the timer, outside the shadow's handler. */
+static void
+wake_soon(struct pg_session *s)
+{
+    static const struct timeval now = {0, 0};
+    evtimer_add(&s->timer, &now);
+}
+
+/* pg_session_route_done - the shadow's ReadyForQuery for the routed read was forwarded. */
+void
+pg_session_route_done(struct pg_session *s)
+{
+    s->route.unit = NULL;
+    s->route.forwarded = 0;
+    evbuffer_drain(s->route.buf, evbuffer_get_length(s->route.buf));
+    if (s->outstanding > 0)
+        s->outstanding--;
+    if (s->state == PGS_ACTIVE && conn_flush(&s->client) == CONN_ERROR)
+        s->state = PGS_DEAD;
+    wake_soon(s);
+}
+
+/*
+ * pg_session_route_failed - the shadow is gone while answering the routed
+ * read.  Nothing of the answer reached the client yet: the caller has put
+ * a unit for the primary in the list, and the read goes there (retried,
+ * counted).  Part of it did: the client's protocol stream cannot be mended.
+ */
+void
+pg_session_route_failed(struct pg_session *s, int retried)
+{
+    s->route.unit = NULL;
+    s->route.forwarded = 0;
+    if (!retried) {
+        fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_CONNECTION_FAILURE,
+             "lost the connection to the backend answering this read");
+        conn_flush(&s->client); /* the linger timer ends the session */
+        return;
+    }
+    pg_route_fallback(s, ROUTE_REASON_RETRIED);
+    evbuffer_add_buffer(s->server.out, s->route.buf);
+    if (s->server_open && conn_flush(&s->server) == CONN_ERROR)
+        fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_CONNECTION_FAILURE,
+             "lost the connection to the backend");
+    wake_soon(s);
+}
+
+void
+pg_session_shadow_progress(struct pg_session *s)
+{
+    static const struct timeval now = {0, 0};
+    /* freed from the timer callback, never from inside the shadow's own handler */
+    if (s->state == PGS_SHADOW_DRAIN && !pg_shadow_busy(s))
+        evtimer_add(&s->timer, &now);
+}
+
+/*
+ * settle_soon - for code that runs outside the session's own event handlers
+ * (the worker's cutover look): the session may have to be freed, but never
+ * under its caller's feet.  settle() runs from a callback of its own.
+ */
+static void
+settle_soon(struct pg_session *s)
+{
+    event_active(&s->settle_ev, EV_TIMEOUT, 0);
+}
+
+static void
+on_settle(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    settle(arg);
+}
+
+static void
+session_free(struct pg_session *s)
+{
+    evtimer_del(&s->timer);
+    event_del(&s->settle_ev);
+    cancel_unregister(&s->cancel);
+    server_close(s);
+    conn_release(&s->client);
+    pg_shadow_release(s);
+    if (s->route.buf)
+        evbuffer_free(s->route.buf);
+    pgstmt_table_free(s->stmts);
+    if (!s->client_counted_out)
+        client_gone(s);
+    else
+        __atomic_sub_fetch(&proxy_shadow_drains, 1, __ATOMIC_RELAXED);
+    worker_session_removed(s->w, &s->base);
+    runtime_unref(s->rt);
+    free(s->startup);
+    free(s);
+}
+
+/*
+ * settle - after every event: free a finished session, or set the read
+ * interest of each side by the other side's backlog (backpressure).
+ */
+static void
+settle(struct pg_session *s)
+{
+    if (s->state == PGS_LINGER) {
+        if (s->client.fd < 0 || conn_flush(&s->client) != CONN_AGAIN)
+            s->state = PGS_DEAD;
+        else
+            return; /* waiting for the client to take its last bytes */
+    }
+    if (s->state == PGS_DEAD && shadowing(s) && pg_shadow_busy(s))
+        enter_shadow_drain(s);
+    if (s->state == PGS_SHADOW_DRAIN) {
+        if (!pg_shadow_busy(s))
+            session_free(s);
+        return;
+    }
+    if (s->state == PGS_DEAD) {
+        session_free(s);
+        return;
+    }
+    if (s->server_open) {
+        int server_ok = s->state >= PGS_SERVER_TLS_ASK &&
+                        evbuffer_get_length(s->client.out) < BACKPRESSURE_BYTES;
+        conn_want_read(&s->server, server_ok);
+    }
+    int client_ok = s->state != PGS_CONNECTING && s->state != PGS_SERVER_TLS_ASK &&
+                    s->state != PGS_SERVER_TLS && s->route.unit == NULL && !s->writes_waiting &&
+                    (!s->server_open || evbuffer_get_length(s->server.out) < BACKPRESSURE_BYTES);
+    conn_want_read(&s->client, client_ok);
+    if (s->shadow.state == PGSH_READY && s->shadow.conn_open)
+        conn_want_read(&s->shadow.conn, s->route.unit == NULL ||
+                                            evbuffer_get_length(s->client.out) < BACKPRESSURE_BYTES);
+}
+
+/* ------------------------------------------------------------------ */
+/* Cancel requests.                                                    */
+
+/*
+ * A forwarded cancel.  libpq's PQcancel returns when the server has read
+ * the request and closed the connection, so a client may send its next
+ * query right after; the client's cancel connection (client_fd, a dup of
+ * it) is therefore held open until the postmaster has closed ours, or the
+ * cancel could land on that next query.
+ */
+struct cancel_job {
+    int fd;        /* to the backend */
+    int client_fd; /* the client's cancel connection, closed last */
+    int sent;
+    struct event ev;
+    uint8_t packet[16];
+};
+
+static void
+cancel_job_done(struct cancel_job *job)
+{
+    close(job->fd);
+    if (job->client_fd >= 0)
+        close(job->client_fd);
+    free(job);
+}
+
+static void
+on_cancel_io(evutil_socket_t fd, short what, void *arg)
+{
+    struct cancel_job *job = arg;
+    (void)fd;
+    if ((what & EV_WRITE) && !job->sent) {
+        /* connected (or failed): one small write, then wait for the server to hang up */
+        if (write(job->fd, job->packet, sizeof(job->packet)) == (ssize_t)sizeof(job->packet)) {
+            struct timeval tv = {.tv_sec = 5};
+            job->sent = 1;
+            event_assign(&job->ev, event_get_base(&job->ev), job->fd, EV_READ, on_cancel_io, job);
+            event_add(&job->ev, &tv);
+            return;
+        }
+    }
+    cancel_job_done(job); /* read: EOF (the cancel was delivered), error or timeout */
+}
+
+/* Forward a client's CancelRequest to the backend that runs its query. */
+static void
+forward_cancel(struct pg_session *s, uint32_t pid, uint32_t key)
+{
+    struct cancel_entry target;
+
+    count_listener(s, METRIC_L_CANCELS, 1);
+    if (cancel_lookup(pid, key, &target) != 0) {
+        slog(s, CONF_LOG_INFO, "cancel request with an unknown key ignored");
+        return;
+    }
+    struct cancel_job *job = malloc(sizeof(*job));
+    if (job == NULL)
+        return;
+    job->sent = 0;
+    pgw_build_cancel(job->packet, sizeof(job->packet), target.be_pid, target.be_key);
+    job->fd = socket(target.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (job->fd < 0) {
+        free(job);
+        return;
+    }
+    if (connect(job->fd, (struct sockaddr *)&target.addr, target.addrlen) != 0 &&
+        errno != EINPROGRESS) {
+        close(job->fd);
+        free(job);
+        return;
+    }
+    job->client_fd = dup(s->client.fd);
+    struct timeval tv = {.tv_sec = 5};
+    event_assign(&job->ev, s->w->base, job->fd, EV_WRITE, on_cancel_io, job);
+    event_add(&job->ev, &tv);
+    slog(s, CONF_LOG_INFO, "cancel request forwarded to backend pid %u", target.be_pid);
+}
+
+/* ------------------------------------------------------------------ */
+/* Connecting to the primary.                                          */
+
+static void
+backend_failed(struct pg_session *s, const char *why)
+{
+    char msg[512];
+    snprintf(msg, sizeof(msg), "could not connect to backend \"%s\" at %s: %s", s->be->conf->name,
+             s->be->addr_text, why);
+    count_backend(s, METRIC_B_CONNECT_FAILURES, 1);
+    fail(s, METRIC_ERR_BACKEND_UNREACHABLE, PGW_SQLSTATE_CONNECTION_FAILURE, msg);
+}
+
+/* Send the startup packet: the client's parameters, protocol 3.0, no _pq_. options. */
+static void
+send_startup(struct pg_session *s)
+{
+    struct pgw_startup st;
+    const char *err = NULL;
+    size_t used;
+    uint8_t out[PGW_STARTUP_MAX_LEN];
+
+    /* parsed once already in STARTUP; parsing again keeps no pointers in the session */
+    if (pgw_startup_parse(s->startup, s->startup_len, &used, &st, &err) != PGW_OK) {
+        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, "invalid startup packet");
+        return;
+    }
+    size_t n = pgw_build_startup(out, sizeof(out), st.params, st.nparams);
+    if (n == 0) {
+        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, "startup packet too long");
+        return;
+    }
+    evbuffer_add(s->server.out, out, n);
+    set_state(s, PGS_AUTH);
+    arm_timer(s, s->rt->conf->limits.startup_timeout_ms);
+}
+
+static void
+server_connected(struct pg_session *s)
+{
+    count_backend(s, METRIC_B_SERVER_OPENED, 1);
+    if (s->be->tls != NULL) {
+        uint8_t req[8];
+        evbuffer_add(s->server.out, req, pgw_build_ssl_request(req, sizeof(req)));
+        set_state(s, PGS_SERVER_TLS_ASK);
+        return;
+    }
+    send_startup(s);
+}
+
+static void
+connect_backend(struct pg_session *s)
+{
+    const struct rt_backend *be = s->be;
+    int fd = socket(be->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        backend_failed(s, strerror(errno));
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    if (conn_init(&s->server, s->w->base, fd, on_server, s) != 0) {
+        close(fd);
+        backend_failed(s, "out of memory");
+        return;
+    }
+    s->server_open = 1;
+    set_state(s, PGS_CONNECTING);
+    arm_timer(s, s->rt->conf->limits.connect_timeout_ms);
+    if (connect(fd, (const struct sockaddr *)&be->addr, be->addrlen) == 0) {
+        server_connected(s);
+        return;
+    }
+    if (errno != EINPROGRESS) {
+        backend_failed(s, strerror(errno));
+        return;
+    }
+    /* writable = connected or failed; on_server reads SO_ERROR */
+    event_add(&s->server.ev_write, NULL);
+    s->server.writing = 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Client input.                                                       */
+
+/*
+ * Read the first packet.  Returns 1 when the session moved on and the
+ * client's input should be looked at again, 0 when more bytes are needed
+ * or the session ends.
+ */
+static int
+client_startup(struct pg_session *s)
+{
+    struct evbuffer *in = s->client.in;
+    size_t avail = evbuffer_get_length(in);
+    uint8_t lenbuf[4];
+
+    if (avail < 8) {
+        if (avail >= 4) {
+            evbuffer_copyout(in, lenbuf, 4);
+            uint32_t len = (uint32_t)lenbuf[0] << 24 | lenbuf[1] << 16 | lenbuf[2] << 8 | lenbuf[3];
+            if (len < 8 || len > PGW_STARTUP_MAX_LEN)
+                fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
+                     "invalid length of startup packet");
+        }
+        return 0;
+    }
+    evbuffer_copyout(in, lenbuf, 4);
+    uint32_t len = (uint32_t)lenbuf[0] << 24 | lenbuf[1] << 16 | lenbuf[2] << 8 | lenbuf[3];
+    if (len < 8 || len > PGW_STARTUP_MAX_LEN) {
+        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
+             "invalid length of startup packet");
+        return 0;
+    }
+    if (avail < len)
+        return 0;
+
+    const uint8_t *pkt = evbuffer_pullup(in, len);
+    struct pgw_startup st;
+    const char *err = "invalid startup packet";
+    size_t used;
+    if (pkt == NULL || pgw_startup_parse(pkt, len, &used, &st, &err) != PGW_OK) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "invalid startup packet: %s", err);
+        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, msg);
+        return 0;
+    }
+
+    switch (st.kind) {
+    case PGW_STARTUP_CANCEL:
+        forward_cancel(s, st.cancel_pid, st.cancel_key);
+        close_quietly(s);
+        return 0;
+    case PGW_STARTUP_GSSENC:
+        evbuffer_drain(in, len);
+        evbuffer_add(s->client.out, "N", 1);
+        return 1;
+    case PGW_STARTUP_SSL:
+        evbuffer_drain(in, len);
+        if (s->lis->tls == NULL || s->client.ssl != NULL) {
+            evbuffer_add(s->client.out, "N", 1);
+            return 1;
+        }
+        /* bytes sent after SSLRequest, before the handshake, were not
+         * protected by TLS: refuse them (CVE-2021-23214) */
+        if (evbuffer_get_length(in) > 0) {
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
+                 "received unencrypted data after SSL request");
+            return 0;
+        }
+        evbuffer_add(s->client.out, "S", 1);
+        if (conn_flush(&s->client) != CONN_OK ||
+            conn_start_tls(&s->client, s->lis->tls, 1, NULL, NULL) != 0) {
+            count_client_error(s, METRIC_ERR_TLS);
+            close_quietly(s);
+            return 0;
+        }
+        set_state(s, PGS_CLIENT_TLS);
+        return 1;
+    case PGW_STARTUP_MESSAGE:
+        break;
+    }
+
+    /* Tandem speaks 3.0: tell a newer client, as the server itself would. */
+    const char *unknown[PGW_STARTUP_MAX_PARAMS];
+    size_t nunknown = 0;
+    for (size_t i = 0; i < st.nparams; i++)
+        if (strncmp(st.params[i].name, "_pq_.", 5) == 0)
+            unknown[nunknown++] = st.params[i].name;
+    if (PGW_PROTO_MINOR(st.version) > 0 || nunknown > 0) {
+        uint8_t v[1024];
+        size_t n = pgw_build_negotiate(v, sizeof(v), 0, unknown, nunknown);
+        if (n > 0)
+            evbuffer_add(s->client.out, v, n);
+    }
+
+    if (s->over_limit) {
+        fail(s, METRIC_ERR_TOO_MANY_CLIENTS, PGW_SQLSTATE_TOO_MANY_CONNECTIONS,
+             "sorry, too many clients already");
+        return 0;
+    }
+    if (s->draining) {
+        fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN, "tandem is shutting down");
+        return 0;
+    }
+    s->startup = malloc(len);
+    if (s->startup == NULL) {
+        close_quietly(s);
+        return 0;
+    }
+    memcpy(s->startup, pkt, len);
+    s->startup_len = len;
+    const char *user = pgw_startup_param(&st, "user");
+    const char *db = pgw_startup_param(&st, "database");
+    slog(s, CONF_LOG_DEBUG, "startup user \"%s\" database \"%s\"", user ? user : "",
+         db ? db : (user ? user : ""));
+    pg_route_login(s, user, db, pgw_startup_param(&st, "application_name"));
+    evbuffer_drain(in, len);
+    connect_backend(s);
+    return 0;
+}
+
+/* Messages a client may send during authentication: password / SASL, Terminate. */
+static int
+client_auth(struct pg_session *s)
+{
+    struct evbuffer *in = s->client.in;
+    uint8_t hdr[PGW_HEADER_LEN];
+    struct pgw_header h;
+    const char *err;
+
+    while (evbuffer_get_length(in) >= PGW_HEADER_LEN) {
+        evbuffer_copyout(in, hdr, sizeof(hdr));
+        if (pgw_header_parse(hdr, sizeof(hdr), PREAUTH_MAX_MESSAGE, &h, &err) != PGW_OK) {
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, err);
+            return -1;
+        }
+        if (h.type == 'X') {
+            close_quietly(s);
+            return -1;
+        }
+        if (h.type != 'p') {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "expected password response, got message type %d", h.type);
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, msg);
+            return -1;
+        }
+        if (evbuffer_get_length(in) < pgw_header_total(&h))
+            break;
+        evbuffer_remove_buffer(in, s->server.out, pgw_header_total(&h));
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Request units: what the client asks, classified as it passes.       */
+
+static int
+shadowing(const struct pg_session *s)
+{
+    return s->shadow.state != PGSH_OFF;
+}
+
+/* Where the bytes of a run of client messages go besides the primary. */
+enum run_target {
+    RUN_PLAIN, /* the primary only */
+    RUN_UNIT,  /* also the building unit, for the shadow */
+    RUN_COPY,  /* also the shadow's queue directly (COPY data of a mirrored unit) */
+    RUN_HOLD,  /* like RUN_UNIT, but held in route.buf until the unit's answerer is known */
+};
+
+static void
+move_run(struct pg_session *s, size_t run, enum run_target target)
+{
+    if (run == 0)
+        return;
+    if (target == RUN_UNIT || target == RUN_HOLD)
+        pg_shadow_collect(s, run);
+    else if (target == RUN_COPY)
+        pg_shadow_copy_data(s, run);
+    /* a run begun as a candidate's goes to the primary once the candidacy ended */
+    evbuffer_remove_buffer(s->client.in,
+                           target == RUN_HOLD && s->route.candidate ? s->route.buf : s->server.out,
+                           run);
+    count_listener(s, METRIC_L_BYTES_RECEIVED, run);
+}
+
+/*
+ * The building unit cannot be moved whole to the shadow after all: what it
+ * held goes to the primary, ahead of the rest of it.  reason: the fallback
+ * to count, or ROUTE_REASON_NOT_READ when it is no read (not counted).
+ */
+static void
+route_abandon(struct pg_session *s, enum route_reason reason)
+{
+    if (!s->route.candidate)
+        return;
+    s->route.candidate = 0;
+    evbuffer_add_buffer(s->server.out, s->route.buf);
+    pg_route_fallback(s, (int)reason);
+}
+
+/* A unit starts with its first message, or grows by one more statement. */
+static void
+unit_statement(struct pg_session *s, const struct pgclass_result *cls)
+{
+    if (!s->unit_open) {
+        s->unit_open = 1;
+        s->unit_kind = cls ? cls->kind : REQ_KIND_READ;
+        if (shadowing(s))
+            pg_unit_begin(s, cls);
+        s->route.parsed_unnamed = 0;
+        s->route.candidate = s->building != NULL && pg_route_may_start(s, cls) &&
+                             (s->route.buf != NULL || (s->route.buf = evbuffer_new()) != NULL);
+    } else if (cls) {
+        s->unit_kind = req_kind_strongest(s->unit_kind, cls->kind);
+        if (shadowing(s))
+            pg_unit_add(s, cls);
+        if (cls->kind != REQ_KIND_READ)
+            route_abandon(s, ROUTE_REASON_NOT_READ);
+    }
+}
+
+/* A Parse of the candidate goes to the shadow: ours (a re-parse) or the client's. */
+static void
+route_note_parse(struct pg_session *s, int injected)
+{
+    struct pg_unit *u = s->building;
+    if (!s->route.candidate || u == NULL)
+        return;
+    if (u->nparse >= 64) {
+        route_abandon(s, ROUTE_REASON_UNROUTABLE);
+        return;
+    }
+    if (injected)
+        u->parse_injected |= 1ull << u->nparse;
+    u->nparse++;
+}
+
+/* The unit's last message (Sync, Query, FunctionCall) has been moved. */
+static void
+unit_end(struct pg_session *s)
+{
+    const struct rt_backend *answer = s->be;
+
+    if (!s->unit_open)
+        unit_statement(s, NULL); /* a bare Sync is answered too */
+    s->unit_open = 0;
+    s->outstanding++;
+    if (s->route.candidate) {
+        s->route.candidate = 0;
+        if (pg_route_decide(s, s->building) && pg_unit_route(s) == 0)
+            answer = s->shadow_be;
+        else
+            evbuffer_add_buffer(s->server.out, s->route.buf);
+    }
+    if (s->lis->metric_slot >= 0 && answer->metric_slot >= 0)
+        metric_add(&shard(s)->requests[s->lis->metric_slot][answer->metric_slot][s->unit_kind], 1);
+    if (shadowing(s) && s->building)
+        pg_unit_close(s);
+}
+
+/* Copy len bytes of the client message at offset `at` (header included). */
+static const uint8_t *
+peek_message(struct pg_session *s, size_t at, size_t len, uint8_t **heap)
+{
+    struct evbuffer_ptr pos;
+    uint8_t *dst = s->w->scratch;
+
+    *heap = NULL;
+    if (len > sizeof(s->w->scratch) && (dst = *heap = malloc(len)) == NULL)
+        return NULL;
+    evbuffer_ptr_set(s->client.in, &pos, at, EVBUFFER_PTR_SET);
+    evbuffer_copyout_from(s->client.in, &pos, dst, len);
+    return dst;
+}
+
+static int
+word_is(const char **p, const char *word)
+{
+    size_t n = strlen(word);
+    while (**p == ' ' || **p == '\t' || **p == '\n' || **p == '\r')
+        (*p)++;
+    if (strncasecmp(*p, word, n) != 0 || ((*p)[n] != '\0' && !strchr(" \t\r\n;", (*p)[n])))
+        return 0;
+    *p += n;
+    return 1;
+}
+
+/*
+ * SQL-level PREPARE and the protocol's Parse share one namespace, so
+ * DEALLOCATE and DISCARD ALL also end protocol-level statements.
+ */
+static void
+track_statement_sql(struct pg_session *s, const char *sql, const struct pgclass_result *cls)
+{
+    const char *p = sql;
+    if (cls->kind != REQ_KIND_SESSION || s->stmts == NULL)
+        return;
+    if (word_is(&p, "discard")) {
+        if (word_is(&p, "all"))
+            pgstmt_clear(s->stmts);
+    } else if (word_is(&p, "deallocate")) {
+        word_is(&p, "prepare");
+        if (word_is(&p, "all")) {
+            pgstmt_clear(s->stmts);
+            return;
+        }
+        while (*p == ' ' || *p == '\t')
+            p++;
+        size_t n = strcspn(p, " \t\r\n;");
+        if (n > 0 && p[0] != '"')
+            pgstmt_remove(s->stmts, p, n);
+    }
+}
+
+/*
+ * Cutover: does a unit starting with cls wait in client.in?  Every unit but
+ * a read does, from a session out of any transaction, while the listener
+ * is paused or this session has not yet swapped to the listener's roles.
+ */
+static int
+write_must_wait(struct pg_session *s, const struct pgclass_result *cls)
+{
+    int slot = s->lis->metric_slot;
+    if (s->unit_open || cls == NULL || cls->kind == REQ_KIND_READ || s->tx_open ||
+        s->tx_status != 'I' || s->shadow_be == NULL ||
+        (!control_paused(slot) && s->swapped == control_roles_swapped(slot)))
+        return 0;
+    s->writes_waiting = 1;
+    return 1;
+}
+
+/* The classification a Bind to an untracked statement gets: safest is a write. */
+static const struct pgclass_result unknown_statement = {.kind = REQ_KIND_WRITE};
+
+/*
+ * Frame the client's messages after login and move them to the primary.
+ * Validates each header (type, length), classifies the units and, in
+ * shadow mode, copies each unit's bytes for the shadow.  Only Query and
+ * Parse are read whole (for their SQL, bounded by max_packet_size); of a
+ * Bind, Describe or Close only the names are read.  Everything else
+ * streams.
+ */
+static int
+client_active(struct pg_session *s)
+{
+    struct evbuffer *in = s->client.in;
+    size_t avail = evbuffer_get_length(in), run = 0;
+    uint32_t max = s->rt->conf->limits.max_packet_size;
+    /* the rest of a message begun in an earlier read goes where its start went */
+    enum run_target target = s->client_skip > 0 ? (enum run_target)s->skip_target : RUN_PLAIN;
+    struct evbuffer_ptr pos;
+    uint8_t hdr[PGW_HEADER_LEN];
+    struct pgw_header h;
+    const char *err;
+    int terminate = 0;
+
+    while (run < avail) {
+        if (s->client_skip > 0) {
+            size_t take = avail - run < s->client_skip ? avail - run : s->client_skip;
+            run += take;
+            s->client_skip -= take;
+            continue;
+        }
+        if (avail - run < PGW_HEADER_LEN)
+            break;
+        evbuffer_ptr_set(in, &pos, run, EVBUFFER_PTR_SET);
+        evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
+        if (pgw_header_parse(hdr, sizeof(hdr), max, &h, &err) != PGW_OK) {
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, err);
+            return -1;
+        }
+        if (!pgw_frontend_type_valid(h.type)) {
+            char msg[64];
+            snprintf(msg, sizeof(msg), "invalid frontend message type %d", h.type);
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, msg);
+            return -1;
+        }
+        if (h.type == 'X') {
+            terminate = 1;
+            break;
+        }
+        size_t total = pgw_header_total(&h), blen = h.len - 4;
+        int closes = 0;
+        uint8_t *heap = NULL;
+        const uint8_t *msg;
+
+        switch (h.type) {
+        case 'Q':
+        case 'P':
+        case 'F': {
+            const char *sql = NULL, *name = NULL;
+            size_t sqllen = 0, namelen = 0;
+            struct pgclass_result cls = unknown_statement;
+            if (avail - run < total)
+                goto out; /* read whole: bounded by max_packet_size */
+            if ((msg = peek_message(s, run, total, &heap)) == NULL) {
+                fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, "out of memory");
+                return -1;
+            }
+            if (h.type == 'Q' &&
+                pgw_query_parse(msg + PGW_HEADER_LEN, blen, &sql, &sqllen) != PGW_OK)
+                goto bad_message;
+            if (h.type == 'P' && pgstmt_parse_msg(msg + PGW_HEADER_LEN, blen, &name, &namelen,
+                                                  &sql, &sqllen) != 0)
+                goto bad_message;
+            if (sql != NULL)
+                pgcache_classify(s->w->cls_cache, sql, &s->rt->classify, &cls);
+            if (write_must_wait(s, &cls)) {
+                free(heap);
+                goto out;
+            }
+            unit_statement(s, &cls);
+            if (sql != NULL && shadowing(s))
+                pg_unit_set_sql(s->building, sql, sqllen);
+            if (h.type == 'P') {
+                /* a named statement parsed on the shadow alone would be missing on the primary */
+                if (namelen > 0)
+                    route_abandon(s, ROUTE_REASON_UNROUTABLE);
+                else
+                    s->route.parsed_unnamed = 1;
+                route_note_parse(s, 0);
+                if (s->stmts == NULL)
+                    s->stmts = pgstmt_table_new();
+                /* the Parse bytes matter only to re-parse on a shadow */
+                size_t keep = shadowing(s) ? total : 0;
+                struct pgstmt *st =
+                    s->stmts ? pgstmt_put(s->stmts, name, namelen, msg, keep, &cls) : NULL;
+                if (st && shadowing(s))
+                    pg_shadow_parsed(s, st);
+            } else {
+                if (h.type == 'Q')
+                    track_statement_sql(s, sql, &cls);
+                closes = 1;
+            }
+            free(heap);
+            break;
+        bad_message:
+            free(heap);
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
+                 "invalid string in message");
+            return -1;
+        }
+        case 'B':
+        case 'D':
+        case 'C': {
+            size_t need = total < NAME_PREFIX_MAX ? total : NAME_PREFIX_MAX;
+            const char *name;
+            size_t namelen;
+            struct pgstmt *st = NULL;
+            int named;
+            if (avail - run < need)
+                goto out;
+            msg = peek_message(s, run, need, &heap);
+            named = h.type == 'B' ? pgstmt_bind_msg(msg + PGW_HEADER_LEN, need - PGW_HEADER_LEN,
+                                                    &name, &namelen) == 0
+                                  : pgstmt_target_msg(msg + PGW_HEADER_LEN,
+                                                      need - PGW_HEADER_LEN, &name, &namelen) == 0;
+            if (named && s->stmts)
+                st = pgstmt_get(s->stmts, name, namelen);
+            if (h.type == 'B' &&
+                write_must_wait(s, st ? &st->cls : (named ? &unknown_statement : NULL))) {
+                free(heap);
+                goto out;
+            }
+            if (h.type == 'B') {
+                unit_statement(s, st ? &st->cls : (named ? &unknown_statement : NULL));
+                const char *q, *n;
+                size_t ql, nl;
+                if (st && st->parse_len > PGW_HEADER_LEN && shadowing(s) && s->building &&
+                    s->building->sql == NULL &&
+                    pgstmt_parse_msg(st->parse + PGW_HEADER_LEN, st->parse_len - PGW_HEADER_LEN,
+                                     &n, &nl, &q, &ql) == 0)
+                    pg_unit_set_sql(s->building, q, ql);
+            } else {
+                unit_statement(s, NULL);
+            }
+            /* the shadow can run only what it can be given: a statement with
+             * its Parse kept, or the unnamed one parsed in this same unit */
+            if (h.type == 'C' || (named && namelen > 0 && (st == NULL || st->parse == NULL)) ||
+                (named && namelen == 0 && !s->route.parsed_unnamed))
+                route_abandon(s, ROUTE_REASON_UNROUTABLE);
+            if (st && shadowing(s) && s->unit_buf && s->building &&
+                (s->shadow.state == PGSH_READY || s->shadow.state == PGSH_CONNECTING)) {
+                /* the unit's earlier bytes first, then the statement's Parse */
+                move_run(s, run, target);
+                avail -= run;
+                run = 0;
+                target = RUN_UNIT;
+                if (pg_unit_note_statement(s, st))
+                    route_note_parse(s, 1);
+                if (h.type == 'C' && st->epoch == s->shadow.epoch)
+                    s->building->sampled = 1; /* the shadow must forget it too */
+            }
+            if (h.type == 'C' && st)
+                pgstmt_remove(s->stmts, name, namelen);
+            free(heap);
+            break;
+        }
+        case 'S':
+            closes = 1;
+            break;
+        case 'E':
+            unit_statement(s, NULL);
+            break;
+        case 'H':
+            /* the client waits for answers before its Sync: the primary gives them */
+            unit_statement(s, NULL);
+            route_abandon(s, ROUTE_REASON_UNROUTABLE);
+            break;
+        default: /* CopyData, CopyDone, CopyFail, and password messages */
+            route_abandon(s, ROUTE_REASON_UNROUTABLE);
+            break;
+        }
+        if (s->route.candidate && evbuffer_get_length(s->route.buf) + total > ROUTE_BUF_MAX)
+            route_abandon(s, ROUTE_REASON_UNROUTABLE);
+
+        enum run_target want = RUN_PLAIN;
+        if (h.type == 'd' || h.type == 'c' || h.type == 'f')
+            want = s->copy_mirror ? RUN_COPY : RUN_PLAIN;
+        else if (s->route.candidate)
+            want = RUN_HOLD;
+        else if (shadowing(s) && s->building &&
+                 (s->shadow.state == PGSH_READY || s->shadow.state == PGSH_CONNECTING))
+            want = RUN_UNIT;
+        if (want != target) {
+            move_run(s, run, target);
+            avail -= run;
+            run = 0;
+            target = want;
+        }
+        if (avail - run >= total) {
+            run += total;
+        } else {
+            s->client_skip = total - (avail - run);
+            s->skip_target = (uint8_t)target;
+            run = avail;
+        }
+        if (closes) {
+            move_run(s, run, target);
+            avail -= run;
+            run = 0;
+            target = RUN_PLAIN;
+            unit_end(s);
+            if (s->state != PGS_ACTIVE)
+                return -1;
+            if (s->route.unit != NULL)
+                break; /* what follows waits for the shadow's answer */
+        }
+    }
+out:
+    move_run(s, run, target);
+    if (terminate) {
+        /* let the backend end its session cleanly, then go */
+        uint8_t x[8];
+        evbuffer_add(s->server.out, x, pgw_build_terminate(x, sizeof(x)));
+        conn_flush(&s->server);
+        close_quietly(s);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+client_input(struct pg_session *s)
+{
+    for (;;) {
+        switch (s->state) {
+        case PGS_STARTUP:
+            if (!client_startup(s))
+                return;
+            if (s->state == PGS_CLIENT_TLS)
+                return; /* the handshake reads what follows */
+            continue;
+        case PGS_AUTH:
+            client_auth(s);
+            return;
+        case PGS_ACTIVE:
+            client_active(s);
+            return;
+        default:
+            /* connecting: keep the bytes until the backend is ready */
+            if (evbuffer_get_length(s->client.in) > PREAUTH_MAX_MESSAGE)
+                fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
+                     "unexpected data before authentication");
+            return;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Server input.                                                       */
+
+/* Pull one whole message (at most INSPECT_MAX_MESSAGE) to the front of in. */
+static const uint8_t *
+whole_message(struct evbuffer *in, struct pgw_header *h, int *bad)
+{
+    uint8_t hdr[PGW_HEADER_LEN];
+    const char *err;
+
+    *bad = 0;
+    if (evbuffer_get_length(in) < PGW_HEADER_LEN)
+        return NULL;
+    evbuffer_copyout(in, hdr, sizeof(hdr));
+    if (pgw_header_parse(hdr, sizeof(hdr), INSPECT_MAX_MESSAGE, h, &err) != PGW_OK) {
+        *bad = 1;
+        return NULL;
+    }
+    if (evbuffer_get_length(in) < pgw_header_total(h))
+        return NULL;
+    return evbuffer_pullup(in, (ssize_t)pgw_header_total(h));
+}
+
+static void
+backend_protocol_error(struct pg_session *s, const char *what)
+{
+    char msg[256];
+    snprintf(msg, sizeof(msg), "backend \"%s\" at %s sent %s", s->be->conf->name, s->be->addr_text,
+             what);
+    fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_PROTOCOL_VIOLATION, msg);
+}
+
+/*
+ * During authentication every server message is looked at whole: the SASL
+ * offer loses its -PLUS mechanisms, BackendKeyData is replaced by tandem's
+ * own key, ReadyForQuery ends the phase.
+ */
+static void
+server_auth(struct pg_session *s)
+{
+    struct evbuffer *in = s->server.in;
+    struct pgw_header h;
+    const uint8_t *msg;
+    int bad;
+
+    while (s->state == PGS_AUTH && (msg = whole_message(in, &h, &bad)) != NULL) {
+        const uint8_t *body = msg + PGW_HEADER_LEN;
+        size_t blen = h.len - 4, total = pgw_header_total(&h);
+        uint32_t code;
+
+        switch (h.type) {
+        case 'R':
+            if (pgw_auth_parse(body, blen, &code) != PGW_OK) {
+                backend_protocol_error(s, "an invalid authentication request");
+                return;
+            }
+            if (code == PGW_AUTH_SASL) {
+                uint8_t out[INSPECT_MAX_MESSAGE];
+                size_t n = pgw_sasl_strip_plus(body, blen, out, sizeof(out));
+                if (n == 0) {
+                    backend_protocol_error(s, "no SASL mechanism tandem can relay");
+                    return;
+                }
+                evbuffer_add(s->client.out, out, n);
+                evbuffer_drain(in, total);
+                continue;
+            }
+            if (code == PGW_AUTH_OK)
+                s->logged_in = 1;
+            break;
+        case 'K': {
+            if (pgw_backend_key_parse(body, blen, &s->cancel.be_pid, &s->cancel.be_key) != PGW_OK) {
+                backend_protocol_error(s, "invalid BackendKeyData");
+                return;
+            }
+            uint8_t out[32];
+            s->cancel.addr = s->be->addr;
+            s->cancel.addrlen = s->be->addrlen;
+            cancel_register(&s->cancel);
+            evbuffer_add(s->client.out, out,
+                         pgw_build_backend_key(out, sizeof(out), s->cancel.pid, s->cancel.key));
+            evbuffer_drain(in, total);
+            continue;
+        }
+        case 'Z':
+            pgw_ready_parse(body, blen, &s->tx_status);
+            evbuffer_remove_buffer(in, s->client.out, total);
+            set_state(s, PGS_ACTIVE);
+            slog(s, CONF_LOG_DEBUG, "logged in to \"%s\"", s->be->conf->name);
+            /* a canary no_mirror rule keeps the session off the shadow altogether */
+            if (s->shadow_be != NULL && !s->route.no_mirror &&
+                control_mode(s->lis->metric_slot, (int)s->lis->conf->mode) != CONF_MODE_PASSTHROUGH)
+                pg_shadow_start(s);
+            if (s->draining)
+                fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
+                     "terminating connection because tandem is shutting down");
+            return;
+        case 'E':
+            /* the server refused the login: its own error reaches the client */
+            evbuffer_remove_buffer(in, s->client.out, total);
+            close_quietly(s);
+            return;
+        default:
+            break;
+        }
+        evbuffer_remove_buffer(in, s->client.out, total);
+    }
+    if (s->state == PGS_AUTH && bad)
+        backend_protocol_error(s, "an oversized message during authentication");
+}
+
+/*
+ * Frame the server's messages and move them to the client, looking inside
+ * ReadyForQuery only.  Data rows stream through in runs; in shadow mode the
+ * messages of a unit being compared are digested on their way (whole, up
+ * to DIGEST_MAX_MESSAGE) before they move.
+ */
+/*
+ * A run of the primary's messages goes to the client, or, when it answers a
+ * unit the shadow answered (the comparison mirror of a routed read), nowhere.
+ */
+static void
+server_run_done(struct pg_session *s, size_t *avail, size_t *run)
+{
+    if (*run == 0)
+        return;
+    if (s->server_discard) {
+        evbuffer_drain(s->server.in, *run);
+    } else {
+        evbuffer_remove_buffer(s->server.in, s->client.out, *run);
+        count_listener(s, METRIC_L_BYTES_SENT, *run);
+    }
+    *avail -= *run;
+    *run = 0;
+}
+
+static void
+server_active(struct pg_session *s)
+{
+    struct evbuffer *in = s->server.in;
+    size_t avail = evbuffer_get_length(in), run = 0;
+    struct evbuffer_ptr pos;
+    uint8_t hdr[PGW_HEADER_LEN + 1];
+    struct pgw_header h;
+    const char *err;
+    int idle_now = 0;
+
+    while (run < avail) {
+        if (s->server_skip == 0 && shadowing(s)) {
+            int discard = s->pcur != NULL && s->pcur->routed;
+            if (discard != s->server_discard) {
+                server_run_done(s, &avail, &run);
+                s->server_discard = discard;
+                continue;
+            }
+        }
+        if (s->server_skip > 0) {
+            size_t take = avail - run < s->server_skip ? avail - run : s->server_skip;
+            run += take;
+            s->server_skip -= take;
+            continue;
+        }
+        if (avail - run < PGW_HEADER_LEN)
+            break;
+        evbuffer_ptr_set(in, &pos, run, EVBUFFER_PTR_SET);
+        evbuffer_copyout_from(in, &pos, hdr, PGW_HEADER_LEN);
+        if (pgw_header_parse(hdr, PGW_HEADER_LEN, BACKEND_MAX_MESSAGE, &h, &err) != PGW_OK ||
+            !pgw_backend_type_valid(h.type)) {
+            backend_protocol_error(s, "an invalid message");
+            return;
+        }
+        size_t total = pgw_header_total(&h);
+        if (h.type == 'Z' && s->server_discard) {
+            if (avail - run < total)
+                break;
+            pg_shadow_primary_ready(s); /* the comparison is done; the client saw the shadow's */
+        } else if (h.type == 'Z') {
+            if (avail - run < total)
+                break; /* 6 bytes; wait for all of it */
+            evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
+            s->tx_status = hdr[PGW_HEADER_LEN];
+            if (s->outstanding > 0)
+                s->outstanding--;
+            idle_now = s->outstanding == 0 && s->tx_status == 'I';
+            if (shadowing(s))
+                pg_shadow_primary_ready(s);
+        } else if (h.type == 'G' && shadowing(s)) {
+            pg_shadow_primary_copy_in(s); /* the COPY's data may follow it to the shadow */
+            if (pg_shadow_wants_whole(s)) {
+                if (avail - run < total)
+                    break;
+                pg_shadow_primary_message(s, h.type, in, run, h.len - 4);
+            }
+        } else if (shadowing(s) && pg_shadow_wants_whole(s)) {
+            if (total <= DIGEST_MAX_MESSAGE && avail - run < total)
+                break; /* digested whole */
+            pg_shadow_primary_message(s, h.type, in, run, h.len - 4);
+        }
+        s->server_skip = total;
+    }
+    server_run_done(s, &avail, &run);
+    if (idle_now && s->draining && s->server_skip == 0) {
+        fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
+             "terminating connection because tandem is shutting down");
+    } else if (idle_now && s->shadow_be != NULL &&
+               (s->writes_waiting || s->swapped != control_roles_swapped(s->lis->metric_slot))) {
+        /* an idle point a cutover waits for: swap now, not at the next tick */
+        wake_soon(s);
+    }
+}
+
+static void
+server_input(struct pg_session *s)
+{
+    struct evbuffer *in = s->server.in;
+
+    if (s->state == PGS_SERVER_TLS_ASK) {
+        uint8_t answer;
+        if (evbuffer_remove(in, &answer, 1) != 1)
+            return;
+        if (answer != 'S') {
+            backend_failed(s, "the server does not accept TLS");
+            return;
+        }
+        if (evbuffer_get_length(in) > 0) {
+            backend_failed(s, "unencrypted data after the TLS answer");
+            return;
+        }
+        const struct conf_backend *cb = s->be->conf;
+        const char *name = cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host;
+        if (conn_start_tls(&s->server, s->be->tls, 0, name,
+                           cb->tls == CONF_TLS_VERIFY_FULL ? name : NULL) != 0) {
+            backend_failed(s, s->server.tls_error);
+            return;
+        }
+        set_state(s, PGS_SERVER_TLS);
+        return;
+    }
+    if (s->state == PGS_AUTH)
+        server_auth(s);
+    if (s->state == PGS_ACTIVE)
+        server_active(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Event handlers.                                                     */
+
+static void
+client_event(struct pg_session *s, short what)
+{
+    size_t n;
+
+    if (s->state == PGS_LINGER || s->state == PGS_DEAD)
+        return;
+    if (s->state == PGS_CLIENT_TLS) {
+        enum conn_io io = conn_handshake(&s->client);
+        if (io == CONN_AGAIN)
+            return;
+        if (io != CONN_OK) {
+            slog(s, CONF_LOG_INFO, "client TLS handshake failed: %s", s->client.tls_error);
+            count_client_error(s, METRIC_ERR_TLS);
+            s->state = PGS_DEAD; /* no protocol left to speak in */
+            return;
+        }
+        set_state(s, PGS_STARTUP);
+        what |= EV_READ; /* the startup packet may already sit inside OpenSSL */
+    }
+    if (what & EV_READ) {
+        enum conn_io io = conn_read(&s->client, s->w->scratch, sizeof(s->w->scratch), &n);
+        if (io == CONN_EOF || io == CONN_ERROR) {
+            if (s->state == PGS_ACTIVE && s->server_open)
+                conn_flush(&s->server); /* what the client sent before leaving */
+            s->state = PGS_DEAD;
+            return;
+        }
+    }
+    client_input(s);
+    if (s->server_open && s->state >= PGS_AUTH && s->state <= PGS_ACTIVE &&
+        conn_flush(&s->server) == CONN_ERROR)
+        fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_CONNECTION_FAILURE,
+             "lost the connection to the backend");
+    if (s->state != PGS_LINGER && s->state != PGS_DEAD && conn_flush(&s->client) == CONN_ERROR)
+        s->state = PGS_DEAD;
+}
+
+static void
+on_client(evutil_socket_t fd, short what, void *arg)
+{
+    struct pg_session *s = arg;
+    (void)fd;
+    client_event(s, what);
+    settle(s);
+}
+
+static void
+server_lost(struct pg_session *s, enum conn_io io)
+{
+    if (s->state == PGS_ACTIVE && s->server_skip == 0 && io == CONN_EOF) {
+        /* the server said goodbye (its FATAL, if any, is already forwarded) */
+        slog(s, CONF_LOG_INFO, "backend \"%s\" closed the connection", s->be->conf->name);
+        count_client_error(s, METRIC_ERR_BACKEND_LOST);
+        close_quietly(s);
+        return;
+    }
+    if (s->state < PGS_AUTH || (s->state == PGS_AUTH && !s->logged_in)) {
+        backend_failed(s, io == CONN_EOF ? "the server closed the connection"
+                                         : (s->server.tls_error[0] ? s->server.tls_error
+                                                                   : strerror(errno)));
+        return;
+    }
+    fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_CONNECTION_FAILURE,
+         "lost the connection to the backend");
+}
+
+/* Advance the TLS handshake with the primary; 1 once done and the startup is queued. */
+static int
+server_handshake(struct pg_session *s)
+{
+    enum conn_io io = conn_handshake(&s->server);
+    if (io == CONN_AGAIN)
+        return 0;
+    if (io != CONN_OK) {
+        backend_failed(s, s->server.tls_error[0] ? s->server.tls_error : "TLS handshake failed");
+        return 0;
+    }
+    send_startup(s);
+    return 1;
+}
+
+static void
+server_event(struct pg_session *s, short what)
+{
+    size_t n;
+    enum conn_io io;
+
+    if (s->state == PGS_LINGER || s->state == PGS_DEAD || !s->server_open)
+        return;
+    if (s->state == PGS_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(s->server.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+            err = errno;
+        if (err != 0) {
+            backend_failed(s, strerror(err));
+            return;
+        }
+        server_connected(s);
+        what = 0;
+    } else if (s->state == PGS_SERVER_TLS) {
+        if (!server_handshake(s))
+            return;
+        what = 0;
+    }
+    if (what & EV_READ) {
+        io = conn_read(&s->server, s->w->scratch, sizeof(s->w->scratch), &n);
+        if (io == CONN_OK)
+            count_backend(s, METRIC_B_BACKEND_BYTES_RECEIVED, n);
+        server_input(s);
+        if (s->state == PGS_SERVER_TLS && !server_handshake(s))
+            return;
+        if (io == CONN_EOF || io == CONN_ERROR) {
+            conn_flush(&s->client);
+            server_lost(s, io);
+            return;
+        }
+    }
+    if (s->state == PGS_LINGER || s->state == PGS_DEAD)
+        return;
+    if (conn_flush(&s->server) == CONN_ERROR) {
+        server_lost(s, CONN_ERROR);
+        return;
+    }
+    if (conn_flush(&s->client) == CONN_ERROR)
+        s->state = PGS_DEAD;
+}
+
+static void
+on_server(evutil_socket_t fd, short what, void *arg)
+{
+    struct pg_session *s = arg;
+    (void)fd;
+    server_event(s, what);
+    settle(s);
+}
+
+static void
+on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct pg_session *s = arg;
+    (void)fd;
+    (void)what;
+
+    switch (s->state) {
+    case PGS_LINGER:
+        s->state = PGS_DEAD; /* the client does not read: give up on it */
+        break;
+    case PGS_SHADOW_DRAIN:
+        break; /* settle() frees it once the shadow is done */
+    case PGS_ACTIVE: {
+        /* an idle point: a routed read is answered, or a cutover may swap the roles */
+        int slot;
+        pg_session_cutover_check(s, &slot);
+        if (s->state != PGS_ACTIVE)
+            break;
+        client_event(s, 0);
+        if (s->draining && s->outstanding == 0 && s->tx_status == 'I' && s->route.unit == NULL &&
+            s->server_skip == 0 && evbuffer_get_length(s->client.in) == 0)
+            fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
+                 "terminating connection because tandem is shutting down");
+        break;
+    }
+    case PGS_CONNECTING:
+    case PGS_SERVER_TLS_ASK:
+    case PGS_SERVER_TLS:
+        backend_failed(s, "timeout");
+        break;
+    case PGS_STARTUP:
+    case PGS_CLIENT_TLS:
+    case PGS_AUTH:
+        fail(s, METRIC_ERR_STARTUP_TIMEOUT, PGW_SQLSTATE_PROTOCOL_VIOLATION,
+             "startup timeout: the connection did not complete its login in time");
+        break;
+    default:
+        break;
+    }
+    settle(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Life cycle.                                                         */
+
+static void
+pg_session_accept(struct worker *w, const struct rt_listener *l, int fd,
+                  const struct sockaddr *peer, int over_limit)
+{
+    struct pg_session *s = calloc(1, sizeof(*s));
+    if (s == NULL || conn_init(&s->client, w->base, fd, on_client, s) != 0) {
+        free(s);
+        close(fd);
+        __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    s->w = w;
+    s->rt = w->rt;
+    runtime_ref(s->rt);
+    s->lis = l;
+    /* after a cutover the listener's shadow answers and its primary is mirrored */
+    s->swapped = l->shadow != NULL && control_roles_swapped(l->metric_slot);
+    s->be = s->swapped ? l->shadow : l->primary;
+    s->shadow_be = s->swapped ? l->primary : l->shadow;
+    s->id = (uint64_t)w->id << 48 | w->next_conn_id++;
+    s->over_limit = over_limit != 0;
+    s->server.fd = -1;
+    runtime_format_addr(peer, s->peer, sizeof(s->peer));
+    pg_route_accept(s, peer);
+    evtimer_assign(&s->timer, w->base, on_timer, s);
+    event_assign(&s->settle_ev, w->base, -1, 0, on_settle, s);
+    /* a random key per session: cancel requests carry no other proof */
+    if (RAND_bytes((unsigned char *)&s->cancel.pid, sizeof(s->cancel.pid)) != 1 ||
+        RAND_bytes((unsigned char *)&s->cancel.key, sizeof(s->cancel.key)) != 1) {
+        s->cancel.pid = (uint32_t)random();
+        s->cancel.key = (uint32_t)random();
+    }
+    s->cancel.pid &= 0x7fffffff; /* clients print it as a positive pid */
+    s->base.ops = &pg_session_ops;
+    worker_session_added(w, &s->base);
+    count_listener(s, METRIC_L_CLIENT_ACCEPTED, 1);
+    set_state(s, PGS_STARTUP);
+    arm_timer(s, s->rt->conf->limits.startup_timeout_ms);
+    settle(s);
+}
+
+static void
+pg_session_drain(struct pg_session *s)
+{
+    s->draining = 1;
+    /* idle now: close; busy: server_active closes at the next idle point */
+    if (s->state == PGS_ACTIVE && s->outstanding == 0 && s->tx_status == 'I' &&
+        s->server_skip == 0 && evbuffer_get_length(s->client.in) == 0) {
+        fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
+             "terminating connection because tandem is shutting down");
+    } else if (s->state < PGS_AUTH) {
+        fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN, "tandem is shutting down");
+    }
+    settle(s);
+}
+
+static void
+pg_session_kill(struct pg_session *s)
+{
+    if (s->state == PGS_SHADOW_DRAIN || shadowing(s))
+        pg_shadow_abandon(s); /* what the shadow still owed is counted, not lost silently */
+    if (s->state != PGS_SHADOW_DRAIN) {
+        /* the client is still there: it is told why (a drained session's client is gone) */
+        fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
+             "terminating connection because tandem is shutting down");
+        conn_flush(&s->client);
+        s->state = PGS_DEAD;
+    }
+    settle(s); /* frees it: a drained session's shadow was abandoned above */
+}
+
+/* ------------------------------------------------------------------ */
+/* Cutover and rollback: the session's roles swap at an idle point.    */
+
+/* 1: idle, and the shadow may take over; 0: not yet; -1: never (no shadow connection). */
+static int
+swap_ready(struct pg_session *s)
+{
+    if (s->state != PGS_ACTIVE)
+        return 0;
+    if (s->outstanding > 0 || s->unit_open || s->tx_open || s->tx_status != 'I' ||
+        s->route.unit != NULL || s->server_skip > 0 || evbuffer_get_length(s->server.out) > 0) {
+        /* a session that cannot swap now may still have no shadow at all */
+        return s->shadow.state == PGSH_OFF || s->shadow.state == PGSH_DETACHED ? -1 : 0;
+    }
+    return pg_shadow_swap_ready(s);
+}
+
+/*
+ * Both sides are idle and the shadow holds everything the primary does:
+ * exchange the two connections, so the shadow answers and the primary is
+ * mirrored.  The cancel key keeps pointing at the old primary's backend
+ * (libpq does not give the new one's secret); README, "Known limits".
+ */
+static void
+swap_roles(struct pg_session *s)
+{
+    const struct rt_backend *b = s->be;
+
+    session_swap_conns(&s->server, &s->shadow.conn, s->w->base, on_server, s);
+    pg_shadow_swap(s);
+    s->be = s->shadow_be;
+    s->shadow_be = b;
+    s->swapped = !s->swapped;
+    s->route.last_write_ns = 0;
+    slog(s, CONF_LOG_DEBUG, "roles swapped: \"%s\" answers, \"%s\" is mirrored", s->be->conf->name,
+         s->shadow_be->conf->name);
+}
+
+/*
+ * pg_session_cutover_check - the worker's look at a session while a
+ * cutover or rollback is on, and after: swap the session's roles when the
+ * listener's have flipped and the session is ready; let waiting writes go
+ * once nothing holds them.  Returns 1 while the session keeps the
+ * operation waiting (not ready to swap).
+ */
+static int
+pg_session_cutover_check(struct pg_session *s, int *listener_slot)
+{
+    int slot = *listener_slot = s->lis->metric_slot;
+    /* not logged in yet: it has sent no write, and swaps once it is */
+    if (s->shadow_be == NULL || s->state != PGS_ACTIVE)
+        return 0;
+    int want = control_roles_swapped(slot);
+    if (control_paused(slot)) {
+        /* drained: every write it sent is acknowledged by both sides (reads may run) */
+        int drained = s->shadow.state == PGSH_OFF || s->shadow.state == PGSH_DETACHED
+                          ? -1
+                          : !s->tx_open && s->tx_status == 'I' && !pg_shadow_writes_owed(s);
+        if (drained < 0)
+            return !control_force(slot);
+        return !drained;
+    }
+    if (s->swapped != want) {
+        int ready = swap_ready(s);
+        if (ready < 0 && s->outstanding == 0 && s->tx_status == 'I') {
+            fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
+                 "the primary changed (cutover) and this session has no connection to the "
+                 "new one: reconnect");
+            conn_flush(&s->client);
+            settle_soon(s); /* never freed here: the caller still holds s */
+            return 0;
+        }
+        if (ready <= 0)
+            return 1;
+        swap_roles(s);
+    }
+    if (s->writes_waiting) {
+        s->writes_waiting = 0;
+        wake_soon(s);
+    }
+    return 0;
+}
+
+static int
+pg_session_shadow_tick(struct pg_session *s, uint64_t now_ns, uint64_t *lag_ns,
+                       int *listener_slot)
+{
+    *listener_slot = s->lis->metric_slot;
+    *lag_ns = 0;
+    if (s->shadow.state == PGSH_OFF)
+        return 0;
+    pg_shadow_tick(s, now_ns, lag_ns);
+    return pg_shadow_is_detached(s);
+}
+
+/* The worker's view of a PostgreSQL session (session.h). */
+static void
+op_drain(struct session *s)
+{
+    pg_session_drain((struct pg_session *)s);
+}
+
+static void
+op_kill(struct session *s)
+{
+    pg_session_kill((struct pg_session *)s);
+}
+
+static int
+op_shadow_tick(struct session *s, uint64_t now_ns, uint64_t *lag_ns, int *listener_slot)
+{
+    return pg_session_shadow_tick((struct pg_session *)s, now_ns, lag_ns, listener_slot);
+}
+
+static int
+op_cutover_check(struct session *s, int *listener_slot)
+{
+    return pg_session_cutover_check((struct pg_session *)s, listener_slot);
+}
+
+static const struct session_ops pg_session_ops = {
+    .protocol = "postgres",
+    .drain = op_drain,
+    .kill = op_kill,
+    .shadow_tick = op_shadow_tick,
+    .cutover_check = op_cutover_check,
+};
+
+const struct session_protocol pg_protocol = {
+    .name = "postgres",
+    .conf_proto = CONF_PROTO_POSTGRES,
+    .accept = pg_session_accept,
+};

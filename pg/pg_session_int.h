@@ -1,0 +1,270 @@
+/*
+ * pg_session_int.h - the PostgreSQL session's insides, shared by
+ * pg_session.c (client and primary) and pg_shadow.c (mirror and compare).
+ * Nothing outside those two files includes this.
+ *
+ * Request units in shadow mode
+ * ----------------------------
+ * Every unit the client sends (a Query, or the messages up to a Sync) gets a
+ * struct pg_unit from its first message, appended to one list in order:
+ *
+ *   units_head -> [u1 done] -> [u2 primary done] -> [u3 building] -> NULL
+ *                                 ^ scur (waits for the shadow's Z)
+ *                                                     ^ pcur (waits for the primary's Z)
+ *
+ * The primary answers units in order, so its ReadyForQuery completes pcur;
+ * the shadow answers only the mirrored ones, in order, so its ReadyForQuery
+ * completes scur.  A unit is recorded and freed from the head once both
+ * sides are done with it.  Units are decided (mirrored or not) when they
+ * close; until then their messages are copied into unit_buf.
+ */
+#ifndef TANDEM_PG_SESSION_INT_H
+#define TANDEM_PG_SESSION_INT_H
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <libpq-fe.h>
+#include <stdint.h>
+
+#include "metrics/metric.h"
+#include "protocol/kind.h"
+#include "protocol/outcome.h"
+#include "protocol/pgclass.h"
+#include "protocol/pgdigest.h"
+#include "protocol/pgstmt.h"
+#include "engine/cancel.h"
+#include "engine/conn.h"
+#include "engine/session.h"
+#include "routing/canary.h"
+
+struct worker;
+struct runtime;
+struct rt_listener;
+struct rt_backend;
+
+enum pgs_state {
+    PGS_STARTUP,        /* waiting for the client's first packet */
+    PGS_CLIENT_TLS,     /* TLS handshake with the client */
+    PGS_CONNECTING,     /* TCP connect to the primary in flight */
+    PGS_SERVER_TLS_ASK, /* SSLRequest sent to the primary, waiting for S/N */
+    PGS_SERVER_TLS,     /* TLS handshake with the primary */
+    PGS_AUTH,           /* startup relayed; relaying authentication */
+    PGS_ACTIVE,         /* logged in: forwarding */
+    PGS_LINGER,         /* closing: flushing the last bytes to the client */
+    PGS_DEAD,           /* to be freed by settle() */
+    PGS_SHADOW_DRAIN,   /* client and primary gone; the shadow finishes what it owes */
+};
+
+/* Both digests of a compared unit, and what the report shows of each side. */
+struct pg_compare {
+    struct pgdigest primary;
+    struct pgdigest shadow;
+    struct pgdigest_result pres;
+    struct pgdigest_result sres;
+    char psample[512];
+    char ssample[512];
+};
+
+/* Statements one unit may parse or re-parse for the shadow (a pipeline may hold many). */
+#define PG_UNIT_NAMES_MAX 1024
+
+struct pg_unit {
+    struct pg_unit *next;
+    enum req_kind kind;
+    uint8_t hint;               /* PGCLASS_HINT_* of its statements */
+    unsigned closed : 1;        /* its Sync / Query was read */
+    unsigned sampled : 1;       /* a read picked for comparison */
+    unsigned mirrored : 1;      /* its outcome is wanted (queued to the shadow, or dropped) */
+    unsigned primary_done : 1;
+    unsigned shadow_done : 1;
+    unsigned replay : 1;        /* state replayed on a new shadow: never recorded */
+    unsigned unstable : 1;      /* a mismatch is noise */
+    unsigned ordered : 1;
+    unsigned no_mirror : 1;     /* LISTEN/NOTIFY only, or an admin statement */
+    unsigned unmirrorable : 1;  /* too many statements to track: cannot be mirrored */
+    unsigned ddl : 1;           /* changes the schema (mirror levels tell DDL from DML) */
+    unsigned held : 1;          /* mirrored, waiting in shadow.held for the primary's answer */
+    unsigned copy_started : 1;  /* the primary accepted its COPY FROM STDIN */
+    unsigned routed : 1;        /* mode split: the shadow answers it; the primary may compare */
+    unsigned refused : 1;       /* the primary refused it for the client's rights: never mirrored */
+    unsigned primary_effect : 1; /* the primary completed a statement of it before refusing */
+    unsigned relock : 1;        /* ours: puts the shadow session back in the client's role */
+    uint8_t nparse;             /* routed: Parse messages sent to the shadow, in order */
+    uint8_t parse_seen;         /* routed: ParseComplete answers seen so far */
+    uint64_t parse_injected;    /* routed: bit i set when Parse i was ours, not the client's */
+    size_t held_len;            /* its bytes in shadow.held */
+    int forced;                 /* outcome decided without an answer, or -1 */
+    uint64_t closed_ns;         /* handed to the primary (and queued for the shadow) */
+    uint64_t primary_ns;        /* primary latency */
+    uint64_t shadow_sent_ns;
+    uint64_t shadow_ns;
+    struct pg_compare *cmp;     /* NULL: the primary's answer is not digested */
+    char *sql;                  /* the first statement's text, for the report */
+    size_t sqllen;
+    /* statements parsed or re-parsed for the shadow in this unit, each once */
+    char **names;
+    uint16_t nnames;
+    uint16_t names_cap;
+};
+
+enum pgsh_state {
+    PGSH_OFF,        /* no shadow for this session */
+    PGSH_CONNECTING, /* libpq logging in */
+    PGSH_READY,      /* mirrors flow */
+    PGSH_DETACHED,   /* failed or overflowed; re-attach at an idle point */
+};
+
+struct pg_shadow {
+    enum pgsh_state state;
+    PGconn *pq;                 /* owns the socket and TLS state */
+    struct event login_ev;
+    unsigned login_ev_added : 1;
+    unsigned conn_open : 1;
+    unsigned replay_incomplete : 1;
+    unsigned skip_forward : 1;  /* the rest of the message being skipped goes to the client */
+    unsigned as_role : 1;       /* logged in as tandem's user, acting as the client's role */
+    unsigned identity_refused : 1; /* the shadow cannot act as the client: never mirrored */
+    unsigned super_at_login : 1; /* is_superuser was on at login (acting as the client) */
+    char client_role[64];       /* as_role: the client's user, the role acted as */
+    unsigned relocks_pending;   /* relock units on their way: the role may be off until they run */
+    struct conn conn;           /* after login: borrows libpq's socket and SSL */
+    struct evbuffer *pending;   /* mirrored bytes waiting for the login */
+    uint32_t epoch;             /* statements present on this connection carry it */
+    size_t skip;                /* rest of an oversized shadow message to discard */
+    size_t queued;              /* this session's bytes in pending + conn.out */
+    uint64_t retry_at_ns;       /* earliest re-attach */
+    unsigned failures;          /* consecutive, for the back-off */
+    struct evbuffer *state_log; /* session-state units to replay on re-attach */
+    unsigned state_units;
+    struct evbuffer *held;      /* mirrored units the primary has not answered yet */
+    unsigned nheld;
+    struct pg_unit *last_held;
+};
+
+/*
+ * Read routing, mode split
+ * ------------------------
+ * A read that starts while the session is idle is a candidate: its bytes
+ * wait in route.buf (and, as always in shadow mode, in unit_buf with any
+ * Parse the shadow lacks) until its Sync or Query shows the whole unit.
+ * Then route_decide() picks who answers.  The primary: route.buf goes to
+ * the primary as any unit would.  The shadow: unit_buf goes to the shadow
+ * at once, the client's further input waits until the shadow's
+ * ReadyForQuery (so answers keep their order), and the primary gets
+ * route.buf as the comparison mirror when the read is sampled.  route.buf
+ * is kept until the answer is complete: a shadow that fails before sending
+ * a byte of it gets the read retried on the primary.
+ */
+struct pg_route {
+    unsigned candidate : 1;     /* the building unit may be answered by the shadow */
+    unsigned no_mirror : 1;     /* a canary rule keeps this session off the shadow */
+    unsigned parsed_unnamed : 1; /* the building unit parses the unnamed statement */
+    int canary;                 /* rule matched at login (no hint); -1 none */
+    int canary_hint;            /* rule matched by a unit with the tandem:shadow hint */
+    struct evbuffer *buf;       /* the candidate's or the routed unit's client bytes */
+    struct pg_unit *unit;       /* the unit the shadow is answering, NULL none */
+    size_t forwarded;           /* bytes of its answer already given to the client */
+    uint64_t last_write_ns;     /* when the primary last acknowledged a write of ours */
+    struct canary_addr client;  /* the client's address, for canary rules */
+};
+
+struct pg_session {
+    struct session base;          /* first: the worker's view (session.h) */
+    struct worker *w;
+    struct runtime *rt;           /* reference held for the session's life */
+    const struct rt_listener *lis;
+    const struct rt_backend *be;  /* the answering backend: the primary */
+    const struct rt_backend *shadow_be; /* the mirrored one; NULL when the listener has none */
+    PGconn *server_pq;            /* libpq owning the server socket (after a role swap), or NULL */
+    uint64_t id;
+    char peer[64];
+    enum pgs_state state;
+
+    struct conn client;
+    struct conn server;
+    struct event timer;           /* startup, connect and linger deadlines */
+    struct event settle_ev;       /* settle() from a callback of its own (settle_soon) */
+
+    unsigned server_open : 1;
+    unsigned over_limit : 1;
+    unsigned draining : 1;
+    unsigned logged_in : 1;
+    unsigned unit_open : 1;       /* messages read since the last Sync */
+    unsigned tx_open : 1;         /* a transaction may be open (BEGIN seen, not yet idle) */
+    unsigned copy_mirror : 1;     /* CopyData from the client goes to the shadow too */
+    unsigned client_counted_out : 1; /* the client's departure is already counted */
+    unsigned swapped : 1;         /* roles swapped by a cutover: be is the listener's shadow */
+    unsigned writes_waiting : 1;  /* a write unit waits in client.in for a cutover to finish */
+    unsigned server_discard : 1;  /* the primary's current run answers a routed unit: dropped */
+    uint8_t tx_status;            /* from the last ReadyForQuery: I, T or E */
+    uint32_t outstanding;         /* units sent and not yet answered */
+    size_t client_skip;           /* bytes of the current client message still to move */
+    uint8_t skip_target;          /* where they go besides the primary (enum run_target) */
+    size_t server_skip;
+    enum req_kind unit_kind;      /* of the unit being read (passthrough and shadow) */
+
+    uint8_t *startup;             /* the client's startup packet, kept for the shadow */
+    size_t startup_len;
+    struct cancel_entry cancel;   /* our key for the client -> the backend's key */
+    struct pgstmt_table *stmts;   /* prepared statements, NULL until the first Parse */
+
+    /* shadow mode only (shadow.state != PGSH_OFF) */
+    struct pg_shadow shadow;
+    struct pg_unit *units_head, *units_tail;
+    struct pg_unit *building;     /* the unit being read from the client */
+    struct pg_unit *pcur;         /* first unit awaiting the primary's answer */
+    struct pg_unit *scur;         /* first mirrored unit awaiting the shadow's */
+    struct evbuffer *unit_buf;    /* the building unit's messages, for the shadow */
+
+    /* mode split (pg_route.c): at most one unit answered by the shadow at a time */
+    struct pg_route route;
+};
+
+/* pg_session.c: count on backend b's metrics (primary or shadow) in this worker's shard. */
+void pg_count_backend(struct pg_session *s, const struct rt_backend *b,
+                      enum metric_backend_counter c, uint64_t n);
+
+/* pg_session.c: the shadow made progress; a draining session may be done. */
+void pg_session_shadow_progress(struct pg_session *s);
+
+/* pg_shadow.c */
+void pg_shadow_start(struct pg_session *s);
+void pg_shadow_release(struct pg_session *s);
+struct pg_unit *pg_unit_begin(struct pg_session *s, const struct pgclass_result *first);
+void pg_unit_add(struct pg_session *s, const struct pgclass_result *cls);
+int pg_unit_note_statement(struct pg_session *s, struct pgstmt *st);
+void pg_unit_close(struct pg_session *s);
+void pg_unit_set_sql(struct pg_unit *u, const char *sql, size_t len);
+void pg_shadow_copy_data(struct pg_session *s, size_t len);
+void pg_shadow_collect(struct pg_session *s, size_t len);
+void pg_shadow_primary_message(struct pg_session *s, uint8_t type, struct evbuffer *in,
+                               size_t offset, size_t body_len);
+void pg_shadow_primary_ready(struct pg_session *s);
+void pg_shadow_primary_copy_in(struct pg_session *s);
+void pg_shadow_tick(struct pg_session *s, uint64_t now, uint64_t *lag_ns);
+int pg_shadow_wants_whole(const struct pg_session *s);
+void pg_shadow_parsed(struct pg_session *s, struct pgstmt *st);
+int pg_shadow_is_detached(const struct pg_session *s);
+int pg_shadow_busy(const struct pg_session *s);
+void pg_shadow_orphan(struct pg_session *s);
+void pg_shadow_abandon(struct pg_session *s);
+int pg_unit_route(struct pg_session *s);
+int pg_shadow_swap_ready(struct pg_session *s);
+int pg_shadow_writes_owed(const struct pg_session *s);
+void pg_shadow_swap(struct pg_session *s);
+
+/* pg_session.c: routed units */
+void pg_session_forward(struct pg_session *s, struct evbuffer *in, size_t len);
+void pg_session_route_done(struct pg_session *s);
+void pg_session_route_failed(struct pg_session *s, int retried);
+
+/* pg_route.c */
+struct sockaddr;
+void pg_route_accept(struct pg_session *s, const struct sockaddr *peer);
+void pg_route_login(struct pg_session *s, const char *user, const char *database,
+                    const char *application_name);
+int pg_route_may_start(struct pg_session *s, const struct pgclass_result *cls);
+int pg_route_decide(struct pg_session *s, const struct pg_unit *u);
+void pg_route_fallback(struct pg_session *s, int reason);
+
+#endif /* TANDEM_PG_SESSION_INT_H */

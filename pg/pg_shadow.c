@@ -1,0 +1,1613 @@
+/*
+ * pg_shadow.c - the shadow side of a PostgreSQL session: mirror request
+ * units to the shadow, digest both answers, compare, record.
+ *
+ * The shadow can never hurt the client.  Nothing here blocks, nothing here
+ * writes to the client or the primary, and every failure ends in detach():
+ * the shadow connection is dropped, the units it owed are counted with an
+ * outcome (dropped, shadow_error, shadow_timeout), and the session goes on
+ * with the primary alone.  At its next idle point the session tries again,
+ * with a growing back-off, on a new connection that first replays the
+ * session state tandem recorded (SET, PREPARE ...).
+ *
+ * Logging in to the shadow is libpq's job (PQconnectStartParams and
+ * PQconnectPoll, non-blocking): it speaks every authentication method and
+ * TLS mode, with the credentials configured for the shadow backend, since a
+ * client's SCRAM exchange with the primary cannot be replayed.  Once logged
+ * in, tandem takes the socket (and libpq's SSL object) over and speaks the
+ * protocol itself; libpq only closes them at the end (PQfinish, made
+ * non-blocking first so a stalled shadow cannot stall the worker).
+ */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include "metrics/metric.h"
+#include "metrics/shadow.h"
+#include "protocol/pgw.h"
+#include "control/control.h"
+#include "metrics/log.h"
+#include "pg/pg_session_int.h"
+#include "control/runtime.h"
+#include "engine/worker.h"
+
+/* A message the digest reads must be whole in memory; larger ones are not compared. */
+#define DIGEST_MAX_MESSAGE (1u << 20)
+/* The statement text kept for the report. */
+#define UNIT_SQL_MAX 8192
+/* An ErrorResponse of the primary read to learn whether it refuses a held unit. */
+#define REFUSAL_MAX_MESSAGE (64 * 1024)
+/* Session state replayed on a new shadow connection. */
+#define STATE_LOG_MAX_BYTES (64 * 1024)
+#define STATE_LOG_MAX_UNITS 256
+/* Re-attach back-off: 1 s doubling to 60 s. */
+#define RETRY_MIN_NS 1000000000ull
+#define RETRY_MAX_NS 60000000000ull
+
+#define slog(s, level, ...) log_at(level, (s)->id, (s)->peer, __VA_ARGS__)
+
+static const struct conf_mirror *
+mirror_conf(const struct pg_session *s)
+{
+    return &s->lis->conf->mirror;
+}
+
+static void
+account(struct pg_session *s, int64_t delta)
+{
+    s->shadow.queued = (size_t)((int64_t)s->shadow.queued + delta);
+    session_queue_account(delta); /* one bound for every protocol's shadows */
+}
+
+/* ------------------------------------------------------------------ */
+/* Units.                                                              */
+
+static void
+unit_free(struct pg_unit *u)
+{
+    free(u->cmp);
+    free(u->sql);
+    for (unsigned i = 0; i < u->nnames; i++)
+        free(u->names[i]);
+    free(u->names);
+    free(u);
+}
+
+/*
+ * Remember that the unit parses (or re-parses) statement NAME for the
+ * shadow; each name once.  Returns 0, or -1 when the unit cannot track it
+ * (then it cannot be mirrored faithfully).
+ */
+static int
+unit_add_name(struct pg_unit *u, const char *name)
+{
+    for (unsigned i = 0; i < u->nnames; i++)
+        if (strcmp(u->names[i], name) == 0)
+            return 0;
+    if (u->nnames == u->names_cap) {
+        unsigned cap = u->names_cap ? u->names_cap * 2u : 4u;
+        if (cap > PG_UNIT_NAMES_MAX)
+            return -1;
+        char **names = realloc(u->names, cap * sizeof(*names));
+        if (names == NULL)
+            return -1;
+        u->names = names;
+        u->names_cap = (uint16_t)cap;
+    }
+    if ((u->names[u->nnames] = strdup(name)) == NULL)
+        return -1;
+    u->nnames++;
+    return 0;
+}
+
+static int
+changes_data(const struct pg_unit *u)
+{
+    return u->kind != REQ_KIND_READ;
+}
+
+/*
+ * lost_write - the shadow did not apply write unit u as the primary did (it
+ * never saw it, failed it, timed out, or answered otherwise): from now on
+ * its data may differ, and a cutover onto it would lose acknowledged writes.
+ */
+static void
+lost_write(struct pg_session *s, const struct pg_unit *u, const char *why)
+{
+    shadow_note_divergence(s->lis->metric_slot, why, u->sql, u->sql ? u->sqllen : 0);
+}
+
+/* Outcomes of a write unit that leave the shadow's data unlike the primary's. */
+static int
+outcome_loses_write(enum shadow_outcome o)
+{
+    return o == SHADOW_MISMATCH || o == SHADOW_SHADOW_ERROR || o == SHADOW_PRIMARY_ERROR ||
+           o == SHADOW_SHADOW_TIMEOUT || o == SHADOW_DROPPED;
+}
+
+/* compare { ignore_fingerprints ...; }: a mismatch of a listed statement is noise. */
+static int
+fingerprint_ignored(const struct pg_session *s, const struct pg_unit *u)
+{
+    const struct conf_compare *cc = &s->lis->conf->compare;
+    struct pgclass_desc desc;
+
+    if (cc->nignore_fingerprints == 0 || u->sql == NULL)
+        return 0;
+    pgclass_describe(u->sql, &desc); /* two parses: only ever on a mismatch */
+    for (size_t i = 0; i < cc->nignore_fingerprints; i++)
+        if (strcmp(cc->ignore_fingerprints[i], desc.fingerprint_hex) == 0)
+            return 1;
+    return 0;
+}
+
+static void
+record(struct pg_session *s, struct pg_unit *u, enum shadow_outcome outcome)
+{
+    if (outcome == SHADOW_MISMATCH && fingerprint_ignored(s, u))
+        outcome = SHADOW_NOISE;
+    /* a write (or COMMIT) the shadow answered otherwise (forced outcomes, drops and
+     * detaches, were noted where they were decided) */
+    if (u->forced < 0 && (u->kind == REQ_KIND_WRITE || u->kind == REQ_KIND_TX) &&
+        outcome_loses_write(outcome))
+        lost_write(s, u, shadow_outcome_name(outcome));
+    const char *psum = "", *ssum = "";
+    if (u->cmp) {
+        psum = u->cmp->psample;
+        ssum = u->cmp->ssample;
+    }
+    shadow_record_pg(s->w->shadow, s->lis->metric_slot, u->sql ? u->sql : "",
+                     u->sql ? u->sqllen : 0, outcome, u->primary_ns,
+                     u->shadow_done && u->forced < 0 ? u->shadow_ns : 0, psum, ssum);
+    if (outcome == SHADOW_MISMATCH)
+        slog(s, CONF_LOG_DEBUG, "shadow mismatch: %.200s", u->sql ? u->sql : "");
+}
+
+/* Record and free the units both sides are done with, oldest first. */
+static void
+complete_units(struct pg_session *s)
+{
+    struct pg_unit *u;
+
+    while ((u = s->units_head) != NULL && u->closed && u->primary_done &&
+           (u->shadow_done || !u->mirrored)) {
+        if (u->mirrored && !u->replay) {
+            if (u->forced >= 0)
+                record(s, u, (enum shadow_outcome)u->forced);
+            else if (u->cmp)
+                record(s, u, pgdigest_compare(&u->cmp->pres, &u->cmp->sres, u->unstable));
+        }
+        s->units_head = u->next;
+        if (s->units_tail == u)
+            s->units_tail = NULL;
+        if (s->scur == u)
+            s->scur = NULL;
+        unit_free(u);
+    }
+}
+
+static void
+append_unit(struct pg_session *s, struct pg_unit *u)
+{
+    if (s->units_tail)
+        s->units_tail->next = u;
+    else
+        s->units_head = u;
+    s->units_tail = u;
+}
+
+/* The first unit after `from` (or from the head) matching what the side waits for. */
+static struct pg_unit *
+next_for_primary(struct pg_unit *from)
+{
+    while (from && from->primary_done)
+        from = from->next;
+    return from;
+}
+
+static struct pg_unit *
+next_for_shadow(struct pg_unit *from)
+{
+    while (from && (!from->mirrored || from->shadow_done || !from->closed))
+        from = from->next;
+    return from;
+}
+
+static void
+start_compare(struct pg_session *s, struct pg_unit *u)
+{
+    const struct conf_compare *cc = &s->lis->conf->compare;
+    u->cmp = malloc(sizeof(*u->cmp));
+    if (u->cmp == NULL)
+        return;
+    struct pgdigest_opts opts = {
+        .ordered = u->ordered,
+        .ignore_columns = s->lis->ignore_columns,
+        .nignore = cc->nignore_columns,
+    };
+    u->cmp->psample[0] = u->cmp->ssample[0] = '\0';
+    pgdigest_init(&u->cmp->primary, &opts, u->cmp->psample, sizeof(u->cmp->psample));
+    pgdigest_init(&u->cmp->shadow, &opts, u->cmp->ssample, sizeof(u->cmp->ssample));
+}
+
+static int
+sample_read(const struct pg_session *s)
+{
+    double p = mirror_conf(s)->reads;
+    if (p <= 0)
+        return 0;
+    if (p >= 1)
+        return 1;
+    return (double)random() / ((double)RAND_MAX + 1.0) < p;
+}
+
+/*
+ * pg_unit_begin - a new unit starts with its first message.  Decides now
+ * whether the primary's answer is digested: always when the unit may be
+ * mirrored, never for a read outside a transaction that the sample left out.
+ */
+struct pg_unit *
+pg_unit_begin(struct pg_session *s, const struct pgclass_result *first)
+{
+    struct pg_unit *u = calloc(1, sizeof(*u));
+    if (u == NULL)
+        return NULL;
+    u->forced = -1;
+    u->kind = first ? first->kind : REQ_KIND_READ;
+    u->hint = first ? first->hint : 0;
+    u->unstable = first ? first->unstable : 0;
+    u->ordered = first ? first->has_order_by : 0;
+    u->no_mirror = first ? (first->no_mirror || first->kind == REQ_KIND_ADMIN) : 0;
+    u->ddl = first ? first->ddl : 0;
+    u->sampled = u->kind == REQ_KIND_READ && !s->tx_open && sample_read(s);
+    if (s->shadow.state != PGSH_DETACHED && !(u->hint & PGCLASS_HINT_NOSHADOW) && !u->no_mirror &&
+        (u->kind != REQ_KIND_READ || s->tx_open || u->sampled))
+        start_compare(s, u);
+    append_unit(s, u);
+    if (s->pcur == NULL)
+        s->pcur = u;
+    s->building = u;
+    return u;
+}
+
+void
+pg_unit_add(struct pg_session *s, const struct pgclass_result *cls)
+{
+    struct pg_unit *u = s->building;
+    if (u == NULL || cls == NULL)
+        return;
+    u->kind = req_kind_strongest(u->kind, cls->kind);
+    u->hint |= cls->hint;
+    u->unstable |= cls->unstable;
+    u->ddl |= cls->ddl;
+    if (!(cls->no_mirror || cls->kind == REQ_KIND_ADMIN))
+        u->no_mirror = 0;
+}
+
+void
+pg_unit_set_sql(struct pg_unit *u, const char *sql, size_t len)
+{
+    if (u == NULL || u->sql != NULL)
+        return;
+    /* the text is for the report: a read the sample left out is never in it
+     * (should a later statement make the unit a write, its text is kept then) */
+    if (u->cmp == NULL && u->kind == REQ_KIND_READ && !u->sampled)
+        return;
+    if (len > UNIT_SQL_MAX)
+        len = UNIT_SQL_MAX;
+    u->sql = malloc(len + 1);
+    if (u->sql == NULL)
+        return;
+    memcpy(u->sql, sql, len);
+    u->sql[len] = '\0';
+    u->sqllen = len;
+}
+
+/* Copy the first len bytes of src to the end of dst (src is not changed). */
+static void
+copy_prefix(struct evbuffer *dst, struct evbuffer *src, size_t len)
+{
+    struct evbuffer_iovec vec[16];
+    struct evbuffer_ptr pos;
+    size_t done = 0;
+
+    evbuffer_ptr_set(src, &pos, 0, EVBUFFER_PTR_SET);
+    while (done < len) {
+        int n = evbuffer_peek(src, (ev_ssize_t)(len - done), &pos, vec, 16);
+        if (n <= 0)
+            return;
+        for (int i = 0; i < n && i < 16 && done < len; i++) {
+            size_t take = vec[i].iov_len < len - done ? vec[i].iov_len : len - done;
+            evbuffer_add(dst, vec[i].iov_base, take);
+            done += take;
+        }
+        evbuffer_ptr_set(src, &pos, done, EVBUFFER_PTR_SET);
+    }
+}
+
+/* pg_shadow_collect - the next len bytes of the client's input belong to the building unit. */
+void
+pg_shadow_collect(struct pg_session *s, size_t len)
+{
+    if (s->unit_buf)
+        copy_prefix(s->unit_buf, s->client.in, len);
+}
+
+/*
+ * pg_unit_note_statement - the building unit uses statement st (Bind,
+ * Describe or Close).  If it does not exist on the current shadow
+ * connection, its recorded Parse goes into the unit first.  The caller has
+ * moved every earlier byte of the unit into unit_buf.
+ */
+int
+pg_unit_note_statement(struct pg_session *s, struct pgstmt *st)
+{
+    struct pg_unit *u = s->building;
+    if (u == NULL || st == NULL || s->unit_buf == NULL)
+        return 0;
+    /* present, or already re-parsed earlier in this unit (epoch | pending bit) */
+    if (st->epoch == s->shadow.epoch || st->epoch == (s->shadow.epoch | 0x80000000u))
+        return 0;
+    /* no Parse kept (the table was full, or memory ran out): cannot re-create it */
+    if (st->parse == NULL || unit_add_name(u, st->name) != 0) {
+        u->unmirrorable = 1;
+        return 0;
+    }
+    evbuffer_add(s->unit_buf, st->parse, st->parse_len);
+    st->epoch = s->shadow.epoch | 0x80000000u;
+    return 1;
+}
+
+/* pg_shadow_parsed - a Parse of statement st is part of the building unit. */
+void
+pg_shadow_parsed(struct pg_session *s, struct pgstmt *st)
+{
+    struct pg_unit *u = s->building;
+    if (u == NULL || st == NULL)
+        return;
+    if (unit_add_name(u, st->name) != 0) {
+        u->unmirrorable = 1;
+        return;
+    }
+    st->epoch = s->shadow.epoch | 0x80000000u;
+}
+
+/* After the decision: statements of the unit now exist on the shadow, or not. */
+static void
+settle_names(struct pg_session *s, struct pg_unit *u, int mirrored)
+{
+    for (unsigned i = 0; i < u->nnames; i++) {
+        struct pgstmt *st = s->stmts ? pgstmt_get(s->stmts, u->names[i], strlen(u->names[i])) : NULL;
+        if (st && (st->epoch & 0x80000000u))
+            st->epoch = mirrored ? s->shadow.epoch : 0;
+        free(u->names[i]);
+        u->names[i] = NULL;
+    }
+    u->nnames = 0;
+}
+
+static void detach(struct pg_session *s, enum shadow_outcome why, const char *reason);
+
+/*
+ * admit - len more bytes join this session's mirror queue: counted against
+ * the session's and the process's bounds once, here.  Over a bound the
+ * shadow is detached (-1): it can fall behind, the client cannot.
+ */
+static int
+admit(struct pg_session *s, size_t len)
+{
+    if (s->shadow.queued + len > mirror_conf(s)->queue_bytes ||
+        session_queue_total() + len > s->rt->conf->limits.mirror_queue_total) {
+        detach(s, SHADOW_DROPPED, "mirror queue full");
+        return -1;
+    }
+    account(s, (int64_t)len);
+    return 0;
+}
+
+/* Send admitted bytes: now when logged in, else kept for the login. */
+static int
+send_admitted(struct pg_session *s, struct evbuffer *src, size_t len)
+{
+    if (s->shadow.state == PGSH_READY) {
+        evbuffer_remove_buffer(src, s->shadow.conn.out, len);
+        size_t before = evbuffer_get_length(s->shadow.conn.out);
+        if (conn_flush(&s->shadow.conn) == CONN_ERROR) {
+            detach(s, SHADOW_SHADOW_ERROR, "write to the shadow failed");
+            return -1;
+        }
+        account(s, -(int64_t)(before - evbuffer_get_length(s->shadow.conn.out)));
+    } else {
+        evbuffer_remove_buffer(src, s->shadow.pending, len);
+    }
+    return 0;
+}
+
+/*
+ * Mirror order
+ * ------------
+ * A mirrored unit waits in shadow.held until the primary has answered it
+ * (or, for COPY FROM STDIN, has accepted the copy), and only then goes to
+ * the shadow.  So the shadow receives units in the order the primary
+ * acknowledged them, which is the order that matters between sessions: a
+ * statement that had to wait for another transaction's lock is answered
+ * after that transaction's commit, and reaches the shadow after it too.
+ * Sending earlier would let two sessions' conflicting statements take their
+ * locks in the other order on the shadow, and reads inside a transaction
+ * would then see other intermediate values there: false mismatches.
+ * Across workers the order is as close as the workers' clocks of work; the
+ * cost is that the shadow does not see a session's pipeline early.
+ */
+static void
+hold(struct pg_session *s, struct pg_unit *u, size_t len)
+{
+    struct pg_shadow *sh = &s->shadow;
+    if (admit(s, len) != 0) {
+        s->copy_mirror = 0;
+        return;
+    }
+    evbuffer_remove_buffer(s->unit_buf, sh->held, len);
+    u->held = 1;
+    u->held_len = len;
+    u->shadow_sent_ns = 0;
+    sh->nheld++;
+    sh->last_held = u;
+    s->copy_mirror = 1;
+    if (s->scur == NULL)
+        s->scur = u;
+}
+
+/*
+ * Rights
+ * ------
+ * The shadow never runs anything with more rights than the client has on
+ * the primary.  A unit waits in held until the primary answered it; one
+ * the primary refused for the client's rights or identity (42501, class
+ * 28, ...) never reaches the shadow, where tandem may be logged in with
+ * other rights: a statement failing the same way takes its place.  And
+ * when tandem logs in to the shadow with a user of its own, that session
+ * acts as the client's role (pg_shadow_start: `-c role=...` at login,
+ * which is also where RESET ROLE and DISCARD ALL return to).
+ */
+
+/* Watch the primary's answer to held unit u: does it refuse it for the client's rights? */
+static void
+watch_refusal(struct pg_unit *u, uint8_t type, struct evbuffer *in, size_t offset,
+              size_t body_len)
+{
+    uint8_t stackbuf[1024], *body = stackbuf;
+    struct pgw_error_fields f;
+    struct evbuffer_ptr pos;
+
+    if (type == 'C' && !u->refused) {
+        u->primary_effect = 1; /* a statement of it ran before any refusal */
+        return;
+    }
+    if (type != 'E' || u->refused)
+        return;
+    /* an error tandem cannot read is taken as a refusal: never mirror blind */
+    if (body_len > REFUSAL_MAX_MESSAGE ||
+        (body_len > sizeof(stackbuf) && (body = malloc(body_len)) == NULL)) {
+        u->refused = 1;
+        return;
+    }
+    evbuffer_ptr_set(in, &pos, offset + PGW_HEADER_LEN, EVBUFFER_PTR_SET);
+    evbuffer_copyout_from(in, &pos, body, body_len);
+    if (pgw_error_parse(body, body_len, &f) != PGW_OK || pgw_sqlstate_is_denial(f.sqlstate))
+        u->refused = 1;
+    if (body != stackbuf)
+        free(body);
+}
+
+/* Queue one statement of ours for the shadow (counted against the mirror queue). */
+static int
+send_query(struct pg_session *s, const char *sql)
+{
+    uint8_t msg[512];
+    size_t n = pgw_build_query(msg, sizeof(msg), sql);
+    struct evbuffer *tmp;
+
+    if (n == 0 || (tmp = evbuffer_new()) == NULL) {
+        detach(s, SHADOW_DROPPED, "out of memory");
+        return -1;
+    }
+    evbuffer_add(tmp, msg, n);
+    int rc = admit(s, n) == 0 ? send_admitted(s, tmp, n) : -1;
+    evbuffer_free(tmp);
+    return rc;
+}
+
+/*
+ * The primary refused u for the client's rights: its bytes leave the queue
+ * unsent.  In their place a statement that fails the same way, so that a
+ * transaction the refusal aborted on the primary is aborted on the shadow
+ * too (its COMMIT then rolls back on both).  Recorded as primary_error.
+ */
+static int
+send_refusal(struct pg_session *s, struct pg_unit *u)
+{
+    static const char sql[] =
+        "DO $tandem$BEGIN RAISE EXCEPTION 'tandem: refused on the primary, not run on the "
+        "shadow' USING ERRCODE = 'insufficient_privilege'; END$tandem$";
+    struct pg_shadow *sh = &s->shadow;
+
+    evbuffer_drain(sh->held, u->held_len);
+    account(s, -(int64_t)u->held_len);
+    u->held_len = 0;
+    u->forced = SHADOW_PRIMARY_ERROR;
+    if (u->primary_effect && changes_data(u))
+        lost_write(s, u, "refused on the primary after part of it ran");
+    return send_query(s, sql);
+}
+
+/* SET ROLE NONE (or set_config('role', 'none', ...)) may be in u: the login's own rights. */
+static int
+may_leave_role(const struct pg_unit *u)
+{
+    return u->sql != NULL && strcasestr(u->sql, "role") != NULL &&
+           strcasestr(u->sql, "none") != NULL;
+}
+
+/* Quote name as an SQL identifier into out ("" when it does not fit). */
+static void
+quote_ident(char *out, size_t cap, const char *name)
+{
+    size_t o = 0;
+    if (cap < 3)
+        goto too_long;
+    out[o++] = '"';
+    for (const char *p = name; *p; p++) {
+        if (o + (*p == '"' ? 2 : 1) + 2 > cap)
+            goto too_long;
+        if (*p == '"')
+            out[o++] = '"';
+        out[o++] = *p;
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+    return;
+too_long:
+    out[0] = '\0';
+}
+
+/*
+ * After u, which may have left the client's role on the shadow, a unit of
+ * ours puts the session back in it, right behind u (nothing else of the
+ * client's can run in between).
+ */
+static int
+relock_after(struct pg_session *s, struct pg_unit *u)
+{
+    struct pg_shadow *sh = &s->shadow;
+    char ident[2 * sizeof(sh->client_role) + 3], sql[sizeof(ident) + 16];
+    struct pg_unit *r = calloc(1, sizeof(*r));
+
+    quote_ident(ident, sizeof(ident), sh->client_role);
+    if (r == NULL || ident[0] == '\0') {
+        free(r);
+        detach(s, SHADOW_DROPPED, "cannot put the shadow session back in the client's role");
+        return -1;
+    }
+    snprintf(sql, sizeof(sql), "SET ROLE %s", ident);
+    r->forced = -1;
+    r->kind = REQ_KIND_SESSION;
+    r->closed = r->mirrored = r->primary_done = r->replay = r->relock = 1;
+    r->closed_ns = r->shadow_sent_ns = session_now_ns();
+    r->next = u->next;
+    u->next = r;
+    if (s->units_tail == u)
+        s->units_tail = r;
+    sh->relocks_pending++;
+    return send_query(s, sql);
+}
+
+/* Send, in order, the held units the primary has answered (all of them when force). */
+static void
+release_held(struct pg_session *s, int force)
+{
+    struct pg_shadow *sh = &s->shadow;
+    uint64_t now = session_now_ns();
+
+    for (struct pg_unit *u = s->units_head; u && sh->nheld > 0; u = u->next) {
+        if (!u->held)
+            continue;
+        if (!force && !u->primary_done && !u->copy_started)
+            break;
+        u->held = 0;
+        sh->nheld--;
+        if (sh->last_held == u)
+            sh->last_held = NULL;
+        u->shadow_sent_ns = sh->state == PGSH_READY ? now : 0;
+        if (u->refused) {
+            if (send_refusal(s, u) != 0)
+                return; /* detached */
+            continue;
+        }
+        if (send_admitted(s, sh->held, u->held_len) != 0)
+            return; /* detached */
+        if (sh->as_role && may_leave_role(u) && relock_after(s, u) != 0)
+            return;
+    }
+}
+
+/* pg_shadow_primary_copy_in - the primary accepted COPY ... FROM STDIN: its data may flow. */
+void
+pg_shadow_primary_copy_in(struct pg_session *s)
+{
+    if (s->pcur != NULL) {
+        s->pcur->copy_started = 1;
+        release_held(s, 0);
+    }
+}
+
+/* Session-kind units are replayed on a new shadow connection (SET, PREPARE ...). */
+static void
+log_state(struct pg_session *s, struct pg_unit *u, struct evbuffer *bytes)
+{
+    struct pg_shadow *sh = &s->shadow;
+    size_t len = evbuffer_get_length(bytes);
+    if (u->kind != REQ_KIND_SESSION || s->tx_open)
+        return;
+    if (sh->state_units >= STATE_LOG_MAX_UNITS ||
+        evbuffer_get_length(sh->state_log) + len > STATE_LOG_MAX_BYTES) {
+        sh->replay_incomplete = 1;
+        return;
+    }
+    copy_prefix(sh->state_log, bytes, len);
+    sh->state_units++;
+}
+
+/*
+ * mirror { level dml | ddl; } leaves schema changes, or data changes, off
+ * the shadow.  Session state and transaction control always go: without
+ * them the shadow's session would not be the client's.
+ */
+static int
+level_allows(const struct pg_session *s, const struct pg_unit *u)
+{
+    if (u->kind != REQ_KIND_WRITE)
+        return 1;
+    switch (mirror_conf(s)->level) {
+    case CONF_MIRROR_DML:
+        return !u->ddl;
+    case CONF_MIRROR_DDL:
+        return u->ddl;
+    default:
+        return 1;
+    }
+}
+
+/*
+ * pg_unit_close - the unit's last message (Sync, Query, FunctionCall) was
+ * read and is in unit_buf.  Decide: mirror it, or count it dropped, or
+ * leave the shadow out of it.
+ */
+void
+pg_unit_close(struct pg_session *s)
+{
+    struct pg_unit *u = s->building;
+    struct pg_shadow *sh = &s->shadow;
+    size_t len = s->unit_buf ? evbuffer_get_length(s->unit_buf) : 0;
+
+    s->building = NULL;
+    if (u == NULL)
+        return;
+    u->closed = 1;
+    u->closed_ns = session_now_ns();
+    if (u->kind == REQ_KIND_TX)
+        s->tx_open = 1;
+
+    int wanted = !(u->hint & PGCLASS_HINT_NOSHADOW) && !u->no_mirror &&
+                 (u->kind != REQ_KIND_READ || s->tx_open || u->sampled) && level_allows(s, u);
+    if (wanted &&
+        control_mode(s->lis->metric_slot, (int)s->lis->conf->mode) == CONF_MODE_PASSTHROUGH) {
+        /* mirroring turned off while the session runs: its writes are lost to the shadow */
+        shadow_count_dropped(s->w->shadow, s->lis->metric_slot, SHADOW_DROP_MIRRORING_OFF, 1);
+        if (changes_data(u))
+            lost_write(s, u, "dropped: mirroring turned off");
+        wanted = 0;
+    }
+    if (!wanted) {
+        u->shadow_done = 1;
+        settle_names(s, u, 0);
+        if (s->unit_buf)
+            evbuffer_drain(s->unit_buf, len);
+        s->copy_mirror = 0;
+        return;
+    }
+    u->mirrored = 1;
+    if (sh->state == PGSH_DETACHED || u->unmirrorable || len == 0) {
+        /* a write the shadow will never see: from now on its data may differ */
+        if (sh->state == PGSH_DETACHED) {
+            shadow_count_dropped(s->w->shadow, s->lis->metric_slot,
+                                 sh->identity_refused ? SHADOW_DROP_IDENTITY
+                                                      : SHADOW_DROP_DETACHED,
+                                 1);
+            if (changes_data(u))
+                lost_write(s, u, sh->identity_refused
+                                     ? "dropped: the shadow cannot act as the client's role"
+                                     : "dropped: the session's shadow is detached");
+        }
+        if (u->unmirrorable && sh->state != PGSH_DETACHED)
+            detach(s, SHADOW_DROPPED, "unit references too many statements");
+        u->forced = SHADOW_DROPPED;
+        u->shadow_done = 1;
+        settle_names(s, u, 0);
+        if (s->unit_buf)
+            evbuffer_drain(s->unit_buf, evbuffer_get_length(s->unit_buf));
+        s->copy_mirror = 0;
+        return;
+    }
+    log_state(s, u, s->unit_buf);
+    settle_names(s, u, 1);
+    hold(s, u, len);
+}
+
+/*
+ * pg_unit_route - mode split: the shadow answers the building unit (a read
+ * that pg_route_decide gave it).  Its bytes, with any Parse the shadow
+ * lacks, go now, not held: the session is idle, so nothing of the client's
+ * is waiting for the primary ahead of it.  A sampled read also goes to the
+ * primary, whose answer is digested and dropped.  -1 (nothing done) when
+ * the shadow cannot take it now: the caller gives it to the primary.
+ */
+int
+pg_unit_route(struct pg_session *s)
+{
+    struct pg_unit *u = s->building;
+    struct pg_shadow *sh = &s->shadow;
+    size_t len = s->unit_buf ? evbuffer_get_length(s->unit_buf) : 0;
+
+    if (u == NULL || (sh->state != PGSH_READY && sh->state != PGSH_CONNECTING) ||
+        u->unmirrorable || len == 0 ||
+        sh->queued + len > mirror_conf(s)->queue_bytes ||
+        session_queue_total() + len > s->rt->conf->limits.mirror_queue_total)
+        return -1;
+    s->building = NULL;
+    u->closed = 1;
+    u->closed_ns = u->shadow_sent_ns = session_now_ns();
+    u->routed = 1;
+    u->mirrored = 1;
+    settle_names(s, u, 1);
+    if (s->scur == NULL)
+        s->scur = u;
+    s->route.unit = u;
+    s->route.forwarded = 0;
+    if (u->cmp != NULL) {
+        copy_prefix(s->server.out, s->route.buf, evbuffer_get_length(s->route.buf));
+    } else {
+        u->primary_done = 1;
+        if (s->pcur == u)
+            s->pcur = next_for_primary(u->next);
+    }
+    account(s, (int64_t)len);
+    send_admitted(s, s->unit_buf, len); /* a failure detaches: the read is retried */
+    return 0;
+}
+
+/*
+ * The shadow failed while answering the routed read.  Before any of its
+ * answer reached the client, the read is retried on the primary as a unit
+ * of its own (the routed one keeps its outcome, shadow_error).
+ */
+static void
+route_lost(struct pg_session *s)
+{
+    struct pg_unit *r;
+    if (s->route.unit == NULL)
+        return;
+    if (s->route.forwarded > 0 || (r = calloc(1, sizeof(*r))) == NULL) {
+        pg_session_route_failed(s, 0);
+        return;
+    }
+    r->forced = -1;
+    r->kind = REQ_KIND_READ;
+    r->closed = r->shadow_done = 1;
+    r->closed_ns = session_now_ns();
+    append_unit(s, r);
+    if (s->pcur == NULL)
+        s->pcur = r;
+    pg_session_route_failed(s, 1);
+}
+
+/* CopyData/CopyDone/CopyFail that follow a mirrored COPY ... FROM STDIN. */
+void
+pg_shadow_copy_data(struct pg_session *s, size_t len)
+{
+    struct evbuffer *tmp;
+    if (!s->copy_mirror || s->shadow.state == PGSH_DETACHED || s->shadow.state == PGSH_OFF)
+        return;
+    tmp = evbuffer_new();
+    if (tmp == NULL) {
+        detach(s, SHADOW_DROPPED, "out of memory");
+        return;
+    }
+    copy_prefix(tmp, s->client.in, len);
+    if (admit(s, len) == 0) {
+        if (s->shadow.nheld > 0 && s->shadow.last_held != NULL) {
+            /* behind its COPY statement, which is still held */
+            evbuffer_add_buffer(s->shadow.held, tmp);
+            s->shadow.last_held->held_len += len;
+        } else {
+            send_admitted(s, tmp, len);
+        }
+    }
+    evbuffer_free(tmp);
+}
+
+/* ------------------------------------------------------------------ */
+/* Digesting.                                                          */
+
+/* Feed the body of the message at offset (header excluded) to d. */
+static void
+feed(struct pgdigest *d, uint8_t type, struct evbuffer *in, size_t offset, size_t body_len)
+{
+    struct evbuffer_iovec stackvec[16], *vec = stackvec;
+    struct evbuffer_ptr pos;
+    int n = 0;
+
+    if (body_len > 0) {
+        evbuffer_ptr_set(in, &pos, offset + PGW_HEADER_LEN, EVBUFFER_PTR_SET);
+        n = evbuffer_peek(in, (ev_ssize_t)body_len, &pos, NULL, 0);
+        if (n > 16 && (vec = malloc(sizeof(*vec) * (size_t)n)) == NULL)
+            return;
+        n = evbuffer_peek(in, (ev_ssize_t)body_len, &pos, vec, n);
+        /* the last vector may reach past the message: trim it */
+        size_t total = 0;
+        for (int i = 0; i < n; i++) {
+            if (total + vec[i].iov_len > body_len)
+                vec[i].iov_len = body_len - total;
+            total += vec[i].iov_len;
+        }
+    }
+    pgdigest_feed(d, type, n > 0 ? (const struct iovec *)vec : NULL, n > 0 ? n : 0, body_len);
+    if (vec != stackvec)
+        free(vec);
+}
+
+/* Does the primary's current message have to be whole before it moves on? */
+int
+pg_shadow_wants_whole(const struct pg_session *s)
+{
+    /* digested, or held for the shadow until the primary says it ran */
+    return s->pcur != NULL && (s->pcur->cmp != NULL || s->pcur->held);
+}
+
+void
+pg_shadow_primary_message(struct pg_session *s, uint8_t type, struct evbuffer *in, size_t offset,
+                          size_t body_len)
+{
+    struct pg_unit *u = s->pcur;
+    if (u == NULL)
+        return;
+    if (u->held)
+        watch_refusal(u, type, in, offset, body_len);
+    if (u->cmp == NULL)
+        return;
+    if (body_len > DIGEST_MAX_MESSAGE) {
+        /* too large to digest whole: this unit is mirrored but not compared */
+        free(u->cmp);
+        u->cmp = NULL;
+        return;
+    }
+    feed(&u->cmp->primary, type, in, offset, body_len);
+}
+
+/* The primary answered its current unit (ReadyForQuery). */
+void
+pg_shadow_primary_ready(struct pg_session *s)
+{
+    struct pg_unit *u = s->pcur;
+    if (u != NULL) {
+        u->primary_done = 1;
+        u->primary_ns = session_now_ns() - u->closed_ns;
+        if (u->kind == REQ_KIND_WRITE || u->kind == REQ_KIND_TX)
+            s->route.last_write_ns = session_now_ns(); /* read_your_writes counts from here */
+        if (u->cmp)
+            pgdigest_final(&u->cmp->primary, &u->cmp->pres);
+        s->pcur = next_for_primary(u->next);
+        if (s->shadow.nheld > 0)
+            release_held(s, 0);
+    }
+    if (s->tx_status == 'I' && s->outstanding == 0)
+        s->tx_open = 0;
+    complete_units(s);
+
+    /* an idle point: a detached shadow may come back */
+    if (s->shadow.state == PGSH_DETACHED && !s->shadow.identity_refused && s->tx_status == 'I' &&
+        s->outstanding == 0 && s->units_head == NULL && !s->unit_open &&
+        session_now_ns() >= s->shadow.retry_at_ns)
+        pg_shadow_start(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* The shadow connection.                                              */
+
+/* The shadow backend's connection counters (tandem_server_connections{backend}). */
+static void
+count_shadow(struct pg_session *s, enum metric_backend_counter c, uint64_t n)
+{
+    pg_count_backend(s, s->shadow_be, c, n);
+}
+
+static void
+shadow_close(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    if (sh->login_ev_added) {
+        event_del(&sh->login_ev);
+        sh->login_ev_added = 0;
+    }
+    if (sh->conn_open) {
+        conn_release(&sh->conn);
+        sh->conn_open = 0;
+        count_shadow(s, METRIC_B_SERVER_CLOSED, 1);
+    }
+    if (sh->pq) {
+        /* PQfinish may try to send Terminate: never let it wait for a stalled shadow */
+        PQsetnonblocking(sh->pq, 1);
+        PQfinish(sh->pq);
+        sh->pq = NULL;
+    }
+    if (sh->pending)
+        evbuffer_drain(sh->pending, evbuffer_get_length(sh->pending));
+    if (sh->held)
+        evbuffer_drain(sh->held, evbuffer_get_length(sh->held));
+    sh->nheld = 0;
+    sh->last_held = NULL;
+    account(s, -(int64_t)sh->queued);
+    sh->skip = 0;
+}
+
+/*
+ * detach - give up on this shadow connection.  Every unit it still owed
+ * gets `why` as its outcome; a write among them makes the shadow diverged.
+ */
+static void
+detach(struct pg_session *s, enum shadow_outcome why, const char *reason)
+{
+    struct pg_shadow *sh = &s->shadow;
+    const struct pg_unit *lost = NULL;
+
+    if (sh->state == PGSH_DETACHED || sh->state == PGSH_OFF)
+        return;
+    uint64_t owed = 0;
+    for (struct pg_unit *u = s->units_head; u; u = u->next) {
+        if (!u->mirrored || u->shadow_done || !u->closed)
+            continue;
+        u->forced = why;
+        u->shadow_done = 1;
+        u->held = 0;
+        if (lost == NULL && changes_data(u) && !u->replay)
+            lost = u;
+        owed++;
+    }
+    s->scur = NULL;
+    s->copy_mirror = 0;
+    shadow_close(s);
+    sh->state = PGSH_DETACHED;
+    sh->relocks_pending = 0;
+    route_lost(s);
+    sh->failures++;
+    uint64_t backoff = RETRY_MIN_NS << (sh->failures < 7 ? sh->failures - 1 : 6);
+    sh->retry_at_ns = session_now_ns() + (backoff < RETRY_MAX_NS ? backoff : RETRY_MAX_NS);
+    enum shadow_drop_reason reason_id = sh->identity_refused      ? SHADOW_DROP_IDENTITY
+                                        : why == SHADOW_SHADOW_TIMEOUT ? SHADOW_DROP_SHADOW_TIMEOUT
+                                        : why == SHADOW_SHADOW_ERROR ? SHADOW_DROP_SHADOW_ERROR
+                                                                     : SHADOW_DROP_QUEUE_FULL;
+    if (owed > 0)
+        shadow_count_dropped(s->w->shadow, s->lis->metric_slot, reason_id, owed);
+    if (lost != NULL) {
+        char why_text[64];
+        snprintf(why_text, sizeof(why_text), "%s: the shadow was detached",
+                 shadow_outcome_name(why));
+        lost_write(s, lost, why_text);
+    }
+    log_at(why == SHADOW_DROPPED ? CONF_LOG_INFO : CONF_LOG_WARN, s->id, s->peer,
+           "shadow \"%s\" at %s detached: %s%s", s->shadow_be->conf->name,
+           s->shadow_be->addr_text, reason, lost ? " (a write was lost: diverged)" : "");
+    complete_units(s);
+    pg_session_shadow_progress(s);
+}
+
+static void on_shadow_login(evutil_socket_t fd, short what, void *arg);
+static void on_shadow_io(evutil_socket_t fd, short what, void *arg);
+
+/* Logged in: take the socket over and send what waited. */
+static void
+shadow_ready(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    int fd = PQsocket(sh->pq);
+
+    if (conn_init(&sh->conn, s->w->base, fd, on_shadow_io, s) != 0) {
+        detach(s, SHADOW_SHADOW_ERROR, "out of memory");
+        return;
+    }
+    sh->conn.borrowed = 1;
+    sh->conn_open = 1;
+    count_shadow(s, METRIC_B_SERVER_OPENED, 1);
+    if (PQsslInUse(sh->pq)) {
+        sh->conn.ssl = PQsslStruct(sh->pq, "OpenSSL");
+        sh->conn.tls_done = 1;
+    }
+    sh->state = PGSH_READY;
+    sh->failures = 0;
+    const char *super = PQparameterStatus(sh->pq, "is_superuser");
+    sh->super_at_login = super != NULL && strcmp(super, "on") == 0;
+    slog(s, CONF_LOG_DEBUG, "shadow \"%s\" logged in", s->shadow_be->conf->name);
+
+    uint64_t now = session_now_ns();
+    for (struct pg_unit *u = s->units_head; u; u = u->next)
+        if (u->mirrored && !u->shadow_done && u->shadow_sent_ns == 0)
+            u->shadow_sent_ns = now;
+    evbuffer_add_buffer(sh->conn.out, sh->pending);
+    size_t before = evbuffer_get_length(sh->conn.out);
+    if (conn_flush(&sh->conn) == CONN_ERROR) {
+        detach(s, SHADOW_SHADOW_ERROR, "write to the shadow failed");
+        return;
+    }
+    account(s, -(int64_t)(before - evbuffer_get_length(sh->conn.out)));
+    conn_want_read(&sh->conn, 1);
+}
+
+static void
+login_step(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    PostgresPollingStatusType st = PQconnectPoll(sh->pq);
+    short what;
+
+    switch (st) {
+    case PGRES_POLLING_OK:
+        sh->login_ev_added = 0;
+        shadow_ready(s);
+        return;
+    case PGRES_POLLING_READING:
+        what = EV_READ;
+        break;
+    case PGRES_POLLING_WRITING:
+        what = EV_WRITE;
+        break;
+    default: {
+        char why[400];
+        const char *msg = PQerrorMessage(sh->pq);
+        count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
+        sh->login_ev_added = 0;
+        if (sh->as_role && strstr(msg, "set role") != NULL) {
+            /* the shadow user may not act as the client: never mirror with its own rights */
+            sh->identity_refused = 1;
+            snprintf(why, sizeof(why),
+                     "cannot act as role \"%s\" on the shadow (grant that role to the shadow's "
+                     "user, or give per-user credentials): this session is not mirrored",
+                     sh->client_role);
+            detach(s, SHADOW_DROPPED, why);
+            return;
+        }
+        /* libpq's message never holds the password */
+        snprintf(why, sizeof(why), "login failed: %s", msg);
+        why[strcspn(why, "\n")] = '\0';
+        detach(s, SHADOW_SHADOW_ERROR, why);
+        return;
+    }
+    }
+    /* libpq may have opened a new socket (another address): watch the current one */
+    uint32_t ms = s->rt->conf->limits.connect_timeout_ms;
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    event_assign(&sh->login_ev, s->w->base, PQsocket(sh->pq), what, on_shadow_login, s);
+    event_add(&sh->login_ev, &tv);
+    sh->login_ev_added = 1;
+}
+
+static void
+on_shadow_login(evutil_socket_t fd, short what, void *arg)
+{
+    struct pg_session *s = arg;
+    (void)fd;
+    s->shadow.login_ev_added = 0;
+    if (what & EV_TIMEOUT) {
+        detach(s, SHADOW_SHADOW_ERROR, "login timeout");
+        return;
+    }
+    login_step(s);
+}
+
+/* Append "-c name=value" to options, escaping as libpq's option splitter expects. */
+static void
+add_option(char *opts, size_t cap, const char *name, const char *value)
+{
+    size_t n = strlen(opts);
+    n += (size_t)snprintf(opts + n, n < cap ? cap - n : 0, "%s-c %s=", n ? " " : "", name);
+    for (const char *p = value; *p && n + 2 < cap; p++) {
+        if (*p == ' ' || *p == '\\')
+            opts[n++] = '\\';
+        opts[n++] = *p;
+    }
+    if (n < cap)
+        opts[n] = '\0';
+}
+
+/*
+ * pg_shadow_start - open a shadow session for s, logged in as the shadow
+ * backend's configured user (else the client's), with the client's
+ * database and startup parameters.  Never waits.
+ */
+void
+pg_shadow_start(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    const struct rt_backend *b = s->shadow_be;
+    struct pgw_startup st;
+    const char *err;
+    size_t used;
+
+    if (sh->state == PGSH_OFF) {
+        sh->pending = evbuffer_new();
+        sh->state_log = evbuffer_new();
+        sh->held = evbuffer_new();
+        s->unit_buf = evbuffer_new();
+        if (!sh->pending || !sh->state_log || !sh->held || !s->unit_buf)
+            return; /* stays OFF: the session runs without a shadow */
+        sh->state = PGSH_DETACHED;
+    }
+    if (pgw_startup_parse(s->startup, s->startup_len, &used, &st, &err) != PGW_OK)
+        return;
+    if (pgw_startup_param(&st, "replication") != NULL) {
+        /* replication connections are the primary's business only */
+        return;
+    }
+
+    const char *keys[20], *vals[20];
+    char port[8], hostaddr[64], options[2048] = "", timeout[16];
+    const char *user = b->conf->user[0] ? b->conf->user : pgw_startup_param(&st, "user");
+    const char *db = pgw_startup_param(&st, "database");
+    int k = 0;
+
+    snprintf(port, sizeof(port), "%u", b->conf->addr.port);
+    runtime_format_host(&b->addr, hostaddr, sizeof(hostaddr));
+    snprintf(timeout, sizeof(timeout), "%u", (s->rt->conf->limits.connect_timeout_ms + 999) / 1000);
+    for (size_t i = 0; i < st.nparams; i++) {
+        const char *name = st.params[i].name;
+        if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 ||
+            strcmp(name, "application_name") == 0 || strcmp(name, "options") == 0 ||
+            strcmp(name, "client_encoding") == 0 || strncmp(name, "_pq_.", 5) == 0)
+            continue;
+        add_option(options, sizeof(options), name, st.params[i].value);
+    }
+    const char *client_opts = pgw_startup_param(&st, "options");
+    if (client_opts && client_opts[0]) {
+        size_t n = strlen(options);
+        snprintf(options + n, sizeof(options) - n, "%s%s", n ? " " : "", client_opts);
+    }
+    /*
+     * Logged in as a user of tandem's own: act as the client's role, set at
+     * login (last, so no option of the client's overrides it).  RESET ROLE
+     * and DISCARD ALL return to it; the login fails when the shadow user may
+     * not act as that role, and then the session is not mirrored.
+     */
+    const char *client_user = pgw_startup_param(&st, "user");
+    sh->as_role = client_user != NULL && user != NULL && strcmp(user, client_user) != 0;
+    if (sh->as_role) {
+        /* room for " -c role=" and the name with every byte escaped, or no login at all */
+        if (strlen(client_user) >= sizeof(sh->client_role) ||
+            strlen(options) + 10 + 2 * strlen(client_user) >= sizeof(options)) {
+            sh->identity_refused = 1;
+            sh->state = PGSH_CONNECTING; /* so detach() counts it */
+            detach(s, SHADOW_DROPPED, "the client's role name or options are too long to act "
+                                      "as it on the shadow: this session is not mirrored");
+            return;
+        }
+        snprintf(sh->client_role, sizeof(sh->client_role), "%s", client_user);
+        add_option(options, sizeof(options), "role", client_user);
+    }
+    keys[k] = "host", vals[k++] = b->conf->tls_server_name[0] ? b->conf->tls_server_name
+                                                               : b->conf->addr.host;
+    keys[k] = "hostaddr", vals[k++] = hostaddr;
+    keys[k] = "port", vals[k++] = port;
+    keys[k] = "user", vals[k++] = user ? user : "";
+    keys[k] = "dbname", vals[k++] = db ? db : (user ? user : "");
+    if (b->password[0])
+        keys[k] = "password", vals[k++] = b->password;
+    /* per client user: libpq picks the line for this host, port, database and user */
+    if (b->conf->passfile[0])
+        keys[k] = "passfile", vals[k++] = b->conf->passfile;
+    if (pgw_startup_param(&st, "application_name"))
+        keys[k] = "application_name", vals[k++] = pgw_startup_param(&st, "application_name");
+    if (pgw_startup_param(&st, "client_encoding"))
+        keys[k] = "client_encoding", vals[k++] = pgw_startup_param(&st, "client_encoding");
+    if (options[0])
+        keys[k] = "options", vals[k++] = options;
+    keys[k] = "sslmode", vals[k++] = b->conf->tls == CONF_TLS_VERIFY_FULL ? "verify-full"
+                                     : b->conf->tls == CONF_TLS_REQUIRE   ? "require"
+                                                                          : "disable";
+    if (b->conf->tls_ca_file[0])
+        keys[k] = "sslrootcert", vals[k++] = b->conf->tls_ca_file;
+    keys[k] = "gssencmode", vals[k++] = "disable";
+    keys[k] = "connect_timeout", vals[k++] = timeout;
+    keys[k] = NULL, vals[k] = NULL;
+
+    sh->pq = PQconnectStartParams(keys, vals, 0);
+    if (sh->pq == NULL || PQstatus(sh->pq) == CONNECTION_BAD) {
+        char why[300];
+        snprintf(why, sizeof(why), "login failed: %s",
+                 sh->pq ? PQerrorMessage(sh->pq) : "out of memory");
+        why[strcspn(why, "\n")] = '\0';
+        sh->state = PGSH_CONNECTING; /* so detach() counts it */
+        detach(s, SHADOW_SHADOW_ERROR, why);
+        return;
+    }
+    sh->state = PGSH_CONNECTING;
+    sh->epoch = (sh->epoch + 1) & 0x7fffffffu;
+    if (sh->epoch == 0)
+        sh->epoch = 1;
+
+    /* the recorded session state goes first, as units of its own */
+    if (sh->state_units > 0) {
+        for (unsigned i = 0; i < sh->state_units; i++) {
+            struct pg_unit *u = calloc(1, sizeof(*u));
+            if (u == NULL)
+                break;
+            u->forced = -1;
+            u->kind = REQ_KIND_SESSION;
+            u->closed = u->mirrored = u->primary_done = u->replay = 1;
+            append_unit(s, u);
+            if (s->scur == NULL)
+                s->scur = u;
+        }
+        size_t len = evbuffer_get_length(sh->state_log);
+        copy_prefix(sh->pending, sh->state_log, len);
+        account(s, (int64_t)len);
+        if (sh->replay_incomplete)
+            slog(s, CONF_LOG_WARN, "session state too large to replay in full on the shadow");
+    }
+    login_step(s);
+}
+
+/* A ParameterStatus (at the front of in) saying is_superuser is on. */
+static int
+superuser_again(struct evbuffer *in, size_t body_len)
+{
+    uint8_t buf[64];
+    const char *name, *value;
+    if (body_len > sizeof(buf))
+        return 0; /* not "is_superuser\0on\0" */
+    struct evbuffer_ptr pos;
+    evbuffer_ptr_set(in, &pos, PGW_HEADER_LEN, EVBUFFER_PTR_SET);
+    evbuffer_copyout_from(in, &pos, buf, body_len);
+    return pgw_parameter_status_parse(buf, body_len, &name, &value) == PGW_OK &&
+           strcmp(name, "is_superuser") == 0 && strcmp(value, "on") == 0;
+}
+
+/* Read the shadow's answers: digest the current unit's, count ReadyForQuery. */
+static void
+shadow_input(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    struct evbuffer *in = sh->conn.in;
+    uint8_t hdr[PGW_HEADER_LEN];
+    struct pgw_header h;
+    const char *err;
+
+    for (;;) {
+        size_t avail = evbuffer_get_length(in);
+        if (sh->skip > 0) {
+            size_t take = avail < sh->skip ? avail : sh->skip;
+            if (sh->skip_forward)
+                pg_session_forward(s, in, take);
+            else
+                evbuffer_drain(in, take);
+            sh->skip -= take;
+            if (sh->skip > 0)
+                return;
+            continue;
+        }
+        if (avail < PGW_HEADER_LEN)
+            return;
+        evbuffer_copyout(in, hdr, sizeof(hdr));
+        if (pgw_header_parse(hdr, sizeof(hdr), 0x40000000u, &h, &err) != PGW_OK ||
+            !pgw_backend_type_valid(h.type)) {
+            detach(s, SHADOW_SHADOW_ERROR, "the shadow sent an invalid message");
+            return;
+        }
+        size_t total = pgw_header_total(&h), body = h.len - 4;
+        struct pg_unit *u = s->scur;
+        if (h.type == 'S' && sh->as_role && !sh->super_at_login && sh->relocks_pending == 0) {
+            if (avail < total)
+                return;
+            if (superuser_again(in, body)) {
+                /* the session left the client's role for the login's own rights */
+                detach(s, SHADOW_DROPPED, "the shadow session left the client's role");
+                return;
+            }
+        }
+        /* a routed read's answer is the client's, but for the Parses we added */
+        int forward = u != NULL && u->routed && u == s->route.unit;
+        /* the guards count a routed read the shadow failed, compared or not */
+        if (forward && h.type == 'E' && u->cmp == NULL && u->forced < 0)
+            u->forced = SHADOW_SHADOW_ERROR;
+        if (forward && h.type == '1') {
+            unsigned i = u->parse_seen++;
+            if (i < 64 && (u->parse_injected >> i) & 1)
+                forward = 0;
+        }
+        if (u && u->cmp && h.type != 'Z' && total <= DIGEST_MAX_MESSAGE) {
+            if (avail < total)
+                return; /* wait for the whole message */
+            feed(&u->cmp->shadow, h.type, in, 0, body);
+        } else if (h.type == 'Z') {
+            if (avail < total)
+                return;
+        } else if (u && u->cmp && total > DIGEST_MAX_MESSAGE) {
+            free(u->cmp);
+            u->cmp = NULL; /* mirrored, not compared */
+        }
+        if (h.type == 'Z' && u != NULL) {
+            if (u->relock && sh->relocks_pending > 0)
+                sh->relocks_pending--;
+            u->shadow_done = 1;
+            u->shadow_ns = session_now_ns() - (u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns);
+            if (u->cmp)
+                pgdigest_final(&u->cmp->shadow, &u->cmp->sres);
+            s->scur = next_for_shadow(u->next);
+        }
+        size_t take = avail >= total ? total : avail;
+        if (forward)
+            pg_session_forward(s, in, take);
+        else
+            evbuffer_drain(in, take);
+        sh->skip = total - take;
+        sh->skip_forward = forward;
+        if (h.type == 'Z') {
+            if (forward)
+                pg_session_route_done(s);
+            complete_units(s);
+            pg_session_shadow_progress(s);
+        }
+        if (sh->state != PGSH_READY)
+            return;
+    }
+}
+
+static void
+on_shadow_io(evutil_socket_t fd, short what, void *arg)
+{
+    struct pg_session *s = arg;
+    struct pg_shadow *sh = &s->shadow;
+    size_t n;
+    (void)fd;
+
+    if (what & EV_READ) {
+        enum conn_io io = conn_read(&sh->conn, s->w->scratch, sizeof(s->w->scratch), &n);
+        if (io == CONN_OK) {
+            count_shadow(s, METRIC_B_BACKEND_BYTES_RECEIVED, n);
+            shadow_input(s);
+        }
+        if (sh->state != PGSH_READY)
+            return;
+        if (io == CONN_EOF || io == CONN_ERROR) {
+            detach(s, SHADOW_SHADOW_ERROR, io == CONN_EOF ? "the shadow closed the connection"
+                                                          : "read from the shadow failed");
+            return;
+        }
+    }
+    size_t before = evbuffer_get_length(sh->conn.out);
+    if (conn_flush(&sh->conn) == CONN_ERROR) {
+        detach(s, SHADOW_SHADOW_ERROR, "write to the shadow failed");
+        return;
+    }
+    account(s, -(int64_t)(before - evbuffer_get_length(sh->conn.out)));
+}
+
+/*
+ * pg_shadow_tick - periodic check from the worker: a shadow that has not
+ * answered its oldest unit within the timeout is detached.  *lag_ns gets
+ * the age of the oldest unanswered mirror.
+ */
+void
+pg_shadow_tick(struct pg_session *s, uint64_t now, uint64_t *lag_ns)
+{
+    struct pg_unit *u = s->scur;
+    *lag_ns = 0;
+    if (s->shadow.state == PGSH_OFF || s->shadow.state == PGSH_DETACHED || u == NULL)
+        return;
+    uint64_t since = u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns;
+    *lag_ns = now > since ? now - since : 0;
+    if (*lag_ns > (uint64_t)mirror_conf(s)->timeout_ms * 1000000ull)
+        detach(s, SHADOW_SHADOW_TIMEOUT, "no answer within the shadow timeout");
+}
+
+/* pg_shadow_release - at session end: close the shadow, forget pending units. */
+void
+pg_shadow_release(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    if (sh->state != PGSH_OFF)
+        shadow_close(s);
+    while (s->units_head) {
+        struct pg_unit *u = s->units_head;
+        s->units_head = u->next;
+        unit_free(u);
+    }
+    s->units_tail = s->building = s->pcur = s->scur = NULL;
+    if (sh->pending)
+        evbuffer_free(sh->pending);
+    if (sh->state_log)
+        evbuffer_free(sh->state_log);
+    if (sh->held)
+        evbuffer_free(sh->held);
+    if (s->unit_buf)
+        evbuffer_free(s->unit_buf);
+    sh->pending = sh->state_log = sh->held = s->unit_buf = NULL;
+    sh->state = PGSH_OFF;
+}
+
+/* A statement the new primary must have before the roles swap. */
+struct sync_ctx {
+    struct pg_session *s;
+    struct evbuffer *out;
+    unsigned n;
+};
+
+static void
+mark_present(struct pgstmt *st, void *arg)
+{
+    struct sync_ctx *ctx = arg;
+    st->epoch = st->name[0] != '\0' ? ctx->s->shadow.epoch : 0;
+}
+
+
+/* A statement the new primary must have before the roles swap. */
+static void
+sync_one(struct pgstmt *st, void *arg)
+{
+    struct sync_ctx *ctx = arg;
+    if (st->name[0] == '\0' || st->parse == NULL || st->epoch == ctx->s->shadow.epoch)
+        return;
+    evbuffer_add(ctx->out, st->parse, st->parse_len);
+    st->epoch = ctx->s->shadow.epoch;
+    ctx->n++;
+}
+
+/*
+ * pg_shadow_swap_ready - 1 when the shadow may become the primary now:
+ * logged in, owing nothing, and holding every statement the client
+ * prepared.  Statements it lacks (prepared in units it never saw) are sent
+ * now, as a unit of ours; then 0 until it answered.  -1: no shadow
+ * connection to swap to.
+ */
+int
+pg_shadow_swap_ready(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    /* logged in as tandem's user: the client would get that login's rights (SET ROLE NONE) */
+    if (sh->state == PGSH_OFF || sh->state == PGSH_DETACHED || sh->as_role)
+        return -1;
+    if (sh->state != PGSH_READY || !sh->conn_open || pg_shadow_busy(s) || s->units_head != NULL ||
+        sh->skip > 0)
+        return 0;
+    struct sync_ctx ctx = {.s = s, .out = evbuffer_new()};
+    if (ctx.out == NULL)
+        return 0;
+    pgstmt_foreach(s->stmts, sync_one, &ctx);
+    if (ctx.n == 0) {
+        evbuffer_free(ctx.out);
+        return 1;
+    }
+    uint8_t sync[5] = {'S', 0, 0, 0, 4};
+    evbuffer_add(ctx.out, sync, sizeof(sync));
+    struct pg_unit *u = calloc(1, sizeof(*u));
+    size_t len = evbuffer_get_length(ctx.out);
+    if (u != NULL && admit(s, len) == 0) {
+        u->forced = -1;
+        u->kind = REQ_KIND_SESSION;
+        u->closed = u->mirrored = u->primary_done = u->replay = 1;
+        u->closed_ns = u->shadow_sent_ns = session_now_ns();
+        append_unit(s, u);
+        if (s->scur == NULL)
+            s->scur = u;
+        send_admitted(s, ctx.out, len);
+    } else {
+        free(u);
+    }
+    evbuffer_free(ctx.out);
+    return 0;
+}
+
+/*
+ * pg_shadow_swap - the roles swap: the caller moved the primary's conn into
+ * shadow.conn and took the shadow's; here the shadow side is pointed at its
+ * new socket.  The old primary has every statement the client prepared.
+ */
+void
+pg_shadow_swap(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    PGconn *pq = sh->pq;
+    sh->pq = s->server_pq;
+    s->server_pq = pq;
+    sh->conn.borrowed = sh->pq != NULL;
+    s->server.borrowed = s->server_pq != NULL;
+    conn_rebind(&sh->conn, s->w->base, on_shadow_io, s);
+    sh->epoch = (sh->epoch + 1) & 0x7fffffffu;
+    if (sh->epoch == 0)
+        sh->epoch = 1;
+    struct sync_ctx ctx = {.s = s};
+    pgstmt_foreach(s->stmts, mark_present, &ctx);
+    sh->failures = 0;
+}
+
+/* pg_shadow_writes_owed - a unit that is no read is unanswered by the primary or the shadow. */
+int
+pg_shadow_writes_owed(const struct pg_session *s)
+{
+    if (s->building != NULL && s->building->kind != REQ_KIND_READ)
+        return 1;
+    for (const struct pg_unit *u = s->units_head; u; u = u->next)
+        if (u->kind != REQ_KIND_READ && !u->replay &&
+            (!u->primary_done || (u->mirrored && !u->shadow_done)))
+            return 1;
+    return 0;
+}
+
+/* pg_shadow_busy - the shadow still owes answers (or has bytes still to send). */
+int
+pg_shadow_busy(const struct pg_session *s)
+{
+    const struct pg_shadow *sh = &s->shadow;
+    if (sh->state != PGSH_READY && sh->state != PGSH_CONNECTING)
+        return 0;
+    if (s->scur != NULL || sh->queued > 0)
+        return 1;
+    for (const struct pg_unit *u = s->units_head; u; u = u->next)
+        if (u->mirrored && u->closed && !u->shadow_done)
+            return 1;
+    return 0;
+}
+
+/*
+ * pg_shadow_orphan - the client left: no primary answer will come for
+ * units still waiting on it, and the unit being built will never close.
+ * Their shadow answers are still read (a transaction must end there as it
+ * ended on the primary) but not compared.
+ */
+void
+pg_shadow_orphan(struct pg_session *s)
+{
+    if (s->building) {
+        s->building->closed = 1;
+        s->building->shadow_done = 1;
+        s->building->mirrored = 0;
+        s->building = NULL;
+    }
+    for (struct pg_unit *u = s->units_head; u; u = u->next) {
+        if (!u->primary_done) {
+            u->primary_done = 1;
+            free(u->cmp);
+            u->cmp = NULL;
+        }
+    }
+    s->pcur = NULL;
+    s->copy_mirror = 0;
+    /* the primary may have run them before the client left: best keep the shadow alike */
+    release_held(s, 1);
+    complete_units(s);
+}
+
+/* pg_shadow_abandon - the process is quitting: count what the shadow still owed. */
+void
+pg_shadow_abandon(struct pg_session *s)
+{
+    if (s->shadow.state == PGSH_READY || s->shadow.state == PGSH_CONNECTING) {
+        pg_shadow_orphan(s);
+        detach(s, SHADOW_DROPPED, "tandem is exiting");
+    }
+}
+
+int
+pg_shadow_is_detached(const struct pg_session *s)
+{
+    return s->shadow.state == PGSH_DETACHED;
+}

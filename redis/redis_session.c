@@ -1,0 +1,1534 @@
+/*
+ * redis_session.c - a Redis client session relayed to the primary.
+ *
+ *   client ──requests──► frame (resp_request_parse) ──batch──► primary
+ *      ▲                    │ classify (rediscmd), one unit per command
+ *      │                    └─► redis_shadow_command (mirror decision)
+ *      └──replies── frame (resp_reader) ◄── primary, in order, unit by unit
+ *
+ * Requests are framed, not decoded: every command whole in client.in is
+ * parsed in place, and the run of commands read in one go is moved to the
+ * primary with one evbuffer_remove_buffer() and one send (pipelining costs
+ * one syscall per batch, not per command).  Replies are framed on the fly
+ * by a resumable reader and streamed to the client as they arrive: a large
+ * reply is never held whole.  Only what tandem answers itself (HELLO 3,
+ * protocol errors, an unreachable primary) is built here.
+ *
+ * Every event handler ends in settle(), the one place that frees a session,
+ * so no handler ever frees the session it is running for.
+ */
+#include "redis/redis_session.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <event2/buffer.h>
+#include <openssl/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "metrics/metric.h"
+#include "control/control.h"
+#include "metrics/log.h"
+#include "redis/redis_session_int.h"
+#include "control/runtime.h"
+#include "engine/worker.h"
+#include "routing/route.h"
+
+/* Stop reading a source while its destination holds this much unsent. */
+#define BACKPRESSURE_BYTES (256 * 1024)
+/* Stop reading the client while this many of its commands await the primary. */
+#define MAX_OUTSTANDING 65536
+/* How long a closing session may take to hand its last bytes to the client. */
+#define LINGER_MS 5000
+/* Recycled units kept per session. */
+#define SPARE_UNITS 64
+/* CLIENT SETNAME values kept for the shadow (Redis refuses none, but names are short). */
+#define CLIENT_NAME_MAX 512
+
+static const char *const state_names[] = {"connecting", "active", "linger", "dead",
+                                          "shadow_drain"};
+
+/*
+ * Does the primary want AUTH before anything else?  Learned per backend
+ * (metric slot) from its -NOAUTH answers, or known when tandem itself has a
+ * password for it; until then a session is not held to the pre-auth limits,
+ * so the first client of a password-less server is never refused.
+ */
+static int auth_required[METRIC_MAX_BACKENDS];
+
+static void settle(struct redis_session *s);
+static void on_client(evutil_socket_t fd, short what, void *arg);
+static void on_server(evutil_socket_t fd, short what, void *arg);
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+static const struct session_ops redis_session_ops;
+
+#define slog(s, level, ...) log_at(level, (s)->id, (s)->peer, __VA_ARGS__)
+
+static void
+count_client_error(struct redis_session *s, enum metric_client_error reason)
+{
+    if (s->lis->metric_slot >= 0)
+        metric_add(&s->w->metrics->client_errors[s->lis->metric_slot][reason], 1);
+}
+
+void
+redis_count_backend(struct redis_session *s, const struct rt_backend *b,
+                    enum metric_backend_counter c, uint64_t n)
+{
+    if (b->metric_slot >= 0 && b->metric_slot < METRIC_MAX_BACKENDS)
+        metric_add(&s->w->metrics->backend[b->metric_slot][c], n);
+}
+
+static void
+count_listener(struct redis_session *s, enum metric_listener_counter c, uint64_t n)
+{
+    if (s->lis->metric_slot >= 0)
+        metric_add(&s->w->metrics->listener[s->lis->metric_slot][c], n);
+}
+
+/* A request answered by backend b (the primary, or the shadow for a routed read). */
+static void
+count_request(struct redis_session *s, const struct rt_backend *b, enum req_kind kind)
+{
+    if (s->lis->metric_slot >= 0 && b->metric_slot >= 0 && b->metric_slot < METRIC_MAX_BACKENDS)
+        metric_add(&s->w->metrics->requests[s->lis->metric_slot][b->metric_slot][kind], 1);
+}
+
+static int
+backend_wants_auth(const struct redis_session *s)
+{
+    int slot = s->be->metric_slot;
+    if (s->be->password[0])
+        return 1;
+    return slot >= 0 && slot < METRIC_MAX_BACKENDS &&
+           __atomic_load_n(&auth_required[slot], __ATOMIC_RELAXED);
+}
+
+static void
+arm_timer(struct redis_session *s, uint32_t ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    evtimer_add(&s->timer, &tv);
+}
+
+/* The one transition function: every state change goes through here. */
+static void
+set_state(struct redis_session *s, enum rs_state next)
+{
+    slog(s, CONF_LOG_DEBUG, "state %s -> %s", state_names[s->state], state_names[next]);
+    s->state = next;
+    switch (next) {
+    case RS_ACTIVE:
+        evtimer_del(&s->timer);
+        break;
+    case RS_LINGER:
+        /* the primary is no longer needed; the client gets its last bytes */
+        if (s->server_open) {
+            conn_release(&s->server);
+            s->server_open = 0;
+            redis_count_backend(s, s->be, METRIC_B_SERVER_CLOSED, 1);
+        }
+        s->input_closed = 1;
+        conn_want_read(&s->client, 0);
+        arm_timer(s, LINGER_MS);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Units.                                                              */
+
+struct redis_unit *
+redis_unit_new(struct redis_session *s)
+{
+    struct redis_unit *u = s->spare;
+    if (u != NULL) {
+        s->spare = u->next;
+        s->nspare--;
+    } else if ((u = malloc(sizeof(*u))) == NULL) {
+        return NULL;
+    }
+    memset(u, 0, sizeof(*u));
+    u->forced = -1;
+    u->sreplies = 1;
+    return u;
+}
+
+/*
+ * Comparisons are recycled like units: a mirrored command's comparison is
+ * two samples of 256 bytes, and calloc/free of it for every write cost more
+ * (5% of tandem's CPU in shadow mode) than the rest of its bookkeeping.
+ */
+struct redis_compare *
+redis_cmp_new(struct redis_session *s)
+{
+    struct redis_compare *c = s->spare_cmp;
+    if (c != NULL) {
+        s->spare_cmp = c->next;
+        s->nspare_cmp--;
+    } else if ((c = malloc(sizeof(*c))) == NULL) {
+        return NULL;
+    }
+    memset(c, 0, offsetof(struct redis_compare, psample));
+    return c;
+}
+
+void
+redis_cmp_free(struct redis_session *s, struct redis_compare *c)
+{
+    if (c == NULL)
+        return;
+    if (s->nspare_cmp < SPARE_UNITS) {
+        c->next = s->spare_cmp;
+        s->spare_cmp = c;
+        s->nspare_cmp++;
+    } else {
+        free(c);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* The client's identity (redis_session_int.h, "Identity").            */
+
+void
+redis_ident_free(struct redis_ident *id)
+{
+    if (id == NULL)
+        return;
+    OPENSSL_cleanse(id, sizeof(*id) + id->user_len + id->pass_len + 2);
+    free(id);
+}
+
+/*
+ * ident_new - a copy of the login a client asks for: user (NULL: AUTH with
+ * the password alone) and pass.  NULL when a value is longer than tandem
+ * keeps (RS_IDENT_*_MAX) or out of memory.
+ */
+static struct redis_ident *
+ident_new(const struct resp_arg *user, const struct resp_arg *pass)
+{
+    size_t ulen = user ? resp_arg_decode(user, NULL, 0) : 0;
+    size_t plen = resp_arg_decode(pass, NULL, 0);
+    if (ulen > RS_IDENT_USER_MAX || plen > RS_IDENT_PASS_MAX)
+        return NULL;
+    struct redis_ident *id = malloc(sizeof(*id) + ulen + plen + 2);
+    if (id == NULL)
+        return NULL;
+    id->has_user = user != NULL;
+    id->user_len = ulen;
+    id->pass_len = plen;
+    id->user = id->buf;
+    id->pass = id->buf + ulen + 1;
+    if (user)
+        resp_arg_decode(user, (uint8_t *)id->user, ulen);
+    id->user[ulen] = '\0';
+    resp_arg_decode(pass, (uint8_t *)id->pass, plen);
+    id->pass[plen] = '\0';
+    return id;
+}
+
+/*
+ * redis_shadow_login_ok - may the shadow connection act for the client?
+ * As the client's own identity, yes.  A client that never logged in is the
+ * primary's default user: the shadow's default user, or tandem's own login
+ * there when the operator configured one (their choice for an open
+ * primary), but tandem's login only once the primary has shown it runs
+ * this session's commands without a login (default_open), or when the
+ * primary connection is tandem's own login too (handed over by an earlier
+ * cutover).  Anything else would give the client rights it does not have.
+ */
+int
+redis_shadow_login_ok(const struct redis_session *s)
+{
+    switch (s->shadow.login) {
+    case RL_CLIENT:
+        return s->ident != NULL;
+    case RL_DEFAULT:
+        return s->ident == NULL;
+    case RL_TANDEM:
+        return s->ident == NULL && (s->primary_login == RL_TANDEM ||
+                                    (s->primary_login == RL_DEFAULT && s->default_open));
+    }
+    return 0;
+}
+
+static void
+unit_free(struct redis_session *s, struct redis_unit *u)
+{
+    redis_cmp_free(s, u->cmp);
+    free(u->name);
+    free(u->local);
+    redis_ident_free(u->ident);
+    if (s->nspare < SPARE_UNITS) {
+        u->next = s->spare;
+        s->spare = u;
+        s->nspare++;
+    } else {
+        free(u);
+    }
+}
+
+void
+redis_unit_append(struct redis_session *s, struct redis_unit *u)
+{
+    u->next = NULL;
+    if (s->units_tail)
+        s->units_tail->next = u;
+    else
+        s->units_head = u;
+    s->units_tail = u;
+    if (!u->primary_done && s->pcur == NULL)
+        s->pcur = u;
+}
+
+/* Record and recycle the units both sides are done with, oldest first. */
+void
+redis_complete_units(struct redis_session *s)
+{
+    struct redis_unit *u;
+    while ((u = s->units_head) != NULL && u->primary_done && (u->shadow_done || !u->mirrored)) {
+        if (u->mirrored && !u->replay)
+            redis_shadow_record(s, u);
+        s->units_head = u->next;
+        if (s->units_tail == u)
+            s->units_tail = NULL;
+        if (s->scur == u)
+            s->scur = NULL;
+        unit_free(s, u);
+    }
+}
+
+static struct redis_unit *
+next_for_primary(struct redis_unit *from)
+{
+    while (from && from->primary_done)
+        from = from->next;
+    return from;
+}
+
+/* ------------------------------------------------------------------ */
+/* Ending a session.                                                   */
+
+/* Queue "-<msg>" for the client. */
+static void
+send_error(struct redis_session *s, const char *msg)
+{
+    uint8_t buf[600];
+    size_t n = resp_build_error(buf, sizeof(buf), msg);
+    if (n > 0)
+        evbuffer_add(s->client.out, buf, n);
+}
+
+static void
+close_quietly(struct redis_session *s)
+{
+    if (s->state == RS_LINGER || s->state == RS_DEAD || s->state == RS_SHADOW_DRAIN)
+        return;
+    set_state(s, RS_LINGER);
+}
+
+/*
+ * fail_all - every command still awaiting an answer gets msg as its reply
+ * (a client counting replies must not hang), at least one is sent, and the
+ * session closes.  For an unreachable or lost primary.
+ */
+static void
+fail_all(struct redis_session *s, enum metric_client_error reason, const char *msg)
+{
+    unsigned sent = 0;
+    if (s->state == RS_LINGER || s->state == RS_DEAD || s->state == RS_SHADOW_DRAIN)
+        return;
+    slog(s, reason == METRIC_ERR_SHUTDOWN ? CONF_LOG_INFO : CONF_LOG_WARN, "closing: %s", msg);
+    count_client_error(s, reason);
+    for (struct redis_unit *u = s->pcur; u; u = u->next) {
+        if (u->primary_done || u->routed)
+            continue; /* a routed read's answer is the shadow's: see below */
+        if (u->local)
+            evbuffer_add(s->client.out, u->local, u->local_len);
+        else
+            send_error(s, msg);
+        sent++;
+    }
+    /* the routed read is the last the client awaits; half answered, it cannot be mended */
+    if (s->route.unit != NULL && s->route.forwarded == 0) {
+        send_error(s, msg);
+        sent++;
+    }
+    if (sent == 0)
+        send_error(s, msg);
+    set_state(s, RS_LINGER);
+}
+
+static void
+client_gone(struct redis_session *s)
+{
+    count_listener(s, METRIC_L_CLIENT_CLOSED, 1);
+    __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+}
+
+/*
+ * The client and the primary are done, but the shadow still owes answers
+ * to mirrored writes: closing it now would lose them.  Keep only the
+ * shadow until it has answered, or its timeout detaches it.
+ */
+static void
+enter_shadow_drain(struct redis_session *s)
+{
+    evtimer_del(&s->timer);
+    if (s->server_open) {
+        conn_release(&s->server);
+        s->server_open = 0;
+        redis_count_backend(s, s->be, METRIC_B_SERVER_CLOSED, 1);
+    }
+    conn_release(&s->client);
+    client_gone(s);
+    s->client_counted_out = 1;
+    __atomic_add_fetch(&proxy_shadow_drains, 1, __ATOMIC_RELAXED);
+    redis_shadow_orphan(s);
+    s->state = RS_SHADOW_DRAIN;
+    slog(s, CONF_LOG_DEBUG, "client gone; waiting for the shadow to catch up");
+}
+
+void
+redis_session_shadow_progress(struct redis_session *s)
+{
+    static const struct timeval now = {0, 0};
+    /* freed from the timer callback, never from inside the shadow's own handler */
+    if (s->state == RS_SHADOW_DRAIN && !redis_shadow_busy(s))
+        evtimer_add(&s->timer, &now);
+}
+
+static void
+session_free(struct redis_session *s)
+{
+    evtimer_del(&s->timer);
+    if (s->server_open) {
+        conn_release(&s->server);
+        redis_count_backend(s, s->be, METRIC_B_SERVER_CLOSED, 1);
+    }
+    conn_release(&s->client);
+    redis_shadow_release(s);
+    if (s->route.buf)
+        evbuffer_free(s->route.buf);
+    while (s->units_head) {
+        struct redis_unit *u = s->units_head;
+        s->units_head = u->next;
+        unit_free(s, u);
+    }
+    while (s->spare) {
+        struct redis_unit *u = s->spare;
+        s->spare = u->next;
+        free(u);
+    }
+    while (s->spare_cmp) {
+        struct redis_compare *c = s->spare_cmp;
+        s->spare_cmp = c->next;
+        free(c);
+    }
+    if (!s->client_counted_out)
+        client_gone(s);
+    else
+        __atomic_sub_fetch(&proxy_shadow_drains, 1, __ATOMIC_RELAXED);
+    worker_session_removed(s->w, &s->base);
+    runtime_unref(s->rt);
+    free(s->client_name);
+    redis_ident_free(s->ident);
+    free(s);
+}
+
+/*
+ * Read and drop what the client sent that will never be answered: closing
+ * a socket with unread input sends a reset, which may destroy our last
+ * reply (the error saying why) before the client read it.  Bounded.
+ */
+static void
+discard_client_input(struct redis_session *s)
+{
+    size_t total = 0;
+    ssize_t n;
+    while (total < (1u << 20) &&
+           (n = recv(s->client.fd, s->w->scratch, sizeof(s->w->scratch), MSG_DONTWAIT)) > 0)
+        total += (size_t)n;
+}
+
+/*
+ * settle - after every event: free a finished session, or set the read
+ * interest of each side by the other side's backlog (backpressure).
+ */
+static void
+settle(struct redis_session *s)
+{
+    if (s->state == RS_LINGER) {
+        if (s->client.fd >= 0 && conn_flush(&s->client) == CONN_AGAIN)
+            return; /* waiting for the client to take its last bytes */
+        if (s->client.fd >= 0)
+            discard_client_input(s);
+        s->state = RS_DEAD;
+    }
+    if (s->state == RS_DEAD && s->shadow.state != RSH_OFF && redis_shadow_busy(s))
+        enter_shadow_drain(s);
+    if (s->state == RS_SHADOW_DRAIN) {
+        if (!redis_shadow_busy(s))
+            session_free(s);
+        return;
+    }
+    if (s->state == RS_DEAD) {
+        session_free(s);
+        return;
+    }
+    if (s->server_open && s->state == RS_ACTIVE)
+        conn_want_read(&s->server, evbuffer_get_length(s->client.out) < BACKPRESSURE_BYTES);
+    int client_ok = !s->input_closed && s->outstanding < MAX_OUTSTANDING &&
+                    s->route.unit == NULL && !s->writes_waiting &&
+                    (!s->server_open || evbuffer_get_length(s->server.out) < BACKPRESSURE_BYTES);
+    conn_want_read(&s->client, client_ok);
+    /* a routed read streams from the shadow to the client: the same backpressure */
+    if (s->shadow.state == RSH_READY && s->shadow.conn_open)
+        conn_want_read(&s->shadow.conn, s->route.unit == NULL ||
+                                            evbuffer_get_length(s->client.out) < BACKPRESSURE_BYTES);
+}
+
+/* ------------------------------------------------------------------ */
+/* Connecting to the primary.                                          */
+
+static void
+backend_failed(struct redis_session *s, const char *why)
+{
+    char msg[512];
+    snprintf(msg, sizeof(msg), "ERR tandem: could not connect to backend \"%s\" at %s: %s",
+             s->be->conf->name, s->be->addr_text, why);
+    redis_count_backend(s, s->be, METRIC_B_CONNECT_FAILURES, 1);
+    fail_all(s, METRIC_ERR_BACKEND_UNREACHABLE, msg);
+}
+
+static void
+server_connected(struct redis_session *s)
+{
+    redis_count_backend(s, s->be, METRIC_B_SERVER_OPENED, 1);
+    set_state(s, RS_ACTIVE);
+    slog(s, CONF_LOG_DEBUG, "connected to \"%s\"", s->be->conf->name);
+}
+
+static void
+connect_backend(struct redis_session *s)
+{
+    int rc = session_connect(&s->server, s->w->base, s->be, on_server, s);
+    if (rc < 0) {
+        backend_failed(s, strerror(errno));
+        return;
+    }
+    s->server_open = 1;
+    if (rc == 0)
+        server_connected(s);
+    else
+        arm_timer(s, s->rt->conf->limits.connect_timeout_ms);
+}
+
+/* ------------------------------------------------------------------ */
+/* Client input.                                                       */
+
+/* Answer units tandem answers itself, when their turn comes. */
+static void
+emit_local_replies(struct redis_session *s)
+{
+    struct redis_unit *u;
+    while ((u = s->pcur) != NULL && u->local != NULL) {
+        evbuffer_add(s->client.out, u->local, u->local_len);
+        u->primary_done = 1;
+        s->outstanding--;
+        s->pcur = next_for_primary(u->next);
+        if (u->close_after)
+            close_quietly(s);
+    }
+    redis_complete_units(s);
+}
+
+/* A unit tandem answers with text (a RESP error line, built here). */
+static int
+add_local_unit(struct redis_session *s, const char *msg, int close_after)
+{
+    uint8_t buf[600];
+    size_t n = resp_build_error(buf, sizeof(buf), msg);
+    struct redis_unit *u = redis_unit_new(s);
+    if (u == NULL || n == 0 || (u->local = malloc(n)) == NULL) {
+        if (u)
+            unit_free(s, u);
+        return -1;
+    }
+    memcpy(u->local, buf, n);
+    u->local_len = n;
+    u->close_after = close_after != 0;
+    u->kind = REQ_KIND_SESSION;
+    s->outstanding++;
+    redis_unit_append(s, u);
+    emit_local_replies(s);
+    return 0;
+}
+
+/* Redis's own answer to bytes it cannot parse: the error, then the connection closes. */
+static void
+protocol_error(struct redis_session *s, const char *err)
+{
+    char msg[200];
+    snprintf(msg, sizeof(msg), "ERR Protocol error: %s", err);
+    slog(s, CONF_LOG_INFO, "closing: protocol error: %s", err);
+    count_client_error(s, METRIC_ERR_PROTOCOL);
+    s->input_closed = 1;
+    evbuffer_drain(s->client.in, evbuffer_get_length(s->client.in));
+    if (add_local_unit(s, msg, 1) != 0)
+        close_quietly(s);
+}
+
+static int
+arg_is(const struct resp_request *req, size_t i, const char *lit)
+{
+    return i < req->nargv && resp_arg_equal_ci(&req->argv[i], lit);
+}
+
+/* redis_cmd_which - which of the commands the session acts on cmd is (see enum rs_cmd). */
+enum rs_cmd
+redis_cmd_which(const struct rediscmd *cmd)
+{
+    static const struct {
+        const char *name;
+        enum rs_cmd which;
+    } names[] = {
+        {"hello", RC_HELLO},     {"auth", RC_AUTH},           {"select", RC_SELECT},
+        {"client|setname", RC_SETNAME}, {"reset", RC_RESET},  {"multi", RC_MULTI},
+        {"exec", RC_EXEC},       {"discard", RC_DISCARD},     {"watch", RC_WATCH},
+        {"unwatch", RC_UNWATCH}, {"subscribe", RC_SUBSCRIBE}, {"psubscribe", RC_SUBSCRIBE},
+        {"ssubscribe", RC_SUBSCRIBE},
+    };
+    if (cmd == NULL || !(cmd->flags & (REDISCMD_SESSION | REDISCMD_TX)))
+        return RC_OTHER; /* GET, SET ...: no name to compare */
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(cmd->name, names[i].name) == 0)
+            return names[i].which;
+    return RC_OTHER;
+}
+
+/* A client name argument as a C string (heap), or NULL when too long or out of memory. */
+static char *
+arg_string(const struct resp_arg *arg)
+{
+    size_t n = resp_arg_decode(arg, NULL, 0);
+    char *p = n <= CLIENT_NAME_MAX ? malloc(n + 1) : NULL;
+    if (p != NULL) {
+        resp_arg_decode(arg, (uint8_t *)p, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+/*
+ * Remember what a successful reply to this command will change in the
+ * session: track, and u->name for CLIENT SETNAME and HELLO ... SETNAME.
+ */
+static void
+note_session_change(struct redis_session *s, struct redis_unit *u, const struct resp_request *req)
+{
+    /* the identity matters to the shadow only; a session without one keeps no secret */
+    int keep = s->shadow.state != RSH_OFF;
+
+    switch ((enum rs_cmd)u->which) {
+    case RC_HELLO:
+        /* HELLO [protover [AUTH user pass] [SETNAME name]] */
+        for (size_t i = 2; i < req->nargv; i++) {
+            if (arg_is(req, i, "auth")) {
+                if (i + 2 < req->nargv) {
+                    u->track = RT_AUTH;
+                    redis_ident_free(u->ident); /* HELLO ... AUTH a b AUTH c d: the last */
+                    u->ident = keep ? ident_new(&req->argv[i + 1], &req->argv[i + 2]) : NULL;
+                }
+                i += 2;
+            } else if (arg_is(req, i, "setname") && i + 1 < req->nargv) {
+                u->name = arg_string(&req->argv[i + 1]);
+                i++;
+            }
+        }
+        break;
+    case RC_AUTH:
+        /* AUTH pass, AUTH user pass; any other arity the primary refuses */
+        if (req->argc == 2 || req->argc == 3) {
+            u->track = RT_AUTH;
+            if (keep)
+                u->ident = req->argc == 2 ? ident_new(NULL, &req->argv[1])
+                                          : ident_new(&req->argv[1], &req->argv[2]);
+        }
+        break;
+    case RC_SELECT:
+        if (req->nargv >= 2) {
+            char num[24];
+            size_t n = resp_arg_decode(&req->argv[1], (uint8_t *)num, sizeof(num) - 1);
+            num[n < sizeof(num) - 1 ? n : sizeof(num) - 1] = '\0';
+            u->db = strtoll(num, NULL, 10);
+            u->track = RT_SELECT;
+        }
+        break;
+    case RC_SETNAME:
+        if (req->nargv >= 3)
+            u->name = arg_string(&req->argv[2]);
+        break;
+    case RC_RESET:
+        u->track = RT_RESET;
+        break;
+    default:
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Read routing, mode split (see redis_session_int.h).                 */
+
+/* Nothing owed to the client, nothing of it waiting: a draining session may close. */
+static int
+idle(const struct redis_session *s)
+{
+    return s->outstanding == 0 && !s->in_multi && s->route.unit == NULL &&
+           evbuffer_get_length(s->client.in) == 0;
+}
+
+/* Run the client's waiting input from the timer, outside the handler that freed it. */
+static void
+wake_soon(struct redis_session *s)
+{
+    static const struct timeval now = {0, 0};
+    if (s->state == RS_ACTIVE)
+        evtimer_add(&s->timer, &now);
+}
+
+/* The canary rule the session matches by itself (client address, name); at login and on a rename. */
+static void
+route_match_session(struct redis_session *s)
+{
+    const struct rt_listener *l = s->lis;
+    struct canary_session cs = {.application_name = s->client_name, .client = s->route.client};
+    s->route.canary = l->ncanary > 0 ? canary_match_session(l->canary, l->ncanary, &cs, false) : -1;
+}
+
+/* The rule for one read: the session's, or, with key_prefix rules, matched with its first key. */
+static const struct canary_rule *
+route_rule(struct redis_session *s, const struct redis_unit *u, const struct resp_request *req)
+{
+    const struct rt_listener *l = s->lis;
+    int rule = s->route.canary;
+    if (l->canary_uses_key) {
+        uint8_t key[CONF_NAME_MAX]; /* a key_prefix is shorter */
+        struct canary_session cs = {.application_name = s->client_name, .client = s->route.client};
+        struct canary_unit cu = {0};
+        int i = rediscmd_first_key(u->cmd, req->argc, req->argv);
+        if (i >= 0) {
+            size_t n = resp_arg_decode(&req->argv[i], key, sizeof(key));
+            cu.key = key;
+            cu.key_len = n < sizeof(key) ? n : sizeof(key);
+        }
+        rule = canary_match_unit(l->canary, l->ncanary, &cs, &cu);
+    }
+    return rule >= 0 ? &l->canary[rule] : NULL;
+}
+
+/*
+ * route_read - mode split: is read u (just appended, request bytes[0..len))
+ * answered by the shadow?  Only while the client awaits no other reply, so
+ * whoever answers, replies keep the client's order; a read that cannot be
+ * routed is counted with the reason.  1: routed (route.unit is u, its
+ * request queued to the shadow and kept in route.buf).
+ */
+static int
+route_read(struct redis_session *s, struct redis_unit *u, const struct resp_request *req,
+           const uint8_t *bytes, size_t len)
+{
+    if (s->shadow_be == NULL || !session_split_mode(s->lis))
+        return 0;
+    enum route_reason why = ROUTE_REASON_NONE;
+    if (s->in_multi || s->watching)
+        why = ROUTE_REASON_IN_TRANSACTION; /* WATCH pins to the primary too */
+    else if (s->shadow.state != RSH_READY && s->shadow.state != RSH_CONNECTING)
+        why = ROUTE_REASON_UNHEALTHY; /* detached */
+    else if ((u->flags & (REDISCMD_BLOCKING | REDISCMD_PUBSUB | REDISCMD_NO_MIRROR)) ||
+             s->outstanding > 0 || s->route.unit != NULL || s->state != RS_ACTIVE ||
+             s->shadow.nheld > 0)
+        why = ROUTE_REASON_UNROUTABLE; /* pipelined behind other commands, or pinned */
+    else if (!redis_shadow_login_ok(s))
+        why = ROUTE_REASON_UNROUTABLE; /* the shadow would read with rights the client lacks */
+    if (why != ROUTE_REASON_NONE) {
+        session_route_fallback(s->w, s->lis, (int)why);
+        return 0;
+    }
+    struct route_input in = {
+        .kind = REQ_KIND_READ,
+        .ms_since_write = s->route.last_write_ns == 0
+                              ? UINT64_MAX
+                              : (redis_now(s) - s->route.last_write_ns) / 1000000,
+    };
+    if (!session_route_read(s->w, s->lis, s->be, s->shadow_be, route_rule(s, u, req), &in))
+        return 0;
+    if ((s->route.buf == NULL && (s->route.buf = evbuffer_new()) == NULL) ||
+        redis_shadow_route(s, u, bytes, len) != 0) {
+        session_route_fallback(s->w, s->lis, ROUTE_REASON_UNROUTABLE);
+        return 0;
+    }
+    evbuffer_add(s->route.buf, bytes, len);
+    s->route.unit = u;
+    s->route.forwarded = 0;
+    return 1;
+}
+
+void
+redis_session_forward(struct redis_session *s, struct evbuffer *in, size_t n)
+{
+    if (s->state != RS_ACTIVE) {
+        evbuffer_drain(in, n); /* the client is gone */
+        return;
+    }
+    evbuffer_remove_buffer(in, s->client.out, n);
+    count_listener(s, METRIC_L_BYTES_SENT, n);
+    s->route.forwarded += n;
+    /* errors show on the client's own events; a slow client stops the shadow's reads */
+    conn_flush(&s->client);
+    if (evbuffer_get_length(s->client.out) >= BACKPRESSURE_BYTES)
+        conn_want_read(&s->shadow.conn, 0);
+}
+
+void
+redis_session_route_done(struct redis_session *s)
+{
+    s->route.unit = NULL;
+    s->route.forwarded = 0;
+    evbuffer_drain(s->route.buf, evbuffer_get_length(s->route.buf));
+    wake_soon(s); /* the client's next commands may go */
+}
+
+/*
+ * redis_session_route_lost - the shadow is gone while answering the
+ * routed read.  Nothing of its reply reached the client yet: the read goes
+ * to the primary as a unit of its own (retried, counted; the routed unit
+ * keeps its outcome).  Part of it did: the client's stream cannot be
+ * mended, the session ends.
+ */
+void
+redis_session_route_lost(struct redis_session *s)
+{
+    struct redis_unit *u = s->route.unit, *r;
+    if (u == NULL)
+        return;
+    s->route.unit = NULL;
+    if (s->state != RS_ACTIVE)
+        return; /* closing already */
+    if (s->route.forwarded > 0 || (r = redis_unit_new(s)) == NULL) {
+        slog(s, CONF_LOG_WARN, "closing: lost the shadow in the middle of a routed reply");
+        count_client_error(s, METRIC_ERR_BACKEND_LOST);
+        close_quietly(s);
+        return;
+    }
+    r->cmd = u->cmd;
+    r->flags = u->flags;
+    r->kind = u->kind;
+    r->which = u->which;
+    s->outstanding++;
+    redis_unit_append(s, r);
+    evbuffer_add_buffer(s->server.out, s->route.buf);
+    s->route.forwarded = 0;
+    session_route_fallback(s->w, s->lis, ROUTE_REASON_RETRIED);
+    count_request(s, s->be, (enum req_kind)r->kind);
+    if (conn_flush(&s->server) == CONN_ERROR) {
+        fail_all(s, METRIC_ERR_BACKEND_LOST, "ERR tandem: lost the connection to the backend");
+        return;
+    }
+    wake_soon(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Commands.                                                           */
+
+/* What client_input does with a command after command() saw it. */
+enum cmd_fate {
+    CMD_FORWARD,  /* to the primary, with the batch */
+    CMD_ANSWERED, /* answered by tandem: skip its bytes */
+    CMD_ROUTED,   /* the shadow answers it: skip (or compare on the primary), read no further */
+    CMD_WAIT,     /* a cutover holds it: leave it, and what follows, in client.in */
+};
+
+/*
+ * Cutover: does a command of this kind wait in client.in?  Every command
+ * but a read does, outside MULTI, while the listener is paused or this
+ * session has not yet swapped to the listener's roles.
+ */
+static int
+write_must_wait(struct redis_session *s, enum req_kind kind)
+{
+    int slot = s->lis->metric_slot;
+    if (kind == REQ_KIND_READ || s->in_multi || s->pubsub || s->shadow_be == NULL ||
+        (!control_paused(slot) && s->swapped == (unsigned)control_roles_swapped(slot)))
+        return 0;
+    s->writes_waiting = 1;
+    return 1;
+}
+
+/* command - one whole request (bytes[0..len)) read from the client: its enum cmd_fate. */
+static enum cmd_fate
+command(struct redis_session *s, const struct resp_request *req, const uint8_t *bytes, size_t len)
+{
+    const struct rediscmd *cmd = rediscmd_lookup(req->argc, req->argv);
+    uint32_t flags = rediscmd_flags(cmd, req->argc, req->argv);
+    enum req_kind kind = rediscmd_kind(cmd, req->argc, req->argv);
+    enum rs_cmd which = redis_cmd_which(cmd);
+
+    if (s->pubsub) {
+        count_request(s, s->be, kind);
+        return CMD_FORWARD; /* a plain relay now */
+    }
+    if (write_must_wait(s, kind))
+        return CMD_WAIT;
+    if (which == RC_HELLO && arg_is(req, 1, "3")) {
+        /* RESP3 pushes and maps would need another reply reader: stay on RESP2 */
+        count_request(s, s->be, kind);
+        add_local_unit(s, "NOPROTO sorry, this protocol version is not supported", 0);
+        return CMD_ANSWERED;
+    }
+    if (which == RC_SUBSCRIBE) {
+        count_request(s, s->be, kind);
+        s->pubsub = 1;
+        return CMD_FORWARD;
+    }
+    struct redis_unit *u = redis_unit_new(s);
+    if (u == NULL) {
+        /* no unit, no way to keep replies in order: give up on this client */
+        s->input_closed = 1;
+        close_quietly(s);
+        return CMD_ANSWERED;
+    }
+    u->cmd = cmd;
+    u->flags = flags;
+    u->kind = (uint8_t)kind;
+    u->which = (uint8_t)which;
+    note_session_change(s, u, req);
+    redis_unit_append(s, u);
+    if (which == RC_MULTI)
+        s->in_multi = 1;
+    if (s->shadow.state != RSH_OFF) {
+        u->closed_ns = redis_now(s);
+        u->mode = (uint8_t)rediscmd_digest_mode(cmd, req->argc, req->argv);
+        if (kind != REQ_KIND_READ || !route_read(s, u, req, bytes, len))
+            redis_shadow_command(s, u, bytes, len);
+    }
+    if (which == RC_WATCH)
+        s->watching = 1;
+    if (which == RC_EXEC || which == RC_DISCARD || which == RC_RESET)
+        s->in_multi = s->watching = 0;
+    else if (which == RC_UNWATCH && !s->in_multi)
+        s->watching = 0;
+    count_request(s, u->routed ? s->shadow_be : s->be, kind);
+    if (u->routed)
+        return CMD_ROUTED;
+    s->outstanding++;
+    return CMD_FORWARD;
+}
+
+/* Hand n bytes at the start of client.in to the primary. */
+static void
+forward(struct redis_session *s, size_t n)
+{
+    if (n == 0)
+        return;
+    evbuffer_remove_buffer(s->client.in, s->server.out, n);
+}
+
+/*
+ * Frame every whole command in client.in and forward them as one batch.
+ * A partial command stays in client.in; client_need says how many bytes it
+ * takes at least, so a large value arriving in many reads is parsed once.
+ * A routed read, or a command a cutover holds, ends the batch: what follows
+ * stays in client.in until the read is answered or the cutover is over.
+ */
+static void
+client_input(struct redis_session *s)
+{
+    struct evbuffer *in = s->client.in;
+
+    for (;;) {
+        size_t avail = evbuffer_get_length(in), off = 0;
+        if (s->input_closed || avail == 0 || avail < s->client_need ||
+            s->route.unit != NULL || s->writes_waiting ||
+            (s->state != RS_ACTIVE && s->state != RS_CONNECTING))
+            return;
+        const uint8_t *buf = evbuffer_pullup(in, (ev_ssize_t)avail);
+        if (buf == NULL) {
+            close_quietly(s);
+            return;
+        }
+        s->client_need = 0;
+        while (off < avail) {
+            struct resp_request req;
+            const char *err = NULL;
+            size_t used = 0;
+            enum resp_status st =
+                resp_request_parse(buf + off, avail - off, &s->limits, &used, &req, &err);
+            if (st == RESP_NEED_MORE) {
+                s->client_need = used;
+                break;
+            }
+            if (st == RESP_ERROR) {
+                forward(s, off);
+                protocol_error(s, err);
+                return;
+            }
+            enum cmd_fate fate = req.argc > 0 ? command(s, &req, buf + off, used) : CMD_FORWARD;
+            if (fate == CMD_ANSWERED) {
+                /* answered here: forward what came before, skip it, parse on */
+                forward(s, off);
+                evbuffer_drain(in, used);
+                goto next_batch;
+            }
+            if (fate == CMD_WAIT) {
+                forward(s, off);
+                return;
+            }
+            if (fate == CMD_ROUTED) {
+                struct redis_unit *u = s->route.unit;
+                forward(s, off);
+                if (!u->primary_done)
+                    forward(s, used); /* the comparison */
+                else
+                    evbuffer_drain(in, used);
+                redis_shadow_flush(s); /* a failure retries it on the primary */
+                return;
+            }
+            off += used;
+            if (s->outstanding >= MAX_OUTSTANDING)
+                break; /* settle() stops reading; replies will call us again */
+        }
+        forward(s, off);
+        return;
+    next_batch:;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Primary replies.                                                    */
+
+static void
+backend_protocol_error(struct redis_session *s, const char *what)
+{
+    char msg[300];
+    snprintf(msg, sizeof(msg), "ERR tandem: backend \"%s\" sent %s", s->be->conf->name, what);
+    fail_all(s, METRIC_ERR_BACKEND_LOST, msg);
+}
+
+/* The reply to unit u is whole; info describes it, head is its first bytes. */
+static void
+primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_reply_info *info,
+              const uint8_t *head, size_t headlen)
+{
+    u->primary_done = 1;
+    if (!u->routed)
+        s->outstanding--;
+    if (u->kind == REQ_KIND_WRITE || u->which == RC_EXEC)
+        s->route.last_write_ns = redis_now(s); /* read_your_writes counts from here */
+    if (info->type == '-') {
+        u->refused = 1;
+        if (headlen >= 7 && memcmp(head, "-NOAUTH", 7) == 0) {
+            int slot = s->be->metric_slot;
+            if (slot >= 0 && slot < METRIC_MAX_BACKENDS)
+                __atomic_store_n(&auth_required[slot], 1, __ATOMIC_RELAXED);
+            if (!s->authed)
+                s->limits.pre_auth = true;
+        }
+    } else {
+        /* the default user ran it: no login needed on this primary (AUTH & co. prove nothing) */
+        if (s->primary_login == RL_DEFAULT && u->cmd != NULL && !(u->flags & REDISCMD_NO_AUTH))
+            s->default_open = 1;
+        switch (u->track) {
+        case RT_AUTH:
+            s->authed = 1;
+            s->limits.pre_auth = false;
+            s->primary_login = RL_CLIENT;
+            /* the shadow's login from now on (NULL: none kept, see redis_shadow_command) */
+            redis_ident_free(s->ident);
+            s->ident = u->ident;
+            u->ident = NULL;
+            break;
+        case RT_SELECT:
+            s->db = u->db;
+            break;
+        case RT_RESET:
+            /* RESET logs the connection in as the default user again */
+            s->db = 0;
+            free(s->client_name);
+            s->client_name = NULL;
+            s->authed = 0;
+            redis_ident_free(s->ident);
+            s->ident = NULL;
+            s->primary_login = RL_DEFAULT;
+            s->limits.pre_auth = backend_wants_auth(s);
+            route_match_session(s);
+            break;
+        default:
+            break;
+        }
+        if (u->name != NULL) {
+            /* CLIENT SETNAME, HELLO ... SETNAME; "" takes the name away */
+            free(s->client_name);
+            s->client_name = u->name[0] ? u->name : NULL;
+            if (s->client_name == NULL)
+                free(u->name);
+            u->name = NULL;
+            route_match_session(s);
+        }
+    }
+    s->pcur = next_for_primary(u->next);
+    /* a held mirror of u goes to the shadow with the batch: redis_shadow_flush() */
+    if (s->shadow.state != RSH_OFF && u->cmp != NULL) {
+        u->cmp->pinfo = *info;
+        u->primary_ns = redis_now(s) - u->closed_ns;
+    }
+    redis_complete_units(s);
+    if (s->outstanding == 0 && !s->in_multi && !s->pubsub && s->shadow.state == RSH_DETACHED)
+        redis_shadow_idle(s);
+}
+
+/*
+ * Frame the primary's replies and move them to the client: each whole
+ * reply completes the current unit.  The bytes move in one run at the end;
+ * a unit tandem answers itself cuts the run so the order holds.
+ */
+static void
+server_input(struct redis_session *s)
+{
+    struct evbuffer *in = s->server.in;
+    size_t avail = evbuffer_get_length(in), run = 0;
+    uint8_t head[8];
+    size_t headlen = 0;
+
+    while (run < avail && s->state == RS_ACTIVE) {
+        struct redis_unit *u = s->pcur;
+        if (u != NULL && u->local != NULL) {
+            evbuffer_remove_buffer(in, s->client.out, run);
+            count_listener(s, METRIC_L_BYTES_SENT, run);
+            avail -= run;
+            run = 0;
+            emit_local_replies(s);
+            continue;
+        }
+        if (u == NULL) {
+            if (s->pubsub) {
+                run = avail; /* pushes: relayed as they come */
+                break;
+            }
+            backend_protocol_error(s, "a reply to no request");
+            return;
+        }
+        struct evbuffer_ptr pos;
+        struct evbuffer_iovec v;
+        evbuffer_ptr_set(in, &pos, run, EVBUFFER_PTR_SET);
+        if (evbuffer_peek(in, (ev_ssize_t)(avail - run), &pos, &v, 1) < 1)
+            break;
+        size_t len = v.iov_len < avail - run ? v.iov_len : avail - run;
+        const uint8_t *p = v.iov_base;
+        if (!s->reply_open) {
+            resp_reader_init(&s->reader, u->cmp ? (enum resp_digest_mode)u->mode
+                                                : RESP_DIGEST_NONE);
+            s->reply_open = 1;
+            headlen = len < sizeof(head) ? len : sizeof(head);
+            memcpy(head, p, headlen);
+        }
+        size_t used = 0;
+        struct resp_reply_info info;
+        const char *err = NULL;
+        enum resp_status st = resp_reader_feed(&s->reader, p, len, &used, &info, &err);
+        if (st == RESP_ERROR) {
+            backend_protocol_error(s, "an invalid reply");
+            return;
+        }
+        if (u->cmp)
+            redis_keep_sample(u->cmp->psample, &u->cmp->plen, p, used);
+        if (u->routed) {
+            /* the comparison of a read the shadow answered: digested, not the client's */
+            evbuffer_remove_buffer(in, s->client.out, run);
+            count_listener(s, METRIC_L_BYTES_SENT, run);
+            evbuffer_drain(in, used);
+            avail -= run + used;
+            run = 0;
+        } else {
+            run += used;
+        }
+        if (st == RESP_OK) {
+            s->reply_open = 0;
+            primary_reply(s, u, &info, head, headlen);
+            headlen = 0;
+        }
+    }
+    if (run > 0 && s->state == RS_ACTIVE) {
+        evbuffer_remove_buffer(in, s->client.out, run);
+        count_listener(s, METRIC_L_BYTES_SENT, run);
+    }
+    if (s->pcur != NULL && s->pcur->local != NULL)
+        emit_local_replies(s);
+    if (s->shadow.state != RSH_OFF)
+        redis_shadow_flush(s);
+    if (s->draining && idle(s))
+        close_quietly(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Event handlers.                                                     */
+
+static void
+client_event(struct redis_session *s, short what)
+{
+    size_t n;
+
+    if (s->state == RS_LINGER || s->state == RS_DEAD || s->state == RS_SHADOW_DRAIN)
+        return;
+    if (what & EV_READ) {
+        enum conn_io io = conn_read(&s->client, s->w->scratch, sizeof(s->w->scratch), &n);
+        if (io == CONN_EOF || io == CONN_ERROR) {
+            if (s->state == RS_ACTIVE && s->server_open)
+                conn_flush(&s->server); /* what the client sent before leaving */
+            s->state = RS_DEAD;
+            return;
+        }
+        if (io == CONN_OK)
+            count_listener(s, METRIC_L_BYTES_RECEIVED, n);
+    }
+    client_input(s);
+    if (s->state == RS_ACTIVE && conn_flush(&s->server) == CONN_ERROR) {
+        fail_all(s, METRIC_ERR_BACKEND_LOST, "ERR tandem: lost the connection to the backend");
+        return;
+    }
+    if (s->state != RS_LINGER && s->state != RS_DEAD && conn_flush(&s->client) == CONN_ERROR)
+        s->state = RS_DEAD;
+}
+
+static void
+on_client(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_session *s = arg;
+    (void)fd;
+    s->now_ns = 0;
+    client_event(s, what);
+    settle(s);
+}
+
+static void
+server_lost(struct redis_session *s, enum conn_io io)
+{
+    if (s->outstanding == 0 || s->pubsub) {
+        /* QUIT, or the server closed an idle connection: the client sees the close */
+        slog(s, CONF_LOG_INFO, "backend \"%s\" closed the connection", s->be->conf->name);
+        if (s->outstanding > 0)
+            count_client_error(s, METRIC_ERR_BACKEND_LOST);
+        close_quietly(s);
+        return;
+    }
+    fail_all(s, METRIC_ERR_BACKEND_LOST,
+             io == CONN_EOF ? "ERR tandem: the backend closed the connection"
+                            : "ERR tandem: lost the connection to the backend");
+}
+
+static void
+server_event(struct redis_session *s, short what)
+{
+    size_t n;
+
+    if (s->state != RS_ACTIVE && s->state != RS_CONNECTING)
+        return;
+    if (s->state == RS_CONNECTING) {
+        int err = session_connect_result(&s->server);
+        if (err != 0) {
+            backend_failed(s, strerror(err));
+            return;
+        }
+        server_connected(s);
+        client_input(s); /* bytes that arrived while connecting were framed already */
+        what = 0;
+    }
+    if (what & EV_READ) {
+        enum conn_io io = conn_read(&s->server, s->w->scratch, sizeof(s->w->scratch), &n);
+        if (io == CONN_OK)
+            redis_count_backend(s, s->be, METRIC_B_BACKEND_BYTES_RECEIVED, n);
+        server_input(s);
+        if (io == CONN_EOF || io == CONN_ERROR) {
+            conn_flush(&s->client);
+            server_lost(s, io);
+            return;
+        }
+        /* replies drained the backlog: requests held back may go now */
+        if (evbuffer_get_length(s->client.in) >= s->client_need)
+            client_input(s);
+    }
+    if (s->state != RS_ACTIVE)
+        return;
+    if (conn_flush(&s->server) == CONN_ERROR) {
+        server_lost(s, CONN_ERROR);
+        return;
+    }
+    if (conn_flush(&s->client) == CONN_ERROR)
+        s->state = RS_DEAD;
+}
+
+static void
+on_server(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_session *s = arg;
+    (void)fd;
+    s->now_ns = 0;
+    server_event(s, what);
+    settle(s);
+}
+
+static void
+on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_session *s = arg;
+    (void)fd;
+    (void)what;
+
+    s->now_ns = 0;
+    switch (s->state) {
+    case RS_LINGER:
+        s->state = RS_DEAD; /* the client does not read: give up on it */
+        break;
+    case RS_CONNECTING:
+        backend_failed(s, "timeout");
+        break;
+    case RS_ACTIVE:
+        /* a routed read was answered, or a cutover let writes go: read on */
+        client_event(s, 0);
+        if (s->state == RS_ACTIVE && s->draining && idle(s))
+            close_quietly(s);
+        break;
+    default:
+        break; /* SHADOW_DRAIN: settle() frees it once the shadow is done */
+    }
+    settle(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Life cycle.                                                         */
+
+static void
+redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
+                     const struct sockaddr *peer, int over_limit)
+{
+    struct redis_session *s = calloc(1, sizeof(*s));
+    if (s == NULL || conn_init(&s->client, w->base, fd, on_client, s) != 0) {
+        free(s);
+        close(fd);
+        __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    s->base.ops = &redis_session_ops;
+    s->w = w;
+    s->rt = w->rt;
+    runtime_ref(s->rt);
+    s->lis = l;
+    /* after a cutover the listener's shadow answers and its primary is mirrored */
+    s->swapped = l->shadow != NULL && control_roles_swapped(l->metric_slot);
+    s->be = s->swapped ? l->shadow : l->primary;
+    s->shadow_be = s->swapped ? l->primary : l->shadow;
+    s->id = (uint64_t)w->id << 48 | w->next_conn_id++;
+    s->server.fd = -1;
+    s->shadow.conn.fd = -1;
+    s->shadow.rng = s->id * 0x9e3779b97f4a7c15ull + 1;
+    runtime_format_addr(peer, s->peer, sizeof(s->peer));
+    session_route_client(peer, &s->route.client);
+    route_match_session(s);
+    evtimer_assign(&s->timer, w->base, on_timer, s);
+    resp_limits_init(&s->limits);
+    s->limits.pre_auth = backend_wants_auth(s);
+    s->state = RS_CONNECTING;
+    worker_session_added(w, &s->base);
+    count_listener(s, METRIC_L_CLIENT_ACCEPTED, 1);
+    if (over_limit) {
+        count_client_error(s, METRIC_ERR_TOO_MANY_CLIENTS);
+        send_error(s, "ERR max number of clients reached");
+        set_state(s, RS_LINGER);
+    } else {
+        connect_backend(s);
+        /* now, not once connected: commands read meanwhile must be mirrored too */
+        if (s->state == RS_CONNECTING || s->state == RS_ACTIVE)
+            if (l->conf->mode != CONF_MODE_PASSTHROUGH && l->shadow != NULL)
+                redis_shadow_start(s);
+    }
+    settle(s);
+}
+
+static void
+redis_session_drain(struct redis_session *s)
+{
+    s->now_ns = 0;
+    s->draining = 1;
+    /* idle now (or only subscribed): close; busy: server_input closes at the next idle point */
+    if (s->state == RS_CONNECTING || (s->state == RS_ACTIVE && (idle(s) || s->pubsub)))
+        close_quietly(s);
+    settle(s);
+}
+
+static void
+redis_session_kill(struct redis_session *s)
+{
+    s->now_ns = 0;
+    if (s->state == RS_SHADOW_DRAIN || s->shadow.state != RSH_OFF)
+        redis_shadow_abandon(s); /* what the shadow still owed is counted, not lost silently */
+    if (s->state != RS_LINGER && s->state != RS_SHADOW_DRAIN)
+        close_quietly(s);
+    if (s->client.fd >= 0)
+        conn_flush(&s->client);
+    s->state = s->state == RS_SHADOW_DRAIN ? RS_SHADOW_DRAIN : RS_DEAD;
+    settle(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Cutover and rollback: the session's roles swap at an idle point.    */
+
+/* 1: idle, and the shadow connection may take over; 0: not yet; -1: never (no shadow connection). */
+static int
+swap_ready(struct redis_session *s)
+{
+    if (s->outstanding > 0 || s->pcur != NULL || s->in_multi || s->watching ||
+        s->route.unit != NULL || s->reply_open || evbuffer_get_length(s->server.out) > 0 ||
+        evbuffer_get_length(s->server.in) > 0) {
+        /* a session that cannot swap now may still have no shadow at all */
+        return s->shadow.state == RSH_OFF || s->shadow.state == RSH_DETACHED ? -1 : 0;
+    }
+    return redis_shadow_swap_ready(s);
+}
+
+/*
+ * Both sides are idle and the shadow holds everything the primary does:
+ * exchange the two connections, so the shadow answers and the primary is
+ * mirrored.  Both are in the client's db under its name, logged in as the
+ * client (or, for a client that never logged in, as the shadow's default
+ * user or tandem's login there: login_ok() was asked first).
+ */
+static void
+swap_roles(struct redis_session *s)
+{
+    const struct rt_backend *b = s->be;
+    enum rs_login login = s->primary_login;
+
+    session_swap_conns(&s->server, &s->shadow.conn, s->w->base, on_server, s);
+    redis_shadow_swap(s);
+    s->primary_login = s->shadow.login;
+    s->shadow.login = login;
+    s->default_open = 0; /* learned again from the new primary's answers */
+    s->be = s->shadow_be;
+    s->shadow_be = b;
+    s->swapped = !s->swapped;
+    s->route.last_write_ns = 0;
+    slog(s, CONF_LOG_DEBUG, "roles swapped: \"%s\" answers, \"%s\" is mirrored", s->be->conf->name,
+         s->shadow_be->conf->name);
+}
+
+/*
+ * redis_session_cutover_check - the worker's look at a session while a
+ * cutover or rollback is on, and after (session.h): while paused, report
+ * whether every write it sent is acknowledged by both sides; once the
+ * listener's roles flipped, swap the session's at an idle point; then let
+ * the commands held in client.in go.  1 while the session keeps the
+ * operation waiting.
+ */
+static int
+redis_session_cutover_check(struct redis_session *s, int *listener_slot)
+{
+    int slot = *listener_slot = s->lis->metric_slot;
+    s->now_ns = 0;
+    if (s->shadow_be == NULL || s->state != RS_ACTIVE)
+        return 0;
+    int want = control_roles_swapped(slot);
+    if (s->pubsub) {
+        /* subscriptions live on the old primary, where nothing is published any more */
+        if (!control_paused(slot) && (int)s->swapped != want) {
+            slog(s, CONF_LOG_INFO, "closing a subscribed connection: the primary changed");
+            close_quietly(s);
+            settle(s);
+        }
+        return 0;
+    }
+    if (control_paused(slot)) {
+        if (s->shadow.state == RSH_OFF || s->shadow.state == RSH_DETACHED)
+            return !control_force(slot);
+        return s->in_multi || redis_shadow_writes_owed(s);
+    }
+    if ((int)s->swapped != want) {
+        int ready = swap_ready(s);
+        /* its shadow connection would give the client other rights than its own */
+        int login_lost = s->shadow.identity_refused || (ready >= 0 && !redis_shadow_login_ok(s));
+        if ((ready < 0 || login_lost) && s->outstanding == 0 && s->route.unit == NULL &&
+            !s->in_multi) {
+            if (login_lost) {
+                char msg[300];
+                snprintf(msg, sizeof(msg),
+                         "ERR tandem: the primary changed (cutover) and this connection's login "
+                         "cannot be carried over to backend \"%s\": reconnect",
+                         s->shadow_be->conf->name);
+                fail_all(s, METRIC_ERR_SHUTDOWN, msg);
+            } else {
+                slog(s, CONF_LOG_INFO, "closing: the primary changed (cutover) and this session "
+                                       "has no connection to the new one");
+                close_quietly(s);
+            }
+            settle(s);
+            return 0;
+        }
+        if (login_lost)
+            return 1; /* closed at its idle point */
+        if (ready <= 0)
+            return 1;
+        swap_roles(s);
+    }
+    if (s->writes_waiting) {
+        s->writes_waiting = 0;
+        wake_soon(s);
+    }
+    return 0;
+}
+
+/* The worker's view of a Redis session (session.h). */
+static void
+op_drain(struct session *s)
+{
+    redis_session_drain((struct redis_session *)s);
+}
+
+static void
+op_kill(struct session *s)
+{
+    redis_session_kill((struct redis_session *)s);
+}
+
+static int
+op_shadow_tick(struct session *base, uint64_t now_ns, uint64_t *lag_ns, int *listener_slot)
+{
+    struct redis_session *s = (struct redis_session *)base;
+    *listener_slot = s->lis->metric_slot;
+    *lag_ns = 0;
+    s->now_ns = 0;
+    if (s->shadow.state == RSH_OFF)
+        return 0;
+    return redis_shadow_tick(s, now_ns, lag_ns);
+}
+
+static int
+op_cutover_check(struct session *s, int *listener_slot)
+{
+    return redis_session_cutover_check((struct redis_session *)s, listener_slot);
+}
+
+static const struct session_ops redis_session_ops = {
+    .protocol = "redis",
+    .drain = op_drain,
+    .kill = op_kill,
+    .shadow_tick = op_shadow_tick,
+    .cutover_check = op_cutover_check,
+};
+
+const struct session_protocol redis_protocol = {
+    .name = "redis",
+    .conf_proto = CONF_PROTO_REDIS,
+    .accept = redis_session_accept,
+};

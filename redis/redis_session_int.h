@@ -1,0 +1,346 @@
+/*
+ * redis_session_int.h - the Redis session's insides, shared by
+ * redis_session.c (client and primary) and redis_shadow.c (mirror and
+ * compare).  Nothing else includes this.
+ *
+ * Units
+ * -----
+ * Every command the client sends that expects a reply is one struct
+ * redis_unit, appended in order to one list:
+ *
+ *   units_head -> [GET done] -> [SET primary done] -> [INCR sent] -> NULL
+ *                                 ^ scur (waits for the shadow's reply)
+ *                                                      ^ pcur (waits for the primary's)
+ *
+ * The primary answers in order, so each whole reply (framed by a
+ * resp_reader) completes pcur; the shadow answers only the mirrored units,
+ * in order, so its replies complete scur.  A unit is recorded and recycled
+ * from the head once both sides are done with it.  A unit may also be
+ * answered by tandem itself (`local`: HELLO 3, a protocol error), in its
+ * turn, so replies always reach the client in the order of the requests.
+ *
+ * After SUBSCRIBE/PSUBSCRIBE/SSUBSCRIBE the primary pushes messages that
+ * answer no request: from there on the connection is a plain relay to the
+ * primary (no unit, no mirror) until it closes.
+ *
+ * Read routing, mode split
+ * ------------------------
+ * A read that arrives while the client awaits no other reply (outside
+ * MULTI, not blocking, not pub/sub) is routed: session_route_read() picks
+ * who answers.  When it is the shadow, the unit is `routed`: its request
+ * goes to the shadow at once (nothing of the client's waits ahead of it),
+ * the shadow's reply is forwarded to the client, and the client's further
+ * commands wait in client.in until that reply is whole, so replies keep
+ * the client's order.  At the read sample rate the primary gets the same
+ * request as the comparison; its reply is digested and dropped (such a
+ * unit awaits the primary but is not `outstanding`: the client awaits
+ * nothing from it).  route.buf keeps the request until the reply is
+ * complete: a shadow lost before the first byte of it reached the client
+ * gets the read retried, once, on the primary.
+ *
+ * Cutover
+ * -------
+ * be / shadow_be are the listener's primary and shadow, swapped when a
+ * cutover (or a rollback) swaps the session's two connections at an idle
+ * point (redis_session.c, "Cutover").  Until then, and while the listener
+ * is paused, commands other than reads wait in client.in.
+ *
+ * Identity
+ * --------
+ * The shadow never acts with more rights than the client has on the
+ * primary.  Once the primary accepted the client's AUTH (or HELLO ... AUTH),
+ * its user and password are kept in `ident`; the shadow connection logs in
+ * as that identity: the client's AUTH is mirrored in its turn, and a new
+ * shadow connection replays it before anything else.  Only a session whose
+ * client never logged in uses tandem's own credentials for the shadow.  A
+ * shadow that refuses the identity ends the session's mirroring for good
+ * (shadow.identity_refused).  Each connection's login (enum rs_login) is
+ * known, so a cutover hands the client a connection logged in as itself,
+ * or closes the session (redis_session.c, login_carries_over).
+ */
+#ifndef TANDEM_REDIS_SESSION_INT_H
+#define TANDEM_REDIS_SESSION_INT_H
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <stdint.h>
+
+#include "metrics/metric.h"
+#include "protocol/kind.h"
+#include "protocol/outcome.h"
+#include "protocol/rediscmd.h"
+#include "protocol/resp.h"
+#include "engine/conn.h"
+#include "engine/session.h"
+#include "routing/canary.h"
+
+struct worker;
+struct runtime;
+struct rt_listener;
+struct rt_backend;
+
+enum rs_state {
+    RS_CONNECTING,   /* TCP connect to the primary in flight */
+    RS_ACTIVE,       /* forwarding */
+    RS_LINGER,       /* closing: flushing the last bytes to the client */
+    RS_DEAD,         /* to be freed by settle() */
+    RS_SHADOW_DRAIN, /* client and primary gone; the shadow finishes what it owes */
+};
+
+/* What a unit's successful reply changes in the session. */
+enum rs_track {
+    RT_NONE,
+    RT_AUTH,    /* AUTH, HELLO ... AUTH: the client is authenticated */
+    RT_SELECT,  /* the db, replayed on a new shadow connection (the name too: unit.name) */
+    RT_RESET,   /* RESET: db 0, no name */
+};
+
+/*
+ * The commands the session itself acts on, resolved once per command (not
+ * by name at every turn).  Every one is a SESSION or TX entry of the
+ * command table, so any other command is RC_OTHER without a comparison.
+ */
+enum rs_cmd {
+    RC_OTHER,
+    RC_HELLO,
+    RC_AUTH,
+    RC_SELECT,
+    RC_SETNAME,   /* CLIENT SETNAME */
+    RC_RESET,
+    RC_MULTI,
+    RC_EXEC,
+    RC_DISCARD,
+    RC_WATCH,
+    RC_UNWATCH,
+    RC_SUBSCRIBE, /* SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE */
+};
+
+/* Who a server connection of the session is logged in as. */
+enum rs_login {
+    RL_DEFAULT, /* nobody logged in: the server's default user */
+    RL_TANDEM,  /* tandem's own credentials for that backend (user, password) */
+    RL_CLIENT,  /* the identity the client logged in with on the primary (ident) */
+};
+
+/* The longest user name and password tandem keeps for a client's identity. */
+#define RS_IDENT_USER_MAX 512
+#define RS_IDENT_PASS_MAX 1024
+
+/*
+ * A client's login: AUTH pass (has_user 0: the default user), AUTH user
+ * pass, HELLO ... AUTH user pass.  The password is a secret: it lives here
+ * only, is never logged, and is wiped before the memory is freed
+ * (redis_ident_free).  user and pass point into buf, NUL-terminated, but
+ * may hold NULs: their lengths are what count.
+ */
+struct redis_ident {
+    unsigned has_user : 1;
+    size_t user_len, pass_len;
+    char *user, *pass;
+    char buf[];
+};
+
+/* The first bytes of each side's reply, for the report. */
+#define RS_SAMPLE_BYTES 256
+
+/*
+ * Everything before psample is cleared for each new comparison; the
+ * samples are valid up to plen / slen only, so they are not.
+ */
+struct redis_compare {
+    struct redis_compare *next; /* in the session's spares */
+    struct resp_reply_info pinfo;
+    struct resp_reply_info sinfo;
+    uint16_t plen, slen;
+    uint8_t psample[RS_SAMPLE_BYTES];
+    uint8_t ssample[RS_SAMPLE_BYTES];
+};
+
+struct redis_unit {
+    struct redis_unit *next;
+    const struct rediscmd *cmd; /* NULL: a command the table does not know (a write) */
+    uint32_t flags;             /* rediscmd_flags() for its arguments */
+    uint8_t kind;               /* enum req_kind */
+    uint8_t mode;               /* enum resp_digest_mode of its replies */
+    uint8_t track;              /* enum rs_track */
+    uint8_t which;              /* enum rs_cmd */
+    unsigned mirrored : 1;      /* its outcome is wanted (queued to the shadow, or dropped) */
+    unsigned primary_done : 1;
+    unsigned shadow_done : 1;
+    unsigned held : 1;          /* mirrored, its bytes wait in shadow.held for the primary */
+    unsigned replay : 1;        /* login or state for a new shadow connection: not recorded */
+    unsigned tx : 1;            /* EXEC: its held bytes are the whole MULTI ... EXEC */
+    unsigned close_after : 1;   /* a local protocol error: the session ends after it */
+    unsigned routed : 1;        /* mode split: the shadow answers it; the primary may compare */
+    unsigned identity : 1;      /* replay: the client's login; refused, mirroring ends */
+    unsigned refused : 1;       /* the primary answered it with an error */
+    unsigned sets_login : 1;    /* replay: once sent, the shadow is logged in as `login` */
+    uint8_t login;              /* enum rs_login, with sets_login */
+    int8_t forced;              /* outcome decided without an answer, or -1 */
+    uint32_t sreplies;          /* replies the shadow owes for it (MULTI ... EXEC: all) */
+    size_t held_len;
+    int64_t db;                 /* SELECT's argument */
+    char *name;                 /* the name CLIENT SETNAME or HELLO SETNAME sets (heap), or NULL */
+    struct redis_ident *ident;  /* RT_AUTH: the login it asks for (heap, wiped), or NULL */
+    char *local;                /* answered by tandem: these bytes (heap), or NULL */
+    size_t local_len;
+    uint64_t closed_ns;         /* read from the client */
+    uint64_t primary_ns;        /* primary latency */
+    uint64_t shadow_sent_ns;
+    uint64_t shadow_ns;
+    struct redis_compare *cmp;  /* NULL: the replies are not compared */
+};
+
+enum rsh_state {
+    RSH_OFF,        /* no shadow for this session */
+    RSH_CONNECTING, /* TCP connect in flight; mirrors wait in conn.out */
+    RSH_READY,      /* mirrors flow */
+    RSH_DETACHED,   /* failed or overflowed; re-attach at an idle point */
+};
+
+struct redis_shadow {
+    enum rsh_state state;
+    struct conn conn;            /* conn.out also holds what waits for the connect */
+    unsigned conn_open : 1;
+    unsigned reply_open : 1;     /* reader is inside a reply */
+    unsigned tx_wanted : 1;      /* the open MULTI holds a command worth mirroring */
+    unsigned identity_refused : 1; /* the shadow refused the client's login: never re-attach */
+    enum rs_login login;         /* the connection's login after what conn.out holds */
+    struct resp_reader reader;
+    uint32_t replies_left;       /* of scur's replies, including the one being read */
+    uint64_t connect_ns;         /* when the connect started */
+    size_t queued;               /* this session's bytes in held + conn.out */
+    uint64_t retry_at_ns;        /* earliest re-attach */
+    unsigned failures;           /* consecutive, for the back-off */
+    struct evbuffer *held;       /* mirrored units the primary has not answered yet */
+    unsigned nheld;
+    struct evbuffer *tx_buf;     /* the open MULTI's commands, until EXEC or DISCARD */
+    uint32_t tx_cmds;            /* commands in tx_buf, MULTI included */
+    uint64_t rng;                /* read sampling (xorshift), no lock unlike random() */
+};
+
+/* Mode split (see "Read routing" above). */
+struct redis_route {
+    struct redis_unit *unit;    /* the read the shadow is answering, NULL none */
+    struct evbuffer *buf;       /* its request, for a retry on the primary */
+    size_t forwarded;           /* bytes of its reply already given to the client */
+    uint64_t last_write_ns;     /* when the primary last acknowledged a write of ours */
+    int canary;                 /* rule matched by the session alone; -1 none */
+    struct canary_addr client;  /* the client's address, for canary rules */
+};
+
+struct redis_session {
+    struct session base;          /* first: the worker's view (session.h) */
+    struct worker *w;
+    struct runtime *rt;           /* reference held for the session's life */
+    const struct rt_listener *lis;
+    const struct rt_backend *be;  /* the answering backend: the primary */
+    const struct rt_backend *shadow_be; /* the mirrored one; NULL when the listener has none */
+    uint64_t id;
+    char peer[64];
+    enum rs_state state;
+
+    struct conn client;
+    struct conn server;
+    struct event timer;           /* connect and linger deadlines, deferred frees */
+
+    unsigned server_open : 1;
+    unsigned draining : 1;
+    unsigned authed : 1;          /* an AUTH or HELLO AUTH succeeded */
+    unsigned in_multi : 1;        /* MULTI read, EXEC/DISCARD not yet */
+    unsigned watching : 1;        /* WATCH read, EXEC/DISCARD/UNWATCH/RESET not yet */
+    unsigned pubsub : 1;          /* SUBSCRIBE read: a plain relay from there on */
+    unsigned reply_open : 1;      /* reader is inside a primary reply */
+    unsigned input_closed : 1;    /* nothing more is read from the client */
+    unsigned client_counted_out : 1;
+    unsigned swapped : 1;         /* roles swapped by a cutover: be is the listener's shadow */
+    unsigned writes_waiting : 1;  /* a command waits in client.in for a cutover to finish */
+    unsigned default_open : 1;    /* the primary ran a command of ours for its default user */
+    struct resp_limits limits;    /* pre_auth while the primary wants AUTH first */
+    size_t client_need;           /* bytes client.in must hold before parsing again */
+    struct resp_reader reader;    /* frames (and digests) the primary's replies */
+    uint32_t outstanding;         /* units awaiting the primary */
+    int64_t db;                   /* SELECTed db, for the shadow */
+    char *client_name;            /* CLIENT SETNAME, for the shadow (heap), or NULL */
+    struct redis_ident *ident;    /* the login the primary accepted, for the shadow; NULL none */
+    enum rs_login primary_login;  /* the login of server (the primary connection) */
+
+    struct redis_unit *units_head, *units_tail;
+    struct redis_unit *pcur;      /* first unit awaiting the primary's reply */
+    struct redis_unit *scur;      /* first mirrored unit awaiting the shadow's */
+    struct redis_unit *spare;     /* recycled units */
+    unsigned nspare;
+    struct redis_compare *spare_cmp; /* recycled comparisons */
+    unsigned nspare_cmp;
+
+    struct redis_shadow shadow;
+    struct redis_route route;
+    uint64_t now_ns;              /* the clock at this event; 0: not read yet (redis_now) */
+};
+
+/*
+ * redis_now - the clock, read at most once per event: the commands one read
+ * brings and the replies one read completes share that read's time
+ * (clock_gettime up to four times per mirrored command was 5% of tandem's
+ * CPU in shadow mode).  Every entry point (event handler, worker op) clears
+ * now_ns first, so a time never outlives its event.
+ */
+static inline uint64_t
+redis_now(struct redis_session *s)
+{
+    if (s->now_ns == 0)
+        s->now_ns = session_now_ns();
+    return s->now_ns;
+}
+
+/* redis_session.c */
+enum rs_cmd redis_cmd_which(const struct rediscmd *cmd);
+/* wipe the identity's secret and free it; NULL is fine */
+void redis_ident_free(struct redis_ident *id);
+/*
+ * 1 when the shadow connection acts with no more rights than the client
+ * has on the primary: it may answer the client's reads, and become its
+ * primary connection at a cutover.
+ */
+int redis_shadow_login_ok(const struct redis_session *s);
+struct redis_unit *redis_unit_new(struct redis_session *s);
+/* a cleared comparison, recycled when one is spare; NULL when out of memory */
+struct redis_compare *redis_cmp_new(struct redis_session *s);
+void redis_cmp_free(struct redis_session *s, struct redis_compare *c);
+void redis_unit_append(struct redis_session *s, struct redis_unit *u);
+void redis_complete_units(struct redis_session *s);
+void redis_count_backend(struct redis_session *s, const struct rt_backend *b,
+                         enum metric_backend_counter c, uint64_t n);
+/* the shadow made progress: a session draining its shadow may be done */
+void redis_session_shadow_progress(struct redis_session *s);
+/* n bytes at the start of in answer the routed read: to the client */
+void redis_session_forward(struct redis_session *s, struct evbuffer *in, size_t n);
+/* the routed read's reply is whole (the unit may be freed already) */
+void redis_session_route_done(struct redis_session *s);
+/* the shadow was lost while answering the routed read (before complete_units) */
+void redis_session_route_lost(struct redis_session *s);
+
+/* redis_shadow.c */
+void redis_shadow_start(struct redis_session *s);
+void redis_shadow_release(struct redis_session *s);
+/* a command was read: decide whether it is mirrored; bytes are its request */
+void redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
+                          size_t len);
+/* after a batch of primary replies: release what they answered, send */
+void redis_shadow_flush(struct redis_session *s);
+void redis_shadow_idle(struct redis_session *s);
+void redis_shadow_record(struct redis_session *s, struct redis_unit *u);
+int redis_shadow_tick(struct redis_session *s, uint64_t now, uint64_t *lag_ns);
+int redis_shadow_busy(const struct redis_session *s);
+int redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
+                       size_t len);
+int redis_shadow_writes_owed(const struct redis_session *s);
+int redis_shadow_swap_ready(const struct redis_session *s);
+void redis_shadow_swap(struct redis_session *s);
+void redis_shadow_orphan(struct redis_session *s);
+/* the client's login cannot be followed on the shadow: the session is mirrored no more */
+void redis_shadow_identity_lost(struct redis_session *s, const char *why);
+void redis_shadow_abandon(struct redis_session *s);
+void redis_keep_sample(uint8_t *sample, uint16_t *have, const uint8_t *p, size_t n);
+
+#endif /* TANDEM_REDIS_SESSION_INT_H */

@@ -1,0 +1,1065 @@
+/*
+ * redis_shadow.c - the shadow side of a Redis session: mirror commands to
+ * the shadow, frame and digest its replies, compare, record.
+ *
+ * The shadow can never hurt the client.  Nothing here blocks, nothing here
+ * writes to the client or the primary, and every failure ends in detach():
+ * the shadow connection is dropped, the units it owed are counted with an
+ * outcome (dropped, shadow_error, shadow_timeout), a lost write marks the
+ * listener diverged, and the session goes on with the primary alone.  At
+ * its next idle point (no reply owed, no MULTI open, not subscribed) the
+ * session tries again, with a back-off of 1 s doubling to 60 s, on a new
+ * connection that first logs in and replays the session state (SELECT,
+ * CLIENT SETNAME).
+ *
+ * Login: as the client.  Its AUTH (or HELLO ... AUTH) is mirrored like any
+ * command, in its turn, once the primary accepted it (refused, the shadow
+ * never sees it); a new connection replays the identity the primary last
+ * accepted.  Only a client that never logged in has the shadow connection
+ * log in with the shadow backend's own credentials, if any.  A shadow that
+ * refuses the client's identity ends the session's mirroring for good
+ * (reason `identity`): re-attaching would only be refused again, and
+ * anything else would run the client's commands with rights not its own.
+ *
+ * Mirror order: a mirrored command waits in shadow.held until the primary
+ * has answered it, and only then goes to the shadow, so the shadow applies
+ * writes in the order the primary acknowledged them (see pg_shadow.c for
+ * why that order is the one that matters across sessions).  A transaction
+ * is one unit: MULTI and its queued commands collect in tx_buf and go to
+ * the shadow, whole, only when the primary's EXEC succeeded (an array, not
+ * the null of an aborted WATCH nor an EXECABORT error).  WATCH itself is
+ * never mirrored: the shadow gets only transactions that did commit.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <event2/buffer.h>
+#include <openssl/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics/metric.h"
+#include "metrics/shadow.h"
+#include "protocol/rediscmp.h"
+#include "metrics/log.h"
+#include "redis/redis_session_int.h"
+#include "control/runtime.h"
+#include "engine/worker.h"
+
+/* The report's text of one side's reply. */
+#define SUMMARY_MAX 512
+
+#define slog(s, level, ...) log_at(level, (s)->id, (s)->peer, __VA_ARGS__)
+
+static void detach(struct redis_session *s, enum shadow_outcome why, const char *reason);
+static void identity_refused(struct redis_session *s, const char *why);
+static void on_shadow_io(evutil_socket_t fd, short what, void *arg);
+static void shadow_connected(struct redis_session *s);
+
+static const struct conf_mirror *
+mirror_conf(const struct redis_session *s)
+{
+    return &s->lis->conf->mirror;
+}
+
+static void
+account(struct redis_session *s, int64_t delta)
+{
+    s->shadow.queued = (size_t)((int64_t)s->shadow.queued + delta);
+    session_queue_account(delta);
+}
+
+static void
+count_shadow(struct redis_session *s, enum metric_backend_counter c, uint64_t n)
+{
+    redis_count_backend(s, s->shadow_be, c, n);
+}
+
+/* A unit whose loss leaves the shadow's data behind the primary's. */
+static int
+changes_data(const struct redis_unit *u)
+{
+    return u->kind == REQ_KIND_WRITE || u->tx;
+}
+
+/* mirror { reads N%; }: a read picked for comparison (xorshift64: no lock, unlike random()). */
+static int
+sample_read(struct redis_session *s)
+{
+    double p = mirror_conf(s)->reads;
+    if (p <= 0)
+        return 0;
+    if (p >= 1)
+        return 1;
+    uint64_t x = s->shadow.rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    s->shadow.rng = x;
+    return (double)(x >> 11) / 9007199254740992.0 < p;
+}
+
+/* Is a command outside MULTI sent to the shadow? */
+static int
+wanted(struct redis_session *s, const struct redis_unit *u)
+{
+    if (u->flags & (REDISCMD_NO_MIRROR | REDISCMD_BLOCKING | REDISCMD_PUBSUB))
+        return 0;
+    switch (u->kind) {
+    case REQ_KIND_WRITE:
+    case REQ_KIND_SESSION:
+        return 1;
+    case REQ_KIND_READ:
+        return sample_read(s);
+    default:
+        return 0; /* admin; WATCH, UNWATCH, a stray EXEC or DISCARD */
+    }
+}
+
+/* The first mirrored unit, from `from` on, the shadow still owes. */
+static struct redis_unit *
+next_for_shadow(struct redis_unit *from)
+{
+    while (from && (!from->mirrored || from->shadow_done))
+        from = from->next;
+    return from;
+}
+
+/* redis_keep_sample - keep the first bytes of a reply for the report. */
+void
+redis_keep_sample(uint8_t *sample, uint16_t *have, const uint8_t *p, size_t n)
+{
+    size_t room = RS_SAMPLE_BYTES - *have;
+    if (n > room)
+        n = room;
+    memcpy(sample + *have, p, n);
+    *have = (uint16_t)(*have + n);
+}
+
+/*
+ * admit - len more bytes join this session's mirror queue, counted against
+ * the session's and the process's bounds.  Over a bound the shadow is
+ * detached (-1): it can fall behind, the client cannot.
+ */
+static int
+admit(struct redis_session *s, size_t len)
+{
+    if (s->shadow.queued + len > mirror_conf(s)->queue_bytes ||
+        session_queue_total() + len > s->rt->conf->limits.mirror_queue_total) {
+        detach(s, SHADOW_DROPPED, "mirror queue full");
+        return -1;
+    }
+    account(s, (int64_t)len);
+    return 0;
+}
+
+/* Write what conn.out holds; what left it leaves the queue too. */
+static int
+flush_shadow(struct redis_session *s)
+{
+    struct redis_shadow *sh = &s->shadow;
+    size_t before = evbuffer_get_length(sh->conn.out);
+    if (conn_flush(&sh->conn) == CONN_ERROR) {
+        detach(s, SHADOW_SHADOW_ERROR, "write to the shadow failed");
+        return -1;
+    }
+    account(s, -(int64_t)(before - evbuffer_get_length(sh->conn.out)));
+    return 0;
+}
+
+/*
+ * mirror - unit u goes to the shadow once the primary has answered it:
+ * its request (bytes, or the first len bytes of src) waits in held.  A
+ * detached shadow or a full queue makes it `dropped`.
+ */
+static void
+mirror(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes, struct evbuffer *src,
+       size_t len)
+{
+    struct redis_shadow *sh = &s->shadow;
+
+    u->mirrored = 1;
+    if (sh->state == RSH_DETACHED) {
+        shadow_count_dropped(s->w->shadow, s->lis->metric_slot,
+                             sh->identity_refused ? SHADOW_DROP_IDENTITY : SHADOW_DROP_DETACHED, 1);
+        if (changes_data(u))
+            shadow_set_diverged(s->lis->metric_slot);
+        u->forced = SHADOW_DROPPED;
+        u->shadow_done = 1;
+        return;
+    }
+    if (admit(s, len) != 0)
+        return; /* detach() counted it with the rest of what was owed */
+    u->cmp = redis_cmp_new(s); /* NULL: mirrored, not compared */
+    if (src != NULL)
+        evbuffer_remove_buffer(src, sh->held, len);
+    else
+        evbuffer_add(sh->held, bytes, len);
+    u->held = 1;
+    u->held_len = len;
+    sh->nheld++;
+    if (s->scur == NULL)
+        s->scur = u;
+}
+
+/* A transaction collects in tx_buf: every queued command, MULTI included. */
+static void
+tx_add(struct redis_session *s, const struct redis_unit *u, const uint8_t *bytes, size_t len)
+{
+    struct redis_shadow *sh = &s->shadow;
+    evbuffer_add(sh->tx_buf, bytes, len);
+    sh->tx_cmds++;
+    if (u->kind == REQ_KIND_WRITE || u->kind == REQ_KIND_SESSION)
+        sh->tx_wanted = 1;
+}
+
+/* Room for AUTH user pass of the longest identity tandem keeps, and RESET before it. */
+#define LOGIN_BUF (RS_IDENT_USER_MAX + RS_IDENT_PASS_MAX + 64)
+
+/* AUTH with the shadow backend's own credentials into out; 0 when it has none. */
+static size_t
+build_tandem_auth(const struct rt_backend *b, uint8_t *out, size_t cap)
+{
+    if (!b->password[0])
+        return 0;
+    if (b->conf->user[0])
+        return resp_build_command(out, cap, 3,
+                                  (const char *const[]){"AUTH", b->conf->user, b->password}, NULL);
+    return resp_build_command(out, cap, 2, (const char *const[]){"AUTH", b->password}, NULL);
+}
+
+/* AUTH as the client's identity, in the form it used, into out; 0 when out is too small. */
+static size_t
+build_ident_auth(const struct redis_ident *id, uint8_t *out, size_t cap)
+{
+    if (id->has_user)
+        return resp_build_command(out, cap, 3, (const char *const[]){"AUTH", id->user, id->pass},
+                                  (const size_t[]){4, id->user_len, id->pass_len});
+    return resp_build_command(out, cap, 2, (const char *const[]){"AUTH", id->pass},
+                              (const size_t[]){4, id->pass_len});
+}
+
+/*
+ * mirror_login - the client's AUTH or HELLO ... AUTH (unit u): the shadow
+ * gets AUTH with the same identity, in its turn, once the primary accepted
+ * it (drop_instead).  Not HELLO itself: its answer describes the server.
+ * A detached shadow needs nothing: re-attaching replays what the primary
+ * accepted.  An identity tandem could not keep (too long, out of memory)
+ * ends the mirroring: the shadow would go on as someone else.
+ */
+static void
+mirror_login(struct redis_session *s, struct redis_unit *u)
+{
+    uint8_t buf[LOGIN_BUF];
+    size_t n;
+
+    if (u->ident == NULL || (n = build_ident_auth(u->ident, buf, sizeof(buf))) == 0) {
+        redis_shadow_identity_lost(s, "the client's login is longer than tandem keeps");
+        return;
+    }
+    if (s->shadow.state == RSH_DETACHED) {
+        OPENSSL_cleanse(buf, n);
+        return;
+    }
+    u->replay = 1; /* the session's state, not a comparison */
+    u->identity = 1;
+    u->sets_login = 1;
+    u->login = RL_CLIENT;
+    u->mode = RESP_DIGEST_NONE;
+    mirror(s, u, buf, NULL, n);
+    OPENSSL_cleanse(buf, n);
+}
+
+/*
+ * redis_shadow_command - command u (request bytes[0..len)) was read and
+ * appended; s->in_multi is already 1 for MULTI and still 1 for its EXEC or
+ * DISCARD.  Decide what the shadow gets of it.
+ */
+void
+redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
+                     size_t len)
+{
+    struct redis_shadow *sh = &s->shadow;
+    enum rs_cmd which = (enum rs_cmd)u->which;
+
+    if (sh->tx_buf == NULL)
+        return;
+    if (u->track == RT_AUTH) {
+        if (s->in_multi) {
+            /* run by EXEC, its answer one of many: tandem cannot tell who the client is after */
+            redis_ident_free(u->ident);
+            u->ident = NULL;
+            redis_shadow_identity_lost(s, "the client logged in inside MULTI");
+            return;
+        }
+        mirror_login(s, u);
+        return;
+    }
+    if (which == RC_MULTI && evbuffer_get_length(sh->tx_buf) == 0 && sh->tx_cmds == 0) {
+        sh->tx_wanted = 0;
+        tx_add(s, u, bytes, len);
+        return;
+    }
+    if (s->in_multi && which == RC_EXEC) {
+        tx_add(s, u, bytes, len);
+        u->tx = 1;
+        u->sreplies = sh->tx_cmds;
+        u->mode = RESP_DIGEST_ORDERED;
+        size_t txlen = evbuffer_get_length(sh->tx_buf);
+        if (sh->tx_wanted)
+            mirror(s, u, NULL, sh->tx_buf, txlen);
+        evbuffer_drain(sh->tx_buf, evbuffer_get_length(sh->tx_buf));
+        sh->tx_cmds = 0;
+        return;
+    }
+    if ((s->in_multi && which == RC_DISCARD) || which == RC_RESET) {
+        evbuffer_drain(sh->tx_buf, evbuffer_get_length(sh->tx_buf));
+        sh->tx_cmds = 0;
+        if (which == RC_RESET) {
+            /*
+             * RESET logs the primary's connection out: the shadow's too, then
+             * it logs in as a new connection of a client that never did would
+             */
+            uint8_t buf[LOGIN_BUF];
+            size_t n = resp_build_command(buf, sizeof(buf), 1, (const char *const[]){"RESET"},
+                                          NULL);
+            size_t a = build_tandem_auth(s->shadow_be, buf + n, sizeof(buf) - n);
+            u->replay = 1;
+            u->sreplies = a > 0 ? 2 : 1;
+            u->sets_login = 1;
+            u->login = a > 0 ? RL_TANDEM : RL_DEFAULT;
+            mirror(s, u, buf, NULL, n + a);
+            OPENSSL_cleanse(buf, n + a);
+        }
+        return;
+    }
+    if (s->in_multi) {
+        tx_add(s, u, bytes, len);
+        return;
+    }
+    if (wanted(s, u))
+        mirror(s, u, bytes, NULL, len);
+}
+
+/* A mirrored unit whose primary answer says the shadow must not run it. */
+static int
+drop_instead(const struct redis_unit *u)
+{
+    const struct redis_compare *c = u->cmp;
+    if (u->identity)
+        return u->refused; /* a login the primary refused changes nothing */
+    if (!u->primary_done || c == NULL || c->plen == 0)
+        return 0;
+    if (u->tx)
+        return c->pinfo.type != '*' || c->pinfo.null; /* aborted: nothing committed */
+    /* refused for the client's credentials, which the shadow does not share */
+    return c->pinfo.type == '-' && ((c->plen >= 7 && memcmp(c->psample, "-NOAUTH", 7) == 0) ||
+                                    (c->plen >= 7 && memcmp(c->psample, "-NOPERM", 7) == 0));
+}
+
+/* Send, in order, the held units the primary has answered (all of them when force). */
+static void
+release_held(struct redis_session *s, int force)
+{
+    struct redis_shadow *sh = &s->shadow;
+    uint64_t now = redis_now(s);
+    int sent = 0;
+
+    for (struct redis_unit *u = s->units_head; u && sh->nheld > 0; u = u->next) {
+        if (!u->held)
+            continue;
+        if (!force && !u->primary_done)
+            break;
+        u->held = 0;
+        sh->nheld--;
+        if (drop_instead(u)) {
+            evbuffer_drain(sh->held, u->held_len);
+            account(s, -(int64_t)u->held_len);
+            u->mirrored = 0;
+            u->shadow_done = 1;
+            if (s->scur == u)
+                s->scur = next_for_shadow(u->next);
+            continue;
+        }
+        u->shadow_sent_ns = sh->state == RSH_READY ? now : 0;
+        evbuffer_remove_buffer(sh->held, sh->conn.out, u->held_len);
+        if (u->sets_login)
+            sh->login = (enum rs_login)u->login;
+        sent = 1;
+    }
+    if (sent && sh->state == RSH_READY && force)
+        flush_shadow(s);
+}
+
+/*
+ * redis_shadow_flush - after a batch of primary replies: the held units
+ * they answered go to the shadow, in order, and are sent, one pass over the
+ * units and one write per batch.  (Releasing per reply walked the list from
+ * its head every time: quadratic in the pipeline's depth.)
+ */
+void
+redis_shadow_flush(struct redis_session *s)
+{
+    if (s->shadow.state == RSH_OFF)
+        return;
+    if (s->shadow.nheld > 0) {
+        release_held(s, 0);
+        redis_complete_units(s); /* those dropped instead of sent */
+    }
+    if (s->shadow.state == RSH_READY && evbuffer_get_length(s->shadow.conn.out) > 0)
+        flush_shadow(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Recording.                                                          */
+
+/* "SET", "CLIENT SETNAME", "MULTI/EXEC": what the report groups by. */
+static void
+unit_key(const struct redis_unit *u, char *out, size_t cap)
+{
+    const char *name = u->tx ? "multi/exec" : u->cmd ? u->cmd->name : "(unknown command)";
+    size_t i = 0;
+    for (; name[i] && i + 1 < cap; i++) {
+        char c = name[i] == '|' ? ' ' : name[i];
+        out[i] = (c >= 'a' && c <= 'z') ? (char)(c - 'a' + 'A') : c;
+    }
+    out[i] = '\0';
+}
+
+/* FNV-1a, salted so a Redis key never meets a PostgreSQL fingerprint. */
+static uint64_t
+key_id(const char *key)
+{
+    uint64_t h = 0xcbf29ce484222325ull ^ 0x7265646973ull; /* "redis" */
+    for (const char *p = key; *p; p++)
+        h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+    return h;
+}
+
+/*
+ * The report's key and its id for each command of the table, built once
+ * for the process: spelling and hashing the name again for every recorded
+ * command cost more than the comparison.  NULL (out of memory): computed
+ * each time.
+ */
+struct cmd_key {
+    char text[48]; /* the longest name is 29 bytes */
+    uint64_t id;
+};
+static struct cmd_key *cmd_keys;
+static const struct rediscmd *cmd_table;
+static size_t cmd_count;
+static pthread_once_t cmd_keys_once = PTHREAD_ONCE_INIT;
+
+static void
+cmd_keys_build(void)
+{
+    const struct rediscmd *t = rediscmd_table(&cmd_count);
+    struct cmd_key *k = calloc(cmd_count, sizeof(*k));
+    if (k == NULL)
+        return;
+    for (size_t i = 0; i < cmd_count; i++) {
+        struct redis_unit u = {.cmd = &t[i]};
+        unit_key(&u, k[i].text, sizeof(k[i].text));
+        k[i].id = key_id(k[i].text);
+    }
+    cmd_table = t;
+    cmd_keys = k;
+}
+
+/* The key of u: its command's precomputed one, or spelled into buf. */
+static const struct cmd_key *
+record_key(const struct redis_unit *u, struct cmd_key *buf)
+{
+    pthread_once(&cmd_keys_once, cmd_keys_build);
+    if (!u->tx && u->cmd != NULL && cmd_keys != NULL && u->cmd >= cmd_table &&
+        u->cmd < cmd_table + cmd_count)
+        return &cmd_keys[u->cmd - cmd_table];
+    unit_key(u, buf->text, sizeof(buf->text));
+    buf->id = key_id(buf->text);
+    return buf;
+}
+
+void
+redis_shadow_record(struct redis_session *s, struct redis_unit *u)
+{
+    enum shadow_outcome outcome;
+    struct cmd_key kbuf;
+    char psum[SUMMARY_MAX], ssum[SUMMARY_MAX];
+    const struct redis_compare *c = u->cmp;
+
+    psum[0] = ssum[0] = '\0'; /* not "" initializers: those clear 1 KiB per command */
+    if (u->forced >= 0)
+        outcome = (enum shadow_outcome)u->forced;
+    else if (c != NULL)
+        outcome = rediscmp_outcome(u->flags, &c->pinfo, &c->sinfo,
+                                   rediscmp_ttl_tolerance(u->cmd ? u->cmd->name : ""));
+    else
+        return; /* mirrored, not compared (orphaned, or out of memory) */
+    if (outcome != SHADOW_MATCH && c != NULL) {
+        rediscmp_render(c->psample, c->plen, c->pinfo.size, psum, sizeof(psum));
+        if (u->forced < 0)
+            rediscmp_render(c->ssample, c->slen, c->sinfo.size, ssum, sizeof(ssum));
+    }
+    const struct cmd_key *key = record_key(u, &kbuf);
+    shadow_record(s->w->shadow, s->lis->metric_slot, key->id, key->text, outcome, u->primary_ns,
+                  u->shadow_done && u->forced < 0 ? u->shadow_ns : 0, psum, ssum);
+    /*
+     * A write only one side failed: its data may differ from now on (forced
+     * outcomes, drops and detaches, were noted where decided).  A write whose
+     * reply differs in value is no proof: INCR, LPUSH ... answer what other
+     * sessions' writes made of the key, and those interleave across sessions.
+     */
+    if (u->forced < 0 && changes_data(u) && !u->replay &&
+        (outcome == SHADOW_SHADOW_ERROR || outcome == SHADOW_PRIMARY_ERROR))
+        shadow_note_divergence(s->lis->metric_slot, shadow_outcome_name(outcome), key->text,
+                               strlen(key->text));
+    if (outcome == SHADOW_MISMATCH)
+        slog(s, CONF_LOG_DEBUG, "shadow mismatch: %s: primary %s, shadow %s", key->text, psum,
+             ssum);
+}
+
+/* ------------------------------------------------------------------ */
+/* The shadow connection.                                              */
+
+static void
+shadow_close(struct redis_session *s)
+{
+    struct redis_shadow *sh = &s->shadow;
+    if (sh->conn_open) {
+        conn_release(&sh->conn);
+        sh->conn_open = 0;
+        if (sh->state == RSH_READY)
+            count_shadow(s, METRIC_B_SERVER_CLOSED, 1);
+    }
+    if (sh->held)
+        evbuffer_drain(sh->held, evbuffer_get_length(sh->held));
+    sh->nheld = 0;
+    account(s, -(int64_t)sh->queued);
+    sh->reply_open = 0;
+    sh->replies_left = 0;
+}
+
+/*
+ * detach_as - give up on this shadow connection.  Every unit it still owed
+ * gets `why` as its outcome and is counted as dropped for reason_id; a
+ * write among them makes the shadow diverged.  Logged at level.
+ */
+static void
+detach_as(struct redis_session *s, enum shadow_outcome why, enum shadow_drop_reason reason_id,
+          enum conf_log_level level, const char *reason)
+{
+    struct redis_shadow *sh = &s->shadow;
+    int lost_write = 0;
+    uint64_t owed = 0;
+
+    if (sh->state == RSH_DETACHED || sh->state == RSH_OFF)
+        return;
+    for (struct redis_unit *u = s->units_head; u; u = u->next) {
+        if (!u->mirrored || u->shadow_done)
+            continue;
+        u->forced = (int8_t)why;
+        u->shadow_done = 1;
+        u->held = 0;
+        lost_write |= changes_data(u) && !u->replay;
+        owed++;
+    }
+    s->scur = NULL;
+    shadow_close(s);
+    sh->state = RSH_DETACHED;
+    sh->failures++;
+    sh->retry_at_ns = session_now_ns() + session_retry_backoff_ns(sh->failures);
+    if (owed > 0)
+        shadow_count_dropped(s->w->shadow, s->lis->metric_slot, reason_id, owed);
+    if (lost_write)
+        shadow_set_diverged(s->lis->metric_slot);
+    log_at(level, s->id, s->peer, "shadow \"%s\" at %s detached: %s%s", s->shadow_be->conf->name,
+           s->shadow_be->addr_text, reason, lost_write ? " (a write was lost: diverged)" : "");
+    redis_session_route_lost(s); /* before the routed unit is recorded and freed */
+    redis_complete_units(s);
+    redis_session_shadow_progress(s);
+}
+
+/* detach - detach_as with the drop reason and log level that go with the outcome. */
+static void
+detach(struct redis_session *s, enum shadow_outcome why, const char *reason)
+{
+    enum shadow_drop_reason reason_id = why == SHADOW_SHADOW_TIMEOUT ? SHADOW_DROP_SHADOW_TIMEOUT
+                                        : why == SHADOW_SHADOW_ERROR ? SHADOW_DROP_SHADOW_ERROR
+                                                                     : SHADOW_DROP_QUEUE_FULL;
+    detach_as(s, why, reason_id, why == SHADOW_DROPPED ? CONF_LOG_INFO : CONF_LOG_WARN, reason);
+}
+
+/*
+ * The user name of the client's identity for the log (never the password):
+ * printable bytes only, and short, since the client chose it.
+ */
+static void
+ident_user_text(const struct redis_ident *id, char *out, size_t cap)
+{
+    size_t i = 0;
+    if (id == NULL || !id->has_user) {
+        snprintf(out, cap, "default");
+        return;
+    }
+    for (; i < id->user_len && i + 1 < cap; i++) {
+        char c = id->user[i];
+        out[i] = c >= 0x20 && c < 0x7f && c != '"' ? c : '?';
+    }
+    out[i] = '\0';
+}
+
+/*
+ * identity_refused - the shadow will not act as the client (or tandem
+ * cannot tell it who the client is): detach for the rest of the session,
+ * counted as `identity`, logged once (the session never re-attaches).  The
+ * session's later mirrors are dropped (`identity`), a write among them
+ * marks the shadow diverged, and a cutover closes the session.
+ */
+static void
+identity_refused(struct redis_session *s, const char *why)
+{
+    struct redis_shadow *sh = &s->shadow;
+    char text[512];
+
+    if (sh->identity_refused || sh->state == RSH_OFF)
+        return;
+    sh->identity_refused = 1;
+    snprintf(text, sizeof(text),
+             "%s; this session is not mirrored any more (the shadow needs the primary's ACL "
+             "users)",
+             why);
+    if (sh->state == RSH_DETACHED) {
+        /* detached already (a failure, and no connection now): no more attempts */
+        log_at(CONF_LOG_WARN, s->id, s->peer, "shadow \"%s\" at %s: %s", s->shadow_be->conf->name,
+               s->shadow_be->addr_text, text);
+        return;
+    }
+    detach_as(s, SHADOW_DROPPED, SHADOW_DROP_IDENTITY, CONF_LOG_WARN, text);
+}
+
+void
+redis_shadow_identity_lost(struct redis_session *s, const char *why)
+{
+    identity_refused(s, why);
+}
+
+/*
+ * Queue one command of the login or the session state (bytes[0..n)),
+ * answered before any mirror.  Its unit, or NULL when out of memory.
+ */
+static struct redis_unit *
+replay_bytes(struct redis_session *s, const uint8_t *buf, size_t n)
+{
+    struct redis_shadow *sh = &s->shadow;
+    struct redis_unit *u = n > 0 ? redis_unit_new(s) : NULL;
+    if (u == NULL)
+        return NULL;
+    u->kind = REQ_KIND_SESSION;
+    u->replay = u->mirrored = u->primary_done = 1;
+    u->closed_ns = session_now_ns();
+    u->mode = RESP_DIGEST_NONE;
+    u->cmp = redis_cmp_new(s); /* for the error text, should it fail */
+    redis_unit_append(s, u);
+    if (s->scur == NULL)
+        s->scur = u;
+    evbuffer_add(sh->conn.out, buf, n);
+    account(s, (int64_t)n);
+    return u;
+}
+
+static void
+replay(struct redis_session *s, size_t argc, const char *const *argv)
+{
+    uint8_t buf[2048];
+    replay_bytes(s, buf, resp_build_command(buf, sizeof(buf), argc, argv, NULL));
+}
+
+/*
+ * replay_login - the new connection logs in: as the client's identity when
+ * the primary accepted one, else with the shadow backend's credentials, if
+ * any.  -1 when out of memory.
+ */
+static int
+replay_login(struct redis_session *s)
+{
+    struct redis_shadow *sh = &s->shadow;
+    uint8_t buf[LOGIN_BUF];
+    size_t n;
+    struct redis_unit *u = NULL;
+    enum rs_login login;
+
+    if (s->ident != NULL) {
+        n = build_ident_auth(s->ident, buf, sizeof(buf));
+        login = RL_CLIENT;
+    } else {
+        n = build_tandem_auth(s->shadow_be, buf, sizeof(buf));
+        login = RL_TANDEM;
+    }
+    sh->login = RL_DEFAULT;
+    if (n == 0)
+        return 0; /* nobody to log in as: the default user, like the client on the primary */
+    u = replay_bytes(s, buf, n);
+    OPENSSL_cleanse(buf, n);
+    if (u == NULL)
+        return -1;
+    u->identity = login == RL_CLIENT;
+    u->sets_login = 1;
+    u->login = (uint8_t)login;
+    sh->login = login;
+    return 0;
+}
+
+/*
+ * redis_shadow_start - open a shadow connection for s: log in (as the
+ * client, or with the shadow backend's credentials for a client that never
+ * logged in: replay_login), replay the session's db and name.  Never
+ * waits: mirrors queue up in conn.out behind the login until the connect
+ * completes.
+ */
+void
+redis_shadow_start(struct redis_session *s)
+{
+    struct redis_shadow *sh = &s->shadow;
+    const struct rt_backend *b = s->shadow_be;
+
+    if (sh->state == RSH_OFF) {
+        sh->held = evbuffer_new();
+        sh->tx_buf = evbuffer_new();
+        if (sh->held == NULL || sh->tx_buf == NULL)
+            return; /* stays OFF: the session runs without a shadow */
+        sh->state = RSH_DETACHED;
+    }
+    sh->state = RSH_CONNECTING; /* so a failure is counted */
+    int rc = session_connect(&sh->conn, s->w->base, b, on_shadow_io, s);
+    if (rc < 0) {
+        char why[200];
+        snprintf(why, sizeof(why), "connect: %s", strerror(errno));
+        count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
+        detach(s, SHADOW_SHADOW_ERROR, why);
+        return;
+    }
+    sh->conn_open = 1;
+    sh->connect_ns = session_now_ns();
+    sh->reply_open = 0;
+    sh->replies_left = 0;
+
+    if (replay_login(s) != 0) {
+        detach(s, SHADOW_SHADOW_ERROR, "out of memory");
+        return;
+    }
+    if (s->db != 0) {
+        char db[24];
+        snprintf(db, sizeof(db), "%lld", (long long)s->db);
+        replay(s, 2, (const char *const[]){"SELECT", db});
+    }
+    if (s->client_name != NULL)
+        replay(s, 3, (const char *const[]){"CLIENT", "SETNAME", s->client_name});
+
+    if (rc == 0)
+        shadow_connected(s);
+}
+
+static void
+shadow_connected(struct redis_session *s)
+{
+    struct redis_shadow *sh = &s->shadow;
+    uint64_t now = session_now_ns();
+
+    sh->state = RSH_READY;
+    sh->failures = 0;
+    count_shadow(s, METRIC_B_SERVER_OPENED, 1);
+    slog(s, CONF_LOG_DEBUG, "shadow \"%s\" connected", s->shadow_be->conf->name);
+    for (struct redis_unit *u = s->units_head; u; u = u->next)
+        if (u->mirrored && !u->shadow_done && !u->held && u->shadow_sent_ns == 0)
+            u->shadow_sent_ns = now;
+    conn_want_read(&sh->conn, 1);
+    flush_shadow(s);
+}
+
+/* Read the shadow's replies: frame them, digest the last one of each unit. */
+static void
+shadow_input(struct redis_session *s)
+{
+    struct redis_shadow *sh = &s->shadow;
+    struct evbuffer *in = sh->conn.in;
+
+    while (sh->state == RSH_READY && evbuffer_get_length(in) > 0) {
+        struct redis_unit *u = s->scur;
+        struct evbuffer_iovec v;
+        if (u == NULL || u->held) {
+            detach(s, SHADOW_SHADOW_ERROR, "the shadow sent a reply to no request");
+            return;
+        }
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            return;
+        if (sh->replies_left == 0)
+            sh->replies_left = u->sreplies;
+        int last = sh->replies_left == 1;
+        /* a replayed login or state: each of its replies is checked (RESET, then AUTH) */
+        int keep = (last || u->replay) && u->cmp;
+        if (!sh->reply_open) {
+            resp_reader_init(&sh->reader, last && u->cmp ? (enum resp_digest_mode)u->mode
+                                                         : RESP_DIGEST_NONE);
+            sh->reply_open = 1;
+            if (keep)
+                u->cmp->slen = 0;
+        }
+        size_t used = 0;
+        struct resp_reply_info info;
+        const char *err = NULL;
+        enum resp_status st = resp_reader_feed(&sh->reader, v.iov_base, v.iov_len, &used, &info,
+                                               &err);
+        if (st == RESP_ERROR) {
+            detach(s, SHADOW_SHADOW_ERROR, "the shadow sent an invalid reply");
+            return;
+        }
+        if (keep)
+            redis_keep_sample(u->cmp->ssample, &u->cmp->slen, v.iov_base, used);
+        int routed = u == s->route.unit;
+        if (routed)
+            redis_session_forward(s, in, used); /* the client's answer */
+        else
+            evbuffer_drain(in, used);
+        if (st != RESP_OK)
+            continue;
+        sh->reply_open = 0;
+        if (u->replay && info.type == '-') {
+            char why[300], text[200] = "";
+            if (u->cmp)
+                rediscmp_render(u->cmp->ssample, u->cmp->slen, info.size, text, sizeof(text));
+            if (u->identity) {
+                char user[64];
+                ident_user_text(s->ident, user, sizeof(user));
+                snprintf(why, sizeof(why), "the shadow refused the client's login as \"%s\": %s",
+                         user, text);
+                identity_refused(s, why);
+            } else {
+                snprintf(why, sizeof(why), "login failed: %s", text);
+                detach(s, SHADOW_SHADOW_ERROR, why);
+            }
+            return;
+        }
+        if (--sh->replies_left > 0)
+            continue;
+        u->shadow_done = 1;
+        u->shadow_ns = redis_now(s) - (u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns);
+        if (u->cmp)
+            u->cmp->sinfo = info;
+        s->scur = next_for_shadow(u->next);
+        redis_complete_units(s);
+        if (routed)
+            redis_session_route_done(s);
+        redis_session_shadow_progress(s);
+    }
+}
+
+static void
+on_shadow_io(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_session *s = arg;
+    struct redis_shadow *sh = &s->shadow;
+    size_t n;
+    (void)fd;
+
+    s->now_ns = 0;
+    if (sh->state == RSH_CONNECTING) {
+        int err = session_connect_result(&sh->conn);
+        if (err != 0) {
+            char why[200];
+            snprintf(why, sizeof(why), "connect: %s", strerror(err));
+            count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
+            detach(s, SHADOW_SHADOW_ERROR, why);
+            return;
+        }
+        shadow_connected(s);
+        return;
+    }
+    if (sh->state != RSH_READY)
+        return;
+    if (what & EV_READ) {
+        enum conn_io io = conn_read(&sh->conn, s->w->scratch, sizeof(s->w->scratch), &n);
+        if (io == CONN_OK) {
+            count_shadow(s, METRIC_B_BACKEND_BYTES_RECEIVED, n);
+            shadow_input(s);
+        }
+        if (sh->state != RSH_READY)
+            return;
+        if (io == CONN_EOF || io == CONN_ERROR) {
+            detach(s, SHADOW_SHADOW_ERROR, io == CONN_EOF ? "the shadow closed the connection"
+                                                          : "read from the shadow failed");
+            return;
+        }
+    }
+    flush_shadow(s);
+}
+
+/* redis_shadow_idle - an idle point: a detached shadow may come back. */
+void
+redis_shadow_idle(struct redis_session *s)
+{
+    if (s->shadow.state == RSH_DETACHED && !s->shadow.identity_refused && s->units_head == NULL &&
+        session_now_ns() >= s->shadow.retry_at_ns)
+        redis_shadow_start(s);
+}
+
+/*
+ * redis_shadow_tick - periodic check from the worker: a shadow that has
+ * not connected within connect_timeout, or not answered its oldest unit
+ * within the mirror timeout, is detached.  *lag_ns gets that unit's age.
+ * Returns 1 when the session's shadow is detached.
+ */
+int
+redis_shadow_tick(struct redis_session *s, uint64_t now, uint64_t *lag_ns)
+{
+    struct redis_shadow *sh = &s->shadow;
+    struct redis_unit *u = s->scur;
+
+    *lag_ns = 0;
+    if (sh->state == RSH_CONNECTING &&
+        now - sh->connect_ns > (uint64_t)s->rt->conf->limits.connect_timeout_ms * 1000000ull) {
+        count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
+        detach(s, SHADOW_SHADOW_ERROR, "connect timeout");
+    } else if ((sh->state == RSH_READY || sh->state == RSH_CONNECTING) && u != NULL) {
+        uint64_t since = u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns;
+        *lag_ns = now > since ? now - since : 0;
+        if (*lag_ns > (uint64_t)mirror_conf(s)->timeout_ms * 1000000ull)
+            detach(s, SHADOW_SHADOW_TIMEOUT, "no answer within the shadow timeout");
+    }
+    return sh->state == RSH_DETACHED;
+}
+
+/*
+ * redis_shadow_route - mode split: the shadow answers u, a read just
+ * appended while the client awaits nothing else.  Its request joins the
+ * shadow's queue (sent by the next redis_shadow_flush); at the read sample
+ * rate the primary gets it too, for the comparison: u->primary_done is 0
+ * then and the caller forwards it.  -1, nothing done, when the shadow
+ * cannot take it now (detached, or its queue is full).
+ */
+int
+redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
+                   size_t len)
+{
+    struct redis_shadow *sh = &s->shadow;
+
+    if ((sh->state != RSH_READY && sh->state != RSH_CONNECTING) || sh->nheld > 0 ||
+        sh->queued + len > mirror_conf(s)->queue_bytes ||
+        session_queue_total() + len > s->rt->conf->limits.mirror_queue_total)
+        return -1;
+    u->routed = 1;
+    u->mirrored = 1;
+    u->primary_done = !sample_read(s);
+    if (!u->primary_done)
+        u->cmp = redis_cmp_new(s); /* NULL: answered, not compared */
+    else if (s->pcur == u)
+        s->pcur = NULL; /* u is the last unit */
+    u->shadow_sent_ns = sh->state == RSH_READY ? redis_now(s) : 0;
+    evbuffer_add(sh->conn.out, bytes, len);
+    account(s, (int64_t)len);
+    if (s->scur == NULL)
+        s->scur = u;
+    return 0;
+}
+
+/*
+ * redis_shadow_writes_owed - a unit other than a read is unanswered by the
+ * primary, or by the shadow it was mirrored to.
+ */
+int
+redis_shadow_writes_owed(const struct redis_session *s)
+{
+    for (const struct redis_unit *u = s->units_head; u; u = u->next)
+        if (u->kind != REQ_KIND_READ && !u->replay &&
+            (!u->primary_done || (u->mirrored && !u->shadow_done)))
+            return 1;
+    return 0;
+}
+
+/*
+ * redis_shadow_swap_ready - 1 when the shadow connection may become the
+ * primary's: connected, owing nothing, nothing queued or half read.  -1:
+ * there is no shadow connection to swap to.
+ */
+int
+redis_shadow_swap_ready(const struct redis_session *s)
+{
+    const struct redis_shadow *sh = &s->shadow;
+    if (sh->state == RSH_OFF || sh->state == RSH_DETACHED)
+        return -1;
+    return sh->state == RSH_READY && sh->conn_open && !redis_shadow_busy(s) && sh->nheld == 0 &&
+           !sh->reply_open && s->units_head == NULL && evbuffer_get_length(sh->conn.in) == 0 &&
+           evbuffer_get_length(sh->tx_buf) == 0;
+}
+
+/*
+ * redis_shadow_swap - the roles swap: the caller moved the primary's conn
+ * into shadow.conn (and be / shadow_be); point it at the shadow's handler.
+ */
+void
+redis_shadow_swap(struct redis_session *s)
+{
+    struct redis_shadow *sh = &s->shadow;
+    conn_rebind(&sh->conn, s->w->base, on_shadow_io, s);
+    sh->reply_open = 0;
+    sh->replies_left = 0;
+    sh->failures = 0;
+}
+
+/* redis_shadow_busy - the shadow still owes answers (or has bytes still to send). */
+int
+redis_shadow_busy(const struct redis_session *s)
+{
+    const struct redis_shadow *sh = &s->shadow;
+    if (sh->state != RSH_READY && sh->state != RSH_CONNECTING)
+        return 0;
+    return s->scur != NULL || sh->queued > 0;
+}
+
+/*
+ * redis_shadow_orphan - the client left: no primary answer will come for
+ * units still waiting on it.  The primary may have run them anyway, so
+ * their mirrors are sent (not compared); an open MULTI never ran.
+ */
+void
+redis_shadow_orphan(struct redis_session *s)
+{
+    for (struct redis_unit *u = s->units_head; u; u = u->next) {
+        if (!u->primary_done) {
+            u->primary_done = 1;
+            redis_cmp_free(s, u->cmp);
+            u->cmp = NULL;
+        }
+    }
+    s->pcur = NULL;
+    s->outstanding = 0;
+    if (s->shadow.tx_buf)
+        evbuffer_drain(s->shadow.tx_buf, evbuffer_get_length(s->shadow.tx_buf));
+    s->shadow.tx_cmds = 0;
+    release_held(s, 1);
+    redis_complete_units(s);
+}
+
+/* redis_shadow_abandon - the process is quitting: count what the shadow still owed. */
+void
+redis_shadow_abandon(struct redis_session *s)
+{
+    if (s->shadow.state == RSH_READY || s->shadow.state == RSH_CONNECTING) {
+        redis_shadow_orphan(s);
+        detach(s, SHADOW_DROPPED, "tandem is exiting");
+    }
+}
+
+/* redis_shadow_release - at session end: close the shadow, free its buffers. */
+void
+redis_shadow_release(struct redis_session *s)
+{
+    struct redis_shadow *sh = &s->shadow;
+    if (sh->state != RSH_OFF)
+        shadow_close(s);
+    if (sh->held)
+        evbuffer_free(sh->held);
+    if (sh->tx_buf)
+        evbuffer_free(sh->tx_buf);
+    sh->held = sh->tx_buf = NULL;
+    sh->state = RSH_OFF;
+}
