@@ -7,6 +7,11 @@
 # bench_ensure_deps CMD...     run scripts/deps.sh when one of CMD is missing
 # bench_ensure_tandem          set TANDEM_BIN (default build/tandem),
 #                              building it with cmake when it is absent
+# bench_ensure_baseline        check TANDEM_BASELINE_BIN (a second tandem to
+#                              measure before/after in the same run; empty:
+#                              none) and make it an absolute path
+# bench_bin_id BIN             one line naming a binary: path, --version,
+#                              first 12 hex digits of its sha256
 # bouncer_start NAME PGPORT POOL MAXCLIENT [KEY=VALUE ...]
 #                              PgBouncer (Debian's) in session pool mode in a
 #                              temp dir (ini, userlist, log, pid, socket),
@@ -18,6 +23,8 @@
 #                              output to LOG, wait until PORT accepts.
 #                              Sets TANDEM_PID; false (log tail printed) when
 #                              it exits or does not listen.
+# tandem_start_bin BIN PORT LOG ARG...
+#                              the same with the binary BIN (the baseline)
 # bench_stop_procs             stop every PgBouncer/tandem started here and
 #                              remove their temp dirs (for traps).
 # proc_cpu_ticks PID           utime+stime of the whole process, in ticks
@@ -53,6 +60,21 @@ bench_ensure_tandem() {
             return 1
     fi
     [ -x "$TANDEM_BIN" ]
+}
+
+bench_ensure_baseline() {
+    TANDEM_BASELINE_BIN=${TANDEM_BASELINE_BIN:-}
+    [ -z "$TANDEM_BASELINE_BIN" ] && return 0
+    if [ ! -x "$TANDEM_BASELINE_BIN" ] || [ -d "$TANDEM_BASELINE_BIN" ]; then
+        echo "baseline tandem '$TANDEM_BASELINE_BIN' is not an executable file" >&2
+        return 1
+    fi
+    TANDEM_BASELINE_BIN=$(cd "$(dirname "$TANDEM_BASELINE_BIN")" && pwd)/$(basename "$TANDEM_BASELINE_BIN")
+}
+
+bench_bin_id() {
+    printf '%s (%s, sha256 %s)\n' "$1" "$("$1" --version 2>&1 | head -n 1)" \
+        "$(sha256sum "$1" 2>/dev/null | cut -c1-12)"
 }
 
 proc_cpu_ticks() {
@@ -128,15 +150,19 @@ EOF
 }
 
 tandem_start() {
-    local port=$1 log=$2 i
-    shift 2
-    "$TANDEM_BIN" "$@" >"$log" 2>&1 &
+    tandem_start_bin "$TANDEM_BIN" "$@"
+}
+
+tandem_start_bin() {
+    local bin=$1 port=$2 log=$3 i
+    shift 3
+    "$bin" "$@" >"$log" 2>&1 &
     TANDEM_PID=$!
     BENCH_PIDS+=("$TANDEM_PID")
     for ((i = 0; i < 100; i++)); do
         if ! kill -0 "$TANDEM_PID" 2>/dev/null; then
             wait "$TANDEM_PID" 2>/dev/null
-            echo "tandem exited at start ($TANDEM_BIN $*):" >&2
+            echo "tandem exited at start ($bin $*):" >&2
             tail -n 20 "$log" >&2
             return 1
         fi

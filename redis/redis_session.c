@@ -146,13 +146,14 @@ redis_unit_new(struct redis_session *s)
 {
     struct redis_unit *u = s->spare;
     if (u != NULL) {
-        s->spare = u->next;
+        s->spare = redis_unit_of(u->base.next);
         s->nspare--;
     } else if ((u = malloc(sizeof(*u))) == NULL) {
         return NULL;
     }
     memset(u, 0, sizeof(*u));
-    u->forced = -1;
+    u->base.forced = -1;
+    u->base.closed = 1; /* one command: whole once read */
     u->sreplies = 1;
     return u;
 }
@@ -263,7 +264,7 @@ unit_free(struct redis_session *s, struct redis_unit *u)
     free(u->local);
     redis_ident_free(u->ident);
     if (s->nspare < SPARE_UNITS) {
-        u->next = s->spare;
+        u->base.next = &s->spare->base;
         s->spare = u;
         s->nspare++;
     } else {
@@ -271,42 +272,18 @@ unit_free(struct redis_session *s, struct redis_unit *u)
     }
 }
 
+/* The mirror queue's hook: u leaves the list for good (mirror_complete, mirror_release_all). */
 void
-redis_unit_append(struct redis_session *s, struct redis_unit *u)
+redis_unit_release(void *owner, struct mirror_unit *u)
 {
-    u->next = NULL;
-    if (s->units_tail)
-        s->units_tail->next = u;
-    else
-        s->units_head = u;
-    s->units_tail = u;
-    if (!u->primary_done && s->pcur == NULL)
-        s->pcur = u;
+    unit_free(owner, redis_unit_of(u));
 }
 
-/* Record and recycle the units both sides are done with, oldest first. */
-void
-redis_complete_units(struct redis_session *s)
-{
-    struct redis_unit *u;
-    while ((u = s->units_head) != NULL && u->primary_done && (u->shadow_done || !u->mirrored)) {
-        if (u->mirrored && !u->replay)
-            redis_shadow_record(s, u);
-        s->units_head = u->next;
-        if (s->units_tail == u)
-            s->units_tail = NULL;
-        if (s->scur == u)
-            s->scur = NULL;
-        unit_free(s, u);
-    }
-}
-
+/* The unit awaiting the primary's reply (units tandem answers itself included), or NULL. */
 static struct redis_unit *
-next_for_primary(struct redis_unit *from)
+pcur(const struct redis_session *s)
 {
-    while (from && from->primary_done)
-        from = from->next;
-    return from;
+    return redis_unit_of(s->mirror.pcur);
 }
 
 /* ------------------------------------------------------------------ */
@@ -343,8 +320,8 @@ fail_all(struct redis_session *s, enum metric_client_error reason, const char *m
         return;
     slog(s, reason == METRIC_ERR_SHUTDOWN ? CONF_LOG_INFO : CONF_LOG_WARN, "closing: %s", msg);
     count_client_error(s, reason);
-    for (struct redis_unit *u = s->pcur; u; u = u->next) {
-        if (u->primary_done || u->routed)
+    for (struct redis_unit *u = pcur(s); u; u = redis_unit_of(u->base.next)) {
+        if (u->base.primary_done || u->base.routed)
             continue; /* a routed read's answer is the shadow's: see below */
         if (u->local)
             evbuffer_add(s->client.out, u->local, u->local_len);
@@ -413,14 +390,9 @@ session_free(struct redis_session *s)
     redis_shadow_release(s);
     if (s->route.buf)
         evbuffer_free(s->route.buf);
-    while (s->units_head) {
-        struct redis_unit *u = s->units_head;
-        s->units_head = u->next;
-        unit_free(s, u);
-    }
     while (s->spare) {
         struct redis_unit *u = s->spare;
-        s->spare = u->next;
+        s->spare = redis_unit_of(u->base.next);
         free(u);
     }
     while (s->spare_cmp) {
@@ -468,7 +440,7 @@ settle(struct redis_session *s)
             discard_client_input(s);
         s->state = RS_DEAD;
     }
-    if (s->state == RS_DEAD && s->shadow.state != RSH_OFF && redis_shadow_busy(s))
+    if (s->state == RS_DEAD && s->mirror.state != MIRROR_OFF && redis_shadow_busy(s))
         enter_shadow_drain(s);
     if (s->state == RS_SHADOW_DRAIN) {
         if (!redis_shadow_busy(s))
@@ -486,7 +458,7 @@ settle(struct redis_session *s)
                     (!s->server_open || evbuffer_get_length(s->server.out) < BACKPRESSURE_BYTES);
     conn_want_read(&s->client, client_ok);
     /* a routed read streams from the shadow to the client: the same backpressure */
-    if (s->shadow.state == RSH_READY && s->shadow.conn_open)
+    if (s->mirror.state == MIRROR_READY && s->shadow.conn_open)
         conn_want_read(&s->shadow.conn, s->route.unit == NULL ||
                                             evbuffer_get_length(s->client.out) < BACKPRESSURE_BYTES);
 }
@@ -535,15 +507,14 @@ static void
 emit_local_replies(struct redis_session *s)
 {
     struct redis_unit *u;
-    while ((u = s->pcur) != NULL && u->local != NULL) {
+    while ((u = pcur(s)) != NULL && u->local != NULL) {
         evbuffer_add(s->client.out, u->local, u->local_len);
-        u->primary_done = 1;
         s->outstanding--;
-        s->pcur = next_for_primary(u->next);
+        mirror_primary_answered(&s->mirror, &u->base, 0);
         if (u->close_after)
             close_quietly(s);
     }
-    redis_complete_units(s);
+    mirror_complete(&s->mirror);
 }
 
 /* A unit tandem answers with text (a RESP error line, built here). */
@@ -561,9 +532,9 @@ add_local_unit(struct redis_session *s, const char *msg, int close_after)
     memcpy(u->local, buf, n);
     u->local_len = n;
     u->close_after = close_after != 0;
-    u->kind = REQ_KIND_SESSION;
+    u->base.kind = REQ_KIND_SESSION;
     s->outstanding++;
-    redis_unit_append(s, u);
+    mirror_append(&s->mirror, &u->base);
     emit_local_replies(s);
     return 0;
 }
@@ -631,7 +602,7 @@ static void
 note_session_change(struct redis_session *s, struct redis_unit *u, const struct resp_request *req)
 {
     /* the identity matters to the shadow only; a session without one keeps no secret */
-    int keep = s->shadow.state != RSH_OFF;
+    int keep = s->mirror.state != MIRROR_OFF;
 
     switch ((enum rs_cmd)u->which) {
     case RC_HELLO:
@@ -746,11 +717,11 @@ route_read(struct redis_session *s, struct redis_unit *u, const struct resp_requ
     enum route_reason why = ROUTE_REASON_NONE;
     if (s->in_multi || s->watching)
         why = ROUTE_REASON_IN_TRANSACTION; /* WATCH pins to the primary too */
-    else if (s->shadow.state != RSH_READY && s->shadow.state != RSH_CONNECTING)
+    else if (s->mirror.state != MIRROR_READY && s->mirror.state != MIRROR_CONNECTING)
         why = ROUTE_REASON_UNHEALTHY; /* detached */
     else if ((u->flags & (REDISCMD_BLOCKING | REDISCMD_PUBSUB | REDISCMD_NO_MIRROR)) ||
              s->outstanding > 0 || s->route.unit != NULL || s->state != RS_ACTIVE ||
-             s->shadow.nheld > 0)
+             s->mirror.nheld > 0)
         why = ROUTE_REASON_UNROUTABLE; /* pipelined behind other commands, or pinned */
     else if (!redis_shadow_login_ok(s))
         why = ROUTE_REASON_UNROUTABLE; /* the shadow would read with rights the client lacks */
@@ -826,14 +797,14 @@ redis_session_route_lost(struct redis_session *s)
     }
     r->cmd = u->cmd;
     r->flags = u->flags;
-    r->kind = u->kind;
+    r->base.kind = u->base.kind;
     r->which = u->which;
     s->outstanding++;
-    redis_unit_append(s, r);
+    mirror_append(&s->mirror, &r->base);
     evbuffer_add_buffer(s->server.out, s->route.buf);
     s->route.forwarded = 0;
     session_route_fallback(s->w, s->lis, ROUTE_REASON_RETRIED);
-    count_request(s, s->be, (enum req_kind)r->kind);
+    count_request(s, s->be, (enum req_kind)r->base.kind);
     if (conn_flush(&s->server) == CONN_ERROR) {
         fail_all(s, METRIC_ERR_BACKEND_LOST, "ERR tandem: lost the connection to the backend");
         return;
@@ -903,14 +874,14 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     }
     u->cmd = cmd;
     u->flags = flags;
-    u->kind = (uint8_t)kind;
+    u->base.kind = (uint8_t)kind;
     u->which = (uint8_t)which;
     note_session_change(s, u, req);
-    redis_unit_append(s, u);
+    mirror_append(&s->mirror, &u->base);
     if (which == RC_MULTI)
         s->in_multi = 1;
-    if (s->shadow.state != RSH_OFF) {
-        u->closed_ns = redis_now(s);
+    if (s->mirror.state != MIRROR_OFF) {
+        u->base.closed_ns = redis_now(s);
         u->mode = (uint8_t)rediscmd_digest_mode(cmd, req->argc, req->argv);
         if (kind != REQ_KIND_READ || !route_read(s, u, req, bytes, len))
             redis_shadow_command(s, u, bytes, len);
@@ -921,8 +892,8 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
         s->in_multi = s->watching = 0;
     else if (which == RC_UNWATCH && !s->in_multi)
         s->watching = 0;
-    count_request(s, u->routed ? s->shadow_be : s->be, kind);
-    if (u->routed)
+    count_request(s, u->base.routed ? s->shadow_be : s->be, kind);
+    if (u->base.routed)
         return CMD_ROUTED;
     s->outstanding++;
     return CMD_FORWARD;
@@ -990,7 +961,7 @@ client_input(struct redis_session *s)
             if (fate == CMD_ROUTED) {
                 struct redis_unit *u = s->route.unit;
                 forward(s, off);
-                if (!u->primary_done)
+                if (!u->base.primary_done)
                     forward(s, used); /* the comparison */
                 else
                     evbuffer_drain(in, used);
@@ -1023,10 +994,9 @@ static void
 primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_reply_info *info,
               const uint8_t *head, size_t headlen)
 {
-    u->primary_done = 1;
-    if (!u->routed)
+    if (!u->base.routed)
         s->outstanding--;
-    if (u->kind == REQ_KIND_WRITE || u->which == RC_EXEC)
+    if (u->base.kind == REQ_KIND_WRITE || u->which == RC_EXEC)
         s->route.last_write_ns = redis_now(s); /* read_your_writes counts from here */
     if (info->type == '-') {
         u->refused = 1;
@@ -1079,14 +1049,14 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
             route_match_session(s);
         }
     }
-    s->pcur = next_for_primary(u->next);
+    mirror_primary_answered(&s->mirror, &u->base, 0);
     /* a held mirror of u goes to the shadow with the batch: redis_shadow_flush() */
-    if (s->shadow.state != RSH_OFF && u->cmp != NULL) {
+    if (s->mirror.state != MIRROR_OFF && u->cmp != NULL) {
         u->cmp->pinfo = *info;
-        u->primary_ns = redis_now(s) - u->closed_ns;
+        u->base.primary_ns = redis_now(s) - u->base.closed_ns;
     }
-    redis_complete_units(s);
-    if (s->outstanding == 0 && !s->in_multi && !s->pubsub && s->shadow.state == RSH_DETACHED)
+    mirror_complete(&s->mirror);
+    if (s->outstanding == 0 && !s->in_multi && !s->pubsub && s->mirror.state == MIRROR_DETACHED)
         redis_shadow_idle(s);
 }
 
@@ -1104,7 +1074,7 @@ server_input(struct redis_session *s)
     size_t headlen = 0;
 
     while (run < avail && s->state == RS_ACTIVE) {
-        struct redis_unit *u = s->pcur;
+        struct redis_unit *u = pcur(s);
         if (u != NULL && u->local != NULL) {
             evbuffer_remove_buffer(in, s->client.out, run);
             count_listener(s, METRIC_L_BYTES_SENT, run);
@@ -1145,7 +1115,7 @@ server_input(struct redis_session *s)
         }
         if (u->cmp)
             redis_keep_sample(u->cmp->psample, &u->cmp->plen, p, used);
-        if (u->routed) {
+        if (u->base.routed) {
             /* the comparison of a read the shadow answered: digested, not the client's */
             evbuffer_remove_buffer(in, s->client.out, run);
             count_listener(s, METRIC_L_BYTES_SENT, run);
@@ -1165,9 +1135,9 @@ server_input(struct redis_session *s)
         evbuffer_remove_buffer(in, s->client.out, run);
         count_listener(s, METRIC_L_BYTES_SENT, run);
     }
-    if (s->pcur != NULL && s->pcur->local != NULL)
+    if (pcur(s) != NULL && pcur(s)->local != NULL)
         emit_local_replies(s);
-    if (s->shadow.state != RSH_OFF)
+    if (s->mirror.state != MIRROR_OFF)
         redis_shadow_flush(s);
     if (s->draining && idle(s))
         close_quietly(s);
@@ -1333,7 +1303,9 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
     s->id = (uint64_t)w->id << 48 | w->next_conn_id++;
     s->server.fd = -1;
     s->shadow.conn.fd = -1;
-    s->shadow.rng = s->id * 0x9e3779b97f4a7c15ull + 1;
+    mirror_init(&s->mirror, &redis_mirror_ops, s, w->shadow, l->metric_slot,
+                l->conf->mirror.queue_bytes, s->rt->conf->limits.mirror_queue_total,
+                s->id * 0x9e3779b97f4a7c15ull + 1);
     runtime_format_addr(peer, s->peer, sizeof(s->peer));
     session_route_client(peer, &s->route.client);
     route_match_session(s);
@@ -1372,7 +1344,7 @@ static void
 redis_session_kill(struct redis_session *s)
 {
     s->now_ns = 0;
-    if (s->state == RS_SHADOW_DRAIN || s->shadow.state != RSH_OFF)
+    if (s->state == RS_SHADOW_DRAIN || s->mirror.state != MIRROR_OFF)
         redis_shadow_abandon(s); /* what the shadow still owed is counted, not lost silently */
     if (s->state != RS_LINGER && s->state != RS_SHADOW_DRAIN)
         close_quietly(s);
@@ -1389,11 +1361,11 @@ redis_session_kill(struct redis_session *s)
 static int
 swap_ready(struct redis_session *s)
 {
-    if (s->outstanding > 0 || s->pcur != NULL || s->in_multi || s->watching ||
+    if (s->outstanding > 0 || s->mirror.pcur != NULL || s->in_multi || s->watching ||
         s->route.unit != NULL || s->reply_open || evbuffer_get_length(s->server.out) > 0 ||
         evbuffer_get_length(s->server.in) > 0) {
         /* a session that cannot swap now may still have no shadow at all */
-        return s->shadow.state == RSH_OFF || s->shadow.state == RSH_DETACHED ? -1 : 0;
+        return s->mirror.state == MIRROR_OFF || s->mirror.state == MIRROR_DETACHED ? -1 : 0;
     }
     return redis_shadow_swap_ready(s);
 }
@@ -1450,14 +1422,14 @@ redis_session_cutover_check(struct redis_session *s, int *listener_slot)
         return 0;
     }
     if (control_paused(slot)) {
-        if (s->shadow.state == RSH_OFF || s->shadow.state == RSH_DETACHED)
+        if (s->mirror.state == MIRROR_OFF || s->mirror.state == MIRROR_DETACHED)
             return !control_force(slot);
         return s->in_multi || redis_shadow_writes_owed(s);
     }
     if ((int)s->swapped != want) {
         int ready = swap_ready(s);
         /* its shadow connection would give the client other rights than its own */
-        int login_lost = s->shadow.identity_refused || (ready >= 0 && !redis_shadow_login_ok(s));
+        int login_lost = s->mirror.identity_refused || (ready >= 0 && !redis_shadow_login_ok(s));
         if ((ready < 0 || login_lost) && s->outstanding == 0 && s->route.unit == NULL &&
             !s->in_multi) {
             if (login_lost) {
@@ -1508,7 +1480,7 @@ op_shadow_tick(struct session *base, uint64_t now_ns, uint64_t *lag_ns, int *lis
     *listener_slot = s->lis->metric_slot;
     *lag_ns = 0;
     s->now_ns = 0;
-    if (s->shadow.state == RSH_OFF)
+    if (s->mirror.state == MIRROR_OFF)
         return 0;
     return redis_shadow_tick(s, now_ns, lag_ns);
 }

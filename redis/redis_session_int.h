@@ -8,7 +8,7 @@
  * Every command the client sends that expects a reply is one struct
  * redis_unit, appended in order to one list:
  *
- *   units_head -> [GET done] -> [SET primary done] -> [INCR sent] -> NULL
+ *   mirror.head -> [GET done] -> [SET primary done] -> [INCR sent] -> NULL
  *                                 ^ scur (waits for the shadow's reply)
  *                                                      ^ pcur (waits for the primary's)
  *
@@ -71,6 +71,7 @@
 #include "protocol/rediscmd.h"
 #include "protocol/resp.h"
 #include "engine/conn.h"
+#include "engine/mirror.h"
 #include "engine/session.h"
 #include "routing/canary.h"
 
@@ -157,66 +158,49 @@ struct redis_compare {
 };
 
 struct redis_unit {
-    struct redis_unit *next;
+    struct mirror_unit base;    /* first: the mirror queue's view (kind, outcome, timing) */
     const struct rediscmd *cmd; /* NULL: a command the table does not know (a write) */
     uint32_t flags;             /* rediscmd_flags() for its arguments */
-    uint8_t kind;               /* enum req_kind */
     uint8_t mode;               /* enum resp_digest_mode of its replies */
     uint8_t track;              /* enum rs_track */
     uint8_t which;              /* enum rs_cmd */
-    unsigned mirrored : 1;      /* its outcome is wanted (queued to the shadow, or dropped) */
-    unsigned primary_done : 1;
-    unsigned shadow_done : 1;
-    unsigned held : 1;          /* mirrored, its bytes wait in shadow.held for the primary */
-    unsigned replay : 1;        /* login or state for a new shadow connection: not recorded */
     unsigned tx : 1;            /* EXEC: its held bytes are the whole MULTI ... EXEC */
     unsigned close_after : 1;   /* a local protocol error: the session ends after it */
-    unsigned routed : 1;        /* mode split: the shadow answers it; the primary may compare */
     unsigned identity : 1;      /* replay: the client's login; refused, mirroring ends */
     unsigned refused : 1;       /* the primary answered it with an error */
     unsigned sets_login : 1;    /* replay: once sent, the shadow is logged in as `login` */
     uint8_t login;              /* enum rs_login, with sets_login */
-    int8_t forced;              /* outcome decided without an answer, or -1 */
     uint32_t sreplies;          /* replies the shadow owes for it (MULTI ... EXEC: all) */
-    size_t held_len;
     int64_t db;                 /* SELECT's argument */
     char *name;                 /* the name CLIENT SETNAME or HELLO SETNAME sets (heap), or NULL */
     struct redis_ident *ident;  /* RT_AUTH: the login it asks for (heap, wiped), or NULL */
     char *local;                /* answered by tandem: these bytes (heap), or NULL */
     size_t local_len;
-    uint64_t closed_ns;         /* read from the client */
-    uint64_t primary_ns;        /* primary latency */
-    uint64_t shadow_sent_ns;
-    uint64_t shadow_ns;
     struct redis_compare *cmp;  /* NULL: the replies are not compared */
 };
 
-enum rsh_state {
-    RSH_OFF,        /* no shadow for this session */
-    RSH_CONNECTING, /* TCP connect in flight; mirrors wait in conn.out */
-    RSH_READY,      /* mirrors flow */
-    RSH_DETACHED,   /* failed or overflowed; re-attach at an idle point */
-};
+/* The unit a mirror-queue pointer is (struct mirror_unit comes first). */
+static inline struct redis_unit *
+redis_unit_of(struct mirror_unit *mu)
+{
+    return (struct redis_unit *)mu;
+}
 
+/*
+ * The shadow connection (its queue is the session's struct mirror:
+ * engine/mirror.h; while it connects, mirrors wait in conn.out).
+ */
 struct redis_shadow {
-    enum rsh_state state;
     struct conn conn;            /* conn.out also holds what waits for the connect */
     unsigned conn_open : 1;
     unsigned reply_open : 1;     /* reader is inside a reply */
     unsigned tx_wanted : 1;      /* the open MULTI holds a command worth mirroring */
-    unsigned identity_refused : 1; /* the shadow refused the client's login: never re-attach */
     enum rs_login login;         /* the connection's login after what conn.out holds */
     struct resp_reader reader;
     uint32_t replies_left;       /* of scur's replies, including the one being read */
     uint64_t connect_ns;         /* when the connect started */
-    size_t queued;               /* this session's bytes in held + conn.out */
-    uint64_t retry_at_ns;        /* earliest re-attach */
-    unsigned failures;           /* consecutive, for the back-off */
-    struct evbuffer *held;       /* mirrored units the primary has not answered yet */
-    unsigned nheld;
     struct evbuffer *tx_buf;     /* the open MULTI's commands, until EXEC or DISCARD */
     uint32_t tx_cmds;            /* commands in tx_buf, MULTI included */
-    uint64_t rng;                /* read sampling (xorshift), no lock unlike random() */
 };
 
 /* Mode split (see "Read routing" above). */
@@ -265,9 +249,7 @@ struct redis_session {
     struct redis_ident *ident;    /* the login the primary accepted, for the shadow; NULL none */
     enum rs_login primary_login;  /* the login of server (the primary connection) */
 
-    struct redis_unit *units_head, *units_tail;
-    struct redis_unit *pcur;      /* first unit awaiting the primary's reply */
-    struct redis_unit *scur;      /* first mirrored unit awaiting the shadow's */
+    struct mirror mirror;         /* every unit in order; pcur, scur; the mirror queue */
     struct redis_unit *spare;     /* recycled units */
     unsigned nspare;
     struct redis_compare *spare_cmp; /* recycled comparisons */
@@ -307,8 +289,8 @@ struct redis_unit *redis_unit_new(struct redis_session *s);
 /* a cleared comparison, recycled when one is spare; NULL when out of memory */
 struct redis_compare *redis_cmp_new(struct redis_session *s);
 void redis_cmp_free(struct redis_session *s, struct redis_compare *c);
-void redis_unit_append(struct redis_session *s, struct redis_unit *u);
-void redis_complete_units(struct redis_session *s);
+/* the mirror queue's hook: u leaves the list for good */
+void redis_unit_release(void *owner, struct mirror_unit *u);
 void redis_count_backend(struct redis_session *s, const struct rt_backend *b,
                          enum metric_backend_counter c, uint64_t n);
 /* the shadow made progress: a session draining its shadow may be done */
@@ -321,6 +303,7 @@ void redis_session_route_done(struct redis_session *s);
 void redis_session_route_lost(struct redis_session *s);
 
 /* redis_shadow.c */
+extern const struct mirror_ops redis_mirror_ops;
 void redis_shadow_start(struct redis_session *s);
 void redis_shadow_release(struct redis_session *s);
 /* a command was read: decide whether it is mirrored; bytes are its request */

@@ -62,40 +62,9 @@ mirror_conf(const struct redis_session *s)
 }
 
 static void
-account(struct redis_session *s, int64_t delta)
-{
-    s->shadow.queued = (size_t)((int64_t)s->shadow.queued + delta);
-    session_queue_account(delta);
-}
-
-static void
 count_shadow(struct redis_session *s, enum metric_backend_counter c, uint64_t n)
 {
     redis_count_backend(s, s->shadow_be, c, n);
-}
-
-/* A unit whose loss leaves the shadow's data behind the primary's. */
-static int
-changes_data(const struct redis_unit *u)
-{
-    return u->kind == REQ_KIND_WRITE || u->tx;
-}
-
-/* mirror { reads N%; }: a read picked for comparison (xorshift64: no lock, unlike random()). */
-static int
-sample_read(struct redis_session *s)
-{
-    double p = mirror_conf(s)->reads;
-    if (p <= 0)
-        return 0;
-    if (p >= 1)
-        return 1;
-    uint64_t x = s->shadow.rng;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    s->shadow.rng = x;
-    return (double)(x >> 11) / 9007199254740992.0 < p;
 }
 
 /* Is a command outside MULTI sent to the shadow? */
@@ -104,24 +73,15 @@ wanted(struct redis_session *s, const struct redis_unit *u)
 {
     if (u->flags & (REDISCMD_NO_MIRROR | REDISCMD_BLOCKING | REDISCMD_PUBSUB))
         return 0;
-    switch (u->kind) {
+    switch (u->base.kind) {
     case REQ_KIND_WRITE:
     case REQ_KIND_SESSION:
         return 1;
     case REQ_KIND_READ:
-        return sample_read(s);
+        return mirror_sample(&s->mirror, mirror_conf(s)->reads);
     default:
         return 0; /* admin; WATCH, UNWATCH, a stray EXEC or DISCARD */
     }
-}
-
-/* The first mirrored unit, from `from` on, the shadow still owes. */
-static struct redis_unit *
-next_for_shadow(struct redis_unit *from)
-{
-    while (from && (!from->mirrored || from->shadow_done))
-        from = from->next;
-    return from;
 }
 
 /* redis_keep_sample - keep the first bytes of a reply for the report. */
@@ -135,23 +95,6 @@ redis_keep_sample(uint8_t *sample, uint16_t *have, const uint8_t *p, size_t n)
     *have = (uint16_t)(*have + n);
 }
 
-/*
- * admit - len more bytes join this session's mirror queue, counted against
- * the session's and the process's bounds.  Over a bound the shadow is
- * detached (-1): it can fall behind, the client cannot.
- */
-static int
-admit(struct redis_session *s, size_t len)
-{
-    if (s->shadow.queued + len > mirror_conf(s)->queue_bytes ||
-        session_queue_total() + len > s->rt->conf->limits.mirror_queue_total) {
-        detach(s, SHADOW_DROPPED, "mirror queue full");
-        return -1;
-    }
-    account(s, (int64_t)len);
-    return 0;
-}
-
 /* Write what conn.out holds; what left it leaves the queue too. */
 static int
 flush_shadow(struct redis_session *s)
@@ -162,43 +105,32 @@ flush_shadow(struct redis_session *s)
         detach(s, SHADOW_SHADOW_ERROR, "write to the shadow failed");
         return -1;
     }
-    account(s, -(int64_t)(before - evbuffer_get_length(sh->conn.out)));
+    mirror_account(&s->mirror, -(int64_t)(before - evbuffer_get_length(sh->conn.out)));
     return 0;
 }
 
 /*
- * mirror - unit u goes to the shadow once the primary has answered it:
- * its request (bytes, or the first len bytes of src) waits in held.  A
- * detached shadow or a full queue makes it `dropped`.
+ * queue_unit - unit u goes to the shadow once the primary has answered it:
+ * its request (bytes, or the first len bytes of src) waits in the mirror
+ * queue.  A detached shadow or a full queue makes it `dropped`.
  */
 static void
-mirror(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes, struct evbuffer *src,
-       size_t len)
+queue_unit(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
+           struct evbuffer *src, size_t len)
 {
-    struct redis_shadow *sh = &s->shadow;
-
-    u->mirrored = 1;
-    if (sh->state == RSH_DETACHED) {
-        shadow_count_dropped(s->w->shadow, s->lis->metric_slot,
-                             sh->identity_refused ? SHADOW_DROP_IDENTITY : SHADOW_DROP_DETACHED, 1);
-        if (changes_data(u))
-            shadow_set_diverged(s->lis->metric_slot);
-        u->forced = SHADOW_DROPPED;
-        u->shadow_done = 1;
+    u->base.mirrored = 1;
+    if (s->mirror.state == MIRROR_DETACHED) {
+        mirror_drop(&s->mirror, &u->base);
+        if (mirror_changes_data(&u->base))
+            shadow_note_divergence(s->lis->metric_slot,
+                                   s->mirror.identity_refused
+                                       ? "dropped: the shadow refused the client's login"
+                                       : "dropped: the session's shadow is detached",
+                                   u->cmd ? u->cmd->name : "", u->cmd ? strlen(u->cmd->name) : 0);
         return;
     }
-    if (admit(s, len) != 0)
-        return; /* detach() counted it with the rest of what was owed */
     u->cmp = redis_cmp_new(s); /* NULL: mirrored, not compared */
-    if (src != NULL)
-        evbuffer_remove_buffer(src, sh->held, len);
-    else
-        evbuffer_add(sh->held, bytes, len);
-    u->held = 1;
-    u->held_len = len;
-    sh->nheld++;
-    if (s->scur == NULL)
-        s->scur = u;
+    mirror_hold(&s->mirror, &u->base, src, bytes, len); /* full: detached, counted */
 }
 
 /* A transaction collects in tx_buf: every queued command, MULTI included. */
@@ -208,7 +140,7 @@ tx_add(struct redis_session *s, const struct redis_unit *u, const uint8_t *bytes
     struct redis_shadow *sh = &s->shadow;
     evbuffer_add(sh->tx_buf, bytes, len);
     sh->tx_cmds++;
-    if (u->kind == REQ_KIND_WRITE || u->kind == REQ_KIND_SESSION)
+    if (u->base.kind == REQ_KIND_WRITE || u->base.kind == REQ_KIND_SESSION)
         sh->tx_wanted = 1;
 }
 
@@ -256,16 +188,16 @@ mirror_login(struct redis_session *s, struct redis_unit *u)
         redis_shadow_identity_lost(s, "the client's login is longer than tandem keeps");
         return;
     }
-    if (s->shadow.state == RSH_DETACHED) {
+    if (s->mirror.state == MIRROR_DETACHED) {
         OPENSSL_cleanse(buf, n);
         return;
     }
-    u->replay = 1; /* the session's state, not a comparison */
+    u->base.replay = 1; /* the session's state, not a comparison */
     u->identity = 1;
     u->sets_login = 1;
     u->login = RL_CLIENT;
     u->mode = RESP_DIGEST_NONE;
-    mirror(s, u, buf, NULL, n);
+    queue_unit(s, u, buf, NULL, n);
     OPENSSL_cleanse(buf, n);
 }
 
@@ -306,7 +238,7 @@ redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_
         u->mode = RESP_DIGEST_ORDERED;
         size_t txlen = evbuffer_get_length(sh->tx_buf);
         if (sh->tx_wanted)
-            mirror(s, u, NULL, sh->tx_buf, txlen);
+            queue_unit(s, u, NULL, sh->tx_buf, txlen);
         evbuffer_drain(sh->tx_buf, evbuffer_get_length(sh->tx_buf));
         sh->tx_cmds = 0;
         return;
@@ -323,11 +255,11 @@ redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_
             size_t n = resp_build_command(buf, sizeof(buf), 1, (const char *const[]){"RESET"},
                                           NULL);
             size_t a = build_tandem_auth(s->shadow_be, buf + n, sizeof(buf) - n);
-            u->replay = 1;
+            u->base.replay = 1;
             u->sreplies = a > 0 ? 2 : 1;
             u->sets_login = 1;
             u->login = a > 0 ? RL_TANDEM : RL_DEFAULT;
-            mirror(s, u, buf, NULL, n + a);
+            queue_unit(s, u, buf, NULL, n + a);
             OPENSSL_cleanse(buf, n + a);
         }
         return;
@@ -337,7 +269,7 @@ redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_
         return;
     }
     if (wanted(s, u))
-        mirror(s, u, bytes, NULL, len);
+        queue_unit(s, u, bytes, NULL, len);
 }
 
 /* A mirrored unit whose primary answer says the shadow must not run it. */
@@ -347,7 +279,7 @@ drop_instead(const struct redis_unit *u)
     const struct redis_compare *c = u->cmp;
     if (u->identity)
         return u->refused; /* a login the primary refused changes nothing */
-    if (!u->primary_done || c == NULL || c->plen == 0)
+    if (!u->base.primary_done || c == NULL || c->plen == 0)
         return 0;
     if (u->tx)
         return c->pinfo.type != '*' || c->pinfo.null; /* aborted: nothing committed */
@@ -356,39 +288,51 @@ drop_instead(const struct redis_unit *u)
                                     (c->plen >= 7 && memcmp(c->psample, "-NOPERM", 7) == 0));
 }
 
-/* Send, in order, the held units the primary has answered (all of them when force). */
-static void
-release_held(struct redis_session *s, int force)
+/* The mirror queue's hooks (engine/mirror.h). */
+static enum mirror_verdict
+on_releasing(void *owner, struct mirror_unit *mu)
 {
-    struct redis_shadow *sh = &s->shadow;
-    uint64_t now = redis_now(s);
-    int sent = 0;
-
-    for (struct redis_unit *u = s->units_head; u && sh->nheld > 0; u = u->next) {
-        if (!u->held)
-            continue;
-        if (!force && !u->primary_done)
-            break;
-        u->held = 0;
-        sh->nheld--;
-        if (drop_instead(u)) {
-            evbuffer_drain(sh->held, u->held_len);
-            account(s, -(int64_t)u->held_len);
-            u->mirrored = 0;
-            u->shadow_done = 1;
-            if (s->scur == u)
-                s->scur = next_for_shadow(u->next);
-            continue;
-        }
-        u->shadow_sent_ns = sh->state == RSH_READY ? now : 0;
-        evbuffer_remove_buffer(sh->held, sh->conn.out, u->held_len);
-        if (u->sets_login)
-            sh->login = (enum rs_login)u->login;
-        sent = 1;
-    }
-    if (sent && sh->state == RSH_READY && force)
-        flush_shadow(s);
+    (void)owner;
+    return drop_instead(redis_unit_of(mu)) ? MIRROR_DROP : MIRROR_SEND;
 }
+
+/* Released bytes join conn.out; one write per batch (redis_shadow_flush). */
+static int
+on_send(void *owner, struct evbuffer *src, size_t len)
+{
+    struct redis_session *s = owner;
+    evbuffer_remove_buffer(src, s->shadow.conn.out, len);
+    return 0;
+}
+
+static void
+on_sent(void *owner, struct mirror_unit *mu)
+{
+    struct redis_session *s = owner;
+    struct redis_unit *u = redis_unit_of(mu);
+    if (u->sets_login)
+        s->shadow.login = (enum rs_login)u->login;
+}
+
+static void
+on_record(void *owner, struct mirror_unit *mu)
+{
+    redis_shadow_record(owner, redis_unit_of(mu));
+}
+
+static void shadow_close(void *owner);
+static void on_detached(void *owner, enum shadow_outcome why, const char *reason,
+                        const struct mirror_unit *lost, uint64_t owed);
+
+const struct mirror_ops redis_mirror_ops = {
+    .send = on_send,
+    .releasing = on_releasing,
+    .sent = on_sent,
+    .record = on_record,
+    .free_unit = redis_unit_release,
+    .close = shadow_close,
+    .detached = on_detached,
+};
 
 /*
  * redis_shadow_flush - after a batch of primary replies: the held units
@@ -399,13 +343,13 @@ release_held(struct redis_session *s, int force)
 void
 redis_shadow_flush(struct redis_session *s)
 {
-    if (s->shadow.state == RSH_OFF)
+    if (s->mirror.state == MIRROR_OFF)
         return;
-    if (s->shadow.nheld > 0) {
-        release_held(s, 0);
-        redis_complete_units(s); /* those dropped instead of sent */
+    if (s->mirror.nheld > 0) {
+        mirror_release(&s->mirror, 0, redis_now(s));
+        mirror_complete(&s->mirror); /* those dropped instead of sent */
     }
-    if (s->shadow.state == RSH_READY && evbuffer_get_length(s->shadow.conn.out) > 0)
+    if (s->mirror.state == MIRROR_READY && evbuffer_get_length(s->shadow.conn.out) > 0)
         flush_shadow(s);
 }
 
@@ -488,8 +432,8 @@ redis_shadow_record(struct redis_session *s, struct redis_unit *u)
     const struct redis_compare *c = u->cmp;
 
     psum[0] = ssum[0] = '\0'; /* not "" initializers: those clear 1 KiB per command */
-    if (u->forced >= 0)
-        outcome = (enum shadow_outcome)u->forced;
+    if (u->base.forced >= 0)
+        outcome = (enum shadow_outcome)u->base.forced;
     else if (c != NULL)
         outcome = rediscmp_outcome(u->flags, &c->pinfo, &c->sinfo,
                                    rediscmp_ttl_tolerance(u->cmd ? u->cmd->name : ""));
@@ -497,19 +441,19 @@ redis_shadow_record(struct redis_session *s, struct redis_unit *u)
         return; /* mirrored, not compared (orphaned, or out of memory) */
     if (outcome != SHADOW_MATCH && c != NULL) {
         rediscmp_render(c->psample, c->plen, c->pinfo.size, psum, sizeof(psum));
-        if (u->forced < 0)
+        if (u->base.forced < 0)
             rediscmp_render(c->ssample, c->slen, c->sinfo.size, ssum, sizeof(ssum));
     }
     const struct cmd_key *key = record_key(u, &kbuf);
-    shadow_record(s->w->shadow, s->lis->metric_slot, key->id, key->text, outcome, u->primary_ns,
-                  u->shadow_done && u->forced < 0 ? u->shadow_ns : 0, psum, ssum);
+    shadow_record(s->w->shadow, s->lis->metric_slot, key->id, key->text, outcome, u->base.primary_ns,
+                  u->base.shadow_done && u->base.forced < 0 ? u->base.shadow_ns : 0, psum, ssum);
     /*
      * A write only one side failed: its data may differ from now on (forced
      * outcomes, drops and detaches, were noted where decided).  A write whose
      * reply differs in value is no proof: INCR, LPUSH ... answer what other
      * sessions' writes made of the key, and those interleave across sessions.
      */
-    if (u->forced < 0 && changes_data(u) && !u->replay &&
+    if (u->base.forced < 0 && mirror_changes_data(&u->base) && !u->base.replay &&
         (outcome == SHADOW_SHADOW_ERROR || outcome == SHADOW_PRIMARY_ERROR))
         shadow_note_divergence(s->lis->metric_slot, shadow_outcome_name(outcome), key->text,
                                strlen(key->text));
@@ -521,72 +465,50 @@ redis_shadow_record(struct redis_session *s, struct redis_unit *u)
 /* ------------------------------------------------------------------ */
 /* The shadow connection.                                              */
 
+/* The queue's close hook: the shadow connection goes (the queue empties itself). */
 static void
-shadow_close(struct redis_session *s)
+shadow_close(void *owner)
 {
+    struct redis_session *s = owner;
     struct redis_shadow *sh = &s->shadow;
     if (sh->conn_open) {
+        size_t unsent = evbuffer_get_length(sh->conn.out);
         conn_release(&sh->conn);
         sh->conn_open = 0;
-        if (sh->state == RSH_READY)
+        if (s->mirror.state == MIRROR_READY)
             count_shadow(s, METRIC_B_SERVER_CLOSED, 1);
+        (void)unsent; /* counted in mirror.queued, which the queue zeroes */
     }
-    if (sh->held)
-        evbuffer_drain(sh->held, evbuffer_get_length(sh->held));
-    sh->nheld = 0;
-    account(s, -(int64_t)sh->queued);
     sh->reply_open = 0;
     sh->replies_left = 0;
 }
 
-/*
- * detach_as - give up on this shadow connection.  Every unit it still owed
- * gets `why` as its outcome and is counted as dropped for reason_id; a
- * write among them makes the shadow diverged.  Logged at level.
- */
+/* The queue's detached hook: say why, note a lost write, mend a routed read. */
 static void
-detach_as(struct redis_session *s, enum shadow_outcome why, enum shadow_drop_reason reason_id,
-          enum conf_log_level level, const char *reason)
+on_detached(void *owner, enum shadow_outcome why, const char *reason,
+            const struct mirror_unit *lost, uint64_t owed)
 {
-    struct redis_shadow *sh = &s->shadow;
-    int lost_write = 0;
-    uint64_t owed = 0;
-
-    if (sh->state == RSH_DETACHED || sh->state == RSH_OFF)
-        return;
-    for (struct redis_unit *u = s->units_head; u; u = u->next) {
-        if (!u->mirrored || u->shadow_done)
-            continue;
-        u->forced = (int8_t)why;
-        u->shadow_done = 1;
-        u->held = 0;
-        lost_write |= changes_data(u) && !u->replay;
-        owed++;
+    struct redis_session *s = owner;
+    (void)owed;
+    if (lost != NULL) {
+        const struct redis_unit *u = (const struct redis_unit *)lost;
+        char text[64];
+        snprintf(text, sizeof(text), "%s: the shadow was detached", shadow_outcome_name(why));
+        shadow_note_divergence(s->lis->metric_slot, text, u->cmd ? u->cmd->name : "",
+                               u->cmd ? strlen(u->cmd->name) : 0);
     }
-    s->scur = NULL;
-    shadow_close(s);
-    sh->state = RSH_DETACHED;
-    sh->failures++;
-    sh->retry_at_ns = session_now_ns() + session_retry_backoff_ns(sh->failures);
-    if (owed > 0)
-        shadow_count_dropped(s->w->shadow, s->lis->metric_slot, reason_id, owed);
-    if (lost_write)
-        shadow_set_diverged(s->lis->metric_slot);
-    log_at(level, s->id, s->peer, "shadow \"%s\" at %s detached: %s%s", s->shadow_be->conf->name,
-           s->shadow_be->addr_text, reason, lost_write ? " (a write was lost: diverged)" : "");
+    log_at(why == SHADOW_DROPPED && !s->mirror.identity_refused ? CONF_LOG_INFO : CONF_LOG_WARN,
+           s->id, s->peer, "shadow \"%s\" at %s detached: %s%s", s->shadow_be->conf->name,
+           s->shadow_be->addr_text, reason, lost ? " (a write was lost: diverged)" : "");
     redis_session_route_lost(s); /* before the routed unit is recorded and freed */
-    redis_complete_units(s);
     redis_session_shadow_progress(s);
 }
 
-/* detach - detach_as with the drop reason and log level that go with the outcome. */
+/* detach - give up on the shadow connection (engine/mirror.h, mirror_detach). */
 static void
 detach(struct redis_session *s, enum shadow_outcome why, const char *reason)
 {
-    enum shadow_drop_reason reason_id = why == SHADOW_SHADOW_TIMEOUT ? SHADOW_DROP_SHADOW_TIMEOUT
-                                        : why == SHADOW_SHADOW_ERROR ? SHADOW_DROP_SHADOW_ERROR
-                                                                     : SHADOW_DROP_QUEUE_FULL;
-    detach_as(s, why, reason_id, why == SHADOW_DROPPED ? CONF_LOG_INFO : CONF_LOG_WARN, reason);
+    mirror_detach(&s->mirror, why, mirror_drop_reason(why), reason, redis_now(s));
 }
 
 /*
@@ -618,23 +540,22 @@ ident_user_text(const struct redis_ident *id, char *out, size_t cap)
 static void
 identity_refused(struct redis_session *s, const char *why)
 {
-    struct redis_shadow *sh = &s->shadow;
     char text[512];
 
-    if (sh->identity_refused || sh->state == RSH_OFF)
+    if (s->mirror.identity_refused || s->mirror.state == MIRROR_OFF)
         return;
-    sh->identity_refused = 1;
+    s->mirror.identity_refused = 1;
     snprintf(text, sizeof(text),
              "%s; this session is not mirrored any more (the shadow needs the primary's ACL "
              "users)",
              why);
-    if (sh->state == RSH_DETACHED) {
+    if (s->mirror.state == MIRROR_DETACHED) {
         /* detached already (a failure, and no connection now): no more attempts */
         log_at(CONF_LOG_WARN, s->id, s->peer, "shadow \"%s\" at %s: %s", s->shadow_be->conf->name,
                s->shadow_be->addr_text, text);
         return;
     }
-    detach_as(s, SHADOW_DROPPED, SHADOW_DROP_IDENTITY, CONF_LOG_WARN, text);
+    mirror_detach(&s->mirror, SHADOW_DROPPED, SHADOW_DROP_IDENTITY, text, redis_now(s));
 }
 
 void
@@ -654,16 +575,16 @@ replay_bytes(struct redis_session *s, const uint8_t *buf, size_t n)
     struct redis_unit *u = n > 0 ? redis_unit_new(s) : NULL;
     if (u == NULL)
         return NULL;
-    u->kind = REQ_KIND_SESSION;
-    u->replay = u->mirrored = u->primary_done = 1;
-    u->closed_ns = session_now_ns();
+    u->base.kind = REQ_KIND_SESSION;
+    u->base.replay = u->base.mirrored = u->base.primary_done = 1;
+    u->base.closed_ns = redis_now(s);
     u->mode = RESP_DIGEST_NONE;
     u->cmp = redis_cmp_new(s); /* for the error text, should it fail */
-    redis_unit_append(s, u);
-    if (s->scur == NULL)
-        s->scur = u;
+    mirror_append(&s->mirror, &u->base);
+    if (s->mirror.scur == NULL)
+        s->mirror.scur = &u->base;
     evbuffer_add(sh->conn.out, buf, n);
-    account(s, (int64_t)n);
+    mirror_account(&s->mirror, (int64_t)n);
     return u;
 }
 
@@ -722,14 +643,13 @@ redis_shadow_start(struct redis_session *s)
     struct redis_shadow *sh = &s->shadow;
     const struct rt_backend *b = s->shadow_be;
 
-    if (sh->state == RSH_OFF) {
-        sh->held = evbuffer_new();
-        sh->tx_buf = evbuffer_new();
-        if (sh->held == NULL || sh->tx_buf == NULL)
+    if (s->mirror.state == MIRROR_OFF) {
+        if (sh->tx_buf == NULL && (sh->tx_buf = evbuffer_new()) == NULL)
             return; /* stays OFF: the session runs without a shadow */
-        sh->state = RSH_DETACHED;
+        if (mirror_open(&s->mirror) != 0)
+            return;
     }
-    sh->state = RSH_CONNECTING; /* so a failure is counted */
+    s->mirror.state = MIRROR_CONNECTING; /* so a failure is counted */
     int rc = session_connect(&sh->conn, s->w->base, b, on_shadow_io, s);
     if (rc < 0) {
         char why[200];
@@ -765,11 +685,11 @@ shadow_connected(struct redis_session *s)
     struct redis_shadow *sh = &s->shadow;
     uint64_t now = session_now_ns();
 
-    sh->state = RSH_READY;
-    sh->failures = 0;
+    s->mirror.state = MIRROR_READY;
+    mirror_attached(&s->mirror);
     count_shadow(s, METRIC_B_SERVER_OPENED, 1);
     slog(s, CONF_LOG_DEBUG, "shadow \"%s\" connected", s->shadow_be->conf->name);
-    for (struct redis_unit *u = s->units_head; u; u = u->next)
+    for (struct mirror_unit *u = s->mirror.head; u; u = u->next)
         if (u->mirrored && !u->shadow_done && !u->held && u->shadow_sent_ns == 0)
             u->shadow_sent_ns = now;
     conn_want_read(&sh->conn, 1);
@@ -783,10 +703,10 @@ shadow_input(struct redis_session *s)
     struct redis_shadow *sh = &s->shadow;
     struct evbuffer *in = sh->conn.in;
 
-    while (sh->state == RSH_READY && evbuffer_get_length(in) > 0) {
-        struct redis_unit *u = s->scur;
+    while (s->mirror.state == MIRROR_READY && evbuffer_get_length(in) > 0) {
+        struct redis_unit *u = redis_unit_of(s->mirror.scur);
         struct evbuffer_iovec v;
-        if (u == NULL || u->held) {
+        if (u == NULL || u->base.held) {
             detach(s, SHADOW_SHADOW_ERROR, "the shadow sent a reply to no request");
             return;
         }
@@ -796,7 +716,7 @@ shadow_input(struct redis_session *s)
             sh->replies_left = u->sreplies;
         int last = sh->replies_left == 1;
         /* a replayed login or state: each of its replies is checked (RESET, then AUTH) */
-        int keep = (last || u->replay) && u->cmp;
+        int keep = (last || u->base.replay) && u->cmp;
         if (!sh->reply_open) {
             resp_reader_init(&sh->reader, last && u->cmp ? (enum resp_digest_mode)u->mode
                                                          : RESP_DIGEST_NONE);
@@ -823,7 +743,7 @@ shadow_input(struct redis_session *s)
         if (st != RESP_OK)
             continue;
         sh->reply_open = 0;
-        if (u->replay && info.type == '-') {
+        if (u->base.replay && info.type == '-') {
             char why[300], text[200] = "";
             if (u->cmp)
                 rediscmp_render(u->cmp->ssample, u->cmp->slen, info.size, text, sizeof(text));
@@ -841,12 +761,10 @@ shadow_input(struct redis_session *s)
         }
         if (--sh->replies_left > 0)
             continue;
-        u->shadow_done = 1;
-        u->shadow_ns = redis_now(s) - (u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns);
         if (u->cmp)
             u->cmp->sinfo = info;
-        s->scur = next_for_shadow(u->next);
-        redis_complete_units(s);
+        mirror_shadow_answered(&s->mirror, &u->base, redis_now(s));
+        mirror_complete(&s->mirror);
         if (routed)
             redis_session_route_done(s);
         redis_session_shadow_progress(s);
@@ -862,7 +780,7 @@ on_shadow_io(evutil_socket_t fd, short what, void *arg)
     (void)fd;
 
     s->now_ns = 0;
-    if (sh->state == RSH_CONNECTING) {
+    if (s->mirror.state == MIRROR_CONNECTING) {
         int err = session_connect_result(&sh->conn);
         if (err != 0) {
             char why[200];
@@ -874,7 +792,7 @@ on_shadow_io(evutil_socket_t fd, short what, void *arg)
         shadow_connected(s);
         return;
     }
-    if (sh->state != RSH_READY)
+    if (s->mirror.state != MIRROR_READY)
         return;
     if (what & EV_READ) {
         enum conn_io io = conn_read(&sh->conn, s->w->scratch, sizeof(s->w->scratch), &n);
@@ -882,7 +800,7 @@ on_shadow_io(evutil_socket_t fd, short what, void *arg)
             count_shadow(s, METRIC_B_BACKEND_BYTES_RECEIVED, n);
             shadow_input(s);
         }
-        if (sh->state != RSH_READY)
+        if (s->mirror.state != MIRROR_READY)
             return;
         if (io == CONN_EOF || io == CONN_ERROR) {
             detach(s, SHADOW_SHADOW_ERROR, io == CONN_EOF ? "the shadow closed the connection"
@@ -897,8 +815,7 @@ on_shadow_io(evutil_socket_t fd, short what, void *arg)
 void
 redis_shadow_idle(struct redis_session *s)
 {
-    if (s->shadow.state == RSH_DETACHED && !s->shadow.identity_refused && s->units_head == NULL &&
-        session_now_ns() >= s->shadow.retry_at_ns)
+    if (mirror_may_reattach(&s->mirror, redis_now(s)))
         redis_shadow_start(s);
 }
 
@@ -911,68 +828,52 @@ redis_shadow_idle(struct redis_session *s)
 int
 redis_shadow_tick(struct redis_session *s, uint64_t now, uint64_t *lag_ns)
 {
-    struct redis_shadow *sh = &s->shadow;
-    struct redis_unit *u = s->scur;
-
     *lag_ns = 0;
-    if (sh->state == RSH_CONNECTING &&
-        now - sh->connect_ns > (uint64_t)s->rt->conf->limits.connect_timeout_ms * 1000000ull) {
+    if (s->mirror.state == MIRROR_CONNECTING &&
+        now - s->shadow.connect_ns > (uint64_t)s->rt->conf->limits.connect_timeout_ms * 1000000ull) {
         count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
         detach(s, SHADOW_SHADOW_ERROR, "connect timeout");
-    } else if ((sh->state == RSH_READY || sh->state == RSH_CONNECTING) && u != NULL) {
-        uint64_t since = u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns;
-        *lag_ns = now > since ? now - since : 0;
-        if (*lag_ns > (uint64_t)mirror_conf(s)->timeout_ms * 1000000ull)
-            detach(s, SHADOW_SHADOW_TIMEOUT, "no answer within the shadow timeout");
+        return 1;
     }
-    return sh->state == RSH_DETACHED;
+    return mirror_tick(&s->mirror, now, (uint64_t)mirror_conf(s)->timeout_ms * 1000000ull, lag_ns);
 }
 
 /*
  * redis_shadow_route - mode split: the shadow answers u, a read just
  * appended while the client awaits nothing else.  Its request joins the
  * shadow's queue (sent by the next redis_shadow_flush); at the read sample
- * rate the primary gets it too, for the comparison: u->primary_done is 0
- * then and the caller forwards it.  -1, nothing done, when the shadow
+ * rate the primary gets it too, for the comparison: u->base.primary_done
+ * is 0 then and the caller forwards it.  -1, nothing done, when the shadow
  * cannot take it now (detached, or its queue is full).
  */
 int
 redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
                    size_t len)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct mirror *m = &s->mirror;
 
-    if ((sh->state != RSH_READY && sh->state != RSH_CONNECTING) || sh->nheld > 0 ||
-        sh->queued + len > mirror_conf(s)->queue_bytes ||
-        session_queue_total() + len > s->rt->conf->limits.mirror_queue_total)
+    if ((m->state != MIRROR_READY && m->state != MIRROR_CONNECTING) || m->nheld > 0 ||
+        !mirror_fits(m, len))
         return -1;
-    u->routed = 1;
-    u->mirrored = 1;
-    u->primary_done = !sample_read(s);
-    if (!u->primary_done)
+    u->base.routed = 1;
+    u->base.mirrored = 1;
+    if (mirror_sample(m, mirror_conf(s)->reads))
         u->cmp = redis_cmp_new(s); /* NULL: answered, not compared */
-    else if (s->pcur == u)
-        s->pcur = NULL; /* u is the last unit */
-    u->shadow_sent_ns = sh->state == RSH_READY ? redis_now(s) : 0;
-    evbuffer_add(sh->conn.out, bytes, len);
-    account(s, (int64_t)len);
-    if (s->scur == NULL)
-        s->scur = u;
+    else
+        mirror_primary_answered(m, &u->base, 0); /* the primary never sees it */
+    u->base.shadow_sent_ns = m->state == MIRROR_READY ? redis_now(s) : 0;
+    evbuffer_add(s->shadow.conn.out, bytes, len);
+    mirror_account(m, (int64_t)len);
+    if (m->scur == NULL)
+        m->scur = &u->base;
     return 0;
 }
 
-/*
- * redis_shadow_writes_owed - a unit other than a read is unanswered by the
- * primary, or by the shadow it was mirrored to.
- */
+/* redis_shadow_writes_owed - a unit other than a read is unanswered by either side. */
 int
 redis_shadow_writes_owed(const struct redis_session *s)
 {
-    for (const struct redis_unit *u = s->units_head; u; u = u->next)
-        if (u->kind != REQ_KIND_READ && !u->replay &&
-            (!u->primary_done || (u->mirrored && !u->shadow_done)))
-            return 1;
-    return 0;
+    return mirror_writes_owed(&s->mirror);
 }
 
 /*
@@ -984,10 +885,11 @@ int
 redis_shadow_swap_ready(const struct redis_session *s)
 {
     const struct redis_shadow *sh = &s->shadow;
-    if (sh->state == RSH_OFF || sh->state == RSH_DETACHED)
+    const struct mirror *m = &s->mirror;
+    if (m->state == MIRROR_OFF || m->state == MIRROR_DETACHED)
         return -1;
-    return sh->state == RSH_READY && sh->conn_open && !redis_shadow_busy(s) && sh->nheld == 0 &&
-           !sh->reply_open && s->units_head == NULL && evbuffer_get_length(sh->conn.in) == 0 &&
+    return m->state == MIRROR_READY && sh->conn_open && !mirror_busy(m) && m->nheld == 0 &&
+           !sh->reply_open && m->head == NULL && evbuffer_get_length(sh->conn.in) == 0 &&
            evbuffer_get_length(sh->tx_buf) == 0;
 }
 
@@ -1002,17 +904,14 @@ redis_shadow_swap(struct redis_session *s)
     conn_rebind(&sh->conn, s->w->base, on_shadow_io, s);
     sh->reply_open = 0;
     sh->replies_left = 0;
-    sh->failures = 0;
+    mirror_attached(&s->mirror);
 }
 
 /* redis_shadow_busy - the shadow still owes answers (or has bytes still to send). */
 int
 redis_shadow_busy(const struct redis_session *s)
 {
-    const struct redis_shadow *sh = &s->shadow;
-    if (sh->state != RSH_READY && sh->state != RSH_CONNECTING)
-        return 0;
-    return s->scur != NULL || sh->queued > 0;
+    return mirror_busy(&s->mirror);
 }
 
 /*
@@ -1023,43 +922,39 @@ redis_shadow_busy(const struct redis_session *s)
 void
 redis_shadow_orphan(struct redis_session *s)
 {
-    for (struct redis_unit *u = s->units_head; u; u = u->next) {
-        if (!u->primary_done) {
-            u->primary_done = 1;
+    for (struct mirror_unit *mu = s->mirror.head; mu; mu = mu->next) {
+        struct redis_unit *u = redis_unit_of(mu);
+        if (!mu->primary_done) {
             redis_cmp_free(s, u->cmp);
             u->cmp = NULL;
         }
     }
-    s->pcur = NULL;
     s->outstanding = 0;
     if (s->shadow.tx_buf)
         evbuffer_drain(s->shadow.tx_buf, evbuffer_get_length(s->shadow.tx_buf));
     s->shadow.tx_cmds = 0;
-    release_held(s, 1);
-    redis_complete_units(s);
+    mirror_orphan(&s->mirror, redis_now(s));
+    if (s->mirror.state == MIRROR_READY && evbuffer_get_length(s->shadow.conn.out) > 0)
+        flush_shadow(s);
 }
 
 /* redis_shadow_abandon - the process is quitting: count what the shadow still owed. */
 void
 redis_shadow_abandon(struct redis_session *s)
 {
-    if (s->shadow.state == RSH_READY || s->shadow.state == RSH_CONNECTING) {
+    if (s->mirror.state == MIRROR_READY || s->mirror.state == MIRROR_CONNECTING) {
         redis_shadow_orphan(s);
         detach(s, SHADOW_DROPPED, "tandem is exiting");
     }
 }
 
-/* redis_shadow_release - at session end: close the shadow, free its buffers. */
+/* redis_shadow_release - at session end: close the shadow, free every unit and buffer. */
 void
 redis_shadow_release(struct redis_session *s)
 {
     struct redis_shadow *sh = &s->shadow;
-    if (sh->state != RSH_OFF)
-        shadow_close(s);
-    if (sh->held)
-        evbuffer_free(sh->held);
+    mirror_release_all(&s->mirror);
     if (sh->tx_buf)
         evbuffer_free(sh->tx_buf);
-    sh->held = sh->tx_buf = NULL;
-    sh->state = RSH_OFF;
+    sh->tx_buf = NULL;
 }

@@ -1,0 +1,359 @@
+/*
+ * mirror.c - a session's mirror queue, for every protocol (mirror.h).
+ */
+#include "engine/mirror.h"
+
+#include <event2/buffer.h>
+#include <string.h>
+
+#include "engine/session.h"
+#include "protocol/kind.h"
+
+void
+mirror_init(struct mirror *m, const struct mirror_ops *ops, void *owner,
+            struct shadow_shard *shard, int slot, size_t queue_bytes, uint64_t queue_total,
+            uint64_t seed)
+{
+    memset(m, 0, sizeof(*m));
+    m->state = MIRROR_OFF;
+    m->ops = ops;
+    m->owner = owner;
+    m->shard = shard;
+    m->slot = slot;
+    m->queue_bytes = queue_bytes;
+    m->queue_total = queue_total;
+    m->rng = seed ? seed : 0x9e3779b97f4a7c15ull;
+}
+
+int
+mirror_open(struct mirror *m)
+{
+    if (m->state != MIRROR_OFF)
+        return 0;
+    if ((m->held = evbuffer_new()) == NULL)
+        return -1;
+    m->state = MIRROR_DETACHED;
+    return 0;
+}
+
+void
+mirror_release_all(struct mirror *m)
+{
+    if (m->state != MIRROR_OFF && m->state != MIRROR_DETACHED)
+        m->ops->close(m->owner);
+    while (m->head) {
+        struct mirror_unit *u = m->head;
+        m->head = u->next;
+        m->ops->free_unit(m->owner, u);
+    }
+    m->tail = m->pcur = m->scur = m->last_held = NULL;
+    m->nheld = 0;
+    mirror_account(m, -(int64_t)m->queued);
+    if (m->held)
+        evbuffer_free(m->held);
+    m->held = NULL;
+    m->state = MIRROR_OFF;
+}
+
+void
+mirror_append(struct mirror *m, struct mirror_unit *u)
+{
+    u->next = NULL;
+    if (m->tail)
+        m->tail->next = u;
+    else
+        m->head = u;
+    m->tail = u;
+    if (!u->primary_done && m->pcur == NULL)
+        m->pcur = u;
+}
+
+void
+mirror_insert_after(struct mirror *m, struct mirror_unit *after, struct mirror_unit *u)
+{
+    u->next = after->next;
+    after->next = u;
+    if (m->tail == after)
+        m->tail = u;
+}
+
+void
+mirror_account(struct mirror *m, int64_t delta)
+{
+    m->queued = (size_t)((int64_t)m->queued + delta);
+    session_queue_account(delta); /* one bound for every protocol's shadows */
+}
+
+int
+mirror_fits(const struct mirror *m, size_t len)
+{
+    return m->queued + len <= m->queue_bytes && session_queue_total() + len <= m->queue_total;
+}
+
+int
+mirror_admit(struct mirror *m, size_t len)
+{
+    if (!mirror_fits(m, len)) {
+        mirror_detach(m, SHADOW_DROPPED, SHADOW_DROP_QUEUE_FULL, "mirror queue full", 0);
+        return -1;
+    }
+    mirror_account(m, (int64_t)len);
+    return 0;
+}
+
+int
+mirror_hold(struct mirror *m, struct mirror_unit *u, struct evbuffer *src, const void *bytes,
+            size_t len)
+{
+    if (mirror_admit(m, len) != 0)
+        return -1;
+    if (src != NULL)
+        evbuffer_remove_buffer(src, m->held, len);
+    else
+        evbuffer_add(m->held, bytes, len);
+    u->held = 1;
+    u->held_len = len;
+    u->shadow_sent_ns = 0;
+    m->nheld++;
+    m->last_held = u;
+    if (m->scur == NULL)
+        m->scur = u;
+    return 0;
+}
+
+int
+mirror_hold_more(struct mirror *m, struct evbuffer *src, size_t len)
+{
+    if (m->last_held == NULL || mirror_admit(m, len) != 0)
+        return -1;
+    evbuffer_remove_buffer(src, m->held, len);
+    m->last_held->held_len += len;
+    return 0;
+}
+
+struct mirror_unit *
+mirror_next_for_shadow(struct mirror_unit *from)
+{
+    while (from && (!from->mirrored || from->shadow_done || !from->closed))
+        from = from->next;
+    return from;
+}
+
+void
+mirror_release(struct mirror *m, int force, uint64_t now)
+{
+    for (struct mirror_unit *u = m->head; u && m->nheld > 0; u = u->next) {
+        if (!u->held)
+            continue;
+        if (!force && !u->primary_done && !u->release_early)
+            break;
+        u->held = 0;
+        m->nheld--;
+        if (m->last_held == u)
+            m->last_held = NULL;
+        enum mirror_verdict v = m->ops->releasing ? m->ops->releasing(m->owner, u) : MIRROR_SEND;
+        if (v != MIRROR_SEND) {
+            evbuffer_drain(m->held, u->held_len);
+            mirror_account(m, -(int64_t)u->held_len);
+            u->held_len = 0;
+        }
+        if (v == MIRROR_DROP) {
+            /* never run on the shadow, nothing awaited from it */
+            u->mirrored = 0;
+            u->shadow_done = 1;
+            if (m->scur == u)
+                m->scur = mirror_next_for_shadow(u->next);
+            continue;
+        }
+        u->shadow_sent_ns = m->state == MIRROR_READY ? now : 0;
+        if (v == MIRROR_REPLACE) {
+            if (m->ops->replace(m->owner, u) != 0)
+                return; /* detached */
+            continue;
+        }
+        if (m->ops->send(m->owner, m->held, u->held_len) != 0)
+            return; /* detached */
+        if (m->ops->sent)
+            m->ops->sent(m->owner, u);
+        if (m->state == MIRROR_DETACHED || m->state == MIRROR_OFF)
+            return;
+    }
+}
+
+void
+mirror_drop(struct mirror *m, struct mirror_unit *u)
+{
+    u->mirrored = 1;
+    u->forced = SHADOW_DROPPED;
+    u->shadow_done = 1;
+    shadow_count_dropped(m->shard, m->slot,
+                         m->identity_refused ? SHADOW_DROP_IDENTITY : SHADOW_DROP_DETACHED, 1);
+}
+
+void
+mirror_primary_answered(struct mirror *m, struct mirror_unit *u, uint64_t now)
+{
+    (void)now;
+    u->primary_done = 1;
+    if (m->pcur == u) {
+        struct mirror_unit *n = u->next;
+        while (n && n->primary_done)
+            n = n->next;
+        m->pcur = n;
+    }
+}
+
+void
+mirror_shadow_answered(struct mirror *m, struct mirror_unit *u, uint64_t now)
+{
+    uint64_t since = u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns;
+    u->shadow_done = 1;
+    u->shadow_ns = now > since ? now - since : 0;
+    if (m->scur == u)
+        m->scur = mirror_next_for_shadow(u->next);
+}
+
+void
+mirror_complete(struct mirror *m)
+{
+    struct mirror_unit *u;
+    while ((u = m->head) != NULL && u->closed && u->primary_done &&
+           (u->shadow_done || !u->mirrored)) {
+        if (u->mirrored && !u->replay)
+            m->ops->record(m->owner, u);
+        m->head = u->next;
+        if (m->tail == u)
+            m->tail = NULL;
+        if (m->scur == u)
+            m->scur = NULL;
+        if (m->pcur == u)
+            m->pcur = u->next;
+        m->ops->free_unit(m->owner, u);
+    }
+}
+
+enum shadow_drop_reason
+mirror_drop_reason(enum shadow_outcome why)
+{
+    return why == SHADOW_SHADOW_TIMEOUT ? SHADOW_DROP_SHADOW_TIMEOUT
+           : why == SHADOW_SHADOW_ERROR ? SHADOW_DROP_SHADOW_ERROR
+                                        : SHADOW_DROP_QUEUE_FULL;
+}
+
+int
+mirror_changes_data(const struct mirror_unit *u)
+{
+    return u->kind == REQ_KIND_WRITE || u->kind == REQ_KIND_TX;
+}
+
+void
+mirror_detach(struct mirror *m, enum shadow_outcome why, enum shadow_drop_reason reason_id,
+              const char *reason, uint64_t now)
+{
+    const struct mirror_unit *lost = NULL;
+    uint64_t owed = 0;
+
+    if (m->state == MIRROR_DETACHED || m->state == MIRROR_OFF)
+        return;
+    for (struct mirror_unit *u = m->head; u; u = u->next) {
+        if (!u->mirrored || u->shadow_done || !u->closed)
+            continue;
+        u->forced = (int8_t)why;
+        u->shadow_done = 1;
+        u->held = 0;
+        if (lost == NULL && mirror_changes_data(u) && !u->replay)
+            lost = u;
+        owed++;
+    }
+    m->scur = NULL;
+    m->ops->close(m->owner);
+    evbuffer_drain(m->held, evbuffer_get_length(m->held));
+    m->nheld = 0;
+    m->last_held = NULL;
+    mirror_account(m, -(int64_t)m->queued);
+    m->state = MIRROR_DETACHED;
+    m->failures++;
+    m->retry_at_ns = (now ? now : session_now_ns()) + session_retry_backoff_ns(m->failures);
+    if (m->identity_refused)
+        reason_id = SHADOW_DROP_IDENTITY;
+    if (owed > 0)
+        shadow_count_dropped(m->shard, m->slot, reason_id, owed);
+    m->ops->detached(m->owner, why, reason, lost, owed);
+    mirror_complete(m);
+}
+
+int
+mirror_tick(struct mirror *m, uint64_t now, uint64_t timeout_ns, uint64_t *lag_ns)
+{
+    struct mirror_unit *u = m->scur;
+    *lag_ns = 0;
+    if ((m->state == MIRROR_READY || m->state == MIRROR_CONNECTING) && u != NULL) {
+        uint64_t since = u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns;
+        *lag_ns = now > since ? now - since : 0;
+        if (*lag_ns > timeout_ns)
+            mirror_detach(m, SHADOW_SHADOW_TIMEOUT, SHADOW_DROP_SHADOW_TIMEOUT,
+                          "no answer within the shadow timeout", now);
+    }
+    return m->state == MIRROR_DETACHED;
+}
+
+int
+mirror_busy(const struct mirror *m)
+{
+    if (m->state != MIRROR_READY && m->state != MIRROR_CONNECTING)
+        return 0;
+    if (m->scur != NULL || m->queued > 0)
+        return 1;
+    for (const struct mirror_unit *u = m->head; u; u = u->next)
+        if (u->mirrored && u->closed && !u->shadow_done)
+            return 1;
+    return 0;
+}
+
+int
+mirror_writes_owed(const struct mirror *m)
+{
+    for (const struct mirror_unit *u = m->head; u; u = u->next)
+        if (u->kind != REQ_KIND_READ && !u->replay &&
+            (!u->primary_done || (u->mirrored && !u->shadow_done)))
+            return 1;
+    return 0;
+}
+
+void
+mirror_orphan(struct mirror *m, uint64_t now)
+{
+    for (struct mirror_unit *u = m->head; u; u = u->next)
+        u->primary_done = 1;
+    m->pcur = NULL;
+    mirror_release(m, 1, now);
+    mirror_complete(m);
+}
+
+int
+mirror_may_reattach(const struct mirror *m, uint64_t now)
+{
+    return m->state == MIRROR_DETACHED && !m->identity_refused && m->head == NULL &&
+           now >= m->retry_at_ns;
+}
+
+void
+mirror_attached(struct mirror *m)
+{
+    m->failures = 0;
+}
+
+int
+mirror_sample(struct mirror *m, double p)
+{
+    if (p <= 0)
+        return 0;
+    if (p >= 1)
+        return 1;
+    uint64_t x = m->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    m->rng = x;
+    return (double)(x >> 11) / 9007199254740992.0 < p;
+}
