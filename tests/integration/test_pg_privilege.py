@@ -86,6 +86,20 @@ def shadow_who(shadow, table):
     return rows(shadow, f"SELECT v, who FROM {table}_t ORDER BY v")
 
 
+def wait_shadow_who(shadow, table, expected):
+    """The shadow's rows of table t, once they are `expected` (the mirror lags a little)."""
+    last = []
+
+    def same():
+        last[:] = [shadow_who(shadow, table)]
+        return last[0] == expected
+    try:
+        wait_until(same, 20, f"the shadow's rows of {table}_t", interval=0.1)
+    except TimeoutError:
+        pass
+    return last[0]
+
+
 def test_refused_statements_never_run_on_the_shadow(tandem, tmp_path, pg_primary, pg_shadow,
                                                     tables):
     """DROP TABLE, ALTER ROLE ... SUPERUSER and COPY TO PROGRAM from an
@@ -122,7 +136,7 @@ def test_refused_statements_never_run_on_the_shadow(tandem, tmp_path, pg_primary
             [(False,)]
         assert not os.path.exists(marker), "COPY TO PROGRAM ran on the shadow"
         # the aborted transaction's insert is on neither side; the later one on both
-        assert shadow_who(pg_shadow, tables) == [(2, "app")]
+        assert wait_shadow_who(pg_shadow, tables, [(2, "app")]) == [(2, "app")]
         assert rows(pg_primary, f"SELECT v FROM {tables}_t") == [(2,)]
     finally:
         os.system(f"rm -rf {marker_dir}")
@@ -140,7 +154,7 @@ def test_client_writes_run_as_the_client_on_the_shadow(tandem, tmp_path, pg_prim
         conn.execute(f"INSERT INTO {tables}_t (v) VALUES (%s)", (2,))
         assert conn.execute("SELECT current_user").fetchone() == ("app",)
     wait_until(lambda: delta(outcomes(t), before)["match"] >= 3, 20, "three matches")
-    assert shadow_who(pg_shadow, tables) == [(1, "app"), (2, "app")]
+    assert wait_shadow_who(pg_shadow, tables, [(1, "app"), (2, "app")]) == [(1, "app"), (2, "app")]
     got = delta(outcomes(t), before)
     assert got["match"] >= 3 and got["mismatch"] == 0 and got["shadow_error"] == 0, got
 
@@ -163,7 +177,7 @@ def test_set_role_games(tandem, tmp_path, pg_primary, pg_shadow, tables):
             conn.execute(f"SELECT * FROM {tables}_secret")
     wait_drained(t)
     expected = [(i, "app") for i in range(1, len(steps) + 1)] + [(99, "app")]
-    assert shadow_who(pg_shadow, tables) == expected
+    assert wait_shadow_who(pg_shadow, tables, expected) == expected
     assert metric_value(t.metrics(), "tandem_shadow_diverged", listener="pg") == 0
 
 
@@ -177,8 +191,8 @@ def test_non_superuser_shadow_login_acts_as_the_client(tandem, tmp_path, pg_prim
             conn.execute(f"INSERT INTO {tables}_t (v) VALUES (1)")
             conn.execute("SET ROLE NONE")
             conn.execute(f"INSERT INTO {tables}_t (v) VALUES (2)")
-        wait_drained(t)
-        assert shadow_who(pg_shadow, tables) == [(1, "app"), (2, "app")]
+        assert wait_shadow_who(pg_shadow, tables, [(1, "app"), (2, "app")]) == \
+            [(1, "app"), (2, "app")]
         assert metric_value(t.metrics(), "tandem_shadow_diverged", listener="pg") == 0
     finally:
         execute(pg_shadow, "REVOKE app FROM tandem_shadow")
