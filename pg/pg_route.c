@@ -69,11 +69,11 @@ pg_route_may_start(struct pg_session *s, const struct pgclass_result *cls)
     }
     /* still logging in is fine: the read waits in the shadow's queue, and
      * a login that fails retries it on the primary */
-    if (s->shadow.state != PGSH_READY && s->shadow.state != PGSH_CONNECTING) {
+    if (s->mirror.state != MIRROR_READY && s->mirror.state != MIRROR_CONNECTING) {
         pg_route_fallback(s, ROUTE_REASON_UNHEALTHY); /* detached */
         return 0;
     }
-    if (s->shadow.nheld > 0 || s->outstanding > 0 || s->route.unit != NULL) {
+    if (s->mirror.nheld > 0 || s->outstanding > 0 || s->route.unit != NULL) {
         pg_route_fallback(s, ROUTE_REASON_UNROUTABLE); /* pipelined behind other units */
         return 0;
     }
@@ -92,7 +92,7 @@ pg_route_decide(struct pg_session *s, const struct pg_unit *u)
 {
     int rule = (u->hint & PGCLASS_HINT_SHADOW) ? s->route.canary_hint : s->route.canary;
     struct route_input in = {
-        .kind = u->kind,
+        .kind = u->base.kind,
         .in_transaction = s->tx_open || s->tx_status != 'I',
         .hint = u->hint,
         .ms_since_write = s->route.last_write_ns == 0

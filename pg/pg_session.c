@@ -364,7 +364,7 @@ settle(struct pg_session *s)
                     s->state != PGS_SERVER_TLS && s->route.unit == NULL && !s->writes_waiting &&
                     (!s->server_open || evbuffer_get_length(s->server.out) < BACKPRESSURE_BYTES);
     conn_want_read(&s->client, client_ok);
-    if (s->shadow.state == PGSH_READY && s->shadow.conn_open)
+    if (s->mirror.state == MIRROR_READY && s->shadow.conn_open)
         conn_want_read(&s->shadow.conn, s->route.unit == NULL ||
                                             evbuffer_get_length(s->client.out) < BACKPRESSURE_BYTES);
 }
@@ -689,7 +689,7 @@ client_auth(struct pg_session *s)
 static int
 shadowing(const struct pg_session *s)
 {
-    return s->shadow.state != PGSH_OFF;
+    return s->mirror.state != MIRROR_OFF;
 }
 
 /* Where the bytes of a run of client messages go besides the primary. */
@@ -1013,7 +1013,7 @@ client_active(struct pg_session *s)
                 (named && namelen == 0 && !s->route.parsed_unnamed))
                 route_abandon(s, ROUTE_REASON_UNROUTABLE);
             if (st && shadowing(s) && s->unit_buf && s->building &&
-                (s->shadow.state == PGSH_READY || s->shadow.state == PGSH_CONNECTING)) {
+                (s->mirror.state == MIRROR_READY || s->mirror.state == MIRROR_CONNECTING)) {
                 /* the unit's earlier bytes first, then the statement's Parse */
                 move_run(s, run, target);
                 avail -= run;
@@ -1053,7 +1053,7 @@ client_active(struct pg_session *s)
         else if (s->route.candidate)
             want = RUN_HOLD;
         else if (shadowing(s) && s->building &&
-                 (s->shadow.state == PGSH_READY || s->shadow.state == PGSH_CONNECTING))
+                 (s->mirror.state == MIRROR_READY || s->mirror.state == MIRROR_CONNECTING))
             want = RUN_UNIT;
         if (want != target) {
             move_run(s, run, target);
@@ -1269,7 +1269,7 @@ server_active(struct pg_session *s)
 
     while (run < avail) {
         if (s->server_skip == 0 && shadowing(s)) {
-            int discard = s->pcur != NULL && s->pcur->routed;
+            int discard = s->mirror.pcur != NULL && s->mirror.pcur->routed;
             if (discard != s->server_discard) {
                 server_run_done(s, &avail, &run);
                 s->server_discard = discard;
@@ -1571,6 +1571,9 @@ pg_session_accept(struct worker *w, const struct rt_listener *l, int fd,
     s->be = s->swapped ? l->shadow : l->primary;
     s->shadow_be = s->swapped ? l->primary : l->shadow;
     s->id = (uint64_t)w->id << 48 | w->next_conn_id++;
+    mirror_init(&s->mirror, &pg_mirror_ops, s, w->shadow, l->metric_slot,
+                l->conf->mirror.queue_bytes, s->rt->conf->limits.mirror_queue_total,
+                s->id * 0x9e3779b97f4a7c15ull + 1);
     s->over_limit = over_limit != 0;
     s->server.fd = -1;
     runtime_format_addr(peer, s->peer, sizeof(s->peer));
@@ -1634,7 +1637,7 @@ swap_ready(struct pg_session *s)
     if (s->outstanding > 0 || s->unit_open || s->tx_open || s->tx_status != 'I' ||
         s->route.unit != NULL || s->server_skip > 0 || evbuffer_get_length(s->server.out) > 0) {
         /* a session that cannot swap now may still have no shadow at all */
-        return s->shadow.state == PGSH_OFF || s->shadow.state == PGSH_DETACHED ? -1 : 0;
+        return s->mirror.state == MIRROR_OFF || s->mirror.state == MIRROR_DETACHED ? -1 : 0;
     }
     return pg_shadow_swap_ready(s);
 }
@@ -1677,7 +1680,7 @@ pg_session_cutover_check(struct pg_session *s, int *listener_slot)
     int want = control_roles_swapped(slot);
     if (control_paused(slot)) {
         /* drained: every write it sent is acknowledged by both sides (reads may run) */
-        int drained = s->shadow.state == PGSH_OFF || s->shadow.state == PGSH_DETACHED
+        int drained = s->mirror.state == MIRROR_OFF || s->mirror.state == MIRROR_DETACHED
                           ? -1
                           : !s->tx_open && s->tx_status == 'I' && !pg_shadow_writes_owed(s);
         if (drained < 0)
@@ -1711,7 +1714,7 @@ pg_session_shadow_tick(struct pg_session *s, uint64_t now_ns, uint64_t *lag_ns,
 {
     *listener_slot = s->lis->metric_slot;
     *lag_ns = 0;
-    if (s->shadow.state == PGSH_OFF)
+    if (s->mirror.state == MIRROR_OFF)
         return 0;
     pg_shadow_tick(s, now_ns, lag_ns);
     return pg_shadow_is_detached(s);

@@ -8,7 +8,7 @@
  * Every unit the client sends (a Query, or the messages up to a Sync) gets a
  * struct pg_unit from its first message, appended to one list in order:
  *
- *   units_head -> [u1 done] -> [u2 primary done] -> [u3 building] -> NULL
+ *   mirror.head -> [u1 done] -> [u2 primary done] -> [u3 building] -> NULL
  *                                 ^ scur (waits for the shadow's Z)
  *                                                     ^ pcur (waits for the primary's Z)
  *
@@ -34,6 +34,7 @@
 #include "protocol/pgstmt.h"
 #include "engine/cancel.h"
 #include "engine/conn.h"
+#include "engine/mirror.h"
 #include "engine/session.h"
 #include "routing/canary.h"
 
@@ -69,35 +70,20 @@ struct pg_compare {
 #define PG_UNIT_NAMES_MAX 1024
 
 struct pg_unit {
-    struct pg_unit *next;
-    enum req_kind kind;
+    struct mirror_unit base;    /* first: the mirror queue's view (kind, outcome, timing) */
     uint8_t hint;               /* PGCLASS_HINT_* of its statements */
-    unsigned closed : 1;        /* its Sync / Query was read */
     unsigned sampled : 1;       /* a read picked for comparison */
-    unsigned mirrored : 1;      /* its outcome is wanted (queued to the shadow, or dropped) */
-    unsigned primary_done : 1;
-    unsigned shadow_done : 1;
-    unsigned replay : 1;        /* state replayed on a new shadow: never recorded */
     unsigned unstable : 1;      /* a mismatch is noise */
     unsigned ordered : 1;
     unsigned no_mirror : 1;     /* LISTEN/NOTIFY only, or an admin statement */
     unsigned unmirrorable : 1;  /* too many statements to track: cannot be mirrored */
     unsigned ddl : 1;           /* changes the schema (mirror levels tell DDL from DML) */
-    unsigned held : 1;          /* mirrored, waiting in shadow.held for the primary's answer */
-    unsigned copy_started : 1;  /* the primary accepted its COPY FROM STDIN */
-    unsigned routed : 1;        /* mode split: the shadow answers it; the primary may compare */
     unsigned refused : 1;       /* the primary refused it for the client's rights: never mirrored */
     unsigned primary_effect : 1; /* the primary completed a statement of it before refusing */
     unsigned relock : 1;        /* ours: puts the shadow session back in the client's role */
     uint8_t nparse;             /* routed: Parse messages sent to the shadow, in order */
     uint8_t parse_seen;         /* routed: ParseComplete answers seen so far */
     uint64_t parse_injected;    /* routed: bit i set when Parse i was ours, not the client's */
-    size_t held_len;            /* its bytes in shadow.held */
-    int forced;                 /* outcome decided without an answer, or -1 */
-    uint64_t closed_ns;         /* handed to the primary (and queued for the shadow) */
-    uint64_t primary_ns;        /* primary latency */
-    uint64_t shadow_sent_ns;
-    uint64_t shadow_ns;
     struct pg_compare *cmp;     /* NULL: the primary's answer is not digested */
     char *sql;                  /* the first statement's text, for the report */
     size_t sqllen;
@@ -107,15 +93,19 @@ struct pg_unit {
     uint16_t names_cap;
 };
 
-enum pgsh_state {
-    PGSH_OFF,        /* no shadow for this session */
-    PGSH_CONNECTING, /* libpq logging in */
-    PGSH_READY,      /* mirrors flow */
-    PGSH_DETACHED,   /* failed or overflowed; re-attach at an idle point */
-};
+/* The unit a mirror-queue pointer is (struct mirror_unit comes first). */
+static inline struct pg_unit *
+pg_unit_of(struct mirror_unit *mu)
+{
+    return (struct pg_unit *)mu;
+}
 
+/*
+ * The shadow connection.  Its queue is the session's struct mirror
+ * (engine/mirror.h): state OFF, CONNECTING (libpq logging in; released
+ * bytes wait in pending), READY, DETACHED.
+ */
 struct pg_shadow {
-    enum pgsh_state state;
     PGconn *pq;                 /* owns the socket and TLS state */
     struct event login_ev;
     unsigned login_ev_added : 1;
@@ -123,7 +113,6 @@ struct pg_shadow {
     unsigned replay_incomplete : 1;
     unsigned skip_forward : 1;  /* the rest of the message being skipped goes to the client */
     unsigned as_role : 1;       /* logged in as tandem's user, acting as the client's role */
-    unsigned identity_refused : 1; /* the shadow cannot act as the client: never mirrored */
     unsigned super_at_login : 1; /* is_superuser was on at login (acting as the client) */
     char client_role[64];       /* as_role: the client's user, the role acted as */
     unsigned relocks_pending;   /* relock units on their way: the role may be off until they run */
@@ -131,14 +120,8 @@ struct pg_shadow {
     struct evbuffer *pending;   /* mirrored bytes waiting for the login */
     uint32_t epoch;             /* statements present on this connection carry it */
     size_t skip;                /* rest of an oversized shadow message to discard */
-    size_t queued;              /* this session's bytes in pending + conn.out */
-    uint64_t retry_at_ns;       /* earliest re-attach */
-    unsigned failures;          /* consecutive, for the back-off */
     struct evbuffer *state_log; /* session-state units to replay on re-attach */
     unsigned state_units;
-    struct evbuffer *held;      /* mirrored units the primary has not answered yet */
-    unsigned nheld;
-    struct pg_unit *last_held;
 };
 
 /*
@@ -208,12 +191,10 @@ struct pg_session {
     struct cancel_entry cancel;   /* our key for the client -> the backend's key */
     struct pgstmt_table *stmts;   /* prepared statements, NULL until the first Parse */
 
-    /* shadow mode only (shadow.state != PGSH_OFF) */
+    /* shadow mode only (mirror.state != MIRROR_OFF) */
     struct pg_shadow shadow;
-    struct pg_unit *units_head, *units_tail;
+    struct mirror mirror;         /* the units in order, pcur and scur; the mirror queue */
     struct pg_unit *building;     /* the unit being read from the client */
-    struct pg_unit *pcur;         /* first unit awaiting the primary's answer */
-    struct pg_unit *scur;         /* first mirrored unit awaiting the shadow's */
     struct evbuffer *unit_buf;    /* the building unit's messages, for the shadow */
 
     /* mode split (pg_route.c): at most one unit answered by the shadow at a time */
@@ -228,6 +209,7 @@ void pg_count_backend(struct pg_session *s, const struct rt_backend *b,
 void pg_session_shadow_progress(struct pg_session *s);
 
 /* pg_shadow.c */
+extern const struct mirror_ops pg_mirror_ops;
 void pg_shadow_start(struct pg_session *s);
 void pg_shadow_release(struct pg_session *s);
 struct pg_unit *pg_unit_begin(struct pg_session *s, const struct pgclass_result *first);

@@ -43,9 +43,6 @@
 /* Session state replayed on a new shadow connection. */
 #define STATE_LOG_MAX_BYTES (64 * 1024)
 #define STATE_LOG_MAX_UNITS 256
-/* Re-attach back-off: 1 s doubling to 60 s. */
-#define RETRY_MIN_NS 1000000000ull
-#define RETRY_MAX_NS 60000000000ull
 
 #define slog(s, level, ...) log_at(level, (s)->id, (s)->peer, __VA_ARGS__)
 
@@ -58,8 +55,7 @@ mirror_conf(const struct pg_session *s)
 static void
 account(struct pg_session *s, int64_t delta)
 {
-    s->shadow.queued = (size_t)((int64_t)s->shadow.queued + delta);
-    session_queue_account(delta); /* one bound for every protocol's shadows */
+    mirror_account(&s->mirror, delta);
 }
 
 /* ------------------------------------------------------------------ */
@@ -68,6 +64,8 @@ account(struct pg_session *s, int64_t delta)
 static void
 unit_free(struct pg_unit *u)
 {
+    if (u == NULL)
+        return;
     free(u->cmp);
     free(u->sql);
     for (unsigned i = 0; i < u->nnames; i++)
@@ -103,11 +101,6 @@ unit_add_name(struct pg_unit *u, const char *name)
     return 0;
 }
 
-static int
-changes_data(const struct pg_unit *u)
-{
-    return u->kind != REQ_KIND_READ;
-}
 
 /*
  * lost_write - the shadow did not apply write unit u as the primary did (it
@@ -151,7 +144,7 @@ record(struct pg_session *s, struct pg_unit *u, enum shadow_outcome outcome)
         outcome = SHADOW_NOISE;
     /* a write (or COMMIT) the shadow answered otherwise (forced outcomes, drops and
      * detaches, were noted where they were decided) */
-    if (u->forced < 0 && (u->kind == REQ_KIND_WRITE || u->kind == REQ_KIND_TX) &&
+    if (u->base.forced < 0 && (u->base.kind == REQ_KIND_WRITE || u->base.kind == REQ_KIND_TX) &&
         outcome_loses_write(outcome))
         lost_write(s, u, shadow_outcome_name(outcome));
     const char *psum = "", *ssum = "";
@@ -160,60 +153,36 @@ record(struct pg_session *s, struct pg_unit *u, enum shadow_outcome outcome)
         ssum = u->cmp->ssample;
     }
     shadow_record_pg(s->w->shadow, s->lis->metric_slot, u->sql ? u->sql : "",
-                     u->sql ? u->sqllen : 0, outcome, u->primary_ns,
-                     u->shadow_done && u->forced < 0 ? u->shadow_ns : 0, psum, ssum);
+                     u->sql ? u->sqllen : 0, outcome, u->base.primary_ns,
+                     u->base.shadow_done && u->base.forced < 0 ? u->base.shadow_ns : 0, psum, ssum);
     if (outcome == SHADOW_MISMATCH)
         slog(s, CONF_LOG_DEBUG, "shadow mismatch: %.200s", u->sql ? u->sql : "");
+}
+
+/* The mirror queue's record hook: both sides are done with mirrored unit u. */
+static void
+on_record(void *owner, struct mirror_unit *mu)
+{
+    struct pg_session *s = owner;
+    struct pg_unit *u = pg_unit_of(mu);
+    if (u->base.forced >= 0)
+        record(s, u, (enum shadow_outcome)u->base.forced);
+    else if (u->cmp)
+        record(s, u, pgdigest_compare(&u->cmp->pres, &u->cmp->sres, u->unstable));
+}
+
+static void
+on_free_unit(void *owner, struct mirror_unit *mu)
+{
+    (void)owner;
+    unit_free(pg_unit_of(mu));
 }
 
 /* Record and free the units both sides are done with, oldest first. */
 static void
 complete_units(struct pg_session *s)
 {
-    struct pg_unit *u;
-
-    while ((u = s->units_head) != NULL && u->closed && u->primary_done &&
-           (u->shadow_done || !u->mirrored)) {
-        if (u->mirrored && !u->replay) {
-            if (u->forced >= 0)
-                record(s, u, (enum shadow_outcome)u->forced);
-            else if (u->cmp)
-                record(s, u, pgdigest_compare(&u->cmp->pres, &u->cmp->sres, u->unstable));
-        }
-        s->units_head = u->next;
-        if (s->units_tail == u)
-            s->units_tail = NULL;
-        if (s->scur == u)
-            s->scur = NULL;
-        unit_free(u);
-    }
-}
-
-static void
-append_unit(struct pg_session *s, struct pg_unit *u)
-{
-    if (s->units_tail)
-        s->units_tail->next = u;
-    else
-        s->units_head = u;
-    s->units_tail = u;
-}
-
-/* The first unit after `from` (or from the head) matching what the side waits for. */
-static struct pg_unit *
-next_for_primary(struct pg_unit *from)
-{
-    while (from && from->primary_done)
-        from = from->next;
-    return from;
-}
-
-static struct pg_unit *
-next_for_shadow(struct pg_unit *from)
-{
-    while (from && (!from->mirrored || from->shadow_done || !from->closed))
-        from = from->next;
-    return from;
+    mirror_complete(&s->mirror);
 }
 
 static void
@@ -233,15 +202,11 @@ start_compare(struct pg_session *s, struct pg_unit *u)
     pgdigest_init(&u->cmp->shadow, &opts, u->cmp->ssample, sizeof(u->cmp->ssample));
 }
 
+/* mirror { reads N%; }: a read picked for comparison (the session's own sampler). */
 static int
-sample_read(const struct pg_session *s)
+sample_read(struct pg_session *s)
 {
-    double p = mirror_conf(s)->reads;
-    if (p <= 0)
-        return 0;
-    if (p >= 1)
-        return 1;
-    return (double)random() / ((double)RAND_MAX + 1.0) < p;
+    return mirror_sample(&s->mirror, mirror_conf(s)->reads);
 }
 
 /*
@@ -255,20 +220,18 @@ pg_unit_begin(struct pg_session *s, const struct pgclass_result *first)
     struct pg_unit *u = calloc(1, sizeof(*u));
     if (u == NULL)
         return NULL;
-    u->forced = -1;
-    u->kind = first ? first->kind : REQ_KIND_READ;
+    u->base.forced = -1;
+    u->base.kind = first ? first->kind : REQ_KIND_READ;
     u->hint = first ? first->hint : 0;
     u->unstable = first ? first->unstable : 0;
     u->ordered = first ? first->has_order_by : 0;
     u->no_mirror = first ? (first->no_mirror || first->kind == REQ_KIND_ADMIN) : 0;
     u->ddl = first ? first->ddl : 0;
-    u->sampled = u->kind == REQ_KIND_READ && !s->tx_open && sample_read(s);
-    if (s->shadow.state != PGSH_DETACHED && !(u->hint & PGCLASS_HINT_NOSHADOW) && !u->no_mirror &&
-        (u->kind != REQ_KIND_READ || s->tx_open || u->sampled))
+    u->sampled = u->base.kind == REQ_KIND_READ && !s->tx_open && sample_read(s);
+    if (s->mirror.state != MIRROR_DETACHED && !(u->hint & PGCLASS_HINT_NOSHADOW) && !u->no_mirror &&
+        (u->base.kind != REQ_KIND_READ || s->tx_open || u->sampled))
         start_compare(s, u);
-    append_unit(s, u);
-    if (s->pcur == NULL)
-        s->pcur = u;
+    mirror_append(&s->mirror, &u->base);
     s->building = u;
     return u;
 }
@@ -279,7 +242,7 @@ pg_unit_add(struct pg_session *s, const struct pgclass_result *cls)
     struct pg_unit *u = s->building;
     if (u == NULL || cls == NULL)
         return;
-    u->kind = req_kind_strongest(u->kind, cls->kind);
+    u->base.kind = req_kind_strongest(u->base.kind, cls->kind);
     u->hint |= cls->hint;
     u->unstable |= cls->unstable;
     u->ddl |= cls->ddl;
@@ -294,7 +257,7 @@ pg_unit_set_sql(struct pg_unit *u, const char *sql, size_t len)
         return;
     /* the text is for the report: a read the sample left out is never in it
      * (should a later statement make the unit a write, its text is kept then) */
-    if (u->cmp == NULL && u->kind == REQ_KIND_READ && !u->sampled)
+    if (u->cmp == NULL && u->base.kind == REQ_KIND_READ && !u->sampled)
         return;
     if (len > UNIT_SQL_MAX)
         len = UNIT_SQL_MAX;
@@ -399,20 +362,14 @@ static void detach(struct pg_session *s, enum shadow_outcome why, const char *re
 static int
 admit(struct pg_session *s, size_t len)
 {
-    if (s->shadow.queued + len > mirror_conf(s)->queue_bytes ||
-        session_queue_total() + len > s->rt->conf->limits.mirror_queue_total) {
-        detach(s, SHADOW_DROPPED, "mirror queue full");
-        return -1;
-    }
-    account(s, (int64_t)len);
-    return 0;
+    return mirror_admit(&s->mirror, len);
 }
 
 /* Send admitted bytes: now when logged in, else kept for the login. */
 static int
 send_admitted(struct pg_session *s, struct evbuffer *src, size_t len)
 {
-    if (s->shadow.state == PGSH_READY) {
+    if (s->mirror.state == MIRROR_READY) {
         evbuffer_remove_buffer(src, s->shadow.conn.out, len);
         size_t before = evbuffer_get_length(s->shadow.conn.out);
         if (conn_flush(&s->shadow.conn) == CONN_ERROR) {
@@ -444,20 +401,8 @@ send_admitted(struct pg_session *s, struct evbuffer *src, size_t len)
 static void
 hold(struct pg_session *s, struct pg_unit *u, size_t len)
 {
-    struct pg_shadow *sh = &s->shadow;
-    if (admit(s, len) != 0) {
-        s->copy_mirror = 0;
-        return;
-    }
-    evbuffer_remove_buffer(s->unit_buf, sh->held, len);
-    u->held = 1;
-    u->held_len = len;
-    u->shadow_sent_ns = 0;
-    sh->nheld++;
-    sh->last_held = u;
-    s->copy_mirror = 1;
-    if (s->scur == NULL)
-        s->scur = u;
+    /* full: detached (counted); its COPY data, if any, is not mirrored either */
+    s->copy_mirror = mirror_hold(&s->mirror, &u->base, s->unit_buf, NULL, len) == 0;
 }
 
 /*
@@ -532,13 +477,9 @@ send_refusal(struct pg_session *s, struct pg_unit *u)
     static const char sql[] =
         "DO $tandem$BEGIN RAISE EXCEPTION 'tandem: refused on the primary, not run on the "
         "shadow' USING ERRCODE = 'insufficient_privilege'; END$tandem$";
-    struct pg_shadow *sh = &s->shadow;
 
-    evbuffer_drain(sh->held, u->held_len);
-    account(s, -(int64_t)u->held_len);
-    u->held_len = 0;
-    u->forced = SHADOW_PRIMARY_ERROR;
-    if (u->primary_effect && changes_data(u))
+    u->base.forced = SHADOW_PRIMARY_ERROR;
+    if (u->primary_effect && mirror_changes_data(&u->base))
         lost_write(s, u, "refused on the primary after part of it ran");
     return send_query(s, sql);
 }
@@ -592,53 +533,57 @@ relock_after(struct pg_session *s, struct pg_unit *u)
         return -1;
     }
     snprintf(sql, sizeof(sql), "SET ROLE %s", ident);
-    r->forced = -1;
-    r->kind = REQ_KIND_SESSION;
-    r->closed = r->mirrored = r->primary_done = r->replay = r->relock = 1;
-    r->closed_ns = r->shadow_sent_ns = session_now_ns();
-    r->next = u->next;
-    u->next = r;
-    if (s->units_tail == u)
-        s->units_tail = r;
+    r->base.forced = -1;
+    r->base.kind = REQ_KIND_SESSION;
+    r->base.closed = r->base.mirrored = r->base.primary_done = r->base.replay = r->relock = 1;
+    r->base.closed_ns = r->base.shadow_sent_ns = session_now_ns();
+    mirror_insert_after(&s->mirror, &u->base, &r->base);
     sh->relocks_pending++;
     return send_query(s, sql);
+}
+
+/* The mirror queue's hooks (engine/mirror.h). */
+static enum mirror_verdict
+on_releasing(void *owner, struct mirror_unit *mu)
+{
+    (void)owner;
+    return pg_unit_of(mu)->refused ? MIRROR_REPLACE : MIRROR_SEND;
+}
+
+static int
+on_replace(void *owner, struct mirror_unit *mu)
+{
+    return send_refusal(owner, pg_unit_of(mu));
+}
+
+static int
+on_send(void *owner, struct evbuffer *src, size_t len)
+{
+    return send_admitted(owner, src, len);
+}
+
+static void
+on_sent(void *owner, struct mirror_unit *mu)
+{
+    struct pg_session *s = owner;
+    struct pg_unit *u = pg_unit_of(mu);
+    if (s->shadow.as_role && may_leave_role(u))
+        relock_after(s, u); /* a failure detaches */
 }
 
 /* Send, in order, the held units the primary has answered (all of them when force). */
 static void
 release_held(struct pg_session *s, int force)
 {
-    struct pg_shadow *sh = &s->shadow;
-    uint64_t now = session_now_ns();
-
-    for (struct pg_unit *u = s->units_head; u && sh->nheld > 0; u = u->next) {
-        if (!u->held)
-            continue;
-        if (!force && !u->primary_done && !u->copy_started)
-            break;
-        u->held = 0;
-        sh->nheld--;
-        if (sh->last_held == u)
-            sh->last_held = NULL;
-        u->shadow_sent_ns = sh->state == PGSH_READY ? now : 0;
-        if (u->refused) {
-            if (send_refusal(s, u) != 0)
-                return; /* detached */
-            continue;
-        }
-        if (send_admitted(s, sh->held, u->held_len) != 0)
-            return; /* detached */
-        if (sh->as_role && may_leave_role(u) && relock_after(s, u) != 0)
-            return;
-    }
+    mirror_release(&s->mirror, force, session_now_ns());
 }
 
 /* pg_shadow_primary_copy_in - the primary accepted COPY ... FROM STDIN: its data may flow. */
 void
 pg_shadow_primary_copy_in(struct pg_session *s)
 {
-    if (s->pcur != NULL) {
-        s->pcur->copy_started = 1;
+    if (s->mirror.pcur != NULL) {
+        s->mirror.pcur->release_early = 1;
         release_held(s, 0);
     }
 }
@@ -649,7 +594,7 @@ log_state(struct pg_session *s, struct pg_unit *u, struct evbuffer *bytes)
 {
     struct pg_shadow *sh = &s->shadow;
     size_t len = evbuffer_get_length(bytes);
-    if (u->kind != REQ_KIND_SESSION || s->tx_open)
+    if (u->base.kind != REQ_KIND_SESSION || s->tx_open)
         return;
     if (sh->state_units >= STATE_LOG_MAX_UNITS ||
         evbuffer_get_length(sh->state_log) + len > STATE_LOG_MAX_BYTES) {
@@ -668,7 +613,7 @@ log_state(struct pg_session *s, struct pg_unit *u, struct evbuffer *bytes)
 static int
 level_allows(const struct pg_session *s, const struct pg_unit *u)
 {
-    if (u->kind != REQ_KIND_WRITE)
+    if (u->base.kind != REQ_KIND_WRITE)
         return 1;
     switch (mirror_conf(s)->level) {
     case CONF_MIRROR_DML:
@@ -689,52 +634,48 @@ void
 pg_unit_close(struct pg_session *s)
 {
     struct pg_unit *u = s->building;
-    struct pg_shadow *sh = &s->shadow;
     size_t len = s->unit_buf ? evbuffer_get_length(s->unit_buf) : 0;
 
     s->building = NULL;
     if (u == NULL)
         return;
-    u->closed = 1;
-    u->closed_ns = session_now_ns();
-    if (u->kind == REQ_KIND_TX)
+    u->base.closed = 1;
+    u->base.closed_ns = session_now_ns();
+    if (u->base.kind == REQ_KIND_TX)
         s->tx_open = 1;
 
     int wanted = !(u->hint & PGCLASS_HINT_NOSHADOW) && !u->no_mirror &&
-                 (u->kind != REQ_KIND_READ || s->tx_open || u->sampled) && level_allows(s, u);
+                 (u->base.kind != REQ_KIND_READ || s->tx_open || u->sampled) && level_allows(s, u);
     if (wanted &&
         control_mode(s->lis->metric_slot, (int)s->lis->conf->mode) == CONF_MODE_PASSTHROUGH) {
         /* mirroring turned off while the session runs: its writes are lost to the shadow */
         shadow_count_dropped(s->w->shadow, s->lis->metric_slot, SHADOW_DROP_MIRRORING_OFF, 1);
-        if (changes_data(u))
+        if (mirror_changes_data(&u->base))
             lost_write(s, u, "dropped: mirroring turned off");
         wanted = 0;
     }
     if (!wanted) {
-        u->shadow_done = 1;
+        u->base.shadow_done = 1;
         settle_names(s, u, 0);
         if (s->unit_buf)
             evbuffer_drain(s->unit_buf, len);
         s->copy_mirror = 0;
         return;
     }
-    u->mirrored = 1;
-    if (sh->state == PGSH_DETACHED || u->unmirrorable || len == 0) {
+    u->base.mirrored = 1;
+    if (s->mirror.state == MIRROR_DETACHED || u->unmirrorable || len == 0) {
         /* a write the shadow will never see: from now on its data may differ */
-        if (sh->state == PGSH_DETACHED) {
-            shadow_count_dropped(s->w->shadow, s->lis->metric_slot,
-                                 sh->identity_refused ? SHADOW_DROP_IDENTITY
-                                                      : SHADOW_DROP_DETACHED,
-                                 1);
-            if (changes_data(u))
-                lost_write(s, u, sh->identity_refused
+        if (s->mirror.state == MIRROR_DETACHED) {
+            mirror_drop(&s->mirror, &u->base);
+            if (mirror_changes_data(&u->base))
+                lost_write(s, u, s->mirror.identity_refused
                                      ? "dropped: the shadow cannot act as the client's role"
                                      : "dropped: the session's shadow is detached");
         }
-        if (u->unmirrorable && sh->state != PGSH_DETACHED)
+        if (u->unmirrorable && s->mirror.state != MIRROR_DETACHED)
             detach(s, SHADOW_DROPPED, "unit references too many statements");
-        u->forced = SHADOW_DROPPED;
-        u->shadow_done = 1;
+        u->base.forced = SHADOW_DROPPED;
+        u->base.shadow_done = 1;
         settle_names(s, u, 0);
         if (s->unit_buf)
             evbuffer_drain(s->unit_buf, evbuffer_get_length(s->unit_buf));
@@ -758,31 +699,25 @@ int
 pg_unit_route(struct pg_session *s)
 {
     struct pg_unit *u = s->building;
-    struct pg_shadow *sh = &s->shadow;
     size_t len = s->unit_buf ? evbuffer_get_length(s->unit_buf) : 0;
 
-    if (u == NULL || (sh->state != PGSH_READY && sh->state != PGSH_CONNECTING) ||
-        u->unmirrorable || len == 0 ||
-        sh->queued + len > mirror_conf(s)->queue_bytes ||
-        session_queue_total() + len > s->rt->conf->limits.mirror_queue_total)
+    if (u == NULL || (s->mirror.state != MIRROR_READY && s->mirror.state != MIRROR_CONNECTING) ||
+        u->unmirrorable || len == 0 || !mirror_fits(&s->mirror, len))
         return -1;
     s->building = NULL;
-    u->closed = 1;
-    u->closed_ns = u->shadow_sent_ns = session_now_ns();
-    u->routed = 1;
-    u->mirrored = 1;
+    u->base.closed = 1;
+    u->base.closed_ns = u->base.shadow_sent_ns = session_now_ns();
+    u->base.routed = 1;
+    u->base.mirrored = 1;
     settle_names(s, u, 1);
-    if (s->scur == NULL)
-        s->scur = u;
+    if (s->mirror.scur == NULL)
+        s->mirror.scur = &u->base;
     s->route.unit = u;
     s->route.forwarded = 0;
-    if (u->cmp != NULL) {
+    if (u->cmp != NULL)
         copy_prefix(s->server.out, s->route.buf, evbuffer_get_length(s->route.buf));
-    } else {
-        u->primary_done = 1;
-        if (s->pcur == u)
-            s->pcur = next_for_primary(u->next);
-    }
+    else
+        mirror_primary_answered(&s->mirror, &u->base, 0); /* the primary never sees it */
     account(s, (int64_t)len);
     send_admitted(s, s->unit_buf, len); /* a failure detaches: the read is retried */
     return 0;
@@ -803,13 +738,11 @@ route_lost(struct pg_session *s)
         pg_session_route_failed(s, 0);
         return;
     }
-    r->forced = -1;
-    r->kind = REQ_KIND_READ;
-    r->closed = r->shadow_done = 1;
-    r->closed_ns = session_now_ns();
-    append_unit(s, r);
-    if (s->pcur == NULL)
-        s->pcur = r;
+    r->base.forced = -1;
+    r->base.kind = REQ_KIND_READ;
+    r->base.closed = r->base.shadow_done = 1;
+    r->base.closed_ns = session_now_ns();
+    mirror_append(&s->mirror, &r->base);
     pg_session_route_failed(s, 1);
 }
 
@@ -818,7 +751,7 @@ void
 pg_shadow_copy_data(struct pg_session *s, size_t len)
 {
     struct evbuffer *tmp;
-    if (!s->copy_mirror || s->shadow.state == PGSH_DETACHED || s->shadow.state == PGSH_OFF)
+    if (!s->copy_mirror || s->mirror.state == MIRROR_DETACHED || s->mirror.state == MIRROR_OFF)
         return;
     tmp = evbuffer_new();
     if (tmp == NULL) {
@@ -826,15 +759,10 @@ pg_shadow_copy_data(struct pg_session *s, size_t len)
         return;
     }
     copy_prefix(tmp, s->client.in, len);
-    if (admit(s, len) == 0) {
-        if (s->shadow.nheld > 0 && s->shadow.last_held != NULL) {
-            /* behind its COPY statement, which is still held */
-            evbuffer_add_buffer(s->shadow.held, tmp);
-            s->shadow.last_held->held_len += len;
-        } else {
-            send_admitted(s, tmp, len);
-        }
-    }
+    if (s->mirror.nheld > 0 && s->mirror.last_held != NULL)
+        mirror_hold_more(&s->mirror, tmp, len); /* behind its COPY statement, still held */
+    else if (admit(s, len) == 0)
+        send_admitted(s, tmp, len);
     evbuffer_free(tmp);
 }
 
@@ -873,17 +801,18 @@ int
 pg_shadow_wants_whole(const struct pg_session *s)
 {
     /* digested, or held for the shadow until the primary says it ran */
-    return s->pcur != NULL && (s->pcur->cmp != NULL || s->pcur->held);
+    const struct pg_unit *u = pg_unit_of(s->mirror.pcur);
+    return u != NULL && (u->cmp != NULL || u->base.held);
 }
 
 void
 pg_shadow_primary_message(struct pg_session *s, uint8_t type, struct evbuffer *in, size_t offset,
                           size_t body_len)
 {
-    struct pg_unit *u = s->pcur;
+    struct pg_unit *u = pg_unit_of(s->mirror.pcur);
     if (u == NULL)
         return;
-    if (u->held)
+    if (u->base.held)
         watch_refusal(u, type, in, offset, body_len);
     if (u->cmp == NULL)
         return;
@@ -900,16 +829,16 @@ pg_shadow_primary_message(struct pg_session *s, uint8_t type, struct evbuffer *i
 void
 pg_shadow_primary_ready(struct pg_session *s)
 {
-    struct pg_unit *u = s->pcur;
+    struct pg_unit *u = pg_unit_of(s->mirror.pcur);
     if (u != NULL) {
-        u->primary_done = 1;
-        u->primary_ns = session_now_ns() - u->closed_ns;
-        if (u->kind == REQ_KIND_WRITE || u->kind == REQ_KIND_TX)
-            s->route.last_write_ns = session_now_ns(); /* read_your_writes counts from here */
+        uint64_t now = session_now_ns();
+        u->base.primary_ns = now - u->base.closed_ns;
+        if (u->base.kind == REQ_KIND_WRITE || u->base.kind == REQ_KIND_TX)
+            s->route.last_write_ns = now; /* read_your_writes counts from here */
         if (u->cmp)
             pgdigest_final(&u->cmp->primary, &u->cmp->pres);
-        s->pcur = next_for_primary(u->next);
-        if (s->shadow.nheld > 0)
+        mirror_primary_answered(&s->mirror, &u->base, now);
+        if (s->mirror.nheld > 0)
             release_held(s, 0);
     }
     if (s->tx_status == 'I' && s->outstanding == 0)
@@ -917,9 +846,8 @@ pg_shadow_primary_ready(struct pg_session *s)
     complete_units(s);
 
     /* an idle point: a detached shadow may come back */
-    if (s->shadow.state == PGSH_DETACHED && !s->shadow.identity_refused && s->tx_status == 'I' &&
-        s->outstanding == 0 && s->units_head == NULL && !s->unit_open &&
-        session_now_ns() >= s->shadow.retry_at_ns)
+    if (s->tx_status == 'I' && s->outstanding == 0 && !s->unit_open &&
+        mirror_may_reattach(&s->mirror, session_now_ns()))
         pg_shadow_start(s);
 }
 
@@ -933,9 +861,11 @@ count_shadow(struct pg_session *s, enum metric_backend_counter c, uint64_t n)
     pg_count_backend(s, s->shadow_be, c, n);
 }
 
+/* The queue's close hook: the shadow connection goes (the queue empties held itself). */
 static void
-shadow_close(struct pg_session *s)
+shadow_close(void *owner)
 {
+    struct pg_session *s = owner;
     struct pg_shadow *sh = &s->shadow;
     if (sh->login_ev_added) {
         event_del(&sh->login_ev);
@@ -954,64 +884,52 @@ shadow_close(struct pg_session *s)
     }
     if (sh->pending)
         evbuffer_drain(sh->pending, evbuffer_get_length(sh->pending));
-    if (sh->held)
-        evbuffer_drain(sh->held, evbuffer_get_length(sh->held));
-    sh->nheld = 0;
-    sh->last_held = NULL;
-    account(s, -(int64_t)sh->queued);
     sh->skip = 0;
+    sh->relocks_pending = 0;
+    s->copy_mirror = 0;
 }
 
-/*
- * detach - give up on this shadow connection.  Every unit it still owed
- * gets `why` as its outcome; a write among them makes the shadow diverged.
- */
+/* The queue's detached hook: say why, note a lost write, mend a routed read. */
 static void
-detach(struct pg_session *s, enum shadow_outcome why, const char *reason)
+on_detached(void *owner, enum shadow_outcome why, const char *reason,
+            const struct mirror_unit *lost, uint64_t owed)
 {
-    struct pg_shadow *sh = &s->shadow;
-    const struct pg_unit *lost = NULL;
-
-    if (sh->state == PGSH_DETACHED || sh->state == PGSH_OFF)
-        return;
-    uint64_t owed = 0;
-    for (struct pg_unit *u = s->units_head; u; u = u->next) {
-        if (!u->mirrored || u->shadow_done || !u->closed)
-            continue;
-        u->forced = why;
-        u->shadow_done = 1;
-        u->held = 0;
-        if (lost == NULL && changes_data(u) && !u->replay)
-            lost = u;
-        owed++;
-    }
-    s->scur = NULL;
-    s->copy_mirror = 0;
-    shadow_close(s);
-    sh->state = PGSH_DETACHED;
-    sh->relocks_pending = 0;
+    struct pg_session *s = owner;
+    (void)owed;
     route_lost(s);
-    sh->failures++;
-    uint64_t backoff = RETRY_MIN_NS << (sh->failures < 7 ? sh->failures - 1 : 6);
-    sh->retry_at_ns = session_now_ns() + (backoff < RETRY_MAX_NS ? backoff : RETRY_MAX_NS);
-    enum shadow_drop_reason reason_id = sh->identity_refused      ? SHADOW_DROP_IDENTITY
-                                        : why == SHADOW_SHADOW_TIMEOUT ? SHADOW_DROP_SHADOW_TIMEOUT
-                                        : why == SHADOW_SHADOW_ERROR ? SHADOW_DROP_SHADOW_ERROR
-                                                                     : SHADOW_DROP_QUEUE_FULL;
-    if (owed > 0)
-        shadow_count_dropped(s->w->shadow, s->lis->metric_slot, reason_id, owed);
     if (lost != NULL) {
         char why_text[64];
         snprintf(why_text, sizeof(why_text), "%s: the shadow was detached",
                  shadow_outcome_name(why));
-        lost_write(s, lost, why_text);
+        lost_write(s, (const struct pg_unit *)lost, why_text);
     }
-    log_at(why == SHADOW_DROPPED ? CONF_LOG_INFO : CONF_LOG_WARN, s->id, s->peer,
-           "shadow \"%s\" at %s detached: %s%s", s->shadow_be->conf->name,
+    log_at(why == SHADOW_DROPPED && !s->mirror.identity_refused ? CONF_LOG_INFO : CONF_LOG_WARN,
+           s->id, s->peer, "shadow \"%s\" at %s detached: %s%s", s->shadow_be->conf->name,
            s->shadow_be->addr_text, reason, lost ? " (a write was lost: diverged)" : "");
-    complete_units(s);
     pg_session_shadow_progress(s);
 }
+
+/*
+ * detach - give up on this shadow connection (engine/mirror.h,
+ * mirror_detach): every unit it still owed gets `why` as its outcome; a
+ * write among them makes the shadow diverged.
+ */
+static void
+detach(struct pg_session *s, enum shadow_outcome why, const char *reason)
+{
+    mirror_detach(&s->mirror, why, mirror_drop_reason(why), reason, session_now_ns());
+}
+
+const struct mirror_ops pg_mirror_ops = {
+    .send = on_send,
+    .releasing = on_releasing,
+    .replace = on_replace,
+    .sent = on_sent,
+    .record = on_record,
+    .free_unit = on_free_unit,
+    .close = shadow_close,
+    .detached = on_detached,
+};
 
 static void on_shadow_login(evutil_socket_t fd, short what, void *arg);
 static void on_shadow_io(evutil_socket_t fd, short what, void *arg);
@@ -1034,14 +952,14 @@ shadow_ready(struct pg_session *s)
         sh->conn.ssl = PQsslStruct(sh->pq, "OpenSSL");
         sh->conn.tls_done = 1;
     }
-    sh->state = PGSH_READY;
-    sh->failures = 0;
+    s->mirror.state = MIRROR_READY;
+    mirror_attached(&s->mirror);
     const char *super = PQparameterStatus(sh->pq, "is_superuser");
     sh->super_at_login = super != NULL && strcmp(super, "on") == 0;
     slog(s, CONF_LOG_DEBUG, "shadow \"%s\" logged in", s->shadow_be->conf->name);
 
     uint64_t now = session_now_ns();
-    for (struct pg_unit *u = s->units_head; u; u = u->next)
+    for (struct mirror_unit *u = s->mirror.head; u; u = u->next)
         if (u->mirrored && !u->shadow_done && u->shadow_sent_ns == 0)
             u->shadow_sent_ns = now;
     evbuffer_add_buffer(sh->conn.out, sh->pending);
@@ -1079,7 +997,7 @@ login_step(struct pg_session *s)
         sh->login_ev_added = 0;
         if (sh->as_role && strstr(msg, "set role") != NULL) {
             /* the shadow user may not act as the client: never mirror with its own rights */
-            sh->identity_refused = 1;
+            s->mirror.identity_refused = 1;
             snprintf(why, sizeof(why),
                      "cannot act as role \"%s\" on the shadow (grant that role to the shadow's "
                      "user, or give per-user credentials): this session is not mirrored",
@@ -1144,14 +1062,15 @@ pg_shadow_start(struct pg_session *s)
     const char *err;
     size_t used;
 
-    if (sh->state == PGSH_OFF) {
-        sh->pending = evbuffer_new();
-        sh->state_log = evbuffer_new();
-        sh->held = evbuffer_new();
-        s->unit_buf = evbuffer_new();
-        if (!sh->pending || !sh->state_log || !sh->held || !s->unit_buf)
+    if (s->mirror.state == MIRROR_OFF) {
+        if (sh->pending == NULL)
+            sh->pending = evbuffer_new();
+        if (sh->state_log == NULL)
+            sh->state_log = evbuffer_new();
+        if (s->unit_buf == NULL)
+            s->unit_buf = evbuffer_new();
+        if (!sh->pending || !sh->state_log || !s->unit_buf || mirror_open(&s->mirror) != 0)
             return; /* stays OFF: the session runs without a shadow */
-        sh->state = PGSH_DETACHED;
     }
     if (pgw_startup_parse(s->startup, s->startup_len, &used, &st, &err) != PGW_OK)
         return;
@@ -1194,8 +1113,8 @@ pg_shadow_start(struct pg_session *s)
         /* room for " -c role=" and the name with every byte escaped, or no login at all */
         if (strlen(client_user) >= sizeof(sh->client_role) ||
             strlen(options) + 10 + 2 * strlen(client_user) >= sizeof(options)) {
-            sh->identity_refused = 1;
-            sh->state = PGSH_CONNECTING; /* so detach() counts it */
+            s->mirror.identity_refused = 1;
+            s->mirror.state = MIRROR_CONNECTING; /* so detach() counts it */
             detach(s, SHADOW_DROPPED, "the client's role name or options are too long to act "
                                       "as it on the shadow: this session is not mirrored");
             return;
@@ -1235,11 +1154,11 @@ pg_shadow_start(struct pg_session *s)
         snprintf(why, sizeof(why), "login failed: %s",
                  sh->pq ? PQerrorMessage(sh->pq) : "out of memory");
         why[strcspn(why, "\n")] = '\0';
-        sh->state = PGSH_CONNECTING; /* so detach() counts it */
+        s->mirror.state = MIRROR_CONNECTING; /* so detach() counts it */
         detach(s, SHADOW_SHADOW_ERROR, why);
         return;
     }
-    sh->state = PGSH_CONNECTING;
+    s->mirror.state = MIRROR_CONNECTING;
     sh->epoch = (sh->epoch + 1) & 0x7fffffffu;
     if (sh->epoch == 0)
         sh->epoch = 1;
@@ -1250,12 +1169,12 @@ pg_shadow_start(struct pg_session *s)
             struct pg_unit *u = calloc(1, sizeof(*u));
             if (u == NULL)
                 break;
-            u->forced = -1;
-            u->kind = REQ_KIND_SESSION;
-            u->closed = u->mirrored = u->primary_done = u->replay = 1;
-            append_unit(s, u);
-            if (s->scur == NULL)
-                s->scur = u;
+            u->base.forced = -1;
+            u->base.kind = REQ_KIND_SESSION;
+            u->base.closed = u->base.mirrored = u->base.primary_done = u->base.replay = 1;
+            mirror_append(&s->mirror, &u->base);
+            if (s->mirror.scur == NULL)
+                s->mirror.scur = &u->base;
         }
         size_t len = evbuffer_get_length(sh->state_log);
         copy_prefix(sh->pending, sh->state_log, len);
@@ -1313,7 +1232,7 @@ shadow_input(struct pg_session *s)
             return;
         }
         size_t total = pgw_header_total(&h), body = h.len - 4;
-        struct pg_unit *u = s->scur;
+        struct pg_unit *u = pg_unit_of(s->mirror.scur);
         if (h.type == 'S' && sh->as_role && !sh->super_at_login && sh->relocks_pending == 0) {
             if (avail < total)
                 return;
@@ -1324,10 +1243,10 @@ shadow_input(struct pg_session *s)
             }
         }
         /* a routed read's answer is the client's, but for the Parses we added */
-        int forward = u != NULL && u->routed && u == s->route.unit;
+        int forward = u != NULL && u->base.routed && u == s->route.unit;
         /* the guards count a routed read the shadow failed, compared or not */
-        if (forward && h.type == 'E' && u->cmp == NULL && u->forced < 0)
-            u->forced = SHADOW_SHADOW_ERROR;
+        if (forward && h.type == 'E' && u->cmp == NULL && u->base.forced < 0)
+            u->base.forced = SHADOW_SHADOW_ERROR;
         if (forward && h.type == '1') {
             unsigned i = u->parse_seen++;
             if (i < 64 && (u->parse_injected >> i) & 1)
@@ -1347,11 +1266,9 @@ shadow_input(struct pg_session *s)
         if (h.type == 'Z' && u != NULL) {
             if (u->relock && sh->relocks_pending > 0)
                 sh->relocks_pending--;
-            u->shadow_done = 1;
-            u->shadow_ns = session_now_ns() - (u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns);
             if (u->cmp)
                 pgdigest_final(&u->cmp->shadow, &u->cmp->sres);
-            s->scur = next_for_shadow(u->next);
+            mirror_shadow_answered(&s->mirror, &u->base, session_now_ns());
         }
         size_t take = avail >= total ? total : avail;
         if (forward)
@@ -1366,7 +1283,7 @@ shadow_input(struct pg_session *s)
             complete_units(s);
             pg_session_shadow_progress(s);
         }
-        if (sh->state != PGSH_READY)
+        if (s->mirror.state != MIRROR_READY)
             return;
     }
 }
@@ -1385,7 +1302,7 @@ on_shadow_io(evutil_socket_t fd, short what, void *arg)
             count_shadow(s, METRIC_B_BACKEND_BYTES_RECEIVED, n);
             shadow_input(s);
         }
-        if (sh->state != PGSH_READY)
+        if (s->mirror.state != MIRROR_READY)
             return;
         if (io == CONN_EOF || io == CONN_ERROR) {
             detach(s, SHADOW_SHADOW_ERROR, io == CONN_EOF ? "the shadow closed the connection"
@@ -1409,39 +1326,23 @@ on_shadow_io(evutil_socket_t fd, short what, void *arg)
 void
 pg_shadow_tick(struct pg_session *s, uint64_t now, uint64_t *lag_ns)
 {
-    struct pg_unit *u = s->scur;
-    *lag_ns = 0;
-    if (s->shadow.state == PGSH_OFF || s->shadow.state == PGSH_DETACHED || u == NULL)
-        return;
-    uint64_t since = u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns;
-    *lag_ns = now > since ? now - since : 0;
-    if (*lag_ns > (uint64_t)mirror_conf(s)->timeout_ms * 1000000ull)
-        detach(s, SHADOW_SHADOW_TIMEOUT, "no answer within the shadow timeout");
+    mirror_tick(&s->mirror, now, (uint64_t)mirror_conf(s)->timeout_ms * 1000000ull, lag_ns);
 }
 
-/* pg_shadow_release - at session end: close the shadow, forget pending units. */
+/* pg_shadow_release - at session end: close the shadow, forget every unit. */
 void
 pg_shadow_release(struct pg_session *s)
 {
     struct pg_shadow *sh = &s->shadow;
-    if (sh->state != PGSH_OFF)
-        shadow_close(s);
-    while (s->units_head) {
-        struct pg_unit *u = s->units_head;
-        s->units_head = u->next;
-        unit_free(u);
-    }
-    s->units_tail = s->building = s->pcur = s->scur = NULL;
+    mirror_release_all(&s->mirror);
+    s->building = NULL;
     if (sh->pending)
         evbuffer_free(sh->pending);
     if (sh->state_log)
         evbuffer_free(sh->state_log);
-    if (sh->held)
-        evbuffer_free(sh->held);
     if (s->unit_buf)
         evbuffer_free(s->unit_buf);
-    sh->pending = sh->state_log = sh->held = s->unit_buf = NULL;
-    sh->state = PGSH_OFF;
+    sh->pending = sh->state_log = s->unit_buf = NULL;
 }
 
 /* A statement the new primary must have before the roles swap. */
@@ -1483,10 +1384,10 @@ pg_shadow_swap_ready(struct pg_session *s)
 {
     struct pg_shadow *sh = &s->shadow;
     /* logged in as tandem's user: the client would get that login's rights (SET ROLE NONE) */
-    if (sh->state == PGSH_OFF || sh->state == PGSH_DETACHED || sh->as_role)
+    if (s->mirror.state == MIRROR_OFF || s->mirror.state == MIRROR_DETACHED || sh->as_role)
         return -1;
-    if (sh->state != PGSH_READY || !sh->conn_open || pg_shadow_busy(s) || s->units_head != NULL ||
-        sh->skip > 0)
+    if (s->mirror.state != MIRROR_READY || !sh->conn_open || pg_shadow_busy(s) ||
+        s->mirror.head != NULL || sh->skip > 0)
         return 0;
     struct sync_ctx ctx = {.s = s, .out = evbuffer_new()};
     if (ctx.out == NULL)
@@ -1501,13 +1402,13 @@ pg_shadow_swap_ready(struct pg_session *s)
     struct pg_unit *u = calloc(1, sizeof(*u));
     size_t len = evbuffer_get_length(ctx.out);
     if (u != NULL && admit(s, len) == 0) {
-        u->forced = -1;
-        u->kind = REQ_KIND_SESSION;
-        u->closed = u->mirrored = u->primary_done = u->replay = 1;
-        u->closed_ns = u->shadow_sent_ns = session_now_ns();
-        append_unit(s, u);
-        if (s->scur == NULL)
-            s->scur = u;
+        u->base.forced = -1;
+        u->base.kind = REQ_KIND_SESSION;
+        u->base.closed = u->base.mirrored = u->base.primary_done = u->base.replay = 1;
+        u->base.closed_ns = u->base.shadow_sent_ns = session_now_ns();
+        mirror_append(&s->mirror, &u->base);
+        if (s->mirror.scur == NULL)
+            s->mirror.scur = &u->base;
         send_admitted(s, ctx.out, len);
     } else {
         free(u);
@@ -1536,35 +1437,21 @@ pg_shadow_swap(struct pg_session *s)
         sh->epoch = 1;
     struct sync_ctx ctx = {.s = s};
     pgstmt_foreach(s->stmts, mark_present, &ctx);
-    sh->failures = 0;
+    mirror_attached(&s->mirror);
 }
 
 /* pg_shadow_writes_owed - a unit that is no read is unanswered by the primary or the shadow. */
 int
 pg_shadow_writes_owed(const struct pg_session *s)
 {
-    if (s->building != NULL && s->building->kind != REQ_KIND_READ)
-        return 1;
-    for (const struct pg_unit *u = s->units_head; u; u = u->next)
-        if (u->kind != REQ_KIND_READ && !u->replay &&
-            (!u->primary_done || (u->mirrored && !u->shadow_done)))
-            return 1;
-    return 0;
+    return mirror_writes_owed(&s->mirror);
 }
 
 /* pg_shadow_busy - the shadow still owes answers (or has bytes still to send). */
 int
 pg_shadow_busy(const struct pg_session *s)
 {
-    const struct pg_shadow *sh = &s->shadow;
-    if (sh->state != PGSH_READY && sh->state != PGSH_CONNECTING)
-        return 0;
-    if (s->scur != NULL || sh->queued > 0)
-        return 1;
-    for (const struct pg_unit *u = s->units_head; u; u = u->next)
-        if (u->mirrored && u->closed && !u->shadow_done)
-            return 1;
-    return 0;
+    return mirror_busy(&s->mirror);
 }
 
 /*
@@ -1577,30 +1464,28 @@ void
 pg_shadow_orphan(struct pg_session *s)
 {
     if (s->building) {
-        s->building->closed = 1;
-        s->building->shadow_done = 1;
-        s->building->mirrored = 0;
+        s->building->base.closed = 1;
+        s->building->base.shadow_done = 1;
+        s->building->base.mirrored = 0;
         s->building = NULL;
     }
-    for (struct pg_unit *u = s->units_head; u; u = u->next) {
-        if (!u->primary_done) {
-            u->primary_done = 1;
-            free(u->cmp);
+    for (struct mirror_unit *mu = s->mirror.head; mu; mu = mu->next) {
+        struct pg_unit *u = pg_unit_of(mu);
+        if (!mu->primary_done) {
+            free(u->cmp); /* not compared */
             u->cmp = NULL;
         }
     }
-    s->pcur = NULL;
     s->copy_mirror = 0;
     /* the primary may have run them before the client left: best keep the shadow alike */
-    release_held(s, 1);
-    complete_units(s);
+    mirror_orphan(&s->mirror, session_now_ns());
 }
 
 /* pg_shadow_abandon - the process is quitting: count what the shadow still owed. */
 void
 pg_shadow_abandon(struct pg_session *s)
 {
-    if (s->shadow.state == PGSH_READY || s->shadow.state == PGSH_CONNECTING) {
+    if (s->mirror.state == MIRROR_READY || s->mirror.state == MIRROR_CONNECTING) {
         pg_shadow_orphan(s);
         detach(s, SHADOW_DROPPED, "tandem is exiting");
     }
@@ -1609,5 +1494,5 @@ pg_shadow_abandon(struct pg_session *s)
 int
 pg_shadow_is_detached(const struct pg_session *s)
 {
-    return s->shadow.state == PGSH_DETACHED;
+    return s->mirror.state == MIRROR_DETACHED;
 }
