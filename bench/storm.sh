@@ -185,10 +185,14 @@ run_one() {
 
 printf 'target\tround\tseconds\tsessions\tconnect_ms\tcpu_ticks\n' >"$RUNS_TSV"
 log "storm: $ROUNDS rounds of $CONNS sessions (connect, login, SELECT 1, close) each ($(round_targets 1))"
+START=$SECONDS
 for ((round = 1; round <= ROUNDS; round++)); do
     for target in $(round_targets "$round"); do
         run_one "$target" "$round"
     done
+    if [ "$round" = 1 ] && [ "$ROUNDS" -gt 1 ]; then
+        log "round 1 took $((SECONDS - START))s; about $(((SECONDS - START) * (ROUNDS - 1)))s to go"
+    fi
 done
 
 # --- report ----------------------------------------------------------------
