@@ -6,12 +6,14 @@
 #include "engine/session.h"
 
 #include <errno.h>
+#include <event2/buffer.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "metrics/log.h"
 #include "metrics/metric.h"
 #include "engine/conn.h"
 #include "control/control.h"
@@ -196,4 +198,307 @@ session_protocol_for(int conf_proto)
         if (protocols[i]->conf_proto == conf_proto)
             return protocols[i];
     return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* The session core (session.h): one life for every protocol.          */
+
+#define slog(s, level, ...) log_at(level, (s)->id, (s)->peer, __VA_ARGS__)
+
+static const char *const core_state_names[] = {"active", "linger", "dead", "shadow_drain"};
+
+static const char *
+state_name(const struct session *s, int state)
+{
+    if (state >= SESSION_ACTIVE && state <= SESSION_SHADOW_DRAIN)
+        return core_state_names[state - SESSION_ACTIVE];
+    return s->ops->phase_name ? s->ops->phase_name(state) : "opening";
+}
+
+static void on_settle(evutil_socket_t fd, short what, void *arg);
+
+void
+session_count_listener(struct session *s, int counter, uint64_t n)
+{
+    if (s->lis->metric_slot >= 0)
+        metric_add(&s->w->metrics->listener[s->lis->metric_slot][counter], n);
+}
+
+void
+session_count_backend(struct session *s, const struct rt_backend *b, int counter, uint64_t n)
+{
+    if (b->metric_slot >= 0 && b->metric_slot < METRIC_MAX_BACKENDS)
+        metric_add(&s->w->metrics->backend[b->metric_slot][counter], n);
+}
+
+void
+session_count_client_error(struct session *s, int reason)
+{
+    if (s->lis->metric_slot >= 0)
+        metric_add(&s->w->metrics->client_errors[s->lis->metric_slot][reason], 1);
+}
+
+int
+session_init(struct session *s, const struct session_ops *ops, struct worker *w,
+             const struct rt_listener *l, int fd, const struct sockaddr *peer,
+             event_callback_fn client_cb, event_callback_fn timer_cb)
+{
+    if (conn_init(&s->client, w->base, fd, client_cb, s) != 0) {
+        close(fd);
+        __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+        return -1;
+    }
+    s->ops = ops;
+    s->w = w;
+    s->rt = w->rt;
+    runtime_ref(s->rt);
+    s->lis = l;
+    /* after a cutover the listener's shadow answers and its primary is mirrored */
+    s->swapped = l->shadow != NULL && control_roles_swapped(l->metric_slot);
+    s->be = s->swapped ? l->shadow : l->primary;
+    s->shadow_be = s->swapped ? l->primary : l->shadow;
+    s->id = (uint64_t)w->id << 48 | w->next_conn_id++;
+    s->server.fd = -1;
+    s->state = SESSION_OPENING;
+    runtime_format_addr(peer, s->peer, sizeof(s->peer));
+    evtimer_assign(&s->timer, w->base, timer_cb, s);
+    event_assign(&s->settle_ev, w->base, -1, 0, on_settle, s);
+    mirror_init(&s->mirror, NULL, s, w->shadow, l->metric_slot, l->conf->mirror.queue_bytes,
+                s->rt->conf->limits.mirror_queue_total, s->id * 0x9e3779b97f4a7c15ull + 1);
+    session_count_listener(s, METRIC_L_CLIENT_ACCEPTED, 1);
+    return 0;
+}
+
+void
+session_arm_timer(struct session *s, uint32_t ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    evtimer_add(&s->timer, &tv);
+}
+
+void
+session_close_server(struct session *s)
+{
+    if (!s->server_open)
+        return;
+    conn_release(&s->server);
+    s->server_open = 0;
+    if (s->ops->server_closed)
+        s->ops->server_closed(s);
+    session_count_backend(s, s->be, METRIC_B_SERVER_CLOSED, 1);
+}
+
+void
+session_set_state(struct session *s, int next)
+{
+    slog(s, CONF_LOG_DEBUG, "state %s -> %s", state_name(s, s->state), state_name(s, next));
+    s->state = next;
+    switch (next) {
+    case SESSION_ACTIVE:
+        evtimer_del(&s->timer);
+        break;
+    case SESSION_LINGER:
+        /* the backend is no longer needed; the client gets its last bytes */
+        session_close_server(s);
+        if (s->ops->leaving)
+            s->ops->leaving(s);
+        conn_want_read(&s->client, 0);
+        session_arm_timer(s, SESSION_LINGER_MS);
+        break;
+    default:
+        break;
+    }
+}
+
+/* The client is gone for good: it no longer counts against max_client_conn. */
+static void
+client_gone(struct session *s)
+{
+    session_count_listener(s, METRIC_L_CLIENT_CLOSED, 1);
+    __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+}
+
+/*
+ * The client and the primary are done, but the shadow still owes answers
+ * to mirrored units (often the last COMMIT): closing it now would lose
+ * them.  Keep only the shadow until it has answered, or its timeout
+ * detaches it.
+ */
+static void
+enter_shadow_drain(struct session *s)
+{
+    evtimer_del(&s->timer);
+    session_close_server(s);
+    if (s->ops->leaving)
+        s->ops->leaving(s);
+    conn_release(&s->client);
+    client_gone(s);
+    s->client_counted_out = 1;
+    __atomic_add_fetch(&proxy_shadow_drains, 1, __ATOMIC_RELAXED);
+    s->ops->orphan(s);
+    s->state = SESSION_SHADOW_DRAIN;
+    slog(s, CONF_LOG_DEBUG, "client gone; waiting for the shadow to catch up");
+}
+
+static void
+session_free(struct session *s)
+{
+    struct runtime *rt = s->rt;
+    evtimer_del(&s->timer);
+    event_del(&s->settle_ev);
+    session_close_server(s);
+    if (s->ops->leaving)
+        s->ops->leaving(s);
+    conn_release(&s->client);
+    if (!s->client_counted_out)
+        client_gone(s);
+    else
+        __atomic_sub_fetch(&proxy_shadow_drains, 1, __ATOMIC_RELAXED);
+    worker_session_removed(s->w, s);
+    s->ops->destroy(s); /* the plug-in's parts, the mirror and the struct */
+    runtime_unref(rt);
+}
+
+/*
+ * Read and drop what the client sent that will never be answered: closing
+ * a socket with unread input sends a reset, which may destroy our last
+ * message (the error saying why) before the client read it.  Bounded.
+ */
+static void
+discard_client_input(struct session *s)
+{
+    size_t total = 0;
+    ssize_t n;
+    while (total < (1u << 20) &&
+           (n = recv(s->client.fd, s->w->scratch, sizeof(s->w->scratch), MSG_DONTWAIT)) > 0)
+        total += (size_t)n;
+}
+
+void
+session_settle(struct session *s)
+{
+    if (s->state == SESSION_LINGER) {
+        if (s->client.fd >= 0 && conn_flush(&s->client) == CONN_AGAIN)
+            return; /* waiting for the client to take its last bytes */
+        if (s->client.fd >= 0)
+            discard_client_input(s);
+        s->state = SESSION_DEAD;
+    }
+    if (s->state == SESSION_DEAD && mirror_busy(&s->mirror))
+        enter_shadow_drain(s);
+    if (s->state == SESSION_SHADOW_DRAIN) {
+        if (!mirror_busy(&s->mirror))
+            session_free(s);
+        return;
+    }
+    if (s->state == SESSION_DEAD) {
+        session_free(s);
+        return;
+    }
+    s->ops->interest(s);
+}
+
+void
+session_settle_soon(struct session *s)
+{
+    event_active(&s->settle_ev, EV_TIMEOUT, 0);
+}
+
+static void
+on_settle(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    session_settle(arg);
+}
+
+void
+session_shadow_progress(struct session *s)
+{
+    /* freed from its own event, never from inside the shadow's handler */
+    if (s->state == SESSION_SHADOW_DRAIN && !mirror_busy(&s->mirror))
+        session_settle_soon(s);
+}
+
+void
+session_kill(struct session *s)
+{
+    if (s->mirror.state == MIRROR_READY || s->mirror.state == MIRROR_CONNECTING) {
+        /* what the shadow still owed is counted, not lost silently */
+        s->ops->orphan(s);
+        mirror_detach(&s->mirror, SHADOW_DROPPED, SHADOW_DROP_QUEUE_FULL, "tandem is exiting",
+                      session_now_ns());
+    }
+    if (s->state != SESSION_SHADOW_DRAIN) {
+        /* the client is still there: it is told why (a drained session's client is gone) */
+        if (s->state != SESSION_LINGER && s->state != SESSION_DEAD)
+            s->ops->close_with(s, SESSION_CLOSE_SHUTDOWN,
+                               "terminating connection because tandem is shutting down");
+        if (s->client.fd >= 0)
+            conn_flush(&s->client);
+        s->state = SESSION_DEAD;
+    }
+    session_settle(s); /* frees it: a drained session's shadow was abandoned above */
+}
+
+void
+session_drain(struct session *s)
+{
+    s->draining = 1;
+    /* idle now (nothing owed, nothing waiting), or not logged in yet: close; busy: at the
+     * next idle point (the plug-in looks at draining there) */
+    if ((s->state == SESSION_ACTIVE && s->ops->idle(s) && evbuffer_get_length(s->client.in) == 0) ||
+        s->state < SESSION_ACTIVE)
+        s->ops->close_with(s, SESSION_CLOSE_SHUTDOWN,
+                           "terminating connection because tandem is shutting down");
+    session_settle(s);
+}
+
+int
+session_cutover_check(struct session *s, int *listener_slot)
+{
+    int slot = *listener_slot = s->lis->metric_slot;
+    /* not logged in yet: it has sent no write, and swaps once it is */
+    if (s->shadow_be == NULL || s->state != SESSION_ACTIVE || s->ops->swap_ready == NULL)
+        return 0;
+    int want = control_roles_swapped(slot);
+    if (s->ops->pinned && s->ops->pinned(s)) {
+        if (!control_paused(slot) && (int)s->swapped != want) {
+            s->ops->close_with(s, SESSION_CLOSE_CUTOVER,
+                               "the primary changed (cutover): reconnect");
+            session_settle_soon(s); /* never freed here: the caller still holds s */
+        }
+        return 0;
+    }
+    if (control_paused(slot)) {
+        /* drained: every write it sent is acknowledged by both sides (reads may run) */
+        if (s->mirror.state == MIRROR_OFF || s->mirror.state == MIRROR_DETACHED)
+            return !control_force(slot);
+        return s->ops->writes_owed(s);
+    }
+    if ((int)s->swapped != want) {
+        int ready = s->ops->swap_ready(s);
+        if (ready < 0 && s->ops->idle(s)) {
+            s->ops->close_with(s, SESSION_CLOSE_CUTOVER,
+                               "the primary changed (cutover) and this session has no "
+                               "connection to the new one: reconnect");
+            conn_flush(&s->client);
+            session_settle_soon(s); /* never freed here: the caller still holds s */
+            return 0;
+        }
+        if (ready <= 0)
+            return 1;
+        const struct rt_backend *b = s->be;
+        s->ops->swap(s);
+        s->be = s->shadow_be;
+        s->shadow_be = b;
+        s->swapped = !s->swapped;
+        slog(s, CONF_LOG_DEBUG, "roles swapped: \"%s\" answers, \"%s\" is mirrored",
+             s->be->conf->name, s->shadow_be->conf->name);
+    }
+    if (s->writes_waiting) {
+        s->writes_waiting = 0;
+        s->ops->wake(s);
+    }
+    return 0;
 }

@@ -23,33 +23,115 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "engine/conn.h"
+#include "engine/mirror.h"
 #include "protocol/outcome.h"
 
 struct session;
 
+/* Why the engine closes a session (session_ops.close_with). */
+enum session_close {
+    SESSION_CLOSE_SHUTDOWN, /* SIGTERM at an idle point, SIGINT, the drain deadline */
+    SESSION_CLOSE_CUTOVER,  /* the roles flipped and the session cannot follow */
+};
+
+/*
+ * A plug-in's side of a session: what the engine's core (session_settle,
+ * session_kill, session_drain, session_cutover_check, ...) asks of the
+ * protocol.  Every hook gets the struct session the plug-in embeds first.
+ * No hook frees the session: only session_settle() does, at the end of an
+ * event (or from the session's own settle event).
+ */
 struct session_ops {
     const char *protocol; /* "postgres", "redis": for logs */
-    /* SIGTERM: close now when idle, else at the session's next idle point. */
-    void (*drain)(struct session *s);
-    /* Close at once (SIGINT, drain deadline); may free the session. */
-    void (*kill)(struct session *s);
+    /* phase_name - an opening phase's name, for the log */
+    const char *(*phase_name)(int phase);
+    /* interest - a live session after an event: set each side's read interest (backpressure) */
+    void (*interest)(struct session *s);
+    /* server_closed - the backend connection was just released (NULL: nothing more) */
+    void (*server_closed)(struct session *s);
+    /* leaving - the client goes (linger, shadow drain, end): what only it needs (NULL: none) */
+    void (*leaving)(struct session *s);
+    /* orphan - the client left while the shadow owes answers: theirs are read, not compared */
+    void (*orphan)(struct session *s);
+    /* destroy - the very end: the plug-in's parts (shadow, units, buffers) and the struct */
+    void (*destroy)(struct session *s);
+    /* idle - no answer owed, no transaction open, no input waiting: may close (drain) or swap */
+    int (*idle)(struct session *s);
+    /*
+     * close_with - end the session (state LINGER), telling the client why
+     * where the protocol has a form for it (FATAL with SQLSTATE 57P01;
+     * Redis says nothing at a shutdown), counted as a client error.
+     */
+    void (*close_with)(struct session *s, enum session_close why, const char *msg);
+    /* wake - read the client's waiting input again, from the session's timer */
+    void (*wake)(struct session *s);
     /*
      * The worker's periodic look: detach a shadow that timed out (never
-     * free).  *lag_ns: age of the oldest unanswered mirror; *listener_slot:
-     * the listener's metric slot.  Returns 1 when the shadow is detached.
+     * free).  *lag_ns: age of the oldest unanswered mirror.  Returns 1 when
+     * the shadow is detached.
      */
-    int (*shadow_tick)(struct session *s, uint64_t now_ns, uint64_t *lag_ns, int *listener_slot);
+    int (*shadow_tick)(struct session *s, uint64_t now_ns, uint64_t *lag_ns);
     /*
-     * Cutover and rollback (control/cutover.h): swap roles when ready, let
-     * held writes go; 1 while the session keeps the operation waiting.
-     * NULL: the protocol does not take part (its listeners are not cut over).
+     * Cutover and rollback (control/cutover.h).  NULL swap_ready: the
+     * protocol does not take part (its listeners are not cut over).
+     *   writes_owed - paused: 1 while a write of the session is unacknowledged
+     *                 by either side, or a transaction is open
+     *   swap_ready  - 1 when the shadow connection may answer the client now,
+     *                 0 not yet, -1 never (no connection it may use)
+     *   swapped     - the engine traded the two connections: the plug-in
+     *                 points its shadow side at the old primary's
+     *   pinned      - the session cannot follow a cutover at all (Redis
+     *                 pub/sub); NULL: none is
      */
-    int (*cutover_check)(struct session *s, int *listener_slot);
+    int (*writes_owed)(struct session *s);
+    int (*swap_ready)(struct session *s);
+    void (*swap)(struct session *s);
+    int (*pinned)(struct session *s);
+};
+
+/*
+ * A session's life, for every protocol.  The states from SESSION_ACTIVE on
+ * are the engine's; below it a plug-in numbers its own opening phases
+ * (PostgreSQL: startup, TLS, connect, authentication), in order.
+ *
+ *   opening phases --> ACTIVE --> LINGER --> DEAD --> (freed)
+ *                         \          \         \
+ *                          +----------+---------+--> SHADOW_DRAIN --> (freed)
+ *                                       when the shadow still owes answers
+ */
+enum session_state {
+    SESSION_OPENING = 0,       /* the plug-in's first opening phase */
+    SESSION_ACTIVE = 16,       /* logged in: forwarding */
+    SESSION_LINGER,            /* closing: flushing the last bytes to the client */
+    SESSION_DEAD,              /* to be freed by settle() */
+    SESSION_SHADOW_DRAIN,      /* client and primary gone; the shadow finishes what it owes */
 };
 
 struct session {
     const struct session_ops *ops;
-    struct session *prev, *next; /* the worker's list */
+    struct session *prev, *next;  /* the worker's list */
+    struct worker *w;
+    struct runtime *rt;           /* reference held for the session's life */
+    const struct rt_listener *lis;
+    const struct rt_backend *be;  /* the answering backend: the primary */
+    const struct rt_backend *shadow_be; /* the mirrored one; NULL when the listener has none */
+    uint64_t id;
+    char peer[64];
+    int state;                    /* enum session_state, or a plug-in's opening phase */
+
+    struct conn client;
+    struct conn server;
+    struct event timer;           /* the plug-in's deadlines and wake-ups */
+    struct event settle_ev;       /* settle() from a callback of its own (session_settle_soon) */
+
+    unsigned server_open : 1;
+    unsigned draining : 1;        /* SIGTERM: close at the next idle point */
+    unsigned client_counted_out : 1; /* the client's departure is already counted */
+    unsigned swapped : 1;         /* roles swapped by a cutover: be is the listener's shadow */
+    unsigned writes_waiting : 1;  /* a write waits in client.in for a cutover to finish */
+    uint32_t outstanding;         /* units sent and not yet answered by the primary */
+    struct mirror mirror;         /* the units in order, and the mirror queue (mirror.h) */
 };
 
 /*
@@ -72,6 +154,65 @@ struct session_protocol {
 void session_protocols_register(const struct session_protocol *const *protocols, size_t n);
 /* The plug-in serving listeners of conf_proto, NULL when none is registered. */
 const struct session_protocol *session_protocol_for(int conf_proto);
+
+/*
+ * The session core, for every protocol.
+ *
+ * session_init - the engine's part of a new session for client socket fd
+ * (taken over: closed on failure) on listener l: roles as the listener has
+ * them now, an id, the peer's address, the timer (cb) and the settle event.
+ * The caller then calls worker_session_added().  -1 when out of memory.
+ */
+int session_init(struct session *s, const struct session_ops *ops, struct worker *w,
+                 const struct rt_listener *l, int fd, const struct sockaddr *peer,
+                 event_callback_fn client_cb, event_callback_fn timer_cb);
+
+/* session_set_state - the one writer of s->state (logs it; LINGER closes the backend). */
+void session_set_state(struct session *s, int next);
+
+/* session_arm_timer - the session's timer fires in ms. */
+void session_arm_timer(struct session *s, uint32_t ms);
+
+/* session_close_server - release the backend connection (counted), if open. */
+void session_close_server(struct session *s);
+
+/*
+ * session_settle - after every event: free a finished session (LINGER with
+ * nothing left to send, DEAD, SHADOW_DRAIN with nothing owed), or let the
+ * plug-in set its read interest.  The one place a session is freed: call it
+ * last in a handler, never touch s after.
+ */
+void session_settle(struct session *s);
+
+/* session_settle_soon - settle from the session's own event (code outside its handlers). */
+void session_settle_soon(struct session *s);
+
+/* session_shadow_progress - the shadow answered: a session draining its shadow may be done. */
+void session_shadow_progress(struct session *s);
+
+/* session_kill - SIGINT or the drain deadline: close at once, counting what the shadow owed. */
+void session_kill(struct session *s);
+
+/* session_drain - SIGTERM: close now when idle (or still opening), else at the next idle point. */
+void session_drain(struct session *s);
+
+/*
+ * session_cutover_check - the worker's look at a session while a cutover
+ * or rollback is on, and after: while paused, whether every write is
+ * acknowledged by both sides; once the listener's roles flipped, swap the
+ * session's two connections at an idle point (or close a session that has
+ * no connection the client may use); then let waiting writes go.  Returns
+ * 1 while the session keeps the operation waiting.  Never frees s.
+ */
+int session_cutover_check(struct session *s, int *listener_slot);
+
+/* Counters of the session's listener, backend b, and client errors, in its worker's shard. */
+void session_count_listener(struct session *s, int counter, uint64_t n);
+void session_count_backend(struct session *s, const struct rt_backend *b, int counter, uint64_t n);
+void session_count_client_error(struct session *s, int reason);
+
+/* How long a closing session may take to hand its last bytes to the client. */
+#define SESSION_LINGER_MS 5000
 
 static inline void
 session_link(struct session *s, struct session **head)

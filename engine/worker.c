@@ -184,7 +184,7 @@ cutover_check(struct worker *w)
     for (struct session *s = w->sessions, *next; s; s = next) {
         next = s->next; /* the check may end a session */
         int slot;
-        if (s->ops->cutover_check && s->ops->cutover_check(s, &slot) && slot >= 0 &&
+        if (session_cutover_check(s, &slot) && slot >= 0 &&
             slot < METRIC_MAX_LISTENERS)
             unready[slot]++;
     }
@@ -225,14 +225,14 @@ on_notify(evutil_socket_t fd, short what, void *arg)
         listener_close_all(w);
         for (struct session *s = w->sessions, *next; s; s = next) {
             next = s->next;
-            s->ops->drain(s);
+            session_drain(s);
         }
     }
     if (quit) {
         listener_close_all(w);
         for (struct session *s = w->sessions, *next; s; s = next) {
             next = s->next;
-            s->ops->kill(s);
+            session_kill(s);
         }
         if (w->tick)
             event_del(w->tick);
@@ -252,9 +252,9 @@ on_tick(evutil_socket_t fd, short what, void *arg)
 
     for (struct session *s = w->sessions, *next; s; s = next) {
         next = s->next; /* the tick may detach, never free */
-        int slot;
         uint64_t l = 0;
-        int det = s->ops->shadow_tick(s, now, &l, &slot);
+        int slot = s->lis->metric_slot;
+        int det = s->ops->shadow_tick(s, now, &l);
         if (slot < 0 || slot >= METRIC_MAX_LISTENERS)
             continue;
         if (l > lag[slot])

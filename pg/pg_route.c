@@ -29,7 +29,7 @@ void
 pg_route_login(struct pg_session *s, const char *user, const char *database,
                const char *application_name)
 {
-    const struct rt_listener *l = s->lis;
+    const struct rt_listener *l = s->base.lis;
     struct canary_session cs = {
         .user = user,
         .database = database ? database : user,
@@ -48,7 +48,7 @@ pg_route_login(struct pg_session *s, const char *user, const char *database,
 static int
 split_mode(const struct pg_session *s)
 {
-    return s->shadow_be != NULL && session_split_mode(s->lis);
+    return s->base.shadow_be != NULL && session_split_mode(s->base.lis);
 }
 
 /*
@@ -69,11 +69,11 @@ pg_route_may_start(struct pg_session *s, const struct pgclass_result *cls)
     }
     /* still logging in is fine: the read waits in the shadow's queue, and
      * a login that fails retries it on the primary */
-    if (s->mirror.state != MIRROR_READY && s->mirror.state != MIRROR_CONNECTING) {
+    if (s->base.mirror.state != MIRROR_READY && s->base.mirror.state != MIRROR_CONNECTING) {
         pg_route_fallback(s, ROUTE_REASON_UNHEALTHY); /* detached */
         return 0;
     }
-    if (s->mirror.nheld > 0 || s->outstanding > 0 || s->route.unit != NULL) {
+    if (s->base.mirror.nheld > 0 || s->base.outstanding > 0 || s->route.unit != NULL) {
         pg_route_fallback(s, ROUTE_REASON_UNROUTABLE); /* pipelined behind other units */
         return 0;
     }
@@ -83,7 +83,7 @@ pg_route_may_start(struct pg_session *s, const struct pgclass_result *cls)
 void
 pg_route_fallback(struct pg_session *s, int reason)
 {
-    session_route_fallback(s->w, s->lis, reason);
+    session_route_fallback(s->base.w, s->base.lis, reason);
 }
 
 /* pg_route_decide - 1 when the shadow answers the closed candidate u, else 0 (counted). */
@@ -99,6 +99,6 @@ pg_route_decide(struct pg_session *s, const struct pg_unit *u)
                               ? UINT64_MAX
                               : (session_now_ns() - s->route.last_write_ns) / 1000000,
     };
-    return session_route_read(s->w, s->lis, s->be, s->shadow_be,
-                              rule >= 0 ? &s->lis->canary[rule] : NULL, &in);
+    return session_route_read(s->base.w, s->base.lis, s->base.be, s->base.shadow_be,
+                              rule >= 0 ? &s->base.lis->canary[rule] : NULL, &in);
 }

@@ -56,9 +56,8 @@
 /* A read larger than this is not held back to be routed: the primary answers it. */
 #define ROUTE_BUF_MAX (64 * 1024)
 
-static const char *const state_names[] = {
-    "startup", "client_tls", "connecting", "server_tls_ask", "server_tls",
-    "auth",    "active",     "linger",     "dead",  "shadow_drain",
+static const char *const phase_names[] = {
+    "startup", "client_tls", "connecting", "server_tls_ask", "server_tls", "auth",
 };
 
 static void settle(struct pg_session *s);
@@ -67,89 +66,65 @@ static int shadowing(const struct pg_session *s);
 static void on_client(evutil_socket_t fd, short what, void *arg);
 static void on_server(evutil_socket_t fd, short what, void *arg);
 static void on_timer(evutil_socket_t fd, short what, void *arg);
-static void on_settle(evutil_socket_t fd, short what, void *arg);
-static int pg_session_cutover_check(struct pg_session *s, int *listener_slot);
+static int op_idle(struct session *base);
 
-#define slog(s, level, ...) log_at(level, (s)->id, (s)->peer, __VA_ARGS__)
-
-static struct metric_shard *
-shard(struct pg_session *s)
-{
-    return s->w->metrics;
-}
+#define slog(s, level, ...) log_at(level, (s)->base.id, (s)->base.peer, __VA_ARGS__)
 
 static void
 count_client_error(struct pg_session *s, enum metric_client_error reason)
 {
-    if (s->lis->metric_slot >= 0)
-        metric_add(&shard(s)->client_errors[s->lis->metric_slot][reason], 1);
+    session_count_client_error(&s->base, reason);
 }
 
 void
 pg_count_backend(struct pg_session *s, const struct rt_backend *b, enum metric_backend_counter c,
                  uint64_t n)
 {
-    if (b->metric_slot >= 0 && b->metric_slot < METRIC_MAX_BACKENDS)
-        metric_add(&shard(s)->backend[b->metric_slot][c], n);
+    session_count_backend(&s->base, b, c, n);
 }
 
 /* The answering backend's counters. */
 static void
 count_backend(struct pg_session *s, enum metric_backend_counter c, uint64_t n)
 {
-    pg_count_backend(s, s->be, c, n);
+    session_count_backend(&s->base, s->base.be, c, n);
 }
 
 static void
 count_listener(struct pg_session *s, enum metric_listener_counter c, uint64_t n)
 {
-    if (s->lis->metric_slot >= 0)
-        metric_add(&shard(s)->listener[s->lis->metric_slot][c], n);
+    session_count_listener(&s->base, c, n);
 }
 
 static void
 arm_timer(struct pg_session *s, uint32_t ms)
 {
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    evtimer_add(&s->timer, &tv);
+    session_arm_timer(&s->base, ms);
 }
 
-/* Close the connection to the answering backend (libpq's, after a role swap, included). */
+/* After a role swap libpq owns the answering socket: it goes with the connection. */
 static void
-server_close(struct pg_session *s)
+op_server_closed(struct session *base)
 {
-    if (!s->server_open)
-        return;
-    conn_release(&s->server);
+    struct pg_session *s = (struct pg_session *)base;
     if (s->server_pq != NULL) {
         PQsetnonblocking(s->server_pq, 1);
         PQfinish(s->server_pq);
         s->server_pq = NULL;
     }
-    s->server_open = 0;
-    count_backend(s, METRIC_B_SERVER_CLOSED, 1);
 }
 
-/* The one transition function: every state change goes through here. */
+/* The client goes: its cancel key with it. */
 static void
-set_state(struct pg_session *s, enum pgs_state next)
+op_leaving(struct session *base)
 {
-    slog(s, CONF_LOG_DEBUG, "state %s -> %s", state_names[s->state], state_names[next]);
-    s->state = next;
-    switch (next) {
-    case PGS_ACTIVE:
-        evtimer_del(&s->timer);
-        break;
-    case PGS_LINGER:
-        /* the backend is no longer needed; the client gets its last bytes */
-        server_close(s);
-        cancel_unregister(&s->cancel);
-        conn_want_read(&s->client, 0);
-        arm_timer(s, LINGER_MS);
-        break;
-    default:
-        break;
-    }
+    cancel_unregister(&((struct pg_session *)base)->cancel);
+}
+
+static void
+set_state(struct pg_session *s, int next)
+{
+    session_set_state(&s->base, next);
 }
 
 /* ------------------------------------------------------------------ */
@@ -162,7 +137,7 @@ send_error(struct pg_session *s, const char *severity, const char *sqlstate, con
     uint8_t buf[1024];
     size_t n = pgw_build_error(buf, sizeof(buf), severity, sqlstate, msg);
     if (n > 0)
-        evbuffer_add(s->client.out, buf, n);
+        evbuffer_add(s->base.client.out, buf, n);
 }
 
 /*
@@ -172,50 +147,22 @@ send_error(struct pg_session *s, const char *severity, const char *sqlstate, con
 static void
 fail(struct pg_session *s, enum metric_client_error reason, const char *sqlstate, const char *msg)
 {
-    if (s->state == PGS_LINGER || s->state == PGS_DEAD || s->state == PGS_SHADOW_DRAIN)
+    if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD || s->base.state == SESSION_SHADOW_DRAIN)
         return; /* closing already, or the client is gone */
     slog(s, reason == METRIC_ERR_SHUTDOWN ? CONF_LOG_INFO : CONF_LOG_WARN, "closing: %s (%s)",
          msg, sqlstate);
     count_client_error(s, reason);
     send_error(s, "FATAL", sqlstate, msg);
-    set_state(s, PGS_LINGER);
+    set_state(s, SESSION_LINGER);
 }
 
 /* close_quietly - end without a message (the peer went away, or said Terminate). */
 static void
 close_quietly(struct pg_session *s)
 {
-    if (s->state == PGS_LINGER || s->state == PGS_DEAD || s->state == PGS_SHADOW_DRAIN)
+    if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD || s->base.state == SESSION_SHADOW_DRAIN)
         return;
-    set_state(s, PGS_LINGER);
-}
-
-/* The client is gone for good: it no longer counts against max_client_conn. */
-static void
-client_gone(struct pg_session *s)
-{
-    count_listener(s, METRIC_L_CLIENT_CLOSED, 1);
-    __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
-}
-
-/*
- * The client and the primary are done, but the shadow still owes answers to
- * mirrored units (often the last COMMIT): closing it now would lose them.
- * Keep only the shadow until it has answered, or its timeout detaches it.
- */
-static void
-enter_shadow_drain(struct pg_session *s)
-{
-    evtimer_del(&s->timer);
-    cancel_unregister(&s->cancel);
-    server_close(s);
-    conn_release(&s->client);
-    client_gone(s);
-    s->client_counted_out = 1;
-    __atomic_add_fetch(&proxy_shadow_drains, 1, __ATOMIC_RELAXED);
-    pg_shadow_orphan(s);
-    s->state = PGS_SHADOW_DRAIN;
-    slog(s, CONF_LOG_DEBUG, "client gone; waiting for the shadow to catch up");
+    set_state(s, SESSION_LINGER);
 }
 
 /*
@@ -225,11 +172,11 @@ enter_shadow_drain(struct pg_session *s)
 void
 pg_session_forward(struct pg_session *s, struct evbuffer *in, size_t len)
 {
-    if (s->state != PGS_ACTIVE) {
+    if (s->base.state != SESSION_ACTIVE) {
         evbuffer_drain(in, len);
         return;
     }
-    evbuffer_remove_buffer(in, s->client.out, len);
+    evbuffer_remove_buffer(in, s->base.client.out, len);
     count_listener(s, METRIC_L_BYTES_SENT, len);
     s->route.forwarded += len;
 }
@@ -239,7 +186,7 @@ static void
 wake_soon(struct pg_session *s)
 {
     static const struct timeval now = {0, 0};
-    evtimer_add(&s->timer, &now);
+    evtimer_add(&s->base.timer, &now);
 }
 
 /* pg_session_route_done - the shadow's ReadyForQuery for the routed read was forwarded. */
@@ -249,10 +196,10 @@ pg_session_route_done(struct pg_session *s)
     s->route.unit = NULL;
     s->route.forwarded = 0;
     evbuffer_drain(s->route.buf, evbuffer_get_length(s->route.buf));
-    if (s->outstanding > 0)
-        s->outstanding--;
-    if (s->state == PGS_ACTIVE && conn_flush(&s->client) == CONN_ERROR)
-        s->state = PGS_DEAD;
+    if (s->base.outstanding > 0)
+        s->base.outstanding--;
+    if (s->base.state == SESSION_ACTIVE && conn_flush(&s->base.client) == CONN_ERROR)
+        s->base.state = SESSION_DEAD;
     wake_soon(s);
 }
 
@@ -270,12 +217,12 @@ pg_session_route_failed(struct pg_session *s, int retried)
     if (!retried) {
         fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_CONNECTION_FAILURE,
              "lost the connection to the backend answering this read");
-        conn_flush(&s->client); /* the linger timer ends the session */
+        conn_flush(&s->base.client); /* the linger timer ends the session */
         return;
     }
     pg_route_fallback(s, ROUTE_REASON_RETRIED);
-    evbuffer_add_buffer(s->server.out, s->route.buf);
-    if (s->server_open && conn_flush(&s->server) == CONN_ERROR)
+    evbuffer_add_buffer(s->base.server.out, s->route.buf);
+    if (s->base.server_open && conn_flush(&s->base.server) == CONN_ERROR)
         fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_CONNECTION_FAILURE,
              "lost the connection to the backend");
     wake_soon(s);
@@ -284,89 +231,49 @@ pg_session_route_failed(struct pg_session *s, int retried)
 void
 pg_session_shadow_progress(struct pg_session *s)
 {
-    static const struct timeval now = {0, 0};
-    /* freed from the timer callback, never from inside the shadow's own handler */
-    if (s->state == PGS_SHADOW_DRAIN && !pg_shadow_busy(s))
-        evtimer_add(&s->timer, &now);
+    session_shadow_progress(&s->base);
 }
 
-/*
- * settle_soon - for code that runs outside the session's own event handlers
- * (the worker's cutover look): the session may have to be freed, but never
- * under its caller's feet.  settle() runs from a callback of its own.
- */
+/* The plug-in's parts at the very end (engine/session.c frees the rest first). */
 static void
-settle_soon(struct pg_session *s)
+op_destroy(struct session *base)
 {
-    event_active(&s->settle_ev, EV_TIMEOUT, 0);
-}
-
-static void
-on_settle(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    settle(arg);
-}
-
-static void
-session_free(struct pg_session *s)
-{
-    evtimer_del(&s->timer);
-    event_del(&s->settle_ev);
-    cancel_unregister(&s->cancel);
-    server_close(s);
-    conn_release(&s->client);
+    struct pg_session *s = (struct pg_session *)base;
     pg_shadow_release(s);
     if (s->route.buf)
         evbuffer_free(s->route.buf);
     pgstmt_table_free(s->stmts);
-    if (!s->client_counted_out)
-        client_gone(s);
-    else
-        __atomic_sub_fetch(&proxy_shadow_drains, 1, __ATOMIC_RELAXED);
-    worker_session_removed(s->w, &s->base);
-    runtime_unref(s->rt);
     free(s->startup);
     free(s);
 }
 
-/*
- * settle - after every event: free a finished session, or set the read
- * interest of each side by the other side's backlog (backpressure).
- */
+/* settle - after every event (engine/session.c, session_settle): free, or backpressure. */
 static void
 settle(struct pg_session *s)
 {
-    if (s->state == PGS_LINGER) {
-        if (s->client.fd < 0 || conn_flush(&s->client) != CONN_AGAIN)
-            s->state = PGS_DEAD;
-        else
-            return; /* waiting for the client to take its last bytes */
+    session_settle(&s->base);
+}
+
+/* The read interest of each side, by the other side's backlog (backpressure). */
+static void
+op_interest(struct session *base)
+{
+    struct pg_session *s = (struct pg_session *)base;
+    if (s->base.server_open) {
+        int server_ok = s->base.state >= PGS_SERVER_TLS_ASK &&
+                        evbuffer_get_length(s->base.client.out) < BACKPRESSURE_BYTES;
+        conn_want_read(&s->base.server, server_ok);
     }
-    if (s->state == PGS_DEAD && shadowing(s) && pg_shadow_busy(s))
-        enter_shadow_drain(s);
-    if (s->state == PGS_SHADOW_DRAIN) {
-        if (!pg_shadow_busy(s))
-            session_free(s);
-        return;
-    }
-    if (s->state == PGS_DEAD) {
-        session_free(s);
-        return;
-    }
-    if (s->server_open) {
-        int server_ok = s->state >= PGS_SERVER_TLS_ASK &&
-                        evbuffer_get_length(s->client.out) < BACKPRESSURE_BYTES;
-        conn_want_read(&s->server, server_ok);
-    }
-    int client_ok = s->state != PGS_CONNECTING && s->state != PGS_SERVER_TLS_ASK &&
-                    s->state != PGS_SERVER_TLS && s->route.unit == NULL && !s->writes_waiting &&
-                    (!s->server_open || evbuffer_get_length(s->server.out) < BACKPRESSURE_BYTES);
-    conn_want_read(&s->client, client_ok);
-    if (s->mirror.state == MIRROR_READY && s->shadow.conn_open)
-        conn_want_read(&s->shadow.conn, s->route.unit == NULL ||
-                                            evbuffer_get_length(s->client.out) < BACKPRESSURE_BYTES);
+    int client_ok = s->base.state != PGS_CONNECTING && s->base.state != PGS_SERVER_TLS_ASK &&
+                    s->base.state != PGS_SERVER_TLS && s->route.unit == NULL &&
+                    !s->base.writes_waiting &&
+                    (!s->base.server_open ||
+                     evbuffer_get_length(s->base.server.out) < BACKPRESSURE_BYTES);
+    conn_want_read(&s->base.client, client_ok);
+    if (s->base.mirror.state == MIRROR_READY && s->shadow.conn_open)
+        conn_want_read(&s->shadow.conn,
+                       s->route.unit == NULL ||
+                           evbuffer_get_length(s->base.client.out) < BACKPRESSURE_BYTES);
 }
 
 /* ------------------------------------------------------------------ */
@@ -441,9 +348,9 @@ forward_cancel(struct pg_session *s, uint32_t pid, uint32_t key)
         free(job);
         return;
     }
-    job->client_fd = dup(s->client.fd);
+    job->client_fd = dup(s->base.client.fd);
     struct timeval tv = {.tv_sec = 5};
-    event_assign(&job->ev, s->w->base, job->fd, EV_WRITE, on_cancel_io, job);
+    event_assign(&job->ev, s->base.w->base, job->fd, EV_WRITE, on_cancel_io, job);
     event_add(&job->ev, &tv);
     slog(s, CONF_LOG_INFO, "cancel request forwarded to backend pid %u", target.be_pid);
 }
@@ -455,8 +362,8 @@ static void
 backend_failed(struct pg_session *s, const char *why)
 {
     char msg[512];
-    snprintf(msg, sizeof(msg), "could not connect to backend \"%s\" at %s: %s", s->be->conf->name,
-             s->be->addr_text, why);
+    snprintf(msg, sizeof(msg), "could not connect to backend \"%s\" at %s: %s", s->base.be->conf->name,
+             s->base.be->addr_text, why);
     count_backend(s, METRIC_B_CONNECT_FAILURES, 1);
     fail(s, METRIC_ERR_BACKEND_UNREACHABLE, PGW_SQLSTATE_CONNECTION_FAILURE, msg);
 }
@@ -480,18 +387,18 @@ send_startup(struct pg_session *s)
         fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, "startup packet too long");
         return;
     }
-    evbuffer_add(s->server.out, out, n);
+    evbuffer_add(s->base.server.out, out, n);
     set_state(s, PGS_AUTH);
-    arm_timer(s, s->rt->conf->limits.startup_timeout_ms);
+    arm_timer(s, s->base.rt->conf->limits.startup_timeout_ms);
 }
 
 static void
 server_connected(struct pg_session *s)
 {
     count_backend(s, METRIC_B_SERVER_OPENED, 1);
-    if (s->be->tls != NULL) {
+    if (s->base.be->tls != NULL) {
         uint8_t req[8];
-        evbuffer_add(s->server.out, req, pgw_build_ssl_request(req, sizeof(req)));
+        evbuffer_add(s->base.server.out, req, pgw_build_ssl_request(req, sizeof(req)));
         set_state(s, PGS_SERVER_TLS_ASK);
         return;
     }
@@ -501,7 +408,7 @@ server_connected(struct pg_session *s)
 static void
 connect_backend(struct pg_session *s)
 {
-    const struct rt_backend *be = s->be;
+    const struct rt_backend *be = s->base.be;
     int fd = socket(be->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         backend_failed(s, strerror(errno));
@@ -510,14 +417,14 @@ connect_backend(struct pg_session *s)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-    if (conn_init(&s->server, s->w->base, fd, on_server, s) != 0) {
+    if (conn_init(&s->base.server, s->base.w->base, fd, on_server, s) != 0) {
         close(fd);
         backend_failed(s, "out of memory");
         return;
     }
-    s->server_open = 1;
+    s->base.server_open = 1;
     set_state(s, PGS_CONNECTING);
-    arm_timer(s, s->rt->conf->limits.connect_timeout_ms);
+    arm_timer(s, s->base.rt->conf->limits.connect_timeout_ms);
     if (connect(fd, (const struct sockaddr *)&be->addr, be->addrlen) == 0) {
         server_connected(s);
         return;
@@ -527,8 +434,8 @@ connect_backend(struct pg_session *s)
         return;
     }
     /* writable = connected or failed; on_server reads SO_ERROR */
-    event_add(&s->server.ev_write, NULL);
-    s->server.writing = 1;
+    event_add(&s->base.server.ev_write, NULL);
+    s->base.server.writing = 1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -542,7 +449,7 @@ connect_backend(struct pg_session *s)
 static int
 client_startup(struct pg_session *s)
 {
-    struct evbuffer *in = s->client.in;
+    struct evbuffer *in = s->base.client.in;
     size_t avail = evbuffer_get_length(in);
     uint8_t lenbuf[4];
 
@@ -584,12 +491,12 @@ client_startup(struct pg_session *s)
         return 0;
     case PGW_STARTUP_GSSENC:
         evbuffer_drain(in, len);
-        evbuffer_add(s->client.out, "N", 1);
+        evbuffer_add(s->base.client.out, "N", 1);
         return 1;
     case PGW_STARTUP_SSL:
         evbuffer_drain(in, len);
-        if (s->lis->tls == NULL || s->client.ssl != NULL) {
-            evbuffer_add(s->client.out, "N", 1);
+        if (s->base.lis->tls == NULL || s->base.client.ssl != NULL) {
+            evbuffer_add(s->base.client.out, "N", 1);
             return 1;
         }
         /* bytes sent after SSLRequest, before the handshake, were not
@@ -599,9 +506,9 @@ client_startup(struct pg_session *s)
                  "received unencrypted data after SSL request");
             return 0;
         }
-        evbuffer_add(s->client.out, "S", 1);
-        if (conn_flush(&s->client) != CONN_OK ||
-            conn_start_tls(&s->client, s->lis->tls, 1, NULL, NULL) != 0) {
+        evbuffer_add(s->base.client.out, "S", 1);
+        if (conn_flush(&s->base.client) != CONN_OK ||
+            conn_start_tls(&s->base.client, s->base.lis->tls, 1, NULL, NULL) != 0) {
             count_client_error(s, METRIC_ERR_TLS);
             close_quietly(s);
             return 0;
@@ -622,7 +529,7 @@ client_startup(struct pg_session *s)
         uint8_t v[1024];
         size_t n = pgw_build_negotiate(v, sizeof(v), 0, unknown, nunknown);
         if (n > 0)
-            evbuffer_add(s->client.out, v, n);
+            evbuffer_add(s->base.client.out, v, n);
     }
 
     if (s->over_limit) {
@@ -630,7 +537,7 @@ client_startup(struct pg_session *s)
              "sorry, too many clients already");
         return 0;
     }
-    if (s->draining) {
+    if (s->base.draining) {
         fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN, "tandem is shutting down");
         return 0;
     }
@@ -655,7 +562,7 @@ client_startup(struct pg_session *s)
 static int
 client_auth(struct pg_session *s)
 {
-    struct evbuffer *in = s->client.in;
+    struct evbuffer *in = s->base.client.in;
     uint8_t hdr[PGW_HEADER_LEN];
     struct pgw_header h;
     const char *err;
@@ -678,7 +585,7 @@ client_auth(struct pg_session *s)
         }
         if (evbuffer_get_length(in) < pgw_header_total(&h))
             break;
-        evbuffer_remove_buffer(in, s->server.out, pgw_header_total(&h));
+        evbuffer_remove_buffer(in, s->base.server.out, pgw_header_total(&h));
     }
     return 0;
 }
@@ -689,7 +596,7 @@ client_auth(struct pg_session *s)
 static int
 shadowing(const struct pg_session *s)
 {
-    return s->mirror.state != MIRROR_OFF;
+    return s->base.mirror.state != MIRROR_OFF;
 }
 
 /* Where the bytes of a run of client messages go besides the primary. */
@@ -710,8 +617,8 @@ move_run(struct pg_session *s, size_t run, enum run_target target)
     else if (target == RUN_COPY)
         pg_shadow_copy_data(s, run);
     /* a run begun as a candidate's goes to the primary once the candidacy ended */
-    evbuffer_remove_buffer(s->client.in,
-                           target == RUN_HOLD && s->route.candidate ? s->route.buf : s->server.out,
+    evbuffer_remove_buffer(s->base.client.in,
+                           target == RUN_HOLD && s->route.candidate ? s->route.buf : s->base.server.out,
                            run);
     count_listener(s, METRIC_L_BYTES_RECEIVED, run);
 }
@@ -727,7 +634,7 @@ route_abandon(struct pg_session *s, enum route_reason reason)
     if (!s->route.candidate)
         return;
     s->route.candidate = 0;
-    evbuffer_add_buffer(s->server.out, s->route.buf);
+    evbuffer_add_buffer(s->base.server.out, s->route.buf);
     pg_route_fallback(s, (int)reason);
 }
 
@@ -772,21 +679,21 @@ route_note_parse(struct pg_session *s, int injected)
 static void
 unit_end(struct pg_session *s)
 {
-    const struct rt_backend *answer = s->be;
+    const struct rt_backend *answer = s->base.be;
 
     if (!s->unit_open)
         unit_statement(s, NULL); /* a bare Sync is answered too */
     s->unit_open = 0;
-    s->outstanding++;
+    s->base.outstanding++;
     if (s->route.candidate) {
         s->route.candidate = 0;
         if (pg_route_decide(s, s->building) && pg_unit_route(s) == 0)
-            answer = s->shadow_be;
+            answer = s->base.shadow_be;
         else
-            evbuffer_add_buffer(s->server.out, s->route.buf);
+            evbuffer_add_buffer(s->base.server.out, s->route.buf);
     }
-    if (s->lis->metric_slot >= 0 && answer->metric_slot >= 0)
-        metric_add(&shard(s)->requests[s->lis->metric_slot][answer->metric_slot][s->unit_kind], 1);
+    if (s->base.lis->metric_slot >= 0 && answer->metric_slot >= 0)
+        metric_add(&s->base.w->metrics->requests[s->base.lis->metric_slot][answer->metric_slot][s->unit_kind], 1);
     if (shadowing(s) && s->building)
         pg_unit_close(s);
 }
@@ -796,13 +703,13 @@ static const uint8_t *
 peek_message(struct pg_session *s, size_t at, size_t len, uint8_t **heap)
 {
     struct evbuffer_ptr pos;
-    uint8_t *dst = s->w->scratch;
+    uint8_t *dst = s->base.w->scratch;
 
     *heap = NULL;
-    if (len > sizeof(s->w->scratch) && (dst = *heap = malloc(len)) == NULL)
+    if (len > sizeof(s->base.w->scratch) && (dst = *heap = malloc(len)) == NULL)
         return NULL;
-    evbuffer_ptr_set(s->client.in, &pos, at, EVBUFFER_PTR_SET);
-    evbuffer_copyout_from(s->client.in, &pos, dst, len);
+    evbuffer_ptr_set(s->base.client.in, &pos, at, EVBUFFER_PTR_SET);
+    evbuffer_copyout_from(s->base.client.in, &pos, dst, len);
     return dst;
 }
 
@@ -853,12 +760,12 @@ track_statement_sql(struct pg_session *s, const char *sql, const struct pgclass_
 static int
 write_must_wait(struct pg_session *s, const struct pgclass_result *cls)
 {
-    int slot = s->lis->metric_slot;
+    int slot = s->base.lis->metric_slot;
     if (s->unit_open || cls == NULL || cls->kind == REQ_KIND_READ || s->tx_open ||
-        s->tx_status != 'I' || s->shadow_be == NULL ||
-        (!control_paused(slot) && s->swapped == control_roles_swapped(slot)))
+        s->tx_status != 'I' || s->base.shadow_be == NULL ||
+        (!control_paused(slot) && s->base.swapped == control_roles_swapped(slot)))
         return 0;
-    s->writes_waiting = 1;
+    s->base.writes_waiting = 1;
     return 1;
 }
 
@@ -876,9 +783,9 @@ static const struct pgclass_result unknown_statement = {.kind = REQ_KIND_WRITE};
 static int
 client_active(struct pg_session *s)
 {
-    struct evbuffer *in = s->client.in;
+    struct evbuffer *in = s->base.client.in;
     size_t avail = evbuffer_get_length(in), run = 0;
-    uint32_t max = s->rt->conf->limits.max_packet_size;
+    uint32_t max = s->base.rt->conf->limits.max_packet_size;
     /* the rest of a message begun in an earlier read goes where its start went */
     enum run_target target = s->client_skip > 0 ? (enum run_target)s->skip_target : RUN_PLAIN;
     struct evbuffer_ptr pos;
@@ -937,7 +844,7 @@ client_active(struct pg_session *s)
                                                   &sql, &sqllen) != 0)
                 goto bad_message;
             if (sql != NULL)
-                pgcache_classify(s->w->cls_cache, sql, &s->rt->classify, &cls);
+                pgcache_classify(s->base.w->cls_cache, sql, &s->base.rt->classify, &cls);
             if (write_must_wait(s, &cls)) {
                 free(heap);
                 goto out;
@@ -1013,7 +920,7 @@ client_active(struct pg_session *s)
                 (named && namelen == 0 && !s->route.parsed_unnamed))
                 route_abandon(s, ROUTE_REASON_UNROUTABLE);
             if (st && shadowing(s) && s->unit_buf && s->building &&
-                (s->mirror.state == MIRROR_READY || s->mirror.state == MIRROR_CONNECTING)) {
+                (s->base.mirror.state == MIRROR_READY || s->base.mirror.state == MIRROR_CONNECTING)) {
                 /* the unit's earlier bytes first, then the statement's Parse */
                 move_run(s, run, target);
                 avail -= run;
@@ -1053,7 +960,7 @@ client_active(struct pg_session *s)
         else if (s->route.candidate)
             want = RUN_HOLD;
         else if (shadowing(s) && s->building &&
-                 (s->mirror.state == MIRROR_READY || s->mirror.state == MIRROR_CONNECTING))
+                 (s->base.mirror.state == MIRROR_READY || s->base.mirror.state == MIRROR_CONNECTING))
             want = RUN_UNIT;
         if (want != target) {
             move_run(s, run, target);
@@ -1074,7 +981,7 @@ client_active(struct pg_session *s)
             run = 0;
             target = RUN_PLAIN;
             unit_end(s);
-            if (s->state != PGS_ACTIVE)
+            if (s->base.state != SESSION_ACTIVE)
                 return -1;
             if (s->route.unit != NULL)
                 break; /* what follows waits for the shadow's answer */
@@ -1085,8 +992,8 @@ out:
     if (terminate) {
         /* let the backend end its session cleanly, then go */
         uint8_t x[8];
-        evbuffer_add(s->server.out, x, pgw_build_terminate(x, sizeof(x)));
-        conn_flush(&s->server);
+        evbuffer_add(s->base.server.out, x, pgw_build_terminate(x, sizeof(x)));
+        conn_flush(&s->base.server);
         close_quietly(s);
         return -1;
     }
@@ -1097,22 +1004,22 @@ static void
 client_input(struct pg_session *s)
 {
     for (;;) {
-        switch (s->state) {
+        switch (s->base.state) {
         case PGS_STARTUP:
             if (!client_startup(s))
                 return;
-            if (s->state == PGS_CLIENT_TLS)
+            if (s->base.state == PGS_CLIENT_TLS)
                 return; /* the handshake reads what follows */
             continue;
         case PGS_AUTH:
             client_auth(s);
             return;
-        case PGS_ACTIVE:
+        case SESSION_ACTIVE:
             client_active(s);
             return;
         default:
             /* connecting: keep the bytes until the backend is ready */
-            if (evbuffer_get_length(s->client.in) > PREAUTH_MAX_MESSAGE)
+            if (evbuffer_get_length(s->base.client.in) > PREAUTH_MAX_MESSAGE)
                 fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
                      "unexpected data before authentication");
             return;
@@ -1147,7 +1054,7 @@ static void
 backend_protocol_error(struct pg_session *s, const char *what)
 {
     char msg[256];
-    snprintf(msg, sizeof(msg), "backend \"%s\" at %s sent %s", s->be->conf->name, s->be->addr_text,
+    snprintf(msg, sizeof(msg), "backend \"%s\" at %s sent %s", s->base.be->conf->name, s->base.be->addr_text,
              what);
     fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_PROTOCOL_VIOLATION, msg);
 }
@@ -1160,12 +1067,12 @@ backend_protocol_error(struct pg_session *s, const char *what)
 static void
 server_auth(struct pg_session *s)
 {
-    struct evbuffer *in = s->server.in;
+    struct evbuffer *in = s->base.server.in;
     struct pgw_header h;
     const uint8_t *msg;
     int bad;
 
-    while (s->state == PGS_AUTH && (msg = whole_message(in, &h, &bad)) != NULL) {
+    while (s->base.state == PGS_AUTH && (msg = whole_message(in, &h, &bad)) != NULL) {
         const uint8_t *body = msg + PGW_HEADER_LEN;
         size_t blen = h.len - 4, total = pgw_header_total(&h);
         uint32_t code;
@@ -1183,7 +1090,7 @@ server_auth(struct pg_session *s)
                     backend_protocol_error(s, "no SASL mechanism tandem can relay");
                     return;
                 }
-                evbuffer_add(s->client.out, out, n);
+                evbuffer_add(s->base.client.out, out, n);
                 evbuffer_drain(in, total);
                 continue;
             }
@@ -1196,38 +1103,38 @@ server_auth(struct pg_session *s)
                 return;
             }
             uint8_t out[32];
-            s->cancel.addr = s->be->addr;
-            s->cancel.addrlen = s->be->addrlen;
+            s->cancel.addr = s->base.be->addr;
+            s->cancel.addrlen = s->base.be->addrlen;
             cancel_register(&s->cancel);
-            evbuffer_add(s->client.out, out,
+            evbuffer_add(s->base.client.out, out,
                          pgw_build_backend_key(out, sizeof(out), s->cancel.pid, s->cancel.key));
             evbuffer_drain(in, total);
             continue;
         }
         case 'Z':
             pgw_ready_parse(body, blen, &s->tx_status);
-            evbuffer_remove_buffer(in, s->client.out, total);
-            set_state(s, PGS_ACTIVE);
-            slog(s, CONF_LOG_DEBUG, "logged in to \"%s\"", s->be->conf->name);
+            evbuffer_remove_buffer(in, s->base.client.out, total);
+            set_state(s, SESSION_ACTIVE);
+            slog(s, CONF_LOG_DEBUG, "logged in to \"%s\"", s->base.be->conf->name);
             /* a canary no_mirror rule keeps the session off the shadow altogether */
-            if (s->shadow_be != NULL && !s->route.no_mirror &&
-                control_mode(s->lis->metric_slot, (int)s->lis->conf->mode) != CONF_MODE_PASSTHROUGH)
+            if (s->base.shadow_be != NULL && !s->route.no_mirror &&
+                control_mode(s->base.lis->metric_slot, (int)s->base.lis->conf->mode) != CONF_MODE_PASSTHROUGH)
                 pg_shadow_start(s);
-            if (s->draining)
+            if (s->base.draining)
                 fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
                      "terminating connection because tandem is shutting down");
             return;
         case 'E':
             /* the server refused the login: its own error reaches the client */
-            evbuffer_remove_buffer(in, s->client.out, total);
+            evbuffer_remove_buffer(in, s->base.client.out, total);
             close_quietly(s);
             return;
         default:
             break;
         }
-        evbuffer_remove_buffer(in, s->client.out, total);
+        evbuffer_remove_buffer(in, s->base.client.out, total);
     }
-    if (s->state == PGS_AUTH && bad)
+    if (s->base.state == PGS_AUTH && bad)
         backend_protocol_error(s, "an oversized message during authentication");
 }
 
@@ -1247,9 +1154,9 @@ server_run_done(struct pg_session *s, size_t *avail, size_t *run)
     if (*run == 0)
         return;
     if (s->server_discard) {
-        evbuffer_drain(s->server.in, *run);
+        evbuffer_drain(s->base.server.in, *run);
     } else {
-        evbuffer_remove_buffer(s->server.in, s->client.out, *run);
+        evbuffer_remove_buffer(s->base.server.in, s->base.client.out, *run);
         count_listener(s, METRIC_L_BYTES_SENT, *run);
     }
     *avail -= *run;
@@ -1259,7 +1166,7 @@ server_run_done(struct pg_session *s, size_t *avail, size_t *run)
 static void
 server_active(struct pg_session *s)
 {
-    struct evbuffer *in = s->server.in;
+    struct evbuffer *in = s->base.server.in;
     size_t avail = evbuffer_get_length(in), run = 0;
     struct evbuffer_ptr pos;
     uint8_t hdr[PGW_HEADER_LEN + 1];
@@ -1269,7 +1176,7 @@ server_active(struct pg_session *s)
 
     while (run < avail) {
         if (s->server_skip == 0 && shadowing(s)) {
-            int discard = s->mirror.pcur != NULL && s->mirror.pcur->routed;
+            int discard = s->base.mirror.pcur != NULL && s->base.mirror.pcur->routed;
             if (discard != s->server_discard) {
                 server_run_done(s, &avail, &run);
                 s->server_discard = discard;
@@ -1301,9 +1208,9 @@ server_active(struct pg_session *s)
                 break; /* 6 bytes; wait for all of it */
             evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
             s->tx_status = hdr[PGW_HEADER_LEN];
-            if (s->outstanding > 0)
-                s->outstanding--;
-            idle_now = s->outstanding == 0 && s->tx_status == 'I';
+            if (s->base.outstanding > 0)
+                s->base.outstanding--;
+            idle_now = s->base.outstanding == 0 && s->tx_status == 'I';
             if (shadowing(s))
                 pg_shadow_primary_ready(s);
         } else if (h.type == 'G' && shadowing(s)) {
@@ -1321,11 +1228,11 @@ server_active(struct pg_session *s)
         s->server_skip = total;
     }
     server_run_done(s, &avail, &run);
-    if (idle_now && s->draining && s->server_skip == 0) {
+    if (idle_now && s->base.draining && s->server_skip == 0) {
         fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
              "terminating connection because tandem is shutting down");
-    } else if (idle_now && s->shadow_be != NULL &&
-               (s->writes_waiting || s->swapped != control_roles_swapped(s->lis->metric_slot))) {
+    } else if (idle_now && s->base.shadow_be != NULL &&
+               (s->base.writes_waiting || s->base.swapped != control_roles_swapped(s->base.lis->metric_slot))) {
         /* an idle point a cutover waits for: swap now, not at the next tick */
         wake_soon(s);
     }
@@ -1334,9 +1241,9 @@ server_active(struct pg_session *s)
 static void
 server_input(struct pg_session *s)
 {
-    struct evbuffer *in = s->server.in;
+    struct evbuffer *in = s->base.server.in;
 
-    if (s->state == PGS_SERVER_TLS_ASK) {
+    if (s->base.state == PGS_SERVER_TLS_ASK) {
         uint8_t answer;
         if (evbuffer_remove(in, &answer, 1) != 1)
             return;
@@ -1348,19 +1255,19 @@ server_input(struct pg_session *s)
             backend_failed(s, "unencrypted data after the TLS answer");
             return;
         }
-        const struct conf_backend *cb = s->be->conf;
+        const struct conf_backend *cb = s->base.be->conf;
         const char *name = cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host;
-        if (conn_start_tls(&s->server, s->be->tls, 0, name,
+        if (conn_start_tls(&s->base.server, s->base.be->tls, 0, name,
                            cb->tls == CONF_TLS_VERIFY_FULL ? name : NULL) != 0) {
-            backend_failed(s, s->server.tls_error);
+            backend_failed(s, s->base.server.tls_error);
             return;
         }
         set_state(s, PGS_SERVER_TLS);
         return;
     }
-    if (s->state == PGS_AUTH)
+    if (s->base.state == PGS_AUTH)
         server_auth(s);
-    if (s->state == PGS_ACTIVE)
+    if (s->base.state == SESSION_ACTIVE)
         server_active(s);
 }
 
@@ -1372,37 +1279,37 @@ client_event(struct pg_session *s, short what)
 {
     size_t n;
 
-    if (s->state == PGS_LINGER || s->state == PGS_DEAD)
+    if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD)
         return;
-    if (s->state == PGS_CLIENT_TLS) {
-        enum conn_io io = conn_handshake(&s->client);
+    if (s->base.state == PGS_CLIENT_TLS) {
+        enum conn_io io = conn_handshake(&s->base.client);
         if (io == CONN_AGAIN)
             return;
         if (io != CONN_OK) {
-            slog(s, CONF_LOG_INFO, "client TLS handshake failed: %s", s->client.tls_error);
+            slog(s, CONF_LOG_INFO, "client TLS handshake failed: %s", s->base.client.tls_error);
             count_client_error(s, METRIC_ERR_TLS);
-            s->state = PGS_DEAD; /* no protocol left to speak in */
+            s->base.state = SESSION_DEAD; /* no protocol left to speak in */
             return;
         }
         set_state(s, PGS_STARTUP);
         what |= EV_READ; /* the startup packet may already sit inside OpenSSL */
     }
     if (what & EV_READ) {
-        enum conn_io io = conn_read(&s->client, s->w->scratch, sizeof(s->w->scratch), &n);
+        enum conn_io io = conn_read(&s->base.client, s->base.w->scratch, sizeof(s->base.w->scratch), &n);
         if (io == CONN_EOF || io == CONN_ERROR) {
-            if (s->state == PGS_ACTIVE && s->server_open)
-                conn_flush(&s->server); /* what the client sent before leaving */
-            s->state = PGS_DEAD;
+            if (s->base.state == SESSION_ACTIVE && s->base.server_open)
+                conn_flush(&s->base.server); /* what the client sent before leaving */
+            s->base.state = SESSION_DEAD;
             return;
         }
     }
     client_input(s);
-    if (s->server_open && s->state >= PGS_AUTH && s->state <= PGS_ACTIVE &&
-        conn_flush(&s->server) == CONN_ERROR)
+    if (s->base.server_open && s->base.state >= PGS_AUTH && s->base.state <= SESSION_ACTIVE &&
+        conn_flush(&s->base.server) == CONN_ERROR)
         fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_CONNECTION_FAILURE,
              "lost the connection to the backend");
-    if (s->state != PGS_LINGER && s->state != PGS_DEAD && conn_flush(&s->client) == CONN_ERROR)
-        s->state = PGS_DEAD;
+    if (s->base.state != SESSION_LINGER && s->base.state != SESSION_DEAD && conn_flush(&s->base.client) == CONN_ERROR)
+        s->base.state = SESSION_DEAD;
 }
 
 static void
@@ -1417,16 +1324,16 @@ on_client(evutil_socket_t fd, short what, void *arg)
 static void
 server_lost(struct pg_session *s, enum conn_io io)
 {
-    if (s->state == PGS_ACTIVE && s->server_skip == 0 && io == CONN_EOF) {
+    if (s->base.state == SESSION_ACTIVE && s->server_skip == 0 && io == CONN_EOF) {
         /* the server said goodbye (its FATAL, if any, is already forwarded) */
-        slog(s, CONF_LOG_INFO, "backend \"%s\" closed the connection", s->be->conf->name);
+        slog(s, CONF_LOG_INFO, "backend \"%s\" closed the connection", s->base.be->conf->name);
         count_client_error(s, METRIC_ERR_BACKEND_LOST);
         close_quietly(s);
         return;
     }
-    if (s->state < PGS_AUTH || (s->state == PGS_AUTH && !s->logged_in)) {
+    if (s->base.state < PGS_AUTH || (s->base.state == PGS_AUTH && !s->logged_in)) {
         backend_failed(s, io == CONN_EOF ? "the server closed the connection"
-                                         : (s->server.tls_error[0] ? s->server.tls_error
+                                         : (s->base.server.tls_error[0] ? s->base.server.tls_error
                                                                    : strerror(errno)));
         return;
     }
@@ -1438,11 +1345,11 @@ server_lost(struct pg_session *s, enum conn_io io)
 static int
 server_handshake(struct pg_session *s)
 {
-    enum conn_io io = conn_handshake(&s->server);
+    enum conn_io io = conn_handshake(&s->base.server);
     if (io == CONN_AGAIN)
         return 0;
     if (io != CONN_OK) {
-        backend_failed(s, s->server.tls_error[0] ? s->server.tls_error : "TLS handshake failed");
+        backend_failed(s, s->base.server.tls_error[0] ? s->base.server.tls_error : "TLS handshake failed");
         return 0;
     }
     send_startup(s);
@@ -1455,12 +1362,12 @@ server_event(struct pg_session *s, short what)
     size_t n;
     enum conn_io io;
 
-    if (s->state == PGS_LINGER || s->state == PGS_DEAD || !s->server_open)
+    if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD || !s->base.server_open)
         return;
-    if (s->state == PGS_CONNECTING) {
+    if (s->base.state == PGS_CONNECTING) {
         int err = 0;
         socklen_t len = sizeof(err);
-        if (getsockopt(s->server.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        if (getsockopt(s->base.server.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
             err = errno;
         if (err != 0) {
             backend_failed(s, strerror(err));
@@ -1468,32 +1375,32 @@ server_event(struct pg_session *s, short what)
         }
         server_connected(s);
         what = 0;
-    } else if (s->state == PGS_SERVER_TLS) {
+    } else if (s->base.state == PGS_SERVER_TLS) {
         if (!server_handshake(s))
             return;
         what = 0;
     }
     if (what & EV_READ) {
-        io = conn_read(&s->server, s->w->scratch, sizeof(s->w->scratch), &n);
+        io = conn_read(&s->base.server, s->base.w->scratch, sizeof(s->base.w->scratch), &n);
         if (io == CONN_OK)
             count_backend(s, METRIC_B_BACKEND_BYTES_RECEIVED, n);
         server_input(s);
-        if (s->state == PGS_SERVER_TLS && !server_handshake(s))
+        if (s->base.state == PGS_SERVER_TLS && !server_handshake(s))
             return;
         if (io == CONN_EOF || io == CONN_ERROR) {
-            conn_flush(&s->client);
+            conn_flush(&s->base.client);
             server_lost(s, io);
             return;
         }
     }
-    if (s->state == PGS_LINGER || s->state == PGS_DEAD)
+    if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD)
         return;
-    if (conn_flush(&s->server) == CONN_ERROR) {
+    if (conn_flush(&s->base.server) == CONN_ERROR) {
         server_lost(s, CONN_ERROR);
         return;
     }
-    if (conn_flush(&s->client) == CONN_ERROR)
-        s->state = PGS_DEAD;
+    if (conn_flush(&s->base.client) == CONN_ERROR)
+        s->base.state = SESSION_DEAD;
 }
 
 static void
@@ -1512,21 +1419,20 @@ on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
 
-    switch (s->state) {
-    case PGS_LINGER:
-        s->state = PGS_DEAD; /* the client does not read: give up on it */
+    switch (s->base.state) {
+    case SESSION_LINGER:
+        s->base.state = SESSION_DEAD; /* the client does not read: give up on it */
         break;
-    case PGS_SHADOW_DRAIN:
+    case SESSION_SHADOW_DRAIN:
         break; /* settle() frees it once the shadow is done */
-    case PGS_ACTIVE: {
+    case SESSION_ACTIVE: {
         /* an idle point: a routed read is answered, or a cutover may swap the roles */
         int slot;
-        pg_session_cutover_check(s, &slot);
-        if (s->state != PGS_ACTIVE)
+        session_cutover_check(&s->base, &slot);
+        if (s->base.state != SESSION_ACTIVE)
             break;
         client_event(s, 0);
-        if (s->draining && s->outstanding == 0 && s->tx_status == 'I' && s->route.unit == NULL &&
-            s->server_skip == 0 && evbuffer_get_length(s->client.in) == 0)
+        if (s->base.draining && op_idle(&s->base) && evbuffer_get_length(s->base.client.in) == 0)
             fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
                  "terminating connection because tandem is shutting down");
         break;
@@ -1556,30 +1462,18 @@ pg_session_accept(struct worker *w, const struct rt_listener *l, int fd,
                   const struct sockaddr *peer, int over_limit)
 {
     struct pg_session *s = calloc(1, sizeof(*s));
-    if (s == NULL || conn_init(&s->client, w->base, fd, on_client, s) != 0) {
-        free(s);
+    if (s == NULL) {
         close(fd);
         __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
         return;
     }
-    s->w = w;
-    s->rt = w->rt;
-    runtime_ref(s->rt);
-    s->lis = l;
-    /* after a cutover the listener's shadow answers and its primary is mirrored */
-    s->swapped = l->shadow != NULL && control_roles_swapped(l->metric_slot);
-    s->be = s->swapped ? l->shadow : l->primary;
-    s->shadow_be = s->swapped ? l->primary : l->shadow;
-    s->id = (uint64_t)w->id << 48 | w->next_conn_id++;
-    mirror_init(&s->mirror, &pg_mirror_ops, s, w->shadow, l->metric_slot,
-                l->conf->mirror.queue_bytes, s->rt->conf->limits.mirror_queue_total,
-                s->id * 0x9e3779b97f4a7c15ull + 1);
+    if (session_init(&s->base, &pg_session_ops, w, l, fd, peer, on_client, on_timer) != 0) {
+        free(s);
+        return;
+    }
+    s->base.mirror.ops = &pg_mirror_ops;
     s->over_limit = over_limit != 0;
-    s->server.fd = -1;
-    runtime_format_addr(peer, s->peer, sizeof(s->peer));
     pg_route_accept(s, peer);
-    evtimer_assign(&s->timer, w->base, on_timer, s);
-    event_assign(&s->settle_ev, w->base, -1, 0, on_settle, s);
     /* a random key per session: cancel requests carry no other proof */
     if (RAND_bytes((unsigned char *)&s->cancel.pid, sizeof(s->cancel.pid)) != 1 ||
         RAND_bytes((unsigned char *)&s->cancel.key, sizeof(s->cancel.key)) != 1) {
@@ -1587,57 +1481,87 @@ pg_session_accept(struct worker *w, const struct rt_listener *l, int fd,
         s->cancel.key = (uint32_t)random();
     }
     s->cancel.pid &= 0x7fffffff; /* clients print it as a positive pid */
-    s->base.ops = &pg_session_ops;
     worker_session_added(w, &s->base);
-    count_listener(s, METRIC_L_CLIENT_ACCEPTED, 1);
     set_state(s, PGS_STARTUP);
-    arm_timer(s, s->rt->conf->limits.startup_timeout_ms);
+    arm_timer(s, s->base.rt->conf->limits.startup_timeout_ms);
     settle(s);
-}
-
-static void
-pg_session_drain(struct pg_session *s)
-{
-    s->draining = 1;
-    /* idle now: close; busy: server_active closes at the next idle point */
-    if (s->state == PGS_ACTIVE && s->outstanding == 0 && s->tx_status == 'I' &&
-        s->server_skip == 0 && evbuffer_get_length(s->client.in) == 0) {
-        fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
-             "terminating connection because tandem is shutting down");
-    } else if (s->state < PGS_AUTH) {
-        fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN, "tandem is shutting down");
-    }
-    settle(s);
-}
-
-static void
-pg_session_kill(struct pg_session *s)
-{
-    if (s->state == PGS_SHADOW_DRAIN || shadowing(s))
-        pg_shadow_abandon(s); /* what the shadow still owed is counted, not lost silently */
-    if (s->state != PGS_SHADOW_DRAIN) {
-        /* the client is still there: it is told why (a drained session's client is gone) */
-        fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
-             "terminating connection because tandem is shutting down");
-        conn_flush(&s->client);
-        s->state = PGS_DEAD;
-    }
-    settle(s); /* frees it: a drained session's shadow was abandoned above */
 }
 
 /* ------------------------------------------------------------------ */
-/* Cutover and rollback: the session's roles swap at an idle point.    */
+/* The engine's hooks (engine/session.h).                              */
+
+static const char *
+op_phase_name(int phase)
+{
+    return phase >= 0 && phase < (int)(sizeof(phase_names) / sizeof(phase_names[0]))
+               ? phase_names[phase]
+               : "opening";
+}
+
+/*
+ * Nothing owed to the client, no transaction open: it may close (drain)
+ * or swap its roles (cutover).  Still logging in: it may close unless the
+ * server is authenticating it (then at its first ReadyForQuery).
+ */
+static int
+op_idle(struct session *base)
+{
+    struct pg_session *s = (struct pg_session *)base;
+    if (s->base.state < SESSION_ACTIVE)
+        return s->base.state < PGS_AUTH;
+    return s->base.outstanding == 0 && s->tx_status == 'I' && s->route.unit == NULL &&
+           s->server_skip == 0;
+}
+
+static void
+op_close_with(struct session *base, enum session_close why, const char *msg)
+{
+    (void)why; /* both are an administrator's doing: 57P01 */
+    fail((struct pg_session *)base, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN, msg);
+}
+
+static void
+op_orphan(struct session *base)
+{
+    pg_shadow_orphan((struct pg_session *)base);
+}
+
+static void
+op_wake(struct session *base)
+{
+    wake_soon((struct pg_session *)base);
+}
+
+static int
+op_shadow_tick(struct session *base, uint64_t now_ns, uint64_t *lag_ns)
+{
+    struct pg_session *s = (struct pg_session *)base;
+    *lag_ns = 0;
+    if (s->base.mirror.state == MIRROR_OFF)
+        return 0;
+    pg_shadow_tick(s, now_ns, lag_ns);
+    return pg_shadow_is_detached(s);
+}
+
+/* Cutover: a unit that is no read, unanswered by either side, or an open transaction. */
+static int
+op_writes_owed(struct session *base)
+{
+    struct pg_session *s = (struct pg_session *)base;
+    return s->tx_open || s->tx_status != 'I' || pg_shadow_writes_owed(s);
+}
 
 /* 1: idle, and the shadow may take over; 0: not yet; -1: never (no shadow connection). */
 static int
-swap_ready(struct pg_session *s)
+op_swap_ready(struct session *base)
 {
-    if (s->state != PGS_ACTIVE)
-        return 0;
-    if (s->outstanding > 0 || s->unit_open || s->tx_open || s->tx_status != 'I' ||
-        s->route.unit != NULL || s->server_skip > 0 || evbuffer_get_length(s->server.out) > 0) {
+    struct pg_session *s = (struct pg_session *)base;
+    if (s->base.outstanding > 0 || s->unit_open || s->tx_open || s->tx_status != 'I' ||
+        s->route.unit != NULL || s->server_skip > 0 ||
+        evbuffer_get_length(s->base.server.out) > 0) {
         /* a session that cannot swap now may still have no shadow at all */
-        return s->mirror.state == MIRROR_OFF || s->mirror.state == MIRROR_DETACHED ? -1 : 0;
+        return s->base.mirror.state == MIRROR_OFF || s->base.mirror.state == MIRROR_DETACHED ? -1
+                                                                                             : 0;
     }
     return pg_shadow_swap_ready(s);
 }
@@ -1649,108 +1573,29 @@ swap_ready(struct pg_session *s)
  * (libpq does not give the new one's secret); README, "Known limits".
  */
 static void
-swap_roles(struct pg_session *s)
+op_swap(struct session *base)
 {
-    const struct rt_backend *b = s->be;
-
-    session_swap_conns(&s->server, &s->shadow.conn, s->w->base, on_server, s);
+    struct pg_session *s = (struct pg_session *)base;
+    session_swap_conns(&s->base.server, &s->shadow.conn, s->base.w->base, on_server, s);
     pg_shadow_swap(s);
-    s->be = s->shadow_be;
-    s->shadow_be = b;
-    s->swapped = !s->swapped;
     s->route.last_write_ns = 0;
-    slog(s, CONF_LOG_DEBUG, "roles swapped: \"%s\" answers, \"%s\" is mirrored", s->be->conf->name,
-         s->shadow_be->conf->name);
-}
-
-/*
- * pg_session_cutover_check - the worker's look at a session while a
- * cutover or rollback is on, and after: swap the session's roles when the
- * listener's have flipped and the session is ready; let waiting writes go
- * once nothing holds them.  Returns 1 while the session keeps the
- * operation waiting (not ready to swap).
- */
-static int
-pg_session_cutover_check(struct pg_session *s, int *listener_slot)
-{
-    int slot = *listener_slot = s->lis->metric_slot;
-    /* not logged in yet: it has sent no write, and swaps once it is */
-    if (s->shadow_be == NULL || s->state != PGS_ACTIVE)
-        return 0;
-    int want = control_roles_swapped(slot);
-    if (control_paused(slot)) {
-        /* drained: every write it sent is acknowledged by both sides (reads may run) */
-        int drained = s->mirror.state == MIRROR_OFF || s->mirror.state == MIRROR_DETACHED
-                          ? -1
-                          : !s->tx_open && s->tx_status == 'I' && !pg_shadow_writes_owed(s);
-        if (drained < 0)
-            return !control_force(slot);
-        return !drained;
-    }
-    if (s->swapped != want) {
-        int ready = swap_ready(s);
-        if (ready < 0 && s->outstanding == 0 && s->tx_status == 'I') {
-            fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
-                 "the primary changed (cutover) and this session has no connection to the "
-                 "new one: reconnect");
-            conn_flush(&s->client);
-            settle_soon(s); /* never freed here: the caller still holds s */
-            return 0;
-        }
-        if (ready <= 0)
-            return 1;
-        swap_roles(s);
-    }
-    if (s->writes_waiting) {
-        s->writes_waiting = 0;
-        wake_soon(s);
-    }
-    return 0;
-}
-
-static int
-pg_session_shadow_tick(struct pg_session *s, uint64_t now_ns, uint64_t *lag_ns,
-                       int *listener_slot)
-{
-    *listener_slot = s->lis->metric_slot;
-    *lag_ns = 0;
-    if (s->mirror.state == MIRROR_OFF)
-        return 0;
-    pg_shadow_tick(s, now_ns, lag_ns);
-    return pg_shadow_is_detached(s);
-}
-
-/* The worker's view of a PostgreSQL session (session.h). */
-static void
-op_drain(struct session *s)
-{
-    pg_session_drain((struct pg_session *)s);
-}
-
-static void
-op_kill(struct session *s)
-{
-    pg_session_kill((struct pg_session *)s);
-}
-
-static int
-op_shadow_tick(struct session *s, uint64_t now_ns, uint64_t *lag_ns, int *listener_slot)
-{
-    return pg_session_shadow_tick((struct pg_session *)s, now_ns, lag_ns, listener_slot);
-}
-
-static int
-op_cutover_check(struct session *s, int *listener_slot)
-{
-    return pg_session_cutover_check((struct pg_session *)s, listener_slot);
 }
 
 static const struct session_ops pg_session_ops = {
     .protocol = "postgres",
-    .drain = op_drain,
-    .kill = op_kill,
+    .phase_name = op_phase_name,
+    .interest = op_interest,
+    .server_closed = op_server_closed,
+    .leaving = op_leaving,
+    .orphan = op_orphan,
+    .destroy = op_destroy,
+    .idle = op_idle,
+    .close_with = op_close_with,
+    .wake = op_wake,
     .shadow_tick = op_shadow_tick,
-    .cutover_check = op_cutover_check,
+    .writes_owed = op_writes_owed,
+    .swap_ready = op_swap_ready,
+    .swap = op_swap,
 };
 
 const struct session_protocol pg_protocol = {

@@ -43,17 +43,14 @@ struct runtime;
 struct rt_listener;
 struct rt_backend;
 
-enum pgs_state {
-    PGS_STARTUP,        /* waiting for the client's first packet */
+/* The PostgreSQL plug-in's opening phases, in order (engine/session.h). */
+enum pgs_phase {
+    PGS_STARTUP = SESSION_OPENING, /* waiting for the client's first packet */
     PGS_CLIENT_TLS,     /* TLS handshake with the client */
     PGS_CONNECTING,     /* TCP connect to the primary in flight */
     PGS_SERVER_TLS_ASK, /* SSLRequest sent to the primary, waiting for S/N */
     PGS_SERVER_TLS,     /* TLS handshake with the primary */
     PGS_AUTH,           /* startup relayed; relaying authentication */
-    PGS_ACTIVE,         /* logged in: forwarding */
-    PGS_LINGER,         /* closing: flushing the last bytes to the client */
-    PGS_DEAD,           /* to be freed by settle() */
-    PGS_SHADOW_DRAIN,   /* client and primary gone; the shadow finishes what it owes */
 };
 
 /* Both digests of a compared unit, and what the report shows of each side. */
@@ -152,35 +149,16 @@ struct pg_route {
 };
 
 struct pg_session {
-    struct session base;          /* first: the worker's view (session.h) */
-    struct worker *w;
-    struct runtime *rt;           /* reference held for the session's life */
-    const struct rt_listener *lis;
-    const struct rt_backend *be;  /* the answering backend: the primary */
-    const struct rt_backend *shadow_be; /* the mirrored one; NULL when the listener has none */
+    struct session base;          /* first: the engine's part (engine/session.h) */
     PGconn *server_pq;            /* libpq owning the server socket (after a role swap), or NULL */
-    uint64_t id;
-    char peer[64];
-    enum pgs_state state;
 
-    struct conn client;
-    struct conn server;
-    struct event timer;           /* startup, connect and linger deadlines */
-    struct event settle_ev;       /* settle() from a callback of its own (settle_soon) */
-
-    unsigned server_open : 1;
     unsigned over_limit : 1;
-    unsigned draining : 1;
     unsigned logged_in : 1;
     unsigned unit_open : 1;       /* messages read since the last Sync */
     unsigned tx_open : 1;         /* a transaction may be open (BEGIN seen, not yet idle) */
     unsigned copy_mirror : 1;     /* CopyData from the client goes to the shadow too */
-    unsigned client_counted_out : 1; /* the client's departure is already counted */
-    unsigned swapped : 1;         /* roles swapped by a cutover: be is the listener's shadow */
-    unsigned writes_waiting : 1;  /* a write unit waits in client.in for a cutover to finish */
     unsigned server_discard : 1;  /* the primary's current run answers a routed unit: dropped */
     uint8_t tx_status;            /* from the last ReadyForQuery: I, T or E */
-    uint32_t outstanding;         /* units sent and not yet answered */
     size_t client_skip;           /* bytes of the current client message still to move */
     uint8_t skip_target;          /* where they go besides the primary (enum run_target) */
     size_t server_skip;
@@ -191,9 +169,8 @@ struct pg_session {
     struct cancel_entry cancel;   /* our key for the client -> the backend's key */
     struct pgstmt_table *stmts;   /* prepared statements, NULL until the first Parse */
 
-    /* shadow mode only (mirror.state != MIRROR_OFF) */
+    /* shadow mode only (base.mirror.state != MIRROR_OFF) */
     struct pg_shadow shadow;
-    struct mirror mirror;         /* the units in order, pcur and scur; the mirror queue */
     struct pg_unit *building;     /* the unit being read from the client */
     struct evbuffer *unit_buf;    /* the building unit's messages, for the shadow */
 

@@ -44,18 +44,18 @@
 #define STATE_LOG_MAX_BYTES (64 * 1024)
 #define STATE_LOG_MAX_UNITS 256
 
-#define slog(s, level, ...) log_at(level, (s)->id, (s)->peer, __VA_ARGS__)
+#define slog(s, level, ...) log_at(level, (s)->base.id, (s)->base.peer, __VA_ARGS__)
 
 static const struct conf_mirror *
 mirror_conf(const struct pg_session *s)
 {
-    return &s->lis->conf->mirror;
+    return &s->base.lis->conf->mirror;
 }
 
 static void
 account(struct pg_session *s, int64_t delta)
 {
-    mirror_account(&s->mirror, delta);
+    mirror_account(&s->base.mirror, delta);
 }
 
 /* ------------------------------------------------------------------ */
@@ -110,7 +110,7 @@ unit_add_name(struct pg_unit *u, const char *name)
 static void
 lost_write(struct pg_session *s, const struct pg_unit *u, const char *why)
 {
-    shadow_note_divergence(s->lis->metric_slot, why, u->sql, u->sql ? u->sqllen : 0);
+    shadow_note_divergence(s->base.lis->metric_slot, why, u->sql, u->sql ? u->sqllen : 0);
 }
 
 /* Outcomes of a write unit that leave the shadow's data unlike the primary's. */
@@ -125,7 +125,7 @@ outcome_loses_write(enum shadow_outcome o)
 static int
 fingerprint_ignored(const struct pg_session *s, const struct pg_unit *u)
 {
-    const struct conf_compare *cc = &s->lis->conf->compare;
+    const struct conf_compare *cc = &s->base.lis->conf->compare;
     struct pgclass_desc desc;
 
     if (cc->nignore_fingerprints == 0 || u->sql == NULL)
@@ -152,7 +152,7 @@ record(struct pg_session *s, struct pg_unit *u, enum shadow_outcome outcome)
         psum = u->cmp->psample;
         ssum = u->cmp->ssample;
     }
-    shadow_record_pg(s->w->shadow, s->lis->metric_slot, u->sql ? u->sql : "",
+    shadow_record_pg(s->base.w->shadow, s->base.lis->metric_slot, u->sql ? u->sql : "",
                      u->sql ? u->sqllen : 0, outcome, u->base.primary_ns,
                      u->base.shadow_done && u->base.forced < 0 ? u->base.shadow_ns : 0, psum, ssum);
     if (outcome == SHADOW_MISMATCH)
@@ -182,19 +182,19 @@ on_free_unit(void *owner, struct mirror_unit *mu)
 static void
 complete_units(struct pg_session *s)
 {
-    mirror_complete(&s->mirror);
+    mirror_complete(&s->base.mirror);
 }
 
 static void
 start_compare(struct pg_session *s, struct pg_unit *u)
 {
-    const struct conf_compare *cc = &s->lis->conf->compare;
+    const struct conf_compare *cc = &s->base.lis->conf->compare;
     u->cmp = malloc(sizeof(*u->cmp));
     if (u->cmp == NULL)
         return;
     struct pgdigest_opts opts = {
         .ordered = u->ordered,
-        .ignore_columns = s->lis->ignore_columns,
+        .ignore_columns = s->base.lis->ignore_columns,
         .nignore = cc->nignore_columns,
     };
     u->cmp->psample[0] = u->cmp->ssample[0] = '\0';
@@ -206,7 +206,7 @@ start_compare(struct pg_session *s, struct pg_unit *u)
 static int
 sample_read(struct pg_session *s)
 {
-    return mirror_sample(&s->mirror, mirror_conf(s)->reads);
+    return mirror_sample(&s->base.mirror, mirror_conf(s)->reads);
 }
 
 /*
@@ -228,10 +228,10 @@ pg_unit_begin(struct pg_session *s, const struct pgclass_result *first)
     u->no_mirror = first ? (first->no_mirror || first->kind == REQ_KIND_ADMIN) : 0;
     u->ddl = first ? first->ddl : 0;
     u->sampled = u->base.kind == REQ_KIND_READ && !s->tx_open && sample_read(s);
-    if (s->mirror.state != MIRROR_DETACHED && !(u->hint & PGCLASS_HINT_NOSHADOW) && !u->no_mirror &&
+    if (s->base.mirror.state != MIRROR_DETACHED && !(u->hint & PGCLASS_HINT_NOSHADOW) && !u->no_mirror &&
         (u->base.kind != REQ_KIND_READ || s->tx_open || u->sampled))
         start_compare(s, u);
-    mirror_append(&s->mirror, &u->base);
+    mirror_append(&s->base.mirror, &u->base);
     s->building = u;
     return u;
 }
@@ -296,7 +296,7 @@ void
 pg_shadow_collect(struct pg_session *s, size_t len)
 {
     if (s->unit_buf)
-        copy_prefix(s->unit_buf, s->client.in, len);
+        copy_prefix(s->unit_buf, s->base.client.in, len);
 }
 
 /*
@@ -362,14 +362,14 @@ static void detach(struct pg_session *s, enum shadow_outcome why, const char *re
 static int
 admit(struct pg_session *s, size_t len)
 {
-    return mirror_admit(&s->mirror, len);
+    return mirror_admit(&s->base.mirror, len);
 }
 
 /* Send admitted bytes: now when logged in, else kept for the login. */
 static int
 send_admitted(struct pg_session *s, struct evbuffer *src, size_t len)
 {
-    if (s->mirror.state == MIRROR_READY) {
+    if (s->base.mirror.state == MIRROR_READY) {
         evbuffer_remove_buffer(src, s->shadow.conn.out, len);
         size_t before = evbuffer_get_length(s->shadow.conn.out);
         if (conn_flush(&s->shadow.conn) == CONN_ERROR) {
@@ -402,7 +402,7 @@ static void
 hold(struct pg_session *s, struct pg_unit *u, size_t len)
 {
     /* full: detached (counted); its COPY data, if any, is not mirrored either */
-    s->copy_mirror = mirror_hold(&s->mirror, &u->base, s->unit_buf, NULL, len) == 0;
+    s->copy_mirror = mirror_hold(&s->base.mirror, &u->base, s->unit_buf, NULL, len) == 0;
 }
 
 /*
@@ -537,7 +537,7 @@ relock_after(struct pg_session *s, struct pg_unit *u)
     r->base.kind = REQ_KIND_SESSION;
     r->base.closed = r->base.mirrored = r->base.primary_done = r->base.replay = r->relock = 1;
     r->base.closed_ns = r->base.shadow_sent_ns = session_now_ns();
-    mirror_insert_after(&s->mirror, &u->base, &r->base);
+    mirror_insert_after(&s->base.mirror, &u->base, &r->base);
     sh->relocks_pending++;
     return send_query(s, sql);
 }
@@ -575,15 +575,15 @@ on_sent(void *owner, struct mirror_unit *mu)
 static void
 release_held(struct pg_session *s, int force)
 {
-    mirror_release(&s->mirror, force, session_now_ns());
+    mirror_release(&s->base.mirror, force, session_now_ns());
 }
 
 /* pg_shadow_primary_copy_in - the primary accepted COPY ... FROM STDIN: its data may flow. */
 void
 pg_shadow_primary_copy_in(struct pg_session *s)
 {
-    if (s->mirror.pcur != NULL) {
-        s->mirror.pcur->release_early = 1;
+    if (s->base.mirror.pcur != NULL) {
+        s->base.mirror.pcur->release_early = 1;
         release_held(s, 0);
     }
 }
@@ -647,9 +647,9 @@ pg_unit_close(struct pg_session *s)
     int wanted = !(u->hint & PGCLASS_HINT_NOSHADOW) && !u->no_mirror &&
                  (u->base.kind != REQ_KIND_READ || s->tx_open || u->sampled) && level_allows(s, u);
     if (wanted &&
-        control_mode(s->lis->metric_slot, (int)s->lis->conf->mode) == CONF_MODE_PASSTHROUGH) {
+        control_mode(s->base.lis->metric_slot, (int)s->base.lis->conf->mode) == CONF_MODE_PASSTHROUGH) {
         /* mirroring turned off while the session runs: its writes are lost to the shadow */
-        shadow_count_dropped(s->w->shadow, s->lis->metric_slot, SHADOW_DROP_MIRRORING_OFF, 1);
+        shadow_count_dropped(s->base.w->shadow, s->base.lis->metric_slot, SHADOW_DROP_MIRRORING_OFF, 1);
         if (mirror_changes_data(&u->base))
             lost_write(s, u, "dropped: mirroring turned off");
         wanted = 0;
@@ -663,16 +663,16 @@ pg_unit_close(struct pg_session *s)
         return;
     }
     u->base.mirrored = 1;
-    if (s->mirror.state == MIRROR_DETACHED || u->unmirrorable || len == 0) {
+    if (s->base.mirror.state == MIRROR_DETACHED || u->unmirrorable || len == 0) {
         /* a write the shadow will never see: from now on its data may differ */
-        if (s->mirror.state == MIRROR_DETACHED) {
-            mirror_drop(&s->mirror, &u->base);
+        if (s->base.mirror.state == MIRROR_DETACHED) {
+            mirror_drop(&s->base.mirror, &u->base);
             if (mirror_changes_data(&u->base))
-                lost_write(s, u, s->mirror.identity_refused
+                lost_write(s, u, s->base.mirror.identity_refused
                                      ? "dropped: the shadow cannot act as the client's role"
                                      : "dropped: the session's shadow is detached");
         }
-        if (u->unmirrorable && s->mirror.state != MIRROR_DETACHED)
+        if (u->unmirrorable && s->base.mirror.state != MIRROR_DETACHED)
             detach(s, SHADOW_DROPPED, "unit references too many statements");
         u->base.forced = SHADOW_DROPPED;
         u->base.shadow_done = 1;
@@ -701,8 +701,8 @@ pg_unit_route(struct pg_session *s)
     struct pg_unit *u = s->building;
     size_t len = s->unit_buf ? evbuffer_get_length(s->unit_buf) : 0;
 
-    if (u == NULL || (s->mirror.state != MIRROR_READY && s->mirror.state != MIRROR_CONNECTING) ||
-        u->unmirrorable || len == 0 || !mirror_fits(&s->mirror, len))
+    if (u == NULL || (s->base.mirror.state != MIRROR_READY && s->base.mirror.state != MIRROR_CONNECTING) ||
+        u->unmirrorable || len == 0 || !mirror_fits(&s->base.mirror, len))
         return -1;
     s->building = NULL;
     u->base.closed = 1;
@@ -710,14 +710,14 @@ pg_unit_route(struct pg_session *s)
     u->base.routed = 1;
     u->base.mirrored = 1;
     settle_names(s, u, 1);
-    if (s->mirror.scur == NULL)
-        s->mirror.scur = &u->base;
+    if (s->base.mirror.scur == NULL)
+        s->base.mirror.scur = &u->base;
     s->route.unit = u;
     s->route.forwarded = 0;
     if (u->cmp != NULL)
-        copy_prefix(s->server.out, s->route.buf, evbuffer_get_length(s->route.buf));
+        copy_prefix(s->base.server.out, s->route.buf, evbuffer_get_length(s->route.buf));
     else
-        mirror_primary_answered(&s->mirror, &u->base, 0); /* the primary never sees it */
+        mirror_primary_answered(&s->base.mirror, &u->base, 0); /* the primary never sees it */
     account(s, (int64_t)len);
     send_admitted(s, s->unit_buf, len); /* a failure detaches: the read is retried */
     return 0;
@@ -742,7 +742,7 @@ route_lost(struct pg_session *s)
     r->base.kind = REQ_KIND_READ;
     r->base.closed = r->base.shadow_done = 1;
     r->base.closed_ns = session_now_ns();
-    mirror_append(&s->mirror, &r->base);
+    mirror_append(&s->base.mirror, &r->base);
     pg_session_route_failed(s, 1);
 }
 
@@ -751,16 +751,16 @@ void
 pg_shadow_copy_data(struct pg_session *s, size_t len)
 {
     struct evbuffer *tmp;
-    if (!s->copy_mirror || s->mirror.state == MIRROR_DETACHED || s->mirror.state == MIRROR_OFF)
+    if (!s->copy_mirror || s->base.mirror.state == MIRROR_DETACHED || s->base.mirror.state == MIRROR_OFF)
         return;
     tmp = evbuffer_new();
     if (tmp == NULL) {
         detach(s, SHADOW_DROPPED, "out of memory");
         return;
     }
-    copy_prefix(tmp, s->client.in, len);
-    if (s->mirror.nheld > 0 && s->mirror.last_held != NULL)
-        mirror_hold_more(&s->mirror, tmp, len); /* behind its COPY statement, still held */
+    copy_prefix(tmp, s->base.client.in, len);
+    if (s->base.mirror.nheld > 0 && s->base.mirror.last_held != NULL)
+        mirror_hold_more(&s->base.mirror, tmp, len); /* behind its COPY statement, still held */
     else if (admit(s, len) == 0)
         send_admitted(s, tmp, len);
     evbuffer_free(tmp);
@@ -801,7 +801,7 @@ int
 pg_shadow_wants_whole(const struct pg_session *s)
 {
     /* digested, or held for the shadow until the primary says it ran */
-    const struct pg_unit *u = pg_unit_of(s->mirror.pcur);
+    const struct pg_unit *u = pg_unit_of(s->base.mirror.pcur);
     return u != NULL && (u->cmp != NULL || u->base.held);
 }
 
@@ -809,7 +809,7 @@ void
 pg_shadow_primary_message(struct pg_session *s, uint8_t type, struct evbuffer *in, size_t offset,
                           size_t body_len)
 {
-    struct pg_unit *u = pg_unit_of(s->mirror.pcur);
+    struct pg_unit *u = pg_unit_of(s->base.mirror.pcur);
     if (u == NULL)
         return;
     if (u->base.held)
@@ -829,7 +829,7 @@ pg_shadow_primary_message(struct pg_session *s, uint8_t type, struct evbuffer *i
 void
 pg_shadow_primary_ready(struct pg_session *s)
 {
-    struct pg_unit *u = pg_unit_of(s->mirror.pcur);
+    struct pg_unit *u = pg_unit_of(s->base.mirror.pcur);
     if (u != NULL) {
         uint64_t now = session_now_ns();
         u->base.primary_ns = now - u->base.closed_ns;
@@ -837,17 +837,17 @@ pg_shadow_primary_ready(struct pg_session *s)
             s->route.last_write_ns = now; /* read_your_writes counts from here */
         if (u->cmp)
             pgdigest_final(&u->cmp->primary, &u->cmp->pres);
-        mirror_primary_answered(&s->mirror, &u->base, now);
-        if (s->mirror.nheld > 0)
+        mirror_primary_answered(&s->base.mirror, &u->base, now);
+        if (s->base.mirror.nheld > 0)
             release_held(s, 0);
     }
-    if (s->tx_status == 'I' && s->outstanding == 0)
+    if (s->tx_status == 'I' && s->base.outstanding == 0)
         s->tx_open = 0;
     complete_units(s);
 
     /* an idle point: a detached shadow may come back */
-    if (s->tx_status == 'I' && s->outstanding == 0 && !s->unit_open &&
-        mirror_may_reattach(&s->mirror, session_now_ns()))
+    if (s->tx_status == 'I' && s->base.outstanding == 0 && !s->unit_open &&
+        mirror_may_reattach(&s->base.mirror, session_now_ns()))
         pg_shadow_start(s);
 }
 
@@ -858,7 +858,7 @@ pg_shadow_primary_ready(struct pg_session *s)
 static void
 count_shadow(struct pg_session *s, enum metric_backend_counter c, uint64_t n)
 {
-    pg_count_backend(s, s->shadow_be, c, n);
+    pg_count_backend(s, s->base.shadow_be, c, n);
 }
 
 /* The queue's close hook: the shadow connection goes (the queue empties held itself). */
@@ -903,9 +903,9 @@ on_detached(void *owner, enum shadow_outcome why, const char *reason,
                  shadow_outcome_name(why));
         lost_write(s, (const struct pg_unit *)lost, why_text);
     }
-    log_at(why == SHADOW_DROPPED && !s->mirror.identity_refused ? CONF_LOG_INFO : CONF_LOG_WARN,
-           s->id, s->peer, "shadow \"%s\" at %s detached: %s%s", s->shadow_be->conf->name,
-           s->shadow_be->addr_text, reason, lost ? " (a write was lost: diverged)" : "");
+    log_at(why == SHADOW_DROPPED && !s->base.mirror.identity_refused ? CONF_LOG_INFO : CONF_LOG_WARN,
+           s->base.id, s->base.peer, "shadow \"%s\" at %s detached: %s%s", s->base.shadow_be->conf->name,
+           s->base.shadow_be->addr_text, reason, lost ? " (a write was lost: diverged)" : "");
     pg_session_shadow_progress(s);
 }
 
@@ -917,7 +917,7 @@ on_detached(void *owner, enum shadow_outcome why, const char *reason,
 static void
 detach(struct pg_session *s, enum shadow_outcome why, const char *reason)
 {
-    mirror_detach(&s->mirror, why, mirror_drop_reason(why), reason, session_now_ns());
+    mirror_detach(&s->base.mirror, why, mirror_drop_reason(why), reason, session_now_ns());
 }
 
 const struct mirror_ops pg_mirror_ops = {
@@ -941,7 +941,7 @@ shadow_ready(struct pg_session *s)
     struct pg_shadow *sh = &s->shadow;
     int fd = PQsocket(sh->pq);
 
-    if (conn_init(&sh->conn, s->w->base, fd, on_shadow_io, s) != 0) {
+    if (conn_init(&sh->conn, s->base.w->base, fd, on_shadow_io, s) != 0) {
         detach(s, SHADOW_SHADOW_ERROR, "out of memory");
         return;
     }
@@ -952,14 +952,14 @@ shadow_ready(struct pg_session *s)
         sh->conn.ssl = PQsslStruct(sh->pq, "OpenSSL");
         sh->conn.tls_done = 1;
     }
-    s->mirror.state = MIRROR_READY;
-    mirror_attached(&s->mirror);
+    s->base.mirror.state = MIRROR_READY;
+    mirror_attached(&s->base.mirror);
     const char *super = PQparameterStatus(sh->pq, "is_superuser");
     sh->super_at_login = super != NULL && strcmp(super, "on") == 0;
-    slog(s, CONF_LOG_DEBUG, "shadow \"%s\" logged in", s->shadow_be->conf->name);
+    slog(s, CONF_LOG_DEBUG, "shadow \"%s\" logged in", s->base.shadow_be->conf->name);
 
     uint64_t now = session_now_ns();
-    for (struct mirror_unit *u = s->mirror.head; u; u = u->next)
+    for (struct mirror_unit *u = s->base.mirror.head; u; u = u->next)
         if (u->mirrored && !u->shadow_done && u->shadow_sent_ns == 0)
             u->shadow_sent_ns = now;
     evbuffer_add_buffer(sh->conn.out, sh->pending);
@@ -997,7 +997,7 @@ login_step(struct pg_session *s)
         sh->login_ev_added = 0;
         if (sh->as_role && strstr(msg, "set role") != NULL) {
             /* the shadow user may not act as the client: never mirror with its own rights */
-            s->mirror.identity_refused = 1;
+            s->base.mirror.identity_refused = 1;
             snprintf(why, sizeof(why),
                      "cannot act as role \"%s\" on the shadow (grant that role to the shadow's "
                      "user, or give per-user credentials): this session is not mirrored",
@@ -1013,9 +1013,9 @@ login_step(struct pg_session *s)
     }
     }
     /* libpq may have opened a new socket (another address): watch the current one */
-    uint32_t ms = s->rt->conf->limits.connect_timeout_ms;
+    uint32_t ms = s->base.rt->conf->limits.connect_timeout_ms;
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    event_assign(&sh->login_ev, s->w->base, PQsocket(sh->pq), what, on_shadow_login, s);
+    event_assign(&sh->login_ev, s->base.w->base, PQsocket(sh->pq), what, on_shadow_login, s);
     event_add(&sh->login_ev, &tv);
     sh->login_ev_added = 1;
 }
@@ -1057,19 +1057,19 @@ void
 pg_shadow_start(struct pg_session *s)
 {
     struct pg_shadow *sh = &s->shadow;
-    const struct rt_backend *b = s->shadow_be;
+    const struct rt_backend *b = s->base.shadow_be;
     struct pgw_startup st;
     const char *err;
     size_t used;
 
-    if (s->mirror.state == MIRROR_OFF) {
+    if (s->base.mirror.state == MIRROR_OFF) {
         if (sh->pending == NULL)
             sh->pending = evbuffer_new();
         if (sh->state_log == NULL)
             sh->state_log = evbuffer_new();
         if (s->unit_buf == NULL)
             s->unit_buf = evbuffer_new();
-        if (!sh->pending || !sh->state_log || !s->unit_buf || mirror_open(&s->mirror) != 0)
+        if (!sh->pending || !sh->state_log || !s->unit_buf || mirror_open(&s->base.mirror) != 0)
             return; /* stays OFF: the session runs without a shadow */
     }
     if (pgw_startup_parse(s->startup, s->startup_len, &used, &st, &err) != PGW_OK)
@@ -1087,7 +1087,7 @@ pg_shadow_start(struct pg_session *s)
 
     snprintf(port, sizeof(port), "%u", b->conf->addr.port);
     runtime_format_host(&b->addr, hostaddr, sizeof(hostaddr));
-    snprintf(timeout, sizeof(timeout), "%u", (s->rt->conf->limits.connect_timeout_ms + 999) / 1000);
+    snprintf(timeout, sizeof(timeout), "%u", (s->base.rt->conf->limits.connect_timeout_ms + 999) / 1000);
     for (size_t i = 0; i < st.nparams; i++) {
         const char *name = st.params[i].name;
         if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 ||
@@ -1113,8 +1113,8 @@ pg_shadow_start(struct pg_session *s)
         /* room for " -c role=" and the name with every byte escaped, or no login at all */
         if (strlen(client_user) >= sizeof(sh->client_role) ||
             strlen(options) + 10 + 2 * strlen(client_user) >= sizeof(options)) {
-            s->mirror.identity_refused = 1;
-            s->mirror.state = MIRROR_CONNECTING; /* so detach() counts it */
+            s->base.mirror.identity_refused = 1;
+            s->base.mirror.state = MIRROR_CONNECTING; /* so detach() counts it */
             detach(s, SHADOW_DROPPED, "the client's role name or options are too long to act "
                                       "as it on the shadow: this session is not mirrored");
             return;
@@ -1154,11 +1154,11 @@ pg_shadow_start(struct pg_session *s)
         snprintf(why, sizeof(why), "login failed: %s",
                  sh->pq ? PQerrorMessage(sh->pq) : "out of memory");
         why[strcspn(why, "\n")] = '\0';
-        s->mirror.state = MIRROR_CONNECTING; /* so detach() counts it */
+        s->base.mirror.state = MIRROR_CONNECTING; /* so detach() counts it */
         detach(s, SHADOW_SHADOW_ERROR, why);
         return;
     }
-    s->mirror.state = MIRROR_CONNECTING;
+    s->base.mirror.state = MIRROR_CONNECTING;
     sh->epoch = (sh->epoch + 1) & 0x7fffffffu;
     if (sh->epoch == 0)
         sh->epoch = 1;
@@ -1172,9 +1172,9 @@ pg_shadow_start(struct pg_session *s)
             u->base.forced = -1;
             u->base.kind = REQ_KIND_SESSION;
             u->base.closed = u->base.mirrored = u->base.primary_done = u->base.replay = 1;
-            mirror_append(&s->mirror, &u->base);
-            if (s->mirror.scur == NULL)
-                s->mirror.scur = &u->base;
+            mirror_append(&s->base.mirror, &u->base);
+            if (s->base.mirror.scur == NULL)
+                s->base.mirror.scur = &u->base;
         }
         size_t len = evbuffer_get_length(sh->state_log);
         copy_prefix(sh->pending, sh->state_log, len);
@@ -1232,7 +1232,7 @@ shadow_input(struct pg_session *s)
             return;
         }
         size_t total = pgw_header_total(&h), body = h.len - 4;
-        struct pg_unit *u = pg_unit_of(s->mirror.scur);
+        struct pg_unit *u = pg_unit_of(s->base.mirror.scur);
         if (h.type == 'S' && sh->as_role && !sh->super_at_login && sh->relocks_pending == 0) {
             if (avail < total)
                 return;
@@ -1268,7 +1268,7 @@ shadow_input(struct pg_session *s)
                 sh->relocks_pending--;
             if (u->cmp)
                 pgdigest_final(&u->cmp->shadow, &u->cmp->sres);
-            mirror_shadow_answered(&s->mirror, &u->base, session_now_ns());
+            mirror_shadow_answered(&s->base.mirror, &u->base, session_now_ns());
         }
         size_t take = avail >= total ? total : avail;
         if (forward)
@@ -1283,7 +1283,7 @@ shadow_input(struct pg_session *s)
             complete_units(s);
             pg_session_shadow_progress(s);
         }
-        if (s->mirror.state != MIRROR_READY)
+        if (s->base.mirror.state != MIRROR_READY)
             return;
     }
 }
@@ -1297,12 +1297,12 @@ on_shadow_io(evutil_socket_t fd, short what, void *arg)
     (void)fd;
 
     if (what & EV_READ) {
-        enum conn_io io = conn_read(&sh->conn, s->w->scratch, sizeof(s->w->scratch), &n);
+        enum conn_io io = conn_read(&sh->conn, s->base.w->scratch, sizeof(s->base.w->scratch), &n);
         if (io == CONN_OK) {
             count_shadow(s, METRIC_B_BACKEND_BYTES_RECEIVED, n);
             shadow_input(s);
         }
-        if (s->mirror.state != MIRROR_READY)
+        if (s->base.mirror.state != MIRROR_READY)
             return;
         if (io == CONN_EOF || io == CONN_ERROR) {
             detach(s, SHADOW_SHADOW_ERROR, io == CONN_EOF ? "the shadow closed the connection"
@@ -1326,7 +1326,7 @@ on_shadow_io(evutil_socket_t fd, short what, void *arg)
 void
 pg_shadow_tick(struct pg_session *s, uint64_t now, uint64_t *lag_ns)
 {
-    mirror_tick(&s->mirror, now, (uint64_t)mirror_conf(s)->timeout_ms * 1000000ull, lag_ns);
+    mirror_tick(&s->base.mirror, now, (uint64_t)mirror_conf(s)->timeout_ms * 1000000ull, lag_ns);
 }
 
 /* pg_shadow_release - at session end: close the shadow, forget every unit. */
@@ -1334,7 +1334,7 @@ void
 pg_shadow_release(struct pg_session *s)
 {
     struct pg_shadow *sh = &s->shadow;
-    mirror_release_all(&s->mirror);
+    mirror_release_all(&s->base.mirror);
     s->building = NULL;
     if (sh->pending)
         evbuffer_free(sh->pending);
@@ -1384,10 +1384,10 @@ pg_shadow_swap_ready(struct pg_session *s)
 {
     struct pg_shadow *sh = &s->shadow;
     /* logged in as tandem's user: the client would get that login's rights (SET ROLE NONE) */
-    if (s->mirror.state == MIRROR_OFF || s->mirror.state == MIRROR_DETACHED || sh->as_role)
+    if (s->base.mirror.state == MIRROR_OFF || s->base.mirror.state == MIRROR_DETACHED || sh->as_role)
         return -1;
-    if (s->mirror.state != MIRROR_READY || !sh->conn_open || pg_shadow_busy(s) ||
-        s->mirror.head != NULL || sh->skip > 0)
+    if (s->base.mirror.state != MIRROR_READY || !sh->conn_open || pg_shadow_busy(s) ||
+        s->base.mirror.head != NULL || sh->skip > 0)
         return 0;
     struct sync_ctx ctx = {.s = s, .out = evbuffer_new()};
     if (ctx.out == NULL)
@@ -1406,9 +1406,9 @@ pg_shadow_swap_ready(struct pg_session *s)
         u->base.kind = REQ_KIND_SESSION;
         u->base.closed = u->base.mirrored = u->base.primary_done = u->base.replay = 1;
         u->base.closed_ns = u->base.shadow_sent_ns = session_now_ns();
-        mirror_append(&s->mirror, &u->base);
-        if (s->mirror.scur == NULL)
-            s->mirror.scur = &u->base;
+        mirror_append(&s->base.mirror, &u->base);
+        if (s->base.mirror.scur == NULL)
+            s->base.mirror.scur = &u->base;
         send_admitted(s, ctx.out, len);
     } else {
         free(u);
@@ -1430,28 +1430,28 @@ pg_shadow_swap(struct pg_session *s)
     sh->pq = s->server_pq;
     s->server_pq = pq;
     sh->conn.borrowed = sh->pq != NULL;
-    s->server.borrowed = s->server_pq != NULL;
-    conn_rebind(&sh->conn, s->w->base, on_shadow_io, s);
+    s->base.server.borrowed = s->server_pq != NULL;
+    conn_rebind(&sh->conn, s->base.w->base, on_shadow_io, s);
     sh->epoch = (sh->epoch + 1) & 0x7fffffffu;
     if (sh->epoch == 0)
         sh->epoch = 1;
     struct sync_ctx ctx = {.s = s};
     pgstmt_foreach(s->stmts, mark_present, &ctx);
-    mirror_attached(&s->mirror);
+    mirror_attached(&s->base.mirror);
 }
 
 /* pg_shadow_writes_owed - a unit that is no read is unanswered by the primary or the shadow. */
 int
 pg_shadow_writes_owed(const struct pg_session *s)
 {
-    return mirror_writes_owed(&s->mirror);
+    return mirror_writes_owed(&s->base.mirror);
 }
 
 /* pg_shadow_busy - the shadow still owes answers (or has bytes still to send). */
 int
 pg_shadow_busy(const struct pg_session *s)
 {
-    return mirror_busy(&s->mirror);
+    return mirror_busy(&s->base.mirror);
 }
 
 /*
@@ -1469,7 +1469,7 @@ pg_shadow_orphan(struct pg_session *s)
         s->building->base.mirrored = 0;
         s->building = NULL;
     }
-    for (struct mirror_unit *mu = s->mirror.head; mu; mu = mu->next) {
+    for (struct mirror_unit *mu = s->base.mirror.head; mu; mu = mu->next) {
         struct pg_unit *u = pg_unit_of(mu);
         if (!mu->primary_done) {
             free(u->cmp); /* not compared */
@@ -1478,14 +1478,14 @@ pg_shadow_orphan(struct pg_session *s)
     }
     s->copy_mirror = 0;
     /* the primary may have run them before the client left: best keep the shadow alike */
-    mirror_orphan(&s->mirror, session_now_ns());
+    mirror_orphan(&s->base.mirror, session_now_ns());
 }
 
 /* pg_shadow_abandon - the process is quitting: count what the shadow still owed. */
 void
 pg_shadow_abandon(struct pg_session *s)
 {
-    if (s->mirror.state == MIRROR_READY || s->mirror.state == MIRROR_CONNECTING) {
+    if (s->base.mirror.state == MIRROR_READY || s->base.mirror.state == MIRROR_CONNECTING) {
         pg_shadow_orphan(s);
         detach(s, SHADOW_DROPPED, "tandem is exiting");
     }
@@ -1494,5 +1494,5 @@ pg_shadow_abandon(struct pg_session *s)
 int
 pg_shadow_is_detached(const struct pg_session *s)
 {
-    return s->mirror.state == MIRROR_DETACHED;
+    return s->base.mirror.state == MIRROR_DETACHED;
 }

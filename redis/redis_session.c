@@ -39,15 +39,11 @@
 #define BACKPRESSURE_BYTES (256 * 1024)
 /* Stop reading the client while this many of its commands await the primary. */
 #define MAX_OUTSTANDING 65536
-/* How long a closing session may take to hand its last bytes to the client. */
-#define LINGER_MS 5000
 /* Recycled units kept per session. */
 #define SPARE_UNITS 64
 /* CLIENT SETNAME values kept for the shadow (Redis refuses none, but names are short). */
 #define CLIENT_NAME_MAX 512
 
-static const char *const state_names[] = {"connecting", "active", "linger", "dead",
-                                          "shadow_drain"};
 
 /*
  * Does the primary want AUTH before anything else?  Learned per backend
@@ -63,43 +59,40 @@ static void on_server(evutil_socket_t fd, short what, void *arg);
 static void on_timer(evutil_socket_t fd, short what, void *arg);
 static const struct session_ops redis_session_ops;
 
-#define slog(s, level, ...) log_at(level, (s)->id, (s)->peer, __VA_ARGS__)
+#define slog(s, level, ...) log_at(level, (s)->base.id, (s)->base.peer, __VA_ARGS__)
 
 static void
 count_client_error(struct redis_session *s, enum metric_client_error reason)
 {
-    if (s->lis->metric_slot >= 0)
-        metric_add(&s->w->metrics->client_errors[s->lis->metric_slot][reason], 1);
+    session_count_client_error(&s->base, reason);
 }
 
 void
 redis_count_backend(struct redis_session *s, const struct rt_backend *b,
                     enum metric_backend_counter c, uint64_t n)
 {
-    if (b->metric_slot >= 0 && b->metric_slot < METRIC_MAX_BACKENDS)
-        metric_add(&s->w->metrics->backend[b->metric_slot][c], n);
+    session_count_backend(&s->base, b, c, n);
 }
 
 static void
 count_listener(struct redis_session *s, enum metric_listener_counter c, uint64_t n)
 {
-    if (s->lis->metric_slot >= 0)
-        metric_add(&s->w->metrics->listener[s->lis->metric_slot][c], n);
+    session_count_listener(&s->base, c, n);
 }
 
 /* A request answered by backend b (the primary, or the shadow for a routed read). */
 static void
 count_request(struct redis_session *s, const struct rt_backend *b, enum req_kind kind)
 {
-    if (s->lis->metric_slot >= 0 && b->metric_slot >= 0 && b->metric_slot < METRIC_MAX_BACKENDS)
-        metric_add(&s->w->metrics->requests[s->lis->metric_slot][b->metric_slot][kind], 1);
+    if (s->base.lis->metric_slot >= 0 && b->metric_slot >= 0 && b->metric_slot < METRIC_MAX_BACKENDS)
+        metric_add(&s->base.w->metrics->requests[s->base.lis->metric_slot][b->metric_slot][kind], 1);
 }
 
 static int
 backend_wants_auth(const struct redis_session *s)
 {
-    int slot = s->be->metric_slot;
-    if (s->be->password[0])
+    int slot = s->base.be->metric_slot;
+    if (s->base.be->password[0])
         return 1;
     return slot >= 0 && slot < METRIC_MAX_BACKENDS &&
            __atomic_load_n(&auth_required[slot], __ATOMIC_RELAXED);
@@ -108,34 +101,20 @@ backend_wants_auth(const struct redis_session *s)
 static void
 arm_timer(struct redis_session *s, uint32_t ms)
 {
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    evtimer_add(&s->timer, &tv);
+    session_arm_timer(&s->base, ms);
 }
 
-/* The one transition function: every state change goes through here. */
+/* The client goes: nothing more is read from it. */
 static void
-set_state(struct redis_session *s, enum rs_state next)
+op_leaving(struct session *base)
 {
-    slog(s, CONF_LOG_DEBUG, "state %s -> %s", state_names[s->state], state_names[next]);
-    s->state = next;
-    switch (next) {
-    case RS_ACTIVE:
-        evtimer_del(&s->timer);
-        break;
-    case RS_LINGER:
-        /* the primary is no longer needed; the client gets its last bytes */
-        if (s->server_open) {
-            conn_release(&s->server);
-            s->server_open = 0;
-            redis_count_backend(s, s->be, METRIC_B_SERVER_CLOSED, 1);
-        }
-        s->input_closed = 1;
-        conn_want_read(&s->client, 0);
-        arm_timer(s, LINGER_MS);
-        break;
-    default:
-        break;
-    }
+    ((struct redis_session *)base)->input_closed = 1;
+}
+
+static void
+set_state(struct redis_session *s, int next)
+{
+    session_set_state(&s->base, next);
 }
 
 /* ------------------------------------------------------------------ */
@@ -283,7 +262,7 @@ redis_unit_release(void *owner, struct mirror_unit *u)
 static struct redis_unit *
 pcur(const struct redis_session *s)
 {
-    return redis_unit_of(s->mirror.pcur);
+    return redis_unit_of(s->base.mirror.pcur);
 }
 
 /* ------------------------------------------------------------------ */
@@ -296,15 +275,15 @@ send_error(struct redis_session *s, const char *msg)
     uint8_t buf[600];
     size_t n = resp_build_error(buf, sizeof(buf), msg);
     if (n > 0)
-        evbuffer_add(s->client.out, buf, n);
+        evbuffer_add(s->base.client.out, buf, n);
 }
 
 static void
 close_quietly(struct redis_session *s)
 {
-    if (s->state == RS_LINGER || s->state == RS_DEAD || s->state == RS_SHADOW_DRAIN)
+    if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD || s->base.state == SESSION_SHADOW_DRAIN)
         return;
-    set_state(s, RS_LINGER);
+    set_state(s, SESSION_LINGER);
 }
 
 /*
@@ -316,7 +295,7 @@ static void
 fail_all(struct redis_session *s, enum metric_client_error reason, const char *msg)
 {
     unsigned sent = 0;
-    if (s->state == RS_LINGER || s->state == RS_DEAD || s->state == RS_SHADOW_DRAIN)
+    if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD || s->base.state == SESSION_SHADOW_DRAIN)
         return;
     slog(s, reason == METRIC_ERR_SHUTDOWN ? CONF_LOG_INFO : CONF_LOG_WARN, "closing: %s", msg);
     count_client_error(s, reason);
@@ -324,7 +303,7 @@ fail_all(struct redis_session *s, enum metric_client_error reason, const char *m
         if (u->base.primary_done || u->base.routed)
             continue; /* a routed read's answer is the shadow's: see below */
         if (u->local)
-            evbuffer_add(s->client.out, u->local, u->local_len);
+            evbuffer_add(s->base.client.out, u->local, u->local_len);
         else
             send_error(s, msg);
         sent++;
@@ -336,57 +315,20 @@ fail_all(struct redis_session *s, enum metric_client_error reason, const char *m
     }
     if (sent == 0)
         send_error(s, msg);
-    set_state(s, RS_LINGER);
-}
-
-static void
-client_gone(struct redis_session *s)
-{
-    count_listener(s, METRIC_L_CLIENT_CLOSED, 1);
-    __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
-}
-
-/*
- * The client and the primary are done, but the shadow still owes answers
- * to mirrored writes: closing it now would lose them.  Keep only the
- * shadow until it has answered, or its timeout detaches it.
- */
-static void
-enter_shadow_drain(struct redis_session *s)
-{
-    evtimer_del(&s->timer);
-    if (s->server_open) {
-        conn_release(&s->server);
-        s->server_open = 0;
-        redis_count_backend(s, s->be, METRIC_B_SERVER_CLOSED, 1);
-    }
-    conn_release(&s->client);
-    client_gone(s);
-    s->client_counted_out = 1;
-    __atomic_add_fetch(&proxy_shadow_drains, 1, __ATOMIC_RELAXED);
-    redis_shadow_orphan(s);
-    s->state = RS_SHADOW_DRAIN;
-    slog(s, CONF_LOG_DEBUG, "client gone; waiting for the shadow to catch up");
+    set_state(s, SESSION_LINGER);
 }
 
 void
 redis_session_shadow_progress(struct redis_session *s)
 {
-    static const struct timeval now = {0, 0};
-    /* freed from the timer callback, never from inside the shadow's own handler */
-    if (s->state == RS_SHADOW_DRAIN && !redis_shadow_busy(s))
-        evtimer_add(&s->timer, &now);
+    session_shadow_progress(&s->base);
 }
 
+/* The plug-in's parts at the very end (engine/session.c frees the rest first). */
 static void
-session_free(struct redis_session *s)
+op_destroy(struct session *base)
 {
-    evtimer_del(&s->timer);
-    if (s->server_open) {
-        conn_release(&s->server);
-        redis_count_backend(s, s->be, METRIC_B_SERVER_CLOSED, 1);
-    }
-    conn_release(&s->client);
+    struct redis_session *s = (struct redis_session *)base;
     redis_shadow_release(s);
     if (s->route.buf)
         evbuffer_free(s->route.buf);
@@ -400,67 +342,36 @@ session_free(struct redis_session *s)
         s->spare_cmp = c->next;
         free(c);
     }
-    if (!s->client_counted_out)
-        client_gone(s);
-    else
-        __atomic_sub_fetch(&proxy_shadow_drains, 1, __ATOMIC_RELAXED);
-    worker_session_removed(s->w, &s->base);
-    runtime_unref(s->rt);
     free(s->client_name);
     redis_ident_free(s->ident);
     free(s);
 }
 
-/*
- * Read and drop what the client sent that will never be answered: closing
- * a socket with unread input sends a reset, which may destroy our last
- * reply (the error saying why) before the client read it.  Bounded.
- */
-static void
-discard_client_input(struct redis_session *s)
-{
-    size_t total = 0;
-    ssize_t n;
-    while (total < (1u << 20) &&
-           (n = recv(s->client.fd, s->w->scratch, sizeof(s->w->scratch), MSG_DONTWAIT)) > 0)
-        total += (size_t)n;
-}
-
-/*
- * settle - after every event: free a finished session, or set the read
- * interest of each side by the other side's backlog (backpressure).
- */
+/* settle - after every event (engine/session.c, session_settle): free, or backpressure. */
 static void
 settle(struct redis_session *s)
 {
-    if (s->state == RS_LINGER) {
-        if (s->client.fd >= 0 && conn_flush(&s->client) == CONN_AGAIN)
-            return; /* waiting for the client to take its last bytes */
-        if (s->client.fd >= 0)
-            discard_client_input(s);
-        s->state = RS_DEAD;
-    }
-    if (s->state == RS_DEAD && s->mirror.state != MIRROR_OFF && redis_shadow_busy(s))
-        enter_shadow_drain(s);
-    if (s->state == RS_SHADOW_DRAIN) {
-        if (!redis_shadow_busy(s))
-            session_free(s);
-        return;
-    }
-    if (s->state == RS_DEAD) {
-        session_free(s);
-        return;
-    }
-    if (s->server_open && s->state == RS_ACTIVE)
-        conn_want_read(&s->server, evbuffer_get_length(s->client.out) < BACKPRESSURE_BYTES);
-    int client_ok = !s->input_closed && s->outstanding < MAX_OUTSTANDING &&
-                    s->route.unit == NULL && !s->writes_waiting &&
-                    (!s->server_open || evbuffer_get_length(s->server.out) < BACKPRESSURE_BYTES);
-    conn_want_read(&s->client, client_ok);
+    session_settle(&s->base);
+}
+
+/* The read interest of each side, by the other side's backlog (backpressure). */
+static void
+op_interest(struct session *base)
+{
+    struct redis_session *s = (struct redis_session *)base;
+    if (s->base.server_open && s->base.state == SESSION_ACTIVE)
+        conn_want_read(&s->base.server,
+                       evbuffer_get_length(s->base.client.out) < BACKPRESSURE_BYTES);
+    int client_ok = !s->input_closed && s->base.outstanding < MAX_OUTSTANDING &&
+                    s->route.unit == NULL && !s->base.writes_waiting &&
+                    (!s->base.server_open ||
+                     evbuffer_get_length(s->base.server.out) < BACKPRESSURE_BYTES);
+    conn_want_read(&s->base.client, client_ok);
     /* a routed read streams from the shadow to the client: the same backpressure */
-    if (s->mirror.state == MIRROR_READY && s->shadow.conn_open)
-        conn_want_read(&s->shadow.conn, s->route.unit == NULL ||
-                                            evbuffer_get_length(s->client.out) < BACKPRESSURE_BYTES);
+    if (s->base.mirror.state == MIRROR_READY && s->shadow.conn_open)
+        conn_want_read(&s->shadow.conn,
+                       s->route.unit == NULL ||
+                           evbuffer_get_length(s->base.client.out) < BACKPRESSURE_BYTES);
 }
 
 /* ------------------------------------------------------------------ */
@@ -471,32 +382,32 @@ backend_failed(struct redis_session *s, const char *why)
 {
     char msg[512];
     snprintf(msg, sizeof(msg), "ERR tandem: could not connect to backend \"%s\" at %s: %s",
-             s->be->conf->name, s->be->addr_text, why);
-    redis_count_backend(s, s->be, METRIC_B_CONNECT_FAILURES, 1);
+             s->base.be->conf->name, s->base.be->addr_text, why);
+    redis_count_backend(s, s->base.be, METRIC_B_CONNECT_FAILURES, 1);
     fail_all(s, METRIC_ERR_BACKEND_UNREACHABLE, msg);
 }
 
 static void
 server_connected(struct redis_session *s)
 {
-    redis_count_backend(s, s->be, METRIC_B_SERVER_OPENED, 1);
-    set_state(s, RS_ACTIVE);
-    slog(s, CONF_LOG_DEBUG, "connected to \"%s\"", s->be->conf->name);
+    redis_count_backend(s, s->base.be, METRIC_B_SERVER_OPENED, 1);
+    set_state(s, SESSION_ACTIVE);
+    slog(s, CONF_LOG_DEBUG, "connected to \"%s\"", s->base.be->conf->name);
 }
 
 static void
 connect_backend(struct redis_session *s)
 {
-    int rc = session_connect(&s->server, s->w->base, s->be, on_server, s);
+    int rc = session_connect(&s->base.server, s->base.w->base, s->base.be, on_server, s);
     if (rc < 0) {
         backend_failed(s, strerror(errno));
         return;
     }
-    s->server_open = 1;
+    s->base.server_open = 1;
     if (rc == 0)
         server_connected(s);
     else
-        arm_timer(s, s->rt->conf->limits.connect_timeout_ms);
+        arm_timer(s, s->base.rt->conf->limits.connect_timeout_ms);
 }
 
 /* ------------------------------------------------------------------ */
@@ -508,13 +419,13 @@ emit_local_replies(struct redis_session *s)
 {
     struct redis_unit *u;
     while ((u = pcur(s)) != NULL && u->local != NULL) {
-        evbuffer_add(s->client.out, u->local, u->local_len);
-        s->outstanding--;
-        mirror_primary_answered(&s->mirror, &u->base, 0);
+        evbuffer_add(s->base.client.out, u->local, u->local_len);
+        s->base.outstanding--;
+        mirror_primary_answered(&s->base.mirror, &u->base, 0);
         if (u->close_after)
             close_quietly(s);
     }
-    mirror_complete(&s->mirror);
+    mirror_complete(&s->base.mirror);
 }
 
 /* A unit tandem answers with text (a RESP error line, built here). */
@@ -533,8 +444,8 @@ add_local_unit(struct redis_session *s, const char *msg, int close_after)
     u->local_len = n;
     u->close_after = close_after != 0;
     u->base.kind = REQ_KIND_SESSION;
-    s->outstanding++;
-    mirror_append(&s->mirror, &u->base);
+    s->base.outstanding++;
+    mirror_append(&s->base.mirror, &u->base);
     emit_local_replies(s);
     return 0;
 }
@@ -548,7 +459,7 @@ protocol_error(struct redis_session *s, const char *err)
     slog(s, CONF_LOG_INFO, "closing: protocol error: %s", err);
     count_client_error(s, METRIC_ERR_PROTOCOL);
     s->input_closed = 1;
-    evbuffer_drain(s->client.in, evbuffer_get_length(s->client.in));
+    evbuffer_drain(s->base.client.in, evbuffer_get_length(s->base.client.in));
     if (add_local_unit(s, msg, 1) != 0)
         close_quietly(s);
 }
@@ -602,7 +513,7 @@ static void
 note_session_change(struct redis_session *s, struct redis_unit *u, const struct resp_request *req)
 {
     /* the identity matters to the shadow only; a session without one keeps no secret */
-    int keep = s->mirror.state != MIRROR_OFF;
+    int keep = s->base.mirror.state != MIRROR_OFF;
 
     switch ((enum rs_cmd)u->which) {
     case RC_HELLO:
@@ -658,8 +569,8 @@ note_session_change(struct redis_session *s, struct redis_unit *u, const struct 
 static int
 idle(const struct redis_session *s)
 {
-    return s->outstanding == 0 && !s->in_multi && s->route.unit == NULL &&
-           evbuffer_get_length(s->client.in) == 0;
+    return s->base.outstanding == 0 && !s->in_multi && s->route.unit == NULL &&
+           evbuffer_get_length(s->base.client.in) == 0;
 }
 
 /* Run the client's waiting input from the timer, outside the handler that freed it. */
@@ -667,15 +578,15 @@ static void
 wake_soon(struct redis_session *s)
 {
     static const struct timeval now = {0, 0};
-    if (s->state == RS_ACTIVE)
-        evtimer_add(&s->timer, &now);
+    if (s->base.state == SESSION_ACTIVE)
+        evtimer_add(&s->base.timer, &now);
 }
 
 /* The canary rule the session matches by itself (client address, name); at login and on a rename. */
 static void
 route_match_session(struct redis_session *s)
 {
-    const struct rt_listener *l = s->lis;
+    const struct rt_listener *l = s->base.lis;
     struct canary_session cs = {.application_name = s->client_name, .client = s->route.client};
     s->route.canary = l->ncanary > 0 ? canary_match_session(l->canary, l->ncanary, &cs, false) : -1;
 }
@@ -684,7 +595,7 @@ route_match_session(struct redis_session *s)
 static const struct canary_rule *
 route_rule(struct redis_session *s, const struct redis_unit *u, const struct resp_request *req)
 {
-    const struct rt_listener *l = s->lis;
+    const struct rt_listener *l = s->base.lis;
     int rule = s->route.canary;
     if (l->canary_uses_key) {
         uint8_t key[CONF_NAME_MAX]; /* a key_prefix is shorter */
@@ -712,21 +623,21 @@ static int
 route_read(struct redis_session *s, struct redis_unit *u, const struct resp_request *req,
            const uint8_t *bytes, size_t len)
 {
-    if (s->shadow_be == NULL || !session_split_mode(s->lis))
+    if (s->base.shadow_be == NULL || !session_split_mode(s->base.lis))
         return 0;
     enum route_reason why = ROUTE_REASON_NONE;
     if (s->in_multi || s->watching)
         why = ROUTE_REASON_IN_TRANSACTION; /* WATCH pins to the primary too */
-    else if (s->mirror.state != MIRROR_READY && s->mirror.state != MIRROR_CONNECTING)
+    else if (s->base.mirror.state != MIRROR_READY && s->base.mirror.state != MIRROR_CONNECTING)
         why = ROUTE_REASON_UNHEALTHY; /* detached */
     else if ((u->flags & (REDISCMD_BLOCKING | REDISCMD_PUBSUB | REDISCMD_NO_MIRROR)) ||
-             s->outstanding > 0 || s->route.unit != NULL || s->state != RS_ACTIVE ||
-             s->mirror.nheld > 0)
+             s->base.outstanding > 0 || s->route.unit != NULL || s->base.state != SESSION_ACTIVE ||
+             s->base.mirror.nheld > 0)
         why = ROUTE_REASON_UNROUTABLE; /* pipelined behind other commands, or pinned */
     else if (!redis_shadow_login_ok(s))
         why = ROUTE_REASON_UNROUTABLE; /* the shadow would read with rights the client lacks */
     if (why != ROUTE_REASON_NONE) {
-        session_route_fallback(s->w, s->lis, (int)why);
+        session_route_fallback(s->base.w, s->base.lis, (int)why);
         return 0;
     }
     struct route_input in = {
@@ -735,11 +646,11 @@ route_read(struct redis_session *s, struct redis_unit *u, const struct resp_requ
                               ? UINT64_MAX
                               : (redis_now(s) - s->route.last_write_ns) / 1000000,
     };
-    if (!session_route_read(s->w, s->lis, s->be, s->shadow_be, route_rule(s, u, req), &in))
+    if (!session_route_read(s->base.w, s->base.lis, s->base.be, s->base.shadow_be, route_rule(s, u, req), &in))
         return 0;
     if ((s->route.buf == NULL && (s->route.buf = evbuffer_new()) == NULL) ||
         redis_shadow_route(s, u, bytes, len) != 0) {
-        session_route_fallback(s->w, s->lis, ROUTE_REASON_UNROUTABLE);
+        session_route_fallback(s->base.w, s->base.lis, ROUTE_REASON_UNROUTABLE);
         return 0;
     }
     evbuffer_add(s->route.buf, bytes, len);
@@ -751,16 +662,16 @@ route_read(struct redis_session *s, struct redis_unit *u, const struct resp_requ
 void
 redis_session_forward(struct redis_session *s, struct evbuffer *in, size_t n)
 {
-    if (s->state != RS_ACTIVE) {
+    if (s->base.state != SESSION_ACTIVE) {
         evbuffer_drain(in, n); /* the client is gone */
         return;
     }
-    evbuffer_remove_buffer(in, s->client.out, n);
+    evbuffer_remove_buffer(in, s->base.client.out, n);
     count_listener(s, METRIC_L_BYTES_SENT, n);
     s->route.forwarded += n;
     /* errors show on the client's own events; a slow client stops the shadow's reads */
-    conn_flush(&s->client);
-    if (evbuffer_get_length(s->client.out) >= BACKPRESSURE_BYTES)
+    conn_flush(&s->base.client);
+    if (evbuffer_get_length(s->base.client.out) >= BACKPRESSURE_BYTES)
         conn_want_read(&s->shadow.conn, 0);
 }
 
@@ -787,7 +698,7 @@ redis_session_route_lost(struct redis_session *s)
     if (u == NULL)
         return;
     s->route.unit = NULL;
-    if (s->state != RS_ACTIVE)
+    if (s->base.state != SESSION_ACTIVE)
         return; /* closing already */
     if (s->route.forwarded > 0 || (r = redis_unit_new(s)) == NULL) {
         slog(s, CONF_LOG_WARN, "closing: lost the shadow in the middle of a routed reply");
@@ -799,13 +710,13 @@ redis_session_route_lost(struct redis_session *s)
     r->flags = u->flags;
     r->base.kind = u->base.kind;
     r->which = u->which;
-    s->outstanding++;
-    mirror_append(&s->mirror, &r->base);
-    evbuffer_add_buffer(s->server.out, s->route.buf);
+    s->base.outstanding++;
+    mirror_append(&s->base.mirror, &r->base);
+    evbuffer_add_buffer(s->base.server.out, s->route.buf);
     s->route.forwarded = 0;
-    session_route_fallback(s->w, s->lis, ROUTE_REASON_RETRIED);
-    count_request(s, s->be, (enum req_kind)r->base.kind);
-    if (conn_flush(&s->server) == CONN_ERROR) {
+    session_route_fallback(s->base.w, s->base.lis, ROUTE_REASON_RETRIED);
+    count_request(s, s->base.be, (enum req_kind)r->base.kind);
+    if (conn_flush(&s->base.server) == CONN_ERROR) {
         fail_all(s, METRIC_ERR_BACKEND_LOST, "ERR tandem: lost the connection to the backend");
         return;
     }
@@ -831,11 +742,11 @@ enum cmd_fate {
 static int
 write_must_wait(struct redis_session *s, enum req_kind kind)
 {
-    int slot = s->lis->metric_slot;
-    if (kind == REQ_KIND_READ || s->in_multi || s->pubsub || s->shadow_be == NULL ||
-        (!control_paused(slot) && s->swapped == (unsigned)control_roles_swapped(slot)))
+    int slot = s->base.lis->metric_slot;
+    if (kind == REQ_KIND_READ || s->in_multi || s->pubsub || s->base.shadow_be == NULL ||
+        (!control_paused(slot) && s->base.swapped == (unsigned)control_roles_swapped(slot)))
         return 0;
-    s->writes_waiting = 1;
+    s->base.writes_waiting = 1;
     return 1;
 }
 
@@ -849,19 +760,19 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     enum rs_cmd which = redis_cmd_which(cmd);
 
     if (s->pubsub) {
-        count_request(s, s->be, kind);
+        count_request(s, s->base.be, kind);
         return CMD_FORWARD; /* a plain relay now */
     }
     if (write_must_wait(s, kind))
         return CMD_WAIT;
     if (which == RC_HELLO && arg_is(req, 1, "3")) {
         /* RESP3 pushes and maps would need another reply reader: stay on RESP2 */
-        count_request(s, s->be, kind);
+        count_request(s, s->base.be, kind);
         add_local_unit(s, "NOPROTO sorry, this protocol version is not supported", 0);
         return CMD_ANSWERED;
     }
     if (which == RC_SUBSCRIBE) {
-        count_request(s, s->be, kind);
+        count_request(s, s->base.be, kind);
         s->pubsub = 1;
         return CMD_FORWARD;
     }
@@ -877,10 +788,10 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     u->base.kind = (uint8_t)kind;
     u->which = (uint8_t)which;
     note_session_change(s, u, req);
-    mirror_append(&s->mirror, &u->base);
+    mirror_append(&s->base.mirror, &u->base);
     if (which == RC_MULTI)
         s->in_multi = 1;
-    if (s->mirror.state != MIRROR_OFF) {
+    if (s->base.mirror.state != MIRROR_OFF) {
         u->base.closed_ns = redis_now(s);
         u->mode = (uint8_t)rediscmd_digest_mode(cmd, req->argc, req->argv);
         if (kind != REQ_KIND_READ || !route_read(s, u, req, bytes, len))
@@ -892,10 +803,10 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
         s->in_multi = s->watching = 0;
     else if (which == RC_UNWATCH && !s->in_multi)
         s->watching = 0;
-    count_request(s, u->base.routed ? s->shadow_be : s->be, kind);
+    count_request(s, u->base.routed ? s->base.shadow_be : s->base.be, kind);
     if (u->base.routed)
         return CMD_ROUTED;
-    s->outstanding++;
+    s->base.outstanding++;
     return CMD_FORWARD;
 }
 
@@ -905,7 +816,7 @@ forward(struct redis_session *s, size_t n)
 {
     if (n == 0)
         return;
-    evbuffer_remove_buffer(s->client.in, s->server.out, n);
+    evbuffer_remove_buffer(s->base.client.in, s->base.server.out, n);
 }
 
 /*
@@ -918,13 +829,13 @@ forward(struct redis_session *s, size_t n)
 static void
 client_input(struct redis_session *s)
 {
-    struct evbuffer *in = s->client.in;
+    struct evbuffer *in = s->base.client.in;
 
     for (;;) {
         size_t avail = evbuffer_get_length(in), off = 0;
         if (s->input_closed || avail == 0 || avail < s->client_need ||
-            s->route.unit != NULL || s->writes_waiting ||
-            (s->state != RS_ACTIVE && s->state != RS_CONNECTING))
+            s->route.unit != NULL || s->base.writes_waiting ||
+            (s->base.state != SESSION_ACTIVE && s->base.state != RS_CONNECTING))
             return;
         const uint8_t *buf = evbuffer_pullup(in, (ev_ssize_t)avail);
         if (buf == NULL) {
@@ -969,7 +880,7 @@ client_input(struct redis_session *s)
                 return;
             }
             off += used;
-            if (s->outstanding >= MAX_OUTSTANDING)
+            if (s->base.outstanding >= MAX_OUTSTANDING)
                 break; /* settle() stops reading; replies will call us again */
         }
         forward(s, off);
@@ -985,7 +896,7 @@ static void
 backend_protocol_error(struct redis_session *s, const char *what)
 {
     char msg[300];
-    snprintf(msg, sizeof(msg), "ERR tandem: backend \"%s\" sent %s", s->be->conf->name, what);
+    snprintf(msg, sizeof(msg), "ERR tandem: backend \"%s\" sent %s", s->base.be->conf->name, what);
     fail_all(s, METRIC_ERR_BACKEND_LOST, msg);
 }
 
@@ -995,13 +906,13 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
               const uint8_t *head, size_t headlen)
 {
     if (!u->base.routed)
-        s->outstanding--;
+        s->base.outstanding--;
     if (u->base.kind == REQ_KIND_WRITE || u->which == RC_EXEC)
         s->route.last_write_ns = redis_now(s); /* read_your_writes counts from here */
     if (info->type == '-') {
         u->refused = 1;
         if (headlen >= 7 && memcmp(head, "-NOAUTH", 7) == 0) {
-            int slot = s->be->metric_slot;
+            int slot = s->base.be->metric_slot;
             if (slot >= 0 && slot < METRIC_MAX_BACKENDS)
                 __atomic_store_n(&auth_required[slot], 1, __ATOMIC_RELAXED);
             if (!s->authed)
@@ -1049,14 +960,14 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
             route_match_session(s);
         }
     }
-    mirror_primary_answered(&s->mirror, &u->base, 0);
+    mirror_primary_answered(&s->base.mirror, &u->base, 0);
     /* a held mirror of u goes to the shadow with the batch: redis_shadow_flush() */
-    if (s->mirror.state != MIRROR_OFF && u->cmp != NULL) {
+    if (s->base.mirror.state != MIRROR_OFF && u->cmp != NULL) {
         u->cmp->pinfo = *info;
         u->base.primary_ns = redis_now(s) - u->base.closed_ns;
     }
-    mirror_complete(&s->mirror);
-    if (s->outstanding == 0 && !s->in_multi && !s->pubsub && s->mirror.state == MIRROR_DETACHED)
+    mirror_complete(&s->base.mirror);
+    if (s->base.outstanding == 0 && !s->in_multi && !s->pubsub && s->base.mirror.state == MIRROR_DETACHED)
         redis_shadow_idle(s);
 }
 
@@ -1068,15 +979,15 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
 static void
 server_input(struct redis_session *s)
 {
-    struct evbuffer *in = s->server.in;
+    struct evbuffer *in = s->base.server.in;
     size_t avail = evbuffer_get_length(in), run = 0;
     uint8_t head[8];
     size_t headlen = 0;
 
-    while (run < avail && s->state == RS_ACTIVE) {
+    while (run < avail && s->base.state == SESSION_ACTIVE) {
         struct redis_unit *u = pcur(s);
         if (u != NULL && u->local != NULL) {
-            evbuffer_remove_buffer(in, s->client.out, run);
+            evbuffer_remove_buffer(in, s->base.client.out, run);
             count_listener(s, METRIC_L_BYTES_SENT, run);
             avail -= run;
             run = 0;
@@ -1117,7 +1028,7 @@ server_input(struct redis_session *s)
             redis_keep_sample(u->cmp->psample, &u->cmp->plen, p, used);
         if (u->base.routed) {
             /* the comparison of a read the shadow answered: digested, not the client's */
-            evbuffer_remove_buffer(in, s->client.out, run);
+            evbuffer_remove_buffer(in, s->base.client.out, run);
             count_listener(s, METRIC_L_BYTES_SENT, run);
             evbuffer_drain(in, used);
             avail -= run + used;
@@ -1131,15 +1042,15 @@ server_input(struct redis_session *s)
             headlen = 0;
         }
     }
-    if (run > 0 && s->state == RS_ACTIVE) {
-        evbuffer_remove_buffer(in, s->client.out, run);
+    if (run > 0 && s->base.state == SESSION_ACTIVE) {
+        evbuffer_remove_buffer(in, s->base.client.out, run);
         count_listener(s, METRIC_L_BYTES_SENT, run);
     }
     if (pcur(s) != NULL && pcur(s)->local != NULL)
         emit_local_replies(s);
-    if (s->mirror.state != MIRROR_OFF)
+    if (s->base.mirror.state != MIRROR_OFF)
         redis_shadow_flush(s);
-    if (s->draining && idle(s))
+    if (s->base.draining && idle(s))
         close_quietly(s);
 }
 
@@ -1151,26 +1062,26 @@ client_event(struct redis_session *s, short what)
 {
     size_t n;
 
-    if (s->state == RS_LINGER || s->state == RS_DEAD || s->state == RS_SHADOW_DRAIN)
+    if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD || s->base.state == SESSION_SHADOW_DRAIN)
         return;
     if (what & EV_READ) {
-        enum conn_io io = conn_read(&s->client, s->w->scratch, sizeof(s->w->scratch), &n);
+        enum conn_io io = conn_read(&s->base.client, s->base.w->scratch, sizeof(s->base.w->scratch), &n);
         if (io == CONN_EOF || io == CONN_ERROR) {
-            if (s->state == RS_ACTIVE && s->server_open)
-                conn_flush(&s->server); /* what the client sent before leaving */
-            s->state = RS_DEAD;
+            if (s->base.state == SESSION_ACTIVE && s->base.server_open)
+                conn_flush(&s->base.server); /* what the client sent before leaving */
+            s->base.state = SESSION_DEAD;
             return;
         }
         if (io == CONN_OK)
             count_listener(s, METRIC_L_BYTES_RECEIVED, n);
     }
     client_input(s);
-    if (s->state == RS_ACTIVE && conn_flush(&s->server) == CONN_ERROR) {
+    if (s->base.state == SESSION_ACTIVE && conn_flush(&s->base.server) == CONN_ERROR) {
         fail_all(s, METRIC_ERR_BACKEND_LOST, "ERR tandem: lost the connection to the backend");
         return;
     }
-    if (s->state != RS_LINGER && s->state != RS_DEAD && conn_flush(&s->client) == CONN_ERROR)
-        s->state = RS_DEAD;
+    if (s->base.state != SESSION_LINGER && s->base.state != SESSION_DEAD && conn_flush(&s->base.client) == CONN_ERROR)
+        s->base.state = SESSION_DEAD;
 }
 
 static void
@@ -1186,10 +1097,10 @@ on_client(evutil_socket_t fd, short what, void *arg)
 static void
 server_lost(struct redis_session *s, enum conn_io io)
 {
-    if (s->outstanding == 0 || s->pubsub) {
+    if (s->base.outstanding == 0 || s->pubsub) {
         /* QUIT, or the server closed an idle connection: the client sees the close */
-        slog(s, CONF_LOG_INFO, "backend \"%s\" closed the connection", s->be->conf->name);
-        if (s->outstanding > 0)
+        slog(s, CONF_LOG_INFO, "backend \"%s\" closed the connection", s->base.be->conf->name);
+        if (s->base.outstanding > 0)
             count_client_error(s, METRIC_ERR_BACKEND_LOST);
         close_quietly(s);
         return;
@@ -1204,10 +1115,10 @@ server_event(struct redis_session *s, short what)
 {
     size_t n;
 
-    if (s->state != RS_ACTIVE && s->state != RS_CONNECTING)
+    if (s->base.state != SESSION_ACTIVE && s->base.state != RS_CONNECTING)
         return;
-    if (s->state == RS_CONNECTING) {
-        int err = session_connect_result(&s->server);
+    if (s->base.state == RS_CONNECTING) {
+        int err = session_connect_result(&s->base.server);
         if (err != 0) {
             backend_failed(s, strerror(err));
             return;
@@ -1217,27 +1128,27 @@ server_event(struct redis_session *s, short what)
         what = 0;
     }
     if (what & EV_READ) {
-        enum conn_io io = conn_read(&s->server, s->w->scratch, sizeof(s->w->scratch), &n);
+        enum conn_io io = conn_read(&s->base.server, s->base.w->scratch, sizeof(s->base.w->scratch), &n);
         if (io == CONN_OK)
-            redis_count_backend(s, s->be, METRIC_B_BACKEND_BYTES_RECEIVED, n);
+            redis_count_backend(s, s->base.be, METRIC_B_BACKEND_BYTES_RECEIVED, n);
         server_input(s);
         if (io == CONN_EOF || io == CONN_ERROR) {
-            conn_flush(&s->client);
+            conn_flush(&s->base.client);
             server_lost(s, io);
             return;
         }
         /* replies drained the backlog: requests held back may go now */
-        if (evbuffer_get_length(s->client.in) >= s->client_need)
+        if (evbuffer_get_length(s->base.client.in) >= s->client_need)
             client_input(s);
     }
-    if (s->state != RS_ACTIVE)
+    if (s->base.state != SESSION_ACTIVE)
         return;
-    if (conn_flush(&s->server) == CONN_ERROR) {
+    if (conn_flush(&s->base.server) == CONN_ERROR) {
         server_lost(s, CONN_ERROR);
         return;
     }
-    if (conn_flush(&s->client) == CONN_ERROR)
-        s->state = RS_DEAD;
+    if (conn_flush(&s->base.client) == CONN_ERROR)
+        s->base.state = SESSION_DEAD;
 }
 
 static void
@@ -1258,17 +1169,17 @@ on_timer(evutil_socket_t fd, short what, void *arg)
     (void)what;
 
     s->now_ns = 0;
-    switch (s->state) {
-    case RS_LINGER:
-        s->state = RS_DEAD; /* the client does not read: give up on it */
+    switch (s->base.state) {
+    case SESSION_LINGER:
+        s->base.state = SESSION_DEAD; /* the client does not read: give up on it */
         break;
     case RS_CONNECTING:
         backend_failed(s, "timeout");
         break;
-    case RS_ACTIVE:
+    case SESSION_ACTIVE:
         /* a routed read was answered, or a cutover let writes go: read on */
         client_event(s, 0);
-        if (s->state == RS_ACTIVE && s->draining && idle(s))
+        if (s->base.state == SESSION_ACTIVE && s->base.draining && idle(s))
             close_quietly(s);
         break;
     default:
@@ -1285,87 +1196,143 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
                      const struct sockaddr *peer, int over_limit)
 {
     struct redis_session *s = calloc(1, sizeof(*s));
-    if (s == NULL || conn_init(&s->client, w->base, fd, on_client, s) != 0) {
-        free(s);
+    if (s == NULL) {
         close(fd);
         __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
         return;
     }
-    s->base.ops = &redis_session_ops;
-    s->w = w;
-    s->rt = w->rt;
-    runtime_ref(s->rt);
-    s->lis = l;
-    /* after a cutover the listener's shadow answers and its primary is mirrored */
-    s->swapped = l->shadow != NULL && control_roles_swapped(l->metric_slot);
-    s->be = s->swapped ? l->shadow : l->primary;
-    s->shadow_be = s->swapped ? l->primary : l->shadow;
-    s->id = (uint64_t)w->id << 48 | w->next_conn_id++;
-    s->server.fd = -1;
+    if (session_init(&s->base, &redis_session_ops, w, l, fd, peer, on_client, on_timer) != 0) {
+        free(s);
+        return;
+    }
+    s->base.mirror.ops = &redis_mirror_ops;
     s->shadow.conn.fd = -1;
-    mirror_init(&s->mirror, &redis_mirror_ops, s, w->shadow, l->metric_slot,
-                l->conf->mirror.queue_bytes, s->rt->conf->limits.mirror_queue_total,
-                s->id * 0x9e3779b97f4a7c15ull + 1);
-    runtime_format_addr(peer, s->peer, sizeof(s->peer));
     session_route_client(peer, &s->route.client);
     route_match_session(s);
-    evtimer_assign(&s->timer, w->base, on_timer, s);
     resp_limits_init(&s->limits);
     s->limits.pre_auth = backend_wants_auth(s);
-    s->state = RS_CONNECTING;
     worker_session_added(w, &s->base);
-    count_listener(s, METRIC_L_CLIENT_ACCEPTED, 1);
     if (over_limit) {
         count_client_error(s, METRIC_ERR_TOO_MANY_CLIENTS);
         send_error(s, "ERR max number of clients reached");
-        set_state(s, RS_LINGER);
+        set_state(s, SESSION_LINGER);
     } else {
         connect_backend(s);
         /* now, not once connected: commands read meanwhile must be mirrored too */
-        if (s->state == RS_CONNECTING || s->state == RS_ACTIVE)
+        if (s->base.state == RS_CONNECTING || s->base.state == SESSION_ACTIVE)
             if (l->conf->mode != CONF_MODE_PASSTHROUGH && l->shadow != NULL)
                 redis_shadow_start(s);
     }
     settle(s);
 }
 
-static void
-redis_session_drain(struct redis_session *s)
-{
-    s->now_ns = 0;
-    s->draining = 1;
-    /* idle now (or only subscribed): close; busy: server_input closes at the next idle point */
-    if (s->state == RS_CONNECTING || (s->state == RS_ACTIVE && (idle(s) || s->pubsub)))
-        close_quietly(s);
-    settle(s);
-}
-
-static void
-redis_session_kill(struct redis_session *s)
-{
-    s->now_ns = 0;
-    if (s->state == RS_SHADOW_DRAIN || s->mirror.state != MIRROR_OFF)
-        redis_shadow_abandon(s); /* what the shadow still owed is counted, not lost silently */
-    if (s->state != RS_LINGER && s->state != RS_SHADOW_DRAIN)
-        close_quietly(s);
-    if (s->client.fd >= 0)
-        conn_flush(&s->client);
-    s->state = s->state == RS_SHADOW_DRAIN ? RS_SHADOW_DRAIN : RS_DEAD;
-    settle(s);
-}
-
 /* ------------------------------------------------------------------ */
-/* Cutover and rollback: the session's roles swap at an idle point.    */
+/* The engine's hooks (engine/session.h).                              */
 
-/* 1: idle, and the shadow connection may take over; 0: not yet; -1: never (no shadow connection). */
-static int
-swap_ready(struct redis_session *s)
+static const char *
+op_phase_name(int phase)
 {
-    if (s->outstanding > 0 || s->mirror.pcur != NULL || s->in_multi || s->watching ||
-        s->route.unit != NULL || s->reply_open || evbuffer_get_length(s->server.out) > 0 ||
-        evbuffer_get_length(s->server.in) > 0) {
+    return phase == RS_CONNECTING ? "connecting" : "opening";
+}
+
+/* No reply owed, no MULTI open: it may close (drain) or swap its roles (cutover). */
+static int
+op_idle(struct session *base)
+{
+    struct redis_session *s = (struct redis_session *)base;
+    s->now_ns = 0;
+    if (s->base.state < SESSION_ACTIVE)
+        return 1;
+    /* subscribed: nothing is ever owed, and it cannot follow a cutover anyway */
+    return s->pubsub || (s->base.outstanding == 0 && s->route.unit == NULL && !s->in_multi);
+}
+
+/* Its shadow connection would give the client other rights than its own. */
+static int
+login_lost(const struct redis_session *s)
+{
+    return s->base.mirror.identity_refused ||
+           ((s->base.mirror.state == MIRROR_READY || s->base.mirror.state == MIRROR_CONNECTING) &&
+            !redis_shadow_login_ok(s));
+}
+
+/*
+ * Redis has no way to say "shutting down": the connection just closes.  At
+ * a cutover a client whose login cannot be carried over is told why.
+ */
+static void
+op_close_with(struct session *base, enum session_close why, const char *msg)
+{
+    struct redis_session *s = (struct redis_session *)base;
+    if (why == SESSION_CLOSE_CUTOVER && !s->pubsub && login_lost(s)) {
+        char text[300];
+        snprintf(text, sizeof(text),
+                 "ERR tandem: the primary changed (cutover) and this connection's login "
+                 "cannot be carried over to backend \"%s\": reconnect",
+                 s->base.shadow_be->conf->name);
+        fail_all(s, METRIC_ERR_SHUTDOWN, text);
+        return;
+    }
+    if (why == SESSION_CLOSE_CUTOVER)
+        slog(s, CONF_LOG_INFO, "closing: %s", msg);
+    close_quietly(s);
+}
+
+static void
+op_orphan(struct session *base)
+{
+    redis_shadow_orphan((struct redis_session *)base);
+}
+
+static void
+op_wake(struct session *base)
+{
+    wake_soon((struct redis_session *)base);
+}
+
+static int
+op_shadow_tick(struct session *base, uint64_t now_ns, uint64_t *lag_ns)
+{
+    struct redis_session *s = (struct redis_session *)base;
+    *lag_ns = 0;
+    s->now_ns = 0;
+    if (s->base.mirror.state == MIRROR_OFF)
+        return 0;
+    return redis_shadow_tick(s, now_ns, lag_ns);
+}
+
+/* Cutover: a write unanswered by either side, or a MULTI open. */
+static int
+op_writes_owed(struct session *base)
+{
+    struct redis_session *s = (struct redis_session *)base;
+    return s->in_multi || redis_shadow_writes_owed(s);
+}
+
+/* Subscriptions live on the old primary, where nothing is published any more. */
+static int
+op_pinned(struct session *base)
+{
+    return ((struct redis_session *)base)->pubsub;
+}
+
+/*
+ * 1: idle, and the shadow connection may take over; 0: not yet; -1: never
+ * (no shadow connection, or one logged in as someone else than the client).
+ */
+static int
+op_swap_ready(struct session *base)
+{
+    struct redis_session *s = (struct redis_session *)base;
+    s->now_ns = 0;
+    if (login_lost(s))
+        return -1;
+    if (s->base.outstanding > 0 || s->base.mirror.pcur != NULL || s->in_multi || s->watching ||
+        s->route.unit != NULL || s->reply_open || evbuffer_get_length(s->base.server.out) > 0 ||
+        evbuffer_get_length(s->base.server.in) > 0) {
         /* a session that cannot swap now may still have no shadow at all */
-        return s->mirror.state == MIRROR_OFF || s->mirror.state == MIRROR_DETACHED ? -1 : 0;
+        return s->base.mirror.state == MIRROR_OFF || s->base.mirror.state == MIRROR_DETACHED ? -1
+                                                                                             : 0;
     }
     return redis_shadow_swap_ready(s);
 }
@@ -1378,125 +1345,34 @@ swap_ready(struct redis_session *s)
  * user or tandem's login there: login_ok() was asked first).
  */
 static void
-swap_roles(struct redis_session *s)
+op_swap(struct session *base)
 {
-    const struct rt_backend *b = s->be;
+    struct redis_session *s = (struct redis_session *)base;
     enum rs_login login = s->primary_login;
 
-    session_swap_conns(&s->server, &s->shadow.conn, s->w->base, on_server, s);
+    session_swap_conns(&s->base.server, &s->shadow.conn, s->base.w->base, on_server, s);
     redis_shadow_swap(s);
     s->primary_login = s->shadow.login;
     s->shadow.login = login;
     s->default_open = 0; /* learned again from the new primary's answers */
-    s->be = s->shadow_be;
-    s->shadow_be = b;
-    s->swapped = !s->swapped;
     s->route.last_write_ns = 0;
-    slog(s, CONF_LOG_DEBUG, "roles swapped: \"%s\" answers, \"%s\" is mirrored", s->be->conf->name,
-         s->shadow_be->conf->name);
-}
-
-/*
- * redis_session_cutover_check - the worker's look at a session while a
- * cutover or rollback is on, and after (session.h): while paused, report
- * whether every write it sent is acknowledged by both sides; once the
- * listener's roles flipped, swap the session's at an idle point; then let
- * the commands held in client.in go.  1 while the session keeps the
- * operation waiting.
- */
-static int
-redis_session_cutover_check(struct redis_session *s, int *listener_slot)
-{
-    int slot = *listener_slot = s->lis->metric_slot;
-    s->now_ns = 0;
-    if (s->shadow_be == NULL || s->state != RS_ACTIVE)
-        return 0;
-    int want = control_roles_swapped(slot);
-    if (s->pubsub) {
-        /* subscriptions live on the old primary, where nothing is published any more */
-        if (!control_paused(slot) && (int)s->swapped != want) {
-            slog(s, CONF_LOG_INFO, "closing a subscribed connection: the primary changed");
-            close_quietly(s);
-            settle(s);
-        }
-        return 0;
-    }
-    if (control_paused(slot)) {
-        if (s->mirror.state == MIRROR_OFF || s->mirror.state == MIRROR_DETACHED)
-            return !control_force(slot);
-        return s->in_multi || redis_shadow_writes_owed(s);
-    }
-    if ((int)s->swapped != want) {
-        int ready = swap_ready(s);
-        /* its shadow connection would give the client other rights than its own */
-        int login_lost = s->mirror.identity_refused || (ready >= 0 && !redis_shadow_login_ok(s));
-        if ((ready < 0 || login_lost) && s->outstanding == 0 && s->route.unit == NULL &&
-            !s->in_multi) {
-            if (login_lost) {
-                char msg[300];
-                snprintf(msg, sizeof(msg),
-                         "ERR tandem: the primary changed (cutover) and this connection's login "
-                         "cannot be carried over to backend \"%s\": reconnect",
-                         s->shadow_be->conf->name);
-                fail_all(s, METRIC_ERR_SHUTDOWN, msg);
-            } else {
-                slog(s, CONF_LOG_INFO, "closing: the primary changed (cutover) and this session "
-                                       "has no connection to the new one");
-                close_quietly(s);
-            }
-            settle(s);
-            return 0;
-        }
-        if (login_lost)
-            return 1; /* closed at its idle point */
-        if (ready <= 0)
-            return 1;
-        swap_roles(s);
-    }
-    if (s->writes_waiting) {
-        s->writes_waiting = 0;
-        wake_soon(s);
-    }
-    return 0;
-}
-
-/* The worker's view of a Redis session (session.h). */
-static void
-op_drain(struct session *s)
-{
-    redis_session_drain((struct redis_session *)s);
-}
-
-static void
-op_kill(struct session *s)
-{
-    redis_session_kill((struct redis_session *)s);
-}
-
-static int
-op_shadow_tick(struct session *base, uint64_t now_ns, uint64_t *lag_ns, int *listener_slot)
-{
-    struct redis_session *s = (struct redis_session *)base;
-    *listener_slot = s->lis->metric_slot;
-    *lag_ns = 0;
-    s->now_ns = 0;
-    if (s->mirror.state == MIRROR_OFF)
-        return 0;
-    return redis_shadow_tick(s, now_ns, lag_ns);
-}
-
-static int
-op_cutover_check(struct session *s, int *listener_slot)
-{
-    return redis_session_cutover_check((struct redis_session *)s, listener_slot);
 }
 
 static const struct session_ops redis_session_ops = {
     .protocol = "redis",
-    .drain = op_drain,
-    .kill = op_kill,
+    .phase_name = op_phase_name,
+    .interest = op_interest,
+    .leaving = op_leaving,
+    .orphan = op_orphan,
+    .destroy = op_destroy,
+    .idle = op_idle,
+    .close_with = op_close_with,
+    .wake = op_wake,
     .shadow_tick = op_shadow_tick,
-    .cutover_check = op_cutover_check,
+    .writes_owed = op_writes_owed,
+    .swap_ready = op_swap_ready,
+    .swap = op_swap,
+    .pinned = op_pinned,
 };
 
 const struct session_protocol redis_protocol = {

@@ -80,12 +80,9 @@ struct runtime;
 struct rt_listener;
 struct rt_backend;
 
-enum rs_state {
-    RS_CONNECTING,   /* TCP connect to the primary in flight */
-    RS_ACTIVE,       /* forwarding */
-    RS_LINGER,       /* closing: flushing the last bytes to the client */
-    RS_DEAD,         /* to be freed by settle() */
-    RS_SHADOW_DRAIN, /* client and primary gone; the shadow finishes what it owes */
+/* The Redis plug-in's one opening phase (engine/session.h). */
+enum rs_phase {
+    RS_CONNECTING = SESSION_OPENING, /* TCP connect to the primary in flight */
 };
 
 /* What a unit's successful reply changes in the session. */
@@ -214,42 +211,23 @@ struct redis_route {
 };
 
 struct redis_session {
-    struct session base;          /* first: the worker's view (session.h) */
-    struct worker *w;
-    struct runtime *rt;           /* reference held for the session's life */
-    const struct rt_listener *lis;
-    const struct rt_backend *be;  /* the answering backend: the primary */
-    const struct rt_backend *shadow_be; /* the mirrored one; NULL when the listener has none */
-    uint64_t id;
-    char peer[64];
-    enum rs_state state;
+    struct session base;          /* first: the engine's part (engine/session.h) */
 
-    struct conn client;
-    struct conn server;
-    struct event timer;           /* connect and linger deadlines, deferred frees */
-
-    unsigned server_open : 1;
-    unsigned draining : 1;
     unsigned authed : 1;          /* an AUTH or HELLO AUTH succeeded */
     unsigned in_multi : 1;        /* MULTI read, EXEC/DISCARD not yet */
     unsigned watching : 1;        /* WATCH read, EXEC/DISCARD/UNWATCH/RESET not yet */
     unsigned pubsub : 1;          /* SUBSCRIBE read: a plain relay from there on */
     unsigned reply_open : 1;      /* reader is inside a primary reply */
     unsigned input_closed : 1;    /* nothing more is read from the client */
-    unsigned client_counted_out : 1;
-    unsigned swapped : 1;         /* roles swapped by a cutover: be is the listener's shadow */
-    unsigned writes_waiting : 1;  /* a command waits in client.in for a cutover to finish */
     unsigned default_open : 1;    /* the primary ran a command of ours for its default user */
     struct resp_limits limits;    /* pre_auth while the primary wants AUTH first */
     size_t client_need;           /* bytes client.in must hold before parsing again */
     struct resp_reader reader;    /* frames (and digests) the primary's replies */
-    uint32_t outstanding;         /* units awaiting the primary */
     int64_t db;                   /* SELECTed db, for the shadow */
     char *client_name;            /* CLIENT SETNAME, for the shadow (heap), or NULL */
     struct redis_ident *ident;    /* the login the primary accepted, for the shadow; NULL none */
     enum rs_login primary_login;  /* the login of server (the primary connection) */
 
-    struct mirror mirror;         /* every unit in order; pcur, scur; the mirror queue */
     struct redis_unit *spare;     /* recycled units */
     unsigned nspare;
     struct redis_compare *spare_cmp; /* recycled comparisons */

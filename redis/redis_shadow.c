@@ -48,7 +48,7 @@
 /* The report's text of one side's reply. */
 #define SUMMARY_MAX 512
 
-#define slog(s, level, ...) log_at(level, (s)->id, (s)->peer, __VA_ARGS__)
+#define slog(s, level, ...) log_at(level, (s)->base.id, (s)->base.peer, __VA_ARGS__)
 
 static void detach(struct redis_session *s, enum shadow_outcome why, const char *reason);
 static void identity_refused(struct redis_session *s, const char *why);
@@ -58,13 +58,13 @@ static void shadow_connected(struct redis_session *s);
 static const struct conf_mirror *
 mirror_conf(const struct redis_session *s)
 {
-    return &s->lis->conf->mirror;
+    return &s->base.lis->conf->mirror;
 }
 
 static void
 count_shadow(struct redis_session *s, enum metric_backend_counter c, uint64_t n)
 {
-    redis_count_backend(s, s->shadow_be, c, n);
+    redis_count_backend(s, s->base.shadow_be, c, n);
 }
 
 /* Is a command outside MULTI sent to the shadow? */
@@ -78,7 +78,7 @@ wanted(struct redis_session *s, const struct redis_unit *u)
     case REQ_KIND_SESSION:
         return 1;
     case REQ_KIND_READ:
-        return mirror_sample(&s->mirror, mirror_conf(s)->reads);
+        return mirror_sample(&s->base.mirror, mirror_conf(s)->reads);
     default:
         return 0; /* admin; WATCH, UNWATCH, a stray EXEC or DISCARD */
     }
@@ -105,7 +105,7 @@ flush_shadow(struct redis_session *s)
         detach(s, SHADOW_SHADOW_ERROR, "write to the shadow failed");
         return -1;
     }
-    mirror_account(&s->mirror, -(int64_t)(before - evbuffer_get_length(sh->conn.out)));
+    mirror_account(&s->base.mirror, -(int64_t)(before - evbuffer_get_length(sh->conn.out)));
     return 0;
 }
 
@@ -119,18 +119,18 @@ queue_unit(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
            struct evbuffer *src, size_t len)
 {
     u->base.mirrored = 1;
-    if (s->mirror.state == MIRROR_DETACHED) {
-        mirror_drop(&s->mirror, &u->base);
+    if (s->base.mirror.state == MIRROR_DETACHED) {
+        mirror_drop(&s->base.mirror, &u->base);
         if (mirror_changes_data(&u->base))
-            shadow_note_divergence(s->lis->metric_slot,
-                                   s->mirror.identity_refused
+            shadow_note_divergence(s->base.lis->metric_slot,
+                                   s->base.mirror.identity_refused
                                        ? "dropped: the shadow refused the client's login"
                                        : "dropped: the session's shadow is detached",
                                    u->cmd ? u->cmd->name : "", u->cmd ? strlen(u->cmd->name) : 0);
         return;
     }
     u->cmp = redis_cmp_new(s); /* NULL: mirrored, not compared */
-    mirror_hold(&s->mirror, &u->base, src, bytes, len); /* full: detached, counted */
+    mirror_hold(&s->base.mirror, &u->base, src, bytes, len); /* full: detached, counted */
 }
 
 /* A transaction collects in tx_buf: every queued command, MULTI included. */
@@ -188,7 +188,7 @@ mirror_login(struct redis_session *s, struct redis_unit *u)
         redis_shadow_identity_lost(s, "the client's login is longer than tandem keeps");
         return;
     }
-    if (s->mirror.state == MIRROR_DETACHED) {
+    if (s->base.mirror.state == MIRROR_DETACHED) {
         OPENSSL_cleanse(buf, n);
         return;
     }
@@ -254,7 +254,7 @@ redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_
             uint8_t buf[LOGIN_BUF];
             size_t n = resp_build_command(buf, sizeof(buf), 1, (const char *const[]){"RESET"},
                                           NULL);
-            size_t a = build_tandem_auth(s->shadow_be, buf + n, sizeof(buf) - n);
+            size_t a = build_tandem_auth(s->base.shadow_be, buf + n, sizeof(buf) - n);
             u->base.replay = 1;
             u->sreplies = a > 0 ? 2 : 1;
             u->sets_login = 1;
@@ -343,13 +343,13 @@ const struct mirror_ops redis_mirror_ops = {
 void
 redis_shadow_flush(struct redis_session *s)
 {
-    if (s->mirror.state == MIRROR_OFF)
+    if (s->base.mirror.state == MIRROR_OFF)
         return;
-    if (s->mirror.nheld > 0) {
-        mirror_release(&s->mirror, 0, redis_now(s));
-        mirror_complete(&s->mirror); /* those dropped instead of sent */
+    if (s->base.mirror.nheld > 0) {
+        mirror_release(&s->base.mirror, 0, redis_now(s));
+        mirror_complete(&s->base.mirror); /* those dropped instead of sent */
     }
-    if (s->mirror.state == MIRROR_READY && evbuffer_get_length(s->shadow.conn.out) > 0)
+    if (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(s->shadow.conn.out) > 0)
         flush_shadow(s);
 }
 
@@ -445,7 +445,7 @@ redis_shadow_record(struct redis_session *s, struct redis_unit *u)
             rediscmp_render(c->ssample, c->slen, c->sinfo.size, ssum, sizeof(ssum));
     }
     const struct cmd_key *key = record_key(u, &kbuf);
-    shadow_record(s->w->shadow, s->lis->metric_slot, key->id, key->text, outcome, u->base.primary_ns,
+    shadow_record(s->base.w->shadow, s->base.lis->metric_slot, key->id, key->text, outcome, u->base.primary_ns,
                   u->base.shadow_done && u->base.forced < 0 ? u->base.shadow_ns : 0, psum, ssum);
     /*
      * A write only one side failed: its data may differ from now on (forced
@@ -455,7 +455,7 @@ redis_shadow_record(struct redis_session *s, struct redis_unit *u)
      */
     if (u->base.forced < 0 && mirror_changes_data(&u->base) && !u->base.replay &&
         (outcome == SHADOW_SHADOW_ERROR || outcome == SHADOW_PRIMARY_ERROR))
-        shadow_note_divergence(s->lis->metric_slot, shadow_outcome_name(outcome), key->text,
+        shadow_note_divergence(s->base.lis->metric_slot, shadow_outcome_name(outcome), key->text,
                                strlen(key->text));
     if (outcome == SHADOW_MISMATCH)
         slog(s, CONF_LOG_DEBUG, "shadow mismatch: %s: primary %s, shadow %s", key->text, psum,
@@ -475,7 +475,7 @@ shadow_close(void *owner)
         size_t unsent = evbuffer_get_length(sh->conn.out);
         conn_release(&sh->conn);
         sh->conn_open = 0;
-        if (s->mirror.state == MIRROR_READY)
+        if (s->base.mirror.state == MIRROR_READY)
             count_shadow(s, METRIC_B_SERVER_CLOSED, 1);
         (void)unsent; /* counted in mirror.queued, which the queue zeroes */
     }
@@ -494,12 +494,12 @@ on_detached(void *owner, enum shadow_outcome why, const char *reason,
         const struct redis_unit *u = (const struct redis_unit *)lost;
         char text[64];
         snprintf(text, sizeof(text), "%s: the shadow was detached", shadow_outcome_name(why));
-        shadow_note_divergence(s->lis->metric_slot, text, u->cmd ? u->cmd->name : "",
+        shadow_note_divergence(s->base.lis->metric_slot, text, u->cmd ? u->cmd->name : "",
                                u->cmd ? strlen(u->cmd->name) : 0);
     }
-    log_at(why == SHADOW_DROPPED && !s->mirror.identity_refused ? CONF_LOG_INFO : CONF_LOG_WARN,
-           s->id, s->peer, "shadow \"%s\" at %s detached: %s%s", s->shadow_be->conf->name,
-           s->shadow_be->addr_text, reason, lost ? " (a write was lost: diverged)" : "");
+    log_at(why == SHADOW_DROPPED && !s->base.mirror.identity_refused ? CONF_LOG_INFO : CONF_LOG_WARN,
+           s->base.id, s->base.peer, "shadow \"%s\" at %s detached: %s%s", s->base.shadow_be->conf->name,
+           s->base.shadow_be->addr_text, reason, lost ? " (a write was lost: diverged)" : "");
     redis_session_route_lost(s); /* before the routed unit is recorded and freed */
     redis_session_shadow_progress(s);
 }
@@ -508,7 +508,7 @@ on_detached(void *owner, enum shadow_outcome why, const char *reason,
 static void
 detach(struct redis_session *s, enum shadow_outcome why, const char *reason)
 {
-    mirror_detach(&s->mirror, why, mirror_drop_reason(why), reason, redis_now(s));
+    mirror_detach(&s->base.mirror, why, mirror_drop_reason(why), reason, redis_now(s));
 }
 
 /*
@@ -542,20 +542,20 @@ identity_refused(struct redis_session *s, const char *why)
 {
     char text[512];
 
-    if (s->mirror.identity_refused || s->mirror.state == MIRROR_OFF)
+    if (s->base.mirror.identity_refused || s->base.mirror.state == MIRROR_OFF)
         return;
-    s->mirror.identity_refused = 1;
+    s->base.mirror.identity_refused = 1;
     snprintf(text, sizeof(text),
              "%s; this session is not mirrored any more (the shadow needs the primary's ACL "
              "users)",
              why);
-    if (s->mirror.state == MIRROR_DETACHED) {
+    if (s->base.mirror.state == MIRROR_DETACHED) {
         /* detached already (a failure, and no connection now): no more attempts */
-        log_at(CONF_LOG_WARN, s->id, s->peer, "shadow \"%s\" at %s: %s", s->shadow_be->conf->name,
-               s->shadow_be->addr_text, text);
+        log_at(CONF_LOG_WARN, s->base.id, s->base.peer, "shadow \"%s\" at %s: %s", s->base.shadow_be->conf->name,
+               s->base.shadow_be->addr_text, text);
         return;
     }
-    mirror_detach(&s->mirror, SHADOW_DROPPED, SHADOW_DROP_IDENTITY, text, redis_now(s));
+    mirror_detach(&s->base.mirror, SHADOW_DROPPED, SHADOW_DROP_IDENTITY, text, redis_now(s));
 }
 
 void
@@ -580,11 +580,11 @@ replay_bytes(struct redis_session *s, const uint8_t *buf, size_t n)
     u->base.closed_ns = redis_now(s);
     u->mode = RESP_DIGEST_NONE;
     u->cmp = redis_cmp_new(s); /* for the error text, should it fail */
-    mirror_append(&s->mirror, &u->base);
-    if (s->mirror.scur == NULL)
-        s->mirror.scur = &u->base;
+    mirror_append(&s->base.mirror, &u->base);
+    if (s->base.mirror.scur == NULL)
+        s->base.mirror.scur = &u->base;
     evbuffer_add(sh->conn.out, buf, n);
-    mirror_account(&s->mirror, (int64_t)n);
+    mirror_account(&s->base.mirror, (int64_t)n);
     return u;
 }
 
@@ -613,7 +613,7 @@ replay_login(struct redis_session *s)
         n = build_ident_auth(s->ident, buf, sizeof(buf));
         login = RL_CLIENT;
     } else {
-        n = build_tandem_auth(s->shadow_be, buf, sizeof(buf));
+        n = build_tandem_auth(s->base.shadow_be, buf, sizeof(buf));
         login = RL_TANDEM;
     }
     sh->login = RL_DEFAULT;
@@ -641,16 +641,16 @@ void
 redis_shadow_start(struct redis_session *s)
 {
     struct redis_shadow *sh = &s->shadow;
-    const struct rt_backend *b = s->shadow_be;
+    const struct rt_backend *b = s->base.shadow_be;
 
-    if (s->mirror.state == MIRROR_OFF) {
+    if (s->base.mirror.state == MIRROR_OFF) {
         if (sh->tx_buf == NULL && (sh->tx_buf = evbuffer_new()) == NULL)
             return; /* stays OFF: the session runs without a shadow */
-        if (mirror_open(&s->mirror) != 0)
+        if (mirror_open(&s->base.mirror) != 0)
             return;
     }
-    s->mirror.state = MIRROR_CONNECTING; /* so a failure is counted */
-    int rc = session_connect(&sh->conn, s->w->base, b, on_shadow_io, s);
+    s->base.mirror.state = MIRROR_CONNECTING; /* so a failure is counted */
+    int rc = session_connect(&sh->conn, s->base.w->base, b, on_shadow_io, s);
     if (rc < 0) {
         char why[200];
         snprintf(why, sizeof(why), "connect: %s", strerror(errno));
@@ -685,11 +685,11 @@ shadow_connected(struct redis_session *s)
     struct redis_shadow *sh = &s->shadow;
     uint64_t now = session_now_ns();
 
-    s->mirror.state = MIRROR_READY;
-    mirror_attached(&s->mirror);
+    s->base.mirror.state = MIRROR_READY;
+    mirror_attached(&s->base.mirror);
     count_shadow(s, METRIC_B_SERVER_OPENED, 1);
-    slog(s, CONF_LOG_DEBUG, "shadow \"%s\" connected", s->shadow_be->conf->name);
-    for (struct mirror_unit *u = s->mirror.head; u; u = u->next)
+    slog(s, CONF_LOG_DEBUG, "shadow \"%s\" connected", s->base.shadow_be->conf->name);
+    for (struct mirror_unit *u = s->base.mirror.head; u; u = u->next)
         if (u->mirrored && !u->shadow_done && !u->held && u->shadow_sent_ns == 0)
             u->shadow_sent_ns = now;
     conn_want_read(&sh->conn, 1);
@@ -703,8 +703,8 @@ shadow_input(struct redis_session *s)
     struct redis_shadow *sh = &s->shadow;
     struct evbuffer *in = sh->conn.in;
 
-    while (s->mirror.state == MIRROR_READY && evbuffer_get_length(in) > 0) {
-        struct redis_unit *u = redis_unit_of(s->mirror.scur);
+    while (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(in) > 0) {
+        struct redis_unit *u = redis_unit_of(s->base.mirror.scur);
         struct evbuffer_iovec v;
         if (u == NULL || u->base.held) {
             detach(s, SHADOW_SHADOW_ERROR, "the shadow sent a reply to no request");
@@ -763,8 +763,8 @@ shadow_input(struct redis_session *s)
             continue;
         if (u->cmp)
             u->cmp->sinfo = info;
-        mirror_shadow_answered(&s->mirror, &u->base, redis_now(s));
-        mirror_complete(&s->mirror);
+        mirror_shadow_answered(&s->base.mirror, &u->base, redis_now(s));
+        mirror_complete(&s->base.mirror);
         if (routed)
             redis_session_route_done(s);
         redis_session_shadow_progress(s);
@@ -780,7 +780,7 @@ on_shadow_io(evutil_socket_t fd, short what, void *arg)
     (void)fd;
 
     s->now_ns = 0;
-    if (s->mirror.state == MIRROR_CONNECTING) {
+    if (s->base.mirror.state == MIRROR_CONNECTING) {
         int err = session_connect_result(&sh->conn);
         if (err != 0) {
             char why[200];
@@ -792,15 +792,15 @@ on_shadow_io(evutil_socket_t fd, short what, void *arg)
         shadow_connected(s);
         return;
     }
-    if (s->mirror.state != MIRROR_READY)
+    if (s->base.mirror.state != MIRROR_READY)
         return;
     if (what & EV_READ) {
-        enum conn_io io = conn_read(&sh->conn, s->w->scratch, sizeof(s->w->scratch), &n);
+        enum conn_io io = conn_read(&sh->conn, s->base.w->scratch, sizeof(s->base.w->scratch), &n);
         if (io == CONN_OK) {
             count_shadow(s, METRIC_B_BACKEND_BYTES_RECEIVED, n);
             shadow_input(s);
         }
-        if (s->mirror.state != MIRROR_READY)
+        if (s->base.mirror.state != MIRROR_READY)
             return;
         if (io == CONN_EOF || io == CONN_ERROR) {
             detach(s, SHADOW_SHADOW_ERROR, io == CONN_EOF ? "the shadow closed the connection"
@@ -815,7 +815,7 @@ on_shadow_io(evutil_socket_t fd, short what, void *arg)
 void
 redis_shadow_idle(struct redis_session *s)
 {
-    if (mirror_may_reattach(&s->mirror, redis_now(s)))
+    if (mirror_may_reattach(&s->base.mirror, redis_now(s)))
         redis_shadow_start(s);
 }
 
@@ -829,13 +829,13 @@ int
 redis_shadow_tick(struct redis_session *s, uint64_t now, uint64_t *lag_ns)
 {
     *lag_ns = 0;
-    if (s->mirror.state == MIRROR_CONNECTING &&
-        now - s->shadow.connect_ns > (uint64_t)s->rt->conf->limits.connect_timeout_ms * 1000000ull) {
+    if (s->base.mirror.state == MIRROR_CONNECTING &&
+        now - s->shadow.connect_ns > (uint64_t)s->base.rt->conf->limits.connect_timeout_ms * 1000000ull) {
         count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
         detach(s, SHADOW_SHADOW_ERROR, "connect timeout");
         return 1;
     }
-    return mirror_tick(&s->mirror, now, (uint64_t)mirror_conf(s)->timeout_ms * 1000000ull, lag_ns);
+    return mirror_tick(&s->base.mirror, now, (uint64_t)mirror_conf(s)->timeout_ms * 1000000ull, lag_ns);
 }
 
 /*
@@ -850,7 +850,7 @@ int
 redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
                    size_t len)
 {
-    struct mirror *m = &s->mirror;
+    struct mirror *m = &s->base.mirror;
 
     if ((m->state != MIRROR_READY && m->state != MIRROR_CONNECTING) || m->nheld > 0 ||
         !mirror_fits(m, len))
@@ -873,7 +873,7 @@ redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint8_t 
 int
 redis_shadow_writes_owed(const struct redis_session *s)
 {
-    return mirror_writes_owed(&s->mirror);
+    return mirror_writes_owed(&s->base.mirror);
 }
 
 /*
@@ -885,7 +885,7 @@ int
 redis_shadow_swap_ready(const struct redis_session *s)
 {
     const struct redis_shadow *sh = &s->shadow;
-    const struct mirror *m = &s->mirror;
+    const struct mirror *m = &s->base.mirror;
     if (m->state == MIRROR_OFF || m->state == MIRROR_DETACHED)
         return -1;
     return m->state == MIRROR_READY && sh->conn_open && !mirror_busy(m) && m->nheld == 0 &&
@@ -901,17 +901,17 @@ void
 redis_shadow_swap(struct redis_session *s)
 {
     struct redis_shadow *sh = &s->shadow;
-    conn_rebind(&sh->conn, s->w->base, on_shadow_io, s);
+    conn_rebind(&sh->conn, s->base.w->base, on_shadow_io, s);
     sh->reply_open = 0;
     sh->replies_left = 0;
-    mirror_attached(&s->mirror);
+    mirror_attached(&s->base.mirror);
 }
 
 /* redis_shadow_busy - the shadow still owes answers (or has bytes still to send). */
 int
 redis_shadow_busy(const struct redis_session *s)
 {
-    return mirror_busy(&s->mirror);
+    return mirror_busy(&s->base.mirror);
 }
 
 /*
@@ -922,19 +922,19 @@ redis_shadow_busy(const struct redis_session *s)
 void
 redis_shadow_orphan(struct redis_session *s)
 {
-    for (struct mirror_unit *mu = s->mirror.head; mu; mu = mu->next) {
+    for (struct mirror_unit *mu = s->base.mirror.head; mu; mu = mu->next) {
         struct redis_unit *u = redis_unit_of(mu);
         if (!mu->primary_done) {
             redis_cmp_free(s, u->cmp);
             u->cmp = NULL;
         }
     }
-    s->outstanding = 0;
+    s->base.outstanding = 0;
     if (s->shadow.tx_buf)
         evbuffer_drain(s->shadow.tx_buf, evbuffer_get_length(s->shadow.tx_buf));
     s->shadow.tx_cmds = 0;
-    mirror_orphan(&s->mirror, redis_now(s));
-    if (s->mirror.state == MIRROR_READY && evbuffer_get_length(s->shadow.conn.out) > 0)
+    mirror_orphan(&s->base.mirror, redis_now(s));
+    if (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(s->shadow.conn.out) > 0)
         flush_shadow(s);
 }
 
@@ -942,7 +942,7 @@ redis_shadow_orphan(struct redis_session *s)
 void
 redis_shadow_abandon(struct redis_session *s)
 {
-    if (s->mirror.state == MIRROR_READY || s->mirror.state == MIRROR_CONNECTING) {
+    if (s->base.mirror.state == MIRROR_READY || s->base.mirror.state == MIRROR_CONNECTING) {
         redis_shadow_orphan(s);
         detach(s, SHADOW_DROPPED, "tandem is exiting");
     }
@@ -953,7 +953,7 @@ void
 redis_shadow_release(struct redis_session *s)
 {
     struct redis_shadow *sh = &s->shadow;
-    mirror_release_all(&s->mirror);
+    mirror_release_all(&s->base.mirror);
     if (sh->tx_buf)
         evbuffer_free(sh->tx_buf);
     sh->tx_buf = NULL;
