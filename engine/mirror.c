@@ -152,6 +152,8 @@ mirror_release(struct mirror *m, int force, uint64_t now)
         if (m->last_held == u)
             m->last_held = NULL;
         enum mirror_verdict v = m->ops->releasing ? m->ops->releasing(m->owner, u) : MIRROR_SEND;
+        if (m->state == MIRROR_DETACHED || m->state == MIRROR_OFF)
+            return; /* the hook detached: the queue is empty and accounted already */
         if (v != MIRROR_SEND) {
             evbuffer_drain(m->held, u->held_len);
             mirror_account(m, -(int64_t)u->held_len);
@@ -287,7 +289,9 @@ mirror_tick(struct mirror *m, uint64_t now, uint64_t timeout_ns, uint64_t *lag_n
 {
     struct mirror_unit *u = m->scur;
     *lag_ns = 0;
-    if ((m->state == MIRROR_READY || m->state == MIRROR_CONNECTING) && u != NULL) {
+    /* a unit still held waits for the primary, not the shadow: no lag of the shadow's (and
+     * units are released in order, so nothing after it was sent either) */
+    if ((m->state == MIRROR_READY || m->state == MIRROR_CONNECTING) && u != NULL && !u->held) {
         uint64_t since = u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns;
         *lag_ns = now > since ? now - since : 0;
         if (*lag_ns > timeout_ns)

@@ -161,7 +161,7 @@ int mirror_admit(struct mirror *m, size_t len);
 void mirror_account(struct mirror *m, int64_t delta);
 
 /*
- * mirror_hold - u is mirrored: its len bytes (the front of src, moved;
+ * mirror_hold - u (mirrored set by the caller) joins the queue: its len bytes (the front of src, moved;
  * else bytes, copied) are admitted and wait in held for the primary's
  * answer.  -1 when admission detached the shadow (u then has its outcome).
  */
@@ -181,7 +181,10 @@ void mirror_release(struct mirror *m, int force, uint64_t now);
 /* mirror_fits - len more bytes would be within both bounds (nothing admitted). */
 int mirror_fits(const struct mirror *m, size_t len);
 
-/* mirror_drop - a unit to mirror while detached: counted dropped; a write is lost (diverged). */
+/*
+ * mirror_drop - a unit to mirror while detached: its outcome is dropped and
+ * the drop counted (the caller notes a lost write as the divergence).
+ */
 void mirror_drop(struct mirror *m, struct mirror_unit *u);
 
 /* mirror_primary_answered - the primary answered u: pcur moves on (the caller times it). */
@@ -210,7 +213,8 @@ enum shadow_drop_reason mirror_drop_reason(enum shadow_outcome why);
 
 /*
  * mirror_tick - the worker's periodic look: *lag_ns gets the age of the
- * oldest unanswered mirror; past timeout_ns the shadow is detached
+ * oldest mirror sent and unanswered (one still held waits for the primary,
+ * not the shadow); past timeout_ns the shadow is detached
  * (shadow_timeout).  Returns 1 when the session's shadow is detached.
  */
 int mirror_tick(struct mirror *m, uint64_t now, uint64_t timeout_ns, uint64_t *lag_ns);
