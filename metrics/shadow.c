@@ -446,7 +446,7 @@ stmt_add(struct shadow_shard *sh, int slot, uint64_t id, const char *text)
     if (sh->nstmts == SHADOW_MAX_STATEMENTS)
         return -1;
     st = calloc(1, sizeof(*st));
-    t = dup_text(text != NULL ? text : "", PGCLASS_NORMALIZED_MAX - 1);
+    t = dup_text(text, SHADOW_KEY_TEXT_MAX - 1);
     if (st == NULL || t == NULL) {
         free(t);
         free(st);
@@ -641,6 +641,13 @@ shadow_record(struct shadow_shard *sh, int slot, uint64_t key_id, const char *ke
     l = get_lis(sh, slot);
     if (l == NULL)
         goto out;
+    if (key_text == NULL) {
+        /* the caller could not name it (over its describe budget): no
+         * fingerprint to show, and no entry to find or take */
+        l->undescribed++;
+        record_locked(sh, l, slot, &l->other, false, 0, o, p_ns, s_ns, psum, ssum, now);
+        goto out;
+    }
     i = stmt_find(sh, slot, key_id);
     if (i < 0)
         i = stmt_add(sh, slot, key_id, key_text);

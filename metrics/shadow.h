@@ -69,6 +69,7 @@
 #define SHADOW_SAMPLES 64            /* mismatch samples kept (per shard; report: total) */
 #define SHADOW_OTHER_SAMPLES 16      /* noise / error samples kept, likewise */
 #define SHADOW_SUMMARY_MAX 1024      /* bytes of a side's summary kept, NUL included */
+#define SHADOW_KEY_TEXT_MAX 1024     /* bytes of a key's display text kept, NUL included */
 #define SHADOW_WINDOW_SLOTS 60
 #define SHADOW_WINDOW_SLOT_SECONDS 5 /* window: 60 x 5 s = 5 min */
 #define SHADOW_WINDOW_SECONDS (SHADOW_WINDOW_SLOTS * SHADOW_WINDOW_SLOT_SECONDS)
@@ -129,8 +130,11 @@ void shadow_record_pg(struct shadow_shard *shard, int listener_slot, const char 
 /*
  * shadow_record - the same for any protocol: the caller names the statement
  * key itself, key_id (e.g. a hash of a Redis command name) with its display
- * text key_text (NUL-terminated; copied, at most PGCLASS_NORMALIZED_MAX - 1
- * bytes, once, when the key is first seen in this shard).
+ * text key_text (NUL-terminated; copied, at most SHADOW_KEY_TEXT_MAX - 1
+ * bytes, once, when the key is first seen in this shard).  key_text NULL:
+ * the caller could not name the key (e.g. over its describe budget); the
+ * unit is counted in the listener's "other" statement, with fingerprint
+ * "other", and in statements_undescribed, and key_id is ignored.
  */
 void shadow_record(struct shadow_shard *shard, int listener_slot, uint64_t key_id,
                    const char *key_text, enum shadow_outcome outcome, uint64_t primary_ns,
@@ -188,7 +192,7 @@ struct shadow_listener_stats {
     double latency_sum_seconds[SHADOW_SIDE__COUNT];
     uint64_t dropped[SHADOW_DROP__COUNT]; /* since boot */
     uint64_t statements_evicted;          /* records of keys refused by a full statement table */
-    uint64_t statements_undescribed;      /* records of texts over the describe budget */
+    uint64_t statements_undescribed;      /* records with no key text (caller over budget) */
     double lag_seconds;                   /* max over shards */
     uint64_t detached_sessions;           /* sum over shards */
     bool diverged;

@@ -314,6 +314,41 @@ test_describe_budget(void **state)
 }
 
 static void
+test_undescribed_is_other(void **state)
+{
+    (void)state;
+    int slot = metric_slot_listener("undescribed");
+    struct shadow_shard *sh = shadow_shard_new();
+    struct shadow_listener_stats st;
+
+    assert_non_null(sh);
+    shadow_record(sh, slot, 5, "select $1", SHADOW_MATCH, MS, MS, NULL, NULL);
+    /* no key text: the caller could not describe it; key_id is ignored */
+    shadow_record(sh, slot, 5, NULL, SHADOW_MATCH, MS, MS, NULL, NULL);
+    shadow_record(sh, slot, 6, NULL, SHADOW_MISMATCH, MS, MS, "a", "b");
+    st = stats(slot);
+    assert_int_equal(st.statements_undescribed, 2);
+    assert_int_equal(st.statements_evicted, 0);
+    assert_int_equal(st.outcomes[SHADOW_MATCH], 2);
+
+    json_t *rep = report(0);
+    json_t *sts = json_object_get(rep, "statements");
+    assert_int_equal(count_in(sts, "undescribed"), 2);
+    json_t *s = nth_in(sts, "undescribed", 0); /* the mismatch sorts first */
+    assert_string_equal(json_string_value(json_object_get(s, "fingerprint")), "other");
+    assert_string_equal(json_string_value(json_object_get(s, "statement")),
+                        "(other: statement table full or not described)");
+    assert_int_equal(jint(json_object_get(s, "count"), "total"), 2);
+    s = nth_in(sts, "undescribed", 1);
+    assert_string_equal(json_string_value(json_object_get(s, "fingerprint")), "0000000000000005");
+    assert_int_equal(jint(json_object_get(s, "count"), "total"), 1);
+    json_t *x = nth_in(json_object_get(rep, "samples"), "undescribed", 0);
+    assert_string_equal(json_string_value(json_object_get(x, "fingerprint")), "other");
+    assert_int_equal(jint(find_listener(rep, "undescribed"), "statements_undescribed"), 2);
+    json_decref(rep);
+}
+
+static void
 test_table_bound_and_other(void **state)
 {
     (void)state;
@@ -538,6 +573,15 @@ test_summary_cut_and_utf8(void **state)
     assert_string_equal(json_string_value(json_object_get(x, "shadow")), "?(? ok");
     assert_string_equal(json_string_value(json_object_get(x, "statement")), "bad ? key");
     json_decref(rep);
+
+    /* a key's text is cut likewise, at SHADOW_KEY_TEXT_MAX - 1 bytes */
+    shadow_record(sh, slot, 10, big, SHADOW_MISMATCH, MS, MS, "a", "b");
+    rep = report(0);
+    x = nth_in(json_object_get(rep, "samples"), "utf8", 0);
+    const char *text = json_string_value(json_object_get(x, "statement"));
+    assert_int_equal(strlen(text), SHADOW_KEY_TEXT_MAX - 2);
+    assert_int_equal(strncmp(text, big, strlen(text)), 0);
+    json_decref(rep);
 }
 
 /* ---- gauges ----------------------------------------------------------------- */
@@ -748,6 +792,7 @@ main(void)
         cmocka_unit_test(test_concurrent_shards),
         cmocka_unit_test(test_literals_share_fingerprint),
         cmocka_unit_test(test_describe_budget),
+        cmocka_unit_test(test_undescribed_is_other),
         cmocka_unit_test(test_table_bound_and_other),
         cmocka_unit_test(test_window_expiry),
         cmocka_unit_test(test_latency_ratios),
