@@ -13,6 +13,7 @@
 
 #include "metrics/shadow.h"
 #include "protocol/pgcache.h"
+#include "protocol/pgdesc.h"
 #include "control/control.h"
 #include "metrics/log.h"
 #include "engine/session.h"
@@ -296,6 +297,9 @@ worker_init(struct worker *w, int id, struct runtime *rt)
     w->cls_cache = pgcache_new(CLASSIFY_CACHE_ENTRIES, CLASSIFY_CACHE_BYTES);
     if (w->base == NULL || w->metrics == NULL || w->shadow == NULL || w->cls_cache == NULL)
         return -1;
+    w->desc_cache = pgdesc_new(PGDESC_ENTRIES, PGDESC_BYTES, PGDESC_DESCRIBES_PER_SEC);
+    if (w->desc_cache == NULL)
+        return -1;
     w->tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
     struct timeval tv = {.tv_sec = 0, .tv_usec = TICK_MS * 1000};
     if (w->tick == NULL || event_add(w->tick, &tv) != 0)
@@ -346,6 +350,7 @@ worker_release(struct worker *w)
     if (w->tick)
         event_free(w->tick);
     pgcache_free(w->cls_cache);
+    pgdesc_free(w->desc_cache);
     if (w->base)
         event_base_free(w->base);
     runtime_unref(w->rt);

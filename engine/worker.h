@@ -29,6 +29,7 @@
 struct wlistener;
 struct session;
 struct pgcache;
+struct pgdesc;
 struct shadow_shard;
 
 struct worker {
@@ -39,6 +40,7 @@ struct worker {
     struct metric_shard *metrics;
     struct shadow_shard *shadow;  /* comparison outcomes recorded by this worker */
     struct pgcache *cls_cache;    /* statement classifications, by text */
+    struct pgdesc *desc_cache;    /* statement fingerprints for the shadow report, by text */
     struct event *tick;           /* shadow timeouts, lag and detached gauges */
     struct runtime *rt;          /* for new sessions; one reference held */
     struct wlistener *listeners; /* open listening sockets, by address */

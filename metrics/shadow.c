@@ -10,8 +10,6 @@
  */
 #include "metrics/shadow.h"
 
-#include "protocol/pgcache.h"
-
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -21,13 +19,10 @@
 #include <xxhash.h>
 
 #include "metrics/metric.h"
-#include "protocol/pgclass.h"
 
 #define NB (SHADOW_LAT_BOUNDS + 1) /* latency buckets, +Inf last */
 #define SLOT_NS ((uint64_t)SHADOW_WINDOW_SLOT_SECONDS * 1000000000u)
 #define ST_INDEX (SHADOW_MAX_STATEMENTS * 2) /* open addressing, load <= 1/2 */
-#define TC_BUCKETS (SHADOW_TEXT_CACHE * 2)
-#define NO_STMT (-1) /* text cache: the text's key went to "other" */
 
 /* Metrics: X(id, name, type, help).  Rendered in this order. */
 #define SHADOW_METRICS(X)                                                                          \
@@ -134,17 +129,6 @@ struct ring {
     unsigned cap, next;
 };
 
-/* Text cache node: (listener, hash, len) -> statement index. */
-struct tc_node {
-    uint64_t h_lo, h_hi;
-    size_t len;
-    uint64_t fp;
-    int32_t stmt; /* index into stmts, or NO_STMT */
-    int16_t listener;
-    int32_t prev, next; /* LRU list, most recent at head */
-    int32_t chain;      /* bucket chain */
-};
-
 struct shadow_shard {
     pthread_mutex_t lock;
     struct lis *lis[METRIC_MAX_LISTENERS];
@@ -154,13 +138,6 @@ struct shadow_shard {
     struct stmt *stmts[SHADOW_MAX_STATEMENTS];
     int nstmts;
     int32_t st_index[ST_INDEX]; /* -1 empty */
-
-    struct tc_node *tc;
-    int32_t tc_head[TC_BUCKETS];
-    int32_t tc_used, tc_lru_head, tc_lru_tail;
-
-    uint64_t describe_sec;
-    unsigned describes;
 
     struct ring rings[2]; /* 0: mismatches, 1: others */
 };
@@ -366,18 +343,14 @@ shadow_shard_new(void)
     struct shadow_shard *sh = calloc(1, sizeof(*sh));
     if (sh == NULL)
         return NULL;
-    sh->tc = calloc(SHADOW_TEXT_CACHE, sizeof(*sh->tc));
     sh->rings[0].s = calloc(SHADOW_SAMPLES, sizeof(struct sample));
     sh->rings[1].s = calloc(SHADOW_OTHER_SAMPLES, sizeof(struct sample));
-    if (sh->tc == NULL || sh->rings[0].s == NULL || sh->rings[1].s == NULL)
+    if (sh->rings[0].s == NULL || sh->rings[1].s == NULL)
         goto out_free;
     sh->rings[0].cap = SHADOW_SAMPLES;
     sh->rings[1].cap = SHADOW_OTHER_SAMPLES;
     for (int i = 0; i < ST_INDEX; i++)
         sh->st_index[i] = -1;
-    for (int i = 0; i < TC_BUCKETS; i++)
-        sh->tc_head[i] = -1;
-    sh->tc_lru_head = sh->tc_lru_tail = -1;
     if (pthread_mutex_init(&sh->lock, NULL) != 0)
         goto out_free;
 
@@ -395,7 +368,6 @@ shadow_shard_new(void)
 out_free:
     free(sh->rings[1].s);
     free(sh->rings[0].s);
-    free(sh->tc);
     free(sh);
     return NULL;
 }
@@ -446,7 +418,7 @@ stmt_add(struct shadow_shard *sh, int slot, uint64_t id, const char *text)
     if (sh->nstmts == SHADOW_MAX_STATEMENTS)
         return -1;
     st = calloc(1, sizeof(*st));
-    t = dup_text(text != NULL ? text : "", PGCLASS_NORMALIZED_MAX - 1);
+    t = dup_text(text, SHADOW_KEY_TEXT_MAX - 1);
     if (st == NULL || t == NULL) {
         free(t);
         free(st);
@@ -460,106 +432,6 @@ stmt_add(struct shadow_shard *sh, int slot, uint64_t id, const char *text)
     sh->stmts[sh->nstmts] = st;
     sh->st_index[h] = sh->nstmts;
     return sh->nstmts++;
-}
-
-/* ---- text cache -------------------------------------------------------- */
-
-static void
-lru_unlink(struct shadow_shard *sh, int32_t n)
-{
-    struct tc_node *x = &sh->tc[n];
-    if (x->prev >= 0)
-        sh->tc[x->prev].next = x->next;
-    else
-        sh->tc_lru_head = x->next;
-    if (x->next >= 0)
-        sh->tc[x->next].prev = x->prev;
-    else
-        sh->tc_lru_tail = x->prev;
-}
-
-static void
-lru_push_head(struct shadow_shard *sh, int32_t n)
-{
-    struct tc_node *x = &sh->tc[n];
-    x->prev = -1;
-    x->next = sh->tc_lru_head;
-    if (sh->tc_lru_head >= 0)
-        sh->tc[sh->tc_lru_head].prev = n;
-    sh->tc_lru_head = n;
-    if (sh->tc_lru_tail < 0)
-        sh->tc_lru_tail = n;
-}
-
-static uint32_t
-tc_bucket(int slot, XXH128_hash_t h)
-{
-    return (uint32_t)(h.low64 ^ ((uint64_t)slot * 0x9e3779b97f4a7c15u)) & (TC_BUCKETS - 1);
-}
-
-/* Look (slot, h, len) up; on a hit make it the most recent. */
-static struct tc_node *
-tc_get(struct shadow_shard *sh, int slot, XXH128_hash_t h, size_t len)
-{
-    for (int32_t n = sh->tc_head[tc_bucket(slot, h)]; n >= 0; n = sh->tc[n].chain) {
-        struct tc_node *x = &sh->tc[n];
-        if (x->h_lo == h.low64 && x->h_hi == h.high64 && x->len == len && x->listener == slot) {
-            if (sh->tc_lru_head != n) {
-                lru_unlink(sh, n);
-                lru_push_head(sh, n);
-            }
-            return x;
-        }
-    }
-    return NULL;
-}
-
-/* Remember (slot, h, len) -> stmt, evicting the least recently used. */
-static void
-tc_put(struct shadow_shard *sh, int slot, XXH128_hash_t h, size_t len, int32_t stmt, uint64_t fp)
-{
-    int32_t n;
-    uint32_t b;
-    struct tc_node *x;
-
-    if (sh->tc_used < SHADOW_TEXT_CACHE) {
-        n = sh->tc_used++;
-    } else {
-        int32_t *pp;
-        n = sh->tc_lru_tail;
-        x = &sh->tc[n];
-        lru_unlink(sh, n);
-        b = tc_bucket(x->listener, (XXH128_hash_t){.low64 = x->h_lo, .high64 = x->h_hi});
-        for (pp = &sh->tc_head[b]; *pp != n; pp = &sh->tc[*pp].chain)
-            ;
-        *pp = x->chain;
-    }
-    x = &sh->tc[n];
-    x->h_lo = h.low64;
-    x->h_hi = h.high64;
-    x->len = len;
-    x->listener = (int16_t)slot;
-    x->stmt = stmt;
-    x->fp = fp;
-    b = tc_bucket(slot, h);
-    x->chain = sh->tc_head[b];
-    sh->tc_head[b] = n;
-    lru_push_head(sh, n);
-}
-
-/* One more pgclass_describe allowed this second? */
-static bool
-describe_budget(struct shadow_shard *sh, uint64_t now)
-{
-    uint64_t sec = now / 1000000000u;
-    if (sec != sh->describe_sec) {
-        sh->describe_sec = sec;
-        sh->describes = 0;
-    }
-    if (sh->describes >= SHADOW_DESCRIBE_PER_SEC)
-        return false;
-    sh->describes++;
-    return true;
 }
 
 /* ---- recording --------------------------------------------------------- */
@@ -641,6 +513,13 @@ shadow_record(struct shadow_shard *sh, int slot, uint64_t key_id, const char *ke
     l = get_lis(sh, slot);
     if (l == NULL)
         goto out;
+    if (key_text == NULL) {
+        /* the caller could not name it (over its describe budget): no
+         * fingerprint to show, and no entry to find or take */
+        l->undescribed++;
+        record_locked(sh, l, slot, &l->other, false, 0, o, p_ns, s_ns, psum, ssum, now);
+        goto out;
+    }
     i = stmt_find(sh, slot, key_id);
     if (i < 0)
         i = stmt_add(sh, slot, key_id, key_text);
@@ -653,93 +532,6 @@ shadow_record(struct shadow_shard *sh, int slot, uint64_t key_id, const char *ke
     record_locked(sh, l, slot, st, true, key_id, o, p_ns, s_ns, psum, ssum, now);
 out:
     pthread_mutex_unlock(&sh->lock);
-}
-
-/*
- * shadow_record_pg - look the text up in the cache; on a miss describe it
- * with the lock released (two parses must not hold up a scrape), then take
- * the lock again and look again: only the owner inserts, but nothing breaks
- * if another thread did meanwhile.
- */
-void
-shadow_record_pg(struct shadow_shard *sh, int slot, const char *sql, size_t len,
-                 enum shadow_outcome o, uint64_t p_ns, uint64_t s_ns, const char *psum,
-                 const char *ssum)
-{
-    XXH128_hash_t h;
-    uint64_t now;
-    struct lis *l;
-    struct tc_node *x;
-    struct pgclass_desc *desc = NULL;
-    char *text = NULL;
-    struct stmt *st;
-    bool fp_known;
-    uint64_t fp;
-
-    if (sh == NULL || !slot_ok(slot) || (unsigned)o >= SHADOW__COUNT)
-        return;
-    if (sql == NULL)
-        len = 0;
-    /*
-     * Key the text cache by the literal-blind shape: a fingerprint ignores
-     * literal values, so texts that differ only in them (simple-protocol
-     * clients) share one entry and are described once, not once each.
-     */
-    char shape[2048];
-    size_t klen = pgcache_shape(sql ? sql : "", len, shape, sizeof(shape));
-    if (klen == (size_t)-1)
-        h = XXH3_128bits(sql, len), klen = len;
-    else
-        h = XXH3_128bits(shape, klen);
-    now = clock_now();
-
-    pthread_mutex_lock(&sh->lock);
-    l = get_lis(sh, slot);
-    if (l == NULL)
-        goto out_unlock;
-    x = tc_get(sh, slot, h, klen);
-    if (x == NULL && describe_budget(sh, now)) {
-        pthread_mutex_unlock(&sh->lock);
-        desc = malloc(sizeof(*desc));
-        text = malloc(len + 1);
-        if (desc != NULL && text != NULL) {
-            if (len > 0)
-                memcpy(text, sql, len);
-            text[len] = 0;
-            pgclass_describe(text, desc);
-        }
-        pthread_mutex_lock(&sh->lock);
-        x = tc_get(sh, slot, h, klen);
-        if (x == NULL && desc != NULL && text != NULL) {
-            int i = stmt_find(sh, slot, desc->fingerprint);
-            if (i < 0)
-                i = stmt_add(sh, slot, desc->fingerprint, desc->normalized);
-            tc_put(sh, slot, h, klen, i < 0 ? NO_STMT : i, desc->fingerprint);
-            x = tc_get(sh, slot, h, klen);
-        }
-    }
-    if (x == NULL) {
-        /* over the describe budget (or out of memory): not cached, so it is
-         * described when the budget allows */
-        st = &l->other;
-        l->undescribed++;
-        fp_known = false;
-        fp = 0;
-    } else if (x->stmt == NO_STMT) {
-        st = &l->other;
-        l->evicted++;
-        fp_known = true;
-        fp = x->fp;
-    } else {
-        st = sh->stmts[x->stmt];
-        fp_known = true;
-        fp = x->fp;
-    }
-    record_locked(sh, l, slot, st, fp_known, fp, o, p_ns, s_ns, psum, ssum, now);
-out_unlock:
-    pthread_mutex_unlock(&sh->lock);
-    free(text);
-    free(desc);
 }
 
 /* ---- gauges ------------------------------------------------------------ */

@@ -5,7 +5,7 @@
  *
  *   worker thread                           admin thread (scrape / report)
  *   -------------                           ------------------------------
- *   shadow_record_pg / shadow_record        shadow_render_prometheus
+ *   shadow_record                           shadow_render_prometheus
  *     -> its own struct shadow_shard          shadow_report_json
  *        (mutex taken uncontended)            shadow_listener_stats
  *                                               -> locks each shard in turn,
@@ -23,14 +23,11 @@
  *     latency histograms; at most SHADOW_MAX_STATEMENTS entries, never
  *     evicted; when full, a new key is counted in its listener's "other"
  *     statement (and in statements_evicted).  The display text of a key is
- *     stored once, in its entry.
- *   text cache: (listener, XXH3-128 of the SQL text, length) -> statement,
- *     an LRU of SHADOW_TEXT_CACHE entries, so pgclass_describe (two parses)
- *     runs once per distinct text, not per request.  A budget of
- *     SHADOW_DESCRIBE_PER_SEC describes per shard and second protects the
- *     worker from clients that inline literals (every text new): over it, a
- *     new text is counted in "other" (and in statements_undescribed), and not
- *     cached, so it is described when the budget allows.
+ *     stored once, in its entry.  The caller names the key: this module
+ *     knows no protocol (PostgreSQL's key is protocol/pgdesc's fingerprint
+ *     and normalized text, Redis's its command).  A caller that could not
+ *     name one (over its describe budget) records under "other" too (and
+ *     in statements_undescribed).
  *   sample rings: the latest SHADOW_SAMPLES mismatches, and separately the
  *     latest SHADOW_OTHER_SAMPLES noise / shadow_error / primary_error
  *     units, so frequent noise (now()...) never pushes findings out.  The
@@ -64,11 +61,10 @@
 #include "protocol/outcome.h"
 
 #define SHADOW_MAX_STATEMENTS 1024   /* statement entries per shard, all listeners */
-#define SHADOW_TEXT_CACHE 4096       /* text -> statement entries per shard */
-#define SHADOW_DESCRIBE_PER_SEC 2000 /* pgclass_describe calls per shard per second */
 #define SHADOW_SAMPLES 64            /* mismatch samples kept (per shard; report: total) */
 #define SHADOW_OTHER_SAMPLES 16      /* noise / error samples kept, likewise */
 #define SHADOW_SUMMARY_MAX 1024      /* bytes of a side's summary kept, NUL included */
+#define SHADOW_KEY_TEXT_MAX 1024     /* bytes of a key's display text kept, NUL included */
 #define SHADOW_WINDOW_SLOTS 60
 #define SHADOW_WINDOW_SLOT_SECONDS 5 /* window: 60 x 5 s = 5 min */
 #define SHADOW_WINDOW_SECONDS (SHADOW_WINDOW_SLOTS * SHADOW_WINDOW_SLOT_SECONDS)
@@ -109,28 +105,23 @@ struct shadow_shard;
 struct shadow_shard *shadow_shard_new(void);
 
 /*
- * shadow_record_pg - record one compared PostgreSQL request unit.
+ * shadow_record - record one compared request unit, of any protocol.
  *
  * listener_slot: metric_slot_listener()'s slot; out of range records
- * nothing.  sql[0..len): the unit's query text, as sent (need not be
- * NUL-terminated; only read).  It is grouped by pgclass_describe's
- * fingerprint, described once per distinct text (see the text cache above).
+ * nothing.  key_id: the statement key the unit is grouped by (a
+ * PostgreSQL fingerprint, a hash of a Redis command name ...), shown as 16
+ * hex digits.  key_text: its display text, NUL-terminated; read, and copied
+ * (at most SHADOW_KEY_TEXT_MAX - 1 bytes, invalid UTF-8 replaced by '?')
+ * once, when the key is first seen in this shard.  key_text NULL: the
+ * caller could not name the key (e.g. over its describe budget); the unit
+ * is counted in the listener's "other" statement, with fingerprint "other",
+ * and in statements_undescribed, and key_id is ignored.
  * primary_ns / shadow_ns: each side's latency; 0 means the side gave no
  * answer (dropped, timed out) and is not recorded.  primary_summary /
  * shadow_summary: what each side answered (tag, error, first rows), NUL-
  * terminated, may be NULL; read, and copied (cut to SHADOW_SUMMARY_MAX - 1
  * bytes, invalid UTF-8 replaced by '?') only for a MISMATCH, NOISE,
  * SHADOW_ERROR or PRIMARY_ERROR outcome, never for MATCH.
- */
-void shadow_record_pg(struct shadow_shard *shard, int listener_slot, const char *sql, size_t len,
-                      enum shadow_outcome outcome, uint64_t primary_ns, uint64_t shadow_ns,
-                      const char *primary_summary, const char *shadow_summary);
-
-/*
- * shadow_record - the same for any protocol: the caller names the statement
- * key itself, key_id (e.g. a hash of a Redis command name) with its display
- * text key_text (NUL-terminated; copied, at most PGCLASS_NORMALIZED_MAX - 1
- * bytes, once, when the key is first seen in this shard).
  */
 void shadow_record(struct shadow_shard *shard, int listener_slot, uint64_t key_id,
                    const char *key_text, enum shadow_outcome outcome, uint64_t primary_ns,
@@ -188,7 +179,7 @@ struct shadow_listener_stats {
     double latency_sum_seconds[SHADOW_SIDE__COUNT];
     uint64_t dropped[SHADOW_DROP__COUNT]; /* since boot */
     uint64_t statements_evicted;          /* records of keys refused by a full statement table */
-    uint64_t statements_undescribed;      /* records of texts over the describe budget */
+    uint64_t statements_undescribed;      /* records with no key text (caller over budget) */
     double lag_seconds;                   /* max over shards */
     uint64_t detached_sessions;           /* sum over shards */
     bool diverged;

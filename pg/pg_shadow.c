@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <event2/buffer.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -27,6 +28,7 @@
 
 #include "metrics/metric.h"
 #include "metrics/shadow.h"
+#include "protocol/pgdesc.h"
 #include "protocol/pgw.h"
 #include "control/control.h"
 #include "metrics/log.h"
@@ -123,14 +125,19 @@ outcome_loses_write(enum shadow_outcome o)
 
 /* compare { ignore_fingerprints ...; }: a mismatch of a listed statement is noise. */
 static int
-fingerprint_ignored(const struct pg_session *s, const struct pg_unit *u)
+fingerprint_ignored(const struct pg_session *s, const struct pg_unit *u,
+                    const struct pgdesc_key *key)
 {
     const struct conf_compare *cc = &s->base.lis->conf->compare;
     struct pgclass_desc desc;
 
     if (cc->nignore_fingerprints == 0 || u->sql == NULL)
         return 0;
-    pgclass_describe(u->sql, &desc); /* two parses: only ever on a mismatch */
+    if (key->text != NULL) /* described already: the fingerprint the report shows */
+        snprintf(desc.fingerprint_hex, sizeof(desc.fingerprint_hex), "%016" PRIx64,
+                 key->fingerprint);
+    else
+        pgclass_describe(u->sql, &desc); /* two parses: only ever on a mismatch */
     for (size_t i = 0; i < cc->nignore_fingerprints; i++)
         if (strcmp(cc->ignore_fingerprints[i], desc.fingerprint_hex) == 0)
             return 1;
@@ -140,7 +147,14 @@ fingerprint_ignored(const struct pg_session *s, const struct pg_unit *u)
 static void
 record(struct pg_session *s, struct pg_unit *u, enum shadow_outcome outcome)
 {
-    if (outcome == SHADOW_MISMATCH && fingerprint_ignored(s, u))
+    struct pgdesc_key key;
+
+    _Static_assert(PGCLASS_NORMALIZED_MAX <= SHADOW_KEY_TEXT_MAX,
+                   "a normalized statement fits the report unchanged");
+    /* the report groups units by fingerprint; key.text NULL (over this worker's
+     * describe budget) counts the unit under "other" */
+    pgdesc_describe(s->base.w->desc_cache, u->sql, u->sql ? u->sqllen : 0, session_now_ns(), &key);
+    if (outcome == SHADOW_MISMATCH && fingerprint_ignored(s, u, &key))
         outcome = SHADOW_NOISE;
     /* a write (or COMMIT) the shadow answered otherwise (forced outcomes, drops and
      * detaches, were noted where they were decided) */
@@ -152,9 +166,9 @@ record(struct pg_session *s, struct pg_unit *u, enum shadow_outcome outcome)
         psum = u->cmp->psample;
         ssum = u->cmp->ssample;
     }
-    shadow_record_pg(s->base.w->shadow, s->base.lis->metric_slot, u->sql ? u->sql : "",
-                     u->sql ? u->sqllen : 0, outcome, u->base.primary_ns,
-                     u->base.shadow_done && u->base.forced < 0 ? u->base.shadow_ns : 0, psum, ssum);
+    shadow_record(s->base.w->shadow, s->base.lis->metric_slot, key.fingerprint, key.text, outcome,
+                  u->base.primary_ns,
+                  u->base.shadow_done && u->base.forced < 0 ? u->base.shadow_ns : 0, psum, ssum);
     if (outcome == SHADOW_MISMATCH)
         slog(s, CONF_LOG_DEBUG, "shadow mismatch: %.200s", u->sql ? u->sql : "");
 }

@@ -45,13 +45,28 @@ def test_not_a_bearer_credential_is_401(t, auth):
     assert status == 401, (status, text)
 
 
-@pytest.mark.parametrize("method,path,body", MUTATIONS)
-def test_right_token_passes_auth(t, method, path, body):
-    """Past auth the request is routed: whatever answers, it is not 401/403
-    (endpoints the core has not added yet answer 404/405)."""
-    status, _, text = admin_call(t.admin_port, method, path, body, token=TOKEN)
-    assert status not in (401, 403), (status, text)
-    json.loads(text)  # every answer of the API is JSON
+# Real mutations, with a body that succeeds on this shadow-mode tandem and
+# leaves it as it was (the fixture is shared): the mode it runs in, the read
+# weights it has (every read on the primary).  With the expected reply.
+SUCCEEDING = [("PUT", "/api/mode", {"mode": "shadow"}, {"mode": "shadow"}),
+              ("PUT", "/api/weights", {"blue": 100, "green": 0},
+               {"weights": {"blue": 100, "green": 0},
+                "listeners": [{"name": "pg", "weights": {"blue": 100, "green": 0}}]})]
+
+
+@pytest.mark.parametrize("method,path,body,reply", SUCCEEDING, ids=[m[1] for m in SUCCEEDING])
+def test_right_token_passes_auth(t, method, path, body, reply):
+    """The same call is refused without the token (401) and with a wrong one
+    (403), and does its work with the right one: 200 and the endpoint's own
+    answer, not merely something other than 401/403."""
+    status, _, text = admin_call(t.admin_port, method, path, body)
+    assert status == 401, (status, text)
+    status, _, text = admin_call(t.admin_port, method, path, body, token=TOKEN + "x")
+    assert status == 403, (status, text)
+    status, headers, text = admin_call(t.admin_port, method, path, body, token=TOKEN)
+    assert status == 200, (status, text)
+    assert headers.get("content-type") == "application/json"
+    assert json.loads(text) == reply
 
 
 def test_bearer_scheme_is_case_insensitive_and_spaces_trimmed(t):

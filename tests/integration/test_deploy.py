@@ -1,8 +1,8 @@
 """deploy/: the Prometheus alert rules (promtool check + unit tests), the
-Grafana dashboard (valid, and every metric it names exists in a live
-/metrics or is listed below as coming later), and the Kubernetes sidecar
-example (its tandem.conf passes `tandem -t`; probes, Secret, ConfigMap and
-the shutdown timings agree with each other)."""
+Grafana dashboard (valid), every metric the rules and the dashboard name
+(in a live /metrics: no exemptions), and the Kubernetes sidecar example
+(its tandem.conf passes `tandem -t`; probes, Secret, ConfigMap and the
+shutdown timings agree with each other)."""
 import json
 import os
 import re
@@ -22,9 +22,6 @@ ALERTS_TEST = os.path.join(DEPLOY, "prometheus", "alerts_test.yml")
 DASHBOARD = os.path.join(DEPLOY, "grafana", "tandem-dashboard.json")
 SIDECAR = os.path.join(DEPLOY, "kubernetes", "sidecar.yaml")
 
-# Metrics the deploy files name before tandem exports them, and who adds them.
-COMING_LATER = {
-}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
@@ -89,7 +86,7 @@ def unknown_metrics(exprs, live):
     for e in exprs:
         named |= metric_names_in(e)
     assert named, "no tandem metric named at all"
-    return sorted(n for n in named if n not in live and n not in COMING_LATER)
+    return sorted(n for n in named if n not in live)
 
 
 def dashboard():
@@ -109,12 +106,6 @@ def test_alerts_name_real_metrics(live_metric_names):
 
 def test_dashboard_names_real_metrics(live_metric_names):
     assert unknown_metrics(dashboard_exprs(dashboard()), live_metric_names) == []
-
-
-def test_coming_later_is_not_stale(live_metric_names):
-    """Once the core exports a metric listed as coming later, drop it from the list."""
-    landed = sorted(set(COMING_LATER) & live_metric_names)
-    assert landed == [], f"now exported, remove from COMING_LATER: {landed}"
 
 
 def test_dashboard_shape():

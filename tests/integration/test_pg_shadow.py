@@ -548,7 +548,9 @@ def test_report_shape(t, table, pg_primary, pg_shadow):
         for key in ("count", "primary_p50_ms", "shadow_p50_ms"):
             assert key in s, (key, s)
         assert s["count"]["total"] >= 1, s
-        assert "42" not in s["statement"] and "'literal'" not in s["statement"], s
+        # the literals are gone (the random table name may hold a "42" of its own)
+        shown = s["statement"].replace(table, "<table>")
+        assert "42" not in shown and "'literal'" not in shown, s
         assert "$1" in s["statement"], s
     assert any(x.startswith("SELECT") for x in texts) and any(x.startswith("UPDATE")
                                                               for x in texts), texts

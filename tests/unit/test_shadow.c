@@ -1,7 +1,9 @@
 /*
  * test_shadow.c - shadow comparison metrics: sums over shards under
- * concurrency, fingerprint grouping, bounds, windows (on an injected clock),
- * ratios, the sample ring, and both expositions parsed back.
+ * concurrency, grouping by the caller's key, "other" for keys refused by a
+ * full table or not named by the caller, windows (on an injected clock),
+ * ratios, the sample ring, and both expositions parsed back.  How
+ * PostgreSQL text becomes a key is protocol/pgdesc's (test_pgdesc.c).
  *
  * Every test uses its own listener names (slots are process-wide) and its
  * own shards, so the tests do not see each other's counts.
@@ -138,17 +140,21 @@ static void *
 writer_main(void *arg)
 {
     struct writer *w = arg;
-    static const char *const texts[] = {"select 1", "select 2 from t", "update t set a = 3",
-                                        "select 4"};
+    /* the first and the last are one statement (as "select 1" and "select 4" are) */
+    static const struct {
+        uint64_t id;
+        const char *text;
+    } keys[] = {{101, "select $1"}, {102, "select $1 from t"}, {103, "update t set a = $1"},
+                {101, "select $1"}};
     char sum[64];
 
     for (int i = 0; i < ROUNDS; i++) {
         enum shadow_outcome o = i % 10 == 0 ? SHADOW_MISMATCH : SHADOW_MATCH;
         snprintf(sum, sizeof(sum), "row %d", i);
         if (i % 2 == 0)
-            shadow_record_pg(w->shard, w->slot, texts[i / 2 % 4], strlen(texts[i / 2 % 4]), o,
-                             (uint64_t)(i % 100 + 1) * 10000, (uint64_t)(i % 50 + 1) * 20000, sum,
-                             "other");
+            shadow_record(w->shard, w->slot, keys[i / 2 % 4].id, keys[i / 2 % 4].text, o,
+                          (uint64_t)(i % 100 + 1) * 10000, (uint64_t)(i % 50 + 1) * 20000, sum,
+                          "other");
         else
             shadow_record(w->shard, w->slot, 42, "GET", o, 1 * MS, 2 * MS, sum, "x");
         if (i % 1000 == 0) {
@@ -217,7 +223,7 @@ test_concurrent_shards(void **state)
     assert_int_equal(st.statements_evicted, 0);
     assert_int_equal(st.statements_undescribed, 0);
 
-    /* per statement: "select 1" and "select 4" share a fingerprint; both shards' entries merge */
+    /* per statement: keys repeated share an entry; both shards' entries merge */
     json_t *rep = report(0);
     json_t *sts = json_object_get(rep, "statements");
     assert_int_equal(count_in(sts, "conc"), 4); /* select $1, select $1 from t, update, GET */
@@ -238,78 +244,40 @@ test_concurrent_shards(void **state)
     json_decref(rep);
 }
 
-/* ---- fingerprints, cache, bounds ---------------------------------------- */
+/* ---- keys, bounds ------------------------------------------------------- */
 
 static void
-test_literals_share_fingerprint(void **state)
+test_undescribed_is_other(void **state)
 {
     (void)state;
-    int slot = metric_slot_listener("lits");
+    int slot = metric_slot_listener("undescribed");
     struct shadow_shard *sh = shadow_shard_new();
     struct shadow_listener_stats st;
 
     assert_non_null(sh);
-    shadow_record_pg(sh, slot, "select 1", 8, SHADOW_MATCH, MS, MS, NULL, NULL);
-    shadow_record_pg(sh, slot, "select 2", 8, SHADOW_MISMATCH, MS, MS, "1", "2");
-    /* not NUL-terminated: only len bytes count */
-    shadow_record_pg(sh, slot, "select 3; garbage", 8, SHADOW_MATCH, MS, MS, NULL, NULL);
-
-    json_t *rep = report(0);
-    json_t *sts = json_object_get(rep, "statements");
-    assert_int_equal(count_in(sts, "lits"), 1);
-    json_t *s = nth_in(sts, "lits", 0);
-    assert_string_equal(json_string_value(json_object_get(s, "statement")), "select $1");
-    assert_int_equal(jint(json_object_get(s, "count"), "total"), 3);
-    assert_int_equal(jint(json_object_get(s, "count"), "mismatch"), 1);
-    assert_int_equal(strlen(json_string_value(json_object_get(s, "fingerprint"))), 16);
-    json_decref(rep);
-
-    /* the cache: with the clock frozen, the describe budget allows
-     * SHADOW_DESCRIBE_PER_SEC new texts; repeats must not spend it */
-    for (int i = 0; i < 3 * SHADOW_DESCRIBE_PER_SEC; i++)
-        shadow_record_pg(sh, slot, "select 1", 8, SHADOW_MATCH, MS, MS, NULL, NULL);
+    shadow_record(sh, slot, 5, "select $1", SHADOW_MATCH, MS, MS, NULL, NULL);
+    /* no key text: the caller could not describe it; key_id is ignored */
+    shadow_record(sh, slot, 5, NULL, SHADOW_MATCH, MS, MS, NULL, NULL);
+    shadow_record(sh, slot, 6, NULL, SHADOW_MISMATCH, MS, MS, "a", "b");
     st = stats(slot);
-    assert_int_equal(st.statements_undescribed, 0);
-    assert_int_equal(st.outcomes[SHADOW_MATCH], 2 + 3 * SHADOW_DESCRIBE_PER_SEC);
-}
-
-static void
-test_describe_budget(void **state)
-{
-    (void)state;
-    int slot = metric_slot_listener("budget");
-    struct shadow_shard *sh = shadow_shard_new();
-    char sql[64];
-    int n;
-
-    assert_non_null(sh);
-    advance(SEC); /* a fresh second */
-    /* texts differing in literals share one shape (never re-described), so
-     * each new text here differs in a comment: same fingerprint, new shape */
-    for (int i = 0; i < SHADOW_DESCRIBE_PER_SEC + 5; i++) {
-        n = snprintf(sql, sizeof(sql), "select 1 /* %d */ from budget", i);
-        shadow_record_pg(sh, slot, sql, (size_t)n, SHADOW_MATCH, MS, MS, NULL, NULL);
-    }
-    assert_int_equal(stats(slot).statements_undescribed, 5);
-
-    /* the next second a refused text is described and cached */
-    advance(SEC);
-    n = snprintf(sql, sizeof(sql), "select 1 /* %d */ from budget", SHADOW_DESCRIBE_PER_SEC + 1);
-    shadow_record_pg(sh, slot, sql, (size_t)n, SHADOW_MATCH, MS, MS, NULL, NULL);
-    shadow_record_pg(sh, slot, sql, (size_t)n, SHADOW_MATCH, MS, MS, NULL, NULL);
-    assert_int_equal(stats(slot).statements_undescribed, 5);
+    assert_int_equal(st.statements_undescribed, 2);
+    assert_int_equal(st.statements_evicted, 0);
+    assert_int_equal(st.outcomes[SHADOW_MATCH], 2);
 
     json_t *rep = report(0);
     json_t *sts = json_object_get(rep, "statements");
-    assert_int_equal(count_in(sts, "budget"), 2); /* the fingerprint, and "other" */
-    json_t *s = nth_in(sts, "budget", 0);
-    /* normalized text as first described (the comment is the first text's) */
-    assert_string_equal(json_string_value(json_object_get(s, "statement")),
-                        "select $1 /* 0 */ from budget");
-    assert_int_equal(jint(json_object_get(s, "count"), "total"), SHADOW_DESCRIBE_PER_SEC + 2);
-    s = nth_in(sts, "budget", 1);
+    assert_int_equal(count_in(sts, "undescribed"), 2);
+    json_t *s = nth_in(sts, "undescribed", 0); /* the mismatch sorts first */
     assert_string_equal(json_string_value(json_object_get(s, "fingerprint")), "other");
-    assert_int_equal(jint(json_object_get(s, "count"), "total"), 5);
+    assert_string_equal(json_string_value(json_object_get(s, "statement")),
+                        "(other: statement table full or not described)");
+    assert_int_equal(jint(json_object_get(s, "count"), "total"), 2);
+    s = nth_in(sts, "undescribed", 1);
+    assert_string_equal(json_string_value(json_object_get(s, "fingerprint")), "0000000000000005");
+    assert_int_equal(jint(json_object_get(s, "count"), "total"), 1);
+    json_t *x = nth_in(json_object_get(rep, "samples"), "undescribed", 0);
+    assert_string_equal(json_string_value(json_object_get(x, "fingerprint")), "other");
+    assert_int_equal(jint(find_listener(rep, "undescribed"), "statements_undescribed"), 2);
     json_decref(rep);
 }
 
@@ -538,6 +506,15 @@ test_summary_cut_and_utf8(void **state)
     assert_string_equal(json_string_value(json_object_get(x, "shadow")), "?(? ok");
     assert_string_equal(json_string_value(json_object_get(x, "statement")), "bad ? key");
     json_decref(rep);
+
+    /* a key's text is cut likewise, at SHADOW_KEY_TEXT_MAX - 1 bytes */
+    shadow_record(sh, slot, 10, big, SHADOW_MISMATCH, MS, MS, "a", "b");
+    rep = report(0);
+    x = nth_in(json_object_get(rep, "samples"), "utf8", 0);
+    const char *text = json_string_value(json_object_get(x, "statement"));
+    assert_int_equal(strlen(text), SHADOW_KEY_TEXT_MAX - 2);
+    assert_int_equal(strncmp(text, big, strlen(text)), 0);
+    json_decref(rep);
 }
 
 /* ---- gauges ----------------------------------------------------------------- */
@@ -697,10 +674,9 @@ test_json_shape(void **state)
 
     assert_non_null(sh);
     for (int i = 0; i < 20; i++)
-        shadow_record_pg(sh, slot, "SELECT * FROM shape WHERE id = 7",
-                         strlen("SELECT * FROM shape WHERE id = 7"),
-                         i == 0 ? SHADOW_MISMATCH : SHADOW_MATCH, 2 * MS, 3 * MS,
-                         "SELECT 1 | (7,a)", "SELECT 1 | (7,b)");
+        shadow_record(sh, slot, 0x0123456789abcdefull, "SELECT * FROM shape WHERE id = $1",
+                      i == 0 ? SHADOW_MISMATCH : SHADOW_MATCH, 2 * MS, 3 * MS,
+                      "SELECT 1 | (7,a)", "SELECT 1 | (7,b)");
 
     json_t *rep = report(0);
     assert_true(json_is_string(json_object_get(rep, "generated_at")));
@@ -727,6 +703,7 @@ test_json_shape(void **state)
     assert_int_equal(jint(json_object_get(s, "count"), "mismatch"), 1);
     assert_string_equal(json_string_value(json_object_get(s, "statement")),
                         "SELECT * FROM shape WHERE id = $1");
+    assert_string_equal(json_string_value(json_object_get(s, "fingerprint")), "0123456789abcdef");
     for (const char *const *k =
              (const char *const[]){"primary_p50_ms", "shadow_p50_ms", "primary_p99_ms",
                                    "shadow_p99_ms", "latency_ratio", NULL};
@@ -746,8 +723,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_concurrent_shards),
-        cmocka_unit_test(test_literals_share_fingerprint),
-        cmocka_unit_test(test_describe_budget),
+        cmocka_unit_test(test_undescribed_is_other),
         cmocka_unit_test(test_table_bound_and_other),
         cmocka_unit_test(test_window_expiry),
         cmocka_unit_test(test_latency_ratios),
