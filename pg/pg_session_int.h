@@ -206,7 +206,6 @@ void pg_shadow_parsed(struct pg_session *s, struct pgstmt *st);
 int pg_shadow_is_detached(const struct pg_session *s);
 int pg_shadow_busy(const struct pg_session *s);
 void pg_shadow_orphan(struct pg_session *s);
-void pg_shadow_abandon(struct pg_session *s);
 int pg_unit_route(struct pg_session *s);
 int pg_shadow_swap_ready(struct pg_session *s);
 int pg_shadow_writes_owed(const struct pg_session *s);

@@ -1495,16 +1495,6 @@ pg_shadow_orphan(struct pg_session *s)
     mirror_orphan(&s->base.mirror, session_now_ns());
 }
 
-/* pg_shadow_abandon - the process is quitting: count what the shadow still owed. */
-void
-pg_shadow_abandon(struct pg_session *s)
-{
-    if (s->base.mirror.state == MIRROR_READY || s->base.mirror.state == MIRROR_CONNECTING) {
-        pg_shadow_orphan(s);
-        detach(s, SHADOW_DROPPED, "tandem is exiting");
-    }
-}
-
 int
 pg_shadow_is_detached(const struct pg_session *s)
 {

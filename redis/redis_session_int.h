@@ -301,7 +301,6 @@ void redis_shadow_swap(struct redis_session *s);
 void redis_shadow_orphan(struct redis_session *s);
 /* the client's login cannot be followed on the shadow: the session is mirrored no more */
 void redis_shadow_identity_lost(struct redis_session *s, const char *why);
-void redis_shadow_abandon(struct redis_session *s);
 void redis_keep_sample(uint8_t *sample, uint16_t *have, const uint8_t *p, size_t n);
 
 #endif /* TANDEM_REDIS_SESSION_INT_H */

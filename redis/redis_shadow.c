@@ -938,16 +938,6 @@ redis_shadow_orphan(struct redis_session *s)
         flush_shadow(s);
 }
 
-/* redis_shadow_abandon - the process is quitting: count what the shadow still owed. */
-void
-redis_shadow_abandon(struct redis_session *s)
-{
-    if (s->base.mirror.state == MIRROR_READY || s->base.mirror.state == MIRROR_CONNECTING) {
-        redis_shadow_orphan(s);
-        detach(s, SHADOW_DROPPED, "tandem is exiting");
-    }
-}
-
 /* redis_shadow_release - at session end: close the shadow, free every unit and buffer. */
 void
 redis_shadow_release(struct redis_session *s)
