@@ -310,6 +310,22 @@ session_set_state(struct session *s, int next)
     }
 }
 
+void
+session_close(struct session *s)
+{
+    if (s->state == SESSION_LINGER || s->state == SESSION_DEAD || s->state == SESSION_SHADOW_DRAIN)
+        return;
+    session_set_state(s, SESSION_LINGER);
+}
+
+void
+session_wake(struct session *s)
+{
+    static const struct timeval now = {0, 0};
+    if (s->state == SESSION_ACTIVE)
+        evtimer_add(&s->timer, &now);
+}
+
 /* The client is gone for good: it no longer counts against max_client_conn. */
 static void
 client_gone(struct session *s)

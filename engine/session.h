@@ -170,6 +170,12 @@ int session_init(struct session *s, const struct session_ops *ops, struct worker
 /* session_set_state - the one writer of s->state (logs it; LINGER closes the backend). */
 void session_set_state(struct session *s, int next);
 
+/* session_close - end without a word (the peer left, Terminate, QUIT): LINGER, once. */
+void session_close(struct session *s);
+
+/* session_wake - an active session reads its waiting input again, from its timer. */
+void session_wake(struct session *s);
+
 /* session_arm_timer - the session's timer fires in ms. */
 void session_arm_timer(struct session *s, uint32_t ms);
 

@@ -70,12 +70,6 @@ static int op_idle(struct session *base);
 
 #define slog(s, level, ...) log_at(level, (s)->base.id, (s)->base.peer, __VA_ARGS__)
 
-static void
-count_client_error(struct pg_session *s, enum metric_client_error reason)
-{
-    session_count_client_error(&s->base, reason);
-}
-
 void
 pg_count_backend(struct pg_session *s, const struct rt_backend *b, enum metric_backend_counter c,
                  uint64_t n)
@@ -88,18 +82,6 @@ static void
 count_backend(struct pg_session *s, enum metric_backend_counter c, uint64_t n)
 {
     session_count_backend(&s->base, s->base.be, c, n);
-}
-
-static void
-count_listener(struct pg_session *s, enum metric_listener_counter c, uint64_t n)
-{
-    session_count_listener(&s->base, c, n);
-}
-
-static void
-arm_timer(struct pg_session *s, uint32_t ms)
-{
-    session_arm_timer(&s->base, ms);
 }
 
 /* After a role swap libpq owns the answering socket: it goes with the connection. */
@@ -119,12 +101,6 @@ static void
 op_leaving(struct session *base)
 {
     cancel_unregister(&((struct pg_session *)base)->cancel);
-}
-
-static void
-set_state(struct pg_session *s, int next)
-{
-    session_set_state(&s->base, next);
 }
 
 /* ------------------------------------------------------------------ */
@@ -151,18 +127,9 @@ fail(struct pg_session *s, enum metric_client_error reason, const char *sqlstate
         return; /* closing already, or the client is gone */
     slog(s, reason == METRIC_ERR_SHUTDOWN ? CONF_LOG_INFO : CONF_LOG_WARN, "closing: %s (%s)",
          msg, sqlstate);
-    count_client_error(s, reason);
+    session_count_client_error(&s->base, reason);
     send_error(s, "FATAL", sqlstate, msg);
-    set_state(s, SESSION_LINGER);
-}
-
-/* close_quietly - end without a message (the peer went away, or said Terminate). */
-static void
-close_quietly(struct pg_session *s)
-{
-    if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD || s->base.state == SESSION_SHADOW_DRAIN)
-        return;
-    set_state(s, SESSION_LINGER);
+    session_set_state(&s->base, SESSION_LINGER);
 }
 
 /*
@@ -177,16 +144,8 @@ pg_session_forward(struct pg_session *s, struct evbuffer *in, size_t len)
         return;
     }
     evbuffer_remove_buffer(in, s->base.client.out, len);
-    count_listener(s, METRIC_L_BYTES_SENT, len);
+    session_count_listener(&s->base, METRIC_L_BYTES_SENT, len);
     s->route.forwarded += len;
-}
-
-/* Run settle() and the client's waiting input from the timer, outside the shadow's handler. */
-static void
-wake_soon(struct pg_session *s)
-{
-    static const struct timeval now = {0, 0};
-    evtimer_add(&s->base.timer, &now);
 }
 
 /* pg_session_route_done - the shadow's ReadyForQuery for the routed read was forwarded. */
@@ -200,7 +159,7 @@ pg_session_route_done(struct pg_session *s)
         s->base.outstanding--;
     if (s->base.state == SESSION_ACTIVE && conn_flush(&s->base.client) == CONN_ERROR)
         s->base.state = SESSION_DEAD;
-    wake_soon(s);
+    session_wake(&s->base);
 }
 
 /*
@@ -225,7 +184,7 @@ pg_session_route_failed(struct pg_session *s, int retried)
     if (s->base.server_open && conn_flush(&s->base.server) == CONN_ERROR)
         fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_CONNECTION_FAILURE,
              "lost the connection to the backend");
-    wake_soon(s);
+    session_wake(&s->base);
 }
 
 void
@@ -327,7 +286,7 @@ forward_cancel(struct pg_session *s, uint32_t pid, uint32_t key)
 {
     struct cancel_entry target;
 
-    count_listener(s, METRIC_L_CANCELS, 1);
+    session_count_listener(&s->base, METRIC_L_CANCELS, 1);
     if (cancel_lookup(pid, key, &target) != 0) {
         slog(s, CONF_LOG_INFO, "cancel request with an unknown key ignored");
         return;
@@ -388,8 +347,8 @@ send_startup(struct pg_session *s)
         return;
     }
     evbuffer_add(s->base.server.out, out, n);
-    set_state(s, PGS_AUTH);
-    arm_timer(s, s->base.rt->conf->limits.startup_timeout_ms);
+    session_set_state(&s->base, PGS_AUTH);
+    session_arm_timer(&s->base, s->base.rt->conf->limits.startup_timeout_ms);
 }
 
 static void
@@ -399,7 +358,7 @@ server_connected(struct pg_session *s)
     if (s->base.be->tls != NULL) {
         uint8_t req[8];
         evbuffer_add(s->base.server.out, req, pgw_build_ssl_request(req, sizeof(req)));
-        set_state(s, PGS_SERVER_TLS_ASK);
+        session_set_state(&s->base, PGS_SERVER_TLS_ASK);
         return;
     }
     send_startup(s);
@@ -408,34 +367,16 @@ server_connected(struct pg_session *s)
 static void
 connect_backend(struct pg_session *s)
 {
-    const struct rt_backend *be = s->base.be;
-    int fd = socket(be->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
+    int rc = session_connect(&s->base.server, s->base.w->base, s->base.be, on_server, s);
+    if (rc < 0) {
         backend_failed(s, strerror(errno));
-        return;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-    if (conn_init(&s->base.server, s->base.w->base, fd, on_server, s) != 0) {
-        close(fd);
-        backend_failed(s, "out of memory");
         return;
     }
     s->base.server_open = 1;
-    set_state(s, PGS_CONNECTING);
-    arm_timer(s, s->base.rt->conf->limits.connect_timeout_ms);
-    if (connect(fd, (const struct sockaddr *)&be->addr, be->addrlen) == 0) {
-        server_connected(s);
-        return;
-    }
-    if (errno != EINPROGRESS) {
-        backend_failed(s, strerror(errno));
-        return;
-    }
-    /* writable = connected or failed; on_server reads SO_ERROR */
-    event_add(&s->base.server.ev_write, NULL);
-    s->base.server.writing = 1;
+    session_set_state(&s->base, PGS_CONNECTING);
+    session_arm_timer(&s->base, s->base.rt->conf->limits.connect_timeout_ms);
+    if (rc == 0)
+        server_connected(s); /* else writable = connected or failed: server_event */
 }
 
 /* ------------------------------------------------------------------ */
@@ -487,7 +428,7 @@ client_startup(struct pg_session *s)
     switch (st.kind) {
     case PGW_STARTUP_CANCEL:
         forward_cancel(s, st.cancel_pid, st.cancel_key);
-        close_quietly(s);
+        session_close(&s->base);
         return 0;
     case PGW_STARTUP_GSSENC:
         evbuffer_drain(in, len);
@@ -509,11 +450,11 @@ client_startup(struct pg_session *s)
         evbuffer_add(s->base.client.out, "S", 1);
         if (conn_flush(&s->base.client) != CONN_OK ||
             conn_start_tls(&s->base.client, s->base.lis->tls, 1, NULL, NULL) != 0) {
-            count_client_error(s, METRIC_ERR_TLS);
-            close_quietly(s);
+            session_count_client_error(&s->base, METRIC_ERR_TLS);
+            session_close(&s->base);
             return 0;
         }
-        set_state(s, PGS_CLIENT_TLS);
+        session_set_state(&s->base, PGS_CLIENT_TLS);
         return 1;
     case PGW_STARTUP_MESSAGE:
         break;
@@ -543,7 +484,7 @@ client_startup(struct pg_session *s)
     }
     s->startup = malloc(len);
     if (s->startup == NULL) {
-        close_quietly(s);
+        session_close(&s->base);
         return 0;
     }
     memcpy(s->startup, pkt, len);
@@ -574,7 +515,7 @@ client_auth(struct pg_session *s)
             return -1;
         }
         if (h.type == 'X') {
-            close_quietly(s);
+            session_close(&s->base);
             return -1;
         }
         if (h.type != 'p') {
@@ -620,7 +561,7 @@ move_run(struct pg_session *s, size_t run, enum run_target target)
     evbuffer_remove_buffer(s->base.client.in,
                            target == RUN_HOLD && s->route.candidate ? s->route.buf : s->base.server.out,
                            run);
-    count_listener(s, METRIC_L_BYTES_RECEIVED, run);
+    session_count_listener(&s->base, METRIC_L_BYTES_RECEIVED, run);
 }
 
 /*
@@ -994,7 +935,7 @@ out:
         uint8_t x[8];
         evbuffer_add(s->base.server.out, x, pgw_build_terminate(x, sizeof(x)));
         conn_flush(&s->base.server);
-        close_quietly(s);
+        session_close(&s->base);
         return -1;
     }
     return 0;
@@ -1114,7 +1055,7 @@ server_auth(struct pg_session *s)
         case 'Z':
             pgw_ready_parse(body, blen, &s->tx_status);
             evbuffer_remove_buffer(in, s->base.client.out, total);
-            set_state(s, SESSION_ACTIVE);
+            session_set_state(&s->base, SESSION_ACTIVE);
             slog(s, CONF_LOG_DEBUG, "logged in to \"%s\"", s->base.be->conf->name);
             /* a canary no_mirror rule keeps the session off the shadow altogether */
             if (s->base.shadow_be != NULL && !s->route.no_mirror &&
@@ -1127,7 +1068,7 @@ server_auth(struct pg_session *s)
         case 'E':
             /* the server refused the login: its own error reaches the client */
             evbuffer_remove_buffer(in, s->base.client.out, total);
-            close_quietly(s);
+            session_close(&s->base);
             return;
         default:
             break;
@@ -1157,7 +1098,7 @@ server_run_done(struct pg_session *s, size_t *avail, size_t *run)
         evbuffer_drain(s->base.server.in, *run);
     } else {
         evbuffer_remove_buffer(s->base.server.in, s->base.client.out, *run);
-        count_listener(s, METRIC_L_BYTES_SENT, *run);
+        session_count_listener(&s->base, METRIC_L_BYTES_SENT, *run);
     }
     *avail -= *run;
     *run = 0;
@@ -1234,7 +1175,7 @@ server_active(struct pg_session *s)
     } else if (idle_now && s->base.shadow_be != NULL &&
                (s->base.writes_waiting || s->base.swapped != control_roles_swapped(s->base.lis->metric_slot))) {
         /* an idle point a cutover waits for: swap now, not at the next tick */
-        wake_soon(s);
+        session_wake(&s->base);
     }
 }
 
@@ -1262,7 +1203,7 @@ server_input(struct pg_session *s)
             backend_failed(s, s->base.server.tls_error);
             return;
         }
-        set_state(s, PGS_SERVER_TLS);
+        session_set_state(&s->base, PGS_SERVER_TLS);
         return;
     }
     if (s->base.state == PGS_AUTH)
@@ -1287,11 +1228,11 @@ client_event(struct pg_session *s, short what)
             return;
         if (io != CONN_OK) {
             slog(s, CONF_LOG_INFO, "client TLS handshake failed: %s", s->base.client.tls_error);
-            count_client_error(s, METRIC_ERR_TLS);
+            session_count_client_error(&s->base, METRIC_ERR_TLS);
             s->base.state = SESSION_DEAD; /* no protocol left to speak in */
             return;
         }
-        set_state(s, PGS_STARTUP);
+        session_set_state(&s->base, PGS_STARTUP);
         what |= EV_READ; /* the startup packet may already sit inside OpenSSL */
     }
     if (what & EV_READ) {
@@ -1327,8 +1268,8 @@ server_lost(struct pg_session *s, enum conn_io io)
     if (s->base.state == SESSION_ACTIVE && s->server_skip == 0 && io == CONN_EOF) {
         /* the server said goodbye (its FATAL, if any, is already forwarded) */
         slog(s, CONF_LOG_INFO, "backend \"%s\" closed the connection", s->base.be->conf->name);
-        count_client_error(s, METRIC_ERR_BACKEND_LOST);
-        close_quietly(s);
+        session_count_client_error(&s->base, METRIC_ERR_BACKEND_LOST);
+        session_close(&s->base);
         return;
     }
     if (s->base.state < PGS_AUTH || (s->base.state == PGS_AUTH && !s->logged_in)) {
@@ -1365,10 +1306,7 @@ server_event(struct pg_session *s, short what)
     if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD || !s->base.server_open)
         return;
     if (s->base.state == PGS_CONNECTING) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(s->base.server.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-            err = errno;
+        int err = session_connect_result(&s->base.server);
         if (err != 0) {
             backend_failed(s, strerror(err));
             return;
@@ -1482,8 +1420,8 @@ pg_session_accept(struct worker *w, const struct rt_listener *l, int fd,
     }
     s->cancel.pid &= 0x7fffffff; /* clients print it as a positive pid */
     worker_session_added(w, &s->base);
-    set_state(s, PGS_STARTUP);
-    arm_timer(s, s->base.rt->conf->limits.startup_timeout_ms);
+    session_set_state(&s->base, PGS_STARTUP);
+    session_arm_timer(&s->base, s->base.rt->conf->limits.startup_timeout_ms);
     settle(s);
 }
 
@@ -1529,7 +1467,7 @@ op_orphan(struct session *base)
 static void
 op_wake(struct session *base)
 {
-    wake_soon((struct pg_session *)base);
+    session_wake(base);
 }
 
 static int

@@ -61,23 +61,11 @@ static const struct session_ops redis_session_ops;
 
 #define slog(s, level, ...) log_at(level, (s)->base.id, (s)->base.peer, __VA_ARGS__)
 
-static void
-count_client_error(struct redis_session *s, enum metric_client_error reason)
-{
-    session_count_client_error(&s->base, reason);
-}
-
 void
 redis_count_backend(struct redis_session *s, const struct rt_backend *b,
                     enum metric_backend_counter c, uint64_t n)
 {
     session_count_backend(&s->base, b, c, n);
-}
-
-static void
-count_listener(struct redis_session *s, enum metric_listener_counter c, uint64_t n)
-{
-    session_count_listener(&s->base, c, n);
 }
 
 /* A request answered by backend b (the primary, or the shadow for a routed read). */
@@ -98,23 +86,11 @@ backend_wants_auth(const struct redis_session *s)
            __atomic_load_n(&auth_required[slot], __ATOMIC_RELAXED);
 }
 
-static void
-arm_timer(struct redis_session *s, uint32_t ms)
-{
-    session_arm_timer(&s->base, ms);
-}
-
 /* The client goes: nothing more is read from it. */
 static void
 op_leaving(struct session *base)
 {
     ((struct redis_session *)base)->input_closed = 1;
-}
-
-static void
-set_state(struct redis_session *s, int next)
-{
-    session_set_state(&s->base, next);
 }
 
 /* ------------------------------------------------------------------ */
@@ -278,14 +254,6 @@ send_error(struct redis_session *s, const char *msg)
         evbuffer_add(s->base.client.out, buf, n);
 }
 
-static void
-close_quietly(struct redis_session *s)
-{
-    if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD || s->base.state == SESSION_SHADOW_DRAIN)
-        return;
-    set_state(s, SESSION_LINGER);
-}
-
 /*
  * fail_all - every command still awaiting an answer gets msg as its reply
  * (a client counting replies must not hang), at least one is sent, and the
@@ -298,7 +266,7 @@ fail_all(struct redis_session *s, enum metric_client_error reason, const char *m
     if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD || s->base.state == SESSION_SHADOW_DRAIN)
         return;
     slog(s, reason == METRIC_ERR_SHUTDOWN ? CONF_LOG_INFO : CONF_LOG_WARN, "closing: %s", msg);
-    count_client_error(s, reason);
+    session_count_client_error(&s->base, reason);
     for (struct redis_unit *u = pcur(s); u; u = redis_unit_of(u->base.next)) {
         if (u->base.primary_done || u->base.routed)
             continue; /* a routed read's answer is the shadow's: see below */
@@ -315,7 +283,7 @@ fail_all(struct redis_session *s, enum metric_client_error reason, const char *m
     }
     if (sent == 0)
         send_error(s, msg);
-    set_state(s, SESSION_LINGER);
+    session_set_state(&s->base, SESSION_LINGER);
 }
 
 void
@@ -391,7 +359,7 @@ static void
 server_connected(struct redis_session *s)
 {
     redis_count_backend(s, s->base.be, METRIC_B_SERVER_OPENED, 1);
-    set_state(s, SESSION_ACTIVE);
+    session_set_state(&s->base, SESSION_ACTIVE);
     slog(s, CONF_LOG_DEBUG, "connected to \"%s\"", s->base.be->conf->name);
 }
 
@@ -407,7 +375,7 @@ connect_backend(struct redis_session *s)
     if (rc == 0)
         server_connected(s);
     else
-        arm_timer(s, s->base.rt->conf->limits.connect_timeout_ms);
+        session_arm_timer(&s->base, s->base.rt->conf->limits.connect_timeout_ms);
 }
 
 /* ------------------------------------------------------------------ */
@@ -423,7 +391,7 @@ emit_local_replies(struct redis_session *s)
         s->base.outstanding--;
         mirror_primary_answered(&s->base.mirror, &u->base, 0);
         if (u->close_after)
-            close_quietly(s);
+            session_close(&s->base);
     }
     mirror_complete(&s->base.mirror);
 }
@@ -457,11 +425,11 @@ protocol_error(struct redis_session *s, const char *err)
     char msg[200];
     snprintf(msg, sizeof(msg), "ERR Protocol error: %s", err);
     slog(s, CONF_LOG_INFO, "closing: protocol error: %s", err);
-    count_client_error(s, METRIC_ERR_PROTOCOL);
+    session_count_client_error(&s->base, METRIC_ERR_PROTOCOL);
     s->input_closed = 1;
     evbuffer_drain(s->base.client.in, evbuffer_get_length(s->base.client.in));
     if (add_local_unit(s, msg, 1) != 0)
-        close_quietly(s);
+        session_close(&s->base);
 }
 
 static int
@@ -573,15 +541,6 @@ idle(const struct redis_session *s)
            evbuffer_get_length(s->base.client.in) == 0;
 }
 
-/* Run the client's waiting input from the timer, outside the handler that freed it. */
-static void
-wake_soon(struct redis_session *s)
-{
-    static const struct timeval now = {0, 0};
-    if (s->base.state == SESSION_ACTIVE)
-        evtimer_add(&s->base.timer, &now);
-}
-
 /* The canary rule the session matches by itself (client address, name); at login and on a rename. */
 static void
 route_match_session(struct redis_session *s)
@@ -667,7 +626,7 @@ redis_session_forward(struct redis_session *s, struct evbuffer *in, size_t n)
         return;
     }
     evbuffer_remove_buffer(in, s->base.client.out, n);
-    count_listener(s, METRIC_L_BYTES_SENT, n);
+    session_count_listener(&s->base, METRIC_L_BYTES_SENT, n);
     s->route.forwarded += n;
     /* errors show on the client's own events; a slow client stops the shadow's reads */
     conn_flush(&s->base.client);
@@ -681,7 +640,7 @@ redis_session_route_done(struct redis_session *s)
     s->route.unit = NULL;
     s->route.forwarded = 0;
     evbuffer_drain(s->route.buf, evbuffer_get_length(s->route.buf));
-    wake_soon(s); /* the client's next commands may go */
+    session_wake(&s->base); /* the client's next commands may go */
 }
 
 /*
@@ -702,8 +661,8 @@ redis_session_route_lost(struct redis_session *s)
         return; /* closing already */
     if (s->route.forwarded > 0 || (r = redis_unit_new(s)) == NULL) {
         slog(s, CONF_LOG_WARN, "closing: lost the shadow in the middle of a routed reply");
-        count_client_error(s, METRIC_ERR_BACKEND_LOST);
-        close_quietly(s);
+        session_count_client_error(&s->base, METRIC_ERR_BACKEND_LOST);
+        session_close(&s->base);
         return;
     }
     r->cmd = u->cmd;
@@ -720,7 +679,7 @@ redis_session_route_lost(struct redis_session *s)
         fail_all(s, METRIC_ERR_BACKEND_LOST, "ERR tandem: lost the connection to the backend");
         return;
     }
-    wake_soon(s);
+    session_wake(&s->base);
 }
 
 /* ------------------------------------------------------------------ */
@@ -780,7 +739,7 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     if (u == NULL) {
         /* no unit, no way to keep replies in order: give up on this client */
         s->input_closed = 1;
-        close_quietly(s);
+        session_close(&s->base);
         return CMD_ANSWERED;
     }
     u->cmd = cmd;
@@ -839,7 +798,7 @@ client_input(struct redis_session *s)
             return;
         const uint8_t *buf = evbuffer_pullup(in, (ev_ssize_t)avail);
         if (buf == NULL) {
-            close_quietly(s);
+            session_close(&s->base);
             return;
         }
         s->client_need = 0;
@@ -988,7 +947,7 @@ server_input(struct redis_session *s)
         struct redis_unit *u = pcur(s);
         if (u != NULL && u->local != NULL) {
             evbuffer_remove_buffer(in, s->base.client.out, run);
-            count_listener(s, METRIC_L_BYTES_SENT, run);
+            session_count_listener(&s->base, METRIC_L_BYTES_SENT, run);
             avail -= run;
             run = 0;
             emit_local_replies(s);
@@ -1029,7 +988,7 @@ server_input(struct redis_session *s)
         if (u->base.routed) {
             /* the comparison of a read the shadow answered: digested, not the client's */
             evbuffer_remove_buffer(in, s->base.client.out, run);
-            count_listener(s, METRIC_L_BYTES_SENT, run);
+            session_count_listener(&s->base, METRIC_L_BYTES_SENT, run);
             evbuffer_drain(in, used);
             avail -= run + used;
             run = 0;
@@ -1044,14 +1003,14 @@ server_input(struct redis_session *s)
     }
     if (run > 0 && s->base.state == SESSION_ACTIVE) {
         evbuffer_remove_buffer(in, s->base.client.out, run);
-        count_listener(s, METRIC_L_BYTES_SENT, run);
+        session_count_listener(&s->base, METRIC_L_BYTES_SENT, run);
     }
     if (pcur(s) != NULL && pcur(s)->local != NULL)
         emit_local_replies(s);
     if (s->base.mirror.state != MIRROR_OFF)
         redis_shadow_flush(s);
     if (s->base.draining && idle(s))
-        close_quietly(s);
+        session_close(&s->base);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1073,7 +1032,7 @@ client_event(struct redis_session *s, short what)
             return;
         }
         if (io == CONN_OK)
-            count_listener(s, METRIC_L_BYTES_RECEIVED, n);
+            session_count_listener(&s->base, METRIC_L_BYTES_RECEIVED, n);
     }
     client_input(s);
     if (s->base.state == SESSION_ACTIVE && conn_flush(&s->base.server) == CONN_ERROR) {
@@ -1101,8 +1060,8 @@ server_lost(struct redis_session *s, enum conn_io io)
         /* QUIT, or the server closed an idle connection: the client sees the close */
         slog(s, CONF_LOG_INFO, "backend \"%s\" closed the connection", s->base.be->conf->name);
         if (s->base.outstanding > 0)
-            count_client_error(s, METRIC_ERR_BACKEND_LOST);
-        close_quietly(s);
+            session_count_client_error(&s->base, METRIC_ERR_BACKEND_LOST);
+        session_close(&s->base);
         return;
     }
     fail_all(s, METRIC_ERR_BACKEND_LOST,
@@ -1180,7 +1139,7 @@ on_timer(evutil_socket_t fd, short what, void *arg)
         /* a routed read was answered, or a cutover let writes go: read on */
         client_event(s, 0);
         if (s->base.state == SESSION_ACTIVE && s->base.draining && idle(s))
-            close_quietly(s);
+            session_close(&s->base);
         break;
     default:
         break; /* SHADOW_DRAIN: settle() frees it once the shadow is done */
@@ -1213,9 +1172,9 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
     s->limits.pre_auth = backend_wants_auth(s);
     worker_session_added(w, &s->base);
     if (over_limit) {
-        count_client_error(s, METRIC_ERR_TOO_MANY_CLIENTS);
+        session_count_client_error(&s->base, METRIC_ERR_TOO_MANY_CLIENTS);
         send_error(s, "ERR max number of clients reached");
-        set_state(s, SESSION_LINGER);
+        session_set_state(&s->base, SESSION_LINGER);
     } else {
         connect_backend(s);
         /* now, not once connected: commands read meanwhile must be mirrored too */
@@ -1275,7 +1234,7 @@ op_close_with(struct session *base, enum session_close why, const char *msg)
     }
     if (why == SESSION_CLOSE_CUTOVER)
         slog(s, CONF_LOG_INFO, "closing: %s", msg);
-    close_quietly(s);
+    session_close(&s->base);
 }
 
 static void
@@ -1287,7 +1246,7 @@ op_orphan(struct session *base)
 static void
 op_wake(struct session *base)
 {
-    wake_soon((struct redis_session *)base);
+    session_wake(base);
 }
 
 static int
