@@ -514,7 +514,7 @@ session_cutover_check(struct session *s, int *listener_slot)
     }
     if (s->writes_waiting) {
         s->writes_waiting = 0;
-        s->ops->wake(s);
+        session_wake(s); /* the waiting writes are read again from the session's timer */
     }
     return 0;
 }

@@ -64,8 +64,6 @@ struct session_ops {
      * Redis says nothing at a shutdown), counted as a client error.
      */
     void (*close_with)(struct session *s, enum session_close why, const char *msg);
-    /* wake - read the client's waiting input again, from the session's timer */
-    void (*wake)(struct session *s);
     /*
      * The worker's periodic look: detach a shadow that timed out (never
      * free).  *lag_ns: age of the oldest unanswered mirror.  Returns 1 when

@@ -1464,12 +1464,6 @@ op_orphan(struct session *base)
     pg_shadow_orphan((struct pg_session *)base);
 }
 
-static void
-op_wake(struct session *base)
-{
-    session_wake(base);
-}
-
 static int
 op_shadow_tick(struct session *base, uint64_t now_ns, uint64_t *lag_ns)
 {
@@ -1529,7 +1523,6 @@ static const struct session_ops pg_session_ops = {
     .destroy = op_destroy,
     .idle = op_idle,
     .close_with = op_close_with,
-    .wake = op_wake,
     .shadow_tick = op_shadow_tick,
     .writes_owed = op_writes_owed,
     .swap_ready = op_swap_ready,

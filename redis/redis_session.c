@@ -1243,12 +1243,6 @@ op_orphan(struct session *base)
     redis_shadow_orphan((struct redis_session *)base);
 }
 
-static void
-op_wake(struct session *base)
-{
-    session_wake(base);
-}
-
 static int
 op_shadow_tick(struct session *base, uint64_t now_ns, uint64_t *lag_ns)
 {
@@ -1326,7 +1320,6 @@ static const struct session_ops redis_session_ops = {
     .destroy = op_destroy,
     .idle = op_idle,
     .close_with = op_close_with,
-    .wake = op_wake,
     .shadow_tick = op_shadow_tick,
     .writes_owed = op_writes_owed,
     .swap_ready = op_swap_ready,
