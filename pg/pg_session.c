@@ -714,6 +714,227 @@ write_must_wait(struct pg_session *s, const struct pgclass_result *cls)
 static const struct pgclass_result unknown_statement = {.kind = REQ_KIND_WRITE};
 
 /*
+ * A scan of the client's input after login: `run` bytes from the front of
+ * client.in are framed and go to the primary (and `target`) together, in
+ * one evbuffer move, when the target changes or the scan ends.
+ */
+struct client_scan {
+    size_t avail;           /* bytes of client.in not yet moved */
+    size_t run;             /* of those, framed and waiting to move */
+    enum run_target target; /* where the run goes besides the primary */
+};
+
+/* Move the run so far; the next message starts a new one going to target. */
+static void
+scan_cut(struct pg_session *s, struct client_scan *sc, enum run_target target)
+{
+    move_run(s, sc->run, sc->target);
+    sc->avail -= sc->run;
+    sc->run = 0;
+    sc->target = target;
+}
+
+/* What a message handler tells the scan. */
+enum scan_step {
+    SCAN_TAKE, /* the message joins the run */
+    SCAN_STOP, /* stop here: more bytes are needed, or a cutover holds the write */
+    SCAN_FAIL, /* the session is closing */
+};
+
+/*
+ * Query, Parse, FunctionCall: read whole (bounded by max_packet_size) for
+ * their SQL, classified; a Parse is recorded for re-parsing on a shadow.
+ * *closes: the message ends its unit.
+ */
+static enum scan_step
+scan_statement(struct pg_session *s, struct client_scan *sc, const struct pgw_header *h,
+               int *closes)
+{
+    size_t total = pgw_header_total(h), blen = h->len - 4;
+    const char *sql = NULL, *name = NULL;
+    size_t sqllen = 0, namelen = 0;
+    struct pgclass_result cls = unknown_statement;
+    uint8_t *heap = NULL;
+    const uint8_t *msg;
+
+    if (sc->avail - sc->run < total)
+        return SCAN_STOP;
+    if ((msg = peek_message(s, sc->run, total, &heap)) == NULL) {
+        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, "out of memory");
+        return SCAN_FAIL;
+    }
+    if ((h->type == 'Q' && pgw_query_parse(msg + PGW_HEADER_LEN, blen, &sql, &sqllen) != PGW_OK) ||
+        (h->type == 'P' &&
+         pgstmt_parse_msg(msg + PGW_HEADER_LEN, blen, &name, &namelen, &sql, &sqllen) != 0)) {
+        free(heap);
+        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, "invalid string in message");
+        return SCAN_FAIL;
+    }
+    if (sql != NULL)
+        pgcache_classify(s->base.w->cls_cache, sql, &s->base.rt->classify, &cls);
+    if (write_must_wait(s, &cls)) {
+        free(heap);
+        return SCAN_STOP;
+    }
+    unit_statement(s, &cls);
+    if (sql != NULL && shadowing(s))
+        pg_unit_set_sql(s->building, sql, sqllen);
+    if (h->type == 'P') {
+        /* a named statement parsed on the shadow alone would be missing on the primary */
+        if (namelen > 0)
+            route_abandon(s, ROUTE_REASON_UNROUTABLE);
+        else
+            s->route.parsed_unnamed = 1;
+        route_note_parse(s, 0);
+        if (s->stmts == NULL)
+            s->stmts = pgstmt_table_new();
+        /* the Parse bytes matter only to re-parse on a shadow */
+        size_t keep = shadowing(s) ? total : 0;
+        struct pgstmt *st = s->stmts ? pgstmt_put(s->stmts, name, namelen, msg, keep, &cls) : NULL;
+        if (st && shadowing(s))
+            pg_shadow_parsed(s, st);
+    } else {
+        if (h->type == 'Q')
+            track_statement_sql(s, sql, &cls);
+        *closes = 1;
+    }
+    free(heap);
+    return SCAN_TAKE;
+}
+
+/*
+ * Bind, Describe, Close: only the statement's name is read.  A statement
+ * the shadow lacks gets its recorded Parse into the unit first.
+ */
+static enum scan_step
+scan_reference(struct pg_session *s, struct client_scan *sc, const struct pgw_header *h)
+{
+    size_t total = pgw_header_total(h);
+    size_t need = total < NAME_PREFIX_MAX ? total : NAME_PREFIX_MAX;
+    const char *name;
+    size_t namelen;
+    struct pgstmt *st = NULL;
+    uint8_t *heap = NULL;
+    int named;
+
+    if (sc->avail - sc->run < need)
+        return SCAN_STOP;
+    const uint8_t *msg = peek_message(s, sc->run, need, &heap);
+    named = h->type == 'B' ? pgstmt_bind_msg(msg + PGW_HEADER_LEN, need - PGW_HEADER_LEN, &name,
+                                             &namelen) == 0
+                           : pgstmt_target_msg(msg + PGW_HEADER_LEN, need - PGW_HEADER_LEN, &name,
+                                               &namelen) == 0;
+    if (named && s->stmts)
+        st = pgstmt_get(s->stmts, name, namelen);
+    if (h->type == 'B' &&
+        write_must_wait(s, st ? &st->cls : (named ? &unknown_statement : NULL))) {
+        free(heap);
+        return SCAN_STOP;
+    }
+    if (h->type == 'B') {
+        unit_statement(s, st ? &st->cls : (named ? &unknown_statement : NULL));
+        const char *q, *n;
+        size_t ql, nl;
+        if (st && st->parse_len > PGW_HEADER_LEN && shadowing(s) && s->building &&
+            s->building->sql == NULL &&
+            pgstmt_parse_msg(st->parse + PGW_HEADER_LEN, st->parse_len - PGW_HEADER_LEN, &n, &nl,
+                             &q, &ql) == 0)
+            pg_unit_set_sql(s->building, q, ql);
+    } else {
+        unit_statement(s, NULL);
+    }
+    /* the shadow can run only what it can be given: a statement with
+     * its Parse kept, or the unnamed one parsed in this same unit */
+    if (h->type == 'C' || (named && namelen > 0 && (st == NULL || st->parse == NULL)) ||
+        (named && namelen == 0 && !s->route.parsed_unnamed))
+        route_abandon(s, ROUTE_REASON_UNROUTABLE);
+    if (st && shadowing(s) && s->unit_buf && s->building &&
+        (s->base.mirror.state == MIRROR_READY || s->base.mirror.state == MIRROR_CONNECTING)) {
+        /* the unit's earlier bytes first, then the statement's Parse */
+        scan_cut(s, sc, RUN_UNIT);
+        if (pg_unit_note_statement(s, st))
+            route_note_parse(s, 1);
+        if (h->type == 'C' && st->epoch == s->shadow.epoch)
+            s->building->sampled = 1; /* the shadow must forget it too */
+    }
+    if (h->type == 'C' && st)
+        pgstmt_remove(s->stmts, name, namelen);
+    free(heap);
+    return SCAN_TAKE;
+}
+
+/* Where a message of this type goes besides the primary. */
+static enum run_target
+message_target(const struct pg_session *s, uint8_t type)
+{
+    if (type == 'd' || type == 'c' || type == 'f')
+        return s->copy_mirror ? RUN_COPY : RUN_PLAIN;
+    if (s->route.candidate)
+        return RUN_HOLD;
+    if (shadowing(s) && s->building &&
+        (s->base.mirror.state == MIRROR_READY || s->base.mirror.state == MIRROR_CONNECTING))
+        return RUN_UNIT;
+    return RUN_PLAIN;
+}
+
+/* Read and check the next message's header at the scan's position: 0, 1 need more, -1 bad. */
+static int
+scan_header(struct pg_session *s, const struct client_scan *sc, struct pgw_header *h)
+{
+    uint8_t hdr[PGW_HEADER_LEN];
+    struct evbuffer_ptr pos;
+    const char *err;
+
+    if (sc->avail - sc->run < PGW_HEADER_LEN)
+        return 1;
+    evbuffer_ptr_set(s->base.client.in, &pos, sc->run, EVBUFFER_PTR_SET);
+    evbuffer_copyout_from(s->base.client.in, &pos, hdr, sizeof(hdr));
+    if (pgw_header_parse(hdr, sizeof(hdr), s->base.rt->conf->limits.max_packet_size, h, &err) !=
+        PGW_OK) {
+        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, err);
+        return -1;
+    }
+    if (!pgw_frontend_type_valid(h->type)) {
+        char msg[64];
+        snprintf(msg, sizeof(msg), "invalid frontend message type %d", h->type);
+        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* The message's kind of step: statements, references, the unit's end, the rest. */
+static enum scan_step
+scan_message(struct pg_session *s, struct client_scan *sc, const struct pgw_header *h,
+             int *closes)
+{
+    switch (h->type) {
+    case 'Q':
+    case 'P':
+    case 'F':
+        return scan_statement(s, sc, h, closes);
+    case 'B':
+    case 'D':
+    case 'C':
+        return scan_reference(s, sc, h);
+    case 'S':
+        *closes = 1;
+        return SCAN_TAKE;
+    case 'E':
+        unit_statement(s, NULL);
+        return SCAN_TAKE;
+    case 'H':
+        /* the client waits for answers before its Sync: the primary gives them */
+        unit_statement(s, NULL);
+        route_abandon(s, ROUTE_REASON_UNROUTABLE);
+        return SCAN_TAKE;
+    default: /* CopyData, CopyDone, CopyFail, and password messages */
+        route_abandon(s, ROUTE_REASON_UNROUTABLE);
+        return SCAN_TAKE;
+    }
+}
+
+/*
  * Frame the client's messages after login and move them to the primary.
  * Validates each header (type, length), classifies the units and, in
  * shadow mode, copies each unit's bytes for the shadow.  Only Query and
@@ -724,203 +945,51 @@ static const struct pgclass_result unknown_statement = {.kind = REQ_KIND_WRITE};
 static int
 client_active(struct pg_session *s)
 {
-    struct evbuffer *in = s->base.client.in;
-    size_t avail = evbuffer_get_length(in), run = 0;
-    uint32_t max = s->base.rt->conf->limits.max_packet_size;
     /* the rest of a message begun in an earlier read goes where its start went */
-    enum run_target target = s->client_skip > 0 ? (enum run_target)s->skip_target : RUN_PLAIN;
-    struct evbuffer_ptr pos;
-    uint8_t hdr[PGW_HEADER_LEN];
+    struct client_scan sc = {
+        .avail = evbuffer_get_length(s->base.client.in),
+        .target = s->client_skip > 0 ? (enum run_target)s->skip_target : RUN_PLAIN,
+    };
     struct pgw_header h;
-    const char *err;
     int terminate = 0;
 
-    while (run < avail) {
+    while (sc.run < sc.avail) {
         if (s->client_skip > 0) {
-            size_t take = avail - run < s->client_skip ? avail - run : s->client_skip;
-            run += take;
+            size_t take = sc.avail - sc.run < s->client_skip ? sc.avail - sc.run : s->client_skip;
+            sc.run += take;
             s->client_skip -= take;
             continue;
         }
-        if (avail - run < PGW_HEADER_LEN)
+        int hs = scan_header(s, &sc, &h);
+        if (hs < 0)
+            return -1;
+        if (hs > 0)
             break;
-        evbuffer_ptr_set(in, &pos, run, EVBUFFER_PTR_SET);
-        evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
-        if (pgw_header_parse(hdr, sizeof(hdr), max, &h, &err) != PGW_OK) {
-            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, err);
-            return -1;
-        }
-        if (!pgw_frontend_type_valid(h.type)) {
-            char msg[64];
-            snprintf(msg, sizeof(msg), "invalid frontend message type %d", h.type);
-            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, msg);
-            return -1;
-        }
         if (h.type == 'X') {
             terminate = 1;
             break;
         }
-        size_t total = pgw_header_total(&h), blen = h.len - 4;
+        size_t total = pgw_header_total(&h);
         int closes = 0;
-        uint8_t *heap = NULL;
-        const uint8_t *msg;
-
-        switch (h.type) {
-        case 'Q':
-        case 'P':
-        case 'F': {
-            const char *sql = NULL, *name = NULL;
-            size_t sqllen = 0, namelen = 0;
-            struct pgclass_result cls = unknown_statement;
-            if (avail - run < total)
-                goto out; /* read whole: bounded by max_packet_size */
-            if ((msg = peek_message(s, run, total, &heap)) == NULL) {
-                fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, "out of memory");
-                return -1;
-            }
-            if (h.type == 'Q' &&
-                pgw_query_parse(msg + PGW_HEADER_LEN, blen, &sql, &sqllen) != PGW_OK)
-                goto bad_message;
-            if (h.type == 'P' && pgstmt_parse_msg(msg + PGW_HEADER_LEN, blen, &name, &namelen,
-                                                  &sql, &sqllen) != 0)
-                goto bad_message;
-            if (sql != NULL)
-                pgcache_classify(s->base.w->cls_cache, sql, &s->base.rt->classify, &cls);
-            if (write_must_wait(s, &cls)) {
-                free(heap);
-                goto out;
-            }
-            unit_statement(s, &cls);
-            if (sql != NULL && shadowing(s))
-                pg_unit_set_sql(s->building, sql, sqllen);
-            if (h.type == 'P') {
-                /* a named statement parsed on the shadow alone would be missing on the primary */
-                if (namelen > 0)
-                    route_abandon(s, ROUTE_REASON_UNROUTABLE);
-                else
-                    s->route.parsed_unnamed = 1;
-                route_note_parse(s, 0);
-                if (s->stmts == NULL)
-                    s->stmts = pgstmt_table_new();
-                /* the Parse bytes matter only to re-parse on a shadow */
-                size_t keep = shadowing(s) ? total : 0;
-                struct pgstmt *st =
-                    s->stmts ? pgstmt_put(s->stmts, name, namelen, msg, keep, &cls) : NULL;
-                if (st && shadowing(s))
-                    pg_shadow_parsed(s, st);
-            } else {
-                if (h.type == 'Q')
-                    track_statement_sql(s, sql, &cls);
-                closes = 1;
-            }
-            free(heap);
-            break;
-        bad_message:
-            free(heap);
-            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
-                 "invalid string in message");
+        enum scan_step step = scan_message(s, &sc, &h, &closes);
+        if (step == SCAN_FAIL)
             return -1;
-        }
-        case 'B':
-        case 'D':
-        case 'C': {
-            size_t need = total < NAME_PREFIX_MAX ? total : NAME_PREFIX_MAX;
-            const char *name;
-            size_t namelen;
-            struct pgstmt *st = NULL;
-            int named;
-            if (avail - run < need)
-                goto out;
-            msg = peek_message(s, run, need, &heap);
-            named = h.type == 'B' ? pgstmt_bind_msg(msg + PGW_HEADER_LEN, need - PGW_HEADER_LEN,
-                                                    &name, &namelen) == 0
-                                  : pgstmt_target_msg(msg + PGW_HEADER_LEN,
-                                                      need - PGW_HEADER_LEN, &name, &namelen) == 0;
-            if (named && s->stmts)
-                st = pgstmt_get(s->stmts, name, namelen);
-            if (h.type == 'B' &&
-                write_must_wait(s, st ? &st->cls : (named ? &unknown_statement : NULL))) {
-                free(heap);
-                goto out;
-            }
-            if (h.type == 'B') {
-                unit_statement(s, st ? &st->cls : (named ? &unknown_statement : NULL));
-                const char *q, *n;
-                size_t ql, nl;
-                if (st && st->parse_len > PGW_HEADER_LEN && shadowing(s) && s->building &&
-                    s->building->sql == NULL &&
-                    pgstmt_parse_msg(st->parse + PGW_HEADER_LEN, st->parse_len - PGW_HEADER_LEN,
-                                     &n, &nl, &q, &ql) == 0)
-                    pg_unit_set_sql(s->building, q, ql);
-            } else {
-                unit_statement(s, NULL);
-            }
-            /* the shadow can run only what it can be given: a statement with
-             * its Parse kept, or the unnamed one parsed in this same unit */
-            if (h.type == 'C' || (named && namelen > 0 && (st == NULL || st->parse == NULL)) ||
-                (named && namelen == 0 && !s->route.parsed_unnamed))
-                route_abandon(s, ROUTE_REASON_UNROUTABLE);
-            if (st && shadowing(s) && s->unit_buf && s->building &&
-                (s->base.mirror.state == MIRROR_READY || s->base.mirror.state == MIRROR_CONNECTING)) {
-                /* the unit's earlier bytes first, then the statement's Parse */
-                move_run(s, run, target);
-                avail -= run;
-                run = 0;
-                target = RUN_UNIT;
-                if (pg_unit_note_statement(s, st))
-                    route_note_parse(s, 1);
-                if (h.type == 'C' && st->epoch == s->shadow.epoch)
-                    s->building->sampled = 1; /* the shadow must forget it too */
-            }
-            if (h.type == 'C' && st)
-                pgstmt_remove(s->stmts, name, namelen);
-            free(heap);
+        if (step == SCAN_STOP)
             break;
-        }
-        case 'S':
-            closes = 1;
-            break;
-        case 'E':
-            unit_statement(s, NULL);
-            break;
-        case 'H':
-            /* the client waits for answers before its Sync: the primary gives them */
-            unit_statement(s, NULL);
-            route_abandon(s, ROUTE_REASON_UNROUTABLE);
-            break;
-        default: /* CopyData, CopyDone, CopyFail, and password messages */
-            route_abandon(s, ROUTE_REASON_UNROUTABLE);
-            break;
-        }
         if (s->route.candidate && evbuffer_get_length(s->route.buf) + total > ROUTE_BUF_MAX)
             route_abandon(s, ROUTE_REASON_UNROUTABLE);
-
-        enum run_target want = RUN_PLAIN;
-        if (h.type == 'd' || h.type == 'c' || h.type == 'f')
-            want = s->copy_mirror ? RUN_COPY : RUN_PLAIN;
-        else if (s->route.candidate)
-            want = RUN_HOLD;
-        else if (shadowing(s) && s->building &&
-                 (s->base.mirror.state == MIRROR_READY || s->base.mirror.state == MIRROR_CONNECTING))
-            want = RUN_UNIT;
-        if (want != target) {
-            move_run(s, run, target);
-            avail -= run;
-            run = 0;
-            target = want;
-        }
-        if (avail - run >= total) {
-            run += total;
+        enum run_target want = message_target(s, h.type);
+        if (want != sc.target)
+            scan_cut(s, &sc, want);
+        if (sc.avail - sc.run >= total) {
+            sc.run += total;
         } else {
-            s->client_skip = total - (avail - run);
-            s->skip_target = (uint8_t)target;
-            run = avail;
+            s->client_skip = total - (sc.avail - sc.run);
+            s->skip_target = (uint8_t)sc.target;
+            sc.run = sc.avail;
         }
         if (closes) {
-            move_run(s, run, target);
-            avail -= run;
-            run = 0;
-            target = RUN_PLAIN;
+            scan_cut(s, &sc, RUN_PLAIN);
             unit_end(s);
             if (s->base.state != SESSION_ACTIVE)
                 return -1;
@@ -928,8 +997,7 @@ client_active(struct pg_session *s)
                 break; /* what follows waits for the shadow's answer */
         }
     }
-out:
-    move_run(s, run, target);
+    move_run(s, sc.run, sc.target);
     if (terminate) {
         /* let the backend end its session cleanly, then go */
         uint8_t x[8];
