@@ -76,7 +76,8 @@ struct mirror;
 /*
  * The protocol's side of the queue.  owner is the session given to
  * mirror_init.  Hooks may detach (mirror_detach) but never free the
- * session or the mirror.
+ * session or the mirror; a hook that detached must not touch the unit it
+ * was given afterwards (the detach may have completed and freed it).
  */
 struct mirror_ops {
     /*

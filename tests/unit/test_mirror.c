@@ -109,9 +109,11 @@ static enum mirror_verdict
 stub_releasing(void *owner, struct mirror_unit *u)
 {
     struct stub *st = owner;
+    enum mirror_verdict v = ((struct stub_unit *)u)->verdict;
+    /* a detach may complete and free u: it is not touched after */
     if (st->detach_in_releasing)
         mirror_detach(&st->m, SHADOW_SHADOW_ERROR, SHADOW_DROP_SHADOW_ERROR, "gave up", T0);
-    return ((struct stub_unit *)u)->verdict;
+    return v;
 }
 
 /* A refused unit's stand-in: one byte 'X', admitted then sent. */
