@@ -2,7 +2,7 @@
  * pg_session.c - a PostgreSQL client session relayed to the primary.
  *
  * Bytes are framed, not decoded: each direction keeps "how much of the
- * current message is still to pass" (client_skip / server_skip); a run of
+ * current message is still to pass" (pg_frame.h); a run of
  * whole or partial messages is moved from one evbuffer to the other with a
  * single evbuffer_remove_buffer(), which hands over chains without copying.
  * Only the few messages tandem must look inside (the startup packet,
@@ -877,32 +877,6 @@ message_target(const struct pg_session *s, uint8_t type)
     return RUN_PLAIN;
 }
 
-/* Read and check the next message's header at the scan's position: 0, 1 need more, -1 bad. */
-static int
-scan_header(struct pg_session *s, const struct client_scan *sc, struct pgw_header *h)
-{
-    uint8_t hdr[PGW_HEADER_LEN];
-    struct evbuffer_ptr pos;
-    const char *err;
-
-    if (sc->avail - sc->run < PGW_HEADER_LEN)
-        return 1;
-    evbuffer_ptr_set(s->base.client.in, &pos, sc->run, EVBUFFER_PTR_SET);
-    evbuffer_copyout_from(s->base.client.in, &pos, hdr, sizeof(hdr));
-    if (pgw_header_parse(hdr, sizeof(hdr), s->base.rt->conf->limits.max_packet_size, h, &err) !=
-        PGW_OK) {
-        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, err);
-        return -1;
-    }
-    if (!pgw_frontend_type_valid(h->type)) {
-        char msg[64];
-        snprintf(msg, sizeof(msg), "invalid frontend message type %d", h->type);
-        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, msg);
-        return -1;
-    }
-    return 0;
-}
-
 /* The message's kind of step: statements, references, the unit's end, the rest. */
 static enum scan_step
 scan_message(struct pg_session *s, struct client_scan *sc, const struct pgw_header *h,
@@ -948,23 +922,28 @@ client_active(struct pg_session *s)
     /* the rest of a message begun in an earlier read goes where its start went */
     struct client_scan sc = {
         .avail = evbuffer_get_length(s->base.client.in),
-        .target = s->client_skip > 0 ? (enum run_target)s->skip_target : RUN_PLAIN,
+        .target = s->client_frame.skip > 0 ? (enum run_target)s->client_frame.target : RUN_PLAIN,
     };
+    uint32_t max = s->base.rt->conf->limits.max_packet_size;
     struct pgw_header h;
     int terminate = 0;
 
     while (sc.run < sc.avail) {
-        if (s->client_skip > 0) {
-            size_t take = sc.avail - sc.run < s->client_skip ? sc.avail - sc.run : s->client_skip;
-            sc.run += take;
-            s->client_skip -= take;
+        const char *err;
+        size_t n;
+        enum pg_frame_result fr = pg_frame_step(&s->client_frame, s->base.client.in, sc.run,
+                                                sc.avail - sc.run, PG_FRAME_FRONTEND, max, &h,
+                                                &n, &err);
+        if (fr == PG_FRAME_PASS) {
+            sc.run += n;
             continue;
         }
-        int hs = scan_header(s, &sc, &h);
-        if (hs < 0)
-            return -1;
-        if (hs > 0)
+        if (fr == PG_FRAME_MORE)
             break;
+        if (fr == PG_FRAME_BAD) {
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, err);
+            return -1;
+        }
         if (h.type == 'X') {
             terminate = 1;
             break;
@@ -981,13 +960,8 @@ client_active(struct pg_session *s)
         enum run_target want = message_target(s, h.type);
         if (want != sc.target)
             scan_cut(s, &sc, want);
-        if (sc.avail - sc.run >= total) {
-            sc.run += total;
-        } else {
-            s->client_skip = total - (sc.avail - sc.run);
-            s->skip_target = (uint8_t)sc.target;
-            sc.run = sc.avail;
-        }
+        sc.run += pg_frame_begin(&s->client_frame, &h, sc.avail - sc.run);
+        s->client_frame.target = (uint8_t)sc.target;
         if (closes) {
             scan_cut(s, &sc, RUN_PLAIN);
             unit_end(s);
@@ -1184,7 +1158,7 @@ server_active(struct pg_session *s)
     int idle_now = 0;
 
     while (run < avail) {
-        if (s->server_skip == 0 && shadowing(s)) {
+        if (s->server_frame.skip == 0 && shadowing(s)) {
             int discard = s->base.mirror.pcur != NULL && s->base.mirror.pcur->routed;
             if (discard != s->server_discard) {
                 server_run_done(s, &avail, &run);
@@ -1192,21 +1166,21 @@ server_active(struct pg_session *s)
                 continue;
             }
         }
-        if (s->server_skip > 0) {
-            size_t take = avail - run < s->server_skip ? avail - run : s->server_skip;
-            run += take;
-            s->server_skip -= take;
+        size_t n;
+        enum pg_frame_result fr = pg_frame_step(&s->server_frame, in, run, avail - run,
+                                                PG_FRAME_BACKEND, BACKEND_MAX_MESSAGE, &h, &n,
+                                                &err);
+        if (fr == PG_FRAME_PASS) {
+            run += n;
             continue;
         }
-        if (avail - run < PGW_HEADER_LEN)
+        if (fr == PG_FRAME_MORE)
             break;
-        evbuffer_ptr_set(in, &pos, run, EVBUFFER_PTR_SET);
-        evbuffer_copyout_from(in, &pos, hdr, PGW_HEADER_LEN);
-        if (pgw_header_parse(hdr, PGW_HEADER_LEN, BACKEND_MAX_MESSAGE, &h, &err) != PGW_OK ||
-            !pgw_backend_type_valid(h.type)) {
+        if (fr == PG_FRAME_BAD) {
             backend_protocol_error(s, "an invalid message");
             return;
         }
+        evbuffer_ptr_set(in, &pos, run, EVBUFFER_PTR_SET);
         size_t total = pgw_header_total(&h);
         if (h.type == 'Z' && s->server_discard) {
             if (avail - run < total)
@@ -1234,10 +1208,10 @@ server_active(struct pg_session *s)
                 break; /* digested whole */
             pg_shadow_primary_message(s, h.type, in, run, h.len - 4);
         }
-        s->server_skip = total;
+        s->server_frame.skip = total; /* passed by the next steps */
     }
     server_run_done(s, &avail, &run);
-    if (idle_now && s->base.draining && s->server_skip == 0) {
+    if (idle_now && s->base.draining && s->server_frame.skip == 0) {
         fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
              "terminating connection because tandem is shutting down");
     } else if (idle_now && s->base.shadow_be != NULL &&
@@ -1333,7 +1307,7 @@ on_client(evutil_socket_t fd, short what, void *arg)
 static void
 server_lost(struct pg_session *s, enum conn_io io)
 {
-    if (s->base.state == SESSION_ACTIVE && s->server_skip == 0 && io == CONN_EOF) {
+    if (s->base.state == SESSION_ACTIVE && s->server_frame.skip == 0 && io == CONN_EOF) {
         /* the server said goodbye (its FATAL, if any, is already forwarded) */
         slog(s, CONF_LOG_INFO, "backend \"%s\" closed the connection", s->base.be->conf->name);
         session_count_client_error(&s->base, METRIC_ERR_BACKEND_LOST);
@@ -1516,7 +1490,7 @@ op_idle(struct session *base)
     if (s->base.state < SESSION_ACTIVE)
         return s->base.state < PGS_AUTH;
     return s->base.outstanding == 0 && s->tx_status == 'I' && s->route.unit == NULL &&
-           s->server_skip == 0;
+           s->server_frame.skip == 0;
 }
 
 static void
@@ -1557,7 +1531,7 @@ op_swap_ready(struct session *base)
 {
     struct pg_session *s = (struct pg_session *)base;
     if (s->base.outstanding > 0 || s->unit_open || s->tx_open || s->tx_status != 'I' ||
-        s->route.unit != NULL || s->server_skip > 0 ||
+        s->route.unit != NULL || s->server_frame.skip > 0 ||
         evbuffer_get_length(s->base.server.out) > 0) {
         /* a session that cannot swap now may still have no shadow at all */
         return s->base.mirror.state == MIRROR_OFF || s->base.mirror.state == MIRROR_DETACHED ? -1

@@ -35,6 +35,7 @@
 #include "engine/cancel.h"
 #include "engine/conn.h"
 #include "engine/mirror.h"
+#include "pg/pg_frame.h"
 #include "engine/session.h"
 #include "routing/canary.h"
 
@@ -108,7 +109,6 @@ struct pg_shadow {
     unsigned login_ev_added : 1;
     unsigned conn_open : 1;
     unsigned replay_incomplete : 1;
-    unsigned skip_forward : 1;  /* the rest of the message being skipped goes to the client */
     unsigned as_role : 1;       /* logged in as tandem's user, acting as the client's role */
     unsigned super_at_login : 1; /* is_superuser was on at login (acting as the client) */
     char client_role[64];       /* as_role: the client's user, the role acted as */
@@ -116,7 +116,7 @@ struct pg_shadow {
     struct conn conn;           /* after login: borrows libpq's socket and SSL */
     struct evbuffer *pending;   /* mirrored bytes waiting for the login */
     uint32_t epoch;             /* statements present on this connection carry it */
-    size_t skip;                /* rest of an oversized shadow message to discard */
+    struct pg_frame frame;      /* the shadow's stream (target 1: the rest goes to the client) */
     struct evbuffer *state_log; /* session-state units to replay on re-attach */
     unsigned state_units;
 };
@@ -159,9 +159,8 @@ struct pg_session {
     unsigned copy_mirror : 1;     /* CopyData from the client goes to the shadow too */
     unsigned server_discard : 1;  /* the primary's current run answers a routed unit: dropped */
     uint8_t tx_status;            /* from the last ReadyForQuery: I, T or E */
-    size_t client_skip;           /* bytes of the current client message still to move */
-    uint8_t skip_target;          /* where they go besides the primary (enum run_target) */
-    size_t server_skip;
+    struct pg_frame client_frame; /* the client's stream: its current message, where it goes */
+    struct pg_frame server_frame; /* the answering backend's stream */
     enum req_kind unit_kind;      /* of the unit being read (passthrough and shadow) */
 
     uint8_t *startup;             /* the client's startup packet, kept for the shadow */

@@ -898,7 +898,7 @@ shadow_close(void *owner)
     }
     if (sh->pending)
         evbuffer_drain(sh->pending, evbuffer_get_length(sh->pending));
-    sh->skip = 0;
+    sh->frame.skip = 0;
     sh->relocks_pending = 0;
     s->copy_mirror = 0;
 }
@@ -1220,28 +1220,25 @@ shadow_input(struct pg_session *s)
 {
     struct pg_shadow *sh = &s->shadow;
     struct evbuffer *in = sh->conn.in;
-    uint8_t hdr[PGW_HEADER_LEN];
     struct pgw_header h;
     const char *err;
 
     for (;;) {
-        size_t avail = evbuffer_get_length(in);
-        if (sh->skip > 0) {
-            size_t take = avail < sh->skip ? avail : sh->skip;
-            if (sh->skip_forward)
+        size_t avail = evbuffer_get_length(in), take;
+        enum pg_frame_result fr = pg_frame_step(&sh->frame, in, 0, avail, PG_FRAME_BACKEND,
+                                                0x40000000u, &h, &take, &err);
+        if (fr == PG_FRAME_PASS) {
+            if (sh->frame.target) /* the rest of a routed answer: the client's */
                 pg_session_forward(s, in, take);
             else
                 evbuffer_drain(in, take);
-            sh->skip -= take;
-            if (sh->skip > 0)
+            if (sh->frame.skip > 0)
                 return;
             continue;
         }
-        if (avail < PGW_HEADER_LEN)
+        if (fr == PG_FRAME_MORE)
             return;
-        evbuffer_copyout(in, hdr, sizeof(hdr));
-        if (pgw_header_parse(hdr, sizeof(hdr), 0x40000000u, &h, &err) != PGW_OK ||
-            !pgw_backend_type_valid(h.type)) {
+        if (fr == PG_FRAME_BAD) {
             detach(s, SHADOW_SHADOW_ERROR, "the shadow sent an invalid message");
             return;
         }
@@ -1284,13 +1281,12 @@ shadow_input(struct pg_session *s)
                 pgdigest_final(&u->cmp->shadow, &u->cmp->sres);
             mirror_shadow_answered(&s->base.mirror, &u->base, session_now_ns());
         }
-        size_t take = avail >= total ? total : avail;
+        take = pg_frame_begin(&sh->frame, &h, avail);
+        sh->frame.target = (uint8_t)forward;
         if (forward)
             pg_session_forward(s, in, take);
         else
             evbuffer_drain(in, take);
-        sh->skip = total - take;
-        sh->skip_forward = forward;
         if (h.type == 'Z') {
             if (forward)
                 pg_session_route_done(s);
@@ -1401,7 +1397,7 @@ pg_shadow_swap_ready(struct pg_session *s)
     if (s->base.mirror.state == MIRROR_OFF || s->base.mirror.state == MIRROR_DETACHED || sh->as_role)
         return -1;
     if (s->base.mirror.state != MIRROR_READY || !sh->conn_open || pg_shadow_busy(s) ||
-        s->base.mirror.head != NULL || sh->skip > 0)
+        s->base.mirror.head != NULL || sh->frame.skip > 0)
         return 0;
     struct sync_ctx ctx = {.s = s, .out = evbuffer_new()};
     if (ctx.out == NULL)

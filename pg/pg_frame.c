@@ -1,0 +1,48 @@
+/*
+ * pg_frame.c - the PostgreSQL plug-in's framing step (pg_frame.h).
+ */
+#include "pg/pg_frame.h"
+
+#include <event2/buffer.h>
+#include <stdio.h>
+
+enum pg_frame_result
+pg_frame_step(struct pg_frame *f, struct evbuffer *in, size_t at, size_t avail,
+              enum pg_frame_side side, uint32_t max_len, struct pgw_header *h, size_t *n,
+              const char **err)
+{
+    uint8_t hdr[PGW_HEADER_LEN];
+    struct evbuffer_ptr pos;
+
+    if (f->skip > 0) {
+        *n = avail < f->skip ? avail : f->skip;
+        f->skip -= *n;
+        return PG_FRAME_PASS;
+    }
+    if (avail < PGW_HEADER_LEN)
+        return PG_FRAME_MORE;
+    evbuffer_ptr_set(in, &pos, at, EVBUFFER_PTR_SET);
+    evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
+    if (pgw_header_parse(hdr, sizeof(hdr), max_len, h, err) != PGW_OK)
+        return PG_FRAME_BAD;
+    if (side == PG_FRAME_FRONTEND ? !pgw_frontend_type_valid(h->type)
+                                  : !pgw_backend_type_valid(h->type)) {
+        /* one thread per worker: the text is copied into the error at once */
+        static __thread char text[64];
+        snprintf(text, sizeof(text), "invalid %s message type %d",
+                 side == PG_FRAME_FRONTEND ? "frontend" : "backend", h->type);
+        *err = text;
+        return PG_FRAME_BAD;
+    }
+    return PG_FRAME_HEADER;
+}
+
+size_t
+pg_frame_begin(struct pg_frame *f, const struct pgw_header *h, size_t avail)
+{
+    size_t total = pgw_header_total(h);
+    if (avail >= total)
+        return total;
+    f->skip = total - avail;
+    return avail;
+}
