@@ -1063,9 +1063,120 @@ add_option(char *opts, size_t cap, const char *name, const char *value)
 }
 
 /*
+ * The shadow login's options: the client's startup parameters as -c
+ * settings, its own options, and, when tandem logs in with a user of its
+ * own, the client's role last (no option of the client's overrides it:
+ * RESET ROLE and DISCARD ALL return to it; the login fails when the shadow
+ * user may not act as that role).  -1 when that role cannot be set (the
+ * session is then not mirrored).
+ */
+static int
+login_options(struct pg_session *s, const struct pgw_startup *st, const char *user,
+              char *options, size_t cap)
+{
+    struct pg_shadow *sh = &s->shadow;
+    for (size_t i = 0; i < st->nparams; i++) {
+        const char *name = st->params[i].name;
+        if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 ||
+            strcmp(name, "application_name") == 0 || strcmp(name, "options") == 0 ||
+            strcmp(name, "client_encoding") == 0 || strncmp(name, "_pq_.", 5) == 0)
+            continue;
+        add_option(options, cap, name, st->params[i].value);
+    }
+    const char *client_opts = pgw_startup_param(st, "options");
+    if (client_opts && client_opts[0]) {
+        size_t n = strlen(options);
+        snprintf(options + n, cap - n, "%s%s", n ? " " : "", client_opts);
+    }
+    const char *client_user = pgw_startup_param(st, "user");
+    sh->as_role = client_user != NULL && user != NULL && strcmp(user, client_user) != 0;
+    if (!sh->as_role)
+        return 0;
+    /* room for " -c role=" and the name with every byte escaped, or no login at all */
+    if (strlen(client_user) >= sizeof(sh->client_role) ||
+        strlen(options) + 10 + 2 * strlen(client_user) >= cap)
+        return -1;
+    snprintf(sh->client_role, sizeof(sh->client_role), "%s", client_user);
+    add_option(options, cap, "role", client_user);
+    return 0;
+}
+
+/* libpq's parameters for the shadow login (keys/vals hold 20, NULL-terminated). */
+struct login_params {
+    const char *keys[20], *vals[20];
+    char port[8], hostaddr[64], timeout[16];
+};
+
+static void
+login_params(struct pg_session *s, const struct pgw_startup *st, const char *user,
+             const char *options, struct login_params *lp)
+{
+    const struct rt_backend *b = s->base.shadow_be;
+    const char *db = pgw_startup_param(st, "database");
+    int k = 0;
+
+    snprintf(lp->port, sizeof(lp->port), "%u", b->conf->addr.port);
+    runtime_format_host(&b->addr, lp->hostaddr, sizeof(lp->hostaddr));
+    snprintf(lp->timeout, sizeof(lp->timeout), "%u",
+             (s->base.rt->conf->limits.connect_timeout_ms + 999) / 1000);
+#define PARAM(key, value) (lp->keys[k] = (key), lp->vals[k++] = (value))
+    PARAM("host", b->conf->tls_server_name[0] ? b->conf->tls_server_name : b->conf->addr.host);
+    PARAM("hostaddr", lp->hostaddr);
+    PARAM("port", lp->port);
+    PARAM("user", user ? user : "");
+    PARAM("dbname", db ? db : (user ? user : ""));
+    if (b->password[0])
+        PARAM("password", b->password);
+    /* per client user: libpq picks the line for this host, port, database and user */
+    if (b->conf->passfile[0])
+        PARAM("passfile", b->conf->passfile);
+    if (pgw_startup_param(st, "application_name"))
+        PARAM("application_name", pgw_startup_param(st, "application_name"));
+    if (pgw_startup_param(st, "client_encoding"))
+        PARAM("client_encoding", pgw_startup_param(st, "client_encoding"));
+    if (options[0])
+        PARAM("options", options);
+    PARAM("sslmode", b->conf->tls == CONF_TLS_VERIFY_FULL ? "verify-full"
+                     : b->conf->tls == CONF_TLS_REQUIRE   ? "require"
+                                                          : "disable");
+    if (b->conf->tls_ca_file[0])
+        PARAM("sslrootcert", b->conf->tls_ca_file);
+    PARAM("gssencmode", "disable");
+    PARAM("connect_timeout", lp->timeout);
+#undef PARAM
+    lp->keys[k] = NULL, lp->vals[k] = NULL;
+}
+
+/* The recorded session state goes to the new connection first, as units of its own. */
+static void
+queue_state_replay(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    if (sh->state_units == 0)
+        return;
+    for (unsigned i = 0; i < sh->state_units; i++) {
+        struct pg_unit *u = calloc(1, sizeof(*u));
+        if (u == NULL)
+            break;
+        u->base.forced = -1;
+        u->base.kind = REQ_KIND_SESSION;
+        u->base.closed = u->base.mirrored = u->base.primary_done = u->base.replay = 1;
+        mirror_append(&s->base.mirror, &u->base);
+        if (s->base.mirror.scur == NULL)
+            s->base.mirror.scur = &u->base;
+    }
+    size_t len = evbuffer_get_length(sh->state_log);
+    copy_prefix(sh->pending, sh->state_log, len);
+    account(s, (int64_t)len);
+    if (sh->replay_incomplete)
+        slog(s, CONF_LOG_WARN, "session state too large to replay in full on the shadow");
+}
+
+/*
  * pg_shadow_start - open a shadow session for s, logged in as the shadow
- * backend's configured user (else the client's), with the client's
- * database and startup parameters.  Never waits.
+ * backend's configured user (acting as the client's role) or else as the
+ * client's own user, with the client's database and startup parameters.
+ * Never waits.
  */
 void
 pg_shadow_start(struct pg_session *s)
@@ -1073,6 +1184,8 @@ pg_shadow_start(struct pg_session *s)
     struct pg_shadow *sh = &s->shadow;
     const struct rt_backend *b = s->base.shadow_be;
     struct pgw_startup st;
+    struct login_params lp;
+    char options[2048] = "";
     const char *err;
     size_t used;
 
@@ -1088,114 +1201,31 @@ pg_shadow_start(struct pg_session *s)
     }
     if (pgw_startup_parse(s->startup, s->startup_len, &used, &st, &err) != PGW_OK)
         return;
-    if (pgw_startup_param(&st, "replication") != NULL) {
-        /* replication connections are the primary's business only */
+    if (pgw_startup_param(&st, "replication") != NULL)
+        return; /* replication connections are the primary's business only */
+
+    const char *user = b->conf->user[0] ? b->conf->user : pgw_startup_param(&st, "user");
+    s->base.mirror.state = MIRROR_CONNECTING; /* so a failure here is counted */
+    if (login_options(s, &st, user, options, sizeof(options)) != 0) {
+        s->base.mirror.identity_refused = 1;
+        detach(s, SHADOW_DROPPED, "the client's role name or options are too long to act "
+                                  "as it on the shadow: this session is not mirrored");
         return;
     }
-
-    const char *keys[20], *vals[20];
-    char port[8], hostaddr[64], options[2048] = "", timeout[16];
-    const char *user = b->conf->user[0] ? b->conf->user : pgw_startup_param(&st, "user");
-    const char *db = pgw_startup_param(&st, "database");
-    int k = 0;
-
-    snprintf(port, sizeof(port), "%u", b->conf->addr.port);
-    runtime_format_host(&b->addr, hostaddr, sizeof(hostaddr));
-    snprintf(timeout, sizeof(timeout), "%u", (s->base.rt->conf->limits.connect_timeout_ms + 999) / 1000);
-    for (size_t i = 0; i < st.nparams; i++) {
-        const char *name = st.params[i].name;
-        if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 ||
-            strcmp(name, "application_name") == 0 || strcmp(name, "options") == 0 ||
-            strcmp(name, "client_encoding") == 0 || strncmp(name, "_pq_.", 5) == 0)
-            continue;
-        add_option(options, sizeof(options), name, st.params[i].value);
-    }
-    const char *client_opts = pgw_startup_param(&st, "options");
-    if (client_opts && client_opts[0]) {
-        size_t n = strlen(options);
-        snprintf(options + n, sizeof(options) - n, "%s%s", n ? " " : "", client_opts);
-    }
-    /*
-     * Logged in as a user of tandem's own: act as the client's role, set at
-     * login (last, so no option of the client's overrides it).  RESET ROLE
-     * and DISCARD ALL return to it; the login fails when the shadow user may
-     * not act as that role, and then the session is not mirrored.
-     */
-    const char *client_user = pgw_startup_param(&st, "user");
-    sh->as_role = client_user != NULL && user != NULL && strcmp(user, client_user) != 0;
-    if (sh->as_role) {
-        /* room for " -c role=" and the name with every byte escaped, or no login at all */
-        if (strlen(client_user) >= sizeof(sh->client_role) ||
-            strlen(options) + 10 + 2 * strlen(client_user) >= sizeof(options)) {
-            s->base.mirror.identity_refused = 1;
-            s->base.mirror.state = MIRROR_CONNECTING; /* so detach() counts it */
-            detach(s, SHADOW_DROPPED, "the client's role name or options are too long to act "
-                                      "as it on the shadow: this session is not mirrored");
-            return;
-        }
-        snprintf(sh->client_role, sizeof(sh->client_role), "%s", client_user);
-        add_option(options, sizeof(options), "role", client_user);
-    }
-    keys[k] = "host", vals[k++] = b->conf->tls_server_name[0] ? b->conf->tls_server_name
-                                                               : b->conf->addr.host;
-    keys[k] = "hostaddr", vals[k++] = hostaddr;
-    keys[k] = "port", vals[k++] = port;
-    keys[k] = "user", vals[k++] = user ? user : "";
-    keys[k] = "dbname", vals[k++] = db ? db : (user ? user : "");
-    if (b->password[0])
-        keys[k] = "password", vals[k++] = b->password;
-    /* per client user: libpq picks the line for this host, port, database and user */
-    if (b->conf->passfile[0])
-        keys[k] = "passfile", vals[k++] = b->conf->passfile;
-    if (pgw_startup_param(&st, "application_name"))
-        keys[k] = "application_name", vals[k++] = pgw_startup_param(&st, "application_name");
-    if (pgw_startup_param(&st, "client_encoding"))
-        keys[k] = "client_encoding", vals[k++] = pgw_startup_param(&st, "client_encoding");
-    if (options[0])
-        keys[k] = "options", vals[k++] = options;
-    keys[k] = "sslmode", vals[k++] = b->conf->tls == CONF_TLS_VERIFY_FULL ? "verify-full"
-                                     : b->conf->tls == CONF_TLS_REQUIRE   ? "require"
-                                                                          : "disable";
-    if (b->conf->tls_ca_file[0])
-        keys[k] = "sslrootcert", vals[k++] = b->conf->tls_ca_file;
-    keys[k] = "gssencmode", vals[k++] = "disable";
-    keys[k] = "connect_timeout", vals[k++] = timeout;
-    keys[k] = NULL, vals[k] = NULL;
-
-    sh->pq = PQconnectStartParams(keys, vals, 0);
+    login_params(s, &st, user, options, &lp);
+    sh->pq = PQconnectStartParams(lp.keys, lp.vals, 0);
     if (sh->pq == NULL || PQstatus(sh->pq) == CONNECTION_BAD) {
         char why[300];
         snprintf(why, sizeof(why), "login failed: %s",
                  sh->pq ? PQerrorMessage(sh->pq) : "out of memory");
         why[strcspn(why, "\n")] = '\0';
-        s->base.mirror.state = MIRROR_CONNECTING; /* so detach() counts it */
         detach(s, SHADOW_SHADOW_ERROR, why);
         return;
     }
-    s->base.mirror.state = MIRROR_CONNECTING;
     sh->epoch = (sh->epoch + 1) & 0x7fffffffu;
     if (sh->epoch == 0)
         sh->epoch = 1;
-
-    /* the recorded session state goes first, as units of its own */
-    if (sh->state_units > 0) {
-        for (unsigned i = 0; i < sh->state_units; i++) {
-            struct pg_unit *u = calloc(1, sizeof(*u));
-            if (u == NULL)
-                break;
-            u->base.forced = -1;
-            u->base.kind = REQ_KIND_SESSION;
-            u->base.closed = u->base.mirrored = u->base.primary_done = u->base.replay = 1;
-            mirror_append(&s->base.mirror, &u->base);
-            if (s->base.mirror.scur == NULL)
-                s->base.mirror.scur = &u->base;
-        }
-        size_t len = evbuffer_get_length(sh->state_log);
-        copy_prefix(sh->pending, sh->state_log, len);
-        account(s, (int64_t)len);
-        if (sh->replay_incomplete)
-            slog(s, CONF_LOG_WARN, "session state too large to replay in full on the shadow");
-    }
+    queue_state_replay(s);
     login_step(s);
 }
 
