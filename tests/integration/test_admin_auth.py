@@ -69,6 +69,17 @@ def test_right_token_passes_auth(t, method, path, body, reply):
     assert json.loads(text) == reply
 
 
+@pytest.mark.parametrize("method,path,body", MUTATIONS)
+def test_right_token_is_never_refused(t, method, path, body):
+    """Past auth every mutating call is routed: whatever answers (a handler,
+    or 404/405 for a path that has none), it is not 401/403, and JSON."""
+    status, _, text = admin_call(t.admin_port, method, path, body, token=TOKEN)
+    assert status not in (401, 403), (status, text)
+    if path.startswith("/api/") and method != "DELETE":
+        assert status not in (404, 405), (status, text)  # a real endpoint answered
+    json.loads(text)
+
+
 def test_bearer_scheme_is_case_insensitive_and_spaces_trimmed(t):
     status, _, text = admin_call(t.admin_port, "POST", "/no/such/path", {},
                                  auth=f"bearer   {TOKEN}  ")
