@@ -1,16 +1,20 @@
 /*
- * session.h - what every protocol's client session shows its worker.
+ * session.h - the engine's session: one life for every protocol.
  *
- * A worker keeps one list of sessions, whatever their protocol, for the
- * things it does to all of them: drain on SIGTERM, kill on SIGINT or at the
- * drain deadline, and the periodic shadow look (timeouts, lag, detached
- * sessions).  Each protocol's session struct embeds struct session as its
- * FIRST member and fills ops; the worker calls through ops only and never
- * frees a session itself (sessions free themselves from their own handlers,
- * after unlinking with worker_session_removed()).
+ *   client ──► engine (struct session) ──► plug-in (struct session_ops)
+ *                │  one state writer, one teardown (session_settle),
+ *                │  drain and kill, the cutover swap, counters
+ *                └─► mirror queue (engine/mirror.h) ──► plug-in (struct mirror_ops)
  *
- *   struct pg_session    { struct session base; ... }   pg_session.c
- *   struct redis_session { struct session base; ... }   redis_session.c
+ * Each protocol's session struct embeds struct session as its FIRST
+ * member; the engine calls the plug-in through ops and the plug-in calls
+ * the engine's session_* functions.  A worker keeps one list of sessions,
+ * whatever their protocol (drain on SIGTERM, kill on SIGINT, the periodic
+ * shadow look); nothing frees a session but session_settle(), at the end
+ * of the session's own event.
+ *
+ *   struct pg_session    { struct session base; ... }   pg/pg_session.c
+ *   struct redis_session { struct session base; ... }   redis/redis_session.c
  *
  * Mirror queue bytes of every protocol's shadows count against one bound,
  * limits.mirror_queue_total: session_queue_account() / session_queue_total().

@@ -187,12 +187,6 @@ pg_session_route_failed(struct pg_session *s, int retried)
     session_wake(&s->base);
 }
 
-void
-pg_session_shadow_progress(struct pg_session *s)
-{
-    session_shadow_progress(&s->base);
-}
-
 /* The plug-in's parts at the very end (engine/session.c frees the rest first). */
 static void
 op_destroy(struct session *base)

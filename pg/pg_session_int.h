@@ -181,8 +181,6 @@ struct pg_session {
 void pg_count_backend(struct pg_session *s, const struct rt_backend *b,
                       enum metric_backend_counter c, uint64_t n);
 
-/* pg_session.c: the shadow made progress; a draining session may be done. */
-void pg_session_shadow_progress(struct pg_session *s);
 
 /* pg_shadow.c */
 extern const struct mirror_ops pg_mirror_ops;

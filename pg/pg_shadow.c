@@ -920,7 +920,7 @@ on_detached(void *owner, enum shadow_outcome why, const char *reason,
     log_at(why == SHADOW_DROPPED && !s->base.mirror.identity_refused ? CONF_LOG_INFO : CONF_LOG_WARN,
            s->base.id, s->base.peer, "shadow \"%s\" at %s detached: %s%s", s->base.shadow_be->conf->name,
            s->base.shadow_be->addr_text, reason, lost ? " (a write was lost: diverged)" : "");
-    pg_session_shadow_progress(s);
+    session_shadow_progress(&s->base);
 }
 
 /*
@@ -1321,7 +1321,7 @@ shadow_input(struct pg_session *s)
             if (forward)
                 pg_session_route_done(s);
             complete_units(s);
-            pg_session_shadow_progress(s);
+            session_shadow_progress(&s->base);
         }
         if (s->base.mirror.state != MIRROR_READY)
             return;

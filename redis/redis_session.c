@@ -286,12 +286,6 @@ fail_all(struct redis_session *s, enum metric_client_error reason, const char *m
     session_set_state(&s->base, SESSION_LINGER);
 }
 
-void
-redis_session_shadow_progress(struct redis_session *s)
-{
-    session_shadow_progress(&s->base);
-}
-
 /* The plug-in's parts at the very end (engine/session.c frees the rest first). */
 static void
 op_destroy(struct session *base)

@@ -271,8 +271,6 @@ void redis_cmp_free(struct redis_session *s, struct redis_compare *c);
 void redis_unit_release(void *owner, struct mirror_unit *u);
 void redis_count_backend(struct redis_session *s, const struct rt_backend *b,
                          enum metric_backend_counter c, uint64_t n);
-/* the shadow made progress: a session draining its shadow may be done */
-void redis_session_shadow_progress(struct redis_session *s);
 /* n bytes at the start of in answer the routed read: to the client */
 void redis_session_forward(struct redis_session *s, struct evbuffer *in, size_t n);
 /* the routed read's reply is whole (the unit may be freed already) */

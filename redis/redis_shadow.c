@@ -501,7 +501,7 @@ on_detached(void *owner, enum shadow_outcome why, const char *reason,
            s->base.id, s->base.peer, "shadow \"%s\" at %s detached: %s%s", s->base.shadow_be->conf->name,
            s->base.shadow_be->addr_text, reason, lost ? " (a write was lost: diverged)" : "");
     redis_session_route_lost(s); /* before the routed unit is recorded and freed */
-    redis_session_shadow_progress(s);
+    session_shadow_progress(&s->base);
 }
 
 /* detach - give up on the shadow connection (engine/mirror.h, mirror_detach). */
@@ -767,7 +767,7 @@ shadow_input(struct redis_session *s)
         mirror_complete(&s->base.mirror);
         if (routed)
             redis_session_route_done(s);
-        redis_session_shadow_progress(s);
+        session_shadow_progress(&s->base);
     }
 }
 
