@@ -463,8 +463,11 @@ session_drain(struct session *s)
     s->draining = 1;
     /* idle now (nothing owed, nothing waiting), or not logged in yet: close; busy: at the
      * next idle point (the plug-in looks at draining there) */
-    if ((s->state == SESSION_ACTIVE && s->ops->idle(s) && evbuffer_get_length(s->client.in) == 0) ||
-        s->state < SESSION_ACTIVE)
+    int close_now = s->state < SESSION_ACTIVE
+                        ? s->ops->idle(s) /* the plug-in says which opening phases may go */
+                        : s->state == SESSION_ACTIVE && s->ops->idle(s) &&
+                              evbuffer_get_length(s->client.in) == 0;
+    if (close_now)
         s->ops->close_with(s, SESSION_CLOSE_SHUTDOWN,
                            "terminating connection because tandem is shutting down");
     session_settle(s);
