@@ -8,6 +8,7 @@
  * Each entry is one allocation holding its text.  The bucket table has a
  * power-of-two size of at least max_entries and never grows.
  */
+#include "protocol/lru.h"
 #include "protocol/pgcache.h"
 
 #include <stdlib.h>
@@ -18,8 +19,7 @@
 
 struct pgcache_entry {
     struct pgcache_entry *chain;    /* next in the same bucket */
-    struct pgcache_entry *prev;     /* toward the LRU head (more recent) */
-    struct pgcache_entry *next;     /* toward the LRU tail (less recent) */
+    struct lru_node lru;           /* its place in the recency list */
     uint64_t hash;
     size_t len;
     struct pgclass_result res;
@@ -29,8 +29,7 @@ struct pgcache_entry {
 struct pgcache {
     struct pgcache_entry **buckets;
     size_t mask;
-    struct pgcache_entry *head;
-    struct pgcache_entry *tail;
+    struct lru lru;                 /* head: most recent; tail: the next victim */
     size_t max_entries;
     size_t max_bytes;               /* 0: no byte bound */
     uint64_t (*hash)(const void *data, size_t len);
@@ -77,15 +76,15 @@ pgcache_new(size_t max_entries, size_t max_bytes)
 void
 pgcache_clear(struct pgcache *c)
 {
-    struct pgcache_entry *e = c->head;
+    struct pgcache_entry *e = LRU_ENTRY(c->lru.head, struct pgcache_entry, lru);
 
     while (e != NULL) {
-        struct pgcache_entry *next = e->next;
+        struct pgcache_entry *next = LRU_ENTRY(e->lru.next, struct pgcache_entry, lru);
         free(e);
         e = next;
     }
     memset(c->buckets, 0, (c->mask + 1) * sizeof(c->buckets[0]));
-    c->head = c->tail = NULL;
+    c->lru.head = c->lru.tail = NULL;
     c->stats.entries = 0;
     c->stats.bytes = 0;
 }
@@ -107,32 +106,6 @@ pgcache_set_hash(struct pgcache *c, uint64_t (*hash)(const void *data, size_t le
         return -1;
     c->hash = hash;
     return 0;
-}
-
-static void
-lru_unlink(struct pgcache *c, struct pgcache_entry *e)
-{
-    if (e->prev != NULL)
-        e->prev->next = e->next;
-    else
-        c->head = e->next;
-    if (e->next != NULL)
-        e->next->prev = e->prev;
-    else
-        c->tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void
-lru_push_head(struct pgcache *c, struct pgcache_entry *e)
-{
-    e->prev = NULL;
-    e->next = c->head;
-    if (c->head != NULL)
-        c->head->prev = e;
-    c->head = e;
-    if (c->tail == NULL)
-        c->tail = e;
 }
 
 /* The slot pointing at the entry for (hash, sql, len), or at the chain's
@@ -159,7 +132,7 @@ remove_entry(struct pgcache *c, struct pgcache_entry *e)
     while (*slot != e)
         slot = &(*slot)->chain;
     *slot = e->chain;
-    lru_unlink(c, e);
+    lru_unlink(&c->lru, &e->lru);
     c->stats.entries--;
     c->stats.bytes -= entry_cost(e->len);
     free(e);
@@ -177,10 +150,7 @@ pgcache_get(struct pgcache *c, const char *sql, size_t len, struct pgclass_resul
         return false;
     }
     c->stats.hits++;
-    if (c->head != e) {
-        lru_unlink(c, e);
-        lru_push_head(c, e);
-    }
+    lru_touch(&c->lru, &e->lru);
     *out = e->res;
     return true;
 }
@@ -201,17 +171,14 @@ pgcache_put(struct pgcache *c, const char *sql, size_t len, const struct pgclass
     if (*slot != NULL) {
         e = *slot;
         e->res = *res;
-        if (c->head != e) {
-            lru_unlink(c, e);
-            lru_push_head(c, e);
-        }
+        lru_touch(&c->lru, &e->lru);
         return 0;
     }
 
-    while (c->tail != NULL &&
+    while (c->lru.tail != NULL &&
            (c->stats.entries + 1 > c->max_entries ||
             (c->max_bytes != 0 && c->stats.bytes + cost > c->max_bytes))) {
-        remove_entry(c, c->tail);
+        remove_entry(c, LRU_ENTRY(c->lru.tail, struct pgcache_entry, lru));
         c->stats.evictions++;
     }
 
@@ -226,7 +193,7 @@ pgcache_put(struct pgcache *c, const char *sql, size_t len, const struct pgclass
     slot = &c->buckets[hash & c->mask];
     e->chain = *slot;
     *slot = e;
-    lru_push_head(c, e);
+    lru_push_head(&c->lru, &e->lru);
     c->stats.entries++;
     c->stats.bytes += cost;
     return 0;

@@ -8,6 +8,7 @@
  * Each entry is one allocation holding its normalized text.  The bucket
  * table has a power-of-two size of at least max_entries and never grows.
  */
+#include "protocol/lru.h"
 #include "protocol/pgdesc.h"
 
 #include <stdlib.h>
@@ -19,8 +20,7 @@
 
 struct pgdesc_entry {
     struct pgdesc_entry *chain; /* next in the same bucket */
-    struct pgdesc_entry *prev;  /* toward the LRU head (more recent) */
-    struct pgdesc_entry *next;  /* toward the LRU tail (less recent) */
+    struct lru_node lru;           /* its place in the recency list */
     XXH128_hash_t hash;         /* of the key text (shape, or the text itself) */
     size_t klen;                /* the key text's length */
     uint64_t fingerprint;
@@ -30,8 +30,7 @@ struct pgdesc_entry {
 struct pgdesc {
     struct pgdesc_entry **buckets;
     size_t mask;
-    struct pgdesc_entry *head;
-    struct pgdesc_entry *tail;
+    struct lru lru;                 /* head: most recent; tail: the next victim */
     size_t max_entries;
     size_t max_bytes; /* 0: no byte bound */
     unsigned per_sec;
@@ -82,9 +81,9 @@ pgdesc_free(struct pgdesc *c)
 
     if (c == NULL)
         return;
-    e = c->head;
+    e = LRU_ENTRY(c->lru.head, struct pgdesc_entry, lru);
     while (e != NULL) {
-        struct pgdesc_entry *next = e->next;
+        struct pgdesc_entry *next = LRU_ENTRY(e->lru.next, struct pgdesc_entry, lru);
         free(e);
         e = next;
     }
@@ -96,32 +95,6 @@ void
 pgdesc_get_stats(const struct pgdesc *c, struct pgdesc_stats *out)
 {
     *out = c->stats;
-}
-
-static void
-lru_unlink(struct pgdesc *c, struct pgdesc_entry *e)
-{
-    if (e->prev != NULL)
-        e->prev->next = e->next;
-    else
-        c->head = e->next;
-    if (e->next != NULL)
-        e->next->prev = e->prev;
-    else
-        c->tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void
-lru_push_head(struct pgdesc *c, struct pgdesc_entry *e)
-{
-    e->prev = NULL;
-    e->next = c->head;
-    if (c->head != NULL)
-        c->head->prev = e;
-    c->head = e;
-    if (c->tail == NULL)
-        c->tail = e;
 }
 
 /* The slot pointing at the entry for (h, klen), or at its chain's NULL. */
@@ -138,11 +111,11 @@ find_slot(struct pgdesc *c, XXH128_hash_t h, size_t klen)
 static void
 evict_tail(struct pgdesc *c)
 {
-    struct pgdesc_entry *e = c->tail;
+    struct pgdesc_entry *e = LRU_ENTRY(c->lru.tail, struct pgdesc_entry, lru);
     struct pgdesc_entry **pp = find_slot(c, e->hash, e->klen);
 
     *pp = e->chain;
-    lru_unlink(c, e);
+    lru_unlink(&c->lru, &e->lru);
     c->stats.entries--;
     c->stats.bytes -= entry_cost(strlen(e->text));
     c->stats.evictions++;
@@ -193,7 +166,7 @@ put(struct pgdesc *c, XXH128_hash_t h, size_t klen, const struct pgclass_desc *d
     pp = find_slot(c, h, klen);
     e->chain = NULL;
     *pp = e;
-    lru_push_head(c, e);
+    lru_push_head(&c->lru, &e->lru);
     c->stats.entries++;
     c->stats.bytes += cost;
     return e;
@@ -226,10 +199,7 @@ pgdesc_describe(struct pgdesc *c, const char *sql, size_t len, uint64_t now_ns,
 
     e = *find_slot(c, h, klen);
     if (e != NULL) {
-        if (c->head != e) {
-            lru_unlink(c, e);
-            lru_push_head(c, e);
-        }
+        lru_touch(&c->lru, &e->lru);
         c->stats.hits++;
         goto out_found;
     }
