@@ -216,6 +216,8 @@ state_name(const struct session *s, int state)
 }
 
 static void on_settle(evutil_socket_t fd, short what, void *arg);
+static void on_client(evutil_socket_t fd, short what, void *arg);
+static void on_timer(evutil_socket_t fd, short what, void *arg);
 
 void
 session_count_listener(struct session *s, int counter, uint64_t n)
@@ -240,10 +242,9 @@ session_count_client_error(struct session *s, int reason)
 
 int
 session_init(struct session *s, const struct session_ops *ops, struct worker *w,
-             const struct rt_listener *l, int fd, const struct sockaddr *peer,
-             event_callback_fn client_cb, event_callback_fn timer_cb)
+             const struct rt_listener *l, int fd, const struct sockaddr *peer)
 {
-    if (conn_init(&s->client, w->base, fd, client_cb, s) != 0) {
+    if (conn_init(&s->client, w->base, fd, on_client, s) != 0) {
         close(fd);
         __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
         return -1;
@@ -261,7 +262,7 @@ session_init(struct session *s, const struct session_ops *ops, struct worker *w,
     s->server.fd = -1;
     s->state = SESSION_OPENING;
     runtime_format_addr(peer, s->peer, sizeof(s->peer));
-    evtimer_assign(&s->timer, w->base, timer_cb, s);
+    evtimer_assign(&s->timer, w->base, on_timer, s);
     event_assign(&s->settle_ev, w->base, -1, 0, on_settle, s);
     mirror_init(&s->mirror, NULL, s, w->shadow, l->metric_slot, l->conf->mirror.queue_bytes,
                 s->rt->conf->limits.mirror_queue_total, s->id * 0x9e3779b97f4a7c15ull + 1);
@@ -426,6 +427,44 @@ on_settle(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     session_settle(arg);
+}
+
+/*
+ * The session's handlers: each event goes to the plug-in, then settle(),
+ * the one place a session is freed, so no plug-in code ever runs on a
+ * session freed under it.
+ */
+static void
+on_client(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)fd;
+    if (s->state != SESSION_LINGER && s->state != SESSION_DEAD)
+        s->ops->client_event(s, what);
+    session_settle(s);
+}
+
+void
+session_on_server(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)fd;
+    if (s->state != SESSION_LINGER && s->state != SESSION_DEAD && s->server_open)
+        s->ops->server_event(s, what);
+    session_settle(s);
+}
+
+static void
+on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->state == SESSION_LINGER)
+        s->state = SESSION_DEAD; /* the client does not read: give up on it */
+    else if (s->state != SESSION_SHADOW_DRAIN && s->state != SESSION_DEAD)
+        s->ops->timer(s); /* settle frees a drained session once the shadow is done */
+    session_settle(s);
 }
 
 void

@@ -50,6 +50,15 @@ struct session_ops {
     const char *protocol; /* "postgres", "redis": for logs */
     /* phase_name - an opening phase's name, for the log */
     const char *(*phase_name)(int phase);
+    /*
+     * The session's events, from the engine's handlers (which settle after
+     * each): client_event and server_event get the libevent flags (0: look
+     * at the input again); timer fires for an opening phase's deadline or
+     * an active session's wake-up (linger and shadow drain are the engine's).
+     */
+    void (*client_event)(struct session *s, short what);
+    void (*server_event)(struct session *s, short what);
+    void (*timer)(struct session *s);
     /* interest - a live session after an event: set each side's read interest (backpressure) */
     void (*interest)(struct session *s);
     /* server_closed - the backend connection was just released (NULL: nothing more) */
@@ -162,12 +171,19 @@ const struct session_protocol *session_protocol_for(int conf_proto);
  *
  * session_init - the engine's part of a new session for client socket fd
  * (taken over: closed on failure) on listener l: roles as the listener has
- * them now, an id, the peer's address, the timer (cb) and the settle event.
+ * them now, an id, the peer's address, the client's, the timer's and the
+ * settle event's handlers.
  * The caller then calls worker_session_added().  -1 when out of memory.
  */
 int session_init(struct session *s, const struct session_ops *ops, struct worker *w,
-                 const struct rt_listener *l, int fd, const struct sockaddr *peer,
-                 event_callback_fn client_cb, event_callback_fn timer_cb);
+                 const struct rt_listener *l, int fd, const struct sockaddr *peer);
+
+/*
+ * session_on_server - the handler of the answering backend's connection
+ * (give it to session_connect and session_swap_conns with the session as
+ * arg): ops->server_event, then settle.
+ */
+void session_on_server(evutil_socket_t fd, short what, void *arg);
 
 /* session_set_state - the one writer of s->state (logs it; LINGER closes the backend). */
 void session_set_state(struct session *s, int next);

@@ -63,9 +63,6 @@ static const char *const phase_names[] = {
 static void settle(struct pg_session *s);
 static const struct session_ops pg_session_ops;
 static int shadowing(const struct pg_session *s);
-static void on_client(evutil_socket_t fd, short what, void *arg);
-static void on_server(evutil_socket_t fd, short what, void *arg);
-static void on_timer(evutil_socket_t fd, short what, void *arg);
 static int op_idle(struct session *base);
 
 #define slog(s, level, ...) log_at(level, (s)->base.id, (s)->base.peer, __VA_ARGS__)
@@ -361,7 +358,7 @@ server_connected(struct pg_session *s)
 static void
 connect_backend(struct pg_session *s)
 {
-    int rc = session_connect(&s->base.server, s->base.w->base, s->base.be, on_server, s);
+    int rc = session_connect(&s->base.server, s->base.w->base, s->base.be, session_on_server, &s->base);
     if (rc < 0) {
         backend_failed(s, strerror(errno));
         return;
@@ -1252,8 +1249,9 @@ server_input(struct pg_session *s)
 /* Event handlers.                                                     */
 
 static void
-client_event(struct pg_session *s, short what)
+client_event(struct session *base, short what)
 {
+    struct pg_session *s = (struct pg_session *)base;
     size_t n;
 
     if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD)
@@ -1287,15 +1285,6 @@ client_event(struct pg_session *s, short what)
              "lost the connection to the backend");
     if (s->base.state != SESSION_LINGER && s->base.state != SESSION_DEAD && conn_flush(&s->base.client) == CONN_ERROR)
         s->base.state = SESSION_DEAD;
-}
-
-static void
-on_client(evutil_socket_t fd, short what, void *arg)
-{
-    struct pg_session *s = arg;
-    (void)fd;
-    client_event(s, what);
-    settle(s);
 }
 
 static void
@@ -1334,8 +1323,9 @@ server_handshake(struct pg_session *s)
 }
 
 static void
-server_event(struct pg_session *s, short what)
+server_event(struct session *base, short what)
 {
+    struct pg_session *s = (struct pg_session *)base;
     size_t n;
     enum conn_io io;
 
@@ -1377,35 +1367,20 @@ server_event(struct pg_session *s, short what)
         s->base.state = SESSION_DEAD;
 }
 
+/* The session's timer: an opening phase's deadline, or an active session's wake-up. */
 static void
-on_server(evutil_socket_t fd, short what, void *arg)
+op_timer(struct session *base)
 {
-    struct pg_session *s = arg;
-    (void)fd;
-    server_event(s, what);
-    settle(s);
-}
-
-static void
-on_timer(evutil_socket_t fd, short what, void *arg)
-{
-    struct pg_session *s = arg;
-    (void)fd;
-    (void)what;
+    struct pg_session *s = (struct pg_session *)base;
 
     switch (s->base.state) {
-    case SESSION_LINGER:
-        s->base.state = SESSION_DEAD; /* the client does not read: give up on it */
-        break;
-    case SESSION_SHADOW_DRAIN:
-        break; /* settle() frees it once the shadow is done */
     case SESSION_ACTIVE: {
         /* an idle point: a routed read is answered, or a cutover may swap the roles */
         int slot;
         session_cutover_check(&s->base, &slot);
         if (s->base.state != SESSION_ACTIVE)
             break;
-        client_event(s, 0);
+        client_event(&s->base, 0);
         if (s->base.draining && op_idle(&s->base) && evbuffer_get_length(s->base.client.in) == 0)
             fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
                  "terminating connection because tandem is shutting down");
@@ -1425,7 +1400,6 @@ on_timer(evutil_socket_t fd, short what, void *arg)
     default:
         break;
     }
-    settle(s);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1441,7 +1415,7 @@ pg_session_accept(struct worker *w, const struct rt_listener *l, int fd,
         __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
         return;
     }
-    if (session_init(&s->base, &pg_session_ops, w, l, fd, peer, on_client, on_timer) != 0) {
+    if (session_init(&s->base, &pg_session_ops, w, l, fd, peer) != 0) {
         free(s);
         return;
     }
@@ -1544,7 +1518,7 @@ static void
 op_swap(struct session *base)
 {
     struct pg_session *s = (struct pg_session *)base;
-    session_swap_conns(&s->base.server, &s->shadow.conn, s->base.w->base, on_server, s);
+    session_swap_conns(&s->base.server, &s->shadow.conn, s->base.w->base, session_on_server, &s->base);
     pg_shadow_swap(s);
     s->route.last_write_ns = 0;
 }
@@ -1552,6 +1526,9 @@ op_swap(struct session *base)
 static const struct session_ops pg_session_ops = {
     .protocol = "postgres",
     .phase_name = op_phase_name,
+    .client_event = client_event,
+    .server_event = server_event,
+    .timer = op_timer,
     .interest = op_interest,
     .server_closed = op_server_closed,
     .leaving = op_leaving,

@@ -54,9 +54,6 @@
 static int auth_required[METRIC_MAX_BACKENDS];
 
 static void settle(struct redis_session *s);
-static void on_client(evutil_socket_t fd, short what, void *arg);
-static void on_server(evutil_socket_t fd, short what, void *arg);
-static void on_timer(evutil_socket_t fd, short what, void *arg);
 static const struct session_ops redis_session_ops;
 
 #define slog(s, level, ...) log_at(level, (s)->base.id, (s)->base.peer, __VA_ARGS__)
@@ -219,7 +216,7 @@ unit_free(struct redis_session *s, struct redis_unit *u)
     free(u->local);
     redis_ident_free(u->ident);
     if (s->nspare < SPARE_UNITS) {
-        u->base.next = &s->spare->base;
+        u->base.next = s->spare ? &s->spare->base : NULL;
         s->spare = u;
         s->nspare++;
     } else {
@@ -360,7 +357,7 @@ server_connected(struct redis_session *s)
 static void
 connect_backend(struct redis_session *s)
 {
-    int rc = session_connect(&s->base.server, s->base.w->base, s->base.be, on_server, s);
+    int rc = session_connect(&s->base.server, s->base.w->base, s->base.be, session_on_server, &s->base);
     if (rc < 0) {
         backend_failed(s, strerror(errno));
         return;
@@ -1011,8 +1008,10 @@ server_input(struct redis_session *s)
 /* Event handlers.                                                     */
 
 static void
-client_event(struct redis_session *s, short what)
+client_event(struct session *base, short what)
 {
+    struct redis_session *s = (struct redis_session *)base;
+    s->now_ns = 0; /* an entry point: the clock is read afresh (redis_now) */
     size_t n;
 
     if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD || s->base.state == SESSION_SHADOW_DRAIN)
@@ -1038,16 +1037,6 @@ client_event(struct redis_session *s, short what)
 }
 
 static void
-on_client(evutil_socket_t fd, short what, void *arg)
-{
-    struct redis_session *s = arg;
-    (void)fd;
-    s->now_ns = 0;
-    client_event(s, what);
-    settle(s);
-}
-
-static void
 server_lost(struct redis_session *s, enum conn_io io)
 {
     if (s->base.outstanding == 0 || s->pubsub) {
@@ -1064,8 +1053,10 @@ server_lost(struct redis_session *s, enum conn_io io)
 }
 
 static void
-server_event(struct redis_session *s, short what)
+server_event(struct session *base, short what)
 {
+    struct redis_session *s = (struct redis_session *)base;
+    s->now_ns = 0; /* an entry point: the clock is read afresh (redis_now) */
     size_t n;
 
     if (s->base.state != SESSION_ACTIVE && s->base.state != RS_CONNECTING)
@@ -1104,41 +1095,21 @@ server_event(struct redis_session *s, short what)
         s->base.state = SESSION_DEAD;
 }
 
+/* The session's timer: the connect deadline, or an active session's wake-up. */
 static void
-on_server(evutil_socket_t fd, short what, void *arg)
+op_timer(struct session *base)
 {
-    struct redis_session *s = arg;
-    (void)fd;
-    s->now_ns = 0;
-    server_event(s, what);
-    settle(s);
-}
-
-static void
-on_timer(evutil_socket_t fd, short what, void *arg)
-{
-    struct redis_session *s = arg;
-    (void)fd;
-    (void)what;
+    struct redis_session *s = (struct redis_session *)base;
 
     s->now_ns = 0;
-    switch (s->base.state) {
-    case SESSION_LINGER:
-        s->base.state = SESSION_DEAD; /* the client does not read: give up on it */
-        break;
-    case RS_CONNECTING:
+    if (s->base.state == RS_CONNECTING) {
         backend_failed(s, "timeout");
-        break;
-    case SESSION_ACTIVE:
+    } else if (s->base.state == SESSION_ACTIVE) {
         /* a routed read was answered, or a cutover let writes go: read on */
-        client_event(s, 0);
+        client_event(&s->base, 0);
         if (s->base.state == SESSION_ACTIVE && s->base.draining && idle(s))
             session_close(&s->base);
-        break;
-    default:
-        break; /* SHADOW_DRAIN: settle() frees it once the shadow is done */
     }
-    settle(s);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1154,7 +1125,7 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
         __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
         return;
     }
-    if (session_init(&s->base, &redis_session_ops, w, l, fd, peer, on_client, on_timer) != 0) {
+    if (session_init(&s->base, &redis_session_ops, w, l, fd, peer) != 0) {
         free(s);
         return;
     }
@@ -1297,7 +1268,7 @@ op_swap(struct session *base)
     struct redis_session *s = (struct redis_session *)base;
     enum rs_login login = s->primary_login;
 
-    session_swap_conns(&s->base.server, &s->shadow.conn, s->base.w->base, on_server, s);
+    session_swap_conns(&s->base.server, &s->shadow.conn, s->base.w->base, session_on_server, &s->base);
     redis_shadow_swap(s);
     s->primary_login = s->shadow.login;
     s->shadow.login = login;
@@ -1308,6 +1279,9 @@ op_swap(struct session *base)
 static const struct session_ops redis_session_ops = {
     .protocol = "redis",
     .phase_name = op_phase_name,
+    .client_event = client_event,
+    .server_event = server_event,
+    .timer = op_timer,
     .interest = op_interest,
     .leaving = op_leaving,
     .orphan = op_orphan,
