@@ -535,7 +535,10 @@ session_cutover_check(struct session *s, int *listener_slot)
         return s->ops->writes_owed(s);
     }
     if ((int)s->swapped != want) {
-        int ready = s->ops->swap_ready(s);
+        /* no shadow connection: the session can never swap, only close */
+        int ready = s->mirror.state == MIRROR_OFF || s->mirror.state == MIRROR_DETACHED
+                        ? -1
+                        : s->ops->swap_ready(s);
         if (ready < 0 && s->ops->idle(s)) {
             s->ops->close_with(s, SESSION_CLOSE_CUTOVER,
                                "the primary changed (cutover) and this session has no "

@@ -88,10 +88,12 @@ struct session_ops {
      * protocol does not take part (its listeners are not cut over).
      *   writes_owed - paused: 1 while a write of the session is unacknowledged
      *                 by either side, or a transaction is open
-     *   swap_ready  - 1 when the shadow connection may answer the client now,
-     *                 0 not yet, -1 never (no connection it may use)
-     *   swapped     - the engine traded the two connections: the plug-in
-     *                 points its shadow side at the old primary's
+     *   swap_ready  - asked only while the session has a shadow connection:
+     *                 1 when it may answer the client now, 0 not yet, -1
+     *                 never (one the client may not use)
+     *   swap        - trade the answering connection and the shadow's
+     *                 (session_swap_conns) and point the shadow side at the
+     *                 old primary; the engine then swaps be and shadow_be
      *   pinned      - the session cannot follow a cutover at all (Redis
      *                 pub/sub); NULL: none is
      */

@@ -1500,11 +1500,8 @@ op_swap_ready(struct session *base)
     struct pg_session *s = (struct pg_session *)base;
     if (s->base.outstanding > 0 || s->unit_open || s->tx_open || s->tx_status != 'I' ||
         s->route.unit != NULL || s->server_frame.skip > 0 ||
-        evbuffer_get_length(s->base.server.out) > 0) {
-        /* a session that cannot swap now may still have no shadow at all */
-        return s->base.mirror.state == MIRROR_OFF || s->base.mirror.state == MIRROR_DETACHED ? -1
-                                                                                             : 0;
-    }
+        evbuffer_get_length(s->base.server.out) > 0)
+        return 0;
     return pg_shadow_swap_ready(s);
 }
 

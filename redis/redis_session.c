@@ -1247,11 +1247,8 @@ op_swap_ready(struct session *base)
         return -1;
     if (s->base.outstanding > 0 || s->base.mirror.pcur != NULL || s->in_multi || s->watching ||
         s->route.unit != NULL || s->reply_open || evbuffer_get_length(s->base.server.out) > 0 ||
-        evbuffer_get_length(s->base.server.in) > 0) {
-        /* a session that cannot swap now may still have no shadow at all */
-        return s->base.mirror.state == MIRROR_OFF || s->base.mirror.state == MIRROR_DETACHED ? -1
-                                                                                             : 0;
-    }
+        evbuffer_get_length(s->base.server.in) > 0)
+        return 0;
     return redis_shadow_swap_ready(s);
 }
 
