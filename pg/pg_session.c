@@ -60,7 +60,6 @@ static const char *const phase_names[] = {
     "startup", "client_tls", "connecting", "server_tls_ask", "server_tls", "auth",
 };
 
-static void settle(struct pg_session *s);
 static const struct session_ops pg_session_ops;
 static int shadowing(const struct pg_session *s);
 static int op_idle(struct session *base);
@@ -195,13 +194,6 @@ op_destroy(struct session *base)
     pgstmt_table_free(s->stmts);
     free(s->startup);
     free(s);
-}
-
-/* settle - after every event (engine/session.c, session_settle): free, or backpressure. */
-static void
-settle(struct pg_session *s)
-{
-    session_settle(&s->base);
 }
 
 /* The read interest of each side, by the other side's backlog (backpressure). */
@@ -1432,7 +1424,7 @@ pg_session_accept(struct worker *w, const struct rt_listener *l, int fd,
     worker_session_added(w, &s->base);
     session_set_state(&s->base, PGS_STARTUP);
     session_arm_timer(&s->base, s->base.rt->conf->limits.startup_timeout_ms);
-    settle(s);
+    session_settle(&s->base);
 }
 
 /* ------------------------------------------------------------------ */

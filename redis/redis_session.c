@@ -53,7 +53,6 @@
  */
 static int auth_required[METRIC_MAX_BACKENDS];
 
-static void settle(struct redis_session *s);
 static const struct session_ops redis_session_ops;
 
 #define slog(s, level, ...) log_at(level, (s)->base.id, (s)->base.peer, __VA_ARGS__)
@@ -304,13 +303,6 @@ op_destroy(struct session *base)
     free(s->client_name);
     redis_ident_free(s->ident);
     free(s);
-}
-
-/* settle - after every event (engine/session.c, session_settle): free, or backpressure. */
-static void
-settle(struct redis_session *s)
-{
-    session_settle(&s->base);
 }
 
 /* The read interest of each side, by the other side's backlog (backpressure). */
@@ -1147,7 +1139,7 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
             if (l->conf->mode != CONF_MODE_PASSTHROUGH && l->shadow != NULL)
                 redis_shadow_start(s);
     }
-    settle(s);
+    session_settle(&s->base);
 }
 
 /* ------------------------------------------------------------------ */
