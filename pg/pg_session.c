@@ -10,9 +10,10 @@
  * classification) are made contiguous, and those are small or bounded by
  * max_packet_size.
  *
- * Every event handler ends in settle(), the one place that frees a session
- * (state LINGER with nothing left to send, or DEAD), so no handler ever
- * frees the session it is running for.
+ * The events come from the engine (engine/session.c): its handlers call
+ * client_event, server_event or op_timer here and then session_settle(),
+ * the one place that frees a session, so nothing here ever frees the
+ * session it is running for.
  */
 #include "pg/pg_session.h"
 

@@ -14,8 +14,10 @@
  * reply is never held whole.  Only what tandem answers itself (HELLO 3,
  * protocol errors, an unreachable primary) is built here.
  *
- * Every event handler ends in settle(), the one place that frees a session,
- * so no handler ever frees the session it is running for.
+ * The events come from the engine (engine/session.c): its handlers call
+ * client_event, server_event or op_timer here and then session_settle(),
+ * the one place that frees a session, so nothing here ever frees the
+ * session it is running for.
  */
 #include "redis/redis_session.h"
 
@@ -823,7 +825,7 @@ client_input(struct redis_session *s)
             }
             off += used;
             if (s->base.outstanding >= MAX_OUTSTANDING)
-                break; /* settle() stops reading; replies will call us again */
+                break; /* session_settle() stops reading; replies call us again */
         }
         forward(s, off);
         return;
