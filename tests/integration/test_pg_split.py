@@ -423,7 +423,7 @@ def test_health_probe_logs_in(tandem, pg_primary, pg_shadow, tmp_path):
                "blue up by its login probe")
     # green's gauge reads 0 before its first probe has even run: the log says when it did
     wait_until(lambda: any('backend "green"' in ln and "is down" in ln
-                           for ln in t.log().splitlines()), 30,
+                           for ln in t.log().splitlines()), 60,
                "the log to say green is down")
 
 
