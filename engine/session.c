@@ -9,6 +9,7 @@
 #include <event2/buffer.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -268,6 +269,24 @@ session_init(struct session *s, const struct session_ops *ops, struct worker *w,
                 s->rt->conf->limits.mirror_queue_total, s->id * 0x9e3779b97f4a7c15ull + 1);
     session_count_listener(s, METRIC_L_CLIENT_ACCEPTED, 1);
     return 0;
+}
+
+struct session *
+session_new(size_t size, const struct session_ops *ops, const struct mirror_ops *mirror_ops,
+            struct worker *w, const struct rt_listener *l, int fd, const struct sockaddr *peer)
+{
+    struct session *s = calloc(1, size);
+    if (s == NULL) {
+        close(fd);
+        __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+        return NULL;
+    }
+    if (session_init(s, ops, w, l, fd, peer) != 0) {
+        free(s);
+        return NULL;
+    }
+    s->mirror.ops = mirror_ops;
+    return s;
 }
 
 void

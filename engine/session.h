@@ -181,6 +181,16 @@ int session_init(struct session *s, const struct session_ops *ops, struct worker
                  const struct rt_listener *l, int fd, const struct sockaddr *peer);
 
 /*
+ * session_new - a plug-in's session of `size` bytes (its struct, which
+ * embeds struct session first), zeroed and initialised (session_init) with
+ * its mirror queue's hooks.  NULL when out of memory: fd is closed and the
+ * client uncounted.
+ */
+struct session *session_new(size_t size, const struct session_ops *ops,
+                            const struct mirror_ops *mirror_ops, struct worker *w,
+                            const struct rt_listener *l, int fd, const struct sockaddr *peer);
+
+/*
  * session_on_server - the handler of the answering backend's connection
  * (give it to session_connect and session_swap_conns with the session as
  * arg): ops->server_event, then settle.

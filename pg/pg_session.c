@@ -17,11 +17,9 @@
  */
 #include "pg/pg_session.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1402,17 +1400,10 @@ static void
 pg_session_accept(struct worker *w, const struct rt_listener *l, int fd,
                   const struct sockaddr *peer, int over_limit)
 {
-    struct pg_session *s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        close(fd);
-        __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+    struct pg_session *s =
+        (struct pg_session *)session_new(sizeof(*s), &pg_session_ops, &pg_mirror_ops, w, l, fd, peer);
+    if (s == NULL)
         return;
-    }
-    if (session_init(&s->base, &pg_session_ops, w, l, fd, peer) != 0) {
-        free(s);
-        return;
-    }
-    s->base.mirror.ops = &pg_mirror_ops;
     s->over_limit = over_limit != 0;
     pg_route_accept(s, peer);
     /* a random key per session: cancel requests carry no other proof */

@@ -1113,17 +1113,10 @@ static void
 redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
                      const struct sockaddr *peer, int over_limit)
 {
-    struct redis_session *s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        close(fd);
-        __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
+    struct redis_session *s =
+        (struct redis_session *)session_new(sizeof(*s), &redis_session_ops, &redis_mirror_ops, w, l, fd, peer);
+    if (s == NULL)
         return;
-    }
-    if (session_init(&s->base, &redis_session_ops, w, l, fd, peer) != 0) {
-        free(s);
-        return;
-    }
-    s->base.mirror.ops = &redis_mirror_ops;
     s->shadow.conn.fd = -1;
     session_route_client(peer, &s->route.client);
     route_match_session(s);
