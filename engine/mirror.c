@@ -46,7 +46,7 @@ mirror_release_all(struct mirror *m)
         m->head = u->next;
         m->ops->free_unit(m->owner, u);
     }
-    m->tail = m->pcur = m->scur = m->last_held = NULL;
+    m->tail = m->pcur = m->scur = m->last_held = m->barrier = NULL;
     m->nheld = 0;
     mirror_account(m, -(int64_t)m->queued);
     if (m->held)
@@ -145,6 +145,9 @@ mirror_release(struct mirror *m, int force, uint64_t now)
     for (struct mirror_unit *u = m->head; u && m->nheld > 0; u = u->next) {
         if (!u->held)
             continue;
+        /* a login the shadow has not answered yet: what follows must not run as someone else */
+        if (m->barrier != NULL)
+            return;
         if (!force && !u->primary_done && !u->release_early)
             break;
         u->held = 0;
@@ -179,6 +182,8 @@ mirror_release(struct mirror *m, int force, uint64_t now)
             m->ops->sent(m->owner, u);
         if (m->state == MIRROR_DETACHED || m->state == MIRROR_OFF)
             return;
+        if (u->barrier)
+            m->barrier = u;
     }
 }
 
@@ -211,6 +216,8 @@ mirror_shadow_answered(struct mirror *m, struct mirror_unit *u, uint64_t now)
     uint64_t since = u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns;
     u->shadow_done = 1;
     u->shadow_ns = now > since ? now - since : 0;
+    if (m->barrier == u)
+        m->barrier = NULL;
     if (m->scur == u)
         m->scur = mirror_next_for_shadow(u->next);
 }
@@ -268,6 +275,7 @@ mirror_detach(struct mirror *m, enum shadow_outcome why, enum shadow_drop_reason
         owed++;
     }
     m->scur = NULL;
+    m->barrier = NULL;
     m->ops->close(m->owner);
     evbuffer_drain(m->held, evbuffer_get_length(m->held));
     m->nheld = 0;

@@ -57,6 +57,7 @@ struct mirror_unit {
     unsigned replay : 1;        /* ours (state replay, a login): never recorded */
     unsigned routed : 1;        /* mode split: the shadow answers the client */
     unsigned release_early : 1; /* the primary accepted enough of it to send it (COPY FROM STDIN) */
+    unsigned barrier : 1;       /* a login: nothing after it is sent until the shadow answered it */
     size_t held_len;            /* its bytes in held */
     uint64_t closed_ns;         /* handed to the primary (and queued for the shadow) */
     uint64_t primary_ns;        /* primary latency */
@@ -119,6 +120,7 @@ struct mirror {
     struct evbuffer *held;         /* mirrored units the primary has not answered yet */
     unsigned nheld;
     struct mirror_unit *last_held;
+    struct mirror_unit *barrier;   /* a login sent and unanswered: releases wait for its answer */
     size_t queued;                 /* this session's bytes in held and unsent to the shadow */
     size_t queue_bytes;            /* the session's bound (mirror { queue }) */
     uint64_t queue_total;          /* the process's bound (limits { mirror_queue_total }) */

@@ -193,6 +193,7 @@ mirror_login(struct redis_session *s, struct redis_unit *u)
         return;
     }
     u->base.replay = 1; /* the session's state, not a comparison */
+    u->base.barrier = 1; /* what follows runs only once the shadow accepted it */
     u->identity = 1;
     u->sets_login = 1;
     u->login = RL_CLIENT;
@@ -625,6 +626,7 @@ replay_login(struct redis_session *s)
         return -1;
     u->identity = login == RL_CLIENT;
     u->sets_login = 1;
+    s->base.mirror.barrier = &u->base; /* no mirror goes out before the login is answered */
     u->login = (uint8_t)login;
     sh->login = login;
     return 0;
@@ -763,8 +765,11 @@ shadow_input(struct redis_session *s)
             continue;
         if (u->cmp)
             u->cmp->sinfo = info;
+        int was_barrier = s->base.mirror.barrier == &u->base;
         mirror_shadow_answered(&s->base.mirror, &u->base, redis_now(s));
         mirror_complete(&s->base.mirror);
+        if (was_barrier)
+            redis_shadow_flush(s); /* the login was accepted: what waited behind it goes */
         if (routed)
             redis_session_route_done(s);
         session_shadow_progress(&s->base);
