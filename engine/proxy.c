@@ -472,6 +472,45 @@ proxy_release(struct proxy *p)
         event_base_free(p->base);
 }
 
+/* The workers, each with its own sockets on every listener (SO_REUSEPORT). */
+static int
+workers_open(struct proxy *p)
+{
+    char err[512];
+
+    p->nworkers = p->rt->conf->workers;
+    p->workers = calloc((size_t)p->nworkers, sizeof(*p->workers));
+    if (p->workers == NULL)
+        return -1;
+    for (int i = 0; i < p->nworkers; i++) {
+        if (worker_init(&p->workers[i], i, p->rt) != 0) {
+            log_error("cannot create worker %d", i);
+            return -1;
+        }
+        if (worker_open_listeners(&p->workers[i], err, sizeof(err)) != 0) {
+            log_error("%s", err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void
+log_started(const struct proxy *p)
+{
+    for (size_t i = 0; i < p->rt->nlisteners; i++) {
+        const struct rt_listener *l = &p->rt->listeners[i];
+        log_info("listener \"%s\" (%s) on %s, primary \"%s\" at %s, mode %s", l->conf->name,
+                 conf_proto_name(l->conf->proto), l->addr_text, l->primary->conf->name,
+                 l->primary->addr_text, conf_mode_name(l->conf->mode));
+    }
+    if (p->admin)
+        log_info("admin on http://%s:%u/", p->rt->conf->admin.addr.host,
+                 p->rt->conf->admin.addr.port);
+    log_info("tandem %s started with %d worker%s", TANDEM_VERSION, p->nworkers,
+             p->nworkers == 1 ? "" : "s");
+}
+
 int
 proxy_run(struct conf *conf, const char *conf_path)
 {
@@ -501,20 +540,8 @@ proxy_run(struct conf *conf, const char *conf_path)
     if (p->base == NULL)
         goto out;
 
-    p->nworkers = p->rt->conf->workers;
-    p->workers = calloc((size_t)p->nworkers, sizeof(*p->workers));
-    if (p->workers == NULL)
+    if (workers_open(p) != 0)
         goto out;
-    for (int i = 0; i < p->nworkers; i++) {
-        if (worker_init(&p->workers[i], i, p->rt) != 0) {
-            log_error("cannot create worker %d", i);
-            goto out;
-        }
-        if (worker_open_listeners(&p->workers[i], err, sizeof(err)) != 0) {
-            log_error("%s", err);
-            goto out;
-        }
-    }
     if (p->rt->conf->admin.enabled) {
         struct admin_hooks hooks = {
             .ctx = p, .ready = ready, .status = status, .act = act, .metrics = render_metrics};
@@ -545,18 +572,7 @@ proxy_run(struct conf *conf, const char *conf_path)
         }
         p->nstarted++;
     }
-    for (size_t i = 0; i < p->rt->nlisteners; i++) {
-        const struct rt_listener *l = &p->rt->listeners[i];
-        log_info("listener \"%s\" (%s) on %s, primary \"%s\" at %s, mode %s", l->conf->name,
-                 conf_proto_name(l->conf->proto), l->addr_text, l->primary->conf->name,
-                 l->primary->addr_text, conf_mode_name(l->conf->mode));
-    }
-    if (p->admin)
-        log_info("admin on http://%s:%u/", p->rt->conf->admin.addr.host,
-                 p->rt->conf->admin.addr.port);
-    log_info("tandem %s started with %d worker%s", TANDEM_VERSION, p->nworkers,
-             p->nworkers == 1 ? "" : "s");
-
+    log_started(p);
     event_base_dispatch(p->base);
     rc = 0;
 out:

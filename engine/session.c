@@ -68,20 +68,6 @@ session_connect(struct conn *c, struct event_base *base, const struct rt_backend
     return 1;
 }
 
-void
-session_swap_conns(struct conn *server, struct conn *shadow, struct event_base *base,
-                   event_callback_fn cb, void *arg)
-{
-    struct conn old_server;
-
-    conn_unbind(server);
-    conn_unbind(shadow);
-    old_server = *server;
-    *server = *shadow;
-    *shadow = old_server;
-    conn_rebind(server, base, cb, arg);
-}
-
 int
 session_connect_result(const struct conn *c)
 {
@@ -261,6 +247,7 @@ session_init(struct session *s, const struct session_ops *ops, struct worker *w,
     s->shadow_be = s->swapped ? l->primary : l->shadow;
     s->id = (uint64_t)w->id << 48 | w->next_conn_id++;
     s->server.fd = -1;
+    s->shadow_conn.fd = -1;
     s->state = SESSION_OPENING;
     runtime_format_addr(peer, s->peer, sizeof(s->peer));
     evtimer_assign(&s->timer, w->base, on_timer, s);
@@ -303,6 +290,8 @@ session_close_server(struct session *s)
         return;
     conn_release(&s->server);
     s->server_open = 0;
+    s->server_connecting = 0;
+    s->server_ready = 0;
     if (s->ops->server_closed)
         s->ops->server_closed(s);
     session_count_backend(s, s->be, METRIC_B_SERVER_CLOSED, 1);
@@ -410,6 +399,25 @@ discard_client_input(struct session *s)
         total += (size_t)n;
 }
 
+/*
+ * The read interest of each side, by its destination's backlog.  A read
+ * routed to the shadow streams from the shadow to the client: the client
+ * side's backlog holds the shadow back then, and the client waits for it.
+ */
+static void
+interest(struct session *s)
+{
+    int client_backlog = evbuffer_get_length(s->client.out) >= SESSION_BACKPRESSURE_BYTES;
+    if (s->server_open)
+        conn_want_read(&s->server, !s->server_connecting && !client_backlog);
+    conn_want_read(&s->client, s->routed == NULL && !s->writes_waiting &&
+                                   (!s->server_open || evbuffer_get_length(s->server.out) <
+                                                           SESSION_BACKPRESSURE_BYTES) &&
+                                   s->ops->client_wanted(s));
+    if (s->mirror.state == MIRROR_READY && s->shadow_open)
+        conn_want_read(&s->shadow_conn, s->routed == NULL || !client_backlog);
+}
+
 void
 session_settle(struct session *s)
 {
@@ -431,7 +439,7 @@ session_settle(struct session *s)
         session_free(s);
         return;
     }
-    s->ops->interest(s);
+    interest(s);
 }
 
 void
@@ -449,18 +457,99 @@ on_settle(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * The session's handlers: each event goes to the plug-in, then settle(),
- * the one place a session is freed, so no plug-in code ever runs on a
- * session freed under it.
+ * The session's handlers: the engine reads and writes the sockets, the
+ * plug-in is told what arrived, then settle(), the one place a session is
+ * freed, so no plug-in code ever runs on a session freed under it.
  */
+
+/* Client bytes (what: the event's flags; 0 to look at client.in again). */
+static void
+client_io(struct session *s, short what)
+{
+    size_t n;
+
+    if (s->ops->client_handshake && !s->ops->client_handshake(s, &what))
+        return;
+    if (what & EV_READ) {
+        enum conn_io io = conn_read(&s->client, s->w->scratch, sizeof(s->w->scratch), &n);
+        if (io == CONN_EOF || io == CONN_ERROR) {
+            if (s->state == SESSION_ACTIVE && s->server_ready)
+                conn_flush(&s->server); /* what the client sent before leaving */
+            s->state = SESSION_DEAD;
+            return;
+        }
+        if (io == CONN_OK)
+            session_count_listener(s, METRIC_L_BYTES_RECEIVED, n);
+    }
+    s->ops->client_input(s);
+    if (s->state <= SESSION_ACTIVE && s->server_ready && conn_flush(&s->server) == CONN_ERROR) {
+        s->ops->server_lost(s, CONN_ERROR);
+        return;
+    }
+    if (s->state < SESSION_LINGER && conn_flush(&s->client) == CONN_ERROR)
+        s->state = SESSION_DEAD;
+}
+
 static void
 on_client(evutil_socket_t fd, short what, void *arg)
 {
     struct session *s = arg;
     (void)fd;
-    if (s->state != SESSION_LINGER && s->state != SESSION_DEAD)
-        s->ops->client_event(s, what);
+    s->now_ns = 0;
+    if (s->state < SESSION_LINGER)
+        client_io(s, what);
     session_settle(s);
+}
+
+/* The connect's outcome: 1 when the connection is open and the event may go on. */
+static int
+server_connect_done(struct session *s)
+{
+    int err = session_connect_result(&s->server);
+    s->server_connecting = 0;
+    if (err != 0) {
+        s->ops->connect_failed(s, strerror(err));
+        return 0;
+    }
+    s->ops->server_connected(s);
+    return s->state < SESSION_LINGER;
+}
+
+static void
+server_io(struct session *s, short what)
+{
+    size_t n;
+
+    if (s->server_connecting) {
+        if (!server_connect_done(s))
+            return;
+        what = 0; /* the event said "writable": write what the protocol queued */
+    } else if (s->ops->server_handshake) {
+        int r = s->ops->server_handshake(s);
+        if (r < 0)
+            return;
+        if (r == 0)
+            what = 0;
+    }
+    if (what & EV_READ) {
+        enum conn_io io = conn_read(&s->server, s->w->scratch, sizeof(s->w->scratch), &n);
+        if (io == CONN_OK)
+            session_count_backend(s, s->be, METRIC_B_BACKEND_BYTES_RECEIVED, n);
+        s->ops->server_input(s);
+        if (io == CONN_EOF || io == CONN_ERROR) {
+            conn_flush(&s->client); /* the last answers, before the protocol says why */
+            s->ops->server_lost(s, io);
+            return;
+        }
+    }
+    if (s->state >= SESSION_LINGER)
+        return;
+    if (conn_flush(&s->server) == CONN_ERROR) {
+        s->ops->server_lost(s, CONN_ERROR);
+        return;
+    }
+    if (conn_flush(&s->client) == CONN_ERROR)
+        s->state = SESSION_DEAD;
 }
 
 void
@@ -468,9 +557,44 @@ session_on_server(evutil_socket_t fd, short what, void *arg)
 {
     struct session *s = arg;
     (void)fd;
-    if (s->state != SESSION_LINGER && s->state != SESSION_DEAD && s->server_open)
-        s->ops->server_event(s, what);
+    s->now_ns = 0;
+    if (s->state < SESSION_LINGER && s->server_open)
+        server_io(s, what);
     session_settle(s);
+}
+
+void
+session_connect_backend(struct session *s)
+{
+    int rc = session_connect(&s->server, s->w->base, s->be, session_on_server, s);
+    if (rc < 0) {
+        s->ops->connect_failed(s, strerror(errno));
+        return;
+    }
+    s->server_open = 1;
+    s->server_connecting = rc == 1; /* writable = connected or failed: server_io */
+    session_arm_timer(s, s->rt->conf->limits.connect_timeout_ms);
+    if (rc == 0)
+        s->ops->server_connected(s);
+}
+
+/*
+ * An active session's wake-up (session_wake): an idle point, where a
+ * cutover may swap the roles, a routed read was answered, or writes held
+ * for a cutover may go; a draining session closes once idle.
+ */
+static void
+wake(struct session *s)
+{
+    int slot;
+    session_cutover_check(s, &slot);
+    if (s->state != SESSION_ACTIVE)
+        return;
+    client_io(s, 0);
+    if (s->state == SESSION_ACTIVE && s->draining && s->ops->idle(s) &&
+        evbuffer_get_length(s->client.in) == 0)
+        s->ops->close_with(s, SESSION_CLOSE_SHUTDOWN,
+                           "terminating connection because tandem is shutting down");
 }
 
 static void
@@ -479,11 +603,109 @@ on_timer(evutil_socket_t fd, short what, void *arg)
     struct session *s = arg;
     (void)fd;
     (void)what;
+    s->now_ns = 0;
     if (s->state == SESSION_LINGER)
         s->state = SESSION_DEAD; /* the client does not read: give up on it */
-    else if (s->state != SESSION_SHADOW_DRAIN && s->state != SESSION_DEAD)
-        s->ops->timer(s); /* settle frees a drained session once the shadow is done */
-    session_settle(s);
+    else if (s->state == SESSION_ACTIVE)
+        wake(s);
+    else if (s->state < SESSION_ACTIVE)
+        s->ops->timer(s); /* an opening phase's deadline */
+    session_settle(s); /* frees a drained session once the shadow is done */
+}
+
+/* ------------------------------------------------------------------ */
+/* The shadow connection's bytes.                                      */
+
+int
+session_shadow_flush(struct session *s)
+{
+    struct conn *c = &s->shadow_conn;
+    size_t before = evbuffer_get_length(c->out);
+    if (conn_flush(c) == CONN_ERROR) {
+        mirror_detach(&s->mirror, SHADOW_SHADOW_ERROR, mirror_drop_reason(SHADOW_SHADOW_ERROR),
+                      "write to the shadow failed", session_clock(s));
+        return -1;
+    }
+    mirror_account(&s->mirror, -(int64_t)(before - evbuffer_get_length(c->out)));
+    return 0;
+}
+
+static void
+shadow_detach(struct session *s, const char *why)
+{
+    mirror_detach(&s->mirror, SHADOW_SHADOW_ERROR, mirror_drop_reason(SHADOW_SHADOW_ERROR), why,
+                  session_clock(s));
+}
+
+static void
+shadow_connect_done(struct session *s)
+{
+    int err = session_connect_result(&s->shadow_conn);
+    if (err != 0) {
+        char why[200];
+        snprintf(why, sizeof(why), "connect: %s", strerror(err));
+        session_count_backend(s, s->shadow_be, METRIC_B_CONNECT_FAILURES, 1);
+        shadow_detach(s, why);
+        return;
+    }
+    s->ops->shadow_connected(s);
+}
+
+static void
+shadow_io(struct session *s, short what)
+{
+    size_t n;
+
+    if (what & EV_READ) {
+        enum conn_io io = conn_read(&s->shadow_conn, s->w->scratch, sizeof(s->w->scratch), &n);
+        if (io == CONN_OK) {
+            session_count_backend(s, s->shadow_be, METRIC_B_BACKEND_BYTES_RECEIVED, n);
+            s->ops->shadow_input(s);
+        }
+        if (s->mirror.state != MIRROR_READY)
+            return;
+        if (io == CONN_EOF || io == CONN_ERROR) {
+            shadow_detach(s, io == CONN_EOF ? "the shadow closed the connection"
+                                            : "read from the shadow failed");
+            return;
+        }
+    }
+    session_shadow_flush(s);
+}
+
+/*
+ * Never settles: a session draining its shadow is freed from its own
+ * event (session_shadow_progress), and nothing else ends here.
+ */
+void
+session_on_shadow(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)fd;
+    s->now_ns = 0;
+    if (s->mirror.state == MIRROR_CONNECTING && s->ops->shadow_connected)
+        shadow_connect_done(s);
+    else if (s->mirror.state == MIRROR_READY)
+        shadow_io(s, what);
+}
+
+/*
+ * Cutover: the answering connection and the shadow's trade places (both
+ * idle, session_cutover_check asked swap_ready), each rebound to the
+ * handler of its new role.
+ */
+static void
+swap_conns(struct session *s)
+{
+    struct conn old_server;
+
+    conn_unbind(&s->server);
+    conn_unbind(&s->shadow_conn);
+    old_server = s->server;
+    s->server = s->shadow_conn;
+    s->shadow_conn = old_server;
+    conn_rebind(&s->server, s->w->base, session_on_server, s);
+    conn_rebind(&s->shadow_conn, s->w->base, session_on_shadow, s);
 }
 
 void
@@ -497,6 +719,7 @@ session_shadow_progress(struct session *s)
 void
 session_kill(struct session *s)
 {
+    s->now_ns = 0;
     if (s->mirror.state == MIRROR_READY || s->mirror.state == MIRROR_CONNECTING) {
         /* what the shadow still owed is counted, not lost silently */
         s->ops->orphan(s);
@@ -518,6 +741,7 @@ session_kill(struct session *s)
 void
 session_drain(struct session *s)
 {
+    s->now_ns = 0;
     s->draining = 1;
     /* idle now (nothing owed, nothing waiting), or not logged in yet: close; busy: at the
      * next idle point (the plug-in looks at draining there) */
@@ -534,6 +758,7 @@ session_drain(struct session *s)
 int
 session_cutover_check(struct session *s, int *listener_slot)
 {
+    s->now_ns = 0; /* an entry point of its own (the worker's look) */
     int slot = *listener_slot = s->lis->metric_slot;
     /* not logged in yet: it has sent no write, and swaps once it is */
     if (s->shadow_be == NULL || s->state != SESSION_ACTIVE || s->ops->swap_ready == NULL)
@@ -569,6 +794,7 @@ session_cutover_check(struct session *s, int *listener_slot)
         if (ready <= 0)
             return 1;
         const struct rt_backend *b = s->be;
+        swap_conns(s);
         s->ops->swap(s);
         s->be = s->shadow_be;
         s->shadow_be = b;

@@ -8,7 +8,9 @@
  *
  * Each protocol's session struct embeds struct session as its FIRST
  * member; the engine calls the plug-in through ops and the plug-in calls
- * the engine's session_* functions.  A worker keeps one list of sessions,
+ * the engine's session_* functions.  The three connections (client,
+ * primary, shadow) are the engine's: it reads and writes their sockets,
+ * applies backpressure, and hands the plug-in what arrived.  A worker keeps one list of sessions,
  * whatever their protocol (drain on SIGTERM, kill on SIGINT, the periodic
  * shadow look); nothing frees a session but session_settle(), at the end
  * of the session's own event.
@@ -51,16 +53,46 @@ struct session_ops {
     /* phase_name - an opening phase's name, for the log */
     const char *(*phase_name)(int phase);
     /*
-     * The session's events, from the engine's handlers (which settle after
-     * each): client_event and server_event get the libevent flags (0: look
-     * at the input again); timer fires for an opening phase's deadline or
-     * an active session's wake-up (linger and shadow drain are the engine's).
+     * The session's connections are the engine's: it reads and writes the
+     * sockets and calls these with what arrived (each handler settles
+     * after).
+     *   client_handshake - NULL, or the client side's own opening (TLS):
+     *                      0 to stop at this event (in progress, or failed
+     *                      and the session ended), 1 to read on (*what may
+     *                      gain EV_READ: bytes may wait inside the TLS layer)
+     *   client_input     - client.in may hold new bytes (or: look again)
+     *   connect_failed   - the backend connection could not be opened
+     *                      (session_connect_backend); why: for the client
+     *   server_connected - it is open: begin the protocol (set server_ready
+     *                      once the connection carries the protocol's bytes)
+     *   server_handshake - NULL, or the server side's own opening (TLS):
+     *                      1 not in one, read on; 0 it just completed
+     *                      (write what waits); -1 stop at this event
+     *   server_input     - server.in may hold new bytes
+     *   server_lost      - the backend connection ended (CONN_EOF) or failed
+     *   shadow_connected - shadow_conn's connect (session_connect) is done:
+     *                      begin there (NULL: the plug-in opens it otherwise)
+     *   shadow_input     - shadow_conn.in may hold new bytes
+     *   timer            - an opening phase's deadline (the engine owns an
+     *                      active session's wake-ups, linger and drain)
      */
-    void (*client_event)(struct session *s, short what);
-    void (*server_event)(struct session *s, short what);
+    int (*client_handshake)(struct session *s, short *what);
+    void (*client_input)(struct session *s);
+    void (*connect_failed)(struct session *s, const char *why);
+    void (*server_connected)(struct session *s);
+    int (*server_handshake)(struct session *s);
+    void (*server_input)(struct session *s);
+    void (*server_lost)(struct session *s, enum conn_io io);
+    void (*shadow_connected)(struct session *s);
+    void (*shadow_input)(struct session *s);
     void (*timer)(struct session *s);
-    /* interest - a live session after an event: set each side's read interest (backpressure) */
-    void (*interest)(struct session *s);
+    /*
+     * client_wanted - after an event: may the client's next bytes be read
+     * (the plug-in's own reasons: still connecting, too many answers owed)?
+     * The engine adds backpressure, writes held by a cutover and a routed
+     * read in flight.
+     */
+    int (*client_wanted)(struct session *s);
     /* server_closed - the backend connection was just released (NULL: nothing more) */
     void (*server_closed)(struct session *s);
     /* leaving - the client goes (linger, shadow drain, end): what only it needs (NULL: none) */
@@ -91,9 +123,10 @@ struct session_ops {
      *   swap_ready  - asked only while the session has a shadow connection:
      *                 1 when it may answer the client now, 0 not yet, -1
      *                 never (one the client may not use)
-     *   swap        - trade the answering connection and the shadow's
-     *                 (session_swap_conns) and point the shadow side at the
-     *                 old primary; the engine then swaps be and shadow_be
+     *   swap        - the engine just traded server and shadow_conn (and
+     *                 will swap be and shadow_be): the plug-in trades what
+     *                 it keeps per side and points its shadow side at the
+     *                 old primary
      *   pinned      - the session cannot follow a cutover at all (Redis
      *                 pub/sub); NULL: none is
      */
@@ -135,15 +168,21 @@ struct session {
 
     struct conn client;
     struct conn server;
+    struct conn shadow_conn;      /* to the mirrored backend (the plug-in opens it; session_on_shadow) */
     struct event timer;           /* the plug-in's deadlines and wake-ups */
     struct event settle_ev;       /* settle() from a callback of its own (session_settle_soon) */
 
     unsigned server_open : 1;
+    unsigned shadow_open : 1;     /* shadow_conn holds a socket */
+    unsigned server_connecting : 1; /* the connect is in flight (session_connect_backend) */
+    unsigned server_ready : 1;    /* it carries the protocol's bytes (TLS, if any, is up) */
     unsigned draining : 1;        /* SIGTERM: close at the next idle point */
     unsigned client_counted_out : 1; /* the client's departure is already counted */
     unsigned swapped : 1;         /* roles swapped by a cutover: be is the listener's shadow */
     unsigned writes_waiting : 1;  /* a write waits in client.in for a cutover to finish */
     uint32_t outstanding;         /* units sent and not yet answered by the primary */
+    struct mirror_unit *routed;   /* the read the shadow answers for the client (split), NULL none */
+    uint64_t now_ns;              /* this event's clock reading; 0: not read yet (session_clock) */
     struct mirror mirror;         /* the units in order, and the mirror queue (mirror.h) */
 };
 
@@ -191,9 +230,50 @@ struct session *session_new(size_t size, const struct session_ops *ops,
                             const struct rt_listener *l, int fd, const struct sockaddr *peer);
 
 /*
+ * session_connect_backend - open the answering connection to s->be, with a
+ * connect_timeout_ms deadline on the session's timer: ops->server_connected
+ * runs once it is open (now, or from its event), ops->connect_failed when
+ * it cannot be.
+ */
+void session_connect_backend(struct session *s);
+
+/*
+ * session_on_shadow - the handler of the shadow connection, for every
+ * protocol (give it to conn_init / session_connect with the session as
+ * arg): while MIRROR_CONNECTING the connect's outcome
+ * (ops->shadow_connected, or the shadow detached); once MIRROR_READY, read
+ * (ops->shadow_input), detach when the shadow closed or failed, write what
+ * waits (session_shadow_flush).
+ */
+void session_on_shadow(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * session_shadow_flush - write what shadow_conn holds; what left it leaves
+ * the mirror queue's count.  -1 when the write failed: the shadow is
+ * detached.
+ */
+int session_shadow_flush(struct session *s);
+
+/*
+ * session_clock - the monotonic clock, read at most once per event: the
+ * commands one read brings and the replies one read completes share that
+ * read's time (clock_gettime per mirrored command was 5% of tandem's CPU
+ * in Redis shadow mode).  Every engine entry point clears now_ns first, so
+ * a time never outlives its event.
+ */
+static inline uint64_t session_now_ns(void);
+static inline uint64_t
+session_clock(struct session *s)
+{
+    if (s->now_ns == 0)
+        s->now_ns = session_now_ns();
+    return s->now_ns;
+}
+
+/*
  * session_on_server - the handler of the answering backend's connection
- * (give it to session_connect and session_swap_conns with the session as
- * arg): ops->server_event, then settle.
+ * (session_connect_backend and session_swap_conns bind it, with the
+ * session as arg): connect result, handshake, read, write, then settle.
  */
 void session_on_server(evutil_socket_t fd, short what, void *arg);
 
@@ -214,8 +294,8 @@ void session_close_server(struct session *s);
 
 /*
  * session_settle - after every event: free a finished session (LINGER with
- * nothing left to send, DEAD, SHADOW_DRAIN with nothing owed), or let the
- * plug-in set its read interest.  The one place a session is freed: call it
+ * nothing left to send, DEAD, SHADOW_DRAIN with nothing owed), or set each
+ * side's read interest: backpressure, the destination's backlog.  The one place a session is freed: call it
  * last in a handler, never touch s after.
  */
 void session_settle(struct session *s);
@@ -249,6 +329,8 @@ void session_count_client_error(struct session *s, int reason);
 
 /* How long a closing session may take to hand its last bytes to the client. */
 #define SESSION_LINGER_MS 5000
+/* Stop reading a source while its destination holds this much unsent. */
+#define SESSION_BACKPRESSURE_BYTES (256 * 1024)
 
 static inline void
 session_link(struct session *s, struct session **head)
@@ -296,13 +378,6 @@ int session_connect(struct conn *c, struct event_base *base, const struct rt_bac
 /* session_connect_result - 0 once c's connect succeeded, else the errno it failed with. */
 int session_connect_result(const struct conn *c);
 
-/*
- * session_swap_conns - cutover: the answering connection and the shadow's
- * trade places (both idle).  server is rebound to cb/arg; shadow is left
- * unbound for the protocol's shadow side to rebind (conn_rebind).
- */
-void session_swap_conns(struct conn *server, struct conn *shadow, struct event_base *base,
-                        event_callback_fn cb, void *arg);
 
 /* Shadow re-attach back-off after `failures` consecutive failures: 1 s doubling to 60 s. */
 static inline uint64_t

@@ -255,6 +255,7 @@ on_tick(evutil_socket_t fd, short what, void *arg)
         next = s->next; /* the tick may detach, never free */
         uint64_t l = 0;
         int slot = s->lis->metric_slot;
+        s->now_ns = 0; /* an entry point: the session's clock is read afresh */
         int det = s->ops->shadow_tick(s, now, &l);
         if (slot < 0 || slot >= METRIC_MAX_LISTENERS)
             continue;

@@ -73,7 +73,7 @@ pg_route_may_start(struct pg_session *s, const struct pgclass_result *cls)
         pg_route_fallback(s, ROUTE_REASON_UNHEALTHY); /* detached */
         return 0;
     }
-    if (s->base.mirror.nheld > 0 || s->base.outstanding > 0 || s->route.unit != NULL) {
+    if (s->base.mirror.nheld > 0 || s->base.outstanding > 0 || s->base.routed != NULL) {
         pg_route_fallback(s, ROUTE_REASON_UNROUTABLE); /* pipelined behind other units */
         return 0;
     }

@@ -10,10 +10,10 @@
  * classification) are made contiguous, and those are small or bounded by
  * max_packet_size.
  *
- * The events come from the engine (engine/session.c): its handlers call
- * client_event, server_event or op_timer here and then session_settle(),
- * the one place that frees a session, so nothing here ever frees the
- * session it is running for.
+ * The sockets are the engine's (engine/session.c): its handlers read and
+ * write them, call the op_* hooks here with what arrived, and then
+ * session_settle(), the one place that frees a session, so nothing here
+ * ever frees the session it is running for.
  */
 #include "pg/pg_session.h"
 
@@ -38,8 +38,6 @@
 #include "engine/worker.h"
 #include "routing/route.h"
 
-/* Stop reading a source while its destination holds this much unsent. */
-#define BACKPRESSURE_BYTES (256 * 1024)
 /* Before authentication a client may only send small messages. */
 #define PREAUTH_MAX_MESSAGE 16384
 /* Largest message the backend may send that we inspect whole (auth, Z, K). */
@@ -147,7 +145,7 @@ pg_session_forward(struct pg_session *s, struct evbuffer *in, size_t len)
 void
 pg_session_route_done(struct pg_session *s)
 {
-    s->route.unit = NULL;
+    s->base.routed = NULL;
     s->route.forwarded = 0;
     evbuffer_drain(s->route.buf, evbuffer_get_length(s->route.buf));
     if (s->base.outstanding > 0)
@@ -166,7 +164,7 @@ pg_session_route_done(struct pg_session *s)
 void
 pg_session_route_failed(struct pg_session *s, int retried)
 {
-    s->route.unit = NULL;
+    s->base.routed = NULL;
     s->route.forwarded = 0;
     if (!retried) {
         fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_CONNECTION_FAILURE,
@@ -195,26 +193,12 @@ op_destroy(struct session *base)
     free(s);
 }
 
-/* The read interest of each side, by the other side's backlog (backpressure). */
-static void
-op_interest(struct session *base)
+/* The client's bytes wait while the primary's connection is being opened. */
+static int
+op_client_wanted(struct session *base)
 {
-    struct pg_session *s = (struct pg_session *)base;
-    if (s->base.server_open) {
-        int server_ok = s->base.state >= PGS_SERVER_TLS_ASK &&
-                        evbuffer_get_length(s->base.client.out) < BACKPRESSURE_BYTES;
-        conn_want_read(&s->base.server, server_ok);
-    }
-    int client_ok = s->base.state != PGS_CONNECTING && s->base.state != PGS_SERVER_TLS_ASK &&
-                    s->base.state != PGS_SERVER_TLS && s->route.unit == NULL &&
-                    !s->base.writes_waiting &&
-                    (!s->base.server_open ||
-                     evbuffer_get_length(s->base.server.out) < BACKPRESSURE_BYTES);
-    conn_want_read(&s->base.client, client_ok);
-    if (s->base.mirror.state == MIRROR_READY && s->shadow.conn_open)
-        conn_want_read(&s->shadow.conn,
-                       s->route.unit == NULL ||
-                           evbuffer_get_length(s->base.client.out) < BACKPRESSURE_BYTES);
+    int phase = base->state;
+    return phase != PGS_CONNECTING && phase != PGS_SERVER_TLS_ASK && phase != PGS_SERVER_TLS;
 }
 
 /* ------------------------------------------------------------------ */
@@ -329,13 +313,15 @@ send_startup(struct pg_session *s)
         return;
     }
     evbuffer_add(s->base.server.out, out, n);
+    s->base.server_ready = 1;
     session_set_state(&s->base, PGS_AUTH);
     session_arm_timer(&s->base, s->base.rt->conf->limits.startup_timeout_ms);
 }
 
 static void
-server_connected(struct pg_session *s)
+op_server_connected(struct session *base)
 {
+    struct pg_session *s = (struct pg_session *)base;
     count_backend(s, METRIC_B_SERVER_OPENED, 1);
     if (s->base.be->tls != NULL) {
         uint8_t req[8];
@@ -347,22 +333,108 @@ server_connected(struct pg_session *s)
 }
 
 static void
-connect_backend(struct pg_session *s)
+op_connect_failed(struct session *base, const char *why)
 {
-    int rc = session_connect(&s->base.server, s->base.w->base, s->base.be, session_on_server, &s->base);
-    if (rc < 0) {
-        backend_failed(s, strerror(errno));
-        return;
-    }
-    s->base.server_open = 1;
-    session_set_state(&s->base, PGS_CONNECTING);
-    session_arm_timer(&s->base, s->base.rt->conf->limits.connect_timeout_ms);
-    if (rc == 0)
-        server_connected(s); /* else writable = connected or failed: server_event */
+    backend_failed((struct pg_session *)base, why);
 }
 
 /* ------------------------------------------------------------------ */
 /* Client input.                                                       */
+
+/*
+ * The first packet's length, once 4 bytes of it are in: 0 while fewer
+ * are, or when it is out of bounds (the session ends).
+ */
+static uint32_t
+startup_length(struct pg_session *s)
+{
+    uint8_t b[4];
+    if (evbuffer_copyout(s->base.client.in, b, 4) != 4)
+        return 0;
+    uint32_t len = (uint32_t)b[0] << 24 | b[1] << 16 | b[2] << 8 | b[3];
+    if (len < 8 || len > PGW_STARTUP_MAX_LEN) {
+        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
+             "invalid length of startup packet");
+        return 0;
+    }
+    return len;
+}
+
+/* SSLRequest (its len bytes still in client.in): TLS when the listener has it, else "N". */
+static int
+startup_ssl(struct pg_session *s, uint32_t len)
+{
+    struct evbuffer *in = s->base.client.in;
+    evbuffer_drain(in, len);
+    if (s->base.lis->tls == NULL || s->base.client.ssl != NULL) {
+        evbuffer_add(s->base.client.out, "N", 1);
+        return 1;
+    }
+    /* bytes sent after SSLRequest, before the handshake, were not
+     * protected by TLS: refuse them (CVE-2021-23214) */
+    if (evbuffer_get_length(in) > 0) {
+        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
+             "received unencrypted data after SSL request");
+        return 0;
+    }
+    evbuffer_add(s->base.client.out, "S", 1);
+    if (conn_flush(&s->base.client) != CONN_OK ||
+        conn_start_tls(&s->base.client, s->base.lis->tls, 1, NULL, NULL) != 0) {
+        session_count_client_error(&s->base, METRIC_ERR_TLS);
+        session_close(&s->base);
+        return 0;
+    }
+    session_set_state(&s->base, PGS_CLIENT_TLS);
+    return 1;
+}
+
+/* Tandem speaks 3.0: tell a newer client, as the server itself would. */
+static void
+startup_negotiate(struct pg_session *s, const struct pgw_startup *st)
+{
+    const char *unknown[PGW_STARTUP_MAX_PARAMS];
+    size_t nunknown = 0;
+    for (size_t i = 0; i < st->nparams; i++)
+        if (strncmp(st->params[i].name, "_pq_.", 5) == 0)
+            unknown[nunknown++] = st->params[i].name;
+    if (PGW_PROTO_MINOR(st->version) > 0 || nunknown > 0) {
+        uint8_t v[1024];
+        size_t n = pgw_build_negotiate(v, sizeof(v), 0, unknown, nunknown);
+        if (n > 0)
+            evbuffer_add(s->base.client.out, v, n);
+    }
+}
+
+/* The StartupMessage pkt (len bytes, parsed into st): keep it, and connect to the primary. */
+static void
+startup_login(struct pg_session *s, const uint8_t *pkt, uint32_t len, const struct pgw_startup *st)
+{
+    startup_negotiate(s, st);
+    if (s->over_limit) {
+        fail(s, METRIC_ERR_TOO_MANY_CLIENTS, PGW_SQLSTATE_TOO_MANY_CONNECTIONS,
+             "sorry, too many clients already");
+        return;
+    }
+    if (s->base.draining) {
+        fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN, "tandem is shutting down");
+        return;
+    }
+    s->startup = malloc(len);
+    if (s->startup == NULL) {
+        session_close(&s->base);
+        return;
+    }
+    memcpy(s->startup, pkt, len);
+    s->startup_len = len;
+    const char *user = pgw_startup_param(st, "user");
+    const char *db = pgw_startup_param(st, "database");
+    slog(s, CONF_LOG_DEBUG, "startup user \"%s\" database \"%s\"", user ? user : "",
+         db ? db : (user ? user : ""));
+    pg_route_login(s, user, db, pgw_startup_param(st, "application_name"));
+    evbuffer_drain(s->base.client.in, len);
+    session_set_state(&s->base, PGS_CONNECTING);
+    session_connect_backend(&s->base);
+}
 
 /*
  * Read the first packet.  Returns 1 when the session moved on and the
@@ -374,28 +446,10 @@ client_startup(struct pg_session *s)
 {
     struct evbuffer *in = s->base.client.in;
     size_t avail = evbuffer_get_length(in);
-    uint8_t lenbuf[4];
+    uint32_t len = avail >= 4 ? startup_length(s) : 0;
 
-    if (avail < 8) {
-        if (avail >= 4) {
-            evbuffer_copyout(in, lenbuf, 4);
-            uint32_t len = (uint32_t)lenbuf[0] << 24 | lenbuf[1] << 16 | lenbuf[2] << 8 | lenbuf[3];
-            if (len < 8 || len > PGW_STARTUP_MAX_LEN)
-                fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
-                     "invalid length of startup packet");
-        }
+    if (len == 0 || avail < len)
         return 0;
-    }
-    evbuffer_copyout(in, lenbuf, 4);
-    uint32_t len = (uint32_t)lenbuf[0] << 24 | lenbuf[1] << 16 | lenbuf[2] << 8 | lenbuf[3];
-    if (len < 8 || len > PGW_STARTUP_MAX_LEN) {
-        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
-             "invalid length of startup packet");
-        return 0;
-    }
-    if (avail < len)
-        return 0;
-
     const uint8_t *pkt = evbuffer_pullup(in, len);
     struct pgw_startup st;
     const char *err = "invalid startup packet";
@@ -406,7 +460,6 @@ client_startup(struct pg_session *s)
         fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, msg);
         return 0;
     }
-
     switch (st.kind) {
     case PGW_STARTUP_CANCEL:
         forward_cancel(s, st.cancel_pid, st.cancel_key);
@@ -417,67 +470,11 @@ client_startup(struct pg_session *s)
         evbuffer_add(s->base.client.out, "N", 1);
         return 1;
     case PGW_STARTUP_SSL:
-        evbuffer_drain(in, len);
-        if (s->base.lis->tls == NULL || s->base.client.ssl != NULL) {
-            evbuffer_add(s->base.client.out, "N", 1);
-            return 1;
-        }
-        /* bytes sent after SSLRequest, before the handshake, were not
-         * protected by TLS: refuse them (CVE-2021-23214) */
-        if (evbuffer_get_length(in) > 0) {
-            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
-                 "received unencrypted data after SSL request");
-            return 0;
-        }
-        evbuffer_add(s->base.client.out, "S", 1);
-        if (conn_flush(&s->base.client) != CONN_OK ||
-            conn_start_tls(&s->base.client, s->base.lis->tls, 1, NULL, NULL) != 0) {
-            session_count_client_error(&s->base, METRIC_ERR_TLS);
-            session_close(&s->base);
-            return 0;
-        }
-        session_set_state(&s->base, PGS_CLIENT_TLS);
-        return 1;
+        return startup_ssl(s, len);
     case PGW_STARTUP_MESSAGE:
         break;
     }
-
-    /* Tandem speaks 3.0: tell a newer client, as the server itself would. */
-    const char *unknown[PGW_STARTUP_MAX_PARAMS];
-    size_t nunknown = 0;
-    for (size_t i = 0; i < st.nparams; i++)
-        if (strncmp(st.params[i].name, "_pq_.", 5) == 0)
-            unknown[nunknown++] = st.params[i].name;
-    if (PGW_PROTO_MINOR(st.version) > 0 || nunknown > 0) {
-        uint8_t v[1024];
-        size_t n = pgw_build_negotiate(v, sizeof(v), 0, unknown, nunknown);
-        if (n > 0)
-            evbuffer_add(s->base.client.out, v, n);
-    }
-
-    if (s->over_limit) {
-        fail(s, METRIC_ERR_TOO_MANY_CLIENTS, PGW_SQLSTATE_TOO_MANY_CONNECTIONS,
-             "sorry, too many clients already");
-        return 0;
-    }
-    if (s->base.draining) {
-        fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN, "tandem is shutting down");
-        return 0;
-    }
-    s->startup = malloc(len);
-    if (s->startup == NULL) {
-        session_close(&s->base);
-        return 0;
-    }
-    memcpy(s->startup, pkt, len);
-    s->startup_len = len;
-    const char *user = pgw_startup_param(&st, "user");
-    const char *db = pgw_startup_param(&st, "database");
-    slog(s, CONF_LOG_DEBUG, "startup user \"%s\" database \"%s\"", user ? user : "",
-         db ? db : (user ? user : ""));
-    pg_route_login(s, user, db, pgw_startup_param(&st, "application_name"));
-    evbuffer_drain(in, len);
-    connect_backend(s);
+    startup_login(s, pkt, len, &st);
     return 0;
 }
 
@@ -543,7 +540,6 @@ move_run(struct pg_session *s, size_t run, enum run_target target)
     evbuffer_remove_buffer(s->base.client.in,
                            target == RUN_HOLD && s->route.candidate ? s->route.buf : s->base.server.out,
                            run);
-    session_count_listener(&s->base, METRIC_L_BYTES_RECEIVED, run);
 }
 
 /*
@@ -949,7 +945,7 @@ client_active(struct pg_session *s)
             unit_end(s);
             if (s->base.state != SESSION_ACTIVE)
                 return -1;
-            if (s->route.unit != NULL)
+            if (s->base.routed != NULL)
                 break; /* what follows waits for the shadow's answer */
         }
     }
@@ -1203,6 +1199,21 @@ server_active(struct pg_session *s)
     }
 }
 
+/* Advance the TLS handshake with the primary; 1 once done and the startup is queued. */
+static int
+server_handshake(struct pg_session *s)
+{
+    enum conn_io io = conn_handshake(&s->base.server);
+    if (io == CONN_AGAIN)
+        return 0;
+    if (io != CONN_OK) {
+        backend_failed(s, s->base.server.tls_error[0] ? s->base.server.tls_error : "TLS handshake failed");
+        return 0;
+    }
+    send_startup(s);
+    return 1;
+}
+
 static void
 server_input(struct pg_session *s)
 {
@@ -1228,6 +1239,7 @@ server_input(struct pg_session *s)
             return;
         }
         session_set_state(&s->base, PGS_SERVER_TLS);
+        server_handshake(s); /* the server may have answered already */
         return;
     }
     if (s->base.state == PGS_AUTH)
@@ -1237,50 +1249,51 @@ server_input(struct pg_session *s)
 }
 
 /* ------------------------------------------------------------------ */
-/* Event handlers.                                                     */
+/* The connections' events (the engine reads and writes the sockets).  */
 
-static void
-client_event(struct session *base, short what)
+/* The client's TLS handshake, in phase PGS_CLIENT_TLS. */
+static int
+op_client_handshake(struct session *base, short *what)
 {
     struct pg_session *s = (struct pg_session *)base;
-    size_t n;
-
-    if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD)
-        return;
-    if (s->base.state == PGS_CLIENT_TLS) {
-        enum conn_io io = conn_handshake(&s->base.client);
-        if (io == CONN_AGAIN)
-            return;
-        if (io != CONN_OK) {
-            slog(s, CONF_LOG_INFO, "client TLS handshake failed: %s", s->base.client.tls_error);
-            session_count_client_error(&s->base, METRIC_ERR_TLS);
-            s->base.state = SESSION_DEAD; /* no protocol left to speak in */
-            return;
-        }
-        session_set_state(&s->base, PGS_STARTUP);
-        what |= EV_READ; /* the startup packet may already sit inside OpenSSL */
+    if (s->base.state != PGS_CLIENT_TLS)
+        return 1;
+    enum conn_io io = conn_handshake(&s->base.client);
+    if (io == CONN_AGAIN)
+        return 0;
+    if (io != CONN_OK) {
+        slog(s, CONF_LOG_INFO, "client TLS handshake failed: %s", s->base.client.tls_error);
+        session_count_client_error(&s->base, METRIC_ERR_TLS);
+        s->base.state = SESSION_DEAD; /* no protocol left to speak in */
+        return 0;
     }
-    if (what & EV_READ) {
-        enum conn_io io = conn_read(&s->base.client, s->base.w->scratch, sizeof(s->base.w->scratch), &n);
-        if (io == CONN_EOF || io == CONN_ERROR) {
-            if (s->base.state == SESSION_ACTIVE && s->base.server_open)
-                conn_flush(&s->base.server); /* what the client sent before leaving */
-            s->base.state = SESSION_DEAD;
-            return;
-        }
-    }
-    client_input(s);
-    if (s->base.server_open && s->base.state >= PGS_AUTH && s->base.state <= SESSION_ACTIVE &&
-        conn_flush(&s->base.server) == CONN_ERROR)
-        fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_CONNECTION_FAILURE,
-             "lost the connection to the backend");
-    if (s->base.state != SESSION_LINGER && s->base.state != SESSION_DEAD && conn_flush(&s->base.client) == CONN_ERROR)
-        s->base.state = SESSION_DEAD;
+    session_set_state(&s->base, PGS_STARTUP);
+    *what |= EV_READ; /* the startup packet may already sit inside OpenSSL */
+    return 1;
 }
 
 static void
-server_lost(struct pg_session *s, enum conn_io io)
+op_client_input(struct session *base)
 {
+    client_input((struct pg_session *)base);
+}
+
+static void
+op_server_input(struct session *base)
+{
+    server_input((struct pg_session *)base);
+}
+
+static void
+op_shadow_input(struct session *base)
+{
+    pg_shadow_input((struct pg_session *)base);
+}
+
+static void
+op_server_lost(struct session *base, enum conn_io io)
+{
+    struct pg_session *s = (struct pg_session *)base;
     if (s->base.state == SESSION_ACTIVE && s->server_frame.skip == 0 && io == CONN_EOF) {
         /* the server said goodbye (its FATAL, if any, is already forwarded) */
         slog(s, CONF_LOG_INFO, "backend \"%s\" closed the connection", s->base.be->conf->name);
@@ -1298,85 +1311,23 @@ server_lost(struct pg_session *s, enum conn_io io)
          "lost the connection to the backend");
 }
 
-/* Advance the TLS handshake with the primary; 1 once done and the startup is queued. */
+/* The primary's TLS handshake, in phase PGS_SERVER_TLS. */
 static int
-server_handshake(struct pg_session *s)
-{
-    enum conn_io io = conn_handshake(&s->base.server);
-    if (io == CONN_AGAIN)
-        return 0;
-    if (io != CONN_OK) {
-        backend_failed(s, s->base.server.tls_error[0] ? s->base.server.tls_error : "TLS handshake failed");
-        return 0;
-    }
-    send_startup(s);
-    return 1;
-}
-
-static void
-server_event(struct session *base, short what)
+op_server_handshake(struct session *base)
 {
     struct pg_session *s = (struct pg_session *)base;
-    size_t n;
-    enum conn_io io;
-
-    if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD || !s->base.server_open)
-        return;
-    if (s->base.state == PGS_CONNECTING) {
-        int err = session_connect_result(&s->base.server);
-        if (err != 0) {
-            backend_failed(s, strerror(err));
-            return;
-        }
-        server_connected(s);
-        what = 0;
-    } else if (s->base.state == PGS_SERVER_TLS) {
-        if (!server_handshake(s))
-            return;
-        what = 0;
-    }
-    if (what & EV_READ) {
-        io = conn_read(&s->base.server, s->base.w->scratch, sizeof(s->base.w->scratch), &n);
-        if (io == CONN_OK)
-            count_backend(s, METRIC_B_BACKEND_BYTES_RECEIVED, n);
-        server_input(s);
-        if (s->base.state == PGS_SERVER_TLS && !server_handshake(s))
-            return;
-        if (io == CONN_EOF || io == CONN_ERROR) {
-            conn_flush(&s->base.client);
-            server_lost(s, io);
-            return;
-        }
-    }
-    if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD)
-        return;
-    if (conn_flush(&s->base.server) == CONN_ERROR) {
-        server_lost(s, CONN_ERROR);
-        return;
-    }
-    if (conn_flush(&s->base.client) == CONN_ERROR)
-        s->base.state = SESSION_DEAD;
+    if (s->base.state != PGS_SERVER_TLS)
+        return 1;
+    return server_handshake(s) ? 0 : -1;
 }
 
-/* The session's timer: an opening phase's deadline, or an active session's wake-up. */
+/* The session's timer, in an opening phase: its deadline. */
 static void
 op_timer(struct session *base)
 {
     struct pg_session *s = (struct pg_session *)base;
 
     switch (s->base.state) {
-    case SESSION_ACTIVE: {
-        /* an idle point: a routed read is answered, or a cutover may swap the roles */
-        int slot;
-        session_cutover_check(&s->base, &slot);
-        if (s->base.state != SESSION_ACTIVE)
-            break;
-        client_event(&s->base, 0);
-        if (s->base.draining && op_idle(&s->base) && evbuffer_get_length(s->base.client.in) == 0)
-            fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
-                 "terminating connection because tandem is shutting down");
-        break;
-    }
     case PGS_CONNECTING:
     case PGS_SERVER_TLS_ASK:
     case PGS_SERVER_TLS:
@@ -1441,7 +1392,7 @@ op_idle(struct session *base)
     struct pg_session *s = (struct pg_session *)base;
     if (s->base.state < SESSION_ACTIVE)
         return s->base.state < PGS_AUTH;
-    return s->base.outstanding == 0 && s->tx_status == 'I' && s->route.unit == NULL &&
+    return s->base.outstanding == 0 && s->tx_status == 'I' && s->base.routed == NULL &&
            s->server_frame.skip == 0;
 }
 
@@ -1483,7 +1434,7 @@ op_swap_ready(struct session *base)
 {
     struct pg_session *s = (struct pg_session *)base;
     if (s->base.outstanding > 0 || s->unit_open || s->tx_open || s->tx_status != 'I' ||
-        s->route.unit != NULL || s->server_frame.skip > 0 ||
+        s->base.routed != NULL || s->server_frame.skip > 0 ||
         evbuffer_get_length(s->base.server.out) > 0)
         return 0;
     return pg_shadow_swap_ready(s);
@@ -1499,7 +1450,6 @@ static void
 op_swap(struct session *base)
 {
     struct pg_session *s = (struct pg_session *)base;
-    session_swap_conns(&s->base.server, &s->shadow.conn, s->base.w->base, session_on_server, &s->base);
     pg_shadow_swap(s);
     s->route.last_write_ns = 0;
 }
@@ -1507,10 +1457,16 @@ op_swap(struct session *base)
 static const struct session_ops pg_session_ops = {
     .protocol = "postgres",
     .phase_name = op_phase_name,
-    .client_event = client_event,
-    .server_event = server_event,
+    .client_handshake = op_client_handshake,
+    .client_input = op_client_input,
+    .connect_failed = op_connect_failed,
+    .server_connected = op_server_connected,
+    .server_handshake = op_server_handshake,
+    .server_input = op_server_input,
+    .server_lost = op_server_lost,
+    .shadow_input = op_shadow_input,
     .timer = op_timer,
-    .interest = op_interest,
+    .client_wanted = op_client_wanted,
     .server_closed = op_server_closed,
     .leaving = op_leaving,
     .orphan = op_orphan,

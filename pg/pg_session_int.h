@@ -142,7 +142,6 @@ struct pg_route {
     int canary;                 /* rule matched at login (no hint); -1 none */
     int canary_hint;            /* rule matched by a unit with the tandem:shadow hint */
     struct evbuffer *buf;       /* the candidate's or the routed unit's client bytes */
-    struct pg_unit *unit;       /* the unit the shadow is answering, NULL none */
     size_t forwarded;           /* bytes of its answer already given to the client */
     uint64_t last_write_ns;     /* when the primary last acknowledged a write of ours */
     struct canary_addr client;  /* the client's address, for canary rules */
@@ -185,6 +184,8 @@ void pg_count_backend(struct pg_session *s, const struct rt_backend *b,
 /* pg_shadow.c */
 extern const struct mirror_ops pg_mirror_ops;
 void pg_shadow_start(struct pg_session *s);
+/* the shadow connection's input (the engine read it): digest, compare, forward a routed answer */
+void pg_shadow_input(struct pg_session *s);
 void pg_shadow_release(struct pg_session *s);
 struct pg_unit *pg_unit_begin(struct pg_session *s, const struct pgclass_result *first);
 void pg_unit_add(struct pg_session *s, const struct pgclass_result *cls);

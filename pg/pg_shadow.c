@@ -54,12 +54,6 @@ mirror_conf(const struct pg_session *s)
     return &s->base.lis->conf->mirror;
 }
 
-static void
-account(struct pg_session *s, int64_t delta)
-{
-    mirror_account(&s->base.mirror, delta);
-}
-
 /* ------------------------------------------------------------------ */
 /* Units.                                                              */
 
@@ -384,13 +378,8 @@ static int
 send_admitted(struct pg_session *s, struct evbuffer *src, size_t len)
 {
     if (s->base.mirror.state == MIRROR_READY) {
-        evbuffer_remove_buffer(src, s->shadow.conn.out, len);
-        size_t before = evbuffer_get_length(s->shadow.conn.out);
-        if (conn_flush(&s->shadow.conn) == CONN_ERROR) {
-            detach(s, SHADOW_SHADOW_ERROR, "write to the shadow failed");
-            return -1;
-        }
-        account(s, -(int64_t)(before - evbuffer_get_length(s->shadow.conn.out)));
+        evbuffer_remove_buffer(src, s->base.shadow_conn.out, len);
+        return session_shadow_flush(&s->base);
     } else {
         evbuffer_remove_buffer(src, s->shadow.pending, len);
     }
@@ -726,13 +715,13 @@ pg_unit_route(struct pg_session *s)
     settle_names(s, u, 1);
     if (s->base.mirror.scur == NULL)
         s->base.mirror.scur = &u->base;
-    s->route.unit = u;
+    s->base.routed = &u->base;
     s->route.forwarded = 0;
     if (u->cmp != NULL)
         copy_prefix(s->base.server.out, s->route.buf, evbuffer_get_length(s->route.buf));
     else
         mirror_primary_answered(&s->base.mirror, &u->base, 0); /* the primary never sees it */
-    account(s, (int64_t)len);
+    mirror_account(&s->base.mirror, (int64_t)len);
     send_admitted(s, s->unit_buf, len); /* a failure detaches: the read is retried */
     return 0;
 }
@@ -746,7 +735,7 @@ static void
 route_lost(struct pg_session *s)
 {
     struct pg_unit *r;
-    if (s->route.unit == NULL)
+    if (s->base.routed == NULL)
         return;
     if (s->route.forwarded > 0 || (r = calloc(1, sizeof(*r))) == NULL) {
         pg_session_route_failed(s, 0);
@@ -885,9 +874,9 @@ shadow_close(void *owner)
         event_del(&sh->login_ev);
         sh->login_ev_added = 0;
     }
-    if (sh->conn_open) {
-        conn_release(&sh->conn);
-        sh->conn_open = 0;
+    if (s->base.shadow_open) {
+        conn_release(&s->base.shadow_conn);
+        s->base.shadow_open = 0;
         count_shadow(s, METRIC_B_SERVER_CLOSED, 1);
     }
     if (sh->pq) {
@@ -946,7 +935,6 @@ const struct mirror_ops pg_mirror_ops = {
 };
 
 static void on_shadow_login(evutil_socket_t fd, short what, void *arg);
-static void on_shadow_io(evutil_socket_t fd, short what, void *arg);
 
 /* Logged in: take the socket over and send what waited. */
 static void
@@ -955,16 +943,16 @@ shadow_ready(struct pg_session *s)
     struct pg_shadow *sh = &s->shadow;
     int fd = PQsocket(sh->pq);
 
-    if (conn_init(&sh->conn, s->base.w->base, fd, on_shadow_io, s) != 0) {
+    if (conn_init(&s->base.shadow_conn, s->base.w->base, fd, session_on_shadow, &s->base) != 0) {
         detach(s, SHADOW_SHADOW_ERROR, "out of memory");
         return;
     }
-    sh->conn.borrowed = 1;
-    sh->conn_open = 1;
+    s->base.shadow_conn.borrowed = 1;
+    s->base.shadow_open = 1;
     count_shadow(s, METRIC_B_SERVER_OPENED, 1);
     if (PQsslInUse(sh->pq)) {
-        sh->conn.ssl = PQsslStruct(sh->pq, "OpenSSL");
-        sh->conn.tls_done = 1;
+        s->base.shadow_conn.ssl = PQsslStruct(sh->pq, "OpenSSL");
+        s->base.shadow_conn.tls_done = 1;
     }
     s->base.mirror.state = MIRROR_READY;
     mirror_attached(&s->base.mirror);
@@ -976,14 +964,9 @@ shadow_ready(struct pg_session *s)
     for (struct mirror_unit *u = s->base.mirror.head; u; u = u->next)
         if (u->mirrored && !u->shadow_done && u->shadow_sent_ns == 0)
             u->shadow_sent_ns = now;
-    evbuffer_add_buffer(sh->conn.out, sh->pending);
-    size_t before = evbuffer_get_length(sh->conn.out);
-    if (conn_flush(&sh->conn) == CONN_ERROR) {
-        detach(s, SHADOW_SHADOW_ERROR, "write to the shadow failed");
-        return;
-    }
-    account(s, -(int64_t)(before - evbuffer_get_length(sh->conn.out)));
-    conn_want_read(&sh->conn, 1);
+    evbuffer_add_buffer(s->base.shadow_conn.out, sh->pending);
+    if (session_shadow_flush(&s->base) == 0)
+        conn_want_read(&s->base.shadow_conn, 1);
 }
 
 static void
@@ -1167,7 +1150,7 @@ queue_state_replay(struct pg_session *s)
     }
     size_t len = evbuffer_get_length(sh->state_log);
     copy_prefix(sh->pending, sh->state_log, len);
-    account(s, (int64_t)len);
+    mirror_account(&s->base.mirror, (int64_t)len);
     if (sh->replay_incomplete)
         slog(s, CONF_LOG_WARN, "session state too large to replay in full on the shadow");
 }
@@ -1244,16 +1227,93 @@ superuser_again(struct evbuffer *in, size_t body_len)
            strcmp(name, "is_superuser") == 0 && strcmp(value, "on") == 0;
 }
 
-/* Read the shadow's answers: digest the current unit's, count ReadyForQuery. */
-static void
-shadow_input(struct pg_session *s)
+/*
+ * A routed read's answer is the client's, but for the ParseCompletes of
+ * the Parses tandem added (the statement was not prepared on the shadow).
+ */
+static int
+forwards_message(struct pg_session *s, struct pg_unit *u, uint8_t type)
+{
+    if (u == NULL || !u->base.routed || &u->base != s->base.routed)
+        return 0;
+    /* the guards count a routed read the shadow failed, compared or not */
+    if (type == 'E' && u->cmp == NULL && u->base.forced < 0)
+        u->base.forced = SHADOW_SHADOW_ERROR;
+    if (type == '1') {
+        unsigned i = u->parse_seen++;
+        if (i < 64 && (u->parse_injected >> i) & 1)
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * The message whose header h is at the front of the shadow's input (avail
+ * bytes there): digest it for the current unit's comparison, or watch it.
+ * Returns 0 to wait for more of it (or stop: detached), 1 once begun.
+ */
+static int
+shadow_message(struct pg_session *s, const struct pgw_header *h, size_t avail)
 {
     struct pg_shadow *sh = &s->shadow;
-    struct evbuffer *in = sh->conn.in;
+    struct evbuffer *in = s->base.shadow_conn.in;
+    size_t total = pgw_header_total(h), body = h->len - 4;
+    struct pg_unit *u = pg_unit_of(s->base.mirror.scur);
+    int whole = avail >= total;
+
+    if (h->type == 'S' && sh->as_role && !sh->super_at_login && sh->relocks_pending == 0) {
+        if (!whole)
+            return 0;
+        if (superuser_again(in, body)) {
+            /* the session left the client's role for the login's own rights */
+            detach(s, SHADOW_DROPPED, "the shadow session left the client's role");
+            return 0;
+        }
+    }
+    int forward = forwards_message(s, u, h->type);
+    if (u && u->cmp && h->type != 'Z' && total <= DIGEST_MAX_MESSAGE) {
+        if (!whole)
+            return 0; /* wait for the whole message */
+        feed(&u->cmp->shadow, h->type, in, 0, body);
+    } else if (h->type == 'Z') {
+        if (!whole)
+            return 0;
+    } else if (u && u->cmp && total > DIGEST_MAX_MESSAGE) {
+        free(u->cmp);
+        u->cmp = NULL; /* mirrored, not compared */
+    }
+    if (h->type == 'Z' && u != NULL) {
+        if (u->relock && sh->relocks_pending > 0)
+            sh->relocks_pending--;
+        if (u->cmp)
+            pgdigest_final(&u->cmp->shadow, &u->cmp->sres);
+        mirror_shadow_answered(&s->base.mirror, &u->base, session_clock(&s->base));
+    }
+    size_t take = pg_frame_begin(&sh->frame, h, avail);
+    sh->frame.target = (uint8_t)forward;
+    if (forward)
+        pg_session_forward(s, in, take);
+    else
+        evbuffer_drain(in, take);
+    if (h->type == 'Z') {
+        if (forward)
+            pg_session_route_done(s);
+        complete_units(s);
+        session_shadow_progress(&s->base);
+    }
+    return 1;
+}
+
+/* pg_shadow_input - read the shadow's answers: digest the current unit's, count ReadyForQuery. */
+void
+pg_shadow_input(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    struct evbuffer *in = s->base.shadow_conn.in;
     struct pgw_header h;
     const char *err;
 
-    for (;;) {
+    while (s->base.mirror.state == MIRROR_READY) {
         size_t avail = evbuffer_get_length(in), take;
         enum pg_frame_result fr = pg_frame_step(&sh->frame, in, 0, avail, PG_FRAME_BACKEND,
                                                 0x40000000u, &h, &take, &err);
@@ -1272,90 +1332,9 @@ shadow_input(struct pg_session *s)
             detach(s, SHADOW_SHADOW_ERROR, "the shadow sent an invalid message");
             return;
         }
-        size_t total = pgw_header_total(&h), body = h.len - 4;
-        struct pg_unit *u = pg_unit_of(s->base.mirror.scur);
-        if (h.type == 'S' && sh->as_role && !sh->super_at_login && sh->relocks_pending == 0) {
-            if (avail < total)
-                return;
-            if (superuser_again(in, body)) {
-                /* the session left the client's role for the login's own rights */
-                detach(s, SHADOW_DROPPED, "the shadow session left the client's role");
-                return;
-            }
-        }
-        /* a routed read's answer is the client's, but for the Parses we added */
-        int forward = u != NULL && u->base.routed && u == s->route.unit;
-        /* the guards count a routed read the shadow failed, compared or not */
-        if (forward && h.type == 'E' && u->cmp == NULL && u->base.forced < 0)
-            u->base.forced = SHADOW_SHADOW_ERROR;
-        if (forward && h.type == '1') {
-            unsigned i = u->parse_seen++;
-            if (i < 64 && (u->parse_injected >> i) & 1)
-                forward = 0;
-        }
-        if (u && u->cmp && h.type != 'Z' && total <= DIGEST_MAX_MESSAGE) {
-            if (avail < total)
-                return; /* wait for the whole message */
-            feed(&u->cmp->shadow, h.type, in, 0, body);
-        } else if (h.type == 'Z') {
-            if (avail < total)
-                return;
-        } else if (u && u->cmp && total > DIGEST_MAX_MESSAGE) {
-            free(u->cmp);
-            u->cmp = NULL; /* mirrored, not compared */
-        }
-        if (h.type == 'Z' && u != NULL) {
-            if (u->relock && sh->relocks_pending > 0)
-                sh->relocks_pending--;
-            if (u->cmp)
-                pgdigest_final(&u->cmp->shadow, &u->cmp->sres);
-            mirror_shadow_answered(&s->base.mirror, &u->base, session_now_ns());
-        }
-        take = pg_frame_begin(&sh->frame, &h, avail);
-        sh->frame.target = (uint8_t)forward;
-        if (forward)
-            pg_session_forward(s, in, take);
-        else
-            evbuffer_drain(in, take);
-        if (h.type == 'Z') {
-            if (forward)
-                pg_session_route_done(s);
-            complete_units(s);
-            session_shadow_progress(&s->base);
-        }
-        if (s->base.mirror.state != MIRROR_READY)
+        if (!shadow_message(s, &h, avail))
             return;
     }
-}
-
-static void
-on_shadow_io(evutil_socket_t fd, short what, void *arg)
-{
-    struct pg_session *s = arg;
-    struct pg_shadow *sh = &s->shadow;
-    size_t n;
-    (void)fd;
-
-    if (what & EV_READ) {
-        enum conn_io io = conn_read(&sh->conn, s->base.w->scratch, sizeof(s->base.w->scratch), &n);
-        if (io == CONN_OK) {
-            count_shadow(s, METRIC_B_BACKEND_BYTES_RECEIVED, n);
-            shadow_input(s);
-        }
-        if (s->base.mirror.state != MIRROR_READY)
-            return;
-        if (io == CONN_EOF || io == CONN_ERROR) {
-            detach(s, SHADOW_SHADOW_ERROR, io == CONN_EOF ? "the shadow closed the connection"
-                                                          : "read from the shadow failed");
-            return;
-        }
-    }
-    size_t before = evbuffer_get_length(sh->conn.out);
-    if (conn_flush(&sh->conn) == CONN_ERROR) {
-        detach(s, SHADOW_SHADOW_ERROR, "write to the shadow failed");
-        return;
-    }
-    account(s, -(int64_t)(before - evbuffer_get_length(sh->conn.out)));
 }
 
 /*
@@ -1426,7 +1405,7 @@ pg_shadow_swap_ready(struct pg_session *s)
     /* logged in as tandem's user: the client would get that login's rights (SET ROLE NONE) */
     if (s->base.mirror.state == MIRROR_OFF || s->base.mirror.state == MIRROR_DETACHED || sh->as_role)
         return -1;
-    if (s->base.mirror.state != MIRROR_READY || !sh->conn_open || pg_shadow_busy(s) ||
+    if (s->base.mirror.state != MIRROR_READY || !s->base.shadow_open || pg_shadow_busy(s) ||
         s->base.mirror.head != NULL || sh->frame.skip > 0)
         return 0;
     struct sync_ctx ctx = {.s = s, .out = evbuffer_new()};
@@ -1458,9 +1437,9 @@ pg_shadow_swap_ready(struct pg_session *s)
 }
 
 /*
- * pg_shadow_swap - the roles swap: the caller moved the primary's conn into
- * shadow.conn and took the shadow's; here the shadow side is pointed at its
- * new socket.  The old primary has every statement the client prepared.
+ * pg_shadow_swap - the roles swap: the engine traded the two connections;
+ * here the libpq handles follow them.  The old primary has every statement
+ * the client prepared.
  */
 void
 pg_shadow_swap(struct pg_session *s)
@@ -1469,9 +1448,8 @@ pg_shadow_swap(struct pg_session *s)
     PGconn *pq = sh->pq;
     sh->pq = s->server_pq;
     s->server_pq = pq;
-    sh->conn.borrowed = sh->pq != NULL;
+    s->base.shadow_conn.borrowed = sh->pq != NULL;
     s->base.server.borrowed = s->server_pq != NULL;
-    conn_rebind(&sh->conn, s->base.w->base, on_shadow_io, s);
     sh->epoch = (sh->epoch + 1) & 0x7fffffffu;
     if (sh->epoch == 0)
         sh->epoch = 1;

@@ -14,10 +14,10 @@
  * reply is never held whole.  Only what tandem answers itself (HELLO 3,
  * protocol errors, an unreachable primary) is built here.
  *
- * The events come from the engine (engine/session.c): its handlers call
- * client_event, server_event or op_timer here and then session_settle(),
- * the one place that frees a session, so nothing here ever frees the
- * session it is running for.
+ * The sockets are the engine's (engine/session.c): its handlers read and
+ * write them, call the op_* hooks here with what arrived, and then
+ * session_settle(), the one place that frees a session, so nothing here
+ * ever frees the session it is running for.
  */
 #include "redis/redis_session.h"
 
@@ -37,8 +37,6 @@
 #include "engine/worker.h"
 #include "routing/route.h"
 
-/* Stop reading a source while its destination holds this much unsent. */
-#define BACKPRESSURE_BYTES (256 * 1024)
 /* Stop reading the client while this many of its commands await the primary. */
 #define MAX_OUTSTANDING 65536
 /* Recycled units kept per session. */
@@ -275,7 +273,7 @@ fail_all(struct redis_session *s, enum metric_client_error reason, const char *m
         sent++;
     }
     /* the routed read is the last the client awaits; half answered, it cannot be mended */
-    if (s->route.unit != NULL && s->route.forwarded == 0) {
+    if (s->base.routed != NULL && s->route.forwarded == 0) {
         send_error(s, msg);
         sent++;
     }
@@ -307,24 +305,12 @@ op_destroy(struct session *base)
     free(s);
 }
 
-/* The read interest of each side, by the other side's backlog (backpressure). */
-static void
-op_interest(struct session *base)
+/* Requests wait after a protocol error, and while too many answers are owed. */
+static int
+op_client_wanted(struct session *base)
 {
     struct redis_session *s = (struct redis_session *)base;
-    if (s->base.server_open && s->base.state == SESSION_ACTIVE)
-        conn_want_read(&s->base.server,
-                       evbuffer_get_length(s->base.client.out) < BACKPRESSURE_BYTES);
-    int client_ok = !s->input_closed && s->base.outstanding < MAX_OUTSTANDING &&
-                    s->route.unit == NULL && !s->base.writes_waiting &&
-                    (!s->base.server_open ||
-                     evbuffer_get_length(s->base.server.out) < BACKPRESSURE_BYTES);
-    conn_want_read(&s->base.client, client_ok);
-    /* a routed read streams from the shadow to the client: the same backpressure */
-    if (s->base.mirror.state == MIRROR_READY && s->shadow.conn_open)
-        conn_want_read(&s->shadow.conn,
-                       s->route.unit == NULL ||
-                           evbuffer_get_length(s->base.client.out) < BACKPRESSURE_BYTES);
+    return !s->input_closed && s->base.outstanding < MAX_OUTSTANDING;
 }
 
 /* ------------------------------------------------------------------ */
@@ -340,27 +326,23 @@ backend_failed(struct redis_session *s, const char *why)
     fail_all(s, METRIC_ERR_BACKEND_UNREACHABLE, msg);
 }
 
+static void client_input(struct redis_session *s);
+
 static void
-server_connected(struct redis_session *s)
+op_server_connected(struct session *base)
 {
+    struct redis_session *s = (struct redis_session *)base;
     redis_count_backend(s, s->base.be, METRIC_B_SERVER_OPENED, 1);
+    s->base.server_ready = 1;
     session_set_state(&s->base, SESSION_ACTIVE);
     slog(s, CONF_LOG_DEBUG, "connected to \"%s\"", s->base.be->conf->name);
+    client_input(s); /* bytes that arrived while connecting were framed already */
 }
 
 static void
-connect_backend(struct redis_session *s)
+op_connect_failed(struct session *base, const char *why)
 {
-    int rc = session_connect(&s->base.server, s->base.w->base, s->base.be, session_on_server, &s->base);
-    if (rc < 0) {
-        backend_failed(s, strerror(errno));
-        return;
-    }
-    s->base.server_open = 1;
-    if (rc == 0)
-        server_connected(s);
-    else
-        session_arm_timer(&s->base, s->base.rt->conf->limits.connect_timeout_ms);
+    backend_failed((struct redis_session *)base, why);
 }
 
 /* ------------------------------------------------------------------ */
@@ -522,7 +504,7 @@ note_session_change(struct redis_session *s, struct redis_unit *u, const struct 
 static int
 idle(const struct redis_session *s)
 {
-    return s->base.outstanding == 0 && !s->in_multi && s->route.unit == NULL &&
+    return s->base.outstanding == 0 && !s->in_multi && s->base.routed == NULL &&
            evbuffer_get_length(s->base.client.in) == 0;
 }
 
@@ -560,7 +542,7 @@ route_rule(struct redis_session *s, const struct redis_unit *u, const struct res
  * route_read - mode split: is read u (just appended, request bytes[0..len))
  * answered by the shadow?  Only while the client awaits no other reply, so
  * whoever answers, replies keep the client's order; a read that cannot be
- * routed is counted with the reason.  1: routed (route.unit is u, its
+ * routed is counted with the reason.  1: routed (base.routed is u, its
  * request queued to the shadow and kept in route.buf).
  */
 static int
@@ -575,7 +557,7 @@ route_read(struct redis_session *s, struct redis_unit *u, const struct resp_requ
     else if (s->base.mirror.state != MIRROR_READY && s->base.mirror.state != MIRROR_CONNECTING)
         why = ROUTE_REASON_UNHEALTHY; /* detached */
     else if ((u->flags & (REDISCMD_BLOCKING | REDISCMD_PUBSUB | REDISCMD_NO_MIRROR)) ||
-             s->base.outstanding > 0 || s->route.unit != NULL || s->base.state != SESSION_ACTIVE ||
+             s->base.outstanding > 0 || s->base.routed != NULL || s->base.state != SESSION_ACTIVE ||
              s->base.mirror.nheld > 0)
         why = ROUTE_REASON_UNROUTABLE; /* pipelined behind other commands, or pinned */
     else if (!redis_shadow_login_ok(s))
@@ -588,7 +570,7 @@ route_read(struct redis_session *s, struct redis_unit *u, const struct resp_requ
         .kind = REQ_KIND_READ,
         .ms_since_write = s->route.last_write_ns == 0
                               ? UINT64_MAX
-                              : (redis_now(s) - s->route.last_write_ns) / 1000000,
+                              : (session_clock(&s->base) - s->route.last_write_ns) / 1000000,
     };
     if (!session_route_read(s->base.w, s->base.lis, s->base.be, s->base.shadow_be, route_rule(s, u, req), &in))
         return 0;
@@ -598,7 +580,7 @@ route_read(struct redis_session *s, struct redis_unit *u, const struct resp_requ
         return 0;
     }
     evbuffer_add(s->route.buf, bytes, len);
-    s->route.unit = u;
+    s->base.routed = &u->base;
     s->route.forwarded = 0;
     return 1;
 }
@@ -615,14 +597,14 @@ redis_session_forward(struct redis_session *s, struct evbuffer *in, size_t n)
     s->route.forwarded += n;
     /* errors show on the client's own events; a slow client stops the shadow's reads */
     conn_flush(&s->base.client);
-    if (evbuffer_get_length(s->base.client.out) >= BACKPRESSURE_BYTES)
-        conn_want_read(&s->shadow.conn, 0);
+    if (evbuffer_get_length(s->base.client.out) >= SESSION_BACKPRESSURE_BYTES)
+        conn_want_read(&s->base.shadow_conn, 0);
 }
 
 void
 redis_session_route_done(struct redis_session *s)
 {
-    s->route.unit = NULL;
+    s->base.routed = NULL;
     s->route.forwarded = 0;
     evbuffer_drain(s->route.buf, evbuffer_get_length(s->route.buf));
     session_wake(&s->base); /* the client's next commands may go */
@@ -638,10 +620,10 @@ redis_session_route_done(struct redis_session *s)
 void
 redis_session_route_lost(struct redis_session *s)
 {
-    struct redis_unit *u = s->route.unit, *r;
+    struct redis_unit *u = redis_unit_of(s->base.routed), *r;
     if (u == NULL)
         return;
-    s->route.unit = NULL;
+    s->base.routed = NULL;
     if (s->base.state != SESSION_ACTIVE)
         return; /* closing already */
     if (s->route.forwarded > 0 || (r = redis_unit_new(s)) == NULL) {
@@ -736,7 +718,7 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     if (which == RC_MULTI)
         s->in_multi = 1;
     if (s->base.mirror.state != MIRROR_OFF) {
-        u->base.closed_ns = redis_now(s);
+        u->base.closed_ns = session_clock(&s->base);
         u->mode = (uint8_t)rediscmd_digest_mode(cmd, req->argc, req->argv);
         if (kind != REQ_KIND_READ || !route_read(s, u, req, bytes, len))
             redis_shadow_command(s, u, bytes, len);
@@ -778,7 +760,7 @@ client_input(struct redis_session *s)
     for (;;) {
         size_t avail = evbuffer_get_length(in), off = 0;
         if (s->input_closed || avail == 0 || avail < s->client_need ||
-            s->route.unit != NULL || s->base.writes_waiting ||
+            s->base.routed != NULL || s->base.writes_waiting ||
             (s->base.state != SESSION_ACTIVE && s->base.state != RS_CONNECTING))
             return;
         const uint8_t *buf = evbuffer_pullup(in, (ev_ssize_t)avail);
@@ -814,7 +796,7 @@ client_input(struct redis_session *s)
                 return;
             }
             if (fate == CMD_ROUTED) {
-                struct redis_unit *u = s->route.unit;
+                struct redis_unit *u = redis_unit_of(s->base.routed);
                 forward(s, off);
                 if (!u->base.primary_done)
                     forward(s, used); /* the comparison */
@@ -852,7 +834,7 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
     if (!u->base.routed)
         s->base.outstanding--;
     if (u->base.kind == REQ_KIND_WRITE || u->which == RC_EXEC)
-        s->route.last_write_ns = redis_now(s); /* read_your_writes counts from here */
+        s->route.last_write_ns = session_clock(&s->base); /* read_your_writes counts from here */
     if (info->type == '-') {
         u->refused = 1;
         if (headlen >= 7 && memcmp(head, "-NOAUTH", 7) == 0) {
@@ -908,7 +890,7 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
     /* a held mirror of u goes to the shadow with the batch: redis_shadow_flush() */
     if (s->base.mirror.state != MIRROR_OFF && u->cmp != NULL) {
         u->cmp->pinfo = *info;
-        u->base.primary_ns = redis_now(s) - u->base.closed_ns;
+        u->base.primary_ns = session_clock(&s->base) - u->base.closed_ns;
     }
     mirror_complete(&s->base.mirror);
     if (s->base.outstanding == 0 && !s->in_multi && !s->pubsub && s->base.mirror.state == MIRROR_DETACHED)
@@ -999,40 +981,40 @@ server_input(struct redis_session *s)
 }
 
 /* ------------------------------------------------------------------ */
-/* Event handlers.                                                     */
+/* The connections' events (the engine reads and writes the sockets).  */
 
 static void
-client_event(struct session *base, short what)
+op_client_input(struct session *base)
 {
-    struct redis_session *s = (struct redis_session *)base;
-    s->now_ns = 0; /* an entry point: the clock is read afresh (redis_now) */
-    size_t n;
-
-    if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD || s->base.state == SESSION_SHADOW_DRAIN)
-        return;
-    if (what & EV_READ) {
-        enum conn_io io = conn_read(&s->base.client, s->base.w->scratch, sizeof(s->base.w->scratch), &n);
-        if (io == CONN_EOF || io == CONN_ERROR) {
-            if (s->base.state == SESSION_ACTIVE && s->base.server_open)
-                conn_flush(&s->base.server); /* what the client sent before leaving */
-            s->base.state = SESSION_DEAD;
-            return;
-        }
-        if (io == CONN_OK)
-            session_count_listener(&s->base, METRIC_L_BYTES_RECEIVED, n);
-    }
-    client_input(s);
-    if (s->base.state == SESSION_ACTIVE && conn_flush(&s->base.server) == CONN_ERROR) {
-        fail_all(s, METRIC_ERR_BACKEND_LOST, "ERR tandem: lost the connection to the backend");
-        return;
-    }
-    if (s->base.state != SESSION_LINGER && s->base.state != SESSION_DEAD && conn_flush(&s->base.client) == CONN_ERROR)
-        s->base.state = SESSION_DEAD;
+    client_input((struct redis_session *)base);
 }
 
 static void
-server_lost(struct redis_session *s, enum conn_io io)
+op_server_input(struct session *base)
 {
+    struct redis_session *s = (struct redis_session *)base;
+    server_input(s);
+    /* replies drained the backlog: requests held back may go now */
+    if (s->base.state == SESSION_ACTIVE && evbuffer_get_length(s->base.client.in) >= s->client_need)
+        client_input(s);
+}
+
+static void
+op_shadow_connected(struct session *base)
+{
+    redis_shadow_connected((struct redis_session *)base);
+}
+
+static void
+op_shadow_input(struct session *base)
+{
+    redis_shadow_input((struct redis_session *)base);
+}
+
+static void
+op_server_lost(struct session *base, enum conn_io io)
+{
+    struct redis_session *s = (struct redis_session *)base;
     if (s->base.outstanding == 0 || s->pubsub) {
         /* QUIT, or the server closed an idle connection: the client sees the close */
         slog(s, CONF_LOG_INFO, "backend \"%s\" closed the connection", s->base.be->conf->name);
@@ -1046,64 +1028,11 @@ server_lost(struct redis_session *s, enum conn_io io)
                             : "ERR tandem: lost the connection to the backend");
 }
 
-static void
-server_event(struct session *base, short what)
-{
-    struct redis_session *s = (struct redis_session *)base;
-    s->now_ns = 0; /* an entry point: the clock is read afresh (redis_now) */
-    size_t n;
-
-    if (s->base.state != SESSION_ACTIVE && s->base.state != RS_CONNECTING)
-        return;
-    if (s->base.state == RS_CONNECTING) {
-        int err = session_connect_result(&s->base.server);
-        if (err != 0) {
-            backend_failed(s, strerror(err));
-            return;
-        }
-        server_connected(s);
-        client_input(s); /* bytes that arrived while connecting were framed already */
-        what = 0;
-    }
-    if (what & EV_READ) {
-        enum conn_io io = conn_read(&s->base.server, s->base.w->scratch, sizeof(s->base.w->scratch), &n);
-        if (io == CONN_OK)
-            redis_count_backend(s, s->base.be, METRIC_B_BACKEND_BYTES_RECEIVED, n);
-        server_input(s);
-        if (io == CONN_EOF || io == CONN_ERROR) {
-            conn_flush(&s->base.client);
-            server_lost(s, io);
-            return;
-        }
-        /* replies drained the backlog: requests held back may go now */
-        if (evbuffer_get_length(s->base.client.in) >= s->client_need)
-            client_input(s);
-    }
-    if (s->base.state != SESSION_ACTIVE)
-        return;
-    if (conn_flush(&s->base.server) == CONN_ERROR) {
-        server_lost(s, CONN_ERROR);
-        return;
-    }
-    if (conn_flush(&s->base.client) == CONN_ERROR)
-        s->base.state = SESSION_DEAD;
-}
-
-/* The session's timer: the connect deadline, or an active session's wake-up. */
+/* The session's timer, while connecting: the connect deadline. */
 static void
 op_timer(struct session *base)
 {
-    struct redis_session *s = (struct redis_session *)base;
-
-    s->now_ns = 0;
-    if (s->base.state == RS_CONNECTING) {
-        backend_failed(s, "timeout");
-    } else if (s->base.state == SESSION_ACTIVE) {
-        /* a routed read was answered, or a cutover let writes go: read on */
-        client_event(&s->base, 0);
-        if (s->base.state == SESSION_ACTIVE && s->base.draining && idle(s))
-            session_close(&s->base);
-    }
+    backend_failed((struct redis_session *)base, "timeout");
 }
 
 /* ------------------------------------------------------------------ */
@@ -1117,7 +1046,6 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
         (struct redis_session *)session_new(sizeof(*s), &redis_session_ops, &redis_mirror_ops, w, l, fd, peer);
     if (s == NULL)
         return;
-    s->shadow.conn.fd = -1;
     session_route_client(peer, &s->route.client);
     route_match_session(s);
     resp_limits_init(&s->limits);
@@ -1128,7 +1056,7 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
         send_error(s, "ERR max number of clients reached");
         session_set_state(&s->base, SESSION_LINGER);
     } else {
-        connect_backend(s);
+        session_connect_backend(&s->base);
         /* now, not once connected: commands read meanwhile must be mirrored too */
         if (s->base.state == RS_CONNECTING || s->base.state == SESSION_ACTIVE)
             if (l->conf->mode != CONF_MODE_PASSTHROUGH && l->shadow != NULL)
@@ -1151,11 +1079,10 @@ static int
 op_idle(struct session *base)
 {
     struct redis_session *s = (struct redis_session *)base;
-    s->now_ns = 0;
     if (s->base.state < SESSION_ACTIVE)
         return 1;
     /* subscribed: nothing is ever owed, and it cannot follow a cutover anyway */
-    return s->pubsub || (s->base.outstanding == 0 && s->route.unit == NULL && !s->in_multi);
+    return s->pubsub || (s->base.outstanding == 0 && s->base.routed == NULL && !s->in_multi);
 }
 
 /* Its shadow connection would give the client other rights than its own. */
@@ -1200,7 +1127,6 @@ op_shadow_tick(struct session *base, uint64_t now_ns, uint64_t *lag_ns)
 {
     struct redis_session *s = (struct redis_session *)base;
     *lag_ns = 0;
-    s->now_ns = 0;
     if (s->base.mirror.state == MIRROR_OFF)
         return 0;
     return redis_shadow_tick(s, now_ns, lag_ns);
@@ -1229,11 +1155,10 @@ static int
 op_swap_ready(struct session *base)
 {
     struct redis_session *s = (struct redis_session *)base;
-    s->now_ns = 0;
     if (login_lost(s))
         return -1;
     if (s->base.outstanding > 0 || s->base.mirror.pcur != NULL || s->in_multi || s->watching ||
-        s->route.unit != NULL || s->reply_open || evbuffer_get_length(s->base.server.out) > 0 ||
+        s->base.routed != NULL || s->reply_open || evbuffer_get_length(s->base.server.out) > 0 ||
         evbuffer_get_length(s->base.server.in) > 0)
         return 0;
     return redis_shadow_swap_ready(s);
@@ -1252,7 +1177,6 @@ op_swap(struct session *base)
     struct redis_session *s = (struct redis_session *)base;
     enum rs_login login = s->primary_login;
 
-    session_swap_conns(&s->base.server, &s->shadow.conn, s->base.w->base, session_on_server, &s->base);
     redis_shadow_swap(s);
     s->primary_login = s->shadow.login;
     s->shadow.login = login;
@@ -1263,10 +1187,15 @@ op_swap(struct session *base)
 static const struct session_ops redis_session_ops = {
     .protocol = "redis",
     .phase_name = op_phase_name,
-    .client_event = client_event,
-    .server_event = server_event,
+    .client_input = op_client_input,
+    .connect_failed = op_connect_failed,
+    .server_connected = op_server_connected,
+    .server_input = op_server_input,
+    .server_lost = op_server_lost,
+    .shadow_connected = op_shadow_connected,
+    .shadow_input = op_shadow_input,
     .timer = op_timer,
-    .interest = op_interest,
+    .client_wanted = op_client_wanted,
     .leaving = op_leaving,
     .orphan = op_orphan,
     .destroy = op_destroy,

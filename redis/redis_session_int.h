@@ -202,7 +202,6 @@ struct redis_shadow {
 
 /* Mode split (see "Read routing" above). */
 struct redis_route {
-    struct redis_unit *unit;    /* the read the shadow is answering, NULL none */
     struct evbuffer *buf;       /* its request, for a retry on the primary */
     size_t forwarded;           /* bytes of its reply already given to the client */
     uint64_t last_write_ns;     /* when the primary last acknowledged a write of ours */
@@ -235,23 +234,7 @@ struct redis_session {
 
     struct redis_shadow shadow;
     struct redis_route route;
-    uint64_t now_ns;              /* the clock at this event; 0: not read yet (redis_now) */
 };
-
-/*
- * redis_now - the clock, read at most once per event: the commands one read
- * brings and the replies one read completes share that read's time
- * (clock_gettime up to four times per mirrored command was 5% of tandem's
- * CPU in shadow mode).  Every entry point (event handler, worker op) clears
- * now_ns first, so a time never outlives its event.
- */
-static inline uint64_t
-redis_now(struct redis_session *s)
-{
-    if (s->now_ns == 0)
-        s->now_ns = session_now_ns();
-    return s->now_ns;
-}
 
 /* redis_session.c */
 enum rs_cmd redis_cmd_which(const struct rediscmd *cmd);
@@ -281,6 +264,10 @@ void redis_session_route_lost(struct redis_session *s);
 /* redis_shadow.c */
 extern const struct mirror_ops redis_mirror_ops;
 void redis_shadow_start(struct redis_session *s);
+/* the shadow connection's connect is done */
+void redis_shadow_connected(struct redis_session *s);
+/* the shadow connection's input (the engine read it): frame, digest, forward a routed answer */
+void redis_shadow_input(struct redis_session *s);
 void redis_shadow_release(struct redis_session *s);
 /* a command was read: decide whether it is mirrored; bytes are its request */
 void redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,

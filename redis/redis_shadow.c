@@ -52,8 +52,6 @@
 
 static void detach(struct redis_session *s, enum shadow_outcome why, const char *reason);
 static void identity_refused(struct redis_session *s, const char *why);
-static void on_shadow_io(evutil_socket_t fd, short what, void *arg);
-static void shadow_connected(struct redis_session *s);
 
 static const struct conf_mirror *
 mirror_conf(const struct redis_session *s)
@@ -95,18 +93,11 @@ redis_keep_sample(uint8_t *sample, uint16_t *have, const uint8_t *p, size_t n)
     *have = (uint16_t)(*have + n);
 }
 
-/* Write what conn.out holds; what left it leaves the queue too. */
+/* Write what conn.out holds; what left it leaves the queue too (-1: detached). */
 static int
 flush_shadow(struct redis_session *s)
 {
-    struct redis_shadow *sh = &s->shadow;
-    size_t before = evbuffer_get_length(sh->conn.out);
-    if (conn_flush(&sh->conn) == CONN_ERROR) {
-        detach(s, SHADOW_SHADOW_ERROR, "write to the shadow failed");
-        return -1;
-    }
-    mirror_account(&s->base.mirror, -(int64_t)(before - evbuffer_get_length(sh->conn.out)));
-    return 0;
+    return session_shadow_flush(&s->base);
 }
 
 /*
@@ -302,7 +293,7 @@ static int
 on_send(void *owner, struct evbuffer *src, size_t len)
 {
     struct redis_session *s = owner;
-    evbuffer_remove_buffer(src, s->shadow.conn.out, len);
+    evbuffer_remove_buffer(src, s->base.shadow_conn.out, len);
     return 0;
 }
 
@@ -347,10 +338,10 @@ redis_shadow_flush(struct redis_session *s)
     if (s->base.mirror.state == MIRROR_OFF)
         return;
     if (s->base.mirror.nheld > 0) {
-        mirror_release(&s->base.mirror, 0, redis_now(s));
+        mirror_release(&s->base.mirror, 0, session_clock(&s->base));
         mirror_complete(&s->base.mirror); /* those dropped instead of sent */
     }
-    if (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(s->shadow.conn.out) > 0)
+    if (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(s->base.shadow_conn.out) > 0)
         flush_shadow(s);
 }
 
@@ -472,10 +463,10 @@ shadow_close(void *owner)
 {
     struct redis_session *s = owner;
     struct redis_shadow *sh = &s->shadow;
-    if (sh->conn_open) {
-        size_t unsent = evbuffer_get_length(sh->conn.out);
-        conn_release(&sh->conn);
-        sh->conn_open = 0;
+    if (s->base.shadow_open) {
+        size_t unsent = evbuffer_get_length(s->base.shadow_conn.out);
+        conn_release(&s->base.shadow_conn);
+        s->base.shadow_open = 0;
         if (s->base.mirror.state == MIRROR_READY)
             count_shadow(s, METRIC_B_SERVER_CLOSED, 1);
         (void)unsent; /* counted in mirror.queued, which the queue zeroes */
@@ -509,7 +500,7 @@ on_detached(void *owner, enum shadow_outcome why, const char *reason,
 static void
 detach(struct redis_session *s, enum shadow_outcome why, const char *reason)
 {
-    mirror_detach(&s->base.mirror, why, mirror_drop_reason(why), reason, redis_now(s));
+    mirror_detach(&s->base.mirror, why, mirror_drop_reason(why), reason, session_clock(&s->base));
 }
 
 /*
@@ -556,7 +547,7 @@ identity_refused(struct redis_session *s, const char *why)
                s->base.shadow_be->addr_text, text);
         return;
     }
-    mirror_detach(&s->base.mirror, SHADOW_DROPPED, SHADOW_DROP_IDENTITY, text, redis_now(s));
+    mirror_detach(&s->base.mirror, SHADOW_DROPPED, SHADOW_DROP_IDENTITY, text, session_clock(&s->base));
 }
 
 void
@@ -572,19 +563,18 @@ redis_shadow_identity_lost(struct redis_session *s, const char *why)
 static struct redis_unit *
 replay_bytes(struct redis_session *s, const uint8_t *buf, size_t n)
 {
-    struct redis_shadow *sh = &s->shadow;
     struct redis_unit *u = n > 0 ? redis_unit_new(s) : NULL;
     if (u == NULL)
         return NULL;
     u->base.kind = REQ_KIND_SESSION;
     u->base.replay = u->base.mirrored = u->base.primary_done = 1;
-    u->base.closed_ns = redis_now(s);
+    u->base.closed_ns = session_clock(&s->base);
     u->mode = RESP_DIGEST_NONE;
     u->cmp = redis_cmp_new(s); /* for the error text, should it fail */
     mirror_append(&s->base.mirror, &u->base);
     if (s->base.mirror.scur == NULL)
         s->base.mirror.scur = &u->base;
-    evbuffer_add(sh->conn.out, buf, n);
+    evbuffer_add(s->base.shadow_conn.out, buf, n);
     mirror_account(&s->base.mirror, (int64_t)n);
     return u;
 }
@@ -652,7 +642,7 @@ redis_shadow_start(struct redis_session *s)
             return;
     }
     s->base.mirror.state = MIRROR_CONNECTING; /* so a failure is counted */
-    int rc = session_connect(&sh->conn, s->base.w->base, b, on_shadow_io, s);
+    int rc = session_connect(&s->base.shadow_conn, s->base.w->base, b, session_on_shadow, &s->base);
     if (rc < 0) {
         char why[200];
         snprintf(why, sizeof(why), "connect: %s", strerror(errno));
@@ -660,7 +650,7 @@ redis_shadow_start(struct redis_session *s)
         detach(s, SHADOW_SHADOW_ERROR, why);
         return;
     }
-    sh->conn_open = 1;
+    s->base.shadow_open = 1;
     sh->connect_ns = session_now_ns();
     sh->reply_open = 0;
     sh->replies_left = 0;
@@ -678,13 +668,13 @@ redis_shadow_start(struct redis_session *s)
         replay(s, 3, (const char *const[]){"CLIENT", "SETNAME", s->client_name});
 
     if (rc == 0)
-        shadow_connected(s);
+        redis_shadow_connected(s);
 }
 
-static void
-shadow_connected(struct redis_session *s)
+/* redis_shadow_connected - the connect is done: send what waited for it. */
+void
+redis_shadow_connected(struct redis_session *s)
 {
-    struct redis_shadow *sh = &s->shadow;
     uint64_t now = session_now_ns();
 
     s->base.mirror.state = MIRROR_READY;
@@ -694,16 +684,36 @@ shadow_connected(struct redis_session *s)
     for (struct mirror_unit *u = s->base.mirror.head; u; u = u->next)
         if (u->mirrored && !u->shadow_done && !u->held && u->shadow_sent_ns == 0)
             u->shadow_sent_ns = now;
-    conn_want_read(&sh->conn, 1);
+    conn_want_read(&s->base.shadow_conn, 1);
     flush_shadow(s);
 }
 
-/* Read the shadow's replies: frame them, digest the last one of each unit. */
+/* A replayed login or state the shadow refused: the client's identity, or a login of tandem's. */
 static void
-shadow_input(struct redis_session *s)
+replay_refused(struct redis_session *s, const struct redis_unit *u,
+               const struct resp_reply_info *info)
+{
+    char why[300], text[200] = "";
+    if (u->cmp)
+        rediscmp_render(u->cmp->ssample, u->cmp->slen, info->size, text, sizeof(text));
+    if (u->identity) {
+        char user[64];
+        ident_user_text(s->ident, user, sizeof(user));
+        snprintf(why, sizeof(why), "the shadow refused the client's login as \"%s\": %s", user,
+                 text);
+        identity_refused(s, why);
+    } else {
+        snprintf(why, sizeof(why), "login failed: %s", text);
+        detach(s, SHADOW_SHADOW_ERROR, why);
+    }
+}
+
+/* redis_shadow_input - read the shadow's replies: frame them, digest the last one of each unit. */
+void
+redis_shadow_input(struct redis_session *s)
 {
     struct redis_shadow *sh = &s->shadow;
-    struct evbuffer *in = sh->conn.in;
+    struct evbuffer *in = s->base.shadow_conn.in;
 
     while (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(in) > 0) {
         struct redis_unit *u = redis_unit_of(s->base.mirror.scur);
@@ -737,7 +747,7 @@ shadow_input(struct redis_session *s)
         }
         if (keep)
             redis_keep_sample(u->cmp->ssample, &u->cmp->slen, v.iov_base, used);
-        int routed = u == s->route.unit;
+        int routed = &u->base == s->base.routed;
         if (routed)
             redis_session_forward(s, in, used); /* the client's answer */
         else
@@ -746,19 +756,7 @@ shadow_input(struct redis_session *s)
             continue;
         sh->reply_open = 0;
         if (u->base.replay && info.type == '-') {
-            char why[300], text[200] = "";
-            if (u->cmp)
-                rediscmp_render(u->cmp->ssample, u->cmp->slen, info.size, text, sizeof(text));
-            if (u->identity) {
-                char user[64];
-                ident_user_text(s->ident, user, sizeof(user));
-                snprintf(why, sizeof(why), "the shadow refused the client's login as \"%s\": %s",
-                         user, text);
-                identity_refused(s, why);
-            } else {
-                snprintf(why, sizeof(why), "login failed: %s", text);
-                detach(s, SHADOW_SHADOW_ERROR, why);
-            }
+            replay_refused(s, u, &info);
             return;
         }
         if (--sh->replies_left > 0)
@@ -766,7 +764,7 @@ shadow_input(struct redis_session *s)
         if (u->cmp)
             u->cmp->sinfo = info;
         int was_barrier = s->base.mirror.barrier == &u->base;
-        mirror_shadow_answered(&s->base.mirror, &u->base, redis_now(s));
+        mirror_shadow_answered(&s->base.mirror, &u->base, session_clock(&s->base));
         mirror_complete(&s->base.mirror);
         if (was_barrier)
             redis_shadow_flush(s); /* the login was accepted: what waited behind it goes */
@@ -776,51 +774,11 @@ shadow_input(struct redis_session *s)
     }
 }
 
-static void
-on_shadow_io(evutil_socket_t fd, short what, void *arg)
-{
-    struct redis_session *s = arg;
-    struct redis_shadow *sh = &s->shadow;
-    size_t n;
-    (void)fd;
-
-    s->now_ns = 0;
-    if (s->base.mirror.state == MIRROR_CONNECTING) {
-        int err = session_connect_result(&sh->conn);
-        if (err != 0) {
-            char why[200];
-            snprintf(why, sizeof(why), "connect: %s", strerror(err));
-            count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
-            detach(s, SHADOW_SHADOW_ERROR, why);
-            return;
-        }
-        shadow_connected(s);
-        return;
-    }
-    if (s->base.mirror.state != MIRROR_READY)
-        return;
-    if (what & EV_READ) {
-        enum conn_io io = conn_read(&sh->conn, s->base.w->scratch, sizeof(s->base.w->scratch), &n);
-        if (io == CONN_OK) {
-            count_shadow(s, METRIC_B_BACKEND_BYTES_RECEIVED, n);
-            shadow_input(s);
-        }
-        if (s->base.mirror.state != MIRROR_READY)
-            return;
-        if (io == CONN_EOF || io == CONN_ERROR) {
-            detach(s, SHADOW_SHADOW_ERROR, io == CONN_EOF ? "the shadow closed the connection"
-                                                          : "read from the shadow failed");
-            return;
-        }
-    }
-    flush_shadow(s);
-}
-
 /* redis_shadow_idle - an idle point: a detached shadow may come back. */
 void
 redis_shadow_idle(struct redis_session *s)
 {
-    if (mirror_may_reattach(&s->base.mirror, redis_now(s)))
+    if (mirror_may_reattach(&s->base.mirror, session_clock(&s->base)))
         redis_shadow_start(s);
 }
 
@@ -866,8 +824,8 @@ redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint8_t 
         u->cmp = redis_cmp_new(s); /* NULL: answered, not compared */
     else
         mirror_primary_answered(m, &u->base, 0); /* the primary never sees it */
-    u->base.shadow_sent_ns = m->state == MIRROR_READY ? redis_now(s) : 0;
-    evbuffer_add(s->shadow.conn.out, bytes, len);
+    u->base.shadow_sent_ns = m->state == MIRROR_READY ? session_clock(&s->base) : 0;
+    evbuffer_add(s->base.shadow_conn.out, bytes, len);
     mirror_account(m, (int64_t)len);
     if (m->scur == NULL)
         m->scur = &u->base;
@@ -893,20 +851,19 @@ redis_shadow_swap_ready(const struct redis_session *s)
     const struct mirror *m = &s->base.mirror;
     if (m->state == MIRROR_OFF || m->state == MIRROR_DETACHED)
         return -1;
-    return m->state == MIRROR_READY && sh->conn_open && !mirror_busy(m) && m->nheld == 0 &&
-           !sh->reply_open && m->head == NULL && evbuffer_get_length(sh->conn.in) == 0 &&
+    return m->state == MIRROR_READY && s->base.shadow_open && !mirror_busy(m) && m->nheld == 0 &&
+           !sh->reply_open && m->head == NULL && evbuffer_get_length(s->base.shadow_conn.in) == 0 &&
            evbuffer_get_length(sh->tx_buf) == 0;
 }
 
 /*
- * redis_shadow_swap - the roles swap: the caller moved the primary's conn
- * into shadow.conn (and be / shadow_be); point it at the shadow's handler.
+ * redis_shadow_swap - the roles swap: the engine traded the two
+ * connections; the shadow side's reply framing starts afresh.
  */
 void
 redis_shadow_swap(struct redis_session *s)
 {
     struct redis_shadow *sh = &s->shadow;
-    conn_rebind(&sh->conn, s->base.w->base, on_shadow_io, s);
     sh->reply_open = 0;
     sh->replies_left = 0;
     mirror_attached(&s->base.mirror);
@@ -938,8 +895,8 @@ redis_shadow_orphan(struct redis_session *s)
     if (s->shadow.tx_buf)
         evbuffer_drain(s->shadow.tx_buf, evbuffer_get_length(s->shadow.tx_buf));
     s->shadow.tx_cmds = 0;
-    mirror_orphan(&s->base.mirror, redis_now(s));
-    if (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(s->shadow.conn.out) > 0)
+    mirror_orphan(&s->base.mirror, session_clock(&s->base));
+    if (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(s->base.shadow_conn.out) > 0)
         flush_shadow(s);
 }
 
