@@ -8,6 +8,8 @@
 #define TANDEM_LRU_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
 
 struct lru_node {
     struct lru_node *prev; /* toward the head (more recent) */
@@ -22,6 +24,24 @@ struct lru {
 /* The entry of type `type` whose member `member` is node (NULL stays NULL). */
 #define LRU_ENTRY(node, type, member)                                                             \
     ((node) ? (type *)(void *)((char *)(node) - offsetof(type, member)) : (type *)NULL)
+
+/*
+ * lru_buckets - a cache's hash table: a power of two of zeroed bucket
+ * heads of `size` bytes each, at least max_entries of them (a chain is
+ * one entry long on average when full); *mask gets their number less one.
+ * NULL when max_entries is 0, absurd, or memory is short.
+ */
+static inline void *
+lru_buckets(size_t max_entries, size_t size, size_t *mask)
+{
+    size_t n = 1;
+    if (max_entries == 0 || max_entries > SIZE_MAX / 4 / size)
+        return NULL;
+    while (n < max_entries)
+        n <<= 1;
+    *mask = n - 1;
+    return calloc(n, size);
+}
 
 static inline void
 lru_unlink(struct lru *l, struct lru_node *n)

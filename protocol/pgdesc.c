@@ -50,23 +50,16 @@ entry_cost(size_t textlen)
 struct pgdesc *
 pgdesc_new(size_t max_entries, size_t max_bytes, unsigned describes_per_sec)
 {
-    struct pgdesc *c;
-    size_t nbuckets = 1;
-
-    if (max_entries == 0 || describes_per_sec == 0 ||
-        max_entries > SIZE_MAX / 4 / sizeof(c->buckets[0]))
+    if (describes_per_sec == 0)
         return NULL;
-    while (nbuckets < max_entries)
-        nbuckets <<= 1;
-    c = calloc(1, sizeof(*c));
+    struct pgdesc *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    c->buckets = calloc(nbuckets, sizeof(c->buckets[0]));
+    c->buckets = lru_buckets(max_entries, sizeof(c->buckets[0]), &c->mask);
     if (c->buckets == NULL) {
         free(c);
         return NULL;
     }
-    c->mask = nbuckets - 1;
     c->max_entries = max_entries;
     c->max_bytes = max_bytes;
     c->per_sec = describes_per_sec;
