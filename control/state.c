@@ -451,8 +451,8 @@ state_set_runtime(struct state *s, const struct runtime *rt)
                 continue;
             roles_of(old, swapped, &p0, &s0);
             roles_of(l, swapped, &p1, &s1);
-            if (strcmp(p0, p1) == 0 && strcmp(s0, s1) == 0)
-                continue;
+            if (strcmp(p0, p1) == 0)
+                continue; /* another shadow, or none: the operator's to change */
             log_error("reload refused: listener \"%s\" is cut over (primary \"%s\", shadow "
                       "\"%s\", epoch %llu) and the new file would make \"%s\" its primary; a "
                       "reload never changes roles: restart to take the file's primary/shadow%s",

@@ -277,3 +277,64 @@ def test_redis_restart_after_cutover_keeps_the_new_primary(tandem, tmp_path):
     finally:
         primary.stop()
         shadow.stop()
+
+
+def test_a_guard_cooldown_goes_on_after_a_restart(tandem, pg_primary, pg_shadow, tmp_path):
+    """A state file whose guard cools down for 10 more minutes: the restarted
+    tandem shows it tripped and still refuses to give the shadow reads."""
+    import time
+    state = tmp_path / "state.json"
+    port, admin = free_port(), free_port()
+    text = with_state(shadow_config(
+        port=port, admin_port=admin, primary=pg_primary, shadow=pg_shadow, mode="split",
+        listener_extra="guard errors { metric shadow_error_rate; above 5%; "
+                       "action reads-to-primary; cooldown 1h; }"), state)
+    until = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + 600))
+    state.write_text(json.dumps({
+        "version": 1,
+        "listeners": {"pg": {
+            "primary": "blue", "shadow": "green", "epoch": 4, "mode": "split",
+            "configured_mode": "split", "weights": {"blue": 1, "green": 0},
+            "configured_weights": {"blue": 1, "green": 0},
+            "guards": [{"name": "errors", "trips": 3, "last_trip": "2025-01-01T00:00:00.000Z",
+                        "cooldown_until": until, "reason": "shadow_error_rate 0.5 above 0.05"}]}},
+        "operations": []}))
+    t = tandem(config_text=text, port=port, admin_port=admin)
+    pg = listener(t)
+    assert pg["epoch"] == 4, pg
+    guard = [g for g in pg["guards"] if g["name"] == "errors"][0]
+    assert guard["state"] == "tripped" and guard["trips"] == 3, guard
+    assert 500 < guard["cooldown_left_seconds"] <= 600, guard
+    code, reply = call(t, "PUT", "/api/weights", {"blue": 50, "green": 50})
+    assert code == 409 and 'guard "errors"' in reply["error"], reply
+    # and it is written back as it was read
+    recorded = json.loads(state.read_text())["listeners"]["pg"]
+    assert recorded["guards"][0]["trips"] == 3 and recorded["guards"][0]["cooldown_until"]
+
+
+def test_a_flip_that_cannot_be_recorded_does_not_happen(tandem, pg_primary, pg_shadow, table,
+                                                        tmp_path):
+    """The state file's directory disappears: writes fail (logged, counted),
+    a cutover fails with nothing swapped; when it is back, writes resume."""
+    import shutil
+    directory = tmp_path / "state"
+    directory.mkdir()
+    state = directory / "state.json"
+    text, port, admin = pg_text(pg_primary, pg_shadow, state)
+    t = tandem(config_text=text, port=port, admin_port=admin)
+    assert state.exists()
+    shutil.rmtree(directory)
+    assert call(t, "PUT", "/api/mode", {"mode": "split"})[0] == 200
+    t.wait_metric("tandem_state_file_writes_total", 1, result="error")
+    op = run_operation(t, "/api/cutover", {"max_pause_ms": 8000})
+    assert op["state"] == "failed" and "could not record the new roles" in op["reason"], op
+    pg = listener(t)
+    assert pg["roles"] == {"primary": "blue", "shadow": "green"} and pg["epoch"] == 0, pg
+    assert write_through(t, "unrecorded") == pg_primary.port
+    assert "not written" in t.log()
+    directory.mkdir()
+    ok = t.metric("tandem_state_file_writes_total", result="ok")
+    t.wait_metric("tandem_state_file_writes_total", ok + 1, timeout=30, result="ok")
+    assert json.loads(state.read_text())["listeners"]["pg"]["mode"] == "split"
+    assert run_operation(t, "/api/cutover", {"max_pause_ms": 8000})["state"] == "completed"
+    assert json.loads(state.read_text())["listeners"]["pg"]["epoch"] == 1
