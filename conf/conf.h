@@ -22,6 +22,8 @@
  *       shutdown_timeout 30s;
  *   }
  *   admin { listen 127.0.0.1:9090; token_file /etc/tandem/token; }
+ *   control { state_file /var/lib/tandem/state.json; }   # roles, epoch, mode... survive
+ *                                                         # a restart (control/state.h)
  *   backend blue {
  *       address 127.0.0.1:5432;
  *       tls disable;                      # disable | require | verify-full
@@ -265,6 +267,11 @@ struct conf_admin {
     char token_file[CONF_PATH_MAX];
 };
 
+/* control { }: where the control state lives beyond the process. */
+struct conf_control {
+    char state_file[CONF_PATH_MAX]; /* "" when none: roles come from the file at every start */
+};
+
 struct conf {
     char file[CONF_PATH_MAX]; /* "" when built from the command line */
     int workers;              /* 1..64; default: number of CPUs, at most 4 */
@@ -272,6 +279,7 @@ struct conf {
     enum conf_log_level log_level;
     struct conf_limits limits;
     struct conf_admin admin;
+    struct conf_control control;
     struct conf_backend *backends;
     size_t nbackends;
     struct conf_listener *listeners;
@@ -323,6 +331,7 @@ struct conf *conf_load_file(const char *path, struct conf_errors *errs);
  *   --max-client-conn --max-packet-size
  *   --startup-timeout --connect-timeout --shutdown-timeout   limits { }
  *   --admin (its listen) --admin-token-file          admin { }
+ *   --state-file                                     control { state_file }
  *   --primary --primary-tls --primary-ca --primary-user --primary-password-file
  *   --shadow --shadow-tls --shadow-ca --shadow-user --shadow-password-file
  *                                       backend { address tls tls_ca_file ... }

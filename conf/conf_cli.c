@@ -35,6 +35,7 @@ enum cli_dest {
     CLI_LISTENER, /* listener PROTO { } */
     CLI_MIRROR,   /* listener PROTO { mirror { } } */
     CLI_READS,    /* listener PROTO { reads { } }: one directive per NAME=WEIGHT */
+    CLI_CONTROL,  /* control { } */
     CLI_NDEST,
 };
 
@@ -78,6 +79,7 @@ static const struct cli_flag cli_flags[] = {
     {"read-your-writes", CLI_LISTENER, "read_your_writes"},
     {"max-lag", CLI_LISTENER, "max_lag"},
     {"read-weights", CLI_READS, NULL},
+    {"state-file", CLI_CONTROL, "state_file"},
 };
 
 #define NFLAGS (sizeof(cli_flags) / sizeof(cli_flags[0]))
@@ -240,7 +242,7 @@ cli_build(struct cli *cli)
     static const char *const block_name[CLI_NDEST] = {
         [CLI_LIMITS] = "limits",  [CLI_ADMIN] = "admin",       [CLI_PRIMARY] = "backend",
         [CLI_SHADOW] = "backend", [CLI_LISTENER] = "listener", [CLI_MIRROR] = "mirror",
-        [CLI_READS] = "reads",
+        [CLI_READS] = "reads",    [CLI_CONTROL] = "control",
     };
     struct conf_node *block[CLI_NDEST] = {NULL};
     const char *value[NFLAGS];

@@ -69,6 +69,7 @@ enum {
     CTX_COMPARE = 1u << 6,
     CTX_CANARY = 1u << 7,
     CTX_GUARD = 1u << 8,
+    CTX_CONTROL = 1u << 9,
 };
 
 /* Most entries in one listener's reads { }, and canary rules per listener. */
@@ -203,6 +204,7 @@ static const struct conf_directive directives[] = {
     SIMPLE("log_level", CTX_TOP, 0, set_enum, struct conf, log_level, conf_log_level_names),
     MEMBER_BLOCK("limits", CTX_TOP, CTX_LIMITS, struct conf, limits),
     BLOCK("admin", CTX_TOP, 0, 0, CTX_ADMIN, enter_admin, leave_admin),
+    MEMBER_BLOCK("control", CTX_TOP, CTX_CONTROL, struct conf, control),
     BLOCK("backend", CTX_TOP, D_MULTI, 1, CTX_BACKEND, enter_backend, leave_backend),
     BLOCK("listener", CTX_TOP, D_MULTI, 1, CTX_LISTENER, enter_listener, leave_listener),
     LIST("write_functions", CTX_TOP, set_write_functions),
@@ -228,6 +230,9 @@ static const struct conf_directive directives[] = {
     /* admin { } */
     SIMPLE("listen", CTX_ADMIN, 0, set_addr, struct conf_admin, addr, NULL),
     SIMPLE("token_file", CTX_ADMIN, 0, set_string, struct conf_admin, token_file, NULL),
+
+    /* control { } */
+    SIMPLE("state_file", CTX_CONTROL, 0, set_string, struct conf_control, state_file, NULL),
 
     /* backend NAME { } */
     SIMPLE("address", CTX_BACKEND, D_REQUIRED, set_addr, struct conf_backend, addr, NULL),
@@ -336,6 +341,8 @@ ctx_where(unsigned ctx)
         return "in mirror";
     case CTX_COMPARE:
         return "in compare";
+    case CTX_CONTROL:
+        return "in control";
     case CTX_CANARY:
         return "in canary";
     default:

@@ -16,6 +16,9 @@ static int down[METRIC_MAX_BACKENDS]; /* 0: up or never probed */
 static uint64_t lag[METRIC_MAX_SHARDS][METRIC_MAX_BACKENDS];
 static int modes[METRIC_MAX_LISTENERS];   /* mode + 1; 0: the file's */
 static int swapped[METRIC_MAX_LISTENERS];
+static uint64_t epochs[METRIC_MAX_LISTENERS];
+static void (*change_fn)(void *arg);
+static void *change_arg;
 static int paused[METRIC_MAX_LISTENERS];
 static int forced[METRIC_MAX_LISTENERS];
 static uint32_t pause_gen[METRIC_MAX_LISTENERS];
@@ -59,6 +62,7 @@ control_load(const struct runtime *rt)
         bump(l->metric_slot);
         __atomic_store_n(&modes[l->metric_slot], 0, __ATOMIC_RELAXED);
     }
+    control_changed();
 }
 
 /* Does listener l read from backend b (its primary or its shadow)? */
@@ -109,7 +113,18 @@ control_set_weights(const struct runtime *rt, const char *const *names, const lo
         if (changed)
             bump(l->metric_slot);
     }
+    control_changed();
     return 0;
+}
+
+void
+control_set_weight(int listener_slot, int backend_slot, int weight)
+{
+    if (!slot_ok(listener_slot, METRIC_MAX_LISTENERS) || !slot_ok(backend_slot, METRIC_MAX_BACKENDS))
+        return;
+    store_weight(listener_slot, backend_slot, weight);
+    bump(listener_slot);
+    control_changed();
 }
 
 int
@@ -169,6 +184,7 @@ control_set_mode(int slot, int mode)
 {
     if (slot_ok(slot, METRIC_MAX_LISTENERS))
         __atomic_store_n(&modes[slot], mode + 1, __ATOMIC_RELEASE);
+    control_changed();
 }
 
 int
@@ -190,6 +206,44 @@ int
 control_roles_swapped(int slot)
 {
     return slot_ok(slot, METRIC_MAX_LISTENERS) && __atomic_load_n(&swapped[slot], __ATOMIC_ACQUIRE);
+}
+
+void
+control_flip(int slot, int on)
+{
+    if (!slot_ok(slot, METRIC_MAX_LISTENERS))
+        return;
+    __atomic_add_fetch(&epochs[slot], 1, __ATOMIC_RELEASE);
+    control_set_roles_swapped(slot, on);
+    control_changed();
+}
+
+uint64_t
+control_epoch(int slot)
+{
+    return slot_ok(slot, METRIC_MAX_LISTENERS) ? __atomic_load_n(&epochs[slot], __ATOMIC_ACQUIRE)
+                                               : 0;
+}
+
+void
+control_set_epoch(int slot, uint64_t epoch)
+{
+    if (slot_ok(slot, METRIC_MAX_LISTENERS))
+        __atomic_store_n(&epochs[slot], epoch, __ATOMIC_RELEASE);
+}
+
+void
+control_on_change(void (*fn)(void *arg), void *arg)
+{
+    change_arg = arg;
+    change_fn = fn;
+}
+
+void
+control_changed(void)
+{
+    if (change_fn != NULL)
+        change_fn(change_arg);
 }
 
 void

@@ -32,6 +32,9 @@ void control_load(const struct runtime *rt);
 int control_set_weights(const struct runtime *rt, const char *const *names, const long *weights,
                         size_t n, char *err, size_t errlen);
 
+/* control_set_weight - one weight of one listener (a state file's, at start). */
+void control_set_weight(int listener_slot, int backend_slot, int weight);
+
 /* The weight of a backend (metric slot) on a listener (metric slot); 0 when unknown. */
 int control_weight(int listener_slot, int backend_slot);
 /* Bumps when any weight of the listener changes. */
@@ -69,6 +72,14 @@ int control_mode(int listener_slot, int configured);
  */
 void control_set_roles_swapped(int listener_slot, int swapped);
 int control_roles_swapped(int listener_slot);
+/*
+ * The epoch: how many times the listener's roles flipped (cutover,
+ * rollback) over its life, a state file's included.  control_flip sets
+ * roles_swapped and adds one to the epoch.
+ */
+void control_flip(int listener_slot, int swapped);
+uint64_t control_epoch(int listener_slot);
+void control_set_epoch(int listener_slot, uint64_t epoch);
 void control_set_paused(int listener_slot, int paused, uint32_t generation);
 int control_paused(int listener_slot);
 uint32_t control_pause_generation(int listener_slot);
@@ -78,5 +89,15 @@ int control_force(int listener_slot);
 void control_report_unready(int worker, int listener_slot, uint32_t generation, unsigned n);
 /* control_unready - sessions not ready on the listener, or -1 while a worker has not reported. */
 long control_unready(int listener_slot, int nworkers);
+
+/*
+ * Change notice: control_changed() says that the control state (weights,
+ * mode, roles, a guard, an operation) changed; control_load, the setters
+ * of weights and mode, and control_flip call it themselves.  The one
+ * listener set with control_on_change (control/state.c, which writes the
+ * state file) must be cheap and thread-safe: an event_active().
+ */
+void control_on_change(void (*fn)(void *arg), void *arg);
+void control_changed(void);
 
 #endif /* TANDEM_CONTROL_H */

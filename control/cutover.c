@@ -20,6 +20,10 @@
 enum op_state { OP_PENDING, OP_IN_PROGRESS, OP_COMPLETED, OP_FAILED };
 
 static const char *const state_names[] = {"pending", "in_progress", "completed", "failed"};
+/* a state file records them by the same numbers */
+_Static_assert((int)OP_FAILED == (int)STATE_OP_FAILED && (int)OP_COMPLETED == (int)STATE_OP_COMPLETED &&
+                   (int)OP_IN_PROGRESS == (int)STATE_OP_IN_PROGRESS,
+               "operation states");
 
 struct operation {
     unsigned id;
@@ -45,6 +49,8 @@ struct cutover {
     unsigned next_id;
     struct operation *current;      /* in progress, or NULL */
     uint32_t generation;
+    int (*commit)(void *arg, const int *slots, int nslots, int target, char *err, size_t errlen);
+    void *commit_arg;
 };
 
 static uint64_t
@@ -100,6 +106,7 @@ finish(struct cutover *c, struct operation *op, enum op_state state)
         control_set_force(op->slots[i], 0);
     }
     kick_workers(c);
+    control_changed();
 }
 
 /* Every POLL_MS while in progress: all drained -> flip; past max_pause -> give up. */
@@ -119,9 +126,22 @@ on_poll(evutil_socket_t fd, short what, void *arg)
     }
     uint64_t now = mono_ms();
     if (waiting == 0) {
-        for (int i = 0; i < op->nslots; i++)
-            control_set_roles_swapped(op->slots[i], op->target);
+        char why[200];
         op->pause_ms = now - op->pause_start_ms;
+        /* as it will be recorded: completed, unless the record itself fails */
+        op->state = OP_COMPLETED;
+        clock_gettime(CLOCK_REALTIME, &op->finished);
+        if (c->commit && c->commit(c->commit_arg, op->slots, op->nslots, op->target, why,
+                                   sizeof(why)) != 0) {
+            snprintf(op->reason, sizeof(op->reason),
+                     "abandoned: %s; nothing was swapped, writes resumed on the old primary",
+                     why);
+            finish(c, op, OP_FAILED);
+            log_error("op-%u: %s", op->id, op->reason);
+            return;
+        }
+        for (int i = 0; i < op->nslots; i++)
+            control_flip(op->slots[i], op->target);
         finish(c, op, OP_COMPLETED);
         log_info("op-%u: %s completed: roles %s, writes waited %llu ms", op->id,
                  op->kind == CUTOVER_FORWARD ? "cutover" : "rollback",
@@ -254,6 +274,7 @@ cutover_start(struct cutover *c, const struct runtime *rt, enum cutover_kind kin
         clock_gettime(CLOCK_REALTIME, &op->finished);
         snprintf(err, errlen, "%s", op->reason);
         log_warn("op-%u: %s", op->id, op->reason);
+        control_changed();
         return 409;
     }
     clock_gettime(CLOCK_REALTIME, &op->started);
@@ -261,6 +282,7 @@ cutover_start(struct cutover *c, const struct runtime *rt, enum cutover_kind kin
         snprintf(op->reason, sizeof(op->reason), "reads moved to the primary; roles unchanged");
         op->state = OP_COMPLETED;
         op->finished = op->started;
+        control_changed();
         *reply = json_pack("{s:o}", "operation", op_json(op));
         return 202;
     }
@@ -288,7 +310,8 @@ cutover_operation_json(const struct cutover *c, const char *id)
     if (strncmp(id, "op-", 3) != 0)
         return NULL;
     unsigned long n = strtoul(id + 3, &end, 10);
-    if (*end != '\0' || n == 0 || n >= c->next_id || c->next_id - n > OPS_KEPT)
+    if (*end != '\0' || n == 0 || n >= c->next_id || c->next_id - n > OPS_KEPT ||
+        c->ops[n % OPS_KEPT].id != n)
         return NULL;
     return op_json(&c->ops[n % OPS_KEPT]);
 }
@@ -296,7 +319,86 @@ cutover_operation_json(const struct cutover *c, const char *id)
 json_t *
 cutover_latest_json(const struct cutover *c)
 {
-    if (c->next_id == 1)
+    if (c->next_id == 1 || c->ops[(c->next_id - 1) % OPS_KEPT].id != c->next_id - 1)
         return NULL;
     return op_json(&c->ops[(c->next_id - 1) % OPS_KEPT]);
+}
+
+void
+cutover_on_commit(struct cutover *c,
+                  int (*commit)(void *arg, const int *slots, int nslots, int target, char *err,
+                                size_t errlen),
+                  void *arg)
+{
+    c->commit = commit;
+    c->commit_arg = arg;
+}
+
+static int64_t
+wall_ms(const struct timespec *t)
+{
+    return t->tv_sec == 0 ? 0 : (int64_t)t->tv_sec * 1000 + t->tv_nsec / 1000000;
+}
+
+static struct timespec
+wall_ts(int64_t ms)
+{
+    struct timespec t = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
+    return t;
+}
+
+size_t
+cutover_records(const struct cutover *c, struct state_op *out, size_t max, unsigned *next_id)
+{
+    size_t n = 0;
+    if (max > OPS_KEPT)
+        max = OPS_KEPT;
+    unsigned first = c->next_id > max ? c->next_id - (unsigned)max : 1;
+    *next_id = c->next_id;
+    for (unsigned id = first; id < c->next_id; id++) {
+        const struct operation *op = &c->ops[id % OPS_KEPT];
+        if (op->id != id)
+            continue; /* not restored from a state file */
+        struct state_op *r = &out[n++];
+        memset(r, 0, sizeof(*r));
+        r->id = op->id;
+        r->type = op->kind == CUTOVER_FORWARD ? STATE_OP_CUTOVER : STATE_OP_ROLLBACK;
+        r->state = (enum state_op_state)op->state;
+        snprintf(r->reason, sizeof(r->reason), "%s", op->reason);
+        r->created_ms = wall_ms(&op->created);
+        r->started_ms = wall_ms(&op->started);
+        r->finished_ms = wall_ms(&op->finished);
+        r->pause_ms = op->pause_ms;
+        r->max_pause_ms = op->max_pause_ms;
+        r->force = op->force;
+    }
+    return n;
+}
+
+void
+cutover_restore(struct cutover *c, const struct state_op *ops, size_t n, unsigned next_id)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct state_op *r = &ops[i];
+        struct operation *op = &c->ops[r->id % OPS_KEPT];
+        memset(op, 0, sizeof(*op));
+        op->id = r->id;
+        op->kind = r->type == STATE_OP_CUTOVER ? CUTOVER_FORWARD : CUTOVER_ROLLBACK;
+        op->state = (enum op_state)r->state;
+        snprintf(op->reason, sizeof(op->reason), "%s", r->reason);
+        if (op->state == OP_PENDING || op->state == OP_IN_PROGRESS) {
+            op->state = OP_FAILED;
+            snprintf(op->reason, sizeof(op->reason),
+                     "interrupted: tandem stopped before the operation ended");
+        }
+        op->created = wall_ts(r->created_ms);
+        op->started = wall_ts(r->started_ms);
+        op->finished = wall_ts(r->finished_ms);
+        op->pause_ms = r->pause_ms;
+        op->max_pause_ms = r->max_pause_ms;
+        op->force = r->force;
+        op->target = op->kind == CUTOVER_FORWARD;
+    }
+    if (next_id > c->next_id)
+        c->next_id = next_id;
 }

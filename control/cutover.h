@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "control/runtime.h"
+#include "control/state_file.h"
 
 enum cutover_kind { CUTOVER_FORWARD, CUTOVER_ROLLBACK };
 
@@ -54,5 +55,32 @@ int cutover_start(struct cutover *c, const struct runtime *rt, enum cutover_kind
 /* The operation with this id ("op-3"), NULL when unknown; the latest, NULL when none. */
 json_t *cutover_operation_json(const struct cutover *c, const char *id);
 json_t *cutover_latest_json(const struct cutover *c);
+
+/*
+ * cutover_on_commit - commit(arg, slots, nslots, target, err, errlen) runs
+ * at the flip, writes still paused, before any role changes: 0 lets the
+ * flip happen; -1 fails the operation (err says why) and nothing is
+ * swapped.  control/state.c records the new roles there, so a restart can
+ * never find the roles older than a write already sent to the new primary.
+ * The operation shows as completed in cutover_records() during the call.
+ */
+void cutover_on_commit(struct cutover *c,
+                       int (*commit)(void *arg, const int *slots, int nslots, int target,
+                                     char *err, size_t errlen),
+                       void *arg);
+
+/*
+ * cutover_records - the kept operations, oldest first, at most max, into
+ * out; *next_id is the id the next operation gets.  Returns how many.
+ */
+size_t cutover_records(const struct cutover *c, struct state_op *out, size_t max,
+                       unsigned *next_id);
+
+/*
+ * cutover_restore - at start, before any operation: the operations of a
+ * state file, and ids continuing after theirs.  One that was pending or in
+ * progress when tandem stopped shows as failed ("interrupted").
+ */
+void cutover_restore(struct cutover *c, const struct state_op *ops, size_t n, unsigned next_id);
 
 #endif /* TANDEM_CUTOVER_H */

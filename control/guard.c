@@ -177,6 +177,7 @@ evaluate(struct guards *g, struct guard *gd, uint64_t now)
     log_warn("guard \"%s\" on listener \"%s\" tripped: %s; cooldown %us", gd->conf.name,
              gd->listener, gd->reason, gd->conf.cooldown_ms / 1000);
     act(g, gd, l);
+    control_changed(); /* the trip itself, whatever the action changed */
 }
 
 static void
@@ -257,6 +258,57 @@ guards_free(struct guards *g)
     if (g->tick)
         event_free(g->tick);
     free(g);
+}
+
+static int64_t
+wall_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+size_t
+guards_records(const struct guards *g, struct guard_record *out, size_t max)
+{
+    uint64_t now = mono_ms();
+    int64_t wall = wall_now_ms();
+    size_t n = 0;
+    for (int i = 0; i < g->n && n < max; i++) {
+        const struct guard *gd = &g->list[i];
+        if (gd->trips == 0)
+            continue;
+        struct guard_record *r = &out[n++];
+        memset(r, 0, sizeof(*r));
+        r->listener_slot = gd->slot;
+        snprintf(r->name, sizeof(r->name), "%s", gd->conf.name);
+        r->trips = gd->trips;
+        r->last_trip_ms = (int64_t)gd->last_trip * 1000;
+        r->cooldown_until_ms =
+            now < gd->cooldown_until_ms ? wall + (int64_t)(gd->cooldown_until_ms - now) : 0;
+        snprintf(r->reason, sizeof(r->reason), "%s", gd->reason);
+    }
+    return n;
+}
+
+int
+guards_restore(struct guards *g, const struct guard_record *r)
+{
+    int64_t wall = wall_now_ms();
+    for (int i = 0; i < g->n; i++) {
+        struct guard *gd = &g->list[i];
+        if (gd->slot != r->listener_slot || strcmp(gd->conf.name, r->name) != 0)
+            continue;
+        gd->trips = r->trips;
+        gd->last_trip = (time_t)(r->last_trip_ms / 1000);
+        snprintf(gd->reason, sizeof(gd->reason), "%s", r->reason);
+        if (r->cooldown_until_ms > wall) {
+            gd->cooldown_until_ms = mono_ms() + (uint64_t)(r->cooldown_until_ms - wall);
+            gd->state = GUARD_TRIPPED;
+        }
+        return 0;
+    }
+    return -1;
 }
 
 static const char *const state_names[] = {"inactive", "ok", "tripped"};

@@ -36,6 +36,29 @@ json_t *guards_status_json(const struct guards *g, int listener_slot);
 int guards_hold(const struct guards *g, const char *const *names, const long *weights, size_t n,
                 char *err, size_t errlen);
 
+/*
+ * A guard's trips and cooldown as a state file keeps them: cooldown as the
+ * wall-clock time it ends (0: none), so it means the same after a restart.
+ */
+struct guard_record {
+    int listener_slot;
+    char name[CONF_NAME_MAX];
+    uint64_t trips;
+    int64_t last_trip_ms;      /* unix ms; 0: never */
+    int64_t cooldown_until_ms; /* unix ms; 0: not cooling down */
+    char reason[256];
+};
+
+/* guards_records - every guard that ever tripped, at most max, into out; returns how many. */
+size_t guards_records(const struct guards *g, struct guard_record *out, size_t max);
+
+/*
+ * guards_restore - at start: the guard of that listener and name takes the
+ * record's trips and what is left of its cooldown (tripped until then).
+ * 0, or -1 when there is no such guard any more (the caller logs it).
+ */
+int guards_restore(struct guards *g, const struct guard_record *r);
+
 /* tandem_guard_trips_total{listener,guard}, tandem_guard_tripped{listener,guard}. */
 void guards_render_prometheus(const struct guards *g, FILE *out);
 

@@ -524,9 +524,18 @@ print_status(json_t *st)
     if (json_is_string(json_object_get(st, "mode")))
         printf("mode %s", json_string_value(json_object_get(st, "mode")));
     json_t *roles = json_object_get(st, "roles");
-    if (json_is_object(roles))
+    if (json_is_object(roles)) {
         printf("%sprimary %s, shadow %s", json_is_string(json_object_get(st, "mode")) ? "; " : "",
                jtext(roles, "primary", b[2], 64), jtext(roles, "shadow", b[3], 64));
+        /* the epoch of the listener those roles are (the first with a shadow) */
+        json_array_foreach(json_object_get(st, "listeners"), i, l) {
+            if (!json_is_string(json_object_get(l, "shadow")))
+                continue;
+            if (json_is_integer(json_object_get(l, "epoch")))
+                printf(" (epoch %s)", jtext(l, "epoch", b[4], 64));
+            break;
+        }
+    }
     if (json_is_string(json_object_get(st, "mode")) || json_is_object(roles))
         printf("\n");
     if (json_object_get(st, "operation") != NULL)

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "conf/conf.h"
+#include "control/state.h"
 #include "ctl/ctl.h"
 #include "engine/proxy.h"
 #include "engine/session.h"
@@ -104,9 +105,11 @@ main(int argc, char **argv)
         return 1;
     }
     if (test_only) {
-        printf("%s: configuration is valid\n", file);
+        int rc = state_check(conf, stdout, stderr); /* a state file that contradicts the file */
+        if (rc == 0)
+            printf("%s: configuration is valid\n", file);
         conf_free(conf);
-        return 0;
+        return rc == 0 ? 0 : 1;
     }
     return proxy_run(conf, file);
 }

@@ -24,6 +24,7 @@
 #include "control/health.h"
 #include "metrics/log.h"
 #include "control/runtime.h"
+#include "control/state.h"
 #include "engine/worker.h"
 
 #define DRAIN_TICK_MS 100
@@ -39,6 +40,7 @@ struct proxy {
     struct health *health;
     struct cutover *cutover;
     struct guards *guards;
+    struct state *state; /* the state file (control/state.h) */
     struct event *sig_hup, *sig_term, *sig_int;
     struct event *drain_tick;
     struct timeval drain_deadline;
@@ -125,6 +127,11 @@ reload(struct proxy *p)
         rt->conf->admin.addr.port != p->rt->conf->admin.addr.port)
         log_warn("admin address changed: takes effect at the next restart");
 
+    if (state_set_runtime(p->state, rt) != 0) { /* logged: a reload never changes roles */
+        runtime_unref(rt);
+        metric_count_reload(0);
+        return;
+    }
     log_setup(rt->conf->log_format, rt->conf->log_level);
     control_load(rt); /* weights set through the API give way to the file's */
     for (int i = 0; i < p->nstarted; i++)
@@ -407,6 +414,7 @@ status(void *ctx)
         json_object_set_new(o, "roles",
                             json_pack("{s:s, s:o}", "primary", primary->conf->name, "shadow",
                                       shadow ? json_string(shadow->conf->name) : json_null()));
+        json_object_set_new(o, "epoch", json_integer((json_int_t)control_epoch(l->metric_slot)));
         json_object_set_new(o, "weights", weights_json(l));
         json_object_set_new(o, "guards", guards_status_json(p->guards, l->metric_slot));
         json_object_set_new(o, "clients",
@@ -455,6 +463,7 @@ proxy_release(struct proxy *p)
     for (int i = 0; i < p->nworkers; i++)
         worker_release(&p->workers[i]);
     free(p->workers);
+    state_free(p->state);
     admin_free(p->admin);
     health_free(p->health);
     guards_free(p->guards);
@@ -559,6 +568,9 @@ proxy_run(struct conf *conf, const char *conf_path)
     p->sig_term = evsignal_new(p->base, SIGTERM, on_signal, p);
     p->sig_int = evsignal_new(p->base, SIGINT, on_signal, p);
     if (p->health == NULL || p->cutover == NULL || p->guards == NULL || !p->sig_hup || !p->sig_term || !p->sig_int)
+        goto out;
+    /* the state file's roles, mode, weights: before the first client is accepted */
+    if ((p->state = state_open(p->base, p->rt, p->cutover, p->guards)) == NULL)
         goto out;
     event_add(p->sig_hup, NULL);
     event_add(p->sig_term, NULL);

@@ -24,6 +24,7 @@ static struct slot_table backends = {.max = METRIC_MAX_BACKENDS};
 static int backend_up[METRIC_MAX_BACKENDS];
 static int route_weight[METRIC_MAX_LISTENERS][METRIC_MAX_BACKENDS]; /* weight + 1; 0: not routed */
 static uint64_t reloads_ok, reloads_failed;
+static uint64_t state_writes_ok, state_writes_failed;
 
 struct metric_shard *
 metric_shard_new(void)
@@ -110,6 +111,12 @@ void
 metric_count_reload(int ok)
 {
     __atomic_fetch_add(ok ? &reloads_ok : &reloads_failed, 1, __ATOMIC_RELAXED);
+}
+
+void
+metric_count_state_write(int ok)
+{
+    __atomic_fetch_add(ok ? &state_writes_ok : &state_writes_failed, 1, __ATOMIC_RELAXED);
 }
 
 static uint64_t
@@ -286,4 +293,11 @@ metric_render_prometheus(FILE *out)
             (unsigned long long)__atomic_load_n(&reloads_ok, __ATOMIC_RELAXED));
     fprintf(out, "tandem_reloads_total{result=\"error\"} %llu\n",
             (unsigned long long)__atomic_load_n(&reloads_failed, __ATOMIC_RELAXED));
+
+    header(out, "tandem_state_file_writes_total",
+           "Writes of the control state file (control { state_file }), by result", "counter");
+    fprintf(out, "tandem_state_file_writes_total{result=\"ok\"} %llu\n",
+            (unsigned long long)__atomic_load_n(&state_writes_ok, __ATOMIC_RELAXED));
+    fprintf(out, "tandem_state_file_writes_total{result=\"error\"} %llu\n",
+            (unsigned long long)__atomic_load_n(&state_writes_failed, __ATOMIC_RELAXED));
 }

@@ -118,6 +118,8 @@ void metric_set_backend_up(int backend_slot, int up);
 /* tandem_route_weight{listener,backend}: the read weight in force (set by control/control.c). */
 void metric_set_route_weight(int listener_slot, int backend_slot, int weight);
 void metric_count_reload(int ok);
+/* tandem_state_file_writes_total{result}: control/state.c's writes of the state file. */
+void metric_count_state_write(int ok);
 
 /*
  * metric_render_prometheus - write every metric in the Prometheus text

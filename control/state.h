@@ -1,0 +1,67 @@
+/*
+ * state.h - the control state kept in `control { state_file PATH; }`, so a
+ * restart never forgets a cutover.
+ *
+ *   start:  read PATH ──► state_file_plan() against the configuration
+ *             │              ├─ refuse (corrupt, newer, unknown listener,
+ *             │              │   a primary it cannot reconcile): no start
+ *             │              └─ apply: roles + epoch, mode, weights,
+ *             │                 guard cooldowns, operations (log what differs)
+ *             ▼
+ *   running: control_changed() ──► event_active ──► write (main thread)
+ *            a flip (cutover, rollback) ──► written first, synchronously;
+ *                                           a failed write fails the operation
+ *
+ * Writes are whole files: PATH.tmp written, fsync'd, renamed over PATH,
+ * the directory fsync'd.  A failed write is logged and counted
+ * (tandem_state_file_writes_total{result="error"}) and retried 5 s later;
+ * it never stops tandem.  Everything here runs on the main thread: the
+ * workers only read control.h's atomics, never this.
+ *
+ * Without state_file, state_open() still returns a struct state (nothing
+ * is read or written) so that reloads are checked the same way.
+ */
+#ifndef TANDEM_STATE_H
+#define TANDEM_STATE_H
+
+#include <event2/event.h>
+#include <stdio.h>
+
+#include "conf/conf.h"
+#include "control/cutover.h"
+#include "control/guard.h"
+#include "control/runtime.h"
+
+struct state;
+
+/*
+ * state_open - at start, after control_load(rt), cutover_new and
+ * guards_new, before any worker accepts a client.  Returns NULL when
+ * tandem must not start (the reason is logged as "PATH: message") or
+ * memory ran out.  rt, c and g must outlive the struct state.
+ */
+struct state *state_open(struct event_base *base, const struct runtime *rt, struct cutover *c,
+                         struct guards *g);
+
+/*
+ * state_set_runtime - SIGHUP: rt replaces the running runtime from now on
+ * (call before control_load(rt)).  -1 (logged) refuses the reload when it
+ * would change who answers a listener that is cut over: the swap is kept
+ * as "the configuration's shadow answers", so a reload that rewrites that
+ * listener's primary/shadow would silently hand writes to another backend.
+ * A restart takes such a file (the state file keeps the roles by name).
+ */
+int state_set_runtime(struct state *s, const struct runtime *rt);
+
+void state_free(struct state *s);
+
+/*
+ * state_check - tandem -t: read conf's state file (none configured, or
+ * none written yet, is fine) and say what a start would do.  Differences
+ * from the configuration go to out as "PATH: listener ...: taking the
+ * state file's roles"; errors that would refuse a start go to err as
+ * "PATH: message".  Returns 0 when tandem would start, -1 when not.
+ */
+int state_check(const struct conf *conf, FILE *out, FILE *err);
+
+#endif /* TANDEM_STATE_H */
