@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+#
+# bench/icount.sh - instructions per transaction of tandem against a
+# baseline binary, for a machine too busy for timings.
+#
+# CPU time per transaction (pg.sh, redis.sh) moves with everything else the
+# machine runs: caches, frequency, other processes.  The number of
+# instructions a proxy runs per transaction does not, so a change to the
+# request path can be compared with its baseline even while the two cores
+# are shared.  Each tandem runs under valgrind's callgrind (this machine's
+# VM has no hardware counters for perf stat), which counts user-space
+# instructions exactly; the kernel's side of the syscalls is not counted.
+# Fixed workloads (pgbench -t, redis-benchmark -n) run through each binary
+# in turn, ROUNDS times.
+#
+# Usage: bench/icount.sh --baseline BIN [--rounds R]
+# Environment: TANDEM_BIN=build/tandem ROUNDS=3 PG_TX=500 (pgbench -t, 4
+#   clients) REQUESTS=10000 (redis-benchmark -n, 10 clients, SET and GET)
+# Output: per workload the median instructions per transaction of each
+# binary and the ratio tandem/base (below 1: the change costs less).
+# Everything started here is stopped on exit.
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=../scripts/lib/pgctl.sh
+. "$ROOT/scripts/lib/pgctl.sh"
+# shellcheck source=lib.sh
+. "$ROOT/bench/lib.sh"
+
+ROUNDS=${ROUNDS:-3}
+REQUESTS=${REQUESTS:-10000}
+
+usage() { sed -n '3,/^$/s/^# \{0,1\}//p' "$0"; }
+while [ $# -gt 0 ]; do
+    case $1 in
+    --baseline) TANDEM_BASELINE_BIN=$2; shift ;;
+    --rounds) ROUNDS=$2; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "icount.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+cleanup() {
+    trap - EXIT INT TERM
+    bench_stop_procs
+    pgctl_stop_all
+    [ -n "${REDIS_PID:-}" ] && kill "$REDIS_PID" 2>/dev/null
+    [ -n "${WORK:-}" ] && rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+bench_ensure_deps valgrind callgrind_control pgbench redis-benchmark redis-server
+bench_ensure_tandem || exit 1
+bench_ensure_baseline || exit 1
+[ -n "${TANDEM_BASELINE_BIN:-}" ] || { echo "icount.sh: --baseline BIN is required" >&2; exit 2; }
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tandem-icount.XXXXXX")
+
+pgctl_start blue || exit 1
+PG_PORT=$PGCTL_PORT
+pgbench -i -q -s 1 -h 127.0.0.1 -p "$PG_PORT" -U postgres postgres >/dev/null 2>&1 || exit 1
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize no >"$WORK/redis.log" 2>&1 &
+REDIS_PID=$!
+wait_port 127.0.0.1 "$REDIS_PORT" || exit 1
+
+# Under callgrind, each tandem's instructions are counted exactly (user
+# space; the syscalls' kernel side is not): zeroed before a workload,
+# dumped after, divided by its transactions.
+# start BIN NAME PROTO PRIMARY_PORT: sets PORT_<NAME> and PID_<NAME>
+start() {
+    local port
+    port=$(free_port)
+    tandem_start_bin valgrind "$port" "$WORK/$2.log" --tool=callgrind \
+        --callgrind-out-file="$WORK/cg-$2.%p" "$1" "$3" --listen "127.0.0.1:$port" \
+        --primary "127.0.0.1:$4" --workers 1 || exit 1
+    printf -v "PORT_$2" %s "$port"
+    printf -v "PID_$2" %s "$TANDEM_PID"
+}
+start "$TANDEM_BIN" pg_new postgres "$PG_PORT"
+start "$TANDEM_BASELINE_BIN" pg_base postgres "$PG_PORT"
+start "$TANDEM_BIN" redis_new redis "$REDIS_PORT"
+start "$TANDEM_BASELINE_BIN" redis_base redis "$REDIS_PORT"
+
+# measure PID CMD...: instructions the process ran while CMD ran
+measure() {
+    local pid=$1
+    shift
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    "$@" >"$WORK/run.out" 2>&1
+    rm -f "$WORK"/cg-*."$pid".*
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    sleep 0.5
+    awk '/^(summary|totals):/ {print $2; exit}' "$(ls -t "$WORK"/cg-*."$pid".* | head -1)"
+}
+
+PG_TX=${PG_TX:-500}
+declare -A SAMPLES
+for ((r = 1; r <= ROUNDS; r++)); do
+    for mode in prepared extended; do
+        for who in new base; do
+            pid_var=PID_pg_$who port_var=PORT_pg_$who
+            ins=$(measure "${!pid_var}" pgbench -n -S -M "$mode" -c 4 -j 2 -t "$PG_TX" \
+                -h 127.0.0.1 -p "${!port_var}" -U postgres postgres)
+            SAMPLES["pg-S-$mode,$who"]+="$((ins / (4 * PG_TX))) "
+        done
+    done
+    for p in 1 16; do
+        for who in new base; do
+            pid_var=PID_redis_$who port_var=PORT_redis_$who
+            ins=$(measure "${!pid_var}" redis-benchmark -q -h 127.0.0.1 -p "${!port_var}" \
+                -c 10 -n "$REQUESTS" -P "$p" -t set,get)
+            SAMPLES["redis-P$p,$who"]+="$((ins / (2 * REQUESTS))) "
+        done
+    done
+    echo "round $r done" >&2
+done
+
+median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+printf '%-20s %14s %14s %10s\n' workload "ins/tx tandem" "ins/tx base" tandem/base
+for w in pg-S-prepared pg-S-extended redis-P1 redis-P16; do
+    new=$(echo "${SAMPLES[$w,new]:-}" | median)
+    base=$(echo "${SAMPLES[$w,base]:-}" | median)
+    [ -n "$new" ] && [ -n "$base" ] && [ "$base" -gt 0 ] || continue
+    printf '%-20s %14s %14s %10.3f\n' "$w" "$new" "$base" "$(echo "$new / $base" | bc -l)"
+done
+echo "tandem: $TANDEM_BIN; base: $TANDEM_BASELINE_BIN; $ROUNDS rounds, workers 1, under callgrind"
