@@ -28,6 +28,8 @@
 #define SHADOW_METRICS(X)                                                                          \
     X(OPERATIONS, "tandem_shadow_operations_total", "counter",                                     \
       "Mirrored request units compared, by outcome")                                               \
+    X(NOISE, "tandem_shadow_noise_total", "counter",                                               \
+      "Units of outcome noise, by the reason the difference is not the shadow's fault")            \
     X(SUCCESS_RATIO, "tandem_shadow_validation_success_ratio", "gauge",                            \
       "match / (match + mismatch) over the sliding window; NaN without comparisons")               \
     X(PERFORMANCE_RATIO, "tandem_shadow_performance_ratio", "gauge",                               \
@@ -91,6 +93,7 @@ struct hist {
 struct win_slot {
     uint64_t stamp; /* epoch + 1; 0: never used */
     uint32_t outcomes[SHADOW__COUNT];
+    uint32_t noise[SHADOW_NOISE__COUNT]; /* outcome noise by reason ([0] unused) */
     uint32_t lat[SHADOW_SIDE__COUNT][NB];
 };
 
@@ -100,11 +103,13 @@ struct stmt {
     bool other;
     const char *text; /* immutable; never freed */
     uint64_t count[SHADOW__COUNT];
+    uint64_t noise[SHADOW_NOISE__COUNT]; /* count[SHADOW_NOISE] by reason ([0] unused) */
     struct hist lat[SHADOW_SIDE__COUNT];
 };
 
 struct lis {
     uint64_t outcomes[SHADOW__COUNT];
+    uint64_t noise[SHADOW_NOISE__COUNT];
     struct hist lat[SHADOW_SIDE__COUNT];
     struct win_slot win[SHADOW_WINDOW_SLOTS];
     uint64_t dropped[SHADOW_DROP__COUNT];
@@ -118,6 +123,7 @@ struct sample {
     int64_t time_ms;
     int listener;
     enum shadow_outcome outcome;
+    enum shadow_noise_reason reason; /* of a noise outcome; NONE for the others */
     bool fp_known;
     uint64_t fp;
     const char *text; /* the statement's text: immutable */
@@ -445,7 +451,8 @@ hist_add(struct hist *h, int b, uint64_t ns)
 
 static void
 sample_put(struct ring *r, int slot, const struct stmt *st, bool fp_known, uint64_t fp,
-           enum shadow_outcome o, const char *psum, const char *ssum)
+           enum shadow_outcome o, enum shadow_noise_reason reason, const char *psum,
+           const char *ssum)
 {
     struct sample *s = &r->s[r->next];
     const char *sum[SHADOW_SIDE__COUNT] = {psum, ssum};
@@ -455,6 +462,7 @@ sample_put(struct ring *r, int slot, const struct stmt *st, bool fp_known, uint6
     s->time_ms = wall_ms();
     s->listener = slot;
     s->outcome = o;
+    s->reason = reason;
     s->fp_known = fp_known;
     s->fp = fp;
     s->text = st->text;
@@ -467,8 +475,8 @@ sample_put(struct ring *r, int slot, const struct stmt *st, bool fp_known, uint6
 /* Count one unit into l and st.  Called with the shard locked. */
 static void
 record_locked(struct shadow_shard *sh, struct lis *l, int slot, struct stmt *st, bool fp_known,
-              uint64_t fp, enum shadow_outcome o, uint64_t p_ns, uint64_t s_ns, const char *psum,
-              const char *ssum, uint64_t now)
+              uint64_t fp, enum shadow_outcome o, enum shadow_noise_reason reason,
+              uint64_t p_ns, uint64_t s_ns, const char *psum, const char *ssum, uint64_t now)
 {
     uint64_t ns[SHADOW_SIDE__COUNT] = {p_ns, s_ns};
     uint64_t epoch = now / SLOT_NS;
@@ -481,6 +489,11 @@ record_locked(struct shadow_shard *sh, struct lis *l, int slot, struct stmt *st,
     l->outcomes[o]++;
     st->count[o]++;
     w->outcomes[o]++;
+    if (o == SHADOW_NOISE) {
+        l->noise[reason]++;
+        st->noise[reason]++;
+        w->noise[reason]++;
+    }
     for (int i = 0; i < SHADOW_SIDE__COUNT; i++) {
         int b;
         if (ns[i] == 0)
@@ -491,15 +504,15 @@ record_locked(struct shadow_shard *sh, struct lis *l, int slot, struct stmt *st,
         w->lat[i][b]++;
     }
     if (o == SHADOW_MISMATCH)
-        sample_put(&sh->rings[0], slot, st, fp_known, fp, o, psum, ssum);
+        sample_put(&sh->rings[0], slot, st, fp_known, fp, o, reason, psum, ssum);
     else if (o == SHADOW_NOISE || o == SHADOW_SHADOW_ERROR || o == SHADOW_PRIMARY_ERROR)
-        sample_put(&sh->rings[1], slot, st, fp_known, fp, o, psum, ssum);
+        sample_put(&sh->rings[1], slot, st, fp_known, fp, o, reason, psum, ssum);
 }
 
 void
 shadow_record(struct shadow_shard *sh, int slot, uint64_t key_id, const char *key_text,
-              enum shadow_outcome o, uint64_t p_ns, uint64_t s_ns, const char *psum,
-              const char *ssum)
+              enum shadow_outcome o, enum shadow_noise_reason reason, uint64_t p_ns,
+              uint64_t s_ns, const char *psum, const char *ssum)
 {
     uint64_t now;
     struct lis *l;
@@ -508,6 +521,10 @@ shadow_record(struct shadow_shard *sh, int slot, uint64_t key_id, const char *ke
 
     if (sh == NULL || !slot_ok(slot) || (unsigned)o >= SHADOW__COUNT)
         return;
+    if (o != SHADOW_NOISE)
+        reason = SHADOW_NOISE_NONE;
+    else if (reason <= SHADOW_NOISE_NONE || reason >= SHADOW_NOISE__COUNT)
+        reason = SHADOW_NOISE_VOLATILE; /* noise's meaning before it had reasons */
     now = clock_now();
     pthread_mutex_lock(&sh->lock);
     l = get_lis(sh, slot);
@@ -517,7 +534,7 @@ shadow_record(struct shadow_shard *sh, int slot, uint64_t key_id, const char *ke
         /* the caller could not name it (over its describe budget): no
          * fingerprint to show, and no entry to find or take */
         l->undescribed++;
-        record_locked(sh, l, slot, &l->other, false, 0, o, p_ns, s_ns, psum, ssum, now);
+        record_locked(sh, l, slot, &l->other, false, 0, o, reason, p_ns, s_ns, psum, ssum, now);
         goto out;
     }
     i = stmt_find(sh, slot, key_id);
@@ -529,7 +546,7 @@ shadow_record(struct shadow_shard *sh, int slot, uint64_t key_id, const char *ke
         st = &l->other;
         l->evicted++;
     }
-    record_locked(sh, l, slot, st, true, key_id, o, p_ns, s_ns, psum, ssum, now);
+    record_locked(sh, l, slot, st, true, key_id, o, reason, p_ns, s_ns, psum, ssum, now);
 out:
     pthread_mutex_unlock(&sh->lock);
 }
@@ -616,6 +633,8 @@ shadow_divergence(int slot, struct shadow_divergence *out)
 struct agg {
     uint64_t outcomes[SHADOW__COUNT];
     uint64_t win_outcomes[SHADOW__COUNT];
+    uint64_t noise[SHADOW_NOISE__COUNT];
+    uint64_t win_noise[SHADOW_NOISE__COUNT];
     struct hist lat[SHADOW_SIDE__COUNT];
     uint64_t win_lat[SHADOW_SIDE__COUNT][NB];
     uint64_t dropped[SHADOW_DROP__COUNT];
@@ -655,6 +674,8 @@ agg_lis_locked(const struct shadow_shard *sh, int slot, uint64_t now_epoch, unsi
         return;
     for (int o = 0; o < SHADOW__COUNT; o++)
         a->outcomes[o] += l->outcomes[o];
+    for (int r = 0; r < SHADOW_NOISE__COUNT; r++)
+        a->noise[r] += l->noise[r];
     for (int s = 0; s < SHADOW_SIDE__COUNT; s++) {
         for (int b = 0; b < NB; b++)
             a->lat[s].b[b] += l->lat[s].b[b];
@@ -670,6 +691,8 @@ agg_lis_locked(const struct shadow_shard *sh, int slot, uint64_t now_epoch, unsi
             continue;
         for (int o = 0; o < SHADOW__COUNT; o++)
             a->win_outcomes[o] += w->outcomes[o];
+        for (int r = 0; r < SHADOW_NOISE__COUNT; r++)
+            a->win_noise[r] += w->noise[r];
         for (int s = 0; s < SHADOW_SIDE__COUNT; s++)
             for (int b = 0; b < NB; b++)
                 a->win_lat[s][b] += w->lat[s][b];
@@ -709,6 +732,8 @@ fill_stats(const struct agg *a, int slot, struct shadow_listener_stats *out)
     memset(out, 0, sizeof(*out));
     memcpy(out->outcomes, a->outcomes, sizeof(out->outcomes));
     memcpy(out->window_outcomes, a->win_outcomes, sizeof(out->window_outcomes));
+    memcpy(out->noise, a->noise, sizeof(out->noise));
+    memcpy(out->window_noise, a->win_noise, sizeof(out->window_noise));
     out->validation_success_ratio = m + mm > 0 ? (double)m / (double)(m + mm) : NAN;
     out->primary_p50_seconds = quantile(a->win_lat[SHADOW_SIDE_PRIMARY], 0.5);
     out->shadow_p50_seconds = quantile(a->win_lat[SHADOW_SIDE_SHADOW], 0.5);
@@ -813,6 +838,14 @@ shadow_render_prometheus(FILE *out)
                             (unsigned long long)st->outcomes[o]);
                 }
                 break;
+            case SHADOW_M_NOISE:
+                for (int r = SHADOW_NOISE_NONE + 1; r < SHADOW_NOISE__COUNT; r++) {
+                    series(out, name, "", l);
+                    fprintf(out, ",reason=\"%s\"} %llu\n",
+                            shadow_noise_reason_name((enum shadow_noise_reason)r),
+                            (unsigned long long)st->noise[r]);
+                }
+                break;
             case SHADOW_M_SUCCESS_RATIO:
                 gauge(out, name, l, st->validation_success_ratio);
                 break;
@@ -884,6 +917,7 @@ struct agg_stmt {
     bool other;
     const char *text;
     uint64_t count[SHADOW__COUNT];
+    uint64_t noise[SHADOW_NOISE__COUNT];
     uint64_t total;
     uint64_t lat[SHADOW_SIDE__COUNT][NB];
     double ratio; /* shadow p50 / primary p50, NaN */
@@ -960,6 +994,8 @@ found:
         a->count[o] += st->count[o];
         a->total += st->count[o];
     }
+    for (int r = 0; r < SHADOW_NOISE__COUNT; r++)
+        a->noise[r] += st->noise[r];
     for (int s = 0; s < SHADOW_SIDE__COUNT; s++)
         for (int b = 0; b < NB; b++)
             a->lat[s][b] += st->lat[s].b[b];
@@ -1084,6 +1120,16 @@ joutcomes(struct jb *jb, const uint64_t *counts, bool total)
     return o;
 }
 
+/* {"volatile": n, "physical": n, "server_local": n, "ignored": n} */
+static json_t *
+jnoise(struct jb *jb, const uint64_t *noise)
+{
+    json_t *o = json_object();
+    for (int r = SHADOW_NOISE_NONE + 1; r < SHADOW_NOISE__COUNT; r++)
+        jset(jb, o, shadow_noise_reason_name((enum shadow_noise_reason)r), juint(noise[r]));
+    return o;
+}
+
 static json_t *
 jstatement(struct jb *jb, const struct agg_stmt *a)
 {
@@ -1094,6 +1140,7 @@ jstatement(struct jb *jb, const struct agg_stmt *a)
     jset(jb, o, "fingerprint", jhex(!a->other, a->id));
     jset(jb, o, "statement", json_string(a->text));
     jset(jb, o, "count", joutcomes(jb, a->count, true));
+    jset(jb, o, "noise", jnoise(jb, a->noise));
     for (int s = 0; s < SHADOW_SIDE__COUNT; s++)
         p50[s] = quantile(a->lat[s], 0.5);
     jset(jb, o, "primary_p50_ms", jms(p50[SHADOW_SIDE_PRIMARY]));
@@ -1123,6 +1170,8 @@ jlisteners(struct jb *jb)
         jset(jb, o, "name", jlistener(l));
         jset(jb, o, "outcomes", joutcomes(jb, st.outcomes, false));
         jset(jb, o, "window_outcomes", joutcomes(jb, st.window_outcomes, false));
+        jset(jb, o, "noise", jnoise(jb, st.noise));
+        jset(jb, o, "window_noise", jnoise(jb, st.window_noise));
         jset(jb, o, "validation_success_ratio", jnum(st.validation_success_ratio));
         jset(jb, o, "performance_ratio", jnum(st.performance_ratio));
         jset(jb, o, "primary_p50_ms", jms(st.primary_p50_seconds));
@@ -1243,6 +1292,9 @@ jsamples(struct jb *jb)
         jset(jb, o, "fingerprint", jhex(s->fp_known, s->fp));
         jset(jb, o, "statement", json_string(s->text));
         jset(jb, o, "outcome", json_string(shadow_outcome_name(s->outcome)));
+        jset(jb, o, "reason", s->outcome == SHADOW_NOISE
+                                  ? json_string(shadow_noise_reason_name(s->reason))
+                                  : json_null());
         jset(jb, o, "primary", json_string(s->side[SHADOW_SIDE_PRIMARY]));
         jset(jb, o, "shadow", json_string(s->side[SHADOW_SIDE_SHADOW]));
         jpush(jb, arr, o);

@@ -116,6 +116,9 @@ struct shadow_shard *shadow_shard_new(void);
  * caller could not name the key (e.g. over its describe budget); the unit
  * is counted in the listener's "other" statement, with fingerprint "other",
  * and in statements_undescribed, and key_id is ignored.
+ * reason: why a NOISE is noise (ignored for any other outcome; a NOISE
+ * with SHADOW_NOISE_NONE or out of range counts as volatile, what noise
+ * meant before it had reasons).
  * primary_ns / shadow_ns: each side's latency; 0 means the side gave no
  * answer (dropped, timed out) and is not recorded.  primary_summary /
  * shadow_summary: what each side answered (tag, error, first rows), NUL-
@@ -124,8 +127,9 @@ struct shadow_shard *shadow_shard_new(void);
  * SHADOW_ERROR or PRIMARY_ERROR outcome, never for MATCH.
  */
 void shadow_record(struct shadow_shard *shard, int listener_slot, uint64_t key_id,
-                   const char *key_text, enum shadow_outcome outcome, uint64_t primary_ns,
-                   uint64_t shadow_ns, const char *primary_summary, const char *shadow_summary);
+                   const char *key_text, enum shadow_outcome outcome,
+                   enum shadow_noise_reason reason, uint64_t primary_ns, uint64_t shadow_ns,
+                   const char *primary_summary, const char *shadow_summary);
 
 /*
  * Gauges and counters the session layer keeps.
@@ -168,6 +172,9 @@ void shadow_divergence(int listener_slot, struct shadow_divergence *out);
 struct shadow_listener_stats {
     uint64_t outcomes[SHADOW__COUNT];           /* since boot */
     uint64_t window_outcomes[SHADOW__COUNT];    /* over the window asked for */
+    uint64_t noise[SHADOW_NOISE__COUNT];        /* since boot: outcomes[SHADOW_NOISE] by
+                                                 * reason ([SHADOW_NOISE_NONE] is 0) */
+    uint64_t window_noise[SHADOW_NOISE__COUNT]; /* the same over the window */
     double validation_success_ratio;            /* window: match / (match + mismatch) */
     double primary_p50_seconds;                 /* window */
     double shadow_p50_seconds;                  /* window */
@@ -200,6 +207,9 @@ int shadow_listener_stats(int listener_slot, unsigned window_seconds,
  * for every assigned listener slot:
  *
  *   tandem_shadow_operations_total{listener,outcome}        counter
+ *   tandem_shadow_noise_total{listener,reason}              counter; the
+ *       operations of outcome noise by reason (volatile, physical,
+ *       server_local, ignored): they sum to outcome="noise"
  *   tandem_shadow_validation_success_ratio{listener}        gauge, window;
  *       NaN when the window holds no match and no mismatch (a comparison
  *       with NaN is false, so alert rules neither fire nor resolve on it)
@@ -223,7 +233,8 @@ void shadow_render_prometheus(FILE *out);
  *   generated_at      RFC 3339 UTC, milliseconds
  *   window_seconds    SHADOW_WINDOW_SECONDS
  *   listeners   [ {name, outcomes{<outcome>: n} (since boot),
- *                  window_outcomes{...}, validation_success_ratio,
+ *                  window_outcomes{...}, noise{<reason>: n} (since boot),
+ *                  window_noise{...}, validation_success_ratio,
  *                  performance_ratio, primary_p50_ms, shadow_p50_ms
  *                  (those four over the window; null when not computable),
  *                  lag_seconds, diverged, diverged_reason (null, or
@@ -231,8 +242,8 @@ void shadow_render_prometheus(FILE *out);
  *                  dropped{<reason>: n}, statements_evicted,
  *                  statements_undescribed} ]  in slot order
  *   statements  [ {listener, fingerprint (16 hex digits, or "other"),
- *                  statement, count{<outcome>: n, total}, primary_p50_ms,
- *                  shadow_p50_ms, primary_p99_ms, shadow_p99_ms,
+ *                  statement, count{<outcome>: n, total}, noise{<reason>: n},
+ *                  primary_p50_ms, shadow_p50_ms, primary_p99_ms, shadow_p99_ms,
  *                  latency_ratio (shadow p50 / primary p50)} ]
  *                  since boot, summed over shards; sorted by mismatches
  *                  desc, then total desc; the first top_n (0: all)
@@ -240,8 +251,9 @@ void shadow_render_prometheus(FILE *out);
  *                  SHADOW_SLOWEST_MIN_SAMPLES latencies on both sides, by
  *                  latency_ratio desc; the first top_n (0: all)
  *   samples     [ {time, listener, fingerprint, statement, outcome,
- *                  primary, shadow} ]  newest first: the latest
- *                  SHADOW_SAMPLES mismatches and SHADOW_OTHER_SAMPLES
+ *                  reason (of a noise; null otherwise), primary, shadow} ]
+ *                  newest first: the latest SHADOW_SAMPLES mismatches and
+ *                  SHADOW_OTHER_SAMPLES
  *                  others, merged
  *
  * Latencies and ratios without data are null.  Every string is valid UTF-8.

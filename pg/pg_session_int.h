@@ -71,7 +71,8 @@ struct pg_unit {
     struct mirror_unit base;    /* first: the mirror queue's view (kind, outcome, timing) */
     uint8_t hint;               /* PGCLASS_HINT_* of its statements */
     unsigned sampled : 1;       /* a read picked for comparison */
-    unsigned unstable : 1;      /* a mismatch is noise */
+    unsigned local_input : 1;   /* a server file or an OID of the primary's goes in */
+    uint8_t noise_reason;       /* enum shadow_noise_reason: a difference is noise, and why */
     unsigned ordered : 1;
     unsigned no_mirror : 1;     /* LISTEN/NOTIFY only, or an admin statement */
     unsigned unmirrorable : 1;  /* too many statements to track: cannot be mirrored */

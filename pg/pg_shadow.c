@@ -138,30 +138,44 @@ fingerprint_ignored(const struct pg_session *s, const struct pg_unit *u,
     return 0;
 }
 
+/*
+ * record - count unit u's outcome, with the reason when it is noise.  A
+ * write the shadow failed, or answered otherwise when no reason excuses
+ * it, is a lost write.  One whose failure is excused (a COPY FROM a file
+ * only the primary's host has: noise server_local) is lost all the same:
+ * the shadow does not have those rows, so it is noted as a divergence too.
+ */
 static void
-record(struct pg_session *s, struct pg_unit *u, enum shadow_outcome outcome)
+record(struct pg_session *s, struct pg_unit *u, enum shadow_outcome outcome,
+       enum shadow_noise_reason reason)
 {
     struct pgdesc_key key;
+    int shadow_failed = u->cmp != NULL && u->cmp->sres.error && !u->cmp->pres.error;
 
     _Static_assert(PGCLASS_NORMALIZED_MAX <= SHADOW_KEY_TEXT_MAX,
                    "a normalized statement fits the report unchanged");
     /* the report groups units by fingerprint; key.text NULL (over this worker's
      * describe budget) counts the unit under "other" */
     pgdesc_describe(s->base.w->desc_cache, u->sql, u->sql ? u->sqllen : 0, session_now_ns(), &key);
-    if (outcome == SHADOW_MISMATCH && fingerprint_ignored(s, u, &key))
+    if (outcome == SHADOW_MISMATCH && fingerprint_ignored(s, u, &key)) {
         outcome = SHADOW_NOISE;
+        reason = SHADOW_NOISE_IGNORED;
+    }
     /* a write (or COMMIT) the shadow answered otherwise (forced outcomes, drops and
      * detaches, were noted where they were decided) */
-    if (u->base.forced < 0 && (u->base.kind == REQ_KIND_WRITE || u->base.kind == REQ_KIND_TX) &&
-        outcome_loses_write(outcome))
-        lost_write(s, u, shadow_outcome_name(outcome));
+    if (u->base.forced < 0 && (u->base.kind == REQ_KIND_WRITE || u->base.kind == REQ_KIND_TX)) {
+        if (outcome_loses_write(outcome))
+            lost_write(s, u, shadow_outcome_name(outcome));
+        else if (outcome == SHADOW_NOISE && shadow_failed)
+            lost_write(s, u, "shadow_error (server_local input)");
+    }
     const char *psum = "", *ssum = "";
     if (u->cmp) {
         psum = u->cmp->psample;
         ssum = u->cmp->ssample;
     }
     shadow_record(s->base.w->shadow, s->base.lis->metric_slot, key.fingerprint, key.text, outcome,
-                  u->base.primary_ns,
+                  reason, u->base.primary_ns,
                   u->base.shadow_done && u->base.forced < 0 ? u->base.shadow_ns : 0, psum, ssum);
     if (outcome == SHADOW_MISMATCH)
         slog(s, CONF_LOG_DEBUG, "shadow mismatch: %.200s", u->sql ? u->sql : "");
@@ -173,10 +187,15 @@ on_record(void *owner, struct mirror_unit *mu)
 {
     struct pg_session *s = owner;
     struct pg_unit *u = pg_unit_of(mu);
-    if (u->base.forced >= 0)
-        record(s, u, (enum shadow_outcome)u->base.forced);
-    else if (u->cmp)
-        record(s, u, pgdigest_compare(&u->cmp->pres, &u->cmp->sres, u->unstable));
+    enum shadow_noise_reason reason = SHADOW_NOISE_NONE;
+    if (u->base.forced >= 0) {
+        record(s, u, (enum shadow_outcome)u->base.forced, reason);
+    } else if (u->cmp) {
+        enum shadow_outcome o = pgdigest_judge(&u->cmp->pres, &u->cmp->sres,
+                                               (enum shadow_noise_reason)u->noise_reason,
+                                               u->local_input, &reason);
+        record(s, u, o, reason);
+    }
 }
 
 static void
@@ -231,7 +250,8 @@ pg_unit_begin(struct pg_session *s, const struct pgclass_result *first)
     u->base.forced = -1;
     u->base.kind = first ? first->kind : REQ_KIND_READ;
     u->hint = first ? first->hint : 0;
-    u->unstable = first ? first->unstable : 0;
+    u->noise_reason = first ? first->noise_reason : SHADOW_NOISE_NONE;
+    u->local_input = first ? first->local_input : 0;
     u->ordered = first ? first->has_order_by : 0;
     u->no_mirror = first ? (first->no_mirror || first->kind == REQ_KIND_ADMIN) : 0;
     u->ddl = first ? first->ddl : 0;
@@ -252,7 +272,9 @@ pg_unit_add(struct pg_session *s, const struct pgclass_result *cls)
         return;
     u->base.kind = req_kind_strongest(u->base.kind, cls->kind);
     u->hint |= cls->hint;
-    u->unstable |= cls->unstable;
+    u->noise_reason = (uint8_t)shadow_noise_strongest((enum shadow_noise_reason)u->noise_reason,
+                                                      (enum shadow_noise_reason)cls->noise_reason);
+    u->local_input |= cls->local_input;
     u->ddl |= cls->ddl;
     if (!(cls->no_mirror || cls->kind == REQ_KIND_ADMIN))
         u->no_mirror = 0;

@@ -182,86 +182,198 @@ enum fn_flag {
     FN_SESSION = 1 << 3,  /* changes session state: at least SESSION */
     FN_NOTIFY = 1 << 4,   /* pg_notify: SESSION, nothing for the shadow */
     FN_ADMIN = 1 << 5,    /* controls the server: at least ADMIN */
+    FN_LOCAL = 1 << 6,    /* answers per-server identity (an OID, xid, LSN, pid,
+                           * setting, file): noise server_local */
+    FN_PHYSICAL = 1 << 7, /* answers physical state (sizes, statistics) or does
+                           * maintenance on it: noise physical */
+    FN_OID_ARG = 1 << 8,  /* takes an object identifier (OID, xid, LSN): server_local
+                           * when an argument is a value the client brought */
+    FN_FILE = 1 << 9,     /* reads or writes a file on the server's host: server_local,
+                           * and the shadow's host may not have it */
 };
 
+/*
+ * Server-local values, the rule (noise server_local, pgclass.h):
+ *
+ * A client that fetched an OID (or an xid, an LSN) from the primary and
+ * sends it back -- psql's \d sends "WHERE c.oid = '16384'", drivers send
+ * pg_get_viewdef($1) -- names another object, or none, on the shadow.  Such
+ * a value is recognized where it is used, never guessed from a column name:
+ *   - an FN_OID_ARG function (pg_get_viewdef, pg_get_partkeydef,
+ *     format_type, has_*_privilege, lo_get, txid_status ...) with an
+ *     argument that is a number, a string of digits or a parameter, alone
+ *     or under casts: pg_get_viewdef('v'::regclass) resolves the name on
+ *     each server and stays compared;
+ *   - a cast to a reg* type of such a value ('16384'::regclass, $1::regclass);
+ *   - a cast to oid, xid, xid8, cid, tid or pg_lsn of anything: the value
+ *     is an identifier of this server;
+ *   - a read of the catalogs, where OIDs live ("c.oid = $1" is always on a
+ *     pg_* relation: a user table has no oid column since PostgreSQL 12).
+ * A value compared with a column of an ordinary table is data: a real
+ * difference there stays a mismatch.
+ */
 struct fn_rule {
     const char *name;
     unsigned flags;
 };
 
-/* Sorted by name (strcmp), for bsearch. */
+/* Sorted by name (strcmp), for bsearch.  Names not here go through fn_prefix. */
 static const struct fn_rule fn_exact[] = {
+    {"brin_desummarize_range", FN_PHYSICAL},
+    {"brin_summarize_new_values", FN_PHYSICAL},
+    {"brin_summarize_range", FN_PHYSICAL},
     {"clock_timestamp", FN_VOLATILE},
-    {"current_database", FN_VOLATILE},
-    {"current_setting", FN_VOLATILE},
+    {"col_description", FN_OID_ARG},
+    {"current_database", FN_VOLATILE | FN_LOCAL},
+    {"current_setting", FN_VOLATILE | FN_LOCAL},
     {"currval", FN_VOLATILE},
+    {"format_type", FN_OID_ARG},
     {"gen_random_uuid", FN_VOLATILE},
-    {"inet_client_addr", FN_VOLATILE},
-    {"inet_client_port", FN_VOLATILE},
-    {"inet_server_addr", FN_VOLATILE},
-    {"inet_server_port", FN_VOLATILE},
+    {"gin_clean_pending_list", FN_PHYSICAL},
+    {"has_any_column_privilege", FN_OID_ARG},
+    {"has_column_privilege", FN_OID_ARG},
+    {"has_database_privilege", FN_OID_ARG},
+    {"has_foreign_data_wrapper_privilege", FN_OID_ARG},
+    {"has_function_privilege", FN_OID_ARG},
+    {"has_language_privilege", FN_OID_ARG},
+    {"has_parameter_privilege", FN_OID_ARG},
+    {"has_schema_privilege", FN_OID_ARG},
+    {"has_sequence_privilege", FN_OID_ARG},
+    {"has_server_privilege", FN_OID_ARG},
+    {"has_table_privilege", FN_OID_ARG},
+    {"has_tablespace_privilege", FN_OID_ARG},
+    {"has_type_privilege", FN_OID_ARG},
+    {"inet_client_addr", FN_VOLATILE | FN_LOCAL},
+    {"inet_client_port", FN_VOLATILE | FN_LOCAL},
+    {"inet_server_addr", FN_VOLATILE | FN_LOCAL},
+    {"inet_server_port", FN_VOLATILE | FN_LOCAL},
     {"lastval", FN_VOLATILE},
     {"lo_close", FN_WRITE},
-    {"lo_creat", FN_WRITE},
-    {"lo_create", FN_WRITE},
-    {"lo_export", FN_WRITE},
-    {"lo_from_bytea", FN_WRITE},
-    {"lo_import", FN_WRITE},
+    {"lo_creat", FN_WRITE | FN_LOCAL},
+    {"lo_create", FN_WRITE | FN_LOCAL},
+    {"lo_export", FN_WRITE | FN_OID_ARG | FN_FILE},
+    {"lo_from_bytea", FN_WRITE | FN_LOCAL},
+    {"lo_get", FN_OID_ARG},
+    {"lo_import", FN_WRITE | FN_FILE},
     {"lo_lseek", FN_WRITE},
     {"lo_lseek64", FN_WRITE},
-    {"lo_open", FN_WRITE},
-    {"lo_put", FN_WRITE},
+    {"lo_open", FN_WRITE | FN_OID_ARG},
+    {"lo_put", FN_WRITE | FN_OID_ARG},
     {"lo_truncate", FN_WRITE},
     {"lo_truncate64", FN_WRITE},
-    {"lo_unlink", FN_WRITE},
+    {"lo_unlink", FN_WRITE | FN_OID_ARG},
     {"lowrite", FN_WRITE},
+    {"mxid_age", FN_OID_ARG},
     {"nextval", FN_WRITE | FN_VOLATILE},
     {"now", FN_VOLATILE},
-    {"pg_backend_pid", FN_VOLATILE},
+    {"obj_description", FN_OID_ARG},
+    {"pg_backend_pid", FN_VOLATILE | FN_LOCAL},
     {"pg_backup_start", FN_ADMIN},
     {"pg_backup_stop", FN_ADMIN},
+    {"pg_blocking_pids", FN_LOCAL | FN_OID_ARG},
     {"pg_cancel_backend", FN_ADMIN},
-    {"pg_conf_load_time", FN_VOLATILE},
+    {"pg_collation_is_visible", FN_OID_ARG},
+    {"pg_column_compression", FN_PHYSICAL},
+    {"pg_column_size", FN_PHYSICAL},
+    {"pg_conf_load_time", FN_VOLATILE | FN_LOCAL},
+    {"pg_conversion_is_visible", FN_OID_ARG},
     {"pg_create_logical_replication_slot", FN_ADMIN},
     {"pg_create_physical_replication_slot", FN_ADMIN},
     {"pg_create_restore_point", FN_ADMIN},
-    {"pg_current_snapshot", FN_VOLATILE},
-    {"pg_current_wal_insert_lsn", FN_VOLATILE},
-    {"pg_current_wal_lsn", FN_VOLATILE},
-    {"pg_current_xact_id", FN_VOLATILE},
-    {"pg_current_xact_id_if_assigned", FN_VOLATILE},
+    {"pg_current_logfile", FN_LOCAL},
+    {"pg_current_snapshot", FN_VOLATILE | FN_LOCAL},
+    {"pg_current_wal_flush_lsn", FN_VOLATILE | FN_LOCAL},
+    {"pg_current_wal_insert_lsn", FN_VOLATILE | FN_LOCAL},
+    {"pg_current_wal_lsn", FN_VOLATILE | FN_LOCAL},
+    {"pg_current_xact_id", FN_VOLATILE | FN_LOCAL},
+    {"pg_current_xact_id_if_assigned", FN_VOLATILE | FN_LOCAL},
+    {"pg_database_size", FN_PHYSICAL},
+    {"pg_describe_object", FN_OID_ARG},
     {"pg_drop_replication_slot", FN_ADMIN},
+    {"pg_export_snapshot", FN_LOCAL},
+    {"pg_filenode_relation", FN_OID_ARG},
+    {"pg_function_is_visible", FN_OID_ARG},
+    {"pg_has_role", FN_OID_ARG},
+    {"pg_indexes_size", FN_PHYSICAL},
+    {"pg_is_in_recovery", FN_LOCAL},
     {"pg_log_backend_memory_contexts", FN_ADMIN},
+    {"pg_my_temp_schema", FN_LOCAL},
+    {"pg_notification_queue_usage", FN_PHYSICAL},
     {"pg_notify", FN_NOTIFY},
-    {"pg_postmaster_start_time", FN_VOLATILE},
+    {"pg_opclass_is_visible", FN_OID_ARG},
+    {"pg_operator_is_visible", FN_OID_ARG},
+    {"pg_opfamily_is_visible", FN_OID_ARG},
+    {"pg_postmaster_start_time", FN_VOLATILE | FN_LOCAL},
     {"pg_promote", FN_ADMIN},
+    {"pg_read_binary_file", FN_FILE},
+    {"pg_read_file", FN_FILE},
+    {"pg_relation_filenode", FN_LOCAL},
+    {"pg_relation_filepath", FN_LOCAL},
+    {"pg_relation_size", FN_PHYSICAL},
     {"pg_reload_conf", FN_ADMIN},
     {"pg_rotate_logfile", FN_ADMIN},
     {"pg_start_backup", FN_ADMIN},
+    {"pg_stat_file", FN_FILE},
+    {"pg_statistics_obj_is_visible", FN_OID_ARG},
     {"pg_stop_backup", FN_ADMIN},
     {"pg_switch_wal", FN_ADMIN},
+    {"pg_table_is_visible", FN_OID_ARG},
+    {"pg_table_size", FN_PHYSICAL},
+    {"pg_tablespace_databases", FN_OID_ARG},
+    {"pg_tablespace_location", FN_OID_ARG},
+    {"pg_tablespace_size", FN_PHYSICAL},
     {"pg_terminate_backend", FN_ADMIN},
+    {"pg_total_relation_size", FN_PHYSICAL},
+    {"pg_ts_config_is_visible", FN_OID_ARG},
+    {"pg_ts_dict_is_visible", FN_OID_ARG},
+    {"pg_ts_parser_is_visible", FN_OID_ARG},
+    {"pg_ts_template_is_visible", FN_OID_ARG},
+    {"pg_type_is_visible", FN_OID_ARG},
+    {"pg_visible_in_snapshot", FN_OID_ARG},
     {"pg_wal_replay_pause", FN_ADMIN},
     {"pg_wal_replay_resume", FN_ADMIN},
+    {"pg_xact_commit_timestamp", FN_OID_ARG},
+    {"pg_xact_commit_timestamp_origin", FN_OID_ARG},
+    {"pg_xact_status", FN_OID_ARG},
     {"random", FN_VOLATILE},
     {"random_normal", FN_VOLATILE},
     {"set_config", FN_SESSION},
     {"setseed", FN_VOLATILE},
     {"setval", FN_WRITE | FN_VOLATILE},
+    {"shobj_description", FN_OID_ARG},
     {"statement_timestamp", FN_VOLATILE},
     {"timeofday", FN_VOLATILE},
     {"transaction_timestamp", FN_VOLATILE},
-    {"txid_current", FN_VOLATILE},
-    {"txid_current_if_assigned", FN_VOLATILE},
-    {"txid_current_snapshot", FN_VOLATILE},
-    {"version", FN_VOLATILE},
+    {"txid_current", FN_VOLATILE | FN_LOCAL},
+    {"txid_current_if_assigned", FN_VOLATILE | FN_LOCAL},
+    {"txid_current_snapshot", FN_VOLATILE | FN_LOCAL},
+    {"txid_status", FN_OID_ARG},
+    {"txid_visible_in_snapshot", FN_OID_ARG},
+    {"version", FN_VOLATILE | FN_LOCAL},
 };
 
+/* Tried in order, the first that matches wins. */
 static const struct fn_rule fn_prefix[] = {
     {"pg_advisory_unlock", FN_WRITE},
     {"pg_advisory_", FN_WRITE | FN_LOCK},
     {"pg_try_advisory_", FN_WRITE | FN_LOCK},
-    {"pg_stat_reset", FN_ADMIN},
+    {"pg_stat_reset", FN_ADMIN | FN_PHYSICAL},
+    {"pg_stat_", FN_PHYSICAL},          /* pg_stat_get_*, pg_stat_statements_reset ... */
+    {"pg_statio_", FN_PHYSICAL},
+    {"pgstat", FN_PHYSICAL},            /* pgstattuple, pgstatindex ... */
+    {"pg_visibility", FN_PHYSICAL},
+    {"brin_", FN_PHYSICAL},             /* brin_summarize_*, pageinspect's brin_page_items */
+    {"pg_ls_", FN_FILE},                /* pg_ls_dir, pg_ls_waldir ... */
+    {"pg_current_", FN_LOCAL},          /* WAL positions, xids not listed above */
+    {"pg_last_", FN_LOCAL},             /* pg_last_wal_replay_lsn ... */
+    {"pg_wal", FN_LOCAL | FN_OID_ARG},  /* pg_walfile_name, pg_wal_lsn_diff ... */
+    {"pg_control_", FN_LOCAL},
+    {"pg_snapshot_", FN_LOCAL},
+    {"txid_", FN_LOCAL | FN_OID_ARG},
+    {"pg_get_", FN_OID_ARG},            /* pg_get_viewdef, pg_get_partkeydef, pg_get_expr ... */
+    {"pg_identify_object", FN_OID_ARG},
+    {"pg_partition_", FN_OID_ARG},
+    {"pg_index", FN_OID_ARG},           /* pg_index_has_property, pg_indexam_has_property */
     {"uuid_generate_", FN_VOLATILE},
 };
 
@@ -653,9 +765,123 @@ struct walk {
     bool volatile_fn;
     bool unstable;
     bool too_deep;
+    bool local_input;   /* a server-local value or file goes in (pgclass.h) */
+    uint8_t reason;     /* enum shadow_noise_reason: the strongest found */
+    uint8_t sys_ref;    /* system columns referenced, SYSCOL_* bits */
+    uint8_t sys_alias;  /* names of system columns given to something else here */
 };
 
+/* w found a reason a difference would be noise. */
+static void
+raise_noise(struct walk *w, enum shadow_noise_reason r)
+{
+    w->unstable = true;
+    w->reason = (uint8_t)shadow_noise_strongest((enum shadow_noise_reason)w->reason, r);
+}
+
+/* System columns: per-server identity (a tuple's place, its transaction ids,
+ * its table's OID).  No table can have a column of these names; a view, a
+ * subquery or a function's result can, which is why a name given in the
+ * statement itself (AS xmin, s(xmin), WITH c(xmin)) cancels it. */
+static const char *const syscols[] = {"ctid", "xmin", "xmax", "cmin", "cmax", "tableoid"};
+
+/* The SYSCOL_* bit of a column name, or 0. */
+static uint8_t
+syscol_bit(const char *name)
+{
+    for (size_t i = 0; i < sizeof(syscols) / sizeof(syscols[0]); i++)
+        if (strcmp(name, syscols[i]) == 0)
+            return (uint8_t)(1u << i);
+    return 0;
+}
+
+#define SYSCOL_TABLEOID (1u << 5)
+
 static void walk(struct walk *w, int v, int depth);
+
+/*
+ * client_value - node is a value the client brought, which may be an
+ * identifier it fetched from the primary: a parameter, an integer, or a
+ * string of digits (psql writes c.oid = '16384'), alone or under casts
+ * (bounded: casts nest only so deep in practice).
+ */
+static bool
+client_value(const struct jdoc *d, int node)
+{
+    char buf[32];
+
+    for (int i = 0; i < 8 && node >= 0; i++) {
+        int tc = j_get(d, node, "TypeCast");
+        int ac = j_get(d, node, "A_Const");
+        if (j_get(d, node, "ParamRef") >= 0)
+            return true;
+        if (ac >= 0) {
+            const char *sv = j_str(d, j_get(d, j_get(d, ac, "sval"), "sval"), buf, sizeof(buf));
+            if (j_get(d, ac, "ival") >= 0)
+                return true;
+            if (sv == NULL || *sv == '\0')
+                return false;
+            for (; *sv != '\0'; sv++)
+                if (*sv < '0' || *sv > '9')
+                    return false;
+            return true;
+        }
+        if (tc < 0)
+            return false;
+        node = j_get(d, tc, "arg");
+    }
+    return false;
+}
+
+/* Some element of the argument list args is a client_value. */
+static bool
+any_client_value(const struct jdoc *d, int args)
+{
+    uint32_t e;
+
+    if (!j_is(d, args, J_ARR))
+        return false;
+    for (e = (uint32_t)args + 1; e < d->tok[args].end; e = d->tok[e].end)
+        if (client_value(d, (int)e))
+            return true;
+    return false;
+}
+
+/* The last name of a TypeCast's typeName ("regclass" of pg_catalog.regclass), or NULL. */
+static const char *
+cast_type(const struct jdoc *d, int tc, char *buf, size_t cap)
+{
+    int names = j_get(d, j_get(d, tc, "typeName"), "names");
+    size_t n = j_count(d, names);
+
+    return n == 0 ? NULL : j_node_sval(d, j_at(d, names, n - 1), buf, cap);
+}
+
+/* The last field of a ColumnRef ("xmin" of t.xmin), or NULL (also for t.*). */
+static const char *
+column_name(const struct jdoc *d, int cr, char *buf, size_t cap)
+{
+    int fields = j_get(d, cr, "fields");
+    size_t n = j_count(d, fields);
+
+    return n == 0 ? NULL : j_node_sval(d, j_at(d, fields, n - 1), buf, cap);
+}
+
+/* Names given in the statement (colnames, aliascolnames): they may shadow system columns. */
+static void
+note_aliases(struct walk *w, int arr)
+{
+    char buf[NAME_BUF];
+    uint32_t e;
+
+    if (!j_is(w->d, arr, J_ARR))
+        return;
+    for (e = (uint32_t)arr + 1; e < w->d->tok[arr].end; e = w->d->tok[e].end) {
+        const char *name = j_node_sval(w->d, (int)e, buf, sizeof(buf));
+        if (name != NULL)
+            w->sys_alias |= syscol_bit(name);
+    }
+}
 
 static void
 visit_funccall(struct walk *w, int fc)
@@ -674,6 +900,20 @@ visit_funccall(struct walk *w, int fc)
     if (n >= 2)
         schema = j_node_sval(w->d, j_at(w->d, names, n - 2), schemabuf, sizeof(schemabuf));
     flags = fn_flags(w->opts, schema, name);
+    if (flags & FN_LOCAL)
+        raise_noise(w, SHADOW_NOISE_SERVER_LOCAL);
+    else if (flags & FN_PHYSICAL)
+        raise_noise(w, SHADOW_NOISE_PHYSICAL);
+    else if (flags & FN_VOLATILE)
+        raise_noise(w, SHADOW_NOISE_VOLATILE);
+    if (flags & FN_FILE) {
+        raise_noise(w, SHADOW_NOISE_SERVER_LOCAL);
+        w->local_input = true;
+    }
+    if ((flags & FN_OID_ARG) && any_client_value(w->d, j_get(w->d, fc, "args"))) {
+        raise_noise(w, SHADOW_NOISE_SERVER_LOCAL);
+        w->local_input = true;
+    }
     w->write |= (flags & FN_WRITE) != 0;
     w->volatile_fn |= (flags & FN_VOLATILE) != 0;
     w->locking |= (flags & FN_LOCK) != 0;
@@ -682,26 +922,54 @@ visit_funccall(struct walk *w, int fc)
     w->admin |= (flags & FN_ADMIN) != 0;
 }
 
-/* 'now'::timestamptz and friends: a literal the input function reads the
- * clock for. */
-static void
+/*
+ * A cast.  'now'::timestamptz and friends: a literal the input function
+ * reads the clock for.  To oid, xid, xid8, cid, tid, pg_lsn: an identifier
+ * of this server, whatever goes in.  To a reg* type: an identifier when
+ * what goes in is a client_value ('16384'::regclass); a name
+ * ('t'::regclass) is resolved on each server and shown as a name.
+ * Returns false when the cast's argument must not be walked:
+ * tableoid::regclass shows the table's name, not its OID.
+ */
+static bool
 visit_typecast(struct walk *w, int tc)
 {
     static const char *const words[] = {"now", "today", "tomorrow", "yesterday"};
-    char buf[32];
-    int aconst = j_get(w->d, j_get(w->d, tc, "arg"), "A_Const");
+    static const char *const ids[] = {"oid", "xid", "xid8", "cid", "tid", "pg_lsn"};
+    char buf[32], tbuf[NAME_BUF], cbuf[NAME_BUF];
+    int arg = j_get(w->d, tc, "arg");
+    int aconst = j_get(w->d, arg, "A_Const");
+    const char *type = cast_type(w->d, tc, tbuf, sizeof(tbuf));
     const char *s = j_str(w->d, j_get(w->d, j_get(w->d, aconst, "sval"), "sval"), buf,
                           sizeof(buf));
 
+    if (type != NULL && strncmp(type, "reg", 3) == 0) {
+        const char *col = column_name(w->d, j_get(w->d, arg, "ColumnRef"), cbuf, sizeof(cbuf));
+        if (col != NULL && strcmp(col, "tableoid") == 0 && strcmp(type, "regclass") == 0)
+            return false;
+        if (client_value(w->d, arg)) {
+            raise_noise(w, SHADOW_NOISE_SERVER_LOCAL);
+            w->local_input = true;
+        }
+    }
+    for (size_t i = 0; type != NULL && i < sizeof(ids) / sizeof(ids[0]); i++) {
+        if (strcmp(type, ids[i]) == 0) {
+            raise_noise(w, SHADOW_NOISE_SERVER_LOCAL);
+            w->local_input |= client_value(w->d, arg);
+        }
+    }
     if (s == NULL)
-        return;
+        return true;
     while (*s == ' ')
         s++;
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
         size_t l = strlen(words[i]);
-        if (strncasecmp(s, words[i], l) == 0 && (s[l] == '\0' || s[l] == ' '))
+        if (strncasecmp(s, words[i], l) == 0 && (s[l] == '\0' || s[l] == ' ')) {
             w->volatile_fn = true;
+            raise_noise(w, SHADOW_NOISE_VOLATILE);
+        }
     }
+    return true;
 }
 
 /* A relation of the system catalogs: its content is per server. */
@@ -715,8 +983,12 @@ visit_relation(struct walk *w, int rv)
 
     if ((rel != NULL && strncmp(rel, "pg_", 3) == 0) ||
         (schema != NULL &&
-         (strcmp(schema, "pg_catalog") == 0 || strcmp(schema, "information_schema") == 0)))
-        w->unstable = true;
+         (strcmp(schema, "pg_catalog") == 0 || strcmp(schema, "information_schema") == 0))) {
+        /* the statistics views count what each server did; the rest holds OIDs */
+        bool stats = rel != NULL && (strncmp(rel, "pg_stat", 7) == 0 ||
+                                     strncmp(rel, "pg_statio_", 10) == 0);
+        raise_noise(w, stats ? SHADOW_NOISE_PHYSICAL : SHADOW_NOISE_SERVER_LOCAL);
+    }
 }
 
 /* A SelectStmt's own fields; called wrapped or not (larg, rarg). */
@@ -731,7 +1003,7 @@ visit_select(struct walk *w, int sel, int depth)
          j_nonempty(d, j_get(d, sel, "limitOffset"))) &&
         !j_nonempty(d, j_get(d, sel, "sortClause")) &&
         (setop || j_nonempty(d, j_get(d, sel, "fromClause"))))
-        w->unstable = true;
+        raise_noise(w, SHADOW_NOISE_PHYSICAL); /* which rows: the physical order decides */
     if (j_nonempty(d, j_get(d, sel, "intoClause")))
         w->write = true;
     if (j_nonempty(d, j_get(d, sel, "lockingClause"))) {
@@ -767,19 +1039,35 @@ visit_node(struct walk *w, uint32_t k, int obj, int depth)
         if (key_is(d, k, "RangeVar"))
             visit_relation(w, obj);
         else if (key_is(d, k, "RangeTableSample"))
-            w->unstable = true;
+            raise_noise(w, SHADOW_NOISE_VOLATILE);
+        else if (key_is(d, k, "ResTarget") && j_is(d, j_get(d, obj, "name"), J_STR)) {
+            char buf[NAME_BUF];
+            const char *name = j_str(d, j_get(d, obj, "name"), buf, sizeof(buf));
+            if (name != NULL)
+                w->sys_alias |= syscol_bit(name);
+        }
         break;
     case 'S':
         if (key_is(d, k, "SelectStmt")) {
             visit_select(w, obj, depth);
             return;
         }
-        if (key_is(d, k, "SQLValueFunction"))
+        if (key_is(d, k, "SQLValueFunction")) {
             w->volatile_fn = true;
+            raise_noise(w, SHADOW_NOISE_VOLATILE);
+        }
         break;
     case 'T':
-        if (key_is(d, k, "TypeCast"))
-            visit_typecast(w, obj);
+        if (key_is(d, k, "TypeCast") && !visit_typecast(w, obj))
+            return;
+        break;
+    case 'C':
+        if (key_is(d, k, "ColumnRef")) {
+            char buf[NAME_BUF];
+            const char *name = column_name(d, obj, buf, sizeof(buf));
+            if (name != NULL)
+                w->sys_ref |= syscol_bit(name);
+        }
         break;
     }
     walk(w, obj, depth + 1);
@@ -820,6 +1108,8 @@ walk(struct walk *w, int v, int depth)
             visit_select(w, val, depth + 1);
         else if (key_is(d, i, "relation") && j_get(d, val, "relname") >= 0)
             visit_relation(w, val);
+        else if (key_is(d, i, "colnames") || key_is(d, i, "aliascolnames"))
+            note_aliases(w, val);
         else
             walk(w, val, depth + 1);
     }
@@ -888,6 +1178,7 @@ struct stmt_class {
     bool ordered;
     bool notify_only;
     bool ddl;
+    bool files;     /* COPY to or from a server file or program */
 };
 
 /* defGetBoolean's reading of an option value: no value means true; a
@@ -983,7 +1274,7 @@ classify_stmt(struct walk *w, int wrapper, struct stmt_class *sc)
         sc->notify_only = w->notify && sc->kind == REQ_KIND_SESSION && !w->session && !w->admin;
         break;
     case RULE_EXPLAIN:
-        w->unstable = true;
+        raise_noise(w, SHADOW_NOISE_PHYSICAL); /* plans and costs follow the statistics */
         sc->kind = REQ_KIND_READ;
         if (explain_analyzes(d, stmt)) {
             struct stmt_class inner;
@@ -993,12 +1284,19 @@ classify_stmt(struct walk *w, int wrapper, struct stmt_class *sc)
         sc->returns_rows = sc->ordered = true;
         break;
     case RULE_SHOW:
-        w->unstable = true;
+        raise_noise(w, SHADOW_NOISE_SERVER_LOCAL); /* each server's own settings */
         sc->kind = REQ_KIND_READ;
         sc->returns_rows = sc->ordered = true;
         break;
     case RULE_COPY:
         q = j_get(d, stmt, "query");
+        /* a file (or program) on the server's host: the shadow's host is another */
+        sc->files = j_get(d, stmt, "filename") >= 0 ||
+                    j_prim_is(d, j_get(d, stmt, "is_program"), "true");
+        if (sc->files) {
+            raise_noise(w, SHADOW_NOISE_SERVER_LOCAL);
+            w->local_input = true;
+        }
         if (j_prim_is(d, j_get(d, stmt, "is_from"), "true")) {
             sc->kind = REQ_KIND_WRITE;
         } else if (j_get(d, stmt, "filename") >= 0 ||
@@ -1139,8 +1437,18 @@ pgclass_classify(const char *sql, const struct pgclass_opts *opts, struct pgclas
         out->kind = req_kind_strongest(out->kind, sc.kind);
         out->locking |= w.locking;
         out->volatile_fn |= w.volatile_fn;
-        /* only answers with rows can mismatch on a row value */
-        out->unstable |= sc.returns_rows && (w.unstable || w.volatile_fn);
+        if (w.sys_ref & ~w.sys_alias)
+            raise_noise(&w, SHADOW_NOISE_SERVER_LOCAL);
+        if (w.volatile_fn && w.reason == SHADOW_NOISE_NONE)
+            raise_noise(&w, SHADOW_NOISE_VOLATILE);
+        /* only answers with rows can mismatch on a row value; a COPY of a
+         * server file differs in its row count too */
+        if ((sc.returns_rows || sc.files) && w.unstable) {
+            out->unstable = true;
+            out->noise_reason = (uint8_t)shadow_noise_strongest(
+                (enum shadow_noise_reason)out->noise_reason, (enum shadow_noise_reason)w.reason);
+        }
+        out->local_input |= w.local_input;
         nrows += sc.returns_rows;
         nordered += sc.returns_rows && sc.ordered;
         nnotify += sc.notify_only;

@@ -71,6 +71,7 @@
 #include <stdint.h>
 
 #include "protocol/kind.h"
+#include "protocol/outcome.h"
 
 /* Comment hints, as bits in pgclass_result.hint: "tandem:primary",
  * "tandem:shadow", "tandem:noshadow" (lower case) inside a block or line
@@ -122,9 +123,37 @@ struct pgclass_result {
      * statistics are per server) -- counted only in statements that return
      * rows: a command tag such as "UPDATE 3" does not depend on now().
      * Comparison should use this flag.  FETCH cannot know what its cursor's
-     * query calls: it is never unstable.
+     * query calls: it is never unstable.  Also set (with noise_reason) for
+     * the server-local and physical values below, and for a COPY to or from
+     * a server file or program, whose row count is the file's.
      */
     bool unstable;
+    /*
+     * noise_reason: why a difference is noise (enum shadow_noise_reason,
+     * protocol/outcome.h); SHADOW_NOISE_NONE exactly when unstable is
+     * false.  The strongest over the statements that count (see unstable):
+     *   volatile      volatile_fn's clocks, random, sequences; TABLESAMPLE
+     *   physical      sizes and statistics (pg_relation_size,
+     *                 pg_database_size, pg_stat_* functions and views),
+     *                 maintenance (brin_summarize_*, gin_clean_pending_list),
+     *                 EXPLAIN, LIMIT/OFFSET without ORDER BY
+     *   server_local  OIDs and reg* values the client passes (the rule is in
+     *                 pgclass.c, above fn_exact), casts to oid/xid/tid/
+     *                 pg_lsn, system columns (ctid, xmin, xmax, cmin, cmax,
+     *                 tableoid but as ::regclass), txids and snapshots,
+     *                 LSNs, pids, settings (SHOW, current_setting), the
+     *                 catalogs, server files (COPY ... FROM/TO '<file>',
+     *                 pg_read_file, lo_import, pg_ls_dir)
+     */
+    uint8_t noise_reason;
+    /*
+     * local_input: something only the primary's server has goes in: a
+     * server file, or an identifier (OID, xid, LSN) the client passes.  The
+     * shadow failing such a statement with a file error, an unknown object
+     * or a transaction id "in the future" is then server_local noise, not a
+     * shadow error (pgdigest_judge).  Set whether or not rows come back.
+     */
+    bool local_input;
 };
 
 /*

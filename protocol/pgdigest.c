@@ -1120,23 +1120,49 @@ pgdigest_final(const struct pgdigest *d, struct pgdigest_result *out)
     out->malformed = d->malformed;
 }
 
-enum shadow_outcome
-pgdigest_compare(const struct pgdigest_result *primary, const struct pgdigest_result *shadow,
-                 bool unstable)
+/* A failure the shadow may have because a server-local value did not travel. */
+static bool
+local_failure(const char *sqlstate)
 {
-    enum shadow_outcome differ = unstable ? SHADOW_NOISE : SHADOW_MISMATCH;
+    return strncmp(sqlstate, "58", 2) == 0 || strncmp(sqlstate, "42704", 5) == 0 ||
+           strncmp(sqlstate, "22023", 5) == 0 || strncmp(sqlstate, "55000", 5) == 0;
+}
 
+enum shadow_outcome
+pgdigest_judge(const struct pgdigest_result *primary, const struct pgdigest_result *shadow,
+               enum shadow_noise_reason reason, bool local_input, enum shadow_noise_reason *why)
+{
+    enum shadow_outcome differ = reason != SHADOW_NOISE_NONE ? SHADOW_NOISE : SHADOW_MISMATCH;
+    enum shadow_outcome o;
+
+    *why = SHADOW_NOISE_NONE;
     if (primary->malformed)
         return SHADOW_PRIMARY_ERROR;
     if (shadow->malformed)
         return SHADOW_SHADOW_ERROR;
     if (primary->error && shadow->error)
-        return strncmp(primary->sqlstate, shadow->sqlstate, sizeof(primary->sqlstate)) == 0
-                   ? SHADOW_MATCH
-                   : differ;
-    if (primary->error)
+        o = strncmp(primary->sqlstate, shadow->sqlstate, sizeof(primary->sqlstate)) == 0
+                ? SHADOW_MATCH
+                : differ;
+    else if (primary->error)
         return SHADOW_PRIMARY_ERROR;
-    if (shadow->error)
+    else if (shadow->error && !(local_input && local_failure(shadow->sqlstate)))
         return SHADOW_SHADOW_ERROR;
-    return primary->hash == shadow->hash ? SHADOW_MATCH : differ;
+    else if (shadow->error)
+        o = SHADOW_NOISE, reason = SHADOW_NOISE_SERVER_LOCAL;
+    else
+        o = primary->hash == shadow->hash ? SHADOW_MATCH : differ;
+    if (o == SHADOW_NOISE)
+        *why = reason;
+    return o;
+}
+
+enum shadow_outcome
+pgdigest_compare(const struct pgdigest_result *primary, const struct pgdigest_result *shadow,
+                 bool unstable)
+{
+    enum shadow_noise_reason why;
+
+    return pgdigest_judge(primary, shadow, unstable ? SHADOW_NOISE_VOLATILE : SHADOW_NOISE_NONE,
+                          false, &why);
 }

@@ -198,4 +198,25 @@ void pgdigest_final(const struct pgdigest *d, struct pgdigest_result *out);
 enum shadow_outcome pgdigest_compare(const struct pgdigest_result *primary,
                                      const struct pgdigest_result *shadow, bool unstable);
 
+/*
+ * pgdigest_judge - pgdigest_compare with the reason a difference is noise.
+ *
+ * reason: the statement's (pgclass_result.noise_reason); SHADOW_NOISE_NONE
+ * makes a difference a MISMATCH.  local_input (pgclass_result.local_input):
+ * a server file or an identifier of the primary's goes in, so the shadow may
+ * fail where the primary did not; such a failure is NOISE server_local when
+ * its SQLSTATE is one that input causes:
+ *   class 58   (58P01 undefined_file, 58030 io_error ...: the file is not there)
+ *   42704      undefined_object (an OID naming nothing there: a large object)
+ *   22023      invalid_parameter_value (a transaction id "in the future")
+ *   55000      object_not_in_prerequisite_state (WAL functions on a standby)
+ * Any other shadow failure (a missing table, a permission, a constraint)
+ * stays SHADOW_ERROR.  *why gets the reason of a NOISE, SHADOW_NOISE_NONE
+ * for any other outcome.
+ */
+enum shadow_outcome pgdigest_judge(const struct pgdigest_result *primary,
+                                   const struct pgdigest_result *shadow,
+                                   enum shadow_noise_reason reason, bool local_input,
+                                   enum shadow_noise_reason *why);
+
 #endif /* TANDEM_PGDIGEST_H */

@@ -29,7 +29,15 @@
  *   of NONDET: equal up to drift;
  *   SPOP, XADD '*' -> WRITE | NONDET: mirrored, they pick different members /
  *   IDs on the shadow (rewriting the mirror from the primary's reply is the
- *   caller's business).
+ *   caller's business);
+ *   NONDET says why (the noise reason, rediscmd_noise_reason): LOC for the
+ *   server's identity (INFO, CLIENT ID/INFO/LIST, LASTSAVE, WAIT, PUBLISH's
+ *   receivers, CLUSTER), PHY for its memory layout and statistics (OBJECT,
+ *   MEMORY, DEBUG, DUMP, LATENCY, SLOWLOG, SCAN cursors, XTRIM's ~), plain
+ *   ND for chance and clocks (RANDOMKEY, SRANDMEMBER, SPOP, TIME, XADD);
+ *   DBSIZE stays compared: on equal data it is equal, and a different key
+ *   count is the plainest sign of lost writes (keys expiring at different
+ *   moments can make it differ briefly; that is what re-checks are for).
  *
  * Coverage check against the real server (run by hand; no unit test needs
  * a server):
@@ -59,6 +67,8 @@
 #define SUB REDISCMD_CONTAINER
 #define BOPT REDISCMD_BLOCK_OPT
 #define SOPT REDISCMD_STORE_OPT
+#define LOC (REDISCMD_NONDET | REDISCMD_LOCAL)
+#define PHY (REDISCMD_NONDET | REDISCMD_PHYSICAL)
 
 #define CMD(name, arity, fk, lk, st, fl)                                                     \
     {name, arity, fk, lk, st, REDISCMD_KEYS_FIXED, REDISCMD_REPLY_ORDERED, fl}
@@ -104,10 +114,10 @@ static const struct rediscmd table[] = {
     CMD("client|getname",            2,  0,  0, 0, A | NOM),
     CMD("client|getredir",           2,  0,  0, 0, A | NOM),
     CMD("client|help",               2,  0,  0, 0, A | NOM),
-    CMD("client|id",                 2,  0,  0, 0, A | NOM),
-    CMD("client|info",               2,  0,  0, 0, A | NOM | ND),
+    CMD("client|id",                 2,  0,  0, 0, A | NOM | LOC),
+    CMD("client|info",               2,  0,  0, 0, A | NOM | LOC),
     CMD("client|kill",              -3,  0,  0, 0, A | NOM),
-    CMD("client|list",              -2,  0,  0, 0, A | NOM | ND),
+    CMD("client|list",              -2,  0,  0, 0, A | NOM | LOC),
     CMD("client|no-evict",           3,  0,  0, 0, S | NOM),
     CMD("client|no-touch",           3,  0,  0, 0, S),
     CMD("client|pause",             -3,  0,  0, 0, A | NOM),
@@ -121,32 +131,32 @@ static const struct rediscmd table[] = {
     CMD("cluster",                  -2,  0,  0, 0, A | NOM | SUB),
     CMD("cluster|addslots",         -3,  0,  0, 0, A | NOM),
     CMD("cluster|addslotsrange",    -4,  0,  0, 0, A | NOM),
-    CMD("cluster|bumpepoch",         2,  0,  0, 0, A | NOM | ND),
-    CMD("cluster|count-failure-reports",   3,  0,  0, 0, A | NOM | ND),
+    CMD("cluster|bumpepoch",         2,  0,  0, 0, A | NOM | LOC),
+    CMD("cluster|count-failure-reports",   3,  0,  0, 0, A | NOM | LOC),
     CMD("cluster|countkeysinslot",   3,  0,  0, 0, A | NOM),
     CMD("cluster|delslots",         -3,  0,  0, 0, A | NOM),
     CMD("cluster|delslotsrange",    -4,  0,  0, 0, A | NOM),
     CMD("cluster|failover",         -2,  0,  0, 0, A | NOM),
     CMD("cluster|flushslots",        2,  0,  0, 0, A | NOM),
     CMD("cluster|forget",            3,  0,  0, 0, A | NOM),
-    CMD("cluster|getkeysinslot",     4,  0,  0, 0, A | NOM | ND),
+    CMD("cluster|getkeysinslot",     4,  0,  0, 0, A | NOM | LOC),
     CMD("cluster|help",              2,  0,  0, 0, A | NOM),
-    CMD("cluster|info",              2,  0,  0, 0, A | NOM | ND),
+    CMD("cluster|info",              2,  0,  0, 0, A | NOM | LOC),
     CMD("cluster|keyslot",           3,  0,  0, 0, A | NOM),
-    CMD("cluster|links",             2,  0,  0, 0, A | NOM | ND),
+    CMD("cluster|links",             2,  0,  0, 0, A | NOM | LOC),
     CMD("cluster|meet",             -4,  0,  0, 0, A | NOM),
     CMD("cluster|myid",              2,  0,  0, 0, A | NOM),
     CMD("cluster|myshardid",         2,  0,  0, 0, A | NOM),
-    CMD("cluster|nodes",             2,  0,  0, 0, A | NOM | ND),
-    CMD("cluster|replicas",          3,  0,  0, 0, A | NOM | ND),
+    CMD("cluster|nodes",             2,  0,  0, 0, A | NOM | LOC),
+    CMD("cluster|replicas",          3,  0,  0, 0, A | NOM | LOC),
     CMD("cluster|replicate",         3,  0,  0, 0, A | NOM),
     CMD("cluster|reset",            -2,  0,  0, 0, A | NOM),
     CMD("cluster|saveconfig",        2,  0,  0, 0, A | NOM),
     CMD("cluster|set-config-epoch",   3,  0,  0, 0, A | NOM),
     CMD("cluster|setslot",          -4,  0,  0, 0, A | NOM),
-    CMD("cluster|shards",            2,  0,  0, 0, A | NOM | ND),
-    CMD("cluster|slaves",            3,  0,  0, 0, A | NOM | ND),
-    CMD("cluster|slots",             2,  0,  0, 0, A | NOM | ND),
+    CMD("cluster|shards",            2,  0,  0, 0, A | NOM | LOC),
+    CMD("cluster|slaves",            3,  0,  0, 0, A | NOM | LOC),
+    CMD("cluster|slots",             2,  0,  0, 0, A | NOM | LOC),
     CMDX("command",                  -1,  0,  0, 0, A | NOM | UNO | SUB, FIXED, SET),
     CMD("command|count",             2,  0,  0, 0, A | NOM),
     CMDX("command|docs",             -2,  0,  0, 0, A | NOM | UNO, FIXED, PAIRS),
@@ -163,12 +173,12 @@ static const struct rediscmd table[] = {
     CMD("config|set",               -4,  0,  0, 0, A | NOM),
     CMD("copy",                     -3,  1,  2, 1, W),
     CMD("dbsize",                    1,  0,  0, 0, R),
-    CMD("debug",                    -2,  0,  0, 0, A | NOM),
+    CMD("debug",                    -2,  0,  0, 0, A | NOM | PHY),
     CMD("decr",                      2,  1,  1, 1, W),
     CMD("decrby",                    3,  1,  1, 1, W),
     CMD("del",                      -2,  1, -1, 1, W),
     CMD("discard",                   1,  0,  0, 0, T),
-    CMD("dump",                      2,  1,  1, 1, R | ND),
+    CMD("dump",                      2,  1,  1, 1, R | PHY),
     CMD("echo",                      2,  0,  0, 0, R),
     CMDX("eval",                     -3,  0,  0, 0, W | MK, NUMKEYS_2, ORDERED),
     CMDX("eval_ro",                  -3,  0,  0, 0, R | MK, NUMKEYS_2, ORDERED),
@@ -186,14 +196,14 @@ static const struct rediscmd table[] = {
     CMD("flushdb",                  -1,  0,  0, 0, W),
     CMD("function",                 -2,  0,  0, 0, W | SUB),
     CMD("function|delete",           3,  0,  0, 0, W),
-    CMD("function|dump",             2,  0,  0, 0, R | ND),
+    CMD("function|dump",             2,  0,  0, 0, R | PHY),
     CMD("function|flush",           -2,  0,  0, 0, W),
     CMD("function|help",             2,  0,  0, 0, A | NOM),
     CMD("function|kill",             2,  0,  0, 0, A | NOM),
     CMDX("function|list",            -2,  0,  0, 0, R | UNO, FIXED, SET),
     CMD("function|load",            -3,  0,  0, 0, W),
     CMD("function|restore",         -3,  0,  0, 0, W),
-    CMD("function|stats",            2,  0,  0, 0, A | NOM | ND),
+    CMD("function|stats",            2,  0,  0, 0, A | NOM | LOC),
     CMD("geoadd",                   -5,  1,  1, 1, W),
     CMD("geodist",                  -4,  1,  1, 1, R),
     CMD("geohash",                  -2,  1,  1, 1, R),
@@ -230,7 +240,7 @@ static const struct rediscmd table[] = {
     CMD("hpexpiretime",             -5,  1,  1, 1, R | TTL),
     CMD("hpttl",                    -5,  1,  1, 1, R | TTL),
     CMDX("hrandfield",               -2,  1,  1, 1, R | UNO | ND, FIXED, RANDOM_FIELDS),
-    CMDX("hscan",                    -3,  1,  1, 1, R | UNO | ND, FIXED, SCAN_PAIRS),
+    CMDX("hscan",                    -3,  1,  1, 1, R | UNO | PHY, FIXED, SCAN_PAIRS),
     CMD("hset",                     -4,  1,  1, 1, W),
     CMD("hsetnx",                    4,  1,  1, 1, W),
     CMD("hstrlen",                   3,  1,  1, 1, R),
@@ -239,16 +249,16 @@ static const struct rediscmd table[] = {
     CMD("incr",                      2,  1,  1, 1, W),
     CMD("incrby",                    3,  1,  1, 1, W),
     CMD("incrbyfloat",               3,  1,  1, 1, W),
-    CMD("info",                     -1,  0,  0, 0, A | NOM | ND),
+    CMD("info",                     -1,  0,  0, 0, A | NOM | LOC),
     CMDX("keys",                      2,  0,  0, 0, R | UNO, FIXED, SET),
-    CMD("lastsave",                  1,  0,  0, 0, A | NOM | ND),
+    CMD("lastsave",                  1,  0,  0, 0, A | NOM | LOC),
     CMD("latency",                  -2,  0,  0, 0, A | NOM | SUB),
-    CMD("latency|doctor",            2,  0,  0, 0, A | NOM | ND),
-    CMD("latency|graph",             3,  0,  0, 0, A | NOM | ND),
+    CMD("latency|doctor",            2,  0,  0, 0, A | NOM | PHY),
+    CMD("latency|graph",             3,  0,  0, 0, A | NOM | PHY),
     CMD("latency|help",              2,  0,  0, 0, A | NOM),
-    CMD("latency|histogram",        -2,  0,  0, 0, A | NOM | ND),
-    CMD("latency|history",           3,  0,  0, 0, A | NOM | ND),
-    CMD("latency|latest",            2,  0,  0, 0, A | NOM | ND),
+    CMD("latency|histogram",        -2,  0,  0, 0, A | NOM | PHY),
+    CMD("latency|history",           3,  0,  0, 0, A | NOM | PHY),
+    CMD("latency|latest",            2,  0,  0, 0, A | NOM | PHY),
     CMD("latency|reset",            -2,  0,  0, 0, A | NOM),
     CMD("lcs",                      -3,  1,  2, 1, R),
     CMD("lindex",                    3,  1,  1, 1, R),
@@ -256,7 +266,7 @@ static const struct rediscmd table[] = {
     CMD("llen",                      2,  1,  1, 1, R),
     CMD("lmove",                     5,  1,  2, 1, W),
     CMDX("lmpop",                    -4,  0,  0, 0, W | MK, NUMKEYS_1, ORDERED),
-    CMD("lolwut",                   -1,  0,  0, 0, R | ND),
+    CMD("lolwut",                   -1,  0,  0, 0, R | LOC),
     CMD("lpop",                     -2,  1,  1, 1, W),
     CMD("lpos",                     -3,  1,  1, 1, R),
     CMD("lpush",                    -3,  1,  1, 1, W),
@@ -266,12 +276,12 @@ static const struct rediscmd table[] = {
     CMD("lset",                      4,  1,  1, 1, W),
     CMD("ltrim",                     4,  1,  1, 1, W),
     CMD("memory",                   -2,  0,  0, 0, A | NOM | SUB),
-    CMD("memory|doctor",             2,  0,  0, 0, A | NOM | ND),
+    CMD("memory|doctor",             2,  0,  0, 0, A | NOM | PHY),
     CMD("memory|help",               2,  0,  0, 0, A | NOM),
-    CMD("memory|malloc-stats",       2,  0,  0, 0, A | NOM | ND),
+    CMD("memory|malloc-stats",       2,  0,  0, 0, A | NOM | PHY),
     CMD("memory|purge",              2,  0,  0, 0, A | NOM),
-    CMD("memory|stats",              2,  0,  0, 0, A | NOM | ND),
-    CMD("memory|usage",             -3,  2,  2, 1, R | ND),
+    CMD("memory|stats",              2,  0,  0, 0, A | NOM | PHY),
+    CMD("memory|usage",             -3,  2,  2, 1, R | PHY),
     CMD("mget",                     -2,  1, -1, 1, R),
     CMDX("migrate",                  -6,  3,  3, 1, W | NOM | ND | MK, MIGRATE, ORDERED),
     CMD("module",                   -2,  0,  0, 0, A | NOM | SUB),
@@ -286,11 +296,11 @@ static const struct rediscmd table[] = {
     CMD("msetnx",                   -3,  1, -1, 2, W),
     CMD("multi",                     1,  0,  0, 0, T),
     CMD("object",                   -2,  0,  0, 0, A | NOM | SUB),
-    CMD("object|encoding",           3,  2,  2, 1, R | ND),
-    CMD("object|freq",               3,  2,  2, 1, R | ND),
+    CMD("object|encoding",           3,  2,  2, 1, R | PHY),
+    CMD("object|freq",               3,  2,  2, 1, R | PHY),
     CMD("object|help",               2,  0,  0, 0, A | NOM),
-    CMD("object|idletime",           3,  2,  2, 1, R | ND),
-    CMD("object|refcount",           3,  2,  2, 1, R | ND),
+    CMD("object|idletime",           3,  2,  2, 1, R | PHY),
+    CMD("object|refcount",           3,  2,  2, 1, R | PHY),
     CMD("persist",                   2,  1,  1, 1, W),
     CMD("pexpire",                  -3,  1,  1, 1, W),
     CMD("pexpireat",                -3,  1,  1, 1, W),
@@ -305,7 +315,7 @@ static const struct rediscmd table[] = {
     CMD("psubscribe",               -2,  0,  0, 0, S | PS | NOM),
     CMD("psync",                    -3,  0,  0, 0, A | NOM),
     CMD("pttl",                      2,  1,  1, 1, R | TTL),
-    CMD("publish",                   3,  0,  0, 0, W | PS | ND),
+    CMD("publish",                   3,  0,  0, 0, W | PS | LOC),
     CMD("pubsub",                   -2,  0,  0, 0, A | NOM | SUB),
     CMDX("pubsub|channels",          -2,  0,  0, 0, A | PS | NOM | UNO, FIXED, SET),
     CMD("pubsub|help",               2,  0,  0, 0, A | PS | NOM),
@@ -332,7 +342,7 @@ static const struct rediscmd table[] = {
     CMD("rpushx",                   -3,  1,  1, 1, W),
     CMD("sadd",                     -3,  1,  1, 1, W),
     CMD("save",                      1,  0,  0, 0, A | NOM),
-    CMDX("scan",                     -2,  0,  0, 0, R | UNO | ND, FIXED, SCAN_SET),
+    CMDX("scan",                     -2,  0,  0, 0, R | UNO | PHY, FIXED, SCAN_SET),
     CMD("scard",                     2,  1,  1, 1, R),
     CMD("script",                   -2,  0,  0, 0, W | SUB),
     CMD("script|debug",              3,  0,  0, 0, A | NOM),
@@ -356,9 +366,9 @@ static const struct rediscmd table[] = {
     CMD("sismember",                 3,  1,  1, 1, R),
     CMD("slaveof",                   3,  0,  0, 0, A | NOM),
     CMD("slowlog",                  -2,  0,  0, 0, A | NOM | SUB),
-    CMD("slowlog|get",              -2,  0,  0, 0, A | NOM | ND),
+    CMD("slowlog|get",              -2,  0,  0, 0, A | NOM | PHY),
     CMD("slowlog|help",              2,  0,  0, 0, A | NOM),
-    CMD("slowlog|len",               2,  0,  0, 0, A | NOM | ND),
+    CMD("slowlog|len",               2,  0,  0, 0, A | NOM | PHY),
     CMD("slowlog|reset",             2,  0,  0, 0, A | NOM),
     CMDX("smembers",                  2,  1,  1, 1, R | UNO, FIXED, SET),
     CMD("smismember",               -3,  1,  1, 1, R),
@@ -366,10 +376,10 @@ static const struct rediscmd table[] = {
     CMD("sort",                     -2,  1,  1, 1, W | MK | SOPT),
     CMD("sort_ro",                  -2,  1,  1, 1, R | MK),
     CMDX("spop",                     -2,  1,  1, 1, W | UNO | ND, FIXED, SET_IF_COUNT),
-    CMD("spublish",                  3,  1,  1, 1, W | PS | ND),
+    CMD("spublish",                  3,  1,  1, 1, W | PS | LOC),
     CMDX("srandmember",              -2,  1,  1, 1, R | UNO | ND, FIXED, SET_IF_COUNT),
     CMD("srem",                     -3,  1,  1, 1, W),
-    CMDX("sscan",                    -3,  1,  1, 1, R | UNO | ND, FIXED, SCAN_SET),
+    CMDX("sscan",                    -3,  1,  1, 1, R | UNO | PHY, FIXED, SCAN_SET),
     CMD("ssubscribe",               -2,  1, -1, 1, S | PS | NOM),
     CMD("strlen",                    2,  1,  1, 1, R),
     CMD("subscribe",                -2,  0,  0, 0, S | PS | NOM),
@@ -386,8 +396,8 @@ static const struct rediscmd table[] = {
     CMD("unlink",                   -2,  1, -1, 1, W),
     CMD("unsubscribe",              -1,  0,  0, 0, S | PS | NOM),
     CMD("unwatch",                   1,  0,  0, 0, T),
-    CMD("wait",                      3,  0,  0, 0, A | BLK | NOM),
-    CMD("waitaof",                   4,  0,  0, 0, A | BLK | NOM),
+    CMD("wait",                      3,  0,  0, 0, A | BLK | NOM | LOC),
+    CMD("waitaof",                   4,  0,  0, 0, A | BLK | NOM | LOC),
     CMD("watch",                    -2,  1, -1, 1, T),
     CMD("xack",                     -4,  1,  1, 1, W),
     CMD("xadd",                     -5,  1,  1, 1, W | ND),
@@ -413,7 +423,7 @@ static const struct rediscmd table[] = {
     CMDX("xreadgroup",               -7,  0,  0, 0, W | MK | BOPT, STREAMS, ORDERED),
     CMD("xrevrange",                -4,  1,  1, 1, R),
     CMD("xsetid",                   -3,  1,  1, 1, W),
-    CMD("xtrim",                    -4,  1,  1, 1, W | ND),
+    CMD("xtrim",                    -4,  1,  1, 1, W | PHY),
     CMD("zadd",                     -4,  1,  1, 1, W),
     CMD("zcard",                     2,  1,  1, 1, R),
     CMD("zcount",                    4,  1,  1, 1, R),
@@ -442,7 +452,7 @@ static const struct rediscmd table[] = {
     CMD("zrevrangebylex",           -4,  1,  1, 1, R),
     CMD("zrevrangebyscore",         -4,  1,  1, 1, R),
     CMD("zrevrank",                  3,  1,  1, 1, R),
-    CMDX("zscan",                    -3,  1,  1, 1, R | UNO | ND, FIXED, SCAN_PAIRS),
+    CMDX("zscan",                    -3,  1,  1, 1, R | UNO | PHY, FIXED, SCAN_PAIRS),
     CMD("zscore",                    3,  1,  1, 1, R),
     CMDX("zunion",                   -3,  0,  0, 0, R | MK, NUMKEYS_1, ORDERED),
     CMD("zunionstore",              -4,  1,  1, 1, W | MK),
@@ -757,6 +767,18 @@ rediscmd_digest_mode(const struct rediscmd *cmd, size_t argc, const struct resp_
     default:
         return RESP_DIGEST_ORDERED;
     }
+}
+
+enum shadow_noise_reason
+rediscmd_noise_reason(uint32_t flags)
+{
+    if (!(flags & REDISCMD_NONDET))
+        return SHADOW_NOISE_NONE;
+    if (flags & REDISCMD_LOCAL)
+        return SHADOW_NOISE_SERVER_LOCAL;
+    if (flags & REDISCMD_PHYSICAL)
+        return SHADOW_NOISE_PHYSICAL;
+    return SHADOW_NOISE_VOLATILE;
 }
 
 bool

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "protocol/kind.h"
+#include "protocol/outcome.h"
 #include "protocol/resp.h"
 
 /*
@@ -46,7 +47,9 @@
     X(NO_AUTH, 12, "no_auth")      /* allowed before authentication */                        \
     X(CONTAINER, 13, "container")  /* has subcommands; this entry is the fallback */          \
     X(BLOCK_OPT, 14, "block_opt")  /* blocking only with a BLOCK option: XREAD(GROUP) */      \
-    X(STORE_OPT, 15, "store_opt")  /* a write only with STORE/STOREDIST, else a read */
+    X(STORE_OPT, 15, "store_opt")  /* a write only with STORE/STOREDIST, else a read */ \
+    X(LOCAL, 16, "server_local")   /* NONDET because of the server's identity: noise server_local */ \
+    X(PHYSICAL, 17, "physical")    /* NONDET because of its memory layout, stats: noise physical */
 
 enum rediscmd_flag {
 #define X(id, bit, name) REDISCMD_##id = 1u << (bit),
@@ -132,6 +135,16 @@ enum resp_digest_mode rediscmd_digest_mode(const struct rediscmd *cmd, size_t ar
 
 /* rediscmd_arity_ok - argc (name included) fits cmd's arity. */
 bool rediscmd_arity_ok(const struct rediscmd *cmd, size_t argc);
+
+/*
+ * rediscmd_noise_reason - why a difference in the reply of a command with
+ * these flags (rediscmd_flags) is noise: SHADOW_NOISE_NONE without NONDET
+ * (a difference is a mismatch); else server_local with LOCAL (INFO, CLIENT
+ * ID/LIST/INFO, LASTSAVE, WAIT, PUBLISH's receiver count), physical with
+ * PHYSICAL (OBJECT, MEMORY USAGE, DEBUG, DUMP, SCAN cursors), volatile
+ * otherwise (RANDOMKEY, SRANDMEMBER, SPOP, TIME, XADD '*').
+ */
+enum shadow_noise_reason rediscmd_noise_reason(uint32_t flags);
 
 /* rediscmd_flag_name - "read", "no_mirror" ... for one flag bit; NULL if none. */
 const char *rediscmd_flag_name(uint32_t flag);

@@ -437,7 +437,8 @@ redis_shadow_record(struct redis_session *s, struct redis_unit *u)
             rediscmp_render(c->ssample, c->slen, c->sinfo.size, ssum, sizeof(ssum));
     }
     const struct cmd_key *key = record_key(u, &kbuf);
-    shadow_record(s->base.w->shadow, s->base.lis->metric_slot, key->id, key->text, outcome, u->base.primary_ns,
+    shadow_record(s->base.w->shadow, s->base.lis->metric_slot, key->id, key->text, outcome,
+                  rediscmd_noise_reason(u->flags), u->base.primary_ns,
                   u->base.shadow_done && u->base.forced < 0 ? u->base.shadow_ns : 0, psum, ssum);
     /*
      * A write only one side failed: its data may differ from now on (forced

@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from harness.ops import admin_call, run_known_workload, start_ops_tandem
-from harness.util import ARTIFACTS, REPO
+from harness.util import ARTIFACTS, REPO, wait_until
 
 BROWSER_DIR = os.path.join(REPO, "tests", "browser")
 CHROMIUM = "/usr/bin/chromium"
@@ -51,6 +51,13 @@ def test_page_renders_the_workload_in_chromium(t, pg_primary, pg_shadow):
     if missing:
         pytest.fail(f"missing {', '.join(missing)}: run scripts/deps.sh")
 
+    # one noise with its reason: a backend pid is each server's own (inside a
+    # transaction, so the read is mirrored whatever the sample rate)
+    with t.connect(user="postgres") as conn:
+        with conn.transaction():
+            conn.execute("SELECT pg_backend_pid() AS page_noise").fetchone()
+    wait_until(lambda: (t.metric("tandem_shadow_noise_total", reason="server_local") or 0) >= 1,
+               30, "the pid read to be counted as server_local noise")
     known = run_known_workload(t, pg_primary, pg_shadow)
     listener = known["report"]["listeners"][0]
     os.makedirs(ARTIFACTS, exist_ok=True)
@@ -64,7 +71,8 @@ def test_page_renders_the_workload_in_chromium(t, pg_primary, pg_shadow):
         "sides": {"primary": known["primary_value"], "shadow": known["shadow_value"]},
         "validation": f"{listener['validation_success_ratio'] * 100:.2f}%",
         "texts": [known["statement"], known["fingerprint"], "primary blue", "shadow green",
-                  "Top mismatching statements", "Most slower on the shadow", "Guards"],
+                  "Top mismatching statements", "Most slower on the shadow", "Guards",
+                  "Noise by reason", "page_noise", "server_local 1"],
     }
     # the validation ratio is over a sliding window: nothing else runs on this
     # tandem, so it holds while the page loads (the window is minutes long)

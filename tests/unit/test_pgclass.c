@@ -46,7 +46,7 @@ static const struct row rows[] = {
     {"WITH x AS (SELECT 1) SELECT * FROM x", R, 0, 0, 1},
     {"TABLE t", R, 0, 0, 1},
     {"VALUES (1), (2)", R, 0, 0, 1},
-    {"SELECT lo_get(16400)", R, 0, 0, 1},
+    {"SELECT lo_get(16400)", R, UN, 0, 1}, /* a large object's OID is the server's */
     {"SELECT * FROM \"we\"\"ird\" WHERE \"naïve\" = 'héllo'", R, 0, 0, 1},
     {"SELECT '\xe9t\xe9'", R, 0, 0, 1}, /* LATIN1 bytes, invalid UTF-8 */
     {"SELECT 1 LIMIT 1", R, 0, 0, 1},   /* no FROM: nothing to pick from */
@@ -92,7 +92,7 @@ static const struct row rows[] = {
     {"TRUNCATE t", W, 0, 0, 1},
     {"COPY t FROM STDIN", W, 0, 0, 1},
     {"COPY t (a, b) FROM STDIN WITH (FORMAT csv)", W, 0, 0, 1},
-    {"COPY t FROM PROGRAM 'cat /tmp/x'", W, 0, 0, 1},
+    {"COPY t FROM PROGRAM 'cat /tmp/x'", W, UN, 0, 1}, /* the server host's output */
     {"CALL p(1)", W, 0, 0, 1},
     {"DO $$BEGIN PERFORM 1; END$$", W, 0, 0, 1},
     {"LOCK TABLE t IN EXCLUSIVE MODE", W, LK, 0, 1},
@@ -106,14 +106,14 @@ static const struct row rows[] = {
     {"SELECT pg_advisory_lock(1)", W, LK, 0, 1},
     {"SELECT pg_try_advisory_xact_lock(1, 2)", W, LK, 0, 1},
     {"SELECT pg_advisory_unlock_all()", W, 0, 0, 1},
-    {"SELECT lo_create(0)", W, 0, 0, 1},
+    {"SELECT lo_create(0)", W, UN, 0, 1}, /* answers the new OID */
     {"SELECT id FROM t WHERE pg_try_advisory_lock(id) LIMIT 1", W, LK | UN, 0, 1},
 
     /* COPY TO */
     {"COPY t TO STDOUT", R, 0, 0, 1},
     {"COPY (SELECT * FROM t ORDER BY id) TO STDOUT", R, OB, 0, 1},
     {"COPY (DELETE FROM t RETURNING *) TO STDOUT", W, 0, 0, 1},
-    {"COPY t TO '/tmp/t.csv'", A, 0, 0, 1},
+    {"COPY t TO '/tmp/t.csv'", A, UN, 0, 1},
 
     /* session */
     {"SET search_path = a, b", S, 0, 0, 1},
@@ -230,6 +230,148 @@ static const struct row rows[] = {
     {"/* unterminated comment", W, PE, 0, 0},
     {"SELECT \x01\x02\x03", W, PE, 0, 0},
 };
+
+/* Why a difference is noise, and whether server-local input goes in. */
+#define NONE SHADOW_NOISE_NONE
+#define VOL SHADOW_NOISE_VOLATILE
+#define PHY SHADOW_NOISE_PHYSICAL
+#define LOC SHADOW_NOISE_SERVER_LOCAL
+
+struct reason_row {
+    const char *sql;
+    enum shadow_noise_reason reason;
+    bool local_input;
+};
+
+static const struct reason_row reason_rows[] = {
+    /* data: a difference is a finding */
+    {"SELECT a FROM t WHERE id = $1", NONE, false},
+    {"SELECT a FROM t WHERE id = 16384", NONE, false},
+    {"SELECT * FROM t WHERE ref_oid = '16384'", NONE, false}, /* a user column, whatever its name */
+    {"SELECT count(*) FROM t WHERE x > 1 ORDER BY 1", NONE, false},
+    {"SELECT pg_get_viewdef('v'::regclass)", NONE, false},    /* a name, resolved on each server */
+    {"SELECT 'v'::regclass", NONE, false},
+    {"SELECT tableoid::regclass, * FROM parent ORDER BY id", NONE, false},
+    {"SELECT has_table_privilege('t', 'select')", NONE, false},
+    {"SELECT pg_get_serial_sequence('t', 'id')", NONE, false},
+    {"SELECT xmin FROM (SELECT min(x) AS xmin FROM pts) s", NONE, false},
+    {"SELECT s.xmax FROM f() AS s(xmin, xmax)", NONE, false},
+    {"WITH b(xmin) AS (SELECT 1) SELECT xmin FROM b", NONE, false},
+    {"SELECT my_has_permission($1)", NONE, false},
+    {"UPDATE t SET a = now()", NONE, false},                 /* no rows to differ */
+    {"COPY t FROM STDIN", NONE, false},
+    {"COPY t TO STDOUT", NONE, false},
+
+    /* volatile */
+    {"SELECT now()", VOL, false},
+    {"SELECT random() FROM t", VOL, false},
+    {"SELECT nextval('s')", VOL, false},
+    {"SELECT 'now'::timestamptz", VOL, false},
+    {"SELECT * FROM t TABLESAMPLE SYSTEM (10)", VOL, false},
+    {"INSERT INTO t VALUES (now()) RETURNING *", VOL, false},
+
+    /* physical */
+    {"SELECT pg_relation_size('t')", PHY, false},
+    {"SELECT pg_database_size('app')", PHY, false},
+    {"SELECT pg_total_relation_size('t'), pg_indexes_size('t')", PHY, false},
+    {"SELECT brin_summarize_new_values('t_brin')", PHY, false},
+    {"SELECT brin_summarize_range('t_brin', 0)", PHY, false},
+    {"SELECT gin_clean_pending_list('t_gin'::regclass)", PHY, false},
+    {"SELECT pg_stat_get_numscans('t'::regclass)", PHY, false},
+    {"SELECT * FROM pg_stat_user_tables", PHY, false},
+    {"SELECT * FROM pg_catalog.pg_statio_user_indexes", PHY, false},
+    {"EXPLAIN SELECT * FROM t", PHY, false},
+    {"SELECT * FROM t LIMIT 10", PHY, false},
+    {"SELECT pg_column_size(a) FROM t ORDER BY id", PHY, false},
+
+    /* server_local: OIDs and reg* values the client brings */
+    {"SELECT pg_get_viewdef($1)", LOC, true},
+    {"SELECT pg_get_viewdef('16390'::oid, true)", LOC, true},
+    {"SELECT pg_catalog.pg_get_partkeydef(16390)", LOC, true},
+    {"SELECT pg_get_indexdef($1, 0, true)", LOC, true},
+    {"SELECT format_type(16401, NULL)", LOC, true},
+    {"SELECT obj_description($1::oid, 'pg_class')", LOC, true},
+    {"SELECT has_table_privilege(16384, 'select')", LOC, true},
+    {"SELECT '16384'::regclass", LOC, true},
+    {"SELECT $1::pg_catalog.regclass::text", LOC, true},
+    {"SELECT 'v'::regclass::oid", LOC, false},
+    {"SELECT CAST($1 AS oid)", LOC, true},
+    {"SELECT lo_get(16400)", LOC, true},
+    /* psql's \d, after it fetched the table's OID from the primary */
+    {"SELECT c.relchecks, c.relkind, c.relhasindex FROM pg_catalog.pg_class c "
+     "LEFT JOIN pg_catalog.pg_class tc ON (c.reltoastrelid = tc.oid) WHERE c.oid = '16384'",
+     LOC, false},
+    {"SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) FROM "
+     "pg_catalog.pg_attribute a WHERE a.attrelid = '16384' AND a.attnum > 0 ORDER BY a.attnum",
+     LOC, false},
+    {"SELECT oid FROM pg_type WHERE typname = 'hstore'", LOC, false},
+    {"SHOW work_mem", LOC, false},
+
+    /* server_local: system columns, transaction ids, LSNs, pids */
+    {"SELECT ctid, * FROM t", LOC, false},
+    {"SELECT xmin, xmax FROM t WHERE id = 1", LOC, false},
+    {"SELECT t.cmin FROM t", LOC, false},
+    {"SELECT tableoid, * FROM parent", LOC, false},
+    {"SELECT * FROM t WHERE xmin = $1", LOC, false},
+    {"SELECT txid_status($1)", LOC, true},
+    {"SELECT txid_status(1234)", LOC, true},
+    {"SELECT pg_xact_status($1::xid8)", LOC, true},
+    {"SELECT txid_current()", LOC, false},
+    {"SELECT pg_current_xact_id()", LOC, false},
+    {"SELECT pg_current_wal_lsn()", LOC, false},
+    {"SELECT pg_last_wal_replay_lsn()", LOC, false},
+    {"SELECT pg_wal_lsn_diff($1, '0/0')", LOC, true},
+    {"SELECT pg_backend_pid()", LOC, false},
+    {"SELECT now(), pg_backend_pid()", LOC, false}, /* the stronger reason wins */
+    {"SELECT version()", LOC, false},
+    {"SELECT lo_create(0)", LOC, false},
+
+    /* server_local: files on the server's host */
+    {"COPY t FROM '/var/lib/data/t.csv'", LOC, true},
+    {"COPY t FROM 'relative.csv' WITH (FORMAT csv)", LOC, true},
+    {"COPY t FROM PROGRAM 'cat /tmp/x'", LOC, true},
+    {"COPY t TO '/tmp/t.csv'", LOC, true},
+    {"SELECT pg_read_file('postmaster.pid')", LOC, true},
+    {"SELECT lo_import('/tmp/picture.png')", LOC, true},
+    {"SELECT * FROM pg_ls_dir('.')", LOC, true},
+    /* input without rows: local_input, no row to differ */
+    {"SELECT lo_unlink($1) INTO x", NONE, true},
+};
+
+static void
+test_noise_reasons(void **state)
+{
+    (void)state;
+    int bad = 0;
+    for (size_t i = 0; i < sizeof(reason_rows) / sizeof(reason_rows[0]); i++) {
+        const struct reason_row *r = &reason_rows[i];
+        struct pgclass_result res;
+        pgclass_classify(r->sql, NULL, &res);
+        if (res.parse_error || res.noise_reason != r->reason || res.local_input != r->local_input ||
+            res.unstable != (r->reason != SHADOW_NOISE_NONE)) {
+            fprintf(stderr, "row %zu %s: got %s local_input %d unstable %d, want %s %d\n", i,
+                    r->sql, shadow_noise_reason_name(res.noise_reason), res.local_input,
+                    res.unstable, shadow_noise_reason_name(r->reason), r->local_input);
+            bad++;
+        }
+    }
+    assert_int_equal(bad, 0);
+}
+
+/* Every statement of the main table: unstable exactly when a reason is given. */
+static void
+test_reason_iff_unstable(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct pgclass_result res;
+        pgclass_classify(rows[i].sql, NULL, &res);
+        if (res.unstable != (res.noise_reason != SHADOW_NOISE_NONE))
+            fprintf(stderr, "row %zu %s: unstable %d reason %s\n", i, rows[i].sql, res.unstable,
+                    shadow_noise_reason_name(res.noise_reason));
+        assert_int_equal(res.unstable, res.noise_reason != SHADOW_NOISE_NONE);
+    }
+}
 
 static unsigned
 flags_of(const struct pgclass_result *r)
@@ -465,6 +607,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
+        cmocka_unit_test(test_noise_reasons),
+        cmocka_unit_test(test_reason_iff_unstable),
         cmocka_unit_test(test_user_write_functions),
         cmocka_unit_test(test_ddl_flag),
         cmocka_unit_test(test_long_text),

@@ -197,7 +197,7 @@ record_pg(struct pgdesc *c, struct shadow_shard *sh, int slot, const char *sql, 
 {
     struct pgdesc_key k;
     bool described = pgdesc_describe(c, sql, strlen(sql), now, &k);
-    shadow_record(sh, slot, k.fingerprint, k.text, SHADOW_MATCH, MS, MS, NULL, NULL);
+    shadow_record(sh, slot, k.fingerprint, k.text, SHADOW_MATCH, SHADOW_NOISE_NONE, MS, MS, NULL, NULL);
     return described;
 }
 

@@ -607,6 +607,57 @@ test_compare_branches(void **state)
     }
 }
 
+/* The reason comes with the noise; a server-local input excuses only its own failures. */
+static void
+test_judge_reasons(void **state)
+{
+    (void)state;
+    struct pgdigest_result ok1 = result(1, false, "", false);
+    struct pgdigest_result ok2 = result(2, false, "", false);
+    struct pgdigest_result nofile = result(1, true, "58P01", false);
+    struct pgdigest_result future = result(1, true, "22023", false);
+    struct pgdigest_result nolo = result(1, true, "42704", false);
+    struct pgdigest_result notable = result(1, true, "42P01", false);
+    struct pgdigest_result denied = result(1, true, "42501", false);
+    struct pgdigest_result bad = result(1, false, "", true);
+    enum shadow_noise_reason why;
+
+    assert_int_equal(pgdigest_judge(&ok1, &ok2, SHADOW_NOISE_NONE, false, &why), SHADOW_MISMATCH);
+    assert_int_equal(why, SHADOW_NOISE_NONE);
+    assert_int_equal(pgdigest_judge(&ok1, &ok2, SHADOW_NOISE_PHYSICAL, false, &why), SHADOW_NOISE);
+    assert_int_equal(why, SHADOW_NOISE_PHYSICAL);
+    assert_int_equal(pgdigest_judge(&ok1, &ok2, SHADOW_NOISE_SERVER_LOCAL, true, &why),
+                     SHADOW_NOISE);
+    assert_int_equal(why, SHADOW_NOISE_SERVER_LOCAL);
+    assert_int_equal(pgdigest_judge(&ok1, &ok1, SHADOW_NOISE_SERVER_LOCAL, true, &why),
+                     SHADOW_MATCH);
+    assert_int_equal(why, SHADOW_NOISE_NONE);
+
+    /* the shadow failed: its own fault unless the input was the primary's */
+    for (int li = 0; li < 2; li++) {
+        enum shadow_outcome local = li ? SHADOW_NOISE : SHADOW_SHADOW_ERROR;
+        assert_int_equal(pgdigest_judge(&ok1, &nofile, SHADOW_NOISE_NONE, li, &why), local);
+        assert_int_equal(why, li ? SHADOW_NOISE_SERVER_LOCAL : SHADOW_NOISE_NONE);
+        assert_int_equal(pgdigest_judge(&ok1, &future, SHADOW_NOISE_SERVER_LOCAL, li, &why), local);
+        assert_int_equal(pgdigest_judge(&ok1, &nolo, SHADOW_NOISE_VOLATILE, li, &why), local);
+        assert_int_equal(why, li ? SHADOW_NOISE_SERVER_LOCAL : SHADOW_NOISE_NONE);
+        /* a missing table or a refused permission is the shadow's own */
+        assert_int_equal(pgdigest_judge(&ok1, &notable, SHADOW_NOISE_SERVER_LOCAL, li, &why),
+                         SHADOW_SHADOW_ERROR);
+        assert_int_equal(pgdigest_judge(&ok1, &denied, SHADOW_NOISE_SERVER_LOCAL, li, &why),
+                         SHADOW_SHADOW_ERROR);
+        assert_int_equal(why, SHADOW_NOISE_NONE);
+        /* the primary's failure, and broken answers, are never excused */
+        assert_int_equal(pgdigest_judge(&nofile, &ok1, SHADOW_NOISE_SERVER_LOCAL, li, &why),
+                         SHADOW_PRIMARY_ERROR);
+        assert_int_equal(pgdigest_judge(&ok1, &bad, SHADOW_NOISE_SERVER_LOCAL, li, &why),
+                         SHADOW_SHADOW_ERROR);
+        /* both failed alike: a match */
+        assert_int_equal(pgdigest_judge(&nofile, &nofile, SHADOW_NOISE_SERVER_LOCAL, li, &why),
+                         SHADOW_MATCH);
+    }
+}
+
 static void
 test_result_sets(void **state)
 {
@@ -1073,6 +1124,7 @@ main(void)
         cmocka_unit_test(test_every_split),
         cmocka_unit_test(test_block_boundaries),
         cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_judge_reasons),
         cmocka_unit_test(test_sample_text),
         cmocka_unit_test(test_sample_bound),
     };

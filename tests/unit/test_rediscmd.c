@@ -445,6 +445,59 @@ test_arity(void **state)
     assert_true(rediscmd_arity_ok(ping, 2));
 }
 
+/* Why a differing reply is noise, command by command. */
+static void
+test_noise_reasons(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *line;
+        enum shadow_noise_reason reason;
+    } rows[] = {
+        {"GET k", SHADOW_NOISE_NONE},
+        {"HGETALL h", SHADOW_NOISE_NONE},
+        {"DBSIZE", SHADOW_NOISE_NONE}, /* compared: a different key count is news */
+        {"TTL k", SHADOW_NOISE_NONE},  /* compared loosely instead */
+        {"RANDOMKEY", SHADOW_NOISE_VOLATILE},
+        {"SRANDMEMBER s 2", SHADOW_NOISE_VOLATILE},
+        {"SPOP s", SHADOW_NOISE_VOLATILE},
+        {"HRANDFIELD h", SHADOW_NOISE_VOLATILE},
+        {"TIME", SHADOW_NOISE_VOLATILE},
+        {"XADD s * f v", SHADOW_NOISE_VOLATILE},
+        {"OBJECT ENCODING k", SHADOW_NOISE_PHYSICAL},
+        {"object idletime k", SHADOW_NOISE_PHYSICAL},
+        {"OBJECT FREQ k", SHADOW_NOISE_PHYSICAL},
+        {"MEMORY USAGE k", SHADOW_NOISE_PHYSICAL},
+        {"DEBUG OBJECT k", SHADOW_NOISE_PHYSICAL},
+        {"DUMP k", SHADOW_NOISE_PHYSICAL},
+        {"SCAN 0", SHADOW_NOISE_PHYSICAL},
+        {"SSCAN s 0", SHADOW_NOISE_PHYSICAL},
+        {"HSCAN h 0 COUNT 10", SHADOW_NOISE_PHYSICAL},
+        {"ZSCAN z 0", SHADOW_NOISE_PHYSICAL},
+        {"INFO", SHADOW_NOISE_SERVER_LOCAL},
+        {"INFO memory", SHADOW_NOISE_SERVER_LOCAL},
+        {"CLIENT ID", SHADOW_NOISE_SERVER_LOCAL},
+        {"CLIENT LIST", SHADOW_NOISE_SERVER_LOCAL},
+        {"CLIENT INFO", SHADOW_NOISE_SERVER_LOCAL},
+        {"LASTSAVE", SHADOW_NOISE_SERVER_LOCAL},
+        {"WAIT 1 0", SHADOW_NOISE_SERVER_LOCAL},
+        {"PUBLISH c m", SHADOW_NOISE_SERVER_LOCAL},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        enum shadow_noise_reason r = rediscmd_noise_reason(flags_of(rows[i].line));
+        if (r != rows[i].reason)
+            fail_msg("%s: %s, want %s", rows[i].line, shadow_noise_reason_name(r),
+                     shadow_noise_reason_name(rows[i].reason));
+    }
+    /* a reason flag never comes without NONDET: the table says why, not whether */
+    size_t n;
+    const struct rediscmd *t = rediscmd_table(&n);
+    for (size_t i = 0; i < n; i++)
+        if ((t[i].flags & (REDISCMD_LOCAL | REDISCMD_PHYSICAL)) && !(t[i].flags & REDISCMD_NONDET))
+            fail_msg("%s: a reason without nondeterministic", t[i].name);
+    assert_int_equal(rediscmd_noise_reason(0), SHADOW_NOISE_NONE);
+}
+
 static void
 test_flag_names(void **state)
 {
@@ -453,6 +506,8 @@ test_flag_names(void **state)
     assert_string_equal(rediscmd_flag_name(REDISCMD_NO_MIRROR), "no_mirror");
     assert_string_equal(rediscmd_flag_name(REDISCMD_UNORDERED), "unordered_reply");
     assert_string_equal(rediscmd_flag_name(REDISCMD_TTL_REPLY), "ttl_reply");
+    assert_string_equal(rediscmd_flag_name(REDISCMD_LOCAL), "server_local");
+    assert_string_equal(rediscmd_flag_name(REDISCMD_PHYSICAL), "physical");
     assert_null(rediscmd_flag_name(0));
     assert_null(rediscmd_flag_name(REDISCMD_READ | REDISCMD_WRITE));
 }
@@ -471,6 +526,7 @@ main(void)
         cmocka_unit_test(test_digest_modes),
         cmocka_unit_test(test_arity),
         cmocka_unit_test(test_flag_names),
+        cmocka_unit_test(test_noise_reasons),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -153,10 +153,10 @@ writer_main(void *arg)
         snprintf(sum, sizeof(sum), "row %d", i);
         if (i % 2 == 0)
             shadow_record(w->shard, w->slot, keys[i / 2 % 4].id, keys[i / 2 % 4].text, o,
-                          (uint64_t)(i % 100 + 1) * 10000, (uint64_t)(i % 50 + 1) * 20000, sum,
+                          SHADOW_NOISE_NONE, (uint64_t)(i % 100 + 1) * 10000, (uint64_t)(i % 50 + 1) * 20000, sum,
                           "other");
         else
-            shadow_record(w->shard, w->slot, 42, "GET", o, 1 * MS, 2 * MS, sum, "x");
+            shadow_record(w->shard, w->slot, 42, "GET", o, SHADOW_NOISE_NONE, 1 * MS, 2 * MS, sum, "x");
         if (i % 1000 == 0) {
             shadow_set_lag(w->shard, w->slot, (double)i / 1000);
             shadow_count_dropped(w->shard, w->slot, SHADOW_DROP_QUEUE_FULL, 1);
@@ -255,10 +255,10 @@ test_undescribed_is_other(void **state)
     struct shadow_listener_stats st;
 
     assert_non_null(sh);
-    shadow_record(sh, slot, 5, "select $1", SHADOW_MATCH, MS, MS, NULL, NULL);
+    shadow_record(sh, slot, 5, "select $1", SHADOW_MATCH, SHADOW_NOISE_NONE, MS, MS, NULL, NULL);
     /* no key text: the caller could not describe it; key_id is ignored */
-    shadow_record(sh, slot, 5, NULL, SHADOW_MATCH, MS, MS, NULL, NULL);
-    shadow_record(sh, slot, 6, NULL, SHADOW_MISMATCH, MS, MS, "a", "b");
+    shadow_record(sh, slot, 5, NULL, SHADOW_MATCH, SHADOW_NOISE_NONE, MS, MS, NULL, NULL);
+    shadow_record(sh, slot, 6, NULL, SHADOW_MISMATCH, SHADOW_NOISE_NONE, MS, MS, "a", "b");
     st = stats(slot);
     assert_int_equal(st.statements_undescribed, 2);
     assert_int_equal(st.statements_evicted, 0);
@@ -292,11 +292,11 @@ test_table_bound_and_other(void **state)
     assert_non_null(sh);
     for (int i = 0; i < SHADOW_MAX_STATEMENTS + 10; i++) {
         snprintf(name, sizeof(name), "CMD%d", i);
-        shadow_record(sh, slot, 1000 + (uint64_t)i, name, SHADOW_MATCH, MS, MS, NULL, NULL);
+        shadow_record(sh, slot, 1000 + (uint64_t)i, name, SHADOW_MATCH, SHADOW_NOISE_NONE, MS, MS, NULL, NULL);
     }
     /* a known key still has its entry; a refused one stays refused */
-    shadow_record(sh, slot, 1000, "CMD0", SHADOW_MISMATCH, MS, MS, "a", "b");
-    shadow_record(sh, slot, 1000 + SHADOW_MAX_STATEMENTS, "x", SHADOW_MISMATCH, MS, MS, "a", "b");
+    shadow_record(sh, slot, 1000, "CMD0", SHADOW_MISMATCH, SHADOW_NOISE_NONE, MS, MS, "a", "b");
+    shadow_record(sh, slot, 1000 + SHADOW_MAX_STATEMENTS, "x", SHADOW_MISMATCH, SHADOW_NOISE_NONE, MS, MS, "a", "b");
 
     struct shadow_listener_stats st = stats(slot);
     assert_int_equal(st.statements_evicted, 11);
@@ -336,10 +336,10 @@ test_window_expiry(void **state)
     /* start at a slot boundary so "60 s" is exactly 12 slots */
     __atomic_store_n(&fake_now, (fake_clock() / (5 * SEC) + 1) * 5 * SEC, __ATOMIC_RELAXED);
     for (int i = 0; i < 3; i++)
-        shadow_record(sh, slot, 1, "GET", SHADOW_MATCH, MS, MS, NULL, NULL);
-    shadow_record(sh, slot, 1, "GET", SHADOW_MISMATCH, MS, MS, NULL, NULL);
-    shadow_record(sh, slot, 1, "GET", SHADOW_SHADOW_ERROR, MS, 0, NULL, NULL);
-    shadow_record(sh, slot, 1, "GET", SHADOW_NOISE, MS, MS, NULL, NULL);
+        shadow_record(sh, slot, 1, "GET", SHADOW_MATCH, SHADOW_NOISE_NONE, MS, MS, NULL, NULL);
+    shadow_record(sh, slot, 1, "GET", SHADOW_MISMATCH, SHADOW_NOISE_NONE, MS, MS, NULL, NULL);
+    shadow_record(sh, slot, 1, "GET", SHADOW_SHADOW_ERROR, SHADOW_NOISE_NONE, MS, 0, NULL, NULL);
+    shadow_record(sh, slot, 1, "GET", SHADOW_NOISE, SHADOW_NOISE_NONE, MS, MS, NULL, NULL);
     st = stats(slot);
     assert_true(st.validation_success_ratio == 0.75); /* noise and errors do not count */
     assert_int_equal(st.window_outcomes[SHADOW_SHADOW_ERROR], 1);
@@ -347,7 +347,7 @@ test_window_expiry(void **state)
 
     /* 61 s later: gone from a 60 s window, still in the 5 min one */
     advance(61 * SEC);
-    shadow_record(sh, slot, 1, "GET", SHADOW_MATCH, MS, MS, NULL, NULL);
+    shadow_record(sh, slot, 1, "GET", SHADOW_MATCH, SHADOW_NOISE_NONE, MS, MS, NULL, NULL);
     assert_int_equal(shadow_listener_stats(slot, 60, &st), 0);
     assert_int_equal(st.window_outcomes[SHADOW_MATCH], 1);
     assert_true(st.validation_success_ratio == 1.0);
@@ -362,7 +362,7 @@ test_window_expiry(void **state)
     assert_true(st.validation_success_ratio == 1.0);
 
     /* reusing the first slot resets it, not adds to it */
-    shadow_record(sh, slot, 1, "GET", SHADOW_MISMATCH, MS, MS, NULL, NULL);
+    shadow_record(sh, slot, 1, "GET", SHADOW_MISMATCH, SHADOW_NOISE_NONE, MS, MS, NULL, NULL);
     st = stats(slot);
     assert_int_equal(st.window_outcomes[SHADOW_MISMATCH], 1);
     assert_int_equal(st.window_outcomes[SHADOW_MATCH], 1);
@@ -398,11 +398,11 @@ test_latency_ratios(void **state)
     /* 1 ms falls in (0.8, 1] ms, 2 ms in (1.6, 2] ms: interpolated p50s are
      * 0.9 ms and 1.8 ms, whatever the shard */
     for (int i = 0; i < 50; i++) {
-        shadow_record(a, slot, 7, "q", SHADOW_MATCH, 1 * MS, 2 * MS, NULL, NULL);
-        shadow_record(b, slot, 7, "q", SHADOW_MATCH, 1 * MS, 2 * MS, NULL, NULL);
+        shadow_record(a, slot, 7, "q", SHADOW_MATCH, SHADOW_NOISE_NONE, 1 * MS, 2 * MS, NULL, NULL);
+        shadow_record(b, slot, 7, "q", SHADOW_MATCH, SHADOW_NOISE_NONE, 1 * MS, 2 * MS, NULL, NULL);
     }
     /* as slow, but too few samples for "slowest" */
-    shadow_record(a, slot, 8, "rare", SHADOW_MATCH, 1 * MS, 2 * MS, NULL, NULL);
+    shadow_record(a, slot, 8, "rare", SHADOW_MATCH, SHADOW_NOISE_NONE, 1 * MS, 2 * MS, NULL, NULL);
     st = stats(slot);
     assert_true(fabs(st.primary_p50_seconds - 0.0009) < 1e-12);
     assert_true(fabs(st.shadow_p50_seconds - 0.0018) < 1e-12);
@@ -427,7 +427,7 @@ test_latency_ratios(void **state)
 
     /* beyond the last bound: the +Inf bucket answers 10 s */
     int slot2 = metric_slot_listener("lat-inf");
-    shadow_record(a, slot2, 1, "slow", SHADOW_MATCH, 1 * MS, 60 * SEC, NULL, NULL);
+    shadow_record(a, slot2, 1, "slow", SHADOW_MATCH, SHADOW_NOISE_NONE, 1 * MS, 60 * SEC, NULL, NULL);
     st = stats(slot2);
     assert_true(st.shadow_p50_seconds == 10.0);
 }
@@ -448,14 +448,14 @@ test_sample_ring(void **state)
         snprintf(p, sizeof(p), "p%d", i);
         snprintf(s, sizeof(s), "s%d", i);
         /* alternate shards: the report merges them in record order */
-        shadow_record(i % 2 ? b : a, slot, 2, "SET", SHADOW_MISMATCH, MS, MS, p, s);
+        shadow_record(i % 2 ? b : a, slot, 2, "SET", SHADOW_MISMATCH, SHADOW_NOISE_NONE, MS, MS, p, s);
     }
     for (int i = 0; i < SHADOW_OTHER_SAMPLES + 4; i++)
-        shadow_record(a, slot, 3, "RANDOMKEY", SHADOW_NOISE, MS, MS, "n", "n");
+        shadow_record(a, slot, 3, "RANDOMKEY", SHADOW_NOISE, SHADOW_NOISE_NONE, MS, MS, "n", "n");
     /* never a sample: match, timeout, dropped */
-    shadow_record(a, slot, 1, "MATCHED", SHADOW_MATCH, MS, MS, "never", "kept");
-    shadow_record(b, slot, 1, "MATCHED", SHADOW_SHADOW_TIMEOUT, MS, 0, "never", "kept");
-    shadow_record(b, slot, 1, "MATCHED", SHADOW_DROPPED, MS, 0, "never", "kept");
+    shadow_record(a, slot, 1, "MATCHED", SHADOW_MATCH, SHADOW_NOISE_NONE, MS, MS, "never", "kept");
+    shadow_record(b, slot, 1, "MATCHED", SHADOW_SHADOW_TIMEOUT, SHADOW_NOISE_NONE, MS, 0, "never", "kept");
+    shadow_record(b, slot, 1, "MATCHED", SHADOW_DROPPED, SHADOW_NOISE_NONE, MS, 0, "never", "kept");
 
     json_t *rep = report(0);
     json_t *samples = json_object_get(rep, "samples");
@@ -495,7 +495,7 @@ test_summary_cut_and_utf8(void **state)
         big[i + 1] = (char)0xa9;
     }
     big[2800] = 0;
-    shadow_record(sh, slot, 9, "bad \xff key", SHADOW_MISMATCH, MS, MS, big, "\xc3(\xff ok");
+    shadow_record(sh, slot, 9, "bad \xff key", SHADOW_MISMATCH, SHADOW_NOISE_NONE, MS, MS, big, "\xc3(\xff ok");
 
     json_t *rep = report(0);
     json_t *x = nth_in(json_object_get(rep, "samples"), "utf8", 0);
@@ -508,7 +508,7 @@ test_summary_cut_and_utf8(void **state)
     json_decref(rep);
 
     /* a key's text is cut likewise, at SHADOW_KEY_TEXT_MAX - 1 bytes */
-    shadow_record(sh, slot, 10, big, SHADOW_MISMATCH, MS, MS, "a", "b");
+    shadow_record(sh, slot, 10, big, SHADOW_MISMATCH, SHADOW_NOISE_NONE, MS, MS, "a", "b");
     rep = report(0);
     x = nth_in(json_object_get(rep, "samples"), "utf8", 0);
     const char *text = json_string_value(json_object_get(x, "statement"));
@@ -550,7 +550,7 @@ test_gauges(void **state)
     /* out-of-range slots are ignored */
     shadow_set_lag(a, -1, 9);
     shadow_set_diverged(METRIC_MAX_LISTENERS);
-    shadow_record(a, METRIC_MAX_LISTENERS, 1, "x", SHADOW_MATCH, MS, MS, NULL, NULL);
+    shadow_record(a, METRIC_MAX_LISTENERS, 1, "x", SHADOW_MATCH, SHADOW_NOISE_NONE, MS, MS, NULL, NULL);
     assert_int_equal(shadow_listener_stats(-1, 0, &st), -1);
     assert_string_equal(shadow_drop_reason_name(SHADOW_DROP_QUEUE_FULL), "queue_full");
     assert_string_equal(shadow_drop_reason_name(SHADOW_DROP_IDENTITY), "identity");
@@ -613,8 +613,8 @@ test_prometheus_text(void **state)
 
     assert_non_null(sh);
     for (int i = 0; i < 3; i++)
-        shadow_record(sh, slot, 1, "GET", SHADOW_MATCH, 300 * 1000, 20 * SEC, NULL, NULL);
-    shadow_record(sh, slot, 1, "GET", SHADOW_MISMATCH, 30 * 1000, 2 * MS, NULL, NULL);
+        shadow_record(sh, slot, 1, "GET", SHADOW_MATCH, SHADOW_NOISE_NONE, 300 * 1000, 20 * SEC, NULL, NULL);
+    shadow_record(sh, slot, 1, "GET", SHADOW_MISMATCH, SHADOW_NOISE_NONE, 30 * 1000, 2 * MS, NULL, NULL);
     shadow_set_queue_bytes(12345);
 
     text = render(&len);
@@ -675,7 +675,7 @@ test_json_shape(void **state)
     assert_non_null(sh);
     for (int i = 0; i < 20; i++)
         shadow_record(sh, slot, 0x0123456789abcdefull, "SELECT * FROM shape WHERE id = $1",
-                      i == 0 ? SHADOW_MISMATCH : SHADOW_MATCH, 2 * MS, 3 * MS,
+                      i == 0 ? SHADOW_MISMATCH : SHADOW_MATCH, SHADOW_NOISE_NONE, 2 * MS, 3 * MS,
                       "SELECT 1 | (7,a)", "SELECT 1 | (7,b)");
 
     json_t *rep = report(0);
@@ -718,11 +718,98 @@ test_json_shape(void **state)
     json_decref(rep);
 }
 
+/* Noise by reason: per listener (since boot and in the window), per
+ * statement, in samples and in Prometheus; a reason never leaks into another
+ * outcome, and a reasonless noise counts as volatile. */
+static void
+test_noise_reasons(void **state)
+{
+    (void)state;
+    int slot = metric_slot_listener("why");
+    struct shadow_shard *sh = shadow_shard_new();
+
+    assert_non_null(sh);
+    for (int i = 0; i < 3; i++)
+        shadow_record(sh, slot, 1, "SELECT pg_get_viewdef($1)", SHADOW_NOISE,
+                      SHADOW_NOISE_SERVER_LOCAL, MS, MS, "a", "(null)");
+    shadow_record(sh, slot, 2, "SELECT brin_summarize_new_values($1)", SHADOW_NOISE,
+                  SHADOW_NOISE_PHYSICAL, MS, MS, "0", "2");
+    shadow_record(sh, slot, 2, "SELECT brin_summarize_new_values($1)", SHADOW_MATCH,
+                  SHADOW_NOISE_PHYSICAL, MS, MS, NULL, NULL);
+    shadow_record(sh, slot, 3, "RANDOMKEY", SHADOW_NOISE, SHADOW_NOISE_NONE, MS, MS, "a", "b");
+    shadow_record(sh, slot, 4, "GET", SHADOW_MISMATCH, SHADOW_NOISE_IGNORED, MS, MS, "a", "b");
+    shadow_record(sh, slot, 5, "SELECT $1", SHADOW_NOISE, SHADOW_NOISE_IGNORED, MS, MS, "a", "b");
+
+    struct shadow_listener_stats st = stats(slot);
+    assert_int_equal(st.outcomes[SHADOW_NOISE], 6);
+    assert_int_equal(st.noise[SHADOW_NOISE_SERVER_LOCAL], 3);
+    assert_int_equal(st.noise[SHADOW_NOISE_PHYSICAL], 1);
+    assert_int_equal(st.noise[SHADOW_NOISE_VOLATILE], 1);
+    assert_int_equal(st.noise[SHADOW_NOISE_IGNORED], 1);
+    assert_int_equal(st.noise[SHADOW_NOISE_NONE], 0);
+    assert_int_equal(st.window_noise[SHADOW_NOISE_SERVER_LOCAL], 3);
+    assert_int_equal(st.outcomes[SHADOW_MISMATCH], 1);
+
+    size_t len;
+    char *text = render(&len);
+    assert_non_null(strstr(text, "# TYPE tandem_shadow_noise_total counter\n"));
+    assert_non_null(strstr(text, "tandem_shadow_noise_total{listener=\"why\",reason=\"server_local\"} 3\n"));
+    assert_non_null(strstr(text, "tandem_shadow_noise_total{listener=\"why\",reason=\"physical\"} 1\n"));
+    assert_non_null(strstr(text, "tandem_shadow_noise_total{listener=\"why\",reason=\"volatile\"} 1\n"));
+    assert_non_null(strstr(text, "tandem_shadow_noise_total{listener=\"why\",reason=\"ignored\"} 1\n"));
+    assert_null(strstr(text, "reason=\"none\""));
+    /* the existing series are unchanged */
+    assert_non_null(strstr(text, "tandem_shadow_operations_total{listener=\"why\",outcome=\"noise\"} 6\n"));
+    free(text);
+
+    json_t *rep = report(0);
+    json_t *l = find_listener(rep, "why");
+    assert_int_equal(jint(json_object_get(l, "noise"), "server_local"), 3);
+    assert_int_equal(jint(json_object_get(l, "window_noise"), "physical"), 1);
+    assert_null(json_object_get(json_object_get(l, "noise"), "none"));
+    json_t *stmts = json_object_get(rep, "statements"), *v;
+    size_t i;
+    int seen = 0;
+    json_array_foreach(stmts, i, v) {
+        if (strcmp(json_string_value(json_object_get(v, "listener")), "why") != 0)
+            continue;
+        json_t *n = json_object_get(v, "noise");
+        const char *stmt = json_string_value(json_object_get(v, "statement"));
+        if (strcmp(stmt, "SELECT pg_get_viewdef($1)") == 0) {
+            assert_int_equal(jint(n, "server_local"), 3);
+            assert_int_equal(jint(n, "volatile"), 0);
+            seen++;
+        } else if (strcmp(stmt, "SELECT brin_summarize_new_values($1)") == 0) {
+            assert_int_equal(jint(n, "physical"), 1);
+            assert_int_equal(jint(json_object_get(v, "count"), "match"), 1);
+            seen++;
+        } else if (strcmp(stmt, "GET") == 0) {
+            assert_int_equal(jint(n, "ignored"), 0); /* a mismatch has no reason */
+            seen++;
+        }
+    }
+    assert_int_equal(seen, 3);
+    json_array_foreach(json_object_get(rep, "samples"), i, v) {
+        if (strcmp(json_string_value(json_object_get(v, "listener")), "why") != 0)
+            continue;
+        const char *o = json_string_value(json_object_get(v, "outcome"));
+        json_t *r = json_object_get(v, "reason");
+        if (strcmp(o, "noise") == 0)
+            assert_true(json_is_string(r));
+        else
+            assert_true(json_is_null(r));
+    }
+    json_t *newest = nth_in(json_object_get(rep, "samples"), "why", 0);
+    assert_string_equal(json_string_value(json_object_get(newest, "reason")), "ignored");
+    json_decref(rep);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_concurrent_shards),
+        cmocka_unit_test(test_noise_reasons),
         cmocka_unit_test(test_undescribed_is_other),
         cmocka_unit_test(test_table_bound_and_other),
         cmocka_unit_test(test_window_expiry),
