@@ -983,6 +983,36 @@ test_teardown_kill_while_draining(void **state)
     peer_expect_eof(&shadow);
 }
 
+/*
+ * The client leaves while its write is still held (the primary has not
+ * answered): the primary may have run it, so it goes to the shadow anyway
+ * (orphan: released by force), and the session drains until the shadow
+ * answered it.
+ */
+static void
+test_teardown_releases_held_write(void **state)
+{
+    (void)state;
+    open_session(1, 0);
+    peer_send(&client, "W1\n");
+    peer_expect(&primary, "W1\n");
+    assert_int_equal(cur->base.mirror.nheld, 1);
+    peer_quiet(&shadow);
+
+    peer_close(&client);
+    peer_expect(&shadow, "W1\n");
+    assert_non_null(cur);
+    assert_int_equal(cur->base.state, SESSION_SHADOW_DRAIN);
+    assert_int_equal(cur->base.mirror.nheld, 0);
+    peer_expect_eof(&primary);
+
+    peer_send(&shadow, "OK W1\n");
+    assert_true(WAIT_FOR(cur == NULL));
+    assert_int_equal(tally.records, 1);
+    assert_int_equal(tally.owed, 0);
+    peer_expect_eof(&shadow);
+}
+
 /* session_kill of an active session: told why (close_with SHUTDOWN), freed at once. */
 static void
 test_kill_active_session(void **state)
@@ -1074,6 +1104,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_detached_session_closed_at_flip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_teardown_drains_shadow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_teardown_kill_while_draining, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_teardown_releases_held_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_active_session, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_stops_reading_primary, setup, teardown),
     };
