@@ -342,7 +342,7 @@ stub_destroy(struct session *s)
 {
     mirror_release_all(&s->mirror);
     tally.destroyed++;
-    if (&cur->base == s)
+    if (cur != NULL && &cur->base == s)
         cur = NULL;
     free(s);
 }
