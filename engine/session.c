@@ -783,6 +783,10 @@ session_cutover_check(struct session *s, int *listener_slot)
         int ready = s->mirror.state == MIRROR_OFF || s->mirror.state == MIRROR_DETACHED
                         ? -1
                         : s->ops->swap_ready(s);
+        /* whatever the plug-in says: a write still held or unanswered by the shadow would
+         * reach the old primary a second time once it is the mirrored side */
+        if (ready > 0 && (s->mirror.nheld > 0 || mirror_busy(&s->mirror)))
+            ready = 0;
         if (ready < 0 && s->ops->idle(s)) {
             s->ops->close_with(s, SESSION_CLOSE_CUTOVER,
                                "the primary changed (cutover) and this session has no "
