@@ -1214,9 +1214,11 @@ server_handshake(struct pg_session *s)
     return 1;
 }
 
+/* The primary's bytes (the engine read them): the TLS answer, authentication, or answers. */
 static void
-server_input(struct pg_session *s)
+server_input(struct session *base)
 {
+    struct pg_session *s = (struct pg_session *)base;
     struct evbuffer *in = s->base.server.in;
 
     if (s->base.state == PGS_SERVER_TLS_ASK) {
@@ -1276,18 +1278,6 @@ static void
 op_client_input(struct session *base)
 {
     client_input((struct pg_session *)base);
-}
-
-static void
-op_server_input(struct session *base)
-{
-    server_input((struct pg_session *)base);
-}
-
-static void
-op_shadow_input(struct session *base)
-{
-    pg_shadow_input((struct pg_session *)base);
 }
 
 static void
@@ -1462,9 +1452,9 @@ static const struct session_ops pg_session_ops = {
     .connect_failed = op_connect_failed,
     .server_connected = op_server_connected,
     .server_handshake = op_server_handshake,
-    .server_input = op_server_input,
+    .server_input = server_input,
     .server_lost = op_server_lost,
-    .shadow_input = op_shadow_input,
+    .shadow_input = pg_shadow_input,
     .timer = op_timer,
     .client_wanted = op_client_wanted,
     .server_closed = op_server_closed,

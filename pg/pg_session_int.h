@@ -186,7 +186,7 @@ void pg_count_backend(struct pg_session *s, const struct rt_backend *b,
 extern const struct mirror_ops pg_mirror_ops;
 void pg_shadow_start(struct pg_session *s);
 /* the shadow connection's input (the engine read it): digest, compare, forward a routed answer */
-void pg_shadow_input(struct pg_session *s);
+void pg_shadow_input(struct session *base);
 void pg_shadow_release(struct pg_session *s);
 struct pg_unit *pg_unit_begin(struct pg_session *s, const struct pgclass_result *first);
 void pg_unit_add(struct pg_session *s, const struct pgclass_result *cls);

@@ -1328,8 +1328,9 @@ shadow_message(struct pg_session *s, const struct pgw_header *h, size_t avail)
 
 /* pg_shadow_input - read the shadow's answers: digest the current unit's, count ReadyForQuery. */
 void
-pg_shadow_input(struct pg_session *s)
+pg_shadow_input(struct session *base)
 {
+    struct pg_session *s = (struct pg_session *)base;
     struct pg_shadow *sh = &s->shadow;
     struct evbuffer *in = s->base.shadow_conn.in;
     struct pgw_header h;

@@ -1006,12 +1006,6 @@ op_shadow_connected(struct session *base)
 }
 
 static void
-op_shadow_input(struct session *base)
-{
-    redis_shadow_input((struct redis_session *)base);
-}
-
-static void
 op_server_lost(struct session *base, enum conn_io io)
 {
     struct redis_session *s = (struct redis_session *)base;
@@ -1193,7 +1187,7 @@ static const struct session_ops redis_session_ops = {
     .server_input = op_server_input,
     .server_lost = op_server_lost,
     .shadow_connected = op_shadow_connected,
-    .shadow_input = op_shadow_input,
+    .shadow_input = redis_shadow_input,
     .timer = op_timer,
     .client_wanted = op_client_wanted,
     .leaving = op_leaving,

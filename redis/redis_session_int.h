@@ -267,7 +267,7 @@ void redis_shadow_start(struct redis_session *s);
 /* the shadow connection's connect is done */
 void redis_shadow_connected(struct redis_session *s);
 /* the shadow connection's input (the engine read it): frame, digest, forward a routed answer */
-void redis_shadow_input(struct redis_session *s);
+void redis_shadow_input(struct session *base);
 void redis_shadow_release(struct redis_session *s);
 /* a command was read: decide whether it is mirrored; bytes are its request */
 void redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,

@@ -711,8 +711,9 @@ replay_refused(struct redis_session *s, const struct redis_unit *u,
 
 /* redis_shadow_input - read the shadow's replies: frame them, digest the last one of each unit. */
 void
-redis_shadow_input(struct redis_session *s)
+redis_shadow_input(struct session *base)
 {
+    struct redis_session *s = (struct redis_session *)base;
     struct redis_shadow *sh = &s->shadow;
     struct evbuffer *in = s->base.shadow_conn.in;
 
