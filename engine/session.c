@@ -637,6 +637,42 @@ shadow_detach(struct session *s, const char *why)
                   session_clock(s));
 }
 
+int
+session_connect_shadow(struct session *s)
+{
+    s->mirror.state = MIRROR_CONNECTING; /* so a failure is counted */
+    int rc = session_connect(&s->shadow_conn, s->w->base, s->shadow_be, session_on_shadow, s);
+    if (rc < 0) {
+        char why[200];
+        snprintf(why, sizeof(why), "connect: %s", strerror(errno));
+        session_count_backend(s, s->shadow_be, METRIC_B_CONNECT_FAILURES, 1);
+        shadow_detach(s, why);
+        return -1;
+    }
+    s->shadow_open = 1;
+    s->shadow_connect_ns = session_clock(s);
+    return rc;
+}
+
+int
+session_shadow_tick(struct session *s, uint64_t now_ns, uint64_t *lag_ns)
+{
+    uint64_t connect_ns = (uint64_t)s->rt->conf->limits.connect_timeout_ms * 1000000ull;
+
+    *lag_ns = 0;
+    if (s->mirror.state == MIRROR_OFF)
+        return 0;
+    /* a plug-in that logs in through its own library (libpq) times its connect itself */
+    if (s->mirror.state == MIRROR_CONNECTING && s->ops->shadow_connected != NULL &&
+        s->shadow_connect_ns != 0 && now_ns - s->shadow_connect_ns > connect_ns) {
+        session_count_backend(s, s->shadow_be, METRIC_B_CONNECT_FAILURES, 1);
+        shadow_detach(s, "connect timeout");
+        return 1;
+    }
+    return mirror_tick(&s->mirror, now_ns, (uint64_t)s->lis->conf->mirror.timeout_ms * 1000000ull,
+                       lag_ns);
+}
+
 static void
 shadow_connect_done(struct session *s)
 {
@@ -755,6 +791,27 @@ session_drain(struct session *s)
     session_settle(s);
 }
 
+/*
+ * Whether s may trade its connections now: -1 never (no shadow connection),
+ * 0 not yet, 1 now.  Both sides must be idle: a write still held or
+ * unanswered by the shadow would reach the old primary a second time once
+ * it is the mirrored side, and bytes in flight on either connection belong
+ * to the role it has now.  Then the plug-in's part (ops->swap_ready).
+ */
+static int
+swap_ready(struct session *s)
+{
+    const struct mirror *m = &s->mirror;
+
+    if (m->state == MIRROR_OFF || m->state == MIRROR_DETACHED)
+        return -1;
+    if (m->state != MIRROR_READY || !s->shadow_open || s->outstanding > 0 || s->routed != NULL ||
+        m->head != NULL || mirror_busy(m) || evbuffer_get_length(s->server.out) > 0 ||
+        evbuffer_get_length(s->server.in) > 0 || evbuffer_get_length(s->shadow_conn.in) > 0)
+        return 0;
+    return s->ops->swap_ready(s);
+}
+
 int
 session_cutover_check(struct session *s, int *listener_slot)
 {
@@ -779,14 +836,7 @@ session_cutover_check(struct session *s, int *listener_slot)
         return s->ops->writes_owed(s);
     }
     if ((int)s->swapped != want) {
-        /* no shadow connection: the session can never swap, only close */
-        int ready = s->mirror.state == MIRROR_OFF || s->mirror.state == MIRROR_DETACHED
-                        ? -1
-                        : s->ops->swap_ready(s);
-        /* whatever the plug-in says: a write still held or unanswered by the shadow would
-         * reach the old primary a second time once it is the mirrored side */
-        if (ready > 0 && (s->mirror.nheld > 0 || mirror_busy(&s->mirror)))
-            ready = 0;
+        int ready = swap_ready(s);
         if (ready < 0 && s->ops->idle(s)) {
             s->ops->close_with(s, SESSION_CLOSE_CUTOVER,
                                "the primary changed (cutover) and this session has no "

@@ -110,19 +110,16 @@ struct session_ops {
      */
     void (*close_with)(struct session *s, enum session_close why, const char *msg);
     /*
-     * The worker's periodic look: detach a shadow that timed out (never
-     * free).  *lag_ns: age of the oldest unanswered mirror.  Returns 1 when
-     * the shadow is detached.
-     */
-    int (*shadow_tick)(struct session *s, uint64_t now_ns, uint64_t *lag_ns);
-    /*
      * Cutover and rollback (control/cutover.h).  NULL swap_ready: the
      * protocol does not take part (its listeners are not cut over).
      *   writes_owed - paused: 1 while a write of the session is unacknowledged
      *                 by either side, or a transaction is open
-     *   swap_ready  - asked only while the session has a shadow connection:
-     *                 1 when it may answer the client now, 0 not yet, -1
-     *                 never (one the client may not use)
+     *   swap_ready  - asked only once both connections are idle (nothing
+     *                 unanswered, unsent or half read, the mirror queue
+     *                 empty, no routed read: the engine checks that): 1
+     *                 when the shadow may answer the client now, 0 not yet
+     *                 (the plug-in's own framing or transaction), -1 never
+     *                 (a connection the client may not use)
      *   swap        - the engine just traded server and shadow_conn (and
      *                 will swap be and shadow_be): the plug-in trades what
      *                 it keeps per side and points its shadow side at the
@@ -183,6 +180,7 @@ struct session {
     uint32_t outstanding;         /* units sent and not yet answered by the primary */
     struct mirror_unit *routed;   /* the read the shadow answers for the client (split), NULL none */
     uint64_t now_ns;              /* this event's clock reading; 0: not read yet (session_clock) */
+    uint64_t shadow_connect_ns;   /* when session_connect_shadow started (its deadline) */
     struct mirror mirror;         /* the units in order, and the mirror queue (mirror.h) */
 };
 
@@ -236,6 +234,24 @@ struct session *session_new(size_t size, const struct session_ops *ops,
  * it cannot be.
  */
 void session_connect_backend(struct session *s);
+
+/*
+ * session_connect_shadow - open shadow_conn to s->shadow_be, the mirror
+ * MIRROR_CONNECTING from now (mirror_open first).  0: connected already,
+ * the caller sends what waited (as ops->shadow_connected would); 1: in
+ * progress, ops->shadow_connected runs from its event, and
+ * session_shadow_tick detaches it past connect_timeout_ms; -1: failed,
+ * counted, the shadow detached.
+ */
+int session_connect_shadow(struct session *s);
+
+/*
+ * session_shadow_tick - the worker's periodic look at a session's shadow:
+ * a connect past its deadline or a mirror unanswered past the listener's
+ * mirror timeout detaches it (never frees).  *lag_ns: the age of the
+ * oldest unanswered mirror.  1 when the shadow is detached now.
+ */
+int session_shadow_tick(struct session *s, uint64_t now_ns, uint64_t *lag_ns);
 
 /*
  * session_on_shadow - the handler of the shadow connection, for every

@@ -256,7 +256,7 @@ on_tick(evutil_socket_t fd, short what, void *arg)
         uint64_t l = 0;
         int slot = s->lis->metric_slot;
         s->now_ns = 0; /* an entry point: the session's clock is read afresh */
-        int det = s->ops->shadow_tick(s, now, &l);
+        int det = session_shadow_tick(s, now, &l);
         if (slot < 0 || slot >= METRIC_MAX_LISTENERS)
             continue;
         if (l > lag[slot])

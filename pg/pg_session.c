@@ -283,9 +283,11 @@ forward_cancel(struct pg_session *s, uint32_t pid, uint32_t key)
 /* ------------------------------------------------------------------ */
 /* Connecting to the primary.                                          */
 
+/* The primary could not be reached or refused TLS: a connection_failure error to the client. */
 static void
-backend_failed(struct pg_session *s, const char *why)
+backend_failed(struct session *base, const char *why)
 {
+    struct pg_session *s = (struct pg_session *)base;
     char msg[512];
     snprintf(msg, sizeof(msg), "could not connect to backend \"%s\" at %s: %s", s->base.be->conf->name,
              s->base.be->addr_text, why);
@@ -330,12 +332,6 @@ op_server_connected(struct session *base)
         return;
     }
     send_startup(s);
-}
-
-static void
-op_connect_failed(struct session *base, const char *why)
-{
-    backend_failed((struct pg_session *)base, why);
 }
 
 /* ------------------------------------------------------------------ */
@@ -962,8 +958,10 @@ client_active(struct pg_session *s)
 }
 
 static void
-client_input(struct pg_session *s)
+client_input(struct session *base)
 {
+    struct pg_session *s = (struct pg_session *)base;
+
     for (;;) {
         switch (s->base.state) {
         case PGS_STARTUP:
@@ -1207,7 +1205,7 @@ server_handshake(struct pg_session *s)
     if (io == CONN_AGAIN)
         return 0;
     if (io != CONN_OK) {
-        backend_failed(s, s->base.server.tls_error[0] ? s->base.server.tls_error : "TLS handshake failed");
+        backend_failed(&s->base, s->base.server.tls_error[0] ? s->base.server.tls_error : "TLS handshake failed");
         return 0;
     }
     send_startup(s);
@@ -1226,18 +1224,18 @@ server_input(struct session *base)
         if (evbuffer_remove(in, &answer, 1) != 1)
             return;
         if (answer != 'S') {
-            backend_failed(s, "the server does not accept TLS");
+            backend_failed(&s->base, "the server does not accept TLS");
             return;
         }
         if (evbuffer_get_length(in) > 0) {
-            backend_failed(s, "unencrypted data after the TLS answer");
+            backend_failed(&s->base, "unencrypted data after the TLS answer");
             return;
         }
         const struct conf_backend *cb = s->base.be->conf;
         const char *name = cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host;
         if (conn_start_tls(&s->base.server, s->base.be->tls, 0, name,
                            cb->tls == CONF_TLS_VERIFY_FULL ? name : NULL) != 0) {
-            backend_failed(s, s->base.server.tls_error);
+            backend_failed(&s->base, s->base.server.tls_error);
             return;
         }
         session_set_state(&s->base, PGS_SERVER_TLS);
@@ -1275,12 +1273,6 @@ op_client_handshake(struct session *base, short *what)
 }
 
 static void
-op_client_input(struct session *base)
-{
-    client_input((struct pg_session *)base);
-}
-
-static void
 op_server_lost(struct session *base, enum conn_io io)
 {
     struct pg_session *s = (struct pg_session *)base;
@@ -1292,7 +1284,7 @@ op_server_lost(struct session *base, enum conn_io io)
         return;
     }
     if (s->base.state < PGS_AUTH || (s->base.state == PGS_AUTH && !s->logged_in)) {
-        backend_failed(s, io == CONN_EOF ? "the server closed the connection"
+        backend_failed(&s->base, io == CONN_EOF ? "the server closed the connection"
                                          : (s->base.server.tls_error[0] ? s->base.server.tls_error
                                                                    : strerror(errno)));
         return;
@@ -1321,7 +1313,7 @@ op_timer(struct session *base)
     case PGS_CONNECTING:
     case PGS_SERVER_TLS_ASK:
     case PGS_SERVER_TLS:
-        backend_failed(s, "timeout");
+        backend_failed(&s->base, "timeout");
         break;
     case PGS_STARTUP:
     case PGS_CLIENT_TLS:
@@ -1393,23 +1385,6 @@ op_close_with(struct session *base, enum session_close why, const char *msg)
     fail((struct pg_session *)base, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN, msg);
 }
 
-static void
-op_orphan(struct session *base)
-{
-    pg_shadow_orphan((struct pg_session *)base);
-}
-
-static int
-op_shadow_tick(struct session *base, uint64_t now_ns, uint64_t *lag_ns)
-{
-    struct pg_session *s = (struct pg_session *)base;
-    *lag_ns = 0;
-    if (s->base.mirror.state == MIRROR_OFF)
-        return 0;
-    pg_shadow_tick(s, now_ns, lag_ns);
-    return pg_shadow_is_detached(s);
-}
-
 /* Cutover: a unit that is no read, unanswered by either side, or an open transaction. */
 static int
 op_writes_owed(struct session *base)
@@ -1418,14 +1393,12 @@ op_writes_owed(struct session *base)
     return s->tx_open || s->tx_status != 'I' || pg_shadow_writes_owed(s);
 }
 
-/* 1: idle, and the shadow may take over; 0: not yet; -1: never (no shadow connection). */
+/* The engine found both sides idle: 1 when no transaction or unit is open either. */
 static int
 op_swap_ready(struct session *base)
 {
     struct pg_session *s = (struct pg_session *)base;
-    if (s->base.outstanding > 0 || s->unit_open || s->tx_open || s->tx_status != 'I' ||
-        s->base.routed != NULL || s->server_frame.skip > 0 ||
-        evbuffer_get_length(s->base.server.out) > 0)
+    if (s->unit_open || s->tx_open || s->tx_status != 'I' || s->server_frame.skip > 0)
         return 0;
     return pg_shadow_swap_ready(s);
 }
@@ -1448,8 +1421,8 @@ static const struct session_ops pg_session_ops = {
     .protocol = "postgres",
     .phase_name = op_phase_name,
     .client_handshake = op_client_handshake,
-    .client_input = op_client_input,
-    .connect_failed = op_connect_failed,
+    .client_input = client_input,
+    .connect_failed = backend_failed,
     .server_connected = op_server_connected,
     .server_handshake = op_server_handshake,
     .server_input = server_input,
@@ -1459,11 +1432,10 @@ static const struct session_ops pg_session_ops = {
     .client_wanted = op_client_wanted,
     .server_closed = op_server_closed,
     .leaving = op_leaving,
-    .orphan = op_orphan,
+    .orphan = pg_shadow_orphan,
     .destroy = op_destroy,
     .idle = op_idle,
     .close_with = op_close_with,
-    .shadow_tick = op_shadow_tick,
     .writes_owed = op_writes_owed,
     .swap_ready = op_swap_ready,
     .swap = op_swap,

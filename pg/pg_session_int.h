@@ -199,12 +199,9 @@ void pg_shadow_primary_message(struct pg_session *s, uint8_t type, struct evbuff
                                size_t offset, size_t body_len);
 void pg_shadow_primary_ready(struct pg_session *s);
 void pg_shadow_primary_copy_in(struct pg_session *s);
-void pg_shadow_tick(struct pg_session *s, uint64_t now, uint64_t *lag_ns);
 int pg_shadow_wants_whole(const struct pg_session *s);
 void pg_shadow_parsed(struct pg_session *s, struct pgstmt *st);
-int pg_shadow_is_detached(const struct pg_session *s);
-int pg_shadow_busy(const struct pg_session *s);
-void pg_shadow_orphan(struct pg_session *s);
+void pg_shadow_orphan(struct session *base);
 int pg_unit_route(struct pg_session *s);
 int pg_shadow_swap_ready(struct pg_session *s);
 int pg_shadow_writes_owed(const struct pg_session *s);

@@ -1360,17 +1360,6 @@ pg_shadow_input(struct session *base)
     }
 }
 
-/*
- * pg_shadow_tick - periodic check from the worker: a shadow that has not
- * answered its oldest unit within the timeout is detached.  *lag_ns gets
- * the age of the oldest unanswered mirror.
- */
-void
-pg_shadow_tick(struct pg_session *s, uint64_t now, uint64_t *lag_ns)
-{
-    mirror_tick(&s->base.mirror, now, (uint64_t)mirror_conf(s)->timeout_ms * 1000000ull, lag_ns);
-}
-
 /* pg_shadow_release - at session end: close the shadow, forget every unit. */
 void
 pg_shadow_release(struct pg_session *s)
@@ -1415,21 +1404,20 @@ sync_one(struct pgstmt *st, void *arg)
 }
 
 /*
- * pg_shadow_swap_ready - 1 when the shadow may become the primary now:
- * logged in, owing nothing, and holding every statement the client
- * prepared.  Statements it lacks (prepared in units it never saw) are sent
- * now, as a unit of ours; then 0 until it answered.  -1: no shadow
- * connection to swap to.
+ * pg_shadow_swap_ready - 1 when the shadow may become the primary now (the
+ * engine found it idle, owing nothing): logged in as the client, and
+ * holding every statement the client prepared.  Statements it lacks
+ * (prepared in units it never saw) are sent now, as a unit of ours; then 0
+ * until it answered.  -1: logged in as tandem's user instead.
  */
 int
 pg_shadow_swap_ready(struct pg_session *s)
 {
     struct pg_shadow *sh = &s->shadow;
     /* logged in as tandem's user: the client would get that login's rights (SET ROLE NONE) */
-    if (s->base.mirror.state == MIRROR_OFF || s->base.mirror.state == MIRROR_DETACHED || sh->as_role)
+    if (sh->as_role)
         return -1;
-    if (s->base.mirror.state != MIRROR_READY || !s->base.shadow_open || pg_shadow_busy(s) ||
-        s->base.mirror.head != NULL || sh->frame.skip > 0)
+    if (sh->frame.skip > 0)
         return 0;
     struct sync_ctx ctx = {.s = s, .out = evbuffer_new()};
     if (ctx.out == NULL)
@@ -1488,13 +1476,6 @@ pg_shadow_writes_owed(const struct pg_session *s)
     return mirror_writes_owed(&s->base.mirror);
 }
 
-/* pg_shadow_busy - the shadow still owes answers (or has bytes still to send). */
-int
-pg_shadow_busy(const struct pg_session *s)
-{
-    return mirror_busy(&s->base.mirror);
-}
-
 /*
  * pg_shadow_orphan - the client left: no primary answer will come for
  * units still waiting on it, and the unit being built will never close.
@@ -1502,8 +1483,10 @@ pg_shadow_busy(const struct pg_session *s)
  * ended on the primary) but not compared.
  */
 void
-pg_shadow_orphan(struct pg_session *s)
+pg_shadow_orphan(struct session *base)
 {
+    struct pg_session *s = (struct pg_session *)base;
+
     if (s->building) {
         s->building->base.closed = 1;
         s->building->base.shadow_done = 1;
@@ -1520,10 +1503,4 @@ pg_shadow_orphan(struct pg_session *s)
     s->copy_mirror = 0;
     /* the primary may have run them before the client left: best keep the shadow alike */
     mirror_orphan(&s->base.mirror, session_now_ns());
-}
-
-int
-pg_shadow_is_detached(const struct pg_session *s)
-{
-    return s->base.mirror.state == MIRROR_DETACHED;
 }

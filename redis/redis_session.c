@@ -316,9 +316,11 @@ op_client_wanted(struct session *base)
 /* ------------------------------------------------------------------ */
 /* Connecting to the primary.                                          */
 
+/* The primary could not be reached: every request waiting gets the error. */
 static void
-backend_failed(struct redis_session *s, const char *why)
+backend_failed(struct session *base, const char *why)
 {
+    struct redis_session *s = (struct redis_session *)base;
     char msg[512];
     snprintf(msg, sizeof(msg), "ERR tandem: could not connect to backend \"%s\" at %s: %s",
              s->base.be->conf->name, s->base.be->addr_text, why);
@@ -326,7 +328,7 @@ backend_failed(struct redis_session *s, const char *why)
     fail_all(s, METRIC_ERR_BACKEND_UNREACHABLE, msg);
 }
 
-static void client_input(struct redis_session *s);
+static void client_input(struct session *base);
 
 static void
 op_server_connected(struct session *base)
@@ -336,13 +338,7 @@ op_server_connected(struct session *base)
     s->base.server_ready = 1;
     session_set_state(&s->base, SESSION_ACTIVE);
     slog(s, CONF_LOG_DEBUG, "connected to \"%s\"", s->base.be->conf->name);
-    client_input(s); /* bytes that arrived while connecting were framed already */
-}
-
-static void
-op_connect_failed(struct session *base, const char *why)
-{
-    backend_failed((struct redis_session *)base, why);
+    client_input(base); /* bytes that arrived while connecting were framed already */
 }
 
 /* ------------------------------------------------------------------ */
@@ -753,8 +749,9 @@ forward(struct redis_session *s, size_t n)
  * stays in client.in until the read is answered or the cutover is over.
  */
 static void
-client_input(struct redis_session *s)
+client_input(struct session *base)
 {
+    struct redis_session *s = (struct redis_session *)base;
     struct evbuffer *in = s->base.client.in;
 
     for (;;) {
@@ -984,25 +981,13 @@ server_input(struct redis_session *s)
 /* The connections' events (the engine reads and writes the sockets).  */
 
 static void
-op_client_input(struct session *base)
-{
-    client_input((struct redis_session *)base);
-}
-
-static void
 op_server_input(struct session *base)
 {
     struct redis_session *s = (struct redis_session *)base;
     server_input(s);
     /* replies drained the backlog: requests held back may go now */
     if (s->base.state == SESSION_ACTIVE && evbuffer_get_length(s->base.client.in) >= s->client_need)
-        client_input(s);
-}
-
-static void
-op_shadow_connected(struct session *base)
-{
-    redis_shadow_connected((struct redis_session *)base);
+        client_input(base);
 }
 
 static void
@@ -1026,7 +1011,7 @@ op_server_lost(struct session *base, enum conn_io io)
 static void
 op_timer(struct session *base)
 {
-    backend_failed((struct redis_session *)base, "timeout");
+    backend_failed(base, "timeout");
 }
 
 /* ------------------------------------------------------------------ */
@@ -1110,22 +1095,6 @@ op_close_with(struct session *base, enum session_close why, const char *msg)
     session_close(&s->base);
 }
 
-static void
-op_orphan(struct session *base)
-{
-    redis_shadow_orphan((struct redis_session *)base);
-}
-
-static int
-op_shadow_tick(struct session *base, uint64_t now_ns, uint64_t *lag_ns)
-{
-    struct redis_session *s = (struct redis_session *)base;
-    *lag_ns = 0;
-    if (s->base.mirror.state == MIRROR_OFF)
-        return 0;
-    return redis_shadow_tick(s, now_ns, lag_ns);
-}
-
 /* Cutover: a write unanswered by either side, or a MULTI open. */
 static int
 op_writes_owed(struct session *base)
@@ -1151,9 +1120,7 @@ op_swap_ready(struct session *base)
     struct redis_session *s = (struct redis_session *)base;
     if (login_lost(s))
         return -1;
-    if (s->base.outstanding > 0 || s->base.mirror.pcur != NULL || s->in_multi || s->watching ||
-        s->base.routed != NULL || s->reply_open || evbuffer_get_length(s->base.server.out) > 0 ||
-        evbuffer_get_length(s->base.server.in) > 0)
+    if (s->in_multi || s->watching || s->reply_open)
         return 0;
     return redis_shadow_swap_ready(s);
 }
@@ -1181,21 +1148,20 @@ op_swap(struct session *base)
 static const struct session_ops redis_session_ops = {
     .protocol = "redis",
     .phase_name = op_phase_name,
-    .client_input = op_client_input,
-    .connect_failed = op_connect_failed,
+    .client_input = client_input,
+    .connect_failed = backend_failed,
     .server_connected = op_server_connected,
     .server_input = op_server_input,
     .server_lost = op_server_lost,
-    .shadow_connected = op_shadow_connected,
+    .shadow_connected = redis_shadow_connected,
     .shadow_input = redis_shadow_input,
     .timer = op_timer,
     .client_wanted = op_client_wanted,
     .leaving = op_leaving,
-    .orphan = op_orphan,
+    .orphan = redis_shadow_orphan,
     .destroy = op_destroy,
     .idle = op_idle,
     .close_with = op_close_with,
-    .shadow_tick = op_shadow_tick,
     .writes_owed = op_writes_owed,
     .swap_ready = op_swap_ready,
     .swap = op_swap,

@@ -195,7 +195,6 @@ struct redis_shadow {
     enum rs_login login;         /* the connection's login after what conn.out holds */
     struct resp_reader reader;
     uint32_t replies_left;       /* of scur's replies, including the one being read */
-    uint64_t connect_ns;         /* when the connect started */
     struct evbuffer *tx_buf;     /* the open MULTI's commands, until EXEC or DISCARD */
     uint32_t tx_cmds;            /* commands in tx_buf, MULTI included */
 };
@@ -265,7 +264,7 @@ void redis_session_route_lost(struct redis_session *s);
 extern const struct mirror_ops redis_mirror_ops;
 void redis_shadow_start(struct redis_session *s);
 /* the shadow connection's connect is done */
-void redis_shadow_connected(struct redis_session *s);
+void redis_shadow_connected(struct session *base);
 /* the shadow connection's input (the engine read it): frame, digest, forward a routed answer */
 void redis_shadow_input(struct session *base);
 void redis_shadow_release(struct redis_session *s);
@@ -276,14 +275,12 @@ void redis_shadow_command(struct redis_session *s, struct redis_unit *u, const u
 void redis_shadow_flush(struct redis_session *s);
 void redis_shadow_idle(struct redis_session *s);
 void redis_shadow_record(struct redis_session *s, struct redis_unit *u);
-int redis_shadow_tick(struct redis_session *s, uint64_t now, uint64_t *lag_ns);
-int redis_shadow_busy(const struct redis_session *s);
 int redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
                        size_t len);
 int redis_shadow_writes_owed(const struct redis_session *s);
 int redis_shadow_swap_ready(const struct redis_session *s);
 void redis_shadow_swap(struct redis_session *s);
-void redis_shadow_orphan(struct redis_session *s);
+void redis_shadow_orphan(struct session *base);
 /* the client's login cannot be followed on the shadow: the session is mirrored no more */
 void redis_shadow_identity_lost(struct redis_session *s, const char *why);
 void redis_keep_sample(uint8_t *sample, uint16_t *have, const uint8_t *p, size_t n);

@@ -634,7 +634,6 @@ void
 redis_shadow_start(struct redis_session *s)
 {
     struct redis_shadow *sh = &s->shadow;
-    const struct rt_backend *b = s->base.shadow_be;
 
     if (s->base.mirror.state == MIRROR_OFF) {
         if (sh->tx_buf == NULL && (sh->tx_buf = evbuffer_new()) == NULL)
@@ -642,17 +641,9 @@ redis_shadow_start(struct redis_session *s)
         if (mirror_open(&s->base.mirror) != 0)
             return;
     }
-    s->base.mirror.state = MIRROR_CONNECTING; /* so a failure is counted */
-    int rc = session_connect(&s->base.shadow_conn, s->base.w->base, b, session_on_shadow, &s->base);
-    if (rc < 0) {
-        char why[200];
-        snprintf(why, sizeof(why), "connect: %s", strerror(errno));
-        count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
-        detach(s, SHADOW_SHADOW_ERROR, why);
+    int rc = session_connect_shadow(&s->base);
+    if (rc < 0)
         return;
-    }
-    s->base.shadow_open = 1;
-    sh->connect_ns = session_now_ns();
     sh->reply_open = 0;
     sh->replies_left = 0;
 
@@ -669,13 +660,14 @@ redis_shadow_start(struct redis_session *s)
         replay(s, 3, (const char *const[]){"CLIENT", "SETNAME", s->client_name});
 
     if (rc == 0)
-        redis_shadow_connected(s);
+        redis_shadow_connected(&s->base);
 }
 
 /* redis_shadow_connected - the connect is done: send what waited for it. */
 void
-redis_shadow_connected(struct redis_session *s)
+redis_shadow_connected(struct session *base)
 {
+    struct redis_session *s = (struct redis_session *)base;
     uint64_t now = session_now_ns();
 
     s->base.mirror.state = MIRROR_READY;
@@ -785,25 +777,6 @@ redis_shadow_idle(struct redis_session *s)
 }
 
 /*
- * redis_shadow_tick - periodic check from the worker: a shadow that has
- * not connected within connect_timeout, or not answered its oldest unit
- * within the mirror timeout, is detached.  *lag_ns gets that unit's age.
- * Returns 1 when the session's shadow is detached.
- */
-int
-redis_shadow_tick(struct redis_session *s, uint64_t now, uint64_t *lag_ns)
-{
-    *lag_ns = 0;
-    if (s->base.mirror.state == MIRROR_CONNECTING &&
-        now - s->shadow.connect_ns > (uint64_t)s->base.rt->conf->limits.connect_timeout_ms * 1000000ull) {
-        count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
-        detach(s, SHADOW_SHADOW_ERROR, "connect timeout");
-        return 1;
-    }
-    return mirror_tick(&s->base.mirror, now, (uint64_t)mirror_conf(s)->timeout_ms * 1000000ull, lag_ns);
-}
-
-/*
  * redis_shadow_route - mode split: the shadow answers u, a read just
  * appended while the client awaits nothing else.  Its request joins the
  * shadow's queue (sent by the next redis_shadow_flush); at the read sample
@@ -843,19 +816,14 @@ redis_shadow_writes_owed(const struct redis_session *s)
 
 /*
  * redis_shadow_swap_ready - 1 when the shadow connection may become the
- * primary's: connected, owing nothing, nothing queued or half read.  -1:
- * there is no shadow connection to swap to.
+ * primary's (the engine found it idle, owing nothing): no reply half read
+ * and no replayed state waiting to be sent.
  */
 int
 redis_shadow_swap_ready(const struct redis_session *s)
 {
     const struct redis_shadow *sh = &s->shadow;
-    const struct mirror *m = &s->base.mirror;
-    if (m->state == MIRROR_OFF || m->state == MIRROR_DETACHED)
-        return -1;
-    return m->state == MIRROR_READY && s->base.shadow_open && !mirror_busy(m) && m->nheld == 0 &&
-           !sh->reply_open && m->head == NULL && evbuffer_get_length(s->base.shadow_conn.in) == 0 &&
-           evbuffer_get_length(sh->tx_buf) == 0;
+    return !sh->reply_open && evbuffer_get_length(sh->tx_buf) == 0;
 }
 
 /*
@@ -871,21 +839,15 @@ redis_shadow_swap(struct redis_session *s)
     mirror_attached(&s->base.mirror);
 }
 
-/* redis_shadow_busy - the shadow still owes answers (or has bytes still to send). */
-int
-redis_shadow_busy(const struct redis_session *s)
-{
-    return mirror_busy(&s->base.mirror);
-}
-
 /*
  * redis_shadow_orphan - the client left: no primary answer will come for
  * units still waiting on it.  The primary may have run them anyway, so
  * their mirrors are sent (not compared); an open MULTI never ran.
  */
 void
-redis_shadow_orphan(struct redis_session *s)
+redis_shadow_orphan(struct session *base)
 {
+    struct redis_session *s = (struct redis_session *)base;
     for (struct mirror_unit *mu = s->base.mirror.head; mu; mu = mu->next) {
         struct redis_unit *u = redis_unit_of(mu);
         if (!mu->primary_done) {
