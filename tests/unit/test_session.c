@@ -670,6 +670,8 @@ group_setup(void **state)
     primary_lfd = listen_any(&pa);
     shadow_lfd = listen_any(&sa);
     snprintf(text, sizeof(text),
+             /* a connect deadline apart from the mirror timeout (5 s), so a test can tell them */
+             "limits { connect_timeout 2s; }\n"
              "backend blue { address 127.0.0.1:%d; }\n"
              "backend green { address 127.0.0.1:%d; }\n"
              "listener stub { listen 127.0.0.1:1; protocol redis; primary blue; shadow green;\n"
@@ -1074,6 +1076,90 @@ test_backpressure_stops_reading_primary(void **state)
     assert_null(cur);
 }
 
+/*
+ * The worker's periodic look (session_shadow_tick): a shadow that has not
+ * answered a mirror within the listener's mirror timeout is detached, what
+ * it owed counted as dropped; the lag it reports is that mirror's age.  The
+ * client never notices: its next request is answered by the primary alone.
+ */
+static void
+test_shadow_timeout_detaches(void **state)
+{
+    (void)state;
+    uint64_t lag = 0, timeout_ns = (uint64_t)lis->conf->mirror.timeout_ms * 1000000ull;
+
+    open_session(1, 0);
+    peer_send(&client, "W1\n");
+    peer_expect(&primary, "W1\n");
+    peer_send(&primary, "OK W1\n");
+    peer_expect(&client, "OK W1\n");
+    peer_expect(&shadow, "W1\n"); /* and the shadow never answers */
+
+    uint64_t sent = cur->base.mirror.scur->shadow_sent_ns;
+    assert_int_equal(session_shadow_tick(&cur->base, sent + timeout_ns / 2, &lag), 0);
+    assert_int_equal(lag, timeout_ns / 2);
+    assert_int_equal(tally.detaches, 0);
+
+    assert_int_equal(session_shadow_tick(&cur->base, sent + timeout_ns + 1, &lag), 1);
+    assert_int_equal(cur->base.mirror.state, MIRROR_DETACHED);
+    assert_int_equal(tally.detaches, 1);
+    assert_int_equal(tally.owed, 1);
+    peer_expect_eof(&shadow);
+
+    /* detached, the session goes on with the primary; the tick reports no lag */
+    peer_send(&client, "W2\n");
+    peer_expect(&primary, "W2\n");
+    peer_send(&primary, "OK W2\n");
+    peer_expect(&client, "OK W2\n");
+    assert_int_equal(session_shadow_tick(&cur->base, sent + 2 * timeout_ns, &lag), 1);
+    assert_int_equal(lag, 0);
+
+    session_kill(&cur->base);
+    assert_null(cur);
+}
+
+/*
+ * A shadow connect still in flight past connect_timeout is given up by
+ * the same look (counted as a connect failure, the shadow detached); the
+ * session keeps its primary and serves the client.
+ */
+static void
+test_shadow_connect_deadline(void **state)
+{
+    (void)state;
+    int sv[2];
+    uint64_t lag;
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    client.fd = sv[0];
+    stub_accept(sv[1]); /* nothing pumped yet: both connects are in flight */
+    assert_int_equal(cur->base.mirror.state, MIRROR_CONNECTING);
+    uint64_t started = cur->base.shadow_connect_ns;
+    assert_true(started != 0);
+    uint64_t deadline = started + (uint64_t)rt->conf->limits.connect_timeout_ms * 1000000ull;
+
+    assert_int_equal(session_shadow_tick(&cur->base, deadline, &lag), 0);
+    assert_int_equal(cur->base.mirror.state, MIRROR_CONNECTING);
+    assert_int_equal(session_shadow_tick(&cur->base, deadline + 1, &lag), 1);
+    assert_int_equal(cur->base.mirror.state, MIRROR_DETACHED);
+    assert_int_equal(tally.detaches, 1);
+    assert_false(cur->base.shadow_open);
+
+    peer_accept(&primary, primary_lfd);
+    assert_true(WAIT_FOR(cur->base.state == SESSION_ACTIVE));
+    peer_send(&client, "W1\n");
+    peer_expect(&primary, "W1\n");
+    peer_send(&primary, "OK W1\n");
+    peer_expect(&client, "OK W1\n");
+    /* the shadow's listener may hold the abandoned connect in its backlog: take and drop it */
+    int fd = accept4(shadow_lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0)
+        close(fd);
+
+    session_kill(&cur->base);
+    assert_null(cur);
+}
+
 int
 main(void)
 {
@@ -1086,6 +1172,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_teardown_releases_held_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_active_session, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_stops_reading_primary, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shadow_timeout_detaches, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shadow_connect_deadline, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
