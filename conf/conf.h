@@ -136,6 +136,7 @@ struct conf_compare {
     size_t nignore_columns;
     char (*ignore_fingerprints)[17];       /* statement fingerprints (hex) counted as noise */
     size_t nignore_fingerprints;
+    uint32_t confirm_per_second;           /* re-checks of mismatching reads; 0: none (default 20) */
 };
 
 /*

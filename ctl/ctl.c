@@ -620,13 +620,14 @@ print_report(json_t *rep)
 
     printf("shadow-diff report, %s, window %ss\n\n", jtext(rep, "generated_at", b[0], 64),
            jtext(rep, "window_seconds", b[1], 64));
-    struct table t = {.ncols = 11};
-    table_add(&t, "LISTENER", "MATCH", "MISMATCH", "NOISE", "SHADOW_ERR", "PRIMARY_ERR",
-              "TIMEOUT", "DROPPED", "VALIDATION", "SHADOW/PRIMARY", "LAG");
+    struct table t = {.ncols = 12};
+    table_add(&t, "LISTENER", "MATCH", "MISMATCH", "TRANSIENT", "NOISE", "SHADOW_ERR",
+              "PRIMARY_ERR", "TIMEOUT", "DROPPED", "VALIDATION", "SHADOW/PRIMARY", "LAG");
     json_array_foreach(json_object_get(rep, "listeners"), i, l) {
         json_t *o = json_object_get(l, "outcomes");
         table_add(&t, jtext(l, "name", b[0], 64), jtext(o, "match", b[1], 64),
-                  jtext(o, "mismatch", b[2], 64), jtext(o, "noise", b[3], 64),
+                  jtext(o, "mismatch", b[2], 64), jtext(o, "transient", b[11], 64),
+                  jtext(o, "noise", b[3], 64),
                   jtext(o, "shadow_error", b[4], 64), jtext(o, "primary_error", b[5], 64),
                   jtext(o, "shadow_timeout", b[6], 64), jtext(o, "dropped", b[7], 64),
                   jfmt(l, "validation_success_ratio", "%.2f%%", 100, b[8], 64),

@@ -343,9 +343,33 @@ worker_join(struct worker *w)
 }
 
 void
+worker_job_add(struct worker *w, struct worker_job *job)
+{
+    job->prev = NULL;
+    job->next = w->jobs;
+    if (w->jobs)
+        w->jobs->prev = job;
+    w->jobs = job;
+}
+
+void
+worker_job_remove(struct worker *w, struct worker_job *job)
+{
+    if (job->prev)
+        job->prev->next = job->next;
+    else
+        w->jobs = job->next;
+    if (job->next)
+        job->next->prev = job->prev;
+    job->prev = job->next = NULL;
+}
+
+void
 worker_release(struct worker *w)
 {
     listener_close_all(w);
+    while (w->jobs) /* their events belong to the base freed below */
+        w->jobs->cancel(w->jobs);
     if (w->notify)
         event_free(w->notify);
     if (w->tick)

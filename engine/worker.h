@@ -32,6 +32,16 @@ struct pgcache;
 struct pgdesc;
 struct shadow_shard;
 
+/*
+ * Work of a plug-in's that outlives the session it came from (a re-check
+ * of a comparison), on the worker's event base: the worker cancels what is
+ * left of it when it ends.  cancel frees the job (worker_job_remove first).
+ */
+struct worker_job {
+    struct worker_job *prev, *next;
+    void (*cancel)(struct worker_job *job);
+};
+
 struct worker {
     int id;
     pthread_t thread;
@@ -46,6 +56,7 @@ struct worker {
     struct wlistener *listeners; /* open listening sockets, by address */
     struct session *sessions;    /* every protocol's, doubly linked, for drain and quit */
     unsigned nsessions;
+    struct worker_job *jobs;     /* doubly linked */
     uint64_t next_conn_id;
     struct worker_wrr {           /* this worker's read rotation per listener slot */
         uint32_t version;         /* control_weights_version() it was built from */
@@ -63,6 +74,9 @@ struct worker {
 
     uint8_t scratch[WORKER_SCRATCH_SIZE];
 };
+
+void worker_job_add(struct worker *w, struct worker_job *job);
+void worker_job_remove(struct worker *w, struct worker_job *job);
 
 /* worker_init - create the base and notify event; no thread yet. */
 int worker_init(struct worker *w, int id, struct runtime *rt);

@@ -46,6 +46,8 @@
       "Client sessions whose shadow is detached now")                                              \
     X(DROPPED, "tandem_shadow_mirror_dropped_total", "counter",                                    \
       "Mirrors discarded without comparison, by reason")                                           \
+    X(RECHECKS, "tandem_shadow_rechecks_total", "counter",                                         \
+      "Mismatching reads run again on both backends to confirm them, by result")                   \
     X(EVICTED, "tandem_shadow_statements_evicted_total", "counter",                                \
       "Comparisons counted under statement \"other\" because the statement table was full")
 
@@ -69,6 +71,12 @@ static const char *const side_names[SHADOW_SIDE__COUNT] = {"primary", "shadow"};
 static const char *const drop_names[] = {
 #define X(id, name) name,
     SHADOW_DROP_REASONS(X)
+#undef X
+};
+
+static const char *const recheck_names[] = {
+#define X(id, name) name,
+    SHADOW_RECHECK_RESULTS(X)
 #undef X
 };
 
@@ -113,6 +121,7 @@ struct lis {
     struct hist lat[SHADOW_SIDE__COUNT];
     struct win_slot win[SHADOW_WINDOW_SLOTS];
     uint64_t dropped[SHADOW_DROP__COUNT];
+    uint64_t rechecks[SHADOW_RECHECK__COUNT];
     uint64_t evicted;
     uint64_t undescribed;
     struct stmt other;
@@ -574,6 +583,20 @@ shadow_set_detached(struct shadow_shard *sh, int slot, uint64_t sessions)
 }
 
 void
+shadow_count_recheck(struct shadow_shard *sh, int slot, enum shadow_recheck_result r)
+{
+    struct lis *l;
+
+    if (sh == NULL || !slot_ok(slot) || (unsigned)r >= SHADOW_RECHECK__COUNT)
+        return;
+    pthread_mutex_lock(&sh->lock);
+    l = get_lis(sh, slot);
+    if (l != NULL)
+        l->rechecks[r]++;
+    pthread_mutex_unlock(&sh->lock);
+}
+
+void
 shadow_count_dropped(struct shadow_shard *sh, int slot, enum shadow_drop_reason r, uint64_t n)
 {
     struct lis *l;
@@ -638,6 +661,7 @@ struct agg {
     struct hist lat[SHADOW_SIDE__COUNT];
     uint64_t win_lat[SHADOW_SIDE__COUNT][NB];
     uint64_t dropped[SHADOW_DROP__COUNT];
+    uint64_t rechecks[SHADOW_RECHECK__COUNT];
     uint64_t evicted, undescribed;
     double lag;
     uint64_t detached;
@@ -683,6 +707,8 @@ agg_lis_locked(const struct shadow_shard *sh, int slot, uint64_t now_epoch, unsi
     }
     for (int r = 0; r < SHADOW_DROP__COUNT; r++)
         a->dropped[r] += l->dropped[r];
+    for (int r = 0; r < SHADOW_RECHECK__COUNT; r++)
+        a->rechecks[r] += l->rechecks[r];
     a->evicted += l->evicted;
     a->undescribed += l->undescribed;
     for (int i = 0; i < SHADOW_WINDOW_SLOTS; i++) {
@@ -747,6 +773,7 @@ fill_stats(const struct agg *a, int slot, struct shadow_listener_stats *out)
         out->latency_sum_seconds[s] = (double)a->lat[s].sum_ns / 1e9;
     }
     memcpy(out->dropped, a->dropped, sizeof(out->dropped));
+    memcpy(out->rechecks, a->rechecks, sizeof(out->rechecks));
     out->statements_evicted = a->evicted;
     out->statements_undescribed = a->undescribed;
     out->lag_seconds = a->lag;
@@ -891,6 +918,13 @@ shadow_render_prometheus(FILE *out)
                     series(out, name, "", l);
                     fprintf(out, ",reason=\"%s\"} %llu\n", drop_names[r],
                             (unsigned long long)st->dropped[r]);
+                }
+                break;
+            case SHADOW_M_RECHECKS:
+                for (int r = 0; r < SHADOW_RECHECK__COUNT; r++) {
+                    series(out, name, "", l);
+                    fprintf(out, ",result=\"%s\"} %llu\n", recheck_names[r],
+                            (unsigned long long)st->rechecks[r]);
                 }
                 break;
             case SHADOW_M_EVICTED:
@@ -1193,6 +1227,10 @@ jlisteners(struct jb *jb)
         for (int r = 0; r < SHADOW_DROP__COUNT; r++)
             jset(jb, d, drop_names[r], juint(st.dropped[r]));
         jset(jb, o, "dropped", d);
+        json_t *rc = json_object();
+        for (int r = 0; r < SHADOW_RECHECK__COUNT; r++)
+            jset(jb, rc, recheck_names[r], juint(st.rechecks[r]));
+        jset(jb, o, "rechecks", rc);
         jset(jb, o, "statements_evicted", juint(st.statements_evicted));
         jset(jb, o, "statements_undescribed", juint(st.statements_undescribed));
         jpush(jb, arr, o);

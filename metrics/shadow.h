@@ -92,6 +92,22 @@ enum shadow_drop_reason {
 
 const char *shadow_drop_reason_name(enum shadow_drop_reason r);
 
+/* What re-checking a mismatching read concluded (or why it was not re-checked):
+ * tandem_shadow_rechecks_total{listener,result}. */
+#define SHADOW_RECHECK_RESULTS(X)                                                                  \
+    X(CONFIRMED, "confirmed")     /* still different when run again on both: a mismatch */         \
+    X(TRANSIENT, "transient")     /* the same when run again: outcome transient */                \
+    X(BUSY, "busy")               /* over confirm_per_second or in-flight bound: not re-checked */ \
+    X(UNSUPPORTED, "unsupported") /* not one plain statement (or too large) to run again */        \
+    X(FAILED, "failed")           /* a login, query or the deadline failed: not confirmed */
+
+enum shadow_recheck_result {
+#define X(id, name) SHADOW_RECHECK_##id,
+    SHADOW_RECHECK_RESULTS(X)
+#undef X
+    SHADOW_RECHECK__COUNT
+};
+
 /* One worker's shadow state.  Opaque. */
 struct shadow_shard;
 
@@ -153,6 +169,9 @@ void shadow_set_lag(struct shadow_shard *shard, int listener_slot, double second
 void shadow_set_detached(struct shadow_shard *shard, int listener_slot, uint64_t sessions);
 void shadow_count_dropped(struct shadow_shard *shard, int listener_slot,
                           enum shadow_drop_reason reason, uint64_t n);
+/* shadow_count_recheck - one mismatching read's re-check ended with result r. */
+void shadow_count_recheck(struct shadow_shard *shard, int listener_slot,
+                          enum shadow_recheck_result r);
 void shadow_set_queue_bytes(uint64_t bytes);
 void shadow_set_diverged(int listener_slot);
 void shadow_note_divergence(int listener_slot, const char *reason, const char *statement,
@@ -185,6 +204,7 @@ struct shadow_listener_stats {
     uint64_t latency_count[SHADOW_SIDE__COUNT]; /* since boot: latencies recorded */
     double latency_sum_seconds[SHADOW_SIDE__COUNT];
     uint64_t dropped[SHADOW_DROP__COUNT]; /* since boot */
+    uint64_t rechecks[SHADOW_RECHECK__COUNT]; /* since boot */
     uint64_t statements_evicted;          /* records of keys refused by a full statement table */
     uint64_t statements_undescribed;      /* records with no key text (caller over budget) */
     double lag_seconds;                   /* max over shards */

@@ -46,8 +46,6 @@
 #define BACKEND_MAX_MESSAGE 0x40000000u
 /* How long a closing session may take to hand its last bytes to the client. */
 #define LINGER_MS 5000
-/* Bytes of a Bind, Describe or Close read to learn the statement name. */
-#define NAME_PREFIX_MAX (PGW_HEADER_LEN + 2 * (PGSTMT_NAME_MAX + 1) + 1)
 /* A message the digest reads must be whole; larger ones stream uncompared. */
 #define DIGEST_MAX_MESSAGE (1u << 20)
 /* A read larger than this is not held back to be routed: the primary answers it. */

@@ -64,6 +64,8 @@ struct pg_compare {
     char ssample[512];
 };
 
+/* Bytes of a Bind, Describe or Close read to learn the statement name. */
+#define NAME_PREFIX_MAX (PGW_HEADER_LEN + 2 * (PGSTMT_NAME_MAX + 1) + 1)
 /* Statements one unit may parse or re-parse for the shadow (a pipeline may hold many). */
 #define PG_UNIT_NAMES_MAX 1024
 
@@ -86,6 +88,9 @@ struct pg_unit {
     struct pg_compare *cmp;     /* NULL: the primary's answer is not digested */
     char *sql;                  /* the first statement's text, for the report */
     size_t sqllen;
+    unsigned sql_truncated : 1; /* sql holds only the text's start */
+    uint8_t *call;              /* a compared read's own messages, to run it again (pg_recheck) */
+    uint32_t call_len;
     /* statements parsed or re-parsed for the shadow in this unit, each once */
     char **names;
     uint16_t nnames;
@@ -202,6 +207,17 @@ void pg_shadow_primary_copy_in(struct pg_session *s);
 int pg_shadow_wants_whole(const struct pg_session *s);
 void pg_shadow_parsed(struct pg_session *s, struct pgstmt *st);
 void pg_shadow_orphan(struct session *base);
+/* A login of tandem's to backend b as s's shadow session logs in (libpq copies every parameter). */
+PGconn *pg_login_start(const struct pg_session *s, const struct rt_backend *b);
+/*
+ * pg_recheck_start - u, a read whose answers differ, is run again on both
+ * backends before it is reported (pg_recheck.c): 0 when the re-check took
+ * it (it records the outcome later, and owns u->call now), -1 when the
+ * caller records the mismatch itself (not a read, nothing to run again,
+ * over the budget: counted).  key: the report's key for u.
+ */
+struct pgdesc_key;
+int pg_recheck_start(struct pg_session *s, struct pg_unit *u, const struct pgdesc_key *key);
 int pg_unit_route(struct pg_session *s);
 int pg_shadow_swap_ready(struct pg_session *s);
 int pg_shadow_writes_owed(const struct pg_session *s);

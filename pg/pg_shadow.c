@@ -40,6 +40,8 @@
 #define DIGEST_MAX_MESSAGE (1u << 20)
 /* The statement text kept for the report. */
 #define UNIT_SQL_MAX 8192
+/* A compared read's messages kept to run it again (pg_recheck.c). */
+#define RECHECK_CALL_MAX (16 * 1024)
 /* An ErrorResponse of the primary read to learn whether it refuses a held unit. */
 #define REFUSAL_MAX_MESSAGE (64 * 1024)
 /* Session state replayed on a new shadow connection. */
@@ -64,6 +66,7 @@ unit_free(struct pg_unit *u)
         return;
     free(u->cmp);
     free(u->sql);
+    free(u->call);
     for (unsigned i = 0; i < u->nnames; i++)
         free(u->names[i]);
     free(u->names);
@@ -161,6 +164,9 @@ record(struct pg_session *s, struct pg_unit *u, enum shadow_outcome outcome,
         outcome = SHADOW_NOISE;
         reason = SHADOW_NOISE_IGNORED;
     }
+    /* a claim is confirmed before it is made: the re-check records it */
+    if (outcome == SHADOW_MISMATCH && pg_recheck_start(s, u, &key) == 0)
+        return;
     /* a write (or COMMIT) the shadow answered otherwise (forced outcomes, drops and
      * detaches, were noted where they were decided) */
     if (u->base.forced < 0 && (u->base.kind == REQ_KIND_WRITE || u->base.kind == REQ_KIND_TX)) {
@@ -289,8 +295,10 @@ pg_unit_set_sql(struct pg_unit *u, const char *sql, size_t len)
      * (should a later statement make the unit a write, its text is kept then) */
     if (u->cmp == NULL && u->base.kind == REQ_KIND_READ && !u->sampled)
         return;
-    if (len > UNIT_SQL_MAX)
+    if (len > UNIT_SQL_MAX) {
         len = UNIT_SQL_MAX;
+        u->sql_truncated = 1;
+    }
     u->sql = malloc(len + 1);
     if (u->sql == NULL)
         return;
@@ -651,6 +659,37 @@ level_allows(const struct pg_session *s, const struct pg_unit *u)
 }
 
 /*
+ * A compared read keeps a copy of its own messages, in case its answers
+ * differ and it is run again to confirm it (pg_recheck.c): small ones
+ * only, and only where confirmation is on.
+ */
+static void
+keep_call(struct pg_session *s, struct pg_unit *u, size_t len)
+{
+    const struct pgstmt *st = NULL;
+    uint8_t head[NAME_PREFIX_MAX];
+    const char *name;
+    size_t namelen, n;
+
+    if (u->cmp == NULL || u->base.kind != REQ_KIND_READ || len > RECHECK_CALL_MAX ||
+        s->base.lis->conf->compare.confirm_per_second == 0)
+        return;
+    /* a Bind of a statement prepared earlier: its Parse goes first (text, declared types) */
+    n = evbuffer_copyout(s->unit_buf, head, sizeof(head));
+    if (n > PGW_HEADER_LEN && head[0] == 'B' && s->stmts &&
+        pgstmt_bind_msg(head + PGW_HEADER_LEN, n - PGW_HEADER_LEN, &name, &namelen) == 0 &&
+        namelen > 0 && (st = pgstmt_get(s->stmts, name, namelen)) != NULL && st->parse == NULL)
+        st = NULL;
+    size_t pre = st ? st->parse_len : 0;
+    if ((u->call = malloc(pre + len)) == NULL)
+        return;
+    if (st)
+        memcpy(u->call, st->parse, pre);
+    evbuffer_copyout(s->unit_buf, u->call + pre, len);
+    u->call_len = (uint32_t)(pre + len);
+}
+
+/*
  * pg_unit_close - the unit's last message (Sync, Query, FunctionCall) was
  * read and is in unit_buf.  Decide: mirror it, or count it dropped, or
  * leave the shadow out of it.
@@ -707,6 +746,7 @@ pg_unit_close(struct pg_session *s)
         s->copy_mirror = 0;
         return;
     }
+    keep_call(s, u, len);
     log_state(s, u, s->unit_buf);
     settle_names(s, u, 1);
     hold(s, u, len);
@@ -1068,18 +1108,17 @@ add_option(char *opts, size_t cap, const char *name, const char *value)
 }
 
 /*
- * The shadow login's options: the client's startup parameters as -c
- * settings, its own options, and, when tandem logs in with a user of its
- * own, the client's role last (no option of the client's overrides it:
- * RESET ROLE and DISCARD ALL return to it; the login fails when the shadow
- * user may not act as that role).  -1 when that role cannot be set (the
- * session is then not mirrored).
+ * A login of tandem's to a backend as the client: the client's startup
+ * parameters as -c settings, its own options, and, when tandem logs in
+ * with a user of its own, the client's role last (no option of the
+ * client's overrides it: RESET ROLE and DISCARD ALL return to it; the
+ * login fails when that user may not act as the role).  1 when it acts as
+ * the client's role, 0 when it logs in as the client's user, -1 when that
+ * role cannot be set (the session is then not mirrored).
  */
 static int
-login_options(struct pg_session *s, const struct pgw_startup *st, const char *user,
-              char *options, size_t cap)
+login_options(const struct pgw_startup *st, const char *user, char *options, size_t cap)
 {
-    struct pg_shadow *sh = &s->shadow;
     for (size_t i = 0; i < st->nparams; i++) {
         const char *name = st->params[i].name;
         if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 ||
@@ -1094,29 +1133,26 @@ login_options(struct pg_session *s, const struct pgw_startup *st, const char *us
         snprintf(options + n, cap - n, "%s%s", n ? " " : "", client_opts);
     }
     const char *client_user = pgw_startup_param(st, "user");
-    sh->as_role = client_user != NULL && user != NULL && strcmp(user, client_user) != 0;
-    if (!sh->as_role)
+    if (client_user == NULL || user == NULL || strcmp(user, client_user) == 0)
         return 0;
     /* room for " -c role=" and the name with every byte escaped, or no login at all */
-    if (strlen(client_user) >= sizeof(sh->client_role) ||
+    if (strlen(client_user) >= sizeof(((struct pg_shadow *)0)->client_role) ||
         strlen(options) + 10 + 2 * strlen(client_user) >= cap)
         return -1;
-    snprintf(sh->client_role, sizeof(sh->client_role), "%s", client_user);
     add_option(options, cap, "role", client_user);
-    return 0;
+    return 1;
 }
 
-/* libpq's parameters for the shadow login (keys/vals hold 20, NULL-terminated). */
+/* libpq's parameters for a login of tandem's (keys/vals hold 20, NULL-terminated). */
 struct login_params {
     const char *keys[20], *vals[20];
     char port[8], hostaddr[64], timeout[16];
 };
 
 static void
-login_params(struct pg_session *s, const struct pgw_startup *st, const char *user,
-             const char *options, struct login_params *lp)
+login_params(const struct pg_session *s, const struct rt_backend *b, const struct pgw_startup *st,
+             const char *user, const char *options, struct login_params *lp)
 {
-    const struct rt_backend *b = s->base.shadow_be;
     const char *db = pgw_startup_param(st, "database");
     int k = 0;
 
@@ -1177,6 +1213,24 @@ queue_state_replay(struct pg_session *s)
         slog(s, CONF_LOG_WARN, "session state too large to replay in full on the shadow");
 }
 
+PGconn *
+pg_login_start(const struct pg_session *s, const struct rt_backend *b)
+{
+    struct pgw_startup st;
+    struct login_params lp;
+    char options[2048] = "";
+    const char *err;
+    size_t used;
+
+    if (pgw_startup_parse(s->startup, s->startup_len, &used, &st, &err) != PGW_OK)
+        return NULL;
+    const char *user = b->conf->user[0] ? b->conf->user : pgw_startup_param(&st, "user");
+    if (login_options(&st, user, options, sizeof(options)) < 0)
+        return NULL;
+    login_params(s, b, &st, user, options, &lp);
+    return PQconnectStartParams(lp.keys, lp.vals, 0);
+}
+
 /*
  * pg_shadow_start - open a shadow session for s, logged in as the shadow
  * backend's configured user (acting as the client's role) or else as the
@@ -1211,13 +1265,17 @@ pg_shadow_start(struct pg_session *s)
 
     const char *user = b->conf->user[0] ? b->conf->user : pgw_startup_param(&st, "user");
     s->base.mirror.state = MIRROR_CONNECTING; /* so a failure here is counted */
-    if (login_options(s, &st, user, options, sizeof(options)) != 0) {
+    int as_role = login_options(&st, user, options, sizeof(options));
+    if (as_role < 0) {
         s->base.mirror.identity_refused = 1;
         detach(s, SHADOW_DROPPED, "the client's role name or options are too long to act "
                                   "as it on the shadow: this session is not mirrored");
         return;
     }
-    login_params(s, &st, user, options, &lp);
+    sh->as_role = as_role;
+    if (as_role)
+        snprintf(sh->client_role, sizeof(sh->client_role), "%s", pgw_startup_param(&st, "user"));
+    login_params(s, b, &st, user, options, &lp);
     sh->pq = PQconnectStartParams(lp.keys, lp.vals, 0);
     if (sh->pq == NULL || PQstatus(sh->pq) == CONNECTION_BAD) {
         char why[300];

@@ -11,7 +11,8 @@
     X(SHADOW_ERROR, "shadow_error")     /* the shadow failed (or its connection did) */       \
     X(PRIMARY_ERROR, "primary_error")   /* the primary failed and the shadow did not */       \
     X(SHADOW_TIMEOUT, "shadow_timeout") /* no answer within the shadow timeout */             \
-    X(DROPPED, "dropped")               /* never reached the shadow: queue full, detached */
+    X(DROPPED, "dropped")               /* never reached the shadow: queue full, detached */ \
+    X(TRANSIENT, "transient")           /* differed, agreed when run again: concurrency */
 
 enum shadow_outcome {
 #define X(id, name) SHADOW_##id,

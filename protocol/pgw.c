@@ -756,3 +756,133 @@ pgw_build_ready(uint8_t *out, size_t cap, uint8_t status)
     wbuf_byte(&w, status);
     return wbuf_finish(&w, 0, 1);
 }
+
+/* ------------------------------------------------------------------ */
+/* A unit's statement call, for running it again.                    */
+
+static uint16_t
+rd16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+/* Parse: name, query, the declared parameter types. */
+static enum pgw_status
+call_parse(const uint8_t *b, size_t len, struct pgw_call *call)
+{
+    ptrdiff_t n = cstr_len(b, len);
+    if (n < 0)
+        return PGW_ERROR;
+    size_t off = (size_t)n + 1;
+    ptrdiff_t q = cstr_len(b + off, len - off);
+    if (q < 0)
+        return PGW_ERROR;
+    call->sql = (const char *)b + off;
+    off += (size_t)q + 1;
+    if (len - off < 2)
+        return PGW_ERROR;
+    uint16_t ntypes = rd16(b + off);
+    off += 2;
+    if (ntypes > PGW_CALL_MAX_PARAMS || len - off != (size_t)ntypes * 4)
+        return PGW_ERROR;
+    for (uint16_t i = 0; i < ntypes; i++)
+        call->param_types[i] = rd32(b + off + 4u * i);
+    call->ntypes = ntypes;
+    return PGW_OK;
+}
+
+/* Bind: the unnamed portal only; the parameters' formats and values. */
+static enum pgw_status
+call_bind(const uint8_t *b, size_t len, struct pgw_call *call)
+{
+    ptrdiff_t portal = cstr_len(b, len);
+    if (portal != 0)
+        return PGW_ERROR; /* a named portal may be fetched from later: not one call */
+    size_t off = 1;
+    ptrdiff_t st = cstr_len(b + off, len - off);
+    if (st < 0)
+        return PGW_ERROR;
+    off += (size_t)st + 1;
+    if (len - off < 2)
+        return PGW_ERROR;
+    uint16_t nformats = rd16(b + off);
+    off += 2;
+    if (len - off < (size_t)nformats * 2 + 2)
+        return PGW_ERROR;
+    const uint8_t *formats = b + off;
+    off += (size_t)nformats * 2;
+    uint16_t nparams = rd16(b + off);
+    off += 2;
+    if (nparams > PGW_CALL_MAX_PARAMS || (nformats > 1 && nformats != nparams))
+        return PGW_ERROR;
+    for (uint16_t i = 0; i < nparams; i++) {
+        uint16_t f = nformats == 0 ? 0 : rd16(formats + 2u * (nformats == 1 ? 0 : i));
+        if (f > 1 || len - off < 4)
+            return PGW_ERROR;
+        int32_t vlen = (int32_t)rd32(b + off);
+        off += 4;
+        if (vlen < -1 || (vlen > 0 && len - off < (size_t)vlen))
+            return PGW_ERROR;
+        call->param_formats[i] = f;
+        call->values[i] = vlen < 0 ? NULL : (const char *)b + off;
+        call->lengths[i] = vlen < 0 ? 0 : vlen;
+        off += vlen > 0 ? (size_t)vlen : 0;
+    }
+    call->nparams = nparams;
+    if (len - off < 2)
+        return PGW_ERROR;
+    uint16_t nresults = rd16(b + off);
+    off += 2;
+    return len - off == (size_t)nresults * 2 ? PGW_OK : PGW_ERROR;
+}
+
+enum pgw_status
+pgw_call_decode(const uint8_t *unit, size_t len, struct pgw_call *call)
+{
+    int parsed = 0, bound = 0, executed = 0, synced = 0;
+    size_t off = 0, sqllen;
+
+    /* the arrays are filled as far as the counts say: not cleared */
+    call->simple = 0;
+    call->sql = NULL;
+    call->nparams = call->ntypes = 0;
+    while (off < len) {
+        if (len - off < PGW_HEADER_LEN || synced)
+            return PGW_ERROR;
+        uint8_t type = unit[off];
+        uint32_t mlen = rd32(unit + off + 1);
+        if (mlen < 4 || mlen - 4 > len - off - PGW_HEADER_LEN)
+            return PGW_ERROR;
+        const uint8_t *body = unit + off + PGW_HEADER_LEN;
+        size_t blen = mlen - 4;
+        off += PGW_HEADER_LEN + blen;
+        switch (type) {
+        case 'Q':
+            if (parsed || bound || off != len)
+                return PGW_ERROR;
+            call->simple = 1;
+            return pgw_query_parse(body, blen, &call->sql, &sqllen);
+        case 'P':
+            if (parsed++ || bound || call_parse(body, blen, call) != PGW_OK)
+                return PGW_ERROR;
+            break;
+        case 'B':
+            if (bound++ || call_bind(body, blen, call) != PGW_OK)
+                return PGW_ERROR;
+            break;
+        case 'D':
+            break;
+        case 'E':
+            /* the whole result: a row limit means the portal is fetched in parts */
+            if (!bound || executed++ || blen != 5 || body[0] != '\0' || rd32(body + 1) != 0)
+                return PGW_ERROR;
+            break;
+        case 'S':
+            synced = 1;
+            break;
+        default:
+            return PGW_ERROR;
+        }
+    }
+    return synced && executed ? PGW_OK : PGW_ERROR;
+}

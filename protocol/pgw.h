@@ -278,4 +278,33 @@ enum pgw_status pgw_negotiate_parse(const uint8_t *body, size_t len, uint32_t *n
 /* ReadyForQuery ('Z') with status 'I', 'T' or 'E' (any other status: 0). */
 size_t pgw_build_ready(uint8_t *out, size_t cap, uint8_t status);
 
+/*
+ * A unit's one statement call, decoded from the client's own messages so
+ * that it can be run again elsewhere (a re-check of a mismatching read):
+ * either one Query, or [Parse] Bind [Describe] Execute Sync on the unnamed
+ * portal.  Everything points into the unit's bytes.  sql NULL: a Bind of a
+ * statement prepared in an earlier unit (the caller knows its text);
+ * param_types then NULL too (the server infers them).
+ */
+#define PGW_CALL_MAX_PARAMS 256
+
+struct pgw_call {
+    int simple;                /* a Query: sql may hold several statements, no parameters */
+    const char *sql;           /* NUL-terminated */
+    uint16_t nparams;
+    uint32_t param_types[PGW_CALL_MAX_PARAMS]; /* from the Parse; 0 = unspecified */
+    uint16_t ntypes;           /* how many the Parse gave (0: none, or no Parse) */
+    int param_formats[PGW_CALL_MAX_PARAMS];    /* 0 text, 1 binary, per parameter */
+    const char *values[PGW_CALL_MAX_PARAMS];   /* NULL: SQL NULL */
+    int lengths[PGW_CALL_MAX_PARAMS];
+};
+
+/*
+ * pgw_call_decode - PGW_OK with *call filled when unit (len bytes of whole
+ * frontend messages) is one such call; PGW_ERROR when it is anything else
+ * (several Executes, COPY, FunctionCall, a named portal, malformed bytes,
+ * more than PGW_CALL_MAX_PARAMS parameters).
+ */
+enum pgw_status pgw_call_decode(const uint8_t *unit, size_t len, struct pgw_call *call);
+
 #endif /* TANDEM_PGW_H */

@@ -243,5 +243,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_body(h.type, data + off, data + off + PGW_HEADER_LEN, h.len - 4);
         off += total;
     }
+
+    /* the whole input as a unit's messages to run again: pointers stay inside it */
+    static struct pgw_call call;
+    if (pgw_call_decode(data, size, &call) == PGW_OK) {
+        CHECK(call.sql != NULL || !call.simple);
+        CHECK(call.nparams <= PGW_CALL_MAX_PARAMS && call.ntypes <= PGW_CALL_MAX_PARAMS);
+        for (unsigned i = 0; i < call.nparams; i++) {
+            CHECK(call.param_formats[i] == 0 || call.param_formats[i] == 1);
+            if (call.values[i] != NULL)
+                CHECK((const uint8_t *)call.values[i] >= data &&
+                      (const uint8_t *)call.values[i] + call.lengths[i] <= data + size);
+        }
+    }
     return 0;
 }

@@ -64,10 +64,13 @@ def assert_only_ordering_mismatches(t, got):
     order the primary answered them, but a shadow backend starved of CPU can
     still execute its session's UPDATE after another session's later one took
     the row lock; the tables converge (checked by the caller), the read in
-    between may differ.  README, "Known limits".  Errors, drops and timeouts
-    are never allowed, nor a mismatch of any other statement.
+    between may differ: re-run once the transactions ended, both sides agree,
+    and the outcome is transient (a mismatch only when over the re-check
+    budget).  README, "Known limits".  Errors, drops and timeouts are never
+    allowed, nor a mismatch of any other statement.
     """
-    bad = {k: v for k, v in got.items() if k not in ("match", "noise", "mismatch") and v}
+    bad = {k: v for k, v in got.items()
+           if k not in ("match", "noise", "mismatch", "transient") and v}
     assert not bad, f"outcomes other than match/noise/mismatch: {got}"
     differing = [st for st in report(t)["statements"] if st["count"].get("mismatch")]
     assert all(st["statement"].startswith("SELECT abalance") for st in differing), differing

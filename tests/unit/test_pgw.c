@@ -1113,6 +1113,109 @@ test_build_query(void **state)
     assert_int_equal(pgw_build_query(out, 10, "SELECT 1"), 0); /* does not fit */
 }
 
+/* ------------------------------------------------------------------ */
+/* pgw_call_decode: a unit's one statement call.                      */
+
+/* Append a message of type with body to buf at *n. */
+static void
+msg(uint8_t *buf, size_t *n, uint8_t type, const void *body, size_t len)
+{
+    buf[(*n)++] = type;
+    uint32_t l = (uint32_t)len + 4;
+    buf[(*n)++] = (uint8_t)(l >> 24);
+    buf[(*n)++] = (uint8_t)(l >> 16);
+    buf[(*n)++] = (uint8_t)(l >> 8);
+    buf[(*n)++] = (uint8_t)l;
+    memcpy(buf + *n, body, len);
+    *n += len;
+}
+
+static void
+test_call_decode(void **state)
+{
+    (void)state;
+    static struct pgw_call call;
+    uint8_t u[512];
+    size_t n = 0;
+
+    /* a Query */
+    msg(u, &n, 'Q', "SELECT 1; SELECT 2", 19);
+    assert_int_equal(pgw_call_decode(u, n, &call), PGW_OK);
+    assert_true(call.simple);
+    assert_string_equal(call.sql, "SELECT 1; SELECT 2");
+    assert_int_equal(call.nparams, 0);
+
+    /* Parse (one declared int4) Bind (text '42', binary NULL) Describe Execute Sync */
+    static const uint8_t parse[] = "\0SELECT $1::int, $2::text\0\0\1\0\0\0\x17";
+    static const uint8_t bind[] = {0, 0, 0, 2, 0, 0, 0, 1, 0, 2, 0, 0, 0, 2, '4', '2',
+                                   0xff, 0xff, 0xff, 0xff, 0, 0};
+    static const uint8_t describe[] = "P";
+    static const uint8_t execute[] = {0, 0, 0, 0, 0};
+    n = 0;
+    msg(u, &n, 'P', parse, sizeof(parse) - 1);
+    msg(u, &n, 'B', bind, sizeof(bind));
+    msg(u, &n, 'D', describe, 2);
+    msg(u, &n, 'E', execute, sizeof(execute));
+    msg(u, &n, 'S', "", 0);
+    assert_int_equal(pgw_call_decode(u, n, &call), PGW_OK);
+    assert_false(call.simple);
+    assert_string_equal(call.sql, "SELECT $1::int, $2::text");
+    assert_int_equal(call.ntypes, 1);
+    assert_int_equal(call.param_types[0], 23);
+    assert_int_equal(call.nparams, 2);
+    assert_int_equal(call.param_formats[0], 0);
+    assert_int_equal(call.param_formats[1], 1);
+    assert_int_equal(call.lengths[0], 2);
+    assert_memory_equal(call.values[0], "42", 2);
+    assert_null(call.values[1]);
+
+    /* a Bind of a statement prepared earlier: no text, no types */
+    size_t bind_at = 0;
+    n = 0;
+    msg(u, &n, 'B', bind, sizeof(bind));
+    bind_at = n;
+    msg(u, &n, 'E', execute, sizeof(execute));
+    msg(u, &n, 'S', "", 0);
+    assert_int_equal(pgw_call_decode(u, n, &call), PGW_OK);
+    assert_null(call.sql);
+    assert_int_equal(call.ntypes, 0);
+    assert_int_equal(call.nparams, 2);
+
+    /* not one call: no Sync; a second Execute; a row limit; a Query after a Parse */
+    assert_int_equal(pgw_call_decode(u, bind_at, &call), PGW_ERROR);
+    n = bind_at;
+    msg(u, &n, 'E', execute, sizeof(execute));
+    msg(u, &n, 'E', execute, sizeof(execute));
+    msg(u, &n, 'S', "", 0);
+    assert_int_equal(pgw_call_decode(u, n, &call), PGW_ERROR);
+    static const uint8_t execute_some[] = {0, 0, 0, 0, 10};
+    n = bind_at;
+    msg(u, &n, 'E', execute_some, sizeof(execute_some));
+    msg(u, &n, 'S', "", 0);
+    assert_int_equal(pgw_call_decode(u, n, &call), PGW_ERROR);
+    n = 0;
+    msg(u, &n, 'P', parse, sizeof(parse) - 1);
+    msg(u, &n, 'Q', "SELECT 1", 9);
+    assert_int_equal(pgw_call_decode(u, n, &call), PGW_ERROR);
+
+    /* malformed: a value longer than the message, a named portal, a length past the end */
+    static const uint8_t bind_long[] = {0, 0, 0, 0, 0, 1, 0, 0, 0, 9, 'x', 0, 0};
+    n = 0;
+    msg(u, &n, 'B', bind_long, sizeof(bind_long));
+    msg(u, &n, 'E', execute, sizeof(execute));
+    msg(u, &n, 'S', "", 0);
+    assert_int_equal(pgw_call_decode(u, n, &call), PGW_ERROR);
+    static const uint8_t bind_portal[] = {'p', 0, 0, 0, 0, 0, 0, 0};
+    n = 0;
+    msg(u, &n, 'B', bind_portal, sizeof(bind_portal));
+    msg(u, &n, 'E', "p\0\0\0\0", 6);
+    msg(u, &n, 'S', "", 0);
+    assert_int_equal(pgw_call_decode(u, n, &call), PGW_ERROR);
+    n = 0;
+    msg(u, &n, 'Q', "SELECT 1", 9);
+    assert_int_equal(pgw_call_decode(u, n - 1, &call), PGW_ERROR);
+}
+
 int
 main(void)
 {
@@ -1126,6 +1229,7 @@ main(void)
         cmocka_unit_test(test_build_error),      cmocka_unit_test(test_build_negotiate),
         cmocka_unit_test(test_sqlstate_is_denial), cmocka_unit_test(test_build_query),
         cmocka_unit_test(test_build_fixed),      cmocka_unit_test(test_build_startup),
+        cmocka_unit_test(test_call_decode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

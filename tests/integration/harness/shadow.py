@@ -21,7 +21,8 @@ from .pgserver import _as_postgres
 from .util import PG_BINDIR, pg_tool, tail, wait_until
 
 OUTCOMES = ("match", "mismatch", "noise", "shadow_error", "primary_error", "shadow_timeout",
-            "dropped")
+            "dropped", "transient")
+RECHECK_RESULTS = ("confirmed", "transient", "busy", "unsupported", "failed")
 
 
 def shadow_config(*, port, admin_port, primary, shadow, listener="pg", workers=2,
@@ -60,6 +61,15 @@ def outcomes(t, listener="pg"):
     return {o: metric_value(text, "tandem_shadow_operations_total", listener=listener,
                             outcome=o) or 0.0
             for o in OUTCOMES}
+
+
+def rechecks(t, listener="pg"):
+    """tandem_shadow_rechecks_total{listener} by result (0.0 when absent)."""
+    text = t.metrics()
+    from .tandemproc import metric_value
+    return {r: metric_value(text, "tandem_shadow_rechecks_total", listener=listener,
+                            result=r) or 0.0
+            for r in RECHECK_RESULTS}
 
 
 def delta(after, before):
