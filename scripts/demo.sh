@@ -203,6 +203,15 @@ if [ "$MODE" = shadow ]; then
         echo "the servers differ after the migration: see the report" >&2
         exit 1
     fi
+
+    say "the comparison, after the migration"
+    # a read whose answers differed is run again on both before it counts (up to ~3 s)
+    sleep 4
+    ctl report --top 3
+    outcomes=$(curl -s --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" |
+        sed -n 's/^tandem_shadow_operations_total{.*outcome="\([a-z_]*\)"} \([0-9]*\)$/\1 \2/p' |
+        paste -sd, - | sed 's/,/, /g')
+    echo "final outcomes: $outcomes"
 fi
 
 say "where to look"
