@@ -48,6 +48,9 @@
       "Mirrors discarded without comparison, by reason")                                           \
     X(RECHECKS, "tandem_shadow_rechecks_total", "counter",                                         \
       "Mismatching reads run again on both backends to confirm them, by result")                   \
+    X(ENTRIES_EVICTED, "tandem_shadow_statement_entries_evicted_total", "counter",                 \
+      "Statement entries with nothing but matches evicted from a full statement table to make "    \
+      "room (their counts stay in the listener's)")                                                \
     X(EVICTED, "tandem_shadow_statements_evicted_total", "counter",                                \
       "Comparisons counted under statement \"other\" because the statement table was full")
 
@@ -122,6 +125,7 @@ struct lis {
     struct win_slot win[SHADOW_WINDOW_SLOTS];
     uint64_t dropped[SHADOW_DROP__COUNT];
     uint64_t rechecks[SHADOW_RECHECK__COUNT];
+    uint64_t entries_evicted;
     uint64_t evicted;
     uint64_t undescribed;
     struct stmt other;
@@ -153,6 +157,7 @@ struct shadow_shard {
     struct stmt *stmts[SHADOW_MAX_STATEMENTS];
     int nstmts;
     int32_t st_index[ST_INDEX]; /* -1 empty */
+    uint64_t rng;               /* xorshift state: eviction's samples */
 
     struct ring rings[2]; /* 0: mismatches, 1: others */
 };
@@ -366,6 +371,7 @@ shadow_shard_new(void)
     sh->rings[1].cap = SHADOW_OTHER_SAMPLES;
     for (int i = 0; i < ST_INDEX; i++)
         sh->st_index[i] = -1;
+    sh->rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)sh;
     if (pthread_mutex_init(&sh->lock, NULL) != 0)
         goto out_free;
 
@@ -422,31 +428,115 @@ stmt_find(const struct shadow_shard *sh, int slot, uint64_t id)
     }
 }
 
-/* A new statement entry; -1 when the table is full or out of memory. */
+static void
+index_put(struct shadow_shard *sh, int i)
+{
+    uint32_t h = st_hash(sh->stmts[i]->listener, sh->stmts[i]->id);
+    while (sh->st_index[h] >= 0)
+        h = (h + 1) & (ST_INDEX - 1);
+    sh->st_index[h] = i;
+}
+
+/* Take entry i out of the index: linear probing's backward-shift deletion (no tombstones). */
+static void
+index_remove(struct shadow_shard *sh, int i)
+{
+    uint32_t hole = st_hash(sh->stmts[i]->listener, sh->stmts[i]->id);
+    while (sh->st_index[hole] != i)
+        hole = (hole + 1) & (ST_INDEX - 1);
+    for (uint32_t j = (hole + 1) & (ST_INDEX - 1);; j = (j + 1) & (ST_INDEX - 1)) {
+        int e = sh->st_index[j];
+        if (e < 0)
+            break;
+        uint32_t home = st_hash(sh->stmts[e]->listener, sh->stmts[e]->id);
+        /* e may fill the hole unless its home lies cyclically in (hole, j] */
+        int stays = hole < j ? (home > hole && home <= j) : (home > hole || home <= j);
+        if (!stays) {
+            sh->st_index[hole] = e;
+            hole = j;
+        }
+    }
+    sh->st_index[hole] = -1;
+}
+
+/*
+ * An entry a report shows nothing of but counts and latencies: no sample
+ * of it is in a ring (so its text may go), and it says nothing against
+ * the shadow.
+ */
+static bool
+stmt_clean(const struct stmt *st)
+{
+    for (int o = 0; o < SHADOW__COUNT; o++)
+        if (o != SHADOW_MATCH && o != SHADOW_DROPPED && st->count[o] > 0)
+            return false;
+    return true;
+}
+
+#define EVICT_PROBES 32
+
+/* The least used clean entry of EVICT_PROBES picked at random; -1 when none was clean. */
 static int
-stmt_add(struct shadow_shard *sh, int slot, uint64_t id, const char *text)
+stmt_victim(struct shadow_shard *sh)
+{
+    int victim = -1;
+    uint64_t least = UINT64_MAX;
+
+    for (int k = 0; k < EVICT_PROBES; k++) {
+        sh->rng ^= sh->rng << 13;
+        sh->rng ^= sh->rng >> 7;
+        sh->rng ^= sh->rng << 17;
+        int i = (int)(sh->rng % (uint64_t)sh->nstmts);
+        const struct stmt *st = sh->stmts[i];
+        if (!stmt_clean(st))
+            continue;
+        uint64_t used = 0;
+        for (int o = 0; o < SHADOW__COUNT; o++)
+            used += st->count[o];
+        if (used < least) {
+            least = used;
+            victim = i;
+        }
+    }
+    return victim;
+}
+
+/*
+ * A new statement entry: in a free place, or in place of a clean one
+ * (*evicted set) when the table is full.  -1 when it is full of entries
+ * worth keeping, or out of memory.
+ */
+static int
+stmt_add(struct shadow_shard *sh, int slot, uint64_t id, const char *text, int *evicted)
 {
     struct stmt *st;
-    char *t;
-    uint32_t h;
+    char *t = dup_text(text, SHADOW_KEY_TEXT_MAX - 1);
+    int i = sh->nstmts;
 
-    if (sh->nstmts == SHADOW_MAX_STATEMENTS)
+    *evicted = 0;
+    if (t == NULL)
         return -1;
-    st = calloc(1, sizeof(*st));
-    t = dup_text(text, SHADOW_KEY_TEXT_MAX - 1);
-    if (st == NULL || t == NULL) {
+    if (i == SHADOW_MAX_STATEMENTS) {
+        if ((i = stmt_victim(sh)) < 0) {
+            free(t);
+            return -1;
+        }
+        st = sh->stmts[i];
+        index_remove(sh, i);
+        free((char *)st->text);
+        memset(st, 0, sizeof(*st));
+        *evicted = 1;
+    } else if ((st = calloc(1, sizeof(*st))) == NULL) {
         free(t);
-        free(st);
         return -1;
+    } else {
+        sh->stmts[sh->nstmts++] = st;
     }
     st->id = id;
     st->listener = slot;
     st->text = t;
-    for (h = st_hash(slot, id); sh->st_index[h] >= 0; h = (h + 1) & (ST_INDEX - 1))
-        ;
-    sh->stmts[sh->nstmts] = st;
-    sh->st_index[h] = sh->nstmts;
-    return sh->nstmts++;
+    index_put(sh, i);
+    return i;
 }
 
 /* ---- recording --------------------------------------------------------- */
@@ -547,8 +637,11 @@ shadow_record(struct shadow_shard *sh, int slot, uint64_t key_id, const char *ke
         goto out;
     }
     i = stmt_find(sh, slot, key_id);
-    if (i < 0)
-        i = stmt_add(sh, slot, key_id, key_text);
+    if (i < 0) {
+        int evicted;
+        i = stmt_add(sh, slot, key_id, key_text, &evicted);
+        l->entries_evicted += evicted;
+    }
     if (i >= 0) {
         st = sh->stmts[i];
     } else {
@@ -662,7 +755,7 @@ struct agg {
     uint64_t win_lat[SHADOW_SIDE__COUNT][NB];
     uint64_t dropped[SHADOW_DROP__COUNT];
     uint64_t rechecks[SHADOW_RECHECK__COUNT];
-    uint64_t evicted, undescribed;
+    uint64_t entries_evicted, evicted, undescribed;
     double lag;
     uint64_t detached;
 };
@@ -709,6 +802,7 @@ agg_lis_locked(const struct shadow_shard *sh, int slot, uint64_t now_epoch, unsi
         a->dropped[r] += l->dropped[r];
     for (int r = 0; r < SHADOW_RECHECK__COUNT; r++)
         a->rechecks[r] += l->rechecks[r];
+    a->entries_evicted += l->entries_evicted;
     a->evicted += l->evicted;
     a->undescribed += l->undescribed;
     for (int i = 0; i < SHADOW_WINDOW_SLOTS; i++) {
@@ -775,6 +869,7 @@ fill_stats(const struct agg *a, int slot, struct shadow_listener_stats *out)
     memcpy(out->dropped, a->dropped, sizeof(out->dropped));
     memcpy(out->rechecks, a->rechecks, sizeof(out->rechecks));
     out->statements_evicted = a->evicted;
+    out->statement_entries_evicted = a->entries_evicted;
     out->statements_undescribed = a->undescribed;
     out->lag_seconds = a->lag;
     out->detached_sessions = a->detached;
@@ -927,6 +1022,10 @@ shadow_render_prometheus(FILE *out)
                             (unsigned long long)st->rechecks[r]);
                 }
                 break;
+            case SHADOW_M_ENTRIES_EVICTED:
+                series(out, name, "", l);
+                fprintf(out, "} %llu\n", (unsigned long long)st->statement_entries_evicted);
+                break;
             case SHADOW_M_EVICTED:
                 series(out, name, "", l);
                 fprintf(out, "} %llu\n", (unsigned long long)st->statements_evicted);
@@ -949,7 +1048,7 @@ struct agg_stmt {
     uint64_t id;
     int listener;
     bool other;
-    const char *text;
+    char *text; /* a copy: an entry's own text may be evicted once the shard is unlocked */
     uint64_t count[SHADOW__COUNT];
     uint64_t noise[SHADOW_NOISE__COUNT];
     uint64_t total;
@@ -1021,7 +1120,10 @@ map_add(struct stmt_map *m, const struct stmt *st)
     a->id = st->id;
     a->listener = st->listener;
     a->other = st->other;
-    a->text = st->text;
+    if ((a->text = strdup(st->text)) == NULL) {
+        m->failed = true;
+        return;
+    }
     m->index[h] = (int32_t)m->n++;
 found:
     for (int o = 0; o < SHADOW__COUNT; o++) {
@@ -1232,6 +1334,7 @@ jlisteners(struct jb *jb)
             jset(jb, rc, recheck_names[r], juint(st.rechecks[r]));
         jset(jb, o, "rechecks", rc);
         jset(jb, o, "statements_evicted", juint(st.statements_evicted));
+        jset(jb, o, "statement_entries_evicted", juint(st.statement_entries_evicted));
         jset(jb, o, "statements_undescribed", juint(st.statements_undescribed));
         jpush(jb, arr, o);
     }
@@ -1288,6 +1391,8 @@ jstatements(struct jb *jb, size_t top_n, json_t **statements, json_t **slowest)
         jpush(jb, *slowest, jstatement(jb, eligible[i]));
 
     free(eligible);
+    for (size_t i = 0; i < m.n; i++)
+        free(m.v[i].text);
     free(m.index);
     free(m.v);
 }

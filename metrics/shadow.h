@@ -20,9 +20,13 @@
  *     with its epoch and cleared when reused), mirror-dropped counters, the
  *     "other" statement.
  *   statement table: (listener, statement key) -> counts by outcome and
- *     latency histograms; at most SHADOW_MAX_STATEMENTS entries, never
- *     evicted; when full, a new key is counted in its listener's "other"
- *     statement (and in statements_evicted).  The display text of a key is
+ *     latency histograms; at most SHADOW_MAX_STATEMENTS entries.  When
+ *     full, a new key takes the place of the least used of a random sample
+ *     of clean entries (no mismatch, transient, noise or error: nothing a
+ *     report would show of it but counts; statement_entries_evicted), as
+ *     Redis approximates LRU; an entry that ever mismatched or failed is
+ *     never evicted.  With no clean entry found, the new key is counted in
+ *     its listener's "other" statement (and in statements_evicted).  The display text of a key is
  *     stored once, in its entry.  The caller names the key: this module
  *     knows no protocol (PostgreSQL's key is protocol/pgdesc's fingerprint
  *     and normalized text, Redis's its command).  A caller that could not
@@ -60,7 +64,15 @@
 
 #include "protocol/outcome.h"
 
-#define SHADOW_MAX_STATEMENTS 1024   /* statement entries per shard, all listeners */
+/*
+ * Statement entries per shard (one shard per worker), all listeners: an
+ * entry is 1 KiB of counters and histograms plus its text (at most
+ * SHADOW_KEY_TEXT_MAX, typically 100 bytes): under 17 MiB per worker full,
+ * 32 MiB with every text at its longest.  tests/integration/
+ * test_pg_report_bound.py measures a real one: 40,000 distinct statements
+ * through one worker, +21 MiB resident in all (caches included).
+ */
+#define SHADOW_MAX_STATEMENTS 16384
 #define SHADOW_SAMPLES 64            /* mismatch samples kept (per shard; report: total) */
 #define SHADOW_OTHER_SAMPLES 16      /* noise / error samples kept, likewise */
 #define SHADOW_SUMMARY_MAX 1024      /* bytes of a side's summary kept, NUL included */
@@ -206,6 +218,7 @@ struct shadow_listener_stats {
     uint64_t dropped[SHADOW_DROP__COUNT]; /* since boot */
     uint64_t rechecks[SHADOW_RECHECK__COUNT]; /* since boot */
     uint64_t statements_evicted;          /* records of keys refused by a full statement table */
+    uint64_t statement_entries_evicted;   /* clean entries evicted to make room */
     uint64_t statements_undescribed;      /* records with no key text (caller over budget) */
     double lag_seconds;                   /* max over shards */
     uint64_t detached_sessions;           /* sum over shards */

@@ -288,32 +288,63 @@ test_table_bound_and_other(void **state)
     int slot = metric_slot_listener("bound");
     struct shadow_shard *sh = shadow_shard_new();
     char name[32];
+    enum { KEEP = 100, MORE = 3 * SHADOW_MAX_STATEMENTS };
 
     assert_non_null(sh);
-    for (int i = 0; i < SHADOW_MAX_STATEMENTS + 10; i++) {
+    /* the table fills: the first KEEP keys each mismatch once, the rest only match */
+    for (int i = 0; i < SHADOW_MAX_STATEMENTS; i++) {
         snprintf(name, sizeof(name), "CMD%d", i);
-        shadow_record(sh, slot, 1000 + (uint64_t)i, name, SHADOW_MATCH, SHADOW_NOISE_NONE, MS, MS, NULL, NULL);
+        shadow_record(sh, slot, 1000 + (uint64_t)i, name, i < KEEP ? SHADOW_MISMATCH : SHADOW_MATCH,
+                      SHADOW_NOISE_NONE, MS, MS, "a", "b");
     }
-    /* a known key still has its entry; a refused one stays refused */
-    shadow_record(sh, slot, 1000, "CMD0", SHADOW_MISMATCH, SHADOW_NOISE_NONE, MS, MS, "a", "b");
-    shadow_record(sh, slot, 1000 + SHADOW_MAX_STATEMENTS, "x", SHADOW_MISMATCH, SHADOW_NOISE_NONE, MS, MS, "a", "b");
-
     struct shadow_listener_stats st = stats(slot);
-    assert_int_equal(st.statements_evicted, 11);
-    assert_int_equal(st.outcomes[SHADOW_MATCH], SHADOW_MAX_STATEMENTS + 10);
+    assert_int_equal(st.statement_entries_evicted, 0);
+    assert_int_equal(st.statements_evicted, 0);
+
+    /* many more keys: each takes the place of a clean one; no mismatching one goes */
+    for (int i = 0; i < MORE; i++) {
+        snprintf(name, sizeof(name), "NEW%d", i);
+        shadow_record(sh, slot, 1000000 + (uint64_t)i, name, SHADOW_MATCH, SHADOW_NOISE_NONE, MS,
+                      MS, NULL, NULL);
+    }
+    st = stats(slot);
+    assert_int_equal(st.statement_entries_evicted, MORE);
+    assert_int_equal(st.statements_evicted, 0);
+    assert_int_equal(st.outcomes[SHADOW_MATCH], SHADOW_MAX_STATEMENTS - KEEP + MORE);
 
     json_t *rep = report(0);
     json_t *sts = json_object_get(rep, "statements");
-    assert_int_equal(count_in(sts, "bound"), SHADOW_MAX_STATEMENTS + 1);
-    /* sorted by mismatches, then count: the two with a mismatch first */
-    json_t *s0 = nth_in(sts, "bound", 0), *s1 = nth_in(sts, "bound", 1);
+    assert_int_equal(count_in(sts, "bound"), SHADOW_MAX_STATEMENTS);
+    /* sorted by mismatches first: every one of the KEEP is there, with its text */
+    for (int i = 0; i < KEEP; i++) {
+        json_t *s = nth_in(sts, "bound", (size_t)i);
+        assert_int_equal(jint(json_object_get(s, "count"), "mismatch"), 1);
+        assert_memory_equal(json_string_value(json_object_get(s, "statement")), "CMD", 3);
+    }
+    assert_int_equal(jint(find_listener(rep, "bound"), "statement_entries_evicted"), MORE);
+    /* the samples of the mismatches still name their statements */
+    json_t *x = nth_in(json_object_get(rep, "samples"), "bound", 0);
+    assert_memory_equal(json_string_value(json_object_get(x, "statement")), "CMD", 3);
+    json_decref(rep);
+
+    /* a table of nothing but entries worth keeping: a new key goes to "other" */
+    int slot2 = metric_slot_listener("bound2");
+    struct shadow_shard *sh2 = shadow_shard_new();
+    assert_non_null(sh2);
+    for (int i = 0; i < SHADOW_MAX_STATEMENTS + 10; i++) {
+        snprintf(name, sizeof(name), "BAD%d", i);
+        shadow_record(sh2, slot2, 5000000 + (uint64_t)i, name, SHADOW_SHADOW_ERROR,
+                      SHADOW_NOISE_NONE, MS, MS, "a", "b");
+    }
+    st = stats(slot2);
+    assert_int_equal(st.statements_evicted, 10);
+    assert_int_equal(st.statement_entries_evicted, 0);
+    rep = report(0);
+    json_t *s0 = nth_in(json_object_get(rep, "statements"), "bound2", 0); /* most errors */
     assert_string_equal(json_string_value(json_object_get(s0, "fingerprint")), "other");
-    assert_int_equal(jint(json_object_get(s0, "count"), "total"), 11);
-    assert_int_equal(jint(json_object_get(s0, "count"), "mismatch"), 1);
-    assert_string_equal(json_string_value(json_object_get(s1, "statement")), "CMD0");
-    assert_string_equal(json_string_value(json_object_get(s1, "fingerprint")), "00000000000003e8");
-    assert_int_equal(jint(json_object_get(s1, "count"), "total"), 2);
-    assert_int_equal(jint(find_listener(rep, "bound"), "statements_evicted"), 11);
+    assert_int_equal(jint(json_object_get(s0, "count"), "total"), 10);
+    assert_int_equal(count_in(json_object_get(rep, "statements"), "bound2"),
+                     SHADOW_MAX_STATEMENTS + 1);
     json_decref(rep);
 
     /* top_n cuts the list */
