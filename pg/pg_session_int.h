@@ -125,6 +125,8 @@ struct pg_shadow {
     struct pg_frame frame;      /* the shadow's stream (target 1: the rest goes to the client) */
     struct evbuffer *state_log; /* session-state units to replay on re-attach */
     unsigned state_units;
+    uint64_t login_started_ns;  /* this attach's first login attempt */
+    unsigned login_retries;     /* logins refused for a database or role not there yet */
 };
 
 /*

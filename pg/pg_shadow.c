@@ -997,6 +997,7 @@ const struct mirror_ops pg_mirror_ops = {
 };
 
 static void on_shadow_login(evutil_socket_t fd, short what, void *arg);
+static int login_begin(struct pg_session *s);
 
 /* Logged in: take the socket over and send what waited. */
 static void
@@ -1029,6 +1030,37 @@ shadow_ready(struct pg_session *s)
     evbuffer_add_buffer(s->base.shadow_conn.out, sh->pending);
     if (session_shadow_flush(&s->base) == 0)
         conn_want_read(&s->base.shadow_conn, 1);
+}
+
+/*
+ * The shadow refused the login for a database or role that is not there:
+ * it may not be there *yet*, when the CREATE that makes it (another
+ * session's, acknowledged by the primary) is still on its way to the
+ * shadow.  The login is tried again, with a growing pause, until the
+ * mirror timeout from the first attempt; the session's units wait in
+ * pending meanwhile, as they do during any login.  1 when it will be.
+ */
+static int
+login_may_wait(struct pg_session *s, const char *msg)
+{
+    struct pg_shadow *sh = &s->shadow;
+    uint64_t timeout_ns = (uint64_t)mirror_conf(s)->timeout_ms * 1000000ull;
+    uint32_t ms = 20u << (sh->login_retries < 5 ? sh->login_retries : 5);
+
+    if (strstr(msg, "does not exist") == NULL ||
+        session_now_ns() + (uint64_t)ms * 1000000ull - sh->login_started_ns > timeout_ns)
+        return 0;
+    sh->login_retries++;
+    PQfinish(sh->pq);
+    sh->pq = NULL;
+    /* the login event is a plain timer while pq is NULL: on_shadow_login tries again */
+    struct timeval tv = {.tv_sec = 0, .tv_usec = ms * 1000};
+    evtimer_assign(&sh->login_ev, s->base.w->base, on_shadow_login, s);
+    evtimer_add(&sh->login_ev, &tv);
+    sh->login_ev_added = 1;
+    slog(s, CONF_LOG_DEBUG, "shadow login refused (%.*s): trying again in %u ms",
+         (int)strcspn(msg, "\n"), msg, ms);
+    return 1;
 }
 
 static void
@@ -1064,6 +1096,8 @@ login_step(struct pg_session *s)
             detach(s, SHADOW_DROPPED, why);
             return;
         }
+        if (login_may_wait(s, msg))
+            return;
         /* libpq's message never holds the password */
         snprintf(why, sizeof(why), "login failed: %s", msg);
         why[strcspn(why, "\n")] = '\0';
@@ -1085,6 +1119,12 @@ on_shadow_login(evutil_socket_t fd, short what, void *arg)
     struct pg_session *s = arg;
     (void)fd;
     s->shadow.login_ev_added = 0;
+    if (s->shadow.pq == NULL) {
+        /* login_may_wait's pause is over */
+        if (login_begin(s) == 0)
+            login_step(s);
+        return;
+    }
     if (what & EV_TIMEOUT) {
         detach(s, SHADOW_SHADOW_ERROR, "login timeout");
         return;
@@ -1231,6 +1271,23 @@ pg_login_start(const struct pg_session *s, const struct rt_backend *b)
     return PQconnectStartParams(lp.keys, lp.vals, 0);
 }
 
+/* libpq's login to the shadow starts: 0, or -1 with the shadow detached. */
+static int
+login_begin(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    sh->pq = pg_login_start(s, s->base.shadow_be);
+    if (sh->pq == NULL || PQstatus(sh->pq) == CONNECTION_BAD) {
+        char why[300];
+        snprintf(why, sizeof(why), "login failed: %s",
+                 sh->pq ? PQerrorMessage(sh->pq) : "out of memory");
+        why[strcspn(why, "\n")] = '\0';
+        detach(s, SHADOW_SHADOW_ERROR, why);
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * pg_shadow_start - open a shadow session for s, logged in as the shadow
  * backend's configured user (acting as the client's role) or else as the
@@ -1243,7 +1300,6 @@ pg_shadow_start(struct pg_session *s)
     struct pg_shadow *sh = &s->shadow;
     const struct rt_backend *b = s->base.shadow_be;
     struct pgw_startup st;
-    struct login_params lp;
     char options[2048] = "";
     const char *err;
     size_t used;
@@ -1275,19 +1331,13 @@ pg_shadow_start(struct pg_session *s)
     sh->as_role = as_role;
     if (as_role)
         snprintf(sh->client_role, sizeof(sh->client_role), "%s", pgw_startup_param(&st, "user"));
-    login_params(s, b, &st, user, options, &lp);
-    sh->pq = PQconnectStartParams(lp.keys, lp.vals, 0);
-    if (sh->pq == NULL || PQstatus(sh->pq) == CONNECTION_BAD) {
-        char why[300];
-        snprintf(why, sizeof(why), "login failed: %s",
-                 sh->pq ? PQerrorMessage(sh->pq) : "out of memory");
-        why[strcspn(why, "\n")] = '\0';
-        detach(s, SHADOW_SHADOW_ERROR, why);
+    if (login_begin(s) != 0)
         return;
-    }
     sh->epoch = (sh->epoch + 1) & 0x7fffffffu;
     if (sh->epoch == 0)
         sh->epoch = 1;
+    sh->login_started_ns = session_now_ns();
+    sh->login_retries = 0;
     queue_state_replay(s);
     login_step(s);
 }
