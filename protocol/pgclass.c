@@ -1336,6 +1336,13 @@ classify_stmt(struct walk *w, int wrapper, struct stmt_class *sc)
         break;
     case RULE_ADMIN:
         sc->kind = REQ_KIND_ADMIN;
+        /* ANALYZE (a VacuumStmt that is no VACUUM) changes no row but the statistics
+         * the planner reads: mirrored, or the shadow plans blind and looks slower */
+        if (strcmp(type, "VacuumStmt") == 0 &&
+            !j_prim_is(d, j_get(d, stmt, "is_vacuumcmd"), "true")) {
+            sc->kind = REQ_KIND_WRITE;
+            sc->ddl = true;
+        }
         break;
     case RULE_LOCK:
         w->locking = true;
