@@ -137,6 +137,7 @@ struct conf_compare {
     char (*ignore_fingerprints)[17];       /* statement fingerprints (hex) counted as noise */
     size_t nignore_fingerprints;
     uint32_t confirm_per_second;           /* re-checks of mismatching reads; 0: none (default 20) */
+    uint32_t explain_when_slower;          /* fetch plans when shadow p50 >= N x primary's; 0: never */
 };
 
 /*

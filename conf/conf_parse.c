@@ -164,6 +164,7 @@ static const struct conf_range range_guard_window = {5000, 300 * 1000, "5s..5m"}
 static const struct conf_range range_min_samples = {1, 1000000000, "1..1000000000"};
 static const struct conf_range range_cooldown = {0, 24 * 60 * 60 * 1000, "0s..24h"};
 static const struct conf_range range_confirm = {0, 10000, "0..10000"};
+static const struct conf_range range_explain = {0, 1000, "0..1000"};
 
 static conf_set_fn set_number, set_size, set_duration, set_enum, set_string, set_addr,
     set_backend_ref, set_fraction, set_size64, set_ignore_columns, set_ignore_fingerprints,
@@ -277,6 +278,8 @@ static const struct conf_directive directives[] = {
     LIST("ignore_fingerprints", CTX_COMPARE, set_ignore_fingerprints),
     SIMPLE("confirm_per_second", CTX_COMPARE, 0, set_number, struct conf_compare,
            confirm_per_second, &range_confirm),
+    SIMPLE("explain_when_slower", CTX_COMPARE, 0, set_number, struct conf_compare,
+           explain_when_slower, &range_explain),
 
     /* listener { canary NAME { } }: matches, then exactly one action */
     SIMPLE("user", CTX_CANARY, 0, set_string, struct conf_canary, user, NULL),
@@ -945,6 +948,7 @@ enter_listener(struct conf_build *b, void *obj, const struct conf_directive *d,
     l->mode = CONF_MODE_PASSTHROUGH;
     l->mirror.reads = 0.10; /* the other mirror fields' zero means their default */
     l->compare.confirm_per_second = 20;
+    l->compare.explain_when_slower = 2;
     l->read_your_writes_ms = 1000;
     l->max_lag_ms = 1000;
     l->line = n->line;

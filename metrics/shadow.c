@@ -112,10 +112,12 @@ struct stmt {
     uint64_t id;
     int listener;
     bool other;
-    const char *text; /* immutable; never freed */
+    const char *text; /* immutable while the entry lives (eviction frees it) */
     uint64_t count[SHADOW__COUNT];
     uint64_t noise[SHADOW_NOISE__COUNT]; /* count[SHADOW_NOISE] by reason ([0] unused) */
     struct hist lat[SHADOW_SIDE__COUNT];
+    uint64_t plan_check_ns;               /* shadow_plan_due looks again from then */
+    char *plans[SHADOW_SIDE__COUNT];      /* EXPLAIN (FORMAT JSON) of each side, or NULL */
 };
 
 struct lis {
@@ -524,6 +526,8 @@ stmt_add(struct shadow_shard *sh, int slot, uint64_t id, const char *text, int *
         st = sh->stmts[i];
         index_remove(sh, i);
         free((char *)st->text);
+        for (int s = 0; s < SHADOW_SIDE__COUNT; s++)
+            free(st->plans[s]);
         memset(st, 0, sizeof(*st));
         *evicted = 1;
     } else if ((st = calloc(1, sizeof(*st))) == NULL) {
@@ -650,6 +654,55 @@ shadow_record(struct shadow_shard *sh, int slot, uint64_t key_id, const char *ke
     }
     record_locked(sh, l, slot, st, true, key_id, o, reason, p_ns, s_ns, psum, ssum, now);
 out:
+    pthread_mutex_unlock(&sh->lock);
+}
+
+/* ---- plans of slower statements ----------------------------------------- */
+
+static uint64_t hist_count(const uint64_t *b);
+
+int
+shadow_plan_due(struct shadow_shard *sh, int slot, uint64_t key_id, unsigned min_ratio)
+{
+    int due = 0;
+    uint64_t now;
+
+    if (sh == NULL || !slot_ok(slot) || min_ratio == 0)
+        return 0;
+    now = clock_now();
+    pthread_mutex_lock(&sh->lock);
+    int i = stmt_find(sh, slot, key_id);
+    if (i >= 0 && now >= sh->stmts[i]->plan_check_ns) {
+        struct stmt *st = sh->stmts[i];
+        const uint64_t *p = st->lat[SHADOW_SIDE_PRIMARY].b, *s = st->lat[SHADOW_SIDE_SHADOW].b;
+        if (hist_count(p) >= SHADOW_PLAN_MIN_SAMPLES && hist_count(s) >= SHADOW_PLAN_MIN_SAMPLES) {
+            st->plan_check_ns = now + SHADOW_PLAN_CHECK_NS;
+            double r = ratio(quantile(s, 0.5), quantile(p, 0.5));
+            if (!isnan(r) && r >= (double)min_ratio) {
+                due = 1;
+                st->plan_check_ns = now + SHADOW_PLAN_INTERVAL_NS;
+            }
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return due;
+}
+
+void
+shadow_set_plans(struct shadow_shard *sh, int slot, uint64_t key_id, const char *primary_plan,
+                 const char *shadow_plan)
+{
+    const char *plan[SHADOW_SIDE__COUNT] = {primary_plan, shadow_plan};
+
+    if (sh == NULL || !slot_ok(slot))
+        return;
+    pthread_mutex_lock(&sh->lock);
+    int i = stmt_find(sh, slot, key_id);
+    if (i >= 0) /* gone: evicted meanwhile */
+        for (int s = 0; s < SHADOW_SIDE__COUNT; s++) {
+            free(sh->stmts[i]->plans[s]);
+            sh->stmts[i]->plans[s] = plan[s] ? strndup(plan[s], SHADOW_PLAN_MAX) : NULL;
+        }
     pthread_mutex_unlock(&sh->lock);
 }
 
@@ -1049,6 +1102,7 @@ struct agg_stmt {
     int listener;
     bool other;
     char *text; /* a copy: an entry's own text may be evicted once the shard is unlocked */
+    char *plans[SHADOW_SIDE__COUNT]; /* copies too, from the first shard that has them */
     uint64_t count[SHADOW__COUNT];
     uint64_t noise[SHADOW_NOISE__COUNT];
     uint64_t total;
@@ -1126,6 +1180,10 @@ map_add(struct stmt_map *m, const struct stmt *st)
     }
     m->index[h] = (int32_t)m->n++;
 found:
+    for (int s = 0; s < SHADOW_SIDE__COUNT; s++)
+        if (a->plans[s] == NULL && st->plans[s] != NULL &&
+            (a->plans[s] = strdup(st->plans[s])) == NULL)
+            m->failed = true;
     for (int o = 0; o < SHADOW__COUNT; o++) {
         a->count[o] += st->count[o];
         a->total += st->count[o];
@@ -1284,6 +1342,16 @@ jstatement(struct jb *jb, const struct agg_stmt *a)
     jset(jb, o, "primary_p99_ms", jms(quantile(a->lat[SHADOW_SIDE_PRIMARY], 0.99)));
     jset(jb, o, "shadow_p99_ms", jms(quantile(a->lat[SHADOW_SIDE_SHADOW], 0.99)));
     jset(jb, o, "latency_ratio", jnum(a->ratio));
+    if (a->plans[SHADOW_SIDE_PRIMARY] != NULL || a->plans[SHADOW_SIDE_SHADOW] != NULL) {
+        json_t *plans = json_object();
+        for (int s = 0; s < SHADOW_SIDE__COUNT; s++) {
+            json_t *p = a->plans[s] ? json_loads(a->plans[s], 0, NULL) : NULL;
+            if (p == NULL && a->plans[s] != NULL)
+                p = json_string(a->plans[s]); /* cut at SHADOW_PLAN_MAX: shown as text */
+            jset(jb, plans, side_names[s], p ? p : json_null());
+        }
+        jset(jb, o, "plans", plans);
+    }
     return o;
 }
 
@@ -1391,8 +1459,11 @@ jstatements(struct jb *jb, size_t top_n, json_t **statements, json_t **slowest)
         jpush(jb, *slowest, jstatement(jb, eligible[i]));
 
     free(eligible);
-    for (size_t i = 0; i < m.n; i++)
+    for (size_t i = 0; i < m.n; i++) {
         free(m.v[i].text);
+        for (int s = 0; s < SHADOW_SIDE__COUNT; s++)
+            free(m.v[i].plans[s]);
+    }
     free(m.index);
     free(m.v);
 }

@@ -82,6 +82,12 @@
 #define SHADOW_WINDOW_SECONDS (SHADOW_WINDOW_SLOTS * SHADOW_WINDOW_SLOT_SECONDS)
 #define SHADOW_LAT_BOUNDS 54          /* finite latency bucket bounds (+Inf is one more) */
 #define SHADOW_SLOWEST_MIN_SAMPLES 10 /* report "slowest": both sides measured this often */
+/* Plans of a statement slower on the shadow: after this many latencies on each side,
+ * looked at every 10 s, fetched again at most every 10 min, each kept up to 32 KiB. */
+#define SHADOW_PLAN_MIN_SAMPLES 50
+#define SHADOW_PLAN_CHECK_NS (10ull * 1000000000ull)
+#define SHADOW_PLAN_INTERVAL_NS (600ull * 1000000000ull)
+#define SHADOW_PLAN_MAX (32 * 1024)
 
 enum shadow_side { SHADOW_SIDE_PRIMARY, SHADOW_SIDE_SHADOW, SHADOW_SIDE__COUNT };
 
@@ -181,6 +187,20 @@ void shadow_set_lag(struct shadow_shard *shard, int listener_slot, double second
 void shadow_set_detached(struct shadow_shard *shard, int listener_slot, uint64_t sessions);
 void shadow_count_dropped(struct shadow_shard *shard, int listener_slot,
                           enum shadow_drop_reason reason, uint64_t n);
+/*
+ * shadow_plan_due - 1 when the statement (listener_slot, key_id) is now
+ * slower on the shadow by ratio or more (p50 over p50, with
+ * SHADOW_PLAN_MIN_SAMPLES latencies on each side) and its plans were not
+ * fetched in the last SHADOW_PLAN_INTERVAL_NS: the caller fetches them.
+ * Cheap to ask on every record (an entry is looked at every 10 s at most).
+ * shadow_set_plans - keep the two plans (EXPLAIN (FORMAT JSON) text, NULL
+ * for none) with the statement; the report shows them.
+ */
+int shadow_plan_due(struct shadow_shard *shard, int listener_slot, uint64_t key_id,
+                    unsigned ratio);
+void shadow_set_plans(struct shadow_shard *shard, int listener_slot, uint64_t key_id,
+                      const char *primary_plan, const char *shadow_plan);
+
 /* shadow_count_recheck - one mismatching read's re-check ended with result r. */
 void shadow_count_recheck(struct shadow_shard *shard, int listener_slot,
                           enum shadow_recheck_result r);

@@ -21,6 +21,11 @@
  * was committed, which is as it should be: the question is whether the
  * shadow holds the same data, not whether it saw the same interleaving.
  *
+ * The same job, run once, fetches the plans of a read whose fingerprint
+ * is slower on the shadow (shadow_plan_due): EXPLAIN (FORMAT JSON) of the
+ * statement with this unit's parameters on both backends, kept with the
+ * statement for the report (pg_explain_start).
+ *
  * The client never waits: its session has moved on (it may have left; the
  * job keeps its own copies).  Writes are never run again: only units of
  * kind read get here.
@@ -62,10 +67,15 @@ struct recheck_side {
     XXH3_state_t *digest; /* this attempt's answer */
     uint64_t answer;
     char error[160];      /* the run failed: no verdict from it (the read succeeded before) */
+    char *plan;           /* an explain job's answer */
 };
+
+enum job_kind { JOB_RECHECK, JOB_EXPLAIN };
 
 struct pg_recheck {
     struct worker_job job; /* first: the worker's list */
+    enum job_kind kind;
+    char *explain_sql;     /* JOB_EXPLAIN: "EXPLAIN (FORMAT JSON) " and the statement */
     struct worker *w;
     struct runtime *rt;    /* one reference: ignore_columns and the listener's settings */
     int slot;
@@ -148,6 +158,8 @@ side_release(struct recheck_side *sd)
     if (sd->digest)
         XXH3_freeState(sd->digest);
     sd->digest = NULL;
+    free(sd->plan);
+    sd->plan = NULL;
 }
 
 static void
@@ -163,7 +175,20 @@ job_free(struct pg_recheck *j)
     free(j->key_text);
     free(j->unit);
     free(j->sql);
+    free(j->explain_sql);
     free(j);
+}
+
+/* An explain job's end: both plans kept with the statement, or (failed) nothing. */
+static void
+explain_done(struct pg_recheck *j, const char *why)
+{
+    if (why == NULL)
+        shadow_set_plans(j->w->shadow, j->slot, j->key_id, j->side[PRIMARY].plan,
+                         j->side[SHADOW].plan);
+    jlog(j, why ? CONF_LOG_INFO : CONF_LOG_DEBUG, "plans of a statement slower on the shadow: %s",
+         why ? why : "fetched from both");
+    job_free(j);
 }
 
 /*
@@ -173,6 +198,10 @@ job_free(struct pg_recheck *j)
 static void
 finish(struct pg_recheck *j, enum shadow_recheck_result result, const char *why)
 {
+    if (j->kind == JOB_EXPLAIN) {
+        explain_done(j, why ? why : "failed");
+        return;
+    }
     enum shadow_outcome outcome =
         result == SHADOW_RECHECK_TRANSIENT ? SHADOW_TRANSIENT : SHADOW_MISMATCH;
 
@@ -241,6 +270,12 @@ digest_result(struct pg_recheck *j, struct recheck_side *sd, const PGresult *r)
     }
     if (status != PGRES_TUPLES_OK)
         return;
+    if (j->kind == JOB_EXPLAIN) {
+        /* one row, one column: the plan as JSON text */
+        if (sd->plan == NULL && PQntuples(r) == 1 && PQnfields(r) == 1)
+            sd->plan = strdup(PQgetvalue(r, 0, 0));
+        return;
+    }
     int ncols = PQnfields(r), nrows = PQntuples(r);
     uint8_t keep[1600]; /* PostgreSQL's column limit */
     for (int c = 0; c < ncols && c < (int)sizeof(keep); c++) {
@@ -304,6 +339,12 @@ send_query(struct recheck_side *sd)
     if (sd->digest == NULL && (sd->digest = XXH3_createState()) == NULL)
         return -1;
     XXH3_64bits_reset(sd->digest);
+    if (sd->job->kind == JOB_EXPLAIN) /* one statement: the extended protocol refuses more */
+        return PQsendQueryParams(sd->pq, sd->job->explain_sql, c->nparams,
+                                 c->ntypes ? c->param_types : NULL, c->values, c->lengths,
+                                 c->param_formats, 0)
+                   ? 0
+                   : -1;
     if (c->simple)
         return PQsendQuery(sd->pq, c->sql) ? 0 : -1;
     return PQsendQueryParams(sd->pq, c->sql, c->nparams, c->ntypes ? c->param_types : NULL,
@@ -326,6 +367,10 @@ attempt_done(struct pg_recheck *j)
             finish(j, SHADOW_RECHECK_FAILED, why);
             return;
         }
+    }
+    if (j->kind == JOB_EXPLAIN) {
+        explain_done(j, NULL);
+        return;
     }
     if (j->side[PRIMARY].answer == j->side[SHADOW].answer) {
         finish(j, SHADOW_RECHECK_TRANSIENT, NULL);
@@ -459,11 +504,76 @@ take_statement(struct pg_recheck *j, const struct pg_unit *u)
     return 0;
 }
 
+/*
+ * A job for unit u of session s: its statement taken (u->call is the job's
+ * then), logins to both backends begun.  NULL when u holds no statement to
+ * run again (*unsupported set) or out of memory; the budget is the
+ * caller's, and given back here on failure.
+ */
+static struct pg_recheck *
+job_new(struct pg_session *s, struct pg_unit *u, enum job_kind kind, int *unsupported)
+{
+    const struct rt_listener *lis = s->base.lis;
+    struct pg_recheck *j = calloc(1, sizeof(*j));
+
+    *unsupported = 0;
+    if (j == NULL || take_statement(j, u) != 0) {
+        *unsupported = j != NULL;
+        if (j)
+            free(j->sql);
+        free(j);
+        budget_give(lis->metric_slot);
+        return NULL;
+    }
+    u->call = NULL; /* the job's now */
+    j->kind = kind;
+    j->job.cancel = job_cancel;
+    j->w = s->base.w;
+    j->rt = s->base.rt;
+    runtime_ref(j->rt);
+    j->slot = lis->metric_slot;
+    j->session_id = s->base.id;
+    snprintf(j->peer, sizeof(j->peer), "%s", s->base.peer);
+    j->ordered = u->ordered;
+    j->ignore = lis->ignore_columns;
+    j->attempt = 1;
+    evtimer_assign(&j->timer, j->w->base, on_pause, j);
+    evtimer_assign(&j->deadline, j->w->base, on_deadline, j);
+    worker_job_add(j->w, &j->job);
+    struct timeval tv = {.tv_sec = RECHECK_DEADLINE_MS / 1000,
+                         .tv_usec = (RECHECK_DEADLINE_MS % 1000) * 1000};
+    evtimer_add(&j->deadline, &tv);
+    return j;
+}
+
+/* The logins to both backends (libpq copies every parameter: the session may go). */
+static void
+job_login(struct pg_recheck *j, struct pg_session *s)
+{
+    const struct rt_backend *ends[2] = {s->base.be, s->base.shadow_be};
+    for (int i = 0; i < 2; i++) {
+        struct recheck_side *sd = &j->side[i];
+        sd->job = j;
+        sd->which = (enum side)i;
+        sd->state = SIDE_CONNECTING;
+        sd->pq = pg_login_start(s, ends[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (j->side[i].pq == NULL || PQstatus(j->side[i].pq) == CONNECTION_BAD) {
+            side_failed(&j->side[i], "login");
+            return;
+        }
+    }
+    /* libpq's connect starts as if it had said PGRES_POLLING_WRITING */
+    wait_for(&j->side[PRIMARY], EV_WRITE);
+    wait_for(&j->side[SHADOW], EV_WRITE);
+}
+
 int
 pg_recheck_start(struct pg_session *s, struct pg_unit *u, const struct pgdesc_key *key)
 {
     const struct rt_listener *lis = s->base.lis;
-    int slot = lis->metric_slot;
+    int slot = lis->metric_slot, unsupported;
     struct shadow_shard *shard = s->base.w->shadow;
 
     if (lis->conf->compare.confirm_per_second == 0 || u->base.kind != REQ_KIND_READ ||
@@ -477,57 +587,40 @@ pg_recheck_start(struct pg_session *s, struct pg_unit *u, const struct pgdesc_ke
         shadow_count_recheck(shard, slot, SHADOW_RECHECK_BUSY);
         return -1;
     }
-    struct pg_recheck *j = calloc(1, sizeof(*j));
-    if (j == NULL || take_statement(j, u) != 0) {
-        if (j)
-            free(j->sql);
-        free(j);
-        budget_give(slot);
+    struct pg_recheck *j = job_new(s, u, JOB_RECHECK, &unsupported);
+    if (j == NULL) {
         shadow_count_recheck(shard, slot, SHADOW_RECHECK_UNSUPPORTED);
         return -1;
     }
-    u->call = NULL; /* the job's now */
-    j->job.cancel = job_cancel;
-    j->w = s->base.w;
-    j->rt = s->base.rt;
-    runtime_ref(j->rt);
-    j->slot = slot;
-    j->session_id = s->base.id;
-    snprintf(j->peer, sizeof(j->peer), "%s", s->base.peer);
-    j->ordered = u->ordered;
-    j->ignore = lis->ignore_columns;
     j->key_id = key->fingerprint;
     j->key_text = key->text ? strdup(key->text) : NULL;
     j->primary_ns = u->base.primary_ns;
     j->shadow_ns = u->base.shadow_done && u->base.forced < 0 ? u->base.shadow_ns : 0;
     memcpy(j->psample, u->cmp->psample, sizeof(j->psample));
     memcpy(j->ssample, u->cmp->ssample, sizeof(j->ssample));
-    j->attempt = 1;
-    evtimer_assign(&j->timer, j->w->base, on_pause, j);
-    evtimer_assign(&j->deadline, j->w->base, on_deadline, j);
-    worker_job_add(j->w, &j->job);
-    struct timeval tv = {.tv_sec = RECHECK_DEADLINE_MS / 1000,
-                         .tv_usec = (RECHECK_DEADLINE_MS % 1000) * 1000};
-    evtimer_add(&j->deadline, &tv);
+    job_login(j, s);
+    return 0; /* a failed login is recorded, unconfirmed */
+}
 
-    /* libpq copies every parameter: the logins do not need the session afterwards */
-    const struct rt_backend *ends[2] = {s->base.be, s->base.shadow_be};
-    for (int i = 0; i < 2; i++) {
-        struct recheck_side *sd = &j->side[i];
-        sd->job = j;
-        sd->which = (enum side)i;
-        sd->state = SIDE_CONNECTING;
-        sd->pq = pg_login_start(s, ends[i]);
+void
+pg_explain_start(struct pg_session *s, struct pg_unit *u, uint64_t key_id)
+{
+    static const char prefix[] = "EXPLAIN (FORMAT JSON) ";
+    int unsupported;
+
+    if (u->base.kind != REQ_KIND_READ || u->call == NULL || s->base.shadow_be == NULL ||
+        !budget_take(s->base.lis->metric_slot, UINT32_MAX))
+        return;
+    struct pg_recheck *j = job_new(s, u, JOB_EXPLAIN, &unsupported);
+    if (j == NULL)
+        return;
+    j->key_id = key_id;
+    size_t n = strlen(j->call.sql);
+    if ((j->explain_sql = malloc(sizeof(prefix) + n)) == NULL) {
+        job_free(j);
+        return;
     }
-    for (int i = 0; i < 2; i++) {
-        struct recheck_side *sd = &j->side[i];
-        if (sd->pq == NULL || PQstatus(sd->pq) == CONNECTION_BAD) {
-            side_failed(sd, "login");
-            return 0; /* recorded, unconfirmed */
-        }
-    }
-    /* libpq's connect starts as if it had said PGRES_POLLING_WRITING */
-    wait_for(&j->side[PRIMARY], EV_WRITE);
-    wait_for(&j->side[SHADOW], EV_WRITE);
-    return 0;
+    memcpy(j->explain_sql, prefix, sizeof(prefix) - 1);
+    memcpy(j->explain_sql + sizeof(prefix) - 1, j->call.sql, n + 1);
+    job_login(j, s);
 }

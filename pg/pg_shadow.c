@@ -185,6 +185,11 @@ record(struct pg_session *s, struct pg_unit *u, enum shadow_outcome outcome,
                   u->base.shadow_done && u->base.forced < 0 ? u->base.shadow_ns : 0, psum, ssum);
     if (outcome == SHADOW_MISMATCH)
         slog(s, CONF_LOG_DEBUG, "shadow mismatch: %.200s", u->sql ? u->sql : "");
+    /* slower on the shadow: why, in the two plans */
+    if (u->call != NULL && key.text != NULL &&
+        shadow_plan_due(s->base.w->shadow, s->base.lis->metric_slot, key.fingerprint,
+                        s->base.lis->conf->compare.explain_when_slower))
+        pg_explain_start(s, u, key.fingerprint);
 }
 
 /* The mirror queue's record hook: both sides are done with mirrored unit u. */
@@ -671,8 +676,9 @@ keep_call(struct pg_session *s, struct pg_unit *u, size_t len)
     const char *name;
     size_t namelen, n;
 
+    const struct conf_compare *cc = &s->base.lis->conf->compare;
     if (u->cmp == NULL || u->base.kind != REQ_KIND_READ || len > RECHECK_CALL_MAX ||
-        s->base.lis->conf->compare.confirm_per_second == 0)
+        (cc->confirm_per_second == 0 && cc->explain_when_slower == 0))
         return;
     /* a Bind of a statement prepared earlier: its Parse goes first (text, declared types) */
     n = evbuffer_copyout(s->unit_buf, head, sizeof(head));
