@@ -209,8 +209,14 @@ void pg_shadow_primary_copy_in(struct pg_session *s);
 int pg_shadow_wants_whole(const struct pg_session *s);
 void pg_shadow_parsed(struct pg_session *s, struct pgstmt *st);
 void pg_shadow_orphan(struct session *base);
-/* A login of tandem's to backend b as s's shadow session logs in (libpq copies every parameter). */
+/*
+ * pg_login.c: a login of tandem's to backend b as s's client
+ * (pg_login_start; libpq copies every parameter, NULL when it cannot
+ * start), and whether it acts as the client's role there (pg_login_as_role:
+ * 1, 0 as the client's own user, -1 when that role cannot be set).
+ */
 PGconn *pg_login_start(const struct pg_session *s, const struct rt_backend *b);
+int pg_login_as_role(const struct pg_session *s, const struct rt_backend *b);
 /*
  * pg_recheck_start - u, a read whose answers differ, is run again on both
  * backends before it is reported (pg_recheck.c): 0 when the re-check took

@@ -1138,102 +1138,6 @@ on_shadow_login(evutil_socket_t fd, short what, void *arg)
     login_step(s);
 }
 
-/* Append "-c name=value" to options, escaping as libpq's option splitter expects. */
-static void
-add_option(char *opts, size_t cap, const char *name, const char *value)
-{
-    size_t n = strlen(opts);
-    n += (size_t)snprintf(opts + n, n < cap ? cap - n : 0, "%s-c %s=", n ? " " : "", name);
-    for (const char *p = value; *p && n + 2 < cap; p++) {
-        if (*p == ' ' || *p == '\\')
-            opts[n++] = '\\';
-        opts[n++] = *p;
-    }
-    if (n < cap)
-        opts[n] = '\0';
-}
-
-/*
- * A login of tandem's to a backend as the client: the client's startup
- * parameters as -c settings, its own options, and, when tandem logs in
- * with a user of its own, the client's role last (no option of the
- * client's overrides it: RESET ROLE and DISCARD ALL return to it; the
- * login fails when that user may not act as the role).  1 when it acts as
- * the client's role, 0 when it logs in as the client's user, -1 when that
- * role cannot be set (the session is then not mirrored).
- */
-static int
-login_options(const struct pgw_startup *st, const char *user, char *options, size_t cap)
-{
-    for (size_t i = 0; i < st->nparams; i++) {
-        const char *name = st->params[i].name;
-        if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 ||
-            strcmp(name, "application_name") == 0 || strcmp(name, "options") == 0 ||
-            strcmp(name, "client_encoding") == 0 || strncmp(name, "_pq_.", 5) == 0)
-            continue;
-        add_option(options, cap, name, st->params[i].value);
-    }
-    const char *client_opts = pgw_startup_param(st, "options");
-    if (client_opts && client_opts[0]) {
-        size_t n = strlen(options);
-        snprintf(options + n, cap - n, "%s%s", n ? " " : "", client_opts);
-    }
-    const char *client_user = pgw_startup_param(st, "user");
-    if (client_user == NULL || user == NULL || strcmp(user, client_user) == 0)
-        return 0;
-    /* room for " -c role=" and the name with every byte escaped, or no login at all */
-    if (strlen(client_user) >= sizeof(((struct pg_shadow *)0)->client_role) ||
-        strlen(options) + 10 + 2 * strlen(client_user) >= cap)
-        return -1;
-    add_option(options, cap, "role", client_user);
-    return 1;
-}
-
-/* libpq's parameters for a login of tandem's (keys/vals hold 20, NULL-terminated). */
-struct login_params {
-    const char *keys[20], *vals[20];
-    char port[8], hostaddr[64], timeout[16];
-};
-
-static void
-login_params(const struct pg_session *s, const struct rt_backend *b, const struct pgw_startup *st,
-             const char *user, const char *options, struct login_params *lp)
-{
-    const char *db = pgw_startup_param(st, "database");
-    int k = 0;
-
-    snprintf(lp->port, sizeof(lp->port), "%u", b->conf->addr.port);
-    runtime_format_host(&b->addr, lp->hostaddr, sizeof(lp->hostaddr));
-    snprintf(lp->timeout, sizeof(lp->timeout), "%u",
-             (s->base.rt->conf->limits.connect_timeout_ms + 999) / 1000);
-#define PARAM(key, value) (lp->keys[k] = (key), lp->vals[k++] = (value))
-    PARAM("host", b->conf->tls_server_name[0] ? b->conf->tls_server_name : b->conf->addr.host);
-    PARAM("hostaddr", lp->hostaddr);
-    PARAM("port", lp->port);
-    PARAM("user", user ? user : "");
-    PARAM("dbname", db ? db : (user ? user : ""));
-    if (b->password[0])
-        PARAM("password", b->password);
-    /* per client user: libpq picks the line for this host, port, database and user */
-    if (b->conf->passfile[0])
-        PARAM("passfile", b->conf->passfile);
-    if (pgw_startup_param(st, "application_name"))
-        PARAM("application_name", pgw_startup_param(st, "application_name"));
-    if (pgw_startup_param(st, "client_encoding"))
-        PARAM("client_encoding", pgw_startup_param(st, "client_encoding"));
-    if (options[0])
-        PARAM("options", options);
-    PARAM("sslmode", b->conf->tls == CONF_TLS_VERIFY_FULL ? "verify-full"
-                     : b->conf->tls == CONF_TLS_REQUIRE   ? "require"
-                                                          : "disable");
-    if (b->conf->tls_ca_file[0])
-        PARAM("sslrootcert", b->conf->tls_ca_file);
-    PARAM("gssencmode", "disable");
-    PARAM("connect_timeout", lp->timeout);
-#undef PARAM
-    lp->keys[k] = NULL, lp->vals[k] = NULL;
-}
-
 /* The recorded session state goes to the new connection first, as units of its own. */
 static void
 queue_state_replay(struct pg_session *s)
@@ -1257,24 +1161,6 @@ queue_state_replay(struct pg_session *s)
     mirror_account(&s->base.mirror, (int64_t)len);
     if (sh->replay_incomplete)
         slog(s, CONF_LOG_WARN, "session state too large to replay in full on the shadow");
-}
-
-PGconn *
-pg_login_start(const struct pg_session *s, const struct rt_backend *b)
-{
-    struct pgw_startup st;
-    struct login_params lp;
-    char options[2048] = "";
-    const char *err;
-    size_t used;
-
-    if (pgw_startup_parse(s->startup, s->startup_len, &used, &st, &err) != PGW_OK)
-        return NULL;
-    const char *user = b->conf->user[0] ? b->conf->user : pgw_startup_param(&st, "user");
-    if (login_options(&st, user, options, sizeof(options)) < 0)
-        return NULL;
-    login_params(s, b, &st, user, options, &lp);
-    return PQconnectStartParams(lp.keys, lp.vals, 0);
 }
 
 /* libpq's login to the shadow starts: 0, or -1 with the shadow detached. */
@@ -1306,7 +1192,6 @@ pg_shadow_start(struct pg_session *s)
     struct pg_shadow *sh = &s->shadow;
     const struct rt_backend *b = s->base.shadow_be;
     struct pgw_startup st;
-    char options[2048] = "";
     const char *err;
     size_t used;
 
@@ -1325,9 +1210,8 @@ pg_shadow_start(struct pg_session *s)
     if (pgw_startup_param(&st, "replication") != NULL)
         return; /* replication connections are the primary's business only */
 
-    const char *user = b->conf->user[0] ? b->conf->user : pgw_startup_param(&st, "user");
     s->base.mirror.state = MIRROR_CONNECTING; /* so a failure here is counted */
-    int as_role = login_options(&st, user, options, sizeof(options));
+    int as_role = pg_login_as_role(s, b);
     if (as_role < 0) {
         s->base.mirror.identity_refused = 1;
         detach(s, SHADOW_DROPPED, "the client's role name or options are too long to act "
