@@ -13,7 +13,9 @@
 # Fixed workloads (pgbench -t, redis-benchmark -n) run through each binary
 # in turn, ROUNDS times.
 #
-# Usage: bench/icount.sh --baseline BIN [--rounds R]
+# Usage: bench/icount.sh --baseline BIN [--rounds R] [--keep DIR]
+#   --keep DIR: keep each workload's last callgrind profile there
+#   (DIR/WORKLOAD.tandem, DIR/WORKLOAD.base), for callgrind_annotate
 # Environment: TANDEM_BIN=build/tandem ROUNDS=3 PG_TX=500 (pgbench -t, 4
 #   clients) REQUESTS=10000 (redis-benchmark -n, 10 clients, SET and GET)
 # Output: per workload the median instructions per transaction of each
@@ -34,6 +36,7 @@ while [ $# -gt 0 ]; do
     case $1 in
     --baseline) TANDEM_BASELINE_BIN=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
+    --keep) KEEP=$2; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "icount.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -84,16 +87,19 @@ start "$TANDEM_BASELINE_BIN" pg_base postgres "$PG_PORT"
 start "$TANDEM_BIN" redis_new redis "$REDIS_PORT"
 start "$TANDEM_BASELINE_BIN" redis_base redis "$REDIS_PORT"
 
-# measure PID CMD...: instructions the process ran while CMD ran
+# measure PID LABEL CMD...: instructions the process ran while CMD ran (the
+# profile kept as KEEP/LABEL with --keep)
 measure() {
-    local pid=$1
-    shift
+    local pid=$1 label=$2 dump
+    shift 2
     callgrind_control -z "$pid" >/dev/null 2>&1
     "$@" >"$WORK/run.out" 2>&1
     rm -f "$WORK"/cg-*."$pid".*
     callgrind_control -d "$pid" >/dev/null 2>&1
     sleep 0.5
-    awk '/^(summary|totals):/ {print $2; exit}' "$(ls -t "$WORK"/cg-*."$pid".* | head -1)"
+    dump=$(ls -t "$WORK"/cg-*."$pid".* | head -1)
+    [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$dump" "$KEEP/$label"
+    awk '/^(summary|totals):/ {print $2; exit}' "$dump"
 }
 
 PG_TX=${PG_TX:-500}
@@ -102,7 +108,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for mode in prepared extended; do
         for who in new base; do
             pid_var=PID_pg_$who port_var=PORT_pg_$who
-            ins=$(measure "${!pid_var}" pgbench -n -S -M "$mode" -c 4 -j 2 -t "$PG_TX" \
+            ins=$(measure "${!pid_var}" "pg-S-$mode.$who" pgbench -n -S -M "$mode" -c 4 -j 2 -t "$PG_TX" \
                 -h 127.0.0.1 -p "${!port_var}" -U postgres postgres)
             SAMPLES["pg-S-$mode,$who"]+="$((ins / (4 * PG_TX))) "
         done
@@ -110,7 +116,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for p in 1 16; do
         for who in new base; do
             pid_var=PID_redis_$who port_var=PORT_redis_$who
-            ins=$(measure "${!pid_var}" redis-benchmark -q -h 127.0.0.1 -p "${!port_var}" \
+            ins=$(measure "${!pid_var}" "redis-P$p.$who" redis-benchmark -q -h 127.0.0.1 -p "${!port_var}" \
                 -c 10 -n "$REQUESTS" -P "$p" -t set,get)
             SAMPLES["redis-P$p,$who"]+="$((ins / (2 * REQUESTS))) "
         done
