@@ -5,6 +5,7 @@
  *   tandem -t -c FILE           check the file; every error as FILE:LINE: message
  *   tandem postgres --listen HOST:PORT --primary [NAME=]HOST:PORT [...]
  *   tandem ctl [--admin HOST:PORT] [--token-file F] [--json] COMMAND   (see ctl.h)
+ *   tandem verify --primary WHERE --shadow WHERE [...]                  (see verify.h)
  *   tandem --version | --help
  */
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include "engine/session.h"
 #include "pg/pg_session.h"
 #include "redis/redis_session.h"
+#include "verify/verify.h"
 
 /* The protocol plug-ins of this binary: the engine itself names none. */
 static const struct session_protocol *const protocols[] = {&pg_protocol, &redis_protocol};
@@ -38,6 +40,8 @@ usage(FILE *out)
           "       tandem ctl [--admin HOST:PORT] [--token-file F] [--json] COMMAND\n"
           "                  status | weights NAME=W ... | mode MODE | cutover | rollback |\n"
           "                  operation ID | report      (tandem ctl --help)\n"
+          "       tandem verify --primary WHERE --shadow WHERE [--table GLOB] [--json] ...\n"
+          "                  compare the two backends' data   (tandem verify --help)\n"
           "       tandem --version\n"
           "\n"
           "tandem stands in front of a primary database and a shadow during a migration.\n"
@@ -68,6 +72,8 @@ main(int argc, char **argv)
     session_protocols_register(protocols, sizeof(protocols) / sizeof(protocols[0]));
     if (argc >= 2 && strcmp(argv[1], "ctl") == 0)
         return ctl_main(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "verify") == 0)
+        return verify_main(argc - 1, argv + 1);
     if (argc >= 2 && (strcmp(argv[1], "postgres") == 0 || strcmp(argv[1], "redis") == 0)) {
         struct conf *conf = conf_load_args(argv[1], argc - 2, argv + 2, &errs);
         if (conf == NULL) {

@@ -1,0 +1,489 @@
+/*
+ * verify_pg.c - tandem verify for PostgreSQL (verify.h).
+ *
+ * Per table, on one connection to each side (libpq, blocking: this is a
+ * command, not the proxy):
+ *
+ *   the primary names the next chunk's last key (CHUNK rows on from the last)
+ *   both hash the chunk inside the database:  count(*), md5 of the rows'
+ *     text in key order, over  key > last AND key <= end
+ *   equal ─► next chunk
+ *   different ─► both send the chunk as (key, md5 of the row) and the two
+ *     lists are compared: changed, missing on either side
+ *   after the last chunk, the shadow's rows past the primary's last key
+ *     are missing on the primary
+ *
+ * Each difference is looked at again after --settle, one row on each side:
+ * only one still there is reported (a write in flight is not a difference).
+ * A table without a primary key is compared whole: count and an md5 of its
+ * rows in text order.
+ */
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "verify/verify.h"
+
+#define KEY_COLS_MAX 32
+
+struct side {
+    PGconn *pq;
+    const char *name;
+};
+
+struct table_walk {
+    struct verify_run *run;
+    struct side *p, *s;
+    struct verify_table *t;
+    char rel[300];                 /* the quoted, qualified name */
+    int nkeys;
+    char keycols[1024];            /* "a", "b" (quoted, comma-separated) */
+    char keytext[1200];            /* a::text, b::text */
+    char *last[KEY_COLS_MAX];      /* the last chunk's end (NULL: from the start) */
+};
+
+static int
+fail(struct verify_run *run, const struct side *sd, const char *what)
+{
+    snprintf(run->error, sizeof(run->error), "%s: %s: %s", sd->name, what,
+             PQerrorMessage(sd->pq));
+    run->error[strcspn(run->error, "\n")] = '\0';
+    return -1;
+}
+
+/* One query with text parameters; NULL (run->error set) unless it returned rows or ran. */
+static PGresult *
+query(struct verify_run *run, struct side *sd, const char *sql, int n, const char *const *params)
+{
+    PGresult *r = PQexecParams(sd->pq, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        snprintf(run->error, sizeof(run->error), "%s: %s", sd->name, PQresultErrorMessage(r));
+        run->error[strcspn(run->error, "\n")] = '\0';
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* "(a, b) > ($1, $2)" / "<= ($3, $4)" from parameter first. */
+static void
+key_cmp(const struct table_walk *w, const char *op, int first, char *out, size_t cap)
+{
+    size_t n = (size_t)snprintf(out, cap, "(%s) %s (", w->keycols, op);
+    for (int i = 0; i < w->nkeys && n < cap; i++)
+        n += (size_t)snprintf(out + n, cap - n, "%s$%d", i ? ", " : "", first + i);
+    if (n < cap)
+        snprintf(out + n, cap - n, ")");
+}
+
+static void
+key_join(PGresult *r, int row, int ncols, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (int c = 0; c < ncols && n < cap; c++)
+        n += (size_t)snprintf(out + n, cap - n, "%s%s", c ? "," : "",
+                              PQgetisnull(r, row, c) ? "NULL" : PQgetvalue(r, row, c));
+}
+
+/* ------------------------------------------------------------------ */
+/* A chunk's rows, compared one by one.                                */
+
+struct row {
+    char *key;    /* joined key text */
+    char **vals;  /* the key's values, for the re-check */
+    char md5[33];
+};
+
+static int
+row_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct row *)a)->key, ((const struct row *)b)->key);
+}
+
+static void
+rows_free(struct row *rows, int n, int nkeys)
+{
+    for (int i = 0; i < n; i++) {
+        free(rows[i].key);
+        for (int k = 0; k < nkeys; k++)
+            free(rows[i].vals[k]);
+        free(rows[i].vals);
+    }
+    free(rows);
+}
+
+/* The chunk's rows of one side as (key, md5), sorted by key text. */
+static struct row *
+fetch_rows(struct table_walk *w, struct side *sd, const char *where, int n,
+           const char *const *params, int *nrows)
+{
+    char sql[4096], key[1024];
+    snprintf(sql, sizeof(sql), "SELECT %s, md5(t::text) FROM %s t%s%s", w->keytext, w->rel,
+             where[0] ? " WHERE " : "", where);
+    PGresult *r = query(w->run, sd, sql, n, params);
+    if (r == NULL)
+        return NULL;
+    int count = PQntuples(r);
+    struct row *rows = calloc((size_t)count + 1, sizeof(*rows));
+    for (int i = 0; rows && i < count; i++) {
+        key_join(r, i, w->nkeys, key, sizeof(key));
+        rows[i].key = strdup(key);
+        rows[i].vals = calloc((size_t)w->nkeys, sizeof(char *));
+        for (int k = 0; rows[i].vals && k < w->nkeys; k++)
+            rows[i].vals[k] = PQgetisnull(r, i, k) ? NULL : strdup(PQgetvalue(r, i, k));
+        snprintf(rows[i].md5, sizeof(rows[i].md5), "%s", PQgetvalue(r, i, w->nkeys));
+    }
+    PQclear(r);
+    if (rows)
+        qsort(rows, (size_t)count, sizeof(*rows), row_cmp);
+    *nrows = count;
+    return rows;
+}
+
+#define RECHECKS 5
+
+/*
+ * Is the row (its key values) still different?  Both sides are asked again,
+ * RECHECKS times over --settle: 0 as soon as they agree; 1 when they never
+ * did (kind says how); 2 when they never did but the primary's own row
+ * changed meanwhile (in flight under live writes: unsettled).
+ */
+static int
+still_differs(struct table_walk *w, char *const *vals, enum verify_diff_kind *kind)
+{
+    char where[1400], sql[4096], first[34] = "";
+    int moved = 0;
+    struct side *sides[2] = {w->p, w->s};
+
+    key_cmp(w, "=", 1, where, sizeof(where));
+    snprintf(sql, sizeof(sql), "SELECT md5(t::text) FROM %s t WHERE %s", w->rel, where);
+    for (int attempt = 0; attempt < RECHECKS; attempt++) {
+        char hash[2][34] = {"-", "-"}; /* "-": no such row */
+        if (attempt > 0)
+            usleep((useconds_t)(w->run->opts->settle_ms * 1000 / RECHECKS));
+        for (int i = 0; i < 2; i++) {
+            PGresult *r = query(w->run, sides[i], sql, w->nkeys, (const char *const *)vals);
+            if (r == NULL)
+                return 1; /* cannot tell: keep it */
+            if (PQntuples(r) > 0)
+                snprintf(hash[i], sizeof(hash[i]), "%s", PQgetvalue(r, 0, 0));
+            PQclear(r);
+        }
+        if (strcmp(hash[0], hash[1]) == 0)
+            return 0;
+        if (attempt == 0)
+            snprintf(first, sizeof(first), "%s", hash[0]);
+        else if (strcmp(first, hash[0]) != 0)
+            moved = 1;
+        *kind = strcmp(hash[1], "-") == 0   ? VERIFY_MISSING_ON_SHADOW
+                : strcmp(hash[0], "-") == 0 ? VERIFY_MISSING_ON_PRIMARY
+                                            : VERIFY_CHANGED;
+    }
+    return moved ? 2 : 1;
+}
+
+/* A pending difference, looked at again at the table's end. */
+struct pending {
+    char **vals;
+    char *key;
+};
+
+struct pendings {
+    struct pending *v;
+    size_t n, cap;
+};
+
+static void
+pending_add(struct pendings *pd, const struct row *r, int nkeys)
+{
+    if (pd->n == pd->cap) {
+        size_t cap = pd->cap ? 2 * pd->cap : 64;
+        struct pending *v = realloc(pd->v, cap * sizeof(*v));
+        if (v == NULL)
+            return;
+        pd->v = v;
+        pd->cap = cap;
+    }
+    struct pending *p = &pd->v[pd->n++];
+    p->key = strdup(r->key);
+    p->vals = calloc((size_t)nkeys, sizeof(char *));
+    for (int k = 0; p->vals && k < nkeys; k++)
+        p->vals[k] = r->vals[k] ? strdup(r->vals[k]) : NULL;
+}
+
+/* Compare two sorted row lists: every difference becomes pending. */
+static void
+diff_rows(struct row *a, int na, struct row *b, int nb, struct pendings *pd, int nkeys)
+{
+    int i = 0, j = 0;
+    while (i < na || j < nb) {
+        int c = i == na ? 1 : j == nb ? -1 : strcmp(a[i].key, b[j].key);
+        if (c < 0) {
+            pending_add(pd, &a[i++], nkeys);
+        } else if (c > 0) {
+            pending_add(pd, &b[j++], nkeys);
+        } else {
+            if (strcmp(a[i].md5, b[j].md5) != 0)
+                pending_add(pd, &a[i], nkeys);
+            i++;
+            j++;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* A table.                                                            */
+
+static int
+table_keys(struct table_walk *w, const char *oid)
+{
+    const char *params[1] = {oid};
+    PGresult *r = query(w->run, w->p,
+                        "SELECT quote_ident(a.attname) FROM pg_index i JOIN pg_attribute a "
+                        "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+                        "WHERE i.indrelid = $1::oid AND i.indisprimary "
+                        "ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                        1, params);
+    if (r == NULL)
+        return -1;
+    size_t n = 0, m = 0;
+    w->nkeys = PQntuples(r) < KEY_COLS_MAX ? PQntuples(r) : 0;
+    w->keycols[0] = w->keytext[0] = '\0';
+    for (int i = 0; i < w->nkeys; i++) {
+        const char *c = PQgetvalue(r, i, 0);
+        n += (size_t)snprintf(w->keycols + n, sizeof(w->keycols) - n, "%s%s", i ? ", " : "", c);
+        m += (size_t)snprintf(w->keytext + m, sizeof(w->keytext) - m, "%s%s::text",
+                              i ? ", " : "", c);
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* Count and md5 of the rows matching where (or all), in order. */
+static int
+chunk_hash(struct table_walk *w, struct side *sd, const char *where, int n,
+           const char *const *params, const char *order, char *out, size_t cap)
+{
+    char sql[4096];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY %s)), '') FROM %s "
+             "t%s%s",
+             order, w->rel, where[0] ? " WHERE " : "", where);
+    PGresult *r = query(w->run, sd, sql, n, params);
+    if (r == NULL)
+        return -1;
+    snprintf(out, cap, "%s %s", PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
+    PQclear(r);
+    return 0;
+}
+
+static int
+walk_unkeyed(struct table_walk *w)
+{
+    char hp[80], hs[80];
+    w->t->chunks = w->t->chunks_checked = 1;
+    if (chunk_hash(w, w->p, "", 0, NULL, "t::text", hp, sizeof(hp)) != 0 ||
+        chunk_hash(w, w->s, "", 0, NULL, "t::text", hs, sizeof(hs)) != 0)
+        return -1;
+    w->t->rows_checked = strtoull(hp, NULL, 10);
+    if (strcmp(hp, hs) != 0 && w->run->opts->settle_ms > 0) {
+        usleep((useconds_t)(w->run->opts->settle_ms * 1000));
+        if (chunk_hash(w, w->p, "", 0, NULL, "t::text", hp, sizeof(hp)) != 0 ||
+            chunk_hash(w, w->s, "", 0, NULL, "t::text", hs, sizeof(hs)) != 0)
+            return -1;
+    }
+    w->t->whole_differs = strcmp(hp, hs) != 0;
+    return 0;
+}
+
+static int
+walk_keyed(struct table_walk *w, uint64_t start_ns, uint64_t *rows_total)
+{
+    const struct verify_opts *o = w->run->opts;
+    struct pendings pd = {0};
+    char where[2800], lo[1400], hi[1400], sql[4096], chunk[32];
+    const char *params[2 * KEY_COLS_MAX + 1];
+    int first = 1, rc = 0;
+
+    snprintf(chunk, sizeof(chunk), "%llu", (unsigned long long)o->chunk);
+    for (;;) {
+        /* the chunk's end, on the primary */
+        int np = 0;
+        key_cmp(w, ">", 1, lo, sizeof(lo));
+        if (!first)
+            for (int k = 0; k < w->nkeys; k++)
+                params[np++] = w->last[k];
+        params[np] = chunk;
+        /* the last of the next CHUNK keys: each key column descending */
+        char desc[1200];
+        size_t dn = 0;
+        for (const char *c = w->keycols; *c && dn + 8 < sizeof(desc);) {
+            const char *comma = strstr(c, ", ");
+            size_t len = comma ? (size_t)(comma - c) : strlen(c);
+            /* s.: the column, not the output's text of it (same name) */
+            dn += (size_t)snprintf(desc + dn, sizeof(desc) - dn, "%ss.%.*s DESC", dn ? ", " : "",
+                                   (int)len, c);
+            c += len + (comma ? 2 : 0);
+        }
+        snprintf(sql, sizeof(sql),
+                 "SELECT %s FROM (SELECT %s FROM %s%s%s ORDER BY %s LIMIT $%d) s ORDER BY %s "
+                 "LIMIT 1",
+                 w->keytext, w->keycols, w->rel, first ? "" : " WHERE ", first ? "" : lo,
+                 w->keycols, np + 1, desc);
+        PGresult *r = query(w->run, w->p, sql, np + 1, params);
+        if (r == NULL) {
+            rc = -1;
+            break;
+        }
+        if (PQntuples(r) == 0) {
+            PQclear(r);
+            break;
+        }
+        char *end[KEY_COLS_MAX];
+        for (int k = 0; k < w->nkeys; k++)
+            end[k] = strdup(PQgetvalue(r, 0, k));
+        PQclear(r);
+
+        /* the range (last, end] */
+        np = 0;
+        if (!first) {
+            for (int k = 0; k < w->nkeys; k++)
+                params[np++] = w->last[k];
+            key_cmp(w, ">", 1, lo, sizeof(lo));
+        }
+        key_cmp(w, "<=", np + 1, hi, sizeof(hi));
+        for (int k = 0; k < w->nkeys; k++)
+            params[np++] = end[k];
+        snprintf(where, sizeof(where), "%s%s%s", first ? "" : lo, first ? "" : " AND ", hi);
+
+        w->t->chunks++;
+        if (verify_sampled(o)) {
+            char hp[80], hs[80];
+            w->t->chunks_checked++;
+            if (chunk_hash(w, w->p, where, np, params, w->keycols, hp, sizeof(hp)) != 0 ||
+                chunk_hash(w, w->s, where, np, params, w->keycols, hs, sizeof(hs)) != 0) {
+                rc = -1;
+            } else {
+                uint64_t rows = strtoull(hp, NULL, 10);
+                w->t->rows_checked += rows;
+                *rows_total += rows;
+                if (strcmp(hp, hs) != 0) {
+                    int na = 0, nb = 0;
+                    struct row *a = fetch_rows(w, w->p, where, np, params, &na);
+                    struct row *b = a ? fetch_rows(w, w->s, where, np, params, &nb) : NULL;
+                    if (a && b)
+                        diff_rows(a, na, b, nb, &pd, w->nkeys);
+                    else
+                        rc = -1;
+                    if (a)
+                        rows_free(a, na, w->nkeys);
+                    if (b)
+                        rows_free(b, nb, w->nkeys);
+                }
+            }
+        }
+        for (int k = 0; k < w->nkeys; k++) {
+            free(w->last[k]);
+            w->last[k] = end[k];
+        }
+        first = 0;
+        verify_progress(w->run, w->t->name, w->t->rows_checked);
+        verify_pace(o, *rows_total, start_ns);
+        if (rc != 0)
+            break;
+    }
+
+    /* the shadow's rows past the primary's last key (all of them: the primary is empty) */
+    if (rc == 0) {
+        int np = 0, nb = 0;
+        if (!first) {
+            for (int k = 0; k < w->nkeys; k++)
+                params[np++] = w->last[k];
+            key_cmp(w, ">", 1, where, sizeof(where));
+        } else {
+            where[0] = '\0';
+        }
+        struct row *b = fetch_rows(w, w->s, where, np, params, &nb);
+        if (b == NULL) {
+            rc = -1;
+        } else {
+            diff_rows(NULL, 0, b, nb, &pd, w->nkeys);
+            rows_free(b, nb, w->nkeys);
+        }
+    }
+
+    /* each difference once more, while the shadow has time to catch up */
+    for (size_t i = 0; i < pd.n; i++) {
+        enum verify_diff_kind kind = VERIFY_CHANGED;
+        int d = rc == 0 && pd.v[i].vals ? still_differs(w, pd.v[i].vals, &kind) : 0;
+        if (d == 1)
+            verify_diff_note(w->t, kind, pd.v[i].key);
+        else if (d == 2)
+            w->t->unsettled++;
+        for (int k = 0; pd.v[i].vals && k < w->nkeys; k++)
+            free(pd.v[i].vals[k]);
+        free(pd.v[i].vals);
+        free(pd.v[i].key);
+    }
+    free(pd.v);
+    for (int k = 0; k < w->nkeys; k++) {
+        free(w->last[k]);
+        w->last[k] = NULL;
+    }
+    return rc;
+}
+
+int
+verify_pg(struct verify_run *run)
+{
+    const struct verify_opts *o = run->opts;
+    struct side p = {.name = "primary"}, s = {.name = "shadow"};
+    int rc = 0;
+    uint64_t start = verify_now_ns(), rows_total = 0;
+
+    p.pq = PQconnectdb(o->primary);
+    s.pq = PQconnectdb(o->shadow);
+    if (PQstatus(p.pq) != CONNECTION_OK)
+        rc = fail(run, &p, "connect");
+    else if (PQstatus(s.pq) != CONNECTION_OK)
+        rc = fail(run, &s, "connect");
+    PGresult *tables = NULL;
+    if (rc == 0)
+        tables = query(run, &p,
+                       "SELECT c.oid::text, n.nspname, c.relname, "
+                       "quote_ident(n.nspname) || '.' || quote_ident(c.relname) "
+                       "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                       "WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' "
+                       "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 2, 3",
+                       0, NULL);
+    if (rc == 0 && tables == NULL)
+        rc = -1;
+    for (int i = 0; rc == 0 && i < PQntuples(tables); i++) {
+        char qualified[300];
+        const char *nsp = PQgetvalue(tables, i, 1), *rel = PQgetvalue(tables, i, 2);
+        snprintf(qualified, sizeof(qualified), "%s.%s", nsp, rel);
+        if (!verify_selected(o, rel, qualified))
+            continue;
+        struct table_walk w = {.run = run, .p = &p, .s = &s};
+        snprintf(w.rel, sizeof(w.rel), "%s", PQgetvalue(tables, i, 3));
+        if ((w.t = verify_table_add(run, strcmp(nsp, "public") == 0 ? rel : qualified)) == NULL) {
+            snprintf(run->error, sizeof(run->error), "out of memory");
+            rc = -1;
+            break;
+        }
+        if (table_keys(&w, PQgetvalue(tables, i, 0)) != 0) {
+            rc = -1;
+            break;
+        }
+        w.t->has_key = w.nkeys > 0;
+        rc = w.nkeys > 0 ? walk_keyed(&w, start, &rows_total) : walk_unkeyed(&w);
+    }
+    PQclear(tables);
+    PQfinish(p.pq);
+    PQfinish(s.pq);
+    return rc;
+}
