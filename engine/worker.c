@@ -4,11 +4,13 @@
 #include "engine/worker.h"
 
 #include <errno.h>
+#include <event2/event.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "metrics/shadow.h"
@@ -200,8 +202,13 @@ static void
 on_notify(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    (void)fd;
+    uint64_t posts;
     (void)what;
+
+    /* one read takes every post since the last: the flags below say what they were */
+    if (read(fd, &posts, sizeof(posts)) < 0 && errno != EAGAIN)
+        log_at(CONF_LOG_WARN, 0, NULL, "worker %d: reading its notify eventfd: %s", w->id,
+               strerror(errno));
 
     pthread_mutex_lock(&w->lock);
     struct runtime *rt = w->posted_rt;
@@ -289,10 +296,25 @@ int
 worker_init(struct worker *w, int id, struct runtime *rt)
 {
     memset(w, 0, sizeof(*w));
+    w->notify_fd = -1;
     w->id = id;
     w->next_conn_id = 1;
     pthread_mutex_init(&w->lock, NULL);
-    w->base = event_base_new();
+    /*
+     * No lock on the worker's base: only its own thread touches it.  The
+     * other threads post through w->lock and the eventfd (notify()), which
+     * is the one cross-thread call; a locked base took a mutex on every
+     * event (issue 15).
+     */
+    struct event_config *cfg = event_config_new();
+    if (cfg != NULL) {
+        event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+        w->base = event_base_new_with_config(cfg);
+        event_config_free(cfg);
+    }
+    w->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->notify_fd < 0)
+        return -1;
     w->metrics = metric_shard_new();
     w->shadow = shadow_shard_new();
     w->cls_cache = pgcache_new(CLASSIFY_CACHE_ENTRIES, CLASSIFY_CACHE_BYTES);
@@ -305,11 +327,9 @@ worker_init(struct worker *w, int id, struct runtime *rt)
     struct timeval tv = {.tv_sec = 0, .tv_usec = TICK_MS * 1000};
     if (w->tick == NULL || event_add(w->tick, &tv) != 0)
         return -1;
-    w->notify = event_new(w->base, -1, EV_PERSIST, on_notify, w);
-    if (w->notify == NULL)
+    w->notify = event_new(w->base, w->notify_fd, EV_READ | EV_PERSIST, on_notify, w);
+    if (w->notify == NULL || event_add(w->notify, NULL) != 0)
         return -1;
-    /* an event with no fd never fires by itself; it keeps the loop alive */
-    event_add(w->notify, NULL);
     runtime_ref(rt);
     w->rt = rt;
     return 0;
@@ -372,6 +392,8 @@ worker_release(struct worker *w)
         w->jobs->cancel(w->jobs);
     if (w->notify)
         event_free(w->notify);
+    if (w->notify_fd >= 0)
+        close(w->notify_fd);
     if (w->tick)
         event_free(w->tick);
     pgcache_free(w->cls_cache);
@@ -387,6 +409,15 @@ worker_release(struct worker *w)
     /* the metric shard stays: the scraper may still read it */
 }
 
+/* Wake the worker's loop from another thread: its on_notify runs there. */
+static void
+notify(struct worker *w)
+{
+    uint64_t one = 1;
+    if (write(w->notify_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        log_at(CONF_LOG_WARN, 0, NULL, "worker %d: cannot wake it: %s", w->id, strerror(errno));
+}
+
 void
 worker_post_runtime(struct worker *w, struct runtime *rt)
 {
@@ -395,7 +426,7 @@ worker_post_runtime(struct worker *w, struct runtime *rt)
     runtime_unref(w->posted_rt);
     w->posted_rt = rt;
     pthread_mutex_unlock(&w->lock);
-    event_active(w->notify, EV_READ, 0);
+    notify(w);
 }
 
 void
@@ -404,7 +435,7 @@ worker_post_drain(struct worker *w)
     pthread_mutex_lock(&w->lock);
     w->posted_drain = 1;
     pthread_mutex_unlock(&w->lock);
-    event_active(w->notify, EV_READ, 0);
+    notify(w);
 }
 
 void
@@ -413,7 +444,7 @@ worker_post_quit(struct worker *w)
     pthread_mutex_lock(&w->lock);
     w->posted_quit = 1;
     pthread_mutex_unlock(&w->lock);
-    event_active(w->notify, EV_READ, 0);
+    notify(w);
 }
 
 void
@@ -422,7 +453,7 @@ worker_post_kick(struct worker *w)
     pthread_mutex_lock(&w->lock);
     w->posted_kick = 1;
     pthread_mutex_unlock(&w->lock);
-    event_active(w->notify, EV_READ, 0);
+    notify(w);
 }
 
 void

@@ -46,7 +46,8 @@ struct worker {
     int id;
     pthread_t thread;
     struct event_base *base;
-    struct event *notify;
+    struct event *notify;        /* on notify_fd, an eventfd: the other threads' posts */
+    int notify_fd;
     struct metric_shard *metrics;
     struct shadow_shard *shadow;  /* comparison outcomes recorded by this worker */
     struct pgcache *cls_cache;    /* statement classifications, by text */

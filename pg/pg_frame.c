@@ -11,8 +11,8 @@ pg_frame_step(struct pg_frame *f, struct evbuffer *in, size_t at, size_t avail,
               enum pg_frame_side side, uint32_t max_len, struct pgw_header *h, size_t *n,
               const char **err)
 {
-    uint8_t hdr[PGW_HEADER_LEN];
-    struct evbuffer_ptr pos;
+    uint8_t copy[PGW_HEADER_LEN];
+    const uint8_t *hdr = copy;
 
     if (f->skip > 0) {
         *n = avail < f->skip ? avail : f->skip;
@@ -21,9 +21,19 @@ pg_frame_step(struct pg_frame *f, struct evbuffer *in, size_t at, size_t avail,
     }
     if (avail < PGW_HEADER_LEN)
         return PG_FRAME_MORE;
-    evbuffer_ptr_set(in, &pos, at, EVBUFFER_PTR_SET);
-    evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
-    if (pgw_header_parse(hdr, sizeof(hdr), max_len, h, err) != PGW_OK)
+    /*
+     * The header where it lies when the first chain holds it (a read's
+     * bytes usually are one chain): no walk to `at` and no copy for each
+     * message, which was a sixth of the instructions of a short read.
+     */
+    if (evbuffer_get_contiguous_space(in) >= at + PGW_HEADER_LEN) {
+        hdr = evbuffer_pullup(in, (ev_ssize_t)(at + PGW_HEADER_LEN)) + at;
+    } else {
+        struct evbuffer_ptr pos;
+        evbuffer_ptr_set(in, &pos, at, EVBUFFER_PTR_SET);
+        evbuffer_copyout_from(in, &pos, copy, sizeof(copy));
+    }
+    if (pgw_header_parse(hdr, PGW_HEADER_LEN, max_len, h, err) != PGW_OK)
         return PG_FRAME_BAD;
     if (side == PG_FRAME_FRONTEND ? !pgw_frontend_type_valid(h->type)
                                   : !pgw_backend_type_valid(h->type)) {

@@ -1154,7 +1154,6 @@ server_active(struct pg_session *s)
             backend_protocol_error(s, "an invalid message");
             return;
         }
-        evbuffer_ptr_set(in, &pos, run, EVBUFFER_PTR_SET);
         size_t total = pgw_header_total(&h);
         if (h.type == 'Z' && s->server_discard) {
             if (avail - run < total)
@@ -1163,6 +1162,7 @@ server_active(struct pg_session *s)
         } else if (h.type == 'Z') {
             if (avail - run < total)
                 break; /* 6 bytes; wait for all of it */
+            evbuffer_ptr_set(in, &pos, run, EVBUFFER_PTR_SET);
             evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
             s->tx_status = hdr[PGW_HEADER_LEN];
             if (s->base.outstanding > 0)
