@@ -22,8 +22,14 @@
  *       shutdown_timeout 30s;
  *   }
  *   admin { listen 127.0.0.1:9090; token_file /etc/tandem/token; }
- *   control { state_file /var/lib/tandem/state.json; }   # roles, epoch, mode... survive
- *                                                         # a restart (control/state.h)
+ *   control {
+ *       state_file /var/lib/tandem/state.json;  # roles, epoch, mode... survive a restart
+ *       store redis://10.0.0.5:6379/0;          # a fleet: the control state shared by every
+ *       fleet payments;                         #   member of that name (control/fleet.h)
+ *       password_file /etc/tandem/store.pw;     # the store's AUTH password (never logged)
+ *       member pod-a;                           # this member's id; default HOSTNAME:ADMINPORT
+ *       join_timeout 10s;                       # store unreachable at start: wait this long
+ *   }
  *   backend blue {
  *       address 127.0.0.1:5432;
  *       tls disable;                      # disable | require | verify-full
@@ -270,6 +276,13 @@ struct conf_admin {
 /* control { }: where the control state lives beyond the process. */
 struct conf_control {
     char state_file[CONF_PATH_MAX]; /* "" when none: roles come from the file at every start */
+    int store_enabled;              /* store redis://... given (then fleet is required) */
+    struct conf_addr store;         /* the Redis holding the fleet's state */
+    uint32_t store_db;              /* SELECT'ed database; 0 by default */
+    char fleet[CONF_NAME_MAX];      /* the fleet's name: keys are fleet:NAME:... */
+    char store_password_file[CONF_PATH_MAX]; /* "" when the store needs no AUTH */
+    char member[CONF_NAME_MAX];     /* "" : HOSTNAME:ADMINPORT (or HOSTNAME:PID without admin) */
+    uint32_t join_timeout_ms;       /* default 10 s */
 };
 
 struct conf {
