@@ -242,6 +242,12 @@ route_rollback(struct admin *a, struct evhttp_request *req)
     run_action(a, req, ADMIN_ROLLBACK, NULL);
 }
 
+static void
+route_fleet(struct admin *a, struct evhttp_request *req)
+{
+    run_action(a, req, ADMIN_FLEET, NULL);
+}
+
 #define OPERATIONS_PREFIX "/api/operations/"
 
 static const struct route {
@@ -259,6 +265,7 @@ static const struct route {
     {"/api/mode", EVHTTP_REQ_PUT, route_mode},
     {"/api/cutover", EVHTTP_REQ_POST, route_cutover},
     {"/api/rollback", EVHTTP_REQ_POST, route_rollback},
+    {"/api/fleet", EVHTTP_REQ_GET, route_fleet},
 };
 
 static const char *

@@ -13,6 +13,7 @@
  *   POST /api/cutover         start a cutover (202 with the operation; 409 when refused)
  *   POST /api/rollback        reads to the primary now; roles back after a cutover
  *   GET /api/operations/ID    one operation's state
+ *   GET /api/fleet            the fleet's members and its operation (404 without a fleet)
  *
  * With admin { token_file F; } every mutation (PUT, POST, DELETE) needs
  * "Authorization: Bearer <the token in F>": 401 without it, 403 when wrong;
@@ -39,6 +40,7 @@ enum admin_action {
     ADMIN_CUTOVER,     /* POST /api/cutover {"max_pause_ms":2000,"force":false} */
     ADMIN_ROLLBACK,    /* POST /api/rollback {"max_pause_ms":2000} */
     ADMIN_OPERATION,   /* GET /api/operations/ID (arg: the id) */
+    ADMIN_FLEET,       /* GET /api/fleet: the members and the fleet's operation */
 };
 
 /* What the admin server asks of the process. */

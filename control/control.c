@@ -17,8 +17,12 @@ static uint64_t lag[METRIC_MAX_SHARDS][METRIC_MAX_BACKENDS];
 static int modes[METRIC_MAX_LISTENERS];   /* mode + 1; 0: the file's */
 static int swapped[METRIC_MAX_LISTENERS];
 static uint64_t epochs[METRIC_MAX_LISTENERS];
-static void (*change_fn)(void *arg);
-static void *change_arg;
+/* control_changed()'s listeners: the state file, the fleet (set and cleared on the main thread) */
+#define CHANGE_LISTENERS_MAX 4
+static struct {
+    void (*fn)(void *arg);
+    void *arg;
+} change_listeners[CHANGE_LISTENERS_MAX];
 static int paused[METRIC_MAX_LISTENERS];
 static int forced[METRIC_MAX_LISTENERS];
 static uint32_t pause_gen[METRIC_MAX_LISTENERS];
@@ -235,15 +239,28 @@ control_set_epoch(int slot, uint64_t epoch)
 void
 control_on_change(void (*fn)(void *arg), void *arg)
 {
-    change_arg = arg;
-    change_fn = fn;
+    for (int i = 0; i < CHANGE_LISTENERS_MAX; i++)
+        if (change_listeners[i].fn == NULL) {
+            change_listeners[i].arg = arg;
+            change_listeners[i].fn = fn;
+            return;
+        }
+}
+
+void
+control_off_change(void (*fn)(void *arg), void *arg)
+{
+    for (int i = 0; i < CHANGE_LISTENERS_MAX; i++)
+        if (change_listeners[i].fn == fn && change_listeners[i].arg == arg)
+            change_listeners[i].fn = NULL;
 }
 
 void
 control_changed(void)
 {
-    if (change_fn != NULL)
-        change_fn(change_arg);
+    for (int i = 0; i < CHANGE_LISTENERS_MAX; i++)
+        if (change_listeners[i].fn != NULL)
+            change_listeners[i].fn(change_listeners[i].arg);
 }
 
 void

@@ -93,11 +93,15 @@ long control_unready(int listener_slot, int nworkers);
 /*
  * Change notice: control_changed() says that the control state (weights,
  * mode, roles, a guard, an operation) changed; control_load, the setters
- * of weights and mode, and control_flip call it themselves.  The one
- * listener set with control_on_change (control/state.c, which writes the
- * state file) must be cheap and thread-safe: an event_active().
+ * of weights and mode, and control_flip call it themselves.  The listeners
+ * added with control_on_change (control/state.c, which writes the state
+ * file; control/fleet.c, which publishes to the store; at most 4) are
+ * called synchronously, in the caller's thread: each must be cheap and
+ * thread-safe, an event_active().  Add and remove them on the main thread
+ * before the workers start or after they stopped.
  */
 void control_on_change(void (*fn)(void *arg), void *arg);
+void control_off_change(void (*fn)(void *arg), void *arg);
 void control_changed(void);
 
 #endif /* TANDEM_CONTROL_H */
