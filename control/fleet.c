@@ -839,6 +839,12 @@ on_join(redisAsyncContext *ac, void *reply, void *priv)
         }
     }
     resume_operation(f, op, store_epoch);
+    if (v < f->version) {
+        log_warn("fleet \"%s\": the store's state went back from version %llu to %llu: it lost "
+                 "data; taking what it has (roles still only move to a higher epoch)",
+                 f->conf.fleet, (unsigned long long)f->version, (unsigned long long)v);
+        f->version = 0;
+    }
     if (doc->type == REDIS_REPLY_STRING && v > f->version)
         apply_doc(f, doc->str, doc->len, v, "join");
     snprintf(f->last_id, sizeof(f->last_id), "%s",

@@ -559,9 +559,13 @@ log_started(const struct proxy *p)
 {
     for (size_t i = 0; i < p->rt->nlisteners; i++) {
         const struct rt_listener *l = &p->rt->listeners[i];
-        log_info("listener \"%s\" (%s) on %s, primary \"%s\" at %s, mode %s", l->conf->name,
-                 conf_proto_name(l->conf->proto), l->addr_text, l->primary->conf->name,
-                 l->primary->addr_text, conf_mode_name(l->conf->mode));
+        /* the backend answering now: the shadow when a state file or the fleet says cut over */
+        int swapped = l->shadow != NULL && control_roles_swapped(l->metric_slot);
+        const struct rt_backend *b = swapped ? l->shadow : l->primary;
+        log_info("listener \"%s\" (%s) on %s, primary \"%s\" at %s%s, mode %s", l->conf->name,
+                 conf_proto_name(l->conf->proto), l->addr_text, b->conf->name, b->addr_text,
+                 swapped ? " (cut over)" : "",
+                 conf_mode_name((enum conf_mode)control_mode(l->metric_slot, (int)l->conf->mode)));
     }
     if (p->admin)
         log_info("admin on http://%s:%u/", p->rt->conf->admin.addr.host,
