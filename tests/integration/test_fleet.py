@@ -1,0 +1,277 @@
+"""A fleet: several tandems sharing one control state through a real redis-server.
+
+`control { store redis://...; fleet NAME; member ID; }`: mode and weights set
+on one member reach the others, /api/fleet lists them, a cutover asked of any
+member flips all of them or none (two-phase, decided in the store), a member
+killed after a cutover comes back on the new primary, and losing the store
+costs clients nothing.  Which server answers is read from the servers
+themselves (`inet_server_port()`); no assertion is about time.
+"""
+import json
+import signal
+import subprocess
+import time
+
+import psycopg
+import pytest
+
+from harness.adminapi import call, run_operation
+from harness.clients import check_pgbench
+from harness.redisserver import RedisServer
+from harness.shadow import (create_database, pgbench_db_popen, pgbench_init_db, shadow_config,
+                            table_digest, wait_drained)
+from harness.util import free_port, wait_until
+
+TABLES = ("pgbench_accounts", "pgbench_tellers", "pgbench_branches")
+
+
+@pytest.fixture
+def store():
+    """The fleet's store: a redis-server of the test's own (kill and restart it at will)."""
+    server = RedisServer("store")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def member_text(store, name, pg_primary, pg_shadow, fleet="f1", extra=""):
+    port, admin = free_port(), free_port()
+    text = shadow_config(port=port, admin_port=admin, primary=pg_primary, shadow=pg_shadow,
+                         workers=1, mirror={"reads": "0%", "timeout": "10s"})
+    control = (f"control {{ store redis://{store.address}/0; fleet {fleet}; member {name}; "
+               f"{extra} }}\n")
+    return control + text, port, admin
+
+
+def start_member(factory, store, name, pg_primary, pg_shadow, **kw):
+    text, port, admin = member_text(store, name, pg_primary, pg_shadow, **kw)
+    t = factory(config_text=text, port=port, admin_port=admin)
+    t.config_text = text
+    wait_until(lambda: joined(t), 20, f"member {name} to join the fleet")
+    return t
+
+
+def joined(t):
+    code, body = t.http("/readyz")
+    return code == 200
+
+
+def status(t):
+    code, body = t.http("/api/status")
+    assert code == 200, body
+    return json.loads(body)
+
+
+def fleet(t):
+    code, body = t.http("/api/fleet")
+    assert code == 200, body
+    return json.loads(body)
+
+
+def listener(t):
+    return status(t)["listeners"][0]
+
+
+def answering_port(t, dbname="postgres"):
+    with t.connect(dbname=dbname) as conn:
+        return conn.execute("SELECT inet_server_port()").fetchone()[0]
+
+
+def assert_same_data(primary, shadow, db):
+    for table in TABLES:
+        assert table_digest(primary, db, table) == table_digest(shadow, db, table), table
+    count = "SELECT count(*) FROM pgbench_history"
+    with psycopg.connect(primary.socket_dsn(dbname=db)) as a, \
+            psycopg.connect(shadow.socket_dsn(dbname=db)) as b:
+        assert a.execute(count).fetchone() == b.execute(count).fetchone()
+
+
+@pytest.fixture
+def three(tandem, store, pg_primary, pg_shadow):
+    return [start_member(tandem, store, f"m{i}", pg_primary, pg_shadow) for i in (1, 2, 3)]
+
+
+@pytest.fixture
+def bench_db(pg_primary, pg_shadow):
+    db = "fleet_bench"
+    for server in (pg_primary, pg_shadow):
+        create_database(server, db)
+        pgbench_init_db(server, db)
+    return db
+
+
+def test_mode_and_weights_reach_every_member_and_fleet_lists_them(three, tandem_bin):
+    a, b, c = three
+    code, reply = call(a, "PUT", "/api/mode", {"mode": "split"})
+    assert code == 200, reply
+    wait_until(lambda: all(status(t)["mode"] == "split" for t in three), 20,
+               "mode split on every member")
+    code, reply = call(b, "PUT", "/api/weights", {"blue": 30, "green": 70})
+    assert code == 200, reply
+    wait_until(lambda: all(status(t)["weights"] == {"blue": 30, "green": 70} for t in three), 20,
+               "weights on every member")
+
+    wait_until(lambda: len(fleet(c)["members"]) == 3, 20, "three members listed")
+    doc = fleet(c)
+    assert doc["fleet"] == "f1" and doc["member"] == "m3" and doc["store"]["connected"]
+    assert sorted(m["id"] for m in doc["members"]) == ["m1", "m2", "m3"]
+    for m in doc["members"]:
+        assert m["roles"] == [{"listener": "pg", "primary": "blue", "shadow": "green",
+                               "epoch": 0, "writes_paused": False}]
+        assert m["admin"].startswith("127.0.0.1:")
+    assert status(a)["fleet"] == {"name": "f1", "member": "m1", "connected": True}
+    wait_until(lambda: len(fleet(a)["members"]) == 3, 20, "a's view to list three members")
+
+    done = subprocess.run([tandem_bin, "ctl", "--admin", f"127.0.0.1:{a.admin_port}", "fleet"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("fleet f1, member m1, store 127.0.0.1:")
+    assert "connected" in lines[0]
+    assert sorted(ln.split()[0] for ln in lines[2:5]) == ["m1", "m2", "m3"]
+    assert all("pg: blue (shadow green)" in ln for ln in lines[2:5])
+
+
+def test_cutover_asked_of_one_flips_all_under_pgbench(three, pg_primary, pg_shadow, bench_db,
+                                                       tandem_bin):
+    a, b, c = three
+    procs = [pgbench_db_popen(t.port, bench_db, clients=2, seconds=12) for t in three]
+    try:
+        time.sleep(3)
+        op = run_operation(b, "/api/cutover", {"max_pause_ms": 8000})
+        assert op["state"] == "completed", op
+        assert op["fleet_operation"].startswith("fleet-op-")
+        for t in three:
+            wait_until(lambda t=t: listener(t)["roles"] == {"primary": "green",
+                                                            "shadow": "blue"}, 20,
+                       "every member cut over")
+            assert listener(t)["epoch"] == 1
+            assert answering_port(t, bench_db) == pg_shadow.port
+        record = fleet(a)["operation"]
+        assert record["id"] == op["fleet_operation"] and record["asked_by"] == "m2"
+        wait_until(lambda: fleet(a)["operation"]["state"] == "completed", 20,
+                   "every member to report swapped")
+        steps = {m["id"]: m["step"] for m in fleet(a)["operation"]["members"]}
+        assert steps == {"m1": "swapped", "m2": "swapped", "m3": "swapped"}
+        time.sleep(2)
+        # rollback through ctl, asked of another member
+        done = subprocess.run([tandem_bin, "ctl", "--admin", f"127.0.0.1:{c.admin_port}",
+                               "rollback", "--max-pause", "8s"],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        for t in three:
+            wait_until(lambda t=t: listener(t)["roles"] == {"primary": "blue",
+                                                            "shadow": "green"}, 20,
+                       "every member rolled back")
+            assert listener(t)["epoch"] == 2
+    finally:
+        processed = [check_pgbench(p) for p in procs]  # zero failed transactions
+    assert all(n > 0 for n in processed)
+    for t in three:
+        wait_drained(t)
+    assert_same_data(pg_primary, pg_shadow, bench_db)
+
+
+def test_member_stopped_during_the_drain_aborts_everywhere(three, pg_primary, pg_shadow):
+    a, b, c = three
+    # c cannot drain while this transaction holds a write open
+    held = c.connect(autocommit=False)
+    held.execute("CREATE TEMP TABLE IF NOT EXISTS held (x int)")
+    held.execute("INSERT INTO held VALUES (1)")
+    try:
+        status_code, reply = call(a, "POST", "/api/cutover", {"max_pause_ms": 1500})
+        assert status_code == 202, reply
+        local = reply["operation"]["id"]
+        wait_until(lambda: listener(c)["writes_paused"], 20, "c to pause writes")
+        c.signal(signal.SIGSTOP)
+        wait_until(lambda: call(a, "GET", f"/api/operations/{local}")[1]["operation"]["state"]
+                   == "failed", 30, "the operation to fail on a")
+        op = call(a, "GET", f"/api/operations/{local}")[1]["operation"]
+        assert "not drained: m3" in op["reason"], op
+        # the view of /api/fleet is refreshed at each heartbeat
+        wait_until(lambda: fleet(a)["operation"]["state"] == "aborted", 20,
+                   "the fleet's record to say aborted")
+        steps = {m["id"]: m["step"] for m in fleet(a)["operation"]["members"]}
+        assert steps["m3"] == "pausing", steps  # never drained
+        for t in (a, b):
+            assert listener(t)["roles"] == {"primary": "blue", "shadow": "green"}
+            assert listener(t)["epoch"] == 0
+            assert not listener(t)["writes_paused"]
+            assert answering_port(t) == pg_primary.port
+            st = status(t)["operation"]
+            assert st["state"] == "failed" and "aborted" in st["reason"], st
+    finally:
+        c.signal(signal.SIGCONT)
+    held.commit()
+    held.close()
+    wait_until(lambda: not listener(c)["writes_paused"], 20, "c to resume writes")
+    assert listener(c)["roles"] == {"primary": "blue", "shadow": "green"}
+    assert listener(c)["epoch"] == 0
+    assert status(c)["operation"]["state"] == "failed"
+    assert answering_port(c) == pg_primary.port
+
+
+def test_member_killed_after_cutover_comes_back_on_the_new_primary(tandem, store, pg_primary,
+                                                                    pg_shadow):
+    a = start_member(tandem, store, "m1", pg_primary, pg_shadow)
+    b = start_member(tandem, store, "m2", pg_primary, pg_shadow)
+    op = run_operation(a, "/api/cutover", {"max_pause_ms": 8000})
+    assert op["state"] == "completed", op
+    wait_until(lambda: listener(b)["epoch"] == 1, 20, "b cut over")
+    b.signal(signal.SIGKILL)
+    b.wait_exit(30)
+    again = tandem(config_text=b.config_text, port=b.port, admin_port=b.admin_port)
+    wait_until(lambda: joined(again), 20, "the restarted member to join")
+    assert listener(again)["roles"] == {"primary": "green", "shadow": "blue"}
+    assert listener(again)["epoch"] == 1
+    assert answering_port(again) == pg_shadow.port
+    op = run_operation(again, "/api/rollback", {"max_pause_ms": 8000})
+    assert op["state"] == "completed", op
+    wait_until(lambda: listener(a)["epoch"] == 2, 20, "a rolled back")
+    assert answering_port(a) == pg_primary.port
+
+
+def test_store_killed_during_steady_load(tandem, store, pg_primary, pg_shadow, bench_db):
+    a = start_member(tandem, store, "m1", pg_primary, pg_shadow)
+    b = start_member(tandem, store, "m2", pg_primary, pg_shadow)
+    procs = [pgbench_db_popen(t.port, bench_db, clients=2, seconds=8) for t in (a, b)]
+    try:
+        time.sleep(2)
+        store.kill()
+        wait_until(lambda: not fleet(a)["store"]["connected"], 20, "a to notice")
+        # no change without the store: it would be lost when the store comes back
+        code, reply = call(a, "PUT", "/api/mode", {"mode": "split"})
+        assert code == 503, reply
+        code, reply = call(b, "POST", "/api/cutover", {})
+        assert code == 503 and "no member starts a flip on its own" in reply["error"], reply
+        time.sleep(2)
+        store.start()  # an empty store on the same port
+        for t in (a, b):
+            wait_until(lambda t=t: fleet(t)["store"]["connected"], 30, "reconnected")
+    finally:
+        processed = [check_pgbench(p) for p in procs]  # no client error
+    assert all(n > 0 for n in processed)
+    # the members seeded the new store and still act as one
+    code, reply = call(b, "PUT", "/api/mode", {"mode": "split"})
+    assert code == 200, reply
+    wait_until(lambda: status(a)["mode"] == "split", 20, "mode reached a")
+    assert store.client().hget("fleet:f1:state", "doc") is not None
+
+
+def test_no_client_is_served_before_the_fleet_state(tandem, pg_primary, pg_shadow):
+    """Store down at start: not ready (no client accepted) until it answers."""
+    store = RedisServer("late-store")
+    try:
+        text, port, admin = member_text(store, "m1", pg_primary, pg_shadow,
+                                        extra="join_timeout 60s;")
+        t = tandem(config_text=text, port=port, admin_port=admin)
+        code, body = t.http("/readyz")
+        assert code == 503 and "joining the fleet" in body, body
+        store.start()
+        wait_until(lambda: joined(t), 30, "the member to join once the store answers")
+        assert answering_port(t) == pg_primary.port
+        assert fleet(t)["store"]["connected"]
+    finally:
+        store.stop()
