@@ -62,6 +62,7 @@ struct fleet {
     char last_id[64];         /* the log entry applied last */
     char *last_text;          /* the document as last published or applied (no time) */
     int applying;             /* changes made by applying the store's state: not republished */
+    int reloaded;             /* SIGHUP reset weights to the file's: the store's state wins */
 
     struct event *tick_ev, *retry_ev, *teardown_ev, *publish_ev, *join_ev;
     int ready_called;
@@ -443,7 +444,12 @@ on_retry(evutil_socket_t fd, short what, void *arg)
 
 /* ---- applying the store's state ------------------------------------------ */
 
-/* the running state, as compared with what was last published or applied */
+/*
+ * local_text - the running state, as compared with what was last published
+ * or applied: without its time, guard times to the second (a cooldown is
+ * kept on the monotonic clock and read back through the wall clock, which
+ * moves it by a millisecond; that is no change worth sending the fleet).
+ */
 static char *
 local_text(struct fleet *f)
 {
@@ -451,6 +457,12 @@ local_text(struct fleet *f)
     if (state_build_doc(f->state, NULL, 0, 0, &doc) != 0)
         return NULL;
     doc.written_ms = 0;
+    for (size_t i = 0; i < doc.nlisteners; i++)
+        for (size_t k = 0; k < doc.listeners[i].nguards; k++) {
+            struct state_guard *g = &doc.listeners[i].guards[k];
+            g->last_trip_ms -= g->last_trip_ms % 1000;
+            g->cooldown_until_ms -= g->cooldown_until_ms % 1000;
+        }
     char *text = state_file_encode(&doc);
     state_doc_release(&doc);
     return text;
@@ -491,7 +503,6 @@ apply_doc(struct fleet *f, const char *text, size_t len, uint64_t v, const char 
         cutover_kick(f->cutover); /* sessions swap at their idle points */
     f->version = v;
     remember_local(f);
-    control_changed(); /* the state file follows; f->applying is off but the text is equal */
 }
 
 /* ---- operations ------------------------------------------------------------ */
@@ -816,6 +827,10 @@ on_join(redisAsyncContext *ac, void *reply, void *priv)
     const redisReply *doc = r->element[0], *ver = r->element[1], *lid = r->element[2],
                      *op = r->element[3];
     uint64_t v = ver->type == REDIS_REPLY_STRING ? strtoull(ver->str, NULL, 10) : 0;
+    if (f->reloaded) {
+        f->reloaded = 0;
+        f->version = 0; /* apply the store's state over the file's weights and mode */
+    }
     f->link = LINK_UP;
     f->backoff_ms = BACKOFF_FIRST_MS;
     f->last_sub_reply_ms = mono_ms();
@@ -914,8 +929,8 @@ publish(struct fleet *f)
 {
     struct state_doc doc;
     char epoch[24];
-    if (f->link != LINK_UP)
-        return; /* the store's state wins on reconnect */
+    if (f->link != LINK_UP || f->reloaded)
+        return; /* the store's state wins on reconnect, and after a reload */
     char *cmp = local_text(f);
     if (cmp == NULL)
         return;
@@ -1260,6 +1275,17 @@ fleet_set_runtime(struct fleet *f, const struct runtime *rt)
         log_warn("fleet: the store or the fleet's name changed: takes effect at the next "
                  "restart");
     f->rt = rt;
+    /*
+     * control_load() just put the file's weights and mode in force on this
+     * member only: the fleet's state is read again and applied over them
+     * rather than the file's being published to every member.
+     */
+    f->reloaded = 1;
+    if (f->link == LINK_UP) {
+        const char *join[] = {"EVAL", lua_join, "2", f->keys.state, f->keys.op};
+        if (command(f->cmd, on_join, f, 5, join) != 0)
+            f->reloaded = 0;
+    }
 }
 
 int

@@ -57,7 +57,12 @@ struct fleet;
 struct fleet *fleet_open(struct event_base *base, const struct runtime *rt, struct state *st,
                          struct cutover *c, void (*ready)(void *arg), void *arg);
 
-/* fleet_set_runtime - SIGHUP: rt from now on (the store's address changes at restart only). */
+/*
+ * fleet_set_runtime - SIGHUP, after control_load(rt): rt from now on (the
+ * store's address changes at restart only).  The file's weights and mode
+ * are not published: the fleet's state is read again and applied over
+ * them (alone, a reload resets them; in a fleet, the fleet's win).
+ */
 void fleet_set_runtime(struct fleet *f, const struct runtime *rt);
 
 /* fleet_connected - 1 while the store answers and the member applied its state. */

@@ -11,6 +11,7 @@ import json
 import signal
 import subprocess
 import time
+import uuid
 
 import psycopg
 import pytest
@@ -18,8 +19,8 @@ import pytest
 from harness.adminapi import call, run_operation
 from harness.clients import check_pgbench
 from harness.redisserver import RedisServer
-from harness.shadow import (create_database, pgbench_db_popen, pgbench_init_db, shadow_config,
-                            table_digest, wait_drained)
+from harness.shadow import (create_database, execute, pgbench_db_popen, pgbench_init_db,
+                            shadow_config, table_digest, wait_drained)
 from harness.util import free_port, wait_until
 
 TABLES = ("pgbench_accounts", "pgbench_tellers", "pgbench_branches")
@@ -36,10 +37,12 @@ def store():
         server.stop()
 
 
-def member_text(store, name, pg_primary, pg_shadow, fleet="f1", extra=""):
+def member_text(store, name, pg_primary, pg_shadow, fleet="f1", extra="", mode="shadow",
+                listener_extra=""):
     port, admin = free_port(), free_port()
     text = shadow_config(port=port, admin_port=admin, primary=pg_primary, shadow=pg_shadow,
-                         workers=1, mirror={"reads": "0%", "timeout": "10s"})
+                         workers=1, mirror={"reads": "0%", "timeout": "10s"}, mode=mode,
+                         listener_extra=listener_extra)
     control = (f"control {{ store redis://{store.address}/0; fleet {fleet}; member {name}; "
                f"{extra} }}\n")
     return control + text, port, admin
@@ -275,3 +278,57 @@ def test_no_client_is_served_before_the_fleet_state(tandem, pg_primary, pg_shado
         assert fleet(t)["store"]["connected"]
     finally:
         store.stop()
+
+
+def test_guard_trip_in_one_member_moves_every_members_reads(tandem, store, pg_primary,
+                                                            pg_shadow):
+    table = "fleet_gd_" + uuid.uuid4().hex[:10]
+    for server in (pg_primary, pg_shadow):
+        execute(server, f"CREATE TABLE {table} (id int primary key, v text)")
+        execute(server, f"INSERT INTO {table} VALUES (1, 'one')")
+        execute(server, f"GRANT ALL ON {table} TO PUBLIC")
+    split = ("reads { blue weight=0; green weight=100; }\n"
+             "guard errors { metric shadow_error_rate; above 20%; window 30s; min_samples 20; "
+             "action reads-to-primary; cooldown 10m; }")
+    try:
+        a, b = [start_member(tandem, store, name, pg_primary, pg_shadow, mode="split",
+                             listener_extra=split) for name in ("m1", "m2")]
+        sql = f"SELECT v, inet_server_port() FROM {table} WHERE id = 1"
+        with b.connect() as conn:
+            assert conn.execute(sql).fetchone() == ("one", pg_shadow.port)
+        execute(pg_shadow, f"DROP TABLE {table}")  # the shadow fails, seen by a only
+        with a.connect() as conn:
+            def back_on_primary():
+                try:
+                    return conn.execute(sql).fetchone() == ("one", pg_primary.port)
+                except Exception:  # noqa: BLE001 - the shadow's errors, until the guard trips
+                    return False
+            wait_until(back_on_primary, 30, "a's guard to trip", interval=0.05)
+        # b saw no error at all, and yet
+        wait_until(lambda: listener(b)["weights"] == {"blue": 0, "green": 0}, 20,
+                   "b's reads to move to the primary")
+        with b.connect() as conn:
+            for _ in range(10):
+                assert conn.execute(sql).fetchone() == ("one", pg_primary.port)
+        g = listener(b)["guards"][0]
+        assert g["state"] == "tripped" and g["trips"] == 1, g
+        # the cooldown holds on b too
+        code, reply = call(b, "PUT", "/api/weights", {"blue": 0, "green": 100})
+        assert code == 409 and "cooldown" in reply["error"], reply
+    finally:
+        for server in (pg_primary, pg_shadow):
+            execute(server, f"DROP TABLE IF EXISTS {table}")
+
+
+def test_reload_keeps_the_fleets_weights(tandem, store, pg_primary, pg_shadow):
+    a = start_member(tandem, store, "m1", pg_primary, pg_shadow, mode="split")
+    b = start_member(tandem, store, "m2", pg_primary, pg_shadow, mode="split")
+    code, reply = call(a, "PUT", "/api/weights", {"blue": 40, "green": 60})
+    assert code == 200, reply
+    wait_until(lambda: listener(b)["weights"] == {"blue": 40, "green": 60}, 20, "b's weights")
+    b.signal(signal.SIGHUP)
+    wait_until(lambda: "reloading" in b.log(), 20, "b to reload")
+    time.sleep(1.5)  # a reload that published the file's weights would have reached a by now
+    assert listener(a)["weights"] == {"blue": 40, "green": 60}
+    wait_until(lambda: listener(b)["weights"] == {"blue": 40, "green": 60}, 20,
+               "b back on the fleet's weights")
