@@ -53,6 +53,7 @@ struct fleet {
     redisAsyncContext *cmd, *sub;
     enum link link;
     uint64_t connect_started_ms, last_cmd_reply_ms, last_sub_reply_ms;
+    uint64_t last_tick_ms;    /* a tick long after the last one: this process was frozen */
     uint32_t backoff_ms;
     int reading;              /* an XREAD is outstanding on sub */
     char lost_reason[256];    /* why the last connection ended ("" none) */
@@ -128,7 +129,8 @@ static const char lua_op_start[] =
     "  'epoch', epoch, 'members', table.concat(live, ' '))\n"
     "for _, m in ipairs(live) do redis.call('HSET', KEYS[1], 'step:' .. m, 'pausing') end\n"
     "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'type', 'op', 'id', id,\n"
-    "  'kind', ARGV[1], 'max_pause_ms', ARGV[2], 'force', ARGV[3], 'asked_by', ARGV[4])\n"
+    "  'kind', ARGV[1], 'max_pause_ms', ARGV[2], 'force', ARGV[3], 'asked_by', ARGV[4],\n"
+    "  'members', table.concat(live, ' '))\n"
     "return {1, id}\n";
 
 /*
@@ -606,7 +608,7 @@ fleet_drained(void *arg)
     struct fleet *f = arg;
     if (!f->op.active)
         return;
-    if (f->link != LINK_UP) {
+    if (f->link != LINK_UP && f->op.member) {
         /* never reported: the fleet cannot commit without it */
         cutover_decide(f->cutover, 0,
                        "aborted: drained while the store was unreachable; nothing swapped "
@@ -614,8 +616,10 @@ fleet_drained(void *arg)
         f->op.active = 0;
         return;
     }
+    /* a member that joined during the operation is not waited for: it holds until told */
     f->op.reported = 1;
-    report(f, "drained", NULL);
+    if (f->link == LINK_UP)
+        report(f, "drained", NULL);
 }
 
 static void
@@ -671,6 +675,21 @@ read_log(struct fleet *f)
         f->reading = 1;
 }
 
+/* is_listed - ID among the space-separated members. */
+static int
+is_listed(const char *members, const char *id)
+{
+    size_t len = strlen(id);
+    for (const char *p = members ? members : ""; *p;) {
+        size_t n = strcspn(p, " ");
+        if (n == len && strncmp(p, id, n) == 0)
+            return 1;
+        p += n;
+        p += strspn(p, " ");
+    }
+    return 0;
+}
+
 static void
 apply_entry(struct fleet *f, const char *id, const redisReply *kv)
 {
@@ -701,7 +720,8 @@ apply_entry(struct fleet *f, const char *id, const redisReply *kv)
         apply_doc(f, e.doc, e.doc_len, e.version, id);
         break;
     case FLEET_ENTRY_OP:
-        participate(f, e.op_id, e.rollback, e.max_pause_ms, e.force, e.member, 1);
+        participate(f, e.op_id, e.rollback, e.max_pause_ms, e.force, e.member,
+                    is_listed(e.members, f->id));
         break;
     case FLEET_ENTRY_COMMIT:
         decided(f, e.op_id, 1, "");
@@ -765,21 +785,6 @@ op_field(const redisReply *op, const char *name)
             op->element[i + 1]->type == REDIS_REPLY_STRING && strcmp(op->element[i]->str, name) == 0)
             return op->element[i + 1]->str;
     return NULL;
-}
-
-/* is_listed - ID among the space-separated members. */
-static int
-is_listed(const char *members, const char *id)
-{
-    size_t len = strlen(id);
-    for (const char *p = members ? members : ""; *p;) {
-        size_t n = strcspn(p, " ");
-        if (n == len && strncmp(p, id, n) == 0)
-            return 1;
-        p += n;
-        p += strspn(p, " ");
-    }
-    return 0;
 }
 
 /* resume_operation - after a reconnect: what became of the operation this member took part in. */
@@ -1093,6 +1098,11 @@ on_tick(evutil_socket_t fd, short what, void *arg)
     uint64_t now = mono_ms();
     (void)fd;
     (void)what;
+    if (now - f->last_tick_ms > 2 * HEARTBEAT_MS) {
+        /* this process did not run (SIGSTOP, a stalled host): the store's silence is ours */
+        f->last_cmd_reply_ms = f->last_sub_reply_ms = f->connect_started_ms = now;
+    }
+    f->last_tick_ms = now;
     if (f->link == LINK_CONNECTING && now - f->connect_started_ms > STORE_SILENCE_MS) {
         lost(f, "no answer within 5 s of connecting");
         return;
@@ -1234,6 +1244,7 @@ fleet_open(struct event_base *base, const struct runtime *rt, struct state *st,
     f->ready_arg = arg;
     f->started_ms = wall_ms();
     f->backoff_ms = BACKOFF_FIRST_MS;
+    f->last_tick_ms = mono_ms();
     snprintf(f->last_id, sizeof(f->last_id), "0-0");
     member_id(rt, f->id, sizeof(f->id));
     if (rt->conf->admin.enabled)

@@ -208,6 +208,9 @@ fleet_entry_parse(const char *const *fields, const char *const *values, const si
     memset(e, 0, sizeof(*e));
     e->member = field(fields, values, n, "member");
     e->reason = field(fields, values, n, "reason");
+    e->members = field(fields, values, n, "members");
+    if (e->members == NULL)
+        e->members = "";
     if (e->member == NULL)
         e->member = "";
     if (e->reason == NULL)

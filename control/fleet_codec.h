@@ -13,6 +13,7 @@
  *   fleet:NAME:log            stream, one entry per change, in order:
  *       type=state   version=V member=ID doc=JSON       mode, weights, guards changed
  *       type=op      id=K kind=cutover|rollback max_pause_ms=N force=0|1 asked_by=ID
+ *                    members="ID ID ..."          the live members it waits for
  *       type=commit  id=K version=V doc=JSON            the flip, with the new state
  *       type=abort   id=K reason=TEXT                   nothing swapped anywhere
  *       type=report  id=K member=ID step=STEP           a member's step (for watchers)
@@ -110,6 +111,7 @@ struct fleet_entry {
     const char *member;   /* state, report: who wrote it; op: who asked ("" when absent) */
     const char *reason;   /* abort ("" when absent) */
     const char *step;     /* report */
+    const char *members;  /* op: the live members it waits for, space-separated ("" absent) */
 };
 
 /*

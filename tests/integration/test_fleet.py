@@ -18,7 +18,7 @@ import pytest
 
 from harness.adminapi import call, run_operation
 from harness.clients import check_pgbench
-from harness.redisserver import RedisServer
+from harness.redisserver import RedisServer, redis_config, tandem_client
 from harness.shadow import (create_database, execute, pgbench_db_popen, pgbench_init_db,
                             shadow_config, table_digest, wait_drained)
 from harness.util import free_port, wait_until
@@ -332,3 +332,64 @@ def test_reload_keeps_the_fleets_weights(tandem, store, pg_primary, pg_shadow):
     assert listener(a)["weights"] == {"blue": 40, "green": 60}
     wait_until(lambda: listener(b)["weights"] == {"blue": 40, "green": 60}, 20,
                "b back on the fleet's weights")
+
+
+def test_store_killed_during_an_operation_aborts_it_consistently(tandem, store, pg_primary,
+                                                                  pg_shadow):
+    a = start_member(tandem, store, "m1", pg_primary, pg_shadow)
+    b = start_member(tandem, store, "m2", pg_primary, pg_shadow)
+    wait_until(lambda: len(fleet(a)["members"]) == 2, 20, "both members live")
+    held = b.connect(autocommit=False)  # b cannot drain while this write is open
+    held.execute("CREATE TEMP TABLE IF NOT EXISTS held (x int)")
+    held.execute("INSERT INTO held VALUES (1)")
+    code, reply = call(a, "POST", "/api/cutover", {"max_pause_ms": 8000})
+    assert code == 202, reply
+    local_a = reply["operation"]["id"]
+    wait_until(lambda: listener(b)["writes_paused"], 20, "b to pause writes")
+    store.kill()
+    # b had not reported drained: the fleet cannot commit without it, b resumes
+    wait_until(lambda: not listener(b)["writes_paused"], 30, "b to resume writes")
+    held.commit()
+    held.close()
+    assert status(b)["operation"]["state"] == "failed"
+    store.start()  # empty: no record of the operation, no commit
+    wait_until(lambda: call(a, "GET", f"/api/operations/{local_a}")[1]["operation"]["state"]
+               == "failed", 40, "a to learn the operation did not commit")
+    for t in (a, b):
+        wait_until(lambda t=t: fleet(t)["store"]["connected"], 30, "reconnected")
+        assert listener(t)["roles"] == {"primary": "blue", "shadow": "green"}
+        assert listener(t)["epoch"] == 0
+        assert not listener(t)["writes_paused"]
+        assert answering_port(t) == pg_primary.port
+
+
+@pytest.fixture
+def redis_pair():
+    servers = [RedisServer("fleet-blue").start(), RedisServer("fleet-green").start()]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def test_redis_listener_fleet_cutover(tandem, store, redis_pair):
+    blue, green = redis_pair
+    members = []
+    for name in ("m1", "m2"):
+        port, admin = free_port(), free_port()
+        text = (f"control {{ store redis://{store.address}; fleet rf; member {name}; }}\n" +
+                redis_config(port=port, admin_port=admin, primary=blue, shadow=green, workers=1))
+        t = tandem(config_text=text, port=port, admin_port=admin)
+        wait_until(lambda t=t: joined(t), 20, f"{name} to join")
+        members.append(t)
+    a, b = members
+    for i, t in enumerate(members):
+        tandem_client(t).set(f"before{i}", "x")
+    op = run_operation(b, "/api/cutover", {"max_pause_ms": 8000})
+    assert op["state"] == "completed", op
+    for t in members:
+        wait_until(lambda t=t: status(t)["listeners"][0]["roles"]
+                   == {"primary": "green", "shadow": "blue"}, 20, "every member cut over")
+    for i, t in enumerate(members):
+        assert tandem_client(t).set(f"after{i}", "y")
+    wait_until(lambda: blue.digest() == green.digest(), 20, "both servers equal")
+    assert green.client().get("after0") == b"y" and green.client().get("after1") == b"y"

@@ -145,8 +145,10 @@ test_entries(void **state)
     assert_int_equal(e.doc_len, 2);
 
     assert_int_equal(PARSE(&e, err, "type", "op", "id", "3", "kind", "rollback", "max_pause_ms",
-                           "2000", "force", "1", "asked_by", "m2", "later", "ignored"),
+                           "2000", "force", "1", "asked_by", "m2", "members", "m1 m2", "later",
+                           "ignored"),
                      0);
+    assert_string_equal(e.members, "m1 m2");
     assert_int_equal(e.type, FLEET_ENTRY_OP);
     assert_int_equal(e.op_id, 3);
     assert_true(e.rollback);
