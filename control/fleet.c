@@ -39,6 +39,23 @@
 
 enum link { LINK_DOWN, LINK_CONNECTING, LINK_UP };
 
+/* The fleet's counters: one row each, name and help (tandem_fleet_<name>_total). */
+#define FLEET_COUNTS(X)                                                                            \
+    X(STORE_LOST, "store_lost", "Connections to the store lost (or never made), each retried")    \
+    X(JOINED, "joins", "Times the member read the fleet's state (start and every reconnect)")      \
+    X(APPLIED, "states_applied", "State versions of other members applied here")                  \
+    X(PUBLISHED, "states_published", "This member's state changes sent to the store")            \
+    X(REFUSED, "changes_refused", "Changes refused while the store was unreachable")              \
+    X(COMMITTED, "operations_committed", "Fleet operations that flipped this member's roles")     \
+    X(ABORTED, "operations_aborted", "Fleet operations aborted here, nothing swapped")
+
+enum fleet_count {
+#define FLEET_COUNT_ENUM(id, name, help) FLEET_COUNT_##id,
+    FLEET_COUNTS(FLEET_COUNT_ENUM)
+#undef FLEET_COUNT_ENUM
+    FLEET_COUNT_MAX
+};
+
 struct fleet {
     struct event_base *base;
     const struct runtime *rt;
@@ -79,6 +96,9 @@ struct fleet {
         uint64_t seen_ms;     /* monotonic: when this member joined it */
     } op;
     unsigned asked_local;     /* a pending operation asked here, 0 when none */
+
+    /* counted for /metrics (fleet_render_prometheus) */
+    uint64_t counts[FLEET_COUNT_MAX];
 
     json_t *view_members;     /* GET /api/fleet, refreshed every heartbeat */
     json_t *view_op;
@@ -279,6 +299,14 @@ call_ready(struct fleet *f)
     f->ready(f->ready_arg);
 }
 
+/* abort_here - this member's part of the fleet operation ends, nothing swapped here. */
+static void
+abort_here(struct fleet *f, const char *reason)
+{
+    f->counts[FLEET_COUNT_ABORTED]++;
+    cutover_decide(f->cutover, 0, reason);
+}
+
 /* ---- teardown and reconnect --------------------------------------------- */
 
 static void
@@ -288,6 +316,7 @@ lost(struct fleet *f, const char *why)
         return;
     int was_up = f->link == LINK_UP;
     f->link = LINK_DOWN;
+    f->counts[FLEET_COUNT_STORE_LOST]++;
     snprintf(f->lost_reason, sizeof(f->lost_reason), "%s", why);
     f->lost_at_ms = wall_ms();
     if (was_up)
@@ -321,7 +350,7 @@ on_teardown(evutil_socket_t fd, short what, void *arg)
     }
     if (f->op.active && !f->op.reported && f->op.member) {
         /* the fleet cannot commit without this member's report: safe to resume here */
-        cutover_decide(f->cutover, 0,
+        abort_here(f,
                        "aborted: the store was lost before this member reported drained; "
                        "nothing swapped here, writes resumed on the old primary");
         f->op.active = 0;
@@ -503,6 +532,7 @@ apply_doc(struct fleet *f, const char *text, size_t len, uint64_t v, const char 
     }
     if (flipped > 0)
         cutover_kick(f->cutover); /* sessions swap at their idle points */
+    f->counts[FLEET_COUNT_APPLIED]++;
     f->version = v;
     remember_local(f);
 }
@@ -563,7 +593,7 @@ on_report(redisAsyncContext *ac, void *reply, void *priv)
     const redisReply *r = reply;
     if (r->type == REDIS_REPLY_STRING && strcmp(r->str, "gone") == 0 && f->op.active) {
         /* the store no longer runs it (a newer one replaced it): nothing was committed for us */
-        cutover_decide(f->cutover, 0, "aborted: the operation is no longer the fleet's");
+        abort_here(f, "aborted: the operation is no longer the fleet's");
         f->op.active = 0;
     }
     (void)ac;
@@ -610,7 +640,7 @@ fleet_drained(void *arg)
         return;
     if (f->link != LINK_UP && f->op.member) {
         /* never reported: the fleet cannot commit without it */
-        cutover_decide(f->cutover, 0,
+        abort_here(f,
                        "aborted: drained while the store was unreachable; nothing swapped "
                        "here, writes resumed on the old primary");
         f->op.active = 0;
@@ -633,7 +663,7 @@ fleet_late(void *arg)
         return;
     }
     if (!f->op.reported && f->op.member) {
-        cutover_decide(f->cutover, 0,
+        abort_here(f,
                        "aborted: max_pause passed while the store was unreachable; nothing "
                        "swapped here, writes resumed on the old primary");
         f->op.active = 0;
@@ -648,6 +678,7 @@ decided(struct fleet *f, uint64_t id, int commit, const char *reason)
     if (!f->op.active || f->op.id != id)
         return;
     if (commit) {
+        f->counts[FLEET_COUNT_COMMITTED]++;
         cutover_decide(f->cutover, 1, NULL);
         f->op.active = 0;
         report(f, "swapped", NULL);
@@ -655,7 +686,7 @@ decided(struct fleet *f, uint64_t id, int commit, const char *reason)
     }
     snprintf(why, sizeof(why), "aborted by the fleet: %s; nothing swapped, writes resumed on "
                                "the old primary", reason[0] ? reason : "(no reason given)");
-    cutover_decide(f->cutover, 0, why);
+    abort_here(f, why);
     f->op.active = 0;
     report(f, "resumed", NULL);
 }
@@ -837,6 +868,7 @@ on_join(redisAsyncContext *ac, void *reply, void *priv)
         f->version = 0; /* apply the store's state over the file's weights and mode */
     }
     f->link = LINK_UP;
+    f->counts[FLEET_COUNT_JOINED]++;
     f->backoff_ms = BACKOFF_FIRST_MS;
     f->last_sub_reply_ms = mono_ms();
     if (f->lost_reason[0])
@@ -954,7 +986,8 @@ publish(struct fleet *f)
         return;
     const char *argv[] = {"EVAL", lua_publish, "2",   f->keys.state, f->keys.log,
                           text,   epoch,       f->id, LOG_MAXLEN};
-    command(f->cmd, on_publish, f, 9, argv);
+    if (command(f->cmd, on_publish, f, 9, argv) == 0)
+        f->counts[FLEET_COUNT_PUBLISHED]++;
     free(text);
 }
 
@@ -1177,6 +1210,7 @@ fleet_ask(void *arg, unsigned local_id, enum cutover_kind kind, uint32_t max_pau
     if (f->link != LINK_UP) {
         snprintf(err, errlen, "the fleet's store is unreachable: no member starts a flip on its "
                               "own");
+        f->counts[FLEET_COUNT_REFUSED]++;
         return -1;
     }
     if (f->op.active) {
@@ -1303,6 +1337,37 @@ int
 fleet_connected(const struct fleet *f)
 {
     return f != NULL && f->link == LINK_UP;
+}
+
+void
+fleet_count_refused(struct fleet *f)
+{
+    f->counts[FLEET_COUNT_REFUSED]++;
+}
+
+void
+fleet_render_prometheus(const struct fleet *f, FILE *out)
+{
+#define FLEET_COUNT_RENDER(id, name, help)                                                        \
+    fprintf(out,                                                                                   \
+            "# HELP tandem_fleet_" name "_total " help "\n"                                        \
+            "# TYPE tandem_fleet_" name "_total counter\n"                                         \
+            "tandem_fleet_" name "_total %llu\n",                                                  \
+            (unsigned long long)f->counts[FLEET_COUNT_##id]);
+    FLEET_COUNTS(FLEET_COUNT_RENDER)
+#undef FLEET_COUNT_RENDER
+    fprintf(out,
+            "# HELP tandem_fleet_store_up 1 while the store answers and its state is applied\n"
+            "# TYPE tandem_fleet_store_up gauge\n"
+            "tandem_fleet_store_up %d\n"
+            "# HELP tandem_fleet_state_version The fleet's state version applied here\n"
+            "# TYPE tandem_fleet_state_version gauge\n"
+            "tandem_fleet_state_version %llu\n"
+            "# HELP tandem_fleet_members Live members in the last view of the store\n"
+            "# TYPE tandem_fleet_members gauge\n"
+            "tandem_fleet_members %zu\n",
+            f->link == LINK_UP, (unsigned long long)f->version,
+            f->view_members ? json_array_size(f->view_members) : (size_t)0);
 }
 
 json_t *

@@ -68,6 +68,16 @@ void fleet_set_runtime(struct fleet *f, const struct runtime *rt);
 /* fleet_connected - 1 while the store answers and the member applied its state. */
 int fleet_connected(const struct fleet *f);
 
+/* fleet_count_refused - a change refused because the store is unreachable (the API's 503). */
+void fleet_count_refused(struct fleet *f);
+
+/*
+ * fleet_render_prometheus - tandem_fleet_*_total (store lost, joins, states
+ * applied and published, changes refused, operations committed and aborted),
+ * tandem_fleet_store_up, tandem_fleet_state_version, tandem_fleet_members.
+ */
+void fleet_render_prometheus(const struct fleet *f, FILE *out);
+
 /* fleet_json - GET /api/fleet: the members, the running operation (a new object). */
 json_t *fleet_json(const struct fleet *f);
 

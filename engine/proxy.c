@@ -362,6 +362,8 @@ render_metrics(void *ctx, FILE *out)
     struct proxy *p = ctx;
     if (p->guards)
         guards_render_prometheus(p->guards, out);
+    if (p->fleet)
+        fleet_render_prometheus(p->fleet, out);
 }
 
 static int
@@ -372,6 +374,7 @@ act(void *ctx, enum admin_action action, const char *arg, json_t *body, json_t *
     if ((action == ADMIN_SET_WEIGHTS || action == ADMIN_SET_MODE) && p->fleet &&
         !fleet_connected(p->fleet)) {
         /* the store's state wins when it returns: a change made now would be lost */
+        fleet_count_refused(p->fleet);
         snprintf(err, errlen, "the fleet's store is unreachable: changes wait until it is back");
         return 503;
     }

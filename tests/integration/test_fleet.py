@@ -21,6 +21,7 @@ from harness.clients import check_pgbench
 from harness.redisserver import RedisServer, redis_config, tandem_client
 from harness.shadow import (create_database, execute, pgbench_db_popen, pgbench_init_db,
                             shadow_config, table_digest, wait_drained)
+from harness.tandemproc import metric_value
 from harness.util import free_port, wait_until
 
 TABLES = ("pgbench_accounts", "pgbench_tellers", "pgbench_branches")
@@ -213,6 +214,9 @@ def test_member_stopped_during_the_drain_aborts_everywhere(three, pg_primary, pg
     assert listener(c)["roles"] == {"primary": "blue", "shadow": "green"}
     assert listener(c)["epoch"] == 0
     assert status(c)["operation"]["state"] == "failed"
+    for t in three:
+        assert metric_value(t.metrics(), "tandem_fleet_operations_aborted_total") == 1
+        assert metric_value(t.metrics(), "tandem_fleet_operations_committed_total") == 0
     assert answering_port(c) == pg_primary.port
 
 
@@ -261,6 +265,12 @@ def test_store_killed_during_steady_load(tandem, store, pg_primary, pg_shadow, b
     assert code == 200, reply
     wait_until(lambda: status(a)["mode"] == "split", 20, "mode reached a")
     assert store.client().hget("fleet:f1:state", "doc") is not None
+    text = a.metrics()
+    assert metric_value(text, "tandem_fleet_store_up") == 1
+    assert metric_value(text, "tandem_fleet_store_lost_total") >= 1
+    assert metric_value(text, "tandem_fleet_changes_refused_total") == 1
+    assert metric_value(text, "tandem_fleet_joins_total") >= 2
+    assert metric_value(b.metrics(), "tandem_fleet_changes_refused_total") == 1
 
 
 def test_no_client_is_served_before_the_fleet_state(tandem, pg_primary, pg_shadow):
