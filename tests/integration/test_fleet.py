@@ -403,3 +403,39 @@ def test_redis_listener_fleet_cutover(tandem, store, redis_pair):
         assert tandem_client(t).set(f"after{i}", "y")
     wait_until(lambda: blue.digest() == green.digest(), 20, "both servers equal")
     assert green.client().get("after0") == b"y" and green.client().get("after1") == b"y"
+
+
+def test_store_password_is_used_and_never_logged(tandem, tandem_bin, pg_primary, pg_shadow,
+                                                 tmp_path):
+    secret = "s3cret-" + uuid.uuid4().hex
+    store = RedisServer("auth-store", password=secret)
+    try:
+        store.start()
+        good = tmp_path / "store.pw"
+        good.write_text(secret + "\n")
+        bad = tmp_path / "wrong.pw"
+        bad.write_text("not-" + secret + "\n")
+        text, port, admin = member_text(store, "m1", pg_primary, pg_shadow,
+                                        extra=f"password_file {good};")
+        t = tandem(config_text=text, port=port, admin_port=admin)
+        wait_until(lambda: joined(t), 20, "the member to join with the password")
+        assert fleet(t)["store"]["connected"]
+        # a wrong password: refused by the store, the member waits for it, nothing leaks
+        text2, port2, admin2 = member_text(store, "m2", pg_primary, pg_shadow,
+                                           extra=f"password_file {bad}; join_timeout 60s;")
+        t2 = tandem(config_text=text2, port=port2, admin_port=admin2)
+        wait_until(lambda: "WRONGPASS" in t2.log() or "NOAUTH" in t2.log(), 20,
+                   "the refusal to be logged")
+        assert t2.http("/readyz")[0] == 503
+        for proc in (t, t2):
+            assert secret not in proc.log()
+        # tandem -t: a password file that cannot be read
+        conf = tmp_path / "m3.conf"
+        conf.write_text(member_text(store, "m3", pg_primary, pg_shadow,
+                                    extra=f"password_file {tmp_path}/missing.pw;")[0])
+        done = subprocess.run([tandem_bin, "-t", "-c", str(conf)], capture_output=True,
+                              text=True, timeout=30)
+        assert done.returncode == 1
+        assert f"password_file \"{tmp_path}/missing.pw\": No such file or directory" in done.stderr
+    finally:
+        store.stop()
