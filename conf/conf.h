@@ -37,6 +37,10 @@
  *       tls_server_name db.internal;      # default: host of address
  *       user tandem;                      # tandem's own logins (shadow, probes)
  *       password_file /etc/tandem/blue.pw;
+ *       fence "ALTER ROLE app SET default_transaction_read_only = on";   # a fleet's commit:
+ *       fence "SELECT pg_terminate_backend(pid) FROM pg_stat_activity    #   run when blue stops
+ *              WHERE usename = 'app'";                                   #   answering, with
+ *       unfence "ALTER ROLE app RESET default_transaction_read_only";    #   tandem's login
  *   }
  *   listener pg {
  *       listen 0.0.0.0:6432;
@@ -109,6 +113,9 @@ struct conf_addr {
     uint16_t port;
 };
 
+#define CONF_FENCE_MAX 8         /* fence / unfence statements per backend */
+#define CONF_STATEMENT_MAX 512   /* bytes of one, with its NUL */
+
 struct conf_backend {
     char name[CONF_NAME_MAX];
     struct conf_addr addr;
@@ -119,6 +126,15 @@ struct conf_backend {
     char password[CONF_NAME_MAX * 2];    /* inline password; prefer password_file */
     char password_file[CONF_PATH_MAX];
     char passfile[CONF_PATH_MAX];        /* .pgpass-format file: a password per client user */
+    /*
+     * A fleet's fence: statements run on this backend, with tandem's own
+     * login (user), when a committed flip makes it stop answering (fence)
+     * or answer again (unfence).  PostgreSQL backends only, so far.
+     */
+    char fence[CONF_FENCE_MAX][CONF_STATEMENT_MAX];
+    size_t nfence;
+    char unfence[CONF_FENCE_MAX][CONF_STATEMENT_MAX];
+    size_t nunfence;
     int line;                            /* where it was declared; 0 from the CLI */
 };
 

@@ -170,7 +170,7 @@ static const struct conf_range range_join_timeout = {0, 10 * 60 * 1000, "0s..10m
 static conf_set_fn set_number, set_size, set_duration, set_enum, set_string, set_addr,
     set_backend_ref, set_fraction, set_size64, set_ignore_columns, set_ignore_fingerprints,
     set_write_functions, set_client, set_hint, set_percent, set_route, set_action, set_store,
-    set_name;
+    set_name, set_statement;
 static conf_enter_fn enter_member, enter_admin, enter_backend, enter_listener, enter_reads,
     enter_canary, enter_guard;
 static conf_leave_fn leave_admin, leave_backend, leave_listener, leave_canary, leave_guard;
@@ -255,6 +255,8 @@ static const struct conf_directive directives[] = {
     SIMPLE("password", CTX_BACKEND, 0, set_string, struct conf_backend, password, NULL),
     SIMPLE("password_file", CTX_BACKEND, 0, set_string, struct conf_backend, password_file, NULL),
     SIMPLE("passfile", CTX_BACKEND, 0, set_string, struct conf_backend, passfile, NULL),
+    {"fence", CTX_BACKEND, D_MULTI, 1, set_statement, 0, 0, NULL, 0, NULL, NULL},
+    {"unfence", CTX_BACKEND, D_MULTI, 1, set_statement, 0, 0, NULL, 0, NULL, NULL},
 
     /* listener NAME { } */
     SIMPLE("listen", CTX_LISTENER, D_REQUIRED, set_addr, struct conf_listener, addr, NULL),
@@ -518,6 +520,28 @@ set_store(struct conf_build *b, void *obj, const struct conf_directive *d,
         return;
     }
     c->store_enabled = 1;
+}
+
+/* backend { fence "SQL"; unfence "SQL"; }: each appends one statement. */
+static void
+set_statement(struct conf_build *b, void *obj, const struct conf_directive *d,
+              const struct conf_node *n)
+{
+    struct conf_backend *be = obj;
+    int fence = strcmp(d->name, "fence") == 0;
+    char (*list)[CONF_STATEMENT_MAX] = fence ? be->fence : be->unfence;
+    size_t *count = fence ? &be->nfence : &be->nunfence;
+    size_t len = strlen(n->args[0]);
+
+    if (len == 0 || len >= CONF_STATEMENT_MAX) {
+        node_err(b, n, "expected a statement of 1..%d bytes", CONF_STATEMENT_MAX - 1);
+        return;
+    }
+    if (*count == CONF_FENCE_MAX) {
+        node_err(b, n, "too many statements (max %d)", CONF_FENCE_MAX);
+        return;
+    }
+    memcpy(list[(*count)++], n->args[0], len + 1);
 }
 
 /* A name of [A-Za-z0-9_.-] stored as a string field (fleet, member). */
@@ -957,6 +981,13 @@ leave_backend(struct conf_build *b, void *obj, const struct conf_node *n,
     if (tls != NULL && be->tls == CONF_TLS_VERIFY_FULL &&
         seen_node(seen, CTX_BACKEND, "tls_ca_file") == NULL)
         conf_err_add(b->errs, tls->line, "%s: tls verify-full needs tls_ca_file", desc);
+    /* a fence runs with tandem's own login, never a client's */
+    const struct conf_node *fence = seen_node(seen, CTX_BACKEND, "fence");
+    if (fence == NULL)
+        fence = seen_node(seen, CTX_BACKEND, "unfence");
+    if (fence != NULL && be->user[0] == '\0')
+        conf_err_add(b->errs, fence->line,
+                     "%s: fence and unfence run with tandem's own login: they need user", desc);
 }
 
 static void *

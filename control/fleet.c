@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "control/control.h"
+#include "control/fence.h"
 #include "control/fleet_codec.h"
 #include "control/state_file.h"
 #include "metrics/log.h"
@@ -47,7 +48,10 @@ enum link { LINK_DOWN, LINK_CONNECTING, LINK_UP };
     X(PUBLISHED, "states_published", "This member's state changes sent to the store")            \
     X(REFUSED, "changes_refused", "Changes refused while the store was unreachable")              \
     X(COMMITTED, "operations_committed", "Fleet operations that flipped this member's roles")     \
-    X(ABORTED, "operations_aborted", "Fleet operations aborted here, nothing swapped")
+    X(ABORTED, "operations_aborted", "Fleet operations aborted here, nothing swapped")            \
+    X(FENCED, "fences", "Old primaries fenced by this member before a commit")                    \
+    X(FENCE_FAILED, "fences_failed", "Fences that failed (the operation aborted)")                \
+    X(UNFENCED, "fences_undone", "Fences undone after an operation aborted")
 
 enum fleet_count {
 #define FLEET_COUNT_ENUM(id, name, help) FLEET_COUNT_##id,
@@ -94,7 +98,27 @@ struct fleet {
         int member;           /* listed by the store: the commit waits for its report */
         int reported;         /* "drained" sent (the others may have flipped since) */
         uint64_t seen_ms;     /* monotonic: when this member joined it */
+        uint32_t max_pause_ms;
     } op;
+
+    /*
+     * The fence this member runs for the operation (the store chose it:
+     * the last to drain): steps in order, old primaries' fence statements
+     * and new primaries' unfence ones.  The runtime is held while a fence
+     * may still need undoing.
+     */
+    struct {
+        struct runtime *rt;
+        struct fence_step {
+            const struct rt_backend *b;
+            int unfence;      /* run b's unfence statements, else its fence ones */
+        } steps[2 * METRIC_MAX_LISTENERS];
+        size_t n, next;
+        struct fence_job *job;
+        int undoing;
+        int undo_pending;     /* aborted while a statement ran: undo once it ended */
+        uint64_t op_id;
+    } fence;
     unsigned asked_local;     /* a pending operation asked here, 0 when none */
 
     /* counted for /metrics (fleet_render_prometheus) */
@@ -155,9 +179,12 @@ static const char lua_op_start[] =
 
 /*
  * KEYS: op, log, state
- * ARGV: id, member, step (pausing|drained|refused|late|swapped|resumed), ms,
- *       epoch before the flip, doc after the flip, epoch after, maxlen, reason
- * -> the operation's state after the report ("gone": not the running operation)
+ * ARGV: id, member, step (pausing|drained|refused|late|fenced|fence_failed|swapped|resumed),
+ *       ms, epoch before the flip, doc after the flip, epoch after, maxlen, reason,
+ *       fence (1: this member's flip has fence statements to run before the commit)
+ * -> the operation's state after the report ("gone": not the running operation;
+ *    "fence": every member drained, this one must fence the old primary, then
+ *    report fenced to commit)
  */
 static const char lua_report[] =
     "if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return 'gone' end\n"
@@ -175,17 +202,30 @@ static const char lua_report[] =
     "  redis.call('HSET', KEYS[1], 'state', 'completed')\n"
     "  return 'completed'\n"
     "end\n"
-    "if st ~= 'in_progress' then return st end\n"
+    "if st ~= 'in_progress' and st ~= 'fencing' then return st end\n"
     "local function abort(reason)\n"
     "  redis.call('HSET', KEYS[1], 'state', 'aborted', 'reason', reason)\n"
     "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'type', 'abort', 'id', ARGV[1],\n"
     "    'reason', reason)\n"
     "  return 'aborted'\n"
     "end\n"
+    "local function commit()\n"
+    "  local v = redis.call('HINCRBY', KEYS[3], 'version', 1)\n"
+    "  local lid = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'type', 'commit',\n"
+    "    'id', ARGV[1], 'version', v, 'member', ARGV[2], 'doc', ARGV[6])\n"
+    "  redis.call('HSET', KEYS[3], 'doc', ARGV[6], 'epoch', ARGV[7], 'log_id', lid,\n"
+    "    'member', ARGV[2])\n"
+    "  redis.call('HSET', KEYS[1], 'state', 'committed', 'committed_epoch', ARGV[7])\n"
+    "  return 'committed'\n"
+    "end\n"
     "if ARGV[3] == 'refused' then\n"
     "  return abort('member ' .. ARGV[2] .. ' refused: ' .. ARGV[9])\n"
     "end\n"
     "if ARGV[3] == 'late' then\n"
+    "  if st == 'fencing' then\n"
+    "    return abort('member ' .. ARGV[2] .. ': no decision within max_pause; the fence of ' ..\n"
+    "      'the old primary by ' .. redis.call('HGET', KEYS[1], 'fencer') .. ' did not finish')\n"
+    "  end\n"
     "  local waiting = {}\n"
     "  for m in members() do\n"
     "    if redis.call('HGET', KEYS[1], 'step:' .. m) ~= 'drained' then\n"
@@ -195,7 +235,14 @@ static const char lua_report[] =
     "  return abort('member ' .. ARGV[2] .. ': no decision within max_pause; not drained: ' ..\n"
     "    table.concat(waiting, ' '))\n"
     "end\n"
-    "if ARGV[3] ~= 'drained' then return st end\n"
+    "if ARGV[3] == 'fence_failed' then\n"
+    "  return abort('member ' .. ARGV[2] .. ' could not fence the old primary: ' .. ARGV[9])\n"
+    "end\n"
+    "if ARGV[3] == 'fenced' then\n"
+    "  if st ~= 'fencing' or redis.call('HGET', KEYS[1], 'fencer') ~= ARGV[2] then return st end\n"
+    "  return commit()\n"
+    "end\n"
+    "if ARGV[3] ~= 'drained' or st ~= 'in_progress' then return st end\n"
     "local e = redis.call('HGET', KEYS[1], 'epoch') or '0'\n"
     "if ARGV[5] ~= e then\n"
     "  return abort('member ' .. ARGV[2] .. ' drained at epoch ' .. ARGV[5] ..\n"
@@ -204,13 +251,11 @@ static const char lua_report[] =
     "for m in members() do\n"
     "  if redis.call('HGET', KEYS[1], 'step:' .. m) ~= 'drained' then return st end\n"
     "end\n"
-    "local v = redis.call('HINCRBY', KEYS[3], 'version', 1)\n"
-    "local lid = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'type', 'commit',\n"
-    "  'id', ARGV[1], 'version', v, 'member', ARGV[2], 'doc', ARGV[6])\n"
-    "redis.call('HSET', KEYS[3], 'doc', ARGV[6], 'epoch', ARGV[7], 'log_id', lid,\n"
-    "  'member', ARGV[2])\n"
-    "redis.call('HSET', KEYS[1], 'state', 'committed', 'committed_epoch', ARGV[7])\n"
-    "return 'committed'\n";
+    "if ARGV[10] == '1' then\n"
+    "  redis.call('HSET', KEYS[1], 'state', 'fencing', 'fencer', ARGV[2])\n"
+    "  return 'fence'\n"
+    "end\n"
+    "return commit()\n";
 
 /* KEYS: members, op; ARGV: member_prefix -> {{member records}, {op hash}} */
 static const char lua_view[] =
@@ -541,6 +586,36 @@ apply_doc(struct fleet *f, const char *text, size_t len, uint64_t v, const char 
 
 static void on_report(redisAsyncContext *ac, void *reply, void *priv);
 
+/*
+ * fence_plan - the fence steps of the joined operation's flip: for each
+ * listener it flips, the backend that stops answering runs its fence
+ * statements, the one that starts answering its unfence statements (a
+ * rollback unfences what the cutover fenced).  Returns how many steps
+ * have statements to run.
+ */
+static size_t
+fence_plan(const struct fleet *f, struct fence_step *steps, size_t max, size_t *nsteps)
+{
+    int slots[METRIC_MAX_LISTENERS], target = 0;
+    int n = cutover_flip_slots(f->cutover, slots, METRIC_MAX_LISTENERS, &target);
+    size_t k = 0, with = 0;
+    for (int i = 0; i < n; i++) {
+        for (size_t j = 0; j < f->rt->nlisteners; j++) {
+            const struct rt_listener *l = &f->rt->listeners[j];
+            if (l->metric_slot != slots[i] || l->shadow == NULL || k + 2 > max)
+                continue;
+            const struct rt_backend *old = target ? l->primary : l->shadow;
+            const struct rt_backend *now = target ? l->shadow : l->primary;
+            steps[k++] = (struct fence_step){.b = old, .unfence = 0};
+            steps[k++] = (struct fence_step){.b = now, .unfence = 1};
+            with += old->conf->nfence > 0;
+            with += now->conf->nunfence > 0;
+        }
+    }
+    *nsteps = k;
+    return with;
+}
+
 /* report - this member's step of the running operation (step "drained" carries the flip). */
 static void
 report(struct fleet *f, const char *step, const char *reason)
@@ -552,7 +627,12 @@ report(struct fleet *f, const char *step, const char *reason)
     snprintf(ms, sizeof(ms), "%llu", (unsigned long long)(mono_ms() - f->op.seen_ms));
     snprintf(before, sizeof(before), "0");
     snprintf(after, sizeof(after), "0");
-    if (strcmp(step, "drained") == 0) {
+    const char *fence = "0";
+    if (strcmp(step, "drained") == 0 || strcmp(step, "fenced") == 0) {
+        struct fence_step steps[2 * METRIC_MAX_LISTENERS];
+        size_t nsteps;
+        if (fence_plan(f, steps, 2 * METRIC_MAX_LISTENERS, &nsteps) > 0)
+            fence = "1"; /* the old primary is fenced before anyone flips */
         int slots[METRIC_MAX_LISTENERS], target = 0;
         int n = cutover_flip_slots(f->cutover, slots, METRIC_MAX_LISTENERS, &target);
         if (state_build_doc(f->state, NULL, 0, 0, &doc) == 0) {
@@ -572,10 +652,134 @@ report(struct fleet *f, const char *step, const char *reason)
     const char *argv[] = {"EVAL",    lua_report,  "3",         f->keys.op, f->keys.log,
                           f->keys.state, id,      f->id,       step,       ms,
                           before,  doc_text ? doc_text : "", after, LOG_MAXLEN,
-                          reason ? reason : ""};
-    if (command(f->cmd, on_report, f, 15, argv) != 0)
+                          reason ? reason : "", fence};
+    if (command(f->cmd, on_report, f, 16, argv) != 0)
         log_warn("fleet-op-%s: report \"%s\" not sent: the store is not connected", id, step);
     free(doc_text);
+}
+
+/* ---- the fence ------------------------------------------------------------- */
+
+static void fence_next(struct fleet *f);
+
+static void
+fence_release(struct fleet *f)
+{
+    fence_cancel(f->fence.job);
+    f->fence.job = NULL;
+    if (f->fence.rt)
+        runtime_unref(f->fence.rt);
+    f->fence.rt = NULL;
+    f->fence.n = f->fence.next = 0;
+    f->fence.undoing = f->fence.undo_pending = 0;
+}
+
+static void
+fence_step_done(void *arg, int ok, const char *err)
+{
+    struct fleet *f = arg;
+    const struct fence_step *st = &f->fence.steps[f->fence.next];
+    f->fence.job = NULL;
+    if (f->fence.undoing) {
+        if (!ok)
+            log_error("fleet-op-%llu: undoing the fence of \"%s\" failed: %s; run its unfence "
+                      "statements by hand",
+                      (unsigned long long)f->fence.op_id, st->b->conf->name, err);
+        else
+            log_warn("fleet-op-%llu: \"%s\" unfenced again (the operation aborted)",
+                     (unsigned long long)f->fence.op_id, st->b->conf->name);
+        f->fence.next++;
+        fence_next(f);
+        return;
+    }
+    if (f->fence.undo_pending) {
+        /* the operation aborted while this statement ran: now undo, after it */
+        f->fence.undo_pending = 0;
+        f->fence.undoing = 1;
+        f->fence.next = 0;
+        fence_next(f);
+        return;
+    }
+    if (!ok) {
+        char why[600];
+        snprintf(why, sizeof(why), "%s \"%s\": %s", st->unfence ? "unfence" : "fence",
+                 st->b->conf->name, err);
+        log_error("fleet-op-%llu: %s; the operation aborts", (unsigned long long)f->fence.op_id,
+                  why);
+        f->counts[FLEET_COUNT_FENCE_FAILED]++;
+        if (f->op.active && f->op.id == f->fence.op_id)
+            report(f, "fence_failed", why);
+        return; /* the abort undoes what was fenced */
+    }
+    log_info("fleet-op-%llu: \"%s\" %s", (unsigned long long)f->fence.op_id, st->b->conf->name,
+             st->unfence ? "unfenced (it answers from now on)"
+                         : "fenced (application writes refused there)");
+    f->fence.next++;
+    fence_next(f);
+}
+
+/* fence_next - run the next step with statements; all done: report fenced (the commit). */
+static void
+fence_next(struct fleet *f)
+{
+    while (f->fence.next < f->fence.n) {
+        const struct fence_step *st = &f->fence.steps[f->fence.next];
+        /* undoing: only the old primaries' fences, with their unfence statements */
+        int unfence = f->fence.undoing ? 1 : st->unfence;
+        size_t n = unfence ? st->b->conf->nunfence : st->b->conf->nfence;
+        if ((f->fence.undoing && st->unfence) || n == 0) {
+            f->fence.next++;
+            continue;
+        }
+        uint32_t timeout = f->op.max_pause_ms ? f->op.max_pause_ms : 2000;
+        f->fence.job = fence_run(f->base, st->b, unfence ? st->b->conf->unfence : st->b->conf->fence,
+                                 n, timeout, fence_step_done, f);
+        if (f->fence.job == NULL) {
+            fence_step_done(f, 0, "out of memory");
+        }
+        return;
+    }
+    if (f->fence.undoing) {
+        f->counts[FLEET_COUNT_UNFENCED]++;
+        fence_release(f);
+        return;
+    }
+    f->counts[FLEET_COUNT_FENCED]++;
+    if (f->op.active && f->op.id == f->fence.op_id)
+        report(f, "fenced", NULL);
+}
+
+/* fence_begin - the store chose this member to fence the old primary before the commit. */
+static void
+fence_begin(struct fleet *f)
+{
+    if (!f->op.active || f->fence.rt != NULL)
+        return;
+    fence_plan(f, f->fence.steps, 2 * METRIC_MAX_LISTENERS, &f->fence.n);
+    f->fence.next = 0;
+    f->fence.undoing = 0;
+    f->fence.op_id = f->op.id;
+    f->fence.rt = (struct runtime *)f->rt;
+    runtime_ref(f->fence.rt);
+    log_info("fleet-op-%llu: every member drained; fencing the old primary before the commit",
+             (unsigned long long)f->op.id);
+    fence_next(f);
+}
+
+/* fence_undo - the operation aborted after this member began fencing: unfence the old primaries. */
+static void
+fence_undo(struct fleet *f)
+{
+    if (f->fence.rt == NULL || f->fence.undoing)
+        return;
+    if (f->fence.job != NULL) {
+        /* a statement cut short could still commit after the undo: let it end first */
+        f->fence.undo_pending = 1;
+        return;
+    }
+    f->fence.undoing = 1;
+    f->fence.next = 0;
+    fence_next(f);
 }
 
 static void
@@ -591,6 +795,10 @@ on_report(redisAsyncContext *ac, void *reply, void *priv)
         return;
     }
     const redisReply *r = reply;
+    if (r->type == REDIS_REPLY_STRING && strcmp(r->str, "fence") == 0) {
+        fence_begin(f);
+        return;
+    }
     if (r->type == REDIS_REPLY_STRING && strcmp(r->str, "gone") == 0 && f->op.active) {
         /* the store no longer runs it (a newer one replaced it): nothing was committed for us */
         abort_here(f, "aborted: the operation is no longer the fleet's");
@@ -616,6 +824,7 @@ participate(struct fleet *f, uint64_t id, int rollback, uint32_t max_pause_ms, i
     f->op.member = member;
     f->op.reported = 0;
     f->op.seen_ms = mono_ms();
+    f->op.max_pause_ms = max_pause_ms;
     if (cutover_join(f->cutover, f->rt, local, rollback ? CUTOVER_ROLLBACK : CUTOVER_FORWARD,
                      max_pause_ms, force, fid, err, sizeof(err)) != 0) {
         log_warn("%s: this member refuses: %s", fid, err);
@@ -677,6 +886,12 @@ decided(struct fleet *f, uint64_t id, int commit, const char *reason)
     char why[400];
     if (!f->op.active || f->op.id != id)
         return;
+    if (f->fence.rt != NULL && f->fence.op_id == id) {
+        if (commit)
+            fence_release(f);
+        else
+            fence_undo(f);
+    }
     if (commit) {
         f->counts[FLEET_COUNT_COMMITTED]++;
         cutover_decide(f->cutover, 1, NULL);
@@ -830,6 +1045,9 @@ resume_operation(struct fleet *f, const redisReply *op, uint64_t store_epoch)
             decided(f, f->op.id, 1, "");
         else if (strcmp(st, "aborted") == 0)
             decided(f, f->op.id, 0, op_field(op, "reason") ? op_field(op, "reason") : "");
+        else if (strcmp(st, "fencing") == 0 && f->fence.rt && f->fence.job == NULL &&
+                 !f->fence.undoing && f->fence.next == f->fence.n)
+            report(f, "fenced", NULL); /* fenced while the store was away */
         else if (f->op.reported)
             report(f, "drained", NULL); /* the reply may have been lost: reports are idempotent */
         return;
@@ -1403,6 +1621,7 @@ fleet_free(struct fleet *f)
         return;
     control_off_change(on_change, f);
     cutover_set_fleet(f->cutover, NULL);
+    fence_release(f);
     redisAsyncContext *cmd = f->cmd, *sub = f->sub;
     f->cmd = f->sub = NULL;
     f->link = LINK_DOWN; /* lost() from the disconnect callbacks: nothing to do */

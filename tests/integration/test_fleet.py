@@ -439,3 +439,107 @@ def test_store_password_is_used_and_never_logged(tandem, tandem_bin, pg_primary,
         assert f"password_file \"{tmp_path}/missing.pw\": No such file or directory" in done.stderr
     finally:
         store.stop()
+
+
+FENCE = """
+user postgres;
+fence "ALTER ROLE trustuser SET default_transaction_read_only = on";
+fence "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'stale-app'";
+unfence "ALTER ROLE trustuser RESET default_transaction_read_only";
+"""
+
+
+def direct_insert(server, tag, application_name="direct"):
+    """An INSERT on SERVER itself as trustuser (a new session): None, or the error text."""
+    try:
+        with psycopg.connect(server.dsn(user="trustuser", application_name=application_name),
+                             autocommit=True) as conn:
+            conn.execute("INSERT INTO fence_t VALUES (%s)", (tag,))
+        return None
+    except psycopg.Error as exc:
+        return str(exc)
+
+
+def fenced_members(tandem, store, pg_primary, pg_shadow, fence):
+    for server in (pg_primary, pg_shadow):
+        execute(server, "DROP TABLE IF EXISTS fence_t")
+        execute(server, "CREATE TABLE fence_t (tag text)")
+        execute(server, "GRANT ALL ON fence_t TO PUBLIC")
+    members = []
+    for name in ("m1", "m2"):
+        port, admin = free_port(), free_port()
+        text = shadow_config(port=port, admin_port=admin, primary=pg_primary,
+                             shadow=pg_shadow, workers=1, backend_extra=fence,
+                             mirror={"reads": "0%", "timeout": "10s"})
+        text = (f"control {{ store redis://{store.address}; fleet fenced; member {name}; }}\n"
+                + text)
+        t = tandem(config_text=text, port=port, admin_port=admin)
+        wait_until(lambda t=t: joined(t), 20, f"{name} to join")
+        members.append(t)
+    return members
+
+
+def test_fence_the_old_primary_at_commit(tandem, store, pg_primary, pg_shadow):
+    try:
+        members = fenced_members(tandem, store, pg_primary, pg_shadow, FENCE)
+        a, b = members
+        assert direct_insert(pg_primary, "before") is None
+        stale = psycopg.connect(pg_primary.dsn(user="trustuser", application_name="stale-app"),
+                                autocommit=True)  # a stale writer, straight to blue
+        op = run_operation(a, "/api/cutover", {"max_pause_ms": 8000})
+        assert op["state"] == "completed", op
+        for t in members:
+            wait_until(lambda t=t: listener(t)["epoch"] == 1, 20, "every member cut over")
+        # blue refuses the application's writes now; its stale session is gone
+        assert "read-only transaction" in direct_insert(pg_primary, "stale")
+        with pytest.raises(psycopg.OperationalError):
+            stale.execute("INSERT INTO fence_t VALUES ('stale-session')")
+        stale.close()
+        # tandem's own mirror connections (user postgres) still write to blue
+        with b.connect(user="trustuser") as conn:
+            assert conn.execute("INSERT INTO fence_t VALUES ('through') "
+                                "RETURNING inet_server_port()").fetchone()[0] == pg_shadow.port
+        wait_drained(b)
+        for server in (pg_primary, pg_shadow):
+            tags = {r[0] for r in server.connect().execute("SELECT tag FROM fence_t")}
+            assert "through" in tags and "stale" not in tags and "stale-session" not in tags
+        text = "".join(t.metrics() for t in members)
+        assert sum(metric_value(t.metrics(), "tandem_fleet_fences_total") for t in members) == 1
+        # rollback: green fenced, blue answers the application again
+        op = run_operation(b, "/api/rollback", {"max_pause_ms": 8000})
+        assert op["state"] == "completed", op
+        assert direct_insert(pg_primary, "after") is None
+        assert "read-only transaction" in direct_insert(pg_shadow, "after")
+    finally:
+        for server in (pg_primary, pg_shadow):
+            execute(server, "ALTER ROLE trustuser RESET default_transaction_read_only")
+            execute(server, "DROP TABLE IF EXISTS fence_t")
+
+
+def test_a_fence_that_fails_aborts_and_is_undone(tandem, store, pg_primary, pg_shadow):
+    broken = FENCE.replace('fence "SELECT pg_terminate_backend',
+                           'fence "SELECT no_such_function()";\nfence "SELECT pg_terminate_backend')
+    try:
+        a, b = fenced_members(tandem, store, pg_primary, pg_shadow, broken)
+        status_code, reply = call(a, "POST", "/api/cutover", {"max_pause_ms": 8000})
+        assert status_code == 202, reply
+        local = reply["operation"]["id"]
+        wait_until(lambda: call(a, "GET", f"/api/operations/{local}")[1]["operation"]["state"]
+                   == "failed", 30, "the operation to fail")
+        op = call(a, "GET", f"/api/operations/{local}")[1]["operation"]
+        assert "could not fence the old primary" in op["reason"], op
+        assert "no_such_function" in op["reason"], op
+        for t in (a, b):
+            wait_until(lambda t=t: not listener(t)["writes_paused"], 20, "writes resumed")
+            assert listener(t)["roles"] == {"primary": "blue", "shadow": "green"}
+            assert listener(t)["epoch"] == 0
+        # the first statement had fenced blue: undone
+        wait_until(lambda: sum(metric_value(t.metrics(), "tandem_fleet_fences_undone_total")
+                               for t in (a, b)) == 1, 20, "the fence to be undone")
+        assert direct_insert(pg_primary, "after") is None
+        assert sum(metric_value(t.metrics(), "tandem_fleet_fences_failed_total")
+                   for t in (a, b)) == 1
+    finally:
+        for server in (pg_primary, pg_shadow):
+            execute(server, "ALTER ROLE trustuser RESET default_transaction_read_only")
+            execute(server, "DROP TABLE IF EXISTS fence_t")

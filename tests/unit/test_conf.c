@@ -1548,6 +1548,36 @@ test_names_and_format(void **state)
     EXPECT_ERRORS(MIN "\"a\\tb\\n\" 1;\n", "t.conf:3: unknown directive \"a\\x09b\\x0a\"");
 }
 
+/* backend { fence "SQL"; unfence "SQL"; }: in order, with tandem's own login only */
+static void
+test_fence(void **state)
+{
+    (void)state;
+    struct conf *c = load_ok("backend blue {\n address 127.0.0.1:5432;\n user tandem;\n"
+                             " fence \"ALTER ROLE app SET default_transaction_read_only = on\";\n"
+                             " fence \"SELECT 1\";\n unfence \"ALTER ROLE app RESET ALL\";\n}\n"
+                             "listener pg { listen 127.0.0.1:6432; primary blue; }\n");
+    assert_int_equal(c->backends[0].nfence, 2);
+    assert_string_equal(c->backends[0].fence[0],
+                        "ALTER ROLE app SET default_transaction_read_only = on");
+    assert_string_equal(c->backends[0].fence[1], "SELECT 1");
+    assert_int_equal(c->backends[0].nunfence, 1);
+    conf_free(c);
+
+    EXPECT_ERRORS("backend blue {\n address 127.0.0.1:5432;\n fence \"SELECT 1\";\n}\n"
+                  "listener pg { listen 127.0.0.1:6432; primary blue; }\n",
+                  "t.conf:3: backend \"blue\": fence and unfence run with tandem's own login: "
+                  "they need user");
+    EXPECT_ERRORS("backend blue {\n address 127.0.0.1:5432;\n user t;\n fence \"\";\n}\n"
+                  "listener pg { listen 127.0.0.1:6432; primary blue; }\n",
+                  "t.conf:4: fence: expected a statement of 1..511 bytes");
+    EXPECT_ERRORS("backend blue {\n address 127.0.0.1:5432;\n user t;\n"
+                  " fence a;\n fence a;\n fence a;\n fence a;\n fence a;\n fence a;\n fence a;\n"
+                  " fence a;\n fence a;\n}\n"
+                  "listener pg { listen 127.0.0.1:6432; primary blue; }\n",
+                  "t.conf:12: fence: too many statements (max 8)");
+}
+
 /* control { store; fleet; password_file; member; join_timeout; } */
 static void
 test_fleet(void **state)
@@ -1626,6 +1656,7 @@ main(void)
         cmocka_unit_test(test_guards),
         cmocka_unit_test(test_routing_cli),
         cmocka_unit_test(test_fleet),
+        cmocka_unit_test(test_fence),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
