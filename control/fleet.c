@@ -37,6 +37,7 @@
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 5000
 #define PASSWORD_MAX 512
+#define LEASE_MS 3000          /* new writes go on this long after the last renewal */
 
 enum link { LINK_DOWN, LINK_CONNECTING, LINK_UP };
 
@@ -75,6 +76,8 @@ struct fleet {
     enum link link;
     uint64_t connect_started_ms, last_cmd_reply_ms, last_sub_reply_ms;
     uint64_t last_tick_ms;    /* a tick long after the last one: this process was frozen */
+    int catching_up;          /* frozen: the lease waits for a fresh read of the log */
+    uint64_t catchup_since_ms, xread_sent_ms;
     uint32_t backoff_ms;
     int reading;              /* an XREAD is outstanding on sub */
     char lost_reason[256];    /* why the last connection ended ("" none) */
@@ -908,6 +911,38 @@ decided(struct fleet *f, uint64_t id, int commit, const char *reason)
 
 /* ---- the log --------------------------------------------------------------- */
 
+/* ---- the write lease (control.h) ----------------------------------------- */
+
+static void
+lease_renew(struct fleet *f)
+{
+    int expired = control_write_lease_expired();
+    control_set_write_lease(mono_ms() + LEASE_MS);
+    if (expired)
+        cutover_kick(f->cutover); /* the writes that waited go now */
+}
+
+/*
+ * frozen - this process did not run for a while: what the store said since
+ * is unknown, so the lease (likely expired already) waits for a read of the
+ * log sent from now on.
+ */
+static int
+frozen(struct fleet *f, uint64_t now)
+{
+    if (now - f->last_tick_ms <= 2 * HEARTBEAT_MS)
+        return 0;
+    if (!f->catching_up)
+        log_warn("fleet \"%s\": this process did not run for %llu ms: new writes wait until "
+                 "it has read the fleet's log again",
+                 f->conf.fleet, (unsigned long long)(now - f->last_tick_ms));
+    f->catching_up = 1;
+    f->catchup_since_ms = now;
+    f->last_cmd_reply_ms = f->last_sub_reply_ms = f->connect_started_ms = now;
+    f->last_tick_ms = now;
+    return 1;
+}
+
 static void on_xread(redisAsyncContext *ac, void *reply, void *priv);
 
 static void
@@ -917,8 +952,10 @@ read_log(struct fleet *f)
         return;
     const char *argv[] = {"XREAD", "COUNT", XREAD_COUNT, "BLOCK",  XREAD_BLOCK_MS,
                           "STREAMS", f->keys.log, f->last_id};
-    if (command(f->sub, on_xread, f, 8, argv) == 0)
+    if (command(f->sub, on_xread, f, 8, argv) == 0) {
         f->reading = 1;
+        f->xread_sent_ms = mono_ms();
+    }
 }
 
 /* is_listed - ID among the space-separated members. */
@@ -991,6 +1028,8 @@ on_xread(redisAsyncContext *ac, void *reply, void *priv)
     if (r == NULL || ac != f->sub)
         return;
     f->reading = 0;
+    uint64_t sent = f->xread_sent_ms;
+    frozen(f, mono_ms()); /* a reply read after a freeze may be older than the freeze */
     f->last_sub_reply_ms = mono_ms();
     if (reply_error(r, why, sizeof(why))) {
         char msg[300];
@@ -1014,6 +1053,13 @@ on_xread(redisAsyncContext *ac, void *reply, void *priv)
                 return;
         }
     }
+    /* caught up with the log as of a read sent after any freeze: writes may go on */
+    if (f->catching_up && sent > f->catchup_since_ms) {
+        f->catching_up = 0;
+        log_info("fleet \"%s\": caught up with the fleet's log: writes go on", f->conf.fleet);
+    }
+    if (!f->catching_up)
+        lease_renew(f);
     read_log(f);
 }
 
@@ -1152,6 +1198,8 @@ on_join(redisAsyncContext *ac, void *reply, void *priv)
                     asked ? asked : "", is_listed(op_field(op, "members"), f->id));
     }
     heartbeat(f);
+    f->catching_up = 0; /* the state was just read */
+    lease_renew(f);
     read_log(f);
     call_ready(f);
 }
@@ -1349,11 +1397,13 @@ on_tick(evutil_socket_t fd, short what, void *arg)
     uint64_t now = mono_ms();
     (void)fd;
     (void)what;
-    if (now - f->last_tick_ms > 2 * HEARTBEAT_MS) {
-        /* this process did not run (SIGSTOP, a stalled host): the store's silence is ours */
-        f->last_cmd_reply_ms = f->last_sub_reply_ms = f->connect_started_ms = now;
-    }
+    frozen(f, now);
     f->last_tick_ms = now;
+    /* without the store there is nothing to catch up with: serve with the last state known */
+    if (!f->catching_up || f->link != LINK_UP) {
+        f->catching_up = f->catching_up && f->link == LINK_UP;
+        lease_renew(f);
+    }
     if (f->link == LINK_CONNECTING && now - f->connect_started_ms > STORE_SILENCE_MS) {
         lost(f, "no answer within 5 s of connecting");
         return;
@@ -1621,6 +1671,7 @@ fleet_free(struct fleet *f)
         return;
     control_off_change(on_change, f);
     cutover_set_fleet(f->cutover, NULL);
+    control_set_write_lease(0);
     fence_release(f);
     redisAsyncContext *cmd = f->cmd, *sub = f->sub;
     f->cmd = f->sub = NULL;

@@ -449,6 +449,11 @@ unfence "ALTER ROLE trustuser RESET default_transaction_read_only";
 """
 
 
+def rows_of(server, sql):
+    with server.connect() as conn:
+        return conn.execute(sql).fetchall()
+
+
 def direct_insert(server, tag, application_name="direct"):
     """An INSERT on SERVER itself as trustuser (a new session): None, or the error text."""
     try:
@@ -543,3 +548,48 @@ def test_a_fence_that_fails_aborts_and_is_undone(tandem, store, pg_primary, pg_s
         for server in (pg_primary, pg_shadow):
             execute(server, "ALTER ROLE trustuser RESET default_transaction_read_only")
             execute(server, "DROP TABLE IF EXISTS fence_t")
+
+
+def test_member_frozen_through_a_cutover_holds_its_writes_until_it_caught_up(
+        tandem, store, pg_primary, pg_shadow):
+    """b is frozen long enough to drop out of the fleet, the fleet cuts over without it; when b
+    runs again, the first write of a session it already had goes to the new primary."""
+    for server in (pg_primary, pg_shadow):
+        execute(server, "DROP TABLE IF EXISTS frozen_t")
+        execute(server, "CREATE TABLE frozen_t (p int)")
+        execute(server, "GRANT ALL ON frozen_t TO PUBLIC")
+    a = start_member(tandem, store, "m1", pg_primary, pg_shadow)
+    b = start_member(tandem, store, "m2", pg_primary, pg_shadow)
+    wait_until(lambda: len(fleet(a)["members"]) == 2, 20, "both members live")
+    session = b.connect()
+    assert session.execute("SELECT inet_server_port()").fetchone()[0] == pg_primary.port
+    session.execute("SET application_name = 'frozen-test'")  # mirrored: its shadow is attached
+    wait_drained(b)
+    b.signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: [m["id"] for m in fleet(a)["members"]] == ["m1"], 30,
+                   "b to drop out of the fleet")
+        op = run_operation(a, "/api/cutover", {"max_pause_ms": 8000})
+        assert op["state"] == "completed", op
+    finally:
+        b.signal(signal.SIGCONT)
+    # the very first write after SIGCONT: never on the old primary.  The session may also be
+    # closed ("reconnect") when its shadow connection did not survive the freeze (a login
+    # timer that ran out while the process was stopped): nothing was written then.
+    insert = "INSERT INTO frozen_t VALUES (inet_server_port()) RETURNING p"
+    try:
+        port = session.execute(insert).fetchone()[0]
+    except psycopg.OperationalError as exc:
+        assert "the primary changed (cutover)" in str(exc), exc
+        session = b.connect()
+        port = session.execute(insert).fetchone()[0]
+    assert port == pg_shadow.port
+    session.close()
+    wait_drained(b)
+    # green has the row as the primary; blue at most its mirror (a freeze can detach the
+    # session's shadow: its login timer ran out while the process was stopped; that loss is
+    # counted and the shadow marked diverged)
+    assert rows_of(pg_shadow, "SELECT count(*) FROM frozen_t") == [(1,)]
+    assert rows_of(pg_primary, "SELECT count(*) FROM frozen_t")[0][0] in (0, 1)
+    assert listener(b)["epoch"] == 1
+    assert "did not run for" in b.log() and "caught up with the fleet's log" in b.log()
