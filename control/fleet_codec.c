@@ -353,3 +353,248 @@ fleet_op_json(const char *const *fields, const char *const *values, size_t n)
     json_object_set_new(o, "members", members);
     return o;
 }
+
+/* ---- the fleet's shadow report --------------------------------------------- */
+
+/* sum_maps - dst[k] += src[k] for every integer of src (dst an object; missing keys start at 0). */
+static void
+sum_maps(json_t *dst, json_t *src)
+{
+    const char *k;
+    json_t *v;
+    if (!json_is_object(dst) || !json_is_object(src))
+        return;
+    json_object_foreach(src, k, v) {
+        if (!json_is_integer(v))
+            continue;
+        json_t *d = json_object_get(dst, k);
+        json_int_t base = json_is_integer(d) ? json_integer_value(d) : 0;
+        json_object_set_new(dst, k, json_integer(base + json_integer_value(v)));
+    }
+}
+
+/* sum_field - dst[k] += src[k], both integers (a map when they are objects). */
+static void
+sum_field(json_t *dst, json_t *src, const char *k)
+{
+    json_t *d = json_object_get(dst, k), *s = json_object_get(src, k);
+    if (json_is_object(s)) {
+        if (!json_is_object(d)) {
+            d = json_object();
+            json_object_set_new(dst, k, d);
+        }
+        sum_maps(d, s);
+    } else if (json_is_integer(s)) {
+        json_int_t base = json_is_integer(d) ? json_integer_value(d) : 0;
+        json_object_set_new(dst, k, json_integer(base + json_integer_value(s)));
+    }
+}
+
+/* keep - dst[k] becomes src[k] when src's is a number and worse (higher, or lower when low). */
+static void
+keep(json_t *dst, json_t *src, const char *k, int low)
+{
+    json_t *d = json_object_get(dst, k), *s = json_object_get(src, k);
+    if (!json_is_number(s))
+        return;
+    if (!json_is_number(d) || (low ? json_number_value(s) < json_number_value(d)
+                                   : json_number_value(s) > json_number_value(d)))
+        json_object_set(dst, k, s);
+}
+
+static void
+add_member(json_t *o, const char *member)
+{
+    json_t *list = json_object_get(o, "members");
+    size_t i;
+    json_t *v;
+    if (!json_is_array(list)) {
+        list = json_array();
+        json_object_set_new(o, "members", list);
+    }
+    json_array_foreach(list, i, v) {
+        if (json_is_string(v) && strcmp(json_string_value(v), member) == 0)
+            return;
+    }
+    json_array_append_new(list, json_string(member));
+}
+
+static const char *const listener_sums[] = {"outcomes", "window_outcomes", "noise",
+                                            "window_noise", "dropped", "detached_sessions",
+                                            "statements_evicted", "statements_undescribed"};
+static const char *const listener_worst[] = {"lag_seconds", "performance_ratio",
+                                             "primary_p50_ms", "shadow_p50_ms"};
+static const char *const statement_worst[] = {"primary_p50_ms", "shadow_p50_ms",
+                                              "primary_p99_ms", "shadow_p99_ms", "latency_ratio"};
+
+static void
+merge_listener(json_t *into, json_t *l, const char *member)
+{
+    for (size_t i = 0; i < sizeof(listener_sums) / sizeof(listener_sums[0]); i++)
+        sum_field(into, l, listener_sums[i]);
+    for (size_t i = 0; i < sizeof(listener_worst) / sizeof(listener_worst[0]); i++)
+        keep(into, l, listener_worst[i], 0);
+    keep(into, l, "validation_success_ratio", 1);
+    if (json_is_true(json_object_get(l, "diverged")) &&
+        !json_is_true(json_object_get(into, "diverged"))) {
+        json_object_set_new(into, "diverged", json_true());
+        json_t *why = json_object_get(l, "diverged_reason");
+        if (json_is_object(why)) {
+            json_t *copy = json_deep_copy(why);
+            json_object_set_new(copy, "member", json_string(member));
+            json_object_set_new(into, "diverged_reason", copy);
+        }
+    }
+    add_member(into, member);
+}
+
+static void
+merge_statement(json_t *into, json_t *st, const char *member)
+{
+    sum_field(into, st, "count");
+    sum_field(into, st, "noise");
+    for (size_t i = 0; i < sizeof(statement_worst) / sizeof(statement_worst[0]); i++)
+        keep(into, st, statement_worst[i], 0);
+    add_member(into, member);
+}
+
+/*
+ * merge_list - the objects of every report's list NAME merged into one per
+ * listener (by_fingerprint 0: by "name") or per listener and fingerprint.
+ */
+static json_t *
+merge_list(json_t *const *reports, const char *const *members, size_t n, const char *name,
+           void (*merge)(json_t *, json_t *, const char *), int by_fingerprint)
+{
+    json_t *out = json_array(), *index = json_object();
+    char key[CONF_NAME_MAX + 64];
+    for (size_t r = 0; r < n; r++) {
+        size_t i;
+        json_t *o;
+        if (!json_is_object(reports[r]))
+            continue;
+        json_array_foreach(json_object_get(reports[r], name), i, o) {
+            const char *a = json_string_value(json_object_get(o, by_fingerprint ? "listener"
+                                                                                : "name"));
+            const char *b = by_fingerprint ? json_string_value(json_object_get(o, "fingerprint"))
+                                           : "";
+            if (!json_is_object(o) || a == NULL || b == NULL)
+                continue;
+            snprintf(key, sizeof(key), "%.63s\x1f%.40s", a, b);
+            json_t *into = json_object_get(index, key);
+            if (into == NULL) {
+                /* the first member's copy, its counts taken out: merge() adds everyone's */
+                into = json_deep_copy(o);
+                for (size_t k = 0; k < sizeof(listener_sums) / sizeof(listener_sums[0]); k++)
+                    json_object_del(into, listener_sums[k]);
+                json_object_del(into, "count");
+                json_object_del(into, "noise");
+                json_object_del(into, "members");
+                if (!by_fingerprint) {
+                    json_object_set_new(into, "diverged", json_false());
+                    json_object_set_new(into, "diverged_reason", json_null());
+                }
+                json_object_set(index, key, into);
+                json_array_append_new(out, into);
+            }
+            merge(into, o, members[r]);
+        }
+    }
+    json_decref(index);
+    return out;
+}
+
+static json_int_t
+count_of(json_t *st, const char *outcome)
+{
+    json_t *v = json_object_get(json_object_get(st, "count"), outcome);
+    return json_is_integer(v) ? json_integer_value(v) : 0;
+}
+
+static int
+by_mismatches(const void *a, const void *b)
+{
+    json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    json_int_t mx = count_of(x, "mismatch"), my = count_of(y, "mismatch");
+    if (mx != my)
+        return mx > my ? -1 : 1;
+    json_int_t tx = count_of(x, "total"), ty = count_of(y, "total");
+    return tx > ty ? -1 : tx < ty;
+}
+
+static int
+by_ratio(const void *a, const void *b)
+{
+    json_t *x = json_object_get(*(json_t *const *)a, "latency_ratio");
+    json_t *y = json_object_get(*(json_t *const *)b, "latency_ratio");
+    double rx = json_is_number(x) ? json_number_value(x) : -1;
+    double ry = json_is_number(y) ? json_number_value(y) : -1;
+    return rx > ry ? -1 : rx < ry;
+}
+
+static int
+by_time_desc(const void *a, const void *b)
+{
+    const char *x = json_string_value(json_object_get(*(json_t *const *)a, "time"));
+    const char *y = json_string_value(json_object_get(*(json_t *const *)b, "time"));
+    return -strcmp(x ? x : "", y ? y : "");
+}
+
+/* sorted - list sorted by cmp, the first top_n (0: all); list is taken. */
+static json_t *
+sorted(json_t *list, int (*cmp)(const void *, const void *), size_t top_n)
+{
+    size_t n = json_array_size(list);
+    json_t **items = calloc(n ? n : 1, sizeof(*items));
+    json_t *out = json_array();
+    if (items == NULL || out == NULL) {
+        free(items);
+        json_decref(out);
+        json_decref(list);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        items[i] = json_array_get(list, i);
+    qsort(items, n, sizeof(*items), cmp);
+    for (size_t i = 0; i < n && (top_n == 0 || i < top_n); i++)
+        json_array_append(out, items[i]);
+    free(items);
+    json_decref(list);
+    return out;
+}
+
+json_t *
+fleet_report_merge(json_t *const *reports, const char *const *members, size_t n, size_t top_n,
+                   const char *generated_at)
+{
+    json_t *window = NULL, *samples = json_array();
+    for (size_t r = 0; r < n && window == NULL; r++)
+        if (json_is_object(reports[r]))
+            window = json_object_get(reports[r], "window_seconds");
+    for (size_t r = 0; r < n; r++) {
+        size_t i;
+        json_t *s;
+        if (!json_is_object(reports[r]))
+            continue;
+        json_array_foreach(json_object_get(reports[r], "samples"), i, s) {
+            if (!json_is_object(s))
+                continue;
+            json_t *copy = json_deep_copy(s);
+            json_object_set_new(copy, "member", json_string(members[r]));
+            json_array_append_new(samples, copy);
+        }
+    }
+    json_t *statements = merge_list(reports, members, n, "statements", merge_statement, 1);
+    json_t *slowest = merge_list(reports, members, n, "slowest", merge_statement, 1);
+    json_t *listeners = merge_list(reports, members, n, "listeners", merge_listener, 0);
+    json_t *names = json_array();
+    for (size_t r = 0; r < n; r++)
+        if (json_is_object(reports[r]))
+            json_array_append_new(names, json_string(members[r]));
+    return json_pack("{s:s, s:s, s:O*, s:o, s:o*, s:o*, s:o*, s:o*}", "scope", "fleet",
+                     "generated_at", generated_at, "window_seconds", window, "members", names,
+                     "listeners", listeners, "statements",
+                     sorted(statements, by_mismatches, top_n), "slowest",
+                     sorted(slowest, by_ratio, top_n), "samples",
+                     sorted(samples, by_time_desc, 0));
+}

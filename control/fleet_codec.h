@@ -24,6 +24,7 @@
  *   fleet:NAME:op:K           a finished operation's hash, kept 7 days
  *   fleet:NAME:member:ID      string with a TTL: the member's record (JSON below)
  *   fleet:NAME:members        sorted set: every id seen, by last heartbeat (an index)
+ *   fleet:NAME:report:ID      string with a TTL: the member's shadow report (its top statements)
  */
 #ifndef TANDEM_FLEET_CODEC_H
 #define TANDEM_FLEET_CODEC_H
@@ -133,5 +134,26 @@ int fleet_entry_parse(const char *const *fields, const char *const *values, cons
  * NULL when the hash is empty or has no id.
  */
 json_t *fleet_op_json(const char *const *fields, const char *const *values, size_t n);
+
+/*
+ * fleet_report_merge - the members' shadow reports (metrics/shadow.h's
+ * shadow_report_json, reports[i] from members[i]) as one, for GET
+ * /api/shadow/report?scope=fleet:
+ *
+ *   counts (outcomes, noise, dropped; since boot and over the window),
+ *   detached sessions, evicted and undescribed statements: summed;
+ *   diverged: any member's (diverged_reason names the member);
+ *   lag, p50/p99, latency and performance ratios: the worst member's
+ *   (percentiles cannot be added; the worst is what a guard would see);
+ *   validation_success_ratio: the lowest member's;
+ *   statements and slowest: merged by listener and fingerprint, each with
+ *   "members" (who saw it), sorted as one member's are, the first top_n
+ *   (0: all); samples: every member's, newest first, each with "member".
+ *
+ * Pure: reports are only read; a report that is not an object is skipped.
+ * Returns a new object, NULL when memory ran out.
+ */
+json_t *fleet_report_merge(json_t *const *reports, const char *const *members, size_t n,
+                           size_t top_n, const char *generated_at);
 
 #endif /* TANDEM_FLEET_CODEC_H */

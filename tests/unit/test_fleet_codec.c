@@ -228,6 +228,97 @@ test_op_record(void **state)
     assert_null(fleet_op_json(NULL, NULL, 0));
 }
 
+static json_t *
+load(const char *text)
+{
+    json_error_t e;
+    json_t *o = json_loads(text, 0, &e);
+    if (o == NULL)
+        print_error("bad JSON in the test: %s\n", e.text);
+    assert_non_null(o);
+    return o;
+}
+
+static void
+test_report_merge(void **state)
+{
+    (void)state;
+    json_t *r[3];
+    r[0] = load("{\"window_seconds\": 300,"
+                " \"listeners\": [{\"name\": \"pg\", \"outcomes\": {\"match\": 10, \"mismatch\": 1},"
+                "   \"noise\": {}, \"detached_sessions\": 1, \"lag_seconds\": 0.5,"
+                "   \"validation_success_ratio\": 0.9, \"diverged\": false,"
+                "   \"diverged_reason\": null, \"primary_p50_ms\": 1.0}],"
+                " \"statements\": [{\"listener\": \"pg\", \"fingerprint\": \"aa\", \"statement\": \"SELECT 1\","
+                "   \"count\": {\"match\": 10, \"mismatch\": 1, \"total\": 11}, \"noise\": {},"
+                "   \"primary_p99_ms\": 2.0, \"latency_ratio\": 1.5}],"
+                " \"slowest\": [],"
+                " \"samples\": [{\"time\": \"2026-01-01T00:00:01.000Z\", \"outcome\": \"mismatch\"}]}");
+    r[1] = load("{\"window_seconds\": 300,"
+                " \"listeners\": [{\"name\": \"pg\", \"outcomes\": {\"match\": 5, \"shadow_error\": 2},"
+                "   \"detached_sessions\": 2, \"lag_seconds\": 0.1, \"validation_success_ratio\": 0.7,"
+                "   \"diverged\": true, \"diverged_reason\": {\"reason\": \"lost\", \"count\": 1},"
+                "   \"primary_p50_ms\": null}],"
+                " \"statements\": [{\"listener\": \"pg\", \"fingerprint\": \"aa\", \"statement\": \"SELECT 1\","
+                "   \"count\": {\"match\": 5, \"total\": 5}, \"primary_p99_ms\": 9.0,"
+                "   \"latency_ratio\": 1.1},"
+                "  {\"listener\": \"pg\", \"fingerprint\": \"bb\", \"statement\": \"UPDATE t\","
+                "   \"count\": {\"mismatch\": 3, \"total\": 3}}],"
+                " \"samples\": [{\"time\": \"2026-01-01T00:00:02.000Z\", \"outcome\": \"mismatch\"}]}");
+    r[2] = json_string("not a report");
+    const char *const members[] = {"m1", "m2", "m3"};
+
+    json_t *m = fleet_report_merge(r, members, 3, 0, "2026-01-01T00:00:03.000Z");
+    assert_non_null(m);
+    assert_string_equal(json_string_value(json_object_get(m, "scope")), "fleet");
+    assert_int_equal(json_integer_value(json_object_get(m, "window_seconds")), 300);
+    assert_int_equal(json_array_size(json_object_get(m, "members")), 2);
+
+    json_t *l = json_array_get(json_object_get(m, "listeners"), 0);
+    json_t *outcomes = json_object_get(l, "outcomes");
+    assert_int_equal(json_integer_value(json_object_get(outcomes, "match")), 15);
+    assert_int_equal(json_integer_value(json_object_get(outcomes, "mismatch")), 1);
+    assert_int_equal(json_integer_value(json_object_get(outcomes, "shadow_error")), 2);
+    assert_int_equal(json_integer_value(json_object_get(l, "detached_sessions")), 3);
+    assert_true(json_real_value(json_object_get(l, "lag_seconds")) == 0.5);
+    assert_true(json_real_value(json_object_get(l, "validation_success_ratio")) == 0.7);
+    assert_true(json_real_value(json_object_get(l, "primary_p50_ms")) == 1.0);
+    assert_true(json_is_true(json_object_get(l, "diverged")));
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(l, "diverged_reason"), "member")), "m2");
+
+    /* by mismatches: UPDATE (3) before SELECT (1); SELECT seen by both, counts summed */
+    json_t *sts = json_object_get(m, "statements");
+    assert_int_equal(json_array_size(sts), 2);
+    json_t *upd = json_array_get(sts, 0), *sel = json_array_get(sts, 1);
+    assert_string_equal(json_string_value(json_object_get(upd, "fingerprint")), "bb");
+    assert_int_equal(json_array_size(json_object_get(upd, "members")), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(sel, "count"), "total")),
+                     16);
+    assert_true(json_real_value(json_object_get(sel, "primary_p99_ms")) == 9.0);
+    assert_true(json_real_value(json_object_get(sel, "latency_ratio")) == 1.5);
+    assert_int_equal(json_array_size(json_object_get(sel, "members")), 2);
+
+    /* samples: newest first, each with its member */
+    json_t *samples = json_object_get(m, "samples");
+    assert_int_equal(json_array_size(samples), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(samples, 0), "member")),
+                        "m2");
+    json_decref(m);
+
+    /* top_n */
+    m = fleet_report_merge(r, members, 3, 1, "2026-01-01T00:00:03.000Z");
+    assert_int_equal(json_array_size(json_object_get(m, "statements")), 1);
+    json_decref(m);
+    /* nobody's report yet */
+    m = fleet_report_merge(NULL, NULL, 0, 0, "2026-01-01T00:00:03.000Z");
+    assert_non_null(m);
+    assert_int_equal(json_array_size(json_object_get(m, "listeners")), 0);
+    json_decref(m);
+    for (int i = 0; i < 3; i++)
+        json_decref(r[i]);
+}
+
 int
 main(void)
 {
@@ -237,6 +328,7 @@ main(void)
         cmocka_unit_test(test_member_refused),
         cmocka_unit_test(test_entries),
         cmocka_unit_test(test_op_record),
+        cmocka_unit_test(test_report_merge),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
