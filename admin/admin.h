@@ -6,7 +6,7 @@
  *   GET /readyz    200 "ready"; 503 with the reason while draining or when a
  *                  listener's primary is down
  *
- *   GET /api/status, GET /api/shadow/report[?top=N]   JSON
+ *   GET /api/status, GET /api/shadow/report[?top=N][&scope=fleet]   JSON
  *   GET /report    the shadow-diff page (HTML, self-contained; reads the two above)
  *   PUT /api/weights          read weights, {"blue":90,"green":10}
  *   PUT /api/mode             {"mode":"passthrough"|"shadow"|"split"}
@@ -59,6 +59,11 @@ struct admin_hooks {
      */
     int (*act)(void *ctx, enum admin_action action, const char *arg, json_t *body, json_t **reply,
                char *err, size_t errlen);
+    /*
+     * fleet_report - GET /api/shadow/report?scope=fleet: the fleet's merged
+     * report (a new object), or NULL with err (404: no fleet).  May be NULL.
+     */
+    json_t *(*fleet_report)(void *ctx, size_t top_n, char *err, size_t errlen);
 };
 
 /*

@@ -27,6 +27,7 @@
 #include "control/state_file.h"
 #include "metrics/log.h"
 #include "metrics/metric.h"
+#include "metrics/shadow.h"
 
 #define HEARTBEAT_MS 1000
 #define MEMBER_TTL_MS 5000     /* a member silent this long is no longer live */
@@ -38,6 +39,10 @@
 #define BACKOFF_MAX_MS 5000
 #define PASSWORD_MAX 512
 #define LEASE_MS 3000          /* new writes go on this long after the last renewal */
+#define REPORT_EVERY 5         /* heartbeats between two publications of the shadow report */
+#define REPORT_TOP "200"       /* statements a member publishes (the most mismatched) */
+#define REPORT_TOP_N 200
+#define REPORT_TTL_MS "15000"
 
 enum link { LINK_DOWN, LINK_CONNECTING, LINK_UP };
 
@@ -127,6 +132,8 @@ struct fleet {
     /* counted for /metrics (fleet_render_prometheus) */
     uint64_t counts[FLEET_COUNT_MAX];
 
+    unsigned ticks;
+    json_t *view_reports;     /* {member id: its shadow report}, refreshed every REPORT_EVERY */
     json_t *view_members;     /* GET /api/fleet, refreshed every heartbeat */
     json_t *view_op;
     int64_t view_ms;
@@ -259,6 +266,15 @@ static const char lua_report[] =
     "  return 'fence'\n"
     "end\n"
     "return commit()\n";
+
+/* KEYS: members; ARGV: report_prefix -> {id, report, id, report, ...} of the members that have one */
+static const char lua_reports[] =
+    "local out = {}\n"
+    "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
+    "  local v = redis.call('GET', ARGV[1] .. m)\n"
+    "  if v then table.insert(out, m); table.insert(out, v) end\n"
+    "end\n"
+    "return out\n";
 
 /* KEYS: members, op; ARGV: member_prefix -> {{member records}, {op hash}} */
 static const char lua_view[] =
@@ -1364,6 +1380,49 @@ member_record(const struct fleet *f, struct fleet_member *m)
 }
 
 static void
+on_reports(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct fleet *f = priv;
+    const redisReply *r = reply;
+    (void)ac;
+    if (r == NULL)
+        return;
+    f->last_cmd_reply_ms = mono_ms();
+    if (r->type != REDIS_REPLY_ARRAY)
+        return;
+    json_t *all = json_object();
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const redisReply *id = r->element[i], *text = r->element[i + 1];
+        if (id->type != REDIS_REPLY_STRING || text->type != REDIS_REPLY_STRING ||
+            text->len > STATE_FILE_MAX_BYTES || id->len >= CONF_NAME_MAX)
+            continue;
+        json_t *rep = json_loadb(text->str, text->len, 0, NULL);
+        if (json_is_object(rep))
+            json_object_set_new(all, id->str, rep);
+        else
+            json_decref(rep);
+    }
+    json_decref(f->view_reports);
+    f->view_reports = all;
+}
+
+/* publish_report - this member's shadow report for the fleet's (GET ...?scope=fleet) */
+static void
+publish_report(struct fleet *f)
+{
+    json_t *rep = shadow_report_json(REPORT_TOP_N);
+    char *text = rep ? json_dumps(rep, JSON_COMPACT) : NULL;
+    json_decref(rep);
+    if (text != NULL) {
+        const char *set[] = {"SET", f->keys.report, text, "PX", REPORT_TTL_MS};
+        command(f->cmd, on_simple, f, 5, set);
+        free(text);
+    }
+    const char *get[] = {"EVAL", lua_reports, "1", f->keys.members, f->keys.report_prefix};
+    command(f->cmd, on_reports, f, 5, get);
+}
+
+static void
 heartbeat(struct fleet *f)
 {
     struct fleet_member m;
@@ -1387,6 +1446,8 @@ heartbeat(struct fleet *f)
     command(f->cmd, on_simple, f, 4, trim);
     command(f->cmd, on_view, f, 6, view);
     free(text);
+    if (f->ticks++ % REPORT_EVERY == 0)
+        publish_report(f);
 }
 
 /* every second: heartbeat, and the watchdog of a store that stopped answering */
@@ -1601,6 +1662,38 @@ fleet_set_runtime(struct fleet *f, const struct runtime *rt)
     }
 }
 
+json_t *
+fleet_report_json(const struct fleet *f, size_t top_n)
+{
+    char now[40];
+    size_t n = 0, cap = (f->view_reports ? json_object_size(f->view_reports) : 0) + 1;
+    json_t **reports = calloc(cap, sizeof(*reports));
+    const char **members = calloc(cap, sizeof(*members));
+    json_t *own = shadow_report_json(0), *merged = NULL;
+    const char *id;
+    json_t *rep;
+    if (reports == NULL || members == NULL || own == NULL)
+        goto out;
+    /* this member's as it is now; the others' as last published (at most REPORT_EVERY s old) */
+    reports[n] = own;
+    members[n++] = f->id;
+    if (f->view_reports) {
+        json_object_foreach(f->view_reports, id, rep) {
+            if (strcmp(id, f->id) == 0 || n == cap)
+                continue;
+            reports[n] = rep;
+            members[n++] = id;
+        }
+    }
+    state_file_format_time(wall_ms(), now, sizeof(now));
+    merged = fleet_report_merge(reports, members, n, top_n, now);
+out:
+    json_decref(own);
+    free(reports);
+    free(members);
+    return merged;
+}
+
 int
 fleet_connected(const struct fleet *f)
 {
@@ -1692,6 +1785,7 @@ fleet_free(struct fleet *f)
         event_free(f->join_ev);
     json_decref(f->view_members);
     json_decref(f->view_op);
+    json_decref(f->view_reports);
     free(f->last_text);
     free(f);
 }

@@ -81,6 +81,14 @@ void fleet_render_prometheus(const struct fleet *f, FILE *out);
 /* fleet_json - GET /api/fleet: the members, the running operation (a new object). */
 json_t *fleet_json(const struct fleet *f);
 
+/*
+ * fleet_report_json - GET /api/shadow/report?scope=fleet: this member's
+ * report as it is now merged with the other live members' (each publishes
+ * its top statements every 5 s, kept 15 s; fleet_codec.h says how they
+ * merge).  A new object, NULL when memory ran out.
+ */
+json_t *fleet_report_json(const struct fleet *f, size_t top_n);
+
 /* fleet_free - stop (the member's key expires by its TTL); NULL is fine. */
 void fleet_free(struct fleet *f);
 

@@ -20,6 +20,8 @@ fleet_keys_init(struct fleet_keys *k, const char *fleet, const char *member)
     snprintf(k->members, sizeof(k->members), "fleet:%s:members", fleet);
     snprintf(k->member_prefix, sizeof(k->member_prefix), "fleet:%s:member:", fleet);
     snprintf(k->member, sizeof(k->member), "fleet:%s:member:%s", fleet, member);
+    snprintf(k->report_prefix, sizeof(k->report_prefix), "fleet:%s:report:", fleet);
+    snprintf(k->report, sizeof(k->report), "fleet:%s:report:%s", fleet, member);
 }
 
 /* ---- member records ------------------------------------------------------- */

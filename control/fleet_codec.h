@@ -49,6 +49,8 @@ struct fleet_keys {
     char members[FLEET_KEY_MAX];
     char member_prefix[FLEET_KEY_MAX];     /* + member id */
     char member[FLEET_KEY_MAX];            /* this member's */
+    char report_prefix[FLEET_KEY_MAX];     /* + member id */
+    char report[FLEET_KEY_MAX];            /* this member's */
 };
 
 /* fleet_keys_init - the key names of fleet FLEET for member MEMBER. */

@@ -58,7 +58,8 @@ usage(FILE *out)
           "  rollback [--max-pause DUR] [--force] [--no-wait]\n"
           "                                  reads back to the primary; undo a cutover\n"
           "  operation ID                    one cutover or rollback operation\n"
-          "  report [--top N]                the shadow-diff report (N statements, default 20)\n"
+          "  report [--top N] [--fleet]      the shadow-diff report (N statements, default 20);\n"
+          "                                  --fleet: every member's of the fleet, merged\n"
           "  fleet                           the fleet's members and its operation\n"
           "\n"
           "The admin address defaults to $TANDEM_ADMIN, else " CTL_DEFAULT_ADMIN "; the token\n"
@@ -871,11 +872,14 @@ cmd_operation(const struct ctl *c, int argc, char **argv)
 static int
 cmd_report(const struct ctl *c, int argc, char **argv)
 {
-    char path[64] = "/api/shadow/report";
+    char path[80] = "/api/shadow/report";
     uint64_t top = c->json ? 0 : CTL_DEFAULT_TOP;
+    int fleet = 0;
 
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--top") == 0 && i + 1 < argc) {
+        if (strcmp(argv[i], "--fleet") == 0) {
+            fleet = 1;
+        } else if (strcmp(argv[i], "--top") == 0 && i + 1 < argc) {
             if (conf_value_number(argv[++i], &top) != CONF_VALUE_OK || top > 100000)
                 return bad_usage("report: --top \"%s\": expected a number 0..100000", argv[i]);
         } else {
@@ -883,7 +887,10 @@ cmd_report(const struct ctl *c, int argc, char **argv)
         }
     }
     if (top > 0)
-        snprintf(path, sizeof(path), "/api/shadow/report?top=%llu", (unsigned long long)top);
+        snprintf(path, sizeof(path), "/api/shadow/report?top=%llu%s", (unsigned long long)top,
+                 fleet ? "&scope=fleet" : "");
+    else if (fleet)
+        snprintf(path, sizeof(path), "/api/shadow/report?scope=fleet");
     return cmd_simple_get(c, path, print_report);
 }
 

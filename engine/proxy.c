@@ -408,6 +408,21 @@ act(void *ctx, enum admin_action action, const char *arg, json_t *body, json_t *
     return 404;
 }
 
+/* GET /api/shadow/report?scope=fleet */
+static json_t *
+fleet_report(void *ctx, size_t top_n, char *err, size_t errlen)
+{
+    struct proxy *p = ctx;
+    if (p->fleet == NULL) {
+        snprintf(err, errlen, "no fleet: this tandem has no control { store; fleet; }");
+        return NULL;
+    }
+    json_t *rep = fleet_report_json(p->fleet, top_n);
+    if (rep == NULL)
+        snprintf(err, errlen, "out of memory");
+    return rep;
+}
+
 /* NaN (no samples in the window) is null in JSON. */
 static json_t *
 ratio_json(double v)
@@ -609,8 +624,12 @@ proxy_run(struct conf *conf, const char *conf_path)
     if (workers_open(p) != 0)
         goto out;
     if (p->rt->conf->admin.enabled) {
-        struct admin_hooks hooks = {
-            .ctx = p, .ready = ready, .status = status, .act = act, .metrics = render_metrics};
+        struct admin_hooks hooks = {.ctx = p,
+                                    .ready = ready,
+                                    .status = status,
+                                    .act = act,
+                                    .metrics = render_metrics,
+                                    .fleet_report = fleet_report};
         p->admin = admin_new(p->base, &p->rt->conf->admin, &hooks, err, sizeof(err));
         if (p->admin == NULL) {
             log_error("%s", err);

@@ -39,10 +39,10 @@ def store():
 
 
 def member_text(store, name, pg_primary, pg_shadow, fleet="f1", extra="", mode="shadow",
-                listener_extra=""):
+                listener_extra="", reads="0%"):
     port, admin = free_port(), free_port()
     text = shadow_config(port=port, admin_port=admin, primary=pg_primary, shadow=pg_shadow,
-                         workers=1, mirror={"reads": "0%", "timeout": "10s"}, mode=mode,
+                         workers=1, mirror={"reads": reads, "timeout": "10s"}, mode=mode,
                          listener_extra=listener_extra)
     control = (f"control {{ store redis://{store.address}/0; fleet {fleet}; member {name}; "
                f"{extra} }}\n")
@@ -593,3 +593,48 @@ def test_member_frozen_through_a_cutover_holds_its_writes_until_it_caught_up(
     assert rows_of(pg_primary, "SELECT count(*) FROM frozen_t")[0][0] in (0, 1)
     assert listener(b)["epoch"] == 1
     assert "did not run for" in b.log() and "caught up with the fleet's log" in b.log()
+
+
+def test_fleet_report_merges_every_members(tandem, tandem_bin, store, pg_primary, pg_shadow):
+    table = "fleet_rp_" + uuid.uuid4().hex[:8]
+    execute(pg_primary, f"CREATE TABLE {table} (id int primary key, v text)")
+    execute(pg_shadow, f"CREATE TABLE {table} (id int primary key, v text)")
+    execute(pg_primary, f"INSERT INTO {table} VALUES (1, 'one')")
+    execute(pg_shadow, f"INSERT INTO {table} VALUES (1, 'uno')")  # the shadow differs
+    try:
+        for server in (pg_primary, pg_shadow):
+            execute(server, f"GRANT ALL ON {table} TO PUBLIC")
+        a, b = [start_member(tandem, store, name, pg_primary, pg_shadow, reads="100%")
+                for name in ("m1", "m2")]
+        sql = f"SELECT v FROM {table} WHERE id = 1"
+        for t in (a, b):
+            with t.connect() as conn:
+                for _ in range(3):
+                    conn.execute(sql).fetchall()
+
+        def merged():
+            code, rep = call(a, "GET", "/api/shadow/report?scope=fleet")
+            assert code == 200, rep
+            for st in rep["statements"]:
+                if table in st["statement"]:
+                    return rep, st
+            return rep, None
+        wait_until(lambda: (merged()[1] or {}).get("members") == ["m1", "m2"]
+                   and merged()[1]["count"].get("mismatch") == 6, 30,
+                   "both members' mismatches in the fleet's report")
+        rep, st = merged()
+        assert rep["scope"] == "fleet" and sorted(rep["members"]) == ["m1", "m2"]
+        assert {s["member"] for s in rep["samples"] if table in s["statement"]} == {"m1", "m2"}
+        outcomes = rep["listeners"][0]["outcomes"]
+        assert outcomes.get("mismatch", 0) >= 6
+        # each member alone still has its own
+        code, own = call(b, "GET", "/api/shadow/report")
+        assert code == 200 and "scope" not in own
+        done = subprocess.run([tandem_bin, "ctl", "--admin", f"127.0.0.1:{b.admin_port}",
+                               "report", "--fleet"], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert table in done.stdout
+        assert call(a, "GET", "/api/shadow/report?scope=nope")[0] == 400
+    finally:
+        for server in (pg_primary, pg_shadow):
+            execute(server, f"DROP TABLE IF EXISTS {table}")
