@@ -1189,24 +1189,26 @@ on_join(redisAsyncContext *ac, void *reply, void *priv)
         publish(f);
     } else {
         /* a state file ahead of the store (the store lost its data): the higher epoch wins */
-        char *text = local_text(f);
-        free(f->last_text);
-        f->last_text = NULL;
         struct state_doc d;
+        int ahead = 0;
         if (state_build_doc(f->state, NULL, 0, 0, &d) == 0) {
-            if (state_epoch_sum(&d) > store_epoch) {
-                log_warn("fleet \"%s\": this member's epoch is ahead of the store's: "
-                         "publishing it", f->conf.fleet);
-                publish(f);
-            }
+            ahead = state_epoch_sum(&d) > store_epoch;
             state_doc_release(&d);
         }
-        free(f->last_text);
-        f->last_text = text;
+        if (ahead) {
+            log_warn("fleet \"%s\": this member's epoch is ahead of the store's: publishing it",
+                     f->conf.fleet);
+            free(f->last_text);
+            f->last_text = NULL;
+            publish(f);
+        } else {
+            remember_local(f);
+        }
     }
     /* an operation running now: pause with the others (the commit does not wait for us) */
     const char *id = op_field(op, "id"), *st = op_field(op, "state");
-    if (id && st && strcmp(st, "in_progress") == 0 && !f->op.active) {
+    if (id && st && (strcmp(st, "in_progress") == 0 || strcmp(st, "fencing") == 0) &&
+        !f->op.active) {
         const char *kind = op_field(op, "kind"), *mp = op_field(op, "max_pause_ms"),
                    *force = op_field(op, "force"), *asked = op_field(op, "asked_by");
         participate(f, strtoull(id, NULL, 10), kind && strcmp(kind, "rollback") == 0,
