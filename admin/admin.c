@@ -113,8 +113,9 @@ reply_json(struct evhttp_request *req, json_t *doc, const char *what)
 }
 
 /*
- * GET /api/shadow/report[?top=N]: every statement by default (the store
- * bounds them); top=N keeps the N with the most mismatches, for dashboards.
+ * GET /api/shadow/report[?top=N][&scope=fleet]: every statement by default
+ * (the store bounds them); top=N keeps the N with the most mismatches, for
+ * dashboards; scope=fleet merges the fleet's members' (control/fleet.h).
  */
 static void
 route_shadow_report(struct admin *a, struct evhttp_request *req)
@@ -122,11 +123,18 @@ route_shadow_report(struct admin *a, struct evhttp_request *req)
     struct evkeyvalq query;
     const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
     size_t top = 0;
-    (void)a;
+    int fleet = 0;
 
     if (q != NULL && evhttp_parse_query_str(q, &query) == 0) {
         const char *v = evhttp_find_header(&query, "top");
+        const char *scope = evhttp_find_header(&query, "scope");
         char *end = NULL;
+        if (scope != NULL && strcmp(scope, "fleet") != 0 && strcmp(scope, "member") != 0) {
+            evhttp_clear_headers(&query);
+            reply_json_error(req, 400, "Bad Request", "scope: expected fleet or member");
+            return;
+        }
+        fleet = scope != NULL && strcmp(scope, "fleet") == 0;
         if (v != NULL) {
             unsigned long n = strtoul(v, &end, 10);
             if (end == v || *end != '\0' || n > 100000) {
@@ -137,6 +145,18 @@ route_shadow_report(struct admin *a, struct evhttp_request *req)
             top = n;
         }
         evhttp_clear_headers(&query);
+    }
+    if (fleet) {
+        char err[200] = "no fleet: this tandem has no control { store; fleet; }";
+        json_t *rep = a->hooks.fleet_report ? a->hooks.fleet_report(a->hooks.ctx, top, err,
+                                                                      sizeof(err))
+                                            : NULL;
+        if (rep == NULL) {
+            reply_json_error(req, 404, "Not Found", err);
+            return;
+        }
+        reply_json(req, rep, "report");
+        return;
     }
     reply_json(req, shadow_report_json(top), "report");
 }
@@ -242,6 +262,12 @@ route_rollback(struct admin *a, struct evhttp_request *req)
     run_action(a, req, ADMIN_ROLLBACK, NULL);
 }
 
+static void
+route_fleet(struct admin *a, struct evhttp_request *req)
+{
+    run_action(a, req, ADMIN_FLEET, NULL);
+}
+
 #define OPERATIONS_PREFIX "/api/operations/"
 
 static const struct route {
@@ -259,6 +285,7 @@ static const struct route {
     {"/api/mode", EVHTTP_REQ_PUT, route_mode},
     {"/api/cutover", EVHTTP_REQ_POST, route_cutover},
     {"/api/rollback", EVHTTP_REQ_POST, route_rollback},
+    {"/api/fleet", EVHTTP_REQ_GET, route_fleet},
 };
 
 static const char *

@@ -6,13 +6,14 @@
  *   GET /readyz    200 "ready"; 503 with the reason while draining or when a
  *                  listener's primary is down
  *
- *   GET /api/status, GET /api/shadow/report[?top=N]   JSON
+ *   GET /api/status, GET /api/shadow/report[?top=N][&scope=fleet]   JSON
  *   GET /report    the shadow-diff page (HTML, self-contained; reads the two above)
  *   PUT /api/weights          read weights, {"blue":90,"green":10}
  *   PUT /api/mode             {"mode":"passthrough"|"shadow"|"split"}
  *   POST /api/cutover         start a cutover (202 with the operation; 409 when refused)
  *   POST /api/rollback        reads to the primary now; roles back after a cutover
  *   GET /api/operations/ID    one operation's state
+ *   GET /api/fleet            the fleet's members and its operation (404 without a fleet)
  *
  * With admin { token_file F; } every mutation (PUT, POST, DELETE) needs
  * "Authorization: Bearer <the token in F>": 401 without it, 403 when wrong;
@@ -39,6 +40,7 @@ enum admin_action {
     ADMIN_CUTOVER,     /* POST /api/cutover {"max_pause_ms":2000,"force":false} */
     ADMIN_ROLLBACK,    /* POST /api/rollback {"max_pause_ms":2000} */
     ADMIN_OPERATION,   /* GET /api/operations/ID (arg: the id) */
+    ADMIN_FLEET,       /* GET /api/fleet: the members and the fleet's operation */
 };
 
 /* What the admin server asks of the process. */
@@ -57,6 +59,11 @@ struct admin_hooks {
      */
     int (*act)(void *ctx, enum admin_action action, const char *arg, json_t *body, json_t **reply,
                char *err, size_t errlen);
+    /*
+     * fleet_report - GET /api/shadow/report?scope=fleet: the fleet's merged
+     * report (a new object), or NULL with err (404: no fleet).  May be NULL.
+     */
+    json_t *(*fleet_report)(void *ctx, size_t top_n, char *err, size_t errlen);
 };
 
 /*

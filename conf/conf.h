@@ -22,8 +22,14 @@
  *       shutdown_timeout 30s;
  *   }
  *   admin { listen 127.0.0.1:9090; token_file /etc/tandem/token; }
- *   control { state_file /var/lib/tandem/state.json; }   # roles, epoch, mode... survive
- *                                                         # a restart (control/state.h)
+ *   control {
+ *       state_file /var/lib/tandem/state.json;  # roles, epoch, mode... survive a restart
+ *       store redis://10.0.0.5:6379/0;          # a fleet: the control state shared by every
+ *       fleet payments;                         #   member of that name (control/fleet.h)
+ *       password_file /etc/tandem/store.pw;     # the store's AUTH password (never logged)
+ *       member pod-a;                           # this member's id; default HOSTNAME:ADMINPORT
+ *       join_timeout 10s;                       # store unreachable at start: wait this long
+ *   }
  *   backend blue {
  *       address 127.0.0.1:5432;
  *       tls disable;                      # disable | require | verify-full
@@ -31,6 +37,10 @@
  *       tls_server_name db.internal;      # default: host of address
  *       user tandem;                      # tandem's own logins (shadow, probes)
  *       password_file /etc/tandem/blue.pw;
+ *       fence "ALTER ROLE app SET default_transaction_read_only = on";   # a fleet's commit:
+ *       fence "SELECT pg_terminate_backend(pid) FROM pg_stat_activity    #   run when blue stops
+ *              WHERE usename = 'app'";                                   #   answering, with
+ *       unfence "ALTER ROLE app RESET default_transaction_read_only";    #   tandem's login
  *   }
  *   listener pg {
  *       listen 0.0.0.0:6432;
@@ -103,6 +113,9 @@ struct conf_addr {
     uint16_t port;
 };
 
+#define CONF_FENCE_MAX 8         /* fence / unfence statements per backend */
+#define CONF_STATEMENT_MAX 512   /* bytes of one, with its NUL */
+
 struct conf_backend {
     char name[CONF_NAME_MAX];
     struct conf_addr addr;
@@ -113,6 +126,15 @@ struct conf_backend {
     char password[CONF_NAME_MAX * 2];    /* inline password; prefer password_file */
     char password_file[CONF_PATH_MAX];
     char passfile[CONF_PATH_MAX];        /* .pgpass-format file: a password per client user */
+    /*
+     * A fleet's fence: statements run on this backend, with tandem's own
+     * login (user), when a committed flip makes it stop answering (fence)
+     * or answer again (unfence).  PostgreSQL backends only, so far.
+     */
+    char fence[CONF_FENCE_MAX][CONF_STATEMENT_MAX];
+    size_t nfence;
+    char unfence[CONF_FENCE_MAX][CONF_STATEMENT_MAX];
+    size_t nunfence;
     int line;                            /* where it was declared; 0 from the CLI */
 };
 
@@ -272,6 +294,13 @@ struct conf_admin {
 /* control { }: where the control state lives beyond the process. */
 struct conf_control {
     char state_file[CONF_PATH_MAX]; /* "" when none: roles come from the file at every start */
+    int store_enabled;              /* store redis://... given (then fleet is required) */
+    struct conf_addr store;         /* the Redis holding the fleet's state */
+    uint32_t store_db;              /* SELECT'ed database; 0 by default */
+    char fleet[CONF_NAME_MAX];      /* the fleet's name: keys are fleet:NAME:... */
+    char store_password_file[CONF_PATH_MAX]; /* "" when the store needs no AUTH */
+    char member[CONF_NAME_MAX];     /* "" : HOSTNAME:ADMINPORT (or HOSTNAME:PID without admin) */
+    uint32_t join_timeout_ms;       /* default 10 s */
 };
 
 struct conf {

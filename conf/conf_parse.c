@@ -112,6 +112,8 @@ struct conf_build {
     size_t listeners_cap;
     size_t lstate_cap;
     int admin_line;
+    int store_line; /* control { store } and { fleet }: each needs the other */
+    int fleet_line;
     int oom;
     struct name_ref *route; /* of the canary being read */
 };
@@ -165,10 +167,12 @@ static const struct conf_range range_min_samples = {1, 1000000000, "1..100000000
 static const struct conf_range range_cooldown = {0, 24 * 60 * 60 * 1000, "0s..24h"};
 static const struct conf_range range_confirm = {0, 10000, "0..10000"};
 static const struct conf_range range_explain = {0, 1000, "0..1000"};
+static const struct conf_range range_join_timeout = {0, 10 * 60 * 1000, "0s..10m"};
 
 static conf_set_fn set_number, set_size, set_duration, set_enum, set_string, set_addr,
     set_backend_ref, set_fraction, set_size64, set_ignore_columns, set_ignore_fingerprints,
-    set_write_functions, set_client, set_hint, set_percent, set_route, set_action;
+    set_write_functions, set_client, set_hint, set_percent, set_route, set_action, set_store,
+    set_name, set_statement;
 static conf_enter_fn enter_member, enter_admin, enter_backend, enter_listener, enter_reads,
     enter_canary, enter_guard;
 static conf_leave_fn leave_admin, leave_backend, leave_listener, leave_canary, leave_guard;
@@ -235,6 +239,13 @@ static const struct conf_directive directives[] = {
 
     /* control { } */
     SIMPLE("state_file", CTX_CONTROL, 0, set_string, struct conf_control, state_file, NULL),
+    ROW("store", CTX_CONTROL, 1, set_store),
+    SIMPLE("fleet", CTX_CONTROL, 0, set_name, struct conf_control, fleet, NULL),
+    SIMPLE("password_file", CTX_CONTROL, 0, set_string, struct conf_control, store_password_file,
+           NULL),
+    SIMPLE("member", CTX_CONTROL, 0, set_name, struct conf_control, member, NULL),
+    SIMPLE("join_timeout", CTX_CONTROL, 0, set_duration, struct conf_control, join_timeout_ms,
+           &range_join_timeout),
 
     /* backend NAME { } */
     SIMPLE("address", CTX_BACKEND, D_REQUIRED, set_addr, struct conf_backend, addr, NULL),
@@ -246,6 +257,8 @@ static const struct conf_directive directives[] = {
     SIMPLE("password", CTX_BACKEND, 0, set_string, struct conf_backend, password, NULL),
     SIMPLE("password_file", CTX_BACKEND, 0, set_string, struct conf_backend, password_file, NULL),
     SIMPLE("passfile", CTX_BACKEND, 0, set_string, struct conf_backend, passfile, NULL),
+    {"fence", CTX_BACKEND, D_MULTI, 1, set_statement, 0, 0, NULL, 0, NULL, NULL},
+    {"unfence", CTX_BACKEND, D_MULTI, 1, set_statement, 0, 0, NULL, 0, NULL, NULL},
 
     /* listener NAME { } */
     SIMPLE("listen", CTX_LISTENER, D_REQUIRED, set_addr, struct conf_listener, addr, NULL),
@@ -495,6 +508,63 @@ set_addr(struct conf_build *b, void *obj, const struct conf_directive *d, const 
         return;
     }
     memcpy((char *)obj + d->offset, &a, sizeof(a));
+}
+
+/* control { store redis://HOST:PORT[/DB]; } */
+static void
+set_store(struct conf_build *b, void *obj, const struct conf_directive *d,
+          const struct conf_node *n)
+{
+    struct conf_control *c = obj;
+    char q[CONF_QUOTE_MAX];
+
+    b->store_line = n->line;
+    if (conf_value_redis_url(n->args[0], &c->store, &c->store_db) != CONF_VALUE_OK) {
+        node_err(b, n, "bad store %s (expected redis://HOST:PORT[/DB], DB 0..15, no password: "
+                       "use password_file)",
+                 conf_err_quote(n->args[0], q, sizeof(q)));
+        return;
+    }
+    c->store_enabled = 1;
+}
+
+/* backend { fence "SQL"; unfence "SQL"; }: each appends one statement. */
+static void
+set_statement(struct conf_build *b, void *obj, const struct conf_directive *d,
+              const struct conf_node *n)
+{
+    struct conf_backend *be = obj;
+    int fence = strcmp(d->name, "fence") == 0;
+    char (*list)[CONF_STATEMENT_MAX] = fence ? be->fence : be->unfence;
+    size_t *count = fence ? &be->nfence : &be->nunfence;
+    size_t len = strlen(n->args[0]);
+
+    if (len == 0 || len >= CONF_STATEMENT_MAX) {
+        node_err(b, n, "expected a statement of 1..%d bytes", CONF_STATEMENT_MAX - 1);
+        return;
+    }
+    if (*count == CONF_FENCE_MAX) {
+        node_err(b, n, "too many statements (max %d)", CONF_FENCE_MAX);
+        return;
+    }
+    memcpy(list[(*count)++], n->args[0], len + 1);
+}
+
+/* A name of [A-Za-z0-9_.-] stored as a string field (fleet, member). */
+static void
+set_name(struct conf_build *b, void *obj, const struct conf_directive *d,
+         const struct conf_node *n)
+{
+    char q[CONF_QUOTE_MAX];
+
+    if (conf_value_name(n->args[0]) != CONF_VALUE_OK) {
+        node_err(b, n, "bad name %s (1..63 of A-Z a-z 0-9 _ . -)",
+                 conf_err_quote(n->args[0], q, sizeof(q)));
+        return;
+    }
+    if (strcmp(d->name, "fleet") == 0)
+        b->fleet_line = n->line;
+    set_string(b, obj, d, n);
 }
 
 /*
@@ -917,6 +987,13 @@ leave_backend(struct conf_build *b, void *obj, const struct conf_node *n,
     if (tls != NULL && be->tls == CONF_TLS_VERIFY_FULL &&
         seen_node(seen, CTX_BACKEND, "tls_ca_file") == NULL)
         conf_err_add(b->errs, tls->line, "%s: tls verify-full needs tls_ca_file", desc);
+    /* a fence runs with tandem's own login, never a client's */
+    const struct conf_node *fence = seen_node(seen, CTX_BACKEND, "fence");
+    if (fence == NULL)
+        fence = seen_node(seen, CTX_BACKEND, "unfence");
+    if (fence != NULL && be->user[0] == '\0')
+        conf_err_add(b->errs, fence->line,
+                     "%s: fence and unfence run with tandem's own login: they need user", desc);
 }
 
 static void *
@@ -1462,6 +1539,15 @@ check_conf(struct conf_build *b)
     }
     if (c->nlisteners == 0)
         conf_err_add(b->errs, 0, "no listener defined");
+    if (b->store_line && !b->fleet_line)
+        conf_err_add(b->errs, b->store_line,
+                     "control: a store needs a fleet name (fleet NAME;): members share a "
+                     "fleet's state");
+    if (b->fleet_line && !b->store_line)
+        conf_err_add(b->errs, b->fleet_line,
+                     "control: fleet needs a store (store redis://HOST:PORT[/DB];)");
+    if (c->control.store_password_file[0] && !b->store_line)
+        conf_err_add(b->errs, 0, "control: password_file is the store's: it needs a store");
 }
 
 static int
@@ -1487,6 +1573,7 @@ set_defaults(struct conf *c)
     c->limits.connect_timeout_ms = 5 * 1000;
     c->limits.shutdown_timeout_ms = 30 * 1000;
     c->admin.enabled = 0; /* enter_admin() sets the default address */
+    c->control.join_timeout_ms = 10 * 1000;
 }
 
 struct conf *

@@ -235,3 +235,31 @@ conf_addr_is_loopback(const struct conf_addr *a)
     return strcmp(a->host, "localhost") == 0 || strncmp(a->host, "127.", 4) == 0 ||
            strcmp(a->host, "::1") == 0;
 }
+
+enum conf_value_rc
+conf_value_redis_url(const char *s, struct conf_addr *addr, uint32_t *db)
+{
+    static const char scheme[] = "redis://";
+    char hostport[CONF_HOST_MAX + 16];
+    const char *rest, *slash;
+    uint64_t n = 0;
+
+    if (strncmp(s, scheme, sizeof(scheme) - 1) != 0)
+        return CONF_VALUE_BAD;
+    rest = s + sizeof(scheme) - 1;
+    /* user:password@ would put a secret where logs and ps can see it */
+    if (strchr(rest, '@') != NULL)
+        return CONF_VALUE_BAD;
+    slash = strchr(rest, '/');
+    size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
+    if (len == 0 || len >= sizeof(hostport))
+        return CONF_VALUE_BAD;
+    memcpy(hostport, rest, len);
+    hostport[len] = '\0';
+    if (slash != NULL && (conf_value_number(slash + 1, &n) != CONF_VALUE_OK || n > 15))
+        return CONF_VALUE_BAD;
+    if (conf_value_addr(hostport, addr) != CONF_VALUE_OK)
+        return CONF_VALUE_BAD;
+    *db = (uint32_t)n;
+    return CONF_VALUE_OK;
+}

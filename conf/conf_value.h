@@ -15,6 +15,8 @@
  *   boolean     on | off
  *   address     HOST:PORT or [IPV6]:PORT, port 1..65535
  *   name        1..63 of [A-Za-z0-9_.-] (backend and listener names)
+ *   redis url   redis://HOST:PORT[/DB], DB 0..15 (the fleet's store); no
+ *               user or password in it: a password belongs in a file
  */
 #ifndef TANDEM_CONF_VALUE_H
 #define TANDEM_CONF_VALUE_H
@@ -36,5 +38,6 @@ enum conf_value_rc conf_value_percent(const char *s, uint32_t *basis_points);
 enum conf_value_rc conf_value_bool(const char *s, int *out);
 enum conf_value_rc conf_value_addr(const char *s, struct conf_addr *out);
 enum conf_value_rc conf_value_name(const char *s);
+enum conf_value_rc conf_value_redis_url(const char *s, struct conf_addr *addr, uint32_t *db);
 
 #endif /* TANDEM_CONF_VALUE_H */

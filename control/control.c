@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "metrics/metric.h"
 
@@ -17,9 +18,15 @@ static uint64_t lag[METRIC_MAX_SHARDS][METRIC_MAX_BACKENDS];
 static int modes[METRIC_MAX_LISTENERS];   /* mode + 1; 0: the file's */
 static int swapped[METRIC_MAX_LISTENERS];
 static uint64_t epochs[METRIC_MAX_LISTENERS];
-static void (*change_fn)(void *arg);
-static void *change_arg;
+/* control_changed()'s listeners: the state file, the fleet (set and cleared on the main thread) */
+#define CHANGE_LISTENERS_MAX 4
+static struct {
+    void (*fn)(void *arg);
+    void *arg;
+} change_listeners[CHANGE_LISTENERS_MAX];
 static int paused[METRIC_MAX_LISTENERS];
+/* a fleet member's write lease: monotonic ms it holds until; 0 when there is none */
+static uint64_t write_lease_until_ms;
 static int forced[METRIC_MAX_LISTENERS];
 static uint32_t pause_gen[METRIC_MAX_LISTENERS];
 /* per worker and listener: generation << 32 | sessions not ready */
@@ -235,15 +242,28 @@ control_set_epoch(int slot, uint64_t epoch)
 void
 control_on_change(void (*fn)(void *arg), void *arg)
 {
-    change_arg = arg;
-    change_fn = fn;
+    for (int i = 0; i < CHANGE_LISTENERS_MAX; i++)
+        if (change_listeners[i].fn == NULL) {
+            change_listeners[i].arg = arg;
+            change_listeners[i].fn = fn;
+            return;
+        }
+}
+
+void
+control_off_change(void (*fn)(void *arg), void *arg)
+{
+    for (int i = 0; i < CHANGE_LISTENERS_MAX; i++)
+        if (change_listeners[i].fn == fn && change_listeners[i].arg == arg)
+            change_listeners[i].fn = NULL;
 }
 
 void
 control_changed(void)
 {
-    if (change_fn != NULL)
-        change_fn(change_arg);
+    for (int i = 0; i < CHANGE_LISTENERS_MAX; i++)
+        if (change_listeners[i].fn != NULL)
+            change_listeners[i].fn(change_listeners[i].arg);
 }
 
 void
@@ -256,10 +276,29 @@ control_set_paused(int slot, int on, uint32_t generation)
     __atomic_store_n(&pause_gen[slot], generation, __ATOMIC_RELEASE);
 }
 
+void
+control_set_write_lease(uint64_t until_ms)
+{
+    __atomic_store_n(&write_lease_until_ms, until_ms, __ATOMIC_RELEASE);
+}
+
+int
+control_write_lease_expired(void)
+{
+    uint64_t until = __atomic_load_n(&write_lease_until_ms, __ATOMIC_ACQUIRE);
+    if (until == 0)
+        return 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 > until;
+}
+
 int
 control_paused(int slot)
 {
-    return slot_ok(slot, METRIC_MAX_LISTENERS) && __atomic_load_n(&paused[slot], __ATOMIC_ACQUIRE);
+    if (!slot_ok(slot, METRIC_MAX_LISTENERS))
+        return 0;
+    return __atomic_load_n(&paused[slot], __ATOMIC_ACQUIRE) || control_write_lease_expired();
 }
 
 uint32_t

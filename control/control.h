@@ -81,7 +81,21 @@ void control_flip(int listener_slot, int swapped);
 uint64_t control_epoch(int listener_slot);
 void control_set_epoch(int listener_slot, uint64_t epoch);
 void control_set_paused(int listener_slot, int paused, uint32_t generation);
+/* control_paused - writes wait: an operation paused them, or the write lease expired. */
 int control_paused(int listener_slot);
+
+/*
+ * The write lease of a fleet member (control/fleet.c): new write units go
+ * on only while the monotonic clock is before until_ms (0: no lease, the
+ * default alone).  The fleet renews it while its main thread runs and, after
+ * the process did not run for a while (SIGSTOP, a stalled host), only once
+ * it has read the fleet's log again: a member resumed after a cutover it
+ * missed holds its writes until it has flipped, rather than sending them to
+ * the old primary.  Renewing an expired lease must be followed by a kick of
+ * the workers (cutover_kick) so that held writes go.
+ */
+void control_set_write_lease(uint64_t until_ms);
+int control_write_lease_expired(void);
 uint32_t control_pause_generation(int listener_slot);
 /* force: sessions without a shadow are not waited for (they are closed at their next idle point). */
 void control_set_force(int listener_slot, int force);
@@ -93,11 +107,15 @@ long control_unready(int listener_slot, int nworkers);
 /*
  * Change notice: control_changed() says that the control state (weights,
  * mode, roles, a guard, an operation) changed; control_load, the setters
- * of weights and mode, and control_flip call it themselves.  The one
- * listener set with control_on_change (control/state.c, which writes the
- * state file) must be cheap and thread-safe: an event_active().
+ * of weights and mode, and control_flip call it themselves.  The listeners
+ * added with control_on_change (control/state.c, which writes the state
+ * file; control/fleet.c, which publishes to the store; at most 4) are
+ * called synchronously, in the caller's thread: each must be cheap and
+ * thread-safe, an event_active().  Add and remove them on the main thread
+ * before the workers start or after they stopped.
  */
 void control_on_change(void (*fn)(void *arg), void *arg);
+void control_off_change(void (*fn)(void *arg), void *arg);
 void control_changed(void);
 
 #endif /* TANDEM_CONTROL_H */

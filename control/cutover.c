@@ -37,6 +37,9 @@ struct operation {
     int target;                                   /* roles_swapped after the flip */
     int slots[METRIC_MAX_LISTENERS];
     int nslots;
+    char fleet_id[32];                            /* "" alone; the store's operation id */
+    int reported;                                 /* fleet: drained was reported */
+    int late;                                     /* fleet: max_pause passed was reported */
 };
 
 struct cutover {
@@ -51,6 +54,8 @@ struct cutover {
     uint32_t generation;
     int (*commit)(void *arg, const int *slots, int nslots, int target, char *err, size_t errlen);
     void *commit_arg;
+    struct cutover_fleet fleet;     /* fleet.ask == NULL: alone */
+    struct operation *pending;      /* asked here, waiting for the store to open it */
 };
 
 static uint64_t
@@ -79,13 +84,16 @@ op_json(const struct operation *op)
 {
     char id[16];
     snprintf(id, sizeof(id), "op-%u", op->id);
-    return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:I, s:I, s:b}", "id", id, "type",
+    json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:I, s:I, s:b}", "id", id, "type",
                      op->kind == CUTOVER_FORWARD ? "cutover" : "rollback", "state",
                      state_names[op->state], "reason",
                      op->reason[0] ? json_string(op->reason) : json_null(), "created",
                      time_json(&op->created), "started", time_json(&op->started), "finished",
                      time_json(&op->finished), "pause_ms", (json_int_t)op->pause_ms,
                      "max_pause_ms", (json_int_t)op->max_pause_ms, "force", op->force);
+    if (o != NULL && op->fleet_id[0])
+        json_object_set_new(o, "fleet_operation", json_string(op->fleet_id));
+    return o;
 }
 
 static void
@@ -125,6 +133,22 @@ on_poll(evutil_socket_t fd, short what, void *arg)
         waiting += n < 0 ? 1 : n;
     }
     uint64_t now = mono_ms();
+    if (op->fleet_id[0]) {
+        /* the store decides; this member only says where it is */
+        if (waiting == 0 && !op->reported) {
+            op->reported = 1;
+            op->pause_ms = now - op->pause_start_ms;
+            log_info("op-%u (%s): drained after %llu ms; waiting for the fleet", op->id,
+                     op->fleet_id, (unsigned long long)op->pause_ms);
+            c->fleet.drained(c->fleet.arg);
+        } else if (now - op->pause_start_ms >= op->max_pause_ms && !op->late) {
+            op->late = 1;
+            log_warn("op-%u (%s): no decision within %u ms (%ld session(s) here not drained)",
+                     op->id, op->fleet_id, op->max_pause_ms, waiting);
+            c->fleet.late(c->fleet.arg);
+        }
+        return;
+    }
     if (waiting == 0) {
         char why[200];
         op->pause_ms = now - op->pause_start_ms;
@@ -222,63 +246,132 @@ refusal(const struct rt_listener *l, char *buf, size_t len)
     return NULL;
 }
 
-int
-cutover_start(struct cutover *c, const struct runtime *rt, enum cutover_kind kind,
-              uint32_t max_pause_ms, int force, json_t **reply, char *err, size_t errlen)
+/* move_reads_home - a rollback gives every listener's reads to its configured primary at once. */
+static void
+move_reads_home(const struct runtime *rt)
 {
     char why[300];
-    if (c->current != NULL) {
-        snprintf(err, errlen, "op-%u (%s) is in progress", c->current->id,
-                 c->current->kind == CUTOVER_FORWARD ? "cutover" : "rollback");
-        return 409;
-    }
-    if (max_pause_ms == 0)
-        max_pause_ms = MAX_PAUSE_DEFAULT_MS;
-
-    struct operation *op = &c->ops[c->next_id % OPS_KEPT];
-    memset(op, 0, sizeof(*op));
-    op->id = c->next_id++;
-    op->kind = kind;
-    op->max_pause_ms = max_pause_ms;
-    op->force = force;
-    op->target = kind == CUTOVER_FORWARD;
-    clock_gettime(CLOCK_REALTIME, &op->created);
-
-    int conflict = 0;
     for (size_t i = 0; i < rt->nlisteners; i++) {
         const struct rt_listener *l = &rt->listeners[i];
         if (l->shadow == NULL || l->metric_slot < 0)
             continue;
-        if (kind == CUTOVER_ROLLBACK) {
-            /* reads back to the configured primary at once, whatever follows */
-            const char *name = l->shadow->conf->name;
-            long zero = 0;
-            control_set_weights(rt, &name, &zero, 1, why, sizeof(why));
-        }
+        const char *name = l->shadow->conf->name;
+        long zero = 0;
+        control_set_weights(rt, &name, &zero, 1, why, sizeof(why));
+    }
+}
+
+/*
+ * choose - the listeners op flips into op->slots.  -1 with op->reason
+ * ("refused: ...") when one of them cannot take over and op is not forced.
+ */
+static int
+choose(struct operation *op, const struct runtime *rt)
+{
+    char why[300];
+    op->nslots = 0;
+    for (size_t i = 0; i < rt->nlisteners; i++) {
+        const struct rt_listener *l = &rt->listeners[i];
+        if (l->shadow == NULL || l->metric_slot < 0)
+            continue;
         if (control_roles_swapped(l->metric_slot) == op->target)
             continue; /* already where the operation goes */
-        if (!force && refusal(l, why, sizeof(why)) != NULL) {
+        if (!op->force && refusal(l, why, sizeof(why)) != NULL) {
             snprintf(op->reason, sizeof(op->reason), "refused: %s", why);
-            conflict = 1;
-            break;
+            return -1;
         }
         op->slots[op->nslots++] = l->metric_slot;
     }
+    return 0;
+}
+
+static struct operation *
+new_operation(struct cutover *c, enum cutover_kind kind, uint32_t max_pause_ms, int force)
+{
+    struct operation *op = &c->ops[c->next_id % OPS_KEPT];
+    memset(op, 0, sizeof(*op));
+    op->id = c->next_id++;
+    op->kind = kind;
+    op->max_pause_ms = max_pause_ms ? max_pause_ms : MAX_PAUSE_DEFAULT_MS;
+    op->force = force;
+    op->target = kind == CUTOVER_FORWARD;
+    clock_gettime(CLOCK_REALTIME, &op->created);
+    return op;
+}
+
+static void
+refuse(struct cutover *c, struct operation *op)
+{
+    op->state = OP_FAILED;
+    clock_gettime(CLOCK_REALTIME, &op->finished);
+    log_warn("op-%u: %s", op->id, op->reason);
+    control_changed();
+}
+
+/* begin - pause writes on op's listeners and poll until drained or max_pause. */
+static void
+begin(struct cutover *c, struct operation *op)
+{
+    clock_gettime(CLOCK_REALTIME, &op->started);
+    op->state = OP_IN_PROGRESS;
+    c->current = op;
+    c->generation++;
+    op->pause_start_ms = mono_ms();
+    for (int i = 0; i < op->nslots; i++) {
+        control_set_force(op->slots[i], op->force);
+        control_set_paused(op->slots[i], 1, c->generation);
+    }
+    kick_workers(c);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = POLL_MS * 1000};
+    event_add(c->poll, &tv);
+    log_info("op-%u: %s started%s%s: new writes wait while the shadow catches up (at most %u ms)",
+             op->id, op->kind == CUTOVER_FORWARD ? "cutover" : "rollback",
+             op->fleet_id[0] ? " for the fleet as " : "", op->fleet_id, op->max_pause_ms);
+}
+
+int
+cutover_start(struct cutover *c, const struct runtime *rt, enum cutover_kind kind,
+              uint32_t max_pause_ms, int force, json_t **reply, char *err, size_t errlen)
+{
+    if (c->current != NULL || c->pending != NULL) {
+        const struct operation *busy = c->current ? c->current : c->pending;
+        snprintf(err, errlen, "op-%u (%s) is in progress", busy->id,
+                 busy->kind == CUTOVER_FORWARD ? "cutover" : "rollback");
+        return 409;
+    }
+    struct operation *op = new_operation(c, kind, max_pause_ms, force);
+    if (kind == CUTOVER_ROLLBACK && c->fleet.ask == NULL)
+        move_reads_home(rt); /* whatever follows; a fleet's members each do it when they join */
+    int conflict = choose(op, rt);
     if (!conflict && kind == CUTOVER_FORWARD && op->nslots == 0) {
         snprintf(op->reason, sizeof(op->reason),
                  "refused: no listener with a shadow is left to cut over");
         conflict = 1;
     }
     if (conflict) {
-        op->state = OP_FAILED;
-        clock_gettime(CLOCK_REALTIME, &op->finished);
         snprintf(err, errlen, "%s", op->reason);
-        log_warn("op-%u: %s", op->id, op->reason);
-        control_changed();
+        refuse(c, op);
         return 409;
     }
-    clock_gettime(CLOCK_REALTIME, &op->started);
+    if (c->fleet.ask != NULL) {
+        /* no member flips on its own: the store opens the operation for every member */
+        char why[300];
+        op->state = OP_PENDING;
+        c->pending = op;
+        if (c->fleet.ask(c->fleet.arg, op->id, kind, op->max_pause_ms, force, why,
+                         sizeof(why)) != 0) {
+            c->pending = NULL;
+            snprintf(op->reason, sizeof(op->reason), "refused: %s", why);
+            snprintf(err, errlen, "%s", op->reason);
+            refuse(c, op);
+            return 503;
+        }
+        control_changed();
+        *reply = json_pack("{s:o}", "operation", op_json(op));
+        return 202;
+    }
     if (op->nslots == 0) {
+        clock_gettime(CLOCK_REALTIME, &op->started);
         snprintf(op->reason, sizeof(op->reason), "reads moved to the primary; roles unchanged");
         op->state = OP_COMPLETED;
         op->finished = op->started;
@@ -286,21 +379,117 @@ cutover_start(struct cutover *c, const struct runtime *rt, enum cutover_kind kin
         *reply = json_pack("{s:o}", "operation", op_json(op));
         return 202;
     }
-    op->state = OP_IN_PROGRESS;
-    c->current = op;
-    c->generation++;
-    op->pause_start_ms = mono_ms();
-    for (int i = 0; i < op->nslots; i++) {
-        control_set_force(op->slots[i], force);
-        control_set_paused(op->slots[i], 1, c->generation);
-    }
-    kick_workers(c);
-    struct timeval tv = {.tv_sec = 0, .tv_usec = POLL_MS * 1000};
-    event_add(c->poll, &tv);
-    log_info("op-%u: %s started: new writes wait while the shadow catches up (at most %u ms)",
-             op->id, kind == CUTOVER_FORWARD ? "cutover" : "rollback", max_pause_ms);
+    begin(c, op);
     *reply = json_pack("{s:o}", "operation", op_json(op));
     return 202;
+}
+
+void
+cutover_set_fleet(struct cutover *c, const struct cutover_fleet *f)
+{
+    if (f != NULL)
+        c->fleet = *f;
+    else
+        memset(&c->fleet, 0, sizeof(c->fleet));
+}
+
+int
+cutover_join(struct cutover *c, const struct runtime *rt, unsigned local_id,
+             enum cutover_kind kind, uint32_t max_pause_ms, int force, const char *fleet_id,
+             char *err, size_t errlen)
+{
+    struct operation *op = NULL;
+    if (c->current != NULL) {
+        snprintf(err, errlen, "op-%u is in progress on this member", c->current->id);
+        return -1;
+    }
+    if (c->pending != NULL && c->pending->id == local_id)
+        op = c->pending;
+    else if (c->pending != NULL) {
+        /* asked here, but the store opened another operation first */
+        cutover_fail_pending(c, c->pending->id, "another fleet operation began first");
+    }
+    c->pending = NULL;
+    if (op == NULL)
+        op = new_operation(c, kind, max_pause_ms, force);
+    op->kind = kind;
+    op->target = kind == CUTOVER_FORWARD;
+    op->max_pause_ms = max_pause_ms ? max_pause_ms : MAX_PAUSE_DEFAULT_MS;
+    op->force = force;
+    snprintf(op->fleet_id, sizeof(op->fleet_id), "%s", fleet_id);
+    if (kind == CUTOVER_ROLLBACK)
+        move_reads_home(rt);
+    if (choose(op, rt) != 0) {
+        snprintf(err, errlen, "%s", op->reason);
+        refuse(c, op);
+        return -1;
+    }
+    begin(c, op);
+    control_changed();
+    return 0;
+}
+
+int
+cutover_joined(const struct cutover *c)
+{
+    return c->current != NULL && c->current->fleet_id[0] != '\0';
+}
+
+void
+cutover_decide(struct cutover *c, int commit, const char *reason)
+{
+    struct operation *op = c->current;
+    char why[300];
+    if (op == NULL || op->fleet_id[0] == '\0')
+        return;
+    op->pause_ms = mono_ms() - op->pause_start_ms;
+    if (!commit) {
+        snprintf(op->reason, sizeof(op->reason), "%s", reason);
+        finish(c, op, OP_FAILED);
+        log_warn("op-%u (%s): %s", op->id, op->fleet_id, op->reason);
+        return;
+    }
+    op->state = OP_COMPLETED;
+    clock_gettime(CLOCK_REALTIME, &op->finished);
+    /* the store holds the new roles already: a state file that cannot follow is only logged */
+    if (c->commit && c->commit(c->commit_arg, op->slots, op->nslots, op->target, why,
+                               sizeof(why)) != 0)
+        log_error("op-%u (%s): committed by the fleet, but %s", op->id, op->fleet_id, why);
+    for (int i = 0; i < op->nslots; i++)
+        control_flip(op->slots[i], op->target);
+    finish(c, op, OP_COMPLETED);
+    log_info("op-%u (%s): %s committed by the fleet: roles %s, writes waited %llu ms", op->id,
+             op->fleet_id, op->kind == CUTOVER_FORWARD ? "cutover" : "rollback",
+             op->target ? "swapped (the shadow is the primary)" : "as configured",
+             (unsigned long long)op->pause_ms);
+}
+
+void
+cutover_fail_pending(struct cutover *c, unsigned local_id, const char *reason)
+{
+    struct operation *op = c->pending;
+    if (op == NULL || op->id != local_id)
+        return;
+    c->pending = NULL;
+    snprintf(op->reason, sizeof(op->reason), "%s", reason);
+    refuse(c, op);
+}
+
+void
+cutover_kick(struct cutover *c)
+{
+    kick_workers(c);
+}
+
+int
+cutover_flip_slots(const struct cutover *c, int *slots, int max, int *target)
+{
+    const struct operation *op = c->current;
+    int n = 0;
+    *target = op ? op->target : 0;
+    for (int i = 0; op && i < op->nslots && n < max; i++)
+        slots[n++] = op->slots[i];
+    return n;
 }
 
 json_t *

@@ -83,4 +83,68 @@ size_t cutover_records(const struct cutover *c, struct state_op *out, size_t max
  */
 void cutover_restore(struct cutover *c, const struct state_op *ops, size_t n, unsigned next_id);
 
+/*
+ * Fleet operations (control/fleet.h).  With a fleet, no member flips on
+ * its own: the store decides, and this member carries out its part.
+ *
+ *   cutover_start ──► fleet->ask ──► (the store opens the operation)
+ *        │ 202, "pending"                    │ every member, the asker too:
+ *        ▼                                   ▼
+ *   cutover_join: pause, drain ──► fleet->drained (reported to the store)
+ *        │                 └─ max_pause passed ──► fleet->late (asks the store to abort)
+ *        ▼
+ *   cutover_decide(commit): flip at idle points  |  cutover_decide(abort): writes resume
+ *
+ * Writes stay paused between "drained" and the decision, however long it
+ * takes: once a member reported, the others may have flipped, so only the
+ * store's answer may let its writes go on.
+ */
+struct cutover_fleet {
+    /*
+     * ask - an operation asked of this member (API, guard): 0 when the
+     * fleet takes it (the operation, local_id, shows as pending until the
+     * store opened it), -1 with err when it cannot (no store now).
+     */
+    int (*ask)(void *arg, unsigned local_id, enum cutover_kind kind, uint32_t max_pause_ms,
+               int force, char *err, size_t errlen);
+    void (*drained)(void *arg); /* the joined operation is drained here; writes stay paused */
+    void (*late)(void *arg);    /* max_pause passed without a decision */
+    void *arg;
+};
+
+/* cutover_set_fleet - operations go through the fleet from now on (f copied; NULL: alone). */
+void cutover_set_fleet(struct cutover *c, const struct cutover_fleet *f);
+
+/*
+ * cutover_join - the fleet's operation FLEET_ID begins on this member:
+ * local_id is the pending operation asked here (0: a new record).  Pauses
+ * writes on the listeners to flip and drains them.  Returns 0 while in
+ * progress (fleet->drained follows, at once when nothing is to flip here),
+ * -1 with err when this member refuses (the shadow diverged...; the
+ * operation is then failed here and the caller aborts it everywhere).
+ */
+int cutover_join(struct cutover *c, const struct runtime *rt, unsigned local_id,
+                 enum cutover_kind kind, uint32_t max_pause_ms, int force, const char *fleet_id,
+                 char *err, size_t errlen);
+
+/* cutover_joined - 1 while this member takes part in a fleet operation. */
+int cutover_joined(const struct cutover *c);
+
+/*
+ * cutover_decide - the store's decision for the joined operation: commit
+ * flips (the state file records it first; a failure to record is logged,
+ * the flip still happens: the fleet already committed), abort lets writes
+ * resume on the old primary with reason.  No-op when none is joined.
+ */
+void cutover_decide(struct cutover *c, int commit, const char *reason);
+
+/* cutover_fail_pending - the pending operation local_id never began (reason why). */
+void cutover_fail_pending(struct cutover *c, unsigned local_id, const char *reason);
+
+/* cutover_kick - every worker looks at its sessions now (roles changed from the store). */
+void cutover_kick(struct cutover *c);
+
+/* cutover_flip_slots - the listeners the joined operation flips (at most max); returns how many. */
+int cutover_flip_slots(const struct cutover *c, int *slots, int max, int *target);
+
 #endif /* TANDEM_CUTOVER_H */

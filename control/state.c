@@ -317,18 +317,33 @@ backend_named(const struct runtime *rt, const char *name)
     return NULL;
 }
 
-/* apply - what plan says, to the control state of rt's listeners. */
-static void
-apply(struct state *s, const struct state_doc *doc, const struct state_plan_listener *plan)
+/*
+ * apply - what plan says, to the control state of rt's listeners.  roles:
+ * 0 never changes roles and epochs; 1 takes them where the document's
+ * epoch is higher; 2 takes them always (start).  Returns how many
+ * listeners changed roles.
+ */
+static int
+apply_plan(struct state *s, const struct state_doc *doc, const struct state_plan_listener *plan,
+           int roles, const char *from)
 {
+    int flipped = 0;
     for (size_t i = 0; i < s->rt->nlisteners; i++) {
         const struct rt_listener *l = &s->rt->listeners[i];
         const struct state_plan_listener *p = &plan[i];
         const struct state_listener *r = p->recorded;
         if (r == NULL || l->metric_slot < 0)
             continue;
-        control_set_epoch(l->metric_slot, p->epoch);
-        control_set_roles_swapped(l->metric_slot, p->swapped);
+        if (roles == 2 || (roles == 1 && p->epoch > control_epoch(l->metric_slot))) {
+            if (control_roles_swapped(l->metric_slot) != p->swapped) {
+                flipped++;
+                log_warn("listener \"%s\": primary \"%s\", shadow \"%s\", epoch %llu (%s)",
+                         l->conf->name, r->primary, r->shadow[0] ? r->shadow : "(none)",
+                         (unsigned long long)p->epoch, from);
+            }
+            control_set_epoch(l->metric_slot, p->epoch);
+            control_set_roles_swapped(l->metric_slot, p->swapped);
+        }
         if (p->restore_mode)
             control_set_mode(l->metric_slot, (int)r->mode);
         for (size_t k = 0; p->restore_weights && k < r->nweights; k++) {
@@ -343,18 +358,67 @@ apply(struct state *s, const struct state_doc *doc, const struct state_plan_list
                                      .cooldown_until_ms = r->guards[k].cooldown_until_ms};
             snprintf(g.name, sizeof(g.name), "%s", r->guards[k].name);
             snprintf(g.reason, sizeof(g.reason), "%s", r->guards[k].reason);
-            if (guards_restore(s->guards, &g) != 0)
-                log_info("state file \"%s\": guard \"%s\" of listener \"%s\" is no longer "
+            if (guards_restore(s->guards, &g) != 0 && roles == 2)
+                log_info("%s: guard \"%s\" of listener \"%s\" is no longer "
                          "configured: its trips are forgotten",
-                         s->path, g.name, l->conf->name);
+                         from, g.name, l->conf->name);
         }
-        if (p->note[0])
-            log_warn("state file \"%s\": %s", s->path, p->note);
-        log_info("listener \"%s\": primary \"%s\", shadow \"%s\", epoch %llu (state file)",
-                 l->conf->name, r->primary, r->shadow[0] ? r->shadow : "(none)",
-                 (unsigned long long)p->epoch);
+        if (roles == 2) {
+            if (p->note[0])
+                log_warn("%s: %s", from, p->note);
+            log_info("listener \"%s\": primary \"%s\", shadow \"%s\", epoch %llu (%s)",
+                     l->conf->name, r->primary, r->shadow[0] ? r->shadow : "(none)",
+                     (unsigned long long)p->epoch, from);
+        }
     }
+    return flipped;
+}
+
+static void
+apply(struct state *s, const struct state_doc *doc, const struct state_plan_listener *plan)
+{
+    char from[CONF_PATH_MAX + 16];
+    snprintf(from, sizeof(from), "state file \"%s\"", s->path);
+    apply_plan(s, doc, plan, 2, from);
     cutover_restore(s->cutover, doc->ops, doc->nops, doc->next_op_id);
+}
+
+int
+state_build_doc(const struct state *s, const int *flip, int nflip, int target,
+                struct state_doc *doc)
+{
+    if (build(s, flip, nflip, target, doc) != 0)
+        return -1;
+    doc->nops = 0;
+    doc->next_op_id = 1;
+    return 0;
+}
+
+int
+state_apply_doc(struct state *s, const struct state_doc *doc, const char *from, char *err,
+                size_t errlen)
+{
+    struct state_plan_listener *plan = calloc(s->rt->nlisteners + 1, sizeof(*plan));
+    if (plan == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (state_file_plan(doc, s->rt->conf, plan, err, errlen) != 0) {
+        free(plan);
+        return -1;
+    }
+    int flipped = apply_plan(s, doc, plan, 1, from);
+    free(plan);
+    return flipped;
+}
+
+uint64_t
+state_epoch_sum(const struct state_doc *doc)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < doc->nlisteners; i++)
+        sum += doc->listeners[i].epoch;
+    return sum;
 }
 
 /* load - read, plan and apply the file; -1 (logged) when tandem must not start. */
@@ -474,7 +538,7 @@ state_free(struct state *s)
 {
     if (s == NULL)
         return;
-    control_on_change(NULL, NULL);
+    control_off_change(on_change, s);
     event_free(s->write_ev);
     free(s);
 }

@@ -56,6 +56,30 @@ int state_set_runtime(struct state *s, const struct runtime *rt);
 void state_free(struct state *s);
 
 /*
+ * state_build_doc - the running control state as a document (the fleet
+ * publishes it): the listeners of flip[] as they will be once flipped to
+ * target.  Operations are left out (each member keeps its own).  0, or -1
+ * when memory ran out; doc is then empty.  The caller releases doc.
+ */
+int state_build_doc(const struct state *s, const int *flip, int nflip, int target,
+                    struct state_doc *doc);
+
+/*
+ * state_apply_doc - a document from the fleet's store, applied to the
+ * running state: mode, weights and guard trips as state_file_plan() says;
+ * roles and epoch of a listener only where the document's epoch is higher
+ * than the one applied here (roles change only by a committed flip, which
+ * never goes back).  from names the source in logs.  Returns how many
+ * listeners changed roles, or -1 with err when the document does not fit
+ * the configuration (nothing applied).
+ */
+int state_apply_doc(struct state *s, const struct state_doc *doc, const char *from, char *err,
+                    size_t errlen);
+
+/* state_epoch_sum - the sum of every listener's epoch: grows at every flip, never goes back. */
+uint64_t state_epoch_sum(const struct state_doc *doc);
+
+/*
  * state_check - tandem -t: read conf's state file (none configured, or
  * none written yet, is fine) and say what a start would do.  Differences
  * from the configuration go to out as "PATH: listener ...: taking the

@@ -58,7 +58,9 @@ usage(FILE *out)
           "  rollback [--max-pause DUR] [--force] [--no-wait]\n"
           "                                  reads back to the primary; undo a cutover\n"
           "  operation ID                    one cutover or rollback operation\n"
-          "  report [--top N]                the shadow-diff report (N statements, default 20)\n"
+          "  report [--top N] [--fleet]      the shadow-diff report (N statements, default 20);\n"
+          "                                  --fleet: every member's of the fleet, merged\n"
+          "  fleet                           the fleet's members and its operation\n"
           "\n"
           "The admin address defaults to $TANDEM_ADMIN, else " CTL_DEFAULT_ADMIN "; the token\n"
           "file to $TANDEM_TOKEN_FILE.  --json prints the server's JSON.  Exit status: 0 done,\n"
@@ -871,11 +873,14 @@ cmd_operation(const struct ctl *c, int argc, char **argv)
 static int
 cmd_report(const struct ctl *c, int argc, char **argv)
 {
-    char path[64] = "/api/shadow/report";
+    char path[80] = "/api/shadow/report";
     uint64_t top = c->json ? 0 : CTL_DEFAULT_TOP;
+    int fleet = 0;
 
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--top") == 0 && i + 1 < argc) {
+        if (strcmp(argv[i], "--fleet") == 0) {
+            fleet = 1;
+        } else if (strcmp(argv[i], "--top") == 0 && i + 1 < argc) {
             if (conf_value_number(argv[++i], &top) != CONF_VALUE_OK || top > 100000)
                 return bad_usage("report: --top \"%s\": expected a number 0..100000", argv[i]);
         } else {
@@ -883,8 +888,66 @@ cmd_report(const struct ctl *c, int argc, char **argv)
         }
     }
     if (top > 0)
-        snprintf(path, sizeof(path), "/api/shadow/report?top=%llu", (unsigned long long)top);
+        snprintf(path, sizeof(path), "/api/shadow/report?top=%llu%s", (unsigned long long)top,
+                 fleet ? "&scope=fleet" : "");
+    else if (fleet)
+        snprintf(path, sizeof(path), "/api/shadow/report?scope=fleet");
     return cmd_simple_get(c, path, print_report);
+}
+
+/*
+ * print_fleet - GET /api/fleet as text:
+ *   fleet demo, member m1, store 127.0.0.1:6379/0 connected, state version 6
+ *   MEMBER  ADMIN            EPOCH  VERSION  SESSIONS  LAST HEARTBEAT            ROLES
+ *   m1      127.0.0.1:9090       1        6         3  2026-...Z                 pg: green (shadow blue)
+ *   operation fleet-op-1 cutover completed (asked by m2)
+ *     m1 swapped after 12 ms
+ */
+static void
+print_fleet(json_t *doc)
+{
+    char b[8][128];
+    size_t i, k;
+    json_t *m, *r, *store = json_object_get(doc, "store");
+
+    printf("fleet %s, member %s, store %s %s, state version %s\n", jtext(doc, "fleet", b[0], 128),
+           jtext(doc, "member", b[1], 128), jtext(store, "address", b[2], 128),
+           json_is_true(json_object_get(store, "connected")) ? "connected" : "UNREACHABLE",
+           jtext(doc, "version", b[3], 128));
+    if (json_is_string(json_object_get(store, "last_error")))
+        printf("  last store error: %s (%s)\n", jtext(store, "last_error", b[0], 128),
+               jtext(store, "last_error_at", b[1], 128));
+    printf("%-20s %-22s %6s %8s %9s  %-25s %s\n", "MEMBER", "ADMIN", "EPOCH", "VERSION",
+           "SESSIONS", "LAST HEARTBEAT", "ROLES");
+    json_array_foreach(json_object_get(doc, "members"), i, m) {
+        printf("%-20s %-22s %6s %8s %9s  %-25s", jtext(m, "id", b[0], 128),
+               jtext(m, "admin", b[1], 128), jtext(m, "epoch", b[2], 128),
+               jtext(m, "version", b[3], 128), jtext(m, "sessions", b[4], 128),
+               jtext(m, "last_heartbeat", b[5], 128));
+        json_array_foreach(json_object_get(m, "roles"), k, r) {
+            printf("%s%s: %s (shadow %s)%s", k ? ", " : " ", jtext(r, "listener", b[0], 128),
+                   jtext(r, "primary", b[1], 128), jtext(r, "shadow", b[2], 128),
+                   json_is_true(json_object_get(r, "writes_paused")) ? " WRITES PAUSED" : "");
+        }
+        printf("\n");
+    }
+    json_t *op = json_object_get(doc, "operation");
+    if (!json_is_object(op))
+        return;
+    printf("operation %s %s %s (asked by %s)", jtext(op, "id", b[0], 128),
+           jtext(op, "type", b[1], 128), jtext(op, "state", b[2], 128),
+           jtext(op, "asked_by", b[3], 128));
+    if (json_is_string(json_object_get(op, "reason")))
+        printf(": %s", jtext(op, "reason", b[4], 128));
+    printf("\n");
+    json_array_foreach(json_object_get(op, "members"), i, m) {
+        printf("  %s %s", jtext(m, "id", b[0], 128), jtext(m, "step", b[1], 128));
+        if (json_is_integer(json_object_get(m, "ms")))
+            printf(" after %s ms", jtext(m, "ms", b[2], 128));
+        if (!json_is_true(json_object_get(m, "counted")))
+            printf(" (joined during the operation; not waited for)");
+        printf("\n");
+    }
 }
 
 /* ---- options ------------------------------------------------------------- */
@@ -968,6 +1031,8 @@ ctl_main(int argc, char **argv)
         return cmd_operation(&c, n, args);
     if (strcmp(cmd, "report") == 0)
         return cmd_report(&c, n, args);
+    if (strcmp(cmd, "fleet") == 0 && n == 0)
+        return cmd_simple_get(&c, "/api/fleet", print_fleet);
     usage(stderr);
     return bad_usage("unknown command \"%s\"%s", cmd,
                      strcmp(cmd, "status") == 0 ? ": status takes no arguments" : "");

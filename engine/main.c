@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "conf/conf.h"
+#include "control/fleet.h"
 #include "control/state.h"
 #include "ctl/ctl.h"
 #include "engine/proxy.h"
@@ -112,6 +113,8 @@ main(int argc, char **argv)
     }
     if (test_only) {
         int rc = state_check(conf, stdout, stderr); /* a state file that contradicts the file */
+        if (fleet_check(conf, stdout, stderr) != 0)  /* the store's password file */
+            rc = -1;
         if (rc == 0)
             printf("%s: configuration is valid\n", file);
         conf_free(conf);

@@ -24,6 +24,7 @@
 #include "control/health.h"
 #include "metrics/log.h"
 #include "control/runtime.h"
+#include "control/fleet.h"
 #include "control/state.h"
 #include "engine/worker.h"
 
@@ -41,10 +42,12 @@ struct proxy {
     struct cutover *cutover;
     struct guards *guards;
     struct state *state; /* the state file (control/state.h) */
+    struct fleet *fleet; /* control { store; fleet; } (control/fleet.h), or NULL */
     struct event *sig_hup, *sig_term, *sig_int;
     struct event *drain_tick;
     struct timeval drain_deadline;
     int draining;
+    int start_failed; /* a worker thread could not start */
     time_t started;
 };
 
@@ -137,6 +140,8 @@ reload(struct proxy *p)
     for (int i = 0; i < p->nstarted; i++)
         worker_post_runtime(&p->workers[i], rt);
     health_set_runtime(p->health, rt);
+    if (p->fleet)
+        fleet_set_runtime(p->fleet, rt);
     runtime_unref(p->rt);
     p->rt = rt;
     guards_set_runtime(p->guards, rt);
@@ -211,6 +216,10 @@ ready(void *ctx, char *why, size_t whylen)
     struct proxy *p = ctx;
     if (p->draining) {
         snprintf(why, whylen, "draining");
+        return 0;
+    }
+    if (p->nstarted == 0) {
+        snprintf(why, whylen, "joining the fleet: waiting for its state");
         return 0;
     }
     for (size_t i = 0; i < p->rt->nlisteners; i++) {
@@ -353,6 +362,8 @@ render_metrics(void *ctx, FILE *out)
     struct proxy *p = ctx;
     if (p->guards)
         guards_render_prometheus(p->guards, out);
+    if (p->fleet)
+        fleet_render_prometheus(p->fleet, out);
 }
 
 static int
@@ -360,7 +371,21 @@ act(void *ctx, enum admin_action action, const char *arg, json_t *body, json_t *
     size_t errlen)
 {
     struct proxy *p = ctx;
+    if ((action == ADMIN_SET_WEIGHTS || action == ADMIN_SET_MODE) && p->fleet &&
+        !fleet_connected(p->fleet)) {
+        /* the store's state wins when it returns: a change made now would be lost */
+        fleet_count_refused(p->fleet);
+        snprintf(err, errlen, "the fleet's store is unreachable: changes wait until it is back");
+        return 503;
+    }
     switch (action) {
+    case ADMIN_FLEET:
+        if (p->fleet == NULL) {
+            snprintf(err, errlen, "no fleet: this tandem has no control { store; fleet; }");
+            return 404;
+        }
+        *reply = fleet_json(p->fleet);
+        return 200;
     case ADMIN_SET_WEIGHTS:
         return set_weights(p, body, reply, err, errlen);
     case ADMIN_SET_MODE:
@@ -381,6 +406,21 @@ act(void *ctx, enum admin_action action, const char *arg, json_t *body, json_t *
     }
     snprintf(err, errlen, "unknown action");
     return 404;
+}
+
+/* GET /api/shadow/report?scope=fleet */
+static json_t *
+fleet_report(void *ctx, size_t top_n, char *err, size_t errlen)
+{
+    struct proxy *p = ctx;
+    if (p->fleet == NULL) {
+        snprintf(err, errlen, "no fleet: this tandem has no control { store; fleet; }");
+        return NULL;
+    }
+    json_t *rep = fleet_report_json(p->fleet, top_n);
+    if (rep == NULL)
+        snprintf(err, errlen, "out of memory");
+    return rep;
 }
 
 /* NaN (no samples in the window) is null in JSON. */
@@ -451,6 +491,14 @@ status(void *ctx)
     }
     json_t *op = cutover_latest_json(p->cutover);
     json_object_set_new(root, "operation", op ? op : json_null());
+    if (p->fleet) {
+        json_t *fl = fleet_json(p->fleet);
+        json_object_set_new(root, "fleet",
+                            json_pack("{s:O, s:O, s:b}", "name", json_object_get(fl, "fleet"),
+                                      "member", json_object_get(fl, "member"), "connected",
+                                      fleet_connected(p->fleet)));
+        json_decref(fl);
+    }
     json_object_set_new(root, "backends", backends);
     return root;
 }
@@ -463,6 +511,7 @@ proxy_release(struct proxy *p)
     for (int i = 0; i < p->nworkers; i++)
         worker_release(&p->workers[i]);
     free(p->workers);
+    fleet_free(p->fleet);
     state_free(p->state);
     admin_free(p->admin);
     health_free(p->health);
@@ -504,14 +553,37 @@ workers_open(struct proxy *p)
     return 0;
 }
 
+static void log_started(const struct proxy *p);
+
+/* start_workers - the workers accept clients from now on (at once, or once the fleet's state is in). */
+static void
+start_workers(void *arg)
+{
+    struct proxy *p = arg;
+    for (int i = 0; i < p->nworkers; i++) {
+        if (worker_start(&p->workers[i]) != 0) {
+            log_error("cannot start worker thread %d", i);
+            p->start_failed = 1;
+            quit(p);
+            return;
+        }
+        p->nstarted++;
+    }
+    log_started(p);
+}
+
 static void
 log_started(const struct proxy *p)
 {
     for (size_t i = 0; i < p->rt->nlisteners; i++) {
         const struct rt_listener *l = &p->rt->listeners[i];
-        log_info("listener \"%s\" (%s) on %s, primary \"%s\" at %s, mode %s", l->conf->name,
-                 conf_proto_name(l->conf->proto), l->addr_text, l->primary->conf->name,
-                 l->primary->addr_text, conf_mode_name(l->conf->mode));
+        /* the backend answering now: the shadow when a state file or the fleet says cut over */
+        int swapped = l->shadow != NULL && control_roles_swapped(l->metric_slot);
+        const struct rt_backend *b = swapped ? l->shadow : l->primary;
+        log_info("listener \"%s\" (%s) on %s, primary \"%s\" at %s%s, mode %s", l->conf->name,
+                 conf_proto_name(l->conf->proto), l->addr_text, b->conf->name, b->addr_text,
+                 swapped ? " (cut over)" : "",
+                 conf_mode_name((enum conf_mode)control_mode(l->metric_slot, (int)l->conf->mode)));
     }
     if (p->admin)
         log_info("admin on http://%s:%u/", p->rt->conf->admin.addr.host,
@@ -552,8 +624,12 @@ proxy_run(struct conf *conf, const char *conf_path)
     if (workers_open(p) != 0)
         goto out;
     if (p->rt->conf->admin.enabled) {
-        struct admin_hooks hooks = {
-            .ctx = p, .ready = ready, .status = status, .act = act, .metrics = render_metrics};
+        struct admin_hooks hooks = {.ctx = p,
+                                    .ready = ready,
+                                    .status = status,
+                                    .act = act,
+                                    .metrics = render_metrics,
+                                    .fleet_report = fleet_report};
         p->admin = admin_new(p->base, &p->rt->conf->admin, &hooks, err, sizeof(err));
         if (p->admin == NULL) {
             log_error("%s", err);
@@ -576,17 +652,16 @@ proxy_run(struct conf *conf, const char *conf_path)
     event_add(p->sig_term, NULL);
     event_add(p->sig_int, NULL);
 
-    for (int i = 0; i < p->nworkers; i++) {
-        if (worker_start(&p->workers[i]) != 0) {
-            log_error("cannot start worker thread %d", i);
-            quit(p);
+    if (p->rt->conf->control.store_enabled) {
+        /* a member accepts clients once the fleet's state is applied (start_workers) */
+        if ((p->fleet = fleet_open(p->base, p->rt, p->state, p->cutover, start_workers, p)) ==
+            NULL)
             goto out;
-        }
-        p->nstarted++;
+    } else {
+        start_workers(p);
     }
-    log_started(p);
     event_base_dispatch(p->base);
-    rc = 0;
+    rc = p->start_failed;
 out:
     if (rc != 0 && p->nstarted > 0)
         quit(p);

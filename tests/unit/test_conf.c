@@ -1548,6 +1548,85 @@ test_names_and_format(void **state)
     EXPECT_ERRORS(MIN "\"a\\tb\\n\" 1;\n", "t.conf:3: unknown directive \"a\\x09b\\x0a\"");
 }
 
+/* backend { fence "SQL"; unfence "SQL"; }: in order, with tandem's own login only */
+static void
+test_fence(void **state)
+{
+    (void)state;
+    struct conf *c = load_ok("backend blue {\n address 127.0.0.1:5432;\n user tandem;\n"
+                             " fence \"ALTER ROLE app SET default_transaction_read_only = on\";\n"
+                             " fence \"SELECT 1\";\n unfence \"ALTER ROLE app RESET ALL\";\n}\n"
+                             "listener pg { listen 127.0.0.1:6432; primary blue; }\n");
+    assert_int_equal(c->backends[0].nfence, 2);
+    assert_string_equal(c->backends[0].fence[0],
+                        "ALTER ROLE app SET default_transaction_read_only = on");
+    assert_string_equal(c->backends[0].fence[1], "SELECT 1");
+    assert_int_equal(c->backends[0].nunfence, 1);
+    conf_free(c);
+
+    EXPECT_ERRORS("backend blue {\n address 127.0.0.1:5432;\n fence \"SELECT 1\";\n}\n"
+                  "listener pg { listen 127.0.0.1:6432; primary blue; }\n",
+                  "t.conf:3: backend \"blue\": fence and unfence run with tandem's own login: "
+                  "they need user");
+    EXPECT_ERRORS("backend blue {\n address 127.0.0.1:5432;\n user t;\n fence \"\";\n}\n"
+                  "listener pg { listen 127.0.0.1:6432; primary blue; }\n",
+                  "t.conf:4: fence: expected a statement of 1..511 bytes");
+    EXPECT_ERRORS("backend blue {\n address 127.0.0.1:5432;\n user t;\n"
+                  " fence a;\n fence a;\n fence a;\n fence a;\n fence a;\n fence a;\n fence a;\n"
+                  " fence a;\n fence a;\n}\n"
+                  "listener pg { listen 127.0.0.1:6432; primary blue; }\n",
+                  "t.conf:12: fence: too many statements (max 8)");
+}
+
+/* control { store; fleet; password_file; member; join_timeout; } */
+static void
+test_fleet(void **state)
+{
+    (void)state;
+    struct conf *c = load_ok(MIN "control {\n store redis://10.0.0.5:6380/3;\n fleet pay-1;\n"
+                                 " password_file /run/s.pw;\n member pod.a;\n"
+                                 " join_timeout 2s;\n}\n");
+    assert_int_equal(c->control.store_enabled, 1);
+    assert_string_equal(c->control.store.host, "10.0.0.5");
+    assert_int_equal(c->control.store.port, 6380);
+    assert_int_equal(c->control.store_db, 3);
+    assert_string_equal(c->control.fleet, "pay-1");
+    assert_string_equal(c->control.store_password_file, "/run/s.pw");
+    assert_string_equal(c->control.member, "pod.a");
+    assert_int_equal(c->control.join_timeout_ms, 2000);
+    conf_free(c);
+
+    c = load_ok(MIN "control { store redis://[::1]:6379; fleet f; }\n");
+    assert_string_equal(c->control.store.host, "::1");
+    assert_int_equal(c->control.store_db, 0);
+    assert_int_equal(c->control.join_timeout_ms, 10000);
+    conf_free(c);
+
+    c = load_ok(MIN);
+    assert_int_equal(c->control.store_enabled, 0);
+    conf_free(c);
+
+    /* a password in the URL would reach logs and ps: refused */
+    EXPECT_ERRORS(MIN "control {\n store redis://u:secret@h:1;\n fleet f;\n}\n",
+                  "t.conf:4: store: bad store \"redis://u:secret@h:1\" (expected "
+                  "redis://HOST:PORT[/DB], DB 0..15, no password: use password_file)");
+    EXPECT_ERRORS(MIN "control {\n store redis://h:1/16;\n fleet f;\n}\n",
+                  "t.conf:4: store: bad store \"redis://h:1/16\" (expected "
+                  "redis://HOST:PORT[/DB], DB 0..15, no password: use password_file)");
+    EXPECT_ERRORS(MIN "control {\n store http://h:1;\n fleet f;\n}\n",
+                  "t.conf:4: store: bad store \"http://h:1\" (expected "
+                  "redis://HOST:PORT[/DB], DB 0..15, no password: use password_file)");
+    EXPECT_ERRORS(MIN "control {\n store redis://h:1;\n}\n",
+                  "t.conf:4: control: a store needs a fleet name (fleet NAME;): members share "
+                  "a fleet's state");
+    EXPECT_ERRORS(MIN "control {\n fleet f;\n}\n",
+                  "t.conf:4: control: fleet needs a store (store redis://HOST:PORT[/DB];)");
+    EXPECT_ERRORS(MIN "control {\n store redis://h:1;\n fleet \"a b\";\n}\n",
+                  "t.conf:5: fleet: bad name \"a b\" (1..63 of A-Z a-z 0-9 _ . -)",
+                  "t.conf:4: control: a store needs a fleet name (fleet NAME;): members share "
+                  "a fleet's state");
+}
+
 int
 main(void)
 {
@@ -1576,6 +1655,8 @@ main(void)
         cmocka_unit_test(test_canary_cidr),
         cmocka_unit_test(test_guards),
         cmocka_unit_test(test_routing_cli),
+        cmocka_unit_test(test_fleet),
+        cmocka_unit_test(test_fence),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

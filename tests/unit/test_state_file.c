@@ -393,14 +393,14 @@ test_conf_directive(void **unused)
     assert_string_equal(c->control.state_file, "/var/lib/tandem/state.json");
     conf_free(c);
 
-    const char *bad = "control { state_file \"\"; store x; }\n"
+    const char *bad = "control { state_file \"\"; gossip x; }\n"
                       "backend blue { address 127.0.0.1:5432; }\n"
                       "listener pg { listen 127.0.0.1:6432; primary blue; }\n";
     memset(&errs, 0, sizeof(errs));
     assert_null(conf_load_buffer("t.conf", bad, strlen(bad), &errs));
     assert_int_equal(errs.count, 2);
     assert_string_equal(errs.list[0].msg, "state_file: empty value");
-    assert_string_equal(errs.list[1].msg, "unknown directive \"store\"");
+    assert_string_equal(errs.list[1].msg, "unknown directive \"gossip\"");
 
     char *argv[] = {"--listen", "127.0.0.1:6432", "--primary", "127.0.0.1:5432",
                     "--state-file", "/tmp/s.json"};
