@@ -300,92 +300,154 @@ walk_unkeyed(struct table_walk *w)
     return 0;
 }
 
+/*
+ * "(a, b) > ($1, $2)" after the last chunk's end, or "" from the start; its
+ * parameters appended to params at *np.
+ */
+static void
+after_last(const struct table_walk *w, int first, char *out, size_t cap, const char **params,
+           int *np)
+{
+    out[0] = '\0';
+    if (first)
+        return;
+    key_cmp(w, ">", *np + 1, out, cap);
+    for (int k = 0; k < w->nkeys; k++)
+        params[(*np)++] = w->last[k];
+}
+
+/* The primary's key CHUNK rows on from the last chunk (end[], strdup'ed): 1, 0 none left, -1. */
+static int
+chunk_end(struct table_walk *w, int first, const char *chunk, char **end)
+{
+    char lo[1400], desc[1200], sql[4096];
+    const char *params[KEY_COLS_MAX + 1];
+    int np = 0;
+    size_t dn = 0;
+
+    after_last(w, first, lo, sizeof(lo), params, &np);
+    params[np] = chunk;
+    /* the last of the next CHUNK keys: each key column descending */
+    for (const char *c = w->keycols; *c && dn + 8 < sizeof(desc);) {
+        const char *comma = strstr(c, ", ");
+        size_t len = comma ? (size_t)(comma - c) : strlen(c);
+        /* s.: the column, not the output's text of it (same name) */
+        dn += (size_t)snprintf(desc + dn, sizeof(desc) - dn, "%ss.%.*s DESC", dn ? ", " : "",
+                               (int)len, c);
+        c += len + (comma ? 2 : 0);
+    }
+    snprintf(sql, sizeof(sql),
+             "SELECT %s FROM (SELECT %s FROM %s%s%s ORDER BY %s LIMIT $%d) s ORDER BY %s LIMIT 1",
+             w->keytext, w->keycols, w->rel, first ? "" : " WHERE ", lo, w->keycols, np + 1,
+             desc);
+    PGresult *r = query(w->run, w->p, sql, np + 1, params);
+    if (r == NULL)
+        return -1;
+    int found = PQntuples(r) > 0;
+    for (int k = 0; found && k < w->nkeys; k++)
+        end[k] = strdup(PQgetvalue(r, 0, k));
+    PQclear(r);
+    return found;
+}
+
+/* Rows of a range on both sides, compared one by one: the differences pending. */
+static int
+diff_range(struct table_walk *w, const char *where, int np, const char *const *params,
+           struct pendings *pd)
+{
+    int na = 0, nb = 0, rc = 0;
+    struct row *a = fetch_rows(w, w->p, where, np, params, &na);
+    struct row *b = a ? fetch_rows(w, w->s, where, np, params, &nb) : NULL;
+    if (a && b)
+        diff_rows(a, na, b, nb, pd, w->nkeys);
+    else
+        rc = -1;
+    if (a)
+        rows_free(a, na, w->nkeys);
+    if (b)
+        rows_free(b, nb, w->nkeys);
+    return rc;
+}
+
+/* The range (last, end] hashed on both sides; row by row when they differ. */
+static int
+check_chunk(struct table_walk *w, int first, char *const *end, struct pendings *pd,
+            uint64_t *rows_total)
+{
+    char where[2800], lo[1400], hi[1400], hp[80], hs[80];
+    const char *params[2 * KEY_COLS_MAX];
+    int np = 0;
+
+    after_last(w, first, lo, sizeof(lo), params, &np);
+    key_cmp(w, "<=", np + 1, hi, sizeof(hi));
+    for (int k = 0; k < w->nkeys; k++)
+        params[np++] = end[k];
+    snprintf(where, sizeof(where), "%s%s%s", lo, first ? "" : " AND ", hi);
+    w->t->chunks_checked++;
+    if (chunk_hash(w, w->p, where, np, params, w->keycols, hp, sizeof(hp)) != 0 ||
+        chunk_hash(w, w->s, where, np, params, w->keycols, hs, sizeof(hs)) != 0)
+        return -1;
+    uint64_t rows = strtoull(hp, NULL, 10);
+    w->t->rows_checked += rows;
+    *rows_total += rows;
+    return strcmp(hp, hs) == 0 ? 0 : diff_range(w, where, np, params, pd);
+}
+
+/* The shadow's rows past the primary's last key (all of them when the primary has none). */
+static int
+check_tail(struct table_walk *w, int first, struct pendings *pd)
+{
+    char where[1400];
+    const char *params[KEY_COLS_MAX];
+    int np = 0, nb = 0;
+
+    after_last(w, first, where, sizeof(where), params, &np);
+    struct row *b = fetch_rows(w, w->s, where, np, params, &nb);
+    if (b == NULL)
+        return -1;
+    diff_rows(NULL, 0, b, nb, pd, w->nkeys);
+    rows_free(b, nb, w->nkeys);
+    return 0;
+}
+
+/* Each pending difference once more, while the shadow has time to catch up; then freed. */
+static void
+settle_pending(struct table_walk *w, struct pendings *pd, int ask)
+{
+    for (size_t i = 0; i < pd->n; i++) {
+        enum verify_diff_kind kind = VERIFY_CHANGED;
+        int d = ask && pd->v[i].vals ? still_differs(w, pd->v[i].vals, &kind) : 0;
+        if (d == 1)
+            verify_diff_note(w->t, kind, pd->v[i].key);
+        else if (d == 2)
+            w->t->unsettled++;
+        for (int k = 0; pd->v[i].vals && k < w->nkeys; k++)
+            free(pd->v[i].vals[k]);
+        free(pd->v[i].vals);
+        free(pd->v[i].key);
+    }
+    free(pd->v);
+}
+
 static int
 walk_keyed(struct table_walk *w, uint64_t start_ns, uint64_t *rows_total)
 {
     const struct verify_opts *o = w->run->opts;
     struct pendings pd = {0};
-    char where[2800], lo[1400], hi[1400], sql[4096], chunk[32];
-    const char *params[2 * KEY_COLS_MAX + 1];
+    char chunk[32];
     int first = 1, rc = 0;
 
     snprintf(chunk, sizeof(chunk), "%llu", (unsigned long long)o->chunk);
-    for (;;) {
-        /* the chunk's end, on the primary */
-        int np = 0;
-        key_cmp(w, ">", 1, lo, sizeof(lo));
-        if (!first)
-            for (int k = 0; k < w->nkeys; k++)
-                params[np++] = w->last[k];
-        params[np] = chunk;
-        /* the last of the next CHUNK keys: each key column descending */
-        char desc[1200];
-        size_t dn = 0;
-        for (const char *c = w->keycols; *c && dn + 8 < sizeof(desc);) {
-            const char *comma = strstr(c, ", ");
-            size_t len = comma ? (size_t)(comma - c) : strlen(c);
-            /* s.: the column, not the output's text of it (same name) */
-            dn += (size_t)snprintf(desc + dn, sizeof(desc) - dn, "%ss.%.*s DESC", dn ? ", " : "",
-                                   (int)len, c);
-            c += len + (comma ? 2 : 0);
-        }
-        snprintf(sql, sizeof(sql),
-                 "SELECT %s FROM (SELECT %s FROM %s%s%s ORDER BY %s LIMIT $%d) s ORDER BY %s "
-                 "LIMIT 1",
-                 w->keytext, w->keycols, w->rel, first ? "" : " WHERE ", first ? "" : lo,
-                 w->keycols, np + 1, desc);
-        PGresult *r = query(w->run, w->p, sql, np + 1, params);
-        if (r == NULL) {
-            rc = -1;
-            break;
-        }
-        if (PQntuples(r) == 0) {
-            PQclear(r);
-            break;
-        }
+    while (rc == 0) {
         char *end[KEY_COLS_MAX];
-        for (int k = 0; k < w->nkeys; k++)
-            end[k] = strdup(PQgetvalue(r, 0, k));
-        PQclear(r);
-
-        /* the range (last, end] */
-        np = 0;
-        if (!first) {
-            for (int k = 0; k < w->nkeys; k++)
-                params[np++] = w->last[k];
-            key_cmp(w, ">", 1, lo, sizeof(lo));
+        int found = chunk_end(w, first, chunk, end);
+        if (found <= 0) {
+            rc = found;
+            break;
         }
-        key_cmp(w, "<=", np + 1, hi, sizeof(hi));
-        for (int k = 0; k < w->nkeys; k++)
-            params[np++] = end[k];
-        snprintf(where, sizeof(where), "%s%s%s", first ? "" : lo, first ? "" : " AND ", hi);
-
         w->t->chunks++;
-        if (verify_sampled(o)) {
-            char hp[80], hs[80];
-            w->t->chunks_checked++;
-            if (chunk_hash(w, w->p, where, np, params, w->keycols, hp, sizeof(hp)) != 0 ||
-                chunk_hash(w, w->s, where, np, params, w->keycols, hs, sizeof(hs)) != 0) {
-                rc = -1;
-            } else {
-                uint64_t rows = strtoull(hp, NULL, 10);
-                w->t->rows_checked += rows;
-                *rows_total += rows;
-                if (strcmp(hp, hs) != 0) {
-                    int na = 0, nb = 0;
-                    struct row *a = fetch_rows(w, w->p, where, np, params, &na);
-                    struct row *b = a ? fetch_rows(w, w->s, where, np, params, &nb) : NULL;
-                    if (a && b)
-                        diff_rows(a, na, b, nb, &pd, w->nkeys);
-                    else
-                        rc = -1;
-                    if (a)
-                        rows_free(a, na, w->nkeys);
-                    if (b)
-                        rows_free(b, nb, w->nkeys);
-                }
-            }
-        }
+        if (verify_sampled(o))
+            rc = check_chunk(w, first, end, &pd, rows_total);
         for (int k = 0; k < w->nkeys; k++) {
             free(w->last[k]);
             w->last[k] = end[k];
@@ -393,43 +455,10 @@ walk_keyed(struct table_walk *w, uint64_t start_ns, uint64_t *rows_total)
         first = 0;
         verify_progress(w->run, w->t->name, w->t->rows_checked);
         verify_pace(o, *rows_total, start_ns);
-        if (rc != 0)
-            break;
     }
-
-    /* the shadow's rows past the primary's last key (all of them: the primary is empty) */
-    if (rc == 0) {
-        int np = 0, nb = 0;
-        if (!first) {
-            for (int k = 0; k < w->nkeys; k++)
-                params[np++] = w->last[k];
-            key_cmp(w, ">", 1, where, sizeof(where));
-        } else {
-            where[0] = '\0';
-        }
-        struct row *b = fetch_rows(w, w->s, where, np, params, &nb);
-        if (b == NULL) {
-            rc = -1;
-        } else {
-            diff_rows(NULL, 0, b, nb, &pd, w->nkeys);
-            rows_free(b, nb, w->nkeys);
-        }
-    }
-
-    /* each difference once more, while the shadow has time to catch up */
-    for (size_t i = 0; i < pd.n; i++) {
-        enum verify_diff_kind kind = VERIFY_CHANGED;
-        int d = rc == 0 && pd.v[i].vals ? still_differs(w, pd.v[i].vals, &kind) : 0;
-        if (d == 1)
-            verify_diff_note(w->t, kind, pd.v[i].key);
-        else if (d == 2)
-            w->t->unsettled++;
-        for (int k = 0; pd.v[i].vals && k < w->nkeys; k++)
-            free(pd.v[i].vals[k]);
-        free(pd.v[i].vals);
-        free(pd.v[i].key);
-    }
-    free(pd.v);
+    if (rc == 0)
+        rc = check_tail(w, first, &pd);
+    settle_pending(w, &pd, rc == 0);
     for (int k = 0; k < w->nkeys; k++) {
         free(w->last[k]);
         w->last[k] = NULL;
