@@ -1059,14 +1059,15 @@ server_auth(struct pg_session *s)
                 s->logged_in = 1;
             break;
         case 'K': {
-            if (pgw_backend_key_parse(body, blen, &s->cancel.be_pid, &s->cancel.be_key) != PGW_OK) {
+            uint32_t be_pid, be_key;
+            if (pgw_backend_key_parse(body, blen, &be_pid, &be_key) != PGW_OK) {
                 backend_protocol_error(s, "invalid BackendKeyData");
                 return;
             }
             uint8_t out[32];
-            s->cancel.addr = s->base.be->addr;
-            s->cancel.addrlen = s->base.be->addrlen;
-            cancel_register(&s->cancel);
+            /* a second BackendKeyData replaces the first: the table holds one entry per session */
+            cancel_register(&s->cancel, be_pid, be_key, (const struct sockaddr *)&s->base.be->addr,
+                            s->base.be->addrlen);
             evbuffer_add(s->base.client.out, out,
                          pgw_build_backend_key(out, sizeof(out), s->cancel.pid, s->cancel.key));
             evbuffer_drain(in, total);

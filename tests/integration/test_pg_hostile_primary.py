@@ -1,0 +1,71 @@
+"""A malicious primary costs its own sessions, never the process.
+
+The primary is harness.fakepg.FakePg: a few lines of Python that log a
+client in and then send the bytes under test.  Every test checks that a
+fresh session through the same tandem still works afterwards.
+"""
+import struct
+
+from harness import pgwire
+from harness.fakepg import FakePg, auth_ok, key_data, msg, param, ready
+from harness.util import free_port, wait_until
+
+
+def config(port, admin, primary_port, limits=""):
+    return (f"workers 2;\nlog_level info;\n{limits}"
+            f"admin {{ listen 127.0.0.1:{admin}; }}\n"
+            f"backend fake {{\n    address 127.0.0.1:{primary_port};\n}}\n"
+            f"listener pg {{\n    listen 127.0.0.1:{port};\n    protocol postgres;\n"
+            "    primary fake;\n    mode passthrough;\n}\n")
+
+
+def start(tandem, fake):
+    port, admin = free_port(), free_port()
+    return tandem(config_text=config(port, admin, fake.port), port=port, admin_port=admin)
+
+
+def cancel(port, pid, key):
+    """Send a CancelRequest on a connection of its own; True when tandem closed it."""
+    with pgwire.PgRaw(port) as raw:
+        raw.send(struct.pack("!iiII", 16, pgwire.CANCEL_REQUEST, pid, key))
+        return raw.is_closed()
+
+
+def still_serves(t):
+    with pgwire.PgRaw(t.port) as raw:
+        raw.login("anyone")
+        assert raw.simple_query("SELECT 1")[0] == [["1"]]
+
+
+def test_backend_key_data_twice_registers_one_cancel_entry(tandem):
+    """BackendKeyData twice: the second replaces the first.  Before the fix the
+    session's entry was linked into the process-wide cancel table twice (a
+    self-loop): a CancelRequest whose key falls in the same bucket looped for
+    ever under the global lock, and after the session ended the table kept a
+    pointer to its freed memory."""
+    two_keys = auth_ok() + key_data(111, 222) + key_data(333, 444) + param("a", "b") + ready()
+    with FakePg(login=lambda c: c.send(two_keys)) as fake:
+        t = start(tandem, fake)
+        raw = pgwire.PgRaw(t.port)
+        raw.login("anyone")
+        pid, key = (v & 0xFFFFFFFF for v in raw.backend_key)
+
+        # same bucket of the table (the hash keeps the low 12 bits), another key
+        assert cancel(t.port, pid, key ^ 0x1000)
+        # the client's own key reaches the primary with the key it sent last
+        assert cancel(t.port, pid, key)
+        wait_until(lambda: (333, 444) in fake.cancels, 15, "the cancel to reach the primary")
+        assert (111, 222) not in fake.cancels
+        assert raw.simple_query("SELECT 1")[0] == [["1"]]
+
+        closed = t.metric("tandem_client_disconnections_total") or 0
+        raw.close()
+        t.wait_metric("tandem_client_disconnections_total", closed + 1)
+        # the session is gone: so is its key, and nothing reaches the primary
+        forwarded = len(fake.cancels)
+        unknown = t.log().count("cancel request with an unknown key ignored")
+        assert cancel(t.port, pid, key)
+        wait_until(lambda: t.log().count("cancel request with an unknown key ignored") > unknown,
+                   15, "tandem to log the unknown key")
+        assert len(fake.cancels) == forwarded
+        still_serves(t)
