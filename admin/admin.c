@@ -3,6 +3,7 @@
  */
 #include "admin/admin.h"
 
+#include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -22,6 +23,7 @@
 struct admin {
     struct evhttp *http;
     struct admin_hooks hooks;
+    const struct conf_admin *conf;  /* the running configuration's (server_name) */
     char token_file[CONF_PATH_MAX]; /* "" when mutations need no token */
 };
 
@@ -285,6 +287,16 @@ is_mutation(enum evhttp_cmd_type cmd)
            cmd == EVHTTP_REQ_PATCH;
 }
 
+/* The client's address, for log lines: evhttp keeps it with the connection. */
+static const char *
+peer_of(struct evhttp_request *req)
+{
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+    evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
+    return peer ? peer : "?";
+}
+
 /*
  * authorized - with a token file configured, a mutation must carry
  * "Authorization: Bearer TOKEN".  1 when the request may go on; else 0 and
@@ -334,6 +346,133 @@ authorized(struct admin *a, struct evhttp_request *req)
     return 1;
 }
 
+/*
+ * host_of - the host of an authority "host[:port]" or "[v6][:port]" into
+ * out, brackets and port cut, one trailing dot of a name dropped.  -1 when
+ * it is empty, too long, or not of that shape.
+ */
+static int
+host_of(const char *auth, size_t len, char *out, size_t outlen)
+{
+    const char *host = auth, *end;
+    if (len > 0 && auth[0] == '[') {
+        end = memchr(auth, ']', len);
+        if (end == NULL)
+            return -1;
+        host = auth + 1;
+        if (end + 1 < auth + len && end[1] != ':')
+            return -1;
+    } else {
+        end = memchr(auth, ':', len);
+        if (end == NULL)
+            end = auth + len;
+    }
+    const char *port = *end == ']' ? end + 1 : end;
+    if (port < auth + len) { /* ":digits" */
+        if (*port != ':' || port + 1 == auth + len)
+            return -1;
+        for (const char *c = port + 1; c < auth + len; c++)
+            if (*c < '0' || *c > '9')
+                return -1;
+    }
+    size_t hlen = (size_t)(end - host);
+    if (hlen > 1 && host[hlen - 1] == '.' && auth[0] != '[')
+        hlen--;
+    if (hlen == 0 || hlen >= outlen)
+        return -1;
+    memcpy(out, host, hlen);
+    out[hlen] = '\0';
+    return 0;
+}
+
+/*
+ * host_allowed - may a request name this host?  A DNS rebinding attack
+ * reaches the admin port under the attacker's own name, so a name must be
+ * one tandem knows: localhost, the listen address, a server_name.  An IP
+ * literal cannot be rebound: loopback and the listen address are fine, any
+ * IP when the admin listens on every address.
+ */
+static int
+host_allowed(const struct admin *a, const char *host)
+{
+    const struct conf_addr *listen = &a->conf->addr;
+    unsigned char ip[16], lip[16];
+    int family = strchr(host, ':') ? AF_INET6 : AF_INET;
+
+    if (strcasecmp(host, "localhost") == 0 || strcasecmp(host, listen->host) == 0)
+        return 1;
+    if (inet_pton(family, host, ip) == 1) {
+        if (family == AF_INET ? ip[0] == 127 : memcmp(ip, &in6addr_loopback, 16) == 0)
+            return 1;
+        if (strcmp(listen->host, "0.0.0.0") == 0 || strcmp(listen->host, "::") == 0 ||
+            listen->host[0] == '\0')
+            return 1;
+        return inet_pton(family, listen->host, lip) == 1 &&
+               memcmp(ip, lip, family == AF_INET ? 4 : 16) == 0;
+    }
+    for (size_t i = 0; i < a->conf->nserver_names; i++)
+        if (strcasecmp(host, a->conf->server_names[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * same_site - a browser's request must come from a page of this server.
+ * Host must be one host_allowed() accepts; Origin, when a browser sends it,
+ * must be this very origin (scheme http or https, the Host's authority).
+ * Clients that send no Host (HTTP/1.0 scripts) are not browsers.  1 when the
+ * request may go on; else 0 and a 403 is sent.
+ */
+static int
+same_site(struct admin *a, struct evhttp_request *req)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    const char *host = evhttp_find_header(in, "Host");
+    const char *origin = evhttp_find_header(in, "Origin");
+    char name[CONF_HOST_MAX];
+    const char *why = NULL;
+
+    if (host != NULL && (host_of(host, strlen(host), name, sizeof(name)) != 0 ||
+                         !host_allowed(a, name)))
+        why = "Host is not an address or name of this admin server (admin server_name)";
+    else if (origin != NULL) {
+        const char *auth = strncasecmp(origin, "http://", 7) == 0    ? origin + 7
+                           : strncasecmp(origin, "https://", 8) == 0 ? origin + 8
+                                                                      : NULL;
+        if (host == NULL || auth == NULL || strcasecmp(auth, host) != 0)
+            why = "cross-origin requests are refused";
+    }
+    if (why == NULL)
+        return 1;
+    log_warn("admin: %s %s from %s: %s", method_name(evhttp_request_get_command(req)),
+             evhttp_request_get_uri(req), peer_of(req), why);
+    reply_json_error(req, 403, "Forbidden", why);
+    return 0;
+}
+
+/*
+ * A mutation's body is JSON and says so: a browser sends a cross-site form
+ * or a text/plain body without asking anyone, but application/json only
+ * after a CORS preflight, which this server never answers.
+ */
+static int
+json_body(struct evhttp_request *req)
+{
+    const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+    size_t n = strlen("application/json");
+
+    if (!is_mutation(evhttp_request_get_command(req)))
+        return 1;
+    while (ct != NULL && (*ct == ' ' || *ct == '\t'))
+        ct++;
+    if (ct != NULL && strncasecmp(ct, "application/json", n) == 0 &&
+        (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t'))
+        return 1;
+    reply_json_error(req, 415, "Unsupported Media Type",
+                     "this call needs \"Content-Type: application/json\"");
+    return 0;
+}
+
 static void
 on_request(struct evhttp_request *req, void *arg)
 {
@@ -343,8 +482,10 @@ on_request(struct evhttp_request *req, void *arg)
 
     if (path == NULL)
         path = "/";
+    if (!same_site(a, req))
+        return;
     /* before routing: an unauthenticated caller learns nothing, not even a 404 */
-    if (!authorized(a, req))
+    if (!authorized(a, req) || !json_body(req))
         return;
     if (strncmp(path, OPERATIONS_PREFIX, strlen(OPERATIONS_PREFIX)) == 0) {
         enum evhttp_cmd_type m = evhttp_request_get_command(req);
@@ -392,6 +533,7 @@ admin_new(struct event_base *base, const struct conf_admin *conf, const struct a
         return NULL;
     }
     a->hooks = *hooks;
+    a->conf = conf;
     snprintf(a->token_file, sizeof(a->token_file), "%s", conf->token_file);
     a->http = evhttp_new(base);
     if (a->http == NULL) {

@@ -21,7 +21,9 @@
  *       connect_timeout 5s;
  *       shutdown_timeout 30s;
  *   }
- *   admin { listen 127.0.0.1:9090; token_file /etc/tandem/token; }
+ *   admin { listen 127.0.0.1:9090; token_file /etc/tandem/token;
+ *           server_name tandem.internal; }       # names the Host header may carry
+ *                                                 # (besides IPs and localhost)
  *   control { state_file /var/lib/tandem/state.json; }   # roles, epoch, mode... survive
  *                                                         # a restart (control/state.h)
  *   backend blue {
@@ -265,6 +267,9 @@ struct conf_admin {
     int enabled;               /* admin { listen } or --admin given */
     struct conf_addr addr;     /* default 127.0.0.1:9090 when enabled */
     char token_file[CONF_PATH_MAX];
+    /* server_name a.example b.example;: more names the Host header may carry */
+    char (*server_names)[CONF_HOST_MAX];
+    size_t nserver_names;
 };
 
 /* control { }: where the control state lives beyond the process. */

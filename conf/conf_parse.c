@@ -166,7 +166,7 @@ static const struct conf_range range_cooldown = {0, 24 * 60 * 60 * 1000, "0s..24
 
 static conf_set_fn set_number, set_size, set_duration, set_enum, set_string, set_addr,
     set_backend_ref, set_fraction, set_size64, set_ignore_columns, set_ignore_fingerprints,
-    set_write_functions, set_client, set_hint, set_percent, set_route, set_action;
+    set_write_functions, set_server_names, set_client, set_hint, set_percent, set_route, set_action;
 static conf_enter_fn enter_member, enter_admin, enter_backend, enter_listener, enter_reads,
     enter_canary, enter_guard;
 static conf_leave_fn leave_admin, leave_backend, leave_listener, leave_canary, leave_guard;
@@ -230,6 +230,7 @@ static const struct conf_directive directives[] = {
     /* admin { } */
     SIMPLE("listen", CTX_ADMIN, 0, set_addr, struct conf_admin, addr, NULL),
     SIMPLE("token_file", CTX_ADMIN, 0, set_string, struct conf_admin, token_file, NULL),
+    LIST("server_name", CTX_ADMIN, set_server_names),
 
     /* control { } */
     SIMPLE("state_file", CTX_CONTROL, 0, set_string, struct conf_control, state_file, NULL),
@@ -649,6 +650,31 @@ set_write_functions(struct conf_build *b, void *obj, const struct conf_directive
     struct conf *c = obj;
     set_rows(b, n, (void **)&c->write_functions, &c->nwrite_functions,
              sizeof(c->write_functions[0]), ok_function);
+}
+
+/* A DNS name as a Host header carries it: letters, digits, '-', '_', '.'; not an IP. */
+static int
+ok_server_name(const char *s)
+{
+    int alpha = 0;
+    if (!s[0] || s[0] == '.' || s[0] == '-')
+        return 0;
+    for (; *s; s++) {
+        if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '-' || *s == '_')
+            alpha = 1;
+        else if (!((*s >= '0' && *s <= '9') || *s == '.'))
+            return 0;
+    }
+    return alpha; /* IP literals are allowed by the address rules, not by name */
+}
+
+static void
+set_server_names(struct conf_build *b, void *obj, const struct conf_directive *d,
+                 const struct conf_node *n)
+{
+    struct conf_admin *a = obj;
+    set_rows(b, n, (void **)&a->server_names, &a->nserver_names, sizeof(a->server_names[0]),
+             ok_server_name);
 }
 
 /* ---- canary rules -------------------------------------------------------- */

@@ -235,6 +235,14 @@ test_defaults(void **state)
     assert_string_equal(c->admin.addr.host, "127.0.0.1");
     assert_int_equal(c->admin.addr.port, 9090);
     assert_string_equal(c->admin.token_file, "");
+    assert_int_equal(c->admin.nserver_names, 0);
+    conf_free(c);
+
+    /* server_name: the names the Host header may carry */
+    c = load_ok(MIN "admin { server_name tandem.internal Ops-1.example; }\n");
+    assert_int_equal(c->admin.nserver_names, 2);
+    assert_string_equal(c->admin.server_names[0], "tandem.internal");
+    assert_string_equal(c->admin.server_names[1], "Ops-1.example");
     conf_free(c);
 }
 
@@ -397,6 +405,9 @@ static const struct error_case error_cases[] = {
     {"backend blue { address a:1; }\nlistener pg { listen c:3; primary blue; mode on; }\n",
      "t.conf:2: mode: bad value \"on\" (expected passthrough|shadow|split)"},
     /* addresses */
+    {MIN "admin { server_name 10.0.0.1; }\n", "t.conf:3: server_name: bad value \"10.0.0.1\""},
+    {MIN "admin { server_name a:80; }\n", "t.conf:3: server_name: bad value \"a:80\""},
+    {MIN "admin { server_name \"\"; }\n", "t.conf:3: server_name: bad value \"\""},
     {MIN "admin { listen x; }\n", "t.conf:3: listen: bad address \"x\""},
     {MIN "admin { listen h:0; }\n", "t.conf:3: listen: bad address \"h:0\""},
     {MIN "admin { listen h:65536; }\n", "t.conf:3: listen: bad address \"h:65536\""},
