@@ -4,6 +4,7 @@ with a wrong one, JSON errors - while GET endpoints stay open.  A token file
 that cannot be used refuses startup; a non-loopback admin without a token is
 refused too (test_pg_admin.py)."""
 import json
+import socket
 import subprocess
 
 import pytest
@@ -130,3 +131,22 @@ def test_missing_token_file_refuses_startup(tandem_bin, tmp_path):
     done = _start(tandem_bin, f"admin {{ listen 127.0.0.1:{free_port()}; token_file {token}; }}")
     assert done.returncode == 1, done
     assert f'admin: token file "{token}": No such file or directory' in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("uri", [b"/api/mode\r2099-01-01T00:00:00.000Z error FORGED",
+                                 b"/api/mode?\x1b[2J\x1b]0;owned\x07", b"/api/\x9bmode"])
+def test_logged_uri_is_escaped(t, uri):
+    """The refused call is logged with its URI: a CR must not start a forged
+    line, an escape sequence must not reach the operator's terminal."""
+    with socket.create_connection(("127.0.0.1", t.admin_port), timeout=10) as s:
+        s.sendall(b"PUT " + uri + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 "), answer
+    with open(t.log_path, "rb") as f:
+        log = f.read()
+    assert b"FORGED" not in log or b"\\r2099-01-01T00:00:00.000Z error FORGED" in log
+    for line in log.splitlines():
+        assert not line.startswith(b"2099-"), line
+        assert b"\x1b" not in line and b"\x07" not in line and b"\x9b" not in line, line
+        assert b"\r" not in line, line
