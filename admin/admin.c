@@ -20,11 +20,18 @@
 #include "metrics/log.h"
 #include "admin/report_page.h"
 
+/* What a request is checked against: copied, so a reload can replace it whole. */
+struct admin_rules {
+    struct conf_addr addr;              /* the listen address */
+    char token_file[CONF_PATH_MAX];     /* "" when mutations need no token */
+    char (*server_names)[CONF_HOST_MAX];
+    size_t nserver_names;
+};
+
 struct admin {
     struct evhttp *http;
     struct admin_hooks hooks;
-    const struct conf_admin *conf;  /* the running configuration's (server_name) */
-    char token_file[CONF_PATH_MAX]; /* "" when mutations need no token */
+    struct admin_rules rules;
 };
 
 typedef void (*route_fn)(struct admin *a, struct evhttp_request *req);
@@ -312,7 +319,7 @@ authorized(struct admin *a, struct evhttp_request *req)
     char *peer = NULL;
     ev_uint16_t port = 0;
 
-    if (a->token_file[0] == '\0' || !is_mutation(evhttp_request_get_command(req)))
+    if (a->rules.token_file[0] == '\0' || !is_mutation(evhttp_request_get_command(req)))
         return 1;
     evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
     hdr = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
@@ -325,7 +332,7 @@ authorized(struct admin *a, struct evhttp_request *req)
                          "this call needs \"Authorization: Bearer <token>\" (admin token_file)");
         return 0;
     }
-    if (admin_token_read(a->token_file, want, sizeof(want), err, sizeof(err)) != 0) {
+    if (admin_token_read(a->rules.token_file, want, sizeof(want), err, sizeof(err)) != 0) {
         log_error("admin: %s", err);
         reply_json_error(req, 500, "Internal Server Error", "the admin token cannot be read");
         return 0;
@@ -395,7 +402,7 @@ host_of(const char *auth, size_t len, char *out, size_t outlen)
 static int
 host_allowed(const struct admin *a, const char *host)
 {
-    const struct conf_addr *listen = &a->conf->addr;
+    const struct conf_addr *listen = &a->rules.addr;
     unsigned char ip[16], lip[16];
     int family = strchr(host, ':') ? AF_INET6 : AF_INET;
 
@@ -410,8 +417,8 @@ host_allowed(const struct admin *a, const char *host)
         return inet_pton(family, listen->host, lip) == 1 &&
                memcmp(ip, lip, family == AF_INET ? 4 : 16) == 0;
     }
-    for (size_t i = 0; i < a->conf->nserver_names; i++)
-        if (strcasecmp(host, a->conf->server_names[i]) == 0)
+    for (size_t i = 0; i < a->rules.nserver_names; i++)
+        if (strcasecmp(host, a->rules.server_names[i]) == 0)
             return 1;
     return 0;
 }
@@ -512,34 +519,59 @@ on_request(struct evhttp_request *req, void *arg)
         reply_json_error(req, 404, "Not Found", "not found");
 }
 
+/* rules_make - copy what requests are checked against out of conf; -1 when out of memory. */
+static int
+rules_make(struct admin_rules *r, const struct conf_admin *conf)
+{
+    memset(r, 0, sizeof(*r));
+    r->addr = conf->addr;
+    snprintf(r->token_file, sizeof(r->token_file), "%s", conf->token_file);
+    if (conf->nserver_names > 0) {
+        r->server_names = calloc(conf->nserver_names, sizeof(r->server_names[0]));
+        if (r->server_names == NULL)
+            return -1;
+        memcpy(r->server_names, conf->server_names,
+               conf->nserver_names * sizeof(r->server_names[0]));
+        r->nserver_names = conf->nserver_names;
+    }
+    return 0;
+}
+
+int
+admin_check_conf(const struct conf_admin *conf, char *err, size_t errlen)
+{
+    char token[ADMIN_TOKEN_MAX + 1], why[CONF_PATH_MAX + 100];
+
+    if (conf->token_file[0] == '\0')
+        return 0;
+    if (admin_token_read(conf->token_file, token, sizeof(token), why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "admin: %s", why);
+        return -1;
+    }
+    OPENSSL_cleanse(token, sizeof(token));
+    return 0;
+}
+
 struct admin *
 admin_new(struct event_base *base, const struct conf_admin *conf, const struct admin_hooks *hooks,
           char *err, size_t errlen)
 {
     const struct conf_addr *addr = &conf->addr;
-    char token[ADMIN_TOKEN_MAX + 1], why[CONF_PATH_MAX + 100];
 
     /* a token file that cannot be used now is a startup error, not a 500 later */
-    if (conf->token_file[0] != '\0') {
-        if (admin_token_read(conf->token_file, token, sizeof(token), why, sizeof(why)) != 0) {
-            snprintf(err, errlen, "admin: %s", why);
-            return NULL;
-        }
-        OPENSSL_cleanse(token, sizeof(token));
-    }
+    if (admin_check_conf(conf, err, errlen) != 0)
+        return NULL;
     struct admin *a = calloc(1, sizeof(*a));
-    if (a == NULL) {
+    if (a == NULL || rules_make(&a->rules, conf) != 0) {
         snprintf(err, errlen, "out of memory");
+        free(a);
         return NULL;
     }
     a->hooks = *hooks;
-    a->conf = conf;
-    snprintf(a->token_file, sizeof(a->token_file), "%s", conf->token_file);
     a->http = evhttp_new(base);
     if (a->http == NULL) {
         snprintf(err, errlen, "cannot create the HTTP server");
-        free(a);
-        return NULL;
+        goto out_free;
     }
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
                                             EVHTTP_REQ_POST | EVHTTP_REQ_DELETE);
@@ -550,10 +582,36 @@ admin_new(struct event_base *base, const struct conf_admin *conf, const struct a
     if (evhttp_bind_socket(a->http, addr->host, addr->port) != 0) {
         snprintf(err, errlen, "admin: cannot listen on %s:%u", addr->host, addr->port);
         evhttp_free(a->http);
-        free(a);
-        return NULL;
+        goto out_free;
     }
     return a;
+out_free:
+    free(a->rules.server_names);
+    free(a);
+    return NULL;
+}
+
+void
+admin_set_conf(struct admin *a, const struct conf_admin *conf)
+{
+    struct admin_rules r;
+
+    if (rules_make(&r, conf) != 0) {
+        log_error("admin: out of memory: keeping the admin settings in force");
+        return;
+    }
+    if (strcmp(r.token_file, a->rules.token_file) != 0) {
+        if (r.token_file[0] == '\0')
+            log_warn("admin: token_file removed: mutating calls need no token from now on");
+        else if (a->rules.token_file[0] == '\0')
+            log_info("admin: token_file \"%s\" added: mutating calls need its token from now on",
+                     r.token_file);
+        else
+            log_info("admin: token_file is now \"%s\"", r.token_file);
+    }
+    r.addr = a->rules.addr; /* the socket stays where it is until a restart */
+    free(a->rules.server_names);
+    a->rules = r;
 }
 
 void
@@ -562,5 +620,6 @@ admin_free(struct admin *a)
     if (a == NULL)
         return;
     evhttp_free(a->http);
+    free(a->rules.server_names);
     free(a);
 }

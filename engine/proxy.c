@@ -122,10 +122,24 @@ reload(struct proxy *p)
     if (rt->conf->workers != p->nworkers)
         log_warn("workers changed from %d to %d: takes effect at the next restart", p->nworkers,
                  rt->conf->workers);
-    if (rt->conf->admin.enabled != p->rt->conf->admin.enabled ||
-        strcmp(rt->conf->admin.addr.host, p->rt->conf->admin.addr.host) != 0 ||
-        rt->conf->admin.addr.port != p->rt->conf->admin.addr.port)
-        log_warn("admin address changed: takes effect at the next restart");
+    /*
+     * The admin's token_file and server_name follow the file; its socket
+     * stays until a restart.  So does all of it when the address changed: the
+     * new file's rule "no token only on loopback" was checked for the new
+     * address, not for the socket still open.
+     */
+    int admin_moved = rt->conf->admin.enabled != p->rt->conf->admin.enabled ||
+                      strcmp(rt->conf->admin.addr.host, p->rt->conf->admin.addr.host) != 0 ||
+                      rt->conf->admin.addr.port != p->rt->conf->admin.addr.port;
+    if (admin_moved)
+        log_warn("admin address changed: takes effect, with its token_file and server_name, "
+                 "at the next restart");
+    else if (p->admin != NULL && admin_check_conf(&rt->conf->admin, err, sizeof(err)) != 0) {
+        log_error("reload failed: %s; keeping the running configuration", err);
+        runtime_unref(rt);
+        metric_count_reload(0);
+        return;
+    }
 
     if (state_set_runtime(p->state, rt) != 0) { /* logged: a reload never changes roles */
         runtime_unref(rt);
@@ -137,6 +151,8 @@ reload(struct proxy *p)
     for (int i = 0; i < p->nstarted; i++)
         worker_post_runtime(&p->workers[i], rt);
     health_set_runtime(p->health, rt);
+    if (p->admin != NULL && !admin_moved)
+        admin_set_conf(p->admin, &rt->conf->admin);
     runtime_unref(p->rt);
     p->rt = rt;
     guards_set_runtime(p->guards, rt);
