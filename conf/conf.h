@@ -20,6 +20,7 @@
  *       startup_timeout 10s;              # durations: ms, s, m, h
  *       connect_timeout 5s;
  *       shutdown_timeout 30s;
+ *       client_idle_timeout 1h;           # Redis clients; 0s: never
  *   }
  *   admin { listen 127.0.0.1:9090; token_file /etc/tandem/token;
  *           server_name tandem.internal; }       # names the Host header may carry
@@ -260,6 +261,7 @@ struct conf_limits {
     uint32_t startup_timeout_ms;  /* client must finish startup; default 10 s */
     uint32_t connect_timeout_ms;  /* backend TCP+TLS connect; default 5 s */
     uint32_t shutdown_timeout_ms; /* SIGTERM drain; default 30 s */
+    uint32_t client_idle_timeout_ms; /* Redis clients silent this long are closed; 1 h; 0: never */
     uint64_t mirror_queue_total;  /* all shadows' queues together; default 256 MiB; 0: default */
 };
 

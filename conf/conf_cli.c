@@ -55,6 +55,7 @@ static const struct cli_flag cli_flags[] = {
     {"startup-timeout", CLI_LIMITS, "startup_timeout"},
     {"connect-timeout", CLI_LIMITS, "connect_timeout"},
     {"shutdown-timeout", CLI_LIMITS, "shutdown_timeout"},
+    {"client-idle-timeout", CLI_LIMITS, "client_idle_timeout"},
     {"admin", CLI_ADMIN, "listen"},
     {"admin-token-file", CLI_ADMIN, "token_file"},
     {"primary", CLI_PRIMARY, "address"},

@@ -257,6 +257,7 @@ on_tick(evutil_socket_t fd, short what, void *arg)
         int slot = s->lis->metric_slot;
         s->now_ns = 0; /* an entry point: the session's clock is read afresh */
         int det = s->ops->shadow_tick(s, now, &l);
+        session_idle_check(s, now);
         if (slot < 0 || slot >= METRIC_MAX_LISTENERS)
             continue;
         if (l > lag[slot])

@@ -53,7 +53,8 @@
     X(BACKEND_UNREACHABLE, "backend_unreachable")                                              \
     X(BACKEND_LOST, "backend_lost")                                                            \
     X(TLS, "tls")                                                                              \
-    X(SHUTDOWN, "shutdown")
+    X(SHUTDOWN, "shutdown")                                                                    \
+    X(IDLE_TIMEOUT, "idle_timeout")
 
 enum metric_listener_counter {
 #define X(id, name, help) METRIC_L_##id,

@@ -1180,6 +1180,7 @@ op_swap(struct session *base)
 
 static const struct session_ops redis_session_ops = {
     .protocol = "redis",
+    .idle_timeout = 1,
     .phase_name = op_phase_name,
     .client_input = op_client_input,
     .connect_failed = op_connect_failed,

@@ -214,6 +214,7 @@ test_defaults(void **state)
     assert_int_equal(c->limits.startup_timeout_ms, 10000);
     assert_int_equal(c->limits.connect_timeout_ms, 5000);
     assert_int_equal(c->limits.shutdown_timeout_ms, 30000);
+    assert_int_equal(c->limits.client_idle_timeout_ms, 3600000);
     assert_int_equal(c->admin.enabled, 0);
     assert_int_equal(c->backends[0].tls, CONF_TLS_DISABLE);
     assert_string_equal(c->backends[0].user, "");
@@ -388,6 +389,8 @@ static const struct error_case error_cases[] = {
     {MIN "limits { max_packet_size 1.5MB; }\n", "t.conf:3: max_packet_size: bad size \"1.5MB\""},
     {MIN "limits { startup_timeout 0ms; }\n",
      "t.conf:3: startup_timeout: \"0ms\" out of range 1ms..1h"},
+    {MIN "limits { client_idle_timeout 169h; }\n",
+     "t.conf:3: client_idle_timeout: \"169h\" out of range 0s..168h"},
     {MIN "limits { connect_timeout 3601s; }\n",
      "t.conf:3: connect_timeout: \"3601s\" out of range 1ms..1h"},
     {MIN "limits { shutdown_timeout 2h; }\n",
@@ -1519,6 +1522,12 @@ test_range_edges(void **state)
     assert_int_equal(c->limits.startup_timeout_ms, 1);
     assert_int_equal(c->limits.connect_timeout_ms, 3600000);
     assert_int_equal(c->limits.shutdown_timeout_ms, 3600000);
+    conf_free(c);
+    c = load_ok(MIN "limits { client_idle_timeout 0s; }\n");
+    assert_int_equal(c->limits.client_idle_timeout_ms, 0);
+    conf_free(c);
+    c = load_ok(MIN "limits { client_idle_timeout 168h; }\n");
+    assert_int_equal(c->limits.client_idle_timeout_ms, 168u * 3600000u);
     conf_free(c);
     c = load_ok(MIN "workers 1;\nlimits { max_client_conn 1; max_packet_size 1KB; }\n");
     assert_int_equal(c->workers, 1);
