@@ -388,8 +388,16 @@ startup_ssl(struct pg_session *s, uint32_t len)
     return 1;
 }
 
-/* Tandem speaks 3.0: tell a newer client, as the server itself would. */
-static void
+/*
+ * Tandem speaks 3.0: tell a newer client, as the server itself would.  The
+ * option names come out of the startup packet, so the message is never
+ * longer than the packet plus its own header: the buffer is sized for the
+ * largest packet accepted.  (A 1 KiB buffer used to drop the message, and
+ * the client went on believing its _pq_. options were understood.)
+ * 0 when sent or not needed; -1 when it cannot be built (a bug: the client
+ * is told and the session ends).
+ */
+static int
 startup_negotiate(struct pg_session *s, const struct pgw_startup *st)
 {
     const char *unknown[PGW_STARTUP_MAX_PARAMS];
@@ -397,19 +405,25 @@ startup_negotiate(struct pg_session *s, const struct pgw_startup *st)
     for (size_t i = 0; i < st->nparams; i++)
         if (strncmp(st->params[i].name, "_pq_.", 5) == 0)
             unknown[nunknown++] = st->params[i].name;
-    if (PGW_PROTO_MINOR(st->version) > 0 || nunknown > 0) {
-        uint8_t v[1024];
-        size_t n = pgw_build_negotiate(v, sizeof(v), 0, unknown, nunknown);
-        if (n > 0)
-            evbuffer_add(s->base.client.out, v, n);
+    if (PGW_PROTO_MINOR(st->version) == 0 && nunknown == 0)
+        return 0;
+    uint8_t v[PGW_STARTUP_MAX_LEN + 16];
+    size_t n = pgw_build_negotiate(v, sizeof(v), 0, unknown, nunknown);
+    if (n == 0) {
+        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
+             "cannot negotiate the protocol options of this startup packet");
+        return -1;
     }
+    evbuffer_add(s->base.client.out, v, n);
+    return 0;
 }
 
 /* The StartupMessage pkt (len bytes, parsed into st): keep it, and connect to the primary. */
 static void
 startup_login(struct pg_session *s, const uint8_t *pkt, uint32_t len, const struct pgw_startup *st)
 {
-    startup_negotiate(s, st);
+    if (startup_negotiate(s, st) != 0)
+        return;
     if (s->over_limit) {
         fail(s, METRIC_ERR_TOO_MANY_CLIENTS, PGW_SQLSTATE_TOO_MANY_CONNECTIONS,
              "sorry, too many clients already");
