@@ -1088,7 +1088,10 @@ server_auth(struct pg_session *s)
             continue;
         }
         case 'Z':
-            pgw_ready_parse(body, blen, &s->tx_status);
+            if (pgw_ready_parse(body, blen, &s->tx_status) != PGW_OK) {
+                backend_protocol_error(s, "an invalid ReadyForQuery");
+                return;
+            }
             evbuffer_remove_buffer(in, s->base.client.out, total);
             session_set_state(&s->base, SESSION_ACTIVE);
             slog(s, CONF_LOG_DEBUG, "logged in to \"%s\"", s->base.be->conf->name);
@@ -1170,7 +1173,9 @@ server_active(struct pg_session *s)
         if (fr == PG_FRAME_MORE)
             break;
         if (fr == PG_FRAME_BAD) {
-            backend_protocol_error(s, "an invalid message");
+            char what[96];
+            snprintf(what, sizeof(what), "an invalid message (%s)", err);
+            backend_protocol_error(s, what);
             return;
         }
         evbuffer_ptr_set(in, &pos, run, EVBUFFER_PTR_SET);

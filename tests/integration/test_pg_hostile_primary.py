@@ -6,8 +6,10 @@ fresh session through the same tandem still works afterwards.
 """
 import struct
 
+import pytest
+
 from harness import pgwire
-from harness.fakepg import FakePg, auth_ok, key_data, msg, param, ready
+from harness.fakepg import FakePg, auth_ok, key_data, msg, param, ready, select_one
 from harness.util import free_port, wait_until
 
 
@@ -68,4 +70,43 @@ def test_backend_key_data_twice_registers_one_cancel_entry(tandem):
         wait_until(lambda: t.log().count("cancel request with an unknown key ignored") > unknown,
                    15, "tandem to log the unknown key")
         assert len(fake.cancels) == forwarded
+        still_serves(t)
+
+
+SHORT_READY = b"Z" + struct.pack("!i", 4)  # ReadyForQuery without its status byte
+
+
+def test_short_ready_for_query_at_login_is_08P01(tandem):
+    """ReadyForQuery of length 4 ending the login: the status byte tandem
+    read was not in the message.  Now: 08P01 to the client, session closed."""
+    with FakePg(login=lambda c: c.send(auth_ok() + key_data(1, 2) + SHORT_READY)) as fake:
+        t = start(tandem, fake)
+        before = t.metric("tandem_client_errors_total", reason="backend_lost") or 0
+        with pgwire.PgRaw(t.port) as raw:
+            raw.send(pgwire.startup_message("anyone"))
+            fields = raw.expect_error_and_close()
+        assert fields["C"] == "08P01", fields
+        assert "ReadyForQuery" in fields["M"], fields
+        t.wait_metric("tandem_client_errors_total", before + 1, reason="backend_lost")
+
+
+@pytest.mark.parametrize("answer", [
+    SHORT_READY,
+    msg(b"C", b"SELECT 1\0") + SHORT_READY + msg(b"Z", b"I"),
+    msg(b"1") + msg(b"n", b"x") + msg(b"Z", b"I"),
+], ids=["ready_len_4", "ready_len_4_then_more", "nodata_with_a_body"])
+def test_short_fixed_size_message_after_login_is_08P01(tandem, answer):
+    """The same in the middle of a session: the client gets an ErrorResponse
+    08P01 naming the backend and the session ends; tandem serves on."""
+    def query(conn, payload):
+        conn.send(answer if b"bad" in payload else select_one())
+    with FakePg(query=query) as fake:
+        t = start(tandem, fake)
+        with pgwire.PgRaw(t.port) as raw:
+            raw.login("anyone")
+            assert raw.simple_query("SELECT 1")[0] == [["1"]]
+            raw.send(pgwire.query_message("SELECT 'bad'"))
+            fields = raw.expect_error_and_close()
+        assert fields["C"] == "08P01", fields
+        assert 'backend "fake"' in fields["M"] and "with length" in fields["M"], fields
         still_serves(t)
