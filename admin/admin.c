@@ -5,6 +5,8 @@
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
@@ -12,7 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <strings.h>
+#include <time.h>
+#include <sys/stat.h>
 
 #include "metrics/metric.h"
 #include "metrics/shadow.h"
@@ -28,10 +33,36 @@ struct admin_rules {
     size_t nserver_names;
 };
 
+/* An open admin connection: a socket is itself while its inode is the same. */
+struct admin_conn {
+    int fd;
+    dev_t dev;
+    ino_t ino;
+};
+
+/* Room for the connections accepted in one burst before the socket pauses. */
+#define ADMIN_CONN_SLOTS (ADMIN_MAX_CONNECTIONS + 64)
+
 struct admin {
     struct evhttp *http;
+    struct evhttp_bound_socket *bound;
     struct admin_hooks hooks;
     struct admin_rules rules;
+    /*
+     * Counting connections: evhttp (libevent 2.1) neither caps them nor says
+     * when one closes.  Its bufferevent callback says when one opens; the
+     * next turn of the loop learns its socket (a reference held meanwhile);
+     * a socket whose inode changed or is gone is a connection that closed.
+     */
+    struct bufferevent *learning[ADMIN_CONN_SLOTS];
+    int nlearning;
+    struct admin_conn conns[ADMIN_CONN_SLOTS];
+    int nconns;
+    struct event *learn;   /* active: learn the sockets of new connections */
+    struct event *recheck; /* while paused: count again, resume under the cap */
+    int paused;            /* at the cap */
+    struct event *resume;  /* after an accept failure */
+    uint64_t accept_failures, accept_logged;
 };
 
 typedef void (*route_fn)(struct admin *a, struct evhttp_request *req);
@@ -519,6 +550,129 @@ on_request(struct evhttp_request *req, void *arg)
         reply_json_error(req, 404, "Not Found", "not found");
 }
 
+/* Drop the connections that closed; how many are open (or just opened). */
+static int
+conns_count(struct admin *a)
+{
+    int n = 0;
+    for (int i = 0; i < a->nconns; i++) {
+        struct stat st;
+        if (fstat(a->conns[i].fd, &st) == 0 && st.st_ino == a->conns[i].ino &&
+            st.st_dev == a->conns[i].dev)
+            a->conns[n++] = a->conns[i];
+    }
+    a->nconns = n;
+    return a->nconns + a->nlearning;
+}
+
+static void
+accepting(struct admin *a, int on)
+{
+    struct evconnlistener *lev = evhttp_bound_socket_get_listener(a->bound);
+    struct timeval second = {1, 0};
+    if (on == !a->paused)
+        return;
+    a->paused = !on;
+    if (on) {
+        evconnlistener_enable(lev);
+        evtimer_del(a->recheck);
+        log_info("admin: accepting connections again");
+    } else {
+        evconnlistener_disable(lev);
+        evtimer_add(a->recheck, &second);
+        log_warn("admin: %d connections open (at most %d): accepting no more until some close",
+                 a->nconns + a->nlearning, ADMIN_MAX_CONNECTIONS);
+    }
+}
+
+static void
+on_learn(evutil_socket_t fd, short what, void *arg)
+{
+    struct admin *a = arg;
+    (void)fd;
+    (void)what;
+    for (int i = 0; i < a->nlearning; i++) {
+        struct bufferevent *bev = a->learning[i];
+        int sock = bufferevent_getfd(bev);
+        struct stat st;
+        if (sock >= 0 && fstat(sock, &st) == 0 && a->nconns < ADMIN_CONN_SLOTS)
+            a->conns[a->nconns++] = (struct admin_conn){sock, st.st_dev, st.st_ino};
+        bufferevent_decref(bev); /* freed now if evhttp is already done with it */
+    }
+    a->nlearning = 0;
+}
+
+static void
+on_recheck(evutil_socket_t fd, short what, void *arg)
+{
+    struct admin *a = arg;
+    struct timeval second = {1, 0};
+    (void)fd;
+    (void)what;
+    if (conns_count(a) < ADMIN_MAX_CONNECTIONS)
+        accepting(a, 1);
+    else
+        evtimer_add(a->recheck, &second);
+}
+
+/*
+ * accept() on the admin socket failed (out of file descriptors): evhttp
+ * sets no error callback, and libevent would retry at once, for ever.
+ * Pause as the workers' listeners do.  The callback's argument is evhttp's,
+ * so the one admin server of the process is found here.
+ */
+static struct admin *the_admin;
+
+static void
+on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    struct admin *a = the_admin;
+    struct timeval pause = {0, 250 * 1000};
+    uint64_t now = (uint64_t)time(NULL);
+    int err = errno;
+    (void)arg;
+    if (a == NULL)
+        return;
+    evconnlistener_disable(lev);
+    if (!a->paused)
+        evtimer_add(a->resume, &pause);
+    a->accept_failures++;
+    if (a->accept_logged != 0 && now - a->accept_logged < 10)
+        return;
+    log_warn("admin: accept failed: %s (%llu times since the last report); pausing 250 ms each "
+             "time", strerror(err), (unsigned long long)a->accept_failures);
+    a->accept_failures = 0;
+    a->accept_logged = now;
+}
+
+static void
+on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct admin *a = arg;
+    (void)fd;
+    (void)what;
+    if (!a->paused)
+        evconnlistener_enable(evhttp_bound_socket_get_listener(a->bound));
+}
+
+/* evhttp accepted a connection and asks for its bufferevent: count it. */
+static struct bufferevent *
+on_connection(struct event_base *base, void *arg)
+{
+    struct admin *a = arg;
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL)
+        return NULL;
+    if (a->nlearning < ADMIN_CONN_SLOTS) {
+        bufferevent_incref(bev); /* its socket is set after we return: learnt next turn */
+        a->learning[a->nlearning++] = bev;
+        event_active(a->learn, EV_TIMEOUT, 0);
+    }
+    if (conns_count(a) >= ADMIN_MAX_CONNECTIONS)
+        accepting(a, 0);
+    return bev;
+}
+
 /* rules_make - copy what requests are checked against out of conf; -1 when out of memory. */
 static int
 rules_make(struct admin_rules *r, const struct conf_admin *conf)
@@ -579,12 +733,30 @@ admin_new(struct event_base *base, const struct conf_admin *conf, const struct a
     evhttp_set_max_headers_size(a->http, 16384);
     evhttp_set_timeout(a->http, 30);
     evhttp_set_gencb(a->http, on_request, a);
-    if (evhttp_bind_socket(a->http, addr->host, addr->port) != 0) {
-        snprintf(err, errlen, "admin: cannot listen on %s:%u", addr->host, addr->port);
-        evhttp_free(a->http);
-        goto out_free;
+    evhttp_set_bevcb(a->http, on_connection, a);
+    a->learn = event_new(base, -1, 0, on_learn, a);
+    a->recheck = evtimer_new(base, on_recheck, a);
+    a->resume = evtimer_new(base, on_resume, a);
+    if (a->learn == NULL || a->recheck == NULL || a->resume == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out_free_http;
     }
+    a->bound = evhttp_bind_socket_with_handle(a->http, addr->host, addr->port);
+    if (a->bound == NULL) {
+        snprintf(err, errlen, "admin: cannot listen on %s:%u", addr->host, addr->port);
+        goto out_free_http;
+    }
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(a->bound), on_accept_error);
+    the_admin = a;
     return a;
+out_free_http:
+    if (a->learn)
+        event_free(a->learn);
+    if (a->recheck)
+        event_free(a->recheck);
+    if (a->resume)
+        event_free(a->resume);
+    evhttp_free(a->http);
 out_free:
     free(a->rules.server_names);
     free(a);
@@ -620,6 +792,13 @@ admin_free(struct admin *a)
     if (a == NULL)
         return;
     evhttp_free(a->http);
+    for (int i = 0; i < a->nlearning; i++)
+        bufferevent_decref(a->learning[i]);
+    event_free(a->learn);
+    event_free(a->recheck);
+    event_free(a->resume);
+    if (the_admin == a)
+        the_admin = NULL;
     free(a->rules.server_names);
     free(a);
 }

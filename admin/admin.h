@@ -33,6 +33,15 @@
 
 struct admin;
 
+/*
+ * At most this many admin connections are open at once: past it the admin
+ * socket stops accepting (clients wait in the kernel's backlog) until one
+ * closes, so connections to the admin port cannot use up the process's
+ * file descriptors.  Scrapers, probes and tandem ctl need a handful; idle
+ * ones are closed after 30 s.
+ */
+#define ADMIN_MAX_CONNECTIONS 64
+
 /* Changes an operator asks for (the API's PUT and POST endpoints). */
 enum admin_action {
     ADMIN_SET_WEIGHTS, /* PUT /api/weights {"blue":90,"green":10} */

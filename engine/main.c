@@ -106,6 +106,9 @@ main(int argc, char **argv)
         return 1;
     }
     if (test_only) {
+        char warning[512];
+        if (proxy_fd_check(conf, 0, warning, sizeof(warning)) != 0)
+            fprintf(stderr, "%s: warning: %s\n", file, warning);
         int rc = state_check(conf, stdout, stderr); /* a state file that contradicts the file */
         if (rc == 0)
             printf("%s: configuration is valid\n", file);

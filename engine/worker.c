@@ -19,6 +19,15 @@
 #include "engine/session.h"
 
 #define TICK_MS 200
+/*
+ * Out of file descriptors (or memory), accept() fails at once and the
+ * listening socket stays readable: retrying would spin.  The listener
+ * pauses instead, clients wait in the kernel's backlog, sessions already
+ * open go on (they free descriptors as they end); the failure is logged at
+ * most once per ACCEPT_LOG_MS with a count.
+ */
+#define ACCEPT_PAUSE_MS 250
+#define ACCEPT_LOG_MS 10000
 #define CLASSIFY_CACHE_ENTRIES 4096
 #define CLASSIFY_CACHE_BYTES (8u << 20)
 
@@ -32,6 +41,7 @@ unsigned proxy_shadow_drains;
 struct wlistener {
     struct worker *w;
     struct evconnlistener *lev;
+    struct event *resume;          /* re-enables lev after an accept failure */
     struct sockaddr_storage addr;
     int seen; /* mark for reconciling with a new runtime */
     struct wlistener *next;
@@ -73,12 +83,46 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *peer,
 }
 
 static void
+on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct wlistener *wl = arg;
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(wl->lev);
+}
+
+/* accept() failed with something other than a retry (EMFILE, ENFILE, ENOBUFS, ENOMEM...). */
+static void
 on_accept_error(struct evconnlistener *lev, void *arg)
 {
-    (void)lev;
-    (void)arg;
-    /* EMFILE and friends: the loop goes on; say it once per event */
-    log_warn("accept failed: %s", strerror(errno));
+    struct wlistener *wl = arg;
+    struct worker *w = wl->w;
+    int err = errno;
+    const struct rt_listener *l = runtime_listener_find(w->rt, &wl->addr);
+    uint64_t now = session_now_ns();
+    struct timeval pause = {.tv_sec = 0, .tv_usec = ACCEPT_PAUSE_MS * 1000};
+
+    evconnlistener_disable(lev);
+    evtimer_add(wl->resume, &pause);
+    if (l != NULL && l->metric_slot >= 0)
+        metric_add(&w->metrics->listener[l->metric_slot][METRIC_L_ACCEPT_ERRORS], 1);
+    w->accept_failures++;
+    if (w->accept_logged_ns != 0 && now - w->accept_logged_ns < ACCEPT_LOG_MS * 1000000ull)
+        return;
+    log_warn("accept failed on listener \"%s\": %s (%llu times since the last report); "
+             "pausing accepting for %d ms each time, sessions already open go on",
+             l ? l->conf->name : "?", strerror(err), (unsigned long long)w->accept_failures,
+             ACCEPT_PAUSE_MS);
+    w->accept_failures = 0;
+    w->accept_logged_ns = now;
+}
+
+static void
+wlistener_free(struct wlistener *wl)
+{
+    evconnlistener_free(wl->lev);
+    event_free(wl->resume);
+    free(wl);
 }
 
 static struct wlistener *
@@ -99,8 +143,12 @@ listener_open(struct worker *w, const struct rt_listener *l, char *err, size_t e
     wl->w = w;
     wl->addr = l->addr;
     /* backlog 0: the socket already listens (1024); -1 would re-listen with 128 */
-    wl->lev = evconnlistener_new(w->base, on_accept, wl, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+    wl->resume = evtimer_new(w->base, on_accept_resume, wl);
+    wl->lev = wl->resume ? evconnlistener_new(w->base, on_accept, wl, LEV_OPT_CLOSE_ON_FREE, 0, fd)
+                         : NULL;
     if (wl->lev == NULL) {
+        if (wl->resume)
+            event_free(wl->resume);
         free(wl);
         goto fail_close;
     }
@@ -123,8 +171,7 @@ listener_close_all(struct worker *w)
     while (w->listeners) {
         struct wlistener *wl = w->listeners;
         w->listeners = wl->next;
-        evconnlistener_free(wl->lev);
-        free(wl);
+        wlistener_free(wl);
     }
 }
 
@@ -143,8 +190,7 @@ listeners_reconcile(struct worker *w, char *err, size_t errlen)
         if (!(*p)->seen) {
             struct wlistener *gone = *p;
             *p = gone->next;
-            evconnlistener_free(gone->lev);
-            free(gone);
+            wlistener_free(gone);
         } else {
             p = &(*p)->next;
         }

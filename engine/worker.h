@@ -54,6 +54,8 @@ struct worker {
     } wrr[METRIC_MAX_LISTENERS];
     int draining;
     int started;                 /* listeners opened at least once */
+    uint64_t accept_failures;    /* since the last report (on_accept_error) */
+    uint64_t accept_logged_ns;   /* when it was last reported; 0: never */
 
     pthread_mutex_t lock;        /* guards the posted fields below */
     struct runtime *posted_rt;

@@ -35,7 +35,9 @@
     X(CLIENT_CLOSED, "tandem_client_disconnections_total", "Client connections closed")        \
     X(BYTES_RECEIVED, "tandem_bytes_received_total", "Bytes received from clients")            \
     X(BYTES_SENT, "tandem_bytes_sent_total", "Bytes sent to clients")                          \
-    X(CANCELS, "tandem_cancel_requests_total", "Cancel requests received from clients")
+    X(CANCELS, "tandem_cancel_requests_total", "Cancel requests received from clients")        \
+    X(ACCEPT_ERRORS, "tandem_accept_errors_total",                                             \
+      "Failed accepts (out of file descriptors or memory): the listener pauses each time")
 
 /* Counters labelled {backend}. */
 #define METRIC_BACKEND_COUNTERS(X)                                                             \
