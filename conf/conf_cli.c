@@ -56,6 +56,7 @@ static const struct cli_flag cli_flags[] = {
     {"connect-timeout", CLI_LIMITS, "connect_timeout"},
     {"shutdown-timeout", CLI_LIMITS, "shutdown_timeout"},
     {"client-idle-timeout", CLI_LIMITS, "client_idle_timeout"},
+    {"max-command-size", CLI_LIMITS, "max_command_size"},
     {"admin", CLI_ADMIN, "listen"},
     {"admin-token-file", CLI_ADMIN, "token_file"},
     {"primary", CLI_PRIMARY, "address"},

@@ -227,6 +227,8 @@ static const struct conf_directive directives[] = {
            &range_timeout),
     SIMPLE("client_idle_timeout", CTX_LIMITS, 0, set_duration, struct conf_limits,
            client_idle_timeout_ms, &range_idle),
+    SIMPLE("max_command_size", CTX_LIMITS, 0, set_size, struct conf_limits, max_command_size,
+           &range_packet),
     SIMPLE("mirror_queue_total", CTX_LIMITS, 0, set_size64, struct conf_limits, mirror_queue_total,
            &range_queue_total),
 
@@ -1508,6 +1510,7 @@ set_defaults(struct conf *c)
     c->limits.connect_timeout_ms = 5 * 1000;
     c->limits.shutdown_timeout_ms = 30 * 1000;
     c->limits.client_idle_timeout_ms = 60 * 60 * 1000;
+    c->limits.max_command_size = 64u << 20;
     c->admin.enabled = 0; /* enter_admin() sets the default address */
 }
 

@@ -34,6 +34,7 @@ usage(FILE *out)
           "                       [--max-client-conn N] [--max-packet-size SIZE]\n"
           "                       [--startup-timeout DUR] [--connect-timeout DUR]\n"
           "                       [--shutdown-timeout DUR] [--client-idle-timeout DUR]\n"
+          "                       [--max-command-size SIZE]\n"
           "                       [--tls-cert F --tls-key F]\n"
           "                       [--primary-tls disable|require|verify-full] [--primary-ca F]\n"
           "       tandem ctl [--admin HOST:PORT] [--token-file F] [--json] COMMAND\n"

@@ -255,3 +255,30 @@ def test_silent_clients_closed_after_client_idle_timeout(tandem, redis_primary, 
     th.join(30)
     assert result["v"] == (b"idle:q", b"item")
     sub.close()
+
+
+@pytest.mark.parametrize("payload", [
+    b"*1\r\n$2000000\r\n",                        # one bulk announced above the limit
+    b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1048577\r\n",  # the third argument
+    b"*8000000\r\n$1\r\na\r\n",                   # 8 million arguments: 48 MB at least
+], ids=["bulk", "third_arg", "many_args"])
+def test_command_above_max_command_size_is_refused_at_once(tandem, redis_primary, payload):
+    """An incomplete command used to be buffered whole whatever its size (a
+    300 MB bulk: +357 MiB) and parsed again at every read (8M arguments: 48 s
+    of CPU).  Past limits { max_command_size } it is refused as soon as its
+    announced size shows, in Redis's form, and only that connection ends."""
+    port, admin = free_port(), free_port()
+    text = "limits { max_command_size 1MB; }\n" + redis_config(
+        port=port, admin_port=admin, primary=redis_primary)
+    t = tandem(config_text=text, port=port, admin_port=admin)
+    keeper = tandem_client(t)
+    assert keeper.ping()
+    out, closed = raw(t.port, payload)
+    assert out == (b"-ERR Protocol error: command longer than tandem's max_command_size "
+                   b"(1048576 bytes)\r\n"), out
+    assert closed
+    t.wait_metric("tandem_client_errors_total", 1, reason="protocol")
+    # just below the limit works, in pieces
+    big = b"x" * (1024 * 1024 - 100)
+    assert keeper.set("mcs:big", big)
+    assert keeper.get("mcs:big") == big

@@ -215,6 +215,7 @@ test_defaults(void **state)
     assert_int_equal(c->limits.connect_timeout_ms, 5000);
     assert_int_equal(c->limits.shutdown_timeout_ms, 30000);
     assert_int_equal(c->limits.client_idle_timeout_ms, 3600000);
+    assert_int_equal(c->limits.max_command_size, 64u << 20);
     assert_int_equal(c->admin.enabled, 0);
     assert_int_equal(c->backends[0].tls, CONF_TLS_DISABLE);
     assert_string_equal(c->backends[0].user, "");
@@ -1522,6 +1523,12 @@ test_range_edges(void **state)
     assert_int_equal(c->limits.startup_timeout_ms, 1);
     assert_int_equal(c->limits.connect_timeout_ms, 3600000);
     assert_int_equal(c->limits.shutdown_timeout_ms, 3600000);
+    conf_free(c);
+    c = load_ok(MIN "limits { max_command_size 1KB; }\n");
+    assert_int_equal(c->limits.max_command_size, 1024);
+    conf_free(c);
+    c = load_ok(MIN "limits { max_command_size 1GB; }\n");
+    assert_int_equal(c->limits.max_command_size, 1u << 30);
     conf_free(c);
     c = load_ok(MIN "limits { client_idle_timeout 0s; }\n");
     assert_int_equal(c->limits.client_idle_timeout_ms, 0);
