@@ -370,6 +370,10 @@ pgw_backend_len_valid(uint8_t type, uint32_t len)
     switch (type) {
     case 'Z':
         return len == 5;
+    case 'G':
+    case 'H':
+    case 'W':
+        return len >= 7 && len <= 7 + 2 * 65535u;
     case '1':
     case '2':
     case '3':

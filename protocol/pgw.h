@@ -143,8 +143,11 @@ int pgw_backend_type_valid(uint8_t type);
 /*
  * pgw_backend_len_valid - 0 when a server message of this type cannot have
  * this length field (self-inclusive): ReadyForQuery is exactly 5, the
- * body-less ones (1 2 3 c I n s) exactly 4.  Checked when framing, so no
- * later step reads a byte the message does not have.  Other types: 1.
+ * body-less ones (1 2 3 c I n s) exactly 4, the COPY responses (G H W: a
+ * format byte, an int16 column count, an int16 per column) 7 to 7 + 2 *
+ * 65535.  Checked when framing, so no later step reads a byte the message
+ * does not have, nor waits for a gigabyte a header merely claims.  Other
+ * types: 1.
  */
 int pgw_backend_len_valid(uint8_t type, uint32_t len);
 

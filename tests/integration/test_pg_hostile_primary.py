@@ -110,3 +110,29 @@ def test_short_fixed_size_message_after_login_is_08P01(tandem, answer):
         assert fields["C"] == "08P01", fields
         assert 'backend "fake"' in fields["M"] and "with length" in fields["M"], fields
         still_serves(t)
+
+
+def test_copy_in_response_claiming_a_gigabyte_is_08P01(tandem, pg_shadow):
+    """A CopyInResponse header claiming 1 GB was waited for whole in shadow
+    mode (+363 MiB).  Its real size is at most 7 + 2 * 65535 bytes: a larger
+    one is refused from its header, 08P01 to the client."""
+    def query(conn, payload):
+        if b"COPY" in payload:
+            conn.send(b"G" + struct.pack("!i", 1 << 30) + b"\0" * 65536)
+        else:
+            conn.send(select_one())
+    with FakePg(query=query) as fake:
+        port, admin = free_port(), free_port()
+        text = (f"workers 2;\nadmin {{ listen 127.0.0.1:{admin}; }}\n"
+                f"backend fake {{\n    address 127.0.0.1:{fake.port};\n}}\n"
+                f"backend green {{\n    address {pg_shadow.address};\n}}\n"
+                f"listener pg {{\n    listen 127.0.0.1:{port};\n    protocol postgres;\n"
+                "    primary fake;\n    shadow green;\n    mode shadow;\n}\n")
+        t = tandem(config_text=text, port=port, admin_port=admin)
+        with pgwire.PgRaw(t.port) as raw:
+            raw.login("trustuser")
+            raw.send(pgwire.query_message("COPY t FROM STDIN"))
+            fields = raw.expect_error_and_close()
+        assert fields["C"] == "08P01", fields
+        assert "with length 1073741824" in fields["M"], fields
+        still_serves(t)

@@ -416,6 +416,14 @@ test_backend_lengths(void **state)
         assert_true(pgw_backend_len_valid((uint8_t)*t, 4));
         assert_false(pgw_backend_len_valid((uint8_t)*t, 5));
     }
+    /* COPY responses: format, column count, a format per column */
+    for (const char *t = "GHW"; *t; t++) {
+        assert_false(pgw_backend_len_valid((uint8_t)*t, 6));
+        assert_true(pgw_backend_len_valid((uint8_t)*t, 7));
+        assert_true(pgw_backend_len_valid((uint8_t)*t, 7 + 2 * 65535));
+        assert_false(pgw_backend_len_valid((uint8_t)*t, 7 + 2 * 65535 + 1));
+        assert_false(pgw_backend_len_valid((uint8_t)*t, 1u << 30));
+    }
     /* variable length: anything the header parser let through */
     assert_true(pgw_backend_len_valid('D', 4));
     assert_true(pgw_backend_len_valid('K', 12));
