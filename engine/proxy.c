@@ -543,6 +543,8 @@ proxy_fd_check(const struct conf *conf, int raise, char *msg, size_t msglen)
         if (setrlimit(RLIMIT_NOFILE, &want) == 0)
             rl = want;
     }
+    if (raise)
+        worker_set_fd_limit(rl.rlim_cur == RLIM_INFINITY ? 0 : (unsigned long)rl.rlim_cur);
     rlim_t have = raise ? rl.rlim_cur : rl.rlim_max;
     if (have == RLIM_INFINITY || have >= need)
         return 0;

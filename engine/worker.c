@@ -33,6 +33,17 @@
 
 unsigned proxy_client_count;
 unsigned proxy_shadow_drains;
+static int accept_fd_ceiling; /* 0: none (see worker.h) */
+
+void
+worker_set_fd_limit(unsigned long nofile)
+{
+    accept_fd_ceiling = nofile > 2 * WORKER_FD_HEADROOM && nofile < (unsigned long)INT32_MAX
+                            ? (int)(nofile - WORKER_FD_HEADROOM)
+                            : 0;
+}
+
+static void accept_failed(struct wlistener *wl, int err);
 
 /* Clients beyond max_client_conn get a 53300 answer; beyond this many more
  * they are closed at once, so a connection flood costs no memory. */
@@ -59,6 +70,11 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *peer,
 
     if (l == NULL || w->draining) {
         close(fd);
+        return;
+    }
+    if (accept_fd_ceiling > 0 && fd >= accept_fd_ceiling) {
+        close(fd);
+        accept_failed(wl, EMFILE); /* the last descriptors are the admin's and the backends' */
         return;
     }
     unsigned max = w->rt->conf->limits.max_client_conn;
@@ -91,13 +107,15 @@ on_accept_resume(evutil_socket_t fd, short what, void *arg)
     evconnlistener_enable(wl->lev);
 }
 
-/* accept() failed with something other than a retry (EMFILE, ENFILE, ENOBUFS, ENOMEM...). */
+/*
+ * accept() failed with something other than a retry (EMFILE, ENFILE,
+ * ENOBUFS, ENOMEM...), or took one of the last descriptors (err EMFILE).
+ */
 static void
-on_accept_error(struct evconnlistener *lev, void *arg)
+accept_failed(struct wlistener *wl, int err)
 {
-    struct wlistener *wl = arg;
     struct worker *w = wl->w;
-    int err = errno;
+    struct evconnlistener *lev = wl->lev;
     const struct rt_listener *l = runtime_listener_find(w->rt, &wl->addr);
     uint64_t now = session_now_ns();
     struct timeval pause = {.tv_sec = 0, .tv_usec = ACCEPT_PAUSE_MS * 1000};
@@ -115,6 +133,13 @@ on_accept_error(struct evconnlistener *lev, void *arg)
              ACCEPT_PAUSE_MS);
     w->accept_failures = 0;
     w->accept_logged_ns = now;
+}
+
+static void
+on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    (void)lev;
+    accept_failed(arg, errno);
 }
 
 static void

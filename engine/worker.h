@@ -95,4 +95,15 @@ extern unsigned proxy_client_count;
 /* Sessions whose client left while their shadow still owed answers. */
 extern unsigned proxy_shadow_drains;
 
+/*
+ * A client whose socket's number is at or above this is closed at once and
+ * the listener pauses as on an accept failure: descriptors are allocated
+ * lowest first, so that number means fewer than WORKER_FD_HEADROOM remain,
+ * and those are kept for the admin server (a new /metrics scrape) and the
+ * backend connections of sessions already open.  Set at startup from
+ * RLIMIT_NOFILE (worker_set_fd_limit); 0: no ceiling.
+ */
+#define WORKER_FD_HEADROOM 16
+void worker_set_fd_limit(unsigned long nofile);
+
 #endif /* TANDEM_WORKER_H */
