@@ -194,11 +194,22 @@ op_destroy(struct session *base)
 }
 
 /* The client's bytes wait while the primary's connection is being opened. */
+/*
+ * Units sent to the primary and not yet answered (ReadyForQuery), at most:
+ * past it the client's next bytes wait in its socket.  Each unit has a
+ * record (and, compared, a digest) until both sides answered; a client
+ * pipelining without reading its answers used to pile them up without
+ * bound (22 MB of INSERTs: +463 MiB).  Only whole units count, so the
+ * primary can always answer them and reading resumes: no deadlock.
+ */
+#define PG_MAX_OUTSTANDING 1024
+
 static int
 op_client_wanted(struct session *base)
 {
     int phase = base->state;
-    return phase != PGS_CONNECTING && phase != PGS_SERVER_TLS_ASK && phase != PGS_SERVER_TLS;
+    return phase != PGS_CONNECTING && phase != PGS_SERVER_TLS_ASK && phase != PGS_SERVER_TLS &&
+           base->outstanding < PG_MAX_OUTSTANDING;
 }
 
 /* ------------------------------------------------------------------ */

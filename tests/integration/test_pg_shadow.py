@@ -720,3 +720,47 @@ def test_unit_larger_than_the_mirror_queue_is_not_copied(tandem, pg_primary, pg_
     # a figure, not a timing: 100 MiB went through; tandem kept far less of it
     print(f"tandem RSS {rss0} KiB -> {rss1} KiB while a 100 MiB unit passed")
     assert rss1 - rss0 < 48 * 1024, (rss0, rss1)
+
+
+def test_pipelining_client_that_never_reads_is_bounded(tandem, pg_primary, pg_shadow):
+    """A client that pipelines queries and reads nothing: every unit kept a
+    record (and a digest) until both sides answered, without bound (22 MB of
+    INSERTs: +463 MiB).  Now at most 1024 units are in flight; the rest wait
+    in the client's socket, and every answer arrives once it reads."""
+    import socket
+    import threading
+    from harness import pgwire
+    port, admin = free_port(), free_port()
+    t = tandem(config_text=shadow_config(port=port, admin_port=admin, primary=pg_primary,
+                                         shadow=pg_shadow,
+                                         mirror={"reads": "100%", "queue": "4MB",
+                                                 "timeout": "5s"}),
+               port=port, admin_port=admin)
+    count = 200000
+    data = memoryview(pgwire.query_message("SELECT 1") * count)
+    with pgwire.PgRaw(t.port, timeout=120) as raw:
+        raw.login("trustuser")
+        rss0 = _rss_kib(t.proc.pid)
+        raw.sock.settimeout(3)
+        off = 0
+        while off < len(data):
+            try:
+                off += raw.sock.send(data[off:off + 65536])
+            except socket.timeout:
+                break  # nothing taken for 3 s: tandem stopped reading
+        time.sleep(3)  # let tandem take what it will; the RSS is read after, nothing timed
+        rss1 = _rss_kib(t.proc.pid)
+        print(f"tandem RSS {rss0} KiB -> {rss1} KiB with {off // 14} of {count} queries "
+              "taken, no answer read")
+        assert rss1 - rss0 < 64 * 1024, (rss0, rss1, off)
+        # the rest from a thread; every answer read here
+        raw.sock.settimeout(120)
+        sender = threading.Thread(target=lambda: raw.sock.sendall(data[off:]))
+        sender.start()
+        ready = 0
+        while ready < count:
+            mtype, payload = raw.read_message()
+            assert mtype != "E", pgwire.parse_error(payload)
+            ready += mtype == "Z"
+        sender.join(60)
+        assert raw.simple_query("SELECT 'done'")[0] == [["done"]]
