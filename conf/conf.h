@@ -22,6 +22,7 @@
  *       shutdown_timeout 30s;
  *       client_idle_timeout 1h;           # Redis clients; 0s: never
  *       max_command_size 64MB;            # one Redis command, buffered until whole
+ *       max_prepared_bytes 8MB;           # Parse messages kept per session (shadow)
  *   }
  *   admin { listen 127.0.0.1:9090; token_file /etc/tandem/token;
  *           server_name tandem.internal; }       # names the Host header may carry
@@ -264,6 +265,7 @@ struct conf_limits {
     uint32_t shutdown_timeout_ms; /* SIGTERM drain; default 30 s */
     uint32_t client_idle_timeout_ms; /* Redis clients silent this long are closed; 1 h; 0: never */
     uint32_t max_command_size;    /* a Redis command buffered until whole; 64 MiB; 1 KiB..1 GiB */
+    uint32_t max_prepared_bytes;  /* Parse messages kept per PostgreSQL session; 8 MiB; 0..1 GiB */
     uint64_t mirror_queue_total;  /* all shadows' queues together; default 256 MiB; 0: default */
 };
 

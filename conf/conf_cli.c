@@ -57,6 +57,7 @@ static const struct cli_flag cli_flags[] = {
     {"shutdown-timeout", CLI_LIMITS, "shutdown_timeout"},
     {"client-idle-timeout", CLI_LIMITS, "client_idle_timeout"},
     {"max-command-size", CLI_LIMITS, "max_command_size"},
+    {"max-prepared-bytes", CLI_LIMITS, "max_prepared_bytes"},
     {"admin", CLI_ADMIN, "listen"},
     {"admin-token-file", CLI_ADMIN, "token_file"},
     {"primary", CLI_PRIMARY, "address"},

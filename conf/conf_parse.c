@@ -158,6 +158,7 @@ static const struct conf_range range_timeout = {1, 60 * 60 * 1000, "1ms..1h"};
 static const struct conf_range range_queue = {64ull << 10, 1ull << 30, "64KB..1GB"};
 static const struct conf_range range_queue_total = {1ull << 20, 64ull << 30, "1MB..64GB"};
 static const struct conf_range range_ryw = {0, 60 * 60 * 1000, "0ms..1h"};
+static const struct conf_range range_prepared = {0, 1ull << 30, "0B..1GB"};
 static const struct conf_range range_idle = {0, 7 * 24 * 60 * 60 * 1000u, "0s..168h"};
 static const struct conf_range range_weight = {0, 1000000, "0..1000000"};
 /* the shadow store's sliding window (metrics/shadow.h): 5 s slots, 5 min */
@@ -229,6 +230,8 @@ static const struct conf_directive directives[] = {
            client_idle_timeout_ms, &range_idle),
     SIMPLE("max_command_size", CTX_LIMITS, 0, set_size, struct conf_limits, max_command_size,
            &range_packet),
+    SIMPLE("max_prepared_bytes", CTX_LIMITS, 0, set_size, struct conf_limits, max_prepared_bytes,
+           &range_prepared),
     SIMPLE("mirror_queue_total", CTX_LIMITS, 0, set_size64, struct conf_limits, mirror_queue_total,
            &range_queue_total),
 
@@ -1511,6 +1514,7 @@ set_defaults(struct conf *c)
     c->limits.shutdown_timeout_ms = 30 * 1000;
     c->limits.client_idle_timeout_ms = 60 * 60 * 1000;
     c->limits.max_command_size = 64u << 20;
+    c->limits.max_prepared_bytes = 8u << 20;
     c->admin.enabled = 0; /* enter_admin() sets the default address */
 }
 

@@ -789,8 +789,8 @@ scan_statement(struct pg_session *s, struct client_scan *sc, const struct pgw_he
         else
             s->route.parsed_unnamed = 1;
         route_note_parse(s, 0);
-        if (s->stmts == NULL)
-            s->stmts = pgstmt_table_new();
+        if (s->stmts == NULL && (s->stmts = pgstmt_table_new()) != NULL)
+            pgstmt_set_parse_budget(s->stmts, s->base.rt->conf->limits.max_prepared_bytes);
         /* the Parse bytes matter only to re-parse on a shadow */
         size_t keep = shadowing(s) ? total : 0;
         struct pgstmt *st = s->stmts ? pgstmt_put(s->stmts, name, namelen, msg, keep, &cls) : NULL;

@@ -216,6 +216,7 @@ test_defaults(void **state)
     assert_int_equal(c->limits.shutdown_timeout_ms, 30000);
     assert_int_equal(c->limits.client_idle_timeout_ms, 3600000);
     assert_int_equal(c->limits.max_command_size, 64u << 20);
+    assert_int_equal(c->limits.max_prepared_bytes, 8u << 20);
     assert_int_equal(c->admin.enabled, 0);
     assert_int_equal(c->backends[0].tls, CONF_TLS_DISABLE);
     assert_string_equal(c->backends[0].user, "");
@@ -1523,6 +1524,9 @@ test_range_edges(void **state)
     assert_int_equal(c->limits.startup_timeout_ms, 1);
     assert_int_equal(c->limits.connect_timeout_ms, 3600000);
     assert_int_equal(c->limits.shutdown_timeout_ms, 3600000);
+    conf_free(c);
+    c = load_ok(MIN "limits { max_prepared_bytes 0B; }\n");
+    assert_int_equal(c->limits.max_prepared_bytes, 0);
     conf_free(c);
     c = load_ok(MIN "limits { max_command_size 1KB; }\n");
     assert_int_equal(c->limits.max_command_size, 1024);
