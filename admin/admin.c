@@ -3,7 +3,10 @@
  */
 #include "admin/admin.h"
 
+#include <arpa/inet.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
@@ -11,7 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <strings.h>
+#include <time.h>
+#include <sys/stat.h>
 
 #include "metrics/metric.h"
 #include "metrics/shadow.h"
@@ -19,10 +25,44 @@
 #include "metrics/log.h"
 #include "admin/report_page.h"
 
+/* What a request is checked against: copied, so a reload can replace it whole. */
+struct admin_rules {
+    struct conf_addr addr;              /* the listen address */
+    char token_file[CONF_PATH_MAX];     /* "" when mutations need no token */
+    char (*server_names)[CONF_HOST_MAX];
+    size_t nserver_names;
+};
+
+/* An open admin connection: a socket is itself while its inode is the same. */
+struct admin_conn {
+    int fd;
+    dev_t dev;
+    ino_t ino;
+};
+
+/* Room for the connections accepted in one burst before the socket pauses. */
+#define ADMIN_CONN_SLOTS (ADMIN_MAX_CONNECTIONS + 64)
+
 struct admin {
     struct evhttp *http;
+    struct evhttp_bound_socket *bound;
     struct admin_hooks hooks;
-    char token_file[CONF_PATH_MAX]; /* "" when mutations need no token */
+    struct admin_rules rules;
+    /*
+     * Counting connections: evhttp (libevent 2.1) neither caps them nor says
+     * when one closes.  Its bufferevent callback says when one opens; the
+     * next turn of the loop learns its socket (a reference held meanwhile);
+     * a socket whose inode changed or is gone is a connection that closed.
+     */
+    struct bufferevent *learning[ADMIN_CONN_SLOTS];
+    int nlearning;
+    struct admin_conn conns[ADMIN_CONN_SLOTS];
+    int nconns;
+    struct event *learn;   /* active: learn the sockets of new connections */
+    struct event *recheck; /* while paused: count again, resume under the cap */
+    int paused;            /* at the cap */
+    struct event *resume;  /* after an accept failure */
+    uint64_t accept_failures, accept_logged;
 };
 
 typedef void (*route_fn)(struct admin *a, struct evhttp_request *req);
@@ -312,6 +352,16 @@ is_mutation(enum evhttp_cmd_type cmd)
            cmd == EVHTTP_REQ_PATCH;
 }
 
+/* The client's address, for log lines: evhttp keeps it with the connection. */
+static const char *
+peer_of(struct evhttp_request *req)
+{
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+    evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
+    return peer ? peer : "?";
+}
+
 /*
  * authorized - with a token file configured, a mutation must carry
  * "Authorization: Bearer TOKEN".  1 when the request may go on; else 0 and
@@ -327,7 +377,7 @@ authorized(struct admin *a, struct evhttp_request *req)
     char *peer = NULL;
     ev_uint16_t port = 0;
 
-    if (a->token_file[0] == '\0' || !is_mutation(evhttp_request_get_command(req)))
+    if (a->rules.token_file[0] == '\0' || !is_mutation(evhttp_request_get_command(req)))
         return 1;
     evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
     hdr = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
@@ -340,7 +390,7 @@ authorized(struct admin *a, struct evhttp_request *req)
                          "this call needs \"Authorization: Bearer <token>\" (admin token_file)");
         return 0;
     }
-    if (admin_token_read(a->token_file, want, sizeof(want), err, sizeof(err)) != 0) {
+    if (admin_token_read(a->rules.token_file, want, sizeof(want), err, sizeof(err)) != 0) {
         log_error("admin: %s", err);
         reply_json_error(req, 500, "Internal Server Error", "the admin token cannot be read");
         return 0;
@@ -361,6 +411,133 @@ authorized(struct admin *a, struct evhttp_request *req)
     return 1;
 }
 
+/*
+ * host_of - the host of an authority "host[:port]" or "[v6][:port]" into
+ * out, brackets and port cut, one trailing dot of a name dropped.  -1 when
+ * it is empty, too long, or not of that shape.
+ */
+static int
+host_of(const char *auth, size_t len, char *out, size_t outlen)
+{
+    const char *host = auth, *end;
+    if (len > 0 && auth[0] == '[') {
+        end = memchr(auth, ']', len);
+        if (end == NULL)
+            return -1;
+        host = auth + 1;
+        if (end + 1 < auth + len && end[1] != ':')
+            return -1;
+    } else {
+        end = memchr(auth, ':', len);
+        if (end == NULL)
+            end = auth + len;
+    }
+    const char *port = *end == ']' ? end + 1 : end;
+    if (port < auth + len) { /* ":digits" */
+        if (*port != ':' || port + 1 == auth + len)
+            return -1;
+        for (const char *c = port + 1; c < auth + len; c++)
+            if (*c < '0' || *c > '9')
+                return -1;
+    }
+    size_t hlen = (size_t)(end - host);
+    if (hlen > 1 && host[hlen - 1] == '.' && auth[0] != '[')
+        hlen--;
+    if (hlen == 0 || hlen >= outlen)
+        return -1;
+    memcpy(out, host, hlen);
+    out[hlen] = '\0';
+    return 0;
+}
+
+/*
+ * host_allowed - may a request name this host?  A DNS rebinding attack
+ * reaches the admin port under the attacker's own name, so a name must be
+ * one tandem knows: localhost, the listen address, a server_name.  An IP
+ * literal cannot be rebound: loopback and the listen address are fine, any
+ * IP when the admin listens on every address.
+ */
+static int
+host_allowed(const struct admin *a, const char *host)
+{
+    const struct conf_addr *listen = &a->rules.addr;
+    unsigned char ip[16], lip[16];
+    int family = strchr(host, ':') ? AF_INET6 : AF_INET;
+
+    if (strcasecmp(host, "localhost") == 0 || strcasecmp(host, listen->host) == 0)
+        return 1;
+    if (inet_pton(family, host, ip) == 1) {
+        if (family == AF_INET ? ip[0] == 127 : memcmp(ip, &in6addr_loopback, 16) == 0)
+            return 1;
+        if (strcmp(listen->host, "0.0.0.0") == 0 || strcmp(listen->host, "::") == 0 ||
+            listen->host[0] == '\0')
+            return 1;
+        return inet_pton(family, listen->host, lip) == 1 &&
+               memcmp(ip, lip, family == AF_INET ? 4 : 16) == 0;
+    }
+    for (size_t i = 0; i < a->rules.nserver_names; i++)
+        if (strcasecmp(host, a->rules.server_names[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * same_site - a browser's request must come from a page of this server.
+ * Host must be one host_allowed() accepts; Origin, when a browser sends it,
+ * must be this very origin (scheme http or https, the Host's authority).
+ * Clients that send no Host (HTTP/1.0 scripts) are not browsers.  1 when the
+ * request may go on; else 0 and a 403 is sent.
+ */
+static int
+same_site(struct admin *a, struct evhttp_request *req)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    const char *host = evhttp_find_header(in, "Host");
+    const char *origin = evhttp_find_header(in, "Origin");
+    char name[CONF_HOST_MAX];
+    const char *why = NULL;
+
+    if (host != NULL && (host_of(host, strlen(host), name, sizeof(name)) != 0 ||
+                         !host_allowed(a, name)))
+        why = "Host is not an address or name of this admin server (admin server_name)";
+    else if (origin != NULL) {
+        const char *auth = strncasecmp(origin, "http://", 7) == 0    ? origin + 7
+                           : strncasecmp(origin, "https://", 8) == 0 ? origin + 8
+                                                                      : NULL;
+        if (host == NULL || auth == NULL || strcasecmp(auth, host) != 0)
+            why = "cross-origin requests are refused";
+    }
+    if (why == NULL)
+        return 1;
+    log_warn("admin: %s %s from %s: %s", method_name(evhttp_request_get_command(req)),
+             evhttp_request_get_uri(req), peer_of(req), why);
+    reply_json_error(req, 403, "Forbidden", why);
+    return 0;
+}
+
+/*
+ * A mutation's body is JSON and says so: a browser sends a cross-site form
+ * or a text/plain body without asking anyone, but application/json only
+ * after a CORS preflight, which this server never answers.
+ */
+static int
+json_body(struct evhttp_request *req)
+{
+    const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+    size_t n = strlen("application/json");
+
+    if (!is_mutation(evhttp_request_get_command(req)))
+        return 1;
+    while (ct != NULL && (*ct == ' ' || *ct == '\t'))
+        ct++;
+    if (ct != NULL && strncasecmp(ct, "application/json", n) == 0 &&
+        (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t'))
+        return 1;
+    reply_json_error(req, 415, "Unsupported Media Type",
+                     "this call needs \"Content-Type: application/json\"");
+    return 0;
+}
+
 static void
 on_request(struct evhttp_request *req, void *arg)
 {
@@ -370,8 +547,10 @@ on_request(struct evhttp_request *req, void *arg)
 
     if (path == NULL)
         path = "/";
+    if (!same_site(a, req))
+        return;
     /* before routing: an unauthenticated caller learns nothing, not even a 404 */
-    if (!authorized(a, req))
+    if (!authorized(a, req) || !json_body(req))
         return;
     if (strncmp(path, OPERATIONS_PREFIX, strlen(OPERATIONS_PREFIX)) == 0) {
         enum evhttp_cmd_type m = evhttp_request_get_command(req);
@@ -398,33 +577,182 @@ on_request(struct evhttp_request *req, void *arg)
         reply_json_error(req, 404, "Not Found", "not found");
 }
 
+/* Drop the connections that closed; how many are open (or just opened). */
+static int
+conns_count(struct admin *a)
+{
+    int n = 0;
+    for (int i = 0; i < a->nconns; i++) {
+        struct stat st;
+        if (fstat(a->conns[i].fd, &st) == 0 && st.st_ino == a->conns[i].ino &&
+            st.st_dev == a->conns[i].dev)
+            a->conns[n++] = a->conns[i];
+    }
+    a->nconns = n;
+    return a->nconns + a->nlearning;
+}
+
+static void
+accepting(struct admin *a, int on)
+{
+    struct evconnlistener *lev = evhttp_bound_socket_get_listener(a->bound);
+    struct timeval second = {1, 0};
+    if (on == !a->paused)
+        return;
+    a->paused = !on;
+    if (on) {
+        evconnlistener_enable(lev);
+        evtimer_del(a->recheck);
+        log_info("admin: accepting connections again");
+    } else {
+        evconnlistener_disable(lev);
+        evtimer_add(a->recheck, &second);
+        log_warn("admin: %d connections open (at most %d): accepting no more until some close",
+                 a->nconns + a->nlearning, ADMIN_MAX_CONNECTIONS);
+    }
+}
+
+static void
+on_learn(evutil_socket_t fd, short what, void *arg)
+{
+    struct admin *a = arg;
+    (void)fd;
+    (void)what;
+    for (int i = 0; i < a->nlearning; i++) {
+        struct bufferevent *bev = a->learning[i];
+        int sock = bufferevent_getfd(bev);
+        struct stat st;
+        if (sock >= 0 && fstat(sock, &st) == 0 && a->nconns < ADMIN_CONN_SLOTS)
+            a->conns[a->nconns++] = (struct admin_conn){sock, st.st_dev, st.st_ino};
+        bufferevent_decref(bev); /* freed now if evhttp is already done with it */
+    }
+    a->nlearning = 0;
+}
+
+static void
+on_recheck(evutil_socket_t fd, short what, void *arg)
+{
+    struct admin *a = arg;
+    struct timeval second = {1, 0};
+    (void)fd;
+    (void)what;
+    if (conns_count(a) < ADMIN_MAX_CONNECTIONS)
+        accepting(a, 1);
+    else
+        evtimer_add(a->recheck, &second);
+}
+
+/*
+ * accept() on the admin socket failed (out of file descriptors): evhttp
+ * sets no error callback, and libevent would retry at once, for ever.
+ * Pause as the workers' listeners do.  The callback's argument is evhttp's,
+ * so the one admin server of the process is found here.
+ */
+static struct admin *the_admin;
+
+static void
+on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    struct admin *a = the_admin;
+    struct timeval pause = {0, 250 * 1000};
+    uint64_t now = (uint64_t)time(NULL);
+    int err = errno;
+    (void)arg;
+    if (a == NULL)
+        return;
+    evconnlistener_disable(lev);
+    if (!a->paused)
+        evtimer_add(a->resume, &pause);
+    a->accept_failures++;
+    if (a->accept_logged != 0 && now - a->accept_logged < 10)
+        return;
+    log_warn("admin: accept failed: %s (%llu times since the last report); pausing 250 ms each "
+             "time", strerror(err), (unsigned long long)a->accept_failures);
+    a->accept_failures = 0;
+    a->accept_logged = now;
+}
+
+static void
+on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct admin *a = arg;
+    (void)fd;
+    (void)what;
+    if (!a->paused)
+        evconnlistener_enable(evhttp_bound_socket_get_listener(a->bound));
+}
+
+/* evhttp accepted a connection and asks for its bufferevent: count it. */
+static struct bufferevent *
+on_connection(struct event_base *base, void *arg)
+{
+    struct admin *a = arg;
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL)
+        return NULL;
+    if (a->nlearning < ADMIN_CONN_SLOTS) {
+        bufferevent_incref(bev); /* its socket is set after we return: learnt next turn */
+        a->learning[a->nlearning++] = bev;
+        event_active(a->learn, EV_TIMEOUT, 0);
+    }
+    if (conns_count(a) >= ADMIN_MAX_CONNECTIONS)
+        accepting(a, 0);
+    return bev;
+}
+
+/* rules_make - copy what requests are checked against out of conf; -1 when out of memory. */
+static int
+rules_make(struct admin_rules *r, const struct conf_admin *conf)
+{
+    memset(r, 0, sizeof(*r));
+    r->addr = conf->addr;
+    snprintf(r->token_file, sizeof(r->token_file), "%s", conf->token_file);
+    if (conf->nserver_names > 0) {
+        r->server_names = calloc(conf->nserver_names, sizeof(r->server_names[0]));
+        if (r->server_names == NULL)
+            return -1;
+        memcpy(r->server_names, conf->server_names,
+               conf->nserver_names * sizeof(r->server_names[0]));
+        r->nserver_names = conf->nserver_names;
+    }
+    return 0;
+}
+
+int
+admin_check_conf(const struct conf_admin *conf, char *err, size_t errlen)
+{
+    char token[ADMIN_TOKEN_MAX + 1], why[CONF_PATH_MAX + 100];
+
+    if (conf->token_file[0] == '\0')
+        return 0;
+    if (admin_token_read(conf->token_file, token, sizeof(token), why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "admin: %s", why);
+        return -1;
+    }
+    OPENSSL_cleanse(token, sizeof(token));
+    return 0;
+}
+
 struct admin *
 admin_new(struct event_base *base, const struct conf_admin *conf, const struct admin_hooks *hooks,
           char *err, size_t errlen)
 {
     const struct conf_addr *addr = &conf->addr;
-    char token[ADMIN_TOKEN_MAX + 1], why[CONF_PATH_MAX + 100];
 
     /* a token file that cannot be used now is a startup error, not a 500 later */
-    if (conf->token_file[0] != '\0') {
-        if (admin_token_read(conf->token_file, token, sizeof(token), why, sizeof(why)) != 0) {
-            snprintf(err, errlen, "admin: %s", why);
-            return NULL;
-        }
-        OPENSSL_cleanse(token, sizeof(token));
-    }
+    if (admin_check_conf(conf, err, errlen) != 0)
+        return NULL;
     struct admin *a = calloc(1, sizeof(*a));
-    if (a == NULL) {
+    if (a == NULL || rules_make(&a->rules, conf) != 0) {
         snprintf(err, errlen, "out of memory");
+        free(a);
         return NULL;
     }
     a->hooks = *hooks;
-    snprintf(a->token_file, sizeof(a->token_file), "%s", conf->token_file);
     a->http = evhttp_new(base);
     if (a->http == NULL) {
         snprintf(err, errlen, "cannot create the HTTP server");
-        free(a);
-        return NULL;
+        goto out_free;
     }
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
                                             EVHTTP_REQ_POST | EVHTTP_REQ_DELETE);
@@ -432,13 +760,57 @@ admin_new(struct event_base *base, const struct conf_admin *conf, const struct a
     evhttp_set_max_headers_size(a->http, 16384);
     evhttp_set_timeout(a->http, 30);
     evhttp_set_gencb(a->http, on_request, a);
-    if (evhttp_bind_socket(a->http, addr->host, addr->port) != 0) {
-        snprintf(err, errlen, "admin: cannot listen on %s:%u", addr->host, addr->port);
-        evhttp_free(a->http);
-        free(a);
-        return NULL;
+    evhttp_set_bevcb(a->http, on_connection, a);
+    a->learn = event_new(base, -1, 0, on_learn, a);
+    a->recheck = evtimer_new(base, on_recheck, a);
+    a->resume = evtimer_new(base, on_resume, a);
+    if (a->learn == NULL || a->recheck == NULL || a->resume == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out_free_http;
     }
+    a->bound = evhttp_bind_socket_with_handle(a->http, addr->host, addr->port);
+    if (a->bound == NULL) {
+        snprintf(err, errlen, "admin: cannot listen on %s:%u", addr->host, addr->port);
+        goto out_free_http;
+    }
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(a->bound), on_accept_error);
+    the_admin = a;
     return a;
+out_free_http:
+    if (a->learn)
+        event_free(a->learn);
+    if (a->recheck)
+        event_free(a->recheck);
+    if (a->resume)
+        event_free(a->resume);
+    evhttp_free(a->http);
+out_free:
+    free(a->rules.server_names);
+    free(a);
+    return NULL;
+}
+
+void
+admin_set_conf(struct admin *a, const struct conf_admin *conf)
+{
+    struct admin_rules r;
+
+    if (rules_make(&r, conf) != 0) {
+        log_error("admin: out of memory: keeping the admin settings in force");
+        return;
+    }
+    if (strcmp(r.token_file, a->rules.token_file) != 0) {
+        if (r.token_file[0] == '\0')
+            log_warn("admin: token_file removed: mutating calls need no token from now on");
+        else if (a->rules.token_file[0] == '\0')
+            log_info("admin: token_file \"%s\" added: mutating calls need its token from now on",
+                     r.token_file);
+        else
+            log_info("admin: token_file is now \"%s\"", r.token_file);
+    }
+    r.addr = a->rules.addr; /* the socket stays where it is until a restart */
+    free(a->rules.server_names);
+    a->rules = r;
 }
 
 void
@@ -447,5 +819,13 @@ admin_free(struct admin *a)
     if (a == NULL)
         return;
     evhttp_free(a->http);
+    for (int i = 0; i < a->nlearning; i++)
+        bufferevent_decref(a->learning[i]);
+    event_free(a->learn);
+    event_free(a->recheck);
+    event_free(a->resume);
+    if (the_admin == a)
+        the_admin = NULL;
+    free(a->rules.server_names);
     free(a);
 }

@@ -17,7 +17,8 @@
  *
  * With admin { token_file F; } every mutation (PUT, POST, DELETE) needs
  * "Authorization: Bearer <the token in F>": 401 without it, 403 when wrong;
- * F is read again at each mutation (a rotated secret needs no restart).
+ * F is read again at each mutation (a rotated secret needs no restart);
+ * adding, changing or removing token_file takes effect at a reload (SIGHUP).
  * Reads stay open: the admin address itself is the boundary for them.
  * Unknown paths get a JSON error with status 404, other methods 405.
  */
@@ -32,6 +33,15 @@
 #include "conf/conf.h"
 
 struct admin;
+
+/*
+ * At most this many admin connections are open at once: past it the admin
+ * socket stops accepting (clients wait in the kernel's backlog) until one
+ * closes, so connections to the admin port cannot use up the process's
+ * file descriptors.  Scrapers, probes and tandem ctl need a handful; idle
+ * ones are closed after 30 s.
+ */
+#define ADMIN_MAX_CONNECTIONS 64
 
 /* Changes an operator asks for (the API's PUT and POST endpoints). */
 enum admin_action {
@@ -72,6 +82,22 @@ struct admin_hooks {
  */
 struct admin *admin_new(struct event_base *base, const struct conf_admin *conf,
                         const struct admin_hooks *hooks, char *err, size_t errlen);
+
+/*
+ * admin_check_conf - 0 when conf can be put in force (its token_file, if
+ * any, is readable and holds a usable token); else -1 with a message in
+ * err.  A reload calls it before committing to anything.
+ */
+int admin_check_conf(const struct conf_admin *conf, char *err, size_t errlen);
+
+/*
+ * admin_set_conf - a reloaded configuration's token_file and server_name
+ * in force from the next request on (conf is copied); the listen address
+ * stays until a restart.  Logs what changed about the token.  Call
+ * admin_check_conf first.
+ */
+void admin_set_conf(struct admin *a, const struct conf_admin *conf);
+
 void admin_free(struct admin *a);
 
 #endif /* TANDEM_ADMIN_H */

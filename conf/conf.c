@@ -127,6 +127,7 @@ conf_free(struct conf *conf)
     free(conf->listeners);
     free(conf->backends);
     free(conf->write_functions);
+    free(conf->admin.server_names);
     free(conf);
 }
 

@@ -20,8 +20,13 @@
  *       startup_timeout 10s;              # durations: ms, s, m, h
  *       connect_timeout 5s;
  *       shutdown_timeout 30s;
+ *       client_idle_timeout 1h;           # Redis clients; 0s: never
+ *       max_command_size 64MB;            # one Redis command, buffered until whole
+ *       max_prepared_bytes 8MB;           # Parse messages kept per session (shadow)
  *   }
- *   admin { listen 127.0.0.1:9090; token_file /etc/tandem/token; }
+ *   admin { listen 127.0.0.1:9090; token_file /etc/tandem/token;
+ *           server_name tandem.internal; }       # names the Host header may carry
+ *                                                 # (besides IPs and localhost)
  *   control {
  *       state_file /var/lib/tandem/state.json;  # roles, epoch, mode... survive a restart
  *       store redis://10.0.0.5:6379/0;          # a fleet: the control state shared by every
@@ -282,6 +287,9 @@ struct conf_limits {
     uint32_t startup_timeout_ms;  /* client must finish startup; default 10 s */
     uint32_t connect_timeout_ms;  /* backend TCP+TLS connect; default 5 s */
     uint32_t shutdown_timeout_ms; /* SIGTERM drain; default 30 s */
+    uint32_t client_idle_timeout_ms; /* Redis clients silent this long are closed; 1 h; 0: never */
+    uint32_t max_command_size;    /* a Redis command buffered until whole; 64 MiB; 1 KiB..1 GiB */
+    uint32_t max_prepared_bytes;  /* Parse messages kept per PostgreSQL session; 8 MiB; 0..1 GiB */
     uint64_t mirror_queue_total;  /* all shadows' queues together; default 256 MiB; 0: default */
 };
 
@@ -289,6 +297,9 @@ struct conf_admin {
     int enabled;               /* admin { listen } or --admin given */
     struct conf_addr addr;     /* default 127.0.0.1:9090 when enabled */
     char token_file[CONF_PATH_MAX];
+    /* server_name a.example b.example;: more names the Host header may carry */
+    char (*server_names)[CONF_HOST_MAX];
+    size_t nserver_names;
 };
 
 /* control { }: where the control state lives beyond the process. */

@@ -160,6 +160,8 @@ static const struct conf_range range_timeout = {1, 60 * 60 * 1000, "1ms..1h"};
 static const struct conf_range range_queue = {64ull << 10, 1ull << 30, "64KB..1GB"};
 static const struct conf_range range_queue_total = {1ull << 20, 64ull << 30, "1MB..64GB"};
 static const struct conf_range range_ryw = {0, 60 * 60 * 1000, "0ms..1h"};
+static const struct conf_range range_prepared = {0, 1ull << 30, "0B..1GB"};
+static const struct conf_range range_idle = {0, 7 * 24 * 60 * 60 * 1000u, "0s..168h"};
 static const struct conf_range range_weight = {0, 1000000, "0..1000000"};
 /* the shadow store's sliding window (metrics/shadow.h): 5 s slots, 5 min */
 static const struct conf_range range_guard_window = {5000, 300 * 1000, "5s..5m"};
@@ -171,8 +173,8 @@ static const struct conf_range range_join_timeout = {0, 10 * 60 * 1000, "0s..10m
 
 static conf_set_fn set_number, set_size, set_duration, set_enum, set_string, set_addr,
     set_backend_ref, set_fraction, set_size64, set_ignore_columns, set_ignore_fingerprints,
-    set_write_functions, set_client, set_hint, set_percent, set_route, set_action, set_store,
-    set_name, set_statement;
+    set_write_functions, set_server_names, set_client, set_hint, set_percent, set_route,
+    set_action, set_store, set_name, set_statement;
 static conf_enter_fn enter_member, enter_admin, enter_backend, enter_listener, enter_reads,
     enter_canary, enter_guard;
 static conf_leave_fn leave_admin, leave_backend, leave_listener, leave_canary, leave_guard;
@@ -230,12 +232,19 @@ static const struct conf_directive directives[] = {
            &range_timeout),
     SIMPLE("shutdown_timeout", CTX_LIMITS, 0, set_duration, struct conf_limits, shutdown_timeout_ms,
            &range_timeout),
+    SIMPLE("client_idle_timeout", CTX_LIMITS, 0, set_duration, struct conf_limits,
+           client_idle_timeout_ms, &range_idle),
+    SIMPLE("max_command_size", CTX_LIMITS, 0, set_size, struct conf_limits, max_command_size,
+           &range_packet),
+    SIMPLE("max_prepared_bytes", CTX_LIMITS, 0, set_size, struct conf_limits, max_prepared_bytes,
+           &range_prepared),
     SIMPLE("mirror_queue_total", CTX_LIMITS, 0, set_size64, struct conf_limits, mirror_queue_total,
            &range_queue_total),
 
     /* admin { } */
     SIMPLE("listen", CTX_ADMIN, 0, set_addr, struct conf_admin, addr, NULL),
     SIMPLE("token_file", CTX_ADMIN, 0, set_string, struct conf_admin, token_file, NULL),
+    LIST("server_name", CTX_ADMIN, set_server_names),
 
     /* control { } */
     SIMPLE("state_file", CTX_CONTROL, 0, set_string, struct conf_control, state_file, NULL),
@@ -725,6 +734,31 @@ set_write_functions(struct conf_build *b, void *obj, const struct conf_directive
     struct conf *c = obj;
     set_rows(b, n, (void **)&c->write_functions, &c->nwrite_functions,
              sizeof(c->write_functions[0]), ok_function);
+}
+
+/* A DNS name as a Host header carries it: letters, digits, '-', '_', '.'; not an IP. */
+static int
+ok_server_name(const char *s)
+{
+    int alpha = 0;
+    if (!s[0] || s[0] == '.' || s[0] == '-')
+        return 0;
+    for (; *s; s++) {
+        if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '-' || *s == '_')
+            alpha = 1;
+        else if (!((*s >= '0' && *s <= '9') || *s == '.'))
+            return 0;
+    }
+    return alpha; /* IP literals are allowed by the address rules, not by name */
+}
+
+static void
+set_server_names(struct conf_build *b, void *obj, const struct conf_directive *d,
+                 const struct conf_node *n)
+{
+    struct conf_admin *a = obj;
+    set_rows(b, n, (void **)&a->server_names, &a->nserver_names, sizeof(a->server_names[0]),
+             ok_server_name);
 }
 
 /* ---- canary rules -------------------------------------------------------- */
@@ -1572,6 +1606,9 @@ set_defaults(struct conf *c)
     c->limits.startup_timeout_ms = 10 * 1000;
     c->limits.connect_timeout_ms = 5 * 1000;
     c->limits.shutdown_timeout_ms = 30 * 1000;
+    c->limits.client_idle_timeout_ms = 60 * 60 * 1000;
+    c->limits.max_command_size = 64u << 20;
+    c->limits.max_prepared_bytes = 8u << 20;
     c->admin.enabled = 0; /* enter_admin() sets the default address */
     c->control.join_timeout_ms = 10 * 1000;
 }

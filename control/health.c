@@ -212,20 +212,42 @@ on_login_probe(evutil_socket_t fd, short what, void *arg)
  * SELECT 1: a server that accepts TCP but cannot serve (starting up, out of
  * connections, recovering) is not healthy.  libpq's non-blocking API keeps
  * the main loop free.
+ *
+ * The probe sends tandem's password, so it connects exactly as the backend's
+ * TLS settings say, like the shadow's logins (pg_shadow.c): verify-full
+ * checks the certificate against tls_ca_file and the name against
+ * tls_server_name (else the address's host), on the address tandem resolved.
+ * A server that cannot prove it is the backend never sees the password.
  */
 static void
 login_probe(struct probe *p, const struct rt_backend *b)
 {
     const struct conf_backend *cb = b->conf;
-    char port[8], timeout[8];
+    char port[8], timeout[8], hostaddr[CONF_HOST_MAX];
+    const char *keys[16], *vals[16];
+    int k = 0;
+
     snprintf(port, sizeof(port), "%u", cb->addr.port);
     snprintf(timeout, sizeof(timeout), "%d", (HEALTH_TIMEOUT_MS + 999) / 1000);
-    const char *keys[] = {"host", "port", "user", "password", "dbname", "sslmode",
-                          "application_name", "connect_timeout", NULL};
-    const char *vals[] = {cb->addr.host, port, cb->user, b->password,
-                          "postgres",
-                          cb->tls == CONF_TLS_DISABLE ? "disable" : "require",
-                          "tandem health check", timeout, NULL};
+    runtime_format_host(&b->addr, hostaddr, sizeof(hostaddr));
+#define PARAM(key, value) (keys[k] = (key), vals[k++] = (value))
+    PARAM("host", cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host);
+    PARAM("hostaddr", hostaddr);
+    PARAM("port", port);
+    PARAM("user", cb->user);
+    PARAM("password", b->password);
+    PARAM("dbname", "postgres");
+    PARAM("sslmode", cb->tls == CONF_TLS_VERIFY_FULL ? "verify-full"
+                     : cb->tls == CONF_TLS_REQUIRE   ? "require"
+                                                     : "disable");
+    if (cb->tls_ca_file[0])
+        PARAM("sslrootcert", cb->tls_ca_file);
+    PARAM("gssencmode", "disable");
+    PARAM("application_name", "tandem health check");
+    PARAM("connect_timeout", timeout);
+#undef PARAM
+    keys[k] = vals[k] = NULL;
+
     p->pq = PQconnectStartParams(keys, vals, 0);
     if (p->pq == NULL || PQstatus(p->pq) == CONNECTION_BAD) {
         probe_done(p, 0, p->pq ? PQerrorMessage(p->pq) : "out of memory");

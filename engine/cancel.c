@@ -17,24 +17,43 @@ bucket_of(uint32_t pid, uint32_t key)
     return (pid * 2654435761u ^ key) % CANCEL_BUCKETS;
 }
 
+/*
+ * The backend fields are written under the lock: another worker may be
+ * copying this entry in cancel_lookup right now.  An entry already in the
+ * table is updated where it is; linking it a second time would make it point
+ * at itself, and unregistering would then unlink it once and leave a
+ * dangling pointer behind.
+ */
 void
-cancel_register(struct cancel_entry *e)
+cancel_register(struct cancel_entry *e, uint32_t be_pid, uint32_t be_key,
+                const struct sockaddr *addr, socklen_t addrlen)
 {
     unsigned b = bucket_of(e->pid, e->key);
+    if (addrlen > (socklen_t)sizeof(e->addr))
+        addrlen = (socklen_t)sizeof(e->addr);
     pthread_mutex_lock(&cancel_lock);
-    e->next = buckets[b];
-    buckets[b] = e;
-    e->registered = 1;
+    e->be_pid = be_pid;
+    e->be_key = be_key;
+    memset(&e->addr, 0, sizeof(e->addr));
+    memcpy(&e->addr, addr, addrlen);
+    e->addrlen = addrlen;
+    if (!e->registered) {
+        e->next = buckets[b];
+        buckets[b] = e;
+        e->registered = 1;
+    }
     pthread_mutex_unlock(&cancel_lock);
 }
 
 void
 cancel_unregister(struct cancel_entry *e)
 {
-    if (!e->registered)
-        return;
     unsigned b = bucket_of(e->pid, e->key);
     pthread_mutex_lock(&cancel_lock);
+    if (!e->registered) {
+        pthread_mutex_unlock(&cancel_lock);
+        return;
+    }
     for (struct cancel_entry **p = &buckets[b]; *p; p = &(*p)->next) {
         if (*p == e) {
             *p = e->next;

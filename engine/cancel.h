@@ -12,7 +12,12 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-/* Embedded in each session; registered once its backend key is known. */
+/*
+ * Embedded in each session.  The owner sets pid and key (what tandem gives
+ * the client) before the first cancel_register and never changes them while
+ * registered; every other field belongs to the table and is written only
+ * under its lock.
+ */
 struct cancel_entry {
     uint32_t pid, key;            /* what tandem gave the client */
     struct sockaddr_storage addr; /* the backend to cancel on */
@@ -22,7 +27,17 @@ struct cancel_entry {
     int registered;
 };
 
-void cancel_register(struct cancel_entry *e);
+/*
+ * cancel_register - make e findable by (e->pid, e->key), cancelling on the
+ * backend at addr with (be_pid, be_key).  Calling it again for an entry
+ * already registered (a backend that sends BackendKeyData twice, a second
+ * login) replaces the backend's key and address in place: an entry is in
+ * the table at most once.  addrlen larger than sockaddr_storage is cut.
+ */
+void cancel_register(struct cancel_entry *e, uint32_t be_pid, uint32_t be_key,
+                     const struct sockaddr *addr, socklen_t addrlen);
+
+/* cancel_unregister - remove e; harmless if it is not registered. */
 void cancel_unregister(struct cancel_entry *e);
 
 /* cancel_lookup - copy the entry for (pid, key) into out; 0 if found, -1 if not. */

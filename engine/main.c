@@ -36,7 +36,9 @@ usage(FILE *out)
           "                       [--log-format text|json] [--log-level LEVEL]\n"
           "                       [--max-client-conn N] [--max-packet-size SIZE]\n"
           "                       [--startup-timeout DUR] [--connect-timeout DUR]\n"
-          "                       [--shutdown-timeout DUR] [--tls-cert F --tls-key F]\n"
+          "                       [--shutdown-timeout DUR] [--client-idle-timeout DUR]\n"
+          "                       [--max-command-size SIZE]\n"
+          "                       [--tls-cert F --tls-key F]\n"
           "                       [--primary-tls disable|require|verify-full] [--primary-ca F]\n"
           "       tandem ctl [--admin HOST:PORT] [--token-file F] [--json] COMMAND\n"
           "                  status | weights NAME=W ... | mode MODE | cutover | rollback |\n"
@@ -112,6 +114,9 @@ main(int argc, char **argv)
         return 1;
     }
     if (test_only) {
+        char warning[512];
+        if (proxy_fd_check(conf, 0, warning, sizeof(warning)) != 0)
+            fprintf(stderr, "%s: warning: %s\n", file, warning);
         int rc = state_check(conf, stdout, stderr); /* a state file that contradicts the file */
         if (fleet_check(conf, stdout, stderr) != 0)  /* the store's password file */
             rc = -1;

@@ -190,11 +190,16 @@ mirror_release(struct mirror *m, int force, uint64_t now)
 void
 mirror_drop(struct mirror *m, struct mirror_unit *u)
 {
+    mirror_drop_as(m, u, m->identity_refused ? SHADOW_DROP_IDENTITY : SHADOW_DROP_DETACHED);
+}
+
+void
+mirror_drop_as(struct mirror *m, struct mirror_unit *u, enum shadow_drop_reason reason)
+{
     u->mirrored = 1;
     u->forced = SHADOW_DROPPED;
     u->shadow_done = 1;
-    shadow_count_dropped(m->shard, m->slot,
-                         m->identity_refused ? SHADOW_DROP_IDENTITY : SHADOW_DROP_DETACHED, 1);
+    shadow_count_dropped(m->shard, m->slot, reason, 1);
 }
 
 void

@@ -190,6 +190,9 @@ int mirror_fits(const struct mirror *m, size_t len);
  */
 void mirror_drop(struct mirror *m, struct mirror_unit *u);
 
+/* mirror_drop_as - the same, counted for a reason of the caller's (a unit too large to queue). */
+void mirror_drop_as(struct mirror *m, struct mirror_unit *u, enum shadow_drop_reason reason);
+
 /* mirror_primary_answered - the primary answered u: pcur moves on (the caller times it). */
 void mirror_primary_answered(struct mirror *m, struct mirror_unit *u, uint64_t now);
 

@@ -10,6 +10,7 @@
 
 #include <event2/thread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -125,10 +126,24 @@ reload(struct proxy *p)
     if (rt->conf->workers != p->nworkers)
         log_warn("workers changed from %d to %d: takes effect at the next restart", p->nworkers,
                  rt->conf->workers);
-    if (rt->conf->admin.enabled != p->rt->conf->admin.enabled ||
-        strcmp(rt->conf->admin.addr.host, p->rt->conf->admin.addr.host) != 0 ||
-        rt->conf->admin.addr.port != p->rt->conf->admin.addr.port)
-        log_warn("admin address changed: takes effect at the next restart");
+    /*
+     * The admin's token_file and server_name follow the file; its socket
+     * stays until a restart.  So does all of it when the address changed: the
+     * new file's rule "no token only on loopback" was checked for the new
+     * address, not for the socket still open.
+     */
+    int admin_moved = rt->conf->admin.enabled != p->rt->conf->admin.enabled ||
+                      strcmp(rt->conf->admin.addr.host, p->rt->conf->admin.addr.host) != 0 ||
+                      rt->conf->admin.addr.port != p->rt->conf->admin.addr.port;
+    if (admin_moved)
+        log_warn("admin address changed: takes effect, with its token_file and server_name, "
+                 "at the next restart");
+    else if (p->admin != NULL && admin_check_conf(&rt->conf->admin, err, sizeof(err)) != 0) {
+        log_error("reload failed: %s; keeping the running configuration", err);
+        runtime_unref(rt);
+        metric_count_reload(0);
+        return;
+    }
 
     if (state_set_runtime(p->state, rt) != 0) { /* logged: a reload never changes roles */
         runtime_unref(rt);
@@ -142,6 +157,8 @@ reload(struct proxy *p)
     health_set_runtime(p->health, rt);
     if (p->fleet)
         fleet_set_runtime(p->fleet, rt);
+    if (p->admin != NULL && !admin_moved)
+        admin_set_conf(p->admin, &rt->conf->admin);
     runtime_unref(p->rt);
     p->rt = rt;
     guards_set_runtime(p->guards, rt);
@@ -572,6 +589,47 @@ start_workers(void *arg)
     log_started(p);
 }
 
+#define FD_RESERVE 32 /* logs, probes, the state file, forwarded cancels, epoll, pipes */
+
+int
+proxy_fd_check(const struct conf *conf, int raise, char *msg, size_t msglen)
+{
+    struct rlimit rl;
+    int shadows = 0;
+    uint64_t workers = conf->workers > 0 ? (uint64_t)conf->workers : 4;
+
+    for (size_t i = 0; i < conf->nlisteners; i++)
+        shadows |= conf->listeners[i].shadow >= 0;
+    uint64_t per_client = shadows ? 3 : 2;
+    uint64_t need = (uint64_t)conf->limits.max_client_conn * per_client +
+                    workers * conf->nlisteners + ADMIN_MAX_CONNECTIONS + FD_RESERVE;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 0;
+    if (raise && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        struct rlimit want = rl;
+        want.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+            rl = want;
+    }
+    if (raise)
+        worker_set_fd_limit(rl.rlim_cur == RLIM_INFINITY ? 0 : (unsigned long)rl.rlim_cur);
+    rlim_t have = raise ? rl.rlim_cur : rl.rlim_max;
+    if (have == RLIM_INFINITY || have >= need)
+        return 0;
+    uint64_t fit = have > workers * conf->nlisteners + ADMIN_MAX_CONNECTIONS + FD_RESERVE
+                       ? (have - workers * conf->nlisteners - ADMIN_MAX_CONNECTIONS - FD_RESERVE) /
+                             per_client
+                       : 0;
+    snprintf(msg, msglen,
+             "max_client_conn %u needs up to %llu file descriptors (%llu per client%s), but the "
+             "limit is %llu (ulimit -n%s): about %llu clients fit, more get accept errors; raise "
+             "the limit (systemd LimitNOFILE=, ulimit -n) or lower max_client_conn",
+             conf->limits.max_client_conn, (unsigned long long)need,
+             (unsigned long long)per_client, shadows ? ": its own, the primary's, the shadow's" : "",
+             (unsigned long long)have, raise ? "" : " -H", (unsigned long long)fit);
+    return 1;
+}
+
 static void
 log_started(const struct proxy *p)
 {
@@ -612,6 +670,8 @@ proxy_run(struct conf *conf, const char *conf_path)
         conf_free(conf);
         return 1;
     }
+    if (proxy_fd_check(conf, 1, err, sizeof(err)) != 0)
+        log_warn("%s", err);
     p->rt = runtime_new(conf, err, sizeof(err));
     if (p->rt == NULL) {
         log_error("%s", err);

@@ -16,4 +16,17 @@
  */
 int proxy_run(struct conf *conf, const char *conf_path);
 
+/*
+ * proxy_fd_check - can the file descriptor limit (RLIMIT_NOFILE) carry
+ * limits.max_client_conn clients?  Each takes its own socket, the
+ * primary's and, when its listener has a shadow, the shadow's; a reserve
+ * covers listening sockets, the admin server's connections, probes,
+ * forwarded cancels and logs.  With raise, the soft limit is first raised
+ * towards the hard one as far as needed (at startup); without, the hard
+ * limit is what is compared (tandem -t: what a start could reach).
+ * 0 when enough; 1 with a warning in msg (the clients beyond it would get
+ * accept errors instead of 53300 / -ERR max clients).
+ */
+int proxy_fd_check(const struct conf *conf, int raise, char *msg, size_t msglen);
+
 #endif /* TANDEM_PROXY_H */

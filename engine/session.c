@@ -220,6 +220,26 @@ session_count_backend(struct session *s, const struct rt_backend *b, int counter
         metric_add(&s->w->metrics->backend[b->metric_slot][counter], n);
 }
 
+int
+session_idle_check(struct session *s, uint64_t now_ns)
+{
+    uint64_t limit_ns = (uint64_t)s->w->rt->conf->limits.client_idle_timeout_ms * 1000000;
+
+    if (!s->ops->idle_timeout || limit_ns == 0 || s->state != SESSION_ACTIVE)
+        return 0;
+    if (now_ns < s->last_input_ns || now_ns - s->last_input_ns < limit_ns)
+        return 0;
+    if (s->outstanding != 0 || s->routed != NULL || s->writes_waiting ||
+        (s->ops->pinned != NULL && s->ops->pinned(s)))
+        return 0;
+    slog(s, CONF_LOG_INFO, "closing: nothing received for %llu s (client_idle_timeout)",
+         (unsigned long long)(limit_ns / 1000000000));
+    session_count_client_error(s, METRIC_ERR_IDLE_TIMEOUT);
+    session_close(s);
+    session_settle_soon(s);
+    return 1;
+}
+
 void
 session_count_client_error(struct session *s, int reason)
 {
@@ -249,6 +269,7 @@ session_init(struct session *s, const struct session_ops *ops, struct worker *w,
     s->server.fd = -1;
     s->shadow_conn.fd = -1;
     s->state = SESSION_OPENING;
+    s->last_input_ns = session_now_ns();
     runtime_format_addr(peer, s->peer, sizeof(s->peer));
     evtimer_assign(&s->timer, w->base, on_timer, s);
     event_assign(&s->settle_ev, w->base, -1, 0, on_settle, s);
@@ -478,8 +499,10 @@ client_io(struct session *s, short what)
             s->state = SESSION_DEAD;
             return;
         }
-        if (io == CONN_OK)
+        if (io == CONN_OK) {
             session_count_listener(s, METRIC_L_BYTES_RECEIVED, n);
+            s->last_input_ns = session_clock(s);
+        }
     }
     s->ops->client_input(s);
     if (s->state <= SESSION_ACTIVE && s->server_ready && conn_flush(&s->server) == CONN_ERROR) {

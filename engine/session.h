@@ -50,6 +50,13 @@ enum session_close {
  */
 struct session_ops {
     const char *protocol; /* "postgres", "redis": for logs */
+    /*
+     * idle_timeout - 1: limits.client_idle_timeout closes a client silent
+     * that long with nothing owed to it (session_idle_check).  A protocol
+     * whose clients idle by design (PostgreSQL pools; its server has
+     * idle_session_timeout of its own) leaves it 0.
+     */
+    int idle_timeout;
     /* phase_name - an opening phase's name, for the log */
     const char *(*phase_name)(int phase);
     /*
@@ -181,6 +188,7 @@ struct session {
     struct mirror_unit *routed;   /* the read the shadow answers for the client (split), NULL none */
     uint64_t now_ns;              /* this event's clock reading; 0: not read yet (session_clock) */
     uint64_t shadow_connect_ns;   /* when session_connect_shadow started (its deadline) */
+    uint64_t last_input_ns;       /* the client's last bytes (session_now_ns) */
     struct mirror mirror;         /* the units in order, and the mirror queue (mirror.h) */
 };
 
@@ -318,6 +326,17 @@ void session_settle(struct session *s);
 
 /* session_settle_soon - settle from the session's own event (code outside its handlers). */
 void session_settle_soon(struct session *s);
+
+/*
+ * session_idle_check - the worker's periodic look: close a client of an
+ * idle_timeout protocol that sent nothing for limits.client_idle_timeout
+ * (0: never) while nothing is owed to it: no answer outstanding, no routed
+ * read, no write held by a cutover, not pinned (pub/sub: silent by design).
+ * An open MULTI or a partial command does not keep it (the server's own
+ * `timeout` closes those too).  Counted as client error idle_timeout; the
+ * session is settled from its own event.  Returns 1 when it closed.
+ */
+int session_idle_check(struct session *s, uint64_t now_ns);
 
 /* session_shadow_progress - the shadow answered: a session draining its shadow may be done. */
 void session_shadow_progress(struct session *s);

@@ -21,11 +21,31 @@
 #include "engine/session.h"
 
 #define TICK_MS 200
+/*
+ * Out of file descriptors (or memory), accept() fails at once and the
+ * listening socket stays readable: retrying would spin.  The listener
+ * pauses instead, clients wait in the kernel's backlog, sessions already
+ * open go on (they free descriptors as they end); the failure is logged at
+ * most once per ACCEPT_LOG_MS with a count.
+ */
+#define ACCEPT_PAUSE_MS 250
+#define ACCEPT_LOG_MS 10000
 #define CLASSIFY_CACHE_ENTRIES 4096
 #define CLASSIFY_CACHE_BYTES (8u << 20)
 
 unsigned proxy_client_count;
 unsigned proxy_shadow_drains;
+static int accept_fd_ceiling; /* 0: none (see worker.h) */
+
+void
+worker_set_fd_limit(unsigned long nofile)
+{
+    accept_fd_ceiling = nofile > 2 * WORKER_FD_HEADROOM && nofile < (unsigned long)INT32_MAX
+                            ? (int)(nofile - WORKER_FD_HEADROOM)
+                            : 0;
+}
+
+static void accept_failed(struct wlistener *wl, int err);
 
 /* Clients beyond max_client_conn get a 53300 answer; beyond this many more
  * they are closed at once, so a connection flood costs no memory. */
@@ -34,6 +54,7 @@ unsigned proxy_shadow_drains;
 struct wlistener {
     struct worker *w;
     struct evconnlistener *lev;
+    struct event *resume;          /* re-enables lev after an accept failure */
     struct sockaddr_storage addr;
     int seen; /* mark for reconciling with a new runtime */
     struct wlistener *next;
@@ -51,6 +72,11 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *peer,
 
     if (l == NULL || w->draining) {
         close(fd);
+        return;
+    }
+    if (accept_fd_ceiling > 0 && fd >= accept_fd_ceiling) {
+        close(fd);
+        accept_failed(wl, EMFILE); /* the last descriptors are the admin's and the backends' */
         return;
     }
     unsigned max = w->rt->conf->limits.max_client_conn;
@@ -75,12 +101,55 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *peer,
 }
 
 static void
+on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct wlistener *wl = arg;
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(wl->lev);
+}
+
+/*
+ * accept() failed with something other than a retry (EMFILE, ENFILE,
+ * ENOBUFS, ENOMEM...), or took one of the last descriptors (err EMFILE).
+ */
+static void
+accept_failed(struct wlistener *wl, int err)
+{
+    struct worker *w = wl->w;
+    struct evconnlistener *lev = wl->lev;
+    const struct rt_listener *l = runtime_listener_find(w->rt, &wl->addr);
+    uint64_t now = session_now_ns();
+    struct timeval pause = {.tv_sec = 0, .tv_usec = ACCEPT_PAUSE_MS * 1000};
+
+    evconnlistener_disable(lev);
+    evtimer_add(wl->resume, &pause);
+    if (l != NULL && l->metric_slot >= 0)
+        metric_add(&w->metrics->listener[l->metric_slot][METRIC_L_ACCEPT_ERRORS], 1);
+    w->accept_failures++;
+    if (w->accept_logged_ns != 0 && now - w->accept_logged_ns < ACCEPT_LOG_MS * 1000000ull)
+        return;
+    log_warn("accept failed on listener \"%s\": %s (%llu times since the last report); "
+             "pausing accepting for %d ms each time, sessions already open go on",
+             l ? l->conf->name : "?", strerror(err), (unsigned long long)w->accept_failures,
+             ACCEPT_PAUSE_MS);
+    w->accept_failures = 0;
+    w->accept_logged_ns = now;
+}
+
+static void
 on_accept_error(struct evconnlistener *lev, void *arg)
 {
     (void)lev;
-    (void)arg;
-    /* EMFILE and friends: the loop goes on; say it once per event */
-    log_warn("accept failed: %s", strerror(errno));
+    accept_failed(arg, errno);
+}
+
+static void
+wlistener_free(struct wlistener *wl)
+{
+    evconnlistener_free(wl->lev);
+    event_free(wl->resume);
+    free(wl);
 }
 
 static struct wlistener *
@@ -101,8 +170,12 @@ listener_open(struct worker *w, const struct rt_listener *l, char *err, size_t e
     wl->w = w;
     wl->addr = l->addr;
     /* backlog 0: the socket already listens (1024); -1 would re-listen with 128 */
-    wl->lev = evconnlistener_new(w->base, on_accept, wl, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+    wl->resume = evtimer_new(w->base, on_accept_resume, wl);
+    wl->lev = wl->resume ? evconnlistener_new(w->base, on_accept, wl, LEV_OPT_CLOSE_ON_FREE, 0, fd)
+                         : NULL;
     if (wl->lev == NULL) {
+        if (wl->resume)
+            event_free(wl->resume);
         free(wl);
         goto fail_close;
     }
@@ -125,8 +198,7 @@ listener_close_all(struct worker *w)
     while (w->listeners) {
         struct wlistener *wl = w->listeners;
         w->listeners = wl->next;
-        evconnlistener_free(wl->lev);
-        free(wl);
+        wlistener_free(wl);
     }
 }
 
@@ -145,8 +217,7 @@ listeners_reconcile(struct worker *w, char *err, size_t errlen)
         if (!(*p)->seen) {
             struct wlistener *gone = *p;
             *p = gone->next;
-            evconnlistener_free(gone->lev);
-            free(gone);
+            wlistener_free(gone);
         } else {
             p = &(*p)->next;
         }
@@ -264,6 +335,7 @@ on_tick(evutil_socket_t fd, short what, void *arg)
         int slot = s->lis->metric_slot;
         s->now_ns = 0; /* an entry point: the session's clock is read afresh */
         int det = session_shadow_tick(s, now, &l);
+        session_idle_check(s, now);
         if (slot < 0 || slot >= METRIC_MAX_LISTENERS)
             continue;
         if (l > lag[slot])

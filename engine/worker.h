@@ -66,6 +66,8 @@ struct worker {
     } wrr[METRIC_MAX_LISTENERS];
     int draining;
     int started;                 /* listeners opened at least once */
+    uint64_t accept_failures;    /* since the last report (on_accept_error) */
+    uint64_t accept_logged_ns;   /* when it was last reported; 0: never */
 
     pthread_mutex_t lock;        /* guards the posted fields below */
     struct runtime *posted_rt;
@@ -107,5 +109,16 @@ void worker_session_removed(struct worker *w, struct session *s);
 extern unsigned proxy_client_count;
 /* Sessions whose client left while their shadow still owed answers. */
 extern unsigned proxy_shadow_drains;
+
+/*
+ * A client whose socket's number is at or above this is closed at once and
+ * the listener pauses as on an accept failure: descriptors are allocated
+ * lowest first, so that number means fewer than WORKER_FD_HEADROOM remain,
+ * and those are kept for the admin server (a new /metrics scrape) and the
+ * backend connections of sessions already open.  Set at startup from
+ * RLIMIT_NOFILE (worker_set_fd_limit); 0: no ceiling.
+ */
+#define WORKER_FD_HEADROOM 16
+void worker_set_fd_limit(unsigned long nofile);
 
 #endif /* TANDEM_WORKER_H */

@@ -58,16 +58,92 @@ write_line(const char *line, size_t len)
     }
 }
 
+/* Length of the valid UTF-8 sequence at s (not a C1 control), or 0. */
+static size_t
+utf8_len(const unsigned char *s)
+{
+    size_t n;
+    unsigned cp;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        n = 2, cp = s[0] & 0x1f;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef)
+        n = 3, cp = s[0] & 0x0f;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        n = 4, cp = s[0] & 0x07;
+    else
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) /* also stops at the terminating NUL */
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f))
+        return 0;
+    return n;
+}
+
+size_t
+log_escape(const char *in, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)in;
+    size_t o = 0;
+
+    if (outlen == 0)
+        return 0;
+    while (*s) {
+        char esc[4];
+        size_t n = 0, u = *s >= 0x80 ? utf8_len(s) : 0;
+        if (u > 0) {
+            if (o + u >= outlen)
+                break;
+            memcpy(out + o, s, u);
+            o += u;
+            s += u;
+            continue;
+        }
+        if (*s >= 0x20 && *s < 0x7f) {
+            esc[n++] = (char)*s;
+        } else {
+            esc[n++] = '\\';
+            switch (*s) {
+            case '\n': esc[n++] = 'n'; break;
+            case '\r': esc[n++] = 'r'; break;
+            case '\t': esc[n++] = 't'; break;
+            default:
+                esc[n++] = 'x';
+                esc[n++] = hex[*s >> 4];
+                esc[n++] = hex[*s & 15];
+            }
+        }
+        if (o + n >= outlen)
+            break; /* never half an escape */
+        memcpy(out + o, esc, n);
+        o += n;
+        s++;
+    }
+    out[o] = '\0';
+    return o;
+}
+
+/*
+ * Messages quote what clients sent (request URIs, names, server errors):
+ * a CR or LF would forge a line of its own, an ESC sequence would reach
+ * the operator's terminal.  Every line is escaped here, whatever the
+ * caller formatted, so no call site can forget.
+ */
 void
 log_write(enum conf_log_level level, uint64_t conn_id, const char *peer, const char *fmt, ...)
 {
-    char ts[40], msg[1024], line[2048];
+    char ts[40], raw[1024], msg[1024], line[2048];
     va_list ap;
     int n;
 
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
+    log_escape(raw, msg, sizeof(msg));
     format_time(ts, sizeof(ts));
     if ((unsigned)level > CONF_LOG_ERROR)
         level = CONF_LOG_ERROR;

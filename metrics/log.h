@@ -9,6 +9,7 @@
 #ifndef TANDEM_LOG_H
 #define TANDEM_LOG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "conf/conf.h"
@@ -20,6 +21,15 @@ void log_setup(enum conf_log_format format, enum conf_log_level level);
 
 /* log_set_worker - tag this thread's lines with worker N (-1: main thread). */
 void log_set_worker(int worker);
+
+/*
+ * log_escape - in as one printable line into out (outlen > 0, always
+ * terminated): CR, LF and TAB as \r \n \t, other control bytes (C0, DEL,
+ * C1) and bytes that are not valid UTF-8 as \xNN; valid UTF-8 kept.  Cut
+ * at outlen, never inside an escape.  Returns the length written.
+ * log_write applies it to every message.
+ */
+size_t log_escape(const char *in, char *out, size_t outlen);
 
 /* conn_id 0 and peer NULL when the line is not about a connection. */
 void log_write(enum conf_log_level level, uint64_t conn_id, const char *peer, const char *fmt,

@@ -35,7 +35,9 @@
     X(CLIENT_CLOSED, "tandem_client_disconnections_total", "Client connections closed")        \
     X(BYTES_RECEIVED, "tandem_bytes_received_total", "Bytes received from clients")            \
     X(BYTES_SENT, "tandem_bytes_sent_total", "Bytes sent to clients")                          \
-    X(CANCELS, "tandem_cancel_requests_total", "Cancel requests received from clients")
+    X(CANCELS, "tandem_cancel_requests_total", "Cancel requests received from clients")        \
+    X(ACCEPT_ERRORS, "tandem_accept_errors_total",                                             \
+      "Failed accepts (out of file descriptors or memory): the listener pauses each time")
 
 /* Counters labelled {backend}. */
 #define METRIC_BACKEND_COUNTERS(X)                                                             \
@@ -53,7 +55,8 @@
     X(BACKEND_UNREACHABLE, "backend_unreachable")                                              \
     X(BACKEND_LOST, "backend_lost")                                                            \
     X(TLS, "tls")                                                                              \
-    X(SHUTDOWN, "shutdown")
+    X(SHUTDOWN, "shutdown")                                                                    \
+    X(IDLE_TIMEOUT, "idle_timeout")
 
 enum metric_listener_counter {
 #define X(id, name, help) METRIC_L_##id,

@@ -44,6 +44,12 @@ pg_frame_step(struct pg_frame *f, struct evbuffer *in, size_t at, size_t avail,
         *err = text;
         return PG_FRAME_BAD;
     }
+    if (side == PG_FRAME_BACKEND && !pgw_backend_len_valid(h->type, h->len)) {
+        static __thread char text[64];
+        snprintf(text, sizeof(text), "backend message '%c' with length %u", h->type, h->len);
+        *err = text;
+        return PG_FRAME_BAD;
+    }
     return PG_FRAME_HEADER;
 }
 

@@ -192,11 +192,22 @@ op_destroy(struct session *base)
 }
 
 /* The client's bytes wait while the primary's connection is being opened. */
+/*
+ * Units sent to the primary and not yet answered (ReadyForQuery), at most:
+ * past it the client's next bytes wait in its socket.  Each unit has a
+ * record (and, compared, a digest) until both sides answered; a client
+ * pipelining without reading its answers used to pile them up without
+ * bound (22 MB of INSERTs: +463 MiB).  Only whole units count, so the
+ * primary can always answer them and reading resumes: no deadlock.
+ */
+#define PG_MAX_OUTSTANDING 1024
+
 static int
 op_client_wanted(struct session *base)
 {
     int phase = base->state;
-    return phase != PGS_CONNECTING && phase != PGS_SERVER_TLS_ASK && phase != PGS_SERVER_TLS;
+    return phase != PGS_CONNECTING && phase != PGS_SERVER_TLS_ASK && phase != PGS_SERVER_TLS &&
+           base->outstanding < PG_MAX_OUTSTANDING;
 }
 
 /* ------------------------------------------------------------------ */
@@ -382,8 +393,16 @@ startup_ssl(struct pg_session *s, uint32_t len)
     return 1;
 }
 
-/* Tandem speaks 3.0: tell a newer client, as the server itself would. */
-static void
+/*
+ * Tandem speaks 3.0: tell a newer client, as the server itself would.  The
+ * option names come out of the startup packet, so the message is never
+ * longer than the packet plus its own header: the buffer is sized for the
+ * largest packet accepted.  (A 1 KiB buffer used to drop the message, and
+ * the client went on believing its _pq_. options were understood.)
+ * 0 when sent or not needed; -1 when it cannot be built (a bug: the client
+ * is told and the session ends).
+ */
+static int
 startup_negotiate(struct pg_session *s, const struct pgw_startup *st)
 {
     const char *unknown[PGW_STARTUP_MAX_PARAMS];
@@ -391,19 +410,25 @@ startup_negotiate(struct pg_session *s, const struct pgw_startup *st)
     for (size_t i = 0; i < st->nparams; i++)
         if (strncmp(st->params[i].name, "_pq_.", 5) == 0)
             unknown[nunknown++] = st->params[i].name;
-    if (PGW_PROTO_MINOR(st->version) > 0 || nunknown > 0) {
-        uint8_t v[1024];
-        size_t n = pgw_build_negotiate(v, sizeof(v), 0, unknown, nunknown);
-        if (n > 0)
-            evbuffer_add(s->base.client.out, v, n);
+    if (PGW_PROTO_MINOR(st->version) == 0 && nunknown == 0)
+        return 0;
+    uint8_t v[PGW_STARTUP_MAX_LEN + 16];
+    size_t n = pgw_build_negotiate(v, sizeof(v), 0, unknown, nunknown);
+    if (n == 0) {
+        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION,
+             "cannot negotiate the protocol options of this startup packet");
+        return -1;
     }
+    evbuffer_add(s->base.client.out, v, n);
+    return 0;
 }
 
 /* The StartupMessage pkt (len bytes, parsed into st): keep it, and connect to the primary. */
 static void
 startup_login(struct pg_session *s, const uint8_t *pkt, uint32_t len, const struct pgw_startup *st)
 {
-    startup_negotiate(s, st);
+    if (startup_negotiate(s, st) != 0)
+        return;
     if (s->over_limit) {
         fail(s, METRIC_ERR_TOO_MANY_CLIENTS, PGW_SQLSTATE_TOO_MANY_CONNECTIONS,
              "sorry, too many clients already");
@@ -758,8 +783,8 @@ scan_statement(struct pg_session *s, struct client_scan *sc, const struct pgw_he
         else
             s->route.parsed_unnamed = 1;
         route_note_parse(s, 0);
-        if (s->stmts == NULL)
-            s->stmts = pgstmt_table_new();
+        if (s->stmts == NULL && (s->stmts = pgstmt_table_new()) != NULL)
+            pgstmt_set_parse_budget(s->stmts, s->base.rt->conf->limits.max_prepared_bytes);
         /* the Parse bytes matter only to re-parse on a shadow */
         size_t keep = shadowing(s) ? total : 0;
         struct pgstmt *st = s->stmts ? pgstmt_put(s->stmts, name, namelen, msg, keep, &cls) : NULL;
@@ -1055,21 +1080,25 @@ server_auth(struct pg_session *s)
                 s->logged_in = 1;
             break;
         case 'K': {
-            if (pgw_backend_key_parse(body, blen, &s->cancel.be_pid, &s->cancel.be_key) != PGW_OK) {
+            uint32_t be_pid, be_key;
+            if (pgw_backend_key_parse(body, blen, &be_pid, &be_key) != PGW_OK) {
                 backend_protocol_error(s, "invalid BackendKeyData");
                 return;
             }
             uint8_t out[32];
-            s->cancel.addr = s->base.be->addr;
-            s->cancel.addrlen = s->base.be->addrlen;
-            cancel_register(&s->cancel);
+            /* a second BackendKeyData replaces the first: the table holds one entry per session */
+            cancel_register(&s->cancel, be_pid, be_key, (const struct sockaddr *)&s->base.be->addr,
+                            s->base.be->addrlen);
             evbuffer_add(s->base.client.out, out,
                          pgw_build_backend_key(out, sizeof(out), s->cancel.pid, s->cancel.key));
             evbuffer_drain(in, total);
             continue;
         }
         case 'Z':
-            pgw_ready_parse(body, blen, &s->tx_status);
+            if (pgw_ready_parse(body, blen, &s->tx_status) != PGW_OK) {
+                backend_protocol_error(s, "an invalid ReadyForQuery");
+                return;
+            }
             evbuffer_remove_buffer(in, s->base.client.out, total);
             session_set_state(&s->base, SESSION_ACTIVE);
             slog(s, CONF_LOG_DEBUG, "logged in to \"%s\"", s->base.be->conf->name);
@@ -1151,7 +1180,9 @@ server_active(struct pg_session *s)
         if (fr == PG_FRAME_MORE)
             break;
         if (fr == PG_FRAME_BAD) {
-            backend_protocol_error(s, "an invalid message");
+            char what[96];
+            snprintf(what, sizeof(what), "an invalid message (%s)", err);
+            backend_protocol_error(s, what);
             return;
         }
         size_t total = pgw_header_total(&h);

@@ -78,6 +78,7 @@ struct pg_unit {
     unsigned ordered : 1;
     unsigned no_mirror : 1;     /* LISTEN/NOTIFY only, or an admin statement */
     unsigned unmirrorable : 1;  /* too many statements to track: cannot be mirrored */
+    unsigned oversized : 1;     /* larger than the mirror queue: its bytes are not collected */
     unsigned ddl : 1;           /* changes the schema (mirror levels tell DDL from DML) */
     unsigned refused : 1;       /* the primary refused it for the client's rights: never mirrored */
     unsigned primary_effect : 1; /* the primary completed a statement of it before refusing */

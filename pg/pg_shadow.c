@@ -338,12 +338,25 @@ copy_prefix(struct evbuffer *dst, struct evbuffer *src, size_t len)
     }
 }
 
-/* pg_shadow_collect - the next len bytes of the client's input belong to the building unit. */
+/*
+ * pg_shadow_collect - the next len bytes of the client's input belong to the
+ * building unit.  A unit is queued whole at its end (Sync, Query), so one
+ * larger than the session's mirror queue could never be admitted: its
+ * bytes stop being copied there (pipelined Bind/Execute without a Sync
+ * used to be copied without bound), and pg_unit_close drops it.
+ */
 void
 pg_shadow_collect(struct pg_session *s, size_t len)
 {
-    if (s->unit_buf)
-        copy_prefix(s->unit_buf, s->base.client.in, len);
+    struct pg_unit *u = s->building;
+    if (s->unit_buf == NULL || (u != NULL && u->oversized))
+        return;
+    if (u != NULL && evbuffer_get_length(s->unit_buf) + len > s->base.mirror.queue_bytes) {
+        evbuffer_drain(s->unit_buf, evbuffer_get_length(s->unit_buf));
+        u->oversized = 1;
+        return;
+    }
+    copy_prefix(s->unit_buf, s->base.client.in, len);
 }
 
 /*
@@ -737,7 +750,7 @@ pg_unit_close(struct pg_session *s)
         return;
     }
     u->base.mirrored = 1;
-    if (s->base.mirror.state == MIRROR_DETACHED || u->unmirrorable || len == 0) {
+    if (s->base.mirror.state == MIRROR_DETACHED || u->unmirrorable || u->oversized || len == 0) {
         /* a write the shadow will never see: from now on its data may differ */
         if (s->base.mirror.state == MIRROR_DETACHED) {
             mirror_drop(&s->base.mirror, &u->base);
@@ -748,6 +761,8 @@ pg_unit_close(struct pg_session *s)
         }
         if (u->unmirrorable && s->base.mirror.state != MIRROR_DETACHED)
             detach(s, SHADOW_DROPPED, "unit references too many statements");
+        if (u->oversized && s->base.mirror.state != MIRROR_DETACHED)
+            detach(s, SHADOW_DROPPED, "unit larger than the mirror queue");
         u->base.forced = SHADOW_DROPPED;
         u->base.shadow_done = 1;
         settle_names(s, u, 0);
@@ -777,7 +792,7 @@ pg_unit_route(struct pg_session *s)
     size_t len = s->unit_buf ? evbuffer_get_length(s->unit_buf) : 0;
 
     if (u == NULL || (s->base.mirror.state != MIRROR_READY && s->base.mirror.state != MIRROR_CONNECTING) ||
-        u->unmirrorable || len == 0 || !mirror_fits(&s->base.mirror, len))
+        u->unmirrorable || u->oversized || len == 0 || !mirror_fits(&s->base.mirror, len))
         return -1;
     s->building = NULL;
     u->base.closed = 1;

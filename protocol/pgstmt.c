@@ -14,6 +14,8 @@ struct pgstmt_table {
     struct pgstmt **slots;
     size_t cap;     /* power of two */
     size_t count;
+    size_t parse_bytes;  /* Parse messages kept, all statements together */
+    size_t parse_budget; /* at most; SIZE_MAX: no bound */
 };
 
 struct pgstmt_table *
@@ -23,6 +25,7 @@ pgstmt_table_new(void)
     if (t == NULL)
         return NULL;
     t->cap = 16;
+    t->parse_budget = SIZE_MAX;
     t->slots = calloc(t->cap, sizeof(*t->slots));
     if (t->slots == NULL) {
         free(t);
@@ -32,11 +35,24 @@ pgstmt_table_new(void)
 }
 
 static void
-entry_free(struct pgstmt *e)
+entry_free(struct pgstmt_table *t, struct pgstmt *e)
 {
+    t->parse_bytes -= e->parse_len;
     free(e->name);
     free(e->parse);
     free(e);
+}
+
+void
+pgstmt_set_parse_budget(struct pgstmt_table *t, size_t bytes)
+{
+    t->parse_budget = bytes;
+}
+
+size_t
+pgstmt_parse_bytes(const struct pgstmt_table *t)
+{
+    return t->parse_bytes;
 }
 
 void
@@ -44,7 +60,7 @@ pgstmt_clear(struct pgstmt_table *t)
 {
     for (size_t i = 0; i < t->cap; i++) {
         if (t->slots[i]) {
-            entry_free(t->slots[i]);
+            entry_free(t, t->slots[i]);
             t->slots[i] = NULL;
         }
     }
@@ -131,6 +147,12 @@ pgstmt_put(struct pgstmt_table *t, const char *name, size_t namelen, const uint8
 {
     if (namelen > PGSTMT_NAME_MAX || memchr(name, '\0', namelen) != NULL)
         return NULL;
+    size_t i = find(t, name, namelen);
+    struct pgstmt *e = t->slots[i];
+    size_t replaced = e != NULL ? e->parse_len : 0;
+    /* over the budget: the classification alone, as when nothing is to be kept */
+    if (parse_len > t->parse_budget || t->parse_bytes - replaced > t->parse_budget - parse_len)
+        parse_len = 0;
     /* no bytes to keep (no shadow to re-parse on): the classification alone */
     uint8_t *copy = NULL;
     if (parse_len > 0) {
@@ -139,10 +161,9 @@ pgstmt_put(struct pgstmt_table *t, const char *name, size_t namelen, const uint8
         memcpy(copy, parse, parse_len);
     }
 
-    size_t i = find(t, name, namelen);
-    struct pgstmt *e = t->slots[i];
     if (e != NULL) {
         free(e->parse);
+        t->parse_bytes = t->parse_bytes - e->parse_len + parse_len;
         e->parse = copy;
         e->parse_len = parse_len;
         e->cls = *cls;
@@ -166,6 +187,7 @@ pgstmt_put(struct pgstmt_table *t, const char *name, size_t namelen, const uint8
     }
     e->parse = copy;
     e->parse_len = parse_len;
+    t->parse_bytes += parse_len;
     e->cls = *cls;
     t->slots[i] = e;
     t->count++;
@@ -184,7 +206,7 @@ pgstmt_remove(struct pgstmt_table *t, const char *name, size_t namelen)
     size_t i = find(t, name, namelen);
     if (t->slots[i] == NULL)
         return;
-    entry_free(t->slots[i]);
+    entry_free(t, t->slots[i]);
     t->slots[i] = NULL;
     t->count--;
     /* backward-shift: pull later members of the probe run into the hole */

@@ -59,6 +59,16 @@ void pgstmt_clear(struct pgstmt_table *t);
 
 size_t pgstmt_count(const struct pgstmt_table *t);
 
+/*
+ * pgstmt_set_parse_budget - keep at most bytes of Parse messages, all
+ * statements together (default: no bound).  A Parse that would pass it is
+ * recorded with its classification alone (parse NULL), as when nothing is
+ * to be kept: such a statement cannot be re-created on a shadow that lacks
+ * it.  pgstmt_parse_bytes - what is kept now.
+ */
+void pgstmt_set_parse_budget(struct pgstmt_table *t, size_t bytes);
+size_t pgstmt_parse_bytes(const struct pgstmt_table *t);
+
 /* pgstmt_foreach - call fn on every statement (fn must not add or remove any). */
 void pgstmt_foreach(struct pgstmt_table *t, void (*fn)(struct pgstmt *st, void *arg), void *arg);
 

@@ -364,6 +364,29 @@ pgw_backend_type_valid(uint8_t type)
     }
 }
 
+int
+pgw_backend_len_valid(uint8_t type, uint32_t len)
+{
+    switch (type) {
+    case 'Z':
+        return len == 5;
+    case 'G':
+    case 'H':
+    case 'W':
+        return len >= 7 && len <= 7 + 2 * 65535u;
+    case '1':
+    case '2':
+    case '3':
+    case 'c':
+    case 'I':
+    case 'n':
+    case 's':
+        return len == 4;
+    default:
+        return 1;
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* Body parsers.                                                      */
 

@@ -141,6 +141,17 @@ int pgw_frontend_type_valid(uint8_t type);
 int pgw_backend_type_valid(uint8_t type);
 
 /*
+ * pgw_backend_len_valid - 0 when a server message of this type cannot have
+ * this length field (self-inclusive): ReadyForQuery is exactly 5, the
+ * body-less ones (1 2 3 c I n s) exactly 4, the COPY responses (G H W: a
+ * format byte, an int16 column count, an int16 per column) 7 to 7 + 2 *
+ * 65535.  Checked when framing, so no later step reads a byte the message
+ * does not have, nor waits for a gigabyte a header merely claims.  Other
+ * types: 1.
+ */
+int pgw_backend_len_valid(uint8_t type, uint32_t len);
+
+/*
  * Body parsers: body/len are a whole message body (without type and length).
  * They validate the layout fully; pointers returned point into body.  They
  * answer PGW_OK or PGW_ERROR, never PGW_NEED_MORE: a string that does not end

@@ -146,11 +146,17 @@ fail(const char **err, const char *why)
     return RESP_ERROR;
 }
 
+/* The shortest argument on the wire: "$0\r\n\r\n". */
+#define MIN_BULK_WIRE 6
+
 /*
  *   *<count>\r\n  ( $<len>\r\n <len bytes>\r\n ){count}
  *
  * count <= 0 is an empty command.  Each length is judged when its CRLF is
- * seen, before its payload is waited for.
+ * seen, before its payload is waited for.  On NEED_MORE the arguments not
+ * yet begun count MIN_BULK_WIRE bytes each: a command of millions of small
+ * arguments arriving in many reads is then parsed again only when enough
+ * has arrived to possibly complete it, not at every read.
  */
 static enum resp_status
 parse_multibulk(const uint8_t *buf, size_t len, const struct resp_limits *lim, size_t *used,
@@ -171,13 +177,17 @@ parse_multibulk(const uint8_t *buf, size_t len, const struct resp_limits *lim, s
 
     size_t pos = off + 2;
     for (int64_t i = 0; i < count; i++) {
+        /* the arguments after this one: at least MIN_BULK_WIRE bytes each */
+        uint64_t rest = (uint64_t)(count - i - 1) * MIN_BULK_WIRE;
         if (pos >= len)
-            return need_more(used, sat_add(len, 1));
+            return need_more(used, sat_add(pos, rest + MIN_BULK_WIRE));
         f = find_eol(buf + pos, len - pos, lim->max_inline_len, '\r', &off);
         if (f < 0)
             return fail(err, "too big bulk count string");
-        if (f == 0 || pos + off + 1 >= len)
-            return need_more(used, sat_add(len, 1));
+        if (f == 0 || pos + off + 1 >= len) {
+            size_t at_least = sat_add(pos, rest + MIN_BULK_WIRE);
+            return need_more(used, at_least > len ? at_least : sat_add(len, 1));
+        }
         if (buf[pos] != '$') {
             /* Redis prints the byte with %c, its error replies map CR/LF to spaces. */
             uint8_t c = buf[pos] == '\r' || buf[pos] == '\n' ? ' ' : buf[pos];
@@ -192,7 +202,7 @@ parse_multibulk(const uint8_t *buf, size_t len, const struct resp_limits *lim, s
             return fail(err, "unauthenticated bulk length");
         pos += off + 2;
         if ((uint64_t)(len - pos) < (uint64_t)blen + 2)
-            return need_more(used, sat_add(pos, (uint64_t)blen + 2));
+            return need_more(used, sat_add(pos, (uint64_t)blen + 2 + rest));
         if (buf[pos + blen] != '\r' || buf[pos + blen + 1] != '\n')
             return fail(err, "bulk not terminated by CRLF");
         keep_arg(out, buf + pos, (size_t)blen, false);

@@ -110,8 +110,10 @@ struct resp_request {
  *   *used bytes and expects no reply.  A pipeline is parsed by calling again
  *   at buf + *used.
  * RESP_NEED_MORE: buf is a valid prefix.  *used is a lower bound of the
- *   command's total length (always > len), exact while inside a bulk: a
- *   caller may wait for that many bytes before calling again.
+ *   command's total length (always > len; arguments not yet begun count 6
+ *   bytes each, the shortest "$0\r\n\r\n"), exact while inside the last
+ *   bulk: a caller may wait for that many bytes before calling again, and
+ *   refuse the command at once when that is more than it will buffer.
  * RESP_ERROR: *err is the text Redis puts after "Protocol error: "
  *   ("invalid multibulk length", "invalid bulk length", "expected '$', got
  *   'x'", "unbalanced quotes in request", "too big inline request", "too big

@@ -395,6 +395,16 @@ protocol_error(struct redis_session *s, const char *err)
         session_close(&s->base);
 }
 
+/* A command longer than limits.max_command_size: refused as Redis refuses a bad length. */
+static void
+too_large(struct redis_session *s)
+{
+    char err[120];
+    snprintf(err, sizeof(err), "command longer than tandem's max_command_size (%u bytes)",
+             s->base.rt->conf->limits.max_command_size);
+    protocol_error(s, err);
+}
+
 static int
 arg_is(const struct resp_request *req, size_t i, const char *lit)
 {
@@ -773,6 +783,16 @@ client_input(struct session *base)
             enum resp_status st =
                 resp_request_parse(buf + off, avail - off, &s->limits, &used, &req, &err);
             if (st == RESP_NEED_MORE) {
+                /*
+                 * used is a lower bound of the whole command: past the limit
+                 * it is refused now, before its bytes are buffered (a 300 MB
+                 * bulk, a multibulk of millions of arguments).
+                 */
+                if (used > s->base.rt->conf->limits.max_command_size) {
+                    forward(s, off);
+                    too_large(s);
+                    return;
+                }
                 s->client_need = used;
                 break;
             }
@@ -1147,6 +1167,7 @@ op_swap(struct session *base)
 
 static const struct session_ops redis_session_ops = {
     .protocol = "redis",
+    .idle_timeout = 1,
     .phase_name = op_phase_name,
     .client_input = client_input,
     .connect_failed = backend_failed,

@@ -192,6 +192,7 @@ struct redis_shadow {
     unsigned conn_open : 1;
     unsigned reply_open : 1;     /* reader is inside a reply */
     unsigned tx_wanted : 1;      /* the open MULTI holds a command worth mirroring */
+    unsigned tx_overflow : 1;    /* the open MULTI outgrew the mirror queue: not collected */
     enum rs_login login;         /* the connection's login after what conn.out holds */
     struct resp_reader reader;
     uint32_t replies_left;       /* of scur's replies, including the one being read */

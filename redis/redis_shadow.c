@@ -124,15 +124,41 @@ queue_unit(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
     mirror_hold(&s->base.mirror, &u->base, src, bytes, len); /* full: detached, counted */
 }
 
-/* A transaction collects in tx_buf: every queued command, MULTI included. */
+/*
+ * A transaction collects in tx_buf: every queued command, MULTI included.
+ * At EXEC it becomes one unit of the mirror queue, so a transaction larger
+ * than the session's queue bound (mirror { queue }) could never be admitted:
+ * collecting stops there instead of copying without bound until EXEC, and
+ * the shadow is detached now, as a full queue detaches it (counted; a write
+ * in it marks the shadow diverged when EXEC drops it).
+ */
 static void
 tx_add(struct redis_session *s, const struct redis_unit *u, const uint8_t *bytes, size_t len)
 {
     struct redis_shadow *sh = &s->shadow;
-    evbuffer_add(sh->tx_buf, bytes, len);
     sh->tx_cmds++;
     if (u->base.kind == REQ_KIND_WRITE || u->base.kind == REQ_KIND_SESSION)
         sh->tx_wanted = 1;
+    if (sh->tx_overflow)
+        return;
+    if (evbuffer_get_length(sh->tx_buf) + len > s->base.mirror.queue_bytes) {
+        evbuffer_drain(sh->tx_buf, evbuffer_get_length(sh->tx_buf));
+        sh->tx_overflow = 1;
+        mirror_detach(&s->base.mirror, SHADOW_DROPPED, SHADOW_DROP_QUEUE_FULL,
+                      "MULTI larger than the mirror queue", session_clock(&s->base));
+        return;
+    }
+    evbuffer_add(sh->tx_buf, bytes, len);
+}
+
+/* The open MULTI is over (EXEC, DISCARD, RESET, the client gone). */
+static void
+tx_reset(struct redis_shadow *sh)
+{
+    if (sh->tx_buf)
+        evbuffer_drain(sh->tx_buf, evbuffer_get_length(sh->tx_buf));
+    sh->tx_cmds = 0;
+    sh->tx_overflow = 0;
 }
 
 /* Room for AUTH user pass of the longest identity tandem keeps, and RESET before it. */
@@ -229,15 +255,20 @@ redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_
         u->sreplies = sh->tx_cmds;
         u->mode = RESP_DIGEST_ORDERED;
         size_t txlen = evbuffer_get_length(sh->tx_buf);
-        if (sh->tx_wanted)
+        if (sh->tx_wanted && sh->tx_overflow) {
+            /* what the queue could not take: counted as such, the shadow misses its writes */
+            mirror_drop_as(&s->base.mirror, &u->base, SHADOW_DROP_QUEUE_FULL);
+            shadow_note_divergence(s->base.lis->metric_slot,
+                                   "dropped: MULTI larger than the mirror queue", "multi/exec",
+                                   strlen("multi/exec"));
+        } else if (sh->tx_wanted) {
             queue_unit(s, u, NULL, sh->tx_buf, txlen);
-        evbuffer_drain(sh->tx_buf, evbuffer_get_length(sh->tx_buf));
-        sh->tx_cmds = 0;
+        }
+        tx_reset(sh);
         return;
     }
     if ((s->in_multi && which == RC_DISCARD) || which == RC_RESET) {
-        evbuffer_drain(sh->tx_buf, evbuffer_get_length(sh->tx_buf));
-        sh->tx_cmds = 0;
+        tx_reset(sh);
         if (which == RC_RESET) {
             /*
              * RESET logs the primary's connection out: the shadow's too, then
@@ -856,9 +887,7 @@ redis_shadow_orphan(struct session *base)
         }
     }
     s->base.outstanding = 0;
-    if (s->shadow.tx_buf)
-        evbuffer_drain(s->shadow.tx_buf, evbuffer_get_length(s->shadow.tx_buf));
-    s->shadow.tx_cmds = 0;
+    tx_reset(&s->shadow);
     mirror_orphan(&s->base.mirror, session_clock(&s->base));
     if (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(s->base.shadow_conn.out) > 0)
         flush_shadow(s);

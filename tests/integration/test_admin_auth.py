@@ -4,12 +4,15 @@ with a wrong one, JSON errors - while GET endpoints stay open.  A token file
 that cannot be used refuses startup; a non-loopback admin without a token is
 refused too (test_pg_admin.py)."""
 import json
+import signal
+import socket
 import subprocess
 
 import pytest
 
 from harness.ops import TOKEN, admin_call, start_ops_tandem
-from harness.util import free_port
+from harness.tandemproc import pg_config
+from harness.util import free_port, wait_until
 
 MUTATIONS = [("PUT", "/api/weights", {"blue": 100}), ("PUT", "/api/mode", {"mode": "shadow"}),
              ("POST", "/api/cutover", {}), ("POST", "/api/rollback", {}),
@@ -130,3 +133,61 @@ def test_missing_token_file_refuses_startup(tandem_bin, tmp_path):
     done = _start(tandem_bin, f"admin {{ listen 127.0.0.1:{free_port()}; token_file {token}; }}")
     assert done.returncode == 1, done
     assert f'admin: token file "{token}": No such file or directory' in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("uri", [b"/api/mode\r2099-01-01T00:00:00.000Z error FORGED",
+                                 b"/api/mode?\x1b[2J\x1b]0;owned\x07", b"/api/\x9bmode"])
+def test_logged_uri_is_escaped(t, uri):
+    """The refused call is logged with its URI: a CR must not start a forged
+    line, an escape sequence must not reach the operator's terminal."""
+    with socket.create_connection(("127.0.0.1", t.admin_port), timeout=10) as s:
+        s.sendall(b"PUT " + uri + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 "), answer
+    with open(t.log_path, "rb") as f:
+        log = f.read()
+    assert b"FORGED" not in log or b"\\r2099-01-01T00:00:00.000Z error FORGED" in log
+    for line in log.splitlines():
+        assert not line.startswith(b"2099-"), line
+        assert b"\x1b" not in line and b"\x07" not in line and b"\x9b" not in line, line
+        assert b"\r" not in line, line
+
+
+# -- token_file and SIGHUP -------------------------------------------------------
+
+def _reload(t, text, outcome):
+    done = t.log().count(outcome)
+    t.write_config(text)
+    t.signal(signal.SIGHUP)
+    wait_until(lambda: t.log().count(outcome) > done, 20, f"{outcome!r} in the log")
+
+
+def test_token_file_added_removed_by_reload(tandem, pg_primary, tmp_path):
+    """Adding token_file and sending SIGHUP used to be silently ignored: the
+    admin kept answering mutations without a token."""
+    port, admin = free_port(), free_port()
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    plain = pg_config(port=port, primary=pg_primary, admin_port=admin)
+    with_token = plain.replace(f"admin {{ listen 127.0.0.1:{admin}; }}",
+                               f"admin {{ listen 127.0.0.1:{admin}; token_file {token}; }}")
+    assert with_token != plain
+    t = tandem(config_text=plain, port=port, admin_port=admin)
+    assert admin_call(admin, "POST", "/no/such/path", {})[0] == 404
+
+    _reload(t, with_token, "configuration reloaded")
+    assert f'admin: token_file "{token}" added' in t.log()
+    assert admin_call(admin, "POST", "/no/such/path", {})[0] == 401
+    assert admin_call(admin, "POST", "/no/such/path", {}, token=TOKEN)[0] == 404
+
+    # a token file that cannot be used: the reload is refused, the token stays
+    token.write_text("")
+    _reload(t, with_token, "reload failed")
+    assert f'reload failed: admin: token file "{token}"' in t.log()
+    token.write_text(TOKEN + "\n")
+    assert admin_call(admin, "POST", "/no/such/path", {})[0] == 401
+
+    _reload(t, plain, "configuration reloaded")
+    assert "admin: token_file removed: mutating calls need no token from now on" in t.log()
+    assert admin_call(admin, "POST", "/no/such/path", {})[0] == 404

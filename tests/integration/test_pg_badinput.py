@@ -244,3 +244,24 @@ def test_max_client_conn_gets_53300(tandem, pg_primary):
     wait_until(connect_again, 20, "a connection after one closed")
     keeper.close()
     others[0].close()
+
+
+# -- protocol negotiation ------------------------------------------------------------
+
+@pytest.mark.parametrize("count,width", [(2, 10), (40, 40), (60, 150)])
+def test_pq_options_are_refused_by_negotiate_protocol_version(t, keeper, count, width):
+    """tandem speaks 3.0 with no _pq_. options and says so with
+    NegotiateProtocolVersion listing every one, however long the list (above
+    1 KiB it used to be silently left out), then the login goes on."""
+    names = [f"_pq_.opt{i:02d}_" + "x" * width for i in range(count)]
+    with pgwire.PgRaw(t.port) as raw:
+        raw.send(pgwire.startup_message("trustuser", **{n: "on" for n in names}))
+        mtype, payload = raw.read_message()
+        assert mtype == "v", (mtype, payload[:100])
+        newest, n = struct.unpack("!ii", payload[:8])
+        assert (newest, n) == (0, count)
+        assert payload[8:].split(b"\0")[:-1] == [n.encode() for n in names]
+        while mtype != "Z":
+            mtype, payload = raw.read_message()
+            assert mtype != "E", pgwire.parse_error(payload)
+        assert raw.simple_query("SELECT 'negotiated'")[0] == [["negotiated"]]

@@ -55,7 +55,7 @@ def put_json(t, path, body):
     if not isinstance(body, bytes):
         return call(t, "PUT", path, body)
     req = urllib.request.Request(f"http://127.0.0.1:{t.admin_port}{path}", data=body,
-                                 method="PUT")
+                                 method="PUT", headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())

@@ -1,14 +1,18 @@
 """TLS on both sides of tandem: clients to the listener (tls_cert/tls_key),
 and tandem to the backend (tls require / verify-full against the SSL-enabled
 PostgreSQL, whose certificate is signed by the test CA)."""
+import ssl
 import struct
+import subprocess
 
 import psycopg
 import pytest
 
 from harness import pgwire
 from harness.clients import psql
+from harness.fakepg import FakePg
 from harness.pgserver import PASSWORDS
+from harness.util import free_port, wait_until
 
 SSL_IN_USE = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
 
@@ -195,3 +199,43 @@ def test_tls_both_sides_scram_with_channel_binding_disabled(tandem, pg_primary, 
                   listener_extra=f"tls_cert {certs.server_cert};\ntls_key {certs.server_key};")
     with t.connect(user="scramuser", sslmode="require", channel_binding="disable") as conn:
         assert conn.execute(SSL_IN_USE).fetchone()[0] is True
+
+
+# -- the health probe: tandem's own login, with tandem's password ----------------
+
+def test_health_probe_verify_full_logs_in_with_the_ca(tandem, pg_primary, certs):
+    t = tandem.pg(primary=pg_primary, backend_extra=(
+        f"tls verify-full;\ntls_ca_file {certs.ca};\n"
+        f'user tandemprobe;\npassword "{PASSWORDS["tandemprobe"]}";'))
+    wait_until(lambda: t.metric("tandem_backend_up", backend="blue") == 1, 20,
+               "the verify-full health probe to log in")
+
+
+def test_health_probe_verify_full_refuses_an_unverified_server(tandem, certs, tmp_path):
+    """A server with a self-signed certificate (right name, not signed by the
+    configured CA) asks the probe for a cleartext password: the probe must
+    refuse the certificate and never send it.  Before the fix it connected
+    with sslmode=require and the fake server caught the password."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", "self.key", "-out", "self.crt", "-days", "2",
+                    "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "self.crt", tmp_path / "self.key")
+    with FakePg(tls_context=ctx, ask_password=True) as fake:
+        port, admin = free_port(), free_port()
+        text = (f"admin {{ listen 127.0.0.1:{admin}; }}\n"
+                f"backend impostor {{\n    address 127.0.0.1:{fake.port};\n"
+                f"    tls verify-full;\n    tls_ca_file {certs.ca};\n"
+                f'    user tandemprobe;\n    password "{PASSWORDS["tandemprobe"]}";\n}}\n'
+                f"listener pg {{\n    listen 127.0.0.1:{port};\n    protocol postgres;\n"
+                "    primary impostor;\n    mode passthrough;\n}\n")
+        t = tandem(config_text=text, port=port, admin_port=admin)
+        wait_until(lambda: fake.tls_failures >= 2 or fake.passwords, 20,
+                   "the health probe to try the impostor")
+        assert fake.passwords == []
+        assert fake.startups == []
+        wait_until(lambda: t.metric("tandem_backend_up", backend="impostor") == 0, 20,
+                   "the impostor to be reported down")
+        assert "certificate verify failed" in t.log()

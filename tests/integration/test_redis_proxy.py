@@ -199,3 +199,86 @@ def test_config_check_accepts_redis(tandem_bin, redis_primary, tmp_path):
     conf.write_text(redis_config(port=free_port(), primary=redis_primary))
     out = subprocess.run([tandem_bin, "-t", "-c", str(conf)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def _closed_by_tandem(sock):
+    """True once tandem closed SOCK (EOF within the socket's timeout)."""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return True
+    except ConnectionResetError:
+        return True
+
+
+def test_silent_clients_closed_after_client_idle_timeout(tandem, redis_primary, redis_shadow):
+    """A silent client used to hold its primary and shadow connections for ever.
+    With limits { client_idle_timeout 1s; } it is closed (counted as client
+    error idle_timeout) - also inside MULTI or after half a command - while a
+    subscriber and a client blocked in BLPOP, silent by design, stay."""
+    port, admin = free_port(), free_port()
+    text = "limits { client_idle_timeout 1s; }\n" + redis_config(
+        port=port, admin_port=admin, primary=redis_primary, shadow=redis_shadow)
+    t = tandem(config_text=text, port=port, admin_port=admin)
+
+    sub = tandem_client(t).pubsub()
+    sub.subscribe("idle:chan")
+    assert sub.get_message(timeout=10)["type"] == "subscribe"
+    c = tandem_client(t)
+    c.delete("idle:q")
+    result = {}
+    th = threading.Thread(target=lambda: result.update(v=tandem_client(t).blpop("idle:q", 0)))
+    th.start()
+    wait_until(lambda: any(cl.get("cmd") == "blpop" for cl in c.client_list()), 10,
+               "the BLPOP to block")
+    c.close()
+
+    silent = []
+    for first in (b"PING\r\n", b"MULTI\r\n", b"PING\r\n*2\r\n$3\r\nGET\r\n"):
+        s = socket.create_connection(("127.0.0.1", t.port), timeout=30)
+        s.sendall(first)
+        assert s.recv(100).startswith(b"+"), first
+        silent.append(s)
+    for s in silent:
+        assert _closed_by_tandem(s)
+        s.close()
+    t.wait_metric("tandem_client_errors_total", 3, reason="idle_timeout")
+    assert "closing: nothing received for 1 s (client_idle_timeout)" in t.log()
+
+    # the silent-by-design ones are still served
+    pub = tandem_client(t)
+    assert pub.publish("idle:chan", "still here") == 1
+    got = wait_until(lambda: sub.get_message(timeout=1), 10, "the message")
+    assert got["data"] == b"still here"
+    pub.rpush("idle:q", "item")
+    th.join(30)
+    assert result["v"] == (b"idle:q", b"item")
+    sub.close()
+
+
+@pytest.mark.parametrize("payload", [
+    b"*1\r\n$2000000\r\n",                        # one bulk announced above the limit
+    b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1048577\r\n",  # the third argument
+    b"*8000000\r\n$1\r\na\r\n",                   # 8 million arguments: 48 MB at least
+], ids=["bulk", "third_arg", "many_args"])
+def test_command_above_max_command_size_is_refused_at_once(tandem, redis_primary, payload):
+    """An incomplete command used to be buffered whole whatever its size (a
+    300 MB bulk: +357 MiB) and parsed again at every read (8M arguments: 48 s
+    of CPU).  Past limits { max_command_size } it is refused as soon as its
+    announced size shows, in Redis's form, and only that connection ends."""
+    port, admin = free_port(), free_port()
+    text = "limits { max_command_size 1MB; }\n" + redis_config(
+        port=port, admin_port=admin, primary=redis_primary)
+    t = tandem(config_text=text, port=port, admin_port=admin)
+    keeper = tandem_client(t)
+    assert keeper.ping()
+    out, closed = raw(t.port, payload)
+    assert out == (b"-ERR Protocol error: command longer than tandem's max_command_size "
+                   b"(1048576 bytes)\r\n"), out
+    assert closed
+    t.wait_metric("tandem_client_errors_total", 1, reason="protocol")
+    # just below the limit works, in pieces
+    big = b"x" * (1024 * 1024 - 100)
+    assert keeper.set("mcs:big", big)
+    assert keeper.get("mcs:big") == big

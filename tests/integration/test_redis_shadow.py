@@ -243,3 +243,29 @@ def test_redis_benchmark_shadow_zero_errors(tandem, pair):
     assert "requests per second" in out
     wait_drained(t, listener="r")
     wait_same_digest(primary, shadow)
+
+
+def test_multi_larger_than_the_mirror_queue_detaches(tandem, pair):
+    """MULTI's commands were copied for the shadow without bound until EXEC.
+    Now a transaction outgrowing mirror { queue } stops being collected and
+    the shadow is detached at once (dropped: queue_full, the write marks the
+    shadow diverged); the client's transaction runs on the primary as usual."""
+    primary, shadow = pair
+    t = start_redis_tandem(tandem, primary, shadow,
+                           mirror={"reads": "100%", "queue": "64KB", "timeout": "5s"})
+    c = tandem_client(t)
+    c.set("tx:small", "x")
+    wait_drained(t, listener="r")
+    dropped = t.metric("tandem_shadow_mirror_dropped_total", listener="r",
+                       reason="queue_full") or 0
+    with c.pipeline(transaction=True) as pipe:
+        for i in range(40):
+            pipe.set(f"tx:big:{i}", "v" * 4096)  # 160 KB in one transaction
+        assert pipe.execute() == [True] * 40
+    assert primary.client().get("tx:big:39") == b"v" * 4096
+    t.wait_metric("tandem_shadow_mirror_dropped_total", dropped + 1, listener="r",
+                  reason="queue_full")
+    wait_until(lambda: listener_report(report(t), "r")["diverged"] is True, 20,
+               "the shadow marked diverged")
+    assert shadow.client().get("tx:big:0") is None
+    assert c.get("tx:small") == b"x"

@@ -214,6 +214,9 @@ test_defaults(void **state)
     assert_int_equal(c->limits.startup_timeout_ms, 10000);
     assert_int_equal(c->limits.connect_timeout_ms, 5000);
     assert_int_equal(c->limits.shutdown_timeout_ms, 30000);
+    assert_int_equal(c->limits.client_idle_timeout_ms, 3600000);
+    assert_int_equal(c->limits.max_command_size, 64u << 20);
+    assert_int_equal(c->limits.max_prepared_bytes, 8u << 20);
     assert_int_equal(c->admin.enabled, 0);
     assert_int_equal(c->backends[0].tls, CONF_TLS_DISABLE);
     assert_string_equal(c->backends[0].user, "");
@@ -235,6 +238,14 @@ test_defaults(void **state)
     assert_string_equal(c->admin.addr.host, "127.0.0.1");
     assert_int_equal(c->admin.addr.port, 9090);
     assert_string_equal(c->admin.token_file, "");
+    assert_int_equal(c->admin.nserver_names, 0);
+    conf_free(c);
+
+    /* server_name: the names the Host header may carry */
+    c = load_ok(MIN "admin { server_name tandem.internal Ops-1.example; }\n");
+    assert_int_equal(c->admin.nserver_names, 2);
+    assert_string_equal(c->admin.server_names[0], "tandem.internal");
+    assert_string_equal(c->admin.server_names[1], "Ops-1.example");
     conf_free(c);
 }
 
@@ -380,6 +391,8 @@ static const struct error_case error_cases[] = {
     {MIN "limits { max_packet_size 1.5MB; }\n", "t.conf:3: max_packet_size: bad size \"1.5MB\""},
     {MIN "limits { startup_timeout 0ms; }\n",
      "t.conf:3: startup_timeout: \"0ms\" out of range 1ms..1h"},
+    {MIN "limits { client_idle_timeout 169h; }\n",
+     "t.conf:3: client_idle_timeout: \"169h\" out of range 0s..168h"},
     {MIN "limits { connect_timeout 3601s; }\n",
      "t.conf:3: connect_timeout: \"3601s\" out of range 1ms..1h"},
     {MIN "limits { shutdown_timeout 2h; }\n",
@@ -397,6 +410,9 @@ static const struct error_case error_cases[] = {
     {"backend blue { address a:1; }\nlistener pg { listen c:3; primary blue; mode on; }\n",
      "t.conf:2: mode: bad value \"on\" (expected passthrough|shadow|split)"},
     /* addresses */
+    {MIN "admin { server_name 10.0.0.1; }\n", "t.conf:3: server_name: bad value \"10.0.0.1\""},
+    {MIN "admin { server_name a:80; }\n", "t.conf:3: server_name: bad value \"a:80\""},
+    {MIN "admin { server_name \"\"; }\n", "t.conf:3: server_name: bad value \"\""},
     {MIN "admin { listen x; }\n", "t.conf:3: listen: bad address \"x\""},
     {MIN "admin { listen h:0; }\n", "t.conf:3: listen: bad address \"h:0\""},
     {MIN "admin { listen h:65536; }\n", "t.conf:3: listen: bad address \"h:65536\""},
@@ -1508,6 +1524,21 @@ test_range_edges(void **state)
     assert_int_equal(c->limits.startup_timeout_ms, 1);
     assert_int_equal(c->limits.connect_timeout_ms, 3600000);
     assert_int_equal(c->limits.shutdown_timeout_ms, 3600000);
+    conf_free(c);
+    c = load_ok(MIN "limits { max_prepared_bytes 0B; }\n");
+    assert_int_equal(c->limits.max_prepared_bytes, 0);
+    conf_free(c);
+    c = load_ok(MIN "limits { max_command_size 1KB; }\n");
+    assert_int_equal(c->limits.max_command_size, 1024);
+    conf_free(c);
+    c = load_ok(MIN "limits { max_command_size 1GB; }\n");
+    assert_int_equal(c->limits.max_command_size, 1u << 30);
+    conf_free(c);
+    c = load_ok(MIN "limits { client_idle_timeout 0s; }\n");
+    assert_int_equal(c->limits.client_idle_timeout_ms, 0);
+    conf_free(c);
+    c = load_ok(MIN "limits { client_idle_timeout 168h; }\n");
+    assert_int_equal(c->limits.client_idle_timeout_ms, 168u * 3600000u);
     conf_free(c);
     c = load_ok(MIN "workers 1;\nlimits { max_client_conn 1; max_packet_size 1KB; }\n");
     assert_int_equal(c->workers, 1);

@@ -110,6 +110,53 @@ test_refuses_bad_names(void **state)
     pgstmt_table_free(t);
 }
 
+/*
+ * Parse messages kept are bounded all together: past the budget a statement
+ * keeps its classification alone (the map used to keep every Parse whole,
+ * up to 4096 x max_packet_size per session).
+ */
+static void
+test_parse_budget(void **state)
+{
+    (void)state;
+    struct pgstmt_table *t = pgstmt_table_new();
+    uint8_t p100[100], p60[60];
+    memset(p100, 'P', sizeof(p100));
+    memset(p60, 'Q', sizeof(p60));
+    pgstmt_set_parse_budget(t, 200);
+
+    struct pgstmt *a = pgstmt_put(t, "a", 1, p100, 100, &read_cls);
+    struct pgstmt *b = pgstmt_put(t, "b", 1, p100, 100, &write_cls);
+    assert_non_null(a->parse);
+    assert_non_null(b->parse);
+    assert_int_equal(pgstmt_parse_bytes(t), 200);
+    /* over: recorded, classified, no bytes */
+    struct pgstmt *c = pgstmt_put(t, "c", 1, p60, 60, &write_cls);
+    assert_non_null(c);
+    assert_null(c->parse);
+    assert_int_equal(c->parse_len, 0);
+    assert_int_equal(c->cls.kind, write_cls.kind);
+    assert_int_equal(pgstmt_parse_bytes(t), 200);
+    /* replacing a kept one counts the difference */
+    a = pgstmt_put(t, "a", 1, p60, 60, &read_cls);
+    assert_non_null(a->parse);
+    assert_int_equal(pgstmt_parse_bytes(t), 160);
+    /* removing and clearing give it back */
+    pgstmt_remove(t, "b", 1);
+    assert_int_equal(pgstmt_parse_bytes(t), 60);
+    c = pgstmt_put(t, "c", 1, p100, 100, &write_cls);
+    assert_non_null(c->parse);
+    assert_int_equal(pgstmt_parse_bytes(t), 160);
+    /* one message larger than the whole budget */
+    uint8_t big[300];
+    memset(big, 'B', sizeof(big));
+    struct pgstmt *d = pgstmt_put(t, "d", 1, big, sizeof(big), &read_cls);
+    assert_null(d->parse);
+    pgstmt_clear(t);
+    assert_int_equal(pgstmt_parse_bytes(t), 0);
+    pgstmt_table_free(t);
+}
+
 static void
 test_message_helpers(void **state)
 {
@@ -150,6 +197,7 @@ main(void)
         cmocka_unit_test(test_many_and_remove),
         cmocka_unit_test(test_foreach_visits_each_once),
         cmocka_unit_test(test_refuses_bad_names),
+        cmocka_unit_test(test_parse_budget),
         cmocka_unit_test(test_message_helpers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

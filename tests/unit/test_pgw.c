@@ -403,6 +403,34 @@ test_types(void **state)
     }
 }
 
+/* Fixed-size server messages: a ReadyForQuery of length 4 has no status byte to read. */
+static void
+test_backend_lengths(void **state)
+{
+    (void)state;
+    assert_true(pgw_backend_len_valid('Z', 5));
+    assert_false(pgw_backend_len_valid('Z', 4));
+    assert_false(pgw_backend_len_valid('Z', 6));
+    assert_false(pgw_backend_len_valid('Z', 1u << 30));
+    for (const char *t = "123cIns"; *t; t++) {
+        assert_true(pgw_backend_len_valid((uint8_t)*t, 4));
+        assert_false(pgw_backend_len_valid((uint8_t)*t, 5));
+    }
+    /* COPY responses: format, column count, a format per column */
+    for (const char *t = "GHW"; *t; t++) {
+        assert_false(pgw_backend_len_valid((uint8_t)*t, 6));
+        assert_true(pgw_backend_len_valid((uint8_t)*t, 7));
+        assert_true(pgw_backend_len_valid((uint8_t)*t, 7 + 2 * 65535));
+        assert_false(pgw_backend_len_valid((uint8_t)*t, 7 + 2 * 65535 + 1));
+        assert_false(pgw_backend_len_valid((uint8_t)*t, 1u << 30));
+    }
+    /* variable length: anything the header parser let through */
+    assert_true(pgw_backend_len_valid('D', 4));
+    assert_true(pgw_backend_len_valid('K', 12));
+    assert_true(pgw_backend_len_valid('K', 20));
+    assert_true(pgw_backend_len_valid('E', 100000));
+}
+
 /*
  * A backend's answer to a login, framed with the stream cut in two at every
  * offset: a receiver that accumulates bytes sees the same messages each time.
@@ -1223,6 +1251,7 @@ main(void)
         cmocka_unit_test(test_startup_message),  cmocka_unit_test(test_startup_limits),
         cmocka_unit_test(test_startup_special),  cmocka_unit_test(test_startup_invalid),
         cmocka_unit_test(test_header),           cmocka_unit_test(test_types),
+        cmocka_unit_test(test_backend_lengths),
         cmocka_unit_test(test_stream_split),     cmocka_unit_test(test_error_parse),
         cmocka_unit_test(test_small_bodies),     cmocka_unit_test(test_auth_parse),
         cmocka_unit_test(test_command_complete), cmocka_unit_test(test_sasl_strip_plus),

@@ -73,6 +73,9 @@ check_command(const uint8_t *buf, size_t len, const struct resp_limits *lim, enu
             if (st != RESP_NEED_MORE)
                 fail_msg("prefix %zu of %zu: status %d (%s)", k, len, st, err ? err : "");
             assert_true(used > k);
+            /* a lower bound: a caller waiting for `used` bytes never waits past the command */
+            if (used > len)
+                fail_msg("prefix %zu of %zu: used %zu beyond the command", k, len, used);
         } else {
             if (st != RESP_OK)
                 fail_msg("whole input: status %d (%s)", st, err ? err : "");
@@ -359,6 +362,19 @@ test_need_more_hint(void **state)
     assert_int_equal(used, 21);
     assert_int_equal(resp_request_parse(S(""), &lim, &used, &req, &err), RESP_NEED_MORE);
     assert_int_equal(used, 1);
+    /* arguments still to come count 6 bytes each ("$0\r\n\r\n") */
+    assert_int_equal(resp_request_parse(S("*3\r\n"), &lim, &used, &req, &err), RESP_NEED_MORE);
+    assert_int_equal(used, 4 + 3 * 6);
+    assert_int_equal(resp_request_parse(S("*3\r\n$1\r\na"), &lim, &used, &req, &err),
+                     RESP_NEED_MORE);
+    assert_int_equal(used, 4 + 4 + 1 + 2 + 2 * 6);
+    assert_int_equal(resp_request_parse(S("*3\r\n$1\r\na\r\n$"), &lim, &used, &req, &err),
+                     RESP_NEED_MORE);
+    assert_int_equal(used, 4 + 7 + 2 * 6);
+    /* eight million arguments: 48 MB at least before it can be whole */
+    assert_int_equal(resp_request_parse(S("*8000000\r\n$1\r\na\r\n"), &lim, &used, &req, &err),
+                     RESP_NEED_MORE);
+    assert_int_equal(used, 10 + 7 + 7999999ull * 6);
 }
 
 static void

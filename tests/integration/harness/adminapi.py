@@ -13,8 +13,9 @@ from .util import wait_until
 def call(t, method, path, body=None):
     """METHOD path on T's admin port with BODY as JSON; (status, decoded JSON reply)."""
     data = json.dumps(body).encode() if body is not None else None
+    # mutations say their body is JSON, as tandem ctl does (else 415)
     req = urllib.request.Request(f"http://127.0.0.1:{t.admin_port}{path}", data=data,
-                                 method=method)
+                                 method=method, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
