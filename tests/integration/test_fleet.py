@@ -153,8 +153,11 @@ def test_cutover_asked_of_one_flips_all_under_pgbench(three, pg_primary, pg_shad
                        "every member cut over")
             assert listener(t)["epoch"] == 1
             assert answering_port(t, bench_db) == pg_shadow.port
-        record = fleet(a)["operation"]
-        assert record["id"] == op["fleet_operation"] and record["asked_by"] == "m2"
+        # /api/fleet's view of the store is refreshed at each heartbeat (1 s)
+        record = wait_until(lambda: (fleet(a)["operation"] or {}).get("id") ==
+                            op["fleet_operation"] and fleet(a)["operation"], 20,
+                            "member a's view of the operation")
+        assert record["asked_by"] == "m2", record
         wait_until(lambda: fleet(a)["operation"]["state"] == "completed", 20,
                    "every member to report swapped")
         steps = {m["id"]: m["step"] for m in fleet(a)["operation"]["members"]}
