@@ -45,15 +45,22 @@ cancel_unregister(struct cancel_entry *e)
     pthread_mutex_unlock(&cancel_lock);
 }
 
+void
+cancel_retarget(struct cancel_entry *e, const struct cancel_target *to)
+{
+    pthread_mutex_lock(&cancel_lock);
+    e->to = *to;
+    pthread_mutex_unlock(&cancel_lock);
+}
+
 int
-cancel_lookup(uint32_t pid, uint32_t key, struct cancel_entry *out)
+cancel_lookup(uint32_t pid, uint32_t key, struct cancel_target *out)
 {
     int found = -1;
     pthread_mutex_lock(&cancel_lock);
     for (struct cancel_entry *e = buckets[bucket_of(pid, key)]; e; e = e->next) {
         if (e->pid == pid && e->key == key) {
-            memcpy(out, e, sizeof(*out));
-            out->next = NULL;
+            *out = e->to;
             found = 0;
             break;
         }

@@ -250,11 +250,16 @@ on_cancel_io(evutil_socket_t fd, short what, void *arg)
 static void
 forward_cancel(struct pg_session *s, uint32_t pid, uint32_t key)
 {
-    struct cancel_entry target;
+    struct cancel_target target;
 
     session_count_listener(&s->base, METRIC_L_CANCELS, 1);
     if (cancel_lookup(pid, key, &target) != 0) {
         slog(s, CONF_LOG_INFO, "cancel request with an unknown key ignored");
+        return;
+    }
+    if (target.addrlen == 0) {
+        /* swapped to a connection whose key tandem could not read: cancel nothing else */
+        slog(s, CONF_LOG_WARN, "cancel request ignored: the answering connection's key is unknown");
         return;
     }
     struct cancel_job *job = malloc(sizeof(*job));
@@ -1059,13 +1064,14 @@ server_auth(struct pg_session *s)
                 s->logged_in = 1;
             break;
         case 'K': {
-            if (pgw_backend_key_parse(body, blen, &s->cancel.be_pid, &s->cancel.be_key) != PGW_OK) {
+            if (pgw_backend_key_parse(body, blen, &s->cancel.to.be_pid, &s->cancel.to.be_key) !=
+                PGW_OK) {
                 backend_protocol_error(s, "invalid BackendKeyData");
                 return;
             }
             uint8_t out[32];
-            s->cancel.addr = s->base.be->addr;
-            s->cancel.addrlen = s->base.be->addrlen;
+            s->cancel.to.addr = s->base.be->addr;
+            s->cancel.to.addrlen = s->base.be->addrlen;
             cancel_register(&s->cancel);
             evbuffer_add(s->base.client.out, out,
                          pgw_build_backend_key(out, sizeof(out), s->cancel.pid, s->cancel.key));
@@ -1433,8 +1439,8 @@ op_swap_ready(struct session *base)
 /*
  * Both sides are idle and the shadow holds everything the primary does:
  * exchange the two connections, so the shadow answers and the primary is
- * mirrored.  The cancel key keeps pointing at the old primary's backend
- * (libpq does not give the new one's secret); README, "Known limits".
+ * mirrored.  The client's cancel key follows: it now cancels on the
+ * connection that answers (pg_shadow_swap).
  */
 static void
 op_swap(struct session *base)

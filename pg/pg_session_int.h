@@ -25,6 +25,7 @@
 #include <event2/event_struct.h>
 #include <libpq-fe.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "metrics/metric.h"
 #include "protocol/kind.h"
@@ -120,6 +121,17 @@ struct pg_shadow {
     struct pg_frame frame;      /* the shadow's stream (target 1: the rest goes to the client) */
     struct evbuffer *state_log; /* session-state units to replay on re-attach */
     unsigned state_units;
+    /*
+     * This connection's cancel key, for the client once it answers (a
+     * cutover).  libpq reads the shadow's BackendKeyData and keeps the
+     * secret to itself, so tandem reads it off libpq's protocol trace
+     * during the login (key_trace, lines scanned as they are written, none
+     * kept).  After a swap: the old primary's key, taken from the session.
+     */
+    struct cancel_target key;   /* addrlen 0: not known */
+    FILE *key_trace;
+    char key_line[128];
+    size_t key_line_len;
 };
 
 /*
@@ -188,6 +200,8 @@ void pg_shadow_start(struct pg_session *s);
 /* the shadow connection's input (the engine read it): digest, compare, forward a routed answer */
 void pg_shadow_input(struct session *base);
 void pg_shadow_release(struct pg_session *s);
+/* one line of libpq's protocol trace: 0 and the key when it is the BackendKeyData's */
+int pg_shadow_key_line(const char *line, size_t len, uint32_t *pid, uint32_t *key);
 struct pg_unit *pg_unit_begin(struct pg_session *s, const struct pgclass_result *first);
 void pg_unit_add(struct pg_session *s, const struct pgclass_result *cls);
 int pg_unit_note_statement(struct pg_session *s, struct pgstmt *st);

@@ -886,6 +886,8 @@ count_shadow(struct pg_session *s, enum metric_backend_counter c, uint64_t n)
     pg_count_backend(s, s->base.shadow_be, c, n);
 }
 
+static void key_trace_stop(struct pg_session *s);
+
 /* The queue's close hook: the shadow connection goes (the queue empties held itself). */
 static void
 shadow_close(void *owner)
@@ -901,6 +903,8 @@ shadow_close(void *owner)
         s->base.shadow_open = 0;
         count_shadow(s, METRIC_B_SERVER_CLOSED, 1);
     }
+    key_trace_stop(s);
+    memset(&sh->key, 0, sizeof(sh->key));
     if (sh->pq) {
         /* PQfinish may try to send Terminate: never let it wait for a stalled shadow */
         PQsetnonblocking(sh->pq, 1);
@@ -958,6 +962,89 @@ const struct mirror_ops pg_mirror_ops = {
 
 static void on_shadow_login(evutil_socket_t fd, short what, void *arg);
 
+/*
+ * The shadow connection's cancel key.  libpq's trace of the login prints
+ * the BackendKeyData as a line "B<TAB>12<TAB>BackendKeyData<TAB> pid key"
+ * (the key as a signed 32-bit number); pg_shadow_key_line reads one such
+ * line, 0 when it is one.
+ */
+int
+pg_shadow_key_line(const char *line, size_t len, uint32_t *pid, uint32_t *key)
+{
+    static const char tag[] = "\tBackendKeyData\t";
+    char copy[128];
+    long long p, k;
+    char end;
+
+    if (len < 2 || len >= sizeof(copy) || line[0] != 'B' || line[1] != '\t')
+        return -1;
+    memcpy(copy, line, len);
+    copy[len] = '\0';
+    const char *at = strstr(copy, tag);
+    if (at == NULL || sscanf(at + sizeof(tag) - 1, " %lld %lld%c", &p, &k, &end) != 2 ||
+        p <= 0 || p > UINT32_MAX || k < INT32_MIN || k > UINT32_MAX)
+        return -1;
+    *pid = (uint32_t)p;
+    *key = (uint32_t)k;
+    return 0;
+}
+
+/* The trace stream's write: assemble lines, keep none but the key's. */
+static ssize_t
+key_trace_write(void *cookie, const char *buf, size_t size)
+{
+    struct pg_session *s = cookie;
+    struct pg_shadow *sh = &s->shadow;
+    for (size_t i = 0; i < size; i++) {
+        if (buf[i] != '\n') {
+            if (sh->key_line_len < sizeof(sh->key_line))
+                sh->key_line[sh->key_line_len++] = buf[i];
+            continue;
+        }
+        uint32_t pid, key;
+        if (sh->key_line_len < sizeof(sh->key_line) &&
+            pg_shadow_key_line(sh->key_line, sh->key_line_len, &pid, &key) == 0) {
+            sh->key.be_pid = pid;
+            sh->key.be_key = key;
+            sh->key.addr = s->base.shadow_be->addr;
+            sh->key.addrlen = s->base.shadow_be->addrlen;
+        }
+        /* nothing of the login (a password message) stays behind */
+        explicit_bzero(sh->key_line, sh->key_line_len);
+        sh->key_line_len = 0;
+    }
+    return (ssize_t)size;
+}
+
+/* Trace the login (libpq's own stream of it) to learn the key; without it, no key. */
+static void
+key_trace_start(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    cookie_io_functions_t io = {.write = key_trace_write};
+    memset(&sh->key, 0, sizeof(sh->key));
+    sh->key_line_len = 0;
+    sh->key_trace = fopencookie(s, "w", io);
+    if (sh->key_trace == NULL)
+        return;
+    PQtrace(sh->pq, sh->key_trace);
+    PQsetTraceFlags(sh->pq, PQTRACE_SUPPRESS_TIMESTAMPS);
+}
+
+static void
+key_trace_stop(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    if (sh->key_trace == NULL)
+        return;
+    if (sh->pq)
+        PQuntrace(sh->pq);
+    fclose(sh->key_trace); /* flushes: the last lines are scanned now */
+    sh->key_trace = NULL;
+    explicit_bzero(sh->key_line, sizeof(sh->key_line));
+    sh->key_line_len = 0;
+}
+
 /* Logged in: take the socket over and send what waited. */
 static void
 shadow_ready(struct pg_session *s)
@@ -965,6 +1052,10 @@ shadow_ready(struct pg_session *s)
     struct pg_shadow *sh = &s->shadow;
     int fd = PQsocket(sh->pq);
 
+    key_trace_stop(s);
+    if (sh->key.addrlen == 0)
+        slog(s, CONF_LOG_WARN, "shadow \"%s\": its cancel key could not be read; after a cutover "
+             "this session's cancel requests are ignored", s->base.shadow_be->conf->name);
     if (conn_init(&s->base.shadow_conn, s->base.w->base, fd, session_on_shadow, &s->base) != 0) {
         detach(s, SHADOW_SHADOW_ERROR, "out of memory");
         return;
@@ -1230,6 +1321,7 @@ pg_shadow_start(struct pg_session *s)
     sh->epoch = (sh->epoch + 1) & 0x7fffffffu;
     if (sh->epoch == 0)
         sh->epoch = 1;
+    key_trace_start(s);
     queue_state_replay(s);
     login_step(s);
 }
@@ -1473,6 +1565,10 @@ pg_shadow_swap(struct pg_session *s)
     s->server_pq = pq;
     s->base.shadow_conn.borrowed = sh->pq != NULL;
     s->base.server.borrowed = s->server_pq != NULL;
+    /* the client's cancel key now cancels on the connection that answers it */
+    struct cancel_target answering = sh->key;
+    sh->key = s->cancel.to;
+    cancel_retarget(&s->cancel, &answering);
     sh->epoch = (sh->epoch + 1) & 0x7fffffffu;
     if (sh->epoch == 0)
         sh->epoch = 1;
