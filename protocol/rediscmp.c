@@ -96,13 +96,16 @@ line_len(const uint8_t *p, size_t len)
     return -1;
 }
 
+/* Arrays shown open at once; deeper is cut ("..."): a sample is a few hundred bytes. */
+#define RENDER_MAX_DEPTH 128
+
 size_t
 rediscmp_render(const uint8_t *buf, size_t len, uint64_t total, char *outbuf, size_t cap)
 {
     struct out o = {.buf = outbuf, .cap = cap, .len = 0, .cut = false};
-    int64_t left[RESP_REPLY_MAX_DEPTH]; /* elements still to show, per open array */
+    int64_t left[RENDER_MAX_DEPTH]; /* elements still to show, per open array */
     size_t depth = 0, at = 0;
-    bool first[RESP_REPLY_MAX_DEPTH];
+    bool first[RENDER_MAX_DEPTH];
 
     if (cap == 0)
         return 0;
@@ -169,7 +172,7 @@ rediscmp_render(const uint8_t *buf, size_t len, uint64_t total, char *outbuf, si
                 puts_(&o, "[]");
                 break;
             }
-            if (depth == RESP_REPLY_MAX_DEPTH) {
+            if (depth == RENDER_MAX_DEPTH) {
                 o.cut = true;
                 break;
             }

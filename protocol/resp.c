@@ -494,6 +494,7 @@ reader_reset(struct resp_reader *r)
     r->state = RS_TYPE;
     r->size = 0;
     r->depth = 0;
+    r->nruns = 0;
     memset(&r->info, 0, sizeof(r->info));
     r->unit_depth = 0;
     r->in_unit = false;
@@ -539,32 +540,72 @@ element_start(struct resp_reader *r, const uint8_t **mark, const uint8_t *p)
     }
 }
 
+/* Elements the innermost open array still awaits (depth > 0). */
+static int64_t
+top_left(const struct resp_reader *r)
+{
+    return r->run_left[r->nruns - 1];
+}
+
+/* One element of the innermost array is done: 1 when that array is done too, -1 out of runs. */
+static int
+level_consume(struct resp_reader *r)
+{
+    uint32_t t = r->nruns - 1;
+    int64_t left = r->run_left[t] - 1;
+    if (left == 0) {
+        /* the array closes: its level leaves the run */
+        if (--r->run_levels[t] == 0)
+            r->nruns--;
+        r->depth--;
+        return 1;
+    }
+    if (r->run_levels[t] > 1) {
+        /* the innermost level leaves its run for one of its own */
+        if (r->nruns == RESP_REPLY_MAX_RUNS)
+            return -1;
+        r->run_levels[t]--;
+        r->run_left[t + 1] = left;
+        r->run_levels[t + 1] = 1;
+        r->nruns++;
+        return 0;
+    }
+    r->run_left[t] = left;
+    if (t > 0 && r->run_left[t - 1] == left) {
+        /* it now awaits what the run below does: one run */
+        r->run_levels[t - 1]++;
+        r->nruns--;
+    }
+    return 0;
+}
+
 /*
  * An element ended at p (exclusive).  Walk up through every array it
- * completes; true when the whole reply is complete.
+ * completes: 1 when the whole reply is complete, 0 when not, -1 when the
+ * nesting no longer fits the reader (see RESP_REPLY_MAX_RUNS).
  */
-static bool
+static int
 element_done(struct resp_reader *r, const uint8_t **mark, const uint8_t *p)
 {
     r->state = RS_TYPE;
     for (;;) {
         size_t d = r->depth;
         if (d == 0)
-            return true;
+            return 1;
         if (r->in_unit && d == r->unit_depth) {
             r->unit_elems++;
-            if (!mode_pairs(r->mode) || r->unit_elems == 2 || r->left[d - 1] == 1) {
+            if (!mode_pairs(r->mode) || r->unit_elems == 2 || top_left(r) == 1) {
                 sink(r, mark, p);
                 r->unit_sum += hash_final(&r->unit);
                 r->unit_count++;
                 r->in_unit = false;
             }
         }
-        if (--r->left[d - 1] > 0)
-            return false;
+        int closed = level_consume(r);
+        if (closed <= 0)
+            return closed;
         if (r->unit_depth == d)
             r->unit_depth = 0;
-        r->depth--;
     }
 }
 
@@ -572,7 +613,7 @@ element_done(struct resp_reader *r, const uint8_t **mark, const uint8_t *p)
 static bool
 array_open(struct resp_reader *r, int64_t n)
 {
-    if (r->depth >= RESP_REPLY_MAX_DEPTH)
+    if (r->nruns == RESP_REPLY_MAX_RUNS && top_left(r) != n)
         return false;
     switch (r->mode) {
     case RESP_DIGEST_SET:
@@ -584,13 +625,20 @@ array_open(struct resp_reader *r, int64_t n)
     case RESP_DIGEST_SCAN_PAIRS:
         if (r->depth == 0)
             r->scan_shape = n == 2;
-        else if (r->depth == 1 && r->scan_shape && r->left[0] == 1)
+        else if (r->depth == 1 && r->scan_shape && top_left(r) == 1)
             r->unit_depth = 2;
         break;
     default:
         break;
     }
-    r->left[r->depth++] = n;
+    if (r->nruns > 0 && top_left(r) == n) {
+        r->run_levels[r->nruns - 1]++;
+    } else {
+        r->run_left[r->nruns] = n;
+        r->run_levels[r->nruns] = 1;
+        r->nruns++;
+    }
+    r->depth++;
     return true;
 }
 
@@ -599,6 +647,7 @@ reader_fail(struct resp_reader *r, const char **err, const char *why)
 {
     r->state = RS_TYPE;
     r->depth = 0;
+    r->nruns = 0;
     *err = why;
     return RESP_ERROR;
 }
@@ -732,7 +781,10 @@ resp_reader_feed(struct resp_reader *r, const uint8_t *buf, size_t len, size_t *
             complete = true;
             break;
         }
-        if (complete && element_done(r, &mark, p)) {
+        int whole = complete ? element_done(r, &mark, p) : 0;
+        if (whole < 0)
+            return reader_fail(r, err, "reply nesting too deep");
+        if (whole) {
             sink(r, &mark, p);
             *info = r->info;
             info->size = r->size + (uint64_t)(p - buf);

@@ -168,8 +168,16 @@ enum resp_digest_mode {
     RESP_DIGEST_SCAN_PAIRS,
 };
 
-/* Deepest array nesting accepted (Lua scripts can return nested tables). */
-#define RESP_REPLY_MAX_DEPTH 128
+/*
+ * Array nesting.  Redis puts no limit of its own on a reply's depth (a Lua
+ * script returning a recursive table nests until Lua's stack gives out,
+ * thousands of levels deep), so the reader bounds its memory instead: the
+ * open arrays are kept as runs of consecutive levels that each await the
+ * same number of elements.  A chain of "*1" (or "*2" ...) levels is one
+ * run however deep; only a reply with more than RESP_REPLY_MAX_RUNS
+ * distinct runs open at once is refused ("reply nesting too deep").
+ */
+#define RESP_REPLY_MAX_RUNS 128
 
 /* What resp_reader_feed() / resp_reply_scan() report about a whole reply. */
 struct resp_reply_info {
@@ -203,8 +211,10 @@ struct resp_reader {
     uint64_t num;
     uint64_t bulk_left;
     uint64_t size;
-    size_t depth;
-    int64_t left[RESP_REPLY_MAX_DEPTH];
+    size_t depth;              /* open arrays */
+    uint32_t nruns;            /* runs[0] is the outermost */
+    int64_t run_left[RESP_REPLY_MAX_RUNS];   /* elements each level of the run still awaits */
+    uint32_t run_levels[RESP_REPLY_MAX_RUNS]; /* levels in the run */
     struct resp_reply_info info;
     size_t unit_depth;         /* direct children of this level are units; 0 none */
     bool in_unit;

@@ -618,26 +618,79 @@ test_reply_types(void **state)
     free(big);
 }
 
+/* n copies of the 4-byte header h, then tail: one buffer (heap). */
+static uint8_t *
+nested(const char *h, size_t n, const char *tail, size_t *len)
+{
+    size_t tl = strlen(tail);
+    uint8_t *buf = malloc(n * 4 + tl);
+    assert_non_null(buf);
+    for (size_t i = 0; i < n; i++)
+        memcpy(buf + i * 4, h, 4);
+    memcpy(buf + n * 4, tail, tl);
+    *len = n * 4 + tl;
+    return buf;
+}
+
 static void
 test_reply_depth(void **state)
 {
     (void)state;
-    size_t depth = RESP_REPLY_MAX_DEPTH;
-    size_t n = depth * 4 + 4;
-    uint8_t *buf = malloc(n + 4);
-    assert_non_null(buf);
-    for (size_t i = 0; i < depth; i++)
-        memcpy(buf + i * 4, "*1\r\n", 4);
-    memcpy(buf + depth * 4, ":1\r\n", 4);
     struct resp_reply_info info;
-    size_t used;
+    size_t used, len;
     const char *err;
-    assert_int_equal(resp_reply_scan(buf, n, RESP_DIGEST_ORDERED, &used, &info, &err), RESP_OK);
-    assert_int_equal(used, n);
-    /* one level more is refused */
-    memmove(buf + 4, buf, n);
-    memcpy(buf, "*1\r\n", 4);
-    assert_int_equal(resp_reply_scan(buf, n + 4, RESP_DIGEST_ORDERED, &used, &info, &err), RESP_ERROR);
+
+    /* what a Lua script returning a recursive table sends: no depth limit of tandem's */
+    uint8_t *buf = nested("*1\r\n", 100000, "-ERR reached lua stack limit\r\n", &len);
+    assert_int_equal(resp_reply_scan(buf, len, RESP_DIGEST_ORDERED, &used, &info, &err), RESP_OK);
+    assert_int_equal(used, len);
+    assert_int_equal(info.type, '*');
+    free(buf);
+    buf = nested("*1\r\n", 300, ":1\r\n", &len); /* every split, every mode: a shorter one */
+    check_reply(buf, len, '*', false, 1);
+    free(buf);
+
+    /* {x, {x, {x, ... {x, y}}}}: each level waits one element more after its first */
+    for (size_t n = 300; n <= 30000; n *= 100) {
+        buf = malloc(n * 8 + 8);
+        assert_non_null(buf);
+        len = 0;
+        for (size_t i = 0; i < n; i++, len += 8)
+            memcpy(buf + len, "*2\r\n:7\r\n", 8);
+        memcpy(buf + len, ":8\r\n", 4);
+        len += 4;
+        assert_int_equal(resp_reply_scan(buf, len, RESP_DIGEST_ORDERED, &used, &info, &err),
+                         RESP_OK);
+        assert_int_equal(used, len);
+        if (n == 300)
+            check_reply(buf, len, '*', false, 2);
+        free(buf);
+    }
+
+    /* RESP_REPLY_MAX_RUNS distinct runs open at once are fine; one more is refused */
+    char hdr[RESP_REPLY_MAX_RUNS + 2][8];
+    size_t off = 0;
+    buf = malloc((RESP_REPLY_MAX_RUNS + 2) * 8 + 8);
+    assert_non_null(buf);
+    for (size_t i = 0; i < RESP_REPLY_MAX_RUNS; i++) {
+        int k = snprintf(hdr[i], sizeof(hdr[i]), "*%zu\r\n", i % 2 + 1);
+        memcpy(buf + off, hdr[i], (size_t)k);
+        off += (size_t)k;
+    }
+    assert_int_equal(resp_reply_scan(buf, off, RESP_DIGEST_ORDERED, &used, &info, &err),
+                     RESP_NEED_MORE);
+    memcpy(buf + off, "*3\r\n", 4);
+    assert_int_equal(resp_reply_scan(buf, off + 4, RESP_DIGEST_ORDERED, &used, &info, &err),
+                     RESP_ERROR);
+    assert_string_equal(err, "reply nesting too deep");
+    /* the same count as the innermost joins its run */
+    memcpy(buf + off, "*2\r\n", 4);
+    assert_int_equal(resp_reply_scan(buf, off + 4, RESP_DIGEST_ORDERED, &used, &info, &err),
+                     RESP_NEED_MORE);
+    /* but an element of the innermost then needs a run of its own: refused as well */
+    memcpy(buf + off + 4, ":1\r\n", 4);
+    assert_int_equal(resp_reply_scan(buf, off + 8, RESP_DIGEST_ORDERED, &used, &info, &err),
+                     RESP_ERROR);
     assert_string_equal(err, "reply nesting too deep");
     free(buf);
 }
