@@ -143,3 +143,106 @@ def test_deeply_nested_script_reply(t, mode, redis_primary):
     assert len(value) == 5000 and value[4999] == [5000, [5000]] and depth == 3
     r.close()
     check_shadow_clean(t, mode, min_match=2)
+
+
+# -- reply accounting: byte for byte what redis-server sends -------------------------
+
+def inline(*lines):
+    return b"".join(line.encode() + b"\r\n" for line in lines)
+
+
+# Commands whose replies differ from one per request, and CLIENT REPLY in every
+# combination Redis knows (SKIP of SKIP, OFF then SKIP, errors, empty commands).
+SCRIPT = inline(
+    "UNSUBSCRIBE", "UNSUBSCRIBE a b c", "PUNSUBSCRIBE", "PUNSUBSCRIBE p* q*", "SUNSUBSCRIBE s1 s2",
+    "SET f:k 1", "CLIENT REPLY SKIP", "INCR f:k", "GET f:k",
+    "CLIENT REPLY SKIP", "CLIENT REPLY SKIP", "ECHO skipped", "ECHO shown-1",
+    "CLIENT REPLY FOO", "CLIENT REPLY", "CLIENT REPLY SKIP x",
+    "CLIENT REPLY SKIP", "NOSUCHCOMMAND", "ECHO shown-2",
+    "CLIENT REPLY SKIP", "CLIENT REPLY ON", "ECHO shown-3",
+    "CLIENT REPLY OFF", "INCR f:k", "RPUSH f:l a b c", "ECHO hidden", "NOSUCHCOMMAND",
+    "CLIENT REPLY SKIP", "UNSUBSCRIBE x y", "CLIENT REPLY ON", "GET f:k", "LRANGE f:l 0 -1",
+    "CLIENT REPLY SKIP") + b"*0\r\n" + inline("ECHO after-empty-multibulk", "CLIENT REPLY SKIP",
+                                              "", "ECHO after-blank-line",
+                                              "client reply off", "set f:quiet yes",
+                                              "Client Reply On", "GET f:quiet", "ECHO end")
+END = b"$3\r\nend\r\n"
+
+
+def run_script(port, script=SCRIPT, end=END):
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(script)
+        out = b""
+        while not out.endswith(end):
+            chunk = s.recv(65536)
+            assert chunk, f"closed after {out!r}"
+            out += chunk
+        return out
+
+
+def test_reply_accounting_byte_for_byte(t, mode, redis_primary, redis_shadow):
+    direct = run_script(redis_primary.port)
+    assert b"skipped" not in direct and b"hidden" not in direct and b"shown-3" in direct
+    redis_primary.client().flushall()
+    redis_shadow.client().flushall()
+    through = run_script(t.port)
+    assert through == direct
+    # the session goes on, and so does a new one
+    assert run_script(t.port, inline("PING", "ECHO end")) == b"+PONG\r\n" + END
+    if mode == "shadow":
+        check_shadow_clean(t, mode, min_match=5)  # writes under OFF and SKIP compared too
+        wait_until(lambda: redis_primary.digest() == redis_shadow.digest(), 30,
+                   "the shadow to hold the same data")
+        assert redis_shadow.client().get("f:k") == b"3"
+
+
+def test_client_reply_inside_multi_keeps_exec_whole(t, mode, redis_shadow):
+    # Redis itself would cut EXEC's array short; tandem keeps every server ON
+    out = run_script(t.port, inline("MULTI", "CLIENT REPLY OFF", "SET f:tx 1", "EXEC",
+                                    "ECHO end"))
+    assert out == b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+OK\r\n" + END
+    if mode == "shadow":
+        check_shadow_clean(t, mode)
+        wait_until(lambda: redis_shadow.client().get("f:tx") == b"1", 30, "the mirrored EXEC")
+
+
+def test_unsubscribe_without_subscriptions_redis_py(t, mode):
+    c = tandem_client(t)
+    p = c.pubsub()
+    p.unsubscribe("a", "b")
+    p.punsubscribe()
+    # not subscribed, get_message() would not read: the replies themselves
+    got = [p.parse_response(block=True, timeout=10) for _ in range(3)]
+    assert got == [[b"unsubscribe", b"a", 0], [b"unsubscribe", b"b", 0],
+                   [b"punsubscribe", None, 0]]
+    c.set("f:after", "ok")
+    assert c.get("f:after") == b"ok"
+    p.close()
+    check_shadow_clean(t, mode)
+
+
+# -- MONITOR -------------------------------------------------------------------------
+
+def test_monitor_stream_relayed(t, mode, redis_primary):
+    mon = subprocess.Popen(["redis-cli", "-p", str(t.port), "monitor"], stdout=subprocess.PIPE,
+                           text=True)
+    try:
+        assert mon.stdout.readline().strip() == "OK"
+        c = tandem_client(t)
+        direct = redis_primary.client()
+        seen = []
+
+        def saw(needle):
+            c.set("f:mon", needle)
+            direct.get(needle)  # a command of another client, not through tandem
+            line = mon.stdout.readline()
+            seen.append(line)
+            return any(needle in ln for ln in seen) and any(f'"GET" "{needle}"' in ln
+                                                            for ln in seen)
+        wait_until(lambda: saw("marker-1"), 30, "MONITOR lines for both clients")
+    finally:
+        mon.terminate()
+        mon.wait(10)
+    c.set("f:mon", "after")
+    assert c.get("f:mon") == b"after"
+    check_shadow_clean(t, mode)
