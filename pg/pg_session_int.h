@@ -77,6 +77,7 @@ struct pg_unit {
     unsigned ordered : 1;
     unsigned no_mirror : 1;     /* LISTEN/NOTIFY only, or an admin statement */
     unsigned unmirrorable : 1;  /* too many statements to track: cannot be mirrored */
+    unsigned too_large : 1;     /* larger than the session's mirror queue: never copied whole */
     unsigned ddl : 1;           /* changes the schema (mirror levels tell DDL from DML) */
     unsigned refused : 1;       /* the primary refused it for the client's rights: never mirrored */
     unsigned primary_effect : 1; /* the primary completed a statement of it before refusing */
@@ -170,6 +171,7 @@ struct pg_session {
     unsigned tx_open : 1;         /* a transaction may be open (BEGIN seen, not yet idle) */
     unsigned copy_mirror : 1;     /* CopyData from the client goes to the shadow too */
     unsigned server_discard : 1;  /* the primary's current run answers a routed unit: dropped */
+    unsigned close_pending : 1;   /* the unit ends with the client's message still passing */
     uint8_t tx_status;            /* from the last ReadyForQuery: I, T or E */
     struct pg_frame client_frame; /* the client's stream: its current message, where it goes */
     struct pg_frame server_frame; /* the answering backend's stream */

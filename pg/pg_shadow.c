@@ -321,12 +321,26 @@ copy_prefix(struct evbuffer *dst, struct evbuffer *src, size_t len)
     }
 }
 
-/* pg_shadow_collect - the next len bytes of the client's input belong to the building unit. */
+/*
+ * pg_shadow_collect - the next len bytes of the client's input belong to
+ * the building unit.  The copy is bounded by the session's mirror queue: a
+ * unit larger than the whole queue could never be admitted, so its copy
+ * stops (and is freed) as soon as it outgrows it; the unit is dropped for
+ * the shadow when it closes, while the client's bytes stream on.
+ */
 void
 pg_shadow_collect(struct pg_session *s, size_t len)
 {
-    if (s->unit_buf)
-        copy_prefix(s->unit_buf, s->base.client.in, len);
+    struct pg_unit *u = s->building;
+    if (s->unit_buf == NULL || (u != NULL && u->too_large))
+        return;
+    if (evbuffer_get_length(s->unit_buf) + len > s->base.mirror.queue_bytes) {
+        if (u != NULL)
+            u->too_large = 1;
+        evbuffer_drain(s->unit_buf, evbuffer_get_length(s->unit_buf));
+        return;
+    }
+    copy_prefix(s->unit_buf, s->base.client.in, len);
 }
 
 /*
@@ -688,7 +702,7 @@ pg_unit_close(struct pg_session *s)
         return;
     }
     u->base.mirrored = 1;
-    if (s->base.mirror.state == MIRROR_DETACHED || u->unmirrorable || len == 0) {
+    if (s->base.mirror.state == MIRROR_DETACHED || u->unmirrorable || u->too_large || len == 0) {
         /* a write the shadow will never see: from now on its data may differ */
         if (s->base.mirror.state == MIRROR_DETACHED) {
             mirror_drop(&s->base.mirror, &u->base);
@@ -696,9 +710,14 @@ pg_unit_close(struct pg_session *s)
                 lost_write(s, u, s->base.mirror.identity_refused
                                      ? "dropped: the shadow cannot act as the client's role"
                                      : "dropped: the session's shadow is detached");
-        }
-        if (u->unmirrorable && s->base.mirror.state != MIRROR_DETACHED)
+        } else if (u->too_large) {
+            /* the shadow session misses it (a Parse, a SET ...): start afresh at an idle
+             * point; counted dropped, a write among it marks the shadow diverged */
+            mirror_detach(&s->base.mirror, SHADOW_DROPPED, SHADOW_DROP_TOO_LARGE,
+                          "a unit larger than the session's mirror queue", session_now_ns());
+        } else if (u->unmirrorable) {
             detach(s, SHADOW_DROPPED, "unit references too many statements");
+        }
         u->base.forced = SHADOW_DROPPED;
         u->base.shadow_done = 1;
         settle_names(s, u, 0);
