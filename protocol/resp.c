@@ -657,11 +657,28 @@ reader_fail(struct resp_reader *r, const char **err, const char *why)
  * -1 on a protocol error (*err set), 1 when the element is complete, 0 when
  * more of it follows (bulk payload, array elements).
  */
+/* RESP3's one-line types besides + and -: null, boolean, double, big number. */
+static bool
+line_type(uint8_t c)
+{
+    return c == '+' || c == '-' || c == '_' || c == '#' || c == ',' || c == '(';
+}
+
+/* Aggregates: array, and RESP3's map (pairs), set and push. */
+static bool
+aggregate_type(uint8_t c)
+{
+    return c == '*' || c == '%' || c == '~' || c == '>';
+}
+
 static int
 line_done(struct resp_reader *r, const char **err)
 {
-    if (r->type == '+' || r->type == '-')
+    if (line_type(r->type)) {
+        if (r->type == '_' && r->depth == 0)
+            r->info.null = true;
         return 1;
+    }
     int64_t v;
     if (!r->neg)
         v = (int64_t)r->num;
@@ -682,13 +699,22 @@ line_done(struct resp_reader *r, const char **err)
             r->info.null = true;
         return 1;
     }
-    if (r->type == '$') {
+    if (!aggregate_type(r->type)) {
+        /* a bulk string, RESP3's verbatim string or blob error */
         r->bulk_left = (uint64_t)v;
         r->state = RS_BULK;
         return 0;
     }
     if (v == 0)
         return 1;
+    if (r->type == '%') {
+        /* a map of v pairs: 2v elements */
+        if (v > INT64_MAX / 2) {
+            *err = "invalid reply length";
+            return -1;
+        }
+        v *= 2;
+    }
     if (!array_open(r, v)) {
         *err = "reply nesting too deep";
         return -1;
@@ -707,7 +733,10 @@ resp_reader_feed(struct resp_reader *r, const uint8_t *buf, size_t len, size_t *
         switch (r->state) {
         case RS_TYPE: {
             uint8_t c = *p;
-            if (c != '+' && c != '-' && c != ':' && c != '$' && c != '*')
+            if (c == '|')
+                return reader_fail(r, err, "RESP3 attributes are not supported");
+            if (!line_type(c) && !aggregate_type(c) && c != ':' && c != '$' && c != '=' &&
+                c != '!')
                 return reader_fail(r, err, "invalid reply type byte");
             element_start(r, &mark, p);
             if (r->depth == 0)
@@ -716,7 +745,7 @@ resp_reader_feed(struct resp_reader *r, const uint8_t *buf, size_t len, size_t *
             r->neg = false;
             r->ndigits = 0;
             r->num = 0;
-            r->state = c == '+' || c == '-' ? RS_SIMPLE : RS_NUM;
+            r->state = line_type(c) ? RS_SIMPLE : RS_NUM;
             p++;
             break;
         }

@@ -633,6 +633,46 @@ nested(const char *h, size_t n, const char *tail, size_t *len)
 }
 
 static void
+test_reply_resp3(void **state)
+{
+    (void)state;
+    CHECK_REPLY("_\r\n", '_', true, 0);
+    CHECK_REPLY("#t\r\n", '#', false, 0);
+    CHECK_REPLY(",3.14\r\n", ',', false, 0);
+    CHECK_REPLY(",-inf\r\n", ',', false, 0);
+    CHECK_REPLY("(3492890328409238509324850943850943825024385\r\n", '(', false, 0);
+    CHECK_REPLY("=15\r\ntxt:Some string\r\n", '=', false, 15);
+    CHECK_REPLY("!21\r\nSYNTAX invalid syntax\r\n", '!', false, 21);
+    CHECK_REPLY("%2\r\n+first\r\n:1\r\n+second\r\n:2\r\n", '%', false, 2);
+    CHECK_REPLY("~3\r\n$1\r\na\r\n$1\r\nb\r\n#f\r\n", '~', false, 3);
+    CHECK_REPLY(">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n", '>', false, 3);
+    CHECK_REPLY("%0\r\n", '%', false, 0);
+    /* HELLO's answer: a map holding an array of maps */
+    CHECK_REPLY("%2\r\n$5\r\nproto\r\n:3\r\n$7\r\nmodules\r\n*1\r\n%1\r\n$4\r\nname\r\n"
+                "_\r\n",
+                '%', false, 2);
+    /* a map's pairs are units: any order of pairs, one digest */
+    struct reply_result a = feed_split(S("%2\r\n$1\r\nk\r\n:1\r\n$1\r\nj\r\n:2\r\n"),
+                                       RESP_DIGEST_PAIRS, 3);
+    struct reply_result b = feed_split(S("%2\r\n$1\r\nj\r\n:2\r\n$1\r\nk\r\n:1\r\n"),
+                                       RESP_DIGEST_PAIRS, 7);
+    assert_int_equal(a.st, RESP_OK);
+    assert_int_equal(b.st, RESP_OK);
+    assert_true(a.info.digest == b.info.digest);
+    /* attributes and streamed types are refused */
+    struct resp_reply_info info;
+    size_t used;
+    const char *err;
+    assert_int_equal(resp_reply_scan(S("|1\r\n+a\r\n+b\r\n:1\r\n"), RESP_DIGEST_ORDERED, &used,
+                                     &info, &err),
+                     RESP_ERROR);
+    assert_string_equal(err, "RESP3 attributes are not supported");
+    assert_int_equal(resp_reply_scan(S("$?\r\n;4\r\nabcd\r\n;0\r\n"), RESP_DIGEST_ORDERED,
+                                     &used, &info, &err),
+                     RESP_ERROR);
+}
+
+static void
 test_reply_depth(void **state)
 {
     (void)state;
@@ -712,8 +752,8 @@ test_reply_errors(void **state)
 {
     (void)state;
     check_reply_error(S("x\r\n"));
-    check_reply_error(S("%1\r\n"));           /* RESP3 map */
-    check_reply_error(S("_\r\n"));            /* RESP3 null */
+    check_reply_error(S("|1\r\n"));           /* RESP3 attribute */
+    check_reply_error(S("*?\r\n"));           /* RESP3 streamed aggregate */
     check_reply_error(S("$-2\r\n"));
     check_reply_error(S("*-2\r\n"));
     check_reply_error(S("$-0\r\n"));
@@ -928,6 +968,7 @@ main(void)
         cmocka_unit_test(test_limits_inline),
         cmocka_unit_test(test_limits_auth),
         cmocka_unit_test(test_reply_types),
+        cmocka_unit_test(test_reply_resp3),
         cmocka_unit_test(test_reply_depth),
         cmocka_unit_test(test_reply_errors),
         cmocka_unit_test(test_reply_stream),
