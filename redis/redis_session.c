@@ -507,6 +507,8 @@ note_session_change(struct redis_session *s, struct redis_unit *u, const struct 
     switch ((enum rs_cmd)u->which) {
     case RC_HELLO:
         /* HELLO [protover [AUTH user pass] [SETNAME name]] */
+        if (arg_is(req, 1, "2") || arg_is(req, 1, "3"))
+            u->proto = arg_is(req, 1, "3") ? 3 : 2;
         for (size_t i = 2; i < req->nargv; i++) {
             if (arg_is(req, i, "auth")) {
                 if (i + 2 < req->nargv) {
@@ -752,12 +754,6 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     }
     if (write_must_wait(s, kind))
         return CMD_WAIT;
-    if (which == RC_HELLO && arg_is(req, 1, "3")) {
-        /* RESP3 pushes and maps would need another reply reader: stay on RESP2 */
-        count_request(s, s->base.be, kind);
-        add_local_unit(s, "NOPROTO sorry, this protocol version is not supported", 0);
-        return CMD_ANSWERED;
-    }
     if (which == RC_SUBSCRIBE || (which == RC_MONITOR && !s->in_multi)) {
         /* MONITOR's stream, like pushes, answers no request (queued in MULTI, it is one) */
         count_request(s, s->base.be, kind);
@@ -922,10 +918,11 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
 {
     if (!u->base.routed)
         s->base.outstanding--;
-    client_reply_done(s, u, info->type != '-');
+    int refused = info->type == '-' || info->type == '!';
+    client_reply_done(s, u, !refused);
     if (u->base.kind == REQ_KIND_WRITE || u->which == RC_EXEC)
         s->route.last_write_ns = session_clock(&s->base); /* read_your_writes counts from here */
-    if (info->type == '-') {
+    if (refused) {
         u->refused = 1;
         if (headlen >= 7 && memcmp(head, "-NOAUTH", 7) == 0) {
             int slot = s->base.be->metric_slot;
@@ -961,11 +958,14 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
             s->ident = NULL;
             s->primary_login = RL_DEFAULT;
             s->limits.pre_auth = backend_wants_auth(s);
+            s->proto = 2; /* and RESP2 again */
             route_match_session(s);
             break;
         default:
             break;
         }
+        if (u->proto != 0)
+            s->proto = u->proto;
         if (u->name != NULL) {
             /* CLIENT SETNAME, HELLO ... SETNAME; "" takes the name away */
             free(s->client_name);
@@ -1010,13 +1010,9 @@ server_input(struct redis_session *s)
             emit_local_replies(s);
             continue;
         }
-        if (u == NULL) {
-            if (s->pubsub) {
-                run = avail; /* pushes: relayed as they come */
-                break;
-            }
-            backend_protocol_error(s, "a reply to no request");
-            return;
+        if (u == NULL && s->pubsub) {
+            run = avail; /* pushes: relayed as they come */
+            break;
         }
         struct evbuffer_ptr pos;
         struct evbuffer_iovec v;
@@ -1025,6 +1021,29 @@ server_input(struct redis_session *s)
             break;
         size_t len = v.iov_len < avail - run ? v.iov_len : avail - run;
         const uint8_t *p = v.iov_base;
+        if (!s->reply_open && !s->push_open && p[0] == '>' && (u == NULL || !u->pushes)) {
+            /* RESP3: a push between replies (CLIENT TRACKING) answers no request */
+            s->push_open = 1;
+            resp_reader_init(&s->reader, RESP_DIGEST_NONE);
+        }
+        if (s->push_open) {
+            size_t used = 0;
+            struct resp_reply_info info;
+            const char *err = NULL;
+            enum resp_status st = resp_reader_feed(&s->reader, p, len, &used, &info, &err);
+            if (st == RESP_ERROR) {
+                backend_protocol_error(s, "an invalid reply");
+                return;
+            }
+            run += used; /* to the client, in its place in the stream */
+            if (st == RESP_OK)
+                s->push_open = 0;
+            continue;
+        }
+        if (u == NULL) {
+            backend_protocol_error(s, "a reply to no request");
+            return;
+        }
         if (!s->reply_open) {
             resp_reader_init(&s->reader, u->cmp ? (enum resp_digest_mode)u->mode
                                                 : RESP_DIGEST_NONE);
@@ -1145,6 +1164,7 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
     route_match_session(s);
     resp_limits_init(&s->limits);
     s->limits.pre_auth = backend_wants_auth(s);
+    s->proto = 2;
     worker_session_added(w, &s->base);
     if (over_limit) {
         session_count_client_error(&s->base, METRIC_ERR_TOO_MANY_CLIENTS);
@@ -1253,7 +1273,7 @@ op_swap_ready(struct session *base)
     if (login_lost(s))
         return -1;
     if (s->base.outstanding > 0 || s->base.mirror.pcur != NULL || s->in_multi || s->watching ||
-        s->base.routed != NULL || s->reply_open || evbuffer_get_length(s->base.server.out) > 0 ||
+        s->base.routed != NULL || s->reply_open || s->push_open || evbuffer_get_length(s->base.server.out) > 0 ||
         evbuffer_get_length(s->base.server.in) > 0)
         return 0;
     return redis_shadow_swap_ready(s);

@@ -19,6 +19,13 @@
  * answered by tandem itself (`local`: HELLO 3, a protocol error), in its
  * turn, so replies always reach the client in the order of the requests.
  *
+ * RESP3 (HELLO 3, relayed): a push (">") that arrives where a reply could
+ * start, and that the unit awaiting one does not expect (only UNSUBSCRIBE's
+ * replies are pushes), answers no request: a CLIENT TRACKING invalidation,
+ * relayed to the client in its place in the stream and never compared.
+ * The shadow connection speaks the protocol the primary accepted (HELLO
+ * mirrored once accepted, replayed on a new connection), so replies compare.
+ *
  * After SUBSCRIBE/PSUBSCRIBE/SSUBSCRIBE (and MONITOR) the primary pushes
  * messages that answer no request: from there on the connection is a plain
  * relay to the primary (no unit, no mirror) until it closes.  A unit may owe
@@ -195,6 +202,8 @@ struct redis_unit {
     unsigned skip_reset : 1;    /* an empty command before it ended a CLIENT REPLY SKIP */
     unsigned reply_started : 1; /* the primary's first reply to it has begun */
     unsigned pushes : 1;        /* its replies are pub/sub messages: CLIENT REPLY spares them */
+    unsigned if_accepted : 1;   /* mirrored only once the primary accepted it */
+    uint8_t proto;              /* HELLO's protocol version (2, 3), 0: none asked */
     uint32_t preplies;          /* replies the primary still owes for it */
     uint32_t sreplies;          /* replies the shadow owes for it (MULTI ... EXEC: all) */
     int64_t db;                 /* SELECT's argument */
@@ -221,6 +230,7 @@ struct redis_shadow {
     unsigned conn_open : 1;
     unsigned reply_open : 1;     /* reader is inside a reply */
     unsigned tx_wanted : 1;      /* the open MULTI holds a command worth mirroring */
+    unsigned push_open : 1;      /* reader is inside an out-of-band push (dropped) */
     enum rs_login login;         /* the connection's login after what conn.out holds */
     struct resp_reader reader;
     uint32_t replies_left;       /* of scur's replies, including the one being read */
@@ -250,6 +260,8 @@ struct redis_session {
     unsigned reply_skip : 1;      /* CLIENT REPLY SKIP accepted: the next reply does not */
     unsigned reply_silent : 1;    /* the reply being read is dropped, not the client's */
     unsigned empty_pending : 1;   /* an empty command was forwarded since the last unit */
+    unsigned push_open : 1;       /* reader is inside an out-of-band RESP3 push of the primary */
+    uint8_t proto;                /* the protocol the primary speaks to the client: 2 or 3 */
     unsigned input_closed : 1;    /* nothing more is read from the client */
     unsigned default_open : 1;    /* the primary ran a command of ours for its default user */
     struct resp_limits limits;    /* pre_auth while the primary wants AUTH first */

@@ -69,25 +69,31 @@ class Raw:
         return line
 
     def reply(self):
-        """One reply, iteratively (a deep one must not exhaust Python's stack): (value, depth)."""
+        """One reply, iteratively (a deep one must not exhaust Python's stack): (value, depth).
+
+        RESP3 too: a map, set or push is a list (a map's keys and values in turn)."""
         stack, depth, value = [], 0, None
         while True:
             line = self.line()
             kind, rest = line[:1], line[1:]
-            if kind == b"*" and int(rest) > 0:
-                stack.append([int(rest), []])
+            if kind in (b"*", b"%", b"~", b">") and rest != b"-1" and int(rest) > 0:
+                stack.append([int(rest) * (2 if kind == b"%" else 1), []])
                 depth = max(depth, len(stack))
                 continue
-            if kind == b"$" and int(rest) >= 0:
+            if kind in (b"$", b"=", b"!") and int(rest) >= 0:
                 n = int(rest)
                 while len(self.buf) < n + 2:
                     self.buf += self.sock.recv(65536)
                 value, self.buf = self.buf[:n], self.buf[n + 2:]
-            elif kind == b"*" or kind == b"$":
+            elif kind in (b"*", b"%", b"~", b">", b"$"):
                 value = [] if rest == b"0" else None
-            elif kind == b":":
+            elif kind in (b":", b"("):
                 value = int(rest)
-            elif kind == b"+":
+            elif kind == b"_":
+                value = None
+            elif kind == b"#":
+                value = rest == b"t"
+            elif kind in (b"+", b","):
                 value = rest.decode()
             else:
                 value = line.decode()  # an error keeps its "-"
