@@ -160,3 +160,31 @@ def test_reattached_shadow_speaks_resp3(tandem, redis_primary, redis_shadow):
     got = outcomes(t, listener="r")
     assert got["mismatch"] == 0 and got["shadow_error"] == 0, (got, report(t)["samples"])
     r.close()
+
+
+def test_resp3_and_client_reply_survive_cutover(tandem):
+    from harness.adminapi import run_operation
+    from harness.redisserver import RedisServer
+    primary, shadow = RedisServer("r3-primary").start(), RedisServer("r3-shadow").start()
+    try:
+        t = start_redis_tandem(tandem, primary, shadow, mirror={"reads": "0%", "timeout": "10s"})
+        r = Raw(t.port)
+        r.send(["HELLO", "3"], ["CLIENT", "REPLY", "OFF"], ["HSET", "r3:c", "a", "1"],
+               ["PING"])
+        assert isinstance(r.reply()[0], list)  # HELLO's map; nothing more while OFF
+        wait_drained(t, listener="r")
+        op = run_operation(t, "/api/cutover", {"max_pause_ms": 8000})
+        assert op["state"] == "completed", op
+        # the idle session swapped: green answers it, in RESP3, and its replies are still off
+        r.send(["HSET", "r3:c", "b", "2"], ["CLIENT", "REPLY", "ON"],
+               ["CONFIG", "GET", "port"], ["HGETALL", "r3:c"])
+        assert r.reply() == ("OK", 0)  # CLIENT REPLY ON's: the first reply since OFF
+        port, _ = r.reply()
+        assert port == [b"port", str(shadow.port).encode()]  # a map: RESP3 on the new primary
+        fields, _ = r.reply()
+        assert sorted(zip(fields[::2], fields[1::2])) == [(b"a", b"1"), (b"b", b"2")]
+        assert r.pending() == b""  # nothing more: no reply of the silenced commands
+        r.close()
+    finally:
+        primary.stop()
+        shadow.stop()
