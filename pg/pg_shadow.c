@@ -225,6 +225,9 @@ start_compare(struct pg_session *s, struct pg_unit *u)
         .nignore = cc->nignore_columns,
     };
     u->cmp->psample[0] = u->cmp->ssample[0] = '\0';
+    /* a side that never answers (a dropped unit) is read as no result, not garbage */
+    memset(&u->cmp->pres, 0, sizeof(u->cmp->pres));
+    memset(&u->cmp->sres, 0, sizeof(u->cmp->sres));
     pgdigest_init(&u->cmp->primary, &opts, u->cmp->psample, sizeof(u->cmp->psample));
     pgdigest_init(&u->cmp->shadow, &opts, u->cmp->ssample, sizeof(u->cmp->ssample));
 }
