@@ -755,6 +755,10 @@ scan_large_statement(struct pg_session *s, struct client_scan *sc, const struct 
     route_abandon(s, ROUTE_REASON_UNROUTABLE);
     if (h->type == 'P') {
         const uint8_t *msg = peek_message(s, sc->run, need, &heap);
+        if (msg == NULL) {
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, "out of memory");
+            return SCAN_FAIL;
+        }
         const uint8_t *body = msg + PGW_HEADER_LEN;
         const uint8_t *nul = memchr(body, '\0', need - PGW_HEADER_LEN);
         size_t namelen = nul ? (size_t)(nul - body) : 0;
