@@ -283,7 +283,8 @@ struct conf_listener {
 
 struct conf_limits {
     uint32_t max_client_conn;     /* per process; default 10000 */
-    uint32_t max_packet_size;     /* bytes; default 1 MiB; min 1 KiB */
+    uint32_t max_packet_size;     /* bytes; default 1 MiB; min 1 KiB: the longest statement
+                                   * text read whole to classify (longer ones stream) */
     uint32_t startup_timeout_ms;  /* client must finish startup; default 10 s */
     uint32_t connect_timeout_ms;  /* backend TCP+TLS connect; default 5 s */
     uint32_t shutdown_timeout_ms; /* SIGTERM drain; default 30 s */

@@ -29,14 +29,14 @@ cancel_register(struct cancel_entry *e, uint32_t be_pid, uint32_t be_key,
                 const struct sockaddr *addr, socklen_t addrlen)
 {
     unsigned b = bucket_of(e->pid, e->key);
-    if (addrlen > (socklen_t)sizeof(e->addr))
-        addrlen = (socklen_t)sizeof(e->addr);
+    if (addrlen > (socklen_t)sizeof(e->to.addr))
+        addrlen = (socklen_t)sizeof(e->to.addr);
     pthread_mutex_lock(&cancel_lock);
-    e->be_pid = be_pid;
-    e->be_key = be_key;
-    memset(&e->addr, 0, sizeof(e->addr));
-    memcpy(&e->addr, addr, addrlen);
-    e->addrlen = addrlen;
+    e->to.be_pid = be_pid;
+    e->to.be_key = be_key;
+    memset(&e->to.addr, 0, sizeof(e->to.addr));
+    memcpy(&e->to.addr, addr, addrlen);
+    e->to.addrlen = addrlen;
     if (!e->registered) {
         e->next = buckets[b];
         buckets[b] = e;
@@ -64,15 +64,22 @@ cancel_unregister(struct cancel_entry *e)
     pthread_mutex_unlock(&cancel_lock);
 }
 
+void
+cancel_retarget(struct cancel_entry *e, const struct cancel_target *to)
+{
+    pthread_mutex_lock(&cancel_lock);
+    e->to = *to;
+    pthread_mutex_unlock(&cancel_lock);
+}
+
 int
-cancel_lookup(uint32_t pid, uint32_t key, struct cancel_entry *out)
+cancel_lookup(uint32_t pid, uint32_t key, struct cancel_target *out)
 {
     int found = -1;
     pthread_mutex_lock(&cancel_lock);
     for (struct cancel_entry *e = buckets[bucket_of(pid, key)]; e; e = e->next) {
         if (e->pid == pid && e->key == key) {
-            memcpy(out, e, sizeof(*out));
-            out->next = NULL;
+            *out = e->to;
             found = 0;
             break;
         }

@@ -13,16 +13,20 @@
 #include <sys/socket.h>
 
 /*
- * Embedded in each session.  The owner sets pid and key (what tandem gives
- * the client) before the first cancel_register and never changes them while
- * registered; every other field belongs to the table and is written only
- * under its lock.
+ * Where a cancel goes: the backend answering the session, and that
+ * connection's own key.  addrlen 0: no key is known for it (a cancel is
+ * then ignored rather than sent to another connection).
  */
-struct cancel_entry {
-    uint32_t pid, key;            /* what tandem gave the client */
-    struct sockaddr_storage addr; /* the backend to cancel on */
+struct cancel_target {
+    struct sockaddr_storage addr;
     socklen_t addrlen;
-    uint32_t be_pid, be_key;      /* the backend's own key */
+    uint32_t be_pid, be_key;
+};
+
+/* Embedded in each session; registered once its backend key is known. */
+struct cancel_entry {
+    uint32_t pid, key;       /* what tandem gave the client */
+    struct cancel_target to; /* the answering backend; changes at a cutover's swap */
     struct cancel_entry *next;
     int registered;
 };
@@ -40,7 +44,14 @@ void cancel_register(struct cancel_entry *e, uint32_t be_pid, uint32_t be_key,
 /* cancel_unregister - remove e; harmless if it is not registered. */
 void cancel_unregister(struct cancel_entry *e);
 
-/* cancel_lookup - copy the entry for (pid, key) into out; 0 if found, -1 if not. */
-int cancel_lookup(uint32_t pid, uint32_t key, struct cancel_entry *out);
+/*
+ * cancel_retarget - point e at another backend connection (a cutover or
+ * rollback swapped which one answers the session); registered or not.
+ * Only the entry's owner calls it, while other workers may look it up.
+ */
+void cancel_retarget(struct cancel_entry *e, const struct cancel_target *to);
+
+/* cancel_lookup - copy the target of the entry for (pid, key) into out; 0 if found, -1 if not. */
+int cancel_lookup(uint32_t pid, uint32_t key, struct cancel_target *out);
 
 #endif /* TANDEM_CANCEL_H */

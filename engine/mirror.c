@@ -105,8 +105,12 @@ int
 mirror_hold(struct mirror *m, struct mirror_unit *u, struct evbuffer *src, const void *bytes,
             size_t len)
 {
-    if (mirror_admit(m, len) != 0)
+    if (mirror_admit(m, len) != 0) {
+        /* the unit is dropped: its bytes too, or they would go out with the next unit */
+        if (src != NULL)
+            evbuffer_drain(src, len);
         return -1;
+    }
     if (src != NULL)
         evbuffer_remove_buffer(src, m->held, len);
     else
@@ -124,8 +128,10 @@ mirror_hold(struct mirror *m, struct mirror_unit *u, struct evbuffer *src, const
 int
 mirror_hold_more(struct mirror *m, struct evbuffer *src, size_t len)
 {
-    if (m->last_held == NULL || mirror_admit(m, len) != 0)
+    if (m->last_held == NULL || mirror_admit(m, len) != 0) {
+        evbuffer_drain(src, len);
         return -1;
+    }
     evbuffer_remove_buffer(src, m->held, len);
     m->last_held->held_len += len;
     return 0;

@@ -166,12 +166,14 @@ void mirror_account(struct mirror *m, int64_t delta);
 /*
  * mirror_hold - u (mirrored set by the caller) joins the queue: its len bytes (the front of src, moved;
  * else bytes, copied) are admitted and wait in held for the primary's
- * answer.  -1 when admission detached the shadow (u then has its outcome).
+ * answer.  -1 when admission detached the shadow (u then has its outcome);
+ * src's len bytes are consumed all the same (dropped).
  */
 int mirror_hold(struct mirror *m, struct mirror_unit *u, struct evbuffer *src, const void *bytes,
                 size_t len);
 
-/* mirror_hold_more - len more bytes for the last held unit (COPY data behind its statement). */
+/* mirror_hold_more - len more bytes for the last held unit (COPY data behind its statement);
+ * src's len bytes are consumed, held or, on -1, dropped. */
 int mirror_hold_more(struct mirror *m, struct evbuffer *src, size_t len);
 
 /*

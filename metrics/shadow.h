@@ -99,7 +99,8 @@ enum shadow_side { SHADOW_SIDE_PRIMARY, SHADOW_SIDE_SHADOW, SHADOW_SIDE__COUNT }
     X(SHADOW_TIMEOUT, "shadow_timeout") /* the shadow stopped answering: queue discarded */        \
     X(DETACHED, "detached")             /* the session's shadow was detached */                    \
     X(MIRRORING_OFF, "mirroring_off")   /* mode passthrough set at run time, or a guard */         \
-    X(IDENTITY, "identity")             /* the shadow cannot act as the client (role, ACL user) */
+    X(IDENTITY, "identity")             /* the shadow cannot act as the client (role, ACL user) */ \
+    X(TOO_LARGE, "too_large")           /* one unit larger than the session's mirror queue */
 
 enum shadow_drop_reason {
 #define X(id, name) SHADOW_DROP_##id,

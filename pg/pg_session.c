@@ -44,6 +44,14 @@
 #define INSPECT_MAX_MESSAGE 65536
 /* The protocol's own ceiling for a backend message (1 GB data row). */
 #define BACKEND_MAX_MESSAGE 0x40000000u
+/*
+ * And for a client's: PostgreSQL takes a Query, Parse, Bind ... up to 1 GB
+ * (PQ_LARGE_MESSAGE_LIMIT) and refuses a larger one itself.  tandem streams
+ * every message it does not read whole, so this is a check of the length,
+ * not a buffer; max_packet_size bounds what is read whole (the statement
+ * text it classifies).
+ */
+#define FRONTEND_MAX_MESSAGE 0x40000000u
 /* How long a closing session may take to hand its last bytes to the client. */
 #define LINGER_MS 5000
 /* A message the digest reads must be whole; larger ones stream uncompared. */
@@ -259,11 +267,16 @@ on_cancel_io(evutil_socket_t fd, short what, void *arg)
 static void
 forward_cancel(struct pg_session *s, uint32_t pid, uint32_t key)
 {
-    struct cancel_entry target;
+    struct cancel_target target;
 
     session_count_listener(&s->base, METRIC_L_CANCELS, 1);
     if (cancel_lookup(pid, key, &target) != 0) {
         slog(s, CONF_LOG_INFO, "cancel request with an unknown key ignored");
+        return;
+    }
+    if (target.addrlen == 0) {
+        /* swapped to a connection whose key tandem could not read: cancel nothing else */
+        slog(s, CONF_LOG_WARN, "cancel request ignored: the answering connection's key is unknown");
         return;
     }
     struct cancel_job *job = malloc(sizeof(*job));
@@ -739,9 +752,65 @@ enum scan_step {
 };
 
 /*
+ * A Query, Parse or FunctionCall larger than max_packet_size: streamed like
+ * any message, never held whole, so its text is not read: unclassified, it
+ * is a write (answered by the primary, mirrored in shadow mode while the
+ * unit fits the mirror queue).  Of a Parse the name is read, and the
+ * statement recorded as unknown, without a copy to re-parse it on a new
+ * shadow connection.
+ */
+static enum scan_step
+scan_large_statement(struct pg_session *s, struct client_scan *sc, const struct pgw_header *h,
+                     int *closes)
+{
+    size_t need = NAME_PREFIX_MAX;
+    uint8_t *heap = NULL;
+
+    if (sc->avail - sc->run < need)
+        return SCAN_STOP;
+    if (write_must_wait(s, &unknown_statement))
+        return SCAN_STOP;
+    unit_statement(s, &unknown_statement);
+    route_abandon(s, ROUTE_REASON_UNROUTABLE);
+    if (h->type == 'P') {
+        const uint8_t *msg = peek_message(s, sc->run, need, &heap);
+        if (msg == NULL) {
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, "out of memory");
+            return SCAN_FAIL;
+        }
+        const uint8_t *body = msg + PGW_HEADER_LEN;
+        const uint8_t *nul = memchr(body, '\0', need - PGW_HEADER_LEN);
+        size_t namelen = nul ? (size_t)(nul - body) : 0;
+        if (nul == NULL) {
+            /* a name longer than tandem tracks: its later uses are unknown writes */
+            free(heap);
+            route_abandon(s, ROUTE_REASON_UNROUTABLE);
+            return SCAN_TAKE;
+        }
+        if (namelen > 0)
+            route_abandon(s, ROUTE_REASON_UNROUTABLE);
+        else
+            s->route.parsed_unnamed = 1;
+        route_note_parse(s, 0);
+        if (s->stmts == NULL)
+            s->stmts = pgstmt_table_new();
+        struct pgstmt *st = s->stmts ? pgstmt_put(s->stmts, (const char *)body, namelen, NULL, 0,
+                                                  &unknown_statement)
+                                     : NULL;
+        if (st && shadowing(s))
+            pg_shadow_parsed(s, st);
+        free(heap);
+    } else {
+        *closes = 1; /* Query, FunctionCall: a unit of their own */
+    }
+    return SCAN_TAKE;
+}
+
+/*
  * Query, Parse, FunctionCall: read whole (bounded by max_packet_size) for
  * their SQL, classified; a Parse is recorded for re-parsing on a shadow.
- * *closes: the message ends its unit.
+ * Larger ones stream unread (scan_large_statement).  *closes: the message
+ * ends its unit.
  */
 static enum scan_step
 scan_statement(struct pg_session *s, struct client_scan *sc, const struct pgw_header *h,
@@ -754,6 +823,8 @@ scan_statement(struct pg_session *s, struct client_scan *sc, const struct pgw_he
     uint8_t *heap = NULL;
     const uint8_t *msg;
 
+    if (total > s->base.rt->conf->limits.max_packet_size)
+        return scan_large_statement(s, sc, h, closes);
     if (sc->avail - sc->run < total)
         return SCAN_STOP;
     if ((msg = peek_message(s, sc->run, total, &heap)) == NULL) {
@@ -905,6 +976,19 @@ scan_message(struct pg_session *s, struct client_scan *sc, const struct pgw_head
     }
 }
 
+/* The unit's last message is in the run: -1 closing, 1 stop reading (routed), 0 go on. */
+static int
+scan_unit_end(struct pg_session *s, struct client_scan *sc)
+{
+    scan_cut(s, sc, RUN_PLAIN);
+    unit_end(s);
+    if (s->base.state != SESSION_ACTIVE)
+        return -1;
+    if (s->base.routed != NULL)
+        return 1; /* what follows waits for the shadow's answer */
+    return 0;
+}
+
 /*
  * Frame the client's messages after login and move them to the primary.
  * Validates each header (type, length), classifies the units and, in
@@ -921,7 +1005,6 @@ client_active(struct pg_session *s)
         .avail = evbuffer_get_length(s->base.client.in),
         .target = s->client_frame.skip > 0 ? (enum run_target)s->client_frame.target : RUN_PLAIN,
     };
-    uint32_t max = s->base.rt->conf->limits.max_packet_size;
     struct pgw_header h;
     int terminate = 0;
 
@@ -929,10 +1012,19 @@ client_active(struct pg_session *s)
         const char *err;
         size_t n;
         enum pg_frame_result fr = pg_frame_step(&s->client_frame, s->base.client.in, sc.run,
-                                                sc.avail - sc.run, PG_FRAME_FRONTEND, max, &h,
-                                                &n, &err);
+                                                sc.avail - sc.run, PG_FRAME_FRONTEND,
+                                                FRONTEND_MAX_MESSAGE, &h, &n, &err);
         if (fr == PG_FRAME_PASS) {
             sc.run += n;
+            if (s->close_pending && s->client_frame.skip == 0) {
+                /* the last bytes of a streamed Query: its unit ends now */
+                s->close_pending = 0;
+                int end = scan_unit_end(s, &sc);
+                if (end < 0)
+                    return -1;
+                if (end > 0)
+                    break;
+            }
             continue;
         }
         if (fr == PG_FRAME_MORE)
@@ -959,13 +1051,14 @@ client_active(struct pg_session *s)
             scan_cut(s, &sc, want);
         sc.run += pg_frame_begin(&s->client_frame, &h, sc.avail - sc.run);
         s->client_frame.target = (uint8_t)sc.target;
-        if (closes) {
-            scan_cut(s, &sc, RUN_PLAIN);
-            unit_end(s);
-            if (s->base.state != SESSION_ACTIVE)
+        if (closes && s->client_frame.skip > 0) {
+            s->close_pending = 1; /* a large Query streams on: the unit ends with it */
+        } else if (closes) {
+            int end = scan_unit_end(s, &sc);
+            if (end < 0)
                 return -1;
-            if (s->base.routed != NULL)
-                break; /* what follows waits for the shadow's answer */
+            if (end > 0)
+                break;
         }
     }
     move_run(s, sc.run, sc.target);
@@ -1435,8 +1528,8 @@ op_swap_ready(struct session *base)
 /*
  * Both sides are idle and the shadow holds everything the primary does:
  * exchange the two connections, so the shadow answers and the primary is
- * mirrored.  The cancel key keeps pointing at the old primary's backend
- * (libpq does not give the new one's secret); README, "Known limits".
+ * mirrored.  The client's cancel key follows: it now cancels on the
+ * connection that answers (pg_shadow_swap).
  */
 static void
 op_swap(struct session *base)

@@ -25,6 +25,7 @@
 #include <event2/event_struct.h>
 #include <libpq-fe.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "metrics/metric.h"
 #include "protocol/kind.h"
@@ -78,7 +79,7 @@ struct pg_unit {
     unsigned ordered : 1;
     unsigned no_mirror : 1;     /* LISTEN/NOTIFY only, or an admin statement */
     unsigned unmirrorable : 1;  /* too many statements to track: cannot be mirrored */
-    unsigned oversized : 1;     /* larger than the mirror queue: its bytes are not collected */
+    unsigned too_large : 1;     /* larger than the session's mirror queue: never copied whole */
     unsigned ddl : 1;           /* changes the schema (mirror levels tell DDL from DML) */
     unsigned refused : 1;       /* the primary refused it for the client's rights: never mirrored */
     unsigned primary_effect : 1; /* the primary completed a statement of it before refusing */
@@ -128,6 +129,17 @@ struct pg_shadow {
     unsigned state_units;
     uint64_t login_started_ns;  /* this attach's first login attempt */
     unsigned login_retries;     /* logins refused for a database or role not there yet */
+    /*
+     * This connection's cancel key, for the client once it answers (a
+     * cutover).  libpq reads the shadow's BackendKeyData and keeps the
+     * secret to itself, so tandem reads it off libpq's protocol trace
+     * during the login (key_trace, lines scanned as they are written, none
+     * kept).  After a swap: the old primary's key, taken from the session.
+     */
+    struct cancel_target key;   /* addrlen 0: not known */
+    FILE *key_trace;
+    char key_line[128];
+    size_t key_line_len;
 };
 
 /*
@@ -166,6 +178,7 @@ struct pg_session {
     unsigned tx_open : 1;         /* a transaction may be open (BEGIN seen, not yet idle) */
     unsigned copy_mirror : 1;     /* CopyData from the client goes to the shadow too */
     unsigned server_discard : 1;  /* the primary's current run answers a routed unit: dropped */
+    unsigned close_pending : 1;   /* the unit ends with the client's message still passing */
     uint8_t tx_status;            /* from the last ReadyForQuery: I, T or E */
     struct pg_frame client_frame; /* the client's stream: its current message, where it goes */
     struct pg_frame server_frame; /* the answering backend's stream */
@@ -196,6 +209,8 @@ void pg_shadow_start(struct pg_session *s);
 /* the shadow connection's input (the engine read it): digest, compare, forward a routed answer */
 void pg_shadow_input(struct session *base);
 void pg_shadow_release(struct pg_session *s);
+/* one line of libpq's protocol trace: 0 and the key when it is the BackendKeyData's */
+int pg_shadow_key_line(const char *line, size_t len, uint32_t *pid, uint32_t *key);
 struct pg_unit *pg_unit_begin(struct pg_session *s, const struct pgclass_result *first);
 void pg_unit_add(struct pg_session *s, const struct pgclass_result *cls);
 int pg_unit_note_statement(struct pg_session *s, struct pgstmt *st);

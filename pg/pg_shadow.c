@@ -236,8 +236,7 @@ start_compare(struct pg_session *s, struct pg_unit *u)
         .nignore = cc->nignore_columns,
     };
     u->cmp->psample[0] = u->cmp->ssample[0] = '\0';
-    /* a side that never answers (its shadow detached) leaves its result unwritten: record()
-     * still reads both */
+    /* a side that never answers (a dropped unit) is read as no result, not garbage */
     memset(&u->cmp->pres, 0, sizeof(u->cmp->pres));
     memset(&u->cmp->sres, 0, sizeof(u->cmp->sres));
     pgdigest_init(&u->cmp->primary, &opts, u->cmp->psample, sizeof(u->cmp->psample));
@@ -339,21 +338,22 @@ copy_prefix(struct evbuffer *dst, struct evbuffer *src, size_t len)
 }
 
 /*
- * pg_shadow_collect - the next len bytes of the client's input belong to the
- * building unit.  A unit is queued whole at its end (Sync, Query), so one
- * larger than the session's mirror queue could never be admitted: its
- * bytes stop being copied there (pipelined Bind/Execute without a Sync
- * used to be copied without bound), and pg_unit_close drops it.
+ * pg_shadow_collect - the next len bytes of the client's input belong to
+ * the building unit.  The copy is bounded by the session's mirror queue: a
+ * unit larger than the whole queue could never be admitted, so its copy
+ * stops (and is freed) as soon as it outgrows it; the unit is dropped for
+ * the shadow when it closes, while the client's bytes stream on.
  */
 void
 pg_shadow_collect(struct pg_session *s, size_t len)
 {
     struct pg_unit *u = s->building;
-    if (s->unit_buf == NULL || (u != NULL && u->oversized))
+    if (s->unit_buf == NULL || (u != NULL && u->too_large))
         return;
-    if (u != NULL && evbuffer_get_length(s->unit_buf) + len > s->base.mirror.queue_bytes) {
+    if (evbuffer_get_length(s->unit_buf) + len > s->base.mirror.queue_bytes) {
+        if (u != NULL)
+            u->too_large = 1;
         evbuffer_drain(s->unit_buf, evbuffer_get_length(s->unit_buf));
-        u->oversized = 1;
         return;
     }
     copy_prefix(s->unit_buf, s->base.client.in, len);
@@ -750,7 +750,7 @@ pg_unit_close(struct pg_session *s)
         return;
     }
     u->base.mirrored = 1;
-    if (s->base.mirror.state == MIRROR_DETACHED || u->unmirrorable || u->oversized || len == 0) {
+    if (s->base.mirror.state == MIRROR_DETACHED || u->unmirrorable || u->too_large || len == 0) {
         /* a write the shadow will never see: from now on its data may differ */
         if (s->base.mirror.state == MIRROR_DETACHED) {
             mirror_drop(&s->base.mirror, &u->base);
@@ -758,11 +758,14 @@ pg_unit_close(struct pg_session *s)
                 lost_write(s, u, s->base.mirror.identity_refused
                                      ? "dropped: the shadow cannot act as the client's role"
                                      : "dropped: the session's shadow is detached");
-        }
-        if (u->unmirrorable && s->base.mirror.state != MIRROR_DETACHED)
+        } else if (u->too_large) {
+            /* the shadow session misses it (a Parse, a SET ...): start afresh at an idle
+             * point; counted dropped, a write among it marks the shadow diverged */
+            mirror_detach(&s->base.mirror, SHADOW_DROPPED, SHADOW_DROP_TOO_LARGE,
+                          "a unit larger than the session's mirror queue", session_now_ns());
+        } else if (u->unmirrorable) {
             detach(s, SHADOW_DROPPED, "unit references too many statements");
-        if (u->oversized && s->base.mirror.state != MIRROR_DETACHED)
-            detach(s, SHADOW_DROPPED, "unit larger than the mirror queue");
+        }
         u->base.forced = SHADOW_DROPPED;
         u->base.shadow_done = 1;
         settle_names(s, u, 0);
@@ -792,7 +795,7 @@ pg_unit_route(struct pg_session *s)
     size_t len = s->unit_buf ? evbuffer_get_length(s->unit_buf) : 0;
 
     if (u == NULL || (s->base.mirror.state != MIRROR_READY && s->base.mirror.state != MIRROR_CONNECTING) ||
-        u->unmirrorable || u->oversized || len == 0 || !mirror_fits(&s->base.mirror, len))
+        u->unmirrorable || u->too_large || len == 0 || !mirror_fits(&s->base.mirror, len))
         return -1;
     s->building = NULL;
     u->base.closed = 1;
@@ -951,6 +954,8 @@ count_shadow(struct pg_session *s, enum metric_backend_counter c, uint64_t n)
     pg_count_backend(s, s->base.shadow_be, c, n);
 }
 
+static void key_trace_stop(struct pg_session *s);
+
 /* The queue's close hook: the shadow connection goes (the queue empties held itself). */
 static void
 shadow_close(void *owner)
@@ -966,6 +971,8 @@ shadow_close(void *owner)
         s->base.shadow_open = 0;
         count_shadow(s, METRIC_B_SERVER_CLOSED, 1);
     }
+    key_trace_stop(s);
+    memset(&sh->key, 0, sizeof(sh->key));
     if (sh->pq) {
         /* PQfinish may try to send Terminate: never let it wait for a stalled shadow */
         PQsetnonblocking(sh->pq, 1);
@@ -1024,6 +1031,89 @@ const struct mirror_ops pg_mirror_ops = {
 static void on_shadow_login(evutil_socket_t fd, short what, void *arg);
 static int login_begin(struct pg_session *s);
 
+/*
+ * The shadow connection's cancel key.  libpq's trace of the login prints
+ * the BackendKeyData as a line "B<TAB>12<TAB>BackendKeyData<TAB> pid key"
+ * (the key as a signed 32-bit number); pg_shadow_key_line reads one such
+ * line, 0 when it is one.
+ */
+int
+pg_shadow_key_line(const char *line, size_t len, uint32_t *pid, uint32_t *key)
+{
+    static const char tag[] = "\tBackendKeyData\t";
+    char copy[128];
+    long long p, k;
+    char end;
+
+    if (len < 2 || len >= sizeof(copy) || line[0] != 'B' || line[1] != '\t')
+        return -1;
+    memcpy(copy, line, len);
+    copy[len] = '\0';
+    const char *at = strstr(copy, tag);
+    if (at == NULL || sscanf(at + sizeof(tag) - 1, " %lld %lld%c", &p, &k, &end) != 2 ||
+        p <= 0 || p > UINT32_MAX || k < INT32_MIN || k > UINT32_MAX)
+        return -1;
+    *pid = (uint32_t)p;
+    *key = (uint32_t)k;
+    return 0;
+}
+
+/* The trace stream's write: assemble lines, keep none but the key's. */
+static ssize_t
+key_trace_write(void *cookie, const char *buf, size_t size)
+{
+    struct pg_session *s = cookie;
+    struct pg_shadow *sh = &s->shadow;
+    for (size_t i = 0; i < size; i++) {
+        if (buf[i] != '\n') {
+            if (sh->key_line_len < sizeof(sh->key_line))
+                sh->key_line[sh->key_line_len++] = buf[i];
+            continue;
+        }
+        uint32_t pid, key;
+        if (sh->key_line_len < sizeof(sh->key_line) &&
+            pg_shadow_key_line(sh->key_line, sh->key_line_len, &pid, &key) == 0) {
+            sh->key.be_pid = pid;
+            sh->key.be_key = key;
+            sh->key.addr = s->base.shadow_be->addr;
+            sh->key.addrlen = s->base.shadow_be->addrlen;
+        }
+        /* nothing of the login (a password message) stays behind */
+        explicit_bzero(sh->key_line, sh->key_line_len);
+        sh->key_line_len = 0;
+    }
+    return (ssize_t)size;
+}
+
+/* Trace the login (libpq's own stream of it) to learn the key; without it, no key. */
+static void
+key_trace_start(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    cookie_io_functions_t io = {.write = key_trace_write};
+    memset(&sh->key, 0, sizeof(sh->key));
+    sh->key_line_len = 0;
+    sh->key_trace = fopencookie(s, "w", io);
+    if (sh->key_trace == NULL)
+        return;
+    PQtrace(sh->pq, sh->key_trace);
+    PQsetTraceFlags(sh->pq, PQTRACE_SUPPRESS_TIMESTAMPS);
+}
+
+static void
+key_trace_stop(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    if (sh->key_trace == NULL)
+        return;
+    if (sh->pq)
+        PQuntrace(sh->pq);
+    fclose(sh->key_trace); /* flushes: the last lines are scanned now */
+    sh->key_trace = NULL;
+    explicit_bzero(sh->key_line, sizeof(sh->key_line));
+    sh->key_line_len = 0;
+}
+
 /* Logged in: take the socket over and send what waited. */
 static void
 shadow_ready(struct pg_session *s)
@@ -1031,6 +1121,10 @@ shadow_ready(struct pg_session *s)
     struct pg_shadow *sh = &s->shadow;
     int fd = PQsocket(sh->pq);
 
+    key_trace_stop(s);
+    if (sh->key.addrlen == 0)
+        slog(s, CONF_LOG_WARN, "shadow \"%s\": its cancel key could not be read; after a cutover "
+             "this session's cancel requests are ignored", s->base.shadow_be->conf->name);
     if (conn_init(&s->base.shadow_conn, s->base.w->base, fd, session_on_shadow, &s->base) != 0) {
         detach(s, SHADOW_SHADOW_ERROR, "out of memory");
         return;
@@ -1247,6 +1341,7 @@ pg_shadow_start(struct pg_session *s)
         sh->epoch = 1;
     sh->login_started_ns = session_now_ns();
     sh->login_retries = 0;
+    key_trace_start(s);
     queue_state_replay(s);
     login_step(s);
 }
@@ -1478,6 +1573,10 @@ pg_shadow_swap(struct pg_session *s)
     s->server_pq = pq;
     s->base.shadow_conn.borrowed = sh->pq != NULL;
     s->base.server.borrowed = s->server_pq != NULL;
+    /* the client's cancel key now cancels on the connection that answers it */
+    struct cancel_target answering = sh->key;
+    sh->key = s->cancel.to;
+    cancel_retarget(&s->cancel, &answering);
     sh->epoch = (sh->epoch + 1) & 0x7fffffffu;
     if (sh->epoch == 0)
         sh->epoch = 1;

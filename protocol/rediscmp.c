@@ -20,7 +20,7 @@ enum shadow_outcome
 rediscmp_outcome(uint32_t flags, const struct resp_reply_info *p, const struct resp_reply_info *s,
                  int64_t ttl_tolerance)
 {
-    bool perr = p->type == '-', serr = s->type == '-';
+    bool perr = p->type == '-' || p->type == '!', serr = s->type == '-' || s->type == '!';
     if (perr && !serr)
         return SHADOW_PRIMARY_ERROR;
     if (serr && !perr)
@@ -96,13 +96,17 @@ line_len(const uint8_t *p, size_t len)
     return -1;
 }
 
+/* Arrays shown open at once; deeper is cut ("..."): a sample is a few hundred bytes. */
+#define RENDER_MAX_DEPTH 128
+
 size_t
 rediscmp_render(const uint8_t *buf, size_t len, uint64_t total, char *outbuf, size_t cap)
 {
     struct out o = {.buf = outbuf, .cap = cap, .len = 0, .cut = false};
-    int64_t left[RESP_REPLY_MAX_DEPTH]; /* elements still to show, per open array */
+    int64_t left[RENDER_MAX_DEPTH]; /* elements still to show, per open array */
     size_t depth = 0, at = 0;
-    bool first[RESP_REPLY_MAX_DEPTH];
+    bool first[RENDER_MAX_DEPTH];
+    bool map[RENDER_MAX_DEPTH]; /* closed with '}' */
 
     if (cap == 0)
         return 0;
@@ -126,7 +130,8 @@ rediscmp_render(const uint8_t *buf, size_t len, uint64_t total, char *outbuf, si
         uint8_t type = buf[at];
         at += (size_t)n + 2;
         long long v = 0;
-        if (type == '$' || type == '*' || type == ':') {
+        if (type == '$' || type == '*' || type == ':' || type == '=' || type == '!' ||
+            type == '%' || type == '~' || type == '>') {
             char num[24];
             size_t k = blen < sizeof(num) - 1 ? blen : sizeof(num) - 1;
             memcpy(num, body, k);
@@ -141,15 +146,33 @@ rediscmp_render(const uint8_t *buf, size_t len, uint64_t total, char *outbuf, si
             puts_(&o, "(error) ");
             put_escaped(&o, body, blen);
             break;
+        case '_':
+            puts_(&o, "(nil)");
+            break;
+        case '#':
+            puts_(&o, blen == 1 && body[0] == 't' ? "(true)" : "(false)");
+            break;
+        case ',':
+            puts_(&o, "(double) ");
+            put_escaped(&o, body, blen);
+            break;
+        case '(':
+            puts_(&o, "(big number) ");
+            put_escaped(&o, body, blen);
+            break;
         case ':':
             puts_(&o, "(integer) ");
             put(&o, (const char *)body, blen);
             break;
         case '$':
+        case '=':
+        case '!':
             if (v < 0) {
                 puts_(&o, "(nil)");
                 break;
             }
+            if (type == '!')
+                puts_(&o, "(error) ");
             puts_(&o, "\"");
             size_t have = len - at < (size_t)v ? len - at : (size_t)v;
             put_escaped(&o, buf + at, have);
@@ -161,6 +184,9 @@ rediscmp_render(const uint8_t *buf, size_t len, uint64_t total, char *outbuf, si
             at += (size_t)v + 2;
             break;
         case '*':
+        case '%':
+        case '~':
+        case '>':
             if (v < 0) {
                 puts_(&o, "(nil)");
                 break;
@@ -169,13 +195,16 @@ rediscmp_render(const uint8_t *buf, size_t len, uint64_t total, char *outbuf, si
                 puts_(&o, "[]");
                 break;
             }
-            if (depth == RESP_REPLY_MAX_DEPTH) {
+            if (depth == RENDER_MAX_DEPTH) {
                 o.cut = true;
                 break;
             }
-            puts_(&o, "[");
+            puts_(&o, type == '%' ? "{" : type == '~' ? "(set) [" : type == '>' ? "(push) [" : "[");
+            if (type == '%')
+                v = v > INT64_MAX / 2 ? INT64_MAX : v * 2; /* a key and a value each */
             left[depth] = v;
             first[depth] = true;
+            map[depth] = type == '%';
             depth++;
             continue; /* the array is open: not an element done yet */
         default:
@@ -184,7 +213,7 @@ rediscmp_render(const uint8_t *buf, size_t len, uint64_t total, char *outbuf, si
         }
         /* one element done: close every array it completes */
         while (depth > 0 && !o.cut && --left[depth - 1] == 0) {
-            puts_(&o, "]");
+            puts_(&o, map[depth - 1] ? "}" : "]");
             depth--;
         }
     }

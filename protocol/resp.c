@@ -504,6 +504,7 @@ reader_reset(struct resp_reader *r)
     r->state = RS_TYPE;
     r->size = 0;
     r->depth = 0;
+    r->nruns = 0;
     memset(&r->info, 0, sizeof(r->info));
     r->unit_depth = 0;
     r->in_unit = false;
@@ -549,32 +550,72 @@ element_start(struct resp_reader *r, const uint8_t **mark, const uint8_t *p)
     }
 }
 
+/* Elements the innermost open array still awaits (depth > 0). */
+static int64_t
+top_left(const struct resp_reader *r)
+{
+    return r->run_left[r->nruns - 1];
+}
+
+/* One element of the innermost array is done: 1 when that array is done too, -1 out of runs. */
+static int
+level_consume(struct resp_reader *r)
+{
+    uint32_t t = r->nruns - 1;
+    int64_t left = r->run_left[t] - 1;
+    if (left == 0) {
+        /* the array closes: its level leaves the run */
+        if (--r->run_levels[t] == 0)
+            r->nruns--;
+        r->depth--;
+        return 1;
+    }
+    if (r->run_levels[t] > 1) {
+        /* the innermost level leaves its run for one of its own */
+        if (r->nruns == RESP_REPLY_MAX_RUNS)
+            return -1;
+        r->run_levels[t]--;
+        r->run_left[t + 1] = left;
+        r->run_levels[t + 1] = 1;
+        r->nruns++;
+        return 0;
+    }
+    r->run_left[t] = left;
+    if (t > 0 && r->run_left[t - 1] == left) {
+        /* it now awaits what the run below does: one run */
+        r->run_levels[t - 1]++;
+        r->nruns--;
+    }
+    return 0;
+}
+
 /*
  * An element ended at p (exclusive).  Walk up through every array it
- * completes; true when the whole reply is complete.
+ * completes: 1 when the whole reply is complete, 0 when not, -1 when the
+ * nesting no longer fits the reader (see RESP_REPLY_MAX_RUNS).
  */
-static bool
+static int
 element_done(struct resp_reader *r, const uint8_t **mark, const uint8_t *p)
 {
     r->state = RS_TYPE;
     for (;;) {
         size_t d = r->depth;
         if (d == 0)
-            return true;
+            return 1;
         if (r->in_unit && d == r->unit_depth) {
             r->unit_elems++;
-            if (!mode_pairs(r->mode) || r->unit_elems == 2 || r->left[d - 1] == 1) {
+            if (!mode_pairs(r->mode) || r->unit_elems == 2 || top_left(r) == 1) {
                 sink(r, mark, p);
                 r->unit_sum += hash_final(&r->unit);
                 r->unit_count++;
                 r->in_unit = false;
             }
         }
-        if (--r->left[d - 1] > 0)
-            return false;
+        int closed = level_consume(r);
+        if (closed <= 0)
+            return closed;
         if (r->unit_depth == d)
             r->unit_depth = 0;
-        r->depth--;
     }
 }
 
@@ -582,7 +623,7 @@ element_done(struct resp_reader *r, const uint8_t **mark, const uint8_t *p)
 static bool
 array_open(struct resp_reader *r, int64_t n)
 {
-    if (r->depth >= RESP_REPLY_MAX_DEPTH)
+    if (r->nruns == RESP_REPLY_MAX_RUNS && top_left(r) != n)
         return false;
     switch (r->mode) {
     case RESP_DIGEST_SET:
@@ -594,13 +635,20 @@ array_open(struct resp_reader *r, int64_t n)
     case RESP_DIGEST_SCAN_PAIRS:
         if (r->depth == 0)
             r->scan_shape = n == 2;
-        else if (r->depth == 1 && r->scan_shape && r->left[0] == 1)
+        else if (r->depth == 1 && r->scan_shape && top_left(r) == 1)
             r->unit_depth = 2;
         break;
     default:
         break;
     }
-    r->left[r->depth++] = n;
+    if (r->nruns > 0 && top_left(r) == n) {
+        r->run_levels[r->nruns - 1]++;
+    } else {
+        r->run_left[r->nruns] = n;
+        r->run_levels[r->nruns] = 1;
+        r->nruns++;
+    }
+    r->depth++;
     return true;
 }
 
@@ -609,6 +657,7 @@ reader_fail(struct resp_reader *r, const char **err, const char *why)
 {
     r->state = RS_TYPE;
     r->depth = 0;
+    r->nruns = 0;
     *err = why;
     return RESP_ERROR;
 }
@@ -618,11 +667,28 @@ reader_fail(struct resp_reader *r, const char **err, const char *why)
  * -1 on a protocol error (*err set), 1 when the element is complete, 0 when
  * more of it follows (bulk payload, array elements).
  */
+/* RESP3's one-line types besides + and -: null, boolean, double, big number. */
+static bool
+line_type(uint8_t c)
+{
+    return c == '+' || c == '-' || c == '_' || c == '#' || c == ',' || c == '(';
+}
+
+/* Aggregates: array, and RESP3's map (pairs), set and push. */
+static bool
+aggregate_type(uint8_t c)
+{
+    return c == '*' || c == '%' || c == '~' || c == '>';
+}
+
 static int
 line_done(struct resp_reader *r, const char **err)
 {
-    if (r->type == '+' || r->type == '-')
+    if (line_type(r->type)) {
+        if (r->type == '_' && r->depth == 0)
+            r->info.null = true;
         return 1;
+    }
     int64_t v;
     if (!r->neg)
         v = (int64_t)r->num;
@@ -643,13 +709,22 @@ line_done(struct resp_reader *r, const char **err)
             r->info.null = true;
         return 1;
     }
-    if (r->type == '$') {
+    if (!aggregate_type(r->type)) {
+        /* a bulk string, RESP3's verbatim string or blob error */
         r->bulk_left = (uint64_t)v;
         r->state = RS_BULK;
         return 0;
     }
     if (v == 0)
         return 1;
+    if (r->type == '%') {
+        /* a map of v pairs: 2v elements */
+        if (v > INT64_MAX / 2) {
+            *err = "invalid reply length";
+            return -1;
+        }
+        v *= 2;
+    }
     if (!array_open(r, v)) {
         *err = "reply nesting too deep";
         return -1;
@@ -668,7 +743,10 @@ resp_reader_feed(struct resp_reader *r, const uint8_t *buf, size_t len, size_t *
         switch (r->state) {
         case RS_TYPE: {
             uint8_t c = *p;
-            if (c != '+' && c != '-' && c != ':' && c != '$' && c != '*')
+            if (c == '|')
+                return reader_fail(r, err, "RESP3 attributes are not supported");
+            if (!line_type(c) && !aggregate_type(c) && c != ':' && c != '$' && c != '=' &&
+                c != '!')
                 return reader_fail(r, err, "invalid reply type byte");
             element_start(r, &mark, p);
             if (r->depth == 0)
@@ -677,7 +755,7 @@ resp_reader_feed(struct resp_reader *r, const uint8_t *buf, size_t len, size_t *
             r->neg = false;
             r->ndigits = 0;
             r->num = 0;
-            r->state = c == '+' || c == '-' ? RS_SIMPLE : RS_NUM;
+            r->state = line_type(c) ? RS_SIMPLE : RS_NUM;
             p++;
             break;
         }
@@ -742,7 +820,10 @@ resp_reader_feed(struct resp_reader *r, const uint8_t *buf, size_t len, size_t *
             complete = true;
             break;
         }
-        if (complete && element_done(r, &mark, p)) {
+        int whole = complete ? element_done(r, &mark, p) : 0;
+        if (whole < 0)
+            return reader_fail(r, err, "reply nesting too deep");
+        if (whole) {
             sink(r, &mark, p);
             *info = r->info;
             info->size = r->size + (uint64_t)(p - buf);

@@ -1,5 +1,5 @@
 /*
- * resp.h - Redis protocol (RESP2) codec (pure).
+ * resp.h - Redis protocol (RESP2, and RESP3 replies) codec (pure).
  *
  * Nothing here touches a socket, logs, or allocates.  Three pieces:
  *
@@ -170,14 +170,22 @@ enum resp_digest_mode {
     RESP_DIGEST_SCAN_PAIRS,
 };
 
-/* Deepest array nesting accepted (Lua scripts can return nested tables). */
-#define RESP_REPLY_MAX_DEPTH 128
+/*
+ * Array nesting.  Redis puts no limit of its own on a reply's depth (a Lua
+ * script returning a recursive table nests until Lua's stack gives out,
+ * thousands of levels deep), so the reader bounds its memory instead: the
+ * open arrays are kept as runs of consecutive levels that each await the
+ * same number of elements.  A chain of "*1" (or "*2" ...) levels is one
+ * run however deep; only a reply with more than RESP_REPLY_MAX_RUNS
+ * distinct runs open at once is refused ("reply nesting too deep").
+ */
+#define RESP_REPLY_MAX_RUNS 128
 
 /* What resp_reader_feed() / resp_reply_scan() report about a whole reply. */
 struct resp_reply_info {
-    uint8_t type;              /* '+', '-', ':', '$' or '*' */
-    bool null;                 /* "$-1" or "*-1" */
-    int64_t count;             /* '*': elements, '$': length, ':': the value */
+    uint8_t type;              /* the type byte: '+', '-', ':', '$', '*', or RESP3's */
+    bool null;                 /* "$-1", "*-1" or RESP3's "_" */
+    int64_t count;             /* '*' '~' '>': elements, '%': pairs, '$': length, ':': the value */
     uint64_t size;             /* bytes of the whole reply */
     uint64_t digest;           /* 0 with RESP_DIGEST_NONE */
 };
@@ -205,8 +213,10 @@ struct resp_reader {
     uint64_t num;
     uint64_t bulk_left;
     uint64_t size;
-    size_t depth;
-    int64_t left[RESP_REPLY_MAX_DEPTH];
+    size_t depth;              /* open arrays */
+    uint32_t nruns;            /* runs[0] is the outermost */
+    int64_t run_left[RESP_REPLY_MAX_RUNS];   /* elements each level of the run still awaits */
+    uint32_t run_levels[RESP_REPLY_MAX_RUNS]; /* levels in the run */
     struct resp_reply_info info;
     size_t unit_depth;         /* direct children of this level are units; 0 none */
     bool in_unit;
@@ -227,10 +237,14 @@ void resp_reader_init(struct resp_reader *r, enum resp_digest_mode mode);
  * RESP_OK: a reply ended at buf + *used; *info describes it.  The reader is
  *   ready for the next reply, same mode (resp_reader_init() to change it).
  * RESP_NEED_MORE: all len bytes consumed (*used == len); feed the next bytes.
- * RESP_ERROR: the bytes are not RESP2 (*err says why); the reader is dead
+ * RESP_ERROR: the bytes are not RESP (*err says why); the reader is dead
  *   until resp_reader_init() and the connection should be closed.
- * RESP3-only types (%, ~, _, #, ...) are errors: tandem speaks RESP2, and
- * its sessions answer HELLO 3 with -NOPROTO.  Never reads past len.
+ * RESP2 and RESP3: RESP3's null (_), boolean (#), double (,) and big number
+ * (() are one-line replies, its verbatim string (=) and blob error (!)
+ * read as bulk strings, its map (%, n pairs: 2n elements, so PAIRS digests
+ * it unordered), set (~) and push (>) as arrays; info.type is the type
+ * byte as sent.  Attributes (|), which Redis itself does not send, and
+ * streamed strings and aggregates (?) are errors.  Never reads past len.
  *
  * Hand-written rather than hiredis's redisReader: we need only boundaries
  * and a digest, and hiredis buffers (copies) the input and builds objects,

@@ -105,6 +105,7 @@ redis_unit_new(struct redis_session *s)
     memset(u, 0, sizeof(*u));
     u->base.forced = -1;
     u->base.closed = 1; /* one command: whole once read */
+    u->preplies = 1;
     u->sreplies = 1;
     return u;
 }
@@ -269,7 +270,8 @@ fail_all(struct redis_session *s, enum metric_client_error reason, const char *m
         if (u->local)
             evbuffer_add(s->base.client.out, u->local, u->local_len);
         else
-            send_error(s, msg);
+            for (uint32_t i = 0; i < (u->preplies ? u->preplies : 1); i++)
+                send_error(s, msg);
         sent++;
     }
     /* the routed read is the last the client awaits; half answered, it cannot be mended */
@@ -344,13 +346,60 @@ op_server_connected(struct session *base)
 /* ------------------------------------------------------------------ */
 /* Client input.                                                       */
 
+/*
+ * CLIENT REPLY (redis_session_int.h): does the reply to u that starts now,
+ * with type byte `first`, reach the client?  OFF and SKIP accepted answer
+ * nothing; ON accepted answers whatever the mode was.
+ */
+static int
+client_reply_silent(struct redis_session *s, const struct redis_unit *u, uint8_t first)
+{
+    if (u->skip_reset)
+        s->reply_skip = 0;
+    if (u->reply_mode != RR_NONE && first == '+')
+        return u->reply_mode != RR_ON;
+    return !u->pushes && (s->reply_off || s->reply_skip);
+}
+
+/* u is answered (accepted: ok): a SKIP ends with it, a CLIENT REPLY takes effect. */
+static void
+client_reply_done(struct redis_session *s, const struct redis_unit *u, int ok)
+{
+    s->reply_skip = 0;
+    if (!ok)
+        return;
+    switch ((enum rs_reply)u->reply_mode) {
+    case RR_ON:
+        s->reply_off = 0;
+        break;
+    case RR_OFF:
+        s->reply_off = 1;
+        break;
+    case RR_SKIP:
+        s->reply_skip = !s->reply_off;
+        break;
+    case RR_NONE:
+        break;
+    }
+}
+
+/* A unit tandem answers itself: its reply is ready now, in its turn. */
+static int
+answered_here(const struct redis_unit *u)
+{
+    return u != NULL && u->local != NULL;
+}
+
 /* Answer units tandem answers itself, when their turn comes. */
 static void
 emit_local_replies(struct redis_session *s)
 {
     struct redis_unit *u;
-    while ((u = pcur(s)) != NULL && u->local != NULL) {
-        evbuffer_add(s->base.client.out, u->local, u->local_len);
+    while (answered_here(u = pcur(s))) {
+        /* a protocol error is said whatever the client asked: the connection ends */
+        if (!client_reply_silent(s, u, (uint8_t)u->local[0]) || u->close_after)
+            evbuffer_add(s->base.client.out, u->local, u->local_len);
+        client_reply_done(s, u, 0);
         s->base.outstanding--;
         mirror_primary_answered(&s->base.mirror, &u->base, 0);
         if (u->close_after)
@@ -423,10 +472,15 @@ redis_cmd_which(const struct rediscmd *cmd)
         {"client|setname", RC_SETNAME}, {"reset", RC_RESET},  {"multi", RC_MULTI},
         {"exec", RC_EXEC},       {"discard", RC_DISCARD},     {"watch", RC_WATCH},
         {"unwatch", RC_UNWATCH}, {"subscribe", RC_SUBSCRIBE}, {"psubscribe", RC_SUBSCRIBE},
-        {"ssubscribe", RC_SUBSCRIBE},
+        {"ssubscribe", RC_SUBSCRIBE}, {"unsubscribe", RC_UNSUBSCRIBE},
+        {"punsubscribe", RC_UNSUBSCRIBE}, {"sunsubscribe", RC_UNSUBSCRIBE},
+        {"client|reply", RC_CLIENT_REPLY},
     };
-    if (cmd == NULL || !(cmd->flags & (REDISCMD_SESSION | REDISCMD_TX)))
-        return RC_OTHER; /* GET, SET ...: no name to compare */
+    if (cmd == NULL)
+        return RC_OTHER;
+    if (!(cmd->flags & (REDISCMD_SESSION | REDISCMD_TX)))
+        /* GET, SET ...: no name to compare; of the others MONITOR alone matters */
+        return cmd->name[0] == 'm' && strcmp(cmd->name, "monitor") == 0 ? RC_MONITOR : RC_OTHER;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (strcmp(cmd->name, names[i].name) == 0)
             return names[i].which;
@@ -459,6 +513,8 @@ note_session_change(struct redis_session *s, struct redis_unit *u, const struct 
     switch ((enum rs_cmd)u->which) {
     case RC_HELLO:
         /* HELLO [protover [AUTH user pass] [SETNAME name]] */
+        if (arg_is(req, 1, "2") || arg_is(req, 1, "3"))
+            u->proto = arg_is(req, 1, "3") ? 3 : 2;
         for (size_t i = 2; i < req->nargv; i++) {
             if (arg_is(req, i, "auth")) {
                 if (i + 2 < req->nargv) {
@@ -560,6 +616,8 @@ route_read(struct redis_session *s, struct redis_unit *u, const struct resp_requ
     enum route_reason why = ROUTE_REASON_NONE;
     if (s->in_multi || s->watching)
         why = ROUTE_REASON_IN_TRANSACTION; /* WATCH pins to the primary too */
+    else if (s->reply_off || s->reply_skip)
+        why = ROUTE_REASON_UNROUTABLE; /* CLIENT REPLY: the reply may not be the client's */
     else if (s->base.mirror.state != MIRROR_READY && s->base.mirror.state != MIRROR_CONNECTING)
         why = ROUTE_REASON_UNHEALTHY; /* detached */
     else if ((u->flags & (REDISCMD_BLOCKING | REDISCMD_PUBSUB | REDISCMD_NO_MIRROR)) ||
@@ -664,7 +722,12 @@ enum cmd_fate {
     CMD_ANSWERED, /* answered by tandem: skip its bytes */
     CMD_ROUTED,   /* the shadow answers it: skip (or compare on the primary), read no further */
     CMD_WAIT,     /* a cutover holds it: leave it, and what follows, in client.in */
+    CMD_REPLY_ON, /* CLIENT REPLY ON|OFF|SKIP: CLIENT REPLY ON goes in its place */
 };
+
+/* What the servers get for a client's CLIENT REPLY ON|OFF|SKIP. */
+static const uint8_t client_reply_on[] = "*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$2\r\nON\r\n";
+#define CLIENT_REPLY_ON_LEN (sizeof(client_reply_on) - 1)
 
 /*
  * Cutover: does a command of this kind wait in client.in?  Every command
@@ -697,17 +760,18 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     }
     if (write_must_wait(s, kind))
         return CMD_WAIT;
-    if (which == RC_HELLO && arg_is(req, 1, "3")) {
-        /* RESP3 pushes and maps would need another reply reader: stay on RESP2 */
-        count_request(s, s->base.be, kind);
-        add_local_unit(s, "NOPROTO sorry, this protocol version is not supported", 0);
-        return CMD_ANSWERED;
-    }
-    if (which == RC_SUBSCRIBE) {
+    if (which == RC_SUBSCRIBE || (which == RC_MONITOR && !s->in_multi)) {
+        /* MONITOR's stream, like pushes, answers no request (queued in MULTI, it is one) */
         count_request(s, s->base.be, kind);
         s->pubsub = 1;
         return CMD_FORWARD;
     }
+    enum rs_reply reply_mode = RR_NONE;
+    if (which == RC_CLIENT_REPLY && req->argc == 3)
+        reply_mode = arg_is(req, 2, "on")    ? RR_ON
+                     : arg_is(req, 2, "off")  ? RR_OFF
+                     : arg_is(req, 2, "skip") ? RR_SKIP
+                                              : RR_NONE;
     struct redis_unit *u = redis_unit_new(s);
     if (u == NULL) {
         /* no unit, no way to keep replies in order: give up on this client */
@@ -719,6 +783,19 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     u->flags = flags;
     u->base.kind = (uint8_t)kind;
     u->which = (uint8_t)which;
+    u->skip_reset = s->empty_pending;
+    s->empty_pending = 0;
+    if (which == RC_UNSUBSCRIBE && !s->in_multi) {
+        u->pushes = 1;
+        if (req->argc > 2)
+            u->preplies = req->argc - 1 > UINT32_MAX ? UINT32_MAX : (uint32_t)(req->argc - 1);
+    }
+    if (reply_mode != RR_NONE) {
+        /* queued in MULTI it changes nothing tandem sees: EXEC's reply stays whole */
+        u->reply_mode = (uint8_t)(s->in_multi ? RR_NONE : reply_mode);
+        bytes = client_reply_on;
+        len = CLIENT_REPLY_ON_LEN;
+    }
     note_session_change(s, u, req);
     mirror_append(&s->base.mirror, &u->base);
     if (which == RC_MULTI)
@@ -739,7 +816,7 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     if (u->base.routed)
         return CMD_ROUTED;
     s->base.outstanding++;
-    return CMD_FORWARD;
+    return reply_mode != RR_NONE ? CMD_REPLY_ON : CMD_FORWARD;
 }
 
 /* Hand n bytes at the start of client.in to the primary. */
@@ -801,7 +878,15 @@ client_input(struct session *base)
                 protocol_error(s, err);
                 return;
             }
+            if (req.argc == 0)
+                s->empty_pending = 1; /* the server runs nothing, but a SKIP ends */
             enum cmd_fate fate = req.argc > 0 ? command(s, &req, buf + off, used) : CMD_FORWARD;
+            if (fate == CMD_REPLY_ON) {
+                forward(s, off);
+                evbuffer_drain(in, used);
+                evbuffer_add(s->base.server.out, client_reply_on, CLIENT_REPLY_ON_LEN);
+                goto next_batch;
+            }
             if (fate == CMD_ANSWERED) {
                 /* answered here: forward what came before, skip it, parse on */
                 forward(s, off);
@@ -850,9 +935,11 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
 {
     if (!u->base.routed)
         s->base.outstanding--;
+    int refused = info->type == '-' || info->type == '!';
+    client_reply_done(s, u, !refused);
     if (u->base.kind == REQ_KIND_WRITE || u->which == RC_EXEC)
         s->route.last_write_ns = session_clock(&s->base); /* read_your_writes counts from here */
-    if (info->type == '-') {
+    if (refused) {
         u->refused = 1;
         if (headlen >= 7 && memcmp(head, "-NOAUTH", 7) == 0) {
             int slot = s->base.be->metric_slot;
@@ -888,11 +975,14 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
             s->ident = NULL;
             s->primary_login = RL_DEFAULT;
             s->limits.pre_auth = backend_wants_auth(s);
+            s->proto = 2; /* and RESP2 again */
             route_match_session(s);
             break;
         default:
             break;
         }
+        if (u->proto != 0)
+            s->proto = u->proto;
         if (u->name != NULL) {
             /* CLIENT SETNAME, HELLO ... SETNAME; "" takes the name away */
             free(s->client_name);
@@ -929,7 +1019,7 @@ server_input(struct redis_session *s)
 
     while (run < avail && s->base.state == SESSION_ACTIVE) {
         struct redis_unit *u = pcur(s);
-        if (u != NULL && u->local != NULL) {
+        if (answered_here(u)) {
             evbuffer_remove_buffer(in, s->base.client.out, run);
             session_count_listener(&s->base, METRIC_L_BYTES_SENT, run);
             avail -= run;
@@ -937,13 +1027,9 @@ server_input(struct redis_session *s)
             emit_local_replies(s);
             continue;
         }
-        if (u == NULL) {
-            if (s->pubsub) {
-                run = avail; /* pushes: relayed as they come */
-                break;
-            }
-            backend_protocol_error(s, "a reply to no request");
-            return;
+        if (u == NULL && s->pubsub) {
+            run = avail; /* pushes: relayed as they come */
+            break;
         }
         struct evbuffer_ptr pos;
         struct evbuffer_iovec v;
@@ -952,12 +1038,39 @@ server_input(struct redis_session *s)
             break;
         size_t len = v.iov_len < avail - run ? v.iov_len : avail - run;
         const uint8_t *p = v.iov_base;
+        if (!s->reply_open && !s->push_open && p[0] == '>' && (u == NULL || !u->pushes)) {
+            /* RESP3: a push between replies (CLIENT TRACKING) answers no request */
+            s->push_open = 1;
+            resp_reader_init(&s->reader, RESP_DIGEST_NONE);
+        }
+        if (s->push_open) {
+            size_t used = 0;
+            struct resp_reply_info info;
+            const char *err = NULL;
+            enum resp_status st = resp_reader_feed(&s->reader, p, len, &used, &info, &err);
+            if (st == RESP_ERROR) {
+                backend_protocol_error(s, "an invalid reply");
+                return;
+            }
+            run += used; /* to the client, in its place in the stream */
+            if (st == RESP_OK)
+                s->push_open = 0;
+            continue;
+        }
+        if (u == NULL) {
+            backend_protocol_error(s, "a reply to no request");
+            return;
+        }
         if (!s->reply_open) {
             resp_reader_init(&s->reader, u->cmp ? (enum resp_digest_mode)u->mode
                                                 : RESP_DIGEST_NONE);
             s->reply_open = 1;
-            headlen = len < sizeof(head) ? len : sizeof(head);
-            memcpy(head, p, headlen);
+            if (!u->reply_started) {
+                u->reply_started = 1;
+                s->reply_silent = client_reply_silent(s, u, p[0]) != 0;
+                headlen = len < sizeof(head) ? len : sizeof(head);
+                memcpy(head, p, headlen);
+            }
         }
         size_t used = 0;
         struct resp_reply_info info;
@@ -969,8 +1082,9 @@ server_input(struct redis_session *s)
         }
         if (u->cmp)
             redis_keep_sample(u->cmp->psample, &u->cmp->plen, p, used);
-        if (u->base.routed) {
-            /* the comparison of a read the shadow answered: digested, not the client's */
+        if (u->base.routed || s->reply_silent) {
+            /* the comparison of a read the shadow answered, or a reply the client
+             * turned off (CLIENT REPLY): digested, not the client's */
             evbuffer_remove_buffer(in, s->base.client.out, run);
             session_count_listener(&s->base, METRIC_L_BYTES_SENT, run);
             evbuffer_drain(in, used);
@@ -981,6 +1095,12 @@ server_input(struct redis_session *s)
         }
         if (st == RESP_OK) {
             s->reply_open = 0;
+            if (u->preplies > 1) {
+                u->preplies--; /* UNSUBSCRIBE a b c: one reply per channel */
+                continue;
+            }
+            u->preplies = 0;
+            s->reply_silent = 0;
             primary_reply(s, u, &info, head, headlen);
             headlen = 0;
         }
@@ -989,7 +1109,7 @@ server_input(struct redis_session *s)
         evbuffer_remove_buffer(in, s->base.client.out, run);
         session_count_listener(&s->base, METRIC_L_BYTES_SENT, run);
     }
-    if (pcur(s) != NULL && pcur(s)->local != NULL)
+    if (answered_here(pcur(s)))
         emit_local_replies(s);
     if (s->base.mirror.state != MIRROR_OFF)
         redis_shadow_flush(s);
@@ -1049,6 +1169,7 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
     route_match_session(s);
     resp_limits_init(&s->limits);
     s->limits.pre_auth = backend_wants_auth(s);
+    s->proto = 2;
     worker_session_added(w, &s->base);
     if (over_limit) {
         session_count_client_error(&s->base, METRIC_ERR_TOO_MANY_CLIENTS);
@@ -1140,7 +1261,7 @@ op_swap_ready(struct session *base)
     struct redis_session *s = (struct redis_session *)base;
     if (login_lost(s))
         return -1;
-    if (s->in_multi || s->watching || s->reply_open)
+    if (s->in_multi || s->watching || s->reply_open || s->push_open)
         return 0;
     return redis_shadow_swap_ready(s);
 }

@@ -19,9 +19,29 @@
  * answered by tandem itself (`local`: HELLO 3, a protocol error), in its
  * turn, so replies always reach the client in the order of the requests.
  *
- * After SUBSCRIBE/PSUBSCRIBE/SSUBSCRIBE the primary pushes messages that
- * answer no request: from there on the connection is a plain relay to the
- * primary (no unit, no mirror) until it closes.
+ * RESP3 (HELLO 3, relayed): a push (">") that arrives where a reply could
+ * start, and that the unit awaiting one does not expect (only UNSUBSCRIBE's
+ * replies are pushes), answers no request: a CLIENT TRACKING invalidation,
+ * relayed to the client in its place in the stream and never compared.
+ * The shadow connection speaks the protocol the primary accepted (HELLO
+ * mirrored once accepted, replayed on a new connection), so replies compare.
+ *
+ * After SUBSCRIBE/PSUBSCRIBE/SSUBSCRIBE (and MONITOR) the primary pushes
+ * messages that answer no request: from there on the connection is a plain
+ * relay to the primary (no unit, no mirror) until it closes.  A unit may owe
+ * more than one reply (UNSUBSCRIBE a b c outside pub/sub: one per channel).
+ *
+ * CLIENT REPLY
+ * ------------
+ * OFF and SKIP are the client's business, never the servers': tandem sends
+ * CLIENT REPLY ON in their place (so the server says whether the client may
+ * run it), and drops the replies the client asked not to get.  Every unit
+ * of the primary (and of the shadow) is still answered, so replies pair
+ * with requests on both sides, comparisons go on, and the mode survives a
+ * cutover.  Whether a reply reaches the client is decided when it starts,
+ * in order (client_reply_*), from the outcome of the CLIENT REPLY before it,
+ * as Redis does it (an empty command, "*0" or a blank line, ends a SKIP too;
+ * UNSUBSCRIBE's replies are pub/sub messages, which Redis sends regardless).
  *
  * Read routing, mode split
  * ------------------------
@@ -111,6 +131,17 @@ enum rs_cmd {
     RC_WATCH,
     RC_UNWATCH,
     RC_SUBSCRIBE, /* SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE */
+    RC_UNSUBSCRIBE, /* UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE */
+    RC_CLIENT_REPLY, /* CLIENT REPLY */
+    RC_MONITOR,
+};
+
+/* A CLIENT REPLY unit's mode, acted on when the primary accepts it. */
+enum rs_reply {
+    RR_NONE,
+    RR_ON,
+    RR_OFF,
+    RR_SKIP,
 };
 
 /* Who a server connection of the session is logged in as. */
@@ -167,6 +198,13 @@ struct redis_unit {
     unsigned refused : 1;       /* the primary answered it with an error */
     unsigned sets_login : 1;    /* replay: once sent, the shadow is logged in as `login` */
     uint8_t login;              /* enum rs_login, with sets_login */
+    uint8_t reply_mode;         /* enum rs_reply: a CLIENT REPLY outside MULTI */
+    unsigned skip_reset : 1;    /* an empty command before it ended a CLIENT REPLY SKIP */
+    unsigned reply_started : 1; /* the primary's first reply to it has begun */
+    unsigned pushes : 1;        /* its replies are pub/sub messages: CLIENT REPLY spares them */
+    unsigned if_accepted : 1;   /* mirrored only once the primary accepted it */
+    uint8_t proto;              /* HELLO's protocol version (2, 3), 0: none asked */
+    uint32_t preplies;          /* replies the primary still owes for it */
     uint32_t sreplies;          /* replies the shadow owes for it (MULTI ... EXEC: all) */
     int64_t db;                 /* SELECT's argument */
     char *name;                 /* the name CLIENT SETNAME or HELLO SETNAME sets (heap), or NULL */
@@ -193,6 +231,7 @@ struct redis_shadow {
     unsigned reply_open : 1;     /* reader is inside a reply */
     unsigned tx_wanted : 1;      /* the open MULTI holds a command worth mirroring */
     unsigned tx_overflow : 1;    /* the open MULTI outgrew the mirror queue: not collected */
+    unsigned push_open : 1;      /* reader is inside an out-of-band push (dropped) */
     enum rs_login login;         /* the connection's login after what conn.out holds */
     struct resp_reader reader;
     uint32_t replies_left;       /* of scur's replies, including the one being read */
@@ -215,8 +254,14 @@ struct redis_session {
     unsigned authed : 1;          /* an AUTH or HELLO AUTH succeeded */
     unsigned in_multi : 1;        /* MULTI read, EXEC/DISCARD not yet */
     unsigned watching : 1;        /* WATCH read, EXEC/DISCARD/UNWATCH/RESET not yet */
-    unsigned pubsub : 1;          /* SUBSCRIBE read: a plain relay from there on */
+    unsigned pubsub : 1;          /* SUBSCRIBE or MONITOR read: a plain relay from there on */
     unsigned reply_open : 1;      /* reader is inside a primary reply */
+    unsigned reply_off : 1;       /* CLIENT REPLY OFF accepted: no reply reaches the client */
+    unsigned reply_skip : 1;      /* CLIENT REPLY SKIP accepted: the next reply does not */
+    unsigned reply_silent : 1;    /* the reply being read is dropped, not the client's */
+    unsigned empty_pending : 1;   /* an empty command was forwarded since the last unit */
+    unsigned push_open : 1;       /* reader is inside an out-of-band RESP3 push of the primary */
+    uint8_t proto;                /* the protocol the primary speaks to the client: 2 or 3 */
     unsigned input_closed : 1;    /* nothing more is read from the client */
     unsigned default_open : 1;    /* the primary ran a command of ours for its default user */
     struct resp_limits limits;    /* pre_auth while the primary wants AUTH first */

@@ -187,6 +187,33 @@ build_ident_auth(const struct redis_ident *id, uint8_t *out, size_t cap)
                               (const size_t[]){4, id->pass_len});
 }
 
+/* HELLO proto into out; 0 when out is too small. */
+static size_t
+build_hello(uint8_t proto, uint8_t *out, size_t cap)
+{
+    return resp_build_command(out, cap, 2, (const char *const[]){"HELLO", proto == 3 ? "3" : "2"},
+                              NULL);
+}
+
+/*
+ * mirror_hello - the client's HELLO with a protocol version (unit u): once
+ * the primary accepted it, the shadow gets HELLO with that version alone
+ * (not the rest: its answer describes the server, SETNAME follows the
+ * client's name), so both answer in the same protocol and compare.
+ */
+static void
+mirror_hello(struct redis_session *s, struct redis_unit *u)
+{
+    uint8_t buf[64];
+    size_t n = build_hello(u->proto, buf, sizeof(buf));
+    if (s->base.mirror.state == MIRROR_DETACHED || n == 0)
+        return; /* re-attaching replays the protocol the primary speaks */
+    u->base.replay = 1; /* the session's state, not a comparison */
+    u->if_accepted = 1;
+    u->mode = RESP_DIGEST_NONE;
+    queue_unit(s, u, buf, NULL, n);
+}
+
 /*
  * mirror_login - the client's AUTH or HELLO ... AUTH (unit u): the shadow
  * gets AUTH with the same identity, in its turn, once the primary accepted
@@ -204,6 +231,12 @@ mirror_login(struct redis_session *s, struct redis_unit *u)
     if (u->ident == NULL || (n = build_ident_auth(u->ident, buf, sizeof(buf))) == 0) {
         redis_shadow_identity_lost(s, "the client's login is longer than tandem keeps");
         return;
+    }
+    if (u->proto != 0) {
+        /* HELLO 3 AUTH ...: the shadow speaks the same protocol after the login */
+        size_t h = build_hello(u->proto, buf + n, sizeof(buf) - n);
+        n += h;
+        u->sreplies = h > 0 ? 2 : 1;
     }
     if (s->base.mirror.state == MIRROR_DETACHED) {
         OPENSSL_cleanse(buf, n);
@@ -242,6 +275,10 @@ redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_
             return;
         }
         mirror_login(s, u);
+        return;
+    }
+    if (which == RC_HELLO && u->proto != 0 && !s->in_multi) {
+        mirror_hello(s, u);
         return;
     }
     if (which == RC_MULTI && evbuffer_get_length(sh->tx_buf) == 0 && sh->tx_cmds == 0) {
@@ -300,8 +337,8 @@ static int
 drop_instead(const struct redis_unit *u)
 {
     const struct redis_compare *c = u->cmp;
-    if (u->identity)
-        return u->refused; /* a login the primary refused changes nothing */
+    if (u->identity || u->if_accepted)
+        return u->refused; /* a login (or HELLO) the primary refused changes nothing */
     if (!u->base.primary_done || c == NULL || c->plen == 0)
         return 0;
     if (u->tx)
@@ -504,6 +541,7 @@ shadow_close(void *owner)
         (void)unsent; /* counted in mirror.queued, which the queue zeroes */
     }
     sh->reply_open = 0;
+    sh->push_open = 0;
     sh->replies_left = 0;
 }
 
@@ -676,12 +714,15 @@ redis_shadow_start(struct redis_session *s)
     if (rc < 0)
         return;
     sh->reply_open = 0;
+    sh->push_open = 0;
     sh->replies_left = 0;
 
     if (replay_login(s) != 0) {
         detach(s, SHADOW_SHADOW_ERROR, "out of memory");
         return;
     }
+    if (s->proto == 3)
+        replay(s, 2, (const char *const[]){"HELLO", "3"});
     if (s->db != 0) {
         char db[24];
         snprintf(db, sizeof(db), "%lld", (long long)s->db);
@@ -732,6 +773,14 @@ replay_refused(struct redis_session *s, const struct redis_unit *u,
     }
 }
 
+/* A RESP3 push starts the shadow's input, and unit u (scur, or NULL) expects none. */
+static int
+shadow_push_starts(struct evbuffer *in, const struct redis_unit *u)
+{
+    uint8_t c;
+    return evbuffer_copyout(in, &c, 1) == 1 && c == '>' && (u == NULL || !u->pushes);
+}
+
 /* redis_shadow_input - read the shadow's replies: frame them, digest the last one of each unit. */
 void
 redis_shadow_input(struct session *base)
@@ -743,6 +792,28 @@ redis_shadow_input(struct session *base)
     while (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(in) > 0) {
         struct redis_unit *u = redis_unit_of(s->base.mirror.scur);
         struct evbuffer_iovec v;
+        if (!sh->reply_open && (sh->push_open || shadow_push_starts(in, u))) {
+            /* RESP3: a push of the shadow's own answers nothing of ours: dropped */
+            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+                return;
+            if (!sh->push_open) {
+                resp_reader_init(&sh->reader, RESP_DIGEST_NONE);
+                sh->push_open = 1;
+            }
+            size_t used = 0;
+            struct resp_reply_info info;
+            const char *err = NULL;
+            enum resp_status st = resp_reader_feed(&sh->reader, v.iov_base, v.iov_len, &used,
+                                                   &info, &err);
+            if (st == RESP_ERROR) {
+                detach(s, SHADOW_SHADOW_ERROR, "the shadow sent an invalid reply");
+                return;
+            }
+            evbuffer_drain(in, used);
+            if (st == RESP_OK)
+                sh->push_open = 0;
+            continue;
+        }
         if (u == NULL || u->base.held) {
             detach(s, SHADOW_SHADOW_ERROR, "the shadow sent a reply to no request");
             return;
@@ -780,7 +851,7 @@ redis_shadow_input(struct session *base)
         if (st != RESP_OK)
             continue;
         sh->reply_open = 0;
-        if (u->base.replay && info.type == '-') {
+        if (u->base.replay && (info.type == '-' || info.type == '!')) {
             replay_refused(s, u, &info);
             return;
         }
@@ -866,6 +937,7 @@ redis_shadow_swap(struct redis_session *s)
 {
     struct redis_shadow *sh = &s->shadow;
     sh->reply_open = 0;
+    sh->push_open = 0;
     sh->replies_left = 0;
     mirror_attached(&s->base.mirror);
 }

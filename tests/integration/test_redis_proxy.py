@@ -68,7 +68,8 @@ def test_inline_and_redis_cli(t):
     assert cli.returncode == 0 and cli.stdout.strip() == ""
     cli = subprocess.run(["redis-cli", "-p", str(t.port), "hello", "3"], capture_output=True,
                          text=True, timeout=20)
-    assert "NOPROTO" in cli.stdout
+    lines = cli.stdout.split()
+    assert "proto" in lines and lines[lines.index("proto") + 1] == "3", cli.stdout  # relayed
 
 
 def test_multi_exec_and_watch(t):

@@ -376,14 +376,28 @@ test_session_bound_detaches_dropped(void **state)
     assert_int_equal(dropped(SHADOW_DROP_QUEUE_FULL), full + 3);
     assert_string_equal(shadow_got(st), "");
 
+    /* a refused unit's bytes leave their source all the same: none is sent with a later unit */
+    struct evbuffer *src = evbuffer_new();
+    evbuffer_add(src, "dddddEE", 7);
+    struct stub_unit *d = unit(st, REQ_KIND_WRITE, 'd');
+    d->base.mirrored = 1;
+    st->m.state = MIRROR_READY;
+    st->m.queue_bytes = 4;
+    assert_int_equal(mirror_hold(&st->m, &d->base, src, NULL, 5), -1);
+    assert_int_equal(evbuffer_get_length(src), 2);
+    assert_int_equal(mirror_hold_more(&st->m, src, 2), -1); /* nothing held to add to */
+    assert_int_equal(evbuffer_get_length(src), 0);
+    evbuffer_free(src);
+    primary(st, d, T0 + 1);
+
     /* recorded once the primary is done with them, not before */
     assert_int_equal(st->nrecorded, 0);
     primary(st, a, T0 + 1);
     primary(st, b, T0 + 1);
     primary(st, c, T0 + 1);
     mirror_complete(&st->m);
-    assert_string_equal(recorded_names(st), "abc");
-    for (int i = 0; i < 3; i++)
+    assert_string_equal(recorded_names(st), "abcd");
+    for (int i = 0; i < 4; i++)
         assert_int_equal(st->recorded[i].forced, SHADOW_DROPPED);
 }
 

@@ -61,6 +61,19 @@ test_outcomes(void **state)
     assert_int_equal(outcome(REDISCMD_READ, "*2\r\n$1\r\na\r\n$1\r\nb\r\n",
                              "*2\r\n$1\r\nb\r\n$1\r\na\r\n", O),
                      SHADOW_MISMATCH);
+    /* RESP3: a map compared as pairs, a set as a set, a blob error is an error */
+    assert_int_equal(outcome(REDISCMD_READ, "%2\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:2\r\n",
+                             "%2\r\n$1\r\nb\r\n:2\r\n$1\r\na\r\n:1\r\n", RESP_DIGEST_PAIRS),
+                     SHADOW_MATCH);
+    assert_int_equal(outcome(REDISCMD_READ, "%2\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:2\r\n",
+                             "%2\r\n$1\r\na\r\n:2\r\n$1\r\nb\r\n:1\r\n", RESP_DIGEST_PAIRS),
+                     SHADOW_MISMATCH);
+    assert_int_equal(outcome(REDISCMD_READ, "~2\r\n$1\r\na\r\n$1\r\nb\r\n",
+                             "~2\r\n$1\r\nb\r\n$1\r\na\r\n", RESP_DIGEST_SET),
+                     SHADOW_MATCH);
+    assert_int_equal(outcome(REDISCMD_READ, "_\r\n", "$-1\r\n", O), SHADOW_MISMATCH);
+    assert_int_equal(outcome(REDISCMD_WRITE, ":1\r\n", "!5\r\nERR x\r\n", O),
+                     SHADOW_SHADOW_ERROR);
     assert_int_equal(rediscmp_ttl_tolerance("pttl"), REDISCMP_TTL_TOLERANCE_MS);
     assert_int_equal(rediscmp_ttl_tolerance("ttl"), REDISCMP_TTL_TOLERANCE_S);
 }
@@ -94,6 +107,13 @@ test_render(void **state)
     check_render(r, strlen(r), 100, 64, "[\"a\", \"hel...");
     check_render("$10\r\n0123456789\r\n", 17, 17, 8, "\"012...");
     check_render("garbage", 7, 7, 64, "...");
+    /* RESP3 */
+    r = "%2\r\n$1\r\na\r\n_\r\n$1\r\nb\r\n~1\r\n#t\r\n";
+    check_render(r, strlen(r), strlen(r), 64, "{\"a\", (nil), \"b\", (set) [(true)]}");
+    r = ">2\r\n,1.5\r\n(12345678901234567890\r\n";
+    check_render(r, strlen(r), strlen(r), 64, "(push) [(double) 1.5, (big number) 12345678901234567890]");
+    check_render("=7\r\ntxt:abc\r\n", 13, 13, 64, "\"txt:abc\"");
+    check_render("!5\r\nERR x\r\n", 11, 11, 64, "(error) \"ERR x\"");
 }
 
 int

@@ -634,26 +634,119 @@ test_reply_types(void **state)
     free(big);
 }
 
+/* n copies of the 4-byte header h, then tail: one buffer (heap). */
+static uint8_t *
+nested(const char *h, size_t n, const char *tail, size_t *len)
+{
+    size_t tl = strlen(tail);
+    uint8_t *buf = malloc(n * 4 + tl);
+    assert_non_null(buf);
+    for (size_t i = 0; i < n; i++)
+        memcpy(buf + i * 4, h, 4);
+    memcpy(buf + n * 4, tail, tl);
+    *len = n * 4 + tl;
+    return buf;
+}
+
+static void
+test_reply_resp3(void **state)
+{
+    (void)state;
+    CHECK_REPLY("_\r\n", '_', true, 0);
+    CHECK_REPLY("#t\r\n", '#', false, 0);
+    CHECK_REPLY(",3.14\r\n", ',', false, 0);
+    CHECK_REPLY(",-inf\r\n", ',', false, 0);
+    CHECK_REPLY("(3492890328409238509324850943850943825024385\r\n", '(', false, 0);
+    CHECK_REPLY("=15\r\ntxt:Some string\r\n", '=', false, 15);
+    CHECK_REPLY("!21\r\nSYNTAX invalid syntax\r\n", '!', false, 21);
+    CHECK_REPLY("%2\r\n+first\r\n:1\r\n+second\r\n:2\r\n", '%', false, 2);
+    CHECK_REPLY("~3\r\n$1\r\na\r\n$1\r\nb\r\n#f\r\n", '~', false, 3);
+    CHECK_REPLY(">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n", '>', false, 3);
+    CHECK_REPLY("%0\r\n", '%', false, 0);
+    /* HELLO's answer: a map holding an array of maps */
+    CHECK_REPLY("%2\r\n$5\r\nproto\r\n:3\r\n$7\r\nmodules\r\n*1\r\n%1\r\n$4\r\nname\r\n"
+                "_\r\n",
+                '%', false, 2);
+    /* a map's pairs are units: any order of pairs, one digest */
+    struct reply_result a = feed_split(S("%2\r\n$1\r\nk\r\n:1\r\n$1\r\nj\r\n:2\r\n"),
+                                       RESP_DIGEST_PAIRS, 3);
+    struct reply_result b = feed_split(S("%2\r\n$1\r\nj\r\n:2\r\n$1\r\nk\r\n:1\r\n"),
+                                       RESP_DIGEST_PAIRS, 7);
+    assert_int_equal(a.st, RESP_OK);
+    assert_int_equal(b.st, RESP_OK);
+    assert_true(a.info.digest == b.info.digest);
+    /* attributes and streamed types are refused */
+    struct resp_reply_info info;
+    size_t used;
+    const char *err;
+    assert_int_equal(resp_reply_scan(S("|1\r\n+a\r\n+b\r\n:1\r\n"), RESP_DIGEST_ORDERED, &used,
+                                     &info, &err),
+                     RESP_ERROR);
+    assert_string_equal(err, "RESP3 attributes are not supported");
+    assert_int_equal(resp_reply_scan(S("$?\r\n;4\r\nabcd\r\n;0\r\n"), RESP_DIGEST_ORDERED,
+                                     &used, &info, &err),
+                     RESP_ERROR);
+}
+
 static void
 test_reply_depth(void **state)
 {
     (void)state;
-    size_t depth = RESP_REPLY_MAX_DEPTH;
-    size_t n = depth * 4 + 4;
-    uint8_t *buf = malloc(n + 4);
-    assert_non_null(buf);
-    for (size_t i = 0; i < depth; i++)
-        memcpy(buf + i * 4, "*1\r\n", 4);
-    memcpy(buf + depth * 4, ":1\r\n", 4);
     struct resp_reply_info info;
-    size_t used;
+    size_t used, len;
     const char *err;
-    assert_int_equal(resp_reply_scan(buf, n, RESP_DIGEST_ORDERED, &used, &info, &err), RESP_OK);
-    assert_int_equal(used, n);
-    /* one level more is refused */
-    memmove(buf + 4, buf, n);
-    memcpy(buf, "*1\r\n", 4);
-    assert_int_equal(resp_reply_scan(buf, n + 4, RESP_DIGEST_ORDERED, &used, &info, &err), RESP_ERROR);
+
+    /* what a Lua script returning a recursive table sends: no depth limit of tandem's */
+    uint8_t *buf = nested("*1\r\n", 100000, "-ERR reached lua stack limit\r\n", &len);
+    assert_int_equal(resp_reply_scan(buf, len, RESP_DIGEST_ORDERED, &used, &info, &err), RESP_OK);
+    assert_int_equal(used, len);
+    assert_int_equal(info.type, '*');
+    free(buf);
+    buf = nested("*1\r\n", 300, ":1\r\n", &len); /* every split, every mode: a shorter one */
+    check_reply(buf, len, '*', false, 1);
+    free(buf);
+
+    /* {x, {x, {x, ... {x, y}}}}: each level waits one element more after its first */
+    for (size_t n = 300; n <= 30000; n *= 100) {
+        buf = malloc(n * 8 + 8);
+        assert_non_null(buf);
+        len = 0;
+        for (size_t i = 0; i < n; i++, len += 8)
+            memcpy(buf + len, "*2\r\n:7\r\n", 8);
+        memcpy(buf + len, ":8\r\n", 4);
+        len += 4;
+        assert_int_equal(resp_reply_scan(buf, len, RESP_DIGEST_ORDERED, &used, &info, &err),
+                         RESP_OK);
+        assert_int_equal(used, len);
+        if (n == 300)
+            check_reply(buf, len, '*', false, 2);
+        free(buf);
+    }
+
+    /* RESP_REPLY_MAX_RUNS distinct runs open at once are fine; one more is refused */
+    char hdr[RESP_REPLY_MAX_RUNS + 2][8];
+    size_t off = 0;
+    buf = malloc((RESP_REPLY_MAX_RUNS + 2) * 8 + 8);
+    assert_non_null(buf);
+    for (size_t i = 0; i < RESP_REPLY_MAX_RUNS; i++) {
+        int k = snprintf(hdr[i], sizeof(hdr[i]), "*%zu\r\n", i % 2 + 1);
+        memcpy(buf + off, hdr[i], (size_t)k);
+        off += (size_t)k;
+    }
+    assert_int_equal(resp_reply_scan(buf, off, RESP_DIGEST_ORDERED, &used, &info, &err),
+                     RESP_NEED_MORE);
+    memcpy(buf + off, "*3\r\n", 4);
+    assert_int_equal(resp_reply_scan(buf, off + 4, RESP_DIGEST_ORDERED, &used, &info, &err),
+                     RESP_ERROR);
+    assert_string_equal(err, "reply nesting too deep");
+    /* the same count as the innermost joins its run */
+    memcpy(buf + off, "*2\r\n", 4);
+    assert_int_equal(resp_reply_scan(buf, off + 4, RESP_DIGEST_ORDERED, &used, &info, &err),
+                     RESP_NEED_MORE);
+    /* but an element of the innermost then needs a run of its own: refused as well */
+    memcpy(buf + off + 4, ":1\r\n", 4);
+    assert_int_equal(resp_reply_scan(buf, off + 8, RESP_DIGEST_ORDERED, &used, &info, &err),
+                     RESP_ERROR);
     assert_string_equal(err, "reply nesting too deep");
     free(buf);
 }
@@ -675,8 +768,8 @@ test_reply_errors(void **state)
 {
     (void)state;
     check_reply_error(S("x\r\n"));
-    check_reply_error(S("%1\r\n"));           /* RESP3 map */
-    check_reply_error(S("_\r\n"));            /* RESP3 null */
+    check_reply_error(S("|1\r\n"));           /* RESP3 attribute */
+    check_reply_error(S("*?\r\n"));           /* RESP3 streamed aggregate */
     check_reply_error(S("$-2\r\n"));
     check_reply_error(S("*-2\r\n"));
     check_reply_error(S("$-0\r\n"));
@@ -891,6 +984,7 @@ main(void)
         cmocka_unit_test(test_limits_inline),
         cmocka_unit_test(test_limits_auth),
         cmocka_unit_test(test_reply_types),
+        cmocka_unit_test(test_reply_resp3),
         cmocka_unit_test(test_reply_depth),
         cmocka_unit_test(test_reply_errors),
         cmocka_unit_test(test_reply_stream),
