@@ -681,7 +681,7 @@ def test_unit_larger_than_the_mirror_queue_is_not_copied(tandem, pg_primary, pg_
     """Pipelined Bind/Execute without a Sync make one unit; its bytes were
     copied for the shadow without bound until the Sync (+146 MiB).  Past the
     session's mirror { queue } they are not copied: the unit is dropped
-    (queue_full) and the shadow detached, the primary runs every row."""
+    (too_large) and the shadow detached, the primary runs every row."""
     from harness import pgwire
     import struct
     table = "big_unit_" + uuid.uuid4().hex[:8]
@@ -717,7 +717,7 @@ def test_unit_larger_than_the_mirror_queue_is_not_copied(tandem, pg_primary, pg_
                 break
         assert seen.count("C") == count
     assert rows(pg_primary, f"SELECT count(*) FROM {table}")[0][0] == count
-    t.wait_metric("tandem_shadow_mirror_dropped_total", 1, listener="pg", reason="queue_full")
+    t.wait_metric("tandem_shadow_mirror_dropped_total", 1, listener="pg", reason="too_large")
     wait_until(lambda: listener_report(report(t), "pg")["diverged"] is True, 20, "diverged")
     assert rows(pg_shadow, f"SELECT count(*) FROM {table}")[0][0] == 0
     # a figure, not a timing: 100 MiB went through; tandem kept far less of it
