@@ -291,6 +291,7 @@ struct conf_limits {
     uint32_t client_idle_timeout_ms; /* Redis clients silent this long are closed; 1 h; 0: never */
     uint32_t max_command_size;    /* a Redis command buffered until whole; 64 MiB; 1 KiB..1 GiB */
     uint32_t max_prepared_bytes;  /* Parse messages kept per PostgreSQL session; 8 MiB; 0..1 GiB */
+    uint32_t describes_per_second; /* new statement texts the report names, per worker; 2000 */
     uint64_t mirror_queue_total;  /* all shadows' queues together; default 256 MiB; 0: default */
 };
 

@@ -168,6 +168,7 @@ static const struct conf_range range_guard_window = {5000, 300 * 1000, "5s..5m"}
 static const struct conf_range range_min_samples = {1, 1000000000, "1..1000000000"};
 static const struct conf_range range_cooldown = {0, 24 * 60 * 60 * 1000, "0s..24h"};
 static const struct conf_range range_confirm = {0, 10000, "0..10000"};
+static const struct conf_range range_describes = {1, 1000000, "1..1000000"};
 static const struct conf_range range_explain = {0, 1000, "0..1000"};
 static const struct conf_range range_join_timeout = {0, 10 * 60 * 1000, "0s..10m"};
 
@@ -238,6 +239,8 @@ static const struct conf_directive directives[] = {
            &range_packet),
     SIMPLE("max_prepared_bytes", CTX_LIMITS, 0, set_size, struct conf_limits, max_prepared_bytes,
            &range_prepared),
+    SIMPLE("describes_per_second", CTX_LIMITS, 0, set_number, struct conf_limits,
+           describes_per_second, &range_describes),
     SIMPLE("mirror_queue_total", CTX_LIMITS, 0, set_size64, struct conf_limits, mirror_queue_total,
            &range_queue_total),
 
@@ -1609,6 +1612,7 @@ set_defaults(struct conf *c)
     c->limits.client_idle_timeout_ms = 60 * 60 * 1000;
     c->limits.max_command_size = 64u << 20;
     c->limits.max_prepared_bytes = 8u << 20;
+    c->limits.describes_per_second = 2000; /* protocol/pgdesc.h: PGDESC_DESCRIBES_PER_SEC */
     c->admin.enabled = 0; /* enter_admin() sets the default address */
     c->control.join_timeout_ms = 10 * 1000;
 }

@@ -293,6 +293,7 @@ on_notify(evutil_socket_t fd, short what, void *arg)
     if (rt != NULL) {
         runtime_unref(w->rt);
         w->rt = rt;
+        pgdesc_set_rate(w->desc_cache, rt->conf->limits.describes_per_second);
         if (!w->draining) {
             char err[512];
             if (listeners_reconcile(w, err, sizeof(err)) != 0)
@@ -392,7 +393,10 @@ worker_init(struct worker *w, int id, struct runtime *rt)
     w->cls_cache = pgcache_new(CLASSIFY_CACHE_ENTRIES, CLASSIFY_CACHE_BYTES);
     if (w->base == NULL || w->metrics == NULL || w->shadow == NULL || w->cls_cache == NULL)
         return -1;
-    w->desc_cache = pgdesc_new(PGDESC_ENTRIES, PGDESC_BYTES, PGDESC_DESCRIBES_PER_SEC);
+    w->desc_cache = pgdesc_new(PGDESC_ENTRIES, PGDESC_BYTES,
+                               rt->conf->limits.describes_per_second
+                                   ? rt->conf->limits.describes_per_second
+                                   : PGDESC_DESCRIBES_PER_SEC);
     if (w->desc_cache == NULL)
         return -1;
     w->tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);

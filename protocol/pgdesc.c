@@ -116,6 +116,13 @@ evict_tail(struct pgdesc *c)
 }
 
 /* One more pgclass_describe allowed in now_ns's second? */
+void
+pgdesc_set_rate(struct pgdesc *c, unsigned describes_per_sec)
+{
+    if (c != NULL && describes_per_sec > 0)
+        c->per_sec = describes_per_sec;
+}
+
 static bool
 budget_take(struct pgdesc *c, uint64_t now_ns)
 {

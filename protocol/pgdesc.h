@@ -80,6 +80,8 @@ struct pgdesc_stats {
  * bound or out of memory.  Free with pgdesc_free.
  */
 struct pgdesc *pgdesc_new(size_t max_entries, size_t max_bytes, unsigned describes_per_sec);
+/* pgdesc_set_rate - a new budget (> 0; 0 is ignored), from the next call on. */
+void pgdesc_set_rate(struct pgdesc *c, unsigned describes_per_sec);
 
 /* pgdesc_free - free the cache and its entries; NULL is fine. */
 void pgdesc_free(struct pgdesc *c);
