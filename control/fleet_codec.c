@@ -27,16 +27,6 @@ fleet_keys_init(struct fleet_keys *k, const char *fleet, const char *member)
 /* ---- member records ------------------------------------------------------- */
 
 static json_t *
-time_json(int64_t ms)
-{
-    char buf[40];
-    if (ms <= 0)
-        return json_null();
-    state_file_format_time(ms, buf, sizeof(buf));
-    return json_string(buf);
-}
-
-static json_t *
 roles_json(const struct fleet_member *m)
 {
     json_t *roles = json_array();
@@ -72,12 +62,12 @@ json_t *
 fleet_member_json(const struct fleet_member *m)
 {
     return json_pack("{s:s, s:o, s:I, s:o, s:o, s:I, s:I, s:I, s:o, s:o}", "id", m->id, "admin",
-                     m->admin[0] ? json_string(m->admin) : json_null(), "pid",
-                     (json_int_t)m->pid, "started", time_json(m->started_ms), "last_heartbeat",
-                     time_json(m->heartbeat_ms), "epoch", (json_int_t)m->epoch, "version",
-                     (json_int_t)m->version, "sessions", (json_int_t)m->sessions, "operation",
-                     m->operation[0] ? json_string(m->operation) : json_null(), "roles",
-                     roles_json(m));
+                     m->admin[0] ? json_string(m->admin) : json_null(), "pid", (json_int_t)m->pid,
+                     "started", state_file_time_json(m->started_ms), "last_heartbeat",
+                     state_file_time_json(m->heartbeat_ms), "epoch", (json_int_t)m->epoch,
+                     "version", (json_int_t)m->version, "sessions", (json_int_t)m->sessions,
+                     "operation", m->operation[0] ? json_string(m->operation) : json_null(),
+                     "roles", roles_json(m));
 }
 
 /* copy - a JSON string of at most outlen-1 bytes; -1 when it is not one. */
@@ -306,7 +296,7 @@ fleet_op_json(const char *const *fields, const char *const *values, size_t n)
     if (number(field(fields, values, n, "max_pause_ms"), &v) == 0)
         json_object_set_new(o, "max_pause_ms", json_integer((json_int_t)v));
     if (number(field(fields, values, n, "created_ms"), &v) == 0)
-        json_object_set_new(o, "created", time_json((int64_t)v));
+        json_object_set_new(o, "created", state_file_time_json((int64_t)v));
 
     /* members in the order the operation listed them; then any other that reported */
     json_t *members = json_array();

@@ -84,8 +84,8 @@ parse_time(const char *s)
 
 /* ---- encode --------------------------------------------------------------- */
 
-static json_t *
-time_json(int64_t ms)
+json_t *
+state_file_time_json(int64_t ms)
 {
     char buf[40];
     if (ms <= 0)
@@ -118,8 +118,8 @@ listener_json(const struct state_listener *l)
         json_array_append_new(guards,
                               json_pack("{s:s, s:I, s:o, s:o, s:o}", "name", g->name, "trips",
                                         (json_int_t)g->trips, "last_trip",
-                                        time_json(g->last_trip_ms), "cooldown_until",
-                                        time_json(g->cooldown_until_ms), "reason",
+                                        state_file_time_json(g->last_trip_ms), "cooldown_until",
+                                        state_file_time_json(g->cooldown_until_ms), "reason",
                                         text_json(g->reason)));
     }
     return json_pack("{s:s, s:o, s:I, s:s, s:s, s:o, s:o, s:o}", "primary", l->primary, "shadow",
@@ -137,10 +137,10 @@ op_json(const struct state_op *op)
     snprintf(id, sizeof(id), "op-%u", op->id);
     return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:I, s:I, s:b}", "id", id, "type",
                      op_type_names[op->type], "state", op_state_names[op->state], "reason",
-                     text_json(op->reason), "created", time_json(op->created_ms), "started",
-                     time_json(op->started_ms), "finished", time_json(op->finished_ms),
-                     "pause_ms", (json_int_t)op->pause_ms, "max_pause_ms",
-                     (json_int_t)op->max_pause_ms, "force", op->force);
+                     text_json(op->reason), "created", state_file_time_json(op->created_ms),
+                     "started", state_file_time_json(op->started_ms), "finished",
+                     state_file_time_json(op->finished_ms), "pause_ms", (json_int_t)op->pause_ms,
+                     "max_pause_ms", (json_int_t)op->max_pause_ms, "force", op->force);
 }
 
 char *
@@ -152,8 +152,9 @@ state_file_encode(const struct state_doc *doc)
     for (size_t i = 0; ops && i < doc->nops; i++)
         json_array_append_new(ops, op_json(&doc->ops[i]));
     json_t *root = json_pack("{s:i, s:o, s:o, s:I, s:o}", "version", STATE_FILE_VERSION,
-                             "written", time_json(doc->written_ms), "listeners", listeners,
-                             "next_operation", (json_int_t)doc->next_op_id, "operations", ops);
+                             "written", state_file_time_json(doc->written_ms), "listeners",
+                             listeners, "next_operation", (json_int_t)doc->next_op_id,
+                             "operations", ops);
     if (root == NULL)
         return NULL;
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
