@@ -15,12 +15,11 @@ import pytest
 
 from harness.adminapi import call, run_operation
 from harness.clients import check_pgbench
-from harness.shadow import (create_database, execute, pgbench_db_popen, pgbench_init_db,
-                            shadow_config, signal_server, table_digest, wait_drained)
+from harness.shadow import (answering_port, assert_same_data, create_database, execute,
+                            pgbench_db_popen, pgbench_init_db, shadow_config, signal_server, wait_drained)
 from harness.tandemproc import metric_value
 from harness.util import free_port, wait_until
 
-TABLES = ("pgbench_accounts", "pgbench_tellers", "pgbench_branches")
 
 
 def start(factory, primary, shadow, mode="shadow", listener_extra="", mirror=None, workers=2):
@@ -29,20 +28,6 @@ def start(factory, primary, shadow, mode="shadow", listener_extra="", mirror=Non
                          workers=workers, listener_extra=listener_extra,
                          mirror=mirror or {"reads": "0%", "timeout": "10s"})
     return factory(config_text=text, port=port, admin_port=admin)
-
-
-def answering_port(t, dbname="postgres"):
-    with t.connect(dbname=dbname) as conn:
-        return conn.execute("SELECT inet_server_port()").fetchone()[0]
-
-
-def assert_same_data(primary, shadow, db):
-    for table in TABLES:
-        assert table_digest(primary, db, table) == table_digest(shadow, db, table), table
-    count = "SELECT count(*) FROM pgbench_history"
-    with psycopg.connect(primary.socket_dsn(dbname=db)) as a, \
-            psycopg.connect(shadow.socket_dsn(dbname=db)) as b:
-        assert a.execute(count).fetchone() == b.execute(count).fetchone()
 
 
 @pytest.fixture

@@ -147,6 +147,25 @@ def table_digest(server, dbname, table, columns="t"):
                             f"(SELECT ({columns})::text AS x FROM {table} t) s").fetchone()
 
 
+PGBENCH_KEYED = ("pgbench_accounts", "pgbench_tellers", "pgbench_branches")
+
+
+def answering_port(t, dbname="postgres"):
+    """The port of the server answering a new session through tandem T."""
+    with t.connect(dbname=dbname) as conn:
+        return conn.execute("SELECT inet_server_port()").fetchone()[0]
+
+
+def assert_same_data(primary, shadow, db):
+    """pgbench's keyed tables equal on both servers, and as many history rows."""
+    for table in PGBENCH_KEYED:
+        assert table_digest(primary, db, table) == table_digest(shadow, db, table), table
+    count = "SELECT count(*) FROM pgbench_history"
+    with psycopg.connect(primary.socket_dsn(dbname=db)) as a, \
+            psycopg.connect(shadow.socket_dsn(dbname=db)) as b:
+        assert a.execute(count).fetchone() == b.execute(count).fetchone()
+
+
 def rows(server, sql, dbname="postgres"):
     with psycopg.connect(server.socket_dsn(dbname=dbname), autocommit=True) as conn:
         return conn.execute(sql).fetchall()
