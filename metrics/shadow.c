@@ -116,7 +116,7 @@ struct stmt {
     uint64_t count[SHADOW__COUNT];
     uint64_t noise[SHADOW_NOISE__COUNT]; /* count[SHADOW_NOISE] by reason ([0] unused) */
     struct hist lat[SHADOW_SIDE__COUNT];
-    uint64_t plan_check_ns;               /* shadow_plan_due looks again from then */
+    uint64_t plan_check_ns;               /* plan_due_locked looks again from then */
     char *plans[SHADOW_SIDE__COUNT];      /* EXPLAIN (FORMAT JSON) of each side, or NULL */
 };
 
@@ -612,18 +612,28 @@ record_locked(struct shadow_shard *sh, struct lis *l, int slot, struct stmt *st,
         sample_put(&sh->rings[1], slot, st, fp_known, fp, o, reason, psum, ssum);
 }
 
+static int plan_due_locked(struct stmt *st, uint64_t now, unsigned min_ratio);
+
 void
 shadow_record(struct shadow_shard *sh, int slot, uint64_t key_id, const char *key_text,
               enum shadow_outcome o, enum shadow_noise_reason reason, uint64_t p_ns,
               uint64_t s_ns, const char *psum, const char *ssum)
 {
+    (void)shadow_record_slower(sh, slot, key_id, key_text, o, reason, p_ns, s_ns, psum, ssum, 0);
+}
+
+int
+shadow_record_slower(struct shadow_shard *sh, int slot, uint64_t key_id, const char *key_text,
+                     enum shadow_outcome o, enum shadow_noise_reason reason, uint64_t p_ns,
+                     uint64_t s_ns, const char *psum, const char *ssum, unsigned plan_ratio)
+{
     uint64_t now;
     struct lis *l;
     struct stmt *st;
-    int i;
+    int i, due = 0;
 
     if (sh == NULL || !slot_ok(slot) || (unsigned)o >= SHADOW__COUNT)
-        return;
+        return 0;
     if (o != SHADOW_NOISE)
         reason = SHADOW_NOISE_NONE;
     else if (reason <= SHADOW_NOISE_NONE || reason >= SHADOW_NOISE__COUNT)
@@ -653,39 +663,32 @@ shadow_record(struct shadow_shard *sh, int slot, uint64_t key_id, const char *ke
         l->evicted++;
     }
     record_locked(sh, l, slot, st, true, key_id, o, reason, p_ns, s_ns, psum, ssum, now);
+    if (i >= 0 && plan_ratio > 0)
+        due = plan_due_locked(st, now, plan_ratio);
 out:
     pthread_mutex_unlock(&sh->lock);
+    return due;
 }
 
 /* ---- plans of slower statements ----------------------------------------- */
 
 static uint64_t hist_count(const uint64_t *b);
 
-int
-shadow_plan_due(struct shadow_shard *sh, int slot, uint64_t key_id, unsigned min_ratio)
+/* Is st slower on the shadow by min_ratio, its plans not fetched lately?  Shard locked. */
+static int
+plan_due_locked(struct stmt *st, uint64_t now, unsigned min_ratio)
 {
-    int due = 0;
-    uint64_t now;
+    const uint64_t *p = st->lat[SHADOW_SIDE_PRIMARY].b, *s = st->lat[SHADOW_SIDE_SHADOW].b;
 
-    if (sh == NULL || !slot_ok(slot) || min_ratio == 0)
+    if (now < st->plan_check_ns || hist_count(p) < SHADOW_PLAN_MIN_SAMPLES ||
+        hist_count(s) < SHADOW_PLAN_MIN_SAMPLES)
         return 0;
-    now = clock_now();
-    pthread_mutex_lock(&sh->lock);
-    int i = stmt_find(sh, slot, key_id);
-    if (i >= 0 && now >= sh->stmts[i]->plan_check_ns) {
-        struct stmt *st = sh->stmts[i];
-        const uint64_t *p = st->lat[SHADOW_SIDE_PRIMARY].b, *s = st->lat[SHADOW_SIDE_SHADOW].b;
-        if (hist_count(p) >= SHADOW_PLAN_MIN_SAMPLES && hist_count(s) >= SHADOW_PLAN_MIN_SAMPLES) {
-            st->plan_check_ns = now + SHADOW_PLAN_CHECK_NS;
-            double r = ratio(quantile(s, 0.5), quantile(p, 0.5));
-            if (!isnan(r) && r >= (double)min_ratio) {
-                due = 1;
-                st->plan_check_ns = now + SHADOW_PLAN_INTERVAL_NS;
-            }
-        }
-    }
-    pthread_mutex_unlock(&sh->lock);
-    return due;
+    st->plan_check_ns = now + SHADOW_PLAN_CHECK_NS;
+    double r = ratio(quantile(s, 0.5), quantile(p, 0.5));
+    if (isnan(r) || r < (double)min_ratio)
+        return 0;
+    st->plan_check_ns = now + SHADOW_PLAN_INTERVAL_NS;
+    return 1;
 }
 
 void

@@ -189,16 +189,20 @@ void shadow_set_detached(struct shadow_shard *shard, int listener_slot, uint64_t
 void shadow_count_dropped(struct shadow_shard *shard, int listener_slot,
                           enum shadow_drop_reason reason, uint64_t n);
 /*
- * shadow_plan_due - 1 when the statement (listener_slot, key_id) is now
- * slower on the shadow by ratio or more (p50 over p50, with
- * SHADOW_PLAN_MIN_SAMPLES latencies on each side) and its plans were not
- * fetched in the last SHADOW_PLAN_INTERVAL_NS: the caller fetches them.
- * Cheap to ask on every record (an entry is looked at every 10 s at most).
+ * shadow_record_slower - shadow_record, under the same lock: then 1 when
+ * the statement is now slower on the shadow by plan_ratio or more (p50
+ * over p50, with SHADOW_PLAN_MIN_SAMPLES latencies on each side) and its
+ * plans were not fetched in the last SHADOW_PLAN_INTERVAL_NS: the caller
+ * fetches them.  An entry is looked at every 10 s at most; plan_ratio 0:
+ * never 1.
  * shadow_set_plans - keep the two plans (EXPLAIN (FORMAT JSON) text, NULL
  * for none) with the statement; the report shows them.
  */
-int shadow_plan_due(struct shadow_shard *shard, int listener_slot, uint64_t key_id,
-                    unsigned ratio);
+int shadow_record_slower(struct shadow_shard *shard, int listener_slot, uint64_t key_id,
+                         const char *key_text, enum shadow_outcome outcome,
+                         enum shadow_noise_reason reason, uint64_t primary_ns,
+                         uint64_t shadow_ns, const char *primary_summary,
+                         const char *shadow_summary, unsigned plan_ratio);
 void shadow_set_plans(struct shadow_shard *shard, int listener_slot, uint64_t key_id,
                       const char *primary_plan, const char *shadow_plan);
 

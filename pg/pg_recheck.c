@@ -22,7 +22,7 @@
  * shadow holds the same data, not whether it saw the same interleaving.
  *
  * The same job, run once, fetches the plans of a read whose fingerprint
- * is slower on the shadow (shadow_plan_due): EXPLAIN (FORMAT JSON) of the
+ * is slower on the shadow (shadow_record_slower): EXPLAIN (FORMAT JSON) of the
  * statement with this unit's parameters on both backends, kept with the
  * statement for the report (pg_explain_start).
  *

@@ -242,7 +242,7 @@ int pg_login_as_role(const struct pg_session *s, const struct rt_backend *b);
  */
 struct pgdesc_key;
 int pg_recheck_start(struct pg_session *s, struct pg_unit *u, const struct pgdesc_key *key);
-/* pg_explain_start - fetch both backends' plans of u's statement (shadow_plan_due said so). */
+/* pg_explain_start - fetch both backends' plans of u's statement (shadow_record_slower said so). */
 void pg_explain_start(struct pg_session *s, struct pg_unit *u, uint64_t key_id);
 int pg_unit_route(struct pg_session *s);
 int pg_shadow_swap_ready(struct pg_session *s);

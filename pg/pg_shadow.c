@@ -180,16 +180,15 @@ record(struct pg_session *s, struct pg_unit *u, enum shadow_outcome outcome,
         psum = u->cmp->psample;
         ssum = u->cmp->ssample;
     }
-    shadow_record(s->base.w->shadow, s->base.lis->metric_slot, key.fingerprint, key.text, outcome,
-                  reason, u->base.primary_ns,
-                  u->base.shadow_done && u->base.forced < 0 ? u->base.shadow_ns : 0, psum, ssum);
+    /* slower on the shadow: why, in the two plans (asked only where they can be fetched) */
+    unsigned plan_ratio = u->call != NULL ? s->base.lis->conf->compare.explain_when_slower : 0;
+    if (shadow_record_slower(s->base.w->shadow, s->base.lis->metric_slot, key.fingerprint,
+                             key.text, outcome, reason, u->base.primary_ns,
+                             u->base.shadow_done && u->base.forced < 0 ? u->base.shadow_ns : 0,
+                             psum, ssum, plan_ratio))
+        pg_explain_start(s, u, key.fingerprint);
     if (outcome == SHADOW_MISMATCH)
         slog(s, CONF_LOG_DEBUG, "shadow mismatch: %.200s", u->sql ? u->sql : "");
-    /* slower on the shadow: why, in the two plans */
-    if (u->call != NULL && key.text != NULL &&
-        shadow_plan_due(s->base.w->shadow, s->base.lis->metric_slot, key.fingerprint,
-                        s->base.lis->conf->compare.explain_when_slower))
-        pg_explain_start(s, u, key.fingerprint);
 }
 
 /* The mirror queue's record hook: both sides are done with mirrored unit u. */
