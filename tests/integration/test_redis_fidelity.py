@@ -9,14 +9,10 @@ import socket
 import subprocess
 
 import pytest
-import redis
 
-from harness.redisserver import start_redis_tandem, tandem_client
+from harness.redisserver import start_redis_mode, tandem_client
 from harness.shadow import outcomes, report, wait_drained
 from harness.util import wait_until
-
-MIRROR_ALL = {"reads": "100%", "queue": "4MB", "timeout": "5s"}
-
 
 @pytest.fixture(params=["passthrough", "shadow"])
 def mode(request):
@@ -25,11 +21,7 @@ def mode(request):
 
 @pytest.fixture
 def t(tandem, redis_primary, redis_shadow, mode):
-    redis_primary.client().flushall()
-    redis_shadow.client().flushall()
-    if mode == "passthrough":
-        return start_redis_tandem(tandem, redis_primary)
-    return start_redis_tandem(tandem, redis_primary, redis_shadow, mirror=MIRROR_ALL)
+    return start_redis_mode(tandem, redis_primary, redis_shadow, mode)
 
 
 def check_shadow_clean(t, mode, min_match=1):

@@ -10,13 +10,10 @@ import subprocess
 
 import pytest
 
-from harness.redisserver import start_redis_tandem, tandem_client
+from harness.redisserver import MIRROR_ALL, start_redis_mode, start_redis_tandem, tandem_client
 from harness.shadow import outcomes, report, wait_drained
 from harness.util import wait_until
-from test_redis_fidelity import END, Raw, inline, run_script
-
-MIRROR_ALL = {"reads": "100%", "queue": "4MB", "timeout": "5s"}
-
+from test_redis_fidelity import END, Raw, inline
 
 @pytest.fixture(params=["passthrough", "shadow", "split"])
 def mode(request):
@@ -25,15 +22,7 @@ def mode(request):
 
 @pytest.fixture
 def t(tandem, redis_primary, redis_shadow, mode):
-    redis_primary.client().flushall()
-    redis_shadow.client().flushall()
-    if mode == "passthrough":
-        return start_redis_tandem(tandem, redis_primary)
-    if mode == "shadow":
-        return start_redis_tandem(tandem, redis_primary, redis_shadow, mirror=MIRROR_ALL)
-    return start_redis_tandem(tandem, redis_primary, redis_shadow, mode="split",
-                              mirror={"reads": "0%"},
-                              listener_extra="reads { blue weight=50; green weight=50; }")
+    return start_redis_mode(tandem, redis_primary, redis_shadow, mode)
 
 
 def check_shadow_clean(t, mode, min_match=1):

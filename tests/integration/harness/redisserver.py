@@ -118,6 +118,22 @@ def start_redis_tandem(factory, primary, shadow=None, **cfg):
     return factory(config_text=text, port=port, admin_port=admin)
 
 
+MIRROR_ALL = {"reads": "100%", "queue": "4MB", "timeout": "5s"}
+
+
+def start_redis_mode(factory, primary, shadow, mode):
+    """A tandem in MODE on flushed servers: passthrough (PRIMARY alone), shadow
+    (every read compared) or split (reads 50/50, none compared)."""
+    primary.client().flushall()
+    shadow.client().flushall()
+    if mode == "passthrough":
+        return start_redis_tandem(factory, primary)
+    if mode == "shadow":
+        return start_redis_tandem(factory, primary, shadow, mirror=MIRROR_ALL)
+    return start_redis_tandem(factory, primary, shadow, mode="split", mirror={"reads": "0%"},
+                              listener_extra="reads { blue weight=50; green weight=50; }")
+
+
 def tandem_client(t, **kw):
     """A redis-py client through tandem T."""
     return redis.Redis(host="127.0.0.1", port=t.port, socket_timeout=20, **kw)
