@@ -44,6 +44,7 @@ mirror_release_all(struct mirror *m)
     while (m->head) {
         struct mirror_unit *u = m->head;
         m->head = u->next;
+        shadow_units_open(m->shard, m->slot, -1);
         m->ops->free_unit(m->owner, u);
     }
     m->tail = m->pcur = m->scur = m->last_held = m->barrier = NULL;
@@ -66,6 +67,7 @@ mirror_append(struct mirror *m, struct mirror_unit *u)
     m->tail = u;
     if (!u->primary_done && m->pcur == NULL)
         m->pcur = u;
+    shadow_units_open(m->shard, m->slot, 1);
 }
 
 void
@@ -75,6 +77,7 @@ mirror_insert_after(struct mirror *m, struct mirror_unit *after, struct mirror_u
     after->next = u;
     if (m->tail == after)
         m->tail = u;
+    shadow_units_open(m->shard, m->slot, 1);
 }
 
 void
@@ -248,6 +251,7 @@ mirror_complete(struct mirror *m)
             m->scur = NULL;
         if (m->pcur == u)
             m->pcur = u->next;
+        shadow_units_open(m->shard, m->slot, -1);
         m->ops->free_unit(m->owner, u);
     }
 }

@@ -44,6 +44,9 @@
       "1 once the shadow diverged from the primary, until restart")                                \
     X(DETACHED, "tandem_shadow_detached_sessions", "gauge",                                        \
       "Client sessions whose shadow is detached now")                                              \
+    X(UNITS_OPEN, "tandem_shadow_units_open", "gauge",                                             \
+      "Request units sent by clients and not yet answered by every backend they went to and "      \
+      "recorded")                                                                                  \
     X(DROPPED, "tandem_shadow_mirror_dropped_total", "counter",                                    \
       "Mirrors discarded without comparison, by reason")                                           \
     X(RECHECKS, "tandem_shadow_rechecks_total", "counter",                                         \
@@ -155,6 +158,9 @@ struct shadow_shard {
     struct lis *lis[METRIC_MAX_LISTENERS];
     double lag[METRIC_MAX_LISTENERS];
     uint64_t detached[METRIC_MAX_LISTENERS];
+    /* written by the shard's worker alone, without the lock: read live at every scrape, so
+     * a test (or an operator) can wait for "everything sent was answered" exactly */
+    int64_t units_open[METRIC_MAX_LISTENERS];
 
     struct stmt *stmts[SHADOW_MAX_STATEMENTS];
     int nstmts;
@@ -732,6 +738,15 @@ shadow_set_detached(struct shadow_shard *sh, int slot, uint64_t sessions)
 }
 
 void
+shadow_units_open(struct shadow_shard *sh, int slot, int delta)
+{
+    if (sh == NULL || !slot_ok(slot))
+        return;
+    int64_t *n = &sh->units_open[slot];
+    __atomic_store_n(n, __atomic_load_n(n, __ATOMIC_RELAXED) + delta, __ATOMIC_RELAXED);
+}
+
+void
 shadow_count_recheck(struct shadow_shard *sh, int slot, enum shadow_recheck_result r)
 {
     struct lis *l;
@@ -814,6 +829,7 @@ struct agg {
     uint64_t entries_evicted, evicted, undescribed;
     double lag;
     uint64_t detached;
+    int64_t units_open;
 };
 
 static unsigned
@@ -843,6 +859,7 @@ agg_lis_locked(const struct shadow_shard *sh, int slot, uint64_t now_epoch, unsi
     if (sh->lag[slot] > a->lag)
         a->lag = sh->lag[slot];
     a->detached += sh->detached[slot];
+    a->units_open += __atomic_load_n(&sh->units_open[slot], __ATOMIC_RELAXED);
     if (l == NULL)
         return;
     for (int o = 0; o < SHADOW__COUNT; o++)
@@ -929,6 +946,7 @@ fill_stats(const struct agg *a, int slot, struct shadow_listener_stats *out)
     out->statements_undescribed = a->undescribed;
     out->lag_seconds = a->lag;
     out->detached_sessions = a->detached;
+    out->units_open = a->units_open > 0 ? (uint64_t)a->units_open : 0;
     out->diverged = __atomic_load_n(&diverged[slot], __ATOMIC_RELAXED) != 0;
 }
 
@@ -1063,6 +1081,10 @@ shadow_render_prometheus(FILE *out)
             case SHADOW_M_DETACHED:
                 series(out, name, "", l);
                 fprintf(out, "} %llu\n", (unsigned long long)st->detached_sessions);
+                break;
+            case SHADOW_M_UNITS_OPEN:
+                series(out, name, "", l);
+                fprintf(out, "} %llu\n", (unsigned long long)st->units_open);
                 break;
             case SHADOW_M_DROPPED:
                 for (int r = 0; r < SHADOW_DROP__COUNT; r++) {

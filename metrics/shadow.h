@@ -174,6 +174,10 @@ void shadow_record(struct shadow_shard *shard, int listener_slot, uint64_t key_i
  *   the max over shards.
  * shadow_set_detached - this shard's count of sessions whose shadow is
  *   detached, on the listener; the scrape shows the sum.
+ * shadow_units_open - delta (+1 or -1) this shard's count of request units
+ *   in sessions' unit lists on the listener (a unit leaves once every
+ *   backend it went to answered and it was recorded); the scrape shows the
+ *   sum, read live.  Only the shard's worker calls it.
  * shadow_count_dropped - n mirrors of the listener discarded without
  *   comparison, by reason.  Outcome counters are not touched: a unit that
  *   should also count as outcome "dropped" is recorded with SHADOW_DROPPED.
@@ -186,6 +190,7 @@ void shadow_record(struct shadow_shard *shard, int listener_slot, uint64_t key_i
  */
 void shadow_set_lag(struct shadow_shard *shard, int listener_slot, double seconds);
 void shadow_set_detached(struct shadow_shard *shard, int listener_slot, uint64_t sessions);
+void shadow_units_open(struct shadow_shard *shard, int listener_slot, int delta);
 void shadow_count_dropped(struct shadow_shard *shard, int listener_slot,
                           enum shadow_drop_reason reason, uint64_t n);
 /*
@@ -247,6 +252,7 @@ struct shadow_listener_stats {
     uint64_t statements_undescribed;      /* records with no key text (caller over budget) */
     double lag_seconds;                   /* max over shards */
     uint64_t detached_sessions;           /* sum over shards */
+    uint64_t units_open;                  /* sum over shards, live */
     bool diverged;
 };
 
@@ -279,6 +285,7 @@ int shadow_listener_stats(int listener_slot, unsigned window_seconds,
  *   tandem_shadow_queue_bytes                               gauge
  *   tandem_shadow_diverged{listener}                        gauge 0/1
  *   tandem_shadow_detached_sessions{listener}               gauge, sum
+ *   tandem_shadow_units_open{listener}                      gauge, sum, live
  *   tandem_shadow_mirror_dropped_total{listener,reason}     counter
  *   tandem_shadow_statements_evicted_total{listener}        counter
  */

@@ -99,21 +99,25 @@ def samples_about(rep, needle):
 
 
 def wait_drained(t, timeout=30, listener="pg"):
-    """Wait until the mirror lag is 0 and no mirror bytes are queued."""
+    """Wait until every request unit sent was answered by every backend it went to and
+    recorded (units_open, read live), the mirror lag is 0 and no mirror bytes are queued."""
     from .tandemproc import metric_value
 
     def drained():
         text = t.metrics()
         lag = metric_value(text, "tandem_shadow_lag_seconds", listener=listener)
         queued = metric_value(text, "tandem_shadow_queue_bytes")
-        return lag == 0 and (queued or 0) == 0
+        units = metric_value(text, "tandem_shadow_units_open", listener=listener)
+        return lag == 0 and (queued or 0) == 0 and units == 0
     try:
         wait_until(drained, timeout, "the mirror to drain (lag 0, queue empty)", interval=0.2)
     except TimeoutError as exc:
         text = t.metrics()
         raise AssertionError(
             f"{exc}; lag={metric_value(text, 'tandem_shadow_lag_seconds', listener=listener)} "
-            f"queue={metric_value(text, 'tandem_shadow_queue_bytes')}") from None
+            f"queue={metric_value(text, 'tandem_shadow_queue_bytes')} "
+            f"units_open={metric_value(text, 'tandem_shadow_units_open', listener=listener)}"
+        ) from None
 
 
 # -- databases on both servers ----------------------------------------------------------
