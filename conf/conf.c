@@ -160,6 +160,12 @@ conf_mode_name(enum conf_mode mode)
 }
 
 const char *
+conf_repl_kind_name(enum conf_repl_kind kind)
+{
+    return enum_name(conf_repl_kind_names, 3, (int)kind);
+}
+
+const char *
 conf_guard_metric_name(enum conf_guard_metric m)
 {
     return enum_name(conf_guard_metric_names, 6, (int)m);

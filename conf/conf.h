@@ -157,6 +157,40 @@ struct conf_mirror {
     uint32_t timeout_ms;          /* shadow reply timeout; default 5 s; 0 means the default */
 };
 
+/*
+ * shadow_source replication; with replication { }: the shadow is fed by the
+ * database's own replication (PostgreSQL logical replication or a physical
+ * standby, a Redis replica).  tandem mirrors no write; it measures the
+ * shadow's progress, compares a sampled read once the shadow has applied
+ * what the primary had when it answered, and cuts over once it caught up,
+ * running the configured steps.
+ */
+enum conf_shadow_source { CONF_SHADOW_MIRROR, CONF_SHADOW_REPLICATION };
+enum conf_repl_kind { CONF_REPL_LOGICAL, CONF_REPL_PHYSICAL, CONF_REPL_REPLICA };
+enum conf_step_phase { CONF_STEP_BEFORE_FLIP, CONF_STEP_AFTER_FLIP };
+
+#define CONF_STEPS_MAX 16 /* steps per listener's replication { } */
+
+/* replication { cutover|rollback before_flip|after_flip BACKEND "STATEMENT"; } */
+struct conf_step {
+    int rollback;                     /* 0: a cutover runs it; 1: a rollback */
+    enum conf_step_phase phase;       /* writes are paused during both */
+    char backend_name[CONF_NAME_MAX]; /* the listener's primary or shadow */
+    int backend;                      /* index into conf.backends, resolved */
+    char statement[CONF_STATEMENT_MAX]; /* SQL, or a Redis command (split like redis-cli) */
+    int line;
+};
+
+struct conf_replication {
+    enum conf_repl_kind kind;         /* logical (default, PostgreSQL), physical; replica (Redis) */
+    uint32_t poll_ms;                 /* how often positions are read; 100 ms */
+    uint32_t compare_wait_ms;         /* a sampled read waits this long for the shadow; 10 s */
+    char subscription[CONF_NAME_MAX]; /* logical: the subscription to watch; "" all (slowest) */
+    char dbname[CONF_NAME_MAX];       /* database tandem's own connections use; "postgres" */
+    struct conf_step steps[CONF_STEPS_MAX];
+    size_t nsteps;
+};
+
 /* What comparison leaves out. */
 struct conf_compare {
     char (*ignore_columns)[CONF_NAME_MAX]; /* column names whose values are not compared */
@@ -270,6 +304,8 @@ struct conf_listener {
     enum conf_mode mode;
     struct conf_mirror mirror;    /* mirror { reads 10%; level all; queue 4MB; timeout 5s; } */
     struct conf_compare compare;  /* compare { ignore_columns a b; ignore_fingerprints f; } */
+    enum conf_shadow_source shadow_source; /* mirror (default) or replication */
+    struct conf_replication replication;   /* shadow_source replication */
     struct conf_read_weight *read_weights; /* reads { NAME weight=N; ... } (mode split) */
     size_t nread_weights;
     uint32_t read_your_writes_ms;  /* reads this soon after a write go to the primary; 1 s; 0 off */
@@ -402,6 +438,7 @@ void conf_format_error(const struct conf *conf_or_null, const char *name,
 
 /* Enum names as written in the file, for logs and /api/status. */
 const char *conf_mode_name(enum conf_mode mode);
+const char *conf_repl_kind_name(enum conf_repl_kind kind);
 const char *conf_guard_metric_name(enum conf_guard_metric m);
 const char *conf_guard_action_name(enum conf_guard_action a);
 const char *conf_proto_name(enum conf_proto proto);

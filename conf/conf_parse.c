@@ -43,6 +43,8 @@ const char *const conf_tls_names[] = {"disable", "require", "verify-full", NULL}
 const char *const conf_log_format_names[] = {"text", "json", NULL};
 const char *const conf_log_level_names[] = {"debug", "info", "warn", "error", NULL};
 const char *const conf_mirror_level_names[] = {"all", "dml", "ddl", NULL};
+const char *const conf_shadow_source_names[] = {"mirror", "replication", NULL};
+const char *const conf_repl_kind_names[] = {"logical", "physical", "replica", NULL};
 /* percent P by KEY, indexed by enum conf_canary_key */
 static const char *const canary_key_names[] = {"user", "application_name", "client", "client_name",
                                                NULL};
@@ -55,6 +57,8 @@ _Static_assert(sizeof(enum conf_tls) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_log_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_mirror_level) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_shadow_source) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_repl_kind) == sizeof(int), "enum size");
 _Static_assert(CONF_CANARY_KEY_CLIENT_NAME == 3 && CONF_CANARY_NO_MIRROR == 2, "names tables");
 _Static_assert(sizeof(int) == sizeof(uint32_t), "int size");
 
@@ -70,6 +74,7 @@ enum {
     CTX_CANARY = 1u << 7,
     CTX_GUARD = 1u << 8,
     CTX_CONTROL = 1u << 9,
+    CTX_REPLICATION = 1u << 10,
 };
 
 /* Most entries in one listener's reads { }, and canary rules per listener. */
@@ -157,6 +162,7 @@ static const struct conf_range range_workers = {1, 64, "1..64"};
 static const struct conf_range range_client_conn = {1, 1000000, "1..1000000"};
 static const struct conf_range range_packet = {1ull << 10, 1ull << 30, "1KB..1GB"};
 static const struct conf_range range_timeout = {1, 60 * 60 * 1000, "1ms..1h"};
+static const struct conf_range range_repl_poll = {10, 60 * 1000, "10ms..1m"};
 static const struct conf_range range_queue = {64ull << 10, 1ull << 30, "64KB..1GB"};
 static const struct conf_range range_queue_total = {1ull << 20, 64ull << 30, "1MB..64GB"};
 static const struct conf_range range_ryw = {0, 60 * 60 * 1000, "0ms..1h"};
@@ -175,7 +181,7 @@ static const struct conf_range range_join_timeout = {0, 10 * 60 * 1000, "0s..10m
 static conf_set_fn set_number, set_size, set_duration, set_enum, set_string, set_addr,
     set_backend_ref, set_fraction, set_size64, set_ignore_columns, set_ignore_fingerprints,
     set_write_functions, set_server_names, set_client, set_hint, set_percent, set_route,
-    set_action, set_store, set_name, set_statement;
+    set_action, set_store, set_name, set_statement, set_step;
 static conf_enter_fn enter_member, enter_admin, enter_backend, enter_listener, enter_reads,
     enter_canary, enter_guard;
 static conf_leave_fn leave_admin, leave_backend, leave_listener, leave_canary, leave_guard;
@@ -283,6 +289,9 @@ static const struct conf_directive directives[] = {
     SIMPLE("mode", CTX_LISTENER, 0, set_enum, struct conf_listener, mode, conf_mode_names),
     MEMBER_BLOCK("mirror", CTX_LISTENER, CTX_MIRROR, struct conf_listener, mirror),
     MEMBER_BLOCK("compare", CTX_LISTENER, CTX_COMPARE, struct conf_listener, compare),
+    SIMPLE("shadow_source", CTX_LISTENER, 0, set_enum, struct conf_listener, shadow_source,
+           conf_shadow_source_names),
+    MEMBER_BLOCK("replication", CTX_LISTENER, CTX_REPLICATION, struct conf_listener, replication),
     /* reads { NAME weight=N; }: its directives are backend names, read by enter_reads() */
     BLOCK("reads", CTX_LISTENER, 0, 0, 0, enter_reads, NULL),
     SIMPLE("read_your_writes", CTX_LISTENER, 0, set_duration, struct conf_listener,
@@ -297,6 +306,19 @@ static const struct conf_directive directives[] = {
     SIMPLE("level", CTX_MIRROR, 0, set_enum, struct conf_mirror, level, conf_mirror_level_names),
     SIMPLE("queue", CTX_MIRROR, 0, set_size, struct conf_mirror, queue_bytes, &range_queue),
     SIMPLE("timeout", CTX_MIRROR, 0, set_duration, struct conf_mirror, timeout_ms, &range_timeout),
+
+    /* listener { replication { } } */
+    SIMPLE("kind", CTX_REPLICATION, 0, set_enum, struct conf_replication, kind,
+           conf_repl_kind_names),
+    SIMPLE("poll", CTX_REPLICATION, 0, set_duration, struct conf_replication, poll_ms,
+           &range_repl_poll),
+    SIMPLE("compare_wait", CTX_REPLICATION, 0, set_duration, struct conf_replication,
+           compare_wait_ms, &range_timeout),
+    SIMPLE("subscription", CTX_REPLICATION, 0, set_string, struct conf_replication, subscription,
+           NULL),
+    SIMPLE("dbname", CTX_REPLICATION, 0, set_string, struct conf_replication, dbname, NULL),
+    {"cutover", CTX_REPLICATION, D_MULTI, 3, set_step, 0, 0, NULL, 0, NULL, NULL},
+    {"rollback", CTX_REPLICATION, D_MULTI, 3, set_step, 0, 0, NULL, 0, NULL, NULL},
 
     /* listener { compare { } } */
     LIST("ignore_columns", CTX_COMPARE, set_ignore_columns),
@@ -560,6 +582,49 @@ set_statement(struct conf_build *b, void *obj, const struct conf_directive *d,
         return;
     }
     memcpy(list[(*count)++], n->args[0], len + 1);
+}
+
+/*
+ * replication { cutover after_flip green "ALTER SUBSCRIPTION s DISABLE"; }:
+ * one step, appended in order.  The backend is resolved in check_conf().
+ */
+static void
+set_step(struct conf_build *b, void *obj, const struct conf_directive *d,
+         const struct conf_node *n)
+{
+    struct conf_replication *r = obj;
+    char q[CONF_QUOTE_MAX];
+    size_t len = strlen(n->args[2]);
+    enum conf_step_phase phase;
+
+    if (strcmp(n->args[0], "before_flip") == 0)
+        phase = CONF_STEP_BEFORE_FLIP;
+    else if (strcmp(n->args[0], "after_flip") == 0)
+        phase = CONF_STEP_AFTER_FLIP;
+    else {
+        node_err(b, n, "bad phase %s (expected before_flip|after_flip)",
+                 conf_err_quote(n->args[0], q, sizeof(q)));
+        return;
+    }
+    if (strlen(n->args[1]) >= CONF_NAME_MAX) {
+        node_err(b, n, "backend name too long");
+        return;
+    }
+    if (len == 0 || len >= CONF_STATEMENT_MAX) {
+        node_err(b, n, "expected a statement of 1..%d bytes", CONF_STATEMENT_MAX - 1);
+        return;
+    }
+    if (r->nsteps == CONF_STEPS_MAX) {
+        node_err(b, n, "too many steps (max %d)", CONF_STEPS_MAX);
+        return;
+    }
+    struct conf_step *st = &r->steps[r->nsteps++];
+    st->rollback = strcmp(d->name, "rollback") == 0;
+    st->phase = phase;
+    snprintf(st->backend_name, sizeof(st->backend_name), "%s", n->args[1]);
+    st->backend = -1;
+    memcpy(st->statement, n->args[2], len + 1);
+    st->line = n->line;
 }
 
 /* A name of [A-Za-z0-9_.-] stored as a string field (fleet, member). */
@@ -1065,6 +1130,9 @@ enter_listener(struct conf_build *b, void *obj, const struct conf_directive *d,
     l->compare.explain_when_slower = 2;
     l->read_your_writes_ms = 1000;
     l->max_lag_ms = 1000;
+    l->replication.poll_ms = 100;
+    l->replication.compare_wait_ms = 10 * 1000;
+    snprintf(l->replication.dbname, sizeof(l->replication.dbname), "postgres");
     l->line = n->line;
     return l;
 }
@@ -1289,6 +1357,42 @@ leave_canary(struct conf_build *b, void *obj, const struct conf_node *n,
         conf_err_add(b->errs, last->line, "%s: more than one action (%s)", desc, names);
 }
 
+/* The last child NAME of a block node, or NULL. */
+static const struct conf_node *
+seen_node_in(const struct conf_node *block, const char *name)
+{
+    const struct conf_node *found = NULL;
+    for (const struct conf_node *n = block->child; n != NULL; n = n->next)
+        if (strcmp(n->name, name) == 0)
+            found = n;
+    return found;
+}
+
+/* shadow_source and replication { } agree with each other and the protocol. */
+static void
+check_replication(struct conf_build *b, struct conf_listener *l,
+                  const struct conf_node *const *seen, const char *desc)
+{
+    const struct conf_node *source = seen_node(seen, CTX_LISTENER, "shadow_source");
+    const struct conf_node *block = seen_node(seen, CTX_LISTENER, "replication");
+    const struct conf_node *kind = block ? seen_node_in(block, "kind") : NULL;
+    int redis = l->proto == CONF_PROTO_REDIS;
+
+    if (block != NULL && l->shadow_source != CONF_SHADOW_REPLICATION)
+        conf_err_add(b->errs, block->line,
+                     "%s: replication { } needs shadow_source replication;", desc);
+    if (l->shadow_source != CONF_SHADOW_REPLICATION)
+        return;
+    if (seen_node(seen, CTX_LISTENER, "shadow") == NULL)
+        conf_err_add(b->errs, source->line, "%s: shadow_source replication needs a shadow backend",
+                     desc);
+    if (kind == NULL)
+        l->replication.kind = redis ? CONF_REPL_REPLICA : CONF_REPL_LOGICAL;
+    else if (redis != (l->replication.kind == CONF_REPL_REPLICA))
+        conf_err_add(b->errs, kind->line, "%s: replication kind %s is for %s listeners", desc,
+                     conf_repl_kind_names[l->replication.kind], redis ? "postgres" : "redis");
+}
+
 static void
 leave_listener(struct conf_build *b, void *obj, const struct conf_node *n,
                const struct conf_node *const *seen)
@@ -1311,6 +1415,7 @@ leave_listener(struct conf_build *b, void *obj, const struct conf_node *n,
         conf_err_add(b->errs, key->line, "%s: tls_key without tls_cert", desc);
     if (st->shadow[0] != '\0' && strcmp(st->shadow, st->primary) == 0)
         conf_err_add(b->errs, st->shadow_line, "%s: shadow is the same backend as primary", desc);
+    check_replication(b, l, seen, desc);
     /* Naming a shadow means wanting it used: mirror unless told otherwise. */
     if (mode == NULL)
         l->mode = shadow != NULL ? CONF_MODE_SHADOW : CONF_MODE_PASSTHROUGH;
@@ -1543,6 +1648,24 @@ check_canaries(struct conf_build *b, struct conf_listener *l, struct listener_st
     }
 }
 
+/* Each step names the listener's primary or shadow: the two sides of the flip. */
+static void
+check_steps(struct conf_build *b, struct conf_listener *l)
+{
+    char q[CONF_QUOTE_MAX], lq[CONF_QUOTE_MAX];
+    for (size_t i = 0; i < l->replication.nsteps; i++) {
+        struct conf_step *st = &l->replication.steps[i];
+        st->backend = conf_backend_find(b->conf, st->backend_name);
+        if (st->backend >= 0 && (st->backend == l->primary || st->backend == l->shadow))
+            continue;
+        conf_err_add(b->errs, st->line,
+                     "listener %s: step backend %s is not this listener's primary or shadow",
+                     conf_err_quote(l->name, lq, sizeof(lq)),
+                     conf_err_quote(st->backend_name, q, sizeof(q)));
+        st->backend = -1;
+    }
+}
+
 static void
 check_conf(struct conf_build *b)
 {
@@ -1557,6 +1680,7 @@ check_conf(struct conf_build *b)
         resolve_ref(b, l, st->shadow, st->shadow_line, &l->shadow);
         check_reads(b, l, st);
         check_canaries(b, l, st);
+        check_steps(b, l);
         /* Two listeners on one address: the second bind would fail at start. */
         for (size_t j = 0; j < i; j++) {
             if (!same_addr(&l->addr, &c->listeners[j].addr))

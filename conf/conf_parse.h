@@ -21,6 +21,8 @@ extern const char *const conf_tls_names[];
 extern const char *const conf_log_format_names[];
 extern const char *const conf_log_level_names[];
 extern const char *const conf_mirror_level_names[];
+extern const char *const conf_shadow_source_names[];
+extern const char *const conf_repl_kind_names[];
 
 /*
  * conf_parse_tree - a new struct conf: defaults, then every directive of T

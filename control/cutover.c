@@ -11,6 +11,7 @@
 #include "metrics/metric.h"
 #include "metrics/shadow.h"
 #include "control/control.h"
+#include "control/replica.h"
 #include "metrics/log.h"
 
 #define OPS_KEPT 32          /* finished operations kept for GET /api/operations/ID */
@@ -18,6 +19,19 @@
 #define MAX_PAUSE_DEFAULT_MS 2000
 
 enum op_state { OP_PENDING, OP_IN_PROGRESS, OP_COMPLETED, OP_FAILED };
+
+/*
+ * Where an operation in progress is.  A listener whose shadow is fed by
+ * replication adds two waits to the drain: the shadow applying what the
+ * primary had when the drain ended, and the configured steps on either
+ * side of the flip (control/replica.h).
+ */
+enum op_phase {
+    PHASE_DRAIN,       /* sessions finishing the writes they sent */
+    PHASE_CATCH_UP,    /* replicated shadows applying the primary's position */
+    PHASE_BEFORE_FLIP, /* before_flip steps, listener by listener */
+    PHASE_AFTER_FLIP,  /* flipped; after_flip steps, writes still paused */
+};
 
 static const char *const state_names[] = {"pending", "in_progress", "completed", "failed"};
 /* a state file records them by the same numbers */
@@ -40,6 +54,11 @@ struct operation {
     char fleet_id[32];                            /* "" alone; the store's operation id */
     int reported;                                 /* fleet: drained was reported */
     int late;                                     /* fleet: max_pause passed was reported */
+    enum op_phase phase;
+    uint64_t drained_ns;                          /* the drain ended (session clock) */
+    int step_at;                                  /* index into slots of the step run */
+    int steps_running;
+    json_t *steps;                                /* results of every step run, in order */
 };
 
 struct cutover {
@@ -56,6 +75,7 @@ struct cutover {
     void *commit_arg;
     struct cutover_fleet fleet;     /* fleet.ask == NULL: alone */
     struct operation *pending;      /* asked here, waiting for the store to open it */
+    struct replica_watch *replica;  /* runs the steps of replicated listeners */
 };
 
 static uint64_t
@@ -93,6 +113,8 @@ op_json(const struct operation *op)
                      "max_pause_ms", (json_int_t)op->max_pause_ms, "force", op->force);
     if (o != NULL && op->fleet_id[0])
         json_object_set_new(o, "fleet_operation", json_string(op->fleet_id));
+    if (o != NULL && op->steps != NULL)
+        json_object_set_new(o, "steps", json_deep_copy(op->steps));
     return o;
 }
 
@@ -117,7 +139,157 @@ finish(struct cutover *c, struct operation *op, enum op_state state)
     control_changed();
 }
 
-/* Every POLL_MS while in progress: all drained -> flip; past max_pause -> give up. */
+static uint64_t
+mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Have the replicated shadows of op applied what their primaries had when the drain ended? */
+static int
+caught_up(const struct operation *op)
+{
+    if (op->force)
+        return 1; /* forced: what the shadow has not applied is given up */
+    for (int i = 0; i < op->nslots; i++)
+        if (replica_enabled(op->slots[i]) && replica_caught_up_ns(op->slots[i]) <= op->drained_ns)
+            return 0;
+    return 1;
+}
+
+/* The writes still paused: how long a step may take (at least 2 s). */
+static uint32_t
+step_timeout(const struct operation *op, uint64_t now_ms)
+{
+    uint64_t used = now_ms - op->pause_start_ms;
+    uint64_t left = used < op->max_pause_ms ? op->max_pause_ms - used : 0;
+    return left < 2000 ? 2000 : (uint32_t)left;
+}
+
+/*
+ * steps - run the phase's steps of op's replicated listeners, one listener
+ * after the other (the watch runs one list at a time).  1 when all ran, 0
+ * while one runs, -1 when one failed (why says which and how).
+ */
+static int
+steps(struct cutover *c, struct operation *op, int phase, char *why, size_t whylen)
+{
+    if (c->replica == NULL)
+        return 1;
+    for (; op->step_at < op->nslots; op->step_at++) {
+        int slot = op->slots[op->step_at];
+        if (!replica_enabled(slot))
+            continue;
+        if (!op->steps_running) {
+            if (replica_steps_run(c->replica, slot, op->kind == CUTOVER_ROLLBACK, phase,
+                                  step_timeout(op, mono_ms())) != 0)
+                return 0; /* the watch is busy with another run: ask again */
+            op->steps_running = 1;
+            return 0;
+        }
+        json_t *results = NULL;
+        enum replica_steps_state st = replica_steps_poll(c->replica, &results, why, whylen);
+        if (st == REPLICA_STEPS_RUNNING)
+            return 0;
+        if (st == REPLICA_STEPS_IDLE) { /* a reload replaced the watch while it ran */
+            op->steps_running = 0;
+            snprintf(why, whylen, "step run lost: the configuration was reloaded meanwhile");
+            return -1;
+        }
+        op->steps_running = 0;
+        if (op->steps == NULL)
+            op->steps = json_array();
+        size_t i;
+        json_t *r;
+        json_array_foreach(results, i, r) {
+            json_object_set_new(r, "phase", json_string(phase == CONF_STEP_BEFORE_FLIP
+                                                            ? "before_flip"
+                                                            : "after_flip"));
+            json_array_append(op->steps, r);
+        }
+        json_decref(results);
+        if (st == REPLICA_STEPS_FAILED)
+            return -1;
+    }
+    return 1;
+}
+
+/* flip - record the new roles, then flip every listener of op. */
+static void
+flip(struct cutover *c, struct operation *op, uint64_t now)
+{
+    char why[200];
+    op->pause_ms = now - op->pause_start_ms;
+    /* as it will be recorded: completed, unless the record itself fails */
+    op->state = OP_COMPLETED;
+    clock_gettime(CLOCK_REALTIME, &op->finished);
+    if (c->commit &&
+        c->commit(c->commit_arg, op->slots, op->nslots, op->target, why, sizeof(why)) != 0) {
+        snprintf(op->reason, sizeof(op->reason),
+                 "abandoned: %s; nothing was swapped, writes resumed on the old primary", why);
+        finish(c, op, OP_FAILED);
+        log_error("op-%u: %s", op->id, op->reason);
+        return;
+    }
+    for (int i = 0; i < op->nslots; i++)
+        control_flip(op->slots[i], op->target);
+    log_info("op-%u: %s: roles %s after %llu ms of paused writes", op->id,
+             op->kind == CUTOVER_FORWARD ? "cutover" : "rollback",
+             op->target ? "swapped (the shadow is the primary)" : "as configured",
+             (unsigned long long)op->pause_ms);
+    /* writes stay paused through the after_flip steps (a reverse subscription must exist
+     * before the new primary takes a write the old one should get back) */
+    op->state = OP_IN_PROGRESS;
+    op->phase = PHASE_AFTER_FLIP;
+    op->step_at = 0;
+    kick_workers(c);
+}
+
+/* The after_flip steps ran (or one failed): the operation ends; the flip stands either way. */
+static void
+after_flip(struct cutover *c, struct operation *op)
+{
+    char why[300] = "";
+    int r = steps(c, op, CONF_STEP_AFTER_FLIP, why, sizeof(why));
+    if (r == 0)
+        return;
+    if (r < 0)
+        snprintf(op->reason, sizeof(op->reason),
+                 "completed, but an after_flip %s; the new primary takes the writes: repair "
+                 "the replication back before a rollback",
+                 why);
+    op->pause_ms = mono_ms() - op->pause_start_ms;
+    finish(c, op, OP_COMPLETED);
+    log_at(r < 0 ? CONF_LOG_ERROR : CONF_LOG_INFO, 0, NULL,
+           "op-%u: %s completed: writes waited %llu ms%s%s", op->id,
+           op->kind == CUTOVER_FORWARD ? "cutover" : "rollback", (unsigned long long)op->pause_ms,
+           r < 0 ? "; " : "", r < 0 ? op->reason : "");
+}
+
+static const char *
+lag_text(const struct operation *op, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    for (int i = 0; i < op->nslots; i++) {
+        uint64_t ns, bytes;
+        if (!replica_enabled(op->slots[i]))
+            continue;
+        if (replica_lag(op->slots[i], &ns, &bytes) == 0)
+            snprintf(buf, len, "lag %.3f s, %llu bytes", (double)ns / 1e9,
+                     (unsigned long long)bytes);
+        else
+            snprintf(buf, len, "the replication position is not measured");
+    }
+    return buf;
+}
+
+/*
+ * Every POLL_MS while in progress: drained -> (replicated: caught up ->
+ * before_flip steps) -> flip -> (after_flip steps) -> completed; past
+ * max_pause before the flip -> give up.
+ */
 static void
 on_poll(evutil_socket_t fd, short what, void *arg)
 {
@@ -127,15 +299,25 @@ on_poll(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (op == NULL)
         return;
+    if (op->phase == PHASE_AFTER_FLIP) {
+        after_flip(c, op);
+        return;
+    }
     long waiting = 0;
     for (int i = 0; i < op->nslots; i++) {
         long n = control_unready(op->slots[i], c->nworkers);
         waiting += n < 0 ? 1 : n;
     }
     uint64_t now = mono_ms();
+    if (op->phase == PHASE_DRAIN && waiting == 0) {
+        op->phase = PHASE_CATCH_UP;
+        op->drained_ns = mono_ns();
+    }
+    if (op->phase == PHASE_CATCH_UP && caught_up(op))
+        op->phase = PHASE_BEFORE_FLIP;
     if (op->fleet_id[0]) {
-        /* the store decides; this member only says where it is */
-        if (waiting == 0 && !op->reported) {
+        /* the store decides; this member only says where it is (no steps run in a fleet) */
+        if (op->phase >= PHASE_BEFORE_FLIP && !op->reported) {
             op->reported = 1;
             op->pause_ms = now - op->pause_start_ms;
             log_info("op-%u (%s): drained after %llu ms; waiting for the fleet", op->id,
@@ -149,39 +331,48 @@ on_poll(evutil_socket_t fd, short what, void *arg)
         }
         return;
     }
-    if (waiting == 0) {
-        char why[200];
-        op->pause_ms = now - op->pause_start_ms;
-        /* as it will be recorded: completed, unless the record itself fails */
-        op->state = OP_COMPLETED;
-        clock_gettime(CLOCK_REALTIME, &op->finished);
-        if (c->commit && c->commit(c->commit_arg, op->slots, op->nslots, op->target, why,
-                                   sizeof(why)) != 0) {
+    if (op->phase == PHASE_BEFORE_FLIP) {
+        char why[300] = "";
+        int r = steps(c, op, CONF_STEP_BEFORE_FLIP, why, sizeof(why));
+        if (r > 0) {
+            flip(c, op, now);
+            if (c->current == op && op->phase == PHASE_AFTER_FLIP)
+                after_flip(c, op);
+            return;
+        }
+        if (r < 0) {
+            op->pause_ms = now - op->pause_start_ms;
             snprintf(op->reason, sizeof(op->reason),
-                     "abandoned: %s; nothing was swapped, writes resumed on the old primary",
-                     why);
+                     "abandoned: before_flip %s; nothing was swapped, writes resumed on the old "
+                     "primary", why);
             finish(c, op, OP_FAILED);
             log_error("op-%u: %s", op->id, op->reason);
             return;
         }
-        for (int i = 0; i < op->nslots; i++)
-            control_flip(op->slots[i], op->target);
-        finish(c, op, OP_COMPLETED);
-        log_info("op-%u: %s completed: roles %s, writes waited %llu ms", op->id,
-                 op->kind == CUTOVER_FORWARD ? "cutover" : "rollback",
-                 op->target ? "swapped (the shadow is the primary)" : "as configured",
-                 (unsigned long long)op->pause_ms);
-        return;
+        return; /* a step runs: its own timeout bounds it, then it decides */
     }
     if (now - op->pause_start_ms >= op->max_pause_ms) {
+        char lag[120];
         op->pause_ms = now - op->pause_start_ms;
-        snprintf(op->reason, sizeof(op->reason),
-                 "abandoned: the drain did not finish within %u ms (%ld session(s) still in a "
-                 "transaction or waiting for the shadow); writes resumed on the old primary",
-                 op->max_pause_ms, waiting);
+        if (op->phase == PHASE_CATCH_UP)
+            snprintf(op->reason, sizeof(op->reason),
+                     "abandoned: the shadow did not catch up with the primary's replication "
+                     "within %u ms (%s); writes resumed on the old primary",
+                     op->max_pause_ms, lag_text(op, lag, sizeof(lag)));
+        else
+            snprintf(op->reason, sizeof(op->reason),
+                     "abandoned: the drain did not finish within %u ms (%ld session(s) still in "
+                     "a transaction or waiting for the shadow); writes resumed on the old primary",
+                     op->max_pause_ms, waiting);
         finish(c, op, OP_FAILED);
         log_warn("op-%u: %s", op->id, op->reason);
     }
+}
+
+void
+cutover_set_replica(struct cutover *c, struct replica_watch *w)
+{
+    c->replica = w;
 }
 
 struct cutover *
@@ -208,6 +399,8 @@ cutover_free(struct cutover *c)
 {
     if (c == NULL)
         return;
+    for (int i = 0; i < OPS_KEPT; i++)
+        json_decref(c->ops[i].steps);
     event_free(c->poll);
     free(c);
 }
@@ -218,7 +411,18 @@ refusal(const struct rt_listener *l, char *buf, size_t len)
 {
     struct shadow_listener_stats st;
     int mode = control_mode(l->metric_slot, (int)l->conf->mode);
-    if (mode == CONF_MODE_PASSTHROUGH) {
+    uint64_t lag_ns, lag_bytes;
+    if (replica_enabled(l->metric_slot)) {
+        /* replication feeds the shadow, whatever the mode: it must be measured to wait for it */
+        if (replica_lag(l->metric_slot, &lag_ns, &lag_bytes) != 0) {
+            json_t *rs = replica_status_json(l->metric_slot);
+            const char *e = rs ? json_string_value(json_object_get(rs, "error")) : NULL;
+            snprintf(buf, len, "listener \"%s\": the shadow's replication position is not "
+                     "measured (%s); fix it, or force", l->conf->name, e ? e : "unknown");
+            json_decref(rs);
+            return buf;
+        }
+    } else if (mode == CONF_MODE_PASSTHROUGH) {
         snprintf(buf, len, "listener \"%s\" is in mode passthrough: nothing mirrors to \"%s\"",
                  l->conf->name, l->shadow->conf->name);
         return buf;
@@ -289,6 +493,7 @@ static struct operation *
 new_operation(struct cutover *c, enum cutover_kind kind, uint32_t max_pause_ms, int force)
 {
     struct operation *op = &c->ops[c->next_id % OPS_KEPT];
+    json_decref(op->steps);
     memset(op, 0, sizeof(*op));
     op->id = c->next_id++;
     op->kind = kind;

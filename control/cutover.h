@@ -52,6 +52,10 @@ void cutover_free(struct cutover *c);
 int cutover_start(struct cutover *c, const struct runtime *rt, enum cutover_kind kind,
                   uint32_t max_pause_ms, int force, json_t **reply, char *err, size_t errlen);
 
+/* cutover_set_replica - replicated listeners' steps run through w (NULL: none run). */
+struct replica_watch;
+void cutover_set_replica(struct cutover *c, struct replica_watch *w);
+
 /* The operation with this id ("op-3"), NULL when unknown; the latest, NULL when none. */
 json_t *cutover_operation_json(const struct cutover *c, const char *id);
 json_t *cutover_latest_json(const struct cutover *c);

@@ -581,6 +581,30 @@ print_status(json_t *st)
     printf("\n");
     table_print(&t);
 
+    /* shadows fed by replication: how far they have applied the primary's writes */
+    t.ncols = 7;
+    table_add(&t, "REPLICATION", "KIND", "PRIMARY@POSITION", "SHADOW@POSITION", "LAG", "LAG_BYTES",
+              "ERROR");
+    json_array_foreach(json_object_get(st, "listeners"), i, l) {
+        json_t *r = json_object_get(l, "replication");
+        char pp[160], sp[160];
+        if (!json_is_object(r))
+            continue;
+        snprintf(pp, sizeof(pp), "%s@%s", jtext(r, "primary", b[2], 64),
+                 jtext(r, "primary_position", b[3], 64));
+        snprintf(sp, sizeof(sp), "%s@%s", jtext(r, "shadow", b[2], 64),
+                 jtext(r, "shadow_position", b[3], 64));
+        table_add(&t, jtext(l, "name", b[0], 64), jtext(r, "kind", b[1], 64), pp, sp,
+                  jfmt(r, "lag_seconds", "%.3fs", 1, b[4], 64), jtext(r, "lag_bytes", b[5], 64),
+                  jtext(r, "error", b[6], 64));
+    }
+    if (t.nrows > 1) {
+        printf("\n");
+        table_print(&t);
+    } else {
+        table_free(&t);
+    }
+
     t.ncols = 5;
     table_add(&t, "GUARD", "LISTENER", "STATE", "TRIPS", "REASON");
     add_guards(&t, json_object_get(st, "guards"), NULL);

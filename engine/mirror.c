@@ -6,6 +6,7 @@
 #include <event2/buffer.h>
 #include <string.h>
 
+#include "control/replica.h"
 #include "engine/session.h"
 #include "protocol/kind.h"
 
@@ -159,10 +160,29 @@ mirror_release(struct mirror *m, int force, uint64_t now)
             return;
         if (!force && !u->primary_done && !u->release_early)
             break;
+        int skip = 0;
+        if (m->gated && u->kind == REQ_KIND_READ && u->primary_done &&
+            replica_caught_up_ns(m->slot) <= u->answered_ns) {
+            /* the shadow has not applied what the primary had when it answered; a client
+             * that left does not change that: its session drains the shadow, waiting */
+            if (now - u->answered_ns < m->gate_wait_ns)
+                break; /* later units wait too: the order stays the primary's */
+            skip = 1;
+        }
         u->held = 0;
         m->nheld--;
         if (m->last_held == u)
             m->last_held = NULL;
+        if (skip) {
+            evbuffer_drain(m->held, u->held_len);
+            mirror_account(m, -(int64_t)u->held_len);
+            u->held_len = 0;
+            u->forced = SHADOW_SKIPPED_LAG;
+            u->shadow_done = 1;
+            if (m->scur == u)
+                m->scur = mirror_next_for_shadow(u->next);
+            continue;
+        }
         enum mirror_verdict v = m->ops->releasing ? m->ops->releasing(m->owner, u) : MIRROR_SEND;
         if (m->state == MIRROR_DETACHED || m->state == MIRROR_OFF)
             return; /* the hook detached: the queue is empty and accounted already */
@@ -214,8 +234,8 @@ mirror_drop_as(struct mirror *m, struct mirror_unit *u, enum shadow_drop_reason 
 void
 mirror_primary_answered(struct mirror *m, struct mirror_unit *u, uint64_t now)
 {
-    (void)now;
     u->primary_done = 1;
+    u->answered_ns = now ? now : session_now_ns();
     if (m->pcur == u) {
         struct mirror_unit *n = u->next;
         while (n && n->primary_done)
@@ -262,6 +282,37 @@ mirror_drop_reason(enum shadow_outcome why)
     return why == SHADOW_SHADOW_TIMEOUT ? SHADOW_DROP_SHADOW_TIMEOUT
            : why == SHADOW_SHADOW_ERROR ? SHADOW_DROP_SHADOW_ERROR
                                         : SHADOW_DROP_QUEUE_FULL;
+}
+
+void
+mirror_skip_gated(struct mirror *m)
+{
+    if (!m->gated || m->nheld == 0)
+        return;
+    for (struct mirror_unit *u = m->head; u && m->nheld > 0; u = u->next) {
+        if (!u->held)
+            continue;
+        if (u->kind != REQ_KIND_READ || !u->primary_done)
+            break; /* held bytes are in unit order: only a leading run can be taken out */
+        evbuffer_drain(m->held, u->held_len);
+        mirror_account(m, -(int64_t)u->held_len);
+        u->held = 0;
+        u->held_len = 0;
+        m->nheld--;
+        if (m->last_held == u)
+            m->last_held = NULL;
+        u->forced = SHADOW_SKIPPED_LAG;
+        u->shadow_done = 1;
+        if (m->scur == u)
+            m->scur = mirror_next_for_shadow(u->next);
+    }
+    mirror_complete(m);
+}
+
+int
+mirror_doubtful(const struct mirror *m, const struct mirror_unit *u)
+{
+    return m->gated && replica_last_move_ns(m->slot) > u->answered_ns;
 }
 
 int

@@ -63,6 +63,7 @@ struct mirror_unit {
     uint64_t primary_ns;        /* primary latency */
     uint64_t shadow_sent_ns;    /* 0 until sent on a logged-in connection */
     uint64_t shadow_ns;         /* shadow latency */
+    uint64_t answered_ns;       /* when the primary answered (a gated read waits past it) */
 };
 
 /* What a unit leaving held becomes (mirror_ops.releasing). */
@@ -129,9 +130,32 @@ struct mirror {
     uint64_t rng;                  /* read sampling: per session, no lock */
     struct shadow_shard *shard;    /* where drops are counted */
     int slot;                      /* the listener's metric slot */
+    /*
+     * gated: the shadow is fed by replication (control/replica.h).  A read
+     * is sent to it only once it has applied what the primary had when it
+     * answered; one that waited gate_wait_ns without that is recorded as
+     * skipped_lag, never compared.
+     */
+    unsigned gated : 1;
+    uint64_t gate_wait_ns;
     const struct mirror_ops *ops;
     void *owner;
 };
+
+/*
+ * mirror_skip_gated - the roles are about to change: gated reads still
+ * held (waiting for the shadow to catch up) are recorded skipped_lag now.
+ * Sent to the other side after the swap they would be compared with a
+ * server that never had to catch up with their answer.
+ */
+void mirror_skip_gated(struct mirror *m);
+
+/*
+ * mirror_doubtful - a gated read whose answers differ proves nothing when
+ * the primary wrote again after answering it: the shadow, caught up, may
+ * hold the newer data.  1 then: record noise "replication", not a mismatch.
+ */
+int mirror_doubtful(const struct mirror *m, const struct mirror_unit *u);
 
 /*
  * mirror_init - an empty queue, state OFF.  seed starts the read sampler

@@ -20,6 +20,7 @@
 #include "metrics/shadow.h"
 #include "admin/admin.h"
 #include "control/control.h"
+#include "control/replica.h"
 #include "control/cutover.h"
 #include "control/guard.h"
 #include "control/health.h"
@@ -41,6 +42,7 @@ struct proxy {
     struct admin *admin;
     struct health *health;
     struct cutover *cutover;
+    struct replica_watch *replica; /* replicated shadows' progress and cutover steps */
     struct guards *guards;
     struct state *state; /* the state file (control/state.h) */
     struct fleet *fleet; /* control { store; fleet; } (control/fleet.h), or NULL */
@@ -155,6 +157,10 @@ reload(struct proxy *p)
     for (int i = 0; i < p->nstarted; i++)
         worker_post_runtime(&p->workers[i], rt);
     health_set_runtime(p->health, rt);
+    /* the watch copies what it measures: a new one for the new configuration */
+    replica_watch_stop(p->replica);
+    p->replica = replica_watch_start(rt);
+    cutover_set_replica(p->cutover, p->replica);
     if (p->fleet)
         fleet_set_runtime(p->fleet, rt);
     if (p->admin != NULL && !admin_moved)
@@ -381,6 +387,7 @@ render_metrics(void *ctx, FILE *out)
         guards_render_prometheus(p->guards, out);
     if (p->fleet)
         fleet_render_prometheus(p->fleet, out);
+    replica_render_prometheus(p->rt, out);
 }
 
 static int
@@ -488,6 +495,10 @@ status(void *ctx)
                           "diverged", st.diverged, "detached_sessions",
                           (json_int_t)st.detached_sessions));
         }
+        json_t *repl = replica_status_json(l->metric_slot);
+        json_object_set_new(o, "shadow_source",
+                            json_string(repl ? "replication" : "mirror"));
+        json_object_set_new(o, "replication", repl ? repl : json_null());
         json_array_append_new(listeners, o);
     }
     json_object_set_new(root, "version", json_string(TANDEM_VERSION));
@@ -533,6 +544,7 @@ proxy_release(struct proxy *p)
     admin_free(p->admin);
     health_free(p->health);
     guards_free(p->guards);
+    replica_watch_stop(p->replica);
     cutover_free(p->cutover);
     if (p->sig_hup)
         event_free(p->sig_hup);
@@ -699,11 +711,14 @@ proxy_run(struct conf *conf, const char *conf_path)
     control_load(p->rt);
     p->health = health_new(p->base, p->rt);
     p->cutover = cutover_new(p->base, kick_workers, p, p->nworkers);
+    p->replica = replica_watch_start(p->rt);
+    if (p->cutover && p->replica)
+        cutover_set_replica(p->cutover, p->replica);
     p->guards = p->cutover ? guards_new(p->base, p->cutover, p->rt) : NULL;
     p->sig_hup = evsignal_new(p->base, SIGHUP, on_signal, p);
     p->sig_term = evsignal_new(p->base, SIGTERM, on_signal, p);
     p->sig_int = evsignal_new(p->base, SIGINT, on_signal, p);
-    if (p->health == NULL || p->cutover == NULL || p->guards == NULL || !p->sig_hup || !p->sig_term || !p->sig_int)
+    if (p->health == NULL || p->cutover == NULL || p->replica == NULL || p->guards == NULL || !p->sig_hup || !p->sig_term || !p->sig_int)
         goto out;
     /* the state file's roles, mode, weights: before the first client is accepted */
     if ((p->state = state_open(p->base, p->rt, p->cutover, p->guards)) == NULL)

@@ -275,6 +275,10 @@ session_init(struct session *s, const struct session_ops *ops, struct worker *w,
     event_assign(&s->settle_ev, w->base, -1, 0, on_settle, s);
     mirror_init(&s->mirror, NULL, s, w->shadow, l->metric_slot, l->conf->mirror.queue_bytes,
                 s->rt->conf->limits.mirror_queue_total, s->id * 0x9e3779b97f4a7c15ull + 1);
+    if (l->conf->shadow_source == CONF_SHADOW_REPLICATION) {
+        s->mirror.gated = 1;
+        s->mirror.gate_wait_ns = (uint64_t)l->conf->replication.compare_wait_ms * 1000000ull;
+    }
     session_count_listener(s, METRIC_L_CLIENT_ACCEPTED, 1);
     return 0;
 }
@@ -692,6 +696,14 @@ session_shadow_tick(struct session *s, uint64_t now_ns, uint64_t *lag_ns)
         shadow_detach(s, "connect timeout");
         return 1;
     }
+    /* gated reads wait for the replica, not for an event of this session: look again */
+    if (s->mirror.gated && s->mirror.nheld > 0 &&
+        (s->mirror.state == MIRROR_READY || s->mirror.state == MIRROR_CONNECTING)) {
+        s->ops->shadow_release(s);
+        if (s->mirror.state == MIRROR_READY || s->mirror.state == MIRROR_CONNECTING)
+            mirror_complete(&s->mirror); /* a read skipped for lag is done now: record it */
+        session_shadow_progress(s);
+    }
     return mirror_tick(&s->mirror, now_ns, (uint64_t)s->lis->conf->mirror.timeout_ms * 1000000ull,
                        lag_ns);
 }
@@ -859,6 +871,7 @@ session_cutover_check(struct session *s, int *listener_slot)
         return s->ops->writes_owed(s);
     }
     if ((int)s->swapped != want) {
+        mirror_skip_gated(&s->mirror); /* never to be compared with the old primary */
         int ready = swap_ready(s);
         if (ready < 0 && s->ops->idle(s)) {
             s->ops->close_with(s, SESSION_CLOSE_CUTOVER,

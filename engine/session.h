@@ -92,6 +92,12 @@ struct session_ops {
     void (*server_lost)(struct session *s, enum conn_io io);
     void (*shadow_connected)(struct session *s);
     void (*shadow_input)(struct session *s);
+    /*
+     * shadow_release - held units the primary answered go to the shadow now,
+     * sent and flushed the plug-in's way (a replicated shadow caught up
+     * since their answer: the engine's tick asks)
+     */
+    void (*shadow_release)(struct session *s);
     void (*timer)(struct session *s);
     /*
      * client_wanted - after an event: may the client's next bytes be read

@@ -17,6 +17,7 @@
 #include "protocol/pgcache.h"
 #include "protocol/pgdesc.h"
 #include "control/control.h"
+#include "control/replica.h"
 #include "metrics/log.h"
 #include "engine/session.h"
 
@@ -353,6 +354,13 @@ on_tick(evutil_socket_t fd, short what, void *arg)
         const struct rt_backend *mirrored =
             l->shadow && control_roles_swapped(slot) ? l->primary : l->shadow;
         int b = mirrored ? mirrored->metric_slot : -1;
+        uint64_t repl_ns, repl_bytes;
+        /* a replicated shadow lags by its replication; unmeasured, no routed read goes to it */
+        int unmeasured = replica_lag(slot, &repl_ns, &repl_bytes) != 0 && replica_enabled(slot);
+        if (repl_ns > lag[slot])
+            lag[slot] = repl_ns;
+        if (b >= 0 && unmeasured)
+            backend_lag_ms[b] = UINT32_MAX;
         if (b >= 0 && lag[slot] / 1000000 > backend_lag_ms[b])
             backend_lag_ms[b] = lag[slot] / 1000000;
         shadow_set_lag(w->shadow, slot, (double)lag[slot] / 1e9);

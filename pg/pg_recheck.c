@@ -38,7 +38,9 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "control/replica.h"
 #include "control/runtime.h"
+#include "engine/session.h"
 #include "engine/worker.h"
 #include "metrics/log.h"
 #include "metrics/shadow.h"
@@ -95,7 +97,10 @@ struct pg_recheck {
     struct pgw_call call;
     struct recheck_side side[2];
     int attempt;           /* 1-based, the one running or next */
-    struct event timer;    /* pauses between attempts */
+    struct event timer;    /* pauses between attempts; a replicated shadow's catch-up */
+    int awaiting_replica;  /* the primary answered at answered_ns: the shadow runs once it
+                            * applied that (control/replica.h), not sooner */
+    uint64_t answered_ns;
     struct event deadline;
 };
 
@@ -385,14 +390,41 @@ attempt_done(struct pg_recheck *j)
     evtimer_add(&j->timer, &tv);
 }
 
-/* An attempt runs on the primary first; on the shadow once the primary answered (see the top). */
+/*
+ * An attempt runs on the primary first; on the shadow once the primary
+ * answered (see the top), and when replication feeds the shadow, once it
+ * has applied what the primary had then (looked at every 20 ms; the
+ * deadline bounds the wait).
+ */
 static void
 on_pause(evutil_socket_t fd, short what, void *arg)
 {
     struct pg_recheck *j = arg;
     (void)fd;
     (void)what;
-    run_on(&j->side[PRIMARY]);
+    if (!j->awaiting_replica) {
+        run_on(&j->side[PRIMARY]);
+        return;
+    }
+    if (replica_caught_up_ns(j->slot) > j->answered_ns) {
+        j->awaiting_replica = 0;
+        run_on(&j->side[SHADOW]);
+        return;
+    }
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 20 * 1000};
+    evtimer_add(&j->timer, &tv);
+}
+
+static void
+primary_answered(struct pg_recheck *j)
+{
+    if (!replica_enabled(j->slot)) {
+        run_on(&j->side[SHADOW]);
+        return;
+    }
+    j->awaiting_replica = 1;
+    j->answered_ns = session_now_ns();
+    on_pause(-1, 0, j);
 }
 
 static void
@@ -460,7 +492,7 @@ side_step(struct recheck_side *sd)
                 sd->answer = XXH3_64bits_digest(sd->digest);
                 sd->state = SIDE_READY;
                 if (sd->which == PRIMARY)
-                    run_on(&j->side[SHADOW]);
+                    primary_answered(j);
                 else
                     attempt_done(j);
                 return;

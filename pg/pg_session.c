@@ -1550,6 +1550,7 @@ static const struct session_ops pg_session_ops = {
     .server_input = server_input,
     .server_lost = op_server_lost,
     .shadow_input = pg_shadow_input,
+    .shadow_release = pg_shadow_release_gated,
     .timer = op_timer,
     .client_wanted = op_client_wanted,
     .server_closed = op_server_closed,

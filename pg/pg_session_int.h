@@ -208,6 +208,7 @@ extern const struct mirror_ops pg_mirror_ops;
 void pg_shadow_start(struct pg_session *s);
 /* the shadow connection's input (the engine read it): digest, compare, forward a routed answer */
 void pg_shadow_input(struct session *base);
+void pg_shadow_release_gated(struct session *base);
 void pg_shadow_release(struct pg_session *s);
 /* one line of libpq's protocol trace: 0 and the key when it is the BackendKeyData's */
 int pg_shadow_key_line(const char *line, size_t len, uint32_t *pid, uint32_t *key);

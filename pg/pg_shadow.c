@@ -164,6 +164,10 @@ record(struct pg_session *s, struct pg_unit *u, enum shadow_outcome outcome,
         outcome = SHADOW_NOISE;
         reason = SHADOW_NOISE_IGNORED;
     }
+    if (outcome == SHADOW_MISMATCH && mirror_doubtful(&s->base.mirror, &u->base)) {
+        outcome = SHADOW_NOISE;
+        reason = SHADOW_NOISE_REPLICATION;
+    }
     /* a claim is confirmed before it is made: the re-check records it */
     if (outcome == SHADOW_MISMATCH && pg_recheck_start(s, u, &key) == 0)
         return;
@@ -632,6 +636,13 @@ release_held(struct pg_session *s, int force)
     mirror_release(&s->base.mirror, force, session_now_ns());
 }
 
+/* pg_shadow_release_gated - the engine's tick: gated reads may go now (engine/mirror.h). */
+void
+pg_shadow_release_gated(struct session *base)
+{
+    release_held((struct pg_session *)base, 0);
+}
+
 /* pg_shadow_primary_copy_in - the primary accepted COPY ... FROM STDIN: its data may flow. */
 void
 pg_shadow_primary_copy_in(struct pg_session *s)
@@ -677,6 +688,21 @@ level_allows(const struct pg_session *s, const struct pg_unit *u)
     default:
         return 1;
     }
+}
+
+/*
+ * shadow_source replication: the shadow has every write from the primary
+ * already, so only what a compared read needs goes to it: the sampled read
+ * itself and the session's state (SET, PREPARE), outside transactions.
+ */
+static int
+source_allows(const struct pg_session *s, const struct pg_unit *u)
+{
+    if (!s->base.mirror.gated)
+        return 1;
+    if (s->tx_open)
+        return 0;
+    return (u->base.kind == REQ_KIND_READ && u->sampled) || u->base.kind == REQ_KIND_SESSION;
 }
 
 /*
@@ -731,7 +757,8 @@ pg_unit_close(struct pg_session *s)
         s->tx_open = 1;
 
     int wanted = !(u->hint & PGCLASS_HINT_NOSHADOW) && !u->no_mirror &&
-                 (u->base.kind != REQ_KIND_READ || s->tx_open || u->sampled) && level_allows(s, u);
+                 (u->base.kind != REQ_KIND_READ || s->tx_open || u->sampled) && level_allows(s, u) &&
+                 source_allows(s, u);
     if (wanted &&
         control_mode(s->base.lis->metric_slot, (int)s->base.lis->conf->mode) == CONF_MODE_PASSTHROUGH) {
         /* mirroring turned off while the session runs: its writes are lost to the shadow */

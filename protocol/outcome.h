@@ -12,7 +12,8 @@
     X(PRIMARY_ERROR, "primary_error")   /* the primary failed and the shadow did not */       \
     X(SHADOW_TIMEOUT, "shadow_timeout") /* no answer within the shadow timeout */             \
     X(DROPPED, "dropped")               /* never reached the shadow: queue full, detached */ \
-    X(TRANSIENT, "transient")           /* differed, agreed when run again: concurrency */
+    X(TRANSIENT, "transient")           /* differed, agreed when run again: concurrency */ \
+    X(SKIPPED_LAG, "skipped_lag")       /* a replicated shadow did not catch up in time */
 
 enum shadow_outcome {
 #define X(id, name) SHADOW_##id,
@@ -47,12 +48,16 @@ shadow_outcome_name(enum shadow_outcome o)
  *                 transaction ids, LSNs, pids, settings, the catalogs,
  *                 files on the server's host, CLIENT ID, INFO
  *   ignored       the configuration says so (compare { ignore_fingerprints })
+ *   replication   a shadow fed by replication answered after the primary had
+ *                 written again: it may hold newer data than the primary's
+ *                 answer saw (shadow_source replication)
  */
 #define SHADOW_NOISE_REASONS(X)                                                                \
     X(VOLATILE, "volatile")                                                                    \
     X(PHYSICAL, "physical")                                                                    \
     X(SERVER_LOCAL, "server_local")                                                            \
-    X(IGNORED, "ignored")
+    X(IGNORED, "ignored")                                                                      \
+    X(REPLICATION, "replication")
 
 enum shadow_noise_reason {
     SHADOW_NOISE_NONE = 0, /* not noise: a difference is a mismatch */

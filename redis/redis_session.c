@@ -1297,6 +1297,7 @@ static const struct session_ops redis_session_ops = {
     .server_lost = op_server_lost,
     .shadow_connected = redis_shadow_connected,
     .shadow_input = redis_shadow_input,
+    .shadow_release = redis_shadow_release_gated,
     .timer = op_timer,
     .client_wanted = op_client_wanted,
     .leaving = op_leaving,

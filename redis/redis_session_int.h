@@ -319,6 +319,7 @@ void redis_shadow_command(struct redis_session *s, struct redis_unit *u, const u
                           size_t len);
 /* after a batch of primary replies: release what they answered, send */
 void redis_shadow_flush(struct redis_session *s);
+void redis_shadow_release_gated(struct session *base); /* the engine's tick: redis_shadow_flush */
 void redis_shadow_idle(struct redis_session *s);
 void redis_shadow_record(struct redis_session *s, struct redis_unit *u);
 int redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,

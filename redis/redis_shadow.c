@@ -73,6 +73,8 @@ wanted(struct redis_session *s, const struct redis_unit *u)
         return 0;
     switch (u->base.kind) {
     case REQ_KIND_WRITE:
+        /* a replica has the write from its primary already: only compare reads */
+        return !s->base.mirror.gated;
     case REQ_KIND_SESSION:
         return 1;
     case REQ_KIND_READ:
@@ -137,7 +139,8 @@ tx_add(struct redis_session *s, const struct redis_unit *u, const uint8_t *bytes
 {
     struct redis_shadow *sh = &s->shadow;
     sh->tx_cmds++;
-    if (u->base.kind == REQ_KIND_WRITE || u->base.kind == REQ_KIND_SESSION)
+    if ((u->base.kind == REQ_KIND_WRITE || u->base.kind == REQ_KIND_SESSION) &&
+        !s->base.mirror.gated) /* a replica gets the transaction from its primary */
         sh->tx_wanted = 1;
     if (sh->tx_overflow)
         return;
@@ -413,6 +416,12 @@ redis_shadow_flush(struct redis_session *s)
         flush_shadow(s);
 }
 
+void
+redis_shadow_release_gated(struct session *base)
+{
+    redis_shadow_flush((struct redis_session *)base);
+}
+
 /* ------------------------------------------------------------------ */
 /* Recording.                                                          */
 
@@ -505,8 +514,13 @@ redis_shadow_record(struct redis_session *s, struct redis_unit *u)
             rediscmp_render(c->ssample, c->slen, c->sinfo.size, ssum, sizeof(ssum));
     }
     const struct cmd_key *key = record_key(u, &kbuf);
+    enum shadow_noise_reason reason = rediscmd_noise_reason(u->flags);
+    if (outcome == SHADOW_MISMATCH && mirror_doubtful(&s->base.mirror, &u->base)) {
+        outcome = SHADOW_NOISE;
+        reason = SHADOW_NOISE_REPLICATION;
+    }
     shadow_record(s->base.w->shadow, s->base.lis->metric_slot, key->id, key->text, outcome,
-                  rediscmd_noise_reason(u->flags), u->base.primary_ns,
+                  reason, u->base.primary_ns,
                   u->base.shadow_done && u->base.forced < 0 ? u->base.shadow_ns : 0, psum, ssum);
     /*
      * A write only one side failed: its data may differ from now on (forced

@@ -38,6 +38,8 @@ PASSWORDS = {
 HBA = """\
 # TYPE  DATABASE  USER           ADDRESS        METHOD
 local   all       all                           trust
+local   replication all                         trust
+host    replication postgres     127.0.0.1/32   trust
 host    all       postgres       127.0.0.1/32   trust
 host    all       trustuser      127.0.0.1/32   trust
 host    all       md5user        127.0.0.1/32   md5
@@ -66,9 +68,14 @@ def _chown_tree(path):
 
 
 class PgServer:
-    def __init__(self, name, certs):
+    def __init__(self, name, certs, extra_conf="", standby_of=None):
+        """extra_conf: more postgresql.conf lines (e.g. "wal_level = logical").
+        standby_of: a running PgServer this one streams from (a physical standby,
+        made with pg_basebackup)."""
         self.name = name
         self.certs = certs
+        self.extra_conf = extra_conf
+        self.standby_of = standby_of
         self.port = None
         self.dir = None
         self.proc = None
@@ -85,11 +92,21 @@ class PgServer:
         os.makedirs(self.sockdir)
         _chown_tree(self.dir)
 
-        subprocess.run(
-            [os.path.join(PG_BINDIR, "initdb"), "-D", self.data, "-U", "postgres",
-             "--auth=trust", "-E", "UTF8", "--locale=C", "--no-instructions"],
-            cwd=self.dir, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            **_as_postgres())
+        if self.standby_of is None:
+            subprocess.run(
+                [os.path.join(PG_BINDIR, "initdb"), "-D", self.data, "-U", "postgres",
+                 "--auth=trust", "-E", "UTF8", "--locale=C", "--no-instructions"],
+                cwd=self.dir, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                **_as_postgres())
+        else:
+            # a copy of the primary that keeps replaying its WAL (-R: standby.signal and
+            # primary_conninfo); its settings are the primary's, ours follow and win
+            src = self.standby_of
+            subprocess.run(
+                [os.path.join(PG_BINDIR, "pg_basebackup"), "-D", self.data, "-h", src.sockdir,
+                 "-p", str(src.port), "-U", "postgres", "-R", "-X", "stream", "-c", "fast"],
+                cwd=self.dir, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                **_as_postgres())
 
         for src, dst in ((self.certs.server_cert, "server.crt"),
                          (self.certs.server_key, "server.key")):
@@ -115,6 +132,7 @@ password_encryption = 'scram-sha-256'
 logging_collector = off
 log_min_messages = warning
 log_connections = off
+{self.extra_conf}
 """)
         with open(os.path.join(self.data, "pg_hba.conf"), "w") as f:
             f.write(HBA)
@@ -141,7 +159,8 @@ log_connections = off
             wait_until(ready, 60, f"postgres {self.name} to accept connections")
         except TimeoutError as exc:
             raise RuntimeError(f"{exc}\n{tail(self.log)}") from None
-        self._setup_roles()
+        if self.standby_of is None:
+            self._setup_roles()  # a standby has the primary's
         return self
 
     def _setup_roles(self):

@@ -21,7 +21,7 @@ from .pgserver import _as_postgres
 from .util import PG_BINDIR, pg_tool, tail, wait_until
 
 OUTCOMES = ("match", "mismatch", "noise", "shadow_error", "primary_error", "shadow_timeout",
-            "dropped", "transient")
+            "dropped", "transient", "skipped_lag")
 RECHECK_RESULTS = ("confirmed", "transient", "busy", "unsupported", "failed")
 
 
