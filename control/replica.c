@@ -328,8 +328,11 @@ primary_position(struct watched *wd, struct endpoint *e, uint64_t *pos, char *te
         return 0;
     }
     (void)wd;
-    if (pg_value(e, "SELECT pg_current_wal_lsn()::text", NULL, text, tlen, &is_null, err, errlen,
-                 NULL) != 0)
+    /* the insert position, not pg_current_wal_lsn() (written): with synchronous_commit off a
+     * commit is acknowledged before its WAL is written, and the written position would
+     * declare the shadow caught up without it */
+    if (pg_value(e, "SELECT pg_current_wal_insert_lsn()::text", NULL, text, tlen, &is_null, err,
+                 errlen, NULL) != 0)
         return -1;
     return parse_lsn(text, pos);
 }

@@ -6,7 +6,7 @@
  * One thread (the watch) reads positions with tandem's own connections,
  * every replication { poll }:
  *
- *   primary   t: pg_current_wal_lsn() | INFO replication master_repl_offset
+ *   primary   t: pg_current_wal_insert_lsn() | INFO replication master_repl_offset
  *   shadow      : pg_stat_subscription latest_end_lsn (with the origin's
  *                 remote_lsn when readable) | pg_last_wal_replay_lsn()
  *                 | INFO replication slave_repl_offset
