@@ -21,6 +21,7 @@
 
 #include "metrics/metric.h"
 #include "metrics/shadow.h"
+#include "admin/admin_req.h"
 #include "admin/admin_token.h"
 #include "metrics/log.h"
 #include "admin/report_page.h"
@@ -160,31 +161,14 @@ reply_json(struct evhttp_request *req, json_t *doc, const char *what)
 static void
 route_shadow_report(struct admin *a, struct evhttp_request *req)
 {
-    struct evkeyvalq query;
     const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    const char *bad = NULL;
     size_t top = 0;
     int fleet = 0;
 
-    if (q != NULL && evhttp_parse_query_str(q, &query) == 0) {
-        const char *v = evhttp_find_header(&query, "top");
-        const char *scope = evhttp_find_header(&query, "scope");
-        char *end = NULL;
-        if (scope != NULL && strcmp(scope, "fleet") != 0 && strcmp(scope, "member") != 0) {
-            evhttp_clear_headers(&query);
-            reply_json_error(req, 400, "Bad Request", "scope: expected fleet or member");
-            return;
-        }
-        fleet = scope != NULL && strcmp(scope, "fleet") == 0;
-        if (v != NULL) {
-            unsigned long n = strtoul(v, &end, 10);
-            if (end == v || *end != '\0' || n > 100000) {
-                evhttp_clear_headers(&query);
-                reply_json_error(req, 400, "Bad Request", "top: expected a number 0..100000");
-                return;
-            }
-            top = n;
-        }
-        evhttp_clear_headers(&query);
+    if (admin_req_report_query(q, &top, &fleet, &bad) != 0) {
+        reply_json_error(req, 400, "Bad Request", bad);
+        return;
     }
     if (fleet) {
         char err[200] = "no fleet: this tandem has no control { store; fleet; }";
@@ -412,76 +396,6 @@ authorized(struct admin *a, struct evhttp_request *req)
 }
 
 /*
- * host_of - the host of an authority "host[:port]" or "[v6][:port]" into
- * out, brackets and port cut, one trailing dot of a name dropped.  -1 when
- * it is empty, too long, or not of that shape.
- */
-static int
-host_of(const char *auth, size_t len, char *out, size_t outlen)
-{
-    const char *host = auth, *end;
-    if (len > 0 && auth[0] == '[') {
-        end = memchr(auth, ']', len);
-        if (end == NULL)
-            return -1;
-        host = auth + 1;
-        if (end + 1 < auth + len && end[1] != ':')
-            return -1;
-    } else {
-        end = memchr(auth, ':', len);
-        if (end == NULL)
-            end = auth + len;
-    }
-    const char *port = *end == ']' ? end + 1 : end;
-    if (port < auth + len) { /* ":digits" */
-        if (*port != ':' || port + 1 == auth + len)
-            return -1;
-        for (const char *c = port + 1; c < auth + len; c++)
-            if (*c < '0' || *c > '9')
-                return -1;
-    }
-    size_t hlen = (size_t)(end - host);
-    if (hlen > 1 && host[hlen - 1] == '.' && auth[0] != '[')
-        hlen--;
-    if (hlen == 0 || hlen >= outlen)
-        return -1;
-    memcpy(out, host, hlen);
-    out[hlen] = '\0';
-    return 0;
-}
-
-/*
- * host_allowed - may a request name this host?  A DNS rebinding attack
- * reaches the admin port under the attacker's own name, so a name must be
- * one tandem knows: localhost, the listen address, a server_name.  An IP
- * literal cannot be rebound: loopback and the listen address are fine, any
- * IP when the admin listens on every address.
- */
-static int
-host_allowed(const struct admin *a, const char *host)
-{
-    const struct conf_addr *listen = &a->rules.addr;
-    unsigned char ip[16], lip[16];
-    int family = strchr(host, ':') ? AF_INET6 : AF_INET;
-
-    if (strcasecmp(host, "localhost") == 0 || strcasecmp(host, listen->host) == 0)
-        return 1;
-    if (inet_pton(family, host, ip) == 1) {
-        if (family == AF_INET ? ip[0] == 127 : memcmp(ip, &in6addr_loopback, 16) == 0)
-            return 1;
-        if (strcmp(listen->host, "0.0.0.0") == 0 || strcmp(listen->host, "::") == 0 ||
-            listen->host[0] == '\0')
-            return 1;
-        return inet_pton(family, listen->host, lip) == 1 &&
-               memcmp(ip, lip, family == AF_INET ? 4 : 16) == 0;
-    }
-    for (size_t i = 0; i < a->rules.nserver_names; i++)
-        if (strcasecmp(host, a->rules.server_names[i]) == 0)
-            return 1;
-    return 0;
-}
-
-/*
  * same_site - a browser's request must come from a page of this server.
  * Host must be one host_allowed() accepts; Origin, when a browser sends it,
  * must be this very origin (scheme http or https, the Host's authority).
@@ -492,21 +406,10 @@ static int
 same_site(struct admin *a, struct evhttp_request *req)
 {
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    const char *host = evhttp_find_header(in, "Host");
-    const char *origin = evhttp_find_header(in, "Origin");
-    char name[CONF_HOST_MAX];
-    const char *why = NULL;
-
-    if (host != NULL && (host_of(host, strlen(host), name, sizeof(name)) != 0 ||
-                         !host_allowed(a, name)))
-        why = "Host is not an address or name of this admin server (admin server_name)";
-    else if (origin != NULL) {
-        const char *auth = strncasecmp(origin, "http://", 7) == 0    ? origin + 7
-                           : strncasecmp(origin, "https://", 8) == 0 ? origin + 8
-                                                                      : NULL;
-        if (host == NULL || auth == NULL || strcasecmp(auth, host) != 0)
-            why = "cross-origin requests are refused";
-    }
+    const char *why = admin_req_same_site(&a->rules.addr,
+                                          (const char(*)[CONF_HOST_MAX])a->rules.server_names,
+                                          a->rules.nserver_names, evhttp_find_header(in, "Host"),
+                                          evhttp_find_header(in, "Origin"));
     if (why == NULL)
         return 1;
     log_warn("admin: %s %s from %s: %s", method_name(evhttp_request_get_command(req)),
@@ -524,14 +427,8 @@ static int
 json_body(struct evhttp_request *req)
 {
     const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
-    size_t n = strlen("application/json");
 
-    if (!is_mutation(evhttp_request_get_command(req)))
-        return 1;
-    while (ct != NULL && (*ct == ' ' || *ct == '\t'))
-        ct++;
-    if (ct != NULL && strncasecmp(ct, "application/json", n) == 0 &&
-        (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t'))
+    if (!is_mutation(evhttp_request_get_command(req)) || admin_req_json_type(ct))
         return 1;
     reply_json_error(req, 415, "Unsupported Media Type",
                      "this call needs \"Content-Type: application/json\"");

@@ -21,6 +21,8 @@
  *       connect_timeout 5s;
  *       shutdown_timeout 30s;
  *       client_idle_timeout 1h;           # Redis clients; 0s: never
+ *       tcp_keepalive 60s;                # probes on idle sockets; 0s: the kernel's 2 h
+ *       tcp_user_timeout 30s;             # unacknowledged data this long: dead; 0s: kernel's
  *       max_command_size 64MB;            # one Redis command, buffered until whole
  *       max_prepared_bytes 8MB;           # Parse messages kept per session (shadow)
  *   }
@@ -325,6 +327,9 @@ struct conf_limits {
     uint32_t connect_timeout_ms;  /* backend TCP+TLS connect; default 5 s */
     uint32_t shutdown_timeout_ms; /* SIGTERM drain; default 30 s */
     uint32_t client_idle_timeout_ms; /* Redis clients silent this long are closed; 1 h; 0: never */
+    uint32_t tcp_keepalive_ms;    /* idle time before keepalive probes, every socket; 60 s;
+                                   * 0: the kernel's (2 h) */
+    uint32_t tcp_user_timeout_ms; /* unacknowledged data this long ends a socket; 30 s; 0: kernel's */
     uint32_t max_command_size;    /* a Redis command buffered until whole; 64 MiB; 1 KiB..1 GiB */
     uint32_t max_prepared_bytes;  /* Parse messages kept per PostgreSQL session; 8 MiB; 0..1 GiB */
     uint32_t describes_per_second; /* new statement texts the report names, per worker; 2000 */

@@ -56,6 +56,8 @@ static const struct cli_flag cli_flags[] = {
     {"connect-timeout", CLI_LIMITS, "connect_timeout"},
     {"shutdown-timeout", CLI_LIMITS, "shutdown_timeout"},
     {"client-idle-timeout", CLI_LIMITS, "client_idle_timeout"},
+    {"tcp-keepalive", CLI_LIMITS, "tcp_keepalive"},
+    {"tcp-user-timeout", CLI_LIMITS, "tcp_user_timeout"},
     {"max-command-size", CLI_LIMITS, "max_command_size"},
     {"max-prepared-bytes", CLI_LIMITS, "max_prepared_bytes"},
     {"admin", CLI_ADMIN, "listen"},

@@ -168,6 +168,8 @@ static const struct conf_range range_queue_total = {1ull << 20, 64ull << 30, "1M
 static const struct conf_range range_ryw = {0, 60 * 60 * 1000, "0ms..1h"};
 static const struct conf_range range_prepared = {0, 1ull << 30, "0B..1GB"};
 static const struct conf_range range_idle = {0, 7 * 24 * 60 * 60 * 1000u, "0s..168h"};
+/* whole seconds are what the kernel takes for keepalives; an hour is plenty for either */
+static const struct conf_range range_tcp = {0, 60 * 60 * 1000u, "0s..1h"};
 static const struct conf_range range_weight = {0, 1000000, "0..1000000"};
 /* the shadow store's sliding window (metrics/shadow.h): 5 s slots, 5 min */
 static const struct conf_range range_guard_window = {5000, 300 * 1000, "5s..5m"};
@@ -241,6 +243,10 @@ static const struct conf_directive directives[] = {
            &range_timeout),
     SIMPLE("client_idle_timeout", CTX_LIMITS, 0, set_duration, struct conf_limits,
            client_idle_timeout_ms, &range_idle),
+    SIMPLE("tcp_keepalive", CTX_LIMITS, 0, set_duration, struct conf_limits, tcp_keepalive_ms,
+           &range_tcp),
+    SIMPLE("tcp_user_timeout", CTX_LIMITS, 0, set_duration, struct conf_limits,
+           tcp_user_timeout_ms, &range_tcp),
     SIMPLE("max_command_size", CTX_LIMITS, 0, set_size, struct conf_limits, max_command_size,
            &range_packet),
     SIMPLE("max_prepared_bytes", CTX_LIMITS, 0, set_size, struct conf_limits, max_prepared_bytes,
@@ -1734,6 +1740,8 @@ set_defaults(struct conf *c)
     c->limits.connect_timeout_ms = 5 * 1000;
     c->limits.shutdown_timeout_ms = 30 * 1000;
     c->limits.client_idle_timeout_ms = 60 * 60 * 1000;
+    c->limits.tcp_keepalive_ms = 60 * 1000;
+    c->limits.tcp_user_timeout_ms = 30 * 1000;
     c->limits.max_command_size = 64u << 20;
     c->limits.max_prepared_bytes = 8u << 20;
     c->limits.describes_per_second = 2000; /* protocol/pgdesc.h: PGDESC_DESCRIBES_PER_SEC */

@@ -9,9 +9,30 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+void
+conn_tune_socket(int fd, uint32_t keepalive_ms, uint32_t user_timeout_ms)
+{
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    if (keepalive_ms > 0) {
+        int idle = (int)((keepalive_ms + 999) / 1000), intvl = idle / 3, cnt = 3;
+        if (intvl < 1)
+            intvl = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    }
+    if (user_timeout_ms > 0) {
+        unsigned int ut = user_timeout_ms;
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut));
+    }
+}
 
 int
 conn_init(struct conn *c, struct event_base *base, int fd, event_callback_fn cb, void *arg)

@@ -39,6 +39,19 @@ struct conn {
     char tls_error[128];      /* last TLS failure, for messages */
 };
 
+/*
+ * conn_tune_socket - keepalive and user timeout on a TCP socket, so a peer
+ * that vanished without a FIN or RST (a partition, a powered-off host, a
+ * half-open client) is found: keepalive probes start after keepalive_ms
+ * idle, one every third of that (at least 1 s), three unanswered end it;
+ * TCP_USER_TIMEOUT ends a connection whose sent data stays unacknowledged
+ * for user_timeout_ms, which keepalives alone never do (they only probe an
+ * idle connection, and retransmissions last about 15 minutes by default).
+ * 0 leaves the kernel's setting.  Errors are ignored: a socket that cannot
+ * take an option keeps working without it.
+ */
+void conn_tune_socket(int fd, uint32_t keepalive_ms, uint32_t user_timeout_ms);
+
 /* conn_init - take ownership of fd (non-blocking).  cb gets EV_READ or EV_WRITE. */
 int conn_init(struct conn *c, struct event_base *base, int fd, event_callback_fn cb, void *arg);
 

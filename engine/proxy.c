@@ -19,6 +19,7 @@
 #include "metrics/metric.h"
 #include "metrics/shadow.h"
 #include "admin/admin.h"
+#include "admin/admin_req.h"
 #include "control/control.h"
 #include "control/replica.h"
 #include "control/cutover.h"
@@ -285,29 +286,13 @@ weights_json(const struct rt_listener *l)
 static int
 set_weights(struct proxy *p, json_t *body, json_t **reply, char *err, size_t errlen)
 {
-    const char *names[METRIC_MAX_BACKENDS];
-    long weights[METRIC_MAX_BACKENDS];
+    _Static_assert(ADMIN_REQ_MAX_WEIGHTS >= METRIC_MAX_BACKENDS, "room for every backend");
+    const char *names[ADMIN_REQ_MAX_WEIGHTS];
+    long weights[ADMIN_REQ_MAX_WEIGHTS];
     size_t n = 0;
-    const char *key;
-    json_t *value;
 
-    if (!json_is_object(body) || json_object_size(body) == 0) {
-        snprintf(err, errlen, "body: expected a JSON object of backend weights, "
-                              "like {\"blue\":90,\"green\":10}");
+    if (admin_req_weights_body(body, names, weights, METRIC_MAX_BACKENDS, &n, err, errlen) != 0)
         return 400;
-    }
-    json_object_foreach(body, key, value) {
-        if (n == METRIC_MAX_BACKENDS) {
-            snprintf(err, errlen, "body: too many backends");
-            return 400;
-        }
-        if (!json_is_integer(value)) {
-            snprintf(err, errlen, "weight of \"%.63s\": expected an integer", key);
-            return 400;
-        }
-        names[n] = key;
-        weights[n++] = json_integer_value(value) > 1000000 ? 1000001 : (long)json_integer_value(value);
-    }
     int held = guards_hold(p->guards, names, weights, n, err, errlen);
     if (held != 0)
         return held;
@@ -329,16 +314,10 @@ set_weights(struct proxy *p, json_t *body, json_t **reply, char *err, size_t err
 static int
 set_mode(struct proxy *p, json_t *body, json_t **reply, char *err, size_t errlen)
 {
-    const char *name = json_is_object(body) ? json_string_value(json_object_get(body, "mode"))
-                                            : NULL;
-    int mode = -1;
-    for (int m = CONF_MODE_PASSTHROUGH; name && m <= CONF_MODE_SPLIT; m++)
-        if (strcmp(name, conf_mode_name((enum conf_mode)m)) == 0)
-            mode = m;
-    if (mode < 0) {
-        snprintf(err, errlen, "body: expected {\"mode\": \"passthrough\" | \"shadow\" | \"split\"}");
+    int mode;
+    if (admin_req_mode_body(body, &mode, err, errlen) != 0)
         return 400;
-    }
+    const char *name = conf_mode_name((enum conf_mode)mode);
     int changed = 0;
     for (size_t i = 0; i < p->rt->nlisteners; i++) {
         const struct rt_listener *l = &p->rt->listeners[i];
@@ -361,22 +340,11 @@ static int
 start_operation(struct proxy *p, enum cutover_kind kind, json_t *body, json_t **reply, char *err,
                 size_t errlen)
 {
-    json_int_t max_pause = 0;
-    int force = 0;
-    if (body != NULL) {
-        json_t *mp = json_object_get(body, "max_pause_ms"), *f = json_object_get(body, "force");
-        if (!json_is_object(body) || (mp && !json_is_integer(mp)) || (f && !json_is_boolean(f))) {
-            snprintf(err, errlen, "body: expected {\"max_pause_ms\": integer, \"force\": boolean}");
-            return 400;
-        }
-        max_pause = mp ? json_integer_value(mp) : 0;
-        force = f ? json_is_true(f) : 0;
-        if (max_pause < 0 || max_pause > 600000) {
-            snprintf(err, errlen, "max_pause_ms: expected 1..600000");
-            return 400;
-        }
-    }
-    return cutover_start(p->cutover, p->rt, kind, (uint32_t)max_pause, force, reply, err, errlen);
+    uint32_t max_pause;
+    int force;
+    if (admin_req_operation_body(body, &max_pause, &force, err, errlen) != 0)
+        return 400;
+    return cutover_start(p->cutover, p->rt, kind, max_pause, force, reply, err, errlen);
 }
 
 static void

@@ -41,14 +41,14 @@ session_queue_total(void)
 
 int
 session_connect(struct conn *c, struct event_base *base, const struct rt_backend *b,
-                event_callback_fn cb, void *arg)
+                const struct conf_limits *lim, event_callback_fn cb, void *arg)
 {
     int fd = socket(b->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    conn_tune_socket(fd, lim->tcp_keepalive_ms, lim->tcp_user_timeout_ms);
     if (conn_init(c, base, fd, cb, arg) != 0) {
         close(fd);
         errno = ENOMEM;
@@ -593,7 +593,8 @@ session_on_server(evutil_socket_t fd, short what, void *arg)
 void
 session_connect_backend(struct session *s)
 {
-    int rc = session_connect(&s->server, s->w->base, s->be, session_on_server, s);
+    int rc = session_connect(&s->server, s->w->base, s->be, &s->rt->conf->limits,
+                             session_on_server, s);
     if (rc < 0) {
         s->ops->connect_failed(s, strerror(errno));
         return;
@@ -668,7 +669,8 @@ int
 session_connect_shadow(struct session *s)
 {
     s->mirror.state = MIRROR_CONNECTING; /* so a failure is counted */
-    int rc = session_connect(&s->shadow_conn, s->w->base, s->shadow_be, session_on_shadow, s);
+    int rc = session_connect(&s->shadow_conn, s->w->base, s->shadow_be, &s->rt->conf->limits,
+                             session_on_shadow, s);
     if (rc < 0) {
         char why[200];
         snprintf(why, sizeof(why), "connect: %s", strerror(errno));

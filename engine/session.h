@@ -405,16 +405,18 @@ session_now_ns(void)
 }
 
 struct conn;
+struct conf_limits;
 struct rt_backend;
 
 /*
  * session_connect - open a non-blocking TCP connection to backend b into c
- * (TCP_NODELAY, keepalive; cb gets its events).  Returns 0 when connected
+ * (TCP_NODELAY; keepalive and user timeout from lim, conn_tune_socket(); cb
+ * gets its events).  Returns 0 when connected
  * at once, 1 while in progress (c's write event is armed: when it fires,
  * ask session_connect_result()), -1 on failure with errno set (c released).
  */
 int session_connect(struct conn *c, struct event_base *base, const struct rt_backend *b,
-                    event_callback_fn cb, void *arg);
+                    const struct conf_limits *lim, event_callback_fn cb, void *arg);
 
 /* session_connect_result - 0 once c's connect succeeded, else the errno it failed with. */
 int session_connect_result(const struct conn *c);

@@ -91,7 +91,8 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *peer,
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    /* a client that vanished without a FIN must not hold its session and backends */
+    conn_tune_socket(fd, w->rt->conf->limits.tcp_keepalive_ms, w->rt->conf->limits.tcp_user_timeout_ms);
     const struct session_protocol *proto = session_protocol_for(l->conf->proto);
     if (proto == NULL) { /* a protocol this binary was built without: our own bug */
         __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);

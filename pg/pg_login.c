@@ -66,10 +66,10 @@ login_options(const struct pgw_startup *st, const char *user, char *options, siz
     return 1;
 }
 
-/* libpq's parameters for a login of tandem's (keys/vals hold 20, NULL-terminated). */
+/* libpq's parameters for a login of tandem's (keys/vals hold 24, NULL-terminated). */
 struct login_params {
-    const char *keys[20], *vals[20];
-    char port[8], hostaddr[64], timeout[16];
+    const char *keys[24], *vals[24];
+    char port[8], hostaddr[64], timeout[16], ka_idle[16], ka_intvl[16], user_timeout[16];
 };
 
 static void
@@ -107,6 +107,20 @@ login_params(const struct pg_session *s, const struct rt_backend *b, const struc
         PARAM("sslrootcert", b->conf->tls_ca_file);
     PARAM("gssencmode", "disable");
     PARAM("connect_timeout", lp->timeout);
+    /* the same keepalive and user timeout as tandem's own sockets (conn_tune_socket) */
+    const struct conf_limits *lim = &s->base.rt->conf->limits;
+    if (lim->tcp_keepalive_ms > 0) {
+        unsigned idle = (lim->tcp_keepalive_ms + 999) / 1000;
+        snprintf(lp->ka_idle, sizeof(lp->ka_idle), "%u", idle);
+        snprintf(lp->ka_intvl, sizeof(lp->ka_intvl), "%u", idle / 3 ? idle / 3 : 1);
+        PARAM("keepalives_idle", lp->ka_idle);
+        PARAM("keepalives_interval", lp->ka_intvl);
+        PARAM("keepalives_count", "3");
+    }
+    if (lim->tcp_user_timeout_ms > 0) {
+        snprintf(lp->user_timeout, sizeof(lp->user_timeout), "%u", lim->tcp_user_timeout_ms);
+        PARAM("tcp_user_timeout", lp->user_timeout);
+    }
 #undef PARAM
     lp->keys[k] = NULL, lp->vals[k] = NULL;
 }

@@ -20,7 +20,7 @@ PACKAGES=(
     python3-pytest python3-psycopg python3-redis python3-yaml
     postgresql-15 postgresql-client-15 pgbouncer
     redis-server redis-tools nutcracker
-    openssl procps iproute2 curl
+    openssl procps iproute2 iptables util-linux curl
     chromium prometheus
 )
 # node and npm: Debian's nodejs + npm, unless a node with npm is already

@@ -215,6 +215,8 @@ test_defaults(void **state)
     assert_int_equal(c->limits.connect_timeout_ms, 5000);
     assert_int_equal(c->limits.shutdown_timeout_ms, 30000);
     assert_int_equal(c->limits.client_idle_timeout_ms, 3600000);
+    assert_int_equal(c->limits.tcp_keepalive_ms, 60000);
+    assert_int_equal(c->limits.tcp_user_timeout_ms, 30000);
     assert_int_equal(c->limits.max_command_size, 64u << 20);
     assert_int_equal(c->limits.max_prepared_bytes, 8u << 20);
     assert_int_equal(c->admin.enabled, 0);
@@ -391,6 +393,8 @@ static const struct error_case error_cases[] = {
     {MIN "limits { max_packet_size 1.5MB; }\n", "t.conf:3: max_packet_size: bad size \"1.5MB\""},
     {MIN "limits { startup_timeout 0ms; }\n",
      "t.conf:3: startup_timeout: \"0ms\" out of range 1ms..1h"},
+    {MIN "limits { tcp_keepalive 61m; }\n",
+     "t.conf:3: tcp_keepalive: \"61m\" out of range 0s..1h"},
     {MIN "limits { client_idle_timeout 169h; }\n",
      "t.conf:3: client_idle_timeout: \"169h\" out of range 0s..168h"},
     {MIN "limits { connect_timeout 3601s; }\n",
@@ -1536,6 +1540,10 @@ test_range_edges(void **state)
     conf_free(c);
     c = load_ok(MIN "limits { client_idle_timeout 0s; }\n");
     assert_int_equal(c->limits.client_idle_timeout_ms, 0);
+    conf_free(c);
+    c = load_ok(MIN "limits { tcp_keepalive 0s; tcp_user_timeout 1h; }\n");
+    assert_int_equal(c->limits.tcp_keepalive_ms, 0);
+    assert_int_equal(c->limits.tcp_user_timeout_ms, 3600000);
     conf_free(c);
     c = load_ok(MIN "limits { client_idle_timeout 168h; }\n");
     assert_int_equal(c->limits.client_idle_timeout_ms, 168u * 3600000u);

@@ -68,10 +68,12 @@ def _chown_tree(path):
 
 
 class PgServer:
-    def __init__(self, name, certs, extra_conf="", standby_of=None):
+    def __init__(self, name, certs, extra_conf="", standby_of=None, netns=None):
         """extra_conf: more postgresql.conf lines (e.g. "wal_level = logical").
         standby_of: a running PgServer this one streams from (a physical standby,
-        made with pg_basebackup)."""
+        made with pg_basebackup).
+        NETNS (a harness.netns.NetFault): run inside that namespace, listening on
+        its veth address, tandem and the test reaching it across the veth."""
         self.name = name
         self.certs = certs
         self.extra_conf = extra_conf
@@ -79,7 +81,8 @@ class PgServer:
         self.port = None
         self.dir = None
         self.proc = None
-        self.host = "127.0.0.1"
+        self.netns = netns
+        self.host = netns.ns_ip if netns else "127.0.0.1"
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -117,7 +120,7 @@ class PgServer:
         with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
             f.write(f"""
 # tandem integration tests
-listen_addresses = '127.0.0.1'
+listen_addresses = '{self.host}'
 port = {self.port}
 unix_socket_directories = '{self.sockdir}'
 max_connections = 200
@@ -135,14 +138,21 @@ log_connections = off
 {self.extra_conf}
 """)
         with open(os.path.join(self.data, "pg_hba.conf"), "w") as f:
-            f.write(HBA)
+            # across a veth the clients come from the host's end of the /30
+            f.write(HBA if self.netns is None else
+                    HBA.replace("127.0.0.1/32 ", f"{str(self.netns.net):<14}"))
         _chown_tree(self.dir)
 
         logf = open(self.log, "ab")
+        cmd = [os.path.join(PG_BINDIR, "postgres"), "-D", self.data]
+        if self.netns is None:
+            user_kw = _as_postgres()
+        else:  # into the namespace as root, then become postgres
+            cmd = self.netns.wrap("postgres" if os.geteuid() == 0 else None) + cmd
+            user_kw = {}
         self.proc = subprocess.Popen(
-            [os.path.join(PG_BINDIR, "postgres"), "-D", self.data],
-            cwd=self.dir, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-            start_new_session=True, **_as_postgres())
+            cmd, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+            start_new_session=True, **user_kw)
         logf.close()
 
         def ready():

@@ -25,8 +25,11 @@ from .util import ARTIFACTS, free_port, port_accepts, wait_until
 
 
 class RedisServer:
-    def __init__(self, name, password=None, users=None):
+    def __init__(self, name, password=None, users=None, netns=None):
+        """NETNS (a harness.netns.NetFault): run inside that namespace, on its veth address."""
         self.name = name
+        self.netns = netns
+        self.host = netns.ns_ip if netns else "127.0.0.1"
         self.password = password
         self.users = dict(users or {})  # name -> ACL SETUSER rules, applied at every start
         self.port = free_port()
@@ -35,19 +38,21 @@ class RedisServer:
 
     @property
     def address(self):
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self):
         os.makedirs(ARTIFACTS, exist_ok=True)
-        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+        cmd = ["redis-server", "--port", str(self.port), "--bind", self.host,
                "--save", "", "--appendonly", "no", "--dir", self.dir,
                "--enable-debug-command", "yes", "--daemonize", "no",
                "--logfile", os.path.join(ARTIFACTS, f"redis-{self.name}.log")]
         if self.password:
             cmd += ["--requirepass", self.password]
+        if self.netns is not None:  # reached across a veth, not on loopback
+            cmd = self.netns.wrap() + cmd + ["--protected-mode", "no"]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        wait_until(lambda: port_accepts(self.port), 20, f"redis-server {self.name} to listen")
+        wait_until(lambda: port_accepts(self.port, self.host), 20, f"redis-server {self.name} to listen")
         for user, rules in self.users.items():
             self.set_user(user, rules)
         return self
@@ -58,7 +63,7 @@ class RedisServer:
         self.client().execute_command("ACL", "SETUSER", user, *args)
 
     def client(self, db=0):
-        return redis.Redis(host="127.0.0.1", port=self.port, db=db, password=self.password,
+        return redis.Redis(host=self.host, port=self.port, db=db, password=self.password,
                            socket_timeout=20)
 
     def digest(self):
