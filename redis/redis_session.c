@@ -40,6 +40,12 @@
 
 /* Stop reading the client while this many of its commands await the primary. */
 #define MAX_OUTSTANDING 65536
+/*
+ * A shared server connection carries every sharing client's commands: its
+ * unsent bytes stop a client's reading at this mark (one loop turn of 50
+ * clients pipelining 16 MSETs is already 300 KB).
+ */
+#define SHARED_BACKPRESSURE_BYTES (8 * SESSION_BACKPRESSURE_BYTES)
 /* Recycled units kept per session. */
 #define SPARE_UNITS 64
 /* CLIENT SETNAME values kept for the shadow (Redis refuses none, but names are short). */
@@ -324,7 +330,7 @@ op_client_wanted(struct session *base)
     struct redis_session *s = (struct redis_session *)base;
     if (s->shared && (s->mux_hold ||
                       evbuffer_get_length(s->base.client.out) >= SESSION_BACKPRESSURE_BYTES ||
-                      redis_pool_backlog(s) >= SESSION_BACKPRESSURE_BYTES))
+                      redis_pool_backlog(s) >= SHARED_BACKPRESSURE_BYTES))
         return 0;
     return !s->input_closed && s->base.outstanding < MAX_OUTSTANDING;
 }
