@@ -790,7 +790,7 @@ write_must_wait(struct redis_session *s, enum req_kind kind)
  * pub/sub, and administration (ADMIN: MONITOR, CLIENT KILL|LIST|ID, DEBUG,
  * CONFIG: what they see or do is the connection's or the server's) all do,
  * and so does a command the table does not know.  SELECT 0 does not: db 0
- * is where every shared connection is.
+ * is where every shared connection is; nor does PUBLISH.
  */
 static int
 needs_own_connection(const struct rediscmd *cmd, uint32_t flags, enum rs_cmd which,
@@ -800,6 +800,9 @@ needs_own_connection(const struct rediscmd *cmd, uint32_t flags, enum rs_cmd whi
         return 1;
     if (which == RC_SELECT && req->argc == 2 && arg_is(req, 1, "0"))
         return 0;
+    /* PUBLISH, SPUBLISH: pub/sub, but one reply like any write, and no state */
+    if (which == RC_OTHER && (flags & REDISCMD_PUBSUB) && (flags & REDISCMD_WRITE))
+        flags &= ~(uint32_t)REDISCMD_PUBSUB;
     return which != RC_OTHER || (flags & (REDISCMD_SESSION | REDISCMD_TX | REDISCMD_BLOCKING |
                                           REDISCMD_PUBSUB | REDISCMD_ADMIN)) != 0;
 }

@@ -172,6 +172,20 @@ def test_multi_and_blpop_do_not_stall_the_others(tandem, server):
     assert tx.get("mux:tx") == b"100"
 
 
+def test_subscriber_has_its_own_connection_publishers_share(tandem, server):
+    t = start(tandem, server)
+    sub = tandem_client(t).pubsub()
+    sub.subscribe("mux:chan")
+    assert sub.get_message(timeout=10)["type"] == "subscribe"
+    publishers = [tandem_client(t) for _ in range(5)]
+    for i, p in enumerate(publishers):
+        assert p.publish("mux:chan", f"m{i}") == 1
+    got = [sub.get_message(timeout=10) for _ in publishers]
+    assert [m["data"] for m in got] == [f"m{i}".encode() for i in range(5)]
+    assert tandem_conns(server) == 2  # the subscriber's own, and the shared one
+    sub.close()
+
+
 def test_a_client_leaving_with_replies_owed_disturbs_nobody(tandem, server):
     t = start(tandem, server)
     big = b"v" * (1 << 20)
