@@ -224,9 +224,9 @@ int
 session_idle_check(struct session *s, uint64_t now_ns)
 {
     uint64_t limit_ns = (uint64_t)s->w->rt->conf->limits.client_idle_timeout_ms * 1000000;
-
     uint64_t connect_ns = (uint64_t)s->rt->conf->limits.connect_timeout_ms * 1000000;
 
+    /* a connect begun while active (a shared Redis session taking its own) has no timer */
     if (s->state == SESSION_ACTIVE && s->server_connecting && now_ns > s->server_connect_ns &&
         now_ns - s->server_connect_ns > connect_ns) {
         s->ops->connect_failed(s, "timeout");
