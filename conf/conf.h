@@ -63,6 +63,8 @@
  *       reads { blue weight=90; green weight=10; }   # mode split; 0..1000000 each
  *       read_your_writes 1s;              # 0ms turns it off
  *       max_lag 1s;
+ *       server_connections shared;        # redis: shared | dedicated (see README)
+ *       server_pool 1;                    # redis: shared connections per worker and backend
  *       canary billing {                  # 0..64 per listener; first match wins
  *           application_name "billing-*"; # glob
  *           user alice; database app;     # exact
@@ -110,6 +112,8 @@
 
 enum conf_proto { CONF_PROTO_POSTGRES, CONF_PROTO_REDIS };
 enum conf_mode { CONF_MODE_PASSTHROUGH, CONF_MODE_SHADOW, CONF_MODE_SPLIT };
+/* Redis listeners: whether clients without connection state share server connections. */
+enum conf_server_conns { CONF_SERVER_CONNS_SHARED, CONF_SERVER_CONNS_DEDICATED };
 enum conf_tls { CONF_TLS_DISABLE, CONF_TLS_REQUIRE, CONF_TLS_VERIFY_FULL };
 enum conf_log_format { CONF_LOG_TEXT, CONF_LOG_JSON };
 enum conf_log_level { CONF_LOG_DEBUG, CONF_LOG_INFO, CONF_LOG_WARN, CONF_LOG_ERROR };
@@ -312,6 +316,8 @@ struct conf_listener {
     size_t nread_weights;
     uint32_t read_your_writes_ms;  /* reads this soon after a write go to the primary; 1 s; 0 off */
     uint32_t max_lag_ms;           /* no routed reads to a backend lagging more; default 1 s */
+    enum conf_server_conns server_conns; /* redis: shared (default) | dedicated */
+    uint32_t server_pool;          /* redis: shared connections per worker and backend; 1..64, 1 */
     struct conf_canary *canaries;  /* canary NAME { ... } in order */
     size_t ncanaries;
     struct conf_guard *guards;     /* guard NAME { ... } */

@@ -83,6 +83,8 @@ static const struct cli_flag cli_flags[] = {
     {"mirror-timeout", CLI_MIRROR, "timeout"},
     {"read-your-writes", CLI_LISTENER, "read_your_writes"},
     {"max-lag", CLI_LISTENER, "max_lag"},
+    {"server-connections", CLI_LISTENER, "server_connections"},
+    {"server-pool", CLI_LISTENER, "server_pool"},
     {"read-weights", CLI_READS, NULL},
     {"state-file", CLI_CONTROL, "state_file"},
 };

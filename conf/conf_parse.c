@@ -34,6 +34,7 @@
 
 const char *const conf_proto_names[] = {"postgres", "redis", NULL};
 const char *const conf_mode_names[] = {"passthrough", "shadow", "split", NULL};
+const char *const conf_server_conns_names[] = {"shared", "dedicated", NULL};
 const char *const conf_guard_metric_names[] = {"shadow_error_rate", "mismatch_rate",
                                                "latency_ratio_p50", "latency_ratio_p99", "lag",
                                                "backend_down", NULL};
@@ -53,6 +54,7 @@ static const char *const canary_action_names[] = {"route", "primary", "no_mirror
 /* The setters store enums and counts through 4-byte fields. */
 _Static_assert(sizeof(enum conf_proto) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_mode) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_server_conns) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_tls) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_log_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_log_level) == sizeof(int), "enum size");
@@ -176,6 +178,7 @@ static const struct conf_range range_guard_window = {5000, 300 * 1000, "5s..5m"}
 static const struct conf_range range_min_samples = {1, 1000000000, "1..1000000000"};
 static const struct conf_range range_cooldown = {0, 24 * 60 * 60 * 1000, "0s..24h"};
 static const struct conf_range range_confirm = {0, 10000, "0..10000"};
+static const struct conf_range range_server_pool = {1, 64, "1..64"};
 static const struct conf_range range_describes = {1, 1000000, "1..1000000"};
 static const struct conf_range range_explain = {0, 1000, "0..1000"};
 static const struct conf_range range_join_timeout = {0, 10 * 60 * 1000, "0s..10m"};
@@ -304,6 +307,10 @@ static const struct conf_directive directives[] = {
            read_your_writes_ms, &range_ryw),
     SIMPLE("max_lag", CTX_LISTENER, 0, set_duration, struct conf_listener, max_lag_ms,
            &range_timeout),
+    SIMPLE("server_connections", CTX_LISTENER, 0, set_enum, struct conf_listener, server_conns,
+           conf_server_conns_names),
+    SIMPLE("server_pool", CTX_LISTENER, 0, set_number, struct conf_listener, server_pool,
+           &range_server_pool),
     BLOCK("canary", CTX_LISTENER, D_MULTI, 1, CTX_CANARY, enter_canary, leave_canary),
     BLOCK("guard", CTX_LISTENER, D_MULTI, 1, CTX_GUARD, enter_guard, leave_guard),
 
@@ -1139,6 +1146,8 @@ enter_listener(struct conf_build *b, void *obj, const struct conf_directive *d,
     l->replication.poll_ms = 100;
     l->replication.compare_wait_ms = 10 * 1000;
     snprintf(l->replication.dbname, sizeof(l->replication.dbname), "postgres");
+    l->server_conns = CONF_SERVER_CONNS_SHARED;
+    l->server_pool = 1;
     l->line = n->line;
     return l;
 }
@@ -1410,6 +1419,8 @@ leave_listener(struct conf_build *b, void *obj, const struct conf_node *n,
     const struct conf_node *key = seen_node(seen, CTX_LISTENER, "tls_key");
     const struct conf_node *shadow = seen_node(seen, CTX_LISTENER, "shadow");
     const struct conf_node *mode = seen_node(seen, CTX_LISTENER, "mode");
+    const struct conf_node *conns = seen_node(seen, CTX_LISTENER, "server_connections");
+    const struct conf_node *pool = seen_node(seen, CTX_LISTENER, "server_pool");
     char desc[CONF_QUOTE_MAX + 16];
 
     block_desc(n, desc, sizeof(desc));
@@ -1428,6 +1439,11 @@ leave_listener(struct conf_build *b, void *obj, const struct conf_node *n,
     else if (l->mode != CONF_MODE_PASSTHROUGH && shadow == NULL)
         conf_err_add(b->errs, mode->line, "%s: mode %s needs a shadow backend", desc,
                      conf_mode_names[l->mode]);
+    /* PostgreSQL sessions carry state from their first message (startup, login) */
+    if (l->proto != CONF_PROTO_REDIS && (conns != NULL || pool != NULL))
+        conf_err_add(b->errs, (conns ? conns : pool)->line,
+                     "%s: %s applies to protocol redis only", desc,
+                     conns ? "server_connections" : "server_pool");
 }
 
 /* ---- the walk ------------------------------------------------------------ */

@@ -15,6 +15,7 @@
 /* Words of each enum, indexed by value, NULL-terminated. */
 extern const char *const conf_proto_names[];
 extern const char *const conf_mode_names[];
+extern const char *const conf_server_conns_names[];
 extern const char *const conf_guard_metric_names[];
 extern const char *const conf_guard_action_names[];
 extern const char *const conf_tls_names[];

@@ -224,7 +224,15 @@ int
 session_idle_check(struct session *s, uint64_t now_ns)
 {
     uint64_t limit_ns = (uint64_t)s->w->rt->conf->limits.client_idle_timeout_ms * 1000000;
+    uint64_t connect_ns = (uint64_t)s->rt->conf->limits.connect_timeout_ms * 1000000;
 
+    /* a connect begun while active (a shared Redis session taking its own) has no timer */
+    if (s->state == SESSION_ACTIVE && s->server_connecting && now_ns > s->server_connect_ns &&
+        now_ns - s->server_connect_ns > connect_ns) {
+        s->ops->connect_failed(s, "timeout");
+        session_settle_soon(s);
+        return 1;
+    }
     if (!s->ops->idle_timeout || limit_ns == 0 || s->state != SESSION_ACTIVE)
         return 0;
     if (now_ns < s->last_input_ns || now_ns - s->last_input_ns < limit_ns)
@@ -591,6 +599,14 @@ session_on_server(evutil_socket_t fd, short what, void *arg)
 }
 
 void
+session_deliver_done(struct session *s)
+{
+    if (s->state < SESSION_LINGER && conn_flush(&s->client) == CONN_ERROR)
+        s->state = SESSION_DEAD;
+    session_settle(s);
+}
+
+void
 session_connect_backend(struct session *s)
 {
     int rc = session_connect(&s->server, s->w->base, s->be, &s->rt->conf->limits,
@@ -601,7 +617,9 @@ session_connect_backend(struct session *s)
     }
     s->server_open = 1;
     s->server_connecting = rc == 1; /* writable = connected or failed: server_io */
-    session_arm_timer(s, s->rt->conf->limits.connect_timeout_ms);
+    s->server_connect_ns = session_now_ns();
+    if (s->state < SESSION_ACTIVE) /* an active session's timer is its wake-up */
+        session_arm_timer(s, s->rt->conf->limits.connect_timeout_ms);
     if (rc == 0)
         s->ops->server_connected(s);
 }
@@ -843,8 +861,11 @@ swap_ready(struct session *s)
     if (m->state == MIRROR_OFF || m->state == MIRROR_DETACHED)
         return -1;
     if (m->state != MIRROR_READY || !s->shadow_open || s->outstanding > 0 || s->routed != NULL ||
-        m->head != NULL || mirror_busy(m) || evbuffer_get_length(s->server.out) > 0 ||
-        evbuffer_get_length(s->server.in) > 0 || evbuffer_get_length(s->shadow_conn.in) > 0)
+        m->head != NULL || mirror_busy(m) || evbuffer_get_length(s->shadow_conn.in) > 0)
+        return 0;
+    /* no server connection of its own: the plug-in knows what its shared one owes it */
+    if (s->server_open &&
+        (evbuffer_get_length(s->server.out) > 0 || evbuffer_get_length(s->server.in) > 0))
         return 0;
     return s->ops->swap_ready(s);
 }
@@ -886,11 +907,12 @@ session_cutover_check(struct session *s, int *listener_slot)
         if (ready <= 0)
             return 1;
         const struct rt_backend *b = s->be;
-        swap_conns(s);
-        s->ops->swap(s);
+        if (s->server_open)
+            swap_conns(s);
         s->be = s->shadow_be;
         s->shadow_be = b;
         s->swapped = !s->swapped;
+        s->ops->swap(s);
         slog(s, CONF_LOG_DEBUG, "roles swapped: \"%s\" answers, \"%s\" is mirrored",
              s->be->conf->name, s->shadow_be->conf->name);
     }

@@ -133,10 +133,14 @@ struct session_ops {
      *                 when the shadow may answer the client now, 0 not yet
      *                 (the plug-in's own framing or transaction), -1 never
      *                 (a connection the client may not use)
-     *   swap        - the engine just traded server and shadow_conn (and
-     *                 will swap be and shadow_be): the plug-in trades what
-     *                 it keeps per side and points its shadow side at the
-     *                 old primary
+     *   swap        - the engine just traded server and shadow_conn, and
+     *                 be and shadow_be: the plug-in trades what it keeps
+     *                 per side and points its shadow side at the old
+     *                 primary.  A session with no server connection of its
+     *                 own (server_open 0: a plug-in that multiplexes its
+     *                 answering side, redis/redis_pool.h) keeps both
+     *                 connections where they are: its plug-in re-points
+     *                 them itself
      *   pinned      - the session cannot follow a cutover at all (Redis
      *                 pub/sub); NULL: none is
      */
@@ -194,6 +198,7 @@ struct session {
     struct mirror_unit *routed;   /* the read the shadow answers for the client (split), NULL none */
     uint64_t now_ns;              /* this event's clock reading; 0: not read yet (session_clock) */
     uint64_t shadow_connect_ns;   /* when session_connect_shadow started (its deadline) */
+    uint64_t server_connect_ns;   /* when session_connect_backend started (its deadline) */
     uint64_t last_input_ns;       /* the client's last bytes (session_now_ns) */
     struct mirror mirror;         /* the units in order, and the mirror queue (mirror.h) */
 };
@@ -243,9 +248,10 @@ struct session *session_new(size_t size, const struct session_ops *ops,
 
 /*
  * session_connect_backend - open the answering connection to s->be, with a
- * connect_timeout_ms deadline on the session's timer: ops->server_connected
- * runs once it is open (now, or from its event), ops->connect_failed when
- * it cannot be.
+ * connect_timeout_ms deadline (on the session's timer while it opens; an
+ * active session's timer is its wake-up, so then session_idle_check):
+ * ops->server_connected runs once it is open (now, or from its event),
+ * ops->connect_failed when it cannot be.
  */
 void session_connect_backend(struct session *s);
 
@@ -307,6 +313,14 @@ session_clock(struct session *s)
  */
 void session_on_server(evutil_socket_t fd, short what, void *arg);
 
+/*
+ * session_deliver_done - a plug-in handed s replies read from a server
+ * connection it shares between sessions (not s->server): the engine's end
+ * of such an event, as for the session's own connection: the client is
+ * flushed, s settled.  Never touch s after.
+ */
+void session_deliver_done(struct session *s);
+
 /* session_set_state - the one writer of s->state (logs it; LINGER closes the backend). */
 void session_set_state(struct session *s, int next);
 
@@ -334,7 +348,10 @@ void session_settle(struct session *s);
 void session_settle_soon(struct session *s);
 
 /*
- * session_idle_check - the worker's periodic look: close a client of an
+ * session_idle_check - the worker's periodic look: an active session's
+ * backend connect past limits.connect_timeout_ms fails (ops->connect_failed;
+ * an active session opens one when a plug-in that shares server
+ * connections gives it one of its own).  Then: close a client of an
  * idle_timeout protocol that sent nothing for limits.client_idle_timeout
  * (0: never) while nothing is owed to it: no answer outstanding, no routed
  * read, no write held by a cutover, not pinned (pub/sub: silent by design).

@@ -58,6 +58,12 @@ struct worker {
     struct session *sessions;    /* every protocol's, doubly linked, for drain and quit */
     unsigned nsessions;
     struct worker_job *jobs;     /* doubly linked */
+    /*
+     * What a protocol plug-in keeps per worker, by enum conf_proto (the
+     * Redis plug-in's shared server connections), NULL until it needs it;
+     * the plug-in frees it through a worker_job of its own.
+     */
+    void *protocol_state[4];
     uint64_t next_conn_id;
     struct worker_wrr {           /* this worker's read rotation per listener slot */
         uint32_t version;         /* control_weights_version() it was built from */

@@ -32,6 +32,7 @@
 #include "metrics/metric.h"
 #include "control/control.h"
 #include "metrics/log.h"
+#include "redis/redis_pool.h"
 #include "redis/redis_session_int.h"
 #include "control/runtime.h"
 #include "engine/worker.h"
@@ -39,6 +40,12 @@
 
 /* Stop reading the client while this many of its commands await the primary. */
 #define MAX_OUTSTANDING 65536
+/*
+ * A shared server connection carries every sharing client's commands: its
+ * unsent bytes stop a client's reading at this mark (one loop turn of 50
+ * clients pipelining 16 MSETs is already 300 KB).
+ */
+#define SHARED_BACKPRESSURE_BYTES (8 * SESSION_BACKPRESSURE_BYTES)
 /* Recycled units kept per session. */
 #define SPARE_UNITS 64
 /* CLIENT SETNAME values kept for the shadow (Redis refuses none, but names are short). */
@@ -82,11 +89,13 @@ backend_wants_auth(const struct redis_session *s)
            __atomic_load_n(&auth_required[slot], __ATOMIC_RELAXED);
 }
 
-/* The client goes: nothing more is read from it. */
+/* The client goes: nothing more is read from it, nor for it from a shared connection. */
 static void
 op_leaving(struct session *base)
 {
-    ((struct redis_session *)base)->input_closed = 1;
+    struct redis_session *s = (struct redis_session *)base;
+    s->input_closed = 1;
+    redis_pool_leave(s);
 }
 
 /* ------------------------------------------------------------------ */
@@ -307,11 +316,22 @@ op_destroy(struct session *base)
     free(s);
 }
 
-/* Requests wait after a protocol error, and while too many answers are owed. */
+/*
+ * Requests wait after a protocol error, and while too many answers are
+ * owed.  A shared session also waits while a stateful command waits for
+ * its shared connection, and while its client does not take its replies
+ * or the shared connection has a backlog: the engine cannot stop reading
+ * a connection others share, so the client's own commands stop instead
+ * (its replies, or the settle after them, start it again).
+ */
 static int
 op_client_wanted(struct session *base)
 {
     struct redis_session *s = (struct redis_session *)base;
+    if (s->shared && (s->mux_hold ||
+                      evbuffer_get_length(s->base.client.out) >= SESSION_BACKPRESSURE_BYTES ||
+                      redis_pool_backlog(s) >= SHARED_BACKPRESSURE_BYTES))
+        return 0;
     return !s->input_closed && s->base.outstanding < MAX_OUTSTANDING;
 }
 
@@ -338,8 +358,11 @@ op_server_connected(struct session *base)
     struct redis_session *s = (struct redis_session *)base;
     redis_count_backend(s, s->base.be, METRIC_B_SERVER_OPENED, 1);
     s->base.server_ready = 1;
-    session_set_state(&s->base, SESSION_ACTIVE);
     slog(s, CONF_LOG_DEBUG, "connected to \"%s\"", s->base.be->conf->name);
+    /* a shared session taking its own connection is active already: what it sent waits in server.out */
+    if (s->base.state == SESSION_ACTIVE)
+        return;
+    session_set_state(&s->base, SESSION_ACTIVE);
     client_input(base); /* bytes that arrived while connecting were framed already */
 }
 
@@ -702,13 +725,21 @@ redis_session_route_lost(struct redis_session *s)
     r->which = u->which;
     s->base.outstanding++;
     mirror_append(&s->base.mirror, &r->base);
-    evbuffer_add_buffer(s->base.server.out, s->route.buf);
     s->route.forwarded = 0;
     session_route_fallback(s->base.w, s->base.lis, ROUTE_REASON_RETRIED);
     count_request(s, s->base.be, (enum req_kind)r->base.kind);
-    if (conn_flush(&s->base.server) == CONN_ERROR) {
-        fail_all(s, METRIC_ERR_BACKEND_LOST, "ERR tandem: lost the connection to the backend");
-        return;
+    if (s->shared) {
+        if (redis_pool_send(s, s->route.buf, evbuffer_get_length(s->route.buf), 1) != 0) {
+            fail_all(s, METRIC_ERR_BACKEND_UNREACHABLE,
+                     "ERR tandem: could not connect to the backend");
+            return;
+        }
+    } else {
+        evbuffer_add_buffer(s->base.server.out, s->route.buf);
+        if (conn_flush(&s->base.server) == CONN_ERROR) {
+            fail_all(s, METRIC_ERR_BACKEND_LOST, "ERR tandem: lost the connection to the backend");
+            return;
+        }
     }
     session_wake(&s->base);
 }
@@ -723,6 +754,8 @@ enum cmd_fate {
     CMD_ROUTED,   /* the shadow answers it: skip (or compare on the primary), read no further */
     CMD_WAIT,     /* a cutover holds it: leave it, and what follows, in client.in */
     CMD_REPLY_ON, /* CLIENT REPLY ON|OFF|SKIP: CLIENT REPLY ON goes in its place */
+    CMD_HOLD,     /* stateful, the shared connection owes replies: leave it, and what follows */
+    CMD_CLOSED,   /* the session ended (no connection of its own could be opened): stop */
 };
 
 /* What the servers get for a client's CLIENT REPLY ON|OFF|SKIP. */
@@ -745,6 +778,52 @@ write_must_wait(struct redis_session *s, enum req_kind kind)
     return 1;
 }
 
+/* ------------------------------------------------------------------ */
+/* Shared server connections (redis_pool.h).                           */
+
+/*
+ * Does this command need a server connection of the session's own?  The
+ * command table's classification decides: a command that changes the
+ * connection's state (SESSION: SELECT, AUTH, HELLO, CLIENT SETNAME|REPLY|
+ * TRACKING..., READONLY, RESET, QUIT), a transaction (TX: MULTI, WATCH),
+ * one that may block the connection (BLOCKING: BLPOP, WAIT, XREAD BLOCK),
+ * pub/sub, and administration (ADMIN: MONITOR, CLIENT KILL|LIST|ID, DEBUG,
+ * CONFIG: what they see or do is the connection's or the server's) all do,
+ * and so does a command the table does not know.  SELECT 0 does not: db 0
+ * is where every shared connection is; nor does PUBLISH.
+ */
+static int
+needs_own_connection(const struct rediscmd *cmd, uint32_t flags, enum rs_cmd which,
+                     const struct resp_request *req)
+{
+    if (cmd == NULL)
+        return 1;
+    if (which == RC_SELECT && req->argc == 2 && arg_is(req, 1, "0"))
+        return 0;
+    /* PUBLISH, SPUBLISH: pub/sub, but one reply like any write, and no state */
+    if (which == RC_OTHER && (flags & REDISCMD_PUBSUB) && (flags & REDISCMD_WRITE))
+        flags &= ~(uint32_t)REDISCMD_PUBSUB;
+    return which != RC_OTHER || (flags & (REDISCMD_SESSION | REDISCMD_TX | REDISCMD_BLOCKING |
+                                          REDISCMD_PUBSUB | REDISCMD_ADMIN)) != 0;
+}
+
+/*
+ * own_connection - a shared session owing nothing on its shared connection
+ * opens one of its own, for good.  Nothing is replayed: a shared session
+ * never changed its connection's state.  Commands framed before this one
+ * and not yet forwarded go to the new connection, in order, ahead of it.
+ * -1 when the session ended (the connect failed at once).
+ */
+static int
+own_connection(struct redis_session *s)
+{
+    s->shared = 0;
+    slog(s, CONF_LOG_DEBUG, "a connection of its own to \"%s\" (connection state)",
+         s->base.be->conf->name);
+    session_connect_backend(&s->base);
+    return s->base.state == SESSION_ACTIVE ? 0 : -1;
+}
+
 /* command - one whole request (bytes[0..len)) read from the client: its enum cmd_fate. */
 static enum cmd_fate
 command(struct redis_session *s, const struct resp_request *req, const uint8_t *bytes, size_t len)
@@ -757,6 +836,14 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     if (s->pubsub) {
         count_request(s, s->base.be, kind);
         return CMD_FORWARD; /* a plain relay now */
+    }
+    if (s->shared && needs_own_connection(cmd, flags, which, req)) {
+        if (s->mux_owed > 0) {
+            s->mux_hold = 1; /* its replies wake us: redis_session_shared_input */
+            return CMD_HOLD;
+        }
+        if (own_connection(s) != 0)
+            return CMD_CLOSED;
     }
     if (write_must_wait(s, kind))
         return CMD_WAIT;
@@ -819,13 +906,28 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     return reply_mode != RR_NONE ? CMD_REPLY_ON : CMD_FORWARD;
 }
 
-/* Hand n bytes at the start of client.in to the primary. */
-static void
-forward(struct redis_session *s, size_t n)
+/*
+ * Hand n bytes at the start of client.in, commands that await `replies`
+ * replies, to the primary: its connection, or the shared one.  -1 when no
+ * shared connection could be opened: every command waiting is answered
+ * with the error and the session ends.
+ */
+static int
+forward(struct redis_session *s, size_t n, uint32_t replies)
 {
     if (n == 0)
-        return;
-    evbuffer_remove_buffer(s->base.client.in, s->base.server.out, n);
+        return 0;
+    if (!s->shared) {
+        evbuffer_remove_buffer(s->base.client.in, s->base.server.out, n);
+        return 0;
+    }
+    if (redis_pool_send(s, s->base.client.in, n, replies) == 0)
+        return 0;
+    char msg[512];
+    snprintf(msg, sizeof(msg), "ERR tandem: could not connect to backend \"%s\" at %s: %s",
+             s->base.be->conf->name, s->base.be->addr_text, strerror(errno));
+    fail_all(s, METRIC_ERR_BACKEND_UNREACHABLE, msg);
+    return -1;
 }
 
 /*
@@ -841,8 +943,10 @@ client_input(struct session *base)
     struct redis_session *s = (struct redis_session *)base;
     struct evbuffer *in = s->base.client.in;
 
+    s->mux_hold = 0; /* set again below while it still holds */
     for (;;) {
         size_t avail = evbuffer_get_length(in), off = 0;
+        uint32_t owed = 0; /* replies the commands in [0, off) await */
         if (s->input_closed || avail == 0 || avail < s->client_need ||
             s->base.routed != NULL || s->base.writes_waiting ||
             (s->base.state != SESSION_ACTIVE && s->base.state != RS_CONNECTING))
@@ -866,52 +970,61 @@ client_input(struct session *base)
                  * bulk, a multibulk of millions of arguments).
                  */
                 if (used > s->base.rt->conf->limits.max_command_size) {
-                    forward(s, off);
-                    too_large(s);
+                    if (forward(s, off, owed) == 0)
+                        too_large(s);
                     return;
                 }
                 s->client_need = used;
                 break;
             }
             if (st == RESP_ERROR) {
-                forward(s, off);
-                protocol_error(s, err);
+                if (forward(s, off, owed) == 0)
+                    protocol_error(s, err);
                 return;
             }
             if (req.argc == 0)
                 s->empty_pending = 1; /* the server runs nothing, but a SKIP ends */
             enum cmd_fate fate = req.argc > 0 ? command(s, &req, buf + off, used) : CMD_FORWARD;
+            if (fate == CMD_CLOSED)
+                return;
             if (fate == CMD_REPLY_ON) {
-                forward(s, off);
+                if (forward(s, off, owed) != 0)
+                    return;
                 evbuffer_drain(in, used);
                 evbuffer_add(s->base.server.out, client_reply_on, CLIENT_REPLY_ON_LEN);
                 goto next_batch;
             }
             if (fate == CMD_ANSWERED) {
                 /* answered here: forward what came before, skip it, parse on */
-                forward(s, off);
+                if (forward(s, off, owed) != 0)
+                    return;
                 evbuffer_drain(in, used);
                 goto next_batch;
             }
-            if (fate == CMD_WAIT) {
-                forward(s, off);
+            if (fate == CMD_WAIT || fate == CMD_HOLD) {
+                forward(s, off, owed);
                 return;
             }
             if (fate == CMD_ROUTED) {
                 struct redis_unit *u = redis_unit_of(s->base.routed);
-                forward(s, off);
-                if (!u->base.primary_done)
-                    forward(s, used); /* the comparison */
-                else
+                if (forward(s, off, owed) != 0)
+                    return;
+                if (!u->base.primary_done) {
+                    if (forward(s, used, 1) != 0) /* the comparison */
+                        return;
+                } else {
                     evbuffer_drain(in, used);
+                }
                 redis_shadow_flush(s); /* a failure retries it on the primary */
                 return;
             }
             off += used;
+            if (fate == CMD_FORWARD && req.argc > 0)
+                owed++;
             if (s->base.outstanding >= MAX_OUTSTANDING)
                 break; /* session_settle() stops reading; replies call us again */
         }
-        forward(s, off);
+        forward(s, off, owed);
         return;
     next_batch:;
     }
@@ -1005,19 +1118,22 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
 }
 
 /*
- * Frame the primary's replies and move them to the client: each whole
- * reply completes the current unit.  The bytes move in one run at the end;
- * a unit tandem answers itself cuts the run so the order holds.
+ * Frame the primary's replies in `in` and move them to the client: each
+ * whole reply completes the current unit.  The bytes move in one run at
+ * the end; a unit tandem answers itself cuts the run so the order holds.
+ * limit NULL: every reply in `in` is the session's (its own connection);
+ * else `in` is a shared connection's and at most *limit whole replies (and
+ * the start of the next) are, counted down as they complete.  -1 when the
+ * bytes are not replies (the session is failed).
  */
-static void
-server_input(struct redis_session *s)
+static int
+server_input(struct redis_session *s, struct evbuffer *in, uint32_t *limit)
 {
-    struct evbuffer *in = s->base.server.in;
     size_t avail = evbuffer_get_length(in), run = 0;
     uint8_t head[8];
     size_t headlen = 0;
 
-    while (run < avail && s->base.state == SESSION_ACTIVE) {
+    while (run < avail && s->base.state == SESSION_ACTIVE && (limit == NULL || *limit > 0)) {
         struct redis_unit *u = pcur(s);
         if (answered_here(u)) {
             evbuffer_remove_buffer(in, s->base.client.out, run);
@@ -1050,7 +1166,7 @@ server_input(struct redis_session *s)
             enum resp_status st = resp_reader_feed(&s->reader, p, len, &used, &info, &err);
             if (st == RESP_ERROR) {
                 backend_protocol_error(s, "an invalid reply");
-                return;
+                return -1;
             }
             run += used; /* to the client, in its place in the stream */
             if (st == RESP_OK)
@@ -1059,7 +1175,7 @@ server_input(struct redis_session *s)
         }
         if (u == NULL) {
             backend_protocol_error(s, "a reply to no request");
-            return;
+            return -1;
         }
         if (!s->reply_open) {
             resp_reader_init(&s->reader, u->cmp ? (enum resp_digest_mode)u->mode
@@ -1078,7 +1194,7 @@ server_input(struct redis_session *s)
         enum resp_status st = resp_reader_feed(&s->reader, p, len, &used, &info, &err);
         if (st == RESP_ERROR) {
             backend_protocol_error(s, "an invalid reply");
-            return;
+            return -1;
         }
         if (u->cmp)
             redis_keep_sample(u->cmp->psample, &u->cmp->plen, p, used);
@@ -1095,6 +1211,8 @@ server_input(struct redis_session *s)
         }
         if (st == RESP_OK) {
             s->reply_open = 0;
+            if (limit != NULL)
+                (*limit)--;
             if (u->preplies > 1) {
                 u->preplies--; /* UNSUBSCRIBE a b c: one reply per channel */
                 continue;
@@ -1115,6 +1233,7 @@ server_input(struct redis_session *s)
         redis_shadow_flush(s);
     if (s->base.draining && idle(s))
         session_close(&s->base);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1124,7 +1243,7 @@ static void
 op_server_input(struct session *base)
 {
     struct redis_session *s = (struct redis_session *)base;
-    server_input(s);
+    server_input(s, s->base.server.in, NULL);
     /* replies drained the backlog: requests held back may go now */
     if (s->base.state == SESSION_ACTIVE && evbuffer_get_length(s->base.client.in) >= s->client_need)
         client_input(base);
@@ -1145,6 +1264,44 @@ op_server_lost(struct session *base, enum conn_io io)
     fail_all(s, METRIC_ERR_BACKEND_LOST,
              io == CONN_EOF ? "ERR tandem: the backend closed the connection"
                             : "ERR tandem: lost the connection to the backend");
+}
+
+int
+redis_session_shared_input(struct redis_session *s, struct evbuffer *in, uint32_t *replies)
+{
+    uint32_t before = *replies;
+
+    s->base.now_ns = 0; /* an entry point: the shared connection's event */
+    if (s->base.state != SESSION_ACTIVE) {
+        redis_pool_leave(s); /* it is going: its replies are dropped */
+        return 0;
+    }
+    int rc = server_input(s, in, replies);
+    if (s->mux != NULL) { /* still there (a failure made it leave) */
+        s->mux_owed -= before - *replies;
+        if (s->mux_owed == 0)
+            s->mux = NULL;
+    }
+    /* replies drained the backlog, or a held stateful command may take its own connection */
+    if (rc == 0 && s->base.state == SESSION_ACTIVE &&
+        evbuffer_get_length(s->base.client.in) >= s->client_need)
+        client_input(&s->base);
+    return rc;
+}
+
+void
+redis_session_shared_settle(struct redis_session *s)
+{
+    session_deliver_done(&s->base);
+}
+
+void
+redis_session_shared_lost(struct redis_session *s, const char *msg, int unreachable)
+{
+    s->base.now_ns = 0;
+    s->reply_open = 0;
+    fail_all(s, unreachable ? METRIC_ERR_BACKEND_UNREACHABLE : METRIC_ERR_BACKEND_LOST, msg);
+    session_deliver_done(&s->base);
 }
 
 /* The session's timer, while connecting: the connect deadline. */
@@ -1170,13 +1327,19 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
     resp_limits_init(&s->limits);
     s->limits.pre_auth = backend_wants_auth(s);
     s->proto = 2;
+    /* a backend that wants AUTH, or TLS, gets connections of the session's own */
+    s->shared = l->conf->server_conns == CONF_SERVER_CONNS_SHARED && !s->limits.pre_auth &&
+                s->base.be->tls == NULL;
     worker_session_added(w, &s->base);
     if (over_limit) {
         session_count_client_error(&s->base, METRIC_ERR_TOO_MANY_CLIENTS);
         send_error(s, "ERR max number of clients reached");
         session_set_state(&s->base, SESSION_LINGER);
     } else {
-        session_connect_backend(&s->base);
+        if (s->shared)
+            session_set_state(&s->base, SESSION_ACTIVE); /* nothing to open: redis_pool_send */
+        else
+            session_connect_backend(&s->base);
         /* now, not once connected: commands read meanwhile must be mirrored too */
         if (s->base.state == RS_CONNECTING || s->base.state == SESSION_ACTIVE)
             if (l->conf->mode != CONF_MODE_PASSTHROUGH && l->shadow != NULL)
@@ -1259,6 +1422,13 @@ static int
 op_swap_ready(struct session *base)
 {
     struct redis_session *s = (struct redis_session *)base;
+    /*
+     * A shared session keeps no connection to hand over: it will share the
+     * new primary's, as a new client would (no login, db 0), so its shadow
+     * connection's login does not matter here (redis_shadow_restart).
+     */
+    if (s->shared)
+        return s->mux_owed == 0 && redis_shadow_swap_ready(s);
     if (login_lost(s))
         return -1;
     if (s->in_multi || s->watching || s->reply_open || s->push_open)
@@ -1279,6 +1449,13 @@ op_swap(struct session *base)
     struct redis_session *s = (struct redis_session *)base;
     enum rs_login login = s->primary_login;
 
+    if (s->shared) {
+        /* its commands now go to be's shared connections; its shadow must reach the old primary */
+        redis_shadow_restart(s);
+        s->default_open = 0;
+        s->route.last_write_ns = 0;
+        return;
+    }
     redis_shadow_swap(s);
     s->primary_login = s->shadow.login;
     s->shadow.login = login;

@@ -279,6 +279,18 @@ struct redis_session {
 
     struct redis_shadow shadow;
     struct redis_route route;
+
+    /*
+     * Shared server connections (redis_pool.h).  shared: the session has
+     * no connection state and no server connection of its own; its
+     * commands go to mux, which owes it mux_owed replies (NULL when none).
+     * Cleared for good by its first stateful command.
+     */
+    unsigned shared : 1;
+    unsigned mux_hold : 1;        /* a stateful command waits for mux's replies */
+    struct redis_shared *mux;
+    uint32_t mux_owed;
+    struct redis_session *mux_next; /* redis_pool.c's list of sessions to fail */
 };
 
 /* redis_session.c */
@@ -306,6 +318,20 @@ void redis_session_route_done(struct redis_session *s);
 /* the shadow was lost while answering the routed read (before complete_units) */
 void redis_session_route_lost(struct redis_session *s);
 
+/*
+ * For redis_pool.c: replies of s arrived on its shared connection's in.
+ * redis_session_shared_input takes at most *replies whole ones (and the
+ * start of the next), counting *replies down, streams them to the client
+ * and lets held commands go; -1 when the bytes are not RESP (s is failed:
+ * the connection must close).  Never frees s: redis_session_shared_settle
+ * does, at the end.  redis_session_shared_lost: the shared connection
+ * failed (unreachable: never opened) while s waited; msg answers every
+ * command s awaits, s closes and is settled.
+ */
+int redis_session_shared_input(struct redis_session *s, struct evbuffer *in, uint32_t *replies);
+void redis_session_shared_settle(struct redis_session *s);
+void redis_session_shared_lost(struct redis_session *s, const char *msg, int unreachable);
+
 /* redis_shadow.c */
 extern const struct mirror_ops redis_mirror_ops;
 void redis_shadow_start(struct redis_session *s);
@@ -327,6 +353,8 @@ int redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint
 int redis_shadow_writes_owed(const struct redis_session *s);
 int redis_shadow_swap_ready(const struct redis_session *s);
 void redis_shadow_swap(struct redis_session *s);
+/* a cutover of a shared session: its shadow connection goes, a new one reaches shadow_be */
+void redis_shadow_restart(struct redis_session *s);
 void redis_shadow_orphan(struct session *base);
 /* the client's login cannot be followed on the shadow: the session is mirrored no more */
 void redis_shadow_identity_lost(struct redis_session *s, const char *why);

@@ -957,6 +957,20 @@ redis_shadow_swap(struct redis_session *s)
 }
 
 /*
+ * redis_shadow_restart - a shared session's roles swapped (it has no
+ * primary connection of its own to trade): the shadow connection, which
+ * reaches the new primary, goes, and a new one opens to the old, logged in
+ * as a new connection of a stateless session is.  Only at an idle point:
+ * the queue is empty.
+ */
+void
+redis_shadow_restart(struct redis_session *s)
+{
+    shadow_close(s);
+    redis_shadow_start(s);
+}
+
+/*
  * redis_shadow_orphan - the client left: no primary answer will come for
  * units still waiting on it.  The primary may have run them anyway, so
  * their mirrors are sent (not compared); an open MULTI never ran.

@@ -251,6 +251,29 @@ test_defaults(void **state)
     conf_free(c);
 }
 
+/* Redis listeners: shared server connections by default, one per worker; PostgreSQL has none. */
+static void
+test_server_connections(void **state)
+{
+    (void)state;
+    struct conf *c = load_ok("backend blue { address a:1; }\n"
+                             "listener r { listen d:1; protocol redis; primary blue; }\n"
+                             "listener s { listen e:1; protocol redis; primary blue;\n"
+                             "             server_connections dedicated; server_pool 8; }\n");
+    assert_int_equal(c->listeners[0].server_conns, CONF_SERVER_CONNS_SHARED);
+    assert_int_equal(c->listeners[0].server_pool, 1);
+    assert_int_equal(c->listeners[1].server_conns, CONF_SERVER_CONNS_DEDICATED);
+    assert_int_equal(c->listeners[1].server_pool, 8);
+    conf_free(c);
+    EXPECT_ERRORS("backend blue { address a:1; }\n"
+                  "listener pg { listen d:1; primary blue;\n"
+                  "              server_connections shared; }\n",
+                  "t.conf:3: listener \"pg\": server_connections applies to protocol redis only");
+    EXPECT_ERRORS("backend blue { address a:1; }\n"
+                  "listener r { listen d:1; protocol redis; primary blue; server_pool 0; }\n",
+                  "t.conf:2: server_pool: \"0\" out of range 1..64");
+}
+
 static void
 test_defaults_shadow_mode(void **state)
 {
@@ -1673,6 +1696,7 @@ main(void)
         cmocka_unit_test(test_full_file),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_defaults_shadow_mode),
+        cmocka_unit_test(test_server_connections),
         cmocka_unit_test(test_syntax_accepted),
         cmocka_unit_test(test_error_cases),
         cmocka_unit_test(test_multiple_errors),
