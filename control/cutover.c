@@ -139,14 +139,6 @@ finish(struct cutover *c, struct operation *op, enum op_state state)
     control_changed();
 }
 
-static uint64_t
-mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* Have the replicated shadows of op applied what their primaries had when the drain ended? */
 static int
 caught_up(const struct operation *op)
@@ -311,7 +303,8 @@ on_poll(evutil_socket_t fd, short what, void *arg)
     uint64_t now = mono_ms();
     if (op->phase == PHASE_DRAIN && waiting == 0) {
         op->phase = PHASE_CATCH_UP;
-        op->drained_ns = mono_ns();
+        /* rounded up: a replica sample taken before this moment never counts as after it */
+        op->drained_ns = (mono_ms() + 1) * 1000000ull;
     }
     if (op->phase == PHASE_CATCH_UP && caught_up(op))
         op->phase = PHASE_BEFORE_FLIP;

@@ -145,12 +145,16 @@ endpoint_close(struct endpoint *e)
 static PGconn *
 pg_login(const struct endpoint *e, const char *app, uint32_t timeout_ms, char *err, size_t errlen)
 {
-    char timeout[16], options[64];
-    const char *keys[16], *vals[16];
+    char timeout[16], options[64], user_timeout[16];
+    const char *keys[24], *vals[24];
     int k = 0;
 
     snprintf(timeout, sizeof(timeout), "%u", (timeout_ms + 999) / 1000);
     snprintf(options, sizeof(options), "-c statement_timeout=%u", timeout_ms);
+    /* statement_timeout is the server's: a partitioned server never says it. The
+     * kernel gives up on unacknowledged data after this, so a call cannot hang the
+     * watch (or a step) forever */
+    snprintf(user_timeout, sizeof(user_timeout), "%u", timeout_ms + 2000);
 #define PARAM(key, value) (keys[k] = (key), vals[k++] = (value))
     PARAM("host", e->host);
     PARAM("hostaddr", e->hostaddr);
@@ -165,6 +169,11 @@ pg_login(const struct endpoint *e, const char *app, uint32_t timeout_ms, char *e
     PARAM("application_name", app);
     PARAM("connect_timeout", timeout);
     PARAM("options", options);
+    PARAM("tcp_user_timeout", user_timeout);
+    PARAM("keepalives", "1");
+    PARAM("keepalives_idle", "5");
+    PARAM("keepalives_interval", "2");
+    PARAM("keepalives_count", "3");
 #undef PARAM
     keys[k] = vals[k] = NULL;
     PGconn *pq = PQconnectdbParams(keys, vals, 0);

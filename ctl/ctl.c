@@ -319,7 +319,7 @@ api(const struct ctl *c, const char *method, const char *path, const char *body,
 
 /* ---- tables ------------------------------------------------------------- */
 
-#define TABLE_COLS_MAX 12
+#define TABLE_COLS_MAX 16
 
 struct table {
     size_t ncols, nrows, cap;
@@ -640,15 +640,16 @@ add_statement(struct table *t, json_t *s)
 static void
 print_report(json_t *rep)
 {
-    char b[12][64];
+    char b[13][64];
     json_t *l, *s;
     size_t i;
 
     printf("shadow-diff report, %s, window %ss\n\n", jtext(rep, "generated_at", b[0], 64),
            jtext(rep, "window_seconds", b[1], 64));
-    struct table t = {.ncols = 12};
+    struct table t = {.ncols = 13};
     table_add(&t, "LISTENER", "MATCH", "MISMATCH", "TRANSIENT", "NOISE", "SHADOW_ERR",
-              "PRIMARY_ERR", "TIMEOUT", "DROPPED", "VALIDATION", "SHADOW/PRIMARY", "LAG");
+              "PRIMARY_ERR", "TIMEOUT", "DROPPED", "SKIPPED_LAG", "VALIDATION", "SHADOW/PRIMARY",
+              "LAG");
     json_array_foreach(json_object_get(rep, "listeners"), i, l) {
         json_t *o = json_object_get(l, "outcomes");
         table_add(&t, jtext(l, "name", b[0], 64), jtext(o, "match", b[1], 64),
@@ -656,6 +657,7 @@ print_report(json_t *rep)
                   jtext(o, "noise", b[3], 64),
                   jtext(o, "shadow_error", b[4], 64), jtext(o, "primary_error", b[5], 64),
                   jtext(o, "shadow_timeout", b[6], 64), jtext(o, "dropped", b[7], 64),
+                  jtext(o, "skipped_lag", b[12], 64),
                   jfmt(l, "validation_success_ratio", "%.2f%%", 100, b[8], 64),
                   jfmt(l, "performance_ratio", "%.2fx", 1, b[9], 64),
                   jfmt(l, "lag_seconds", "%.3fs", 1, b[10], 64));
