@@ -62,16 +62,16 @@
 #define RECHECK_ATTEMPTS 4
 /* pauses before attempts 2, 3, 4: the shadow's mirrors of concurrent writes arrive */
 static const uint32_t recheck_pause_ms[RECHECK_ATTEMPTS] = {0, 250, 1000, 2000};
-#define RECHECK_DEADLINE_MS 15000  /* from start to verdict */
+#define RECHECK_DEADLINE_MS 15000 /* from start to verdict */
 #define RECHECK_REPLY_MAX (1024 * 1024)
 /* what the re-check's connections are called on the servers (CLIENT LIST) */
 #define RECHECK_CLIENT_NAME "tandem-recheck"
 
 /* Never run again, whatever else: their replies differ by nature, or they are not reads. */
-#define RECHECK_REFUSED                                                                        \
-    (REDISCMD_WRITE | REDISCMD_ADMIN | REDISCMD_SESSION | REDISCMD_TX | REDISCMD_BLOCKING |    \
-     REDISCMD_PUBSUB | REDISCMD_NO_MIRROR | REDISCMD_NONDET | REDISCMD_LOCAL |                 \
-     REDISCMD_PHYSICAL | REDISCMD_BLOCK_OPT)
+#define RECHECK_REFUSED                                                                            \
+    (REDISCMD_WRITE | REDISCMD_ADMIN | REDISCMD_SESSION | REDISCMD_TX | REDISCMD_BLOCKING |        \
+     REDISCMD_PUBSUB | REDISCMD_NO_MIRROR | REDISCMD_NONDET | REDISCMD_LOCAL | REDISCMD_PHYSICAL | \
+     REDISCMD_BLOCK_OPT)
 
 enum side { PRIMARY, SHADOW };
 static const char *const side_names[] = {"primary", "shadow"};
@@ -79,16 +79,16 @@ static const char *const side_names[] = {"primary", "shadow"};
 struct recheck_side {
     struct redis_recheck *job;
     enum side which;
-    redisAsyncContext *ac;     /* NULL once hiredis freed it (or before the connect) */
-    uint8_t *login;            /* AUTH, SELECT as the session (heap, wiped), or NULL */
+    redisAsyncContext *ac; /* NULL once hiredis freed it (or before the connect) */
+    uint8_t *login;        /* AUTH, SELECT as the session (heap, wiped), or NULL */
     size_t login_len;
-    size_t login_cmd[2];       /* the length of each command in login, 0: none */
-    struct resp_reader reader; /* the reply being read, written back as RESP */
-    unsigned reading : 1;      /* inside a reply */
-    unsigned bad : 1;          /* the reply was not RESP to resp_reader */
+    size_t login_cmd[2];         /* the length of each command in login, 0: none */
+    struct resp_reader reader;   /* the reply being read, written back as RESP */
+    unsigned reading : 1;        /* inside a reply */
+    unsigned bad : 1;            /* the reply was not RESP to resp_reader */
     struct resp_reply_info info; /* the last whole reply */
-    char text[128];            /* the last error reply's text, for the log */
-    redisReply fake;           /* what hiredis is handed as every object (see reply_new) */
+    char text[128];              /* the last error reply's text, for the log */
+    redisReply fake;             /* what hiredis is handed as every object (see reply_new) */
 };
 
 struct redis_recheck {
@@ -110,12 +110,12 @@ struct redis_recheck {
     char *psum, *ssum;
     struct recheck_side side[2];
     struct resp_reply_info answer[2]; /* this attempt's replies */
-    int attempt;              /* 1-based, the one running or next */
-    unsigned done : 1;        /* the verdict is recorded: only reap is left */
-    unsigned closing : 1;     /* the contexts are being freed: callbacks do nothing */
+    int attempt;                      /* 1-based, the one running or next */
+    unsigned done : 1;                /* the verdict is recorded: only reap is left */
+    unsigned closing : 1;             /* the contexts are being freed: callbacks do nothing */
     unsigned awaiting_replica : 1;
-    uint64_t answered_ns;     /* when the primary answered this attempt */
-    struct event timer;       /* pauses between attempts; a replicated shadow's catch-up */
+    uint64_t answered_ns; /* when the primary answered this attempt */
+    struct event timer;   /* pauses between attempts; a replicated shadow's catch-up */
     struct event deadline;
     struct event reap;
 };
@@ -136,8 +136,7 @@ may_recheck(const struct redis_unit *u)
 }
 
 void
-redis_recheck_keep(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
-                   size_t len)
+redis_recheck_keep(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes, size_t len)
 {
     struct redis_compare *c = u->cmp;
 
@@ -386,8 +385,8 @@ attempt_done(struct redis_recheck *j)
             return;
         }
     }
-    enum shadow_outcome o = rediscmp_outcome(j->flags, &j->answer[PRIMARY], &j->answer[SHADOW],
-                                             j->ttl_tolerance);
+    enum shadow_outcome o =
+        rediscmp_outcome(j->flags, &j->answer[PRIMARY], &j->answer[SHADOW], j->ttl_tolerance);
     if (o == SHADOW_MATCH) {
         finish(j, SHADOW_RECHECK_TRANSIENT, NULL);
         return;
@@ -493,9 +492,8 @@ static void
 run_on(struct recheck_side *sd)
 {
     struct redis_recheck *j = sd->job;
-    if (sd->ac == NULL ||
-        redisAsyncFormattedCommand(sd->ac, on_answer, sd, (const char *)j->req, j->req_len) !=
-            REDIS_OK)
+    if (sd->ac == NULL || redisAsyncFormattedCommand(sd->ac, on_answer, sd, (const char *)j->req,
+                                                     j->req_len) != REDIS_OK)
         side_failed(sd, "send", NULL);
 }
 
