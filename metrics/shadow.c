@@ -760,6 +760,46 @@ shadow_count_recheck(struct shadow_shard *sh, int slot, enum shadow_recheck_resu
     pthread_mutex_unlock(&sh->lock);
 }
 
+/* Only mismatches get here, so a lock is fine. */
+static pthread_mutex_t recheck_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    uint64_t second;
+    uint32_t started; /* in that second */
+    uint32_t inflight;
+} recheck_budget[METRIC_MAX_LISTENERS];
+
+int
+shadow_recheck_take(int slot, uint32_t per_second, uint64_t now_s)
+{
+    int ok = 0;
+
+    if (!slot_ok(slot) || per_second == 0)
+        return 0;
+    pthread_mutex_lock(&recheck_lock);
+    if (recheck_budget[slot].second != now_s) {
+        recheck_budget[slot].second = now_s;
+        recheck_budget[slot].started = 0;
+    }
+    if (recheck_budget[slot].started < per_second &&
+        recheck_budget[slot].inflight < SHADOW_RECHECK_INFLIGHT_MAX) {
+        recheck_budget[slot].started++;
+        recheck_budget[slot].inflight++;
+        ok = 1;
+    }
+    pthread_mutex_unlock(&recheck_lock);
+    return ok;
+}
+
+void
+shadow_recheck_give(int slot)
+{
+    if (!slot_ok(slot))
+        return;
+    pthread_mutex_lock(&recheck_lock);
+    recheck_budget[slot].inflight--;
+    pthread_mutex_unlock(&recheck_lock);
+}
+
 void
 shadow_count_dropped(struct shadow_shard *sh, int slot, enum shadow_drop_reason r, uint64_t n)
 {

@@ -214,6 +214,17 @@ void shadow_set_plans(struct shadow_shard *shard, int listener_slot, uint64_t ke
 /* shadow_count_recheck - one mismatching read's re-check ended with result r. */
 void shadow_count_recheck(struct shadow_shard *shard, int listener_slot,
                           enum shadow_recheck_result r);
+
+/*
+ * The re-checks' budget per listener slot, process-wide (any thread; every
+ * protocol's re-checks share it): shadow_recheck_take - 1 when one more may
+ * start in the second now_s (under per_second, and fewer than
+ * SHADOW_RECHECK_INFLIGHT_MAX running), 0 when not (per_second 0: never);
+ * shadow_recheck_give - one that took it has ended.
+ */
+#define SHADOW_RECHECK_INFLIGHT_MAX 8
+int shadow_recheck_take(int listener_slot, uint32_t per_second, uint64_t now_s);
+void shadow_recheck_give(int listener_slot);
 void shadow_set_queue_bytes(uint64_t bytes);
 void shadow_set_diverged(int listener_slot);
 void shadow_note_divergence(int listener_slot, const char *reason, const char *statement,

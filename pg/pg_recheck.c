@@ -4,7 +4,7 @@
  * connections of tandem's own, and compare those two answers.
  *
  *   record(): a read's answers differ ──► pg_recheck_start()
- *     budget (confirm_per_second, RECHECK_INFLIGHT_MAX per listener)
+ *     budget (confirm_per_second, SHADOW_RECHECK_INFLIGHT_MAX per listener)
  *     job: log in to the primary and the shadow (libpq, non-blocking, on
  *          the worker's base, as the session's shadow login does)
  *       attempt: the primary runs it ─► then the shadow ─► compare
@@ -32,7 +32,6 @@
  */
 #include <event2/event.h>
 #include <libpq-fe.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +50,6 @@
 #define RECHECK_ATTEMPTS 4
 /* pauses before attempts 2, 3, 4: the shadow's mirrors of concurrent writes arrive */
 static const uint32_t recheck_pause_ms[RECHECK_ATTEMPTS] = {0, 250, 1000, 2000};
-#define RECHECK_INFLIGHT_MAX 8     /* per listener, process-wide */
 #define RECHECK_DEADLINE_MS 15000  /* from start to verdict */
 
 enum side { PRIMARY, SHADOW };
@@ -104,42 +102,17 @@ struct pg_recheck {
     struct event deadline;
 };
 
-/* The process-wide budget per listener slot: only mismatches get here, so a lock is fine. */
-static pthread_mutex_t budget_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-    uint64_t second;
-    uint32_t started;  /* in that second */
-    uint32_t inflight;
-} budget[METRIC_MAX_LISTENERS];
-
+/* The budget per listener slot, shared with the Redis re-checks (metrics/shadow.h). */
 static int
 budget_take(int slot, uint32_t per_second)
 {
-    uint64_t second = session_now_ns() / 1000000000ull;
-    int ok = 0;
-
-    if (slot < 0 || slot >= METRIC_MAX_LISTENERS || per_second == 0)
-        return 0;
-    pthread_mutex_lock(&budget_lock);
-    if (budget[slot].second != second) {
-        budget[slot].second = second;
-        budget[slot].started = 0;
-    }
-    if (budget[slot].started < per_second && budget[slot].inflight < RECHECK_INFLIGHT_MAX) {
-        budget[slot].started++;
-        budget[slot].inflight++;
-        ok = 1;
-    }
-    pthread_mutex_unlock(&budget_lock);
-    return ok;
+    return shadow_recheck_take(slot, per_second, session_now_ns() / 1000000000ull);
 }
 
 static void
 budget_give(int slot)
 {
-    pthread_mutex_lock(&budget_lock);
-    budget[slot].inflight--;
-    pthread_mutex_unlock(&budget_lock);
+    shadow_recheck_give(slot);
 }
 
 #define jlog(j, level, ...) log_at(level, (j)->session_id, (j)->peer, __VA_ARGS__)

@@ -143,6 +143,8 @@ redis_cmp_free(struct redis_session *s, struct redis_compare *c)
 {
     if (c == NULL)
         return;
+    free(c->req);
+    c->req = NULL;
     if (s->nspare_cmp < SPARE_UNITS) {
         c->next = s->spare_cmp;
         s->spare_cmp = c;

@@ -180,6 +180,8 @@ struct redis_compare {
     struct redis_compare *next; /* in the session's spares */
     struct resp_reply_info pinfo;
     struct resp_reply_info sinfo;
+    uint8_t *req;               /* a read's request (heap), to run it again (redis_recheck.c) */
+    uint32_t req_len;
     uint16_t plen, slen;
     uint8_t psample[RS_SAMPLE_BYTES];
     uint8_t ssample[RS_SAMPLE_BYTES];
@@ -331,6 +333,30 @@ void redis_session_route_lost(struct redis_session *s);
 int redis_session_shared_input(struct redis_session *s, struct evbuffer *in, uint32_t *replies);
 void redis_session_shared_settle(struct redis_session *s);
 void redis_session_shared_lost(struct redis_session *s, const char *msg, int unreachable);
+
+/* redis_recheck.c */
+
+/* The longest request kept to run a mismatching read again; longer ones are not confirmed. */
+#define RS_RECHECK_REQUEST_MAX 4096
+
+/*
+ * redis_recheck_keep - u, a compared command whose request is bytes[0..len),
+ * was just given its comparison: when it is a read that may be run again
+ * (redis_recheck.c) and confirmation is on, a copy of the request joins
+ * u->cmp.  Out of memory or too long: none (never confirmed).
+ */
+void redis_recheck_keep(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
+                        size_t len);
+
+/*
+ * redis_recheck_start - u's answers differ (outcome mismatch about to be
+ * recorded as key_id/key_text with the two replies shown as psum, ssum):
+ * run it again on both backends before it is claimed.  0: a re-check took
+ * it and records the outcome itself (u->cmp's request is the job's);
+ * -1: not re-checked (counted why, when confirmation is on), record it now.
+ */
+int redis_recheck_start(struct redis_session *s, struct redis_unit *u, uint64_t key_id,
+                        const char *key_text, const char *psum, const char *ssum);
 
 /* redis_shadow.c */
 extern const struct mirror_ops redis_mirror_ops;

@@ -123,6 +123,8 @@ queue_unit(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
         return;
     }
     u->cmp = redis_cmp_new(s); /* NULL: mirrored, not compared */
+    if (bytes != NULL)
+        redis_recheck_keep(s, u, bytes, len);
     mirror_hold(&s->base.mirror, &u->base, src, bytes, len); /* full: detached, counted */
 }
 
@@ -519,6 +521,10 @@ redis_shadow_record(struct redis_session *s, struct redis_unit *u)
         outcome = SHADOW_NOISE;
         reason = SHADOW_NOISE_REPLICATION;
     }
+    /* a read's mismatch is a claim: confirmed first, the re-check records it */
+    if (outcome == SHADOW_MISMATCH && u->base.forced < 0 &&
+        redis_recheck_start(s, u, key->id, key->text, psum, ssum) == 0)
+        return;
     shadow_record(s->base.w->shadow, s->base.lis->metric_slot, key->id, key->text, outcome,
                   reason, u->base.primary_ns,
                   u->base.shadow_done && u->base.forced < 0 ? u->base.shadow_ns : 0, psum, ssum);
@@ -911,10 +917,12 @@ redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint8_t 
         return -1;
     u->base.routed = 1;
     u->base.mirrored = 1;
-    if (mirror_sample(m, mirror_conf(s)->reads))
+    if (mirror_sample(m, mirror_conf(s)->reads)) {
         u->cmp = redis_cmp_new(s); /* NULL: answered, not compared */
-    else
+        redis_recheck_keep(s, u, bytes, len);
+    } else {
         mirror_primary_answered(m, &u->base, 0); /* the primary never sees it */
+    }
     u->base.shadow_sent_ns = m->state == MIRROR_READY ? session_clock(&s->base) : 0;
     evbuffer_add(s->base.shadow_conn.out, bytes, len);
     mirror_account(m, (int64_t)len);

@@ -1,0 +1,739 @@
+/*
+ * redis_recheck.c - confirm a mismatching Redis read before it is claimed:
+ * run the same command again on both backends, through connections of
+ * tandem's own, and compare those two replies (pg_recheck.c does the same
+ * for PostgreSQL; the design is the same).
+ *
+ *   redis_shadow_record(): a read's replies differ ──► redis_recheck_start()
+ *     budget (compare { confirm_per_second }, SHADOW_RECHECK_INFLIGHT_MAX)
+ *     job: hiredis async connections to the primary and the shadow on the
+ *          worker's base, logged in as the session's were (AUTH, SELECT)
+ *       attempt: the primary runs it ─► then the shadow ─► rediscmp
+ *         match     ─► outcome transient (an ordering artefact: a write
+ *                      reached one side before the other)
+ *         different ─► again after a pause, RECHECK_ATTEMPTS in all
+ *         still different ─► outcome mismatch, confirmed
+ *       a refused connect or login, an error reply, a lost connection,
+ *       the deadline ─► outcome mismatch, counted "failed": the claim
+ *         stands as first observed
+ *
+ * The request is the client's own bytes (kept by redis_recheck_keep, at
+ * most RS_RECHECK_REQUEST_MAX), sent as they are.  Only reads get here, and
+ * never one whose reply differs by nature (NONDET: RANDOMKEY, SRANDMEMBER,
+ * TIME, OBJECT ...), that blocks, that is pub/sub or administration, or
+ * that is never mirrored.
+ *
+ * Replies are not built as hiredis objects: the reader's object functions
+ * write each element back as RESP into resp_reader (resp.h), which digests
+ * it as the session digests a reply (per the command's digest mode), so
+ * rediscmp_outcome judges the new pair exactly as it judged the first.
+ * Nothing of a reply is kept but its digest; a read whose first reply was
+ * larger than RECHECK_REPLY_MAX is not run again (hiredis buffers a bulk
+ * string whole).
+ *
+ * The client never waits: its session has moved on (it may have left; the
+ * job keeps its own copies: the request, the logins, the report's text).
+ *
+ * hiredis calls back from inside its own code and frees a context itself
+ * when the connection fails, so the job never frees anything in a callback:
+ * finish() records the verdict and arms `reap`, whose handler frees the
+ * contexts (their callbacks see `closing` and return) and then the job.
+ */
+#include <event2/event.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/adapters/libevent.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include "control/replica.h"
+#include "control/runtime.h"
+#include "engine/session.h"
+#include "engine/worker.h"
+#include "metrics/log.h"
+#include "metrics/shadow.h"
+#include "protocol/rediscmp.h"
+#include "redis/redis_session_int.h"
+
+#define RECHECK_ATTEMPTS 4
+/* pauses before attempts 2, 3, 4: the shadow's mirrors of concurrent writes arrive */
+static const uint32_t recheck_pause_ms[RECHECK_ATTEMPTS] = {0, 250, 1000, 2000};
+#define RECHECK_DEADLINE_MS 15000 /* from start to verdict */
+#define RECHECK_REPLY_MAX (1024 * 1024)
+/* what the re-check's connections are called on the servers (CLIENT LIST) */
+#define RECHECK_CLIENT_NAME "tandem-recheck"
+
+/* Never run again, whatever else: their replies differ by nature, or they are not reads. */
+#define RECHECK_REFUSED                                                                            \
+    (REDISCMD_WRITE | REDISCMD_ADMIN | REDISCMD_SESSION | REDISCMD_TX | REDISCMD_BLOCKING |        \
+     REDISCMD_PUBSUB | REDISCMD_NO_MIRROR | REDISCMD_NONDET | REDISCMD_LOCAL | REDISCMD_PHYSICAL | \
+     REDISCMD_BLOCK_OPT)
+
+enum side { PRIMARY, SHADOW };
+static const char *const side_names[] = {"primary", "shadow"};
+
+struct recheck_side {
+    struct redis_recheck *job;
+    enum side which;
+    redisAsyncContext *ac; /* NULL once hiredis freed it (or before the connect) */
+    uint8_t *login;        /* AUTH, SELECT as the session (heap, wiped), or NULL */
+    size_t login_len;
+    size_t login_cmd[2];         /* the length of each command in login, 0: none */
+    struct resp_reader reader;   /* the reply being read, written back as RESP */
+    unsigned reading : 1;        /* inside a reply */
+    unsigned bad : 1;            /* the reply was not RESP to resp_reader */
+    struct resp_reply_info info; /* the last whole reply */
+    char text[128];              /* the last error reply's text, for the log */
+    redisReply fake;             /* what hiredis is handed as every object (see reply_new) */
+};
+
+struct redis_recheck {
+    struct worker_job job; /* first: the worker's list */
+    struct worker *w;
+    int slot;
+    uint64_t session_id;
+    char peer[64];
+    /* the command and how its replies compare */
+    uint8_t *req;
+    size_t req_len;
+    uint32_t flags;
+    enum resp_digest_mode mode;
+    int64_t ttl_tolerance;
+    /* the report's record, as redis_shadow_record had it */
+    uint64_t key_id;
+    char key_text[64];
+    uint64_t primary_ns, shadow_ns;
+    char *psum, *ssum;
+    struct recheck_side side[2];
+    struct resp_reply_info answer[2]; /* this attempt's replies */
+    int attempt;                      /* 1-based, the one running or next */
+    unsigned done : 1;                /* the verdict is recorded: only reap is left */
+    unsigned closing : 1;             /* the contexts are being freed: callbacks do nothing */
+    unsigned awaiting_replica : 1;
+    uint64_t answered_ns; /* when the primary answered this attempt */
+    struct event timer;   /* pauses between attempts; a replicated shadow's catch-up */
+    struct event deadline;
+    struct event reap;
+};
+
+#define jlog(j, level, ...) log_at(level, (j)->session_id, (j)->peer, __VA_ARGS__)
+
+static void finish(struct redis_recheck *j, enum shadow_recheck_result r, const char *why);
+
+/* ------------------------------------------------------------------ */
+/* Keeping a request.                                                  */
+
+/* May a command with these flags, of this kind, be run again to confirm it? */
+static int
+may_recheck(const struct redis_unit *u)
+{
+    return u->cmd != NULL && u->base.kind == REQ_KIND_READ && !u->base.replay && !u->tx &&
+           (u->flags & RECHECK_REFUSED) == 0;
+}
+
+void
+redis_recheck_keep(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes, size_t len)
+{
+    struct redis_compare *c = u->cmp;
+
+    if (c == NULL || c->req != NULL || len == 0 || len > RS_RECHECK_REQUEST_MAX ||
+        s->base.lis->conf->compare.confirm_per_second == 0 || !may_recheck(u))
+        return;
+    if ((c->req = malloc(len)) == NULL)
+        return;
+    memcpy(c->req, bytes, len);
+    c->req_len = (uint32_t)len;
+}
+
+/* ------------------------------------------------------------------ */
+/* The job's one end.                                                  */
+
+static void
+side_close(struct recheck_side *sd)
+{
+    if (sd->ac != NULL) {
+        redisAsyncContext *ac = sd->ac;
+        sd->ac = NULL;
+        redisAsyncFree(ac); /* its pending callbacks run now, with closing set */
+    }
+    if (sd->login != NULL) {
+        OPENSSL_cleanse(sd->login, sd->login_len);
+        free(sd->login);
+        sd->login = NULL;
+    }
+}
+
+static void
+job_free(struct redis_recheck *j)
+{
+    j->closing = 1;
+    worker_job_remove(j->w, &j->job);
+    side_close(&j->side[PRIMARY]);
+    side_close(&j->side[SHADOW]);
+    event_del(&j->timer);
+    event_del(&j->deadline);
+    event_del(&j->reap);
+    shadow_recheck_give(j->slot);
+    free(j->req);
+    free(j->psum);
+    free(j->ssum);
+    free(j);
+}
+
+static void
+on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    job_free(arg);
+}
+
+static void
+job_cancel(struct worker_job *job)
+{
+    job_free((struct redis_recheck *)job);
+}
+
+/*
+ * The verdict: recorded as redis_shadow_record would have, with the outcome
+ * the re-check concluded, and counted by result.  Called from anywhere
+ * (hiredis callbacks too): the job is freed later, by reap.
+ */
+static void
+finish(struct redis_recheck *j, enum shadow_recheck_result result, const char *why)
+{
+    if (j->done || j->closing)
+        return;
+    j->done = 1;
+    enum shadow_outcome outcome =
+        result == SHADOW_RECHECK_TRANSIENT ? SHADOW_TRANSIENT : SHADOW_MISMATCH;
+    shadow_count_recheck(j->w->shadow, j->slot, result);
+    shadow_record(j->w->shadow, j->slot, j->key_id, j->key_text, outcome, SHADOW_NOISE_NONE,
+                  j->primary_ns, j->shadow_ns, j->psum, j->ssum);
+    jlog(j, result == SHADOW_RECHECK_FAILED ? CONF_LOG_INFO : CONF_LOG_DEBUG,
+         "shadow re-check of a mismatching read \"%s\": %s after %d attempt%s%s%s", j->key_text,
+         result == SHADOW_RECHECK_TRANSIENT   ? "transient"
+         : result == SHADOW_RECHECK_CONFIRMED ? "mismatch confirmed"
+                                              : "not confirmed",
+         j->attempt, j->attempt == 1 ? "" : "s", why ? ": " : "", why ? why : "");
+    event_del(&j->timer);
+    event_del(&j->deadline);
+    event_active(&j->reap, EV_TIMEOUT, 1);
+}
+
+static void
+on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    finish(arg, SHADOW_RECHECK_FAILED, "no verdict in time");
+}
+
+static void
+side_failed(struct recheck_side *sd, const char *what, const char *detail)
+{
+    char why[300];
+    snprintf(why, sizeof(why), "%s %s%s%s", side_names[sd->which], what, detail ? ": " : "",
+             detail ? detail : "");
+    finish(sd->job, SHADOW_RECHECK_FAILED, why);
+}
+
+/* ------------------------------------------------------------------ */
+/* Replies, written back as RESP into the side's resp_reader.          */
+
+static void
+reply_feed(struct recheck_side *sd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+
+    if (sd->bad)
+        return;
+    if (!sd->reading) {
+        resp_reader_init(&sd->reader, sd->job->mode);
+        sd->reading = 1;
+        sd->text[0] = '\0';
+    }
+    while (n > 0) {
+        size_t used = 0;
+        struct resp_reply_info info;
+        const char *err = NULL;
+        enum resp_status st = resp_reader_feed(&sd->reader, b, n, &used, &info, &err);
+        if (st == RESP_ERROR) {
+            sd->bad = 1;
+            return;
+        }
+        b += used;
+        n -= used;
+        if (st == RESP_OK) {
+            sd->info = info;
+            sd->reading = 0;
+            return; /* hiredis hands over one element at a time: nothing follows it */
+        }
+        if (used == 0) {
+            sd->bad = 1; /* never: NEED_MORE consumes everything */
+            return;
+        }
+    }
+}
+
+/*
+ * Every object hiredis asks for is the side's one placeholder: nothing is
+ * built, and hiredis only ever hands the root back (to on_*) and frees it
+ * (freeObject does nothing).  It is a real redisReply, typed as the reply
+ * was, because hiredis reads the type of a reply no callback awaits.
+ */
+static void *
+reply_new(const redisReadTask *task)
+{
+    struct recheck_side *sd = task->privdata;
+    sd->fake.type = task->type;
+    sd->fake.str = sd->text;
+    sd->fake.len = strlen(sd->text);
+    return &sd->fake;
+}
+
+static void *
+create_string(const redisReadTask *task, char *str, size_t len)
+{
+    struct recheck_side *sd = task->privdata;
+    char head[32];
+    int n;
+
+    switch (task->type) {
+    case REDIS_REPLY_ERROR:
+        reply_feed(sd, "-", 1);
+        reply_feed(sd, str, len);
+        reply_feed(sd, "\r\n", 2);
+        snprintf(sd->text, sizeof(sd->text), "%.*s", (int)len, str);
+        sd->text[strcspn(sd->text, "\r\n")] = '\0';
+        break;
+    case REDIS_REPLY_STATUS:
+        reply_feed(sd, "+", 1);
+        reply_feed(sd, str, len);
+        reply_feed(sd, "\r\n", 2);
+        break;
+    default: /* REDIS_REPLY_STRING */
+        n = snprintf(head, sizeof(head), "$%zu\r\n", len);
+        reply_feed(sd, head, (size_t)n);
+        reply_feed(sd, str, len);
+        reply_feed(sd, "\r\n", 2);
+        break;
+    }
+    return reply_new(task);
+}
+
+static void *
+create_array(const redisReadTask *task, int elements)
+{
+    char head[32];
+    int n = snprintf(head, sizeof(head), "*%d\r\n", elements);
+    reply_feed(task->privdata, head, (size_t)n);
+    return reply_new(task);
+}
+
+static void *
+create_integer(const redisReadTask *task, long long value)
+{
+    char head[32];
+    int n = snprintf(head, sizeof(head), ":%lld\r\n", value);
+    reply_feed(task->privdata, head, (size_t)n);
+    return reply_new(task);
+}
+
+static void *
+create_nil(const redisReadTask *task)
+{
+    /* "$-1" and "*-1" alike: both sides' are read the same way */
+    reply_feed(task->privdata, "$-1\r\n", 5);
+    return reply_new(task);
+}
+
+static void
+free_object(void *obj)
+{
+    (void)obj; /* the side's placeholder */
+}
+
+static redisReplyObjectFunctions resp_back = {
+    .createString = create_string,
+    .createArray = create_array,
+    .createInteger = create_integer,
+    .createNil = create_nil,
+    .freeObject = free_object,
+};
+
+/* ------------------------------------------------------------------ */
+/* Attempts.                                                           */
+
+static void run_on(struct recheck_side *sd);
+
+/* Both replies of this attempt are in: the same, or again, or confirmed. */
+static void
+attempt_done(struct redis_recheck *j)
+{
+    for (int i = 0; i < 2; i++) {
+        if (j->answer[i].type == '-') {
+            /* two errors alike (NOAUTH, NOPERM) say nothing about the data: no verdict */
+            char why[200];
+            snprintf(why, sizeof(why), "the %s answered with an error: %s", side_names[i],
+                     j->side[i].text);
+            finish(j, SHADOW_RECHECK_FAILED, why);
+            return;
+        }
+    }
+    enum shadow_outcome o =
+        rediscmp_outcome(j->flags, &j->answer[PRIMARY], &j->answer[SHADOW], j->ttl_tolerance);
+    if (o == SHADOW_MATCH) {
+        finish(j, SHADOW_RECHECK_TRANSIENT, NULL);
+        return;
+    }
+    if (j->attempt >= RECHECK_ATTEMPTS) {
+        finish(j, SHADOW_RECHECK_CONFIRMED, NULL);
+        return;
+    }
+    uint32_t ms = recheck_pause_ms[j->attempt++]; /* the pause before the next one */
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    evtimer_add(&j->timer, &tv);
+}
+
+/*
+ * An attempt runs on the primary first; on the shadow once the primary
+ * answered, and when replication feeds the shadow, once it has applied
+ * what the primary had then (looked at every 20 ms; the deadline bounds
+ * the wait).
+ */
+static void
+on_pause(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_recheck *j = arg;
+    (void)fd;
+    (void)what;
+    if (!j->awaiting_replica) {
+        run_on(&j->side[PRIMARY]);
+        return;
+    }
+    if (replica_caught_up_ns(j->slot) > j->answered_ns) {
+        j->awaiting_replica = 0;
+        run_on(&j->side[SHADOW]);
+        return;
+    }
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 20 * 1000};
+    evtimer_add(&j->timer, &tv);
+}
+
+static void
+primary_answered(struct redis_recheck *j)
+{
+    if (!replica_enabled(j->slot)) {
+        run_on(&j->side[SHADOW]);
+        return;
+    }
+    j->awaiting_replica = 1;
+    j->answered_ns = session_now_ns();
+    on_pause(-1, 0, j);
+}
+
+/* A reply of ours: NULL when the context is going away (closed, failed, freed). */
+static int
+reply_ok(struct recheck_side *sd, void *reply, const char *what)
+{
+    if (sd->job->closing || sd->job->done)
+        return 0;
+    if (reply == NULL) {
+        side_failed(sd, what, sd->ac && sd->ac->errstr[0] ? sd->ac->errstr : "connection lost");
+        return 0;
+    }
+    if (sd->bad) {
+        side_failed(sd, what, "a reply tandem could not read");
+        return 0;
+    }
+    return 1;
+}
+
+static void
+on_login(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct recheck_side *sd = privdata;
+    (void)ac;
+    if (!reply_ok(sd, reply, "login"))
+        return;
+    if (sd->info.type == '-')
+        side_failed(sd, "login refused", sd->text); /* the server's words, never the password */
+}
+
+/* CLIENT SETNAME: only for the operator's eyes, so a refusal (an ACL) changes nothing. */
+static void
+on_name(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    reply_ok(privdata, reply, "login");
+}
+
+static void
+on_answer(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct recheck_side *sd = privdata;
+    struct redis_recheck *j = sd->job;
+    (void)ac;
+    if (!reply_ok(sd, reply, "read"))
+        return;
+    j->answer[sd->which] = sd->info;
+    if (sd->which == PRIMARY)
+        primary_answered(j);
+    else
+        attempt_done(j);
+}
+
+static void
+run_on(struct recheck_side *sd)
+{
+    struct redis_recheck *j = sd->job;
+    if (sd->ac == NULL || redisAsyncFormattedCommand(sd->ac, on_answer, sd, (const char *)j->req,
+                                                     j->req_len) != REDIS_OK)
+        side_failed(sd, "send", NULL);
+}
+
+static void
+on_connect(const redisAsyncContext *ac, int status)
+{
+    struct recheck_side *sd = ac->data;
+    if (status == REDIS_OK)
+        return;
+    sd->ac = NULL; /* hiredis frees it when this returns */
+    if (!sd->job->closing)
+        side_failed(sd, "connect", ac->errstr);
+}
+
+static void
+on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct recheck_side *sd = ac->data;
+    (void)status;
+    sd->ac = NULL; /* hiredis frees it when this returns */
+    if (!sd->job->closing && !sd->job->done)
+        side_failed(sd, "connection", ac->errstr[0] ? ac->errstr : "closed");
+}
+
+/* ------------------------------------------------------------------ */
+/* Taking a mismatch.                                                  */
+
+/*
+ * The commands that log side `which` in as the session's connection to it
+ * is: AUTH as the client (or with tandem's own credentials, as the session
+ * did), SELECT its db.  0, or -1 when tandem cannot tell (the client's
+ * identity is not kept) or out of memory.
+ */
+static int
+build_login(struct recheck_side *sd, const struct redis_session *s, const struct rt_backend *b,
+            enum rs_login login)
+{
+    uint8_t buf[RS_IDENT_USER_MAX + RS_IDENT_PASS_MAX + 128];
+    size_t n = 0;
+    unsigned cmds = 0; /* at most AUTH and SELECT */
+
+    switch (login) {
+    case RL_CLIENT:
+        if (s->ident == NULL)
+            return -1;
+        if (s->ident->has_user)
+            n = resp_build_command(buf, sizeof(buf), 3,
+                                   (const char *const[]){"AUTH", s->ident->user, s->ident->pass},
+                                   (const size_t[]){4, s->ident->user_len, s->ident->pass_len});
+        else
+            n = resp_build_command(buf, sizeof(buf), 2,
+                                   (const char *const[]){"AUTH", s->ident->pass},
+                                   (const size_t[]){4, s->ident->pass_len});
+        if (n == 0)
+            return -1;
+        sd->login_cmd[cmds++] = n;
+        break;
+    case RL_TANDEM:
+        if (b->password[0]) {
+            if (b->conf->user[0])
+                n = resp_build_command(buf, sizeof(buf), 3,
+                                       (const char *const[]){"AUTH", b->conf->user, b->password},
+                                       NULL);
+            else
+                n = resp_build_command(buf, sizeof(buf), 2,
+                                       (const char *const[]){"AUTH", b->password}, NULL);
+            if (n == 0)
+                return -1;
+            sd->login_cmd[cmds++] = n;
+        }
+        break;
+    case RL_DEFAULT:
+        break;
+    }
+    if (s->db != 0) {
+        char db[24];
+        snprintf(db, sizeof(db), "%lld", (long long)s->db);
+        size_t k = resp_build_command(buf + n, sizeof(buf) - n, 2,
+                                      (const char *const[]){"SELECT", db}, NULL);
+        if (k == 0)
+            goto out_wipe;
+        n += k;
+        sd->login_cmd[cmds++] = k;
+    }
+    if (n > 0) {
+        if ((sd->login = malloc(n)) == NULL)
+            goto out_wipe;
+        memcpy(sd->login, buf, n);
+    }
+    sd->login_len = n;
+    OPENSSL_cleanse(buf, n);
+    return 0;
+
+out_wipe:
+    OPENSSL_cleanse(buf, n);
+    return -1;
+}
+
+/*
+ * Why u cannot be run again as the session ran it, or NULL: its request
+ * was not kept, a backend tandem cannot reach with hiredis (TLS), or a
+ * login or SELECT after it changed what the session's connections are
+ * (s->db and the logins are the session's now, not necessarily u's).
+ */
+static const char *
+unsupported(const struct redis_session *s, const struct redis_unit *u)
+{
+    if (u->cmp == NULL || u->cmp->req == NULL || !may_recheck(u))
+        return "no request kept";
+    if (u->cmp->pinfo.size > RECHECK_REPLY_MAX)
+        return "reply too large";
+    if (s->base.be->tls != NULL || s->base.shadow_be->tls != NULL)
+        return "tls backend";
+    for (const struct mirror_unit *mu = u->base.next; mu; mu = mu->next) {
+        const struct redis_unit *later = (const struct redis_unit *)mu;
+        if (later->track != RT_NONE)
+            return "session state changed after it";
+    }
+    return NULL;
+}
+
+/* Connect side sd to b on the worker's base; -1 when hiredis cannot even start. */
+static int
+side_connect(struct recheck_side *sd, const struct rt_backend *b, struct event_base *base)
+{
+    redisAsyncContext *ac;
+
+    if (b->addr.ss_family == AF_UNIX) {
+        ac = redisAsyncConnectUnix(((const struct sockaddr_un *)&b->addr)->sun_path);
+    } else {
+        char host[CONF_HOST_MAX];
+        unsigned port = b->addr.ss_family == AF_INET6
+                            ? ntohs(((const struct sockaddr_in6 *)&b->addr)->sin6_port)
+                            : ntohs(((const struct sockaddr_in *)&b->addr)->sin_port);
+        runtime_format_host(&b->addr, host, sizeof(host));
+        ac = redisAsyncConnect(host, (int)port);
+    }
+    if (ac == NULL)
+        return -1;
+    if (ac->err || redisLibeventAttach(ac, base) != REDIS_OK) {
+        redisAsyncFree(ac);
+        return -1;
+    }
+    sd->ac = ac;
+    ac->data = sd;
+    ac->c.reader->fn = &resp_back;
+    ac->c.reader->privdata = sd;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    /* hiredis queues these until the connect completes */
+    for (size_t i = 0, at = 0; i < 2 && sd->login_cmd[i] > 0; at += sd->login_cmd[i++])
+        if (redisAsyncFormattedCommand(ac, on_login, sd, (const char *)sd->login + at,
+                                       sd->login_cmd[i]) != REDIS_OK)
+            return -1;
+    if (redisAsyncCommand(ac, on_name, sd, "CLIENT SETNAME %s", RECHECK_CLIENT_NAME) != REDIS_OK)
+        return -1;
+    return 0;
+}
+
+int
+redis_recheck_start(struct redis_session *s, struct redis_unit *u, uint64_t key_id,
+                    const char *key_text, const char *psum, const char *ssum)
+{
+    const struct rt_listener *lis = s->base.lis;
+    int slot = lis->metric_slot;
+    struct shadow_shard *shard = s->base.w->shadow;
+    const char *why;
+
+    if (lis->conf->compare.confirm_per_second == 0 || u->base.kind != REQ_KIND_READ ||
+        u->cmp == NULL || s->base.shadow_be == NULL)
+        return -1;
+    if ((why = unsupported(s, u)) != NULL) {
+        shadow_count_recheck(shard, slot, SHADOW_RECHECK_UNSUPPORTED);
+        log_at(CONF_LOG_DEBUG, s->base.id, s->base.peer,
+               "shadow mismatch of \"%s\" not re-checked: %s", key_text, why);
+        return -1;
+    }
+    if (!shadow_recheck_take(slot, lis->conf->compare.confirm_per_second,
+                             session_now_ns() / 1000000000ull)) {
+        shadow_count_recheck(shard, slot, SHADOW_RECHECK_BUSY);
+        return -1;
+    }
+    struct redis_recheck *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        goto out_budget;
+    j->w = s->base.w;
+    j->slot = slot;
+    j->session_id = s->base.id;
+    snprintf(j->peer, sizeof(j->peer), "%s", s->base.peer);
+    j->flags = u->flags;
+    j->mode = (enum resp_digest_mode)u->mode;
+    j->ttl_tolerance = rediscmp_ttl_tolerance(u->cmd->name);
+    j->key_id = key_id;
+    snprintf(j->key_text, sizeof(j->key_text), "%s", key_text);
+    j->primary_ns = u->base.primary_ns;
+    j->shadow_ns = u->base.shadow_done ? u->base.shadow_ns : 0;
+    j->attempt = 1;
+    if ((j->psum = strdup(psum)) == NULL || (j->ssum = strdup(ssum)) == NULL)
+        goto out_free;
+    for (int i = 0; i < 2; i++) {
+        j->side[i].job = j;
+        j->side[i].which = (enum side)i;
+    }
+    if (build_login(&j->side[PRIMARY], s, s->base.be, s->primary_login) != 0 ||
+        build_login(&j->side[SHADOW], s, s->base.shadow_be, s->shadow.login) != 0) {
+        side_close(&j->side[PRIMARY]);
+        side_close(&j->side[SHADOW]);
+        free(j->psum);
+        free(j->ssum);
+        free(j);
+        shadow_recheck_give(slot);
+        shadow_count_recheck(shard, slot, SHADOW_RECHECK_UNSUPPORTED);
+        return -1;
+    }
+    j->req = u->cmp->req; /* the job's now */
+    j->req_len = u->cmp->req_len;
+    u->cmp->req = NULL;
+    j->job.cancel = job_cancel;
+    evtimer_assign(&j->timer, j->w->base, on_pause, j);
+    evtimer_assign(&j->deadline, j->w->base, on_deadline, j);
+    evtimer_assign(&j->reap, j->w->base, on_reap, j);
+    worker_job_add(j->w, &j->job);
+    struct timeval tv = {.tv_sec = RECHECK_DEADLINE_MS / 1000,
+                         .tv_usec = (RECHECK_DEADLINE_MS % 1000) * 1000};
+    evtimer_add(&j->deadline, &tv);
+    const struct rt_backend *ends[2] = {s->base.be, s->base.shadow_be};
+    for (int i = 0; i < 2; i++) {
+        if (side_connect(&j->side[i], ends[i], j->w->base) != 0) {
+            side_failed(&j->side[i], "connect", "cannot start");
+            return 0; /* recorded, unconfirmed */
+        }
+    }
+    run_on(&j->side[PRIMARY]); /* queued behind the login */
+    return 0;
+
+out_free:
+    free(j->psum);
+    free(j->ssum);
+    free(j);
+out_budget:
+    shadow_recheck_give(slot);
+    return -1;
+}
