@@ -305,6 +305,8 @@ struct conf_listener {
     enum conf_proto proto;
     char tls_cert[CONF_PATH_MAX]; /* "" when the listener does not offer TLS */
     char tls_key[CONF_PATH_MAX];
+    char auth_file[CONF_PATH_MAX]; /* "" relays authentication; else tandem authenticates
+                                    * clients with the secrets in it (userlist format) */
     int primary;                  /* index into conf.backends */
     int shadow;                   /* index into conf.backends, -1 for none */
     enum conf_mode mode;

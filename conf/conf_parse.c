@@ -292,6 +292,7 @@ static const struct conf_directive directives[] = {
     SIMPLE("protocol", CTX_LISTENER, 0, set_enum, struct conf_listener, proto, conf_proto_names),
     SIMPLE("tls_cert", CTX_LISTENER, 0, set_string, struct conf_listener, tls_cert, NULL),
     SIMPLE("tls_key", CTX_LISTENER, 0, set_string, struct conf_listener, tls_key, NULL),
+    SIMPLE("auth_file", CTX_LISTENER, 0, set_string, struct conf_listener, auth_file, NULL),
     SIMPLE("primary", CTX_LISTENER, D_REQUIRED, set_backend_ref, struct conf_listener, primary,
            NULL),
     SIMPLE("shadow", CTX_LISTENER, 0, set_backend_ref, struct conf_listener, shadow, NULL),
@@ -1444,6 +1445,10 @@ leave_listener(struct conf_build *b, void *obj, const struct conf_node *n,
         conf_err_add(b->errs, (conns ? conns : pool)->line,
                      "%s: %s applies to protocol redis only", desc,
                      conns ? "server_connections" : "server_pool");
+    const struct conf_node *auth_file = seen_node(seen, CTX_LISTENER, "auth_file");
+    if (auth_file != NULL && l->proto == CONF_PROTO_REDIS)
+        conf_err_add(b->errs, auth_file->line, "%s: auth_file applies to protocol postgres only",
+                     desc);
 }
 
 /* ---- the walk ------------------------------------------------------------ */

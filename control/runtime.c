@@ -8,6 +8,9 @@
 #include <netdb.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,6 +189,114 @@ make_canary(struct runtime *rt, struct rt_listener *l)
     return 0;
 }
 
+static int
+auth_user_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct rt_auth_user *)a)->user, ((const struct rt_auth_user *)b)->user);
+}
+
+/*
+ * Read a listener's auth_file (userlist format: `"user" "secret"` a line).
+ * The file is read whole at load and reload, so a SIGHUP refreshes it.
+ * Errors name the file and line, never the secret.
+ */
+static int
+load_auth_file(struct rt_listener *l, char *err, size_t errlen)
+{
+    const char *path = l->conf->auth_file;
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot read auth_file \"%s\": %s", path, strerror(errno));
+        return -1;
+    }
+    char line[1024], user[sizeof(l->auth->user)], secret[PGAUTH_PASSWORD_MAX + 256];
+    size_t cap = 0;
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        lineno++;
+        size_t len = strlen(line);
+        if (len == sizeof(line) - 1 && line[len - 1] != '\n') {
+            snprintf(err, errlen, "auth_file \"%s\" line %d: too long", path, lineno);
+            rc = -1;
+            break;
+        }
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            len--;
+        int got = pgauth_userlist_line(line, len, user, sizeof(user), secret, sizeof(secret));
+        if (got == 0)
+            continue;
+        if (got < 0) {
+            snprintf(err, errlen, "auth_file \"%s\" line %d: expected \"user\" \"secret\"", path,
+                     lineno);
+            rc = -1;
+            break;
+        }
+        if (l->nauth == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            struct rt_auth_user *n = realloc(l->auth, ncap * sizeof(*n));
+            if (n == NULL) {
+                snprintf(err, errlen, "out of memory");
+                rc = -1;
+                break;
+            }
+            l->auth = n, cap = ncap;
+        }
+        struct rt_auth_user *u = &l->auth[l->nauth];
+        snprintf(u->user, sizeof(u->user), "%s", user);
+        if (pgauth_secret_parse(secret, strlen(secret), &u->secret) != 0) {
+            snprintf(err, errlen, "auth_file \"%s\" line %d: the secret of \"%s\" is no valid "
+                     "SCRAM-SHA-256 verifier, md5 hash or password", path, lineno, user);
+            rc = -1;
+            break;
+        }
+        l->nauth++;
+    }
+    OPENSSL_cleanse(line, sizeof(line));
+    OPENSSL_cleanse(secret, sizeof(secret));
+    fclose(f);
+    if (rc == 0 && l->auth == NULL && (l->auth = calloc(1, sizeof(*l->auth))) == NULL) {
+        snprintf(err, errlen, "out of memory"); /* an empty file still means "authenticate here" */
+        rc = -1;
+    }
+    if (rc == 0)
+        qsort(l->auth, l->nauth, sizeof(*l->auth), auth_user_cmp);
+    return rc;
+}
+
+const struct pgauth_secret *
+runtime_auth_lookup(const struct rt_listener *l, const char *user)
+{
+    if (l->auth == NULL || user == NULL)
+        return NULL;
+    struct rt_auth_user key;
+    if (strlen(user) >= sizeof(key.user))
+        return NULL;
+    snprintf(key.user, sizeof(key.user), "%s", user);
+    const struct rt_auth_user *u = bsearch(&key, l->auth, l->nauth, sizeof(*l->auth), auth_user_cmp);
+    return u ? &u->secret : NULL;
+}
+
+/*
+ * tls-server-end-point (RFC 5929): the hash of the listener's certificate,
+ * with its signature's hash, SHA-256 in place of MD5 and SHA-1.
+ */
+static void
+listener_cbind(struct rt_listener *l)
+{
+    X509 *cert = SSL_CTX_get0_certificate(l->tls);
+    int md_nid = NID_undef;
+    unsigned int n = 0;
+    if (cert == NULL || !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, NULL))
+        return;
+    if (md_nid == NID_md5 || md_nid == NID_sha1)
+        md_nid = NID_sha256;
+    const EVP_MD *md = EVP_get_digestbynid(md_nid);
+    if (md == NULL || (size_t)EVP_MD_get_size(md) > sizeof(l->cbind) ||
+        X509_digest(cert, md, l->cbind, &n) != 1)
+        return;
+    l->cbind_len = n;
+}
+
 struct runtime *
 runtime_new(struct conf *conf, char *err, size_t errlen)
 {
@@ -234,6 +345,12 @@ runtime_new(struct conf *conf, char *err, size_t errlen)
         }
         runtime_format_addr((struct sockaddr *)&l->addr, l->addr_text, sizeof(l->addr_text));
         if (cl->tls_cert[0] && (l->tls = server_tls(cl, why, sizeof(why))) == NULL) {
+            snprintf(err, errlen, "listener \"%s\": %s", cl->name, why);
+            goto out_rt;
+        }
+        if (l->tls != NULL)
+            listener_cbind(l);
+        if (cl->auth_file[0] && load_auth_file(l, why, sizeof(why)) != 0) {
             snprintf(err, errlen, "listener \"%s\": %s", cl->name, why);
             goto out_rt;
         }
@@ -293,6 +410,10 @@ runtime_unref(struct runtime *rt)
         SSL_CTX_free(rt->listeners[i].tls);
         free(rt->listeners[i].ignore_columns);
         free(rt->listeners[i].canary);
+        if (rt->listeners[i].auth != NULL) {
+            OPENSSL_cleanse(rt->listeners[i].auth, rt->listeners[i].nauth * sizeof(*rt->listeners[i].auth));
+            free(rt->listeners[i].auth);
+        }
     }
     free(rt->write_fns);
     if (rt->backends)

@@ -16,6 +16,7 @@
 
 #include "conf/conf.h"
 #include "protocol/pgclass.h"
+#include "protocol/scram.h"
 #include "routing/canary.h"
 
 struct rt_backend {
@@ -26,6 +27,12 @@ struct rt_backend {
     SSL_CTX *tls;                       /* NULL when tls disable */
     int metric_slot;
     char password[256];                 /* tandem's own login: from password or password_file */
+};
+
+/* A user of a listener's auth source (auth_file), sorted by name for lookup. */
+struct rt_auth_user {
+    char user[64];                /* NAMEDATALEN */
+    struct pgauth_secret secret;
 };
 
 struct rt_listener {
@@ -43,6 +50,12 @@ struct rt_listener {
     size_t ncanary;
     int canary_uses_hint;        /* some rule needs each unit's tandem:shadow hint */
     int canary_uses_key;         /* some rule needs each unit's first key (Redis key_prefix) */
+    /* auth_file: tandem authenticates the clients (pg/pg_auth.c); auth NULL relays */
+    struct rt_auth_user *auth;
+    size_t nauth;
+    /* tls-server-end-point channel binding: the hash of the listener's certificate */
+    uint8_t cbind[64];
+    size_t cbind_len;            /* 0: no TLS, or a certificate without a usable hash */
 };
 
 struct runtime {
@@ -76,5 +89,8 @@ void runtime_format_addr(const struct sockaddr *sa, char *out, size_t len);
 
 /* Format only the IP of an address ("127.0.0.1", "::1"). */
 void runtime_format_host(const struct sockaddr_storage *ss, char *out, size_t len);
+
+/* runtime_auth_lookup - user's secret in l's auth source, or NULL (also without a source). */
+const struct pgauth_secret *runtime_auth_lookup(const struct rt_listener *l, const char *user);
 
 #endif /* TANDEM_RUNTIME_H */

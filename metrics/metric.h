@@ -56,7 +56,9 @@
     X(BACKEND_LOST, "backend_lost")                                                            \
     X(TLS, "tls")                                                                              \
     X(SHUTDOWN, "shutdown")                                                                    \
-    X(IDLE_TIMEOUT, "idle_timeout")
+    X(IDLE_TIMEOUT, "idle_timeout")                                                            \
+    X(AUTH_FAILED, "auth_failed")                                                              \
+    X(BACKEND_AUTH, "backend_auth")
 
 enum metric_listener_counter {
 #define X(id, name, help) METRIC_L_##id,

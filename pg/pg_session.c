@@ -60,7 +60,7 @@
 #define ROUTE_BUF_MAX (64 * 1024)
 
 static const char *const phase_names[] = {
-    "startup", "client_tls", "connecting", "server_tls_ask", "server_tls", "auth",
+    "startup", "client_tls", "client_auth", "connecting", "server_tls_ask", "server_tls", "auth",
 };
 
 static const struct session_ops pg_session_ops;
@@ -195,6 +195,7 @@ op_destroy(struct session *base)
     if (s->route.buf)
         evbuffer_free(s->route.buf);
     pgstmt_table_free(s->stmts);
+    pg_auth_free(s);
     free(s->startup);
     free(s);
 }
@@ -464,8 +465,71 @@ startup_login(struct pg_session *s, const uint8_t *pkt, uint32_t len, const stru
          db ? db : (user ? user : ""));
     pg_route_login(s, user, db, pgw_startup_param(st, "application_name"));
     evbuffer_drain(s->base.client.in, len);
+    if (s->base.lis->auth != NULL) {
+        /* an auth source: tandem authenticates the client before any backend is asked */
+        struct pg_auth_err e;
+        if (pg_auth_begin(s, user, &e) != 0) {
+            fail(s, e.reason, e.sqlstate, e.msg);
+            return;
+        }
+        session_set_state(&s->base, PGS_CLIENT_AUTH);
+        return;
+    }
     session_set_state(&s->base, PGS_CONNECTING);
     session_connect_backend(&s->base);
+}
+
+/*
+ * The client's password messages while tandem authenticates it itself:
+ * read whole (small before authentication), answered by pg_auth.c; once
+ * the client is authenticated, the primary is connected to.
+ */
+static void
+client_local_auth(struct pg_session *s)
+{
+    struct evbuffer *in = s->base.client.in;
+    uint8_t hdr[PGW_HEADER_LEN];
+    struct pgw_header h;
+    const char *err;
+
+    while (s->base.state == PGS_CLIENT_AUTH && evbuffer_get_length(in) >= PGW_HEADER_LEN) {
+        evbuffer_copyout(in, hdr, sizeof(hdr));
+        if (pgw_header_parse(hdr, sizeof(hdr), PREAUTH_MAX_MESSAGE, &h, &err) != PGW_OK) {
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, err);
+            return;
+        }
+        if (h.type == 'X') {
+            session_close(&s->base);
+            return;
+        }
+        if (h.type != 'p') {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "expected password response, got message type %d", h.type);
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, msg);
+            return;
+        }
+        size_t total = pgw_header_total(&h);
+        if (evbuffer_get_length(in) < total)
+            return;
+        const uint8_t *msg = evbuffer_pullup(in, (ssize_t)total);
+        struct pg_auth_err e;
+        int rc = msg ? pg_auth_client(s, msg + PGW_HEADER_LEN, total - PGW_HEADER_LEN, &e) : -1;
+        if (msg == NULL) {
+            session_close(&s->base);
+            return;
+        }
+        evbuffer_drain(in, total);
+        if (rc < 0) {
+            fail(s, e.reason, e.sqlstate, e.msg);
+            return;
+        }
+        if (rc == 1) {
+            slog(s, CONF_LOG_DEBUG, "client authenticated by tandem");
+            session_set_state(&s->base, PGS_CONNECTING);
+            session_connect_backend(&s->base);
+            return;
+        }
+    }
 }
 
 /*
@@ -529,9 +593,12 @@ client_auth(struct pg_session *s)
             session_close(&s->base);
             return -1;
         }
-        if (h.type != 'p') {
+        if (h.type != 'p' || s->auth != NULL) {
             char msg[96];
             snprintf(msg, sizeof(msg), "expected password response, got message type %d", h.type);
+            if (s->auth != NULL) /* authenticated already: tandem logs in to the primary */
+                snprintf(msg, sizeof(msg), "unexpected message type %d during authentication",
+                         h.type);
             fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, msg);
             return -1;
         }
@@ -1086,6 +1153,9 @@ client_input(struct session *base)
             if (s->base.state == PGS_CLIENT_TLS)
                 return; /* the handshake reads what follows */
             continue;
+        case PGS_CLIENT_AUTH:
+            client_local_auth(s);
+            return;
         case PGS_AUTH:
             client_auth(s);
             return;
@@ -1158,6 +1228,17 @@ server_auth(struct pg_session *s)
                 backend_protocol_error(s, "an invalid authentication request");
                 return;
             }
+            if (s->auth != NULL && code != PGW_AUTH_OK) {
+                /* tandem logs in as the client it authenticated: nothing goes to the client */
+                struct pg_auth_err e;
+                if (blen < 4 || pg_auth_server(s, code, body + 4, blen - 4, &e) != 0) {
+                    count_backend(s, METRIC_B_CONNECT_FAILURES, 1);
+                    fail(s, e.reason, e.sqlstate, e.msg);
+                    return;
+                }
+                evbuffer_drain(in, total);
+                continue;
+            }
             if (code == PGW_AUTH_SASL) {
                 uint8_t out[INSPECT_MAX_MESSAGE];
                 size_t n = pgw_sasl_strip_plus(body, blen, out, sizeof(out));
@@ -1194,6 +1275,7 @@ server_auth(struct pg_session *s)
             }
             evbuffer_remove_buffer(in, s->base.client.out, total);
             session_set_state(&s->base, SESSION_ACTIVE);
+            pg_auth_free(s); /* logged in: the ClientKey is wiped, nothing else needs it */
             slog(s, CONF_LOG_DEBUG, "logged in to \"%s\"", s->base.be->conf->name);
             /* a canary no_mirror rule keeps the session off the shadow altogether */
             if (s->base.shadow_be != NULL && !s->route.no_mirror &&
@@ -1205,6 +1287,8 @@ server_auth(struct pg_session *s)
             return;
         case 'E':
             /* the server refused the login: its own error reaches the client */
+            if (s->auth != NULL && !s->logged_in) /* refused tandem's login as the client */
+                session_count_client_error(&s->base, METRIC_ERR_BACKEND_AUTH);
             evbuffer_remove_buffer(in, s->base.client.out, total);
             session_close(&s->base);
             return;
@@ -1439,6 +1523,7 @@ op_timer(struct session *base)
         break;
     case PGS_STARTUP:
     case PGS_CLIENT_TLS:
+    case PGS_CLIENT_AUTH:
     case PGS_AUTH:
         fail(s, METRIC_ERR_STARTUP_TIMEOUT, PGW_SQLSTATE_PROTOCOL_VIOLATION,
              "startup timeout: the connection did not complete its login in time");

@@ -49,10 +49,11 @@ struct rt_backend;
 enum pgs_phase {
     PGS_STARTUP = SESSION_OPENING, /* waiting for the client's first packet */
     PGS_CLIENT_TLS,     /* TLS handshake with the client */
+    PGS_CLIENT_AUTH,    /* tandem authenticating the client (an auth source: pg_auth.c) */
     PGS_CONNECTING,     /* TCP connect to the primary in flight */
     PGS_SERVER_TLS_ASK, /* SSLRequest sent to the primary, waiting for S/N */
     PGS_SERVER_TLS,     /* TLS handshake with the primary */
-    PGS_AUTH,           /* startup relayed; relaying authentication */
+    PGS_AUTH,           /* startup sent; relaying authentication, or answering it (pg_auth.c) */
 };
 
 /* Both digests of a compared unit, and what the report shows of each side. */
@@ -184,6 +185,7 @@ struct pg_session {
     struct pg_frame server_frame; /* the answering backend's stream */
     enum req_kind unit_kind;      /* of the unit being read (passthrough and shadow) */
 
+    struct pg_auth *auth;         /* tandem authenticates the client (pg_auth.c); NULL: relayed */
     uint8_t *startup;             /* the client's startup packet, kept for the shadow */
     size_t startup_len;
     struct cancel_entry cancel;   /* our key for the client -> the backend's key */
@@ -202,6 +204,27 @@ struct pg_session {
 void pg_count_backend(struct pg_session *s, const struct rt_backend *b,
                       enum metric_backend_counter c, uint64_t n);
 
+
+/*
+ * pg_auth.c: authentication by tandem, with the listener's auth source.
+ * Each returns -1 with e filled (for fail(): the client's error, counted
+ * under e->reason), never holding a secret.  pg_auth_begin sends the
+ * client its authentication request (s->auth is set even when it fails);
+ * pg_auth_client takes one password message's body: 0 more to come, 1 the
+ * client is authenticated; pg_auth_server answers the primary's
+ * Authentication request code (data after the code); pg_auth_free wipes.
+ */
+struct pg_auth;
+struct pg_auth_err {
+    enum metric_client_error reason;
+    const char *sqlstate;
+    char msg[256];
+};
+int pg_auth_begin(struct pg_session *s, const char *user, struct pg_auth_err *e);
+int pg_auth_client(struct pg_session *s, const uint8_t *body, size_t len, struct pg_auth_err *e);
+int pg_auth_server(struct pg_session *s, uint32_t code, const uint8_t *data, size_t len,
+                   struct pg_auth_err *e);
+void pg_auth_free(struct pg_session *s);
 
 /* pg_shadow.c */
 extern const struct mirror_ops pg_mirror_ops;

@@ -68,12 +68,13 @@ def _chown_tree(path):
 
 
 class PgServer:
-    def __init__(self, name, certs, extra_conf="", standby_of=None, netns=None):
+    def __init__(self, name, certs, extra_conf="", standby_of=None, netns=None, hba=None):
         """extra_conf: more postgresql.conf lines (e.g. "wal_level = logical").
         standby_of: a running PgServer this one streams from (a physical standby,
         made with pg_basebackup).
         NETNS (a harness.netns.NetFault): run inside that namespace, listening on
-        its veth address, tandem and the test reaching it across the veth."""
+        its veth address, tandem and the test reaching it across the veth.
+        HBA: a pg_hba.conf text in place of the default (e.g. TLS required)."""
         self.name = name
         self.certs = certs
         self.extra_conf = extra_conf
@@ -82,6 +83,7 @@ class PgServer:
         self.dir = None
         self.proc = None
         self.netns = netns
+        self.hba = hba
         self.host = netns.ns_ip if netns else "127.0.0.1"
 
     # -- lifecycle -----------------------------------------------------------
@@ -139,7 +141,7 @@ log_connections = off
 """)
         with open(os.path.join(self.data, "pg_hba.conf"), "w") as f:
             # across a veth the clients come from the host's end of the /30
-            f.write(HBA if self.netns is None else
+            f.write(self.hba if self.hba is not None else HBA if self.netns is None else
                     HBA.replace("127.0.0.1/32 ", f"{str(self.netns.net):<14}"))
         _chown_tree(self.dir)
 

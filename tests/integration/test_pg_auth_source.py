@@ -1,0 +1,239 @@
+"""tandem authenticates clients itself (listener auth_file): SCRAM with TLS on
+both legs, the managed-database setup a relay cannot serve.
+
+The servers here require TLS and scram-sha-256 (hostssl; plain TCP is
+rejected).  Clients connect with sslmode=verify-full channel_binding=require,
+so they accept nothing but SCRAM-SHA-256-PLUS bound to tandem's certificate;
+tandem logs in to the primary with the ClientKey recovered from the client's
+proof, so the auth file holds only PostgreSQL's verifier, no password.
+"""
+import subprocess
+
+import psycopg
+import pytest
+
+from harness import pgwire
+from harness.clients import psql
+from harness.pgserver import PASSWORDS, PgServer
+from harness.shadow import shadow_config
+from harness.tandemproc import pg_config
+from harness.util import free_port, wait_until
+
+TLS_HBA = """\
+local     all  all                       trust
+host      all  postgres   127.0.0.1/32   trust
+hostnossl all  all        127.0.0.1/32   reject
+hostssl   all  md5user    127.0.0.1/32   md5
+hostssl   all  all        127.0.0.1/32   scram-sha-256
+"""
+
+
+@pytest.fixture(scope="module")
+def tls_primary(certs):
+    server = PgServer("tls-primary", certs, hba=TLS_HBA)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_shadow(certs, tls_primary):
+    server = PgServer("tls-shadow", certs, hba=TLS_HBA)
+    try:
+        server.start()
+        with server.connect() as conn:
+            # tandem's own login acts as the client's role on the shadow
+            conn.execute("GRANT scramuser TO tandemprobe")
+        yield server
+    finally:
+        server.stop()
+
+
+def verifier(server, role):
+    with server.connect() as conn:
+        return conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s",
+                            (role,)).fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def auth_file(tmp_path_factory, tls_primary):
+    path = tmp_path_factory.mktemp("auth") / "userlist.txt"
+    scram = verifier(tls_primary, "scramuser")
+    assert scram.startswith("SCRAM-SHA-256$")
+    path.write_text(
+        "; tandem auth file: PostgreSQL's own verifiers\n"
+        f'"scramuser" "{scram}"\n'
+        f'"md5user" "{verifier(tls_primary, "md5user")}"\n'
+        f'"cleartextuser" "{PASSWORDS["cleartextuser"]}"\n')
+    return path
+
+
+def backend_tls(certs):
+    return f"tls verify-full;\ntls_ca_file {certs.ca};\ntls_server_name localhost;"
+
+
+def listener_tls(certs, path):
+    return (f"tls_cert {certs.server_cert};\ntls_key {certs.server_key};\n"
+            f"auth_file {path};")
+
+
+@pytest.fixture(scope="module")
+def t(tandem_module, tls_primary, certs, auth_file):
+    return tandem_module.pg(primary=tls_primary, backend_extra=backend_tls(certs),
+                            listener_extra=listener_tls(certs, auth_file))
+
+
+def strict(certs):
+    """What a managed-database client sets: verify tandem's certificate, insist on binding."""
+    return dict(host="localhost", sslmode="verify-full", sslrootcert=certs.ca,
+                channel_binding="require")
+
+
+def connect(t, certs, user, password, **kw):
+    return psycopg.connect(port=t.port, user=user, password=password,
+                           dbname="postgres", autocommit=True, connect_timeout=10,
+                           **{**strict(certs), **kw})
+
+
+def test_direct_relay_is_what_fails(tandem_module, tls_primary, certs):
+    """The premise: without an auth source, a strict client cannot log in through tandem."""
+    t = tandem_module.pg(primary=tls_primary, backend_extra=backend_tls(certs),
+                         listener_extra=f"tls_cert {certs.server_cert};\ntls_key {certs.server_key};")
+    with pytest.raises(psycopg.OperationalError, match="channel binding"):
+        connect(t, certs, "scramuser", PASSWORDS["scramuser"])
+    # relayed authentication is still the default and works without binding
+    with connect(t, certs, "scramuser", PASSWORDS["scramuser"], channel_binding="disable") as c:
+        assert c.execute("SELECT current_user").fetchone()[0] == "scramuser"
+
+
+def test_psycopg_scram_plus_through_tandem(t, certs, tls_primary):
+    with connect(t, certs, "scramuser", PASSWORDS["scramuser"]) as conn:
+        assert conn.info.pgconn.ssl_in_use
+        row = conn.execute("SELECT current_user, ssl FROM pg_stat_ssl "
+                           "JOIN pg_stat_activity USING (pid) WHERE pid = pg_backend_pid()"
+                           ).fetchone()
+        # the primary sees the client's role, over TLS (tandem's leg)
+        assert row == ("scramuser", True)
+        conn.execute("CREATE TABLE IF NOT EXISTS auth_src (v int)")
+        conn.execute("INSERT INTO auth_src VALUES (1)")
+    with tls_primary.connect() as direct:
+        assert direct.execute("SELECT count(*) FROM auth_src").fetchone()[0] >= 1
+
+
+def test_psql_scram_plus_through_tandem(t, certs):
+    # psql reaches 127.0.0.1, which the certificate names too (SAN IP)
+    opts = {k: v for k, v in strict(certs).items() if k != "host"}
+    r = psql(t.port, "-c", "SELECT current_user", user="scramuser",
+             password=PASSWORDS["scramuser"], **opts)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "scramuser"
+
+
+def test_plain_scram_without_tls_to_tandem(t):
+    """A client without TLS to tandem is offered SCRAM-SHA-256 (no -PLUS)."""
+    with pgwire.PgRaw(t.port) as raw:
+        raw.login("scramuser", PASSWORDS["scramuser"])
+        assert raw.simple_query("SELECT current_user")[0] == [["scramuser"]]
+
+
+def test_md5_secret(t, certs):
+    """An md5 hash in the auth file: md5 with the client, md5 with the server."""
+    with connect(t, certs, "md5user", PASSWORDS["md5user"], channel_binding="disable") as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == "md5user"
+
+
+def test_plain_password_in_auth_file(t, certs):
+    """A password in the auth file: SCRAM-PLUS with the client, the password to the server."""
+    with connect(t, certs, "cleartextuser", PASSWORDS["cleartextuser"]) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == "cleartextuser"
+
+
+def client_errors(t, reason):
+    return t.metric("tandem_client_errors_total", listener="pg", reason=reason) or 0
+
+
+def test_wrong_password_gets_28P01(t, certs):
+    before = client_errors(t, "auth_failed")
+    with pgwire.PgRaw(t.port) as raw:
+        with pytest.raises(pgwire.LoginFailed) as exc:
+            raw.login("scramuser", "wrong-password")
+        assert exc.value.fields["C"] == "28P01", exc.value.fields
+        assert exc.value.fields["S"] == "FATAL"
+        assert exc.value.fields["M"] == 'password authentication failed for user "scramuser"'
+        assert raw.is_closed()
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        connect(t, certs, "scramuser", "wrong-password")
+    wait_until(lambda: client_errors(t, "auth_failed") >= before + 2, 10, "auth_failed counted")
+
+
+def test_unknown_user_looks_like_a_wrong_password(t, certs):
+    """A user missing from the auth source: the same exchange and the same 28P01 as a
+    wrong password (as PostgreSQL does), so the answer does not reveal who exists."""
+    before = client_errors(t, "auth_failed")
+    with pgwire.PgRaw(t.port) as raw:
+        with pytest.raises(pgwire.LoginFailed) as exc:
+            raw.login("trustuser", "anything")  # exists on the server, not in the auth file
+        assert exc.value.fields["C"] == "28P01", exc.value.fields
+        assert exc.value.fields["M"] == 'password authentication failed for user "trustuser"'
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        connect(t, certs, "no_such_user", "x")
+    wait_until(lambda: client_errors(t, "auth_failed") >= before + 2, 10, "auth_failed counted")
+
+
+def test_backend_with_another_verifier_is_a_clear_error(tandem_module, tls_primary, certs,
+                                                        tmp_path):
+    """The ClientKey opens only the same verifier: a secret with another salt gives a
+    clear error naming the backend, not a misleading password failure."""
+    path = tmp_path / "userlist.txt"
+    path.write_text('"scramuser" "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$'
+                    'WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:'
+                    'wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="\n')  # RFC 7677: "pencil"
+    t = tandem_module.pg(primary=tls_primary, backend_extra=backend_tls(certs),
+                         listener_extra=listener_tls(certs, path))
+    with pytest.raises(psycopg.OperationalError) as exc:
+        connect(t, certs, "scramuser", "pencil")
+    assert 'cannot log in to backend "blue" as "scramuser"' in str(exc.value)
+    assert "verifier" in str(exc.value)
+    assert client_errors(t, "backend_auth") >= 1
+
+
+def test_bad_auth_file_refused_at_start(tandem_bin, tls_primary, certs, tmp_path):
+    """A malformed secret stops the start with file and line, and never echoes the secret."""
+    path = tmp_path / "userlist.txt"
+    path.write_text('"scramuser" "SCRAM-SHA-256$4096:c2VjcmV0LXNhbHQ="\n')
+    conf = tmp_path / "tandem.conf"
+    conf.write_text(pg_config(port=free_port(), primary=tls_primary,
+                              backend_extra=backend_tls(certs),
+                              listener_extra=listener_tls(certs, path)))
+    r = subprocess.run([tandem_bin, "-c", str(conf)], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert f'auth_file "{path}" line 1' in r.stderr, r.stderr
+    assert "c2VjcmV0LXNhbHQ" not in r.stderr + r.stdout
+
+
+def test_shadow_mode_with_auth_source(tandem_module, tls_primary, tls_shadow, certs, auth_file):
+    """Shadow mode: the client logs in with SCRAM-PLUS, writes are mirrored to the
+    shadow (a TLS + SCRAM server too), logged in as the same role."""
+    with tls_shadow.connect() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS auth_mirror (v int)")
+        conn.execute("GRANT ALL ON auth_mirror TO scramuser")
+    with tls_primary.connect() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS auth_mirror (v int)")
+        conn.execute("GRANT ALL ON auth_mirror TO scramuser")
+    port, admin_port = free_port(), free_port()
+    text = shadow_config(
+        port=port, admin_port=admin_port, primary=tls_primary, shadow=tls_shadow,
+        backend_extra=backend_tls(certs),
+        shadow_backend_extra=f'user tandemprobe;\npassword "{PASSWORDS["tandemprobe"]}";',
+        listener_extra=listener_tls(certs, auth_file))
+    t = tandem_module(config_text=text, port=port, admin_port=admin_port)
+    with connect(t, certs, "scramuser", PASSWORDS["scramuser"]) as conn:
+        conn.execute("INSERT INTO auth_mirror VALUES (42)")
+        assert conn.execute("SELECT current_user").fetchone()[0] == "scramuser"
+
+    def mirrored():
+        with tls_shadow.connect() as c:
+            return c.execute("SELECT count(*) FROM auth_mirror WHERE v = 42").fetchone()[0] == 1
+    wait_until(mirrored, 15, "the write mirrored to the shadow")
