@@ -195,6 +195,30 @@ auth_user_cmp(const void *a, const void *b)
     return strcmp(((const struct rt_auth_user *)a)->user, ((const struct rt_auth_user *)b)->user);
 }
 
+static int load_auth_file(struct rt_listener *l, char *err, size_t errlen);
+
+int
+runtime_check_auth_files(const struct conf *conf, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        const struct conf_listener *cl = &conf->listeners[i];
+        struct rt_listener l = {.conf = cl};
+        char why[400];
+        if (cl->auth_file[0] == '\0')
+            continue;
+        int rc = load_auth_file(&l, why, sizeof(why));
+        if (l.auth != NULL) {
+            OPENSSL_cleanse(l.auth, l.nauth * sizeof(*l.auth));
+            free(l.auth);
+        }
+        if (rc != 0) {
+            snprintf(err, errlen, "listener \"%s\": %s", cl->name, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /*
  * Read a listener's auth_file (userlist format: `"user" "secret"` a line).
  * The file is read whole at load and reload, so a SIGHUP refreshes it.

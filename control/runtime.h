@@ -77,6 +77,12 @@ struct runtime {
  */
 struct runtime *runtime_new(struct conf *conf, char *err, size_t errlen);
 
+/*
+ * runtime_check_auth_files - read every listener's auth_file as a start
+ * would (for tandem -t): 0, or -1 with err naming the listener, file and line.
+ */
+int runtime_check_auth_files(const struct conf *conf, char *err, size_t errlen);
+
 void runtime_ref(struct runtime *rt);
 void runtime_unref(struct runtime *rt);
 

@@ -14,6 +14,7 @@
 
 #include "conf/conf.h"
 #include "control/fleet.h"
+#include "control/runtime.h"
 #include "control/state.h"
 #include "ctl/ctl.h"
 #include "engine/proxy.h"
@@ -120,6 +121,11 @@ main(int argc, char **argv)
         int rc = state_check(conf, stdout, stderr); /* a state file that contradicts the file */
         if (fleet_check(conf, stdout, stderr) != 0)  /* the store's password file */
             rc = -1;
+        char why[512];
+        if (runtime_check_auth_files(conf, why, sizeof(why)) != 0) { /* as a start reads them */
+            fprintf(stderr, "%s: %s\n", file, why);
+            rc = -1;
+        }
         if (rc == 0)
             printf("%s: configuration is valid\n", file);
         conf_free(conf);

@@ -211,6 +211,11 @@ def test_bad_auth_file_refused_at_start(tandem_bin, tls_primary, certs, tmp_path
     assert r.returncode != 0
     assert f'auth_file "{path}" line 1' in r.stderr, r.stderr
     assert "c2VjcmV0LXNhbHQ" not in r.stderr + r.stdout
+    # tandem -t reads it as a start would
+    r = subprocess.run([tandem_bin, "-t", "-c", str(conf)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0 and f'auth_file "{path}" line 1' in r.stderr, r.stderr
+    assert "c2VjcmV0LXNhbHQ" not in r.stderr + r.stdout
 
 
 def test_shadow_mode_with_auth_source(tandem_module, tls_primary, tls_shadow, certs, auth_file):
