@@ -11,7 +11,9 @@ time (409), bad bodies (400 JSON), cancel (DELETE, and a reload), no token
 """
 import json
 import os
+import shutil
 import signal
+import subprocess
 import uuid
 
 import pytest
@@ -21,7 +23,10 @@ from harness.ops import admin_call
 from harness.redisserver import redis_config
 from harness.shadow import (create_database, execute, pgbench_db_popen, pgbench_init_db,
                             rows, shadow_config, wait_drained)
-from harness.util import free_port, wait_until
+from harness.util import ARTIFACTS, REPO, free_port, wait_until
+
+BROWSER_DIR = os.path.join(REPO, "tests", "browser")
+CHROMIUM = "/usr/bin/chromium"
 
 TOKEN = "tok-" + uuid.uuid4().hex
 DB = "verifyapi"
@@ -197,6 +202,25 @@ def test_cancel(pg):
     assert wait_ended(pg, run_id)["state"] == "equal"
 
 
+def page_check(t, expect):
+    """tests/browser/report_page.js against t's GET /report (headless Chromium)."""
+    node = shutil.which("node")
+    assert node and os.access(CHROMIUM, os.X_OK) and os.path.isdir(
+        os.path.join(BROWSER_DIR, "node_modules", "playwright-core")), \
+        "node, chromium or playwright-core missing: run scripts/deps.sh"
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    shot = os.path.join(ARTIFACTS, "report-page-verify.png")
+    spec = os.path.join(ARTIFACTS, "report-page-verify.expect.json")
+    with open(spec, "w") as f:
+        json.dump({"url": f"http://127.0.0.1:{t.admin_port}/report", "screenshot": shot,
+                   **expect}, f)
+    done = subprocess.run([node, os.path.join(BROWSER_DIR, "report_page.js"), spec],
+                          capture_output=True, text=True, timeout=180, cwd=BROWSER_DIR)
+    result = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    assert done.returncode == 0, f"the page check failed:\n{result}\n{done.stderr[-3000:]}"
+    assert json.loads(result) == {"ok": True, "problems": []}
+
+
 def test_sigterm_during_a_run_exits(tandem, pg_primary, pg_shadow):
     """The run's thread is cancelled and joined: tandem exits 0, not hung."""
     port, admin = free_port(), free_port()
@@ -212,15 +236,18 @@ def test_sigterm_during_a_run_exits(tandem, pg_primary, pg_shadow):
 
 
 def test_redis_changed_key_reported(tandem, redis_primary, redis_shadow):
+    """...and shown on the report page as text: the key is markup on purpose."""
     prefix = "vapi:" + uuid.uuid4().hex[:6] + ":"
+    hostile = f"{prefix}<img src=x onerror=alert(1)>"
     port, admin = free_port(), free_port()
     t = tandem(config_text=redis_config(port=port, admin_port=admin, primary=redis_primary,
                                         shadow=redis_shadow), port=port, admin_port=admin)
     clients = [redis.Redis(host="127.0.0.1", port=s.port) for s in (redis_primary, redis_shadow)]
     try:
         for c in clients:
-            for i in range(200):
+            for i in range(199):
                 c.set(f"{prefix}{i}", f"v{i}")
+            c.set(hostile, "same")
         body = {"listener": "r", "tables": [f"{prefix}*"], "settle_ms": 200}
         status, doc = call(t, "POST", "/api/verify", {**body, "dbname": "x"})
         assert status == 400 and "dbname" in doc["error"], (status, doc)
@@ -228,13 +255,13 @@ def test_redis_changed_key_reported(tandem, redis_primary, redis_shadow):
         assert run["state"] == "equal" and run["protocol"] == "redis", run
         assert run["tables"][0]["rows_checked"] == 200, run
 
-        clients[1].set(f"{prefix}17", "changed on the shadow")
+        clients[1].set(hostile, "changed on the shadow")
         run = wait_ended(t, start(t, body))
         assert run["state"] == "different", run
-        assert [(d["key"], d["kind"]) for d in run["differences"]] == \
-            [(f"{prefix}17", "changed")], run
+        assert [(d["key"], d["kind"]) for d in run["differences"]] == [(hostile, "changed")], run
         rep = get(t, "/api/shadow/report")["verify"]
-        assert [d["key"] for d in rep["differences"]] == [f"{prefix}17"], rep
+        assert [d["key"] for d in rep["differences"]] == [hostile], rep
+        page_check(t, {"verify": {"state": "different", "keys": [hostile]}})
     finally:
         for c in clients:
             for k in c.scan_iter(f"{prefix}*"):
