@@ -19,7 +19,7 @@ import uuid
 import pytest
 import redis
 
-from harness.ops import admin_call
+from harness.ops import admin_call, ctl
 from harness.redisserver import redis_config
 from harness.shadow import (create_database, execute, pgbench_db_popen, pgbench_init_db,
                             rows, shadow_config, wait_drained)
@@ -53,8 +53,11 @@ def pg(tandem_module, pg_primary, pg_shadow, tmp_path_factory):
     port, admin = free_port(), free_port()
     text = shadow_config(port=port, admin_port=admin, primary=pg_primary, shadow=pg_shadow,
                          workers=1, backend_extra="user postgres;")
-    text = with_token(text, admin, str(tmp_path_factory.mktemp("verifyapi")))
-    return tandem_module(config_text=text, port=port, admin_port=admin)
+    directory = str(tmp_path_factory.mktemp("verifyapi"))
+    text = with_token(text, admin, directory)
+    t = tandem_module(config_text=text, port=port, admin_port=admin)
+    t.token_file = os.path.join(directory, "admin-token")
+    return t
 
 
 def call(t, method, path, body=None, token=TOKEN):
@@ -200,6 +203,37 @@ def test_cancel(pg):
     # and the next run starts and finishes normally
     run_id = start(pg, {**PGBENCH, "tables": ["pgbench_branches"]})
     assert wait_ended(pg, run_id)["state"] == "equal"
+
+
+def test_ctl_verify(pg, pg_shadow, tandem_bin):
+    """tandem ctl verify starts a run through the API and follows it: exit 0
+    equal, 1 different (the key printed), 2 refused."""
+    args = ("verify", "--listener", "pg", "--dbname", DB, "--settle", "200ms", "--wait")
+    done = ctl(tandem_bin, pg, *args, "--table", "pgbench_branches", token_file=pg.token_file)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "pgbench_branches" in done.stdout and ": equal" in done.stdout, done.stdout
+
+    execute(pg_shadow, "UPDATE pgbench_tellers SET tbalance = tbalance + 1 WHERE tid = 3",
+            dbname=DB)
+    try:
+        done = ctl(tandem_bin, pg, "--json", *args, "--table", "pgbench_tellers",
+                   token_file=pg.token_file)
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        run = json.loads(done.stdout)["verify"]
+        assert run["state"] == "different" and [(d["key"], d["kind"]) for d in
+                                                run["differences"]] == [("3", "changed")], run
+        done = ctl(tandem_bin, pg, "verify", run["id"], token_file=pg.token_file)
+        assert done.returncode == 1 and "pgbench_tellers 3: changed" in done.stdout, done.stdout
+    finally:
+        execute(pg_shadow, "UPDATE pgbench_tellers SET tbalance = tbalance - 1 WHERE tid = 3",
+                dbname=DB)
+    # refused by the server (no dbname): exit 2 with its message; no token: 2 as well
+    done = ctl(tandem_bin, pg, "verify", "--listener", "pg", token_file=pg.token_file)
+    assert done.returncode == 2 and "dbname: required" in done.stderr, done.stderr
+    done = ctl(tandem_bin, pg, *args)
+    assert done.returncode == 2 and "401" in done.stderr, done.stderr
+    done = ctl(tandem_bin, pg, "verify", "--dbname", DB)
+    assert done.returncode == 2 and "--listener" in done.stderr, done.stderr
 
 
 def page_check(t, expect):
