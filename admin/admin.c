@@ -182,7 +182,12 @@ route_shadow_report(struct admin *a, struct evhttp_request *req)
         reply_json(req, rep, "report");
         return;
     }
-    reply_json(req, shadow_report_json(top), "report");
+    json_t *rep = shadow_report_json(top);
+    if (rep && a->hooks.verify_report) {
+        json_t *v = a->hooks.verify_report(a->hooks.ctx);
+        json_object_set_new(rep, "verify", v ? v : json_null());
+    }
+    reply_json(req, rep, "report");
 }
 
 static void
@@ -292,7 +297,38 @@ route_fleet(struct admin *a, struct evhttp_request *req)
     run_action(a, req, ADMIN_FLEET, NULL);
 }
 
+static void
+route_verify(struct admin *a, struct evhttp_request *req)
+{
+    run_action(a, req, ADMIN_VERIFY_START, NULL);
+}
+
 #define OPERATIONS_PREFIX "/api/operations/"
+#define VERIFY_PREFIX "/api/verify/"
+#define VERIFY_ID_MAX 32
+
+/* /api/verify/ID (GET, DELETE) and /api/verify/ID/cancel (POST). */
+static void
+route_verify_id(struct admin *a, struct evhttp_request *req, const char *rest)
+{
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    char id[VERIFY_ID_MAX + 1];
+    size_t len = strcspn(rest, "/");
+    int cancel_path = strcmp(rest + len, "/cancel") == 0;
+
+    if (len == 0 || len > VERIFY_ID_MAX || (rest[len] != '\0' && !cancel_path)) {
+        reply_json_error(req, 404, "Not Found", "not found");
+        return;
+    }
+    memcpy(id, rest, len);
+    id[len] = '\0';
+    if (!cancel_path && (m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD))
+        run_action(a, req, ADMIN_VERIFY_GET, id);
+    else if ((!cancel_path && m == EVHTTP_REQ_DELETE) || (cancel_path && m == EVHTTP_REQ_POST))
+        run_action(a, req, ADMIN_VERIFY_CANCEL, id);
+    else
+        reply_json_error(req, 405, "Method Not Allowed", "method not allowed");
+}
 
 static const struct route {
     const char *path;
@@ -310,6 +346,7 @@ static const struct route {
     {"/api/cutover", EVHTTP_REQ_POST, route_cutover},
     {"/api/rollback", EVHTTP_REQ_POST, route_rollback},
     {"/api/fleet", EVHTTP_REQ_GET, route_fleet},
+    {"/api/verify", EVHTTP_REQ_POST, route_verify},
 };
 
 static const char *
@@ -455,6 +492,10 @@ on_request(struct evhttp_request *req, void *arg)
             run_action(a, req, ADMIN_OPERATION, path + strlen(OPERATIONS_PREFIX));
         else
             reply_json_error(req, 405, "Method Not Allowed", "method not allowed");
+        return;
+    }
+    if (strncmp(path, VERIFY_PREFIX, strlen(VERIFY_PREFIX)) == 0) {
+        route_verify_id(a, req, path + strlen(VERIFY_PREFIX));
         return;
     }
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {

@@ -14,6 +14,9 @@
  *   POST /api/rollback        reads to the primary now; roles back after a cutover
  *   GET /api/operations/ID    one operation's state
  *   GET /api/fleet            the fleet's members and its operation (404 without a fleet)
+ *   POST /api/verify          start a tandem verify run in the process (202; 409 while one runs)
+ *   GET /api/verify/ID        its state, progress and differences (the latest run is kept)
+ *   DELETE /api/verify/ID, POST /api/verify/ID/cancel   cancel it
  *
  * With admin { token_file F; } every mutation (PUT, POST, DELETE) needs
  * "Authorization: Bearer <the token in F>": 401 without it, 403 when wrong;
@@ -51,6 +54,9 @@ enum admin_action {
     ADMIN_ROLLBACK,    /* POST /api/rollback {"max_pause_ms":2000} */
     ADMIN_OPERATION,   /* GET /api/operations/ID (arg: the id) */
     ADMIN_FLEET,       /* GET /api/fleet: the members and the fleet's operation */
+    ADMIN_VERIFY_START,  /* POST /api/verify {"listener":"pg","dbname":"app",...} */
+    ADMIN_VERIFY_GET,    /* GET /api/verify/ID (arg: the id) */
+    ADMIN_VERIFY_CANCEL, /* DELETE /api/verify/ID, POST /api/verify/ID/cancel (arg: the id) */
 };
 
 /* What the admin server asks of the process. */
@@ -74,6 +80,12 @@ struct admin_hooks {
      * report (a new object), or NULL with err (404: no fleet).  May be NULL.
      */
     json_t *(*fleet_report)(void *ctx, size_t top_n, char *err, size_t errlen);
+    /*
+     * verify_report - the latest verify run's differences for the shadow
+     * report's "verify" section (a new object), or NULL when there was none.
+     * May be NULL.
+     */
+    json_t *(*verify_report)(void *ctx);
 };
 
 /*

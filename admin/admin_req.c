@@ -201,3 +201,124 @@ admin_req_weights_body(json_t *body, const char **names, long *weights, size_t c
     }
     return 0;
 }
+
+/* A list of globs: an array of 1..255-character strings, at most ADMIN_REQ_VERIFY_GLOBS. */
+static int
+verify_globs(const json_t *v, const char *name, const char **out, size_t *n, char *err,
+             size_t errlen)
+{
+    size_t i;
+    json_t *g;
+
+    if (!json_is_array(v) || json_array_size(v) > ADMIN_REQ_VERIFY_GLOBS) {
+        snprintf(err, errlen, "%s: expected an array of at most %d globs", name,
+                 ADMIN_REQ_VERIFY_GLOBS);
+        return 400;
+    }
+    json_array_foreach(v, i, g) {
+        size_t len = json_is_string(g) ? json_string_length(g) : 0;
+        if (len == 0 || len > ADMIN_REQ_VERIFY_GLOB_MAX ||
+            strlen(json_string_value(g)) != len) {
+            snprintf(err, errlen, "%s[%zu]: expected a glob of 1..%d characters", name, i,
+                     ADMIN_REQ_VERIFY_GLOB_MAX);
+            return 400;
+        }
+        out[(*n)++] = json_string_value(g);
+    }
+    return 0;
+}
+
+/* An integer member in lo..hi into *out; absent leaves *out. */
+static int
+verify_int(const json_t *v, const char *name, int64_t lo, int64_t hi, int64_t *out, char *err,
+           size_t errlen)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        snprintf(err, errlen, "%s: expected an integer %lld..%lld", name, (long long)lo,
+                 (long long)hi);
+        return 400;
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
+/* A name: a string of 1..CONF_NAME_MAX-1 characters without NUL. */
+static int
+verify_name(const json_t *v, const char *name, const char **out, char *err, size_t errlen)
+{
+    size_t len = json_is_string(v) ? json_string_length(v) : 0;
+    if (len == 0 || len >= CONF_NAME_MAX || strlen(json_string_value(v)) != len) {
+        snprintf(err, errlen, "%s: expected a string of 1..%d characters", name,
+                 CONF_NAME_MAX - 1);
+        return 400;
+    }
+    *out = json_string_value(v);
+    return 0;
+}
+
+int
+admin_req_verify_body(const json_t *body, struct admin_req_verify *out, char *err,
+                      size_t errlen)
+{
+    const char *key;
+    json_t *v;
+    int64_t n;
+
+    memset(out, 0, sizeof(*out));
+    out->db = -1;
+    out->sample_rate = 1.0;
+    out->settle_ms = out->ttl_tolerance_ms = -1;
+    if (!json_is_object(body)) {
+        snprintf(err, errlen, "body: expected a JSON object like {\"listener\": \"pg\", "
+                              "\"dbname\": \"app\"}");
+        return 400;
+    }
+    json_object_foreach((json_t *)body, key, v) {
+        int rc = 0;
+        if (strcmp(key, "listener") == 0) {
+            rc = verify_name(v, key, &out->listener, err, errlen);
+        } else if (strcmp(key, "dbname") == 0) {
+            rc = verify_name(v, key, &out->dbname, err, errlen);
+        } else if (strcmp(key, "db") == 0) {
+            if ((rc = verify_int(v, key, 0, 1000000, &n, err, errlen)) == 0)
+                out->db = (long)n;
+        } else if (strcmp(key, "tables") == 0) {
+            rc = verify_globs(v, key, out->include, &out->ninclude, err, errlen);
+        } else if (strcmp(key, "exclude") == 0) {
+            rc = verify_globs(v, key, out->exclude, &out->nexclude, err, errlen);
+        } else if (strcmp(key, "sample_rate") == 0) {
+            double r = json_is_number(v) ? json_number_value(v) : -1;
+            if (!(r > 0 && r <= 1)) {
+                snprintf(err, errlen, "sample_rate: expected a number in (0, 1], e.g. 0.1");
+                rc = 400;
+            }
+            out->sample_rate = r;
+        } else if (strcmp(key, "max_rate") == 0) {
+            double r = json_is_number(v) ? json_number_value(v) : -1;
+            if (!(r >= 0 && r <= 1e9)) {
+                snprintf(err, errlen, "max_rate: expected rows per second, 0..1000000000 "
+                                      "(0: unbounded)");
+                rc = 400;
+            }
+            out->max_rate = r;
+        } else if (strcmp(key, "chunk") == 0) {
+            if ((rc = verify_int(v, key, 1, 10000000, &n, err, errlen)) == 0)
+                out->chunk = (uint64_t)n;
+        } else if (strcmp(key, "settle_ms") == 0) {
+            rc = verify_int(v, key, 0, 600000, &out->settle_ms, err, errlen);
+        } else if (strcmp(key, "ttl_tolerance_ms") == 0) {
+            rc = verify_int(v, key, 0, 86400000, &out->ttl_tolerance_ms, err, errlen);
+        } else {
+            snprintf(err, errlen, "body: unknown key \"%.64s\"", key);
+            rc = 400;
+        }
+        if (rc != 0)
+            return rc;
+    }
+    if (out->listener == NULL) {
+        snprintf(err, errlen, "listener: required (the listener whose primary and shadow are "
+                              "compared)");
+        return 400;
+    }
+    return 0;
+}

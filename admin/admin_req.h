@@ -69,4 +69,30 @@ int admin_req_operation_body(const json_t *body, uint32_t *max_pause_ms, int *fo
 int admin_req_weights_body(json_t *body, const char **names, long *weights, size_t cap, size_t *n,
                            char *err, size_t errlen);
 
+/* POST /api/verify's body (admin_req_verify_body). */
+#define ADMIN_REQ_VERIFY_GLOBS 64   /* tables, exclude: entries each */
+#define ADMIN_REQ_VERIFY_GLOB_MAX 255
+
+struct admin_req_verify {
+    const char *listener;          /* required; points into the body */
+    const char *dbname;            /* NULL when absent (required for a postgres listener) */
+    long db;                       /* Redis database number; -1 when absent */
+    const char *include[ADMIN_REQ_VERIFY_GLOBS], *exclude[ADMIN_REQ_VERIFY_GLOBS];
+    size_t ninclude, nexclude;
+    double sample_rate;            /* (0, 1]; 1 when absent */
+    double max_rate;               /* rows (keys) per second, 0..1e9; 0 (unbounded) when absent */
+    uint64_t chunk;                /* 1..10000000; 0 (the default) when absent */
+    int64_t settle_ms;             /* 0..600000; -1 when absent */
+    int64_t ttl_tolerance_ms;      /* 0..86400000; -1 when absent */
+};
+
+/*
+ * {"listener": "pg", "dbname": "app", "db": 0, "tables": ["orders*"],
+ *  "exclude": [...], "sample_rate": 0.1, "max_rate": 50000, "chunk": 10000,
+ *  "settle_ms": 1000, "ttl_tolerance_ms": 2000}: only "listener" required,
+ * no other key accepted.  Strings point into body.
+ */
+int admin_req_verify_body(const json_t *body, struct admin_req_verify *out, char *err,
+                          size_t errlen);
+
 #endif

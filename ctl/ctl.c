@@ -61,6 +61,12 @@ usage(FILE *out)
           "  report [--top N] [--fleet]      the shadow-diff report (N statements, default 20);\n"
           "                                  --fleet: every member's of the fleet, merged\n"
           "  fleet                           the fleet's members and its operation\n"
+          "  verify --listener L [--dbname D | --db N] [--table GLOB]... [--exclude GLOB]...\n"
+          "         [--sample-rate PCT] [--max-rate N] [--chunk N] [--settle DUR] [--wait]\n"
+          "                                  compare the primary's and the shadow's data, run\n"
+          "                                  inside tandem; --wait: follow it (exit 0 equal,\n"
+          "                                  1 different, 2 error or cancelled)\n"
+          "  verify ID [--cancel]            one verify run (the latest is kept); cancel it\n"
           "\n"
           "The admin address defaults to $TANDEM_ADMIN, else " CTL_DEFAULT_ADMIN "; the token\n"
           "file to $TANDEM_TOKEN_FILE.  --json prints the server's JSON.  Exit status: 0 done,\n"
@@ -896,6 +902,213 @@ cmd_operation(const struct ctl *c, int argc, char **argv)
     return cmd_simple_get(c, path, print_operation_doc);
 }
 
+/* ---- verify --------------------------------------------------------------- */
+
+#define CTL_VERIFY_POLL_MS 500
+
+/* The run's result: a row per table, then the differing keys and the state. */
+static void
+print_verify(json_t *v)
+{
+    struct table t = {.ncols = 6};
+    char b[6][32];
+    size_t i;
+    json_t *x;
+
+    table_add(&t, "TABLE", "CHECKED", "CHANGED", "NOT_SHADOW", "NOT_PRIMARY", "UNSETTLED");
+    json_array_foreach(json_object_get(v, "tables"), i, x) {
+        table_add(&t, jtext(x, "name", b[0], 32), jtext(x, "rows_checked", b[1], 32),
+                  jtext(x, "changed", b[2], 32), jtext(x, "missing_on_shadow", b[3], 32),
+                  jtext(x, "missing_on_primary", b[4], 32), jtext(x, "unsettled", b[5], 32));
+    }
+    if (t.nrows > 1)
+        table_print(&t);
+    else
+        table_free(&t);
+    json_array_foreach(json_object_get(v, "differences"), i, x) {
+        printf("%s %s: %s\n", jtext(x, "table", b[0], 32), jtext(x, "key", b[1], 32),
+               jtext(x, "kind", b[2], 32));
+    }
+    json_t *p = json_object_get(v, "progress");
+    printf("%s: %s (%s of %s tables, %s rows checked%s%s)\n", jtext(v, "id", b[0], 32),
+           jtext(v, "state", b[1], 32), jtext(p, "tables_done", b[2], 32),
+           jtext(p, "tables_total", b[3], 32), jtext(p, "rows_checked", b[4], 32),
+           json_is_string(json_object_get(v, "error")) ? ": " : "",
+           json_is_string(json_object_get(v, "error"))
+               ? json_string_value(json_object_get(v, "error"))
+               : "");
+}
+
+/* 0 equal, 1 different, 2 error or cancelled; -1 while running. */
+static int
+verify_exit(json_t *v)
+{
+    const char *state = json_string_value(json_object_get(v, "state"));
+    if (state == NULL || strcmp(state, "running") == 0)
+        return -1;
+    return strcmp(state, "equal") == 0 ? 0 : strcmp(state, "different") == 0 ? 1 : 2;
+}
+
+/* Poll the run until it ended: a progress line on a terminal, the result at the end. */
+static int
+wait_verify(const struct ctl *c, json_t *v)
+{
+    char path[96];
+    const char *id = json_string_value(json_object_get(v, "id"));
+    struct ctl quiet = *c;
+    int tty = isatty(STDERR_FILENO), rc;
+
+    if (id == NULL || strlen(id) > 32)
+        return 2;
+    snprintf(path, sizeof(path), "/api/verify/%s", id);
+    quiet.json = 0;
+    json_incref(v);
+    while ((rc = verify_exit(v)) < 0) {
+        json_t *p = json_object_get(v, "progress");
+        if (tty) {
+            char b[3][32];
+            fprintf(stderr, "\r\033[K%s: %s/%s tables, %s rows checked%s%s", id,
+                    jtext(p, "tables_done", b[0], 32), jtext(p, "tables_total", b[1], 32),
+                    jtext(p, "rows_checked", b[2], 32),
+                    json_is_string(json_object_get(p, "current_table")) ? ", now " : "",
+                    json_is_string(json_object_get(p, "current_table"))
+                        ? json_string_value(json_object_get(p, "current_table"))
+                        : "");
+            fflush(stderr);
+        }
+        usleep(CTL_VERIFY_POLL_MS * 1000);
+        json_t *doc;
+        if (api(&quiet, "GET", path, NULL, &doc) != 0) {
+            json_decref(v);
+            return 2;
+        }
+        json_decref(v);
+        v = json_incref(json_object_get(doc, "verify"));
+        json_decref(doc);
+    }
+    if (tty)
+        fputs("\r\033[K", stderr);
+    if (c->json) {
+        json_t *doc = json_pack("{s:O}", "verify", v);
+        char *text = doc ? json_dumps(doc, JSON_INDENT(1)) : NULL;
+        printf("%s\n", text ? text : "{}");
+        free(text);
+        json_decref(doc);
+    } else {
+        print_verify(v);
+    }
+    json_decref(v);
+    return rc;
+}
+
+static int
+cmd_verify(const struct ctl *c, int argc, char **argv)
+{
+    json_t *body = json_object(), *tables = json_array(), *exclude = json_array(), *doc;
+    int wait = 0, cancel = 0, rc;
+    const char *id = NULL;
+
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        uint64_t n;
+        uint32_t bp;
+        int bad = 0;
+        if (strcmp(a, "--wait") == 0) {
+            wait = 1;
+            continue;
+        } else if (strcmp(a, "--cancel") == 0) {
+            cancel = 1;
+            continue;
+        } else if (a[0] != '-' && id == NULL && i == 0) {
+            id = a;
+            continue;
+        } else if (val == NULL) {
+            bad = 1;
+        } else if (strcmp(a, "--listener") == 0) {
+            json_object_set_new(body, "listener", json_string(val));
+        } else if (strcmp(a, "--dbname") == 0) {
+            json_object_set_new(body, "dbname", json_string(val));
+        } else if (strcmp(a, "--db") == 0 && conf_value_number(val, &n) == CONF_VALUE_OK) {
+            json_object_set_new(body, "db", json_integer((json_int_t)n));
+        } else if (strcmp(a, "--table") == 0) {
+            json_array_append_new(tables, json_string(val));
+        } else if (strcmp(a, "--exclude") == 0) {
+            json_array_append_new(exclude, json_string(val));
+        } else if (strcmp(a, "--sample-rate") == 0 &&
+                   conf_value_percent(val, &bp) == CONF_VALUE_OK && bp > 0 && bp <= 10000) {
+            json_object_set_new(body, "sample_rate", json_real(bp / 10000.0));
+        } else if (strcmp(a, "--max-rate") == 0 && conf_value_number(val, &n) == CONF_VALUE_OK) {
+            json_object_set_new(body, "max_rate", json_integer((json_int_t)n));
+        } else if (strcmp(a, "--chunk") == 0 && conf_value_number(val, &n) == CONF_VALUE_OK) {
+            json_object_set_new(body, "chunk", json_integer((json_int_t)n));
+        } else if (strcmp(a, "--settle") == 0 && conf_value_duration_ms(val, &n) == CONF_VALUE_OK) {
+            json_object_set_new(body, "settle_ms", json_integer((json_int_t)n));
+        } else if (strcmp(a, "--ttl-tolerance") == 0 &&
+                   conf_value_duration_ms(val, &n) == CONF_VALUE_OK) {
+            json_object_set_new(body, "ttl_tolerance_ms", json_integer((json_int_t)n));
+        } else {
+            bad = 1;
+        }
+        if (bad) {
+            json_decref(body);
+            json_decref(tables);
+            json_decref(exclude);
+            return bad_usage("verify: bad argument \"%s\"%s", a, val ? "" : " (needs a value)");
+        }
+        i++;
+    }
+    if (id != NULL) {
+        char path[96];
+        json_decref(body);
+        json_decref(tables);
+        json_decref(exclude);
+        if (strlen(id) > 32 || strcspn(id, "/?#% ") != strlen(id))
+            return bad_usage("verify: expected a run id, e.g. verify verify-1");
+        snprintf(path, sizeof(path), cancel ? "/api/verify/%s/cancel" : "/api/verify/%s", id);
+        struct ctl quiet = *c;
+        quiet.json = c->json && !wait;
+        if (api(&quiet, cancel ? "POST" : "GET", path, cancel ? "{}" : NULL, &doc) != 0)
+            return 2;
+        json_t *v = json_object_get(doc, "verify");
+        if (!c->json && !wait)
+            print_verify(v);
+        rc = wait ? wait_verify(c, v) : cancel ? 0 : verify_exit(v) < 0 ? 0 : verify_exit(v);
+        json_decref(doc);
+        return rc;
+    }
+    if (json_array_size(tables))
+        json_object_set(body, "tables", tables);
+    if (json_array_size(exclude))
+        json_object_set(body, "exclude", exclude);
+    json_decref(tables);
+    json_decref(exclude);
+    if (json_object_get(body, "listener") == NULL || cancel) {
+        json_decref(body);
+        return bad_usage("verify: expected --listener L (and --dbname D for PostgreSQL)");
+    }
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    struct ctl quiet = *c;
+    quiet.json = c->json && !wait; /* waiting with --json: only the final run is printed */
+    rc = text ? api(&quiet, "POST", "/api/verify", text, &doc) : fail("out of memory");
+    free(text);
+    if (rc != 0)
+        return 2;
+    json_t *v = json_object_get(doc, "verify");
+    if (wait) {
+        rc = wait_verify(c, v);
+    } else {
+        if (!c->json)
+            printf("%s: %s; follow it with `tandem ctl verify %s --wait`\n",
+                   json_string_value(json_object_get(v, "id")) ?: "?",
+                   json_string_value(json_object_get(v, "state")) ?: "?",
+                   json_string_value(json_object_get(v, "id")) ?: "?");
+        rc = 0;
+    }
+    json_decref(doc);
+    return rc;
+}
+
 static int
 cmd_report(const struct ctl *c, int argc, char **argv)
 {
@@ -1059,6 +1272,8 @@ ctl_main(int argc, char **argv)
         return cmd_report(&c, n, args);
     if (strcmp(cmd, "fleet") == 0 && n == 0)
         return cmd_simple_get(&c, "/api/fleet", print_fleet);
+    if (strcmp(cmd, "verify") == 0)
+        return cmd_verify(&c, n, args);
     usage(stderr);
     return bad_usage("unknown command \"%s\"%s", cmd,
                      strcmp(cmd, "status") == 0 ? ": status takes no arguments" : "");

@@ -30,6 +30,7 @@
 #include "control/fleet.h"
 #include "control/state.h"
 #include "engine/worker.h"
+#include "verify/verify_job.h"
 
 #define DRAIN_TICK_MS 100
 
@@ -47,6 +48,8 @@ struct proxy {
     struct guards *guards;
     struct state *state; /* the state file (control/state.h) */
     struct fleet *fleet; /* control { store; fleet; } (control/fleet.h), or NULL */
+    struct verify_job *verify; /* the latest POST /api/verify run, or NULL */
+    unsigned verify_seq;
     struct event *sig_hup, *sig_term, *sig_int;
     struct event *drain_tick;
     struct timeval drain_deadline;
@@ -107,6 +110,9 @@ reload(struct proxy *p)
         return;
     }
     log_info("reloading \"%s\"", p->conf_path);
+    /* a run logs in with the old file's credentials: it ends here (joined at the next start) */
+    if (p->verify && verify_job_cancel(p->verify) == 0)
+        log_info("%s: cancelled by the reload", verify_job_id(p->verify));
     struct conf *conf = conf_load_file(p->conf_path, &errs);
     if (conf == NULL) {
         log_conf_errors(p->conf_path, &errs);
@@ -176,6 +182,8 @@ reload(struct proxy *p)
 static void
 quit(struct proxy *p)
 {
+    if (p->verify)
+        verify_job_cancel(p->verify); /* joined in proxy_release */
     for (int i = 0; i < p->nstarted; i++)
         worker_post_quit(&p->workers[i]);
     event_base_loopbreak(p->base);
@@ -216,6 +224,8 @@ on_signal(evutil_socket_t sig, short what, void *arg)
         if (p->draining)
             return;
         p->draining = 1;
+        if (p->verify && verify_job_cancel(p->verify) == 0)
+            log_info("%s: cancelled by SIGTERM", verify_job_id(p->verify));
         uint32_t ms = p->rt->conf->limits.shutdown_timeout_ms;
         log_info("SIGTERM: draining sessions (up to %u ms)", ms);
         struct timeval now, span = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
@@ -347,6 +357,133 @@ start_operation(struct proxy *p, enum cutover_kind kind, json_t *body, json_t **
     return cutover_start(p->cutover, p->rt, kind, max_pause, force, reply, err, errlen);
 }
 
+/* How tandem logs in to b (its user, password, TLS), copied for the verify thread. */
+static void
+verify_endpoint_fill(struct verify_endpoint *e, const struct rt_backend *b)
+{
+    const struct conf_backend *cb = b->conf;
+    snprintf(e->name, sizeof(e->name), "%s", cb->name);
+    snprintf(e->host, sizeof(e->host), "%s",
+             cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host);
+    runtime_format_host(&b->addr, e->hostaddr, sizeof(e->hostaddr));
+    snprintf(e->port, sizeof(e->port), "%u", cb->addr.port);
+    snprintf(e->user, sizeof(e->user), "%s", cb->user);
+    snprintf(e->password, sizeof(e->password), "%s", b->password);
+    snprintf(e->sslmode, sizeof(e->sslmode), "%s",
+             cb->tls == CONF_TLS_VERIFY_FULL ? "verify-full"
+             : cb->tls == CONF_TLS_REQUIRE   ? "require"
+                                             : "disable");
+    snprintf(e->ca_file, sizeof(e->ca_file), "%s", cb->tls_ca_file);
+}
+
+/*
+ * POST /api/verify: a run against the listener's primary and shadow as
+ * they are now (swapped after a cutover).  One at a time: 409 while one runs.
+ */
+static int
+start_verify(struct proxy *p, json_t *body, json_t **reply, char *err, size_t errlen)
+{
+    struct admin_req_verify rq;
+    const struct rt_listener *l = NULL;
+
+    if (admin_req_verify_body(body, &rq, err, errlen) != 0)
+        return 400;
+    for (size_t i = 0; i < p->rt->nlisteners && l == NULL; i++)
+        if (strcmp(p->rt->listeners[i].conf->name, rq.listener) == 0)
+            l = &p->rt->listeners[i];
+    if (l == NULL) {
+        snprintf(err, errlen, "listener: no listener \"%s\"", rq.listener);
+        return 400;
+    }
+    if (l->shadow == NULL) {
+        snprintf(err, errlen, "listener \"%s\" has no shadow to compare with", rq.listener);
+        return 400;
+    }
+    int redis = l->conf->proto == CONF_PROTO_REDIS;
+    if (!redis && (rq.dbname == NULL || rq.db >= 0)) {
+        snprintf(err, errlen, rq.dbname == NULL ? "dbname: required for a postgres listener"
+                                                : "db: only for a redis listener (use dbname)");
+        return 400;
+    }
+    if (redis && rq.dbname != NULL) {
+        snprintf(err, errlen, "dbname: only for a postgres listener (use db)");
+        return 400;
+    }
+    if (p->draining) {
+        snprintf(err, errlen, "draining: no new verify run");
+        return 503;
+    }
+    if (p->verify && verify_job_running(p->verify)) {
+        snprintf(err, errlen, "%s is running: one verify run at a time",
+                 verify_job_id(p->verify));
+        return 409;
+    }
+    struct verify_job_spec *spec = calloc(1, sizeof(*spec));
+    if (spec == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return 500;
+    }
+    int swapped = control_roles_swapped(l->metric_slot);
+    snprintf(spec->id, sizeof(spec->id), "verify-%u", p->verify_seq + 1);
+    snprintf(spec->listener, sizeof(spec->listener), "%s", l->conf->name);
+    spec->redis = redis;
+    snprintf(spec->dbname, sizeof(spec->dbname), "%s", rq.dbname ? rq.dbname : "");
+    spec->db = rq.db > 0 ? (int)rq.db : 0;
+    verify_endpoint_fill(&spec->primary, swapped ? l->shadow : l->primary);
+    verify_endpoint_fill(&spec->shadow, swapped ? l->primary : l->shadow);
+    for (size_t i = 0; i < rq.ninclude; i++)
+        snprintf(spec->include[i], sizeof(spec->include[i]), "%s", rq.include[i]);
+    for (size_t i = 0; i < rq.nexclude; i++)
+        snprintf(spec->exclude[i], sizeof(spec->exclude[i]), "%s", rq.exclude[i]);
+    spec->ninclude = rq.ninclude;
+    spec->nexclude = rq.nexclude;
+    spec->chunk = rq.chunk;
+    spec->sample_rate = rq.sample_rate;
+    spec->max_rate = rq.max_rate;
+    spec->settle_ms = rq.settle_ms >= 0 ? (uint64_t)rq.settle_ms : 1000;
+    spec->ttl_tolerance_ms = rq.ttl_tolerance_ms >= 0 ? (uint64_t)rq.ttl_tolerance_ms : 2000;
+
+    verify_job_free(p->verify); /* the previous run, ended: its thread joins at once */
+    p->verify = verify_job_start(spec, err, errlen);
+    free(spec);
+    if (p->verify == NULL)
+        return 500;
+    p->verify_seq++;
+    log_info("%s: verify of listener \"%s\" started through the admin API",
+             verify_job_id(p->verify), l->conf->name);
+    *reply = json_pack("{s:o}", "verify", verify_job_json(p->verify, 0));
+    return 202;
+}
+
+/* GET and cancel /api/verify/ID: only the latest run is kept. */
+static int
+verify_call(struct proxy *p, enum admin_action action, const char *id, json_t **reply, char *err,
+            size_t errlen)
+{
+    if (p->verify == NULL || strcmp(verify_job_id(p->verify), id) != 0) {
+        snprintf(err, errlen, "no verify run \"%.32s\" (only the latest is kept)", id);
+        return 404;
+    }
+    if (action == ADMIN_VERIFY_CANCEL) {
+        if (verify_job_cancel(p->verify) != 0) {
+            snprintf(err, errlen, "%s has ended: nothing to cancel", id);
+            return 409;
+        }
+        log_info("%s: cancelled through the admin API", id);
+        *reply = json_pack("{s:o}", "verify", verify_job_json(p->verify, 0));
+        return 202;
+    }
+    *reply = json_pack("{s:o}", "verify", verify_job_json(p->verify, 0));
+    return 200;
+}
+
+static json_t *
+verify_report(void *ctx)
+{
+    struct proxy *p = ctx;
+    return p->verify ? verify_job_json(p->verify, 1) : NULL;
+}
+
 static void
 render_metrics(void *ctx, FILE *out)
 {
@@ -386,6 +523,11 @@ act(void *ctx, enum admin_action action, const char *arg, json_t *body, json_t *
         return start_operation(p, CUTOVER_FORWARD, body, reply, err, errlen);
     case ADMIN_ROLLBACK:
         return start_operation(p, CUTOVER_ROLLBACK, body, reply, err, errlen);
+    case ADMIN_VERIFY_START:
+        return start_verify(p, body, reply, err, errlen);
+    case ADMIN_VERIFY_GET:
+    case ADMIN_VERIFY_CANCEL:
+        return verify_call(p, action, arg, reply, err, errlen);
     case ADMIN_OPERATION: {
         json_t *op = cutover_operation_json(p->cutover, arg);
         if (op == NULL) {
@@ -487,6 +629,8 @@ status(void *ctx)
     }
     json_t *op = cutover_latest_json(p->cutover);
     json_object_set_new(root, "operation", op ? op : json_null());
+    json_t *vj = p->verify ? verify_job_json(p->verify, 0) : NULL;
+    json_object_set_new(root, "verify", vj ? vj : json_null());
     if (p->fleet) {
         json_t *fl = fleet_json(p->fleet);
         json_object_set_new(root, "fleet",
@@ -507,6 +651,7 @@ proxy_release(struct proxy *p)
     for (int i = 0; i < p->nworkers; i++)
         worker_release(&p->workers[i]);
     free(p->workers);
+    verify_job_free(p->verify); /* cancelled by quit(): joins within a moment */
     fleet_free(p->fleet);
     state_free(p->state);
     admin_free(p->admin);
@@ -669,7 +814,8 @@ proxy_run(struct conf *conf, const char *conf_path)
                                     .status = status,
                                     .act = act,
                                     .metrics = render_metrics,
-                                    .fleet_report = fleet_report};
+                                    .fleet_report = fleet_report,
+                                    .verify_report = verify_report};
         p->admin = admin_new(p->base, &p->rt->conf->admin, &hooks, err, sizeof(err));
         if (p->admin == NULL) {
             log_error("%s", err);

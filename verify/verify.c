@@ -68,26 +68,67 @@ verify_selected(const struct verify_opts *o, const char *name, const char *quali
     return in;
 }
 
+/* Per thread: the proxy's verify thread shares no random state with anyone. */
+static __thread unsigned short sample_seed[3];
+static __thread int sample_seeded;
+
 int
 verify_sampled(const struct verify_opts *o)
 {
-    return o->sample_rate >= 1.0 || drand48() < o->sample_rate;
+    if (o->sample_rate >= 1.0)
+        return 1;
+    if (!sample_seeded) {
+        uint64_t now = verify_now_ns() ^ (uint64_t)(uintptr_t)&sample_seeded;
+        memcpy(sample_seed, &now, sizeof(sample_seed));
+        sample_seeded = 1;
+    }
+    return erand48(sample_seed) < o->sample_rate;
+}
+
+int
+verify_cancelled(struct verify_run *run)
+{
+    const int *c = run->opts->cancel;
+    if (run->cancelled)
+        return 1;
+    if (c == NULL || !__atomic_load_n(c, __ATOMIC_ACQUIRE))
+        return 0;
+    run->cancelled = 1;
+    snprintf(run->error, sizeof(run->error), "cancelled");
+    return 1;
+}
+
+#define SLEEP_SLICE_MS 100 /* how late a cancel is noticed while pacing or settling */
+
+void
+verify_sleep_ms(struct verify_run *run, uint64_t ms)
+{
+    while (ms > 0 && !verify_cancelled(run)) {
+        uint64_t step = ms < SLEEP_SLICE_MS ? ms : SLEEP_SLICE_MS;
+        usleep((useconds_t)(step * 1000));
+        ms -= step;
+    }
 }
 
 void
-verify_pace(const struct verify_opts *o, uint64_t rows_done, uint64_t start_ns)
+verify_pace(struct verify_run *run, uint64_t rows_done, uint64_t start_ns)
 {
+    const struct verify_opts *o = run->opts;
     if (o->max_rate <= 0)
         return;
     double due_s = (double)rows_done / o->max_rate;
     double spent_s = (double)(verify_now_ns() - start_ns) / 1e9;
     if (due_s > spent_s)
-        usleep((useconds_t)((due_s - spent_s) * 1e6));
+        verify_sleep_ms(run, (uint64_t)((due_s - spent_s) * 1e3));
 }
 
 void
 verify_progress(const struct verify_run *run, const char *what, uint64_t rows)
 {
+    if (run->opts->on_progress) {
+        run->opts->on_progress(run, run->opts->progress_arg);
+        return;
+    }
     if (!run->opts->progress)
         return;
     fprintf(stderr, "\r\033[Kverify: %s: %llu checked", what, (unsigned long long)rows);
@@ -97,10 +138,25 @@ verify_progress(const struct verify_run *run, const char *what, uint64_t rows)
 /* ------------------------------------------------------------------ */
 /* The report.                                                         */
 
-static int
-table_differs(const struct verify_table *t)
+int
+verify_table_differs(const struct verify_table *t)
 {
     return t->whole_differs || t->counts[0] + t->counts[1] + t->counts[2] > 0;
+}
+
+int
+verify_run_equal(const struct verify_run *run, int rc)
+{
+    int equal = rc == 0;
+    for (size_t i = 0; i < run->ntables; i++)
+        equal = equal && !verify_table_differs(&run->tables[i]);
+    return equal;
+}
+
+const char *
+verify_kind_name(enum verify_diff_kind kind)
+{
+    return kind_names[kind];
 }
 
 static void
@@ -129,8 +185,8 @@ print_text(const struct verify_run *run)
     }
 }
 
-static void
-print_json(const struct verify_run *run, int equal)
+json_t *
+verify_run_json(const struct verify_run *run, int equal)
 {
     json_t *root = json_object(), *arr = json_array();
     for (size_t i = 0; i < run->ntables; i++) {
@@ -138,7 +194,7 @@ print_json(const struct verify_run *run, int equal)
         json_t *o = json_object(), *d = json_array();
         json_object_set_new(o, "name", json_string(t->name));
         json_object_set_new(o, "primary_key", json_boolean(t->has_key));
-        json_object_set_new(o, "equal", json_boolean(!table_differs(t)));
+        json_object_set_new(o, "equal", json_boolean(!verify_table_differs(t)));
         json_object_set_new(o, "rows_checked", json_integer((json_int_t)t->rows_checked));
         json_object_set_new(o, "chunks", json_integer((json_int_t)t->chunks));
         json_object_set_new(o, "chunks_checked", json_integer((json_int_t)t->chunks_checked));
@@ -158,7 +214,14 @@ print_json(const struct verify_run *run, int equal)
     json_object_set_new(root, "tables", arr);
     if (run->error[0])
         json_object_set_new(root, "error", json_string(run->error));
-    char *s = json_dumps(root, JSON_INDENT(2));
+    return root;
+}
+
+static void
+print_json(const struct verify_run *run, int equal)
+{
+    json_t *root = verify_run_json(run, equal);
+    char *s = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
     if (s)
         puts(s);
     free(s);
@@ -183,8 +246,8 @@ usage(FILE *out)
           out);
 }
 
-static void
-release(struct verify_run *run)
+void
+verify_run_release(struct verify_run *run)
 {
     for (size_t i = 0; i < run->ntables; i++) {
         for (size_t k = 0; k < run->tables[i].ndiffs; k++)
@@ -193,6 +256,8 @@ release(struct verify_run *run)
         free(run->tables[i].name);
     }
     free(run->tables);
+    run->tables = NULL;
+    run->ntables = run->cap = 0;
 }
 
 int
@@ -260,14 +325,11 @@ verify_main(int argc, char **argv)
     if (o.chunk == 0)
         o.chunk = redis ? 1000 : 10000;
     o.progress = !o.json && isatty(STDERR_FILENO);
-    srand48((long)verify_now_ns());
 
     int rc = redis ? verify_redis(&run) : verify_pg(&run);
     if (o.progress)
         fputs("\r\033[K", stderr);
-    int equal = rc == 0;
-    for (size_t i = 0; i < run.ntables; i++)
-        equal = equal && !table_differs(&run.tables[i]);
+    int equal = verify_run_equal(&run, rc);
     if (o.json)
         print_json(&run, equal);
     else
@@ -276,6 +338,6 @@ verify_main(int argc, char **argv)
         fprintf(stderr, "tandem verify: %s\n", run.error);
     else if (!o.json)
         printf("%s\n", equal ? "equal: no difference found" : "the shadow differs");
-    release(&run);
+    verify_run_release(&run);
     return rc != 0 ? 2 : equal ? 0 : 1;
 }

@@ -24,8 +24,13 @@
 #ifndef TANDEM_VERIFY_H
 #define TANDEM_VERIFY_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+
+struct pg_conn;      /* libpq's PGconn */
+struct redisContext; /* hiredis */
+struct verify_run;
 
 enum verify_diff_kind { VERIFY_CHANGED, VERIFY_MISSING_ON_SHADOW, VERIFY_MISSING_ON_PRIMARY };
 
@@ -60,6 +65,14 @@ struct verify_opts {
     uint64_t ttl_tolerance_ms;       /* Redis: TTLs this close are equal */
     int json;
     int progress;                    /* a progress line on stderr (a terminal) */
+    /*
+     * on_progress - called on the verifying thread after each chunk (SCAN
+     * page) and each table, when the run is consistent: it may read run
+     * (not keep pointers into it).  NULL: the progress line, if progress.
+     */
+    void (*on_progress)(const struct verify_run *run, void *arg);
+    void *progress_arg;
+    const int *cancel;               /* set (atomically) by another thread: stop; may be NULL */
 };
 
 /* The tables compared so far, for the report. */
@@ -67,7 +80,12 @@ struct verify_run {
     const struct verify_opts *opts;
     struct verify_table *tables;
     size_t ntables, cap;
+    size_t tables_total;             /* selected tables (known once listed; Redis: 1) */
+    size_t tables_done;
+    uint64_t rows_estimate;          /* planner's estimate (Redis: DBSIZE); 0 unknown */
+    uint64_t rows_checked;           /* over every table */
     char error[512];                 /* set when the run failed (exit 2) */
+    int cancelled;                   /* it stopped because *opts->cancel was set */
 };
 
 struct verify_table *verify_table_add(struct verify_run *run, const char *name);
@@ -78,13 +96,43 @@ int verify_selected(const struct verify_opts *o, const char *name, const char *q
 /* verify_sampled - this chunk (key) is checked at --sample-rate. */
 int verify_sampled(const struct verify_opts *o);
 /* verify_pace - sleep as --max-rate asks, rows_done since start_ns. */
-void verify_pace(const struct verify_opts *o, uint64_t rows_done, uint64_t start_ns);
+void verify_pace(struct verify_run *run, uint64_t rows_done, uint64_t start_ns);
 void verify_progress(const struct verify_run *run, const char *what, uint64_t rows);
 uint64_t verify_now_ns(void);
+/* verify_cancelled - 1 when *opts->cancel is set (run->cancelled and run->error set too). */
+int verify_cancelled(struct verify_run *run);
+/* verify_sleep_ms - sleep ms, in slices, returning early when cancelled. */
+void verify_sleep_ms(struct verify_run *run, uint64_t ms);
+
+/* verify_table_differs - the table holds a difference. */
+int verify_table_differs(const struct verify_table *t);
+/* verify_run_equal - the run finished without error and no table differs. */
+int verify_run_equal(const struct verify_run *run, int rc);
+/*
+ * verify_run_json - {"equal", "tables": [{name, primary_key, equal,
+ * rows_checked, chunks, chunks_checked, unsettled, changed,
+ * missing_on_shadow, missing_on_primary, differences: [{key, kind}]}]}
+ * (plus "error" when set): a new object; the command's --json and the API.
+ */
+json_t *verify_run_json(const struct verify_run *run, int equal);
+const char *verify_kind_name(enum verify_diff_kind kind);
+/* verify_run_release - frees what the run allocated (not run itself). */
+void verify_run_release(struct verify_run *run);
 
 /* 0: compared (equal or not: see the tables), -1: run->error says why. */
-int verify_pg(struct verify_run *run);
-int verify_redis(struct verify_run *run);
+int verify_pg(struct verify_run *run);   /* opts->primary/shadow: libpq connection strings */
+int verify_redis(struct verify_run *run); /* opts->primary/shadow: redis:// URLs */
+/* The core, on connections the caller opened (and closes). */
+int verify_pg_with(struct verify_run *run, struct pg_conn *primary, struct pg_conn *shadow);
+int verify_redis_with(struct verify_run *run, struct redisContext *primary,
+                      struct redisContext *shadow);
+/*
+ * verify_redis_login - AUTH (user may be "" or NULL; nothing without a
+ * password) and SELECT db on an open connection.  0, or -1 with err (the
+ * password never in it).
+ */
+int verify_redis_login(struct redisContext *c, const char *user, const char *password, int db,
+                       char *err, size_t errlen);
 
 /* tandem verify ARGS...: the command (argv[0] is "verify"). */
 int verify_main(int argc, char **argv);

@@ -19,6 +19,7 @@
  * rows in text order.
  */
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,15 +54,53 @@ fail(struct verify_run *run, const struct side *sd, const char *what)
     return -1;
 }
 
+#define CANCEL_POLL_MS 100 /* how late a cancel is noticed while a query runs */
+
+/*
+ * The result of the query just sent, waiting in slices so a cancel is
+ * noticed: then the server is asked to cancel it (PQcancel, from this
+ * thread) and its result, an error, drained.
+ */
+static PGresult *
+await_result(struct verify_run *run, struct side *sd)
+{
+    int asked = 0;
+    while (PQisBusy(sd->pq)) {
+        if (!asked && verify_cancelled(run)) {
+            PGcancel *c = PQgetCancel(sd->pq);
+            char why[128];
+            if (c) {
+                PQcancel(c, why, sizeof(why));
+                PQfreeCancel(c);
+            }
+            asked = 1;
+        }
+        struct pollfd pfd = {.fd = PQsocket(sd->pq), .events = POLLIN};
+        if (pfd.fd < 0 || (poll(&pfd, 1, CANCEL_POLL_MS) > 0 && !PQconsumeInput(sd->pq)))
+            break;
+    }
+    PGresult *r = PQgetResult(sd->pq), *more;
+    while ((more = PQgetResult(sd->pq)) != NULL)
+        PQclear(more);
+    return r;
+}
+
 /* One query with text parameters; NULL (run->error set) unless it returned rows or ran. */
 static PGresult *
 query(struct verify_run *run, struct side *sd, const char *sql, int n, const char *const *params)
 {
-    PGresult *r = PQexecParams(sd->pq, sql, n, NULL, params, NULL, NULL, 0);
+    if (verify_cancelled(run))
+        return NULL;
+    PGresult *r = PQsendQueryParams(sd->pq, sql, n, NULL, params, NULL, NULL, 0)
+                      ? await_result(run, sd)
+                      : NULL;
     ExecStatusType st = PQresultStatus(r);
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        snprintf(run->error, sizeof(run->error), "%s: %s", sd->name, PQresultErrorMessage(r));
-        run->error[strcspn(run->error, "\n")] = '\0';
+        if (!verify_cancelled(run)) {
+            snprintf(run->error, sizeof(run->error), "%s: %s", sd->name,
+                     r ? PQresultErrorMessage(r) : PQerrorMessage(sd->pq));
+            run->error[strcspn(run->error, "\n")] = '\0';
+        }
         PQclear(r);
         return NULL;
     }
@@ -164,7 +203,7 @@ still_differs(struct table_walk *w, char *const *vals, enum verify_diff_kind *ki
     for (int attempt = 0; attempt < RECHECKS; attempt++) {
         char hash[2][34] = {"-", "-"}; /* "-": no such row */
         if (attempt > 0)
-            usleep((useconds_t)(w->run->opts->settle_ms * 1000 / RECHECKS));
+            verify_sleep_ms(w->run, w->run->opts->settle_ms / RECHECKS);
         for (int i = 0; i < 2; i++) {
             PGresult *r = query(w->run, sides[i], sql, w->nkeys, (const char *const *)vals);
             if (r == NULL)
@@ -290,8 +329,9 @@ walk_unkeyed(struct table_walk *w)
         chunk_hash(w, w->s, "", 0, NULL, "t::text", hs, sizeof(hs)) != 0)
         return -1;
     w->t->rows_checked = strtoull(hp, NULL, 10);
+    w->run->rows_checked += w->t->rows_checked;
     if (strcmp(hp, hs) != 0 && w->run->opts->settle_ms > 0) {
-        usleep((useconds_t)(w->run->opts->settle_ms * 1000));
+        verify_sleep_ms(w->run, w->run->opts->settle_ms);
         if (chunk_hash(w, w->p, "", 0, NULL, "t::text", hp, sizeof(hp)) != 0 ||
             chunk_hash(w, w->s, "", 0, NULL, "t::text", hs, sizeof(hs)) != 0)
             return -1;
@@ -371,8 +411,7 @@ diff_range(struct table_walk *w, const char *where, int np, const char *const *p
 
 /* The range (last, end] hashed on both sides; row by row when they differ. */
 static int
-check_chunk(struct table_walk *w, int first, char *const *end, struct pendings *pd,
-            uint64_t *rows_total)
+check_chunk(struct table_walk *w, int first, char *const *end, struct pendings *pd)
 {
     char where[2800], lo[1400], hi[1400], hp[80], hs[80];
     const char *params[2 * KEY_COLS_MAX];
@@ -389,7 +428,7 @@ check_chunk(struct table_walk *w, int first, char *const *end, struct pendings *
         return -1;
     uint64_t rows = strtoull(hp, NULL, 10);
     w->t->rows_checked += rows;
-    *rows_total += rows;
+    w->run->rows_checked += rows;
     return strcmp(hp, hs) == 0 ? 0 : diff_range(w, where, np, params, pd);
 }
 
@@ -430,7 +469,7 @@ settle_pending(struct table_walk *w, struct pendings *pd, int ask)
 }
 
 static int
-walk_keyed(struct table_walk *w, uint64_t start_ns, uint64_t *rows_total)
+walk_keyed(struct table_walk *w, uint64_t start_ns)
 {
     const struct verify_opts *o = w->run->opts;
     struct pendings pd = {0};
@@ -447,14 +486,16 @@ walk_keyed(struct table_walk *w, uint64_t start_ns, uint64_t *rows_total)
         }
         w->t->chunks++;
         if (verify_sampled(o))
-            rc = check_chunk(w, first, end, &pd, rows_total);
+            rc = check_chunk(w, first, end, &pd);
         for (int k = 0; k < w->nkeys; k++) {
             free(w->last[k]);
             w->last[k] = end[k];
         }
         first = 0;
         verify_progress(w->run, w->t->name, w->t->rows_checked);
-        verify_pace(o, *rows_total, start_ns);
+        verify_pace(w->run, w->run->rows_checked, start_ns);
+        if (verify_cancelled(w->run))
+            rc = -1;
     }
     if (rc == 0)
         rc = check_tail(w, first, &pd);
@@ -467,35 +508,44 @@ walk_keyed(struct table_walk *w, uint64_t start_ns, uint64_t *rows_total)
 }
 
 int
-verify_pg(struct verify_run *run)
+verify_pg_with(struct verify_run *run, PGconn *primary, PGconn *shadow)
 {
     const struct verify_opts *o = run->opts;
-    struct side p = {.name = "primary"}, s = {.name = "shadow"};
+    struct side p = {.pq = primary, .name = "primary"}, s = {.pq = shadow, .name = "shadow"};
     int rc = 0;
-    uint64_t start = verify_now_ns(), rows_total = 0;
+    uint64_t start = verify_now_ns();
 
-    p.pq = PQconnectdb(o->primary);
-    s.pq = PQconnectdb(o->shadow);
-    if (PQstatus(p.pq) != CONNECTION_OK)
-        rc = fail(run, &p, "connect");
-    else if (PQstatus(s.pq) != CONNECTION_OK)
-        rc = fail(run, &s, "connect");
-    PGresult *tables = NULL;
-    if (rc == 0)
-        tables = query(run, &p,
-                       "SELECT c.oid::text, n.nspname, c.relname, "
-                       "quote_ident(n.nspname) || '.' || quote_ident(c.relname) "
-                       "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                       "WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' "
-                       "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 2, 3",
-                       0, NULL);
-    if (rc == 0 && tables == NULL)
-        rc = -1;
+    PGresult *tables = query(run, &p,
+                             "SELECT c.oid::text, n.nspname, c.relname, "
+                             "quote_ident(n.nspname) || '.' || quote_ident(c.relname), "
+                             "greatest(c.reltuples, 0)::bigint "
+                             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                             "WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' "
+                             "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 2, 3",
+                             0, NULL);
+    if (tables == NULL)
+        return -1;
+    char *picked = calloc((size_t)PQntuples(tables) + 1, 1);
+    if (picked == NULL) {
+        snprintf(run->error, sizeof(run->error), "out of memory");
+        PQclear(tables);
+        return -1;
+    }
+    for (int i = 0; i < PQntuples(tables); i++) {
+        char qualified[300];
+        const char *nsp = PQgetvalue(tables, i, 1), *rel = PQgetvalue(tables, i, 2);
+        snprintf(qualified, sizeof(qualified), "%s.%s", nsp, rel);
+        if ((picked[i] = (char)verify_selected(o, rel, qualified))) {
+            run->tables_total++;
+            run->rows_estimate += strtoull(PQgetvalue(tables, i, 4), NULL, 10);
+        }
+    }
+    verify_progress(run, "tables", 0);
     for (int i = 0; rc == 0 && i < PQntuples(tables); i++) {
         char qualified[300];
         const char *nsp = PQgetvalue(tables, i, 1), *rel = PQgetvalue(tables, i, 2);
         snprintf(qualified, sizeof(qualified), "%s.%s", nsp, rel);
-        if (!verify_selected(o, rel, qualified))
+        if (!picked[i])
             continue;
         struct table_walk w = {.run = run, .p = &p, .s = &s};
         snprintf(w.rel, sizeof(w.rel), "%s", PQgetvalue(tables, i, 3));
@@ -509,9 +559,32 @@ verify_pg(struct verify_run *run)
             break;
         }
         w.t->has_key = w.nkeys > 0;
-        rc = w.nkeys > 0 ? walk_keyed(&w, start, &rows_total) : walk_unkeyed(&w);
+        rc = w.nkeys > 0 ? walk_keyed(&w, start) : walk_unkeyed(&w);
+        if (rc == 0) {
+            run->tables_done++;
+            verify_progress(run, w.t->name, w.t->rows_checked);
+        }
     }
+    free(picked);
     PQclear(tables);
+    return rc;
+}
+
+int
+verify_pg(struct verify_run *run)
+{
+    const struct verify_opts *o = run->opts;
+    struct side p = {.name = "primary"}, s = {.name = "shadow"};
+    int rc = 0;
+
+    p.pq = PQconnectdb(o->primary);
+    s.pq = PQconnectdb(o->shadow);
+    if (PQstatus(p.pq) != CONNECTION_OK)
+        rc = fail(run, &p, "connect");
+    else if (PQstatus(s.pq) != CONNECTION_OK)
+        rc = fail(run, &s, "connect");
+    if (rc == 0)
+        rc = verify_pg_with(run, p.pq, s.pq);
     PQfinish(p.pq);
     PQfinish(s.pq);
     return rc;

@@ -60,22 +60,36 @@ side_open(struct verify_run *run, struct side *sd, const char *url)
                  sd->c ? sd->c->errstr : "out of memory");
         return -1;
     }
-    redisReply *r = NULL;
-    if (pass[0])
-        r = user[0] ? redisCommand(sd->c, "AUTH %s %s", user, pass)
-                    : redisCommand(sd->c, "AUTH %s", pass);
-    if (pass[0] && (r == NULL || r->type == REDIS_REPLY_ERROR)) {
-        snprintf(run->error, sizeof(run->error), "%s: AUTH refused", sd->name); /* no secret */
-        freeReplyObject(r);
+    redisSetTimeout(sd->c, tv);
+    char why[300];
+    if (verify_redis_login(sd->c, user, pass, db, why, sizeof(why)) != 0) {
+        snprintf(run->error, sizeof(run->error), "%s: %s", sd->name, why);
         return -1;
     }
-    freeReplyObject(r);
-    if (db != 0) {
-        r = redisCommand(sd->c, "SELECT %d", db);
+    return 0;
+}
+
+int
+verify_redis_login(redisContext *c, const char *user, const char *password, int db, char *err,
+                   size_t errlen)
+{
+    redisReply *r = NULL;
+    if (password && password[0]) {
+        r = user && user[0] ? redisCommand(c, "AUTH %s %s", user, password)
+                            : redisCommand(c, "AUTH %s", password);
         int bad = r == NULL || r->type == REDIS_REPLY_ERROR;
         freeReplyObject(r);
         if (bad) {
-            snprintf(run->error, sizeof(run->error), "%s: SELECT %d refused", sd->name, db);
+            snprintf(err, errlen, "AUTH refused"); /* no secret */
+            return -1;
+        }
+    }
+    if (db != 0) {
+        r = redisCommand(c, "SELECT %d", db);
+        int bad = r == NULL || r->type == REDIS_REPLY_ERROR;
+        freeReplyObject(r);
+        if (bad) {
+            snprintf(err, errlen, "SELECT %d refused", db);
             return -1;
         }
     }
@@ -243,6 +257,8 @@ scan_side(struct verify_run *run, struct side *from, struct side *p, struct side
     const struct verify_opts *o = run->opts;
     char cursor[32] = "0";
     do {
+        if (verify_cancelled(run))
+            return -1;
         redisReply *r = redisCommand(from->c, "SCAN %s COUNT %llu", cursor,
                                      (unsigned long long)o->chunk);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
@@ -271,6 +287,7 @@ scan_side(struct verify_run *run, struct side *from, struct side *p, struct side
             if (!verify_sampled(o))
                 continue;
             t->rows_checked++;
+            run->rows_checked++;
             int d = compare_key(run, p, s, k, len, &kind);
             if (d < 0) {
                 freeReplyObject(r);
@@ -283,16 +300,16 @@ scan_side(struct verify_run *run, struct side *from, struct side *p, struct side
             t->chunks_checked++;
         freeReplyObject(r);
         verify_progress(run, t->name, t->rows_checked);
-        verify_pace(o, t->rows_checked, start);
+        verify_pace(run, t->rows_checked, start);
     } while (strcmp(cursor, "0") != 0);
     return 0;
 }
 
 int
-verify_redis(struct verify_run *run)
+verify_redis_with(struct verify_run *run, redisContext *primary, redisContext *shadow)
 {
     const struct verify_opts *o = run->opts;
-    struct side p = {.name = "primary"}, s = {.name = "shadow"};
+    struct side p = {.c = primary, .name = "primary"}, s = {.c = shadow, .name = "shadow"};
     struct pending pd = {0};
     uint64_t start = verify_now_ns();
     int rc = 0;
@@ -303,14 +320,19 @@ verify_redis(struct verify_run *run)
         return -1;
     }
     t->has_key = 1;
-    if (side_open(run, &p, o->primary) != 0 || side_open(run, &s, o->shadow) != 0)
-        rc = -1;
-    if (rc == 0)
-        rc = scan_side(run, &p, &p, &s, 0, t, &pd, start);
+    run->tables_total = 1;
+    redisReply *size = redisCommand(p.c, "DBSIZE");
+    if (size && size->type == REDIS_REPLY_INTEGER && size->integer > 0)
+        run->rows_estimate = (uint64_t)size->integer;
+    freeReplyObject(size);
+    verify_progress(run, t->name, 0);
+    rc = scan_side(run, &p, &p, &s, 0, t, &pd, start);
     if (rc == 0)
         rc = scan_side(run, &s, &p, &s, 1, t, &pd, start);
     if (rc == 0 && pd.n > 0 && o->settle_ms > 0)
-        usleep((useconds_t)(o->settle_ms * 1000));
+        verify_sleep_ms(run, o->settle_ms);
+    if (rc == 0 && verify_cancelled(run))
+        rc = -1;
     for (size_t i = 0; i < pd.n; i++) {
         enum verify_diff_kind kind;
         if (rc == 0) {
@@ -324,6 +346,24 @@ verify_redis(struct verify_run *run)
     }
     free(pd.keys);
     free(pd.lens);
+    if (rc == 0) {
+        run->tables_done = 1;
+        verify_progress(run, t->name, t->rows_checked);
+    }
+    return rc;
+}
+
+int
+verify_redis(struct verify_run *run)
+{
+    const struct verify_opts *o = run->opts;
+    struct side p = {.name = "primary"}, s = {.name = "shadow"};
+    int rc = 0;
+
+    if (side_open(run, &p, o->primary) != 0 || side_open(run, &s, o->shadow) != 0)
+        rc = -1;
+    if (rc == 0)
+        rc = verify_redis_with(run, p.c, s.c);
     if (p.c)
         redisFree(p.c);
     if (s.c)

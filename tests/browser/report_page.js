@@ -8,7 +8,8 @@
 //               "texts": ["...", ...],            // each must appear in the page
 //               "fingerprint": "...",             // a mismatch block for it must exist
 //               "sides": {"primary": "...", "shadow": "..."},  // in that block's sample
-//               "validation": "95.83%"}           // the validation card's text
+//               "validation": "95.83%",           // the validation card's text
+//               "verify": {"state": "different", "keys": ["..."]}}  // the verify section
 //
 // Debian's /usr/bin/chromium, driven by playwright-core (no browser download).
 // Prints one JSON line {"ok": bool, "problems": [...]}; exit 1 when not ok.
@@ -40,7 +41,9 @@ async function main() {
     if (!resp || resp.status() !== 200) problems.push(`GET ${want.url}: ${resp ? resp.status() : "no answer"}`);
 
     // two refreshes: the data is drawn and the history chart has two points
-    await page.waitForFunction(() => document.querySelector("#chart-validation svg"), null, { timeout: 30000 });
+    const ready = want.verify ? '#verify [data-testid="verify-state"]' : "#chart-validation svg";
+    await page.waitForFunction((sel) => document.querySelector(sel), ready, { timeout: 30000 })
+      .catch((e) => { throw new Error(`${e.message}; ${problems.join("; ")}`); });
     const live = (await page.textContent("#live")).trim();
     if (live !== "live") problems.push(`the live indicator says ${JSON.stringify(live)}`);
 
@@ -63,6 +66,15 @@ async function main() {
         const marked = await block.locator(".side.shadow pre mark").allInnerTexts();
         if (!marked.some((m) => m.includes(want.sides.shadow))) problems.push(`the differing value is not highlighted: ${JSON.stringify(marked)}`);
       }
+    }
+    if (want.verify) {
+      const state = (await page.textContent('#verify [data-testid="verify-state"]') || "").trim();
+      if (state !== want.verify.state) problems.push(`verify state shows ${JSON.stringify(state)}, want ${JSON.stringify(want.verify.state)}`);
+      const diffs = await page.locator('#verify [data-testid="verify-differences"]').innerText().catch(() => "");
+      for (const k of want.verify.keys || []) if (!diffs.includes(k)) problems.push(`verify difference not shown as text: ${JSON.stringify(k)}`);
+      // values come from the database: rendered as text, never as markup
+      const injected = await page.locator("#verify img, #verify script, #verify iframe").count();
+      if (injected) problems.push(`${injected} element(s) injected into the verify section`);
     }
     await page.screenshot({ path: want.screenshot, fullPage: true });
   } finally {

@@ -127,6 +127,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int force = 9;
     if (admin_req_operation_body(body, &max_pause, &force, err, sizeof(err)) == 0)
         CHECK(max_pause <= 600000 && (force == 0 || force == 1));
+    struct admin_req_verify rv;
+    if (admin_req_verify_body(body, &rv, err, sizeof(err)) == 0) {
+        CHECK(rv.listener != NULL && strlen(rv.listener) < CONF_NAME_MAX);
+        CHECK(rv.dbname == NULL || strlen(rv.dbname) < CONF_NAME_MAX);
+        CHECK(rv.ninclude <= ADMIN_REQ_VERIFY_GLOBS && rv.nexclude <= ADMIN_REQ_VERIFY_GLOBS);
+        for (size_t i = 0; i < rv.ninclude; i++)
+            CHECK(strlen(rv.include[i]) >= 1 && strlen(rv.include[i]) <= ADMIN_REQ_VERIFY_GLOB_MAX);
+        for (size_t i = 0; i < rv.nexclude; i++)
+            CHECK(strlen(rv.exclude[i]) >= 1 && strlen(rv.exclude[i]) <= ADMIN_REQ_VERIFY_GLOB_MAX);
+        CHECK(rv.sample_rate > 0 && rv.sample_rate <= 1 && rv.max_rate >= 0 && rv.max_rate <= 1e9);
+        CHECK(rv.chunk <= 10000000 && rv.settle_ms <= 600000 && rv.db <= 1000000);
+    } else {
+        CHECK(memchr(err, '\0', sizeof(err)) != NULL);
+    }
+    CHECK(admin_req_verify_body(NULL, &rv, err, sizeof(err)) == 400);
     /* an empty body is no body */
     CHECK(admin_req_operation_body(NULL, &max_pause, &force, err, sizeof(err)) == 0);
     json_decref(body);
