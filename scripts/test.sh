@@ -5,7 +5,7 @@
 #   2. build     build/ with -DTANDEM_WERROR=ON
 #   3. ctest     unit tests, fuzz replays, integration (pytest, real servers)
 #   4. fuzz      clang build in build-fuzz/, each fuzz_* run FUZZ_SECONDS
-#                (default 20) over a copy of tests/fuzz/corpus/<name>/;
+#                (default 5: a smoke; bench/fuzz.sh is the campaign) over a copy of tests/fuzz/corpus/<name>/;
 #                crashes land in tests/fuzz/artifacts/ and fail the run
 #   5. asan      build-asan/ with -DTANDEM_SANITIZE=ON, unit tests again
 #   6. asan-integration (only with TANDEM_ASAN_INTEGRATION=1): the pytest
@@ -18,7 +18,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
-FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+FUZZ_SECONDS=${FUZZ_SECONDS:-5}
 START=$SECONDS
 
 passed_steps=()

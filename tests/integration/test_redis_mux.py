@@ -203,7 +203,7 @@ def test_a_client_leaving_with_replies_owed_disturbs_nobody(tandem, server):
     lt = threading.Thread(target=leaver, args=(0,))
     lt.start()
     try:
-        errors = run_threads(10, lambda i: counting_client(t, i, rounds=150))
+        errors = run_threads(10, lambda i: counting_client(t, i, rounds=60))
     finally:
         stop.set()
         lt.join()

@@ -33,7 +33,8 @@ LOGICAL = """wal_level = logical
 max_worker_processes = 24
 max_logical_replication_workers = 12
 max_replication_slots = 16
-max_wal_senders = 16"""
+max_wal_senders = 16
+wal_retrieve_retry_interval = 200ms"""
 
 
 @pytest.fixture(scope="module")
@@ -287,9 +288,9 @@ def test_cutover_and_rollback_on_logical_replication(tandem, blue, green):
     ]
     t = start(tandem, blue, green, steps, reads="0%")
     wait_measured(t)
-    proc = pgbench_db_popen(t.port, db, clients=4, seconds=12)
+    proc = pgbench_db_popen(t.port, db, clients=4, seconds=8)
     try:
-        time.sleep(3)
+        time.sleep(2)
         op = run_operation(t, "/api/cutover", {"max_pause_ms": 15000})
         assert op["state"] == "completed", op
         assert [s["ok"] for s in op["steps"]] == [True, True, True], op
@@ -298,7 +299,7 @@ def test_cutover_and_rollback_on_logical_replication(tandem, blue, green):
             assert conn.execute("SELECT inet_server_port()").fetchone()[0] == green.port
         wait_measured(t)  # measured the other way now: green -> blue
         assert status_replication(t)["primary"] == "green"
-        time.sleep(3)
+        time.sleep(2)
         op = run_operation(t, "/api/rollback", {"max_pause_ms": 15000})
         assert op["state"] == "completed", op
         assert [s["ok"] for s in op["steps"]] == [True, True], op
@@ -429,11 +430,11 @@ def test_redis_replica_compare_and_cutover(tandem):
         th = threading.Thread(target=writer)
         th.start()
         try:
-            time.sleep(2)
+            time.sleep(1)
             op = run_operation(t, "/api/cutover", {"max_pause_ms": 10000})
             assert op["state"] == "completed", op
             assert [s["ok"] for s in op["steps"]] == [True, True], op
-            time.sleep(2)
+            time.sleep(1)
         finally:
             stop.set()
             th.join(30)
