@@ -404,7 +404,7 @@ def test_physical_standby_cutover_by_promotion(tandem, certs):
 
 # -- a Redis replica --------------------------------------------------------------------
 
-def test_redis_replica_compare_and_cutover(tandem):
+def test_redis_replica_compare_cutover_and_rollback(tandem):
     blue_r = RedisServer("repl-blue").start()
     green_r = RedisServer("repl-green").start()
     try:
@@ -414,7 +414,9 @@ def test_redis_replica_compare_and_cutover(tandem):
         t = start(tandem, blue_r, green_r,
                   ["poll 50ms", "compare_wait 20s",
                    'cutover before_flip green "REPLICAOF NO ONE"',
-                   f'cutover after_flip blue "REPLICAOF 127.0.0.1 {green_r.port}"'],
+                   f'cutover after_flip blue "REPLICAOF 127.0.0.1 {green_r.port}"',
+                   'rollback before_flip blue "REPLICAOF NO ONE"',
+                   f'rollback after_flip green "REPLICAOF 127.0.0.1 {blue_r.port}"'],
                   protocol="redis", user=None)
         wait_measured(t)
         assert status_replication(t)["kind"] == "replica"
@@ -467,6 +469,25 @@ def test_redis_replica_compare_and_cutover(tandem):
         writes_to_green = metric_value(t.metrics(), "tandem_requests_total", listener="pg",
                                        backend="green", kind="write") or 0
         assert writes_to_green > 0  # after the flip: green is the primary
+
+        # and back: blue answers again, with every INCR acknowledged on either side
+        blue_r.client().config_set("replica-read-only", "yes")
+        stop.clear()
+        th = threading.Thread(target=writer)
+        th.start()
+        try:
+            time.sleep(1)
+            op = run_operation(t, "/api/rollback", {"max_pause_ms": 10000})
+            assert op["state"] == "completed", op
+            assert [s["ok"] for s in op["steps"]] == [True, True], op
+            time.sleep(1)
+        finally:
+            stop.set()
+            th.join(30)
+        assert int(blue_r.client().get("counter")) == acked[-1] == len(acked)
+        assert blue_r.client().info("replication")["role"] == "master"
+        wait_until(lambda: green_r.client().get("counter") == blue_r.client().get("counter"),
+                   30, "green to follow blue again")
     finally:
         green_r.stop()
         blue_r.stop()
