@@ -421,25 +421,30 @@ def test_redis_replica_compare_cutover_and_rollback(tandem):
         wait_measured(t)
         assert status_replication(t)["kind"] == "replica"
         acked = []
-        stop = threading.Event()
 
-        def writer():
-            c = redis.Redis(host="127.0.0.1", port=t.port)
-            while not stop.is_set():
-                acked.append(c.incr("counter"))
-                c.get("counter")  # compared once green applied the INCR
+        def under_incr_loop(path):
+            """PATH (cutover, rollback) while a client INCRs and GETs through tandem."""
+            stop = threading.Event()
 
-        th = threading.Thread(target=writer)
-        th.start()
-        try:
-            time.sleep(1)
-            op = run_operation(t, "/api/cutover", {"max_pause_ms": 10000})
-            assert op["state"] == "completed", op
-            assert [s["ok"] for s in op["steps"]] == [True, True], op
-            time.sleep(1)
-        finally:
-            stop.set()
-            th.join(30)
+            def writer():
+                c = redis.Redis(host="127.0.0.1", port=t.port)
+                while not stop.is_set():
+                    acked.append(c.incr("counter"))
+                    c.get("counter")  # compared once the replica applied the INCR
+
+            th = threading.Thread(target=writer)
+            th.start()
+            try:
+                time.sleep(1)
+                op = run_operation(t, path, {"max_pause_ms": 10000})
+                assert op["state"] == "completed", op
+                assert [s["ok"] for s in op["steps"]] == [True, True], op
+                time.sleep(1)
+            finally:
+                stop.set()
+                th.join(30)
+
+        under_incr_loop("/api/cutover")
         assert acked, "no INCR was acknowledged"
         # green answers now; it holds every acknowledged INCR
         assert int(green_r.client().get("counter")) == acked[-1] == len(acked)
@@ -472,18 +477,7 @@ def test_redis_replica_compare_cutover_and_rollback(tandem):
 
         # and back: blue answers again, with every INCR acknowledged on either side
         blue_r.client().config_set("replica-read-only", "yes")
-        stop.clear()
-        th = threading.Thread(target=writer)
-        th.start()
-        try:
-            time.sleep(1)
-            op = run_operation(t, "/api/rollback", {"max_pause_ms": 10000})
-            assert op["state"] == "completed", op
-            assert [s["ok"] for s in op["steps"]] == [True, True], op
-            time.sleep(1)
-        finally:
-            stop.set()
-            th.join(30)
+        under_incr_loop("/api/rollback")
         assert int(blue_r.client().get("counter")) == acked[-1] == len(acked)
         assert blue_r.client().info("replication")["role"] == "master"
         wait_until(lambda: green_r.client().get("counter") == blue_r.client().get("counter"),
