@@ -336,6 +336,9 @@ def test_cutover_waits_and_gives_up_when_the_shadow_cannot_catch_up(tandem, blue
     # a subscription that is not running cannot be waited for: refused up front
     pause_subscription(green, db)
     try:
+        # tandem refuses once its watch has seen it (the next poll): not before
+        wait_until(lambda: status_replication(t)["error"] is not None, 30,
+                   "the watch to see the subscription stopped")
         status, reply = call(t, "POST", "/api/cutover", {"max_pause_ms": 1500})
         assert status == 409 and "not measured" in reply["error"], reply
     finally:
