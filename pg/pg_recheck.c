@@ -37,8 +37,8 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "control/replica.h"
 #include "control/runtime.h"
+#include "engine/recheck.h"
 #include "engine/session.h"
 #include "engine/worker.h"
 #include "metrics/log.h"
@@ -47,19 +47,14 @@
 #include "protocol/pgdesc.h"
 #include "protocol/pgw.h"
 
-#define RECHECK_ATTEMPTS 4
-/* pauses before attempts 2, 3, 4: the shadow's mirrors of concurrent writes arrive */
-static const uint32_t recheck_pause_ms[RECHECK_ATTEMPTS] = {0, 250, 1000, 2000};
-#define RECHECK_DEADLINE_MS 15000  /* from start to verdict */
-
-enum side { PRIMARY, SHADOW };
-static const char *const side_names[] = {"primary", "shadow"};
+#define PRIMARY RECHECK_PRIMARY
+#define SHADOW RECHECK_SHADOW
 
 enum side_state { SIDE_CONNECTING, SIDE_READY, SIDE_SENDING, SIDE_READING };
 
 struct recheck_side {
     struct pg_recheck *job;
-    enum side which;
+    enum recheck_backend which;
     PGconn *pq;
     enum side_state state;
     struct event ev;
@@ -73,20 +68,14 @@ struct recheck_side {
 enum job_kind { JOB_RECHECK, JOB_EXPLAIN };
 
 struct pg_recheck {
-    struct worker_job job; /* first: the worker's list */
+    struct recheck r;      /* first: the schedule, the worker's list, the report's key */
     enum job_kind kind;
     char *explain_sql;     /* JOB_EXPLAIN: "EXPLAIN (FORMAT JSON) " and the statement */
-    struct worker *w;
     struct runtime *rt;    /* one reference: ignore_columns and the listener's settings */
-    int slot;
-    uint64_t session_id;
-    char peer[64];
     int ordered;
     const char *const *ignore;
-    /* the report's record, as record() had it */
-    uint64_t key_id;
+    /* the report's record, as record() had it (and r.key_id, r.primary_ns, r.shadow_ns) */
     char *key_text;        /* NULL: counted under "other" */
-    uint64_t primary_ns, shadow_ns;
     char psample[sizeof(((struct pg_compare *)0)->psample)];
     char ssample[sizeof(((struct pg_compare *)0)->ssample)];
     /* the statement: call points into unit (and into sql when the unit had no Parse) */
@@ -94,28 +83,9 @@ struct pg_recheck {
     char *sql;
     struct pgw_call call;
     struct recheck_side side[2];
-    int attempt;           /* 1-based, the one running or next */
-    struct event timer;    /* pauses between attempts; a replicated shadow's catch-up */
-    int awaiting_replica;  /* the primary answered at answered_ns: the shadow runs once it
-                            * applied that (control/replica.h), not sooner */
-    uint64_t answered_ns;
-    struct event deadline;
 };
 
-/* The budget per listener slot, shared with the Redis re-checks (metrics/shadow.h). */
-static int
-budget_take(int slot, uint32_t per_second)
-{
-    return shadow_recheck_take(slot, per_second, session_now_ns() / 1000000000ull);
-}
-
-static void
-budget_give(int slot)
-{
-    shadow_recheck_give(slot);
-}
-
-#define jlog(j, level, ...) log_at(level, (j)->session_id, (j)->peer, __VA_ARGS__)
+#define jlog(j, level, ...) log_at(level, (j)->r.session_id, (j)->r.peer, __VA_ARGS__)
 
 static void side_step(struct recheck_side *sd);
 
@@ -143,12 +113,9 @@ side_release(struct recheck_side *sd)
 static void
 job_free(struct pg_recheck *j)
 {
-    worker_job_remove(j->w, &j->job);
+    recheck_end(&j->r);
     side_release(&j->side[PRIMARY]);
     side_release(&j->side[SHADOW]);
-    event_del(&j->timer);
-    event_del(&j->deadline);
-    budget_give(j->slot);
     runtime_unref(j->rt);
     free(j->key_text);
     free(j->unit);
@@ -162,7 +129,7 @@ static void
 explain_done(struct pg_recheck *j, const char *why)
 {
     if (why == NULL)
-        shadow_set_plans(j->w->shadow, j->slot, j->key_id, j->side[PRIMARY].plan,
+        shadow_set_plans(j->r.w->shadow, j->r.slot, j->r.key_id, j->side[PRIMARY].plan,
                          j->side[SHADOW].plan);
     jlog(j, why ? CONF_LOG_INFO : CONF_LOG_DEBUG, "plans of a statement slower on the shadow: %s",
          why ? why : "fetched from both");
@@ -180,18 +147,7 @@ finish(struct pg_recheck *j, enum shadow_recheck_result result, const char *why)
         explain_done(j, why ? why : "failed");
         return;
     }
-    enum shadow_outcome outcome =
-        result == SHADOW_RECHECK_TRANSIENT ? SHADOW_TRANSIENT : SHADOW_MISMATCH;
-
-    shadow_count_recheck(j->w->shadow, j->slot, result);
-    shadow_record(j->w->shadow, j->slot, j->key_id, j->key_text, outcome, SHADOW_NOISE_NONE,
-                  j->primary_ns, j->shadow_ns, j->psample, j->ssample);
-    jlog(j, result == SHADOW_RECHECK_FAILED ? CONF_LOG_INFO : CONF_LOG_DEBUG,
-         "shadow re-check of a mismatching read: %s after %d attempt%s%s%s",
-         result == SHADOW_RECHECK_TRANSIENT   ? "transient"
-         : result == SHADOW_RECHECK_CONFIRMED ? "mismatch confirmed"
-                                              : "not confirmed",
-         j->attempt, j->attempt == 1 ? "" : "s", why ? ": " : "", why ? why : "");
+    recheck_verdict(&j->r, result, j->key_text, j->psample, j->ssample, why);
     job_free(j);
 }
 
@@ -202,11 +158,9 @@ job_cancel(struct worker_job *job)
 }
 
 static void
-on_deadline(evutil_socket_t fd, short what, void *arg)
+expired(struct recheck *r)
 {
-    (void)fd;
-    (void)what;
-    finish(arg, SHADOW_RECHECK_FAILED, "no verdict in time");
+    finish((struct pg_recheck *)r, SHADOW_RECHECK_FAILED, "no verdict in time");
 }
 
 /* ------------------------------------------------------------------ */
@@ -304,7 +258,7 @@ wait_for(struct recheck_side *sd, short what)
     if (sd->ev_added)
         event_del(&sd->ev);
     /* libpq may have opened another socket (the next address): watch the current one */
-    event_assign(&sd->ev, sd->job->w->base, PQsocket(sd->pq), what, on_side, sd);
+    event_assign(&sd->ev, sd->job->r.w->base, PQsocket(sd->pq), what, on_side, sd);
     event_add(&sd->ev, NULL);
     sd->ev_added = 1;
 }
@@ -331,7 +285,6 @@ send_query(struct recheck_side *sd)
                : -1;
 }
 
-static void run_on(struct recheck_side *sd);
 static void side_failed(struct recheck_side *sd, const char *what);
 
 /* Both answers of this attempt are in: the same, or again, or confirmed. */
@@ -341,7 +294,7 @@ attempt_done(struct pg_recheck *j)
     for (int i = 0; i < 2; i++) {
         if (j->side[i].error[0]) {
             char why[200];
-            snprintf(why, sizeof(why), "the %s failed it: %s", side_names[i], j->side[i].error);
+            snprintf(why, sizeof(why), "the %s failed it: %s", recheck_backend_names[i], j->side[i].error);
             finish(j, SHADOW_RECHECK_FAILED, why);
             return;
         }
@@ -354,55 +307,15 @@ attempt_done(struct pg_recheck *j)
         finish(j, SHADOW_RECHECK_TRANSIENT, NULL);
         return;
     }
-    if (j->attempt >= RECHECK_ATTEMPTS) {
+    if (!recheck_again(&j->r))
         finish(j, SHADOW_RECHECK_CONFIRMED, NULL);
-        return;
-    }
-    uint32_t ms = recheck_pause_ms[j->attempt++]; /* the pause before the next one */
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    evtimer_add(&j->timer, &tv);
 }
 
-/*
- * An attempt runs on the primary first; on the shadow once the primary
- * answered (see the top), and when replication feeds the shadow, once it
- * has applied what the primary had then (looked at every 20 ms; the
- * deadline bounds the wait).
- */
+/* An attempt on one side (engine/recheck.c calls it: the primary first, then the shadow). */
 static void
-on_pause(evutil_socket_t fd, short what, void *arg)
+run(struct recheck *r, enum recheck_backend which)
 {
-    struct pg_recheck *j = arg;
-    (void)fd;
-    (void)what;
-    if (!j->awaiting_replica) {
-        run_on(&j->side[PRIMARY]);
-        return;
-    }
-    if (replica_caught_up_ns(j->slot) > j->answered_ns) {
-        j->awaiting_replica = 0;
-        run_on(&j->side[SHADOW]);
-        return;
-    }
-    struct timeval tv = {.tv_sec = 0, .tv_usec = 20 * 1000};
-    evtimer_add(&j->timer, &tv);
-}
-
-static void
-primary_answered(struct pg_recheck *j)
-{
-    if (!replica_enabled(j->slot)) {
-        run_on(&j->side[SHADOW]);
-        return;
-    }
-    j->awaiting_replica = 1;
-    j->answered_ns = session_now_ns();
-    on_pause(-1, 0, j);
-}
-
-static void
-run_on(struct recheck_side *sd)
-{
+    struct recheck_side *sd = &((struct pg_recheck *)r)->side[which];
     if (send_query(sd) != 0) {
         side_failed(sd, "send");
         return;
@@ -434,7 +347,7 @@ side_step(struct recheck_side *sd)
             sd->state = SIDE_READY;
             /* both logged in: the first attempt */
             if (j->side[PRIMARY].state == SIDE_READY && j->side[SHADOW].state == SIDE_READY)
-                run_on(&j->side[PRIMARY]);
+                run(&j->r, RECHECK_PRIMARY);
             return;
         default:
             side_failed(sd, "login");
@@ -465,7 +378,7 @@ side_step(struct recheck_side *sd)
                 sd->answer = XXH3_64bits_digest(sd->digest);
                 sd->state = SIDE_READY;
                 if (sd->which == PRIMARY)
-                    primary_answered(j);
+                    recheck_primary_answered(&j->r);
                 else
                     attempt_done(j);
                 return;
@@ -484,7 +397,7 @@ static void
 side_failed(struct recheck_side *sd, const char *what)
 {
     char why[300];
-    snprintf(why, sizeof(why), "%s %s: %s", side_names[sd->which], what,
+    snprintf(why, sizeof(why), "%s %s: %s", recheck_backend_names[sd->which], what,
              sd->pq ? PQerrorMessage(sd->pq) : "out of memory");
     why[strcspn(why, "\n")] = '\0';
     finish(sd->job, SHADOW_RECHECK_FAILED, why);
@@ -492,6 +405,8 @@ side_failed(struct recheck_side *sd, const char *what)
 
 /* ------------------------------------------------------------------ */
 /* Taking a mismatch.                                                  */
+
+static const struct recheck_ops ops = {.run = run, .expired = expired};
 
 /* The statement of u to run again, or -1 when it is not one plain statement. */
 static int
@@ -527,27 +442,17 @@ job_new(struct pg_session *s, struct pg_unit *u, enum job_kind kind, int *unsupp
         if (j)
             free(j->sql);
         free(j);
-        budget_give(lis->metric_slot);
+        shadow_recheck_give(lis->metric_slot);
         return NULL;
     }
     u->call = NULL; /* the job's now */
     j->kind = kind;
-    j->job.cancel = job_cancel;
-    j->w = s->base.w;
+    j->r.job.cancel = job_cancel;
     j->rt = s->base.rt;
     runtime_ref(j->rt);
-    j->slot = lis->metric_slot;
-    j->session_id = s->base.id;
-    snprintf(j->peer, sizeof(j->peer), "%s", s->base.peer);
     j->ordered = u->ordered;
     j->ignore = lis->ignore_columns;
-    j->attempt = 1;
-    evtimer_assign(&j->timer, j->w->base, on_pause, j);
-    evtimer_assign(&j->deadline, j->w->base, on_deadline, j);
-    worker_job_add(j->w, &j->job);
-    struct timeval tv = {.tv_sec = RECHECK_DEADLINE_MS / 1000,
-                         .tv_usec = (RECHECK_DEADLINE_MS % 1000) * 1000};
-    evtimer_add(&j->deadline, &tv);
+    recheck_begin(&j->r, &ops, s->base.w, lis->metric_slot, s->base.id, s->base.peer);
     return j;
 }
 
@@ -559,7 +464,7 @@ job_login(struct pg_recheck *j, struct pg_session *s)
     for (int i = 0; i < 2; i++) {
         struct recheck_side *sd = &j->side[i];
         sd->job = j;
-        sd->which = (enum side)i;
+        sd->which = (enum recheck_backend)i;
         sd->state = SIDE_CONNECTING;
         sd->pq = pg_login_start(s, ends[i]);
     }
@@ -588,19 +493,17 @@ pg_recheck_start(struct pg_session *s, struct pg_unit *u, const struct pgdesc_ke
         shadow_count_recheck(shard, slot, SHADOW_RECHECK_UNSUPPORTED);
         return -1;
     }
-    if (!budget_take(slot, lis->conf->compare.confirm_per_second)) {
-        shadow_count_recheck(shard, slot, SHADOW_RECHECK_BUSY);
+    if (!recheck_take(shard, slot, lis->conf->compare.confirm_per_second))
         return -1;
-    }
     struct pg_recheck *j = job_new(s, u, JOB_RECHECK, &unsupported);
     if (j == NULL) {
         shadow_count_recheck(shard, slot, SHADOW_RECHECK_UNSUPPORTED);
         return -1;
     }
-    j->key_id = key->fingerprint;
+    j->r.key_id = key->fingerprint;
     j->key_text = key->text ? strdup(key->text) : NULL;
-    j->primary_ns = u->base.primary_ns;
-    j->shadow_ns = u->base.shadow_done && u->base.forced < 0 ? u->base.shadow_ns : 0;
+    j->r.primary_ns = u->base.primary_ns;
+    j->r.shadow_ns = u->base.shadow_done && u->base.forced < 0 ? u->base.shadow_ns : 0;
     memcpy(j->psample, u->cmp->psample, sizeof(j->psample));
     memcpy(j->ssample, u->cmp->ssample, sizeof(j->ssample));
     job_login(j, s);
@@ -614,12 +517,12 @@ pg_explain_start(struct pg_session *s, struct pg_unit *u, uint64_t key_id)
     int unsupported;
 
     if (u->base.kind != REQ_KIND_READ || u->call == NULL || s->base.shadow_be == NULL ||
-        !budget_take(s->base.lis->metric_slot, UINT32_MAX))
+        !shadow_recheck_take(s->base.lis->metric_slot, UINT32_MAX, session_now_ns() / 1000000000ull))
         return;
     struct pg_recheck *j = job_new(s, u, JOB_EXPLAIN, &unsupported);
     if (j == NULL)
         return;
-    j->key_id = key_id;
+    j->r.key_id = key_id;
     size_t n = strlen(j->call.sql);
     if ((j->explain_sql = malloc(sizeof(prefix) + n)) == NULL) {
         job_free(j);

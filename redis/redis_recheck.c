@@ -50,8 +50,8 @@
 #include <string.h>
 #include <sys/un.h>
 
-#include "control/replica.h"
 #include "control/runtime.h"
+#include "engine/recheck.h"
 #include "engine/session.h"
 #include "engine/worker.h"
 #include "metrics/log.h"
@@ -59,10 +59,6 @@
 #include "protocol/rediscmp.h"
 #include "redis/redis_session_int.h"
 
-#define RECHECK_ATTEMPTS 4
-/* pauses before attempts 2, 3, 4: the shadow's mirrors of concurrent writes arrive */
-static const uint32_t recheck_pause_ms[RECHECK_ATTEMPTS] = {0, 250, 1000, 2000};
-#define RECHECK_DEADLINE_MS 15000 /* from start to verdict */
 #define RECHECK_REPLY_MAX (1024 * 1024)
 /* what the re-check's connections are called on the servers (CLIENT LIST) */
 #define RECHECK_CLIENT_NAME "tandem-recheck"
@@ -73,12 +69,12 @@ static const uint32_t recheck_pause_ms[RECHECK_ATTEMPTS] = {0, 250, 1000, 2000};
      REDISCMD_PUBSUB | REDISCMD_NO_MIRROR | REDISCMD_NONDET | REDISCMD_LOCAL | REDISCMD_PHYSICAL | \
      REDISCMD_BLOCK_OPT)
 
-enum side { PRIMARY, SHADOW };
-static const char *const side_names[] = {"primary", "shadow"};
+#define PRIMARY RECHECK_PRIMARY
+#define SHADOW RECHECK_SHADOW
 
 struct recheck_side {
     struct redis_recheck *job;
-    enum side which;
+    enum recheck_backend which;
     redisAsyncContext *ac; /* NULL once hiredis freed it (or before the connect) */
     uint8_t *login;        /* AUTH, SELECT as the session (heap, wiped), or NULL */
     size_t login_len;
@@ -92,35 +88,22 @@ struct recheck_side {
 };
 
 struct redis_recheck {
-    struct worker_job job; /* first: the worker's list */
-    struct worker *w;
-    int slot;
-    uint64_t session_id;
-    char peer[64];
+    struct recheck r; /* first: the schedule, the worker's list, the report's key */
     /* the command and how its replies compare */
     uint8_t *req;
     size_t req_len;
     uint32_t flags;
     enum resp_digest_mode mode;
     int64_t ttl_tolerance;
-    /* the report's record, as redis_shadow_record had it */
-    uint64_t key_id;
+    /* the report's record, as redis_shadow_record had it (and r.key_id, r.*_ns) */
     char key_text[64];
-    uint64_t primary_ns, shadow_ns;
     char *psum, *ssum;
     struct recheck_side side[2];
     struct resp_reply_info answer[2]; /* this attempt's replies */
-    int attempt;                      /* 1-based, the one running or next */
     unsigned done : 1;                /* the verdict is recorded: only reap is left */
     unsigned closing : 1;             /* the contexts are being freed: callbacks do nothing */
-    unsigned awaiting_replica : 1;
-    uint64_t answered_ns; /* when the primary answered this attempt */
-    struct event timer;   /* pauses between attempts; a replicated shadow's catch-up */
-    struct event deadline;
     struct event reap;
 };
-
-#define jlog(j, level, ...) log_at(level, (j)->session_id, (j)->peer, __VA_ARGS__)
 
 static void finish(struct redis_recheck *j, enum shadow_recheck_result r, const char *why);
 
@@ -171,13 +154,10 @@ static void
 job_free(struct redis_recheck *j)
 {
     j->closing = 1;
-    worker_job_remove(j->w, &j->job);
+    recheck_end(&j->r);
     side_close(&j->side[PRIMARY]);
     side_close(&j->side[SHADOW]);
-    event_del(&j->timer);
-    event_del(&j->deadline);
     event_del(&j->reap);
-    shadow_recheck_give(j->slot);
     free(j->req);
     free(j->psum);
     free(j->ssum);
@@ -209,35 +189,22 @@ finish(struct redis_recheck *j, enum shadow_recheck_result result, const char *w
     if (j->done || j->closing)
         return;
     j->done = 1;
-    enum shadow_outcome outcome =
-        result == SHADOW_RECHECK_TRANSIENT ? SHADOW_TRANSIENT : SHADOW_MISMATCH;
-    shadow_count_recheck(j->w->shadow, j->slot, result);
-    shadow_record(j->w->shadow, j->slot, j->key_id, j->key_text, outcome, SHADOW_NOISE_NONE,
-                  j->primary_ns, j->shadow_ns, j->psum, j->ssum);
-    jlog(j, result == SHADOW_RECHECK_FAILED ? CONF_LOG_INFO : CONF_LOG_DEBUG,
-         "shadow re-check of a mismatching read \"%s\": %s after %d attempt%s%s%s", j->key_text,
-         result == SHADOW_RECHECK_TRANSIENT   ? "transient"
-         : result == SHADOW_RECHECK_CONFIRMED ? "mismatch confirmed"
-                                              : "not confirmed",
-         j->attempt, j->attempt == 1 ? "" : "s", why ? ": " : "", why ? why : "");
-    event_del(&j->timer);
-    event_del(&j->deadline);
+    recheck_verdict(&j->r, result, j->key_text, j->psum, j->ssum, why);
+    recheck_stop_timers(&j->r);
     event_active(&j->reap, EV_TIMEOUT, 1);
 }
 
 static void
-on_deadline(evutil_socket_t fd, short what, void *arg)
+expired(struct recheck *r)
 {
-    (void)fd;
-    (void)what;
-    finish(arg, SHADOW_RECHECK_FAILED, "no verdict in time");
+    finish((struct redis_recheck *)r, SHADOW_RECHECK_FAILED, "no verdict in time");
 }
 
 static void
 side_failed(struct recheck_side *sd, const char *what, const char *detail)
 {
     char why[300];
-    snprintf(why, sizeof(why), "%s %s%s%s", side_names[sd->which], what, detail ? ": " : "",
+    snprintf(why, sizeof(why), "%s %s%s%s", recheck_backend_names[sd->which], what, detail ? ": " : "",
              detail ? detail : "");
     finish(sd->job, SHADOW_RECHECK_FAILED, why);
 }
@@ -369,7 +336,7 @@ static redisReplyObjectFunctions resp_back = {
 /* ------------------------------------------------------------------ */
 /* Attempts.                                                           */
 
-static void run_on(struct recheck_side *sd);
+static void run(struct recheck *r, enum recheck_backend which);
 
 /* Both replies of this attempt are in: the same, or again, or confirmed. */
 static void
@@ -379,7 +346,7 @@ attempt_done(struct redis_recheck *j)
         if (j->answer[i].type == '-') {
             /* two errors alike (NOAUTH, NOPERM) say nothing about the data: no verdict */
             char why[200];
-            snprintf(why, sizeof(why), "the %s answered with an error: %s", side_names[i],
+            snprintf(why, sizeof(why), "the %s answered with an error: %s", recheck_backend_names[i],
                      j->side[i].text);
             finish(j, SHADOW_RECHECK_FAILED, why);
             return;
@@ -391,50 +358,8 @@ attempt_done(struct redis_recheck *j)
         finish(j, SHADOW_RECHECK_TRANSIENT, NULL);
         return;
     }
-    if (j->attempt >= RECHECK_ATTEMPTS) {
+    if (!recheck_again(&j->r))
         finish(j, SHADOW_RECHECK_CONFIRMED, NULL);
-        return;
-    }
-    uint32_t ms = recheck_pause_ms[j->attempt++]; /* the pause before the next one */
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    evtimer_add(&j->timer, &tv);
-}
-
-/*
- * An attempt runs on the primary first; on the shadow once the primary
- * answered, and when replication feeds the shadow, once it has applied
- * what the primary had then (looked at every 20 ms; the deadline bounds
- * the wait).
- */
-static void
-on_pause(evutil_socket_t fd, short what, void *arg)
-{
-    struct redis_recheck *j = arg;
-    (void)fd;
-    (void)what;
-    if (!j->awaiting_replica) {
-        run_on(&j->side[PRIMARY]);
-        return;
-    }
-    if (replica_caught_up_ns(j->slot) > j->answered_ns) {
-        j->awaiting_replica = 0;
-        run_on(&j->side[SHADOW]);
-        return;
-    }
-    struct timeval tv = {.tv_sec = 0, .tv_usec = 20 * 1000};
-    evtimer_add(&j->timer, &tv);
-}
-
-static void
-primary_answered(struct redis_recheck *j)
-{
-    if (!replica_enabled(j->slot)) {
-        run_on(&j->side[SHADOW]);
-        return;
-    }
-    j->awaiting_replica = 1;
-    j->answered_ns = session_now_ns();
-    on_pause(-1, 0, j);
 }
 
 /* A reply of ours: NULL when the context is going away (closed, failed, freed). */
@@ -483,15 +408,17 @@ on_answer(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     j->answer[sd->which] = sd->info;
     if (sd->which == PRIMARY)
-        primary_answered(j);
+        recheck_primary_answered(&j->r);
     else
         attempt_done(j);
 }
 
+/* An attempt on one side (engine/recheck.c calls it: the primary first, then the shadow). */
 static void
-run_on(struct recheck_side *sd)
+run(struct recheck *r, enum recheck_backend which)
 {
-    struct redis_recheck *j = sd->job;
+    struct redis_recheck *j = (struct redis_recheck *)r;
+    struct recheck_side *sd = &j->side[which];
     if (sd->ac == NULL || redisAsyncFormattedCommand(sd->ac, on_answer, sd, (const char *)j->req,
                                                      j->req_len) != REDIS_OK)
         side_failed(sd, "send", NULL);
@@ -520,6 +447,8 @@ on_disconnect(const redisAsyncContext *ac, int status)
 
 /* ------------------------------------------------------------------ */
 /* Taking a mismatch.                                                  */
+
+static const struct recheck_ops ops = {.run = run, .expired = expired};
 
 /*
  * The commands that log side `which` in as the session's connection to it
@@ -671,31 +600,23 @@ redis_recheck_start(struct redis_session *s, struct redis_unit *u, uint64_t key_
                "shadow mismatch of \"%s\" not re-checked: %s", key_text, why);
         return -1;
     }
-    if (!shadow_recheck_take(slot, lis->conf->compare.confirm_per_second,
-                             session_now_ns() / 1000000000ull)) {
-        shadow_count_recheck(shard, slot, SHADOW_RECHECK_BUSY);
+    if (!recheck_take(shard, slot, lis->conf->compare.confirm_per_second))
         return -1;
-    }
     struct redis_recheck *j = calloc(1, sizeof(*j));
     if (j == NULL)
         goto out_budget;
-    j->w = s->base.w;
-    j->slot = slot;
-    j->session_id = s->base.id;
-    snprintf(j->peer, sizeof(j->peer), "%s", s->base.peer);
     j->flags = u->flags;
     j->mode = (enum resp_digest_mode)u->mode;
     j->ttl_tolerance = rediscmp_ttl_tolerance(u->cmd->name);
-    j->key_id = key_id;
+    j->r.key_id = key_id;
     snprintf(j->key_text, sizeof(j->key_text), "%s", key_text);
-    j->primary_ns = u->base.primary_ns;
-    j->shadow_ns = u->base.shadow_done ? u->base.shadow_ns : 0;
-    j->attempt = 1;
+    j->r.primary_ns = u->base.primary_ns;
+    j->r.shadow_ns = u->base.shadow_done ? u->base.shadow_ns : 0;
     if ((j->psum = strdup(psum)) == NULL || (j->ssum = strdup(ssum)) == NULL)
         goto out_free;
     for (int i = 0; i < 2; i++) {
         j->side[i].job = j;
-        j->side[i].which = (enum side)i;
+        j->side[i].which = (enum recheck_backend)i;
     }
     if (build_login(&j->side[PRIMARY], s, s->base.be, s->primary_login) != 0 ||
         build_login(&j->side[SHADOW], s, s->base.shadow_be, s->shadow.login) != 0) {
@@ -711,22 +632,17 @@ redis_recheck_start(struct redis_session *s, struct redis_unit *u, uint64_t key_
     j->req = u->cmp->req; /* the job's now */
     j->req_len = u->cmp->req_len;
     u->cmp->req = NULL;
-    j->job.cancel = job_cancel;
-    evtimer_assign(&j->timer, j->w->base, on_pause, j);
-    evtimer_assign(&j->deadline, j->w->base, on_deadline, j);
-    evtimer_assign(&j->reap, j->w->base, on_reap, j);
-    worker_job_add(j->w, &j->job);
-    struct timeval tv = {.tv_sec = RECHECK_DEADLINE_MS / 1000,
-                         .tv_usec = (RECHECK_DEADLINE_MS % 1000) * 1000};
-    evtimer_add(&j->deadline, &tv);
+    j->r.job.cancel = job_cancel;
+    evtimer_assign(&j->reap, s->base.w->base, on_reap, j);
+    recheck_begin(&j->r, &ops, s->base.w, slot, s->base.id, s->base.peer);
     const struct rt_backend *ends[2] = {s->base.be, s->base.shadow_be};
     for (int i = 0; i < 2; i++) {
-        if (side_connect(&j->side[i], ends[i], j->w->base) != 0) {
+        if (side_connect(&j->side[i], ends[i], j->r.w->base) != 0) {
             side_failed(&j->side[i], "connect", "cannot start");
             return 0; /* recorded, unconfirmed */
         }
     }
-    run_on(&j->side[PRIMARY]); /* queued behind the login */
+    run(&j->r, RECHECK_PRIMARY); /* queued behind the login */
     return 0;
 
 out_free:
