@@ -1204,6 +1204,95 @@ backend_protocol_error(struct pg_session *s, const char *what)
     fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_PROTOCOL_VIOLATION, msg);
 }
 
+/* What server_auth does with a message after a step: */
+enum auth_next {
+    AUTH_RELAY,   /* relay it to the client as it is */
+    AUTH_TAKEN,   /* it was consumed (answered, replaced or kept from the client) */
+    AUTH_STOP,    /* the phase is over, or the session failed */
+};
+
+/*
+ * An authentication request: answered by tandem when it authenticated the
+ * client itself (it logs in as that client), else relayed, a SASL offer
+ * without the -PLUS mechanisms a relay cannot carry.
+ */
+static enum auth_next
+auth_request(struct pg_session *s, const uint8_t *body, size_t blen, size_t total)
+{
+    uint32_t code;
+
+    if (pgw_auth_parse(body, blen, &code) != PGW_OK) {
+        backend_protocol_error(s, "an invalid authentication request");
+        return AUTH_STOP;
+    }
+    if (s->auth != NULL && code != PGW_AUTH_OK) {
+        struct pg_auth_err e;
+        if (blen < 4 || pg_auth_server(s, code, body + 4, blen - 4, &e) != 0) {
+            count_backend(s, METRIC_B_CONNECT_FAILURES, 1);
+            fail(s, e.reason, e.sqlstate, e.msg);
+            return AUTH_STOP;
+        }
+        evbuffer_drain(s->base.server.in, total);
+        return AUTH_TAKEN;
+    }
+    if (code == PGW_AUTH_SASL) {
+        uint8_t out[INSPECT_MAX_MESSAGE];
+        size_t n = pgw_sasl_strip_plus(body, blen, out, sizeof(out));
+        if (n == 0) {
+            backend_protocol_error(s, "no SASL mechanism tandem can relay");
+            return AUTH_STOP;
+        }
+        evbuffer_add(s->base.client.out, out, n);
+        evbuffer_drain(s->base.server.in, total);
+        return AUTH_TAKEN;
+    }
+    if (code == PGW_AUTH_OK)
+        s->logged_in = 1;
+    return AUTH_RELAY;
+}
+
+/* BackendKeyData: kept in the cancel table; the client gets tandem's own key instead. */
+static enum auth_next
+backend_key(struct pg_session *s, const uint8_t *body, size_t blen, size_t total)
+{
+    uint32_t be_pid, be_key;
+    uint8_t out[32];
+
+    if (pgw_backend_key_parse(body, blen, &be_pid, &be_key) != PGW_OK) {
+        backend_protocol_error(s, "invalid BackendKeyData");
+        return AUTH_STOP;
+    }
+    /* a second BackendKeyData replaces the first: the table holds one entry per session */
+    cancel_register(&s->cancel, be_pid, be_key, (const struct sockaddr *)&s->base.be->addr,
+                    s->base.be->addrlen);
+    evbuffer_add(s->base.client.out, out,
+                 pgw_build_backend_key(out, sizeof(out), s->cancel.pid, s->cancel.key));
+    evbuffer_drain(s->base.server.in, total);
+    return AUTH_TAKEN;
+}
+
+/* The first ReadyForQuery: logged in; the session is active and its shadow starts. */
+static enum auth_next
+auth_ready(struct pg_session *s, const uint8_t *body, size_t blen, size_t total)
+{
+    if (pgw_ready_parse(body, blen, &s->tx_status) != PGW_OK) {
+        backend_protocol_error(s, "an invalid ReadyForQuery");
+        return AUTH_STOP;
+    }
+    evbuffer_remove_buffer(s->base.server.in, s->base.client.out, total);
+    session_set_state(&s->base, SESSION_ACTIVE);
+    pg_auth_free(s); /* logged in: the ClientKey is wiped, nothing else needs it */
+    slog(s, CONF_LOG_DEBUG, "logged in to \"%s\"", s->base.be->conf->name);
+    /* a canary no_mirror rule keeps the session off the shadow altogether */
+    if (s->base.shadow_be != NULL && !s->route.no_mirror &&
+        control_mode(s->base.lis->metric_slot, (int)s->base.lis->conf->mode) != CONF_MODE_PASSTHROUGH)
+        pg_shadow_start(s);
+    if (s->base.draining)
+        fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
+             "terminating connection because tandem is shutting down");
+    return AUTH_STOP;
+}
+
 /*
  * During authentication every server message is looked at whole: the SASL
  * offer loses its -PLUS mechanisms, BackendKeyData is replaced by tandem's
@@ -1220,71 +1309,18 @@ server_auth(struct pg_session *s)
     while (s->base.state == PGS_AUTH && (msg = whole_message(in, &h, &bad)) != NULL) {
         const uint8_t *body = msg + PGW_HEADER_LEN;
         size_t blen = h.len - 4, total = pgw_header_total(&h);
-        uint32_t code;
+        enum auth_next next = AUTH_RELAY;
 
         switch (h.type) {
         case 'R':
-            if (pgw_auth_parse(body, blen, &code) != PGW_OK) {
-                backend_protocol_error(s, "an invalid authentication request");
-                return;
-            }
-            if (s->auth != NULL && code != PGW_AUTH_OK) {
-                /* tandem logs in as the client it authenticated: nothing goes to the client */
-                struct pg_auth_err e;
-                if (blen < 4 || pg_auth_server(s, code, body + 4, blen - 4, &e) != 0) {
-                    count_backend(s, METRIC_B_CONNECT_FAILURES, 1);
-                    fail(s, e.reason, e.sqlstate, e.msg);
-                    return;
-                }
-                evbuffer_drain(in, total);
-                continue;
-            }
-            if (code == PGW_AUTH_SASL) {
-                uint8_t out[INSPECT_MAX_MESSAGE];
-                size_t n = pgw_sasl_strip_plus(body, blen, out, sizeof(out));
-                if (n == 0) {
-                    backend_protocol_error(s, "no SASL mechanism tandem can relay");
-                    return;
-                }
-                evbuffer_add(s->base.client.out, out, n);
-                evbuffer_drain(in, total);
-                continue;
-            }
-            if (code == PGW_AUTH_OK)
-                s->logged_in = 1;
+            next = auth_request(s, body, blen, total);
             break;
-        case 'K': {
-            uint32_t be_pid, be_key;
-            if (pgw_backend_key_parse(body, blen, &be_pid, &be_key) != PGW_OK) {
-                backend_protocol_error(s, "invalid BackendKeyData");
-                return;
-            }
-            uint8_t out[32];
-            /* a second BackendKeyData replaces the first: the table holds one entry per session */
-            cancel_register(&s->cancel, be_pid, be_key, (const struct sockaddr *)&s->base.be->addr,
-                            s->base.be->addrlen);
-            evbuffer_add(s->base.client.out, out,
-                         pgw_build_backend_key(out, sizeof(out), s->cancel.pid, s->cancel.key));
-            evbuffer_drain(in, total);
-            continue;
-        }
+        case 'K':
+            next = backend_key(s, body, blen, total);
+            break;
         case 'Z':
-            if (pgw_ready_parse(body, blen, &s->tx_status) != PGW_OK) {
-                backend_protocol_error(s, "an invalid ReadyForQuery");
-                return;
-            }
-            evbuffer_remove_buffer(in, s->base.client.out, total);
-            session_set_state(&s->base, SESSION_ACTIVE);
-            pg_auth_free(s); /* logged in: the ClientKey is wiped, nothing else needs it */
-            slog(s, CONF_LOG_DEBUG, "logged in to \"%s\"", s->base.be->conf->name);
-            /* a canary no_mirror rule keeps the session off the shadow altogether */
-            if (s->base.shadow_be != NULL && !s->route.no_mirror &&
-                control_mode(s->base.lis->metric_slot, (int)s->base.lis->conf->mode) != CONF_MODE_PASSTHROUGH)
-                pg_shadow_start(s);
-            if (s->base.draining)
-                fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
-                     "terminating connection because tandem is shutting down");
-            return;
+            next = auth_ready(s, body, blen, total);
+            break;
         case 'E':
             /* the server refused the login: its own error reaches the client */
             if (s->auth != NULL && !s->logged_in) /* refused tandem's login as the client */
@@ -1295,6 +1331,10 @@ server_auth(struct pg_session *s)
         default:
             break;
         }
+        if (next == AUTH_STOP)
+            return;
+        if (next == AUTH_TAKEN)
+            continue;
         evbuffer_remove_buffer(in, s->base.client.out, total);
     }
     if (s->base.state == PGS_AUTH && bad)
@@ -1610,12 +1650,8 @@ op_swap_ready(struct session *base)
     return pg_shadow_swap_ready(s);
 }
 
-/*
- * Both sides are idle and the shadow holds everything the primary does:
- * exchange the two connections, so the shadow answers and the primary is
- * mirrored.  The client's cancel key follows: it now cancels on the
- * connection that answers (pg_shadow_swap).
- */
+/* The cutover's swap (engine/session.h): the client's cancel key follows the connection
+ * that answers now (pg_shadow_swap). */
 static void
 op_swap(struct session *base)
 {

@@ -932,12 +932,110 @@ forward(struct redis_session *s, size_t n, uint32_t replies)
     return -1;
 }
 
+enum batch_next {
+    BATCH_ON,    /* the command joins the batch: frame the next one */
+    BATCH_AGAIN, /* the batch so far is forwarded and the command consumed: start a new one */
+    BATCH_STOP,  /* read no further now (the session ended, or something must be answered) */
+};
+
 /*
- * Frame every whole command in client.in and forward them as one batch.
- * A partial command stays in client.in; client_need says how many bytes it
- * takes at least, so a large value arriving in many reads is parsed once.
- * A routed read, or a command a cutover holds, ends the batch: what follows
- * stays in client.in until the read is answered or the cutover is over.
+ * What a command's fate does to the batch: unless it simply joins it, the
+ * commands before it ([0, off), owing `owed` replies) are forwarded first,
+ * so the client's order holds; then the command's own `used` bytes.
+ */
+static enum batch_next
+batch_fate(struct redis_session *s, enum cmd_fate fate, size_t off, uint32_t owed, size_t used)
+{
+    struct evbuffer *in = s->base.client.in;
+
+    switch (fate) {
+    case CMD_FORWARD:
+        return BATCH_ON;
+    case CMD_CLOSED:
+        return BATCH_STOP;
+    case CMD_REPLY_ON:
+    case CMD_ANSWERED:
+        if (forward(s, off, owed) != 0)
+            return BATCH_STOP;
+        evbuffer_drain(in, used); /* answered here, or replaced by CLIENT REPLY ON */
+        if (fate == CMD_REPLY_ON)
+            evbuffer_add(s->base.server.out, client_reply_on, CLIENT_REPLY_ON_LEN);
+        return BATCH_AGAIN;
+    case CMD_WAIT:
+    case CMD_HOLD:
+        forward(s, off, owed);
+        return BATCH_STOP;
+    case CMD_ROUTED:
+        if (forward(s, off, owed) != 0)
+            return BATCH_STOP;
+        if (!redis_unit_of(s->base.routed)->base.primary_done) {
+            if (forward(s, used, 1) != 0) /* the comparison */
+                return BATCH_STOP;
+        } else {
+            evbuffer_drain(in, used);
+        }
+        redis_shadow_flush(s); /* a failure retries it on the primary */
+        return BATCH_STOP;
+    }
+    return BATCH_STOP;
+}
+
+/*
+ * Frame the commands of one batch from buf (avail bytes, client.in pulled
+ * up) and forward them.  A partial command stays in client.in; client_need
+ * says how many bytes it takes at least, so a large value arriving in many
+ * reads is parsed once.
+ */
+static enum batch_next
+client_batch(struct redis_session *s, const uint8_t *buf, size_t avail)
+{
+    size_t off = 0;
+    uint32_t owed = 0; /* replies the commands in [0, off) await */
+
+    while (off < avail) {
+        struct resp_request req;
+        const char *err = NULL;
+        size_t used = 0;
+        enum resp_status st = resp_request_parse(buf + off, avail - off, &s->limits, &used, &req, &err);
+        if (st == RESP_NEED_MORE) {
+            /*
+             * used is a lower bound of the whole command: past the limit it
+             * is refused now, before its bytes are buffered (a 300 MB bulk,
+             * a multibulk of millions of arguments).
+             */
+            if (used > s->base.rt->conf->limits.max_command_size) {
+                if (forward(s, off, owed) == 0)
+                    too_large(s);
+                return BATCH_STOP;
+            }
+            s->client_need = used;
+            break;
+        }
+        if (st == RESP_ERROR) {
+            if (forward(s, off, owed) == 0)
+                protocol_error(s, err);
+            return BATCH_STOP;
+        }
+        if (req.argc == 0)
+            s->empty_pending = 1; /* the server runs nothing, but a SKIP ends */
+        enum cmd_fate fate = req.argc > 0 ? command(s, &req, buf + off, used) : CMD_FORWARD;
+        enum batch_next next = batch_fate(s, fate, off, owed, used);
+        if (next != BATCH_ON)
+            return next;
+        off += used;
+        if (req.argc > 0)
+            owed++;
+        if (s->base.outstanding >= MAX_OUTSTANDING)
+            break; /* session_settle() stops reading; replies call us again */
+    }
+    forward(s, off, owed);
+    return BATCH_STOP;
+}
+
+/*
+ * Forward every whole command in client.in, batch by batch.  A routed
+ * read, or a command a cutover holds, ends it: what follows stays in
+ * client.in until the read is answered or the cutover is over.
  */
 static void
 client_input(struct session *base)
@@ -947,8 +1045,7 @@ client_input(struct session *base)
 
     s->mux_hold = 0; /* set again below while it still holds */
     for (;;) {
-        size_t avail = evbuffer_get_length(in), off = 0;
-        uint32_t owed = 0; /* replies the commands in [0, off) await */
+        size_t avail = evbuffer_get_length(in);
         if (s->input_closed || avail == 0 || avail < s->client_need ||
             s->base.routed != NULL || s->base.writes_waiting ||
             (s->base.state != SESSION_ACTIVE && s->base.state != RS_CONNECTING))
@@ -959,76 +1056,8 @@ client_input(struct session *base)
             return;
         }
         s->client_need = 0;
-        while (off < avail) {
-            struct resp_request req;
-            const char *err = NULL;
-            size_t used = 0;
-            enum resp_status st =
-                resp_request_parse(buf + off, avail - off, &s->limits, &used, &req, &err);
-            if (st == RESP_NEED_MORE) {
-                /*
-                 * used is a lower bound of the whole command: past the limit
-                 * it is refused now, before its bytes are buffered (a 300 MB
-                 * bulk, a multibulk of millions of arguments).
-                 */
-                if (used > s->base.rt->conf->limits.max_command_size) {
-                    if (forward(s, off, owed) == 0)
-                        too_large(s);
-                    return;
-                }
-                s->client_need = used;
-                break;
-            }
-            if (st == RESP_ERROR) {
-                if (forward(s, off, owed) == 0)
-                    protocol_error(s, err);
-                return;
-            }
-            if (req.argc == 0)
-                s->empty_pending = 1; /* the server runs nothing, but a SKIP ends */
-            enum cmd_fate fate = req.argc > 0 ? command(s, &req, buf + off, used) : CMD_FORWARD;
-            if (fate == CMD_CLOSED)
-                return;
-            if (fate == CMD_REPLY_ON) {
-                if (forward(s, off, owed) != 0)
-                    return;
-                evbuffer_drain(in, used);
-                evbuffer_add(s->base.server.out, client_reply_on, CLIENT_REPLY_ON_LEN);
-                goto next_batch;
-            }
-            if (fate == CMD_ANSWERED) {
-                /* answered here: forward what came before, skip it, parse on */
-                if (forward(s, off, owed) != 0)
-                    return;
-                evbuffer_drain(in, used);
-                goto next_batch;
-            }
-            if (fate == CMD_WAIT || fate == CMD_HOLD) {
-                forward(s, off, owed);
-                return;
-            }
-            if (fate == CMD_ROUTED) {
-                struct redis_unit *u = redis_unit_of(s->base.routed);
-                if (forward(s, off, owed) != 0)
-                    return;
-                if (!u->base.primary_done) {
-                    if (forward(s, used, 1) != 0) /* the comparison */
-                        return;
-                } else {
-                    evbuffer_drain(in, used);
-                }
-                redis_shadow_flush(s); /* a failure retries it on the primary */
-                return;
-            }
-            off += used;
-            if (fate == CMD_FORWARD && req.argc > 0)
-                owed++;
-            if (s->base.outstanding >= MAX_OUTSTANDING)
-                break; /* session_settle() stops reading; replies call us again */
-        }
-        forward(s, off, owed);
-        return;
-    next_batch:;
+        if (client_batch(s, buf, avail) != BATCH_AGAIN)
+            return;
     }
 }
 
@@ -1119,6 +1148,97 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
         redis_shadow_idle(s);
 }
 
+/* What server_input has framed of its buffer so far. */
+struct reply_run {
+    struct evbuffer *in;
+    size_t avail;     /* bytes left in `in` */
+    size_t run;       /* framed bytes at its start, the client's, not yet moved */
+    uint32_t *limit;  /* see server_input */
+    uint8_t head[8];  /* the start of the current unit's reply (primary_reply) */
+    size_t headlen;
+};
+
+/* The framed run goes to the client now: what follows is not to join it. */
+static void
+run_flush(struct redis_session *s, struct reply_run *r)
+{
+    evbuffer_remove_buffer(r->in, s->base.client.out, r->run);
+    session_count_listener(&s->base, METRIC_L_BYTES_SENT, r->run);
+    r->avail -= r->run;
+    r->run = 0;
+}
+
+/* A RESP3 push between replies (CLIENT TRACKING): relayed in its place, answering no request. */
+static int
+push_frame(struct redis_session *s, struct reply_run *r, const uint8_t *p, size_t len)
+{
+    size_t used = 0;
+    struct resp_reply_info info;
+    const char *err = NULL;
+    enum resp_status st = resp_reader_feed(&s->reader, p, len, &used, &info, &err);
+    if (st == RESP_ERROR) {
+        backend_protocol_error(s, "an invalid reply");
+        return -1;
+    }
+    r->run += used;
+    if (st == RESP_OK)
+        s->push_open = 0;
+    return 0;
+}
+
+/*
+ * Bytes of unit u's reply: digested and sampled for the comparison, and
+ * the client's unless the shadow answered u (a routed read) or the client
+ * turned replies off (CLIENT REPLY).  A whole reply completes u, or one of
+ * its several replies (UNSUBSCRIBE a b c: one per channel).
+ */
+static int
+reply_frame(struct redis_session *s, struct reply_run *r, struct redis_unit *u, const uint8_t *p,
+            size_t len)
+{
+    if (!s->reply_open) {
+        resp_reader_init(&s->reader, u->cmp ? (enum resp_digest_mode)u->mode : RESP_DIGEST_NONE);
+        s->reply_open = 1;
+        if (!u->reply_started) {
+            u->reply_started = 1;
+            s->reply_silent = client_reply_silent(s, u, p[0]) != 0;
+            r->headlen = len < sizeof(r->head) ? len : sizeof(r->head);
+            memcpy(r->head, p, r->headlen);
+        }
+    }
+    size_t used = 0;
+    struct resp_reply_info info;
+    const char *err = NULL;
+    enum resp_status st = resp_reader_feed(&s->reader, p, len, &used, &info, &err);
+    if (st == RESP_ERROR) {
+        backend_protocol_error(s, "an invalid reply");
+        return -1;
+    }
+    if (u->cmp)
+        redis_keep_sample(u->cmp->psample, &u->cmp->plen, p, used);
+    if (u->base.routed || s->reply_silent) {
+        run_flush(s, r); /* what came before is the client's; this is not */
+        evbuffer_drain(r->in, used);
+        r->avail -= used;
+    } else {
+        r->run += used;
+    }
+    if (st != RESP_OK)
+        return 0;
+    s->reply_open = 0;
+    if (r->limit != NULL)
+        (*r->limit)--;
+    if (u->preplies > 1) {
+        u->preplies--;
+        return 0;
+    }
+    u->preplies = 0;
+    s->reply_silent = 0;
+    primary_reply(s, u, &info, r->head, r->headlen);
+    r->headlen = 0;
+    return 0;
+}
+
 /*
  * Frame the primary's replies in `in` and move them to the client: each
  * whole reply completes the current unit.  The bytes move in one run at
@@ -1131,104 +1251,39 @@ primary_reply(struct redis_session *s, struct redis_unit *u, const struct resp_r
 static int
 server_input(struct redis_session *s, struct evbuffer *in, uint32_t *limit)
 {
-    size_t avail = evbuffer_get_length(in), run = 0;
-    uint8_t head[8];
-    size_t headlen = 0;
+    struct reply_run r = {.in = in, .avail = evbuffer_get_length(in), .limit = limit};
 
-    while (run < avail && s->base.state == SESSION_ACTIVE && (limit == NULL || *limit > 0)) {
+    while (r.run < r.avail && s->base.state == SESSION_ACTIVE && (limit == NULL || *limit > 0)) {
         struct redis_unit *u = pcur(s);
         if (answered_here(u)) {
-            evbuffer_remove_buffer(in, s->base.client.out, run);
-            session_count_listener(&s->base, METRIC_L_BYTES_SENT, run);
-            avail -= run;
-            run = 0;
+            run_flush(s, &r);
             emit_local_replies(s);
             continue;
         }
         if (u == NULL && s->pubsub) {
-            run = avail; /* pushes: relayed as they come */
+            r.run = r.avail; /* pushes: relayed as they come */
             break;
         }
         struct evbuffer_ptr pos;
         struct evbuffer_iovec v;
-        evbuffer_ptr_set(in, &pos, run, EVBUFFER_PTR_SET);
-        if (evbuffer_peek(in, (ev_ssize_t)(avail - run), &pos, &v, 1) < 1)
+        evbuffer_ptr_set(in, &pos, r.run, EVBUFFER_PTR_SET);
+        if (evbuffer_peek(in, (ev_ssize_t)(r.avail - r.run), &pos, &v, 1) < 1)
             break;
-        size_t len = v.iov_len < avail - run ? v.iov_len : avail - run;
+        size_t len = v.iov_len < r.avail - r.run ? v.iov_len : r.avail - r.run;
         const uint8_t *p = v.iov_base;
         if (!s->reply_open && !s->push_open && p[0] == '>' && (u == NULL || !u->pushes)) {
-            /* RESP3: a push between replies (CLIENT TRACKING) answers no request */
             s->push_open = 1;
             resp_reader_init(&s->reader, RESP_DIGEST_NONE);
         }
-        if (s->push_open) {
-            size_t used = 0;
-            struct resp_reply_info info;
-            const char *err = NULL;
-            enum resp_status st = resp_reader_feed(&s->reader, p, len, &used, &info, &err);
-            if (st == RESP_ERROR) {
-                backend_protocol_error(s, "an invalid reply");
-                return -1;
-            }
-            run += used; /* to the client, in its place in the stream */
-            if (st == RESP_OK)
-                s->push_open = 0;
-            continue;
-        }
-        if (u == NULL) {
+        if (!s->push_open && u == NULL) {
             backend_protocol_error(s, "a reply to no request");
             return -1;
         }
-        if (!s->reply_open) {
-            resp_reader_init(&s->reader, u->cmp ? (enum resp_digest_mode)u->mode
-                                                : RESP_DIGEST_NONE);
-            s->reply_open = 1;
-            if (!u->reply_started) {
-                u->reply_started = 1;
-                s->reply_silent = client_reply_silent(s, u, p[0]) != 0;
-                headlen = len < sizeof(head) ? len : sizeof(head);
-                memcpy(head, p, headlen);
-            }
-        }
-        size_t used = 0;
-        struct resp_reply_info info;
-        const char *err = NULL;
-        enum resp_status st = resp_reader_feed(&s->reader, p, len, &used, &info, &err);
-        if (st == RESP_ERROR) {
-            backend_protocol_error(s, "an invalid reply");
+        if ((s->push_open ? push_frame(s, &r, p, len) : reply_frame(s, &r, u, p, len)) != 0)
             return -1;
-        }
-        if (u->cmp)
-            redis_keep_sample(u->cmp->psample, &u->cmp->plen, p, used);
-        if (u->base.routed || s->reply_silent) {
-            /* the comparison of a read the shadow answered, or a reply the client
-             * turned off (CLIENT REPLY): digested, not the client's */
-            evbuffer_remove_buffer(in, s->base.client.out, run);
-            session_count_listener(&s->base, METRIC_L_BYTES_SENT, run);
-            evbuffer_drain(in, used);
-            avail -= run + used;
-            run = 0;
-        } else {
-            run += used;
-        }
-        if (st == RESP_OK) {
-            s->reply_open = 0;
-            if (limit != NULL)
-                (*limit)--;
-            if (u->preplies > 1) {
-                u->preplies--; /* UNSUBSCRIBE a b c: one reply per channel */
-                continue;
-            }
-            u->preplies = 0;
-            s->reply_silent = 0;
-            primary_reply(s, u, &info, head, headlen);
-            headlen = 0;
-        }
     }
-    if (run > 0 && s->base.state == SESSION_ACTIVE) {
-        evbuffer_remove_buffer(in, s->base.client.out, run);
-        session_count_listener(&s->base, METRIC_L_BYTES_SENT, run);
-    }
+    if (r.run > 0 && s->base.state == SESSION_ACTIVE)
+        run_flush(s, &r);
     if (answered_here(pcur(s)))
         emit_local_replies(s);
     if (s->base.mirror.state != MIRROR_OFF)
@@ -1439,11 +1494,10 @@ op_swap_ready(struct session *base)
 }
 
 /*
- * Both sides are idle and the shadow holds everything the primary does:
- * exchange the two connections, so the shadow answers and the primary is
- * mirrored.  Both are in the client's db under its name, logged in as the
- * client (or, for a client that never logged in, as the shadow's default
- * user or tandem's login there: login_ok() was asked first).
+ * The cutover's swap (engine/session.h).  Both connections are in the
+ * client's db under its name, logged in as the client (or, for a client
+ * that never logged in, as the shadow's default user or tandem's login
+ * there: login_ok() was asked first), so only the logins trade places.
  */
 static void
 op_swap(struct session *base)

@@ -801,7 +801,59 @@ shadow_push_starts(struct evbuffer *in, const struct redis_unit *u)
     return evbuffer_copyout(in, &c, 1) == 1 && c == '>' && (u == NULL || !u->pushes);
 }
 
-/* redis_shadow_input - read the shadow's replies: frame them, digest the last one of each unit. */
+/* A RESP3 push of the shadow's own answers nothing of ours: dropped.  -1: stop reading. */
+static int
+shadow_push(struct redis_session *s, struct evbuffer *in)
+{
+    struct redis_shadow *sh = &s->shadow;
+    struct evbuffer_iovec v;
+
+    if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+        return -1;
+    if (!sh->push_open) {
+        resp_reader_init(&sh->reader, RESP_DIGEST_NONE);
+        sh->push_open = 1;
+    }
+    size_t used = 0;
+    struct resp_reply_info info;
+    const char *err = NULL;
+    enum resp_status st = resp_reader_feed(&sh->reader, v.iov_base, v.iov_len, &used, &info, &err);
+    if (st == RESP_ERROR) {
+        detach(s, SHADOW_SHADOW_ERROR, "the shadow sent an invalid reply");
+        return -1;
+    }
+    evbuffer_drain(in, used);
+    if (st == RESP_OK)
+        sh->push_open = 0;
+    return 0;
+}
+
+/*
+ * The shadow's last reply to unit u is whole (info): the unit is answered
+ * on both sides, a login it held back may release what waited behind it,
+ * a routed read is done.
+ */
+static void
+shadow_answered(struct redis_session *s, struct redis_unit *u, const struct resp_reply_info *info,
+                int routed)
+{
+    if (u->cmp)
+        u->cmp->sinfo = *info;
+    int was_barrier = s->base.mirror.barrier == &u->base;
+    mirror_shadow_answered(&s->base.mirror, &u->base, session_clock(&s->base));
+    mirror_complete(&s->base.mirror);
+    if (was_barrier)
+        redis_shadow_flush(s); /* the login was accepted: what waited behind it goes */
+    if (routed)
+        redis_session_route_done(s);
+    session_shadow_progress(&s->base);
+}
+
+/*
+ * The shadow's replies, in the order of the mirrored units: each digested
+ * for the comparison (a replayed login's or state's reply checked), a
+ * routed read's relayed to the client.
+ */
 void
 redis_shadow_input(struct session *base)
 {
@@ -813,25 +865,8 @@ redis_shadow_input(struct session *base)
         struct redis_unit *u = redis_unit_of(s->base.mirror.scur);
         struct evbuffer_iovec v;
         if (!sh->reply_open && (sh->push_open || shadow_push_starts(in, u))) {
-            /* RESP3: a push of the shadow's own answers nothing of ours: dropped */
-            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            if (shadow_push(s, in) != 0)
                 return;
-            if (!sh->push_open) {
-                resp_reader_init(&sh->reader, RESP_DIGEST_NONE);
-                sh->push_open = 1;
-            }
-            size_t used = 0;
-            struct resp_reply_info info;
-            const char *err = NULL;
-            enum resp_status st = resp_reader_feed(&sh->reader, v.iov_base, v.iov_len, &used,
-                                                   &info, &err);
-            if (st == RESP_ERROR) {
-                detach(s, SHADOW_SHADOW_ERROR, "the shadow sent an invalid reply");
-                return;
-            }
-            evbuffer_drain(in, used);
-            if (st == RESP_OK)
-                sh->push_open = 0;
             continue;
         }
         if (u == NULL || u->base.held) {
@@ -875,18 +910,8 @@ redis_shadow_input(struct session *base)
             replay_refused(s, u, &info);
             return;
         }
-        if (--sh->replies_left > 0)
-            continue;
-        if (u->cmp)
-            u->cmp->sinfo = info;
-        int was_barrier = s->base.mirror.barrier == &u->base;
-        mirror_shadow_answered(&s->base.mirror, &u->base, session_clock(&s->base));
-        mirror_complete(&s->base.mirror);
-        if (was_barrier)
-            redis_shadow_flush(s); /* the login was accepted: what waited behind it goes */
-        if (routed)
-            redis_session_route_done(s);
-        session_shadow_progress(&s->base);
+        if (--sh->replies_left == 0)
+            shadow_answered(s, u, &info, routed);
     }
 }
 
