@@ -13,8 +13,6 @@ struct fence_job {
     struct event_base *base;
     struct event *ev;     /* the connection's socket, or the first step (fd -1) */
     PGconn *pq;
-    char host[CONF_HOST_MAX], port[8], user[CONF_NAME_MAX], password[256];
-    int tls;
     char (*stmts)[CONF_STATEMENT_MAX];
     size_t n, next;       /* next: the statement to send, or +1 while one runs */
     int connected, running;
@@ -180,16 +178,14 @@ fence_run(struct event_base *base, const struct rt_backend *b,
     j->done = done;
     j->arg = arg;
     j->deadline_ms = mono_ms() + timeout_ms;
-    snprintf(j->host, sizeof(j->host), "%s", b->conf->addr.host);
-    snprintf(j->port, sizeof(j->port), "%u", b->conf->addr.port);
-    snprintf(j->user, sizeof(j->user), "%s", b->conf->user);
-    snprintf(j->password, sizeof(j->password), "%s", b->password);
-    const char *keys[] = {"host", "port", "user", "password", "dbname", "sslmode",
-                          "application_name", NULL};
-    const char *vals[] = {j->host, j->port, j->user, j->password, "postgres",
-                          b->conf->tls == CONF_TLS_DISABLE ? "disable" : "require",
-                          "tandem fence", NULL};
-    j->pq = PQconnectStartParams(keys, vals, 0);
+    /* as the backend's settings say: verify-full checks the server before it sees the password */
+    struct conf_login login;
+    const char *keys[CONF_LOGIN_PARAMS + 1], *vals[CONF_LOGIN_PARAMS + 1];
+    runtime_login(b, &login);
+    int k = conf_login_params(&login, "postgres", "tandem fence", keys, vals);
+    keys[k] = vals[k] = NULL;
+    j->pq = PQconnectStartParams(keys, vals, 0); /* libpq copies what it needs */
+    conf_login_wipe(&login);
     /* the first step runs from the loop, so done is never called from inside fence_run */
     j->ev = event_new(base, -1, 0, on_event, j);
     if (j->pq == NULL || j->ev == NULL) {

@@ -222,33 +222,19 @@ on_login_probe(evutil_socket_t fd, short what, void *arg)
 static void
 login_probe(struct probe *p, const struct rt_backend *b)
 {
-    const struct conf_backend *cb = b->conf;
-    char port[8], timeout[8], hostaddr[CONF_HOST_MAX];
-    const char *keys[16], *vals[16];
-    int k = 0;
+    struct conf_login login;
+    char timeout[8];
+    const char *keys[CONF_LOGIN_PARAMS + 2], *vals[CONF_LOGIN_PARAMS + 2];
 
-    snprintf(port, sizeof(port), "%u", cb->addr.port);
+    runtime_login(b, &login);
+    int k = conf_login_params(&login, "postgres", "tandem health check", keys, vals);
     snprintf(timeout, sizeof(timeout), "%d", (HEALTH_TIMEOUT_MS + 999) / 1000);
-    runtime_format_host(&b->addr, hostaddr, sizeof(hostaddr));
-#define PARAM(key, value) (keys[k] = (key), vals[k++] = (value))
-    PARAM("host", cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host);
-    PARAM("hostaddr", hostaddr);
-    PARAM("port", port);
-    PARAM("user", cb->user);
-    PARAM("password", b->password);
-    PARAM("dbname", "postgres");
-    PARAM("sslmode", cb->tls == CONF_TLS_VERIFY_FULL ? "verify-full"
-                     : cb->tls == CONF_TLS_REQUIRE   ? "require"
-                                                     : "disable");
-    if (cb->tls_ca_file[0])
-        PARAM("sslrootcert", cb->tls_ca_file);
-    PARAM("gssencmode", "disable");
-    PARAM("application_name", "tandem health check");
-    PARAM("connect_timeout", timeout);
-#undef PARAM
+    keys[k] = "connect_timeout";
+    vals[k++] = timeout;
     keys[k] = vals[k] = NULL;
 
-    p->pq = PQconnectStartParams(keys, vals, 0);
+    p->pq = PQconnectStartParams(keys, vals, 0); /* libpq copies what it needs */
+    conf_login_wipe(&login);
     if (p->pq == NULL || PQstatus(p->pq) == CONNECTION_BAD) {
         probe_done(p, 0, p->pq ? PQerrorMessage(p->pq) : "out of memory");
         return;

@@ -99,11 +99,9 @@ replica_lag(int slot, uint64_t *lag_ns, uint64_t *lag_bytes)
 /* ---- one backend, as tandem logs in to it --------------------------------- */
 
 struct endpoint {
-    char name[CONF_NAME_MAX];
+    struct conf_login login; /* tandem's own, as the backend's settings say */
     int redis;
-    char host[CONF_HOST_MAX], hostaddr[CONF_HOST_MAX], port[8];
-    char user[CONF_NAME_MAX], password[256], dbname[CONF_NAME_MAX];
-    char sslmode[16], ca_file[CONF_PATH_MAX];
+    char dbname[CONF_NAME_MAX];
     PGconn *pq;           /* the watch's connection, NULL when none */
     redisContext *rc;
     uint64_t retry_at_ns; /* no reconnect before */
@@ -112,22 +110,10 @@ struct endpoint {
 static void
 endpoint_set(struct endpoint *e, const struct rt_backend *b, int redis, const char *dbname)
 {
-    const struct conf_backend *cb = b->conf;
     memset(e, 0, sizeof(*e));
-    snprintf(e->name, sizeof(e->name), "%s", cb->name);
+    runtime_login(b, &e->login);
     e->redis = redis;
-    snprintf(e->host, sizeof(e->host), "%s",
-             cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host);
-    runtime_format_host(&b->addr, e->hostaddr, sizeof(e->hostaddr));
-    snprintf(e->port, sizeof(e->port), "%u", cb->addr.port);
-    snprintf(e->user, sizeof(e->user), "%s", cb->user);
-    snprintf(e->password, sizeof(e->password), "%s", b->password);
     snprintf(e->dbname, sizeof(e->dbname), "%s", dbname);
-    snprintf(e->sslmode, sizeof(e->sslmode), "%s",
-             cb->tls == CONF_TLS_VERIFY_FULL ? "verify-full"
-             : cb->tls == CONF_TLS_REQUIRE   ? "require"
-                                             : "disable");
-    snprintf(e->ca_file, sizeof(e->ca_file), "%s", cb->tls_ca_file);
 }
 
 static void
@@ -146,8 +132,8 @@ static PGconn *
 pg_login(const struct endpoint *e, const char *app, uint32_t timeout_ms, char *err, size_t errlen)
 {
     char timeout[16], options[64], user_timeout[16];
-    const char *keys[24], *vals[24];
-    int k = 0;
+    const char *keys[CONF_LOGIN_PARAMS + 9], *vals[CONF_LOGIN_PARAMS + 9];
+    int k = conf_login_params(&e->login, e->dbname, app, keys, vals);
 
     snprintf(timeout, sizeof(timeout), "%u", (timeout_ms + 999) / 1000);
     snprintf(options, sizeof(options), "-c statement_timeout=%u", timeout_ms);
@@ -156,17 +142,6 @@ pg_login(const struct endpoint *e, const char *app, uint32_t timeout_ms, char *e
      * watch (or a step) forever */
     snprintf(user_timeout, sizeof(user_timeout), "%u", timeout_ms + 2000);
 #define PARAM(key, value) (keys[k] = (key), vals[k++] = (value))
-    PARAM("host", e->host);
-    PARAM("hostaddr", e->hostaddr);
-    PARAM("port", e->port);
-    PARAM("user", e->user);
-    PARAM("password", e->password);
-    PARAM("dbname", e->dbname);
-    PARAM("sslmode", e->sslmode);
-    if (e->ca_file[0])
-        PARAM("sslrootcert", e->ca_file);
-    PARAM("gssencmode", "disable");
-    PARAM("application_name", app);
     PARAM("connect_timeout", timeout);
     PARAM("options", options);
     PARAM("tcp_user_timeout", user_timeout);
@@ -178,7 +153,7 @@ pg_login(const struct endpoint *e, const char *app, uint32_t timeout_ms, char *e
     keys[k] = vals[k] = NULL;
     PGconn *pq = PQconnectdbParams(keys, vals, 0);
     if (pq == NULL || PQstatus(pq) != CONNECTION_OK) {
-        snprintf(err, errlen, "%s: %s", e->name, pq ? PQerrorMessage(pq) : "out of memory");
+        snprintf(err, errlen, "%s: %s", e->login.name, pq ? PQerrorMessage(pq) : "out of memory");
         err[strcspn(err, "\n")] = '\0';
         PQfinish(pq);
         return NULL;
@@ -190,19 +165,19 @@ static redisContext *
 redis_login(const struct endpoint *e, uint32_t timeout_ms, char *err, size_t errlen)
 {
     struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
-    redisContext *rc = redisConnectWithTimeout(e->hostaddr, atoi(e->port), tv);
+    redisContext *rc = redisConnectWithTimeout(e->login.hostaddr, atoi(e->login.port), tv);
     if (rc == NULL || rc->err) {
-        snprintf(err, errlen, "%s: %s", e->name, rc ? rc->errstr : "out of memory");
+        snprintf(err, errlen, "%s: %s", e->login.name, rc ? rc->errstr : "out of memory");
         if (rc)
             redisFree(rc);
         return NULL;
     }
     redisSetTimeout(rc, tv);
-    if (e->password[0]) {
-        redisReply *r = e->user[0] ? redisCommand(rc, "AUTH %s %s", e->user, e->password)
-                                   : redisCommand(rc, "AUTH %s", e->password);
+    if (e->login.password[0]) {
+        redisReply *r = e->login.user[0] ? redisCommand(rc, "AUTH %s %s", e->login.user, e->login.password)
+                                   : redisCommand(rc, "AUTH %s", e->login.password);
         int bad = r == NULL || r->type == REDIS_REPLY_ERROR;
-        snprintf(err, errlen, "%s: AUTH: %s", e->name,
+        snprintf(err, errlen, "%s: AUTH: %s", e->login.name,
                  r ? (r->type == REDIS_REPLY_ERROR ? r->str : "ok") : rc->errstr);
         if (r)
             freeReplyObject(r);
@@ -220,7 +195,7 @@ endpoint_open(struct endpoint *e, uint64_t now, char *err, size_t errlen)
     if (e->pq != NULL || e->rc != NULL)
         return 0;
     if (now < e->retry_at_ns) {
-        snprintf(err, errlen, "%s: not reachable (retrying)", e->name);
+        snprintf(err, errlen, "%s: not reachable (retrying)", e->login.name);
         return -1;
     }
     if (e->redis)
@@ -261,7 +236,7 @@ pg_value(struct endpoint *e, const char *sql, const char *param, char *out, size
         const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
         if (sqlstate && st)
             snprintf(sqlstate, 6, "%s", st);
-        snprintf(err, errlen, "%s: %s", e->name,
+        snprintf(err, errlen, "%s: %s", e->login.name,
                  r && PQresultStatus(r) == PGRES_TUPLES_OK ? "no row" : PQerrorMessage(e->pq));
         err[strcspn(err, "\n")] = '\0';
         PQclear(r);
@@ -281,7 +256,7 @@ redis_info_field(struct endpoint *e, const char *field, uint64_t *out, char *err
 {
     redisReply *r = redisCommand(e->rc, "INFO replication");
     if (r == NULL || r->type != REDIS_REPLY_STRING) {
-        snprintf(err, errlen, "%s: INFO replication: %s", e->name,
+        snprintf(err, errlen, "%s: INFO replication: %s", e->login.name,
                  r ? (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply") : e->rc->errstr);
         if (r)
             freeReplyObject(r);
@@ -302,7 +277,7 @@ redis_info_field(struct endpoint *e, const char *field, uint64_t *out, char *err
         p = p ? p + 1 : NULL;
     }
     if (found != 0)
-        snprintf(err, errlen, "%s: INFO replication has no %s (not a %s)", e->name, field,
+        snprintf(err, errlen, "%s: INFO replication has no %s (not a %s)", e->login.name, field,
                  strcmp(field, "slave_repl_offset") == 0 ? "replica" : "primary");
     freeReplyObject(r);
     return found;
@@ -382,7 +357,7 @@ shadow_position(struct watched *wd, struct endpoint *e, uint64_t *pos, char *tex
                      errlen, NULL) != 0)
             return -1;
         if (is_null) {
-            snprintf(err, errlen, "%s: not a standby (pg_last_wal_replay_lsn() is NULL)", e->name);
+            snprintf(err, errlen, "%s: not a standby (pg_last_wal_replay_lsn() is NULL)", e->login.name);
             return -1;
         }
         return parse_lsn(text, pos);
@@ -394,7 +369,7 @@ shadow_position(struct watched *wd, struct endpoint *e, uint64_t *pos, char *tex
         if (rc != 0 && strcmp(state, "42501") == 0) {
             wd->origin_denied = 1; /* not a superuser: latest_end_lsn alone */
             log_info("replication watch: %s may not read pg_replication_origin_status; "
-                     "using pg_stat_subscription alone", e->name);
+                     "using pg_stat_subscription alone", e->login.name);
         }
     }
     if (wd->origin_denied)
@@ -402,7 +377,7 @@ shadow_position(struct watched *wd, struct endpoint *e, uint64_t *pos, char *tex
     if (rc != 0)
         return -1;
     if (is_null) {
-        snprintf(err, errlen, "%s: no running subscription%s%s%s", e->name,
+        snprintf(err, errlen, "%s: no running subscription%s%s%s", e->login.name,
                  wd->subscription[0] ? " \"" : "", wd->subscription,
                  wd->subscription[0] ? "\"" : "");
         return -1;
@@ -478,8 +453,8 @@ poll_once(struct watched *wd)
     pub_text[wd->slot].error[0] = '\0';
     snprintf(pub_text[wd->slot].primary_pos, sizeof(pub_text[wd->slot].primary_pos), "%s", ptext);
     snprintf(pub_text[wd->slot].shadow_pos, sizeof(pub_text[wd->slot].shadow_pos), "%s", stext);
-    snprintf(pub_text[wd->slot].primary, sizeof(pub_text[wd->slot].primary), "%s", p->name);
-    snprintf(pub_text[wd->slot].shadow, sizeof(pub_text[wd->slot].shadow), "%s", s->name);
+    snprintf(pub_text[wd->slot].primary, sizeof(pub_text[wd->slot].primary), "%s", p->login.name);
+    snprintf(pub_text[wd->slot].shadow, sizeof(pub_text[wd->slot].shadow), "%s", s->login.name);
     pthread_mutex_unlock(&pub_lock);
 }
 
@@ -586,7 +561,7 @@ run_steps(struct replica_watch *w, struct watched *wd, int rollback, int phase,
                           : run_pg_step(e, st->statement, timeout_ms, out, sizeof(out));
         uint64_t ms = (mono_ns() - t0) / 1000000;
         json_t *o = json_object();
-        json_object_set_new(o, "backend", json_string(e->name));
+        json_object_set_new(o, "backend", json_string(e->login.name));
         json_object_set_new(o, "statement", json_string(st->statement));
         json_object_set_new(o, "ok", json_boolean(rc == 0));
         json_object_set_new(o, rc == 0 ? "result" : "error", json_string(out));
@@ -594,12 +569,12 @@ run_steps(struct replica_watch *w, struct watched *wd, int rollback, int phase,
         json_array_append_new(results, o);
         if (rc != 0) {
             failed = 1;
-            snprintf(err, sizeof(err), "step on %s (%.80s%s): %s", e->name, st->statement,
+            snprintf(err, sizeof(err), "step on %s (%.80s%s): %s", e->login.name, st->statement,
                      strlen(st->statement) > 80 ? "..." : "", out);
         }
         log_at(rc == 0 ? CONF_LOG_INFO : CONF_LOG_ERROR, 0, NULL,
                "listener \"%s\": %s step on %s: %s: %s", wd->listener,
-               phase == CONF_STEP_BEFORE_FLIP ? "before_flip" : "after_flip", e->name,
+               phase == CONF_STEP_BEFORE_FLIP ? "before_flip" : "after_flip", e->login.name,
                st->statement, out);
     }
     pthread_mutex_lock(&w->lock);

@@ -65,6 +65,14 @@ runtime_format_host(const struct sockaddr_storage *ss, char *out, size_t len)
         snprintf(out, len, "invalid");
 }
 
+void
+runtime_login(const struct rt_backend *b, struct conf_login *out)
+{
+    char hostaddr[CONF_HOST_MAX];
+    runtime_format_host(&b->addr, hostaddr, sizeof(hostaddr));
+    conf_login_set(out, b->conf, hostaddr, b->password);
+}
+
 /* The password tandem logs in to a backend with: inline, or the file's first line. */
 static int
 load_password(const struct conf_backend *cb, char *out, size_t len, char *err, size_t errlen)

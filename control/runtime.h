@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 
 #include "conf/conf.h"
+#include "conf/conf_login.h"
 #include "protocol/pgclass.h"
 #include "protocol/scram.h"
 #include "routing/canary.h"
@@ -95,6 +96,9 @@ void runtime_format_addr(const struct sockaddr *sa, char *out, size_t len);
 
 /* Format only the IP of an address ("127.0.0.1", "::1"). */
 void runtime_format_host(const struct sockaddr_storage *ss, char *out, size_t len);
+
+/* runtime_login - how tandem itself logs in to b, copied (conf/conf_login.h). */
+void runtime_login(const struct rt_backend *b, struct conf_login *out);
 
 /* runtime_auth_lookup - user's secret in l's auth source, or NULL (also without a source). */
 const struct pgauth_secret *runtime_auth_lookup(const struct rt_listener *l, const char *user);

@@ -357,25 +357,6 @@ start_operation(struct proxy *p, enum cutover_kind kind, json_t *body, json_t **
     return cutover_start(p->cutover, p->rt, kind, max_pause, force, reply, err, errlen);
 }
 
-/* How tandem logs in to b (its user, password, TLS), copied for the verify thread. */
-static void
-verify_endpoint_fill(struct verify_endpoint *e, const struct rt_backend *b)
-{
-    const struct conf_backend *cb = b->conf;
-    snprintf(e->name, sizeof(e->name), "%s", cb->name);
-    snprintf(e->host, sizeof(e->host), "%s",
-             cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host);
-    runtime_format_host(&b->addr, e->hostaddr, sizeof(e->hostaddr));
-    snprintf(e->port, sizeof(e->port), "%u", cb->addr.port);
-    snprintf(e->user, sizeof(e->user), "%s", cb->user);
-    snprintf(e->password, sizeof(e->password), "%s", b->password);
-    snprintf(e->sslmode, sizeof(e->sslmode), "%s",
-             cb->tls == CONF_TLS_VERIFY_FULL ? "verify-full"
-             : cb->tls == CONF_TLS_REQUIRE   ? "require"
-                                             : "disable");
-    snprintf(e->ca_file, sizeof(e->ca_file), "%s", cb->tls_ca_file);
-}
-
 /*
  * POST /api/verify: a run against the listener's primary and shadow as
  * they are now (swapped after a cutover).  One at a time: 409 while one runs.
@@ -429,8 +410,8 @@ start_verify(struct proxy *p, json_t *body, json_t **reply, char *err, size_t er
     spec->redis = redis;
     snprintf(spec->dbname, sizeof(spec->dbname), "%s", rq.dbname ? rq.dbname : "");
     spec->db = rq.db > 0 ? (int)rq.db : 0;
-    verify_endpoint_fill(&spec->primary, swapped ? l->shadow : l->primary);
-    verify_endpoint_fill(&spec->shadow, swapped ? l->primary : l->shadow);
+    runtime_login(swapped ? l->shadow : l->primary, &spec->primary);
+    runtime_login(swapped ? l->primary : l->shadow, &spec->shadow);
     for (size_t i = 0; i < rq.ninclude; i++)
         snprintf(spec->include[i], sizeof(spec->include[i]), "%s", rq.include[i]);
     for (size_t i = 0; i < rq.nexclude; i++)

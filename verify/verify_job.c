@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "metrics/log.h"
 #include "verify/verify.h"
 
 #define PUBLISH_EVERY_NS 250000000ull /* progress snapshots while running */
@@ -32,12 +33,9 @@ static json_t *
 time_json(const struct timespec *t)
 {
     char buf[40];
-    struct tm tm;
     if (t->tv_sec == 0)
         return json_null();
-    gmtime_r(&t->tv_sec, &tm);
-    size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, sizeof(buf) - n, ".%03ldZ", t->tv_nsec / 1000000);
+    log_format_time((int64_t)t->tv_sec * 1000 + t->tv_nsec / 1000000, buf, sizeof(buf));
     return json_string(buf);
 }
 
@@ -114,30 +112,17 @@ on_progress(const struct verify_run *run, void *arg)
 
 /* A PostgreSQL login as tandem, read-only: the run never writes. */
 static PGconn *
-pg_open(const struct verify_endpoint *e, const char *dbname, char *err, size_t errlen)
+pg_open(const struct conf_login *e, const char *dbname, char *err, size_t errlen)
 {
     char timeout[16];
-    const char *keys[16], *vals[16];
-    int k = 0;
+    const char *keys[CONF_LOGIN_PARAMS + 3], *vals[CONF_LOGIN_PARAMS + 3];
+    int k = conf_login_params(e, dbname, "tandem verify", keys, vals);
 
     snprintf(timeout, sizeof(timeout), "%d", CONNECT_TIMEOUT_S);
-#define PARAM(key, value) (keys[k] = (key), vals[k++] = (value))
-    PARAM("host", e->host);
-    PARAM("hostaddr", e->hostaddr);
-    PARAM("port", e->port);
-    if (e->user[0])
-        PARAM("user", e->user);
-    if (e->password[0])
-        PARAM("password", e->password);
-    PARAM("dbname", dbname);
-    PARAM("sslmode", e->sslmode);
-    if (e->ca_file[0])
-        PARAM("sslrootcert", e->ca_file);
-    PARAM("gssencmode", "disable");
-    PARAM("application_name", "tandem verify");
-    PARAM("connect_timeout", timeout);
-    PARAM("options", "-c default_transaction_read_only=on");
-#undef PARAM
+    keys[k] = "connect_timeout";
+    vals[k++] = timeout;
+    keys[k] = "options";
+    vals[k++] = "-c default_transaction_read_only=on";
     keys[k] = vals[k] = NULL;
     PGconn *pq = PQconnectdbParams(keys, vals, 0);
     if (pq == NULL || PQstatus(pq) != CONNECTION_OK) {
@@ -150,7 +135,7 @@ pg_open(const struct verify_endpoint *e, const char *dbname, char *err, size_t e
 }
 
 static redisContext *
-redis_open(const struct verify_endpoint *e, int db, char *err, size_t errlen)
+redis_open(const struct conf_login *e, int db, char *err, size_t errlen)
 {
     struct timeval ctv = {.tv_sec = CONNECT_TIMEOUT_S}, tv = {.tv_sec = REDIS_TIMEOUT_S};
     char why[300];

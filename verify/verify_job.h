@@ -24,17 +24,7 @@
 #include <stdint.h>
 
 #include "conf/conf.h"
-
-/* How tandem logs in to one backend (copied: the run outlives a reload's runtime). */
-struct verify_endpoint {
-    char name[CONF_NAME_MAX]; /* the backend's name, for messages */
-    char host[CONF_HOST_MAX]; /* TLS server name (or the address's host) */
-    char hostaddr[CONF_HOST_MAX]; /* the resolved address */
-    char port[8];
-    char user[CONF_NAME_MAX], password[256];
-    char sslmode[16];       /* disable | require | verify-full */
-    char ca_file[CONF_PATH_MAX];
-};
+#include "conf/conf_login.h"
 
 #define VERIFY_JOB_GLOBS 64
 
@@ -44,7 +34,7 @@ struct verify_job_spec {
     int redis;              /* 0: PostgreSQL */
     char dbname[CONF_NAME_MAX];        /* PostgreSQL: the database compared */
     int db;                 /* Redis: the database number */
-    struct verify_endpoint primary, shadow;
+    struct conf_login primary, shadow; /* copied: the run outlives a reload's runtime */
     char include[VERIFY_JOB_GLOBS][256], exclude[VERIFY_JOB_GLOBS][256];
     size_t ninclude, nexclude;
     uint64_t chunk;         /* 0: the command's default */
