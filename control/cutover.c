@@ -90,12 +90,9 @@ static json_t *
 time_json(const struct timespec *t)
 {
     char buf[40];
-    struct tm tm;
     if (t->tv_sec == 0)
         return json_null();
-    gmtime_r(&t->tv_sec, &tm);
-    size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, sizeof(buf) - n, ".%03ldZ", t->tv_nsec / 1000000);
+    log_format_time((int64_t)t->tv_sec * 1000 + t->tv_nsec / 1000000, buf, sizeof(buf));
     return json_string(buf);
 }
 

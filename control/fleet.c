@@ -1687,7 +1687,7 @@ fleet_report_json(const struct fleet *f, size_t top_n)
             members[n++] = id;
         }
     }
-    state_file_format_time(wall_ms(), now, sizeof(now));
+    log_format_time(wall_ms(), now, sizeof(now));
     merged = fleet_report_merge(reports, members, n, top_n, now);
 out:
     json_decref(own);
@@ -1741,7 +1741,7 @@ fleet_json(const struct fleet *f)
              f->conf.store_db);
     json_t *store = json_pack("{s:s, s:b}", "address", addr, "connected", f->link == LINK_UP);
     if (f->lost_reason[0]) {
-        state_file_format_time(f->lost_at_ms, when, sizeof(when));
+        log_format_time(f->lost_at_ms, when, sizeof(when));
         json_object_set_new(store, "last_error", json_string(f->lost_reason));
         json_object_set_new(store, "last_error_at", json_string(when));
     }
@@ -1751,7 +1751,7 @@ fleet_json(const struct fleet *f)
                                                       : json_array());
     json_object_set_new(o, "operation", f->view_op ? json_incref(f->view_op) : json_null());
     if (f->view_ms) {
-        state_file_format_time(f->view_ms, when, sizeof(when));
+        log_format_time(f->view_ms, when, sizeof(when));
         json_object_set_new(o, "as_of", json_string(when));
     } else {
         json_object_set_new(o, "as_of", json_null());

@@ -324,9 +324,7 @@ guards_status_json(const struct guards *g, int slot)
             continue;
         char when[32] = "";
         if (gd->last_trip) {
-            struct tm tm;
-            gmtime_r(&gd->last_trip, &tm);
-            strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+            log_format_time((int64_t)gd->last_trip * 1000, when, sizeof(when));
         }
         json_t *o = json_pack(
             "{s:s, s:s, s:f, s:I, s:I, s:s, s:I, s:s, s:o, s:I, s:I, s:o, s:o, s:I, s:b}", "name",

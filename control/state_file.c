@@ -10,6 +10,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "metrics/log.h"
+
 static const char *const op_type_names[] = {"cutover", "rollback", NULL};
 static const char *const op_state_names[] = {"pending", "in_progress", "completed", "failed",
                                              NULL};
@@ -43,16 +45,6 @@ state_doc_release(struct state_doc *doc)
 {
     free(doc->listeners);
     memset(doc, 0, sizeof(*doc));
-}
-
-void
-state_file_format_time(int64_t ms, char *out, size_t outlen)
-{
-    struct tm tm;
-    time_t sec = (time_t)(ms / 1000);
-    gmtime_r(&sec, &tm);
-    size_t n = strftime(out, outlen, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, outlen - n, ".%03dZ", (int)(ms % 1000));
 }
 
 /* "2025-01-01T12:00:00.000Z" (milliseconds optional) -> unix ms; -1 when not that. */
@@ -90,7 +82,7 @@ state_file_time_json(int64_t ms)
     char buf[40];
     if (ms <= 0)
         return json_null();
-    state_file_format_time(ms, buf, sizeof(buf));
+    log_format_time(ms, buf, sizeof(buf));
     return json_string(buf);
 }
 

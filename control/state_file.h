@@ -154,8 +154,6 @@ struct state_plan_listener {
 int state_file_plan(const struct state_doc *doc, const struct conf *conf,
                     struct state_plan_listener *plan, char *err, size_t errlen);
 
-/* state_file_format_time - unix ms as "2025-01-01T12:00:00.000Z". */
-void state_file_format_time(int64_t ms, char *out, size_t outlen);
 /* state_file_time_json - the same as a JSON string; null for 0 (never). */
 json_t *state_file_time_json(int64_t ms);
 

@@ -34,16 +34,26 @@ log_set_worker(int worker)
     log_worker = worker;
 }
 
+void
+log_format_time(int64_t unix_ms, char *out, size_t len)
+{
+    struct tm tm;
+    time_t sec = (time_t)(unix_ms / 1000);
+
+    if (gmtime_r(&sec, &tm) == NULL) {
+        snprintf(out, len, "?");
+        return;
+    }
+    size_t n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, len - n, ".%03dZ", (int)(unix_ms % 1000));
+}
+
 static void
 format_time(char *out, size_t len)
 {
     struct timeval tv;
-    struct tm tm;
-
     gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    size_t n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, len - n, ".%03dZ", (int)(tv.tv_usec / 1000));
+    log_format_time((int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000, out, len);
 }
 
 static void

@@ -16,6 +16,13 @@
 
 extern int log_min_level;          /* enum conf_log_level */
 
+/*
+ * log_format_time - unix_ms as "2026-12-07T17:42:57.123Z": the one way
+ * tandem writes a wall-clock time (log lines, the state file, the JSON of
+ * the report, operations and verify runs).
+ */
+void log_format_time(int64_t unix_ms, char *out, size_t len);
+
 /* log_setup - choose format and level; safe to call again on reload. */
 void log_setup(enum conf_log_format format, enum conf_log_level level);
 

@@ -18,6 +18,7 @@
 
 #include <xxhash.h>
 
+#include "metrics/log.h"
 #include "metrics/metric.h"
 
 #define NB (SHADOW_LAT_BOUNDS + 1) /* latency buckets, +Inf last */
@@ -1354,14 +1355,8 @@ jhex(bool known, uint64_t v)
 static json_t *
 jtime(int64_t ms)
 {
-    char buf[40], date[32];
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-
-    if (gmtime_r(&t, &tm) == NULL)
-        return json_null();
-    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf, sizeof(buf), "%s.%03dZ", date, (int)(ms % 1000));
+    char buf[40];
+    log_format_time(ms, buf, sizeof(buf));
     return json_string(buf);
 }
 
