@@ -993,6 +993,97 @@ resp_build_array_header(uint8_t *out, size_t cap, int64_t n)
     return w_done(&w);
 }
 
+/* The number on the line at *p ("123\r\n"), *p moved past it; -1 when not one. */
+static int
+line_number(const uint8_t **p, const uint8_t *end, int64_t *out)
+{
+    const uint8_t *q = *p;
+    int neg = q < end && *q == '-';
+    int64_t v = 0;
+    if (neg)
+        q++;
+    const uint8_t *digits = q;
+    while (q < end && *q >= '0' && *q <= '9' && v < INT32_MAX)
+        v = v * 10 + (*q++ - '0');
+    if (q == digits || end - q < 2 || q[0] != '\r' || q[1] != '\n')
+        return -1;
+    *out = neg ? -v : v;
+    *p = q + 2;
+    return 0;
+}
+
+/* One bulk ("$n\r\n...\r\n"), simple string or null at *p into *out (NULL ptr: null). */
+static int
+one_string(const uint8_t **p, const uint8_t *end, struct resp_arg *out)
+{
+    const uint8_t *q = *p;
+    int64_t n;
+    if (q >= end)
+        return -1;
+    uint8_t type = *q++;
+    out->quoted = false;
+    if (type == '_' && end - q >= 2 && q[0] == '\r' && q[1] == '\n') {
+        out->ptr = NULL;
+        out->len = 0;
+        *p = q + 2;
+        return 0;
+    }
+    if (type == '+') {
+        const uint8_t *cr = memchr(q, '\r', (size_t)(end - q));
+        if (cr == NULL || end - cr < 2 || cr[1] != '\n')
+            return -1;
+        out->ptr = q;
+        out->len = (size_t)(cr - q);
+        *p = cr + 2;
+        return 0;
+    }
+    if (type != '$' || line_number(&q, end, &n) != 0 || n < -1)
+        return -1;
+    if (n == -1) {
+        out->ptr = NULL;
+        out->len = 0;
+        *p = q;
+        return 0;
+    }
+    if (end - q < n + 2 || q[n] != '\r' || q[n + 1] != '\n')
+        return -1;
+    out->ptr = q;
+    out->len = (size_t)n;
+    *p = q + n + 2;
+    return 0;
+}
+
+int
+resp_reply_strings(const uint8_t *buf, size_t len, struct resp_arg *out, size_t max, size_t *n)
+{
+    const uint8_t *p = buf, *end = buf + len;
+    struct resp_arg one;
+    int64_t count;
+
+    *n = 0;
+    if (len == 0)
+        return -1;
+    if (buf[0] != '*' && buf[0] != '~') {
+        if (one_string(&p, end, &one) != 0 || p != end)
+            return -1;
+        if (one.ptr != NULL) {
+            if (max == 0)
+                return -1;
+            out[(*n)++] = one;
+        }
+        return 0;
+    }
+    p++;
+    if (line_number(&p, end, &count) != 0 || count < -1 || count > (int64_t)max)
+        return -1;
+    for (int64_t i = 0; i < count; i++) {
+        if (p >= end || *p != '$' || one_string(&p, end, &one) != 0 || one.ptr == NULL)
+            return -1;
+        out[(*n)++] = one;
+    }
+    return p == end ? 0 : -1;
+}
+
 size_t
 resp_build_command(uint8_t *out, size_t cap, size_t argc, const char *const *argv,
                    const size_t *lens)

@@ -281,6 +281,15 @@ size_t resp_build_bulk(uint8_t *out, size_t cap, const void *data, size_t len);
 /* "*" n CRLF; n < 0 gives the null array "*-1" CRLF.  Elements follow. */
 size_t resp_build_array_header(uint8_t *out, size_t cap, int64_t n);
 
+/*
+ * resp_reply_strings - the strings of the whole reply at buf[0..len): one
+ * for a bulk or simple string, none for a null or an empty array, each
+ * element of an array or set of bulk strings.  out[] points into buf.
+ * -1 when the reply is anything else, not whole, or has more than max.
+ */
+int resp_reply_strings(const uint8_t *buf, size_t len, struct resp_arg *out, size_t max,
+                       size_t *n);
+
 /* A multibulk command; lens NULL means each argv[i] is NUL-terminated. */
 size_t resp_build_command(uint8_t *out, size_t cap, size_t argc, const char *const *argv,
                           const size_t *lens);

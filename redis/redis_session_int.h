@@ -206,6 +206,7 @@ struct redis_unit {
     unsigned pushes : 1;        /* its replies are pub/sub messages: CLIENT REPLY spares them */
     unsigned if_accepted : 1;   /* mirrored only once the primary accepted it */
     uint8_t proto;              /* HELLO's protocol version (2, 3), 0: none asked */
+    uint8_t effect;             /* enum rs_effect: mirrored as the primary's choice */
     uint32_t preplies;          /* replies the primary still owes for it */
     uint32_t sreplies;          /* replies the shadow owes for it (MULTI ... EXEC: all) */
     int64_t db;                 /* SELECT's argument */
@@ -215,6 +216,28 @@ struct redis_unit {
     size_t local_len;
     struct redis_compare *cmp;  /* NULL: the replies are not compared */
 };
+
+/* Writes whose effect the server chooses (redis_effect.c). */
+enum rs_effect { RS_EFFECT_NONE, RS_EFFECT_XADD, RS_EFFECT_SPOP };
+
+enum redis_effect_result {
+    REDIS_EFFECT_BUILT,    /* out holds the command that does what the primary did */
+    REDIS_EFFECT_VERBATIM, /* the command as it is does the same on the shadow */
+    REDIS_EFFECT_LOST,     /* the primary's choice is not known: verbatim, and the shadow diverges */
+};
+
+struct redis_session;
+
+/* redis_effect_of - u's enum rs_effect, from its command. */
+uint8_t redis_effect_of(const struct redis_unit *u);
+
+/*
+ * redis_effect_build - the command that mirrors u (its request bytes
+ * req_bytes[0..req_len)) as the effect the primary chose, into out.
+ */
+enum redis_effect_result redis_effect_build(const struct redis_session *s,
+                                            const struct redis_unit *u, const uint8_t *req_bytes,
+                                            size_t req_len, struct evbuffer *out);
 
 /* The unit a mirror-queue pointer is (struct mirror_unit comes first). */
 static inline struct redis_unit *
@@ -239,6 +262,7 @@ struct redis_shadow {
     uint32_t replies_left;       /* of scur's replies, including the one being read */
     struct evbuffer *tx_buf;     /* the open MULTI's commands, until EXEC or DISCARD */
     uint32_t tx_cmds;            /* commands in tx_buf, MULTI included */
+    struct evbuffer *effect;     /* a released unit's effect, between releasing and replace */
 };
 
 /* Mode split (see "Read routing" above). */

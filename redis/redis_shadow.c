@@ -333,8 +333,10 @@ redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_
         tx_add(s, u, bytes, len);
         return;
     }
-    if (wanted(s, u))
+    if (wanted(s, u)) {
+        u->effect = redis_effect_of(u);
         queue_unit(s, u, bytes, NULL, len);
+    }
 }
 
 /* A mirrored unit whose primary answer says the shadow must not run it. */
@@ -353,12 +355,65 @@ drop_instead(const struct redis_unit *u)
                                     (c->plen >= 7 && memcmp(c->psample, "-NOPERM", 7) == 0));
 }
 
+/* The primary's choice of u's effect was not kept: the shadow does its own, and diverges. */
+static void
+effect_lost(struct redis_session *s, const struct redis_unit *u)
+{
+    static const char why[] = "a write whose effect the server chooses mirrored verbatim: "
+                              "the primary's choice was not kept";
+    shadow_note_divergence(s->base.lis->metric_slot, why, u->cmd->name, strlen(u->cmd->name));
+    log_at(CONF_LOG_INFO, s->base.id, s->base.peer, "%s (%s)", why, u->cmd->name);
+}
+
+/*
+ * XADD *, SPOP: the shadow gets the effect the primary chose (redis_effect.c),
+ * built into shadow.effect for on_replace.  u's bytes are the front of the
+ * queue's held buffer: units are released in order.
+ */
+static enum mirror_verdict
+effect_verdict(struct redis_session *s, struct redis_unit *u)
+{
+    struct redis_shadow *sh = &s->shadow;
+    const uint8_t *req = evbuffer_pullup(s->base.mirror.held, (ev_ssize_t)u->base.held_len);
+    enum redis_effect_result r = REDIS_EFFECT_LOST;
+
+    if (sh->effect == NULL)
+        sh->effect = evbuffer_new();
+    if (req != NULL && sh->effect != NULL)
+        r = redis_effect_build(s, u, req, u->base.held_len, sh->effect);
+    if (r == REDIS_EFFECT_BUILT)
+        return MIRROR_REPLACE;
+    if (sh->effect != NULL)
+        evbuffer_drain(sh->effect, evbuffer_get_length(sh->effect));
+    if (r == REDIS_EFFECT_LOST)
+        effect_lost(s, u);
+    return MIRROR_SEND;
+}
+
 /* The mirror queue's hooks (engine/mirror.h). */
 static enum mirror_verdict
 on_releasing(void *owner, struct mirror_unit *mu)
 {
-    (void)owner;
-    return drop_instead(redis_unit_of(mu)) ? MIRROR_DROP : MIRROR_SEND;
+    struct redis_unit *u = redis_unit_of(mu);
+    if (drop_instead(u))
+        return MIRROR_DROP;
+    return u->effect != RS_EFFECT_NONE ? effect_verdict(owner, u) : MIRROR_SEND;
+}
+
+/* MIRROR_REPLACE: u's bytes left the queue; its effect, admitted, goes in their place. */
+static int
+on_replace(void *owner, struct mirror_unit *mu)
+{
+    struct redis_session *s = owner;
+    struct evbuffer *e = s->shadow.effect;
+    size_t len = evbuffer_get_length(e);
+    (void)mu;
+    if (mirror_admit(&s->base.mirror, len) != 0) {
+        evbuffer_drain(e, len); /* full: detached, counted */
+        return -1;
+    }
+    evbuffer_remove_buffer(e, s->base.shadow_conn.out, len);
+    return 0;
 }
 
 /* Released bytes join conn.out; one write per batch (redis_shadow_flush). */
@@ -392,6 +447,7 @@ static void on_detached(void *owner, enum shadow_outcome why, const char *reason
 const struct mirror_ops redis_mirror_ops = {
     .send = on_send,
     .releasing = on_releasing,
+    .replace = on_replace,
     .sent = on_sent,
     .record = on_record,
     .free_unit = redis_unit_release,
@@ -1035,4 +1091,7 @@ redis_shadow_release(struct redis_session *s)
     if (sh->tx_buf)
         evbuffer_free(sh->tx_buf);
     sh->tx_buf = NULL;
+    if (sh->effect)
+        evbuffer_free(sh->effect);
+    sh->effect = NULL;
 }

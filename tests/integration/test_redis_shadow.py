@@ -269,3 +269,46 @@ def test_multi_larger_than_the_mirror_queue_detaches(tandem, pair):
                "the shadow marked diverged")
     assert shadow.client().get("tx:big:0") is None
     assert c.get("tx:small") == b"x"
+
+
+def test_xadd_and_spop_mirror_the_primarys_choice(tandem, pair):
+    """XADD * and SPOP let the server choose (a stream id, which members):
+    the shadow gets the primary's choice (XADD with its id, SREM of what it
+    popped), so both servers end with the same stream and the same set,
+    and nothing is marked diverged."""
+    primary, shadow = pair
+    t = start_redis_tandem(tandem, primary, shadow, mirror=MIRROR_ALL)
+    c = tandem_client(t)
+    c.sadd("pop:set", *[f"member-{i}" for i in range(300)])
+    ids = []
+    for i in range(40):
+        ids.append(c.xadd("ev:1", {"n": str(i)}))                 # XADD ev:1 * n i
+        c.xadd("ev:2", {"n": str(i)}, maxlen=10, approximate=False)  # MAXLEN = 10 *
+        c.spop("pop:set")                                          # one member
+        c.spop("pop:set", 3)                                       # three
+        time.sleep(0.002)  # ids a millisecond apart on the shadow would differ anyway
+    c.execute_command("XADD", "ev:3", "NOMKSTREAM", "*", "n", "1")  # no stream: nothing added
+    wait_drained(t, listener="r")
+    assert shadow.client().xrange("ev:1") == primary.client().xrange("ev:1")
+    assert [e[0] for e in primary.client().xrange("ev:1")] == ids
+    assert shadow.client().xrange("ev:2") == primary.client().xrange("ev:2")
+    assert shadow.client().smembers("pop:set") == primary.client().smembers("pop:set")
+    assert len(primary.client().smembers("pop:set")) == 300 - 40 * 4
+    wait_same_digest(primary, shadow)
+    assert listener_report(report(t), "r")["diverged"] is False
+    assert outcomes(t, listener="r")["shadow_error"] == 0
+
+
+def test_spop_answer_too_long_to_keep_marks_the_shadow_diverged(tandem, pair):
+    """SPOP of members whose names outgrow what tandem keeps of a reply:
+    the primary's choice is unknown, the shadow pops its own, and tandem
+    says so (diverged), never silently."""
+    primary, shadow = pair
+    t = start_redis_tandem(tandem, primary, shadow, mirror=MIRROR_ALL)
+    c = tandem_client(t)
+    c.sadd("big:set", *[f"{i:04d}-" + "x" * 100 for i in range(50)])
+    assert len(c.spop("big:set", 10)) == 10
+    wait_drained(t, listener="r")
+    wait_until(lambda: listener_report(report(t), "r")["diverged"] is True, 20,
+               "the shadow marked diverged")
+    assert len(shadow.client().smembers("big:set")) == 40

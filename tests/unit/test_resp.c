@@ -969,6 +969,42 @@ test_builders(void **state)
     assert_int_equal(resp_build_integer(out, 3, 100), 0);
 }
 
+/* The strings of a whole reply: what a mirrored effect is built from (XADD's id, SPOP's members). */
+static void
+test_reply_strings(void **state)
+{
+    (void)state;
+    struct resp_arg a[4];
+    size_t n;
+#define STR(lit) (const uint8_t *)(lit), sizeof(lit) - 1
+    assert_int_equal(resp_reply_strings(STR("$15\r\n1700000000000-0\r\n"), a, 4, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(a[0].len, 15);
+    assert_memory_equal(a[0].ptr, "1700000000000-0", 15);
+    assert_int_equal(resp_reply_strings(STR("$-1\r\n"), a, 4, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(resp_reply_strings(STR("_\r\n"), a, 4, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(resp_reply_strings(STR("*2\r\n$1\r\na\r\n$0\r\n\r\n"), a, 4, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(a[1].len, 0);
+    assert_int_equal(resp_reply_strings(STR("~1\r\n$2\r\nbc\r\n"), a, 4, &n), 0);
+    assert_int_equal(n, 1);
+    assert_memory_equal(a[0].ptr, "bc", 2);
+    assert_int_equal(resp_reply_strings(STR("*0\r\n"), a, 4, &n), 0);
+    assert_int_equal(n, 0);
+    /* not whole, too many, not strings, trailing bytes, a lying length */
+    assert_int_equal(resp_reply_strings(STR("$15\r\n1700000"), a, 4, &n), -1);
+    assert_int_equal(resp_reply_strings(STR("*5\r\n"), a, 4, &n), -1);
+    assert_int_equal(resp_reply_strings(STR("*1\r\n:1\r\n"), a, 4, &n), -1);
+    assert_int_equal(resp_reply_strings(STR(":1\r\n"), a, 4, &n), -1);
+    assert_int_equal(resp_reply_strings(STR("-ERR x\r\n"), a, 4, &n), -1);
+    assert_int_equal(resp_reply_strings(STR("$1\r\nab\r\n"), a, 4, &n), -1);
+    assert_int_equal(resp_reply_strings(STR("$1\r\na\r\n+x"), a, 4, &n), -1);
+    assert_int_equal(resp_reply_strings(STR("*1\r\n$-1\r\n"), a, 4, &n), -1);
+#undef STR
+}
+
 int
 main(void)
 {
@@ -992,6 +1028,7 @@ main(void)
         cmocka_unit_test(test_digest_pairs),
         cmocka_unit_test(test_digest_scan),
         cmocka_unit_test(test_builders),
+        cmocka_unit_test(test_reply_strings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
