@@ -1168,18 +1168,27 @@ run_flush(struct redis_session *s, struct reply_run *r)
     r->run = 0;
 }
 
+/* The reader takes what it can of p; RESP_ERROR has failed the session (not RESP). */
+static enum resp_status
+feed_reader(struct redis_session *s, const uint8_t *p, size_t len, size_t *used,
+            struct resp_reply_info *info)
+{
+    const char *err = NULL;
+    enum resp_status st = resp_reader_feed(&s->reader, p, len, used, info, &err);
+    if (st == RESP_ERROR)
+        backend_protocol_error(s, "an invalid reply");
+    return st;
+}
+
 /* A RESP3 push between replies (CLIENT TRACKING): relayed in its place, answering no request. */
 static int
 push_frame(struct redis_session *s, struct reply_run *r, const uint8_t *p, size_t len)
 {
     size_t used = 0;
     struct resp_reply_info info;
-    const char *err = NULL;
-    enum resp_status st = resp_reader_feed(&s->reader, p, len, &used, &info, &err);
-    if (st == RESP_ERROR) {
-        backend_protocol_error(s, "an invalid reply");
+    enum resp_status st = feed_reader(s, p, len, &used, &info);
+    if (st == RESP_ERROR)
         return -1;
-    }
     r->run += used;
     if (st == RESP_OK)
         s->push_open = 0;
@@ -1208,12 +1217,9 @@ reply_frame(struct redis_session *s, struct reply_run *r, struct redis_unit *u, 
     }
     size_t used = 0;
     struct resp_reply_info info;
-    const char *err = NULL;
-    enum resp_status st = resp_reader_feed(&s->reader, p, len, &used, &info, &err);
-    if (st == RESP_ERROR) {
-        backend_protocol_error(s, "an invalid reply");
+    enum resp_status st = feed_reader(s, p, len, &used, &info);
+    if (st == RESP_ERROR)
         return -1;
-    }
     if (u->cmp)
         redis_keep_sample(u->cmp->psample, &u->cmp->plen, p, used);
     if (u->base.routed || s->reply_silent) {
