@@ -339,6 +339,20 @@ redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_
     }
 }
 
+/*
+ * SCRIPT KILL or FUNCTION KILL stopped the script on the primary.  Redis
+ * kills only a script that has not written yet, so the shadow needs none
+ * of it; mirrored, it would run there with no one to kill it, and keep
+ * the shadow busy (every other client answered BUSY) for as long as it runs.
+ */
+static int
+script_killed(const struct redis_compare *c)
+{
+    static const char killed[] = "Script killed by user";
+    return c->pinfo.type == '-' &&
+           memmem(c->psample, c->plen, killed, sizeof(killed) - 1) != NULL;
+}
+
 /* A mirrored unit whose primary answer says the shadow must not run it. */
 static int
 drop_instead(const struct redis_unit *u)
@@ -350,6 +364,8 @@ drop_instead(const struct redis_unit *u)
         return 0;
     if (u->tx)
         return c->pinfo.type != '*' || c->pinfo.null; /* aborted: nothing committed */
+    if (script_killed(c))
+        return 1;
     /* refused for the client's credentials, which the shadow does not share */
     return c->pinfo.type == '-' && ((c->plen >= 7 && memcmp(c->psample, "-NOAUTH", 7) == 0) ||
                                     (c->plen >= 7 && memcmp(c->psample, "-NOPERM", 7) == 0));

@@ -8,6 +8,7 @@ upper bound.
 """
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -312,3 +313,47 @@ def test_spop_answer_too_long_to_keep_marks_the_shadow_diverged(tandem, pair):
     wait_until(lambda: listener_report(report(t), "r")["diverged"] is True, 20,
                "the shadow marked diverged")
     assert len(shadow.client().smembers("big:set")) == 40
+
+
+def test_a_script_killed_on_the_primary_never_runs_on_the_shadow(tandem, own_pair):
+    """A runaway script stopped by SCRIPT KILL (and a function by FUNCTION
+    KILL) wrote nothing, Redis kills no other: the shadow is not given it,
+    so it is not left running there, every other command answered BUSY."""
+    primary, shadow = own_pair
+    for server in (primary, shadow):
+        server.client().config_set("busy-reply-threshold", 100)
+    t = start_redis_tandem(tandem, primary, shadow, mirror=MIRROR_ALL)
+    c = tandem_client(t)
+    c.function_load("#!lua name=spinlib\nredis.register_function('spin', "
+                    "function() while true do end end)")
+    wait_drained(t, listener="r")
+    for call in (lambda cl: cl.eval("while true do end", 0),
+                 lambda cl: cl.fcall("spin", 0)):
+        errors = []
+
+        def run():
+            try:
+                call(tandem_client(t))
+            except redis.ResponseError as exc:
+                errors.append(str(exc))
+        th = threading.Thread(target=run)
+        th.start()
+        killer = tandem_client(t)
+
+        def killed():
+            for what in ("SCRIPT", "FUNCTION"):
+                try:
+                    killer.execute_command(what, "KILL")
+                    return True
+                except redis.ResponseError:
+                    pass  # NOTBUSY yet, or the other kind
+            return False
+        wait_until(killed, 20, "SCRIPT/FUNCTION KILL accepted by the primary")
+        th.join(20)
+        assert errors and "killed by user" in errors[0], errors
+    c.set("after", "1")
+    wait_drained(t, listener="r")
+    # the shadow answers at once, not BUSY: it never ran either script
+    assert shadow.client().get("after") == b"1"
+    assert shadow.client().ping()
+    assert outcomes(t, listener="r")["shadow_error"] == 0
