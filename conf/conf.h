@@ -198,6 +198,13 @@ struct conf_replication {
 };
 
 /* What comparison leaves out. */
+/* compare { samples }: what the report keeps of the two answers of a sample. */
+enum conf_samples {
+    CONF_SAMPLES_VALUES,   /* their first bytes, as text (and the plans of slower statements) */
+    CONF_SAMPLES_REDACTED, /* their length and a tag equal for equal answers, no value, no plan */
+    CONF_SAMPLES_NONE,     /* nothing but the statement and the outcome */
+};
+
 struct conf_compare {
     char (*ignore_columns)[CONF_NAME_MAX]; /* column names whose values are not compared */
     size_t nignore_columns;
@@ -205,6 +212,7 @@ struct conf_compare {
     size_t nignore_fingerprints;
     uint32_t confirm_per_second;           /* re-checks of mismatching reads; 0: none (default 20) */
     uint32_t explain_when_slower;          /* fetch plans when shadow p50 >= N x primary's; 0: never */
+    enum conf_samples samples;             /* what the report keeps of answers; default values */
 };
 
 /*

@@ -46,6 +46,7 @@ const char *const conf_log_level_names[] = {"debug", "info", "warn", "error", NU
 const char *const conf_mirror_level_names[] = {"all", "dml", "ddl", NULL};
 const char *const conf_shadow_source_names[] = {"mirror", "replication", NULL};
 const char *const conf_repl_kind_names[] = {"logical", "physical", "replica", NULL};
+const char *const conf_samples_names[] = {"values", "redacted", "none", NULL};
 /* percent P by KEY, indexed by enum conf_canary_key */
 static const char *const canary_key_names[] = {"user", "application_name", "client", "client_name",
                                                NULL};
@@ -341,6 +342,7 @@ static const struct conf_directive directives[] = {
            confirm_per_second, &range_confirm),
     SIMPLE("explain_when_slower", CTX_COMPARE, 0, set_number, struct conf_compare,
            explain_when_slower, &range_explain),
+    SIMPLE("samples", CTX_COMPARE, 0, set_enum, struct conf_compare, samples, conf_samples_names),
 
     /* listener { canary NAME { } }: matches, then exactly one action */
     SIMPLE("user", CTX_CANARY, 0, set_string, struct conf_canary, user, NULL),

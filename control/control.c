@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "metrics/metric.h"
+#include "metrics/shadow.h"
 
 #define WEIGHT_MAX 1000000
 
@@ -68,6 +69,7 @@ control_load(const struct runtime *rt)
         }
         bump(l->metric_slot);
         __atomic_store_n(&modes[l->metric_slot], 0, __ATOMIC_RELAXED);
+        shadow_set_samples(l->metric_slot, (int)l->conf->compare.samples);
     }
     control_changed();
 }

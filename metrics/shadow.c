@@ -12,6 +12,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sys/random.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -559,6 +560,49 @@ hist_add(struct hist *h, int b, uint64_t ns)
     h->sum_ns += ns;
 }
 
+static int samples_mode[METRIC_MAX_LISTENERS]; /* enum conf_samples, atomic */
+static uint64_t redact_seed;                    /* per process: a tag proves nothing outside it */
+static pthread_once_t redact_once = PTHREAD_ONCE_INIT;
+
+static void
+redact_seed_init(void)
+{
+    if (getrandom(&redact_seed, sizeof(redact_seed), 0) != sizeof(redact_seed))
+        redact_seed = (uint64_t)wall_ms() * 0x9E3779B97F4A7C15ull;
+}
+
+void
+shadow_set_samples(int slot, int mode)
+{
+    if (slot_ok(slot))
+        __atomic_store_n(&samples_mode[slot], mode, __ATOMIC_RELAXED);
+}
+
+static int
+samples_of(int slot)
+{
+    return slot_ok(slot) ? __atomic_load_n(&samples_mode[slot], __ATOMIC_RELAXED)
+                         : CONF_SAMPLES_VALUES;
+}
+
+/* What a sample keeps of an answer's text t under the listener's compare { samples }. */
+static void
+sample_text(char *out, int mode, const char *t)
+{
+    size_t n = strnlen(t, SHADOW_SUMMARY_MAX + 4);
+    if (mode == CONF_SAMPLES_NONE || (mode == CONF_SAMPLES_REDACTED && n == 0)) {
+        out[0] = '\0';
+        return;
+    }
+    if (mode == CONF_SAMPLES_REDACTED) {
+        pthread_once(&redact_once, redact_seed_init);
+        snprintf(out, SHADOW_SUMMARY_MAX, "redacted: %zu bytes, tag %08x", n,
+                 (unsigned)(XXH3_64bits_withSeed(t, n, redact_seed) >> 32));
+        return;
+    }
+    copy_text(out, SHADOW_SUMMARY_MAX, t, n);
+}
+
 static void
 sample_put(struct ring *r, int slot, const struct stmt *st, bool fp_known, uint64_t fp,
            enum shadow_outcome o, enum shadow_noise_reason reason, const char *psum,
@@ -576,10 +620,9 @@ sample_put(struct ring *r, int slot, const struct stmt *st, bool fp_known, uint6
     s->fp_known = fp_known;
     s->fp = fp;
     s->text = st->text;
-    for (int i = 0; i < SHADOW_SIDE__COUNT; i++) {
-        const char *t = sum[i] != NULL ? sum[i] : "";
-        copy_text(s->side[i], SHADOW_SUMMARY_MAX, t, strnlen(t, SHADOW_SUMMARY_MAX + 4));
-    }
+    int mode = samples_of(slot);
+    for (int i = 0; i < SHADOW_SIDE__COUNT; i++)
+        sample_text(s->side[i], mode, sum[i] != NULL ? sum[i] : "");
 }
 
 /* Count one unit into l and st.  Called with the shard locked. */
@@ -704,8 +747,8 @@ shadow_set_plans(struct shadow_shard *sh, int slot, uint64_t key_id, const char 
 {
     const char *plan[SHADOW_SIDE__COUNT] = {primary_plan, shadow_plan};
 
-    if (sh == NULL || !slot_ok(slot))
-        return;
+    if (sh == NULL || !slot_ok(slot) || samples_of(slot) != CONF_SAMPLES_VALUES)
+        return; /* a plan shows the parameters' values */
     pthread_mutex_lock(&sh->lock);
     int i = stmt_find(sh, slot, key_id);
     if (i >= 0) /* gone: evicted meanwhile */

@@ -227,6 +227,14 @@ int shadow_recheck_take(int listener_slot, uint32_t per_second, uint64_t now_s);
 void shadow_recheck_give(int listener_slot);
 void shadow_set_queue_bytes(uint64_t bytes);
 void shadow_set_diverged(int listener_slot);
+
+/*
+ * shadow_set_samples - what samples of listener_slot keep of the answers
+ * from now on (enum conf_samples): their text, a redacted form (length and
+ * a tag that is equal for equal answers, keyed per process so a guessed
+ * value cannot be checked against it), or nothing; plans only with text.
+ */
+void shadow_set_samples(int listener_slot, int mode);
 void shadow_note_divergence(int listener_slot, const char *reason, const char *statement,
                             size_t len);
 

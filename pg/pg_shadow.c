@@ -185,7 +185,10 @@ record(struct pg_session *s, struct pg_unit *u, enum shadow_outcome outcome,
         ssum = u->cmp->ssample;
     }
     /* slower on the shadow: why, in the two plans (asked only where they can be fetched) */
-    unsigned plan_ratio = u->call != NULL ? s->base.lis->conf->compare.explain_when_slower : 0;
+    /* plans show the parameters' values: fetched only when samples keep values */
+    unsigned plan_ratio = u->call != NULL && s->base.lis->conf->compare.samples == CONF_SAMPLES_VALUES
+                              ? s->base.lis->conf->compare.explain_when_slower
+                              : 0;
     if (shadow_record_slower(s->base.w->shadow, s->base.lis->metric_slot, key.fingerprint,
                              key.text, outcome, reason, u->base.primary_ns,
                              u->base.shadow_done && u->base.forced < 0 ? u->base.shadow_ns : 0,

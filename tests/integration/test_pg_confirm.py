@@ -173,3 +173,29 @@ def test_a_write_is_never_run_again(tandem, pg_primary, pg_shadow, table):
     out, rc = settle(t, before_out, before_rc, lambda o, r: o["mismatch"] >= 1, "the mismatch")
     assert sum(rc.values()) == 0 and out["transient"] == 0, (out, rc)
     assert rows(pg_primary, f"SELECT v FROM {table} WHERE id = 2") == [("same",)]
+
+
+@pytest.mark.parametrize("samples", ["redacted", "none"])
+def test_samples_keep_no_values_when_told(tandem, pg_primary, pg_shadow, table, samples):
+    """compare { samples redacted|none; }: the confirmed mismatch is still
+    reported (statement, outcome), but neither answer's value reaches the
+    report; redacted keeps lengths and a tag that differs when the answers do."""
+    t = start(tandem, pg_primary, pg_shadow, compare={"samples": samples})
+    execute(pg_shadow, f"UPDATE {table} SET v = 'omega' WHERE id = 1")
+    before_out, before_rc = outcomes(t), rechecks(t)
+    with t.connect(user="postgres") as conn:
+        assert conn.execute(f"SELECT v AS cf_secret FROM {table} WHERE id = %s", (1,)) \
+            .fetchone()[0] == "alpha"
+    out, _ = settle(t, before_out, before_rc, lambda o, r: o["mismatch"] + o["transient"] >= 1,
+                    "the read's verdict")
+    assert out["mismatch"] == 1, out
+    rep = report(t)
+    samples_found = samples_about(rep, "cf_secret")
+    assert samples_found, rep["samples"]
+    sample = samples_found[0]
+    assert "alpha" not in str(rep) and "omega" not in str(rep), sample
+    if samples == "none":
+        assert sample["primary"] == "" and sample["shadow"] == "", sample
+    else:
+        assert sample["primary"].startswith("redacted: ") and "tag " in sample["primary"], sample
+        assert sample["primary"] != sample["shadow"], sample
