@@ -58,7 +58,8 @@
     X(SHUTDOWN, "shutdown")                                                                    \
     X(IDLE_TIMEOUT, "idle_timeout")                                                            \
     X(AUTH_FAILED, "auth_failed")                                                              \
-    X(BACKEND_AUTH, "backend_auth")
+    X(BACKEND_AUTH, "backend_auth")                                                            \
+    X(TLS_REQUIRED, "tls_required")
 
 enum metric_listener_counter {
 #define X(id, name, help) METRIC_L_##id,

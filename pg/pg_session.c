@@ -385,7 +385,8 @@ startup_ssl(struct pg_session *s, uint32_t len)
 {
     struct evbuffer *in = s->base.client.in;
     evbuffer_drain(in, len);
-    if (s->base.lis->tls == NULL || s->base.client.ssl != NULL) {
+    if (s->base.lis->tls == NULL || s->base.lis->conf->tls == CONF_LTLS_OFF ||
+        s->base.client.ssl != NULL) {
         evbuffer_add(s->base.client.out, "N", 1);
         return 1;
     }
@@ -569,6 +570,12 @@ client_startup(struct pg_session *s)
         return startup_ssl(s, len);
     case PGW_STARTUP_MESSAGE:
         break;
+    }
+    if (s->base.lis->conf->tls == CONF_LTLS_REQUIRED && s->base.client.ssl == NULL) {
+        /* as PostgreSQL's hostssl-only pg_hba: the client learns why, nothing reaches a backend */
+        fail(s, METRIC_ERR_TLS_REQUIRED, PGW_SQLSTATE_INVALID_AUTHORIZATION,
+             "this listener requires TLS: connect with sslmode=require (or stronger)");
+        return 0;
     }
     startup_login(s, pkt, len, &st);
     return 0;
