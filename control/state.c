@@ -678,9 +678,22 @@ state_check(const struct conf *conf, FILE *out, FILE *err)
         fprintf(err, "%s: %s: tandem would refuse to start\n", path, why);
         goto out_doc;
     }
-    for (size_t i = 0; i < conf->nlisteners; i++)
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        const struct state_listener *r = plan[i].recorded;
         if (plan[i].note[0])
             fprintf(out, "%s: %s\n", path, plan[i].note);
+        if (r == NULL || r->shadow[0] == '\0')
+            continue;
+        if (r->diverged)
+            fprintf(out, "%s: listener \"%s\": the shadow \"%s\" is diverged (%s): a cutover "
+                    "or rollback onto it is refused until POST /api/shadow/resynced\n",
+                    path, r->name, r->shadow, r->diverged_reason[0] ? r->diverged_reason : "a lost write");
+        else if (doc.running && r->mode != CONF_MODE_PASSTHROUGH &&
+                 conf->listeners[i].shadow_source != CONF_SHADOW_REPLICATION)
+            fprintf(out, "%s: listener \"%s\": the last tandem did not stop cleanly: a start "
+                    "marks the shadow \"%s\" diverged (%s)\n",
+                    path, r->name, r->shadow, UNCLEAN_STOP_REASON);
+    }
     rc = 0;
 out_doc:
     state_doc_release(&doc);

@@ -11,6 +11,7 @@ rollback moves clients onto it without the operator saying so.
 import json
 import re
 import signal
+import subprocess
 import threading
 
 import psycopg
@@ -104,6 +105,13 @@ def test_killed_under_pgbench_every_committed_transaction_is_on_the_primary(
     on_primary = history_count(pg_primary, bench_db) - before
     assert on_primary >= committed, (on_primary, committed, out, err)
     assert json.loads(state.read_text())["running"] is True  # no clean stop was recorded
+    conf = tmp_path / "tandem.conf"
+    conf.write_text(text)
+    check = subprocess.run([t.binary, "-t", "-c", str(conf)], capture_output=True, text=True,
+                           timeout=30)
+    assert check.returncode == 0, check
+    assert (f'{state}: listener "pg": the last tandem did not stop cleanly: a start marks the '
+            'shadow "green" diverged') in check.stdout, check.stdout
 
     t = tandem(config_text=text, port=port, admin_port=admin)
     # whatever was mirrored in flight may never have reached the shadow: it says so
@@ -163,6 +171,13 @@ def test_a_recorded_divergence_survives_a_clean_restart_and_refuses_a_cutover(
     recorded = json.loads(state.read_text())
     assert recorded["running"] is False
     assert recorded["listeners"]["pg"]["diverged"]["statement"] == "INSERT INTO orders VALUES ($1)"
+    conf = tmp_path / "tandem.conf"
+    conf.write_text(text)
+    check = subprocess.run([t.binary, "-t", "-c", str(conf)], capture_output=True, text=True,
+                           timeout=30)
+    assert check.returncode == 0, check
+    assert (f'{state}: listener "pg": the shadow "green" is diverged (shadow_timeout: the shadow '
+            'was detached)') in check.stdout, check.stdout
     t = tandem(config_text=text, port=port, admin_port=admin)
     assert shadow_state(t)[0] is True
     code, reply = call(t, "POST", "/api/shadow/resynced", {"listener": "nope"})
