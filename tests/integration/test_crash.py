@@ -133,8 +133,10 @@ def test_killed_under_pgbench_every_committed_transaction_is_on_the_primary(
 
     # the operator resynchronizes the shadow (out of band) and says so; a clean stop
     # (SIGTERM, drained) then records nothing to fear
-    code, reply = call(t, "POST", "/api/shadow/resynced", {"listener": "pg"})
-    assert code == 200 and reply["was_diverged"] is True, reply
+    out = subprocess.run([t.binary, "ctl", "--admin", f"127.0.0.1:{admin}", "resynced", "pg"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "listener pg: shadow resynchronized (it was diverged)\n", out.stdout
     assert shadow_state(t) == (False, None)
     wait_until(lambda: json.loads(state.read_text())["listeners"]["pg"]["diverged"] is None, 20,
                "the state file to forget the divergence")
