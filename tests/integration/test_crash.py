@@ -103,6 +103,8 @@ def test_killed_under_pgbench_every_committed_transaction_is_on_the_primary(
     # pgbench inserts one history row per transaction: every one it saw committed is there
     # (a few more may be, those whose COMMIT ran but whose answer died with tandem)
     on_primary = history_count(pg_primary, bench_db) - before
+    print(f"pgbench saw {committed} committed; the primary has {on_primary} "
+          f"({on_primary / committed:.4f} x)")
     assert on_primary >= committed, (on_primary, committed, out, err)
     assert json.loads(state.read_text())["running"] is True  # no clean stop was recorded
     conf = tmp_path / "tandem.conf"
@@ -293,6 +295,8 @@ def check_restarted(t, state, writers_result, pg_primary, pg_shadow, blue, green
                           else {"primary": "rblue", "shadow": "rgreen"}), r
     assert recorded["pg"]["primary"] == pg["roles"]["primary"]
     primary = pg_shadow if new else pg_primary
+    print(f"{len(acked)} acknowledged INSERTs, {len(acked_missing(primary, acked))} missing; "
+          f"INCR acknowledged up to {top}")
     assert acked_missing(primary, acked) == []
     rprimary = green if new else blue
     assert int(rprimary.client().get(f"{tag}:counter") or 0) >= top
