@@ -275,6 +275,16 @@ build(const struct state *s, const int *flip, int nflip, int target, struct stat
     }
     doc->running = s->running;
     doc->nops = cutover_records(s->cutover, doc->ops, STATE_OPS_MAX, &doc->next_op_id);
+    for (size_t k = 0; nflip > 0 && k < doc->nops; k++) {
+        /* this write is the flip's commit point: a restart that reads it finds the new
+         * roles, so the operation that flips them is done, whatever happens after */
+        struct state_op *op = &doc->ops[k];
+        if (op->state != STATE_OP_IN_PROGRESS)
+            continue;
+        op->state = STATE_OP_COMPLETED;
+        op->finished_ms = doc->written_ms;
+        snprintf(op->reason, sizeof(op->reason), "committed: the new roles were recorded");
+    }
     free(records);
     return 0;
 }

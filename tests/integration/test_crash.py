@@ -362,6 +362,12 @@ def test_killed_around_a_cutover_swap_roles_are_all_old_or_all_new(
     held.close()
     t = tandem(config_text=text, port=port, admin_port=admin)
     new = check_restarted(t, state, result, pg_primary, pg_shadow, blue, green, tag)
+    # the operation agrees with the roles: completed once the new roles were recorded
+    op = status(t)["operation"]
+    if new:
+        assert op["state"] == "completed", op
+    else:
+        assert op["state"] == "failed" and "interrupted" in op["reason"], op
     # the held transaction's commit was acknowledged: it is on the primary named now
     assert acked_missing(pg_shadow if new else pg_primary, ["held"]) == []
     # the other side may miss writes mirrored in flight: marked, not trusted
