@@ -20,7 +20,7 @@ MAX_CLIENTS = 20
 
 def config(pg_primary, port, admin):
     return (f"workers 2;\nlog_format text;\nadmin {{ listen 127.0.0.1:{admin}; }}\n"
-            f"limits {{ max_client_conn {MAX_CLIENTS}; startup_timeout 2s; }}\n"
+            f"limits {{ max_client_conn {MAX_CLIENTS}; startup_timeout 10s; }}\n"
             f"backend blue {{ address {pg_primary.address}; }}\n"
             f"listener pg {{ listen 127.0.0.1:{port}; protocol postgres; primary blue; }}\n")
 
