@@ -338,7 +338,7 @@ def test_killed_during_a_cutover_drain_keeps_the_old_roles(tandem, pg_primary, p
     assert shadow_state(t)[0] is True  # mirrors in flight died with tandem
 
 
-@pytest.mark.parametrize("delay_ms", [0, 5, 30, 200])
+@pytest.mark.parametrize("delay_ms", [0, 30, 200])
 def test_killed_around_a_cutover_swap_roles_are_all_old_or_all_new(
         tandem, pg_primary, pg_shadow, redis_pair, acks, tmp_path, delay_ms):
     """The drain ends when the held transaction commits; tandem writes the new roles to
