@@ -303,6 +303,12 @@ route_verify(struct admin *a, struct evhttp_request *req)
     run_action(a, req, ADMIN_VERIFY_START, NULL);
 }
 
+static void
+route_shadow_resynced(struct admin *a, struct evhttp_request *req)
+{
+    run_action(a, req, ADMIN_SHADOW_RESYNCED, NULL);
+}
+
 #define OPERATIONS_PREFIX "/api/operations/"
 #define VERIFY_PREFIX "/api/verify/"
 #define VERIFY_ID_MAX 32
@@ -347,6 +353,7 @@ static const struct route {
     {"/api/rollback", EVHTTP_REQ_POST, route_rollback},
     {"/api/fleet", EVHTTP_REQ_GET, route_fleet},
     {"/api/verify", EVHTTP_REQ_POST, route_verify},
+    {"/api/shadow/resynced", EVHTTP_REQ_POST, route_shadow_resynced},
 };
 
 static const char *

@@ -57,6 +57,7 @@ enum admin_action {
     ADMIN_VERIFY_START,  /* POST /api/verify {"listener":"pg","dbname":"app",...} */
     ADMIN_VERIFY_GET,    /* GET /api/verify/ID (arg: the id) */
     ADMIN_VERIFY_CANCEL, /* DELETE /api/verify/ID, POST /api/verify/ID/cancel (arg: the id) */
+    ADMIN_SHADOW_RESYNCED, /* POST /api/shadow/resynced {"listener":"pg"}: clears diverged */
 };
 
 /* What the admin server asks of the process. */

@@ -54,6 +54,7 @@
  *       protocol postgres;                # postgres | redis
  *       tls_cert /etc/tandem/cert.pem;    # TLS for clients; both or neither
  *       tls_key  /etc/tandem/key.pem;
+ *       tls optional;                     # optional | required (needs tls_cert) | off
  *       primary blue;
  *       shadow green;
  *       mode passthrough;                 # passthrough | shadow | split
@@ -115,6 +116,8 @@ enum conf_mode { CONF_MODE_PASSTHROUGH, CONF_MODE_SHADOW, CONF_MODE_SPLIT };
 /* Redis listeners: whether clients without connection state share server connections. */
 enum conf_server_conns { CONF_SERVER_CONNS_SHARED, CONF_SERVER_CONNS_DEDICATED };
 enum conf_tls { CONF_TLS_DISABLE, CONF_TLS_REQUIRE, CONF_TLS_VERIFY_FULL };
+/* A postgres listener's clients: TLS when they ask (optional), always (required), never (off). */
+enum conf_listener_tls { CONF_LTLS_OPTIONAL, CONF_LTLS_REQUIRED, CONF_LTLS_OFF };
 enum conf_log_format { CONF_LOG_TEXT, CONF_LOG_JSON };
 enum conf_log_level { CONF_LOG_DEBUG, CONF_LOG_INFO, CONF_LOG_WARN, CONF_LOG_ERROR };
 
@@ -313,6 +316,7 @@ struct conf_listener {
     enum conf_proto proto;
     char tls_cert[CONF_PATH_MAX]; /* "" when the listener does not offer TLS */
     char tls_key[CONF_PATH_MAX];
+    enum conf_listener_tls tls;   /* tls optional (default) | required | off */
     char auth_file[CONF_PATH_MAX]; /* "" relays authentication; else tandem authenticates
                                     * clients with the secrets in it (userlist format) */
     int primary;                  /* index into conf.backends */

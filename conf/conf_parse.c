@@ -41,6 +41,7 @@ const char *const conf_guard_metric_names[] = {"shadow_error_rate", "mismatch_ra
 const char *const conf_guard_action_names[] = {"reads-to-primary", "stop-mirroring", "rollback",
                                                NULL};
 const char *const conf_tls_names[] = {"disable", "require", "verify-full", NULL};
+const char *const conf_listener_tls_names[] = {"optional", "required", "off", NULL};
 const char *const conf_log_format_names[] = {"text", "json", NULL};
 const char *const conf_log_level_names[] = {"debug", "info", "warn", "error", NULL};
 const char *const conf_mirror_level_names[] = {"all", "dml", "ddl", NULL};
@@ -57,6 +58,7 @@ _Static_assert(sizeof(enum conf_proto) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_mode) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_server_conns) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_tls) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_listener_tls) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_log_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_mirror_level) == sizeof(int), "enum size");
@@ -293,6 +295,7 @@ static const struct conf_directive directives[] = {
     SIMPLE("protocol", CTX_LISTENER, 0, set_enum, struct conf_listener, proto, conf_proto_names),
     SIMPLE("tls_cert", CTX_LISTENER, 0, set_string, struct conf_listener, tls_cert, NULL),
     SIMPLE("tls_key", CTX_LISTENER, 0, set_string, struct conf_listener, tls_key, NULL),
+    SIMPLE("tls", CTX_LISTENER, 0, set_enum, struct conf_listener, tls, conf_listener_tls_names),
     SIMPLE("auth_file", CTX_LISTENER, 0, set_string, struct conf_listener, auth_file, NULL),
     SIMPLE("primary", CTX_LISTENER, D_REQUIRED, set_backend_ref, struct conf_listener, primary,
            NULL),
@@ -1411,6 +1414,26 @@ check_replication(struct conf_build *b, struct conf_listener *l,
                      conf_repl_kind_names[l->replication.kind], redis ? "postgres" : "redis");
 }
 
+/* tls required needs a certificate to offer; off with one is a contradiction; postgres only. */
+static void
+check_listener_tls(struct conf_build *b, const struct conf_listener *l,
+                   const struct conf_node *const *seen, const char *desc)
+{
+    const struct conf_node *tls = seen_node(seen, CTX_LISTENER, "tls");
+    const struct conf_node *cert = seen_node(seen, CTX_LISTENER, "tls_cert");
+    if (tls == NULL)
+        return;
+    if (l->proto == CONF_PROTO_REDIS)
+        conf_err_add(b->errs, tls->line, "%s: tls %s is for postgres listeners", desc,
+                     conf_listener_tls_names[l->tls]);
+    else if (l->tls == CONF_LTLS_REQUIRED && cert == NULL)
+        conf_err_add(b->errs, tls->line, "%s: tls required needs tls_cert and tls_key", desc);
+    else if (l->tls == CONF_LTLS_OFF && cert != NULL)
+        conf_err_add(b->errs, tls->line,
+                     "%s: tls off never offers TLS: remove tls_cert/tls_key or the tls line",
+                     desc);
+}
+
 static void
 leave_listener(struct conf_build *b, void *obj, const struct conf_node *n,
                const struct conf_node *const *seen)
@@ -1433,6 +1456,7 @@ leave_listener(struct conf_build *b, void *obj, const struct conf_node *n,
         conf_err_add(b->errs, cert->line, "%s: tls_cert without tls_key", desc);
     if (key != NULL && cert == NULL)
         conf_err_add(b->errs, key->line, "%s: tls_key without tls_cert", desc);
+    check_listener_tls(b, l, seen, desc);
     if (st->shadow[0] != '\0' && strcmp(st->shadow, st->primary) == 0)
         conf_err_add(b->errs, st->shadow_line, "%s: shadow is the same backend as primary", desc);
     check_replication(b, l, seen, desc);

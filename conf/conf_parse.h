@@ -19,6 +19,7 @@ extern const char *const conf_server_conns_names[];
 extern const char *const conf_guard_metric_names[];
 extern const char *const conf_guard_action_names[];
 extern const char *const conf_tls_names[];
+extern const char *const conf_listener_tls_names[];
 extern const char *const conf_log_format_names[];
 extern const char *const conf_log_level_names[];
 extern const char *const conf_mirror_level_names[];

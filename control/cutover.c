@@ -575,6 +575,7 @@ cutover_start(struct cutover *c, const struct runtime *rt, enum cutover_kind kin
         return 202;
     }
     begin(c, op);
+    control_changed(); /* in the state file: a restart lists it as interrupted */
     *reply = json_pack("{s:o}", "operation", op_json(op));
     return 202;
 }
@@ -773,7 +774,8 @@ cutover_restore(struct cutover *c, const struct state_op *ops, size_t n, unsigne
         if (op->state == OP_PENDING || op->state == OP_IN_PROGRESS) {
             op->state = OP_FAILED;
             snprintf(op->reason, sizeof(op->reason),
-                     "interrupted: tandem stopped before the operation ended");
+                     "interrupted: tandem stopped before the operation ended (the roles are "
+                     "the state file's: see each listener's epoch)");
         }
         op->created = wall_ts(r->created_ms);
         op->started = wall_ts(r->started_ms);

@@ -13,19 +13,25 @@
 #include <unistd.h>
 
 #include "control/control.h"
+#include "control/replica.h"
 #include "control/state_file.h"
 #include "metrics/log.h"
 #include "metrics/metric.h"
+#include "metrics/shadow.h"
 
 #define RETRY_MS 5000
+#define DIVERGED_POLL_MS 500 /* how soon a lost write noted by a worker reaches the file */
 
 struct state {
     struct event *write_ev; /* active: write now; pending with a timeout: retry */
     const struct runtime *rt;
     struct cutover *cutover;
     struct guards *guards;
-    char path[CONF_PATH_MAX]; /* "" when no state file */
-    int failing;              /* the last write failed (log the recovery) */
+    struct event *diverged_ev; /* persistent: the workers' diverged flags, written when they change */
+    uint64_t diverged_written;  /* diverged_signature() of the last document built */
+    char path[CONF_PATH_MAX];   /* "" when no state file */
+    int failing;                /* the last write failed (log the recovery) */
+    int running;                /* 0 only for the last write of a clean stop */
 };
 
 static int64_t
@@ -180,6 +186,36 @@ put_weight(struct state_weight *w, size_t *n, const struct rt_listener *l,
 }
 
 /*
+ * diverged_signature - changes whenever a listener becomes diverged, notes
+ * another lost write, or is cleared: the workers set the flags, the main
+ * thread polls this to know the file is behind.
+ */
+static uint64_t
+diverged_signature(const struct runtime *rt)
+{
+    uint64_t sig = 0;
+    for (size_t i = 0; i < rt->nlisteners; i++) {
+        int slot = rt->listeners[i].metric_slot;
+        struct shadow_divergence dv;
+        shadow_divergence(slot, &dv);
+        sig = sig * 1000003u + (uint64_t)shadow_diverged(slot) * (dv.count + 1);
+    }
+    return sig;
+}
+
+static void
+put_diverged(struct state_listener *sl, const struct rt_listener *l)
+{
+    struct shadow_divergence dv;
+    if (l->shadow == NULL || !shadow_diverged(l->metric_slot))
+        return;
+    shadow_divergence(l->metric_slot, &dv);
+    sl->diverged = 1;
+    snprintf(sl->diverged_reason, sizeof(sl->diverged_reason), "%s", dv.reason);
+    snprintf(sl->diverged_statement, sizeof(sl->diverged_statement), "%s", dv.statement);
+}
+
+/*
  * build - the running state as a document; the listeners of flip[] as
  * they will be once flipped to target (state.c's commit).
  */
@@ -235,8 +271,20 @@ build(const struct state *s, const int *flip, int nflip, int target, struct stat
             g->cooldown_until_ms = r->cooldown_until_ms;
             snprintf(g->reason, sizeof(g->reason), "%s", r->reason);
         }
+        put_diverged(sl, l);
     }
+    doc->running = s->running;
     doc->nops = cutover_records(s->cutover, doc->ops, STATE_OPS_MAX, &doc->next_op_id);
+    for (size_t k = 0; nflip > 0 && k < doc->nops; k++) {
+        /* this write is the flip's commit point: a restart that reads it finds the new
+         * roles, so the operation that flips them is done, whatever happens after */
+        struct state_op *op = &doc->ops[k];
+        if (op->state != STATE_OP_IN_PROGRESS)
+            continue;
+        op->state = STATE_OP_COMPLETED;
+        op->finished_ms = doc->written_ms;
+        snprintf(op->reason, sizeof(op->reason), "committed: the new roles were recorded");
+    }
     free(records);
     return 0;
 }
@@ -249,6 +297,7 @@ save(struct state *s, const int *flip, int nflip, int target, char *err, size_t 
     char *text = NULL;
     int rc = -1;
 
+    s->diverged_written = diverged_signature(s->rt); /* before build: a later change is seen */
     if (build(s, flip, nflip, target, &doc) != 0 || (text = state_file_encode(&doc)) == NULL)
         snprintf(err, errlen, "out of memory");
     else
@@ -279,6 +328,17 @@ on_write(evutil_socket_t fd, short what, void *arg)
         struct timeval tv = {.tv_sec = RETRY_MS / 1000, .tv_usec = 0};
         event_add(s->write_ev, &tv);
     }
+}
+
+/* Every DIVERGED_POLL_MS: a worker noted a lost write (or it was cleared) since the last write. */
+static void
+on_diverged_poll(evutil_socket_t fd, short what, void *arg)
+{
+    struct state *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->path[0] && diverged_signature(s->rt) != s->diverged_written)
+        event_active(s->write_ev, 0, 0);
 }
 
 /* control_changed()'s listener: write once the current callback is done (changes coalesce). */
@@ -374,12 +434,51 @@ apply_plan(struct state *s, const struct state_doc *doc, const struct state_plan
     return flipped;
 }
 
+#define UNCLEAN_STOP_REASON "tandem stopped without draining"
+#define UNCLEAN_STOP_TEXT                                                                  \
+    "the previous tandem was killed or crashed: mirrored writes in flight may never have " \
+    "reached the shadow"
+
+/*
+ * restore_diverged - a shadow that lost writes before the restart still
+ * misses them; and after a stop that was not clean (the file says running)
+ * any listener that mirrored writes may have lost those in flight.  Start
+ * only: a fleet document never carries a member's divergence.
+ */
+static void
+restore_diverged(struct state *s, const struct state_doc *doc,
+                 const struct state_plan_listener *plan)
+{
+    for (size_t i = 0; i < s->rt->nlisteners; i++) {
+        const struct rt_listener *l = &s->rt->listeners[i];
+        const struct state_listener *r = plan[i].recorded;
+        if (r == NULL || l->shadow == NULL || l->metric_slot < 0)
+            continue;
+        if (r->diverged) {
+            shadow_note_divergence(l->metric_slot, r->diverged_reason, r->diverged_statement,
+                                   strlen(r->diverged_statement));
+            log_warn("listener \"%s\": the shadow is still diverged (%s%s%s), as the state file "
+                     "says: resynchronize it, then POST /api/shadow/resynced",
+                     l->conf->name, r->diverged_reason[0] ? r->diverged_reason : "a lost write",
+                     r->diverged_statement[0] ? ": " : "", r->diverged_statement);
+        } else if (doc->running && r->mode != CONF_MODE_PASSTHROUGH &&
+                   !replica_enabled(l->metric_slot)) {
+            shadow_note_divergence(l->metric_slot, UNCLEAN_STOP_REASON, UNCLEAN_STOP_TEXT,
+                                   strlen(UNCLEAN_STOP_TEXT));
+            log_warn("listener \"%s\": %s; the shadow \"%s\" is marked diverged until it is "
+                     "resynchronized (then POST /api/shadow/resynced) or a cutover is forced",
+                     l->conf->name, UNCLEAN_STOP_TEXT, r->shadow);
+        }
+    }
+}
+
 static void
 apply(struct state *s, const struct state_doc *doc, const struct state_plan_listener *plan)
 {
     char from[CONF_PATH_MAX + 16];
     snprintf(from, sizeof(from), "state file \"%s\"", s->path);
     apply_plan(s, doc, plan, 2, from);
+    restore_diverged(s, doc, plan);
     cutover_restore(s->cutover, doc->ops, doc->nops, doc->next_op_id);
 }
 
@@ -467,9 +566,11 @@ state_open(struct event_base *base, const struct runtime *rt, struct cutover *c,
     s->rt = rt;
     s->cutover = c;
     s->guards = g;
+    s->running = 1;
     snprintf(s->path, sizeof(s->path), "%s", rt->conf->control.state_file);
     s->write_ev = event_new(base, -1, 0, on_write, s);
-    if (s->write_ev == NULL)
+    s->diverged_ev = event_new(base, -1, EV_PERSIST, on_diverged_poll, s);
+    if (s->write_ev == NULL || s->diverged_ev == NULL)
         goto out_free;
     if (s->path[0]) {
         if (load(s) != 0)
@@ -480,6 +581,8 @@ state_open(struct event_base *base, const struct runtime *rt, struct cutover *c,
             event_add(s->write_ev, &tv);
         }
     }
+    struct timeval poll = {.tv_sec = 0, .tv_usec = DIVERGED_POLL_MS * 1000};
+    event_add(s->diverged_ev, &poll);
     control_on_change(on_change, s);
     cutover_on_commit(c, commit, s);
     return s;
@@ -487,6 +590,8 @@ state_open(struct event_base *base, const struct runtime *rt, struct cutover *c,
 out_free:
     if (s->write_ev)
         event_free(s->write_ev);
+    if (s->diverged_ev)
+        event_free(s->diverged_ev);
     free(s);
     return NULL;
 }
@@ -534,12 +639,23 @@ state_set_runtime(struct state *s, const struct runtime *rt)
 }
 
 void
+state_stopped(struct state *s, int clean)
+{
+    char err[300];
+    if (s == NULL || s->path[0] == '\0')
+        return;
+    s->running = !clean;
+    save(s, NULL, 0, 0, err, sizeof(err)); /* a failure is logged; the next start is cautious */
+}
+
+void
 state_free(struct state *s)
 {
     if (s == NULL)
         return;
     control_off_change(on_change, s);
     event_free(s->write_ev);
+    event_free(s->diverged_ev);
     free(s);
 }
 
@@ -572,9 +688,22 @@ state_check(const struct conf *conf, FILE *out, FILE *err)
         fprintf(err, "%s: %s: tandem would refuse to start\n", path, why);
         goto out_doc;
     }
-    for (size_t i = 0; i < conf->nlisteners; i++)
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        const struct state_listener *r = plan[i].recorded;
         if (plan[i].note[0])
             fprintf(out, "%s: %s\n", path, plan[i].note);
+        if (r == NULL || r->shadow[0] == '\0')
+            continue;
+        if (r->diverged)
+            fprintf(out, "%s: listener \"%s\": the shadow \"%s\" is diverged (%s): a cutover "
+                    "or rollback onto it is refused until POST /api/shadow/resynced\n",
+                    path, r->name, r->shadow, r->diverged_reason[0] ? r->diverged_reason : "a lost write");
+        else if (doc.running && r->mode != CONF_MODE_PASSTHROUGH &&
+                 conf->listeners[i].shadow_source != CONF_SHADOW_REPLICATION)
+            fprintf(out, "%s: listener \"%s\": the last tandem did not stop cleanly: a start "
+                    "marks the shadow \"%s\" diverged (%s)\n",
+                    path, r->name, r->shadow, UNCLEAN_STOP_REASON);
+    }
     rc = 0;
 out_doc:
     state_doc_release(&doc);

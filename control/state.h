@@ -9,6 +9,7 @@
  *             │                 guard cooldowns, operations (log what differs)
  *             ▼
  *   running: control_changed() ──► event_active ──► write (main thread)
+ *            a worker marks a shadow diverged ──► seen within 500 ms ──► write
  *            a flip (cutover, rollback) ──► written first, synchronously;
  *                                           a failed write fails the operation
  *
@@ -52,6 +53,15 @@ struct state *state_open(struct event_base *base, const struct runtime *rt, stru
  * A restart takes such a file (the state file keeps the roles by name).
  */
 int state_set_runtime(struct state *s, const struct runtime *rt);
+
+/*
+ * state_stopped - the last write, once every worker has stopped: clean 1
+ * (every session and shadow drained: nothing mirrored was left behind)
+ * records a clean stop; 0 leaves the file saying "running", so the next
+ * start marks mirrored listeners diverged.  The diverged flags are written
+ * either way.
+ */
+void state_stopped(struct state *s, int clean);
 
 void state_free(struct state *s);
 

@@ -114,12 +114,15 @@ listener_json(const struct state_listener *l)
                                         state_file_time_json(g->cooldown_until_ms), "reason",
                                         text_json(g->reason)));
     }
-    return json_pack("{s:s, s:o, s:I, s:s, s:s, s:o, s:o, s:o}", "primary", l->primary, "shadow",
-                     text_json(l->shadow), "epoch", (json_int_t)l->epoch, "mode",
+    json_t *diverged = l->diverged ? json_pack("{s:o, s:o}", "reason", text_json(l->diverged_reason),
+                                               "statement", text_json(l->diverged_statement))
+                                   : json_null();
+    return json_pack("{s:s, s:o, s:I, s:s, s:s, s:o, s:o, s:o, s:o}", "primary", l->primary,
+                     "shadow", text_json(l->shadow), "epoch", (json_int_t)l->epoch, "mode",
                      mode_names[l->mode], "configured_mode", mode_names[l->configured_mode],
                      "weights", weights_json(l->weights, l->nweights), "configured_weights",
                      weights_json(l->configured_weights, l->nconfigured_weights), "guards",
-                     guards);
+                     guards, "diverged", diverged);
 }
 
 static json_t *
@@ -143,10 +146,10 @@ state_file_encode(const struct state_doc *doc)
         json_object_set_new(listeners, doc->listeners[i].name, listener_json(&doc->listeners[i]));
     for (size_t i = 0; ops && i < doc->nops; i++)
         json_array_append_new(ops, op_json(&doc->ops[i]));
-    json_t *root = json_pack("{s:i, s:o, s:o, s:I, s:o}", "version", STATE_FILE_VERSION,
-                             "written", state_file_time_json(doc->written_ms), "listeners",
-                             listeners, "next_operation", (json_int_t)doc->next_op_id,
-                             "operations", ops);
+    json_t *root = json_pack("{s:i, s:o, s:b, s:o, s:I, s:o}", "version", STATE_FILE_VERSION,
+                             "written", state_file_time_json(doc->written_ms), "running",
+                             doc->running, "listeners", listeners, "next_operation",
+                             (json_int_t)doc->next_op_id, "operations", ops);
     if (root == NULL)
         return NULL;
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -296,6 +299,26 @@ get_guard(struct dec *d, json_t *o, const char *base, struct state_guard *g)
     return 0;
 }
 
+/* "diverged": absent or null (not diverged), or {"reason", "statement"}. */
+static int
+get_diverged(struct dec *d, json_t *v, const char *listener_base, struct state_listener *l)
+{
+    char base[180];
+    l->diverged = 0;
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_object(v))
+        return fail(d, "expected null or an object {\"reason\", \"statement\"}");
+    snprintf(base, sizeof(base), "%s.diverged", listener_base);
+    if (get_text(d, member(d, v, base, "reason"), l->diverged_reason,
+                 sizeof(l->diverged_reason)) != 0 ||
+        get_text(d, member(d, v, base, "statement"), l->diverged_statement,
+                 sizeof(l->diverged_statement)) != 0)
+        return -1;
+    l->diverged = 1;
+    return 0;
+}
+
 static int
 get_listener(struct dec *d, json_t *o, struct state_listener *l)
 {
@@ -325,6 +348,8 @@ get_listener(struct dec *d, json_t *o, struct state_listener *l)
     }
     l->mode = (enum conf_mode)mode;
     l->configured_mode = (enum conf_mode)configured;
+    if (get_diverged(d, member(d, o, base, "diverged"), base, l) != 0)
+        return -1;
     guards = member(d, o, base, "guards");
     if (guards == NULL)
         return 0;
@@ -397,6 +422,10 @@ decode(struct dec *d, json_t *root, struct state_doc *doc)
                     (unsigned long long)version, STATE_FILE_VERSION);
     if (get_time(d, member(d, root, "", "written"), &doc->written_ms) != 0)
         return -1;
+    v = member(d, root, "", "running");
+    if (v != NULL && !json_is_boolean(v))
+        return fail(d, "expected true or false");
+    doc->running = v != NULL && json_is_true(v);
     listeners = member(d, root, "", "listeners");
     if (!json_is_object(listeners))
         return fail(d, "expected an object of listeners by name");

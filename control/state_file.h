@@ -16,9 +16,11 @@
  *         "weights": {"blue": 50, "green": 50},
  *         "configured_weights": {"blue": 1, "green": 0},
  *         "guards": [{"name": "errors", "trips": 1, "last_trip": "...Z",
- *                     "cooldown_until": "...Z" | null, "reason": "..." | null}]
+ *                     "cooldown_until": "...Z" | null, "reason": "..." | null}],
+ *         "diverged": null | {"reason": "...", "statement": "..."}
  *       }
  *     },
+ *     "running": true,
  *     "next_operation": 4,
  *     "operations": [{"id": "op-3", "type": "cutover", "state": "completed",
  *                     "reason": null, "created": "...Z", "started": "...Z",
@@ -32,6 +34,13 @@
  * wall-clock UTC with milliseconds, so a cooldown still means something
  * after a restart.  Operations are the process's (an operation covers
  * every listener), hence at top level.
+ *
+ * "diverged" keeps a shadow's lost writes across a restart (the flag is
+ * what refuses a cutover onto a shadow that misses rows).  "running" is
+ * true in every file a live tandem writes and false only in the last one
+ * of a clean stop: a start that reads true follows a kill or a crash,
+ * when mirrored writes in flight may never have reached the shadow.
+ * Both are optional (a file without them: not diverged, stopped cleanly).
  */
 #ifndef TANDEM_STATE_FILE_H
 #define TANDEM_STATE_FILE_H
@@ -74,6 +83,9 @@ struct state_listener {
     size_t nconfigured_weights;
     struct state_guard guards[STATE_GUARDS_MAX];
     size_t nguards;
+    int diverged;                 /* the shadow lost a write (metrics/shadow.h) */
+    char diverged_reason[64];     /* the first one's: "" when none was noted */
+    char diverged_statement[256];
 };
 
 enum state_op_type { STATE_OP_CUTOVER, STATE_OP_ROLLBACK };
@@ -97,6 +109,7 @@ struct state_doc {
     struct state_op ops[STATE_OPS_MAX]; /* oldest first */
     size_t nops;
     unsigned next_op_id;                /* 1 when none was ever started */
+    int running;                        /* written by a live tandem (not its clean stop) */
 };
 
 /* state_doc_add_listener - a zeroed listener appended to doc; NULL on out of memory. */

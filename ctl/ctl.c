@@ -67,6 +67,8 @@ usage(FILE *out)
           "                                  inside tandem; --wait: follow it (exit 0 equal,\n"
           "                                  1 different, 2 error or cancelled)\n"
           "  verify ID [--cancel]            one verify run (the latest is kept); cancel it\n"
+          "  resynced LISTENER               the shadow of LISTENER was resynchronized: clear\n"
+          "                                  its diverged flag (kept across restarts)\n"
           "\n"
           "The admin address defaults to $TANDEM_ADMIN, else " CTL_DEFAULT_ADMIN "; the token\n"
           "file to $TANDEM_TOKEN_FILE.  --json prints the server's JSON.  Exit status: 0 done,\n"
@@ -846,6 +848,29 @@ cmd_mode(const struct ctl *c, int argc, char **argv)
     return 0;
 }
 
+/* resynced LISTENER: POST /api/shadow/resynced once the operator copied the data again. */
+static int
+cmd_resynced(const struct ctl *c, int argc, char **argv)
+{
+    json_t *doc;
+
+    if (argc != 1)
+        return bad_usage("resynced: expected one listener name, e.g. resynced pg");
+    json_t *body = json_pack("{s:s}", "listener", argv[0]);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    int rc = text ? api(c, "POST", "/api/shadow/resynced", text, &doc) : fail("out of memory");
+    free(text);
+    if (rc != 0)
+        return rc;
+    if (!c->json)
+        printf("listener %s: shadow resynchronized (%s)\n", argv[0],
+               json_is_true(json_object_get(doc, "was_diverged")) ? "it was diverged"
+                                                                   : "it was not diverged");
+    json_decref(doc);
+    return 0;
+}
+
 static int
 cmd_cutover(const struct ctl *c, int argc, char **argv, int is_rollback)
 {
@@ -1274,6 +1299,8 @@ ctl_main(int argc, char **argv)
         return cmd_simple_get(&c, "/api/fleet", print_fleet);
     if (strcmp(cmd, "verify") == 0)
         return cmd_verify(&c, n, args);
+    if (strcmp(cmd, "resynced") == 0)
+        return cmd_resynced(&c, n, args);
     usage(stderr);
     return bad_usage("unknown command \"%s\"%s", cmd,
                      strcmp(cmd, "status") == 0 ? ": status takes no arguments" : "");

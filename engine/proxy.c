@@ -54,6 +54,7 @@ struct proxy {
     struct event *drain_tick;
     struct timeval drain_deadline;
     int draining;
+    int drained; /* SIGTERM's drain ended with every session and shadow done */
     int start_failed; /* a worker thread could not start */
     time_t started;
 };
@@ -202,6 +203,7 @@ on_drain_tick(evutil_socket_t fd, short what, void *arg)
     gettimeofday(&now, NULL);
     if (left == 0 && shadows == 0) {
         log_info("all sessions closed; exiting");
+        p->drained = 1;
         quit(p);
     } else if (timercmp(&now, &p->drain_deadline, >=)) {
         log_warn("shutdown timeout: closing %u sessions and %u shadows still catching up", left,
@@ -476,6 +478,39 @@ render_metrics(void *ctx, FILE *out)
     replica_render_prometheus(p->rt, out);
 }
 
+/*
+ * POST /api/shadow/resynced {"listener": "pg"}: the operator copied the
+ * primary's data to the shadow again (or verified it), so its lost writes
+ * no longer stand between it and a cutover.  The state file follows.
+ */
+static int
+shadow_resynced(struct proxy *p, json_t *body, json_t **reply, char *err, size_t errlen)
+{
+    const char *name = json_string_value(json_object_get(body, "listener"));
+    if (name == NULL) {
+        snprintf(err, errlen, "body: expected {\"listener\": \"NAME\"}");
+        return 400;
+    }
+    for (size_t i = 0; i < p->rt->nlisteners; i++) {
+        const struct rt_listener *l = &p->rt->listeners[i];
+        if (strcmp(l->conf->name, name) != 0)
+            continue;
+        if (l->shadow == NULL) {
+            snprintf(err, errlen, "listener \"%.63s\" has no shadow", name);
+            return 409;
+        }
+        int was = shadow_diverged(l->metric_slot);
+        shadow_clear_divergence(l->metric_slot);
+        log_warn("listener \"%s\": the shadow \"%s\" is marked resynchronized through the admin "
+                 "API (%s)", name, l->shadow->conf->name, was ? "it was diverged" : "it was not diverged");
+        control_changed();
+        *reply = json_pack("{s:s, s:b, s:b}", "listener", name, "was_diverged", was, "diverged", 0);
+        return 200;
+    }
+    snprintf(err, errlen, "no listener \"%.63s\"", name);
+    return 404;
+}
+
 static int
 act(void *ctx, enum admin_action action, const char *arg, json_t *body, json_t **reply, char *err,
     size_t errlen)
@@ -509,6 +544,8 @@ act(void *ctx, enum admin_action action, const char *arg, json_t *body, json_t *
     case ADMIN_VERIFY_GET:
     case ADMIN_VERIFY_CANCEL:
         return verify_call(p, action, arg, reply, err, errlen);
+    case ADMIN_SHADOW_RESYNCED:
+        return shadow_resynced(p, body, reply, err, errlen);
     case ADMIN_OPERATION: {
         json_t *op = cutover_operation_json(p->cutover, arg);
         if (op == NULL) {
@@ -634,6 +671,8 @@ proxy_release(struct proxy *p)
     free(p->workers);
     verify_job_free(p->verify); /* cancelled by quit(): joins within a moment */
     fleet_free(p->fleet);
+    if (p->nstarted > 0)
+        state_stopped(p->state, p->drained);
     state_free(p->state);
     admin_free(p->admin);
     health_free(p->health);

@@ -86,6 +86,7 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *peer,
         __atomic_sub_fetch(&proxy_client_count, 1, __ATOMIC_RELAXED);
         if (l->metric_slot >= 0)
             metric_add(&w->metrics->client_errors[l->metric_slot][METRIC_ERR_TOO_MANY_CLIENTS], 1);
+        worker_note_refused(w, l->metric_slot, WORKER_REFUSED_OVER_GRACE);
         close(fd);
         return;
     }
@@ -100,6 +101,61 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *peer,
         return;
     }
     proto->accept(w, l, fd, peer, n > max);
+}
+
+/* One line per listener that refused anything since the last report. */
+static void
+refused_report(struct worker *w, uint64_t now)
+{
+    static const char *const what[WORKER_REFUSED__COUNT] = {
+        [WORKER_REFUSED_OVER_LIMIT] = "clients over max_client_conn (answered too many clients)",
+        [WORKER_REFUSED_OVER_GRACE] = "clients far over max_client_conn (closed at once)",
+        [WORKER_REFUSED_STARTUP_TIMEOUT] = "clients that did not log in within startup_timeout",
+        [WORKER_REFUSED_CANCEL_UNKNOWN] = "cancel requests with a key of no session (ignored)",
+        [WORKER_REFUSED_TLS_REQUIRED] = "plain-text logins (tls required)",
+    };
+    for (size_t i = 0; i < w->rt->nlisteners; i++) {
+        const struct rt_listener *l = &w->rt->listeners[i];
+        int slot = l->metric_slot;
+        char line[768];
+        size_t used = 0;
+        if (slot < 0 || slot >= METRIC_MAX_LISTENERS)
+            continue;
+        for (int r = 0; r < WORKER_REFUSED__COUNT && used < sizeof(line); r++) {
+            if (w->refused[slot][r] == 0)
+                continue;
+            used += (size_t)snprintf(line + used, sizeof(line) - used, "%s%llu %s",
+                                     used ? ", " : "", (unsigned long long)w->refused[slot][r],
+                                     what[r]);
+            w->refused[slot][r] = 0;
+        }
+        if (used > 0)
+            log_warn("listener \"%s\": refused %s; sessions already open go on (next report "
+                     "in %d s at the earliest)",
+                     l->conf->name, line, WORKER_REFUSED_LOG_MS / 1000);
+    }
+    w->refused_logged_ns = now;
+}
+
+void
+worker_note_refused(struct worker *w, int slot, enum worker_refusal r)
+{
+    uint64_t now = session_now_ns();
+    if (slot < 0 || slot >= METRIC_MAX_LISTENERS || (unsigned)r >= WORKER_REFUSED__COUNT)
+        return;
+    w->refused[slot][r]++;
+    if (w->refused_logged_ns == 0 ||
+        now - w->refused_logged_ns >= WORKER_REFUSED_LOG_MS * 1000000ull)
+        refused_report(w, now);
+}
+
+/* The tick's part: refusals summed since the last report, once the interval is over. */
+static void
+refused_tick(struct worker *w, uint64_t now)
+{
+    if (w->refused_logged_ns != 0 &&
+        now - w->refused_logged_ns >= WORKER_REFUSED_LOG_MS * 1000000ull)
+        refused_report(w, now); /* logs nothing when nothing was refused */
 }
 
 static void
@@ -345,6 +401,7 @@ on_tick(evutil_socket_t fd, short what, void *arg)
             lag[slot] = l;
         detached[slot] += det != 0;
     }
+    refused_tick(w, now);
     uint64_t backend_lag_ms[METRIC_MAX_BACKENDS] = {0};
     for (size_t i = 0; i < w->rt->nlisteners; i++) {
         const struct rt_listener *l = &w->rt->listeners[i];

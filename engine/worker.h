@@ -24,6 +24,17 @@
 #include "control/runtime.h"
 #include "routing/wrr.h"
 
+/* What a client flood is refused for: summarized in the log (worker_note_refused). */
+enum worker_refusal {
+    WORKER_REFUSED_OVER_LIMIT,      /* over max_client_conn: answered "too many clients" */
+    WORKER_REFUSED_OVER_GRACE,      /* far over it: closed at once, no answer */
+    WORKER_REFUSED_STARTUP_TIMEOUT, /* no login within startup_timeout (sent nothing, or too little) */
+    WORKER_REFUSED_CANCEL_UNKNOWN,  /* a CancelRequest whose key matches no session */
+    WORKER_REFUSED_TLS_REQUIRED,    /* a plain-text login on a `tls required` listener */
+    WORKER_REFUSED__COUNT
+};
+#define WORKER_REFUSED_LOG_MS 10000
+
 #define WORKER_SCRATCH_SIZE (64 * 1024)
 
 struct wlistener;
@@ -74,6 +85,8 @@ struct worker {
     int started;                 /* listeners opened at least once */
     uint64_t accept_failures;    /* since the last report (on_accept_error) */
     uint64_t accept_logged_ns;   /* when it was last reported; 0: never */
+    uint64_t refused[METRIC_MAX_LISTENERS][WORKER_REFUSED__COUNT]; /* since the last report */
+    uint64_t refused_logged_ns;  /* when refusals were last reported; 0: never */
 
     pthread_mutex_t lock;        /* guards the posted fields below */
     struct runtime *posted_rt;
@@ -109,6 +122,16 @@ void worker_post_kick(struct worker *w);
 
 /* Sessions call these to link/unlink themselves. */
 void worker_session_added(struct worker *w, struct session *s);
+
+/*
+ * worker_note_refused - a client (or a cancel request) refused on the
+ * listener of metric slot `slot`.  A flood must not flood the log: the
+ * first refusal is logged at once, the next ones are summed and logged
+ * as one line per listener at most every WORKER_REFUSED_LOG_MS (by the
+ * worker's tick, so the last counts are not left unsaid).  The caller
+ * counts the refusal in its metric.
+ */
+void worker_note_refused(struct worker *w, int slot, enum worker_refusal r);
 void worker_session_removed(struct worker *w, struct session *s);
 
 /* The process-wide count of client connections, against max_client_conn. */

@@ -36,6 +36,8 @@
     X(BYTES_RECEIVED, "tandem_bytes_received_total", "Bytes received from clients")            \
     X(BYTES_SENT, "tandem_bytes_sent_total", "Bytes sent to clients")                          \
     X(CANCELS, "tandem_cancel_requests_total", "Cancel requests received from clients")        \
+    X(CANCELS_IGNORED, "tandem_cancel_requests_ignored_total",                                 \
+      "Cancel requests whose key matched no session: ignored")                                 \
     X(ACCEPT_ERRORS, "tandem_accept_errors_total",                                             \
       "Failed accepts (out of file descriptors or memory): the listener pauses each time")
 
@@ -58,7 +60,8 @@
     X(SHUTDOWN, "shutdown")                                                                    \
     X(IDLE_TIMEOUT, "idle_timeout")                                                            \
     X(AUTH_FAILED, "auth_failed")                                                              \
-    X(BACKEND_AUTH, "backend_auth")
+    X(BACKEND_AUTH, "backend_auth")                                                            \
+    X(TLS_REQUIRED, "tls_required")
 
 enum metric_listener_counter {
 #define X(id, name, help) METRIC_L_##id,

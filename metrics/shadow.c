@@ -43,7 +43,7 @@
       "Age of the oldest mirror not yet acknowledged by the shadow")                               \
     X(QUEUE_BYTES, "tandem_shadow_queue_bytes", "gauge", "Bytes waiting in mirror queues")         \
     X(DIVERGED, "tandem_shadow_diverged", "gauge",                                                 \
-      "1 once the shadow diverged from the primary, until restart")                                \
+      "1 once the shadow diverged from the primary, until marked resynchronized")                                \
     X(DETACHED, "tandem_shadow_detached_sessions", "gauge",                                        \
       "Client sessions whose shadow is detached now")                                              \
     X(UNITS_OPEN, "tandem_shadow_units_open", "gauge",                                             \
@@ -885,6 +885,23 @@ shadow_note_divergence(int slot, const char *reason, const char *statement, size
         copy_text(d->statement, sizeof(d->statement), statement ? statement : "",
                   statement ? len : 0);
     }
+    pthread_mutex_unlock(&divergence_lock);
+}
+
+int
+shadow_diverged(int slot)
+{
+    return slot_ok(slot) && __atomic_load_n(&diverged[slot], __ATOMIC_RELAXED) != 0;
+}
+
+void
+shadow_clear_divergence(int slot)
+{
+    if (!slot_ok(slot))
+        return;
+    pthread_mutex_lock(&divergence_lock);
+    memset(&divergences[slot], 0, sizeof(divergences[slot]));
+    __atomic_store_n(&diverged[slot], 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&divergence_lock);
 }
 

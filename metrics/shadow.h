@@ -182,7 +182,9 @@ void shadow_record(struct shadow_shard *shard, int listener_slot, uint64_t key_i
  *   comparison, by reason.  Outcome counters are not touched: a unit that
  *   should also count as outcome "dropped" is recorded with SHADOW_DROPPED.
  * shadow_set_queue_bytes - bytes in all mirror queues (process-wide).
- * shadow_set_diverged - mark the listener diverged; sticky until restart.
+ * shadow_set_diverged - mark the listener diverged; sticky until the
+ *   operator says the shadow was resynchronized (shadow_clear_divergence),
+ *   across restarts with a state file.
  * shadow_note_divergence - the same, saying why: reason (a short phrase,
  *   e.g. "shadow_error on a write") and the statement (len bytes, need not
  *   be NUL-terminated; NULL for none).  The first one is kept for the
@@ -246,6 +248,10 @@ struct shadow_divergence {
     uint64_t count; /* divergences noted since boot */
 };
 void shadow_divergence(int listener_slot, struct shadow_divergence *out);
+/* shadow_diverged - 1 when the listener is marked diverged (cheap: one atomic load). */
+int shadow_diverged(int listener_slot);
+/* shadow_clear_divergence - the operator resynchronized the shadow: not diverged, no reason. */
+void shadow_clear_divergence(int listener_slot);
 
 /* A listener summed over shards (shadow_listener_stats).  Ratios and
  * latencies are NaN when there is nothing to compute them from. */

@@ -119,13 +119,32 @@ send_error(struct pg_session *s, const char *severity, const char *sqlstate, con
  * fail - tell the client why (FATAL with sqlstate), count it, and close.
  * The message is for the client and the log alike: it never holds secrets.
  */
+/* The refusals a client flood is made of; WORKER_REFUSED__COUNT for the others. */
+static enum worker_refusal
+refusal_of(enum metric_client_error reason)
+{
+    switch (reason) {
+    case METRIC_ERR_TOO_MANY_CLIENTS: return WORKER_REFUSED_OVER_LIMIT;
+    case METRIC_ERR_STARTUP_TIMEOUT: return WORKER_REFUSED_STARTUP_TIMEOUT;
+    case METRIC_ERR_TLS_REQUIRED: return WORKER_REFUSED_TLS_REQUIRED;
+    default: return WORKER_REFUSED__COUNT;
+    }
+}
+
 static void
 fail(struct pg_session *s, enum metric_client_error reason, const char *sqlstate, const char *msg)
 {
     if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD || s->base.state == SESSION_SHADOW_DRAIN)
         return; /* closing already, or the client is gone */
-    slog(s, reason == METRIC_ERR_SHUTDOWN ? CONF_LOG_INFO : CONF_LOG_WARN, "closing: %s (%s)",
-         msg, sqlstate);
+    enum worker_refusal flood = refusal_of(reason);
+    if (flood != WORKER_REFUSED__COUNT) {
+        /* what a flood brings: summed in the worker's report, not a line per client */
+        slog(s, CONF_LOG_DEBUG, "closing: %s (%s)", msg, sqlstate);
+        worker_note_refused(s->base.w, s->base.lis->metric_slot, flood);
+    } else {
+        slog(s, reason == METRIC_ERR_SHUTDOWN ? CONF_LOG_INFO : CONF_LOG_WARN, "closing: %s (%s)",
+             msg, sqlstate);
+    }
     session_count_client_error(&s->base, reason);
     send_error(s, "FATAL", sqlstate, msg);
     session_set_state(&s->base, SESSION_LINGER);
@@ -272,7 +291,10 @@ forward_cancel(struct pg_session *s, uint32_t pid, uint32_t key)
 
     session_count_listener(&s->base, METRIC_L_CANCELS, 1);
     if (cancel_lookup(pid, key, &target) != 0) {
-        slog(s, CONF_LOG_INFO, "cancel request with an unknown key ignored");
+        /* a finished query's cancel, or someone guessing keys: summed, not a line each */
+        slog(s, CONF_LOG_DEBUG, "cancel request with an unknown key ignored");
+        session_count_listener(&s->base, METRIC_L_CANCELS_IGNORED, 1);
+        worker_note_refused(s->base.w, s->base.lis->metric_slot, WORKER_REFUSED_CANCEL_UNKNOWN);
         return;
     }
     if (target.addrlen == 0) {
@@ -385,7 +407,8 @@ startup_ssl(struct pg_session *s, uint32_t len)
 {
     struct evbuffer *in = s->base.client.in;
     evbuffer_drain(in, len);
-    if (s->base.lis->tls == NULL || s->base.client.ssl != NULL) {
+    if (s->base.lis->tls == NULL || s->base.lis->conf->tls == CONF_LTLS_OFF ||
+        s->base.client.ssl != NULL) {
         evbuffer_add(s->base.client.out, "N", 1);
         return 1;
     }
@@ -569,6 +592,12 @@ client_startup(struct pg_session *s)
         return startup_ssl(s, len);
     case PGW_STARTUP_MESSAGE:
         break;
+    }
+    if (s->base.lis->conf->tls == CONF_LTLS_REQUIRED && s->base.client.ssl == NULL) {
+        /* as PostgreSQL's hostssl-only pg_hba: the client learns why, nothing reaches a backend */
+        fail(s, METRIC_ERR_TLS_REQUIRED, PGW_SQLSTATE_INVALID_AUTHORIZATION,
+             "this listener requires TLS: connect with sslmode=require (or stronger)");
+        return 0;
     }
     startup_login(s, pkt, len, &st);
     return 0;

@@ -41,6 +41,7 @@ enum pgw_status { PGW_OK = 0, PGW_NEED_MORE = 1, PGW_ERROR = -1 };
 #define PGW_SQLSTATE_TOO_MANY_CONNECTIONS "53300"
 #define PGW_SQLSTATE_ADMIN_SHUTDOWN "57P01"
 #define PGW_SQLSTATE_FEATURE_NOT_SUPPORTED "0A000"
+#define PGW_SQLSTATE_INVALID_AUTHORIZATION "28000"
 
 /* Authentication request codes ('R' messages). */
 enum pgw_auth_code {

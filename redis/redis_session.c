@@ -1396,6 +1396,7 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
     worker_session_added(w, &s->base);
     if (over_limit) {
         session_count_client_error(&s->base, METRIC_ERR_TOO_MANY_CLIENTS);
+        worker_note_refused(w, l->metric_slot, WORKER_REFUSED_OVER_LIMIT);
         send_error(s, "ERR max number of clients reached");
         session_set_state(&s->base, SESSION_LINGER);
     } else {

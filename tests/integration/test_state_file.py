@@ -15,7 +15,7 @@ import pytest
 from harness.adminapi import call, run_operation
 from harness.redisserver import RedisServer, redis_config, tandem_client
 from harness.shadow import execute, shadow_config, wait_drained
-from harness.util import free_port
+from harness.util import free_port, wait_until
 
 TABLE = "state_restart"
 
@@ -123,9 +123,14 @@ def test_pg_rollback_then_restart_keeps_the_old_roles(tandem, pg_primary, pg_sha
     t = tandem(config_text=text, port=port, admin_port=admin)
     assert listener(t)["epoch"] == 1
     assert write_through(t, "cut") == pg_shadow.port
+    # killed: blue (the shadow now) may miss writes that were in flight, so a rollback
+    # onto it waits for the operator to say it was resynchronized (test_crash.py)
+    code, reply = call(t, "POST", "/api/rollback", {"max_pause_ms": 8000})
+    assert code == 409 and "tandem stopped without draining" in reply["error"], reply
+    assert call(t, "POST", "/api/shadow/resynced", {"listener": "pg"})[0] == 200
     op = run_operation(t, "/api/rollback", {"max_pause_ms": 8000})
     assert op["state"] == "completed", op
-    assert op["id"] == "op-2", op  # ids continue across the restart
+    assert op["id"] == "op-3", op  # ids continue across the restart (op-2: the refusal)
     assert listener(t)["epoch"] == 2
     kill(t)
 
@@ -322,7 +327,7 @@ def test_a_flip_that_cannot_be_recorded_does_not_happen(tandem, pg_primary, pg_s
     state = directory / "state.json"
     text, port, admin = pg_text(pg_primary, pg_shadow, state)
     t = tandem(config_text=text, port=port, admin_port=admin)
-    assert state.exists()
+    wait_until(state.exists, 20, "the first write of the state file")
     shutil.rmtree(directory)
     assert call(t, "PUT", "/api/mode", {"mode": "split"})[0] == 200
     t.wait_metric("tandem_state_file_writes_total", 1, result="error")

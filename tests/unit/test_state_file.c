@@ -69,6 +69,10 @@ full_doc(struct state_doc *doc)
     l->guards[0].last_trip_ms = 1735732000000;
     l->guards[0].cooldown_until_ms = 1735733000500;
     strcpy(l->guards[0].reason, "shadow_error_rate 0.2 above 0.05");
+    l->diverged = 1;
+    strcpy(l->diverged_reason, "shadow_timeout: the shadow was detached");
+    strcpy(l->diverged_statement, "INSERT INTO t VALUES ('\"quoted\"')");
+    doc->running = 1;
     struct state_listener *c = state_doc_add_listener(doc, "cache");
     assert_non_null(c);
     strcpy(c->primary, "blue");
@@ -121,10 +125,16 @@ test_roundtrip(void **unused)
     assert_int_equal(b->guards[0].last_trip_ms, a->guards[0].last_trip_ms);
     assert_int_equal(b->guards[0].cooldown_until_ms, a->guards[0].cooldown_until_ms);
     assert_string_equal(b->guards[0].reason, a->guards[0].reason);
+    assert_int_equal(b->diverged, 1);
+    assert_string_equal(b->diverged_reason, a->diverged_reason);
+    assert_string_equal(b->diverged_statement, a->diverged_statement);
+    assert_int_equal(out.running, 1);
     const struct state_listener *c = state_doc_listener(&out, "cache");
     assert_non_null(c);
     assert_string_equal(c->shadow, "");
     assert_int_equal(c->epoch, 0);
+    assert_int_equal(c->diverged, 0);
+    assert_non_null(strstr(text, "\"diverged\": null")); /* the cache listener's */
 
     assert_int_equal(out.nops, 2);
     assert_int_equal(out.next_op_id, 6);
@@ -166,6 +176,9 @@ test_minimal(void **unused)
     assert_int_equal(doc.nops, 0);
     assert_int_equal(doc.next_op_id, 1);
     assert_int_equal(doc.written_ms, 0);
+    /* a file from before these keys: stopped cleanly, not diverged */
+    assert_int_equal(doc.running, 0);
+    assert_int_equal(doc.listeners[0].diverged, 0);
     state_doc_release(&doc);
 }
 
@@ -228,6 +241,11 @@ test_damage(void **unused)
               "\"last_trip\": \"2025-13-01T00:00:00Z\"}]"),
             "listeners.pg.guards[0].last_trip: expected a UTC time");
     refused(L(", \"guards\": {}"), "listeners.pg.guards: expected an array");
+    refused(L(", \"diverged\": true"), "listeners.pg.diverged: expected null or an object");
+    refused(L(", \"diverged\": {\"reason\": 3}"),
+            "listeners.pg.diverged.reason: expected a string or null");
+    refused("{\"version\":1,\"running\":\"yes\",\"listeners\":{}}",
+            "running: expected true or false");
     refused("{\"version\":1,\"listeners\":{},\"operations\":[{\"id\":\"3\"}]}",
             "operations[0].id: expected \"op-N\"");
     refused("{\"version\":1,\"listeners\":{},\"operations\":[{\"id\":\"op-3\",\"type\":\"flip\"}]}",
