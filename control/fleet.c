@@ -23,6 +23,7 @@
 
 #include "control/control.h"
 #include "control/fence.h"
+#include "control/fence_redis.h"
 #include "control/fleet_codec.h"
 #include "control/state_file.h"
 #include "metrics/log.h"
@@ -120,9 +121,11 @@ struct fleet {
         struct fence_step {
             const struct rt_backend *b;
             int unfence;      /* run b's unfence statements, else its fence ones */
+            int redis;        /* b is a Redis listener's: commands, not SQL */
         } steps[2 * METRIC_MAX_LISTENERS];
         size_t n, next;
-        struct fence_job *job;
+        struct fence_job *job;        /* the step running on a PostgreSQL backend */
+        struct fence_redis_job *rjob; /* or on a Redis one */
         int undoing;
         int undo_pending;     /* aborted while a statement ran: undo once it ended */
         uint64_t op_id;
@@ -625,8 +628,9 @@ fence_plan(const struct fleet *f, struct fence_step *steps, size_t max, size_t *
                 continue;
             const struct rt_backend *old = target ? l->primary : l->shadow;
             const struct rt_backend *now = target ? l->shadow : l->primary;
-            steps[k++] = (struct fence_step){.b = old, .unfence = 0};
-            steps[k++] = (struct fence_step){.b = now, .unfence = 1};
+            int redis = l->conf->proto == CONF_PROTO_REDIS;
+            steps[k++] = (struct fence_step){.b = old, .unfence = 0, .redis = redis};
+            steps[k++] = (struct fence_step){.b = now, .unfence = 1, .redis = redis};
             with += old->conf->nfence > 0;
             with += now->conf->nunfence > 0;
         }
@@ -686,6 +690,8 @@ fence_release(struct fleet *f)
 {
     fence_cancel(f->fence.job);
     f->fence.job = NULL;
+    fence_redis_cancel(f->fence.rjob);
+    f->fence.rjob = NULL;
     if (f->fence.rt)
         runtime_unref(f->fence.rt);
     f->fence.rt = NULL;
@@ -699,6 +705,7 @@ fence_step_done(void *arg, int ok, const char *err)
     struct fleet *f = arg;
     const struct fence_step *st = &f->fence.steps[f->fence.next];
     f->fence.job = NULL;
+    f->fence.rjob = NULL;
     if (f->fence.undoing) {
         if (!ok)
             log_error("fleet-op-%llu: undoing the fence of \"%s\" failed: %s; run its unfence "
@@ -751,9 +758,13 @@ fence_next(struct fleet *f)
             continue;
         }
         uint32_t timeout = f->op.max_pause_ms ? f->op.max_pause_ms : 2000;
-        f->fence.job = fence_run(f->base, st->b, unfence ? st->b->conf->unfence : st->b->conf->fence,
-                                 n, timeout, fence_step_done, f);
-        if (f->fence.job == NULL) {
+        const char(*stmts)[CONF_STATEMENT_MAX] =
+            unfence ? st->b->conf->unfence : st->b->conf->fence;
+        if (st->redis)
+            f->fence.rjob = fence_redis_run(f->base, st->b, stmts, n, timeout, fence_step_done, f);
+        else
+            f->fence.job = fence_run(f->base, st->b, stmts, n, timeout, fence_step_done, f);
+        if (f->fence.job == NULL && f->fence.rjob == NULL) {
             fence_step_done(f, 0, "out of memory");
         }
         return;
@@ -791,7 +802,7 @@ fence_undo(struct fleet *f)
 {
     if (f->fence.rt == NULL || f->fence.undoing)
         return;
-    if (f->fence.job != NULL) {
+    if (f->fence.job != NULL || f->fence.rjob != NULL) {
         /* a statement cut short could still commit after the undo: let it end first */
         f->fence.undo_pending = 1;
         return;
@@ -1108,7 +1119,7 @@ resume_operation(struct fleet *f, const redisReply *op, uint64_t store_epoch)
         else if (strcmp(st, "aborted") == 0)
             decided(f, f->op.id, 0, op_field(op, "reason") ? op_field(op, "reason") : "");
         else if (strcmp(st, "fencing") == 0 && f->fence.rt && f->fence.job == NULL &&
-                 !f->fence.undoing && f->fence.next == f->fence.n)
+                 f->fence.rjob == NULL && !f->fence.undoing && f->fence.next == f->fence.n)
             report(f, "fenced", NULL); /* fenced while the store was away */
         else if (f->op.reported)
             report(f, "drained", NULL); /* the reply may have been lost: reports are idempotent */

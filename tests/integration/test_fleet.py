@@ -10,11 +10,13 @@ themselves (`inet_server_port()`); no assertion is about time.
 import json
 import signal
 import subprocess
+import threading
 import time
 import uuid
 
 import psycopg
 import pytest
+import redis
 
 from harness.adminapi import call, run_operation
 from harness.clients import check_pgbench
@@ -391,6 +393,153 @@ def test_redis_listener_fleet_cutover(tandem, store, redis_pair):
         assert tandem_client(t).set(f"after{i}", "y")
     wait_until(lambda: blue.digest() == green.digest(), 20, "both servers equal")
     assert green.client().get("after0") == b"y" and green.client().get("after1") == b"y"
+
+
+REDIS_USERS = {"app": "on >app-pw ~* &* +@all", "tandem": "on >tandem-pw ~* &* +@all"}
+REDIS_FENCE = """
+user tandem;
+password tandem-pw;
+fence "ACL SETUSER app -@write";
+unfence "ACL SETUSER app +@write";
+"""
+
+
+def app_write(server, key):
+    """SET key on SERVER itself as the application's user (a new connection): None, or the
+    error text."""
+    try:
+        redis.Redis(host=server.host, port=server.port, username="app", password="app-pw",
+                    socket_timeout=20).set(key, "direct")
+        return None
+    except redis.exceptions.RedisError as exc:
+        return f"{type(exc).__name__}: {exc}"  # NOPERM is NoPermissionError in redis-py
+
+
+def test_redis_fence_refuses_the_application_on_the_old_primary(tandem, store):
+    """blue fences the application's ACL user at the commit; tandem's mirror to blue logs in
+    as tandem's own user there, so every acknowledged INCR reaches blue too; rollback
+    unfences."""
+    blue = RedisServer("fence-blue", users=REDIS_USERS).start()
+    green = RedisServer("fence-green", users=REDIS_USERS).start()
+    try:
+        members = []
+        for name in ("m1", "m2"):
+            port, admin = free_port(), free_port()
+            text = (f"control {{ store redis://{store.address}; fleet rfence; member {name}; }}\n"
+                    + redis_config(port=port, admin_port=admin, primary=blue, shadow=green,
+                                   workers=1, primary_extra=REDIS_FENCE,
+                                   shadow_extra="user tandem;\npassword tandem-pw;"))
+            t = tandem(config_text=text, port=port, admin_port=admin)
+            wait_until(lambda t=t: joined(t), 20, f"{name} to join")
+            members.append(t)
+        a, b = members
+        assert app_write(blue, "before") is None
+        stale = redis.Redis(host=blue.host, port=blue.port, username="app", password="app-pw",
+                            socket_timeout=20)
+        stale.set("stale-before", "x")  # a writer straight to blue, connected before the flip
+        acked, stop = [], threading.Event()
+
+        def writer():
+            c = tandem_client(a, username="app", password="app-pw")
+            while not stop.is_set():
+                acked.append(c.incr("counter"))
+
+        th = threading.Thread(target=writer)
+        th.start()
+        try:
+            time.sleep(1)
+            op = run_operation(b, "/api/cutover", {"max_pause_ms": 8000})
+            assert op["state"] == "completed", op
+            time.sleep(1)
+        finally:
+            stop.set()
+            th.join(30)
+        assert acked and acked == list(range(1, len(acked) + 1))
+        for t in members:
+            wait_until(lambda t=t: listener(t)["roles"] == {"primary": "green", "shadow": "blue"},
+                       20, "every member cut over")
+        assert int(green.client().get("counter")) == len(acked)
+        # the old primary refuses the application, on a new connection and on an old one
+        assert "NoPermissionError" in app_write(blue, "after")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            stale.set("stale-after", "x")
+        # tandem's mirror (its own user on blue) still writes there: nothing acknowledged lost
+        c = tandem_client(b, username="app", password="app-pw")
+        assert c.incr("counter") == len(acked) + 1
+        wait_until(lambda: blue.client().get("counter") == green.client().get("counter"), 30,
+                   "blue to have every acknowledged INCR")
+        assert blue.client().get("after") is None and blue.client().get("stale-after") is None
+        assert sum(metric_value(t.metrics(), "tandem_fleet_fences_total") for t in members) == 1
+        # rollback: blue unfenced, it answers the application again.  A session logged in as
+        # app whose mirror to blue is tandem's login cannot carry it over as its primary
+        # connection: it is asked to reconnect, after nothing of its own was lost
+        kept = tandem_client(a, username="app", password="app-pw")
+        assert kept.incr("counter") == len(acked) + 2
+        op = run_operation(a, "/api/rollback", {"max_pause_ms": 8000})
+        assert op["state"] == "completed", op
+        for t in members:
+            wait_until(lambda t=t: listener(t)["roles"] == {"primary": "blue", "shadow": "green"},
+                       20, "every member rolled back")
+        assert app_write(blue, "after-rollback") is None
+        stale.set("stale-after-rollback", "x")
+        wait_until(lambda: "this connection's login cannot be carried over to backend "
+                   "\"blue\": reconnect" in a.log(), 20, "kept to be asked to reconnect")
+        # (redis-py's pool reconnects it, as app, on a new connection)
+        assert kept.incr("counter") == len(acked) + 3
+        c = tandem_client(b, username="app", password="app-pw")
+        assert c.incr("counter") == len(acked) + 4
+        wait_until(lambda: green.client().get("counter") == str(len(acked) + 4).encode(), 20,
+                   "green to have every acknowledged INCR")
+    finally:
+        blue.stop()
+        green.stop()
+
+
+def test_a_redis_fence_that_fails_aborts_and_is_undone(tandem, store, tandem_bin, tmp_path):
+    blue = RedisServer("fence-blue", users=REDIS_USERS).start()
+    green = RedisServer("fence-green", users=REDIS_USERS).start()
+    broken = REDIS_FENCE.replace('unfence', 'fence "NO_SUCH_COMMAND x";\nunfence')
+    try:
+        members = []
+        for name in ("m1", "m2"):
+            port, admin = free_port(), free_port()
+            text = (f"control {{ store redis://{store.address}; fleet rbroken; member {name}; }}\n"
+                    + redis_config(port=port, admin_port=admin, primary=blue, shadow=green,
+                                   workers=1, primary_extra=broken,
+                                   shadow_extra="user tandem;\npassword tandem-pw;"))
+            t = tandem(config_text=text, port=port, admin_port=admin)
+            wait_until(lambda t=t: joined(t), 20, f"{name} to join")
+            members.append(t)
+        a, b = members
+        code, reply = call(a, "POST", "/api/cutover", {"max_pause_ms": 8000})
+        assert code == 202, reply
+        local = reply["operation"]["id"]
+        wait_until(lambda: call(a, "GET", f"/api/operations/{local}")[1]["operation"]["state"]
+                   == "failed", 30, "the operation to fail")
+        op = call(a, "GET", f"/api/operations/{local}")[1]["operation"]
+        assert "could not fence the old primary" in op["reason"], op
+        assert "command 2" in op["reason"] and "unknown command" in op["reason"], op
+        for t in members:
+            wait_until(lambda t=t: not listener(t)["writes_paused"], 20, "writes resumed")
+            assert listener(t)["roles"] == {"primary": "blue", "shadow": "green"}
+        # the first command had fenced blue: undone
+        wait_until(lambda: sum(metric_value(t.metrics(), "tandem_fleet_fences_undone_total")
+                               for t in members) == 1, 20, "the fence to be undone")
+        assert app_write(blue, "after") is None
+        assert tandem_client(a, username="app", password="app-pw").set("through", "y")
+        # tandem -t: a command that redis-cli could not split, a fence over TLS
+        conf = tmp_path / "bad.conf"
+        conf.write_text(f"control {{ store redis://{store.address}; fleet x; }}\n" + redis_config(
+            port=free_port(), admin_port=free_port(), primary=blue, shadow=green,
+            primary_extra='user tandem;\nfence "ACL SETUSER \\"app";\ntls require;'))
+        done = subprocess.run([tandem_bin, "-t", "-c", str(conf)], capture_output=True,
+                              text=True, timeout=30)
+        assert done.returncode == 1
+        assert "fence 1 is not a Redis command (unbalanced quotes or empty)" in done.stderr
+        assert "a Redis backend's fence runs without TLS" in done.stderr
+    finally:
+        blue.stop()
+        green.stop()
 
 
 def test_store_password_is_used_and_never_logged(tandem, tandem_bin, pg_primary, pg_shadow,
