@@ -1719,6 +1719,11 @@ check_fences(struct conf_build *b, const struct conf_listener *l)
         if (be->tls != CONF_TLS_DISABLE)
             conf_err_add(b->errs, be->fence_line,
                          "backend %s: a Redis backend's fence runs without TLS (tls disable)", q);
+        /* the fenced user's writes are refused there: tandem's mirror logs in as its own */
+        if (be->password[0] == '\0' && be->password_file[0] == '\0')
+            conf_err_add(b->errs, be->fence_line,
+                         "backend %s: a Redis backend's fence needs password or password_file "
+                         "(tandem's mirror logs in there with user and it)", q);
         for (size_t j = 0; j < be->nfence + be->nunfence; j++) {
             const char *cmd = j < be->nfence ? be->fence[j] : be->unfence[j - be->nfence];
             int argc = 0;
