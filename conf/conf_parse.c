@@ -1723,7 +1723,8 @@ check_fences(struct conf_build *b, const struct conf_listener *l)
         if (be->password[0] == '\0' && be->password_file[0] == '\0')
             conf_err_add(b->errs, be->fence_line,
                          "backend %s: a Redis backend's fence needs password or password_file "
-                         "(tandem's mirror logs in there with user and it)", q);
+                         "(tandem's mirror logs in there with user and it)",
+                         q);
         for (size_t j = 0; j < be->nfence + be->nunfence; j++) {
             const char *cmd = j < be->nfence ? be->fence[j] : be->unfence[j - be->nfence];
             int argc = 0;
@@ -1731,7 +1732,8 @@ check_fences(struct conf_build *b, const struct conf_listener *l)
             if (argv == NULL || argc == 0)
                 conf_err_add(b->errs, be->fence_line,
                              "backend %s: %s %zu is not a Redis command (unbalanced quotes or "
-                             "empty)", q, j < be->nfence ? "fence" : "unfence",
+                             "empty)",
+                             q, j < be->nfence ? "fence" : "unfence",
                              (j < be->nfence ? j : j - be->nfence) + 1);
             if (argv != NULL)
                 sdsfreesplitres(argv, argc);

@@ -128,6 +128,9 @@ struct fleet {
         struct fence_redis_job *rjob; /* or on a Redis one */
         int undoing;
         int undo_pending;     /* aborted while a statement ran: undo once it ended */
+        size_t with;          /* steps that have statements to run */
+        int stepping;         /* the replicated listeners' steps run (cutover_fleet_run_steps) */
+        int done;             /* fenced and stepped: the commit may be asked */
         uint64_t op_id;
     } fence;
     unsigned asked_local;     /* a pending operation asked here, 0 when none */
@@ -194,10 +197,11 @@ static const char lua_op_start[] =
  * KEYS: op, log, state
  * ARGV: id, member, step (pausing|drained|refused|late|fenced|fence_failed|swapped|resumed),
  *       ms, epoch before the flip, doc after the flip, epoch after, maxlen, reason,
- *       fence (1: this member's flip has fence statements to run before the commit)
+ *       fence (1: this member's flip has fence statements or replication steps to run
+ *       before the commit)
  * -> the operation's state after the report ("gone": not the running operation;
- *    "fence": every member drained, this one must fence the old primary, then
- *    report fenced to commit)
+ *    "fence": every member drained, this one must fence the old primary and run
+ *    the steps, then report fenced to commit)
  */
 static const char lua_report[] =
     "if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return 'gone' end\n"
@@ -237,7 +241,8 @@ static const char lua_report[] =
     "if ARGV[3] == 'late' then\n"
     "  if st == 'fencing' then\n"
     "    return abort('member ' .. ARGV[2] .. ': no decision within max_pause; the fence of ' ..\n"
-    "      'the old primary by ' .. redis.call('HGET', KEYS[1], 'fencer') .. ' did not finish')\n"
+    "      'the old primary (and the steps) by ' .. redis.call('HGET', KEYS[1], 'fencer') ..\n"
+    "      ' did not finish')\n"
     "  end\n"
     "  local waiting = {}\n"
     "  for m in members() do\n"
@@ -249,7 +254,7 @@ static const char lua_report[] =
     "    table.concat(waiting, ' '))\n"
     "end\n"
     "if ARGV[3] == 'fence_failed' then\n"
-    "  return abort('member ' .. ARGV[2] .. ' could not fence the old primary: ' .. ARGV[9])\n"
+    "  return abort('member ' .. ARGV[2] .. ': ' .. ARGV[9])\n"
     "end\n"
     "if ARGV[3] == 'fenced' then\n"
     "  if st ~= 'fencing' or redis.call('HGET', KEYS[1], 'fencer') ~= ARGV[2] then return st end\n"
@@ -654,8 +659,9 @@ report(struct fleet *f, const char *step, const char *reason)
     if (strcmp(step, "drained") == 0 || strcmp(step, "fenced") == 0) {
         struct fence_step steps[2 * METRIC_MAX_LISTENERS];
         size_t nsteps;
-        if (fence_plan(f, steps, 2 * METRIC_MAX_LISTENERS, &nsteps) > 0)
-            fence = "1"; /* the old primary is fenced before anyone flips */
+        if (fence_plan(f, steps, 2 * METRIC_MAX_LISTENERS, &nsteps) > 0 ||
+            cutover_fleet_has_steps(f->cutover))
+            fence = "1"; /* the old primary is fenced, the steps run, before anyone flips */
         int slots[METRIC_MAX_LISTENERS], target = 0;
         int n = cutover_flip_slots(f->cutover, slots, METRIC_MAX_LISTENERS, &target);
         if (state_build_doc(f->state, NULL, 0, 0, &doc) == 0) {
@@ -695,8 +701,8 @@ fence_release(struct fleet *f)
     if (f->fence.rt)
         runtime_unref(f->fence.rt);
     f->fence.rt = NULL;
-    f->fence.n = f->fence.next = 0;
-    f->fence.undoing = f->fence.undo_pending = 0;
+    f->fence.n = f->fence.next = f->fence.with = 0;
+    f->fence.undoing = f->fence.undo_pending = f->fence.stepping = f->fence.done = 0;
 }
 
 static void
@@ -733,8 +739,11 @@ fence_step_done(void *arg, int ok, const char *err)
         log_error("fleet-op-%llu: %s; the operation aborts", (unsigned long long)f->fence.op_id,
                   why);
         f->counts[FLEET_COUNT_FENCE_FAILED]++;
-        if (f->op.active && f->op.id == f->fence.op_id)
-            report(f, "fence_failed", why);
+        if (f->op.active && f->op.id == f->fence.op_id) {
+            char reason[640];
+            snprintf(reason, sizeof(reason), "could not fence the old primary: %s", why);
+            report(f, "fence_failed", reason);
+        }
         return; /* the abort undoes what was fenced */
     }
     log_info("fleet-op-%llu: \"%s\" %s", (unsigned long long)f->fence.op_id, st->b->conf->name,
@@ -770,13 +779,43 @@ fence_next(struct fleet *f)
         return;
     }
     if (f->fence.undoing) {
-        f->counts[FLEET_COUNT_UNFENCED]++;
+        if (f->fence.with > 0)
+            f->counts[FLEET_COUNT_UNFENCED]++;
         fence_release(f);
         return;
     }
-    f->counts[FLEET_COUNT_FENCED]++;
-    if (f->op.active && f->op.id == f->fence.op_id)
-        report(f, "fenced", NULL);
+    if (f->fence.with > 0)
+        f->counts[FLEET_COUNT_FENCED]++;
+    if (!f->op.active || f->op.id != f->fence.op_id)
+        return;
+    if (cutover_fleet_run_steps(f->cutover) == 0) {
+        f->fence.stepping = 1; /* fleet_stepped reports */
+        return;
+    }
+    f->fence.done = 1;
+    report(f, "fenced", NULL);
+}
+
+/* fleet_stepped - the replicated listeners' steps ran here (the commit waits for them). */
+static void
+fleet_stepped(void *arg, int ok, const char *why)
+{
+    struct fleet *f = arg;
+    char reason[400];
+    if (!f->fence.stepping)
+        return;
+    f->fence.stepping = 0;
+    if (!f->op.active || f->op.id != f->fence.op_id)
+        return;
+    if (!ok) {
+        snprintf(reason, sizeof(reason), "%s; nothing was swapped", why);
+        log_error("fleet-op-%llu: %s; the operation aborts", (unsigned long long)f->op.id,
+                  reason);
+        report(f, "fence_failed", reason);
+        return;
+    }
+    f->fence.done = 1;
+    report(f, "fenced", NULL);
 }
 
 /* fence_begin - the store chose this member to fence the old primary before the commit. */
@@ -785,14 +824,15 @@ fence_begin(struct fleet *f)
 {
     if (!f->op.active || f->fence.rt != NULL)
         return;
-    fence_plan(f, f->fence.steps, 2 * METRIC_MAX_LISTENERS, &f->fence.n);
+    f->fence.with = fence_plan(f, f->fence.steps, 2 * METRIC_MAX_LISTENERS, &f->fence.n);
     f->fence.next = 0;
-    f->fence.undoing = 0;
+    f->fence.undoing = f->fence.stepping = f->fence.done = 0;
     f->fence.op_id = f->op.id;
     f->fence.rt = (struct runtime *)f->rt;
     runtime_ref(f->fence.rt);
-    log_info("fleet-op-%llu: every member drained; fencing the old primary before the commit",
-             (unsigned long long)f->op.id);
+    log_info("fleet-op-%llu: every member drained; %s before the commit",
+             (unsigned long long)f->op.id,
+             f->fence.with > 0 ? "fencing the old primary" : "running the steps");
     fence_next(f);
 }
 
@@ -1118,9 +1158,9 @@ resume_operation(struct fleet *f, const redisReply *op, uint64_t store_epoch)
             decided(f, f->op.id, 1, "");
         else if (strcmp(st, "aborted") == 0)
             decided(f, f->op.id, 0, op_field(op, "reason") ? op_field(op, "reason") : "");
-        else if (strcmp(st, "fencing") == 0 && f->fence.rt && f->fence.job == NULL &&
-                 f->fence.rjob == NULL && !f->fence.undoing && f->fence.next == f->fence.n)
-            report(f, "fenced", NULL); /* fenced while the store was away */
+        else if (strcmp(st, "fencing") == 0 && f->fence.rt && f->fence.done &&
+                 !f->fence.undoing)
+            report(f, "fenced", NULL); /* fenced (and stepped) while the store was away */
         else if (f->op.reported)
             report(f, "drained", NULL); /* the reply may have been lost: reports are idempotent */
         return;
@@ -1642,7 +1682,8 @@ fleet_open(struct event_base *base, const struct runtime *rt, struct state *st,
     event_add(f->tick_ev, &tick);
     event_add(f->join_ev, &join);
     struct cutover_fleet hooks = {
-        .ask = fleet_ask, .drained = fleet_drained, .late = fleet_late, .arg = f};
+        .ask = fleet_ask, .drained = fleet_drained, .late = fleet_late, .stepped = fleet_stepped,
+        .arg = f};
     cutover_set_fleet(c, &hooks);
     control_on_change(on_change, f);
     log_info("fleet \"%s\": member \"%s\", store %s:%u/%u%s", f->conf.fleet, f->id,

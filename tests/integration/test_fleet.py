@@ -826,3 +826,127 @@ def test_report_page_switches_to_the_fleet_and_names_each_member(tandem, store, 
     finally:
         for server in (pg_primary, pg_shadow):
             execute(server, f"DROP TABLE IF EXISTS {table}")
+
+
+def replica_member(tandem, store, name, blue, green, before_flip="REPLICAOF NO ONE"):
+    """A member whose Redis listener's shadow green is blue's replica (shadow_source
+    replication), with the cutover's and the rollback's REPLICAOF steps."""
+    port, admin = free_port(), free_port()
+    text = f"""
+control {{ store redis://{store.address}; fleet repl; member {name}; }}
+workers 1;
+admin {{ listen 127.0.0.1:{admin}; }}
+backend blue {{ address {blue.address}; }}
+backend green {{ address {green.address}; }}
+listener r {{
+    listen 127.0.0.1:{port};
+    protocol redis;
+    primary blue;
+    shadow green;
+    mode shadow;
+    shadow_source replication;
+    mirror {{ reads 0%; timeout 20s; }}
+    replication {{
+        poll 50ms;
+        cutover before_flip green "{before_flip}";
+        cutover after_flip blue "REPLICAOF 127.0.0.1 {green.port}";
+        rollback before_flip blue "REPLICAOF NO ONE";
+        rollback after_flip green "REPLICAOF 127.0.0.1 {blue.port}";
+    }}
+}}
+"""
+    t = tandem(config_text=text, port=port, admin_port=admin)
+    wait_until(lambda: joined(t), 20, f"{name} to join")
+    wait_until(lambda: (listener(t)["replication"] or {}).get("error") is None, 30,
+               f"{name}'s replication watch to measure both sides")
+    return t
+
+
+def test_replicated_shadow_fleet_runs_its_steps_once(tandem, store):
+    """A fleet over a Redis replica: the REPLICAOF steps run once, by the member that
+    coordinates the commit, every member's writes paused meanwhile; every acknowledged
+    INCR is on the new primary, and the old one follows it."""
+    blue = RedisServer("repl-fleet-blue").start()
+    green = RedisServer("repl-fleet-green").start()
+    try:
+        green.client().execute_command("REPLICAOF", "127.0.0.1", str(blue.port))
+        wait_until(lambda: green.client().info("replication").get("master_link_status")
+                   == "up", 30, "the replica to sync")
+        members = [replica_member(tandem, store, name, blue, green) for name in ("m1", "m2")]
+        a, b = members
+        acked = []
+
+        def under_incr_loop(asked, path):
+            stop = threading.Event()
+
+            def writer(t):
+                c = tandem_client(t)
+                while not stop.is_set():
+                    acked.append(c.incr("counter"))
+
+            threads = [threading.Thread(target=writer, args=(t,)) for t in members]
+            for th in threads:
+                th.start()
+            try:
+                time.sleep(1)
+                op = run_operation(asked, path, {"max_pause_ms": 10000})
+                assert op["state"] == "completed", op
+                time.sleep(1)
+            finally:
+                stop.set()
+                for th in threads:
+                    th.join(30)
+            # the steps ran once for the fleet: on one member, both phases, all ok
+            ran = [s for t in members for s in (status(t)["operation"].get("steps") or [])]
+            assert [(s["phase"], s["ok"]) for s in ran] == [("before_flip", True),
+                                                            ("after_flip", True)], ran
+
+        under_incr_loop(b, "/api/cutover")
+        for t in members:
+            wait_until(lambda t=t: listener(t)["roles"] == {"primary": "green", "shadow": "blue"},
+                       20, "every member cut over")
+        assert green.client().info("replication")["role"] == "master"
+        assert int(green.client().get("counter")) == len(acked) == max(acked)
+        wait_until(lambda: blue.client().get("counter") == green.client().get("counter"), 30,
+                   "blue to follow green")
+        assert blue.client().info("replication")["role"] == "slave"
+
+        under_incr_loop(a, "/api/rollback")
+        for t in members:
+            wait_until(lambda t=t: listener(t)["roles"] == {"primary": "blue", "shadow": "green"},
+                       20, "every member rolled back")
+        assert blue.client().info("replication")["role"] == "master"
+        assert int(blue.client().get("counter")) == len(acked) == max(acked)
+        wait_until(lambda: green.client().get("counter") == blue.client().get("counter"), 30,
+                   "green to follow blue again")
+    finally:
+        blue.stop()
+        green.stop()
+
+
+def test_replicated_shadow_fleet_step_that_fails_aborts_everywhere(tandem, store):
+    blue = RedisServer("repl-fleet-blue").start()
+    green = RedisServer("repl-fleet-green").start()
+    try:
+        green.client().execute_command("REPLICAOF", "127.0.0.1", str(blue.port))
+        wait_until(lambda: green.client().info("replication").get("master_link_status")
+                   == "up", 30, "the replica to sync")
+        members = [replica_member(tandem, store, name, blue, green, before_flip="NO_SUCH_CMD")
+                   for name in ("m1", "m2")]
+        a, b = members
+        code, reply = call(a, "POST", "/api/cutover", {"max_pause_ms": 10000})
+        assert code == 202, reply
+        local = reply["operation"]["id"]
+        wait_until(lambda: call(a, "GET", f"/api/operations/{local}")[1]["operation"]["state"]
+                   == "failed", 30, "the operation to fail")
+        op = call(a, "GET", f"/api/operations/{local}")[1]["operation"]
+        assert "before_flip step" in op["reason"] and "NO_SUCH_CMD" in op["reason"], op
+        for t in members:
+            wait_until(lambda t=t: not listener(t)["writes_paused"], 20, "writes resumed")
+            assert listener(t)["roles"] == {"primary": "blue", "shadow": "green"}
+            assert listener(t)["epoch"] == 0
+            assert tandem_client(t).incr("after") >= 1  # blue takes writes again
+        assert green.client().info("replication")["role"] == "slave"
+    finally:
+        blue.stop()
+        green.stop()
