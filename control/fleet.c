@@ -809,8 +809,7 @@ fleet_stepped(void *arg, int ok, const char *why)
         return;
     if (!ok) {
         snprintf(reason, sizeof(reason), "%s; nothing was swapped", why);
-        log_error("fleet-op-%llu: %s; the operation aborts", (unsigned long long)f->op.id,
-                  reason);
+        log_error("fleet-op-%llu: %s; the operation aborts", (unsigned long long)f->op.id, reason);
         report(f, "fence_failed", reason);
         return;
     }
@@ -1158,8 +1157,7 @@ resume_operation(struct fleet *f, const redisReply *op, uint64_t store_epoch)
             decided(f, f->op.id, 1, "");
         else if (strcmp(st, "aborted") == 0)
             decided(f, f->op.id, 0, op_field(op, "reason") ? op_field(op, "reason") : "");
-        else if (strcmp(st, "fencing") == 0 && f->fence.rt && f->fence.done &&
-                 !f->fence.undoing)
+        else if (strcmp(st, "fencing") == 0 && f->fence.rt && f->fence.done && !f->fence.undoing)
             report(f, "fenced", NULL); /* fenced (and stepped) while the store was away */
         else if (f->op.reported)
             report(f, "drained", NULL); /* the reply may have been lost: reports are idempotent */
@@ -1681,9 +1679,11 @@ fleet_open(struct event_base *base, const struct runtime *rt, struct state *st,
                            .tv_usec = (suseconds_t)(f->conf.join_timeout_ms % 1000) * 1000};
     event_add(f->tick_ev, &tick);
     event_add(f->join_ev, &join);
-    struct cutover_fleet hooks = {
-        .ask = fleet_ask, .drained = fleet_drained, .late = fleet_late, .stepped = fleet_stepped,
-        .arg = f};
+    struct cutover_fleet hooks = {.ask = fleet_ask,
+                                  .drained = fleet_drained,
+                                  .late = fleet_late,
+                                  .stepped = fleet_stepped,
+                                  .arg = f};
     cutover_set_fleet(c, &hooks);
     control_on_change(on_change, f);
     log_info("fleet \"%s\": member \"%s\", store %s:%u/%u%s", f->conf.fleet, f->id,

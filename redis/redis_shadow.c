@@ -992,8 +992,7 @@ redis_shadow_fence_login(struct redis_session *s)
 {
     struct redis_shadow *sh = &s->shadow;
     uint8_t buf[LOGIN_BUF];
-    if (!redis_shadow_fenced(s) || sh->login == RL_TANDEM ||
-        s->base.mirror.state != MIRROR_READY)
+    if (!redis_shadow_fenced(s) || sh->login == RL_TANDEM || s->base.mirror.state != MIRROR_READY)
         return;
     size_t n = build_tandem_auth(s->base.shadow_be, buf, sizeof(buf));
     struct redis_unit *u = replay_bytes(s, buf, n);

@@ -1645,10 +1645,11 @@ static void
 test_fence_redis(void **state)
 {
     (void)state;
-    struct conf *c = load_ok("backend blue {\n address 127.0.0.1:6379;\n user tandem;\n"
-                             " password p;\n fence \"ACL SETUSER app -@write\";\n"
-                             " unfence \"ACL SETUSER 'app' +@write\";\n}\n"
-                             "listener r { listen 127.0.0.1:6380; protocol redis; primary blue; }\n");
+    struct conf *c =
+        load_ok("backend blue {\n address 127.0.0.1:6379;\n user tandem;\n"
+                " password p;\n fence \"ACL SETUSER app -@write\";\n"
+                " unfence \"ACL SETUSER 'app' +@write\";\n}\n"
+                "listener r { listen 127.0.0.1:6380; protocol redis; primary blue; }\n");
     assert_int_equal(c->backends[0].nfence, 1);
     assert_int_equal(c->backends[0].fence_line, 5);
     conf_free(c);
