@@ -18,7 +18,9 @@
 # reports it).  Reported: per member p50/max over the rounds, the fleet's
 # total (per round the longest member pause: writes were held somewhere
 # that long) p50/max, the single tandem's p50/max, and the ratios
-# fleet/single (target: within 1.5), plus pgbench's failed transactions
+# fleet/single (target: within 1.5); where the fleet's pause goes: "drain"
+# (per round the slowest member's own drain, from its log) and "coord" (the
+# fleet's pause minus that: the store's round trips); pgbench's failed transactions
 # and pgbench_history's rows on both servers at the end (equal: no write
 # lost by a cutover or rollback).  Exit 1 when either check fails.
 #
@@ -199,6 +201,11 @@ failed_tx() {
     awk -F': ' '/number of failed transactions/ { split($2, a, " "); n += a[1] } END { print n + 0 }' "$1"
 }
 
+# drained_ms LOG FLEET_OP: how long that member's own drain took ("drained after N ms")
+drained_ms() {
+    grep -o "($2): drained after [0-9]* ms" "$1" | tail -n 1 | awk '{ print $4 }'
+}
+
 FAILED=0
 # run TARGET ROUND: pgbench through TARGET, cutover a third of the way in, rollback after
 run() {
@@ -219,11 +226,12 @@ run() {
     read -r state pause fop <<<"$out"
     [ "$state" = completed ] || { echo "fleet.sh: $target cutover $state" >&2; return 1; }
     if [ "$target" = single ]; then
-        printf '%s\t%s\t%s\t%s\n' "$round" single single "$pause" >>"$RUNS_TSV"
+        printf '%s\t%s\t%s\t%s\t%s\n' "$round" single single "$pause" "$pause" >>"$RUNS_TSV"
     else
         for i in "${!admins[@]}"; do
             pause=$(member_pause "${admins[$i]}" "$fop") || return 1
-            printf '%s\t%s\tm%s\t%s\n' "$round" fleet "$((i + 1))" "$pause" >>"$RUNS_TSV"
+            printf '%s\t%s\tm%s\t%s\t%s\n' "$round" fleet "$((i + 1))" "$pause" \
+                "$(drained_ms "$WORK/m$((i + 1)).log" "$fop")" >>"$RUNS_TSV"
         done
     fi
     for i in "${!PGBENCH_PIDS[@]}"; do
@@ -242,7 +250,7 @@ run() {
     fi
 }
 
-printf 'round\ttarget\tmember\tpause_ms\n' >"$RUNS_TSV"
+printf 'round\ttarget\tmember\tpause_ms\tdrain_ms\n' >"$RUNS_TSV"
 for round in $(seq 1 "$ROUNDS"); do
     if [ $((round % 2)) -eq 1 ]; then order="single fleet"; else order="fleet single"; fi
     for target in $order; do
@@ -266,6 +274,12 @@ stats() {
     printf 'fleet\t%s\n' "$(awk -F'\t' '$2 == "fleet" { if ($4 > t[$1]) t[$1] = $4; seen[$1] = 1 }
         END { for (r in seen) print t[r] + 0 }' "$RUNS_TSV" | stats | tr ' ' '\t')"
     printf 'single\t%s\n' "$(awk -F'\t' '$2 == "single" { print $4 }' "$RUNS_TSV" | stats | tr ' ' '\t')"
+    # where the fleet's pause goes: the slowest member's own drain, and the rest (the store's
+    # round trips and each member waiting for the slowest)
+    printf 'drain\t%s\n' "$(awk -F'\t' '$2 == "fleet" { if ($5 > d[$1]) d[$1] = $5; seen[$1] = 1 }
+        END { for (r in seen) print d[r] + 0 }' "$RUNS_TSV" | stats | tr ' ' '\t')"
+    printf 'coord\t%s\n' "$(awk -F'\t' '$2 == "fleet" { if ($5 > d[$1]) d[$1] = $5; if ($4 > t[$1]) t[$1] = $4; seen[$1] = 1 }
+        END { for (r in seen) print t[r] - d[r] }' "$RUNS_TSV" | stats | tr ' ' '\t')"
 } >"$SUMMARY_TSV"
 
 read -r F50 FMAX < <(awk -F'\t' '$1 == "fleet" { print $2, $3 }' "$SUMMARY_TSV")
