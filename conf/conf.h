@@ -143,12 +143,14 @@ struct conf_backend {
     /*
      * A fleet's fence: statements run on this backend, with tandem's own
      * login (user), when a committed flip makes it stop answering (fence)
-     * or answer again (unfence).  PostgreSQL backends only, so far.
+     * or answer again (unfence).  SQL for a PostgreSQL backend; for a
+     * Redis one a command line split as redis-cli does (ACL SETUSER ...).
      */
     char fence[CONF_FENCE_MAX][CONF_STATEMENT_MAX];
     size_t nfence;
     char unfence[CONF_FENCE_MAX][CONF_STATEMENT_MAX];
     size_t nunfence;
+    int fence_line;                      /* the first fence or unfence, for messages */
     int line;                            /* where it was declared; 0 from the CLI */
 };
 

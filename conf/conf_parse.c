@@ -26,6 +26,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <hiredis/sds.h>
+
 #include "conf/conf_err.h"
 #include "conf/conf_parse.h"
 #include "conf/conf_value.h"
@@ -601,6 +603,8 @@ set_statement(struct conf_build *b, void *obj, const struct conf_directive *d,
         return;
     }
     memcpy(list[(*count)++], n->args[0], len + 1);
+    if (be->fence_line == 0)
+        be->fence_line = n->line;
 }
 
 /*
@@ -1719,6 +1723,50 @@ check_steps(struct conf_build *b, struct conf_listener *l)
     }
 }
 
+/*
+ * check_fences - a Redis listener's backends: each fence and unfence is a
+ * command line split as redis-cli does, sent over a plain connection (the
+ * fence has no TLS for Redis yet).  PostgreSQL's are SQL: the server judges.
+ */
+static void
+check_fences(struct conf_build *b, const struct conf_listener *l)
+{
+    char q[CONF_QUOTE_MAX];
+    if (l->proto != CONF_PROTO_REDIS)
+        return;
+    for (int k = 0; k < 2; k++) {
+        int i = k == 0 ? l->primary : l->shadow;
+        if (i < 0)
+            continue;
+        const struct conf_backend *be = &b->conf->backends[i];
+        if (be->nfence + be->nunfence == 0)
+            continue;
+        conf_err_quote(be->name, q, sizeof(q));
+        if (be->tls != CONF_TLS_DISABLE)
+            conf_err_add(b->errs, be->fence_line,
+                         "backend %s: a Redis backend's fence runs without TLS (tls disable)", q);
+        /* the fenced user's writes are refused there: tandem's mirror logs in as its own */
+        if (be->password[0] == '\0' && be->password_file[0] == '\0')
+            conf_err_add(b->errs, be->fence_line,
+                         "backend %s: a Redis backend's fence needs password or password_file "
+                         "(tandem's mirror logs in there with user and it)",
+                         q);
+        for (size_t j = 0; j < be->nfence + be->nunfence; j++) {
+            const char *cmd = j < be->nfence ? be->fence[j] : be->unfence[j - be->nfence];
+            int argc = 0;
+            sds *argv = sdssplitargs(cmd, &argc);
+            if (argv == NULL || argc == 0)
+                conf_err_add(b->errs, be->fence_line,
+                             "backend %s: %s %zu is not a Redis command (unbalanced quotes or "
+                             "empty)",
+                             q, j < be->nfence ? "fence" : "unfence",
+                             (j < be->nfence ? j : j - be->nfence) + 1);
+            if (argv != NULL)
+                sdsfreesplitres(argv, argc);
+        }
+    }
+}
+
 static void
 check_conf(struct conf_build *b)
 {
@@ -1734,6 +1782,7 @@ check_conf(struct conf_build *b)
         check_reads(b, l, st);
         check_canaries(b, l, st);
         check_steps(b, l);
+        check_fences(b, l);
         /* Two listeners on one address: the second bind would fail at start. */
         for (size_t j = 0; j < i; j++) {
             if (!same_addr(&l->addr, &c->listeners[j].addr))

@@ -54,6 +54,8 @@ struct operation {
     char fleet_id[32];                            /* "" alone; the store's operation id */
     int reported;                                 /* fleet: drained was reported */
     int late;                                     /* fleet: max_pause passed was reported */
+    int fleet_steps;                              /* fleet: this member runs the steps: */
+                                                  /* 1 before_flip, 2 after_flip, 0 none */
     enum op_phase phase;
     uint64_t drained_ns;                          /* the drain ended (session clock) */
     int step_at;                                  /* index into slots of the step run */
@@ -275,6 +277,46 @@ lag_text(const struct operation *op, char *buf, size_t len)
 }
 
 /*
+ * fleet_steps - the fleet's operation, all members drained and the old
+ * primary fenced: this member (the one that coordinates the commit) runs
+ * the steps of its replicated listeners once for the fleet, before_flip
+ * then after_flip, writes still paused everywhere (so a reverse
+ * subscription exists before the new primary takes its first write, as
+ * alone).  A before_flip failure aborts the operation; an after_flip one is
+ * recorded and the commit goes on (the new primary may be promoted already).
+ */
+static void
+fleet_steps(struct cutover *c, struct operation *op)
+{
+    char why[300] = "";
+    int after = op->fleet_steps == 2;
+    int r = steps(c, op, after ? CONF_STEP_AFTER_FLIP : CONF_STEP_BEFORE_FLIP, why, sizeof(why));
+    if (r == 0)
+        return;
+    if (r < 0 && !after) {
+        char text[340];
+        op->fleet_steps = 0;
+        snprintf(text, sizeof(text), "before_flip %s", why);
+        c->fleet.stepped(c->fleet.arg, 0, text);
+        return;
+    }
+    if (r < 0) {
+        snprintf(op->reason, sizeof(op->reason),
+                 "completed, but an after_flip %s; the new primary takes the writes: repair "
+                 "the replication back before a rollback",
+                 why);
+        log_error("op-%u (%s): %s", op->id, op->fleet_id, op->reason);
+    }
+    if (!after) {
+        op->fleet_steps = 2;
+        op->step_at = 0;
+        return;
+    }
+    op->fleet_steps = 0;
+    c->fleet.stepped(c->fleet.arg, 1, NULL);
+}
+
+/*
  * Every POLL_MS while in progress: drained -> (replicated: caught up ->
  * before_flip steps) -> flip -> (after_flip steps) -> completed; past
  * max_pause before the flip -> give up.
@@ -306,7 +348,11 @@ on_poll(evutil_socket_t fd, short what, void *arg)
     if (op->phase == PHASE_CATCH_UP && caught_up(op))
         op->phase = PHASE_BEFORE_FLIP;
     if (op->fleet_id[0]) {
-        /* the store decides; this member only says where it is (no steps run in a fleet) */
+        /* the store decides; this member says where it is (and runs the steps when asked) */
+        if (op->fleet_steps)
+            fleet_steps(c, op);
+        if (c->current != op)
+            return;
         if (op->phase >= PHASE_BEFORE_FLIP && !op->reported) {
             op->reported = 1;
             op->pause_ms = now - op->pause_start_ms;
@@ -622,6 +668,32 @@ cutover_join(struct cutover *c, const struct runtime *rt, unsigned local_id,
     }
     begin(c, op);
     control_changed();
+    return 0;
+}
+
+int
+cutover_fleet_has_steps(const struct cutover *c)
+{
+    const struct operation *op = c->current;
+    if (c->replica == NULL || op == NULL || op->fleet_id[0] == '\0')
+        return 0;
+    for (int i = 0; i < op->nslots; i++)
+        if (replica_enabled(op->slots[i]))
+            return 1;
+    return 0;
+}
+
+int
+cutover_fleet_run_steps(struct cutover *c)
+{
+    struct operation *op = c->current;
+    if (!cutover_fleet_has_steps(c) || c->fleet.stepped == NULL)
+        return -1;
+    op->fleet_steps = 1;
+    op->step_at = 0;
+    op->steps_running = 0;
+    log_info("op-%u (%s): running the fleet's steps here (before_flip, after_flip)", op->id,
+             op->fleet_id);
     return 0;
 }
 

@@ -113,6 +113,8 @@ struct cutover_fleet {
                int force, char *err, size_t errlen);
     void (*drained)(void *arg); /* the joined operation is drained here; writes stay paused */
     void (*late)(void *arg);    /* max_pause passed without a decision */
+    /* the fleet's steps ran here (cutover_fleet_run_steps): ok, or why a before_flip failed */
+    void (*stepped)(void *arg, int ok, const char *why);
     void *arg;
 };
 
@@ -130,6 +132,20 @@ void cutover_set_fleet(struct cutover *c, const struct cutover_fleet *f);
 int cutover_join(struct cutover *c, const struct runtime *rt, unsigned local_id,
                  enum cutover_kind kind, uint32_t max_pause_ms, int force, const char *fleet_id,
                  char *err, size_t errlen);
+
+/*
+ * cutover_fleet_has_steps - 1 when the joined operation flips a replicated
+ * listener (shadow_source replication): its before_flip and after_flip
+ * steps must run once for the fleet, by the member that coordinates the
+ * commit, while every member's writes are paused.
+ */
+int cutover_fleet_has_steps(const struct cutover *c);
+
+/*
+ * cutover_fleet_run_steps - run them here now (polled with the operation):
+ * fleet->stepped follows.  -1 when there is nothing to run.
+ */
+int cutover_fleet_run_steps(struct cutover *c);
 
 /* cutover_joined - 1 while this member takes part in a fleet operation. */
 int cutover_joined(const struct cutover *c);

@@ -23,6 +23,7 @@
 
 #include "control/control.h"
 #include "control/fence.h"
+#include "control/fence_redis.h"
 #include "control/fleet_codec.h"
 #include "control/state_file.h"
 #include "metrics/log.h"
@@ -120,11 +121,16 @@ struct fleet {
         struct fence_step {
             const struct rt_backend *b;
             int unfence;      /* run b's unfence statements, else its fence ones */
+            int redis;        /* b is a Redis listener's: commands, not SQL */
         } steps[2 * METRIC_MAX_LISTENERS];
         size_t n, next;
-        struct fence_job *job;
+        struct fence_job *job;        /* the step running on a PostgreSQL backend */
+        struct fence_redis_job *rjob; /* or on a Redis one */
         int undoing;
         int undo_pending;     /* aborted while a statement ran: undo once it ended */
+        size_t with;          /* steps that have statements to run */
+        int stepping;         /* the replicated listeners' steps run (cutover_fleet_run_steps) */
+        int done;             /* fenced and stepped: the commit may be asked */
         uint64_t op_id;
     } fence;
     unsigned asked_local;     /* a pending operation asked here, 0 when none */
@@ -191,10 +197,11 @@ static const char lua_op_start[] =
  * KEYS: op, log, state
  * ARGV: id, member, step (pausing|drained|refused|late|fenced|fence_failed|swapped|resumed),
  *       ms, epoch before the flip, doc after the flip, epoch after, maxlen, reason,
- *       fence (1: this member's flip has fence statements to run before the commit)
+ *       fence (1: this member's flip has fence statements or replication steps to run
+ *       before the commit)
  * -> the operation's state after the report ("gone": not the running operation;
- *    "fence": every member drained, this one must fence the old primary, then
- *    report fenced to commit)
+ *    "fence": every member drained, this one must fence the old primary and run
+ *    the steps, then report fenced to commit)
  */
 static const char lua_report[] =
     "if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return 'gone' end\n"
@@ -234,7 +241,8 @@ static const char lua_report[] =
     "if ARGV[3] == 'late' then\n"
     "  if st == 'fencing' then\n"
     "    return abort('member ' .. ARGV[2] .. ': no decision within max_pause; the fence of ' ..\n"
-    "      'the old primary by ' .. redis.call('HGET', KEYS[1], 'fencer') .. ' did not finish')\n"
+    "      'the old primary (and the steps) by ' .. redis.call('HGET', KEYS[1], 'fencer') ..\n"
+    "      ' did not finish')\n"
     "  end\n"
     "  local waiting = {}\n"
     "  for m in members() do\n"
@@ -246,7 +254,7 @@ static const char lua_report[] =
     "    table.concat(waiting, ' '))\n"
     "end\n"
     "if ARGV[3] == 'fence_failed' then\n"
-    "  return abort('member ' .. ARGV[2] .. ' could not fence the old primary: ' .. ARGV[9])\n"
+    "  return abort('member ' .. ARGV[2] .. ': ' .. ARGV[9])\n"
     "end\n"
     "if ARGV[3] == 'fenced' then\n"
     "  if st ~= 'fencing' or redis.call('HGET', KEYS[1], 'fencer') ~= ARGV[2] then return st end\n"
@@ -625,8 +633,9 @@ fence_plan(const struct fleet *f, struct fence_step *steps, size_t max, size_t *
                 continue;
             const struct rt_backend *old = target ? l->primary : l->shadow;
             const struct rt_backend *now = target ? l->shadow : l->primary;
-            steps[k++] = (struct fence_step){.b = old, .unfence = 0};
-            steps[k++] = (struct fence_step){.b = now, .unfence = 1};
+            int redis = l->conf->proto == CONF_PROTO_REDIS;
+            steps[k++] = (struct fence_step){.b = old, .unfence = 0, .redis = redis};
+            steps[k++] = (struct fence_step){.b = now, .unfence = 1, .redis = redis};
             with += old->conf->nfence > 0;
             with += now->conf->nunfence > 0;
         }
@@ -650,8 +659,9 @@ report(struct fleet *f, const char *step, const char *reason)
     if (strcmp(step, "drained") == 0 || strcmp(step, "fenced") == 0) {
         struct fence_step steps[2 * METRIC_MAX_LISTENERS];
         size_t nsteps;
-        if (fence_plan(f, steps, 2 * METRIC_MAX_LISTENERS, &nsteps) > 0)
-            fence = "1"; /* the old primary is fenced before anyone flips */
+        if (fence_plan(f, steps, 2 * METRIC_MAX_LISTENERS, &nsteps) > 0 ||
+            cutover_fleet_has_steps(f->cutover))
+            fence = "1"; /* the old primary is fenced, the steps run, before anyone flips */
         int slots[METRIC_MAX_LISTENERS], target = 0;
         int n = cutover_flip_slots(f->cutover, slots, METRIC_MAX_LISTENERS, &target);
         if (state_build_doc(f->state, NULL, 0, 0, &doc) == 0) {
@@ -686,11 +696,13 @@ fence_release(struct fleet *f)
 {
     fence_cancel(f->fence.job);
     f->fence.job = NULL;
+    fence_redis_cancel(f->fence.rjob);
+    f->fence.rjob = NULL;
     if (f->fence.rt)
         runtime_unref(f->fence.rt);
     f->fence.rt = NULL;
-    f->fence.n = f->fence.next = 0;
-    f->fence.undoing = f->fence.undo_pending = 0;
+    f->fence.n = f->fence.next = f->fence.with = 0;
+    f->fence.undoing = f->fence.undo_pending = f->fence.stepping = f->fence.done = 0;
 }
 
 static void
@@ -699,6 +711,7 @@ fence_step_done(void *arg, int ok, const char *err)
     struct fleet *f = arg;
     const struct fence_step *st = &f->fence.steps[f->fence.next];
     f->fence.job = NULL;
+    f->fence.rjob = NULL;
     if (f->fence.undoing) {
         if (!ok)
             log_error("fleet-op-%llu: undoing the fence of \"%s\" failed: %s; run its unfence "
@@ -726,8 +739,11 @@ fence_step_done(void *arg, int ok, const char *err)
         log_error("fleet-op-%llu: %s; the operation aborts", (unsigned long long)f->fence.op_id,
                   why);
         f->counts[FLEET_COUNT_FENCE_FAILED]++;
-        if (f->op.active && f->op.id == f->fence.op_id)
-            report(f, "fence_failed", why);
+        if (f->op.active && f->op.id == f->fence.op_id) {
+            char reason[640];
+            snprintf(reason, sizeof(reason), "could not fence the old primary: %s", why);
+            report(f, "fence_failed", reason);
+        }
         return; /* the abort undoes what was fenced */
     }
     log_info("fleet-op-%llu: \"%s\" %s", (unsigned long long)f->fence.op_id, st->b->conf->name,
@@ -751,21 +767,54 @@ fence_next(struct fleet *f)
             continue;
         }
         uint32_t timeout = f->op.max_pause_ms ? f->op.max_pause_ms : 2000;
-        f->fence.job = fence_run(f->base, st->b, unfence ? st->b->conf->unfence : st->b->conf->fence,
-                                 n, timeout, fence_step_done, f);
-        if (f->fence.job == NULL) {
+        const char(*stmts)[CONF_STATEMENT_MAX] =
+            unfence ? st->b->conf->unfence : st->b->conf->fence;
+        if (st->redis)
+            f->fence.rjob = fence_redis_run(f->base, st->b, stmts, n, timeout, fence_step_done, f);
+        else
+            f->fence.job = fence_run(f->base, st->b, stmts, n, timeout, fence_step_done, f);
+        if (f->fence.job == NULL && f->fence.rjob == NULL) {
             fence_step_done(f, 0, "out of memory");
         }
         return;
     }
     if (f->fence.undoing) {
-        f->counts[FLEET_COUNT_UNFENCED]++;
+        if (f->fence.with > 0)
+            f->counts[FLEET_COUNT_UNFENCED]++;
         fence_release(f);
         return;
     }
-    f->counts[FLEET_COUNT_FENCED]++;
-    if (f->op.active && f->op.id == f->fence.op_id)
-        report(f, "fenced", NULL);
+    if (f->fence.with > 0)
+        f->counts[FLEET_COUNT_FENCED]++;
+    if (!f->op.active || f->op.id != f->fence.op_id)
+        return;
+    if (cutover_fleet_run_steps(f->cutover) == 0) {
+        f->fence.stepping = 1; /* fleet_stepped reports */
+        return;
+    }
+    f->fence.done = 1;
+    report(f, "fenced", NULL);
+}
+
+/* fleet_stepped - the replicated listeners' steps ran here (the commit waits for them). */
+static void
+fleet_stepped(void *arg, int ok, const char *why)
+{
+    struct fleet *f = arg;
+    char reason[400];
+    if (!f->fence.stepping)
+        return;
+    f->fence.stepping = 0;
+    if (!f->op.active || f->op.id != f->fence.op_id)
+        return;
+    if (!ok) {
+        snprintf(reason, sizeof(reason), "%s; nothing was swapped", why);
+        log_error("fleet-op-%llu: %s; the operation aborts", (unsigned long long)f->op.id, reason);
+        report(f, "fence_failed", reason);
+        return;
+    }
+    f->fence.done = 1;
+    report(f, "fenced", NULL);
 }
 
 /* fence_begin - the store chose this member to fence the old primary before the commit. */
@@ -774,14 +823,15 @@ fence_begin(struct fleet *f)
 {
     if (!f->op.active || f->fence.rt != NULL)
         return;
-    fence_plan(f, f->fence.steps, 2 * METRIC_MAX_LISTENERS, &f->fence.n);
+    f->fence.with = fence_plan(f, f->fence.steps, 2 * METRIC_MAX_LISTENERS, &f->fence.n);
     f->fence.next = 0;
-    f->fence.undoing = 0;
+    f->fence.undoing = f->fence.stepping = f->fence.done = 0;
     f->fence.op_id = f->op.id;
     f->fence.rt = (struct runtime *)f->rt;
     runtime_ref(f->fence.rt);
-    log_info("fleet-op-%llu: every member drained; fencing the old primary before the commit",
-             (unsigned long long)f->op.id);
+    log_info("fleet-op-%llu: every member drained; %s before the commit",
+             (unsigned long long)f->op.id,
+             f->fence.with > 0 ? "fencing the old primary" : "running the steps");
     fence_next(f);
 }
 
@@ -791,7 +841,7 @@ fence_undo(struct fleet *f)
 {
     if (f->fence.rt == NULL || f->fence.undoing)
         return;
-    if (f->fence.job != NULL) {
+    if (f->fence.job != NULL || f->fence.rjob != NULL) {
         /* a statement cut short could still commit after the undo: let it end first */
         f->fence.undo_pending = 1;
         return;
@@ -1107,9 +1157,8 @@ resume_operation(struct fleet *f, const redisReply *op, uint64_t store_epoch)
             decided(f, f->op.id, 1, "");
         else if (strcmp(st, "aborted") == 0)
             decided(f, f->op.id, 0, op_field(op, "reason") ? op_field(op, "reason") : "");
-        else if (strcmp(st, "fencing") == 0 && f->fence.rt && f->fence.job == NULL &&
-                 !f->fence.undoing && f->fence.next == f->fence.n)
-            report(f, "fenced", NULL); /* fenced while the store was away */
+        else if (strcmp(st, "fencing") == 0 && f->fence.rt && f->fence.done && !f->fence.undoing)
+            report(f, "fenced", NULL); /* fenced (and stepped) while the store was away */
         else if (f->op.reported)
             report(f, "drained", NULL); /* the reply may have been lost: reports are idempotent */
         return;
@@ -1630,8 +1679,11 @@ fleet_open(struct event_base *base, const struct runtime *rt, struct state *st,
                            .tv_usec = (suseconds_t)(f->conf.join_timeout_ms % 1000) * 1000};
     event_add(f->tick_ev, &tick);
     event_add(f->join_ev, &join);
-    struct cutover_fleet hooks = {
-        .ask = fleet_ask, .drained = fleet_drained, .late = fleet_late, .arg = f};
+    struct cutover_fleet hooks = {.ask = fleet_ask,
+                                  .drained = fleet_drained,
+                                  .late = fleet_late,
+                                  .stepped = fleet_stepped,
+                                  .arg = f};
     cutover_set_fleet(c, &hooks);
     control_on_change(on_change, f);
     log_info("fleet \"%s\": member \"%s\", store %s:%u/%u%s", f->conf.fleet, f->id,

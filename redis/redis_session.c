@@ -1522,6 +1522,7 @@ op_swap(struct session *base)
     redis_shadow_swap(s);
     s->primary_login = s->shadow.login;
     s->shadow.login = login;
+    redis_shadow_fence_login(s);
     s->default_open = 0; /* learned again from the new primary's answers */
     s->route.last_write_ns = 0;
 }

@@ -403,6 +403,10 @@ int redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint
 int redis_shadow_writes_owed(const struct redis_session *s);
 int redis_shadow_swap_ready(const struct redis_session *s);
 void redis_shadow_swap(struct redis_session *s);
+/* 1 when the shadow backend is one a fleet fences: the mirror logs in there as tandem */
+int redis_shadow_fenced(const struct redis_session *s);
+/* after a swap: the mirrored connection logs in as tandem on a fenced backend */
+void redis_shadow_fence_login(struct redis_session *s);
 /* a cutover of a shared session: its shadow connection goes, a new one reaches shadow_be */
 void redis_shadow_restart(struct redis_session *s);
 void redis_shadow_orphan(struct session *base);

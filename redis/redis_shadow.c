@@ -181,6 +181,22 @@ build_tandem_auth(const struct rt_backend *b, uint8_t *out, size_t cap)
     return resp_build_command(out, cap, 2, (const char *const[]){"AUTH", b->password}, NULL);
 }
 
+/*
+ * A shadow backend with fence commands is, once a fleet flipped away from
+ * it, the old primary that refuses the application's user: the mirror logs
+ * in there with tandem's own login, never as the client, so the writes it
+ * mirrors still land and a rollback loses none.  Such a connection does
+ * not answer the client's reads (redis_shadow_login_ok: other rights than
+ * the client's), and a client that logged in is asked to reconnect when a
+ * flip would make it the primary connection (login_lost).
+ */
+int
+redis_shadow_fenced(const struct redis_session *s)
+{
+    const struct rt_backend *b = s->base.shadow_be;
+    return b != NULL && b->conf->nfence > 0 && b->password[0] != '\0';
+}
+
 /* AUTH as the client's identity, in the form it used, into out; 0 when out is too small. */
 static size_t
 build_ident_auth(const struct redis_ident *id, uint8_t *out, size_t cap)
@@ -233,6 +249,8 @@ mirror_login(struct redis_session *s, struct redis_unit *u)
     uint8_t buf[LOGIN_BUF];
     size_t n;
 
+    if (redis_shadow_fenced(s))
+        return; /* the shadow stays logged in as tandem (see redis_shadow_fenced) */
     if (u->ident == NULL || (n = build_ident_auth(u->ident, buf, sizeof(buf))) == 0) {
         redis_shadow_identity_lost(s, "the client's login is longer than tandem keeps");
         return;
@@ -762,7 +780,7 @@ replay_login(struct redis_session *s)
     struct redis_unit *u = NULL;
     enum rs_login login;
 
-    if (s->ident != NULL) {
+    if (s->ident != NULL && !redis_shadow_fenced(s)) {
         n = build_ident_auth(s->ident, buf, sizeof(buf));
         login = RL_CLIENT;
     } else {
@@ -1059,6 +1077,32 @@ redis_shadow_swap(struct redis_session *s)
     sh->push_open = 0;
     sh->replies_left = 0;
     mirror_attached(&s->base.mirror);
+}
+
+/*
+ * redis_shadow_fence_login - the roles swapped and the connection now
+ * mirrored is the old primary's, logged in as the client: on a fenced
+ * backend it logs in again with tandem's login before any mirror goes out.
+ */
+void
+redis_shadow_fence_login(struct redis_session *s)
+{
+    struct redis_shadow *sh = &s->shadow;
+    uint8_t buf[LOGIN_BUF];
+    if (!redis_shadow_fenced(s) || sh->login == RL_TANDEM || s->base.mirror.state != MIRROR_READY)
+        return;
+    size_t n = build_tandem_auth(s->base.shadow_be, buf, sizeof(buf));
+    struct redis_unit *u = replay_bytes(s, buf, n);
+    OPENSSL_cleanse(buf, n);
+    if (u == NULL) {
+        detach(s, SHADOW_SHADOW_ERROR, "out of memory");
+        return;
+    }
+    u->sets_login = 1;
+    u->login = RL_TANDEM;
+    s->base.mirror.barrier = &u->base; /* no mirror goes out before the login is answered */
+    sh->login = RL_TANDEM;
+    redis_shadow_flush(s);
 }
 
 /*

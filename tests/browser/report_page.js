@@ -9,7 +9,9 @@
 //               "fingerprint": "...",             // a mismatch block for it must exist
 //               "sides": {"primary": "...", "shadow": "..."},  // in that block's sample
 //               "validation": "95.83%",           // the validation card's text
-//               "verify": {"state": "different", "keys": ["..."]}}  // the verify section
+//               "verify": {"state": "different", "keys": ["..."]},  // the verify section
+//               "scope": "fleet",                 // click the fleet switch first, then check
+//               "members": ["m1", "m2"]}          // each names a sample of the fingerprint's block
 //
 // Debian's /usr/bin/chromium, driven by playwright-core (no browser download).
 // Prints one JSON line {"ok": bool, "problems": [...]}; exit 1 when not ok.
@@ -44,6 +46,15 @@ async function main() {
     const ready = want.verify ? '#verify [data-testid="verify-state"]' : "#chart-validation svg";
     await page.waitForFunction((sel) => document.querySelector(sel), ready, { timeout: 30000 })
       .catch((e) => { throw new Error(`${e.message}; ${problems.join("; ")}`); });
+    if (want.scope) {
+      // the switch: its button, then two refreshes in that scope (the history starts again)
+      await page.click(`#scope button[data-scope="${want.scope}"]`);
+      await page.waitForFunction((sc) => document.body.dataset.scope === sc &&
+                                   document.querySelector("#chart-validation svg"), want.scope, { timeout: 30000 })
+        .catch((e) => { throw new Error(`the ${want.scope} switch: ${e.message}; ${problems.join("; ")}`); });
+      const pressed = await page.getAttribute(`#scope button[data-scope="${want.scope}"]`, "aria-pressed");
+      if (pressed !== "true") problems.push(`the ${want.scope} button is not pressed (${pressed})`);
+    }
     const live = (await page.textContent("#live")).trim();
     if (live !== "live") problems.push(`the live indicator says ${JSON.stringify(live)}`);
 
@@ -65,6 +76,10 @@ async function main() {
         if (!s.includes(want.sides.shadow)) problems.push(`shadow side ${JSON.stringify(s)} lacks ${JSON.stringify(want.sides.shadow)}`);
         const marked = await block.locator(".side.shadow pre mark").allInnerTexts();
         if (!marked.some((m) => m.includes(want.sides.shadow))) problems.push(`the differing value is not highlighted: ${JSON.stringify(marked)}`);
+      }
+      if (want.members && (await block.count()) === 1) {
+        const seen = await block.locator('[data-testid="sample-member"]').allInnerTexts();
+        for (const m of want.members) if (!seen.includes(m)) problems.push(`no sample of ${want.fingerprint} names member ${m}: ${JSON.stringify(seen)}`);
       }
     }
     if (want.verify) {

@@ -8,13 +8,17 @@ costs clients nothing.  Which server answers is read from the servers
 themselves (`inet_server_port()`); no assertion is about time.
 """
 import json
+import os
+import shutil
 import signal
 import subprocess
+import threading
 import time
 import uuid
 
 import psycopg
 import pytest
+import redis
 
 from harness.adminapi import call, run_operation
 from harness.clients import check_pgbench
@@ -22,7 +26,7 @@ from harness.redisserver import RedisServer, redis_config, tandem_client
 from harness.shadow import (answering_port, assert_same_data, create_database, execute,
                             pgbench_db_popen, pgbench_init_db, shadow_config, wait_drained)
 from harness.tandemproc import metric_value
-from harness.util import free_port, wait_until
+from harness.util import ARTIFACTS, REPO, free_port, wait_until
 
 
 
@@ -393,6 +397,153 @@ def test_redis_listener_fleet_cutover(tandem, store, redis_pair):
     assert green.client().get("after0") == b"y" and green.client().get("after1") == b"y"
 
 
+REDIS_USERS = {"app": "on >app-pw ~* &* +@all", "tandem": "on >tandem-pw ~* &* +@all"}
+REDIS_FENCE = """
+user tandem;
+password tandem-pw;
+fence "ACL SETUSER app -@write";
+unfence "ACL SETUSER app +@write";
+"""
+
+
+def app_write(server, key):
+    """SET key on SERVER itself as the application's user (a new connection): None, or the
+    error text."""
+    try:
+        redis.Redis(host=server.host, port=server.port, username="app", password="app-pw",
+                    socket_timeout=20).set(key, "direct")
+        return None
+    except redis.exceptions.RedisError as exc:
+        return f"{type(exc).__name__}: {exc}"  # NOPERM is NoPermissionError in redis-py
+
+
+def test_redis_fence_refuses_the_application_on_the_old_primary(tandem, store):
+    """blue fences the application's ACL user at the commit; tandem's mirror to blue logs in
+    as tandem's own user there, so every acknowledged INCR reaches blue too; rollback
+    unfences."""
+    blue = RedisServer("fence-blue", users=REDIS_USERS).start()
+    green = RedisServer("fence-green", users=REDIS_USERS).start()
+    try:
+        members = []
+        for name in ("m1", "m2"):
+            port, admin = free_port(), free_port()
+            text = (f"control {{ store redis://{store.address}; fleet rfence; member {name}; }}\n"
+                    + redis_config(port=port, admin_port=admin, primary=blue, shadow=green,
+                                   workers=1, primary_extra=REDIS_FENCE,
+                                   shadow_extra="user tandem;\npassword tandem-pw;"))
+            t = tandem(config_text=text, port=port, admin_port=admin)
+            wait_until(lambda t=t: joined(t), 20, f"{name} to join")
+            members.append(t)
+        a, b = members
+        assert app_write(blue, "before") is None
+        stale = redis.Redis(host=blue.host, port=blue.port, username="app", password="app-pw",
+                            socket_timeout=20)
+        stale.set("stale-before", "x")  # a writer straight to blue, connected before the flip
+        acked, stop = [], threading.Event()
+
+        def writer():
+            c = tandem_client(a, username="app", password="app-pw")
+            while not stop.is_set():
+                acked.append(c.incr("counter"))
+
+        th = threading.Thread(target=writer)
+        th.start()
+        try:
+            time.sleep(1)
+            op = run_operation(b, "/api/cutover", {"max_pause_ms": 8000})
+            assert op["state"] == "completed", op
+            time.sleep(1)
+        finally:
+            stop.set()
+            th.join(30)
+        assert acked and acked == list(range(1, len(acked) + 1))
+        for t in members:
+            wait_until(lambda t=t: listener(t)["roles"] == {"primary": "green", "shadow": "blue"},
+                       20, "every member cut over")
+        assert int(green.client().get("counter")) == len(acked)
+        # the old primary refuses the application, on a new connection and on an old one
+        assert "NoPermissionError" in app_write(blue, "after")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            stale.set("stale-after", "x")
+        # tandem's mirror (its own user on blue) still writes there: nothing acknowledged lost
+        c = tandem_client(b, username="app", password="app-pw")
+        assert c.incr("counter") == len(acked) + 1
+        wait_until(lambda: blue.client().get("counter") == green.client().get("counter"), 30,
+                   "blue to have every acknowledged INCR")
+        assert blue.client().get("after") is None and blue.client().get("stale-after") is None
+        assert sum(metric_value(t.metrics(), "tandem_fleet_fences_total") for t in members) == 1
+        # rollback: blue unfenced, it answers the application again.  A session logged in as
+        # app whose mirror to blue is tandem's login cannot carry it over as its primary
+        # connection: it is asked to reconnect, after nothing of its own was lost
+        kept = tandem_client(a, username="app", password="app-pw")
+        assert kept.incr("counter") == len(acked) + 2
+        op = run_operation(a, "/api/rollback", {"max_pause_ms": 8000})
+        assert op["state"] == "completed", op
+        for t in members:
+            wait_until(lambda t=t: listener(t)["roles"] == {"primary": "blue", "shadow": "green"},
+                       20, "every member rolled back")
+        assert app_write(blue, "after-rollback") is None
+        stale.set("stale-after-rollback", "x")
+        wait_until(lambda: "this connection's login cannot be carried over to backend "
+                   "\"blue\": reconnect" in a.log(), 20, "kept to be asked to reconnect")
+        # (redis-py's pool reconnects it, as app, on a new connection)
+        assert kept.incr("counter") == len(acked) + 3
+        c = tandem_client(b, username="app", password="app-pw")
+        assert c.incr("counter") == len(acked) + 4
+        wait_until(lambda: green.client().get("counter") == str(len(acked) + 4).encode(), 20,
+                   "green to have every acknowledged INCR")
+    finally:
+        blue.stop()
+        green.stop()
+
+
+def test_a_redis_fence_that_fails_aborts_and_is_undone(tandem, store, tandem_bin, tmp_path):
+    blue = RedisServer("fence-blue", users=REDIS_USERS).start()
+    green = RedisServer("fence-green", users=REDIS_USERS).start()
+    broken = REDIS_FENCE.replace('unfence', 'fence "NO_SUCH_COMMAND x";\nunfence')
+    try:
+        members = []
+        for name in ("m1", "m2"):
+            port, admin = free_port(), free_port()
+            text = (f"control {{ store redis://{store.address}; fleet rbroken; member {name}; }}\n"
+                    + redis_config(port=port, admin_port=admin, primary=blue, shadow=green,
+                                   workers=1, primary_extra=broken,
+                                   shadow_extra="user tandem;\npassword tandem-pw;"))
+            t = tandem(config_text=text, port=port, admin_port=admin)
+            wait_until(lambda t=t: joined(t), 20, f"{name} to join")
+            members.append(t)
+        a, b = members
+        code, reply = call(a, "POST", "/api/cutover", {"max_pause_ms": 8000})
+        assert code == 202, reply
+        local = reply["operation"]["id"]
+        wait_until(lambda: call(a, "GET", f"/api/operations/{local}")[1]["operation"]["state"]
+                   == "failed", 30, "the operation to fail")
+        op = call(a, "GET", f"/api/operations/{local}")[1]["operation"]
+        assert "could not fence the old primary" in op["reason"], op
+        assert "command 2" in op["reason"] and "unknown command" in op["reason"], op
+        for t in members:
+            wait_until(lambda t=t: not listener(t)["writes_paused"], 20, "writes resumed")
+            assert listener(t)["roles"] == {"primary": "blue", "shadow": "green"}
+        # the first command had fenced blue: undone
+        wait_until(lambda: sum(metric_value(t.metrics(), "tandem_fleet_fences_undone_total")
+                               for t in members) == 1, 20, "the fence to be undone")
+        assert app_write(blue, "after") is None
+        assert tandem_client(a, username="app", password="app-pw").set("through", "y")
+        # tandem -t: a command that redis-cli could not split, a fence over TLS
+        conf = tmp_path / "bad.conf"
+        conf.write_text(f"control {{ store redis://{store.address}; fleet x; }}\n" + redis_config(
+            port=free_port(), admin_port=free_port(), primary=blue, shadow=green,
+            primary_extra='user tandem;\nfence "ACL SETUSER \\"app";\ntls require;'))
+        done = subprocess.run([tandem_bin, "-t", "-c", str(conf)], capture_output=True,
+                              text=True, timeout=30)
+        assert done.returncode == 1
+        assert "fence 1 is not a Redis command (unbalanced quotes or empty)" in done.stderr
+        assert "a Redis backend's fence runs without TLS" in done.stderr
+    finally:
+        blue.stop()
+        green.stop()
+
+
 def test_store_password_is_used_and_never_logged(tandem, tandem_bin, pg_primary, pg_shadow,
                                                  tmp_path):
     secret = "s3cret-" + uuid.uuid4().hex
@@ -626,3 +777,176 @@ def test_fleet_report_merges_every_members(tandem, tandem_bin, store, pg_primary
     finally:
         for server in (pg_primary, pg_shadow):
             execute(server, f"DROP TABLE IF EXISTS {table}")
+
+
+def test_report_page_switches_to_the_fleet_and_names_each_member(tandem, store, pg_primary,
+                                                                 pg_shadow):
+    """The report page of a member: its fleet switch shows the merged report, each mismatch
+    sample naming the member that saw it (headless Chromium, as test_report_page.py)."""
+    node, chromium = shutil.which("node"), "/usr/bin/chromium"
+    browser_dir = os.path.join(REPO, "tests", "browser")
+    if not (node and os.access(chromium, os.X_OK) and
+            os.path.isdir(os.path.join(browser_dir, "node_modules", "playwright-core"))):
+        pytest.fail("missing node, chromium or playwright-core: run scripts/deps.sh")
+    table = "fleet_pg_" + uuid.uuid4().hex[:8]
+    execute(pg_primary, f"CREATE TABLE {table} (id int primary key, v text)")
+    execute(pg_shadow, f"CREATE TABLE {table} (id int primary key, v text)")
+    execute(pg_primary, f"INSERT INTO {table} VALUES (1, 'one')")
+    execute(pg_shadow, f"INSERT INTO {table} VALUES (1, 'uno')")  # the shadow differs
+    try:
+        for server in (pg_primary, pg_shadow):
+            execute(server, f"GRANT ALL ON {table} TO PUBLIC")
+        a, b = [start_member(tandem, store, name, pg_primary, pg_shadow, reads="100%")
+                for name in ("m1", "m2")]
+        sql = f"SELECT v FROM {table} WHERE id = 1"
+        for _ in range(2):
+            for t in (a, b):
+                with t.connect() as conn:
+                    conn.execute(sql).fetchall()
+
+        def fleet_statement():
+            rep = call(a, "GET", "/api/shadow/report?scope=fleet")[1]
+            return next((st for st in rep["statements"] if table in st["statement"]), None)
+        wait_until(lambda: (fleet_statement() or {}).get("members") == ["m1", "m2"], 30,
+                   "both members' mismatches in the fleet's report")
+        fingerprint = fleet_statement()["fingerprint"]
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        shot = os.path.join(ARTIFACTS, "report-page-fleet.png")
+        spec = os.path.join(ARTIFACTS, "report-page-fleet.expect.json")
+        with open(spec, "w") as f:
+            json.dump({"url": f"http://127.0.0.1:{a.admin_port}/report", "screenshot": shot,
+                       "scope": "fleet", "fingerprint": fingerprint,
+                       "sides": {"primary": "one", "shadow": "uno"}, "members": ["m1", "m2"],
+                       "texts": ["this member", "fleet f1 · 2 members", table]}, f)
+        done = subprocess.run([node, os.path.join(browser_dir, "report_page.js"), spec],
+                              capture_output=True, text=True, timeout=180, cwd=browser_dir)
+        result = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+        assert done.returncode == 0, f"the page check failed:\n{result}\n{done.stderr[-3000:]}"
+        assert json.loads(result) == {"ok": True, "problems": []}
+    finally:
+        for server in (pg_primary, pg_shadow):
+            execute(server, f"DROP TABLE IF EXISTS {table}")
+
+
+def replica_member(tandem, store, name, blue, green, before_flip="REPLICAOF NO ONE"):
+    """A member whose Redis listener's shadow green is blue's replica (shadow_source
+    replication), with the cutover's and the rollback's REPLICAOF steps."""
+    port, admin = free_port(), free_port()
+    text = f"""
+control {{ store redis://{store.address}; fleet repl; member {name}; }}
+workers 1;
+admin {{ listen 127.0.0.1:{admin}; }}
+backend blue {{ address {blue.address}; }}
+backend green {{ address {green.address}; }}
+listener r {{
+    listen 127.0.0.1:{port};
+    protocol redis;
+    primary blue;
+    shadow green;
+    mode shadow;
+    shadow_source replication;
+    mirror {{ reads 0%; timeout 20s; }}
+    replication {{
+        poll 50ms;
+        cutover before_flip green "{before_flip}";
+        cutover after_flip blue "REPLICAOF 127.0.0.1 {green.port}";
+        rollback before_flip blue "REPLICAOF NO ONE";
+        rollback after_flip green "REPLICAOF 127.0.0.1 {blue.port}";
+    }}
+}}
+"""
+    t = tandem(config_text=text, port=port, admin_port=admin)
+    wait_until(lambda: joined(t), 20, f"{name} to join")
+    wait_until(lambda: (listener(t)["replication"] or {}).get("error") is None, 30,
+               f"{name}'s replication watch to measure both sides")
+    return t
+
+
+def test_replicated_shadow_fleet_runs_its_steps_once(tandem, store):
+    """A fleet over a Redis replica: the REPLICAOF steps run once, by the member that
+    coordinates the commit, every member's writes paused meanwhile; every acknowledged
+    INCR is on the new primary, and the old one follows it."""
+    blue = RedisServer("repl-fleet-blue").start()
+    green = RedisServer("repl-fleet-green").start()
+    try:
+        green.client().execute_command("REPLICAOF", "127.0.0.1", str(blue.port))
+        wait_until(lambda: green.client().info("replication").get("master_link_status")
+                   == "up", 30, "the replica to sync")
+        members = [replica_member(tandem, store, name, blue, green) for name in ("m1", "m2")]
+        a, b = members
+        acked = []
+
+        def under_incr_loop(asked, path):
+            stop = threading.Event()
+
+            def writer(t):
+                c = tandem_client(t)
+                while not stop.is_set():
+                    acked.append(c.incr("counter"))
+
+            threads = [threading.Thread(target=writer, args=(t,)) for t in members]
+            for th in threads:
+                th.start()
+            try:
+                time.sleep(1)
+                op = run_operation(asked, path, {"max_pause_ms": 10000})
+                assert op["state"] == "completed", op
+                time.sleep(1)
+            finally:
+                stop.set()
+                for th in threads:
+                    th.join(30)
+            # the steps ran once for the fleet: on one member, both phases, all ok
+            ran = [s for t in members for s in (status(t)["operation"].get("steps") or [])]
+            assert [(s["phase"], s["ok"]) for s in ran] == [("before_flip", True),
+                                                            ("after_flip", True)], ran
+
+        under_incr_loop(b, "/api/cutover")
+        for t in members:
+            wait_until(lambda t=t: listener(t)["roles"] == {"primary": "green", "shadow": "blue"},
+                       20, "every member cut over")
+        assert green.client().info("replication")["role"] == "master"
+        assert int(green.client().get("counter")) == len(acked) == max(acked)
+        wait_until(lambda: blue.client().get("counter") == green.client().get("counter"), 30,
+                   "blue to follow green")
+        assert blue.client().info("replication")["role"] == "slave"
+
+        under_incr_loop(a, "/api/rollback")
+        for t in members:
+            wait_until(lambda t=t: listener(t)["roles"] == {"primary": "blue", "shadow": "green"},
+                       20, "every member rolled back")
+        assert blue.client().info("replication")["role"] == "master"
+        assert int(blue.client().get("counter")) == len(acked) == max(acked)
+        wait_until(lambda: green.client().get("counter") == blue.client().get("counter"), 30,
+                   "green to follow blue again")
+    finally:
+        blue.stop()
+        green.stop()
+
+
+def test_replicated_shadow_fleet_step_that_fails_aborts_everywhere(tandem, store):
+    blue = RedisServer("repl-fleet-blue").start()
+    green = RedisServer("repl-fleet-green").start()
+    try:
+        green.client().execute_command("REPLICAOF", "127.0.0.1", str(blue.port))
+        wait_until(lambda: green.client().info("replication").get("master_link_status")
+                   == "up", 30, "the replica to sync")
+        members = [replica_member(tandem, store, name, blue, green, before_flip="NO_SUCH_CMD")
+                   for name in ("m1", "m2")]
+        a, b = members
+        code, reply = call(a, "POST", "/api/cutover", {"max_pause_ms": 10000})
+        assert code == 202, reply
+        local = reply["operation"]["id"]
+        wait_until(lambda: call(a, "GET", f"/api/operations/{local}")[1]["operation"]["state"]
+                   == "failed", 30, "the operation to fail")
+        op = call(a, "GET", f"/api/operations/{local}")[1]["operation"]
+        assert "before_flip step" in op["reason"] and "NO_SUCH_CMD" in op["reason"], op
+        for t in members:
+            wait_until(lambda t=t: not listener(t)["writes_paused"], 20, "writes resumed")
+            assert listener(t)["roles"] == {"primary": "blue", "shadow": "green"}
+            assert listener(t)["epoch"] == 0
+            assert tandem_client(t).incr("after") >= 1  # blue takes writes again
+        assert green.client().info("replication")["role"] == "slave"
+    finally:
+        blue.stop()
+        green.stop()

@@ -1640,6 +1640,37 @@ test_fence(void **state)
                   "t.conf:12: fence: too many statements (max 8)");
 }
 
+/* A Redis listener's backend: fence commands split as redis-cli does, a password, no TLS */
+static void
+test_fence_redis(void **state)
+{
+    (void)state;
+    struct conf *c =
+        load_ok("backend blue {\n address 127.0.0.1:6379;\n user tandem;\n"
+                " password p;\n fence \"ACL SETUSER app -@write\";\n"
+                " unfence \"ACL SETUSER 'app' +@write\";\n}\n"
+                "listener r { listen 127.0.0.1:6380; protocol redis; primary blue; }\n");
+    assert_int_equal(c->backends[0].nfence, 1);
+    assert_int_equal(c->backends[0].fence_line, 5);
+    conf_free(c);
+
+    EXPECT_ERRORS("backend blue {\n address 127.0.0.1:6379;\n user t;\n password p;\n"
+                  " fence \"ACL SETUSER \\\"app\";\n}\n"
+                  "listener r { listen 127.0.0.1:6380; protocol redis; primary blue; }\n",
+                  "t.conf:5: backend \"blue\": fence 1 is not a Redis command (unbalanced quotes "
+                  "or empty)");
+    EXPECT_ERRORS("backend blue {\n address 127.0.0.1:6379;\n user t;\n"
+                  " fence \"ACL SETUSER app off\";\n}\n"
+                  "listener r { listen 127.0.0.1:6380; protocol redis; primary blue; }\n",
+                  "t.conf:4: backend \"blue\": a Redis backend's fence needs password or "
+                  "password_file (tandem's mirror logs in there with user and it)");
+    EXPECT_ERRORS("backend blue {\n address 127.0.0.1:6379;\n user t;\n password p;\n"
+                  " tls require;\n unfence \"ACL SETUSER app on\";\n}\n"
+                  "listener r { listen 127.0.0.1:6380; protocol redis; primary blue; }\n",
+                  "t.conf:6: backend \"blue\": a Redis backend's fence runs without TLS (tls "
+                  "disable)");
+}
+
 /* control { store; fleet; password_file; member; join_timeout; } */
 static void
 test_fleet(void **state)
@@ -1720,6 +1751,7 @@ main(void)
         cmocka_unit_test(test_routing_cli),
         cmocka_unit_test(test_fleet),
         cmocka_unit_test(test_fence),
+        cmocka_unit_test(test_fence_redis),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
