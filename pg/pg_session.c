@@ -1275,7 +1275,7 @@ server_auth(struct pg_session *s)
             }
             evbuffer_remove_buffer(in, s->base.client.out, total);
             session_set_state(&s->base, SESSION_ACTIVE);
-            pg_auth_free(s); /* logged in: the ClientKey is wiped, nothing else needs it */
+            pg_auth_logged_in(s); /* the ClientKey stays only for the shadow's logins */
             slog(s, CONF_LOG_DEBUG, "logged in to \"%s\"", s->base.be->conf->name);
             /* a canary no_mirror rule keeps the session off the shadow altogether */
             if (s->base.shadow_be != NULL && !s->route.no_mirror &&

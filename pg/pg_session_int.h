@@ -33,6 +33,7 @@
 #include "protocol/pgclass.h"
 #include "protocol/pgdigest.h"
 #include "protocol/pgstmt.h"
+#include "protocol/scram.h"
 #include "engine/cancel.h"
 #include "engine/conn.h"
 #include "engine/mirror.h"
@@ -114,11 +115,13 @@ pg_unit_of(struct mirror_unit *mu)
  */
 struct pg_shadow {
     PGconn *pq;                 /* owns the socket and TLS state */
+    struct pg_shadow_login *own; /* tandem logging in itself as the client (pg_shadow_login.c) */
     struct event login_ev;
     unsigned login_ev_added : 1;
     unsigned conn_open : 1;
     unsigned replay_incomplete : 1;
     unsigned as_role : 1;       /* logged in as tandem's user, acting as the client's role */
+    unsigned as_client : 1;     /* logged in as the client's role itself (its ClientKey) */
     unsigned super_at_login : 1; /* is_superuser was on at login (acting as the client) */
     char client_role[64];       /* as_role: the client's user, the role acted as */
     unsigned relocks_pending;   /* relock units on their way: the role may be off until they run */
@@ -226,9 +229,53 @@ int pg_auth_server(struct pg_session *s, uint32_t code, const uint8_t *data, siz
                    struct pg_auth_err *e);
 void pg_auth_free(struct pg_session *s);
 
+/*
+ * One login of tandem's to a backend as the authenticated client (the
+ * primary's, or the shadow's): the state of its SCRAM exchange.
+ * verifier_differs: the backend's verifier for the role is not the auth
+ * source's, so the ClientKey cannot open it.
+ */
+struct pg_auth_login {
+    char cfb[SCRAM_MSG_MAX];
+    size_t cfb_len;
+    char nonce[64];
+    size_t nonce_len;
+    char am[3 * SCRAM_MSG_MAX];
+    size_t am_len;
+    uint8_t server_key[SCRAM_KEY_LEN];
+    unsigned verifier_differs : 1;
+};
+/* pg_auth_can_login - 1 when tandem authenticated the client and can log in as it. */
+int pg_auth_can_login(const struct pg_session *s);
+/* pg_auth_answer - pg_auth_server for another login: to backend be, messages to out. */
+int pg_auth_answer(struct pg_session *s, struct pg_auth_login *lg, const struct rt_backend *be,
+                   struct evbuffer *out, uint32_t code, const uint8_t *data, size_t len,
+                   struct pg_auth_err *e);
+/*
+ * pg_auth_logged_in - the primary logged tandem in: the client's exchange
+ * is wiped; the ClientKey (or secret) stays while the session has a shadow
+ * to log in to (each re-attach logs in again), else everything goes.
+ */
+void pg_auth_logged_in(struct pg_session *s);
+
 /* pg_shadow.c */
 extern const struct mirror_ops pg_mirror_ops;
 void pg_shadow_start(struct pg_session *s);
+/* the own login's ends (pg_shadow_login.c): logged in on shadow_conn; failed (detached); */
+void pg_shadow_attached(struct pg_session *s);
+void pg_shadow_login_failed(struct pg_session *s, const char *why);
+/* its login refused or impossible: libpq logs in with the shadow backend's credentials */
+void pg_shadow_login_fallback(struct pg_session *s, const char *why);
+
+/*
+ * pg_shadow_login.c - the shadow login as the client itself, when tandem
+ * authenticated it (pg_auth_can_login): connect, TLS as configured,
+ * startup with the client's parameters, SCRAM with the ClientKey.  start:
+ * 0 under way (it ends in pg_shadow_attached, _failed or _fallback), -1
+ * not possible here (nothing changed).  free: stop it, idempotent.
+ */
+int pg_shadow_login_start(struct pg_session *s);
+void pg_shadow_login_free(struct pg_session *s);
 /* the shadow connection's input (the engine read it): digest, compare, forward a routed answer */
 void pg_shadow_input(struct session *base);
 void pg_shadow_release_gated(struct session *base);

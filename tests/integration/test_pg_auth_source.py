@@ -15,7 +15,7 @@ import pytest
 from harness import pgwire
 from harness.clients import psql
 from harness.pgserver import PASSWORDS, PgServer
-from harness.shadow import shadow_config
+from harness.shadow import outcomes, shadow_config
 from harness.tandemproc import pg_config
 from harness.util import free_port, wait_until
 
@@ -218,27 +218,68 @@ def test_bad_auth_file_refused_at_start(tandem_bin, tls_primary, certs, tmp_path
     assert "c2VjcmV0LXNhbHQ" not in r.stderr + r.stdout
 
 
-def test_shadow_mode_with_auth_source(tandem_module, tls_primary, tls_shadow, certs, auth_file):
-    """Shadow mode: the client logs in with SCRAM-PLUS, writes are mirrored to the
-    shadow (a TLS + SCRAM server too), logged in as the same role."""
-    with tls_shadow.connect() as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS auth_mirror (v int)")
-        conn.execute("GRANT ALL ON auth_mirror TO scramuser")
-    with tls_primary.connect() as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS auth_mirror (v int)")
-        conn.execute("GRANT ALL ON auth_mirror TO scramuser")
+def shadow_tandem(tandem_module, tls_primary, tls_shadow, certs, auth_file):
+    for server in (tls_primary, tls_shadow):
+        with server.connect() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS auth_mirror (v int)")
+            conn.execute("GRANT ALL ON auth_mirror TO scramuser")
     port, admin_port = free_port(), free_port()
     text = shadow_config(
         port=port, admin_port=admin_port, primary=tls_primary, shadow=tls_shadow,
-        backend_extra=backend_tls(certs),
-        shadow_backend_extra=f'user tandemprobe;\npassword "{PASSWORDS["tandemprobe"]}";',
+        backend_extra=backend_tls(certs), mirror={"reads": "100%"},
+        shadow_backend_extra=(f'user tandemprobe;\n'
+                              f'password "{PASSWORDS["tandemprobe"]}";'),
         listener_extra=listener_tls(certs, auth_file))
-    t = tandem_module(config_text=text, port=port, admin_port=admin_port)
-    with connect(t, certs, "scramuser", PASSWORDS["scramuser"]) as conn:
-        conn.execute("INSERT INTO auth_mirror VALUES (42)")
-        assert conn.execute("SELECT current_user").fetchone()[0] == "scramuser"
+    return tandem_module(config_text=text, port=port, admin_port=admin_port)
 
-    def mirrored():
-        with tls_shadow.connect() as c:
-            return c.execute("SELECT count(*) FROM auth_mirror WHERE v = 42").fetchone()[0] == 1
-    wait_until(mirrored, 15, "the write mirrored to the shadow")
+
+def shadow_session_user(shadow, app):
+    """The session user of the shadow's session for application APP (None: none yet)."""
+    with shadow.connect() as c:
+        row = c.execute("SELECT usename FROM pg_stat_activity WHERE application_name = %s",
+                        (app,)).fetchone()
+    return row and row[0]
+
+
+def write_and_see_mirrored(t, certs, tls_shadow, value, app):
+    """A write through tandem reaches the shadow; returns the shadow session's user."""
+    with connect(t, certs, "scramuser", PASSWORDS["scramuser"], application_name=app) as conn:
+        conn.execute("INSERT INTO auth_mirror VALUES (%s)", (value,))
+        row = conn.execute("SELECT current_user, session_user").fetchone()
+        assert row == ("scramuser", "scramuser")
+
+        def mirrored():
+            with tls_shadow.connect() as c:
+                return c.execute("SELECT count(*) FROM auth_mirror WHERE v = %s",
+                                 (value,)).fetchone()[0] == 1
+        wait_until(mirrored, 15, "the write mirrored to the shadow")
+        return shadow_session_user(tls_shadow, app)
+
+
+def test_shadow_logs_in_as_the_client(tandem_module, tls_primary, tls_shadow, certs, auth_file):
+    """Shadow mode, TLS + SCRAM on all three legs: the shadow's verifier for the role is
+    the primary's, so tandem logs in to the shadow as scramuser itself with the ClientKey
+    (no role switched to by tandem's own user), and the write is mirrored with the
+    client's own rights."""
+    with tls_shadow.connect() as conn:
+        conn.execute(f"ALTER ROLE scramuser PASSWORD '{verifier(tls_primary, 'scramuser')}'")
+    t = shadow_tandem(tandem_module, tls_primary, tls_shadow, certs, auth_file)
+    assert write_and_see_mirrored(t, certs, tls_shadow, 42, "as-client") == "scramuser"
+    # SELECT current_user, session_user was compared: the same on both sides
+    wait_until(lambda: outcomes(t)["match"] >= 2, 15, "the insert and the select compared")
+    assert outcomes(t)["mismatch"] == 0
+    assert (t.metric("tandem_server_login_fallbacks_total", backend="green") or 0) == 0
+
+
+def test_shadow_with_another_verifier_falls_back(tandem_module, tls_primary, tls_shadow, certs,
+                                                 auth_file):
+    """The shadow's verifier for the role differs (another salt: the same password set
+    there again), so the ClientKey cannot open it: the shadow's own user logs in acting
+    as the role, as before; counted and logged, the client never notices."""
+    with tls_shadow.connect() as conn:
+        conn.execute(f"ALTER ROLE scramuser PASSWORD '{PASSWORDS['scramuser']}'")
+    assert verifier(tls_shadow, "scramuser") != verifier(tls_primary, "scramuser")
+    t = shadow_tandem(tandem_module, tls_primary, tls_shadow, certs, auth_file)
+    assert write_and_see_mirrored(t, certs, tls_shadow, 43, "fallback") == "tandemprobe"
+    assert t.metric("tandem_server_login_fallbacks_total", backend="green") >= 1
+    assert "differs from the auth source" in t.log()
