@@ -60,7 +60,8 @@
     X(SHUTDOWN, "shutdown")                                                                    \
     X(IDLE_TIMEOUT, "idle_timeout")                                                            \
     X(AUTH_FAILED, "auth_failed")                                                              \
-    X(BACKEND_AUTH, "backend_auth")
+    X(BACKEND_AUTH, "backend_auth")                                                            \
+    X(AUTH_QUERY, "auth_query")
 
 enum metric_listener_counter {
 #define X(id, name, help) METRIC_L_##id,

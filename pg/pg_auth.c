@@ -182,7 +182,8 @@ password_failed(struct pg_session *s, struct pg_auth_err *e)
 }
 
 int
-pg_auth_begin(struct pg_session *s, const char *user, struct pg_auth_err *e)
+pg_auth_begin(struct pg_session *s, const char *user, const struct pgauth_secret *sec,
+              struct pg_auth_err *e)
 {
     const struct rt_listener *l = s->base.lis;
     struct pg_auth *a = calloc(1, sizeof(*a));
@@ -193,7 +194,6 @@ pg_auth_begin(struct pg_session *s, const char *user, struct pg_auth_err *e)
         return auth_error(e, METRIC_ERR_AUTH_FAILED, SQLSTATE_INVALID_AUTHORIZATION, "%s",
                           "no PostgreSQL user name specified in startup packet");
     snprintf(a->user, sizeof(a->user), "%s", user);
-    const struct pgauth_secret *sec = runtime_auth_lookup(l, user);
     a->known = sec != NULL;
     if (sec != NULL)
         a->secret = *sec;

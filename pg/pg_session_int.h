@@ -45,11 +45,13 @@ struct worker;
 struct runtime;
 struct rt_listener;
 struct rt_backend;
+struct authq_fetch;
 
 /* The PostgreSQL plug-in's opening phases, in order (engine/session.h). */
 enum pgs_phase {
     PGS_STARTUP = SESSION_OPENING, /* waiting for the client's first packet */
     PGS_CLIENT_TLS,     /* TLS handshake with the client */
+    PGS_AUTH_LOOKUP,    /* waiting for the user's secret from auth_query (pg_auth_query.c) */
     PGS_CLIENT_AUTH,    /* tandem authenticating the client (an auth source: pg_auth.c) */
     PGS_CONNECTING,     /* TCP connect to the primary in flight */
     PGS_SERVER_TLS_ASK, /* SSLRequest sent to the primary, waiting for S/N */
@@ -189,6 +191,8 @@ struct pg_session {
     enum req_kind unit_kind;      /* of the unit being read (passthrough and shadow) */
 
     struct pg_auth *auth;         /* tandem authenticates the client (pg_auth.c); NULL: relayed */
+    struct authq_fetch *authq_wait; /* the auth_query fetch this session waits for, or NULL */
+    struct pg_session *authq_next;  /* the fetch's next waiter */
     uint8_t *startup;             /* the client's startup packet, kept for the shadow */
     size_t startup_len;
     struct cancel_entry cancel;   /* our key for the client -> the backend's key */
@@ -212,7 +216,8 @@ void pg_count_backend(struct pg_session *s, const struct rt_backend *b,
  * pg_auth.c: authentication by tandem, with the listener's auth source.
  * Each returns -1 with e filled (for fail(): the client's error, counted
  * under e->reason), never holding a secret.  pg_auth_begin sends the
- * client its authentication request (s->auth is set even when it fails);
+ * client its authentication request for user's secret sec (NULL: the user
+ * is unknown, refused after a full exchange; s->auth is set even when it fails);
  * pg_auth_client takes one password message's body: 0 more to come, 1 the
  * client is authenticated; pg_auth_server answers the primary's
  * Authentication request code (data after the code); pg_auth_free wipes.
@@ -223,7 +228,8 @@ struct pg_auth_err {
     const char *sqlstate;
     char msg[256];
 };
-int pg_auth_begin(struct pg_session *s, const char *user, struct pg_auth_err *e);
+int pg_auth_begin(struct pg_session *s, const char *user, const struct pgauth_secret *sec,
+                  struct pg_auth_err *e);
 int pg_auth_client(struct pg_session *s, const uint8_t *body, size_t len, struct pg_auth_err *e);
 int pg_auth_server(struct pg_session *s, uint32_t code, const uint8_t *data, size_t len,
                    struct pg_auth_err *e);
@@ -257,6 +263,20 @@ int pg_auth_answer(struct pg_session *s, struct pg_auth_login *lg, const struct 
  * to log in to (each re-attach logs in again), else everything goes.
  */
 void pg_auth_logged_in(struct pg_session *s);
+
+/*
+ * pg_auth_query.c - a listener's auth_query, on this worker's cache.
+ * pg_authq_lookup: 1 *sec is user's secret, 0 the query returns no such
+ * user, -1 out of memory, 2 a fetch is under way: pg_session_auth_found
+ * runs later (from the fetch's event; rc 1/0 as here, -1 with why) unless
+ * pg_authq_forget (the session ends) takes the session off it first.
+ */
+int pg_authq_lookup(struct pg_session *s, const char *user, const char *db,
+                    struct pgauth_secret *sec);
+void pg_authq_forget(struct pg_session *s);
+/* pg_session.c: the lookup's answer (sec: rc 1 only; why: rc -1 only) */
+void pg_session_auth_found(struct pg_session *s, int rc, const struct pgauth_secret *sec,
+                           const char *why);
 
 /* pg_shadow.c */
 extern const struct mirror_ops pg_mirror_ops;
@@ -303,6 +323,9 @@ void pg_shadow_orphan(struct session *base);
  * 1, 0 as the client's own user, -1 when that role cannot be set).
  */
 PGconn *pg_login_start(const struct pg_session *s, const struct rt_backend *b);
+/* pg_login_start_own - tandem's own login to b (its user and password), to dbname, no options. */
+PGconn *pg_login_start_own(const struct pg_session *s, const struct rt_backend *b,
+                           const char *dbname);
 int pg_login_as_role(const struct pg_session *s, const struct rt_backend *b);
 /*
  * pg_recheck_start - u, a read whose answers differ, is run again on both

@@ -283,3 +283,119 @@ def test_shadow_with_another_verifier_falls_back(tandem_module, tls_primary, tls
     assert write_and_see_mirrored(t, certs, tls_shadow, 43, "fallback") == "tandemprobe"
     assert t.metric("tandem_server_login_fallbacks_total", backend="green") >= 1
     assert "differs from the auth source" in t.log()
+
+
+# -- auth_query: secrets fetched from the primary through tandem's own login --------------
+
+AUTHQ_PASSWORD = "authq-Secret-5k2"
+
+
+@pytest.fixture(scope="module")
+def authq_role(tls_primary):
+    """tandem's own login for the auth query (pg_shadow needs a superuser)."""
+    with tls_primary.connect() as conn:
+        conn.execute("DROP ROLE IF EXISTS tandemauth")
+        conn.execute(f"CREATE ROLE tandemauth LOGIN SUPERUSER PASSWORD '{AUTHQ_PASSWORD}'")
+    return "tandemauth"
+
+
+def authq_tandem(tandem_module, tls_primary, certs, password=AUTHQ_PASSWORD, extra=""):
+    return tandem_module.pg(
+        primary=tls_primary,
+        backend_extra=f'{backend_tls(certs)}\nuser tandemauth;\npassword "{password}";',
+        listener_extra=(f"tls_cert {certs.server_cert};\ntls_key {certs.server_key};\n"
+                        f"auth_query default;\n{extra}"))
+
+
+@pytest.fixture(scope="module")
+def tq(tandem_module, tls_primary, certs, authq_role):
+    return authq_tandem(tandem_module, tls_primary, certs)
+
+
+def test_auth_query_psycopg_and_psql(tq, certs):
+    """No auth file: the verifier comes from pg_shadow through tandem's own login, and the
+    client's SCRAM-PLUS proof yields the ClientKey that logs in to the primary."""
+    with connect(tq, certs, "scramuser", PASSWORDS["scramuser"]) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == "scramuser"
+    opts = {k: v for k, v in strict(certs).items() if k != "host"}
+    r = psql(tq.port, "-c", "SELECT session_user", user="scramuser",
+             password=PASSWORDS["scramuser"], **opts)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "scramuser"
+    # an md5 secret from the query serves md5 both ways
+    with connect(tq, certs, "md5user", PASSWORDS["md5user"], channel_binding="disable") as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == "md5user"
+
+
+def test_auth_query_wrong_password_and_missing_user(tq, certs):
+    before = client_errors(tq, "auth_failed")
+    with pytest.raises(psycopg.OperationalError,
+                       match='password authentication failed for user "scramuser"'):
+        connect(tq, certs, "scramuser", "wrong-password")
+    # a user the query does not return: the same exchange, the same 28P01
+    with pgwire.PgRaw(tq.port) as raw:
+        with pytest.raises(pgwire.LoginFailed) as exc:
+            raw.login("no_such_user", "x")
+        assert exc.value.fields["C"] == "28P01", exc.value.fields
+        assert exc.value.fields["M"] == 'password authentication failed for user "no_such_user"'
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        connect(tq, certs, "no_such_user", "x")
+    wait_until(lambda: client_errors(tq, "auth_failed") >= before + 3, 10, "auth_failed counted")
+
+
+def test_auth_query_login_failing_is_a_clear_error(tandem_module, tls_primary, certs,
+                                                   authq_role):
+    """tandem's own login for the query is refused: the client gets an ErrorResponse with
+    a SQLSTATE saying so (not a password failure), counted as reason="auth_query"."""
+    t = authq_tandem(tandem_module, tls_primary, certs, password="not-the-password")
+    with pgwire.PgRaw(t.port) as raw:
+        with pytest.raises(pgwire.LoginFailed) as exc:
+            raw.login("scramuser", PASSWORDS["scramuser"])
+        assert exc.value.fields["C"] == "28000", exc.value.fields
+        assert 'tandem cannot look up user "scramuser"' in exc.value.fields["M"]
+        assert "tandem's login failed" in exc.value.fields["M"]
+        assert "not-the-password" not in exc.value.fields["M"]
+    with pytest.raises(psycopg.OperationalError, match="auth_query on backend"):
+        connect(t, certs, "scramuser", PASSWORDS["scramuser"])
+    assert client_errors(t, "auth_query") >= 2
+    assert "not-the-password" not in t.log()
+
+
+def test_auth_query_refresh_sees_a_new_password(tandem_module, tls_primary, certs, authq_role):
+    """The fetched secret is cached for auth_query_refresh, then fetched again."""
+    with tls_primary.connect() as conn:
+        conn.execute("DROP ROLE IF EXISTS rotating")
+        conn.execute("CREATE ROLE rotating LOGIN PASSWORD 'first-Pass-1'")
+    t = authq_tandem(tandem_module, tls_primary, certs, extra="auth_query_refresh 1s;")
+    with connect(t, certs, "rotating", "first-Pass-1") as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == "rotating"
+    with tls_primary.connect() as conn:
+        conn.execute("ALTER ROLE rotating PASSWORD 'second-Pass-2'")
+
+    def new_password_works():
+        try:
+            with connect(t, certs, "rotating", "second-Pass-2"):
+                return True
+        except psycopg.OperationalError:
+            return False
+    wait_until(new_password_works, 20, "the new password accepted after the refresh")
+
+
+def test_auth_query_config_checked(tandem_bin, tls_primary, certs, tmp_path):
+    """tandem -t: auth_query needs tandem's own user on the primary and a $1."""
+    for extra, backend, message in (
+            ("auth_query default;", "", 'auth_query runs as tandem\'s own login: backend "blue" '
+                                        'needs a user'),
+            ('auth_query "SELECT usename, passwd FROM pg_shadow";', "user tandemauth;",
+             "auth_query must take the user name as $1"),
+            ("auth_query_refresh 5s;", "", "auth_query_refresh needs auth_query")):
+        conf = tmp_path / "tandem.conf"
+        conf.write_text(pg_config(port=free_port(), primary=tls_primary,
+                                  backend_extra=f"{backend_tls(certs)}\n{backend}",
+                                  listener_extra=extra))
+        r = subprocess.run([tandem_bin, "-t", "-c", str(conf)], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 1, r.stderr
+        lines = conf.read_text().splitlines()
+        lineno = next(i + 1 for i, ln in enumerate(lines) if extra.split()[0] in ln)
+        assert f"{conf}:{lineno}: " in r.stderr and message in r.stderr, r.stderr
