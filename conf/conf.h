@@ -384,6 +384,7 @@ struct conf {
     size_t nlisteners;
     char (*write_functions)[CONF_NAME_MAX * 2]; /* write_functions f schema.g; (classification) */
     size_t nwrite_functions;
+    char auth_file[CONF_PATH_MAX]; /* every postgres listener's without one of its own */
 };
 
 /* Errors collected by a load: every one, not just the first. */

@@ -233,6 +233,7 @@ static const struct conf_directive directives[] = {
     BLOCK("backend", CTX_TOP, D_MULTI, 1, CTX_BACKEND, enter_backend, leave_backend),
     BLOCK("listener", CTX_TOP, D_MULTI, 1, CTX_LISTENER, enter_listener, leave_listener),
     LIST("write_functions", CTX_TOP, set_write_functions),
+    SIMPLE("auth_file", CTX_TOP, 0, set_string, struct conf, auth_file, NULL),
     /*
      * Later capabilities are rows here, each with a CTX_ of its own and the
      * rows of its body, as mirror, compare, canary and guard below.
@@ -1742,6 +1743,9 @@ check_conf(struct conf_build *b)
 
         resolve_ref(b, l, st->primary, st->primary_line, &l->primary);
         resolve_ref(b, l, st->shadow, st->shadow_line, &l->shadow);
+        /* the top-level auth_file: every postgres listener's that names none itself */
+        if (l->proto == CONF_PROTO_POSTGRES && l->auth_file[0] == '\0')
+            snprintf(l->auth_file, sizeof(l->auth_file), "%s", c->auth_file);
         if (st->auth_query_line && l->primary >= 0 && c->backends[l->primary].user[0] == '\0')
             conf_err_add(b->errs, st->auth_query_line,
                          "listener %s: auth_query runs as tandem's own login: backend \"%s\" "

@@ -399,3 +399,98 @@ def test_auth_query_config_checked(tandem_bin, tls_primary, certs, tmp_path):
         lines = conf.read_text().splitlines()
         lineno = next(i + 1 for i, ln in enumerate(lines) if extra.split()[0] in ln)
         assert f"{conf}:{lineno}: " in r.stderr and message in r.stderr, r.stderr
+
+
+class Blackhole:
+    """A TCP server that accepts and never answers, until hang_up(): then every
+    connection it holds or is offered later is closed (EOF to the peer)."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.held, self.closing, self.lock = [], False, threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                if self.closing:
+                    conn.close()
+                else:
+                    self.held.append(conn)
+
+    def hang_up(self):
+        with self.lock:
+            self.closing = True
+            for conn in self.held:
+                conn.close()
+
+    def close(self):
+        self.hang_up()
+        self.sock.close()
+
+
+def test_auth_query_fetch_never_holds_up_other_clients(tandem_module, tls_primary, certs,
+                                                       authq_role):
+    """One worker, two listeners: while listener "stalled" waits for its auth query on a
+    backend that accepts and never answers, a client of listener "pg" on the same worker
+    logs in and is answered; the stalled client gets 28000 once that backend hangs up."""
+    import socket
+    hole = Blackhole()
+    port, stalled_port, admin_port = free_port(), free_port(), free_port()
+    text = pg_config(port=port, primary=tls_primary, admin_port=admin_port, workers=1,
+                     limits={"connect_timeout": "60s", "startup_timeout": "120s"},
+                     backend_extra=backend_tls(certs),
+                     extra=(f"backend hole {{ address 127.0.0.1:{hole.port}; user tandemauth;\n"
+                            f'password "{AUTHQ_PASSWORD}"; }}\n'
+                            f"listener stalled {{ listen 127.0.0.1:{stalled_port};\n"
+                            "protocol postgres; primary hole; mode passthrough;\n"
+                            "auth_query default; }"))
+    try:
+        t = tandem_module(config_text=text, port=port, admin_port=admin_port)
+        with pgwire.PgRaw(stalled_port) as waiting:
+            waiting.send(pgwire.startup_message("scramuser"))
+            # the same worker serves another client meanwhile
+            with pgwire.PgRaw(port) as other:
+                other.login("scramuser", PASSWORDS["scramuser"])
+                assert other.simple_query("SELECT 7")[0] == [["7"]]
+            waiting.sock.settimeout(0.2)
+            with pytest.raises(socket.timeout):
+                waiting.sock.recv(1)  # still waiting for its secret: no answer yet
+            waiting.sock.settimeout(30)
+            hole.hang_up()  # the auth query's login fails
+            fields = waiting.expect_error_and_close()
+            assert fields["C"] == "28000", fields
+            assert 'auth_query on backend "hole" failed' in fields["M"], fields
+        t.wait_metric("tandem_client_errors_total", 1, listener="stalled", reason="auth_query")
+    finally:
+        hole.close()
+
+
+def test_top_level_auth_file_serves_every_postgres_listener(tandem_module, tls_primary, certs,
+                                                            auth_file, tandem_bin, tmp_path):
+    """auth_file at the top level: a listener without one of its own uses it."""
+    port, admin_port = free_port(), free_port()
+    text = pg_config(port=port, primary=tls_primary, admin_port=admin_port,
+                     backend_extra=backend_tls(certs),
+                     listener_extra=f"tls_cert {certs.server_cert};\ntls_key {certs.server_key};",
+                     extra=f"auth_file {auth_file};")
+    t = tandem_module(config_text=text, port=port, admin_port=admin_port)
+    with connect(t, certs, "scramuser", PASSWORDS["scramuser"]) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == "scramuser"
+    # tandem -t reads it as a start would
+    bad = tmp_path / "bad.txt"
+    bad.write_text('"scramuser" "SCRAM-SHA-256$4096:c2VjcmV0LXNhbHQ="\n')
+    conf = tmp_path / "tandem.conf"
+    conf.write_text(text.replace(f"auth_file {auth_file};", f"auth_file {bad};"))
+    r = subprocess.run([tandem_bin, "-t", "-c", str(conf)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0 and f'auth_file "{bad}" line 1' in r.stderr, r.stderr
