@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from harness import pgwire
+from harness.adminapi import run_operation
 from harness.clients import psql
 from harness.pgserver import PASSWORDS, PgServer
 from harness.shadow import outcomes, shadow_config
@@ -269,6 +270,37 @@ def test_shadow_logs_in_as_the_client(tandem_module, tls_primary, tls_shadow, ce
     wait_until(lambda: outcomes(t)["match"] >= 2, 15, "the insert and the select compared")
     assert outcomes(t)["mismatch"] == 0
     assert (t.metric("tandem_server_login_fallbacks_total", backend="green") or 0) == 0
+
+
+def test_session_logged_in_as_the_client_survives_a_cutover(tandem_module, tls_primary,
+                                                            tls_shadow, certs, auth_file):
+    """A session opened before the cutover (the shadow logged in as the client itself) goes
+    on after it on the new primary as the same role; a new session logs in to the new
+    primary with its ClientKey; after the rollback the same again."""
+    with tls_shadow.connect() as conn:
+        conn.execute(f"ALTER ROLE scramuser PASSWORD '{verifier(tls_primary, 'scramuser')}'")
+    t = shadow_tandem(tandem_module, tls_primary, tls_shadow, certs, auth_file)
+    with connect(t, certs, "scramuser", PASSWORDS["scramuser"]) as old:
+        old.execute("INSERT INTO auth_mirror VALUES (50)")
+        assert old.execute("SELECT inet_server_port()").fetchone()[0] == tls_primary.port
+        op = run_operation(t, "/api/cutover", {"max_pause_ms": 8000})
+        assert op["state"] == "completed", op
+        row = old.execute("SELECT inet_server_port(), session_user").fetchone()
+        assert row == (tls_shadow.port, "scramuser")
+        old.execute("INSERT INTO auth_mirror VALUES (51)")
+        with connect(t, certs, "scramuser", PASSWORDS["scramuser"]) as new:
+            row = new.execute("SELECT inet_server_port(), session_user").fetchone()
+            assert row == (tls_shadow.port, "scramuser")
+        op = run_operation(t, "/api/rollback", {"max_pause_ms": 8000})
+        assert op["state"] == "completed", op
+        row = old.execute("SELECT inet_server_port(), session_user").fetchone()
+        assert row == (tls_primary.port, "scramuser")
+    for server in (tls_primary, tls_shadow):
+        def both_rows(server=server):
+            with server.connect() as c:
+                return c.execute("SELECT count(*) FROM auth_mirror WHERE v IN (50, 51)"
+                                 ).fetchone()[0] == 2
+        wait_until(both_rows, 15, f"both writes on {server.port}")
 
 
 def test_shadow_with_another_verifier_falls_back(tandem_module, tls_primary, tls_shadow, certs,
