@@ -1746,11 +1746,15 @@ check_conf(struct conf_build *b)
         /* the top-level auth_file: every postgres listener's that names none itself */
         if (l->proto == CONF_PROTO_POSTGRES && l->auth_file[0] == '\0')
             snprintf(l->auth_file, sizeof(l->auth_file), "%s", c->auth_file);
-        if (st->auth_query_line && l->primary >= 0 && c->backends[l->primary].user[0] == '\0')
-            conf_err_add(b->errs, st->auth_query_line,
-                         "listener %s: auth_query runs as tandem's own login: backend \"%s\" "
-                         "needs a user (and password or password_file)",
-                         conf_err_quote(l->name, q, sizeof(q)), c->backends[l->primary].name);
+        /* the query runs on the answering backend: after a cutover, the shadow */
+        for (int r = 0; r < 2 && st->auth_query_line; r++) {
+            int be = r == 0 ? l->primary : l->shadow;
+            if (be >= 0 && c->backends[be].user[0] == '\0')
+                conf_err_add(b->errs, st->auth_query_line,
+                             "listener %s: auth_query runs as tandem's own login: backend \"%s\" "
+                             "needs a user (and password or password_file)",
+                             conf_err_quote(l->name, q, sizeof(q)), c->backends[be].name);
+        }
         check_reads(b, l, st);
         check_canaries(b, l, st);
         check_steps(b, l);

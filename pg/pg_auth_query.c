@@ -1,7 +1,9 @@
 /*
  * pg_auth_query.c - a listener's auth_query: the secret of a user missing
  * from its auth_file is fetched from the primary, as PgBouncer's auth_user
- * + auth_query do, and kept for auth_query_refresh.
+ * + auth_query do, and kept for auth_query_refresh.  The query runs on
+ * the backend the session will log in to (after a cutover, the new
+ * primary), as that backend's own user.
  *
  *   session (startup, user u)      this worker                     primary
  *   pg_authq_lookup(u) -----> cache hit (fresh): the secret, or "none"
@@ -330,7 +332,7 @@ fetch_start(struct authq_state *st, struct pg_session *s, const char *user, cons
     f->st = st;
     f->rt = s->base.rt;
     runtime_ref(f->rt);
-    f->be = l->primary;
+    f->be = s->base.be; /* the backend answering now: the primary, or after a cutover the new one */
     snprintf(f->listener, sizeof(f->listener), "%s", l->conf->name);
     snprintf(f->user, sizeof(f->user), "%s", user);
     snprintf(f->dbname, sizeof(f->dbname), "%s", db);

@@ -461,7 +461,9 @@ auth_lookup(struct pg_session *s, const char *user, const char *db)
     const struct pgauth_secret *sec = user ? runtime_auth_lookup(s->base.lis, user) : NULL;
     struct pgauth_secret fetched;
 
-    if (sec != NULL || user == NULL || user[0] == '\0' || s->base.lis->conf->auth_query[0] == '\0') {
+    /* a name PostgreSQL could not hold either (NAMEDATALEN) is refused by pg_auth_begin */
+    if (sec != NULL || user == NULL || user[0] == '\0' || strlen(user) >= 64 ||
+        s->base.lis->conf->auth_query[0] == '\0') {
         auth_begin(s, user, sec);
         return;
     }

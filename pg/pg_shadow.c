@@ -1162,6 +1162,7 @@ shadow_ready(struct pg_session *s)
     }
     s->base.shadow_conn.borrowed = 1;
     s->base.shadow_open = 1;
+    count_shadow(s, METRIC_B_SERVER_OPENED, 1);
     if (PQsslInUse(sh->pq)) {
         s->base.shadow_conn.ssl = PQsslStruct(sh->pq, "OpenSSL");
         s->base.shadow_conn.tls_done = 1;
@@ -1176,7 +1177,6 @@ void
 pg_shadow_attached(struct pg_session *s)
 {
     struct pg_shadow *sh = &s->shadow;
-    count_shadow(s, METRIC_B_SERVER_OPENED, 1);
     s->base.mirror.state = MIRROR_READY;
     mirror_attached(&s->base.mirror);
     slog(s, CONF_LOG_DEBUG, "shadow \"%s\" logged in%s", s->base.shadow_be->conf->name,

@@ -348,7 +348,8 @@ pg_shadow_login_start(struct pg_session *s)
         pg_shadow_login_free(s);
         return -1; /* libpq's login tries, and says why it cannot */
     }
-    s->base.shadow_open = 1;
+    s->base.shadow_open = 1; /* shadow_close releases it, and counts it closed */
+    pg_count_backend(s, s->base.shadow_be, METRIC_B_SERVER_OPENED, 1);
     sh->as_role = 0;
     sh->as_client = 0;
     memset(&sh->key, 0, sizeof(sh->key));
