@@ -536,7 +536,17 @@ startup_login(struct pg_session *s, const uint8_t *pkt, uint32_t len, const stru
     pg_route_login(s, user, db, pgw_startup_param(st, "application_name"));
     evbuffer_drain(s->base.client.in, len);
     if (s->base.lis->auth != NULL || s->base.lis->conf->auth_query[0]) {
-        /* an auth source: tandem authenticates the client before any backend is asked */
+        /* an auth source: tandem authenticates the client before any backend is asked;
+         * st pointed into the packet just drained, the session's copy lives on */
+        struct pgw_startup kept;
+        const char *err;
+        size_t used;
+        if (pgw_startup_parse(s->startup, s->startup_len, &used, &kept, &err) != PGW_OK) {
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, "invalid startup packet");
+            return;
+        }
+        user = pgw_startup_param(&kept, "user");
+        db = pgw_startup_param(&kept, "database");
         auth_lookup(s, user, db ? db : user);
         return;
     }
