@@ -109,6 +109,8 @@
 #define CONF_NAME_MAX 64
 #define CONF_HOST_MAX 256
 #define CONF_PATH_MAX 1024
+/* auth_query default: PgBouncer's, the user's name and rolpassword (pg_shadow needs a superuser) */
+#define CONF_AUTH_QUERY_DEFAULT "SELECT usename, passwd FROM pg_shadow WHERE usename = $1"
 #define CONF_MAX_ERRORS 64
 
 enum conf_proto { CONF_PROTO_POSTGRES, CONF_PROTO_REDIS };
@@ -321,6 +323,9 @@ struct conf_listener {
     enum conf_listener_tls tls;   /* tls optional (default) | required | off */
     char auth_file[CONF_PATH_MAX]; /* "" relays authentication; else tandem authenticates
                                     * clients with the secrets in it (userlist format) */
+    char auth_query[CONF_PATH_MAX]; /* "" none; else the SQL ($1: the user) that fetches a
+                                     * user's secret from the primary (pg/pg_auth_query.c) */
+    uint32_t auth_query_refresh_ms; /* how long a fetched secret (or its absence) is used */
     int primary;                  /* index into conf.backends */
     int shadow;                   /* index into conf.backends, -1 for none */
     enum conf_mode mode;
@@ -393,6 +398,7 @@ struct conf {
     size_t nlisteners;
     char (*write_functions)[CONF_NAME_MAX * 2]; /* write_functions f schema.g; (classification) */
     size_t nwrite_functions;
+    char auth_file[CONF_PATH_MAX]; /* every postgres listener's without one of its own */
 };
 
 /* Errors collected by a load: every one, not just the first. */

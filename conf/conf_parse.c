@@ -108,6 +108,7 @@ struct listener_state {
     char primary[CONF_NAME_MAX]; /* "" until a valid primary was read */
     char shadow[CONF_NAME_MAX];
     int primary_line;
+    int auth_query_line; /* 0: no auth_query (its backend user is checked once resolved) */
     int shadow_line;
     int listen_line;
     const struct conf_node *reads; /* the reads { } node (the tree outlives the parse) */
@@ -169,6 +170,7 @@ static const struct conf_range range_workers = {1, 64, "1..64"};
 static const struct conf_range range_client_conn = {1, 1000000, "1..1000000"};
 static const struct conf_range range_packet = {1ull << 10, 1ull << 30, "1KB..1GB"};
 static const struct conf_range range_timeout = {1, 60 * 60 * 1000, "1ms..1h"};
+static const struct conf_range range_auth_refresh = {1000, 24 * 60 * 60 * 1000, "1s..24h"};
 static const struct conf_range range_repl_poll = {10, 60 * 1000, "10ms..1m"};
 static const struct conf_range range_queue = {64ull << 10, 1ull << 30, "64KB..1GB"};
 static const struct conf_range range_queue_total = {1ull << 20, 64ull << 30, "1MB..64GB"};
@@ -192,6 +194,9 @@ static conf_set_fn set_number, set_size, set_duration, set_enum, set_string, set
     set_backend_ref, set_fraction, set_size64, set_ignore_columns, set_ignore_fingerprints,
     set_write_functions, set_server_names, set_client, set_hint, set_percent, set_route,
     set_action, set_store, set_name, set_statement, set_step;
+struct conf_node;
+static void check_auth_query(struct conf_build *b, struct conf_listener *l,
+                             const struct conf_node *const *seen, const char *desc);
 static conf_enter_fn enter_member, enter_admin, enter_backend, enter_listener, enter_reads,
     enter_canary, enter_guard;
 static conf_leave_fn leave_admin, leave_backend, leave_listener, leave_canary, leave_guard;
@@ -233,6 +238,7 @@ static const struct conf_directive directives[] = {
     BLOCK("backend", CTX_TOP, D_MULTI, 1, CTX_BACKEND, enter_backend, leave_backend),
     BLOCK("listener", CTX_TOP, D_MULTI, 1, CTX_LISTENER, enter_listener, leave_listener),
     LIST("write_functions", CTX_TOP, set_write_functions),
+    SIMPLE("auth_file", CTX_TOP, 0, set_string, struct conf, auth_file, NULL),
     /*
      * Later capabilities are rows here, each with a CTX_ of its own and the
      * rows of its body, as mirror, compare, canary and guard below.
@@ -299,6 +305,9 @@ static const struct conf_directive directives[] = {
     SIMPLE("tls_key", CTX_LISTENER, 0, set_string, struct conf_listener, tls_key, NULL),
     SIMPLE("tls", CTX_LISTENER, 0, set_enum, struct conf_listener, tls, conf_listener_tls_names),
     SIMPLE("auth_file", CTX_LISTENER, 0, set_string, struct conf_listener, auth_file, NULL),
+    SIMPLE("auth_query", CTX_LISTENER, 0, set_string, struct conf_listener, auth_query, NULL),
+    SIMPLE("auth_query_refresh", CTX_LISTENER, 0, set_duration, struct conf_listener,
+           auth_query_refresh_ms, &range_auth_refresh),
     SIMPLE("primary", CTX_LISTENER, D_REQUIRED, set_backend_ref, struct conf_listener, primary,
            NULL),
     SIMPLE("shadow", CTX_LISTENER, 0, set_backend_ref, struct conf_listener, shadow, NULL),
@@ -1479,6 +1488,35 @@ leave_listener(struct conf_build *b, void *obj, const struct conf_node *n,
     if (auth_file != NULL && l->proto == CONF_PROTO_REDIS)
         conf_err_add(b->errs, auth_file->line, "%s: auth_file applies to protocol postgres only",
                      desc);
+    check_auth_query(b, l, seen, desc);
+}
+
+/*
+ * auth_query: postgres only; the query runs as tandem's own login to the
+ * primary, so that backend needs a user; "default" is PgBouncer's query.
+ */
+static void
+check_auth_query(struct conf_build *b, struct conf_listener *l, const struct conf_node *const *seen,
+                 const char *desc)
+{
+    const struct conf_node *q = seen_node(seen, CTX_LISTENER, "auth_query");
+    const struct conf_node *refresh = seen_node(seen, CTX_LISTENER, "auth_query_refresh");
+    if (refresh == NULL)
+        l->auth_query_refresh_ms = 60000;
+    if (q == NULL) {
+        if (refresh != NULL)
+            conf_err_add(b->errs, refresh->line, "%s: auth_query_refresh needs auth_query", desc);
+        return;
+    }
+    if (l->proto == CONF_PROTO_REDIS) {
+        conf_err_add(b->errs, q->line, "%s: auth_query applies to protocol postgres only", desc);
+        return;
+    }
+    if (strcmp(l->auth_query, "default") == 0)
+        snprintf(l->auth_query, sizeof(l->auth_query), "%s", CONF_AUTH_QUERY_DEFAULT);
+    else if (strstr(l->auth_query, "$1") == NULL)
+        conf_err_add(b->errs, q->line, "%s: auth_query must take the user name as $1", desc);
+    b->lstate[l - b->conf->listeners].auth_query_line = q->line;
 }
 
 /* ---- the walk ------------------------------------------------------------ */
@@ -1779,6 +1817,18 @@ check_conf(struct conf_build *b)
 
         resolve_ref(b, l, st->primary, st->primary_line, &l->primary);
         resolve_ref(b, l, st->shadow, st->shadow_line, &l->shadow);
+        /* the top-level auth_file: every postgres listener's that names none itself */
+        if (l->proto == CONF_PROTO_POSTGRES && l->auth_file[0] == '\0')
+            snprintf(l->auth_file, sizeof(l->auth_file), "%s", c->auth_file);
+        /* the query runs on the answering backend: after a cutover, the shadow */
+        for (int r = 0; r < 2 && st->auth_query_line; r++) {
+            int be = r == 0 ? l->primary : l->shadow;
+            if (be >= 0 && c->backends[be].user[0] == '\0')
+                conf_err_add(b->errs, st->auth_query_line,
+                             "listener %s: auth_query runs as tandem's own login: backend \"%s\" "
+                             "needs a user (and password or password_file)",
+                             conf_err_quote(l->name, q, sizeof(q)), c->backends[be].name);
+        }
         check_reads(b, l, st);
         check_canaries(b, l, st);
         check_steps(b, l);

@@ -47,6 +47,8 @@
     X(SERVER_CLOSED, "tandem_server_connections_closed_total", "Backend connections closed")   \
     X(CONNECT_FAILURES, "tandem_server_connect_failures_total",                                \
       "Backend connection attempts that failed")                                               \
+    X(LOGIN_FALLBACKS, "tandem_server_login_fallbacks_total",                                  \
+      "Shadow logins as the client (its ClientKey) that failed, so the backend's own user logged in") \
     X(BACKEND_BYTES_RECEIVED, "tandem_server_bytes_received_total", "Bytes received from backends")
 
 /* Reasons a client connection was refused or cut: tandem_client_errors_total{listener,reason}. */
@@ -61,7 +63,8 @@
     X(IDLE_TIMEOUT, "idle_timeout")                                                            \
     X(AUTH_FAILED, "auth_failed")                                                              \
     X(BACKEND_AUTH, "backend_auth")                                                            \
-    X(TLS_REQUIRED, "tls_required")
+    X(TLS_REQUIRED, "tls_required")                                                            \
+    X(AUTH_QUERY, "auth_query")
 
 enum metric_listener_counter {
 #define X(id, name, help) METRIC_L_##id,

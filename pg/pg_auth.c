@@ -81,14 +81,7 @@ struct pg_auth {
     size_t sf_len;
     char nonce[2 * SCRAM_NONCE_MAX];
     size_t nonce_len;
-    /* the primary's exchange (tandem as the client) */
-    char b_cfb[SCRAM_MSG_MAX];
-    size_t b_cfb_len;
-    char b_nonce[64];
-    size_t b_nonce_len;
-    char b_am[3 * SCRAM_MSG_MAX];
-    size_t b_am_len;
-    uint8_t b_server_key[SCRAM_KEY_LEN];
+    struct pg_auth_login primary; /* the primary's exchange (tandem as the client) */
 };
 
 /* ------------------------------------------------------------------ */
@@ -189,7 +182,8 @@ password_failed(struct pg_session *s, struct pg_auth_err *e)
 }
 
 int
-pg_auth_begin(struct pg_session *s, const char *user, struct pg_auth_err *e)
+pg_auth_begin(struct pg_session *s, const char *user, const struct pgauth_secret *sec,
+              struct pg_auth_err *e)
 {
     const struct rt_listener *l = s->base.lis;
     struct pg_auth *a = calloc(1, sizeof(*a));
@@ -200,7 +194,6 @@ pg_auth_begin(struct pg_session *s, const char *user, struct pg_auth_err *e)
         return auth_error(e, METRIC_ERR_AUTH_FAILED, SQLSTATE_INVALID_AUTHORIZATION, "%s",
                           "no PostgreSQL user name specified in startup packet");
     snprintf(a->user, sizeof(a->user), "%s", user);
-    const struct pgauth_secret *sec = runtime_auth_lookup(l, user);
     a->known = sec != NULL;
     if (sec != NULL)
         a->secret = *sec;
@@ -369,12 +362,20 @@ pg_auth_client(struct pg_session *s, const uint8_t *body, size_t len, struct pg_
 /* ------------------------------------------------------------------ */
 /* The primary's side: tandem answers its authentication requests      */
 
+/* One login of tandem's as the client: to backend be, its messages to out. */
+struct login {
+    struct pg_auth *a;
+    struct pg_auth_login *lg;
+    const struct rt_backend *be;
+    struct evbuffer *out;
+};
+
 static int
-backend_error(struct pg_session *s, struct pg_auth_err *e, const char *why)
+backend_error(const struct login *l, struct pg_auth_err *e, const char *why)
 {
     char msg[200];
     snprintf(msg, sizeof(msg), "tandem cannot log in to backend \"%s\" as \"%s\": %s",
-             s->base.be->conf->name, s->auth->user, why);
+             l->be->conf->name, l->a->user, why);
     return auth_error(e, METRIC_ERR_BACKEND_AUTH, SQLSTATE_INVALID_AUTHORIZATION, "%s", msg);
 }
 
@@ -395,115 +396,165 @@ offers(const uint8_t *p, size_t len, const char *mech)
 }
 
 static int
-server_sasl(struct pg_session *s, const uint8_t *data, size_t len, struct pg_auth_err *e)
+server_sasl(const struct login *l, const uint8_t *data, size_t len, struct pg_auth_err *e)
 {
-    struct pg_auth *a = s->auth;
+    struct pg_auth *a = l->a;
+    struct pg_auth_login *lg = l->lg;
     if (!offers(data, len, SCRAM_MECH))
-        return backend_error(s, e, "the backend offers no SCRAM-SHA-256");
+        return backend_error(l, e, "the backend offers no SCRAM-SHA-256");
     if (!a->have_client_key && a->secret.kind != PGAUTH_PLAIN)
-        return backend_error(s, e, "the backend asks for SCRAM, and the auth source holds no "
+        return backend_error(l, e, "the backend asks for SCRAM, and the auth source holds no "
                                    "SCRAM secret or password for the user");
-    if (make_nonce(a->b_nonce, sizeof(a->b_nonce), &a->b_nonce_len) != 0)
-        return backend_error(s, e, "no random bytes for a nonce");
+    if (make_nonce(lg->nonce, sizeof(lg->nonce), &lg->nonce_len) != 0)
+        return backend_error(l, e, "no random bytes for a nonce");
     char cf[SCRAM_MSG_MAX];
-    size_t n = scram_build_client_first(cf, sizeof(cf), a->b_nonce, a->b_nonce_len);
+    size_t n = scram_build_client_first(cf, sizeof(cf), lg->nonce, lg->nonce_len);
     if (n == 0)
-        return backend_error(s, e, "SCRAM message too long");
-    memcpy(a->b_cfb, cf + 3, n - 3); /* without "n,," */
-    a->b_cfb_len = n - 3;
+        return backend_error(l, e, "SCRAM message too long");
+    memcpy(lg->cfb, cf + 3, n - 3); /* without "n,," */
+    lg->cfb_len = n - 3;
     uint8_t len4[4];
     put32(len4, (uint32_t)n);
     uint8_t prefix[sizeof(SCRAM_MECH) + 4];
     memcpy(prefix, SCRAM_MECH, sizeof(SCRAM_MECH));
     memcpy(prefix + sizeof(SCRAM_MECH), len4, 4);
-    send_password_message(s->base.server.out, prefix, sizeof(prefix), cf, n);
+    send_password_message(l->out, prefix, sizeof(prefix), cf, n);
     return 0;
 }
 
 static int
-server_continue(struct pg_session *s, const uint8_t *data, size_t len, struct pg_auth_err *e)
+server_continue(const struct login *l, const uint8_t *data, size_t len, struct pg_auth_err *e)
 {
-    struct pg_auth *a = s->auth;
+    struct pg_auth *a = l->a;
+    struct pg_auth_login *lg = l->lg;
     struct scram_server_first sf;
     const char *err;
     uint8_t ck[SCRAM_KEY_LEN], stored[SCRAM_KEY_LEN];
 
-    if (a->b_cfb_len == 0 || len >= SCRAM_MSG_MAX ||
-        scram_parse_server_first((const char *)data, len, a->b_nonce, a->b_nonce_len, &sf, &err) != 0)
-        return backend_error(s, e, a->b_cfb_len == 0 ? "unexpected SASL continuation" : "malformed SCRAM message");
+    if (lg->cfb_len == 0 || len >= SCRAM_MSG_MAX ||
+        scram_parse_server_first((const char *)data, len, lg->nonce, lg->nonce_len, &sf, &err) != 0)
+        return backend_error(l, e, lg->cfb_len == 0 ? "unexpected SASL continuation" : "malformed SCRAM message");
     if (a->secret.kind == PGAUTH_PLAIN) {
         if (scram_keys_from_password(a->secret.plain, sf.salt, sf.salt_len, sf.iterations, ck,
-                                     stored, a->b_server_key) != 0)
-            return backend_error(s, e, "cannot derive SCRAM keys");
+                                     stored, lg->server_key) != 0)
+            return backend_error(l, e, "cannot derive SCRAM keys");
     } else {
         /* the ClientKey proves only against the same verifier */
         const struct scram_secret *v = &a->secret.scram;
         if (sf.salt_len != v->salt_len || memcmp(sf.salt, v->salt, v->salt_len) != 0 ||
-            sf.iterations != v->iterations)
-            return backend_error(s, e, "its SCRAM verifier for the role differs from the auth "
+            sf.iterations != v->iterations) {
+            lg->verifier_differs = 1;
+            return backend_error(l, e, "its SCRAM verifier for the role differs from the auth "
                                        "source's (another salt or iteration count): set the same "
                                        "secret on the backend, or a password in the auth source");
+        }
         memcpy(ck, a->client_key, sizeof(ck));
-        memcpy(a->b_server_key, v->server_key, SCRAM_KEY_LEN);
+        memcpy(lg->server_key, v->server_key, SCRAM_KEY_LEN);
     }
     char fin[SCRAM_MSG_MAX];
     size_t wp = 0;
-    size_t n = scram_build_client_final(fin, sizeof(fin), sf.nonce, sf.nonce_len, a->b_cfb,
-                                        a->b_cfb_len, (const char *)data, len, ck, &wp);
+    size_t n = scram_build_client_final(fin, sizeof(fin), sf.nonce, sf.nonce_len, lg->cfb,
+                                        lg->cfb_len, (const char *)data, len, ck, &wp);
     OPENSSL_cleanse(ck, sizeof(ck));
     if (n == 0)
-        return backend_error(s, e, "SCRAM message too long");
-    a->b_am_len = scram_auth_message(a->b_am, sizeof(a->b_am), a->b_cfb, a->b_cfb_len,
-                                     (const char *)data, len, fin, wp);
-    send_password_message(s->base.server.out, NULL, 0, fin, n);
+        return backend_error(l, e, "SCRAM message too long");
+    lg->am_len = scram_auth_message(lg->am, sizeof(lg->am), lg->cfb, lg->cfb_len,
+                                    (const char *)data, len, fin, wp);
+    send_password_message(l->out, NULL, 0, fin, n);
     return 0;
+}
+
+static int
+server_md5(const struct login *l, const uint8_t *data, size_t len, struct pg_auth_err *e)
+{
+    struct pg_auth *a = l->a;
+    char secret[PGAUTH_MD5_LEN + 1], resp[PGAUTH_MD5_LEN + 1];
+    if (len != 4)
+        return backend_error(l, e, "malformed md5 request");
+    if (a->secret.kind == PGAUTH_MD5)
+        memcpy(secret, a->secret.md5, sizeof(secret));
+    else if (a->secret.kind == PGAUTH_PLAIN)
+        pgauth_md5_secret(a->secret.plain, a->user, secret);
+    else
+        return backend_error(l, e, "the backend asks for md5, and the auth source holds a "
+                                   "SCRAM secret (md5 needs the md5 hash or the password)");
+    pgauth_md5_response(secret, data, resp);
+    send_password_message(l->out, NULL, 0, resp, sizeof(resp));
+    OPENSSL_cleanse(secret, sizeof(secret));
+    return 0;
+}
+
+static int
+answer(const struct login *l, uint32_t code, const uint8_t *data, size_t len,
+       struct pg_auth_err *e)
+{
+    struct pg_auth *a = l->a;
+    const char *err;
+
+    switch (code) {
+    case PGW_AUTH_SASL:
+        return server_sasl(l, data, len, e);
+    case PGW_AUTH_SASL_CONTINUE:
+        return server_continue(l, data, len, e);
+    case PGW_AUTH_SASL_FINAL:
+        if (l->lg->am_len == 0 ||
+            scram_check_server_final((const char *)data, len, l->lg->server_key, l->lg->am,
+                                     l->lg->am_len, &err) != 0)
+            return backend_error(l, e, l->lg->am_len == 0 ? "unexpected SASL final message" : err);
+        return 0;
+    case PGW_AUTH_MD5:
+        return server_md5(l, data, len, e);
+    case PGW_AUTH_CLEARTEXT:
+        if (a->secret.kind != PGAUTH_PLAIN)
+            return backend_error(l, e, "the backend asks for a cleartext password, and the auth "
+                                       "source holds none for the user");
+        send_password_message(l->out, NULL, 0, a->secret.plain, strlen(a->secret.plain) + 1);
+        return 0;
+    default:
+        return backend_error(l, e, "the backend asks for an authentication method tandem does "
+                                   "not speak");
+    }
 }
 
 int
 pg_auth_server(struct pg_session *s, uint32_t code, const uint8_t *data, size_t len,
                struct pg_auth_err *e)
 {
-    struct pg_auth *a = s->auth;
-    const char *err;
+    struct login l = {s->auth, &s->auth->primary, s->base.be, s->base.server.out};
+    return answer(&l, code, data, len, e);
+}
 
-    switch (code) {
-    case PGW_AUTH_SASL:
-        return server_sasl(s, data, len, e);
-    case PGW_AUTH_SASL_CONTINUE:
-        return server_continue(s, data, len, e);
-    case PGW_AUTH_SASL_FINAL:
-        if (a->b_am_len == 0 ||
-            scram_check_server_final((const char *)data, len, a->b_server_key, a->b_am,
-                                     a->b_am_len, &err) != 0)
-            return backend_error(s, e, a->b_am_len == 0 ? "unexpected SASL final message" : err);
-        return 0;
-    case PGW_AUTH_MD5: {
-        char secret[PGAUTH_MD5_LEN + 1], resp[PGAUTH_MD5_LEN + 1];
-        if (len != 4)
-            return backend_error(s, e, "malformed md5 request");
-        if (a->secret.kind == PGAUTH_MD5)
-            memcpy(secret, a->secret.md5, sizeof(secret));
-        else if (a->secret.kind == PGAUTH_PLAIN)
-            pgauth_md5_secret(a->secret.plain, a->user, secret);
-        else
-            return backend_error(s, e, "the backend asks for md5, and the auth source holds a "
-                                       "SCRAM secret (md5 needs the md5 hash or the password)");
-        pgauth_md5_response(secret, data, resp);
-        send_password_message(s->base.server.out, NULL, 0, resp, sizeof(resp));
-        OPENSSL_cleanse(secret, sizeof(secret));
-        return 0;
+int
+pg_auth_can_login(const struct pg_session *s)
+{
+    return s->auth != NULL && s->auth->step == PGA_CLIENT_DONE;
+}
+
+int
+pg_auth_answer(struct pg_session *s, struct pg_auth_login *lg, const struct rt_backend *be,
+               struct evbuffer *out, uint32_t code, const uint8_t *data, size_t len,
+               struct pg_auth_err *e)
+{
+    struct login l = {s->auth, lg, be, out};
+    return answer(&l, code, data, len, e);
+}
+
+/* Logged in to the primary: the client's exchange is wiped, what logs in again stays. */
+void
+pg_auth_logged_in(struct pg_session *s)
+{
+    struct pg_auth *a = s->auth;
+    if (a == NULL)
+        return;
+    if (s->base.shadow_be == NULL) {
+        pg_auth_free(s);
+        return;
     }
-    case PGW_AUTH_CLEARTEXT:
-        if (a->secret.kind != PGAUTH_PLAIN)
-            return backend_error(s, e, "the backend asks for a cleartext password, and the auth "
-                                       "source holds none for the user");
-        send_password_message(s->base.server.out, NULL, 0, a->secret.plain,
-                              strlen(a->secret.plain) + 1);
-        return 0;
-    default:
-        return backend_error(s, e, "the backend asks for an authentication method tandem does "
-                                   "not speak");
-    }
+    /* a shadow logs in (again, on each re-attach) with the same ClientKey or secret */
+    OPENSSL_cleanse(&a->scram, sizeof(a->scram));
+    OPENSSL_cleanse(a->cfb, sizeof(a->cfb));
+    OPENSSL_cleanse(a->sf, sizeof(a->sf));
+    OPENSSL_cleanse(&a->primary, sizeof(a->primary));
 }
 
 void

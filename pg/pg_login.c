@@ -156,3 +156,18 @@ pg_login_as_role(const struct pg_session *s, const struct rt_backend *b)
     const char *user = b->conf->user[0] ? b->conf->user : pgw_startup_param(&st, "user");
     return login_options(&st, user, options, sizeof(options));
 }
+
+PGconn *
+pg_login_start_own(const struct pg_session *s, const struct rt_backend *b, const char *dbname)
+{
+    struct login_params lp;
+    struct pgw_startup st;
+    memset(&st, 0, sizeof(st));
+    st.params[0].name = "database";
+    st.params[0].value = dbname;
+    st.params[1].name = "application_name";
+    st.params[1].value = "tandem";
+    st.nparams = 2;
+    login_params(s, b, &st, b->conf->user, "", &lp);
+    return PQconnectStartParams(lp.keys, lp.vals, 0);
+}

@@ -60,7 +60,7 @@
 #define ROUTE_BUF_MAX (64 * 1024)
 
 static const char *const phase_names[] = {
-    "startup", "client_tls", "client_auth", "connecting", "server_tls_ask", "server_tls", "auth",
+    "startup", "client_tls", "auth_lookup", "client_auth", "connecting", "server_tls_ask", "server_tls", "auth",
 };
 
 static const struct session_ops pg_session_ops;
@@ -214,6 +214,7 @@ op_destroy(struct session *base)
     if (s->route.buf)
         evbuffer_free(s->route.buf);
     pgstmt_table_free(s->stmts);
+    pg_authq_forget(s);
     pg_auth_free(s);
     free(s->startup);
     free(s);
@@ -460,6 +461,75 @@ startup_negotiate(struct pg_session *s, const struct pgw_startup *st)
     return 0;
 }
 
+/* The user's secret is known (sec), or known to be missing (NULL): ask the client for proof. */
+static void
+auth_begin(struct pg_session *s, const char *user, const struct pgauth_secret *sec)
+{
+    struct pg_auth_err e;
+    if (pg_auth_begin(s, user, sec, &e) != 0) {
+        fail(s, e.reason, e.sqlstate, e.msg);
+        return;
+    }
+    session_set_state(&s->base, PGS_CLIENT_AUTH);
+}
+
+/*
+ * The auth sources in order: the auth_file, then auth_query (cached, or
+ * fetched while the session waits in PGS_AUTH_LOOKUP).  A user neither
+ * has goes through the same exchange as any other and gets 28P01.
+ */
+static void
+auth_lookup(struct pg_session *s, const char *user, const char *db)
+{
+    const struct pgauth_secret *sec = user ? runtime_auth_lookup(s->base.lis, user) : NULL;
+    struct pgauth_secret fetched;
+
+    /* a name PostgreSQL could not hold either (NAMEDATALEN) is refused by pg_auth_begin */
+    if (sec != NULL || user == NULL || user[0] == '\0' || strlen(user) >= 64 ||
+        s->base.lis->conf->auth_query[0] == '\0') {
+        auth_begin(s, user, sec);
+        return;
+    }
+    switch (pg_authq_lookup(s, user, db, &fetched)) {
+    case 1:
+        auth_begin(s, user, &fetched);
+        break;
+    case 0:
+        auth_begin(s, user, NULL);
+        break;
+    case 2:
+        session_set_state(&s->base, PGS_AUTH_LOOKUP);
+        break;
+    default:
+        fail(s, METRIC_ERR_AUTH_QUERY, "53200", "out of memory");
+        break;
+    }
+    explicit_bzero(&fetched, sizeof(fetched));
+}
+
+void
+pg_session_auth_found(struct pg_session *s, int rc, const struct pgauth_secret *sec,
+                      const char *why)
+{
+    struct pgw_startup st;
+    const char *err;
+    size_t used;
+
+    if (s->base.state != PGS_AUTH_LOOKUP)
+        return;
+    if (rc < 0) {
+        slog(s, CONF_LOG_WARN, "%s", why);
+        fail(s, METRIC_ERR_AUTH_QUERY, "28000", why);
+    } else if (pgw_startup_parse(s->startup, s->startup_len, &used, &st, &err) != PGW_OK) {
+        fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, "invalid startup packet");
+    } else {
+        auth_begin(s, pgw_startup_param(&st, "user"), rc == 1 ? sec : NULL);
+        if (s->base.state == PGS_CLIENT_AUTH && conn_flush(&s->base.client) == CONN_ERROR)
+            session_close(&s->base);
+    }
+    session_settle_soon(&s->base);
+}
+
 /* The StartupMessage pkt (len bytes, parsed into st): keep it, and connect to the primary. */
 static void
 startup_login(struct pg_session *s, const uint8_t *pkt, uint32_t len, const struct pgw_startup *st)
@@ -488,14 +558,19 @@ startup_login(struct pg_session *s, const uint8_t *pkt, uint32_t len, const stru
          db ? db : (user ? user : ""));
     pg_route_login(s, user, db, pgw_startup_param(st, "application_name"));
     evbuffer_drain(s->base.client.in, len);
-    if (s->base.lis->auth != NULL) {
-        /* an auth source: tandem authenticates the client before any backend is asked */
-        struct pg_auth_err e;
-        if (pg_auth_begin(s, user, &e) != 0) {
-            fail(s, e.reason, e.sqlstate, e.msg);
+    if (s->base.lis->auth != NULL || s->base.lis->conf->auth_query[0]) {
+        /* an auth source: tandem authenticates the client before any backend is asked;
+         * st pointed into the packet just drained, the session's copy lives on */
+        struct pgw_startup kept;
+        const char *err;
+        size_t used;
+        if (pgw_startup_parse(s->startup, s->startup_len, &used, &kept, &err) != PGW_OK) {
+            fail(s, METRIC_ERR_PROTOCOL, PGW_SQLSTATE_PROTOCOL_VIOLATION, "invalid startup packet");
             return;
         }
-        session_set_state(&s->base, PGS_CLIENT_AUTH);
+        user = pgw_startup_param(&kept, "user");
+        db = pgw_startup_param(&kept, "database");
+        auth_lookup(s, user, db ? db : user);
         return;
     }
     session_set_state(&s->base, PGS_CONNECTING);
@@ -1310,7 +1385,7 @@ auth_ready(struct pg_session *s, const uint8_t *body, size_t blen, size_t total)
     }
     evbuffer_remove_buffer(s->base.server.in, s->base.client.out, total);
     session_set_state(&s->base, SESSION_ACTIVE);
-    pg_auth_free(s); /* logged in: the ClientKey is wiped, nothing else needs it */
+    pg_auth_logged_in(s); /* the ClientKey stays only for the shadow's logins */
     slog(s, CONF_LOG_DEBUG, "logged in to \"%s\"", s->base.be->conf->name);
     /* a canary no_mirror rule keeps the session off the shadow altogether */
     if (s->base.shadow_be != NULL && !s->route.no_mirror &&
@@ -1592,6 +1667,7 @@ op_timer(struct session *base)
         break;
     case PGS_STARTUP:
     case PGS_CLIENT_TLS:
+    case PGS_AUTH_LOOKUP:
     case PGS_CLIENT_AUTH:
     case PGS_AUTH:
         fail(s, METRIC_ERR_STARTUP_TIMEOUT, PGW_SQLSTATE_PROTOCOL_VIOLATION,

@@ -33,6 +33,7 @@
 #include "protocol/pgclass.h"
 #include "protocol/pgdigest.h"
 #include "protocol/pgstmt.h"
+#include "protocol/scram.h"
 #include "engine/cancel.h"
 #include "engine/conn.h"
 #include "engine/mirror.h"
@@ -44,11 +45,13 @@ struct worker;
 struct runtime;
 struct rt_listener;
 struct rt_backend;
+struct authq_fetch;
 
 /* The PostgreSQL plug-in's opening phases, in order (engine/session.h). */
 enum pgs_phase {
     PGS_STARTUP = SESSION_OPENING, /* waiting for the client's first packet */
     PGS_CLIENT_TLS,     /* TLS handshake with the client */
+    PGS_AUTH_LOOKUP,    /* waiting for the user's secret from auth_query (pg_auth_query.c) */
     PGS_CLIENT_AUTH,    /* tandem authenticating the client (an auth source: pg_auth.c) */
     PGS_CONNECTING,     /* TCP connect to the primary in flight */
     PGS_SERVER_TLS_ASK, /* SSLRequest sent to the primary, waiting for S/N */
@@ -114,11 +117,13 @@ pg_unit_of(struct mirror_unit *mu)
  */
 struct pg_shadow {
     PGconn *pq;                 /* owns the socket and TLS state */
+    struct pg_shadow_login *own; /* tandem logging in itself as the client (pg_shadow_login.c) */
     struct event login_ev;
     unsigned login_ev_added : 1;
     unsigned conn_open : 1;
     unsigned replay_incomplete : 1;
     unsigned as_role : 1;       /* logged in as tandem's user, acting as the client's role */
+    unsigned as_client : 1;     /* logged in as the client's role itself (its ClientKey) */
     unsigned super_at_login : 1; /* is_superuser was on at login (acting as the client) */
     char client_role[64];       /* as_role: the client's user, the role acted as */
     unsigned relocks_pending;   /* relock units on their way: the role may be off until they run */
@@ -186,6 +191,8 @@ struct pg_session {
     enum req_kind unit_kind;      /* of the unit being read (passthrough and shadow) */
 
     struct pg_auth *auth;         /* tandem authenticates the client (pg_auth.c); NULL: relayed */
+    struct authq_fetch *authq_wait; /* the auth_query fetch this session waits for, or NULL */
+    struct pg_session *authq_next;  /* the fetch's next waiter */
     uint8_t *startup;             /* the client's startup packet, kept for the shadow */
     size_t startup_len;
     struct cancel_entry cancel;   /* our key for the client -> the backend's key */
@@ -209,7 +216,8 @@ void pg_count_backend(struct pg_session *s, const struct rt_backend *b,
  * pg_auth.c: authentication by tandem, with the listener's auth source.
  * Each returns -1 with e filled (for fail(): the client's error, counted
  * under e->reason), never holding a secret.  pg_auth_begin sends the
- * client its authentication request (s->auth is set even when it fails);
+ * client its authentication request for user's secret sec (NULL: the user
+ * is unknown, refused after a full exchange; s->auth is set even when it fails);
  * pg_auth_client takes one password message's body: 0 more to come, 1 the
  * client is authenticated; pg_auth_server answers the primary's
  * Authentication request code (data after the code); pg_auth_free wipes.
@@ -220,15 +228,74 @@ struct pg_auth_err {
     const char *sqlstate;
     char msg[256];
 };
-int pg_auth_begin(struct pg_session *s, const char *user, struct pg_auth_err *e);
+int pg_auth_begin(struct pg_session *s, const char *user, const struct pgauth_secret *sec,
+                  struct pg_auth_err *e);
 int pg_auth_client(struct pg_session *s, const uint8_t *body, size_t len, struct pg_auth_err *e);
 int pg_auth_server(struct pg_session *s, uint32_t code, const uint8_t *data, size_t len,
                    struct pg_auth_err *e);
 void pg_auth_free(struct pg_session *s);
 
+/*
+ * One login of tandem's to a backend as the authenticated client (the
+ * primary's, or the shadow's): the state of its SCRAM exchange.
+ * verifier_differs: the backend's verifier for the role is not the auth
+ * source's, so the ClientKey cannot open it.
+ */
+struct pg_auth_login {
+    char cfb[SCRAM_MSG_MAX];
+    size_t cfb_len;
+    char nonce[64];
+    size_t nonce_len;
+    char am[3 * SCRAM_MSG_MAX];
+    size_t am_len;
+    uint8_t server_key[SCRAM_KEY_LEN];
+    unsigned verifier_differs : 1;
+};
+/* pg_auth_can_login - 1 when tandem authenticated the client and can log in as it. */
+int pg_auth_can_login(const struct pg_session *s);
+/* pg_auth_answer - pg_auth_server for another login: to backend be, messages to out. */
+int pg_auth_answer(struct pg_session *s, struct pg_auth_login *lg, const struct rt_backend *be,
+                   struct evbuffer *out, uint32_t code, const uint8_t *data, size_t len,
+                   struct pg_auth_err *e);
+/*
+ * pg_auth_logged_in - the primary logged tandem in: the client's exchange
+ * is wiped; the ClientKey (or secret) stays while the session has a shadow
+ * to log in to (each re-attach logs in again), else everything goes.
+ */
+void pg_auth_logged_in(struct pg_session *s);
+
+/*
+ * pg_auth_query.c - a listener's auth_query, on this worker's cache.
+ * pg_authq_lookup: 1 *sec is user's secret, 0 the query returns no such
+ * user, -1 out of memory, 2 a fetch is under way: pg_session_auth_found
+ * runs later (from the fetch's event; rc 1/0 as here, -1 with why) unless
+ * pg_authq_forget (the session ends) takes the session off it first.
+ */
+int pg_authq_lookup(struct pg_session *s, const char *user, const char *db,
+                    struct pgauth_secret *sec);
+void pg_authq_forget(struct pg_session *s);
+/* pg_session.c: the lookup's answer (sec: rc 1 only; why: rc -1 only) */
+void pg_session_auth_found(struct pg_session *s, int rc, const struct pgauth_secret *sec,
+                           const char *why);
+
 /* pg_shadow.c */
 extern const struct mirror_ops pg_mirror_ops;
 void pg_shadow_start(struct pg_session *s);
+/* the own login's ends (pg_shadow_login.c): logged in on shadow_conn; failed (detached); */
+void pg_shadow_attached(struct pg_session *s);
+void pg_shadow_login_failed(struct pg_session *s, const char *why);
+/* its login refused or impossible: libpq logs in with the shadow backend's credentials */
+void pg_shadow_login_fallback(struct pg_session *s, const char *why);
+
+/*
+ * pg_shadow_login.c - the shadow login as the client itself, when tandem
+ * authenticated it (pg_auth_can_login): connect, TLS as configured,
+ * startup with the client's parameters, SCRAM with the ClientKey.  start:
+ * 0 under way (it ends in pg_shadow_attached, _failed or _fallback), -1
+ * not possible here (nothing changed).  free: stop it, idempotent.
+ */
+int pg_shadow_login_start(struct pg_session *s);
+void pg_shadow_login_free(struct pg_session *s);
 /* the shadow connection's input (the engine read it): digest, compare, forward a routed answer */
 void pg_shadow_input(struct session *base);
 void pg_shadow_release_gated(struct session *base);
@@ -256,6 +323,9 @@ void pg_shadow_orphan(struct session *base);
  * 1, 0 as the client's own user, -1 when that role cannot be set).
  */
 PGconn *pg_login_start(const struct pg_session *s, const struct rt_backend *b);
+/* pg_login_start_own - tandem's own login to b (its user and password), to dbname, no options. */
+PGconn *pg_login_start_own(const struct pg_session *s, const struct rt_backend *b,
+                           const char *dbname);
 int pg_login_as_role(const struct pg_session *s, const struct rt_backend *b);
 /*
  * pg_recheck_start - u, a read whose answers differ, is run again on both

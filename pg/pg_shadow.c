@@ -10,10 +10,13 @@
  * with a growing back-off, on a new connection that first replays the
  * session state tandem recorded (SET, PREPARE ...).
  *
- * Logging in to the shadow is libpq's job (PQconnectStartParams and
- * PQconnectPoll, non-blocking): it speaks every authentication method and
- * TLS mode, with the credentials configured for the shadow backend, since a
- * client's SCRAM exchange with the primary cannot be replayed.  Once logged
+ * When tandem authenticated the client (an auth source) it logs in to the
+ * shadow as the client itself, with the ClientKey (pg_shadow_login.c).
+ * Otherwise, and when the shadow refuses that, logging in is libpq's job
+ * (PQconnectStartParams and PQconnectPoll, non-blocking): it speaks every
+ * authentication method and TLS mode, with the credentials configured for
+ * the shadow backend, since a client's SCRAM exchange with the primary
+ * cannot be replayed.  Once logged
  * in, tandem takes the socket (and libpq's SSL object) over and speaks the
  * protocol itself; libpq only closes them at the end (PQfinish, made
  * non-blocking first so a stalled shadow cannot stall the worker).
@@ -1001,6 +1004,8 @@ shadow_close(void *owner)
         count_shadow(s, METRIC_B_SERVER_CLOSED, 1);
     }
     key_trace_stop(s);
+    pg_shadow_login_free(s);
+    sh->as_client = 0;
     memset(&sh->key, 0, sizeof(sh->key));
     if (sh->pq) {
         /* PQfinish may try to send Terminate: never let it wait for a stalled shadow */
@@ -1143,7 +1148,7 @@ key_trace_stop(struct pg_session *s)
     sh->key_line_len = 0;
 }
 
-/* Logged in: take the socket over and send what waited. */
+/* Logged in through libpq: take the socket over and send what waited. */
 static void
 shadow_ready(struct pg_session *s)
 {
@@ -1165,11 +1170,20 @@ shadow_ready(struct pg_session *s)
         s->base.shadow_conn.ssl = PQsslStruct(sh->pq, "OpenSSL");
         s->base.shadow_conn.tls_done = 1;
     }
-    s->base.mirror.state = MIRROR_READY;
-    mirror_attached(&s->base.mirror);
     const char *super = PQparameterStatus(sh->pq, "is_superuser");
     sh->super_at_login = super != NULL && strcmp(super, "on") == 0;
-    slog(s, CONF_LOG_DEBUG, "shadow \"%s\" logged in", s->base.shadow_be->conf->name);
+    pg_shadow_attached(s);
+}
+
+/* Logged in (libpq's login or tandem's own on shadow_conn): the mirror runs, what waited goes. */
+void
+pg_shadow_attached(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    s->base.mirror.state = MIRROR_READY;
+    mirror_attached(&s->base.mirror);
+    slog(s, CONF_LOG_DEBUG, "shadow \"%s\" logged in%s", s->base.shadow_be->conf->name,
+         sh->as_client ? " as the client" : "");
 
     uint64_t now = session_now_ns();
     for (struct mirror_unit *u = s->base.mirror.head; u; u = u->next)
@@ -1178,6 +1192,14 @@ shadow_ready(struct pg_session *s)
     evbuffer_add_buffer(s->base.shadow_conn.out, sh->pending);
     if (session_shadow_flush(&s->base) == 0)
         conn_want_read(&s->base.shadow_conn, 1);
+}
+
+void
+pg_shadow_login_failed(struct pg_session *s, const char *why)
+{
+    char msg[300];
+    snprintf(msg, sizeof(msg), "login failed: %s", why);
+    detach(s, SHADOW_SHADOW_ERROR, msg);
 }
 
 /*
@@ -1322,17 +1344,50 @@ login_begin(struct pg_session *s)
     return 0;
 }
 
+/* A new attach: statements present on the shadow carry its epoch. */
+static void
+next_attach(struct pg_session *s)
+{
+    struct pg_shadow *sh = &s->shadow;
+    sh->epoch = (sh->epoch + 1) & 0x7fffffffu;
+    if (sh->epoch == 0)
+        sh->epoch = 1;
+    sh->login_started_ns = session_now_ns();
+    sh->login_retries = 0;
+}
+
+/* libpq logs in with the shadow backend's credentials: 0, or -1 with the shadow detached. */
+static int
+libpq_login_begin(struct pg_session *s, const struct pgw_startup *st)
+{
+    struct pg_shadow *sh = &s->shadow;
+    int as_role = pg_login_as_role(s, s->base.shadow_be);
+    if (as_role < 0) {
+        s->base.mirror.identity_refused = 1;
+        detach(s, SHADOW_DROPPED, "the client's role name or options are too long to act "
+                                  "as it on the shadow: this session is not mirrored");
+        return -1;
+    }
+    sh->as_role = as_role;
+    if (as_role)
+        snprintf(sh->client_role, sizeof(sh->client_role), "%s", pgw_startup_param(st, "user"));
+    if (login_begin(s) != 0)
+        return -1;
+    key_trace_start(s);
+    return 0;
+}
+
 /*
- * pg_shadow_start - open a shadow session for s, logged in as the shadow
- * backend's configured user (acting as the client's role) or else as the
- * client's own user, with the client's database and startup parameters.
- * Never waits.
+ * pg_shadow_start - open a shadow session for s: as the client's role
+ * itself when tandem authenticated the client (pg_shadow_login.c, with its
+ * ClientKey), else logged in by libpq as the shadow backend's configured
+ * user (acting as the client's role) or as the client's own user; with the
+ * client's database and startup parameters.  Never waits.
  */
 void
 pg_shadow_start(struct pg_session *s)
 {
     struct pg_shadow *sh = &s->shadow;
-    const struct rt_backend *b = s->base.shadow_be;
     struct pgw_startup st;
     const char *err;
     size_t used;
@@ -1353,26 +1408,36 @@ pg_shadow_start(struct pg_session *s)
         return; /* replication connections are the primary's business only */
 
     s->base.mirror.state = MIRROR_CONNECTING; /* so a failure here is counted */
-    int as_role = pg_login_as_role(s, b);
-    if (as_role < 0) {
-        s->base.mirror.identity_refused = 1;
-        detach(s, SHADOW_DROPPED, "the client's role name or options are too long to act "
-                                  "as it on the shadow: this session is not mirrored");
+    if (pg_shadow_login_start(s) == 0) {
+        /* tandem logs in as the client itself (it authenticated it): the state waits for it */
+        next_attach(s);
+        queue_state_replay(s);
         return;
     }
-    sh->as_role = as_role;
-    if (as_role)
-        snprintf(sh->client_role, sizeof(sh->client_role), "%s", pgw_startup_param(&st, "user"));
-    if (login_begin(s) != 0)
+    if (libpq_login_begin(s, &st) != 0)
         return;
-    sh->epoch = (sh->epoch + 1) & 0x7fffffffu;
-    if (sh->epoch == 0)
-        sh->epoch = 1;
-    sh->login_started_ns = session_now_ns();
-    sh->login_retries = 0;
-    key_trace_start(s);
+    next_attach(s);
     queue_state_replay(s);
     login_step(s);
+}
+
+void
+pg_shadow_login_fallback(struct pg_session *s, const char *why)
+{
+    struct pgw_startup st;
+    const char *err;
+    size_t used;
+
+    pg_count_backend(s, s->base.shadow_be, METRIC_B_LOGIN_FALLBACKS, 1);
+    slog(s, CONF_LOG_WARN, "shadow \"%s\": logging in as the client failed (%s): logging in "
+         "with the shadow backend's own credentials instead", s->base.shadow_be->conf->name, why);
+    if (pgw_startup_parse(s->startup, s->startup_len, &used, &st, &err) != PGW_OK) {
+        detach(s, SHADOW_SHADOW_ERROR, "invalid startup packet");
+        return;
+    }
+    if (libpq_login_begin(s, &st) != 0)
+        return;
+    login_step(s); /* the state replay waits in pending already */
 }
 
 /* A ParameterStatus (at the front of in) saying is_superuser is on. */

@@ -275,6 +275,43 @@ test_server_connections(void **state)
 }
 
 static void
+test_auth_sources(void **state)
+{
+    (void)state;
+    /* a top-level auth_file serves every postgres listener without its own */
+    struct conf *c = load_ok("auth_file /etc/u.txt;\n"
+                             "backend blue { address a:1; user t; }\n"
+                             "listener a { listen d:1; primary blue; }\n"
+                             "listener b { listen e:1; primary blue; auth_file /etc/b.txt;\n"
+                             "             auth_query default; auth_query_refresh 5s; }\n"
+                             "listener r { listen f:1; protocol redis; primary blue; }\n");
+    assert_string_equal(c->listeners[0].auth_file, "/etc/u.txt");
+    assert_string_equal(c->listeners[1].auth_file, "/etc/b.txt");
+    assert_string_equal(c->listeners[2].auth_file, "");
+    assert_string_equal(c->listeners[0].auth_query, "");
+    assert_string_equal(c->listeners[1].auth_query, CONF_AUTH_QUERY_DEFAULT);
+    assert_int_equal(c->listeners[1].auth_query_refresh_ms, 5000);
+    assert_int_equal(c->listeners[0].auth_query_refresh_ms, 60000);
+    conf_free(c);
+    EXPECT_ERRORS("backend blue { address a:1; }\nbackend green { address b:1; user t; }\n"
+                  "listener pg { listen d:1; primary blue; shadow green;\n"
+                  "              auth_query default; }\n",
+                  "t.conf:4: listener \"pg\": auth_query runs as tandem's own login: backend "
+                  "\"blue\" needs a user (and password or password_file)");
+    EXPECT_ERRORS("backend blue { address a:1; user t; }\n"
+                  "listener pg { listen d:1; primary blue;\n"
+                  "              auth_query \"SELECT 1, 2\"; auth_query_refresh 0s; }\n",
+                  "t.conf:3: auth_query_refresh: \"0s\" out of range 1s..24h",
+                  "t.conf:3: listener \"pg\": auth_query must take the user name as $1");
+    EXPECT_ERRORS("backend blue { address a:1; }\n"
+                  "listener r { listen d:1; protocol redis; primary blue; auth_query default;\n"
+                  "             auth_query_refresh 1m; }\n"
+                  "listener p { listen e:1; primary blue; auth_query_refresh 1m; }\n",
+                  "t.conf:2: listener \"r\": auth_query applies to protocol postgres only",
+                  "t.conf:4: listener \"p\": auth_query_refresh needs auth_query");
+}
+
+static void
 test_defaults_shadow_mode(void **state)
 {
     (void)state;
@@ -1728,6 +1765,7 @@ main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_defaults_shadow_mode),
         cmocka_unit_test(test_server_connections),
+        cmocka_unit_test(test_auth_sources),
         cmocka_unit_test(test_syntax_accepted),
         cmocka_unit_test(test_error_cases),
         cmocka_unit_test(test_multiple_errors),
