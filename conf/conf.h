@@ -156,11 +156,20 @@ enum conf_mirror_level {
     CONF_MIRROR_DDL, /* DDL and session state only */
 };
 
+/*
+ * The order mirrors reach the shadow in (README "Order").  ack: each session's
+ * units in its own order, once the primary answered them.  commit: besides,
+ * a unit waits until the shadow acknowledged every transaction the primary
+ * had committed when it answered that unit.
+ */
+enum conf_mirror_order { CONF_ORDER_ACK, CONF_ORDER_COMMIT };
+
 struct conf_mirror {
     double reads;                 /* fraction of reads outside transactions; default 0.10 */
     enum conf_mirror_level level; /* default all */
     uint32_t queue_bytes;         /* per session; default 4 MiB; 0 means the default */
     uint32_t timeout_ms;          /* shadow reply timeout; default 5 s; 0 means the default */
+    enum conf_mirror_order order; /* default ack */
 };
 
 /*

@@ -44,6 +44,7 @@ const char *const conf_tls_names[] = {"disable", "require", "verify-full", NULL}
 const char *const conf_log_format_names[] = {"text", "json", NULL};
 const char *const conf_log_level_names[] = {"debug", "info", "warn", "error", NULL};
 const char *const conf_mirror_level_names[] = {"all", "dml", "ddl", NULL};
+const char *const conf_mirror_order_names[] = {"ack", "commit", NULL};
 const char *const conf_shadow_source_names[] = {"mirror", "replication", NULL};
 const char *const conf_repl_kind_names[] = {"logical", "physical", "replica", NULL};
 /* percent P by KEY, indexed by enum conf_canary_key */
@@ -320,6 +321,7 @@ static const struct conf_directive directives[] = {
     SIMPLE("level", CTX_MIRROR, 0, set_enum, struct conf_mirror, level, conf_mirror_level_names),
     SIMPLE("queue", CTX_MIRROR, 0, set_size, struct conf_mirror, queue_bytes, &range_queue),
     SIMPLE("timeout", CTX_MIRROR, 0, set_duration, struct conf_mirror, timeout_ms, &range_timeout),
+    SIMPLE("order", CTX_MIRROR, 0, set_enum, struct conf_mirror, order, conf_mirror_order_names),
 
     /* listener { replication { } } */
     SIMPLE("kind", CTX_REPLICATION, 0, set_enum, struct conf_replication, kind,

@@ -22,6 +22,7 @@ extern const char *const conf_tls_names[];
 extern const char *const conf_log_format_names[];
 extern const char *const conf_log_level_names[];
 extern const char *const conf_mirror_level_names[];
+extern const char *const conf_mirror_order_names[];
 extern const char *const conf_shadow_source_names[];
 extern const char *const conf_repl_kind_names[];
 

@@ -4,11 +4,141 @@
 #include "engine/mirror.h"
 
 #include <event2/buffer.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "control/replica.h"
 #include "engine/session.h"
+#include "engine/worker.h"
+#include "metrics/metric.h"
 #include "protocol/kind.h"
+
+/*
+ * The commit book of each listener (mirror { order commit; }).  Every
+ * commit the primary answers gets the next number; `acked` is the highest
+ * number n such that the shadow acknowledged (or gave up on) every commit
+ * numbered 1..n.  Acknowledgements arrive out of order, across sessions and
+ * threads: `done` marks those past `acked`, a ring of ORDER_RING.  A commit
+ * that finds the ring full gets no number (0): nobody waits for it, so
+ * order degrades to ack order rather than memory growing.
+ */
+#define ORDER_RING 65536
+struct order_book {
+    pthread_mutex_t lock;
+    uint64_t assigned; /* the last number given */
+    uint64_t acked;    /* read without the lock (atomic) */
+    uint64_t waits;    /* units that waited for the book */
+    uint64_t timeouts; /* units sent after order_wait_ns without it */
+    uint8_t done[ORDER_RING];
+};
+static struct order_book books[METRIC_MAX_LISTENERS] = {
+    [0 ... METRIC_MAX_LISTENERS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER}};
+
+static struct order_book *
+book_of(int slot)
+{
+    return slot >= 0 && slot < METRIC_MAX_LISTENERS ? &books[slot] : NULL;
+}
+
+uint64_t
+mirror_order_acked(int slot)
+{
+    struct order_book *b = book_of(slot);
+    return b ? __atomic_load_n(&b->acked, __ATOMIC_ACQUIRE) : 0;
+}
+
+uint64_t
+mirror_order_waits(int slot, uint64_t *timed_out)
+{
+    struct order_book *b = book_of(slot);
+    *timed_out = b ? __atomic_load_n(&b->timeouts, __ATOMIC_RELAXED) : 0;
+    return b ? __atomic_load_n(&b->waits, __ATOMIC_RELAXED) : 0;
+}
+
+/* The next number of b for u, unless the ring is full (then none: nobody waits for it). */
+static void
+order_assign(struct order_book *b, struct mirror_unit *u)
+{
+    if (u->order_seq == 0 && b->assigned - b->acked < ORDER_RING - 1)
+        u->order_seq = ++b->assigned;
+}
+
+void
+mirror_order_commit_sent(struct mirror *m, struct mirror_unit *u)
+{
+    struct order_book *b = book_of(m->slot);
+    if (!m->ordered || b == NULL || u->replay || !u->mirrored)
+        return;
+    pthread_mutex_lock(&b->lock);
+    order_assign(b, u);
+    pthread_mutex_unlock(&b->lock);
+}
+
+/*
+ * The primary answered u: every commit numbered by now (answered, or sent
+ * and perhaps done: what u saw) must reach the shadow first; a commit the
+ * protocol saw end a transaction gets a number now if it has none.
+ */
+static void
+order_number(struct mirror *m, struct mirror_unit *u)
+{
+    struct order_book *b = book_of(m->slot);
+    if (b == NULL || u->replay || !u->mirrored)
+        return;
+    pthread_mutex_lock(&b->lock);
+    u->order_need = b->assigned;
+    if (u->order_seq != 0 || u->commits)
+        order_assign(b, u);
+    if (u->order_seq != 0 && u->order_need >= u->order_seq)
+        u->order_need = u->order_seq - 1; /* never itself or a later commit: those may wait for it */
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* u's commit was acknowledged by the shadow, or will never be: the book may move. */
+static void
+order_ack(struct mirror *m, struct mirror_unit *u)
+{
+    struct order_book *b = book_of(m->slot);
+    uint64_t seq = u->order_seq;
+    if (seq == 0 || b == NULL)
+        return;
+    u->order_seq = 0;
+    pthread_mutex_lock(&b->lock);
+    uint64_t before = b->acked;
+    b->done[seq % ORDER_RING] = 1;
+    while (b->done[(b->acked + 1) % ORDER_RING]) {
+        b->done[(b->acked + 1) % ORDER_RING] = 0;
+        __atomic_store_n(&b->acked, b->acked + 1, __ATOMIC_RELEASE);
+    }
+    int moved = b->acked != before;
+    pthread_mutex_unlock(&b->lock);
+    if (moved)
+        worker_order_moved(m->worker);
+}
+
+/*
+ * May held u go to the shadow now, by the book?  1: yes.  0: it waits
+ * (m->order_waiting set, its worker told to look again when the book moves).
+ */
+static int
+order_allows(struct mirror *m, struct mirror_unit *u, uint64_t now)
+{
+    if (!m->ordered || u->order_need == 0 || u->order_need <= mirror_order_acked(m->slot))
+        return 1;
+    struct order_book *b = book_of(m->slot);
+    if (now - u->answered_ns >= m->order_wait_ns) {
+        __atomic_add_fetch(&b->timeouts, 1, __ATOMIC_RELAXED);
+        u->order_need = 0;
+        return 1;
+    }
+    if (!m->order_waiting && m->worker != NULL)
+        worker_order_wait(m->worker);
+    if (!u->order_waited)
+        __atomic_add_fetch(&b->waits, 1, __ATOMIC_RELAXED);
+    u->order_waited = 1;
+    m->order_waiting = 1;
+    return 0;
+}
 
 void
 mirror_init(struct mirror *m, const struct mirror_ops *ops, void *owner,
@@ -46,6 +176,7 @@ mirror_release_all(struct mirror *m)
         struct mirror_unit *u = m->head;
         m->head = u->next;
         shadow_units_open(m->shard, m->slot, -1);
+        order_ack(m, u); /* never acknowledged now: nobody may wait for it */
         m->ops->free_unit(m->owner, u);
     }
     m->tail = m->pcur = m->scur = m->last_held = m->barrier = NULL;
@@ -152,6 +283,7 @@ mirror_next_for_shadow(struct mirror_unit *from)
 void
 mirror_release(struct mirror *m, int force, uint64_t now)
 {
+    m->order_waiting = 0;
     for (struct mirror_unit *u = m->head; u && m->nheld > 0; u = u->next) {
         if (!u->held)
             continue;
@@ -169,6 +301,8 @@ mirror_release(struct mirror *m, int force, uint64_t now)
                 break; /* later units wait too: the order stays the primary's */
             skip = 1;
         }
+        if (!force && !skip && !order_allows(m, u, now))
+            break; /* later units wait too: the order stays the primary's */
         u->held = 0;
         m->nheld--;
         if (m->last_held == u)
@@ -236,6 +370,8 @@ mirror_primary_answered(struct mirror *m, struct mirror_unit *u, uint64_t now)
 {
     u->primary_done = 1;
     u->answered_ns = now ? now : session_now_ns();
+    if (m->ordered)
+        order_number(m, u);
     if (m->pcur == u) {
         struct mirror_unit *n = u->next;
         while (n && n->primary_done)
@@ -250,6 +386,7 @@ mirror_shadow_answered(struct mirror *m, struct mirror_unit *u, uint64_t now)
     uint64_t since = u->shadow_sent_ns ? u->shadow_sent_ns : u->closed_ns;
     u->shadow_done = 1;
     u->shadow_ns = now > since ? now - since : 0;
+    order_ack(m, u);
     if (m->barrier == u)
         m->barrier = NULL;
     if (m->scur == u)
@@ -272,6 +409,7 @@ mirror_complete(struct mirror *m)
         if (m->pcur == u)
             m->pcur = u->next;
         shadow_units_open(m->shard, m->slot, -1);
+        order_ack(m, u); /* a commit given up (dropped, timed out) holds nobody back */
         m->ops->free_unit(m->owner, u);
     }
 }

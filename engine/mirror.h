@@ -37,6 +37,7 @@
 #include "protocol/outcome.h"
 
 struct evbuffer;
+struct worker;
 
 enum mirror_state {
     MIRROR_OFF,        /* the session has no shadow */
@@ -58,12 +59,17 @@ struct mirror_unit {
     unsigned routed : 1;        /* mode split: the shadow answers the client */
     unsigned release_early : 1; /* the primary accepted enough of it to send it (COPY FROM STDIN) */
     unsigned barrier : 1;       /* a login: nothing after it is sent until the shadow answered it */
+    unsigned order_waited : 1;  /* counted once among the book's waits */
+    unsigned commits : 1;       /* the primary's answer ended a transaction that changed data (the
+                                 * protocol sets it before mirror_primary_answered) */
     size_t held_len;            /* its bytes in held */
     uint64_t closed_ns;         /* handed to the primary (and queued for the shadow) */
     uint64_t primary_ns;        /* primary latency */
     uint64_t shadow_sent_ns;    /* 0 until sent on a logged-in connection */
     uint64_t shadow_ns;         /* shadow latency */
     uint64_t answered_ns;       /* when the primary answered (a gated read waits past it) */
+    uint64_t order_seq;         /* order commit: this commit's number in the listener's book, or 0 */
+    uint64_t order_need;        /* order commit: the shadow must have acknowledged commits 1..need */
 };
 
 /* What a unit leaving held becomes (mirror_ops.releasing). */
@@ -138,6 +144,17 @@ struct mirror {
      */
     unsigned gated : 1;
     uint64_t gate_wait_ns;
+    /*
+     * ordered (mirror { order commit; }): a unit is sent only once the
+     * shadow acknowledged every commit the primary had answered, on any
+     * session of the listener, when it answered that unit (the listener's
+     * book counts them).  One that waited order_wait_ns is sent all the same
+     * (counted: the shadow timeout stays the only reason to give up).
+     */
+    unsigned ordered : 1;
+    unsigned order_waiting : 1; /* a held unit waits for the book: look again when it moves */
+    uint64_t order_wait_ns;
+    struct worker *worker;      /* told when the book moves (NULL: nobody, unit tests) */
     const struct mirror_ops *ops;
     void *owner;
 };
@@ -273,6 +290,25 @@ void mirror_attached(struct mirror *m);
 
 /* mirror_sample - 1 with probability p (mirror { reads }): xorshift64, per session. */
 int mirror_sample(struct mirror *m, double p);
+
+/*
+ * mirror_order_acked - the listener's book: every commit numbered 1..return
+ * value has been acknowledged by the shadow (or given up).  Any thread.
+ */
+uint64_t mirror_order_acked(int slot);
+
+/*
+ * mirror_order_commit_sent - u (mirrored) is about to reach the primary and
+ * ends a transaction (a COMMIT): it is numbered in the book now, so that a
+ * unit of another session that the commit unblocked on the primary, and
+ * whose answer comes back before the commit's, still waits for it on the
+ * shadow.  Nothing unless m->ordered.
+ */
+void mirror_order_commit_sent(struct mirror *m, struct mirror_unit *u);
+
+/* mirror_order_waits - units that waited for the book, and those sent after order_wait_ns
+ * without it, per listener since start (any thread). */
+uint64_t mirror_order_waits(int slot, uint64_t *timed_out);
 
 /* mirror_changes_data - losing u leaves the shadow's data behind the primary's. */
 int mirror_changes_data(const struct mirror_unit *u);

@@ -283,6 +283,12 @@ session_init(struct session *s, const struct session_ops *ops, struct worker *w,
     event_assign(&s->settle_ev, w->base, -1, 0, on_settle, s);
     mirror_init(&s->mirror, NULL, s, w->shadow, l->metric_slot, l->conf->mirror.queue_bytes,
                 s->rt->conf->limits.mirror_queue_total, s->id * 0x9e3779b97f4a7c15ull + 1);
+    s->mirror.worker = w;
+    if (l->conf->mirror.order == CONF_ORDER_COMMIT && l->conf->shadow_source != CONF_SHADOW_REPLICATION) {
+        s->mirror.ordered = 1;
+        /* half the shadow timeout: a unit sent late still has time to be answered */
+        s->mirror.order_wait_ns = (uint64_t)l->conf->mirror.timeout_ms * 500000ull;
+    }
     if (l->conf->shadow_source == CONF_SHADOW_REPLICATION) {
         s->mirror.gated = 1;
         s->mirror.gate_wait_ns = (uint64_t)l->conf->replication.compare_wait_ms * 1000000ull;
@@ -717,7 +723,7 @@ session_shadow_tick(struct session *s, uint64_t now_ns, uint64_t *lag_ns)
         return 1;
     }
     /* gated reads wait for the replica, not for an event of this session: look again */
-    if (s->mirror.gated && s->mirror.nheld > 0 &&
+    if ((s->mirror.gated || s->mirror.order_waiting) && s->mirror.nheld > 0 &&
         (s->mirror.state == MIRROR_READY || s->mirror.state == MIRROR_CONNECTING)) {
         s->ops->shadow_release(s);
         if (s->mirror.state == MIRROR_READY || s->mirror.state == MIRROR_CONNECTING)

@@ -271,6 +271,72 @@ cutover_check(struct worker *w)
     }
 }
 
+/*
+ * Every worker, for worker_order_moved: registered at worker_init, never
+ * removed (workers live as long as the process).
+ */
+#define ORDER_WORKERS_MAX 256
+static struct worker *order_workers[ORDER_WORKERS_MAX];
+static int order_nworkers;
+
+/* The commit book moved: sessions of w waiting for it send what they may now. */
+static void
+order_look(struct worker *w)
+{
+    int still = 0;
+    __atomic_store_n(&w->order_waiters, 0, __ATOMIC_RELAXED);
+    for (struct session *s = w->sessions, *next; s; s = next) {
+        next = s->next; /* a release may detach, never free */
+        if (!s->mirror.order_waiting)
+            continue;
+        s->now_ns = 0; /* an entry point: the session's clock is read afresh */
+        s->ops->shadow_release(s);
+        if (s->mirror.state == MIRROR_READY || s->mirror.state == MIRROR_CONNECTING)
+            mirror_complete(&s->mirror);
+        session_shadow_progress(s);
+        still |= s->mirror.order_waiting;
+    }
+    if (still)
+        __atomic_store_n(&w->order_waiters, 1, __ATOMIC_RELAXED);
+}
+
+static void
+on_order(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    order_look(arg);
+}
+
+static void notify(struct worker *w);
+
+void
+worker_order_wait(struct worker *w)
+{
+    __atomic_store_n(&w->order_waiters, 1, __ATOMIC_RELAXED);
+}
+
+void
+worker_order_moved(struct worker *self)
+{
+    int n = __atomic_load_n(&order_nworkers, __ATOMIC_ACQUIRE);
+    for (int i = 0; i < n; i++) {
+        struct worker *w = __atomic_load_n(&order_workers[i], __ATOMIC_ACQUIRE);
+        if (w == NULL || !__atomic_load_n(&w->order_waiters, __ATOMIC_RELAXED))
+            continue;
+        if (w == self) {
+            event_active(w->order_ev, EV_TIMEOUT, 0);
+            continue;
+        }
+        pthread_mutex_lock(&w->lock);
+        int was = w->posted_order;
+        w->posted_order = 1;
+        pthread_mutex_unlock(&w->lock);
+        if (!was)
+            notify(w);
+    }
+}
+
 static void
 on_notify(evutil_socket_t fd, short what, void *arg)
 {
@@ -286,12 +352,15 @@ on_notify(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_lock(&w->lock);
     struct runtime *rt = w->posted_rt;
     int drain = w->posted_drain, quit = w->posted_quit, kick = w->posted_kick;
+    int order = w->posted_order;
     w->posted_rt = NULL;
-    w->posted_drain = w->posted_quit = w->posted_kick = 0;
+    w->posted_drain = w->posted_quit = w->posted_kick = w->posted_order = 0;
     pthread_mutex_unlock(&w->lock);
 
     if (kick)
         cutover_check(w);
+    if (order)
+        order_look(w);
     if (rt != NULL) {
         runtime_unref(w->rt);
         w->rt = rt;
@@ -415,6 +484,13 @@ worker_init(struct worker *w, int id, struct runtime *rt)
     w->notify = event_new(w->base, w->notify_fd, EV_READ | EV_PERSIST, on_notify, w);
     if (w->notify == NULL || event_add(w->notify, NULL) != 0)
         return -1;
+    if ((w->order_ev = event_new(w->base, -1, 0, on_order, w)) == NULL)
+        return -1;
+    int slot = __atomic_fetch_add(&order_nworkers, 0, __ATOMIC_ACQUIRE);
+    if (slot < ORDER_WORKERS_MAX) {
+        order_workers[slot] = w;
+        __atomic_store_n(&order_nworkers, slot + 1, __ATOMIC_RELEASE);
+    }
     runtime_ref(rt);
     w->rt = rt;
     return 0;
@@ -481,6 +557,11 @@ worker_release(struct worker *w)
         close(w->notify_fd);
     if (w->tick)
         event_free(w->tick);
+    if (w->order_ev)
+        event_free(w->order_ev);
+    for (int i = 0; i < ORDER_WORKERS_MAX; i++)
+        if (order_workers[i] == w)
+            __atomic_store_n(&order_workers[i], NULL, __ATOMIC_RELEASE);
     pgcache_free(w->cls_cache);
     pgdesc_free(w->desc_cache);
     if (w->base)

@@ -80,11 +80,26 @@ struct worker {
     int posted_drain;
     int posted_quit;
     int posted_kick;             /* a cutover or rollback moved: look at the sessions now */
+    int posted_order;            /* a listener's commit book moved (mirror { order commit; }) */
+
+    struct event *order_ev;      /* this thread's commit book moved: waiting sessions look again */
+    int order_waiters;           /* atomic: a session here waits for the book (engine/mirror.h) */
 
     uint8_t scratch[WORKER_SCRATCH_SIZE];
 };
 
 void worker_job_add(struct worker *w, struct worker_job *job);
+
+/*
+ * worker_order_moved - a listener's commit book moved (mirror { order
+ * commit; }): every worker with a session waiting for it looks again, this
+ * one at its next loop turn, the others through their notify eventfd.
+ * Called on the worker's own thread (self; NULL from elsewhere: all posted).
+ */
+void worker_order_moved(struct worker *self);
+
+/* worker_order_wait - a session of w waits for a book: tell w when it moves. */
+void worker_order_wait(struct worker *w);
 void worker_job_remove(struct worker *w, struct worker_job *job);
 
 /* worker_init - create the base and notify event; no thread yet. */

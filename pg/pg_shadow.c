@@ -753,6 +753,8 @@ pg_unit_close(struct pg_session *s)
         return;
     u->base.closed = 1;
     u->base.closed_ns = session_now_ns();
+    /* a transaction statement inside a transaction: its end, most likely (order commit) */
+    int ends_tx = u->base.kind == REQ_KIND_TX && (s->tx_open || s->tx_status != 'I');
     if (u->base.kind == REQ_KIND_TX)
         s->tx_open = 1;
 
@@ -803,6 +805,8 @@ pg_unit_close(struct pg_session *s)
     keep_call(s, u, len);
     log_state(s, u, s->unit_buf);
     settle_names(s, u, 1);
+    if (ends_tx)
+        mirror_order_commit_sent(&s->base.mirror, &u->base);
     hold(s, u, len);
 }
 
@@ -956,6 +960,9 @@ pg_shadow_primary_ready(struct pg_session *s)
             s->route.last_write_ns = now; /* read_your_writes counts from here */
         if (u->cmp)
             pgdigest_final(&u->cmp->primary, &u->cmp->pres);
+        /* a transaction that may have changed data ended (mirror { order commit; }) */
+        u->base.commits = s->tx_status == 'I' &&
+                          (s->tx_open || u->base.kind == REQ_KIND_WRITE || u->base.kind == REQ_KIND_TX);
         mirror_primary_answered(&s->base.mirror, &u->base, now);
         if (s->base.mirror.nheld > 0)
             release_held(s, 0);

@@ -1036,6 +1036,72 @@ test_tick_held_unit_is_not_shadow_lag(void **state)
     assert_int_equal(st->m.state, MIRROR_READY);
 }
 
+
+/* mirror { order commit; }: a unit the primary answered after another session's commit waits
+ * for the shadow to acknowledge that commit; one that waited order_wait_ns goes all the same. */
+static void
+test_order_commit_waits_for_other_sessions_commits(void **state)
+{
+    struct stub *st1 = *state, *st2;
+    void *state2;
+    assert_int_equal(setup(&state2), 0);
+    st2 = state2;
+    uint64_t timeouts0, timeouts1;
+    mirror_order_waits(slot, &timeouts0);
+    for (struct stub *st = st1; st; st = st == st1 ? st2 : NULL) {
+        st->m.ordered = 1;
+        st->m.order_wait_ns = 10 * SEC;
+    }
+
+    struct stub_unit *a = unit(st1, REQ_KIND_TX, 'a');
+    assert_int_equal(hold(st1, a, 2), 0);
+    a->base.commits = 1;
+    primary(st1, a, T0 + 1);
+    mirror_release(&st1->m, 0, T0 + 1);
+    assert_string_equal(shadow_got(st1), "aa"); /* nothing committed before it: it goes */
+
+    struct stub_unit *b = unit(st2, REQ_KIND_READ, 'b');
+    assert_int_equal(hold(st2, b, 2), 0);
+    primary(st2, b, T0 + 2);
+    mirror_release(&st2->m, 0, T0 + 2);
+    assert_string_equal(shadow_got(st2), ""); /* a's commit is not on the shadow yet */
+    assert_true(st2->m.order_waiting);
+
+    shadow(st1, a, T0 + 3);
+    mirror_release(&st2->m, 0, T0 + 3);
+    assert_string_equal(shadow_got(st2), "bb");
+    assert_false(st2->m.order_waiting);
+    shadow(st2, b, T0 + 4);
+
+    /* a commit the shadow does not acknowledge holds others back for order_wait_ns at most */
+    struct stub_unit *c = unit(st1, REQ_KIND_TX, 'c'), *d = unit(st2, REQ_KIND_WRITE, 'd');
+    assert_int_equal(hold(st1, c, 2), 0);
+    c->base.commits = 1;
+    primary(st1, c, T0 + 5);
+    mirror_release(&st1->m, 0, T0 + 5);
+    assert_int_equal(hold(st2, d, 2), 0);
+    primary(st2, d, T0 + 6);
+    mirror_release(&st2->m, 0, T0 + 7);
+    assert_string_equal(shadow_got(st2), "bb");
+    mirror_release(&st2->m, 0, T0 + 6 + 10 * SEC);
+    assert_string_equal(shadow_got(st2), "bbdd");
+    mirror_order_waits(slot, &timeouts1);
+    assert_int_equal(timeouts1, timeouts0 + 1);
+
+    /* a commit freed unacknowledged (the session ends) holds nobody back afterwards */
+    shadow(st2, d, T0 + 8);
+    mirror_complete(&st2->m);
+    mirror_release_all(&st1->m); /* c, never acknowledged, is freed */
+    teardown(&state2);
+    struct stub_unit *e = unit(st1, REQ_KIND_READ, 'e');
+    assert_int_equal(mirror_open(&st1->m), 0);
+    st1->m.state = MIRROR_READY;
+    assert_int_equal(hold(st1, e, 2), 0);
+    primary(st1, e, T0 + 9);
+    mirror_release(&st1->m, 0, T0 + 9);
+    assert_string_equal(shadow_got(st1), "aaccee");
+}
+
 int
 main(void)
 {
@@ -1061,6 +1127,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_release_all_frees_every_unit_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_orphan_releases_held_and_completes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_order_commit_waits_for_other_sessions_commits, setup,
+                                        teardown),
         cmocka_unit_test(test_sampler_rates_are_deterministic),
     };
     shard = shadow_shard_new();
