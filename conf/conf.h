@@ -439,7 +439,7 @@ struct conf *conf_load_file(const char *path, struct conf_errors *errs);
  *                                       backend { address tls tls_ca_file ... }
  *   --listen --tls-cert --tls-key --mode             listener { }
  *   --read-your-writes --max-lag                     listener { }
- *   --mirror-reads --mirror-level --mirror-queue --mirror-timeout   mirror { }
+ *   --mirror-reads --mirror-level --mirror-queue --mirror-timeout --mirror-order   mirror { }
  *   --read-weights blue=90,green=10                  reads { blue weight=90; ... }
  * Canary rules are file-only.
  * Flags are --flag VALUE or --flag=VALUE, each at most once; errors have

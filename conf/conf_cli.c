@@ -81,6 +81,7 @@ static const struct cli_flag cli_flags[] = {
     {"mirror-level", CLI_MIRROR, "level"},
     {"mirror-queue", CLI_MIRROR, "queue"},
     {"mirror-timeout", CLI_MIRROR, "timeout"},
+    {"mirror-order", CLI_MIRROR, "order"},
     {"read-your-writes", CLI_LISTENER, "read_your_writes"},
     {"max-lag", CLI_LISTENER, "max_lag"},
     {"server-connections", CLI_LISTENER, "server_connections"},

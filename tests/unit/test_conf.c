@@ -230,6 +230,7 @@ test_defaults(void **state)
     assert_int_equal(c->listeners[0].mirror.level, CONF_MIRROR_ALL);
     assert_int_equal(c->listeners[0].mirror.queue_bytes, 0);
     assert_int_equal(c->listeners[0].mirror.timeout_ms, 0);
+    assert_int_equal(c->listeners[0].mirror.order, CONF_ORDER_ACK);
     assert_int_equal(c->listeners[0].compare.nignore_columns, 0);
     assert_int_equal(c->nwrite_functions, 0);
     conf_free(c);
@@ -817,7 +818,7 @@ test_mirror_compare(void **state)
         "limits { mirror_queue_total 512MB; }\n"
         "backend blue { address a:1; }\nbackend green { address b:1; }\n"
         "listener pg { listen c:1; primary blue; shadow green;\n"
-        "  mirror { reads 0.5%; level ddl; queue 64KB; timeout 250ms; }\n"
+        "  mirror { reads 0.5%; level ddl; queue 64KB; timeout 250ms; order commit; }\n"
         "  compare { ignore_columns updated_at created_at; ignore_fingerprints 0123456789abcdef; }\n"
         "}\n"
         "listener other { listen d:1; primary blue; }\n");
@@ -830,6 +831,7 @@ test_mirror_compare(void **state)
     assert_int_equal(l->mirror.level, CONF_MIRROR_DDL);
     assert_int_equal(l->mirror.queue_bytes, 64u << 10);
     assert_int_equal(l->mirror.timeout_ms, 250);
+    assert_int_equal(l->mirror.order, CONF_ORDER_COMMIT);
     assert_int_equal(l->compare.nignore_columns, 2);
     assert_string_equal(l->compare.ignore_columns[1], "created_at");
     assert_int_equal(l->compare.nignore_fingerprints, 1);
@@ -870,7 +872,7 @@ test_cli_equals_file(void **state)
         "verify-full", "--primary-ca", "/ca.pem", "--shadow-tls", "require", "--shadow-ca",
         "/ca2.pem", "--shadow-user", "mig", "--shadow-password-file", "/pw", "--admin-token-file",
         "/tok", "--primary-user", "u1", "--primary-password-file", "/pw1", "--mirror-reads", "12.5%",
-        "--mirror-level", "dml", "--mirror-queue", "8MB", "--mirror-timeout", "2s", NULL);
+        "--mirror-level", "dml", "--mirror-queue", "8MB", "--mirror-timeout", "2s", "--mirror-order", "commit", NULL);
     assert_int_equal(errs.count, 0);
     assert_non_null(cli);
 
@@ -885,7 +887,7 @@ test_cli_equals_file(void **state)
                 "  tls_ca_file /ca2.pem; user mig; password_file /pw; }\n"
                 "listener redis { listen 0.0.0.0:6380; protocol redis;\n"
                 "  tls_cert /c.pem; tls_key /k.pem; primary old; shadow green;\n"
-                "  mode split; mirror { reads 12.5%; level dml; queue 8MB; timeout 2s; } }\n");
+                "  mode split; mirror { reads 12.5%; level dml; queue 8MB; timeout 2s; order commit; } }\n");
     assert_conf_equal(cli, file);
     assert_string_equal(cli->file, "");
     assert_int_equal(cli->backends[0].line, 0);
