@@ -61,7 +61,7 @@ tables_digest() {
 }
 
 run_order() { # order -> one result line
-    local order=$1 blue green conf log before after out tx tps ticks equal i setting=""
+    local order=$1 blue green conf log before after out tx tps ticks equal i setting="" lagmax sampler
     [ "$order" = none ] || setting=" order $order;" # none: a tandem without the setting
     pgctl_start "blue-$order" >/dev/null; blue=$PGCTL_PORT
     pgctl_start "green-$order" >/dev/null; green=$PGCTL_PORT
@@ -83,8 +83,21 @@ EOF
     log=$(mktemp /tmp/tandem-contention.XXXXXX.log)
     tandem_start "$TPORT" "$log" -c "$conf"
     before=$(proc_cpu_ticks "$TANDEM_PID")
+    lagmax=$(mktemp /tmp/tandem-contention.XXXXXX.lag)
+    ( # the shadow's lag, sampled each second while pgbench runs: its maximum
+        m=0
+        for ((i = 0; i < DURATION + 5; i++)); do
+            l=$(metric tandem_shadow_lag_seconds 'listener="pg"')
+            m=$(awk -v a="$m" -v b="$l" 'BEGIN { print (b > a) ? b : a }')
+            echo "$m" >"$lagmax"
+            sleep 1
+        done
+    ) &
+    sampler=$!
     out=$("$PGBENCH" -n -b tpcb-like -c "$CLIENTS" -j "$JOBS" -T "$DURATION" \
         -h 127.0.0.1 -p "$TPORT" -U postgres postgres 2>&1)
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
     tx=$(echo "$out" | awk '/actually processed/ { print $NF }')
     tps=$(echo "$out" | awk '/^tps/ { print $3 }')
     equal=no
@@ -102,6 +115,14 @@ EOF
         "$(awk -v t="$ticks" -v x="$tx" -v h="$CLK_TCK" 'BEGIN { printf "%.1f", t / h / x * 1e6 }')" \
         "$(outcome match)" "$(outcome transient)" "$(outcome mismatch)" "$(outcome noise)" \
         "$(outcome shadow_error)" "$(outcome dropped)" "$equal"
+    printf '        re-checks: confirmed %s, transient %s, busy %s, failed %s; max shadow lag %.2f s; ' \
+        "$(metric tandem_shadow_rechecks_total 'result="confirmed"')" \
+        "$(metric tandem_shadow_rechecks_total 'result="transient"')" \
+        "$(metric tandem_shadow_rechecks_total 'result="busy"')" \
+        "$(metric tandem_shadow_rechecks_total 'result="failed"')" "$(cat "$lagmax")"
+    echo "order waits: $(metric tandem_shadow_order_waits_total 'result="waited"')," \
+        "late $(metric tandem_shadow_order_waits_total 'result="late"')"
+    rm -f "$lagmax"
     kill "$TANDEM_PID" 2>/dev/null || true
     wait "$TANDEM_PID" 2>/dev/null || true
     pgctl_stop_all

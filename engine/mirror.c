@@ -27,8 +27,6 @@ struct order_book {
     pthread_mutex_t lock;
     uint64_t assigned; /* the last number given */
     uint64_t acked;    /* read without the lock (atomic) */
-    uint64_t waits;    /* units that waited for the book */
-    uint64_t timeouts; /* units sent after order_wait_ns without it */
     uint8_t done[ORDER_RING];
 };
 static struct order_book books[METRIC_MAX_LISTENERS] = {
@@ -45,14 +43,6 @@ mirror_order_acked(int slot)
 {
     struct order_book *b = book_of(slot);
     return b ? __atomic_load_n(&b->acked, __ATOMIC_ACQUIRE) : 0;
-}
-
-uint64_t
-mirror_order_waits(int slot, uint64_t *timed_out)
-{
-    struct order_book *b = book_of(slot);
-    *timed_out = b ? __atomic_load_n(&b->timeouts, __ATOMIC_RELAXED) : 0;
-    return b ? __atomic_load_n(&b->waits, __ATOMIC_RELAXED) : 0;
 }
 
 /* The next number of b for u, unless the ring is full (then none: nobody waits for it). */
@@ -125,16 +115,15 @@ order_allows(struct mirror *m, struct mirror_unit *u, uint64_t now)
 {
     if (!m->ordered || u->order_need == 0 || u->order_need <= mirror_order_acked(m->slot))
         return 1;
-    struct order_book *b = book_of(m->slot);
     if (now - u->answered_ns >= m->order_wait_ns) {
-        __atomic_add_fetch(&b->timeouts, 1, __ATOMIC_RELAXED);
+        shadow_count_order(m->slot, 1);
         u->order_need = 0;
         return 1;
     }
     if (!m->order_waiting && m->worker != NULL)
         worker_order_wait(m->worker);
     if (!u->order_waited)
-        __atomic_add_fetch(&b->waits, 1, __ATOMIC_RELAXED);
+        shadow_count_order(m->slot, 0);
     u->order_waited = 1;
     m->order_waiting = 1;
     return 0;

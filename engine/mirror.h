@@ -306,9 +306,6 @@ uint64_t mirror_order_acked(int slot);
  */
 void mirror_order_commit_sent(struct mirror *m, struct mirror_unit *u);
 
-/* mirror_order_waits - units that waited for the book, and those sent after order_wait_ns
- * without it, per listener since start (any thread). */
-uint64_t mirror_order_waits(int slot, uint64_t *timed_out);
 
 /* mirror_changes_data - losing u leaves the shadow's data behind the primary's. */
 int mirror_changes_data(const struct mirror_unit *u);

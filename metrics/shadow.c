@@ -51,6 +51,9 @@
       "Mirrors discarded without comparison, by reason")                                           \
     X(RECHECKS, "tandem_shadow_rechecks_total", "counter",                                         \
       "Mismatching reads run again on both backends to confirm them, by result")                   \
+    X(ORDER_WAITS, "tandem_shadow_order_waits_total", "counter",                                   \
+      "Mirrored units that waited for earlier commits to reach the shadow (mirror { order "        \
+      "commit; }): result waited, or late when sent after the bounded wait without them")          \
     X(ENTRIES_EVICTED, "tandem_shadow_statement_entries_evicted_total", "counter",                 \
       "Statement entries with nothing but matches evicted from a full statement table to make "    \
       "room (their counts stay in the listener's)")                                                \
@@ -746,6 +749,21 @@ shadow_units_open(struct shadow_shard *sh, int slot, int delta)
     __atomic_store_n(n, __atomic_load_n(n, __ATOMIC_RELAXED) + delta, __ATOMIC_RELAXED);
 }
 
+static uint64_t order_counts[METRIC_MAX_LISTENERS][2];
+
+void
+shadow_count_order(int slot, int late)
+{
+    if (slot_ok(slot))
+        __atomic_add_fetch(&order_counts[slot][late != 0], 1, __ATOMIC_RELAXED);
+}
+
+uint64_t
+shadow_order_count(int slot, int late)
+{
+    return slot_ok(slot) ? __atomic_load_n(&order_counts[slot][late != 0], __ATOMIC_RELAXED) : 0;
+}
+
 void
 shadow_count_recheck(struct shadow_shard *sh, int slot, enum shadow_recheck_result r)
 {
@@ -1138,6 +1156,13 @@ shadow_render_prometheus(FILE *out)
                     series(out, name, "", l);
                     fprintf(out, ",result=\"%s\"} %llu\n", recheck_names[r],
                             (unsigned long long)st->rechecks[r]);
+                }
+                break;
+            case SHADOW_M_ORDER_WAITS:
+                for (int late = 0; late < 2; late++) {
+                    series(out, name, "", l);
+                    fprintf(out, ",result=\"%s\"} %llu\n", late ? "late" : "waited",
+                            (unsigned long long)shadow_order_count(l, late));
                 }
                 break;
             case SHADOW_M_ENTRIES_EVICTED:

@@ -212,6 +212,15 @@ void shadow_set_plans(struct shadow_shard *shard, int listener_slot, uint64_t ke
                       const char *primary_plan, const char *shadow_plan);
 
 /* shadow_count_recheck - one mismatching read's re-check ended with result r. */
+/*
+ * shadow_count_order - mirror { order commit; }: a unit waited for earlier
+ * commits to reach the shadow (late 0), or was sent after its bounded wait
+ * without them (late 1): tandem_shadow_order_waits_total{listener,result}.
+ * Any thread (atomics).  shadow_order_count reads one.
+ */
+void shadow_count_order(int listener_slot, int late);
+uint64_t shadow_order_count(int listener_slot, int late);
+
 void shadow_count_recheck(struct shadow_shard *shard, int listener_slot,
                           enum shadow_recheck_result r);
 
