@@ -1444,6 +1444,80 @@ jnoise(struct jb *jb, const uint64_t *noise)
     return o;
 }
 
+/* Into est, per relation of an EXPLAIN (FORMAT JSON) node tree: its largest row estimate. */
+static void
+plan_estimates(json_t *node, json_t *est, int depth)
+{
+    size_t i;
+    json_t *child;
+    if (!json_is_object(node) || depth > 100) /* a plan deeper than that is cut: fewer relations */
+        return;
+    const char *rel = json_string_value(json_object_get(node, "Relation Name"));
+    json_t *rows = json_object_get(node, "Plan Rows");
+    if (rel != NULL && json_is_number(rows)) {
+        json_t *have = json_object_get(est, rel);
+        if (have == NULL || json_number_value(have) < json_number_value(rows))
+            json_object_set_new(est, rel, json_real(json_number_value(rows)));
+    }
+    json_array_foreach(json_object_get(node, "Plans"), i, child)
+        plan_estimates(child, est, depth + 1);
+}
+
+static json_t *
+plan_estimates_of(json_t *plan)
+{
+    size_t i;
+    json_t *top, *est = json_object();
+    if (est != NULL)
+        json_array_foreach(plan, i, top)
+            plan_estimates(json_object_get(top, "Plan"), est, 0);
+    return est;
+}
+
+/*
+ * The latency comparison may be unfair when the two planners do not see the
+ * same statistics: with the same data and ANALYZE on both, a relation's row
+ * estimate is the same whatever plan reads it (an index scan or a
+ * sequential scan with the same condition), so estimates twice apart mean
+ * the shadow's statistics are missing or stale (ANALYZE never ran there, or
+ * ran on other data), not that the shadow is slower by nature.  NULL when
+ * fair, else {"reason", "relations": [{relation, primary_rows, shadow_rows}]}.
+ */
+static json_t *
+jplans_unfair(struct jb *jb, json_t *primary, json_t *shadow)
+{
+    json_t *pe = plan_estimates_of(primary), *se = plan_estimates_of(shadow), *out = NULL;
+    const char *rel;
+    json_t *pv;
+    if (pe == NULL || se == NULL)
+        goto out_free;
+    json_object_foreach(pe, rel, pv) {
+        json_t *sv = json_object_get(se, rel);
+        if (sv == NULL)
+            continue;
+        double p = json_number_value(pv), s = json_number_value(sv);
+        double lo = p < s ? p : s, hi = p < s ? s : p;
+        if (hi < 2 * (lo > 1 ? lo : 1))
+            continue;
+        if (out == NULL) {
+            out = json_object();
+            jset(jb, out, "reason",
+                 json_string("the planners' row estimates differ: the shadow's statistics are "
+                             "not the primary's (ANALYZE the shadow, or let the mirrored ANALYZE run)"));
+            jset(jb, out, "relations", json_array());
+        }
+        json_t *r = json_object();
+        jset(jb, r, "relation", json_string(rel));
+        jset(jb, r, "primary_rows", jnum(p));
+        jset(jb, r, "shadow_rows", jnum(s));
+        jpush(jb, json_object_get(out, "relations"), r);
+    }
+out_free:
+    json_decref(pe);
+    json_decref(se);
+    return out;
+}
+
 static json_t *
 jstatement(struct jb *jb, const struct agg_stmt *a)
 {
@@ -1470,6 +1544,10 @@ jstatement(struct jb *jb, const struct agg_stmt *a)
                 p = json_string(a->plans[s]); /* cut at SHADOW_PLAN_MAX: shown as text */
             jset(jb, plans, side_names[s], p ? p : json_null());
         }
+        json_t *unfair = jplans_unfair(jb, json_object_get(plans, side_names[SHADOW_SIDE_PRIMARY]),
+                                       json_object_get(plans, side_names[SHADOW_SIDE_SHADOW]));
+        if (unfair != NULL)
+            jset(jb, o, "latency_unfair", unfair);
         jset(jb, o, "plans", plans);
     }
     return o;

@@ -214,6 +214,7 @@ void shadow_set_plans(struct shadow_shard *shard, int listener_slot, uint64_t ke
                       const char *primary_plan, const char *shadow_plan);
 
 /* shadow_count_recheck - one mismatching read's re-check ended with result r. */
+
 void shadow_count_recheck(struct shadow_shard *shard, int listener_slot,
                           enum shadow_recheck_result r);
 

@@ -18,6 +18,7 @@ PACKAGES=(
     libevent-dev libssl-dev libpq-dev libhiredis-dev libjansson-dev
     libpg-query-dev libxxhash-dev libcmocka-dev
     python3-pytest python3-psycopg python3-redis python3-yaml
+    python3-sqlalchemy python3-psycopg2   # bench/corpus.py: an ORM's introspection queries
     postgresql-15 postgresql-client-15 pgbouncer
     redis-server redis-tools nutcracker
     openssl procps iproute2 iptables util-linux curl

@@ -835,6 +835,50 @@ test_noise_reasons(void **state)
     json_decref(rep);
 }
 
+
+/* Plans whose row estimates for a relation are twice apart: the latency comparison may be
+ * unfair (the shadow's statistics are not the primary's); the same estimates with other
+ * plans (a missing index) are fair. */
+static void
+test_plans_unfair_when_estimates_differ(void **state)
+{
+    (void)state;
+    int slot = metric_slot_listener("plans-fair");
+    struct shadow_shard *a = shadow_shard_new();
+    assert_non_null(a);
+    static const char idx[] =
+        "[{\"Plan\": {\"Node Type\": \"Index Scan\", \"Relation Name\": \"t\", \"Plan Rows\": 1}}]";
+    static const char seq_same[] =
+        "[{\"Plan\": {\"Node Type\": \"Gather\", \"Plan Rows\": 1, \"Plans\": [{\"Node Type\": "
+        "\"Seq Scan\", \"Relation Name\": \"t\", \"Plan Rows\": 1}]}}]";
+    static const char seq_nostats[] =
+        "[{\"Plan\": {\"Node Type\": \"Seq Scan\", \"Relation Name\": \"t\", \"Plan Rows\": 1059}}]";
+    shadow_record(a, slot, 1, "fair", SHADOW_MATCH, SHADOW_NOISE_NONE, MS, 5 * MS, NULL, NULL);
+    shadow_record(a, slot, 2, "unfair", SHADOW_MATCH, SHADOW_NOISE_NONE, MS, 5 * MS, NULL, NULL);
+    shadow_set_plans(a, slot, 1, idx, seq_same);
+    shadow_set_plans(a, slot, 2, idx, seq_nostats);
+
+    json_t *rep = report(0), *stmts = json_object_get(rep, "statements");
+    for (size_t i = 0; i < count_in(stmts, "plans-fair"); i++) {
+        json_t *st = nth_in(stmts, "plans-fair", i);
+        const char *text = json_string_value(json_object_get(st, "statement"));
+        json_t *unfair = json_object_get(st, "latency_unfair");
+        assert_non_null(json_object_get(st, "plans"));
+        if (strcmp(text, "fair") == 0) {
+            assert_null(unfair);
+            continue;
+        }
+        assert_non_null(unfair);
+        json_t *rel = json_array_get(json_object_get(unfair, "relations"), 0);
+        assert_string_equal(json_string_value(json_object_get(rel, "relation")), "t");
+        assert_true(json_number_value(json_object_get(rel, "primary_rows")) == 1);
+        assert_true(json_number_value(json_object_get(rel, "shadow_rows")) == 1059);
+        assert_non_null(strstr(json_string_value(json_object_get(unfair, "reason")), "statistics"));
+    }
+    assert_int_equal(count_in(stmts, "plans-fair"), 2);
+    json_decref(rep);
+}
+
 int
 main(void)
 {
@@ -845,6 +889,7 @@ main(void)
         cmocka_unit_test(test_table_bound_and_other),
         cmocka_unit_test(test_window_expiry),
         cmocka_unit_test(test_latency_ratios),
+        cmocka_unit_test(test_plans_unfair_when_estimates_differ),
         cmocka_unit_test(test_sample_ring),
         cmocka_unit_test(test_summary_cut_and_utf8),
         cmocka_unit_test(test_gauges),
