@@ -35,14 +35,16 @@ def test_mutation_without_token_is_401(t, method, path, body):
 
 
 @pytest.mark.parametrize("auth", ["Bearer wrong", f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}",
-                                  f"Bearer {TOKEN} {TOKEN}"])
+                                  f"Bearer {TOKEN} {TOKEN}"],
+                         ids=["wrong", "longer", "shorter", "twice"])
 def test_wrong_token_is_403(t, auth):
     status, _, text = admin_call(t.admin_port, "PUT", "/api/mode", {"mode": "shadow"}, auth=auth)
     assert status == 403, (status, text)
     assert json.loads(text) == {"error": "wrong admin token"}
 
 
-@pytest.mark.parametrize("auth", [f"Basic {TOKEN}", TOKEN, "Bearer", "Bearer   "])
+@pytest.mark.parametrize("auth", [f"Basic {TOKEN}", TOKEN, "Bearer", "Bearer   "],
+                         ids=["basic", "bare", "bearer-alone", "bearer-blank"])
 def test_not_a_bearer_credential_is_401(t, auth):
     status, _, text = admin_call(t.admin_port, "POST", "/api/cutover", {}, auth=auth)
     assert status == 401, (status, text)

@@ -46,6 +46,8 @@ def test_fleet_demo_flips_three_members_and_back(tandem_bin):
     # the restarted member reports the new primary before the rollback
     restarted = out.split("started again")[1].split("rollback asked")[0]
     assert "primary green, shadow blue (epoch 1)" in restarted, restarted
+    # killed without its drain, it marked its shadow diverged; the operator cleared it
+    assert "listener pg: shadow resynchronized (it was diverged)" in restarted, restarted
     assert out.count("number of failed transactions: 0") == 2, out[-4000:]
     assert "no write lost" in out, out[-4000:]
     assert "operation fleet-op-2 rollback completed (asked by m3)" in out, out[-4000:]
