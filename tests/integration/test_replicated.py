@@ -34,7 +34,12 @@ max_worker_processes = 24
 max_logical_replication_workers = 12
 max_replication_slots = 16
 max_wal_senders = 16
-wal_retrieve_retry_interval = 200ms"""
+wal_retrieve_retry_interval = 200ms
+# an idle publisher tells its subscribers where its WAL ends only in keepalives,
+# sent every wal_sender_timeout / 2 (30 s by default): longer than a test's wait
+# for a quiet primary's read to be released (compare_wait)
+wal_sender_timeout = 10s
+wal_receiver_status_interval = 1s"""
 
 
 @pytest.fixture(scope="module")
