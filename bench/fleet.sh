@@ -88,19 +88,7 @@ trap 'exit 143' TERM
 bench_ensure_deps pgbench psql redis-server curl jq /usr/lib/postgresql/15/bin/initdb
 bench_ensure_tandem || { echo "fleet.sh: no tandem binary" >&2; exit 1; }
 
-if pgrep -x pgbench >/dev/null; then
-    echo "fleet.sh: another pgbench is running; results would be skewed" >&2
-    pgrep -a pgbench >&2
-    [ "${BENCH_FORCE:-0}" = 1 ] || exit 1
-fi
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/tandem-bench-fleet.XXXXXX")
-mkdir -p "$RESULTS_DIR"
-STAMP=$(date +%Y%m%d-%H%M%S)
-RUNS_TSV=$RESULTS_DIR/fleet-$STAMP-runs.tsv
-SUMMARY_TSV=$RESULTS_DIR/fleet-$STAMP.tsv
-
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+bench_begin fleet
 
 # --- servers ---------------------------------------------------------------
 

@@ -58,7 +58,6 @@ trap cleanup EXIT
 trap 'echo; echo "interrupted; cleaning up" >&2; exit 130' INT
 trap 'exit 143' TERM
 
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 bench_ensure_deps psql /usr/sbin/pgbouncer /usr/lib/postgresql/15/bin/initdb
 bench_ensure_tandem || { echo "idle.sh: no tandem binary" >&2; exit 1; }

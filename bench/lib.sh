@@ -25,6 +25,11 @@
 #                              it exits or does not listen.
 # tandem_start_bin BIN PORT LOG ARG...
 #                              the same with the binary BIN (the baseline)
+# bench_begin NAME             refuse to run (unless BENCH_FORCE=1) while
+#                              another pgbench runs; set WORK (a temp dir),
+#                              STAMP, RUNS_TSV and SUMMARY_TSV
+#                              ($RESULTS_DIR/NAME-STAMP[-runs].tsv)
+# log TEXT...                  a timestamped line on stderr
 # bench_stop_procs             stop every PgBouncer/tandem started here and
 #                              remove their temp dirs (for traps).
 # proc_cpu_ticks PID           utime+stime of the whole process, in ticks
@@ -35,6 +40,21 @@ BENCH_ROOT=${BENCH_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 CLK_TCK=$(getconf CLK_TCK)
 BENCH_PIDS=()
 BENCH_DIRS=()
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+bench_begin() {
+    if pgrep -x pgbench >/dev/null; then
+        echo "$1: another pgbench is running; results would be skewed" >&2
+        pgrep -a pgbench >&2
+        [ "${BENCH_FORCE:-0}" = 1 ] || exit 1
+    fi
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/tandem-bench-$1.XXXXXX")
+    mkdir -p "$RESULTS_DIR"
+    STAMP=$(date +%Y%m%d-%H%M%S)
+    RUNS_TSV=$RESULTS_DIR/$1-$STAMP-runs.tsv
+    SUMMARY_TSV=$RESULTS_DIR/$1-$STAMP.tsv
+}
 
 bench_ensure_deps() {
     local c missing=()

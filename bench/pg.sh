@@ -100,19 +100,7 @@ bench_ensure_baseline || exit 1
 BASE=$TANDEM_BASELINE_BIN
 "$TANDEM_BIN" --version >/dev/null 2>&1 || echo "note: '$TANDEM_BIN --version' failed" >&2
 
-if pgrep -x pgbench >/dev/null; then
-    echo "pg.sh: another pgbench is running; results would be skewed" >&2
-    pgrep -a pgbench >&2
-    [ "${BENCH_FORCE:-0}" = 1 ] || exit 1
-fi
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/tandem-bench.XXXXXX")
-mkdir -p "$RESULTS_DIR"
-STAMP=$(date +%Y%m%d-%H%M%S)
-RUNS_TSV=$RESULTS_DIR/pg-$STAMP-runs.tsv
-SUMMARY_TSV=$RESULTS_DIR/pg-$STAMP.tsv
-
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+bench_begin pg
 
 # --- servers ---------------------------------------------------------------
 

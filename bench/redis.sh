@@ -95,7 +95,6 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 RUNS_TSV=$RESULTS_DIR/redis-$STAMP-runs.tsv
 SUMMARY_TSV=$RESULTS_DIR/redis-$STAMP.tsv
 
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # wait_port PORT: up to 10 s for 127.0.0.1:PORT to accept.
 wait_port() {

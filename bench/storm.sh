@@ -76,19 +76,7 @@ bench_ensure_tandem || { echo "storm.sh: no tandem binary" >&2; exit 1; }
 bench_ensure_baseline || exit 1
 BASE=$TANDEM_BASELINE_BIN
 
-if pgrep -x pgbench >/dev/null; then
-    echo "storm.sh: another pgbench is running; results would be skewed" >&2
-    pgrep -a pgbench >&2
-    [ "${BENCH_FORCE:-0}" = 1 ] || exit 1
-fi
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/tandem-storm.XXXXXX")
-mkdir -p "$RESULTS_DIR"
-STAMP=$(date +%Y%m%d-%H%M%S)
-RUNS_TSV=$RESULTS_DIR/storm-$STAMP-runs.tsv
-SUMMARY_TSV=$RESULTS_DIR/storm-$STAMP.tsv
-
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+bench_begin storm
 
 # --- servers ---------------------------------------------------------------
 

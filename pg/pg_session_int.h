@@ -296,6 +296,8 @@ void pg_shadow_login_fallback(struct pg_session *s, const char *why);
  */
 int pg_shadow_login_start(struct pg_session *s);
 void pg_shadow_login_free(struct pg_session *s);
+/* pg_shadow_conn_close - the shadow connection and its login's event go, counted closed. */
+void pg_shadow_conn_close(struct pg_session *s);
 /* the shadow connection's input (the engine read it): digest, compare, forward a routed answer */
 void pg_shadow_input(struct session *base);
 void pg_shadow_release_gated(struct session *base);

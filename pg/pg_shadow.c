@@ -988,11 +988,9 @@ count_shadow(struct pg_session *s, enum metric_backend_counter c, uint64_t n)
 
 static void key_trace_stop(struct pg_session *s);
 
-/* The queue's close hook: the shadow connection goes (the queue empties held itself). */
-static void
-shadow_close(void *owner)
+void
+pg_shadow_conn_close(struct pg_session *s)
 {
-    struct pg_session *s = owner;
     struct pg_shadow *sh = &s->shadow;
     if (sh->login_ev_added) {
         event_del(&sh->login_ev);
@@ -1003,6 +1001,15 @@ shadow_close(void *owner)
         s->base.shadow_open = 0;
         count_shadow(s, METRIC_B_SERVER_CLOSED, 1);
     }
+}
+
+/* The queue's close hook: the shadow connection goes (the queue empties held itself). */
+static void
+shadow_close(void *owner)
+{
+    struct pg_session *s = owner;
+    struct pg_shadow *sh = &s->shadow;
+    pg_shadow_conn_close(s);
     key_trace_stop(s);
     pg_shadow_login_free(s);
     sh->as_client = 0;

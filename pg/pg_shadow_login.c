@@ -66,16 +66,7 @@ pg_shadow_login_free(struct pg_session *s)
 static void
 login_stop(struct pg_session *s)
 {
-    struct pg_shadow *sh = &s->shadow;
-    if (sh->login_ev_added) {
-        event_del(&sh->login_ev);
-        sh->login_ev_added = 0;
-    }
-    if (s->base.shadow_open) {
-        conn_release(&s->base.shadow_conn);
-        s->base.shadow_open = 0;
-        pg_count_backend(s, s->base.shadow_be, METRIC_B_SERVER_CLOSED, 1);
-    }
+    pg_shadow_conn_close(s);
     pg_shadow_login_free(s);
 }
 

@@ -23,13 +23,13 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=lib/pgctl.sh
 . "$ROOT/scripts/lib/pgctl.sh"
+# shellcheck source=lib/demo.sh
+. "$ROOT/scripts/lib/demo.sh"
 
 DEMO_SECONDS=${DEMO_SECONDS:-10}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tandem-fleet-demo.XXXXXX")
 STORE_PID=
 declare -A PIDS=() LISTEN=() ADMIN=()
-
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 stop_pid() {
     kill -TERM "$1" 2>/dev/null || return 0
@@ -50,17 +50,7 @@ trap 'exit 143' TERM
 
 # --- 1. dependencies and build ---------------------------------------------
 
-if [ "${DEMO_SKIP_DEPS:-0}" != 1 ]; then
-    say "dependencies (scripts/deps.sh)"
-    "$ROOT/scripts/deps.sh"
-fi
-if [ -z "${TANDEM_BIN:-}" ]; then
-    say "build (cmake, build/)"
-    cmake -S "$ROOT" -B "$ROOT/build" >/dev/null
-    cmake --build "$ROOT/build" -j"$(nproc)" --target tandem | tail -n 1
-    TANDEM_BIN=$ROOT/build/tandem
-fi
-"$TANDEM_BIN" --version
+demo_build
 
 # --- 2. PostgreSQL and the store ---------------------------------------------
 

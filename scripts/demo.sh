@@ -27,12 +27,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=lib/pgctl.sh
 . "$ROOT/scripts/lib/pgctl.sh"
+# shellcheck source=lib/demo.sh
+. "$ROOT/scripts/lib/demo.sh"
 
 DEMO_SECONDS=${DEMO_SECONDS:-10}
 LOG=$ROOT/build/demo-tandem.log
 TANDEM_PID=
-
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 cleanup() {
     trap - EXIT INT TERM
@@ -50,18 +50,8 @@ trap 'exit 143' TERM
 
 # --- 1. dependencies and build ---------------------------------------------
 
-if [ "${DEMO_SKIP_DEPS:-0}" != 1 ]; then
-    say "dependencies (scripts/deps.sh)"
-    "$ROOT/scripts/deps.sh"
-fi
-if [ -z "${TANDEM_BIN:-}" ]; then
-    say "build (cmake, build/)"
-    cmake -S "$ROOT" -B "$ROOT/build" >/dev/null
-    cmake --build "$ROOT/build" -j"$(nproc)" --target tandem | tail -n 1
-    TANDEM_BIN=$ROOT/build/tandem
-fi
+demo_build
 mkdir -p "$(dirname "$LOG")"
-echo "$("$TANDEM_BIN" --version)"
 
 # --- 2. PostgreSQL: primary and shadow ---------------------------------------
 
