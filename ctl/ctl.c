@@ -325,6 +325,17 @@ api(const struct ctl *c, const char *method, const char *path, const char *body,
     return 0;
 }
 
+/* api_json - api() with a JSON body (taken, NULL: out of memory), sent compact. */
+static int
+api_json(const struct ctl *c, const char *method, const char *path, json_t *body, json_t **doc)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    int rc = text ? api(c, method, path, text, doc) : fail("out of memory");
+    free(text);
+    return rc;
+}
+
 /* ---- tables ------------------------------------------------------------- */
 
 #define TABLE_COLS_MAX 16
@@ -811,10 +822,7 @@ cmd_weights(const struct ctl *c, int argc, char **argv)
         json_object_set_new(body, argv[i], json_integer((json_int_t)w));
         *eq = '=';
     }
-    char *text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    int rc = text ? api(c, "PUT", "/api/weights", text, &doc) : fail("out of memory");
-    free(text);
+    int rc = api_json(c, "PUT", "/api/weights", body, &doc);
     if (rc != 0)
         return rc;
     if (!c->json) {
@@ -835,11 +843,7 @@ cmd_mode(const struct ctl *c, int argc, char **argv)
 
     if (argc != 1)
         return bad_usage("mode: expected one of passthrough, shadow, split");
-    json_t *body = json_pack("{s:s}", "mode", argv[0]);
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    int rc = text ? api(c, "PUT", "/api/mode", text, &doc) : fail("out of memory");
-    free(text);
+    int rc = api_json(c, "PUT", "/api/mode", json_pack("{s:s}", "mode", argv[0]), &doc);
     if (rc != 0)
         return rc;
     if (!c->json)
@@ -856,11 +860,8 @@ cmd_resynced(const struct ctl *c, int argc, char **argv)
 
     if (argc != 1)
         return bad_usage("resynced: expected one listener name, e.g. resynced pg");
-    json_t *body = json_pack("{s:s}", "listener", argv[0]);
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    int rc = text ? api(c, "POST", "/api/shadow/resynced", text, &doc) : fail("out of memory");
-    free(text);
+    int rc = api_json(c, "POST", "/api/shadow/resynced", json_pack("{s:s}", "listener", argv[0]),
+                      &doc);
     if (rc != 0)
         return rc;
     if (!c->json)
@@ -1111,12 +1112,9 @@ cmd_verify(const struct ctl *c, int argc, char **argv)
         json_decref(body);
         return bad_usage("verify: expected --listener L (and --dbname D for PostgreSQL)");
     }
-    char *text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
     struct ctl quiet = *c;
     quiet.json = c->json && !wait; /* waiting with --json: only the final run is printed */
-    rc = text ? api(&quiet, "POST", "/api/verify", text, &doc) : fail("out of memory");
-    free(text);
+    rc = api_json(&quiet, "POST", "/api/verify", body, &doc);
     if (rc != 0)
         return 2;
     json_t *v = json_object_get(doc, "verify");

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import redis
 
-from harness.adminapi import call, run_operation
+from harness.adminapi import call, kill, listener, run_operation, status
 from harness.redisserver import RedisServer
 from harness.shadow import (create_database, execute, listener_report, pgbench_db_popen,
                             pgbench_init_db, report, rows, shadow_config, wait_drained)
@@ -29,24 +29,6 @@ TABLE = "crash_acks"
 
 def with_state(text, path):
     return f"control {{ state_file {path}; }}\n" + text
-
-
-def kill(t):
-    t.signal(signal.SIGKILL)
-    t.wait_exit(30)
-
-
-def status(t):
-    code, body = t.http("/api/status")
-    assert code == 200, body
-    return json.loads(body)
-
-
-def listener(t, name="pg"):
-    for entry in status(t)["listeners"]:
-        if entry["name"] == name:
-            return entry
-    raise AssertionError(f"no listener {name}")
 
 
 def shadow_state(t, name="pg"):

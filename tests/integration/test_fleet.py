@@ -417,6 +417,22 @@ def app_write(server, key):
         return f"{type(exc).__name__}: {exc}"  # NOPERM is NoPermissionError in redis-py
 
 
+def redis_fence_members(tandem, store, blue, green, fleet, fence):
+    """Two members of `fleet` on a Redis listener blue -> green whose primary has
+    the fence statements `fence`; the shadow logs in as tandem's own user."""
+    members = []
+    for name in ("m1", "m2"):
+        port, admin = free_port(), free_port()
+        text = (f"control {{ store redis://{store.address}; fleet {fleet}; member {name}; }}\n"
+                + redis_config(port=port, admin_port=admin, primary=blue, shadow=green,
+                               workers=1, primary_extra=fence,
+                               shadow_extra="user tandem;\npassword tandem-pw;"))
+        t = tandem(config_text=text, port=port, admin_port=admin)
+        wait_until(lambda t=t: joined(t), 20, f"{name} to join")
+        members.append(t)
+    return members
+
+
 def test_redis_fence_refuses_the_application_on_the_old_primary(tandem, store):
     """blue fences the application's ACL user at the commit; tandem's mirror to blue logs in
     as tandem's own user there, so every acknowledged INCR reaches blue too; rollback
@@ -424,16 +440,7 @@ def test_redis_fence_refuses_the_application_on_the_old_primary(tandem, store):
     blue = RedisServer("fence-blue", users=REDIS_USERS).start()
     green = RedisServer("fence-green", users=REDIS_USERS).start()
     try:
-        members = []
-        for name in ("m1", "m2"):
-            port, admin = free_port(), free_port()
-            text = (f"control {{ store redis://{store.address}; fleet rfence; member {name}; }}\n"
-                    + redis_config(port=port, admin_port=admin, primary=blue, shadow=green,
-                                   workers=1, primary_extra=REDIS_FENCE,
-                                   shadow_extra="user tandem;\npassword tandem-pw;"))
-            t = tandem(config_text=text, port=port, admin_port=admin)
-            wait_until(lambda t=t: joined(t), 20, f"{name} to join")
-            members.append(t)
+        members = redis_fence_members(tandem, store, blue, green, "rfence", REDIS_FENCE)
         a, b = members
         assert app_write(blue, "before") is None
         stale = redis.Redis(host=blue.host, port=blue.port, username="app", password="app-pw",
@@ -502,16 +509,7 @@ def test_a_redis_fence_that_fails_aborts_and_is_undone(tandem, store, tandem_bin
     green = RedisServer("fence-green", users=REDIS_USERS).start()
     broken = REDIS_FENCE.replace('unfence', 'fence "NO_SUCH_COMMAND x";\nunfence')
     try:
-        members = []
-        for name in ("m1", "m2"):
-            port, admin = free_port(), free_port()
-            text = (f"control {{ store redis://{store.address}; fleet rbroken; member {name}; }}\n"
-                    + redis_config(port=port, admin_port=admin, primary=blue, shadow=green,
-                                   workers=1, primary_extra=broken,
-                                   shadow_extra="user tandem;\npassword tandem-pw;"))
-            t = tandem(config_text=text, port=port, admin_port=admin)
-            wait_until(lambda t=t: joined(t), 20, f"{name} to join")
-            members.append(t)
+        members = redis_fence_members(tandem, store, blue, green, "rbroken", broken)
         a, b = members
         code, reply = call(a, "POST", "/api/cutover", {"max_pause_ms": 8000})
         assert code == 202, reply

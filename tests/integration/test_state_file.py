@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from harness.adminapi import call, run_operation
+from harness.adminapi import call, kill, listener, run_operation, status
 from harness.redisserver import RedisServer, redis_config, tandem_client
 from harness.shadow import execute, shadow_config, wait_drained
 from harness.util import free_port, wait_until
@@ -29,25 +29,6 @@ def pg_text(primary, shadow, state, mode="shadow"):
     text = shadow_config(port=port, admin_port=admin, primary=primary, shadow=shadow, mode=mode,
                          mirror={"reads": "0%", "timeout": "10s"})
     return with_state(text, state), port, admin
-
-
-def kill(t):
-    """SIGKILL: no drain, no last write of the state file."""
-    t.signal(signal.SIGKILL)
-    t.wait_exit(30)
-
-
-def status(t):
-    code, body = t.http("/api/status")
-    assert code == 200, body
-    return json.loads(body)
-
-
-def listener(t, name="pg"):
-    for entry in status(t)["listeners"]:
-        if entry["name"] == name:
-            return entry
-    raise AssertionError(f"no listener {name}")
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@
     op = run_operation(t, "/api/cutover", {"max_pause_ms": 8000})
 """
 import json
+import signal
 import urllib.error
 import urllib.request
 
@@ -40,3 +41,24 @@ def run_operation(t, path, body=None, timeout=60):
         return final["state"] in ("completed", "failed")
     wait_until(over, timeout, f"{path} to finish")
     return final
+
+
+def status(t):
+    """GET /api/status, decoded (200 asserted)."""
+    code, body = t.http("/api/status")
+    assert code == 200, body
+    return json.loads(body)
+
+
+def listener(t, name="pg"):
+    """The listener's entry in /api/status."""
+    for entry in status(t)["listeners"]:
+        if entry["name"] == name:
+            return entry
+    raise AssertionError(f"no listener {name}")
+
+
+def kill(t):
+    """SIGKILL: no drain, no last write of the state file."""
+    t.signal(signal.SIGKILL)
+    t.wait_exit(30)
