@@ -267,48 +267,6 @@ run_action(struct admin *a, struct evhttp_request *req, enum admin_action action
     free(text);
 }
 
-static void
-route_weights(struct admin *a, struct evhttp_request *req)
-{
-    run_action(a, req, ADMIN_SET_WEIGHTS, NULL);
-}
-
-static void
-route_mode(struct admin *a, struct evhttp_request *req)
-{
-    run_action(a, req, ADMIN_SET_MODE, NULL);
-}
-
-static void
-route_cutover(struct admin *a, struct evhttp_request *req)
-{
-    run_action(a, req, ADMIN_CUTOVER, NULL);
-}
-
-static void
-route_rollback(struct admin *a, struct evhttp_request *req)
-{
-    run_action(a, req, ADMIN_ROLLBACK, NULL);
-}
-
-static void
-route_fleet(struct admin *a, struct evhttp_request *req)
-{
-    run_action(a, req, ADMIN_FLEET, NULL);
-}
-
-static void
-route_verify(struct admin *a, struct evhttp_request *req)
-{
-    run_action(a, req, ADMIN_VERIFY_START, NULL);
-}
-
-static void
-route_shadow_resynced(struct admin *a, struct evhttp_request *req)
-{
-    run_action(a, req, ADMIN_SHADOW_RESYNCED, NULL);
-}
-
 #define OPERATIONS_PREFIX "/api/operations/"
 #define VERIFY_PREFIX "/api/verify/"
 #define VERIFY_ID_MAX 32
@@ -336,24 +294,26 @@ route_verify_id(struct admin *a, struct evhttp_request *req, const char *rest)
         reply_json_error(req, 405, "Method Not Allowed", "method not allowed");
 }
 
+/* A route answers with fn, or, when fn is NULL, by handing `action` to the proxy. */
 static const struct route {
     const char *path;
     enum evhttp_cmd_type method;
     route_fn fn;
+    enum admin_action action;
 } routes[] = {
-    {"/metrics", EVHTTP_REQ_GET, route_metrics},
-    {"/healthz", EVHTTP_REQ_GET, route_healthz},
-    {"/readyz", EVHTTP_REQ_GET, route_readyz},
-    {"/api/shadow/report", EVHTTP_REQ_GET, route_shadow_report},
-    {"/api/status", EVHTTP_REQ_GET, route_status},
-    {"/report", EVHTTP_REQ_GET, route_report_page},
-    {"/api/weights", EVHTTP_REQ_PUT, route_weights},
-    {"/api/mode", EVHTTP_REQ_PUT, route_mode},
-    {"/api/cutover", EVHTTP_REQ_POST, route_cutover},
-    {"/api/rollback", EVHTTP_REQ_POST, route_rollback},
-    {"/api/fleet", EVHTTP_REQ_GET, route_fleet},
-    {"/api/verify", EVHTTP_REQ_POST, route_verify},
-    {"/api/shadow/resynced", EVHTTP_REQ_POST, route_shadow_resynced},
+    {"/metrics", EVHTTP_REQ_GET, route_metrics, 0},
+    {"/healthz", EVHTTP_REQ_GET, route_healthz, 0},
+    {"/readyz", EVHTTP_REQ_GET, route_readyz, 0},
+    {"/api/shadow/report", EVHTTP_REQ_GET, route_shadow_report, 0},
+    {"/api/status", EVHTTP_REQ_GET, route_status, 0},
+    {"/report", EVHTTP_REQ_GET, route_report_page, 0},
+    {"/api/weights", EVHTTP_REQ_PUT, NULL, ADMIN_SET_WEIGHTS},
+    {"/api/mode", EVHTTP_REQ_PUT, NULL, ADMIN_SET_MODE},
+    {"/api/cutover", EVHTTP_REQ_POST, NULL, ADMIN_CUTOVER},
+    {"/api/rollback", EVHTTP_REQ_POST, NULL, ADMIN_ROLLBACK},
+    {"/api/fleet", EVHTTP_REQ_GET, NULL, ADMIN_FLEET},
+    {"/api/verify", EVHTTP_REQ_POST, NULL, ADMIN_VERIFY_START},
+    {"/api/shadow/resynced", EVHTTP_REQ_POST, NULL, ADMIN_SHADOW_RESYNCED},
 };
 
 static const char *
@@ -512,7 +472,10 @@ on_request(struct evhttp_request *req, void *arg)
         if (routes[i].method == evhttp_request_get_command(req) ||
             (routes[i].method == EVHTTP_REQ_GET &&
              evhttp_request_get_command(req) == EVHTTP_REQ_HEAD)) {
-            routes[i].fn(a, req);
+            if (routes[i].fn != NULL)
+                routes[i].fn(a, req);
+            else
+                run_action(a, req, routes[i].action, NULL);
             return;
         }
     }

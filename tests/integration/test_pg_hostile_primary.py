@@ -111,6 +111,17 @@ def test_short_fixed_size_message_after_login_is_08P01(tandem, answer):
         still_serves(t)
 
 
+def shadowed_fake(tandem, fake, pg_shadow):
+    """tandem in shadow mode: the fake server as the primary, a real shadow."""
+    port, admin = free_port(), free_port()
+    text = (f"workers 2;\nadmin {{ listen 127.0.0.1:{admin}; }}\n"
+            f"backend fake {{\n    address 127.0.0.1:{fake.port};\n}}\n"
+            f"backend green {{\n    address {pg_shadow.address};\n}}\n"
+            f"listener pg {{\n    listen 127.0.0.1:{port};\n    protocol postgres;\n"
+            "    primary fake;\n    shadow green;\n    mode shadow;\n}\n")
+    return tandem(config_text=text, port=port, admin_port=admin)
+
+
 def test_copy_in_response_claiming_a_gigabyte_is_08P01(tandem, pg_shadow):
     """A CopyInResponse header claiming 1 GB was waited for whole in shadow
     mode (+363 MiB).  Its real size is at most 7 + 2 * 65535 bytes: a larger
@@ -121,13 +132,7 @@ def test_copy_in_response_claiming_a_gigabyte_is_08P01(tandem, pg_shadow):
         else:
             conn.send(select_one())
     with FakePg(query=query) as fake:
-        port, admin = free_port(), free_port()
-        text = (f"workers 2;\nadmin {{ listen 127.0.0.1:{admin}; }}\n"
-                f"backend fake {{\n    address 127.0.0.1:{fake.port};\n}}\n"
-                f"backend green {{\n    address {pg_shadow.address};\n}}\n"
-                f"listener pg {{\n    listen 127.0.0.1:{port};\n    protocol postgres;\n"
-                "    primary fake;\n    shadow green;\n    mode shadow;\n}\n")
-        t = tandem(config_text=text, port=port, admin_port=admin)
+        t = shadowed_fake(tandem, fake, pg_shadow)
         with pgwire.PgRaw(t.port) as raw:
             raw.login("trustuser")
             raw.send(pgwire.query_message("COPY t FROM STDIN"))
@@ -148,13 +153,7 @@ def test_ready_for_query_claiming_a_gigabyte_is_08P01(tandem, pg_shadow):
         else:
             conn.send(select_one())
     with FakePg(query=query) as fake:
-        port, admin = free_port(), free_port()
-        text = (f"workers 2;\nadmin {{ listen 127.0.0.1:{admin}; }}\n"
-                f"backend fake {{\n    address 127.0.0.1:{fake.port};\n}}\n"
-                f"backend green {{\n    address {pg_shadow.address};\n}}\n"
-                f"listener pg {{\n    listen 127.0.0.1:{port};\n    protocol postgres;\n"
-                "    primary fake;\n    shadow green;\n    mode shadow;\n}\n")
-        t = tandem(config_text=text, port=port, admin_port=admin)
+        t = shadowed_fake(tandem, fake, pg_shadow)
         with pgwire.PgRaw(t.port) as raw:
             raw.login("trustuser")
             assert raw.simple_query("SELECT 1")[0] == [["1"]]
