@@ -11,7 +11,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config \
       libevent-dev libssl-dev libpq-dev libhiredis-dev libjansson-dev \
-      libpg-query-dev libxxhash-dev \
+      libpg-query-dev libxxhash-dev postgresql-server-dev-15 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

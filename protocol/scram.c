@@ -2,7 +2,7 @@
  * scram.c - SCRAM-SHA-256 messages and keys, auth-source secrets (scram.h).
  *
  * Every length from the peer is checked before it is used; nothing is
- * allocated.  Comparisons of secrets use CRYPTO_memcmp so a wrong proof
+ * allocated but SASLprep's normalised copy of a password (libpgcommon's).  Comparisons of secrets use CRYPTO_memcmp so a wrong proof
  * takes as long as a nearly right one.
  */
 #include "protocol/scram.h"
@@ -10,6 +10,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <stdlib.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <string.h>
@@ -102,15 +103,43 @@ hmac(const uint8_t *key, size_t key_len, const void *msg, size_t len, uint8_t ou
                : -1;
 }
 
+/*
+ * libpgcommon's SASLprep (RFC 4013), the one PostgreSQL and libpq use: its
+ * header sits among the server's, so it is declared here as it is there.
+ */
+typedef enum {
+    SASLPREP_SUCCESS = 0,
+    SASLPREP_OOM = -1,
+    SASLPREP_INVALID_UTF8 = -2,
+    SASLPREP_PROHIBITED = -3
+} pg_saslprep_rc;
+extern pg_saslprep_rc pg_saslprep(const char *input, char **output);
+
 int
 scram_keys_from_password(const char *password, const uint8_t *salt, size_t salt_len,
                          uint32_t iterations, uint8_t client_key[SCRAM_KEY_LEN],
                          uint8_t stored_key[SCRAM_KEY_LEN], uint8_t server_key[SCRAM_KEY_LEN])
 {
     uint8_t salted[SCRAM_KEY_LEN];
-    if (iterations == 0 || iterations > 100000000u ||
-        PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, (int)salt_len, (int)iterations,
-                          EVP_sha256(), SCRAM_KEY_LEN, salted) != 1)
+    if (iterations == 0 || iterations > 100000000u)
+        return -1;
+    /*
+     * As PostgreSQL does on both sides: the normalised password when
+     * SASLprep takes it, the password as it is when it is not UTF-8 or has
+     * prohibited characters (so such a password still works, byte for byte).
+     */
+    char *prepped = NULL;
+    pg_saslprep_rc prep = pg_saslprep(password, &prepped);
+    if (prep == SASLPREP_OOM)
+        return -1;
+    const char *key = prep == SASLPREP_SUCCESS ? prepped : password;
+    int derived = PKCS5_PBKDF2_HMAC(key, (int)strlen(key), salt, (int)salt_len, (int)iterations,
+                                    EVP_sha256(), SCRAM_KEY_LEN, salted);
+    if (prepped != NULL) {
+        OPENSSL_cleanse(prepped, strlen(prepped));
+        free(prepped);
+    }
+    if (derived != 1)
         return -1;
     int rc = hmac(salted, sizeof(salted), "Client Key", 10, client_key) |
              hmac(salted, sizeof(salted), "Server Key", 10, server_key);

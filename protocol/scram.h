@@ -85,7 +85,7 @@ int pgauth_secret_parse(const char *text, size_t len, struct pgauth_secret *out)
 int pgauth_userlist_line(const char *line, size_t len, char *user, size_t user_cap, char *secret,
                          size_t secret_cap);
 
-/* The SCRAM keys of a password (no SASLprep: ASCII passwords are unchanged by it). */
+/* The SCRAM keys of a password, SASLprep-normalised as PostgreSQL does (libpgcommon's). */
 int scram_keys_from_password(const char *password, const uint8_t *salt, size_t salt_len,
                              uint32_t iterations, uint8_t client_key[SCRAM_KEY_LEN],
                              uint8_t stored_key[SCRAM_KEY_LEN], uint8_t server_key[SCRAM_KEY_LEN]);

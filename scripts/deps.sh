@@ -17,6 +17,7 @@ PACKAGES=(
     build-essential cmake pkg-config clang libclang-rt-14-dev
     libevent-dev libssl-dev libpq-dev libhiredis-dev libjansson-dev
     libpg-query-dev libxxhash-dev libcmocka-dev
+    postgresql-server-dev-15   # libpgcommon: SASLprep for SCRAM passwords
     python3-pytest python3-pytest-xdist python3-psycopg python3-redis python3-yaml
     python3-sqlalchemy python3-psycopg2   # bench/corpus.py: an ORM's introspection queries
     postgresql-15 postgresql-client-15 pgbouncer

@@ -151,6 +151,29 @@ def test_plain_password_in_auth_file(t, certs):
         assert conn.execute("SELECT current_user").fetchone()[0] == "cleartextuser"
 
 
+def test_non_ascii_password_is_saslprep_normalised(tandem_module, tls_primary, certs, tmp_path):
+    """A plain password with characters SASLprep maps (a soft hyphen goes, a
+    Roman numeral nine becomes "IX"): PostgreSQL normalises it when it makes
+    the verifier and libpq when it logs in, so tandem must too, both when it
+    checks the client's proof and when it logs in to the primary with it."""
+    typed = "p\u00e4ss\u00ad-\u2168"
+    with tls_primary.connect() as conn:
+        conn.execute("DROP ROLE IF EXISTS preppy")
+        conn.execute(f"CREATE ROLE preppy LOGIN PASSWORD '{typed}'")
+    path = tmp_path / "userlist.txt"
+    path.write_text(f'"preppy" "{typed}"\n', encoding="utf-8")
+    t = tandem_module.pg(primary=tls_primary, backend_extra=backend_tls(certs),
+                         listener_extra=listener_tls(certs, path))
+    for password in (typed, "p\u00e4ss-IX"):  # as typed, and already normalised
+        with psycopg.connect(port=tls_primary.port, user="preppy", password=password,
+                             dbname="postgres", **strict(certs)) as direct:
+            assert direct.execute("SELECT current_user").fetchone()[0] == "preppy"
+        with connect(t, certs, "preppy", password) as conn:
+            assert conn.execute("SELECT current_user").fetchone()[0] == "preppy"
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        connect(t, certs, "preppy", "p\u00e4ss-IIX")
+
+
 def client_errors(t, reason):
     return t.metric("tandem_client_errors_total", listener="pg", reason=reason) or 0
 

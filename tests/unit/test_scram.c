@@ -49,6 +49,30 @@ rfc_secret(struct scram_secret *sec, uint8_t client_key[SCRAM_KEY_LEN])
                      0);
 }
 
+/*
+ * Passwords are SASLprep-normalised before hashing, as PostgreSQL and libpq
+ * do: a soft hyphen is mapped to nothing and a Roman numeral nine (U+2168)
+ * to "IX" by NFKC, so both give the keys of "IX"; bytes that are not UTF-8
+ * are hashed as they are, so such a password still matches PostgreSQL's.
+ */
+static void
+test_saslprep(void **state)
+{
+    (void)state;
+    const uint8_t salt[16] = "0123456789abcdef";
+    uint8_t want[3][SCRAM_KEY_LEN], got[3][SCRAM_KEY_LEN];
+    assert_int_equal(scram_keys_from_password("IX", salt, 16, 4096, want[0], want[1], want[2]), 0);
+    const char *same[] = {"I\xc2\xadX", "\xe2\x85\xa8"};
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(scram_keys_from_password(same[i], salt, 16, 4096, got[0], got[1], got[2]),
+                         0);
+        assert_memory_equal(got, want, sizeof(want));
+    }
+    /* not UTF-8: the raw bytes, which differ from any other password's keys */
+    assert_int_equal(scram_keys_from_password("I\xffX", salt, 16, 4096, got[0], got[1], got[2]), 0);
+    assert_memory_not_equal(got[0], want[0], SCRAM_KEY_LEN);
+}
+
 static void
 test_rfc7677_server_side(void **state)
 {
@@ -288,6 +312,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rfc7677_server_side), cmocka_unit_test(test_rfc7677_client_side),
+        cmocka_unit_test(test_saslprep),
         cmocka_unit_test(test_truncations),         cmocka_unit_test(test_client_first_refusals),
         cmocka_unit_test(test_initial_response),    cmocka_unit_test(test_secrets),
         cmocka_unit_test(test_userlist),            cmocka_unit_test(test_b64),
