@@ -1,5 +1,7 @@
 """Large messages: values of 2 MB and 64 MB as a bind parameter, in a query
-text (simple Query) and in a Parse, through passthrough and shadow mode.
+text (simple Query) and in a Parse, through passthrough and shadow mode;
+500 MB too with TANDEM_HUGE_VALUES=1 (about a minute and 6 GB of the
+machine's memory between client and servers: a campaign, not for CI).
 
 PostgreSQL takes messages up to 1 GB; tandem streams what it does not need
 whole (max_packet_size bounds only the statement text it reads to classify),
@@ -10,6 +12,7 @@ peak memory (VmHWM) stays far below the values it carried: memory is
 asserted, never time.
 """
 import hashlib
+import os
 
 import psycopg
 import pytest
@@ -115,3 +118,24 @@ def test_large_values_shadow(tandem, pg_primary, pg_shadow):
         got = direct.execute("SELECT id FROM large_values WHERE id >= 20").fetchall()
     assert got == []  # never mirrored, and said so: the shadow is marked diverged
     assert metric_value(t.metrics(), "tandem_shadow_diverged", listener="pg") == 1
+
+
+@pytest.mark.skipif(os.environ.get("TANDEM_HUGE_VALUES") != "1",
+                    reason="500 MB values: set TANDEM_HUGE_VALUES=1 (a campaign, not for CI)")
+def test_500mb_values_in_shadow_mode(tandem, pg_primary, pg_shadow):
+    """Three 500 MB values (bind, Query, Parse) and one back whole: the client's
+    path is passthrough's, the shadow drops each unit as too large (counted),
+    and tandem's peak stays under HWM_BOUND_KB (measured: 22 MB)."""
+    for server in (pg_primary, pg_shadow):
+        reset_table(server)
+    port, admin = free_port(), free_port()
+    text = shadow_config(port=port, admin_port=admin, primary=pg_primary, shadow=pg_shadow,
+                         mirror={"reads": "0%", "queue": "8MB", "timeout": "30s"})
+    t = tandem(config_text=text, port=port, admin_port=admin)
+    with t.connect() as conn:
+        rows = write_all_ways(conn, 500 * MB, 30)
+        check_rows(conn, rows)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    check_hwm(t)
+    assert metric_value(t.metrics(), "tandem_shadow_mirror_dropped_total", listener="pg",
+                        reason="too_large") >= 3
