@@ -27,6 +27,7 @@ import psycopg
 import pytest
 import redis
 
+from harness.adminapi import call
 from harness.clients import _env
 from harness.netns import NetFault
 from harness.pgserver import PgServer
@@ -37,6 +38,10 @@ from harness.util import free_port, pg_tool, wait_until
 
 LIMITS = ("limits { connect_timeout 2s; tcp_user_timeout 3s; tcp_keepalive 2s; "
           "client_idle_timeout 0s; }")
+# split mode's default guard, with a cooldown short enough for a test to give the
+# shadow its reads back after a heal, as the operator would (PUT /api/weights)
+GUARD = ("guard errors { metric shadow_error_rate; above 5%; window 5s; min_samples 100; "
+         "action reads-to-primary; cooldown 2s; }")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +86,7 @@ def pg_tandem(tandem, servers, mode="shadow", mirror=None, listen="127.0.0.1"):
     text = shadow_config(port=port, admin_port=admin, primary=servers["pg_p"],
                          shadow=servers["pg_s"], mode=mode,
                          mirror=mirror or {"reads": "100%", "timeout": "2s"},
-                         listener_extra=("reads { blue weight=50; green weight=50; }"
+                         listener_extra=(f"reads {{ blue weight=50; green weight=50; }}\n{GUARD}"
                                          if mode == "split" else ""))
     text = LIMITS + "\n" + text.replace(f"listen 127.0.0.1:{port};", f"listen {listen}:{port};")
     # the harness's readiness check dials 127.0.0.1: only for a loopback listener
@@ -94,7 +99,8 @@ def redis_tandem(tandem, servers, mode="shadow", mirror="reads 100%; timeout 2s;
                  listen="127.0.0.1"):
     port, admin = free_port(), free_port()
     p, s = servers["r_p"], servers["r_s"]
-    reads = "    reads { blue weight=50; green weight=50; }\n" if mode == "split" else ""
+    reads = (f"    reads {{ blue weight=50; green weight=50; }}\n    {GUARD}\n"
+             if mode == "split" else "")
     text = (f"{LIMITS}\nworkers 2;\nadmin {{ listen 127.0.0.1:{admin}; }}\n"
             f"backend blue {{ address {p.address}; }}\nbackend green {{ address {s.address}; }}\n"
             f"listener r {{\n    listen {listen}:{port};\n    protocol redis;\n"
@@ -241,6 +247,89 @@ def test_redis_shadow_partition_then_heal(tandem, servers, net_s):
     wait_until(lambda: shadow_gave_up(t, "r"), 15, "the dead shadow to be counted")
     net_s.heal()
     wait_matches(t, "r", lambda: c.get("nf:p"))
+
+
+def routed_to(t, listener, backend):
+    """Reads the shadow backend answered for LISTENER, whatever their kind."""
+    total = 0
+    for line in t.metrics().splitlines():
+        if (line.startswith("tandem_requests_total{") and f'listener="{listener}"' in line
+                and f'backend="{backend}"' in line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def fallbacks(t, listener):
+    text = t.metrics()
+    return {reason: metric_value(text, "tandem_route_fallbacks_total", listener=listener,
+                                 reason=reason) or 0
+            for reason in ("retried", "unhealthy")}
+
+
+def give_reads_back(t):
+    """The operator's step after a heal: once the guard's cooldown is over (409
+    until then), the shadow's weight again -- or it never lost it (no trip)."""
+    wait_until(lambda: call(t, "PUT", "/api/weights", {"blue": 50, "green": 50})[0] == 200, 30,
+               "the weights to be accepted once the guard cooled down", interval=0.5)
+
+
+def test_pg_split_shadow_partition_then_heal(tandem, servers, net_s, pgbench_tables):
+    """Split mode: half the reads go to the shadow.  Partitioned, a routed read
+    the shadow never answers is retried on the primary (tcp_user_timeout), the
+    health check takes the shadow out of routing (and the shadow_errors guard
+    may move reads to the primary), and no client sees an error; once healed
+    and given its weight back, the shadow answers routed reads again."""
+    t = pg_tandem(tandem, servers, mode="split")
+    with t.connect(user="postgres") as conn:
+        wait_until(lambda: (conn.execute("SELECT 1"), routed_to(t, "pg", "green"))[1] > 0, 20,
+                   "a read routed to the shadow")
+        net_s.partition()
+        r = subprocess.run([pg_tool("pgbench"), "-n", "-S", "-c", "4", "-j", "2", "-T", "8",
+                            "-h", "127.0.0.1", "-p", str(t.port), "-U", "postgres",
+                            "postgres"], env=_env("postgres", None), capture_output=True,
+                           text=True, timeout=90)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "number of failed transactions: 0" in r.stdout or "failed" not in r.stdout
+        for i in range(20):  # a session that was routing before the partition goes on
+            assert conn.execute("SELECT %s::int", (i,)).fetchone() == (i,)
+        assert client_errors(t, "pg") == 0
+        f = fallbacks(t, "pg")
+        print(f"pg split, shadow partitioned: fallbacks {f}")
+        wait_until(lambda: fallbacks(t, "pg")["unhealthy"] > 0, 20,
+                   "the partitioned shadow to be taken out of routing")
+        net_s.heal()
+        healed = time.monotonic()
+        give_reads_back(t)
+        before = routed_to(t, "pg", "green")
+        wait_until(lambda: (conn.execute("SELECT 1"),
+                            routed_to(t, "pg", "green"))[1] > before, 40,
+                   "reads routed to the shadow again after the heal", interval=0.2)
+        print(f"pg split: routing to the shadow again {time.monotonic() - healed:.1f}s "
+              "after the heal")
+
+
+def test_redis_split_shadow_partition_then_heal(tandem, servers, net_s):
+    t = redis_tandem(tandem, servers, mode="split")
+    c = redis.Redis(host="127.0.0.1", port=t.port, socket_timeout=30)
+    c.set("nf:split", "1")
+    wait_until(lambda: (c.get("nf:split"), routed_to(t, "r", "green"))[1] > 0, 20,
+               "a read routed to the shadow")
+    net_s.partition()
+    r = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(t.port), "-c", "4",
+                        "-n", "4000", "-t", "get", "-q"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "error" not in r.stdout.lower(), r.stdout + r.stderr
+    for _ in range(20):
+        assert c.get("nf:split") == b"1"
+    assert client_errors(t, "r") == 0
+    print(f"redis split, shadow partitioned: fallbacks {fallbacks(t, 'r')}")
+    wait_until(lambda: fallbacks(t, "r")["unhealthy"] > 0, 20,
+               "the partitioned shadow to be taken out of routing")
+    net_s.heal()
+    give_reads_back(t)
+    before = routed_to(t, "r", "green")
+    wait_until(lambda: (c.get("nf:split"), routed_to(t, "r", "green"))[1] > before, 40,
+               "reads routed to the shadow again after the heal", interval=0.2)
 
 
 # -- the primary's network is partitioned ----------------------------------------------
