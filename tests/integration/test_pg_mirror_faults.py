@@ -11,8 +11,8 @@ import uuid
 
 import psycopg
 
-from harness.shadow import rows, shadow_config, wait_drained
-from harness.util import free_port
+from harness.shadow import outcomes, rows, shadow_config, wait_drained
+from harness.util import free_port, wait_until
 
 
 def test_create_database_then_write_at_once(tandem, pg_primary, pg_shadow):
@@ -60,3 +60,46 @@ def test_analyze_reaches_the_shadow(tandem, pg_primary, pg_shadow):
         for server in (pg_primary, pg_shadow):
             with server.connect() as c:
                 c.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def test_prepared_statements_past_max_prepared_bytes(tandem, pg_primary, pg_shadow):
+    """limits { max_prepared_bytes }: a session keeps the Parse of its prepared
+    statements, to re-create them on a new shadow connection, only up to the
+    bound.  A statement within it is re-created after a re-attach (and its reads
+    compared again); one past it keeps only its classification: using it on a
+    shadow that lacks it detaches the shadow (counted), and the client never
+    notices."""
+    port, admin = free_port(), free_port()
+    text = "limits { max_prepared_bytes 16KB; }\n" + shadow_config(
+        port=port, admin_port=admin, primary=pg_primary, shadow=pg_shadow,
+        mirror={"reads": "100%", "timeout": "5s"})
+    t = tandem(config_text=text, port=port, admin_port=admin)
+    app = "prep_" + uuid.uuid4().hex[:8]
+    small = "SELECT %s::int + 1 AS small"
+    large = "SELECT %s::int + 2 AS large /* " + "x" * 32768 + " */"
+    with psycopg.connect(host="127.0.0.1", port=t.port, user="postgres", dbname="postgres",
+                         autocommit=True, application_name=app) as conn:
+        for q, add in ((small, 1), (large, 2)):
+            assert conn.execute(q, (1,), prepare=True).fetchone() == (1 + add,)
+        wait_drained(t)
+        # the session's shadow connection goes away: the next unit re-attaches
+        killed = rows(pg_shadow, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 f"WHERE application_name = '{app}'")
+        assert killed == [(True,)]
+        before = outcomes(t)["match"]
+
+        def small_matched_again():  # the first unit may find the dead connection first
+            assert conn.execute(small, (5,), prepare=True).fetchone() == (6,)
+            wait_drained(t)
+            return outcomes(t)["match"] > before
+        # re-created on the new shadow connection, and compared there
+        wait_until(small_matched_again, 20, "the small statement compared after a re-attach")
+        after = outcomes(t)
+        # the statement past the bound cannot be: the shadow detaches, the client goes on
+        assert conn.execute(large, (5,), prepare=True).fetchone() == (7,)
+        assert conn.execute("SELECT 42").fetchone() == (42,)
+        wait_drained(t)
+        final = outcomes(t)
+    lost = final["dropped"] + final["shadow_error"] - after["dropped"] - after["shadow_error"]
+    assert lost >= 1, final
+    assert t.metric("tandem_client_errors_total", listener="pg") in (None, 0)
