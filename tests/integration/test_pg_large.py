@@ -96,13 +96,18 @@ def test_large_values_passthrough(tandem, pg_primary):
     check_hwm(t)
 
 
-def test_large_values_shadow(tandem, pg_primary, pg_shadow):
+def shadowed_tandem(tandem, pg_primary, pg_shadow):
+    """Fresh tables on both; a shadow-mode tandem whose mirror queue is 8 MB."""
     for server in (pg_primary, pg_shadow):
         reset_table(server)
     port, admin = free_port(), free_port()
     text = shadow_config(port=port, admin_port=admin, primary=pg_primary, shadow=pg_shadow,
                          mirror={"reads": "0%", "queue": "8MB", "timeout": "30s"})
-    t = tandem(config_text=text, port=port, admin_port=admin)
+    return tandem(config_text=text, port=port, admin_port=admin)
+
+
+def test_large_values_shadow(tandem, pg_primary, pg_shadow):
+    t = shadowed_tandem(tandem, pg_primary, pg_shadow)
     with t.connect() as conn:
         small = write_all_ways(conn, 2 * MB, 10)  # fits the 8 MB queue: mirrored
         wait_drained(t)
@@ -126,12 +131,7 @@ def test_500mb_values_in_shadow_mode(tandem, pg_primary, pg_shadow):
     """Three 500 MB values (bind, Query, Parse) and one back whole: the client's
     path is passthrough's, the shadow drops each unit as too large (counted),
     and tandem's peak stays under HWM_BOUND_KB (measured: 22 MB)."""
-    for server in (pg_primary, pg_shadow):
-        reset_table(server)
-    port, admin = free_port(), free_port()
-    text = shadow_config(port=port, admin_port=admin, primary=pg_primary, shadow=pg_shadow,
-                         mirror={"reads": "0%", "queue": "8MB", "timeout": "30s"})
-    t = tandem(config_text=text, port=port, admin_port=admin)
+    t = shadowed_tandem(tandem, pg_primary, pg_shadow)
     with t.connect() as conn:
         rows = write_all_ways(conn, 500 * MB, 30)
         check_rows(conn, rows)
