@@ -19,7 +19,7 @@ import pytest
 
 from harness.shadow import execute, shadow_config, wait_drained
 from harness.tandemproc import metric_value
-from harness.util import free_port, wait_until
+from harness.util import free_port, proc_kib, sanitized, wait_until
 
 MB = 1 << 20
 # tandem's whole peak, however many 64 MB values went through
@@ -28,20 +28,11 @@ HWM_BOUND_KB = 48 * 1024
 
 def check_hwm(t):
     """tandem's peak memory, unless a sanitizer's own memory makes it meaningless."""
-    with open(f"/proc/{t.proc.pid}/maps") as f:
-        if "libasan" in f.read():
-            return
-    hwm = vm_hwm_kb(t)
+    if sanitized(t.proc.pid):
+        return
+    hwm = proc_kib(t.proc.pid, "VmHWM")
     print(f"tandem VmHWM {hwm} kB")
     assert hwm < HWM_BOUND_KB
-
-
-def vm_hwm_kb(t):
-    with open(f"/proc/{t.proc.pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmHWM")
 
 
 def value(size, seed):

@@ -15,18 +15,10 @@ import uuid
 from harness.clients import psql
 from harness.shadow import (execute, listener_report, outcomes, report, shadow_config,
                             statements_about, wait_drained)
-from harness.util import free_port, wait_until
+from harness.util import free_port, proc_kib, sanitized, wait_until
 
 DISTINCT = 40000
 TABLE_MAX = 16384
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_many_statements_keep_the_mismatch(tandem, pg_primary, pg_shadow, tmp_path):
@@ -44,7 +36,7 @@ def test_many_statements_keep_the_mismatch(tandem, pg_primary, pg_shadow, tmp_pa
         execute(server, f"INSERT INTO {name} VALUES (1, 'alpha')")
     try:
         execute(pg_shadow, f"UPDATE {name} SET v = 'omega' WHERE id = 1")
-        rss_before = rss_kib(t.proc.pid)
+        rss_before = proc_kib(t.proc.pid)
         with t.connect(user="postgres") as conn:
             conn.execute(f"SELECT v AS rb_real FROM {name} WHERE id = 1").fetchone()
         # distinct fingerprints (the column alias is part of a statement's shape), one
@@ -57,7 +49,7 @@ def test_many_statements_keep_the_mismatch(tandem, pg_primary, pg_shadow, tmp_pa
         wait_drained(t, timeout=120)
         wait_until(lambda: outcomes(t)["match"] >= DISTINCT, 60, "every statement compared",
                    interval=0.5)
-        rss_after = rss_kib(t.proc.pid)
+        rss_after = proc_kib(t.proc.pid)
         rep = report(t)
         lr = listener_report(rep)
         real = statements_about(rep, "rb_real")
@@ -76,7 +68,7 @@ def test_many_statements_keep_the_mismatch(tandem, pg_primary, pg_shadow, tmp_pa
               f"(+{grown} KiB)")
         # the stated bound: under 17 MiB for a full table of short statements (and the
         # describe and classification caches, bounded too, have their share)
-        assert grown < 64 * 1024, (rss_before, rss_after)
+        assert grown < 64 * 1024 or sanitized(t.proc.pid), (rss_before, rss_after)
     finally:
         for server in (pg_primary, pg_shadow):
             execute(server, f"DROP TABLE IF EXISTS {name}")

@@ -21,7 +21,7 @@ from harness.shadow import (create_database, delta, execute, kill_server, listen
                             outcomes, pgbench_db_popen, pgbench_init_db, report, restart_server,
                             rows, samples_about, shadow_config, signal_server, statements_about,
                             table_digest, wait_drained)
-from harness.util import free_port, wait_until
+from harness.util import free_port, proc_kib, sanitized, wait_until
 
 PGBENCH_TABLES = ("pgbench_accounts", "pgbench_tellers", "pgbench_branches")
 
@@ -669,14 +669,6 @@ def test_large_query_and_pipeline_of_large_binds(t, table, pg_primary, pg_shadow
     wait_shadow_rows(pg_shadow, summary, expected)
 
 
-def _rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_unit_larger_than_the_mirror_queue_is_not_copied(tandem, pg_primary, pg_shadow):
     """Pipelined Bind/Execute without a Sync make one unit; its bytes were
     copied for the shadow without bound until the Sync (+146 MiB).  Past the
@@ -700,13 +692,13 @@ def test_unit_larger_than_the_mirror_queue_is_not_copied(tandem, pg_primary, pg_
     execute_msg = pgwire.message(b"E", b"\0" + struct.pack("!i", 0))
     with pgwire.PgRaw(t.port, timeout=60) as raw:
         raw.login("trustuser")
-        rss0 = _rss_kib(t.proc.pid)
+        rss0 = proc_kib(t.proc.pid)
         raw.send(pgwire.message(b"P", b"\0" + f"INSERT INTO {table} VALUES ($1)".encode()
                                 + b"\0\0\0"))
         count = 400  # 100 MiB in one unit
         for _ in range(count):
             raw.send(bind + execute_msg)
-        rss1 = _rss_kib(t.proc.pid)
+        rss1 = proc_kib(t.proc.pid)
         raw.send(pgwire.message(b"S"))
         seen = []
         while True:
@@ -722,7 +714,7 @@ def test_unit_larger_than_the_mirror_queue_is_not_copied(tandem, pg_primary, pg_
     assert rows(pg_shadow, f"SELECT count(*) FROM {table}")[0][0] == 0
     # a figure, not a timing: 100 MiB went through; tandem kept far less of it
     print(f"tandem RSS {rss0} KiB -> {rss1} KiB while a 100 MiB unit passed")
-    assert rss1 - rss0 < 48 * 1024, (rss0, rss1)
+    assert rss1 - rss0 < 48 * 1024 or sanitized(t.proc.pid), (rss0, rss1)
 
 
 def test_pipelining_client_that_never_reads_is_bounded(tandem, pg_primary, pg_shadow):
@@ -743,7 +735,7 @@ def test_pipelining_client_that_never_reads_is_bounded(tandem, pg_primary, pg_sh
     data = memoryview(pgwire.query_message("SELECT 1") * count)
     with pgwire.PgRaw(t.port, timeout=120) as raw:
         raw.login("trustuser")
-        rss0 = _rss_kib(t.proc.pid)
+        rss0 = proc_kib(t.proc.pid)
         raw.sock.settimeout(3)
         off = 0
         while off < len(data):
@@ -752,10 +744,10 @@ def test_pipelining_client_that_never_reads_is_bounded(tandem, pg_primary, pg_sh
             except socket.timeout:
                 break  # nothing taken for 3 s: tandem stopped reading
         time.sleep(3)  # let tandem take what it will; the RSS is read after, nothing timed
-        rss1 = _rss_kib(t.proc.pid)
+        rss1 = proc_kib(t.proc.pid)
         print(f"tandem RSS {rss0} KiB -> {rss1} KiB with {off // 14} of {count} queries "
               "taken, no answer read")
-        assert rss1 - rss0 < 64 * 1024, (rss0, rss1, off)
+        assert rss1 - rss0 < 64 * 1024 or sanitized(t.proc.pid), (rss0, rss1, off)
         # the rest from a thread; every answer read here
         raw.sock.settimeout(120)
         sender = threading.Thread(target=lambda: raw.sock.sendall(data[off:]))

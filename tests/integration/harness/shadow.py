@@ -77,7 +77,7 @@ def delta(after, before):
 
 
 def report(t):
-    status, body = t.http("/api/shadow/report")
+    status, body = t.http("/api/shadow/report", timeout=30)  # large under a sanitizer
     assert status == 200, f"/api/shadow/report answered {status}: {body[:500]}"
     return json.loads(body)
 

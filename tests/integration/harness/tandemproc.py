@@ -153,9 +153,9 @@ class TandemProcess:
         with open(self.log_path, "r", encoding="utf-8", errors="replace") as f:
             return f.read()
 
-    def http(self, path):
+    def http(self, path, timeout=10):
         assert self.admin_port, "this tandem has no admin listener"
-        return http_get(self.admin_port, path)
+        return http_get(self.admin_port, path, timeout=timeout)
 
     def metrics(self):
         status, body = self.http("/metrics")

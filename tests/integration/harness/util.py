@@ -66,6 +66,22 @@ def http_get(port, path, host="127.0.0.1", timeout=10):
         return err.code, err.read().decode("utf-8", "replace")
 
 
+def proc_kib(pid, field="VmRSS"):
+    """A size from /proc/PID/status (VmRSS, VmHWM ...), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def sanitized(pid):
+    """Whether PID runs under AddressSanitizer, whose shadow memory and
+    quarantine make its RSS say nothing about what tandem keeps."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "libasan" in f.read()
+
+
 def tail(path, lines=60):
     """The last lines of a text file ("" when it does not exist)."""
     try:
