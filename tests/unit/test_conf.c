@@ -378,8 +378,10 @@ test_syntax_accepted(void **state)
                              "listener pg {\n"
                              "  listen \"127.0.0.1:6432\" ; primary blue;\n"
                              "}\n"
-                             "admin { token_file /a#b; listen \"[fe80::1%eth0]:9\"; }\n");
+                             "admin { token_file /a#b; listen \"[fe80::1%eth0]:9\";\n"
+                             "        read_token_file /r#c; }\n");
     assert_string_equal(c->admin.token_file, "/a#b");
+    assert_string_equal(c->admin.read_token_file, "/r#c");
     assert_string_equal(c->admin.addr.host, "fe80::1%eth0");
     conf_free(c);
 
@@ -490,6 +492,8 @@ static const struct error_case error_cases[] = {
     {MIN "admin { listen h:+80; }\n", "t.conf:3: listen: bad address \"h:+80\""},
     /* strings and names */
     {MIN "admin { token_file \"\"; }\n", "t.conf:3: token_file: empty value"},
+    {MIN "admin {\n read_token_file /r; }\n",
+     "t.conf:4: admin: read_token_file needs token_file (the token of the mutating calls)"},
     {MIN "backend \"a b\" { address a:1; }\n", "t.conf:3: backend: bad name \"a b\""},
     {MIN "listener \"\" { listen c:9; primary blue; }\n", "t.conf:3: listener: bad name \"\""},
     {"backend blue { address a:1; }\nlistener pg { listen c:3; primary \"b\\tl\"; }\n",
