@@ -789,6 +789,7 @@ assert_conf_equal(const struct conf *x, const struct conf *y)
     assert_int_equal(x->admin.enabled, y->admin.enabled);
     assert_addr_equal(&x->admin.addr, &y->admin.addr);
     assert_string_equal(x->admin.token_file, y->admin.token_file);
+    assert_string_equal(x->admin.read_token_file, y->admin.read_token_file);
     assert_int_equal(x->nbackends, y->nbackends);
     for (size_t i = 0; i < x->nbackends; i++) {
         const struct conf_backend *a = &x->backends[i], *b = &y->backends[i];
@@ -910,7 +911,7 @@ test_cli_equals_file(void **state)
         "--shutdown-timeout", "2m", "--tls-cert", "/c.pem", "--tls-key", "/k.pem", "--primary-tls",
         "verify-full", "--primary-ca", "/ca.pem", "--shadow-tls", "require", "--shadow-ca",
         "/ca2.pem", "--shadow-user", "mig", "--shadow-password-file", "/pw", "--admin-token-file",
-        "/tok", "--primary-user", "u1", "--primary-password-file", "/pw1", "--mirror-reads", "12.5%",
+        "/tok", "--admin-read-token-file", "/rtok", "--primary-user", "u1", "--primary-password-file", "/pw1", "--mirror-reads", "12.5%",
         "--mirror-level", "dml", "--mirror-queue", "8MB", "--mirror-timeout", "2s", NULL);
     assert_int_equal(errs.count, 0);
     assert_non_null(cli);
@@ -919,7 +920,7 @@ test_cli_equals_file(void **state)
         load_ok("workers 2; log_format json; log_level warn;\n"
                 "limits { max_client_conn 200; max_packet_size 512KB;\n"
                 "  startup_timeout 3s; connect_timeout 250ms; shutdown_timeout 2m; }\n"
-                "admin { listen 127.0.0.1:9191; token_file /tok; }\n"
+                "admin { listen 127.0.0.1:9191; token_file /tok; read_token_file /rtok; }\n"
                 "backend old { address 10.0.0.1:6379; tls verify-full;\n"
                 "  tls_ca_file /ca.pem; user u1; password_file /pw1; }\n"
                 "backend green { address [fd00::2]:6379; tls require;\n"
