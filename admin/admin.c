@@ -29,7 +29,8 @@
 /* What a request is checked against: copied, so a reload can replace it whole. */
 struct admin_rules {
     struct conf_addr addr;              /* the listen address */
-    char token_file[CONF_PATH_MAX];     /* "" when mutations need no token */
+    char token_file[CONF_PATH_MAX];     /* "" when no call needs a token (loopback only) */
+    char read_token_file[CONF_PATH_MAX]; /* "" when only token_file's token may read */
     char (*server_names)[CONF_HOST_MAX];
     size_t nserver_names;
 };
@@ -351,36 +352,76 @@ peer_of(struct evhttp_request *req)
 }
 
 /*
- * authorized - with a token file configured, a mutation must carry
- * "Authorization: Bearer TOKEN".  1 when the request may go on; else 0 and
- * the answer is sent: 401 without credentials (or not Bearer), 403 with a
- * wrong token, 500 when the token file cannot be read now.  The file is read
- * at each mutation, so a rotated secret takes effect without a restart.
+ * The GETs anyone who reaches the port may make, token or not: probes and
+ * scrapers (counters and states, no row value, statement or address) and
+ * the report page's shell, which holds no data: its script asks for a
+ * token and sends it on its own reads.  Every other call, every path
+ * unknown or not, needs a token once one is configured: a new route is
+ * protected unless it is added here.
  */
+static const char *const open_paths[] = {"/metrics", "/healthz", "/readyz", "/report"};
+
 static int
-authorized(struct admin *a, struct evhttp_request *req)
+is_open(struct evhttp_request *req, const char *path)
+{
+    if (is_mutation(evhttp_request_get_command(req)))
+        return 0;
+    for (size_t i = 0; i < sizeof(open_paths) / sizeof(open_paths[0]); i++)
+        if (strcmp(open_paths[i], path) == 0)
+            return 1;
+    return 0;
+}
+
+/* token_is - 1 when given (len bytes) is the token of file path, 0 when not, -1 unreadable. */
+static int
+token_is(const char *path, const char *given, size_t len)
 {
     char want[ADMIN_TOKEN_MAX + 1], err[CONF_PATH_MAX + 100];
-    const char *given, *hdr;
-    char *peer = NULL;
-    ev_uint16_t port = 0;
 
-    if (a->rules.token_file[0] == '\0' || !is_mutation(evhttp_request_get_command(req)))
+    if (admin_token_read(path, want, sizeof(want), err, sizeof(err)) != 0) {
+        log_error("admin: %s", err);
+        return -1;
+    }
+    int ok = admin_token_equal(want, given, len);
+    OPENSSL_cleanse(want, sizeof(want));
+    return ok;
+}
+
+static void
+log_refused(struct evhttp_request *req, const char *why)
+{
+    log_warn("admin: %s %s from %s: %s", method_name(evhttp_request_get_command(req)),
+             evhttp_request_get_uri(req), peer_of(req), why);
+}
+
+/*
+ * authorized - with a token file configured, every call but the open GETs
+ * must carry "Authorization: Bearer TOKEN": token_file's token for any
+ * call, read_token_file's for reads only.  1 when the request may go on;
+ * else 0 and the answer is sent: 401 without credentials (or not Bearer),
+ * 403 with a wrong token or a read token on a mutation, 500 when the token
+ * file a decision needs cannot be read now.  The files are read at each
+ * call, so a rotated secret takes effect without a restart.  Without
+ * token_file (allowed on a loopback address only) every call is open.
+ */
+static int
+authorized(struct admin *a, struct evhttp_request *req, const char *path)
+{
+    int mutation = is_mutation(evhttp_request_get_command(req));
+    const char *given, *hdr;
+
+    if (a->rules.token_file[0] == '\0' || is_open(req, path))
         return 1;
-    evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
     hdr = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
     if (hdr == NULL || strncasecmp(hdr, "Bearer ", 7) != 0) {
-        log_warn("admin: %s %s from %s: no bearer token", method_name(evhttp_request_get_command(req)),
-                 evhttp_request_get_uri(req), peer ? peer : "?");
+        log_refused(req, "no bearer token");
         evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
                           "Bearer realm=\"tandem\"");
         reply_json_error(req, 401, "Unauthorized",
-                         "this call needs \"Authorization: Bearer <token>\" (admin token_file)");
-        return 0;
-    }
-    if (admin_token_read(a->rules.token_file, want, sizeof(want), err, sizeof(err)) != 0) {
-        log_error("admin: %s", err);
-        reply_json_error(req, 500, "Internal Server Error", "the admin token cannot be read");
+                         mutation ? "this call needs \"Authorization: Bearer <token>\" "
+                                    "(admin token_file)"
+                                  : "this call needs \"Authorization: Bearer <token>\" "
+                                    "(admin read_token_file or token_file)");
         return 0;
     }
     for (given = hdr + 7; *given == ' ' || *given == '\t'; given++)
@@ -388,15 +429,27 @@ authorized(struct admin *a, struct evhttp_request *req)
     size_t len = strlen(given);
     while (len > 0 && (given[len - 1] == ' ' || given[len - 1] == '\t'))
         len--;
-    int ok = admin_token_equal(want, given, len);
-    OPENSSL_cleanse(want, sizeof(want));
-    if (!ok) {
-        log_warn("admin: %s %s from %s: wrong token", method_name(evhttp_request_get_command(req)),
-                 evhttp_request_get_uri(req), peer ? peer : "?");
-        reply_json_error(req, 403, "Forbidden", "wrong admin token");
+    int admin_ok = token_is(a->rules.token_file, given, len);
+    if (admin_ok == 1)
+        return 1;
+    /* the read token is checked on mutations too: to say why it is refused */
+    int read_ok = a->rules.read_token_file[0] != '\0'
+                      ? token_is(a->rules.read_token_file, given, len) : 0;
+    if (read_ok == 1 && !mutation)
+        return 1;
+    if (read_ok == 1) {
+        log_refused(req, "a read token on a mutating call");
+        reply_json_error(req, 403, "Forbidden",
+                         "this token may only read: this call needs the admin token (token_file)");
         return 0;
     }
-    return 1;
+    if (admin_ok < 0 || read_ok < 0) {
+        reply_json_error(req, 500, "Internal Server Error", "the admin token cannot be read");
+        return 0;
+    }
+    log_refused(req, "wrong token");
+    reply_json_error(req, 403, "Forbidden", "wrong admin token");
+    return 0;
 }
 
 /*
@@ -416,8 +469,7 @@ same_site(struct admin *a, struct evhttp_request *req)
                                           evhttp_find_header(in, "Origin"));
     if (why == NULL)
         return 1;
-    log_warn("admin: %s %s from %s: %s", method_name(evhttp_request_get_command(req)),
-             evhttp_request_get_uri(req), peer_of(req), why);
+    log_refused(req, why);
     reply_json_error(req, 403, "Forbidden", why);
     return 0;
 }
@@ -451,7 +503,7 @@ on_request(struct evhttp_request *req, void *arg)
     if (!same_site(a, req))
         return;
     /* before routing: an unauthenticated caller learns nothing, not even a 404 */
-    if (!authorized(a, req) || !json_body(req))
+    if (!authorized(a, req, path) || !json_body(req))
         return;
     if (strncmp(path, OPERATIONS_PREFIX, strlen(OPERATIONS_PREFIX)) == 0) {
         enum evhttp_cmd_type m = evhttp_request_get_command(req);
@@ -615,6 +667,7 @@ rules_make(struct admin_rules *r, const struct conf_admin *conf)
     memset(r, 0, sizeof(*r));
     r->addr = conf->addr;
     snprintf(r->token_file, sizeof(r->token_file), "%s", conf->token_file);
+    snprintf(r->read_token_file, sizeof(r->read_token_file), "%s", conf->read_token_file);
     if (conf->nserver_names > 0) {
         r->server_names = calloc(conf->nserver_names, sizeof(r->server_names[0]));
         if (r->server_names == NULL)
@@ -626,19 +679,28 @@ rules_make(struct admin_rules *r, const struct conf_admin *conf)
     return 0;
 }
 
-int
-admin_check_conf(const struct conf_admin *conf, char *err, size_t errlen)
+/* check_token_file - 0 when path ("" : none) holds a usable token; else -1 with err. */
+static int
+check_token_file(const char *path, char *err, size_t errlen)
 {
     char token[ADMIN_TOKEN_MAX + 1], why[CONF_PATH_MAX + 100];
 
-    if (conf->token_file[0] == '\0')
+    if (path[0] == '\0')
         return 0;
-    if (admin_token_read(conf->token_file, token, sizeof(token), why, sizeof(why)) != 0) {
+    if (admin_token_read(path, token, sizeof(token), why, sizeof(why)) != 0) {
         snprintf(err, errlen, "admin: %s", why);
         return -1;
     }
     OPENSSL_cleanse(token, sizeof(token));
     return 0;
+}
+
+int
+admin_check_conf(const struct conf_admin *conf, char *err, size_t errlen)
+{
+    if (check_token_file(conf->token_file, err, errlen) != 0)
+        return -1;
+    return check_token_file(conf->read_token_file, err, errlen);
 }
 
 struct admin *
@@ -698,6 +760,21 @@ out_free:
     return NULL;
 }
 
+/* A reload changed which file holds a token (or none): say what it means. */
+static void
+log_token_change(const char *what, const char *was, const char *now, const char *added,
+                 const char *removed)
+{
+    if (strcmp(was, now) == 0)
+        return;
+    if (now[0] == '\0')
+        log_warn("admin: %s removed: %s from now on", what, removed);
+    else if (was[0] == '\0')
+        log_info("admin: %s \"%s\" added: %s from now on", what, now, added);
+    else
+        log_info("admin: %s is now \"%s\"", what, now);
+}
+
 void
 admin_set_conf(struct admin *a, const struct conf_admin *conf)
 {
@@ -707,15 +784,11 @@ admin_set_conf(struct admin *a, const struct conf_admin *conf)
         log_error("admin: out of memory: keeping the admin settings in force");
         return;
     }
-    if (strcmp(r.token_file, a->rules.token_file) != 0) {
-        if (r.token_file[0] == '\0')
-            log_warn("admin: token_file removed: mutating calls need no token from now on");
-        else if (a->rules.token_file[0] == '\0')
-            log_info("admin: token_file \"%s\" added: mutating calls need its token from now on",
-                     r.token_file);
-        else
-            log_info("admin: token_file is now \"%s\"", r.token_file);
-    }
+    log_token_change("token_file", a->rules.token_file, r.token_file,
+                     "every call but GET /metrics, /healthz, /readyz and /report needs a token",
+                     "no call needs a token");
+    log_token_change("read_token_file", a->rules.read_token_file, r.read_token_file,
+                     "its token may read", "only token_file's token may read");
     r.addr = a->rules.addr; /* the socket stays where it is until a restart */
     free(a->rules.server_names);
     a->rules = r;

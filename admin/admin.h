@@ -18,11 +18,16 @@
  *   GET /api/verify/ID        its state, progress and differences (the latest run is kept)
  *   DELETE /api/verify/ID, POST /api/verify/ID/cancel   cancel it
  *
- * With admin { token_file F; } every mutation (PUT, POST, DELETE) needs
- * "Authorization: Bearer <the token in F>": 401 without it, 403 when wrong;
- * F is read again at each mutation (a rotated secret needs no restart);
- * adding, changing or removing token_file takes effect at a reload (SIGHUP).
- * Reads stay open: the admin address itself is the boundary for them.
+ * With admin { token_file F; } every call but GET /metrics, /healthz,
+ * /readyz and /report (the page's shell: no data in it) needs
+ * "Authorization: Bearer <the token in F>": 401 without it, 403 when wrong.
+ * admin { read_token_file R; } (with token_file only) adds a token that may
+ * make those GETs only (the report's rows and statements, status, fleet,
+ * operations, verify runs): 403 on a mutation.  F and R are read again at
+ * each call (a rotated secret needs no restart); adding, changing or
+ * removing either takes effect at a reload (SIGHUP).  Without token_file
+ * (a loopback address only: the configuration refuses it elsewhere) every
+ * call is open.
  * Unknown paths get a JSON error with status 404, other methods 405.
  */
 #ifndef TANDEM_ADMIN_H
@@ -91,20 +96,20 @@ struct admin_hooks {
 
 /*
  * admin_new - listen on conf->addr.  NULL with a message in err when the
- * address cannot be bound or conf->token_file is set but unusable.
+ * address cannot be bound or a token file is set but unusable.
  */
 struct admin *admin_new(struct event_base *base, const struct conf_admin *conf,
                         const struct admin_hooks *hooks, char *err, size_t errlen);
 
 /*
- * admin_check_conf - 0 when conf can be put in force (its token_file, if
- * any, is readable and holds a usable token); else -1 with a message in
+ * admin_check_conf - 0 when conf can be put in force (its token files, if
+ * any, are readable and hold a usable token); else -1 with a message in
  * err.  A reload calls it before committing to anything.
  */
 int admin_check_conf(const struct conf_admin *conf, char *err, size_t errlen);
 
 /*
- * admin_set_conf - a reloaded configuration's token_file and server_name
+ * admin_set_conf - a reloaded configuration's token files and server_name
  * in force from the next request on (conf is copied); the listen address
  * stays until a restart.  Logs what changed about the token.  Call
  * admin_check_conf first.

@@ -27,6 +27,7 @@
  *       max_prepared_bytes 8MB;           # Parse messages kept per session (shadow)
  *   }
  *   admin { listen 127.0.0.1:9090; token_file /etc/tandem/token;
+ *           read_token_file /etc/tandem/read-token;  # reads only (the report, status)
  *           server_name tandem.internal; }       # names the Host header may carry
  *                                                 # (besides IPs and localhost)
  *   control {
@@ -366,7 +367,8 @@ struct conf_limits {
 struct conf_admin {
     int enabled;               /* admin { listen } or --admin given */
     struct conf_addr addr;     /* default 127.0.0.1:9090 when enabled */
-    char token_file[CONF_PATH_MAX];
+    char token_file[CONF_PATH_MAX];      /* the token of every call, mutations too */
+    char read_token_file[CONF_PATH_MAX]; /* a token that may only read; needs token_file */
     /* server_name a.example b.example;: more names the Host header may carry */
     char (*server_names)[CONF_HOST_MAX];
     size_t nserver_names;
@@ -443,7 +445,7 @@ struct conf *conf_load_file(const char *path, struct conf_errors *errs);
  *   --workers --log-format --log-level              top level
  *   --max-client-conn --max-packet-size
  *   --startup-timeout --connect-timeout --shutdown-timeout   limits { }
- *   --admin (its listen) --admin-token-file          admin { }
+ *   --admin (its listen) --admin-token-file --admin-read-token-file   admin { }
  *   --state-file                                     control { state_file }
  *   --primary --primary-tls --primary-ca --primary-user --primary-password-file
  *   --shadow --shadow-tls --shadow-ca --shadow-user --shadow-password-file

@@ -62,6 +62,7 @@ static const struct cli_flag cli_flags[] = {
     {"max-prepared-bytes", CLI_LIMITS, "max_prepared_bytes"},
     {"admin", CLI_ADMIN, "listen"},
     {"admin-token-file", CLI_ADMIN, "token_file"},
+    {"admin-read-token-file", CLI_ADMIN, "read_token_file"},
     {"primary", CLI_PRIMARY, "address"},
     {"primary-tls", CLI_PRIMARY, "tls"},
     {"primary-ca", CLI_PRIMARY, "tls_ca_file"},

@@ -273,6 +273,7 @@ static const struct conf_directive directives[] = {
     /* admin { } */
     SIMPLE("listen", CTX_ADMIN, 0, set_addr, struct conf_admin, addr, NULL),
     SIMPLE("token_file", CTX_ADMIN, 0, set_string, struct conf_admin, token_file, NULL),
+    SIMPLE("read_token_file", CTX_ADMIN, 0, set_string, struct conf_admin, read_token_file, NULL),
     LIST("server_name", CTX_ADMIN, set_server_names),
 
     /* control { } */
@@ -1038,6 +1039,12 @@ leave_admin(struct conf_build *b, void *obj, const struct conf_node *n,
         conf_err_add(b->errs, listen != NULL ? listen->line : n->line,
                      "admin: %s:%u is not a loopback address: a token_file is required",
                      a->addr.host, a->addr.port);
+    /* without token_file mutations would be open while reads are not */
+    if (a->read_token_file[0] != '\0' && a->token_file[0] == '\0') {
+        const struct conf_node *rt = seen_node(seen, CTX_ADMIN, "read_token_file");
+        conf_err_add(b->errs, rt != NULL ? rt->line : n->line,
+                     "admin: read_token_file needs token_file (the token of the mutating calls)");
+    }
 }
 
 /*

@@ -71,7 +71,9 @@ usage(FILE *out)
           "                                  its diverged flag (kept across restarts)\n"
           "\n"
           "The admin address defaults to $TANDEM_ADMIN, else " CTL_DEFAULT_ADMIN "; the token\n"
-          "file to $TANDEM_TOKEN_FILE.  --json prints the server's JSON.  Exit status: 0 done,\n"
+          "file to $TANDEM_TOKEN_FILE (sent on every call: a tandem with a token_file wants\n"
+          "one for reads too, its read_token_file's being enough for them).  --json prints\n"
+          "the server's JSON.  Exit status: 0 done,\n"
           "1 refused, failed or unreachable, 2 bad usage.\n",
           out);
 }

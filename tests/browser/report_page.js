@@ -11,7 +11,12 @@
 //               "validation": "95.83%",           // the validation card's text
 //               "verify": {"state": "different", "keys": ["..."]},  // the verify section
 //               "scope": "fleet",                 // click the fleet switch first, then check
-//               "members": ["m1", "m2"]}          // each names a sample of the fingerprint's block
+//               "members": ["m1", "m2"],          // each names a sample of the fingerprint's block
+//               "token": "...",                   // the admin wants one: the page must ask for
+//                                                 // it, show nothing before, refuse wrong_token
+//               "wrong_token": "...",             // given first: the form must come back
+//               "no_markup": ["img", "script"]}   // no such element in the data sections, and
+//                                                 // window.__xss never set by a payload
 //
 // Debian's /usr/bin/chromium, driven by playwright-core (no browser download).
 // Prints one JSON line {"ok": bool, "problems": [...]}; exit 1 when not ok.
@@ -34,13 +39,18 @@ async function main() {
   try {
     const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
     page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-    page.on("console", (m) => { if (m.type() === "error") problems.push(`console error: ${m.text()}`); });
+    page.on("console", (m) => {
+      // the refused reads of the token flow are logged by Chromium itself
+      if (want.token && /status of 40[13]/.test(m.text())) return;
+      if (m.type() === "error") problems.push(`console error: ${m.text()}`);
+    });
     page.on("request", (r) => {
       if (!r.url().startsWith(origin) && !r.url().startsWith("data:"))
         problems.push(`request outside the admin origin: ${r.url()}`);
     });
     const resp = await page.goto(want.url, { waitUntil: "load", timeout: 30000 });
     if (!resp || resp.status() !== 200) problems.push(`GET ${want.url}: ${resp ? resp.status() : "no answer"}`);
+    if (want.token) await logIn(page, want, problems);
 
     // two refreshes: the data is drawn and the history chart has two points
     const ready = want.verify ? '#verify [data-testid="verify-state"]' : "#chart-validation svg";
@@ -91,12 +101,45 @@ async function main() {
       const injected = await page.locator("#verify img, #verify script, #verify iframe").count();
       if (injected) problems.push(`${injected} element(s) injected into the verify section`);
     }
+    if (want.no_markup) {
+      const sel = want.no_markup.map((t) => `#report ${t}`).join(", ");
+      const injected = await page.locator(sel).count();
+      if (injected) problems.push(`${injected} element(s) (${sel}) injected into the report`);
+      const xss = await page.evaluate(() => window.__xss || null);
+      if (xss) problems.push(`a payload ran: ${JSON.stringify(xss)}`);
+    }
+    if (want.token) {
+      const kept = await page.evaluate(() => sessionStorage.getItem("tandem.adminToken"));
+      if (kept !== want.token) problems.push(`sessionStorage holds ${JSON.stringify(kept)}, not the token`);
+    }
     await page.screenshot({ path: want.screenshot, fullPage: true });
   } finally {
     await browser.close();
   }
   console.log(JSON.stringify({ ok: problems.length === 0, problems }));
   process.exit(problems.length === 0 ? 0 : 1);
+}
+
+/*
+ * logIn - the page asks for the token before it shows anything; a wrong
+ * token brings the form back with a reason; the right one is accepted.
+ */
+async function logIn(page, want, problems) {
+  const form = '[data-testid="login"]';
+  await page.waitForSelector(form, { state: "visible", timeout: 30000 })
+    .catch((e) => { throw new Error(`no token form: ${e.message}; ${problems.join("; ")}`); });
+  if (await page.isVisible("#report")) problems.push("the report is shown before a token is given");
+  if (want.wrong_token) {
+    await page.fill('[data-testid="login-token"]', want.wrong_token);
+    await page.click('[data-testid="login-submit"]');
+    await page.waitForFunction(() => /refused/.test(document.querySelector('[data-testid="login-why"]').textContent) &&
+                                 !document.querySelector('[data-testid="login"]').hidden, null, { timeout: 30000 })
+      .catch((e) => { throw new Error(`a wrong token did not bring the form back: ${e.message}`); });
+  }
+  await page.fill('[data-testid="login-token"]', want.token);
+  await page.click('[data-testid="login-submit"]');
+  await page.waitForSelector(form, { state: "hidden", timeout: 30000 })
+    .catch((e) => { throw new Error(`the token was not accepted: ${e.message}; ${problems.join("; ")}`); });
 }
 
 main().catch((e) => {

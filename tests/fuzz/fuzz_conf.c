@@ -44,6 +44,7 @@ check_conf(const struct conf *c)
     if (c->admin.enabled)
         check_addr(&c->admin.addr);
     TERMINATED(c->admin.token_file);
+    TERMINATED(c->admin.read_token_file);
     CHECK(c->nlisteners >= 1);
     for (size_t k = 0; k < c->nwrite_functions; k++)
         TERMINATED(c->write_functions[k]);

@@ -1,8 +1,11 @@
-"""Admin API security: with admin { token_file F; } every mutation (PUT,
-POST, DELETE) needs "Authorization: Bearer <token>" - 401 without it, 403
-with a wrong one, JSON errors - while GET endpoints stay open.  A token file
-that cannot be used refuses startup; a non-loopback admin without a token is
-refused too (test_pg_admin.py)."""
+"""Admin API security: with admin { token_file F; } every call but GET
+/metrics, /healthz, /readyz and /report (the page's shell) needs
+"Authorization: Bearer <token>" - 401 without it, 403 with a wrong one, JSON
+errors.  admin { read_token_file R; } adds a token for the reads only (the
+report's rows and statements, status, fleet, operations, verify runs): 403 on
+a mutation.  A token file that cannot be used refuses startup; a non-loopback
+admin without a token is refused too (test_pg_admin.py); without token_file
+(loopback only) every call is open."""
 import json
 import signal
 import socket
@@ -10,7 +13,7 @@ import subprocess
 
 import pytest
 
-from harness.ops import TOKEN, admin_call, start_ops_tandem
+from harness.ops import READ_TOKEN, TOKEN, admin_call, start_ops_tandem
 from harness.tandemproc import pg_config
 from harness.util import free_port, wait_until
 
@@ -91,10 +94,61 @@ def test_bearer_scheme_is_case_insensitive_and_spaces_trimmed(t):
     assert status == 404, (status, text)
 
 
-def test_reads_stay_open(t):
-    for path in ("/api/status", "/api/shadow/report", "/metrics", "/healthz", "/report"):
-        status, _, text = admin_call(t.admin_port, "GET", path)
-        assert status == 200, (path, status, text[:200])
+# GETs that show row values, statements, addresses or errors: a token needed
+VALUE_GETS = ["/api/status", "/api/shadow/report", "/api/shadow/report?top=1&scope=fleet",
+              "/api/fleet", "/api/operations/op-1", "/api/verify/verify-1", "/no/such/path"]
+# probes, scrapers and the page's shell (no data in it): open to anyone who reaches the port
+OPEN_GETS = ["/metrics", "/healthz", "/readyz", "/report"]
+CREDENTIALS = {"none": None, "read": f"Bearer {READ_TOKEN}", "admin": f"Bearer {TOKEN}",
+               "wrong": f"Bearer {READ_TOKEN}x"}
+
+
+@pytest.mark.parametrize("who", list(CREDENTIALS))
+@pytest.mark.parametrize("path", VALUE_GETS)
+def test_value_showing_reads_need_a_token(t, path, who):
+    status, headers, text = admin_call(t.admin_port, "GET", path, auth=CREDENTIALS[who])
+    assert headers.get("content-type") == "application/json", headers
+    if who == "none":
+        assert status == 401, (status, text)
+        assert headers.get("www-authenticate", "").startswith("Bearer"), headers
+        assert "read_token_file" in json.loads(text)["error"]
+    elif who == "wrong":
+        assert status == 403, (status, text)
+        assert json.loads(text) == {"error": "wrong admin token"}
+    else:
+        assert status not in (401, 403), (status, text)
+        if path in ("/api/status", "/api/shadow/report"):
+            assert status == 200, (status, text)
+            assert json.loads(text)["listeners"], text[:300]
+
+
+def test_head_of_a_value_showing_read_needs_a_token(t):
+    assert admin_call(t.admin_port, "HEAD", "/api/shadow/report")[0] == 401
+    assert admin_call(t.admin_port, "HEAD", "/api/shadow/report", token=READ_TOKEN)[0] == 200
+
+
+@pytest.mark.parametrize("who", list(CREDENTIALS))
+@pytest.mark.parametrize("path", OPEN_GETS)
+def test_open_reads_need_no_token(t, path, who):
+    status, headers, text = admin_call(t.admin_port, "GET", path, auth=CREDENTIALS[who])
+    assert status == 200, (path, status, text[:200])
+    assert "www-authenticate" not in headers
+
+
+def test_report_shell_holds_no_data(t):
+    """/report is served to anyone: it must be the static page, its data
+    fetched by its script with the token (test_admin_browser.py)."""
+    status, headers, text = admin_call(t.admin_port, "GET", "/report")
+    assert status == 200 and headers["content-type"].startswith("text/html"), headers
+    assert 'id="login"' in text and "sessionStorage" in text, text[:300]
+
+
+@pytest.mark.parametrize("method,path,body", MUTATIONS)
+def test_mutation_with_the_read_token_is_403(t, method, path, body):
+    status, _, text = admin_call(t.admin_port, method, path, body, token=READ_TOKEN)
+    assert status == 403, (status, text)
+    assert json.loads(text) == {
+        "error": "this token may only read: this call needs the admin token (token_file)"}
 
 
 def test_token_file_is_read_again_at_each_mutation(t):
@@ -176,12 +230,16 @@ def test_token_file_added_removed_by_reload(tandem, pg_primary, tmp_path):
                                f"admin {{ listen 127.0.0.1:{admin}; token_file {token}; }}")
     assert with_token != plain
     t = tandem(config_text=plain, port=port, admin_port=admin)
+    # no token_file (loopback only): every call is open, reads included
     assert admin_call(admin, "POST", "/no/such/path", {})[0] == 404
+    assert admin_call(admin, "GET", "/api/shadow/report")[0] == 200
 
     _reload(t, with_token, "configuration reloaded")
     assert f'admin: token_file "{token}" added' in t.log()
     assert admin_call(admin, "POST", "/no/such/path", {})[0] == 401
     assert admin_call(admin, "POST", "/no/such/path", {}, token=TOKEN)[0] == 404
+    assert admin_call(admin, "GET", "/api/shadow/report")[0] == 401
+    assert admin_call(admin, "GET", "/api/shadow/report", token=TOKEN)[0] == 200
 
     # a token file that cannot be used: the reload is refused, the token stays
     token.write_text("")
@@ -191,5 +249,55 @@ def test_token_file_added_removed_by_reload(tandem, pg_primary, tmp_path):
     assert admin_call(admin, "POST", "/no/such/path", {})[0] == 401
 
     _reload(t, plain, "configuration reloaded")
-    assert "admin: token_file removed: mutating calls need no token from now on" in t.log()
+    assert "admin: token_file removed: no call needs a token from now on" in t.log()
     assert admin_call(admin, "POST", "/no/such/path", {})[0] == 404
+    assert admin_call(admin, "GET", "/api/status")[0] == 200
+
+
+def test_read_token_file_added_changed_removed_by_reload(tandem, pg_primary, tmp_path):
+    port, admin = free_port(), free_port()
+    token, read1, read2 = tmp_path / "token", tmp_path / "read1", tmp_path / "read2"
+    token.write_text(TOKEN + "\n")
+    read1.write_text("reader-one\n")
+    read2.write_text("reader-two\n")
+    plain = pg_config(port=port, primary=pg_primary, admin_port=admin)
+    base = f"admin {{ listen 127.0.0.1:{admin}; token_file {token}; }}"
+    with_token = plain.replace(f"admin {{ listen 127.0.0.1:{admin}; }}", base)
+    assert with_token != plain
+    t = tandem(config_text=with_token, port=port, admin_port=admin)
+    assert admin_call(admin, "GET", "/api/status", token="reader-one")[0] == 403
+
+    _reload(t, with_token.replace(base, base[:-1] + f"read_token_file {read1}; }}"),
+            "configuration reloaded")
+    assert f'admin: read_token_file "{read1}" added: its token may read from now on' in t.log()
+    assert admin_call(admin, "GET", "/api/status", token="reader-one")[0] == 200
+    assert admin_call(admin, "GET", "/api/status", token=TOKEN)[0] == 200
+    assert admin_call(admin, "PUT", "/api/mode", {"mode": "passthrough"},
+                      token="reader-one")[0] == 403
+
+    # an unusable read token file: the reload is refused, the one in force stays
+    _reload(t, with_token.replace(base, base[:-1] + f"read_token_file {tmp_path}/absent; }}"),
+            "reload failed")
+    assert f'admin: token file "{tmp_path}/absent": No such file or directory' in t.log()
+    assert admin_call(admin, "GET", "/api/status", token="reader-one")[0] == 200
+
+    _reload(t, with_token.replace(base, base[:-1] + f"read_token_file {read2}; }}"),
+            "configuration reloaded")
+    assert f'admin: read_token_file is now "{read2}"' in t.log()
+    assert admin_call(admin, "GET", "/api/status", token="reader-one")[0] == 403
+    assert admin_call(admin, "GET", "/api/status", token="reader-two")[0] == 200
+
+    _reload(t, with_token, "configuration reloaded")
+    assert "admin: read_token_file removed: only token_file's token may read" in t.log()
+    assert admin_call(admin, "GET", "/api/status", token="reader-two")[0] == 403
+    assert admin_call(admin, "GET", "/api/status", token=TOKEN)[0] == 200
+
+
+def test_read_token_file_without_token_file_refuses_startup(tandem_bin, tmp_path):
+    """Mutations would be open while reads are not: a configuration error."""
+    read = tmp_path / "read"
+    read.write_text("reader\n")
+    done = _start(tandem_bin, f"admin {{ listen 127.0.0.1:{free_port()};\n"
+                              f"read_token_file {read}; }}")
+    assert done.returncode != 0, done
+    assert ":4: admin: read_token_file needs token_file" in done.stderr, done.stderr

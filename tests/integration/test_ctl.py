@@ -55,7 +55,7 @@ def test_status_table(tandem_bin, t, known):
 
 def test_status_json_is_the_servers(tandem_bin, t):
     got = json.loads(ok(ctl(tandem_bin, t, "--json", "status")))
-    status, _, body = admin_call(t.admin_port, "GET", "/api/status")
+    status, _, body = admin_call(t.admin_port, "GET", "/api/status", token=TOKEN)
     want = json.loads(body)
     assert status == 200 and set(got) == set(want)
     assert got["listeners"][0]["name"] == "pg" and got["listeners"][0]["shadow"] == "green"
@@ -95,15 +95,22 @@ def test_env_fallbacks(tandem_bin, t):
 # -- errors ------------------------------------------------------------------------------
 
 def test_auth_errors_surface(tandem_bin, t, tmp_path):
-    done = ctl(tandem_bin, t, "mode", "split")
+    done = ctl(tandem_bin, t, "mode", "split", token_file="")
     assert done.returncode == 1 and done.stdout == ""
     assert "PUT /api/mode: 401" in done.stderr and "--token-file" in done.stderr, done.stderr
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-token\n")
     done = ctl(tandem_bin, t, "mode", "split", token_file=str(wrong))
     assert done.returncode == 1 and "PUT /api/mode: 403 wrong admin token" in done.stderr, done
-    # reads need no token
-    ok(ctl(tandem_bin, t, "status"))
+    done = ctl(tandem_bin, t, "mode", "split", token_file=t.read_token_file)
+    assert done.returncode == 1 and "PUT /api/mode: 403 this token may only read" in done.stderr
+    # reads need a token too (the read token or the admin one)
+    for command in ("status", "report"):
+        done = ctl(tandem_bin, t, command, token_file="")
+        assert done.returncode == 1 and "401" in done.stderr, done
+        assert "--token-file" in done.stderr, done.stderr
+        ok(ctl(tandem_bin, t, command, token_file=t.read_token_file))
+        ok(ctl(tandem_bin, t, command, token_file=t.token_file))
 
 
 def test_unusable_token_file_is_a_usage_error(tandem_bin, t, tmp_path):

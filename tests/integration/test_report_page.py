@@ -15,7 +15,8 @@ import subprocess
 
 import pytest
 
-from harness.ops import admin_call, run_known_workload, start_ops_tandem
+from harness.ops import READ_TOKEN, admin_call, run_known_workload, start_ops_tandem
+from harness.shadow import execute
 from harness.util import ARTIFACTS, REPO, wait_until
 
 BROWSER_DIR = os.path.join(REPO, "tests", "browser")
@@ -41,6 +42,30 @@ def test_page_is_self_contained(t):
         assert api in html
 
 
+# Payloads in what the page renders from clients: the SQL text (a comment),
+# an application_name, and row values that differ (both sides of a sample).
+XSS_SQL = "/* <img src=x onerror=window.__xss='sql'> */"
+XSS_APP = "<img src=x onerror=window.__xss='app'>"
+XSS_PRIMARY = "<img src=x onerror=window.__xss='primary'>"
+XSS_SHADOW = "<script>window.__xss='shadow'</script>"
+
+
+def hostile_mismatch(t, primary, shadow):
+    for server in (primary, shadow):
+        execute(server, "CREATE TABLE IF NOT EXISTS xss_rows (id int PRIMARY KEY, v text)")
+        execute(server, "GRANT ALL ON xss_rows TO PUBLIC")
+        execute(server, "DELETE FROM xss_rows")
+    execute(primary, "INSERT INTO xss_rows VALUES (1, %s)" % quote(XSS_PRIMARY))
+    execute(shadow, "INSERT INTO xss_rows VALUES (1, %s)" % quote(XSS_SHADOW))
+    with t.connect(application_name=XSS_APP) as conn:
+        assert conn.execute(f"SELECT v {XSS_SQL} FROM xss_rows WHERE id = %s",
+                            (1,)).fetchone() == (XSS_PRIMARY,)
+
+
+def quote(text):
+    return "'" + text.replace("'", "''") + "'"
+
+
 def test_page_renders_the_workload_in_chromium(t, pg_primary, pg_shadow):
     node = shutil.which("node")
     missing = [what for what, ok in (("node", node), (CHROMIUM, os.access(CHROMIUM, os.X_OK)),
@@ -58,6 +83,7 @@ def test_page_renders_the_workload_in_chromium(t, pg_primary, pg_shadow):
             conn.execute("SELECT pg_backend_pid() AS page_noise").fetchone()
     wait_until(lambda: (t.metric("tandem_shadow_noise_total", reason="server_local") or 0) >= 1,
                30, "the pid read to be counted as server_local noise")
+    hostile_mismatch(t, pg_primary, pg_shadow)
     known = run_known_workload(t, pg_primary, pg_shadow)
     listener = known["report"]["listeners"][0]
     os.makedirs(ARTIFACTS, exist_ok=True)
@@ -67,12 +93,17 @@ def test_page_renders_the_workload_in_chromium(t, pg_primary, pg_shadow):
     expect = {
         "url": f"http://127.0.0.1:{t.admin_port}/report",
         "screenshot": shot,
+        # the admin has a token: the page asks for it, refuses a wrong one
+        "token": READ_TOKEN, "wrong_token": READ_TOKEN + "x",
+        "no_markup": ["script", "img", "iframe"],
         "fingerprint": known["fingerprint"],
         "sides": {"primary": known["primary_value"], "shadow": known["shadow_value"]},
         "validation": f"{listener['validation_success_ratio'] * 100:.2f}%",
         "texts": [known["statement"], known["fingerprint"], "primary blue", "shadow green",
                   "Top mismatching statements", "Most slower on the shadow", "Guards",
-                  "Noise by reason", "page_noise", "server_local 1"],
+                  "Noise by reason", "page_noise", "server_local 1",
+                  # the payloads are shown as text
+                  "onerror=window.__xss", "<script>window.__xss"],
     }
     # the validation ratio is over a sliding window: nothing else runs on this
     # tandem, so it holds while the page loads (the window is minutes long)

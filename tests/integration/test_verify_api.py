@@ -57,6 +57,7 @@ def pg(tandem_module, pg_primary, pg_shadow, tmp_path_factory):
     text = with_token(text, admin, directory)
     t = tandem_module(config_text=text, port=port, admin_port=admin)
     t.token_file = os.path.join(directory, "admin-token")
+    t.http_token = TOKEN
     return t
 
 
@@ -82,7 +83,7 @@ def start(t, body):
 
 def wait_ended(t, run_id, timeout=180):
     def ended():
-        status, doc = call(t, "GET", f"/api/verify/{run_id}", token=None)
+        status, doc = call(t, "GET", f"/api/verify/{run_id}")
         assert status == 200, (status, doc)
         return doc["verify"]["state"] != "running" and doc["verify"]
     return wait_until(ended, timeout, f"{run_id} to end", interval=0.2)
@@ -98,7 +99,7 @@ def test_pg_equal_under_load_then_three_rows_differ(pg, pg_primary, pg_shadow):
 
     # progress is visible while it runs, in GET /api/verify/ID and /api/status
     def progressing():
-        _, doc = call(pg, "GET", f"/api/verify/{run_id}", token=None)
+        _, doc = call(pg, "GET", f"/api/verify/{run_id}")
         v = doc["verify"]
         return (v["state"] != "running" or v["progress"]["rows_checked"] > 0) and v
     progressing_run = wait_until(progressing, 60, "progress")
@@ -178,6 +179,9 @@ def test_without_token_is_401(pg):
     assert status == 401, (status, doc)
     status, doc = call(pg, "DELETE", "/api/verify/verify-1", {}, token=None)
     assert status == 401, (status, doc)
+    # a run's differences are row keys: reading them needs the token as well
+    status, doc = call(pg, "GET", "/api/verify/verify-1", token=None)
+    assert status == 401, (status, doc)
 
 
 def test_cancel(pg):
@@ -189,7 +193,7 @@ def test_cancel(pg):
     assert run["state"] == "cancelled" and run["error"] == "cancelled", run
     status, doc = call(pg, "DELETE", f"/api/verify/{run_id}", {})
     assert status == 409, (status, doc)
-    status, doc = call(pg, "GET", "/api/verify/verify-999", token=None)
+    status, doc = call(pg, "GET", "/api/verify/verify-999")
     assert status == 404, (status, doc)
 
     # POST .../cancel does the same; and a reload cancels a run too

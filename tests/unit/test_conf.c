@@ -378,8 +378,10 @@ test_syntax_accepted(void **state)
                              "listener pg {\n"
                              "  listen \"127.0.0.1:6432\" ; primary blue;\n"
                              "}\n"
-                             "admin { token_file /a#b; listen \"[fe80::1%eth0]:9\"; }\n");
+                             "admin { token_file /a#b; listen \"[fe80::1%eth0]:9\";\n"
+                             "        read_token_file /r#c; }\n");
     assert_string_equal(c->admin.token_file, "/a#b");
+    assert_string_equal(c->admin.read_token_file, "/r#c");
     assert_string_equal(c->admin.addr.host, "fe80::1%eth0");
     conf_free(c);
 
@@ -490,6 +492,8 @@ static const struct error_case error_cases[] = {
     {MIN "admin { listen h:+80; }\n", "t.conf:3: listen: bad address \"h:+80\""},
     /* strings and names */
     {MIN "admin { token_file \"\"; }\n", "t.conf:3: token_file: empty value"},
+    {MIN "admin {\n read_token_file /r; }\n",
+     "t.conf:4: admin: read_token_file needs token_file (the token of the mutating calls)"},
     {MIN "backend \"a b\" { address a:1; }\n", "t.conf:3: backend: bad name \"a b\""},
     {MIN "listener \"\" { listen c:9; primary blue; }\n", "t.conf:3: listener: bad name \"\""},
     {"backend blue { address a:1; }\nlistener pg { listen c:3; primary \"b\\tl\"; }\n",
@@ -785,6 +789,7 @@ assert_conf_equal(const struct conf *x, const struct conf *y)
     assert_int_equal(x->admin.enabled, y->admin.enabled);
     assert_addr_equal(&x->admin.addr, &y->admin.addr);
     assert_string_equal(x->admin.token_file, y->admin.token_file);
+    assert_string_equal(x->admin.read_token_file, y->admin.read_token_file);
     assert_int_equal(x->nbackends, y->nbackends);
     for (size_t i = 0; i < x->nbackends; i++) {
         const struct conf_backend *a = &x->backends[i], *b = &y->backends[i];
@@ -906,7 +911,7 @@ test_cli_equals_file(void **state)
         "--shutdown-timeout", "2m", "--tls-cert", "/c.pem", "--tls-key", "/k.pem", "--primary-tls",
         "verify-full", "--primary-ca", "/ca.pem", "--shadow-tls", "require", "--shadow-ca",
         "/ca2.pem", "--shadow-user", "mig", "--shadow-password-file", "/pw", "--admin-token-file",
-        "/tok", "--primary-user", "u1", "--primary-password-file", "/pw1", "--mirror-reads", "12.5%",
+        "/tok", "--admin-read-token-file", "/rtok", "--primary-user", "u1", "--primary-password-file", "/pw1", "--mirror-reads", "12.5%",
         "--mirror-level", "dml", "--mirror-queue", "8MB", "--mirror-timeout", "2s", NULL);
     assert_int_equal(errs.count, 0);
     assert_non_null(cli);
@@ -915,7 +920,7 @@ test_cli_equals_file(void **state)
         load_ok("workers 2; log_format json; log_level warn;\n"
                 "limits { max_client_conn 200; max_packet_size 512KB;\n"
                 "  startup_timeout 3s; connect_timeout 250ms; shutdown_timeout 2m; }\n"
-                "admin { listen 127.0.0.1:9191; token_file /tok; }\n"
+                "admin { listen 127.0.0.1:9191; token_file /tok; read_token_file /rtok; }\n"
                 "backend old { address 10.0.0.1:6379; tls verify-full;\n"
                 "  tls_ca_file /ca.pem; user u1; password_file /pw1; }\n"
                 "backend green { address [fd00::2]:6379; tls require;\n"

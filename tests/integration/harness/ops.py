@@ -16,22 +16,28 @@ from .shadow import execute, report, shadow_config
 from .util import free_port, wait_until
 
 TOKEN = "tok-" + uuid.uuid4().hex
+READ_TOKEN = "read-" + uuid.uuid4().hex
 
 
 def start_ops_tandem(factory, primary, shadow, directory, token=TOKEN):
-    """A shadow-mode tandem (every read compared) whose admin needs TOKEN for mutations."""
+    """A shadow-mode tandem (every read compared) whose admin needs TOKEN for every
+    call but the open GETs, or READ_TOKEN for reads.  t.http() sends READ_TOKEN."""
     token_file = os.path.join(directory, "admin-token")
     with open(token_file, "w") as f:
         f.write(token + "\n")
+    read_token_file = os.path.join(directory, "read-token")
+    with open(read_token_file, "w") as f:
+        f.write(READ_TOKEN + "\n")
     port, admin = free_port(), free_port()
     text = shadow_config(port=port, admin_port=admin, primary=primary, shadow=shadow,
                          mirror={"reads": "100%", "level": "all", "queue": "4MB",
                                  "timeout": "5s"})
     plain = f"admin {{ listen 127.0.0.1:{admin}; }}"
     assert plain in text, text
-    text = text.replace(plain, f"admin {{ listen 127.0.0.1:{admin}; token_file {token_file}; }}")
+    text = text.replace(plain, f"admin {{ listen 127.0.0.1:{admin}; token_file {token_file}; "
+                               f"read_token_file {read_token_file}; }}")
     t = factory(config_text=text, port=port, admin_port=admin)
-    t.token_file = token_file
+    t.token_file, t.read_token_file, t.http_token = token_file, read_token_file, READ_TOKEN
     return t
 
 
@@ -73,8 +79,11 @@ def run_known_workload(t, primary, shadow, reads=20):
 
 
 def ctl(tandem_bin, t, *args, token_file=None, env=None, timeout=60):
-    """tandem ctl --admin 127.0.0.1:ADMIN [--token-file F] ARGS -> CompletedProcess (text)."""
+    """tandem ctl --admin 127.0.0.1:ADMIN [--token-file F] ARGS -> CompletedProcess (text).
+    token_file defaults to T's read token file when it has one; "" sends no token."""
     cmd = [tandem_bin, "ctl", "--admin", f"127.0.0.1:{t.admin_port}"]
+    if token_file is None:
+        token_file = getattr(t, "read_token_file", None)
     if token_file:
         cmd += ["--token-file", token_file]
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}

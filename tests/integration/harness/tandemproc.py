@@ -85,6 +85,7 @@ class TandemProcess:
         self.binary = binary
         self.port = port
         self.admin_port = admin_port
+        self.http_token = None  # sent by http() when the admin needs a token to read
         self.name = name
         self.conf_path = None
         self.shutdown_timeout = shutdown_timeout
@@ -155,7 +156,7 @@ class TandemProcess:
 
     def http(self, path, timeout=10):
         assert self.admin_port, "this tandem has no admin listener"
-        return http_get(self.admin_port, path, timeout=timeout)
+        return http_get(self.admin_port, path, token=self.http_token, timeout=timeout)
 
     def metrics(self):
         status, body = self.http("/metrics")

@@ -56,11 +56,14 @@ def port_accepts(port, host="127.0.0.1"):
         return False
 
 
-def http_get(port, path, host="127.0.0.1", timeout=10):
-    """GET http://host:port/path -> (status, body text).  HTTP errors are answers too."""
-    url = f"http://{host}:{port}{path}"
+def http_get(port, path, host="127.0.0.1", timeout=10, token=None):
+    """GET http://host:port/path [with "Authorization: Bearer TOKEN"] -> (status, body
+    text).  HTTP errors are answers too."""
+    req = urllib.request.Request(f"http://{host}:{port}{path}")
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode("utf-8", "replace")
