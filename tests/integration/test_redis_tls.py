@@ -1,0 +1,251 @@
+"""Redis TLS on both sides of tandem: clients to a listener with tls_cert/tls_key
+(TLS from the first byte: redis-cli --tls, redis-py ssl=True), and tandem to
+redis-server started with --tls-port (tls require / verify-full against the
+test CA, a client certificate for a server with --tls-auth-clients yes).
+No test asserts a duration."""
+import os
+import socket
+import subprocess
+import tempfile
+
+import pytest
+import redis
+
+from harness.redisserver import RedisServer, redis_config
+from harness.util import free_port, wait_until
+
+
+@pytest.fixture(scope="module")
+def tls_primary(certs):
+    """A TLS-only redis-server that takes clients without a certificate."""
+    server = RedisServer("tls-primary", tls=certs)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_shadow(certs):
+    """A TLS-only redis-server that asks every client for a certificate signed by the CA."""
+    server = RedisServer("tls-shadow", tls=certs, tls_auth_clients=True)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def verify_full(certs, ca=None, client_cert=False):
+    lines = ["tls verify-full;", f"tls_ca_file {ca or certs.ca};"]
+    if client_cert:
+        lines += [f"tls_cert {certs.client_cert};", f"tls_key {certs.client_key};"]
+    return "\n".join(lines)
+
+
+def listener_tls(certs):
+    return f"tls_cert {certs.server_cert};\ntls_key {certs.server_key};"
+
+
+def start(factory, certs, primary, shadow=None, **cfg):
+    port, admin = free_port(), free_port()
+    cfg.setdefault("listener_extra", listener_tls(certs))
+    text = redis_config(port=port, admin_port=admin, primary=primary, shadow=shadow, **cfg)
+    return factory(config_text=text, port=port, admin_port=admin)
+
+
+def tls_client(t, certs, **kw):
+    """redis-py through tandem's TLS listener, checking its certificate against the CA."""
+    return redis.Redis(host="127.0.0.1", port=t.port, socket_timeout=20, ssl=True,
+                       ssl_ca_certs=certs.ca, **kw)
+
+
+def redis_cli(t, certs, *args):
+    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(t.port), "--tls",
+                           "--cacert", certs.ca, *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+# -- passthrough and shadow ---------------------------------------------------------
+
+def test_passthrough_tls_both_sides(tandem, certs, tls_primary):
+    t = start(tandem, certs, tls_primary, primary_extra=verify_full(certs))
+    c = tls_client(t, certs)
+    assert c.ping()
+    c.set("tls:pass", "over tls")
+    assert c.get("tls:pass") == b"over tls"
+    big = os.urandom(1 << 20)
+    c.set("tls:big", big)
+    assert c.get("tls:big") == big
+    assert tls_primary.client().get("tls:pass") == b"over tls"
+    r = redis_cli(t, certs, "SET", "tls:cli", "from redis-cli")
+    assert r.returncode == 0 and r.stdout.strip() == "OK", r.stderr
+    r = redis_cli(t, certs, "GET", "tls:cli")
+    assert r.stdout.strip() == "from redis-cli", r.stderr
+    assert tls_primary.client().get("tls:cli") == b"from redis-cli"
+
+
+def test_shadow_mode_over_tls(tandem, certs, tls_primary, tls_shadow):
+    """Listener, primary and shadow all TLS; the shadow asks for tandem's client certificate."""
+    tls_primary.client().flushall()
+    tls_shadow.client().flushall()
+    t = start(tandem, certs, tls_primary, tls_shadow, primary_extra=verify_full(certs),
+              shadow_extra=verify_full(certs, client_cert=True),
+              mirror={"reads": "100%", "queue": "4MB", "timeout": "5s"})
+    c = tls_client(t, certs)
+    for i in range(200):
+        c.set(f"sh:{i}", f"v{i}")
+    assert c.mget([f"sh:{i}" for i in range(200)])[199] == b"v199"
+    r = redis_cli(t, certs, "RPUSH", "sh:list", "a", "b")
+    assert r.stdout.strip() == "2", r.stderr
+    wait_until(lambda: tls_shadow.client().exists("sh:list") == 1, 15, "the mirrored RPUSH")
+    wait_until(lambda: tls_shadow.digest() == tls_primary.digest(), 15, "shadow == primary")
+    assert (t.metric("tandem_server_connect_failures_total", backend="green") or 0) == 0
+    assert t.metric("tandem_server_connections_opened_total", backend="green") >= 1
+
+
+# -- what the backend's TLS refuses ---------------------------------------------------
+
+def test_verify_full_wrong_ca_fails_clearly(tandem, certs, tls_primary):
+    t = start(tandem, certs, tls_primary, primary_extra=verify_full(certs, ca=certs.wrong_ca))
+    c = tls_client(t, certs)
+    with pytest.raises(redis.ResponseError) as err:
+        c.ping()
+    assert "certificate verify failed" in str(err.value)
+    assert 'could not connect to backend "blue"' in str(err.value)
+    wait_until(lambda: 'TLS with backend "blue" failed: certificate verify failed' in t.log(), 10,
+               "the log line")
+    # the health probe's handshake fails the same way: down, no password ever sent
+    wait_until(lambda: t.metric("tandem_backend_up", backend="blue") == 0, 15, "blue down")
+    assert "is down: TLS: certificate verify failed" in t.log()
+
+
+def test_verify_full_wrong_name_fails(tandem, certs, tls_primary):
+    """The CA is right but the name is not the certificate's: refused too."""
+    t = start(tandem, certs, tls_primary,
+              primary_extra=verify_full(certs) + "\ntls_server_name db.example.com;")
+    with pytest.raises(redis.ResponseError) as err:
+        tls_client(t, certs).ping()
+    assert "certificate verify failed" in str(err.value)
+
+
+def test_client_certificate_required_by_the_server(tandem, certs, tls_shadow):
+    """tls-auth-clients yes: without tls_cert tandem is refused, with it the commands run."""
+    without = start(tandem, certs, tls_shadow, primary_extra=verify_full(certs))
+    with pytest.raises((redis.ResponseError, redis.ConnectionError)):
+        tls_client(without, certs).set("cc:k", "refused")
+    assert tls_shadow.client().get("cc:k") is None
+    with_cert = start(tandem, certs, tls_shadow, primary_extra=verify_full(certs, client_cert=True))
+    c = tls_client(with_cert, certs)
+    c.set("cc:k", "accepted")
+    assert c.get("cc:k") == b"accepted"
+    assert tls_shadow.client().get("cc:k") == b"accepted"
+
+
+def test_tls_require_does_not_verify(tandem, certs, tls_primary):
+    """tls require (no CA): encrypted, the certificate is not checked, as libpq's require."""
+    t = start(tandem, certs, tls_primary, primary_extra="tls require;", listener_extra="")
+    c = redis.Redis(host="127.0.0.1", port=t.port, socket_timeout=20)  # plain-text listener
+    c.set("req:k", "v")
+    assert tls_primary.client().get("req:k") == b"v"
+
+
+def test_health_probe_over_tls_marks_up(tandem, certs, tls_primary, tls_shadow):
+    t = start(tandem, certs, tls_primary, tls_shadow, primary_extra=verify_full(certs),
+              shadow_extra=verify_full(certs, client_cert=True))
+    wait_until(lambda: t.metric("tandem_backend_up", backend="blue") == 1, 15, "blue up")
+    wait_until(lambda: t.metric("tandem_backend_up", backend="green") == 1, 15, "green up")
+    # and down once the server is gone: the probe really talks to it
+    tls_shadow.kill()
+    try:
+        wait_until(lambda: t.metric("tandem_backend_up", backend="green") == 0, 20, "green down")
+    finally:
+        tls_shadow.start()
+
+
+# -- the listener ------------------------------------------------------------------
+
+def test_plain_text_client_on_tls_listener_costs_one_connection(tandem, certs, tls_primary):
+    t = start(tandem, certs, tls_primary, primary_extra=verify_full(certs))
+    opened = t.metric("tandem_server_connections_opened_total", backend="blue") or 0
+    with socket.create_connection(("127.0.0.1", t.port), timeout=10) as s:
+        s.sendall(b"*1\r\n$4\r\nPING\r\n")
+        got = b""
+        while True:
+            try:
+                chunk = s.recv(4096)
+            except ConnectionResetError:  # closed with our bytes unread
+                break
+            if not chunk:
+                break
+            got += chunk
+    assert b"PONG" not in got
+    assert t.metric("tandem_client_errors_total", listener="r", reason="tls") >= 1
+    # nothing was opened to the backend for it, and others are served on
+    assert (t.metric("tandem_server_connections_opened_total", backend="blue") or 0) == opened
+    assert tls_client(t, certs).ping()
+    plain = redis.Redis(host="127.0.0.1", port=t.port, socket_timeout=5)
+    with pytest.raises(redis.ConnectionError):
+        plain.ping()
+    assert tls_client(t, certs).ping()
+    assert "client TLS handshake failed" in t.log()
+
+
+def test_client_that_never_handshakes_is_closed(tandem, certs, tls_primary):
+    """A TLS listener's client that sends nothing is closed after startup_timeout."""
+    port, admin = free_port(), free_port()
+    text = redis_config(port=port, admin_port=admin, primary=tls_primary,
+                        primary_extra=verify_full(certs), listener_extra=listener_tls(certs))
+    text = "limits { startup_timeout 1s; }\n" + text
+    t = tandem(config_text=text, port=port, admin_port=admin)
+    with socket.create_connection(("127.0.0.1", t.port), timeout=20) as s:
+        assert s.recv(100) == b""  # closed by tandem, not by our timeout
+    assert "client TLS handshake not done within startup_timeout" in t.log()
+
+
+# -- tandem -t ----------------------------------------------------------------------
+
+BAD = [
+    ("listener r { listen 127.0.0.1:7000; protocol redis; primary b; tls optional; }",
+     "tls optional is for postgres listeners"),
+    ("listener r { listen 127.0.0.1:7000; protocol redis; primary b; tls required; }",
+     "tls required needs tls_cert and tls_key"),
+]
+
+
+@pytest.mark.parametrize("listener,message", BAD)
+def test_conf_listener_tls_words(tandem_bin, listener, message):
+    text = "backend b { address 127.0.0.1:6379; }\n" + listener + "\n"
+    _check_refused(tandem_bin, text, message, line=2)
+
+
+@pytest.mark.parametrize("extra,message", [
+    ("tls verify-full; tls_ca_file /x; tls_cert /c;", "tls_cert without tls_key"),
+    ("tls verify-full; tls_ca_file /x; tls_key /k;", "tls_key without tls_cert"),
+    ("tls_cert /c; tls_key /k;", "tls_cert is shown over TLS only"),
+])
+def test_conf_backend_client_cert(tandem_bin, extra, message):
+    text = (f"backend b {{ address 127.0.0.1:6379;\n{extra} }}\n"
+            "listener r { listen 127.0.0.1:7000; protocol redis; primary b; }\n")
+    _check_refused(tandem_bin, text, message, line=2)
+
+
+def test_conf_redis_tls_accepted(tandem_bin, certs):
+    text = (f"backend b {{ address 127.0.0.1:6379; {verify_full(certs, client_cert=True)} }}\n"
+            f"listener r {{ listen 127.0.0.1:7000; protocol redis; primary b; tls required;\n"
+            f"{listener_tls(certs)} }}\n")
+    with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+        f.write(text)
+        f.flush()
+        r = subprocess.run([tandem_bin, "-t", "-c", f.name], capture_output=True, text=True,
+                           timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+def _check_refused(tandem_bin, text, message, line):
+    with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+        f.write(text)
+        f.flush()
+        r = subprocess.run([tandem_bin, "-t", "-c", f.name], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 1
+        assert f"{f.name}:{line}: " in r.stderr and message in r.stderr, r.stderr
