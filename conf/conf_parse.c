@@ -1831,28 +1831,6 @@ check_fences(struct conf_build *b, const struct conf_listener *l)
     }
 }
 
-/*
- * A Redis replica's watch (control/replica.c) logs in with hiredis 0.14,
- * which has no TLS: refused rather than sending a password in plain text.
- */
-static void
-check_replica_tls(struct conf_build *b, const struct conf_listener *l)
-{
-    char q[CONF_QUOTE_MAX], lq[CONF_QUOTE_MAX];
-    if (l->proto != CONF_PROTO_REDIS || l->shadow_source != CONF_SHADOW_REPLICATION)
-        return;
-    for (int k = 0; k < 2; k++) {
-        int i = k == 0 ? l->primary : l->shadow;
-        if (i < 0 || b->conf->backends[i].tls == CONF_TLS_DISABLE)
-            continue;
-        conf_err_add(b->errs, b->conf->backends[i].line,
-                     "backend %s: a Redis replica is watched without TLS (tls disable), "
-                     "and listener %s has shadow_source replication",
-                     conf_err_quote(b->conf->backends[i].name, q, sizeof(q)),
-                     conf_err_quote(l->name, lq, sizeof(lq)));
-    }
-}
-
 static void
 check_conf(struct conf_build *b)
 {
@@ -1881,7 +1859,6 @@ check_conf(struct conf_build *b)
         check_canaries(b, l, st);
         check_steps(b, l);
         check_fences(b, l);
-        check_replica_tls(b, l);
         /* Two listeners on one address: the second bind would fail at start. */
         for (size_t j = 0; j < i; j++) {
             if (!same_addr(&l->addr, &c->listeners[j].addr))

@@ -11,6 +11,7 @@ import tempfile
 import pytest
 import redis
 
+from harness.adminapi import call, listener
 from harness.redisserver import RedisServer, redis_config
 from harness.util import free_port, wait_until
 
@@ -160,6 +161,78 @@ def test_health_probe_over_tls_marks_up(tandem, certs, tls_primary, tls_shadow):
         wait_until(lambda: t.metric("tandem_backend_up", backend="green") == 0, 20, "green down")
     finally:
         tls_shadow.start()
+
+
+# -- tandem's own logins: verify and the replica watch ---------------------------------
+
+def test_verify_api_over_tls(tandem, certs, tls_primary, tls_shadow):
+    """POST /api/verify logs in to both TLS backends (the shadow with the client certificate)."""
+    t = start(tandem, certs, tls_primary, tls_shadow, primary_extra=verify_full(certs),
+              shadow_extra=verify_full(certs, client_cert=True), listener_extra="")
+    for server in (tls_primary, tls_shadow):
+        c = server.client()
+        c.flushall()
+        for i in range(50):
+            c.set(f"vt:{i}", i)
+
+    def run():
+        status, doc = call(t, "POST", "/api/verify", {"listener": "r", "settle_ms": 100})
+        assert status == 202, doc
+        run_id = doc["verify"]["id"]
+
+        def ended():
+            doc = call(t, "GET", f"/api/verify/{run_id}")[1]["verify"]
+            return doc["state"] != "running" and doc
+        return wait_until(ended, 60, "the verify run")
+
+    got = run()
+    assert got["state"] == "equal" and got["tables"][0]["rows_checked"] == 50, got
+    tls_shadow.client().set("vt:7", "changed")
+    got = run()
+    assert got["state"] == "different", got
+    assert [d["key"] for d in got["differences"]] == ["vt:7"], got
+
+
+def test_verify_api_wrong_ca_never_logs_in(tandem, certs, tls_primary):
+    t = start(tandem, certs, tls_primary, tls_primary,
+              primary_extra=verify_full(certs, ca=certs.wrong_ca) + "\npassword secret;",
+              shadow_extra=verify_full(certs), listener_extra="")
+    status, doc = call(t, "POST", "/api/verify", {"listener": "r"})
+    assert status == 202, doc
+    run_id = doc["verify"]["id"]
+    got = wait_until(lambda: (d := call(t, "GET", f"/api/verify/{run_id}")[1]["verify"])["state"]
+                     != "running" and d, 60, "the verify run")
+    assert got["state"] == "error" and "certificate verify failed" in got["error"], got
+
+
+def test_replica_watch_over_tls(tandem, certs):
+    """A TLS replica (REPLICAOF over --tls-replication) watched over TLS by tandem."""
+    blue = RedisServer("tls-repl-blue", tls=certs).start()
+    green = RedisServer("tls-repl-green", tls=certs).start()
+    try:
+        green.client().execute_command("REPLICAOF", "127.0.0.1", str(blue.port))
+        wait_until(lambda: green.client().info("replication").get("master_link_status") == "up",
+                   30, "the replica to sync")
+        repl = "shadow_source replication;\nreplication { poll 50ms; }"
+        t = start(tandem, certs, blue, green, primary_extra=verify_full(certs),
+                  shadow_extra=verify_full(certs), listener_extra=listener_tls(certs) + "\n" + repl)
+        wait_until(lambda: (listener(t, "r")["replication"] or {}).get("error") is None
+                   and listener(t, "r")["replication"].get("primary_position"), 30,
+                   "the watch to measure both sides over TLS")
+        c = tls_client(t, certs)
+        c.set("repl:k", "v")
+        assert c.get("repl:k") == b"v"
+        wait_until(lambda: green.client().get("repl:k") == b"v", 30, "the write to replicate")
+
+        bad = start(tandem, certs, blue, green, primary_extra=verify_full(certs),
+                    shadow_extra=verify_full(certs, ca=certs.wrong_ca),
+                    listener_extra=listener_tls(certs) + "\n" + repl)
+        wait_until(lambda: "certificate verify failed" in
+                   ((listener(bad, "r")["replication"] or {}).get("error") or ""), 30,
+                   "the watch to refuse green's certificate")
+    finally:
+        green.stop()
+        blue.stop()
 
 
 # -- the listener ------------------------------------------------------------------

@@ -55,7 +55,7 @@ class RedisServer:
         else:
             ports = ["--port", "0", "--tls-port", str(self.port),
                      "--tls-cert-file", self.tls.server_cert, "--tls-key-file", self.tls.server_key,
-                     "--tls-ca-cert-file", self.tls.ca,
+                     "--tls-ca-cert-file", self.tls.ca, "--tls-replication", "yes",
                      "--tls-auth-clients", "yes" if self.tls_auth_clients else "no"]
         cmd = ["redis-server", *ports, "--bind", self.host,
                "--save", "", "--appendonly", "no", "--dir", self.dir,
