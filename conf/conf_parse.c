@@ -1789,8 +1789,8 @@ check_steps(struct conf_build *b, struct conf_listener *l)
 
 /*
  * check_fences - a Redis listener's backends: each fence and unfence is a
- * command line split as redis-cli does, sent over a plain connection (the
- * fence has no TLS for Redis yet).  PostgreSQL's are SQL: the server judges.
+ * command line split as redis-cli does.  PostgreSQL's are SQL: the server
+ * judges.
  */
 static void
 check_fences(struct conf_build *b, const struct conf_listener *l)
@@ -1806,9 +1806,6 @@ check_fences(struct conf_build *b, const struct conf_listener *l)
         if (be->nfence + be->nunfence == 0)
             continue;
         conf_err_quote(be->name, q, sizeof(q));
-        if (be->tls != CONF_TLS_DISABLE)
-            conf_err_add(b->errs, be->fence_line,
-                         "backend %s: a Redis backend's fence runs without TLS (tls disable)", q);
         /* the fenced user's writes are refused there: tandem's mirror logs in as its own */
         if (be->password[0] == '\0' && be->password_file[0] == '\0')
             conf_err_add(b->errs, be->fence_line,

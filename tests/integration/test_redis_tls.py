@@ -11,7 +11,7 @@ import tempfile
 import pytest
 import redis
 
-from harness.adminapi import call, listener
+from harness.adminapi import call, listener, run_operation
 from harness.redisserver import RedisServer, redis_config
 from harness.util import free_port, wait_until
 
@@ -233,6 +233,51 @@ def test_replica_watch_over_tls(tandem, certs):
     finally:
         green.stop()
         blue.stop()
+
+
+REDIS_USERS = {"app": "on >app-pw ~* &* +@all", "tandem": "on >tandem-pw ~* &* +@all"}
+
+
+def test_fleet_fence_over_tls(tandem, certs):
+    """A fleet's fence (ACL SETUSER) runs over TLS with tandem's own login: the cutover
+    fences the application's user on the old primary, the rollback unfences it."""
+    store = RedisServer("tls-fence-store").start()
+    blue = RedisServer("tls-fence-blue", tls=certs, users=REDIS_USERS).start()
+    green = RedisServer("tls-fence-green", tls=certs, users=REDIS_USERS).start()
+
+    def app_set(key):
+        c = redis.Redis(host=blue.host, port=blue.port, username="app", password="app-pw",
+                        ssl=True, ssl_ca_certs=certs.ca, socket_timeout=20)
+        c.set(key, "direct")
+
+    try:
+        members = []
+        for name in ("m1", "m2"):
+            port, admin = free_port(), free_port()
+            login = "user tandem;\npassword tandem-pw;\n" + verify_full(certs)
+            text = (f"control {{ store redis://{store.address}; fleet tlsfence; member {name}; }}\n"
+                    + redis_config(port=port, admin_port=admin, primary=blue, shadow=green,
+                                   workers=1, listener_extra=listener_tls(certs),
+                                   primary_extra=login + '\nfence "ACL SETUSER app -@write";'
+                                   '\nunfence "ACL SETUSER app +@write";',
+                                   shadow_extra=login))
+            t = tandem(config_text=text, port=port, admin_port=admin)
+            wait_until(lambda t=t: t.http("/readyz")[0] == 200, 20, f"{name} to join")
+            members.append(t)
+        app_set("before")
+        tls_client(members[0], certs, username="app", password="app-pw").set("through", "1")
+        op = run_operation(members[1], "/api/cutover", {"max_pause_ms": 8000})
+        assert op["state"] == "completed", op
+        assert sum(t.metric("tandem_fleet_fences_total") for t in members) == 1
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            app_set("after")
+        op = run_operation(members[0], "/api/rollback", {"max_pause_ms": 8000})
+        assert op["state"] == "completed", op
+        app_set("after-rollback")
+        assert blue.client().get("after-rollback") == b"direct"
+    finally:
+        for server in (green, blue, store):
+            server.stop()
 
 
 # -- the listener ------------------------------------------------------------------
