@@ -104,6 +104,40 @@ def test_shadow_mode_over_tls(tandem, certs, tls_primary, tls_shadow):
     assert t.metric("tandem_server_connections_opened_total", backend="green") >= 1
 
 
+def test_cutover_and_split_over_tls(tandem, certs, tls_primary, tls_shadow):
+    """A client on the TLS listener keeps its connection through a cutover and a rollback
+    (its TLS connections to both backends trade roles); split mode reads from both."""
+    tls_primary.client().flushall()
+    tls_shadow.client().flushall()
+    t = start(tandem, certs, tls_primary, tls_shadow, primary_extra=verify_full(certs),
+              shadow_extra=verify_full(certs, client_cert=True),
+              mirror={"reads": "100%", "queue": "4MB", "timeout": "5s"})
+    c = tls_client(t, certs)
+    assert c.incr("co:n") == 1
+    op = run_operation(t, "/api/cutover", {"max_pause_ms": 8000})
+    assert op["state"] == "completed", op
+    assert c.incr("co:n") == 2  # the same connection, answered by green now
+    assert listener(t, "r")["roles"] == {"primary": "green", "shadow": "blue"}
+    wait_until(lambda: tls_primary.client().get("co:n") == b"2", 15, "blue mirrored")
+    op = run_operation(t, "/api/rollback", {"max_pause_ms": 8000})
+    assert op["state"] == "completed", op
+    assert c.incr("co:n") == 3
+    assert tls_shadow.client().get("co:n") is not None
+
+    split = start(tandem, certs, tls_primary, tls_shadow, primary_extra=verify_full(certs),
+                  shadow_extra=verify_full(certs, client_cert=True), mode="split",
+                  mirror={"reads": "0%"},
+                  listener_extra=listener_tls(certs) + "\nread_your_writes 0ms;"
+                  "\nreads { blue weight=50; green weight=50; }")
+    sc = tls_client(split, certs)
+    sc.set("sp:k", "v")
+    wait_until(lambda: tls_shadow.client().get("sp:k") == b"v", 15, "the write mirrored")
+    for _ in range(100):
+        assert sc.get("sp:k") == b"v"
+    assert split.metric("tandem_requests_total", listener="r", backend="green", kind="read") > 0
+    assert split.metric("tandem_requests_total", listener="r", backend="blue", kind="read") > 0
+
+
 # -- what the backend's TLS refuses ---------------------------------------------------
 
 def test_verify_full_wrong_ca_fails_clearly(tandem, certs, tls_primary):

@@ -531,6 +531,22 @@ static const struct error_case error_cases[] = {
     {"backend blue {\n address a:1;\n tls verify-full; }\nlistener pg { listen c:3; primary blue; "
      "}\n",
      "t.conf:3: backend \"blue\": tls verify-full needs tls_ca_file"},
+    /* a backend's client certificate: both files, over TLS only */
+    {"backend blue {\n address a:1;\n tls require;\n tls_cert /c.pem; }\n"
+     "listener pg { listen c:3; primary blue; }\n",
+     "t.conf:4: backend \"blue\": tls_cert without tls_key"},
+    {"backend blue {\n address a:1;\n tls require;\n tls_key /k.pem; }\n"
+     "listener pg { listen c:3; primary blue; }\n",
+     "t.conf:4: backend \"blue\": tls_key without tls_cert"},
+    {"backend blue {\n address a:1;\n tls_cert /c.pem;\n tls_key /k.pem; }\n"
+     "listener pg { listen c:3; primary blue; }\n",
+     "t.conf:3: backend \"blue\": tls_cert is shown over TLS only: set tls require or "
+     "verify-full"},
+    /* a Redis listener is TLS from the first byte or not at all */
+    {"backend blue { address a:1; }\nlistener r { listen c:3; protocol redis; primary blue;\n"
+     " tls optional; }\n",
+     "t.conf:3: listener \"r\": tls optional is for postgres listeners (a redis listener with "
+     "tls_cert is TLS from the first byte: tls required)"},
     {"backend blue {\n address a:1;\n password x;\n password_file /p; }\n"
      "listener pg { listen c:3; primary blue; }\n",
      "t.conf:4: backend \"blue\": password and password_file are mutually exclusive"},
