@@ -451,8 +451,10 @@ struct conf *conf_load_file(const char *path, struct conf_errors *errs);
  *   --startup-timeout --connect-timeout --shutdown-timeout   limits { }
  *   --admin (its listen) --admin-token-file          admin { }
  *   --state-file                                     control { state_file }
- *   --primary --primary-tls --primary-ca --primary-user --primary-password-file
- *   --shadow --shadow-tls --shadow-ca --shadow-user --shadow-password-file
+ *   --primary --primary-tls --primary-ca --primary-cert --primary-key --primary-user
+ *   --primary-password-file
+ *   --shadow --shadow-tls --shadow-ca --shadow-cert --shadow-key --shadow-user
+ *   --shadow-password-file
  *                                       backend { address tls tls_ca_file ... }
  *   --listen --tls-cert --tls-key --mode             listener { }
  *   --read-your-writes --max-lag                     listener { }

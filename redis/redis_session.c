@@ -1506,16 +1506,15 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
     s->shared = l->conf->server_conns == CONF_SERVER_CONNS_SHARED && !s->limits.pre_auth &&
                 l->primary->tls == NULL && (l->shadow == NULL || l->shadow->tls == NULL);
     worker_session_added(w, &s->base);
-    if (over_limit && l->tls != NULL) {
-        /* no TLS spent on it: the client sees the connection close */
+    if (over_limit) {
         session_count_client_error(&s->base, METRIC_ERR_TOO_MANY_CLIENTS);
         worker_note_refused(w, l->metric_slot, WORKER_REFUSED_OVER_LIMIT);
-        s->base.state = SESSION_DEAD;
-    } else if (over_limit) {
-        session_count_client_error(&s->base, METRIC_ERR_TOO_MANY_CLIENTS);
-        worker_note_refused(w, l->metric_slot, WORKER_REFUSED_OVER_LIMIT);
-        send_error(s, "ERR max number of clients reached");
-        session_set_state(&s->base, SESSION_LINGER);
+        if (l->tls != NULL) {
+            s->base.state = SESSION_DEAD; /* no TLS spent on it: the connection just closes */
+        } else {
+            send_error(s, "ERR max number of clients reached");
+            session_set_state(&s->base, SESSION_LINGER);
+        }
     } else if (l->tls != NULL) {
         if (conn_start_tls(&s->base.client, l->tls, 1, NULL, NULL) != 0) {
             slog(s, CONF_LOG_WARN, "client TLS: %s", s->base.client.tls_error);

@@ -138,6 +138,22 @@ def test_cutover_and_split_over_tls(tandem, certs, tls_primary, tls_shadow):
     assert split.metric("tandem_requests_total", listener="r", backend="blue", kind="read") > 0
 
 
+def test_command_line_form(tandem, certs, tls_primary, tls_shadow):
+    """tandem redis --tls-cert/--tls-key, --primary-tls/--primary-ca, --shadow-cert/--shadow-key."""
+    port, admin = free_port(), free_port()
+    t = tandem(args=["redis", "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}",
+                     "--tls-cert", certs.server_cert, "--tls-key", certs.server_key,
+                     "--primary", f"blue={tls_primary.address}", "--primary-tls", "verify-full",
+                     "--primary-ca", certs.ca,
+                     "--shadow", f"green={tls_shadow.address}", "--shadow-tls", "verify-full",
+                     "--shadow-ca", certs.ca, "--shadow-cert", certs.client_cert,
+                     "--shadow-key", certs.client_key, "--mode", "shadow"],
+               port=port, admin_port=admin)
+    r = redis_cli(t, certs, "SET", "cli:k", "v")
+    assert r.stdout.strip() == "OK", r.stderr
+    wait_until(lambda: tls_shadow.client().get("cli:k") == b"v", 15, "the mirror over TLS")
+
+
 # -- what the backend's TLS refuses ---------------------------------------------------
 
 def test_verify_full_wrong_ca_fails_clearly(tandem, certs, tls_primary):
