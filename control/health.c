@@ -32,6 +32,7 @@ struct probe {
     int fd;              /* TCP probe socket, -1 when none */
     SSL *ssl;            /* the TCP probe's TLS handshake (a Redis TLS backend), NULL none */
     int connected;       /* the TCP probe's connect is done (its handshake may run) */
+    int tls_phase;       /* 0 handshake, 1 PING to send, 2 its answer awaited */
     PGconn *pq;          /* login probe in flight, NULL when none */
     int sent;            /* the login probe's SELECT 1 is sent */
     uint64_t deadline_ms;
@@ -124,7 +125,7 @@ tcp_wait(struct probe *p, short what)
  * tls_probe_start - a Redis backend with tls require or verify-full: the
  * probe's connection does the TLS handshake as the sessions' would
  * (verify-full: the CA and the name), so a server that cannot prove it is
- * the backend is down.  Nothing is sent after it: no password, no command.
+ * the backend is down.  Then one PING, never a password.
  */
 static int
 tls_probe_start(struct probe *p, const struct rt_backend *b)
@@ -165,31 +166,67 @@ tcp_connected(struct probe *p)
         tls_probe_step(p);
 }
 
-/* Advance the probe's TLS handshake: up once done, down on a failure. */
-static void
-tls_probe_step(struct probe *p)
+/*
+ * An OpenSSL call of the probe returned rc: 1 when it waits for the socket
+ * (armed), 0 when it failed (the probe is down, with the reason).
+ */
+static int
+tls_probe_wait(struct probe *p, int rc, const char *what)
 {
-    ERR_clear_error();
-    int rc = SSL_do_handshake(p->ssl);
-    if (rc == 1) {
-        probe_done(p, 1, NULL);
-        return;
-    }
     int e = SSL_get_error(p->ssl, rc);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         tcp_wait(p, e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE);
-        return;
+        return 1;
     }
-    char why[200] = "TLS handshake failed";
+    char why[200], err[160] = "the server closed the connection";
     long v = SSL_get_verify_result(p->ssl);
     unsigned long q = ERR_peek_error();
     if (v != X509_V_OK)
-        snprintf(why, sizeof(why), "TLS: certificate verify failed: %s",
-                 X509_verify_cert_error_string(v));
+        snprintf(err, sizeof(err), "certificate verify failed: %s", X509_verify_cert_error_string(v));
     else if (q != 0)
-        ERR_error_string_n(q, why, sizeof(why));
+        ERR_error_string_n(q, err, sizeof(err));
     ERR_clear_error();
+    snprintf(why, sizeof(why), "TLS: %s: %s", what, err);
     probe_done(p, 0, why);
+    return 0;
+}
+
+/*
+ * Advance the probe's TLS exchange: the handshake, then a PING and the
+ * first byte of its answer (+PONG, or -NOAUTH: either way the server
+ * serves).  The PING is what makes a server that refuses tandem's client
+ * certificate say so: with TLS 1.3 it does that after the handshake.
+ */
+static void
+tls_probe_step(struct probe *p)
+{
+    static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+    char answer[1];
+    int rc;
+
+    ERR_clear_error();
+    if (p->tls_phase == 0) {
+        if ((rc = SSL_do_handshake(p->ssl)) != 1) {
+            tls_probe_wait(p, rc, "handshake");
+            return;
+        }
+        p->tls_phase = 1;
+    }
+    if (p->tls_phase == 1) {
+        if ((rc = SSL_write(p->ssl, ping, (int)sizeof(ping) - 1)) <= 0) {
+            tls_probe_wait(p, rc, "PING");
+            return;
+        }
+        p->tls_phase = 2;
+    }
+    if ((rc = SSL_read(p->ssl, answer, sizeof(answer))) <= 0) {
+        tls_probe_wait(p, rc, "PING");
+        return;
+    }
+    if (answer[0] == '+' || answer[0] == '-')
+        probe_done(p, 1, NULL);
+    else
+        probe_done(p, 0, "TLS: PING: not a Redis answer");
 }
 
 static void
@@ -200,7 +237,7 @@ on_tcp_probe(evutil_socket_t fd, short what, void *arg)
     socklen_t len = sizeof(err);
     p->ev_added = 0;
     if (what & EV_TIMEOUT) {
-        probe_done(p, 0, p->ssl ? "TLS handshake timeout" : "connect timeout");
+        probe_done(p, 0, p->ssl && p->connected ? "TLS: no answer in time" : "connect timeout");
         return;
     }
     if (p->ssl && p->connected) {
@@ -224,6 +261,7 @@ static void
 tcp_probe(struct probe *p, const struct rt_backend *b, int tls)
 {
     p->connected = 0;
+    p->tls_phase = 0;
     p->deadline_ms = now_ms() + HEALTH_TIMEOUT_MS;
     p->fd = socket(b->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (p->fd < 0) {

@@ -3,7 +3,7 @@
  *
  * Each check is a non-blocking TCP connect with a timeout (a PostgreSQL
  * backend with a user: a login and SELECT 1; a Redis backend with tls:
- * the TLS handshake as configured, nothing sent after it), run on the main
+ * the TLS handshake as configured and a PING, never a password), run on the main
  * thread's event loop; the result feeds tandem_backend_up and /readyz.
  */
 #ifndef TANDEM_HEALTH_H
