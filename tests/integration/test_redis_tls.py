@@ -13,6 +13,7 @@ import redis
 
 from harness.adminapi import call, listener, run_operation
 from harness.redisserver import RedisServer, redis_config
+from harness.shadow import delta, outcomes, rechecks
 from harness.util import free_port, wait_until
 
 
@@ -152,6 +153,26 @@ def test_command_line_form(tandem, certs, tls_primary, tls_shadow):
     r = redis_cli(t, certs, "SET", "cli:k", "v")
     assert r.stdout.strip() == "OK", r.stderr
     wait_until(lambda: tls_shadow.client().get("cli:k") == b"v", 15, "the mirror over TLS")
+
+
+def test_confirmation_recheck_over_tls(tandem, certs, tls_primary, tls_shadow):
+    """A mismatching read is run again on both TLS backends (the shadow with tandem's client
+    certificate) by the re-check's own connections: confirmed, never `unsupported`."""
+    tls_primary.client().flushall()
+    tls_shadow.client().flushall()
+    tls_primary.client().set("rc:k", "alpha")
+    tls_shadow.client().set("rc:k", "omega")
+    t = start(tandem, certs, tls_primary, tls_shadow, primary_extra=verify_full(certs),
+              shadow_extra=verify_full(certs, client_cert=True),
+              mirror={"reads": "100%", "queue": "4MB", "timeout": "5s"})
+    before_out, before_rc = outcomes(t, "r"), rechecks(t, "r")
+    c = tls_client(t, certs)
+    assert c.get("rc:k") == b"alpha"
+    wait_until(lambda: delta(rechecks(t, "r"), before_rc)["confirmed"] == 1, 30,
+               "the re-check's verdict")
+    rc = delta(rechecks(t, "r"), before_rc)
+    assert rc["unsupported"] == 0 and rc["failed"] == 0, rc
+    assert delta(outcomes(t, "r"), before_out)["mismatch"] == 1
 
 
 # -- what the backend's TLS refuses ---------------------------------------------------
