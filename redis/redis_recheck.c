@@ -293,7 +293,8 @@ side_input(struct recheck_side *sd)
         enum resp_status st = resp_reader_feed(&sd->reader, v.iov_base, v.iov_len, &used,
                                                &sd->info, &err);
         evbuffer_drain(in, used);
-        if (st == RESP_ERROR) {
+        /* NEED_MORE consumes everything it is given: used 0 would be our bug, never a loop */
+        if (st == RESP_ERROR || (st == RESP_NEED_MORE && used == 0)) {
             side_failed(sd, "read", "a reply tandem could not read");
             return;
         }
