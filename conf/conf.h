@@ -43,6 +43,8 @@
  *       tls disable;                      # disable | require | verify-full
  *       tls_ca_file /etc/ssl/ca.pem;      # required by verify-full
  *       tls_server_name db.internal;      # default: host of address
+ *       tls_cert /etc/tandem/client.pem;  # a client certificate, for a backend that asks
+ *       tls_key  /etc/tandem/client.key;  #   (both or neither)
  *       user tandem;                      # tandem's own logins (shadow, probes)
  *       password_file /etc/tandem/blue.pw;
  *       fence "ALTER ROLE app SET default_transaction_read_only = on";   # a fleet's commit:
@@ -56,6 +58,8 @@
  *       tls_cert /etc/tandem/cert.pem;    # TLS for clients; both or neither
  *       tls_key  /etc/tandem/key.pem;
  *       tls optional;                     # optional | required (needs tls_cert) | off
+ *                                         # redis: TLS from the first byte with tls_cert
+ *                                         #   (required, or off without one)
  *       primary blue;
  *       shadow green;
  *       mode passthrough;                 # passthrough | shadow | split
@@ -139,6 +143,8 @@ struct conf_backend {
     enum conf_tls tls;
     char tls_ca_file[CONF_PATH_MAX];     /* "" when unset */
     char tls_server_name[CONF_HOST_MAX]; /* "" means addr.host */
+    char tls_cert[CONF_PATH_MAX];        /* client certificate tandem shows the backend; "" none */
+    char tls_key[CONF_PATH_MAX];         /* its key; both or neither */
     char user[CONF_NAME_MAX];            /* "" when unset */
     char password[CONF_NAME_MAX * 2];    /* inline password; prefer password_file */
     char password_file[CONF_PATH_MAX];
@@ -447,8 +453,10 @@ struct conf *conf_load_file(const char *path, struct conf_errors *errs);
  *   --startup-timeout --connect-timeout --shutdown-timeout   limits { }
  *   --admin (its listen) --admin-token-file --admin-read-token-file   admin { }
  *   --state-file                                     control { state_file }
- *   --primary --primary-tls --primary-ca --primary-user --primary-password-file
- *   --shadow --shadow-tls --shadow-ca --shadow-user --shadow-password-file
+ *   --primary --primary-tls --primary-ca --primary-cert --primary-key --primary-user
+ *   --primary-password-file
+ *   --shadow --shadow-tls --shadow-ca --shadow-cert --shadow-key --shadow-user
+ *   --shadow-password-file
  *                                       backend { address tls tls_ca_file ... }
  *   --listen --tls-cert --tls-key --mode             listener { }
  *   --read-your-writes --max-lag                     listener { }

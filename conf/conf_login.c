@@ -23,6 +23,8 @@ conf_login_set(struct conf_login *l, const struct conf_backend *cb, const char *
              : cb->tls == CONF_TLS_REQUIRE   ? "require"
                                              : "disable");
     snprintf(l->ca_file, sizeof(l->ca_file), "%s", cb->tls_ca_file);
+    snprintf(l->cert_file, sizeof(l->cert_file), "%s", cb->tls_cert);
+    snprintf(l->key_file, sizeof(l->key_file), "%s", cb->tls_key);
 }
 
 int
@@ -42,6 +44,10 @@ conf_login_params(const struct conf_login *l, const char *dbname, const char *ap
     PARAM("sslmode", l->sslmode);
     if (l->ca_file[0])
         PARAM("sslrootcert", l->ca_file);
+    if (l->cert_file[0]) {
+        PARAM("sslcert", l->cert_file);
+        PARAM("sslkey", l->key_file);
+    }
     PARAM("gssencmode", "disable"); /* never a Kerberos round trip tandem did not ask for */
     PARAM("application_name", app);
 #undef PARAM

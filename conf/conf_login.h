@@ -24,6 +24,8 @@ struct conf_login {
     char password[256];
     char sslmode[16];             /* disable | require | verify-full */
     char ca_file[CONF_PATH_MAX];
+    char cert_file[CONF_PATH_MAX];  /* client certificate, "" none */
+    char key_file[CONF_PATH_MAX];
 };
 
 /* conf_login_set - l from backend cb, its resolved address and its password (may be ""). */
@@ -31,7 +33,7 @@ void conf_login_set(struct conf_login *l, const struct conf_backend *cb, const c
                     const char *password);
 
 /* The most conf_login_params writes (without the terminating NULL). */
-#define CONF_LOGIN_PARAMS 10
+#define CONF_LOGIN_PARAMS 12
 
 /*
  * conf_login_params - libpq's keywords and values for a login as l to

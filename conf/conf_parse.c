@@ -292,6 +292,8 @@ static const struct conf_directive directives[] = {
     SIMPLE("tls_ca_file", CTX_BACKEND, 0, set_string, struct conf_backend, tls_ca_file, NULL),
     SIMPLE("tls_server_name", CTX_BACKEND, 0, set_string, struct conf_backend, tls_server_name,
            NULL),
+    SIMPLE("tls_cert", CTX_BACKEND, 0, set_string, struct conf_backend, tls_cert, NULL),
+    SIMPLE("tls_key", CTX_BACKEND, 0, set_string, struct conf_backend, tls_key, NULL),
     SIMPLE("user", CTX_BACKEND, 0, set_string, struct conf_backend, user, NULL),
     SIMPLE("password", CTX_BACKEND, 0, set_string, struct conf_backend, password, NULL),
     SIMPLE("password_file", CTX_BACKEND, 0, set_string, struct conf_backend, password_file, NULL),
@@ -1106,6 +1108,22 @@ enter_backend(struct conf_build *b, void *obj, const struct conf_directive *d,
     return be;
 }
 
+/* A client certificate: both files, and only where TLS is on. */
+static void
+check_backend_cert(struct conf_build *b, const struct conf_backend *be,
+                   const struct conf_node *const *seen, const char *desc)
+{
+    const struct conf_node *cert = seen_node(seen, CTX_BACKEND, "tls_cert");
+    const struct conf_node *key = seen_node(seen, CTX_BACKEND, "tls_key");
+    if (cert != NULL && key == NULL)
+        conf_err_add(b->errs, cert->line, "%s: tls_cert without tls_key", desc);
+    else if (key != NULL && cert == NULL)
+        conf_err_add(b->errs, key->line, "%s: tls_key without tls_cert", desc);
+    else if (cert != NULL && be->tls == CONF_TLS_DISABLE)
+        conf_err_add(b->errs, cert->line,
+                     "%s: tls_cert is shown over TLS only: set tls require or verify-full", desc);
+}
+
 static void
 leave_backend(struct conf_build *b, void *obj, const struct conf_node *n,
               const struct conf_node *const *seen)
@@ -1128,6 +1146,7 @@ leave_backend(struct conf_build *b, void *obj, const struct conf_node *n,
     if (tls != NULL && be->tls == CONF_TLS_VERIFY_FULL &&
         seen_node(seen, CTX_BACKEND, "tls_ca_file") == NULL)
         conf_err_add(b->errs, tls->line, "%s: tls verify-full needs tls_ca_file", desc);
+    check_backend_cert(b, be, seen, desc);
     /* a fence runs with tandem's own login, never a client's */
     const struct conf_node *fence = seen_node(seen, CTX_BACKEND, "fence");
     if (fence == NULL)
@@ -1434,7 +1453,12 @@ check_replication(struct conf_build *b, struct conf_listener *l,
                      conf_repl_kind_names[l->replication.kind], redis ? "postgres" : "redis");
 }
 
-/* tls required needs a certificate to offer; off with one is a contradiction; postgres only. */
+/*
+ * tls required needs a certificate to offer; off with one is a
+ * contradiction.  Redis has no in-protocol TLS request: a Redis listener
+ * with a certificate is TLS from the first byte (required), one without
+ * is plain text (off), and optional means nothing there.
+ */
 static void
 check_listener_tls(struct conf_build *b, const struct conf_listener *l,
                    const struct conf_node *const *seen, const char *desc)
@@ -1443,9 +1467,11 @@ check_listener_tls(struct conf_build *b, const struct conf_listener *l,
     const struct conf_node *cert = seen_node(seen, CTX_LISTENER, "tls_cert");
     if (tls == NULL)
         return;
-    if (l->proto == CONF_PROTO_REDIS)
-        conf_err_add(b->errs, tls->line, "%s: tls %s is for postgres listeners", desc,
-                     conf_listener_tls_names[l->tls]);
+    if (l->proto == CONF_PROTO_REDIS && l->tls == CONF_LTLS_OPTIONAL)
+        conf_err_add(b->errs, tls->line,
+                     "%s: tls optional is for postgres listeners (a redis listener with "
+                     "tls_cert is TLS from the first byte: tls required)",
+                     desc);
     else if (l->tls == CONF_LTLS_REQUIRED && cert == NULL)
         conf_err_add(b->errs, tls->line, "%s: tls required needs tls_cert and tls_key", desc);
     else if (l->tls == CONF_LTLS_OFF && cert != NULL)
@@ -1770,8 +1796,8 @@ check_steps(struct conf_build *b, struct conf_listener *l)
 
 /*
  * check_fences - a Redis listener's backends: each fence and unfence is a
- * command line split as redis-cli does, sent over a plain connection (the
- * fence has no TLS for Redis yet).  PostgreSQL's are SQL: the server judges.
+ * command line split as redis-cli does.  PostgreSQL's are SQL: the server
+ * judges.
  */
 static void
 check_fences(struct conf_build *b, const struct conf_listener *l)
@@ -1787,9 +1813,6 @@ check_fences(struct conf_build *b, const struct conf_listener *l)
         if (be->nfence + be->nunfence == 0)
             continue;
         conf_err_quote(be->name, q, sizeof(q));
-        if (be->tls != CONF_TLS_DISABLE)
-            conf_err_add(b->errs, be->fence_line,
-                         "backend %s: a Redis backend's fence runs without TLS (tls disable)", q);
         /* the fenced user's writes are refused there: tandem's mirror logs in as its own */
         if (be->password[0] == '\0' && be->password_file[0] == '\0')
             conf_err_add(b->errs, be->fence_line,

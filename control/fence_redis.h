@@ -1,7 +1,8 @@
 /*
  * fence_redis.h - a fleet's fence on a Redis backend: commands (ACL SETUSER
- * app -@write, ...) run with tandem's own login, on the main thread,
- * without blocking it (hiredis's async API on the event base).
+ * app -@write, ...) run with tandem's own login, over TLS as the backend's
+ * settings say (verify/redis_link.h), on a thread of the job's own so the
+ * main loop never waits; the result comes back on the main loop.
  *
  *   fence_redis_run ──► connect ──► AUTH user password (when the backend
  *                       has a password) ──► command 1 ──► ... ──► command n
@@ -10,7 +11,8 @@
  *
  * One command at a time, in order; the first error reply ends the run.
  * Each command is a line split as redis-cli does (quotes, escapes).  The
- * job copies what it needs: the runtime may change while it runs.
+ * job copies what it needs: the runtime may change while it runs.  A job
+ * past its timeout, or cancelled, sends no further command.
  */
 #ifndef TANDEM_FENCE_REDIS_H
 #define TANDEM_FENCE_REDIS_H
@@ -36,7 +38,7 @@ struct fence_redis_job *fence_redis_run(struct event_base *base, const struct rt
                                         void (*done)(void *arg, int ok, const char *err),
                                         void *arg);
 
-/* fence_redis_cancel - stop j (its connection closed, done not called); NULL is fine. */
+/* fence_redis_cancel - stop j (no further command is sent, done not called); NULL is fine. */
 void fence_redis_cancel(struct fence_redis_job *j);
 
 #endif /* TANDEM_FENCE_REDIS_H */

@@ -4,7 +4,11 @@
 #include "control/health.h"
 
 #include <errno.h>
+#include <arpa/inet.h>
 #include <libpq-fe.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <time.h>
 #include <stdlib.h>
@@ -26,6 +30,9 @@ struct probe {
     struct health *h;
     int slot;            /* metric slot of the backend: stable across reloads */
     int fd;              /* TCP probe socket, -1 when none */
+    SSL *ssl;            /* the TCP probe's TLS handshake (a Redis TLS backend), NULL none */
+    int connected;       /* the TCP probe's connect is done (its handshake may run) */
+    int tls_phase;       /* 0 handshake, 1 PING to send, 2 its answer awaited */
     PGconn *pq;          /* login probe in flight, NULL when none */
     int sent;            /* the login probe's SELECT 1 is sent */
     uint64_t deadline_ms;
@@ -60,6 +67,10 @@ probe_stop(struct probe *p)
     if (p->ev_added) {
         event_del(&p->ev);
         p->ev_added = 0;
+    }
+    if (p->ssl) {
+        SSL_free(p->ssl);
+        p->ssl = NULL;
     }
     if (p->fd >= 0) {
         close(p->fd);
@@ -96,6 +107,128 @@ probe_done(struct probe *p, int ok, const char *why)
     control_set_backend_up(p->slot, ok);
 }
 
+static void on_tcp_probe(evutil_socket_t fd, short what, void *arg);
+
+/* Wait for the TCP probe's socket in direction `what`, until the check's deadline. */
+static void
+tcp_wait(struct probe *p, short what)
+{
+    uint64_t now = now_ms();
+    uint64_t left = p->deadline_ms > now ? p->deadline_ms - now : 1;
+    struct timeval tv = {.tv_sec = (time_t)(left / 1000), .tv_usec = (suseconds_t)(left % 1000) * 1000};
+    event_assign(&p->ev, p->h->base, p->fd, what, on_tcp_probe, p);
+    event_add(&p->ev, &tv);
+    p->ev_added = 1;
+}
+
+/*
+ * tls_probe_start - a Redis backend with tls require or verify-full: the
+ * probe's connection does the TLS handshake as the sessions' would
+ * (verify-full: the CA and the name), so a server that cannot prove it is
+ * the backend is down.  Then one PING, never a password.
+ */
+static int
+tls_probe_start(struct probe *p, const struct rt_backend *b)
+{
+    const struct conf_backend *cb = b->conf;
+    const char *name = cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host;
+    struct in6_addr a6;
+    struct in_addr a4;
+    int literal = inet_pton(AF_INET, name, &a4) == 1 || inet_pton(AF_INET6, name, &a6) == 1;
+
+    p->ssl = SSL_new(b->tls);
+    if (p->ssl == NULL || SSL_set_fd(p->ssl, p->fd) != 1)
+        return -1;
+    SSL_set_connect_state(p->ssl);
+    if (!literal) /* SNI carries host names only (RFC 6066) */
+        SSL_set_tlsext_host_name(p->ssl, name);
+    if (cb->tls == CONF_TLS_VERIFY_FULL) {
+        X509_VERIFY_PARAM *param = SSL_get0_param(p->ssl);
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if ((literal ? X509_VERIFY_PARAM_set1_ip_asc(param, name)
+                     : X509_VERIFY_PARAM_set1_host(param, name, 0)) != 1)
+            return -1;
+        SSL_set_verify(p->ssl, SSL_VERIFY_PEER, NULL);
+    }
+    return 0;
+}
+
+static void tls_probe_step(struct probe *p);
+
+/* The TCP connect is done: up, or on to the TLS handshake. */
+static void
+tcp_connected(struct probe *p)
+{
+    p->connected = 1;
+    if (p->ssl == NULL)
+        probe_done(p, 1, NULL);
+    else
+        tls_probe_step(p);
+}
+
+/*
+ * An OpenSSL call of the probe returned rc: 1 when it waits for the socket
+ * (armed), 0 when it failed (the probe is down, with the reason).
+ */
+static int
+tls_probe_wait(struct probe *p, int rc, const char *what)
+{
+    int e = SSL_get_error(p->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        tcp_wait(p, e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE);
+        return 1;
+    }
+    char why[200], err[160] = "the server closed the connection";
+    long v = SSL_get_verify_result(p->ssl);
+    unsigned long q = ERR_peek_error();
+    if (v != X509_V_OK)
+        snprintf(err, sizeof(err), "certificate verify failed: %s", X509_verify_cert_error_string(v));
+    else if (q != 0)
+        ERR_error_string_n(q, err, sizeof(err));
+    ERR_clear_error();
+    snprintf(why, sizeof(why), "TLS: %s: %s", what, err);
+    probe_done(p, 0, why);
+    return 0;
+}
+
+/*
+ * Advance the probe's TLS exchange: the handshake, then a PING and the
+ * first byte of its answer (+PONG, or -NOAUTH: either way the server
+ * serves).  The PING is what makes a server that refuses tandem's client
+ * certificate say so: with TLS 1.3 it does that after the handshake.
+ */
+static void
+tls_probe_step(struct probe *p)
+{
+    static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+    char answer[1];
+    int rc;
+
+    ERR_clear_error();
+    if (p->tls_phase == 0) {
+        if ((rc = SSL_do_handshake(p->ssl)) != 1) {
+            tls_probe_wait(p, rc, "handshake");
+            return;
+        }
+        p->tls_phase = 1;
+    }
+    if (p->tls_phase == 1) {
+        if ((rc = SSL_write(p->ssl, ping, (int)sizeof(ping) - 1)) <= 0) {
+            tls_probe_wait(p, rc, "PING");
+            return;
+        }
+        p->tls_phase = 2;
+    }
+    if ((rc = SSL_read(p->ssl, answer, sizeof(answer))) <= 0) {
+        tls_probe_wait(p, rc, "PING");
+        return;
+    }
+    if (answer[0] == '+' || answer[0] == '-')
+        probe_done(p, 1, NULL);
+    else
+        probe_done(p, 0, "TLS: PING: not a Redis answer");
+}
+
 static void
 on_tcp_probe(evutil_socket_t fd, short what, void *arg)
 {
@@ -104,36 +237,50 @@ on_tcp_probe(evutil_socket_t fd, short what, void *arg)
     socklen_t len = sizeof(err);
     p->ev_added = 0;
     if (what & EV_TIMEOUT) {
-        probe_done(p, 0, "connect timeout");
+        probe_done(p, 0, p->ssl && p->connected ? "TLS: no answer in time" : "connect timeout");
+        return;
+    }
+    if (p->ssl && p->connected) {
+        tls_probe_step(p);
         return;
     }
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
         err = errno;
-    probe_done(p, err == 0, err ? strerror(err) : NULL);
+    if (err != 0) {
+        probe_done(p, 0, strerror(err));
+        return;
+    }
+    tcp_connected(p);
 }
 
-/* A TCP connect: for backends tandem has no login for, and for Redis. */
+/*
+ * A TCP connect: for backends tandem has no login for, and for Redis (with
+ * its TLS handshake when the backend has tls: tls_probe_start).
+ */
 static void
-tcp_probe(struct probe *p, const struct rt_backend *b)
+tcp_probe(struct probe *p, const struct rt_backend *b, int tls)
 {
+    p->connected = 0;
+    p->tls_phase = 0;
+    p->deadline_ms = now_ms() + HEALTH_TIMEOUT_MS;
     p->fd = socket(b->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (p->fd < 0) {
         probe_done(p, 0, strerror(errno));
         return;
     }
+    if (tls && tls_probe_start(p, b) != 0) {
+        probe_done(p, 0, "cannot create TLS state");
+        return;
+    }
     if (connect(p->fd, (const struct sockaddr *)&b->addr, b->addrlen) == 0) {
-        probe_done(p, 1, NULL);
+        tcp_connected(p);
         return;
     }
     if (errno != EINPROGRESS) {
         probe_done(p, 0, strerror(errno));
         return;
     }
-    struct timeval tv = {.tv_sec = HEALTH_TIMEOUT_MS / 1000,
-                         .tv_usec = (HEALTH_TIMEOUT_MS % 1000) * 1000};
-    event_assign(&p->ev, p->h->base, p->fd, EV_WRITE, on_tcp_probe, p);
-    event_add(&p->ev, &tv);
-    p->ev_added = 1;
+    tcp_wait(p, EV_WRITE);
 }
 
 static void on_login_probe(evutil_socket_t fd, short what, void *arg);
@@ -261,10 +408,11 @@ probe_start(struct probe *p, const struct runtime *rt, const struct rt_backend *
 {
     if (p->fd >= 0 || p->pq != NULL)
         return; /* the previous check is still running */
-    if (b->conf->user[0] && speaks_postgres(rt, b))
+    int postgres = speaks_postgres(rt, b);
+    if (b->conf->user[0] && postgres)
         login_probe(p, b);
-    else
-        tcp_probe(p, b);
+    else /* PostgreSQL asks for TLS in its protocol; Redis speaks it from the first byte */
+        tcp_probe(p, b, b->tls != NULL && !postgres);
 }
 
 static void

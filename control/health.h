@@ -1,7 +1,9 @@
 /*
  * health.h - periodic, asynchronous reachability checks of every backend.
  *
- * Each check is a non-blocking TCP connect with a timeout, run on the main
+ * Each check is a non-blocking TCP connect with a timeout (a PostgreSQL
+ * backend with a user: a login and SELECT 1; a Redis backend with tls:
+ * the TLS handshake as configured and a PING, never a password), run on the main
  * thread's event loop; the result feeds tandem_backend_up and /readyz.
  */
 #ifndef TANDEM_HEALTH_H

@@ -2,11 +2,12 @@
  * replica.c - the progress of shadows fed by replication, and cutover
  * steps (see replica.h).
  *
- * The watch is a thread of its own with blocking clients (libpq, hiredis):
+ * The watch is a thread of its own with blocking clients (libpq,
+ * verify/redis_link.h, plain or TLS as the backend's settings say):
  * it asks two servers one small question each per poll, and a slow or
  * partitioned server must delay only the watch, never the main loop or a
  * worker.  Every call is bounded (connect_timeout, statement_timeout, the
- * hiredis timeout).
+ * Redis link's timeout).
  */
 #include "control/replica.h"
 
@@ -18,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "verify/redis_link.h"
 #include <time.h>
 
 #include "control/control.h"
@@ -103,7 +106,7 @@ struct endpoint {
     int redis;
     char dbname[CONF_NAME_MAX];
     PGconn *pq;           /* the watch's connection, NULL when none */
-    redisContext *rc;
+    struct redis_link *rc;
     uint64_t retry_at_ns; /* no reconnect before */
 };
 
@@ -121,8 +124,7 @@ endpoint_close(struct endpoint *e)
 {
     if (e->pq)
         PQfinish(e->pq);
-    if (e->rc)
-        redisFree(e->rc);
+    redis_link_free(e->rc);
     e->pq = NULL;
     e->rc = NULL;
 }
@@ -161,28 +163,23 @@ pg_login(const struct endpoint *e, const char *app, uint32_t timeout_ms, char *e
     return pq;
 }
 
-static redisContext *
+static struct redis_link *
 redis_login(const struct endpoint *e, uint32_t timeout_ms, char *err, size_t errlen)
 {
-    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
-    redisContext *rc = redisConnectWithTimeout(e->login.hostaddr, atoi(e->login.port), tv);
-    if (rc == NULL || rc->err) {
-        snprintf(err, errlen, "%s: %s", e->login.name, rc ? rc->errstr : "out of memory");
-        if (rc)
-            redisFree(rc);
+    struct redis_link *rc = redis_link_open(&e->login, (int)timeout_ms, err, errlen);
+    if (rc == NULL)
         return NULL;
-    }
-    redisSetTimeout(rc, tv);
     if (e->login.password[0]) {
-        redisReply *r = e->login.user[0] ? redisCommand(rc, "AUTH %s %s", e->login.user, e->login.password)
-                                   : redisCommand(rc, "AUTH %s", e->login.password);
+        redisReply *r = e->login.user[0]
+                            ? redis_link_command(rc, "AUTH %s %s", e->login.user, e->login.password)
+                            : redis_link_command(rc, "AUTH %s", e->login.password);
         int bad = r == NULL || r->type == REDIS_REPLY_ERROR;
         snprintf(err, errlen, "%s: AUTH: %s", e->login.name,
-                 r ? (r->type == REDIS_REPLY_ERROR ? r->str : "ok") : rc->errstr);
+                 r ? (r->type == REDIS_REPLY_ERROR ? r->str : "ok") : redis_link_error(rc));
         if (r)
             freeReplyObject(r);
         if (bad) {
-            redisFree(rc);
+            redis_link_free(rc);
             return NULL;
         }
     }
@@ -254,10 +251,10 @@ pg_value(struct endpoint *e, const char *sql, const char *param, char *out, size
 static int
 redis_info_field(struct endpoint *e, const char *field, uint64_t *out, char *err, size_t errlen)
 {
-    redisReply *r = redisCommand(e->rc, "INFO replication");
+    redisReply *r = redis_link_command(e->rc, "INFO replication");
     if (r == NULL || r->type != REDIS_REPLY_STRING) {
         snprintf(err, errlen, "%s: INFO replication: %s", e->login.name,
-                 r ? (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply") : e->rc->errstr);
+                 r ? (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply") : redis_link_error(e->rc));
         if (r)
             freeReplyObject(r);
         else
@@ -498,7 +495,7 @@ run_redis_step(const struct endpoint *e, const char *command, uint32_t timeout_m
             sdsfreesplitres(argv, argc);
         return -1;
     }
-    redisContext *rc = redis_login(e, timeout_ms, err, sizeof(err));
+    struct redis_link *rc = redis_login(e, timeout_ms, err, sizeof(err));
     if (rc == NULL) {
         snprintf(out, outlen, "%s", err);
         sdsfreesplitres(argv, argc);
@@ -508,10 +505,10 @@ run_redis_step(const struct endpoint *e, const char *command, uint32_t timeout_m
     int n = argc < 64 ? argc : 64;
     for (int i = 0; i < n; i++)
         lens[i] = sdslen(argv[i]);
-    redisReply *r = redisCommandArgv(rc, n, (const char **)argv, lens);
+    redisReply *r = redis_link_command_argv(rc, n, (const char **)argv, lens);
     int ok = r != NULL && r->type != REDIS_REPLY_ERROR;
     if (r == NULL)
-        snprintf(out, outlen, "%s", rc->errstr);
+        snprintf(out, outlen, "%s", redis_link_error(rc));
     else if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
              r->type == REDIS_REPLY_ERROR)
         snprintf(out, outlen, "%.*s", (int)r->len, r->str);
@@ -521,7 +518,7 @@ run_redis_step(const struct endpoint *e, const char *command, uint32_t timeout_m
         snprintf(out, outlen, "ok");
     if (r)
         freeReplyObject(r);
-    redisFree(rc);
+    redis_link_free(rc);
     sdsfreesplitres(argv, argc);
     return ok ? 0 : -1;
 }

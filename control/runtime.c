@@ -145,15 +145,27 @@ client_tls(const struct conf_backend *b, char *err, size_t errlen)
     if (b->tls == CONF_TLS_VERIFY_FULL) {
         if (SSL_CTX_load_verify_locations(ctx, b->tls_ca_file, NULL) != 1) {
             tls_reason(err, errlen, "cannot load CA file", b->tls_ca_file);
-            SSL_CTX_free(ctx);
-            return NULL;
+            goto fail_free;
         }
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     } else {
         /* require: encrypted, peer not verified (libpq's sslmode=require) */
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     }
+    /* a client certificate, for a server that asks for one (Redis tls-auth-clients) */
+    if (b->tls_cert[0] && SSL_CTX_use_certificate_chain_file(ctx, b->tls_cert) != 1) {
+        tls_reason(err, errlen, "cannot load client certificate", b->tls_cert);
+        goto fail_free;
+    }
+    if (b->tls_key[0] && (SSL_CTX_use_PrivateKey_file(ctx, b->tls_key, SSL_FILETYPE_PEM) != 1 ||
+                          SSL_CTX_check_private_key(ctx) != 1)) {
+        tls_reason(err, errlen, "cannot load client key", b->tls_key);
+        goto fail_free;
+    }
     return ctx;
+fail_free:
+    SSL_CTX_free(ctx);
+    return NULL;
 }
 
 /* The listener's canary rules for routing/canary.c; strings point into conf. */

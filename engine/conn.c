@@ -322,6 +322,9 @@ conn_handshake(struct conn *c)
         return CONN_OK;
     }
     enum conn_io io = tls_result(c, rc, "handshake");
+    /* waiting for the peer's flight: a write interest left from the connect would spin */
+    if (io == CONN_AGAIN && SSL_want_read(c->ssl))
+        want_write(c, 0);
     if (io == CONN_ERROR && SSL_get_verify_result(c->ssl) != X509_V_OK)
         snprintf(c->tls_error, sizeof(c->tls_error), "certificate verify failed: %s",
                  X509_verify_cert_error_string(SSL_get_verify_result(c->ssl)));

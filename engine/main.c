@@ -41,6 +41,7 @@ usage(FILE *out)
           "                       [--max-command-size SIZE]\n"
           "                       [--tls-cert F --tls-key F]\n"
           "                       [--primary-tls disable|require|verify-full] [--primary-ca F]\n"
+          "                       [--primary-cert F --primary-key F] (--shadow-... likewise)\n"
           "       tandem ctl [--admin HOST:PORT] [--token-file F] [--json] COMMAND\n"
           "                  status | weights NAME=W ... | mode MODE | cutover | rollback |\n"
           "                  operation ID | report      (tandem ctl --help)\n"

@@ -80,26 +80,6 @@ log_conf_errors(const char *path, const struct conf_errors *errs)
         log_error("%s: %zu more errors", path, errs->dropped);
 }
 
-/* Refuse what this build cannot serve yet, before any socket is opened. */
-static int
-check_supported(const struct conf *conf, char *err, size_t errlen)
-{
-    for (size_t i = 0; i < conf->nlisteners; i++) {
-        const struct conf_listener *l = &conf->listeners[i];
-        if (l->proto != CONF_PROTO_REDIS)
-            continue;
-        /* Redis sessions speak plain TCP only so far */
-        int tls_backend = conf->backends[l->primary].tls != CONF_TLS_DISABLE ||
-                          (l->shadow >= 0 && conf->backends[l->shadow].tls != CONF_TLS_DISABLE);
-        if (l->tls_cert[0] || tls_backend) {
-            snprintf(err, errlen, "listener \"%s\": protocol redis does not support TLS yet",
-                     l->name);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static void
 reload(struct proxy *p)
 {
@@ -118,12 +98,6 @@ reload(struct proxy *p)
     if (conf == NULL) {
         log_conf_errors(p->conf_path, &errs);
         log_error("reload failed: keeping the running configuration");
-        metric_count_reload(0);
-        return;
-    }
-    if (check_supported(conf, err, sizeof(err)) != 0) {
-        conf_free(conf);
-        log_error("reload failed: %s; keeping the running configuration", err);
         metric_count_reload(0);
         return;
     }
@@ -807,11 +781,6 @@ proxy_run(struct conf *conf, const char *conf_path)
     /* workers are woken from the main thread with event_active() */
     if (evthread_use_pthreads() != 0) {
         log_error("libevent has no thread support");
-        conf_free(conf);
-        return 1;
-    }
-    if (check_supported(conf, err, sizeof(err)) != 0) {
-        log_error("%s", err);
         conf_free(conf);
         return 1;
     }

@@ -105,6 +105,10 @@ login_params(const struct pg_session *s, const struct rt_backend *b, const struc
                                                           : "disable");
     if (b->conf->tls_ca_file[0])
         PARAM("sslrootcert", b->conf->tls_ca_file);
+    if (b->conf->tls_cert[0]) {
+        PARAM("sslcert", b->conf->tls_cert);
+        PARAM("sslkey", b->conf->tls_key);
+    }
     PARAM("gssencmode", "disable");
     PARAM("connect_timeout", lp->timeout);
     /* the same keepalive and user timeout as tandem's own sockets (conn_tune_socket) */

@@ -6,8 +6,9 @@
  *
  *   redis_shadow_record(): a read's replies differ ──► redis_recheck_start()
  *     budget (compare { confirm_per_second }, SHADOW_RECHECK_INFLIGHT_MAX)
- *     job: hiredis async connections to the primary and the shadow on the
- *          worker's base, logged in as the session's were (AUTH, SELECT)
+ *     job: connections of its own (engine/conn.h: TLS as the backends'
+ *          settings say) to the primary and the shadow on the worker's
+ *          base, logged in as the session's were (AUTH, SELECT)
  *       attempt: the primary runs it ─► then the shadow ─► rediscmp
  *         match     ─► outcome transient (an ordering artefact: a write
  *                      reached one side before the other)
@@ -23,32 +24,26 @@
  * TIME, OBJECT ...), that blocks, that is pub/sub or administration, or
  * that is never mirrored.
  *
- * Replies are not built as hiredis objects: the reader's object functions
- * write each element back as RESP into resp_reader (resp.h), which digests
- * it as the session digests a reply (per the command's digest mode), so
+ * Replies are read by resp_reader (resp.h) straight from the bytes, as the
+ * session reads a reply (per the command's digest mode), so
  * rediscmp_outcome judges the new pair exactly as it judged the first.
- * Nothing of a reply is kept but its digest; a read whose first reply was
- * larger than RECHECK_REPLY_MAX is not run again (hiredis buffers a bulk
- * string whole).
+ * Nothing of a reply is kept but its digest (and an error's first line);
+ * a read whose first reply was larger than RECHECK_REPLY_MAX is not run
+ * again.
  *
  * The client never waits: its session has moved on (it may have left; the
  * job keeps its own copies: the request, the logins, the report's text).
  *
- * hiredis calls back from inside its own code and frees a context itself
- * when the connection fails, so the job never frees anything in a callback:
- * finish() records the verdict and arms `reap`, whose handler frees the
- * contexts (their callbacks see `closing` and return) and then the job.
+ * The job never frees anything in a callback: finish() records the verdict
+ * and arms `reap`, whose handler releases the connections and the job.
  */
+#include <errno.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
-#include <hiredis/async.h>
-#include <hiredis/hiredis.h>
-#include <hiredis/adapters/libevent.h>
-#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/un.h>
 
 #include "control/runtime.h"
 #include "engine/recheck.h"
@@ -62,6 +57,7 @@
 #define RECHECK_REPLY_MAX (1024 * 1024)
 /* what the re-check's connections are called on the servers (CLIENT LIST) */
 #define RECHECK_CLIENT_NAME "tandem-recheck"
+#define RECHECK_NAME_LEN "14" /* strlen(RECHECK_CLIENT_NAME), for its RESP */
 
 /* Never run again, whatever else: their replies differ by nature, or they are not reads. */
 #define RECHECK_REFUSED                                                                            \
@@ -75,16 +71,18 @@
 struct recheck_side {
     struct redis_recheck *job;
     enum recheck_backend which;
-    redisAsyncContext *ac; /* NULL once hiredis freed it (or before the connect) */
-    uint8_t *login;        /* AUTH, SELECT as the session (heap, wiped), or NULL */
+    struct conn conn;            /* to the backend, TLS as its settings say */
+    unsigned open : 1;           /* conn holds a socket */
+    unsigned connecting : 1;     /* the TCP connect is in flight */
+    unsigned reading : 1;        /* inside a reply */
+    unsigned awaiting : 1;       /* the request is sent, its reply not read */
+    uint8_t *login;              /* AUTH, SELECT as the session (heap, wiped), or NULL */
     size_t login_len;
     size_t login_cmd[2];         /* the length of each command in login, 0: none */
-    struct resp_reader reader;   /* the reply being read, written back as RESP */
-    unsigned reading : 1;        /* inside a reply */
-    unsigned bad : 1;            /* the reply was not RESP to resp_reader */
+    unsigned setup_left;         /* replies to the login commands and CLIENT SETNAME owed */
+    struct resp_reader reader;   /* the reply being read */
     struct resp_reply_info info; /* the last whole reply */
     char text[128];              /* the last error reply's text, for the log */
-    redisReply fake;             /* what hiredis is handed as every object (see reply_new) */
 };
 
 struct redis_recheck {
@@ -138,10 +136,9 @@ redis_recheck_keep(struct redis_session *s, struct redis_unit *u, const uint8_t 
 static void
 side_close(struct recheck_side *sd)
 {
-    if (sd->ac != NULL) {
-        redisAsyncContext *ac = sd->ac;
-        sd->ac = NULL;
-        redisAsyncFree(ac); /* its pending callbacks run now, with closing set */
+    if (sd->open) {
+        conn_release(&sd->conn);
+        sd->open = 0;
     }
     if (sd->login != NULL) {
         OPENSSL_cleanse(sd->login, sd->login_len);
@@ -181,7 +178,7 @@ job_cancel(struct worker_job *job)
 /*
  * The verdict: recorded as redis_shadow_record would have, with the outcome
  * the re-check concluded, and counted by result.  Called from anywhere
- * (hiredis callbacks too): the job is freed later, by reap.
+ * (connection callbacks too): the job is freed later, by reap.
  */
 static void
 finish(struct redis_recheck *j, enum shadow_recheck_result result, const char *why)
@@ -208,130 +205,6 @@ side_failed(struct recheck_side *sd, const char *what, const char *detail)
              detail ? detail : "");
     finish(sd->job, SHADOW_RECHECK_FAILED, why);
 }
-
-/* ------------------------------------------------------------------ */
-/* Replies, written back as RESP into the side's resp_reader.          */
-
-static void
-reply_feed(struct recheck_side *sd, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-
-    if (sd->bad)
-        return;
-    if (!sd->reading) {
-        resp_reader_init(&sd->reader, sd->job->mode);
-        sd->reading = 1;
-        sd->text[0] = '\0';
-    }
-    while (n > 0) {
-        size_t used = 0;
-        struct resp_reply_info info;
-        const char *err = NULL;
-        enum resp_status st = resp_reader_feed(&sd->reader, b, n, &used, &info, &err);
-        if (st == RESP_ERROR) {
-            sd->bad = 1;
-            return;
-        }
-        b += used;
-        n -= used;
-        if (st == RESP_OK) {
-            sd->info = info;
-            sd->reading = 0;
-            return; /* hiredis hands over one element at a time: nothing follows it */
-        }
-        if (used == 0) {
-            sd->bad = 1; /* never: NEED_MORE consumes everything */
-            return;
-        }
-    }
-}
-
-/*
- * Every object hiredis asks for is the side's one placeholder: nothing is
- * built, and hiredis only ever hands the root back (to on_*) and frees it
- * (freeObject does nothing).  It is a real redisReply, typed as the reply
- * was, because hiredis reads the type of a reply no callback awaits.
- */
-static void *
-reply_new(const redisReadTask *task)
-{
-    struct recheck_side *sd = task->privdata;
-    sd->fake.type = task->type;
-    sd->fake.str = sd->text;
-    sd->fake.len = strlen(sd->text);
-    return &sd->fake;
-}
-
-static void *
-create_string(const redisReadTask *task, char *str, size_t len)
-{
-    struct recheck_side *sd = task->privdata;
-    char head[32];
-    int n;
-
-    switch (task->type) {
-    case REDIS_REPLY_ERROR:
-        reply_feed(sd, "-", 1);
-        reply_feed(sd, str, len);
-        reply_feed(sd, "\r\n", 2);
-        snprintf(sd->text, sizeof(sd->text), "%.*s", (int)len, str);
-        sd->text[strcspn(sd->text, "\r\n")] = '\0';
-        break;
-    case REDIS_REPLY_STATUS:
-        reply_feed(sd, "+", 1);
-        reply_feed(sd, str, len);
-        reply_feed(sd, "\r\n", 2);
-        break;
-    default: /* REDIS_REPLY_STRING */
-        n = snprintf(head, sizeof(head), "$%zu\r\n", len);
-        reply_feed(sd, head, (size_t)n);
-        reply_feed(sd, str, len);
-        reply_feed(sd, "\r\n", 2);
-        break;
-    }
-    return reply_new(task);
-}
-
-static void *
-create_array(const redisReadTask *task, int elements)
-{
-    char head[32];
-    int n = snprintf(head, sizeof(head), "*%d\r\n", elements);
-    reply_feed(task->privdata, head, (size_t)n);
-    return reply_new(task);
-}
-
-static void *
-create_integer(const redisReadTask *task, long long value)
-{
-    char head[32];
-    int n = snprintf(head, sizeof(head), ":%lld\r\n", value);
-    reply_feed(task->privdata, head, (size_t)n);
-    return reply_new(task);
-}
-
-static void *
-create_nil(const redisReadTask *task)
-{
-    /* "$-1" and "*-1" alike: both sides' are read the same way */
-    reply_feed(task->privdata, "$-1\r\n", 5);
-    return reply_new(task);
-}
-
-static void
-free_object(void *obj)
-{
-    (void)obj; /* the side's placeholder */
-}
-
-static redisReplyObjectFunctions resp_back = {
-    .createString = create_string,
-    .createArray = create_array,
-    .createInteger = create_integer,
-    .createNil = create_nil,
-    .freeObject = free_object,
-};
 
 /* ------------------------------------------------------------------ */
 /* Attempts.                                                           */
@@ -362,55 +235,120 @@ attempt_done(struct redis_recheck *j)
         finish(j, SHADOW_RECHECK_CONFIRMED, NULL);
 }
 
-/* A reply of ours: NULL when the context is going away (closed, failed, freed). */
-static int
-reply_ok(struct recheck_side *sd, void *reply, const char *what)
-{
-    if (sd->job->closing || sd->job->done)
-        return 0;
-    if (reply == NULL) {
-        side_failed(sd, what, sd->ac && sd->ac->errstr[0] ? sd->ac->errstr : "connection lost");
-        return 0;
-    }
-    if (sd->bad) {
-        side_failed(sd, what, "a reply tandem could not read");
-        return 0;
-    }
-    return 1;
-}
-
+/*
+ * reply_done - side sd read a whole reply: a login's (an error ends the
+ * job: the server's words, never the password), CLIENT SETNAME's (for the
+ * operator's eyes only: a refusal changes nothing), or the request's.
+ */
 static void
-on_login(redisAsyncContext *ac, void *reply, void *privdata)
+reply_done(struct recheck_side *sd)
 {
-    struct recheck_side *sd = privdata;
-    (void)ac;
-    if (!reply_ok(sd, reply, "login"))
-        return;
-    if (sd->info.type == '-')
-        side_failed(sd, "login refused", sd->text); /* the server's words, never the password */
-}
-
-/* CLIENT SETNAME: only for the operator's eyes, so a refusal (an ACL) changes nothing. */
-static void
-on_name(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    (void)ac;
-    reply_ok(privdata, reply, "login");
-}
-
-static void
-on_answer(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct recheck_side *sd = privdata;
     struct redis_recheck *j = sd->job;
-    (void)ac;
-    if (!reply_ok(sd, reply, "read"))
+    if (sd->setup_left > 0) {
+        int login = sd->setup_left > 1; /* SETNAME is the last of them */
+        sd->setup_left--;
+        if (login && sd->info.type == '-')
+            side_failed(sd, "login refused", sd->text);
         return;
+    }
+    if (!sd->awaiting) {
+        side_failed(sd, "read", "a reply to nothing asked");
+        return;
+    }
+    sd->awaiting = 0;
     j->answer[sd->which] = sd->info;
     if (sd->which == PRIMARY)
         recheck_primary_answered(&j->r);
     else
         attempt_done(j);
+}
+
+/* The start of an error reply: its first line, for the log. */
+static void
+note_error(struct recheck_side *sd)
+{
+    char line[sizeof(sd->text) + 1];
+    ev_ssize_t n = evbuffer_copyout(sd->conn.in, line, sizeof(line) - 1);
+    line[n > 0 ? n : 0] = '\0';
+    line[strcspn(line, "\r\n")] = '\0';
+    snprintf(sd->text, sizeof(sd->text), "%s", line + (line[0] == '-'));
+}
+
+/* The replies in conn.in, read as they come (never buffered whole). */
+static void
+side_input(struct recheck_side *sd)
+{
+    struct evbuffer *in = sd->conn.in;
+    struct evbuffer_iovec v;
+
+    while (!sd->job->done && evbuffer_peek(in, -1, NULL, &v, 1) >= 1 && v.iov_len > 0) {
+        if (!sd->reading) {
+            resp_reader_init(&sd->reader, sd->job->mode);
+            sd->reading = 1;
+            if (((const uint8_t *)v.iov_base)[0] == '-')
+                note_error(sd);
+        }
+        size_t used = 0;
+        const char *err = NULL;
+        enum resp_status st = resp_reader_feed(&sd->reader, v.iov_base, v.iov_len, &used,
+                                               &sd->info, &err);
+        evbuffer_drain(in, used);
+        /* NEED_MORE consumes everything it is given: used 0 would be our bug, never a loop */
+        if (st == RESP_ERROR || (st == RESP_NEED_MORE && used == 0)) {
+            side_failed(sd, "read", "a reply tandem could not read");
+            return;
+        }
+        if (st == RESP_OK) {
+            sd->reading = 0;
+            reply_done(sd);
+        }
+    }
+}
+
+/* Its bytes go once the connection carries RESP (connected, TLS done). */
+static int
+side_ready(const struct recheck_side *sd)
+{
+    return sd->open && !sd->connecting && (sd->conn.ssl == NULL || sd->conn.tls_done);
+}
+
+static void
+on_side(evutil_socket_t fd, short what, void *arg)
+{
+    struct recheck_side *sd = arg;
+    size_t n;
+    (void)fd;
+    (void)what;
+    if (sd->job->done || sd->job->closing)
+        return;
+    if (sd->connecting) {
+        int err = session_connect_result(&sd->conn);
+        if (err != 0) {
+            side_failed(sd, "connect", strerror(err));
+            return;
+        }
+        sd->connecting = 0;
+        conn_want_read(&sd->conn, 1);
+    }
+    if (sd->conn.ssl != NULL && !sd->conn.tls_done) {
+        enum conn_io io = conn_handshake(&sd->conn);
+        if (io == CONN_AGAIN)
+            return;
+        if (io != CONN_OK) {
+            side_failed(sd, "TLS", sd->conn.tls_error[0] ? sd->conn.tls_error : "handshake failed");
+            return;
+        }
+    }
+    enum conn_io io = conn_read(&sd->conn, sd->job->r.w->scratch, sizeof(sd->job->r.w->scratch), &n);
+    side_input(sd);
+    if (sd->job->done)
+        return;
+    if (io == CONN_EOF || io == CONN_ERROR) {
+        side_failed(sd, "connection", io == CONN_EOF ? "closed" : "lost");
+        return;
+    }
+    if (conn_flush(&sd->conn) == CONN_ERROR)
+        side_failed(sd, "connection", "lost");
 }
 
 /* An attempt on one side (engine/recheck.c calls it: the primary first, then the shadow). */
@@ -419,30 +357,13 @@ run(struct recheck *r, enum recheck_backend which)
 {
     struct redis_recheck *j = (struct redis_recheck *)r;
     struct recheck_side *sd = &j->side[which];
-    if (sd->ac == NULL || redisAsyncFormattedCommand(sd->ac, on_answer, sd, (const char *)j->req,
-                                                     j->req_len) != REDIS_OK)
+    if (!sd->open || evbuffer_add(sd->conn.out, j->req, j->req_len) != 0) {
         side_failed(sd, "send", NULL);
-}
-
-static void
-on_connect(const redisAsyncContext *ac, int status)
-{
-    struct recheck_side *sd = ac->data;
-    if (status == REDIS_OK)
         return;
-    sd->ac = NULL; /* hiredis frees it when this returns */
-    if (!sd->job->closing)
-        side_failed(sd, "connect", ac->errstr);
-}
-
-static void
-on_disconnect(const redisAsyncContext *ac, int status)
-{
-    struct recheck_side *sd = ac->data;
-    (void)status;
-    sd->ac = NULL; /* hiredis frees it when this returns */
-    if (!sd->job->closing && !sd->job->done)
-        side_failed(sd, "connection", ac->errstr[0] ? ac->errstr : "closed");
+    }
+    sd->awaiting = 1;
+    if (side_ready(sd) && conn_flush(&sd->conn) == CONN_ERROR)
+        side_failed(sd, "connection", "lost");
 }
 
 /* ------------------------------------------------------------------ */
@@ -523,9 +444,9 @@ out_wipe:
 
 /*
  * Why u cannot be run again as the session ran it, or NULL: its request
- * was not kept, a backend tandem cannot reach with hiredis (TLS), or a
- * login or SELECT after it changed what the session's connections are
- * (s->db and the logins are the session's now, not necessarily u's).
+ * was not kept, or a login or SELECT after it changed what the session's
+ * connections are (s->db and the logins are the session's now, not
+ * necessarily u's).
  */
 static const char *
 unsupported(const struct redis_session *s, const struct redis_unit *u)
@@ -534,8 +455,6 @@ unsupported(const struct redis_session *s, const struct redis_unit *u)
         return "no request kept";
     if (u->cmp->pinfo.size > RECHECK_REPLY_MAX)
         return "reply too large";
-    if (s->base.be->tls != NULL || s->base.shadow_be->tls != NULL)
-        return "tls backend";
     for (const struct mirror_unit *mu = u->base.next; mu; mu = mu->next) {
         const struct redis_unit *later = (const struct redis_unit *)mu;
         if (later->track != RT_NONE)
@@ -544,41 +463,39 @@ unsupported(const struct redis_session *s, const struct redis_unit *u)
     return NULL;
 }
 
-/* Connect side sd to b on the worker's base; -1 when hiredis cannot even start. */
+/*
+ * Connect side sd to b on the worker's base (TLS as b's settings say: with
+ * verify-full the login leaves only once the certificate and the name were
+ * checked), its login and CLIENT SETNAME queued; -1 when it cannot start.
+ */
 static int
-side_connect(struct recheck_side *sd, const struct rt_backend *b, struct event_base *base)
+side_connect(struct recheck_side *sd, const struct rt_backend *b, const struct conf_limits *lim,
+             struct event_base *base)
 {
-    redisAsyncContext *ac;
+    static const char setname[] = "*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n"
+                                  "$" RECHECK_NAME_LEN "\r\n" RECHECK_CLIENT_NAME "\r\n";
+    const struct conf_backend *cb = b->conf;
+    const char *name = cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host;
 
-    if (b->addr.ss_family == AF_UNIX) {
-        ac = redisAsyncConnectUnix(((const struct sockaddr_un *)&b->addr)->sun_path);
-    } else {
-        char host[CONF_HOST_MAX];
-        unsigned port = b->addr.ss_family == AF_INET6
-                            ? ntohs(((const struct sockaddr_in6 *)&b->addr)->sin6_port)
-                            : ntohs(((const struct sockaddr_in *)&b->addr)->sin_port);
-        runtime_format_host(&b->addr, host, sizeof(host));
-        ac = redisAsyncConnect(host, (int)port);
-    }
-    if (ac == NULL)
+    int rc = session_connect(&sd->conn, base, b, lim, on_side, sd);
+    if (rc < 0)
         return -1;
-    if (ac->err || redisLibeventAttach(ac, base) != REDIS_OK) {
-        redisAsyncFree(ac);
+    sd->open = 1;
+    sd->connecting = rc == 1;
+    if (b->tls != NULL && conn_start_tls(&sd->conn, b->tls, 0, name,
+                                         cb->tls == CONF_TLS_VERIFY_FULL ? name : NULL) != 0)
         return -1;
-    }
-    sd->ac = ac;
-    ac->data = sd;
-    ac->c.reader->fn = &resp_back;
-    ac->c.reader->privdata = sd;
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    /* hiredis queues these until the connect completes */
-    for (size_t i = 0, at = 0; i < 2 && sd->login_cmd[i] > 0; at += sd->login_cmd[i++])
-        if (redisAsyncFormattedCommand(ac, on_login, sd, (const char *)sd->login + at,
-                                       sd->login_cmd[i]) != REDIS_OK)
+    sd->setup_left = (sd->login_cmd[0] > 0) + (sd->login_cmd[1] > 0) + 1;
+    if ((sd->login_len > 0 && evbuffer_add(sd->conn.out, sd->login, sd->login_len) != 0) ||
+        evbuffer_add(sd->conn.out, setname, sizeof(setname) - 1) != 0)
+        return -1;
+    if (!sd->connecting) {
+        conn_want_read(&sd->conn, 1);
+        if (sd->conn.ssl != NULL)
+            on_side(sd->conn.fd, EV_WRITE, sd); /* the handshake starts */
+        else if (conn_flush(&sd->conn) == CONN_ERROR)
             return -1;
-    if (redisAsyncCommand(ac, on_name, sd, "CLIENT SETNAME %s", RECHECK_CLIENT_NAME) != REDIS_OK)
-        return -1;
+    }
     return 0;
 }
 
@@ -637,12 +554,13 @@ redis_recheck_start(struct redis_session *s, struct redis_unit *u, uint64_t key_
     recheck_begin(&j->r, &ops, s->base.w, slot, s->base.id, s->base.peer);
     const struct rt_backend *ends[2] = {s->base.be, s->base.shadow_be};
     for (int i = 0; i < 2; i++) {
-        if (side_connect(&j->side[i], ends[i], j->r.w->base) != 0) {
+        if (side_connect(&j->side[i], ends[i], &s->base.rt->conf->limits, j->r.w->base) != 0) {
             side_failed(&j->side[i], "connect", "cannot start");
             return 0; /* recorded, unconfirmed */
         }
     }
-    run(&j->r, RECHECK_PRIMARY); /* queued behind the login */
+    if (!j->done)
+        run(&j->r, RECHECK_PRIMARY); /* queued behind the login */
     return 0;
 
 out_free:

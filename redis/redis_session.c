@@ -353,11 +353,64 @@ backend_failed(struct session *base, const char *why)
 }
 
 static void client_input(struct session *base);
+static void primary_ready(struct redis_session *s);
+
+/*
+ * server_tls - advance the primary's TLS handshake (a backend with tls
+ * require or verify-full: Redis speaks TLS from the first byte).  1 once
+ * done, 0 in progress, -1 failed: the client has its -ERR and the log
+ * says why (a certificate the CA did not sign, a name that does not match).
+ */
+static int
+server_tls(struct redis_session *s)
+{
+    struct conn *c = &s->base.server;
+    const struct conf_backend *cb = s->base.be->conf;
+    if (c->ssl == NULL) {
+        const char *name = cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host;
+        if (conn_start_tls(c, s->base.be->tls, 0, name,
+                           cb->tls == CONF_TLS_VERIFY_FULL ? name : NULL) != 0)
+            goto failed;
+    }
+    enum conn_io io = conn_handshake(c);
+    if (io == CONN_AGAIN)
+        return 0;
+    if (io == CONN_OK)
+        return 1;
+failed:
+    slog(s, CONF_LOG_WARN, "TLS with backend \"%s\" failed: %s", cb->name,
+         c->tls_error[0] ? c->tls_error : "handshake failed");
+    backend_failed(&s->base, c->tls_error[0] ? c->tls_error : "TLS handshake failed");
+    return -1;
+}
 
 static void
 op_server_connected(struct session *base)
 {
     struct redis_session *s = (struct redis_session *)base;
+    if (s->base.be->tls != NULL && server_tls(s) <= 0)
+        return; /* op_server_handshake carries on */
+    primary_ready(s);
+}
+
+/* The primary's TLS handshake: 1 none under way, 0 it just completed, -1 stop here. */
+static int
+op_server_handshake(struct session *base)
+{
+    struct redis_session *s = (struct redis_session *)base;
+    if (s->base.server_ready || s->base.be->tls == NULL)
+        return 1;
+    if (server_tls(s) <= 0)
+        return -1;
+    primary_ready(s);
+    return s->base.state < SESSION_LINGER ? 0 : -1;
+}
+
+/* The connection to the primary carries RESP now: what the client sent goes. */
+static void
+primary_ready(struct redis_session *s)
+{
+    struct session *base = &s->base;
     redis_count_backend(s, s->base.be, METRIC_B_SERVER_OPENED, 1);
     s->base.server_ready = 1;
     slog(s, CONF_LOG_DEBUG, "connected to \"%s\"", s->base.be->conf->name);
@@ -1371,7 +1424,62 @@ redis_session_shared_lost(struct redis_session *s, const char *msg, int unreacha
 static void
 op_timer(struct session *base)
 {
+    struct redis_session *s = (struct redis_session *)base;
+    if (s->base.state == RS_CLIENT_TLS) {
+        slog(s, CONF_LOG_INFO, "client TLS handshake not done within startup_timeout");
+        session_count_client_error(&s->base, METRIC_ERR_TLS);
+        s->base.state = SESSION_DEAD; /* no protocol to say it in */
+        return;
+    }
     backend_failed(base, "timeout");
+}
+
+/*
+ * open_backends - the client may speak now (plain text, or TLS done):
+ * its connection to the primary (its own, or the shared ones) and to the
+ * shadow.
+ */
+static void
+open_backends(struct redis_session *s)
+{
+    const struct conf_listener *cl = s->base.lis->conf;
+    if (s->shared) {
+        session_set_state(&s->base, SESSION_ACTIVE); /* nothing to open: redis_pool_send */
+    } else {
+        session_set_state(&s->base, RS_CONNECTING);
+        session_connect_backend(&s->base);
+    }
+    /* now, not once connected: commands read meanwhile must be mirrored too */
+    if (s->base.state == RS_CONNECTING || s->base.state == SESSION_ACTIVE)
+        if (cl->mode != CONF_MODE_PASSTHROUGH && s->base.lis->shadow != NULL)
+            redis_shadow_start(s);
+}
+
+/*
+ * The client's TLS handshake (a listener with tls_cert: TLS from the first
+ * byte, Redis has no request for it).  A client that speaks plain text, or
+ * a certificate it refuses, costs that one connection: nothing was opened
+ * to a backend yet.
+ */
+static int
+op_client_handshake(struct session *base, short *what)
+{
+    struct redis_session *s = (struct redis_session *)base;
+    if (s->base.state != RS_CLIENT_TLS)
+        return 1;
+    enum conn_io io = conn_handshake(&s->base.client);
+    if (io == CONN_AGAIN)
+        return 0;
+    if (io != CONN_OK) {
+        slog(s, CONF_LOG_INFO, "client TLS handshake failed: %s",
+             s->base.client.tls_error[0] ? s->base.client.tls_error : "the client left");
+        session_count_client_error(&s->base, METRIC_ERR_TLS);
+        s->base.state = SESSION_DEAD;
+        return 0;
+    }
+    open_backends(s);
+    *what |= EV_READ; /* the first command may already sit inside OpenSSL */
+    return s->base.state < SESSION_LINGER;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1390,24 +1498,32 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
     resp_limits_init(&s->limits);
     s->limits.pre_auth = backend_wants_auth(s);
     s->proto = 2;
-    /* a backend that wants AUTH, or TLS, gets connections of the session's own */
+    /*
+     * A backend that wants AUTH, or TLS (either of the listener's: a
+     * cutover makes the shadow the primary), gets connections of the
+     * session's own: the shared ones are plain text.
+     */
     s->shared = l->conf->server_conns == CONF_SERVER_CONNS_SHARED && !s->limits.pre_auth &&
-                s->base.be->tls == NULL;
+                l->primary->tls == NULL && (l->shadow == NULL || l->shadow->tls == NULL);
     worker_session_added(w, &s->base);
     if (over_limit) {
         session_count_client_error(&s->base, METRIC_ERR_TOO_MANY_CLIENTS);
         worker_note_refused(w, l->metric_slot, WORKER_REFUSED_OVER_LIMIT);
-        send_error(s, "ERR max number of clients reached");
-        session_set_state(&s->base, SESSION_LINGER);
+        if (l->tls != NULL) {
+            s->base.state = SESSION_DEAD; /* no TLS spent on it: the connection just closes */
+        } else {
+            send_error(s, "ERR max number of clients reached");
+            session_set_state(&s->base, SESSION_LINGER);
+        }
+    } else if (l->tls != NULL) {
+        if (conn_start_tls(&s->base.client, l->tls, 1, NULL, NULL) != 0) {
+            slog(s, CONF_LOG_WARN, "client TLS: %s", s->base.client.tls_error);
+            s->base.state = SESSION_DEAD;
+        } else {
+            session_arm_timer(&s->base, s->base.rt->conf->limits.startup_timeout_ms);
+        }
     } else {
-        if (s->shared)
-            session_set_state(&s->base, SESSION_ACTIVE); /* nothing to open: redis_pool_send */
-        else
-            session_connect_backend(&s->base);
-        /* now, not once connected: commands read meanwhile must be mirrored too */
-        if (s->base.state == RS_CONNECTING || s->base.state == SESSION_ACTIVE)
-            if (l->conf->mode != CONF_MODE_PASSTHROUGH && l->shadow != NULL)
-                redis_shadow_start(s);
+        open_backends(s);
     }
     session_settle(&s->base);
 }
@@ -1418,7 +1534,7 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
 static const char *
 op_phase_name(int phase)
 {
-    return phase == RS_CONNECTING ? "connecting" : "opening";
+    return phase == RS_CONNECTING ? "connecting" : phase == RS_CLIENT_TLS ? "client_tls" : "opening";
 }
 
 /* No reply owed, no MULTI open: it may close (drain) or swap its roles (cutover). */
@@ -1531,9 +1647,11 @@ static const struct session_ops redis_session_ops = {
     .protocol = "redis",
     .idle_timeout = 1,
     .phase_name = op_phase_name,
+    .client_handshake = op_client_handshake,
     .client_input = client_input,
     .connect_failed = backend_failed,
     .server_connected = op_server_connected,
+    .server_handshake = op_server_handshake,
     .server_input = op_server_input,
     .server_lost = op_server_lost,
     .shadow_connected = redis_shadow_connected,

@@ -100,9 +100,10 @@ struct runtime;
 struct rt_listener;
 struct rt_backend;
 
-/* The Redis plug-in's one opening phase (engine/session.h). */
+/* The Redis plug-in's opening phases (engine/session.h), in order. */
 enum rs_phase {
-    RS_CONNECTING = SESSION_OPENING, /* TCP connect to the primary in flight */
+    RS_CLIENT_TLS = SESSION_OPENING, /* a TLS listener's handshake with the client */
+    RS_CONNECTING,                   /* connect (and TLS) to the primary in flight */
 };
 
 /* What a unit's successful reply changes in the session. */

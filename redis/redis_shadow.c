@@ -845,13 +845,45 @@ redis_shadow_start(struct redis_session *s)
         redis_shadow_connected(&s->base);
 }
 
-/* redis_shadow_connected - the connect is done: send what waited for it. */
+/*
+ * shadow_tls - advance the shadow's TLS handshake (the engine calls
+ * redis_shadow_connected on each event while the mirror is connecting,
+ * and its connect deadline covers the handshake).  1 done, 0 in progress,
+ * -1 failed: the shadow is detached, the client never notices.
+ */
+static int
+shadow_tls(struct redis_session *s)
+{
+    struct conn *c = &s->base.shadow_conn;
+    const struct conf_backend *cb = s->base.shadow_be->conf;
+    char why[200];
+    if (c->ssl == NULL) {
+        const char *name = cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host;
+        if (conn_start_tls(c, s->base.shadow_be->tls, 0, name,
+                           cb->tls == CONF_TLS_VERIFY_FULL ? name : NULL) != 0)
+            goto failed;
+    }
+    enum conn_io io = conn_handshake(c);
+    if (io == CONN_AGAIN)
+        return 0;
+    if (io == CONN_OK)
+        return 1;
+failed:
+    snprintf(why, sizeof(why), "TLS: %s", c->tls_error[0] ? c->tls_error : "handshake failed");
+    count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
+    detach(s, SHADOW_SHADOW_ERROR, why);
+    return -1;
+}
+
+/* redis_shadow_connected - the connect (and TLS) is done: send what waited for it. */
 void
 redis_shadow_connected(struct session *base)
 {
     struct redis_session *s = (struct redis_session *)base;
     uint64_t now = session_now_ns();
 
+    if (s->base.shadow_be->tls != NULL && shadow_tls(s) <= 0)
+        return;
     s->base.mirror.state = MIRROR_READY;
     mirror_attached(&s->base.mirror);
     count_shadow(s, METRIC_B_SERVER_OPENED, 1);

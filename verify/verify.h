@@ -29,7 +29,7 @@
 #include <stdint.h>
 
 struct pg_conn;      /* libpq's PGconn */
-struct redisContext; /* hiredis */
+struct redis_link;   /* verify/redis_link.h */
 struct verify_run;
 
 enum verify_diff_kind { VERIFY_CHANGED, VERIFY_MISSING_ON_SHADOW, VERIFY_MISSING_ON_PRIMARY };
@@ -124,14 +124,14 @@ int verify_pg(struct verify_run *run);   /* opts->primary/shadow: libpq connecti
 int verify_redis(struct verify_run *run); /* opts->primary/shadow: redis:// URLs */
 /* The core, on connections the caller opened (and closes). */
 int verify_pg_with(struct verify_run *run, struct pg_conn *primary, struct pg_conn *shadow);
-int verify_redis_with(struct verify_run *run, struct redisContext *primary,
-                      struct redisContext *shadow);
+int verify_redis_with(struct verify_run *run, struct redis_link *primary,
+                      struct redis_link *shadow);
 /*
  * verify_redis_login - AUTH (user may be "" or NULL; nothing without a
  * password) and SELECT db on an open connection.  0, or -1 with err (the
  * password never in it).
  */
-int verify_redis_login(struct redisContext *c, const char *user, const char *password, int db,
+int verify_redis_login(struct redis_link *c, const char *user, const char *password, int db,
                        char *err, size_t errlen);
 
 /* tandem verify ARGS...: the command (argv[0] is "verify"). */

@@ -3,7 +3,6 @@
  */
 #include "verify/verify_job.h"
 
-#include <hiredis/hiredis.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -12,6 +11,7 @@
 #include <time.h>
 
 #include "metrics/log.h"
+#include "verify/redis_link.h"
 #include "verify/verify.h"
 
 #define PUBLISH_EVERY_NS 250000000ull /* progress snapshots while running */
@@ -134,22 +134,21 @@ pg_open(const struct conf_login *e, const char *dbname, char *err, size_t errlen
     return pq;
 }
 
-static redisContext *
+/*
+ * A login as tandem to a Redis backend, over TLS as the backend's settings
+ * say (verify/redis_link.h: verify-full checks the CA and the name before
+ * AUTH leaves).
+ */
+static struct redis_link *
 redis_open(const struct conf_login *e, int db, char *err, size_t errlen)
 {
-    struct timeval ctv = {.tv_sec = CONNECT_TIMEOUT_S}, tv = {.tv_sec = REDIS_TIMEOUT_S};
     char why[300];
-    redisContext *c = redisConnectWithTimeout(e->hostaddr, atoi(e->port), ctv);
-    if (c == NULL || c->err) {
-        snprintf(err, errlen, "%s: %s", e->name, c ? c->errstr : "out of memory");
-        if (c)
-            redisFree(c);
+    struct redis_link *c = redis_link_open(e, REDIS_TIMEOUT_S * 1000, err, errlen);
+    if (c == NULL)
         return NULL;
-    }
-    redisSetTimeout(c, tv);
     if (verify_redis_login(c, e->user, e->password, db, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "%s: %s", e->name, why);
-        redisFree(c);
+        redis_link_free(c);
         return NULL;
     }
     return c;
@@ -181,14 +180,12 @@ job_main(void *arg)
     for (size_t i = 0; i < sp->nexclude; i++)
         exc[i] = sp->exclude[i];
     if (sp->redis) {
-        redisContext *p = redis_open(&sp->primary, sp->db, run.error, sizeof(run.error));
-        redisContext *s = p ? redis_open(&sp->shadow, sp->db, run.error, sizeof(run.error)) : NULL;
+        struct redis_link *p = redis_open(&sp->primary, sp->db, run.error, sizeof(run.error));
+        struct redis_link *s = p ? redis_open(&sp->shadow, sp->db, run.error, sizeof(run.error)) : NULL;
         if (p && s)
             rc = verify_redis_with(&run, p, s);
-        if (p)
-            redisFree(p);
-        if (s)
-            redisFree(s);
+        redis_link_free(p);
+        redis_link_free(s);
     } else {
         PGconn *p = pg_open(&sp->primary, sp->dbname, run.error, sizeof(run.error));
         PGconn *s = p ? pg_open(&sp->shadow, sp->dbname, run.error, sizeof(run.error)) : NULL;

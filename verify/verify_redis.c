@@ -6,7 +6,7 @@
  * type: GET, HGETALL and SMEMBERS sorted, ZRANGE WITHSCORES, LRANGE,
  * XRANGE; other types by type alone) and its TTL (equal within
  * --ttl-tolerance).  Then a SCAN of the shadow for keys the primary lacks.
- * A differing key is looked at again after --settle.  hiredis, blocking:
+ * A differing key is looked at again after --settle.  Blocking (redis_link.h):
  * this is a command, not the proxy.
  */
 #include <hiredis/hiredis.h>
@@ -16,10 +16,11 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "verify/redis_link.h"
 #include "verify/verify.h"
 
 struct side {
-    redisContext *c;
+    struct redis_link *c;
     const char *name;
 };
 
@@ -53,14 +54,14 @@ side_open(struct verify_run *run, struct side *sd, const char *url)
         *colon = '\0';
     }
     snprintf(host, sizeof(host), "%s", hp);
-    struct timeval tv = {.tv_sec = 10};
-    sd->c = redisConnectWithTimeout(host, port, tv);
-    if (sd->c == NULL || sd->c->err) {
-        snprintf(run->error, sizeof(run->error), "%s: connect %s:%d: %s", sd->name, host, port,
-                 sd->c ? sd->c->errstr : "out of memory");
+    struct conf_login login = {.sslmode = "disable"};
+    snprintf(login.name, sizeof(login.name), "%s", sd->name);
+    snprintf(login.host, sizeof(login.host), "%s", host);
+    snprintf(login.hostaddr, sizeof(login.hostaddr), "%s", host);
+    snprintf(login.port, sizeof(login.port), "%d", port);
+    sd->c = redis_link_open(&login, 10000, run->error, sizeof(run->error));
+    if (sd->c == NULL)
         return -1;
-    }
-    redisSetTimeout(sd->c, tv);
     char why[300];
     if (verify_redis_login(sd->c, user, pass, db, why, sizeof(why)) != 0) {
         snprintf(run->error, sizeof(run->error), "%s: %s", sd->name, why);
@@ -70,13 +71,13 @@ side_open(struct verify_run *run, struct side *sd, const char *url)
 }
 
 int
-verify_redis_login(redisContext *c, const char *user, const char *password, int db, char *err,
+verify_redis_login(struct redis_link *c, const char *user, const char *password, int db, char *err,
                    size_t errlen)
 {
     redisReply *r = NULL;
     if (password && password[0]) {
-        r = user && user[0] ? redisCommand(c, "AUTH %s %s", user, password)
-                            : redisCommand(c, "AUTH %s", password);
+        r = user && user[0] ? redis_link_command(c, "AUTH %s %s", user, password)
+                            : redis_link_command(c, "AUTH %s", password);
         int bad = r == NULL || r->type == REDIS_REPLY_ERROR;
         freeReplyObject(r);
         if (bad) {
@@ -85,7 +86,7 @@ verify_redis_login(redisContext *c, const char *user, const char *password, int 
         }
     }
     if (db != 0) {
-        r = redisCommand(c, "SELECT %d", db);
+        r = redis_link_command(c, "SELECT %d", db);
         int bad = r == NULL || r->type == REDIS_REPLY_ERROR;
         freeReplyObject(r);
         if (bad) {
@@ -144,7 +145,7 @@ static int
 key_state(struct side *sd, const char *key, size_t klen, char *type, size_t tcap,
           uint64_t *digest, long long *pttl)
 {
-    redisReply *r = redisCommand(sd->c, "TYPE %b", key, klen);
+    redisReply *r = redis_link_command(sd->c, "TYPE %b", key, klen);
     if (r == NULL)
         return -1;
     snprintf(type, tcap, "%s", r->type == REDIS_REPLY_STATUS ? r->str : "?");
@@ -161,7 +162,7 @@ key_state(struct side *sd, const char *key, size_t klen, char *type, size_t tcap
                       : strcmp(type, "stream") == 0 ? "XRANGE %b - +"
                                                     : NULL;
     if (fmt != NULL) {
-        r = redisCommand(sd->c, fmt, key, klen);
+        r = redis_link_command(sd->c, fmt, key, klen);
         if (r == NULL)
             return -1;
         int set = strcmp(type, "set") == 0, hash = strcmp(type, "hash") == 0;
@@ -180,7 +181,7 @@ key_state(struct side *sd, const char *key, size_t klen, char *type, size_t tcap
         freeReplyObject(r);
     }
 ttl:
-    r = redisCommand(sd->c, "PTTL %b", key, klen);
+    r = redis_link_command(sd->c, "PTTL %b", key, klen);
     if (r == NULL)
         return -1;
     *pttl = r->type == REDIS_REPLY_INTEGER ? r->integer : -2;
@@ -200,7 +201,7 @@ compare_key(struct verify_run *run, struct side *p, struct side *s, const char *
     if (key_state(p, key, klen, tp, sizeof(tp), &dp, &lp) != 0 ||
         key_state(s, key, klen, ts, sizeof(ts), &ds, &ls) != 0) {
         snprintf(run->error, sizeof(run->error), "connection lost: %s",
-                 p->c->err ? p->c->errstr : s->c->errstr);
+                 redis_link_error(p->c)[0] ? redis_link_error(p->c) : redis_link_error(s->c));
         return -1;
     }
     if (strcmp(tp, "none") == 0 && strcmp(ts, "none") == 0)
@@ -259,7 +260,7 @@ scan_side(struct verify_run *run, struct side *from, struct side *p, struct side
     do {
         if (verify_cancelled(run))
             return -1;
-        redisReply *r = redisCommand(from->c, "SCAN %s COUNT %llu", cursor,
+        redisReply *r = redis_link_command(from->c, "SCAN %s COUNT %llu", cursor,
                                      (unsigned long long)o->chunk);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
             snprintf(run->error, sizeof(run->error), "%s: SCAN failed", from->name);
@@ -277,7 +278,7 @@ scan_side(struct verify_run *run, struct side *from, struct side *p, struct side
                 continue;
             enum verify_diff_kind kind;
             if (only_missing) {
-                redisReply *e = redisCommand(p->c, "EXISTS %b", k, len);
+                redisReply *e = redis_link_command(p->c, "EXISTS %b", k, len);
                 int missing = e && e->type == REDIS_REPLY_INTEGER && e->integer == 0;
                 freeReplyObject(e);
                 if (missing)
@@ -306,7 +307,7 @@ scan_side(struct verify_run *run, struct side *from, struct side *p, struct side
 }
 
 int
-verify_redis_with(struct verify_run *run, redisContext *primary, redisContext *shadow)
+verify_redis_with(struct verify_run *run, struct redis_link *primary, struct redis_link *shadow)
 {
     const struct verify_opts *o = run->opts;
     struct side p = {.c = primary, .name = "primary"}, s = {.c = shadow, .name = "shadow"};
@@ -321,7 +322,7 @@ verify_redis_with(struct verify_run *run, redisContext *primary, redisContext *s
     }
     t->has_key = 1;
     run->tables_total = 1;
-    redisReply *size = redisCommand(p.c, "DBSIZE");
+    redisReply *size = redis_link_command(p.c, "DBSIZE");
     if (size && size->type == REDIS_REPLY_INTEGER && size->integer > 0)
         run->rows_estimate = (uint64_t)size->integer;
     freeReplyObject(size);
@@ -364,9 +365,7 @@ verify_redis(struct verify_run *run)
         rc = -1;
     if (rc == 0)
         rc = verify_redis_with(run, p.c, s.c);
-    if (p.c)
-        redisFree(p.c);
-    if (s.c)
-        redisFree(s.c);
+    redis_link_free(p.c);
+    redis_link_free(s.c);
     return rc;
 }

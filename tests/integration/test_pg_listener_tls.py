@@ -106,11 +106,12 @@ def test_check_refuses_contradictions(tandem_bin, pg_primary, tmp_path, extra, m
     assert f"{conf}:5: " in r.stderr and message in r.stderr, r.stderr
 
 
-def test_check_refuses_tls_on_a_redis_listener(tandem_bin, tmp_path):
+def test_check_refuses_tls_optional_on_a_redis_listener(tandem_bin, tmp_path):
+    """Redis has no in-protocol TLS request: its listeners are TLS from the first byte or not."""
     conf = tmp_path / "tandem.conf"
     conf.write_text("backend r { address 127.0.0.1:6379; }\n"
                     "listener c {\n  listen 127.0.0.1:7000;\n  protocol redis;\n  primary r;\n"
-                    "  tls off;\n}\n")
+                    "  tls optional;\n}\n")
     r = subprocess.run([tandem_bin, "-t", "-c", str(conf)], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 1, r

@@ -2,8 +2,8 @@
 (issue 13, "Confirmation"), as PostgreSQL's are.
 
 tandem runs the read again, the client's own request bytes, on both
-backends through hiredis connections of its own (named tandem-recheck on
-the servers), logged in and SELECTed as the client's session was: if the
+backends through connections of its own (named tandem-recheck on the
+servers), logged in and SELECTed as the client's session was: if the
 two replies now agree, the outcome is `transient` (an ordering artefact);
 if they still differ after a few attempts, a confirmed `mismatch`.
 

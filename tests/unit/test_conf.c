@@ -535,6 +535,22 @@ static const struct error_case error_cases[] = {
     {"backend blue {\n address a:1;\n tls verify-full; }\nlistener pg { listen c:3; primary blue; "
      "}\n",
      "t.conf:3: backend \"blue\": tls verify-full needs tls_ca_file"},
+    /* a backend's client certificate: both files, over TLS only */
+    {"backend blue {\n address a:1;\n tls require;\n tls_cert /c.pem; }\n"
+     "listener pg { listen c:3; primary blue; }\n",
+     "t.conf:4: backend \"blue\": tls_cert without tls_key"},
+    {"backend blue {\n address a:1;\n tls require;\n tls_key /k.pem; }\n"
+     "listener pg { listen c:3; primary blue; }\n",
+     "t.conf:4: backend \"blue\": tls_key without tls_cert"},
+    {"backend blue {\n address a:1;\n tls_cert /c.pem;\n tls_key /k.pem; }\n"
+     "listener pg { listen c:3; primary blue; }\n",
+     "t.conf:3: backend \"blue\": tls_cert is shown over TLS only: set tls require or "
+     "verify-full"},
+    /* a Redis listener is TLS from the first byte or not at all */
+    {"backend blue { address a:1; }\nlistener r { listen c:3; protocol redis; primary blue;\n"
+     " tls optional; }\n",
+     "t.conf:3: listener \"r\": tls optional is for postgres listeners (a redis listener with "
+     "tls_cert is TLS from the first byte: tls required)"},
     {"backend blue {\n address a:1;\n password x;\n password_file /p; }\n"
      "listener pg { listen c:3; primary blue; }\n",
      "t.conf:4: backend \"blue\": password and password_file are mutually exclusive"},
@@ -1682,7 +1698,7 @@ test_fence(void **state)
                   "t.conf:12: fence: too many statements (max 8)");
 }
 
-/* A Redis listener's backend: fence commands split as redis-cli does, a password, no TLS */
+/* A Redis listener's backend: fence commands split as redis-cli does, a password */
 static void
 test_fence_redis(void **state)
 {
@@ -1706,11 +1722,11 @@ test_fence_redis(void **state)
                   "listener r { listen 127.0.0.1:6380; protocol redis; primary blue; }\n",
                   "t.conf:4: backend \"blue\": a Redis backend's fence needs password or "
                   "password_file (tandem's mirror logs in there with user and it)");
-    EXPECT_ERRORS("backend blue {\n address 127.0.0.1:6379;\n user t;\n password p;\n"
-                  " tls require;\n unfence \"ACL SETUSER app on\";\n}\n"
-                  "listener r { listen 127.0.0.1:6380; protocol redis; primary blue; }\n",
-                  "t.conf:6: backend \"blue\": a Redis backend's fence runs without TLS (tls "
-                  "disable)");
+    /* over TLS, as the backend's settings say (verify/redis_link.h) */
+    c = load_ok("backend blue {\n address 127.0.0.1:6379;\n user t;\n password p;\n"
+                " tls require;\n unfence \"ACL SETUSER app on\";\n}\n"
+                "listener r { listen 127.0.0.1:6380; protocol redis; primary blue; }\n");
+    conf_free(c);
 }
 
 /* control { store; fleet; password_file; member; join_timeout; } */

@@ -7,6 +7,10 @@
     server = RedisServer("acl", password="adminpw",
                          users={"reader": "on >readerpw ~* +get +auth +hello +ping"})
 
+    # TLS only (--tls-port; no plain port), certificates from harness.certs;
+    # auth_clients: the server asks for a client certificate signed by the CA
+    server = RedisServer("tls", tls=certs, tls_auth_clients=True)
+
 DEBUG is enabled (DEBUG DIGEST compares two servers' whole data set).  The
 process is ours: tests may SIGSTOP, SIGCONT or kill it, and restart() brings
 it back on the same port, empty.
@@ -25,9 +29,13 @@ from .util import ARTIFACTS, free_port, port_accepts, wait_until
 
 
 class RedisServer:
-    def __init__(self, name, password=None, users=None, netns=None):
-        """NETNS (a harness.netns.NetFault): run inside that namespace, on its veth address."""
+    def __init__(self, name, password=None, users=None, netns=None, tls=None,
+                 tls_auth_clients=False):
+        """NETNS (a harness.netns.NetFault): run inside that namespace, on its veth address.
+        TLS (a harness.certs.Certs): the port speaks TLS only, with the server certificate."""
         self.name = name
+        self.tls = tls
+        self.tls_auth_clients = tls_auth_clients
         self.netns = netns
         self.host = netns.ns_ip if netns else "127.0.0.1"
         self.password = password
@@ -42,7 +50,14 @@ class RedisServer:
 
     def start(self):
         os.makedirs(ARTIFACTS, exist_ok=True)
-        cmd = ["redis-server", "--port", str(self.port), "--bind", self.host,
+        if self.tls is None:
+            ports = ["--port", str(self.port)]
+        else:
+            ports = ["--port", "0", "--tls-port", str(self.port),
+                     "--tls-cert-file", self.tls.server_cert, "--tls-key-file", self.tls.server_key,
+                     "--tls-ca-cert-file", self.tls.ca, "--tls-replication", "yes",
+                     "--tls-auth-clients", "yes" if self.tls_auth_clients else "no"]
+        cmd = ["redis-server", *ports, "--bind", self.host,
                "--save", "", "--appendonly", "no", "--dir", self.dir,
                "--enable-debug-command", "yes", "--daemonize", "no",
                "--logfile", os.path.join(ARTIFACTS, f"redis-{self.name}.log")]
@@ -63,8 +78,12 @@ class RedisServer:
         self.client().execute_command("ACL", "SETUSER", user, *args)
 
     def client(self, db=0):
+        tls = {}
+        if self.tls is not None:
+            tls = {"ssl": True, "ssl_ca_certs": self.tls.ca, "ssl_certfile": self.tls.client_cert,
+                   "ssl_keyfile": self.tls.client_key}
         return redis.Redis(host=self.host, port=self.port, db=db, password=self.password,
-                           socket_timeout=20)
+                           socket_timeout=20, **tls)
 
     def digest(self):
         """DEBUG DIGEST: one hash of every key, value and expiry flag of every db."""
