@@ -13,9 +13,12 @@
 # Fixed workloads (pgbench -t, redis-benchmark -n) run through each binary
 # in turn, ROUNDS times.
 #
-# Usage: bench/icount.sh --baseline BIN [--rounds R] [--keep DIR]
+# Usage: bench/icount.sh --baseline BIN [--rounds R] [--keep DIR] [--shadow]
 #   --keep DIR: keep each workload's last callgrind profile there
-#   (DIR/WORKLOAD.tandem, DIR/WORKLOAD.base), for callgrind_annotate
+#   (DIR/WORKLOAD.new, DIR/WORKLOAD.base), for callgrind_annotate
+#   --shadow: also tpcb-like -M prepared and Redis SET/GET through each
+#   binary in passthrough and in --mode shadow (a second PostgreSQL and
+#   Redis as the shadows), for the shadow's cost over passthrough
 # Environment: TANDEM_BIN=build/tandem ROUNDS=3 PG_TX=500 (pgbench -t, 4
 #   clients) REQUESTS=10000 (redis-benchmark -n, 10 clients, SET and GET)
 # Output: per workload the median instructions per transaction of each
@@ -37,6 +40,7 @@ while [ $# -gt 0 ]; do
     --baseline) TANDEM_BASELINE_BIN=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --keep) KEEP=$2; shift ;;
+    --shadow) SHADOW=1 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "icount.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -48,6 +52,7 @@ cleanup() {
     bench_stop_procs
     pgctl_stop_all
     [ -n "${REDIS_PID:-}" ] && kill "$REDIS_PID" 2>/dev/null
+    [ -n "${REDIS2_PID:-}" ] && kill "$REDIS2_PID" 2>/dev/null
     [ -n "${WORK:-}" ] && rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -68,24 +73,42 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
     --daemonize no >"$WORK/redis.log" 2>&1 &
 REDIS_PID=$!
 wait_port 127.0.0.1 "$REDIS_PORT" || exit 1
+if [ -n "${SHADOW:-}" ]; then
+    pgctl_start green || exit 1
+    PG2_PORT=$PGCTL_PORT
+    pgbench -i -q -s 1 -h 127.0.0.1 -p "$PG2_PORT" -U postgres postgres >/dev/null 2>&1 || exit 1
+    REDIS2_PORT=$(free_port)
+    redis-server --port "$REDIS2_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --daemonize no >"$WORK/redis2.log" 2>&1 &
+    REDIS2_PID=$!
+    wait_port 127.0.0.1 "$REDIS2_PORT" || exit 1
+fi
 
 # Under callgrind, each tandem's instructions are counted exactly (user
 # space; the syscalls' kernel side is not): zeroed before a workload,
 # dumped after, divided by its transactions.
-# start BIN NAME PROTO PRIMARY_PORT: sets PORT_<NAME> and PID_<NAME>
+# (strings uncompressed: each dump kept with --keep names its functions)
+# start BIN NAME PROTO PRIMARY_PORT [ARG...]: sets PORT_<NAME> and PID_<NAME>
 start() {
-    local port
+    local port bin=$1 name=$2 proto=$3 primary=$4
+    shift 4
     port=$(free_port)
-    tandem_start_bin valgrind "$port" "$WORK/$2.log" --tool=callgrind \
-        --callgrind-out-file="$WORK/cg-$2.%p" "$1" "$3" --listen "127.0.0.1:$port" \
-        --primary "127.0.0.1:$4" --workers 1 || exit 1
-    printf -v "PORT_$2" %s "$port"
-    printf -v "PID_$2" %s "$TANDEM_PID"
+    tandem_start_bin valgrind "$port" "$WORK/$name.log" --tool=callgrind --compress-strings=no \
+        --callgrind-out-file="$WORK/cg-$name.%p" "$bin" "$proto" --listen "127.0.0.1:$port" \
+        --primary "127.0.0.1:$primary" --workers 1 "$@" || exit 1
+    printf -v "PORT_$name" %s "$port"
+    printf -v "PID_$name" %s "$TANDEM_PID"
 }
 start "$TANDEM_BIN" pg_new postgres "$PG_PORT"
 start "$TANDEM_BASELINE_BIN" pg_base postgres "$PG_PORT"
 start "$TANDEM_BIN" redis_new redis "$REDIS_PORT"
 start "$TANDEM_BASELINE_BIN" redis_base redis "$REDIS_PORT"
+if [ -n "${SHADOW:-}" ]; then
+    start "$TANDEM_BIN" pgsh_new postgres "$PG_PORT" --shadow "127.0.0.1:$PG2_PORT" --mode shadow
+    start "$TANDEM_BASELINE_BIN" pgsh_base postgres "$PG_PORT" --shadow "127.0.0.1:$PG2_PORT" --mode shadow
+    start "$TANDEM_BIN" redissh_new redis "$REDIS_PORT" --shadow "127.0.0.1:$REDIS2_PORT" --mode shadow
+    start "$TANDEM_BASELINE_BIN" redissh_base redis "$REDIS_PORT" --shadow "127.0.0.1:$REDIS2_PORT" --mode shadow
+fi
 
 # measure PID LABEL CMD...: instructions the process ran while CMD ran (the
 # profile kept as KEEP/LABEL with --keep)
@@ -121,15 +144,46 @@ for ((r = 1; r <= ROUNDS; r++)); do
             SAMPLES["redis-P$p,$who"]+="$((ins / (2 * REQUESTS))) "
         done
     done
+    if [ -n "${SHADOW:-}" ]; then
+        for who in new base; do
+            for pg in pg pgsh; do
+                pid_var=PID_${pg}_$who port_var=PORT_${pg}_$who
+                ins=$(measure "${!pid_var}" "$pg-tpcb.$who" pgbench -n -b tpcb-like -M prepared -c 4 -j 2 \
+                    -t "$PG_TX" -h 127.0.0.1 -p "${!port_var}" -U postgres postgres)
+                SAMPLES["$pg-tpcb-prepared,$who"]+="$((ins / (4 * PG_TX))) "
+            done
+            for rd in redis redissh; do
+                pid_var=PID_${rd}_$who port_var=PORT_${rd}_$who
+                for p in 1 16; do
+                    ins=$(measure "${!pid_var}" "$rd-P$p-shadowset.$who" redis-benchmark -q -h 127.0.0.1 \
+                        -p "${!port_var}" -c 10 -n "$REQUESTS" -P "$p" -t set,get)
+                    SAMPLES["$rd-P$p-pair,$who"]+="$((ins / (2 * REQUESTS))) "
+                done
+            done
+        done
+    fi
     echo "round $r done" >&2
 done
 
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 printf '%-20s %14s %14s %10s\n' workload "ins/tx tandem" "ins/tx base" tandem/base
-for w in pg-S-prepared pg-S-extended redis-P1 redis-P16; do
+for w in pg-S-prepared pg-S-extended redis-P1 redis-P16 pg-tpcb-prepared pgsh-tpcb-prepared \
+    redis-P1-pair redissh-P1-pair redis-P16-pair redissh-P16-pair; do
     new=$(echo "${SAMPLES[$w,new]:-}" | median)
     base=$(echo "${SAMPLES[$w,base]:-}" | median)
     [ -n "$new" ] && [ -n "$base" ] && [ "$base" -gt 0 ] || continue
     printf '%-20s %14s %14s %10.3f\n' "$w" "$new" "$base" "$(echo "$new / $base" | bc -l)"
 done
+if [ -n "${SHADOW:-}" ]; then
+    for who in new base; do
+        for pair in "pgsh-tpcb-prepared pg-tpcb-prepared" "redissh-P1-pair redis-P1-pair" \
+            "redissh-P16-pair redis-P16-pair"; do
+            set -- $pair
+            sh=$(echo "${SAMPLES[$1,$who]:-}" | median)
+            pt=$(echo "${SAMPLES[$2,$who]:-}" | median)
+            [ -n "$sh" ] && [ -n "$pt" ] && [ "$pt" -gt 0 ] || continue
+            printf 'shadow/passthrough %-20s %-4s %10.3f\n' "$2" "$who" "$(echo "$sh / $pt" | bc -l)"
+        done
+    done
+fi
 echo "tandem: $TANDEM_BIN; base: $TANDEM_BASELINE_BIN; $ROUNDS rounds, workers 1, under callgrind"

@@ -4,6 +4,7 @@
 #include "engine/worker.h"
 
 #include <errno.h>
+#include <openssl/rand.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
@@ -429,6 +430,25 @@ on_tick(evutil_socket_t fd, short what, void *arg)
     if (w->id == 0)
         shadow_set_queue_bytes(session_queue_total());
     cutover_check(w);
+}
+
+int
+worker_random(struct worker *w, void *out, size_t n)
+{
+    uint8_t *at;
+
+    if (n > sizeof(w->random_pool))
+        return -1;
+    if (n > w->random_left) {
+        if (RAND_bytes(w->random_pool, sizeof(w->random_pool)) != 1)
+            return -1;
+        w->random_left = sizeof(w->random_pool);
+    }
+    at = w->random_pool + sizeof(w->random_pool) - w->random_left;
+    memcpy(out, at, n);
+    memset(at, 0, n); /* handed out: not kept a second time */
+    w->random_left -= n;
+    return 0;
 }
 
 int

@@ -76,6 +76,8 @@ struct worker {
      */
     void *protocol_state[4];
     uint64_t next_conn_id;
+    uint8_t random_pool[256];    /* OpenSSL's random bytes, drawn ahead (worker_random) */
+    size_t random_left;          /* unused at the pool's end */
     struct worker_wrr {           /* this worker's read rotation per listener slot */
         uint32_t version;         /* control_weights_version() it was built from */
         int built;
@@ -96,6 +98,14 @@ struct worker {
 
     uint8_t scratch[WORKER_SCRATCH_SIZE];
 };
+
+/*
+ * worker_random - n bytes (at most 256) from OpenSSL's generator, drawn
+ * ahead in blocks: one RAND_bytes call costs about as much as the rest of
+ * accepting a session.  Worker thread only.  0, or -1 when the generator
+ * failed (nothing written).
+ */
+int worker_random(struct worker *w, void *out, size_t n);
 
 void worker_job_add(struct worker *w, struct worker_job *job);
 void worker_job_remove(struct worker *w, struct worker_job *job);

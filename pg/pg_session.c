@@ -20,7 +20,6 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <netinet/in.h>
-#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -1692,8 +1691,8 @@ pg_session_accept(struct worker *w, const struct rt_listener *l, int fd,
     s->over_limit = over_limit != 0;
     pg_route_accept(s, peer);
     /* a random key per session: cancel requests carry no other proof */
-    if (RAND_bytes((unsigned char *)&s->cancel.pid, sizeof(s->cancel.pid)) != 1 ||
-        RAND_bytes((unsigned char *)&s->cancel.key, sizeof(s->cancel.key)) != 1) {
+    if (worker_random(w, &s->cancel.pid, sizeof(s->cancel.pid)) != 0 ||
+        worker_random(w, &s->cancel.key, sizeof(s->cancel.key)) != 0) {
         s->cancel.pid = (uint32_t)random();
         s->cancel.key = (uint32_t)random();
     }

@@ -22,6 +22,7 @@ struct pgcache_entry {
     struct lru_node lru;           /* its place in the recency list */
     uint64_t hash;
     size_t len;
+    int verbatim;                   /* a text equal to this key came: it is its own shape */
     struct pgclass_result res;
     char text[];                    /* len bytes, not NUL-terminated */
 };
@@ -130,13 +131,19 @@ remove_entry(struct pgcache *c, struct pgcache_entry *e)
     free(e);
 }
 
-bool
-pgcache_get(struct pgcache *c, const char *sql, size_t len, struct pgclass_result *out)
+/* The entry for sql[0..len), or NULL; not counted. */
+static struct pgcache_entry *
+lookup(struct pgcache *c, const char *sql, size_t len)
 {
-    struct pgcache_entry *e = NULL;
+    if (len > PGCACHE_MAX_TEXT)
+        return NULL;
+    return *find_slot(c, c->hash(sql, len), sql, len);
+}
 
-    if (len <= PGCACHE_MAX_TEXT)
-        e = *find_slot(c, c->hash(sql, len), sql, len);
+/* A hit on e: counted, made the most recent, its result copied out. */
+static bool
+hit(struct pgcache *c, struct pgcache_entry *e, struct pgclass_result *out)
+{
     if (e == NULL) {
         c->stats.misses++;
         return false;
@@ -147,8 +154,15 @@ pgcache_get(struct pgcache *c, const char *sql, size_t len, struct pgclass_resul
     return true;
 }
 
-int
-pgcache_put(struct pgcache *c, const char *sql, size_t len, const struct pgclass_result *res)
+bool
+pgcache_get(struct pgcache *c, const char *sql, size_t len, struct pgclass_result *out)
+{
+    return hit(c, lookup(c, sql, len), out);
+}
+
+/* pgcache_put's work: the entry stored (new or updated), or NULL. */
+static struct pgcache_entry *
+put(struct pgcache *c, const char *sql, size_t len, const struct pgclass_result *res)
 {
     uint64_t hash;
     struct pgcache_entry **slot, *e;
@@ -156,7 +170,7 @@ pgcache_put(struct pgcache *c, const char *sql, size_t len, const struct pgclass
 
     if (len > PGCACHE_MAX_TEXT || (c->max_bytes != 0 && cost > c->max_bytes / 8)) {
         c->stats.skipped++;
-        return -1;
+        return NULL;
     }
     hash = c->hash(sql, len);
     slot = find_slot(c, hash, sql, len);
@@ -164,7 +178,7 @@ pgcache_put(struct pgcache *c, const char *sql, size_t len, const struct pgclass
         e = *slot;
         e->res = *res;
         lru_touch(&c->lru, &e->lru);
-        return 0;
+        return e;
     }
 
     while (c->lru.tail != NULL &&
@@ -176,9 +190,10 @@ pgcache_put(struct pgcache *c, const char *sql, size_t len, const struct pgclass
 
     e = malloc(cost);
     if (e == NULL)
-        return -1;
+        return NULL;
     e->hash = hash;
     e->len = len;
+    e->verbatim = 0;
     e->res = *res;
     memcpy(e->text, sql, len);
     /* eviction may have emptied the chain slot pointed into: look again */
@@ -188,7 +203,13 @@ pgcache_put(struct pgcache *c, const char *sql, size_t len, const struct pgclass
     lru_push_head(&c->lru, &e->lru);
     c->stats.entries++;
     c->stats.bytes += cost;
-    return 0;
+    return e;
+}
+
+int
+pgcache_put(struct pgcache *c, const char *sql, size_t len, const struct pgclass_result *res)
+{
+    return put(c, sql, len, res) != NULL ? 0 : -1;
 }
 
 static int
@@ -327,17 +348,33 @@ pgcache_classify(struct pgcache *c, const char *sql, const struct pgclass_opts *
 {
     char stack[2048];
     size_t len = strlen(sql);
+    struct pgcache_entry *e = lookup(c, sql, len);
+
+    /*
+     * A text without literals (parameters instead: the extended protocol's
+     * usual case) is its own shape: found as it came, the shaping (the
+     * costliest step of a hit) is skipped.  Only an entry whose key some
+     * text equal to it already showed to be its own shape answers so.
+     */
+    if (e != NULL && e->verbatim) {
+        hit(c, e, out);
+        return;
+    }
     /* shape into a stack buffer: typical statements fit; longer ones key by text */
     size_t klen = pgcache_shape(sql, len, stack, sizeof(stack));
     const char *key = klen == (size_t)-1 ? sql : stack;
 
     if (klen == (size_t)-1)
         klen = len;
-    if (pgcache_get(c, key, klen, out))
-        return;
-    pgclass_classify(sql, opts, out);
-    /* too long to parse is also too long to cache: nothing to do */
-    (void)pgcache_put(c, key, klen, out);
+    int verbatim = key == sql || (klen == len && memcmp(key, sql, len) == 0);
+    e = lookup(c, key, klen);
+    if (!hit(c, e, out)) {
+        pgclass_classify(sql, opts, out);
+        /* too long to parse is also too long to cache: nothing to do */
+        e = put(c, key, klen, out);
+    }
+    if (e != NULL && verbatim)
+        e->verbatim = 1;
 }
 
 void

@@ -23,6 +23,7 @@ struct pgdesc_entry {
     struct lru_node lru;           /* its place in the recency list */
     XXH128_hash_t hash;         /* of the key text (shape, or the text itself) */
     size_t klen;                /* the key text's length */
+    int verbatim;               /* a text equal to the key came: it is its own shape */
     uint64_t fingerprint;
     char text[];                /* normalized, NUL-terminated */
 };
@@ -160,6 +161,7 @@ put(struct pgdesc *c, XXH128_hash_t h, size_t klen, const struct pgclass_desc *d
         evict_tail(c);
     e->hash = h;
     e->klen = klen;
+    e->verbatim = 0;
     e->fingerprint = desc->fingerprint;
     memcpy(e->text, desc->normalized, textlen + 1);
     /* looked up just before and not found: the slot is the chain's end */
@@ -186,12 +188,18 @@ pgdesc_describe(struct pgdesc *c, const char *sql, size_t len, uint64_t now_ns,
     out->text = NULL;
     if (sql == NULL)
         sql = "", len = 0;
+    /* a text without literals is its own shape: found as it came, unshaped
+     * (as in pgcache_classify) */
+    e = *find_slot(c, XXH3_128bits(sql, len), len);
+    if (e != NULL && e->verbatim)
+        goto out_hit;
     /*
      * A shape is never longer than its text (a literal becomes one '?'), so
      * a text keyed by itself (its shape did not fit) is longer than any
      * shape that does: the two kinds of key never share a length.
      */
     klen = pgcache_shape(sql, len, shape, sizeof(shape));
+    int verbatim = klen == (size_t)-1 || (klen == len && memcmp(shape, sql, len) == 0);
     if (klen == (size_t)-1)
         h = XXH3_128bits(sql, len), klen = len;
     else
@@ -199,9 +207,8 @@ pgdesc_describe(struct pgdesc *c, const char *sql, size_t len, uint64_t now_ns,
 
     e = *find_slot(c, h, klen);
     if (e != NULL) {
-        lru_touch(&c->lru, &e->lru);
-        c->stats.hits++;
-        goto out_found;
+        e->verbatim |= verbatim;
+        goto out_hit;
     }
     if (!budget_take(c, now_ns)) {
         c->stats.refused++;
@@ -222,6 +229,11 @@ pgdesc_describe(struct pgdesc *c, const char *sql, size_t len, uint64_t now_ns,
         out->text = c->scratch.normalized;
         return true;
     }
+    e->verbatim = verbatim;
+    goto out_found;
+out_hit:
+    lru_touch(&c->lru, &e->lru);
+    c->stats.hits++;
 out_found:
     out->fingerprint = e->fingerprint;
     out->text = e->text;

@@ -379,6 +379,19 @@ sample_text(struct pgdigest *d, const uint8_t *s, size_t n, size_t lim)
     static const char hex[] = "0123456789abcdef";
 
     for (size_t i = 0; i < n;) {
+        /* a run of printable ASCII (tags, numbers, most values) in one copy */
+        size_t run = 0;
+        while (i + run < n && s[i + run] >= 0x20 && s[i + run] < 0x7f)
+            run++;
+        if (run > 0) {
+            size_t room = lim > d->sample_len ? lim - d->sample_len : 0;
+            /* what fits, as the character-wise copy would have kept */
+            sample_ascii(d, (const char *)s + i, run < room ? run : room, lim);
+            if (run > room)
+                return false;
+            i += run;
+            continue;
+        }
         size_t len = utf8_seq(s + i, n - i);
         char esc[4];
         const char *out = (const char *)s + i;

@@ -328,12 +328,43 @@ test_classify_once_per_shape(void **state)
     pgcache_free(c);
 }
 
+/*
+ * A text that is its own shape is found as it came (unshaped); an entry
+ * keyed by the shape of another text answers a text equal to that key only
+ * when the text's own shape is that key too.
+ */
+static void
+test_classify_verbatim(void **state)
+{
+    (void)state;
+    struct pgcache *c = pgcache_new(16, 0);
+    struct pgclass_result r;
+    struct pgcache_stats st;
+    for (int i = 0; i < 3; i++)
+        pgcache_classify(c, "SELECT v FROM t WHERE id = $1", NULL, &r);
+    pgcache_get_stats(c, &st);
+    assert_int_equal(st.misses, 1);
+    assert_int_equal(st.hits, 2);
+    assert_int_equal(st.entries, 1);
+    assert_int_equal(r.kind, REQ_KIND_READ);
+    /* "select $a$x$a$5" shapes to "select ?5", which itself shapes to "select ??" */
+    assert_shape("select $a$x$a$5", "select ?5");
+    assert_shape("select ?5", "select ??");
+    pgcache_classify(c, "select $a$x$a$5", NULL, &r);
+    pgcache_classify(c, "select ?5", NULL, &r);
+    pgcache_get_stats(c, &st);
+    assert_int_equal(st.misses, 3);
+    assert_int_equal(st.entries, 3);
+    pgcache_free(c);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shape),
         cmocka_unit_test(test_classify_once_per_shape),
+        cmocka_unit_test(test_classify_verbatim),
         cmocka_unit_test(test_hit_and_miss),
         cmocka_unit_test(test_lru_order),
         cmocka_unit_test(test_entry_bound),

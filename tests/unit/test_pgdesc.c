@@ -268,11 +268,35 @@ test_budget_folds_into_other(void **state)
     pgdesc_free(c);
 }
 
+/*
+ * A text that is its own shape is found as it came; a text equal to the
+ * shape of another, but not its own shape, is shaped and described anew.
+ */
+static void
+test_verbatim(void **state)
+{
+    (void)state;
+    struct pgdesc *c = pgdesc_new(16, 0, 100);
+
+    assert_non_null(c);
+    for (int i = 0; i < 3; i++)
+        key_at(c, "select v from t where id = $1", T0);
+    assert_int_equal(stats(c).describes, 1);
+    assert_int_equal(stats(c).hits, 2);
+    /* "select $a$x$a$5" shapes to "select ?5", whose own shape is "select ??" */
+    key_at(c, "select $a$x$a$5", T0);
+    key_at(c, "select ?5", T0);
+    assert_int_equal(stats(c).describes, 3);
+    assert_int_equal(stats(c).entries, 3);
+    pgdesc_free(c);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hits_and_literals),
+        cmocka_unit_test(test_verbatim),
         cmocka_unit_test(test_distinct_statements),
         cmocka_unit_test(test_entry_bound),
         cmocka_unit_test(test_byte_bound),
