@@ -245,3 +245,16 @@ def test_monitor_stream_relayed(t, mode, redis_primary):
     c.set("f:mon", "after")
     assert c.get("f:mon") == b"after"
     check_shadow_clean(t, mode)
+
+
+# -- RESP3 attributes (Redis's suite: unit/protocol "RESP3 attributes") --------------
+
+def test_resp3_attribute_relayed(t, mode, redis_primary):
+    # DEBUG PROTOCOL attrib: an attribute (|1 ...) before the reply it describes
+    script = inline("HELLO 3", "DEBUG PROTOCOL attrib", "ECHO end")
+    direct = run_script(redis_primary.port, script)
+    assert b"|1\r\n" in direct
+    assert run_script(t.port, script).split(b"|1\r\n", 1)[1] == direct.split(b"|1\r\n", 1)[1]
+    # in RESP2 Redis leaves the attribute out
+    assert run_script(t.port, inline("DEBUG PROTOCOL attrib", "ECHO end")) == \
+        run_script(redis_primary.port, inline("DEBUG PROTOCOL attrib", "ECHO end"))
