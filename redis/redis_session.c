@@ -504,8 +504,14 @@ redis_cmd_which(const struct rediscmd *cmd)
     if (cmd == NULL)
         return RC_OTHER;
     if (!(cmd->flags & (REDISCMD_SESSION | REDISCMD_TX)))
-        /* GET, SET ...: no name to compare; of the others MONITOR alone matters */
-        return cmd->name[0] == 'm' && strcmp(cmd->name, "monitor") == 0 ? RC_MONITOR : RC_OTHER;
+        /* GET, SET ...: no name to compare; of the others only those a
+         * stream follows matter: MONITOR, and SYNC/PSYNC (the replication
+         * stream: an RDB payload without CRLF, then the write commands) */
+        return (cmd->flags & REDISCMD_ADMIN) &&
+                       (strcmp(cmd->name, "monitor") == 0 || strcmp(cmd->name, "sync") == 0 ||
+                        strcmp(cmd->name, "psync") == 0)
+                   ? RC_MONITOR
+                   : RC_OTHER;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (strcmp(cmd->name, names[i].name) == 0)
             return names[i].which;

@@ -133,7 +133,7 @@ enum rs_cmd {
     RC_SUBSCRIBE, /* SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE */
     RC_UNSUBSCRIBE, /* UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE */
     RC_CLIENT_REPLY, /* CLIENT REPLY */
-    RC_MONITOR,
+    RC_MONITOR,   /* MONITOR, SYNC, PSYNC: a stream follows, answering no request */
 };
 
 /* A CLIENT REPLY unit's mode, acted on when the primary accepts it. */

@@ -258,3 +258,26 @@ def test_resp3_attribute_relayed(t, mode, redis_primary):
     # in RESP2 Redis leaves the attribute out
     assert run_script(t.port, inline("DEBUG PROTOCOL attrib", "ECHO end")) == \
         run_script(redis_primary.port, inline("DEBUG PROTOCOL attrib", "ECHO end"))
+
+
+# -- the replication stream (Redis's suite: attach_to_replication_stream) ------------
+
+@pytest.mark.parametrize("handshake", [b"SYNC\r\n", b"PSYNC ? -1\r\n"])
+def test_replication_stream_relayed(t, mode, handshake):
+    r = Raw(t.port)
+    r.sock.sendall(handshake)
+    line = b""
+    while not line.startswith(b"$"):  # +FULLRESYNC for PSYNC; bare newlines are pings
+        line = r.line()
+    n = int(line[1:])
+    while len(r.buf) < n:  # the RDB payload, not followed by CRLF
+        r.buf += r.sock.recv(65536)
+    assert r.buf[:5] == b"REDIS"
+    r.buf = r.buf[n:]
+    c = tandem_client(t)
+    c.set("f:repl", "streamed")
+    want = b"$6\r\nf:repl\r\n$8\r\nstreamed\r\n"
+    wait_until(lambda: want in r.pending(1), 30, "the SET in the replication stream")
+    assert c.get("f:repl") == b"streamed"  # other clients go on
+    r.close()
+    check_shadow_clean(t, mode)
