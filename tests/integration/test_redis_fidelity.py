@@ -281,3 +281,28 @@ def test_replication_stream_relayed(t, mode, handshake):
     assert c.get("f:repl") == b"streamed"  # other clients go on
     r.close()
     check_shadow_clean(t, mode)
+
+
+# -- server commands queued in MULTI (Redis's suite: unit/multi "MULTI / EXEC with REPLICAOF")
+
+def test_server_commands_in_multi_stay_on_the_primary(tandem, redis_primary, redis_shadow):
+    t = start_redis_mode(tandem, redis_primary, redis_shadow, "shadow")
+    c = tandem_client(t)
+    before = redis_shadow.client().config_get("maxmemory-samples")["maxmemory-samples"]
+    tx = c.pipeline(transaction=True)
+    tx.set("f:tx", "a")
+    tx.execute_command("REPLICAOF", "127.0.0.1", "1")  # a master that is not there
+    tx.execute_command("CONFIG", "SET", "maxmemory-samples", "7")
+    tx.set("f:tx2", "b")
+    assert tx.execute() == [True, b"OK", b"OK", True]
+    assert redis_primary.client().info("replication")["role"] == "slave"
+    c.execute_command("REPLICAOF", "NO", "ONE")
+    c.execute_command("CONFIG", "SET", "maxmemory-samples", before)
+    c.set("f:after", "c")
+    wait_drained(t, listener="r")
+    sh = redis_shadow.client()
+    assert sh.info("replication")["role"] == "master"  # never told to replicate
+    assert sh.config_get("maxmemory-samples")["maxmemory-samples"] == before
+    assert sh.mget("f:tx", "f:tx2", "f:after") == [b"a", b"b", b"c"]
+    got = outcomes(t, listener="r")
+    assert got["shadow_error"] == 0 and got["mismatch"] == 0 and got["noise"] >= 1, got
