@@ -433,12 +433,10 @@ emit_local_replies(struct redis_session *s)
     mirror_complete(&s->base.mirror);
 }
 
-/* A unit tandem answers with text (a RESP error line, built here). */
+/* A unit tandem answers itself with these n bytes (a whole reply), in its turn. */
 static int
-add_local_unit(struct redis_session *s, const char *msg, int close_after)
+add_local_reply(struct redis_session *s, const uint8_t *buf, size_t n, int close_after)
 {
-    uint8_t buf[600];
-    size_t n = resp_build_error(buf, sizeof(buf), msg);
     struct redis_unit *u = redis_unit_new(s);
     if (u == NULL || n == 0 || (u->local = malloc(n)) == NULL) {
         if (u)
@@ -453,6 +451,15 @@ add_local_unit(struct redis_session *s, const char *msg, int close_after)
     mirror_append(&s->base.mirror, &u->base);
     emit_local_replies(s);
     return 0;
+}
+
+/* A unit tandem answers with text (a RESP error line, built here). */
+static int
+add_local_unit(struct redis_session *s, const char *msg, int close_after)
+{
+    uint8_t buf[600];
+    size_t n = resp_build_error(buf, sizeof(buf), msg);
+    return add_local_reply(s, buf, n, close_after);
 }
 
 /* Redis's own answer to bytes it cannot parse: the error, then the connection closes. */
@@ -499,7 +506,7 @@ redis_cmd_which(const struct rediscmd *cmd)
         {"unwatch", RC_UNWATCH}, {"subscribe", RC_SUBSCRIBE}, {"psubscribe", RC_SUBSCRIBE},
         {"ssubscribe", RC_SUBSCRIBE}, {"unsubscribe", RC_UNSUBSCRIBE},
         {"punsubscribe", RC_UNSUBSCRIBE}, {"sunsubscribe", RC_UNSUBSCRIBE},
-        {"client|reply", RC_CLIENT_REPLY},
+        {"client|reply", RC_CLIENT_REPLY}, {"quit", RC_QUIT},
     };
     if (cmd == NULL)
         return RC_OTHER;
@@ -844,6 +851,19 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     if (s->pubsub) {
         count_request(s, s->base.be, kind);
         return CMD_FORWARD; /* a plain relay now */
+    }
+    if (which == RC_QUIT) {
+        /*
+         * Redis answers +OK and runs nothing the client sent after it (in
+         * MULTI too): tandem answers it in its turn and reads no further,
+         * so neither the primary nor the shadow sees what followed.
+         */
+        static const uint8_t ok[] = "+OK\r\n";
+        count_request(s, s->base.be, kind);
+        s->input_closed = 1;
+        if (add_local_reply(s, ok, sizeof(ok) - 1, 1) != 0)
+            session_close(&s->base);
+        return CMD_ANSWERED;
     }
     if (s->shared && needs_own_connection(cmd, flags, which, req)) {
         if (s->mux_owed > 0) {

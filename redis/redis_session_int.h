@@ -133,6 +133,7 @@ enum rs_cmd {
     RC_SUBSCRIBE, /* SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE */
     RC_UNSUBSCRIBE, /* UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE */
     RC_CLIENT_REPLY, /* CLIENT REPLY */
+    RC_QUIT,
     RC_MONITOR,   /* MONITOR, SYNC, PSYNC: a stream follows, answering no request */
 };
 

@@ -268,7 +268,7 @@ def test_replication_stream_relayed(t, mode, handshake):
     r.sock.sendall(handshake)
     line = b""
     while not line.startswith(b"$"):  # +FULLRESYNC for PSYNC; bare newlines are pings
-        line = r.line()
+        line = r.line().lstrip(b"\n")
     n = int(line[1:])
     while len(r.buf) < n:  # the RDB payload, not followed by CRLF
         r.buf += r.sock.recv(65536)
@@ -306,3 +306,28 @@ def test_server_commands_in_multi_stay_on_the_primary(tandem, redis_primary, red
     assert sh.mget("f:tx", "f:tx2", "f:after") == [b"a", b"b", b"c"]
     got = outcomes(t, listener="r")
     assert got["shadow_error"] == 0 and got["mismatch"] == 0 and got["noise"] >= 1, got
+
+
+# -- QUIT (Redis's suite: unit/quit) ---------------------------------------------------
+
+def until_closed(port, data):
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+def test_nothing_after_quit_runs(t, mode, redis_primary, redis_shadow):
+    script = inline("SET f:before 1", "QUIT", "SET f:quit no", "INCR f:before")
+    direct = until_closed(redis_primary.port, script)
+    assert direct == b"+OK\r\n+OK\r\n"
+    redis_primary.client().flushall()
+    assert until_closed(t.port, script) == direct  # no error for the commands after it
+    c = tandem_client(t)
+    assert c.get("f:before") == b"1" and c.get("f:quit") is None
+    if mode == "shadow":
+        check_shadow_clean(t, mode)
+        assert redis_shadow.client().get("f:quit") is None  # not mirrored either
+        assert redis_shadow.client().get("f:before") == b"1"
