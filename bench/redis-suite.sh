@@ -29,12 +29,14 @@
 #
 # Usage: bench/redis-suite.sh [--files "unit/type/list unit/expire ..."]
 #          [--modes "direct passthrough shadow"] [--jobs N] [--tags "-slow"]
-#          [--mirror-reads P] [--timeout S] [--keep]
+#          [--mirror-reads P] [--timeout S] [--workers N] [--keep]
 #   --files   test files (default: every file of the suite's ::all_tests)
 #   --jobs    test files run at once, each on its own servers (default 2;
 #             runtest itself runs one test client against an external server)
 #   --tags    runtest's --tags (default "-slow"; "" for every test)
-#   --timeout runtest's per-file silence timeout in seconds (default 300)
+#   --timeout runtest's per-file silence timeout in seconds (default 120): a
+#             test waiting for ever (a blocked client never served) ends there
+#   --workers tandem's worker threads (default: tandem's own default)
 #   --keep    keep the work dir (every file's output, metrics, key diffs)
 # Environment: TANDEM_BIN=build/tandem, TANDEM_CACHE_DIR (the tarball's cache)
 #
@@ -55,7 +57,8 @@ MODES=${MODES:-direct passthrough shadow}
 JOBS=${JOBS:-2}
 TAGS=${TAGS--slow}
 MIRROR_READS=${MIRROR_READS:-100%}
-TIMEOUT=${TIMEOUT:-300}
+TIMEOUT=${TIMEOUT:-120}
+WORKERS=${WORKERS:-}
 KEEP=0
 
 usage() { sed -n '3,/^$/s/^# \{0,1\}//p' "$0"; }
@@ -68,6 +71,7 @@ while [ $# -gt 0 ]; do
     --tags) TAGS=$2; shift ;;
     --mirror-reads) MIRROR_READS=$2; shift ;;
     --timeout) TIMEOUT=$2; shift ;;
+    --workers) WORKERS=$2; shift ;;
     --keep) KEEP=1 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "redis-suite.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -174,6 +178,7 @@ run_file() {
         port=$(free_port) admin=$(free_port)
         local args=(redis --listen "127.0.0.1:$port" --primary "blue=127.0.0.1:$primary"
             --admin "127.0.0.1:$admin")
+        [ -n "$WORKERS" ] && args+=(--workers "$WORKERS")
         if [ "$mode" = shadow ]; then
             redis_start "$dir/shadow" || return 1
             shadow=$REDIS_PORT
@@ -241,7 +246,7 @@ wait
 rc=0
 /usr/bin/python3 "$ROOT/bench/redis_suite_report.py" report "$WORK/out" "$MODES" "$FILES" || rc=$?
 echo
-echo "redis test suite $(basename "$TARBALL"), tags '${TAGS}', $JOBS files at once, $(nproc) CPUs; shadow mode mirrors reads $MIRROR_READS"
+echo "redis test suite $(basename "$TARBALL"), tags '${TAGS}', $JOBS files at once, $(nproc) CPUs; shadow mode mirrors reads $MIRROR_READS; tandem workers ${WORKERS:-default}"
 echo "tandem: $(bench_bin_id "$TANDEM_BIN")"
 echo "$(redis-server --version | head -n 1)"
 exit $rc

@@ -50,6 +50,8 @@ def parse_run(text):
         else:  # exception, TIMEOUT: the file ends here
             run.exception = rest.strip() or (lines[i + 1].strip() if i + 1 < len(lines) else "")
             break
+    if run.exception is None and "The End" not in text:
+        run.exception = "runtest ended before the file did (killed, or its timeout)"
     return run
 
 
