@@ -137,6 +137,8 @@ def report(outdir, modes, files):
                     shadow_tot[m, k] += v
             if m == "shadow":
                 keys = (read(base + ".keys") or "keys not compared").strip()
+                if keys.startswith("Traceback"):  # the check itself failed: its last line says why
+                    keys = "keys not compared: " + keys.splitlines()[-1]
                 if not keys.startswith("equal"):
                     key_diffs.append((f, keys))
                 if os.path.exists(base + ".undrained"):
