@@ -186,13 +186,16 @@ run_file() {
         fi
         tandem_start "$port" "$out.tandem.log" "${args[@]}" || return 1
     fi
-    # runtest's own test server listens on a port below --baseport (and one
-    # 10000 above): a range per slot, offset per invocation; again on a race
+    # runtest's own test server listens on a port of the 32 below --baseport
+    # (and checks the one 10000 above), the fake servers some tests start on
+    # ports of --portcount from it: a block of 100 per slot and try, offset
+    # per invocation, so files run at once never pick the same; again on a race
     local try
     for try in 1 2 3; do
         (cd "$tree" && TERM=dumb timeout $((TIMEOUT * 3)) ./runtest --host 127.0.0.1 --port "$port" \
             --single "$file" --tags "$TAGS" --timeout "$TIMEOUT" \
-            --baseport $((PORT_BASE + slot * 32 + try * 32 * JOBS)) >"$out.txt" 2>&1) || true
+            --baseport $((PORT_BASE + (slot + try * JOBS) * 100 + 32)) --portcount 60 \
+            >"$out.txt" 2>&1) || true
         grep -q "^couldn't open socket" "$out.txt" || break
     done
     if [ "$mode" = shadow ]; then
@@ -214,7 +217,7 @@ for ((slot = 0; slot < JOBS; slot++)); do
     cp -a "$SRC" "$WORK/tree-$slot"
 done
 
-PORT_BASE=$((20100 + RANDOM % 200 * 32))
+PORT_BASE=$((20000 + RANDOM % 50 * 100))
 NFILES=$(wc -w <<<"$FILES")
 log "$NFILES test files x modes ($MODES), $JOBS at once, tags '${TAGS}'; tandem: $(bench_bin_id "$TANDEM_BIN")"
 # a job per (file, mode), file-major, JOBS at once; a slot is a source tree
