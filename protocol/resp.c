@@ -709,11 +709,20 @@ line_done(struct resp_reader *r, const char **err)
             r->info.null = true;
         return 1;
     }
-    if (!aggregate_type(r->type)) {
+    if (!aggregate_type(r->type) && r->type != '|') {
         /* a bulk string, RESP3's verbatim string or blob error */
         r->bulk_left = (uint64_t)v;
         r->state = RS_BULK;
         return 0;
+    }
+    if (r->type == '|') {
+        /* an attribute of v pairs comes before the element it describes:
+         * together one element of 2v + 1 (DEBUG PROTOCOL attrib sends one) */
+        if (v > INT64_MAX / 2 - 1) {
+            *err = "invalid reply length";
+            return -1;
+        }
+        v = v * 2 + 1;
     }
     if (v == 0)
         return 1;
@@ -743,10 +752,8 @@ resp_reader_feed(struct resp_reader *r, const uint8_t *buf, size_t len, size_t *
         switch (r->state) {
         case RS_TYPE: {
             uint8_t c = *p;
-            if (c == '|')
-                return reader_fail(r, err, "RESP3 attributes are not supported");
             if (!line_type(c) && !aggregate_type(c) && c != ':' && c != '$' && c != '=' &&
-                c != '!')
+                c != '!' && c != '|')
                 return reader_fail(r, err, "invalid reply type byte");
             element_start(r, &mark, p);
             if (r->depth == 0)

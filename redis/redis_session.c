@@ -486,12 +486,10 @@ emit_local_replies(struct redis_session *s)
     mirror_complete(&s->base.mirror);
 }
 
-/* A unit tandem answers with text (a RESP error line, built here). */
+/* A unit tandem answers itself with these n bytes (a whole reply), in its turn. */
 static int
-add_local_unit(struct redis_session *s, const char *msg, int close_after)
+add_local_reply(struct redis_session *s, const uint8_t *buf, size_t n, int close_after)
 {
-    uint8_t buf[600];
-    size_t n = resp_build_error(buf, sizeof(buf), msg);
     struct redis_unit *u = redis_unit_new(s);
     if (u == NULL || n == 0 || (u->local = malloc(n)) == NULL) {
         if (u)
@@ -506,6 +504,15 @@ add_local_unit(struct redis_session *s, const char *msg, int close_after)
     mirror_append(&s->base.mirror, &u->base);
     emit_local_replies(s);
     return 0;
+}
+
+/* A unit tandem answers with text (a RESP error line, built here). */
+static int
+add_local_unit(struct redis_session *s, const char *msg, int close_after)
+{
+    uint8_t buf[600];
+    size_t n = resp_build_error(buf, sizeof(buf), msg);
+    return add_local_reply(s, buf, n, close_after);
 }
 
 /* Redis's own answer to bytes it cannot parse: the error, then the connection closes. */
@@ -552,13 +559,19 @@ redis_cmd_which(const struct rediscmd *cmd)
         {"unwatch", RC_UNWATCH}, {"subscribe", RC_SUBSCRIBE}, {"psubscribe", RC_SUBSCRIBE},
         {"ssubscribe", RC_SUBSCRIBE}, {"unsubscribe", RC_UNSUBSCRIBE},
         {"punsubscribe", RC_UNSUBSCRIBE}, {"sunsubscribe", RC_UNSUBSCRIBE},
-        {"client|reply", RC_CLIENT_REPLY},
+        {"client|reply", RC_CLIENT_REPLY}, {"quit", RC_QUIT},
     };
     if (cmd == NULL)
         return RC_OTHER;
     if (!(cmd->flags & (REDISCMD_SESSION | REDISCMD_TX)))
-        /* GET, SET ...: no name to compare; of the others MONITOR alone matters */
-        return cmd->name[0] == 'm' && strcmp(cmd->name, "monitor") == 0 ? RC_MONITOR : RC_OTHER;
+        /* GET, SET ...: no name to compare; of the others only those a
+         * stream follows matter: MONITOR, and SYNC/PSYNC (the replication
+         * stream: an RDB payload without CRLF, then the write commands) */
+        return (cmd->flags & REDISCMD_ADMIN) &&
+                       (strcmp(cmd->name, "monitor") == 0 || strcmp(cmd->name, "sync") == 0 ||
+                        strcmp(cmd->name, "psync") == 0)
+                   ? RC_MONITOR
+                   : RC_OTHER;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (strcmp(cmd->name, names[i].name) == 0)
             return names[i].which;
@@ -891,6 +904,19 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
     if (s->pubsub) {
         count_request(s, s->base.be, kind);
         return CMD_FORWARD; /* a plain relay now */
+    }
+    if (which == RC_QUIT) {
+        /*
+         * Redis answers +OK and runs nothing the client sent after it (in
+         * MULTI too): tandem answers it in its turn and reads no further,
+         * so neither the primary nor the shadow sees what followed.
+         */
+        static const uint8_t ok[] = "+OK\r\n";
+        count_request(s, s->base.be, kind);
+        s->input_closed = 1;
+        if (add_local_reply(s, ok, sizeof(ok) - 1, 1) != 0)
+            session_close(&s->base);
+        return CMD_ANSWERED;
     }
     if (s->shared && needs_own_connection(cmd, flags, which, req)) {
         if (s->mux_owed > 0) {

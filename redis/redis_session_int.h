@@ -134,7 +134,8 @@ enum rs_cmd {
     RC_SUBSCRIBE, /* SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE */
     RC_UNSUBSCRIBE, /* UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE */
     RC_CLIENT_REPLY, /* CLIENT REPLY */
-    RC_MONITOR,
+    RC_QUIT,
+    RC_MONITOR,   /* MONITOR, SYNC, PSYNC: a stream follows, answering no request */
 };
 
 /* A CLIENT REPLY unit's mode, acted on when the primary accepts it. */
@@ -257,6 +258,7 @@ struct redis_shadow {
     unsigned reply_open : 1;     /* reader is inside a reply */
     unsigned tx_wanted : 1;      /* the open MULTI holds a command worth mirroring */
     unsigned tx_overflow : 1;    /* the open MULTI outgrew the mirror queue: not collected */
+    unsigned tx_local : 1;       /* the open MULTI holds a server command sent as PING */
     unsigned push_open : 1;      /* reader is inside an out-of-band push (dropped) */
     enum rs_login login;         /* the connection's login after what conn.out holds */
     struct resp_reader reader;

@@ -136,11 +136,25 @@ queue_unit(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
  * the shadow is detached now, as a full queue detaches it (counted; a write
  * in it marks the shadow diverged when EXEC drops it).
  */
+/*
+ * A server command queued in MULTI (REPLICAOF, CONFIG SET, DEBUG, SHUTDOWN,
+ * CLIENT KILL ...) is never mirrored outside one, and must not be inside:
+ * REPLICAOF would turn the shadow into a replica of whatever the client
+ * named.  It goes as PING, so EXEC's reply keeps its length; that EXEC is
+ * then compared as noise (server_local).
+ */
+static const uint8_t tx_ping[] = "*1\r\n$4\r\nPING\r\n";
+
 static void
 tx_add(struct redis_session *s, const struct redis_unit *u, const uint8_t *bytes, size_t len)
 {
     struct redis_shadow *sh = &s->shadow;
     sh->tx_cmds++;
+    if ((u->flags & REDISCMD_ADMIN) && (u->flags & REDISCMD_NO_MIRROR)) {
+        sh->tx_local = 1;
+        bytes = tx_ping;
+        len = sizeof(tx_ping) - 1;
+    }
     if ((u->base.kind == REQ_KIND_WRITE || u->base.kind == REQ_KIND_SESSION) &&
         !s->base.mirror.gated) /* a replica gets the transaction from its primary */
         sh->tx_wanted = 1;
@@ -164,6 +178,7 @@ tx_reset(struct redis_shadow *sh)
         evbuffer_drain(sh->tx_buf, evbuffer_get_length(sh->tx_buf));
     sh->tx_cmds = 0;
     sh->tx_overflow = 0;
+    sh->tx_local = 0;
 }
 
 /* Room for AUTH user pass of the longest identity tandem keeps, and RESET before it. */
@@ -314,6 +329,8 @@ redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_
         u->tx = 1;
         u->sreplies = sh->tx_cmds;
         u->mode = RESP_DIGEST_ORDERED;
+        if (sh->tx_local)
+            u->flags |= REDISCMD_NONDET | REDISCMD_LOCAL; /* a PING stood in for a server command */
         size_t txlen = evbuffer_get_length(sh->tx_buf);
         if (sh->tx_wanted && sh->tx_overflow) {
             /* what the queue could not take: counted as such, the shadow misses its writes */

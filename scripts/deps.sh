@@ -7,6 +7,11 @@
 # started or enabled: the tests start their own PostgreSQL and Redis servers
 # on ephemeral loopback ports, so a cluster Debian creates is stopped.
 #
+# Then Redis's own test suite (the source tarball of Debian's redis 7.0.15,
+# for bench/redis-suite.sh and tests/integration/test_redis_suite.py),
+# fetched into ~/.cache/tandem by scripts/redis-suite-src.sh once; its
+# download failing is said, not fatal (that test skips without it).
+#
 # Then tests/browser/node_modules (playwright-core, pinned by its
 # package-lock.json) with `npm ci`, only when it is not there yet: the
 # report page test drives Debian's chromium with it.
@@ -22,6 +27,7 @@ PACKAGES=(
     python3-sqlalchemy python3-psycopg2   # bench/corpus.py: an ORM's introspection queries
     postgresql-15 postgresql-client-15 pgbouncer
     redis-server redis-tools nutcracker
+    tcl                                 # Redis's test suite (bench/redis-suite.sh)
     openssl procps iproute2 iptables util-linux curl
     chromium prometheus
 )
@@ -30,6 +36,12 @@ PACKAGES=(
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     PACKAGES+=(nodejs npm)
 fi
+
+# redis_suite_src - Redis's test suite tarball, cached (a failure is not fatal).
+redis_suite_src() {
+    scripts/redis-suite-src.sh >/dev/null ||
+        echo "deps: Redis's test suite could not be fetched; test_redis_suite.py will skip" >&2
+}
 
 # browser_deps - the report page test's npm packages, once.
 browser_deps() {
@@ -48,6 +60,7 @@ done
 
 if ((${#missing[@]} == 0)); then
     echo "deps: all ${#PACKAGES[@]} packages installed"
+    redis_suite_src
     browser_deps
     exit 0
 fi
@@ -86,5 +99,6 @@ if command -v pg_lsclusters >/dev/null 2>&1; then
         fi
     done
 fi
+redis_suite_src
 browser_deps
 echo "deps: done"

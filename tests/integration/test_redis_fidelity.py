@@ -245,3 +245,89 @@ def test_monitor_stream_relayed(t, mode, redis_primary):
     c.set("f:mon", "after")
     assert c.get("f:mon") == b"after"
     check_shadow_clean(t, mode)
+
+
+# -- RESP3 attributes (Redis's suite: unit/protocol "RESP3 attributes") --------------
+
+def test_resp3_attribute_relayed(t, mode, redis_primary):
+    # DEBUG PROTOCOL attrib: an attribute (|1 ...) before the reply it describes
+    script = inline("HELLO 3", "DEBUG PROTOCOL attrib", "ECHO end")
+    direct = run_script(redis_primary.port, script)
+    assert b"|1\r\n" in direct
+    assert run_script(t.port, script).split(b"|1\r\n", 1)[1] == direct.split(b"|1\r\n", 1)[1]
+    # in RESP2 Redis leaves the attribute out
+    assert run_script(t.port, inline("DEBUG PROTOCOL attrib", "ECHO end")) == \
+        run_script(redis_primary.port, inline("DEBUG PROTOCOL attrib", "ECHO end"))
+
+
+# -- the replication stream (Redis's suite: attach_to_replication_stream) ------------
+
+@pytest.mark.parametrize("handshake", [b"SYNC\r\n", b"PSYNC ? -1\r\n"])
+def test_replication_stream_relayed(t, mode, handshake):
+    r = Raw(t.port)
+    r.sock.sendall(handshake)
+    line = b""
+    while not line.startswith(b"$"):  # +FULLRESYNC for PSYNC; bare newlines are pings
+        line = r.line().lstrip(b"\n")
+    n = int(line[1:])
+    while len(r.buf) < n:  # the RDB payload, not followed by CRLF
+        r.buf += r.sock.recv(65536)
+    assert r.buf[:5] == b"REDIS"
+    r.buf = r.buf[n:]
+    c = tandem_client(t)
+    c.set("f:repl", "streamed")
+    want = b"$6\r\nf:repl\r\n$8\r\nstreamed\r\n"
+    wait_until(lambda: want in r.pending(1), 30, "the SET in the replication stream")
+    assert c.get("f:repl") == b"streamed"  # other clients go on
+    r.close()
+    check_shadow_clean(t, mode)
+
+
+# -- server commands queued in MULTI (Redis's suite: unit/multi "MULTI / EXEC with REPLICAOF")
+
+def test_server_commands_in_multi_stay_on_the_primary(tandem, redis_primary, redis_shadow):
+    t = start_redis_mode(tandem, redis_primary, redis_shadow, "shadow")
+    c = tandem_client(t)
+    before = redis_shadow.client().config_get("maxmemory-samples")["maxmemory-samples"]
+    tx = c.pipeline(transaction=True)
+    tx.set("f:tx", "a")
+    tx.execute_command("REPLICAOF", "127.0.0.1", "1")  # a master that is not there
+    tx.execute_command("CONFIG", "SET", "maxmemory-samples", "7")
+    tx.set("f:tx2", "b")
+    assert tx.execute() == [True, b"OK", b"OK", True]
+    assert redis_primary.client().info("replication")["role"] == "slave"
+    c.execute_command("REPLICAOF", "NO", "ONE")
+    c.execute_command("CONFIG", "SET", "maxmemory-samples", before)
+    c.set("f:after", "c")
+    wait_drained(t, listener="r")
+    sh = redis_shadow.client()
+    assert sh.info("replication")["role"] == "master"  # never told to replicate
+    assert sh.config_get("maxmemory-samples")["maxmemory-samples"] == before
+    assert sh.mget("f:tx", "f:tx2", "f:after") == [b"a", b"b", b"c"]
+    got = outcomes(t, listener="r")
+    assert got["shadow_error"] == 0 and got["mismatch"] == 0 and got["noise"] >= 1, got
+
+
+# -- QUIT (Redis's suite: unit/quit) ---------------------------------------------------
+
+def until_closed(port, data):
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+def test_nothing_after_quit_runs(t, mode, redis_primary, redis_shadow):
+    script = inline("SET f:before 1", "QUIT", "SET f:quit no", "INCR f:before")
+    direct = until_closed(redis_primary.port, script)
+    assert direct == b"+OK\r\n+OK\r\n"
+    redis_primary.client().flushall()
+    assert until_closed(t.port, script) == direct  # no error for the commands after it
+    c = tandem_client(t)
+    assert c.get("f:before") == b"1" and c.get("f:quit") is None
+    if mode == "shadow":
+        check_shadow_clean(t, mode)
+        assert redis_shadow.client().get("f:quit") is None  # not mirrored either
+        assert redis_shadow.client().get("f:before") == b"1"

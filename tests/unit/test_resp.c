@@ -675,14 +675,18 @@ test_reply_resp3(void **state)
     assert_int_equal(a.st, RESP_OK);
     assert_int_equal(b.st, RESP_OK);
     assert_true(a.info.digest == b.info.digest);
-    /* attributes and streamed types are refused */
+    /* an attribute travels with the element it describes (DEBUG PROTOCOL attrib) */
     struct resp_reply_info info;
     size_t used;
     const char *err;
-    assert_int_equal(resp_reply_scan(S("|1\r\n+a\r\n+b\r\n:1\r\n"), RESP_DIGEST_ORDERED, &used,
-                                     &info, &err),
-                     RESP_ERROR);
-    assert_string_equal(err, "RESP3 attributes are not supported");
+    static const char attrib[] = "|1\r\n$14\r\nkey-popularity\r\n*2\r\n$7\r\nkey:123\r\n:90\r\n"
+                                 "$39\r\nSome real reply following the attribute\r\n";
+    assert_int_equal(resp_reply_scan(S(attrib), RESP_DIGEST_ORDERED, &used, &info, &err), RESP_OK);
+    assert_int_equal(used, sizeof(attrib) - 1);
+    static const char inner[] = "*2\r\n|0\r\n:1\r\n|1\r\n+a\r\n+b\r\n:2\r\n+next\r\n";
+    assert_int_equal(resp_reply_scan(S(inner), RESP_DIGEST_ORDERED, &used, &info, &err), RESP_OK);
+    assert_int_equal(used, sizeof(inner) - 1 - strlen("+next\r\n"));
+    /* streamed types are refused */
     assert_int_equal(resp_reply_scan(S("$?\r\n;4\r\nabcd\r\n;0\r\n"), RESP_DIGEST_ORDERED,
                                      &used, &info, &err),
                      RESP_ERROR);
@@ -768,7 +772,6 @@ test_reply_errors(void **state)
 {
     (void)state;
     check_reply_error(S("x\r\n"));
-    check_reply_error(S("|1\r\n"));           /* RESP3 attribute */
     check_reply_error(S("*?\r\n"));           /* RESP3 streamed aggregate */
     check_reply_error(S("$-2\r\n"));
     check_reply_error(S("*-2\r\n"));
