@@ -1092,7 +1092,7 @@ scan_reference(struct pg_session *s, struct client_scan *sc, const struct pgw_he
         scan_cut(s, sc, RUN_UNIT);
         if (pg_unit_note_statement(s, st))
             route_note_parse(s, 1);
-        if (h->type == 'C' && st->epoch == s->shadow.epoch)
+        if (h->type == 'C' && s->shadow && st->epoch == s->shadow->epoch)
             s->building->sampled = 1; /* the shadow must forget it too */
     }
     if (h->type == 'C' && st)

@@ -199,7 +199,7 @@ struct pg_session {
     struct pgstmt_table *stmts;   /* prepared statements, NULL until the first Parse */
 
     /* shadow mode only (base.mirror.state != MIRROR_OFF) */
-    struct pg_shadow shadow;
+    struct pg_shadow *shadow;     /* NULL until the session first gets a shadow (pg_shadow_start): an idle passthrough session stays small */
     struct pg_unit *building;     /* the unit being read from the client */
     struct evbuffer *unit_buf;    /* the building unit's messages, for the shadow */
 

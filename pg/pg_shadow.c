@@ -368,6 +368,13 @@ pg_shadow_collect(struct pg_session *s, size_t len)
     copy_prefix(s->unit_buf, s->base.client.in, len);
 }
 
+/* The shadow connection's statement epoch; 0 (no statement carries it) before any shadow. */
+static uint32_t
+shadow_epoch(const struct pg_session *s)
+{
+    return s->shadow ? s->shadow->epoch : 0;
+}
+
 /*
  * pg_unit_note_statement - the building unit uses statement st (Bind,
  * Describe or Close).  If it does not exist on the current shadow
@@ -381,7 +388,7 @@ pg_unit_note_statement(struct pg_session *s, struct pgstmt *st)
     if (u == NULL || st == NULL || s->unit_buf == NULL)
         return 0;
     /* present, or already re-parsed earlier in this unit (epoch | pending bit) */
-    if (st->epoch == s->shadow.epoch || st->epoch == (s->shadow.epoch | 0x80000000u))
+    if (st->epoch == shadow_epoch(s) || st->epoch == (shadow_epoch(s) | 0x80000000u))
         return 0;
     /* no Parse kept (the table was full, or memory ran out): cannot re-create it */
     if (st->parse == NULL || unit_add_name(u, st->name) != 0) {
@@ -389,7 +396,7 @@ pg_unit_note_statement(struct pg_session *s, struct pgstmt *st)
         return 0;
     }
     evbuffer_add(s->unit_buf, st->parse, st->parse_len);
-    st->epoch = s->shadow.epoch | 0x80000000u;
+    st->epoch = shadow_epoch(s) | 0x80000000u;
     return 1;
 }
 
@@ -404,7 +411,7 @@ pg_shadow_parsed(struct pg_session *s, struct pgstmt *st)
         u->unmirrorable = 1;
         return;
     }
-    st->epoch = s->shadow.epoch | 0x80000000u;
+    st->epoch = shadow_epoch(s) | 0x80000000u;
 }
 
 /* After the decision: statements of the unit now exist on the shadow, or not. */
@@ -414,7 +421,7 @@ settle_names(struct pg_session *s, struct pg_unit *u, int mirrored)
     for (unsigned i = 0; i < u->nnames; i++) {
         struct pgstmt *st = s->stmts ? pgstmt_get(s->stmts, u->names[i], strlen(u->names[i])) : NULL;
         if (st && (st->epoch & 0x80000000u))
-            st->epoch = mirrored ? s->shadow.epoch : 0;
+            st->epoch = mirrored ? shadow_epoch(s) : 0;
         free(u->names[i]);
         u->names[i] = NULL;
     }
@@ -442,7 +449,7 @@ send_admitted(struct pg_session *s, struct evbuffer *src, size_t len)
         evbuffer_remove_buffer(src, s->base.shadow_conn.out, len);
         return session_shadow_flush(&s->base);
     } else {
-        evbuffer_remove_buffer(src, s->shadow.pending, len);
+        evbuffer_remove_buffer(src, s->shadow->pending, len);
     }
     return 0;
 }
@@ -586,7 +593,7 @@ too_long:
 static int
 relock_after(struct pg_session *s, struct pg_unit *u)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     char ident[2 * sizeof(sh->client_role) + 3], sql[sizeof(ident) + 16];
     struct pg_unit *r = calloc(1, sizeof(*r));
 
@@ -631,7 +638,7 @@ on_sent(void *owner, struct mirror_unit *mu)
 {
     struct pg_session *s = owner;
     struct pg_unit *u = pg_unit_of(mu);
-    if (s->shadow.as_role && may_leave_role(u))
+    if (s->shadow->as_role && may_leave_role(u))
         relock_after(s, u); /* a failure detaches */
 }
 
@@ -663,7 +670,7 @@ pg_shadow_primary_copy_in(struct pg_session *s)
 static void
 log_state(struct pg_session *s, struct pg_unit *u, struct evbuffer *bytes)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     size_t len = evbuffer_get_length(bytes);
     if (u->base.kind != REQ_KIND_SESSION || s->tx_open)
         return;
@@ -991,7 +998,9 @@ static void key_trace_stop(struct pg_session *s);
 void
 pg_shadow_conn_close(struct pg_session *s)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
+    if (sh == NULL)
+        return;
     if (sh->login_ev_added) {
         event_del(&sh->login_ev);
         sh->login_ev_added = 0;
@@ -1008,7 +1017,9 @@ static void
 shadow_close(void *owner)
 {
     struct pg_session *s = owner;
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
+    if (sh == NULL)
+        return;
     pg_shadow_conn_close(s);
     key_trace_stop(s);
     pg_shadow_login_free(s);
@@ -1104,7 +1115,7 @@ static ssize_t
 key_trace_write(void *cookie, const char *buf, size_t size)
 {
     struct pg_session *s = cookie;
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     for (size_t i = 0; i < size; i++) {
         if (buf[i] != '\n') {
             if (sh->key_line_len < sizeof(sh->key_line))
@@ -1130,7 +1141,7 @@ key_trace_write(void *cookie, const char *buf, size_t size)
 static void
 key_trace_start(struct pg_session *s)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     cookie_io_functions_t io = {.write = key_trace_write};
     memset(&sh->key, 0, sizeof(sh->key));
     sh->key_line_len = 0;
@@ -1144,7 +1155,7 @@ key_trace_start(struct pg_session *s)
 static void
 key_trace_stop(struct pg_session *s)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     if (sh->key_trace == NULL)
         return;
     if (sh->pq)
@@ -1159,7 +1170,7 @@ key_trace_stop(struct pg_session *s)
 static void
 shadow_ready(struct pg_session *s)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     int fd = PQsocket(sh->pq);
 
     key_trace_stop(s);
@@ -1186,7 +1197,7 @@ shadow_ready(struct pg_session *s)
 void
 pg_shadow_attached(struct pg_session *s)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     s->base.mirror.state = MIRROR_READY;
     mirror_attached(&s->base.mirror);
     slog(s, CONF_LOG_DEBUG, "shadow \"%s\" logged in%s", s->base.shadow_be->conf->name,
@@ -1220,7 +1231,7 @@ pg_shadow_login_failed(struct pg_session *s, const char *why)
 static int
 login_may_wait(struct pg_session *s, const char *msg)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     uint64_t timeout_ns = (uint64_t)mirror_conf(s)->timeout_ms * 1000000ull;
     uint32_t ms = 20u << (sh->login_retries < 5 ? sh->login_retries : 5);
 
@@ -1243,7 +1254,7 @@ login_may_wait(struct pg_session *s, const char *msg)
 static void
 login_step(struct pg_session *s)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     PostgresPollingStatusType st = PQconnectPoll(sh->pq);
     short what;
 
@@ -1295,8 +1306,8 @@ on_shadow_login(evutil_socket_t fd, short what, void *arg)
 {
     struct pg_session *s = arg;
     (void)fd;
-    s->shadow.login_ev_added = 0;
-    if (s->shadow.pq == NULL) {
+    s->shadow->login_ev_added = 0;
+    if (s->shadow->pq == NULL) {
         /* login_may_wait's pause is over */
         if (login_begin(s) == 0)
             login_step(s);
@@ -1313,7 +1324,7 @@ on_shadow_login(evutil_socket_t fd, short what, void *arg)
 static void
 queue_state_replay(struct pg_session *s)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     if (sh->state_units == 0)
         return;
     for (unsigned i = 0; i < sh->state_units; i++) {
@@ -1338,7 +1349,7 @@ queue_state_replay(struct pg_session *s)
 static int
 login_begin(struct pg_session *s)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     sh->pq = pg_login_start(s, s->base.shadow_be);
     if (sh->pq == NULL || PQstatus(sh->pq) == CONNECTION_BAD) {
         char why[300];
@@ -1355,7 +1366,7 @@ login_begin(struct pg_session *s)
 static void
 next_attach(struct pg_session *s)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     sh->epoch = (sh->epoch + 1) & 0x7fffffffu;
     if (sh->epoch == 0)
         sh->epoch = 1;
@@ -1367,7 +1378,7 @@ next_attach(struct pg_session *s)
 static int
 libpq_login_begin(struct pg_session *s, const struct pgw_startup *st)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     int as_role = pg_login_as_role(s, s->base.shadow_be);
     if (as_role < 0) {
         s->base.mirror.identity_refused = 1;
@@ -1394,11 +1405,14 @@ libpq_login_begin(struct pg_session *s, const struct pgw_startup *st)
 void
 pg_shadow_start(struct pg_session *s)
 {
-    struct pg_shadow *sh = &s->shadow;
     struct pgw_startup st;
     const char *err;
     size_t used;
 
+    /* out of line, and only for sessions that mirror: most of a passthrough session's size */
+    if (s->shadow == NULL && (s->shadow = calloc(1, sizeof(*s->shadow))) == NULL)
+        return; /* the session runs without a shadow */
+    struct pg_shadow *sh = s->shadow;
     if (s->base.mirror.state == MIRROR_OFF) {
         if (sh->pending == NULL)
             sh->pending = evbuffer_new();
@@ -1490,7 +1504,7 @@ forwards_message(struct pg_session *s, struct pg_unit *u, uint8_t type)
 static int
 shadow_message(struct pg_session *s, const struct pgw_header *h, size_t avail)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     struct evbuffer *in = s->base.shadow_conn.in;
     size_t total = pgw_header_total(h), body = h->len - 4;
     struct pg_unit *u = pg_unit_of(s->base.mirror.scur);
@@ -1544,7 +1558,7 @@ void
 pg_shadow_input(struct session *base)
 {
     struct pg_session *s = (struct pg_session *)base;
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     struct evbuffer *in = s->base.shadow_conn.in;
     struct pgw_header h;
     const char *err;
@@ -1577,16 +1591,20 @@ pg_shadow_input(struct session *base)
 void
 pg_shadow_release(struct pg_session *s)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     mirror_release_all(&s->base.mirror);
     s->building = NULL;
+    if (s->unit_buf)
+        evbuffer_free(s->unit_buf);
+    s->unit_buf = NULL;
+    if (sh == NULL)
+        return;
     if (sh->pending)
         evbuffer_free(sh->pending);
     if (sh->state_log)
         evbuffer_free(sh->state_log);
-    if (s->unit_buf)
-        evbuffer_free(s->unit_buf);
-    sh->pending = sh->state_log = s->unit_buf = NULL;
+    free(sh);
+    s->shadow = NULL;
 }
 
 /* A statement the new primary must have before the roles swap. */
@@ -1600,7 +1618,7 @@ static void
 mark_present(struct pgstmt *st, void *arg)
 {
     struct sync_ctx *ctx = arg;
-    st->epoch = st->name[0] != '\0' ? ctx->s->shadow.epoch : 0;
+    st->epoch = st->name[0] != '\0' ? ctx->s->shadow->epoch : 0;
 }
 
 
@@ -1609,10 +1627,10 @@ static void
 sync_one(struct pgstmt *st, void *arg)
 {
     struct sync_ctx *ctx = arg;
-    if (st->name[0] == '\0' || st->parse == NULL || st->epoch == ctx->s->shadow.epoch)
+    if (st->name[0] == '\0' || st->parse == NULL || st->epoch == ctx->s->shadow->epoch)
         return;
     evbuffer_add(ctx->out, st->parse, st->parse_len);
-    st->epoch = ctx->s->shadow.epoch;
+    st->epoch = ctx->s->shadow->epoch;
     ctx->n++;
 }
 
@@ -1626,9 +1644,9 @@ sync_one(struct pgstmt *st, void *arg)
 int
 pg_shadow_swap_ready(struct pg_session *s)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     /* logged in as tandem's user: the client would get that login's rights (SET ROLE NONE) */
-    if (sh->as_role)
+    if (sh == NULL || sh->as_role)
         return -1;
     if (sh->frame.skip > 0)
         return 0;
@@ -1668,7 +1686,7 @@ pg_shadow_swap_ready(struct pg_session *s)
 void
 pg_shadow_swap(struct pg_session *s)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     PGconn *pq = sh->pq;
     sh->pq = s->server_pq;
     s->server_pq = pq;

@@ -54,12 +54,12 @@ static void on_login_event(evutil_socket_t fd, short what, void *arg);
 void
 pg_shadow_login_free(struct pg_session *s)
 {
-    struct pg_shadow_login *o = s->shadow.own;
+    struct pg_shadow_login *o = s->shadow->own;
     if (o == NULL)
         return;
     explicit_bzero(o, sizeof(*o));
     free(o);
-    s->shadow.own = NULL;
+    s->shadow->own = NULL;
 }
 
 /* The connection and the state go; the caller says what comes next. */
@@ -99,14 +99,14 @@ send_startup(struct pg_session *s)
     if (n == 0)
         return -1;
     evbuffer_add(s->base.shadow_conn.out, out, n);
-    s->shadow.own->phase = OWN_AUTH;
+    s->shadow->own->phase = OWN_AUTH;
     return 0;
 }
 
 static void
 connected(struct pg_session *s)
 {
-    struct pg_shadow_login *o = s->shadow.own;
+    struct pg_shadow_login *o = s->shadow->own;
     if (s->base.shadow_be->tls != NULL) {
         uint8_t req[8];
         evbuffer_add(s->base.shadow_conn.out, req, pgw_build_ssl_request(req, sizeof(req)));
@@ -154,7 +154,7 @@ tls_answer(struct pg_session *s)
         give_up(s, s->base.shadow_conn.tls_error);
         return;
     }
-    s->shadow.own->phase = OWN_TLS;
+    s->shadow->own->phase = OWN_TLS;
     tls_handshake(s);
 }
 
@@ -176,7 +176,7 @@ refused(struct pg_session *s, const uint8_t *body, size_t len)
 static void
 logged_in(struct pg_session *s)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     if (sh->login_ev_added) {
         event_del(&sh->login_ev);
         sh->login_ev_added = 0;
@@ -191,7 +191,7 @@ logged_in(struct pg_session *s)
 static int
 login_message(struct pg_session *s, uint8_t type, const uint8_t *body, size_t len)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     struct pg_shadow_login *o = sh->own;
     const char *name, *value;
     uint32_t code, pid, key;
@@ -245,7 +245,7 @@ read_messages(struct pg_session *s)
     struct pgw_header h;
     const char *err;
 
-    while (s->shadow.own != NULL && evbuffer_get_length(in) >= PGW_HEADER_LEN) {
+    while (s->shadow->own != NULL && evbuffer_get_length(in) >= PGW_HEADER_LEN) {
         evbuffer_copyout(in, hdr, sizeof(hdr));
         if (pgw_header_parse(hdr, sizeof(hdr), LOGIN_MAX_MESSAGE, &h, &err) != PGW_OK) {
             fall_back(s, "the shadow sent an invalid or oversized message during the login");
@@ -265,7 +265,7 @@ read_messages(struct pg_session *s)
 static void
 login_io(struct pg_session *s, short what)
 {
-    struct pg_shadow_login *o = s->shadow.own;
+    struct pg_shadow_login *o = s->shadow->own;
     size_t n;
 
     if ((what & EV_READ) && o->phase != OWN_TLS) {
@@ -282,7 +282,7 @@ login_io(struct pg_session *s, short what)
         tls_answer(s);
     else
         read_messages(s);
-    if (s->shadow.own == NULL || s->shadow.own->phase == OWN_TLS)
+    if (s->shadow->own == NULL || s->shadow->own->phase == OWN_TLS)
         return;
     if (conn_flush(&s->base.shadow_conn) == CONN_ERROR)
         give_up(s, "write to the shadow failed during the login");
@@ -294,9 +294,9 @@ on_login_event(evutil_socket_t fd, short what, void *arg)
     struct pg_session *s = arg;
     (void)fd;
     s->base.now_ns = 0;
-    if (s->shadow.own == NULL)
+    if (s->shadow->own == NULL)
         return;
-    if (s->shadow.own->phase == OWN_CONNECTING) {
+    if (s->shadow->own->phase == OWN_CONNECTING) {
         int err = session_connect_result(&s->base.shadow_conn);
         if (err != 0) {
             char why[200];
@@ -306,7 +306,7 @@ on_login_event(evutil_socket_t fd, short what, void *arg)
             return;
         }
         connected(s);
-        if (s->shadow.own != NULL && conn_flush(&s->base.shadow_conn) == CONN_ERROR)
+        if (s->shadow->own != NULL && conn_flush(&s->base.shadow_conn) == CONN_ERROR)
             give_up(s, "write to the shadow failed during the login");
         return;
     }
@@ -319,15 +319,15 @@ on_login_timeout(evutil_socket_t fd, short what, void *arg)
     struct pg_session *s = arg;
     (void)fd, (void)what;
     s->base.now_ns = 0;
-    s->shadow.login_ev_added = 0;
-    if (s->shadow.own != NULL)
+    s->shadow->login_ev_added = 0;
+    if (s->shadow->own != NULL)
         give_up(s, "login timeout");
 }
 
 int
 pg_shadow_login_start(struct pg_session *s)
 {
-    struct pg_shadow *sh = &s->shadow;
+    struct pg_shadow *sh = s->shadow;
     if (!pg_auth_can_login(s) || sh->own != NULL)
         return -1;
     sh->own = calloc(1, sizeof(*sh->own));
