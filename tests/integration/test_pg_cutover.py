@@ -175,6 +175,31 @@ def test_mode_switch_at_run_time(tandem, pg_primary, pg_shadow):
     assert metric_value(t.metrics(), "tandem_route_weight", listener="pg", backend="green") == 0
 
 
+def test_passthrough_listener_switched_to_shadow_mirrors_new_sessions(tandem, pg_primary,
+                                                                      pg_shadow):
+    """A passthrough session has no shadow state at all (allocated on a
+    shadow's first start); after PUT /api/mode shadow a new session gets
+    one and mirrors its writes, while the old session goes on unmirrored."""
+    t = start(tandem, pg_primary, pg_shadow, mode="passthrough")
+    for server in (pg_primary, pg_shadow):
+        execute(server, "CREATE TABLE IF NOT EXISTS lazy_shadow (v int)")
+        execute(server, "GRANT ALL ON lazy_shadow TO PUBLIC")
+    try:
+        with t.connect() as old:
+            old.execute("INSERT INTO lazy_shadow VALUES (1)")
+            assert call(t, "PUT", "/api/mode", {"mode": "shadow"})[0] == 200
+            with t.connect() as new:
+                new.execute("INSERT INTO lazy_shadow VALUES (2)")
+            old.execute("INSERT INTO lazy_shadow VALUES (3)")
+        with psycopg.connect(pg_shadow.socket_dsn(dbname="postgres"), autocommit=True) as sh:
+            wait_until(lambda: sh.execute("SELECT count(*) FROM lazy_shadow").fetchone()[0] >= 1,
+                       10, "the new session's write on the shadow")
+            assert [r[0] for r in sh.execute("SELECT v FROM lazy_shadow ORDER BY v")] == [2]
+    finally:
+        execute(pg_primary, "DROP TABLE lazy_shadow")
+        execute(pg_shadow, "DROP TABLE lazy_shadow")
+
+
 def test_forced_cutover_with_sessions_mid_query_and_no_shadow(tandem, tmp_path, pg_primary,
                                                               pg_shadow):
     """Sessions whose shadow login failed (no shadow connection) are mid-query
