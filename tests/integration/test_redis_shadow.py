@@ -372,6 +372,29 @@ def test_aborted_multi_with_xadd_and_spop_mirrors_nothing(tandem, pair):
     assert outcomes(t, listener="r")["shadow_error"] == 0
 
 
+def test_exec_reply_larger_than_the_mirror_queue_marks_the_shadow_diverged(tandem, pair):
+    """An EXEC whose reply (SPOP of many members) outgrows the session's
+    mirror queue is not kept: the transaction goes verbatim, the shadow
+    pops its own members, and tandem says so (diverged)."""
+    primary, shadow = pair
+    t = start_redis_tandem(tandem, primary, shadow, mirror=dict(MIRROR_ALL, queue="1MB"))
+    c = tandem_client(t)
+    members = [f"{i:06d}-" + "y" * 60 for i in range(20000)]
+    for i in range(0, len(members), 2000):
+        c.sadd("huge:set", *members[i:i + 2000])
+    with c.pipeline(transaction=True) as p:
+        p.spop("huge:set", 8000)                                    # about 580 KB x 2 > 1 MB
+        p.spop("huge:set", 8000)
+        popped = p.execute()
+    assert sum(len(x) for x in popped) == 16000
+    wait_drained(t, listener="r")
+    wait_until(lambda: listener_report(report(t), "r")["diverged"] is True, 20,
+               "the shadow marked diverged")
+    assert shadow.client().scard("huge:set") == primary.client().scard("huge:set") == 4000
+    # verbatim: the shadow popped 16,000 of its own choosing
+    assert shadow.client().smembers("huge:set") != primary.client().smembers("huge:set")
+
+
 def test_spop_answer_too_long_to_keep_marks_the_shadow_diverged(tandem, pair):
     """SPOP of members whose names outgrow what tandem keeps of a reply:
     the primary's choice is unknown, the shadow pops its own, and tandem
