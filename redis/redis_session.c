@@ -223,6 +223,8 @@ static void
 unit_free(struct redis_session *s, struct redis_unit *u)
 {
     redis_cmp_free(s, u->cmp);
+    if (u->exec_reply != NULL)
+        evbuffer_free(u->exec_reply);
     free(u->name);
     free(u->local);
     redis_ident_free(u->ident);
@@ -1275,6 +1277,21 @@ push_frame(struct redis_session *s, struct reply_run *r, const uint8_t *p, size_
 }
 
 /*
+ * An EXEC whose transaction is rewritten from its reply (redis_effect.c)
+ * keeps the reply whole until it is released, within the session's mirror
+ * queue bound: one larger is let go, and the rewrite is said to be lost.
+ */
+static void
+keep_exec_reply(struct redis_session *s, struct redis_unit *u, const uint8_t *p, size_t n)
+{
+    if (evbuffer_get_length(u->exec_reply) + n > s->base.mirror.queue_bytes ||
+        evbuffer_add(u->exec_reply, p, n) != 0) {
+        evbuffer_free(u->exec_reply);
+        u->exec_reply = NULL;
+    }
+}
+
+/*
  * Bytes of unit u's reply: digested and sampled for the comparison, and
  * the client's unless the shadow answered u (a routed read) or the client
  * turned replies off (CLIENT REPLY).  A whole reply completes u, or one of
@@ -1301,6 +1318,8 @@ reply_frame(struct redis_session *s, struct reply_run *r, struct redis_unit *u, 
         return -1;
     if (u->cmp)
         redis_keep_sample(u->cmp->psample, &u->cmp->plen, p, used);
+    if (u->exec_reply != NULL)
+        keep_exec_reply(s, u, p, used);
     if (u->base.routed || s->reply_silent) {
         run_flush(s, r); /* what came before is the client's; this is not */
         evbuffer_drain(r->in, used);

@@ -209,6 +209,7 @@ struct redis_unit {
     unsigned if_accepted : 1;   /* mirrored only once the primary accepted it */
     uint8_t proto;              /* HELLO's protocol version (2, 3), 0: none asked */
     uint8_t effect;             /* enum rs_effect: mirrored as the primary's choice */
+    struct evbuffer *exec_reply; /* RS_EFFECT_TX: the primary's EXEC reply, whole (heap), or NULL */
     uint32_t preplies;          /* replies the primary still owes for it */
     uint32_t sreplies;          /* replies the shadow owes for it (MULTI ... EXEC: all) */
     int64_t db;                 /* SELECT's argument */
@@ -220,7 +221,12 @@ struct redis_unit {
 };
 
 /* Writes whose effect the server chooses (redis_effect.c). */
-enum rs_effect { RS_EFFECT_NONE, RS_EFFECT_XADD, RS_EFFECT_SPOP };
+enum rs_effect {
+    RS_EFFECT_NONE,
+    RS_EFFECT_XADD,
+    RS_EFFECT_SPOP,
+    RS_EFFECT_TX, /* an EXEC whose transaction holds either: rewritten from its reply */
+};
 
 enum redis_effect_result {
     REDIS_EFFECT_BUILT,    /* out holds the command that does what the primary did */
@@ -232,6 +238,24 @@ struct redis_session;
 
 /* redis_effect_of - u's enum rs_effect, from its command. */
 uint8_t redis_effect_of(const struct redis_unit *u);
+
+/*
+ * redis_effect_wanted - does command u (request bytes[0..len)) need its
+ * effect rewritten: XADD with an id the server completes, SPOP?
+ */
+int redis_effect_wanted(const struct redis_session *s, const struct redis_unit *u,
+                        const uint8_t *bytes, size_t len);
+
+/*
+ * redis_effect_build_tx - MULTI ... EXEC (tx[0..tx_len)) with each XADD *
+ * and SPOP rewritten from the primary's EXEC reply (u->exec_reply), into
+ * out.  *lost counts the commands whose choice could not be read (they go
+ * verbatim).  REDIS_EFFECT_LOST: the reply does not fit the transaction.
+ */
+enum redis_effect_result redis_effect_build_tx(const struct redis_session *s,
+                                               const struct redis_unit *u, const uint8_t *tx,
+                                               size_t tx_len, struct evbuffer *out,
+                                               unsigned *lost);
 
 /*
  * redis_effect_build - the command that mirrors u (its request bytes
@@ -259,6 +283,8 @@ struct redis_shadow {
     unsigned tx_wanted : 1;      /* the open MULTI holds a command worth mirroring */
     unsigned tx_overflow : 1;    /* the open MULTI outgrew the mirror queue: not collected */
     unsigned tx_local : 1;       /* the open MULTI holds a server command sent as PING */
+    unsigned tx_effects : 1;     /* the open MULTI holds an XADD * or SPOP (redis_effect.c) */
+    unsigned tx_nondet : 1;      /* ... or a command whose reply differs between equal servers */
     unsigned push_open : 1;      /* reader is inside an out-of-band push (dropped) */
     enum rs_login login;         /* the connection's login after what conn.out holds */
     struct resp_reader reader;

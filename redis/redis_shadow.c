@@ -158,6 +158,14 @@ tx_add(struct redis_session *s, const struct redis_unit *u, const uint8_t *bytes
     if ((u->base.kind == REQ_KIND_WRITE || u->base.kind == REQ_KIND_SESSION) &&
         !s->base.mirror.gated) /* a replica gets the transaction from its primary */
         sh->tx_wanted = 1;
+    if (!s->base.mirror.gated && redis_effect_wanted(s, u, bytes, len)) {
+        sh->tx_effects = 1;
+        /* SPOP mirrored as SREM answers otherwise; XADD with the primary's id answers the same */
+        if (redis_effect_of(u) == RS_EFFECT_SPOP)
+            sh->tx_nondet = 1;
+    } else if (u->flags & REDISCMD_NONDET) {
+        sh->tx_nondet = 1; /* SRANDMEMBER, TIME ...: EXEC's reply differs as theirs does */
+    }
     if (sh->tx_overflow)
         return;
     if (evbuffer_get_length(sh->tx_buf) + len > s->base.mirror.queue_bytes) {
@@ -179,6 +187,8 @@ tx_reset(struct redis_shadow *sh)
     sh->tx_cmds = 0;
     sh->tx_overflow = 0;
     sh->tx_local = 0;
+    sh->tx_effects = 0;
+    sh->tx_nondet = 0;
 }
 
 /* Room for AUTH user pass of the longest identity tandem keeps, and RESET before it. */
@@ -331,6 +341,8 @@ redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_
         u->mode = RESP_DIGEST_ORDERED;
         if (sh->tx_local)
             u->flags |= REDISCMD_NONDET | REDISCMD_LOCAL; /* a PING stood in for a server command */
+        else if (sh->tx_nondet)
+            u->flags |= REDISCMD_NONDET;
         size_t txlen = evbuffer_get_length(sh->tx_buf);
         if (sh->tx_wanted && sh->tx_overflow) {
             /* what the queue could not take: counted as such, the shadow misses its writes */
@@ -340,6 +352,11 @@ redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_
                                    strlen("multi/exec"));
         } else if (sh->tx_wanted) {
             queue_unit(s, u, NULL, sh->tx_buf, txlen);
+            if (sh->tx_effects && u->base.held) {
+                /* rewritten from EXEC's reply (redis_effect_build_tx): kept as it is read */
+                u->effect = RS_EFFECT_TX;
+                u->exec_reply = evbuffer_new(); /* NULL: the choice is lost, said at release */
+            }
         }
         tx_reset(sh);
         return;
@@ -412,12 +429,14 @@ effect_lost(struct redis_session *s, const struct redis_unit *u)
 {
     static const char why[] = "a write whose effect the server chooses mirrored verbatim: "
                               "the primary's choice was not kept";
-    shadow_note_divergence(s->base.lis->metric_slot, why, u->cmd->name, strlen(u->cmd->name));
-    log_at(CONF_LOG_INFO, s->base.id, s->base.peer, "%s (%s)", why, u->cmd->name);
+    const char *name = u->tx ? "multi/exec" : u->cmd->name;
+    shadow_note_divergence(s->base.lis->metric_slot, why, name, strlen(name));
+    log_at(CONF_LOG_INFO, s->base.id, s->base.peer, "%s (%s)", why, name);
 }
 
 /*
- * XADD *, SPOP: the shadow gets the effect the primary chose (redis_effect.c),
+ * XADD *, SPOP (alone, or in a transaction: RS_EFFECT_TX): the shadow gets
+ * the effect the primary chose (redis_effect.c),
  * built into shadow.effect for on_replace.  u's bytes are the front of the
  * queue's held buffer: units are released in order.
  */
@@ -427,11 +446,20 @@ effect_verdict(struct redis_session *s, struct redis_unit *u)
     struct redis_shadow *sh = &s->shadow;
     const uint8_t *req = evbuffer_pullup(s->base.mirror.held, (ev_ssize_t)u->base.held_len);
     enum redis_effect_result r = REDIS_EFFECT_LOST;
+    unsigned lost = 0; /* commands of a transaction mirrored verbatim for want of the choice */
 
     if (sh->effect == NULL)
         sh->effect = evbuffer_new();
     if (req != NULL && sh->effect != NULL)
-        r = redis_effect_build(s, u, req, u->base.held_len, sh->effect);
+        r = u->effect == RS_EFFECT_TX
+                ? redis_effect_build_tx(s, u, req, u->base.held_len, sh->effect, &lost)
+                : redis_effect_build(s, u, req, u->base.held_len, sh->effect);
+    if (u->exec_reply != NULL) { /* read: its memory is not kept until the shadow answers */
+        evbuffer_free(u->exec_reply);
+        u->exec_reply = NULL;
+    }
+    if (lost > 0 && r == REDIS_EFFECT_BUILT)
+        effect_lost(s, u);
     if (r == REDIS_EFFECT_BUILT)
         return MIRROR_REPLACE;
     if (sh->effect != NULL)

@@ -300,6 +300,101 @@ def test_xadd_and_spop_mirror_the_primarys_choice(tandem, pair):
     assert outcomes(t, listener="r")["shadow_error"] == 0
 
 
+def test_xadd_and_spop_inside_multi_mirror_the_primarys_choice(tandem, pair):
+    """Inside MULTI ... EXEC the primary's choices are the elements of
+    EXEC's reply: the mirrored transaction is rewritten from it (XADD with
+    the ids EXEC returned, SREM of what SPOP popped), so the stream and the
+    set are the same on both servers and the reads after it match."""
+    primary, shadow = pair
+    t = start_redis_tandem(tandem, primary, shadow, mirror=MIRROR_ALL)
+    c = tandem_client(t)
+    c.sadd("txpop:set", *[f"member-{i}" for i in range(600)])
+    for _ in range(5):
+        with c.pipeline(transaction=True) as p:
+            for i in range(30):
+                p.xadd("txev:1", {"n": str(i)})                 # XADD txev:1 * n i
+            p.spop("txpop:set")                                   # one member
+            p.spop("txpop:set", 70)                               # more than 64
+            p.execute_command("XADD", "txev:1", "1-1", "late", "x")  # an error inside EXEC
+            p.xadd("txev:2", {"n": "1"}, maxlen=5, approximate=False)
+            p.set("txev:plain", "v")
+            p.srandmember("txpop:set", 2)                         # read only: nothing to mirror
+            got = p.execute(raise_on_error=False)
+        assert isinstance(got[32], redis.ResponseError)
+        assert len(got[31]) == 70
+        time.sleep(0.002)
+    wait_drained(t, listener="r")
+    assert shadow.client().xrange("txev:1") == primary.client().xrange("txev:1")
+    assert len(primary.client().xrange("txev:1")) == 150
+    assert shadow.client().xrange("txev:2") == primary.client().xrange("txev:2")
+    assert shadow.client().smembers("txpop:set") == primary.client().smembers("txpop:set")
+    assert len(primary.client().smembers("txpop:set")) == 600 - 5 * 71
+    before = outcomes(t, listener="r")
+    assert c.xrange("txev:1")[0] == primary.client().xrange("txev:1")[0]
+    c.xlen("txev:1"), c.smembers("txpop:set")
+    wait_drained(t, listener="r")
+    after = outcomes(t, listener="r")
+    assert after["match"] >= before["match"] + 3
+    assert after["mismatch"] == 0, report(t)["samples"]
+    wait_same_digest(primary, shadow)
+    assert listener_report(report(t), "r")["diverged"] is False
+    assert after["shadow_error"] == 0
+
+
+def test_aborted_multi_with_xadd_and_spop_mirrors_nothing(tandem, pair):
+    """A transaction that did not commit (EXECABORT, or a WATCH that failed:
+    EXEC answers nil) sends nothing to the shadow, rewritten or not."""
+    primary, shadow = pair
+    t = start_redis_tandem(tandem, primary, shadow, mirror=MIRROR_ALL)
+    c = tandem_client(t)
+    c.sadd("ab:set", "a", "b", "c")
+    c.set("ab:watched", "0")
+    with c.pipeline(transaction=True) as p:
+        p.xadd("ab:s", {"n": "1"})
+        p.spop("ab:set")
+        p.execute_command("XADD")                                 # wrong arity: EXECABORT
+        with pytest.raises(redis.ResponseError):
+            p.execute()
+    with c.pipeline(transaction=True) as p:
+        p.watch("ab:watched")
+        p.multi()
+        tandem_client(t).set("ab:watched", "1")                  # the WATCH fails
+        p.xadd("ab:s", {"n": "2"})
+        p.spop("ab:set")
+        with pytest.raises(redis.WatchError):
+            p.execute()
+    wait_drained(t, listener="r")
+    for server in (primary, shadow):
+        assert server.client().exists("ab:s") == 0
+        assert server.client().scard("ab:set") == 3
+    wait_same_digest(primary, shadow)
+    assert listener_report(report(t), "r")["diverged"] is False
+    assert outcomes(t, listener="r")["shadow_error"] == 0
+
+
+def test_exec_reply_larger_than_the_mirror_queue_marks_the_shadow_diverged(tandem, pair):
+    """An EXEC whose reply (SPOP of many members) outgrows the session's
+    mirror queue is not kept: the transaction goes verbatim, the shadow
+    pops its own members, and tandem says so (diverged)."""
+    primary, shadow = pair
+    t = start_redis_tandem(tandem, primary, shadow, mirror=dict(MIRROR_ALL, queue="1MB"))
+    c = tandem_client(t)
+    members = [f"{i:06d}-" + "y" * 60 for i in range(20000)]
+    for i in range(0, len(members), 2000):
+        c.sadd("huge:set", *members[i:i + 2000])
+    with c.pipeline(transaction=True) as p:
+        p.spop("huge:set", 8000)                                    # about 580 KB x 2 > 1 MB
+        p.spop("huge:set", 8000)
+        popped = p.execute()
+    assert sum(len(x) for x in popped) == 16000
+    wait_drained(t, listener="r")
+    wait_until(lambda: listener_report(report(t), "r")["diverged"] is True, 20,
+               "the shadow marked diverged")
+    assert shadow.client().scard("huge:set") == primary.client().scard("huge:set") == 4000
+    # verbatim: the shadow popped 16,000 of its own choosing
+    assert shadow.client().smembers("huge:set") != primary.client().smembers("huge:set")
+
+
 def test_spop_answer_too_long_to_keep_marks_the_shadow_diverged(tandem, pair):
     """SPOP of members whose names outgrow what tandem keeps of a reply:
     the primary's choice is unknown, the shadow pops its own, and tandem
