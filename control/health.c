@@ -107,18 +107,25 @@ probe_done(struct probe *p, int ok, const char *why)
     control_set_backend_up(p->slot, ok);
 }
 
-static void on_tcp_probe(evutil_socket_t fd, short what, void *arg);
-
-/* Wait for the TCP probe's socket in direction `what`, until the check's deadline. */
+/* Wait for fd in direction `what` (then cb), until the check's deadline. */
 static void
-tcp_wait(struct probe *p, short what)
+probe_wait(struct probe *p, evutil_socket_t fd, short what, event_callback_fn cb)
 {
     uint64_t now = now_ms();
     uint64_t left = p->deadline_ms > now ? p->deadline_ms - now : 1;
     struct timeval tv = {.tv_sec = (time_t)(left / 1000), .tv_usec = (suseconds_t)(left % 1000) * 1000};
-    event_assign(&p->ev, p->h->base, p->fd, what, on_tcp_probe, p);
+    event_assign(&p->ev, p->h->base, fd, what, cb, p);
     event_add(&p->ev, &tv);
     p->ev_added = 1;
+}
+
+static void on_tcp_probe(evutil_socket_t fd, short what, void *arg);
+
+/* Wait for the TCP probe's socket in direction `what`. */
+static void
+tcp_wait(struct probe *p, short what)
+{
+    probe_wait(p, p->fd, what, on_tcp_probe);
 }
 
 /*
@@ -285,16 +292,11 @@ tcp_probe(struct probe *p, const struct rt_backend *b, int tls)
 
 static void on_login_probe(evutil_socket_t fd, short what, void *arg);
 
-/* Wait for the login probe's socket in direction `what`, until the check's deadline. */
+/* Wait for the login probe's socket (libpq's) in direction `what`. */
 static void
 login_wait(struct probe *p, short what)
 {
-    uint64_t now = now_ms();
-    uint64_t left = p->deadline_ms > now ? p->deadline_ms - now : 1;
-    struct timeval tv = {.tv_sec = (time_t)(left / 1000), .tv_usec = (suseconds_t)(left % 1000) * 1000};
-    event_assign(&p->ev, p->h->base, PQsocket(p->pq), what, on_login_probe, p);
-    event_add(&p->ev, &tv);
-    p->ev_added = 1;
+    probe_wait(p, PQsocket(p->pq), what, on_login_probe);
 }
 
 /* Advance the login probe: PQconnectPoll, then SELECT 1 and its result. */

@@ -683,6 +683,18 @@ shadow_detach(struct session *s, const char *why)
                   session_clock(s));
 }
 
+enum conn_io
+session_backend_tls(struct conn *c, const struct rt_backend *be)
+{
+    const struct conf_backend *cb = be->conf;
+    if (c->ssl == NULL) {
+        const char *name = cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host;
+        if (conn_start_tls(c, be->tls, 0, name, cb->tls == CONF_TLS_VERIFY_FULL ? name : NULL) != 0)
+            return CONN_ERROR;
+    }
+    return conn_handshake(c);
+}
+
 int
 session_connect_shadow(struct session *s)
 {

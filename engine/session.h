@@ -256,6 +256,15 @@ struct session *session_new(size_t size, const struct session_ops *ops,
 void session_connect_backend(struct session *s);
 
 /*
+ * session_backend_tls - one step of the TLS handshake on c, a connection
+ * to be (a backend with tls require or verify-full: the handshake starts
+ * on the first call, with the backend's SNI and, for verify-full, its name
+ * checked).  CONN_OK once done, CONN_AGAIN in progress, CONN_ERROR failed:
+ * c->tls_error says why when OpenSSL did.
+ */
+enum conn_io session_backend_tls(struct conn *c, const struct rt_backend *be);
+
+/*
  * session_connect_shadow - open shadow_conn to s->shadow_be, the mirror
  * MIRROR_CONNECTING from now (mirror_open first).  0: connected already,
  * the caller sends what waited (as ops->shadow_connected would); 1: in

@@ -368,18 +368,11 @@ server_tls(struct redis_session *s)
 {
     struct conn *c = &s->base.server;
     const struct conf_backend *cb = s->base.be->conf;
-    if (c->ssl == NULL) {
-        const char *name = cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host;
-        if (conn_start_tls(c, s->base.be->tls, 0, name,
-                           cb->tls == CONF_TLS_VERIFY_FULL ? name : NULL) != 0)
-            goto failed;
-    }
-    enum conn_io io = conn_handshake(c);
+    enum conn_io io = session_backend_tls(c, s->base.be);
     if (io == CONN_AGAIN)
         return 0;
     if (io == CONN_OK)
         return 1;
-failed:
     slog(s, CONF_LOG_WARN, "TLS with backend \"%s\" failed: %s", cb->name,
          c->tls_error[0] ? c->tls_error : "handshake failed");
     backend_failed(&s->base, c->tls_error[0] ? c->tls_error : "TLS handshake failed");

@@ -900,20 +900,12 @@ static int
 shadow_tls(struct redis_session *s)
 {
     struct conn *c = &s->base.shadow_conn;
-    const struct conf_backend *cb = s->base.shadow_be->conf;
     char why[200];
-    if (c->ssl == NULL) {
-        const char *name = cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host;
-        if (conn_start_tls(c, s->base.shadow_be->tls, 0, name,
-                           cb->tls == CONF_TLS_VERIFY_FULL ? name : NULL) != 0)
-            goto failed;
-    }
-    enum conn_io io = conn_handshake(c);
+    enum conn_io io = session_backend_tls(c, s->base.shadow_be);
     if (io == CONN_AGAIN)
         return 0;
     if (io == CONN_OK)
         return 1;
-failed:
     snprintf(why, sizeof(why), "TLS: %s", c->tls_error[0] ? c->tls_error : "handshake failed");
     count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
     detach(s, SHADOW_SHADOW_ERROR, why);
