@@ -887,8 +887,18 @@ session_cutover_check(struct session *s, int *listener_slot)
 {
     s->now_ns = 0; /* an entry point of its own (the worker's look) */
     int slot = *listener_slot = s->lis->metric_slot;
+    if (s->shadow_be == NULL || s->ops->swap_ready == NULL)
+        return 0;
+    /*
+     * The client is gone, but writes it was told were done may still be owed
+     * by the shadow: a cutover's drain waits for them too, or they would reach
+     * the new primary after the swap, behind newer writes.
+     */
+    if (s->state == SESSION_SHADOW_DRAIN)
+        return control_paused(slot) && s->mirror.state != MIRROR_OFF &&
+               s->mirror.state != MIRROR_DETACHED && mirror_writes_owed(&s->mirror);
     /* not logged in yet: it has sent no write, and swaps once it is */
-    if (s->shadow_be == NULL || s->state != SESSION_ACTIVE || s->ops->swap_ready == NULL)
+    if (s->state != SESSION_ACTIVE)
         return 0;
     int want = control_roles_swapped(slot);
     if (s->ops->pinned && s->ops->pinned(s)) {

@@ -137,6 +137,31 @@ def test_redis_benchmark_through_a_cutover(tandem, pair):
     assert (metric_value(t.metrics(), "tandem_client_errors_total", listener="r") or 0) == 0
 
 
+def test_write_of_a_client_that_left_is_drained(tandem, pair):
+    """A client writes, is answered and leaves while the shadow still owes that
+    write: the cutover's drain waits for it as for any session's (it would
+    reach the new primary after the swap, behind newer writes), so with the
+    shadow stopped it is abandoned.  No other client is writing."""
+    primary, shadow = pair
+    t = start_redis_tandem(tandem, primary, shadow, mode="shadow",
+                           mirror={"reads": "0%", "timeout": "30s"})
+    c = tandem_client(t)
+    c.set("cutover:warm", "1")
+    wait_drained(t, listener="r")
+    shadow.signal(signal.SIGSTOP)
+    try:
+        c.set("cutover:left", "1")
+        c.close()  # gone: its session waits for the shadow's answer alone
+        op = run_operation(t, "/api/cutover", {"max_pause_ms": 1500})
+    finally:
+        shadow.signal(signal.SIGCONT)
+    assert op["state"] == "failed" and "abandoned" in op["reason"], op
+    wait_drained(t, listener="r")
+    assert shadow.client().get("cutover:left") == b"1"
+    op = run_operation(t, "/api/cutover", {"max_pause_ms": 8000})
+    assert op["state"] == "completed", op
+
+
 def test_cutover_that_cannot_drain_is_abandoned(tandem, pair):
     primary, shadow = pair
     t = start_redis_tandem(tandem, primary, shadow, mode="shadow",
