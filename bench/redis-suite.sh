@@ -117,15 +117,6 @@ if [ -z "$FILES" ]; then
     FILES=$(sed -n '/^set ::all_tests {/,/^}/{/^ /p}' "$SRC/tests/test_helper.tcl" | tr -s ' \n' ' ')
 fi
 
-# wait_port PORT: up to 10 s for 127.0.0.1:PORT to accept.
-wait_port() {
-    local i
-    for ((i = 0; i < 100; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
 # redis_start DIR: a throwaway redis-server configured as Redis's external
 # CI configures it, in DIR; sets REDIS_PORT (retries on a port race).
@@ -138,7 +129,7 @@ redis_start() {
             --dir "$dir" --logfile "$dir/redis.log" --enable-debug-command yes \
             --enable-protected-configs yes --enable-module-command yes &
         BENCH_PIDS+=($!)
-        wait_port "$REDIS_PORT" && return 0
+        wait_port 127.0.0.1 "$REDIS_PORT" 10 && return 0
     done
     echo "redis-server did not start in $dir" >&2
     return 1

@@ -96,13 +96,9 @@ RUNS_TSV=$RESULTS_DIR/redis-$STAMP-runs.tsv
 SUMMARY_TSV=$RESULTS_DIR/redis-$STAMP.tsv
 
 
-# wait_port PORT: up to 10 s for 127.0.0.1:PORT to accept.
-wait_port() {
-    local i
-    for ((i = 0; i < 100; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
+# local_port_up PORT: pgctl.sh's wait_port on 127.0.0.1:PORT for 10 s, saying so when nothing listens.
+local_port_up() {
+    wait_port 127.0.0.1 "$1" 10 && return 0
     echo "nothing listens on 127.0.0.1:$1 after 10s" >&2
     return 1
 }
@@ -115,7 +111,7 @@ redis_start() {
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
         --dir "$WORK/$name" --logfile "$WORK/$name/redis.log" &
     REDIS_PIDS+=($!)
-    wait_port "$REDIS_PORT"
+    local_port_up "$REDIS_PORT"
 }
 
 # --- servers ---------------------------------------------------------------
@@ -143,7 +139,7 @@ nutcracker -c "$WORK/nutcracker.yml" -o "$WORK/nutcracker.log" -p "$WORK/nutcrac
     -s "$(free_port)" -a 127.0.0.1 &
 TW_PID=$!
 BENCH_PIDS+=("$TW_PID")
-wait_port "$TW_PORT"
+local_port_up "$TW_PORT"
 
 # start_tandems BIN SUFFIX: passthrough and shadow from BIN; sets
 # TD_PID$SUFFIX, TANDEM_PORT$SUFFIX, SD_PID$SUFFIX, SHADOW_PORT$SUFFIX.
