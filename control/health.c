@@ -18,6 +18,7 @@
 #include "metrics/metric.h"
 #include "control/control.h"
 #include "metrics/log.h"
+#include "protocol/tlstext.h"
 
 #define HEALTH_INTERVAL_MS 2000
 #define HEALTH_TIMEOUT_MS 1500
@@ -185,14 +186,8 @@ tls_probe_wait(struct probe *p, int rc, const char *what)
         tcp_wait(p, e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE);
         return 1;
     }
-    char why[200], err[160] = "the server closed the connection";
-    long v = SSL_get_verify_result(p->ssl);
-    unsigned long q = ERR_peek_error();
-    if (v != X509_V_OK)
-        snprintf(err, sizeof(err), "certificate verify failed: %s", X509_verify_cert_error_string(v));
-    else if (q != 0)
-        ERR_error_string_n(q, err, sizeof(err));
-    ERR_clear_error();
+    char why[200], err[160];
+    tls_failure_text(p->ssl, "the server closed the connection", err, sizeof(err));
     snprintf(why, sizeof(why), "TLS: %s: %s", what, err);
     probe_done(p, 0, why);
     return 0;

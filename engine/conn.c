@@ -2,6 +2,7 @@
  * conn.c - socket and TLS byte movement (see conn.h).
  */
 #include "engine/conn.h"
+#include "protocol/tlstext.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -128,18 +129,13 @@ want_write(struct conn *c, int on)
     }
 }
 
+/* Keep why TLS failed; a reason already kept outlives a later empty queue. */
 static void
 note_tls_error(struct conn *c, const char *what)
 {
-    unsigned long e = ERR_peek_last_error();
-    if (e != 0) {
-        char buf[120];
-        ERR_error_string_n(e, buf, sizeof(buf));
-        snprintf(c->tls_error, sizeof(c->tls_error), "%s", buf);
-    } else if (c->tls_error[0] == '\0') {
-        snprintf(c->tls_error, sizeof(c->tls_error), "%s", what);
-    }
-    ERR_clear_error();
+    if (c->tls_error[0] != '\0' && ERR_peek_error() == 0)
+        return;
+    tls_failure_text(c->ssl, what, c->tls_error, sizeof(c->tls_error));
 }
 
 /* Map an SSL_* result to conn_io, arming the event TLS is waiting for. */
@@ -325,8 +321,5 @@ conn_handshake(struct conn *c)
     /* waiting for the peer's flight: a write interest left from the connect would spin */
     if (io == CONN_AGAIN && SSL_want_read(c->ssl))
         want_write(c, 0);
-    if (io == CONN_ERROR && SSL_get_verify_result(c->ssl) != X509_V_OK)
-        snprintf(c->tls_error, sizeof(c->tls_error), "certificate verify failed: %s",
-                 X509_verify_cert_error_string(SSL_get_verify_result(c->ssl)));
     return io == CONN_EOF ? CONN_ERROR : io;
 }

@@ -11,6 +11,7 @@
  * thread.
  */
 #include "verify/redis_link.h"
+#include "protocol/tlstext.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -76,16 +77,8 @@ wait_ready(struct redis_link *k, short events)
 static void
 fail_tls(struct redis_link *k, const char *what)
 {
-    char buf[160] = "";
-    long v = SSL_get_verify_result(k->ssl);
-    unsigned long e = ERR_peek_error();
-    if (v != X509_V_OK)
-        snprintf(buf, sizeof(buf), "certificate verify failed: %s", X509_verify_cert_error_string(v));
-    else if (e != 0)
-        ERR_error_string_n(e, buf, sizeof(buf));
-    else
-        snprintf(buf, sizeof(buf), "%s", errno ? strerror(errno) : "connection closed");
-    ERR_clear_error();
+    char buf[160];
+    tls_failure_text(k->ssl, errno ? strerror(errno) : "connection closed", buf, sizeof(buf));
     fail(k, "TLS %s: %s", what, buf);
 }
 

@@ -55,6 +55,14 @@ def start(factory, certs, primary, shadow=None, **cfg):
     return factory(config_text=text, port=port, admin_port=admin)
 
 
+def start_both_tls(factory, certs, primary, shadow, **cfg):
+    """tandem on a TLS listener in front of a verify-full primary and a verify-full shadow
+    that asks for tandem's client certificate, every read mirrored."""
+    cfg.setdefault("mirror", {"reads": "100%", "queue": "4MB", "timeout": "5s"})
+    return start(factory, certs, primary, shadow, primary_extra=verify_full(certs),
+                 shadow_extra=verify_full(certs, client_cert=True), **cfg)
+
+
 def tls_client(t, certs, **kw):
     """redis-py through tandem's TLS listener, checking its certificate against the CA."""
     return redis.Redis(host="127.0.0.1", port=t.port, socket_timeout=20, ssl=True,
@@ -90,9 +98,7 @@ def test_shadow_mode_over_tls(tandem, certs, tls_primary, tls_shadow):
     """Listener, primary and shadow all TLS; the shadow asks for tandem's client certificate."""
     tls_primary.client().flushall()
     tls_shadow.client().flushall()
-    t = start(tandem, certs, tls_primary, tls_shadow, primary_extra=verify_full(certs),
-              shadow_extra=verify_full(certs, client_cert=True),
-              mirror={"reads": "100%", "queue": "4MB", "timeout": "5s"})
+    t = start_both_tls(tandem, certs, tls_primary, tls_shadow)
     c = tls_client(t, certs)
     for i in range(200):
         c.set(f"sh:{i}", f"v{i}")
@@ -110,9 +116,7 @@ def test_cutover_and_split_over_tls(tandem, certs, tls_primary, tls_shadow):
     (its TLS connections to both backends trade roles); split mode reads from both."""
     tls_primary.client().flushall()
     tls_shadow.client().flushall()
-    t = start(tandem, certs, tls_primary, tls_shadow, primary_extra=verify_full(certs),
-              shadow_extra=verify_full(certs, client_cert=True),
-              mirror={"reads": "100%", "queue": "4MB", "timeout": "5s"})
+    t = start_both_tls(tandem, certs, tls_primary, tls_shadow)
     c = tls_client(t, certs)
     assert c.incr("co:n") == 1
     op = run_operation(t, "/api/cutover", {"max_pause_ms": 8000})
@@ -125,11 +129,10 @@ def test_cutover_and_split_over_tls(tandem, certs, tls_primary, tls_shadow):
     assert c.incr("co:n") == 3
     assert tls_shadow.client().get("co:n") is not None
 
-    split = start(tandem, certs, tls_primary, tls_shadow, primary_extra=verify_full(certs),
-                  shadow_extra=verify_full(certs, client_cert=True), mode="split",
-                  mirror={"reads": "0%"},
-                  listener_extra=listener_tls(certs) + "\nread_your_writes 0ms;"
-                  "\nreads { blue weight=50; green weight=50; }")
+    split = start_both_tls(tandem, certs, tls_primary, tls_shadow, mode="split",
+                           mirror={"reads": "0%"},
+                           listener_extra=listener_tls(certs) + "\nread_your_writes 0ms;"
+                           "\nreads { blue weight=50; green weight=50; }")
     sc = tls_client(split, certs)
     sc.set("sp:k", "v")
     wait_until(lambda: tls_shadow.client().get("sp:k") == b"v", 15, "the write mirrored")
@@ -162,9 +165,7 @@ def test_confirmation_recheck_over_tls(tandem, certs, tls_primary, tls_shadow):
     tls_shadow.client().flushall()
     tls_primary.client().set("rc:k", "alpha")
     tls_shadow.client().set("rc:k", "omega")
-    t = start(tandem, certs, tls_primary, tls_shadow, primary_extra=verify_full(certs),
-              shadow_extra=verify_full(certs, client_cert=True),
-              mirror={"reads": "100%", "queue": "4MB", "timeout": "5s"})
+    t = start_both_tls(tandem, certs, tls_primary, tls_shadow)
     before_out, before_rc = outcomes(t, "r"), rechecks(t, "r")
     c = tls_client(t, certs)
     assert c.get("rc:k") == b"alpha"
