@@ -143,7 +143,7 @@ def test_write_of_a_client_that_left_is_drained(tandem, pair):
     reach the new primary after the swap, behind newer writes), so with the
     shadow stopped it is abandoned.  No other client is writing."""
     primary, shadow = pair
-    t = start_redis_tandem(tandem, primary, shadow, mode="shadow",
+    t = start_redis_tandem(tandem, primary, shadow, mode="shadow", log_level="debug",
                            mirror={"reads": "0%", "timeout": "30s"})
     c = tandem_client(t)
     c.set("cutover:warm", "1")
@@ -151,7 +151,11 @@ def test_write_of_a_client_that_left_is_drained(tandem, pair):
     shadow.signal(signal.SIGSTOP)
     try:
         c.set("cutover:left", "1")
-        c.close()  # gone: its session waits for the shadow's answer alone
+        c.connection_pool.disconnect()  # gone: its session waits for the shadow's answer alone
+        # the cutover starts only once the session is in that state (before it,
+        # the session is an active one, whose drain was never in question)
+        wait_until(lambda: "client gone; waiting for the shadow to catch up" in t.log(), 15,
+                   "the session waiting for the shadow alone")
         op = run_operation(t, "/api/cutover", {"max_pause_ms": 1500})
     finally:
         shadow.signal(signal.SIGCONT)
