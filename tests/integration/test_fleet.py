@@ -8,8 +8,6 @@ costs clients nothing.  Which server answers is read from the servers
 themselves (`inet_server_port()`); no assertion is about time.
 """
 import json
-import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -20,13 +18,14 @@ import psycopg
 import pytest
 import redis
 
+from harness.browser import page_check
 from harness.adminapi import call, run_operation
 from harness.clients import check_pgbench
 from harness.redisserver import RedisServer, redis_config, tandem_client
 from harness.shadow import (answering_port, assert_same_data, create_database, execute,
                             pgbench_db_popen, pgbench_init_db, shadow_config, wait_drained)
 from harness.tandemproc import metric_value
-from harness.util import ARTIFACTS, REPO, free_port, wait_until
+from harness.util import free_port, wait_until
 
 
 
@@ -780,11 +779,6 @@ def test_report_page_switches_to_the_fleet_and_names_each_member(tandem, store, 
                                                                  pg_shadow):
     """The report page of a member: its fleet switch shows the merged report, each mismatch
     sample naming the member that saw it (headless Chromium, as test_report_page.py)."""
-    node, chromium = shutil.which("node"), "/usr/bin/chromium"
-    browser_dir = os.path.join(REPO, "tests", "browser")
-    if not (node and os.access(chromium, os.X_OK) and
-            os.path.isdir(os.path.join(browser_dir, "node_modules", "playwright-core"))):
-        pytest.fail("missing node, chromium or playwright-core: run scripts/deps.sh")
     table = "fleet_pg_" + uuid.uuid4().hex[:8]
     execute(pg_primary, f"CREATE TABLE {table} (id int primary key, v text)")
     execute(pg_shadow, f"CREATE TABLE {table} (id int primary key, v text)")
@@ -807,19 +801,11 @@ def test_report_page_switches_to_the_fleet_and_names_each_member(tandem, store, 
         wait_until(lambda: (fleet_statement() or {}).get("members") == ["m1", "m2"], 30,
                    "both members' mismatches in the fleet's report")
         fingerprint = fleet_statement()["fingerprint"]
-        os.makedirs(ARTIFACTS, exist_ok=True)
-        shot = os.path.join(ARTIFACTS, "report-page-fleet.png")
-        spec = os.path.join(ARTIFACTS, "report-page-fleet.expect.json")
-        with open(spec, "w") as f:
-            json.dump({"url": f"http://127.0.0.1:{a.admin_port}/report", "screenshot": shot,
-                       "scope": "fleet", "fingerprint": fingerprint,
-                       "sides": {"primary": "one", "shadow": "uno"}, "members": ["m1", "m2"],
-                       "texts": ["this member", "fleet f1 · 2 members", table]}, f)
-        done = subprocess.run([node, os.path.join(browser_dir, "report_page.js"), spec],
-                              capture_output=True, text=True, timeout=180, cwd=browser_dir)
-        result = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-        assert done.returncode == 0, f"the page check failed:\n{result}\n{done.stderr[-3000:]}"
-        assert json.loads(result) == {"ok": True, "problems": []}
+        page_check(a.admin_port, {"scope": "fleet", "fingerprint": fingerprint,
+                                  "sides": {"primary": "one", "shadow": "uno"},
+                                  "members": ["m1", "m2"],
+                                  "texts": ["this member", "fleet f1 · 2 members", table]},
+                   "report-page-fleet")
     finally:
         for server in (pg_primary, pg_shadow):
             execute(server, f"DROP TABLE IF EXISTS {table}")

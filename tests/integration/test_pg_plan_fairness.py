@@ -7,16 +7,12 @@ estimates differ (twice apart or more) on the two sides, in the JSON
 (`latency_unfair`) and on the page.  With the same statistics on both, a
 shadow slower for a real reason (an index missing there) is not flagged.
 """
-import json
-import os
-import shutil
-import subprocess
 import uuid
 
+from harness.browser import page_check
 from harness.shadow import execute, report, shadow_config, statements_about
-from harness.util import ARTIFACTS, REPO, free_port, wait_until
+from harness.util import free_port, wait_until
 
-BROWSER_DIR = os.path.join(REPO, "tests", "browser")
 
 
 def slower_statement(tandem, pg_primary, pg_shadow, analyze_shadow, marker):
@@ -57,17 +53,8 @@ def test_shadow_without_statistics_is_flagged(tandem, pg_primary, pg_shadow):
         assert "statistics" in unfair["reason"], unfair
         print(f"flagged: {rels[name]}")
 
-        os.makedirs(ARTIFACTS, exist_ok=True)
-        spec = os.path.join(ARTIFACTS, "report-unfair.expect.json")
-        with open(spec, "w") as f:
-            json.dump({"url": f"http://127.0.0.1:{t.admin_port}/report",
-                       "screenshot": os.path.join(ARTIFACTS, "report-unfair.png"),
-                       "texts": ["This comparison may be unfair", f"{name}:"]}, f)
-        done = subprocess.run([shutil.which("node"), os.path.join(BROWSER_DIR, "report_page.js"),
-                               spec], capture_output=True, text=True, timeout=180,
-                              cwd=BROWSER_DIR)
-        result = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-        assert done.returncode == 0, f"the page check failed:\n{result}\n{done.stderr[-2000:]}"
+        page_check(t.admin_port, {"texts": ["This comparison may be unfair", f"{name}:"]},
+                   "report-unfair")
     finally:
         for server in (pg_primary, pg_shadow):
             execute(server, f"DROP TABLE IF EXISTS {name}")

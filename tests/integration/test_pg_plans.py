@@ -7,16 +7,12 @@ of its own, and the report keeps both plans.
 The shadow is made slower the way a migration does it: an index missing
 there.  The primary's plan uses the index, the shadow's scans the table.
 """
-import json
-import os
-import shutil
-import subprocess
 import uuid
 
+from harness.browser import page_check
 from harness.shadow import execute, report, shadow_config, statements_about
-from harness.util import ARTIFACTS, REPO, free_port, wait_until
+from harness.util import free_port, wait_until
 
-BROWSER_DIR = os.path.join(REPO, "tests", "browser")
 
 
 def node_types(plan):
@@ -63,18 +59,9 @@ def test_slower_statement_comes_with_both_plans(tandem, pg_primary, pg_shadow):
         print(f"primary {p} · shadow {s} · ratio {st['latency_ratio']:.1f}x")
 
         # the page shows both, side by side (headless Chromium, as test_report_page)
-        os.makedirs(ARTIFACTS, exist_ok=True)
-        spec = os.path.join(ARTIFACTS, "report-plans.expect.json")
-        with open(spec, "w") as f:
-            json.dump({"url": f"http://127.0.0.1:{t.admin_port}/report",
-                       "screenshot": os.path.join(ARTIFACTS, "report-plans.png"),
-                       "texts": ["PLAN ON THE PRIMARY", "PLAN ON THE SHADOW",  # h3: uppercase by CSS
-                                 f"Seq Scan on {name}", f"using {name}_v"]}, f)
-        done = subprocess.run([shutil.which("node"), os.path.join(BROWSER_DIR, "report_page.js"),
-                               spec], capture_output=True, text=True, timeout=180,
-                              cwd=BROWSER_DIR)
-        result = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-        assert done.returncode == 0, f"the page check failed:\n{result}\n{done.stderr[-2000:]}"
+        page_check(t.admin_port, {"texts": ["PLAN ON THE PRIMARY", "PLAN ON THE SHADOW",  # h3: uppercase by CSS
+                                            f"Seq Scan on {name}", f"using {name}_v"]},
+                   "report-plans")
     finally:
         for server in (pg_primary, pg_shadow):
             execute(server, f"DROP TABLE IF EXISTS {name}")

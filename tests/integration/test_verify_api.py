@@ -11,22 +11,19 @@ time (409), bad bodies (400 JSON), cancel (DELETE, and a reload), no token
 """
 import json
 import os
-import shutil
 import signal
-import subprocess
 import uuid
 
 import pytest
 import redis
 
+from harness.browser import page_check
 from harness.ops import admin_call, ctl
 from harness.redisserver import redis_config
 from harness.shadow import (create_database, execute, pgbench_db_popen, pgbench_init_db,
                             rows, shadow_config, wait_drained)
-from harness.util import ARTIFACTS, REPO, free_port, wait_until
+from harness.util import free_port, wait_until
 
-BROWSER_DIR = os.path.join(REPO, "tests", "browser")
-CHROMIUM = "/usr/bin/chromium"
 
 TOKEN = "tok-" + uuid.uuid4().hex
 DB = "verifyapi"
@@ -240,25 +237,6 @@ def test_ctl_verify(pg, pg_shadow, tandem_bin):
     assert done.returncode == 2 and "--listener" in done.stderr, done.stderr
 
 
-def page_check(t, expect):
-    """tests/browser/report_page.js against t's GET /report (headless Chromium)."""
-    node = shutil.which("node")
-    assert node and os.access(CHROMIUM, os.X_OK) and os.path.isdir(
-        os.path.join(BROWSER_DIR, "node_modules", "playwright-core")), \
-        "node, chromium or playwright-core missing: run scripts/deps.sh"
-    os.makedirs(ARTIFACTS, exist_ok=True)
-    shot = os.path.join(ARTIFACTS, "report-page-verify.png")
-    spec = os.path.join(ARTIFACTS, "report-page-verify.expect.json")
-    with open(spec, "w") as f:
-        json.dump({"url": f"http://127.0.0.1:{t.admin_port}/report", "screenshot": shot,
-                   **expect}, f)
-    done = subprocess.run([node, os.path.join(BROWSER_DIR, "report_page.js"), spec],
-                          capture_output=True, text=True, timeout=180, cwd=BROWSER_DIR)
-    result = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-    assert done.returncode == 0, f"the page check failed:\n{result}\n{done.stderr[-3000:]}"
-    assert json.loads(result) == {"ok": True, "problems": []}
-
-
 def test_sigterm_during_a_run_exits(tandem, pg_primary, pg_shadow):
     """The run's thread is cancelled and joined: tandem exits 0, not hung."""
     port, admin = free_port(), free_port()
@@ -299,7 +277,8 @@ def test_redis_changed_key_reported(tandem, redis_primary, redis_shadow):
         assert [(d["key"], d["kind"]) for d in run["differences"]] == [(hostile, "changed")], run
         rep = get(t, "/api/shadow/report")["verify"]
         assert [d["key"] for d in rep["differences"]] == [hostile], rep
-        page_check(t, {"verify": {"state": "different", "keys": [hostile]}})
+        page_check(t.admin_port, {"verify": {"state": "different", "keys": [hostile]}},
+                   "report-page-verify")
     finally:
         for c in clients:
             for k in c.scan_iter(f"{prefix}*"):
