@@ -18,7 +18,7 @@
 #include "metrics/metric.h"
 #include "control/control.h"
 #include "metrics/log.h"
-#include "protocol/tlstext.h"
+#include "protocol/tls_peer.h"
 
 #define HEALTH_INTERVAL_MS 2000
 #define HEALTH_TIMEOUT_MS 1500
@@ -140,24 +140,13 @@ tls_probe_start(struct probe *p, const struct rt_backend *b)
 {
     const struct conf_backend *cb = b->conf;
     const char *name = cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host;
-    struct in6_addr a6;
-    struct in_addr a4;
-    int literal = inet_pton(AF_INET, name, &a4) == 1 || inet_pton(AF_INET6, name, &a6) == 1;
 
     p->ssl = SSL_new(b->tls);
     if (p->ssl == NULL || SSL_set_fd(p->ssl, p->fd) != 1)
         return -1;
     SSL_set_connect_state(p->ssl);
-    if (!literal) /* SNI carries host names only (RFC 6066) */
-        SSL_set_tlsext_host_name(p->ssl, name);
-    if (cb->tls == CONF_TLS_VERIFY_FULL) {
-        X509_VERIFY_PARAM *param = SSL_get0_param(p->ssl);
-        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-        if ((literal ? X509_VERIFY_PARAM_set1_ip_asc(param, name)
-                     : X509_VERIFY_PARAM_set1_host(param, name, 0)) != 1)
-            return -1;
-        SSL_set_verify(p->ssl, SSL_VERIFY_PEER, NULL);
-    }
+    if (tls_peer_expect(p->ssl, name, cb->tls == CONF_TLS_VERIFY_FULL) != 0)
+        return -1;
     return 0;
 }
 
@@ -187,7 +176,7 @@ tls_probe_wait(struct probe *p, int rc, const char *what)
         return 1;
     }
     char why[200], err[160];
-    tls_failure_text(p->ssl, "the server closed the connection", err, sizeof(err));
+    tls_peer_failure(p->ssl, "the server closed the connection", err, sizeof(err));
     snprintf(why, sizeof(why), "TLS: %s: %s", what, err);
     probe_done(p, 0, why);
     return 0;

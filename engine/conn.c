@@ -2,7 +2,7 @@
  * conn.c - socket and TLS byte movement (see conn.h).
  */
 #include "engine/conn.h"
-#include "protocol/tlstext.h"
+#include "protocol/tls_peer.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -135,7 +135,7 @@ note_tls_error(struct conn *c, const char *what)
 {
     if (c->tls_error[0] != '\0' && ERR_peek_error() == 0)
         return;
-    tls_failure_text(c->ssl, what, c->tls_error, sizeof(c->tls_error));
+    tls_peer_failure(c->ssl, what, c->tls_error, sizeof(c->tls_error));
 }
 
 /* Map an SSL_* result to conn_io, arming the event TLS is waiting for. */
@@ -283,25 +283,13 @@ conn_start_tls(struct conn *c, SSL_CTX *ctx, int server_side, const char *sni,
         return 0;
     }
     SSL_set_connect_state(c->ssl);
-    if (sni != NULL && sni[0] != '\0') {
-        struct in6_addr a6;
-        struct in_addr a4;
-        /* SNI carries host names only, never IP literals (RFC 6066) */
-        if (inet_pton(AF_INET, sni, &a4) != 1 && inet_pton(AF_INET6, sni, &a6) != 1)
-            SSL_set_tlsext_host_name(c->ssl, sni);
+    /* callers pass the same name twice, or no name to verify */
+    if (tls_peer_expect(c->ssl, sni != NULL && sni[0] ? sni : verify_host,
+                        verify_host != NULL && verify_host[0] != '\0') != 0) {
+        note_tls_error(c, "cannot set the host name to verify");
+        return -1;
     }
-    if (verify_host != NULL && verify_host[0] != '\0') {
-        X509_VERIFY_PARAM *param = SSL_get0_param(c->ssl);
-        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-        /* an IP literal is checked against the certificate's IP SANs */
-        if (X509_VERIFY_PARAM_set1_ip_asc(param, verify_host) != 1 &&
-            X509_VERIFY_PARAM_set1_host(param, verify_host, 0) != 1) {
-            note_tls_error(c, "cannot set the host name to verify");
-            return -1;
-        }
-        ERR_clear_error();
-        SSL_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);
-    }
+    ERR_clear_error();
     return 0;
 }
 

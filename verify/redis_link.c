@@ -11,7 +11,7 @@
  * thread.
  */
 #include "verify/redis_link.h"
-#include "protocol/tlstext.h"
+#include "protocol/tls_peer.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -78,7 +78,7 @@ static void
 fail_tls(struct redis_link *k, const char *what)
 {
     char buf[160];
-    tls_failure_text(k->ssl, errno ? strerror(errno) : "connection closed", buf, sizeof(buf));
+    tls_peer_failure(k->ssl, errno ? strerror(errno) : "connection closed", buf, sizeof(buf));
     fail(k, "TLS %s: %s", what, buf);
 }
 
@@ -166,10 +166,6 @@ make_ctx(struct redis_link *k, const struct conf_login *l)
 static int
 handshake(struct redis_link *k, const struct conf_login *l)
 {
-    struct in6_addr a6;
-    struct in_addr a4;
-    int literal = inet_pton(AF_INET, l->host, &a4) == 1 || inet_pton(AF_INET6, l->host, &a6) == 1;
-
     if (make_ctx(k, l) != 0)
         return -1;
     k->ssl = SSL_new(k->ctx);
@@ -178,16 +174,9 @@ handshake(struct redis_link *k, const struct conf_login *l)
         return -1;
     }
     SSL_set_connect_state(k->ssl);
-    if (!literal) /* SNI carries host names only (RFC 6066) */
-        SSL_set_tlsext_host_name(k->ssl, l->host);
-    if (strcmp(l->sslmode, "verify-full") == 0) {
-        X509_VERIFY_PARAM *param = SSL_get0_param(k->ssl);
-        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-        if ((literal ? X509_VERIFY_PARAM_set1_ip_asc(param, l->host)
-                     : X509_VERIFY_PARAM_set1_host(param, l->host, 0)) != 1) {
-            fail(k, "cannot set the host name to verify");
-            return -1;
-        }
+    if (tls_peer_expect(k->ssl, l->host, strcmp(l->sslmode, "verify-full") == 0) != 0) {
+        fail(k, "cannot set the host name to verify");
+        return -1;
     }
     for (;;) {
         ERR_clear_error();
