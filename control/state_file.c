@@ -549,8 +549,14 @@ plan_listener(const struct conf *conf, const struct conf_listener *cl,
                                  cl->name, primary, shadow, r->primary, r->shadow,
                                  (unsigned long long)r->epoch);
     }
-    if (r->configured_mode == cl->mode && r->mode != cl->mode) {
-        p->restore_mode = 1;
+    /*
+     * The recorded mode and weights are taken whenever they were set over
+     * this same configuration, also when they equal it: a fleet member
+     * whose mode was changed is brought back by a document that records
+     * the configured one.  Only a difference is worth a note at start.
+     */
+    p->restore_mode = r->configured_mode == cl->mode;
+    if (p->restore_mode && r->mode != cl->mode) {
         if (used < sizeof(p->note))
             used += (size_t)snprintf(p->note + used, sizeof(p->note) - used,
                                      "%slistener \"%s\": mode %s (set while running; the "
@@ -558,10 +564,9 @@ plan_listener(const struct conf *conf, const struct conf_listener *cl,
                                      used ? "; " : "", cl->name, mode_names[r->mode],
                                      mode_names[cl->mode]);
     }
-    if (same_weights(r->configured_weights, r->nconfigured_weights, cw, ncw) &&
-        !same_weights(r->weights, r->nweights, cw, ncw) &&
-        weights_fit(r->weights, r->nweights, primary, shadow)) {
-        p->restore_weights = 1;
+    p->restore_weights = same_weights(r->configured_weights, r->nconfigured_weights, cw, ncw) &&
+                         weights_fit(r->weights, r->nweights, primary, shadow);
+    if (p->restore_weights && !same_weights(r->weights, r->nweights, cw, ncw)) {
         if (used < sizeof(p->note))
             snprintf(p->note + used, sizeof(p->note) - used,
                      "%slistener \"%s\": read weights as set while running", used ? "; " : "",

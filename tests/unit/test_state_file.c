@@ -388,8 +388,25 @@ test_plan_mode_and_weights(void **unused)
     assert_int_equal(plan[0].restore_mode, 1);
     assert_int_equal(plan[0].restore_weights, 1);
     assert_non_null(strstr(plan[0].note, "mode split (set while running"));
+    state_doc_release(&doc);
+
+    /*
+     * the configured mode and weights, recorded after a change back (a
+     * fleet member that applied split must return to shadow): taken, and
+     * nothing worth a note
+     */
+    one_listener(&doc, "blue", "green", 0);
+    assert_int_equal(plan_of(CONF_TEXT("blue", "green", ""), &doc, plan, err, sizeof(err)), 0);
+    assert_int_equal(plan[0].restore_mode, 1);
+    assert_int_equal(plan[0].restore_weights, 1);
+    assert_string_equal(plan[0].note, "");
+    state_doc_release(&doc);
 
     /* the configuration changed since: it wins */
+    one_listener(&doc, "blue", "green", 0);
+    doc.listeners[0].mode = CONF_MODE_SPLIT;
+    doc.listeners[0].weights[0].weight = 60;
+    doc.listeners[0].weights[1].weight = 40;
     assert_int_equal(plan_of("control { state_file s.json; }\n"
                              "backend blue { address 127.0.0.1:5432; }\n"
                              "backend green { address 127.0.0.1:5433; }\n"
