@@ -23,6 +23,7 @@ FROM debian:12-slim AS runtime
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ca-certificates libevent-core-2.1-7 libevent-extra-2.1-7 libevent-pthreads-2.1-7 \
+      libevent-openssl-2.1-7 \
       libssl3 libpq5 libhiredis0.14 libjansson4 libpg-query1504.0 libxxhash0 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /nonexistent --no-create-home \

@@ -37,6 +37,8 @@
  *       password_file /etc/tandem/store.pw;     # the store's AUTH password (never logged)
  *       member pod-a;                           # this member's id; default HOSTNAME:ADMINPORT
  *       join_timeout 10s;                       # store unreachable at start: wait this long
+ *       # store rediss://...: TLS (control/tls_tunnel.h), verify-full unless tls require;
+ *       # tls_ca_file (default: the system's CAs), tls_server_name, tls_cert + tls_key
  *   }
  *   backend blue {
  *       address 127.0.0.1:5432;
@@ -390,6 +392,16 @@ struct conf_control {
     char store_password_file[CONF_PATH_MAX]; /* "" when the store needs no AUTH */
     char member[CONF_NAME_MAX];     /* "" : HOSTNAME:ADMINPORT (or HOSTNAME:PID without admin) */
     uint32_t join_timeout_ms;       /* default 10 s */
+    /*
+     * A rediss:// store is reached over TLS (verify-full unless tls
+     * require): tls_ca_file, else the system's CAs; tls_server_name, else
+     * the store's host; a client certificate where the store asks.
+     */
+    enum conf_tls store_tls;                   /* CONF_TLS_DISABLE for redis:// */
+    char store_tls_ca_file[CONF_PATH_MAX];     /* "" : the system's default CAs */
+    char store_tls_server_name[CONF_HOST_MAX]; /* "" : store.host */
+    char store_tls_cert[CONF_PATH_MAX];        /* both or neither */
+    char store_tls_key[CONF_PATH_MAX];
 };
 
 struct conf {

@@ -126,6 +126,7 @@ struct conf_build {
     size_t lstate_cap;
     int admin_line;
     int store_line; /* control { store } and { fleet }: each needs the other */
+    int store_rediss; /* the store's URL is rediss://: TLS */
     int fleet_line;
     int oom;
     struct name_ref *route; /* of the canary being read */
@@ -199,7 +200,8 @@ static void check_auth_query(struct conf_build *b, struct conf_listener *l,
                              const struct conf_node *const *seen, const char *desc);
 static conf_enter_fn enter_member, enter_admin, enter_backend, enter_listener, enter_reads,
     enter_canary, enter_guard;
-static conf_leave_fn leave_admin, leave_backend, leave_listener, leave_canary, leave_guard;
+static conf_leave_fn leave_admin, leave_control, leave_backend, leave_listener, leave_canary,
+    leave_guard;
 
 #define FIELD(type, field) offsetof(type, field), sizeof(((type *)0)->field)
 /* A directive taking one or more words, stored by its own setter. */
@@ -234,7 +236,8 @@ static const struct conf_directive directives[] = {
     SIMPLE("log_level", CTX_TOP, 0, set_enum, struct conf, log_level, conf_log_level_names),
     MEMBER_BLOCK("limits", CTX_TOP, CTX_LIMITS, struct conf, limits),
     BLOCK("admin", CTX_TOP, 0, 0, CTX_ADMIN, enter_admin, leave_admin),
-    MEMBER_BLOCK("control", CTX_TOP, CTX_CONTROL, struct conf, control),
+    {"control", CTX_TOP, D_BLOCK, 0, NULL, FIELD(struct conf, control), NULL, CTX_CONTROL,
+     enter_member, leave_control},
     BLOCK("backend", CTX_TOP, D_MULTI, 1, CTX_BACKEND, enter_backend, leave_backend),
     BLOCK("listener", CTX_TOP, D_MULTI, 1, CTX_LISTENER, enter_listener, leave_listener),
     LIST("write_functions", CTX_TOP, set_write_functions),
@@ -283,6 +286,12 @@ static const struct conf_directive directives[] = {
     SIMPLE("password_file", CTX_CONTROL, 0, set_string, struct conf_control, store_password_file,
            NULL),
     SIMPLE("member", CTX_CONTROL, 0, set_name, struct conf_control, member, NULL),
+    SIMPLE("tls", CTX_CONTROL, 0, set_enum, struct conf_control, store_tls, conf_tls_names),
+    SIMPLE("tls_ca_file", CTX_CONTROL, 0, set_string, struct conf_control, store_tls_ca_file, NULL),
+    SIMPLE("tls_server_name", CTX_CONTROL, 0, set_string, struct conf_control,
+           store_tls_server_name, NULL),
+    SIMPLE("tls_cert", CTX_CONTROL, 0, set_string, struct conf_control, store_tls_cert, NULL),
+    SIMPLE("tls_key", CTX_CONTROL, 0, set_string, struct conf_control, store_tls_key, NULL),
     SIMPLE("join_timeout", CTX_CONTROL, 0, set_duration, struct conf_control, join_timeout_ms,
            &range_join_timeout),
 
@@ -586,12 +595,14 @@ set_store(struct conf_build *b, void *obj, const struct conf_directive *d,
     char q[CONF_QUOTE_MAX];
 
     b->store_line = n->line;
-    if (conf_value_redis_url(n->args[0], &c->store, &c->store_db) != CONF_VALUE_OK) {
-        node_err(b, n, "bad store %s (expected redis://HOST:PORT[/DB], DB 0..15, no password: "
-                       "use password_file)",
+    int tls = 0;
+    if (conf_value_redis_url(n->args[0], &c->store, &c->store_db, &tls) != CONF_VALUE_OK) {
+        node_err(b, n, "bad store %s (expected redis://HOST:PORT[/DB] or rediss://... for TLS, "
+                       "DB 0..15, no password: use password_file)",
                  conf_err_quote(n->args[0], q, sizeof(q)));
         return;
     }
+    b->store_rediss = tls;
     c->store_enabled = 1;
 }
 
@@ -1108,20 +1119,54 @@ enter_backend(struct conf_build *b, void *obj, const struct conf_directive *d,
     return be;
 }
 
-/* A client certificate: both files, and only where TLS is on. */
+/* A client certificate (backend or store, CTX): both files, and only where TLS is on. */
 static void
-check_backend_cert(struct conf_build *b, const struct conf_backend *be,
-                   const struct conf_node *const *seen, const char *desc)
+check_client_cert(struct conf_build *b, unsigned ctx, enum conf_tls tls,
+                  const struct conf_node *const *seen, const char *desc)
 {
-    const struct conf_node *cert = seen_node(seen, CTX_BACKEND, "tls_cert");
-    const struct conf_node *key = seen_node(seen, CTX_BACKEND, "tls_key");
+    const struct conf_node *cert = seen_node(seen, ctx, "tls_cert");
+    const struct conf_node *key = seen_node(seen, ctx, "tls_key");
     if (cert != NULL && key == NULL)
         conf_err_add(b->errs, cert->line, "%s: tls_cert without tls_key", desc);
     else if (key != NULL && cert == NULL)
         conf_err_add(b->errs, key->line, "%s: tls_key without tls_cert", desc);
-    else if (cert != NULL && be->tls == CONF_TLS_DISABLE)
+    else if (cert != NULL && tls == CONF_TLS_DISABLE)
         conf_err_add(b->errs, cert->line,
                      "%s: tls_cert is shown over TLS only: set tls require or verify-full", desc);
+}
+
+/*
+ * control { }: the store's TLS settings need a rediss:// store, which is
+ * verified (verify-full) unless it says tls require.
+ */
+static void
+leave_control(struct conf_build *b, void *obj, const struct conf_node *n,
+              const struct conf_node *const *seen)
+{
+    static const char *const tls_words[] = {"tls", "tls_ca_file", "tls_server_name", "tls_cert",
+                                            "tls_key"};
+    struct conf_control *c = obj;
+    const struct conf_node *tls = seen_node(seen, CTX_CONTROL, "tls");
+    (void)n;
+
+    if (!b->store_rediss) {
+        for (size_t i = 0; i < sizeof(tls_words) / sizeof(tls_words[0]); i++) {
+            const struct conf_node *w = seen_node(seen, CTX_CONTROL, tls_words[i]);
+            if (w != NULL)
+                conf_err_add(b->errs, w->line,
+                             "control: %s is the store's TLS: it needs a rediss:// store",
+                             tls_words[i]);
+        }
+        c->store_tls = CONF_TLS_DISABLE;
+        return;
+    }
+    if (tls == NULL)
+        c->store_tls = CONF_TLS_VERIFY_FULL;
+    else if (c->store_tls == CONF_TLS_DISABLE)
+        conf_err_add(b->errs, tls->line,
+                     "control: a rediss:// store is reached over TLS: tls require or verify-full "
+                     "(or a redis:// store)");
+    check_client_cert(b, CTX_CONTROL, c->store_tls, seen, "control");
 }
 
 static void
@@ -1146,7 +1191,7 @@ leave_backend(struct conf_build *b, void *obj, const struct conf_node *n,
     if (tls != NULL && be->tls == CONF_TLS_VERIFY_FULL &&
         seen_node(seen, CTX_BACKEND, "tls_ca_file") == NULL)
         conf_err_add(b->errs, tls->line, "%s: tls verify-full needs tls_ca_file", desc);
-    check_backend_cert(b, be, seen, desc);
+    check_client_cert(b, CTX_BACKEND, be->tls, seen, desc);
     /* a fence runs with tandem's own login, never a client's */
     const struct conf_node *fence = seen_node(seen, CTX_BACKEND, "fence");
     if (fence == NULL)

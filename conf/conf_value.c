@@ -237,16 +237,22 @@ conf_addr_is_loopback(const struct conf_addr *a)
 }
 
 enum conf_value_rc
-conf_value_redis_url(const char *s, struct conf_addr *addr, uint32_t *db)
+conf_value_redis_url(const char *s, struct conf_addr *addr, uint32_t *db, int *tls)
 {
-    static const char scheme[] = "redis://";
+    static const char scheme[] = "redis://", tls_scheme[] = "rediss://";
     char hostport[CONF_HOST_MAX + 16];
     const char *rest, *slash;
     uint64_t n = 0;
 
-    if (strncmp(s, scheme, sizeof(scheme) - 1) != 0)
+    if (strncmp(s, scheme, sizeof(scheme) - 1) == 0) {
+        rest = s + sizeof(scheme) - 1;
+        *tls = 0;
+    } else if (strncmp(s, tls_scheme, sizeof(tls_scheme) - 1) == 0) {
+        rest = s + sizeof(tls_scheme) - 1;
+        *tls = 1;
+    } else {
         return CONF_VALUE_BAD;
-    rest = s + sizeof(scheme) - 1;
+    }
     /* user:password@ would put a secret where logs and ps can see it */
     if (strchr(rest, '@') != NULL)
         return CONF_VALUE_BAD;

@@ -38,6 +38,8 @@ enum conf_value_rc conf_value_percent(const char *s, uint32_t *basis_points);
 enum conf_value_rc conf_value_bool(const char *s, int *out);
 enum conf_value_rc conf_value_addr(const char *s, struct conf_addr *out);
 enum conf_value_rc conf_value_name(const char *s);
-enum conf_value_rc conf_value_redis_url(const char *s, struct conf_addr *addr, uint32_t *db);
+/* redis://HOST:PORT[/DB] (*tls 0) or rediss://... (*tls 1); a password in the URL is refused. */
+enum conf_value_rc conf_value_redis_url(const char *s, struct conf_addr *addr, uint32_t *db,
+                                        int *tls);
 
 #endif /* TANDEM_CONF_VALUE_H */

@@ -25,7 +25,9 @@
 #include "control/fence.h"
 #include "control/fence_redis.h"
 #include "control/fleet_codec.h"
+#include "control/runtime.h"
 #include "control/state_file.h"
+#include "control/tls_tunnel.h"
 #include "metrics/log.h"
 #include "metrics/metric.h"
 #include "metrics/shadow.h"
@@ -79,6 +81,8 @@ struct fleet {
     int64_t started_ms;
 
     redisAsyncContext *cmd, *sub;
+    SSL_CTX *store_tls;        /* a rediss:// store: hiredis reaches it through tunnel */
+    struct tls_tunnel *tunnel;
     enum link link;
     uint64_t connect_started_ms, last_cmd_reply_ms, last_sub_reply_ms;
     uint64_t last_tick_ms;    /* a tick long after the last one: this process was frozen */
@@ -450,8 +454,11 @@ on_connect(const redisAsyncContext *ac, int status)
         f->sub = NULL;
     else
         return;
-    char why[200];
-    snprintf(why, sizeof(why), "cannot connect: %.150s", ac->errstr);
+    char why[300];
+    if (f->tunnel && tls_tunnel_last_error(f->tunnel)[0])
+        snprintf(why, sizeof(why), "TLS: %.250s", tls_tunnel_last_error(f->tunnel));
+    else
+        snprintf(why, sizeof(why), "cannot connect: %.150s", ac->errstr);
     lost(f, why);
 }
 
@@ -466,13 +473,20 @@ on_disconnect(const redisAsyncContext *ac, int status)
         f->sub = NULL;
     else
         return; /* freed by on_teardown */
-    lost(f, ac->err ? ac->errstr : "connection closed");
+    char why[300];
+    /* through the tunnel, the close hiredis saw is the TLS side's: say why that ended */
+    if (f->tunnel && tls_tunnel_last_error(f->tunnel)[0])
+        snprintf(why, sizeof(why), "TLS: %.250s", tls_tunnel_last_error(f->tunnel));
+    else
+        snprintf(why, sizeof(why), "%.250s", ac->err ? ac->errstr : "connection closed");
+    lost(f, why);
 }
 
 static redisAsyncContext *
 open_context(struct fleet *f, char *err, size_t errlen)
 {
-    redisAsyncContext *ac = redisAsyncConnect(f->conf.store.host, f->conf.store.port);
+    redisAsyncContext *ac = f->tunnel ? redisAsyncConnectUnix(tls_tunnel_path(f->tunnel))
+                                      : redisAsyncConnect(f->conf.store.host, f->conf.store.port);
     if (ac == NULL || ac->err) {
         snprintf(err, errlen, "cannot connect: %s", ac ? ac->errstr : "out of memory");
         if (ac)
@@ -1642,6 +1656,34 @@ member_id(const struct runtime *rt, char *out, size_t outlen)
         snprintf(out, outlen, "%.40s-%ld", host, (long)getpid());
 }
 
+/* store_tls_ctx - the client TLS context of a rediss:// store; NULL with err filled. */
+static SSL_CTX *
+store_tls_ctx(const struct conf_control *c, char *err, size_t errlen)
+{
+    return runtime_client_tls(c->store_tls, c->store_tls_ca_file, c->store_tls_cert,
+                              c->store_tls_key, err, errlen);
+}
+
+/* A rediss:// store: the TLS context and the tunnel hiredis connects through. */
+static int
+open_tunnel(struct fleet *f)
+{
+    const struct conf_control *c = &f->conf;
+    char err[CONF_PATH_MAX + 200];
+    f->store_tls = store_tls_ctx(c, err, sizeof(err));
+    if (f->store_tls != NULL)
+        f->tunnel = tls_tunnel_new(f->base, f->store_tls, c->store.host, c->store.port,
+                                   c->store_tls_server_name[0] ? c->store_tls_server_name
+                                                               : c->store.host,
+                                   c->store_tls == CONF_TLS_VERIFY_FULL, err, sizeof(err));
+    if (f->tunnel == NULL) {
+        log_error("fleet \"%s\": store rediss://%s:%u: %s", c->fleet, c->store.host, c->store.port,
+                  err);
+        return -1;
+    }
+    return 0;
+}
+
 struct fleet *
 fleet_open(struct event_base *base, const struct runtime *rt, struct state *st,
            struct cutover *c, void (*ready)(void *arg), void *arg)
@@ -1665,6 +1707,10 @@ fleet_open(struct event_base *base, const struct runtime *rt, struct state *st,
         snprintf(f->admin, sizeof(f->admin), "%s:%u", rt->conf->admin.addr.host,
                  rt->conf->admin.addr.port);
     fleet_keys_init(&f->keys, f->conf.fleet, f->id);
+    if (f->conf.store_tls != CONF_TLS_DISABLE && open_tunnel(f) != 0) {
+        fleet_free(f);
+        return NULL;
+    }
     f->tick_ev = event_new(base, -1, EV_PERSIST, on_tick, f);
     f->retry_ev = event_new(base, -1, 0, on_retry, f);
     f->teardown_ev = event_new(base, -1, 0, on_teardown, f);
@@ -1827,6 +1873,9 @@ fleet_free(struct fleet *f)
         redisAsyncFree(cmd);
     if (sub)
         redisAsyncFree(sub);
+    tls_tunnel_free(f->tunnel);
+    if (f->store_tls)
+        SSL_CTX_free(f->store_tls);
     if (f->tick_ev)
         event_free(f->tick_ev);
     if (f->retry_ev)
@@ -1850,6 +1899,15 @@ fleet_check(const struct conf *conf, FILE *out, FILE *err)
     char password[PASSWORD_MAX], why[CONF_PATH_MAX + 100];
     const struct conf_control *c = &conf->control;
     (void)out;
+    if (c->store_enabled && c->store_tls != CONF_TLS_DISABLE) {
+        /* the CA, certificate and key files load */
+        SSL_CTX *ctx = store_tls_ctx(c, why, sizeof(why));
+        if (ctx == NULL) {
+            fprintf(err, "%s: control: store: %s\n", conf->file[0] ? conf->file : "tandem", why);
+            return -1;
+        }
+        SSL_CTX_free(ctx);
+    }
     if (!c->store_enabled || c->store_password_file[0] == '\0')
         return 0;
     int rc = read_password(c->store_password_file, password, sizeof(password), why, sizeof(why));

@@ -133,8 +133,9 @@ fail:
     return NULL;
 }
 
-static SSL_CTX *
-client_tls(const struct conf_backend *b, char *err, size_t errlen)
+SSL_CTX *
+runtime_client_tls(enum conf_tls tls, const char *ca_file, const char *cert, const char *key,
+                   char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL) {
@@ -142,9 +143,14 @@ client_tls(const struct conf_backend *b, char *err, size_t errlen)
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    if (b->tls == CONF_TLS_VERIFY_FULL) {
-        if (SSL_CTX_load_verify_locations(ctx, b->tls_ca_file, NULL) != 1) {
-            tls_reason(err, errlen, "cannot load CA file", b->tls_ca_file);
+    if (tls == CONF_TLS_VERIFY_FULL) {
+        if (ca_file[0] == '\0') {
+            if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+                tls_reason(err, errlen, "cannot load the system's CA certificates", "default");
+                goto fail_free;
+            }
+        } else if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+            tls_reason(err, errlen, "cannot load CA file", ca_file);
             goto fail_free;
         }
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
@@ -153,13 +159,13 @@ client_tls(const struct conf_backend *b, char *err, size_t errlen)
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     }
     /* a client certificate, for a server that asks for one (Redis tls-auth-clients) */
-    if (b->tls_cert[0] && SSL_CTX_use_certificate_chain_file(ctx, b->tls_cert) != 1) {
-        tls_reason(err, errlen, "cannot load client certificate", b->tls_cert);
+    if (cert[0] && SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        tls_reason(err, errlen, "cannot load client certificate", cert);
         goto fail_free;
     }
-    if (b->tls_key[0] && (SSL_CTX_use_PrivateKey_file(ctx, b->tls_key, SSL_FILETYPE_PEM) != 1 ||
-                          SSL_CTX_check_private_key(ctx) != 1)) {
-        tls_reason(err, errlen, "cannot load client key", b->tls_key);
+    if (key[0] && (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+                   SSL_CTX_check_private_key(ctx) != 1)) {
+        tls_reason(err, errlen, "cannot load client key", key);
         goto fail_free;
     }
     return ctx;
@@ -368,7 +374,9 @@ runtime_new(struct conf *conf, char *err, size_t errlen)
             goto out_rt;
         }
         snprintf(b->addr_text, sizeof(b->addr_text), "%s:%u", cb->addr.host, cb->addr.port);
-        if (cb->tls != CONF_TLS_DISABLE && (b->tls = client_tls(cb, why, sizeof(why))) == NULL) {
+        if (cb->tls != CONF_TLS_DISABLE &&
+            (b->tls = runtime_client_tls(cb->tls, cb->tls_ca_file, cb->tls_cert, cb->tls_key, why,
+                                         sizeof(why))) == NULL) {
             snprintf(err, errlen, "backend \"%s\": %s", cb->name, why);
             goto out_rt;
         }

@@ -84,6 +84,15 @@ struct runtime *runtime_new(struct conf *conf, char *err, size_t errlen);
  */
 int runtime_check_auth_files(const struct conf *conf, char *err, size_t errlen);
 
+/*
+ * runtime_client_tls - a client TLS context for tls (require or
+ * verify-full): verify-full checks the peer against ca_file, or the
+ * system's CAs when ca_file is ""; cert and key ("" none) are shown to a
+ * server that asks.  NULL with err filled.  Backends and the fleet's store.
+ */
+SSL_CTX *runtime_client_tls(enum conf_tls tls, const char *ca_file, const char *cert,
+                            const char *key, char *err, size_t errlen);
+
 void runtime_ref(struct runtime *rt);
 void runtime_unref(struct runtime *rt);
 

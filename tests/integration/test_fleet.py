@@ -41,12 +41,12 @@ def store():
 
 
 def member_text(store, name, pg_primary, pg_shadow, fleet="f1", extra="", mode="shadow",
-                listener_extra="", reads="0%"):
+                listener_extra="", reads="0%", scheme="redis"):
     port, admin = free_port(), free_port()
     text = shadow_config(port=port, admin_port=admin, primary=pg_primary, shadow=pg_shadow,
                          workers=1, mirror={"reads": reads, "timeout": "10s"}, mode=mode,
                          listener_extra=listener_extra)
-    control = (f"control {{ store redis://{store.address}/0; fleet {fleet}; member {name}; "
+    control = (f"control {{ store {scheme}://{store.address}/0; fleet {fleet}; member {name}; "
                f"{extra} }}\n")
     return control + text, port, admin
 
@@ -104,6 +104,15 @@ def test_mode_and_weights_reach_every_member_and_fleet_lists_them(three, tandem_
     assert code == 200, reply
     wait_until(lambda: all(status(t)["weights"] == {"blue": 30, "green": 70} for t in three), 20,
                "weights on every member")
+    # back to the configured mode and weights, asked of another member: every member
+    # follows (they used to keep split and 30/70, the configured values being no change)
+    code, reply = call(c, "PUT", "/api/mode", {"mode": "shadow"})
+    assert code == 200, reply
+    code, reply = call(c, "PUT", "/api/weights", {"blue": 1, "green": 0})
+    assert code == 200, reply
+    wait_until(lambda: all(status(t)["mode"] == "shadow" and
+                           status(t)["weights"] == {"blue": 1, "green": 0} for t in three), 20,
+               "the configured mode and weights on every member")
 
     wait_until(lambda: len(fleet(c)["members"]) == 3, 20, "three members listed")
     doc = fleet(c)
@@ -617,6 +626,71 @@ def fenced_members(tandem, store, pg_primary, pg_shadow, fence):
         wait_until(lambda t=t: joined(t), 20, f"{name} to join")
         members.append(t)
     return members
+
+
+def test_store_over_tls(tandem, tandem_bin, certs, pg_primary, pg_shadow, tmp_path):
+    """control { store rediss://...; }: a TLS-only store (no plain port) that wants a
+    password and a client certificate.  The members share a mode change and a cutover
+    through it; a member with the wrong CA is refused with the certificate's reason and
+    never joins; tandem -t checks the store's TLS settings and files."""
+    secret = "s3cret-" + uuid.uuid4().hex
+    store = RedisServer("tls-store", password=secret, tls=certs, tls_auth_clients=True)
+    try:
+        store.start()
+        pw = tmp_path / "store.pw"
+        pw.write_text(secret + "\n")
+        tls = (f"tls_ca_file {certs.ca}; tls_cert {certs.client_cert}; "
+               f"tls_key {certs.client_key}; password_file {pw};")
+        a, b = [start_member(tandem, store, name, pg_primary, pg_shadow, scheme="rediss",
+                             extra=tls) for name in ("m1", "m2")]
+        code, reply = call(a, "PUT", "/api/mode", {"mode": "split"})
+        assert code == 200, reply
+        wait_until(lambda: all(status(t)["mode"] == "split" for t in (a, b)), 20,
+                   "mode split on both members")
+        code, reply = call(a, "PUT", "/api/mode", {"mode": "shadow"})
+        assert code == 200, reply
+        wait_until(lambda: all(status(t)["mode"] == "shadow" for t in (a, b)), 20,
+                   "mode shadow again on both members")
+        op = run_operation(b, "/api/cutover", {"max_pause_ms": 8000})
+        assert op["state"] == "completed", op
+        for t in (a, b):
+            wait_until(lambda t=t: listener(t)["roles"] == {"primary": "green",
+                                                            "shadow": "blue"}, 20,
+                       "both members cut over")
+        assert fleet(a)["store"]["connected"]
+        # /api/fleet's view of the store is refreshed at each heartbeat (1 s)
+        wait_until(lambda: len(fleet(a)["members"]) == 2, 20, "both members listed")
+
+        # the wrong CA: the store's certificate does not verify, the member waits for it
+        text, port, admin = member_text(store, "m3", pg_primary, pg_shadow, scheme="rediss",
+                                        extra=tls.replace(certs.ca, certs.wrong_ca) +
+                                        " join_timeout 60s;")
+        bad = tandem(config_text=text, port=port, admin_port=admin)
+        wait_until(lambda: "TLS: certificate verify failed" in bad.log(), 20,
+                   "the refusal to be logged")
+        assert bad.http("/readyz")[0] == 503
+        for proc in (a, b, bad):
+            assert secret not in proc.log()
+
+        # tandem -t
+        def check(extra, scheme="rediss"):
+            conf = tmp_path / "check.conf"
+            conf.write_text(member_text(store, "m4", pg_primary, pg_shadow, scheme=scheme,
+                                        extra=extra)[0])
+            return subprocess.run([tandem_bin, "-t", "-c", str(conf)], capture_output=True,
+                                  text=True, timeout=30)
+        assert check(tls).returncode == 0
+        done = check(f"tls_ca_file {tmp_path}/missing.pem;")
+        assert done.returncode == 1 and "cannot load CA file" in done.stderr, done.stderr
+        done = check(f"tls_ca_file {certs.ca};", scheme="redis")
+        assert done.returncode == 1, done.stderr
+        assert "tls_ca_file is the store's TLS: it needs a rediss:// store" in done.stderr
+        done = check("tls disable;")
+        assert done.returncode == 1 and "a rediss:// store is reached over TLS" in done.stderr
+        done = check(f"tls_cert {certs.client_cert};")
+        assert done.returncode == 1 and "tls_cert without tls_key" in done.stderr
+    finally:
+        store.stop()
 
 
 def test_fence_the_old_primary_at_commit(tandem, store, pg_primary, pg_shadow):

@@ -1760,18 +1760,42 @@ test_fleet(void **state)
     /* a password in the URL would reach logs and ps: refused */
     EXPECT_ERRORS(MIN "control {\n store redis://u:secret@h:1;\n fleet f;\n}\n",
                   "t.conf:4: store: bad store \"redis://u:secret@h:1\" (expected "
-                  "redis://HOST:PORT[/DB], DB 0..15, no password: use password_file)");
+                  "redis://HOST:PORT[/DB] or rediss://... for TLS, DB 0..15, no password: use "
+                  "password_file)");
     EXPECT_ERRORS(MIN "control {\n store redis://h:1/16;\n fleet f;\n}\n",
                   "t.conf:4: store: bad store \"redis://h:1/16\" (expected "
-                  "redis://HOST:PORT[/DB], DB 0..15, no password: use password_file)");
+                  "redis://HOST:PORT[/DB] or rediss://... for TLS, DB 0..15, no password: use "
+                  "password_file)");
     EXPECT_ERRORS(MIN "control {\n store http://h:1;\n fleet f;\n}\n",
                   "t.conf:4: store: bad store \"http://h:1\" (expected "
-                  "redis://HOST:PORT[/DB], DB 0..15, no password: use password_file)");
+                  "redis://HOST:PORT[/DB] or rediss://... for TLS, DB 0..15, no password: use "
+                  "password_file)");
     EXPECT_ERRORS(MIN "control {\n store redis://h:1;\n}\n",
                   "t.conf:4: control: a store needs a fleet name (fleet NAME;): members share "
                   "a fleet's state");
     EXPECT_ERRORS(MIN "control {\n fleet f;\n}\n",
                   "t.conf:4: control: fleet needs a store (store redis://HOST:PORT[/DB];)");
+    /* rediss://: TLS, verified unless tls require; the TLS words need it */
+    c = load_ok(MIN "control { store rediss://store.internal:6380; fleet f;\n"
+                    " tls_ca_file /etc/ca.pem; tls_cert /c.pem; tls_key /k.pem; }\n");
+    assert_int_equal(c->control.store_tls, CONF_TLS_VERIFY_FULL);
+    assert_string_equal(c->control.store.host, "store.internal");
+    assert_string_equal(c->control.store_tls_ca_file, "/etc/ca.pem");
+    assert_string_equal(c->control.store_tls_cert, "/c.pem");
+    conf_free(c);
+    c = load_ok(MIN "control { tls require; store rediss://h:1; fleet f; }\n");
+    assert_int_equal(c->control.store_tls, CONF_TLS_REQUIRE);
+    conf_free(c);
+    c = load_ok(MIN "control { store redis://h:1; fleet f; }\n");
+    assert_int_equal(c->control.store_tls, CONF_TLS_DISABLE);
+    conf_free(c);
+    EXPECT_ERRORS(MIN "control {\n store redis://h:1;\n fleet f;\n tls_ca_file /ca.pem;\n}\n",
+                  "t.conf:6: control: tls_ca_file is the store's TLS: it needs a rediss:// store");
+    EXPECT_ERRORS(MIN "control {\n store rediss://h:1;\n fleet f;\n tls disable;\n}\n",
+                  "t.conf:6: control: a rediss:// store is reached over TLS: tls require or "
+                  "verify-full (or a redis:// store)");
+    EXPECT_ERRORS(MIN "control {\n store rediss://h:1;\n fleet f;\n tls_key /k.pem;\n}\n",
+                  "t.conf:6: control: tls_key without tls_cert");
     EXPECT_ERRORS(MIN "control {\n store redis://h:1;\n fleet \"a b\";\n}\n",
                   "t.conf:5: fleet: bad name \"a b\" (1..63 of A-Z a-z 0-9 _ . -)",
                   "t.conf:4: control: a store needs a fleet name (fleet NAME;): members share "
