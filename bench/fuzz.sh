@@ -10,6 +10,12 @@
 #   FUZZ_SECONDS=600 bench/fuzz.sh      10 minutes each
 #   FUZZ_RUNS=10000000 bench/fuzz.sh    ten million executions each
 #   bench/fuzz.sh fuzz_pgw fuzz_resp    only these
+#   FUZZ_TIMEOUT=60 bench/fuzz.sh       seconds one input may take (default 10)
+#
+# A timeout is a wall-clock alarm: on a loaded machine (nice 19 beside other
+# work) a starved process can miss it on an input that takes milliseconds.
+# Every timeout input is therefore run once more, alone: one that passes is
+# moved to $FUZZ_WORK/unreproduced-<target>/ and shown as such, not counted.
 #
 # Findings (crash, leak, timeout, OOM inputs) land in tests/fuzz/artifacts/:
 # reproduce with build-fuzz/tests/<target> FILE; once fixed, copy the input
@@ -23,6 +29,7 @@ ROOT=$PWD
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 RUNS=${FUZZ_RUNS:-}
 JOBS=${FUZZ_JOBS:-2}
+TIMEOUT=${FUZZ_TIMEOUT:-10}
 WORK=${FUZZ_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/tandem-fuzz.XXXXXX")}
 mkdir -p "$WORK"
 
@@ -46,9 +53,17 @@ run_one() { # run_one NAME
     local limit=(-max_total_time="$SECONDS_EACH")
     [[ -n $RUNS ]] && limit=(-runs="$RUNS")
     # -fork-less, one process: a finding stops the target (its input is saved)
-    "build-fuzz/tests/$name" "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    "build-fuzz/tests/$name" "${limit[@]}" -timeout="$TIMEOUT" -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$art" "$corpus" >"$WORK/$name.log" 2>&1
     echo $? >"$WORK/$name.rc"
+    local f
+    for f in "$art"timeout-*; do
+        [[ -f $f ]] || continue
+        if "build-fuzz/tests/$name" -timeout="$TIMEOUT" "$f" >/dev/null 2>&1; then
+            mkdir -p "$WORK/unreproduced-$name"
+            mv "$f" "$WORK/unreproduced-$name/"
+        fi
+    done
     cp "$art"* tests/fuzz/artifacts/ 2>/dev/null || true
 }
 
@@ -64,7 +79,7 @@ for name in "${targets[@]}"; do
 done
 wait
 
-printf '\n%-20s %14s %8s %8s %9s\n' target executions edges corpus findings
+printf '\n%-20s %14s %8s %8s %9s %12s\n' target executions edges corpus findings unreproduced
 status=0
 for name in "${targets[@]}"; do
     log="$WORK/$name.log"
@@ -72,8 +87,9 @@ for name in "${targets[@]}"; do
     cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -n 1 | grep -oE '[0-9]+')
     files=$(find "$WORK/corpus-$name" -type f | wc -l)
     found=$(find "$WORK/artifacts-$name" -type f | wc -l)
+    gone=$(find "$WORK/unreproduced-$name" -type f 2>/dev/null | wc -l)
     ((found > 0)) && status=1
-    printf '%-20s %14s %8s %8s %9s\n' "$name" "${execs:-?}" "${cov:-?}" "$files" "$found"
+    printf '%-20s %14s %8s %8s %9s %12s\n' "$name" "${execs:-?}" "${cov:-?}" "$files" "$found" "$gone"
 done
 echo "($((SECONDS - start)) s; logs and grown corpora in $WORK)"
 exit $status
