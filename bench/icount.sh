@@ -19,6 +19,10 @@
 #   --shadow: also tpcb-like -M prepared and Redis SET/GET through each
 #   binary in passthrough and in --mode shadow (a second PostgreSQL and
 #   Redis as the shadows), for the shadow's cost over passthrough
+#   --rivals: also PgBouncer (session pool, as bench/pg.sh) and twemproxy
+#   (one server connection, as bench/redis.sh) under callgrind on the same
+#   -S and SET/GET workloads, for tandem/rival in user instructions (the
+#   syscalls' kernel side, equal in count, is not in either figure)
 # Environment: TANDEM_BIN=build/tandem ROUNDS=3 PG_TX=500 (pgbench -t, 4
 #   clients) REQUESTS=10000 (redis-benchmark -n, 10 clients, SET and GET)
 # Output: per workload the median instructions per transaction of each
@@ -41,6 +45,7 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift ;;
     --keep) KEEP=$2; shift ;;
     --shadow) SHADOW=1 ;;
+    --rivals) RIVALS=1 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "icount.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -53,6 +58,7 @@ cleanup() {
     pgctl_stop_all
     [ -n "${REDIS_PID:-}" ] && kill "$REDIS_PID" 2>/dev/null
     [ -n "${REDIS2_PID:-}" ] && kill "$REDIS2_PID" 2>/dev/null
+    [ -n "${PID_bouncer:-}" ] && kill "$PID_bouncer" 2>/dev/null
     [ -n "${WORK:-}" ] && rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -109,16 +115,58 @@ if [ -n "${SHADOW:-}" ]; then
     start "$TANDEM_BIN" redissh_new redis "$REDIS_PORT" --shadow "127.0.0.1:$REDIS2_PORT" --mode shadow
     start "$TANDEM_BASELINE_BIN" redissh_base redis "$REDIS_PORT" --shadow "127.0.0.1:$REDIS2_PORT" --mode shadow
 fi
+if [ -n "${RIVALS:-}" ]; then
+    bench_ensure_deps pgbouncer nutcracker || exit 1
+    # PgBouncer refuses to run as root: it and its valgrind run as postgres
+    # (callgrind_control reaches them from root), in bouncer_start's directory
+    bouncer_start icount "$PG_PORT" 20 100 || exit 1
+    bench_kill "$BOUNCER_PID"
+    chown postgres "$WORK"
+    _pgctl_as_pg valgrind --tool=callgrind --compress-strings=no \
+        --callgrind-out-file="$WORK/cg-bouncer.%p" /usr/sbin/pgbouncer \
+        "$BOUNCER_DIR/pgbouncer.ini" >"$WORK/bouncer.log" 2>&1 &
+    wait_port 127.0.0.1 "$BOUNCER_PORT" 60 || exit 1
+    PID_bouncer=$(pgrep -u postgres -f "callgrind.*pgbouncer" | head -1)
+    PORT_bouncer=$BOUNCER_PORT
+    PORT_twem=$(free_port)
+    cat >"$WORK/nutcracker.yml" <<EOF
+icount:
+  listen: 127.0.0.1:$PORT_twem
+  redis: true
+  hash: fnv1a_64
+  distribution: ketama
+  auto_eject_hosts: false
+  server_connections: 1
+  servers:
+   - 127.0.0.1:$REDIS_PORT:1
+EOF
+    valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$WORK/cg-twem.%p" \
+        nutcracker -c "$WORK/nutcracker.yml" -o "$WORK/nutcracker.log" -s "$(free_port)" \
+        -a 127.0.0.1 >"$WORK/twem.log" 2>&1 &
+    PID_twem=$!
+    BENCH_PIDS+=("$PID_twem")
+    wait_port 127.0.0.1 "$PORT_twem" 60 || exit 1
+fi
+
+# cg_control -z|-d PID: zero or dump PID's counts; vgdb finds a process by
+# its user's name, so PgBouncer's valgrind is reached as postgres
+cg_control() {
+    if [ "$2" = "${PID_bouncer:-}" ]; then
+        _pgctl_as_pg callgrind_control "$1" "$2" >/dev/null 2>&1
+    else
+        callgrind_control "$1" "$2" >/dev/null 2>&1
+    fi
+}
 
 # measure PID LABEL CMD...: instructions the process ran while CMD ran (the
 # profile kept as KEEP/LABEL with --keep)
 measure() {
     local pid=$1 label=$2 dump
     shift 2
-    callgrind_control -z "$pid" >/dev/null 2>&1
+    cg_control -z "$pid"
     "$@" >"$WORK/run.out" 2>&1
     rm -f "$WORK"/cg-*."$pid".*
-    callgrind_control -d "$pid" >/dev/null 2>&1
+    cg_control -d "$pid"
     sleep 0.5
     dump=$(ls -t "$WORK"/cg-*."$pid".* | head -1)
     [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$dump" "$KEEP/$label"
@@ -129,16 +177,18 @@ PG_TX=${PG_TX:-500}
 declare -A SAMPLES
 for ((r = 1; r <= ROUNDS; r++)); do
     for mode in prepared extended; do
-        for who in new base; do
+        for who in new base ${RIVALS:+bouncer}; do
             pid_var=PID_pg_$who port_var=PORT_pg_$who
+            [ "$who" = bouncer ] && pid_var=PID_bouncer port_var=PORT_bouncer
             ins=$(measure "${!pid_var}" "pg-S-$mode.$who" pgbench -n -S -M "$mode" -c 4 -j 2 -t "$PG_TX" \
                 -h 127.0.0.1 -p "${!port_var}" -U postgres postgres)
             SAMPLES["pg-S-$mode,$who"]+="$((ins / (4 * PG_TX))) "
         done
     done
     for p in 1 16; do
-        for who in new base; do
+        for who in new base ${RIVALS:+twem}; do
             pid_var=PID_redis_$who port_var=PORT_redis_$who
+            [ "$who" = twem ] && pid_var=PID_twem port_var=PORT_twem
             ins=$(measure "${!pid_var}" "redis-P$p.$who" redis-benchmark -q -h 127.0.0.1 -p "${!port_var}" \
                 -c 10 -n "$REQUESTS" -P "$p" -t set,get)
             SAMPLES["redis-P$p,$who"]+="$((ins / (2 * REQUESTS))) "
@@ -174,6 +224,17 @@ for w in pg-S-prepared pg-S-extended redis-P1 redis-P16 pg-tpcb-prepared pgsh-tp
     [ -n "$new" ] && [ -n "$base" ] && [ "$base" -gt 0 ] || continue
     printf '%-20s %14s %14s %10.3f\n' "$w" "$new" "$base" "$(echo "$new / $base" | bc -l)"
 done
+if [ -n "${RIVALS:-}" ]; then
+    for w in pg-S-prepared:bouncer:PgBouncer pg-S-extended:bouncer:PgBouncer \
+        redis-P1:twem:twemproxy redis-P16:twem:twemproxy; do
+        IFS=: read -r wl who name <<<"$w"
+        new=$(echo "${SAMPLES[$wl,new]:-}" | median)
+        rival=$(echo "${SAMPLES[$wl,$who]:-}" | median)
+        [ -n "$new" ] && [ -n "$rival" ] && [ "$rival" -gt 0 ] || continue
+        printf 'tandem/%-10s %-16s %8s / %-8s %8.3f\n' "$name" "$wl" "$new" "$rival" \
+            "$(echo "$new / $rival" | bc -l)"
+    done
+fi
 if [ -n "${SHADOW:-}" ]; then
     for who in new base; do
         for pair in "pgsh-tpcb-prepared pg-tpcb-prepared" "redissh-P1-pair redis-P1-pair" \
