@@ -48,6 +48,9 @@ struct shadow_shard;
  * of a comparison), on the worker's event base: the worker cancels what is
  * left of it when it ends.  cancel frees the job (worker_job_remove first).
  */
+/* protocol_state's slot for pg/pg_park.c (the first two are by enum conf_proto). */
+#define WORKER_STATE_PG_PARK 2
+
 struct worker_job {
     struct worker_job *prev, *next;
     void (*cancel)(struct worker_job *job);
@@ -71,8 +74,11 @@ struct worker {
     struct worker_job *jobs;     /* doubly linked */
     /*
      * What a protocol plug-in keeps per worker, by enum conf_proto (the
-     * Redis plug-in's shared server connections), NULL until it needs it;
-     * the plug-in frees it through a worker_job of its own.
+     * Redis plug-in's shared server connections, the PostgreSQL plug-in's
+     * auth_query cache), and from WORKER_STATE_PG_PARK on a plug-in's
+     * second kind (the PostgreSQL server connections kept for reuse),
+     * NULL until it needs it; the plug-in frees it through a worker_job of
+     * its own.
      */
     void *protocol_state[4];
     uint64_t next_conn_id;
