@@ -128,8 +128,10 @@ parked_close(struct pg_parked *p, int polite, const char *why)
 
 /*
  * The reset's answer: CommandComplete, ParameterStatus (the values it put
- * back) and notices, then ReadyForQuery 'I'.  0 while it is incomplete or
- * done, -1 when it failed (an error, anything else, a transaction left).
+ * back: the login's, which the next client is told), notices and
+ * notifications still owed to the client that left, then ReadyForQuery
+ * 'I'.  0 while it is incomplete or done, -1 when it failed (an error,
+ * anything else, a transaction left).
  */
 static int
 reset_input(struct pg_parked *p)
@@ -150,6 +152,7 @@ reset_input(struct pg_parked *p)
         case 'C':
         case 'S':
         case 'N':
+        case 'A':
             break;
         case 'Z':
             if (h.len != 5 || evbuffer_copyout(in, hdr, sizeof(hdr)) != (ssize_t)sizeof(hdr) ||
