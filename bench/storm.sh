@@ -11,8 +11,8 @@
 #                `trust`, so no password exchange at all: cheaper than the
 #                proxies' logins)
 #   pgbouncer    Debian's PgBouncer, session pool mode, auth_type
-#                scram-sha-256 with a userlist holding PostgreSQL's verifier
-#                for the user: the client's SCRAM exchange is
+#                scram-sha-256 (or md5) with a userlist holding PostgreSQL's
+#                verifier for the user: the client's password exchange is
 #                PgBouncer's, and its server connection outlives the client, so
 #                PostgreSQL forks no backend per session
 #   tandem       tandem in passthrough with the same userlist as its
@@ -30,9 +30,14 @@
 # ratios of the median times tandem/pgbouncer, tandem/direct (above 1:
 # tandem is slower) and with a baseline tandem/base (time and CPU).
 #
+# The password exchange is SCRAM by default; --auth md5 makes it md5 for
+# both proxies (PostgreSQL's md5 hash in the userlist): the client's side of
+# SCRAM (PBKDF2, 4096 rounds per login in libpq) costs more than a pooled
+# session's whole round trip, so md5 shows the pooling with less of it.
+#
 # Usage: bench/storm.sh [--quick] [--conns N] [--rounds R] [--workers W]
-#                       [--baseline BIN]
-# Environment (flags win): CONNS=8000 ROUNDS=3 WORKERS=2
+#                       [--auth scram|md5] [--baseline BIN]
+# Environment (flags win): CONNS=8000 ROUNDS=3 WORKERS=2 AUTH=scram
 #   TANDEM_BIN=build/tandem TANDEM_BASELINE_BIN= RESULTS_DIR=bench/results
 # --quick: CONNS=1000 ROUNDS=1.
 #
@@ -51,6 +56,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONNS=${CONNS:-8000}
 ROUNDS=${ROUNDS:-3}
 WORKERS=${WORKERS:-2}
+AUTH=${AUTH:-scram}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
 
 usage() { sed -n '3,/^$/s/^# \{0,1\}//p' "$0"; }
@@ -61,6 +67,7 @@ while [ $# -gt 0 ]; do
     --conns) CONNS=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --workers) WORKERS=$2; shift ;;
+    --auth) AUTH=$2; shift ;;
     --baseline) TANDEM_BASELINE_BIN=$2; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "storm.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -101,15 +108,20 @@ PG_PORT=$PGCTL_PORT
 # be compared on).
 STORM_PASSWORD=storm-Secret-5
 export PGPASSWORD=$STORM_PASSWORD
+case $AUTH in
+scram) ENCRYPTION=scram-sha-256 ;;
+md5) ENCRYPTION=md5 ;;
+*) echo "storm.sh: --auth scram or md5, not '$AUTH'" >&2; exit 2 ;;
+esac
 VERIFIER=$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -Atq \
-    -c "SET password_encryption = 'scram-sha-256'" \
+    -c "SET password_encryption = '$ENCRYPTION'" \
     -c "ALTER ROLE postgres PASSWORD '$STORM_PASSWORD'" \
     -c "SELECT rolpassword FROM pg_authid WHERE rolname = 'postgres'")
 printf '"postgres" "%s"\n' "$VERIFIER" >"$WORK/userlist.txt"
 
-log "starting PgBouncer (session pool, pool_size 4, auth_type scram-sha-256)"
+log "starting PgBouncer (session pool, pool_size 4, auth_type $ENCRYPTION)"
 BOUNCER_USERLIST=$(cat "$WORK/userlist.txt") bouncer_start storm "$PG_PORT" 4 100 \
-    auth_type=scram-sha-256
+    auth_type=$ENCRYPTION
 PGB_PID=$BOUNCER_PID PGB_PORT=$BOUNCER_PORT
 
 # start_passthrough BIN SUFFIX REUSE: sets TD_PID$SUFFIX and TANDEM_PORT$SUFFIX.
@@ -322,7 +334,7 @@ echo
 echo "$CONNS sessions x $ROUNDS rounds, one client (pgbench -C -c 1), tandem workers $WORKERS, $(nproc) CPUs"
 echo "tandem: $(bench_bin_id "$TANDEM_BIN")"
 [ -n "$BASE" ] && echo "tandem(base): $(bench_bin_id "$BASE")"
-echo "$(/usr/sbin/pgbouncer --version | head -n 1) (session pool, SCRAM: no backend fork per session); $(pgbench --version)"
-echo "tandem: auth_file (SCRAM), server_connections reuse; tandem(base): auth_file, no reuse; direct: trust"
+echo "$(/usr/sbin/pgbouncer --version | head -n 1) (session pool, auth_type $ENCRYPTION: no backend fork per session); $(pgbench --version)"
+echo "tandem: auth_file ($AUTH), server_connections reuse; tandem(base): auth_file, no reuse; direct: trust"
 echo "results: $SUMMARY_TSV"
 echo "runs:    $RUNS_TSV"

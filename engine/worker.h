@@ -48,13 +48,13 @@ struct shadow_shard;
  * of a comparison), on the worker's event base: the worker cancels what is
  * left of it when it ends.  cancel frees the job (worker_job_remove first).
  */
-/* protocol_state's slot for pg/pg_park.c (the first two are by enum conf_proto). */
-#define WORKER_STATE_PG_PARK 2
-
 struct worker_job {
     struct worker_job *prev, *next;
     void (*cancel)(struct worker_job *job);
 };
+
+/* protocol_state's slot for pg/pg_park.c (the first two are by enum conf_proto). */
+#define WORKER_STATE_PG_PARK 2
 
 struct worker {
     int id;
