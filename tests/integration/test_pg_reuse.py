@@ -8,6 +8,7 @@ whether a connection was reused.  Before the next client connects, each
 test waits until the server has answered the reset (its last query is
 server_reset_query and it is idle): the kept connection is then offered.
 """
+import signal
 import threading
 
 import psycopg
@@ -199,3 +200,17 @@ def test_cutover_drops_kept_primary_connections(tandem, pg_primary, pg_shadow, a
     pid2, where = answered()
     assert where == pg_primary.port and pid2 != first
     wait_until(lambda: not alive(pg_shadow, pid), 10, "the kept green connection to close")
+
+
+def test_reload_closes_kept_connections(tandem, pg_primary, auth_file):
+    """SIGHUP: connections kept under the old configuration are closed, never handed out."""
+    t = tandem.pg(primary=pg_primary, workers=1,
+                  listener_extra=f"auth_file {auth_file};\nserver_connections reuse;")
+    first = pid_of(t)
+    wait_reset(pg_primary, first)
+    t.signal(signal.SIGHUP)
+    wait_until(lambda: not alive(pg_primary, first), 10, "the kept connection to close")
+    second = pid_of(t)
+    assert second != first
+    wait_reset(pg_primary, second)
+    assert pid_of(t) == second  # the new configuration keeps connections again
