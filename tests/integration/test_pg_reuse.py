@@ -8,16 +8,19 @@ whether a connection was reused.  Before the next client connects, each
 test waits until the server has answered the reset (its last query is
 server_reset_query and it is idle): the kept connection is then offered.
 """
+import os
 import signal
+import subprocess
 import threading
 
 import psycopg
 import pytest
 
 from harness.adminapi import run_operation
+from harness.clients import check_pgbench, psql
 from harness.pgserver import PASSWORDS
 from harness.shadow import create_database, shadow_config
-from harness.util import free_port, wait_until
+from harness.util import free_port, pg_tool, wait_until
 
 REUSE_DB = "reuse_other"
 
@@ -214,3 +217,32 @@ def test_reload_closes_kept_connections(tandem, pg_primary, auth_file):
     assert second != first
     wait_reset(pg_primary, second)
     assert pid_of(t) == second  # the new configuration keeps connections again
+
+
+def test_pgbench_connection_storm_sees_no_leftover(t, tmp_path):
+    """pgbench -C: every transaction a new login; each one checks that the SET of the
+    session before it on the same server connection is gone (else 1/0 fails it)."""
+    script = tmp_path / "storm.sql"
+    script.write_text("SELECT 1 / (current_setting('work_mem') <> '9MB')::int;\n"
+                      "SET work_mem = '9MB';\n")
+    reused = t.metric("tandem_server_connections_reused_total", backend="blue") or 0
+    proc = subprocess.Popen([pg_tool("pgbench"), "-n", "-C", "-c", "4", "-j", "2", "-t", "100",
+                             "-f", str(script), "-h", "127.0.0.1", "-p", str(t.port),
+                             "-U", "scramuser", "postgres"],
+                            env={**os.environ, "PGPASSWORD": PASSWORDS["scramuser"]},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    assert check_pgbench(proc) == 400
+    assert (t.metric("tandem_server_connections_reused_total", backend="blue") or 0) > reused
+
+
+def test_psql_sessions_one_after_another(t, pg_primary):
+    first = psql(t.port, "-c", "SET search_path = nowhere", "-c", "SELECT pg_backend_pid()",
+                 user="md5user")
+    assert first.returncode == 0, first.stderr
+    pid = int(first.stdout.split()[-1])
+    wait_reset(pg_primary, pid)
+    second = psql(t.port, "-c", "SELECT pg_backend_pid(), current_setting('search_path')",
+                  user="md5user")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == f'{pid}|"$user", public'
