@@ -109,6 +109,7 @@ struct listener_state {
     char shadow[CONF_NAME_MAX];
     int primary_line;
     int auth_query_line; /* 0: no auth_query (its backend user is checked once resolved) */
+    int reuse_line;      /* 0: no server_connections reuse (it needs an auth source) */
     int shadow_line;
     int listen_line;
     const struct conf_node *reads; /* the reads { } node (the tree outlives the parse) */
@@ -1561,6 +1562,8 @@ check_server_conns(struct conf_build *b, struct conf_listener *l,
     }
     if (conns == NULL)
         l->server_conns = CONF_SERVER_CONNS_DEDICATED;
+    else if (l->server_conns == CONF_SERVER_CONNS_REUSE)
+        b->lstate[l - b->conf->listeners].reuse_line = conns->line;
     else if (l->server_conns == CONF_SERVER_CONNS_SHARED)
         conf_err_add(b->errs, conns->line,
                      "%s: server_connections shared applies to protocol redis only "
@@ -1895,6 +1898,12 @@ check_conf(struct conf_build *b)
         /* the top-level auth_file: every postgres listener's that names none itself */
         if (l->proto == CONF_PROTO_POSTGRES && l->auth_file[0] == '\0')
             snprintf(l->auth_file, sizeof(l->auth_file), "%s", c->auth_file);
+        /* a kept connection goes to a client whose password tandem checked itself */
+        if (st->reuse_line && l->auth_file[0] == '\0' && !st->auth_query_line)
+            conf_err_add(b->errs, st->reuse_line,
+                         "listener %s: server_connections reuse needs auth_file or auth_query "
+                         "(with relayed authentication the server checks every password)",
+                         conf_err_quote(l->name, q, sizeof(q)));
         /* the query runs on the answering backend: after a cutover, the shadow */
         for (int r = 0; r < 2 && st->auth_query_line; r++) {
             int be = r == 0 ? l->primary : l->shadow;

@@ -20,6 +20,7 @@ from harness.adminapi import run_operation
 from harness.clients import check_pgbench, psql
 from harness.pgserver import PASSWORDS
 from harness.shadow import create_database, shadow_config
+from harness.tandemproc import pg_config
 from harness.util import free_port, pg_tool, wait_until
 
 REUSE_DB = "reuse_other"
@@ -168,12 +169,20 @@ def test_cancel_on_reused_connection(t, pg_primary):
         assert conn.execute("SELECT 2").fetchone()[0] == 2
 
 
-def test_relayed_authentication_never_reuses(tandem, pg_primary):
-    relayed = tandem.pg(primary=pg_primary, workers=1, listener_extra="server_connections reuse;")
+def test_relayed_authentication_never_reuses(tandem, tandem_bin, pg_primary, tmp_path):
+    """Without an auth source the server checks every password: reuse is refused at start,
+    and a relayed listener keeps nothing."""
+    conf = tmp_path / "tandem.conf"
+    conf.write_text(pg_config(port=free_port(), primary=pg_primary,
+                              listener_extra="server_connections reuse;"))
+    r = subprocess.run([tandem_bin, "-t", "-c", str(conf)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "server_connections reuse needs auth_file or auth_query" in r.stderr, r.stderr
+    relayed = tandem.pg(primary=pg_primary, workers=1)
     first = pid_of(relayed)
     with session(relayed) as conn:
         assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] != first
-    assert (relayed.metric("tandem_server_connections_reused_total", backend="blue") or 0) == 0
     assert (relayed.metric("tandem_server_connections_parked_total", backend="blue") or 0) == 0
 
 

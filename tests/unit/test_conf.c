@@ -271,6 +271,7 @@ test_server_connections(void **state)
     c = load_ok("backend blue { address a:1; }\n"
                 "listener a { listen d:1; primary blue; }\n"
                 "listener b { listen e:1; primary blue; server_connections reuse;\n"
+                "             auth_file /etc/u.txt;\n"
                 "             server_idle_timeout 5s; server_lifetime 10m;\n"
                 "             server_reset_query \"RESET ALL\"; }\n");
     assert_int_equal(c->listeners[0].server_conns, CONF_SERVER_CONNS_DEDICATED);
@@ -293,6 +294,16 @@ test_server_connections(void **state)
                   "             server_connections reuse; }\n",
                   "t.conf:3: listener \"r\": server_connections reuse applies to protocol "
                   "postgres only");
+    EXPECT_ERRORS("backend blue { address a:1; }\n"
+                  "listener pg { listen d:1; primary blue;\n"
+                  "              server_connections reuse; }\n",
+                  "t.conf:3: listener \"pg\": server_connections reuse needs auth_file or "
+                  "auth_query (with relayed authentication the server checks every password)");
+    /* a top-level auth_file is the listener's */
+    c = load_ok("auth_file /etc/u.txt;\nbackend blue { address a:1; }\n"
+                "listener pg { listen d:1; primary blue; server_connections reuse; }\n");
+    assert_int_equal(c->listeners[0].server_conns, CONF_SERVER_CONNS_REUSE);
+    conf_free(c);
     EXPECT_ERRORS("backend blue { address a:1; }\n"
                   "listener r { listen d:1; protocol redis; primary blue;\n"
                   "             server_lifetime 1h; }\n",
