@@ -17,7 +17,10 @@
 #                              temp dir (ini, userlist, log, pid, socket),
 #                              as the postgres user, on 127.0.0.1 and a free
 #                              port, forwarding every database to
-#                              127.0.0.1:PGPORT with `trust` auth.  Sets
+#                              127.0.0.1:PGPORT with `trust` auth (KEY=VALUE
+#                              lines come later and win: auth_type=...; the
+#                              userlist is $BOUNCER_USERLIST, default
+#                              "postgres" "").  Sets
 #                              BOUNCER_PID, BOUNCER_PORT, BOUNCER_DIR.
 # tandem_start PORT LOG ARG... run "$TANDEM_BIN" ARG... in the background,
 #                              output to LOG, wait until PORT accepts.
@@ -143,7 +146,7 @@ EOF
     for kv in "$@"; do
         echo "${kv%%=*} = ${kv#*=}" >>"$dir/pgbouncer.ini"
     done
-    echo '"postgres" ""' >"$dir/userlist.txt"
+    printf '%s\n' "${BOUNCER_USERLIST:-\"postgres\" \"\"}" >"$dir/userlist.txt"
     if [ "$(id -u)" -eq 0 ]; then
         chown -R postgres:postgres "$dir"
     fi

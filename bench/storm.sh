@@ -3,16 +3,25 @@
 # bench/storm.sh - connection storm: tandem, PgBouncer and direct PostgreSQL.
 #
 # CONNS sequential sessions, each a new TCP connection, login (startup
-# packet, `trust`), one `SELECT 1`, Terminate and close: pgbench -C -c 1
+# packet, a password), one `SELECT 1`, Terminate and close: pgbench -C -c 1
 # -t CONNS with a one-line script, so nothing but the connection churn and
 # one round trip is measured.  Targets, started once each on loopback in
-# front of one throwaway PostgreSQL 15:
-#   direct       pgbench straight to PostgreSQL (a backend forked per session)
-#   pgbouncer    Debian's PgBouncer, session pool mode: its server connection
-#                outlives the client, so PostgreSQL forks no backend per session
-#   tandem       tandem postgres --listen ... --primary ... (passthrough: one
-#                backend per client session, like direct)
-#   tandem_base  with --baseline BIN: the same tandem started from BIN
+# front of one throwaway PostgreSQL 15 (`trust` for its own logins):
+#   direct       pgbench straight to PostgreSQL (a backend forked per session;
+#                `trust`, so no password exchange at all: cheaper than the
+#                proxies' logins)
+#   pgbouncer    Debian's PgBouncer, session pool mode, auth_type
+#                scram-sha-256 (or md5) with a userlist holding PostgreSQL's
+#                verifier for the user: the client's password exchange is
+#                PgBouncer's, and its server connection outlives the client, so
+#                PostgreSQL forks no backend per session
+#   tandem       tandem in passthrough with the same userlist as its
+#                auth_file (tandem runs the client's SCRAM exchange) and
+#                server_connections reuse (a server connection its client left
+#                is reset with DISCARD ALL and handed to the next client)
+#   tandem_base  with --baseline BIN: BIN with the same auth_file, without
+#                server_connections reuse (a binary that lacks it: a backend
+#                per session)
 # They run in alternation (direct, pgbouncer, tandem[, tandem_base], direct,
 # ...; tandem and its baseline swap places in even rounds) for ROUNDS rounds.
 # Reported per target: median wall time of the CONNS sessions, sessions per
@@ -21,9 +30,14 @@
 # ratios of the median times tandem/pgbouncer, tandem/direct (above 1:
 # tandem is slower) and with a baseline tandem/base (time and CPU).
 #
+# The password exchange is SCRAM by default; --auth md5 makes it md5 for
+# both proxies (PostgreSQL's md5 hash in the userlist): the client's side of
+# SCRAM (PBKDF2, 4096 rounds per login in libpq) costs more than a pooled
+# session's whole round trip, so md5 shows the pooling with less of it.
+#
 # Usage: bench/storm.sh [--quick] [--conns N] [--rounds R] [--workers W]
-#                       [--baseline BIN]
-# Environment (flags win): CONNS=8000 ROUNDS=3 WORKERS=2
+#                       [--auth scram|md5] [--baseline BIN]
+# Environment (flags win): CONNS=8000 ROUNDS=3 WORKERS=2 AUTH=scram
 #   TANDEM_BIN=build/tandem TANDEM_BASELINE_BIN= RESULTS_DIR=bench/results
 # --quick: CONNS=1000 ROUNDS=1.
 #
@@ -42,6 +56,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONNS=${CONNS:-8000}
 ROUNDS=${ROUNDS:-3}
 WORKERS=${WORKERS:-2}
+AUTH=${AUTH:-scram}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
 
 usage() { sed -n '3,/^$/s/^# \{0,1\}//p' "$0"; }
@@ -52,6 +67,7 @@ while [ $# -gt 0 ]; do
     --conns) CONNS=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --workers) WORKERS=$2; shift ;;
+    --auth) AUTH=$2; shift ;;
     --baseline) TANDEM_BASELINE_BIN=$2; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "storm.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -84,23 +100,56 @@ log "starting PostgreSQL"
 pgctl_start storm
 PG_PORT=$PGCTL_PORT
 
-log "starting PgBouncer (session pool, pool_size 4)"
-bouncer_start storm "$PG_PORT" 4 100
+# Every client logs in with this password, checked by the proxy (SCRAM)
+# against PostgreSQL's own verifier for it in the userlist, as in
+# production: neither proxy stores the password, and neither derives a
+# verifier per login (a plain password in the userlist would cost each a
+# PBKDF2 of 4096 rounds per login, which is what the proxies would then
+# be compared on).
+STORM_PASSWORD=storm-Secret-5
+export PGPASSWORD=$STORM_PASSWORD
+case $AUTH in
+scram) ENCRYPTION=scram-sha-256 ;;
+md5) ENCRYPTION=md5 ;;
+*) echo "storm.sh: --auth scram or md5, not '$AUTH'" >&2; exit 2 ;;
+esac
+VERIFIER=$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -Atq \
+    -c "SET password_encryption = '$ENCRYPTION'" \
+    -c "ALTER ROLE postgres PASSWORD '$STORM_PASSWORD'" \
+    -c "SELECT rolpassword FROM pg_authid WHERE rolname = 'postgres'")
+printf '"postgres" "%s"\n' "$VERIFIER" >"$WORK/userlist.txt"
+
+log "starting PgBouncer (session pool, pool_size 4, auth_type $ENCRYPTION)"
+BOUNCER_USERLIST=$(cat "$WORK/userlist.txt") bouncer_start storm "$PG_PORT" 4 100 \
+    auth_type=$ENCRYPTION
 PGB_PID=$BOUNCER_PID PGB_PORT=$BOUNCER_PORT
 
-# start_passthrough BIN SUFFIX: sets TD_PID$SUFFIX and TANDEM_PORT$SUFFIX.
+# start_passthrough BIN SUFFIX REUSE: sets TD_PID$SUFFIX and TANDEM_PORT$SUFFIX.
 start_passthrough() {
-    local bin=$1 sfx=$2 port
+    local bin=$1 sfx=$2 reuse=$3 port conf
     port=$(free_port)
-    log "starting tandem passthrough ($WORKERS workers, $bin)"
-    tandem_start_bin "$bin" "$port" "$WORK/tandem$sfx.log" postgres \
-        --listen "127.0.0.1:$port" --primary "127.0.0.1:$PG_PORT" --workers "$WORKERS" || exit 1
+    conf=$WORK/tandem$sfx.conf
+    cat >"$conf" <<EOF
+workers $WORKERS;
+log_level warn;
+backend pg { address 127.0.0.1:$PG_PORT; }
+listener storm {
+    listen 127.0.0.1:$port;
+    protocol postgres;
+    primary pg;
+    mode passthrough;
+    auth_file $WORK/userlist.txt;
+    $reuse
+}
+EOF
+    log "starting tandem passthrough ($WORKERS workers, auth_file, ${reuse:-no reuse}, $bin)"
+    tandem_start_bin "$bin" "$port" "$WORK/tandem$sfx.log" -c "$conf" || exit 1
     printf -v "TANDEM_PORT$sfx" %s "$port"
     printf -v "TD_PID$sfx" %s "$TANDEM_PID"
 }
 TD_PID_BASE='' TANDEM_PORT_BASE=''
-start_passthrough "$TANDEM_BIN" ""
-[ -n "$BASE" ] && start_passthrough "$BASE" _BASE
+start_passthrough "$TANDEM_BIN" "" "server_connections reuse;"
+[ -n "$BASE" ] && start_passthrough "$BASE" _BASE ""
 
 port_of() {
     case $1 in
@@ -272,7 +321,8 @@ for i, row in enumerate(table):
 def show_ratio(v):
     return "-" if v is None else "%.3f" % v
 print()
-line = "tandem/pgbouncer (time) %s" % show_ratio(get("tandem", "vs_pgbouncer"))
+line = "tandem/pgbouncer (time) %s, tandem/direct %s" % (
+    show_ratio(get("tandem", "vs_pgbouncer")), show_ratio(get("tandem", "vs_direct")))
 if has_base:
     line += ", tandem(base)/pgbouncer %s, tandem/base: time %s, CPU per session %s" % (
         show_ratio(get("tandem_base", "vs_pgbouncer")), show_ratio(get("tandem", "vs_base")),
@@ -284,6 +334,7 @@ echo
 echo "$CONNS sessions x $ROUNDS rounds, one client (pgbench -C -c 1), tandem workers $WORKERS, $(nproc) CPUs"
 echo "tandem: $(bench_bin_id "$TANDEM_BIN")"
 [ -n "$BASE" ] && echo "tandem(base): $(bench_bin_id "$BASE")"
-echo "$(/usr/sbin/pgbouncer --version | head -n 1) (session pool: no backend fork per session); $(pgbench --version)"
+echo "$(/usr/sbin/pgbouncer --version | head -n 1) (session pool, auth_type $ENCRYPTION: no backend fork per session); $(pgbench --version)"
+echo "tandem: auth_file ($AUTH), server_connections reuse; tandem(base): auth_file, no reuse; direct: trust"
 echo "results: $SUMMARY_TSV"
 echo "runs:    $RUNS_TSV"

@@ -71,8 +71,12 @@
  *       reads { blue weight=90; green weight=10; }   # mode split; 0..1000000 each
  *       read_your_writes 1s;              # 0ms turns it off
  *       max_lag 1s;
- *       server_connections shared;        # redis: shared | dedicated (see README)
- *       server_pool 1;                    # redis: shared connections per worker and backend
+ *       server_connections shared;        # redis: shared | dedicated; postgres: dedicated | reuse
+ *       server_pool 1;                    # redis: shared connections per worker and backend;
+ *                                         # postgres reuse: idle ones kept per worker (16)
+ *       server_idle_timeout 60s;          # postgres reuse: an idle kept one is closed after
+ *       server_lifetime 1h;               # postgres reuse: an older one is not kept
+ *       server_reset_query "DISCARD ALL"; # postgres reuse: run before it is kept ("" none)
  *       canary billing {                  # 0..64 per listener; first match wins
  *           application_name "billing-*"; # glob
  *           user alice; database app;     # exact
@@ -122,8 +126,15 @@
 
 enum conf_proto { CONF_PROTO_POSTGRES, CONF_PROTO_REDIS };
 enum conf_mode { CONF_MODE_PASSTHROUGH, CONF_MODE_SHADOW, CONF_MODE_SPLIT };
-/* Redis listeners: whether clients without connection state share server connections. */
-enum conf_server_conns { CONF_SERVER_CONNS_SHARED, CONF_SERVER_CONNS_DEDICATED };
+/*
+ * Server connections.  Redis listeners: clients without connection state
+ * share them (shared, the default) or not (dedicated).  PostgreSQL
+ * listeners: each client holds its own (dedicated, the default), and with
+ * reuse one its client left idle is reset and kept for the next client
+ * tandem authenticated as the same user, database and startup parameters.
+ */
+enum conf_server_conns { CONF_SERVER_CONNS_SHARED, CONF_SERVER_CONNS_DEDICATED,
+                         CONF_SERVER_CONNS_REUSE };
 enum conf_tls { CONF_TLS_DISABLE, CONF_TLS_REQUIRE, CONF_TLS_VERIFY_FULL };
 /* A postgres listener's clients: TLS when they ask (optional), always (required), never (off). */
 enum conf_listener_tls { CONF_LTLS_OPTIONAL, CONF_LTLS_REQUIRED, CONF_LTLS_OFF };
@@ -346,8 +357,14 @@ struct conf_listener {
     size_t nread_weights;
     uint32_t read_your_writes_ms;  /* reads this soon after a write go to the primary; 1 s; 0 off */
     uint32_t max_lag_ms;           /* no routed reads to a backend lagging more; default 1 s */
-    enum conf_server_conns server_conns; /* redis: shared (default) | dedicated */
-    uint32_t server_pool;          /* redis: shared connections per worker and backend; 1..64, 1 */
+    enum conf_server_conns server_conns; /* redis: shared (default) | dedicated;
+                                          * postgres: dedicated (default) | reuse */
+    uint32_t server_pool;          /* redis: shared connections per worker and backend; 1..64, 1;
+                                    * postgres reuse: idle connections kept per worker, 16 */
+    uint32_t server_idle_timeout_ms; /* postgres reuse: a kept connection idle this long closes */
+    uint32_t server_lifetime_ms;   /* postgres reuse: a connection this old is closed, not kept */
+    char server_reset_query[CONF_PATH_MAX]; /* postgres reuse: resets a connection before it is
+                                             * kept; "DISCARD ALL"; "" none */
     struct conf_canary *canaries;  /* canary NAME { ... } in order */
     size_t ncanaries;
     struct conf_guard *guards;     /* guard NAME { ... } */

@@ -88,8 +88,12 @@ static const struct cli_flag cli_flags[] = {
     {"mirror-timeout", CLI_MIRROR, "timeout"},
     {"read-your-writes", CLI_LISTENER, "read_your_writes"},
     {"max-lag", CLI_LISTENER, "max_lag"},
+    {"auth-file", CLI_LISTENER, "auth_file"},
     {"server-connections", CLI_LISTENER, "server_connections"},
     {"server-pool", CLI_LISTENER, "server_pool"},
+    {"server-idle-timeout", CLI_LISTENER, "server_idle_timeout"},
+    {"server-lifetime", CLI_LISTENER, "server_lifetime"},
+    {"server-reset-query", CLI_LISTENER, "server_reset_query"},
     {"read-weights", CLI_READS, NULL},
     {"state-file", CLI_CONTROL, "state_file"},
 };

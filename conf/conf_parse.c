@@ -36,7 +36,7 @@
 
 const char *const conf_proto_names[] = {"postgres", "redis", NULL};
 const char *const conf_mode_names[] = {"passthrough", "shadow", "split", NULL};
-const char *const conf_server_conns_names[] = {"shared", "dedicated", NULL};
+const char *const conf_server_conns_names[] = {"shared", "dedicated", "reuse", NULL};
 const char *const conf_guard_metric_names[] = {"shadow_error_rate", "mismatch_rate",
                                                "latency_ratio_p50", "latency_ratio_p99", "lag",
                                                "backend_down", NULL};
@@ -109,6 +109,7 @@ struct listener_state {
     char shadow[CONF_NAME_MAX];
     int primary_line;
     int auth_query_line; /* 0: no auth_query (its backend user is checked once resolved) */
+    int reuse_line;      /* 0: no server_connections reuse (it needs an auth source) */
     int shadow_line;
     int listen_line;
     const struct conf_node *reads; /* the reads { } node (the tree outlives the parse) */
@@ -187,6 +188,7 @@ static const struct conf_range range_min_samples = {1, 1000000000, "1..100000000
 static const struct conf_range range_cooldown = {0, 24 * 60 * 60 * 1000, "0s..24h"};
 static const struct conf_range range_confirm = {0, 10000, "0..10000"};
 static const struct conf_range range_server_pool = {1, 64, "1..64"};
+static const struct conf_range range_server_idle = {1000, 24 * 60 * 60 * 1000, "1s..24h"};
 static const struct conf_range range_describes = {1, 1000000, "1..1000000"};
 static const struct conf_range range_explain = {0, 1000, "0..1000"};
 static const struct conf_range range_join_timeout = {0, 10 * 60 * 1000, "0s..10m"};
@@ -339,6 +341,12 @@ static const struct conf_directive directives[] = {
            conf_server_conns_names),
     SIMPLE("server_pool", CTX_LISTENER, 0, set_number, struct conf_listener, server_pool,
            &range_server_pool),
+    SIMPLE("server_idle_timeout", CTX_LISTENER, 0, set_duration, struct conf_listener,
+           server_idle_timeout_ms, &range_server_idle),
+    SIMPLE("server_lifetime", CTX_LISTENER, 0, set_duration, struct conf_listener,
+           server_lifetime_ms, &range_server_idle),
+    SIMPLE("server_reset_query", CTX_LISTENER, 0, set_string, struct conf_listener,
+           server_reset_query, NULL),
     BLOCK("canary", CTX_LISTENER, D_MULTI, 1, CTX_CANARY, enter_canary, leave_canary),
     BLOCK("guard", CTX_LISTENER, D_MULTI, 1, CTX_GUARD, enter_guard, leave_guard),
 
@@ -1238,6 +1246,9 @@ enter_listener(struct conf_build *b, void *obj, const struct conf_directive *d,
     snprintf(l->replication.dbname, sizeof(l->replication.dbname), "postgres");
     l->server_conns = CONF_SERVER_CONNS_SHARED;
     l->server_pool = 1;
+    l->server_idle_timeout_ms = 60 * 1000;
+    l->server_lifetime_ms = 60 * 60 * 1000;
+    snprintf(l->server_reset_query, sizeof(l->server_reset_query), "DISCARD ALL");
     l->line = n->line;
     return l;
 }
@@ -1504,6 +1515,9 @@ check_replication(struct conf_build *b, struct conf_listener *l,
  * with a certificate is TLS from the first byte (required), one without
  * is plain text (off), and optional means nothing there.
  */
+static void check_server_conns(struct conf_build *b, struct conf_listener *l,
+                               const struct conf_node *const *seen, const char *desc);
+
 static void
 check_listener_tls(struct conf_build *b, const struct conf_listener *l,
                    const struct conf_node *const *seen, const char *desc)
@@ -1536,8 +1550,6 @@ leave_listener(struct conf_build *b, void *obj, const struct conf_node *n,
     const struct conf_node *key = seen_node(seen, CTX_LISTENER, "tls_key");
     const struct conf_node *shadow = seen_node(seen, CTX_LISTENER, "shadow");
     const struct conf_node *mode = seen_node(seen, CTX_LISTENER, "mode");
-    const struct conf_node *conns = seen_node(seen, CTX_LISTENER, "server_connections");
-    const struct conf_node *pool = seen_node(seen, CTX_LISTENER, "server_pool");
     char desc[CONF_QUOTE_MAX + 16];
 
     block_desc(n, desc, sizeof(desc));
@@ -1557,16 +1569,52 @@ leave_listener(struct conf_build *b, void *obj, const struct conf_node *n,
     else if (l->mode != CONF_MODE_PASSTHROUGH && shadow == NULL)
         conf_err_add(b->errs, mode->line, "%s: mode %s needs a shadow backend", desc,
                      conf_mode_names[l->mode]);
-    /* PostgreSQL sessions carry state from their first message (startup, login) */
-    if (l->proto != CONF_PROTO_REDIS && (conns != NULL || pool != NULL))
-        conf_err_add(b->errs, (conns ? conns : pool)->line,
-                     "%s: %s applies to protocol redis only", desc,
-                     conns ? "server_connections" : "server_pool");
+    check_server_conns(b, l, seen, desc);
     const struct conf_node *auth_file = seen_node(seen, CTX_LISTENER, "auth_file");
     if (auth_file != NULL && l->proto == CONF_PROTO_REDIS)
         conf_err_add(b->errs, auth_file->line, "%s: auth_file applies to protocol postgres only",
                      desc);
     check_auth_query(b, l, seen, desc);
+}
+
+/*
+ * server_connections and its companions.  PostgreSQL sessions carry state
+ * from their first message (startup, login), so a postgres listener never
+ * shares a connection between clients at once: dedicated (the default), or
+ * reuse, one client after another (pg/pg_park.h).  The reuse settings mean
+ * nothing to Redis.
+ */
+static void
+check_server_conns(struct conf_build *b, struct conf_listener *l,
+                   const struct conf_node *const *seen, const char *desc)
+{
+    static const char *const reuse_only[] = {"server_idle_timeout", "server_lifetime",
+                                             "server_reset_query"};
+    const struct conf_node *conns = seen_node(seen, CTX_LISTENER, "server_connections");
+    const struct conf_node *pool = seen_node(seen, CTX_LISTENER, "server_pool");
+
+    if (l->proto == CONF_PROTO_REDIS) {
+        if (l->server_conns == CONF_SERVER_CONNS_REUSE)
+            conf_err_add(b->errs, conns->line,
+                         "%s: server_connections reuse applies to protocol postgres only", desc);
+        for (size_t i = 0; i < sizeof(reuse_only) / sizeof(reuse_only[0]); i++) {
+            const struct conf_node *n = seen_node(seen, CTX_LISTENER, reuse_only[i]);
+            if (n != NULL)
+                conf_err_add(b->errs, n->line, "%s: %s applies to protocol postgres only", desc,
+                             reuse_only[i]);
+        }
+        return;
+    }
+    if (conns == NULL)
+        l->server_conns = CONF_SERVER_CONNS_DEDICATED;
+    else if (l->server_conns == CONF_SERVER_CONNS_REUSE)
+        b->lstate[l - b->conf->listeners].reuse_line = conns->line;
+    else if (l->server_conns == CONF_SERVER_CONNS_SHARED)
+        conf_err_add(b->errs, conns->line,
+                     "%s: server_connections shared applies to protocol redis only "
+                     "(postgres: dedicated | reuse)", desc);
+    if (pool == NULL)
+        l->server_pool = 16;
 }
 
 /*
@@ -1895,6 +1943,12 @@ check_conf(struct conf_build *b)
         /* the top-level auth_file: every postgres listener's that names none itself */
         if (l->proto == CONF_PROTO_POSTGRES && l->auth_file[0] == '\0')
             snprintf(l->auth_file, sizeof(l->auth_file), "%s", c->auth_file);
+        /* a kept connection goes to a client whose password tandem checked itself */
+        if (st->reuse_line && l->auth_file[0] == '\0' && !st->auth_query_line)
+            conf_err_add(b->errs, st->reuse_line,
+                         "listener %s: server_connections reuse needs auth_file or auth_query "
+                         "(with relayed authentication the server checks every password)",
+                         conf_err_quote(l->name, q, sizeof(q)));
         /* the query runs on the answering backend: after a cutover, the shadow */
         for (int r = 0; r < 2 && st->auth_query_line; r++) {
             int be = r == 0 ? l->primary : l->shadow;

@@ -321,13 +321,16 @@ session_close_server(struct session *s)
 {
     if (!s->server_open)
         return;
-    conn_release(&s->server);
+    int kept = !s->server_connecting && s->ops->server_keep != NULL && s->ops->server_keep(s);
+    if (!kept)
+        conn_release(&s->server);
     s->server_open = 0;
     s->server_connecting = 0;
     s->server_ready = 0;
     if (s->ops->server_closed)
         s->ops->server_closed(s);
-    session_count_backend(s, s->be, METRIC_B_SERVER_CLOSED, 1);
+    if (!kept)
+        session_count_backend(s, s->be, METRIC_B_SERVER_CLOSED, 1);
 }
 
 void

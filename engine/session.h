@@ -106,6 +106,13 @@ struct session_ops {
      * read in flight.
      */
     int (*client_wanted)(struct session *s);
+    /*
+     * server_keep - the backend connection is about to be released: 1 when
+     * the plug-in took it instead (moved out of s->server, left closed: a
+     * connection kept idle for a later client, pg/pg_park.h), 0 to release
+     * it.  NULL: never kept.
+     */
+    int (*server_keep)(struct session *s);
     /* server_closed - the backend connection was just released (NULL: nothing more) */
     void (*server_closed)(struct session *s);
     /* leaving - the client goes (linger, shadow drain, end): what only it needs (NULL: none) */
@@ -342,7 +349,10 @@ void session_wake(struct session *s);
 /* session_arm_timer - the session's timer fires in ms. */
 void session_arm_timer(struct session *s, uint32_t ms);
 
-/* session_close_server - release the backend connection (counted), if open. */
+/*
+ * session_close_server - release the backend connection (counted), if open,
+ * unless the plug-in keeps it (ops->server_keep).
+ */
 void session_close_server(struct session *s);
 
 /*

@@ -53,6 +53,9 @@ struct worker_job {
     void (*cancel)(struct worker_job *job);
 };
 
+/* protocol_state's slot for pg/pg_park.c (the first two are by enum conf_proto). */
+#define WORKER_STATE_PG_PARK 2
+
 struct worker {
     int id;
     pthread_t thread;
@@ -71,8 +74,11 @@ struct worker {
     struct worker_job *jobs;     /* doubly linked */
     /*
      * What a protocol plug-in keeps per worker, by enum conf_proto (the
-     * Redis plug-in's shared server connections), NULL until it needs it;
-     * the plug-in frees it through a worker_job of its own.
+     * Redis plug-in's shared server connections, the PostgreSQL plug-in's
+     * auth_query cache), and from WORKER_STATE_PG_PARK on a plug-in's
+     * second kind (the PostgreSQL server connections kept for reuse),
+     * NULL until it needs it; the plug-in frees it through a worker_job of
+     * its own.
      */
     void *protocol_state[4];
     uint64_t next_conn_id;

@@ -49,7 +49,11 @@
       "Backend connection attempts that failed")                                               \
     X(LOGIN_FALLBACKS, "tandem_server_login_fallbacks_total",                                  \
       "Shadow logins as the client (its ClientKey) that failed, so the backend's own user logged in") \
-    X(BACKEND_BYTES_RECEIVED, "tandem_server_bytes_received_total", "Bytes received from backends")
+    X(BACKEND_BYTES_RECEIVED, "tandem_server_bytes_received_total", "Bytes received from backends") \
+    X(SERVER_PARKED, "tandem_server_connections_parked_total",                                 \
+      "Backend connections a client left idle, reset and kept for the next client (reuse)")    \
+    X(SERVER_REUSED, "tandem_server_connections_reused_total",                                 \
+      "Logins answered with a kept backend connection instead of a new one (reuse)")
 
 /* Reasons a client connection was refused or cut: tandem_client_errors_total{listener,reason}. */
 #define METRIC_CLIENT_ERRORS(X)                                                                \

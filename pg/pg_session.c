@@ -65,6 +65,8 @@ static const char *const phase_names[] = {
 static const struct session_ops pg_session_ops;
 static int shadowing(const struct pg_session *s);
 static int op_idle(struct session *base);
+static void logged_in(struct pg_session *s);
+static void login_on_kept(struct pg_session *s);
 
 #define slog(s, level, ...) log_at(level, (s)->base.id, (s)->base.peer, __VA_ARGS__)
 
@@ -92,6 +94,13 @@ op_server_closed(struct session *base)
         PQfinish(s->server_pq);
         s->server_pq = NULL;
     }
+}
+
+/* server_connections reuse: the connection its client left idle is kept (pg_park.h). */
+static int
+op_server_keep(struct session *base)
+{
+    return pg_park_put((struct pg_session *)base);
 }
 
 /* The client goes: its cancel key with it. */
@@ -133,6 +142,7 @@ refusal_of(enum metric_client_error reason)
 static void
 fail(struct pg_session *s, enum metric_client_error reason, const char *sqlstate, const char *msg)
 {
+    s->no_keep = 1; /* whatever failed, the server connection is not handed to anyone */
     if (s->base.state == SESSION_LINGER || s->base.state == SESSION_DEAD || s->base.state == SESSION_SHADOW_DRAIN)
         return; /* closing already, or the client is gone */
     enum worker_refusal flood = refusal_of(reason);
@@ -210,6 +220,7 @@ op_destroy(struct session *base)
 {
     struct pg_session *s = (struct pg_session *)base;
     pg_shadow_release(s);
+    pg_park_login_free(&s->login);
     if (s->route.buf)
         evbuffer_free(s->route.buf);
     pgstmt_table_free(s->stmts);
@@ -622,6 +633,11 @@ client_local_auth(struct pg_session *s)
         }
         if (rc == 1) {
             slog(s, CONF_LOG_DEBUG, "client authenticated by tandem");
+            s->keep_server = s->base.lis->conf->server_conns == CONF_SERVER_CONNS_REUSE;
+            if (s->keep_server && pg_park_take(s)) {
+                login_on_kept(s);
+                return;
+            }
             session_set_state(&s->base, PGS_CONNECTING);
             session_connect_backend(&s->base);
             return;
@@ -1233,10 +1249,12 @@ client_active(struct pg_session *s)
     }
     move_run(s, sc.run, sc.target);
     if (terminate) {
-        /* let the backend end its session cleanly, then go */
-        uint8_t x[8];
-        evbuffer_add(s->base.server.out, x, pgw_build_terminate(x, sizeof(x)));
-        conn_flush(&s->base.server);
+        /* let the backend end its session cleanly, then go; a kept connection lives on */
+        if (!pg_park_may_keep(s)) {
+            uint8_t x[8];
+            evbuffer_add(s->base.server.out, x, pgw_build_terminate(x, sizeof(x)));
+            conn_flush(&s->base.server);
+        }
         session_close(&s->base);
         return -1;
     }
@@ -1368,6 +1386,8 @@ backend_key(struct pg_session *s, const uint8_t *body, size_t blen, size_t total
     /* a second BackendKeyData replaces the first: the table holds one entry per session */
     cancel_register(&s->cancel, be_pid, be_key, (const struct sockaddr *)&s->base.be->addr,
                     s->base.be->addrlen);
+    s->login.be_pid = be_pid;
+    s->login.be_key = be_key;
     evbuffer_add(s->base.client.out, out,
                  pgw_build_backend_key(out, sizeof(out), s->cancel.pid, s->cancel.key));
     evbuffer_drain(s->base.server.in, total);
@@ -1383,6 +1403,21 @@ auth_ready(struct pg_session *s, const uint8_t *body, size_t blen, size_t total)
         return AUTH_STOP;
     }
     evbuffer_remove_buffer(s->base.server.in, s->base.client.out, total);
+    if (s->keep_server) {
+        s->login.epoch = control_epoch(s->base.lis->metric_slot);
+        s->login.born_ns = session_now_ns();
+    }
+    logged_in(s);
+    return AUTH_STOP;
+}
+
+/*
+ * Logged in, on a connection of the session's own or a kept one: the
+ * session is active and its shadow starts.
+ */
+static void
+logged_in(struct pg_session *s)
+{
     session_set_state(&s->base, SESSION_ACTIVE);
     pg_auth_logged_in(s); /* the ClientKey stays only for the shadow's logins */
     slog(s, CONF_LOG_DEBUG, "logged in to \"%s\"", s->base.be->conf->name);
@@ -1393,7 +1428,30 @@ auth_ready(struct pg_session *s, const uint8_t *body, size_t blen, size_t total)
     if (s->base.draining)
         fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
              "terminating connection because tandem is shutting down");
-    return AUTH_STOP;
+}
+
+/*
+ * The client was authenticated by tandem and got a kept server connection
+ * (pg_park_take): tandem answers the rest of the login as that connection's
+ * server did at its own (AuthenticationOk, its ParameterStatus set), with
+ * tandem's own cancel key, which now cancels on that connection's backend.
+ */
+static void
+login_on_kept(struct pg_session *s)
+{
+    static const uint8_t auth_ok[] = {'R', 0, 0, 0, 8, 0, 0, 0, PGW_AUTH_OK};
+    uint8_t out[32];
+
+    evbuffer_add(s->base.client.out, auth_ok, sizeof(auth_ok));
+    evbuffer_add(s->base.client.out, s->login.status, s->login.status_len);
+    cancel_register(&s->cancel, s->login.be_pid, s->login.be_key,
+                    (const struct sockaddr *)&s->base.be->addr, s->base.be->addrlen);
+    evbuffer_add(s->base.client.out, out,
+                 pgw_build_backend_key(out, sizeof(out), s->cancel.pid, s->cancel.key));
+    evbuffer_add(s->base.client.out, out, pgw_build_ready(out, sizeof(out), 'I'));
+    s->logged_in = 1;
+    s->tx_status = 'I';
+    logged_in(s);
 }
 
 /*
@@ -1423,6 +1481,9 @@ server_auth(struct pg_session *s)
             break;
         case 'Z':
             next = auth_ready(s, body, blen, total);
+            break;
+        case 'S':
+            pg_park_note_status(s, msg, total); /* relayed, and told the next client */
             break;
         case 'E':
             /* the server refused the login: its own error reaches the client */
@@ -1625,6 +1686,7 @@ static void
 op_server_lost(struct session *base, enum conn_io io)
 {
     struct pg_session *s = (struct pg_session *)base;
+    s->no_keep = 1;
     if (s->base.state == SESSION_ACTIVE && s->server_frame.skip == 0 && io == CONN_EOF) {
         /* the server said goodbye (its FATAL, if any, is already forwarded) */
         slog(s, CONF_LOG_INFO, "backend \"%s\" closed the connection", s->base.be->conf->name);
@@ -1778,6 +1840,7 @@ static const struct session_ops pg_session_ops = {
     .shadow_release = pg_shadow_release_gated,
     .timer = op_timer,
     .client_wanted = op_client_wanted,
+    .server_keep = op_server_keep,
     .server_closed = op_server_closed,
     .leaving = op_leaving,
     .orphan = pg_shadow_orphan,

@@ -1,7 +1,8 @@
 /*
  * pg_session_int.h - the PostgreSQL session's insides, shared by
- * pg_session.c (client and primary) and pg_shadow.c (mirror and compare).
- * Nothing outside those two files includes this.
+ * pg_session.c (client and primary) and pg_shadow.c (mirror and compare),
+ * and the plug-in's helpers (logins, authentication, kept connections).
+ * Nothing outside pg/ includes this.
  *
  * Request units in shadow mode
  * ----------------------------
@@ -38,6 +39,7 @@
 #include "engine/conn.h"
 #include "engine/mirror.h"
 #include "pg/pg_frame.h"
+#include "pg/pg_park.h"
 #include "engine/session.h"
 #include "routing/canary.h"
 
@@ -185,6 +187,8 @@ struct pg_session {
     unsigned copy_mirror : 1;     /* CopyData from the client goes to the shadow too */
     unsigned server_discard : 1;  /* the primary's current run answers a routed unit: dropped */
     unsigned close_pending : 1;   /* the unit ends with the client's message still passing */
+    unsigned keep_server : 1;     /* server_connections reuse: the connection may be kept (pg_park.h) */
+    unsigned no_keep : 1;         /* the session failed or lost its server: nothing is kept */
     uint8_t tx_status;            /* from the last ReadyForQuery: I, T or E */
     struct pg_frame client_frame; /* the client's stream: its current message, where it goes */
     struct pg_frame server_frame; /* the answering backend's stream */
@@ -196,6 +200,7 @@ struct pg_session {
     uint8_t *startup;             /* the client's startup packet, kept for the shadow */
     size_t startup_len;
     struct cancel_entry cancel;   /* our key for the client -> the backend's key */
+    struct pg_server_login login; /* keep_server: what the server's login said, for the next client */
     struct pgstmt_table *stmts;   /* prepared statements, NULL until the first Parse */
 
     /* shadow mode only (base.mirror.state != MIRROR_OFF) */

@@ -549,3 +549,40 @@ def test_top_level_auth_file_serves_every_postgres_listener(tandem_module, tls_p
     r = subprocess.run([tandem_bin, "-t", "-c", str(conf)], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode != 0 and f'auth_file "{bad}" line 1' in r.stderr, r.stderr
+
+
+# -- server_connections reuse: kept connections over TLS, SCRAM from the verifier ------------
+
+def _backend_pid(conn):
+    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def _wait_reset(server, pid):
+    def done():
+        with server.connect() as conn:
+            return conn.execute("SELECT state, query FROM pg_stat_activity WHERE pid = %s",
+                                (pid,)).fetchone() == ("idle", "DISCARD ALL")
+    wait_until(done, 10, f"backend {pid} to be reset")
+
+
+def test_reuse_over_tls_needs_the_password_each_time(tandem_module, tls_primary, certs, auth_file,
+                                                     authq_role):
+    """A kept TLS connection logged in with the ClientKey serves the next client of the same
+    user, auth_file or auth_query alike, and only after that client's own proof."""
+    for source in (f"auth_file {auth_file};", "auth_query default;"):
+        t = tandem_module.pg(
+            primary=tls_primary, workers=1,
+            backend_extra=f'{backend_tls(certs)}\nuser tandemauth;\npassword "{AUTHQ_PASSWORD}";',
+            listener_extra=(f"tls_cert {certs.server_cert};\ntls_key {certs.server_key};\n"
+                            f"{source}\nserver_connections reuse;"))
+        with connect(t, certs, "scramuser", PASSWORDS["scramuser"]) as conn:
+            first = _backend_pid(conn)
+        _wait_reset(tls_primary, first)
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            connect(t, certs, "scramuser", "wrong-password")
+        with connect(t, certs, "scramuser", PASSWORDS["scramuser"]) as conn:
+            assert conn.info.pgconn.ssl_in_use
+            row = conn.execute("SELECT pg_backend_pid(), current_user, ssl FROM pg_stat_ssl "
+                               "WHERE pid = pg_backend_pid()").fetchone()
+            assert row == (first, "scramuser", True), source
+        assert (t.metric("tandem_server_connections_reused_total", backend="blue") or 0) >= 1

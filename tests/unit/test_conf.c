@@ -251,7 +251,10 @@ test_defaults(void **state)
     conf_free(c);
 }
 
-/* Redis listeners: shared server connections by default, one per worker; PostgreSQL has none. */
+/*
+ * Redis listeners: shared server connections by default, one per worker.
+ * PostgreSQL listeners: dedicated by default, or reuse (16 kept per worker).
+ */
 static void
 test_server_connections(void **state)
 {
@@ -265,10 +268,46 @@ test_server_connections(void **state)
     assert_int_equal(c->listeners[1].server_conns, CONF_SERVER_CONNS_DEDICATED);
     assert_int_equal(c->listeners[1].server_pool, 8);
     conf_free(c);
+    c = load_ok("backend blue { address a:1; }\n"
+                "listener a { listen d:1; primary blue; }\n"
+                "listener b { listen e:1; primary blue; server_connections reuse;\n"
+                "             auth_file /etc/u.txt;\n"
+                "             server_idle_timeout 5s; server_lifetime 10m;\n"
+                "             server_reset_query \"RESET ALL\"; }\n");
+    assert_int_equal(c->listeners[0].server_conns, CONF_SERVER_CONNS_DEDICATED);
+    assert_int_equal(c->listeners[0].server_pool, 16);
+    assert_int_equal(c->listeners[0].server_idle_timeout_ms, 60000);
+    assert_int_equal(c->listeners[0].server_lifetime_ms, 3600000);
+    assert_string_equal(c->listeners[0].server_reset_query, "DISCARD ALL");
+    assert_int_equal(c->listeners[1].server_conns, CONF_SERVER_CONNS_REUSE);
+    assert_int_equal(c->listeners[1].server_idle_timeout_ms, 5000);
+    assert_int_equal(c->listeners[1].server_lifetime_ms, 600000);
+    assert_string_equal(c->listeners[1].server_reset_query, "RESET ALL");
+    conf_free(c);
     EXPECT_ERRORS("backend blue { address a:1; }\n"
                   "listener pg { listen d:1; primary blue;\n"
                   "              server_connections shared; }\n",
-                  "t.conf:3: listener \"pg\": server_connections applies to protocol redis only");
+                  "t.conf:3: listener \"pg\": server_connections shared applies to protocol "
+                  "redis only (postgres: dedicated | reuse)");
+    EXPECT_ERRORS("backend blue { address a:1; }\n"
+                  "listener r { listen d:1; protocol redis; primary blue;\n"
+                  "             server_connections reuse; }\n",
+                  "t.conf:3: listener \"r\": server_connections reuse applies to protocol "
+                  "postgres only");
+    EXPECT_ERRORS("backend blue { address a:1; }\n"
+                  "listener pg { listen d:1; primary blue;\n"
+                  "              server_connections reuse; }\n",
+                  "t.conf:3: listener \"pg\": server_connections reuse needs auth_file or "
+                  "auth_query (with relayed authentication the server checks every password)");
+    /* a top-level auth_file is the listener's */
+    c = load_ok("auth_file /etc/u.txt;\nbackend blue { address a:1; }\n"
+                "listener pg { listen d:1; primary blue; server_connections reuse; }\n");
+    assert_int_equal(c->listeners[0].server_conns, CONF_SERVER_CONNS_REUSE);
+    conf_free(c);
+    EXPECT_ERRORS("backend blue { address a:1; }\n"
+                  "listener r { listen d:1; protocol redis; primary blue;\n"
+                  "             server_lifetime 1h; }\n",
+                  "t.conf:3: listener \"r\": server_lifetime applies to protocol postgres only");
     EXPECT_ERRORS("backend blue { address a:1; }\n"
                   "listener r { listen d:1; protocol redis; primary blue; server_pool 0; }\n",
                   "t.conf:2: server_pool: \"0\" out of range 1..64");
