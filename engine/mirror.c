@@ -205,7 +205,7 @@ mirror_release(struct mirror *m, int force, uint64_t now)
                 return; /* detached */
             continue;
         }
-        if (m->ops->send(m->owner, m->held, u->held_len) != 0)
+        if (m->ops->send(m->owner, u, m->held, u->held_len) != 0)
             return; /* detached */
         if (m->ops->sent)
             m->ops->sent(m->owner, u);

@@ -83,11 +83,12 @@ struct mirror;
  */
 struct mirror_ops {
     /*
-     * send - len bytes at the front of src go to the shadow: its connection
-     * when logged in, else what waits for the login.  0, or -1 after the
-     * hook detached (a write failed).  Admission was done by the caller.
+     * send - u's len bytes at the front of src go to the shadow: its
+     * connection when logged in, else what waits for the login.  0, or -1
+     * after the hook detached (a write failed).  Admission was done by the
+     * caller.
      */
-    int (*send)(void *owner, struct evbuffer *src, size_t len);
+    int (*send)(void *owner, struct mirror_unit *u, struct evbuffer *src, size_t len);
     /* releasing - u leaves held: send it, or not (NULL: always MIRROR_SEND) */
     enum mirror_verdict (*releasing)(void *owner, struct mirror_unit *u);
     /*
