@@ -23,13 +23,17 @@ from harness.util import wait_until
 CLIENTS = 50
 
 
-@pytest.fixture
-def server():
-    s = RedisServer("mux").start()
+def serve(name):
+    s = RedisServer(name).start()
     try:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture
+def server():
+    yield from serve("mux")
 
 
 def tandem_conns(server):
@@ -44,19 +48,23 @@ def start(tandem, server, conns="shared", pool=1, **cfg):
     return start_redis_tandem(tandem, server, workers=1, listener_extra=extra, **cfg)
 
 
-def run_threads(n, fn):
-    errors = []
-
+def start_threads(n, fn, errors):
+    """n threads running fn(i); what one raises joins errors."""
     def wrap(i):
         try:
             fn(i)
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:  # noqa: BLE001 - reported by the caller
             errors.append(f"{i}: {exc!r}")
 
     threads = [threading.Thread(target=wrap, args=(i,)) for i in range(n)]
     for th in threads:
         th.start()
-    for th in threads:
+    return threads
+
+
+def run_threads(n, fn):
+    errors = []
+    for th in start_threads(n, fn, errors):
         th.join()
     return errors
 
@@ -288,11 +296,7 @@ def test_redis_benchmark_through_shared_connections(tandem, server):
 
 @pytest.fixture
 def shadow():
-    s = RedisServer("mux-shadow").start()
-    try:
-        yield s
-    finally:
-        s.stop()
+    yield from serve("mux-shadow")
 
 
 def start_shadowed(tandem, server, shadow, pool=1, mirror=None, **cfg):
@@ -433,16 +437,7 @@ def test_a_dead_shadow_never_errors_a_client(tandem, server, shadow, how):
             done[i] = n
 
     errors = []
-
-    def guarded(i):
-        try:
-            load(i)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(f"{i}: {exc!r}")
-
-    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(12)]
-    for th in threads:
-        th.start()
+    threads = start_threads(12, load, errors)
     try:
         wait_until(lambda: min(done) > 20, 30, "load under way")
         if how == "stop":
