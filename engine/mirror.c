@@ -88,6 +88,12 @@ mirror_account(struct mirror *m, int64_t delta)
     session_queue_account(delta); /* one bound for every protocol's shadows */
 }
 
+void
+mirror_hand_over(struct mirror *m, size_t len)
+{
+    m->queued -= len;
+}
+
 int
 mirror_fits(const struct mirror *m, size_t len)
 {

@@ -189,6 +189,14 @@ int mirror_admit(struct mirror *m, size_t len);
 void mirror_account(struct mirror *m, int64_t delta);
 
 /*
+ * mirror_hand_over - len bytes left the session's queue, unsent, for a
+ * connection the session shares with others: they no longer count against
+ * the session's bound, but still against the process's until that
+ * connection's owner has written them (session_queue_account).
+ */
+void mirror_hand_over(struct mirror *m, size_t len);
+
+/*
  * mirror_hold - u (mirrored set by the caller) joins the queue: its len bytes (the front of src, moved;
  * else bytes, copied) are admitted and wait in held for the primary's
  * answer.  -1 when admission detached the shadow (u then has its outcome);

@@ -127,12 +127,16 @@ leg_of(struct redis_session *s, enum redis_role role)
     return role == REDIS_ROLE_SHADOW ? &s->shadow.leg : &s->leg;
 }
 
-/* The connection's unsent bytes count against the process's mirror bound (shadow role). */
+/*
+ * The shadow role's unsent bytes were handed over by their sessions still
+ * counted against the process's mirror bound (mirror_hand_over): what is
+ * written, or dropped with the connection, leaves that count.
+ */
 static void
-account_unsent(struct redis_shared *sh, int64_t delta)
+unsent_gone(struct redis_shared *sh, size_t n)
 {
-    if (sh->role == REDIS_ROLE_SHADOW && delta != 0)
-        session_queue_account(delta);
+    if (sh->role == REDIS_ROLE_SHADOW && n > 0)
+        session_queue_account(-(int64_t)n);
 }
 
 /* ------------------------------------------------------------------ */
@@ -196,7 +200,7 @@ static void
 shared_free(struct redis_shared *sh)
 {
     if (sh->conn.fd >= 0 || sh->conn.in != NULL) {
-        account_unsent(sh, -(int64_t)evbuffer_get_length(sh->conn.out));
+        unsent_gone(sh, evbuffer_get_length(sh->conn.out));
         conn_release(&sh->conn);
         if (!sh->connecting)
             count_backend(sh, METRIC_B_SERVER_CLOSED, 1);
@@ -256,7 +260,7 @@ shared_fail(struct redis_shared *sh, const char *msg, enum redis_shared_loss los
         struct redis_leg *leg = leg_of(s, sh->role);
         failed = leg->next_failed;
         leg->next_failed = NULL;
-        /* each settles s: not touched after */
+        /* the primary's settles s: not touched after */
         if (sh->role == REDIS_ROLE_SHADOW)
             redis_shadow_shared_lost(s, msg, loss);
         else
@@ -357,7 +361,6 @@ redis_pool_send(struct redis_session *s, enum redis_role role, struct evbuffer *
         return -1;
     }
     evbuffer_remove_buffer(src, sh->conn.out, n);
-    account_unsent(sh, (int64_t)n);
     if (replies > 0) {
         leg->mux = sh;
         leg->owed += replies;
@@ -440,7 +443,7 @@ shared_flush(struct redis_shared *sh)
         shared_fail(sh, "ERR tandem: lost the connection to the backend", REDIS_SHARED_LOST);
         return -1;
     }
-    account_unsent(sh, -(int64_t)(before - evbuffer_get_length(sh->conn.out)));
+    unsent_gone(sh, before - evbuffer_get_length(sh->conn.out));
     return 0;
 }
 
@@ -502,12 +505,18 @@ shared_deliver(struct redis_shared *sh)
         wt->replies -= owed - left;
         if (wt->replies == 0)
             ring_pop(sh);
-        if (rc < 0) {
+        /*
+         * The primary's replies went to the client: the session's event
+         * ends (and may free s: its waits are nobody's then).  The shadow's
+         * are the session's business alone, as on its own connection,
+         * whose handler never settles (session_shadow_progress does).
+         */
+        if (sh->role == REDIS_ROLE_PRIMARY)
             redis_session_shared_settle(s);
+        if (rc < 0) {
             shared_fail(sh, "ERR tandem: the backend sent an invalid reply", REDIS_SHARED_LOST);
             return;
         }
-        redis_session_shared_settle(s); /* may free s: its waits are nobody's now */
     }
     if (!sh->failed && sh->len == 0 && evbuffer_get_length(sh->conn.in) > 0)
         shared_fail(sh, "ERR tandem: the backend sent a reply to no request", REDIS_SHARED_LOST);

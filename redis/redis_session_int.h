@@ -491,7 +491,9 @@ void redis_shadow_dedicate(struct redis_session *s);
  * redis_session_shared_lost for the primary): replies of s arrived on its
  * shared shadow connection (at most *replies whole ones taken, counted
  * down; -1 when the bytes are not RESP); the connection failed while s
- * waited on it: its mirror is detached (loss says why), s is settled.
+ * waited on it: its mirror is detached (loss says why).  Neither settles
+ * s (nor frees it) from the pool's event: a session draining its shadow is
+ * freed from its own (session_shadow_progress, session_settle_soon).
  */
 int redis_shadow_shared_input(struct redis_session *s, struct evbuffer *in, uint32_t *replies);
 void redis_shadow_shared_lost(struct redis_session *s, const char *msg, enum redis_shared_loss loss);

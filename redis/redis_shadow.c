@@ -146,7 +146,7 @@ shadow_out(struct redis_session *s, const struct redis_unit *u, struct evbuffer 
                 detach(s, SHADOW_SHADOW_ERROR, why);
             return -1;
         }
-        mirror_account(&s->base.mirror, -(int64_t)len); /* the pool's now (redis_pool.h) */
+        mirror_hand_over(&s->base.mirror, len); /* the pool's now (redis_pool.h) */
         return 0;
     }
     if (sh->leg.mux != NULL) {
@@ -1249,7 +1249,7 @@ redis_shadow_shared_lost(struct redis_session *s, const char *msg, enum redis_sh
     if (strncmp(msg, prefix, sizeof(prefix) - 1) == 0)
         msg += sizeof(prefix) - 1; /* the primary's wording, for a client; this is for the log */
     detach(s, loss == REDIS_SHARED_TIMEOUT ? SHADOW_SHADOW_TIMEOUT : SHADOW_SHADOW_ERROR, msg);
-    session_deliver_done(&s->base);
+    session_settle_soon(&s->base); /* a routed read lost may have ended it: from its own event */
 }
 
 /* redis_shadow_idle - an idle point: a detached shadow may come back. */
