@@ -172,7 +172,9 @@ ring_push(struct redis_shared *sh, struct redis_session *s, uint32_t replies, in
         sh->head = 0;
     }
     struct shared_wait *wt = ring_at(sh, sh->len);
-    *wt = (struct shared_wait){.s = s, .replies = replies, .writes = writes != 0};
+    wt->s = s;
+    wt->replies = replies;
+    wt->writes = writes != 0;
     if (sh->role == REDIS_ROLE_SHADOW) {
         wt->sent_ns = session_clock(&s->base);
         wt->timeout_ms = s->base.lis->conf->mirror.timeout_ms;
@@ -369,7 +371,8 @@ redis_pool_send(struct redis_session *s, enum redis_role role, struct evbuffer *
         sh->flush_armed = 1;
         event_active(&sh->flush_ev, EV_WRITE, 0);
     }
-    deadline_watch(sh);
+    if (role == REDIS_ROLE_SHADOW)
+        deadline_watch(sh);
     return 0;
 }
 

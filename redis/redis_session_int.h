@@ -318,7 +318,8 @@ struct redis_shadow {
     uint32_t replies_left;       /* of scur's replies, including the one being read */
     struct evbuffer *tx_buf;     /* the open MULTI's commands, until EXEC or DISCARD */
     uint32_t tx_cmds;            /* commands in tx_buf, MULTI included */
-    struct evbuffer *effect;     /* a released unit's effect, between releasing and replace */
+    struct evbuffer *effect;     /* a released unit's effect, between releasing and replace;
+                                  * pooled, a routed read's bytes on their way to the pool */
     unsigned pooled : 1;         /* mirrors go to a shared connection (leg) */
     struct redis_leg leg;        /* the shared connection owing replies */
     struct evbuffer *after_pool; /* released for its own connection while leg owes (heap), or NULL */
