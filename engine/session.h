@@ -188,7 +188,7 @@ struct session {
 
     unsigned server_open : 1;
     unsigned shadow_open : 1;     /* shadow_conn holds a socket */
-    unsigned shadow_shared : 1;   /* the plug-in mirrors on a connection it shares, not shadow_conn */
+    unsigned shadow_shared : 1;   /* the plug-in mirrors on a shared connection, not shadow_conn */
     unsigned server_connecting : 1; /* the connect is in flight (session_connect_backend) */
     unsigned server_ready : 1;    /* it carries the protocol's bytes (TLS, if any, is up) */
     unsigned draining : 1;        /* SIGTERM: close at the next idle point */

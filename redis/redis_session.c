@@ -747,7 +747,8 @@ redis_session_forward(struct redis_session *s, struct evbuffer *in, size_t n)
     s->route.forwarded += n;
     /* errors show on the client's own events; a slow client stops the shadow's reads */
     conn_flush(&s->base.client);
-    if (s->base.shadow_open && evbuffer_get_length(s->base.client.out) >= SESSION_BACKPRESSURE_BYTES)
+    if (s->base.shadow_open &&
+        evbuffer_get_length(s->base.client.out) >= SESSION_BACKPRESSURE_BYTES)
         conn_want_read(&s->base.shadow_conn, 0);
 }
 

@@ -322,7 +322,7 @@ struct redis_shadow {
                                   * pooled, a routed read's bytes on their way to the pool */
     unsigned pooled : 1;         /* mirrors go to a shared connection (leg) */
     struct redis_leg leg;        /* the shared connection owing replies */
-    struct evbuffer *after_pool; /* released for its own connection while leg owes (heap), or NULL */
+    struct evbuffer *after_pool; /* for its own connection while leg owes (heap), or NULL */
 };
 
 /* Mode split (see "Read routing" above). */
@@ -497,7 +497,8 @@ void redis_shadow_dedicate(struct redis_session *s);
  * freed from its own (session_shadow_progress, session_settle_soon).
  */
 int redis_shadow_shared_input(struct redis_session *s, struct evbuffer *in, uint32_t *replies);
-void redis_shadow_shared_lost(struct redis_session *s, const char *msg, enum redis_shared_loss loss);
+void redis_shadow_shared_lost(struct redis_session *s, const char *msg,
+                              enum redis_shared_loss loss);
 void redis_shadow_orphan(struct session *base);
 /* the client's login cannot be followed on the shadow: the session is mirrored no more */
 void redis_shadow_identity_lost(struct redis_session *s, const char *why);
