@@ -345,7 +345,7 @@ struct conf_listener {
     uint32_t read_your_writes_ms;  /* reads this soon after a write go to the primary; 1 s; 0 off */
     uint32_t max_lag_ms;           /* no routed reads to a backend lagging more; default 1 s */
     enum conf_server_conns server_conns; /* redis: shared (default) | dedicated */
-    uint32_t server_pool;          /* redis: shared connections per worker, backend, role; 1..64, 1 */
+    uint32_t server_pool;          /* redis: shared connections per worker/backend/role; 1..64, 1 */
     struct conf_canary *canaries;  /* canary NAME { ... } in order */
     size_t ncanaries;
     struct conf_guard *guards;     /* guard NAME { ... } */
