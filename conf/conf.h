@@ -72,7 +72,7 @@
  *       read_your_writes 1s;              # 0ms turns it off
  *       max_lag 1s;
  *       server_connections shared;        # redis: shared | dedicated; postgres: dedicated | reuse
- *       server_pool 1;                    # redis: shared connections per worker and backend;
+ *       server_pool 1;                    # redis: shared connections per worker, backend, role;
  *                                         # postgres reuse: idle ones kept per worker (16)
  *       server_idle_timeout 60s;          # postgres reuse: an idle kept one is closed after
  *       server_lifetime 1h;               # postgres reuse: an older one is not kept
@@ -359,7 +359,7 @@ struct conf_listener {
     uint32_t max_lag_ms;           /* no routed reads to a backend lagging more; default 1 s */
     enum conf_server_conns server_conns; /* redis: shared (default) | dedicated;
                                           * postgres: dedicated (default) | reuse */
-    uint32_t server_pool;          /* redis: shared connections per worker and backend; 1..64, 1;
+    uint32_t server_pool;          /* redis: shared connections per worker/backend/role; 1..64, 1;
                                     * postgres reuse: idle connections kept per worker, 16 */
     uint32_t server_idle_timeout_ms; /* postgres reuse: a kept connection idle this long closes */
     uint32_t server_lifetime_ms;   /* postgres reuse: a connection this old is closed, not kept */

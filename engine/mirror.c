@@ -88,6 +88,12 @@ mirror_account(struct mirror *m, int64_t delta)
     session_queue_account(delta); /* one bound for every protocol's shadows */
 }
 
+void
+mirror_hand_over(struct mirror *m, size_t len)
+{
+    m->queued -= len;
+}
+
 int
 mirror_fits(const struct mirror *m, size_t len)
 {
@@ -205,7 +211,7 @@ mirror_release(struct mirror *m, int force, uint64_t now)
                 return; /* detached */
             continue;
         }
-        if (m->ops->send(m->owner, m->held, u->held_len) != 0)
+        if (m->ops->send(m->owner, u, m->held, u->held_len) != 0)
             return; /* detached */
         if (m->ops->sent)
             m->ops->sent(m->owner, u);

@@ -83,11 +83,12 @@ struct mirror;
  */
 struct mirror_ops {
     /*
-     * send - len bytes at the front of src go to the shadow: its connection
-     * when logged in, else what waits for the login.  0, or -1 after the
-     * hook detached (a write failed).  Admission was done by the caller.
+     * send - u's len bytes at the front of src go to the shadow: its
+     * connection when logged in, else what waits for the login.  0, or -1
+     * after the hook detached (a write failed).  Admission was done by the
+     * caller.
      */
-    int (*send)(void *owner, struct evbuffer *src, size_t len);
+    int (*send)(void *owner, struct mirror_unit *u, struct evbuffer *src, size_t len);
     /* releasing - u leaves held: send it, or not (NULL: always MIRROR_SEND) */
     enum mirror_verdict (*releasing)(void *owner, struct mirror_unit *u);
     /*
@@ -186,6 +187,14 @@ int mirror_admit(struct mirror *m, size_t len);
 
 /* mirror_account - bytes left the queue (negative) or joined it without admission. */
 void mirror_account(struct mirror *m, int64_t delta);
+
+/*
+ * mirror_hand_over - len bytes left the session's queue, unsent, for a
+ * connection the session shares with others: they no longer count against
+ * the session's bound, but still against the process's until that
+ * connection's owner has written them (session_queue_account).
+ */
+void mirror_hand_over(struct mirror *m, size_t len);
 
 /*
  * mirror_hold - u (mirrored set by the caller) joins the queue: its len bytes (the front of src, moved;

@@ -875,8 +875,9 @@ swap_ready(struct session *s)
 
     if (m->state == MIRROR_OFF || m->state == MIRROR_DETACHED)
         return -1;
-    if (m->state != MIRROR_READY || !s->shadow_open || s->outstanding > 0 || s->routed != NULL ||
-        m->head != NULL || mirror_busy(m) || evbuffer_get_length(s->shadow_conn.in) > 0)
+    if (m->state != MIRROR_READY || (!s->shadow_open && !s->shadow_shared) || s->outstanding > 0 ||
+        s->routed != NULL || m->head != NULL || mirror_busy(m) ||
+        (s->shadow_open && evbuffer_get_length(s->shadow_conn.in) > 0))
         return 0;
     /* no server connection of its own: the plug-in knows what its shared one owes it */
     if (s->server_open &&

@@ -195,6 +195,7 @@ struct session {
 
     unsigned server_open : 1;
     unsigned shadow_open : 1;     /* shadow_conn holds a socket */
+    unsigned shadow_shared : 1;   /* the plug-in mirrors on a shared connection, not shadow_conn */
     unsigned server_connecting : 1; /* the connect is in flight (session_connect_backend) */
     unsigned server_ready : 1;    /* it carries the protocol's bytes (TLS, if any, is up) */
     unsigned draining : 1;        /* SIGTERM: close at the next idle point */
@@ -225,6 +226,14 @@ struct session_protocol {
     int conf_proto;   /* enum conf_proto of the listeners it serves */
     void (*accept)(struct worker *w, const struct rt_listener *l, int fd,
                    const struct sockaddr *peer, int over_limit);
+    /*
+     * writes_owed - NULL, or: 1 while a write of a session that is gone
+     * (not in the worker's list any more) was sent to l's mirrored backend
+     * on a connection the plug-in shares and is unanswered there: l's
+     * cutover drain waits for it, as for a session's own
+     * (session_cutover_check).
+     */
+    int (*writes_owed)(struct worker *w, const struct rt_listener *l);
 };
 
 void session_protocols_register(const struct session_protocol *const *protocols, size_t n);

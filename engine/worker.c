@@ -322,9 +322,15 @@ cutover_check(struct worker *w)
             unready[slot]++;
     }
     for (size_t i = 0; i < w->rt->nlisteners; i++) {
-        int slot = w->rt->listeners[i].metric_slot;
-        if (slot >= 0 && slot < METRIC_MAX_LISTENERS)
-            control_report_unready(w->id, slot, generation[slot], unready[slot]);
+        const struct rt_listener *l = &w->rt->listeners[i];
+        int slot = l->metric_slot;
+        if (slot < 0 || slot >= METRIC_MAX_LISTENERS)
+            continue;
+        /* writes of sessions gone, still owed on a connection a plug-in shares */
+        const struct session_protocol *p = session_protocol_for((int)l->conf->proto);
+        if (control_paused(slot) && p != NULL && p->writes_owed != NULL && p->writes_owed(w, l))
+            unready[slot]++;
+        control_report_unready(w->id, slot, generation[slot], unready[slot]);
     }
 }
 

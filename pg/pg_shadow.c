@@ -628,7 +628,7 @@ on_replace(void *owner, struct mirror_unit *mu)
 }
 
 static int
-on_send(void *owner, struct evbuffer *src, size_t len)
+on_send(void *owner, struct mirror_unit *u, struct evbuffer *src, size_t len)
 {
     return send_admitted(owner, src, len);
 }

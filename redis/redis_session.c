@@ -95,7 +95,7 @@ op_leaving(struct session *base)
 {
     struct redis_session *s = (struct redis_session *)base;
     s->input_closed = 1;
-    redis_pool_leave(s);
+    redis_pool_leave(s, REDIS_ROLE_PRIMARY);
 }
 
 /* ------------------------------------------------------------------ */
@@ -334,7 +334,7 @@ op_client_wanted(struct session *base)
     struct redis_session *s = (struct redis_session *)base;
     if (s->shared && (s->mux_hold ||
                       evbuffer_get_length(s->base.client.out) >= SESSION_BACKPRESSURE_BYTES ||
-                      redis_pool_backlog(s) >= SHARED_BACKPRESSURE_BYTES))
+                      redis_pool_backlog(s, REDIS_ROLE_PRIMARY) >= SHARED_BACKPRESSURE_BYTES))
         return 0;
     return !s->input_closed && s->base.outstanding < MAX_OUTSTANDING;
 }
@@ -747,7 +747,8 @@ redis_session_forward(struct redis_session *s, struct evbuffer *in, size_t n)
     s->route.forwarded += n;
     /* errors show on the client's own events; a slow client stops the shadow's reads */
     conn_flush(&s->base.client);
-    if (evbuffer_get_length(s->base.client.out) >= SESSION_BACKPRESSURE_BYTES)
+    if (s->base.shadow_open &&
+        evbuffer_get_length(s->base.client.out) >= SESSION_BACKPRESSURE_BYTES)
         conn_want_read(&s->base.shadow_conn, 0);
 }
 
@@ -792,7 +793,8 @@ redis_session_route_lost(struct redis_session *s)
     session_route_fallback(s->base.w, s->base.lis, ROUTE_REASON_RETRIED);
     count_request(s, s->base.be, (enum req_kind)r->base.kind);
     if (s->shared) {
-        if (redis_pool_send(s, s->route.buf, evbuffer_get_length(s->route.buf), 1) != 0) {
+        if (redis_pool_send(s, REDIS_ROLE_PRIMARY, s->route.buf, evbuffer_get_length(s->route.buf),
+                            1, 0) != 0) {
             fail_all(s, METRIC_ERR_BACKEND_UNREACHABLE,
                      "ERR tandem: could not connect to the backend");
             return;
@@ -883,6 +885,7 @@ own_connection(struct redis_session *s)
     s->shared = 0;
     slog(s, CONF_LOG_DEBUG, "a connection of its own to \"%s\" (connection state)",
          s->base.be->conf->name);
+    redis_shadow_dedicate(s);
     session_connect_backend(&s->base);
     return s->base.state == SESSION_ACTIVE ? 0 : -1;
 }
@@ -914,7 +917,7 @@ command(struct redis_session *s, const struct resp_request *req, const uint8_t *
         return CMD_ANSWERED;
     }
     if (s->shared && needs_own_connection(cmd, flags, which, req)) {
-        if (s->mux_owed > 0) {
+        if (s->leg.owed > 0) {
             s->mux_hold = 1; /* its replies wake us: redis_session_shared_input */
             return CMD_HOLD;
         }
@@ -997,7 +1000,7 @@ forward(struct redis_session *s, size_t n, uint32_t replies)
         evbuffer_remove_buffer(s->base.client.in, s->base.server.out, n);
         return 0;
     }
-    if (redis_pool_send(s, s->base.client.in, n, replies) == 0)
+    if (redis_pool_send(s, REDIS_ROLE_PRIMARY, s->base.client.in, n, replies, 0) == 0)
         return 0;
     char msg[512];
     snprintf(msg, sizeof(msg), "ERR tandem: could not connect to backend \"%s\" at %s: %s",
@@ -1427,15 +1430,11 @@ redis_session_shared_input(struct redis_session *s, struct evbuffer *in, uint32_
 
     s->base.now_ns = 0; /* an entry point: the shared connection's event */
     if (s->base.state != SESSION_ACTIVE) {
-        redis_pool_leave(s); /* it is going: its replies are dropped */
+        redis_pool_leave(s, REDIS_ROLE_PRIMARY); /* it is going: its replies are dropped */
         return 0;
     }
     int rc = server_input(s, in, replies);
-    if (s->mux != NULL) { /* still there (a failure made it leave) */
-        s->mux_owed -= before - *replies;
-        if (s->mux_owed == 0)
-            s->mux = NULL;
-    }
+    redis_leg_took(&s->leg, before - *replies);
     /* replies drained the backlog, or a held stateful command may take its own connection */
     if (rc == 0 && s->base.state == SESSION_ACTIVE &&
         evbuffer_get_length(s->base.client.in) >= s->client_need)
@@ -1450,11 +1449,13 @@ redis_session_shared_settle(struct redis_session *s)
 }
 
 void
-redis_session_shared_lost(struct redis_session *s, const char *msg, int unreachable)
+redis_session_shared_lost(struct redis_session *s, const char *msg, enum redis_shared_loss loss)
 {
     s->base.now_ns = 0;
     s->reply_open = 0;
-    fail_all(s, unreachable ? METRIC_ERR_BACKEND_UNREACHABLE : METRIC_ERR_BACKEND_LOST, msg);
+    fail_all(s, loss == REDIS_SHARED_UNREACHABLE ? METRIC_ERR_BACKEND_UNREACHABLE
+                                                 : METRIC_ERR_BACKEND_LOST,
+             msg);
     session_deliver_done(&s->base);
 }
 
@@ -1646,7 +1647,7 @@ op_swap_ready(struct session *base)
      * connection's login does not matter here (redis_shadow_restart).
      */
     if (s->shared)
-        return s->mux_owed == 0 && redis_shadow_swap_ready(s);
+        return s->leg.owed == 0 && redis_shadow_swap_ready(s);
     if (login_lost(s))
         return -1;
     if (s->in_multi || s->watching || s->reply_open || s->push_open)
@@ -1712,4 +1713,5 @@ const struct session_protocol redis_protocol = {
     .name = "redis",
     .conf_proto = CONF_PROTO_REDIS,
     .accept = redis_session_accept,
+    .writes_owed = redis_pool_writes_owed,
 };

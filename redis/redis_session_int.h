@@ -273,8 +273,35 @@ redis_unit_of(struct mirror_unit *mu)
 }
 
 /*
+ * A session's leg on a shared connection of one role (redis_pool.h): the
+ * connection that owes it replies (NULL when none) and how many.
+ */
+struct redis_shared;
+struct redis_leg {
+    struct redis_shared *mux;
+    uint32_t owed;
+    struct redis_session *next_failed; /* redis_pool.c's list of sessions to fail */
+};
+
+/* Why a shared connection failed the sessions waiting on it (redis_pool.c). */
+enum redis_shared_loss {
+    REDIS_SHARED_LOST,        /* closed, reset, or it sent what is not RESP */
+    REDIS_SHARED_UNREACHABLE, /* never opened */
+    REDIS_SHARED_TIMEOUT,     /* the shadow role: no answer within the mirror timeout */
+};
+
+/*
  * The shadow connection (its queue is the session's struct mirror:
  * engine/mirror.h; while it connects, mirrors wait in conn.out).
+ *
+ * Pooled (redis_pool.h): a session with no connection state whose shadow
+ * backend wants neither AUTH nor TLS has no shadow connection of its own:
+ * its mirrors go to a shared one (leg), in the order the queue releases
+ * them, and their replies come back through redis_shadow_shared_input.
+ * Its first stateful command opens a connection of its own at once
+ * (redis_shadow_dedicate); what is released from then on waits in
+ * after_pool until the shared connection's replies owed are in, so the
+ * shadow applies and answers the session's commands in order.
  */
 struct redis_shadow {
     struct conn conn;            /* conn.out also holds what waits for the connect */
@@ -291,7 +318,11 @@ struct redis_shadow {
     uint32_t replies_left;       /* of scur's replies, including the one being read */
     struct evbuffer *tx_buf;     /* the open MULTI's commands, until EXEC or DISCARD */
     uint32_t tx_cmds;            /* commands in tx_buf, MULTI included */
-    struct evbuffer *effect;     /* a released unit's effect, between releasing and replace */
+    struct evbuffer *effect;     /* a released unit's effect, between releasing and replace;
+                                  * pooled, a routed read's bytes on their way to the pool */
+    unsigned pooled : 1;         /* mirrors go to a shared connection (leg) */
+    struct redis_leg leg;        /* the shared connection owing replies */
+    struct evbuffer *after_pool; /* for its own connection while leg owes (heap), or NULL */
 };
 
 /* Mode split (see "Read routing" above). */
@@ -342,10 +373,8 @@ struct redis_session {
      * Cleared for good by its first stateful command.
      */
     unsigned shared : 1;
-    unsigned mux_hold : 1;        /* a stateful command waits for mux's replies */
-    struct redis_shared *mux;
-    uint32_t mux_owed;
-    struct redis_session *mux_next; /* redis_pool.c's list of sessions to fail */
+    unsigned mux_hold : 1;        /* a stateful command waits for leg's replies */
+    struct redis_leg leg;         /* the primary's shared connection */
 };
 
 /* redis_session.c */
@@ -385,7 +414,25 @@ void redis_session_route_lost(struct redis_session *s);
  */
 int redis_session_shared_input(struct redis_session *s, struct evbuffer *in, uint32_t *replies);
 void redis_session_shared_settle(struct redis_session *s);
-void redis_session_shared_lost(struct redis_session *s, const char *msg, int unreachable);
+void redis_session_shared_lost(struct redis_session *s, const char *msg,
+                               enum redis_shared_loss loss);
+
+/*
+ * redis_leg_took - n replies owed on leg's shared connection were taken:
+ * 1 when it owes none there now (and has left it), 0 otherwise (or it had
+ * left already: a failure made it).
+ */
+static inline int
+redis_leg_took(struct redis_leg *leg, uint32_t n)
+{
+    if (leg->mux == NULL)
+        return 0;
+    leg->owed -= n;
+    if (leg->owed > 0)
+        return 0;
+    leg->mux = NULL;
+    return 1;
+}
 
 /* redis_recheck.c */
 
@@ -438,6 +485,20 @@ int redis_shadow_fenced(const struct redis_session *s);
 void redis_shadow_fence_login(struct redis_session *s);
 /* a cutover of a shared session: its shadow connection goes, a new one reaches shadow_be */
 void redis_shadow_restart(struct redis_session *s);
+/* the session has connection state now: its mirrors move to a connection of its own */
+void redis_shadow_dedicate(struct redis_session *s);
+/*
+ * For redis_pool.c, the shadow role (as redis_session_shared_input and
+ * redis_session_shared_lost for the primary): replies of s arrived on its
+ * shared shadow connection (at most *replies whole ones taken, counted
+ * down; -1 when the bytes are not RESP); the connection failed while s
+ * waited on it: its mirror is detached (loss says why).  Neither settles
+ * s (nor frees it) from the pool's event: a session draining its shadow is
+ * freed from its own (session_shadow_progress, session_settle_soon).
+ */
+int redis_shadow_shared_input(struct redis_session *s, struct evbuffer *in, uint32_t *replies);
+void redis_shadow_shared_lost(struct redis_session *s, const char *msg,
+                              enum redis_shared_loss loss);
 void redis_shadow_orphan(struct session *base);
 /* the client's login cannot be followed on the shadow: the session is mirrored no more */
 void redis_shadow_identity_lost(struct redis_session *s, const char *why);

@@ -41,6 +41,7 @@
 #include "metrics/shadow.h"
 #include "protocol/rediscmp.h"
 #include "metrics/log.h"
+#include "redis/redis_pool.h"
 #include "redis/redis_session_int.h"
 #include "control/runtime.h"
 #include "engine/worker.h"
@@ -95,11 +96,75 @@ redis_keep_sample(uint8_t *sample, uint16_t *have, const uint8_t *p, size_t n)
     *have = (uint16_t)(*have + n);
 }
 
-/* Write what conn.out holds; what left it leaves the queue too (-1: detached). */
+/*
+ * Write what conn.out holds; what left it leaves the queue too (-1:
+ * detached).  Pooled, nothing: the pool writes what every session sent
+ * during the loop turn at its end.
+ */
 static int
 flush_shadow(struct redis_session *s)
 {
+    if (!s->base.shadow_open || evbuffer_get_length(s->base.shadow_conn.out) == 0)
+        return 0;
     return session_shadow_flush(&s->base);
+}
+
+/*
+ * shadow_out - u's len bytes (the front of src; src NULL: bytes) go to the
+ * shadow: pooled, to the shared connection, and they leave the session's
+ * queue for the pool's; else to its own connection, or, while the shared
+ * one still owes it replies, to after_pool (redis_shadow_dedicate).  0, or
+ * -1 after a detach (nothing of src consumed).
+ */
+static int
+shadow_out(struct redis_session *s, const struct redis_unit *u, struct evbuffer *src,
+           const uint8_t *bytes, size_t len)
+{
+    struct redis_shadow *sh = &s->shadow;
+    struct evbuffer *dst = s->base.shadow_conn.out;
+
+    if (sh->pooled) {
+        if (src == NULL) {
+            if (sh->effect == NULL && (sh->effect = evbuffer_new()) == NULL)
+                goto out_of_memory;
+            src = sh->effect; /* empty between releasing and replace */
+            if (evbuffer_add(src, bytes, len) != 0)
+                goto out_of_memory;
+        }
+        if (redis_pool_send(s, REDIS_ROLE_SHADOW, src, len, u->sreplies,
+                            u->base.kind != REQ_KIND_READ) != 0) {
+            int full = errno == ENOBUFS;
+            char why[200];
+            if (bytes != NULL)
+                evbuffer_drain(src, len);
+            snprintf(why, sizeof(why), "shared shadow connection: %s",
+                     full ? "its unsent bytes are over the mirror queue" : strerror(errno));
+            if (full)
+                mirror_detach(&s->base.mirror, SHADOW_DROPPED, SHADOW_DROP_QUEUE_FULL, why,
+                              session_clock(&s->base));
+            else
+                detach(s, SHADOW_SHADOW_ERROR, why);
+            return -1;
+        }
+        mirror_hand_over(&s->base.mirror, len); /* the pool's now (redis_pool.h) */
+        return 0;
+    }
+    if (sh->leg.mux != NULL) {
+        if (sh->after_pool == NULL && (sh->after_pool = evbuffer_new()) == NULL)
+            goto out_of_memory;
+        dst = sh->after_pool;
+    }
+    if (src != NULL) {
+        evbuffer_remove_buffer(src, dst, len);
+        return 0;
+    }
+    if (evbuffer_add(dst, bytes, len) != 0)
+        goto out_of_memory;
+    return 0;
+
+out_of_memory:
+    detach(s, SHADOW_SHADOW_ERROR, "out of memory");
+    return -1;
 }
 
 /*
@@ -486,22 +551,22 @@ on_replace(void *owner, struct mirror_unit *mu)
     struct redis_session *s = owner;
     struct evbuffer *e = s->shadow.effect;
     size_t len = evbuffer_get_length(e);
-    (void)mu;
     if (mirror_admit(&s->base.mirror, len) != 0) {
         evbuffer_drain(e, len); /* full: detached, counted */
         return -1;
     }
-    evbuffer_remove_buffer(e, s->base.shadow_conn.out, len);
+    if (shadow_out(s, redis_unit_of(mu), e, NULL, len) != 0) {
+        evbuffer_drain(e, len);
+        return -1;
+    }
     return 0;
 }
 
-/* Released bytes join conn.out; one write per batch (redis_shadow_flush). */
+/* Released bytes join conn.out (or the shared connection's); one write per batch. */
 static int
-on_send(void *owner, struct evbuffer *src, size_t len)
+on_send(void *owner, struct mirror_unit *mu, struct evbuffer *src, size_t len)
 {
-    struct redis_session *s = owner;
-    evbuffer_remove_buffer(src, s->base.shadow_conn.out, len);
-    return 0;
+    return shadow_out(owner, redis_unit_of(mu), src, NULL, len);
 }
 
 static void
@@ -549,7 +614,7 @@ redis_shadow_flush(struct redis_session *s)
         mirror_release(&s->base.mirror, 0, session_clock(&s->base));
         mirror_complete(&s->base.mirror); /* those dropped instead of sent */
     }
-    if (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(s->base.shadow_conn.out) > 0)
+    if (s->base.mirror.state == MIRROR_READY)
         flush_shadow(s);
 }
 
@@ -687,6 +752,9 @@ shadow_close(void *owner)
 {
     struct redis_session *s = owner;
     struct redis_shadow *sh = &s->shadow;
+    redis_pool_leave(s, REDIS_ROLE_SHADOW); /* its replies owed there are dropped */
+    if (sh->after_pool) /* counted in mirror.queued, which the queue zeroes */
+        evbuffer_drain(sh->after_pool, evbuffer_get_length(sh->after_pool));
     if (s->base.shadow_open) {
         size_t unsent = evbuffer_get_length(s->base.shadow_conn.out);
         conn_release(&s->base.shadow_conn);
@@ -848,11 +916,25 @@ replay_login(struct redis_session *s)
 }
 
 /*
- * redis_shadow_start - open a shadow connection for s: log in (as the
- * client, or with the shadow backend's credentials for a client that never
- * logged in: replay_login), replay the session's db and name.  Never
- * waits: mirrors queue up in conn.out behind the login until the connect
- * completes.
+ * May s mirror on the shared shadow connections (redis_pool.h)?  While it
+ * shares the primary's (no connection state at all), and when the shadow
+ * backend wants no login of tandem's (nor fences: that needs one) and no
+ * TLS, as for the primary's.
+ */
+static int
+may_pool(const struct redis_session *s)
+{
+    const struct rt_backend *b = s->base.shadow_be;
+    return s->shared && b->tls == NULL && b->password[0] == '\0';
+}
+
+/*
+ * redis_shadow_start - the shadow for s: pooled, the shared connections
+ * (nothing to open, nothing to replay: the session has no state);
+ * else open a connection of its own: log in (as the client, or with the
+ * shadow backend's credentials for a client that never logged in:
+ * replay_login), replay the session's db and name.  Never waits: mirrors
+ * queue up in conn.out behind the login until the connect completes.
  */
 void
 redis_shadow_start(struct redis_session *s)
@@ -865,12 +947,19 @@ redis_shadow_start(struct redis_session *s)
         if (mirror_open(&s->base.mirror) != 0)
             return;
     }
-    int rc = session_connect_shadow(&s->base);
-    if (rc < 0)
-        return;
     sh->reply_open = 0;
     sh->push_open = 0;
     sh->replies_left = 0;
+    sh->pooled = may_pool(s);
+    s->base.shadow_shared = sh->pooled;
+    if (sh->pooled) {
+        sh->login = RL_DEFAULT;
+        s->base.mirror.state = MIRROR_READY; /* mirror_attached once the shadow answers */
+        return;
+    }
+    int rc = session_connect_shadow(&s->base);
+    if (rc < 0)
+        return;
 
     if (replay_login(s) != 0) {
         detach(s, SHADOW_SHADOW_ERROR, "out of memory");
@@ -910,6 +999,32 @@ shadow_tls(struct redis_session *s)
     count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
     detach(s, SHADOW_SHADOW_ERROR, why);
     return -1;
+}
+
+/*
+ * redis_shadow_dedicate - s has connection state from now on (its first
+ * stateful command was read, before it is mirrored): its shadow leg takes
+ * a connection of its own, as the primary leg does.  Nothing is replayed
+ * (a pooled session never changed the state of the shared connections),
+ * and nothing is sent on it before the shared connection's replies owed
+ * are in: the commands that reach the shadow first answer first
+ * (after_pool).  A detached shadow opens its own when it re-attaches.
+ */
+void
+redis_shadow_dedicate(struct redis_session *s)
+{
+    struct redis_shadow *sh = &s->shadow;
+    if (!sh->pooled)
+        return;
+    sh->pooled = 0;
+    s->base.shadow_shared = 0;
+    if (s->base.mirror.state != MIRROR_READY)
+        return;
+    slog(s, CONF_LOG_DEBUG, "a shadow connection of its own to \"%s\" (connection state)",
+         s->base.shadow_be->conf->name);
+    int rc = session_connect_shadow(&s->base); /* a failure detaches: the pool's replies too */
+    if (rc == 0)
+        redis_shadow_connected(&s->base);
 }
 
 /* redis_shadow_connected - the connect (and TLS) is done: send what waited for it. */
@@ -1009,31 +1124,36 @@ shadow_answered(struct redis_session *s, struct redis_unit *u, const struct resp
 }
 
 /*
- * The shadow's replies, in the order of the mirrored units: each digested
- * for the comparison (a replayed login's or state's reply checked), a
- * routed read's relayed to the client.
+ * shadow_read - the shadow's replies in `in`, in the order of the mirrored
+ * units: each digested for the comparison (a replayed login's or state's
+ * reply checked), a routed read's relayed to the client.  limit NULL:
+ * every byte of in is the session's (its own connection); else in is a
+ * shared connection's and at most *limit whole replies (and the start of
+ * the next) are, counted down as they complete.  -1 when the bytes are
+ * not the replies the session awaits (its mirror is detached).
  */
-void
-redis_shadow_input(struct session *base)
+static int
+shadow_read(struct redis_session *s, struct evbuffer *in, uint32_t *limit)
 {
-    struct redis_session *s = (struct redis_session *)base;
     struct redis_shadow *sh = &s->shadow;
-    struct evbuffer *in = s->base.shadow_conn.in;
 
-    while (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(in) > 0) {
+    /* from the shared connection while its own one opens: redis_shadow_dedicate */
+    while ((s->base.mirror.state == MIRROR_READY ||
+            (limit != NULL && s->base.mirror.state == MIRROR_CONNECTING)) &&
+           evbuffer_get_length(in) > 0 && (limit == NULL || *limit > 0)) {
         struct redis_unit *u = redis_unit_of(s->base.mirror.scur);
         struct evbuffer_iovec v;
         if (!sh->reply_open && (sh->push_open || shadow_push_starts(in, u))) {
             if (shadow_push(s, in) != 0)
-                return;
+                return -1;
             continue;
         }
         if (u == NULL || u->base.held) {
             detach(s, SHADOW_SHADOW_ERROR, "the shadow sent a reply to no request");
-            return;
+            return -1;
         }
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-            return;
+            return 0;
         if (sh->replies_left == 0)
             sh->replies_left = u->sreplies;
         int last = sh->replies_left == 1;
@@ -1053,7 +1173,7 @@ redis_shadow_input(struct session *base)
                                                &err);
         if (st == RESP_ERROR) {
             detach(s, SHADOW_SHADOW_ERROR, "the shadow sent an invalid reply");
-            return;
+            return -1;
         }
         if (keep)
             redis_keep_sample(u->cmp->ssample, &u->cmp->slen, v.iov_base, used);
@@ -1065,13 +1185,71 @@ redis_shadow_input(struct session *base)
         if (st != RESP_OK)
             continue;
         sh->reply_open = 0;
+        if (limit != NULL)
+            (*limit)--;
         if (u->base.replay && (info.type == '-' || info.type == '!')) {
             replay_refused(s, u, &info);
-            return;
+            return 0;
         }
         if (--sh->replies_left == 0)
             shadow_answered(s, u, &info, routed);
     }
+    return 0;
+}
+
+/* The shadow's replies on the session's own connection. */
+void
+redis_shadow_input(struct session *base)
+{
+    struct redis_session *s = (struct redis_session *)base;
+    shadow_read(s, s->base.shadow_conn.in, NULL);
+}
+
+/*
+ * The shared connection owes the session nothing any more: what waited in
+ * after_pool for that goes to its own connection now (redis_shadow_dedicate).
+ */
+static void
+after_pool_release(struct redis_session *s)
+{
+    struct redis_shadow *sh = &s->shadow;
+    if (sh->pooled || !s->base.shadow_open || sh->after_pool == NULL ||
+        evbuffer_get_length(sh->after_pool) == 0)
+        return;
+    evbuffer_add_buffer(s->base.shadow_conn.out, sh->after_pool);
+    if (s->base.mirror.state == MIRROR_READY)
+        flush_shadow(s); /* else redis_shadow_connected does */
+}
+
+int
+redis_shadow_shared_input(struct redis_session *s, struct evbuffer *in, uint32_t *replies)
+{
+    uint32_t before = *replies;
+    enum mirror_state st = s->base.mirror.state;
+
+    s->base.now_ns = 0; /* an entry point: the shared connection's event */
+    if (st != MIRROR_READY && st != MIRROR_CONNECTING) {
+        redis_pool_leave(s, REDIS_ROLE_SHADOW); /* never here: a detach leaves */
+        return 0;
+    }
+    int rc = shadow_read(s, in, replies);
+    if (before != *replies && s->base.mirror.failures > 0)
+        mirror_attached(&s->base.mirror); /* answered: the back-off starts over */
+    if (redis_leg_took(&s->shadow.leg, before - *replies))
+        after_pool_release(s);
+    return rc;
+}
+
+void
+redis_shadow_shared_lost(struct redis_session *s, const char *msg, enum redis_shared_loss loss)
+{
+    static const char prefix[] = "ERR tandem: ";
+    s->base.now_ns = 0;
+    s->shadow.reply_open = 0;
+    if (strncmp(msg, prefix, sizeof(prefix) - 1) == 0)
+        msg += sizeof(prefix) - 1; /* the primary's wording, for a client; this is for the log */
+    detach(s, loss == REDIS_SHARED_TIMEOUT ? SHADOW_SHADOW_TIMEOUT : SHADOW_SHADOW_ERROR, msg);
+    session_settle_soon(&s->base); /* a routed read lost may have ended it: from its own event */
 }
 
 /* redis_shadow_idle - an idle point: a detached shadow may come back. */
@@ -1099,6 +1277,9 @@ redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint8_t 
     if ((m->state != MIRROR_READY && m->state != MIRROR_CONNECTING) || m->nheld > 0 ||
         !mirror_fits(m, len))
         return -1;
+    mirror_account(m, (int64_t)len);
+    if (shadow_out(s, u, NULL, bytes, len) != 0)
+        return -1; /* detached (its queue zeroed): the primary answers */
     u->base.routed = 1;
     u->base.mirrored = 1;
     if (mirror_sample(m, mirror_conf(s)->reads)) {
@@ -1108,8 +1289,6 @@ redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint8_t 
         mirror_primary_answered(m, &u->base, 0); /* the primary never sees it */
     }
     u->base.shadow_sent_ns = m->state == MIRROR_READY ? session_clock(&s->base) : 0;
-    evbuffer_add(s->base.shadow_conn.out, bytes, len);
-    mirror_account(m, (int64_t)len);
     if (m->scur == NULL)
         m->scur = &u->base;
     return 0;
@@ -1131,7 +1310,8 @@ int
 redis_shadow_swap_ready(const struct redis_session *s)
 {
     const struct redis_shadow *sh = &s->shadow;
-    return !sh->reply_open && evbuffer_get_length(sh->tx_buf) == 0;
+    return !sh->reply_open && evbuffer_get_length(sh->tx_buf) == 0 && sh->leg.mux == NULL &&
+           (sh->after_pool == NULL || evbuffer_get_length(sh->after_pool) == 0);
 }
 
 /*
@@ -1207,7 +1387,7 @@ redis_shadow_orphan(struct session *base)
     s->base.outstanding = 0;
     tx_reset(&s->shadow);
     mirror_orphan(&s->base.mirror, session_clock(&s->base));
-    if (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(s->base.shadow_conn.out) > 0)
+    if (s->base.mirror.state == MIRROR_READY)
         flush_shadow(s);
 }
 
@@ -1223,4 +1403,7 @@ redis_shadow_release(struct redis_session *s)
     if (sh->effect)
         evbuffer_free(sh->effect);
     sh->effect = NULL;
+    if (sh->after_pool)
+        evbuffer_free(sh->after_pool);
+    sh->after_pool = NULL;
 }

@@ -6,6 +6,7 @@ Real redis-server, real clients (redis-py, raw sockets, redis-benchmark).
 How many connections tandem holds is read from the server's CLIENT LIST.
 No test asserts a duration.
 """
+import signal
 import socket
 import subprocess
 import threading
@@ -13,6 +14,7 @@ import threading
 import pytest
 import redis
 
+from harness.adminapi import run_operation
 from harness.redisserver import RedisServer, start_redis_tandem, tandem_client
 from harness.shadow import wait_drained
 from harness.tandemproc import metric_value
@@ -21,13 +23,17 @@ from harness.util import wait_until
 CLIENTS = 50
 
 
-@pytest.fixture
-def server():
-    s = RedisServer("mux").start()
+def serve(name):
+    s = RedisServer(name).start()
     try:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture
+def server():
+    yield from serve("mux")
 
 
 def tandem_conns(server):
@@ -42,19 +48,23 @@ def start(tandem, server, conns="shared", pool=1, **cfg):
     return start_redis_tandem(tandem, server, workers=1, listener_extra=extra, **cfg)
 
 
-def run_threads(n, fn):
-    errors = []
-
+def start_threads(n, fn, errors):
+    """n threads running fn(i); what one raises joins errors."""
     def wrap(i):
         try:
             fn(i)
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:  # noqa: BLE001 - reported by the caller
             errors.append(f"{i}: {exc!r}")
 
     threads = [threading.Thread(target=wrap, args=(i,)) for i in range(n)]
     for th in threads:
         th.start()
-    for th in threads:
+    return threads
+
+
+def run_threads(n, fn):
+    errors = []
+    for th in start_threads(n, fn, errors):
         th.join()
     return errors
 
@@ -279,3 +289,212 @@ def test_redis_benchmark_through_shared_connections(tandem, server):
                           "-q"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "error" not in out.stdout.lower(), out.stdout + out.stderr
     assert (metric_value(t.metrics(), "tandem_client_errors_total", listener="r") or 0) == 0
+
+
+# -- The shadow leg (issue 15): mirrors of stateless clients share server_pool
+# -- shadow connections per worker, as their commands share the primary's.
+
+@pytest.fixture
+def shadow():
+    yield from serve("mux-shadow")
+
+
+def start_shadowed(tandem, server, shadow, pool=1, mirror=None, **cfg):
+    server.client().flushall()
+    shadow.client().flushall()
+    return start(tandem, server, pool=pool, shadow=shadow,
+                 mirror=mirror or {"reads": "100%", "timeout": "10s"}, **cfg)
+
+
+def shadow_outcome(t, outcome):
+    return metric_value(t.metrics(), "tandem_shadow_operations_total", listener="r",
+                        outcome=outcome) or 0
+
+
+def test_stateless_clients_share_the_shadow_connections(tandem, server, shadow):
+    t = start_shadowed(tandem, server, shadow, pool=2)
+    barrier = threading.Barrier(30)
+    held = []
+
+    def client(i):
+        held.append(counting_client(t, i, rounds=60, barrier=barrier))
+
+    assert run_threads(30, client) == []
+    wait_drained(t, listener="r")
+    # the 30 clients are still connected: the shadow sees the pool, not one each
+    assert all(c.ping() for c in held)
+    assert 1 <= tandem_conns(shadow) <= 2
+    assert shadow_outcome(t, "match") > 30 * 60 * 2
+    for outcome in ("mismatch", "shadow_error", "shadow_timeout", "dropped"):
+        assert shadow_outcome(t, outcome) == 0, outcome
+    wait_until(lambda: server.digest() == shadow.digest(), 30, "DEBUG DIGEST equal")
+
+
+def test_every_mirrored_write_reaches_the_shadow_in_order(tandem, server, shadow):
+    t = start_shadowed(tandem, server, shadow, mirror={"reads": "0%", "timeout": "10s"})
+
+    def writer(i):
+        c = tandem_client(t)
+        n = 0
+        for r in range(40):
+            c.rpush(f"order:{i}", n)
+            n += 1
+            p = c.pipeline(transaction=False)
+            for _ in range(r % 7):
+                p.rpush(f"order:{i}", n)
+                n += 1
+            p.execute()
+        c.set(f"order:{i}:n", n)
+
+    assert run_threads(20, writer) == []
+    wait_drained(t, listener="r")
+    for i in range(20):
+        n = int(server.client().get(f"order:{i}:n"))
+        want = [str(k).encode() for k in range(n)]
+        assert server.client().lrange(f"order:{i}", 0, -1) == want
+        assert shadow.client().lrange(f"order:{i}", 0, -1) == want, i
+    assert tandem_conns(shadow) == 1
+    assert shadow_outcome(t, "dropped") == 0
+
+
+def test_interleaved_clients_each_get_their_own_comparison(tandem, server, shadow):
+    """Odd clients read a key that differs on the shadow, even ones one that
+    does not: every mismatch is an odd client's read, every match an even's.
+    A reply handed to the wrong session would show in either count."""
+    t = start_shadowed(tandem, server, shadow,
+                       listener_extra="compare { confirm_per_second 0; }")
+    for i in range(16):
+        server.client().set(f"cmp:{i}", f"v{i}")
+        shadow.client().set(f"cmp:{i}", f"v{i}" if i % 2 == 0 else f"other{i}")
+    barrier = threading.Barrier(16)
+
+    def reader(i):
+        c = tandem_client(t)
+        barrier.wait()
+        for r in range(50):
+            if r % 10 == 0:
+                p = c.pipeline(transaction=False)
+                for _ in range(5):
+                    p.get(f"cmp:{i}")
+                assert p.execute() == [f"v{i}".encode()] * 5
+            else:
+                assert c.get(f"cmp:{i}") == f"v{i}".encode()
+
+    assert run_threads(16, reader) == []
+    wait_drained(t, listener="r")
+    reads = 45 + 5 * 5
+    assert shadow_outcome(t, "mismatch") == 8 * reads
+    assert shadow_outcome(t, "match") == 8 * reads
+    assert tandem_conns(shadow) == 1
+
+
+def test_select_moves_the_shadow_leg_to_its_own_connection(tandem, server, shadow):
+    t = start_shadowed(tandem, server, shadow, mirror={"reads": "0%", "timeout": "10s"})
+    others = [tandem_client(t) for _ in range(5)]
+    for i, o in enumerate(others):
+        o.set(f"sel:o{i}", "x")
+    c = tandem_client(t)
+    c.set("sel:k", "db0")  # shared, on both legs
+    p = c.pipeline(transaction=False)
+    for k in range(20):
+        p.rpush("sel:l", k)  # still owed on the shared shadow connection ...
+    p.execute_command("SELECT", "1")  # ... when the session takes its own
+    p.set("sel:k", "db1")
+    p.rpush("sel:l", "in db 1")
+    assert p.execute()[-3:] == [True, True, 1]
+    for i, o in enumerate(others):
+        o.set(f"sel:o{i}", "y")
+    wait_drained(t, listener="r")
+    assert shadow.client(db=0).get("sel:k") == b"db0"
+    assert shadow.client(db=1).get("sel:k") == b"db1"
+    assert shadow.client(db=0).lrange("sel:l", 0, -1) == [str(k).encode() for k in range(20)]
+    assert shadow.client(db=1).lrange("sel:l", 0, -1) == [b"in db 1"]
+    assert all(shadow.client(db=0).get(f"sel:o{i}") == b"y" for i in range(5))
+    # the shared shadow connection, and the SELECT 1 client's own, in db 1
+    me = shadow.client()
+    me.client_setname("checker")
+    conns = [x for x in me.client_list() if x.get("name") != "checker"]
+    assert sorted(x["db"] for x in conns) == ["0", "1"], conns
+    assert c.get("sel:k") == b"db1"
+    wait_until(lambda: server.digest() == shadow.digest(), 30, "DEBUG DIGEST equal")
+    assert shadow_outcome(t, "dropped") == 0
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_a_dead_shadow_never_errors_a_client(tandem, server, shadow, how):
+    t = start_shadowed(tandem, server, shadow, mirror={"reads": "100%", "timeout": "1s"},
+                       listener_extra="compare { confirm_per_second 0; }")
+    stop = threading.Event()
+    done = [0] * 12
+
+    def load(i):
+        c = tandem_client(t)
+        n = 0
+        while not stop.is_set():
+            n += 1
+            assert c.incr(f"dead:{i}") == n
+            assert c.get(f"dead:{i}") == str(n).encode()
+            done[i] = n
+
+    errors = []
+    threads = start_threads(12, load, errors)
+    try:
+        wait_until(lambda: min(done) > 20, 30, "load under way")
+        if how == "stop":
+            shadow.signal(signal.SIGSTOP)
+        else:
+            shadow.kill()
+        n = sum(done)
+        # the clients go on, answered by the primary alone, while the shadow is gone
+        wait_until(lambda: sum(done) > n + 2000, 60, "clients going on without the shadow")
+        wait_until(lambda: shadow_outcome(t, "shadow_timeout") + shadow_outcome(t, "shadow_error")
+                   + shadow_outcome(t, "dropped") > 0, 30, "the shadow's loss counted")
+        if how == "stop":
+            shadow.signal(signal.SIGCONT)
+        else:
+            shadow.start()
+        # the sessions come back to the shadow (after a back-off); it missed
+        # their writes meanwhile, so their reads compare as mismatches now
+        def compared():
+            return shadow_outcome(t, "match") + shadow_outcome(t, "mismatch")
+        before = compared()
+        wait_until(lambda: compared() > before + 100, 60, "mirroring again")
+        fresh = tandem_client(t)
+        wait_until(lambda: fresh.incr("dead:fresh") and shadow.client().exists("dead:fresh"),
+                   30, "a new client's write on the shadow")
+    finally:
+        stop.set()
+        for th in threads:
+            th.join()
+    assert errors == []
+    assert (metric_value(t.metrics(), "tandem_client_errors_total", listener="r") or 0) == 0
+    assert tandem_conns(shadow) == 1
+
+
+def test_cutover_drains_writes_left_on_a_shared_shadow_connection(tandem, server, shadow):
+    """A stopped shadow: a client's large writes fill the shared shadow
+    connection past its mirror queue, so its mirror is detached (dropped,
+    counted) and it leaves that connection owing replies to writes already
+    sent.  Those writes still reach the shadow once it runs again, so a
+    cutover's drain waits for them (forced past the divergence the drop
+    caused): abandoned while the shadow is stopped."""
+    t = start_shadowed(tandem, server, shadow,
+                       mirror={"reads": "0%", "queue": "1MB", "timeout": "60s"})
+    c = tandem_client(t)
+    c.set("drain:warm", "1")
+    wait_drained(t, listener="r")
+    shadow.signal(signal.SIGSTOP)
+    try:
+        value = b"x" * (256 << 10)
+        k = 0
+        while shadow_outcome(t, "dropped") == 0 and k < 400:
+            c.set(f"drain:{k}", value)  # the primary answers: the client never waits
+            k += 1
+        assert shadow_outcome(t, "dropped") > 0, k
+        op = run_operation(t, "/api/cutover", {"max_pause_ms": 1500, "force": True})
+    finally:
+        shadow.signal(signal.SIGCONT)
+    assert op["state"] == "failed" and "abandoned" in op["reason"], op
+    # the writes sent before the drop did reach the shadow
+    wait_until(lambda: shadow.client().exists("drain:0") == 1, 30, "the first write on the shadow")
+    assert c.get("drain:warm") == b"1"

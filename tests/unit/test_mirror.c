@@ -91,7 +91,7 @@ note(char *log, char c)
 /* The stub protocol's hooks. */
 
 static int
-stub_send(void *owner, struct evbuffer *src, size_t len)
+stub_send(void *owner, struct mirror_unit *mu, struct evbuffer *src, size_t len)
 {
     struct stub *st = owner;
     /* the unit's bytes are at the front of src, all of them */

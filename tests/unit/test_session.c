@@ -142,7 +142,7 @@ write_must_wait(struct session *s)
 /* The mirror queue's hooks (engine/mirror.h). */
 
 static int
-stub_send(void *owner, struct evbuffer *src, size_t len)
+stub_send(void *owner, struct mirror_unit *mu, struct evbuffer *src, size_t len)
 {
     struct session *s = owner;
     evbuffer_remove_buffer(src, s->shadow_conn.out, len);
