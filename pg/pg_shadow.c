@@ -909,12 +909,17 @@ feed(struct pgdigest *d, uint8_t type, struct evbuffer *in, size_t offset, size_
     struct evbuffer_ptr pos;
     int n = 0;
 
+    if (!pgdigest_counts(type))
+        return; /* nothing of it is in the digest: no need to find its bytes */
     if (body_len > 0) {
         evbuffer_ptr_set(in, &pos, offset + PGW_HEADER_LEN, EVBUFFER_PTR_SET);
-        n = evbuffer_peek(in, (ev_ssize_t)body_len, &pos, NULL, 0);
-        if (n > 16 && (vec = malloc(sizeof(*vec) * (size_t)n)) == NULL)
-            return;
-        n = evbuffer_peek(in, (ev_ssize_t)body_len, &pos, vec, n);
+        /* one look, nearly always enough: it says how many vectors it needs */
+        n = evbuffer_peek(in, (ev_ssize_t)body_len, &pos, vec, 16);
+        if (n > 16) {
+            if ((vec = malloc(sizeof(*vec) * (size_t)n)) == NULL)
+                return;
+            n = evbuffer_peek(in, (ev_ssize_t)body_len, &pos, vec, n);
+        }
         /* the last vector may reach past the message: trim it */
         size_t total = 0;
         for (int i = 0; i < n; i++) {

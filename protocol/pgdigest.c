@@ -495,6 +495,29 @@ sample_tag_item(struct pgdigest *d, const char *a, size_t alen, const char *b, s
         sample_overflow(d, false);
 }
 
+/*
+ * sample_tag_item for text that needs no escaping (a tag copy_text made):
+ * copied whole when it fits, as sample_text would have copied it.
+ */
+static void
+sample_clean_item(struct pgdigest *d, const char *a, size_t alen)
+{
+    size_t lim, sep;
+
+    if (d->sample_full)
+        return;
+    lim = sample_limit(d, false);
+    sep = d->sample_len == 0 ? 0 : 3;
+    if (d->sample_len + sep + alen > lim) {
+        sample_tag_item(d, a, alen, "", 0); /* cut on a character boundary there */
+        return;
+    }
+    memcpy(d->sample + d->sample_len, " | ", sep);
+    memcpy(d->sample + d->sample_len + sep, a, alen);
+    d->sample_len += sep + alen;
+    d->sample[d->sample_len] = '\0';
+}
+
 /* ------------------------------------------------------------------ */
 /* Result sets and rows.                                              */
 
@@ -793,13 +816,27 @@ copy_cut(char *dst, size_t cap, const char *s, size_t len)
 
 /* The first whole characters of s (len bytes) that fit in cap - 1, as valid
  * UTF-8 text: control characters and bytes that are not UTF-8 become '?'. */
-static void
+static size_t
 copy_text(char *dst, size_t cap, const char *s, size_t len)
 {
     const uint8_t *p = (const uint8_t *)s;
     size_t out = 0;
 
     for (size_t i = 0; i < len;) {
+        /* a run of printable ASCII (every tag PostgreSQL sends) in one copy */
+        size_t run = 0;
+        while (i + run < len && p[i + run] >= 0x20 && p[i + run] < 0x7f)
+            run++;
+        if (run > 0) {
+            if (run > cap - 1 - out)
+                run = cap - 1 - out;
+            memcpy(dst + out, p + i, run);
+            out += run;
+            i += run;
+            if (out == cap - 1)
+                break;
+            continue;
+        }
         size_t n = utf8_seq(p + i, len - i);
         bool bad = n == 0 || (n == 1 && (p[i] < 0x20 || p[i] == 0x7f));
         size_t w = bad ? 1 : n;
@@ -813,23 +850,34 @@ copy_text(char *dst, size_t cap, const char *s, size_t len)
         i += bad ? 1 : n;
     }
     dst[out] = '\0';
+    return out;
 }
 
 /* 'C': the tag, NUL-terminated, filling the body. */
 static bool
 feed_complete(struct pgdigest *d, struct cur *c)
 {
-    char tag[PGDIGEST_TAG_MAX + 3];
-    size_t len;
+    char scratch[PGDIGEST_TAG_MAX + 3];
+    const char *tag = scratch;
+    const uint8_t *p = NULL;
+    size_t len, run = cur_run(c, &p);
 
     end_set(d);
     reset_layout(d);
     hasher_u8(&d->unit, 'C');
-    if (!cur_string(c, &d->unit, tag, sizeof(tag), &len) || c->left != 0)
+    if (run > 0 && run == c->left && p[run - 1] == 0 && memchr(p, 0, run) == p + run - 1) {
+        /* the body in one piece (as it nearly always is): read the tag in place */
+        len = run - 1;
+        hasher_put(&d->unit, p, len);
+        cur_adv(c, run);
+        tag = (const char *)p;
+    } else if (!cur_string(c, &d->unit, scratch, sizeof(scratch), &len) || c->left != 0) {
         return false;
+    }
     hasher_u8(&d->unit, 0);
-    copy_text(d->tag, sizeof(d->tag), tag, len < sizeof(tag) ? len : sizeof(tag) - 1);
-    sample_tag_item(d, d->tag, strlen(d->tag), "", 0);
+    /* as much of the tag as the scratch copy keeps, whichever way it was read */
+    len = copy_text(d->tag, sizeof(d->tag), tag, len < sizeof(scratch) ? len : sizeof(scratch) - 1);
+    sample_clean_item(d, d->tag, len);
     return true;
 }
 
