@@ -62,17 +62,103 @@ mirror_conf(const struct pg_session *s)
 /* ------------------------------------------------------------------ */
 /* Units.                                                              */
 
+/*
+ * Every mirrored statement takes a unit and, when compared, a comparison
+ * block (two digests and their samples, about 2 KB): a worker keeps up to
+ * UNIT_POOL_MAX of each that units left behind, for the next ones, rather
+ * than a malloc and a free of each per statement.  The pool is made by the
+ * first unit that wants one and freed with the worker (its job's cancel);
+ * a unit that ends when there is no pool (the worker going away) is freed.
+ */
+#define UNIT_POOL_MAX 32
+
+struct unit_pool {
+    struct worker_job job; /* first: the worker frees the pool through it */
+    struct worker *w;
+    struct pg_unit *units; /* spare units, through base.next */
+    struct pg_compare *cmps[UNIT_POOL_MAX];
+    unsigned nunits, ncmps;
+};
+
 static void
-unit_free(struct pg_unit *u)
+unit_pool_cancel(struct worker_job *job)
 {
+    struct unit_pool *p = (struct unit_pool *)job;
+    worker_job_remove(p->w, job);
+    while (p->units) {
+        struct pg_unit *u = p->units;
+        p->units = pg_unit_of(u->base.next);
+        free(u);
+    }
+    while (p->ncmps > 0)
+        free(p->cmps[--p->ncmps]);
+    p->w->pg_unit_pool = NULL;
+    free(p);
+}
+
+/* The worker's pool, made now if need be (NULL: out of memory, go without). */
+static struct unit_pool *
+unit_pool_of(struct worker *w)
+{
+    struct unit_pool *p = w->pg_unit_pool;
+    if (p != NULL || (p = calloc(1, sizeof(*p))) == NULL)
+        return p;
+    p->w = w;
+    p->job.cancel = unit_pool_cancel;
+    worker_job_add(w, &p->job);
+    w->pg_unit_pool = p;
+    return p;
+}
+
+/* A cleared unit: a spare one, else a new one.  NULL: out of memory. */
+static struct pg_unit *
+unit_new(struct pg_session *s)
+{
+    struct unit_pool *p = unit_pool_of(s->base.w);
+    struct pg_unit *u;
+
+    if (p == NULL || p->units == NULL)
+        return calloc(1, sizeof(*u));
+    u = p->units;
+    p->units = pg_unit_of(u->base.next);
+    p->nunits--;
+    memset(u, 0, sizeof(*u));
+    return u;
+}
+
+/* A comparison block, not initialized: a spare one, else a new one. */
+static struct pg_compare *
+cmp_new(struct pg_session *s)
+{
+    struct unit_pool *p = s->base.w->pg_unit_pool;
+    if (p != NULL && p->ncmps > 0)
+        return p->cmps[--p->ncmps];
+    return malloc(sizeof(struct pg_compare));
+}
+
+/* u and its comparison block are done with: kept for reuse while the pool has room. */
+static void
+unit_free(struct pg_session *s, struct pg_unit *u)
+{
+    struct unit_pool *p = s->base.w->pg_unit_pool;
+
     if (u == NULL)
         return;
-    free(u->cmp);
+    if (u->cmp != NULL && p != NULL && p->ncmps < UNIT_POOL_MAX)
+        p->cmps[p->ncmps++] = u->cmp;
+    else
+        free(u->cmp);
     free(u->sql);
     free(u->call);
     for (unsigned i = 0; i < u->nnames; i++)
         free(u->names[i]);
     free(u->names);
+    if (p != NULL && p->nunits < UNIT_POOL_MAX) {
+        u->base.next = p->units != NULL ? &p->units->base : NULL;
+        p->units = u;
+        p->nunits++;
+        return;
+    }
     free(u);
 }
 
@@ -221,8 +307,7 @@ on_record(void *owner, struct mirror_unit *mu)
 static void
 on_free_unit(void *owner, struct mirror_unit *mu)
 {
-    (void)owner;
-    unit_free(pg_unit_of(mu));
+    unit_free(owner, pg_unit_of(mu));
 }
 
 /* Record and free the units both sides are done with, oldest first. */
@@ -236,7 +321,7 @@ static void
 start_compare(struct pg_session *s, struct pg_unit *u)
 {
     const struct conf_compare *cc = &s->base.lis->conf->compare;
-    u->cmp = malloc(sizeof(*u->cmp));
+    u->cmp = cmp_new(s);
     if (u->cmp == NULL)
         return;
     struct pgdigest_opts opts = {
@@ -267,7 +352,7 @@ sample_read(struct pg_session *s)
 struct pg_unit *
 pg_unit_begin(struct pg_session *s, const struct pgclass_result *first)
 {
-    struct pg_unit *u = calloc(1, sizeof(*u));
+    struct pg_unit *u = unit_new(s);
     if (u == NULL)
         return NULL;
     u->base.forced = -1;
