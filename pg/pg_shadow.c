@@ -1586,6 +1586,18 @@ forwards_message(struct pg_session *s, struct pg_unit *u, uint8_t type)
     return 1;
 }
 
+/* The shadow's ReadyForQuery for unit u: its digest is final. */
+static void
+shadow_answered(struct pg_session *s, struct pg_unit *u)
+{
+    struct pg_shadow *sh = s->shadow;
+    if (u->relock && sh->relocks_pending > 0)
+        sh->relocks_pending--;
+    if (u->cmp)
+        pgdigest_final(&u->cmp->shadow, &u->cmp->sres);
+    mirror_shadow_answered(&s->base.mirror, &u->base, session_clock(&s->base));
+}
+
 /*
  * The message whose header h is at the front of the shadow's input (avail
  * bytes there): digest it for the current unit's comparison, or watch it.
@@ -1621,13 +1633,8 @@ shadow_message(struct pg_session *s, const struct pgw_header *h, size_t avail)
         free(u->cmp);
         u->cmp = NULL; /* mirrored, not compared */
     }
-    if (h->type == 'Z' && u != NULL) {
-        if (u->relock && sh->relocks_pending > 0)
-            sh->relocks_pending--;
-        if (u->cmp)
-            pgdigest_final(&u->cmp->shadow, &u->cmp->sres);
-        mirror_shadow_answered(&s->base.mirror, &u->base, session_clock(&s->base));
-    }
+    if (h->type == 'Z' && u != NULL)
+        shadow_answered(s, u);
     size_t take = pg_frame_begin(&sh->frame, h, avail);
     sh->frame.target = (uint8_t)forward;
     if (forward)
@@ -1643,6 +1650,60 @@ shadow_message(struct pg_session *s, const struct pgw_header *h, size_t avail)
     return 1;
 }
 
+/*
+ * shadow_run - the whole messages that lie in the first chain of the
+ * shadow's input (a read's bytes usually are one), read in place: framed,
+ * digested and drained together, up to and including a ReadyForQuery.
+ * shadow_message, one at a time, takes what is not that plain: a message
+ * cut by the chain's end, one to check or forward (a routed answer, a
+ * ParameterStatus watched for the role), one not valid (it says why).
+ * Returns the bytes consumed; 0: none here, the caller goes one at a time.
+ */
+static size_t
+shadow_run(struct pg_session *s, struct evbuffer *in)
+{
+    struct pg_shadow *sh = s->shadow;
+    struct pg_unit *u = pg_unit_of(s->base.mirror.scur);
+    size_t contig = evbuffer_get_contiguous_space(in), at = 0;
+    const uint8_t *p;
+    struct pgw_header h;
+    const char *err;
+    int ready = 0;
+
+    if (contig < PGW_HEADER_LEN || (u != NULL && u->base.routed && &u->base == s->base.routed))
+        return 0;
+    p = evbuffer_pullup(in, (ev_ssize_t)contig); /* in one chain already: no copy */
+    while (!ready && contig - at >= PGW_HEADER_LEN) {
+        if (pgw_header_parse(p + at, PGW_HEADER_LEN, 0x40000000u, &h, &err) != PGW_OK ||
+            !pgw_backend_type_valid(h.type) || !pgw_backend_len_valid(h.type, h.len))
+            break;
+        size_t total = pgw_header_total(&h);
+        if (total > contig - at ||
+            (h.type == 'S' && sh->as_role && !sh->super_at_login && sh->relocks_pending == 0))
+            break;
+        if (u && u->cmp && h.type != 'Z') {
+            if (total <= DIGEST_MAX_MESSAGE && pgdigest_counts(h.type)) {
+                struct iovec body = {(void *)(p + at + PGW_HEADER_LEN), h.len - 4};
+                pgdigest_feed(&u->cmp->shadow, h.type, &body, body.iov_len > 0, body.iov_len);
+            } else if (total > DIGEST_MAX_MESSAGE) {
+                free(u->cmp);
+                u->cmp = NULL; /* mirrored, not compared */
+            }
+        }
+        ready = h.type == 'Z';
+        at += total;
+    }
+    if (at > 0)
+        evbuffer_drain(in, at);
+    if (ready) {
+        if (u != NULL)
+            shadow_answered(s, u);
+        complete_units(s);
+        session_shadow_progress(&s->base);
+    }
+    return at;
+}
+
 /* pg_shadow_input - read the shadow's answers: digest the current unit's, count ReadyForQuery. */
 void
 pg_shadow_input(struct session *base)
@@ -1654,6 +1715,8 @@ pg_shadow_input(struct session *base)
     const char *err;
 
     while (s->base.mirror.state == MIRROR_READY) {
+        if (sh->frame.skip == 0 && shadow_run(s, in) > 0)
+            continue;
         size_t avail = evbuffer_get_length(in), take;
         enum pg_frame_result fr = pg_frame_step(&sh->frame, in, 0, avail, PG_FRAME_BACKEND,
                                                 0x40000000u, &h, &take, &err);
