@@ -996,6 +996,15 @@ feed(struct pgdigest *d, uint8_t type, struct evbuffer *in, size_t offset, size_
 
     if (!pgdigest_counts(type))
         return; /* nothing of it is in the digest: no need to find its bytes */
+    if (body_len > 0 && evbuffer_get_contiguous_space(in) >= offset + PGW_HEADER_LEN + body_len) {
+        /* in the first chain (as a read's bytes usually are): read in place */
+        struct iovec one = {
+            evbuffer_pullup(in, (ev_ssize_t)(offset + PGW_HEADER_LEN + body_len)) + offset +
+                PGW_HEADER_LEN,
+            body_len};
+        pgdigest_feed(d, type, &one, 1, body_len);
+        return;
+    }
     if (body_len > 0) {
         evbuffer_ptr_set(in, &pos, offset + PGW_HEADER_LEN, EVBUFFER_PTR_SET);
         /* one look, nearly always enough: it says how many vectors it needs */
