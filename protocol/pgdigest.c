@@ -1171,12 +1171,17 @@ pgdigest_feed(struct pgdigest *d, uint8_t type, const struct iovec *iov, int iov
 void
 pgdigest_final(const struct pgdigest *d, struct pgdigest_result *out)
 {
-    struct pgdigest_hasher hs = d->unit;
+    struct pgdigest_hasher hs;
 
-    if (d->set_rows > 0)
-        fold_set(d, &hs);
     memset(out, 0, sizeof(*out));
-    out->hash = hasher_digest(&hs);
+    if (d->set_rows > 0) {
+        /* rows not closed by a tag: folded into a copy, d stays as it is */
+        hs = d->unit;
+        fold_set(d, &hs);
+        out->hash = hasher_digest(&hs);
+    } else {
+        out->hash = hasher_digest(&d->unit);
+    }
     out->rows = d->rows;
     out->error = d->error;
     memcpy(out->sqlstate, d->sqlstate, sizeof(out->sqlstate));
