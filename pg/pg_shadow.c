@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -66,11 +67,14 @@ mirror_conf(const struct pg_session *s)
  * Every mirrored statement takes a unit and, when compared, a comparison
  * block (two digests and their samples, about 2 KB): a worker keeps up to
  * UNIT_POOL_MAX of each that units left behind, for the next ones, rather
- * than a malloc and a free of each per statement.  The pool is made by the
- * first unit that wants one and freed with the worker (its job's cancel);
- * a unit that ends when there is no pool (the worker going away) is freed.
+ * than a malloc and a free of each per statement.  (Units live until the
+ * shadow has answered too: a shadow a few statements behind keeps tens of
+ * them per busy worker.  At most about 200 KB stay with an idle worker.)
+ * The pool is made by the first unit that wants one and freed with the
+ * worker (its job's cancel); a unit that ends when there is no pool (the
+ * worker going away) is freed.
  */
-#define UNIT_POOL_MAX 32
+#define UNIT_POOL_MAX 64
 
 struct unit_pool {
     struct worker_job job; /* first: the worker frees the pool through it */
@@ -122,7 +126,7 @@ unit_new(struct pg_session *s)
     u = p->units;
     p->units = pg_unit_of(u->base.next);
     p->nunits--;
-    memset(u, 0, sizeof(*u));
+    memset(u, 0, offsetof(struct pg_unit, sql_inline));
     return u;
 }
 
@@ -148,7 +152,8 @@ unit_free(struct pg_session *s, struct pg_unit *u)
         p->cmps[p->ncmps++] = u->cmp;
     else
         free(u->cmp);
-    free(u->sql);
+    if (u->sql != u->sql_inline)
+        free(u->sql);
     free(u->call);
     for (unsigned i = 0; i < u->nnames; i++)
         free(u->names[i]);
@@ -401,7 +406,7 @@ pg_unit_set_sql(struct pg_unit *u, const char *sql, size_t len)
         len = UNIT_SQL_MAX;
         u->sql_truncated = 1;
     }
-    u->sql = malloc(len + 1);
+    u->sql = len < sizeof(u->sql_inline) ? u->sql_inline : malloc(len + 1);
     if (u->sql == NULL)
         return;
     memcpy(u->sql, sql, len);
@@ -417,6 +422,11 @@ copy_prefix(struct evbuffer *dst, struct evbuffer *src, size_t len)
     struct evbuffer_ptr pos;
     size_t done = 0;
 
+    if (len > 0 && evbuffer_get_contiguous_space(src) >= len) {
+        /* in the first chain (a read's bytes usually are): one copy, no walk */
+        evbuffer_add(dst, evbuffer_pullup(src, (ev_ssize_t)len), len);
+        return;
+    }
     evbuffer_ptr_set(src, &pos, 0, EVBUFFER_PTR_SET);
     while (done < len) {
         int n = evbuffer_peek(src, (ev_ssize_t)(len - done), &pos, vec, 16);
