@@ -69,7 +69,7 @@ mirror_conf(const struct pg_session *s)
  * UNIT_POOL_MAX of each that units left behind, for the next ones, rather
  * than a malloc and a free of each per statement.  (Units live until the
  * shadow has answered too: a shadow a few statements behind keeps tens of
- * them per busy worker.  At most about 200 KB stay with an idle worker.)
+ * them per busy worker.  At most about 160 KB stay with an idle worker.)
  * The pool is made by the first unit that wants one and freed with the
  * worker (its job's cancel); a unit that ends when there is no pool (the
  * worker going away) is freed.
