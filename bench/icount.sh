@@ -16,12 +16,9 @@
 # Usage: bench/icount.sh --baseline BIN [--rounds R] [--keep DIR] [--shadow]
 #   --keep DIR: keep each workload's last callgrind profile there
 #   (DIR/WORKLOAD.new, DIR/WORKLOAD.base), for callgrind_annotate
-#   --shadow: also tpcb-like and -S, -M prepared, and Redis SET/GET through
-#   each binary in passthrough and in --mode shadow (a second PostgreSQL and
-#   Redis as the shadows), for the shadow's cost over passthrough.  (The
-#   passthrough runs change the primary's data only: reads compared later
-#   mismatch, and their re-checks, a few a second, log in to both servers,
-#   which makes pgsh-S the noisiest figure.)
+#   --shadow: also tpcb-like -M prepared and Redis SET/GET through each
+#   binary in passthrough and in --mode shadow (a second PostgreSQL and
+#   Redis as the shadows), for the shadow's cost over passthrough
 # Environment: TANDEM_BIN=build/tandem ROUNDS=3 PG_TX=500 (pgbench -t, 4
 #   clients) REQUESTS=10000 (redis-benchmark -n, 10 clients, SET and GET)
 # Output: per workload the median instructions per transaction of each
@@ -154,6 +151,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
                 ins=$(measure "${!pid_var}" "$pg-tpcb.$who" pgbench -n -b tpcb-like -M prepared -c 4 -j 2 \
                     -t "$PG_TX" -h 127.0.0.1 -p "${!port_var}" -U postgres postgres)
                 SAMPLES["$pg-tpcb-prepared,$who"]+="$((ins / (4 * PG_TX))) "
+                # and -S -M prepared (pgsh-S-pair), the noisiest figure: the passthrough
+                # runs change the primary's data only, so compared reads mismatch, and
+                # their re-checks, a few a second, log in to both servers
                 ins=$(measure "${!pid_var}" "$pg-S.$who" pgbench -n -S -M prepared -c 4 -j 2 \
                     -t "$PG_TX" -h 127.0.0.1 -p "${!port_var}" -U postgres postgres)
                 SAMPLES["$pg-S-pair,$who"]+="$((ins / (4 * PG_TX))) "
