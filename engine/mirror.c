@@ -48,7 +48,7 @@ mirror_release_all(struct mirror *m)
         shadow_units_open(m->shard, m->slot, -1);
         m->ops->free_unit(m->owner, u);
     }
-    m->tail = m->pcur = m->scur = m->last_held = m->barrier = NULL;
+    m->tail = m->pcur = m->scur = m->first_held = m->last_held = m->barrier = NULL;
     m->nheld = 0;
     mirror_account(m, -(int64_t)m->queued);
     if (m->held)
@@ -129,6 +129,8 @@ mirror_hold(struct mirror *m, struct mirror_unit *u, struct evbuffer *src, const
     u->held_len = len;
     u->shadow_sent_ns = 0;
     m->nheld++;
+    if (m->first_held == NULL)
+        m->first_held = u; /* u is the list's newest: held units stay in list order */
     m->last_held = u;
     if (m->scur == NULL)
         m->scur = u;
@@ -155,10 +157,31 @@ mirror_next_for_shadow(struct mirror_unit *from)
     return from;
 }
 
+/*
+ * unhold - u's bytes leave held (sent, dropped or skipped by the caller).
+ * The shadow may be many units behind the primary, all still in the list:
+ * first_held moves on to the next held unit so the next release does not
+ * walk them again.
+ */
+static void
+unhold(struct mirror *m, struct mirror_unit *u)
+{
+    u->held = 0;
+    m->nheld--;
+    if (m->last_held == u)
+        m->last_held = NULL;
+    if (m->first_held == u) {
+        struct mirror_unit *n = m->nheld > 0 ? u->next : NULL;
+        while (n && !n->held)
+            n = n->next;
+        m->first_held = n;
+    }
+}
+
 void
 mirror_release(struct mirror *m, int force, uint64_t now)
 {
-    for (struct mirror_unit *u = m->head; u && m->nheld > 0; u = u->next) {
+    for (struct mirror_unit *u = m->first_held; u && m->nheld > 0; u = u->next) {
         if (!u->held)
             continue;
         /* a login the shadow has not answered yet: what follows must not run as someone else */
@@ -175,10 +198,7 @@ mirror_release(struct mirror *m, int force, uint64_t now)
                 break; /* later units wait too: the order stays the primary's */
             skip = 1;
         }
-        u->held = 0;
-        m->nheld--;
-        if (m->last_held == u)
-            m->last_held = NULL;
+        unhold(m, u);
         if (skip) {
             evbuffer_drain(m->held, u->held_len);
             mirror_account(m, -(int64_t)u->held_len);
@@ -295,18 +315,15 @@ mirror_skip_gated(struct mirror *m)
 {
     if (!m->gated || m->nheld == 0)
         return;
-    for (struct mirror_unit *u = m->head; u && m->nheld > 0; u = u->next) {
+    for (struct mirror_unit *u = m->first_held; u && m->nheld > 0; u = u->next) {
         if (!u->held)
             continue;
         if (u->kind != REQ_KIND_READ || !u->primary_done)
             break; /* held bytes are in unit order: only a leading run can be taken out */
         evbuffer_drain(m->held, u->held_len);
         mirror_account(m, -(int64_t)u->held_len);
-        u->held = 0;
+        unhold(m, u);
         u->held_len = 0;
-        m->nheld--;
-        if (m->last_held == u)
-            m->last_held = NULL;
         u->forced = SHADOW_SKIPPED_LAG;
         u->shadow_done = 1;
         if (m->scur == u)
@@ -351,7 +368,7 @@ mirror_detach(struct mirror *m, enum shadow_outcome why, enum shadow_drop_reason
     m->ops->close(m->owner);
     evbuffer_drain(m->held, evbuffer_get_length(m->held));
     m->nheld = 0;
-    m->last_held = NULL;
+    m->first_held = m->last_held = NULL;
     mirror_account(m, -(int64_t)m->queued);
     m->state = MIRROR_DETACHED;
     m->failures++;

@@ -121,6 +121,7 @@ struct mirror {
     struct mirror_unit *scur;      /* first mirrored unit awaiting the shadow's */
     struct evbuffer *held;         /* mirrored units the primary has not answered yet */
     unsigned nheld;
+    struct mirror_unit *first_held; /* the oldest unit in held: releases start there, not at head */
     struct mirror_unit *last_held;
     struct mirror_unit *barrier;   /* a login sent and unanswered: releases wait for its answer */
     size_t queued;                 /* this session's bytes in held and unsent to the shadow */

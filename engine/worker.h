@@ -66,6 +66,7 @@ struct worker {
     struct shadow_shard *shadow;  /* comparison outcomes recorded by this worker */
     struct pgcache *cls_cache;    /* statement classifications, by text */
     struct pgdesc *desc_cache;    /* statement fingerprints for the shadow report, by text */
+    void *pg_unit_pool;           /* pg_shadow.c's mirror units kept for reuse (its own job frees it) */
     struct event *tick;           /* shadow timeouts, lag and detached gauges */
     struct runtime *rt;          /* for new sessions; one reference held */
     struct wlistener *listeners; /* open listening sockets, by address */

@@ -73,6 +73,8 @@ struct pg_compare {
 
 /* Bytes of a Bind, Describe or Close read to learn the statement name. */
 #define NAME_PREFIX_MAX (PGW_HEADER_LEN + 2 * (PGSTMT_NAME_MAX + 1) + 1)
+/* A statement text this long or shorter is kept in its unit (pg_unit.sql_inline). */
+#define PG_UNIT_SQL_INLINE 160
 /* Statements one unit may parse or re-parse for the shadow (a pipeline may hold many). */
 #define PG_UNIT_NAMES_MAX 1024
 
@@ -103,6 +105,9 @@ struct pg_unit {
     char **names;
     uint16_t nnames;
     uint16_t names_cap;
+    /* sql when it is short (most statements): no allocation.  Last: a
+     * recycled unit is cleared up to here, not through it */
+    char sql_inline[PG_UNIT_SQL_INLINE];
 };
 
 /* The unit a mirror-queue pointer is (struct mirror_unit comes first). */

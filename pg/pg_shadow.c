@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -62,17 +63,107 @@ mirror_conf(const struct pg_session *s)
 /* ------------------------------------------------------------------ */
 /* Units.                                                              */
 
+/*
+ * Every mirrored statement takes a unit and, when compared, a comparison
+ * block (two digests and their samples, about 2 KB): a worker keeps up to
+ * UNIT_POOL_MAX of each that units left behind, for the next ones, rather
+ * than a malloc and a free of each per statement.  (Units live until the
+ * shadow has answered too: a shadow a few statements behind keeps tens of
+ * them per busy worker.  At most about 160 KB stay with an idle worker.)
+ * The pool is made by the first unit that wants one and freed with the
+ * worker (its job's cancel); a unit that ends when there is no pool (the
+ * worker going away) is freed.
+ */
+#define UNIT_POOL_MAX 64
+
+struct unit_pool {
+    struct worker_job job; /* first: the worker frees the pool through it */
+    struct worker *w;
+    struct pg_unit *units; /* spare units, through base.next */
+    struct pg_compare *cmps[UNIT_POOL_MAX];
+    unsigned nunits, ncmps;
+};
+
 static void
-unit_free(struct pg_unit *u)
+unit_pool_cancel(struct worker_job *job)
 {
+    struct unit_pool *p = (struct unit_pool *)job;
+    worker_job_remove(p->w, job);
+    while (p->units) {
+        struct pg_unit *u = p->units;
+        p->units = pg_unit_of(u->base.next);
+        free(u);
+    }
+    while (p->ncmps > 0)
+        free(p->cmps[--p->ncmps]);
+    p->w->pg_unit_pool = NULL;
+    free(p);
+}
+
+/* The worker's pool, made now if need be (NULL: out of memory, go without). */
+static struct unit_pool *
+unit_pool_of(struct worker *w)
+{
+    struct unit_pool *p = w->pg_unit_pool;
+    if (p != NULL || (p = calloc(1, sizeof(*p))) == NULL)
+        return p;
+    p->w = w;
+    p->job.cancel = unit_pool_cancel;
+    worker_job_add(w, &p->job);
+    w->pg_unit_pool = p;
+    return p;
+}
+
+/* A cleared unit: a spare one, else a new one.  NULL: out of memory. */
+static struct pg_unit *
+unit_new(struct pg_session *s)
+{
+    struct unit_pool *p = unit_pool_of(s->base.w);
+    struct pg_unit *u;
+
+    if (p == NULL || p->units == NULL)
+        return calloc(1, sizeof(*u));
+    u = p->units;
+    p->units = pg_unit_of(u->base.next);
+    p->nunits--;
+    memset(u, 0, offsetof(struct pg_unit, sql_inline));
+    return u;
+}
+
+/* A comparison block, not initialized: a spare one, else a new one. */
+static struct pg_compare *
+cmp_new(struct pg_session *s)
+{
+    struct unit_pool *p = s->base.w->pg_unit_pool;
+    if (p != NULL && p->ncmps > 0)
+        return p->cmps[--p->ncmps];
+    return malloc(sizeof(struct pg_compare));
+}
+
+/* u and its comparison block are done with: kept for reuse while the pool has room. */
+static void
+unit_free(struct pg_session *s, struct pg_unit *u)
+{
+    struct unit_pool *p = s->base.w->pg_unit_pool;
+
     if (u == NULL)
         return;
-    free(u->cmp);
-    free(u->sql);
+    if (u->cmp != NULL && p != NULL && p->ncmps < UNIT_POOL_MAX)
+        p->cmps[p->ncmps++] = u->cmp;
+    else
+        free(u->cmp);
+    if (u->sql != u->sql_inline)
+        free(u->sql);
     free(u->call);
     for (unsigned i = 0; i < u->nnames; i++)
         free(u->names[i]);
     free(u->names);
+    if (p != NULL && p->nunits < UNIT_POOL_MAX) {
+        u->base.next = p->units != NULL ? &p->units->base : NULL;
+        p->units = u;
+        p->nunits++;
+        return;
+    }
     free(u);
 }
 
@@ -221,8 +312,7 @@ on_record(void *owner, struct mirror_unit *mu)
 static void
 on_free_unit(void *owner, struct mirror_unit *mu)
 {
-    (void)owner;
-    unit_free(pg_unit_of(mu));
+    unit_free(owner, pg_unit_of(mu));
 }
 
 /* Record and free the units both sides are done with, oldest first. */
@@ -236,7 +326,7 @@ static void
 start_compare(struct pg_session *s, struct pg_unit *u)
 {
     const struct conf_compare *cc = &s->base.lis->conf->compare;
-    u->cmp = malloc(sizeof(*u->cmp));
+    u->cmp = cmp_new(s);
     if (u->cmp == NULL)
         return;
     struct pgdigest_opts opts = {
@@ -267,7 +357,7 @@ sample_read(struct pg_session *s)
 struct pg_unit *
 pg_unit_begin(struct pg_session *s, const struct pgclass_result *first)
 {
-    struct pg_unit *u = calloc(1, sizeof(*u));
+    struct pg_unit *u = unit_new(s);
     if (u == NULL)
         return NULL;
     u->base.forced = -1;
@@ -316,7 +406,7 @@ pg_unit_set_sql(struct pg_unit *u, const char *sql, size_t len)
         len = UNIT_SQL_MAX;
         u->sql_truncated = 1;
     }
-    u->sql = malloc(len + 1);
+    u->sql = len < sizeof(u->sql_inline) ? u->sql_inline : malloc(len + 1);
     if (u->sql == NULL)
         return;
     memcpy(u->sql, sql, len);
@@ -332,6 +422,11 @@ copy_prefix(struct evbuffer *dst, struct evbuffer *src, size_t len)
     struct evbuffer_ptr pos;
     size_t done = 0;
 
+    if (len > 0 && evbuffer_get_contiguous_space(src) >= len) {
+        /* in the first chain (a read's bytes usually are): one copy, no walk */
+        evbuffer_add(dst, evbuffer_pullup(src, (ev_ssize_t)len), len);
+        return;
+    }
     evbuffer_ptr_set(src, &pos, 0, EVBUFFER_PTR_SET);
     while (done < len) {
         int n = evbuffer_peek(src, (ev_ssize_t)(len - done), &pos, vec, 16);
@@ -909,12 +1004,26 @@ feed(struct pgdigest *d, uint8_t type, struct evbuffer *in, size_t offset, size_
     struct evbuffer_ptr pos;
     int n = 0;
 
+    if (!pgdigest_counts(type))
+        return; /* nothing of it is in the digest: no need to find its bytes */
+    if (body_len > 0 && evbuffer_get_contiguous_space(in) >= offset + PGW_HEADER_LEN + body_len) {
+        /* in the first chain (as a read's bytes usually are): read in place */
+        struct iovec one = {
+            evbuffer_pullup(in, (ev_ssize_t)(offset + PGW_HEADER_LEN + body_len)) + offset +
+                PGW_HEADER_LEN,
+            body_len};
+        pgdigest_feed(d, type, &one, 1, body_len);
+        return;
+    }
     if (body_len > 0) {
         evbuffer_ptr_set(in, &pos, offset + PGW_HEADER_LEN, EVBUFFER_PTR_SET);
-        n = evbuffer_peek(in, (ev_ssize_t)body_len, &pos, NULL, 0);
-        if (n > 16 && (vec = malloc(sizeof(*vec) * (size_t)n)) == NULL)
-            return;
-        n = evbuffer_peek(in, (ev_ssize_t)body_len, &pos, vec, n);
+        /* one look, nearly always enough: it says how many vectors it needs */
+        n = evbuffer_peek(in, (ev_ssize_t)body_len, &pos, vec, 16);
+        if (n > 16) {
+            if ((vec = malloc(sizeof(*vec) * (size_t)n)) == NULL)
+                return;
+            n = evbuffer_peek(in, (ev_ssize_t)body_len, &pos, vec, n);
+        }
         /* the last vector may reach past the message: trim it */
         size_t total = 0;
         for (int i = 0; i < n; i++) {
@@ -1496,6 +1605,18 @@ forwards_message(struct pg_session *s, struct pg_unit *u, uint8_t type)
     return 1;
 }
 
+/* The shadow's ReadyForQuery for unit u: its digest is final. */
+static void
+shadow_answered(struct pg_session *s, struct pg_unit *u)
+{
+    struct pg_shadow *sh = s->shadow;
+    if (u->relock && sh->relocks_pending > 0)
+        sh->relocks_pending--;
+    if (u->cmp)
+        pgdigest_final(&u->cmp->shadow, &u->cmp->sres);
+    mirror_shadow_answered(&s->base.mirror, &u->base, session_clock(&s->base));
+}
+
 /*
  * The message whose header h is at the front of the shadow's input (avail
  * bytes there): digest it for the current unit's comparison, or watch it.
@@ -1531,13 +1652,8 @@ shadow_message(struct pg_session *s, const struct pgw_header *h, size_t avail)
         free(u->cmp);
         u->cmp = NULL; /* mirrored, not compared */
     }
-    if (h->type == 'Z' && u != NULL) {
-        if (u->relock && sh->relocks_pending > 0)
-            sh->relocks_pending--;
-        if (u->cmp)
-            pgdigest_final(&u->cmp->shadow, &u->cmp->sres);
-        mirror_shadow_answered(&s->base.mirror, &u->base, session_clock(&s->base));
-    }
+    if (h->type == 'Z' && u != NULL)
+        shadow_answered(s, u);
     size_t take = pg_frame_begin(&sh->frame, h, avail);
     sh->frame.target = (uint8_t)forward;
     if (forward)
@@ -1553,6 +1669,60 @@ shadow_message(struct pg_session *s, const struct pgw_header *h, size_t avail)
     return 1;
 }
 
+/*
+ * shadow_run - the whole messages that lie in the first chain of the
+ * shadow's input (a read's bytes usually are one), read in place: framed,
+ * digested and drained together, up to and including a ReadyForQuery.
+ * shadow_message, one at a time, takes what is not that plain: a message
+ * cut by the chain's end, one to check or forward (a routed answer, a
+ * ParameterStatus watched for the role), one not valid (it says why).
+ * Returns the bytes consumed; 0: none here, the caller goes one at a time.
+ */
+static size_t
+shadow_run(struct pg_session *s, struct evbuffer *in)
+{
+    struct pg_shadow *sh = s->shadow;
+    struct pg_unit *u = pg_unit_of(s->base.mirror.scur);
+    size_t contig = evbuffer_get_contiguous_space(in), at = 0;
+    const uint8_t *p;
+    struct pgw_header h;
+    const char *err;
+    int ready = 0;
+
+    if (contig < PGW_HEADER_LEN || (u != NULL && u->base.routed && &u->base == s->base.routed))
+        return 0;
+    p = evbuffer_pullup(in, (ev_ssize_t)contig); /* in one chain already: no copy */
+    while (!ready && contig - at >= PGW_HEADER_LEN) {
+        if (pgw_header_parse(p + at, PGW_HEADER_LEN, 0x40000000u, &h, &err) != PGW_OK ||
+            !pgw_backend_type_valid(h.type) || !pgw_backend_len_valid(h.type, h.len))
+            break;
+        size_t total = pgw_header_total(&h);
+        if (total > contig - at ||
+            (h.type == 'S' && sh->as_role && !sh->super_at_login && sh->relocks_pending == 0))
+            break;
+        if (u && u->cmp && h.type != 'Z') {
+            if (total <= DIGEST_MAX_MESSAGE && pgdigest_counts(h.type)) {
+                struct iovec body = {(void *)(p + at + PGW_HEADER_LEN), h.len - 4};
+                pgdigest_feed(&u->cmp->shadow, h.type, &body, body.iov_len > 0, body.iov_len);
+            } else if (total > DIGEST_MAX_MESSAGE) {
+                free(u->cmp);
+                u->cmp = NULL; /* mirrored, not compared */
+            }
+        }
+        ready = h.type == 'Z';
+        at += total;
+    }
+    if (at > 0)
+        evbuffer_drain(in, at);
+    if (ready) {
+        if (u != NULL)
+            shadow_answered(s, u);
+        complete_units(s);
+        session_shadow_progress(&s->base);
+    }
+    return at;
+}
+
 /* pg_shadow_input - read the shadow's answers: digest the current unit's, count ReadyForQuery. */
 void
 pg_shadow_input(struct session *base)
@@ -1564,6 +1734,8 @@ pg_shadow_input(struct session *base)
     const char *err;
 
     while (s->base.mirror.state == MIRROR_READY) {
+        if (sh->frame.skip == 0 && shadow_run(s, in) > 0)
+            continue;
         size_t avail = evbuffer_get_length(in), take;
         enum pg_frame_result fr = pg_frame_step(&sh->frame, in, 0, avail, PG_FRAME_BACKEND,
                                                 0x40000000u, &h, &take, &err);

@@ -35,6 +35,7 @@
  */
 #include "protocol/pgdigest.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #define XXH_INLINE_ALL /* short rows: inlined XXH3 saves a call per row */
@@ -495,6 +496,29 @@ sample_tag_item(struct pgdigest *d, const char *a, size_t alen, const char *b, s
         sample_overflow(d, false);
 }
 
+/*
+ * sample_tag_item for text that needs no escaping (a tag copy_text made):
+ * copied whole when it fits, as sample_text would have copied it.
+ */
+static void
+sample_clean_item(struct pgdigest *d, const char *a, size_t alen)
+{
+    size_t lim, sep;
+
+    if (d->sample_full)
+        return;
+    lim = sample_limit(d, false);
+    sep = d->sample_len == 0 ? 0 : 3;
+    if (d->sample_len + sep + alen > lim) {
+        sample_tag_item(d, a, alen, "", 0); /* cut on a character boundary there */
+        return;
+    }
+    memcpy(d->sample + d->sample_len, " | ", sep);
+    memcpy(d->sample + d->sample_len + sep, a, alen);
+    d->sample_len += sep + alen;
+    d->sample[d->sample_len] = '\0';
+}
+
 /* ------------------------------------------------------------------ */
 /* Result sets and rows.                                              */
 
@@ -793,13 +817,27 @@ copy_cut(char *dst, size_t cap, const char *s, size_t len)
 
 /* The first whole characters of s (len bytes) that fit in cap - 1, as valid
  * UTF-8 text: control characters and bytes that are not UTF-8 become '?'. */
-static void
+static size_t
 copy_text(char *dst, size_t cap, const char *s, size_t len)
 {
     const uint8_t *p = (const uint8_t *)s;
     size_t out = 0;
 
     for (size_t i = 0; i < len;) {
+        /* a run of printable ASCII (every tag PostgreSQL sends) in one copy */
+        size_t run = 0;
+        while (i + run < len && p[i + run] >= 0x20 && p[i + run] < 0x7f)
+            run++;
+        if (run > 0) {
+            if (run > cap - 1 - out)
+                run = cap - 1 - out;
+            memcpy(dst + out, p + i, run);
+            out += run;
+            i += run;
+            if (out == cap - 1)
+                break;
+            continue;
+        }
         size_t n = utf8_seq(p + i, len - i);
         bool bad = n == 0 || (n == 1 && (p[i] < 0x20 || p[i] == 0x7f));
         size_t w = bad ? 1 : n;
@@ -813,23 +851,34 @@ copy_text(char *dst, size_t cap, const char *s, size_t len)
         i += bad ? 1 : n;
     }
     dst[out] = '\0';
+    return out;
 }
 
 /* 'C': the tag, NUL-terminated, filling the body. */
 static bool
 feed_complete(struct pgdigest *d, struct cur *c)
 {
-    char tag[PGDIGEST_TAG_MAX + 3];
-    size_t len;
+    char scratch[PGDIGEST_TAG_MAX + 3];
+    const char *tag = scratch;
+    const uint8_t *p = NULL;
+    size_t len, run = cur_run(c, &p);
 
     end_set(d);
     reset_layout(d);
     hasher_u8(&d->unit, 'C');
-    if (!cur_string(c, &d->unit, tag, sizeof(tag), &len) || c->left != 0)
+    if (run > 0 && run == c->left && p[run - 1] == 0 && memchr(p, 0, run) == p + run - 1) {
+        /* the body in one piece (as it nearly always is): read the tag in place */
+        len = run - 1;
+        hasher_put(&d->unit, p, len);
+        cur_adv(c, run);
+        tag = (const char *)p;
+    } else if (!cur_string(c, &d->unit, scratch, sizeof(scratch), &len) || c->left != 0) {
         return false;
+    }
     hasher_u8(&d->unit, 0);
-    copy_text(d->tag, sizeof(d->tag), tag, len < sizeof(tag) ? len : sizeof(tag) - 1);
-    sample_tag_item(d, d->tag, strlen(d->tag), "", 0);
+    /* as much of the tag as the scratch copy keeps, whichever way it was read */
+    len = copy_text(d->tag, sizeof(d->tag), tag, len < sizeof(scratch) ? len : sizeof(scratch) - 1);
+    sample_clean_item(d, d->tag, len);
     return true;
 }
 
@@ -986,7 +1035,9 @@ void
 pgdigest_init(struct pgdigest *d, const struct pgdigest_opts *opts, char *sample,
               size_t sample_cap)
 {
-    memset(d, 0, sizeof(*d));
+    /* all but the ignored positions (nign says how many are set) and the
+     * hasher's block (its fill says how much is), 300 bytes never read */
+    memset(d, 0, offsetof(struct pgdigest, ign));
     if (opts) {
         d->opts = *opts;
         if (d->opts.ignore_columns == NULL)
@@ -1120,12 +1171,17 @@ pgdigest_feed(struct pgdigest *d, uint8_t type, const struct iovec *iov, int iov
 void
 pgdigest_final(const struct pgdigest *d, struct pgdigest_result *out)
 {
-    struct pgdigest_hasher hs = d->unit;
+    struct pgdigest_hasher hs;
 
-    if (d->set_rows > 0)
-        fold_set(d, &hs);
     memset(out, 0, sizeof(*out));
-    out->hash = hasher_digest(&hs);
+    if (d->set_rows > 0) {
+        /* rows not closed by a tag: folded into a copy, d stays as it is */
+        hs = d->unit;
+        fold_set(d, &hs);
+        out->hash = hasher_digest(&hs);
+    } else {
+        out->hash = hasher_digest(&d->unit);
+    }
     out->rows = d->rows;
     out->error = d->error;
     memcpy(out->sqlstate, d->sqlstate, sizeof(out->sqlstate));

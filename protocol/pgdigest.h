@@ -174,6 +174,17 @@ void pgdigest_feed(struct pgdigest *d, uint8_t type, const struct iovec *iov, in
                    size_t body_len);
 
 /*
+ * pgdigest_counts - false for a message type the digest ignores whatever
+ * its body ('N' 'S' 'A' 'K' 'Z' 'R' 'v'): a caller may skip feeding it.
+ */
+static inline bool
+pgdigest_counts(uint8_t type)
+{
+    return type != 'N' && type != 'S' && type != 'A' && type != 'K' && type != 'Z' &&
+           type != 'R' && type != 'v';
+}
+
+/*
  * pgdigest_final - the result so far: folds the result set in progress (rows
  * not yet closed by a CommandComplete) into a copy, so d is not changed and
  * may be fed further or finalized again.

@@ -488,6 +488,63 @@ test_release_follows_primary_answers_in_client_order(void **state)
     assert_null(st->m.head);
 }
 
+/*
+ * Releases start at the oldest held unit (first_held), past the units the
+ * shadow still owes: it moves over units that are not held (a read left
+ * out of the mirror, a unit sent already) to the next held one, and is
+ * NULL once nothing is held, however the units ahead of it stand.
+ */
+static void
+test_release_starts_at_oldest_held_unit(void **state)
+{
+    struct stub *st = *state;
+    struct stub_unit *a = unit(st, REQ_KIND_WRITE, 'a');
+    assert_int_equal(hold(st, a, 1), 0);
+    primary(st, a, T0 + 1);
+    mirror_release(&st->m, 0, T0 + 1); /* sent: the shadow owes it, it stays at the head */
+    assert_null(st->m.first_held);
+
+    struct stub_unit *b = unit(st, REQ_KIND_WRITE, 'b');
+    struct stub_unit *r = unit(st, REQ_KIND_READ, 'r'); /* not mirrored: never held */
+    struct stub_unit *c = unit(st, REQ_KIND_WRITE, 'c');
+    r->base.shadow_done = 1;
+    assert_int_equal(hold(st, b, 2), 0);
+    assert_int_equal(hold(st, c, 3), 0);
+    assert_ptr_equal(st->m.first_held, &b->base);
+    assert_ptr_equal(st->m.head, &a->base);
+
+    primary(st, b, T0 + 2);
+    primary(st, r, T0 + 2);
+    mirror_release(&st->m, 0, T0 + 2);
+    assert_string_equal(shadow_got(st), "abb");
+    assert_ptr_equal(st->m.first_held, &c->base); /* past r, which was never held */
+
+    struct stub_unit *d = unit(st, REQ_KIND_WRITE, 'd');
+    assert_int_equal(hold(st, d, 1), 0);
+    assert_ptr_equal(st->m.first_held, &c->base); /* a newer unit does not move it */
+    primary(st, c, T0 + 3);
+    primary(st, d, T0 + 3);
+    mirror_release(&st->m, 0, T0 + 3);
+    assert_string_equal(shadow_got(st), "abbcccd");
+    assert_string_equal(st->sent, "abcd");
+    assert_int_equal(st->m.nheld, 0);
+    assert_null(st->m.first_held);
+
+    shadow(st, a, T0 + 4);
+    shadow(st, b, T0 + 4);
+    shadow(st, c, T0 + 4);
+    shadow(st, d, T0 + 4);
+    mirror_account(&st->m, -7);
+    mirror_complete(&st->m);
+    assert_string_equal(recorded_names(st), "abcd");
+    assert_null(st->m.head);
+
+    /* held again after all that: it starts there */
+    struct stub_unit *e = unit(st, REQ_KIND_WRITE, 'e');
+    assert_int_equal(hold(st, e, 1), 0);
+    assert_ptr_equal(st->m.first_held, &e->base);
+}
+
 static void
 test_release_early_and_force(void **state)
 {
@@ -1045,6 +1102,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_process_bound_detaches_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_follows_primary_answers_in_client_order, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_release_starts_at_oldest_held_unit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_early_and_force, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verdict_drop_never_reaches_shadow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verdict_replace_awaits_shadow, setup, teardown),
