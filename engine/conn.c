@@ -8,6 +8,7 @@
 #include <event2/buffer.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -61,6 +62,8 @@ out_free:
 void
 conn_release(struct conn *c)
 {
+    free(c->tls_error);
+    c->tls_error = NULL;
     if (c->fd < 0 && c->in == NULL)
         return;
     if (c->reading)
@@ -128,6 +131,25 @@ want_write(struct conn *c, int on)
     }
 }
 
+const char *
+conn_tls_error(const struct conn *c, const char *fallback)
+{
+    return c->tls_error != NULL && c->tls_error[0] != '\0' ? c->tls_error : fallback;
+}
+
+/*
+ * Keep prefix and text as c's TLS failure.  The room is allocated at the first
+ * failure, not with every connection; without memory the text is lost
+ * (the caller's fallback names the failure instead).
+ */
+static void
+set_tls_error(struct conn *c, const char *prefix, const char *text)
+{
+    if (c->tls_error == NULL && (c->tls_error = malloc(CONN_TLS_ERROR_MAX)) == NULL)
+        return;
+    snprintf(c->tls_error, CONN_TLS_ERROR_MAX, "%s%s", prefix, text);
+}
+
 static void
 note_tls_error(struct conn *c, const char *what)
 {
@@ -135,9 +157,9 @@ note_tls_error(struct conn *c, const char *what)
     if (e != 0) {
         char buf[120];
         ERR_error_string_n(e, buf, sizeof(buf));
-        snprintf(c->tls_error, sizeof(c->tls_error), "%s", buf);
-    } else if (c->tls_error[0] == '\0') {
-        snprintf(c->tls_error, sizeof(c->tls_error), "%s", what);
+        set_tls_error(c, "", buf);
+    } else if (c->tls_error == NULL || c->tls_error[0] == '\0') {
+        set_tls_error(c, "", what);
     }
     ERR_clear_error();
 }
@@ -157,7 +179,7 @@ tls_result(struct conn *c, int rc, const char *what)
         return CONN_EOF;
     case SSL_ERROR_SYSCALL:
         if (errno == 0 || errno == EPIPE || errno == ECONNRESET) {
-            snprintf(c->tls_error, sizeof(c->tls_error), "connection closed during %s", what);
+            set_tls_error(c, "connection closed during ", what);
             ERR_clear_error();
             return errno == 0 ? CONN_EOF : CONN_ERROR;
         }
@@ -326,7 +348,7 @@ conn_handshake(struct conn *c)
     if (io == CONN_AGAIN && SSL_want_read(c->ssl))
         want_write(c, 0);
     if (io == CONN_ERROR && SSL_get_verify_result(c->ssl) != X509_V_OK)
-        snprintf(c->tls_error, sizeof(c->tls_error), "certificate verify failed: %s",
-                 X509_verify_cert_error_string(SSL_get_verify_result(c->ssl)));
+        set_tls_error(c, "certificate verify failed: ",
+                      X509_verify_cert_error_string(SSL_get_verify_result(c->ssl)));
     return io == CONN_EOF ? CONN_ERROR : io;
 }

@@ -36,8 +36,11 @@ struct conn {
     unsigned writing : 1;     /* ev_write is added */
     unsigned tls_done : 1;    /* handshake finished */
     unsigned borrowed : 1;    /* fd and ssl belong to someone else (libpq): not closed here */
-    char tls_error[128];      /* last TLS failure, for messages */
+    char *tls_error;          /* last TLS failure, for messages: allocated when one happens */
 };
+
+/* The longest TLS failure text a conn keeps (conn_tls_error). */
+#define CONN_TLS_ERROR_MAX 128
 
 /*
  * conn_tune_socket - keepalive and user timeout on a TCP socket, so a peer
@@ -85,5 +88,13 @@ int conn_start_tls(struct conn *c, SSL_CTX *ctx, int server_side, const char *sn
 
 /* conn_handshake - advance the TLS handshake: CONN_OK when done. */
 enum conn_io conn_handshake(struct conn *c);
+
+/*
+ * conn_tls_error - why TLS failed on c (OpenSSL's reason, a certificate
+ * check, the peer closing mid-handshake), or fallback when nothing was
+ * noted.  The text lives until conn_release.  It is allocated only when a
+ * failure happens: an idle connection carries no room for one.
+ */
+const char *conn_tls_error(const struct conn *c, const char *fallback);
 
 #endif /* TANDEM_CONN_H */

@@ -260,7 +260,7 @@ void session_connect_backend(struct session *s);
  * to be (a backend with tls require or verify-full: the handshake starts
  * on the first call, with the backend's SNI and, for verify-full, its name
  * checked).  CONN_OK once done, CONN_AGAIN in progress, CONN_ERROR failed:
- * c->tls_error says why when OpenSSL did.
+ * conn_tls_error(c) says why when OpenSSL did.
  */
 enum conn_io session_backend_tls(struct conn *c, const struct rt_backend *be);
 

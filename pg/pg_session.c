@@ -1554,7 +1554,7 @@ server_handshake(struct pg_session *s)
     if (io == CONN_AGAIN)
         return 0;
     if (io != CONN_OK) {
-        backend_failed(&s->base, s->base.server.tls_error[0] ? s->base.server.tls_error : "TLS handshake failed");
+        backend_failed(&s->base, conn_tls_error(&s->base.server, "TLS handshake failed"));
         return 0;
     }
     send_startup(s);
@@ -1584,7 +1584,7 @@ server_input(struct session *base)
         const char *name = cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host;
         if (conn_start_tls(&s->base.server, s->base.be->tls, 0, name,
                            cb->tls == CONF_TLS_VERIFY_FULL ? name : NULL) != 0) {
-            backend_failed(&s->base, s->base.server.tls_error);
+            backend_failed(&s->base, conn_tls_error(&s->base.server, "TLS failed"));
             return;
         }
         session_set_state(&s->base, PGS_SERVER_TLS);
@@ -1611,7 +1611,7 @@ op_client_handshake(struct session *base, short *what)
     if (io == CONN_AGAIN)
         return 0;
     if (io != CONN_OK) {
-        slog(s, CONF_LOG_INFO, "client TLS handshake failed: %s", s->base.client.tls_error);
+        slog(s, CONF_LOG_INFO, "client TLS handshake failed: %s", conn_tls_error(&s->base.client, "unknown"));
         session_count_client_error(&s->base, METRIC_ERR_TLS);
         s->base.state = SESSION_DEAD; /* no protocol left to speak in */
         return 0;
@@ -1634,8 +1634,7 @@ op_server_lost(struct session *base, enum conn_io io)
     }
     if (s->base.state < PGS_AUTH || (s->base.state == PGS_AUTH && !s->logged_in)) {
         backend_failed(&s->base, io == CONN_EOF ? "the server closed the connection"
-                                         : (s->base.server.tls_error[0] ? s->base.server.tls_error
-                                                                   : strerror(errno)));
+                                         : conn_tls_error(&s->base.server, strerror(errno)));
         return;
     }
     fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_CONNECTION_FAILURE,

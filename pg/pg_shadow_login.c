@@ -127,8 +127,7 @@ tls_handshake(struct pg_session *s)
     if (io != CONN_OK) {
         char why[200];
         snprintf(why, sizeof(why), "TLS: %s",
-                 s->base.shadow_conn.tls_error[0] ? s->base.shadow_conn.tls_error
-                                                  : "handshake failed");
+                 conn_tls_error(&s->base.shadow_conn, "handshake failed"));
         give_up(s, why);
         return;
     }
@@ -151,7 +150,7 @@ tls_answer(struct pg_session *s)
     const char *name = cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host;
     if (conn_start_tls(&s->base.shadow_conn, s->base.shadow_be->tls, 0, name,
                        cb->tls == CONF_TLS_VERIFY_FULL ? name : NULL) != 0) {
-        give_up(s, s->base.shadow_conn.tls_error);
+        give_up(s, conn_tls_error(&s->base.shadow_conn, "TLS failed"));
         return;
     }
     s->shadow->own->phase = OWN_TLS;

@@ -335,7 +335,7 @@ on_side(evutil_socket_t fd, short what, void *arg)
         if (io == CONN_AGAIN)
             return;
         if (io != CONN_OK) {
-            side_failed(sd, "TLS", sd->conn.tls_error[0] ? sd->conn.tls_error : "handshake failed");
+            side_failed(sd, "TLS", conn_tls_error(&sd->conn, "handshake failed"));
             return;
         }
     }

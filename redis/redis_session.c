@@ -374,8 +374,8 @@ server_tls(struct redis_session *s)
     if (io == CONN_OK)
         return 1;
     slog(s, CONF_LOG_WARN, "TLS with backend \"%s\" failed: %s", cb->name,
-         c->tls_error[0] ? c->tls_error : "handshake failed");
-    backend_failed(&s->base, c->tls_error[0] ? c->tls_error : "TLS handshake failed");
+         conn_tls_error(c, "handshake failed"));
+    backend_failed(&s->base, conn_tls_error(c, "TLS handshake failed"));
     return -1;
 }
 
@@ -1510,7 +1510,7 @@ op_client_handshake(struct session *base, short *what)
         return 0;
     if (io != CONN_OK) {
         slog(s, CONF_LOG_INFO, "client TLS handshake failed: %s",
-             s->base.client.tls_error[0] ? s->base.client.tls_error : "the client left");
+             conn_tls_error(&s->base.client, "the client left"));
         session_count_client_error(&s->base, METRIC_ERR_TLS);
         s->base.state = SESSION_DEAD;
         return 0;
@@ -1555,7 +1555,7 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
         }
     } else if (l->tls != NULL) {
         if (conn_start_tls(&s->base.client, l->tls, 1, NULL, NULL) != 0) {
-            slog(s, CONF_LOG_WARN, "client TLS: %s", s->base.client.tls_error);
+            slog(s, CONF_LOG_WARN, "client TLS: %s", conn_tls_error(&s->base.client, "failed"));
             s->base.state = SESSION_DEAD;
         } else {
             session_arm_timer(&s->base, s->base.rt->conf->limits.startup_timeout_ms);

@@ -906,7 +906,7 @@ shadow_tls(struct redis_session *s)
         return 0;
     if (io == CONN_OK)
         return 1;
-    snprintf(why, sizeof(why), "TLS: %s", c->tls_error[0] ? c->tls_error : "handshake failed");
+    snprintf(why, sizeof(why), "TLS: %s", conn_tls_error(c, "handshake failed"));
     count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
     detach(s, SHADOW_SHADOW_ERROR, why);
     return -1;
