@@ -275,7 +275,6 @@ session_init(struct session *s, const struct session_ops *ops, struct worker *w,
     s->shadow_be = s->swapped ? l->primary : l->shadow;
     s->id = (uint64_t)w->id << 48 | w->next_conn_id++;
     s->server.fd = -1;
-    s->shadow_conn.fd = -1;
     s->state = SESSION_OPENING;
     s->last_input_ns = session_now_ns();
     runtime_format_addr(peer, s->peer, sizeof(s->peer));
@@ -448,7 +447,7 @@ interest(struct session *s)
                                                            SESSION_BACKPRESSURE_BYTES) &&
                                    s->ops->client_wanted(s));
     if (s->mirror.state == MIRROR_READY && s->shadow_open)
-        conn_want_read(&s->shadow_conn, s->routed == NULL || !client_backlog);
+        conn_want_read(s->shadow_conn, s->routed == NULL || !client_backlog);
 }
 
 void
@@ -665,7 +664,7 @@ on_timer(evutil_socket_t fd, short what, void *arg)
 int
 session_shadow_flush(struct session *s)
 {
-    struct conn *c = &s->shadow_conn;
+    struct conn *c = s->shadow_conn;
     size_t before = evbuffer_get_length(c->out);
     if (conn_flush(c) == CONN_ERROR) {
         mirror_detach(&s->mirror, SHADOW_SHADOW_ERROR, mirror_drop_reason(SHADOW_SHADOW_ERROR),
@@ -696,10 +695,32 @@ session_backend_tls(struct conn *c, const struct rt_backend *be)
 }
 
 int
+session_mirror_open(struct session *s)
+{
+    if (s->shadow_conn == NULL) {
+        if ((s->shadow_conn = calloc(1, sizeof(*s->shadow_conn))) == NULL)
+            return -1;
+        s->shadow_conn->fd = -1;
+    }
+    return mirror_open(&s->mirror);
+}
+
+void
+session_shadow_conn_free(struct session *s)
+{
+    if (s->shadow_conn == NULL)
+        return;
+    conn_release(s->shadow_conn);
+    free(s->shadow_conn);
+    s->shadow_conn = NULL;
+    s->shadow_open = 0;
+}
+
+int
 session_connect_shadow(struct session *s)
 {
     s->mirror.state = MIRROR_CONNECTING; /* so a failure is counted */
-    int rc = session_connect(&s->shadow_conn, s->w->base, s->shadow_be, &s->rt->conf->limits,
+    int rc = session_connect(s->shadow_conn, s->w->base, s->shadow_be, &s->rt->conf->limits,
                              session_on_shadow, s);
     if (rc < 0) {
         char why[200];
@@ -743,7 +764,7 @@ session_shadow_tick(struct session *s, uint64_t now_ns, uint64_t *lag_ns)
 static void
 shadow_connect_done(struct session *s)
 {
-    int err = session_connect_result(&s->shadow_conn);
+    int err = session_connect_result(s->shadow_conn);
     if (err != 0) {
         char why[200];
         snprintf(why, sizeof(why), "connect: %s", strerror(err));
@@ -760,7 +781,7 @@ shadow_io(struct session *s, short what)
     size_t n;
 
     if (what & EV_READ) {
-        enum conn_io io = conn_read(&s->shadow_conn, s->w->scratch, sizeof(s->w->scratch), &n);
+        enum conn_io io = conn_read(s->shadow_conn, s->w->scratch, sizeof(s->w->scratch), &n);
         if (io == CONN_OK) {
             session_count_backend(s, s->shadow_be, METRIC_B_BACKEND_BYTES_RECEIVED, n);
             s->ops->shadow_input(s);
@@ -803,12 +824,12 @@ swap_conns(struct session *s)
     struct conn old_server;
 
     conn_unbind(&s->server);
-    conn_unbind(&s->shadow_conn);
+    conn_unbind(s->shadow_conn);
     old_server = s->server;
-    s->server = s->shadow_conn;
-    s->shadow_conn = old_server;
+    s->server = *s->shadow_conn;
+    *s->shadow_conn = old_server;
     conn_rebind(&s->server, s->w->base, session_on_server, s);
-    conn_rebind(&s->shadow_conn, s->w->base, session_on_shadow, s);
+    conn_rebind(s->shadow_conn, s->w->base, session_on_shadow, s);
 }
 
 void
@@ -873,7 +894,7 @@ swap_ready(struct session *s)
     if (m->state == MIRROR_OFF || m->state == MIRROR_DETACHED)
         return -1;
     if (m->state != MIRROR_READY || !s->shadow_open || s->outstanding > 0 || s->routed != NULL ||
-        m->head != NULL || mirror_busy(m) || evbuffer_get_length(s->shadow_conn.in) > 0)
+        m->head != NULL || mirror_busy(m) || evbuffer_get_length(s->shadow_conn->in) > 0)
         return 0;
     /* no server connection of its own: the plug-in knows what its shared one owes it */
     if (s->server_open &&

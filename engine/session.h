@@ -182,7 +182,13 @@ struct session {
 
     struct conn client;
     struct conn server;
-    struct conn shadow_conn;      /* to the mirrored backend (the plug-in opens it; session_on_shadow) */
+    /*
+     * to the mirrored backend (the plug-in opens it; session_on_shadow):
+     * allocated by session_mirror_open, so a session that never mirrors
+     * (passthrough, a canary no_mirror rule) carries no room for it; not
+     * NULL whenever mirror.state is not MIRROR_OFF
+     */
+    struct conn *shadow_conn;
     struct event timer;           /* the plug-in's deadlines and wake-ups */
     struct event settle_ev;       /* settle() from a callback of its own (session_settle_soon) */
 
@@ -263,6 +269,20 @@ void session_connect_backend(struct session *s);
  * conn_tls_error(c) says why when OpenSSL did.
  */
 enum conn_io session_backend_tls(struct conn *c, const struct rt_backend *be);
+
+/*
+ * session_mirror_open - the session is to mirror: its shadow connection's
+ * room (s->shadow_conn, closed) and its mirror queue (mirror_open, state
+ * DETACHED until the plug-in connects).  -1 when out of memory: the
+ * session runs without a shadow.  Idempotent.
+ */
+int session_mirror_open(struct session *s);
+
+/*
+ * session_shadow_conn_free - release and free s->shadow_conn: a plug-in's
+ * destroy hook, once its shadow is closed (NULL: nothing).
+ */
+void session_shadow_conn_free(struct session *s);
 
 /*
  * session_connect_shadow - open shadow_conn to s->shadow_be, the mirror

@@ -210,6 +210,7 @@ op_destroy(struct session *base)
 {
     struct pg_session *s = (struct pg_session *)base;
     pg_shadow_release(s);
+    session_shadow_conn_free(base);
     if (s->route.buf)
         evbuffer_free(s->route.buf);
     pgstmt_table_free(s->stmts);

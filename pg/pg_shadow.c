@@ -446,7 +446,7 @@ static int
 send_admitted(struct pg_session *s, struct evbuffer *src, size_t len)
 {
     if (s->base.mirror.state == MIRROR_READY) {
-        evbuffer_remove_buffer(src, s->base.shadow_conn.out, len);
+        evbuffer_remove_buffer(src, s->base.shadow_conn->out, len);
         return session_shadow_flush(&s->base);
     } else {
         evbuffer_remove_buffer(src, s->shadow->pending, len);
@@ -1006,7 +1006,7 @@ pg_shadow_conn_close(struct pg_session *s)
         sh->login_ev_added = 0;
     }
     if (s->base.shadow_open) {
-        conn_release(&s->base.shadow_conn);
+        conn_release(s->base.shadow_conn);
         s->base.shadow_open = 0;
         count_shadow(s, METRIC_B_SERVER_CLOSED, 1);
     }
@@ -1177,16 +1177,16 @@ shadow_ready(struct pg_session *s)
     if (sh->key.addrlen == 0)
         slog(s, CONF_LOG_WARN, "shadow \"%s\": its cancel key could not be read; after a cutover "
              "this session's cancel requests are ignored", s->base.shadow_be->conf->name);
-    if (conn_init(&s->base.shadow_conn, s->base.w->base, fd, session_on_shadow, &s->base) != 0) {
+    if (conn_init(s->base.shadow_conn, s->base.w->base, fd, session_on_shadow, &s->base) != 0) {
         detach(s, SHADOW_SHADOW_ERROR, "out of memory");
         return;
     }
-    s->base.shadow_conn.borrowed = 1;
+    s->base.shadow_conn->borrowed = 1;
     s->base.shadow_open = 1;
     count_shadow(s, METRIC_B_SERVER_OPENED, 1);
     if (PQsslInUse(sh->pq)) {
-        s->base.shadow_conn.ssl = PQsslStruct(sh->pq, "OpenSSL");
-        s->base.shadow_conn.tls_done = 1;
+        s->base.shadow_conn->ssl = PQsslStruct(sh->pq, "OpenSSL");
+        s->base.shadow_conn->tls_done = 1;
     }
     const char *super = PQparameterStatus(sh->pq, "is_superuser");
     sh->super_at_login = super != NULL && strcmp(super, "on") == 0;
@@ -1207,9 +1207,9 @@ pg_shadow_attached(struct pg_session *s)
     for (struct mirror_unit *u = s->base.mirror.head; u; u = u->next)
         if (u->mirrored && !u->shadow_done && u->shadow_sent_ns == 0)
             u->shadow_sent_ns = now;
-    evbuffer_add_buffer(s->base.shadow_conn.out, sh->pending);
+    evbuffer_add_buffer(s->base.shadow_conn->out, sh->pending);
     if (session_shadow_flush(&s->base) == 0)
-        conn_want_read(&s->base.shadow_conn, 1);
+        conn_want_read(s->base.shadow_conn, 1);
 }
 
 void
@@ -1420,7 +1420,8 @@ pg_shadow_start(struct pg_session *s)
             sh->state_log = evbuffer_new();
         if (s->unit_buf == NULL)
             s->unit_buf = evbuffer_new();
-        if (!sh->pending || !sh->state_log || !s->unit_buf || mirror_open(&s->base.mirror) != 0)
+        if (!sh->pending || !sh->state_log || !s->unit_buf ||
+            session_mirror_open(&s->base) != 0)
             return; /* stays OFF: the session runs without a shadow */
     }
     if (pgw_startup_parse(s->startup, s->startup_len, &used, &st, &err) != PGW_OK)
@@ -1505,7 +1506,7 @@ static int
 shadow_message(struct pg_session *s, const struct pgw_header *h, size_t avail)
 {
     struct pg_shadow *sh = s->shadow;
-    struct evbuffer *in = s->base.shadow_conn.in;
+    struct evbuffer *in = s->base.shadow_conn->in;
     size_t total = pgw_header_total(h), body = h->len - 4;
     struct pg_unit *u = pg_unit_of(s->base.mirror.scur);
     int whole = avail >= total;
@@ -1559,7 +1560,7 @@ pg_shadow_input(struct session *base)
 {
     struct pg_session *s = (struct pg_session *)base;
     struct pg_shadow *sh = s->shadow;
-    struct evbuffer *in = s->base.shadow_conn.in;
+    struct evbuffer *in = s->base.shadow_conn->in;
     struct pgw_header h;
     const char *err;
 
@@ -1690,7 +1691,7 @@ pg_shadow_swap(struct pg_session *s)
     PGconn *pq = sh->pq;
     sh->pq = s->server_pq;
     s->server_pq = pq;
-    s->base.shadow_conn.borrowed = sh->pq != NULL;
+    s->base.shadow_conn->borrowed = sh->pq != NULL;
     s->base.server.borrowed = s->server_pq != NULL;
     /* the client's cancel key now cancels on the connection that answers it */
     struct cancel_target answering = sh->key;

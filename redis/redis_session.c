@@ -303,6 +303,7 @@ op_destroy(struct session *base)
 {
     struct redis_session *s = (struct redis_session *)base;
     redis_shadow_release(s);
+    session_shadow_conn_free(base);
     if (s->route.buf)
         evbuffer_free(s->route.buf);
     while (s->spare) {
@@ -747,8 +748,9 @@ redis_session_forward(struct redis_session *s, struct evbuffer *in, size_t n)
     s->route.forwarded += n;
     /* errors show on the client's own events; a slow client stops the shadow's reads */
     conn_flush(&s->base.client);
-    if (evbuffer_get_length(s->base.client.out) >= SESSION_BACKPRESSURE_BYTES)
-        conn_want_read(&s->base.shadow_conn, 0);
+    if (s->base.shadow_open &&
+        evbuffer_get_length(s->base.client.out) >= SESSION_BACKPRESSURE_BYTES)
+        conn_want_read(s->base.shadow_conn, 0);
 }
 
 void

@@ -491,7 +491,7 @@ on_replace(void *owner, struct mirror_unit *mu)
         evbuffer_drain(e, len); /* full: detached, counted */
         return -1;
     }
-    evbuffer_remove_buffer(e, s->base.shadow_conn.out, len);
+    evbuffer_remove_buffer(e, s->base.shadow_conn->out, len);
     return 0;
 }
 
@@ -500,7 +500,7 @@ static int
 on_send(void *owner, struct evbuffer *src, size_t len)
 {
     struct redis_session *s = owner;
-    evbuffer_remove_buffer(src, s->base.shadow_conn.out, len);
+    evbuffer_remove_buffer(src, s->base.shadow_conn->out, len);
     return 0;
 }
 
@@ -549,7 +549,7 @@ redis_shadow_flush(struct redis_session *s)
         mirror_release(&s->base.mirror, 0, session_clock(&s->base));
         mirror_complete(&s->base.mirror); /* those dropped instead of sent */
     }
-    if (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(s->base.shadow_conn.out) > 0)
+    if (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(s->base.shadow_conn->out) > 0)
         flush_shadow(s);
 }
 
@@ -688,8 +688,8 @@ shadow_close(void *owner)
     struct redis_session *s = owner;
     struct redis_shadow *sh = &s->shadow;
     if (s->base.shadow_open) {
-        size_t unsent = evbuffer_get_length(s->base.shadow_conn.out);
-        conn_release(&s->base.shadow_conn);
+        size_t unsent = evbuffer_get_length(s->base.shadow_conn->out);
+        conn_release(s->base.shadow_conn);
         s->base.shadow_open = 0;
         if (s->base.mirror.state == MIRROR_READY)
             count_shadow(s, METRIC_B_SERVER_CLOSED, 1);
@@ -799,7 +799,7 @@ replay_bytes(struct redis_session *s, const uint8_t *buf, size_t n)
     mirror_append(&s->base.mirror, &u->base);
     if (s->base.mirror.scur == NULL)
         s->base.mirror.scur = &u->base;
-    evbuffer_add(s->base.shadow_conn.out, buf, n);
+    evbuffer_add(s->base.shadow_conn->out, buf, n);
     mirror_account(&s->base.mirror, (int64_t)n);
     return u;
 }
@@ -862,7 +862,7 @@ redis_shadow_start(struct redis_session *s)
     if (s->base.mirror.state == MIRROR_OFF) {
         if (sh->tx_buf == NULL && (sh->tx_buf = evbuffer_new()) == NULL)
             return; /* stays OFF: the session runs without a shadow */
-        if (mirror_open(&s->base.mirror) != 0)
+        if (session_mirror_open(&s->base) != 0)
             return;
     }
     int rc = session_connect_shadow(&s->base);
@@ -899,7 +899,7 @@ redis_shadow_start(struct redis_session *s)
 static int
 shadow_tls(struct redis_session *s)
 {
-    struct conn *c = &s->base.shadow_conn;
+    struct conn *c = s->base.shadow_conn;
     char why[200];
     enum conn_io io = session_backend_tls(c, s->base.shadow_be);
     if (io == CONN_AGAIN)
@@ -928,7 +928,7 @@ redis_shadow_connected(struct session *base)
     for (struct mirror_unit *u = s->base.mirror.head; u; u = u->next)
         if (u->mirrored && !u->shadow_done && !u->held && u->shadow_sent_ns == 0)
             u->shadow_sent_ns = now;
-    conn_want_read(&s->base.shadow_conn, 1);
+    conn_want_read(s->base.shadow_conn, 1);
     flush_shadow(s);
 }
 
@@ -1018,7 +1018,7 @@ redis_shadow_input(struct session *base)
 {
     struct redis_session *s = (struct redis_session *)base;
     struct redis_shadow *sh = &s->shadow;
-    struct evbuffer *in = s->base.shadow_conn.in;
+    struct evbuffer *in = s->base.shadow_conn->in;
 
     while (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(in) > 0) {
         struct redis_unit *u = redis_unit_of(s->base.mirror.scur);
@@ -1108,7 +1108,7 @@ redis_shadow_route(struct redis_session *s, struct redis_unit *u, const uint8_t 
         mirror_primary_answered(m, &u->base, 0); /* the primary never sees it */
     }
     u->base.shadow_sent_ns = m->state == MIRROR_READY ? session_clock(&s->base) : 0;
-    evbuffer_add(s->base.shadow_conn.out, bytes, len);
+    evbuffer_add(s->base.shadow_conn->out, bytes, len);
     mirror_account(m, (int64_t)len);
     if (m->scur == NULL)
         m->scur = &u->base;
@@ -1207,7 +1207,7 @@ redis_shadow_orphan(struct session *base)
     s->base.outstanding = 0;
     tx_reset(&s->shadow);
     mirror_orphan(&s->base.mirror, session_clock(&s->base));
-    if (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(s->base.shadow_conn.out) > 0)
+    if (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(s->base.shadow_conn->out) > 0)
         flush_shadow(s);
 }
 

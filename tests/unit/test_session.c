@@ -115,7 +115,7 @@ line_len(struct evbuffer *buf)
 static void
 shadow_flush(struct session *s)
 {
-    if (s->mirror.state == MIRROR_READY && evbuffer_get_length(s->shadow_conn.out) > 0)
+    if (s->mirror.state == MIRROR_READY && evbuffer_get_length(s->shadow_conn->out) > 0)
         session_shadow_flush(s);
 }
 
@@ -145,7 +145,7 @@ static int
 stub_send(void *owner, struct evbuffer *src, size_t len)
 {
     struct session *s = owner;
-    evbuffer_remove_buffer(src, s->shadow_conn.out, len);
+    evbuffer_remove_buffer(src, s->shadow_conn->out, len);
     return 0;
 }
 
@@ -170,7 +170,7 @@ stub_close(void *owner)
 {
     struct session *s = owner;
     if (s->shadow_open) {
-        conn_release(&s->shadow_conn);
+        conn_release(s->shadow_conn);
         s->shadow_open = 0;
     }
 }
@@ -283,7 +283,7 @@ stub_shadow_connected(struct session *s)
 {
     s->mirror.state = MIRROR_READY;
     mirror_attached(&s->mirror);
-    conn_want_read(&s->shadow_conn, 1);
+    conn_want_read(s->shadow_conn, 1);
     session_shadow_flush(s);
 }
 
@@ -293,14 +293,14 @@ stub_shadow_input(struct session *s)
 {
     struct mirror *m = &s->mirror;
     size_t len;
-    while (m->state == MIRROR_READY && (len = line_len(s->shadow_conn.in)) > 0) {
+    while (m->state == MIRROR_READY && (len = line_len(s->shadow_conn->in)) > 0) {
         struct mirror_unit *u = m->scur;
         if (u == NULL || u->held) {
             mirror_detach(m, SHADOW_SHADOW_ERROR, SHADOW_DROP_SHADOW_ERROR,
                           "the shadow sent a reply to no request", session_clock(s));
             return;
         }
-        evbuffer_drain(s->shadow_conn.in, len);
+        evbuffer_drain(s->shadow_conn->in, len);
         int was_barrier = m->barrier == u;
         mirror_shadow_answered(m, u, session_clock(s));
         mirror_complete(m);
@@ -341,6 +341,7 @@ static void
 stub_destroy(struct session *s)
 {
     mirror_release_all(&s->mirror);
+    session_shadow_conn_free(s);
     tally.destroyed++;
     if (cur != NULL && &cur->base == s)
         cur = NULL;
@@ -424,7 +425,7 @@ static void
 stub_shadow_start(struct session *s)
 {
     struct mirror *m = &s->mirror;
-    if (mirror_open(m) != 0)
+    if (session_mirror_open(s) != 0)
         return;
     int rc = session_connect_shadow(s);
     if (rc < 0)
@@ -439,7 +440,7 @@ stub_shadow_start(struct session *s)
     mirror_append(m, &u->base);
     if (m->scur == NULL)
         m->scur = &u->base;
-    evbuffer_add(s->shadow_conn.out, "LOGIN\n", 6);
+    evbuffer_add(s->shadow_conn->out, "LOGIN\n", 6);
     mirror_account(m, 6);
     m->barrier = &u->base;
     if (rc == 0)
