@@ -277,8 +277,6 @@ redis_unit_of(struct mirror_unit *mu)
  * engine/mirror.h; while it connects, mirrors wait in conn.out).
  */
 struct redis_shadow {
-    struct conn conn;            /* conn.out also holds what waits for the connect */
-    unsigned conn_open : 1;
     unsigned reply_open : 1;     /* reader is inside a reply */
     unsigned tx_wanted : 1;      /* the open MULTI holds a command worth mirroring */
     unsigned tx_overflow : 1;    /* the open MULTI outgrew the mirror queue: not collected */
