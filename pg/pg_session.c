@@ -308,12 +308,12 @@ forward_cancel(struct pg_session *s, uint32_t pid, uint32_t key)
         return;
     job->sent = 0;
     pgw_build_cancel(job->packet, sizeof(job->packet), target.be_pid, target.be_key);
-    job->fd = socket(target.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    job->fd = socket(target.addr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (job->fd < 0) {
         free(job);
         return;
     }
-    if (connect(job->fd, (struct sockaddr *)&target.addr, target.addrlen) != 0 &&
+    if (connect(job->fd, &target.addr.sa, target.addrlen) != 0 &&
         errno != EINPROGRESS) {
         close(job->fd);
         free(job);

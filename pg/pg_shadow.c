@@ -22,12 +22,14 @@
  * non-blocking first so a stalled shadow cannot stall the worker).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/buffer.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "metrics/metric.h"
 #include "metrics/shadow.h"
@@ -1127,8 +1129,8 @@ key_trace_write(void *cookie, const char *buf, size_t size)
             pg_shadow_key_line(sh->key_line, sh->key_line_len, &pid, &key) == 0) {
             sh->key.be_pid = pid;
             sh->key.be_key = key;
-            sh->key.addr = s->base.shadow_be->addr;
-            sh->key.addrlen = s->base.shadow_be->addrlen;
+            cancel_target_set_addr(&sh->key, (const struct sockaddr *)&s->base.shadow_be->addr,
+                                   s->base.shadow_be->addrlen);
         }
         /* nothing of the login (a password message) stays behind */
         explicit_bzero(sh->key_line, sh->key_line_len);
@@ -1166,30 +1168,72 @@ key_trace_stop(struct pg_session *s)
     sh->key_line_len = 0;
 }
 
-/* Logged in through libpq: take the socket over and send what waited. */
+/*
+ * take_socket - the logged-in socket of a plain TCP login becomes tandem's
+ * own descriptor and the PGconn is freed: an idle shadow session then
+ * holds no libpq memory (its two 16 KiB buffers and connection options
+ * were most of it).  PQfinish would send Terminate on the socket and
+ * close it, so libpq's descriptor number is pointed at /dev/null first
+ * (dup2: the number stays taken, no other thread can be handed it
+ * meanwhile): libpq's Terminate fails on a non-socket and it closes only
+ * that.  Nothing of the login waits in libpq's input (the shadow sends
+ * nothing after ReadyForQuery unasked).  Returns the new descriptor, or -1
+ * with pq untouched (the caller borrows libpq's socket then, as for TLS).
+ */
+static int
+take_socket(PGconn *pq)
+{
+    int fd = PQsocket(pq);
+    int mine = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (mine < 0)
+        return -1;
+    int sink = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (sink < 0 || dup2(sink, fd) < 0) {
+        if (sink >= 0)
+            close(sink);
+        close(mine);
+        return -1;
+    }
+    close(sink);
+    PQsetnonblocking(pq, 1);
+    PQfinish(pq);
+    return mine;
+}
+
+/*
+ * Logged in through libpq: take the socket over and send what waited.  A
+ * TLS connection stays libpq's (borrowed): its SSL object writes through
+ * libpq's own BIO, so the PGconn lives as long as the connection.
+ */
 static void
 shadow_ready(struct pg_session *s)
 {
     struct pg_shadow *sh = s->shadow;
-    int fd = PQsocket(sh->pq);
+    int fd = PQsocket(sh->pq), own = -1;
 
     key_trace_stop(s);
     if (sh->key.addrlen == 0)
         slog(s, CONF_LOG_WARN, "shadow \"%s\": its cancel key could not be read; after a cutover "
              "this session's cancel requests are ignored", s->base.shadow_be->conf->name);
+    const char *super = PQparameterStatus(sh->pq, "is_superuser");
+    sh->super_at_login = super != NULL && strcmp(super, "on") == 0;
+    if (!PQsslInUse(sh->pq) && (own = take_socket(sh->pq)) >= 0) {
+        sh->pq = NULL;
+        fd = own;
+    }
     if (conn_init(s->base.shadow_conn, s->base.w->base, fd, session_on_shadow, &s->base) != 0) {
+        if (own >= 0)
+            close(own);
         detach(s, SHADOW_SHADOW_ERROR, "out of memory");
         return;
     }
-    s->base.shadow_conn->borrowed = 1;
+    s->base.shadow_conn->borrowed = sh->pq != NULL;
     s->base.shadow_open = 1;
     count_shadow(s, METRIC_B_SERVER_OPENED, 1);
-    if (PQsslInUse(sh->pq)) {
+    if (sh->pq != NULL && PQsslInUse(sh->pq)) {
         s->base.shadow_conn->ssl = PQsslStruct(sh->pq, "OpenSSL");
         s->base.shadow_conn->tls_done = 1;
     }
-    const char *super = PQparameterStatus(sh->pq, "is_superuser");
-    sh->super_at_login = super != NULL && strcmp(super, "on") == 0;
     pg_shadow_attached(s);
 }
 

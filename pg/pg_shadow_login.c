@@ -220,8 +220,8 @@ login_message(struct pg_session *s, uint8_t type, const uint8_t *body, size_t le
         if (pgw_backend_key_parse(body, len, &pid, &key) == PGW_OK) {
             sh->key.be_pid = pid;
             sh->key.be_key = key;
-            sh->key.addr = s->base.shadow_be->addr;
-            sh->key.addrlen = s->base.shadow_be->addrlen;
+            cancel_target_set_addr(&sh->key, (const struct sockaddr *)&s->base.shadow_be->addr,
+                                   s->base.shadow_be->addrlen);
         }
         return 0;
     case 'Z':
