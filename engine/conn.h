@@ -5,7 +5,8 @@
  * evbuffers.  Reads go through a caller-provided scratch buffer (one per
  * worker) and are appended to `in`, so an idle connection owns no buffer
  * memory at all; writes go straight from `out` (writev, or SSL_write per
- * chunk).  The owner (a session) gets one callback for both directions and
+ * chunk).  The write event exists only while the kernel would block a
+ * write (or a connect is in flight): an idle connection has none.  The owner (a session) gets one callback for both directions and
  * decides what to read and when; conn_flush() writes immediately and only
  * asks for a write event when the kernel would block.
  */
@@ -31,7 +32,7 @@ struct conn {
     struct evbuffer *in;      /* bytes read, not yet consumed by the owner */
     struct evbuffer *out;     /* bytes to send */
     struct event ev_read;
-    struct event ev_write;
+    struct event *ev_write;   /* allocated while writing (conn_want_write), else NULL */
     unsigned reading : 1;     /* ev_read is added */
     unsigned writing : 1;     /* ev_write is added */
     unsigned tls_done : 1;    /* handshake finished */
@@ -77,6 +78,18 @@ void conn_rebind(struct conn *c, struct event_base *base, event_callback_fn cb, 
 
 /* conn_want_read - start or stop watching for readability (backpressure). */
 void conn_want_read(struct conn *c, int on);
+
+/*
+ * conn_want_write - start or stop watching for writability (a connect in
+ * flight, a write the kernel would block).  The write event is allocated
+ * when watching starts and freed when it stops (also from the event's own
+ * callback: libevent reads nothing of an event after calling it).  -1 when
+ * out of memory: nothing is watched.
+ */
+int conn_want_write(struct conn *c, int on);
+
+/* conn_kick - run c's callback with what (EV_READ, EV_WRITE) from the event loop, soon. */
+void conn_kick(struct conn *c, short what);
 
 /*
  * conn_start_tls - wrap the socket in TLS.  server_side 1 accepts (client

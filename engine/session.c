@@ -63,8 +63,11 @@ session_connect(struct conn *c, struct event_base *base, const struct rt_backend
         return -1;
     }
     /* writable = connected or failed */
-    event_add(&c->ev_write, NULL);
-    c->writing = 1;
+    if (conn_want_write(c, 1) != 0) {
+        conn_release(c);
+        errno = ENOMEM;
+        return -1;
+    }
     return 1;
 }
 

@@ -350,7 +350,7 @@ pg_shadow_login_start(struct pg_session *s)
     sh->login_ev_added = 1;
     if (rc == 0) { /* connected already */
         sh->own->phase = OWN_CONNECTING;
-        event_active(&s->base.shadow_conn->ev_write, EV_WRITE, 1);
+        conn_kick(s->base.shadow_conn, EV_WRITE);
     }
     return 0;
 }
