@@ -205,7 +205,6 @@ state_name(const struct session *s, int state)
     return s->ops->phase_name ? s->ops->phase_name(state) : "opening";
 }
 
-static void on_settle(evutil_socket_t fd, short what, void *arg);
 static void on_client(evutil_socket_t fd, short what, void *arg);
 static void on_timer(evutil_socket_t fd, short what, void *arg);
 
@@ -282,7 +281,6 @@ session_init(struct session *s, const struct session_ops *ops, struct worker *w,
     s->last_input_ns = session_now_ns();
     runtime_format_addr(peer, s->peer, sizeof(s->peer));
     evtimer_assign(&s->timer, w->base, on_timer, s);
-    event_assign(&s->settle_ev, w->base, -1, 0, on_settle, s);
     mirror_init(&s->mirror, NULL, s, w->shadow, l->metric_slot, l->conf->mirror.queue_bytes,
                 s->rt->conf->limits.mirror_queue_total, s->id * 0x9e3779b97f4a7c15ull + 1);
     if (l->conf->shadow_source == CONF_SHADOW_REPLICATION) {
@@ -405,7 +403,13 @@ session_free(struct session *s)
 {
     struct runtime *rt = s->rt;
     evtimer_del(&s->timer);
-    event_del(&s->settle_ev);
+    if (s->settle_queued) {
+        struct session **p = &s->w->settle_head;
+        while (*p != s)
+            p = &(*p)->settle_next;
+        *p = s->settle_next;
+        s->settle_queued = 0;
+    }
     session_close_server(s);
     if (s->ops->leaving)
         s->ops->leaving(s);
@@ -480,15 +484,24 @@ session_settle(struct session *s)
 void
 session_settle_soon(struct session *s)
 {
-    event_active(&s->settle_ev, EV_TIMEOUT, 0);
+    if (!s->settle_queued) {
+        s->settle_queued = 1;
+        s->settle_next = s->w->settle_head;
+        s->w->settle_head = s;
+    }
+    event_active(s->w->settle, EV_TIMEOUT, 0);
 }
 
-static void
-on_settle(evutil_socket_t fd, short what, void *arg)
+void
+session_settle_queued(struct worker *w)
 {
-    (void)fd;
-    (void)what;
-    session_settle(arg);
+    while (w->settle_head != NULL) {
+        struct session *s = w->settle_head;
+        w->settle_head = s->settle_next;
+        s->settle_next = NULL;
+        s->settle_queued = 0;
+        session_settle(s); /* may free s, which left the queue first */
+    }
 }
 
 /*

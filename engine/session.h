@@ -190,7 +190,9 @@ struct session {
      */
     struct conn *shadow_conn;
     struct event timer;           /* the plug-in's deadlines and wake-ups */
-    struct event settle_ev;       /* settle() from a callback of its own (session_settle_soon) */
+    /* queued to be settled from an event of its own (session_settle_soon): the worker's list */
+    struct session *settle_next;
+    unsigned settle_queued : 1;
 
     unsigned server_open : 1;
     unsigned shadow_open : 1;     /* shadow_conn holds a socket */
@@ -373,8 +375,15 @@ void session_close_server(struct session *s);
  */
 void session_settle(struct session *s);
 
-/* session_settle_soon - settle from the session's own event (code outside its handlers). */
+/*
+ * session_settle_soon - settle from an event of its own (code outside its
+ * handlers): s joins its worker's settle queue, one event for all of them
+ * (not one struct event per session).
+ */
 void session_settle_soon(struct session *s);
+
+/* session_settle_queued - the worker's settle event: settle every queued session. */
+void session_settle_queued(struct worker *w);
 
 /*
  * session_idle_check - the worker's periodic look: an active session's
