@@ -536,7 +536,7 @@ redis_recheck_start(struct redis_session *s, struct redis_unit *u, uint64_t key_
         j->side[i].which = (enum recheck_backend)i;
     }
     if (build_login(&j->side[PRIMARY], s, s->base.be, s->primary_login) != 0 ||
-        build_login(&j->side[SHADOW], s, s->base.shadow_be, s->shadow.login) != 0) {
+        build_login(&j->side[SHADOW], s, s->base.shadow_be, s->shadow->login) != 0) {
         side_close(&j->side[PRIMARY]);
         side_close(&j->side[SHADOW]);
         free(j->psum);

@@ -207,7 +207,8 @@ ident_new(const struct resp_arg *user, const struct resp_arg *pass)
 int
 redis_shadow_login_ok(const struct redis_session *s)
 {
-    switch (s->shadow.login) {
+    /* a session that never mirrored has no shadow login: the default user's */
+    switch (s->shadow != NULL ? s->shadow->login : RL_DEFAULT) {
     case RL_CLIENT:
         return s->ident != NULL;
     case RL_DEFAULT:
@@ -1676,8 +1677,8 @@ op_swap(struct session *base)
         return;
     }
     redis_shadow_swap(s);
-    s->primary_login = s->shadow.login;
-    s->shadow.login = login;
+    s->primary_login = s->shadow->login;
+    s->shadow->login = login;
     redis_shadow_fence_login(s);
     s->default_open = 0; /* learned again from the new primary's answers */
     s->route.last_write_ns = 0;

@@ -330,7 +330,7 @@ struct redis_session {
     struct redis_compare *spare_cmp; /* recycled comparisons */
     unsigned nspare_cmp;
 
-    struct redis_shadow shadow;
+    struct redis_shadow *shadow;
     struct redis_route route;
 
     /*

@@ -148,7 +148,7 @@ static const uint8_t tx_ping[] = "*1\r\n$4\r\nPING\r\n";
 static void
 tx_add(struct redis_session *s, const struct redis_unit *u, const uint8_t *bytes, size_t len)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     sh->tx_cmds++;
     if ((u->flags & REDISCMD_ADMIN) && (u->flags & REDISCMD_NO_MIRROR)) {
         sh->tx_local = 1;
@@ -182,6 +182,8 @@ tx_add(struct redis_session *s, const struct redis_unit *u, const uint8_t *bytes
 static void
 tx_reset(struct redis_shadow *sh)
 {
+    if (sh == NULL)
+        return; /* the session never mirrored */
     if (sh->tx_buf)
         evbuffer_drain(sh->tx_buf, evbuffer_get_length(sh->tx_buf));
     sh->tx_cmds = 0;
@@ -309,10 +311,10 @@ void
 redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
                      size_t len)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     enum rs_cmd which = (enum rs_cmd)u->which;
 
-    if (sh->tx_buf == NULL)
+    if (sh == NULL || sh->tx_buf == NULL)
         return;
     if (u->track == RT_AUTH) {
         if (s->in_multi) {
@@ -443,7 +445,7 @@ effect_lost(struct redis_session *s, const struct redis_unit *u)
 static enum mirror_verdict
 effect_verdict(struct redis_session *s, struct redis_unit *u)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     const uint8_t *req = evbuffer_pullup(s->base.mirror.held, (ev_ssize_t)u->base.held_len);
     enum redis_effect_result r = REDIS_EFFECT_LOST;
     unsigned lost = 0; /* commands of a transaction mirrored verbatim for want of the choice */
@@ -484,7 +486,7 @@ static int
 on_replace(void *owner, struct mirror_unit *mu)
 {
     struct redis_session *s = owner;
-    struct evbuffer *e = s->shadow.effect;
+    struct evbuffer *e = s->shadow->effect;
     size_t len = evbuffer_get_length(e);
     (void)mu;
     if (mirror_admit(&s->base.mirror, len) != 0) {
@@ -510,7 +512,7 @@ on_sent(void *owner, struct mirror_unit *mu)
     struct redis_session *s = owner;
     struct redis_unit *u = redis_unit_of(mu);
     if (u->sets_login)
-        s->shadow.login = (enum rs_login)u->login;
+        s->shadow->login = (enum rs_login)u->login;
 }
 
 static void
@@ -686,7 +688,9 @@ static void
 shadow_close(void *owner)
 {
     struct redis_session *s = owner;
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
+    if (sh == NULL)
+        return; /* never opened (redis_shadow_restart of a session that does not mirror) */
     if (s->base.shadow_open) {
         size_t unsent = evbuffer_get_length(s->base.shadow_conn->out);
         conn_release(s->base.shadow_conn);
@@ -819,7 +823,7 @@ replay(struct redis_session *s, size_t argc, const char *const *argv)
 static int
 replay_login(struct redis_session *s)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     uint8_t buf[LOGIN_BUF];
     size_t n;
     struct redis_unit *u = NULL;
@@ -857,7 +861,10 @@ replay_login(struct redis_session *s)
 void
 redis_shadow_start(struct redis_session *s)
 {
-    struct redis_shadow *sh = &s->shadow;
+    /* out of line, and only for sessions that mirror: most of a passthrough session's size */
+    if (s->shadow == NULL && (s->shadow = calloc(1, sizeof(*s->shadow))) == NULL)
+        return; /* the session runs without a shadow */
+    struct redis_shadow *sh = s->shadow;
 
     if (s->base.mirror.state == MIRROR_OFF) {
         if (sh->tx_buf == NULL && (sh->tx_buf = evbuffer_new()) == NULL)
@@ -964,7 +971,7 @@ shadow_push_starts(struct evbuffer *in, const struct redis_unit *u)
 static int
 shadow_push(struct redis_session *s, struct evbuffer *in)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     struct evbuffer_iovec v;
 
     if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
@@ -1017,7 +1024,7 @@ void
 redis_shadow_input(struct session *base)
 {
     struct redis_session *s = (struct redis_session *)base;
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     struct evbuffer *in = s->base.shadow_conn->in;
 
     while (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(in) > 0) {
@@ -1130,7 +1137,7 @@ redis_shadow_writes_owed(const struct redis_session *s)
 int
 redis_shadow_swap_ready(const struct redis_session *s)
 {
-    const struct redis_shadow *sh = &s->shadow;
+    const struct redis_shadow *sh = s->shadow;
     return !sh->reply_open && evbuffer_get_length(sh->tx_buf) == 0;
 }
 
@@ -1141,7 +1148,7 @@ redis_shadow_swap_ready(const struct redis_session *s)
 void
 redis_shadow_swap(struct redis_session *s)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     sh->reply_open = 0;
     sh->push_open = 0;
     sh->replies_left = 0;
@@ -1156,7 +1163,7 @@ redis_shadow_swap(struct redis_session *s)
 void
 redis_shadow_fence_login(struct redis_session *s)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     uint8_t buf[LOGIN_BUF];
     if (!redis_shadow_fenced(s) || sh->login == RL_TANDEM || s->base.mirror.state != MIRROR_READY)
         return;
@@ -1205,7 +1212,7 @@ redis_shadow_orphan(struct session *base)
         }
     }
     s->base.outstanding = 0;
-    tx_reset(&s->shadow);
+    tx_reset(s->shadow);
     mirror_orphan(&s->base.mirror, session_clock(&s->base));
     if (s->base.mirror.state == MIRROR_READY && evbuffer_get_length(s->base.shadow_conn->out) > 0)
         flush_shadow(s);
@@ -1215,12 +1222,14 @@ redis_shadow_orphan(struct session *base)
 void
 redis_shadow_release(struct redis_session *s)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     mirror_release_all(&s->base.mirror);
+    if (sh == NULL)
+        return;
     if (sh->tx_buf)
         evbuffer_free(sh->tx_buf);
-    sh->tx_buf = NULL;
     if (sh->effect)
         evbuffer_free(sh->effect);
-    sh->effect = NULL;
+    free(sh);
+    s->shadow = NULL;
 }
