@@ -280,7 +280,6 @@ session_init(struct session *s, const struct session_ops *ops, struct worker *w,
     s->state = SESSION_OPENING;
     s->last_input_ns = session_now_ns();
     runtime_format_addr(peer, s->peer, sizeof(s->peer));
-    evtimer_assign(&s->timer, w->base, on_timer, s);
     mirror_init(&s->mirror, NULL, s, w->shadow, l->metric_slot, l->conf->mirror.queue_bytes,
                 s->rt->conf->limits.mirror_queue_total, s->id * 0x9e3779b97f4a7c15ull + 1);
     if (l->conf->shadow_source == CONF_SHADOW_REPLICATION) {
@@ -309,11 +308,25 @@ session_new(size_t size, const struct session_ops *ops, const struct mirror_ops 
     return s;
 }
 
-void
+int
 session_arm_timer(struct session *s, uint32_t ms)
 {
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    evtimer_add(&s->timer, &tv);
+    if (s->timer == NULL && (s->timer = evtimer_new(s->w->base, on_timer, s)) == NULL) {
+        slog(s, CONF_LOG_WARN, "out of memory for the session's timer");
+        return -1;
+    }
+    return evtimer_add(s->timer, &tv);
+}
+
+/* The timer is not due any more: its event goes (also from its own callback). */
+static void
+timer_free(struct session *s)
+{
+    if (s->timer != NULL) {
+        event_free(s->timer);
+        s->timer = NULL;
+    }
 }
 
 void
@@ -337,7 +350,7 @@ session_set_state(struct session *s, int next)
     s->state = next;
     switch (next) {
     case SESSION_ACTIVE:
-        evtimer_del(&s->timer);
+        timer_free(s);
         break;
     case SESSION_LINGER:
         /* the backend is no longer needed; the client gets its last bytes */
@@ -363,9 +376,8 @@ session_close(struct session *s)
 void
 session_wake(struct session *s)
 {
-    static const struct timeval now = {0, 0};
     if (s->state == SESSION_ACTIVE)
-        evtimer_add(&s->timer, &now);
+        session_arm_timer(s, 0);
 }
 
 /* The client is gone for good: it no longer counts against max_client_conn. */
@@ -385,7 +397,7 @@ client_gone(struct session *s)
 static void
 enter_shadow_drain(struct session *s)
 {
-    evtimer_del(&s->timer);
+    timer_free(s);
     session_close_server(s);
     if (s->ops->leaving)
         s->ops->leaving(s);
@@ -402,7 +414,7 @@ static void
 session_free(struct session *s)
 {
     struct runtime *rt = s->rt;
-    evtimer_del(&s->timer);
+    timer_free(s);
     if (s->settle_queued) {
         struct session **p = &s->w->settle_head;
         while (*p != s)
@@ -665,10 +677,12 @@ on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     s->now_ns = 0;
-    if (s->state == SESSION_LINGER)
+    if (s->state == SESSION_LINGER) {
         s->state = SESSION_DEAD; /* the client does not read: give up on it */
-    else if (s->state == SESSION_ACTIVE)
+    } else if (s->state == SESSION_ACTIVE) {
+        timer_free(s); /* fired, not pending: an idle session keeps no timer */
         wake(s);
+    }
     else if (s->state < SESSION_ACTIVE)
         s->ops->timer(s); /* an opening phase's deadline */
     session_settle(s); /* frees a drained session once the shadow is done */

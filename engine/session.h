@@ -189,7 +189,12 @@ struct session {
      * NULL whenever mirror.state is not MIRROR_OFF
      */
     struct conn *shadow_conn;
-    struct event timer;           /* the plug-in's deadlines and wake-ups */
+    /*
+     * the plug-in's deadlines, the linger limit and wake-ups
+     * (session_arm_timer, session_wake): allocated while one is due, so an
+     * idle active session carries none
+     */
+    struct event *timer;
     /* queued to be settled from an event of its own (session_settle_soon): the worker's list */
     struct session *settle_next;
     unsigned settle_queued : 1;
@@ -361,8 +366,11 @@ void session_close(struct session *s);
 /* session_wake - an active session reads its waiting input again, from its timer. */
 void session_wake(struct session *s);
 
-/* session_arm_timer - the session's timer fires in ms. */
-void session_arm_timer(struct session *s, uint32_t ms);
+/*
+ * session_arm_timer - the session's timer fires in ms (its event is
+ * allocated now if it has none).  -1 when out of memory: nothing fires.
+ */
+int session_arm_timer(struct session *s, uint32_t ms);
 
 /* session_close_server - release the backend connection (counted), if open. */
 void session_close_server(struct session *s);
