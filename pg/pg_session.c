@@ -1391,6 +1391,12 @@ auth_ready(struct pg_session *s, const uint8_t *body, size_t blen, size_t total)
     if (s->base.shadow_be != NULL && !s->route.no_mirror &&
         control_mode(s->base.lis->metric_slot, (int)s->base.lis->conf->mode) != CONF_MODE_PASSTHROUGH)
         pg_shadow_start(s);
+    if (s->base.mirror.state == MIRROR_OFF) {
+        /* kept for the shadow's logins only, and a session without a shadow now never gets one */
+        free(s->startup);
+        s->startup = NULL;
+        s->startup_len = 0;
+    }
     if (s->base.draining)
         fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
              "terminating connection because tandem is shutting down");

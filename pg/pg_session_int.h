@@ -191,7 +191,7 @@ struct pg_session {
     struct pg_auth *auth;         /* tandem authenticates the client (pg_auth.c); NULL: relayed */
     struct authq_fetch *authq_wait; /* the auth_query fetch this session waits for, or NULL */
     struct pg_session *authq_next;  /* the fetch's next waiter */
-    uint8_t *startup;             /* the client's startup packet, kept for the shadow */
+    uint8_t *startup;             /* the client's startup packet, for the shadow's logins; NULL: none */
     size_t startup_len;
     struct cancel_entry cancel;   /* our key for the client -> the backend's key */
     struct pgstmt_table *stmts;   /* prepared statements, NULL until the first Parse */
