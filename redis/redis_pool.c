@@ -323,7 +323,7 @@ redis_pool_leave(struct redis_session *s)
             continue;
         if (i == 0 && s->reply_open) {
             /* it left in the middle of a reply: the pool reads the rest of it */
-            sh->discard = s->reader;
+            sh->discard = *redis_reply_reader(s);
             sh->discard_open = 1;
         }
         wt->s = NULL;
