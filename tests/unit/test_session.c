@@ -1050,6 +1050,7 @@ test_backpressure_stops_reading_primary(void **state)
             !cur->base.server.reading;
     }));
     assert_true(stopped);
+    assert_non_null(cur->base.client.ev_write); /* a write would block: its event exists */
     size_t backlog = evbuffer_get_length(cur->base.client.out);
     settle_a_while();
     assert_false(cur->base.server.reading);
@@ -1072,6 +1073,7 @@ test_backpressure_stops_reading_primary(void **state)
     evbuffer_drain(client.got, want);
     assert_int_equal(cur->base.outstanding, 0);
     assert_true(cur->base.server.reading);
+    assert_true(WAIT_FOR(cur->base.client.ev_write == NULL)); /* all written: the event went */
 
     session_kill(&cur->base);
     assert_null(cur);
@@ -1117,6 +1119,44 @@ test_shadow_timeout_detaches(void **state)
 
     session_kill(&cur->base);
     assert_null(cur);
+}
+
+/*
+ * An idle session holds only what every session needs: no write event on
+ * any connection (they exist while a write would block), no timer (while
+ * a deadline is due).  A session queued for settling and then freed
+ * leaves its worker's settle queue: the queue's event finds nothing.
+ */
+static void
+test_idle_session_holds_no_events(void **state)
+{
+    (void)state;
+    open_session(1, 0);
+    peer_send(&client, "R1\n");
+    peer_expect(&primary, "R1\n");
+    peer_send(&primary, "OK R1\n");
+    peer_expect(&client, "OK R1\n");
+    assert_true(WAIT_FOR(cur->base.outstanding == 0));
+    assert_null(cur->base.client.ev_write);
+    assert_null(cur->base.server.ev_write);
+    assert_non_null(cur->base.shadow_conn);
+    assert_null(cur->base.shadow_conn->ev_write);
+    assert_null(cur->base.timer);
+    assert_null(cur->base.client.tls_error);
+
+    /* a wake-up allocates the timer; once it fired, it is gone again */
+    session_wake(&cur->base);
+    assert_non_null(cur->base.timer);
+    assert_true(WAIT_FOR(cur->base.timer == NULL));
+
+    session_settle_soon(&cur->base);
+    session_settle_soon(&cur->base); /* queued once */
+    assert_ptr_equal(w->settle_head, &cur->base);
+    assert_null(cur->base.settle_next);
+    session_kill(&cur->base);
+    assert_null(cur);
+    assert_null(w->settle_head);
+    pump(); /* the settle event, with nothing queued */
 }
 
 /*
@@ -1175,6 +1215,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backpressure_stops_reading_primary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shadow_timeout_detaches, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shadow_connect_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_session_holds_no_events, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
