@@ -302,9 +302,10 @@ conn_flush(struct conn *c)
     }
     if (io == CONN_ERROR)
         return io;
-    if (conn_want_write(c, evbuffer_get_length(c->out) > 0) != 0)
+    int more = evbuffer_get_length(c->out) > 0;
+    if (more != (int)c->writing && conn_want_write(c, more) != 0)
         return CONN_ERROR;
-    return evbuffer_get_length(c->out) > 0 ? CONN_AGAIN : CONN_OK;
+    return more ? CONN_AGAIN : CONN_OK;
 }
 
 int
