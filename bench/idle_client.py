@@ -2,7 +2,7 @@
 """idle_client.py - open many idle PostgreSQL client connections to a proxy
 and measure the proxy's resident memory growth per connection.
 
-    idle_client.py --port P --pid PID --count N --mode login|tcp [--settle S]
+    idle_client.py --port P --pid PID --count N --mode login|tcp|redis [--settle S]
 
 --mode login: each connection sends a StartupMessage (user/database
               postgres, `trust` auth expected), waits for ReadyForQuery and
@@ -10,6 +10,8 @@ and measure the proxy's resident memory growth per connection.
               and, behind it, a backend connection.
 --mode tcp:   each connection is only connected: the proxy holds a client
               that has not sent its startup packet yet.
+--mode redis: each connection sends one PING and reads +PONG (RESP2), so
+              a Redis proxy holds an active client session.
 
 VmRSS of PID (from /proc/PID/status) is read after WARMUP connections
 were opened and closed, before the first measured one, and SETTLE seconds after the last one; the connections are all still open
@@ -68,6 +70,19 @@ def until_ready(s):
             return
 
 
+def redis_ping(s):
+    """One PING and its +PONG: the proxy has an active session for s."""
+    s.sendall(b"*1\r\n$4\r\nPING\r\n")
+    buf = b""
+    while not buf.endswith(b"\r\n"):
+        chunk = s.recv(64)
+        if not chunk:
+            raise ConnectionError("closed by server")
+        buf += chunk
+    if buf != b"+PONG\r\n":
+        raise ConnectionError("unexpected reply %r" % buf[:100])
+
+
 def login(s, user, database):
     """Complete a trust login, then run one query: a pooler in session mode
     (PgBouncer) assigns its server connection at the first query, not at
@@ -109,7 +124,7 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--pid", type=int, required=True, help="proxy process to measure")
     ap.add_argument("--count", type=int, required=True)
-    ap.add_argument("--mode", choices=("login", "tcp"), required=True)
+    ap.add_argument("--mode", choices=("login", "tcp", "redis"), required=True)
     ap.add_argument("--settle", type=float, default=2.0)
     ap.add_argument("--warmup", type=int, default=1, help="connections opened and closed first")
     ap.add_argument("--user", default="postgres")
@@ -129,6 +144,8 @@ def main():
         with socket.create_connection((a.host, a.port), timeout=15) as s:
             if a.mode == "login":
                 login(s, a.user, a.database)
+            elif a.mode == "redis":
+                redis_ping(s)
     time.sleep(0.5)
     before = rss_kb(a.pid)
     socks, failed, consecutive, first_error = [], 0, 0, ""
@@ -140,6 +157,8 @@ def main():
             s.connect((a.host, a.port))
             if a.mode == "login":
                 login(s, a.user, a.database)
+            elif a.mode == "redis":
+                redis_ping(s)
             s.setblocking(False)
             socks.append(s)
         except OSError as e:  # ConnectionError and socket.timeout included

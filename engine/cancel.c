@@ -25,18 +25,24 @@ bucket_of(uint32_t pid, uint32_t key)
  * dangling pointer behind.
  */
 void
+cancel_target_set_addr(struct cancel_target *t, const struct sockaddr *addr, socklen_t addrlen)
+{
+    if (addrlen > (socklen_t)sizeof(t->addr))
+        addrlen = (socklen_t)sizeof(t->addr);
+    memset(&t->addr, 0, sizeof(t->addr));
+    memcpy(&t->addr, addr, addrlen);
+    t->addrlen = addrlen;
+}
+
+void
 cancel_register(struct cancel_entry *e, uint32_t be_pid, uint32_t be_key,
                 const struct sockaddr *addr, socklen_t addrlen)
 {
     unsigned b = bucket_of(e->pid, e->key);
-    if (addrlen > (socklen_t)sizeof(e->to.addr))
-        addrlen = (socklen_t)sizeof(e->to.addr);
     pthread_mutex_lock(&cancel_lock);
     e->to.be_pid = be_pid;
     e->to.be_key = be_key;
-    memset(&e->to.addr, 0, sizeof(e->to.addr));
-    memcpy(&e->to.addr, addr, addrlen);
-    e->to.addrlen = addrlen;
+    cancel_target_set_addr(&e->to, addr, addrlen);
     if (!e->registered) {
         e->next = buckets[b];
         buckets[b] = e;

@@ -9,6 +9,7 @@
 #ifndef TANDEM_CANCEL_H
 #define TANDEM_CANCEL_H
 
+#include <netinet/in.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -18,10 +19,19 @@
  * then ignored rather than sent to another connection).
  */
 struct cancel_target {
-    struct sockaddr_storage addr;
+    /* a backend's address: IPv4 or IPv6 (not a sockaddr_storage: 100 bytes per session less) */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } addr;
     socklen_t addrlen;
     uint32_t be_pid, be_key;
 };
+
+/* cancel_target_set_addr - t's address: addrlen bytes of addr (cut to the room t has). */
+void cancel_target_set_addr(struct cancel_target *t, const struct sockaddr *addr,
+                            socklen_t addrlen);
 
 /* Embedded in each session; registered once its backend key is known. */
 struct cancel_entry {
@@ -36,7 +46,7 @@ struct cancel_entry {
  * backend at addr with (be_pid, be_key).  Calling it again for an entry
  * already registered (a backend that sends BackendKeyData twice, a second
  * login) replaces the backend's key and address in place: an entry is in
- * the table at most once.  addrlen larger than sockaddr_storage is cut.
+ * the table at most once.  addr is a backend's IPv4 or IPv6 address.
  */
 void cancel_register(struct cancel_entry *e, uint32_t be_pid, uint32_t be_key,
                      const struct sockaddr *addr, socklen_t addrlen);

@@ -9,6 +9,7 @@
 #include <event2/buffer.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -44,8 +45,7 @@ conn_init(struct conn *c, struct event_base *base, int fd, event_callback_fn cb,
     c->out = evbuffer_new();
     if (c->in == NULL || c->out == NULL)
         goto out_free;
-    if (event_assign(&c->ev_read, base, fd, EV_READ | EV_PERSIST, cb, arg) != 0 ||
-        event_assign(&c->ev_write, base, fd, EV_WRITE | EV_PERSIST, cb, arg) != 0)
+    if (event_assign(&c->ev_read, base, fd, EV_READ | EV_PERSIST, cb, arg) != 0)
         goto out_free;
     return 0;
 
@@ -62,13 +62,14 @@ out_free:
 void
 conn_release(struct conn *c)
 {
+    free(c->tls_error);
+    c->tls_error = NULL;
     if (c->fd < 0 && c->in == NULL)
         return;
     if (c->reading)
         event_del(&c->ev_read);
-    if (c->writing)
-        event_del(&c->ev_write);
-    c->reading = c->writing = 0;
+    c->reading = 0;
+    conn_want_write(c, 0);
     if (c->ssl && !c->borrowed)
         SSL_free(c->ssl);
     c->ssl = NULL;
@@ -87,22 +88,26 @@ conn_unbind(struct conn *c)
 {
     if (c->reading)
         event_del(&c->ev_read);
-    if (c->writing)
-        event_del(&c->ev_write);
-    c->reading = c->writing = 0;
+    c->reading = 0;
+    conn_want_write(c, 0);
 }
-
-static void want_write(struct conn *c, int on);
 
 void
 conn_rebind(struct conn *c, struct event_base *base, event_callback_fn cb, void *arg)
 {
     conn_unbind(c);
     event_assign(&c->ev_read, base, c->fd, EV_READ | EV_PERSIST, cb, arg);
-    event_assign(&c->ev_write, base, c->fd, EV_WRITE | EV_PERSIST, cb, arg);
     conn_want_read(c, 1);
+    /* out of memory: the bytes wait for the next flush, or the peer's timeout */
     if (evbuffer_get_length(c->out) > 0)
-        want_write(c, 1);
+        (void)conn_want_write(c, 1);
+}
+
+void
+conn_kick(struct conn *c, short what)
+{
+    /* ev_read carries the callback; its activation says which direction */
+    event_active(&c->ev_read, what, 1);
 }
 
 void
@@ -117,25 +122,56 @@ conn_want_read(struct conn *c, int on)
     }
 }
 
-static void
-want_write(struct conn *c, int on)
+int
+conn_want_write(struct conn *c, int on)
 {
     if (on && !c->writing) {
-        event_add(&c->ev_write, NULL);
+        if (c->ev_write == NULL) {
+            /* the callback, its argument and base are ev_read's (conn_init, conn_rebind) */
+            c->ev_write = event_new(event_get_base(&c->ev_read), c->fd, EV_WRITE | EV_PERSIST,
+                                    event_get_callback(&c->ev_read),
+                                    event_get_callback_arg(&c->ev_read));
+            if (c->ev_write == NULL)
+                return -1;
+        }
+        event_add(c->ev_write, NULL);
         c->writing = 1;
-    } else if (!on && c->writing) {
-        event_del(&c->ev_write);
+    } else if (!on && c->ev_write != NULL) {
+        event_free(c->ev_write); /* deletes it first */
+        c->ev_write = NULL;
         c->writing = 0;
     }
+    return 0;
+}
+
+
+const char *
+conn_tls_error(const struct conn *c, const char *fallback)
+{
+    return c->tls_error != NULL && c->tls_error[0] != '\0' ? c->tls_error : fallback;
+}
+
+/*
+ * Keep prefix and text as c's TLS failure.  The room is allocated at the first
+ * failure, not with every connection; without memory the text is lost
+ * (the caller's fallback names the failure instead).
+ */
+static void
+set_tls_error(struct conn *c, const char *prefix, const char *text)
+{
+    if (c->tls_error == NULL && (c->tls_error = malloc(CONN_TLS_ERROR_MAX)) == NULL)
+        return;
+    snprintf(c->tls_error, CONN_TLS_ERROR_MAX, "%s%s", prefix, text);
 }
 
 /* Keep why TLS failed; a reason already kept outlives a later empty queue. */
 static void
 note_tls_error(struct conn *c, const char *what)
 {
-    if (c->tls_error[0] != '\0' && ERR_peek_error() == 0)
+    char buf[CONN_TLS_ERROR_MAX];
+    if (c->tls_error != NULL && c->tls_error[0] != '\0' && ERR_peek_error() == 0)
         return;
-    tls_peer_failure(c->ssl, what, c->tls_error, sizeof(c->tls_error));
+    set_tls_error(c, "", tls_peer_failure(c->ssl, what, buf, sizeof(buf)));
 }
 
 /* Map an SSL_* result to conn_io, arming the event TLS is waiting for. */
@@ -147,13 +183,12 @@ tls_result(struct conn *c, int rc, const char *what)
         conn_want_read(c, 1);
         return CONN_AGAIN;
     case SSL_ERROR_WANT_WRITE:
-        want_write(c, 1);
-        return CONN_AGAIN;
+        return conn_want_write(c, 1) == 0 ? CONN_AGAIN : CONN_ERROR;
     case SSL_ERROR_ZERO_RETURN:
         return CONN_EOF;
     case SSL_ERROR_SYSCALL:
         if (errno == 0 || errno == EPIPE || errno == ECONNRESET) {
-            snprintf(c->tls_error, sizeof(c->tls_error), "connection closed during %s", what);
+            set_tls_error(c, "connection closed during ", what);
             ERR_clear_error();
             return errno == 0 ? CONN_EOF : CONN_ERROR;
         }
@@ -264,8 +299,10 @@ conn_flush(struct conn *c)
     }
     if (io == CONN_ERROR)
         return io;
-    want_write(c, evbuffer_get_length(c->out) > 0);
-    return evbuffer_get_length(c->out) > 0 ? CONN_AGAIN : CONN_OK;
+    int more = evbuffer_get_length(c->out) > 0;
+    if (more != (int)c->writing && conn_want_write(c, more) != 0)
+        return CONN_ERROR;
+    return more ? CONN_AGAIN : CONN_OK;
 }
 
 int
@@ -302,12 +339,13 @@ conn_handshake(struct conn *c)
     int rc = SSL_do_handshake(c->ssl);
     if (rc == 1) {
         c->tls_done = 1;
-        want_write(c, evbuffer_get_length(c->out) > 0);
+        if (conn_want_write(c, evbuffer_get_length(c->out) > 0) != 0)
+            return CONN_ERROR;
         return CONN_OK;
     }
     enum conn_io io = tls_result(c, rc, "handshake");
     /* waiting for the peer's flight: a write interest left from the connect would spin */
     if (io == CONN_AGAIN && SSL_want_read(c->ssl))
-        want_write(c, 0);
+        conn_want_write(c, 0);
     return io == CONN_EOF ? CONN_ERROR : io;
 }

@@ -5,7 +5,8 @@
  * evbuffers.  Reads go through a caller-provided scratch buffer (one per
  * worker) and are appended to `in`, so an idle connection owns no buffer
  * memory at all; writes go straight from `out` (writev, or SSL_write per
- * chunk).  The owner (a session) gets one callback for both directions and
+ * chunk).  The write event exists only while the kernel would block a
+ * write (or a connect is in flight): an idle connection has none.  The owner (a session) gets one callback for both directions and
  * decides what to read and when; conn_flush() writes immediately and only
  * asks for a write event when the kernel would block.
  */
@@ -31,13 +32,16 @@ struct conn {
     struct evbuffer *in;      /* bytes read, not yet consumed by the owner */
     struct evbuffer *out;     /* bytes to send */
     struct event ev_read;
-    struct event ev_write;
+    struct event *ev_write;   /* allocated while writing (conn_want_write), else NULL */
     unsigned reading : 1;     /* ev_read is added */
     unsigned writing : 1;     /* ev_write is added */
     unsigned tls_done : 1;    /* handshake finished */
     unsigned borrowed : 1;    /* fd and ssl belong to someone else (libpq): not closed here */
-    char tls_error[128];      /* last TLS failure, for messages */
+    char *tls_error;          /* last TLS failure, for messages: allocated when one happens */
 };
+
+/* The longest TLS failure text a conn keeps (conn_tls_error). */
+#define CONN_TLS_ERROR_MAX 128
 
 /*
  * conn_tune_socket - keepalive and user timeout on a TCP socket, so a peer
@@ -76,6 +80,18 @@ void conn_rebind(struct conn *c, struct event_base *base, event_callback_fn cb, 
 void conn_want_read(struct conn *c, int on);
 
 /*
+ * conn_want_write - start or stop watching for writability (a connect in
+ * flight, a write the kernel would block).  The write event is allocated
+ * when watching starts and freed when it stops (also from the event's own
+ * callback: libevent reads nothing of an event after calling it).  -1 when
+ * out of memory: nothing is watched.
+ */
+int conn_want_write(struct conn *c, int on);
+
+/* conn_kick - run c's callback with what (EV_READ, EV_WRITE) from the event loop, soon. */
+void conn_kick(struct conn *c, short what);
+
+/*
  * conn_start_tls - wrap the socket in TLS.  server_side 1 accepts (client
  * connections), 0 connects (backends; sni may be NULL).  The handshake then
  * runs through conn_handshake().
@@ -85,5 +101,13 @@ int conn_start_tls(struct conn *c, SSL_CTX *ctx, int server_side, const char *sn
 
 /* conn_handshake - advance the TLS handshake: CONN_OK when done. */
 enum conn_io conn_handshake(struct conn *c);
+
+/*
+ * conn_tls_error - why TLS failed on c (OpenSSL's reason, a certificate
+ * check, the peer closing mid-handshake), or fallback when nothing was
+ * noted.  The text lives until conn_release.  It is allocated only when a
+ * failure happens: an idle connection carries no room for one.
+ */
+const char *conn_tls_error(const struct conn *c, const char *fallback);
 
 #endif /* TANDEM_CONN_H */

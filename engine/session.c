@@ -63,8 +63,11 @@ session_connect(struct conn *c, struct event_base *base, const struct rt_backend
         return -1;
     }
     /* writable = connected or failed */
-    event_add(&c->ev_write, NULL);
-    c->writing = 1;
+    if (conn_want_write(c, 1) != 0) {
+        conn_release(c);
+        errno = ENOMEM;
+        return -1;
+    }
     return 1;
 }
 
@@ -202,7 +205,6 @@ state_name(const struct session *s, int state)
     return s->ops->phase_name ? s->ops->phase_name(state) : "opening";
 }
 
-static void on_settle(evutil_socket_t fd, short what, void *arg);
 static void on_client(evutil_socket_t fd, short what, void *arg);
 static void on_timer(evutil_socket_t fd, short what, void *arg);
 
@@ -275,12 +277,9 @@ session_init(struct session *s, const struct session_ops *ops, struct worker *w,
     s->shadow_be = s->swapped ? l->primary : l->shadow;
     s->id = (uint64_t)w->id << 48 | w->next_conn_id++;
     s->server.fd = -1;
-    s->shadow_conn.fd = -1;
     s->state = SESSION_OPENING;
     s->last_input_ns = session_now_ns();
     runtime_format_addr(peer, s->peer, sizeof(s->peer));
-    evtimer_assign(&s->timer, w->base, on_timer, s);
-    event_assign(&s->settle_ev, w->base, -1, 0, on_settle, s);
     mirror_init(&s->mirror, NULL, s, w->shadow, l->metric_slot, l->conf->mirror.queue_bytes,
                 s->rt->conf->limits.mirror_queue_total, s->id * 0x9e3779b97f4a7c15ull + 1);
     if (l->conf->shadow_source == CONF_SHADOW_REPLICATION) {
@@ -309,11 +308,25 @@ session_new(size_t size, const struct session_ops *ops, const struct mirror_ops 
     return s;
 }
 
-void
+int
 session_arm_timer(struct session *s, uint32_t ms)
 {
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    evtimer_add(&s->timer, &tv);
+    if (s->timer == NULL && (s->timer = evtimer_new(s->w->base, on_timer, s)) == NULL) {
+        slog(s, CONF_LOG_WARN, "out of memory for the session's timer");
+        return -1;
+    }
+    return evtimer_add(s->timer, &tv);
+}
+
+/* The timer is not due any more: its event goes (also from its own callback). */
+static void
+timer_free(struct session *s)
+{
+    if (s->timer != NULL) {
+        event_free(s->timer);
+        s->timer = NULL;
+    }
 }
 
 void
@@ -340,7 +353,7 @@ session_set_state(struct session *s, int next)
     s->state = next;
     switch (next) {
     case SESSION_ACTIVE:
-        evtimer_del(&s->timer);
+        timer_free(s);
         break;
     case SESSION_LINGER:
         /* the backend is no longer needed; the client gets its last bytes */
@@ -366,9 +379,8 @@ session_close(struct session *s)
 void
 session_wake(struct session *s)
 {
-    static const struct timeval now = {0, 0};
     if (s->state == SESSION_ACTIVE)
-        evtimer_add(&s->timer, &now);
+        session_arm_timer(s, 0);
 }
 
 /* The client is gone for good: it no longer counts against max_client_conn. */
@@ -388,7 +400,7 @@ client_gone(struct session *s)
 static void
 enter_shadow_drain(struct session *s)
 {
-    evtimer_del(&s->timer);
+    timer_free(s);
     session_close_server(s);
     if (s->ops->leaving)
         s->ops->leaving(s);
@@ -405,8 +417,14 @@ static void
 session_free(struct session *s)
 {
     struct runtime *rt = s->rt;
-    evtimer_del(&s->timer);
-    event_del(&s->settle_ev);
+    timer_free(s);
+    if (s->settle_queued) {
+        struct session **p = &s->w->settle_head;
+        while (*p != s)
+            p = &(*p)->settle_next;
+        *p = s->settle_next;
+        s->settle_queued = 0;
+    }
     session_close_server(s);
     if (s->ops->leaving)
         s->ops->leaving(s);
@@ -451,7 +469,7 @@ interest(struct session *s)
                                                            SESSION_BACKPRESSURE_BYTES) &&
                                    s->ops->client_wanted(s));
     if (s->mirror.state == MIRROR_READY && s->shadow_open)
-        conn_want_read(&s->shadow_conn, s->routed == NULL || !client_backlog);
+        conn_want_read(s->shadow_conn, s->routed == NULL || !client_backlog);
 }
 
 void
@@ -481,15 +499,24 @@ session_settle(struct session *s)
 void
 session_settle_soon(struct session *s)
 {
-    event_active(&s->settle_ev, EV_TIMEOUT, 0);
+    if (!s->settle_queued) {
+        s->settle_queued = 1;
+        s->settle_next = s->w->settle_head;
+        s->w->settle_head = s;
+    }
+    event_active(s->w->settle, EV_TIMEOUT, 0);
 }
 
-static void
-on_settle(evutil_socket_t fd, short what, void *arg)
+void
+session_settle_queued(struct worker *w)
 {
-    (void)fd;
-    (void)what;
-    session_settle(arg);
+    while (w->settle_head != NULL) {
+        struct session *s = w->settle_head;
+        w->settle_head = s->settle_next;
+        s->settle_next = NULL;
+        s->settle_queued = 0;
+        session_settle(s); /* may free s, which left the queue first */
+    }
 }
 
 /*
@@ -653,10 +680,12 @@ on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     s->now_ns = 0;
-    if (s->state == SESSION_LINGER)
+    if (s->state == SESSION_LINGER) {
         s->state = SESSION_DEAD; /* the client does not read: give up on it */
-    else if (s->state == SESSION_ACTIVE)
+    } else if (s->state == SESSION_ACTIVE) {
+        timer_free(s); /* fired, not pending: an idle session keeps no timer */
         wake(s);
+    }
     else if (s->state < SESSION_ACTIVE)
         s->ops->timer(s); /* an opening phase's deadline */
     session_settle(s); /* frees a drained session once the shadow is done */
@@ -668,7 +697,7 @@ on_timer(evutil_socket_t fd, short what, void *arg)
 int
 session_shadow_flush(struct session *s)
 {
-    struct conn *c = &s->shadow_conn;
+    struct conn *c = s->shadow_conn;
     size_t before = evbuffer_get_length(c->out);
     if (conn_flush(c) == CONN_ERROR) {
         mirror_detach(&s->mirror, SHADOW_SHADOW_ERROR, mirror_drop_reason(SHADOW_SHADOW_ERROR),
@@ -699,10 +728,32 @@ session_backend_tls(struct conn *c, const struct rt_backend *be)
 }
 
 int
+session_mirror_open(struct session *s)
+{
+    if (s->shadow_conn == NULL) {
+        if ((s->shadow_conn = calloc(1, sizeof(*s->shadow_conn))) == NULL)
+            return -1;
+        s->shadow_conn->fd = -1;
+    }
+    return mirror_open(&s->mirror);
+}
+
+void
+session_shadow_conn_free(struct session *s)
+{
+    if (s->shadow_conn == NULL)
+        return;
+    conn_release(s->shadow_conn);
+    free(s->shadow_conn);
+    s->shadow_conn = NULL;
+    s->shadow_open = 0;
+}
+
+int
 session_connect_shadow(struct session *s)
 {
     s->mirror.state = MIRROR_CONNECTING; /* so a failure is counted */
-    int rc = session_connect(&s->shadow_conn, s->w->base, s->shadow_be, &s->rt->conf->limits,
+    int rc = session_connect(s->shadow_conn, s->w->base, s->shadow_be, &s->rt->conf->limits,
                              session_on_shadow, s);
     if (rc < 0) {
         char why[200];
@@ -746,7 +797,7 @@ session_shadow_tick(struct session *s, uint64_t now_ns, uint64_t *lag_ns)
 static void
 shadow_connect_done(struct session *s)
 {
-    int err = session_connect_result(&s->shadow_conn);
+    int err = session_connect_result(s->shadow_conn);
     if (err != 0) {
         char why[200];
         snprintf(why, sizeof(why), "connect: %s", strerror(err));
@@ -763,7 +814,7 @@ shadow_io(struct session *s, short what)
     size_t n;
 
     if (what & EV_READ) {
-        enum conn_io io = conn_read(&s->shadow_conn, s->w->scratch, sizeof(s->w->scratch), &n);
+        enum conn_io io = conn_read(s->shadow_conn, s->w->scratch, sizeof(s->w->scratch), &n);
         if (io == CONN_OK) {
             session_count_backend(s, s->shadow_be, METRIC_B_BACKEND_BYTES_RECEIVED, n);
             s->ops->shadow_input(s);
@@ -806,12 +857,12 @@ swap_conns(struct session *s)
     struct conn old_server;
 
     conn_unbind(&s->server);
-    conn_unbind(&s->shadow_conn);
+    conn_unbind(s->shadow_conn);
     old_server = s->server;
-    s->server = s->shadow_conn;
-    s->shadow_conn = old_server;
+    s->server = *s->shadow_conn;
+    *s->shadow_conn = old_server;
     conn_rebind(&s->server, s->w->base, session_on_server, s);
-    conn_rebind(&s->shadow_conn, s->w->base, session_on_shadow, s);
+    conn_rebind(s->shadow_conn, s->w->base, session_on_shadow, s);
 }
 
 void
@@ -877,7 +928,7 @@ swap_ready(struct session *s)
         return -1;
     if (m->state != MIRROR_READY || (!s->shadow_open && !s->shadow_shared) || s->outstanding > 0 ||
         s->routed != NULL || m->head != NULL || mirror_busy(m) ||
-        (s->shadow_open && evbuffer_get_length(s->shadow_conn.in) > 0))
+        (s->shadow_open && evbuffer_get_length(s->shadow_conn->in) > 0))
         return 0;
     /* no server connection of its own: the plug-in knows what its shared one owes it */
     if (s->server_open &&

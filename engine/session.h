@@ -189,9 +189,22 @@ struct session {
 
     struct conn client;
     struct conn server;
-    struct conn shadow_conn;      /* to the mirrored backend (the plug-in opens it; session_on_shadow) */
-    struct event timer;           /* the plug-in's deadlines and wake-ups */
-    struct event settle_ev;       /* settle() from a callback of its own (session_settle_soon) */
+    /*
+     * to the mirrored backend (the plug-in opens it; session_on_shadow):
+     * allocated by session_mirror_open, so a session that never mirrors
+     * (passthrough, a canary no_mirror rule) carries no room for it; not
+     * NULL whenever mirror.state is not MIRROR_OFF
+     */
+    struct conn *shadow_conn;
+    /*
+     * the plug-in's deadlines, the linger limit and wake-ups
+     * (session_arm_timer, session_wake): allocated while one is due, so an
+     * idle active session carries none
+     */
+    struct event *timer;
+    /* queued to be settled from an event of its own (session_settle_soon): the worker's list */
+    struct session *settle_next;
+    unsigned settle_queued : 1;
 
     unsigned server_open : 1;
     unsigned shadow_open : 1;     /* shadow_conn holds a socket */
@@ -276,9 +289,23 @@ void session_connect_backend(struct session *s);
  * to be (a backend with tls require or verify-full: the handshake starts
  * on the first call, with the backend's SNI and, for verify-full, its name
  * checked).  CONN_OK once done, CONN_AGAIN in progress, CONN_ERROR failed:
- * c->tls_error says why when OpenSSL did.
+ * conn_tls_error(c) says why when OpenSSL did.
  */
 enum conn_io session_backend_tls(struct conn *c, const struct rt_backend *be);
+
+/*
+ * session_mirror_open - the session is to mirror: its shadow connection's
+ * room (s->shadow_conn, closed) and its mirror queue (mirror_open, state
+ * DETACHED until the plug-in connects).  -1 when out of memory: the
+ * session runs without a shadow.  Idempotent.
+ */
+int session_mirror_open(struct session *s);
+
+/*
+ * session_shadow_conn_free - release and free s->shadow_conn: a plug-in's
+ * destroy hook, once its shadow is closed (NULL: nothing).
+ */
+void session_shadow_conn_free(struct session *s);
 
 /*
  * session_connect_shadow - open shadow_conn to s->shadow_be, the mirror
@@ -355,8 +382,11 @@ void session_close(struct session *s);
 /* session_wake - an active session reads its waiting input again, from its timer. */
 void session_wake(struct session *s);
 
-/* session_arm_timer - the session's timer fires in ms. */
-void session_arm_timer(struct session *s, uint32_t ms);
+/*
+ * session_arm_timer - the session's timer fires in ms (its event is
+ * allocated now if it has none).  -1 when out of memory: nothing fires.
+ */
+int session_arm_timer(struct session *s, uint32_t ms);
 
 /*
  * session_close_server - release the backend connection (counted), if open,
@@ -372,8 +402,15 @@ void session_close_server(struct session *s);
  */
 void session_settle(struct session *s);
 
-/* session_settle_soon - settle from the session's own event (code outside its handlers). */
+/*
+ * session_settle_soon - settle from an event of its own (code outside its
+ * handlers): s joins its worker's settle queue, one event for all of them
+ * (not one struct event per session).
+ */
 void session_settle_soon(struct session *s);
+
+/* session_settle_queued - the worker's settle event: settle every queued session. */
+void session_settle_queued(struct worker *w);
 
 /*
  * session_idle_check - the worker's periodic look: an active session's

@@ -457,6 +457,15 @@ worker_random(struct worker *w, void *out, size_t n)
     return 0;
 }
 
+/* The sessions that asked to be settled from an event of their own (session_settle_soon). */
+static void
+on_settle(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    session_settle_queued(arg);
+}
+
 int
 worker_init(struct worker *w, int id, struct runtime *rt)
 {
@@ -494,6 +503,9 @@ worker_init(struct worker *w, int id, struct runtime *rt)
     w->tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
     struct timeval tv = {.tv_sec = 0, .tv_usec = TICK_MS * 1000};
     if (w->tick == NULL || event_add(w->tick, &tv) != 0)
+        return -1;
+    w->settle = event_new(w->base, -1, 0, on_settle, w);
+    if (w->settle == NULL)
         return -1;
     w->notify = event_new(w->base, w->notify_fd, EV_READ | EV_PERSIST, on_notify, w);
     if (w->notify == NULL || event_add(w->notify, NULL) != 0)
@@ -564,6 +576,8 @@ worker_release(struct worker *w)
         close(w->notify_fd);
     if (w->tick)
         event_free(w->tick);
+    if (w->settle)
+        event_free(w->settle);
     pgcache_free(w->cls_cache);
     pgdesc_free(w->desc_cache);
     if (w->base)

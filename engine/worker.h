@@ -68,6 +68,8 @@ struct worker {
     struct pgdesc *desc_cache;    /* statement fingerprints for the shadow report, by text */
     void *pg_unit_pool;           /* pg_shadow.c's mirror units kept for reuse (its own job frees it) */
     struct event *tick;           /* shadow timeouts, lag and detached gauges */
+    struct event *settle;         /* settles the sessions queued by session_settle_soon */
+    struct session *settle_head;  /* those sessions, singly linked (session.settle_next) */
     struct runtime *rt;          /* for new sessions; one reference held */
     struct wlistener *listeners; /* open listening sockets, by address */
     struct session *sessions;    /* every protocol's, doubly linked, for drain and quit */

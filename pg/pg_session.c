@@ -221,6 +221,7 @@ op_destroy(struct session *base)
     struct pg_session *s = (struct pg_session *)base;
     pg_shadow_release(s);
     pg_park_login_free(&s->login);
+    session_shadow_conn_free(base);
     if (s->route.buf)
         evbuffer_free(s->route.buf);
     pgstmt_table_free(s->stmts);
@@ -318,12 +319,12 @@ forward_cancel(struct pg_session *s, uint32_t pid, uint32_t key)
         return;
     job->sent = 0;
     pgw_build_cancel(job->packet, sizeof(job->packet), target.be_pid, target.be_key);
-    job->fd = socket(target.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    job->fd = socket(target.addr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (job->fd < 0) {
         free(job);
         return;
     }
-    if (connect(job->fd, (struct sockaddr *)&target.addr, target.addrlen) != 0 &&
+    if (connect(job->fd, &target.addr.sa, target.addrlen) != 0 &&
         errno != EINPROGRESS) {
         close(job->fd);
         free(job);
@@ -1425,6 +1426,17 @@ logged_in(struct pg_session *s)
     if (s->base.shadow_be != NULL && !s->route.no_mirror &&
         control_mode(s->base.lis->metric_slot, (int)s->base.lis->conf->mode) != CONF_MODE_PASSTHROUGH)
         pg_shadow_start(s);
+    if (s->base.mirror.state == MIRROR_OFF &&
+        s->base.lis->conf->server_conns != CONF_SERVER_CONNS_REUSE) {
+        /*
+         * kept for the shadow's logins, and a session without a shadow now
+         * never gets one; and as the key of its server connection, kept
+         * for the next client (pg_park.c)
+         */
+        free(s->startup);
+        s->startup = NULL;
+        s->startup_len = 0;
+    }
     if (s->base.draining)
         fail(s, METRIC_ERR_SHUTDOWN, PGW_SQLSTATE_ADMIN_SHUTDOWN,
              "terminating connection because tandem is shutting down");
@@ -1615,7 +1627,7 @@ server_handshake(struct pg_session *s)
     if (io == CONN_AGAIN)
         return 0;
     if (io != CONN_OK) {
-        backend_failed(&s->base, s->base.server.tls_error[0] ? s->base.server.tls_error : "TLS handshake failed");
+        backend_failed(&s->base, conn_tls_error(&s->base.server, "TLS handshake failed"));
         return 0;
     }
     send_startup(s);
@@ -1645,7 +1657,7 @@ server_input(struct session *base)
         const char *name = cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host;
         if (conn_start_tls(&s->base.server, s->base.be->tls, 0, name,
                            cb->tls == CONF_TLS_VERIFY_FULL ? name : NULL) != 0) {
-            backend_failed(&s->base, s->base.server.tls_error);
+            backend_failed(&s->base, conn_tls_error(&s->base.server, "TLS failed"));
             return;
         }
         session_set_state(&s->base, PGS_SERVER_TLS);
@@ -1672,7 +1684,7 @@ op_client_handshake(struct session *base, short *what)
     if (io == CONN_AGAIN)
         return 0;
     if (io != CONN_OK) {
-        slog(s, CONF_LOG_INFO, "client TLS handshake failed: %s", s->base.client.tls_error);
+        slog(s, CONF_LOG_INFO, "client TLS handshake failed: %s", conn_tls_error(&s->base.client, "unknown"));
         session_count_client_error(&s->base, METRIC_ERR_TLS);
         s->base.state = SESSION_DEAD; /* no protocol left to speak in */
         return 0;
@@ -1696,8 +1708,7 @@ op_server_lost(struct session *base, enum conn_io io)
     }
     if (s->base.state < PGS_AUTH || (s->base.state == PGS_AUTH && !s->logged_in)) {
         backend_failed(&s->base, io == CONN_EOF ? "the server closed the connection"
-                                         : (s->base.server.tls_error[0] ? s->base.server.tls_error
-                                                                   : strerror(errno)));
+                                         : conn_tls_error(&s->base.server, strerror(errno)));
         return;
     }
     fail(s, METRIC_ERR_BACKEND_LOST, PGW_SQLSTATE_CONNECTION_FAILURE,

@@ -127,14 +127,12 @@ struct pg_shadow {
     struct pg_shadow_login *own; /* tandem logging in itself as the client (pg_shadow_login.c) */
     struct event login_ev;
     unsigned login_ev_added : 1;
-    unsigned conn_open : 1;
     unsigned replay_incomplete : 1;
     unsigned as_role : 1;       /* logged in as tandem's user, acting as the client's role */
     unsigned as_client : 1;     /* logged in as the client's role itself (its ClientKey) */
     unsigned super_at_login : 1; /* is_superuser was on at login (acting as the client) */
     char client_role[64];       /* as_role: the client's user, the role acted as */
     unsigned relocks_pending;   /* relock units on their way: the role may be off until they run */
-    struct conn conn;           /* after login: borrows libpq's socket and SSL */
     struct evbuffer *pending;   /* mirrored bytes waiting for the login */
     uint32_t epoch;             /* statements present on this connection carry it */
     struct pg_frame frame;      /* the shadow's stream (target 1: the rest goes to the client) */
@@ -202,7 +200,7 @@ struct pg_session {
     struct pg_auth *auth;         /* tandem authenticates the client (pg_auth.c); NULL: relayed */
     struct authq_fetch *authq_wait; /* the auth_query fetch this session waits for, or NULL */
     struct pg_session *authq_next;  /* the fetch's next waiter */
-    uint8_t *startup;             /* the client's startup packet, kept for the shadow */
+    uint8_t *startup;             /* the client's startup packet, for the shadow's logins; NULL: none */
     size_t startup_len;
     struct cancel_entry cancel;   /* our key for the client -> the backend's key */
     struct pg_server_login login; /* keep_server: what the server's login said, for the next client */

@@ -22,6 +22,7 @@
  * non-blocking first so a stalled shadow cannot stall the worker).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/buffer.h>
 #include <inttypes.h>
 #include <stddef.h>
@@ -29,6 +30,7 @@
 #include <string.h>
 #include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "metrics/metric.h"
 #include "metrics/shadow.h"
@@ -541,7 +543,7 @@ static int
 send_admitted(struct pg_session *s, struct evbuffer *src, size_t len)
 {
     if (s->base.mirror.state == MIRROR_READY) {
-        evbuffer_remove_buffer(src, s->base.shadow_conn.out, len);
+        evbuffer_remove_buffer(src, s->base.shadow_conn->out, len);
         return session_shadow_flush(&s->base);
     } else {
         evbuffer_remove_buffer(src, s->shadow->pending, len);
@@ -1115,7 +1117,7 @@ pg_shadow_conn_close(struct pg_session *s)
         sh->login_ev_added = 0;
     }
     if (s->base.shadow_open) {
-        conn_release(&s->base.shadow_conn);
+        conn_release(s->base.shadow_conn);
         s->base.shadow_open = 0;
         count_shadow(s, METRIC_B_SERVER_CLOSED, 1);
     }
@@ -1236,8 +1238,8 @@ key_trace_write(void *cookie, const char *buf, size_t size)
             pg_shadow_key_line(sh->key_line, sh->key_line_len, &pid, &key) == 0) {
             sh->key.be_pid = pid;
             sh->key.be_key = key;
-            sh->key.addr = s->base.shadow_be->addr;
-            sh->key.addrlen = s->base.shadow_be->addrlen;
+            cancel_target_set_addr(&sh->key, (const struct sockaddr *)&s->base.shadow_be->addr,
+                                   s->base.shadow_be->addrlen);
         }
         /* nothing of the login (a password message) stays behind */
         explicit_bzero(sh->key_line, sh->key_line_len);
@@ -1275,30 +1277,72 @@ key_trace_stop(struct pg_session *s)
     sh->key_line_len = 0;
 }
 
-/* Logged in through libpq: take the socket over and send what waited. */
+/*
+ * take_socket - the logged-in socket of a plain TCP login becomes tandem's
+ * own descriptor and the PGconn is freed: an idle shadow session then
+ * holds no libpq memory (its two 16 KiB buffers and connection options
+ * were most of it).  PQfinish would send Terminate on the socket and
+ * close it, so libpq's descriptor number is pointed at /dev/null first
+ * (dup2: the number stays taken, no other thread can be handed it
+ * meanwhile): libpq's Terminate fails on a non-socket and it closes only
+ * that.  Nothing of the login waits in libpq's input (the shadow sends
+ * nothing after ReadyForQuery unasked).  Returns the new descriptor, or -1
+ * with pq untouched (the caller borrows libpq's socket then, as for TLS).
+ */
+static int
+take_socket(PGconn *pq)
+{
+    int fd = PQsocket(pq);
+    int mine = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (mine < 0)
+        return -1;
+    int sink = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (sink < 0 || dup2(sink, fd) < 0) {
+        if (sink >= 0)
+            close(sink);
+        close(mine);
+        return -1;
+    }
+    close(sink);
+    PQsetnonblocking(pq, 1);
+    PQfinish(pq);
+    return mine;
+}
+
+/*
+ * Logged in through libpq: take the socket over and send what waited.  A
+ * TLS connection stays libpq's (borrowed): its SSL object writes through
+ * libpq's own BIO, so the PGconn lives as long as the connection.
+ */
 static void
 shadow_ready(struct pg_session *s)
 {
     struct pg_shadow *sh = s->shadow;
-    int fd = PQsocket(sh->pq);
+    int fd = PQsocket(sh->pq), own = -1;
 
     key_trace_stop(s);
     if (sh->key.addrlen == 0)
         slog(s, CONF_LOG_WARN, "shadow \"%s\": its cancel key could not be read; after a cutover "
              "this session's cancel requests are ignored", s->base.shadow_be->conf->name);
-    if (conn_init(&s->base.shadow_conn, s->base.w->base, fd, session_on_shadow, &s->base) != 0) {
+    const char *super = PQparameterStatus(sh->pq, "is_superuser");
+    sh->super_at_login = super != NULL && strcmp(super, "on") == 0;
+    if (!PQsslInUse(sh->pq) && (own = take_socket(sh->pq)) >= 0) {
+        sh->pq = NULL;
+        fd = own;
+    }
+    if (conn_init(s->base.shadow_conn, s->base.w->base, fd, session_on_shadow, &s->base) != 0) {
+        if (own >= 0)
+            close(own);
         detach(s, SHADOW_SHADOW_ERROR, "out of memory");
         return;
     }
-    s->base.shadow_conn.borrowed = 1;
+    s->base.shadow_conn->borrowed = sh->pq != NULL;
     s->base.shadow_open = 1;
     count_shadow(s, METRIC_B_SERVER_OPENED, 1);
-    if (PQsslInUse(sh->pq)) {
-        s->base.shadow_conn.ssl = PQsslStruct(sh->pq, "OpenSSL");
-        s->base.shadow_conn.tls_done = 1;
+    if (sh->pq != NULL && PQsslInUse(sh->pq)) {
+        s->base.shadow_conn->ssl = PQsslStruct(sh->pq, "OpenSSL");
+        s->base.shadow_conn->tls_done = 1;
     }
-    const char *super = PQparameterStatus(sh->pq, "is_superuser");
-    sh->super_at_login = super != NULL && strcmp(super, "on") == 0;
     pg_shadow_attached(s);
 }
 
@@ -1316,9 +1360,9 @@ pg_shadow_attached(struct pg_session *s)
     for (struct mirror_unit *u = s->base.mirror.head; u; u = u->next)
         if (u->mirrored && !u->shadow_done && u->shadow_sent_ns == 0)
             u->shadow_sent_ns = now;
-    evbuffer_add_buffer(s->base.shadow_conn.out, sh->pending);
+    evbuffer_add_buffer(s->base.shadow_conn->out, sh->pending);
     if (session_shadow_flush(&s->base) == 0)
-        conn_want_read(&s->base.shadow_conn, 1);
+        conn_want_read(s->base.shadow_conn, 1);
 }
 
 void
@@ -1529,7 +1573,8 @@ pg_shadow_start(struct pg_session *s)
             sh->state_log = evbuffer_new();
         if (s->unit_buf == NULL)
             s->unit_buf = evbuffer_new();
-        if (!sh->pending || !sh->state_log || !s->unit_buf || mirror_open(&s->base.mirror) != 0)
+        if (!sh->pending || !sh->state_log || !s->unit_buf ||
+            session_mirror_open(&s->base) != 0)
             return; /* stays OFF: the session runs without a shadow */
     }
     if (pgw_startup_parse(s->startup, s->startup_len, &used, &st, &err) != PGW_OK)
@@ -1626,7 +1671,7 @@ static int
 shadow_message(struct pg_session *s, const struct pgw_header *h, size_t avail)
 {
     struct pg_shadow *sh = s->shadow;
-    struct evbuffer *in = s->base.shadow_conn.in;
+    struct evbuffer *in = s->base.shadow_conn->in;
     size_t total = pgw_header_total(h), body = h->len - 4;
     struct pg_unit *u = pg_unit_of(s->base.mirror.scur);
     int whole = avail >= total;
@@ -1729,7 +1774,7 @@ pg_shadow_input(struct session *base)
 {
     struct pg_session *s = (struct pg_session *)base;
     struct pg_shadow *sh = s->shadow;
-    struct evbuffer *in = s->base.shadow_conn.in;
+    struct evbuffer *in = s->base.shadow_conn->in;
     struct pgw_header h;
     const char *err;
 
@@ -1862,7 +1907,7 @@ pg_shadow_swap(struct pg_session *s)
     PGconn *pq = sh->pq;
     sh->pq = s->server_pq;
     s->server_pq = pq;
-    s->base.shadow_conn.borrowed = sh->pq != NULL;
+    s->base.shadow_conn->borrowed = sh->pq != NULL;
     s->base.server.borrowed = s->server_pq != NULL;
     /* the client's cancel key now cancels on the connection that answers it */
     struct cancel_target answering = sh->key;

@@ -98,7 +98,7 @@ send_startup(struct pg_session *s)
     size_t n = pgw_build_startup(out, sizeof(out), st.params, st.nparams);
     if (n == 0)
         return -1;
-    evbuffer_add(s->base.shadow_conn.out, out, n);
+    evbuffer_add(s->base.shadow_conn->out, out, n);
     s->shadow->own->phase = OWN_AUTH;
     return 0;
 }
@@ -109,26 +109,25 @@ connected(struct pg_session *s)
     struct pg_shadow_login *o = s->shadow->own;
     if (s->base.shadow_be->tls != NULL) {
         uint8_t req[8];
-        evbuffer_add(s->base.shadow_conn.out, req, pgw_build_ssl_request(req, sizeof(req)));
+        evbuffer_add(s->base.shadow_conn->out, req, pgw_build_ssl_request(req, sizeof(req)));
         o->phase = OWN_TLS_ASK;
     } else if (send_startup(s) != 0) {
         fall_back(s, "the client's startup packet cannot be sent again");
         return;
     }
-    conn_want_read(&s->base.shadow_conn, 1);
+    conn_want_read(s->base.shadow_conn, 1);
 }
 
 static void
 tls_handshake(struct pg_session *s)
 {
-    enum conn_io io = conn_handshake(&s->base.shadow_conn);
+    enum conn_io io = conn_handshake(s->base.shadow_conn);
     if (io == CONN_AGAIN)
         return;
     if (io != CONN_OK) {
         char why[200];
         snprintf(why, sizeof(why), "TLS: %s",
-                 s->base.shadow_conn.tls_error[0] ? s->base.shadow_conn.tls_error
-                                                  : "handshake failed");
+                 conn_tls_error(s->base.shadow_conn, "handshake failed"));
         give_up(s, why);
         return;
     }
@@ -142,16 +141,16 @@ tls_answer(struct pg_session *s)
 {
     const struct conf_backend *cb = s->base.shadow_be->conf;
     uint8_t c;
-    if (evbuffer_remove(s->base.shadow_conn.in, &c, 1) != 1)
+    if (evbuffer_remove(s->base.shadow_conn->in, &c, 1) != 1)
         return;
     if (c != 'S') {
         give_up(s, "the shadow refuses TLS");
         return;
     }
     const char *name = cb->tls_server_name[0] ? cb->tls_server_name : cb->addr.host;
-    if (conn_start_tls(&s->base.shadow_conn, s->base.shadow_be->tls, 0, name,
+    if (conn_start_tls(s->base.shadow_conn, s->base.shadow_be->tls, 0, name,
                        cb->tls == CONF_TLS_VERIFY_FULL ? name : NULL) != 0) {
-        give_up(s, s->base.shadow_conn.tls_error);
+        give_up(s, conn_tls_error(s->base.shadow_conn, "TLS failed"));
         return;
     }
     s->shadow->own->phase = OWN_TLS;
@@ -183,7 +182,7 @@ logged_in(struct pg_session *s)
     }
     pg_shadow_login_free(s);
     sh->as_client = 1;
-    conn_rebind(&s->base.shadow_conn, s->base.w->base, session_on_shadow, &s->base);
+    conn_rebind(s->base.shadow_conn, s->base.w->base, session_on_shadow, &s->base);
     pg_shadow_attached(s);
 }
 
@@ -205,7 +204,7 @@ login_message(struct pg_session *s, uint8_t type, const uint8_t *body, size_t le
             o->authenticated = 1;
             return 0;
         }
-        if (pg_auth_answer(s, &o->auth, s->base.shadow_be, s->base.shadow_conn.out, code, body + 4,
+        if (pg_auth_answer(s, &o->auth, s->base.shadow_be, s->base.shadow_conn->out, code, body + 4,
                            len - 4, &e) != 0)
             return fall_back(s, e.msg), -1;
         return 0;
@@ -221,15 +220,15 @@ login_message(struct pg_session *s, uint8_t type, const uint8_t *body, size_t le
         if (pgw_backend_key_parse(body, len, &pid, &key) == PGW_OK) {
             sh->key.be_pid = pid;
             sh->key.be_key = key;
-            sh->key.addr = s->base.shadow_be->addr;
-            sh->key.addrlen = s->base.shadow_be->addrlen;
+            cancel_target_set_addr(&sh->key, (const struct sockaddr *)&s->base.shadow_be->addr,
+                                   s->base.shadow_be->addrlen);
         }
         return 0;
     case 'Z':
         if (!o->authenticated)
             return fall_back(s, "ReadyForQuery before AuthenticationOk"), -1;
         /* the login's last message: nothing of it is left for the mirror's reader */
-        evbuffer_drain(s->base.shadow_conn.in, PGW_HEADER_LEN + len);
+        evbuffer_drain(s->base.shadow_conn->in, PGW_HEADER_LEN + len);
         logged_in(s);
         return -1;
     default: /* NoticeResponse, NegotiateProtocolVersion: nothing to act on */
@@ -240,7 +239,7 @@ login_message(struct pg_session *s, uint8_t type, const uint8_t *body, size_t le
 static void
 read_messages(struct pg_session *s)
 {
-    struct evbuffer *in = s->base.shadow_conn.in;
+    struct evbuffer *in = s->base.shadow_conn->in;
     uint8_t hdr[PGW_HEADER_LEN];
     struct pgw_header h;
     const char *err;
@@ -270,7 +269,7 @@ login_io(struct pg_session *s, short what)
 
     if ((what & EV_READ) && o->phase != OWN_TLS) {
         enum conn_io io =
-            conn_read(&s->base.shadow_conn, s->base.w->scratch, sizeof(s->base.w->scratch), &n);
+            conn_read(s->base.shadow_conn, s->base.w->scratch, sizeof(s->base.w->scratch), &n);
         if (io == CONN_EOF || io == CONN_ERROR) {
             give_up(s, "the shadow closed the connection during the login");
             return;
@@ -284,7 +283,7 @@ login_io(struct pg_session *s, short what)
         read_messages(s);
     if (s->shadow->own == NULL || s->shadow->own->phase == OWN_TLS)
         return;
-    if (conn_flush(&s->base.shadow_conn) == CONN_ERROR)
+    if (conn_flush(s->base.shadow_conn) == CONN_ERROR)
         give_up(s, "write to the shadow failed during the login");
 }
 
@@ -297,7 +296,7 @@ on_login_event(evutil_socket_t fd, short what, void *arg)
     if (s->shadow->own == NULL)
         return;
     if (s->shadow->own->phase == OWN_CONNECTING) {
-        int err = session_connect_result(&s->base.shadow_conn);
+        int err = session_connect_result(s->base.shadow_conn);
         if (err != 0) {
             char why[200];
             snprintf(why, sizeof(why), "connect: %s", strerror(err));
@@ -306,7 +305,7 @@ on_login_event(evutil_socket_t fd, short what, void *arg)
             return;
         }
         connected(s);
-        if (s->shadow->own != NULL && conn_flush(&s->base.shadow_conn) == CONN_ERROR)
+        if (s->shadow->own != NULL && conn_flush(s->base.shadow_conn) == CONN_ERROR)
             give_up(s, "write to the shadow failed during the login");
         return;
     }
@@ -333,7 +332,7 @@ pg_shadow_login_start(struct pg_session *s)
     sh->own = calloc(1, sizeof(*sh->own));
     if (sh->own == NULL)
         return -1;
-    int rc = session_connect(&s->base.shadow_conn, s->base.w->base, s->base.shadow_be,
+    int rc = session_connect(s->base.shadow_conn, s->base.w->base, s->base.shadow_be,
                              &s->base.rt->conf->limits, on_login_event, s);
     if (rc < 0) {
         pg_shadow_login_free(s);
@@ -351,7 +350,7 @@ pg_shadow_login_start(struct pg_session *s)
     sh->login_ev_added = 1;
     if (rc == 0) { /* connected already */
         sh->own->phase = OWN_CONNECTING;
-        event_active(&s->base.shadow_conn.ev_write, EV_WRITE, 1);
+        conn_kick(s->base.shadow_conn, EV_WRITE);
     }
     return 0;
 }

@@ -124,7 +124,7 @@ count_backend(struct redis_shared *sh, enum metric_backend_counter c, uint64_t n
 static struct redis_leg *
 leg_of(struct redis_session *s, enum redis_role role)
 {
-    return role == REDIS_ROLE_SHADOW ? &s->shadow.leg : &s->leg;
+    return role == REDIS_ROLE_SHADOW ? &s->shadow->leg : &s->leg;
 }
 
 /*
@@ -388,9 +388,9 @@ redis_pool_leave(struct redis_session *s, enum redis_role role)
         struct shared_wait *wt = ring_at(sh, i);
         if (wt->s != s)
             continue;
-        if (i == 0 && (shadow ? s->shadow.reply_open : s->reply_open)) {
+        if (i == 0 && (shadow ? s->shadow->reply_open : s->reply_open)) {
             /* it left in the middle of a reply: the pool reads the rest of it */
-            sh->discard = shadow ? s->shadow.reader : s->reader;
+            sh->discard = shadow ? s->shadow->reader : *redis_reply_reader(s);
             sh->discard_open = 1;
         }
         wt->s = NULL;
@@ -398,7 +398,7 @@ redis_pool_leave(struct redis_session *s, enum redis_role role)
     leg->mux = NULL;
     leg->owed = 0;
     if (shadow)
-        s->shadow.reply_open = 0;
+        s->shadow->reply_open = 0;
     else
         s->reply_open = 0;
 }
@@ -406,7 +406,7 @@ redis_pool_leave(struct redis_session *s, enum redis_role role)
 size_t
 redis_pool_backlog(const struct redis_session *s, enum redis_role role)
 {
-    const struct redis_leg *leg = role == REDIS_ROLE_SHADOW ? &s->shadow.leg : &s->leg;
+    const struct redis_leg *leg = role == REDIS_ROLE_SHADOW ? &s->shadow->leg : &s->leg;
     return leg->mux != NULL ? evbuffer_get_length(leg->mux->conn.out) : 0;
 }
 

@@ -335,7 +335,7 @@ on_side(evutil_socket_t fd, short what, void *arg)
         if (io == CONN_AGAIN)
             return;
         if (io != CONN_OK) {
-            side_failed(sd, "TLS", sd->conn.tls_error[0] ? sd->conn.tls_error : "handshake failed");
+            side_failed(sd, "TLS", conn_tls_error(&sd->conn, "handshake failed"));
             return;
         }
     }
@@ -536,7 +536,7 @@ redis_recheck_start(struct redis_session *s, struct redis_unit *u, uint64_t key_
         j->side[i].which = (enum recheck_backend)i;
     }
     if (build_login(&j->side[PRIMARY], s, s->base.be, s->primary_login) != 0 ||
-        build_login(&j->side[SHADOW], s, s->base.shadow_be, s->shadow.login) != 0) {
+        build_login(&j->side[SHADOW], s, s->base.shadow_be, s->shadow->login) != 0) {
         side_close(&j->side[PRIMARY]);
         side_close(&j->side[SHADOW]);
         free(j->psum);

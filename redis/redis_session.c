@@ -207,7 +207,8 @@ ident_new(const struct resp_arg *user, const struct resp_arg *pass)
 int
 redis_shadow_login_ok(const struct redis_session *s)
 {
-    switch (s->shadow.login) {
+    /* a session that never mirrored has no shadow login: the default user's */
+    switch (s->shadow != NULL ? s->shadow->login : RL_DEFAULT) {
     case RL_CLIENT:
         return s->ident != NULL;
     case RL_DEFAULT:
@@ -303,6 +304,7 @@ op_destroy(struct session *base)
 {
     struct redis_session *s = (struct redis_session *)base;
     redis_shadow_release(s);
+    session_shadow_conn_free(base);
     if (s->route.buf)
         evbuffer_free(s->route.buf);
     while (s->spare) {
@@ -317,6 +319,7 @@ op_destroy(struct session *base)
     }
     free(s->client_name);
     redis_ident_free(s->ident);
+    free(s->reader);
     free(s);
 }
 
@@ -374,8 +377,8 @@ server_tls(struct redis_session *s)
     if (io == CONN_OK)
         return 1;
     slog(s, CONF_LOG_WARN, "TLS with backend \"%s\" failed: %s", cb->name,
-         c->tls_error[0] ? c->tls_error : "handshake failed");
-    backend_failed(&s->base, c->tls_error[0] ? c->tls_error : "TLS handshake failed");
+         conn_tls_error(c, "handshake failed"));
+    backend_failed(&s->base, conn_tls_error(c, "TLS handshake failed"));
     return -1;
 }
 
@@ -749,7 +752,7 @@ redis_session_forward(struct redis_session *s, struct evbuffer *in, size_t n)
     conn_flush(&s->base.client);
     if (s->base.shadow_open &&
         evbuffer_get_length(s->base.client.out) >= SESSION_BACKPRESSURE_BYTES)
-        conn_want_read(&s->base.shadow_conn, 0);
+        conn_want_read(s->base.shadow_conn, 0);
 }
 
 void
@@ -1245,13 +1248,49 @@ run_flush(struct redis_session *s, struct reply_run *r)
     r->run = 0;
 }
 
+/*
+ * The worker's reader of primary replies: a reply that arrives whole in one
+ * read (most do) is framed here and no session keeps a reader for it.
+ * Worker threads only; each server_input uses it for one session at a time.
+ */
+static _Thread_local struct resp_reader reply_scratch;
+
+struct resp_reader *
+redis_reply_reader(struct redis_session *s)
+{
+    return s->reader != NULL ? s->reader : &reply_scratch;
+}
+
+/*
+ * After a read: a reply (or push) still open moves into a reader of the
+ * session's own, for the next read; none open, the session's own goes.
+ * -1 when out of memory (the session is failed).
+ */
+static int
+park_reader(struct redis_session *s)
+{
+    if (!s->reply_open && !s->push_open) {
+        free(s->reader);
+        s->reader = NULL;
+        return 0;
+    }
+    if (s->reader != NULL)
+        return 0;
+    if ((s->reader = malloc(sizeof(*s->reader))) == NULL) {
+        fail_all(s, METRIC_ERR_BACKEND_LOST, "ERR tandem: out of memory reading a reply");
+        return -1;
+    }
+    *s->reader = reply_scratch;
+    return 0;
+}
+
 /* The reader takes what it can of p; RESP_ERROR has failed the session (not RESP). */
 static enum resp_status
 feed_reader(struct redis_session *s, const uint8_t *p, size_t len, size_t *used,
             struct resp_reply_info *info)
 {
     const char *err = NULL;
-    enum resp_status st = resp_reader_feed(&s->reader, p, len, used, info, &err);
+    enum resp_status st = resp_reader_feed(redis_reply_reader(s), p, len, used, info, &err);
     if (st == RESP_ERROR)
         backend_protocol_error(s, "an invalid reply");
     return st;
@@ -1298,7 +1337,8 @@ reply_frame(struct redis_session *s, struct reply_run *r, struct redis_unit *u, 
             size_t len)
 {
     if (!s->reply_open) {
-        resp_reader_init(&s->reader, u->cmp ? (enum resp_digest_mode)u->mode : RESP_DIGEST_NONE);
+        resp_reader_init(redis_reply_reader(s),
+                         u->cmp ? (enum resp_digest_mode)u->mode : RESP_DIGEST_NONE);
         s->reply_open = 1;
         if (!u->reply_started) {
             u->reply_started = 1;
@@ -1340,7 +1380,7 @@ reply_frame(struct redis_session *s, struct reply_run *r, struct redis_unit *u, 
 }
 
 /*
- * Frame the primary's replies in `in` and move them to the client: each
+ * server_frames - frame the primary's replies in `in` and move them to the client: each
  * whole reply completes the current unit.  The bytes move in one run at
  * the end; a unit tandem answers itself cuts the run so the order holds.
  * limit NULL: every reply in `in` is the session's (its own connection);
@@ -1348,8 +1388,20 @@ reply_frame(struct redis_session *s, struct reply_run *r, struct redis_unit *u, 
  * the start of the next) are, counted down as they complete.  -1 when the
  * bytes are not replies (the session is failed).
  */
+static int server_frames(struct redis_session *s, struct evbuffer *in, uint32_t *limit);
+
+/* server_frames, then a reply left open keeps its reader in the session (park_reader). */
 static int
 server_input(struct redis_session *s, struct evbuffer *in, uint32_t *limit)
+{
+    int rc = server_frames(s, in, limit);
+    if (park_reader(s) != 0)
+        return -1;
+    return rc;
+}
+
+static int
+server_frames(struct redis_session *s, struct evbuffer *in, uint32_t *limit)
 {
     struct reply_run r = {.in = in, .avail = evbuffer_get_length(in), .limit = limit};
 
@@ -1373,7 +1425,7 @@ server_input(struct redis_session *s, struct evbuffer *in, uint32_t *limit)
         const uint8_t *p = v.iov_base;
         if (!s->reply_open && !s->push_open && p[0] == '>' && (u == NULL || !u->pushes)) {
             s->push_open = 1;
-            resp_reader_init(&s->reader, RESP_DIGEST_NONE);
+            resp_reader_init(redis_reply_reader(s), RESP_DIGEST_NONE);
         }
         if (!s->push_open && u == NULL) {
             backend_protocol_error(s, "a reply to no request");
@@ -1511,7 +1563,7 @@ op_client_handshake(struct session *base, short *what)
         return 0;
     if (io != CONN_OK) {
         slog(s, CONF_LOG_INFO, "client TLS handshake failed: %s",
-             s->base.client.tls_error[0] ? s->base.client.tls_error : "the client left");
+             conn_tls_error(&s->base.client, "the client left"));
         session_count_client_error(&s->base, METRIC_ERR_TLS);
         s->base.state = SESSION_DEAD;
         return 0;
@@ -1556,7 +1608,7 @@ redis_session_accept(struct worker *w, const struct rt_listener *l, int fd,
         }
     } else if (l->tls != NULL) {
         if (conn_start_tls(&s->base.client, l->tls, 1, NULL, NULL) != 0) {
-            slog(s, CONF_LOG_WARN, "client TLS: %s", s->base.client.tls_error);
+            slog(s, CONF_LOG_WARN, "client TLS: %s", conn_tls_error(&s->base.client, "failed"));
             s->base.state = SESSION_DEAD;
         } else {
             session_arm_timer(&s->base, s->base.rt->conf->limits.startup_timeout_ms);
@@ -1675,8 +1727,8 @@ op_swap(struct session *base)
         return;
     }
     redis_shadow_swap(s);
-    s->primary_login = s->shadow.login;
-    s->shadow.login = login;
+    s->primary_login = s->shadow->login;
+    s->shadow->login = login;
     redis_shadow_fence_login(s);
     s->default_open = 0; /* learned again from the new primary's answers */
     s->route.last_write_ns = 0;

@@ -304,8 +304,6 @@ enum redis_shared_loss {
  * shadow applies and answers the session's commands in order.
  */
 struct redis_shadow {
-    struct conn conn;            /* conn.out also holds what waits for the connect */
-    unsigned conn_open : 1;
     unsigned reply_open : 1;     /* reader is inside a reply */
     unsigned tx_wanted : 1;      /* the open MULTI holds a command worth mirroring */
     unsigned tx_overflow : 1;    /* the open MULTI outgrew the mirror queue: not collected */
@@ -352,7 +350,12 @@ struct redis_session {
     unsigned default_open : 1;    /* the primary ran a command of ours for its default user */
     struct resp_limits limits;    /* pre_auth while the primary wants AUTH first */
     size_t client_need;           /* bytes client.in must hold before parsing again */
-    struct resp_reader reader;    /* frames (and digests) the primary's replies */
+    /*
+     * frames (and digests) the primary's reply while one stays open across
+     * reads; NULL otherwise: a whole reply is read with the worker's reader
+     * (redis_reply_reader)
+     */
+    struct resp_reader *reader;
     int64_t db;                   /* SELECTed db, for the shadow */
     char *client_name;            /* CLIENT SETNAME, for the shadow (heap), or NULL */
     struct redis_ident *ident;    /* the login the primary accepted, for the shadow; NULL none */
@@ -363,7 +366,7 @@ struct redis_session {
     struct redis_compare *spare_cmp; /* recycled comparisons */
     unsigned nspare_cmp;
 
-    struct redis_shadow shadow;
+    struct redis_shadow *shadow;
     struct redis_route route;
 
     /*
@@ -503,5 +506,12 @@ void redis_shadow_orphan(struct session *base);
 /* the client's login cannot be followed on the shadow: the session is mirrored no more */
 void redis_shadow_identity_lost(struct redis_session *s, const char *why);
 void redis_keep_sample(uint8_t *sample, uint16_t *have, const uint8_t *p, size_t n);
+
+/*
+ * redis_reply_reader - the reader of s's primary reply in progress: s's own
+ * (a reply open across reads) or its worker's, which a reply read whole
+ * uses (2.2 KiB with its nesting stack, not in every idle session).
+ */
+struct resp_reader *redis_reply_reader(struct redis_session *s);
 
 #endif /* TANDEM_REDIS_SESSION_INT_H */

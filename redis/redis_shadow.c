@@ -104,7 +104,7 @@ redis_keep_sample(uint8_t *sample, uint16_t *have, const uint8_t *p, size_t n)
 static int
 flush_shadow(struct redis_session *s)
 {
-    if (!s->base.shadow_open || evbuffer_get_length(s->base.shadow_conn.out) == 0)
+    if (!s->base.shadow_open || evbuffer_get_length(s->base.shadow_conn->out) == 0)
         return 0;
     return session_shadow_flush(&s->base);
 }
@@ -120,8 +120,9 @@ static int
 shadow_out(struct redis_session *s, const struct redis_unit *u, struct evbuffer *src,
            const uint8_t *bytes, size_t len)
 {
-    struct redis_shadow *sh = &s->shadow;
-    struct evbuffer *dst = s->base.shadow_conn.out;
+    struct redis_shadow *sh = s->shadow;
+    /* a pooled session may have no connection of its own: dst is read past that branch */
+    struct evbuffer *dst = NULL;
 
     if (sh->pooled) {
         if (src == NULL) {
@@ -149,6 +150,7 @@ shadow_out(struct redis_session *s, const struct redis_unit *u, struct evbuffer 
         mirror_hand_over(&s->base.mirror, len); /* the pool's now (redis_pool.h) */
         return 0;
     }
+    dst = s->base.shadow_conn->out;
     if (sh->leg.mux != NULL) {
         if (sh->after_pool == NULL && (sh->after_pool = evbuffer_new()) == NULL)
             goto out_of_memory;
@@ -213,7 +215,7 @@ static const uint8_t tx_ping[] = "*1\r\n$4\r\nPING\r\n";
 static void
 tx_add(struct redis_session *s, const struct redis_unit *u, const uint8_t *bytes, size_t len)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     sh->tx_cmds++;
     if ((u->flags & REDISCMD_ADMIN) && (u->flags & REDISCMD_NO_MIRROR)) {
         sh->tx_local = 1;
@@ -247,6 +249,8 @@ tx_add(struct redis_session *s, const struct redis_unit *u, const uint8_t *bytes
 static void
 tx_reset(struct redis_shadow *sh)
 {
+    if (sh == NULL)
+        return; /* the session never mirrored */
     if (sh->tx_buf)
         evbuffer_drain(sh->tx_buf, evbuffer_get_length(sh->tx_buf));
     sh->tx_cmds = 0;
@@ -374,10 +378,10 @@ void
 redis_shadow_command(struct redis_session *s, struct redis_unit *u, const uint8_t *bytes,
                      size_t len)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     enum rs_cmd which = (enum rs_cmd)u->which;
 
-    if (sh->tx_buf == NULL)
+    if (sh == NULL || sh->tx_buf == NULL)
         return;
     if (u->track == RT_AUTH) {
         if (s->in_multi) {
@@ -508,7 +512,7 @@ effect_lost(struct redis_session *s, const struct redis_unit *u)
 static enum mirror_verdict
 effect_verdict(struct redis_session *s, struct redis_unit *u)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     const uint8_t *req = evbuffer_pullup(s->base.mirror.held, (ev_ssize_t)u->base.held_len);
     enum redis_effect_result r = REDIS_EFFECT_LOST;
     unsigned lost = 0; /* commands of a transaction mirrored verbatim for want of the choice */
@@ -549,7 +553,7 @@ static int
 on_replace(void *owner, struct mirror_unit *mu)
 {
     struct redis_session *s = owner;
-    struct evbuffer *e = s->shadow.effect;
+    struct evbuffer *e = s->shadow->effect;
     size_t len = evbuffer_get_length(e);
     if (mirror_admit(&s->base.mirror, len) != 0) {
         evbuffer_drain(e, len); /* full: detached, counted */
@@ -575,7 +579,7 @@ on_sent(void *owner, struct mirror_unit *mu)
     struct redis_session *s = owner;
     struct redis_unit *u = redis_unit_of(mu);
     if (u->sets_login)
-        s->shadow.login = (enum rs_login)u->login;
+        s->shadow->login = (enum rs_login)u->login;
 }
 
 static void
@@ -751,13 +755,15 @@ static void
 shadow_close(void *owner)
 {
     struct redis_session *s = owner;
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
+    if (sh == NULL)
+        return; /* never opened (redis_shadow_restart of a session that does not mirror) */
     redis_pool_leave(s, REDIS_ROLE_SHADOW); /* its replies owed there are dropped */
     if (sh->after_pool) /* counted in mirror.queued, which the queue zeroes */
         evbuffer_drain(sh->after_pool, evbuffer_get_length(sh->after_pool));
     if (s->base.shadow_open) {
-        size_t unsent = evbuffer_get_length(s->base.shadow_conn.out);
-        conn_release(&s->base.shadow_conn);
+        size_t unsent = evbuffer_get_length(s->base.shadow_conn->out);
+        conn_release(s->base.shadow_conn);
         s->base.shadow_open = 0;
         if (s->base.mirror.state == MIRROR_READY)
             count_shadow(s, METRIC_B_SERVER_CLOSED, 1);
@@ -867,7 +873,7 @@ replay_bytes(struct redis_session *s, const uint8_t *buf, size_t n)
     mirror_append(&s->base.mirror, &u->base);
     if (s->base.mirror.scur == NULL)
         s->base.mirror.scur = &u->base;
-    evbuffer_add(s->base.shadow_conn.out, buf, n);
+    evbuffer_add(s->base.shadow_conn->out, buf, n);
     mirror_account(&s->base.mirror, (int64_t)n);
     return u;
 }
@@ -887,7 +893,7 @@ replay(struct redis_session *s, size_t argc, const char *const *argv)
 static int
 replay_login(struct redis_session *s)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     uint8_t buf[LOGIN_BUF];
     size_t n;
     struct redis_unit *u = NULL;
@@ -939,12 +945,15 @@ may_pool(const struct redis_session *s)
 void
 redis_shadow_start(struct redis_session *s)
 {
-    struct redis_shadow *sh = &s->shadow;
+    /* out of line, and only for sessions that mirror: most of a passthrough session's size */
+    if (s->shadow == NULL && (s->shadow = calloc(1, sizeof(*s->shadow))) == NULL)
+        return; /* the session runs without a shadow */
+    struct redis_shadow *sh = s->shadow;
 
     if (s->base.mirror.state == MIRROR_OFF) {
         if (sh->tx_buf == NULL && (sh->tx_buf = evbuffer_new()) == NULL)
             return; /* stays OFF: the session runs without a shadow */
-        if (mirror_open(&s->base.mirror) != 0)
+        if (session_mirror_open(&s->base) != 0)
             return;
     }
     sh->reply_open = 0;
@@ -988,14 +997,14 @@ redis_shadow_start(struct redis_session *s)
 static int
 shadow_tls(struct redis_session *s)
 {
-    struct conn *c = &s->base.shadow_conn;
+    struct conn *c = s->base.shadow_conn;
     char why[200];
     enum conn_io io = session_backend_tls(c, s->base.shadow_be);
     if (io == CONN_AGAIN)
         return 0;
     if (io == CONN_OK)
         return 1;
-    snprintf(why, sizeof(why), "TLS: %s", c->tls_error[0] ? c->tls_error : "handshake failed");
+    snprintf(why, sizeof(why), "TLS: %s", conn_tls_error(c, "handshake failed"));
     count_shadow(s, METRIC_B_CONNECT_FAILURES, 1);
     detach(s, SHADOW_SHADOW_ERROR, why);
     return -1;
@@ -1013,9 +1022,9 @@ shadow_tls(struct redis_session *s)
 void
 redis_shadow_dedicate(struct redis_session *s)
 {
-    struct redis_shadow *sh = &s->shadow;
-    if (!sh->pooled)
-        return;
+    struct redis_shadow *sh = s->shadow;
+    if (sh == NULL || !sh->pooled)
+        return; /* never mirrored (a passthrough session), or already its own */
     sh->pooled = 0;
     s->base.shadow_shared = 0;
     if (s->base.mirror.state != MIRROR_READY)
@@ -1043,7 +1052,7 @@ redis_shadow_connected(struct session *base)
     for (struct mirror_unit *u = s->base.mirror.head; u; u = u->next)
         if (u->mirrored && !u->shadow_done && !u->held && u->shadow_sent_ns == 0)
             u->shadow_sent_ns = now;
-    conn_want_read(&s->base.shadow_conn, 1);
+    conn_want_read(s->base.shadow_conn, 1);
     flush_shadow(s);
 }
 
@@ -1079,7 +1088,7 @@ shadow_push_starts(struct evbuffer *in, const struct redis_unit *u)
 static int
 shadow_push(struct redis_session *s, struct evbuffer *in)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     struct evbuffer_iovec v;
 
     if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
@@ -1135,7 +1144,7 @@ shadow_answered(struct redis_session *s, struct redis_unit *u, const struct resp
 static int
 shadow_read(struct redis_session *s, struct evbuffer *in, uint32_t *limit)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
 
     /* from the shared connection while its own one opens: redis_shadow_dedicate */
     while ((s->base.mirror.state == MIRROR_READY ||
@@ -1202,7 +1211,7 @@ void
 redis_shadow_input(struct session *base)
 {
     struct redis_session *s = (struct redis_session *)base;
-    shadow_read(s, s->base.shadow_conn.in, NULL);
+    shadow_read(s, s->base.shadow_conn->in, NULL);
 }
 
 /*
@@ -1212,11 +1221,11 @@ redis_shadow_input(struct session *base)
 static void
 after_pool_release(struct redis_session *s)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     if (sh->pooled || !s->base.shadow_open || sh->after_pool == NULL ||
         evbuffer_get_length(sh->after_pool) == 0)
         return;
-    evbuffer_add_buffer(s->base.shadow_conn.out, sh->after_pool);
+    evbuffer_add_buffer(s->base.shadow_conn->out, sh->after_pool);
     if (s->base.mirror.state == MIRROR_READY)
         flush_shadow(s); /* else redis_shadow_connected does */
 }
@@ -1235,7 +1244,7 @@ redis_shadow_shared_input(struct redis_session *s, struct evbuffer *in, uint32_t
     int rc = shadow_read(s, in, replies);
     if (before != *replies && s->base.mirror.failures > 0)
         mirror_attached(&s->base.mirror); /* answered: the back-off starts over */
-    if (redis_leg_took(&s->shadow.leg, before - *replies))
+    if (redis_leg_took(&s->shadow->leg, before - *replies))
         after_pool_release(s);
     return rc;
 }
@@ -1245,7 +1254,7 @@ redis_shadow_shared_lost(struct redis_session *s, const char *msg, enum redis_sh
 {
     static const char prefix[] = "ERR tandem: ";
     s->base.now_ns = 0;
-    s->shadow.reply_open = 0;
+    s->shadow->reply_open = 0;
     if (strncmp(msg, prefix, sizeof(prefix) - 1) == 0)
         msg += sizeof(prefix) - 1; /* the primary's wording, for a client; this is for the log */
     detach(s, loss == REDIS_SHARED_TIMEOUT ? SHADOW_SHADOW_TIMEOUT : SHADOW_SHADOW_ERROR, msg);
@@ -1309,7 +1318,7 @@ redis_shadow_writes_owed(const struct redis_session *s)
 int
 redis_shadow_swap_ready(const struct redis_session *s)
 {
-    const struct redis_shadow *sh = &s->shadow;
+    const struct redis_shadow *sh = s->shadow;
     return !sh->reply_open && evbuffer_get_length(sh->tx_buf) == 0 && sh->leg.mux == NULL &&
            (sh->after_pool == NULL || evbuffer_get_length(sh->after_pool) == 0);
 }
@@ -1321,7 +1330,7 @@ redis_shadow_swap_ready(const struct redis_session *s)
 void
 redis_shadow_swap(struct redis_session *s)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     sh->reply_open = 0;
     sh->push_open = 0;
     sh->replies_left = 0;
@@ -1336,7 +1345,7 @@ redis_shadow_swap(struct redis_session *s)
 void
 redis_shadow_fence_login(struct redis_session *s)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     uint8_t buf[LOGIN_BUF];
     if (!redis_shadow_fenced(s) || sh->login == RL_TANDEM || s->base.mirror.state != MIRROR_READY)
         return;
@@ -1385,7 +1394,7 @@ redis_shadow_orphan(struct session *base)
         }
     }
     s->base.outstanding = 0;
-    tx_reset(&s->shadow);
+    tx_reset(s->shadow);
     mirror_orphan(&s->base.mirror, session_clock(&s->base));
     if (s->base.mirror.state == MIRROR_READY)
         flush_shadow(s);
@@ -1395,15 +1404,16 @@ redis_shadow_orphan(struct session *base)
 void
 redis_shadow_release(struct redis_session *s)
 {
-    struct redis_shadow *sh = &s->shadow;
+    struct redis_shadow *sh = s->shadow;
     mirror_release_all(&s->base.mirror);
+    if (sh == NULL)
+        return;
     if (sh->tx_buf)
         evbuffer_free(sh->tx_buf);
-    sh->tx_buf = NULL;
     if (sh->effect)
         evbuffer_free(sh->effect);
-    sh->effect = NULL;
     if (sh->after_pool)
         evbuffer_free(sh->after_pool);
-    sh->after_pool = NULL;
+    free(sh);
+    s->shadow = NULL;
 }

@@ -115,7 +115,7 @@ line_len(struct evbuffer *buf)
 static void
 shadow_flush(struct session *s)
 {
-    if (s->mirror.state == MIRROR_READY && evbuffer_get_length(s->shadow_conn.out) > 0)
+    if (s->mirror.state == MIRROR_READY && evbuffer_get_length(s->shadow_conn->out) > 0)
         session_shadow_flush(s);
 }
 
@@ -145,7 +145,7 @@ static int
 stub_send(void *owner, struct mirror_unit *mu, struct evbuffer *src, size_t len)
 {
     struct session *s = owner;
-    evbuffer_remove_buffer(src, s->shadow_conn.out, len);
+    evbuffer_remove_buffer(src, s->shadow_conn->out, len);
     return 0;
 }
 
@@ -170,7 +170,7 @@ stub_close(void *owner)
 {
     struct session *s = owner;
     if (s->shadow_open) {
-        conn_release(&s->shadow_conn);
+        conn_release(s->shadow_conn);
         s->shadow_open = 0;
     }
 }
@@ -283,7 +283,7 @@ stub_shadow_connected(struct session *s)
 {
     s->mirror.state = MIRROR_READY;
     mirror_attached(&s->mirror);
-    conn_want_read(&s->shadow_conn, 1);
+    conn_want_read(s->shadow_conn, 1);
     session_shadow_flush(s);
 }
 
@@ -293,14 +293,14 @@ stub_shadow_input(struct session *s)
 {
     struct mirror *m = &s->mirror;
     size_t len;
-    while (m->state == MIRROR_READY && (len = line_len(s->shadow_conn.in)) > 0) {
+    while (m->state == MIRROR_READY && (len = line_len(s->shadow_conn->in)) > 0) {
         struct mirror_unit *u = m->scur;
         if (u == NULL || u->held) {
             mirror_detach(m, SHADOW_SHADOW_ERROR, SHADOW_DROP_SHADOW_ERROR,
                           "the shadow sent a reply to no request", session_clock(s));
             return;
         }
-        evbuffer_drain(s->shadow_conn.in, len);
+        evbuffer_drain(s->shadow_conn->in, len);
         int was_barrier = m->barrier == u;
         mirror_shadow_answered(m, u, session_clock(s));
         mirror_complete(m);
@@ -341,6 +341,7 @@ static void
 stub_destroy(struct session *s)
 {
     mirror_release_all(&s->mirror);
+    session_shadow_conn_free(s);
     tally.destroyed++;
     if (cur != NULL && &cur->base == s)
         cur = NULL;
@@ -424,7 +425,7 @@ static void
 stub_shadow_start(struct session *s)
 {
     struct mirror *m = &s->mirror;
-    if (mirror_open(m) != 0)
+    if (session_mirror_open(s) != 0)
         return;
     int rc = session_connect_shadow(s);
     if (rc < 0)
@@ -439,7 +440,7 @@ stub_shadow_start(struct session *s)
     mirror_append(m, &u->base);
     if (m->scur == NULL)
         m->scur = &u->base;
-    evbuffer_add(s->shadow_conn.out, "LOGIN\n", 6);
+    evbuffer_add(s->shadow_conn->out, "LOGIN\n", 6);
     mirror_account(m, 6);
     m->barrier = &u->base;
     if (rc == 0)
@@ -1049,6 +1050,7 @@ test_backpressure_stops_reading_primary(void **state)
             !cur->base.server.reading;
     }));
     assert_true(stopped);
+    assert_non_null(cur->base.client.ev_write); /* a write would block: its event exists */
     size_t backlog = evbuffer_get_length(cur->base.client.out);
     settle_a_while();
     assert_false(cur->base.server.reading);
@@ -1071,6 +1073,7 @@ test_backpressure_stops_reading_primary(void **state)
     evbuffer_drain(client.got, want);
     assert_int_equal(cur->base.outstanding, 0);
     assert_true(cur->base.server.reading);
+    assert_true(WAIT_FOR(cur->base.client.ev_write == NULL)); /* all written: the event went */
 
     session_kill(&cur->base);
     assert_null(cur);
@@ -1116,6 +1119,44 @@ test_shadow_timeout_detaches(void **state)
 
     session_kill(&cur->base);
     assert_null(cur);
+}
+
+/*
+ * An idle session holds only what every session needs: no write event on
+ * any connection (they exist while a write would block), no timer (while
+ * a deadline is due).  A session queued for settling and then freed
+ * leaves its worker's settle queue: the queue's event finds nothing.
+ */
+static void
+test_idle_session_holds_no_events(void **state)
+{
+    (void)state;
+    open_session(1, 0);
+    peer_send(&client, "R1\n");
+    peer_expect(&primary, "R1\n");
+    peer_send(&primary, "OK R1\n");
+    peer_expect(&client, "OK R1\n");
+    assert_true(WAIT_FOR(cur->base.outstanding == 0));
+    assert_null(cur->base.client.ev_write);
+    assert_null(cur->base.server.ev_write);
+    assert_non_null(cur->base.shadow_conn);
+    assert_null(cur->base.shadow_conn->ev_write);
+    assert_null(cur->base.timer);
+    assert_null(cur->base.client.tls_error);
+
+    /* a wake-up allocates the timer; once it fired, it is gone again */
+    session_wake(&cur->base);
+    assert_non_null(cur->base.timer);
+    assert_true(WAIT_FOR(cur->base.timer == NULL));
+
+    session_settle_soon(&cur->base);
+    session_settle_soon(&cur->base); /* queued once */
+    assert_ptr_equal(w->settle_head, &cur->base);
+    assert_null(cur->base.settle_next);
+    session_kill(&cur->base);
+    assert_null(cur);
+    assert_null(w->settle_head);
+    pump(); /* the settle event, with nothing queued */
 }
 
 /*
@@ -1174,6 +1215,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backpressure_stops_reading_primary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shadow_timeout_detaches, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shadow_connect_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_session_holds_no_events, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
