@@ -128,24 +128,9 @@ if [ -n "${RIVALS:-}" ]; then
     wait_port 127.0.0.1 "$BOUNCER_PORT" 60 || exit 1
     PID_bouncer=$(pgrep -u postgres -f "callgrind.*pgbouncer" | head -1)
     PORT_bouncer=$BOUNCER_PORT
-    PORT_twem=$(free_port)
-    cat >"$WORK/nutcracker.yml" <<EOF
-icount:
-  listen: 127.0.0.1:$PORT_twem
-  redis: true
-  hash: fnv1a_64
-  distribution: ketama
-  auto_eject_hosts: false
-  server_connections: 1
-  servers:
-   - 127.0.0.1:$REDIS_PORT:1
-EOF
-    valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$WORK/cg-twem.%p" \
-        nutcracker -c "$WORK/nutcracker.yml" -o "$WORK/nutcracker.log" -s "$(free_port)" \
-        -a 127.0.0.1 >"$WORK/twem.log" 2>&1 &
-    PID_twem=$!
-    BENCH_PIDS+=("$PID_twem")
-    wait_port 127.0.0.1 "$PORT_twem" 60 || exit 1
+    twemproxy_start "$WORK" "$REDIS_PORT" valgrind --tool=callgrind --compress-strings=no \
+        --callgrind-out-file="$WORK/cg-twem.%p" || exit 1
+    PORT_twem=$TW_PORT PID_twem=$TW_PID
 fi
 
 # cg_control -z|-d PID: zero or dump PID's counts; vgdb finds a process by

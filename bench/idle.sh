@@ -107,27 +107,6 @@ REDIS_BLUE_PORT=$REDIS_PORT
 redis_start green
 REDIS_GREEN_PORT=$REDIS_PORT
 
-# twemproxy_start: Debian's nutcracker in front of the first redis-server; sets TW_PORT, TW_PID.
-twemproxy_start() {
-    TW_PORT=$(free_port)
-    cat >"$WORK/nutcracker.yml" <<EOF
-idle:
-  listen: 127.0.0.1:$TW_PORT
-  redis: true
-  hash: fnv1a_64
-  distribution: ketama
-  auto_eject_hosts: false
-  server_connections: 1
-  servers:
-   - 127.0.0.1:$REDIS_BLUE_PORT:1
-EOF
-    nutcracker -c "$WORK/nutcracker.yml" -o "$WORK/nutcracker.log" -p "$WORK/nutcracker.pid" \
-        -s "$(free_port)" -a 127.0.0.1 &
-    TW_PID=$!
-    BENCH_PIDS+=("$TW_PID")
-    wait_port 127.0.0.1 "$TW_PORT" 10
-}
-
 client_backends() {
     psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atc \
         "select count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()" postgres
@@ -204,7 +183,7 @@ measure() {
         port=$BOUNCER_PORT pid=$BOUNCER_PID
         ;;
     twemproxy)
-        twemproxy_start || return 1
+        twemproxy_start "$WORK" "$REDIS_BLUE_PORT" || return 1
         port=$TW_PORT pid=$TW_PID
         ;;
     esac

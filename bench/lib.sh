@@ -172,6 +172,32 @@ EOF
     BOUNCER_DIR=$dir
 }
 
+# twemproxy_start DIR REDIS_PORT [WRAPPER ...]: Debian's nutcracker with one
+# pool of the one redis-server at REDIS_PORT (one server connection, as
+# twemproxy is deployed in front of a server), its config and log in DIR,
+# run under WRAPPER when given (valgrind ...); sets TW_PORT and TW_PID.
+twemproxy_start() {
+    local dir=$1 server=$2
+    shift 2
+    TW_PORT=$(free_port)
+    cat >"$dir/nutcracker.yml" <<EOF
+bench:
+  listen: 127.0.0.1:$TW_PORT
+  redis: true
+  hash: fnv1a_64
+  distribution: ketama
+  auto_eject_hosts: false
+  server_connections: 1
+  servers:
+   - 127.0.0.1:$server:1
+EOF
+    "$@" nutcracker -c "$dir/nutcracker.yml" -o "$dir/nutcracker.log" -s "$(free_port)" \
+        -a 127.0.0.1 >>"$dir/nutcracker.out" 2>&1 &
+    TW_PID=$!
+    BENCH_PIDS+=("$TW_PID")
+    wait_port 127.0.0.1 "$TW_PORT" 60
+}
+
 tandem_start() {
     tandem_start_bin "$TANDEM_BIN" "$@"
 }

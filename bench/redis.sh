@@ -122,24 +122,8 @@ BLUE_PORT=$REDIS_PORT
 redis_start green
 GREEN_PORT=$REDIS_PORT
 
-TW_PORT=$(free_port)
 log "starting twemproxy (nutcracker)"
-cat >"$WORK/nutcracker.yml" <<EOF
-bench:
-  listen: 127.0.0.1:$TW_PORT
-  redis: true
-  hash: fnv1a_64
-  distribution: ketama
-  auto_eject_hosts: false
-  server_connections: 1
-  servers:
-   - 127.0.0.1:$BLUE_PORT:1
-EOF
-nutcracker -c "$WORK/nutcracker.yml" -o "$WORK/nutcracker.log" -p "$WORK/nutcracker.pid" \
-    -s "$(free_port)" -a 127.0.0.1 &
-TW_PID=$!
-BENCH_PIDS+=("$TW_PID")
-local_port_up "$TW_PORT"
+twemproxy_start "$WORK" "$BLUE_PORT" || exit 1
 
 # start_tandems BIN SUFFIX: passthrough and shadow from BIN; sets
 # TD_PID$SUFFIX, TANDEM_PORT$SUFFIX, SD_PID$SUFFIX, SHADOW_PORT$SUFFIX.
