@@ -1198,7 +1198,7 @@ client_active(struct pg_session *s)
     while (sc.run < sc.avail) {
         const char *err;
         size_t n;
-        enum pg_frame_result fr = pg_frame_step(&s->client_frame, s->base.client.in, sc.run,
+        enum pg_frame_result fr = pg_frame_step(&s->client_frame, s->base.client.in, NULL, sc.run,
                                                 sc.avail - sc.run, PG_FRAME_FRONTEND,
                                                 FRONTEND_MAX_MESSAGE, &h, &n, &err);
         if (fr == PG_FRAME_PASS) {
@@ -1552,6 +1552,16 @@ server_active(struct pg_session *s)
     struct pgw_header h;
     const char *err;
     int idle_now = 0;
+    /*
+     * Passthrough moves nothing out of `in` before the loop ends: its first
+     * chain stays where it is.  (Shadowing may drain it midway, and
+     * digesting a message may pull its body up.)
+     */
+    struct pg_frame_view view, *v = NULL;
+    if (!shadowing(s)) {
+        pg_frame_view_of(&view, in);
+        v = &view;
+    }
 
     while (run < avail) {
         if (s->server_frame.skip == 0 && shadowing(s)) {
@@ -1563,7 +1573,7 @@ server_active(struct pg_session *s)
             }
         }
         size_t n;
-        enum pg_frame_result fr = pg_frame_step(&s->server_frame, in, run, avail - run,
+        enum pg_frame_result fr = pg_frame_step(&s->server_frame, in, v, run, avail - run,
                                                 PG_FRAME_BACKEND, BACKEND_MAX_MESSAGE, &h, &n,
                                                 &err);
         if (fr == PG_FRAME_PASS) {
@@ -1586,9 +1596,13 @@ server_active(struct pg_session *s)
         } else if (h.type == 'Z') {
             if (avail - run < total)
                 break; /* 6 bytes; wait for all of it */
-            evbuffer_ptr_set(in, &pos, run, EVBUFFER_PTR_SET);
-            evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
-            s->tx_status = hdr[PGW_HEADER_LEN];
+            if (v != NULL && v->len >= run + sizeof(hdr)) {
+                s->tx_status = v->p[run + PGW_HEADER_LEN];
+            } else {
+                evbuffer_ptr_set(in, &pos, run, EVBUFFER_PTR_SET);
+                evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
+                s->tx_status = hdr[PGW_HEADER_LEN];
+            }
             if (s->base.outstanding > 0)
                 s->base.outstanding--;
             idle_now = s->base.outstanding == 0 && s->tx_status == 'I';

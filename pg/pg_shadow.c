@@ -1782,7 +1782,7 @@ pg_shadow_input(struct session *base)
         if (sh->frame.skip == 0 && shadow_run(s, in) > 0)
             continue;
         size_t avail = evbuffer_get_length(in), take;
-        enum pg_frame_result fr = pg_frame_step(&sh->frame, in, 0, avail, PG_FRAME_BACKEND,
+        enum pg_frame_result fr = pg_frame_step(&sh->frame, in, NULL, 0, avail, PG_FRAME_BACKEND,
                                                 0x40000000u, &h, &take, &err);
         if (fr == PG_FRAME_PASS) {
             if (sh->frame.target) /* the rest of a routed answer: the client's */

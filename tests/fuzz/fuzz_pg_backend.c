@@ -114,13 +114,15 @@ static void
 frame(struct pg_frame *f, struct evbuffer *in, struct trace *t)
 {
     size_t avail = evbuffer_get_length(in), run = 0;
+    struct pg_frame_view view; /* as passthrough's server_active: nothing moves until the end */
+    pg_frame_view_of(&view, in);
 
     while (!t->bad && run < avail) {
         struct pgw_header h;
         const char *err = NULL;
         size_t n = 0;
         enum pg_frame_result fr =
-            pg_frame_step(f, in, run, avail - run, PG_FRAME_BACKEND, MAX_LEN, &h, &n, &err);
+            pg_frame_step(f, in, &view, run, avail - run, PG_FRAME_BACKEND, MAX_LEN, &h, &n, &err);
         if (fr == PG_FRAME_PASS) {
             CHECK(n > 0 && n <= avail - run);
             run += n;
