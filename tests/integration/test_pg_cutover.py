@@ -39,6 +39,13 @@ def bench_db(pg_primary, pg_shadow):
     return db
 
 
+def table_on_both(primary, shadow, name, columns):
+    """Table NAME (COLUMNS) on both servers, writable by every role."""
+    for server in (primary, shadow):
+        execute(server, f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
+        execute(server, f"GRANT ALL ON {name} TO PUBLIC")
+
+
 def test_cutover_then_rollback_under_pgbench(tandem, pg_primary, pg_shadow, bench_db):
     t = start(tandem, pg_primary, pg_shadow)
     proc = pgbench_db_popen(t.port, bench_db, clients=8, seconds=14)
@@ -126,9 +133,7 @@ def test_cutover_that_cannot_drain_is_abandoned(tandem, pg_primary, pg_victim):
 
 def test_refused_when_the_shadow_diverged_unless_forced(tandem, pg_primary, pg_shadow):
     t = start(tandem, pg_primary, pg_shadow)
-    for server in (pg_primary, pg_shadow):
-        execute(server, "CREATE TABLE IF NOT EXISTS cut_div (v int)")
-        execute(server, "GRANT ALL ON cut_div TO PUBLIC")
+    table_on_both(pg_primary, pg_shadow, "cut_div", "v int")
     try:
         with t.connect() as conn:  # a session with a shadow; mirroring turned off under it
             status, reply = call(t, "PUT", "/api/mode", {"mode": "passthrough"})
@@ -181,9 +186,7 @@ def test_passthrough_listener_switched_to_shadow_mirrors_new_sessions(tandem, pg
     shadow's first start); after PUT /api/mode shadow a new session gets
     one and mirrors its writes, while the old session goes on unmirrored."""
     t = start(tandem, pg_primary, pg_shadow, mode="passthrough")
-    for server in (pg_primary, pg_shadow):
-        execute(server, "CREATE TABLE IF NOT EXISTS lazy_shadow (v int)")
-        execute(server, "GRANT ALL ON lazy_shadow TO PUBLIC")
+    table_on_both(pg_primary, pg_shadow, "lazy_shadow", "v int")
     try:
         with t.connect() as old:
             old.execute("INSERT INTO lazy_shadow VALUES (1)")
@@ -296,9 +299,7 @@ def test_refused_after_a_write_the_shadow_did_not_apply(tandem, pg_primary, pg_s
 
 def test_a_write_failing_on_both_sides_does_not_diverge(tandem, pg_primary, pg_shadow):
     t = start(tandem, pg_primary, pg_shadow)
-    for server in (pg_primary, pg_shadow):
-        execute(server, "CREATE TABLE IF NOT EXISTS cut_both (v int PRIMARY KEY)")
-        execute(server, "GRANT ALL ON cut_both TO PUBLIC")
+    table_on_both(pg_primary, pg_shadow, "cut_both", "v int PRIMARY KEY")
     try:
         with t.connect() as conn:
             conn.execute("INSERT INTO cut_both VALUES (1)")
